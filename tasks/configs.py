@@ -1,0 +1,82 @@
+"""render-configs: write gunicorn.conf.py, ecosystem.config.js and the Nginx site.
+
+Locally (`invoke render-configs`) the files go to an output folder for review. On a host
+(`fab -H ... render-configs`) each file is written only if its content changed, atomically,
+keeping the previous version beside it, and a unified diff of each change is printed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from invoke import Collection, task
+
+from tasks.connect import COMMON_HELP, open_host, settings_for
+from tasks.hostio import fail, is_remote, q, read_file, run, write_file
+from tasks.nginx import install_site
+from tasks.render import render_nginx_site, render_release_configs, venv_dir
+from tasks.settings import Settings
+
+SITE_NAME = "nginx-site.conf"
+
+
+def rendered_files(s: Settings, requirements: str) -> dict[str, str]:
+    """Every file render-configs writes, by file name (the Nginx site as nginx-site.conf)."""
+    return {**render_release_configs(s, venv_dir(s, requirements)), SITE_NAME: render_nginx_site(s)}
+
+
+def diff(old: str | None, new: str, path: str) -> str:
+    lines = difflib.unified_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}")
+    return "".join(lines)
+
+
+@task(iterable=["set_"], help={**COMMON_HELP, "output": "local folder for the rendered files (default ./rendered)",
+            "dry-run": "print the diffs without writing anything"})
+def render_configs(c, output=None, dry_run=False, env_file=None, set_=None):
+    """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed, with diffs."""
+    s = settings_for(env_file, set_)
+    if not is_remote(c):
+        requirements = Path(s.source_dir, "requirements.txt")
+        files = rendered_files(s, requirements.read_text() if requirements.exists() else "")
+        out = Path(output or "rendered").resolve()
+        for name, text in files.items():
+            target = out / name
+            old = target.read_text() if target.exists() else None
+            if old == text:
+                continue
+            print(diff(old, text, str(target)), end="")
+            if not dry_run:
+                out.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(target.suffix + ".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, target)
+        print(f"{'Would write' if dry_run else 'Wrote'} {', '.join(files)} {'to' if not dry_run else 'in'} {out}")
+        return
+    open_host(c, s)
+    requirements = read_file(c, f"{s.current_dir}/requirements.txt")
+    if requirements is None:
+        raise fail(f"No release at {s.current_dir}: run `deploy` first (it renders the configs into each release).")
+    files = rendered_files(s, requirements)
+    changed = 0
+    for name, text in files.items():
+        path = s.nginx_site if name == SITE_NAME else f"{s.current_dir}/{name}"
+        old = read_file(c, path)
+        if old == text:
+            continue
+        changed += 1
+        print(diff(old, text, path), end="")
+        if dry_run:
+            continue
+        if name == SITE_NAME:
+            install_site(c, s, text)
+        else:
+            run(c, f"cp -p {q(path)} {q(path + '.prev')} 2>/dev/null; true")
+            write_file(c, path, text)
+    print(f"{changed} file(s) {'would change' if dry_run else 'changed'}; nothing reloaded "
+          "(run pm2-reload, or deploy, to apply).")
+
+
+render_configs.__name__ = "render-configs"
+ns = Collection(render_configs)

@@ -1,0 +1,83 @@
+"""What every task does first: load settings, and over SSH verify the host's key.
+
+Fabric 3 connects with paramiko's AutoAddPolicy and never reads known_hosts, so any host key
+would be accepted. Here the user's ~/.ssh/known_hosts (and KNOWN_HOSTS / --known-hosts) are
+loaded and an unknown or changed key is refused, unless the user explicitly accepts a new host.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from invoke import Context
+from invoke.exceptions import Exit
+
+from tasks.hostio import is_remote, target_name
+from tasks.settings import Settings, SettingsError, settings_from_task
+
+# The flags every task shares; tasks merge these into their own help={...}.
+COMMON_HELP = {
+    "env-file": "settings file (default ./.env, or $ENV_FILE)",
+    "set": "override one setting, KEY=VALUE (repeatable), e.g. --set NODE_PORT=3100",
+}
+
+
+def settings_for(env_file: str | None, set_: list[str] | None, **named: Any) -> Settings:
+    """Settings for a task, or a clean exit (code 2) naming the bad value. Nothing has touched a host yet."""
+    try:
+        return settings_from_task(env_file, set_, {k: v for k, v in named.items() if v is not None})
+    except SettingsError as err:
+        raise Exit(f"Settings error: {err}", code=2) from None
+
+
+class _AcceptNewPolicy:
+    """Accept a host not yet known (explicit --accept-new-host) and record it in known_hosts."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        print(f"Added host key for {hostname} ({key.get_name()}) to {self.path}")
+
+
+def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False) -> None:
+    """Verify the host key and open the connection, or exit with the cause and the fix."""
+    if not is_remote(c):
+        return
+    import paramiko
+
+    user_file = os.path.expanduser("~/.ssh/known_hosts")
+    files = [f for f in (user_file, s.known_hosts, known_hosts) if f]
+    client = c.client
+    for path in files:
+        if os.path.exists(path):
+            try:
+                client.load_host_keys(path)
+            except (OSError, paramiko.SSHException) as err:
+                raise Exit(f"Cannot read known_hosts file {path}: {err}", code=2) from None
+    if accept_new_host:
+        client.set_missing_host_key_policy(_AcceptNewPolicy(known_hosts or s.known_hosts or user_file))
+    else:
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    where = target_name(c)
+    try:
+        c.open()
+    except paramiko.BadHostKeyException as err:
+        raise Exit(
+            f"Host key for {where} has CHANGED (got {err.key.get_name()} {err.key.get_fingerprint().hex()}). "
+            "This may be an attack or a rebuilt host. If the host was rebuilt, remove its old line with "
+            f"`ssh-keygen -R '[{c.host}]:{c.port}'` and connect again.", code=3) from None
+    except paramiko.SSHException as err:
+        if "not found in known_hosts" in str(err):
+            raise Exit(
+                f"Host key for {where} is unknown: it is in none of {', '.join(files)}. Add it with "
+                f"`ssh-keyscan -p {c.port} {c.host} >> ~/.ssh/known_hosts` after checking its fingerprint, "
+                "pass --known-hosts FILE, or run again with --accept-new-host.", code=3) from None
+        raise Exit(f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3) from None
+    except OSError as err:
+        raise Exit(f"Cannot connect to {where}: {err}. Check that the host is up and the port is right.", code=3) from None

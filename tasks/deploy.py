@@ -1,0 +1,498 @@
+"""Deploy: ship a release, install, render, check Nginx, reload by what changed, health-gate, roll back.
+
+The order of a deploy, and the one place to read it, is `execute`. Steps run inside this task
+(never as `pre=` tasks, which under `fab -H` would run locally). Until the `current` link is
+switched, a failure leaves the live release untouched; after it, a failure switches back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from tasks import facts as host_facts
+from tasks import install as install_ops
+from tasks import nginx as nginx_ops
+from tasks import pm2 as pm2_ops
+from tasks.connect import COMMON_HELP, open_host, settings_for
+from tasks.hostio import command_log, fail, q, run, target_name, upload
+from tasks.lock import DeployLock, audit, who, who_text
+from tasks.output import Reporter
+from tasks.plan import Manifest, Plan, make_manifest, make_plan
+from tasks.render import ECOSYSTEM, GUNICORN_CONF, digest, render_nginx_site
+from tasks.settings import Settings, SettingsError
+from tasks.source import SourceTree, make_tarball, read_blob, read_source
+
+REQUIRED_TOOLS = {
+    "pm2": "PM2 (npm install -g pm2)",
+    "node": "Node.js (apt install nodejs)",
+    "nginx": "Nginx (apt install nginx)",
+    "python-venv": "a Python able to make a venv (apt install python3-venv, or set PYTHON)",
+    "sudo": "passwordless sudo for this user (a sudoers line with NOPASSWD)",
+    "flock": "flock (apt install util-linux)",
+}
+
+
+@dataclass
+class Shipment:
+    """The code of one release: its tree, the files deploy must read, and how to put it on the host."""
+
+    tree: SourceTree
+    requirements: str
+    package_lock: str | None
+    app_env: str | None
+    source_dir: str | None  # local checkout (SOURCE=upload), None for SOURCE=git
+
+
+def _wsgi_module_paths(wsgi_app: str) -> tuple[str, str]:
+    module = wsgi_app.split(":", 1)[0].replace(".", "/")
+    return f"{module}.py", f"{module}/__init__.py"
+
+
+def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
+    """The app must have what the configs point at, or it would crash-loop on the host."""
+    if not tree.has("requirements.txt"):
+        raise SettingsError(f"{where}: requirements.txt is missing at {tree.sha[:12]}; the Python app needs one "
+                            "(with gunicorn pinned: run `invoke freeze`).")
+    if not tree.has(s.node_script):
+        raise SettingsError(f"NODE_SCRIPT ({s.origins.get('NODE_SCRIPT', 'default')}): {s.node_script} is not in "
+                            f"{where} at {tree.sha[:12]}; set NODE_SCRIPT to the Node.js entry point.")
+    if not any(tree.has(p) for p in _wsgi_module_paths(s.wsgi_app)):
+        raise SettingsError(f"WSGI_APP ({s.origins.get('WSGI_APP', 'default')}): module {s.wsgi_app.split(':')[0]} "
+                            f"({' or '.join(_wsgi_module_paths(s.wsgi_app))}) is not in {where} at {tree.sha[:12]}.")
+
+
+def read_app_env(s: Settings) -> str | None:
+    if not s.app_env_file:
+        return None
+    try:
+        with open(s.app_env_file, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as err:
+        raise SettingsError(f"APP_ENV_FILE ({s.origins.get('APP_ENV_FILE')}): cannot read {s.app_env_file}: "
+                            f"{err.strerror}.") from None
+
+
+def local_shipment(s: Settings) -> Shipment:
+    tree = read_source(s.source_dir)
+    check_shipment(s, tree, f"SOURCE_DIR {s.source_dir}")
+    return Shipment(tree=tree, requirements=read_blob(s.source_dir, tree, "requirements.txt") or "",
+                    package_lock=read_blob(s.source_dir, tree, "package-lock.json"), app_env=read_app_env(s),
+                    source_dir=s.source_dir)
+
+
+def git_shipment(c: Any, s: Settings) -> Shipment:
+    """SOURCE=git: the host keeps a mirror of REPO_URL and resolves REF itself."""
+    repo = q(f"{s.state_dir}/repo.git")
+    fetch = (f"mkdir -p {q(s.state_dir)} && if [ -d {repo} ]; then git -C {repo} fetch --quiet --prune --force origin "
+             f"'+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'; else git clone --quiet --mirror {q(s.repo_url or '')} {repo}; fi"
+             f" && git -C {repo} rev-parse --verify --quiet {q(s.ref + '^{commit}')}")
+    result = run(c, fetch, warn=True)
+    if not result.ok:
+        raise fail(f"The host could not fetch {s.repo_url} at {s.ref}: {(result.stderr or result.stdout).strip()[-500:]}. "
+                   "Check REPO_URL, REF and the host's access to the repository (a deploy key).")
+    sha = result.stdout.strip().splitlines()[-1]
+    listing = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r {q(sha)}").stdout.splitlines()
+    blobs = {}
+    for line in listing[1:]:
+        meta, _, path = line.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[1] == "blob":
+            blobs[path] = parts[2]
+    tree = SourceTree(sha=sha, tree=listing[0].strip(), blobs=blobs, dirty=0, subdir="")
+    check_shipment(s, tree, f"{s.repo_url}")
+
+    def show(path: str) -> str | None:
+        if path not in blobs:
+            return None
+        return run(c, f"git -C {repo} cat-file blob {q(blobs[path])}").stdout
+
+    return Shipment(tree=tree, requirements=show("requirements.txt") or "", package_lock=show("package-lock.json"),
+                    app_env=read_app_env(s), source_dir=None)
+
+
+def require_tools(facts: host_facts.HostFacts) -> None:
+    missing = [text for tool, text in REQUIRED_TOOLS.items() if tool not in facts.tools]
+    if missing:
+        raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". Install it and deploy again.")
+
+
+def extras_tar(plan: Plan) -> bytes:
+    """The files deploy adds to a release: rendered configs, REVISION and the manifest."""
+    files = {**plan.configs, "REVISION": plan.manifest.release + "\n", ".signalcraft/manifest.json": plan.manifest.to_json()}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan) -> None:
+    """Put the release on the host in releases/<name>.tmp, then rename it into place."""
+    release = plan.manifest.release
+    rdir = f"{s.releases_dir}/{release}"
+    incoming = f"{s.state_dir}/incoming"
+    with tempfile.TemporaryDirectory() as tmp:
+        extras = os.path.join(tmp, "extras.tar")
+        with open(extras, "wb") as fh:
+            fh.write(extras_tar(plan))
+        run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {q(s.shared_dir)}/logs && chmod 0755 {q(s.deploy_root)}")
+        if shipment.source_dir:
+            code = os.path.join(tmp, "code.tar")
+            make_tarball(shipment.source_dir, shipment.tree, code)
+            upload(c, code, f"{incoming}/{release}.tar")
+            unpack = f"tar -xf {q(incoming + '/' + release + '.tar')} -C \"$t\""
+        else:
+            unpack = f"git -C {q(s.state_dir + '/repo.git')} archive {q(shipment.tree.sha)} | tar -x -C \"$t\""
+        upload(c, extras, f"{incoming}/{release}.extras.tar")
+    if shipment.app_env is not None:
+        # The app's secrets: written from stdin (never on a command line), mode 0600, linked into releases.
+        run(c, f"umask 077 && cat > {q(s.shared_dir)}/.env.tmp && mv -f {q(s.shared_dir)}/.env.tmp {q(s.shared_dir)}/.env",
+            stdin=shipment.app_env)
+    script = "\n".join([
+        "set -e",
+        f"t={q(rdir + '.tmp')}",
+        'rm -rf "$t" && mkdir -p "$t"',
+        unpack,
+        f"tar -xf {q(incoming + '/' + release + '.extras.tar')} -C \"$t\"",
+        f"if [ -e {q(s.shared_dir)}/.env ]; then ln -sfn {q(s.shared_dir)}/.env \"$t/.env\"; fi",
+        f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
+        f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
+        f"rm -f {q(incoming)}/{q(release)}.tar {q(incoming)}/{q(release)}.extras.tar",
+    ])
+    result = run(c, script, warn=True)
+    if not result.ok:
+        run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
+        raise fail(f"Could not unpack the release into {rdir}: {result.stderr.strip()[-500:]}. "
+                   f"Check free space and permissions under {s.deploy_root}; the live release is untouched.")
+
+
+def switch(c: Any, s: Settings, release: str) -> None:
+    """Point `current` at a release atomically (a temporary link renamed over the old one)."""
+    tmp = f"{s.deploy_root}/.current.tmp"
+    run(c, f"ln -sfn {q('releases/' + release)} {q(tmp)} && mv -Tf {q(tmp)} {q(s.current_dir)}")
+
+
+def previous_release(facts: host_facts.HostFacts, before: str | None) -> str | None:
+    older = [r for r in facts.releases if (before is None or r < before) and r not in facts.bad_releases]
+    return older[-1] if older else None
+
+
+def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[str]:
+    """Unified diffs of every file the deploy would write, against what the host has."""
+    out = []
+    pairs = [(name, facts.configs.get(name, ""), text, f"{s.current_dir}/{name}") for name, text in plan.configs.items()]
+    pairs.append(("nginx site", facts.site_text or "", plan.site, s.nginx_site))
+    for _name, old, new, path in pairs:
+        if old.rstrip("\n") != new.rstrip("\n"):
+            diff = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}")
+            out.append("".join(diff))
+    return out
+
+
+def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFacts, shipment: Shipment) -> None:
+    m = plan.manifest
+    rep.say(f"Plan for {rep.target}:")
+    if plan.nothing_to_do:
+        rep.say(f"  nothing to do: {m.release} is live and both apps are online.")
+        return
+    if plan.new_release:
+        rep.say(f"  release   {m.release} (commit {m.sha[:12]}) replaces {facts.current_release or 'nothing'}")
+        rep.say(f"  upload    git archive of {m.tree[:12]} -> {s.releases_dir}/{m.release}")
+    rep.say(f"  install   venv {m.venv}: {'build (requirements changed)' if plan.build_venv else 'reuse'}")
+    if m.node_modules:
+        rep.say(f"            node_modules {m.node_modules}: {'npm ci' if plan.build_node_modules else 'reuse'}")
+    rep.say("  trial     start both apps from the new release on spare loopback ports; call their health routes")
+    for a in plan.actions:
+        how = {"none": "leave as is", "start": "pm2 start --only", "hup": "pm2 sendSignal SIGHUP (graceful)",
+               "new-master": "new Gunicorn master on the handover address, Nginx switch, old master drains",
+               "reload": "pm2 reload --only (rolling, cluster mode)", "restart": "pm2 delete + start (brief gap)",
+               "write-and-reload": "write site, nginx -t, graceful reload"}[a.how]
+        rep.say(f"  {a.app:<9} {how} ({a.why})")
+    rep.say("  health    both apps directly and through Nginx, from the new release; roll back on failure")
+    for diff in config_diffs(facts, plan, s):
+        rep.say(diff.rstrip("\n"))
+
+
+def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev: str | None, site_written: bool) -> list[str]:
+    """Undo a deploy whose switch already happened; return what the previous release now reports."""
+    notes = []
+    if prev:
+        switch(c, s, prev)
+    py, node = plan.action("python").how, plan.action("nodejs").how
+    if py == "hup" and prev:
+        pm2_ops.hup_python(c, s)
+    elif py == "start" or not prev:
+        pm2_ops.delete(c, s, s.python_app)
+    if node == "reload" and prev:
+        pm2_ops.reload_node(c, s)
+    elif node == "restart" and prev:
+        pm2_ops.restart_node(c, s)
+    elif node == "start" or not prev:
+        pm2_ops.delete(c, s, s.node_app)
+    if site_written:
+        nginx_ops.restore_site(c, s)
+        nginx_ops.reload_nginx(c, s)
+    if prev:
+        problems = pm2_ops.gate(c, s, prev, f"{s.releases_dir}/{prev}", {"python": py == "hup", "nodejs": node != "none"})
+        notes.append(f"previous release {prev} is serving" if not problems else
+                     "previous release is NOT healthy either: " + "; ".join(problems))
+    run(c, f"mkdir -p {q(s.state_dir)}/bad && touch {q(s.state_dir)}/bad/{q(plan.manifest.release)}", warn=True)
+    pm2_ops.save(c, s)
+    return notes
+
+
+def prune(c: Any, s: Settings, keep: int, current: str, prev: str | None) -> list[str]:
+    """Remove old releases beyond KEEP_RELEASES; never current, previous, or one a live process runs from."""
+    listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; for p in /proc/[0-9]*; do readlink $p/cwd; done 2>/dev/null | sort -u",
+                  warn=True).stdout
+    names, _, cwds = listing.partition("@@")
+    releases = sorted(n for n in names.split() if n and not n.endswith(".tmp"))
+    in_use = {line.strip().rstrip("/").split("/releases/")[-1].split("/")[0] for line in cwds.splitlines() if "/releases/" in line}
+    protected = {current, prev} | in_use
+    doomed = [r for r in releases[:-keep] if r not in protected] if len(releases) > keep else []
+    if doomed:
+        run(c, "rm -rf " + " ".join(q(f"{s.releases_dir}/{r}") for r in doomed))
+    return doomed
+
+
+def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.HostFacts,
+            shipment: Shipment | None, event: str) -> dict[str, Any]:
+    """Carry out a plan. `shipment` is None when the release is already on the host (rollback)."""
+    m = plan.manifest
+    rdir = f"{s.releases_dir}/{m.release}"
+    prev = facts.current_release if facts.current_release != m.release else previous_release(facts, m.release)
+    record: dict[str, Any] = {"event": event, "by": who(), "host": rep.target, "from": facts.current_release,
+                              "to": m.release, "sha": m.sha, "actions": {a.app: a.how for a in plan.actions}}
+    if shipment is not None and plan.new_release:
+        with rep.step("upload") as st:
+            ship(c, s, shipment, plan)
+            st.detail = f"{m.release}"
+    with rep.step("install") as st:
+        if plan.build_venv:
+            version = install_ops.ensure_venv(c, s, m.venv, f"{rdir}/requirements.txt")
+            st.detail = f"built {m.venv} (gunicorn {version})"
+        else:
+            st.detail = "Python environment unchanged"
+        if plan.new_release or plan.build_node_modules:
+            install_ops.ensure_node_modules(c, s, rdir, m.node_modules)
+            if plan.build_node_modules:
+                st.detail += "; node_modules built"
+    changed_files = [name for name in plan.configs if facts.configs.get(name, "").rstrip("\n") != plan.configs[name].rstrip("\n")]
+    with rep.step("render-configs") as st:
+        st.detail = ("changed: " + ", ".join(changed_files)) if changed_files else "unchanged"
+        for diff in config_diffs(facts, plan, s):
+            rep.say(diff.rstrip("\n"))
+    if plan.new_release or any(a.how != "none" for a in plan.actions[:2]):
+        with rep.step("trial run") as st:
+            pm2_ops.canary(c, s, rdir, m.venv)
+            st.detail = "both apps answer their health routes"
+    site_written = plan.action("nginx").how == "write-and-reload"
+    with rep.step("nginx-check") as st:
+        if site_written:
+            nginx_ops.install_site(c, s, plan.site)
+        routes, problems = nginx_ops.check(c, s)
+        if problems:
+            if site_written:
+                nginx_ops.restore_site(c, s)
+            raise fail("Nginx check failed; nothing was switched:\n  " + "\n  ".join(problems))
+        st.detail = f"{len(routes)} routes ok" + ("; new site passes nginx -t" if site_written else "")
+    with rep.step("switch") as st:
+        switch(c, s, m.release)
+        st.detail = f"current -> {m.release}"
+    try:
+        with rep.step("pm2-reload") as st:
+            done = []
+            py, node = plan.action("python").how, plan.action("nodejs").how
+            if py == "start":
+                pm2_ops.start(c, s, s.python_app)
+            elif py == "hup":
+                pm2_ops.hup_python(c, s)
+            elif py == "new-master":
+                pm2_ops.handover(c, s, m.release, rdir, m.venv, rep)
+            if node == "start":
+                pm2_ops.start(c, s, s.node_app)
+            elif node == "reload":
+                pm2_ops.reload_node(c, s)
+            elif node == "restart":
+                pm2_ops.restart_node(c, s)
+            done = [f"{s.python_app}: {py}", f"{s.node_app}: {node}"]
+            st.detail = ", ".join(done)
+        if site_written:
+            with rep.step("nginx reload"):
+                nginx_ops.reload_nginx(c, s)
+        with rep.step("health") as st:
+            problems = pm2_ops.gate(c, s, m.release, rdir, {"python": py != "none", "nodejs": node != "none"})
+            if problems:
+                raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
+            st.detail = "both apps answer, directly and through Nginx"
+    except Exit as err:
+        reason = str(err.message)
+        logs = {name: pm2_ops.error_tail(c, s, name) for name in (s.python_app, s.node_app)}
+        with rep.step("rollback") as st:
+            notes = rollback_after_failure(c, s, rep, plan, prev if prev != m.release else None, site_written)
+            st.detail = "; ".join(notes)
+        record.update(result="rolled back", reason=reason.splitlines()[0], steps=rep.durations())
+        audit(c, s, record)
+        tails = "\n".join(f"--- last error output of {name} ---\n{text}" for name, text in logs.items() if text.strip())
+        raise fail(f"{reason}\nRolled back to {prev or 'nothing (first deploy)'}; release {m.release} is marked bad.\n"
+                   f"{tails}") from None
+    with rep.step("finish") as st:
+        pm2_ops.save(c, s)
+        pruned = prune(c, s, s.keep_releases, m.release, prev)
+        st.detail = "pm2 save" + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+    record.update(result="ok", steps=rep.durations(), files_changed=changed_files + (["nginx site"] if site_written else []))
+    audit(c, s, record)
+    return record
+
+
+def build_plan(c: Any, s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -> Plan:
+    app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
+    manifest, configs = make_manifest(
+        s, sha=shipment.tree.sha, tree=shipment.tree.tree, python_code=shipment.tree.python_digest,
+        node_code=shipment.tree.node_digest, requirements=shipment.requirements, package_lock=shipment.package_lock,
+        app_env_digest=app_env_digest, who=who_text(who()))
+    return make_plan(s, manifest, configs, facts)
+
+
+DEPLOY_HELP = {
+    **COMMON_HELP,
+    "dry-run": "read the host and print the plan (steps, diffs, reloads) without changing anything",
+    "lock-wait": "seconds to wait for another deploy to finish (default 0: stop at once)",
+    "ref": "git ref to deploy when SOURCE=git (overrides REF)",
+    "source-dir": "local app folder to ship when SOURCE=upload (overrides SOURCE_DIR)",
+    "known-hosts": "extra known_hosts file to verify the host key with",
+    "accept-new-host": "trust and record the key of a host not yet in known_hosts",
+}
+
+
+@task(iterable=["set_"], help=DEPLOY_HELP)
+def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts=None, accept_new_host=False,
+           env_file=None, set_=None):
+    """Deploy the app: ship, install, render-configs, nginx-check, pm2-reload by what changed, health-check."""
+    s = settings_for(env_file, set_, REF=ref, SOURCE_DIR=source_dir)
+    rep = Reporter(target_name(c))
+    try:
+        shipment = local_shipment(s) if s.source == "upload" else None
+    except SettingsError as err:
+        raise Exit(f"Settings error: {err}", code=2) from None
+    if shipment and shipment.tree.dirty:
+        rep.warn(f"{shipment.tree.dirty} uncommitted change(s) in {s.source_dir} are not deployed; "
+                 f"deploying commit {shipment.tree.sha[:12]}")
+    with rep.step("connect") as st:
+        open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
+        st.detail = target_name(c)
+    info = {"who": who(), "sha": shipment.tree.sha if shipment else s.ref, "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            **who()}
+    lock = None if dry_run else DeployLock(c, s, info, int(lock_wait or 0), rep.say, rep.warn)
+    if lock:
+        lock.__enter__()
+    try:
+        with rep.step("read host") as st:
+            facts = host_facts.gather(c, s)
+            require_tools(facts)
+            if shipment is None:
+                try:
+                    shipment = git_shipment(c, s)
+                except SettingsError as err:
+                    raise fail(str(err), code=2) from None
+            plan = build_plan(c, s, shipment, facts)
+            st.detail = f"live: {facts.current_release or 'nothing yet'}"
+        if dry_run:
+            print_plan(rep, s, plan, facts, shipment)
+            rep.say("Dry run: nothing was changed.")
+            return
+        if plan.nothing_to_do:
+            rep.say(f"Nothing to deploy: {plan.manifest.release} (commit {plan.manifest.sha[:12]}) is live and unchanged; "
+                    "no file written, no app reloaded.")
+            audit(c, s, {"event": "deploy", "result": "unchanged", "by": who(), "host": rep.target,
+                         "to": plan.manifest.release, "sha": plan.manifest.sha})
+            return
+        try:
+            execute(c, s, rep, plan, facts, shipment, "deploy")
+        except Exit as err:
+            rep.error(str(err.message))
+            summarize(rep, s, plan, ok=False)
+            raise
+        summarize(rep, s, plan, ok=True)
+    finally:
+        if lock:
+            lock.__exit__(None, None, None)
+
+
+def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool) -> None:
+    m = plan.manifest
+    total = sum(step.seconds for step in rep.steps)
+    if ok:
+        rep.say(f"Deployed {m.release} (commit {m.sha[:12]}) to {rep.target} in {total:.1f}s.")
+        rep.say(f"  site: http://<host>:{s.nginx_listen}/  Python: " + ", ".join(f"/{r}" for r in s.py_routes))
+    reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+    rep.write_github_summary(
+        f"Deploy {'succeeded' if ok else 'failed'}: {m.release}",
+        [f"- commit `{m.sha[:12]}`, apps: {reloads}", f"- roll back with `fab -H {rep.target} rollback`"])
+
+
+@task(iterable=["set_"], help={**COMMON_HELP, "to": "release to return to (default: the one before the current)",
+            "known-hosts": DEPLOY_HELP["known-hosts"]})
+def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
+    """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
+    s = settings_for(env_file, set_)
+    rep = Reporter(target_name(c))
+    open_host(c, s, known_hosts=known_hosts)
+    info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
+    with DeployLock(c, s, info, 0, rep.say, rep.warn):
+        facts = host_facts.gather(c, s)
+        target = to or previous_release(facts, facts.current_release)
+        if not target or target not in facts.releases:
+            raise fail(f"No release to roll back to (asked for {to or 'the previous one'}; on the host: "
+                       f"{', '.join(facts.releases) or 'none'}). See `releases`.")
+        raw = run(c, f"cat {q(s.releases_dir + '/' + target)}/.signalcraft/manifest.json", warn=True).stdout
+        try:
+            manifest = Manifest(**json.loads(raw))
+        except (ValueError, TypeError):
+            raise fail(f"Release {target} has no readable manifest; roll back with --to another release.") from None
+        configs = {}
+        for name in (GUNICORN_CONF, ECOSYSTEM):
+            configs[name] = run(c, f"cat {q(s.releases_dir + '/' + target + '/' + name)}", warn=True).stdout
+        plan = make_plan(s, manifest, configs, facts)
+        plan.new_release, plan.build_venv = False, manifest.venv.rsplit("/", 1)[-1] not in facts.venvs_ready
+        plan.site = render_nginx_site(s)
+        rep.say(f"Rolling back {facts.current_release} -> {target}")
+        execute(c, s, rep, plan, facts, None, "rollback")
+        run(c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True)
+    rep.say(f"Rolled back to {target}.")
+
+
+@task(iterable=["set_"], help={**COMMON_HELP})
+def releases(c, env_file=None, set_=None):
+    """List the releases on the host, newest first, marking the current one and bad ones."""
+    s = settings_for(env_file, set_)
+    open_host(c, s)
+    facts = host_facts.gather(c, s)
+    if not facts.releases:
+        print(f"No releases under {s.releases_dir}.")
+        return
+    for name in reversed(facts.releases):
+        mark = "* " if name == facts.current_release else "  "
+        flag = "  (bad: rolled back)" if name in facts.bad_releases else ""
+        print(f"{mark}{name}{flag}")
+
+
+def commands_sent(c: Any) -> int:
+    return command_log(c).count
+
+
+ns = Collection(deploy, rollback, releases)

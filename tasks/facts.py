@@ -1,0 +1,167 @@
+"""Facts: what the host looks like now, read with one command and parsed by pure functions.
+
+pyinfra's split: a fact is a command plus a parser. `gather(c, s)` sends a single shell script
+(one SSH channel) and `parse_facts` turns its sectioned output into `HostFacts`. Nothing here
+changes the host.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.hostio import q, run
+from tasks.settings import Settings
+
+MARK = "@@signalcraft:"
+
+
+@dataclass(frozen=True)
+class Pm2Process:
+    """One PM2 process (a cluster app has one per instance). Env values are never kept."""
+
+    name: str
+    pm_id: int
+    pid: int
+    status: str
+    restarts: int
+    started_ms: int
+    exec_mode: str
+    exec_path: str
+    cwd: str
+    interpreter: str
+    args: tuple[str, ...]
+    memory: int
+
+
+@dataclass
+class HostFacts:
+    uid: int | None = None
+    current_release: str | None = None
+    releases: list[str] = field(default_factory=list)
+    bad_releases: set[str] = field(default_factory=set)
+    manifest: dict[str, Any] | None = None
+    configs: dict[str, str] = field(default_factory=dict)  # the current release's rendered files
+    site_text: str | None = None
+    site_enabled: bool = False
+    venvs_ready: set[str] = field(default_factory=set)
+    node_modules_ready: set[str] = field(default_factory=set)
+    tools: set[str] = field(default_factory=set)
+    pm2: list[Pm2Process] = field(default_factory=list)
+    pm2_readable: bool = False
+
+    def apps(self, name: str) -> list[Pm2Process]:
+        return [p for p in self.pm2 if p.name == name]
+
+    def online(self, name: str) -> bool:
+        procs = self.apps(name)
+        return bool(procs) and all(p.status == "online" for p in procs)
+
+
+def facts_script(s: Settings) -> str:
+    """The shell that prints every fact in marked sections. Read-only."""
+    root = q(s.deploy_root)
+    link = s.nginx_enabled_link
+    return "\n".join([
+        f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
+        f"R={root}",
+        "sec uid; id -u",
+        'sec current; readlink "$R/current" 2>/dev/null || true',
+        'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
+        'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
+        'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
+        'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname "$f")"; done; true',
+        'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename "$(dirname "$f")"; done; true',
+        'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
+        'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true',
+        f"sec site; cat {q(s.nginx_site)} 2>/dev/null || true",
+        f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
+        "sec tools",
+        f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
+        "command -v node >/dev/null 2>&1 && echo node",
+        "command -v flock >/dev/null 2>&1 && echo flock",
+        f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
+        "sudo -n true >/dev/null 2>&1 && echo sudo",
+        "sudo -n sh -c 'command -v nginx' >/dev/null 2>&1 && echo nginx",
+        f"sec pm2; command -v {q(s.pm2)} >/dev/null 2>&1 && {q(s.pm2)} jlist 2>/dev/null; true",
+    ])
+
+
+def split_sections(output: str) -> dict[str, str]:
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        if line.startswith(MARK):
+            current = sections.setdefault(line[len(MARK):].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).strip("\n") for name, lines in sections.items()}
+
+
+def parse_pm2_jlist(text: str) -> tuple[list[Pm2Process], bool]:
+    """Parse `pm2 jlist`, which may print non-JSON lines (daemon start-up notes) before the list."""
+    data: Any = None
+    for start in (i for i, ch in enumerate(text) if ch == "["):
+        try:
+            data = json.JSONDecoder().raw_decode(text[start:])[0]
+        except ValueError:
+            continue
+        if isinstance(data, list):
+            break
+        data = None
+    if data is None:
+        return [], False
+    procs = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        env = item.get("pm2_env") or {}
+        monit = item.get("monit") or {}
+        args = env.get("args") or []
+        procs.append(Pm2Process(
+            name=str(item.get("name", "")),
+            pm_id=int(item.get("pm_id", -1)),
+            pid=int(item.get("pid") or 0),
+            status=str(env.get("status", "unknown")),
+            restarts=int(env.get("restart_time", 0) or 0),
+            started_ms=int(env.get("pm_uptime", 0) or 0),
+            exec_mode=str(env.get("exec_mode", "")).replace("_mode", ""),
+            exec_path=str(env.get("pm_exec_path", "")),
+            cwd=str(env.get("pm_cwd", "")),
+            interpreter=str(env.get("exec_interpreter", "")),
+            args=tuple(str(a) for a in (args if isinstance(args, list) else [args])),
+            memory=int(monit.get("memory", 0) or 0),
+        ))
+    return procs, True
+
+
+def parse_facts(output: str) -> HostFacts:
+    sec = split_sections(output)
+    facts = HostFacts()
+    uid = sec.get("uid", "").strip()
+    facts.uid = int(uid) if uid.isdigit() else None
+    current = sec.get("current", "").strip()
+    facts.current_release = current.rstrip("/").rsplit("/", 1)[-1] if current else None
+    facts.releases = sorted(line for line in sec.get("releases", "").splitlines() if line.strip())
+    facts.bad_releases = {line.strip() for line in sec.get("bad", "").splitlines() if line.strip()}
+    manifest = sec.get("manifest", "").strip()
+    if manifest:
+        try:
+            facts.manifest = json.loads(manifest)
+        except ValueError:
+            facts.manifest = None
+    facts.venvs_ready = {line.strip() for line in sec.get("venvs", "").splitlines() if line.strip()}
+    facts.node_modules_ready = {line.strip() for line in sec.get("node_modules", "").splitlines() if line.strip()}
+    facts.configs = {name[5:]: text + "\n" for name, text in sec.items() if name.startswith("conf:") and text}
+    site = sec.get("site")
+    facts.site_text = (site + "\n") if site else None
+    facts.site_enabled = sec.get("enabled", "").strip() == "yes"
+    facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
+    facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
+    return facts
+
+
+def gather(c: Any, s: Settings) -> HostFacts:
+    """Read every fact about the host in one command."""
+    return parse_facts(run(c, "sh -s", stdin=facts_script(s) + "\n", warn=True).stdout)

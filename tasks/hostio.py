@@ -1,0 +1,155 @@
+"""Host I/O: the few things that differ between a local invoke Context and a Fabric Connection.
+
+Every helper takes the context first (patchwork's `files.exists(c, path)` idiom), quotes every
+argument with `shlex.quote`, and is safe to call twice. Nothing else in the library needs to know
+whether it runs locally or over SSH.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from invoke import Context
+from invoke.exceptions import Exit
+
+try:  # Fabric is a dependency, but `invoke` alone must still work for local tasks.
+    from fabric import Connection
+except ImportError:  # pragma: no cover
+    Connection = None  # type: ignore[assignment,misc]
+
+q = shlex.quote
+
+
+def is_remote(c: Context) -> bool:
+    return Connection is not None and isinstance(c, Connection)
+
+
+def target_name(c: Context) -> str:
+    """Who we talk to, as a person would write it: user@host:port, or 'this machine'."""
+    if is_remote(c):
+        return f"{c.user}@{c.host}:{c.port}"
+    return "this machine"
+
+
+@dataclass
+class CommandLog:
+    """Counts the commands sent to a host, for the speed benchmark and the summary."""
+
+    count: int = 0
+    commands: list[str] = field(default_factory=list)
+
+
+def command_log(c: Context) -> CommandLog:
+    log = getattr(c, "_signalcraft_log", None)
+    if log is None:
+        log = CommandLog()
+        c._signalcraft_log = log  # type: ignore[attr-defined]
+    return log
+
+
+def run(c: Context, command: str, *, stdin: str | None = None, warn: bool = False, timeout: float | None = None) -> Any:
+    """Run a shell command on the context's host, output hidden, stdin closed unless given."""
+    log = command_log(c)
+    log.count += 1
+    log.commands.append(command)
+    kwargs: dict[str, Any] = {"hide": True, "warn": warn, "in_stream": io.StringIO(stdin) if stdin is not None else False}
+    if timeout:
+        kwargs["timeout"] = timeout
+    return c.run(command, **kwargs)
+
+
+def sudo(command: str) -> str:
+    """Prefix for commands that need root: `sudo -n` never waits for a password prompt."""
+    return f"sudo -n {command}"
+
+
+def exists(c: Context, path: str) -> bool:
+    return run(c, f"test -e {q(path)}", warn=True).ok
+
+
+def read_file(c: Context, path: str, *, as_root: bool = False) -> str | None:
+    cmd = f"cat {q(path)}"
+    result = run(c, sudo(cmd) if as_root else cmd, warn=True)
+    return result.stdout if result.ok else None
+
+
+def write_file_command(path: str, mode: str = "0644", *, as_root: bool = False) -> str:
+    """Shell that writes stdin to `path` atomically (temp file beside it, then rename)."""
+    tmp = f"{path}.signalcraft-tmp"
+    script = f"umask 077 && cat > {q(tmp)} && chmod {mode} {q(tmp)} && mv -f {q(tmp)} {q(path)}"
+    return sudo(f"sh -c {q(script)}") if as_root else script
+
+
+def write_file(c: Context, path: str, content: str, mode: str = "0644", *, as_root: bool = False) -> None:
+    run(c, write_file_command(path, mode, as_root=as_root), stdin=content)
+
+
+def upload(c: Context, local_path: str, remote_path: str) -> None:
+    """Copy a local file to the host (SFTP over SSH, a plain copy locally)."""
+    log = command_log(c)
+    log.count += 1
+    log.commands.append(f"upload {local_path} -> {remote_path}")
+    if is_remote(c):
+        c.put(local_path, remote_path)
+    else:
+        shutil.copyfile(local_path, remote_path)
+
+
+class HeldCommand:
+    """A command that runs for as long as we keep its stdin open (used for the deploy lock).
+
+    Over SSH the command's stdin is the channel: if this process dies or the connection drops,
+    sshd closes the channel, the command sees end-of-file and ends, and the lock is released.
+    """
+
+    def __init__(self, c: Context, command: str):
+        self.c = c
+        self.command = command
+        self._proc: subprocess.Popen[str] | None = None
+        self._chan: Any = None
+        self._out: Any = None
+
+    def start(self) -> None:
+        command_log(self.c).count += 1
+        if is_remote(self.c):
+            self.c.open()
+            self._chan = self.c.client.get_transport().open_session()
+            self._chan.exec_command(self.command)
+            self._out = self._chan.makefile("r")
+        else:
+            self._proc = subprocess.Popen(
+                ["sh", "-c", self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            self._out = self._proc.stdout
+
+    def readline(self) -> str:
+        line = self._out.readline()
+        return line.decode() if isinstance(line, bytes) else line
+
+    def release(self) -> None:
+        if self._chan is not None:
+            self._chan.shutdown_write()
+            deadline = time.monotonic() + 10
+            while not self._chan.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self._chan.close()
+            self._chan = None
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+
+
+def fail(message: str, code: int = 1) -> Exit:
+    """A user-facing failure: one clear message, no traceback."""
+    return Exit(message, code=code)

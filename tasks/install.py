@@ -1,0 +1,116 @@
+"""Install: the app's Python environment and Node.js dependencies, built once per requirements set.
+
+A venv lives at <DEPLOY_ROOT>/venvs/<hash of PYTHON + requirements.txt> and is marked complete
+with `.ok`; a new requirements set builds a new venv beside the live one, so a failed install
+never touches what is serving. node_modules are shared the same way, keyed by package-lock.json.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import Collection, task
+
+from tasks import facts as host_facts
+from tasks.connect import COMMON_HELP, open_host, settings_for
+from tasks.hostio import fail, q, run
+from tasks.render import digest, venv_dir
+from tasks.settings import Settings
+
+MIN_GUNICORN = (20, 1)
+GUNICORN_CHECK = (
+    "import sys\ntry:\n    import gunicorn\nexcept ImportError:\n    sys.exit(3)\n"
+    "v = tuple(int(x) for x in gunicorn.__version__.split('.')[:2])\nprint(gunicorn.__version__)\n"
+    f"sys.exit(0 if v >= {MIN_GUNICORN!r} else 4)\n"
+)
+
+
+def venv_script(s: Settings, venv: str, requirements_path: str) -> str:
+    v, req = q(venv), q(requirements_path)
+    return "\n".join([
+        "set -e",
+        f"if [ ! -e {v}/.ok ]; then",
+        f"  rm -rf {v}",
+        f"  {q(s.python)} -m venv {v}",
+        f"  {v}/bin/python -m pip install --quiet --disable-pip-version-check -r {req}",
+        "  built=1",
+        "fi",
+        f"set +e; {v}/bin/python -c {q(GUNICORN_CHECK)}; code=$?; set -e",
+        f"[ $code = 0 ] && touch {v}/.ok",
+        "exit $code",
+    ])
+
+
+def ensure_venv(c: Any, s: Settings, venv: str, requirements_path: str) -> str:
+    """Build the venv unless a complete one exists; return the Gunicorn version in it."""
+    run(c, f"mkdir -p {q(s.venvs_dir)}")
+    result = run(c, venv_script(s, venv, requirements_path), warn=True)
+    if result.exited == 3:
+        raise fail(f"Gunicorn is not in {requirements_path}: add it (run `invoke freeze` in the app, which pins "
+                   "gunicorn==x.y.z) and deploy again.")
+    if result.exited == 4:
+        raise fail(f"Gunicorn {result.stdout.strip()} is too old: wsgi_app = 'module:factory()' needs 20.1 or later. "
+                   "Raise the pin in requirements.txt.")
+    if not result.ok:
+        err = (result.stderr or result.stdout).strip()[-1500:]
+        raise fail(f"Installing {requirements_path} into {venv} failed; the live release is untouched.\n{err}\n"
+                   f"Check the requirements, and that {s.python} can create a venv (apt install python3-venv).")
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+
+def node_modules_script(s: Settings, release_dir: str, shared: str | None) -> str:
+    r = q(release_dir)
+    if shared is None:
+        # No lock file: install into the release itself, only if package.json names dependencies.
+        return (f"cd {r} && if [ -f package.json ] && node -e \"const p=require('./package.json');"
+                "process.exit(Object.keys(p.dependencies||{}).length?0:1)\"; then "
+                "npm install --omit=dev --no-audit --no-fund --loglevel=error; fi")
+    n = q(shared)
+    return "\n".join([
+        "set -e",
+        f"if [ ! -e {n}/.ok ]; then",
+        f"  rm -rf {n} && mkdir -p {n}",
+        f"  cp {r}/package.json {r}/package-lock.json {n}/",
+        f"  (cd {n} && npm ci --omit=dev --no-audit --no-fund --loglevel=error)",
+        f"  mkdir -p {n}/node_modules && touch {n}/.ok",
+        "fi",
+        f"ln -sfn {n}/node_modules {r}/node_modules",
+    ])
+
+
+def ensure_node_modules(c: Any, s: Settings, release_dir: str, shared: str | None) -> None:
+    result = run(c, node_modules_script(s, release_dir, shared), warn=True)
+    if not result.ok:
+        err = (result.stderr or result.stdout).strip()[-1500:]
+        raise fail(f"Installing Node.js dependencies failed; the live release is untouched.\n{err}")
+
+
+@task(iterable=["set_"], help={**COMMON_HELP})
+def install(c, env_file=None, set_=None):
+    """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
+    s = settings_for(env_file, set_)
+    open_host(c, s)
+    facts = host_facts.gather(c, s)
+    if not facts.current_release:
+        raise fail(f"No release at {s.current_dir} yet: run `deploy`, which installs as part of it.")
+    release_dir = f"{s.releases_dir}/{facts.current_release}"
+    requirements = run(c, f"cat {q(release_dir)}/requirements.txt", warn=True)
+    if not requirements.ok:
+        raise fail(f"{release_dir}/requirements.txt is missing: the app must list its Python requirements.")
+    venv = venv_dir(s, requirements.stdout)
+    name = venv.rsplit("/", 1)[-1]
+    if name in facts.venvs_ready:
+        print(f"Python environment {venv} is up to date: nothing to install.")
+    else:
+        version = ensure_venv(c, s, venv, f"{release_dir}/requirements.txt")
+        print(f"Python environment {venv} built (gunicorn {version}).")
+    lock = run(c, f"cat {q(release_dir)}/package-lock.json", warn=True)
+    shared = f"{s.node_modules_dir}/{digest(lock.stdout)[:16]}" if lock.ok else None
+    if shared and shared.rsplit("/", 1)[-1] in facts.node_modules_ready:
+        print(f"Node.js dependencies {shared} are up to date: nothing to install.")
+    else:
+        ensure_node_modules(c, s, release_dir, shared)
+        print("Node.js dependencies installed.")
+
+
+ns = Collection(install)

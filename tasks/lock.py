@@ -1,0 +1,141 @@
+"""One deploy at a time per host, and the audit log of every deploy and rollback.
+
+The lock is an `flock` held by a command on the host whose stdin is our SSH channel: when this
+process ends or the connection drops, the command sees end-of-file and the lock is released. A
+lock file whose holder died without cleaning up is taken over with a warning; a live lock is
+broken only by `unlock --force`, which is logged.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from invoke import Collection, task
+
+from tasks.connect import COMMON_HELP, open_host, settings_for
+from tasks.hostio import HeldCommand, fail, q, run, target_name
+from tasks.settings import Settings
+
+BUSY = 75
+
+
+def who() -> dict[str, str]:
+    """Who is deploying: the local user and, in GitHub Actions, the actor and run."""
+    info = {"user": getpass.getuser(), "from": socket.gethostname()}
+    for key in ("GITHUB_ACTOR", "GITHUB_RUN_ID", "GITHUB_REPOSITORY"):
+        if os.environ.get(key):
+            info[key.lower()] = os.environ[key]
+    return info
+
+
+def who_text(info: dict[str, Any]) -> str:
+    text = f"{info.get('user', '?')}@{info.get('from', '?')}"
+    if info.get("github_actor"):
+        text += f" (GitHub {info['github_actor']}, run {info.get('github_run_id', '?')})"
+    return text
+
+
+def lock_script(s: Settings, info: dict[str, Any], wait: int) -> str:
+    d = q(s.state_dir)
+    return "\n".join([
+        f"mkdir -p {d} && cd {d} || exit 1",
+        "exec 9>>lock",
+        "if ! flock -n 9; then",
+        "  echo HELD; cat lock.json 2>/dev/null; echo",
+        f"  if [ {wait} -le 0 ] || ! flock -w {wait} 9; then echo BUSY; exit {BUSY}; fi",
+        "fi",
+        "if [ -s lock.json ]; then echo STALE; cat lock.json; echo; fi",
+        f"printf '%s\\n' {q(json.dumps(info))} > lock.json",
+        "echo $$ > lock.pid",
+        "echo LOCKED",
+        "cat > /dev/null",  # hold the lock until our stdin (the SSH channel) closes
+        "rm -f lock.json lock.pid",
+    ])
+
+
+class DeployLock:
+    def __init__(self, c: Any, s: Settings, info: dict[str, Any], wait: int, say: Any, warn: Any):
+        self.held = HeldCommand(c, lock_script(s, info, wait))
+        self.c, self.s, self.say, self.warn = c, s, say, warn
+
+    def __enter__(self) -> DeployLock:
+        self.held.start()
+        holder = ""
+        while True:
+            line = self.held.readline()
+            if not line:
+                self.held.release()
+                raise fail(f"Could not take the deploy lock in {self.s.state_dir} on {target_name(self.c)}: "
+                           "the lock command ended early (is flock installed and the deploy root writable?).")
+            line = line.strip()
+            if line == "LOCKED":
+                return self
+            if line == "HELD":
+                holder = self.held.readline().strip()
+                self.say(f"Another deploy holds the lock: {describe_holder(holder)}; waiting...")
+            elif line == "BUSY":
+                self.held.release()
+                raise fail(f"Another deploy is running on {target_name(self.c)}: {describe_holder(holder)}. "
+                           "Wait for it (--lock-wait SECONDS), or if it is stuck, run `unlock --force`.", code=BUSY)
+            elif line == "STALE":
+                stale = self.held.readline().strip()
+                self.warn(f"took over a lock left by a deploy that is gone: {describe_holder(stale)}")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.held.release()
+
+
+def describe_holder(raw: str) -> str:
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return "unknown holder"
+    return f"{who_text(info)}, deploying {info.get('sha', '?')[:12]} since {info.get('since', '?')}"
+
+
+def audit(c: Any, s: Settings, record: dict[str, Any]) -> None:
+    """Append one JSON line to <DEPLOY_ROOT>/.deploy/audit.log (no secret values ever enter it)."""
+    record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **record}
+    line = json.dumps(record, sort_keys=True)
+    run(c, f"mkdir -p {q(s.state_dir)} && printf '%s\\n' {q(line)} >> {q(s.state_dir)}/audit.log", warn=True)
+
+
+def read_audit(c: Any, s: Settings, last: int = 10) -> list[dict[str, Any]]:
+    out = run(c, f"tail -n {int(last)} {q(s.state_dir)}/audit.log 2>/dev/null || true", warn=True).stdout
+    records = []
+    for line in out.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+@task(iterable=["set_"], help={**COMMON_HELP, "force": "break a lock even if its deploy is still running (logged)"})
+def unlock(c, force=False, env_file=None, set_=None):
+    """Show who holds the deploy lock; with --force, end that deploy's hold on it."""
+    s = settings_for(env_file, set_)
+    open_host(c, s)
+    d = q(s.state_dir)
+    raw = run(c, f"cat {d}/lock.json 2>/dev/null; echo; cat {d}/lock.pid 2>/dev/null", warn=True).stdout.strip().splitlines()
+    if not raw or not raw[0].strip():
+        print("No deploy holds the lock.")
+        return
+    holder, pid = raw[0], (raw[1].strip() if len(raw) > 1 else "")
+    print(f"Lock held by {describe_holder(holder)} (host pid {pid or '?'}).")
+    if not force:
+        print("Run `unlock --force` to break it.")
+        return
+    if pid.isdigit():
+        run(c, f"pkill -P {pid}; kill {pid}; true", warn=True)
+    run(c, f"rm -f {d}/lock.json {d}/lock.pid", warn=True)
+    audit(c, s, {"event": "unlock", "by": who(), "broke": json.loads(holder) if holder.startswith("{") else holder})
+    print("Lock broken; this was written to the audit log.")
+
+
+ns = Collection(unlock)

@@ -1,0 +1,238 @@
+"""Nginx: check that the routes reach the right app (crossplane), install the site, reload.
+
+`nginx -T` prints the whole configuration with every included file; `crossplane` parses each
+file, and `route_table` follows nginx's own location rules (exact, longest prefix, ^~, regex in
+order) to find which `proxy_pass` serves each Python route and the Node.js paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from typing import Any
+
+import crossplane
+from invoke import Collection, task
+
+from tasks.connect import COMMON_HELP, open_host, settings_for
+from tasks.hostio import fail, q, run, sudo, write_file_command
+from tasks.settings import Settings
+
+FILE_MARK = re.compile(r"^# configuration file (.+):$")
+BACKUP_SUFFIX = ".signalcraft-prev"
+
+
+@dataclass(frozen=True)
+class Route:
+    uri: str
+    expected: str
+    found: str | None
+    file: str
+    line: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.found == self.expected
+
+
+def split_dump(dump: str) -> dict[str, str]:
+    """`nginx -T` stdout → {path: text} of every configuration file."""
+    files: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in dump.splitlines():
+        match = FILE_MARK.match(line)
+        if match:
+            current = files.setdefault(match.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return {path: "\n".join(lines) + "\n" for path, lines in files.items()}
+
+
+def parse_files(files: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Parse each file on its own with crossplane (includes are followed by `_expand`)."""
+    parsed: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, (path, text) in enumerate(files.items()):
+            local = os.path.join(tmp, f"{index}.conf")
+            with open(local, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            result = crossplane.parse(local, single=True, catch_errors=True, check_ctx=False, check_args=False)
+            parsed[path] = result["config"][0]["parsed"] if result["config"] else []
+    return parsed
+
+
+def _expand(block: list[dict[str, Any]], parsed: dict[str, list[dict[str, Any]]], file: str) -> list[dict[str, Any]]:
+    """Directives of a block with `include`s replaced by the included files' directives."""
+    out = []
+    for d in block:
+        if d["directive"] == "include" and d.get("args"):
+            pattern = d["args"][0]
+            if not pattern.startswith("/"):
+                pattern = "/etc/nginx/" + pattern
+            for path in sorted(p for p in parsed if fnmatch(p, pattern)):
+                out.extend(_expand(parsed[path], parsed, path))
+        else:
+            out.append({**d, "_file": d.get("_file", file)})
+    return out
+
+
+def _location_for(uri: str, locations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Nginx's choice: exact '=', else the longest prefix ('^~' stops there), else the first regex, else that prefix."""
+    best = None
+    for loc in locations:
+        args = loc.get("args", [])
+        if len(args) == 2 and args[0] == "=" and args[1] == uri:
+            return loc
+    for loc in locations:
+        args = loc.get("args", [])
+        prefix = args[1] if len(args) == 2 and args[0] == "^~" else (args[0] if len(args) == 1 else None)
+        if prefix is not None and uri.startswith(prefix):
+            if best is None or len(prefix) > len(best[0]):
+                best = (prefix, loc)
+    if best and best[1]["args"][0] == "^~":
+        return best[1]
+    for loc in locations:
+        args = loc.get("args", [])
+        if len(args) == 2 and args[0] in ("~", "~*"):
+            if re.search(args[1], uri, re.IGNORECASE if args[0] == "~*" else 0):
+                return loc
+    return best[1] if best else None
+
+
+def _target(loc: dict[str, Any], upstreams: dict[str, list[str]]) -> tuple[str | None, int | None]:
+    for d in loc.get("block", []):
+        if d["directive"] == "proxy_pass" and d.get("args"):
+            url = re.sub(r"^https?://", "", d["args"][0]).split("/", 1)[0]
+            servers = upstreams.get(url)
+            return (",".join(servers) if servers else url), d.get("line")
+    return None, loc.get("line")
+
+
+def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
+    """Which address serves each route through our site, and any problem finding the site."""
+    files = split_dump(dump)
+    parsed = parse_files(files)
+    site_paths = [p for p in files if p in (s.nginx_site, s.nginx_enabled_link)]
+    if not site_paths:
+        return [], [f"the site {s.nginx_site} is not part of Nginx's configuration (is it linked from sites-enabled?)"]
+    site = site_paths[0]
+    directives = _expand(parsed[site], parsed, site)
+    upstreams: dict[str, list[str]] = {}
+    for d in directives:
+        if d["directive"] == "upstream":
+            upstreams[d["args"][0]] = [x["args"][0] for x in d.get("block", []) if x["directive"] == "server"]
+    servers = [d for d in directives if d["directive"] == "server" and any(
+        x["directive"] == "listen" and str(s.nginx_listen) in re.split(r"[:\s]", x["args"][0]) for x in d.get("block", []))]
+    if not servers:
+        return [], [f"{site}: no server block listens on port {s.nginx_listen}"]
+    locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
+    routes = []
+    checks = [(f"/{r}/", str(s.gunicorn_bind)) for r in s.py_routes] + [(f"/{r}", str(s.gunicorn_bind)) for r in s.py_routes]
+    checks += [(s.health_node, f"127.0.0.1:{s.node_port}"), ("/", f"127.0.0.1:{s.node_port}")]
+    for uri, expected in checks:
+        loc = _location_for(uri, locations)
+        found, line = _target(loc, upstreams) if loc else (None, servers[0].get("line"))
+        routes.append(Route(uri=uri, expected=expected, found=found, file=site, line=line))
+    return routes, []
+
+
+def describe_mismatches(routes: list[Route]) -> list[str]:
+    return [f"{r.file}:{r.line}: {r.uri} is proxied to {r.found or 'nothing'}; expected {r.expected}" for r in routes if not r.ok]
+
+
+def install_site_script(s: Settings, backup: bool = True) -> str:
+    """Root shell: put the new site (stdin) in place, enable it, and keep it only if `nginx -t` passes.
+
+    The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back and the
+    stock `default` site (disabled when ours becomes the default server) is enabled again.
+    """
+    site, link = q(s.nginx_site), q(s.nginx_enabled_link) if s.nginx_enabled_link else ""
+    disable_default = s.server_name == "_" and s.nginx_enabled_link
+    default_link = q(os.path.join(os.path.dirname(s.nginx_enabled_link), "default")) if disable_default else ""
+    parked = q(f"{s.state_dir}/nginx-default-site.link")
+    lines = [
+        "set -u",
+        f"mkdir -p \"$(dirname {site})\"",
+        f"if [ -e {site} ]; then cp -p {site} {site}{BACKUP_SUFFIX if backup else '.signalcraft-tmpprev'}; had=1; else had=0; fi",
+        write_file_command(s.nginx_site, "0644"),
+        f"linked=0; [ -n '{link}' ] && [ ! -e {link} ] && ln -s {site} {link} && linked=1",
+        "parked=0",
+    ]
+    if disable_default:
+        lines.append(f"if [ -L {default_link} ] && grep -q default_server {default_link}; then "
+                     f"readlink {default_link} > {parked} && rm -f {default_link} && parked=1; fi")
+    lines += [
+        f"if ! out=$({s.nginx_test_cmd} 2>&1); then",
+        f"  if [ $had = 1 ]; then mv -f {site}{BACKUP_SUFFIX if backup else '.signalcraft-tmpprev'} {site}; else rm -f {site}; fi",
+        f"  [ $linked = 1 ] && rm -f {link}",
+        f"  [ $parked = 1 ] && ln -s \"$(cat {parked})\" {default_link} && rm -f {parked}" if disable_default else "  true",
+        "  printf '%s\\n' \"$out\" >&2; exit 65",
+        "fi",
+    ]
+    return "\n".join(lines)
+
+
+def install_site(c: Any, s: Settings, text: str, *, backup: bool = True) -> None:
+    """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded."""
+    run(c, "mkdir -p " + q(s.state_dir))
+    result = run(c, sudo(f"sh -c {q(install_site_script(s, backup))}"), stdin=text, warn=True)
+    if result.exited == 65:
+        raise fail(f"nginx -t rejected the new site {s.nginx_site}; the previous site is back in place and Nginx was not "
+                   f"reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting or template that produced it.")
+    if not result.ok:
+        raise fail(f"Could not write the Nginx site {s.nginx_site}: {result.stderr.strip()}. "
+                   "Check that this user has passwordless sudo on the host.")
+
+
+def restore_site(c: Any, s: Settings) -> None:
+    """Put the previous site back (rollback) and test it."""
+    site = q(s.nginx_site)
+    script = f"if [ -e {site}{BACKUP_SUFFIX} ]; then cp -p {site}{BACKUP_SUFFIX} {site}; fi && {s.nginx_test_cmd}"
+    run(c, sudo(f"sh -c {q(script)}"), warn=True)
+
+
+def reload_nginx(c: Any, s: Settings) -> None:
+    result = run(c, sudo(s.nginx_reload_cmd), warn=True)
+    if not result.ok:
+        raise fail(f"Nginx reload failed ({s.nginx_reload_cmd}): {result.stderr.strip()}. Is Nginx running? "
+                   "Hosts managed by systemd can set NGINX_RELOAD_CMD='systemctl reload nginx'.")
+
+
+def check(c: Any, s: Settings) -> tuple[list[Route], list[str]]:
+    """Run `nginx -T` on the host and check routes; returns the table and every problem found."""
+    result = run(c, sudo("nginx -T"), warn=True)
+    if not result.ok:
+        return [], [f"nginx -t failed: {(result.stderr or result.stdout).strip()}"]
+    routes, problems = route_table(s, result.stdout)
+    problems += describe_mismatches(routes)
+    listeners = run(c, "ss -ltnH 2>/dev/null || true", warn=True).stdout
+    for line in listeners.splitlines():
+        parts = line.split()
+        if len(parts) >= 4:
+            addr = parts[3]
+            host, _, port = addr.rpartition(":")
+            if port == str(s.gunicorn_bind.port) and host.strip("[]") not in ("127.0.0.1", "::1", "localhost") \
+                    and not host.startswith("127.") and not s.allow_public_bind:
+                problems.append(f"Gunicorn's port {port} is reachable on {addr}, not only on loopback; "
+                                "bind it to 127.0.0.1 so Nginx is the only way in")
+    return routes, problems
+
+
+@task(iterable=["set_"], help={**COMMON_HELP})
+def nginx_check(c, env_file=None, set_=None):
+    """Check that Nginx proxies the Python routes to Gunicorn and the rest to Node.js, then nginx -t."""
+    s = settings_for(env_file, set_)
+    open_host(c, s)
+    routes, problems = check(c, s)
+    for r in routes:
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.uri:<32} -> {r.found or '-':<22} (expected {r.expected})")
+    if problems:
+        raise fail("Nginx check failed:\n  " + "\n  ".join(problems))
+    print("nginx -t: ok")
+
+
+nginx_check.__name__ = "nginx-check"
+ns = Collection(nginx_check)

@@ -1,0 +1,185 @@
+"""Planning: pure functions from (settings, source, host facts) to what a deploy will do.
+
+This is where the reload decision is made (DESIGN.md section 4). The same `Plan` is printed
+by `deploy --dry-run` and carried out by `deploy`, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks.facts import HostFacts
+from tasks.render import (
+    digest,
+    node_entry,
+    python_entry,
+    render_nginx_site,
+    render_release_configs,
+    venv_dir,
+)
+from tasks.settings import Settings
+
+# Settings that only matter on the deploying machine: the same commit from another checkout
+# is the same release.
+LOCAL_ONLY = {"SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a release is made of; stored in <release>/.signalcraft/manifest.json."""
+
+    release: str
+    key: str
+    sha: str
+    tree: str
+    python_code: str
+    node_code: str
+    requirements: str
+    venv: str
+    package_lock: str | None
+    node_modules: str | None
+    python_entry: str
+    node_entry: str
+    gunicorn_conf: str
+    deployed_at: str
+    deployed_by: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class Action:
+    app: str  # "python", "nodejs" or "nginx"
+    how: str  # none | start | hup | new-master | reload | restart | write-and-reload
+    why: str
+
+
+@dataclass
+class Plan:
+    manifest: Manifest
+    configs: dict[str, str]
+    site: str
+    actions: list[Action] = field(default_factory=list)
+    new_release: bool = True
+    build_venv: bool = False
+    build_node_modules: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.new_release and all(a.how == "none" for a in self.actions)
+
+    def action(self, app: str) -> Action:
+        return next(a for a in self.actions if a.app == app)
+
+
+def release_key(s: Settings, tree: str, requirements: str, package_lock: str | None, app_env_digest: str | None) -> str:
+    public = {k: v for k, v in s.public().items() if k not in LOCAL_ONLY}
+    return digest(tree, json.dumps(public, sort_keys=True), requirements, package_lock or "", app_env_digest or "")
+
+
+def make_manifest(
+    s: Settings,
+    *,
+    sha: str,
+    tree: str,
+    python_code: str,
+    node_code: str,
+    requirements: str,
+    package_lock: str | None,
+    app_env_digest: str | None,
+    who: str,
+    now: datetime | None = None,
+) -> tuple[Manifest, dict[str, str]]:
+    """The manifest and rendered configs of the release this source would become."""
+    now = now or datetime.now(UTC)
+    venv = venv_dir(s, requirements)
+    configs = render_release_configs(s, venv)
+    lock_digest = digest(package_lock)[:16] if package_lock is not None else None
+    manifest = Manifest(
+        release=f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:12]}",
+        key=release_key(s, tree, requirements, package_lock, app_env_digest),
+        sha=sha,
+        tree=tree,
+        python_code=python_code,
+        node_code=node_code,
+        requirements=digest(requirements),
+        venv=venv,
+        package_lock=lock_digest,
+        node_modules=f"{s.node_modules_dir}/{lock_digest}" if lock_digest else None,
+        python_entry=digest(json.dumps(python_entry(s, venv), sort_keys=True)),
+        node_entry=digest(json.dumps(node_entry(s), sort_keys=True)),
+        gunicorn_conf=digest(configs["gunicorn.conf.py"]),
+        deployed_at=now.isoformat(timespec="seconds"),
+        deployed_by=who,
+    )
+    return manifest, configs
+
+
+def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None) -> Action:
+    procs = facts.apps(s.python_app)
+    if not procs or not facts.online(s.python_app):
+        state = procs[0].status if procs else "not in PM2"
+        return Action("python", "start", f"{s.python_app} is {state}")
+    running = procs[0]
+    if running.exec_path != f"{m.venv}/bin/gunicorn" or (old and old.get("python_entry") != m.python_entry):
+        return Action("python", "new-master", "the Python environment or the PM2 entry changed; a HUP cannot load them")
+    if not old:
+        return Action("python", "hup", "no record of the running release")
+    if old.get("python_code") != m.python_code:
+        return Action("python", "hup", "Python code changed")
+    if old.get("gunicorn_conf") != m.gunicorn_conf:
+        return Action("python", "hup", "gunicorn.conf.py changed")
+    return Action("python", "none", "unchanged")
+
+
+def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None) -> Action:
+    procs = facts.apps(s.node_app)
+    if not procs or not facts.online(s.node_app):
+        state = procs[0].status if procs else "not in PM2"
+        return Action("nodejs", "start", f"{s.node_app} is {state}")
+    if any(p.exec_mode != "cluster" for p in procs) or len(procs) != s.node_instances or any(
+        p.exec_path != f"{s.current_dir}/{s.node_script}" for p in procs
+    ):
+        return Action("nodejs", "restart", "its PM2 mode, instances or script changed, which `pm2 reload` does not apply")
+    if not old or old.get("node_entry") != m.node_entry:
+        return Action("nodejs", "reload", "its PM2 settings changed")
+    if old.get("node_code") != m.node_code or old.get("package_lock") != m.package_lock:
+        return Action("nodejs", "reload", "Node.js code changed")
+    return Action("nodejs", "none", "unchanged")
+
+
+def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts) -> Plan:
+    """Decide what to build and what to reload, from what changed."""
+    old = facts.manifest
+    site = render_nginx_site(s)
+    same_release = bool(old) and old.get("key") == manifest.key and facts.current_release is not None
+    plan = Plan(manifest=manifest, configs=configs, site=site, new_release=not same_release)
+    if same_release:
+        # Keep the release that is live; only bring stopped apps back and repair the site.
+        plan.manifest = Manifest(**{**manifest.__dict__, "release": facts.current_release,
+                                    "deployed_at": old.get("deployed_at", ""), "deployed_by": old.get("deployed_by", "")})
+    venv_name = manifest.venv.rsplit("/", 1)[-1]
+    plan.build_venv = venv_name not in facts.venvs_ready
+    if manifest.node_modules:
+        plan.build_node_modules = manifest.node_modules.rsplit("/", 1)[-1] not in facts.node_modules_ready
+    py = _python_action(s, manifest, facts, old)
+    node = _node_action(s, manifest, facts, old)
+    if same_release and py.how in ("hup", "new-master"):
+        py = Action("python", "none", "unchanged")
+    if same_release and node.how == "reload":
+        node = Action("nodejs", "none", "unchanged")
+    site_same = facts.site_text is not None and facts.site_text.rstrip("\n") == site.rstrip("\n")
+    if site_same and facts.site_enabled:
+        nginx = Action("nginx", "none", "site unchanged")
+    else:
+        why = "site changed" if facts.site_text is not None else "site not installed yet"
+        if site_same:
+            why = "site not enabled"
+        nginx = Action("nginx", "write-and-reload", why)
+    plan.actions = [py, node, nginx]
+    return plan

@@ -1,0 +1,179 @@
+"""Runs ON THE HOST (sent over stdin to `python3 -`): canaries before a switch, the health gate after.
+
+Standard library only. Reads one JSON argument, prints one JSON line. Never prints environment
+values: PM2's jlist is parsed here and only names, pids, states and counts leave the host.
+
+mode "canary": start each app from the new release on a free loopback port, wait for its
+health route, stop it. A commit that fails to import, crashes on start or answers its health
+route with an error is caught here, before any user request can reach it.
+
+mode "gate": after the switch, wait (up to a deadline) until every URL answers 2xx/3xx, every
+PM2 app is online with a restart count that is not climbing, and the processes that answer
+run from the new release (their working directory), and any X-Release header names it.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fetch(url, host_header=None, timeout=3.0):
+    req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("X-Release"), ""
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("X-Release"), ""
+    except Exception as err:  # connection refused, reset, timeout
+        return 0, None, f"{type(err).__name__}: {err}"
+
+
+def tail(path, lines=25):
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()[-8000:].decode("utf-8", "replace")
+        return "\n".join(data.splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def canary(spec):
+    results = {}
+    procs = {}
+    for name, app in spec["apps"].items():
+        port = free_port()
+        log_path = f"{spec['log_dir']}/canary-{name}.log"
+        env = dict(os.environ)
+        env.update(app.get("env", {}))
+        env["PORT"] = str(port)
+        argv = [a.replace("{port}", str(port)) for a in app["argv"]]
+        log = open(log_path, "wb")
+        procs[name] = (subprocess.Popen(argv, cwd=app["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True), port, log_path, app)
+    deadline = time.monotonic() + spec["timeout"]
+    pending = dict(procs)
+    while pending and time.monotonic() < deadline:
+        for name, (proc, port, log_path, app) in list(pending.items()):
+            if proc.poll() is not None:
+                results[name] = {"ok": False, "why": f"exited with code {proc.returncode} before answering",
+                                 "log": tail(log_path)}
+                del pending[name]
+                continue
+            status, _, err = fetch(f"http://127.0.0.1:{port}{app['health']}", timeout=2.0)
+            if status and status < 400:
+                results[name] = {"ok": True, "why": f"{app['health']} answered {status}"}
+                del pending[name]
+            elif status:
+                results[name] = {"ok": False, "why": f"{app['health']} answered {status}", "log": tail(log_path)}
+                del pending[name]
+        time.sleep(0.1)
+    for name, (proc, _port, log_path, app) in procs.items():
+        if name in pending:
+            results[name] = {"ok": False, "why": f"{app['health']} did not answer within {spec['timeout']} s",
+                             "log": tail(log_path)}
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, 15)
+                proc.wait(timeout=10)
+            except Exception:
+                os.killpg(proc.pid, 9)
+    return results
+
+
+def pm2_state(pm2):
+    try:
+        out = subprocess.run([pm2, "jlist"], capture_output=True, text=True, timeout=30).stdout
+    except Exception:
+        return {}
+    start = out.find("[")
+    while start != -1:
+        try:
+            data = json.JSONDecoder().raw_decode(out[start:])[0]
+            break
+        except ValueError:
+            start = out.find("[", start + 1)
+    else:
+        return {}
+    apps = {}
+    for item in data:
+        env = item.get("pm2_env") or {}
+        apps.setdefault(item.get("name"), []).append(
+            {"pid": item.get("pid") or 0, "status": env.get("status"), "restarts": env.get("restart_time", 0)})
+    return apps
+
+
+def children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    kids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def cwd_of(pid):
+    try:
+        return os.path.realpath(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+def gate(spec):
+    deadline = time.monotonic() + spec["timeout"]
+    release_dir = os.path.realpath(spec["release_dir"])
+    first = pm2_state(spec["pm2"])
+    problems = ["not checked yet"]
+    while time.monotonic() < deadline:
+        problems = []
+        for check in spec["urls"]:
+            status, release, err = fetch(check["url"], check.get("host"))
+            if not status or status >= 400:
+                problems.append(f"{check['label']} {check['url']}: {err or status}")
+            elif release and check.get("expect_release") and release != spec["release"]:
+                problems.append(f"{check['label']} {check['url']}: answered by release {release}, not {spec['release']}")
+        state = pm2_state(spec["pm2"])
+        for app in spec["apps"]:
+            procs = state.get(app["name"], [])
+            if not procs or any(p["status"] != "online" for p in procs):
+                problems.append(f"PM2 app {app['name']} is {[p['status'] for p in procs] or 'missing'}")
+                continue
+            before = sum(p["restarts"] for p in first.get(app["name"], []))
+            after = sum(p["restarts"] for p in procs)
+            if before and after > before + 1:
+                problems.append(f"PM2 app {app['name']} is restarting ({before} -> {after} restarts)")
+            pids = [p["pid"] for p in procs]
+            if app.get("workers"):
+                pids = [kid for pid in pids for kid in children(pid)] or pids
+            stale = [pid for pid in pids if cwd_of(pid) != release_dir]
+            if stale:
+                problems.append(f"PM2 app {app['name']}: {len(stale)} process(es) still run from another release")
+        if not problems:
+            return {"ok": True, "problems": []}
+        time.sleep(0.3)
+    return {"ok": False, "problems": problems}
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    result = canary(spec) if spec["mode"] == "canary" else gate(spec)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

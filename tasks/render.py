@@ -1,0 +1,152 @@
+"""Rendering: pure functions from settings to the text of every file the tool writes.
+
+Templates live in `templates/` (a user's TEMPLATES_DIR wins). Values are escaped for the
+language they land in: `pyrepr` for Python, `jsjson` for JavaScript; Nginx only ever receives
+tokens that settings validation already restricted to safe characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+
+from tasks.settings import Settings
+
+BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+NODE_KILL_TIMEOUT_MS = 15000
+
+GUNICORN_CONF = "gunicorn.conf.py"
+ECOSYSTEM = "ecosystem.config.js"
+RELEASE_CONFIGS = (GUNICORN_CONF, ECOSYSTEM)
+
+
+def _environment(templates_dir: str | None) -> Environment:
+    loaders = [FileSystemLoader(templates_dir)] if templates_dir else []
+    loaders.append(FileSystemLoader(str(BUNDLED_TEMPLATES)))
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["pyrepr"] = _pyrepr
+    env.filters["jsjson"] = _jsjson
+    return env
+
+
+def _pyrepr(value: Any) -> str:
+    if not isinstance(value, (str, int, list, tuple)):
+        raise TypeError(f"cannot write {type(value).__name__} into Python")
+    return repr(value)
+
+
+def _jsjson(value: Any) -> str:
+    # JSON is valid JavaScript; escape the two line separators older engines choke on.
+    return json.dumps(value).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def venv_dir(s: Settings, requirements: str) -> str:
+    """The venv for a requirements set: reused while requirements and PYTHON are unchanged."""
+    return f"{s.venvs_dir}/{digest(s.python, requirements)[:16]}"
+
+
+def python_entry(s: Settings, venv: str) -> dict[str, Any]:
+    """The PM2 entry of the Gunicorn app: a change here needs a new master, not a HUP."""
+    return {
+        "name": s.python_app,
+        "script": f"{venv}/bin/gunicorn",
+        "args": ["-c", f"{s.current_dir}/{GUNICORN_CONF}"],
+        "interpreter": f"{venv}/bin/python",
+        "cwd": s.current_dir,
+        "kill_timeout": (s.gunicorn_graceful_timeout + 5) * 1000,
+        "env": {"PYTHONUNBUFFERED": "1"},
+    }
+
+
+def node_entry(s: Settings) -> dict[str, Any]:
+    """The PM2 entry of the Node.js app (cluster mode)."""
+    return {
+        "name": s.node_app,
+        "script": f"{s.current_dir}/{s.node_script}",
+        "cwd": s.current_dir,
+        "instances": s.node_instances,
+        "kill_timeout": NODE_KILL_TIMEOUT_MS,
+        "env": {"NODE_ENV": s.node_env, "PORT": str(s.node_port)},
+    }
+
+
+def render_gunicorn_conf(s: Settings) -> str:
+    return _environment(s.templates_dir).get_template(GUNICORN_CONF + ".j2").render(
+        current_dir=s.current_dir,
+        wsgi_app=s.wsgi_app,
+        bind=str(s.gunicorn_bind),
+        workers=s.gunicorn_workers,
+        worker_class=s.gunicorn_worker_class,
+        timeout=s.gunicorn_timeout,
+        graceful_timeout=s.gunicorn_graceful_timeout,
+        max_requests=s.gunicorn_max_requests,
+        max_requests_jitter=s.gunicorn_max_requests_jitter,
+        proc_name=s.python_app,
+    )
+
+
+def render_ecosystem(s: Settings, venv: str) -> str:
+    py = python_entry(s, venv)
+    node = node_entry(s)
+    return _environment(s.templates_dir).get_template(ECOSYSTEM + ".j2").render(
+        python_app=py["name"],
+        gunicorn_script=py["script"],
+        gunicorn_conf=py["args"][1],
+        venv_python=py["interpreter"],
+        current_dir=s.current_dir,
+        python_kill_timeout_ms=py["kill_timeout"],
+        python_env=py["env"],
+        node_app=node["name"],
+        node_script=node["script"],
+        node_instances=node["instances"],
+        node_kill_timeout_ms=node["kill_timeout"],
+        node_env=node["env"],
+    )
+
+
+def upstream_name(s: Settings, kind: str) -> str:
+    return f"{s.app_name.replace('-', '_')}_{kind}"
+
+
+def routes_regex(routes: tuple[str, ...]) -> str:
+    """Alternation of the route prefixes for an Nginx location regex (settings allow only [A-Za-z0-9._~-/])."""
+    return "|".join(re.sub(r"([.])", r"\\\1", route) for route in routes)
+
+
+def render_nginx_site(s: Settings, python_address: str | None = None) -> str:
+    """The Nginx site. `python_address` overrides Gunicorn's bind during a master handover."""
+    return _environment(s.templates_dir).get_template("nginx-site.conf.j2").render(
+        python_upstream=upstream_name(s, "python"),
+        node_upstream=upstream_name(s, "nodejs"),
+        python_address=python_address or str(s.gunicorn_bind),
+        node_address=f"127.0.0.1:{s.node_port}",
+        listen=s.nginx_listen,
+        default_server=s.server_name == "_",
+        server_name=s.server_name,
+        routes_regex=routes_regex(s.py_routes),
+    )
+
+
+def render_release_configs(s: Settings, venv: str) -> dict[str, str]:
+    """The files rendered into each release directory, by name."""
+    return {GUNICORN_CONF: render_gunicorn_conf(s), ECOSYSTEM: render_ecosystem(s, venv)}
