@@ -10,6 +10,7 @@
 // "shutdown" message: stop accepting, let in-flight requests finish, close idle keep-alive
 // connections, exit 0 (forced exit after 10 s).
 
+const cluster = require('cluster');
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
@@ -65,8 +66,21 @@ function shutdown(reason) {
     process.exit(1);
   }, FORCE_EXIT_MS);
   force.unref();
-  server.close(() => process.exit(0));
+  server.close(exitWhenDelivered);
   server.closeIdleConnections();
+}
+
+// Exit 0 once nothing more can reach this process. As a cluster worker (PM2's cluster mode)
+// the primary may already have sent it connections it has not read yet; exiting now would
+// leave those clients hanging. Node hands such late connections back to the primary, so
+// exit only after a round trip to the primary (cluster's own disconnect handshake), by
+// which time every earlier message has been read.
+function exitWhenDelivered() {
+  if (!cluster.isWorker || !process.connected) {
+    process.exit(0);
+  }
+  cluster.worker.once('disconnect', () => process.exit(0));
+  cluster.worker.disconnect();
 }
 
 process.on('SIGINT', () => shutdown('SIGINT'));
