@@ -101,6 +101,7 @@ def test_connection_refused_counts_as_failure() -> None:
         "http://[2001:db8::1]/",
         "http://0.0.0.0/",
         "http://127.0.0.1.example.com/",
+        "http://127.0.0.1@example.com/",
         "https://127.0.0.1/",
         "http:///nohost",
     ],
