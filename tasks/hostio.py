@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from invoke import Context
-from invoke.exceptions import Exit
+from invoke import Context, MockContext
+from invoke.exceptions import Exit, UnexpectedExit
+from invoke.runners import Result
 
 try:  # Fabric is a dependency, but `invoke` alone must still work for local tasks.
     from fabric import Connection
@@ -58,10 +59,33 @@ def run(c: Context, command: str, *, stdin: str | None = None, warn: bool = Fals
     log = command_log(c)
     log.count += 1
     log.commands.append(command)
+    if stdin is not None and not isinstance(c, MockContext):
+        # invoke feeds in_stream one byte per 10 ms (it is built for terminals): send it whole instead.
+        result = _run_with_stdin(c, command, stdin, timeout)
+        if not result.ok and not warn:
+            raise UnexpectedExit(result)
+        return result
     kwargs: dict[str, Any] = {"hide": True, "warn": warn, "in_stream": io.StringIO(stdin) if stdin is not None else False}
     if timeout:
         kwargs["timeout"] = timeout
     return c.run(command, **kwargs)
+
+
+def _run_with_stdin(c: Context, command: str, data: str, timeout: float | None) -> Result:
+    if is_remote(c):
+        c.open()
+        chan = c.client.get_transport().open_session(timeout=timeout)
+        chan.exec_command(command)
+        chan.sendall(data.encode())
+        chan.shutdown_write()
+        stdout = chan.makefile("rb").read().decode("utf-8", "replace")
+        stderr = chan.makefile_stderr("rb").read().decode("utf-8", "replace")
+        code = chan.recv_exit_status()
+        chan.close()
+    else:
+        proc = subprocess.run(["bash", "-c", command], input=data, capture_output=True, text=True, timeout=timeout)
+        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+    return Result(stdout=stdout, stderr=stderr, exited=code, command=command, hide=("stdout", "stderr"))
 
 
 def sudo(command: str) -> str:

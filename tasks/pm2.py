@@ -55,7 +55,7 @@ def canary(c: Any, s: Settings, release_dir: str, venv: str) -> None:
             s.python_app: {
                 "argv": [f"{venv}/bin/gunicorn", "-c", f"{release_dir}/gunicorn.conf.py", "--chdir", release_dir,
                          "--bind", "127.0.0.1:{port}", "--workers", "1"],
-                "cwd": release_dir, "health": s.health_py, "env": {"PYTHONUNBUFFERED": "1"},
+                "cwd": release_dir, "health": s.health_py, "env": {"PYTHONUNBUFFERED": "1", "SIGNALCRAFT_CHDIR": release_dir},
             },
             s.node_app: {
                 "argv": ["node", f"{release_dir}/{s.node_script}"],
