@@ -162,7 +162,8 @@ def install_site_script(s: Settings, backup: bool = True) -> str:
         "parked=0",
     ]
     if disable_default:
-        lines.append(f"if [ -L {default_link} ] && grep -q default_server {default_link}; then "
+        listen_default = q(rf"listen\s+([^;]*:)?{s.nginx_listen}\s[^;]*default_server")
+        lines.append(f"if [ -L {default_link} ] && grep -Eq {listen_default} {default_link}; then "
                      f"readlink {default_link} > {parked} && rm -f {default_link} && parked=1; fi")
     lines += [
         f"if ! out=$({s.nginx_test_cmd} 2>&1); then",
@@ -188,9 +189,18 @@ def install_site(c: Any, s: Settings, text: str, *, backup: bool = True) -> None
 
 
 def restore_site(c: Any, s: Settings) -> None:
-    """Put the previous site back (rollback) and test it."""
+    """Put the previous site back (rollback); after a first deploy, remove ours and re-enable the stock default."""
     site = q(s.nginx_site)
-    script = f"if [ -e {site}{BACKUP_SUFFIX} ]; then cp -p {site}{BACKUP_SUFFIX} {site}; fi && {s.nginx_test_cmd}"
+    link = q(s.nginx_enabled_link) if s.nginx_enabled_link else ""
+    parked = q(f"{s.state_dir}/nginx-default-site.link")
+    default_link = q(os.path.join(os.path.dirname(s.nginx_enabled_link or "/etc/nginx/sites-enabled/x"), "default"))
+    script = "\n".join([
+        f"if [ -e {site}{BACKUP_SUFFIX} ]; then cp -p {site}{BACKUP_SUFFIX} {site}",
+        f"else rm -f {site} {link}",
+        f"  if [ -e {parked} ]; then ln -sfn \"$(cat {parked})\" {default_link} && rm -f {parked}; fi",
+        "fi",
+        s.nginx_test_cmd,
+    ])
     run(c, sudo(f"sh -c {q(script)}"), warn=True)
 
 

@@ -102,7 +102,7 @@ def make_manifest(
     lock_digest = digest(package_lock)[:16] if package_lock is not None else None
     manifest = Manifest(
         release=f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:12]}",
-        key=release_key(s, tree, requirements, package_lock, app_env_digest),
+        key=digest(release_key(s, tree, requirements, package_lock, app_env_digest), *configs.values()),
         sha=sha,
         tree=tree,
         python_code=python_code,
