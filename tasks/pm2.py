@@ -128,7 +128,9 @@ def save(c: Any, s: Settings) -> None:
 
 def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
     result = run(c, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines)), warn=True)
-    return "\n".join(result.stdout.strip().splitlines()[-lines:])
+    kept = [line for line in result.stdout.splitlines()
+            if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
+    return "\n".join(kept[-lines:])
 
 
 def handover(c: Any, s: Settings, release: str, release_dir: str, venv: str, reporter: Reporter) -> None:

@@ -43,12 +43,16 @@ def _load_dotenv() -> None:
 
 
 def _read_release() -> str:
-    """The release this code belongs to: the first line of ``REVISION`` next to this file, else ``dev``."""
-    try:
-        lines = (HERE / "REVISION").read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return "dev"
-    return (lines[0].strip() if lines else "") or "dev"
+    """The release this code belongs to: the first line of ``REVISION`` next to this file (or in the
+    working directory, which is the release when the module lives in a subfolder), else ``dev``."""
+    for folder in (HERE, Path.cwd()):
+        try:
+            lines = (folder / "REVISION").read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if lines and lines[0].strip():
+            return lines[0].strip()
+    return "dev"
 
 
 _load_dotenv()

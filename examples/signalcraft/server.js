@@ -22,13 +22,18 @@ const PORT = Number(process.env.PORT || 3000);
 const HOST = process.env.HOST || '127.0.0.1';
 const FORCE_EXIT_MS = 10000;
 
+// REVISION sits at the top of the release; the script may live in a subfolder of it,
+// so look next to the script first, then in the working directory (PM2's cwd is the release).
 function readRelease() {
-  try {
-    const first = fs.readFileSync(path.join(__dirname, 'REVISION'), 'utf8').split(/\r?\n/)[0].trim();
-    return first || 'dev';
-  } catch (err) {
-    return 'dev';
+  for (const dir of [__dirname, process.cwd()]) {
+    try {
+      const first = fs.readFileSync(path.join(dir, 'REVISION'), 'utf8').split(/\r?\n/)[0].trim();
+      if (first) return first;
+    } catch (err) {
+      // not here; try the next place
+    }
   }
+  return 'dev';
 }
 
 const RELEASE = readRelease();

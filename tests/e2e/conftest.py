@@ -1,0 +1,164 @@
+"""End-to-end fixtures: the sandbox host (tests/host/up), a git copy of the example app, and `fab`.
+
+The tests drive the documented front doors (`fab -H ... deploy`, `invoke ...`) as subprocesses
+and look at what a user would see: HTTP answers through Nginx, `pm2 jlist`, files on the host.
+They need root on this machine (the sandbox host is this machine, over loopback SSH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "signalcraft"
+sys.path.insert(0, str(REPO))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "tests/e2e" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Sandbox:
+    host: str
+    port: int
+    key: str
+    known_hosts: str
+
+    @property
+    def target(self) -> str:
+        return f"ubuntu@{self.host}:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (they bring up the sandbox host on this machine)")
+    subprocess.run([str(REPO / "tests/host/up")], check=True, capture_output=True, text=True, timeout=900)
+    env = dict(line.split("=", 1) for line in (REPO / ".sandbox/env").read_text().split() if "=" in line)
+    return Sandbox(env["SANDBOX_HOST"], int(env["SANDBOX_PORT"]), env["SANDBOX_KEY"], env["SANDBOX_KNOWN_HOSTS"])
+
+
+@dataclass
+class Profile:
+    """One deploy's settings: each test area uses its own names, ports and paths on the shared host."""
+
+    app: str
+    root: str
+    bind: int
+    node: int
+    listen: int
+    extra: dict[str, str] = field(default_factory=dict)
+    defaults: bool = False  # True: pass no settings at all, as a first-time user would
+
+    def settings(self) -> dict[str, str]:
+        if self.defaults:
+            return dict(self.extra)
+        return {
+            "APP_NAME": self.app, "DEPLOY_ROOT": self.root, "GUNICORN_BIND": f"127.0.0.1:{self.bind}",
+            "NODE_PORT": str(self.node), "NGINX_LISTEN": str(self.listen),
+            "NGINX_SITE": f"/etc/nginx/sites-available/{self.app}", "HEALTH_TIMEOUT": "20", **self.extra,
+        }
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.listen}{path}"
+
+
+def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def pm2_jlist(user: str = "ubuntu") -> list[dict]:
+    prefix = f"sudo -u {user} -H " if user != "root" else ""
+    out = sh(f"{prefix}pm2 jlist", check=False).stdout
+    start = out.find("[")
+    return json.loads(out[start:]) if start >= 0 else []
+
+
+def pm2_apps(prefix: str, user: str = "ubuntu") -> dict[str, list[dict]]:
+    apps: dict[str, list[dict]] = {}
+    for item in pm2_jlist(user):
+        if item["name"].startswith(prefix + "-"):
+            apps.setdefault(item["name"], []).append(
+                {"pid": item["pid"], "status": item["pm2_env"]["status"], "restarts": item["pm2_env"]["restart_time"]})
+    return apps
+
+
+def clean_host(p: Profile, user: str = "ubuntu") -> None:
+    """Remove every trace of a profile's deploys, so a test starts from an empty host."""
+    prefix = f"sudo -u {user} -H " if user != "root" else ""
+    for name in (f"{p.app}-python", f"{p.app}-nodejs", f"{p.app}-python-handover"):
+        sh(f"{prefix}pm2 delete {name}", check=False)
+    sh(f"{prefix}pm2 save --force", check=False)
+    sh(f"rm -rf {p.root} /etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*", check=False)
+    parked = Path(p.root) / ".deploy/nginx-default-site.link"
+    if parked.exists() and not os.path.lexists("/etc/nginx/sites-enabled/default"):
+        os.symlink(parked.read_text().strip(), "/etc/nginx/sites-enabled/default")
+    sh("nginx -t && nginx -s reload", check=False)
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, dict, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = resp.read().decode()
+            return resp.status, dict(resp.headers), (json.loads(body) if body.startswith("{") else {})
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), {}
+
+
+class AppRepo:
+    """A git repository holding a copy of the example app; tests commit changes to it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns("REVISION", ".venv", "node_modules", "__pycache__"))
+        self.git("init", "-q", "-b", "main")
+        self.git("add", "-A")
+        self.git("commit", "-qm", "example app")
+
+    def git(self, *args: str) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+        return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+    def edit(self, name: str, old: str, new: str, message: str) -> str:
+        f = self.path / name
+        text = f.read_text()
+        assert old in text, f"{old!r} not in {name}"
+        f.write_text(text.replace(old, new, 1))
+        self.git("commit", "-qam", message)
+        return self.git("rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def app_repo(tmp_path: Path) -> AppRepo:
+    return AppRepo(tmp_path / "app")
+
+
+def fab(sb: Sandbox, p: Profile, repo: AppRepo | None, *args: str, task: str = "deploy", timeout: float = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `fab -H ubuntu@host:port -i key <task> --set ...` as a user would; the host key is checked
+    against the sandbox's known_hosts (given through KNOWN_HOSTS)."""
+    cmd = ["fab", "-H", sb.target, "-i", sb.key, task]
+    if repo is not None:
+        cmd += ["--source-dir", str(repo.path)]
+    for key, value in p.settings().items():
+        cmd += ["--set", f"{key}={value}"]
+    cmd += list(args)
+    start = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
+                            env={**os.environ, "KNOWN_HOSTS": sb.known_hosts, **(env or {})})
+    result.seconds = time.monotonic() - start  # type: ignore[attr-defined]
+    return result

@@ -1,0 +1,145 @@
+"""Issue 3: deploy for real to the sandbox host, and look at what a user sees."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+
+DEFAULTS = Profile("signalcraft", "/home/ubuntu/signalcraft", 8001, 3000, 80, defaults=True)
+ROUTES = ["api/ai", "api/iot", "api/lightweight-analyze", "api/flask"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> AppRepo:
+    return AppRepo(tmp_path_factory.mktemp("deploy") / "app")
+
+
+def current_release(p: Profile) -> str:
+    return Path(p.root, "current").resolve().name
+
+
+def host_listing(p: Profile) -> str:
+    """Every file under the deploy root and the Nginx tree, with mtimes, minus the lock and audit log."""
+    out = sh(f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -printf '%p %T@\\n' | sort").stdout
+    return out
+
+
+def test_first_deploy_on_an_empty_host(sandbox, repo):
+    clean_host(DEFAULTS)
+    result = fab(sandbox, DEFAULTS, repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    apps = pm2_apps("signalcraft")
+    assert [p["status"] for p in apps["signalcraft-python"]] == ["online"]
+    assert [p["status"] for p in apps["signalcraft-nodejs"]] == ["online", "online"]
+    for route in ROUTES:
+        status, headers, body = get(DEFAULTS.url(f"/{route}/anything"))
+        assert (status, body["app"]) == (200, "flask"), route
+    status, _, body = get(DEFAULTS.url("/"))
+    assert (status, body["app"]) == (200, "nodejs")
+    assert sh("nginx -t", check=False).returncode == 0
+    # The summary names the URLs and shows both apps' PM2 state.
+    assert "Deployed" in result.stdout and "/api/ai" in result.stdout
+    # pm2 save holds both: a reboot-like kill + resurrect brings both back.
+    sh("sudo -u ubuntu -H pm2 kill")
+    sh("sudo -u ubuntu -H pm2 resurrect")
+    apps = pm2_apps("signalcraft")
+    assert sorted(apps) == ["signalcraft-nodejs", "signalcraft-python"]
+    status, _, body = get(DEFAULTS.url("/api/flask/health"))
+    assert status == 200
+
+
+def test_a_new_commit_is_what_answers(sandbox, repo):
+    before = current_release(DEFAULTS)
+    sha = repo.edit("app.py", 'VERSION = "1"', 'VERSION = "2"', "v2")
+    result = fab(sandbox, DEFAULTS, repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = current_release(DEFAULTS)
+    assert after != before and after.endswith(sha[:12])
+    status, headers, body = get(DEFAULTS.url("/api/ai/x"))
+    assert (status, body["version"], headers["X-Release"]) == (200, "2", after)
+
+
+def test_the_same_commit_again_changes_nothing(sandbox, repo):
+    pids = pm2_apps("signalcraft")
+    listing = host_listing(DEFAULTS)
+    result = fab(sandbox, DEFAULTS, repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Nothing to deploy" in result.stdout
+    assert pm2_apps("signalcraft") == pids  # same pids, same restart counts
+    assert host_listing(DEFAULTS) == listing  # no file written or touched
+
+
+def test_dry_run_changes_nothing_and_shows_the_plan(sandbox, repo):
+    repo.edit("app.py", 'VERSION = "2"', 'VERSION = "3"', "v3")
+    pids = pm2_apps("signalcraft")
+    listing = host_listing(DEFAULTS)
+    result = fab(sandbox, DEFAULTS, repo, "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sendSignal SIGHUP" in result.stdout and "Dry run: nothing was changed." in result.stdout
+    assert pm2_apps("signalcraft") == pids
+    assert host_listing(DEFAULTS) == listing
+
+
+def test_every_port_name_path_and_route_changed(sandbox, tmp_path):
+    repo = AppRepo(tmp_path / "alt")
+    (repo.path / "web").mkdir()
+    (repo.path / "server.js").rename(repo.path / "web" / "main.js")
+    (repo.path / "app.py").rename(repo.path / "service.py")
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "move things")
+    alt = Profile("alt-app", "/home/ubuntu/apps/alt", 8401, 3401, 8084, extra={
+        "PY_ROUTES": "v2/ml,hooks", "HEALTH_PY": "/v2/ml/health", "HEALTH_NODE": "/status",
+        "WSGI_APP": "service:create_app()", "NODE_SCRIPT": "web/main.js", "NODE_INSTANCES": "3",
+        "GUNICORN_HANDOVER_BIND": "127.0.0.1:8409", "GUNICORN_WORKERS": "2", "KEEP_RELEASES": "3"})
+    clean_host(alt)
+    try:
+        result = fab(sandbox, alt, repo)
+        assert result.returncode == 0, result.stdout + result.stderr
+        apps = pm2_apps("alt-app")
+        assert len(apps["alt-app-nodejs"]) == 3 and apps["alt-app-python"][0]["status"] == "online"
+        assert get(alt.url("/v2/ml/predict"))[2]["app"] == "flask"
+        assert get(alt.url("/hooks"))[2]["app"] == "flask"
+        assert get(alt.url("/api/ai/x"))[2]["app"] == "nodejs"  # not a Python route any more
+        assert sh("ss -ltnH 'sport = :8401'").stdout.strip()
+        assert Path("/etc/nginx/sites-enabled/alt-app").exists()
+    finally:
+        clean_host(alt)
+
+
+def test_invoke_deploys_to_this_machine(tmp_path):
+    repo = AppRepo(tmp_path / "local")
+    local = Profile("local-app", "/srv/signalcraft-local", 8501, 3501, 8085)
+    clean_host(local, user="root")
+    try:
+        cmd = ["invoke", "deploy", "--source-dir", str(repo.path)]
+        for key, value in local.settings().items():
+            cmd += ["--set", f"{key}={value}"]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(REPO))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "this machine" in result.stdout
+        assert get(local.url("/api/iot/x"))[2]["app"] == "flask"
+        assert get(local.url("/"))[2]["app"] == "nodejs"
+        assert sorted(pm2_apps("local-app", user="root")) == ["local-app-nodejs", "local-app-python"]
+    finally:
+        clean_host(local, user="root")
+
+
+def test_freeze_then_check(tmp_path):
+    repo = AppRepo(tmp_path / "freeze")
+    venv = repo.path / ".venv"
+    sh(f"python3 -m venv {venv} && {venv}/bin/pip install -q --disable-pip-version-check -r {repo.path}/requirements.txt",
+       timeout=300)
+    invoke = ["invoke", "freeze", "--source-dir", str(repo.path), "--venv", str(venv)]
+    first = subprocess.run(invoke, capture_output=True, text=True, cwd=str(REPO))
+    assert first.returncode == 0, first.stdout + first.stderr
+    check = subprocess.run(invoke + ["--check"], capture_output=True, text=True, cwd=str(REPO))
+    assert check.returncode == 0, check.stdout + check.stderr
+    req = repo.path / "requirements.txt"
+    req.write_text(req.read_text().replace("Flask==3.1.3", "Flask==3.0.0"))
+    stale = subprocess.run(invoke + ["--check"], capture_output=True, text=True, cwd=str(REPO))
+    assert stale.returncode == 1
+    assert "-Flask==3.0.0" in stale.stdout + stale.stderr and "+Flask==3.1.3" in stale.stdout + stale.stderr
