@@ -423,22 +423,41 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
             return
         try:
             execute(c, s, rep, plan, facts, shipment, "deploy")
+        except SettingsError as err:
+            raise fail(str(err), code=2) from None
         except Exit as err:
             rep.error(str(err.message))
             summarize(rep, s, plan, ok=False)
             raise
-        summarize(rep, s, plan, ok=True)
+        summarize(rep, s, plan, ok=True, c=c)
     finally:
         if lock:
             lock.__exit__(None, None, None)
 
 
-def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool) -> None:
+def pm2_lines(c: Any, s: Settings) -> list[str]:
+    """PM2's view of our two apps, one line each (names, states, restarts; never env values)."""
+    procs, _ = host_facts.parse_pm2_jlist(run(c, f"{q(s.pm2)} jlist", warn=True).stdout)
+    lines = []
+    for name in (s.python_app, s.node_app):
+        mine = [p for p in procs if p.name == name]
+        states = ",".join(sorted({p.status for p in mine})) or "missing"
+        lines.append(f"  {name:<28} {(mine[0].exec_mode if mine else '-'):<8} x{len(mine)}  {states:<8} "
+                     f"restarts {sum(p.restarts for p in mine)}  pids {' '.join(str(p.pid) for p in mine)}")
+    return lines
+
+
+def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None) -> None:
     m = plan.manifest
     total = sum(step.seconds for step in rep.steps)
     if ok:
+        host = getattr(c, "host", "127.0.0.1") or "127.0.0.1"
+        port = "" if s.nginx_listen == 80 else f":{s.nginx_listen}"
         rep.say(f"Deployed {m.release} (commit {m.sha[:12]}) to {rep.target} in {total:.1f}s.")
-        rep.say(f"  site: http://<host>:{s.nginx_listen}/  Python: " + ", ".join(f"/{r}" for r in s.py_routes))
+        rep.say(f"  Node.js: http://{host}{port}{s.health_node}")
+        rep.say("  Flask:   " + "  ".join(f"http://{host}{port}/{r}" for r in s.py_routes))
+        for line in pm2_lines(c, s):
+            rep.say(line)
     reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
     rep.write_github_summary(
         f"Deploy {'succeeded' if ok else 'failed'}: {m.release}",

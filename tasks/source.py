@@ -74,4 +74,5 @@ def read_blob(source_dir: str, tree: SourceTree, path: str) -> str | None:
 
 def make_tarball(source_dir: str, tree: SourceTree, out_path: str) -> None:
     """`git archive` of the app folder at HEAD: exactly the commit, nothing uncommitted."""
-    _git(source_dir, "archive", "--format=tar", "-o", out_path, tree.tree)
+    top = _git(source_dir, "rev-parse", "--show-toplevel").strip()  # git archive refuses some subfolders as cwd
+    _git(top, "archive", "--format=tar", "-o", out_path, tree.tree)
