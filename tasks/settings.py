@@ -204,14 +204,16 @@ class Settings:
         return out
 
 def _line_of(path: Path, key: str) -> int | None:
+    # The last assignment: dotenv keeps the last value of a key written twice.
     pattern = re.compile(rf"^\s*(export\s+)?{re.escape(key)}\s*=")
+    found = None
     try:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if pattern.match(line):
-                return number
+                found = number
     except OSError:
         return None
-    return None
+    return found
 
 def read_env_file(path: str | os.PathLike[str], *, required: bool) -> tuple[dict[str, str], dict[str, str]]:
     """Read a .env file: its values and, per key, where each came from ('file:line')."""
