@@ -78,7 +78,12 @@ _WSGI_RE = re.compile(rf"^{_PY_IDENT}(\.{_PY_IDENT})*:{_PY_IDENT}(\.{_PY_IDENT})
 _SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 _SAFE_REL_PATH_RE = re.compile(r"^[A-Za-z0-9._@+-][A-Za-z0-9._/@+-]*$")
 _HTTP_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
-_SERVER_NAME_RE = re.compile(r"^(_|[A-Za-z0-9*]([A-Za-z0-9.*-]{0,252})?)( [A-Za-z0-9*][A-Za-z0-9.*-]{0,252})*$")
+# Host names of dot-separated labels; nginx takes '*' only as a whole first label ('*.example.com') or a
+# whole last one ('example.*'): it refuses '*' and '*example.com' outright, and 'a*b', 'www.*.com' or
+# 'a..b' as soon as another site shares the port ("invalid server name or wildcard").
+_HOST_LABELS = r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)*"
+_HOST_NAME = rf"(?=[^ ]{{1,253}}( |$))(\*\.{_HOST_LABELS}\.?|{_HOST_LABELS}\.?|{_HOST_LABELS}\.\*)"
+_SERVER_NAME_RE = re.compile(rf"^(_|{_HOST_NAME})( {_HOST_NAME})*$")
 _WORKER_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _COMMAND_RE = re.compile(r"^[A-Za-z0-9_./ =-]+$")
 _SYSTEM_DIRS = {
