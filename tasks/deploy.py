@@ -227,6 +227,11 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
         rep.say(diff.rstrip("\n"))
 
 
+def mark_bad(c: Any, s: Settings, release: str) -> None:
+    """Remember a release that failed, so `rollback` and `previous_release` never pick it."""
+    run(c, f"mkdir -p {q(s.state_dir)}/bad && touch {q(s.state_dir)}/bad/{q(release)}", warn=True)
+
+
 def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev: str | None, site_written: bool) -> list[str]:
     """Undo a deploy whose switch already happened; return what the previous release now reports."""
     notes = []
@@ -250,7 +255,7 @@ def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev:
         problems = pm2_ops.gate(c, s, prev, f"{s.releases_dir}/{prev}", {"python": py == "hup", "nodejs": node != "none"})
         notes.append(f"previous release {prev} is serving" if not problems else
                      "previous release is NOT healthy either: " + "; ".join(problems))
-    run(c, f"mkdir -p {q(s.state_dir)}/bad && touch {q(s.state_dir)}/bad/{q(plan.manifest.release)}", warn=True)
+    mark_bad(c, s, plan.manifest.release)
     pm2_ops.save(c, s)
     return notes
 
@@ -277,39 +282,48 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
     prev = facts.current_release if facts.current_release != m.release else previous_release(facts, m.release)
     record: dict[str, Any] = {"event": event, "by": who(), "host": rep.target, "from": facts.current_release,
                               "to": m.release, "sha": m.sha, "actions": {a.app: a.how for a in plan.actions}}
-    if shipment is not None and plan.new_release:
-        with rep.step("upload") as st:
-            ship(c, s, shipment, plan)
-            st.detail = f"{m.release}"
-    with rep.step("install") as st:
-        if plan.build_venv:
-            version = install_ops.ensure_venv(c, s, m.venv, f"{rdir}/requirements.txt")
-            st.detail = f"built {m.venv} (gunicorn {version})"
-        else:
-            st.detail = "Python environment unchanged"
-        if plan.new_release or plan.build_node_modules:
-            install_ops.ensure_node_modules(c, s, rdir, m.node_modules)
-            if plan.build_node_modules:
-                st.detail += "; node_modules built"
-    changed_files = [name for name in plan.configs if facts.configs.get(name, "").rstrip("\n") != plan.configs[name].rstrip("\n")]
-    with rep.step("render-configs") as st:
-        st.detail = ("changed: " + ", ".join(changed_files)) if changed_files else "unchanged"
-        for diff in config_diffs(facts, plan, s):
-            rep.say(diff.rstrip("\n"))
-    if plan.new_release or any(a.how != "none" for a in plan.actions[:2]):
-        with rep.step("trial run") as st:
-            pm2_ops.canary(c, s, rdir, m.venv)
-            st.detail = "both apps answer their health routes"
-    site_written = plan.action("nginx").how == "write-and-reload"
-    with rep.step("nginx-check") as st:
-        if site_written:
-            nginx_ops.install_site(c, s, plan.site)
-        routes, problems = nginx_ops.check(c, s)
-        if problems:
+    site_written = False
+    try:
+        if shipment is not None and plan.new_release:
+            with rep.step("upload") as st:
+                ship(c, s, shipment, plan)
+                st.detail = f"{m.release}"
+        with rep.step("install") as st:
+            if plan.build_venv:
+                version = install_ops.ensure_venv(c, s, m.venv, f"{rdir}/requirements.txt")
+                st.detail = f"built {m.venv} (gunicorn {version})"
+            else:
+                st.detail = "Python environment unchanged"
+            if plan.new_release or plan.build_node_modules:
+                install_ops.ensure_node_modules(c, s, rdir, m.node_modules)
+                if plan.build_node_modules:
+                    st.detail += "; node_modules built"
+        changed_files = [name for name in plan.configs if facts.configs.get(name, "").rstrip("\n") != plan.configs[name].rstrip("\n")]
+        with rep.step("render-configs") as st:
+            st.detail = ("changed: " + ", ".join(changed_files)) if changed_files else "unchanged"
+            for diff in config_diffs(facts, plan, s):
+                rep.say(diff.rstrip("\n"))
+        if plan.new_release or any(a.how != "none" for a in plan.actions[:2]):
+            with rep.step("trial run") as st:
+                pm2_ops.canary(c, s, rdir, m.venv)
+                st.detail = "both apps answer their health routes"
+        site_written = plan.action("nginx").how == "write-and-reload"
+        with rep.step("nginx-check") as st:
             if site_written:
-                nginx_ops.restore_site(c, s)
-            raise fail("Nginx check failed; nothing was switched:\n  " + "\n  ".join(problems))
-        st.detail = f"{len(routes)} routes ok" + ("; new site passes nginx -t" if site_written else "")
+                nginx_ops.install_site(c, s, plan.site)
+            routes, problems = nginx_ops.check(c, s)
+            if problems:
+                if site_written:
+                    nginx_ops.restore_site(c, s)
+                raise fail("Nginx check failed; nothing was switched:\n  " + "\n  ".join(problems))
+            st.detail = f"{len(routes)} routes ok" + ("; new site passes nginx -t" if site_written else "")
+    except Exit as err:
+        # Nothing was switched: the live release still serves. Keep the evidence, mark the release bad.
+        if plan.new_release:
+            mark_bad(c, s, m.release)
+        record.update(result="failed before switch", reason=str(err.message).splitlines()[0], steps=rep.durations())
+        audit(c, s, record)
+        raise
     with rep.step("switch") as st:
         switch(c, s, m.release)
         st.detail = f"current -> {m.release}"

@@ -79,6 +79,9 @@ def _expand(block: list[dict[str, Any]], parsed: dict[str, list[dict[str, Any]]]
     return out
 
 
+_PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "memcached_pass", "grpc_pass"}
+
+
 def _location_for(uri: str, locations: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Nginx's choice: exact '=', else the longest prefix ('^~' stops there), else the first regex, else that prefix."""
     best = None
@@ -86,6 +89,12 @@ def _location_for(uri: str, locations: list[dict[str, Any]]) -> dict[str, Any] |
         args = loc.get("args", [])
         if len(args) == 2 and args[0] == "=" and args[1] == uri:
             return loc
+    # auto_redirect: a non-regex location named uri + '/' that passes requests on answers `uri` with a 301 to
+    # uri + '/' before any regex is tried, unless a prefix location named exactly `uri` exists. Follow it.
+    static = [(args[-1], loc) for loc in locations if (args := loc.get("args", [])) and (len(args) == 1 or args[0] in ("=", "^~"))]
+    if all(name != uri for name, _ in static) and any(
+            name == uri + "/" and any(d["directive"] in _PASS_DIRECTIVES for d in loc.get("block", [])) for name, loc in static):
+        return _location_for(uri + "/", locations)
     for loc in locations:
         args = loc.get("args", [])
         prefix = args[1] if len(args) == 2 and args[0] == "^~" else (args[0] if len(args) == 1 else None)

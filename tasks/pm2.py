@@ -108,7 +108,10 @@ def hup_python(c: Any, s: Settings) -> None:
 
 
 def reload_node(c: Any, s: Settings) -> None:
-    result = run(c, pm2(s, "reload", ecosystem(s), "--only", s.node_app, "--update-env"), warn=True)
+    # --force skips PM2's CLI-wide reload lock, which also blocks reloads of *other* apps for 30 s
+    # (and outlives a killed CLI); our deploy lock already serialises this app, and PM2's daemon
+    # still refuses two reloads of the same process.
+    result = run(c, pm2(s, "reload", ecosystem(s), "--only", s.node_app, "--update-env", "--force"), warn=True)
     if not result.ok:
         raise fail(f"pm2 could not reload {s.node_app}: {result.stderr.strip()[-500:]}")
 

@@ -1,0 +1,139 @@
+"""Issue 4: deploys under load drop nothing, broken commits roll back, `rollback` works, one deploy at a time.
+
+Fast versions of bench/downtime.py: a bounded loopback load through Nginx on a Python route and
+on `/` while the deploy runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import Load
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps
+
+ZD = Profile("zd", "/home/ubuntu/zd", 8601, 3601, 8086)
+
+
+@pytest.fixture(scope="module")
+def live(sandbox, tmp_path_factory):
+    """A first deploy of the example app under the zd profile (not measured)."""
+    repo = AppRepo(tmp_path_factory.mktemp("zd") / "app")
+    clean_host(ZD)
+    result = fab(sandbox, ZD, repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield repo
+    clean_host(ZD)
+
+
+def current() -> str:
+    return Path(ZD.root, "current").resolve().name
+
+
+def deploy_under_load(sandbox, repo, *args):
+    with Load([ZD.url("/api/ai/load"), ZD.url("/")], threads=3, max_requests=20_000, max_seconds=120) as load:
+        time.sleep(0.5)
+        result = fab(sandbox, ZD, repo, *args)
+        time.sleep(0.5)
+    return result, load.result()
+
+
+def test_code_change_under_load_drops_nothing(sandbox, live):
+    sha = live.edit("app.py", 'VERSION = "1"', 'VERSION = "2"', "v2")
+    live.edit("server.js", 'const VERSION = "1";', 'const VERSION = "2";', "node v2")
+    result, load = deploy_under_load(sandbox, live)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load.total > 100
+    assert load.failed == 0, load.samples
+    assert current().endswith(live.git("rev-parse", "HEAD").strip()[:12])
+    assert sha
+    assert get(ZD.url("/api/ai/x"))[2]["version"] == "2"
+    assert get(ZD.url("/"))[2]["version"] == "2"
+
+
+@pytest.mark.parametrize("name,old,new,expect", [
+    ("app.py", 'VERSION = "2"', 'VERSION = "2"\nimport does_not_exist_xyz', "does_not_exist_xyz"),
+    ("server.js", 'const VERSION = "2";', 'const VERSION = "2";\nthrow new Error("boom on start");', "boom on start"),
+])
+def test_broken_commit_is_refused_and_nothing_is_dropped(sandbox, live, name, old, new, expect):
+    before, base = current(), live.git("rev-parse", "HEAD").strip()
+    live.edit(name, old, new, f"broken {name}")
+    result, load = deploy_under_load(sandbox, live)
+    assert result.returncode != 0
+    assert expect in result.stdout + result.stderr  # the app's own error output is in the message
+    assert load.failed == 0, load.samples
+    assert current() == before
+    assert get(ZD.url("/api/ai/x"))[1]["X-Release"] == before
+    live.git("reset", "-q", "--hard", base)
+
+
+def test_health_route_500_after_switch_rolls_back(sandbox, live):
+    """A commit that imports and starts fine but whose health route fails is rolled back."""
+    before, base = current(), live.git("rev-parse", "HEAD").strip()
+    text = (live.path / "app.py").read_text()
+    # Make every .../health path answer 500: wrap the app so that the trial run sees it too.
+    (live.path / "app.py").write_text(text + '''
+
+_real_create_app = create_app
+
+
+def create_app():  # noqa: F811
+    app = _real_create_app()
+
+    @app.before_request
+    def _broken_health():
+        from flask import request
+        if request.path.endswith("/health"):
+            return "broken", 500
+    return app
+''')
+    live.git("commit", "-qam", "health answers 500")
+    result, load = deploy_under_load(sandbox, live)
+    assert result.returncode != 0
+    assert "500" in result.stdout + result.stderr
+    assert load.failed == 0, load.samples
+    assert current() == before
+    live.git("reset", "-q", "--hard", base)
+
+
+def test_rollback_serves_the_previous_release(sandbox, live):
+    live.edit("app.py", 'VERSION = "2"', 'VERSION = "4"', "v4")
+    assert fab(sandbox, ZD, live).returncode == 0
+    newest = current()
+    assert get(ZD.url("/api/ai/x"))[2]["version"] == "4"
+    with Load([ZD.url("/api/ai/load"), ZD.url("/")], threads=3, max_requests=20_000, max_seconds=120) as load:
+        result = fab(sandbox, ZD, None, task="rollback")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load.result().failed == 0, load.result().samples
+    assert current() != newest
+    status, headers, body = get(ZD.url("/api/ai/x"))
+    assert body["version"] == "2" and headers["X-Release"] == current()
+    releases = fab(sandbox, ZD, None, task="releases")
+    assert f"* {current()}" in releases.stdout
+
+
+def test_one_deploy_at_a_time(sandbox, live):
+    live.edit("requirements.txt", "Flask==", "six==1.16.0\nFlask==", "a requirement more: a longer deploy")
+    cmd_env = {"KNOWN_HOSTS": sandbox.known_hosts}
+    first = subprocess.Popen(
+        ["fab", "-H", sandbox.target, "-i", sandbox.key, "deploy", "--source-dir", str(live.path),
+         *sum((["--set", f"{k}={v}"] for k, v in ZD.settings().items()), [])],
+        cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**__import__("os").environ, **cmd_env})
+    lock = Path(ZD.root, ".deploy/lock.json")
+    deadline = time.monotonic() + 30
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock.exists(), "the first deploy never took the lock"
+    second = fab(sandbox, ZD, live)
+    assert second.returncode == 75, second.stdout + second.stderr
+    assert "Another deploy is running" in second.stderr and "deploying" in second.stderr
+    third = fab(sandbox, ZD, live, "--lock-wait", "120")
+    first_out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, first_out
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "waiting" in third.stdout
+    assert sorted(pm2_apps("zd")) == ["zd-nodejs", "zd-python"]

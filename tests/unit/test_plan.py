@@ -1,0 +1,309 @@
+"""make_plan as a table, pyinfra-style: host facts in, actions out.
+
+Each case names what is live on the host (a manifest, PM2 processes, the site) and what the new source is, and
+the plan must pick the cheapest action that still applies the change: a HUP for code or gunicorn.conf.py, a new
+master for a new venv, `pm2 reload` for Node.js code, a restart when cluster settings change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.facts import HostFacts, Pm2Process
+from tasks.plan import Manifest, Plan, make_manifest, make_plan
+from tasks.render import render_nginx_site
+from tasks.settings import Settings, load_settings
+
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+LATER = datetime(2025, 3, 5, 0, 0, 0, tzinfo=UTC)
+SHA1 = "1111111111111111111111111111111111111111"
+SHA2 = "2222222222222222222222222222222222222222"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a deploy would ship: the inputs of make_manifest."""
+
+    sha: str = SHA1
+    tree: str = "tree-1"
+    python_code: str = "py-1"
+    node_code: str = "node-1"
+    requirements: str = "flask==3.0.3\ngunicorn==23.0.0\n"
+    package_lock: str | None = '{"lockfileVersion": 3}'
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def settings(tmp: Path, overrides: dict[str, str]) -> Settings:
+    return load_settings(overrides=overrides, environ={}, cwd=str(tmp))
+
+
+def manifest_for(tmp: Path, src: Source, now: datetime = NOW) -> tuple[Settings, Manifest, dict[str, str]]:
+    s = settings(tmp, src.settings)
+    m, configs = make_manifest(
+        s, sha=src.sha, tree=src.tree, python_code=src.python_code, node_code=src.node_code,
+        requirements=src.requirements, package_lock=src.package_lock, app_env_digest=None, who="ci@runner", now=now,
+    )
+    return s, m, configs
+
+
+def python_proc(s: Settings, venv: str, status: str = "online") -> Pm2Process:
+    return Pm2Process(
+        name=s.python_app, pm_id=0, pid=4100 if status == "online" else 0, status=status, restarts=0, started_ms=1,
+        exec_mode="fork", exec_path=f"{venv}/bin/gunicorn", cwd=s.current_dir, interpreter=f"{venv}/bin/python",
+        args=("-c", f"{s.current_dir}/gunicorn.conf.py"), memory=50_000_000,
+    )
+
+
+def node_procs(s: Settings, instances: int, status: str = "online", mode: str = "cluster") -> list[Pm2Process]:
+    return [
+        Pm2Process(
+            name=s.node_app, pm_id=1 + i, pid=4200 + i, status=status, restarts=0, started_ms=1, exec_mode=mode,
+            exec_path=f"{s.current_dir}/{s.node_script}", cwd=s.current_dir, interpreter="node", args=(), memory=40_000_000,
+        )
+        for i in range(instances)
+    ]
+
+
+def live_host(tmp: Path, src: Source, **changes: Any) -> HostFacts:
+    """A host where `src` was deployed and everything is healthy; `changes` replace single facts."""
+    s, m, configs = manifest_for(tmp, src)
+    facts = HostFacts(
+        uid=1000,
+        current_release=m.release,
+        releases=[m.release],
+        manifest=json.loads(m.to_json()),
+        configs=dict(configs),
+        site_text=render_nginx_site(s),
+        site_enabled=True,
+        venvs_ready={m.venv.rsplit("/", 1)[-1]},
+        node_modules_ready={m.node_modules.rsplit("/", 1)[-1]} if m.node_modules else set(),
+        tools={"pm2", "node", "flock", "python-venv", "sudo", "nginx"},
+        pm2=[python_proc(s, m.venv), *node_procs(s, s.node_instances)],
+        pm2_readable=True,
+    )
+    for key, value in changes.items():
+        setattr(facts, key, value(s, m, facts) if callable(value) else value)
+    return facts
+
+
+@dataclass(frozen=True)
+class Case:
+    facts: Callable[[Path], HostFacts]
+    new: Source
+    python: str
+    nodejs: str
+    nginx: str
+    new_release: bool
+    build_venv: bool | None = None
+    why: dict[str, str] = field(default_factory=dict)  # app -> text its reason must contain
+
+
+OLD = Source()
+
+
+def _stopped_python(s: Settings, m: Manifest, f: HostFacts) -> list[Pm2Process]:
+    return [python_proc(s, m.venv, status="stopped"), *node_procs(s, s.node_instances)]
+
+
+CASES = {
+    "empty host": Case(
+        facts=lambda tmp: HostFacts(), new=OLD, python="start", nodejs="start", nginx="write-and-reload",
+        new_release=True, build_venv=True,
+        why={"python": "signalcraft-python is not in PM2", "nodejs": "not in PM2", "nginx": "site not installed yet"},
+    ),
+    "same release, all online": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=OLD, python="none", nodejs="none", nginx="none",
+        new_release=False, build_venv=False,
+    ),
+    "same release, python stopped": Case(
+        facts=lambda tmp: live_host(tmp, OLD, pm2=_stopped_python), new=OLD,
+        python="start", nodejs="none", nginx="none", new_release=False, build_venv=False,
+        why={"python": "signalcraft-python is stopped"},
+    ),
+    "same release, node errored": Case(
+        facts=lambda tmp: live_host(tmp, OLD, pm2=lambda s, m, f: [python_proc(s, m.venv), *node_procs(s, 2, status="errored")]),
+        new=OLD, python="none", nodejs="start", nginx="none", new_release=False,
+    ),
+    "same release, pm2 empty (host rebooted without pm2 startup)": Case(
+        facts=lambda tmp: live_host(tmp, OLD, pm2=[]), new=OLD, python="start", nodejs="start", nginx="none",
+        new_release=False,
+    ),
+    "python code changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, sha=SHA2, tree="tree-2", python_code="py-2"),
+        python="hup", nodejs="none", nginx="none", new_release=True, build_venv=False,
+        why={"python": "Python code changed"},
+    ),
+    "gunicorn timeout changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"GUNICORN_TIMEOUT": "60"}),
+        python="hup", nodejs="none", nginx="none", new_release=True, build_venv=False,
+        why={"python": "gunicorn.conf.py changed"},
+    ),
+    "gunicorn workers changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"GUNICORN_WORKERS": "4"}),
+        python="hup", nodejs="none", nginx="none", new_release=True,
+    ),
+    "requirements changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD),
+        new=replace(OLD, sha=SHA2, tree="tree-2", requirements="flask==3.1.0\ngunicorn==23.0.0\n"),
+        python="new-master", nodejs="none", nginx="none", new_release=True, build_venv=True,
+        why={"python": "environment"},
+    ),
+    "graceful timeout changed (PM2 kill_timeout of the python entry)": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"GUNICORN_GRACEFUL_TIMEOUT": "50"}),
+        python="new-master", nodejs="none", nginx="none", new_release=True, build_venv=False,
+    ),
+    "node code changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, sha=SHA2, tree="tree-2", node_code="node-2"),
+        python="none", nodejs="reload", nginx="none", new_release=True, build_venv=False,
+        why={"nodejs": "Node.js code changed"},
+    ),
+    "package-lock changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, sha=SHA2, tree="tree-2", package_lock='{"lockfileVersion": 3, "x": 1}'),
+        python="none", nodejs="reload", nginx="none", new_release=True,
+    ),
+    "node env changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"NODE_ENV": "staging"}),
+        python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "PM2 settings changed"},
+    ),
+    "node instances changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"NODE_INSTANCES": "3"}),
+        python="none", nodejs="restart", nginx="none", new_release=True, why={"nodejs": "instances"},
+    ),
+    "node running in fork mode": Case(
+        facts=lambda tmp: live_host(tmp, OLD, pm2=lambda s, m, f: [python_proc(s, m.venv), *node_procs(s, 2, mode="fork")]),
+        new=replace(OLD, tree="tree-2", node_code="node-2"), python="none", nodejs="restart", nginx="none", new_release=True,
+    ),
+    "both codes changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD),
+        new=replace(OLD, sha=SHA2, tree="tree-2", python_code="py-2", node_code="node-2"),
+        python="hup", nodejs="reload", nginx="none", new_release=True,
+    ),
+    "site differs": Case(
+        facts=lambda tmp: live_host(tmp, OLD, site_text="server { listen 80; }\n"), new=OLD,
+        python="none", nodejs="none", nginx="write-and-reload", new_release=False, why={"nginx": "site changed"},
+    ),
+    "site same but not enabled": Case(
+        facts=lambda tmp: live_host(tmp, OLD, site_enabled=False), new=OLD,
+        python="none", nodejs="none", nginx="write-and-reload", new_release=False, why={"nginx": "site not enabled"},
+    ),
+    "site missing": Case(
+        facts=lambda tmp: live_host(tmp, OLD, site_text=None, site_enabled=False), new=OLD,
+        python="none", nodejs="none", nginx="write-and-reload", new_release=False, why={"nginx": "site not installed yet"},
+    ),
+    "routes changed": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"PY_ROUTES": "api/ai,api/flask,api/v2"}),
+        python="none", nodejs="none", nginx="write-and-reload", new_release=True, why={"nginx": "site changed"},
+    ),
+    "manifest lost but processes live": Case(
+        facts=lambda tmp: live_host(tmp, OLD, manifest=None), new=OLD,
+        python="hup", nodejs="reload", nginx="none", new_release=True, why={"python": "no record"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_plan(case: Case, tmp_path: Path) -> None:
+    facts = case.facts(tmp_path)
+    s, m, configs = manifest_for(tmp_path, case.new, now=LATER)
+    plan = make_plan(s, m, configs, facts)
+
+    assert [a.app for a in plan.actions] == ["python", "nodejs", "nginx"]
+    got = {a.app: a.how for a in plan.actions}
+    assert got == {"python": case.python, "nodejs": case.nodejs, "nginx": case.nginx}, [a.why for a in plan.actions]
+    assert plan.new_release is case.new_release
+    if case.build_venv is not None:
+        assert plan.build_venv is case.build_venv
+    for app, text in case.why.items():
+        assert text in plan.action(app).why
+    expect_nothing = not case.new_release and (case.python, case.nodejs, case.nginx) == ("none", "none", "none")
+    assert plan.nothing_to_do is expect_nothing
+
+
+def test_same_release_keeps_the_live_release_name(tmp_path: Path) -> None:
+    facts = live_host(tmp_path, OLD)
+    s, m, configs = manifest_for(tmp_path, OLD, now=LATER)
+    plan = make_plan(s, m, configs, facts)
+    assert m.release == "20250305T000000Z-111111111111"
+    assert plan.manifest.release == facts.current_release == "20250304T050607Z-111111111111"
+    assert plan.manifest.deployed_at == "2025-03-04T05:06:07+00:00"
+    assert plan.manifest.key == m.key
+
+
+def test_new_release_is_named_by_time_and_sha(tmp_path: Path) -> None:
+    _, m, _ = manifest_for(tmp_path, replace(OLD, sha=SHA2, tree="tree-2"), now=LATER)
+    plan = make_plan(settings(tmp_path, {}), m, {}, live_host(tmp_path, OLD))
+    assert plan.new_release
+    assert plan.manifest.release == "20250305T000000Z-222222222222"
+
+
+def test_a_new_commit_with_the_same_tree_is_the_same_release(tmp_path: Path) -> None:
+    """The key is the tree, not the commit: an empty commit (or a revert of a revert) changes nothing live."""
+    s, m, configs = manifest_for(tmp_path, replace(OLD, sha=SHA2), now=LATER)
+    plan = make_plan(s, m, configs, live_host(tmp_path, OLD))
+    assert plan.nothing_to_do
+    assert plan.manifest.release == "20250304T050607Z-111111111111"
+
+
+def test_new_master_uses_a_venv_other_than_the_running_one(tmp_path: Path) -> None:
+    facts = live_host(tmp_path, OLD)
+    new = replace(OLD, requirements="flask==3.1.0\ngunicorn==23.0.0\n")
+    s, m, configs = manifest_for(tmp_path, new)
+    plan = make_plan(s, m, configs, facts)
+    running = facts.apps(s.python_app)[0].exec_path
+    assert running != f"{m.venv}/bin/gunicorn"
+    assert plan.action("python").how == "new-master"
+    assert plan.build_venv
+
+
+def test_venv_already_built_is_not_rebuilt(tmp_path: Path) -> None:
+    """A rollforward to requirements whose venv is still on the host reuses it."""
+    new = replace(OLD, requirements="flask==3.1.0\ngunicorn==23.0.0\n")
+    _, m_new, _ = manifest_for(tmp_path, new)
+    facts = live_host(tmp_path, OLD)
+    facts.venvs_ready.add(m_new.venv.rsplit("/", 1)[-1])
+    s, m, configs = manifest_for(tmp_path, new)
+    plan = make_plan(s, m, configs, facts)
+    assert plan.action("python").how == "new-master"
+    assert not plan.build_venv
+
+
+def test_node_modules_built_only_for_a_new_lock(tmp_path: Path) -> None:
+    s, m, configs = manifest_for(tmp_path, OLD)
+    assert not make_plan(s, m, configs, live_host(tmp_path, OLD)).build_node_modules
+    s, m, configs = manifest_for(tmp_path, replace(OLD, package_lock='{"lockfileVersion": 3, "new": true}'))
+    assert make_plan(s, m, configs, live_host(tmp_path, OLD)).build_node_modules
+    s, m, configs = manifest_for(tmp_path, replace(OLD, package_lock=None))
+    assert m.node_modules is None
+    assert not make_plan(s, m, configs, live_host(tmp_path, OLD)).build_node_modules
+
+
+def test_release_key_ignores_local_only_settings(tmp_path: Path) -> None:
+    _, a, _ = manifest_for(tmp_path, OLD)
+    _, b, _ = manifest_for(tmp_path, replace(OLD, settings={"KEEP_RELEASES": "9", "HEALTH_TIMEOUT": "90", "SOURCE_DIR": "elsewhere"}))
+    _, c, _ = manifest_for(tmp_path, replace(OLD, settings={"NODE_ENV": "staging"}))
+    assert a.key == b.key
+    assert a.key != c.key
+
+
+def test_manifest_is_deterministic_for_a_fixed_clock(tmp_path: Path) -> None:
+    _, a, ca = manifest_for(tmp_path, OLD)
+    _, b, cb = manifest_for(tmp_path, OLD)
+    assert a == b and ca == cb
+    data = json.loads(a.to_json())
+    assert data["release"] == "20250304T050607Z-111111111111"
+    assert data["deployed_by"] == "ci@runner"
+    assert data["venv"].startswith("/home/ubuntu/signalcraft/venvs/")
+
+
+def test_plan_site_is_the_rendered_site(tmp_path: Path) -> None:
+    s, m, configs = manifest_for(tmp_path, OLD)
+    plan: Plan = make_plan(s, m, configs, HostFacts())
+    assert plan.site == render_nginx_site(s)
+    assert set(plan.configs) == {"gunicorn.conf.py", "ecosystem.config.js"}
