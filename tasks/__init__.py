@@ -6,9 +6,9 @@ One module per concern; each ends in its Collection, composed here.
 
 from invoke import Collection
 
-from tasks import configs, deploy, freeze, install, lock, nginx, pm2
+from tasks import configs, deploy, freeze, install, lock, nginx, pm2, status
 
 ns = Collection()
-for module in (install, freeze, configs, nginx, pm2, deploy, lock):
+for module in (install, freeze, configs, nginx, pm2, deploy, status, lock):
     for name, t in module.ns.tasks.items():
         ns.add_task(t, name=name)

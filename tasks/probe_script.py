@@ -169,10 +169,34 @@ def gate(spec):
     return {"ok": False, "problems": problems}
 
 
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def status(spec):
+    """Memory of each PM2 process and of its children (Gunicorn's workers), and each URL's answer."""
+    memory = {}
+    for pid in spec["pids"]:
+        kids = children(pid)
+        memory[str(pid)] = {"master_kb": rss_kb(pid), "workers": len(kids), "workers_kb": sum(rss_kb(k) for k in kids)}
+    urls = {}
+    for check in spec["urls"]:
+        code, release, err = fetch(check["url"], check.get("host"))
+        urls[check["label"]] = {"url": check["url"], "status": code, "release": release, "error": err}
+    return {"memory": memory, "urls": urls}
+
+
 def main():
     spec = json.loads(sys.argv[1])
-    result = canary(spec) if spec["mode"] == "canary" else gate(spec)
-    print(json.dumps(result))
+    modes = {"canary": canary, "gate": gate, "status": status}
+    print(json.dumps(modes[spec["mode"]](spec)))
 
 
 if __name__ == "__main__":
