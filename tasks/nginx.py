@@ -75,7 +75,10 @@ def _expand(block: list[dict[str, Any]], parsed: dict[str, list[dict[str, Any]]]
             for path in sorted(p for p in parsed if fnmatch(p, pattern)):
                 out.extend(_expand(parsed[path], parsed, path))
         else:
-            out.append({**d, "_file": d.get("_file", file)})
+            item = {**d, "_file": d.get("_file", file)}
+            if "block" in d:  # includes inside server/location blocks too (e.g. `include snippets/x.conf;`)
+                item["block"] = _expand(d["block"], parsed, item["_file"])
+            out.append(item)
     return out
 
 
@@ -144,7 +147,7 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
     for uri, expected in checks:
         loc = _location_for(uri, locations)
         found, line = _target(loc, upstreams) if loc else (None, servers[0].get("line"))
-        routes.append(Route(uri=uri, expected=expected, found=found, file=site, line=line))
+        routes.append(Route(uri=uri, expected=expected, found=found, file=loc.get("_file", site) if loc else site, line=line))
     return routes, []
 
 
