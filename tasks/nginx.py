@@ -144,6 +144,7 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
     routes = []
     checks = [(f"/{r}/", str(s.gunicorn_bind)) for r in s.py_routes] + [(f"/{r}", str(s.gunicorn_bind)) for r in s.py_routes]
     checks += [(s.health_node, f"127.0.0.1:{s.node_port}"), ("/", f"127.0.0.1:{s.node_port}")]
+    checks = list(dict.fromkeys(checks))  # HEALTH_NODE is '/' by default: check (and report) it once
     for uri, expected in checks:
         loc = _location_for(uri, locations)
         found, line = _target(loc, upstreams) if loc else (None, servers[0].get("line"))
