@@ -122,8 +122,8 @@ def test_rendered_site_routes_all_ok(load, path_kind: str) -> None:
     assert problems == []
     assert routes and all(r.ok for r in routes), describe_mismatches(routes)
     assert describe_mismatches(routes) == []
+    assert [r.uri for r in routes] == [*python_uris(s), "/"]  # each URI once, though HEALTH_NODE is also '/'
     by_uri = {r.uri: r for r in routes}
-    assert set(by_uri) == {*python_uris(s), "/"}
     for uri in python_uris(s):
         assert by_uri[uri].found == "127.0.0.1:8001"
     assert by_uri["/"].found == "127.0.0.1:3000"
@@ -209,7 +209,8 @@ def test_upstream_pointing_elsewhere_is_a_mismatch_at_the_proxy_pass(load) -> No
     proxy_line = next(n for n, line in enumerate(site.splitlines(), 1) if "proxy_pass http://signalcraft_python;" in line)
     messages = describe_mismatches(routes)
     assert len(messages) == 2 * len(s.py_routes)
-    assert messages[0] == f"/etc/nginx/sites-enabled/signalcraft:{proxy_line}: /api/ai/ is proxied to 127.0.0.1:9999; expected 127.0.0.1:8001"
+    path = "/etc/nginx/sites-enabled/signalcraft"
+    assert messages[0] == f"{path}:{proxy_line}: /api/ai/ is proxied to 127.0.0.1:9999; expected 127.0.0.1:8001"
 
 
 def test_python_route_missing_goes_to_node(load) -> None:
@@ -221,7 +222,8 @@ def test_python_route_missing_goes_to_node(load) -> None:
 
 def test_location_without_proxy_pass_is_proxied_to_nothing(load) -> None:
     s = load()
-    site = "server {\n    listen 80;\n    location /api/ {\n        return 404;\n    }\n    location / {\n        proxy_pass http://127.0.0.1:3000;\n    }\n}\n"
+    site = "server {\n    listen 80;\n    location /api/ {\n        return 404;\n    }\n" \
+           "    location / {\n        proxy_pass http://127.0.0.1:3000;\n    }\n}\n"
     routes, _ = route_table(s, debian_dump(s.nginx_enabled_link, site))
     messages = describe_mismatches(routes)
     assert "/etc/nginx/sites-enabled/signalcraft:3: /api/ai/ is proxied to nothing; expected 127.0.0.1:8001" in messages
@@ -304,7 +306,10 @@ def _loc(*args: str, proxy: str | None = "http://x") -> dict:
         ("/a", [_loc("/"), _loc("=", "/a"), _loc("~", "^/a")], 1),  # exact beats everything
         ("/a", [_loc("/"), _loc("/a/")], 1),  # auto-redirect to /a/ (proxied)
         ("/a", [_loc("/"), _loc("/a/", proxy=None)], 0),  # no redirect without a *_pass
-        ("/a", [_loc("/"), _loc("~", "^/a"), _loc("/a/")], 2),  # the redirect comes before regexes
+        ("/a", [_loc("/"), _loc("~", "^/a$"), _loc("/a/")], 2),  # the redirect comes before regexes
+        ("/a", [_loc("/"), _loc("~", "^/a"), _loc("/a/")], 1),  # ...and /a/ then goes wherever nginx sends /a/
+        ("/a", [_loc("/"), _loc("^~", "/a/")], 1),  # ^~ and = locations redirect too
+        ("/a", [_loc("/"), _loc("=", "/a/")], 1),
         ("/a", [_loc("/"), _loc("/a"), _loc("/a/")], 1),  # a prefix named exactly /a stops the redirect
         ("/zzz", [_loc("/a/")], None),
     ],
@@ -348,7 +353,13 @@ def test_site_split_over_an_include(load) -> None:
     text = dump({"/etc/nginx/nginx.conf": DEBIAN_NGINX_CONF, s.nginx_enabled_link: site,
                  "/etc/nginx/snippets/signalcraft-routes.conf": snippet})
     routes, problems = route_table(s, text)
-    assert problems == [] and all(r.ok for r in routes)
+    assert problems == [] and all(r.ok for r in routes), describe_mismatches(routes)
+
+    # A mismatch inside the snippet is reported at the snippet's file and line.
+    wrong = text.replace("http://127.0.0.1:3000", "http://127.0.0.1:3999")
+    assert describe_mismatches(route_table(s, wrong)[0]) == [
+        "/etc/nginx/snippets/signalcraft-routes.conf:2: / is proxied to 127.0.0.1:3999; expected 127.0.0.1:3000"
+    ]
 
 
 def test_real_nginx_T_dump_of_the_rendered_site(tmp_path: Path, load, nginx_bin: str) -> None:
@@ -401,8 +412,8 @@ def test_install_site_script_shape(load) -> None:
     assert "nginx -t" in script and "exit 65" in script
 
     conf_d = install_site_script(load({"NGINX_SITE": "/etc/nginx/conf.d/signalcraft.conf"}))
-    assert "ln -s" not in conf_d.replace("ln -s \"$(cat", "")  # nothing to link in conf.d
-    assert "sites-enabled/default" not in conf_d
+    assert "sites-enabled" not in conf_d  # conf.d is included as it is: no link, and no stock default to park
+    assert "[ -n '' ] && " in conf_d  # the link step is switched off
 
     named = install_site_script(load({"SERVER_NAME": "shop.example.com"}))
     assert "sites-enabled/default" not in named  # a named server leaves the stock default alone
