@@ -24,11 +24,12 @@ from tasks import facts as host_facts
 from tasks import install as install_ops
 from tasks import nginx as nginx_ops
 from tasks import pm2 as pm2_ops
+from tasks import takeover as takeover_ops
 from tasks.connect import COMMON_HELP, open_host, settings_for
 from tasks.hostio import command_log, fail, q, run, target_name, upload
 from tasks.lock import DeployLock, audit, who, who_text
 from tasks.output import Reporter
-from tasks.plan import Manifest, Plan, make_manifest, make_plan
+from tasks.plan import Manifest, Plan, PlanError, make_manifest, make_plan
 from tasks.render import ECOSYSTEM, GUNICORN_CONF, digest, render_nginx_site
 from tasks.settings import Settings, SettingsError
 from tasks.source import SourceTree, make_tarball, read_blob, read_source
@@ -219,7 +220,9 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
     for a in plan.actions:
         how = {"none": "leave as is", "start": "pm2 start --only", "hup": "pm2 sendSignal SIGHUP (graceful)",
                "new-master": "new Gunicorn master on the handover address, Nginx switch, old master drains",
-               "reload": "pm2 reload --only (rolling, cluster mode)", "restart": "pm2 delete + start (brief gap)",
+               "takeover": "record the unmanaged server, start Gunicorn on the handover address, Nginx switch, stop it",
+               "reload": "pm2 reload --only (rolling, cluster mode)",
+               "restart": "new processes on the handover port, Nginx switch, old ones stopped",
                "write-and-reload": "write site, nginx -t, graceful reload"}[a.how]
         rep.say(f"  {a.app:<9} {how} ({a.why})")
     rep.say("  health    both apps directly and through Nginx, from the new release; roll back on failure")
@@ -245,7 +248,7 @@ def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev:
     if node == "reload" and prev:
         pm2_ops.reload_node(c, s)
     elif node == "restart" and prev:
-        pm2_ops.restart_node(c, s)
+        pm2_ops.handover(c, s, "nodejs", prev, f"{s.releases_dir}/{prev}", "", rep)
     elif node == "start" or not prev:
         pm2_ops.delete(c, s, s.node_app)
     if site_written:
@@ -283,7 +286,13 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
     record: dict[str, Any] = {"event": event, "by": who(), "host": rep.target, "from": facts.current_release,
                               "to": m.release, "sha": m.sha, "actions": {a.app: a.how for a in plan.actions}}
     site_written = False
+    takeover = plan.action("python")
     try:
+        if takeover.how == "takeover":
+            with rep.step("record takeover") as st:
+                takeover_ops.record(c, s, takeover.pid or 0)
+                record["takeover"] = {"pid": takeover.pid, "why": takeover.why}
+                st.detail = f"pid {takeover.pid}: command, environment, Node.js entry and Nginx site saved"
         if shipment is not None and plan.new_release:
             with rep.step("upload") as st:
                 ship(c, s, shipment, plan)
@@ -336,13 +345,16 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
             elif py == "hup":
                 pm2_ops.hup_python(c, s)
             elif py == "new-master":
-                pm2_ops.handover(c, s, m.release, rdir, m.venv, rep)
+                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep)
+            elif py == "takeover":
+                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep,
+                                 stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0))
             if node == "start":
                 pm2_ops.start(c, s, s.node_app)
             elif node == "reload":
                 pm2_ops.reload_node(c, s)
             elif node == "restart":
-                pm2_ops.restart_node(c, s)
+                pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep)
             done = [f"{s.python_app}: {py}", f"{s.node_app}: {node}"]
             st.detail = ", ".join(done)
         if site_written:
@@ -357,7 +369,12 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         reason = str(err.message)
         logs = {name: pm2_ops.error_tail(c, s, name) for name in (s.python_app, s.node_app)}
         with rep.step("rollback") as st:
-            notes = rollback_after_failure(c, s, rep, plan, prev if prev != m.release else None, site_written)
+            if takeover.how == "takeover":
+                notes = [takeover_ops.restore(c, s)]
+                mark_bad(c, s, m.release)
+                prev = "the state before the takeover"
+            else:
+                notes = rollback_after_failure(c, s, rep, plan, prev if prev != m.release else None, site_written)
             st.detail = "; ".join(notes)
         record.update(result="rolled back", reason=reason.splitlines()[0], steps=rep.durations())
         audit(c, s, record)
@@ -379,7 +396,14 @@ def build_plan(c: Any, s: Settings, shipment: Shipment, facts: host_facts.HostFa
         s, sha=shipment.tree.sha, tree=shipment.tree.tree, python_code=shipment.tree.python_digest,
         node_code=shipment.tree.node_digest, requirements=shipment.requirements, package_lock=shipment.package_lock,
         app_env_digest=app_env_digest, who=who_text(who()))
-    return make_plan(s, manifest, configs, facts)
+    return plan_or_exit(s, manifest, configs, facts)
+
+
+def plan_or_exit(s: Settings, manifest: Manifest, configs: dict[str, str], facts: host_facts.HostFacts) -> Plan:
+    try:
+        return make_plan(s, manifest, configs, facts)
+    except PlanError as err:
+        raise fail(f"Nothing was changed: {err}") from None
 
 
 DEPLOY_HELP = {
@@ -478,7 +502,8 @@ def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None) -
         [f"- commit `{m.sha[:12]}`, apps: {reloads}", f"- roll back with `fab -H {rep.target} rollback`"])
 
 
-@task(iterable=["set_"], help={**COMMON_HELP, "to": "release to return to (default: the one before the current)",
+@task(iterable=["set_"], help={**COMMON_HELP, "to": "release to return to (default: the one before the current; "
+                                                  "'before-takeover' returns to the host as it was before the first deploy)",
             "known-hosts": DEPLOY_HELP["known-hosts"]})
 def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
@@ -489,6 +514,13 @@ def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
     with DeployLock(c, s, info, 0, rep.say, rep.warn):
         facts = host_facts.gather(c, s)
         target = to or previous_release(facts, facts.current_release)
+        if (to == "before-takeover" or not target) and takeover_ops.recorded(c, s):
+            rep.say(f"Rolling back {facts.current_release} -> the state before the first deploy took over")
+            note = takeover_ops.restore(c, s)
+            audit(c, s, {"event": "rollback", "result": "ok", "by": who(), "host": rep.target,
+                         "from": facts.current_release, "to": "before-takeover"})
+            rep.say(f"Rolled back: {note}; the old Node.js entry and Nginx site are back.")
+            return
         if not target or target not in facts.releases:
             raise fail(f"No release to roll back to (asked for {to or 'the previous one'}; on the host: "
                        f"{', '.join(facts.releases) or 'none'}). See `releases`.")
@@ -500,7 +532,7 @@ def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
         configs = {}
         for name in (GUNICORN_CONF, ECOSYSTEM):
             configs[name] = run(c, f"cat {q(s.releases_dir + '/' + target + '/' + name)}", warn=True).stdout
-        plan = make_plan(s, manifest, configs, facts)
+        plan = plan_or_exit(s, manifest, configs, facts)
         plan.new_release, plan.build_venv = False, manifest.venv.rsplit("/", 1)[-1] not in facts.venvs_ready
         plan.site = render_nginx_site(s)
         rep.say(f"Rolling back {facts.current_release} -> {target}")

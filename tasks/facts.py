@@ -8,6 +8,7 @@ changes the host.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,16 @@ class Pm2Process:
     memory: int
 
 
+@dataclass(frozen=True)
+class Listener:
+    """A listening TCP socket and the processes holding it (from `ss -ltnp`)."""
+
+    host: str
+    port: int
+    pids: tuple[int, ...]
+    names: tuple[str, ...]
+
+
 @dataclass
 class HostFacts:
     uid: int | None = None
@@ -50,9 +61,14 @@ class HostFacts:
     tools: set[str] = field(default_factory=set)
     pm2: list[Pm2Process] = field(default_factory=list)
     pm2_readable: bool = False
+    listeners: list[Listener] = field(default_factory=list)
+    commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
+
+    def listening_on(self, port: int) -> list[Listener]:
+        return [lst for lst in self.listeners if lst.port == port]
 
     def online(self, name: str) -> bool:
         procs = self.apps(name)
@@ -63,6 +79,7 @@ def facts_script(s: Settings) -> str:
     """The shell that prints every fact in marked sections. Read-only."""
     root = q(s.deploy_root)
     link = s.nginx_enabled_link
+    ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, s.nginx_listen))
     return "\n".join([
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
@@ -84,6 +101,11 @@ def facts_script(s: Settings) -> str:
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
         "sudo -n true >/dev/null 2>&1 && echo sudo",
         "sudo -n sh -c 'command -v nginx' >/dev/null 2>&1 && echo nginx",
+        "sec listen; sudo -n ss -ltnpH 2>/dev/null || ss -ltnH 2>/dev/null; true",
+        "sec commands",
+        f"for pid in $(sudo -n ss -ltnpH 2>/dev/null | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
+        "  printf '%s ' \"$pid\"; sudo -n cat /proc/$pid/cmdline 2>/dev/null | tr '\\0' ' '; echo",
+        "done",
         f"sec pm2; command -v {q(s.pm2)} >/dev/null 2>&1 && {q(s.pm2)} jlist 2>/dev/null; true",
     ])
 
@@ -136,6 +158,22 @@ def parse_pm2_jlist(text: str) -> tuple[list[Pm2Process], bool]:
     return procs, True
 
 
+def parse_listeners(text: str) -> list[Listener]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[0] != "LISTEN":
+            continue
+        host, _, port = parts[3].rpartition(":")
+        if not port.isdigit():
+            continue
+        users = " ".join(parts[5:])
+        pids = tuple(int(p) for p in re.findall(r"pid=(\d+)", users))
+        names = tuple(re.findall(r'\("([^"]*)"', users))
+        out.append(Listener(host=host.strip("[]"), port=int(port), pids=pids, names=names))
+    return out
+
+
 def parse_facts(output: str) -> HostFacts:
     sec = split_sections(output)
     facts = HostFacts()
@@ -159,6 +197,11 @@ def parse_facts(output: str) -> HostFacts:
     facts.site_enabled = sec.get("enabled", "").strip() == "yes"
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
     facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
+    facts.listeners = parse_listeners(sec.get("listen", ""))
+    for line in sec.get("commands", "").splitlines():
+        pid, _, cmd = line.strip().partition(" ")
+        if pid.isdigit():
+            facts.commands[int(pid)] = cmd.strip()
     return facts
 
 

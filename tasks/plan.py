@@ -7,6 +7,7 @@ by `deploy --dry-run` and carried out by `deploy`, so the two cannot disagree.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,11 +52,16 @@ class Manifest:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
 
 
+class PlanError(ValueError):
+    """The host is in a state a deploy must not touch (a port held by a stranger, say); the message says why."""
+
+
 @dataclass(frozen=True)
 class Action:
     app: str  # "python", "nodejs" or "nginx"
-    how: str  # none | start | hup | new-master | reload | restart | write-and-reload
+    how: str  # none | start | hup | new-master | takeover | reload | restart | write-and-reload
     why: str
+    pid: int | None = None  # the unmanaged server a takeover replaces
 
 
 @dataclass
@@ -120,10 +126,27 @@ def make_manifest(
     return manifest, configs
 
 
+def _stranger_on(facts: HostFacts, port: int, ours: set[int]) -> tuple[int, str] | None:
+    """A process other than ours (or Nginx/PM2) listening on `port`: (pid, command)."""
+    for listener in facts.listening_on(port):
+        for pid, name in zip(listener.pids, listener.names, strict=False):
+            if pid not in ours:
+                return pid, facts.commands.get(pid, name)
+    return None
+
+
 def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None) -> Action:
     procs = facts.apps(s.python_app)
     if not procs or not facts.online(s.python_app):
         state = procs[0].status if procs else "not in PM2"
+        stranger = _stranger_on(facts, s.gunicorn_bind.port, {p.pid for p in procs})
+        if stranger:
+            pid, command = stranger
+            if re.search(s.legacy_match, command):
+                return Action("python", "takeover", f"an unmanaged server holds {s.gunicorn_bind} (pid {pid}: {command[:80]})", pid)
+            raise PlanError(f"GUNICORN_BIND {s.gunicorn_bind} is in use by pid {pid} ({command[:80]}), which is not ours "
+                            f"and does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND, or set "
+                            "LEGACY_MATCH so that the deploy takes it over.")
         return Action("python", "start", f"{s.python_app} is {state}")
     running = procs[0]
     if running.exec_path != f"{m.venv}/bin/gunicorn" or (old and old.get("python_entry") != m.python_entry):
@@ -141,6 +164,10 @@ def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any]
     procs = facts.apps(s.node_app)
     if not procs or not facts.online(s.node_app):
         state = procs[0].status if procs else "not in PM2"
+        stranger = _stranger_on(facts, s.node_port, {p.pid for p in procs})
+        if stranger:
+            raise PlanError(f"NODE_PORT {s.node_port} is in use by pid {stranger[0]} ({stranger[1][:80]}), which is not "
+                            f"{s.node_app}: stop it or set another NODE_PORT.")
         return Action("nodejs", "start", f"{s.node_app} is {state}")
     if any(p.exec_mode != "cluster" for p in procs) or len(procs) != s.node_instances or any(
         p.exec_path != f"{s.current_dir}/{s.node_script}" for p in procs
@@ -181,5 +208,10 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
         if site_same:
             why = "site not enabled"
         nginx = Action("nginx", "write-and-reload", why)
+    for listener in facts.listening_on(s.nginx_listen):
+        strangers = [(pid, name) for pid, name in zip(listener.pids, listener.names, strict=False) if "nginx" not in name]
+        if strangers:
+            raise PlanError(f"NGINX_LISTEN {s.nginx_listen} is held by pid {strangers[0][0]} ({strangers[0][1]}), not Nginx: "
+                            "stop it or set another NGINX_LISTEN.")
     plan.actions = [py, node, nginx]
     return plan

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ from invoke import Collection, task
 
 from tasks import facts as host_facts
 from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import fail, q, run, write_file
+from tasks.hostio import fail, q, run, sudo, write_file
 from tasks.nginx import install_site, reload_nginx
 from tasks.output import Reporter
-from tasks.render import python_entry, render_nginx_site
+from tasks.render import node_entry, python_entry, render_nginx_site
 from tasks.settings import Settings
 
 PROBE_SCRIPT = (Path(__file__).parent / "probe_script.py").read_text()
@@ -75,21 +76,23 @@ def canary(c: Any, s: Settings, release_dir: str, venv: str) -> None:
                    + "\n".join(lines) + "\nFix the app and deploy again.")
 
 
-def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool],
-         python_address: str | None = None) -> list[str]:
+def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool]) -> list[str]:
     """After a switch: wait until the apps answer, directly and through Nginx, from the new release."""
     host = s.server_name.split()[0] if s.server_name != "_" else None
     nginx = f"http://127.0.0.1:{s.nginx_listen}"
-    py_direct = f"http://{python_address or s.gunicorn_bind}{s.health_py}"
     py, node = bool(checked.get("python")), bool(checked.get("nodejs"))
     # Only the apps just (re)loaded must answer from the new release; the others keep theirs.
     urls = [
-        {"label": "Gunicorn", "url": py_direct, "expect_release": py},
+        {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}", "expect_release": py},
         {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.health_node}", "expect_release": node},
         {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host, "expect_release": py},
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host, "expect_release": node},
     ]
     apps = ([{"name": s.python_app, "workers": True}] if py else []) + ([{"name": s.node_app}] if node else [])
+    return gate_on(c, s, release, release_dir, urls, apps)
+
+
+def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]]) -> list[str]:
     spec = {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "release": release,
             "release_dir": release_dir, "urls": urls, "apps": apps}
     return probe(c, s, spec).get("problems", [])
@@ -120,11 +123,6 @@ def delete(c: Any, s: Settings, name: str) -> None:
     run(c, pm2(s, "delete", name), warn=True)
 
 
-def restart_node(c: Any, s: Settings) -> None:
-    delete(c, s, s.node_app)
-    start(c, s, s.node_app)
-
-
 def save(c: Any, s: Settings) -> None:
     run(c, pm2(s, "save", "--force"), warn=True)
 
@@ -136,33 +134,72 @@ def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
     return "\n".join(kept[-lines:])
 
 
-def handover(c: Any, s: Settings, release: str, release_dir: str, venv: str, reporter: Reporter) -> None:
-    """Replace the Gunicorn master without refusing a connection: a second master takes the traffic meanwhile."""
-    entry = python_entry(s, venv)
-    entry.update(name=s.handover_app, args=entry["args"] + ["--bind", str(s.gunicorn_handover_bind)],
-                 exec_mode="fork", autorestart=False, kill_signal="SIGTERM")
-    config = f"{s.state_dir}/handover.config.json"
+def handover_entry(s: Settings, kind: str, venv: str) -> tuple[dict[str, Any], str]:
+    """The PM2 entry of the temporary app that serves while `kind`'s processes are replaced, and its address."""
+    if kind == "python":
+        entry = python_entry(s, venv)
+        address = str(s.gunicorn_handover_bind)
+        entry.update(name=s.handover_app, args=entry["args"] + ["--bind", address], exec_mode="fork", kill_signal="SIGTERM")
+    else:
+        entry = node_entry(s)
+        address = f"127.0.0.1:{s.node_handover_port}"
+        entry.update(name=s.node_handover_app, exec_mode="cluster", env={**entry["env"], "PORT": str(s.node_handover_port)})
+    entry.update(autorestart=False)
+    return entry, address
+
+
+def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, venv: str, reporter: Reporter,
+             stop_old: Callable[[], None] | None = None) -> None:
+    """Replace an app's processes without refusing a connection: a second copy takes the traffic meanwhile.
+
+    1. start the new release as a temporary PM2 app on the handover address, check it;
+    2. point Nginx's upstream at it (nginx -t, graceful reload);
+    3. stop the old processes gracefully (or the unmanaged server being taken over);
+    4. start the app under its own name and address, check it;
+    5. point Nginx back, graceful reload, and stop the temporary app.
+    """
+    entry, address = handover_entry(s, kind, venv)
+    name = s.python_app if kind == "python" else s.node_app
+    health = s.health_py if kind == "python" else s.health_node
+    config = f"{s.state_dir}/handover-{kind}.config.json"
     write_file(c, config, json.dumps({"apps": [entry]}, indent=2), "0600")
-    delete(c, s, s.handover_app)
+    delete(c, s, entry["name"])
     run(c, pm2(s, "start", config))
-    problems = gate(c, s, release, release_dir, {}, python_address=str(s.gunicorn_handover_bind))
+    problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
+                       [{"name": entry["name"], "workers": kind == "python"}])
     if problems:
-        delete(c, s, s.handover_app)
-        raise fail("The new Gunicorn master did not come up on the handover address "
-                   f"{s.gunicorn_handover_bind}: " + "; ".join(problems))
-    reporter.say(f"     new master answers on {s.gunicorn_handover_bind}; moving Nginx to it")
-    install_site(c, s, render_nginx_site(s, python_address=str(s.gunicorn_handover_bind)), backup=False)
+        delete(c, s, entry["name"])
+        raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems))
+    reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
+    site_for = {"python_address": address} if kind == "python" else {"node_address": address}
+    install_site(c, s, render_nginx_site(s, **site_for), backup=False)
     reload_nginx(c, s)
     try:
-        delete(c, s, s.python_app)  # SIGTERM: the old master finishes its requests
-        start(c, s, s.python_app)
-        problems = gate(c, s, release, release_dir, {"python": True})
+        (stop_old or (lambda: delete(c, s, name)))()  # PM2 stops with the entry's graceful signal
+        start(c, s, name)
+        problems = gate(c, s, release, release_dir, {kind: True})
         if problems:
-            raise fail("The new Gunicorn master did not come up on " f"{s.gunicorn_bind}: " + "; ".join(problems))
+            raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems))
     finally:
         install_site(c, s, render_nginx_site(s), backup=False)
         reload_nginx(c, s)
-    delete(c, s, s.handover_app)
+    delete(c, s, entry["name"])
+
+
+def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it."""
+    def stop() -> None:
+        port = s.gunicorn_bind.port
+        script = "\n".join([
+            f"pid={pid}",
+            # Nginx's old workers may still be finishing requests on it: wait for its connections to end.
+            f"i=0; while [ $i -lt 100 ] && ss -tnH state established '( sport = :{port} )' | grep -q .; do sleep 0.1; i=$((i+1)); done",
+            "kill -TERM $pid 2>/dev/null || exit 0",
+            f"i=0; while kill -0 $pid 2>/dev/null && [ $i -lt {s.gunicorn_graceful_timeout * 10} ]; do sleep 0.1; i=$((i+1)); done",
+            "kill -KILL $pid 2>/dev/null; true",
+        ])
+        run(c, sudo(f"sh -c {q(script)}"))
+    return stop
 
 
 @task(iterable=["set_"], help={**COMMON_HELP})

@@ -133,13 +133,13 @@ def routes_regex(routes: tuple[str, ...]) -> str:
     return "|".join(re.sub(r"([.])", r"\\\1", route) for route in routes)
 
 
-def render_nginx_site(s: Settings, python_address: str | None = None) -> str:
-    """The Nginx site. `python_address` overrides Gunicorn's bind during a master handover."""
+def render_nginx_site(s: Settings, python_address: str | None = None, node_address: str | None = None) -> str:
+    """The Nginx site. The addresses override the apps' own while a handover runs."""
     return _environment(s.templates_dir).get_template("nginx-site.conf.j2").render(
         python_upstream=upstream_name(s, "python"),
         node_upstream=upstream_name(s, "nodejs"),
         python_address=python_address or str(s.gunicorn_bind),
-        node_address=f"127.0.0.1:{s.node_port}",
+        node_address=node_address or f"127.0.0.1:{s.node_port}",
         listen=s.nginx_listen,
         default_server=s.server_name == "_",
         server_name=s.server_name,

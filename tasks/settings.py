@@ -47,10 +47,12 @@ KEYS: tuple[Key, ...] = (
     Key("GUNICORN_GRACEFUL_TIMEOUT", "30", "seconds a worker may finish its requests on reload or stop"),
     Key("GUNICORN_MAX_REQUESTS", "1000", "a worker is replaced after this many requests (bounds its memory); 0 turns it off"),
     Key("GUNICORN_MAX_REQUESTS_JITTER", "100", "random spread added to GUNICORN_MAX_REQUESTS so workers do not all restart at once"),
+    Key("LEGACY_MATCH", "python", "regex: an unmanaged server on GUNICORN_BIND whose command matches is taken over by the first deploy"),
     Key("ALLOW_PUBLIC_BIND", "false", "allow GUNICORN_BIND on a non-loopback address (Nginx should be the only way in)"),
     Key("WSGI_APP", "app:create_app()", "the WSGI app: module:attribute or module:factory()"),
     Key("NODE_SCRIPT", "server.js", "the Node.js entry point, relative to the app directory"),
     Key("NODE_PORT", "3000", "port the Node.js server listens on (passed as PORT)"),
+    Key("NODE_HANDOVER_PORT", None, "second port for Node.js while its processes are replaced (default: NODE_PORT + 1)"),
     Key("NODE_INSTANCES", "2", "Node.js processes in PM2 cluster mode (2 or more for rolling reloads)"),
     Key("NODE_ENV", "production", "NODE_ENV given to the Node.js app"),
     Key("PY_ROUTES", "api/ai,api/iot,api/lightweight-analyze,api/flask", "path prefixes (comma-separated) Nginx sends to Gunicorn"),
@@ -128,10 +130,12 @@ class Settings:
     gunicorn_max_requests: int
     gunicorn_max_requests_jitter: int
     allow_public_bind: bool
+    legacy_match: str
     wsgi_app: str
     node_script: str
     node_port: int
     node_instances: int
+    node_handover_port: int
     node_env: str
     py_routes: tuple[str, ...]
     nginx_site: str
@@ -162,6 +166,10 @@ class Settings:
     @property
     def handover_app(self) -> str:
         return f"{self.app_name}-python-handover"
+
+    @property
+    def node_handover_app(self) -> str:
+        return f"{self.app_name}-nodejs-handover"
 
     @property
     def releases_dir(self) -> str:
@@ -396,6 +404,11 @@ def validate(raw: Mapping[str, str | None], origins: Mapping[str, str], local_ba
     if not handover.is_loopback and not allow_public:
         raise ck.fail("GUNICORN_HANDOVER_BIND", "a loopback address")
 
+    legacy_match = ck.text("LEGACY_MATCH")
+    try:
+        re.compile(legacy_match)
+    except re.error as err:
+        raise ck.fail("LEGACY_MATCH", f"a regular expression ({err})") from None
     workers_raw = ck.text("GUNICORN_WORKERS")
     workers = None if workers_raw == "auto" else ck.integer("GUNICORN_WORKERS", 1, 256)
     timeout = ck.integer("GUNICORN_TIMEOUT", 1, 86400)
@@ -408,6 +421,10 @@ def validate(raw: Mapping[str, str | None], origins: Mapping[str, str], local_ba
     node_script = ck.relative_path("NODE_SCRIPT")
     node_port = ck.integer("NODE_PORT", 1, 65535)
     node_instances = ck.integer("NODE_INSTANCES", 1, 64)
+    if raw.get("NODE_HANDOVER_PORT"):
+        node_handover_port = ck.integer("NODE_HANDOVER_PORT", 1, 65535)
+    else:
+        node_handover_port = node_port + 1 if node_port < 65535 else node_port - 1
     node_env = ck.matching("NODE_ENV", re.compile(r"[A-Za-z0-9_.-]+"), "a word such as production")
 
     routes_raw = ck.text("PY_ROUTES")
@@ -445,14 +462,14 @@ def validate(raw: Mapping[str, str | None], origins: Mapping[str, str], local_ba
     pm2 = ck.matching("PM2", re.compile(r"[A-Za-z0-9._/+-]+"), "a command or absolute path such as pm2")
 
     ports = {"GUNICORN_BIND": bind.port, "GUNICORN_HANDOVER_BIND": handover.port, "NODE_PORT": node_port,
-             "NGINX_LISTEN": nginx_listen}
+             "NODE_HANDOVER_PORT": node_handover_port, "NGINX_LISTEN": nginx_listen}
     seen: dict[int, str] = {}
     for key, port in ports.items():
         if port in seen:
             raise SettingsError(
                 f"{key} ({origins.get(key, 'default')}): port {port} is also used by {seen[port]} "
                 f"({origins.get(seen[port], 'default')}); expected a port of its own for each of Gunicorn, "
-                "the Gunicorn handover address, Node.js and Nginx."
+                "the handover addresses, Node.js and Nginx."
             )
         seen[port] = key
 
@@ -462,8 +479,9 @@ def validate(raw: Mapping[str, str | None], origins: Mapping[str, str], local_ba
         repo_url=repo_url, ref=ref, python=python, gunicorn_bind=bind, gunicorn_handover_bind=handover,
         gunicorn_workers=workers, gunicorn_worker_class=worker_class, gunicorn_timeout=timeout,
         gunicorn_graceful_timeout=graceful, gunicorn_max_requests=max_requests,
-        gunicorn_max_requests_jitter=jitter, allow_public_bind=allow_public, wsgi_app=wsgi_app,
+        gunicorn_max_requests_jitter=jitter, allow_public_bind=allow_public, legacy_match=legacy_match, wsgi_app=wsgi_app,
         node_script=node_script, node_port=node_port, node_instances=node_instances, node_env=node_env,
+        node_handover_port=node_handover_port,
         py_routes=tuple(routes), nginx_site=nginx_site, nginx_listen=nginx_listen, server_name=server_name,
         nginx_test_cmd=nginx_test_cmd, nginx_reload_cmd=nginx_reload_cmd, health_py=health_py,
         health_node=health_node, health_timeout=health_timeout, keep_releases=keep, pm2=pm2,
