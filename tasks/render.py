@@ -138,6 +138,9 @@ def render_nginx_site(s: Settings, python_address: str | None = None, node_addre
     return _environment(s.templates_dir).get_template("nginx-site.conf.j2").render(
         python_upstream=upstream_name(s, "python"),
         node_upstream=upstream_name(s, "nodejs"),
+        # nginx refuses variable names over 46 characters (variables_hash_bucket_size 64): '<app>_conn' fits
+        # every APP_NAME settings allow (40), where 'connection_upgrade_<app>_nodejs' failed from 21 on.
+        connection_var=upstream_name(s, "conn"),
         python_address=python_address or str(s.gunicorn_bind),
         node_address=node_address or f"127.0.0.1:{s.node_port}",
         listen=s.nginx_listen,
