@@ -176,6 +176,14 @@ def test_nginx_site_changed_passes_nginx_t(load, nginx_tester) -> None:
     assert result.ok, result.output
 
 
+@pytest.mark.parametrize("length", [1, 20, 21, 40])
+def test_nginx_site_for_any_app_name_length_passes_nginx_t(load, nginx_tester, length: int) -> None:
+    """nginx caps variable names (variables_hash_bucket_size 64); names derived from APP_NAME must fit at 40."""
+    name = ("a-" * 20)[: length - 1] + "z"
+    result = nginx_tester.check(render_nginx_site(load({"APP_NAME": name, "NGINX_LISTEN": "18080"})))
+    assert result.ok, result.output
+
+
 def test_nginx_t_catches_a_broken_site(nginx_tester) -> None:
     """The checker itself must be able to fail: a site with a stray brace is refused."""
     result = nginx_tester.check("server { listen 18080; location / { return 200; }\n")
