@@ -463,12 +463,17 @@ def validate(raw: Mapping[str, str | None], origins: Mapping[str, str], local_ba
 
     ports = {"GUNICORN_BIND": bind.port, "GUNICORN_HANDOVER_BIND": handover.port, "NODE_PORT": node_port,
              "NODE_HANDOVER_PORT": node_handover_port, "NGINX_LISTEN": nginx_listen}
+    # A handover port left unset sits next to its app's port: say so, and where that port came from.
+    where = {key: origins.get(key, "default") for key in ports}
+    for handover_key, app_key in (("GUNICORN_HANDOVER_BIND", "GUNICORN_BIND"), ("NODE_HANDOVER_PORT", "NODE_PORT")):
+        if not raw.get(handover_key):
+            where[handover_key] = f"default, next to {app_key} ({where[app_key]})"
     seen: dict[int, str] = {}
     for key, port in ports.items():
         if port in seen:
             raise SettingsError(
-                f"{key} ({origins.get(key, 'default')}): port {port} is also used by {seen[port]} "
-                f"({origins.get(seen[port], 'default')}); expected a port of its own for each of Gunicorn, "
+                f"{key} ({where[key]}): port {port} is also used by {seen[port]} "
+                f"({where[seen[port]]}); expected a port of its own for each of Gunicorn, "
                 "the handover addresses, Node.js and Nginx."
             )
         seen[port] = key
