@@ -55,9 +55,13 @@ BAD_CASES = [
     # The same port twice.
     _case("gunicorn-vs-node", "NODE_PORT", "8001", "file", "port 8001", "GUNICORN_BIND (default)"),
     _case("node-vs-nginx", "NGINX_LISTEN", "3000", "env", "port 3000", "NODE_PORT (default)"),
-    _case("handover-vs-node", "NODE_PORT", "8002", "flag", "port 8002", "GUNICORN_HANDOVER_BIND (default)"),
+    _case("handover-vs-node", "NODE_PORT", "8002", "flag", "port 8002",
+          "GUNICORN_HANDOVER_BIND (default, next to GUNICORN_BIND (default))"),
     _case("bind-onto-node", "GUNICORN_BIND", "127.0.0.1:3000", "file", "port 3000", named="NODE_PORT"),
     _case("handover-is-bind", "GUNICORN_HANDOVER_BIND", "127.0.0.1:8001", "env", "port 8001", "GUNICORN_BIND (default)"),
+    # A handover port left to its default sits next to its app's port: a clash must name the key the user set.
+    _case("bind-below-node", "GUNICORN_BIND", "127.0.0.1:2999", "flag", "port 3000", "GUNICORN_HANDOVER_BIND (default, next to"),
+    _case("node-below-nginx", "NODE_PORT", "79", "file", "port 80", "NODE_HANDOVER_PORT (default, next to"),
     # Gunicorn must stay behind Nginx.
     _case("bind-any", "GUNICORN_BIND", "0.0.0.0:8001", "file", "loopback", "ALLOW_PUBLIC_BIND=true"),
     _case("bind-private", "GUNICORN_BIND", "10.0.0.5:8001", "env", "loopback", "ALLOW_PUBLIC_BIND=true"),
