@@ -114,7 +114,7 @@ def test_valid_settings_load_and_gunicorn_conf_runs(cwd: str, values: dict[str, 
     assert conf["workers"] == (multiprocessing.cpu_count() * 2 + 1 if workers == "auto" else int(workers))
 
 
-@slow(25)
+@slow(20)
 @given(values=valid_settings())
 def test_valid_settings_ecosystem_passes_node(cwd: str, node_tester, values: dict[str, str]) -> None:
     s = load(cwd, values)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2.exceptions import UndefinedError
 
 from tasks.render import (
     GUNICORN_CONF,
@@ -290,5 +291,5 @@ def test_user_template_with_unknown_variable_fails_loudly(tmp_path: Path, load) 
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "nginx-site.conf.j2").write_text("server { listen {{ lisen }}; }\n")
     s = load({"TEMPLATES_DIR": str(tmp_path / "t")})
-    with pytest.raises(Exception, match="lisen"):
+    with pytest.raises(UndefinedError, match="lisen"):
         render_nginx_site(s)
