@@ -217,8 +217,25 @@ def restore_site(c: Any, s: Settings) -> None:
     run(c, sudo(f"sh -c {q(script)}"), warn=True)
 
 
+def reload_script(s: Settings, wait_seconds: int = 10) -> str:
+    """Reload gracefully and wait until the old worker processes have finished and gone.
+
+    `nginx -s reload` only signals the master: for a moment the old workers still take new
+    requests and send them to the old upstream. A handover must not stop that upstream until
+    they are gone, so the reload counts as done only then (bounded by `wait_seconds`).
+    """
+    return "\n".join([
+        "old=$(pgrep -f '^nginx: worker process' | tr '\\n' ' ')",
+        f"{s.nginx_reload_cmd} || exit $?",
+        f"i=0; while [ $i -lt {wait_seconds * 10} ]; do",
+        "  alive=0; for p in $old; do kill -0 $p 2>/dev/null && alive=1; done",
+        "  [ $alive = 0 ] && break; sleep 0.1; i=$((i+1))",
+        "done",
+    ])
+
+
 def reload_nginx(c: Any, s: Settings) -> None:
-    result = run(c, sudo(s.nginx_reload_cmd), warn=True)
+    result = run(c, sudo(f"sh -c {q(reload_script(s))}"), warn=True)
     if not result.ok:
         raise fail(f"Nginx reload failed ({s.nginx_reload_cmd}): {result.stderr.strip()}. Is Nginx running? "
                    "Hosts managed by systemd can set NGINX_RELOAD_CMD='systemctl reload nginx'.")

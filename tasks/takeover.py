@@ -39,7 +39,7 @@ if not os.path.exists(os.path.join(folder, "legacy.json")):
         node = {"name": node_app, "script": e.get("pm_exec_path"), "cwd": e.get("pm_cwd"),
                 "exec_mode": e.get("exec_mode", "fork_mode").replace("_mode", ""), "instances": len(entries),
                 "interpreter": e.get("exec_interpreter", "node"), "args": e.get("args") or [],
-                "env": {k: v for k, v in (e.get("env") or {}).items() if isinstance(v, str)}}
+                "env": {k: str(v) for k, v in (e.get("env") or {}).items() if isinstance(v, (str, int, float))}}
     record = {"legacy": legacy, "node": node, "site_existed": os.path.exists(site)}
     if os.path.exists(site):
         with open(site, "rb") as src, open(os.path.join(folder, "nginx-site"), "wb") as dst:

@@ -117,6 +117,8 @@ def get(url: str, timeout: float = 5) -> tuple[int, dict, dict]:
             return resp.status, dict(resp.headers), (json.loads(body) if body.startswith("{") else {})
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), {}
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        return 0, {}, {"error": str(err)}
 
 
 class AppRepo:

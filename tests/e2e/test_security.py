@@ -1,0 +1,423 @@
+"""Issue 5 (security): host keys are verified, secrets stay secret, files are narrow, bad input stops at the door.
+
+Every check runs the documented front door (`fab -H ubuntu@127.0.0.1:2222 ...`) and looks at what a user
+would see (exit code, one message) and at the host (files, modes, listeners, `ps`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+
+SEC = Profile("sec", "/home/ubuntu/sec", 8911, 3911, 8091)
+SECRET = f"s3cr3t-{secrets.token_hex(12)}"
+FAB = shutil.which("fab") or "fab"
+
+
+def run_fab(sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deploy", env: dict[str, str] | None = None,
+            drop: tuple[str, ...] = (), host: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`fab` as a user runs it, with full control of the environment (`drop` removes variables)."""
+    cmd = [FAB, "-H", host or sb.target, "-i", sb.key, task]
+    if repo is not None:
+        cmd += ["--source-dir", str(repo.path)]
+    for key, value in p.settings().items():
+        cmd += ["--set", f"{key}={value}"]
+    base = {k: v for k, v in os.environ.items() if k not in drop}
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
+                          env={**base, **(env or {})})
+
+
+def tree(p: Profile) -> str:
+    """Every file under the deploy root and the profile's Nginx files, with size and mtime (empty if none)."""
+    return sh(f"find {p.root} /etc/nginx/sites-available /etc/nginx/sites-enabled \\( -name '{p.app}*' -o -path '{p.root}*' \\) "
+              "-printf '%p %s %T@\\n' 2>/dev/null | sort", check=False).stdout
+
+
+def no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+class PsSampler:
+    """Samples every process's command line (`ps -eo args`) while a deploy runs; keeps lines holding `needle`."""
+
+    def __init__(self, needle: str):
+        self.needle, self.hits, self.samples = needle, [], 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            self.samples += 1
+            self.hits += [line for line in out.splitlines() if self.needle in line]
+            time.sleep(0.01)
+
+    def __enter__(self) -> PsSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@dataclass
+class Live:
+    repo: AppRepo
+    profile: Profile
+    env_file: Path
+    first: subprocess.CompletedProcess[str]
+    ps_hits: list[str] = field(default_factory=list)
+    ps_samples: int = 0
+
+
+@pytest.fixture(scope="module")
+def live(sandbox, tmp_path_factory) -> Live:
+    """A first deploy under the sec profile with the app's secrets in APP_ENV_FILE, `ps` sampled throughout."""
+    base = tmp_path_factory.mktemp("sec")
+    env_file = base / "app.env"
+    env_file.write_text(f"SECRET_TOKEN={SECRET}\nDATABASE_URL=postgres://app:{SECRET}@db/app\n")
+    profile = replace(SEC, extra={"APP_ENV_FILE": str(env_file)})
+    repo = AppRepo(base / "app")
+    clean_host(profile)
+    with PsSampler(SECRET) as sampler:
+        first = fab(sandbox, profile, repo)
+    assert first.returncode == 0, first.stdout + first.stderr
+    yield Live(repo, profile, env_file, first, sampler.hits, sampler.samples)
+    clean_host(profile)
+
+
+# ----------------------------------------------------------------------------- 6. host keys
+
+TASKS = ["deploy", "status", "releases", "rollback", "unlock", "nginx-check", "pm2-reload", "install", "render-configs", "logs"]
+
+
+def parallel_fab(sb, p: Profile, repo: AppRepo | None, tasks: list[str], env: dict[str, str], drop=("KNOWN_HOSTS",)):
+    """Run each task at once (they only connect and are refused, so they can share the time)."""
+    procs = {}
+    for task in tasks:
+        cmd = [FAB, "-H", sb.target, "-i", sb.key, task]
+        if task == "deploy" and repo is not None:
+            cmd += ["--source-dir", str(repo.path)]
+        for key, value in p.settings().items():
+            cmd += ["--set", f"{key}={value}"]
+        base = {k: v for k, v in os.environ.items() if k not in drop}
+        procs[task] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                                       env={**base, **env})
+    out = {}
+    for task, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        out[task] = (proc.returncode, stdout + stderr)
+    return out
+
+
+@pytest.fixture
+def empty_home(tmp_path) -> dict[str, str]:
+    """HOME with no ~/.ssh/known_hosts, and KNOWN_HOSTS pointing at an empty file."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/known_hosts").write_text("")
+    (tmp_path / "empty_known_hosts").write_text("")
+    return {"HOME": str(home), "KNOWN_HOSTS": str(tmp_path / "empty_known_hosts")}
+
+
+def test_unknown_host_key_is_refused_by_every_task_and_the_hint_works(sandbox, live, empty_home):
+    before = tree(live.profile)
+    results = parallel_fab(sandbox, live.profile, live.repo, TASKS, empty_home)
+    for task, (code, out) in results.items():
+        assert code == 3, (task, out)
+        assert "Host key for ubuntu@127.0.0.1:2222 is unknown" in out, (task, out)
+        assert "ssh-keyscan -p 2222 127.0.0.1 >> ~/.ssh/known_hosts" in out, (task, out)
+        assert out.strip().count("\n") == 0 or task == "deploy", (task, out)  # one line (deploy also prints its step)
+        no_traceback(out)
+    assert "--accept-new-host" in results["deploy"][1]
+    assert tree(live.profile) == before  # the host is untouched
+    # The hint works: ssh-keyscan into ~/.ssh/known_hosts, and the same command is accepted.
+    scanned = sh("ssh-keyscan -p 2222 127.0.0.1 2>/dev/null", check=False).stdout
+    assert "ssh-ed25519" in scanned
+    Path(empty_home["HOME"], ".ssh/known_hosts").write_text(scanned)
+    status = run_fab(sandbox, live.profile, None, task="status", env=empty_home)
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+FLAG_HINT = (
+    "the unknown-host message (connect.open_host) always ends 'pass --known-hosts FILE, or run again with "
+    "--accept-new-host', but only `deploy` takes both flags (and `rollback` only --known-hosts): following the hint "
+    "for `status`, `releases`, `unlock`, `nginx-check`, `pm2-reload`, `install`, `render-configs` or `logs` fails "
+    "with invoke's \"No idea what '--accept-new-host' is!\"")
+
+
+@pytest.mark.xfail(strict=True, reason=FLAG_HINT)
+def test_the_flags_named_in_the_unknown_host_message_exist_on_each_task(sandbox, live, empty_home):
+    results = parallel_fab(sandbox, live.profile, live.repo, TASKS, empty_home)
+    helps = {task: sh(f"cd {REPO} && {FAB} --help {task}", check=False).stdout for task in TASKS}
+    missing = [f"{task}: {flag}" for task, (_code, out) in results.items()
+               for flag in ("--accept-new-host", "--known-hosts") if flag in out and flag not in helps[task]]
+    assert not missing, "the message suggests flags the task does not take: " + ", ".join(missing)
+
+
+def test_accept_new_host_records_the_key_in_the_given_file_and_proceeds(sandbox, live, empty_home, tmp_path):
+    given = tmp_path / "given_known_hosts"
+    result = run_fab(sandbox, live.profile, live.repo, "--accept-new-host", "--known-hosts", str(given),
+                     env={"HOME": empty_home["HOME"]}, drop=("KNOWN_HOSTS",))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Added host key for [127.0.0.1]:2222 (ssh-ed25519) to {given}" in result.stdout
+    host_key = Path(sandbox.known_hosts).read_text().split()[1:3]
+    recorded = given.read_text().split()
+    assert recorded[0] == "[127.0.0.1]:2222" and recorded[1:3] == host_key
+    assert Path(empty_home["HOME"], ".ssh/known_hosts").read_text() == ""  # only the file it was given
+    # From now on the host is known through that file, without --accept-new-host.
+    again = run_fab(sandbox, live.profile, live.repo, "--known-hosts", str(given), env={"HOME": empty_home["HOME"]},
+                    drop=("KNOWN_HOSTS",))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Nothing to deploy" in again.stdout
+
+
+def test_changed_host_key_is_refused(sandbox, live, empty_home, tmp_path):
+    sh(f"ssh-keygen -q -t ed25519 -N '' -f {tmp_path}/other")
+    other = (tmp_path / "other.pub").read_text().split()
+    Path(empty_home["KNOWN_HOSTS"]).write_text(f"[127.0.0.1]:2222 {other[0]} {other[1]}\n")
+    before = tree(live.profile)
+    results = parallel_fab(sandbox, live.profile, live.repo, ["deploy", "status", "unlock"], empty_home)
+    results["deploy --accept-new-host"] = (lambda r: (r.returncode, r.stdout + r.stderr))(
+        run_fab(sandbox, live.profile, live.repo, "--accept-new-host", env=empty_home))
+    for task, (code, out) in results.items():
+        assert code == 3, (task, out)
+        assert "Host key for ubuntu@127.0.0.1:2222 has CHANGED" in out, (task, out)
+        assert "ssh-keygen -R '[127.0.0.1]:2222'" in out, (task, out)
+        no_traceback(out)
+    assert tree(live.profile) == before
+    assert Path(empty_home["KNOWN_HOSTS"]).read_text().count("\n") == 1  # --accept-new-host never replaces a key
+
+
+# ----------------------------------------------------------------------------- 7. secrets
+
+def test_secrets_never_appear_in_output_logs_audit_ps_or_rendered_files(sandbox, live):
+    p = live.profile
+    root = Path(p.root)
+    assert SECRET not in live.first.stdout + live.first.stderr
+    assert live.ps_samples > 10 and live.ps_hits == [], live.ps_hits
+    # The app gets them: shared/.env, 0600, owned by ubuntu, linked from the release.
+    env = root / "shared/.env"
+    assert env.read_text() == live.env_file.read_text()
+    stat = env.stat()
+    assert oct(stat.st_mode & 0o777) == "0o600"
+    assert (stat.st_uid, stat.st_gid) == (int(sh("id -u ubuntu").stdout), int(sh("id -g ubuntu").stdout))
+    assert (root / "current/.env").is_symlink() and (root / "current/.env").resolve() == env
+    # Nowhere else: not in the audit log, the rendered PM2 file, any other file of the deploy, Nginx or PM2's files.
+    assert SECRET not in (root / ".deploy/audit.log").read_text()
+    assert SECRET not in (root / "current/ecosystem.config.js").read_text()
+    found = sh(f"grep -rlF -- {SECRET} {p.root} /etc/nginx /home/ubuntu/.pm2; true").stdout.split()
+    assert found == [str(env)], found
+    # Nor in what the tool prints about the host.
+    for task, args in (("status", ("--json",)), ("status", ()), ("releases", ()), ("logs", ()), ("nginx-check", ()),
+                       ("deploy", ("--dry-run",))):
+        result = fab(sandbox, p, live.repo if task == "deploy" else None, *args, task=task)
+        assert result.returncode == 0, (task, result.stdout + result.stderr)
+        assert SECRET not in result.stdout + result.stderr, (task, args)
+
+
+# ----------------------------------------------------------------------------- 8. modes and listeners
+
+def listeners(port: int) -> list[str]:
+    return [line.split()[3] for line in sh(f"ss -ltnH '( sport = :{port} )'").stdout.splitlines() if line.strip()]
+
+
+def test_files_are_not_world_writable_and_gunicorn_is_on_loopback_only(sandbox, live):
+    p = live.profile
+    site = p.settings()["NGINX_SITE"]
+    writable = sh(f"find {p.root} {site} -perm -o+w ! -type l").stdout.split()
+    assert writable == [], writable
+    assert oct(Path(site).stat().st_mode & 0o777) == "0o644" and Path(site).stat().st_uid == 0
+    addresses = listeners(p.bind)
+    assert addresses and all(a.startswith("127.") for a in addresses), addresses
+
+
+def test_a_public_gunicorn_bind_is_refused_up_front_and_caught_by_nginx_check(sandbox, live):
+    p = live.profile
+    before = tree(p)
+    refused = fab(sandbox, p, live.repo, "--set", "GUNICORN_BIND=0.0.0.0:8921")
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 2, out
+    assert "GUNICORN_BIND (flag --set): found '0.0.0.0:8921'; expected a loopback address" in out
+    assert "ALLOW_PUBLIC_BIND=true" in out
+    no_traceback(out)
+    assert tree(p) == before
+    try:
+        public = fab(sandbox, p, live.repo, "--set", "GUNICORN_BIND=0.0.0.0:8921", "--set", "ALLOW_PUBLIC_BIND=true")
+        assert public.returncode == 0, public.stdout + public.stderr
+        assert "0.0.0.0:8921" in listeners(8921)
+        # The same host checked with the loopback settings (ALLOW_PUBLIC_BIND=false): nginx-check names the address.
+        check = fab(sandbox, p, None, "--set", "GUNICORN_BIND=127.0.0.1:8921", task="nginx-check")
+        out = check.stdout + check.stderr
+        assert check.returncode != 0, out
+        assert "Gunicorn's port 8921 is reachable on 0.0.0.0:8921, not only on loopback" in out
+        no_traceback(out)
+    finally:
+        back = fab(sandbox, p, live.repo)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert listeners(8921) == []
+    assert all(a.startswith("127.") for a in listeners(p.bind))
+    assert get(p.url("/api/ai/x"))[0] == 200
+
+
+# ----------------------------------------------------------------------------- 9. bad input, through the front door
+
+@dataclass
+class Bad:
+    id: str
+    key: str  # the key the message must name (or the file, for a missing settings file)
+    origin: str  # where the value came from, as the message must say it ('{env}' = the .env file)
+    expected: str  # a phrase of what is expected
+    sets: dict[str, str] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=dict)
+    env_lines: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    repo: str = "app"  # "app", "no-requirements" or "none"
+
+
+BAD = [
+    Bad("port out of range", "NODE_PORT", "flag --set", "a whole number from 1 to 65535", sets={"NODE_PORT": "70000"}),
+    Bad("same port twice", "NODE_PORT", "{env}:2", "a port of its own", env_lines=["# ports", "NODE_PORT=8911"]),
+    Bad("route with ;", "PY_ROUTES", "environment", "comma-separated path prefixes",
+        environ={"PY_ROUTES": "api/ai;reboot"}),
+    Bad("deploy root /", "DEPLOY_ROOT", "flag --set", "a directory of its own", sets={"DEPLOY_ROOT": "/"}),
+    Bad("WSGI_APP without attribute", "WSGI_APP", "{env}:1", "module:attribute or module:factory()",
+        env_lines=["WSGI_APP=app"]),
+    Bad("unknown key in .env", "NODE_PROT", "{env}:1", "Did you mean NODE_PORT?", env_lines=["NODE_PROT=3000"]),
+    Bad("unknown key as flag", "GUNICORN_WORKER", "flag --set", "Did you mean GUNICORN_WORKERS?",
+        args=["--set", "GUNICORN_WORKER=4"]),
+    Bad("named env file missing", "/nonexistent/deploy.env", "--env-file", "does not exist",
+        args=["--env-file", "/nonexistent/deploy.env"]),
+    Bad("ENV_FILE missing", "/nonexistent/from-environ.env", "ENV_FILE", "does not exist",
+        environ={"ENV_FILE": "/nonexistent/from-environ.env"}),
+    Bad("source without requirements.txt", "SOURCE_DIR", "flag --set", "requirements.txt", repo="no-requirements"),
+    Bad("NODE_SCRIPT not in the commit", "NODE_SCRIPT", "environment", "Node.js entry point",
+        environ={"NODE_SCRIPT": "bin/www.js"}),
+    Bad("WSGI module missing", "WSGI_APP", "flag --set", "wsgi.py or wsgi/__init__.py", sets={"WSGI_APP": "wsgi:app"}),
+    Bad("APP_ENV_FILE missing", "APP_ENV_FILE", "{env}:1", "cannot read", env_lines=["APP_ENV_FILE=/nonexistent/app.env"]),
+    Bad("public bind from environment", "GUNICORN_BIND", "environment", "a loopback address",
+        environ={"GUNICORN_BIND": "0.0.0.0:8911"}),
+    Bad("timeout not a number", "HEALTH_TIMEOUT", "environment", "a whole number", environ={"HEALTH_TIMEOUT": "soon"}),
+    Bad("site outside /etc/nginx", "NGINX_SITE", "flag --set", "a file under /etc/nginx/",
+        sets={"NGINX_SITE": "/home/ubuntu/evil.conf"}),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(sandbox, tmp_path_factory):
+    """Every bad input at once (each stops before the host is touched), with the host's listing before and after."""
+    base = tmp_path_factory.mktemp("bad")
+    app = AppRepo(base / "app")
+    no_req = AppRepo(base / "no-requirements")
+    no_req.git("rm", "-q", "requirements.txt")
+    no_req.git("commit", "-qm", "no requirements.txt")
+    before = tree(SEC)
+    procs = {}
+    for case in BAD:
+        settings = {k: v for k, v in SEC.settings().items() if k not in case.environ and not any(
+            line.startswith(k + "=") for line in case.env_lines)}
+        settings.update(case.sets)
+        cmd = [FAB, "-H", sandbox.target, "-i", sandbox.key, "deploy"]
+        if case.repo == "app":
+            cmd += ["--source-dir", str(app.path)]
+        elif case.repo == "no-requirements":
+            settings["SOURCE_DIR"] = str(no_req.path)
+        for key, value in settings.items():
+            cmd += ["--set", f"{key}={value}"]
+        env_path = base / f"{re.sub(r'[^a-z0-9]+', '-', case.id)}.env"
+        if case.env_lines:
+            env_path.write_text("\n".join(case.env_lines) + "\n")
+            cmd += ["--env-file", str(env_path)]
+        cmd += case.args
+        environ = {k: v for k, v in os.environ.items() if k not in {"ENV_FILE", *(b.key for b in BAD)}}
+        procs[case.id] = (subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                           env={**environ, "KNOWN_HOSTS": sandbox.known_hosts, **case.environ}), env_path)
+    results = {}
+    for name, (proc, env_path) in procs.items():
+        out, err = proc.communicate(timeout=120)
+        results[name] = (proc.returncode, out, err, env_path)
+    return results, before, tree(SEC)
+
+
+@pytest.mark.parametrize("case", BAD, ids=[b.id for b in BAD])
+def test_bad_input_exits_2_with_one_line_and_the_host_untouched(bad_runs, case):
+    results, before, after = bad_runs
+    code, out, err, env_path = results[case.id]
+    assert code == 2, out + err
+    no_traceback(out + err)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1, lines  # one line
+    line = lines[0]
+    assert case.key in line, line
+    assert case.origin.replace("{env}", str(env_path)) in line, line
+    assert case.expected in line, line
+    assert after == before  # no file written or touched on the host
+
+
+# ----------------------------------------------------------------------------- sudo asking for a password
+
+PW_USER = "scpwtest"
+PW = Profile(PW_USER, f"/home/{PW_USER}/app", 8931, 3931, 8093)
+SUDO_MESSAGE = (
+    "when sudo asks for a password the deploy stops (exit 1, nothing changed) but its one message also claims Nginx is "
+    "missing: 'The host lacks what a deploy needs: Nginx (apt install nginx); passwordless sudo for this user (a "
+    "sudoers line with NOPASSWD). ...' - facts_script probes nginx with `sudo -n sh -c 'command -v nginx'`, so a "
+    "password prompt reads as 'no nginx' and the user is told to install a package that is installed")
+
+
+@pytest.fixture
+def password_sudo_user(sandbox):
+    """A second login on the sandbox host whose sudo asks for a password (ubuntu's own sudoers is left alone: other
+    deploys share that user). Removed afterwards with everything it started."""
+    sudoers = f"/etc/sudoers.d/91-{PW_USER}-password"
+    try:
+        sh(f"useradd --create-home --shell /bin/bash {PW_USER} && usermod -p '*' {PW_USER}")
+        sh(f"install -d -o {PW_USER} -g {PW_USER} -m 0700 /home/{PW_USER}/.ssh && install -o {PW_USER} -g {PW_USER} "
+           f"-m 0600 {sandbox.key}.pub /home/{PW_USER}/.ssh/authorized_keys")
+        sh(f"t=$(mktemp) && printf '%s ALL=(ALL) ALL\\n' {PW_USER} > $t && visudo -cqf $t && install -m 0440 $t {sudoers}; "
+           "rm -f $t")
+        assert sh(f"visudo -cq && sudo -u {PW_USER} sudo -n true", check=False).returncode != 0  # a password is required
+        yield f"{PW_USER}@{sandbox.host}:{sandbox.port}"
+    finally:
+        sh(f"rm -f {sudoers}", check=False)
+        pidfile = Path(f"/home/{PW_USER}/.pm2/pm2.pid")
+        if pidfile.exists():  # the PM2 daemon `pm2 jlist` started for this user
+            sh(f"kill {int(pidfile.read_text())}", check=False)
+        for _ in range(50):
+            pids = sh(f"ps -u {PW_USER} -o pid=", check=False).stdout.split()
+            if not pids:
+                break
+            time.sleep(0.2)
+        for pid in sh(f"ps -u {PW_USER} -o pid=", check=False).stdout.split():
+            sh(f"kill -9 {pid}", check=False)
+        sh(f"userdel -r {PW_USER}", check=False)
+        sh(f"rm -rf /etc/nginx/sites-available/{PW_USER}* /etc/nginx/sites-enabled/{PW_USER}", check=False)
+        assert sh("visudo -cq", check=False).returncode == 0
+
+
+@pytest.mark.xfail(strict=True, reason=SUDO_MESSAGE)
+def test_sudo_that_asks_for_a_password_stops_the_deploy_with_a_clear_message(sandbox, live, password_sudo_user):
+    result = run_fab(sandbox, PW, live.repo, host=password_sudo_user, env={"KNOWN_HOSTS": sandbox.known_hosts})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    no_traceback(out)
+    # Nothing changed: only the lock file, no release, no Nginx site, no PM2 app.
+    files = sh(f"cd {PW.root} && find . -mindepth 1 | sort", check=False).stdout.split()
+    assert files == ["./.deploy", "./.deploy/lock"], files
+    assert not Path(f"/etc/nginx/sites-available/{PW_USER}").exists()
+    assert pm2_apps(PW_USER, user=PW_USER) == {}
+    # One clear message: passwordless sudo is what is missing, and nothing else is blamed.
+    assert "passwordless sudo" in out and "NOPASSWD" in out, out
+    assert "apt install nginx" not in out, out
