@@ -552,7 +552,7 @@ def releases(c, env_file=None, set_=None):
         return
     for name in reversed(facts.releases):
         mark = "* " if name == facts.current_release else "  "
-        flag = "  (bad: rolled back)" if name in facts.bad_releases else ""
+        flag = "  (bad: failed its deploy)" if name in facts.bad_releases else ""
         print(f"{mark}{name}{flag}")
 
 
