@@ -143,3 +143,35 @@ def test_freeze_then_check(tmp_path):
     stale = subprocess.run(invoke + ["--check"], capture_output=True, text=True, cwd=str(REPO))
     assert stale.returncode == 1
     assert "-Flask==3.0.0" in stale.stdout + stale.stderr and "+Flask==3.1.3" in stale.stdout + stale.stderr
+
+
+def test_source_git_the_host_fetches_the_ref(sandbox, tmp_path):
+    """SOURCE=git: the host clones REPO_URL and deploys REF; a new commit on that branch is what answers next."""
+    origin = Path("/home/ubuntu/gitsrc-e2e")
+    sh(f"rm -rf {origin}")
+    repo = AppRepo(tmp_path / "src")
+    sh(f"git clone -q --bare {repo.path} {origin} && chown -R ubuntu: {origin}")
+    gp = Profile("gitsrc", "/home/ubuntu/gitsrc", 8461, 3461, 8097,
+                 extra={"SOURCE": "git", "REPO_URL": str(origin), "REF": "main", "KEEP_RELEASES": "2"})
+    clean_host(gp)
+    try:
+        first = fab(sandbox, gp, None)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert get(gp.url("/api/ai/x"))[2]["version"] == "1"
+        for version in ("2", "3", "4"):
+            repo.edit("app.py", f'VERSION = "{int(version) - 1}"', f'VERSION = "{version}"', f"v{version}")
+            sh(f"cd {repo.path} && chown -R root: {origin} && git push -q {origin} main && chown -R ubuntu: {origin}")
+            result = fab(sandbox, gp, None)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert get(gp.url("/api/ai/x"))[2]["version"] == version
+        # KEEP_RELEASES=2: old releases are pruned, but never the current one, the previous one,
+        # or one a live process still runs from (Node.js did not change, so it runs from the first).
+        releases = sorted(p.name for p in Path(gp.root, "releases").iterdir())
+        live_cwds = {Path(f"/proc/{pid}/cwd").resolve().name for pid in
+                     [p["pid"] for procs in pm2_apps("gitsrc").values() for p in procs]}
+        assert current_release(gp) in releases
+        assert set(releases) <= {current_release(gp)} | live_cwds | set(releases[-2:])
+        assert len(releases) < 4
+    finally:
+        clean_host(gp)
+        sh(f"rm -rf {origin}")
