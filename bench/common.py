@@ -1,0 +1,235 @@
+"""Shared helpers for the benchmarks that run against the sandbox host (tests/host/up).
+
+- `Sandbox`: the host's address, key and ssh config, read from ``.sandbox/env``.
+- `ssh`: run a shell script on the host as its user (the script goes over stdin, so no quoting).
+- `run_stamped`: run a local command with a time bound, keeping each output line with the moment
+  it arrived, so a benchmark can tell which step of a deploy was running when a request failed.
+- `AppRepo`: a throwaway git repository holding a copy of an app, changed commit by commit.
+- `get`: one GET on a loopback URL (refused for anything else), with status, X-Release and body.
+
+Standard library only (plus `bench.loadgen` for the loopback rule).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.loadgen import loopback_target
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_APP = REPO_ROOT / "examples" / "signalcraft"
+
+
+class BenchError(RuntimeError):
+    """Set-up or tear-down of a benchmark failed; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    host: str
+    port: int
+    user: str
+    key: str
+    known_hosts: str
+    ssh_config: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def load_sandbox(state_dir: Path | None = None) -> Sandbox:
+    """Read ``.sandbox/env`` (written by tests/host/up)."""
+    state = state_dir or REPO_ROOT / ".sandbox"
+    env_file = state / "env"
+    if not env_file.is_file():
+        raise BenchError(f"{env_file} is missing: bring the sandbox host up first with `sudo tests/host/up`.")
+    values: dict[str, str] = {}
+    for line in env_file.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            parts = shlex.split(value)
+            values[key.strip()] = parts[0] if parts else ""
+    try:
+        sandbox = Sandbox(host=values["SANDBOX_HOST"], port=int(values["SANDBOX_PORT"]), user=values["SANDBOX_USER"],
+                          key=values["SANDBOX_KEY"], known_hosts=values["SANDBOX_KNOWN_HOSTS"],
+                          ssh_config=values["SANDBOX_SSH_CONFIG"])
+    except (KeyError, ValueError) as err:
+        raise BenchError(f"{env_file}: missing or bad value ({err}); run `sudo tests/host/up` again.") from None
+    loopback_target(f"http://{sandbox.host}:{sandbox.port}/")  # the sandbox must be on this machine
+    return sandbox
+
+
+def ssh(sandbox: Sandbox, script: str, *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a bash script on the sandbox host (sent on stdin); raise BenchError on failure if `check`."""
+    argv = ["ssh", "-F", sandbox.ssh_config, "sandbox", "bash -s"]
+    try:
+        result = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"ssh command timed out after {timeout:.0f} s:\n{script.strip()[:500]}") from None
+    if check and result.returncode != 0:
+        raise BenchError(f"ssh command failed (exit {result.returncode}):\n{script.strip()[:500]}\n"
+                         f"stderr: {result.stderr.strip()[-1500:]}\nstdout: {result.stdout.strip()[-800:]}")
+    return result
+
+
+@dataclass
+class Stamped:
+    """A finished command: exit code (None if it was killed at its time bound), output lines with arrival times."""
+
+    argv: list[str]
+    code: int | None
+    started: float  # time.monotonic() at start
+    seconds: float
+    lines: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def step_at(self, moment: float) -> str:
+        """The output line that came first at or after `moment` (the step then running), or '(after exit)'."""
+        for at, line in self.lines:
+            if at >= moment and line.strip():
+                return line.strip()
+        return "(after the command had exited)"
+
+
+def run_stamped(argv: list[str], *, timeout: float, env: dict[str, str] | None = None, stdin: str | None = None,
+                cwd: str | None = None) -> Stamped:
+    """Run `argv` (stdout and stderr merged), stamping each line; kill its process group at `timeout`."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
+                            start_new_session=True, bufsize=1)
+    lines: list[tuple[float, str]] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.monotonic(), line.rstrip("\n")))
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    if stdin is not None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    code: int | None
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        code = None
+        lines.append((time.monotonic(), f"[bench] killed after {timeout:.0f} s"))
+    except BaseException:  # Ctrl-C: the child got SIGINT too only if it shared our group; make sure it ends
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    thread.join(timeout=5)
+    return Stamped(argv=argv, code=code, started=started, seconds=time.monotonic() - started, lines=lines)
+
+
+GIT_IDENTITY = ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
+
+
+class AppRepo:
+    """A throwaway git repository holding a copy of an app; each change is a new commit."""
+
+    def __init__(self, path: Path, source: Path = EXAMPLE_APP, extra_files: dict[str, str] | None = None):
+        self.path = path
+        shutil.copytree(source, path, ignore=shutil.ignore_patterns("node_modules", ".venv", "__pycache__", "*.pyc"))
+        for name, text in (extra_files or {}).items():
+            (path / name).write_text(text)
+        self.git("init", "-q", "-b", "main")
+        self.commit("bench: initial copy of the example app")
+
+    def git(self, *args: str) -> str:
+        result = subprocess.run(["git", *GIT_IDENTITY, "-C", str(self.path), *args], capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode != 0:
+            raise BenchError(f"git {' '.join(args)} in {self.path} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def read(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+    def write(self, name: str, text: str) -> None:
+        (self.path / name).write_text(text)
+
+    def commit(self, message: str) -> str:
+        """Commit everything (an empty commit if nothing changed); return the new HEAD sha."""
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD").strip()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int | None  # None: no HTTP answer at all
+    release: str | None
+    body: dict | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 400
+
+    def describe(self) -> str:
+        if self.status is None:
+            return self.error or "no answer"
+        version = (self.body or {}).get("version")
+        return f"{self.status}" + (f" v{version}" if version else "")
+
+
+def get(url: str, timeout: float = 5.0) -> Answer:
+    """One GET on a loopback URL (any other host raises ValueError)."""
+    target = loopback_target(url)
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    try:
+        conn.request("GET", target.path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        return Answer(resp.status, resp.getheader("X-Release"), body if isinstance(body, dict) else None)
+    except Exception as exc:  # refused, reset, timeout
+        return Answer(None, None, None, f"{type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
+
+
+def wait_for(urls: list[str], seconds: float) -> dict[str, Answer]:
+    """Poll until every URL answers 2xx/3xx or `seconds` pass; return the last answers."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answers = {url: get(url, timeout=3.0) for url in urls}
+        if all(a.ok for a in answers.values()) or time.monotonic() >= deadline:
+            return answers
+        time.sleep(0.3)

@@ -1,0 +1,962 @@
+"""Downtime benchmark: failed requests per kind of deploy, the tool against the plan's own method.
+
+Against the sandbox host (tests/host/up), with a bounded loopback load running through Nginx on a
+Python route and on `/` (several client threads, no pauses), this deploys each kind of change
+several times with `fab deploy` and counts failed / total requests:
+
+  code change, gunicorn.conf change, requirements change, Node code change, Nginx site change,
+  and three broken commits: a Python commit that fails to import, a Node commit that crashes on
+  start, a commit whose health route answers 500;
+  plus "requirements change + code importing it": a new pin *and* app.py importing it, the usual
+  shape of a new dependency (the plain requirements change adds a pin nothing imports).
+
+A broken commit must end the deploy with a non-zero exit and leave the previous release answering;
+it is then reverted (a new commit restoring the good code, deployed but not counted).
+
+In the same run, the same kinds are measured for the plan's own method (`git pull && npm install &&
+pip install -r requirements.txt && (pm2 reload ecosystem.config.js --env production || pm2 start ...)`)
+on a separate app directory on the same host that the tool does not manage: the baseline.
+
+    python -m bench.downtime [--runs 3] [--threads 4] [--quick]
+
+Everything it creates on the host has its own names, ports and directories (see --help), and is
+removed at the end, also on Ctrl-C. Exit status: 0 if every tool deploy dropped no request and
+behaved as expected, 1 otherwise, 2 if the benchmark itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    REPO_ROOT,
+    Answer,
+    AppRepo,
+    BenchError,
+    Sandbox,
+    Stamped,
+    get,
+    load_sandbox,
+    run_stamped,
+    ssh,
+    wait_for,
+)
+from bench.loadgen import Load, Target
+
+MAX_FAILURES_KEPT = 5000  # per measurement; the load generator itself keeps only its first few samples
+
+
+class TimedLoad(Load):
+    """`Load` that also keeps the moment (seconds since it started) of every failed request, up to a bound."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failure_times: list[tuple[float, str, str]] = []  # (at, url, error)
+
+    def _record(self, target: Target, status: int | None, release: str | None, error: str) -> None:
+        super()._record(target, status, release, error)
+        if not (status is not None and 200 <= status < 400) and len(self.failure_times) < MAX_FAILURES_KEPT:
+            self.failure_times.append((time.monotonic() - self._started, target.url, error or f"HTTP {status}"))
+
+
+# ----------------------------------------------------------------------------- kinds of deploy
+
+
+@dataclass(frozen=True)
+class Kind:
+    key: str
+    title: str
+    broken: bool = False
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("code", "code change"),
+    Kind("gunicorn-conf", "gunicorn.conf change"),
+    Kind("requirements", "requirements change"),
+    Kind("requirements-import", "requirements change + code importing it"),
+    Kind("node-code", "Node code change"),
+    Kind("nginx-site", "Nginx site change"),
+    Kind("py-import-error", "Python commit that fails to import", broken=True),
+    Kind("node-crash", "Node commit that crashes on start", broken=True),
+    Kind("health-500", "commit whose health route returns 500", broken=True),
+)
+KIND_BY_KEY = {k.key: k for k in KINDS}
+
+PY_PATH = "/api/ai/bench"  # the Python route under load (not the health route: one kind breaks that)
+EXTRA_ROUTE = "api/extra"  # the Python route the Nginx site change adds and removes
+REQUIREMENT_PINS = ("", "six==1.16.0", "python-dotenv==1.2.2")  # small pure-Python pins, cycled
+PIN_MODULES = {"six==1.16.0": "six", "python-dotenv==1.2.2": "dotenv"}  # what app.py imports to use each pin
+USES_MARK = "  # bench: uses the new requirement"
+LEAD_SECONDS = 1.0  # load runs this long before the deploy starts ...
+TAIL_SECONDS = 1.0  # ... and this long after it returns
+DEPLOY_TIMEOUT = 300.0
+
+
+@dataclass
+class Variant:
+    """What the app and its settings look like now; each change moves one field."""
+
+    py_version: int = 1
+    node_version: int = 1
+    timeout: int = 120
+    requirements: int = 0  # index into REQUIREMENT_PINS
+    extra_route: bool = False
+
+
+def set_line(text: str, pattern: str, replacement: str) -> str:
+    new, count = re.subn(pattern, replacement, text, count=1, flags=re.MULTILINE)
+    if count != 1:
+        raise BenchError(f"the example app changed: no line matches {pattern!r}")
+    return new
+
+
+def set_py_version(repo: AppRepo, n: int) -> None:
+    repo.write("app.py", set_line(repo.read("app.py"), r'^VERSION = ".*"$', f'VERSION = "{n}"'))
+
+
+def set_node_version(repo: AppRepo, n: int) -> None:
+    repo.write("server.js", set_line(repo.read("server.js"), r'^const VERSION = ".*";$', f'const VERSION = "{n}";'))
+
+
+def set_requirements(repo: AppRepo, base: str, index: int) -> None:
+    pin = REQUIREMENT_PINS[index]
+    repo.write("requirements.txt", base + (f"{pin}\n" if pin else ""))
+
+
+def set_requirement_import(repo: AppRepo, pin: str | None) -> None:
+    """Make app.py import the module of `pin` (None: import nothing extra), as code needing a new dependency would."""
+    lines = [line for line in repo.read("app.py").splitlines() if not line.endswith(USES_MARK)]
+    if pin:
+        at = lines.index("from flask import Flask, Response, jsonify") + 1
+        lines.insert(at, f"import {PIN_MODULES[pin]}  # noqa: F401{USES_MARK}")
+    repo.write("app.py", "\n".join(lines) + "\n")
+
+
+def break_commit(repo: AppRepo, kind: Kind) -> None:
+    """Make the broken commit of `kind` (the caller keeps the good files to revert to)."""
+    if kind.key == "py-import-error":
+        repo.write("app.py", repo.read("app.py") + "\nimport does_not_exist_xyz  # bench: a commit that fails to import\n")
+    elif kind.key == "node-crash":
+        repo.write("server.js", set_line(repo.read("server.js"), r"^'use strict';$",
+                                         "'use strict';\nthrow new Error(\"boom\");  // bench: a commit that crashes on start"))
+    elif kind.key == "health-500":
+        text = repo.read("app.py")
+        old = '    @app.get("/api/flask/health")\n    def health() -> Response:\n        return jsonify(_health())\n'
+        if old not in text:
+            raise BenchError("the example app changed: its /api/flask/health route is not where the benchmark expects it")
+        new = ('    @app.get("/api/flask/health")\n    def health() -> Response:\n'
+               '        return Response("bench: broken health route", status=500)  # bench: health answers 500\n')
+        repo.write("app.py", text.replace(old, new))
+    else:
+        raise ValueError(kind.key)
+
+
+# ----------------------------------------------------------------------------- one measurement
+
+
+@dataclass
+class Measurement:
+    method: str  # "tool" or "baseline"
+    kind: str
+    run: int
+    failed: int = 0
+    total: int = 0
+    exit_code: int | None = None
+    deploy_seconds: float = 0.0
+    load_seconds: float = 0.0
+    after: str = ""  # what answered afterwards, in words
+    actions: str = ""  # what the deploy did (the tool's reload choices, or where it stopped)
+    expected: bool = True  # the tool's deploy behaved as it must (exit code, release answering)
+    problems: list[str] = field(default_factory=list)
+    per_url: dict[str, str] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # the first few, with the step then running
+    failure_windows: list[str] = field(default_factory=list)  # every failure, grouped into bursts
+    load_started_wall: str = ""  # UTC wall clock at load start, to line failures up with host logs
+    host_log: str = ""  # PM2 and Gunicorn events on the host during a tool deploy that failed requests
+    releases_seen: dict[str, dict[str, int]] = field(default_factory=dict)
+    log: str = ""
+
+
+def tool_actions(result: Stamped) -> str:
+    """The tool's reload choices from its output ('py hup, node none, nginx reload'), or the step it stopped at."""
+    steps = [m.groups() for _, line in result.lines if (m := re.match(r"^(ok|FAIL)\s+(.+?)\s+[\d.]+s(\s|$)", line))]
+    failed = [name for mark, name, _ in steps if mark == "FAIL"]
+    if failed:
+        rolled = any(name == "rollback" for _, name, _ in steps)
+        return f"stopped at {failed[0]}" + ("; rolled back" if rolled else "")
+    did = []
+    for _, line in result.lines:
+        match = re.match(r"^ok\s+pm2-reload\s+[\d.]+s\s+(.*)$", line)
+        if match:
+            for part in match.group(1).split(","):
+                app, _, how = part.strip().partition(": ")
+                if how and how != "none":
+                    did.append(("py " if app.endswith("-python") else "node ") + how)
+    if any(name == "nginx reload" for _, name, _ in steps):
+        did.append("nginx reload")
+    if not did and any("Nothing to deploy" in line for _, line in result.lines):
+        return "nothing to do"
+    return ", ".join(did) or "no reload"
+
+
+def describe_after(py: Answer, node: Answer) -> str:
+    return f"py {py.describe()}, node {node.describe()}"
+
+
+class Method:
+    """One way of deploying (the tool, or the plan's script) with its own app, ports and directories."""
+
+    name = ""
+
+    def __init__(self, sandbox: Sandbox, work: Path, listen: int):
+        self.sandbox = sandbox
+        self.work = work
+        self.listen = listen
+        self.variant = Variant()
+        self.repo: AppRepo | None = None
+        self.base_requirements = ""
+        self.good_files: dict[str, str] = {}  # app.py and server.js before a broken commit, to revert to
+
+    # URLs through Nginx
+    @property
+    def py_url(self) -> str:
+        return f"http://127.0.0.1:{self.listen}{PY_PATH}"
+
+    @property
+    def node_url(self) -> str:
+        return f"http://127.0.0.1:{self.listen}/"
+
+    @property
+    def extra_url(self) -> str:
+        return f"http://127.0.0.1:{self.listen}/{EXTRA_ROUTE}/bench"
+
+    def answers(self) -> tuple[Answer, Answer]:
+        return get(self.py_url), get(self.node_url)
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def deploy(self, kind: Kind | None) -> Stamped:
+        raise NotImplementedError
+
+    def apply(self, kind: Kind) -> None:
+        """Make the change of `kind`: a commit, or a setting for the next deploy."""
+        assert self.repo is not None
+        v = self.variant
+        if kind.key == "code":
+            v.py_version += 1
+            set_py_version(self.repo, v.py_version)
+            self.repo.commit(f"bench: Python VERSION {v.py_version}")
+        elif kind.key == "gunicorn-conf":
+            v.timeout = 121 if v.timeout == 120 else 120
+            self.change_gunicorn_conf()
+        elif kind.key in ("requirements", "requirements-import"):
+            v.requirements = (v.requirements + 1) % len(REQUIREMENT_PINS)
+            if kind.key == "requirements-import" and not REQUIREMENT_PINS[v.requirements]:
+                v.requirements += 1  # always a new package that the code imports
+            pin = REQUIREMENT_PINS[v.requirements]
+            set_requirements(self.repo, self.base_requirements, v.requirements)
+            set_requirement_import(self.repo, pin if kind.key == "requirements-import" else None)
+            self.repo.commit(f"bench: requirements {pin or 'as first committed'}"
+                             + (" and app.py importing it" if kind.key == "requirements-import" and pin else ""))
+        elif kind.key == "node-code":
+            v.node_version += 1
+            set_node_version(self.repo, v.node_version)
+            self.repo.commit(f"bench: Node VERSION {v.node_version}")
+        elif kind.key == "nginx-site":
+            v.extra_route = not v.extra_route
+            self.change_site()
+        else:
+            self.good_files = {name: self.repo.read(name) for name in ("app.py", "server.js")}
+            break_commit(self.repo, kind)
+            self.repo.commit(f"bench: broken commit ({kind.title})")
+
+    def revert(self, kind: Kind) -> Stamped:
+        """Restore the good code of before a broken commit as a new commit, and deploy it (not measured)."""
+        assert self.repo is not None
+        for name, text in self.good_files.items():
+            self.repo.write(name, text)
+        self.repo.commit(f"bench: revert the broken commit ({kind.title})")
+        return self.deploy(None)
+
+    def change_gunicorn_conf(self) -> None:
+        raise NotImplementedError
+
+    def change_site(self) -> None:
+        raise NotImplementedError
+
+    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- the tool
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    app_name: str = "bench"
+    deploy_root: str = "/home/ubuntu/bench"
+    gunicorn_bind: str = "127.0.0.1:8101"
+    node_port: int = 3101
+    nginx_listen: int = 8081
+    nginx_site: str = "/etc/nginx/sites-available/bench"
+
+    @property
+    def nginx_link(self) -> str:
+        site = Path(self.nginx_site)
+        return str(site.parent.parent / "sites-enabled" / site.name) if site.parent.name == "sites-available" else ""
+
+
+class Tool(Method):
+    name = "tool"
+
+    def __init__(self, sandbox: Sandbox, work: Path, settings: ToolSettings, extra: dict[str, str] | None = None):
+        super().__init__(sandbox, work, settings.nginx_listen)
+        self.s = settings
+        self.extra = dict(extra or {})
+        self.deploys = 0
+
+    def env_text(self) -> str:
+        v = self.variant
+        routes = "api/ai,api/iot,api/lightweight-analyze,api/flask" + (f",{EXTRA_ROUTE}" if v.extra_route else "")
+        values = {
+            "APP_NAME": self.s.app_name, "DEPLOY_ROOT": self.s.deploy_root, "GUNICORN_BIND": self.s.gunicorn_bind,
+            "NODE_PORT": str(self.s.node_port), "NGINX_LISTEN": str(self.s.nginx_listen), "NGINX_SITE": self.s.nginx_site,
+            "SERVER_NAME": "_", "PY_ROUTES": routes, "GUNICORN_TIMEOUT": str(v.timeout), **self.extra,
+        }
+        return "".join(f"{k}={val}\n" for k, val in values.items())
+
+    def settings_summary(self) -> str:
+        """The settings of the first deploy (GUNICORN_TIMEOUT and PY_ROUTES then vary with the kinds)."""
+        saved, self.variant = self.variant, Variant()
+        try:
+            return self.env_text().strip().replace("\n", " ")
+        finally:
+            self.variant = saved
+
+    def setup(self) -> None:
+        self.repo = AppRepo(self.work / "app")
+        self.base_requirements = self.repo.read("requirements.txt")
+        result = self.deploy(None)
+        if result.code != 0:
+            raise BenchError(f"the first deploy (not measured) failed with exit {result.code}:\n{result.text[-3000:]}")
+        answers = wait_for([self.py_url, self.node_url], 30)
+        if not all(a.ok for a in answers.values()):
+            raise BenchError(f"after the first deploy the site does not answer: {answers}")
+
+    def deploy(self, kind: Kind | None) -> Stamped:
+        assert self.repo is not None
+        self.deploys += 1
+        env_file = self.work / f"tool-{self.deploys:03d}.env"
+        env_file.write_text(self.env_text())
+        argv = [sys.executable, "-m", "fabric", "-H", self.sandbox.target, "-i", self.sandbox.key, "deploy",
+                "--known-hosts", self.sandbox.known_hosts, "--source-dir", str(self.repo.path), "--env-file", str(env_file)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "FABRIC_", "INVOKE_")) and k != "ENV_FILE"}
+        env.update(PYTHONUNBUFFERED="1", NO_COLOR="1")
+        return run_stamped(argv, timeout=DEPLOY_TIMEOUT, env=env, cwd=str(REPO_ROOT))
+
+    def live_release(self) -> str:
+        result = ssh(self.sandbox, f"readlink {self.s.deploy_root}/current || true", check=False)
+        return result.stdout.strip().rsplit("/", 1)[-1]
+
+    def apply(self, kind: Kind) -> None:
+        self.live_before = self.live_release() if kind.broken else ""
+        super().apply(kind)
+
+    def change_gunicorn_conf(self) -> None:
+        pass  # GUNICORN_TIMEOUT goes into the next deploy's settings and changes the rendered gunicorn.conf.py
+
+    def change_site(self) -> None:
+        pass  # PY_ROUTES goes into the next deploy's settings and changes only the rendered Nginx site
+
+    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+        py, node = self.answers()
+        m.after = describe_after(py, node)
+        problems = m.problems
+        sha = self.repo.head()[:12] if self.repo else ""
+        if not (py.ok and node.ok):
+            problems.append(f"not answering after the deploy: {m.after}")
+        if kind.broken:
+            if code == 0:
+                problems.append("the deploy of a broken commit exited 0")
+            live = self.live_release()
+            if live != self.live_before:
+                problems.append(f"`current` moved from {self.live_before} to {live}; it should stay on the previous release")
+            # Gunicorn workers recycled by max_requests import through `current`, so the Python side may name the
+            # live release rather than the one it named before; neither may be the broken commit's.
+            for app, answer in (("Python", py), ("Node.js", node)):
+                if (answer.release or "").endswith(sha):
+                    problems.append(f"{app} answers from release {answer.release} of the broken commit")
+            v = self.variant
+            if (py.body or {}).get("version") != str(v.py_version) or (node.body or {}).get("version") != str(v.node_version):
+                problems.append(f"expected the previous code (Python v{v.py_version}, Node v{v.node_version}); got {m.after}")
+            if node.release != before[1].release:
+                problems.append(f"Node.js answered from {before[1].release} before and from {node.release} after")
+            m.after = "previous release" if not problems else m.after
+        else:
+            if code != 0:
+                problems.append(f"the deploy exited {code}")
+            v = self.variant
+            if (py.body or {}).get("version") != str(v.py_version) or (node.body or {}).get("version") != str(v.node_version):
+                problems.append(f"expected Python v{v.py_version} and Node v{v.node_version}; got {m.after}")
+            if kind.key in ("code", "gunicorn-conf", "requirements", "requirements-import"):
+                if py.release == before[0].release or not (py.release or "").endswith(sha):
+                    problems.append(f"Python answers from release {py.release}, not a new release of {sha}")
+            if kind.key == "node-code":
+                if node.release == before[1].release or not (node.release or "").endswith(sha):
+                    problems.append(f"Node.js answers from release {node.release}, not a new release of {sha}")
+            if kind.key == "nginx-site":
+                extra = get(self.extra_url)
+                want = "flask" if self.variant.extra_route else "nodejs"
+                if (extra.body or {}).get("app") != want:
+                    problems.append(f"/{EXTRA_ROUTE}/bench is served by {(extra.body or {}).get('app')}, expected {want}")
+            if not problems:
+                m.after = "new release" if kind.key != "nginx-site" else "new site"
+        m.expected = not problems
+
+
+# ----------------------------------------------------------------------------- the plan's method (baseline)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    directory: str = "/home/ubuntu/bench-plan"
+    gunicorn_port: int = 8201
+    node_port: int = 3201
+    listen: int = 8082
+    site: str = "/etc/nginx/sites-available/bench-plan"
+    python_app: str = "bench-plan-python"
+    node_app: str = "bench-plan-nodejs"
+
+    @property
+    def origin(self) -> str:
+        return self.directory + ".git"
+
+    @property
+    def link(self) -> str:
+        site = Path(self.site)
+        return str(site.parent.parent / "sites-enabled" / site.name)
+
+
+def plan_gunicorn_conf(port: int, timeout: int) -> str:
+    # The plan's step 2, with its own port.
+    return (
+        "import multiprocessing\n"
+        f'bind = "127.0.0.1:{port}"          # internal socket for Nginx\n'
+        "workers = multiprocessing.cpu_count() * 2 + 1\n"
+        'worker_class = "sync"\n'
+        'accesslog = "-"                  # logs to stdout so PM2 manages them\n'
+        'errorlog = "-"\n'
+        f"timeout = {timeout}\n"
+        'wsgi_app = "app:create_app()"    # the create_app() factory in app.py\n'
+    )
+
+
+def plan_ecosystem(p: PlanSettings) -> str:
+    # The plan's step 3, fixed only so that it starts at all (DESIGN.md section 1: `script: 'gunicorn'` is
+    # "Script not found"): the venv's gunicorn by absolute path. Node in fork mode, as in the plan.
+    return f"""module.exports = {{
+  apps: [
+    {{ name: '{p.node_app}', script: 'server.js',
+      env_production: {{ NODE_ENV: 'production', PORT: {p.node_port} }} }},
+    {{ name: '{p.python_app}', script: '{p.directory}/venv/bin/gunicorn', args: '-c gunicorn.conf.py',
+      interpreter: '{p.directory}/venv/bin/python',
+      exec_mode: 'fork', autorestart: true, watch: false, max_memory_restart: '512M',
+      env_production: {{}} }}
+  ]
+}};
+"""
+
+
+def plan_site(p: PlanSettings, extra_route: bool) -> str:
+    routes = "api/ai|api/iot|api/lightweight-analyze|api/flask" + (f"|{EXTRA_ROUTE}" if extra_route else "")
+    return f"""# bench-plan: the plan's step 4 (written by bench/downtime.py, removed at its end)
+server {{
+    listen {p.listen};
+    server_name _;
+    location ~ ^/({routes}) {{
+        proxy_pass http://127.0.0.1:{p.gunicorn_port};
+    }}
+    location / {{
+        proxy_pass http://127.0.0.1:{p.node_port};
+    }}
+}}
+"""
+
+
+def plan_script(p: PlanSettings, then: str = "") -> str:
+    """The plan's step 5, as the workflow would run it on the host (markers stamp each command); `then` runs after."""
+    return "\n".join([
+        f"cd {p.directory} && echo '@@ git pull' && git pull &&",
+        "  echo '@@ npm install' && npm install --no-audit --no-fund &&",
+        "  echo '@@ pip install' && venv/bin/pip install --disable-pip-version-check -r requirements.txt &&",
+        "  echo '@@ pm2 reload || pm2 start' &&",
+        "  (pm2 reload ecosystem.config.js --env production || pm2 start ecosystem.config.js --env production)",
+        "rc=$?",
+        then,
+        "echo '@@ done'",
+        "exit $rc",
+    ])
+
+
+def site_script(p: PlanSettings, text: str) -> str:
+    return "\n".join([
+        "set -e",
+        f"sudo -n tee {p.site} >/dev/null <<'BENCH_SITE_EOF'",
+        text.rstrip("\n"),
+        "BENCH_SITE_EOF",
+        f"sudo -n ln -sfn {p.site} {p.link}",
+        "echo '@@ nginx -t && nginx -s reload'",
+        "sudo -n nginx -t 2>&1 && sudo -n nginx -s reload",
+    ])
+
+
+class Plan(Method):
+    name = "baseline"
+
+    def __init__(self, sandbox: Sandbox, work: Path, settings: PlanSettings):
+        super().__init__(sandbox, work, settings.listen)
+        self.p = settings
+        self.recoveries: list[str] = []
+
+    def git_env(self) -> dict[str, str]:
+        return {**os.environ, "GIT_SSH_COMMAND": f"ssh -F {self.sandbox.ssh_config}"}
+
+    def push(self) -> None:
+        assert self.repo is not None
+        result = subprocess.run(["git", "-C", str(self.repo.path), "push", "-q", f"sandbox:{self.p.origin}", "main"],
+                                capture_output=True, text=True, env=self.git_env(), timeout=60)
+        if result.returncode != 0:
+            raise BenchError(f"git push to the host's {self.p.origin} failed: {result.stderr.strip()}")
+
+    def setup(self) -> None:
+        p = self.p
+        self.repo = AppRepo(self.work / "plan-app", extra_files={
+            "gunicorn.conf.py": plan_gunicorn_conf(p.gunicorn_port, self.variant.timeout),
+            "ecosystem.config.js": plan_ecosystem(p),
+        })
+        self.base_requirements = self.repo.read("requirements.txt")
+        ssh(self.sandbox, f"set -e\nrm -rf {p.origin} {p.directory}\ngit init -q --bare -b main {p.origin}\n")
+        self.push()
+        ssh(self.sandbox, "\n".join([
+            "set -e",
+            f"git clone -q {p.origin} {p.directory}",
+            f"cd {p.directory}",
+            "python3 -m venv venv",
+            "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
+        ]), timeout=300)
+        first = run_stamped(["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"], stdin=plan_script(p),
+                            timeout=DEPLOY_TIMEOUT)
+        if first.code != 0:
+            raise BenchError(f"the plan's script did not start the baseline apps:\n{first.text[-3000:]}")
+        ssh(self.sandbox, site_script(p, plan_site(p, self.variant.extra_route)))
+        answers = wait_for([self.py_url, self.node_url], 30)
+        if not all(a.ok for a in answers.values()):
+            raise BenchError(f"the baseline site does not answer after its set-up: {answers}")
+
+    def deploy(self, kind: Kind | None) -> Stamped:
+        then = ""
+        if kind is not None and kind.key == "nginx-site":
+            # The workflow ends by restarting Nginx; on this shared host it is reloaded (gracefully) instead.
+            then = f"(\n{site_script(self.p, plan_site(self.p, self.variant.extra_route))}\n) || rc=1"
+        script = plan_script(self.p, then)
+        return run_stamped(["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"], stdin=script,
+                           timeout=DEPLOY_TIMEOUT)
+
+    def apply(self, kind: Kind) -> None:
+        super().apply(kind)
+        self.push()  # the workflow's `git pull` fetches what was pushed (not part of the measured deploy)
+
+    def revert(self, kind: Kind) -> Stamped:
+        assert self.repo is not None
+        for name, text in self.good_files.items():
+            self.repo.write(name, text)
+        self.repo.commit(f"bench: revert the broken commit ({kind.title})")
+        self.push()
+        result = self.deploy(None)
+        answers = wait_for([self.py_url, self.node_url], 30)
+        if not all(a.ok for a in answers.values()):
+            # PM2 may have given up on a crash-looping app: start both again so the next run starts clean.
+            self.recoveries.append(f"after reverting {kind.title}: the site did not answer "
+                                   f"({describe_after(*answers.values())}); pm2 delete + start")
+            ssh(self.sandbox, f"cd {self.p.directory} && (pm2 delete {self.p.python_app} {self.p.node_app} || true) "
+                              "&& pm2 start ecosystem.config.js --env production", timeout=120, check=False)
+            wait_for([self.py_url, self.node_url], 30)
+        return result
+
+    def change_gunicorn_conf(self) -> None:
+        assert self.repo is not None
+        self.repo.write("gunicorn.conf.py", plan_gunicorn_conf(self.p.gunicorn_port, self.variant.timeout))
+        self.repo.commit(f"bench: gunicorn timeout {self.variant.timeout}")
+
+    def change_site(self) -> None:
+        pass  # written as part of the deploy (the plan's site is not in the repository)
+
+    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+        py, node = self.answers()
+        if py.ok and node.ok:
+            v = self.variant
+            current = (py.body or {}).get("version") == str(v.py_version) and (node.body or {}).get("version") == str(v.node_version)
+            m.after = "yes" if current or kind.broken else f"yes, old code ({describe_after(py, node)})"
+        else:
+            down = [f"py {py.describe()}"] if not py.ok else []
+            down += [f"node {node.describe()}"] if not node.ok else []
+            m.after = "NO: " + ", ".join(down)
+
+
+# ----------------------------------------------------------------------------- running it
+
+
+def tool_host_events(method: Method, since: str, seconds: float) -> str:
+    """PM2's events for the tool's apps and Gunicorn's start/stop/error lines, from `since` for `seconds` (UTC)."""
+    assert isinstance(method, Tool)
+    start = datetime.fromisoformat(since)
+    end = start.timestamp() + seconds + 2
+    apps = f"{method.s.app_name}-python|{method.s.app_name}-nodejs"
+    script = "\n".join([
+        f"grep -E '({apps})' ~/.pm2/pm2.log | tail -n 400",
+        "echo '@@gunicorn'",
+        f"cat ~/.pm2/logs/{method.s.app_name}-python*-error.log ~/.pm2/logs/{method.s.app_name}-python*-out.log 2>/dev/null"
+        " | grep -E '^\\[20|Error|Reason' | grep -vE 'Autorestarting|Worker exiting|Booting worker| \"GET ' | tail -n 400",
+    ])
+    out = ssh(method.sandbox, script, check=False).stdout
+    keep, inside = [], False
+    for line in out.splitlines():
+        stamp = re.match(r"^\[?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)", line)
+        if stamp:  # a line without a time stamp (a traceback's last line) goes with the stamped line before it
+            at = datetime.fromisoformat(stamp.group(1).replace(" ", "T")).replace(tzinfo=UTC).timestamp()
+            inside = start.timestamp() - 1 <= at <= end
+        if inside or line.startswith("@@"):
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
+def bursts(failures: list[tuple[float, str, str]], t0: float, result: Stamped, gap: float = 0.5) -> list[str]:
+    """Failures grouped into bursts (a gap of more than `gap` s starts a new one), timed from the deploy's start."""
+    out: list[str] = []
+    group: list[tuple[float, str, str]] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        first, last = group[0][0] + t0 - result.started, group[-1][0] + t0 - result.started
+        urls = sorted({u.rsplit(":", 1)[-1].split("/", 1)[-1] or "/" for _, u, _ in group})
+        errors = sorted({e.split(":")[0] for _, _, e in group})
+        out.append(f"+{first:.2f}..+{last:.2f} s: {len(group)} failed ({', '.join('/' + u.lstrip('/') for u in urls)}; "
+                   f"{', '.join(errors)}) during: {result.step_at(group[0][0] + t0)}")
+
+    for item in sorted(failures):
+        if group and item[0] - group[-1][0] > gap:
+            flush()
+            group = []
+        group.append(item)
+    flush()
+    return out
+
+
+def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> Measurement:
+    m = Measurement(method=method.name, kind=kind.key, run=run)
+    before_answers = wait_for([method.py_url, method.node_url], 30)
+    before = (before_answers[method.py_url], before_answers[method.node_url])
+    if not (before[0].ok and before[1].ok):
+        m.problems.append(f"not answering before the deploy: {describe_after(*before)}")
+    method.apply(kind)
+    load = TimedLoad([method.py_url, method.node_url], threads=threads, max_requests=50_000_000,
+                     max_seconds=DEPLOY_TIMEOUT + LEAD_SECONDS + TAIL_SECONDS + 10)
+    t0 = time.monotonic()
+    m.load_started_wall = datetime.now(UTC).isoformat(timespec="milliseconds")
+    with load:
+        time.sleep(LEAD_SECONDS)
+        result = method.deploy(kind)
+        time.sleep(TAIL_SECONDS)
+    load_result = load.result()
+    m.failed, m.total = load_result.failed, load_result.total
+    m.exit_code, m.deploy_seconds, m.load_seconds = result.code, round(result.seconds, 2), round(load_result.seconds, 2)
+    m.per_url = {url: f"{c.failed}/{c.total}" for url, c in load_result.per_url.items()}
+    m.releases_seen = load_result.releases
+    for f in load_result.samples:
+        moment = t0 + f.at
+        m.failures.append({"url": f.url, "error": f.error, "at_load_s": round(f.at, 3),
+                           "at_deploy_s": round(moment - result.started, 3), "during": result.step_at(moment)})
+    m.failure_windows = bursts(load.failure_times, t0, result)
+    m.actions = tool_actions(result) if method.name == "tool" else "pm2 reload (both apps)"
+    log = logs / f"{method.name}-{run}-{kind.key}.log"
+    log.write_text("\n".join(f"{at - result.started:8.3f}  {line}" for at, line in result.lines) + "\n")
+    m.log = str(log)
+    if method.name == "tool" and m.failed:
+        host_log = logs / f"{method.name}-{run}-{kind.key}-host.log"
+        host_log.write_text(tool_host_events(method, m.load_started_wall, load_result.seconds))
+        m.host_log = str(host_log)
+    method.check(kind, before, result.code, m)
+    if kind.broken:
+        revert = method.revert(kind)
+        (logs / f"{method.name}-{run}-{kind.key}-revert.log").write_text(revert.text + "\n")
+        if method.name == "tool" and revert.code != 0:
+            m.problems.append(f"the revert deploy exited {revert.code} (see its log)")
+            m.expected = False
+    return m
+
+
+def machine_info(sandbox: Sandbox, tool: ToolSettings) -> dict[str, str]:
+    script = "\n".join([
+        "echo nproc=$(nproc)",
+        "echo os=$(. /etc/os-release && echo \"$PRETTY_NAME\")",
+        "echo kernel=$(uname -sr)",
+        "echo pm2=$(pm2 --version 2>/dev/null | tail -n 1)",
+        "echo nginx=$(sudo -n nginx -v 2>&1 | sed 's/^nginx version: //')",
+        "echo node=$(node --version)",
+        "echo python=$(python3 --version 2>&1)",
+        f"g=$(ls -d {tool.deploy_root}/venvs/*/bin/gunicorn 2>/dev/null | head -n 1)",
+        "[ -n \"$g\" ] && echo gunicorn=$($g --version 2>&1 | head -n 1)",
+        "[ -n \"$g\" ] && echo flask=$($(dirname $g)/python -c 'import importlib.metadata as m; print(m.version(\"flask\"))')",
+        "true",
+    ])
+    out = ssh(sandbox, script, check=False).stdout
+    info = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    tool_commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "tasks", "templates", "fabfile.py"],
+                           capture_output=True, text=True).stdout.strip()
+    info["signalcraft-deploy"] = tool_commit + (" (with uncommitted changes in tasks/ or templates/)" if dirty else "")
+    info["client python"] = platform.python_version()
+    return info
+
+
+def cleanup(sandbox: Sandbox, tool: ToolSettings, plan: PlanSettings) -> None:
+    """Remove everything the benchmark made on the host: PM2 apps, Nginx sites, directories, logs."""
+    apps = [f"{tool.app_name}-python", f"{tool.app_name}-nodejs", f"{tool.app_name}-python-handover",
+            f"{tool.app_name}-nodejs-handover", plan.python_app, plan.node_app]
+    parked = f"{tool.deploy_root}/.deploy/nginx-default-site.link"
+    sites = [tool.nginx_site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp")]
+    sites += [tool.nginx_link, plan.site, plan.link]
+    script = "\n".join(
+        [f"pm2 delete {a} >/dev/null 2>&1 || true" for a in apps]
+        + [f"if [ -s {parked} ] && [ ! -e /etc/nginx/sites-enabled/default ]; then "
+           f"sudo -n ln -s \"$(cat {parked})\" /etc/nginx/sites-enabled/default; fi",
+           "sudo -n rm -f " + " ".join(s for s in sites if s),
+           "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
+           f"rm -rf {tool.deploy_root} {plan.directory} {plan.origin}",
+           "rm -f " + " ".join(f"$HOME/.pm2/logs/{a}-*.log" for a in apps),
+           "pm2 save --force >/dev/null 2>&1 || true"])
+    ssh(sandbox, script, timeout=180, check=False)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def ratio(ms: list[Measurement]) -> str:
+    return f"{sum(m.failed for m in ms)}/{sum(m.total for m in ms)}"
+
+
+def summarize_after(ms: list[Measurement], attr: str = "after") -> str:
+    seen: dict[str, int] = {}
+    for m in ms:
+        seen[getattr(m, attr)] = seen.get(getattr(m, attr), 0) + 1
+    return "; ".join(text if n == 1 and len(ms) == 1 else f"{text} ×{n}" for text, n in seen.items())
+
+
+def table(kinds: list[Kind], results: list[Measurement]) -> str:
+    head = ("| kind of deploy | tool: failed/total per run | tool: sum | tool: exit codes | tool: deploy s | tool: what it did | "
+            "tool: answering after | baseline: failed/total per run | baseline: sum | baseline: answering after |")
+    rows = [head, "| " + " | ".join(["---"] + ["---:"] * 4 + ["---"] * 2 + ["---:"] * 2 + ["---"]) + " |"]
+    for kind in kinds:
+        tool = [m for m in results if m.method == "tool" and m.kind == kind.key]
+        base = [m for m in results if m.method == "baseline" and m.kind == kind.key]
+        tool_after = summarize_after(tool) if all(m.expected for m in tool) else \
+            "NOT AS EXPECTED in run(s) " + ", ".join(str(m.run) for m in tool if not m.expected) + " (see below)"
+        rows.append("| " + " | ".join([
+            kind.title,
+            ", ".join(f"{m.failed}/{m.total}" for m in tool) or "-",
+            ratio(tool) if tool else "-",
+            ", ".join(str(m.exit_code) for m in tool) or "-",
+            ", ".join(f"{m.deploy_seconds:.1f}" for m in tool) or "-",
+            summarize_after(tool, "actions") if tool else "-",
+            tool_after if tool else "-",
+            ", ".join(f"{m.failed}/{m.total}" for m in base) or "-",
+            ratio(base) if base else "-",
+            summarize_after(base) if base else "-",
+        ]) + " |")
+    return "\n".join(rows)
+
+
+def failure_details(results: list[Measurement]) -> str:
+    out = []
+    for m in results:
+        if m.method == "tool" and (m.failed or not m.expected):
+            out.append(f"tool, {KIND_BY_KEY[m.kind].title}, run {m.run}: {m.failed}/{m.total} failed "
+                       f"(per URL: {m.per_url}), exit {m.exit_code}; deploy log {m.log}"
+                       + (f"; host events {m.host_log}" if m.host_log else ""))
+            for p in m.problems:
+                out.append(f"  problem: {p}")
+            out.append(f"  load started {m.load_started_wall}, {LEAD_SECONDS:.0f} s before the deploy; failures by burst:")
+            for w in m.failure_windows:
+                out.append(f"    {w}")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    t, p = ToolSettings(), PlanSettings()
+    ap = argparse.ArgumentParser(prog="python -m bench.downtime", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3, help="deploys of each kind, per method")
+    ap.add_argument("--threads", type=int, default=4, help="load generator client threads")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 run per kind, 2 threads")
+    ap.add_argument("--kinds", default=",".join(k.key for k in KINDS), help="comma-separated kinds to measure")
+    ap.add_argument("--no-baseline", action="store_true", help="measure the tool only")
+    ap.add_argument("--keep", action="store_true", help="leave the apps, sites and directories on the host (debugging)")
+    ap.add_argument("--out", default="", help="directory for the results JSON and the deploy logs (empty: a new temp directory)")
+    g = ap.add_argument_group("the tool's app on the host (kept apart from the default 'signalcraft' one)")
+    g.add_argument("--app-name", default=t.app_name)
+    g.add_argument("--deploy-root", default=t.deploy_root)
+    g.add_argument("--gunicorn-bind", default=t.gunicorn_bind, help="the handover address is its port + 1")
+    g.add_argument("--node-port", type=int, default=t.node_port, help="the handover port is this + 1")
+    g.add_argument("--nginx-listen", type=int, default=t.nginx_listen)
+    g.add_argument("--nginx-site", default=t.nginx_site)
+    g.add_argument("--tool-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="another setting for every deploy of the tool (repeatable), e.g. GUNICORN_MAX_REQUESTS=50")
+    b = ap.add_argument_group("the baseline's app on the host (not managed by the tool)")
+    b.add_argument("--plan-dir", default=p.directory, help="its git clone (the origin is <plan-dir>.git)")
+    b.add_argument("--plan-gunicorn-port", type=int, default=p.gunicorn_port)
+    b.add_argument("--plan-node-port", type=int, default=p.node_port)
+    b.add_argument("--plan-listen", type=int, default=p.listen)
+    b.add_argument("--plan-site", default=p.site)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.runs, args.threads = 1, min(args.threads, 2)
+    if args.runs < 1 or args.threads < 1:
+        ap.error("--runs and --threads must be at least 1")
+    unknown = [k for k in args.kinds.split(",") if k not in KIND_BY_KEY]
+    if unknown:
+        ap.error(f"unknown kind(s) {unknown}; known: {', '.join(KIND_BY_KEY)}")
+    # The host is shared with tests using the tool's defaults: never touch those.
+    clashes = {"--app-name": args.app_name == "signalcraft", "--deploy-root": args.deploy_root.rstrip("/") == "/home/ubuntu/signalcraft",
+               "--nginx-site": args.nginx_site == "/etc/nginx/sites-available/signalcraft",
+               "--nginx-listen/--plan-listen": 80 in (args.nginx_listen, args.plan_listen)}
+    gunicorn_port = int(args.gunicorn_bind.rsplit(":", 1)[1])
+    # The tool's handover addresses default to port + 1 for Gunicorn and for Node.js.
+    ports = [gunicorn_port, gunicorn_port + 1, args.node_port, args.node_port + 1, args.nginx_listen,
+             args.plan_gunicorn_port, args.plan_node_port, args.plan_listen]
+    clashes["ports"] = bool({8001, 8002, 3000, 80} & set(ports)) or len(set(ports)) != len(ports)
+    for path in (args.deploy_root, args.plan_dir):
+        clashes[f"directory {path}"] = not re.fullmatch(r"/home/[a-z_][a-z0-9_-]*/[A-Za-z0-9._-]+", path.rstrip("/"))
+    for pair in args.tool_set:
+        key, sep, _ = pair.partition("=")
+        if not sep or key in ("APP_NAME", "DEPLOY_ROOT", "GUNICORN_BIND", "GUNICORN_HANDOVER_BIND", "NODE_PORT", "NGINX_LISTEN",
+                              "NGINX_SITE", "PY_ROUTES", "GUNICORN_TIMEOUT", "SERVER_NAME"):
+            ap.error(f"--tool-set {pair!r}: expected KEY=VALUE for a setting the benchmark does not set itself")
+    bad = [name for name, clash in clashes.items() if clash]
+    if bad:
+        ap.error(f"refusing settings that clash with the host's default app or each other: {', '.join(bad)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tool_settings = ToolSettings(args.app_name, args.deploy_root.rstrip("/"), args.gunicorn_bind, args.node_port,
+                                 args.nginx_listen, args.nginx_site)
+    plan_settings = PlanSettings(args.plan_dir.rstrip("/"), args.plan_gunicorn_port, args.plan_node_port,
+                                 args.plan_listen, args.plan_site)
+    kinds = [KIND_BY_KEY[k] for k in args.kinds.split(",")]
+    try:
+        sandbox = load_sandbox()
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    work = Path(tempfile.mkdtemp(prefix="bench-downtime-"))
+    out = Path(args.out) if args.out else work
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    results: list[Measurement] = []
+    notes: list[str] = []
+    info: dict[str, str] = {}
+    code = 0
+    print(f"downtime benchmark: {args.runs} run(s) x {len(kinds)} kind(s), {args.threads} client threads, "
+          f"against {sandbox.target}; logs in {logs}", flush=True)
+    tool = Tool(sandbox, work, tool_settings, dict(pair.split("=", 1) for pair in args.tool_set))
+    plan = Plan(sandbox, work, plan_settings)
+    try:
+        cleanup(sandbox, tool_settings, plan_settings)  # leftovers of an interrupted run
+        print("setting up: first deploy of the tool's app (not measured) ...", flush=True)
+        tool.setup()
+        methods: list[Method] = [tool]
+        if not args.no_baseline:
+            print("setting up: the plan's app (git clone, venv, pm2 start, Nginx site) ...", flush=True)
+            plan.setup()
+            methods.append(plan)
+        info = machine_info(sandbox, tool_settings)
+        for method in methods:
+            for run in range(1, args.runs + 1):
+                for kind in kinds:
+                    m = measure(method, kind, run, args.threads, logs)
+                    results.append(m)
+                    flag = "" if m.expected else "  << " + "; ".join(m.problems)
+                    print(f"  {method.name:<8} run {run}  {kind.title:<38} {m.failed:>5}/{m.total:<6} failed  "
+                          f"exit {m.exit_code}  {m.deploy_seconds:5.1f} s  did: {m.actions}  after: {m.after}{flag}", flush=True)
+        notes += plan.recoveries
+    except KeyboardInterrupt:
+        print("interrupted: cleaning up", file=sys.stderr)
+        code = 130
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    finally:
+        if args.keep:
+            print("--keep: leaving the benchmark's apps, sites and directories on the host", file=sys.stderr)
+        else:
+            cleanup(sandbox, tool_settings, plan_settings)
+    if not results:
+        return code or 2
+    print()
+    print(f"Downtime per kind of deploy ({started:%Y-%m-%d %H:%M} UTC; {args.runs} run(s) per kind; load: {args.threads} "
+          f"threads looping GET {PY_PATH} and / through Nginx, from {LEAD_SECONDS:.0f} s before each deploy "
+          f"to {TAIL_SECONDS:.0f} s after it)")
+    print()
+    print(table(kinds, results))
+    print()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(f"tool settings: {tool.settings_summary()} (then GUNICORN_TIMEOUT 120/121 and PY_ROUTES +/-{EXTRA_ROUTE} vary with the kinds)")
+    print(f"baseline: {plan_settings.directory} (origin {plan_settings.origin}), PM2 apps {plan_settings.python_app} "
+          f"(fork, 127.0.0.1:{plan_settings.gunicorn_port}) and {plan_settings.node_app} (fork, :{plan_settings.node_port}), "
+          f"Nginx :{plan_settings.listen} ({plan_settings.site})")
+    for note in notes:
+        print(f"baseline note: {note}")
+    details = failure_details(results)
+    if details:
+        print()
+        print("Tool deploys that failed requests or did not behave as expected:")
+        print(details)
+    (out / "results.json").write_text(json.dumps({
+        "started": started.isoformat(timespec="seconds"), "argv": sys.argv, "runs": args.runs, "threads": args.threads,
+        "machine": info, "tool_settings": asdict(tool_settings), "plan_settings": asdict(plan_settings),
+        "notes": notes, "results": [asdict(m) for m in results]}, indent=2))
+    print(f"\nresults: {out / 'results.json'}; deploy logs: {logs}")
+    if code:
+        return code
+    bad = [m for m in results if m.method == "tool" and (m.failed or not m.expected)]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
