@@ -6,6 +6,7 @@ would see (exit code, one message) and at the host (files, modes, listeners, `ps
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import secrets
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.settings import KEY_NAMES
 from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 
 SEC = Profile("sec", "/home/ubuntu/sec", 8911, 3911, 8091)
@@ -122,19 +124,31 @@ def parallel_fab(sb, p: Profile, repo: AppRepo | None, tasks: list[str], env: di
     return out
 
 
-@pytest.fixture
-def empty_home(tmp_path) -> dict[str, str]:
-    """HOME with no ~/.ssh/known_hosts, and KNOWN_HOSTS pointing at an empty file."""
-    home = tmp_path / "home"
+def make_empty_home(folder: Path) -> dict[str, str]:
+    """HOME with an empty ~/.ssh/known_hosts, and KNOWN_HOSTS pointing at an empty file."""
+    home = folder / "home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh/known_hosts").write_text("")
-    (tmp_path / "empty_known_hosts").write_text("")
-    return {"HOME": str(home), "KNOWN_HOSTS": str(tmp_path / "empty_known_hosts")}
+    (folder / "empty_known_hosts").write_text("")
+    return {"HOME": str(home), "KNOWN_HOSTS": str(folder / "empty_known_hosts")}
 
 
-def test_unknown_host_key_is_refused_by_every_task_and_the_hint_works(sandbox, live, empty_home):
+@pytest.fixture
+def empty_home(tmp_path) -> dict[str, str]:
+    return make_empty_home(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def unknown_key_runs(sandbox, live, tmp_path_factory):
+    """Every task run once against a host whose key is in no known_hosts file; the host's listing around it."""
+    home = make_empty_home(tmp_path_factory.mktemp("unknown"))
     before = tree(live.profile)
-    results = parallel_fab(sandbox, live.profile, live.repo, TASKS, empty_home)
+    results = parallel_fab(sandbox, live.profile, live.repo, TASKS, home)
+    return results, home, before, tree(live.profile)
+
+
+def test_unknown_host_key_is_refused_by_every_task_and_the_hint_works(sandbox, live, unknown_key_runs):
+    results, home, before, after = unknown_key_runs
     for task, (code, out) in results.items():
         assert code == 3, (task, out)
         assert "Host key for ubuntu@127.0.0.1:2222 is unknown" in out, (task, out)
@@ -142,12 +156,15 @@ def test_unknown_host_key_is_refused_by_every_task_and_the_hint_works(sandbox, l
         assert out.strip().count("\n") == 0 or task == "deploy", (task, out)  # one line (deploy also prints its step)
         no_traceback(out)
     assert "--accept-new-host" in results["deploy"][1]
-    assert tree(live.profile) == before  # the host is untouched
+    assert after == before  # the host is untouched
     # The hint works: ssh-keyscan into ~/.ssh/known_hosts, and the same command is accepted.
     scanned = sh("ssh-keyscan -p 2222 127.0.0.1 2>/dev/null", check=False).stdout
     assert "ssh-ed25519" in scanned
-    Path(empty_home["HOME"], ".ssh/known_hosts").write_text(scanned)
-    status = run_fab(sandbox, live.profile, None, task="status", env=empty_home)
+    Path(home["HOME"], ".ssh/known_hosts").write_text(scanned)
+    try:
+        status = run_fab(sandbox, live.profile, None, task="status", env=home)
+    finally:
+        Path(home["HOME"], ".ssh/known_hosts").write_text("")
     assert status.returncode == 0, status.stdout + status.stderr
 
 
@@ -159,11 +176,14 @@ FLAG_HINT = (
 
 
 @pytest.mark.xfail(strict=True, reason=FLAG_HINT)
-def test_the_flags_named_in_the_unknown_host_message_exist_on_each_task(sandbox, live, empty_home):
-    results = parallel_fab(sandbox, live.profile, live.repo, TASKS, empty_home)
-    helps = {task: sh(f"cd {REPO} && {FAB} --help {task}", check=False).stdout for task in TASKS}
+def test_the_flags_named_in_the_unknown_host_message_exist_on_each_task(unknown_key_runs):
+    from tasks import ns
+
+    results = unknown_key_runs[0]
+    takes = {task: {"--" + name.replace("_", "-") for name in inspect.signature(ns.tasks[task].body).parameters}
+             for task in TASKS}
     missing = [f"{task}: {flag}" for task, (_code, out) in results.items()
-               for flag in ("--accept-new-host", "--known-hosts") if flag in out and flag not in helps[task]]
+               for flag in ("--accept-new-host", "--known-hosts") if flag in out and flag not in takes[task]]
     assert not missing, "the message suggests flags the task does not take: " + ", ".join(missing)
 
 
@@ -287,6 +307,12 @@ class Bad:
     repo: str = "app"  # "app", "no-requirements" or "none"
 
 
+NO_REQUIREMENTS_ORIGIN = (
+    "a SOURCE_DIR whose commit has no requirements.txt exits 2 with one line, but the line does not say where "
+    "SOURCE_DIR came from (README: 'names the key, where it came from (.env:LINE, environment, flag)'): "
+    "deploy.check_shipment says 'Settings error: SOURCE_DIR /path: requirements.txt is missing at <sha>; ...' "
+    "while its NODE_SCRIPT and WSGI_APP messages say e.g. 'NODE_SCRIPT (environment): ...'")
+
 BAD = [
     Bad("port out of range", "NODE_PORT", "flag --set", "a whole number from 1 to 65535", sets={"NODE_PORT": "70000"}),
     Bad("same port twice", "NODE_PORT", "{env}:2", "a port of its own", env_lines=["# ports", "NODE_PORT=8911"]),
@@ -296,20 +322,16 @@ BAD = [
     Bad("WSGI_APP without attribute", "WSGI_APP", "{env}:1", "module:attribute or module:factory()",
         env_lines=["WSGI_APP=app"]),
     Bad("unknown key in .env", "NODE_PROT", "{env}:1", "Did you mean NODE_PORT?", env_lines=["NODE_PROT=3000"]),
-    Bad("unknown key as flag", "GUNICORN_WORKER", "flag --set", "Did you mean GUNICORN_WORKERS?",
-        args=["--set", "GUNICORN_WORKER=4"]),
     Bad("named env file missing", "/nonexistent/deploy.env", "--env-file", "does not exist",
         args=["--env-file", "/nonexistent/deploy.env"]),
-    Bad("ENV_FILE missing", "/nonexistent/from-environ.env", "ENV_FILE", "does not exist",
-        environ={"ENV_FILE": "/nonexistent/from-environ.env"}),
-    Bad("source without requirements.txt", "SOURCE_DIR", "flag --set", "requirements.txt", repo="no-requirements"),
+    pytest.param(Bad("source without requirements.txt", "SOURCE_DIR", "flag --set", "requirements.txt", repo="no-requirements"),
+                 marks=pytest.mark.xfail(strict=True, reason=NO_REQUIREMENTS_ORIGIN)),
     Bad("NODE_SCRIPT not in the commit", "NODE_SCRIPT", "environment", "Node.js entry point",
         environ={"NODE_SCRIPT": "bin/www.js"}),
     Bad("WSGI module missing", "WSGI_APP", "flag --set", "wsgi.py or wsgi/__init__.py", sets={"WSGI_APP": "wsgi:app"}),
     Bad("APP_ENV_FILE missing", "APP_ENV_FILE", "{env}:1", "cannot read", env_lines=["APP_ENV_FILE=/nonexistent/app.env"]),
     Bad("public bind from environment", "GUNICORN_BIND", "environment", "a loopback address",
         environ={"GUNICORN_BIND": "0.0.0.0:8911"}),
-    Bad("timeout not a number", "HEALTH_TIMEOUT", "environment", "a whole number", environ={"HEALTH_TIMEOUT": "soon"}),
     Bad("site outside /etc/nginx", "NGINX_SITE", "flag --set", "a file under /etc/nginx/",
         sets={"NGINX_SITE": "/home/ubuntu/evil.conf"}),
 ]
@@ -325,7 +347,7 @@ def bad_runs(sandbox, tmp_path_factory):
     no_req.git("commit", "-qm", "no requirements.txt")
     before = tree(SEC)
     procs = {}
-    for case in BAD:
+    for case in (b.values[0] if hasattr(b, "values") else b for b in BAD):
         settings = {k: v for k, v in SEC.settings().items() if k not in case.environ and not any(
             line.startswith(k + "=") for line in case.env_lines)}
         settings.update(case.sets)
@@ -341,7 +363,7 @@ def bad_runs(sandbox, tmp_path_factory):
             env_path.write_text("\n".join(case.env_lines) + "\n")
             cmd += ["--env-file", str(env_path)]
         cmd += case.args
-        environ = {k: v for k, v in os.environ.items() if k not in {"ENV_FILE", *(b.key for b in BAD)}}
+        environ = {k: v for k, v in os.environ.items() if k not in {"ENV_FILE", *KEY_NAMES}}
         procs[case.id] = (subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                            env={**environ, "KNOWN_HOSTS": sandbox.known_hosts, **case.environ}), env_path)
     results = {}
@@ -351,7 +373,11 @@ def bad_runs(sandbox, tmp_path_factory):
     return results, before, tree(SEC)
 
 
-@pytest.mark.parametrize("case", BAD, ids=[b.id for b in BAD])
+def case_id(case) -> str:
+    return (case.values[0] if hasattr(case, "values") else case).id
+
+
+@pytest.mark.parametrize("case", BAD, ids=[case_id(b) for b in BAD])
 def test_bad_input_exits_2_with_one_line_and_the_host_untouched(bad_runs, case):
     results, before, after = bad_runs
     code, out, err, env_path = results[case.id]
