@@ -236,26 +236,39 @@ def mark_bad(c: Any, s: Settings, release: str) -> None:
 
 
 def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev: str | None, site_written: bool) -> list[str]:
-    """Undo a deploy whose switch already happened; return what the previous release now reports."""
+    """Undo a deploy that failed after the switch (or during a handover); say what now serves."""
     notes = []
     if prev:
         switch(c, s, prev)
     py, node = plan.action("python").how, plan.action("nodejs").how
+    running = {p.name for p in host_facts.gather(c, s).pm2}
     if py == "hup" and prev:
         pm2_ops.hup_python(c, s)
+    elif py == "new-master" and prev and s.handover_app in running:
+        # Nginx is on the temporary master (new release): bring the previous master back, then move Nginx to it.
+        pm2_ops.delete(c, s, s.python_app)
+        pm2_ops.start(c, s, s.python_app)
+        pm2_ops.end_handover(c, s, "python")
     elif py == "start" or not prev:
         pm2_ops.delete(c, s, s.python_app)
     if node == "reload" and prev:
         pm2_ops.reload_node(c, s)
-    elif node == "restart" and prev:
-        pm2_ops.handover(c, s, "nodejs", prev, f"{s.releases_dir}/{prev}", "", rep)
+    elif node == "restart" and prev and s.node_handover_app in running:
+        pm2_ops.delete(c, s, s.node_app)
+        pm2_ops.start(c, s, s.node_app)
+        pm2_ops.end_handover(c, s, "nodejs")
     elif node == "start" or not prev:
         pm2_ops.delete(c, s, s.node_app)
+    if not prev:  # a first deploy leaves nothing of its own behind
+        for app in (s.handover_app, s.node_handover_app):
+            if app in running:
+                pm2_ops.delete(c, s, app)
     if site_written:
         nginx_ops.restore_site(c, s)
         nginx_ops.reload_nginx(c, s)
     if prev:
-        problems = pm2_ops.gate(c, s, prev, f"{s.releases_dir}/{prev}", {"python": py == "hup", "nodejs": node != "none"})
+        problems = pm2_ops.gate(c, s, prev, f"{s.releases_dir}/{prev}", {"python": py in ("hup", "new-master"),
+                                                                         "nodejs": node != "none"})
         notes.append(f"previous release {prev} is serving" if not problems else
                      "previous release is NOT healthy either: " + "; ".join(problems))
     mark_bad(c, s, plan.manifest.release)
@@ -333,21 +346,27 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         record.update(result="failed before switch", reason=str(err.message).splitlines()[0], steps=rep.durations())
         audit(c, s, record)
         raise
+    py, node = plan.action("python").how, plan.action("nodejs").how
+    # A new Gunicorn master is started from the release directory; `current` moves only once
+    # Nginx sends nothing to the old master, whose recycled workers would otherwise load new code
+    # against the old environment.
+    python_handover = py in ("new-master", "takeover")
     with rep.step("switch") as st:
-        switch(c, s, m.release)
-        st.detail = f"current -> {m.release}"
+        if python_handover:
+            st.detail = "deferred until Nginx has moved to the new Gunicorn"
+        else:
+            switch(c, s, m.release)
+            st.detail = f"current -> {m.release}"
     try:
         with rep.step("pm2-reload") as st:
-            done = []
-            py, node = plan.action("python").how, plan.action("nodejs").how
             if py == "start":
                 pm2_ops.start(c, s, s.python_app)
             elif py == "hup":
                 pm2_ops.hup_python(c, s)
             elif py == "new-master":
-                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep)
+                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release))
             elif py == "takeover":
-                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep,
+                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
                                  stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0))
             if node == "start":
                 pm2_ops.start(c, s, s.node_app)

@@ -134,31 +134,46 @@ def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
     return "\n".join(kept[-lines:])
 
 
-def handover_entry(s: Settings, kind: str, venv: str) -> tuple[dict[str, Any], str]:
-    """The PM2 entry of the temporary app that serves while `kind`'s processes are replaced, and its address."""
+def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple[dict[str, Any], str]:
+    """The PM2 entry of the temporary app that serves while `kind`'s processes are replaced, and its address.
+
+    It runs straight from the release directory (not `current`), so `current` can be switched only
+    once the old processes get no more traffic.
+    """
     if kind == "python":
         entry = python_entry(s, venv)
         address = str(s.gunicorn_handover_bind)
-        entry.update(name=s.handover_app, args=entry["args"] + ["--bind", address], exec_mode="fork", kill_signal="SIGTERM")
+        entry.update(name=s.handover_app, cwd=release_dir, exec_mode="fork",
+                     args=["-c", f"{release_dir}/gunicorn.conf.py", "--chdir", release_dir, "--bind", address],
+                     env={**entry["env"], "SIGNALCRAFT_CHDIR": release_dir})
     else:
         entry = node_entry(s)
         address = f"127.0.0.1:{s.node_handover_port}"
-        entry.update(name=s.node_handover_app, exec_mode="cluster", env={**entry["env"], "PORT": str(s.node_handover_port)})
+        entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{s.node_script}", exec_mode="cluster",
+                     env={**entry["env"], "PORT": str(s.node_handover_port)})
     entry.update(autorestart=False)
     return entry, address
 
 
+def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
+    """Wait (bounded) until no connection to a local port is open: nothing is in flight there any more."""
+    run(c, f"i=0; while [ $i -lt {seconds * 10} ] && ss -tnH state established '( sport = :{port} )' | grep -q .; "
+           "do sleep 0.1; i=$((i+1)); done", warn=True)
+
+
 def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, venv: str, reporter: Reporter,
-             stop_old: Callable[[], None] | None = None) -> None:
+             stop_old: Callable[[], None] | None = None, switch: Callable[[], None] | None = None) -> None:
     """Replace an app's processes without refusing a connection: a second copy takes the traffic meanwhile.
 
     1. start the new release as a temporary PM2 app on the handover address, check it;
-    2. point Nginx's upstream at it (nginx -t, graceful reload);
-    3. stop the old processes gracefully (or the unmanaged server being taken over);
-    4. start the app under its own name and address, check it;
+    2. point Nginx's upstream at it (nginx -t, graceful reload that waits for the old workers);
+    3. switch `current` (if asked), wait until the old processes have no connection left, stop them;
+    4. start the app under its own name and address from `current`, check it;
     5. point Nginx back, graceful reload, and stop the temporary app.
+    If step 4 fails, Nginx stays on the temporary app (the new release, healthy) and the error is
+    raised: the caller brings the previous release back and then calls `end_handover`.
     """
-    entry, address = handover_entry(s, kind, venv)
+    entry, address = handover_entry(s, kind, venv, release_dir)
     name = s.python_app if kind == "python" else s.node_app
     health = s.health_py if kind == "python" else s.health_node
     config = f"{s.state_dir}/handover-{kind}.config.json"
@@ -174,26 +189,32 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
     install_site(c, s, render_nginx_site(s, **site_for), backup=False)
     reload_nginx(c, s)
-    try:
-        (stop_old or (lambda: delete(c, s, name)))()  # PM2 stops with the entry's graceful signal
-        start(c, s, name)
-        problems = gate(c, s, release, release_dir, {kind: True})
-        if problems:
-            raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems))
-    finally:
-        install_site(c, s, render_nginx_site(s), backup=False)
-        reload_nginx(c, s)
-    delete(c, s, entry["name"])
+    if switch:
+        switch()
+    # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown: harmless
+    # only once nothing is in flight, which Nginx's drained reload and this wait make sure of.
+    wait_drained(c, s.gunicorn_bind.port if kind == "python" else s.node_port)
+    (stop_old or (lambda: delete(c, s, name)))()
+    start(c, s, name)
+    problems = gate(c, s, release, release_dir, {kind: True})
+    if problems:
+        raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems))
+    end_handover(c, s, kind)
+
+
+def end_handover(c: Any, s: Settings, kind: str) -> None:
+    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained."""
+    install_site(c, s, render_nginx_site(s), backup=False)
+    reload_nginx(c, s)
+    wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
+    delete(c, s, s.handover_app if kind == "python" else s.node_handover_app)
 
 
 def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
     """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it."""
     def stop() -> None:
-        port = s.gunicorn_bind.port
         script = "\n".join([
             f"pid={pid}",
-            # Nginx's old workers may still be finishing requests on it: wait for its connections to end.
-            f"i=0; while [ $i -lt 100 ] && ss -tnH state established '( sport = :{port} )' | grep -q .; do sleep 0.1; i=$((i+1)); done",
             "kill -TERM $pid 2>/dev/null || exit 0",
             f"i=0; while kill -0 $pid 2>/dev/null && [ $i -lt {s.gunicorn_graceful_timeout * 10} ]; do sleep 0.1; i=$((i+1)); done",
             "kill -KILL $pid 2>/dev/null; true",
