@@ -63,8 +63,9 @@ def _wsgi_module_paths(wsgi_app: str) -> tuple[str, str]:
 def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
     """The app must have what the configs point at, or it would crash-loop on the host."""
     if not tree.has("requirements.txt"):
-        raise SettingsError(f"{where}: requirements.txt is missing at {tree.sha[:12]}; the Python app needs one "
-                            "(with gunicorn pinned: run `invoke freeze`).")
+        source_key = "SOURCE_DIR" if s.source == "upload" else "REPO_URL"
+        raise SettingsError(f"{source_key} ({s.origins.get(source_key, 'default')}): requirements.txt is missing in {where} "
+                            f"at {tree.sha[:12]}; the Python app needs one (with gunicorn pinned: run `invoke freeze`).")
     if not tree.has(s.node_script):
         raise SettingsError(f"NODE_SCRIPT ({s.origins.get('NODE_SCRIPT', 'default')}): {s.node_script} is not in "
                             f"{where} at {tree.sha[:12]}; set NODE_SCRIPT to the Node.js entry point.")
@@ -124,6 +125,8 @@ def git_shipment(c: Any, s: Settings) -> Shipment:
 
 def require_tools(facts: host_facts.HostFacts) -> None:
     missing = [text for tool, text in REQUIRED_TOOLS.items() if tool not in facts.tools]
+    if "sudo" not in facts.tools:  # nginx is looked for through sudo: without it, only sudo is the cause
+        missing = [REQUIRED_TOOLS["sudo"]] + [m for m in missing if m not in (REQUIRED_TOOLS["sudo"], REQUIRED_TOOLS["nginx"])]
     if missing:
         raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". Install it and deploy again.")
 
@@ -327,7 +330,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
                 rep.say(diff.rstrip("\n"))
         if plan.new_release or any(a.how != "none" for a in plan.actions[:2]):
             with rep.step("trial run") as st:
-                pm2_ops.canary(c, s, rdir, m.venv)
+                pm2_ops.canary(c, s, m.release, rdir, m.venv)
                 st.detail = "both apps answer their health routes"
         site_written = plan.action("nginx").how == "write-and-reload"
         with rep.step("nginx-check") as st:

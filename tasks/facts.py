@@ -63,9 +63,19 @@ class HostFacts:
     pm2_readable: bool = False
     listeners: list[Listener] = field(default_factory=list)
     commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
+    procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
+
+    def releases_running(self, name: str, releases_dir: str, workers: bool = False) -> set[str]:
+        """Which releases an app's processes (or, with `workers`, its Gunicorn workers) run from."""
+        pids = [p.pid for p in self.apps(name) if p.pid]
+        if workers:
+            pids = [pid for pid, (ppid, _) in self.procs.items() if ppid in pids] or pids
+        prefix = releases_dir.rstrip("/") + "/"
+        return {self.procs[pid][1][len(prefix):].split("/")[0] for pid in pids
+                if pid in self.procs and self.procs[pid][1].startswith(prefix)}
 
     def listening_on(self, port: int) -> list[Listener]:
         return [lst for lst in self.listeners if lst.port == port]
@@ -101,6 +111,9 @@ def facts_script(s: Settings) -> str:
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
         "sudo -n true >/dev/null 2>&1 && echo sudo",
         "sudo -n sh -c 'command -v nginx' >/dev/null 2>&1 && echo nginx",
+        "sec procs",
+        "ps -u \"$(id -u)\" -o pid=,ppid= 2>/dev/null | while read -r pid ppid; do "
+        "printf '%s %s %s\\n' \"$pid\" \"$ppid\" \"$(readlink /proc/$pid/cwd 2>/dev/null)\"; done",
         "sec listen; sudo -n ss -ltnpH 2>/dev/null || ss -ltnH 2>/dev/null; true",
         "sec commands",
         f"for pid in $(sudo -n ss -ltnpH 2>/dev/null | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
@@ -198,6 +211,10 @@ def parse_facts(output: str) -> HostFacts:
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
     facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
     facts.listeners = parse_listeners(sec.get("listen", ""))
+    for line in sec.get("procs", "").splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            facts.procs[int(parts[0])] = (int(parts[1]), parts[2] if len(parts) > 2 else "")
     for line in sec.get("commands", "").splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():

@@ -8,6 +8,7 @@ whether it runs locally or over SSH.
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import shutil
 import subprocess
@@ -119,10 +120,17 @@ def upload(c: Context, local_path: str, remote_path: str) -> None:
     log = command_log(c)
     log.count += 1
     log.commands.append(f"upload {local_path} -> {remote_path}")
-    if is_remote(c):
-        c.put(local_path, remote_path)
-    else:
-        shutil.copyfile(local_path, remote_path)
+    try:
+        if is_remote(c):
+            c.put(local_path, remote_path)
+        else:
+            shutil.copyfile(local_path, remote_path)
+    except OSError as err:  # paramiko reports a short write (disk full) as OSError too
+        run(c, f"rm -f {q(remote_path)}", warn=True)
+        free = run(c, f"df -Pk {q(os.path.dirname(remote_path))} | tail -1", warn=True).stdout.split()
+        room = f" ({int(free[3]) // 1024} MB free there)" if len(free) > 3 and free[3].isdigit() else ""
+        raise fail(f"Uploading to {remote_path} failed: {err}{room}. Is the disk full or read-only? "
+                   "Free some space on the host and deploy again; the live release is untouched.") from None
 
 
 class HeldCommand:

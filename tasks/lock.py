@@ -61,7 +61,7 @@ def lock_script(s: Settings, info: dict[str, Any], wait: int) -> str:
 class DeployLock:
     def __init__(self, c: Any, s: Settings, info: dict[str, Any], wait: int, say: Any, warn: Any):
         self.held = HeldCommand(c, lock_script(s, info, wait))
-        self.c, self.s, self.say, self.warn = c, s, say, warn
+        self.c, self.s, self.say, self.warn, self.wait = c, s, say, warn, wait
 
     def __enter__(self) -> DeployLock:
         self.held.start()
@@ -77,7 +77,8 @@ class DeployLock:
                 return self
             if line == "HELD":
                 holder = self.held.readline().strip()
-                self.say(f"Another deploy holds the lock: {describe_holder(holder)}; waiting...")
+                if self.wait > 0:
+                    self.say(f"Another deploy holds the lock: {describe_holder(holder)}; waiting up to {self.wait}s...")
             elif line == "BUSY":
                 self.held.release()
                 raise fail(f"Another deploy is running on {target_name(self.c)}: {describe_holder(holder)}. "
@@ -122,11 +123,11 @@ def unlock(c, force=False, env_file=None, set_=None):
     s = settings_for(env_file, set_)
     open_host(c, s)
     d = q(s.state_dir)
-    raw = run(c, f"cat {d}/lock.json 2>/dev/null; echo; cat {d}/lock.pid 2>/dev/null", warn=True).stdout.strip().splitlines()
-    if not raw or not raw[0].strip():
+    holder = run(c, f"cat {d}/lock.json 2>/dev/null", warn=True).stdout.strip()
+    pid = run(c, f"cat {d}/lock.pid 2>/dev/null", warn=True).stdout.strip()
+    if not holder:
         print("No deploy holds the lock.")
         return
-    holder, pid = raw[0], (raw[1].strip() if len(raw) > 1 else "")
     print(f"Lock held by {describe_holder(holder)} (host pid {pid or '?'}).")
     if not force:
         print("Run `unlock --force` to break it.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +47,9 @@ class Manifest:
     gunicorn_conf: str
     deployed_at: str
     deployed_by: str
+    # The releases each app is meant to run once this deploy is done (an unchanged app keeps its own).
+    python_release: str = ""
+    node_release: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
@@ -213,5 +216,20 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
         if strangers:
             raise PlanError(f"NGINX_LISTEN {s.nginx_listen} is held by pid {strangers[0][0]} ({strangers[0][1]}), not Nginx: "
                             "stop it or set another NGINX_LISTEN.")
+    # An interrupted deploy can leave an app running another release than the one recorded:
+    # converge it (a HUP or a rolling reload loads what `current` holds).
+    want_py = (old or {}).get("python_release") or (old or {}).get("release")
+    want_node = (old or {}).get("node_release") or (old or {}).get("release")
+    running_py = facts.releases_running(s.python_app, s.releases_dir, workers=True)
+    running_node = facts.releases_running(s.node_app, s.releases_dir)
+    if py.how == "none" and want_py and running_py and running_py != {want_py}:
+        py = Action("python", "hup", f"Gunicorn runs {', '.join(sorted(running_py))}, not {want_py}: an earlier deploy was cut short")
+    if node.how == "none" and want_node and running_node and running_node != {want_node}:
+        node = Action("nodejs", "reload", f"Node.js runs {', '.join(sorted(running_node))}, not {want_node}: "
+                      "an earlier deploy was cut short")
+    release = plan.manifest.release
+    plan.manifest = replace(plan.manifest,
+                            python_release=release if py.how != "none" else (want_py or release),
+                            node_release=release if node.how != "none" else (want_node or release))
     plan.actions = [py, node, nginx]
     return plan

@@ -46,34 +46,51 @@ def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
         raise fail(f"The health probe could not run on the host: {result.stderr.strip()[-500:]}") from None
 
 
-def canary(c: Any, s: Settings, release_dir: str, venv: str) -> None:
-    """Start the new release's apps on free ports and call their health routes, before any switch."""
-    spec = {
-        "mode": "canary",
-        "timeout": s.health_timeout,
-        "log_dir": f"{s.state_dir}",
-        "apps": {
-            s.python_app: {
-                "argv": [f"{venv}/bin/gunicorn", "-c", f"{release_dir}/gunicorn.conf.py", "--chdir", release_dir,
-                         "--bind", "127.0.0.1:{port}", "--workers", "1"],
-                "cwd": release_dir, "health": s.health_py, "env": {"PYTHONUNBUFFERED": "1", "SIGNALCRAFT_CHDIR": release_dir},
-            },
-            s.node_app: {
-                "argv": ["node", f"{release_dir}/{s.node_script}"],
-                "cwd": release_dir, "health": s.health_node, "env": {"NODE_ENV": s.node_env},
-            },
-        },
-    }
-    results = probe(c, s, spec)
-    failed = {name: r for name, r in results.items() if not r.get("ok")}
-    if failed:
-        lines = []
-        for name, r in failed.items():
-            lines.append(f"{name}: {r['why']}")
-            if r.get("log"):
-                lines.append("  its output:\n    " + "\n    ".join(r["log"].splitlines()[-15:]))
+def trial_names(s: Settings) -> tuple[str, str]:
+    return f"{s.app_name}-python-trial", f"{s.app_name}-nodejs-trial"
+
+
+def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str) -> None:
+    """Trial run before any switch: both apps of the new release under PM2, with their real entries, on spare ports.
+
+    Started by PM2 exactly as they will be (same interpreter, script, environment), a commit that
+    fails to import, crashes on start, crashes only under PM2, or answers its health route with an
+    error is caught here, while the live release keeps serving.
+    """
+    py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
+    py_name, node_name = trial_names(s)
+    py, _ = handover_entry(s, "python", venv, release_dir)
+    py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{py_port}", "--workers", "1"])
+    node, _ = handover_entry(s, "nodejs", venv, release_dir)
+    # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the user needs.
+    node.update(name=node_name, instances=1, exec_mode="fork", env={**node["env"], "PORT": str(node_port)})
+    config = f"{s.state_dir}/trial.config.json"
+    run(c, f"mkdir -p {q(s.state_dir)}")
+    write_file(c, config, json.dumps({"apps": [py, node]}, indent=2), "0600")
+    run(c, f"{pm2(s, 'delete', py_name)} >/dev/null 2>&1; {pm2(s, 'delete', node_name)} >/dev/null 2>&1; {pm2(s, 'start', config)}",
+        warn=True)
+    urls = [{"label": s.python_app, "url": f"http://127.0.0.1:{py_port}{s.health_py}", "expect_release": True},
+            {"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True}]
+    apps = [{"name": py_name, "workers": True}, {"name": node_name}]
+    problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "release": release,
+                            "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": True}).get("problems", [])
+    logs = {name: app_output(c, s, name) for name in (py_name, node_name)} if problems else {}
+    run(c, f"{pm2(s, 'delete', py_name)} >/dev/null 2>&1; {pm2(s, 'delete', node_name)} >/dev/null 2>&1; true", warn=True)
+    if problems:
+        lines = [f"  {p}" for p in problems]
+        for name, text in logs.items():
+            if text.strip():
+                lines.append(f"  output of {name}:\n    " + "\n    ".join(text.splitlines()[-15:]))
         raise fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
                    + "\n".join(lines) + "\nFix the app and deploy again.")
+
+
+def app_output(c: Any, s: Settings, name: str, lines: int = 15) -> str:
+    """The last lines an app wrote (stdout and stderr), as PM2 kept them."""
+    result = run(c, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines)), warn=True)
+    kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
+            if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
+    return "\n".join(kept[-2 * lines:])
 
 
 def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool]) -> list[str]:
@@ -129,7 +146,7 @@ def save(c: Any, s: Settings) -> None:
 
 def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
     result = run(c, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines)), warn=True)
-    kept = [line for line in result.stdout.splitlines()
+    kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
             if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
     return "\n".join(kept[-lines:])
 
@@ -235,7 +252,7 @@ def pm2_reload(c, env_file=None, set_=None):
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
-    canary(c, s, release_dir, venv)
+    canary(c, s, facts.current_release, release_dir, venv)
     checked = {"python": True, "nodejs": True}
     if facts.online(s.python_app):
         hup_python(c, s)

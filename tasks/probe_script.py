@@ -3,9 +3,7 @@
 Standard library only. Reads one JSON argument, prints one JSON line. Never prints environment
 values: PM2's jlist is parsed here and only names, pids, states and counts leave the host.
 
-mode "canary": start each app from the new release on a free loopback port, wait for its
-health route, stop it. A commit that fails to import, crashes on start or answers its health
-route with an error is caught here, before any user request can reach it.
+mode "ports": free loopback ports for the trial run (which PM2 starts; see pm2.canary).
 
 mode "gate": after the switch, wait (up to a deadline) until every URL answers 2xx/3xx, every
 PM2 app is online with a restart count that is not climbing, and the processes that answer
@@ -22,12 +20,6 @@ import urllib.error
 import urllib.request
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def fetch(url, host_header=None, timeout=3.0):
     req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
     try:
@@ -39,56 +31,17 @@ def fetch(url, host_header=None, timeout=3.0):
         return 0, None, f"{type(err).__name__}: {err}"
 
 
-def tail(path, lines=25):
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()[-8000:].decode("utf-8", "replace")
-        return "\n".join(data.splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def canary(spec):
-    results = {}
-    procs = {}
-    for name, app in spec["apps"].items():
-        port = free_port()
-        log_path = f"{spec['log_dir']}/canary-{name}.log"
-        env = dict(os.environ)
-        env.update(app.get("env", {}))
-        env["PORT"] = str(port)
-        argv = [a.replace("{port}", str(port)) for a in app["argv"]]
-        log = open(log_path, "wb")
-        procs[name] = (subprocess.Popen(argv, cwd=app["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True), port, log_path, app)
-    deadline = time.monotonic() + spec["timeout"]
-    pending = dict(procs)
-    while pending and time.monotonic() < deadline:
-        for name, (proc, port, log_path, app) in list(pending.items()):
-            if proc.poll() is not None:
-                results[name] = {"ok": False, "why": f"exited with code {proc.returncode} before answering",
-                                 "log": tail(log_path)}
-                del pending[name]
-                continue
-            status, _, err = fetch(f"http://127.0.0.1:{port}{app['health']}", timeout=2.0)
-            if status and status < 400:
-                results[name] = {"ok": True, "why": f"{app['health']} answered {status}"}
-                del pending[name]
-            elif status:
-                results[name] = {"ok": False, "why": f"{app['health']} answered {status}", "log": tail(log_path)}
-                del pending[name]
-        time.sleep(0.1)
-    for name, (proc, _port, log_path, app) in procs.items():
-        if name in pending:
-            results[name] = {"ok": False, "why": f"{app['health']} did not answer within {spec['timeout']} s",
-                             "log": tail(log_path)}
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, 15)
-                proc.wait(timeout=10)
-            except Exception:
-                os.killpg(proc.pid, 9)
-    return results
+def ports(spec):
+    """Free loopback ports for a trial run (held open together, so they differ)."""
+    socks = []
+    for _ in range(spec["count"]):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+    found = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return {"ports": found}
 
 
 def pm2_state(pm2):
@@ -145,6 +98,8 @@ def gate(spec):
             status, release, err = fetch(check["url"], check.get("host"))
             if not status or status >= 400:
                 problems.append(f"{check['label']} {check['url']}: {err or status}")
+                if status and spec.get("fail_fast"):  # a direct answer from the app itself is final
+                    return {"ok": False, "problems": problems}
             elif release and check.get("expect_release") and release != spec["release"]:
                 problems.append(f"{check['label']} {check['url']}: answered by release {release}, not {spec['release']}")
         state = pm2_state(spec["pm2"])
@@ -152,6 +107,8 @@ def gate(spec):
             procs = state.get(app["name"], [])
             if not procs or any(p["status"] != "online" for p in procs):
                 problems.append(f"PM2 app {app['name']} is {[p['status'] for p in procs] or 'missing'}")
+                if spec.get("fail_fast") and procs and all(p["status"] in ("stopped", "errored") for p in procs):
+                    return {"ok": False, "problems": problems}
                 continue
             before = sum(p["restarts"] for p in first.get(app["name"], []))
             after = sum(p["restarts"] for p in procs)
@@ -195,7 +152,7 @@ def status(spec):
 
 def main():
     spec = json.loads(sys.argv[1])
-    modes = {"canary": canary, "gate": gate, "status": status}
+    modes = {"ports": ports, "gate": gate, "status": status}
     print(json.dumps(modes[spec["mode"]](spec)))
 
 

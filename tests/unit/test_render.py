@@ -129,7 +129,7 @@ def test_ecosystem_as_pm2_reads_it(load, node_tester) -> None:
     assert py["args"] == ["-c", "/home/ubuntu/signalcraft/current/gunicorn.conf.py"]
     assert py["cwd"] == "/home/ubuntu/signalcraft/current"
     assert py["exec_mode"] == "fork"
-    assert py["kill_signal"] == "SIGTERM"
+    assert "kill_signal" not in py  # PM2 7 ignores it (always SIGINT); deploys drain before stopping instead
     assert py["kill_timeout"] > s.gunicorn_graceful_timeout * 1000  # PM2 must not SIGKILL a graceful shutdown
     assert py["env"] == {"PYTHONUNBUFFERED": "1"}
 
