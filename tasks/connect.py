@@ -45,7 +45,8 @@ class _AcceptNewPolicy:
         print(f"Added host key for {hostname} ({key.get_name()}) to {self.path}")
 
 
-def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False) -> None:
+def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False,
+              flag_hint: str = "") -> None:
     """Verify the host key and open the connection, or exit with the cause and the fix."""
     if not is_remote(c):
         return
@@ -77,8 +78,7 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
             raise Exit(
                 f"Host key for {where} is unknown: it is in none of {', '.join(files)}. Add it with "
                 f"`ssh-keyscan -p {c.port} {c.host} >> ~/.ssh/known_hosts` after checking its fingerprint, "
-                "or point KNOWN_HOSTS at a file that has it (`deploy` also takes --known-hosts FILE, "
-                "and --accept-new-host to trust and record it).", code=3) from None
+                f"or point KNOWN_HOSTS at a file that has it{flag_hint}.", code=3) from None
         raise Exit(f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3) from None
     except OSError as err:
         raise Exit(f"Cannot connect to {where}: {err}. Check that the host is up and the port is right.", code=3) from None

@@ -453,7 +453,8 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
         rep.warn(f"{shipment.tree.dirty} uncommitted change(s) in {s.source_dir} are not deployed; "
                  f"deploying commit {shipment.tree.sha[:12]}")
     with rep.step("connect") as st:
-        open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
+        open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
+                  flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
         st.detail = target_name(c)
     info = {"who": who(), "sha": shipment.tree.sha if shipment else s.ref, "since": datetime.now(UTC).isoformat(timespec="seconds"),
             **who()}
@@ -531,7 +532,7 @@ def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
     s = settings_for(env_file, set_)
     rep = Reporter(target_name(c))
-    open_host(c, s, known_hosts=known_hosts)
+    open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
     with DeployLock(c, s, info, 0, rep.say, rep.warn):
         facts = host_facts.gather(c, s)

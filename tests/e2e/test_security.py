@@ -168,14 +168,8 @@ def test_unknown_host_key_is_refused_by_every_task_and_the_hint_works(sandbox, l
     assert status.returncode == 0, status.stdout + status.stderr
 
 
-FLAG_HINT = (
-    "the unknown-host message (connect.open_host) always ends 'pass --known-hosts FILE, or run again with "
-    "--accept-new-host', but only `deploy` takes both flags (and `rollback` only --known-hosts): following the hint "
-    "for `status`, `releases`, `unlock`, `nginx-check`, `pm2-reload`, `install`, `render-configs` or `logs` fails "
-    "with invoke's \"No idea what '--accept-new-host' is!\"")
 
 
-@pytest.mark.xfail(strict=True, reason=FLAG_HINT)
 def test_the_flags_named_in_the_unknown_host_message_exist_on_each_task(unknown_key_runs):
     from tasks import ns
 
@@ -307,11 +301,6 @@ class Bad:
     repo: str = "app"  # "app", "no-requirements" or "none"
 
 
-NO_REQUIREMENTS_ORIGIN = (
-    "a SOURCE_DIR whose commit has no requirements.txt exits 2 with one line, but the line does not say where "
-    "SOURCE_DIR came from (README: 'names the key, where it came from (.env:LINE, environment, flag)'): "
-    "deploy.check_shipment says 'Settings error: SOURCE_DIR /path: requirements.txt is missing at <sha>; ...' "
-    "while its NODE_SCRIPT and WSGI_APP messages say e.g. 'NODE_SCRIPT (environment): ...'")
 
 BAD = [
     Bad("port out of range", "NODE_PORT", "flag --set", "a whole number from 1 to 65535", sets={"NODE_PORT": "70000"}),
@@ -324,8 +313,7 @@ BAD = [
     Bad("unknown key in .env", "NODE_PROT", "{env}:1", "Did you mean NODE_PORT?", env_lines=["NODE_PROT=3000"]),
     Bad("named env file missing", "/nonexistent/deploy.env", "--env-file", "does not exist",
         args=["--env-file", "/nonexistent/deploy.env"]),
-    pytest.param(Bad("source without requirements.txt", "SOURCE_DIR", "flag --set", "requirements.txt", repo="no-requirements"),
-                 marks=pytest.mark.xfail(strict=True, reason=NO_REQUIREMENTS_ORIGIN)),
+    Bad("source without requirements.txt", "SOURCE_DIR", "flag --set", "requirements.txt", repo="no-requirements"),
     Bad("NODE_SCRIPT not in the commit", "NODE_SCRIPT", "environment", "Node.js entry point",
         environ={"NODE_SCRIPT": "bin/www.js"}),
     Bad("WSGI module missing", "WSGI_APP", "flag --set", "wsgi.py or wsgi/__init__.py", sets={"WSGI_APP": "wsgi:app"}),
@@ -396,11 +384,6 @@ def test_bad_input_exits_2_with_one_line_and_the_host_untouched(bad_runs, case):
 
 PW_USER = "scpwtest"
 PW = Profile(PW_USER, f"/home/{PW_USER}/app", 8931, 3931, 8093)
-SUDO_MESSAGE = (
-    "when sudo asks for a password the deploy stops (exit 1, nothing changed) but its one message also claims Nginx is "
-    "missing: 'The host lacks what a deploy needs: Nginx (apt install nginx); passwordless sudo for this user (a "
-    "sudoers line with NOPASSWD). ...' - facts_script probes nginx with `sudo -n sh -c 'command -v nginx'`, so a "
-    "password prompt reads as 'no nginx' and the user is told to install a package that is installed")
 
 
 @pytest.fixture
@@ -433,7 +416,6 @@ def password_sudo_user(sandbox):
         assert sh("visudo -cq", check=False).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason=SUDO_MESSAGE)
 def test_sudo_that_asks_for_a_password_stops_the_deploy_with_a_clear_message(sandbox, live, password_sudo_user):
     result = run_fab(sandbox, PW, live.repo, host=password_sudo_user, env={"KNOWN_HOSTS": sandbox.known_hosts})
     out = result.stdout + result.stderr
