@@ -67,15 +67,15 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str) -> No
     config = f"{s.state_dir}/trial.config.json"
     run(c, f"mkdir -p {q(s.state_dir)}")
     write_file(c, config, json.dumps({"apps": [py, node]}, indent=2), "0600")
-    run(c, f"{pm2(s, 'delete', py_name)} >/dev/null 2>&1; {pm2(s, 'delete', node_name)} >/dev/null 2>&1; {pm2(s, 'start', config)}",
-        warn=True)
+    trials = f"/^({py_name}|{node_name})$/"
+    run(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; {pm2(s, 'start', config)}", warn=True)
     urls = [{"label": s.python_app, "url": f"http://127.0.0.1:{py_port}{s.health_py}", "expect_release": True},
             {"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True}]
     apps = [{"name": py_name, "workers": True}, {"name": node_name}]
     problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "release": release,
                             "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": True}).get("problems", [])
     logs = {name: app_output(c, s, name) for name in (py_name, node_name)} if problems else {}
-    run(c, f"{pm2(s, 'delete', py_name)} >/dev/null 2>&1; {pm2(s, 'delete', node_name)} >/dev/null 2>&1; true", warn=True)
+    run(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; true", warn=True)
     if problems:
         lines = [f"  {p}" for p in problems]
         for name, text in logs.items():
