@@ -225,3 +225,13 @@ def parse_facts(output: str) -> HostFacts:
 def gather(c: Any, s: Settings) -> HostFacts:
     """Read every fact about the host in one command."""
     return parse_facts(run(c, "sh -s", stdin=facts_script(s) + "\n", warn=True).stdout)
+
+
+def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:
+    """Facts and the live release's directory, for the tasks that act on what is deployed."""
+    from tasks.hostio import fail
+
+    facts = gather(c, s)
+    if not facts.current_release:
+        raise fail(f"No release at {s.current_dir} yet: run `deploy` first.")
+    return facts, f"{s.releases_dir}/{facts.current_release}"

@@ -90,10 +90,7 @@ def install(c, env_file=None, set_=None):
     """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
     s = settings_for(env_file, set_)
     open_host(c, s)
-    facts = host_facts.gather(c, s)
-    if not facts.current_release:
-        raise fail(f"No release at {s.current_dir} yet: run `deploy`, which installs as part of it.")
-    release_dir = f"{s.releases_dir}/{facts.current_release}"
+    facts, release_dir = host_facts.live_release(c, s)
     requirements = run(c, f"cat {q(release_dir)}/requirements.txt", warn=True)
     if not requirements.ok:
         raise fail(f"{release_dir}/requirements.txt is missing: the app must list its Python requirements.")

@@ -245,10 +245,7 @@ def pm2_reload(c, env_file=None, set_=None):
     """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
     s = settings_for(env_file, set_)
     open_host(c, s)
-    facts = host_facts.gather(c, s)
-    if not facts.current_release:
-        raise fail(f"No release at {s.current_dir}: run `deploy` first.")
-    release_dir = f"{s.releases_dir}/{facts.current_release}"
+    facts, release_dir = host_facts.live_release(c, s)
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
