@@ -2,6 +2,7 @@
 
 - `Sandbox`: the host's address, key and ssh config, read from ``.sandbox/env``.
 - `ssh`: run a shell script on the host as its user (the script goes over stdin, so no quoting).
+- `upload_tree`: copy a local directory to the host as its user (a tar stream over one ssh).
 - `run_stamped`: run a local command with a time bound, keeping each output line with the moment
   it arrived, so a benchmark can tell which step of a deploy was running when a request failed.
 - `AppRepo`: a throwaway git repository holding a copy of an app, changed commit by commit.
@@ -13,12 +14,14 @@ Standard library only (plus `bench.loadgen` for the loopback rule).
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,6 +84,22 @@ def ssh(sandbox: Sandbox, script: str, *, timeout: float = 120, check: bool = Tr
         raise BenchError(f"ssh command failed (exit {result.returncode}):\n{script.strip()[:500]}\n"
                          f"stderr: {result.stderr.strip()[-1500:]}\nstdout: {result.stdout.strip()[-800:]}")
     return result
+
+
+def upload_tree(sandbox: Sandbox, local: Path, remote: str, *, timeout: float = 120) -> None:
+    """Copy the directory `local` to `remote` on the host (replacing it), owned by the host's user."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(local), arcname=".")
+    where = shlex.quote(remote)
+    argv = ["ssh", "-F", sandbox.ssh_config, "sandbox", f"rm -rf {where} && mkdir -p {where} && tar -xf - -C {where}"]
+    try:
+        result = subprocess.run(argv, input=buf.getvalue(), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"copying {local} to the host's {remote} timed out after {timeout:.0f} s") from None
+    if result.returncode != 0:
+        raise BenchError(f"copying {local} to the host's {remote} failed (exit {result.returncode}): "
+                         f"{result.stderr.decode(errors='replace').strip()[-800:]}")
 
 
 @dataclass

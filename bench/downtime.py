@@ -8,7 +8,11 @@ several times with `fab deploy` and counts failed / total requests:
   and three broken commits: a Python commit that fails to import, a Node commit that crashes on
   start, a commit whose health route answers 500;
   plus "requirements change + code importing it": a new pin *and* app.py importing it, the usual
-  shape of a new dependency (the plain requirements change adds a pin nothing imports).
+  shape of a new dependency (the plain requirements change adds a pin nothing imports);
+  and "takeover" (issue 7): the first deploy on a host as the plan found it (Flask run bare as
+  `python app.py` on the Gunicorn port, Node.js under PM2 in fork mode from a Node-only ecosystem
+  file, a hand-made Nginx site), prepared afresh for each run under its own names, then `rollback`
+  to that state (measured too, the extra row "takeover rollback"), then removed.
 
 A broken commit must end the deploy with a non-zero exit and leave the previous release answering;
 it is then reverted (a new commit restoring the good code, deployed but not counted).
@@ -17,7 +21,7 @@ In the same run, the same kinds are measured for the plan's own method (`git pul
 pip install -r requirements.txt && (pm2 reload ecosystem.config.js --env production || pm2 start ...)`)
 on a separate app directory on the same host that the tool does not manage: the baseline.
 
-    python -m bench.downtime [--runs 3] [--threads 4] [--quick]
+    python -m bench.downtime [--runs 3] [--threads 4] [--quick] [--kinds code,takeover,...]
 
 Everything it creates on the host has its own names, ports and directories (see --help), and is
 removed at the end, also on Ctrl-C. Exit status: 0 if every tool deploy dropped no request and
@@ -31,6 +35,8 @@ import json
 import os
 import platform
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    EXAMPLE_APP,
     REPO_ROOT,
     Answer,
     AppRepo,
@@ -52,6 +59,7 @@ from bench.common import (
     load_sandbox,
     run_stamped,
     ssh,
+    upload_tree,
     wait_for,
 )
 from bench.loadgen import Load, Target
@@ -92,8 +100,11 @@ KINDS: tuple[Kind, ...] = (
     Kind("py-import-error", "Python commit that fails to import", broken=True),
     Kind("node-crash", "Node commit that crashes on start", broken=True),
     Kind("health-500", "commit whose health route returns 500", broken=True),
+    Kind("takeover", "takeover: first deploy over a bare python app.py"),
 )
-KIND_BY_KEY = {k.key: k for k in KINDS}
+KIND_BY_KEY = {k.key: k for k in KINDS}  # what --kinds accepts
+TAKEOVER_ROLLBACK = Kind("takeover-rollback", "takeover rollback (to the bare python app.py)")  # a row, measured with takeover
+TITLES = {k.key: k.title for k in (*KINDS, TAKEOVER_ROLLBACK)}
 
 PY_PATH = "/api/ai/bench"  # the Python route under load (not the health route: one kind breaks that)
 EXTRA_ROUTE = "api/extra"  # the Python route the Nginx site change adds and removes
@@ -180,6 +191,7 @@ class Measurement:
     after: str = ""  # what answered afterwards, in words
     actions: str = ""  # what the deploy did (the tool's reload choices, or where it stopped)
     expected: bool = True  # the tool's deploy behaved as it must (exit code, release answering)
+    zero_target: bool = True  # a failed request counts against the exit status (not for a takeover rollback: no target)
     problems: list[str] = field(default_factory=list)
     per_url: dict[str, str] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)  # the first few, with the step then running
@@ -301,6 +313,10 @@ class Method:
     def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
         raise NotImplementedError
 
+    def describe(self, kind: Kind, result: Stamped) -> str:
+        """What the deploy did, in a few words (the table's "what it did")."""
+        return "pm2 reload (both apps)"
+
 
 # ----------------------------------------------------------------------------- the tool
 
@@ -375,6 +391,9 @@ class Tool(Method):
     def apply(self, kind: Kind) -> None:
         self.live_before = self.live_release() if kind.broken else ""
         super().apply(kind)
+
+    def describe(self, kind: Kind, result: Stamped) -> str:
+        return tool_actions(result)
 
     def change_gunicorn_conf(self) -> None:
         pass  # GUNICORN_TIMEOUT goes into the next deploy's settings and changes the rendered gunicorn.conf.py
@@ -617,6 +636,344 @@ class Plan(Method):
             m.after = "NO: " + ", ".join(down)
 
 
+# ----------------------------------------------------------------------------- takeover (issue 7)
+
+BARE_COMMAND = "venv/bin/python ./app.py"  # the plan's `nohup python app.py &`; see TakeoverSettings on the "./"
+
+
+@dataclass(frozen=True)
+class TakeoverSettings:
+    """Names and ports of the takeover kind; its host state is made afresh for each run and removed after it.
+
+    The bare server runs as `venv/bin/python ./app.py` rather than `... app.py`: the e2e takeover test
+    (tests/e2e/test_takeover.py) kills every `python app.py` of the host's user and expects exactly one,
+    so on a shared host the benchmark's must not match that pattern. The tool's LEGACY_MATCH still does.
+    """
+
+    app_name: str = "benchtk"
+    gunicorn_port: int = 8131  # the tool's handover address is this + 1
+    node_port: int = 3131  # the tool's Node.js handover port is this + 1
+    listen: int = 8083
+    plan_gunicorn_port: int = 8231
+    plan_node_port: int = 3231
+    plan_listen: int = 8079
+
+    @property
+    def deploy_root(self) -> str:
+        return f"/home/ubuntu/{self.app_name}"
+
+    @property
+    def old_dir(self) -> str:
+        return f"/home/ubuntu/{self.app_name}-old"
+
+    @property
+    def site(self) -> str:
+        return f"/etc/nginx/sites-available/{self.app_name}"
+
+    @property
+    def tool(self) -> ToolSettings:
+        return ToolSettings(self.app_name, self.deploy_root, f"127.0.0.1:{self.gunicorn_port}", self.node_port,
+                            self.listen, self.site)
+
+    @property
+    def plan(self) -> PlanSettings:
+        name = f"{self.app_name}-plan"
+        return PlanSettings(f"/home/ubuntu/{name}", self.plan_gunicorn_port, self.plan_node_port, self.plan_listen,
+                            f"/etc/nginx/sites-available/{name}", f"{name}-python", f"{name}-nodejs")
+
+
+def node_only_ecosystem(name: str, port: int) -> str:
+    """The host's PM2 file before the plan: Node.js only, fork mode (PM2's default), PORT from the environment."""
+    return ("module.exports = { apps: [ { name: '" + name + "', script: 'server.js', "
+            f"env_production: {{ NODE_ENV: 'production', PORT: {port} }} }} ] }};\n")
+
+
+def old_site(listen: int, gunicorn_port: int, node_port: int, comment: str) -> str:
+    """The hand-made Nginx site of before the plan: the Python routes to the bare server, the rest to Node.js."""
+    return f"""# {comment}
+server {{
+    listen {listen};
+    server_name _;
+    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
+        proxy_pass http://127.0.0.1:{gunicorn_port};
+    }}
+    location / {{
+        proxy_pass http://127.0.0.1:{node_port};
+    }}
+}}
+"""
+
+
+def bare_pids_script(directory: str) -> str:
+    """Shell: the pids of the host user's bare `python ... app.py` servers whose working directory is `directory`."""
+    return (f"for pid in $(pgrep -u \"$(id -un)\" -f 'python.*app\\.py'); do "
+            f"[ \"$(readlink /proc/$pid/cwd)\" = {shlex.quote(directory)} ] && echo $pid; done; true")
+
+
+def before_state_script(directory: str, node_app: str, port: int, site: str, site_text: str) -> str:
+    """Shell, run as the host's user in a copy of the app: venv with Flask, Node.js under PM2 (fork), the bare
+    Python server started detached (every stream to a file, so ssh returns at once), the hand-made site."""
+    link = str(Path(site).parent.parent / "sites-enabled" / Path(site).name)
+    d = shlex.quote(directory)
+    return "\n".join([
+        "set -e",
+        f"cd {d}",
+        "rm -f REVISION",
+        "python3 -m venv venv",
+        "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
+        f"pm2 delete {node_app} >/dev/null 2>&1 || true",
+        "pm2 start ecosystem.config.js --env production >/dev/null",
+        f"PORT={port} setsid nohup {BARE_COMMAND} > {d}/legacy.log 2>&1 < /dev/null &",
+        "echo bare=$!",
+        f"sudo -n tee {site} >/dev/null <<'BENCH_SITE_EOF'",
+        site_text.rstrip("\n"),
+        "BENCH_SITE_EOF",
+        f"sudo -n ln -sfn {site} {link}",
+        "sudo -n nginx -t 2>&1 && sudo -n nginx -s reload",
+    ])
+
+
+def pm2_apps(sandbox: Sandbox, prefix: str) -> dict[str, list[tuple[str, str]]]:
+    """PM2 apps of the host's user whose name starts with `prefix`: name -> [(status, exec_mode) per process]."""
+    out = ssh(sandbox, "pm2 jlist", check=False).stdout
+    start = out.find("[")
+    try:
+        items = json.loads(out[start:]) if start >= 0 else []
+    except ValueError:
+        return {"(pm2 jlist unreadable)": []}
+    apps: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        if str(item.get("name", "")).startswith(prefix):
+            env = item.get("pm2_env", {})
+            apps.setdefault(item["name"], []).append((env.get("status", "?"), env.get("exec_mode", "?")))
+    return apps
+
+
+def before_state_answers(method: Method) -> str:
+    """'' if the before-state answers as it should through Nginx (Flask bare, Node.js), else what is wrong."""
+    answers = wait_for([method.py_url, method.node_url], 30)
+    py, node = answers[method.py_url], answers[method.node_url]
+    if (py.body or {}).get("app") != "flask" or (node.body or {}).get("app") != "nodejs":
+        return f"the 'before' state does not answer as it should: {describe_after(py, node)}"
+    return ""
+
+
+class TakeoverTool(Tool):
+    """The tool's first deploy on a host in issue 7's 'before' state, then `rollback` to it. One object per run."""
+
+    def __init__(self, sandbox: Sandbox, work: Path, tk: TakeoverSettings, extra: dict[str, str] | None = None):
+        super().__init__(sandbox, work, tk.tool, extra)
+        self.tk = tk
+        self.site_text = old_site(tk.listen, tk.gunicorn_port, tk.node_port,
+                                  f"{tk.app_name}: the hand-made site of before the plan (bench/downtime.py, takeover)")
+        self.bare_before: list[int] = []
+        self.last: Stamped | None = None  # the last deploy (not rollback), for its output
+
+    def setup(self) -> None:
+        tk = self.tk
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.repo = AppRepo(self.work / "app")  # what the first deploy ships: the example app as it is
+        old = self.work / "old"
+        shutil.copytree(EXAMPLE_APP, old, ignore=shutil.ignore_patterns("node_modules", ".venv", "__pycache__", "*.pyc", "REVISION"))
+        (old / "requirements.txt").write_text("Flask==3.1.3\n")  # before the plan's step 1 adds gunicorn
+        (old / "ecosystem.config.js").write_text(node_only_ecosystem(f"{tk.app_name}-nodejs", tk.node_port))
+        upload_tree(self.sandbox, old, tk.old_dir)
+        out = ssh(self.sandbox, before_state_script(tk.old_dir, f"{tk.app_name}-nodejs", tk.gunicorn_port, tk.site,
+                                                    self.site_text), timeout=300).stdout
+        wrong = before_state_answers(self)
+        if wrong:
+            raise BenchError(f"takeover: {wrong}\n{out[-1500:]}")
+        self.bare_before = self.bare_pids()
+        if len(self.bare_before) != 1:
+            raise BenchError(f"takeover: expected one bare server in {tk.old_dir}, found pids {self.bare_before}")
+
+    def bare_pids(self) -> list[int]:
+        return [int(x) for x in ssh(self.sandbox, bare_pids_script(self.tk.old_dir), check=False).stdout.split()]
+
+    def apply(self, kind: Kind) -> None:
+        pass  # the change is the whole 'before' state, made by setup()
+
+    def deploy(self, kind: Kind | None) -> Stamped:
+        if kind is None or kind.key != TAKEOVER_ROLLBACK.key:
+            self.last = super().deploy(kind)
+            return self.last
+        self.deploys += 1
+        env_file = self.work / f"tool-{self.deploys:03d}.env"
+        env_file.write_text(self.env_text())
+        argv = [sys.executable, "-m", "fabric", "-H", self.sandbox.target, "-i", self.sandbox.key, "rollback",
+                "--known-hosts", self.sandbox.known_hosts, "--env-file", str(env_file)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "FABRIC_", "INVOKE_")) and k != "ENV_FILE"}
+        env.update(PYTHONUNBUFFERED="1", NO_COLOR="1")
+        return run_stamped(argv, timeout=DEPLOY_TIMEOUT, env=env, cwd=str(REPO_ROOT))
+
+    def describe(self, kind: Kind, result: Stamped) -> str:
+        if kind.key == TAKEOVER_ROLLBACK.key:
+            if result.code == 0 and any("unmanaged server runs again" in line for _, line in result.lines):
+                return "restored the bare server, Node.js entry, site"
+            return f"exit {result.code}"
+        return tool_actions(result)
+
+    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+        problems = m.problems
+        app = self.tk.app_name
+        if code != 0:
+            problems.append(f"the {'rollback' if kind.key == TAKEOVER_ROLLBACK.key else 'deploy'} exited {code}")
+        if kind.key == TAKEOVER_ROLLBACK.key:
+            m.zero_target = False
+            answers = wait_for([self.py_url, self.node_url], 15)  # the restored bare server may take a moment
+            py, node = answers[self.py_url], answers[self.node_url]
+            m.after = describe_after(py, node)
+            if (py.body or {}).get("app") != "flask" or py.release != "dev":
+                problems.append(f"the Python routes should be answered by the bare server (release dev); got {m.after}")
+            if (node.body or {}).get("app") != "nodejs":
+                problems.append(f"/ should be answered by Node.js; got {m.after}")
+            bare = self.bare_pids()
+            if len(bare) != 1:
+                problems.append(f"expected one bare server in {self.tk.old_dir} again, found pids {bare}")
+            apps = pm2_apps(self.sandbox, app + "-")
+            if {name: {mode for _, mode in procs} for name, procs in apps.items()} != {f"{app}-nodejs": {"fork_mode"}}:
+                problems.append(f"PM2 should hold only {app}-nodejs in fork mode again; it holds {apps}")
+            site = ssh(self.sandbox, f"sudo -n cat {self.tk.site}", check=False).stdout
+            if site != self.site_text:
+                problems.append(f"{self.tk.site} is not the hand-made site again")
+            if not problems:
+                m.after = "before-state back"
+        else:
+            py, node = self.answers()
+            m.after = describe_after(py, node)
+            sha = self.repo.head()[:12] if self.repo else "?"
+            if not any("record takeover" in line for _, line in (self.last.lines if self.last else [])):
+                problems.append("the deploy did not record a takeover")
+            for name, answer in (("Python", py), ("Node.js", node)):
+                if not answer.ok or not (answer.release or "").endswith(sha):
+                    problems.append(f"{name} answers {answer.describe()} from release {answer.release}, not the new release of {sha}")
+            bare = self.bare_pids()
+            if bare:
+                problems.append(f"the bare server still runs (pids {bare})")
+            apps = pm2_apps(self.sandbox, app + "-")
+            want = {f"{app}-python": {"fork_mode"}, f"{app}-nodejs": {"cluster_mode"}}
+            if {name: {mode for _, mode in procs} for name, procs in apps.items()} != want or any(
+                    status != "online" for procs in apps.values() for status, _ in procs):
+                problems.append(f"PM2 should hold {app}-python (fork) and {app}-nodejs (cluster), online; it holds {apps}")
+            if not problems:
+                m.after = "new release, both under PM2, bare server gone"
+        m.expected = not problems
+
+
+class TakeoverPlan(Plan):
+    """The plan's method on the same 'before' state: its first deploy is the workflow with the old `pkill` kept
+    (the bare server holds the port Gunicorn needs), then `pm2 reload ecosystem.config.js || pm2 start ...`."""
+
+    def __init__(self, sandbox: Sandbox, work: Path, tk: TakeoverSettings):
+        super().__init__(sandbox, work, tk.plan)
+        self.tk = tk
+
+    def setup(self) -> None:
+        p = self.p
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.repo = AppRepo(self.work / "plan-app", extra_files={
+            "requirements.txt": "Flask==3.1.3\n",  # before the plan's step 1
+            "ecosystem.config.js": node_only_ecosystem(p.node_app, p.node_port),
+        })
+        ssh(self.sandbox, f"set -e\nrm -rf {p.origin} {p.directory}\ngit init -q --bare -b main {p.origin}\n")
+        self.push()
+        ssh(self.sandbox, f"set -e\ngit clone -q {p.origin} {p.directory}\n")
+        site = plan_site(p, False).replace("the plan's step 4", "the hand-made site of before the plan, takeover")
+        out = ssh(self.sandbox, before_state_script(p.directory, p.node_app, p.gunicorn_port, p.site, site), timeout=300).stdout
+        wrong = before_state_answers(self)
+        if wrong:
+            raise BenchError(f"takeover baseline: {wrong}\n{out[-1500:]}")
+
+    def apply(self, kind: Kind) -> None:
+        """The plan's commit: gunicorn pinned (step 1), gunicorn.conf.py (step 2), both apps in the PM2 file (step 3)."""
+        assert self.repo is not None
+        self.repo.write("requirements.txt", (EXAMPLE_APP / "requirements.txt").read_text())
+        self.repo.write("gunicorn.conf.py", plan_gunicorn_conf(self.p.gunicorn_port, self.variant.timeout))
+        self.repo.write("ecosystem.config.js", plan_ecosystem(self.p))
+        self.repo.commit("bench: the plan's steps 1-3 (gunicorn, gunicorn.conf.py, both apps in ecosystem.config.js)")
+        self.push()
+
+    def deploy(self, kind: Kind | None) -> Stamped:
+        p = self.p
+        # The plan's `pkill -f "python.*app.py"`, kept for this first deploy; limited to the bare servers running in
+        # this app's directory because the host is shared (it would kill the tool's and the e2e tests' too).
+        stop = f"for pid in $({bare_pids_script(p.directory)}); do kill $pid; done"
+        script = "\n".join([
+            f"cd {p.directory} && echo '@@ git pull' && git pull &&",
+            "  echo '@@ npm install' && npm install --no-audit --no-fund &&",
+            "  echo '@@ pip install' && venv/bin/pip install --disable-pip-version-check -r requirements.txt &&",
+            f"  echo '@@ pkill -f \"python.*app.py\"' && {{ {stop}; true; }} &&",
+            "  echo '@@ pm2 reload || pm2 start' &&",
+            "  (pm2 reload ecosystem.config.js --env production || pm2 start ecosystem.config.js --env production)",
+            "rc=$?",
+            "echo '@@ done'",
+            "exit $rc",
+        ])
+        return run_stamped(["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"], stdin=script, timeout=DEPLOY_TIMEOUT)
+
+    def describe(self, kind: Kind, result: Stamped) -> str:
+        return "pkill + pm2 reload/start"
+
+    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+        py, node = self.answers()
+        apps = pm2_apps(self.sandbox, self.p.python_app)
+        under_pm2 = any(status == "online" for procs in apps.values() for status, _ in procs)
+        if py.ok and node.ok:
+            m.after = "yes" + ("" if under_pm2 else f", but {self.p.python_app} is not online in PM2")
+        else:
+            down = [f"py {py.describe()}"] if not py.ok else []
+            down += [f"node {node.describe()}"] if not node.ok else []
+            m.after = "NO: " + ", ".join(down)
+
+
+def cleanup_takeover(sandbox: Sandbox, tk: TakeoverSettings) -> None:
+    """Remove every trace of the takeover kind on the host: PM2 apps, bare servers, sites, directories, logs."""
+    p = tk.plan
+    a = tk.app_name
+    apps = [f"{a}-python", f"{a}-nodejs", f"{a}-python-handover", f"{a}-nodejs-handover", f"{a}-python-trial",
+            f"{a}-nodejs-trial", p.python_app, p.node_app]
+    parked = f"{tk.deploy_root}/.deploy/nginx-default-site.link"
+    sites = [tk.site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp")]
+    sites += [tk.tool.nginx_link, p.site, p.link]
+    script = "\n".join(
+        [f"pm2 delete {name} >/dev/null 2>&1 || true" for name in apps]
+        + [f"for pid in $({bare_pids_script(d)}); do kill $pid; done" for d in (tk.old_dir, p.directory)]
+        + ["i=0; while [ $i -lt 50 ] && [ -n \"$(" + bare_pids_script(tk.old_dir) + "; " + bare_pids_script(p.directory)
+           + ")\" ]; do sleep 0.1; i=$((i+1)); done",
+           f"for pid in $({bare_pids_script(tk.old_dir)}; {bare_pids_script(p.directory)}); do kill -9 $pid; done",
+           f"if [ -s {parked} ] && [ ! -e /etc/nginx/sites-enabled/default ]; then "
+           f"sudo -n ln -s \"$(cat {parked})\" /etc/nginx/sites-enabled/default; fi",
+           "sudo -n rm -f " + " ".join(sites),
+           "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
+           f"rm -rf {tk.deploy_root} {tk.old_dir} {p.directory} {p.origin}",
+           "rm -f " + " ".join(f"$HOME/.pm2/logs/{name}-*.log" for name in apps),
+           "pm2 save --force >/dev/null 2>&1 || true"])
+    ssh(sandbox, script, timeout=180, check=False)
+
+
+def run_takeover(method_name: str, sandbox: Sandbox, work: Path, tk: TakeoverSettings, extra: dict[str, str], run: int,
+                 threads: int, logs: Path, keep: bool, info: dict[str, str]) -> list[Measurement]:
+    """One takeover run: a fresh 'before' state, the measured first deploy (tool: then the measured rollback), clean up."""
+    kind = KIND_BY_KEY["takeover"]
+    cleanup_takeover(sandbox, tk)
+    results = []
+    if method_name == "tool":
+        tool = TakeoverTool(sandbox, work / f"takeover-tool-{run}", tk, extra)
+        tool.setup()
+        results.append(measure(tool, kind, run, threads, logs))
+        if "gunicorn" not in info:  # the versions on the host, while the takeover's venv exists
+            info.update(machine_info(sandbox, [tk.deploy_root]))
+        results.append(measure(tool, TAKEOVER_ROLLBACK, run, threads, logs))
+    else:
+        plan = TakeoverPlan(sandbox, work / f"takeover-plan-{run}", tk)
+        plan.setup()
+        results.append(measure(plan, kind, run, threads, logs))
+    if not keep:
+        cleanup_takeover(sandbox, tk)
+    return results
+
+
+
 # ----------------------------------------------------------------------------- running it
 
 
@@ -631,17 +988,37 @@ def tool_host_events(method: Method, since: str, seconds: float) -> str:
         "echo '@@gunicorn'",
         f"cat ~/.pm2/logs/{method.s.app_name}-python*-error.log ~/.pm2/logs/{method.s.app_name}-python*-out.log 2>/dev/null"
         " | grep -E '^\\[20|Error|Reason' | grep -vE 'Autorestarting|Worker exiting|Booting worker| \"GET ' | tail -n 400",
+        f"echo '@@nginx error.log (requests to 127.0.0.1:{method.listen})'",
+        f"sudo -n tail -n 50000 /var/log/nginx/error.log | grep -F 'host: \"127.0.0.1:{method.listen}\"' | tail -n 20000",
     ])
     out = ssh(method.sandbox, script, check=False).stdout
     keep, inside = [], False
     for line in out.splitlines():
-        stamp = re.match(r"^\[?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)", line)
+        stamp = re.match(r"^\[?(\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d:\d\d)", line)  # PM2, Gunicorn, Nginx (host in UTC)
         if stamp:  # a line without a time stamp (a traceback's last line) goes with the stamped line before it
-            at = datetime.fromisoformat(stamp.group(1).replace(" ", "T")).replace(tzinfo=UTC).timestamp()
+            at = datetime.fromisoformat(stamp.group(1).replace(" ", "T").replace("/", "-")).replace(tzinfo=UTC).timestamp()
             inside = start.timestamp() - 1 <= at <= end
         if inside or line.startswith("@@"):
             keep.append(line)
-    return "\n".join(keep) + "\n"
+    return "\n".join(squeeze_nginx(keep)) + "\n"
+
+
+def squeeze_nginx(lines: list[str]) -> list[str]:
+    """Nginx error lines counted per second, error and upstream ('... 37x connect() failed (111: ...), upstream ...')."""
+    out: list[str | tuple[str, str, str]] = []
+    counts: dict[tuple[str, str, str], int] = {}
+    for line in lines:
+        m = re.match(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(\w+)\] [\d#]+: \*\d+ (.*?), client: .*?"
+                     r"(?:, upstream: \"(http://[^/\"]+)[^\"]*\")?, host: ", line)
+        if not m:
+            out.append(line)
+            continue
+        key = (m.group(1), f"[{m.group(2)}] {m.group(3)}", m.group(4) or "")
+        if key not in counts:
+            out.append(key)
+        counts[key] = counts.get(key, 0) + 1
+    return [item if isinstance(item, str) else
+            f"{item[0]} nginx: {counts[item]}x {item[1]}" + (f", upstream {item[2]}" if item[2] else "") for item in out]
 
 
 def bursts(failures: list[tuple[float, str, str]], t0: float, result: Stamped, gap: float = 0.5) -> list[str]:
@@ -692,7 +1069,7 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
         m.failures.append({"url": f.url, "error": f.error, "at_load_s": round(f.at, 3),
                            "at_deploy_s": round(moment - result.started, 3), "during": result.step_at(moment)})
     m.failure_windows = bursts(load.failure_times, t0, result)
-    m.actions = tool_actions(result) if method.name == "tool" else "pm2 reload (both apps)"
+    m.actions = method.describe(kind, result)
     log = logs / f"{method.name}-{run}-{kind.key}.log"
     log.write_text("\n".join(f"{at - result.started:8.3f}  {line}" for at, line in result.lines) + "\n")
     m.log = str(log)
@@ -710,7 +1087,7 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
     return m
 
 
-def machine_info(sandbox: Sandbox, tool: ToolSettings) -> dict[str, str]:
+def machine_info(sandbox: Sandbox, roots: list[str]) -> dict[str, str]:
     script = "\n".join([
         "echo nproc=$(nproc)",
         "echo os=$(. /etc/os-release && echo \"$PRETTY_NAME\")",
@@ -719,7 +1096,7 @@ def machine_info(sandbox: Sandbox, tool: ToolSettings) -> dict[str, str]:
         "echo nginx=$(sudo -n nginx -v 2>&1 | sed 's/^nginx version: //')",
         "echo node=$(node --version)",
         "echo python=$(python3 --version 2>&1)",
-        f"g=$(ls -d {tool.deploy_root}/venvs/*/bin/gunicorn 2>/dev/null | head -n 1)",
+        f"g=$(ls -d {' '.join(f'{r}/venvs/*/bin/gunicorn' for r in roots)} 2>/dev/null | head -n 1)",
         "[ -n \"$g\" ] && echo gunicorn=$($g --version 2>&1 | head -n 1)",
         "[ -n \"$g\" ] && echo flask=$($(dirname $g)/python -c 'import importlib.metadata as m; print(m.version(\"flask\"))')",
         "true",
@@ -738,7 +1115,8 @@ def machine_info(sandbox: Sandbox, tool: ToolSettings) -> dict[str, str]:
 def cleanup(sandbox: Sandbox, tool: ToolSettings, plan: PlanSettings) -> None:
     """Remove everything the benchmark made on the host: PM2 apps, Nginx sites, directories, logs."""
     apps = [f"{tool.app_name}-python", f"{tool.app_name}-nodejs", f"{tool.app_name}-python-handover",
-            f"{tool.app_name}-nodejs-handover", plan.python_app, plan.node_app]
+            f"{tool.app_name}-nodejs-handover", f"{tool.app_name}-python-trial", f"{tool.app_name}-nodejs-trial",
+            plan.python_app, plan.node_app]
     parked = f"{tool.deploy_root}/.deploy/nginx-default-site.link"
     sites = [tool.nginx_site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp")]
     sites += [tool.nginx_link, plan.site, plan.link]
@@ -775,6 +1153,8 @@ def table(kinds: list[Kind], results: list[Measurement]) -> str:
     for kind in kinds:
         tool = [m for m in results if m.method == "tool" and m.kind == kind.key]
         base = [m for m in results if m.method == "baseline" and m.kind == kind.key]
+        no_base = "n/a (the plan has no rollback)" if kind.key == TAKEOVER_ROLLBACK.key and any(
+            m.method == "baseline" for m in results) else "-"
         tool_after = summarize_after(tool) if all(m.expected for m in tool) else \
             "NOT AS EXPECTED in run(s) " + ", ".join(str(m.run) for m in tool if not m.expected) + " (see below)"
         rows.append("| " + " | ".join([
@@ -785,9 +1165,9 @@ def table(kinds: list[Kind], results: list[Measurement]) -> str:
             ", ".join(f"{m.deploy_seconds:.1f}" for m in tool) or "-",
             summarize_after(tool, "actions") if tool else "-",
             tool_after if tool else "-",
-            ", ".join(f"{m.failed}/{m.total}" for m in base) or "-",
-            ratio(base) if base else "-",
-            summarize_after(base) if base else "-",
+            ", ".join(f"{m.failed}/{m.total}" for m in base) or no_base,
+            ratio(base) if base else no_base,
+            summarize_after(base) if base else no_base,
         ]) + " |")
     return "\n".join(rows)
 
@@ -796,9 +1176,10 @@ def failure_details(results: list[Measurement]) -> str:
     out = []
     for m in results:
         if m.method == "tool" and (m.failed or not m.expected):
-            out.append(f"tool, {KIND_BY_KEY[m.kind].title}, run {m.run}: {m.failed}/{m.total} failed "
+            out.append(f"tool, {TITLES[m.kind]}, run {m.run}: {m.failed}/{m.total} failed "
                        f"(per URL: {m.per_url}), exit {m.exit_code}; deploy log {m.log}"
-                       + (f"; host events {m.host_log}" if m.host_log else ""))
+                       + (f"; host events {m.host_log}" if m.host_log else "")
+                       + ("; no zero target, not counted in the exit status" if m.expected and not m.zero_target else ""))
             for p in m.problems:
                 out.append(f"  problem: {p}")
             out.append(f"  load started {m.load_started_wall}, {LEAD_SECONDS:.0f} s before the deploy; failures by burst:")
@@ -811,13 +1192,14 @@ def failure_details(results: list[Measurement]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    t, p = ToolSettings(), PlanSettings()
+    t, p, tk = ToolSettings(), PlanSettings(), TakeoverSettings()
     ap = argparse.ArgumentParser(prog="python -m bench.downtime", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--runs", type=int, default=3, help="deploys of each kind, per method")
     ap.add_argument("--threads", type=int, default=4, help="load generator client threads")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 run per kind, 2 threads")
-    ap.add_argument("--kinds", default=",".join(k.key for k in KINDS), help="comma-separated kinds to measure")
+    ap.add_argument("--kinds", default=",".join(k.key for k in KINDS),
+                    help="comma-separated kinds to measure (takeover also measures its rollback)")
     ap.add_argument("--no-baseline", action="store_true", help="measure the tool only")
     ap.add_argument("--keep", action="store_true", help="leave the apps, sites and directories on the host (debugging)")
     ap.add_argument("--out", default="", help="directory for the results JSON and the deploy logs (empty: a new temp directory)")
@@ -836,11 +1218,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--plan-node-port", type=int, default=p.node_port)
     b.add_argument("--plan-listen", type=int, default=p.listen)
     b.add_argument("--plan-site", default=p.site)
+    k = ap.add_argument_group("the takeover kind (its 'before' state is made and removed in each run)",
+                              "directories /home/ubuntu/<name>, <name>-old and <name>-plan(.git), Nginx sites <name> and "
+                              "<name>-plan, PM2 apps <name>-* and <name>-plan-*")
+    k.add_argument("--takeover-runs", type=int, default=0, help="runs of the takeover kind (0: as --runs)")
+    k.add_argument("--takeover-app-name", default=tk.app_name)
+    k.add_argument("--takeover-gunicorn-port", type=int, default=tk.gunicorn_port,
+                   help="the bare server's port, then Gunicorn's (the handover port is this + 1)")
+    k.add_argument("--takeover-node-port", type=int, default=tk.node_port, help="the handover port is this + 1")
+    k.add_argument("--takeover-listen", type=int, default=tk.listen)
+    k.add_argument("--takeover-plan-gunicorn-port", type=int, default=tk.plan_gunicorn_port)
+    k.add_argument("--takeover-plan-node-port", type=int, default=tk.plan_node_port)
+    k.add_argument("--takeover-plan-listen", type=int, default=tk.plan_listen)
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.threads = 1, min(args.threads, 2)
-    if args.runs < 1 or args.threads < 1:
-        ap.error("--runs and --threads must be at least 1")
+    if args.runs < 1 or args.threads < 1 or args.takeover_runs < 0:
+        ap.error("--runs and --threads must be at least 1, --takeover-runs at least 0")
+    args.takeover_runs = args.takeover_runs or args.runs
     unknown = [k for k in args.kinds.split(",") if k not in KIND_BY_KEY]
     if unknown:
         ap.error(f"unknown kind(s) {unknown}; known: {', '.join(KIND_BY_KEY)}")
@@ -852,6 +1247,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # The tool's handover addresses default to port + 1 for Gunicorn and for Node.js.
     ports = [gunicorn_port, gunicorn_port + 1, args.node_port, args.node_port + 1, args.nginx_listen,
              args.plan_gunicorn_port, args.plan_node_port, args.plan_listen]
+    if "takeover" in args.kinds.split(","):
+        ports += [args.takeover_gunicorn_port, args.takeover_gunicorn_port + 1, args.takeover_node_port,
+                  args.takeover_node_port + 1, args.takeover_listen, args.takeover_plan_gunicorn_port,
+                  args.takeover_plan_node_port, args.takeover_plan_listen]
+        clashes["--takeover-app-name"] = (not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", args.takeover_app_name)
+                                          or args.takeover_app_name in ("signalcraft", "tk", args.app_name))
     clashes["ports"] = bool({8001, 8002, 3000, 80} & set(ports)) or len(set(ports)) != len(ports)
     for path in (args.deploy_root, args.plan_dir):
         clashes[f"directory {path}"] = not re.fullmatch(r"/home/[a-z_][a-z0-9_-]*/[A-Za-z0-9._-]+", path.rstrip("/"))
@@ -872,7 +1273,12 @@ def main(argv: list[str] | None = None) -> int:
                                  args.nginx_listen, args.nginx_site)
     plan_settings = PlanSettings(args.plan_dir.rstrip("/"), args.plan_gunicorn_port, args.plan_node_port,
                                  args.plan_listen, args.plan_site)
+    takeover_settings = TakeoverSettings(args.takeover_app_name, args.takeover_gunicorn_port, args.takeover_node_port,
+                                         args.takeover_listen, args.takeover_plan_gunicorn_port, args.takeover_plan_node_port,
+                                         args.takeover_plan_listen)
     kinds = [KIND_BY_KEY[k] for k in args.kinds.split(",")]
+    regular = [k for k in kinds if k.key != "takeover"]  # kinds measured on the long-lived app of each method
+    takeover = len(regular) != len(kinds)
     try:
         sandbox = load_sandbox()
     except BenchError as err:
@@ -892,28 +1298,45 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     info: dict[str, str] = {}
     code = 0
-    print(f"downtime benchmark: {args.runs} run(s) x {len(kinds)} kind(s), {args.threads} client threads, "
+    runs_text = f"{args.runs} run(s)" + (f" ({args.takeover_runs} for takeover)" if takeover and args.takeover_runs != args.runs else "")
+    print(f"downtime benchmark: {runs_text} x {len(kinds)} kind(s), {args.threads} client threads, "
           f"against {sandbox.target}; logs in {logs}", flush=True)
-    tool = Tool(sandbox, work, tool_settings, dict(pair.split("=", 1) for pair in args.tool_set))
+    extra = dict(pair.split("=", 1) for pair in args.tool_set)
+    tool = Tool(sandbox, work, tool_settings, extra)
     plan = Plan(sandbox, work, plan_settings)
+
+    def show(m: Measurement) -> None:
+        flag = "" if m.expected else "  << " + "; ".join(m.problems)
+        print(f"  {m.method:<8} run {m.run}  {TITLES[m.kind]:<44} {m.failed:>5}/{m.total:<6} failed  "
+              f"exit {m.exit_code}  {m.deploy_seconds:5.1f} s  did: {m.actions}  after: {m.after}{flag}", flush=True)
+
     try:
         cleanup(sandbox, tool_settings, plan_settings)  # leftovers of an interrupted run
-        print("setting up: first deploy of the tool's app (not measured) ...", flush=True)
-        tool.setup()
-        methods: list[Method] = [tool]
-        if not args.no_baseline:
-            print("setting up: the plan's app (git clone, venv, pm2 start, Nginx site) ...", flush=True)
-            plan.setup()
-            methods.append(plan)
-        info = machine_info(sandbox, tool_settings)
+        if takeover:
+            cleanup_takeover(sandbox, takeover_settings)
+        methods: list[Method] = [tool] + ([] if args.no_baseline else [plan])
+        if regular:
+            print("setting up: first deploy of the tool's app (not measured) ...", flush=True)
+            tool.setup()
+            if not args.no_baseline:
+                print("setting up: the plan's app (git clone, venv, pm2 start, Nginx site) ...", flush=True)
+                plan.setup()
+        info = machine_info(sandbox, [tool_settings.deploy_root, takeover_settings.deploy_root])
         for method in methods:
-            for run in range(1, args.runs + 1):
+            for run in range(1, max(args.runs, args.takeover_runs if takeover else 0) + 1):
                 for kind in kinds:
-                    m = measure(method, kind, run, args.threads, logs)
-                    results.append(m)
-                    flag = "" if m.expected else "  << " + "; ".join(m.problems)
-                    print(f"  {method.name:<8} run {run}  {kind.title:<38} {m.failed:>5}/{m.total:<6} failed  "
-                          f"exit {m.exit_code}  {m.deploy_seconds:5.1f} s  did: {m.actions}  after: {m.after}{flag}", flush=True)
+                    if kind.key == "takeover":
+                        if run > args.takeover_runs:
+                            continue
+                        print(f"  {method.name:<8} run {run}  takeover: making the 'before' state (not measured) ...", flush=True)
+                        for m in run_takeover(method.name, sandbox, work, takeover_settings, extra, run, args.threads, logs,
+                                              args.keep, info):
+                            results.append(m)
+                            show(m)
+                    elif run <= args.runs:
+                        m = measure(method, kind, run, args.threads, logs)
+                        results.append(m)
+                        show(m)
         notes += plan.recoveries
     except KeyboardInterrupt:
         print("interrupted: cleaning up", file=sys.stderr)
@@ -926,20 +1349,30 @@ def main(argv: list[str] | None = None) -> int:
             print("--keep: leaving the benchmark's apps, sites and directories on the host", file=sys.stderr)
         else:
             cleanup(sandbox, tool_settings, plan_settings)
+            if takeover:
+                cleanup_takeover(sandbox, takeover_settings)
     if not results:
         return code or 2
     print()
-    print(f"Downtime per kind of deploy ({started:%Y-%m-%d %H:%M} UTC; {args.runs} run(s) per kind; load: {args.threads} "
+    print(f"Downtime per kind of deploy ({started:%Y-%m-%d %H:%M} UTC; {runs_text} per kind; load: {args.threads} "
           f"threads looping GET {PY_PATH} and / through Nginx, from {LEAD_SECONDS:.0f} s before each deploy "
           f"to {TAIL_SECONDS:.0f} s after it)")
     print()
-    print(table(kinds, results))
+    rows = [r for k in kinds for r in ((k, TAKEOVER_ROLLBACK) if k.key == "takeover" else (k,))]
+    print(table(rows, results))
     print()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     print(f"tool settings: {tool.settings_summary()} (then GUNICORN_TIMEOUT 120/121 and PY_ROUTES +/-{EXTRA_ROUTE} vary with the kinds)")
     print(f"baseline: {plan_settings.directory} (origin {plan_settings.origin}), PM2 apps {plan_settings.python_app} "
           f"(fork, 127.0.0.1:{plan_settings.gunicorn_port}) and {plan_settings.node_app} (fork, :{plan_settings.node_port}), "
           f"Nginx :{plan_settings.listen} ({plan_settings.site})")
+    if takeover:
+        tk, tkp = takeover_settings, takeover_settings.plan
+        print(f"takeover: 'before' state in {tk.old_dir} (bare `{BARE_COMMAND}` on 127.0.0.1:{tk.gunicorn_port}, PM2 "
+              f"{tk.app_name}-nodejs fork on :{tk.node_port}, Nginx :{tk.listen} {tk.site}), then the tool's first deploy with "
+              f"APP_NAME {tk.app_name}, DEPLOY_ROOT {tk.deploy_root}; baseline: the same state in {tkp.directory} "
+              f"(:{tkp.gunicorn_port}, {tkp.node_app} :{tkp.node_port}, Nginx :{tkp.listen}), then git pull, npm install, "
+              "pip install, the plan's pkill (limited to that directory), pm2 reload ecosystem.config.js || pm2 start")
     for note in notes:
         print(f"baseline note: {note}")
     details = failure_details(results)
@@ -950,11 +1383,12 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps({
         "started": started.isoformat(timespec="seconds"), "argv": sys.argv, "runs": args.runs, "threads": args.threads,
         "machine": info, "tool_settings": asdict(tool_settings), "plan_settings": asdict(plan_settings),
+        "takeover_settings": asdict(takeover_settings) if takeover else None, "takeover_runs": args.takeover_runs if takeover else 0,
         "notes": notes, "results": [asdict(m) for m in results]}, indent=2))
     print(f"\nresults: {out / 'results.json'}; deploy logs: {logs}")
     if code:
         return code
-    bad = [m for m in results if m.method == "tool" and (m.failed or not m.expected)]
+    bad = [m for m in results if m.method == "tool" and ((m.failed and m.zero_target) or not m.expected)]
     return 1 if bad else 0
 
 
