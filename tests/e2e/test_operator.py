@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
-from tests.e2e.conftest import AppRepo, Profile, clean_host, fab
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab
 
 OP = Profile("op", "/home/ubuntu/op", 8951, 3951, 8095)
 
@@ -67,3 +68,27 @@ def test_releases_and_logs(sandbox, deployed):
     logs = fab(sandbox, OP, None, "--lines", "5", task="logs")
     assert logs.returncode == 0, logs.stderr
     assert "op-python" in logs.stdout
+
+
+def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
+    """install, render-configs, nginx-check and pm2-reload run alone against the live release."""
+    again = fab(sandbox, OP, None, task="install")
+    assert again.returncode == 0, again.stderr
+    assert "is up to date: nothing to install" in again.stdout
+    rendered = fab(sandbox, OP, None, task="render-configs")
+    assert rendered.returncode == 0 and "0 file(s) changed" in rendered.stdout
+    changed = fab(sandbox, OP, None, "--set", "GUNICORN_TIMEOUT=99", "--dry-run", task="render-configs")
+    assert "-timeout = 120" in changed.stdout and "+timeout = 99" in changed.stdout
+    check = fab(sandbox, OP, None, task="nginx-check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok   /api/ai/" in check.stdout and "nginx -t: ok" in check.stdout
+    wrong = fab(sandbox, OP, None, "--set", "GUNICORN_BIND=127.0.0.1:8959", task="nginx-check")
+    assert wrong.returncode == 1
+    assert "/etc/nginx/sites-enabled/op:" in wrong.stderr and "expected 127.0.0.1:8959" in wrong.stderr
+    reload = fab(sandbox, OP, None, task="pm2-reload")
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+    assert "graceful reload (SIGHUP)" in reload.stdout and "rolling reload" in reload.stdout
+    local = subprocess.run(["invoke", "render-configs", "--output", str(tmp_path / "out")], capture_output=True, text=True,
+                           cwd=str(REPO))
+    assert local.returncode == 0, local.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ecosystem.config.js", "gunicorn.conf.py", "nginx-site.conf"]
