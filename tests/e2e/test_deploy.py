@@ -23,9 +23,10 @@ def current_release(p: Profile) -> str:
 
 
 def host_listing(p: Profile) -> str:
-    """Every file under the deploy root and the Nginx tree, with mtimes, minus the lock and audit log."""
-    out = sh(f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -printf '%p %T@\\n' | sort").stdout
-    return out
+    """Every file under the deploy root and the Nginx tree with its mtime and sha256 (minus .deploy: lock, audit)."""
+    listing = sh(f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -printf '%p %T@ %l\\n' | sort").stdout
+    hashes = sh(f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -type f -print0 | sort -z | xargs -0 sha256sum").stdout
+    return listing + hashes
 
 
 def test_first_deploy_on_an_empty_host(sandbox, repo):
