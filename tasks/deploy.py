@@ -404,9 +404,12 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         raise fail(f"{reason}\nRolled back to {prev or 'nothing (first deploy)'}; release {m.release} is marked bad.\n"
                    f"{tails}") from None
     with rep.step("finish") as st:
-        pm2_ops.save(c, s)
+        # A HUP leaves PM2's process list as it was; anything else changes what a reboot must resurrect.
+        saved = (py, node) not in (("hup", "none"), ("none", "none"))
+        if saved:
+            pm2_ops.save(c, s)
         pruned = prune(c, s, s.keep_releases, m.release, prev)
-        st.detail = "pm2 save" + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+        st.detail = ("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
     record.update(result="ok", steps=rep.durations(), files_changed=changed_files + (["nginx site"] if site_written else []))
     audit(c, s, record)
     return record

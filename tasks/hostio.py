@@ -51,7 +51,8 @@ def command_log(c: Context) -> CommandLog:
     log = getattr(c, "_signalcraft_log", None)
     if log is None:
         log = CommandLog()
-        c._signalcraft_log = log  # type: ignore[attr-defined]
+        # object.__setattr__: an invoke Context would file a plain attribute under its config (a copy).
+        object.__setattr__(c, "_signalcraft_log", log)
     return log
 
 
