@@ -70,8 +70,8 @@ def test_broken_commit_is_refused_and_nothing_is_dropped(sandbox, live, name, ol
     live.git("reset", "-q", "--hard", base)
 
 
-def test_health_route_500_after_switch_rolls_back(sandbox, live):
-    """A commit that imports and starts fine but whose health route fails is rolled back."""
+def test_health_route_500_is_refused_before_the_switch(sandbox, live):
+    """A commit that imports and starts fine but whose health route fails is refused; the live release serves on."""
     before, base = current(), live.git("rev-parse", "HEAD").strip()
     text = (live.path / "app.py").read_text()
     # Make every .../health path answer 500: wrap the app so that the trial run sees it too.
