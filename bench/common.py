@@ -252,3 +252,17 @@ def wait_for(urls: list[str], seconds: float) -> dict[str, Answer]:
         if all(a.ok for a in answers.values()) or time.monotonic() >= deadline:
             return answers
         time.sleep(0.3)
+
+
+def plan_gunicorn_conf(port: int, timeout: int) -> str:
+    """The plan's gunicorn.conf.py (step 2), on a port of the benchmark's choosing."""
+    return (
+        "import multiprocessing\n"
+        f'bind = "127.0.0.1:{port}"          # internal socket for Nginx\n'
+        "workers = multiprocessing.cpu_count() * 2 + 1\n"
+        'worker_class = "sync"\n'
+        'accesslog = "-"                  # logs to stdout so PM2 manages them\n'
+        'errorlog = "-"\n'
+        f"timeout = {timeout}\n"
+        'wsgi_app = "app:create_app()"    # the create_app() factory in app.py\n'
+    )

@@ -63,6 +63,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import plan_gunicorn_conf
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO_ROOT / "examples" / "signalcraft"
 
@@ -275,19 +277,6 @@ def node_dep_files(work: Path) -> dict[str, str]:
 # ----------------------------------------------------------------------------- the plan's method
 
 
-def plan_gunicorn_conf(timeout: int) -> str:
-    # The plan's gunicorn.conf.py, on its own port.
-    return (
-        "import multiprocessing\n"
-        f'bind = "127.0.0.1:{PLAN_PY_PORT}"          # internal socket for Nginx\n'
-        "workers = multiprocessing.cpu_count() * 2 + 1\n"
-        'worker_class = "sync"\n'
-        'accesslog = "-"                  # logs to stdout so PM2 manages them\n'
-        'errorlog = "-"\n'
-        f"timeout = {timeout}\n"
-        'wsgi_app = "app:create_app()"    # the create_app() factory in app.py\n'
-    )
-
 
 def plan_ecosystem() -> str:
     # The plan's ecosystem.config.js, fixed only so that it starts (`script: 'gunicorn'` is not found
@@ -431,7 +420,7 @@ class Bench:
 
     def plan_setup(self) -> None:
         self.plan_repo = AppRepo(self.work / "plan-app", extra_files={
-            "gunicorn.conf.py": plan_gunicorn_conf(self.timeout), "ecosystem.config.js": plan_ecosystem()})
+            "gunicorn.conf.py": plan_gunicorn_conf(PLAN_PY_PORT, self.timeout), "ecosystem.config.js": plan_ecosystem()})
         ssh(self.sb, f"set -e\nrm -rf {PLAN_ORIGIN} {PLAN_DIR}\ngit init -q --bare -b main {PLAN_ORIGIN}\n")
         self.plan_push()
         ssh(self.sb, "\n".join([
@@ -505,7 +494,7 @@ class Bench:
             message = f"bench: VERSION {self.version}"
         elif kind == "gunicorn-conf":
             self.timeout = TIMEOUTS[1] if self.timeout == TIMEOUTS[0] else TIMEOUTS[0]
-            plan.write("gunicorn.conf.py", plan_gunicorn_conf(self.timeout))
+            plan.write("gunicorn.conf.py", plan_gunicorn_conf(PLAN_PY_PORT, self.timeout))
             message = f"bench: gunicorn timeout {self.timeout}"
         elif kind == "requirements":
             self.with_six = not self.with_six

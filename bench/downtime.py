@@ -57,6 +57,7 @@ from bench.common import (
     Stamped,
     get,
     load_sandbox,
+    plan_gunicorn_conf,
     run_stamped,
     ssh,
     upload_tree,
@@ -469,19 +470,6 @@ class PlanSettings:
         site = Path(self.site)
         return str(site.parent.parent / "sites-enabled" / site.name)
 
-
-def plan_gunicorn_conf(port: int, timeout: int) -> str:
-    # The plan's step 2, with its own port.
-    return (
-        "import multiprocessing\n"
-        f'bind = "127.0.0.1:{port}"          # internal socket for Nginx\n'
-        "workers = multiprocessing.cpu_count() * 2 + 1\n"
-        'worker_class = "sync"\n'
-        'accesslog = "-"                  # logs to stdout so PM2 manages them\n'
-        'errorlog = "-"\n'
-        f"timeout = {timeout}\n"
-        'wsgi_app = "app:create_app()"    # the create_app() factory in app.py\n'
-    )
 
 
 def plan_ecosystem(p: PlanSettings) -> str:
