@@ -8,6 +8,7 @@ loaded and an unknown or changed key is refused, unless the user explicitly acce
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from invoke import Context
@@ -45,6 +46,18 @@ class _AcceptNewPolicy:
         print(f"Added host key for {hostname} ({key.get_name()}) to {self.path}")
 
 
+def nodelay_socket(host: str, port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection with Nagle's algorithm off.
+
+    SSH sends small packets; with Nagle on, each command's channel request waits for the delayed
+    ACK of the one before (40 ms on Linux), so every remote command cost 40 ms more and the
+    handshake 50 ms more.
+    """
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False,
               flag_hint: str = "") -> None:
     """Verify the host key and open the connection, or exit with the cause and the fix."""
@@ -67,7 +80,12 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     where = target_name(c)
     try:
-        c.open()
+        if c.gateway is None and "sock" not in c.connect_kwargs:
+            c.connect_kwargs["sock"] = nodelay_socket(c.host, c.port, c.connect_timeout)
+        try:
+            c.open()
+        finally:
+            c.connect_kwargs.pop("sock", None)  # used once; a reconnect makes its own
     except paramiko.BadHostKeyException as err:
         raise Exit(
             f"Host key for {where} has CHANGED (got {err.key.get_name()} {err.key.get_fingerprint().hex()}). "

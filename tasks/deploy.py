@@ -431,6 +431,13 @@ def plan_or_exit(s: Settings, manifest: Manifest, configs: dict[str, str], facts
         raise fail(f"Nothing was changed: {err}") from None
 
 
+def report_unchanged(c: Any, s: Settings, rep: Reporter, plan: Plan) -> None:
+    rep.say(f"Nothing to deploy: {plan.manifest.release} (commit {plan.manifest.sha[:12]}) is live and unchanged; "
+            "no file written, no app reloaded.")
+    audit(c, s, {"event": "deploy", "result": "unchanged", "by": who(), "host": rep.target,
+                 "to": plan.manifest.release, "sha": plan.manifest.sha})
+
+
 DEPLOY_HELP = {
     **COMMON_HELP,
     "dry-run": "read the host and print the plan (steps, diffs, reloads) without changing anything",
@@ -459,13 +466,23 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
                   flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
         st.detail = target_name(c)
+    if shipment is not None and not dry_run:
+        # A deploy that changes nothing costs one quick read: no lock, no tool checks. (SOURCE=git
+        # fetches into the host's mirror, which only a lock holder may do.)
+        with rep.step("read host") as st:
+            facts = host_facts.gather(c, s, quick=True)
+            plan = build_plan(c, s, shipment, facts)
+            st.detail = f"live: {facts.current_release or 'nothing yet'}"
+        if plan.nothing_to_do and not facts.locked:
+            report_unchanged(c, s, rep, plan)
+            return
     info = {"who": who(), "sha": shipment.tree.sha if shipment else s.ref, "since": datetime.now(UTC).isoformat(timespec="seconds"),
             **who()}
     lock = None if dry_run else DeployLock(c, s, info, int(lock_wait or 0), rep.say, rep.warn)
     if lock:
         lock.__enter__()
     try:
-        with rep.step("read host") as st:
+        with rep.step("read host" if dry_run else "plan") as st:
             facts = host_facts.gather(c, s)
             require_tools(facts)
             if shipment is None:
@@ -474,16 +491,14 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
                 except SettingsError as err:
                     raise fail(str(err), code=2) from None
             plan = build_plan(c, s, shipment, facts)
-            st.detail = f"live: {facts.current_release or 'nothing yet'}"
+            st.detail = f"live: {facts.current_release or 'nothing yet'}; " + ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
         if dry_run:
             print_plan(rep, s, plan, facts, shipment)
             rep.say("Dry run: nothing was changed.")
             return
         if plan.nothing_to_do:
-            rep.say(f"Nothing to deploy: {plan.manifest.release} (commit {plan.manifest.sha[:12]}) is live and unchanged; "
-                    "no file written, no app reloaded.")
-            audit(c, s, {"event": "deploy", "result": "unchanged", "by": who(), "host": rep.target,
-                         "to": plan.manifest.release, "sha": plan.manifest.sha})
+            # Another deploy held the lock during the quick read, and left what we would deploy.
+            report_unchanged(c, s, rep, plan)
             return
         try:
             execute(c, s, rep, plan, facts, shipment, "deploy")
@@ -501,7 +516,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
 
 def pm2_lines(c: Any, s: Settings) -> list[str]:
     """PM2's view of our two apps, one line each (names, states, restarts; never env values)."""
-    procs, _ = host_facts.parse_pm2_jlist(run(c, f"{q(s.pm2)} jlist", warn=True).stdout)
+    procs, _ = host_facts.parse_pm2_jlist(run(c, host_facts.pm2_list_shell(s), warn=True).stdout)
     lines = []
     for name in (s.python_app, s.node_app):
         mine = [p for p in procs if p.name == name]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tasks.hostio import q, run
 from tasks.settings import Settings
 
 MARK = "@@signalcraft:"
+PM2_LIST_JS = (Path(__file__).parent / "pm2_list.js").read_text()
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class HostFacts:
     listeners: list[Listener] = field(default_factory=list)
     commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
     procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
+    complete: bool = True  # False for a quick read (no tools, listeners or their commands)
+    locked: bool = False  # a quick read saw another deploy holding the lock
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -85,12 +89,21 @@ class HostFacts:
         return bool(procs) and all(p.status == "online" for p in procs)
 
 
-def facts_script(s: Settings) -> str:
-    """The shell that prints every fact in marked sections. Read-only."""
+def pm2_list_shell(s: Settings) -> str:
+    """Shell that prints PM2's process list: from the daemon's socket when it can (pm2_list.js), else `pm2 jlist`."""
+    return (f"P=$(command -v {q(s.pm2)}) && {{ node -e {q(PM2_LIST_JS)} \"$P\" 2>/dev/null || \"$P\" jlist 2>/dev/null; }}")
+
+
+def facts_script(s: Settings, quick: bool = False) -> str:
+    """The shell that prints every fact in marked sections. Read-only.
+
+    `quick` leaves out what only a deploy that changes something needs (tools, listening sockets
+    and who holds them): enough to see that nothing changed, in a few milliseconds on the host.
+    """
     root = q(s.deploy_root)
     link = s.nginx_enabled_link
     ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, s.nginx_listen))
-    return "\n".join([
+    lines = [
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
         "sec uid; id -u",
@@ -104,6 +117,17 @@ def facts_script(s: Settings) -> str:
         'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true',
         f"sec site; cat {q(s.nginx_site)} 2>/dev/null || true",
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
+        'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
+        'sec cwds; find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\' 2>/dev/null; true',
+        f"sec pm2; {pm2_list_shell(s)}; true",
+    ]
+    if quick:
+        # Whether a deploy holds the lock right now (tested, not taken; the file is made by the lock).
+        lock = q(f"{s.state_dir}/lock")
+        lines.append(f"sec quick; [ -e {lock} ] && {{ flock -n {lock} true 2>/dev/null || echo locked; }}; true")
+        return "\n".join(lines)
+    return "\n".join([
+        *lines,
         "sec tools",
         f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
         "command -v node >/dev/null 2>&1 && echo node",
@@ -111,15 +135,11 @@ def facts_script(s: Settings) -> str:
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
         "sudo -n true >/dev/null 2>&1 && echo sudo",
         "sudo -n sh -c 'command -v nginx' >/dev/null 2>&1 && echo nginx",
-        "sec procs",
-        "ps -u \"$(id -u)\" -o pid=,ppid= 2>/dev/null | while read -r pid ppid; do "
-        "printf '%s %s %s\\n' \"$pid\" \"$ppid\" \"$(readlink /proc/$pid/cwd 2>/dev/null)\"; done",
         "sec listen; sudo -n ss -ltnpH 2>/dev/null || ss -ltnH 2>/dev/null; true",
         "sec commands",
         f"for pid in $(sudo -n ss -ltnpH 2>/dev/null | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
         "  printf '%s ' \"$pid\"; sudo -n cat /proc/$pid/cmdline 2>/dev/null | tr '\\0' ' '; echo",
         "done",
-        f"sec pm2; command -v {q(s.pm2)} >/dev/null 2>&1 && {q(s.pm2)} jlist 2>/dev/null; true",
     ])
 
 
@@ -211,10 +231,18 @@ def parse_facts(output: str) -> HostFacts:
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
     facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
     facts.listeners = parse_listeners(sec.get("listen", ""))
+    cwds = {}
+    for line in sec.get("cwds", "").splitlines():
+        path, _, cwd = line.partition(" ")
+        pid = path.removeprefix("/proc/").removesuffix("/cwd")
+        if pid.isdigit():
+            cwds[int(pid)] = cwd
     for line in sec.get("procs", "").splitlines():
-        parts = line.split(None, 2)
-        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
-            facts.procs[int(parts[0])] = (int(parts[1]), parts[2] if len(parts) > 2 else "")
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            facts.procs[int(parts[0])] = (int(parts[1]), cwds.get(int(parts[0]), ""))
+    facts.complete = "quick" not in sec
+    facts.locked = sec.get("quick", "").strip() == "locked"
     for line in sec.get("commands", "").splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
@@ -222,9 +250,9 @@ def parse_facts(output: str) -> HostFacts:
     return facts
 
 
-def gather(c: Any, s: Settings) -> HostFacts:
-    """Read every fact about the host in one command."""
-    return parse_facts(run(c, "sh -s", stdin=facts_script(s) + "\n", warn=True).stdout)
+def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:
+    """Read every fact about the host in one command (`quick`: only what shows that nothing changed)."""
+    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick) + "\n", warn=True).stdout)
 
 
 def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:

@@ -72,7 +72,8 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str) -> No
     urls = [{"label": s.python_app, "url": f"http://127.0.0.1:{py_port}{s.health_py}", "expect_release": True},
             {"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True}]
     apps = [{"name": py_name, "workers": True}, {"name": node_name}]
-    problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "release": release,
+    problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS,
+                            "release": release,
                             "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": True}).get("problems", [])
     logs = {name: app_output(c, s, name) for name in (py_name, node_name)} if problems else {}
     run(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; true", warn=True)
@@ -110,7 +111,7 @@ def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str,
 
 
 def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]]) -> list[str]:
-    spec = {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "release": release,
+    spec = {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS, "release": release,
             "release_dir": release_dir, "urls": urls, "apps": apps}
     return probe(c, s, spec).get("problems", [])
 

@@ -130,7 +130,7 @@ def load() -> Load:
 
 # ----------------------------------------------------------------------------- 1. killed at each step
 
-STEPS = ["read host", "trial run",
+STEPS = ["read host", "plan", "trial run",
          "switch", "pm2-reload"]
 
 
@@ -224,7 +224,7 @@ def lock_race(sandbox, live) -> LockRace:
     first = popen_fab(sandbox, FLT, live)
     third = None
     try:
-        seen, lines = read_until(first, "read host")
+        seen, lines = read_until(first, "plan")
         assert seen, "\n".join(lines)
         assert Path(FLT.root, ".deploy/lock.json").exists()
         third = popen_fab(sandbox, FLT, live, "--lock-wait", "120")
@@ -283,7 +283,7 @@ def test_unlock_force_breaks_a_live_lock_and_is_audited(sandbox, live):
     _version, sha = slow_commit(live)
     first = popen_fab(sandbox, FLT, live)
     try:
-        seen, lines = read_until(first, "read host")
+        seen, lines = read_until(first, "plan")
         assert seen, "\n".join(lines)
         forced = fab(sandbox, FLT, None, "--force", task="unlock")
         still_running = first.poll() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 
 import pytest
@@ -92,3 +93,29 @@ def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
                            cwd=str(REPO))
     assert local.returncode == 0, local.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ecosystem.config.js", "gunicorn.conf.py", "nginx-site.conf"]
+
+
+def test_pm2_list_over_the_daemon_socket_matches_pm2_jlist_and_falls_back(sandbox, deployed):
+    """The facts read asks PM2's daemon over its socket (no CLI start-up); it must see what `pm2 jlist`
+    sees, and where it cannot (no daemon under that PM2_HOME, a stale socket) the shell runs `pm2 jlist`."""
+    from tasks.facts import PM2_LIST_JS, parse_pm2_jlist, pm2_list_shell
+    from tasks.settings import load_settings
+
+    def as_ubuntu(cmd: str, env: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sudo", "-u", "ubuntu", "-H", "env", *env.split(), "sh", "-c", cmd],
+                              capture_output=True, text=True, timeout=60)
+
+    helper = as_ubuntu(f'node -e {shlex.quote(PM2_LIST_JS)} "$(command -v pm2)"')
+    assert helper.returncode == 0, helper.stderr
+    jlist = as_ubuntu("pm2 jlist")
+    fast, ok = parse_pm2_jlist(helper.stdout)
+    slow, _ = parse_pm2_jlist(jlist.stdout)
+    assert ok and {(p.name, p.pid, p.status) for p in fast} == {(p.name, p.pid, p.status) for p in slow}
+    assert any(p.name == "op-python" and p.status == "online" for p in fast)
+
+    shell = pm2_list_shell(load_settings(environ={}))
+    stale = as_ubuntu("rm -rf /tmp/pm2-stale && mkdir /tmp/pm2-stale && python3 -c \"import socket; "
+                      "socket.socket(socket.AF_UNIX).bind('/tmp/pm2-stale/rpc.sock')\" && " + shell + "; pm2 kill >/dev/null",
+                      env="PM2_HOME=/tmp/pm2-stale")
+    procs, readable = parse_pm2_jlist(stale.stdout)
+    assert readable and procs == []  # `pm2 jlist` answered: a fresh daemon there, with no apps

@@ -277,3 +277,60 @@ def test_facts_script_round_trip(tmp_path: Path, load) -> None:
     assert facts.site_enabled  # a site outside sites-available needs no link
     assert "pm2" not in facts.tools
     assert (facts.pm2, facts.pm2_readable) == ([], False)
+
+
+def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path, load) -> None:
+    """The quick read (no lock, for a deploy that may change nothing) has the files and this user's
+    processes with their working directories, but not the tools or listeners a real deploy checks."""
+    root = tmp_path / "deploy"
+    release = root / "releases" / "r1"
+    (release / ".signalcraft").mkdir(parents=True)
+    (release / ".signalcraft" / "manifest.json").write_text(json.dumps(MANIFEST))
+    (root / "current").symlink_to(release)
+    s = load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
+    child = subprocess.Popen(["sleep", "30"], cwd=release)
+    try:
+        out = subprocess.run(["sh", "-s"], input=facts_script(s, quick=True) + "\n", capture_output=True, text=True, timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+    facts = parse_facts(out.stdout)
+    assert out.returncode == 0, out.stderr
+    assert facts.current_release == "r1" and facts.manifest == MANIFEST
+    assert not facts.complete and not facts.locked
+    assert facts.tools == set() and facts.listeners == []
+    ppid, cwd = facts.procs[child.pid]
+    assert cwd == str(release)  # what tells which release a process runs
+    assert ppid > 0
+    full = parse_facts(subprocess.run(["sh", "-s"], input=facts_script(s) + "\n", capture_output=True, text=True, timeout=30).stdout)
+    assert full.complete and not full.locked
+
+
+def test_quick_read_sees_a_deploy_holding_the_lock(tmp_path: Path, load) -> None:
+    root = tmp_path / "deploy"
+    (root / ".deploy").mkdir(parents=True)
+    lock = root / ".deploy" / "lock"
+    lock.touch()
+    s = load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
+    script = facts_script(s, quick=True) + "\n"
+    assert not parse_facts(subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30).stdout).locked
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    try:
+        for _ in range(50):  # until flock has it
+            if subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
+                break
+            subprocess.run(["sleep", "0.05"])
+        facts = parse_facts(subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30).stdout)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert facts.locked
+    assert lock.exists()
+
+
+def test_parse_facts_joins_process_parents_and_working_directories() -> None:
+    facts = parse_facts(sectioned({
+        "procs": "  101     1\n  102   101\n  103   101\nnot a line",
+        "cwds": "/proc/101/cwd /srv/app/releases/r1\n/proc/102/cwd /srv/my app/releases/r2\n/proc/x/cwd /nope",
+    }))
+    assert facts.procs == {101: (1, "/srv/app/releases/r1"), 102: (101, "/srv/my app/releases/r2"), 103: (101, "")}
