@@ -133,7 +133,9 @@ _wrap(paramiko.Channel, "exec_command", key="exec")
 _wrap(paramiko.Transport, "open_session", key="channels")
 _wrap(Transfer, "put", key="put", label="upload")
 _wrap(Connection, "run", label="run")
-_wrap(hostio, "_run_with_stdin", label="run+stdin")
+for _name in ("_run_direct", "_run_with_stdin"):  # the tool's own command path (its name differs across versions)
+    if hasattr(hostio, _name):
+        _wrap(hostio, _name, label="run")
 @atexit.register
 def _report():
     sys.stderr.write("@@remote-commands %(exec)d %(put)d %(channels)d\n" % counts)

@@ -328,10 +328,16 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
             st.detail = ("changed: " + ", ".join(changed_files)) if changed_files else "unchanged"
             for diff in config_diffs(facts, plan, s):
                 rep.say(diff.rstrip("\n"))
-        if plan.new_release or any(a.how != "none" for a in plan.actions[:2]):
+        # Try each app that will run new code before anything is switched. An app handed over
+        # (new-master, restart) is tried by the handover itself: its copy on the handover address
+        # must answer before Nginx moves. An unchanged app runs no new code.
+        tried = tuple(a.app for a in plan.actions[:2] if a.how in ("start", "hup", "reload", "takeover"))
+        if tried:
             with rep.step("trial run") as st:
-                pm2_ops.canary(c, s, m.release, rdir, m.venv)
-                st.detail = "both apps answer their health routes"
+                pm2_ops.canary(c, s, m.release, rdir, m.venv, tried, {p.name for p in facts.pm2})
+                app_name = {"python": s.python_app, "nodejs": s.node_app}
+                st.detail = ("both apps answer their health routes" if len(tried) == 2
+                             else f"{app_name[tried[0]]} answers its health route")
         site_written = plan.action("nginx").how == "write-and-reload"
         with rep.step("nginx-check") as st:
             if site_written:

@@ -20,7 +20,7 @@ from invoke import Collection, task
 
 from tasks import facts as host_facts
 from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import fail, q, run, sudo, write_file
+from tasks.hostio import fail, q, run, sudo, write_file_command
 from tasks.nginx import install_site, reload_nginx
 from tasks.output import Reporter
 from tasks.render import node_entry, python_entry, render_nginx_site
@@ -50,32 +50,46 @@ def trial_names(s: Settings) -> tuple[str, str]:
     return f"{s.app_name}-python-trial", f"{s.app_name}-nodejs-trial"
 
 
-def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str) -> None:
-    """Trial run before any switch: both apps of the new release under PM2, with their real entries, on spare ports.
+def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
+           kinds: tuple[str, ...] = ("python", "nodejs"), present: set[str] | None = None) -> None:
+    """Trial run before any switch: the new release's apps under PM2, with their real entries, on spare ports.
 
     Started by PM2 exactly as they will be (same interpreter, script, environment), a commit that
     fails to import, crashes on start, crashes only under PM2, or answers its health route with an
-    error is caught here, while the live release keeps serving.
+    error is caught here, while the live release keeps serving. `kinds` names the apps to try
+    (an app about to be handed over is tried on the handover address instead); `present` is PM2's
+    app names as last read, to skip deleting trial apps that are not there.
     """
     py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
     py_name, node_name = trial_names(s)
-    py, _ = handover_entry(s, "python", venv, release_dir)
-    py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{py_port}", "--workers", "1"])
-    node, _ = handover_entry(s, "nodejs", venv, release_dir)
-    # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the user needs.
-    node.update(name=node_name, instances=1, exec_mode="fork", env={**node["env"], "PORT": str(node_port)})
+    apps, urls, watch = [], [], []
+    if "python" in kinds:
+        py, _ = handover_entry(s, "python", venv, release_dir)
+        py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{py_port}", "--workers", "1"])
+        apps.append(py)
+        urls.append({"label": s.python_app, "url": f"http://127.0.0.1:{py_port}{s.health_py}", "expect_release": True})
+        watch.append({"name": py_name, "workers": True})
+    if "nodejs" in kinds:
+        node, _ = handover_entry(s, "nodejs", venv, release_dir)
+        # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the user needs.
+        node.update(name=node_name, instances=1, exec_mode="fork", env={**node["env"], "PORT": str(node_port)})
+        apps.append(node)
+        urls.append({"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True})
+        watch.append({"name": node_name})
+    if not apps:
+        return
+    names = [a["name"] for a in apps]
     config = f"{s.state_dir}/trial.config.json"
-    run(c, f"mkdir -p {q(s.state_dir)}")
-    write_file(c, config, json.dumps({"apps": [py, node]}, indent=2), "0600")
-    trials = f"/^({py_name}|{node_name})$/"
-    run(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; {pm2(s, 'start', config)}", warn=True)
-    urls = [{"label": s.python_app, "url": f"http://127.0.0.1:{py_port}{s.health_py}", "expect_release": True},
-            {"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True}]
-    apps = [{"name": py_name, "workers": True}, {"name": node_name}]
+    trials = f"/^({'|'.join(names)})$/"
+    leftovers = present is None or bool(set(trial_names(s)) & present)
+    start_trial = (f"mkdir -p {q(s.state_dir)} && {write_file_command(config, '0600')} && "
+                   + (f"{{ {pm2(s, 'delete', trials)} >/dev/null 2>&1; true; }} && " if leftovers else "")
+                   + pm2(s, "start", config))
+    run(c, start_trial, stdin=json.dumps({"apps": apps}, indent=2), warn=True)
     problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS,
-                            "release": release,
-                            "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": True}).get("problems", [])
-    logs = {name: app_output(c, s, name) for name in (py_name, node_name)} if problems else {}
+                            "release": release, "release_dir": release_dir, "urls": urls, "apps": watch,
+                            "fail_fast": True}).get("problems", [])
+    logs = {name: app_output(c, s, name) for name in names} if problems else {}
     run(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; true", warn=True)
     if problems:
         lines = [f"  {p}" for p in problems]
@@ -110,9 +124,10 @@ def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str,
     return gate_on(c, s, release, release_dir, urls, apps)
 
 
-def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]]) -> list[str]:
+def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]],
+            fail_fast: bool = False) -> list[str]:
     spec = {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS, "release": release,
-            "release_dir": release_dir, "urls": urls, "apps": apps}
+            "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": fail_fast}
     return probe(c, s, spec).get("problems", [])
 
 
@@ -195,14 +210,17 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     name = s.python_app if kind == "python" else s.node_app
     health = s.health_py if kind == "python" else s.health_node
     config = f"{s.state_dir}/handover-{kind}.config.json"
-    write_file(c, config, json.dumps({"apps": [entry]}, indent=2), "0600")
-    delete(c, s, entry["name"])
-    run(c, pm2(s, "start", config))
+    # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.
+    run(c, f"{write_file_command(config, '0600')} && {{ {pm2(s, 'delete', entry['name'])} >/dev/null 2>&1; true; }} && "
+           f"{pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
+    # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
     problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
-                       [{"name": entry["name"], "workers": kind == "python"}])
+                       [{"name": entry["name"], "workers": kind == "python"}], fail_fast=True)
     if problems:
+        output = app_output(c, s, entry["name"])
         delete(c, s, entry["name"])
-        raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems))
+        shown = ("\n  output of the new processes:\n    " + "\n    ".join(output.splitlines()[-15:])) if output.strip() else ""
+        raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown)
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
     install_site(c, s, render_nginx_site(s, **site_for), backup=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import Load
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, pm2_jlist
 
 ZD = Profile("zd", "/home/ubuntu/zd", 8601, 3601, 8086)
 
@@ -96,6 +96,40 @@ def create_app():  # noqa: F811
     assert "500" in result.stdout + result.stderr
     assert load.failed == 0, load.samples
     assert current() == before
+    live.git("reset", "-q", "--hard", base)
+
+
+def python_exec_path() -> str:
+    return next(item["pm2_env"]["pm_exec_path"] for item in pm2_jlist() if item["name"] == "zd-python")
+
+
+def test_requirements_change_hands_over_to_a_new_master_and_drops_nothing(sandbox, live):
+    """A new requirements set needs a new Gunicorn master (a HUP keeps the old venv): it is started on the
+    handover address, Nginx moves to it and back, and the new venv is what serves."""
+    old_gunicorn = python_exec_path()
+    live.edit("requirements.txt", "Flask==", "six==1.16.0\nFlask==", "needs six")
+    live.edit("app.py", 'VERSION = "2"', 'VERSION = "2"\nimport six  # noqa: F401', "imports six")
+    result, load = deploy_under_load(sandbox, live)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "zd-python: new-master" in result.stdout
+    assert load.total > 100 and load.failed == 0, load.samples
+    assert python_exec_path() != old_gunicorn  # another venv's gunicorn
+    assert get(ZD.url("/api/ai/x"))[1]["X-Release"] == current()
+    assert sorted(pm2_apps("zd")) == ["zd-nodejs", "zd-python"]  # the temporary master is gone
+
+
+def test_requirements_change_whose_app_fails_to_import_is_refused_and_nothing_is_dropped(sandbox, live):
+    before, base = current(), live.git("rev-parse", "HEAD").strip()
+    live.edit("requirements.txt", "six==1.16.0", "six==1.16.0\nidna==3.10", "needs idna")
+    live.edit("app.py", "import six  # noqa: F401", "import six  # noqa: F401\nimport does_not_exist_xyz", "broken import")
+    result, load = deploy_under_load(sandbox, live)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "handover address" in out and "does_not_exist_xyz" in out  # the cause, from the new master's own output
+    assert load.failed == 0, load.samples
+    assert current() == before
+    assert get(ZD.url("/api/ai/x"))[1]["X-Release"] == before
+    assert sorted(pm2_apps("zd")) == ["zd-nodejs", "zd-python"]
     live.git("reset", "-q", "--hard", base)
 
 
