@@ -281,7 +281,7 @@ def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev:
 
 def prune(c: Any, s: Settings, keep: int, current: str, prev: str | None) -> list[str]:
     """Remove old releases beyond KEEP_RELEASES; never current, previous, or one a live process runs from."""
-    listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; for p in /proc/[0-9]*; do readlink $p/cwd; done 2>/dev/null | sort -u",
+    listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; find /proc/[0-9]*/cwd -maxdepth 0 -printf '%l\\n' 2>/dev/null | sort -u",
                   warn=True).stdout
     names, _, cwds = listing.partition("@@")
     releases = sorted(n for n in names.split() if n and not n.endswith(".tmp"))
@@ -334,7 +334,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         tried = tuple(a.app for a in plan.actions[:2] if a.how in ("start", "hup", "reload", "takeover"))
         if tried:
             with rep.step("trial run") as st:
-                pm2_ops.canary(c, s, m.release, rdir, m.venv, tried, {p.name for p in facts.pm2})
+                pm2_ops.canary(c, s, m.release, rdir, m.venv, tried, {p.name for p in facts.pm2} if facts.pm2_readable else None)
                 app_name = {"python": s.python_app, "nodejs": s.node_app}
                 st.detail = ("both apps answer their health routes" if len(tried) == 2
                              else f"{app_name[tried[0]]} answers its health route")
@@ -360,6 +360,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
     # Nginx sends nothing to the old master, whose recycled workers would otherwise load new code
     # against the old environment.
     python_handover = py in ("new-master", "takeover")
+    in_pm2 = {p.name for p in facts.pm2} if facts.pm2_readable else None
     with rep.step("switch") as st:
         if python_handover:
             st.detail = "deferred until Nginx has moved to the new Gunicorn"
@@ -371,18 +372,19 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
             if py == "start":
                 pm2_ops.start(c, s, s.python_app)
             elif py == "hup":
-                pm2_ops.hup_python(c, s)
+                pm2_ops.hup_python(c, s, next((p.pid_path for p in facts.apps(s.python_app)), ""))
             elif py == "new-master":
-                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release))
+                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
+                                 present=in_pm2)
             elif py == "takeover":
                 pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
-                                 stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0))
+                                 stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0), present=in_pm2)
             if node == "start":
                 pm2_ops.start(c, s, s.node_app)
             elif node == "reload":
                 pm2_ops.reload_node(c, s)
             elif node == "restart":
-                pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep)
+                pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep, present=in_pm2)
             done = [f"{s.python_app}: {py}", f"{s.node_app}: {node}"]
             st.detail = ", ".join(done)
         if site_written:

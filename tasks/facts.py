@@ -36,6 +36,7 @@ class Pm2Process:
     interpreter: str
     args: tuple[str, ...]
     memory: int
+    pid_path: str = ""  # where PM2 keeps this process's pid
 
 
 @dataclass(frozen=True)
@@ -126,20 +127,26 @@ def facts_script(s: Settings, quick: bool = False) -> str:
         lock = q(f"{s.state_dir}/lock")
         lines.append(f"sec quick; [ -e {lock} ] && {{ flock -n {lock} true 2>/dev/null || echo locked; }}; true")
         return "\n".join(lines)
+    # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
+    as_root = "\n".join([
+        "ss -ltnpH",
+        f"printf '\\n{MARK}commands\\n'",
+        f"for pid in $(ss -ltnpH | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
+        "  printf '%s ' \"$pid\"; tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null; echo",
+        "done",
+    ])
+    venv_check = f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv"
     return "\n".join([
+        # The slowest check (a Python start-up) runs beside the rest.
+        'V=$(mktemp 2>/dev/null) && { (' + venv_check + ') > "$V" & }',
         *lines,
         "sec tools",
         f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
         "command -v node >/dev/null 2>&1 && echo node",
         "command -v flock >/dev/null 2>&1 && echo flock",
-        f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
-        "sudo -n true >/dev/null 2>&1 && echo sudo",
-        "sudo -n sh -c 'command -v nginx' >/dev/null 2>&1 && echo nginx",
-        "sec listen; sudo -n ss -ltnpH 2>/dev/null || ss -ltnH 2>/dev/null; true",
-        "sec commands",
-        f"for pid in $(sudo -n ss -ltnpH 2>/dev/null | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
-        "  printf '%s ' \"$pid\"; sudo -n cat /proc/$pid/cmdline 2>/dev/null | tr '\\0' ' '; echo",
-        "done",
+        "sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null",
+        'if [ -n "$V" ]; then wait; cat "$V"; rm -f "$V"; else ' + venv_check + "; fi",
+        f"sec listen; sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null; true",
     ])
 
 
@@ -187,6 +194,7 @@ def parse_pm2_jlist(text: str) -> tuple[list[Pm2Process], bool]:
             interpreter=str(env.get("exec_interpreter", "")),
             args=tuple(str(a) for a in (args if isinstance(args, list) else [args])),
             memory=int(monit.get("memory", 0) or 0),
+            pid_path=str(env.get("pm_pid_path", "")),
         ))
     return procs, True
 

@@ -191,8 +191,7 @@ def install_site_script(s: Settings, backup: bool = True) -> str:
 
 def install_site(c: Any, s: Settings, text: str, *, backup: bool = True) -> None:
     """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded."""
-    run(c, "mkdir -p " + q(s.state_dir))
-    result = run(c, sudo(f"sh -c {q(install_site_script(s, backup))}"), stdin=text, warn=True)
+    result = run(c, f"mkdir -p {q(s.state_dir)} && " + sudo(f"sh -c {q(install_site_script(s, backup))}"), stdin=text, warn=True)
     if result.exited == 65:
         raise fail(f"nginx -t rejected the new site {s.nginx_site}; the previous site is back in place and Nginx was not "
                    f"reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting or template that produced it.")

@@ -1,7 +1,8 @@
 """PM2: start, reload and check the two apps without restarting what need not be.
 
-- Gunicorn reloads with `pm2 sendSignal SIGHUP` (its graceful reload: the master keeps the
-  socket); PM2's own `reload` of a fork-mode app is a stop-then-start that refuses connections.
+- Gunicorn reloads with SIGHUP to its master (the pid PM2 keeps; `pm2 sendSignal` if that fails),
+  its graceful reload: the master keeps the socket. PM2's own `reload` of a fork-mode app is a
+  stop-then-start that refuses connections.
 - A new Gunicorn master (new venv, new PM2 entry) is brought up beside the old one on the
   handover address; Nginx moves to it, the old master drains, the new one takes the usual
   address, Nginx moves back (`handover`).
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from tasks.render import node_entry, python_entry, render_nginx_site
 from tasks.settings import Settings
 
 PROBE_SCRIPT = (Path(__file__).parent / "probe_script.py").read_text()
+TEMPORARY_KILL_TIMEOUT_MS = 200
 
 
 def pm2(s: Settings, *args: str) -> str:
@@ -95,12 +98,29 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
         lines = [f"  {p}" for p in problems]
         for name, text in logs.items():
             if text.strip():
-                lines.append(f"  output of {name}:\n    " + "\n    ".join(text.splitlines()[-15:]))
+                lines.append(f"  output of {name}:\n    " + "\n    ".join(output_excerpt(text)))
         raise fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
                    + "\n".join(lines) + "\nFix the app and deploy again.")
 
 
-def app_output(c: Any, s: Settings, name: str, lines: int = 15) -> str:
+ERROR_LINE = re.compile(r"^\S*(Error|Exception)\b.*:|^\S+Error$")
+
+
+def output_excerpt(text: str, lines: int = 15) -> list[str]:
+    """The last lines of an app's output, and its last error line if that is further up.
+
+    Several Gunicorn workers failing at once write several tracebacks and boot lines: the line
+    that names the cause (`ModuleNotFoundError: ...`) must not be cut off.
+    """
+    all_lines = [line for line in text.splitlines() if line.strip()]
+    tail = all_lines[-lines:]
+    errors = [line for line in all_lines if ERROR_LINE.search(line.strip())]
+    if errors and errors[-1] not in tail:
+        return [errors[-1], "..."] + tail
+    return tail
+
+
+def app_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
     """The last lines an app wrote (stdout and stderr), as PM2 kept them."""
     result = run(c, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines)), warn=True)
     kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
@@ -137,8 +157,19 @@ def start(c: Any, s: Settings, name: str) -> None:
         raise fail(f"pm2 could not start {name}: {result.stderr.strip()[-500:]}")
 
 
-def hup_python(c: Any, s: Settings) -> None:
-    result = run(c, pm2(s, "sendSignal", "SIGHUP", s.python_app), warn=True)
+def hup_python(c: Any, s: Settings, pid_file: str = "") -> None:
+    """Gunicorn's graceful reload: SIGHUP to its master.
+
+    With PM2's pid file for the master this is a plain `kill -HUP` (what `pm2 sendSignal` does in
+    PM2's daemon, without the 0.1-0.3 s start of PM2's CLI); the file is read at the moment of
+    sending, so a master PM2 restarted since the host was read is the one signalled.
+    """
+    command = pm2(s, "sendSignal", "SIGHUP", s.python_app)
+    if pid_file:
+        command = (f"pid=$(cat {q(pid_file)} 2>/dev/null) && [ -n \"$pid\" ] "
+                   "&& tr '\\0' ' ' < /proc/\"$pid\"/cmdline 2>/dev/null | grep -q gunicorn "
+                   f"&& kill -HUP \"$pid\" || {command}")
+    result = run(c, command, warn=True)
     if not result.ok:
         raise fail(f"pm2 could not signal {s.python_app}: {result.stderr.strip()[-500:]}")
 
@@ -184,7 +215,9 @@ def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple
         address = f"127.0.0.1:{s.node_handover_port}"
         entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{s.node_script}", exec_mode="cluster",
                      env={**entry["env"], "PORT": str(s.node_handover_port)})
-    entry.update(autorestart=False)
+    # Stopped only once drained (or when it failed): PM2 may SIGKILL what is left after a moment
+    # rather than wait for Gunicorn's shutdown (0.3-0.5 s).
+    entry.update(autorestart=False, kill_timeout=TEMPORARY_KILL_TIMEOUT_MS)
     return entry, address
 
 
@@ -195,7 +228,8 @@ def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
 
 
 def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, venv: str, reporter: Reporter,
-             stop_old: Callable[[], None] | None = None, switch: Callable[[], None] | None = None) -> None:
+             stop_old: Callable[[], None] | None = None, switch: Callable[[], None] | None = None,
+             present: set[str] | None = None) -> None:
     """Replace an app's processes without refusing a connection: a second copy takes the traffic meanwhile.
 
     1. start the new release as a temporary PM2 app on the handover address, check it;
@@ -211,15 +245,17 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     health = s.health_py if kind == "python" else s.health_node
     config = f"{s.state_dir}/handover-{kind}.config.json"
     # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.
-    run(c, f"{write_file_command(config, '0600')} && {{ {pm2(s, 'delete', entry['name'])} >/dev/null 2>&1; true; }} && "
-           f"{pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
+    leftover = present is None or entry["name"] in present
+    run(c, write_file_command(config, "0600")
+        + (f" && {{ {pm2(s, 'delete', entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
+        + f" && {pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
     # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
     problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
                        [{"name": entry["name"], "workers": kind == "python"}], fail_fast=True)
     if problems:
         output = app_output(c, s, entry["name"])
         delete(c, s, entry["name"])
-        shown = ("\n  output of the new processes:\n    " + "\n    ".join(output.splitlines()[-15:])) if output.strip() else ""
+        shown = ("\n  output of the new processes:\n    " + "\n    ".join(output_excerpt(output))) if output.strip() else ""
         raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown)
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}

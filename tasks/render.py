@@ -19,6 +19,9 @@ from tasks.settings import Settings
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 NODE_KILL_TIMEOUT_MS = 15000
+# How often PM2 looks whether a stopped app has exited (its default, 100 ms, adds up to that much
+# to every stop, and a handover stops two Gunicorn masters).
+KILL_RETRY_MS = 20
 
 GUNICORN_CONF = "gunicorn.conf.py"
 ECOSYSTEM = "ecosystem.config.js"
@@ -74,6 +77,7 @@ def python_entry(s: Settings, venv: str) -> dict[str, Any]:
         "interpreter": f"{venv}/bin/python",
         "cwd": s.current_dir,
         "kill_timeout": (s.gunicorn_graceful_timeout + 5) * 1000,
+        "kill_retry_time": KILL_RETRY_MS,
         "env": {"PYTHONUNBUFFERED": "1"},
     }
 
@@ -86,6 +90,7 @@ def node_entry(s: Settings) -> dict[str, Any]:
         "cwd": s.current_dir,
         "instances": s.node_instances,
         "kill_timeout": NODE_KILL_TIMEOUT_MS,
+        "kill_retry_time": KILL_RETRY_MS,
         "env": {"NODE_ENV": s.node_env, "PORT": str(s.node_port)},
     }
 

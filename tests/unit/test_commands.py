@@ -4,11 +4,14 @@ session (fabric.testing), on a MockContext, and host-key policy with pytest-mock
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import time
 
 import paramiko
 import pytest
 from fabric import Connection
-from invoke import MockContext, Result
+from invoke import Context, MockContext, Result
 from invoke.exceptions import Exit
 
 from tasks import install, lock, pm2
@@ -80,3 +83,43 @@ def test_changed_host_key_is_refused(mocker, s):
     with pytest.raises(Exit) as err:
         open_host(c, s)
     assert err.value.code == 3 and "CHANGED" in err.value.message and "ssh-keygen -R" in err.value.message
+
+
+def test_gunicorn_hup_signals_the_master_from_pm2s_pid_file_and_falls_back_to_pm2(tmp_path, s):
+    """The HUP goes to the pid in PM2's pid file if that process is a Gunicorn; otherwise through `pm2 sendSignal`."""
+    fake_pm2 = tmp_path / "pm2"
+    fake_pm2.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/pm2-called\n")
+    fake_pm2.chmod(0o755)
+    s2 = load_settings(environ={}, overrides={"PM2": str(fake_pm2)})
+
+    # A process whose command line says gunicorn and that records the HUP it gets.
+    script = tmp_path / "gunicorn"
+    script.write_text("import signal, sys, time\n"
+                      f"signal.signal(signal.SIGHUP, lambda *a: open({str(tmp_path / 'hup')!r}, 'w').write('x'))\n"
+                      "print('ready', flush=True)\ntime.sleep(30)\n")
+    proc = subprocess.Popen(["python3", str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        pid_file = tmp_path / "app-0.pid"
+        pid_file.write_text(str(proc.pid))
+        pm2.hup_python(Context(), s2, str(pid_file))
+        for _ in range(100):
+            if (tmp_path / "hup").exists():
+                break
+            time.sleep(0.02)
+        assert (tmp_path / "hup").exists() and not (tmp_path / "pm2-called").exists()
+        pid_file.write_text("999999999")  # gone: PM2 is asked instead
+        pm2.hup_python(Context(), s2, str(pid_file))
+        assert (tmp_path / "pm2-called").read_text().split() == ["sendSignal", "SIGHUP", s2.python_app]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_output_excerpt_keeps_the_line_that_names_the_cause():
+    text = "\n".join(["Traceback (most recent call last):", '  File "app.py", line 3', "    import nope",
+                      "ModuleNotFoundError: No module named 'nope'"] + [f"[INFO] Booting worker with pid: {n}" for n in range(30)])
+    lines = pm2.output_excerpt(text)
+    assert lines[0] == "ModuleNotFoundError: No module named 'nope'" and lines[-1].endswith("pid: 29") and len(lines) == 17
+    short = "boot\nValueError: bad value\nexit"
+    assert pm2.output_excerpt(short) == ["boot", "ValueError: bad value", "exit"]

@@ -8,7 +8,7 @@ import pytest
 from invoke import Context
 from invoke.exceptions import UnexpectedExit
 
-from tasks.connect import nodelay_socket
+from tasks.connect import QuickAckSocket, nodelay_socket
 from tasks.hostio import command_log, run
 
 
@@ -39,11 +39,17 @@ def test_every_command_is_counted() -> None:
     assert command_log(c).count == 2 and command_log(c).commands == ["true", "true"]
 
 
-def test_the_ssh_socket_has_nagle_off() -> None:
+def test_the_ssh_socket_has_nagle_off_and_acks_at_once() -> None:
     server = socket.create_server(("127.0.0.1", 0))
     try:
         sock = nodelay_socket("127.0.0.1", server.getsockname()[1], 5)
+        peer, _ = server.accept()
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        if hasattr(socket, "TCP_QUICKACK"):
+            assert isinstance(sock, QuickAckSocket) and sock.gettimeout() == 5
+        peer.sendall(b"SSH-2.0-x\r\n")
+        assert sock.recv(100) == b"SSH-2.0-x\r\n"  # what paramiko calls, through the quick-ack wrapper
+        peer.close()
         sock.close()
     finally:
         server.close()
