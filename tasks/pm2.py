@@ -29,7 +29,6 @@ from tasks.render import node_entry, python_entry, render_nginx_site
 from tasks.settings import Settings
 
 PROBE_SCRIPT = (Path(__file__).parent / "probe_script.py").read_text()
-TEMPORARY_KILL_TIMEOUT_MS = 200
 
 
 def pm2(s: Settings, *args: str) -> str:
@@ -215,9 +214,7 @@ def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple
         address = f"127.0.0.1:{s.node_handover_port}"
         entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{s.node_script}", exec_mode="cluster",
                      env={**entry["env"], "PORT": str(s.node_handover_port)})
-    # Stopped only once drained (or when it failed): PM2 may SIGKILL what is left after a moment
-    # rather than wait for Gunicorn's shutdown (0.3-0.5 s).
-    entry.update(autorestart=False, kill_timeout=TEMPORARY_KILL_TIMEOUT_MS)
+    entry.update(autorestart=False)
     return entry, address
 
 
