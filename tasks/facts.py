@@ -120,8 +120,10 @@ def facts_script(s: Settings, quick: bool = False) -> str:
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
         'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
         'sec cwds; find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\' 2>/dev/null; true',
-        f"sec pm2; {pm2_list_shell(s)}; true",
+        # PM2's list (the slowest part: a node start) was asked for first, in the background.
+        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + pm2_list_shell(s) + "; fi; true",
     ]
+    lines.insert(0, 'L=$(mktemp 2>/dev/null) && { (' + pm2_list_shell(s) + ') > "$L" 2>/dev/null & LP=$!; }')
     if quick:
         # Whether a deploy holds the lock right now (tested, not taken; the file is made by the lock).
         lock = q(f"{s.state_dir}/lock")
@@ -138,14 +140,14 @@ def facts_script(s: Settings, quick: bool = False) -> str:
     venv_check = f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv"
     return "\n".join([
         # The slowest check (a Python start-up) runs beside the rest.
-        'V=$(mktemp 2>/dev/null) && { (' + venv_check + ') > "$V" & }',
+        'V=$(mktemp 2>/dev/null) && { (' + venv_check + ') > "$V" & VP=$!; }',
         *lines,
         "sec tools",
         f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
         "command -v node >/dev/null 2>&1 && echo node",
         "command -v flock >/dev/null 2>&1 && echo flock",
         "sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null",
-        'if [ -n "$V" ]; then wait; cat "$V"; rm -f "$V"; else ' + venv_check + "; fi",
+        'if [ -n "$V" ]; then wait "$VP"; cat "$V"; rm -f "$V"; else ' + venv_check + "; fi",
         f"sec listen; sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null; true",
     ])
 
