@@ -26,7 +26,7 @@ from tasks import nginx as nginx_ops
 from tasks import pm2 as pm2_ops
 from tasks import takeover as takeover_ops
 from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import command_log, fail, q, run, target_name, upload
+from tasks.hostio import Background, command_log, fail, q, run, target_name, upload
 from tasks.lock import DeployLock, audit, who, who_text
 from tasks.output import Reporter
 from tasks.plan import Manifest, Plan, PlanError, make_manifest, make_plan
@@ -367,6 +367,8 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         else:
             switch(c, s, m.release)
             st.detail = f"current -> {m.release}"
+    stopping: Background | None = None  # a temporary app's stop, overlapping the health check
+    stopping_node: Background | None = None
     try:
         with rep.step("pm2-reload") as st:
             if py == "start":
@@ -374,17 +376,17 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
             elif py == "hup":
                 pm2_ops.hup_python(c, s, next((p.pid_path for p in facts.apps(s.python_app)), ""))
             elif py == "new-master":
-                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
+                stopping = pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
                                  present=in_pm2)
             elif py == "takeover":
-                pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
+                stopping = pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
                                  stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0), present=in_pm2)
             if node == "start":
                 pm2_ops.start(c, s, s.node_app)
             elif node == "reload":
                 pm2_ops.reload_node(c, s)
             elif node == "restart":
-                pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep, present=in_pm2)
+                stopping_node = pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep, present=in_pm2)
             done = [f"{s.python_app}: {py}", f"{s.node_app}: {node}"]
             st.detail = ", ".join(done)
         if site_written:
@@ -396,6 +398,9 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
                 raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
             st.detail = "both apps answer, directly and through Nginx"
     except Exit as err:
+        for pending in (stopping, stopping_node):
+            if pending:
+                pending.wait()
         reason = str(err.message)
         logs = {name: pm2_ops.error_tail(c, s, name) for name in (s.python_app, s.node_app)}
         with rep.step("rollback") as st:
@@ -412,6 +417,9 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         raise fail(f"{reason}\nRolled back to {prev or 'nothing (first deploy)'}; release {m.release} is marked bad.\n"
                    f"{tails}") from None
     with rep.step("finish") as st:
+        for pending in (stopping, stopping_node):
+            if pending:
+                pending.wait()
         # A HUP leaves PM2's process list as it was; anything else changes what a reboot must resurrect.
         saved = (py, node) not in (("hup", "none"), ("none", "none"))
         if saved:
@@ -474,40 +482,40 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
                   flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
         st.detail = target_name(c)
-    if shipment is not None and not dry_run:
-        # A deploy that changes nothing costs one quick read: no lock, no tool checks. (SOURCE=git
-        # fetches into the host's mirror, which only a lock holder may do.)
-        with rep.step("read host") as st:
-            facts = host_facts.gather(c, s, quick=True)
-            plan = build_plan(c, s, shipment, facts)
-            st.detail = f"live: {facts.current_release or 'nothing yet'}"
-        if plan.nothing_to_do and not facts.locked:
-            report_unchanged(c, s, rep, plan)
-            return
     info = {"who": who(), "sha": shipment.tree.sha if shipment else s.ref, "since": datetime.now(UTC).isoformat(timespec="seconds"),
             **who()}
-    lock = None if dry_run else DeployLock(c, s, info, int(lock_wait or 0), rep.say, rep.warn)
+    # One channel takes the lock and reads the host (files, processes, PM2): all a deploy that
+    # changes nothing needs. The tool and port checks follow only when something will change.
+    lock = None if dry_run else DeployLock(c, s, info, int(lock_wait or 0), rep.say, rep.warn,
+                                           then=host_facts.facts_script(s, quick=True))
     if lock:
         lock.__enter__()
     try:
-        with rep.step("read host" if dry_run else "plan") as st:
-            facts = host_facts.gather(c, s)
-            require_tools(facts)
+        with rep.step("read host") as st:
+            if lock:
+                facts = host_facts.parse_facts(lock.read_then())
+            else:
+                facts = host_facts.gather(c, s)
+                require_tools(facts)
             if shipment is None:
                 try:
                     shipment = git_shipment(c, s)
                 except SettingsError as err:
                     raise fail(str(err), code=2) from None
             plan = build_plan(c, s, shipment, facts)
-            st.detail = f"live: {facts.current_release or 'nothing yet'}; " + ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+            st.detail = f"live: {facts.current_release or 'nothing yet'}"
         if dry_run:
             print_plan(rep, s, plan, facts, shipment)
             rep.say("Dry run: nothing was changed.")
             return
         if plan.nothing_to_do:
-            # Another deploy held the lock during the quick read, and left what we would deploy.
             report_unchanged(c, s, rep, plan)
             return
+        with rep.step("plan") as st:
+            host_facts.add_host_checks(c, s, facts)
+            require_tools(facts)
+            plan = build_plan(c, s, shipment, facts)
+            st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
         try:
             execute(c, s, rep, plan, facts, shipment, "deploy")
         except SettingsError as err:

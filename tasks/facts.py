@@ -68,7 +68,6 @@ class HostFacts:
     commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
     procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
     complete: bool = True  # False for a quick read (no tools, listeners or their commands)
-    locked: bool = False  # a quick read saw another deploy holding the lock
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -95,16 +94,13 @@ def pm2_list_shell(s: Settings) -> str:
     return (f"P=$(command -v {q(s.pm2)}) && {{ node -e {q(PM2_LIST_JS)} \"$P\" 2>/dev/null || \"$P\" jlist 2>/dev/null; }}")
 
 
-def facts_script(s: Settings, quick: bool = False) -> str:
-    """The shell that prints every fact in marked sections. Read-only.
-
-    `quick` leaves out what only a deploy that changes something needs (tools, listening sockets
-    and who holds them): enough to see that nothing changed, in a few milliseconds on the host.
-    """
+def files_and_processes_script(s: Settings) -> str:
+    """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list."""
     root = q(s.deploy_root)
     link = s.nginx_enabled_link
-    ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, s.nginx_listen))
-    lines = [
+    return "\n".join([
+        # PM2's list (the slowest part: a node start) is asked for first, in the background.
+        'L=$(mktemp 2>/dev/null) && { (' + pm2_list_shell(s) + ') > "$L" 2>/dev/null & LP=$!; }',
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
         "sec uid; id -u",
@@ -120,15 +116,14 @@ def facts_script(s: Settings, quick: bool = False) -> str:
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
         'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
         'sec cwds; find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\' 2>/dev/null; true',
-        # PM2's list (the slowest part: a node start) was asked for first, in the background.
         'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + pm2_list_shell(s) + "; fi; true",
-    ]
-    lines.insert(0, 'L=$(mktemp 2>/dev/null) && { (' + pm2_list_shell(s) + ') > "$L" 2>/dev/null & LP=$!; }')
-    if quick:
-        # Whether a deploy holds the lock right now (tested, not taken; the file is made by the lock).
-        lock = q(f"{s.state_dir}/lock")
-        lines.append(f"sec quick; [ -e {lock} ] && {{ flock -n {lock} true 2>/dev/null || echo locked; }}; true")
-        return "\n".join(lines)
+        "sec quick",
+    ])
+
+
+def host_checks_script(s: Settings) -> str:
+    """Shell for what a deploy that changes something needs besides: tools present, who listens on our ports."""
+    ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, s.nginx_listen))
     # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
     as_root = "\n".join([
         "ss -ltnpH",
@@ -137,19 +132,27 @@ def facts_script(s: Settings, quick: bool = False) -> str:
         "  printf '%s ' \"$pid\"; tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null; echo",
         "done",
     ])
-    venv_check = f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv"
     return "\n".join([
-        # The slowest check (a Python start-up) runs beside the rest.
-        'V=$(mktemp 2>/dev/null) && { (' + venv_check + ') > "$V" & VP=$!; }',
-        *lines,
+        f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         "sec tools",
         f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
         "command -v node >/dev/null 2>&1 && echo node",
         "command -v flock >/dev/null 2>&1 && echo flock",
         "sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null",
-        'if [ -n "$V" ]; then wait "$VP"; cat "$V"; rm -f "$V"; else ' + venv_check + "; fi",
+        f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
         f"sec listen; sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null; true",
     ])
+
+
+def facts_script(s: Settings, quick: bool = False) -> str:
+    """The shell that prints every fact in marked sections. Read-only.
+
+    `quick` leaves out what only a deploy that changes something needs (tools, listening sockets
+    and who holds them): enough to see that nothing changed, in a few milliseconds on the host.
+    """
+    if quick:
+        return files_and_processes_script(s)
+    return files_and_processes_script(s) + "\n" + host_checks_script(s)
 
 
 def split_sections(output: str) -> dict[str, str]:
@@ -251,13 +254,18 @@ def parse_facts(output: str) -> HostFacts:
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
             facts.procs[int(parts[0])] = (int(parts[1]), cwds.get(int(parts[0]), ""))
-    facts.complete = "quick" not in sec
-    facts.locked = sec.get("quick", "").strip() == "locked"
+    facts.complete = "tools" in sec
     for line in sec.get("commands", "").splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
             facts.commands[int(pid)] = cmd.strip()
     return facts
+
+
+def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
+    """Add to a quick read what a deploy that changes something needs (tools, listeners, their commands)."""
+    more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s) + "\n", warn=True).stdout)
+    facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
 
 
 def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:

@@ -13,7 +13,6 @@ import shlex
 import shutil
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +111,50 @@ def _drain(recv: Any, chunks: list[bytes]) -> None:
         chunks.append(chunk)
 
 
+class Background:
+    """A command started on the host now and waited for later, so that other work overlaps it."""
+
+    def __init__(self, c: Context, command: str):
+        log = command_log(c)
+        log.count += 1
+        log.commands.append(command)
+        self.c, self.command = c, command
+        self._result: Result | None = None
+        self._chan: Any = None
+        self._proc: subprocess.Popen[str] | None = None
+        if isinstance(c, MockContext):
+            self._result = c.run(command, hide=True, warn=True, in_stream=False)
+        elif is_remote(c):
+            c.open()
+            self._chan = c.transport.open_session()
+            self._chan.exec_command(command)
+            self._chan.shutdown_write()
+        else:
+            self._proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> Result:
+        if self._result is not None:
+            return self._result
+        if self._chan is not None:
+            err_chunks: list[bytes] = []
+            reader = threading.Thread(target=_drain, args=(self._chan.recv_stderr, err_chunks), daemon=True)
+            reader.start()
+            out_chunks: list[bytes] = []
+            _drain(self._chan.recv, out_chunks)
+            reader.join()
+            code = self._chan.recv_exit_status()
+            self._chan.close()
+            stdout = b"".join(out_chunks).decode("utf-8", "replace")
+            stderr = b"".join(err_chunks).decode("utf-8", "replace")
+        else:
+            assert self._proc is not None
+            stdout, stderr = self._proc.communicate()
+            code = self._proc.returncode
+        self._result = Result(stdout=stdout, stderr=stderr, exited=code, command=self.command, hide=("stdout", "stderr"))
+        return self._result
+
+
 def sudo(command: str) -> str:
     """Prefix for commands that need root: `sudo -n` never waits for a password prompt."""
     return f"sudo -n {command}"
@@ -190,9 +233,7 @@ class HeldCommand:
     def release(self) -> None:
         if self._chan is not None:
             self._chan.shutdown_write()
-            deadline = time.monotonic() + 10
-            while not self._chan.exit_status_ready() and time.monotonic() < deadline:
-                time.sleep(0.02)
+            self._chan.status_event.wait(10)  # the command has seen end-of-file, cleaned up and exited
             self._chan.close()
             self._chan = None
         if self._proc is not None:

@@ -40,7 +40,11 @@ def who_text(info: dict[str, Any]) -> str:
     return text
 
 
-def lock_script(s: Settings, info: dict[str, Any], wait: int) -> str:
+END = "@@signalcraft-end"
+
+
+def lock_script(s: Settings, info: dict[str, Any], wait: int, then: str = "") -> str:
+    """Take the lock (or say who holds it), run `then` (a read of the host, say) and hold the lock until stdin closes."""
     d = q(s.state_dir)
     return "\n".join([
         f"mkdir -p {d} && cd {d} || exit 1",
@@ -53,14 +57,18 @@ def lock_script(s: Settings, info: dict[str, Any], wait: int) -> str:
         f"printf '%s\\n' {q(json.dumps(info))} > lock.json",
         "echo $$ > lock.pid",
         "echo LOCKED",
+        *([then, "", f"echo {END}"] if then else []),
         "cat > /dev/null",  # hold the lock until our stdin (the SSH channel) closes
         "rm -f lock.json lock.pid",
     ])
 
 
 class DeployLock:
-    def __init__(self, c: Any, s: Settings, info: dict[str, Any], wait: int, say: Any, warn: Any):
-        self.held = HeldCommand(c, lock_script(s, info, wait))
+    """The deploy lock, held from `__enter__` to `__exit__`; `then` runs on the host once it is taken
+    (in the same SSH channel: the deploy reads the host there), its output read by `read_then()`."""
+
+    def __init__(self, c: Any, s: Settings, info: dict[str, Any], wait: int, say: Any, warn: Any, then: str = ""):
+        self.held = HeldCommand(c, lock_script(s, info, wait, then))
         self.c, self.s, self.say, self.warn, self.wait = c, s, say, warn, wait
 
     def __enter__(self) -> DeployLock:
@@ -86,6 +94,18 @@ class DeployLock:
             elif line == "STALE":
                 stale = self.held.readline().strip()
                 self.warn(f"took over a lock left by a deploy that is gone: {describe_holder(stale)}")
+
+    def read_then(self) -> str:
+        """The output of `then`, which the host prints as soon as the lock is taken."""
+        lines = []
+        while True:
+            line = self.held.readline()
+            if not line:
+                self.held.release()
+                raise fail(f"Reading {target_name(self.c)} under the deploy lock ended early; nothing was changed.")
+            if line.rstrip("\n") == END:
+                return "".join(lines)
+            lines.append(line)
 
     def __exit__(self, *exc: Any) -> None:
         self.held.release()

@@ -226,9 +226,9 @@ def reload_script(s: Settings, wait_seconds: int = 10) -> str:
     return "\n".join([
         "old=$(pgrep -f '^nginx: worker process' | tr '\\n' ' ')",
         f"{s.nginx_reload_cmd} || exit $?",
-        f"i=0; while [ $i -lt {wait_seconds * 10} ]; do",
+        f"i=0; while [ $i -lt {wait_seconds * 50} ]; do",
         "  alive=0; for p in $old; do kill -0 $p 2>/dev/null && alive=1; done",
-        "  [ $alive = 0 ] && break; sleep 0.1; i=$((i+1))",
+        "  [ $alive = 0 ] && break; sleep 0.02; i=$((i+1))",
         "done",
     ])
 

@@ -22,7 +22,7 @@ from invoke import Collection, task
 
 from tasks import facts as host_facts
 from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import fail, q, run, sudo, write_file_command
+from tasks.hostio import Background, fail, q, run, sudo, write_file_command
 from tasks.nginx import install_site, reload_nginx
 from tasks.output import Reporter
 from tasks.render import node_entry, python_entry, render_nginx_site
@@ -220,20 +220,21 @@ def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple
 
 def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
     """Wait (bounded) until no connection to a local port is open: nothing is in flight there any more."""
-    run(c, f"i=0; while [ $i -lt {seconds * 10} ] && ss -tnH state established '( sport = :{port} )' | grep -q .; "
-           "do sleep 0.1; i=$((i+1)); done", warn=True)
+    run(c, f"i=0; while [ $i -lt {seconds * 50} ] && ss -tnH state established '( sport = :{port} )' | grep -q .; "
+           "do sleep 0.02; i=$((i+1)); done", warn=True)
 
 
 def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, venv: str, reporter: Reporter,
              stop_old: Callable[[], None] | None = None, switch: Callable[[], None] | None = None,
-             present: set[str] | None = None) -> None:
+             present: set[str] | None = None) -> Background | None:
     """Replace an app's processes without refusing a connection: a second copy takes the traffic meanwhile.
 
     1. start the new release as a temporary PM2 app on the handover address, check it;
     2. point Nginx's upstream at it (nginx -t, graceful reload that waits for the old workers);
     3. switch `current` (if asked), wait until the old processes have no connection left, stop them;
     4. start the app under its own name and address from `current`, check it;
-    5. point Nginx back, graceful reload, and stop the temporary app.
+    5. point Nginx back, graceful reload, and start stopping the temporary app: that stop is
+       returned, to be waited for (`.wait()`) before PM2's list is saved.
     If step 4 fails, Nginx stays on the temporary app (the new release, healthy) and the error is
     raised: the caller brings the previous release back and then calls `end_handover`.
     """
@@ -268,15 +269,23 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     problems = gate(c, s, release, release_dir, {kind: True})
     if problems:
         raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems))
-    end_handover(c, s, kind)
+    return end_handover(c, s, kind, background=True)
 
 
-def end_handover(c: Any, s: Settings, kind: str) -> None:
-    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained."""
+def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Background | None:
+    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained.
+
+    With `background`, the stop (0.5 s: PM2 waits for Gunicorn to exit) is left running and
+    returned; the caller overlaps it with the health check and waits before `pm2 save`.
+    """
     install_site(c, s, render_nginx_site(s), backup=False)
     reload_nginx(c, s)
     wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
-    delete(c, s, s.handover_app if kind == "python" else s.node_handover_app)
+    delete_command = pm2(s, "delete", s.handover_app if kind == "python" else s.node_handover_app)
+    if background:
+        return Background(c, delete_command)
+    run(c, delete_command, warn=True)
+    return None
 
 
 def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:

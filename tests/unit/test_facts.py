@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from invoke import Context
 
 from tasks.facts import MARK, HostFacts, facts_script, parse_facts, parse_pm2_jlist, split_sections
+from tasks.lock import DeployLock
 
 SECRET = "s3cr3t-Zq9x-never-print-me"
 DB_PASSWORD = "hunter2-db-pass"
@@ -297,35 +299,34 @@ def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path
     facts = parse_facts(out.stdout)
     assert out.returncode == 0, out.stderr
     assert facts.current_release == "r1" and facts.manifest == MANIFEST
-    assert not facts.complete and not facts.locked
+    assert not facts.complete
     assert facts.tools == set() and facts.listeners == []
     ppid, cwd = facts.procs[child.pid]
     assert cwd == str(release)  # what tells which release a process runs
     assert ppid > 0
     full = parse_facts(subprocess.run(["sh", "-s"], input=facts_script(s) + "\n", capture_output=True, text=True, timeout=30).stdout)
-    assert full.complete and not full.locked
+    assert full.complete
 
 
-def test_quick_read_sees_a_deploy_holding_the_lock(tmp_path: Path, load) -> None:
+def test_the_lock_channel_reads_the_host_once_the_lock_is_taken_and_holds_it(tmp_path: Path, load) -> None:
+    """deploy takes the lock and reads the host in one command: the facts come after LOCKED, and the
+    lock stays held (flock from outside fails) until the deploy lets go."""
     root = tmp_path / "deploy"
-    (root / ".deploy").mkdir(parents=True)
-    lock = root / ".deploy" / "lock"
-    lock.touch()
+    release = root / "releases" / "r1"
+    (release / ".signalcraft").mkdir(parents=True)
+    (release / ".signalcraft" / "manifest.json").write_text(json.dumps(MANIFEST))
+    (root / "current").symlink_to(release)
     s = load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
-    script = facts_script(s, quick=True) + "\n"
-    assert not parse_facts(subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30).stdout).locked
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    lock = DeployLock(Context(), s, {"user": "me"}, 0, print, print, then=facts_script(s, quick=True))
+    lock.__enter__()
     try:
-        for _ in range(50):  # until flock has it
-            if subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
-                break
-            subprocess.run(["sleep", "0.05"])
-        facts = parse_facts(subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30).stdout)
+        facts = parse_facts(lock.read_then())
+        held = subprocess.run(["flock", "-n", str(root / ".deploy" / "lock"), "true"]).returncode
     finally:
-        holder.kill()
-        holder.wait()
-    assert facts.locked
-    assert lock.exists()
+        lock.__exit__(None, None, None)
+    assert facts.current_release == "r1" and facts.manifest == MANIFEST and not facts.complete
+    assert held != 0
+    assert subprocess.run(["flock", "-n", str(root / ".deploy" / "lock"), "true"]).returncode == 0
 
 
 def test_parse_facts_joins_process_parents_and_working_directories() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from invoke import Context
 from invoke.exceptions import UnexpectedExit
 
 from tasks.connect import QuickAckSocket, nodelay_socket
-from tasks.hostio import command_log, run
+from tasks.hostio import Background, command_log, run
 
 
 def test_run_keeps_stdout_and_stderr_apart_and_reports_the_exit_status() -> None:
@@ -53,3 +54,16 @@ def test_the_ssh_socket_has_nagle_off_and_acks_at_once() -> None:
         sock.close()
     finally:
         server.close()
+
+
+def test_a_background_command_runs_while_other_commands_do_and_is_waited_for() -> None:
+    c = Context()
+    started = time.monotonic()
+    pending = Background(c, "sleep 0.4; echo stopped; echo note >&2; exit 5")
+    assert run(c, "echo meanwhile").stdout == "meanwhile\n"
+    assert time.monotonic() - started < 0.3  # the first did not hold up the second
+    result = pending.wait()
+    assert (result.stdout, result.stderr, result.exited) == ("stopped\n", "note\n", 5)
+    assert time.monotonic() - started >= 0.4
+    assert pending.wait() is result
+    assert command_log(c).count == 2
