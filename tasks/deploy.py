@@ -233,6 +233,14 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
         rep.say(diff.rstrip("\n"))
 
 
+def settle(pending: list[Background | None]) -> None:
+    """Wait for the commands left running in the background."""
+    for command in pending:
+        if command is not None:
+            command.wait()
+    pending.clear()
+
+
 def mark_bad(c: Any, s: Settings, release: str) -> None:
     """Remember a release that failed, so `rollback` and `previous_release` never pick it."""
     run(c, f"mkdir -p {q(s.state_dir)}/bad && touch {q(s.state_dir)}/bad/{q(release)}", warn=True)
@@ -303,6 +311,9 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
                               "to": m.release, "sha": m.sha, "actions": {a.app: a.how for a in plan.actions}}
     site_written = False
     takeover = plan.action("python")
+    # Stops of temporary PM2 apps (trial, handover), each 0.5 s of PM2 waiting for an exit: they run
+    # beside the next steps and are waited for before PM2's list is saved or anything is undone.
+    stopping: list[Background | None] = []
     try:
         if takeover.how == "takeover":
             with rep.step("record takeover") as st:
@@ -334,7 +345,8 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         tried = tuple(a.app for a in plan.actions[:2] if a.how in ("start", "hup", "reload", "takeover"))
         if tried:
             with rep.step("trial run") as st:
-                pm2_ops.canary(c, s, m.release, rdir, m.venv, tried, {p.name for p in facts.pm2} if facts.pm2_readable else None)
+                stopping.append(pm2_ops.canary(c, s, m.release, rdir, m.venv, tried,
+                                               {p.name for p in facts.pm2} if facts.pm2_readable else None))
                 app_name = {"python": s.python_app, "nodejs": s.node_app}
                 st.detail = ("both apps answer their health routes" if len(tried) == 2
                              else f"{app_name[tried[0]]} answers its health route")
@@ -349,6 +361,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
                 raise fail("Nginx check failed; nothing was switched:\n  " + "\n  ".join(problems))
             st.detail = f"{len(routes)} routes ok" + ("; new site passes nginx -t" if site_written else "")
     except Exit as err:
+        settle(stopping)
         # Nothing was switched: the live release still serves. Keep the evidence, mark the release bad.
         if plan.new_release:
             mark_bad(c, s, m.release)
@@ -367,8 +380,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         else:
             switch(c, s, m.release)
             st.detail = f"current -> {m.release}"
-    stopping: Background | None = None  # a temporary app's stop, overlapping the health check
-    stopping_node: Background | None = None
+    seen: dict[str, Any] = {}  # PM2's view of both apps, as the passing health check saw it
     try:
         with rep.step("pm2-reload") as st:
             if py == "start":
@@ -376,31 +388,29 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
             elif py == "hup":
                 pm2_ops.hup_python(c, s, next((p.pid_path for p in facts.apps(s.python_app)), ""))
             elif py == "new-master":
-                stopping = pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
-                                 present=in_pm2)
+                stopping.append(pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
+                                 present=in_pm2))
             elif py == "takeover":
-                stopping = pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
-                                 stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0), present=in_pm2)
+                stopping.append(pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
+                                 stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0), present=in_pm2))
             if node == "start":
                 pm2_ops.start(c, s, s.node_app)
             elif node == "reload":
                 pm2_ops.reload_node(c, s)
             elif node == "restart":
-                stopping_node = pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep, present=in_pm2)
+                stopping.append(pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep, present=in_pm2))
             done = [f"{s.python_app}: {py}", f"{s.node_app}: {node}"]
             st.detail = ", ".join(done)
         if site_written:
             with rep.step("nginx reload"):
                 nginx_ops.reload_nginx(c, s)
         with rep.step("health") as st:
-            problems = pm2_ops.gate(c, s, m.release, rdir, {"python": py != "none", "nodejs": node != "none"})
+            problems = pm2_ops.gate(c, s, m.release, rdir, {"python": py != "none", "nodejs": node != "none"}, report=seen)
             if problems:
                 raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
             st.detail = "both apps answer, directly and through Nginx"
     except Exit as err:
-        for pending in (stopping, stopping_node):
-            if pending:
-                pending.wait()
+        settle(stopping)
         reason = str(err.message)
         logs = {name: pm2_ops.error_tail(c, s, name) for name in (s.python_app, s.node_app)}
         with rep.step("rollback") as st:
@@ -417,9 +427,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         raise fail(f"{reason}\nRolled back to {prev or 'nothing (first deploy)'}; release {m.release} is marked bad.\n"
                    f"{tails}") from None
     with rep.step("finish") as st:
-        for pending in (stopping, stopping_node):
-            if pending:
-                pending.wait()
+        settle(stopping)
         # A HUP leaves PM2's process list as it was; anything else changes what a reboot must resurrect.
         saved = (py, node) not in (("hup", "none"), ("none", "none"))
         if saved:
@@ -428,7 +436,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         st.detail = ("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
     record.update(result="ok", steps=rep.durations(), files_changed=changed_files + (["nginx site"] if site_written else []))
     audit(c, s, record)
-    return record
+    return {**record, "pm2": seen}
 
 
 def build_plan(c: Any, s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -> Plan:
@@ -517,32 +525,31 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
             plan = build_plan(c, s, shipment, facts)
             st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
         try:
-            execute(c, s, rep, plan, facts, shipment, "deploy")
+            record = execute(c, s, rep, plan, facts, shipment, "deploy")
         except SettingsError as err:
             raise fail(str(err), code=2) from None
         except Exit as err:
             rep.error(str(err.message))
             summarize(rep, s, plan, ok=False)
             raise
-        summarize(rep, s, plan, ok=True, c=c)
+        summarize(rep, s, plan, ok=True, c=c, pm2_state=record.pop("pm2", {}))
     finally:
         if lock:
             lock.__exit__(None, None, None)
 
 
-def pm2_lines(c: Any, s: Settings) -> list[str]:
-    """PM2's view of our two apps, one line each (names, states, restarts; never env values)."""
-    procs, _ = host_facts.parse_pm2_jlist(run(c, host_facts.pm2_list_shell(s), warn=True).stdout)
+def pm2_lines(s: Settings, state: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """PM2's view of our two apps, one line each (mode, count, states, restarts, pids; never env values)."""
     lines = []
     for name in (s.python_app, s.node_app):
-        mine = [p for p in procs if p.name == name]
-        states = ",".join(sorted({p.status for p in mine})) or "missing"
-        lines.append(f"  {name:<28} {(mine[0].exec_mode if mine else '-'):<8} x{len(mine)}  {states:<8} "
-                     f"restarts {sum(p.restarts for p in mine)}  pids {' '.join(str(p.pid) for p in mine)}")
+        mine = state.get(name, [])
+        states = ",".join(sorted({str(p["status"]) for p in mine})) or "missing"
+        lines.append(f"  {name:<28} {(mine[0]['mode'] if mine else '-'):<8} x{len(mine)}  {states:<8} "
+                     f"restarts {sum(int(p['restarts'] or 0) for p in mine)}  pids {' '.join(str(p['pid']) for p in mine)}")
     return lines
 
 
-def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None) -> None:
+def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None, pm2_state: dict[str, Any] | None = None) -> None:
     m = plan.manifest
     total = sum(step.seconds for step in rep.steps)
     if ok:
@@ -551,7 +558,7 @@ def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None) -
         rep.say(f"Deployed {m.release} (commit {m.sha[:12]}) to {rep.target} in {total:.1f}s.")
         rep.say(f"  Node.js: http://{host}{port}{s.health_node}")
         rep.say("  Flask:   " + "  ".join(f"http://{host}{port}/{r}" for r in s.py_routes))
-        for line in pm2_lines(c, s):
+        for line in pm2_lines(s, pm2_state or {}):
             rep.say(line)
     reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
     rep.write_github_summary(

@@ -53,14 +53,15 @@ def trial_names(s: Settings) -> tuple[str, str]:
 
 
 def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
-           kinds: tuple[str, ...] = ("python", "nodejs"), present: set[str] | None = None) -> None:
+           kinds: tuple[str, ...] = ("python", "nodejs"), present: set[str] | None = None) -> Background | None:
     """Trial run before any switch: the new release's apps under PM2, with their real entries, on spare ports.
 
     Started by PM2 exactly as they will be (same interpreter, script, environment), a commit that
     fails to import, crashes on start, crashes only under PM2, or answers its health route with an
     error is caught here, while the live release keeps serving. `kinds` names the apps to try
     (an app about to be handed over is tried on the handover address instead); `present` is PM2's
-    app names as last read, to skip deleting trial apps that are not there.
+    app names as last read, to skip deleting trial apps that are not there. A passed trial's apps
+    are being stopped when this returns: the returned command is to be waited for.
     """
     py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
     py_name, node_name = trial_names(s)
@@ -79,7 +80,7 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
         urls.append({"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True})
         watch.append({"name": node_name})
     if not apps:
-        return
+        return None
     names = [a["name"] for a in apps]
     config = f"{s.state_dir}/trial.config.json"
     trials = f"/^({'|'.join(names)})$/"
@@ -91,7 +92,9 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
     problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS,
                             "release": release, "release_dir": release_dir, "urls": urls, "apps": watch,
                             "fail_fast": True}).get("problems", [])
-    logs = {name: app_output(c, s, name) for name in names} if problems else {}
+    if not problems:
+        return Background(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; true")
+    logs = {name: app_output(c, s, name) for name in names}
     run(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; true", warn=True)
     if problems:
         lines = [f"  {p}" for p in problems]
@@ -127,8 +130,12 @@ def app_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
     return "\n".join(kept[-2 * lines:])
 
 
-def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool]) -> list[str]:
-    """After a switch: wait until the apps answer, directly and through Nginx, from the new release."""
+def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool],
+         report: dict[str, Any] | None = None) -> list[str]:
+    """After a switch: wait until the apps answer, directly and through Nginx, from the new release.
+
+    `report`, if given, receives PM2's state of both apps as the passing check saw it.
+    """
     host = s.server_name.split()[0] if s.server_name != "_" else None
     nginx = f"http://127.0.0.1:{s.nginx_listen}"
     py, node = bool(checked.get("python")), bool(checked.get("nodejs"))
@@ -140,14 +147,18 @@ def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str,
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host, "expect_release": node},
     ]
     apps = ([{"name": s.python_app, "workers": True}] if py else []) + ([{"name": s.node_app}] if node else [])
-    return gate_on(c, s, release, release_dir, urls, apps)
+    return gate_on(c, s, release, release_dir, urls, apps, report=report)
 
 
 def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]],
-            fail_fast: bool = False) -> list[str]:
+            fail_fast: bool = False, report: dict[str, Any] | None = None) -> list[str]:
     spec = {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS, "release": release,
-            "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": fail_fast}
-    return probe(c, s, spec).get("problems", [])
+            "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": fail_fast,
+            "report": [s.python_app, s.node_app] if report is not None else []}
+    verdict = probe(c, s, spec)
+    if report is not None:
+        report.update(verdict.get("pm2") or {})
+    return verdict.get("problems", [])
 
 
 def start(c: Any, s: Settings, name: str) -> None:
@@ -310,7 +321,9 @@ def pm2_reload(c, env_file=None, set_=None):
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
-    canary(c, s, facts.current_release, release_dir, venv)
+    trial_stop = canary(c, s, facts.current_release, release_dir, venv)
+    if trial_stop:
+        trial_stop.wait()
     checked = {"python": True, "nodejs": True}
     if facts.online(s.python_app):
         hup_python(c, s)

@@ -71,7 +71,8 @@ def pm2_state(pm2, list_js=None):
     for item in data:
         env = item.get("pm2_env") or {}
         apps.setdefault(item.get("name"), []).append(
-            {"pid": item.get("pid") or 0, "status": env.get("status"), "restarts": env.get("restart_time", 0)})
+            {"pid": item.get("pid") or 0, "status": env.get("status"), "restarts": env.get("restart_time", 0),
+             "mode": str(env.get("exec_mode", "")).replace("_mode", "")})
     return apps
 
 
@@ -130,8 +131,8 @@ def gate(spec):
             if stale:
                 problems.append(f"PM2 app {app['name']}: {len(stale)} process(es) still run from another release")
         if not problems:
-            return {"ok": True, "problems": []}
-        time.sleep(0.3)
+            return {"ok": True, "problems": [], "pm2": {name: state.get(name, []) for name in spec.get("report", [])}}
+        time.sleep(0.1)
     return {"ok": False, "problems": problems}
 
 
