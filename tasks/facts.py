@@ -17,7 +17,7 @@ from tasks.hostio import q, run
 from tasks.settings import Settings
 
 MARK = "@@signalcraft:"
-PM2_LIST_JS = (Path(__file__).parent / "pm2_list.js").read_text()
+PM2_RPC_JS = (Path(__file__).parent / "pm2_rpc.js").read_text()
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,19 @@ class HostFacts:
         return bool(procs) and all(p.status == "online" for p in procs)
 
 
+def pm2_rpc_shell(s: Settings, op: str, *names: str, cli: str) -> str:
+    """Shell that asks PM2's daemon over its socket (pm2_rpc.js); if that cannot be done, runs `pm2 <cli>`.
+
+    Exit status 3 alone means "could not ask": any other answer, an app not found included, is final.
+    """
+    args = " ".join(q(a) for a in (op, *names))
+    return (f"P=$(command -v {q(s.pm2)}) && {{ node -e {q(PM2_RPC_JS)} \"$P\" {args} 2>/dev/null; "
+            f"r=$?; if [ $r = 3 ]; then \"$P\" {cli} 2>/dev/null; else [ $r = 0 ]; fi; }}")
+
+
 def pm2_list_shell(s: Settings) -> str:
-    """Shell that prints PM2's process list: from the daemon's socket when it can (pm2_list.js), else `pm2 jlist`."""
-    return (f"P=$(command -v {q(s.pm2)}) && {{ node -e {q(PM2_LIST_JS)} \"$P\" 2>/dev/null || \"$P\" jlist 2>/dev/null; }}")
+    """Shell that prints PM2's process list: from the daemon's socket when it can, else `pm2 jlist`."""
+    return pm2_rpc_shell(s, "list", cli="jlist")
 
 
 def files_and_processes_script(s: Settings) -> str:

@@ -83,19 +83,18 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
         return None
     names = [a["name"] for a in apps]
     config = f"{s.state_dir}/trial.config.json"
-    trials = f"/^({'|'.join(names)})$/"
     leftovers = present is None or bool(set(trial_names(s)) & present)
     start_trial = (f"mkdir -p {q(s.state_dir)} && {write_file_command(config, '0600')} && "
-                   + (f"{{ {pm2(s, 'delete', trials)} >/dev/null 2>&1; true; }} && " if leftovers else "")
+                   + (f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && " if leftovers else "")
                    + pm2(s, "start", config))
     run(c, start_trial, stdin=json.dumps({"apps": apps}, indent=2), warn=True)
-    problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS,
+    problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_rpc_js": host_facts.PM2_RPC_JS,
                             "release": release, "release_dir": release_dir, "urls": urls, "apps": watch,
                             "fail_fast": True}).get("problems", [])
     if not problems:
-        return Background(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; true")
+        return Background(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true")
     logs = {name: app_output(c, s, name) for name in names}
-    run(c, f"{pm2(s, 'delete', trials)} >/dev/null 2>&1; true", warn=True)
+    run(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true", warn=True)
     if problems:
         lines = [f"  {p}" for p in problems]
         for name, text in logs.items():
@@ -152,7 +151,7 @@ def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str,
 
 def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]],
             fail_fast: bool = False, report: dict[str, Any] | None = None) -> list[str]:
-    spec = {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_list_js": host_facts.PM2_LIST_JS, "release": release,
+    spec = {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_rpc_js": host_facts.PM2_RPC_JS, "release": release,
             "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": fail_fast,
             "report": [s.python_app, s.node_app] if report is not None else []}
     verdict = probe(c, s, spec)
@@ -193,8 +192,14 @@ def reload_node(c: Any, s: Settings) -> None:
         raise fail(f"pm2 could not reload {s.node_app}: {result.stderr.strip()[-500:]}")
 
 
+def delete_command(s: Settings, *names: str) -> str:
+    """Shell that deletes PM2 apps by name, through the daemon's socket (no CLI start) or else the CLI."""
+    cli = pm2(s, "delete", names[0] if len(names) == 1 else f"/^({'|'.join(names)})$/").split(" ", 1)[1]
+    return host_facts.pm2_rpc_shell(s, "delete", *names, cli=cli)
+
+
 def delete(c: Any, s: Settings, name: str) -> None:
-    run(c, pm2(s, "delete", name), warn=True)
+    run(c, delete_command(s, name), warn=True)
 
 
 def save(c: Any, s: Settings) -> None:
@@ -256,7 +261,7 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.
     leftover = present is None or entry["name"] in present
     run(c, write_file_command(config, "0600")
-        + (f" && {{ {pm2(s, 'delete', entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
+        + (f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
         + f" && {pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
     # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
     problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
@@ -292,10 +297,10 @@ def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Ba
     install_site(c, s, render_nginx_site(s), backup=False)
     reload_nginx(c, s)
     wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
-    delete_command = pm2(s, "delete", s.handover_app if kind == "python" else s.node_handover_app)
+    stop = delete_command(s, s.handover_app if kind == "python" else s.node_handover_app)
     if background:
-        return Background(c, delete_command)
-    run(c, delete_command, warn=True)
+        return Background(c, stop)
+    run(c, stop, warn=True)
     return None
 
 

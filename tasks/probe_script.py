@@ -45,14 +45,14 @@ def ports(spec):
     return {"ports": found}
 
 
-def pm2_state(pm2, list_js=None):
-    """PM2's apps: name -> [{pid, status, restarts}]. Asks the daemon's socket (list_js) first, else `pm2 jlist`."""
+def pm2_state(pm2, rpc_js=None):
+    """PM2's apps: name -> [{pid, status, restarts, mode}]. Asks the daemon's socket (rpc_js) first, else `pm2 jlist`."""
     out = ""
     try:
-        if list_js:
+        if rpc_js:
             found = shutil.which(pm2)
             if found:
-                done = subprocess.run(["node", "-e", list_js, found], capture_output=True, text=True, timeout=10)
+                done = subprocess.run(["node", "-e", rpc_js, found, "list"], capture_output=True, text=True, timeout=10)
                 out = done.stdout if done.returncode == 0 else ""
         if not out:
             out = subprocess.run([pm2, "jlist"], capture_output=True, text=True, timeout=30).stdout
@@ -100,7 +100,7 @@ def cwd_of(pid):
 def gate(spec):
     deadline = time.monotonic() + spec["timeout"]
     release_dir = os.path.realpath(spec["release_dir"])
-    first = {} if spec.get("fail_fast") else pm2_state(spec["pm2"], spec.get("pm2_list_js"))  # a trial app does not restart
+    first = {} if spec.get("fail_fast") else pm2_state(spec["pm2"], spec.get("pm2_rpc_js"))  # a trial app does not restart
     problems = ["not checked yet"]
     while time.monotonic() < deadline:
         problems = []
@@ -112,7 +112,7 @@ def gate(spec):
                     return {"ok": False, "problems": problems}
             elif release and check.get("expect_release") and release != spec["release"]:
                 problems.append(f"{check['label']} {check['url']}: answered by release {release}, not {spec['release']}")
-        state = pm2_state(spec["pm2"], spec.get("pm2_list_js"))
+        state = pm2_state(spec["pm2"], spec.get("pm2_rpc_js"))
         for app in spec["apps"]:
             procs = state.get(app["name"], [])
             if not procs or any(p["status"] != "online" for p in procs):

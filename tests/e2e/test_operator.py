@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -98,14 +99,14 @@ def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
 def test_pm2_list_over_the_daemon_socket_matches_pm2_jlist_and_falls_back(sandbox, deployed):
     """The facts read asks PM2's daemon over its socket (no CLI start-up); it must see what `pm2 jlist`
     sees, and where it cannot (no daemon under that PM2_HOME, a stale socket) the shell runs `pm2 jlist`."""
-    from tasks.facts import PM2_LIST_JS, parse_pm2_jlist, pm2_list_shell
+    from tasks.facts import PM2_RPC_JS, parse_pm2_jlist, pm2_list_shell
     from tasks.settings import load_settings
 
     def as_ubuntu(cmd: str, env: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(["sudo", "-u", "ubuntu", "-H", "env", *env.split(), "sh", "-c", cmd],
                               capture_output=True, text=True, timeout=60)
 
-    helper = as_ubuntu(f'node -e {shlex.quote(PM2_LIST_JS)} "$(command -v pm2)"')
+    helper = as_ubuntu(f'node -e {shlex.quote(PM2_RPC_JS)} "$(command -v pm2)" list')
     assert helper.returncode == 0, helper.stderr
     jlist = as_ubuntu("pm2 jlist")
     fast, ok = parse_pm2_jlist(helper.stdout)
@@ -119,3 +120,44 @@ def test_pm2_list_over_the_daemon_socket_matches_pm2_jlist_and_falls_back(sandbo
                       env="PM2_HOME=/tmp/pm2-stale")
     procs, readable = parse_pm2_jlist(stale.stdout)
     assert readable and procs == []  # `pm2 jlist` answered: a fresh daemon there, with no apps
+
+
+def test_pm2_delete_over_the_daemon_socket_stops_and_removes_the_app(sandbox, deployed):
+    """Temporary apps (trial, handover) are deleted through PM2's socket: the processes end, PM2 forgets them,
+    an app that is not there is an error, and where the socket cannot be used the CLI does it."""
+    from tasks.pm2 import delete_command
+    from tasks.settings import load_settings
+
+    s = load_settings(environ={})
+
+    def as_ubuntu(cmd: str, env: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sudo", "-u", "ubuntu", "-H", "env", *env.split(), "sh", "-c", cmd],
+                              capture_output=True, text=True, timeout=120)
+
+    def pids_of(name: str, env: str = "") -> list[int]:
+        from tasks.facts import parse_pm2_jlist
+        procs, _ = parse_pm2_jlist(as_ubuntu("pm2 jlist", env).stdout)
+        return [p.pid for p in procs if p.name == name]
+
+    started = as_ubuntu("pm2 start /bin/sleep --name op-sleeper-a -- 300 >/dev/null && "
+                        "pm2 start /bin/sleep --name op-sleeper-b -- 300 >/dev/null")
+    assert started.returncode == 0, started.stderr
+    pids = pids_of("op-sleeper-a") + pids_of("op-sleeper-b")
+    assert len(pids) == 2
+    gone = as_ubuntu(delete_command(s, "op-sleeper-a", "op-sleeper-b"))
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert pids_of("op-sleeper-a") == [] and pids_of("op-sleeper-b") == []
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+    assert as_ubuntu(delete_command(s, "op-no-such-app")).returncode != 0
+
+    # A PM2 whose client modules the helper cannot find (here: a wrapper script): the CLI deletes instead.
+    wrapper = Path("/tmp/signalcraft-op-pm2-wrapper")  # readable by ubuntu (pytest's tmp_path is not)
+    wrapper.write_text('#!/bin/sh\nexec pm2 "$@"\n')
+    wrapper.chmod(0o755)
+    wrapped = load_settings(environ={}, overrides={"PM2": str(wrapper)})
+    assert as_ubuntu("pm2 start /bin/sleep --name op-sleeper-c -- 300 >/dev/null").returncode == 0
+    assert pids_of("op-sleeper-c")
+    fallback = as_ubuntu(delete_command(wrapped, "op-sleeper-c"))
+    assert fallback.returncode == 0, fallback.stdout + fallback.stderr
+    assert pids_of("op-sleeper-c") == []
+    wrapper.unlink()

@@ -1,0 +1,51 @@
+// Runs ON THE HOST as `node -e <this file> <path of pm2> [list | delete NAME...]`.
+// Asks the PM2 daemon over its RPC socket, with PM2's own client modules, what the PM2 CLI would
+// ask it, without starting the CLI (which loads its whole program first: about 0.1 s a call on an
+// idle machine, 0.5 s under load):
+//   list          prints what `pm2 jlist` prints;
+//   delete NAME   stops and removes every process of each app NAME, as `pm2 delete NAME` does
+//                 (exit 1 if there is none).
+// Exits 3 when it cannot (no daemon yet, a stale socket, a PM2 that keeps its modules elsewhere);
+// the caller then runs the PM2 CLI, which also starts the daemon.
+'use strict';
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const [pm2Path, op = 'list', ...names] = process.argv.slice(1);
+const giveUp = () => process.exit(3);
+// A delete waits for the app to exit (up to its kill_timeout); a list should answer at once.
+const timer = setTimeout(giveUp, op === 'delete' ? 120000 : 5000);
+const done = (code, text) => process.stdout.write(text || '', () => { clearTimeout(timer); process.exit(code); });
+try {
+  const root = path.dirname(path.dirname(fs.realpathSync(pm2Path)));
+  const load = (name) => {
+    for (const dir of ['modules', 'node_modules']) {
+      const where = path.join(root, dir, name);
+      if (fs.existsSync(where)) return require(where);
+    }
+    throw new Error(`no ${name} in ${root}`);
+  };
+  const axon = load('pm2-axon');
+  const rpc = load('pm2-axon-rpc');
+  const socketFile = path.join(process.env.PM2_HOME || path.join(os.homedir(), '.pm2'), 'rpc.sock');
+  if (!fs.existsSync(socketFile) || !['list', 'delete'].includes(op)) giveUp();
+  const req = axon.socket('req');
+  req.on('socket error', giveUp);
+  req.on('error', giveUp);
+  const client = new rpc.Client(req);
+  req.connect(socketFile);
+  req.once('connect', () => client.call('getMonitorData', {}, (err, list) => {
+    if (err || !Array.isArray(list)) giveUp();
+    if (op === 'list') return done(0, JSON.stringify(list));
+    const ids = list.filter((p) => names.includes(p.name)).map((p) => p.pm_id);
+    if (!ids.length) return done(1, `no app named ${names.join(', ')}\n`);
+    const next = () => {
+      if (!ids.length) return done(0, `deleted ${names.join(', ')}\n`);
+      client.call('deleteProcessId', ids.shift(), (failed) => (failed ? giveUp() : next()));
+    };
+    next();
+  }));
+} catch (e) {
+  giveUp();
+}
