@@ -605,7 +605,10 @@ def describe(entry: dict[str, Any]) -> str:
     if mode:
         return f"health probe on the host ({mode.group(1)}: python3 -)"
     if command.strip() == "sh -s":
-        return "read host facts (sh -s: files, tools, pm2 jlist)"
+        return "read host facts (sh -s: tools, who listens on our ports)"
+    rpc = re.search(r"node -e .*?\"\$P\" (list|delete)((?: [\w.'-]+)*?) 2>/dev/null", command, re.S)
+    if rpc:
+        return f"pm2 {rpc.group(1)}{rpc.group(2)} (over PM2's socket, pm2_rpc.js)"
     first = next((line for line in command.splitlines() if line.strip() and line.strip() != "set -e"), command)
     if "cat > " in command and "nginx" in command:
         return "install the Nginx site + nginx -t"
