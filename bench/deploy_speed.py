@@ -127,7 +127,8 @@ def _wrap(owner, name, key=None, label=None):
         finally:
             what = " -> ".join(str(a) for a in args[1:3]) if label == "upload" else str(args[1] if len(args) > 1 else kwargs.get("command"))
             with open(trace, "a") as fh:
-                fh.write(json.dumps({{"what": label, "seconds": round(time.monotonic() - start, 3), "command": what[:400]}}) + "\n")
+                what = what if len(what) <= 600 else what[:300] + " ... " + what[-300:]  # head and tail
+                fh.write(json.dumps({{"what": label, "seconds": round(time.monotonic() - start, 3), "command": what}}) + "\n")
     setattr(owner, name, wrapper)
 _wrap(paramiko.Channel, "exec_command", key="exec")
 _wrap(paramiko.Transport, "open_session", key="channels")

@@ -7,6 +7,7 @@ tokens that settings validation already restricted to safe characters.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -28,7 +29,10 @@ ECOSYSTEM = "ecosystem.config.js"
 RELEASE_CONFIGS = (GUNICORN_CONF, ECOSYSTEM)
 
 
+@functools.lru_cache(maxsize=8)
 def _environment(templates_dir: str | None) -> Environment:
+    # One per template folder and process: Jinja2 then compiles each template once (it still
+    # notices a template file that changed).
     loaders = [FileSystemLoader(templates_dir)] if templates_dir else []
     loaders.append(FileSystemLoader(str(BUNDLED_TEMPLATES)))
     env = Environment(
