@@ -24,6 +24,7 @@ from tasks import facts as host_facts
 from tasks import install as install_ops
 from tasks import nginx as nginx_ops
 from tasks import pm2 as pm2_ops
+from tasks import source
 from tasks import takeover as takeover_ops
 from tasks.connect import COMMON_HELP, open_host, settings_for
 from tasks.hostio import Background, command_log, fail, q, run, target_name, upload
@@ -144,44 +145,72 @@ def extras_tar(plan: Plan) -> bytes:
     return buf.getvalue()
 
 
-def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan) -> None:
-    """Put the release on the host in releases/<name>.tmp, then rename it into place."""
+def upload_delta(s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -> source.Delta | None:
+    """Hash, don't copy: the files the live release already has (same path, mode and blob) are copied
+    on the host; only the others are sent. None when the live release's tree is not known here."""
+    old_tree = (facts.manifest or {}).get("tree")
+    if not (shipment.source_dir and facts.current_release and old_tree):
+        return None
+    return source.delta(source.file_ids(shipment.tree), source.tree_files(shipment.source_dir, old_tree))
+
+
+def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.HostFacts | None = None) -> str:
+    """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was sent."""
     release = plan.manifest.release
     rdir = f"{s.releases_dir}/{release}"
     incoming = f"{s.state_dir}/incoming"
+    same = upload_delta(s, shipment, facts) if facts else None
     with tempfile.TemporaryDirectory() as tmp:
         extras = os.path.join(tmp, "extras.tar")
         with open(extras, "wb") as fh:
             fh.write(extras_tar(plan))
         run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {q(s.shared_dir)}/logs && chmod 0755 {q(s.deploy_root)}")
+        code_tar = q(incoming + "/" + release + ".tar")
+        unpack = []
         if shipment.source_dir:
-            code = os.path.join(tmp, "code.tar")
-            make_tarball(shipment.source_dir, shipment.tree, code)
-            upload(c, code, f"{incoming}/{release}.tar")
-            unpack = f"tar -xf {q(incoming + '/' + release + '.tar')} -C \"$t\""
+            if same is None or same.changed:
+                code = os.path.join(tmp, "code.tar")
+                make_tarball(shipment.source_dir, shipment.tree, code, same.changed if same else None)
+                upload(c, code, f"{incoming}/{release}.tar")
+                unpack = [f"tar -xf {code_tar} -C \"$t\""]
         else:
-            unpack = f"git -C {q(s.state_dir + '/repo.git')} archive {q(shipment.tree.sha)} | tar -x -C \"$t\""
+            unpack = [f"git -C {q(s.state_dir + '/repo.git')} archive {q(shipment.tree.sha)} | tar -x -C \"$t\""]
         upload(c, extras, f"{incoming}/{release}.extras.tar")
     if shipment.app_env is not None:
         # The app's secrets: written from stdin (never on a command line), mode 0600, linked into releases.
         run(c, f"umask 077 && cat > {q(s.shared_dir)}/.env.tmp && mv -f {q(s.shared_dir)}/.env.tmp {q(s.shared_dir)}/.env",
             stdin=shipment.app_env)
-    script = "\n".join([
-        "set -e",
-        f"t={q(rdir + '.tmp')}",
-        'rm -rf "$t" && mkdir -p "$t"',
-        unpack,
-        f"tar -xf {q(incoming + '/' + release + '.extras.tar')} -C \"$t\"",
-        f"if [ -e {q(s.shared_dir)}/.env ]; then ln -sfn {q(s.shared_dir)}/.env \"$t/.env\"; fi",
-        f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
-        f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
-        f"rm -f {q(incoming)}/{q(release)}.tar {q(incoming)}/{q(release)}.extras.tar",
-    ])
-    result = run(c, script, warn=True)
+    live = f"{s.releases_dir}/{facts.current_release}" if facts and facts.current_release else ""
+    copy = ([f"tar -C {q(live)} --null --verbatim-files-from -T - -cf - | tar -xf - -C \"$t\""]
+            if same and same.same else [])
+
+    def script(parts: list[str]) -> str:
+        return "\n".join([
+            "set -e",
+            f"t={q(rdir + '.tmp')}",
+            'rm -rf "$t" && mkdir -p "$t"',
+            *parts,
+            f"tar -xf {q(incoming + '/' + release + '.extras.tar')} -C \"$t\"",
+            f"if [ -e {q(s.shared_dir)}/.env ]; then ln -sfn {q(s.shared_dir)}/.env \"$t/.env\"; fi",
+            f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
+            f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
+            f"rm -f {code_tar} {q(incoming + '/' + release + '.extras.tar')}",
+        ])
+
+    names = "".join(f"{p}\0" for p in same.same) if copy and same else None
+    result = run(c, script(copy + unpack), stdin=names, warn=True)
+    if not result.ok and copy and shipment.source_dir:
+        # The live release lost a file it shipped with: send everything instead.
+        run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
+        return ship(c, s, shipment, plan, None)
     if not result.ok:
         run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
         raise fail(f"Could not unpack the release into {rdir}: {result.stderr.strip()[-500:]}. "
                    f"Check free space and permissions under {s.deploy_root}; the live release is untouched.")
+    if same is None:
+        return f"{release}: all {len(shipment.tree.blobs)} files sent" if shipment.source_dir else f"{release}: from the host's mirror"
+    return (f"{release}: {len(same.changed)} changed file(s) sent, {len(same.same)} copied from {facts.current_release}"
+            if facts else release)
 
 
 def switch(c: Any, s: Settings, release: str) -> None:
@@ -322,8 +351,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
                 st.detail = f"pid {takeover.pid}: command, environment, Node.js entry and Nginx site saved"
         if shipment is not None and plan.new_release:
             with rep.step("upload") as st:
-                ship(c, s, shipment, plan)
-                st.detail = f"{m.release}"
+                st.detail = ship(c, s, shipment, plan, facts)
         with rep.step("install") as st:
             if plan.build_venv:
                 version = install_ops.ensure_venv(c, s, m.venv, f"{rdir}/requirements.txt")

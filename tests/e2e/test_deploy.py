@@ -64,6 +64,48 @@ def test_a_new_commit_is_what_answers(sandbox, repo):
     assert (status, body["version"], headers["X-Release"]) == (200, "2", after)
 
 
+def release_matches_commit(p: Profile, repo: AppRepo) -> None:
+    """The live release holds exactly the commit's files, byte for byte, with their modes."""
+    root = Path(p.root, "current").resolve()
+    tracked = repo.git("ls-files", "-s").splitlines()
+    for line in tracked:
+        meta, _, path = line.partition("\t")
+        mode = meta.split()[0]
+        shipped = root / path
+        assert shipped.read_bytes() == (repo.path / path).read_bytes(), path
+        assert bool(shipped.stat().st_mode & 0o111) == (mode == "100755"), path
+    assert len(tracked) > 3
+
+
+def test_only_changed_files_are_sent(sandbox, repo):
+    """Hash, don't copy: a one-file change sends that file and copies the rest on the host; a settings-only
+    change sends no code at all. Either way the release is exactly the commit."""
+    (repo.path / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+    (repo.path / "tool.sh").chmod(0o755)
+    repo.git("add", "tool.sh")
+    repo.git("commit", "-qm", "an executable file")
+    first = fab(sandbox, DEFAULTS, repo)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1 changed file(s) sent" in first.stdout, first.stdout
+    release_matches_commit(DEFAULTS, repo)
+    repo.edit("app.py", 'VERSION = "2"', 'VERSION = "2"  # one line changed', "a comment")
+    second = fab(sandbox, DEFAULTS, repo)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 changed file(s) sent" in second.stdout, second.stdout
+    release_matches_commit(DEFAULTS, repo)
+    assert get(DEFAULTS.url("/api/ai/x"))[1]["X-Release"] == current_release(DEFAULTS)
+    third = fab(sandbox, DEFAULTS, repo, "--set", "GUNICORN_TIMEOUT=119")
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "0 changed file(s) sent" in third.stdout, third.stdout
+    release_matches_commit(DEFAULTS, repo)
+    repo.git("rm", "-q", "tool.sh")
+    repo.git("commit", "-qm", "no tool")
+    fourth = fab(sandbox, DEFAULTS, repo)
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    assert not Path(DEFAULTS.root, "current", "tool.sh").exists()  # a file deleted in git is not carried over
+    release_matches_commit(DEFAULTS, repo)
+
+
 def test_the_same_commit_again_changes_nothing(sandbox, repo):
     pids = pm2_apps("signalcraft")
     listing = host_listing(DEFAULTS)

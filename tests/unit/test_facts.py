@@ -335,3 +335,4 @@ def test_parse_facts_joins_process_parents_and_working_directories() -> None:
         "cwds": "/proc/101/cwd /srv/app/releases/r1\n/proc/102/cwd /srv/my app/releases/r2\n/proc/x/cwd /nope",
     }))
     assert facts.procs == {101: (1, "/srv/app/releases/r1"), 102: (101, "/srv/my app/releases/r2"), 103: (101, "")}
+
