@@ -281,15 +281,20 @@ def test_facts_script_round_trip(tmp_path: Path, load) -> None:
     assert (facts.pm2, facts.pm2_readable) == ([], False)
 
 
-def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path, load) -> None:
-    """The quick read (no lock, for a deploy that may change nothing) has the files and this user's
-    processes with their working directories, but not the tools or listeners a real deploy checks."""
+def live_release_r1(tmp_path: Path, load) -> tuple[Path, Path, Any]:
+    """A deploy root whose `current` is release r1 with a manifest, and settings that point at it."""
     root = tmp_path / "deploy"
     release = root / "releases" / "r1"
     (release / ".signalcraft").mkdir(parents=True)
     (release / ".signalcraft" / "manifest.json").write_text(json.dumps(MANIFEST))
     (root / "current").symlink_to(release)
-    s = load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
+    return root, release, load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
+
+
+def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path, load) -> None:
+    """The quick read (what shows that nothing changed) has the files and this user's
+    processes with their working directories, but not the tools or listeners a real deploy checks."""
+    root, release, s = live_release_r1(tmp_path, load)
     child = subprocess.Popen(["sleep", "30"], cwd=release)
     try:
         out = subprocess.run(["sh", "-s"], input=facts_script(s, quick=True) + "\n", capture_output=True, text=True, timeout=30)
@@ -311,12 +316,7 @@ def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path
 def test_the_lock_channel_reads_the_host_once_the_lock_is_taken_and_holds_it(tmp_path: Path, load) -> None:
     """deploy takes the lock and reads the host in one command: the facts come after LOCKED, and the
     lock stays held (flock from outside fails) until the deploy lets go."""
-    root = tmp_path / "deploy"
-    release = root / "releases" / "r1"
-    (release / ".signalcraft").mkdir(parents=True)
-    (release / ".signalcraft" / "manifest.json").write_text(json.dumps(MANIFEST))
-    (root / "current").symlink_to(release)
-    s = load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
+    root, release, s = live_release_r1(tmp_path, load)
     lock = DeployLock(Context(), s, {"user": "me"}, 0, print, print, then=facts_script(s, quick=True))
     lock.__enter__()
     try:
