@@ -11,7 +11,6 @@ import difflib
 import io
 import json
 import os
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,6 +133,7 @@ def require_tools(facts: host_facts.HostFacts) -> None:
 
 def extras_tar(plan: Plan) -> bytes:
     """The files deploy adds to a release: rendered configs, REVISION and the manifest."""
+    import tarfile  # here: only a deploy that makes a release needs it
     files = {**plan.configs, "REVISION": plan.manifest.release + "\n", ".signalcraft/manifest.json": plan.manifest.to_json()}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:

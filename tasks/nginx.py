@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
-import crossplane
 from invoke import Collection, task
 
 from tasks.connect import COMMON_HELP, open_host, settings_for
@@ -53,6 +52,7 @@ def split_dump(dump: str) -> dict[str, str]:
 
 def parse_files(files: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Parse each file on its own with crossplane (includes are followed by `_expand`)."""
+    import crossplane  # here, not at the top: a deploy that changes nothing never reads Nginx's config
     parsed: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, (path, text) in enumerate(files.items()):

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dotenv import dotenv_values
-
 
 class SettingsError(ValueError):
     """A configuration value is wrong; the message says which, where from and what is expected."""
@@ -239,6 +237,8 @@ def read_env_file(path: str | os.PathLike[str], *, required: bool) -> tuple[dict
     if not env_path.is_file() or not os.access(env_path, os.R_OK):
         raise SettingsError(f"{env_path}: the settings file cannot be read (not a readable file). "
                             "Check its permissions.")
+    from dotenv import dotenv_values  # here: most runs have no .env to read
+
     raw = dotenv_values(env_path)
     values: dict[str, str] = {}
     origins: dict[str, str] = {}
