@@ -29,7 +29,7 @@ from tasks.connect import COMMON_HELP, open_host, settings_for
 from tasks.hostio import Background, command_log, fail, q, run, target_name, upload
 from tasks.lock import DeployLock, audit, who, who_text
 from tasks.output import Reporter
-from tasks.plan import Manifest, Plan, PlanError, make_manifest, make_plan
+from tasks.plan import Manifest, Plan, PlanError, make_manifest, make_plan, release_inputs, unchanged
 from tasks.render import ECOSYSTEM, GUNICORN_CONF, digest, render_nginx_site
 from tasks.settings import Settings, SettingsError
 from tasks.source import SourceTree, make_tarball, read_blob, read_source
@@ -483,11 +483,14 @@ def plan_or_exit(s: Settings, manifest: Manifest, configs: dict[str, str], facts
         raise fail(f"Nothing was changed: {err}") from None
 
 
-def report_unchanged(c: Any, s: Settings, rep: Reporter, plan: Plan) -> None:
-    rep.say(f"Nothing to deploy: {plan.manifest.release} (commit {plan.manifest.sha[:12]}) is live and unchanged; "
-            "no file written, no app reloaded.")
-    audit(c, s, {"event": "deploy", "result": "unchanged", "by": who(), "host": rep.target,
-                 "to": plan.manifest.release, "sha": plan.manifest.sha})
+def report_unchanged(c: Any, s: Settings, rep: Reporter, release: str, sha: str) -> None:
+    rep.say(f"Nothing to deploy: {release} (commit {sha[:12]}) is live and unchanged; no file written, no app reloaded.")
+    audit(c, s, {"event": "deploy", "result": "unchanged", "by": who(), "host": rep.target, "to": release, "sha": sha})
+
+
+def shipment_inputs(s: Settings, shipment: Shipment) -> str:
+    app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
+    return release_inputs(s, shipment.tree.tree, shipment.requirements, shipment.package_lock, app_env_digest)
 
 
 DEPLOY_HELP = {
@@ -538,14 +541,19 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
                     shipment = git_shipment(c, s)
                 except SettingsError as err:
                     raise fail(str(err), code=2) from None
-            plan = build_plan(c, s, shipment, facts)
+            # Nothing changed and all runs as recorded: decided from digests, nothing rendered.
+            same = not dry_run and facts.current_release is not None and unchanged(s, shipment_inputs(s, shipment), facts)
+            plan = None if same else build_plan(c, s, shipment, facts)
             st.detail = f"live: {facts.current_release or 'nothing yet'}"
+        if plan is None:
+            report_unchanged(c, s, rep, facts.current_release or "", shipment.tree.sha)
+            return
         if dry_run:
             print_plan(rep, s, plan, facts, shipment)
             rep.say("Dry run: nothing was changed.")
             return
         if plan.nothing_to_do:
-            report_unchanged(c, s, rep, plan)
+            report_unchanged(c, s, rep, plan.manifest.release, plan.manifest.sha)
             return
         with rep.step("plan") as st:
             host_facts.add_host_checks(c, s, facts)

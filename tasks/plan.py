@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from tasks.render import (
     python_entry,
     render_nginx_site,
     render_release_configs,
+    templates_digest,
     venv_dir,
 )
 from tasks.settings import Settings
@@ -50,6 +51,8 @@ class Manifest:
     # The releases each app is meant to run once this deploy is done (an unchanged app keeps its own).
     python_release: str = ""
     node_release: str = ""
+    inputs: str = ""  # digest of everything the release is made from (see release_inputs)
+    site: str = ""  # digest of the Nginx site this deploy wants
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
@@ -91,6 +94,12 @@ def release_key(s: Settings, tree: str, requirements: str, package_lock: str | N
     return digest(tree, json.dumps(public, sort_keys=True), requirements, package_lock or "", app_env_digest or "")
 
 
+def release_inputs(s: Settings, tree: str, requirements: str, package_lock: str | None, app_env_digest: str | None) -> str:
+    """Everything a release's files are made from (code, settings, requirements, templates, this
+    tool's rendering code), as one digest that needs no rendering."""
+    return digest(release_key(s, tree, requirements, package_lock, app_env_digest), templates_digest(s.templates_dir))
+
+
 def make_manifest(
     s: Settings,
     *,
@@ -125,6 +134,7 @@ def make_manifest(
         gunicorn_conf=digest(configs["gunicorn.conf.py"]),
         deployed_at=now.isoformat(timespec="seconds"),
         deployed_by=who,
+        inputs=release_inputs(s, tree, requirements, package_lock, app_env_digest),
     )
     return manifest, configs
 
@@ -183,10 +193,47 @@ def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any]
     return Action("nodejs", "none", "unchanged")
 
 
+def site_digest(site_text: str) -> str:
+    return digest(site_text.rstrip("\n"))
+
+
+def _drift(s: Settings, facts: HostFacts, old: dict[str, Any] | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """The releases each app should run, and why it does not (an earlier deploy cut short), if it does not."""
+    want_py = (old or {}).get("python_release") or (old or {}).get("release")
+    want_node = (old or {}).get("node_release") or (old or {}).get("release")
+    running_py = facts.releases_running(s.python_app, s.releases_dir, workers=True)
+    running_node = facts.releases_running(s.node_app, s.releases_dir)
+    drift_py = drift_node = None
+    if want_py and running_py and running_py != {want_py}:
+        drift_py = f"Gunicorn runs {', '.join(sorted(running_py))}, not {want_py}: an earlier deploy was cut short"
+    if want_node and running_node and running_node != {want_node}:
+        drift_node = f"Node.js runs {', '.join(sorted(running_node))}, not {want_node}: an earlier deploy was cut short"
+    return want_py, want_node, drift_py, drift_node
+
+
+def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
+    """The common no-op, decided from digests without rendering a file: the live release was made
+    from these same inputs, its Nginx site is in place unchanged, and both apps run it as recorded.
+    Conservative: any doubt is False, and `make_plan` decides."""
+    old = facts.manifest
+    if not old or not facts.current_release or not old.get("inputs") or old.get("inputs") != inputs:
+        return False
+    if not (facts.site_enabled and facts.site_text is not None and old.get("site") == site_digest(facts.site_text)):
+        return False
+    try:
+        recorded = Manifest(**{f.name: old[f.name] for f in fields(Manifest)})
+        actions = (_python_action(s, recorded, facts, old), _node_action(s, recorded, facts, old))
+    except (KeyError, TypeError, PlanError):
+        return False
+    _, _, drift_py, drift_node = _drift(s, facts, old)
+    return all(a.how == "none" for a in actions) and not drift_py and not drift_node
+
+
 def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts) -> Plan:
     """Decide what to build and what to reload, from what changed."""
     old = facts.manifest
     site = render_nginx_site(s)
+    manifest = replace(manifest, site=site_digest(site))
     same_release = bool(old) and old.get("key") == manifest.key and facts.current_release is not None
     plan = Plan(manifest=manifest, configs=configs, site=site, new_release=not same_release)
     if same_release:
@@ -218,15 +265,11 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
                             "stop it or set another NGINX_LISTEN.")
     # An interrupted deploy can leave an app running another release than the one recorded:
     # converge it (a HUP or a rolling reload loads what `current` holds).
-    want_py = (old or {}).get("python_release") or (old or {}).get("release")
-    want_node = (old or {}).get("node_release") or (old or {}).get("release")
-    running_py = facts.releases_running(s.python_app, s.releases_dir, workers=True)
-    running_node = facts.releases_running(s.node_app, s.releases_dir)
-    if py.how == "none" and want_py and running_py and running_py != {want_py}:
-        py = Action("python", "hup", f"Gunicorn runs {', '.join(sorted(running_py))}, not {want_py}: an earlier deploy was cut short")
-    if node.how == "none" and want_node and running_node and running_node != {want_node}:
-        node = Action("nodejs", "reload", f"Node.js runs {', '.join(sorted(running_node))}, not {want_node}: "
-                      "an earlier deploy was cut short")
+    want_py, want_node, drift_py, drift_node = _drift(s, facts, old)
+    if py.how == "none" and drift_py:
+        py = Action("python", "hup", drift_py)
+    if node.how == "none" and drift_node:
+        node = Action("nodejs", "reload", drift_node)
     release = plan.manifest.release
     plan.manifest = replace(plan.manifest,
                             python_release=release if py.how != "none" else (want_py or release),

@@ -12,11 +12,12 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
-
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+from typing import TYPE_CHECKING, Any
 
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 NODE_KILL_TIMEOUT_MS = 15000
@@ -27,12 +28,27 @@ KILL_RETRY_MS = 20
 GUNICORN_CONF = "gunicorn.conf.py"
 ECOSYSTEM = "ecosystem.config.js"
 RELEASE_CONFIGS = (GUNICORN_CONF, ECOSYSTEM)
+TEMPLATES = (GUNICORN_CONF + ".j2", ECOSYSTEM + ".j2", "nginx-site.conf.j2")
+
+
+def templates_digest(templates_dir: str | None) -> str:
+    """What the rendered files are made from besides settings: each template as it will be found
+    (a user's TEMPLATES_DIR first) and this module's own code. Read without Jinja2."""
+    parts: list[bytes] = [Path(__file__).read_bytes()]
+    for name in TEMPLATES:
+        for folder in ([Path(templates_dir)] if templates_dir else []) + [BUNDLED_TEMPLATES]:
+            if (folder / name).is_file():
+                parts.append(name.encode() + b"\0" + (folder / name).read_bytes())
+                break
+    return digest(*parts)
 
 
 @functools.lru_cache(maxsize=8)
 def _environment(templates_dir: str | None) -> Environment:
     # One per template folder and process: Jinja2 then compiles each template once (it still
-    # notices a template file that changed).
+    # notices a template file that changed). Imported here: a deploy that changes nothing renders nothing.
+    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+
     loaders = [FileSystemLoader(templates_dir)] if templates_dir else []
     loaders.append(FileSystemLoader(str(BUNDLED_TEMPLATES)))
     env = Environment(

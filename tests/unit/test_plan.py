@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tasks.facts import HostFacts, Pm2Process
-from tasks.plan import Manifest, Plan, make_manifest, make_plan
+from tasks.plan import Manifest, Plan, make_manifest, make_plan, release_inputs, site_digest, unchanged
 from tasks.render import render_nginx_site
 from tasks.settings import Settings, load_settings
 
@@ -78,7 +78,7 @@ def live_host(tmp: Path, src: Source, **changes: Any) -> HostFacts:
         uid=1000,
         current_release=m.release,
         releases=[m.release],
-        manifest=json.loads(m.to_json()),
+        manifest={**json.loads(m.to_json()), "site": site_digest(render_nginx_site(s))},  # as make_plan records it
         configs=dict(configs),
         site_text=render_nginx_site(s),
         site_enabled=True,
@@ -224,6 +224,42 @@ def test_plan(case: Case, tmp_path: Path) -> None:
         assert text in plan.action(app).why
     expect_nothing = not case.new_release and (case.python, case.nodejs, case.nginx) == ("none", "none", "none")
     assert plan.nothing_to_do is expect_nothing
+    # The no-op decided from digests alone (no rendering) may say "unchanged" only where the plan
+    # has nothing to do, and does say it for the plain case.
+    inputs = release_inputs(s, case.new.tree, case.new.requirements, case.new.package_lock, None)
+    fast = unchanged(s, inputs, facts)
+    assert not fast or plan.nothing_to_do
+    if case is CASES["same release, all online"]:
+        assert fast
+
+
+def test_the_no_op_without_rendering_sees_each_kind_of_change(tmp_path: Path) -> None:
+    """unchanged() against the plain no-op, changed one fact or one input at a time."""
+    s, m, _ = manifest_for(tmp_path, OLD)
+    inputs = release_inputs(s, OLD.tree, OLD.requirements, OLD.package_lock, None)
+    assert unchanged(s, inputs, live_host(tmp_path, OLD))
+    other_settings = settings(tmp_path, {"GUNICORN_TIMEOUT": "99"})
+    assert not unchanged(other_settings, release_inputs(other_settings, OLD.tree, OLD.requirements, OLD.package_lock, None),
+                         live_host(tmp_path, OLD))
+    assert not unchanged(s, release_inputs(s, "tree-2", OLD.requirements, OLD.package_lock, None), live_host(tmp_path, OLD))
+    assert not unchanged(s, release_inputs(s, OLD.tree, OLD.requirements, OLD.package_lock, "env-1"), live_host(tmp_path, OLD))
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "nginx-site.conf.j2").write_text("# my own site\n")
+    mine = settings(tmp_path, {"TEMPLATES_DIR": str(templates)})
+    assert release_inputs(mine, OLD.tree, OLD.requirements, OLD.package_lock, None) != \
+        release_inputs(settings(tmp_path, {"TEMPLATES_DIR": str(tmp_path)}), OLD.tree, OLD.requirements, OLD.package_lock, None)
+    for name, change in {
+        "site edited by hand": {"site_text": "server { }\n"},
+        "site not enabled": {"site_enabled": False},
+        "no record of inputs (an older release)": {"manifest": lambda s, m, f: {k: v for k, v in f.manifest.items() if k != "inputs"}},
+        "python stopped": {"pm2": _stopped_python},
+        "one node instance missing": {"pm2": lambda s, m, f: [python_proc(s, m.venv), *node_procs(s, s.node_instances - 1)]},
+        "node in fork mode": {"pm2": lambda s, m, f: [python_proc(s, m.venv), *node_procs(s, s.node_instances, mode="fork")]},
+        "a worker runs another release": {"procs": lambda s, m, f: {4100: (1, f"{s.releases_dir}/{m.release}"),
+                                                                    4101: (4100, f"{s.releases_dir}/older")}},
+    }.items():
+        assert not unchanged(s, inputs, live_host(tmp_path, OLD, **change)), name
 
 
 def test_same_release_keeps_the_live_release_name(tmp_path: Path) -> None:
