@@ -467,13 +467,13 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
     return {**record, "pm2": seen}
 
 
-def build_plan(c: Any, s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -> Plan:
+def shipment_manifest(s: Settings, shipment: Shipment) -> tuple[Manifest, dict[str, str]]:
+    """The manifest and rendered configs of the release this shipment would become."""
     app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
-    manifest, configs = make_manifest(
+    return make_manifest(
         s, sha=shipment.tree.sha, tree=shipment.tree.tree, python_code=shipment.tree.python_digest,
         node_code=shipment.tree.node_digest, requirements=shipment.requirements, package_lock=shipment.package_lock,
         app_env_digest=app_env_digest, who=who_text(who()))
-    return plan_or_exit(s, manifest, configs, facts)
 
 
 def plan_or_exit(s: Settings, manifest: Manifest, configs: dict[str, str], facts: host_facts.HostFacts) -> Plan:
@@ -541,11 +541,13 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
                     shipment = git_shipment(c, s)
                 except SettingsError as err:
                     raise fail(str(err), code=2) from None
+            st.detail = f"live: {facts.current_release or 'nothing yet'}"
             # Nothing changed and all runs as recorded: decided from digests, nothing rendered.
             same = not dry_run and facts.current_release is not None and unchanged(s, shipment_inputs(s, shipment), facts)
-            plan = None if same else build_plan(c, s, shipment, facts)
-            st.detail = f"live: {facts.current_release or 'nothing yet'}"
-        if plan is None:
+            if not same:
+                manifest, configs = shipment_manifest(s, shipment)
+                plan = plan_or_exit(s, manifest, configs, facts)
+        if same:
             report_unchanged(c, s, rep, facts.current_release or "", shipment.tree.sha)
             return
         if dry_run:
@@ -558,7 +560,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
         with rep.step("plan") as st:
             host_facts.add_host_checks(c, s, facts)
             require_tools(facts)
-            plan = build_plan(c, s, shipment, facts)
+            plan = plan_or_exit(s, manifest, configs, facts)  # again, now with who listens on our ports
             st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
         try:
             record = execute(c, s, rep, plan, facts, shipment, "deploy")

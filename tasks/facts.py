@@ -127,7 +127,6 @@ def files_and_processes_script(s: Settings) -> str:
         'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
         'sec cwds; find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\' 2>/dev/null; true',
         'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + pm2_list_shell(s) + "; fi; true",
-        "sec quick",
     ])
 
 

@@ -84,23 +84,29 @@ def _run_direct(c: Context, command: str, data: str | None, timeout: float | Non
         if data:
             chan.sendall(data.encode())
         chan.shutdown_write()
-        # stderr is read beside stdout: the two share the channel's window, so leaving one unread
-        # could stall the other.
-        err_chunks: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(chan.recv_stderr, err_chunks), daemon=True)
-        reader.start()
-        out_chunks: list[bytes] = []
-        _drain(chan.recv, out_chunks)
-        reader.join()
-        code = chan.recv_exit_status()
-        chan.close()
-        stdout = b"".join(out_chunks).decode("utf-8", "replace")
-        stderr = b"".join(err_chunks).decode("utf-8", "replace")
+        stdout, stderr, code = _collect(chan)
     else:
         proc = subprocess.run(["bash", "-c", command], input=data, stdin=None if data is not None else subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=timeout)
         stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
     return Result(stdout=stdout, stderr=stderr, exited=code, command=command, hide=("stdout", "stderr"))
+
+
+def _collect(chan: Any) -> tuple[str, str, int]:
+    """Read an SSH channel to its end: stdout, stderr and the exit status; then close it.
+
+    stderr is read beside stdout: the two share the channel's window, so leaving one unread could
+    stall the other.
+    """
+    err_chunks: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(chan.recv_stderr, err_chunks), daemon=True)
+    reader.start()
+    out_chunks: list[bytes] = []
+    _drain(chan.recv, out_chunks)
+    reader.join()
+    code = chan.recv_exit_status()
+    chan.close()
+    return b"".join(out_chunks).decode("utf-8", "replace"), b"".join(err_chunks).decode("utf-8", "replace"), code
 
 
 def _drain(recv: Any, chunks: list[bytes]) -> None:
@@ -137,16 +143,7 @@ class Background:
         if self._result is not None:
             return self._result
         if self._chan is not None:
-            err_chunks: list[bytes] = []
-            reader = threading.Thread(target=_drain, args=(self._chan.recv_stderr, err_chunks), daemon=True)
-            reader.start()
-            out_chunks: list[bytes] = []
-            _drain(self._chan.recv, out_chunks)
-            reader.join()
-            code = self._chan.recv_exit_status()
-            self._chan.close()
-            stdout = b"".join(out_chunks).decode("utf-8", "replace")
-            stderr = b"".join(err_chunks).decode("utf-8", "replace")
+            stdout, stderr, code = _collect(self._chan)
         else:
             assert self._proc is not None
             stdout, stderr = self._proc.communicate()

@@ -57,7 +57,7 @@ def lock_script(s: Settings, info: dict[str, Any], wait: int, then: str = "") ->
         f"printf '%s\\n' {q(json.dumps(info))} > lock.json",
         "echo $$ > lock.pid",
         "echo LOCKED",
-        *([then, "", f"echo {END}"] if then else []),
+        *([then, "echo", f"echo {END}"] if then else []),  # END on a line of its own, whatever `then` printed last
         "cat > /dev/null",  # hold the lock until our stdin (the SSH channel) closes
         "rm -f lock.json lock.pid",
     ])

@@ -336,3 +336,20 @@ def test_parse_facts_joins_process_parents_and_working_directories() -> None:
     }))
     assert facts.procs == {101: (1, "/srv/app/releases/r1"), 102: (101, "/srv/my app/releases/r2"), 103: (101, "")}
 
+
+
+def test_the_lock_channel_ends_its_read_even_when_the_read_ends_without_a_newline(tmp_path: Path, load) -> None:
+    """PM2's list ends without a newline; the lock's end marker must still stand on a line of its own."""
+    import threading
+
+    root, _, s = live_release_r1(tmp_path, load)
+    lock = DeployLock(Context(), s, {"user": "me"}, 0, print, print, then="printf '[]'")
+    got: list[str] = []
+    lock.__enter__()
+    try:
+        reader = threading.Thread(target=lambda: got.append(lock.read_then()), daemon=True)
+        reader.start()
+        reader.join(10)
+    finally:
+        lock.__exit__(None, None, None)
+    assert got and got[0].startswith("[]")
