@@ -24,7 +24,7 @@ the `fab` script does) in a Python that first wraps paramiko's `Channel.exec_com
 `Transport.open_session` and Fabric's `Transfer.put`, and prints the counts at exit: "remote
 commands" = exec requests (each `run`, and the deploy lock's held command) + files put over SFTP;
 "channels" = SSH channels opened. The counts come from the very deploys that are timed, and not from
-the tool's own `tasks.hostio.command_log(c)`, which loses counts (it stores the log as an attribute
+the tool's own `signalcraft_deploy.host.io.command_log(c)`, which loses counts (it stores the log as an attribute
 of the invoke Context, whose Config keeps a copy). The wrapper also times each remote command, for
 the "slowest remote commands" part of the report. A row "no change, `fab` script" times the
 installed `fab` executable itself, to show the wrapper costs nothing. For the plan the figure is the
@@ -111,7 +111,7 @@ sys.path.insert(0, {repo!r})
 import paramiko
 from fabric import Connection
 from fabric.transfer import Transfer
-from tasks import hostio
+from signalcraft_deploy.host import io
 counts = {{"exec": 0, "put": 0, "channels": 0}}
 trace = os.environ.get("BENCH_TRACE")
 def _wrap(owner, name, key=None, label=None):

@@ -1,21 +1,3 @@
-"""signalcraft-deploy: Invoke/Fabric tasks that deploy a Flask (Gunicorn) + Node.js app under PM2 behind Nginx.
+"""The Invoke collection of this repository: signalcraft-deploy's own tasks (the package does the work)."""
 
-`invoke <task>` runs against this machine; `fab -H user@host <task>` against each host.
-One module per concern; each ends in its Collection, composed here.
-"""
-
-import gc
-
-from invoke import Collection
-
-from tasks import configs, deploy, freeze, install, lock, nginx, pm2, status
-
-ns = Collection()
-for module in (install, freeze, configs, nginx, pm2, deploy, status, lock):
-    for name, t in module.ns.tasks.items():
-        ns.add_task(t, name=name)
-
-# Everything imported so far (Fabric, paramiko, Jinja2, these modules) lives until the process
-# ends: keep it out of the garbage collector's passes. The collection at exit otherwise walks it
-# all once more, 0.04-0.08 s of every run, a fifth of a deploy that changes nothing.
-gc.freeze()
+from signalcraft_deploy import ns  # noqa: F401  (invoke looks for `ns` here)

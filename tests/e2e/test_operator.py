@@ -99,8 +99,8 @@ def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
 def test_pm2_list_over_the_daemon_socket_matches_pm2_jlist_and_falls_back(sandbox, deployed):
     """The facts read asks PM2's daemon over its socket (no CLI start-up); it must see what `pm2 jlist`
     sees, and where it cannot (no daemon under that PM2_HOME, a stale socket) the shell runs `pm2 jlist`."""
-    from tasks.facts import PM2_RPC_JS, parse_pm2_jlist, pm2_list_shell
-    from tasks.settings import load_settings
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.host.facts import PM2_RPC_JS, parse_pm2_jlist, pm2_list_shell
 
     def as_ubuntu(cmd: str, env: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(["sudo", "-u", "ubuntu", "-H", "env", *env.split(), "sh", "-c", cmd],
@@ -125,8 +125,8 @@ def test_pm2_list_over_the_daemon_socket_matches_pm2_jlist_and_falls_back(sandbo
 def test_pm2_delete_over_the_daemon_socket_stops_and_removes_the_app(sandbox, deployed):
     """Temporary apps (trial, handover) are deleted through PM2's socket: the processes end, PM2 forgets them,
     an app that is not there is an error, and where the socket cannot be used the CLI does it."""
-    from tasks.pm2 import delete_command
-    from tasks.settings import load_settings
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.host.pm2 import delete_command
 
     s = load_settings(environ={})
 
@@ -135,7 +135,7 @@ def test_pm2_delete_over_the_daemon_socket_stops_and_removes_the_app(sandbox, de
                               capture_output=True, text=True, timeout=120)
 
     def pids_of(name: str, env: str = "") -> list[int]:
-        from tasks.facts import parse_pm2_jlist
+        from signalcraft_deploy.host.facts import parse_pm2_jlist
         procs, _ = parse_pm2_jlist(as_ubuntu("pm2 jlist", env).stdout)
         return [p.pid for p in procs if p.name == name]
 

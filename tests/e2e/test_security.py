@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import KEY_NAMES
+from signalcraft_deploy.core.settings import KEY_NAMES
 from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 
 SEC = Profile("sec", "/home/ubuntu/sec", 8911, 3911, 8091)
@@ -171,7 +171,7 @@ def test_unknown_host_key_is_refused_by_every_task_and_the_hint_works(sandbox, l
 
 
 def test_the_flags_named_in_the_unknown_host_message_exist_on_each_task(unknown_key_runs):
-    from tasks import ns
+    from signalcraft_deploy import ns
 
     results = unknown_key_runs[0]
     takes = {task: {"--" + name.replace("_", "-") for name in inspect.signature(ns.tasks[task].body).parameters}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import Settings, load_settings
+from signalcraft_deploy.core.settings import Settings, load_settings
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 NODE = shutil.which("node")

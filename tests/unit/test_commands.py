@@ -14,9 +14,9 @@ from fabric import Connection
 from invoke import Context, MockContext, Result
 from invoke.exceptions import Exit
 
-from tasks import install, lock, pm2
-from tasks.connect import open_host
-from tasks.settings import load_settings
+from signalcraft_deploy.core.settings import load_settings
+from signalcraft_deploy.host import install, lock, pm2
+from signalcraft_deploy.host.connect import open_host
 
 pytest_plugins = ["fabric.testing.fixtures"]
 
@@ -66,7 +66,7 @@ def test_venv_script_quotes_and_builds_only_once(s):
 
 def test_unknown_host_key_is_refused_with_the_fix(mocker, s):
     c = Connection("127.0.0.1", port=2222, user="ubuntu")
-    mocker.patch("tasks.connect.nodelay_socket")  # no TCP connection: the SSH layer is what is mocked here
+    mocker.patch("signalcraft_deploy.host.connect.nodelay_socket")  # no TCP connection: the SSH layer is what is mocked here
     mocker.patch.object(c, "open", side_effect=paramiko.SSHException("Server '[127.0.0.1]:2222' not found in known_hosts"))
     with pytest.raises(Exit) as err:
         open_host(c, s)
@@ -77,7 +77,7 @@ def test_unknown_host_key_is_refused_with_the_fix(mocker, s):
 
 def test_changed_host_key_is_refused(mocker, s):
     c = Connection("127.0.0.1", port=2222, user="ubuntu")
-    mocker.patch("tasks.connect.nodelay_socket")  # no TCP connection: the SSH layer is what is mocked here
+    mocker.patch("signalcraft_deploy.host.connect.nodelay_socket")  # no TCP connection: the SSH layer is what is mocked here
     fake = mocker.Mock()
     fake.get_name.return_value = "ssh-ed25519"
     fake.get_fingerprint.return_value = b"\x01\x02"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from invoke import Context
 
-from tasks.facts import MARK, HostFacts, facts_script, parse_facts, parse_pm2_jlist, split_sections
-from tasks.lock import DeployLock
+from signalcraft_deploy.host.facts import MARK, HostFacts, facts_script, parse_facts, parse_pm2_jlist, split_sections
+from signalcraft_deploy.host.lock import DeployLock
 
 SECRET = "s3cr3t-Zq9x-never-print-me"
 DB_PASSWORD = "hunter2-db-pass"

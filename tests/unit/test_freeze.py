@@ -14,8 +14,9 @@ import pytest
 from invoke import Context, MockContext, Result
 from invoke.exceptions import Exit
 
-from tasks import freeze as freeze_module
-from tasks.freeze import (
+from signalcraft_deploy.core.settings import KEY_NAMES
+from signalcraft_deploy.tasks import freeze as freeze_module
+from signalcraft_deploy.tasks.freeze import (
     FreezeError,
     canonical_name,
     freeze,
@@ -28,7 +29,6 @@ from tasks.freeze import (
     unified_diff,
     write_atomically,
 )
-from tasks.settings import KEY_NAMES
 
 INSTALLED = {"flask": "3.0.3", "requests": "2.32.3", "name-with-dots": "1.2.0", "gunicorn": "23.0.0", "numpy": "2.1.0"}
 

@@ -9,8 +9,8 @@ import pytest
 from invoke import Context
 from invoke.exceptions import UnexpectedExit
 
-from tasks.connect import QuickAckSocket, nodelay_socket
-from tasks.hostio import Background, command_log, run
+from signalcraft_deploy.host.connect import QuickAckSocket, nodelay_socket
+from signalcraft_deploy.host.io import Background, command_log, run
 
 
 def test_run_keeps_stdout_and_stderr_apart_and_reports_the_exit_status() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.nginx import _location_for, describe_mismatches, install_site_script, parse_files, route_table, split_dump
-from tasks.render import render_nginx_site
-from tasks.settings import Settings
+from signalcraft_deploy.core.render import render_nginx_site
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.nginx import _location_for, describe_mismatches, install_site_script, parse_files, route_table, split_dump
 
 DEBIAN_NGINX_CONF = """\
 user www-data;

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tasks.facts import HostFacts, Pm2Process
-from tasks.plan import Manifest, Plan, make_manifest, make_plan, release_inputs, site_digest, unchanged
-from tasks.render import render_nginx_site
-from tasks.settings import Settings, load_settings
+from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, make_plan, release_inputs, site_digest, unchanged
+from signalcraft_deploy.core.render import render_nginx_site
+from signalcraft_deploy.core.settings import Settings, load_settings
+from signalcraft_deploy.host.facts import HostFacts, Pm2Process
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 LATER = datetime(2025, 3, 5, 0, 0, 0, tzinfo=UTC)

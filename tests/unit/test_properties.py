@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tasks.render import render_ecosystem, render_gunicorn_conf, render_nginx_site, venv_dir
-from tasks.settings import Settings, SettingsError, load_settings
+from signalcraft_deploy.core.render import render_ecosystem, render_gunicorn_conf, render_nginx_site, venv_dir
+from signalcraft_deploy.core.settings import Settings, SettingsError, load_settings
 
 ROUTE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
 REQUIREMENTS = "flask==3.0.3\ngunicorn==23.0.0\n"

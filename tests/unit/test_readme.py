@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from tasks import ns
-from tasks.settings import KEYS
+from signalcraft_deploy import ns
+from signalcraft_deploy.core.settings import KEYS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from jinja2.exceptions import UndefinedError
 
-from tasks.render import (
+from signalcraft_deploy.core.render import (
     GUNICORN_CONF,
     render_ecosystem,
     render_gunicorn_conf,
@@ -25,7 +25,7 @@ from tasks.render import (
     upstream_name,
     venv_dir,
 )
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
 
 REQUIREMENTS = "flask==3.0.3\ngunicorn==23.0.0\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import KEY_NAMES, SettingsError, load_settings, parse_overrides, settings_from_task
+from signalcraft_deploy.core.settings import KEY_NAMES, SettingsError, load_settings, parse_overrides, settings_from_task
 
 # Lines written before the case's own lines in a .env file, so line numbers are not trivially 1.
 ENV_PREAMBLE = ["# signalcraft-deploy settings", "NODE_ENV=production", ""]

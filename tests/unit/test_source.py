@@ -7,7 +7,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from tasks.source import MAX_DELTA_FILES, delta, make_tarball, read_source, tree_files
+from signalcraft_deploy.core.source import MAX_DELTA_FILES, delta, make_tarball, read_source, tree_files
 
 
 def test_delta_sends_what_changed_and_copies_the_rest() -> None:

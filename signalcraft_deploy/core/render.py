@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
 
 if TYPE_CHECKING:
     from jinja2 import Environment

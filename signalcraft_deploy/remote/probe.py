@@ -3,7 +3,7 @@
 Standard library only. Reads one JSON argument, prints one JSON line. Never prints environment
 values: PM2's jlist is parsed here and only names, pids, states and counts leave the host.
 
-mode "ports": free loopback ports for the trial run (which PM2 starts; see pm2.canary).
+mode "ports": free loopback ports for the trial run (which PM2 starts; see steps/trial.canary).
 
 mode "gate": after the switch, wait (up to a deadline) until every URL answers 2xx/3xx, every
 PM2 app is online with a restart count that is not climbing, and the processes that answer

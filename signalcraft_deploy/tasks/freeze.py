@@ -22,7 +22,7 @@ from invoke import Collection, task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from tasks.settings import SettingsError, settings_from_task
+from signalcraft_deploy.core.settings import SettingsError, settings_from_task
 
 # Oldest version of each ensured package that the deployment supports. Gunicorn 20.1 is the
 # first to accept WSGI_APP as "module:factory()".

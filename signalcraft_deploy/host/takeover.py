@@ -4,7 +4,7 @@ Before anything changes, `record` saves on the host (in <DEPLOY_ROOT>/.deploy/ta
 0600, never printed) what is needed to return to exactly that state: the unmanaged server's
 command line, working directory, user and environment, the PM2 entries of the app's Node.js
 process, and the Nginx site file. The deploy then moves traffic to Gunicorn under PM2 without
-refusing a connection (`pm2.handover` with `stop_unmanaged`). `restore` (used by `rollback` and
+refusing a connection (`steps.handover.handover` with `stop_unmanaged`). `restore` (used by `rollback` and
 by a failed takeover) brings the bare process, the old PM2 entry and the old site back.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.hostio import fail, q, run, sudo
-from tasks.nginx import reload_nginx
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.io import fail, q, run, sudo
+from signalcraft_deploy.host.nginx import reload_nginx
 
 # Runs on the host as root (sudo), with the pid and paths as arguments; Python standard library only.
 RECORD_SCRIPT = r"""
@@ -104,7 +104,7 @@ def record(c: Any, s: Settings, pid: int) -> None:
 
 def restore(c: Any, s: Settings) -> str:
     """Return the host to its state before the takeover: bare Python server, old Node.js entry, old site."""
-    from tasks import pm2 as pm2_ops
+    from signalcraft_deploy.host import pm2 as pm2_ops
 
     for name in (s.python_app, s.handover_app, s.node_app, s.node_handover_app):
         pm2_ops.delete(c, s, name)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.hostio import q, run
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.io import q, run
 
 MARK = "@@signalcraft:"
-PM2_RPC_JS = (Path(__file__).parent / "pm2_rpc.js").read_text()
+PM2_RPC_JS = (Path(__file__).parent.parent / "remote" / "pm2_rpc.js").read_text()
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:
 
 def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:
     """Facts and the live release's directory, for the tasks that act on what is deployed."""
-    from tasks.hostio import fail
+    from signalcraft_deploy.host.io import fail
 
     facts = gather(c, s)
     if not facts.current_release:

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks.facts import HostFacts
-from tasks.render import (
+from signalcraft_deploy.core.render import (
     digest,
     node_entry,
     python_entry,
@@ -22,7 +21,8 @@ from tasks.render import (
     templates_digest,
     venv_dir,
 )
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
 # is the same release.

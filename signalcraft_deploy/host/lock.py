@@ -15,11 +15,8 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from invoke import Collection, task
-
-from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import HeldCommand, fail, q, run, target_name
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.io import HeldCommand, fail, q, run, target_name
 
 BUSY = 75
 
@@ -137,26 +134,3 @@ def read_audit(c: Any, s: Settings, last: int = 10) -> list[dict[str, Any]]:
     return records
 
 
-@task(iterable=["set_"], help={**COMMON_HELP, "force": "break a lock even if its deploy is still running (logged)"})
-def unlock(c, force=False, env_file=None, set_=None):
-    """Show who holds the deploy lock; with --force, end that deploy's hold on it."""
-    s = settings_for(env_file, set_)
-    open_host(c, s)
-    d = q(s.state_dir)
-    holder = run(c, f"cat {d}/lock.json 2>/dev/null", warn=True).stdout.strip()
-    pid = run(c, f"cat {d}/lock.pid 2>/dev/null", warn=True).stdout.strip()
-    if not holder:
-        print("No deploy holds the lock.")
-        return
-    print(f"Lock held by {describe_holder(holder)} (host pid {pid or '?'}).")
-    if not force:
-        print("Run `unlock --force` to break it.")
-        return
-    if pid.isdigit():
-        run(c, f"pkill -P {pid}; kill {pid}; true", warn=True)
-    run(c, f"rm -f {d}/lock.json {d}/lock.pid", warn=True)
-    audit(c, s, {"event": "unlock", "by": who(), "broke": json.loads(holder) if holder.startswith("{") else holder})
-    print("Lock broken; this was written to the audit log.")
-
-
-ns = Collection(unlock)

@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
-from invoke import Collection, task
-
-from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import fail, q, run, sudo, write_file_command
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.io import fail, q, run, sudo, write_file_command
 
 FILE_MARK = re.compile(r"^# configuration file (.+):$")
 BACKUP_SUFFIX = ".signalcraft-prev"
@@ -260,18 +257,3 @@ def check(c: Any, s: Settings) -> tuple[list[Route], list[str]]:
     return routes, problems
 
 
-@task(iterable=["set_"], help={**COMMON_HELP})
-def nginx_check(c, env_file=None, set_=None):
-    """Check that Nginx proxies the Python routes to Gunicorn and the rest to Node.js, then nginx -t."""
-    s = settings_for(env_file, set_)
-    open_host(c, s)
-    routes, problems = check(c, s)
-    for r in routes:
-        print(f"{'ok  ' if r.ok else 'FAIL'} {r.uri:<32} -> {r.found or '-':<22} (expected {r.expected})")
-    if problems:
-        raise fail("Nginx check failed:\n  " + "\n  ".join(problems))
-    print("nginx -t: ok")
-
-
-nginx_check.__name__ = "nginx-check"
-ns = Collection(nginx_check)

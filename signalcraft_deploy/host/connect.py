@@ -14,8 +14,8 @@ from typing import Any
 from invoke import Context
 from invoke.exceptions import Exit
 
-from tasks.hostio import is_remote, target_name
-from tasks.settings import Settings, SettingsError, settings_from_task
+from signalcraft_deploy.core.settings import Settings, SettingsError, settings_from_task
+from signalcraft_deploy.host.io import is_remote, target_name
 
 # The flags every task shares; tasks merge these into their own help={...}.
 COMMON_HELP = {

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Collection, task
-
-from tasks import facts as host_facts
-from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import fail, q, run
-from tasks.render import digest, venv_dir
-from tasks.settings import Settings
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.io import fail, q, run
 
 MIN_GUNICORN = (20, 1)
 GUNICORN_CHECK = (
@@ -85,29 +80,3 @@ def ensure_node_modules(c: Any, s: Settings, release_dir: str, shared: str | Non
         raise fail(f"Installing Node.js dependencies failed; the live release is untouched.\n{err}")
 
 
-@task(iterable=["set_"], help={**COMMON_HELP})
-def install(c, env_file=None, set_=None):
-    """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
-    s = settings_for(env_file, set_)
-    open_host(c, s)
-    facts, release_dir = host_facts.live_release(c, s)
-    requirements = run(c, f"cat {q(release_dir)}/requirements.txt", warn=True)
-    if not requirements.ok:
-        raise fail(f"{release_dir}/requirements.txt is missing: the app must list its Python requirements.")
-    venv = venv_dir(s, requirements.stdout)
-    name = venv.rsplit("/", 1)[-1]
-    if name in facts.venvs_ready:
-        print(f"Python environment {venv} is up to date: nothing to install.")
-    else:
-        version = ensure_venv(c, s, venv, f"{release_dir}/requirements.txt")
-        print(f"Python environment {venv} built (gunicorn {version}).")
-    lock = run(c, f"cat {q(release_dir)}/package-lock.json", warn=True)
-    shared = f"{s.node_modules_dir}/{digest(lock.stdout)[:16]}" if lock.ok else None
-    if shared and shared.rsplit("/", 1)[-1] in facts.node_modules_ready:
-        print(f"Node.js dependencies {shared} are up to date: nothing to install.")
-    else:
-        ensure_node_modules(c, s, release_dir, shared)
-        print("Node.js dependencies installed.")
-
-
-ns = Collection(install)

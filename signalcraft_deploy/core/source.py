@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.render import digest
-from tasks.settings import SettingsError
+from signalcraft_deploy.core.render import digest
+from signalcraft_deploy.core.settings import SettingsError
 
 NODE_SUFFIXES = (".js", ".mjs", ".cjs", ".json", ".node", ".ts")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import fail, is_remote, q, read_file, run, write_file
-from tasks.nginx import install_site
-from tasks.render import render_nginx_site, render_release_configs, venv_dir
-from tasks.settings import Settings
+from signalcraft_deploy.core.render import render_nginx_site, render_release_configs, venv_dir
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.io import fail, is_remote, q, read_file, run, write_file
+from signalcraft_deploy.host.nginx import install_site
 
 SITE_NAME = "nginx-site.conf"
 

@@ -19,20 +19,23 @@ from typing import Any
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from tasks import facts as host_facts
-from tasks import install as install_ops
-from tasks import nginx as nginx_ops
-from tasks import pm2 as pm2_ops
-from tasks import source
-from tasks import takeover as takeover_ops
-from tasks.connect import COMMON_HELP, open_host, settings_for
-from tasks.hostio import Background, command_log, fail, q, run, target_name, upload
-from tasks.lock import DeployLock, audit, who, who_text
-from tasks.output import Reporter
-from tasks.plan import Manifest, Plan, PlanError, make_manifest, make_plan, release_inputs, unchanged
-from tasks.render import ECOSYSTEM, GUNICORN_CONF, digest, render_nginx_site
-from tasks.settings import Settings, SettingsError
-from tasks.source import SourceTree, make_tarball, read_blob, read_source
+from signalcraft_deploy.core import source
+from signalcraft_deploy.core.plan import Manifest, Plan, PlanError, make_manifest, make_plan, release_inputs, unchanged
+from signalcraft_deploy.core.render import ECOSYSTEM, GUNICORN_CONF, digest, render_nginx_site
+from signalcraft_deploy.core.settings import Settings, SettingsError
+from signalcraft_deploy.core.source import SourceTree, make_tarball, read_blob, read_source
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import health
+from signalcraft_deploy.host import install as install_ops
+from signalcraft_deploy.host import nginx as nginx_ops
+from signalcraft_deploy.host import pm2 as pm2_ops
+from signalcraft_deploy.host import takeover as takeover_ops
+from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.io import Background, command_log, fail, q, run, target_name, upload
+from signalcraft_deploy.host.lock import DeployLock, audit, who, who_text
+from signalcraft_deploy.steps import handover as handover_ops
+from signalcraft_deploy.steps import trial
+from signalcraft_deploy.steps.report import Reporter
 
 REQUIRED_TOOLS = {
     "pm2": "PM2 (npm install -g pm2)",
@@ -288,7 +291,7 @@ def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev:
         # Nginx is on the temporary master (new release): bring the previous master back, then move Nginx to it.
         pm2_ops.delete(c, s, s.python_app)
         pm2_ops.start(c, s, s.python_app)
-        pm2_ops.end_handover(c, s, "python")
+        handover_ops.end_handover(c, s, "python")
     elif py == "start" or not prev:
         pm2_ops.delete(c, s, s.python_app)
     if node == "reload" and prev:
@@ -296,7 +299,7 @@ def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev:
     elif node == "restart" and prev and s.node_handover_app in running:
         pm2_ops.delete(c, s, s.node_app)
         pm2_ops.start(c, s, s.node_app)
-        pm2_ops.end_handover(c, s, "nodejs")
+        handover_ops.end_handover(c, s, "nodejs")
     elif node == "start" or not prev:
         pm2_ops.delete(c, s, s.node_app)
     if not prev:  # a first deploy leaves nothing of its own behind
@@ -307,7 +310,7 @@ def rollback_after_failure(c: Any, s: Settings, rep: Reporter, plan: Plan, prev:
         nginx_ops.restore_site(c, s)
         nginx_ops.reload_nginx(c, s)
     if prev:
-        problems = pm2_ops.gate(c, s, prev, f"{s.releases_dir}/{prev}", {"python": py in ("hup", "new-master"),
+        problems = health.gate(c, s, prev, f"{s.releases_dir}/{prev}", {"python": py in ("hup", "new-master"),
                                                                          "nodejs": node != "none"})
         notes.append(f"previous release {prev} is serving" if not problems else
                      "previous release is NOT healthy either: " + "; ".join(problems))
@@ -373,7 +376,7 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
         tried = tuple(a.app for a in plan.actions[:2] if a.how in ("start", "hup", "reload", "takeover"))
         if tried:
             with rep.step("trial run") as st:
-                stopping.append(pm2_ops.canary(c, s, m.release, rdir, m.venv, tried,
+                stopping.append(trial.canary(c, s, m.release, rdir, m.venv, tried,
                                                {p.name for p in facts.pm2} if facts.pm2_readable else None))
                 app_name = {"python": s.python_app, "nodejs": s.node_app}
                 st.detail = ("both apps answer their health routes" if len(tried) == 2
@@ -416,24 +419,24 @@ def execute(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
             elif py == "hup":
                 pm2_ops.hup_python(c, s, next((p.pid_path for p in facts.apps(s.python_app)), ""))
             elif py == "new-master":
-                stopping.append(pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
+                stopping.append(handover_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
                                  present=in_pm2))
             elif py == "takeover":
-                stopping.append(pm2_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
-                                 stop_old=pm2_ops.stop_unmanaged(c, s, takeover.pid or 0), present=in_pm2))
+                stopping.append(handover_ops.handover(c, s, "python", m.release, rdir, m.venv, rep, switch=lambda: switch(c, s, m.release),
+                                 stop_old=handover_ops.stop_unmanaged(c, s, takeover.pid or 0), present=in_pm2))
             if node == "start":
                 pm2_ops.start(c, s, s.node_app)
             elif node == "reload":
                 pm2_ops.reload_node(c, s)
             elif node == "restart":
-                stopping.append(pm2_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep, present=in_pm2))
+                stopping.append(handover_ops.handover(c, s, "nodejs", m.release, rdir, m.venv, rep, present=in_pm2))
             done = [f"{s.python_app}: {py}", f"{s.node_app}: {node}"]
             st.detail = ", ".join(done)
         if site_written:
             with rep.step("nginx reload"):
                 nginx_ops.reload_nginx(c, s)
         with rep.step("health") as st:
-            problems = pm2_ops.gate(c, s, m.release, rdir, {"python": py != "none", "nodejs": node != "none"}, report=seen)
+            problems = health.gate(c, s, m.release, rdir, {"python": py != "none", "nodejs": node != "none"}, report=seen)
             if problems:
                 raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
             st.detail = "both apps answer, directly and through Nginx"

@@ -1,0 +1,108 @@
+"""PM2: start, reload and check the two apps without restarting what need not be.
+
+- Gunicorn reloads with SIGHUP to its master (the pid PM2 keeps; `pm2 sendSignal` if that fails),
+  its graceful reload: the master keeps the socket. PM2's own `reload` of a fork-mode app is a
+  stop-then-start that refuses connections.
+- A new Gunicorn master (new venv, new PM2 entry) is brought up beside the old one on the
+  handover address; Nginx moves to it, the old master drains, the new one takes the usual
+  address, Nginx moves back (`handover`).
+- Node.js runs in cluster mode, so `pm2 reload --only` is a rolling reload.
+- Never `pm2 start` an app that is running: on a running app that is a restart.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.io import fail, q, run
+
+
+def pm2(s: Settings, *args: str) -> str:
+    return " ".join([q(s.pm2), *(q(a) for a in args)])
+
+
+def ecosystem(s: Settings) -> str:
+    return f"{s.current_dir}/ecosystem.config.js"
+
+
+ERROR_LINE = re.compile(r"^\S*(Error|Exception)\b.*:|^\S+Error$")
+
+
+def output_excerpt(text: str, lines: int = 15) -> list[str]:
+    """The last lines of an app's output, and its last error line if that is further up.
+
+    Several Gunicorn workers failing at once write several tracebacks and boot lines: the line
+    that names the cause (`ModuleNotFoundError: ...`) must not be cut off.
+    """
+    all_lines = [line for line in text.splitlines() if line.strip()]
+    tail = all_lines[-lines:]
+    errors = [line for line in all_lines if ERROR_LINE.search(line.strip())]
+    if errors and errors[-1] not in tail:
+        return [errors[-1], "..."] + tail
+    return tail
+
+
+def app_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
+    """The last lines an app wrote (stdout and stderr), as PM2 kept them."""
+    result = run(c, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines)), warn=True)
+    kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
+            if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
+    return "\n".join(kept[-2 * lines:])
+
+
+def start(c: Any, s: Settings, name: str) -> None:
+    result = run(c, pm2(s, "start", ecosystem(s), "--only", name), warn=True)
+    if not result.ok:
+        raise fail(f"pm2 could not start {name}: {result.stderr.strip()[-500:]}")
+
+
+def hup_python(c: Any, s: Settings, pid_file: str = "") -> None:
+    """Gunicorn's graceful reload: SIGHUP to its master.
+
+    With PM2's pid file for the master this is a plain `kill -HUP` (what `pm2 sendSignal` does in
+    PM2's daemon, without the 0.1-0.3 s start of PM2's CLI); the file is read at the moment of
+    sending, so a master PM2 restarted since the host was read is the one signalled.
+    """
+    command = pm2(s, "sendSignal", "SIGHUP", s.python_app)
+    if pid_file:
+        command = (f"pid=$(cat {q(pid_file)} 2>/dev/null) && [ -n \"$pid\" ] "
+                   "&& tr '\\0' ' ' < /proc/\"$pid\"/cmdline 2>/dev/null | grep -q gunicorn "
+                   f"&& kill -HUP \"$pid\" || {command}")
+    result = run(c, command, warn=True)
+    if not result.ok:
+        raise fail(f"pm2 could not signal {s.python_app}: {result.stderr.strip()[-500:]}")
+
+
+def reload_node(c: Any, s: Settings) -> None:
+    # --force skips PM2's CLI-wide reload lock, which also blocks reloads of *other* apps for 30 s
+    # (and outlives a killed CLI); our deploy lock already serialises this app, and PM2's daemon
+    # still refuses two reloads of the same process.
+    result = run(c, pm2(s, "reload", ecosystem(s), "--only", s.node_app, "--update-env", "--force"), warn=True)
+    if not result.ok:
+        raise fail(f"pm2 could not reload {s.node_app}: {result.stderr.strip()[-500:]}")
+
+
+def delete_command(s: Settings, *names: str) -> str:
+    """Shell that deletes PM2 apps by name, through the daemon's socket (no CLI start) or else the CLI."""
+    cli = pm2(s, "delete", names[0] if len(names) == 1 else f"/^({'|'.join(names)})$/").split(" ", 1)[1]
+    return host_facts.pm2_rpc_shell(s, "delete", *names, cli=cli)
+
+
+def delete(c: Any, s: Settings, name: str) -> None:
+    run(c, delete_command(s, name), warn=True)
+
+
+def save(c: Any, s: Settings) -> None:
+    run(c, pm2(s, "save", "--force"), warn=True)
+
+
+def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
+    result = run(c, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines)), warn=True)
+    kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
+            if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
+    return "\n".join(kept[-lines:])
+
+

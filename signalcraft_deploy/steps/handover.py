@@ -1,0 +1,119 @@
+"""Handover: replace an app's processes without refusing a connection, through Nginx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.health import gate, gate_on
+from signalcraft_deploy.host.io import Background, fail, q, run, sudo, write_file_command
+from signalcraft_deploy.host.nginx import install_site, reload_nginx
+from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, output_excerpt, pm2, start
+from signalcraft_deploy.steps.report import Reporter
+
+
+def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple[dict[str, Any], str]:
+    """The PM2 entry of the temporary app that serves while `kind`'s processes are replaced, and its address.
+
+    It runs straight from the release directory (not `current`), so `current` can be switched only
+    once the old processes get no more traffic.
+    """
+    if kind == "python":
+        entry = python_entry(s, venv)
+        address = str(s.gunicorn_handover_bind)
+        entry.update(name=s.handover_app, cwd=release_dir, exec_mode="fork",
+                     args=["-c", f"{release_dir}/gunicorn.conf.py", "--chdir", release_dir, "--bind", address],
+                     env={**entry["env"], "SIGNALCRAFT_CHDIR": release_dir})
+    else:
+        entry = node_entry(s)
+        address = f"127.0.0.1:{s.node_handover_port}"
+        entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{s.node_script}", exec_mode="cluster",
+                     env={**entry["env"], "PORT": str(s.node_handover_port)})
+    entry.update(autorestart=False)
+    return entry, address
+
+
+def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
+    """Wait (bounded) until no connection to a local port is open: nothing is in flight there any more."""
+    run(c, f"i=0; while [ $i -lt {seconds * 50} ] && ss -tnH state established '( sport = :{port} )' | grep -q .; "
+           "do sleep 0.02; i=$((i+1)); done", warn=True)
+
+
+def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, venv: str, reporter: Reporter,
+             stop_old: Callable[[], None] | None = None, switch: Callable[[], None] | None = None,
+             present: set[str] | None = None) -> Background | None:
+    """Replace an app's processes without refusing a connection: a second copy takes the traffic meanwhile.
+
+    1. start the new release as a temporary PM2 app on the handover address, check it;
+    2. point Nginx's upstream at it (nginx -t, graceful reload that waits for the old workers);
+    3. switch `current` (if asked), wait until the old processes have no connection left, stop them;
+    4. start the app under its own name and address from `current`, check it;
+    5. point Nginx back, graceful reload, and start stopping the temporary app: that stop is
+       returned, to be waited for (`.wait()`) before PM2's list is saved.
+    If step 4 fails, Nginx stays on the temporary app (the new release, healthy) and the error is
+    raised: the caller brings the previous release back and then calls `end_handover`.
+    """
+    entry, address = handover_entry(s, kind, venv, release_dir)
+    name = s.python_app if kind == "python" else s.node_app
+    health = s.health_py if kind == "python" else s.health_node
+    config = f"{s.state_dir}/handover-{kind}.config.json"
+    # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.
+    leftover = present is None or entry["name"] in present
+    run(c, write_file_command(config, "0600")
+        + (f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
+        + f" && {pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
+    # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
+    problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
+                       [{"name": entry["name"], "workers": kind == "python"}], fail_fast=True)
+    if problems:
+        output = app_output(c, s, entry["name"])
+        delete(c, s, entry["name"])
+        shown = ("\n  output of the new processes:\n    " + "\n    ".join(output_excerpt(output))) if output.strip() else ""
+        raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown)
+    reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
+    site_for = {"python_address": address} if kind == "python" else {"node_address": address}
+    install_site(c, s, render_nginx_site(s, **site_for), backup=False)
+    reload_nginx(c, s)
+    if switch:
+        switch()
+    # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown: harmless
+    # only once nothing is in flight, which Nginx's drained reload and this wait make sure of.
+    wait_drained(c, s.gunicorn_bind.port if kind == "python" else s.node_port)
+    (stop_old or (lambda: delete(c, s, name)))()
+    start(c, s, name)
+    problems = gate(c, s, release, release_dir, {kind: True})
+    if problems:
+        raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems))
+    return end_handover(c, s, kind, background=True)
+
+
+def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Background | None:
+    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained.
+
+    With `background`, the stop (0.5 s: PM2 waits for Gunicorn to exit) is left running and
+    returned; the caller overlaps it with the health check and waits before `pm2 save`.
+    """
+    install_site(c, s, render_nginx_site(s), backup=False)
+    reload_nginx(c, s)
+    wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
+    stop = delete_command(s, s.handover_app if kind == "python" else s.node_handover_app)
+    if background:
+        return Background(c, stop)
+    run(c, stop, warn=True)
+    return None
+
+
+def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it."""
+    def stop() -> None:
+        script = "\n".join([
+            f"pid={pid}",
+            "kill -TERM $pid 2>/dev/null || exit 0",
+            f"i=0; while kill -0 $pid 2>/dev/null && [ $i -lt {s.gunicorn_graceful_timeout * 10} ]; do sleep 0.1; i=$((i+1)); done",
+            "kill -KILL $pid 2>/dev/null; true",
+        ])
+        run(c, sudo(f"sh -c {q(script)}"))
+    return stop

@@ -1,0 +1,69 @@
+"""The trial run: the new release's apps under PM2 on spare ports, before anything is switched."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.health import probe
+from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
+from signalcraft_deploy.host.pm2 import app_output, delete_command, output_excerpt, pm2
+from signalcraft_deploy.steps.handover import handover_entry
+
+
+def trial_names(s: Settings) -> tuple[str, str]:
+    return f"{s.app_name}-python-trial", f"{s.app_name}-nodejs-trial"
+
+
+def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
+           kinds: tuple[str, ...] = ("python", "nodejs"), present: set[str] | None = None) -> Background | None:
+    """Trial run before any switch: the new release's apps under PM2, with their real entries, on spare ports.
+
+    Started by PM2 exactly as they will be (same interpreter, script, environment), a commit that
+    fails to import, crashes on start, crashes only under PM2, or answers its health route with an
+    error is caught here, while the live release keeps serving. `kinds` names the apps to try
+    (an app about to be handed over is tried on the handover address instead); `present` is PM2's
+    app names as last read, to skip deleting trial apps that are not there. A passed trial's apps
+    are being stopped when this returns: the returned command is to be waited for.
+    """
+    py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
+    py_name, node_name = trial_names(s)
+    apps, urls, watch = [], [], []
+    if "python" in kinds:
+        py, _ = handover_entry(s, "python", venv, release_dir)
+        py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{py_port}", "--workers", "1"])
+        apps.append(py)
+        urls.append({"label": s.python_app, "url": f"http://127.0.0.1:{py_port}{s.health_py}", "expect_release": True})
+        watch.append({"name": py_name, "workers": True})
+    if "nodejs" in kinds:
+        node, _ = handover_entry(s, "nodejs", venv, release_dir)
+        # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the user needs.
+        node.update(name=node_name, instances=1, exec_mode="fork", env={**node["env"], "PORT": str(node_port)})
+        apps.append(node)
+        urls.append({"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True})
+        watch.append({"name": node_name})
+    if not apps:
+        return None
+    names = [a["name"] for a in apps]
+    config = f"{s.state_dir}/trial.config.json"
+    leftovers = present is None or bool(set(trial_names(s)) & present)
+    start_trial = (f"mkdir -p {q(s.state_dir)} && {write_file_command(config, '0600')} && "
+                   + (f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && " if leftovers else "")
+                   + pm2(s, "start", config))
+    run(c, start_trial, stdin=json.dumps({"apps": apps}, indent=2), warn=True)
+    problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_rpc_js": host_facts.PM2_RPC_JS,
+                            "release": release, "release_dir": release_dir, "urls": urls, "apps": watch,
+                            "fail_fast": True}).get("problems", [])
+    if not problems:
+        return Background(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true")
+    logs = {name: app_output(c, s, name) for name in names}
+    run(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true", warn=True)
+    if problems:
+        lines = [f"  {p}" for p in problems]
+        for name, text in logs.items():
+            if text.strip():
+                lines.append(f"  output of {name}:\n    " + "\n    ".join(output_excerpt(text)))
+        raise fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
+                   + "\n".join(lines) + "\nFix the app and deploy again.")

@@ -1,0 +1,50 @@
+"""`pm2-reload`: bring both PM2 apps to the current release without a deploy."""
+
+from __future__ import annotations
+
+from invoke import Collection, task
+
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.health import gate
+from signalcraft_deploy.host.io import fail
+from signalcraft_deploy.host.pm2 import hup_python, reload_node, save, start
+from signalcraft_deploy.steps.trial import canary
+
+
+@task(iterable=["set_"], help={**COMMON_HELP})
+def pm2_reload(c, env_file=None, set_=None):
+    """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
+    s = settings_for(env_file, set_)
+    open_host(c, s)
+    facts, release_dir = host_facts.live_release(c, s)
+    venv = (facts.manifest or {}).get("venv")
+    if not venv:
+        raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
+    trial_stop = canary(c, s, facts.current_release, release_dir, venv)
+    if trial_stop:
+        trial_stop.wait()
+    checked = {"python": True, "nodejs": True}
+    if facts.online(s.python_app):
+        hup_python(c, s)
+        print(f"{s.python_app}: graceful reload (SIGHUP)")
+    else:
+        start(c, s, s.python_app)
+        print(f"{s.python_app}: started")
+    if facts.online(s.node_app):
+        reload_node(c, s)
+        print(f"{s.node_app}: rolling reload")
+    else:
+        start(c, s, s.node_app)
+        print(f"{s.node_app}: started")
+    problems = gate(c, s, facts.current_release, release_dir, checked)
+    if problems:
+        raise fail("Apps are not healthy after the reload:\n  " + "\n  ".join(problems))
+    save(c, s)
+    print("pm2 save: done")
+
+
+pm2_reload.__name__ = "pm2-reload"
+
+
+ns = Collection(pm2_reload)
