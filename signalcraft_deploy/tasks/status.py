@@ -11,9 +11,9 @@ from invoke import Collection, task
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import run, target_name
 from signalcraft_deploy.host.lock import read_audit, who_text
-from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.pm2 import pm2
 
 
