@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from signalcraft_deploy.core.render import (
@@ -62,10 +63,57 @@ class PlanError(ValueError):
     """The host is in a state a deploy must not touch (a port held by a stranger, say); the message says why."""
 
 
+class App(StrEnum):
+    """What a deploy acts on; the values are the words the plan and the summary show."""
+
+    PYTHON = "python"
+    NODEJS = "nodejs"
+    NGINX = "nginx"
+
+
+class How(StrEnum):
+    """How an app is brought to the new release; the values are the words the plan and the summary show."""
+
+    NONE = "none"
+    START = "start"
+    HUP = "hup"
+    NEW_MASTER = "new-master"
+    TAKEOVER = "takeover"
+    RELOAD = "reload"
+    RESTART = "restart"
+    WRITE_AND_RELOAD = "write-and-reload"
+
+    @property
+    def description(self) -> str:
+        return _HOW_TEXT[self]
+
+    @property
+    def runs_new_code_in_place(self) -> bool:
+        """The app's own processes load the new release: it is tried on spare ports first (the trial run)."""
+        return self in (How.START, How.HUP, How.RELOAD, How.TAKEOVER)
+
+    @property
+    def hands_over(self) -> bool:
+        """New processes take over through Nginx: the app's `current` moves only once the old ones are idle."""
+        return self in (How.NEW_MASTER, How.TAKEOVER)
+
+
+_HOW_TEXT = {
+    How.NONE: "leave as is",
+    How.START: "pm2 start --only",
+    How.HUP: "pm2 sendSignal SIGHUP (graceful)",
+    How.NEW_MASTER: "new Gunicorn master on the handover address, Nginx switch, old master drains",
+    How.TAKEOVER: "record the unmanaged server, start Gunicorn on the handover address, Nginx switch, stop it",
+    How.RELOAD: "pm2 reload --only (rolling, cluster mode)",
+    How.RESTART: "new processes on the handover port, Nginx switch, old ones stopped",
+    How.WRITE_AND_RELOAD: "write site, nginx -t, graceful reload",
+}
+
+
 @dataclass(frozen=True)
 class Action:
-    app: str  # "python", "nodejs" or "nginx"
-    how: str  # none | start | hup | new-master | takeover | reload | restart | write-and-reload
+    app: App
+    how: How
     why: str
     pid: int | None = None  # the unmanaged server a takeover replaces
 
@@ -83,9 +131,9 @@ class Plan:
 
     @property
     def nothing_to_do(self) -> bool:
-        return not self.new_release and all(a.how == "none" for a in self.actions)
+        return not self.new_release and all(a.how == How.NONE for a in self.actions)
 
-    def action(self, app: str) -> Action:
+    def action(self, app: App | str) -> Action:
         return next(a for a in self.actions if a.app == app)
 
 
@@ -156,21 +204,21 @@ def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, An
         if stranger:
             pid, command = stranger
             if re.search(s.legacy_match, command):
-                return Action("python", "takeover", f"an unmanaged server holds {s.gunicorn_bind} (pid {pid}: {command[:80]})", pid)
+                return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {s.gunicorn_bind} (pid {pid}: {command[:80]})", pid)
             raise PlanError(f"GUNICORN_BIND {s.gunicorn_bind} is in use by pid {pid} ({command[:80]}), which is not ours "
                             f"and does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND, or set "
                             "LEGACY_MATCH so that the deploy takes it over.")
-        return Action("python", "start", f"{s.python_app} is {state}")
+        return Action(App.PYTHON, How.START, f"{s.python_app} is {state}")
     running = procs[0]
     if running.exec_path != f"{m.venv}/bin/gunicorn" or (old and old.get("python_entry") != m.python_entry):
-        return Action("python", "new-master", "the Python environment or the PM2 entry changed; a HUP cannot load them")
+        return Action(App.PYTHON, How.NEW_MASTER, "the Python environment or the PM2 entry changed; a HUP cannot load them")
     if not old:
-        return Action("python", "hup", "no record of the running release")
+        return Action(App.PYTHON, How.HUP, "no record of the running release")
     if old.get("python_code") != m.python_code:
-        return Action("python", "hup", "Python code changed")
+        return Action(App.PYTHON, How.HUP, "Python code changed")
     if old.get("gunicorn_conf") != m.gunicorn_conf:
-        return Action("python", "hup", "gunicorn.conf.py changed")
-    return Action("python", "none", "unchanged")
+        return Action(App.PYTHON, How.HUP, "gunicorn.conf.py changed")
+    return Action(App.PYTHON, How.NONE, "unchanged")
 
 
 def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None) -> Action:
@@ -181,16 +229,16 @@ def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any]
         if stranger:
             raise PlanError(f"NODE_PORT {s.node_port} is in use by pid {stranger[0]} ({stranger[1][:80]}), which is not "
                             f"{s.node_app}: stop it or set another NODE_PORT.")
-        return Action("nodejs", "start", f"{s.node_app} is {state}")
+        return Action(App.NODEJS, How.START, f"{s.node_app} is {state}")
     if any(p.exec_mode != "cluster" for p in procs) or len(procs) != s.node_instances or any(
         p.exec_path != f"{s.current_dir}/{s.node_script}" for p in procs
     ):
-        return Action("nodejs", "restart", "its PM2 mode, instances or script changed, which `pm2 reload` does not apply")
+        return Action(App.NODEJS, How.RESTART, "its PM2 mode, instances or script changed, which `pm2 reload` does not apply")
     if not old or old.get("node_entry") != m.node_entry:
-        return Action("nodejs", "reload", "its PM2 settings changed")
+        return Action(App.NODEJS, How.RELOAD, "its PM2 settings changed")
     if old.get("node_code") != m.node_code or old.get("package_lock") != m.package_lock:
-        return Action("nodejs", "reload", "Node.js code changed")
-    return Action("nodejs", "none", "unchanged")
+        return Action(App.NODEJS, How.RELOAD, "Node.js code changed")
+    return Action(App.NODEJS, How.NONE, "unchanged")
 
 
 def site_digest(site_text: str) -> str:
@@ -226,7 +274,7 @@ def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
     except (KeyError, TypeError, PlanError):
         return False
     _, _, drift_py, drift_node = _drift(s, facts, old)
-    return all(a.how == "none" for a in actions) and not drift_py and not drift_node
+    return all(a.how == How.NONE for a in actions) and not drift_py and not drift_node
 
 
 def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts) -> Plan:
@@ -246,18 +294,18 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
         plan.build_node_modules = manifest.node_modules.rsplit("/", 1)[-1] not in facts.node_modules_ready
     py = _python_action(s, manifest, facts, old)
     node = _node_action(s, manifest, facts, old)
-    if same_release and py.how in ("hup", "new-master"):
-        py = Action("python", "none", "unchanged")
-    if same_release and node.how == "reload":
-        node = Action("nodejs", "none", "unchanged")
+    if same_release and py.how in (How.HUP, How.NEW_MASTER):
+        py = Action(App.PYTHON, How.NONE, "unchanged")
+    if same_release and node.how == How.RELOAD:
+        node = Action(App.NODEJS, How.NONE, "unchanged")
     site_same = facts.site_text is not None and facts.site_text.rstrip("\n") == site.rstrip("\n")
     if site_same and facts.site_enabled:
-        nginx = Action("nginx", "none", "site unchanged")
+        nginx = Action(App.NGINX, How.NONE, "site unchanged")
     else:
         why = "site changed" if facts.site_text is not None else "site not installed yet"
         if site_same:
             why = "site not enabled"
-        nginx = Action("nginx", "write-and-reload", why)
+        nginx = Action(App.NGINX, How.WRITE_AND_RELOAD, why)
     for listener in facts.listening_on(s.nginx_listen):
         strangers = [(pid, name) for pid, name in zip(listener.pids, listener.names, strict=False) if "nginx" not in name]
         if strangers:
@@ -266,13 +314,13 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
     # An interrupted deploy can leave an app running another release than the one recorded:
     # converge it (a HUP or a rolling reload loads what `current` holds).
     want_py, want_node, drift_py, drift_node = _drift(s, facts, old)
-    if py.how == "none" and drift_py:
-        py = Action("python", "hup", drift_py)
-    if node.how == "none" and drift_node:
-        node = Action("nodejs", "reload", drift_node)
+    if py.how == How.NONE and drift_py:
+        py = Action(App.PYTHON, How.HUP, drift_py)
+    if node.how == How.NONE and drift_node:
+        node = Action(App.NODEJS, How.RELOAD, drift_node)
     release = plan.manifest.release
     plan.manifest = replace(plan.manifest,
-                            python_release=release if py.how != "none" else (want_py or release),
-                            node_release=release if node.how != "none" else (want_node or release))
+                            python_release=release if py.how != How.NONE else (want_py or release),
+                            node_release=release if node.how != How.NONE else (want_node or release))
     plan.actions = [py, node, nginx]
     return plan

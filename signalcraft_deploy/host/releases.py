@@ -1,0 +1,39 @@
+"""Releases on the host: the `current` link, the previous release, bad marks, pruning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.io import q, run
+
+
+def switch(c: Any, s: Settings, release: str) -> None:
+    """Point `current` at a release atomically (a temporary link renamed over the old one)."""
+    tmp = f"{s.deploy_root}/.current.tmp"
+    run(c, f"ln -sfn {q('releases/' + release)} {q(tmp)} && mv -Tf {q(tmp)} {q(s.current_dir)}")
+
+
+def previous_release(facts: host_facts.HostFacts, before: str | None) -> str | None:
+    older = [r for r in facts.releases if (before is None or r < before) and r not in facts.bad_releases]
+    return older[-1] if older else None
+
+
+def mark_bad(c: Any, s: Settings, release: str) -> None:
+    """Remember a release that failed, so `rollback` and `previous_release` never pick it."""
+    run(c, f"mkdir -p {q(s.state_dir)}/bad && touch {q(s.state_dir)}/bad/{q(release)}", warn=True)
+
+
+def prune(c: Any, s: Settings, keep: int, current: str, prev: str | None) -> list[str]:
+    """Remove old releases beyond KEEP_RELEASES; never current, previous, or one a live process runs from."""
+    listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; find /proc/[0-9]*/cwd -maxdepth 0 -printf '%l\\n' 2>/dev/null | sort -u",
+                  warn=True).stdout
+    names, _, cwds = listing.partition("@@")
+    releases = sorted(n for n in names.split() if n and not n.endswith(".tmp"))
+    in_use = {line.strip().rstrip("/").split("/releases/")[-1].split("/")[0] for line in cwds.splitlines() if "/releases/" in line}
+    protected = {current, prev} | in_use
+    doomed = [r for r in releases[:-keep] if r not in protected] if len(releases) > keep else []
+    if doomed:
+        run(c, "rm -rf " + " ".join(q(f"{s.releases_dir}/{r}") for r in doomed))
+    return doomed

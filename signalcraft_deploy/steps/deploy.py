@@ -1,0 +1,320 @@
+"""A deploy as a list of steps, each with its undo: the one place to read the order of a deploy.
+
+`DEPLOY_STEPS` is carried out by `runner.run_steps` for both `deploy` and `rollback` (a rollback
+is a plan whose release is already on the host: its `upload` step does not apply). Until the
+`switch` step, a failure leaves the live release untouched; after it, the undos switch back and
+bring the previous processes and Nginx site back, then `after_undo` checks what serves.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalcraft_deploy.core.plan import App, How, Plan
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import health, releases
+from signalcraft_deploy.host import install as install_ops
+from signalcraft_deploy.host import nginx as nginx_ops
+from signalcraft_deploy.host import pm2 as pm2_ops
+from signalcraft_deploy.host import takeover as takeover_ops
+from signalcraft_deploy.host.io import Background, fail
+from signalcraft_deploy.host.lock import audit
+from signalcraft_deploy.steps import handover as handover_ops
+from signalcraft_deploy.steps import trial
+from signalcraft_deploy.steps.report import Reporter
+from signalcraft_deploy.steps.runner import Outcome, Step
+from signalcraft_deploy.steps.upload import Shipment, ship
+
+
+@dataclass
+class DeployRun:
+    """What the steps of one deploy (or rollback) share."""
+
+    c: Any
+    s: Settings
+    rep: Reporter
+    plan: Plan
+    facts: host_facts.HostFacts
+    shipment: Shipment | None
+    record: dict[str, Any]
+    prev: str | None = None  # the release to return to if this one fails after the switch
+    stopping: list[Background | None] = field(default_factory=list)  # temporary apps being stopped
+    seen: dict[str, Any] = field(default_factory=dict)  # PM2's view of both apps, as the passing health check saw it
+    error_logs: dict[str, str] = field(default_factory=dict)
+    takeover_restored: bool = False
+
+    @property
+    def release(self) -> str:
+        return self.plan.manifest.release
+
+    @property
+    def release_dir(self) -> str:
+        return f"{self.s.releases_dir}/{self.release}"
+
+    @property
+    def py(self) -> How:
+        return self.plan.action(App.PYTHON).how
+
+    @property
+    def node(self) -> How:
+        return self.plan.action(App.NODEJS).how
+
+    @property
+    def site_written(self) -> bool:
+        return self.plan.action(App.NGINX).how is How.WRITE_AND_RELOAD
+
+    @property
+    def in_pm2(self) -> set[str] | None:
+        return {p.name for p in self.facts.pm2} if self.facts.pm2_readable else None
+
+    @property
+    def tried(self) -> tuple[App, ...]:
+        """The apps whose own processes will load new code: tried on spare ports before anything is switched.
+        An app handed over (new-master, restart) is tried by its handover copy instead."""
+        return tuple(a.app for a in self.plan.actions if a.app is not App.NGINX and a.how.runs_new_code_in_place)
+
+    @property
+    def changed_files(self) -> list[str]:
+        configs, old = self.plan.configs, self.facts.configs
+        return [name for name in configs if old.get(name, "").rstrip("\n") != configs[name].rstrip("\n")]
+
+    def write_audit(self) -> None:
+        audit(self.c, self.s, self.record)
+
+    def settle(self) -> None:
+        """Wait for the commands left running in the background."""
+        for command in self.stopping:
+            if command is not None:
+                command.wait()
+        self.stopping.clear()
+
+
+def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[str]:
+    """Unified diffs of every file the deploy would write, against what the host has."""
+    out = []
+    pairs = [(facts.configs.get(name, ""), text, f"{s.current_dir}/{name}") for name, text in plan.configs.items()]
+    pairs.append((facts.site_text or "", plan.site, s.nginx_site))
+    for old, new, path in pairs:
+        if old.rstrip("\n") != new.rstrip("\n"):
+            diff = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}")
+            out.append("".join(diff))
+    return out
+
+
+# ----------------------------------------------------------------------------- before the switch
+
+
+def record_takeover(r: DeployRun) -> str:
+    pid = r.plan.action(App.PYTHON).pid or 0
+    takeover_ops.record(r.c, r.s, pid)
+    r.record["takeover"] = {"pid": pid, "why": r.plan.action(App.PYTHON).why}
+    return f"pid {pid}: command, environment, Node.js entry and Nginx site saved"
+
+
+def upload(r: DeployRun) -> str:
+    assert r.shipment is not None
+    return ship(r.c, r.s, r.shipment, r.plan, r.facts)
+
+
+def mark_release_bad(r: DeployRun) -> str:
+    """The release stays on the host as evidence, marked so that `rollback` never picks it."""
+    releases.mark_bad(r.c, r.s, r.release)
+    return ""
+
+
+def install(r: DeployRun) -> str:
+    m = r.plan.manifest
+    if r.plan.build_venv:
+        version = install_ops.ensure_venv(r.c, r.s, m.venv, f"{r.release_dir}/requirements.txt")
+        detail = f"built {m.venv} (gunicorn {version})"
+    else:
+        detail = "Python environment unchanged"
+    if r.plan.new_release or r.plan.build_node_modules:
+        install_ops.ensure_node_modules(r.c, r.s, r.release_dir, m.node_modules)
+        if r.plan.build_node_modules:
+            detail += "; node_modules built"
+    return detail
+
+
+def show_config_changes(r: DeployRun) -> str:
+    for diff in config_diffs(r.facts, r.plan, r.s):
+        r.rep.say(diff.rstrip("\n"))
+    return ("changed: " + ", ".join(r.changed_files)) if r.changed_files else "unchanged"
+
+
+def trial_run(r: DeployRun) -> str:
+    m = r.plan.manifest
+    r.stopping.append(trial.canary(r.c, r.s, m.release, r.release_dir, m.venv, tuple(str(a) for a in r.tried), r.in_pm2))
+    if len(r.tried) == 2:
+        return "both apps answer their health routes"
+    return f"{r.s.python_app if r.tried[0] is App.PYTHON else r.s.node_app} answers its health route"
+
+
+def check_nginx(r: DeployRun) -> str:
+    if r.site_written:
+        nginx_ops.install_site(r.c, r.s, r.plan.site)
+    routes, problems = nginx_ops.check(r.c, r.s)
+    if problems:
+        if r.site_written:
+            nginx_ops.restore_site(r.c, r.s)
+        raise fail("Nginx check failed; nothing was switched:\n  " + "\n  ".join(problems))
+    return f"{len(routes)} routes ok" + ("; new site passes nginx -t" if r.site_written else "")
+
+
+def restore_site(r: DeployRun) -> str:
+    if r.site_written and not r.takeover_restored:
+        nginx_ops.restore_site(r.c, r.s)
+        nginx_ops.reload_nginx(r.c, r.s)
+        return "previous Nginx site back"
+    return ""
+
+
+# ----------------------------------------------------------------------------- the switch and after
+
+
+def switch_current(r: DeployRun) -> str:
+    # A new Gunicorn master is started from the release directory; `current` moves only once Nginx
+    # sends nothing to the old master, whose recycled workers would otherwise load new code against
+    # the old environment.
+    if r.py.hands_over:
+        return "deferred until Nginx has moved to the new Gunicorn"
+    releases.switch(r.c, r.s, r.release)
+    return f"current -> {r.release}"
+
+
+def switch_back(r: DeployRun) -> str:
+    if r.prev and not r.takeover_restored:
+        releases.switch(r.c, r.s, r.prev)
+        return f"current -> {r.prev}"
+    return ""
+
+
+def reload_python(r: DeployRun) -> None:
+    m, c, s = r.plan.manifest, r.c, r.s
+    if r.py is How.START:
+        pm2_ops.start(c, s, s.python_app)
+    elif r.py is How.HUP:
+        pm2_ops.hup_python(c, s, next((p.pid_path for p in r.facts.apps(s.python_app)), ""))
+    elif r.py.hands_over:
+        stop_old = handover_ops.stop_unmanaged(c, s, r.plan.action(App.PYTHON).pid or 0) if r.py is How.TAKEOVER else None
+        r.stopping.append(handover_ops.handover(c, s, "python", m.release, r.release_dir, m.venv, r.rep,
+                                                switch=lambda: releases.switch(c, s, m.release), stop_old=stop_old,
+                                                present=r.in_pm2))
+
+
+def reload_node(r: DeployRun) -> None:
+    m, c, s = r.plan.manifest, r.c, r.s
+    if r.node is How.START:
+        pm2_ops.start(c, s, s.node_app)
+    elif r.node is How.RELOAD:
+        pm2_ops.reload_node(c, s)
+    elif r.node is How.RESTART:
+        r.stopping.append(handover_ops.handover(c, s, "nodejs", m.release, r.release_dir, m.venv, r.rep, present=r.in_pm2))
+
+
+def reload_apps(r: DeployRun) -> str:
+    reload_python(r)
+    reload_node(r)
+    return f"{r.s.python_app}: {r.py}, {r.s.node_app}: {r.node}"
+
+
+def restore_apps(r: DeployRun) -> str:
+    """Bring the previous processes back (the undo of pm2-reload, also after a partial one)."""
+    r.settle()
+    r.error_logs = {name: pm2_ops.error_tail(r.c, r.s, name) for name in (r.s.python_app, r.s.node_app)}
+    if r.py is How.TAKEOVER:
+        r.takeover_restored = True
+        return takeover_ops.restore(r.c, r.s)
+    switch_back(r)
+    running = {p.name for p in host_facts.gather(r.c, r.s).pm2}
+    restore_python(r, running)
+    restore_node(r, running)
+    if not r.prev:  # a first deploy leaves nothing of its own behind
+        for app in (r.s.handover_app, r.s.node_handover_app):
+            if app in running:
+                pm2_ops.delete(r.c, r.s, app)
+    return f"{r.s.python_app} and {r.s.node_app} back on {r.prev}" if r.prev else "apps of the first deploy removed"
+
+
+def restore_python(r: DeployRun, running: set[str]) -> None:
+    c, s = r.c, r.s
+    if r.py is How.HUP and r.prev:
+        pm2_ops.hup_python(c, s)
+    elif r.py is How.NEW_MASTER and r.prev and s.handover_app in running:
+        # Nginx is on the temporary master (new release): bring the previous master back, then move Nginx to it.
+        pm2_ops.delete(c, s, s.python_app)
+        pm2_ops.start(c, s, s.python_app)
+        handover_ops.end_handover(c, s, "python")
+    elif r.py is How.START or not r.prev:
+        pm2_ops.delete(c, s, s.python_app)
+
+
+def restore_node(r: DeployRun, running: set[str]) -> None:
+    c, s = r.c, r.s
+    if r.node is How.RELOAD and r.prev:
+        pm2_ops.reload_node(c, s)
+    elif r.node is How.RESTART and r.prev and s.node_handover_app in running:
+        pm2_ops.delete(c, s, s.node_app)
+        pm2_ops.start(c, s, s.node_app)
+        handover_ops.end_handover(c, s, "nodejs")
+    elif r.node is How.START or not r.prev:
+        pm2_ops.delete(c, s, s.node_app)
+
+
+def reload_site(r: DeployRun) -> str:
+    nginx_ops.reload_nginx(r.c, r.s)
+    return ""
+
+
+def health_gate(r: DeployRun) -> str:
+    checked = {"python": r.py is not How.NONE, "nodejs": r.node is not How.NONE}
+    problems = health.gate(r.c, r.s, r.release, r.release_dir, checked, report=r.seen)
+    if problems:
+        raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
+    return "both apps answer, directly and through Nginx"
+
+
+def finish(r: DeployRun) -> str:
+    r.settle()
+    # A HUP leaves PM2's process list as it was; anything else changes what a reboot must resurrect.
+    saved = (r.py, r.node) not in ((How.HUP, How.NONE), (How.NONE, How.NONE))
+    if saved:
+        pm2_ops.save(r.c, r.s)
+    pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
+    r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])
+    return ("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+
+
+def after_undo(r: DeployRun, outcome: Outcome) -> list[str]:
+    """Once the steps are undone: after a switch, check what serves now and save PM2's list."""
+    if outcome is not Outcome.ROLLED_BACK:
+        return []
+    releases.mark_bad(r.c, r.s, r.release)
+    if r.takeover_restored:
+        return []  # the takeover's restore saved PM2's list of the old state
+    if not r.prev:
+        pm2_ops.save(r.c, r.s)
+        return []
+    checked = {"python": r.py in (How.HUP, How.NEW_MASTER), "nodejs": r.node is not How.NONE}
+    problems = health.gate(r.c, r.s, r.prev, f"{r.s.releases_dir}/{r.prev}", checked)
+    pm2_ops.save(r.c, r.s)
+    return [f"previous release {r.prev} is serving" if not problems else
+            "previous release is NOT healthy either: " + "; ".join(problems)]
+
+
+DEPLOY_STEPS: list[Step[DeployRun]] = [
+    Step("record takeover", record_takeover, when=lambda r: r.py is How.TAKEOVER),
+    Step("upload", upload, undo=mark_release_bad, when=lambda r: r.shipment is not None and r.plan.new_release),
+    Step("install", install),
+    Step("render-configs", show_config_changes),
+    Step("trial run", trial_run, when=lambda r: bool(r.tried)),
+    Step("nginx-check", check_nginx, undo=restore_site),
+    Step("switch", switch_current, undo=switch_back, commits=True),
+    Step("pm2-reload", reload_apps, undo=restore_apps, undoes_itself=True),
+    Step("nginx reload", reload_site, when=lambda r: r.site_written),
+    Step("health", health_gate),
+    Step("finish", finish),
+]

@@ -1,0 +1,193 @@
+"""The upload: what a release is made of (`Shipment`), and putting it on the host as releases/<name>/."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from signalcraft_deploy.core import source
+from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
+from signalcraft_deploy.core.render import digest
+from signalcraft_deploy.core.settings import Settings, SettingsError
+from signalcraft_deploy.core.source import SourceTree, make_tarball, read_blob, read_source
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.io import fail, q, run, upload
+from signalcraft_deploy.host.lock import who, who_text
+
+
+@dataclass
+class Shipment:
+    """The code of one release: its tree, the files deploy must read, and how to put it on the host."""
+
+    tree: SourceTree
+    requirements: str
+    package_lock: str | None
+    app_env: str | None
+    source_dir: str | None  # local checkout (SOURCE=upload), None for SOURCE=git
+
+
+def _wsgi_module_paths(wsgi_app: str) -> tuple[str, str]:
+    module = wsgi_app.split(":", 1)[0].replace(".", "/")
+    return f"{module}.py", f"{module}/__init__.py"
+
+
+def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
+    """The app must have what the configs point at, or it would crash-loop on the host."""
+    if not tree.has("requirements.txt"):
+        source_key = "SOURCE_DIR" if s.source == "upload" else "REPO_URL"
+        raise SettingsError(f"{source_key} ({s.origins.get(source_key, 'default')}): requirements.txt is missing in {where} "
+                            f"at {tree.sha[:12]}; the Python app needs one (with gunicorn pinned: run `invoke freeze`).")
+    if not tree.has(s.node_script):
+        raise SettingsError(f"NODE_SCRIPT ({s.origins.get('NODE_SCRIPT', 'default')}): {s.node_script} is not in "
+                            f"{where} at {tree.sha[:12]}; set NODE_SCRIPT to the Node.js entry point.")
+    if not any(tree.has(p) for p in _wsgi_module_paths(s.wsgi_app)):
+        raise SettingsError(f"WSGI_APP ({s.origins.get('WSGI_APP', 'default')}): module {s.wsgi_app.split(':')[0]} "
+                            f"({' or '.join(_wsgi_module_paths(s.wsgi_app))}) is not in {where} at {tree.sha[:12]}.")
+
+
+def read_app_env(s: Settings) -> str | None:
+    if not s.app_env_file:
+        return None
+    try:
+        with open(s.app_env_file, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as err:
+        raise SettingsError(f"APP_ENV_FILE ({s.origins.get('APP_ENV_FILE')}): cannot read {s.app_env_file}: "
+                            f"{err.strerror}.") from None
+
+
+def local_shipment(s: Settings) -> Shipment:
+    tree = read_source(s.source_dir)
+    check_shipment(s, tree, f"SOURCE_DIR {s.source_dir}")
+    return Shipment(tree=tree, requirements=read_blob(s.source_dir, tree, "requirements.txt") or "",
+                    package_lock=read_blob(s.source_dir, tree, "package-lock.json"), app_env=read_app_env(s),
+                    source_dir=s.source_dir)
+
+
+def git_shipment(c: Any, s: Settings) -> Shipment:
+    """SOURCE=git: the host keeps a mirror of REPO_URL and resolves REF itself."""
+    repo = q(f"{s.state_dir}/repo.git")
+    fetch = (f"mkdir -p {q(s.state_dir)} && if [ -d {repo} ]; then git -C {repo} fetch --quiet --prune --force origin "
+             f"'+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'; else git clone --quiet --mirror {q(s.repo_url or '')} {repo}; fi"
+             f" && git -C {repo} rev-parse --verify --quiet {q(s.ref + '^{commit}')}")
+    result = run(c, fetch, warn=True)
+    if not result.ok:
+        raise fail(f"The host could not fetch {s.repo_url} at {s.ref}: {(result.stderr or result.stdout).strip()[-500:]}. "
+                   "Check REPO_URL, REF and the host's access to the repository (a deploy key).")
+    sha = result.stdout.strip().splitlines()[-1]
+    listing = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r {q(sha)}").stdout.splitlines()
+    blobs = {}
+    for line in listing[1:]:
+        meta, _, path = line.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[1] == "blob":
+            blobs[path] = parts[2]
+    tree = SourceTree(sha=sha, tree=listing[0].strip(), blobs=blobs, dirty=0, subdir="")
+    check_shipment(s, tree, f"{s.repo_url}")
+
+    def show(path: str) -> str | None:
+        if path not in blobs:
+            return None
+        return run(c, f"git -C {repo} cat-file blob {q(blobs[path])}").stdout
+
+    return Shipment(tree=tree, requirements=show("requirements.txt") or "", package_lock=show("package-lock.json"),
+                    app_env=read_app_env(s), source_dir=None)
+
+
+def extras_tar(plan: Plan) -> bytes:
+    """The files deploy adds to a release: rendered configs, REVISION and the manifest."""
+    import tarfile  # here: only a deploy that makes a release needs it
+    files = {**plan.configs, "REVISION": plan.manifest.release + "\n", ".signalcraft/manifest.json": plan.manifest.to_json()}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def upload_delta(s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -> source.Delta | None:
+    """Hash, don't copy: the files the live release already has (same path, mode and blob) are copied
+    on the host; only the others are sent. None when the live release's tree is not known here."""
+    old_tree = (facts.manifest or {}).get("tree")
+    if not (shipment.source_dir and facts.current_release and old_tree):
+        return None
+    return source.delta(source.file_ids(shipment.tree), source.tree_files(shipment.source_dir, old_tree))
+
+
+def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.HostFacts | None = None) -> str:
+    """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was sent."""
+    release = plan.manifest.release
+    rdir = f"{s.releases_dir}/{release}"
+    incoming = f"{s.state_dir}/incoming"
+    same = upload_delta(s, shipment, facts) if facts else None
+    with tempfile.TemporaryDirectory() as tmp:
+        extras = os.path.join(tmp, "extras.tar")
+        with open(extras, "wb") as fh:
+            fh.write(extras_tar(plan))
+        run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {q(s.shared_dir)}/logs && chmod 0755 {q(s.deploy_root)}")
+        code_tar = q(incoming + "/" + release + ".tar")
+        unpack = []
+        if shipment.source_dir:
+            if same is None or same.changed:
+                code = os.path.join(tmp, "code.tar")
+                make_tarball(shipment.source_dir, shipment.tree, code, same.changed if same else None)
+                upload(c, code, f"{incoming}/{release}.tar")
+                unpack = [f"tar -xf {code_tar} -C \"$t\""]
+        else:
+            unpack = [f"git -C {q(s.state_dir + '/repo.git')} archive {q(shipment.tree.sha)} | tar -x -C \"$t\""]
+        upload(c, extras, f"{incoming}/{release}.extras.tar")
+    if shipment.app_env is not None:
+        # The app's secrets: written from stdin (never on a command line), mode 0600, linked into releases.
+        run(c, f"umask 077 && cat > {q(s.shared_dir)}/.env.tmp && mv -f {q(s.shared_dir)}/.env.tmp {q(s.shared_dir)}/.env",
+            stdin=shipment.app_env)
+    live = f"{s.releases_dir}/{facts.current_release}" if facts and facts.current_release else ""
+    copy = ([f"tar -C {q(live)} --null --verbatim-files-from -T - -cf - | tar -xf - -C \"$t\""]
+            if same and same.same else [])
+
+    def script(parts: list[str]) -> str:
+        return "\n".join([
+            "set -e",
+            f"t={q(rdir + '.tmp')}",
+            'rm -rf "$t" && mkdir -p "$t"',
+            *parts,
+            f"tar -xf {q(incoming + '/' + release + '.extras.tar')} -C \"$t\"",
+            f"if [ -e {q(s.shared_dir)}/.env ]; then ln -sfn {q(s.shared_dir)}/.env \"$t/.env\"; fi",
+            f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
+            f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
+            f"rm -f {code_tar} {q(incoming + '/' + release + '.extras.tar')}",
+        ])
+
+    names = "".join(f"{p}\0" for p in same.same) if copy and same else None
+    result = run(c, script(copy + unpack), stdin=names, warn=True)
+    if not result.ok and copy and shipment.source_dir:
+        # The live release lost a file it shipped with: send everything instead.
+        run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
+        return ship(c, s, shipment, plan, None)
+    if not result.ok:
+        run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
+        raise fail(f"Could not unpack the release into {rdir}: {result.stderr.strip()[-500:]}. "
+                   f"Check free space and permissions under {s.deploy_root}; the live release is untouched.")
+    if same is None:
+        return f"{release}: all {len(shipment.tree.blobs)} files sent" if shipment.source_dir else f"{release}: from the host's mirror"
+    return (f"{release}: {len(same.changed)} changed file(s) sent, {len(same.same)} copied from {facts.current_release}"
+            if facts else release)
+
+
+def shipment_manifest(s: Settings, shipment: Shipment) -> tuple[Manifest, dict[str, str]]:
+    """The manifest and rendered configs of the release this shipment would become."""
+    app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
+    return make_manifest(
+        s, sha=shipment.tree.sha, tree=shipment.tree.tree, python_code=shipment.tree.python_digest,
+        node_code=shipment.tree.node_digest, requirements=shipment.requirements, package_lock=shipment.package_lock,
+        app_env_digest=app_env_digest, who=who_text(who()))
+
+
+def shipment_inputs(s: Settings, shipment: Shipment) -> str:
+    app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
+    return release_inputs(s, shipment.tree.tree, shipment.requirements, shipment.package_lock, app_env_digest)
