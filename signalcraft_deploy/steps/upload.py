@@ -120,57 +120,66 @@ def upload_delta(s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -
     return source.delta(source.file_ids(shipment.tree), source.tree_files(shipment.source_dir, old_tree))
 
 
-def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.HostFacts | None = None) -> str:
-    """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was sent."""
-    release = plan.manifest.release
-    rdir = f"{s.releases_dir}/{release}"
-    incoming = f"{s.state_dir}/incoming"
-    same = upload_delta(s, shipment, facts) if facts else None
+def send_files(c: Any, s: Settings, shipment: Shipment, plan: Plan, same: source.Delta | None) -> list[str]:
+    """Upload the code that differs (or all of it) and the extras to incoming/; return the shell that unpacks the code."""
+    release, incoming = plan.manifest.release, f"{s.state_dir}/incoming"
+    unpack = []
     with tempfile.TemporaryDirectory() as tmp:
         extras = os.path.join(tmp, "extras.tar")
         with open(extras, "wb") as fh:
             fh.write(extras_tar(plan))
         run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {q(s.shared_dir)}/logs && chmod 0755 {q(s.deploy_root)}")
-        code_tar = q(incoming + "/" + release + ".tar")
-        unpack = []
-        if shipment.source_dir:
-            if same is None or same.changed:
-                code = os.path.join(tmp, "code.tar")
-                make_tarball(shipment.source_dir, shipment.tree, code, same.changed if same else None)
-                upload(c, code, f"{incoming}/{release}.tar")
-                unpack = [f"tar -xf {code_tar} -C \"$t\""]
-        else:
+        if not shipment.source_dir:
             unpack = [f"git -C {q(s.state_dir + '/repo.git')} archive {q(shipment.tree.sha)} | tar -x -C \"$t\""]
+        elif same is None or same.changed:
+            code = os.path.join(tmp, "code.tar")
+            make_tarball(shipment.source_dir, shipment.tree, code, same.changed if same else None)
+            upload(c, code, f"{incoming}/{release}.tar")
+            unpack = [f"tar -xf {q(incoming + '/' + release + '.tar')} -C \"$t\""]
         upload(c, extras, f"{incoming}/{release}.extras.tar")
+    return unpack
+
+
+def write_app_env(c: Any, s: Settings, app_env: str) -> None:
+    """The app's secrets: written from stdin (never on a command line), mode 0600, linked into releases."""
+    env = f"{q(s.shared_dir)}/.env"
+    run(c, f"umask 077 && cat > {env}.tmp && mv -f {env}.tmp {env}", stdin=app_env)
+
+
+def assemble_script(s: Settings, release: str, parts: list[str]) -> str:
+    """Shell that builds releases/<release>.tmp from `parts` and the extras, links shared files, renames it into place."""
+    rdir, incoming = f"{s.releases_dir}/{release}", f"{s.state_dir}/incoming/{release}"
+    return "\n".join([
+        "set -e",
+        f"t={q(rdir + '.tmp')}",
+        'rm -rf "$t" && mkdir -p "$t"',
+        *parts,
+        f"tar -xf {q(incoming + '.extras.tar')} -C \"$t\"",
+        f"if [ -e {q(s.shared_dir)}/.env ]; then ln -sfn {q(s.shared_dir)}/.env \"$t/.env\"; fi",
+        f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
+        f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
+        f"rm -f {q(incoming + '.tar')} {q(incoming + '.extras.tar')}",
+    ])
+
+
+def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.HostFacts | None = None) -> str:
+    """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was sent."""
+    release = plan.manifest.release
+    rdir = f"{s.releases_dir}/{release}"
+    same = upload_delta(s, shipment, facts) if facts else None
+    unpack = send_files(c, s, shipment, plan, same)
     if shipment.app_env is not None:
-        # The app's secrets: written from stdin (never on a command line), mode 0600, linked into releases.
-        run(c, f"umask 077 && cat > {q(s.shared_dir)}/.env.tmp && mv -f {q(s.shared_dir)}/.env.tmp {q(s.shared_dir)}/.env",
-            stdin=shipment.app_env)
+        write_app_env(c, s, shipment.app_env)
     live = f"{s.releases_dir}/{facts.current_release}" if facts and facts.current_release else ""
     copy = ([f"tar -C {q(live)} --null --verbatim-files-from -T - -cf - | tar -xf - -C \"$t\""]
             if same and same.same else [])
-
-    def script(parts: list[str]) -> str:
-        return "\n".join([
-            "set -e",
-            f"t={q(rdir + '.tmp')}",
-            'rm -rf "$t" && mkdir -p "$t"',
-            *parts,
-            f"tar -xf {q(incoming + '/' + release + '.extras.tar')} -C \"$t\"",
-            f"if [ -e {q(s.shared_dir)}/.env ]; then ln -sfn {q(s.shared_dir)}/.env \"$t/.env\"; fi",
-            f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
-            f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
-            f"rm -f {code_tar} {q(incoming + '/' + release + '.extras.tar')}",
-        ])
-
     names = "".join(f"{p}\0" for p in same.same) if copy and same else None
-    result = run(c, script(copy + unpack), stdin=names, warn=True)
-    if not result.ok and copy and shipment.source_dir:
-        # The live release lost a file it shipped with: send everything instead.
-        run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
-        return ship(c, s, shipment, plan, None)
+    result = run(c, assemble_script(s, release, copy + unpack), stdin=names, warn=True)
     if not result.ok:
         run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
+    if not result.ok and copy and shipment.source_dir:
+        return ship(c, s, shipment, plan, None)  # the live release lost a file it shipped with: send everything
+    if not result.ok:
         raise fail(f"Could not unpack the release into {rdir}: {result.stderr.strip()[-500:]}. "
                    f"Check free space and permissions under {s.deploy_root}; the live release is untouched.")
     if same is None:

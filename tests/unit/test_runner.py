@@ -73,7 +73,8 @@ def test_a_failing_step_undoes_exactly_the_steps_before_it_newest_first(remote, 
     assert [line.name for line in st.rep.steps if line.name.startswith("undo")] == [f"undo step {i}" for i in reversed(range(failing))]
 
 
-@pytest.mark.parametrize(("failing", "outcome"), [(1, Outcome.FAILED), (2, Outcome.FAILED), (3, Outcome.ROLLED_BACK), (4, Outcome.ROLLED_BACK)])
+@pytest.mark.parametrize(("failing", "outcome"),
+                         [(1, Outcome.FAILED), (2, Outcome.FAILED), (3, Outcome.ROLLED_BACK), (4, Outcome.ROLLED_BACK)])
 def test_a_failure_after_the_committing_step_is_a_rollback(remote, failing, outcome):
     remote.expect_sessions(session(*(f"do {i}" for i in range(failing)), (f"do {failing}", 1),
                                      *(f"undo {i}" for i in reversed(range(failing)))))
