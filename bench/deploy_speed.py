@@ -111,7 +111,10 @@ sys.path.insert(0, {repo!r})
 import paramiko
 from fabric import Connection
 from fabric.transfer import Transfer
-from signalcraft_deploy.host import io
+try:
+    from signalcraft_deploy.host import io as hostio
+except ImportError:  # a tool from before the package (tasks/hostio.py)
+    from tasks import hostio
 counts = {{"exec": 0, "put": 0, "channels": 0}}
 trace = os.environ.get("BENCH_TRACE")
 def _wrap(owner, name, key=None, label=None):
@@ -624,14 +627,14 @@ def spread(values: list[int | None]) -> str:
 
 
 def tool_version(tool_dir: Path) -> str:
-    """The tool's commit (and whether its tasks/templates have uncommitted changes), or just the directory."""
+    """The tool's commit (and whether its package has uncommitted changes), or just the directory."""
     head = subprocess.run(["git", "-C", str(tool_dir), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0 or Path(subprocess.run(["git", "-C", str(tool_dir), "rev-parse", "--show-toplevel"],
                                                    capture_output=True, text=True).stdout.strip()) != tool_dir:
         return str(tool_dir)
-    dirty = subprocess.run(["git", "-C", str(tool_dir), "status", "--porcelain", "--", "tasks", "templates", "fabfile.py"],
+    dirty = subprocess.run(["git", "-C", str(tool_dir), "status", "--porcelain", "--", "signalcraft_deploy", "tasks", "fabfile.py"],
                            capture_output=True, text=True).stdout.strip()
-    return f"{tool_dir} at {head.stdout.strip()}" + (" with uncommitted changes in tasks/ or templates/" if dirty else "")
+    return f"{tool_dir} at {head.stdout.strip()}" + (" with uncommitted changes in signalcraft_deploy/ or tasks/" if dirty else "")
 
 
 def machine_info(sb: Sandbox) -> dict[str, str]:

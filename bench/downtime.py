@@ -1093,9 +1093,9 @@ def machine_info(sandbox: Sandbox, roots: list[str]) -> dict[str, str]:
     info = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     tool_commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                                  text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "tasks", "templates", "fabfile.py"],
+    dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "signalcraft_deploy", "tasks", "fabfile.py"],
                            capture_output=True, text=True).stdout.strip()
-    info["signalcraft-deploy"] = tool_commit + (" (with uncommitted changes in tasks/ or templates/)" if dirty else "")
+    info["signalcraft-deploy"] = tool_commit + (" (with uncommitted changes in signalcraft_deploy/ or tasks/)" if dirty else "")
     info["client python"] = platform.python_version()
     return info
 
