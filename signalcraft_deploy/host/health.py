@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, q, run
+from signalcraft_deploy.remote import program
 
-PROBE_SCRIPT = (Path(__file__).parent.parent / "remote" / "probe.py").read_text()
+PROBE_SCRIPT = program("probe")
 
 
 def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
