@@ -397,3 +397,132 @@ def test_restore_removes_our_site_when_there_was_none(host: FakeHost, legacy: An
     os.kill(json.loads(done.stdout)["pid"], signal.SIGKILL)
     assert not site.exists() and not os.path.lexists(link)
     assert not (folder / "node.config.json").exists() and not any(" start " in call for call in host.calls())
+
+
+# --- the shell programs, and how run_program sends them ---------------------------------------------------------
+
+SHELLS = [sh for sh in ("sh", "dash", "bash") if shutil.which(sh)]
+
+
+def run_sh(shell: str, name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """As run_program sends it: the text read whole by `cat`, the arguments after the program's name."""
+    return subprocess.run([shell, "-c", remote.script(name), f"{name}.sh", *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+@pytest.mark.parametrize("name", ["reload_nginx", "restore_site", "stop_pid"])
+@pytest.mark.parametrize("shell", SHELLS)
+def test_every_shell_program_parses(shell: str, name: str) -> None:
+    done = subprocess.run([shell, "-n"], input=remote.script(name), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_program_command_quotes_every_argument(load) -> None:
+    from signalcraft_deploy.host.programs import program_command
+
+    s = load()
+    assert program_command(s, "stop_pid.sh", "12", "a b'c", as_root=True) == (
+        """sudo -n sh -c "$(cat)" stop_pid.sh 12 'a b'"'"'c'""", remote.script("stop_pid"))
+    assert program_command(s, "probe.py", '{"mode": "ports"}') == ("""python3 - '{"mode": "ports"}'""", remote.program("probe"))
+    with pytest.raises(ValueError):
+        program_command(s, "pm2_rpc.js")
+
+
+def test_run_program_passes_the_arguments_through_the_shell(load, tmp_path: Path) -> None:
+    from invoke import Context
+
+    from signalcraft_deploy.host.programs import run_program
+
+    odd = tmp_path / "it's a site"
+    odd.write_text("ours\n")
+    (tmp_path / "backup; rm -rf x").write_text("previous\n")
+    done = run_program(Context(), load(), "restore_site.sh", str(odd), str(tmp_path / "backup; rm -rf x"), "", "", "",
+                       f"touch {tmp_path}/tested")
+    assert done.ok, done.stderr
+    assert odd.read_text() == "previous\n" and (tmp_path / "tested").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_stop_pid_terms_then_kills(shell: str, tmp_path: Path) -> None:
+    import time
+
+    polite = subprocess.Popen(SLEEP)
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    reaper = threading.Thread(target=polite.wait)  # as init would: a zombie still answers `kill -0`
+    reaper.start()
+    try:
+        assert stubborn.stdout and stubborn.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        assert run_sh(shell, "stop_pid", str(polite.pid), "50", cwd=tmp_path).returncode == 0
+        reaper.join(5)
+        assert polite.returncode == -signal.SIGTERM and time.monotonic() - started < 4  # no wait once it is gone
+        assert run_sh(shell, "stop_pid", str(stubborn.pid), "3", cwd=tmp_path).returncode == 0
+        assert stubborn.wait(5) == -signal.SIGKILL
+    finally:
+        for proc in (polite, stubborn):
+            proc.kill()
+        reaper.join()
+        stubborn.wait()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_nginx_runs_the_command_and_waits_for_the_old_workers(shell: str, tmp_path: Path) -> None:
+    """A stand-in worker (its command line reads `nginx: worker process`) outlives the reload by 0.3 s."""
+    import time
+
+    worker = subprocess.Popen(["bash", "-c", "exec -a 'nginx: worker process' sleep 60"])
+    try:
+        time.sleep(0.2)  # until it has exec'd under its new name
+        threading.Timer(0.3, worker.kill).start()
+        started = time.monotonic()
+        done = run_sh(shell, "reload_nginx", f"touch {tmp_path}/reloaded", "2", cwd=tmp_path)
+        took = time.monotonic() - started
+    finally:
+        worker.kill()
+        worker.wait()
+    assert done.returncode == 0 and (tmp_path / "reloaded").exists()
+    assert 0.25 <= took <= 4  # waited for the worker (other Nginx workers on this machine: up to the bound)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_nginx_passes_on_a_failed_reload(shell: str, tmp_path: Path) -> None:
+    assert run_sh(shell, "reload_nginx", "false", "2", cwd=tmp_path).returncode == 1
+
+
+@pytest.fixture
+def sites(tmp_path: Path) -> dict[str, Path]:
+    names = ("site", "backup", "link", "parked", "default_link", "stock")
+    return {name: tmp_path / name for name in names}
+
+
+def restore_site(shell: str, paths: dict[str, Path], tmp_path: Path, link: str | None = None) -> subprocess.CompletedProcess[str]:
+    args = [str(paths["site"]), str(paths["backup"]), str(paths["link"]) if link is None else link, str(paths["parked"]),
+            str(paths["default_link"]), f"touch {tmp_path}/tested"]
+    return run_sh(shell, "restore_site", *args, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_restore_site_puts_the_backup_back(shell: str, sites: dict[str, Path], tmp_path: Path) -> None:
+    sites["site"].write_text("ours\n")
+    sites["backup"].write_text("previous\n")
+    sites["backup"].chmod(0o640)
+    sites["link"].symlink_to(sites["site"])
+    done = restore_site(shell, sites, tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sites["site"].read_text() == "previous\n" and mode(sites["site"]) == 0o640 and sites["link"].is_symlink()
+    assert (tmp_path / "tested").exists()
+
+
+@pytest.mark.parametrize("link", [None, ""], ids=["linked", "conf.d"])
+@pytest.mark.parametrize("shell", SHELLS)
+def test_restore_site_after_a_first_deploy_removes_ours_and_unparks_the_default(
+        shell: str, sites: dict[str, Path], tmp_path: Path, link: str | None) -> None:
+    sites["site"].write_text("ours\n")
+    sites["link"].symlink_to(sites["site"])
+    sites["parked"].write_text(f"{sites['stock']}\n")
+    done = restore_site(shell, sites, tmp_path, link)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert not sites["site"].exists() and os.path.lexists(sites["link"]) == (link == "")
+    assert os.readlink(sites["default_link"]) == str(sites["stock"]) and not sites["parked"].exists()
+    assert (tmp_path / "tested").exists()
