@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import q, run
+from signalcraft_deploy.remote import source
+from signalcraft_deploy.remote.pm2_list import pm2_processes
 
 MARK = "@@signalcraft:"
-PM2_RPC_JS = (Path(__file__).parent.parent / "remote" / "pm2_rpc.js").read_text()
+PM2_RPC_JS = source("pm2_rpc.js")
 
 
 @dataclass(frozen=True)
@@ -177,40 +178,10 @@ def split_sections(output: str) -> dict[str, str]:
 
 def parse_pm2_jlist(text: str) -> tuple[list[Pm2Process], bool]:
     """Parse `pm2 jlist`, which may print non-JSON lines (daemon start-up notes) before the list."""
-    data: Any = None
-    for start in (i for i, ch in enumerate(text) if ch == "["):
-        try:
-            data = json.JSONDecoder().raw_decode(text[start:])[0]
-        except ValueError:
-            continue
-        if isinstance(data, list):
-            break
-        data = None
-    if data is None:
+    procs = pm2_processes(text)
+    if procs is None:
         return [], False
-    procs = []
-    for item in data:
-        if not isinstance(item, dict):
-            continue
-        env = item.get("pm2_env") or {}
-        monit = item.get("monit") or {}
-        args = env.get("args") or []
-        procs.append(Pm2Process(
-            name=str(item.get("name", "")),
-            pm_id=int(item.get("pm_id", -1)),
-            pid=int(item.get("pid") or 0),
-            status=str(env.get("status", "unknown")),
-            restarts=int(env.get("restart_time", 0) or 0),
-            started_ms=int(env.get("pm_uptime", 0) or 0),
-            exec_mode=str(env.get("exec_mode", "")).replace("_mode", ""),
-            exec_path=str(env.get("pm_exec_path", "")),
-            cwd=str(env.get("pm_cwd", "")),
-            interpreter=str(env.get("exec_interpreter", "")),
-            args=tuple(str(a) for a in (args if isinstance(args, list) else [args])),
-            memory=int(monit.get("memory", 0) or 0),
-            pid_path=str(env.get("pm_pid_path", "")),
-        ))
-    return procs, True
+    return [Pm2Process(**{**p, "args": tuple(p["args"])}) for p in procs], True
 
 
 def parse_listeners(text: str) -> list[Listener]:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host.io import fail, q, run
-
-PROBE_SCRIPT = (Path(__file__).parent.parent / "remote" / "probe.py").read_text()
+from signalcraft_deploy.host.io import fail
+from signalcraft_deploy.host.programs import run_program
 
 
 def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
     """Run the host-side probe (canary or gate) and return its JSON verdict."""
-    result = run(c, f"{q(s.python)} - {q(json.dumps(spec))}", stdin=PROBE_SCRIPT, warn=True)
+    result = run_program(c, s, "probe.py", json.dumps(spec), warn=True)
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

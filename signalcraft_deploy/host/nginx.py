@@ -16,6 +16,7 @@ from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail, q, run, sudo, write_file_command
+from signalcraft_deploy.host.programs import run_program
 
 FILE_MARK = re.compile(r"^# configuration file (.+):$")
 BACKUP_SUFFIX = ".signalcraft-prev"
@@ -199,39 +200,14 @@ def install_site(c: Any, s: Settings, text: str, *, backup: bool = True) -> None
 
 def restore_site(c: Any, s: Settings) -> None:
     """Put the previous site back (rollback); after a first deploy, remove ours and re-enable the stock default."""
-    site = q(s.nginx_site)
-    link = q(s.nginx_enabled_link) if s.nginx_enabled_link else ""
-    parked = q(f"{s.state_dir}/nginx-default-site.link")
-    default_link = q(os.path.join(os.path.dirname(s.nginx_enabled_link or "/etc/nginx/sites-enabled/x"), "default"))
-    script = "\n".join([
-        f"if [ -e {site}{BACKUP_SUFFIX} ]; then cp -p {site}{BACKUP_SUFFIX} {site}",
-        f"else rm -f {site} {link}",
-        f"  if [ -e {parked} ]; then ln -sfn \"$(cat {parked})\" {default_link} && rm -f {parked}; fi",
-        "fi",
-        s.nginx_test_cmd,
-    ])
-    run(c, sudo(f"sh -c {q(script)}"), warn=True)
+    default_link = os.path.join(os.path.dirname(s.nginx_enabled_link or "/etc/nginx/sites-enabled/x"), "default")
+    run_program(c, s, "restore_site.sh", s.nginx_site, s.nginx_site + BACKUP_SUFFIX, s.nginx_enabled_link,
+                f"{s.state_dir}/nginx-default-site.link", default_link, s.nginx_test_cmd, as_root=True, warn=True)
 
 
-def reload_script(s: Settings, wait_seconds: int = 10) -> str:
-    """Reload gracefully and wait until the old worker processes have finished and gone.
-
-    `nginx -s reload` only signals the master: for a moment the old workers still take new
-    requests and send them to the old upstream. A handover must not stop that upstream until
-    they are gone, so the reload counts as done only then (bounded by `wait_seconds`).
-    """
-    return "\n".join([
-        "old=$(pgrep -f '^nginx: worker process' | tr '\\n' ' ')",
-        f"{s.nginx_reload_cmd} || exit $?",
-        f"i=0; while [ $i -lt {wait_seconds * 50} ]; do",
-        "  alive=0; for p in $old; do kill -0 $p 2>/dev/null && alive=1; done",
-        "  [ $alive = 0 ] && break; sleep 0.02; i=$((i+1))",
-        "done",
-    ])
-
-
-def reload_nginx(c: Any, s: Settings) -> None:
-    result = run(c, sudo(f"sh -c {q(reload_script(s))}"), warn=True)
+def reload_nginx(c: Any, s: Settings, wait_seconds: int = 10) -> None:
+    """Reload gracefully; done once the old worker processes have gone (remote/reload_nginx.sh)."""
+    result = run_program(c, s, "reload_nginx.sh", s.nginx_reload_cmd, str(wait_seconds), as_root=True, warn=True)
     if not result.ok:
         raise fail(f"Nginx reload failed ({s.nginx_reload_cmd}): {result.stderr.strip()}. Is Nginx running? "
                    "Hosts managed by systemd can set NGINX_RELOAD_CMD='systemctl reload nginx'.")

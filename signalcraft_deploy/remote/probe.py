@@ -1,7 +1,8 @@
 """Runs ON THE HOST (sent over stdin to `python3 -`): canaries before a switch, the health gate after.
 
-Standard library only. Reads one JSON argument, prints one JSON line. Never prints environment
-values: PM2's jlist is parsed here and only names, pids, states and counts leave the host.
+Standard library only; pm2_list.py is inlined when it is sent (`signalcraft_deploy.remote.program`).
+Reads one JSON argument, prints one JSON line. Never prints environment values: PM2's jlist is
+parsed here and only names, pids, states and counts leave the host.
 
 mode "ports": free loopback ports for the trial run (which PM2 starts; see steps/trial.canary).
 
@@ -19,6 +20,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from signalcraft_deploy.remote.pm2_list import pm2_processes
 
 
 def fetch(url, host_header=None, timeout=3.0):
@@ -58,21 +61,10 @@ def pm2_state(pm2, rpc_js=None):
             out = subprocess.run([pm2, "jlist"], capture_output=True, text=True, timeout=30).stdout
     except Exception:
         return {}
-    start = out.find("[")
-    while start != -1:
-        try:
-            data = json.JSONDecoder().raw_decode(out[start:])[0]
-            break
-        except ValueError:
-            start = out.find("[", start + 1)
-    else:
-        return {}
     apps = {}
-    for item in data:
-        env = item.get("pm2_env") or {}
-        apps.setdefault(item.get("name"), []).append(
-            {"pid": item.get("pid") or 0, "status": env.get("status"), "restarts": env.get("restart_time", 0),
-             "mode": str(env.get("exec_mode", "")).replace("_mode", "")})
+    for proc in pm2_processes(out) or []:
+        apps.setdefault(proc["name"], []).append(
+            {"pid": proc["pid"], "status": proc["status"], "restarts": proc["restarts"], "mode": proc["exec_mode"]})
     return apps
 
 
@@ -160,11 +152,11 @@ def status(spec):
     return {"memory": memory, "urls": urls}
 
 
-def main():
-    spec = json.loads(sys.argv[1])
+def main(argv):
+    spec = json.loads(argv[0])
     modes = {"ports": ports, "gate": gate, "status": status}
     print(json.dumps(modes[spec["mode"]](spec)))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

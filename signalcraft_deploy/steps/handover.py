@@ -9,9 +9,10 @@ from typing import Any
 from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.health import gate, gate_on
-from signalcraft_deploy.host.io import Background, fail, q, run, sudo, write_file_command
+from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
 from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, output_excerpt, pm2, start
+from signalcraft_deploy.host.programs import run_program
 from signalcraft_deploy.steps.report import Reporter
 
 
@@ -109,11 +110,5 @@ def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Ba
 def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
     """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it."""
     def stop() -> None:
-        script = "\n".join([
-            f"pid={pid}",
-            "kill -TERM $pid 2>/dev/null || exit 0",
-            f"i=0; while kill -0 $pid 2>/dev/null && [ $i -lt {s.gunicorn_graceful_timeout * 10} ]; do sleep 0.1; i=$((i+1)); done",
-            "kill -KILL $pid 2>/dev/null; true",
-        ])
-        run(c, sudo(f"sh -c {q(script)}"))
+        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), as_root=True)
     return stop

@@ -1,0 +1,36 @@
+"""Running the programs of signalcraft_deploy/remote/ on the host: the one way each kind is sent.
+
+The program's text goes on stdin, its arguments on the command line, each quoted with
+`shlex.quote`; nothing is copied to the host first.
+
+- `name.py`: `PYTHON - ARGS...` (with `remote.program`'s inlined dependencies);
+- `name.sh`: `sh -c "$(cat)" name.sh ARGS...`: the shell reads the whole text first, so the
+  program's own stdin is empty, as for a command sent without input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.io import q, run, sudo
+from signalcraft_deploy.remote import program, script
+
+
+def program_command(s: Settings, name: str, *args: str, as_root: bool = False) -> tuple[str, str]:
+    """The command line that runs remote/`name` with `args`, and the text to send on its stdin."""
+    stem, _, kind = name.rpartition(".")
+    if kind == "py":
+        command, text = f"{q(s.python)} -", program(stem)
+    elif kind == "sh":
+        command, text = f'sh -c "$(cat)" {q(name)}', script(stem)
+    else:
+        raise ValueError(f"not a remote program: {name} (expected name.py or name.sh)")
+    command = " ".join([command, *(q(str(a)) for a in args)])
+    return (sudo(command) if as_root else command), text
+
+
+def run_program(c: Any, s: Settings, name: str, *args: str, as_root: bool = False, warn: bool = False) -> Any:
+    """Run remote/`name` on the host (root with `as_root`, via `sudo -n`) and return the result."""
+    command, text = program_command(s, name, *args, as_root=as_root)
+    return run(c, command, stdin=text, warn=warn)

@@ -1,0 +1,9 @@
+# Runs ON THE HOST as root: sh -c "$(cat)" stop_pid.sh PID TENTHS
+#
+# Stop a process PM2 does not know (a bare `python app.py &`): SIGTERM, then wait up to TENTHS
+# tenths of a second for it to exit, then SIGKILL. A process already gone is not an error.
+pid=$1
+tenths=$2
+kill -TERM $pid 2>/dev/null || exit 0
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt $tenths ]; do sleep 0.1; i=$((i+1)); done
+kill -KILL $pid 2>/dev/null; true

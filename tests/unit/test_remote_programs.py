@@ -1,0 +1,528 @@
+"""The programs of signalcraft_deploy/remote/, run as the host runs them, against recorded input.
+
+Each Python program is fed on stdin to `python3 -I -` (isolated: it cannot import this checkout,
+so the text `remote.program` builds must stand alone), with a fake `pm2` (and `sudo`) first on
+PATH printing a recorded `pm2 jlist` (tests/unit/fixtures/), sleeping child processes standing
+in for the apps, and a loopback HTTP server for the health URLs.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signalcraft_deploy import remote
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SECRET = "s3cr3t-Zq9x-never-print-me"
+PREAMBLE = "[PM2] Spawning PM2 daemon with pm2_home=/home/ubuntu/.pm2\n[PM2] PM2 Successfully daemonized\n"
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+NODE = shutil.which("node")
+
+
+def recorded_jlist() -> list[dict[str, Any]]:
+    return json.loads((FIXTURES / "pm2_jlist.json").read_text())
+
+
+class FakeHost:
+    """A bin/ folder with fake `pm2` and `sudo` that log their arguments; pm2 prints `jlist.json`."""
+
+    def __init__(self, root: Path):
+        self.root, self.bin, self.log = root, root / "bin", root / "calls.log"
+        self.bin.mkdir()
+        self.jlist = root / "jlist.json"
+        self._tool("pm2", f"""
+            echo "pm2 $*" >> {self.log}
+            case "$1" in
+              jlist) printf '%s' {json.dumps(PREAMBLE)}; cat {self.jlist} ;;
+              start) cp "$2" {root}/started.json ;;
+            esac""")
+        # sudo -u USER -H CMD...: run CMD as we are (the tests run as that user already).
+        self._tool("sudo", f"""
+            echo "sudo $*" >> {self.log}
+            while [ $# -gt 0 ]; do case "$1" in -u) shift 2 ;; -*) shift ;; *) break ;; esac; done
+            exec "$@" """)
+
+    def _tool(self, name: str, body: str) -> None:
+        path = self.bin / name
+        path.write_text("#!/bin/sh\n" + textwrap.dedent(body).lstrip() + "\n")
+        path.chmod(0o755)
+
+    @property
+    def pm2(self) -> str:
+        return str(self.bin / "pm2")
+
+    def set_list(self, procs: list[dict[str, Any]]) -> None:
+        self.jlist.write_text(json.dumps(procs))
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(self.root)}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> FakeHost:
+    return FakeHost(tmp_path)
+
+
+@pytest.fixture
+def sleepers() -> Iterator[Any]:
+    """Start sleeping processes (the apps PM2 would run); every one is killed, by its pid, at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(SLEEP, cwd=cwd, env=env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def run_python(name: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-I", "-", *args], input=remote.program(name), capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=60)
+
+
+# --- remote.program: the inlining -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["probe", "takeover_record", "takeover_restore", "pm2_list"])
+def test_every_program_is_one_text_without_imports_of_the_package(name: str) -> None:
+    text = remote.program(name)
+    compile(text, name, "exec")
+    assert "signalcraft_deploy.remote." not in "\n".join(
+        line for line in text.splitlines() if line.startswith(("from ", "import ")))
+
+
+def test_a_dependency_is_inlined_once_where_it_was_imported() -> None:
+    text = remote.program("probe")
+    assert text.count("def pm2_processes(") == 1
+    assert text.index("def pm2_processes(") < text.index("def pm2_state(")
+    assert "from signalcraft_deploy" not in text
+
+
+def test_an_import_that_cannot_be_inlined_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bad.py").write_text("import signalcraft_deploy.remote.pm2_list\n")
+    (tmp_path / "pm2_list.py").write_text(remote.source("pm2_list.py"))
+    monkeypatch.setattr(remote, "HERE", tmp_path)
+    with pytest.raises(ValueError, match="cannot inline"):
+        remote.program("bad")
+
+
+# --- probe.py ---------------------------------------------------------------------------------------------------
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    """/ok answers 200 from release R1, /old 200 from release R0, /bad 500."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        code, release = {"/ok": (200, "R1"), "/old": (200, "R0")}.get(self.path, (500, "R1"))
+        self.send_response(code)
+        self.send_header("X-Release", release)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def listed_as(procs: list[dict[str, Any]], pids: dict[str, int], status: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """The recorded list with each app's pid replaced by a live one (and some pm_ids' status changed)."""
+    for p in procs:
+        p["pid"] = pids[p["name"]]
+        p["pm2_env"]["status"] = (status or {}).get(p["pm_id"], "online")
+    return procs
+
+
+def probe(host: FakeHost, spec: dict[str, Any]) -> dict[str, Any]:
+    done = run_python("probe", json.dumps(spec), env=host.env(), cwd=host.root)
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gate_spec(host: FakeHost, release_dir: Path, urls: list[dict[str, Any]], **over: Any) -> dict[str, Any]:
+    spec = {"mode": "gate", "timeout": 5, "pm2": host.pm2, "pm2_rpc_js": remote.source("pm2_rpc.js"), "release": "R1",
+            "release_dir": str(release_dir), "urls": urls, "fail_fast": False,
+            "apps": [{"name": "signalcraft-python", "workers": True}, {"name": "signalcraft-nodejs"}],
+            "report": ["signalcraft-python", "signalcraft-nodejs"]}
+    return {**spec, **over}
+
+
+def test_probe_ports_are_distinct_free_loopback_ports(host: FakeHost) -> None:
+    ports = probe(host, {"mode": "ports", "count": 3})["ports"]
+    assert len(set(ports)) == 3 and all(1024 <= p <= 65535 for p in ports)
+
+
+def test_probe_gate_passes_when_apps_answer_from_the_release(host: FakeHost, web: str, sleepers: Any, tmp_path: Path) -> None:
+    release = tmp_path / "releases" / "R1"
+    release.mkdir(parents=True)
+    py, node = sleepers(release), sleepers(release)
+    host.set_list(listed_as(recorded_jlist(), {"signalcraft-python": py.pid, "signalcraft-nodejs": node.pid}))
+    verdict = probe(host, gate_spec(host, release, [{"label": "app", "url": f"{web}/ok", "expect_release": True}]))
+    assert verdict == {"ok": True, "problems": [], "pm2": {
+        "signalcraft-python": [{"pid": py.pid, "status": "online", "restarts": 3, "mode": "fork"}],
+        "signalcraft-nodejs": [{"pid": node.pid, "status": "online", "restarts": 0, "mode": "cluster"}] * 2,
+    }}
+    # pm2_rpc.js found no PM2 modules beside the fake pm2 (exit 3): the probe asked `pm2 jlist`.
+    assert "pm2 jlist" in host.calls()
+
+
+def test_probe_gate_names_each_problem_until_the_deadline(host: FakeHost, web: str, sleepers: Any, tmp_path: Path) -> None:
+    release, other = tmp_path / "releases" / "R1", tmp_path / "releases" / "R0"
+    release.mkdir(parents=True)
+    other.mkdir()
+    py, node = sleepers(other), sleepers(release)
+    host.set_list(listed_as(recorded_jlist(), {"signalcraft-python": py.pid, "signalcraft-nodejs": node.pid}, {2: "launching"}))
+    urls = [{"label": "old", "url": f"{web}/old", "expect_release": True}, {"label": "bad", "url": f"{web}/bad"}]
+    verdict = probe(host, gate_spec(host, release, urls, timeout=0.5))
+    assert verdict == {"ok": False, "problems": [
+        f"old {web}/old: answered by release R0, not R1",
+        f"bad {web}/bad: 500",
+        "PM2 app signalcraft-python: 1 process(es) still run from another release",
+        "PM2 app signalcraft-nodejs is ['online', 'launching']",
+    ]}
+
+
+def test_probe_gate_fail_fast_stops_at_an_answer_from_the_app(host: FakeHost, web: str, tmp_path: Path) -> None:
+    host.set_list([])
+    verdict = probe(host, gate_spec(host, tmp_path, [{"label": "trial", "url": f"{web}/bad"}], fail_fast=True, timeout=30))
+    assert verdict == {"ok": False, "problems": [f"trial {web}/bad: 500"]}
+
+
+def test_probe_status_reports_memory_and_answers(host: FakeHost, web: str, sleepers: Any, tmp_path: Path) -> None:
+    proc = sleepers(tmp_path)
+    verdict = probe(host, {"mode": "status", "pids": [proc.pid], "urls": [{"label": "app", "url": f"{web}/ok"}]})
+    memory = verdict["memory"][str(proc.pid)]
+    assert memory["master_kb"] > 0 and memory["workers"] == 0
+    assert verdict["urls"] == {"app": {"url": f"{web}/ok", "status": 200, "release": "R1", "error": ""}}
+
+
+# --- pm2_rpc.js -------------------------------------------------------------------------------------------------
+
+FAKE_AXON = """
+const { EventEmitter } = require('events');
+exports.socket = () => { const s = new EventEmitter(); s.connect = () => setImmediate(() => s.emit('connect')); return s; };
+"""
+FAKE_RPC = """
+const fs = require('fs');
+const { LIST, DELETED } = process.env;
+exports.Client = class {
+  call(method, arg, cb) {
+    if (method === 'getMonitorData') return cb(null, JSON.parse(fs.readFileSync(LIST, 'utf8')));
+    fs.appendFileSync(DELETED, `${method} ${arg}\\n`);
+    cb(null);
+  }
+};
+"""
+
+
+def rpc(pm2: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    if NODE is None:
+        pytest.skip("node is not installed")
+    return subprocess.run([NODE, "-e", remote.source("pm2_rpc.js"), str(pm2), *args], capture_output=True, text=True,
+                          env=env, timeout=30)
+
+
+@pytest.fixture
+def pm2_install(tmp_path: Path) -> Path:
+    """A PM2 laid out as npm installs it (<root>/bin/pm2), without its modules yet."""
+    (tmp_path / "pm2" / "bin").mkdir(parents=True)
+    pm2 = tmp_path / "pm2" / "bin" / "pm2"
+    pm2.write_text("#!/bin/sh\n")
+    return pm2
+
+
+def add_fake_modules(pm2: Path) -> None:
+    for name, text in (("pm2-axon", FAKE_AXON), ("pm2-axon-rpc", FAKE_RPC)):
+        (pm2.parent.parent / "node_modules" / name).mkdir(parents=True)
+        (pm2.parent.parent / "node_modules" / name / "index.js").write_text(text)
+
+
+@pytest.mark.parametrize("op", [["list"], ["delete", "signalcraft-nodejs"]])
+def test_pm2_rpc_exits_3_without_pm2s_modules(pm2_install: Path, tmp_path: Path, op: list[str]) -> None:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "rpc.sock").write_text("")
+    done = rpc(pm2_install, *op, env={"PM2_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"})
+    assert (done.returncode, done.stdout) == (3, "")
+
+
+def test_pm2_rpc_exits_3_without_a_daemon_socket(pm2_install: Path, tmp_path: Path) -> None:
+    add_fake_modules(pm2_install)
+    done = rpc(pm2_install, "list", env={"PM2_HOME": str(tmp_path / "no-daemon"), "PATH": "/usr/bin:/bin"})
+    assert (done.returncode, done.stdout) == (3, "")
+
+
+@pytest.fixture
+def daemon(pm2_install: Path, tmp_path: Path) -> dict[str, str]:
+    """PM2's client modules (fakes answering from the recorded list) and a daemon socket file."""
+    add_fake_modules(pm2_install)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "rpc.sock").write_text("")
+    (tmp_path / "list.json").write_text(json.dumps(recorded_jlist()))
+    return {"PM2_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "LIST": str(tmp_path / "list.json"),
+            "DELETED": str(tmp_path / "deleted.log")}
+
+
+def test_pm2_rpc_list_prints_the_daemons_list(pm2_install: Path, daemon: dict[str, str]) -> None:
+    done = rpc(pm2_install, "list", env=daemon)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == recorded_jlist()
+
+
+def test_pm2_rpc_delete_removes_every_process_of_the_app(pm2_install: Path, daemon: dict[str, str]) -> None:
+    done = rpc(pm2_install, "delete", "signalcraft-nodejs", env=daemon)
+    assert (done.returncode, done.stdout) == (0, "deleted signalcraft-nodejs\n")
+    assert Path(daemon["DELETED"]).read_text() == "deleteProcessId 1\ndeleteProcessId 2\n"
+    missing = rpc(pm2_install, "delete", "no-such-app", env=daemon)
+    assert (missing.returncode, missing.stdout) == (1, "no app named no-such-app\n")
+
+
+# --- takeover_record.py / takeover_restore.py -------------------------------------------------------------------
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def record(host: FakeHost, pid: int, folder: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    return run_python("takeover_record", str(pid), str(folder), host.pm2, "signalcraft-nodejs", str(site), ME,
+                      env=host.env(), cwd=host.root)
+
+
+@pytest.fixture
+def legacy(tmp_path: Path, sleepers: Any) -> subprocess.Popen[bytes]:
+    """The unmanaged `python app.py &`: a sleeper with a secret in its environment."""
+    (tmp_path / "app").mkdir()
+    return sleepers(tmp_path / "app", env={"SECRET_KEY": SECRET, "PORT": "8001"})
+
+
+def test_record_saves_the_process_the_node_entry_and_the_site_privately(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+    host.set_list(recorded_jlist())
+    site, folder = tmp_path / "site", tmp_path / "state" / "takeover"
+    site.write_text("server { listen 80; }\n")
+    done = record(host, legacy.pid, folder, site)
+    assert (done.returncode, done.stdout) == (0, "recorded\n"), done.stderr
+    assert mode(folder) == 0o700 and sorted(os.listdir(folder)) == ["legacy.json", "nginx-site"]
+    assert all(mode(folder / name) == 0o600 and (folder / name).stat().st_uid == os.getuid() for name in os.listdir(folder))
+    assert (folder / "nginx-site").read_text() == "server { listen 80; }\n"
+    saved = json.loads((folder / "legacy.json").read_text())
+    assert saved["legacy"] == {"argv": SLEEP, "cwd": str(tmp_path / "app"), "user": ME,
+                               "env": {"SECRET_KEY": SECRET, "PORT": "8001"}}
+    assert saved["site_existed"] is True
+    assert saved["node"] == {
+        "name": "signalcraft-nodejs", "script": "/home/ubuntu/signalcraft/current/server.js",
+        "cwd": "/home/ubuntu/signalcraft/current", "exec_mode": "cluster", "instances": 2, "interpreter": "node",
+        "args": [], "env": {"SECRET_KEY": SECRET, "DATABASE_URL": "postgres://app:hunter2-db-pass@db/app",
+                            "PATH": "/usr/bin:/bin", "unique_id": "6c1f8e0a-1b2c-4d5e-8f90-123456789abc"}}
+    assert f"sudo -u {ME} -H {host.pm2} jlist" in host.calls()
+
+
+def test_a_second_record_keeps_the_first(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+    host.set_list([])
+    site, folder = tmp_path / "site", tmp_path / "takeover"
+    assert record(host, legacy.pid, folder, site).stdout == "recorded\n"
+    first = (folder / "legacy.json").read_text()
+    assert json.loads(first)["node"] is None and json.loads(first)["site_existed"] is False
+    site.write_text("server {}\n")
+    host.set_list(recorded_jlist())
+    assert record(host, legacy.pid, folder, site).stdout == "recorded\n"
+    assert (folder / "legacy.json").read_text() == first and os.listdir(folder) == ["legacy.json"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restore changes to the recorded user (initgroups): needs root")
+def test_restore_starts_the_process_the_node_entry_and_the_site_again(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+    host.set_list(recorded_jlist())
+    site, link, folder = tmp_path / "site", tmp_path / "site-link", tmp_path / "takeover"
+    site.write_text("the old site\n")
+    assert record(host, legacy.pid, folder, site).returncode == 0
+    legacy.kill()
+    site.write_text("our site\n")
+    done = run_python("takeover_restore", str(folder), host.pm2, str(site), ME, str(link), env=host.env(), cwd=host.root)
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    try:
+        assert state["alive"] is True
+        assert Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")[:-1] == [a.encode() for a in SLEEP]
+        assert os.readlink(f"/proc/{state['pid']}/cwd") == str(tmp_path / "app")
+        assert f"SECRET_KEY={SECRET}".encode() in Path(f"/proc/{state['pid']}/environ").read_bytes().split(b"\0")
+    finally:
+        os.kill(state["pid"], signal.SIGKILL)
+    assert site.read_text() == "the old site\n"
+    cfg = folder / "node.config.json"
+    assert mode(cfg) == 0o600 and json.loads(cfg.read_text()) == {"apps": [json.loads((folder / "legacy.json").read_text())["node"]]}
+    assert f"sudo -u {ME} -H {host.pm2} start {cfg}" in host.calls()
+    assert (tmp_path / "started.json").read_text() == cfg.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restore changes to the recorded user (initgroups): needs root")
+def test_restore_removes_our_site_when_there_was_none(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+    host.set_list([])
+    site, link, folder = tmp_path / "site", tmp_path / "site-link", tmp_path / "takeover"
+    assert record(host, legacy.pid, folder, site).returncode == 0
+    site.write_text("our site\n")
+    link.symlink_to(site)
+    done = run_python("takeover_restore", str(folder), host.pm2, str(site), ME, str(link), env=host.env(), cwd=host.root)
+    os.kill(json.loads(done.stdout)["pid"], signal.SIGKILL)
+    assert not site.exists() and not os.path.lexists(link)
+    assert not (folder / "node.config.json").exists() and not any(" start " in call for call in host.calls())
+
+
+# --- the shell programs, and how run_program sends them ---------------------------------------------------------
+
+SHELLS = [sh for sh in ("sh", "dash", "bash") if shutil.which(sh)]
+
+
+def run_sh(shell: str, name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """As run_program sends it: the text read whole by `cat`, the arguments after the program's name."""
+    return subprocess.run([shell, "-c", remote.script(name), f"{name}.sh", *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+@pytest.mark.parametrize("name", ["reload_nginx", "restore_site", "stop_pid"])
+@pytest.mark.parametrize("shell", SHELLS)
+def test_every_shell_program_parses(shell: str, name: str) -> None:
+    done = subprocess.run([shell, "-n"], input=remote.script(name), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_program_command_quotes_every_argument(load) -> None:
+    from signalcraft_deploy.host.programs import program_command
+
+    s = load()
+    assert program_command(s, "stop_pid.sh", "12", "a b'c", as_root=True) == (
+        """sudo -n sh -c "$(cat)" stop_pid.sh 12 'a b'"'"'c'""", remote.script("stop_pid"))
+    assert program_command(s, "probe.py", '{"mode": "ports"}') == ("""python3 - '{"mode": "ports"}'""", remote.program("probe"))
+    with pytest.raises(ValueError):
+        program_command(s, "pm2_rpc.js")
+
+
+def test_run_program_passes_the_arguments_through_the_shell(load, tmp_path: Path) -> None:
+    from invoke import Context
+
+    from signalcraft_deploy.host.programs import run_program
+
+    odd = tmp_path / "it's a site"
+    odd.write_text("ours\n")
+    (tmp_path / "backup; rm -rf x").write_text("previous\n")
+    done = run_program(Context(), load(), "restore_site.sh", str(odd), str(tmp_path / "backup; rm -rf x"), "", "", "",
+                       f"touch {tmp_path}/tested")
+    assert done.ok, done.stderr
+    assert odd.read_text() == "previous\n" and (tmp_path / "tested").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_stop_pid_terms_then_kills(shell: str, tmp_path: Path) -> None:
+    import time
+
+    polite = subprocess.Popen(SLEEP)
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    reaper = threading.Thread(target=polite.wait)  # as init would: a zombie still answers `kill -0`
+    reaper.start()
+    try:
+        assert stubborn.stdout and stubborn.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        assert run_sh(shell, "stop_pid", str(polite.pid), "50", cwd=tmp_path).returncode == 0
+        reaper.join(5)
+        assert polite.returncode == -signal.SIGTERM and time.monotonic() - started < 4  # no wait once it is gone
+        assert run_sh(shell, "stop_pid", str(stubborn.pid), "3", cwd=tmp_path).returncode == 0
+        assert stubborn.wait(5) == -signal.SIGKILL
+    finally:
+        for proc in (polite, stubborn):
+            proc.kill()
+        reaper.join()
+        stubborn.wait()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_nginx_runs_the_command_and_waits_for_the_old_workers(shell: str, tmp_path: Path) -> None:
+    """A stand-in worker (its command line reads `nginx: worker process`) outlives the reload by 0.3 s."""
+    import time
+
+    worker = subprocess.Popen(["bash", "-c", "exec -a 'nginx: worker process' sleep 60"])
+    try:
+        time.sleep(0.2)  # until it has exec'd under its new name
+        threading.Timer(0.3, worker.kill).start()
+        started = time.monotonic()
+        done = run_sh(shell, "reload_nginx", f"touch {tmp_path}/reloaded", "2", cwd=tmp_path)
+        took = time.monotonic() - started
+    finally:
+        worker.kill()
+        worker.wait()
+    assert done.returncode == 0 and (tmp_path / "reloaded").exists()
+    assert 0.25 <= took <= 4  # waited for the worker (other Nginx workers on this machine: up to the bound)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_nginx_passes_on_a_failed_reload(shell: str, tmp_path: Path) -> None:
+    assert run_sh(shell, "reload_nginx", "false", "2", cwd=tmp_path).returncode == 1
+
+
+@pytest.fixture
+def sites(tmp_path: Path) -> dict[str, Path]:
+    names = ("site", "backup", "link", "parked", "default_link", "stock")
+    return {name: tmp_path / name for name in names}
+
+
+def restore_site(shell: str, paths: dict[str, Path], tmp_path: Path, link: str | None = None) -> subprocess.CompletedProcess[str]:
+    args = [str(paths["site"]), str(paths["backup"]), str(paths["link"]) if link is None else link, str(paths["parked"]),
+            str(paths["default_link"]), f"touch {tmp_path}/tested"]
+    return run_sh(shell, "restore_site", *args, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_restore_site_puts_the_backup_back(shell: str, sites: dict[str, Path], tmp_path: Path) -> None:
+    sites["site"].write_text("ours\n")
+    sites["backup"].write_text("previous\n")
+    sites["backup"].chmod(0o640)
+    sites["link"].symlink_to(sites["site"])
+    done = restore_site(shell, sites, tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sites["site"].read_text() == "previous\n" and mode(sites["site"]) == 0o640 and sites["link"].is_symlink()
+    assert (tmp_path / "tested").exists()
+
+
+@pytest.mark.parametrize("link", [None, ""], ids=["linked", "conf.d"])
+@pytest.mark.parametrize("shell", SHELLS)
+def test_restore_site_after_a_first_deploy_removes_ours_and_unparks_the_default(
+        shell: str, sites: dict[str, Path], tmp_path: Path, link: str | None) -> None:
+    sites["site"].write_text("ours\n")
+    sites["link"].symlink_to(sites["site"])
+    sites["parked"].write_text(f"{sites['stock']}\n")
+    done = restore_site(shell, sites, tmp_path, link)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert not sites["site"].exists() and os.path.lexists(sites["link"]) == (link == "")
+    assert os.readlink(sites["default_link"]) == str(sites["stock"]) and not sites["parked"].exists()
+    assert (tmp_path / "tested").exists()
