@@ -4,6 +4,8 @@
 # tenths of a second for it to exit, then SIGKILL. A process already gone is not an error.
 pid=$1
 tenths=$2
+# 0 or 1 would signal the whole process group, or init: never a server to stop.
+case $pid in ''|*[!0-9]*|0|1) echo "stop_pid.sh: refusing to stop pid '$pid'" >&2; exit 2 ;; esac
 kill -TERM $pid 2>/dev/null || exit 0
 i=0; while kill -0 $pid 2>/dev/null && [ $i -lt $tenths ]; do sleep 0.1; i=$((i+1)); done
 kill -KILL $pid 2>/dev/null; true

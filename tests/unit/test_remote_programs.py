@@ -526,3 +526,9 @@ def test_restore_site_after_a_first_deploy_removes_ours_and_unparks_the_default(
     assert not sites["site"].exists() and os.path.lexists(sites["link"]) == (link == "")
     assert os.readlink(sites["default_link"]) == str(sites["stock"]) and not sites["parked"].exists()
     assert (tmp_path / "tested").exists()
+
+
+@pytest.mark.parametrize("pid", ["0", "1", "", "-1", "12 13"])
+def test_stop_pid_refuses_a_pid_that_would_signal_a_group_or_init(pid: str, tmp_path: Path) -> None:
+    done = run_sh("sh", "stop_pid", pid, "3", cwd=tmp_path)
+    assert done.returncode == 2 and "refusing to stop pid" in done.stderr
