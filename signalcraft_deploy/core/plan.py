@@ -27,7 +27,7 @@ from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
 # is the same release.
-LOCAL_ONLY = {"SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT"}
+LOCAL_ONLY = Settings.LOCAL_ONLY  # declared in core/settings.py: Key(..., local=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,192 @@
+"""The settings declarations drive everything else: the dataclass's fields, parsing, LOCAL_ONLY and the `settings` task.
+
+Each key is declared once (core/settings.py `KEYS`); these tests hold the rest of the library to that table: a key
+added there gets its field, its parsing, its README row and its line in `invoke settings` without a second list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import pytest
+from invoke import MockContext
+from invoke.exceptions import Exit
+
+from signalcraft_deploy.core.plan import LOCAL_ONLY
+from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, MASK, Address, Settings, SettingsError, load_settings, readme_table
+from signalcraft_deploy.tasks.settings import settings as settings_task
+
+# The attributes and types the rest of the library reads (the hand-written dataclass before KEYS drove it).
+EXPECTED_FIELDS = {
+    "app_name": str, "deploy_root": str, "source": str, "source_dir": str, "repo_url": str | None, "ref": str,
+    "python": str, "gunicorn_bind": Address, "gunicorn_handover_bind": Address, "gunicorn_workers": int | None,
+    "gunicorn_worker_class": str, "gunicorn_timeout": int, "gunicorn_graceful_timeout": int,
+    "gunicorn_max_requests": int, "gunicorn_max_requests_jitter": int, "allow_public_bind": bool, "legacy_match": str,
+    "wsgi_app": str, "node_script": str, "node_port": int, "node_instances": int, "node_handover_port": int,
+    "node_env": str, "py_routes": tuple[str, ...], "nginx_site": str, "nginx_listen": int, "server_name": str,
+    "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
+    "keep_releases": int, "pm2": str, "app_env_file": str | None, "local_venv": str | None, "known_hosts": str | None,
+    "templates_dir": str | None,
+}
+
+# A valid value other than the default for every key, and the attribute it must produce.
+CHANGED: dict[str, tuple[str, object]] = {
+    "APP_NAME": ("shop", "shop"),
+    "DEPLOY_ROOT": ("/srv/shop/", "/srv/shop"),
+    "SOURCE": ("git", "git"),
+    "SOURCE_DIR": ("app", "{tmp}/app"),
+    "REPO_URL": ("https://github.com/org/shop.git", "https://github.com/org/shop.git"),
+    "REF": ("v1.2", "v1.2"),
+    "PYTHON": ("/usr/bin/python3.12", "/usr/bin/python3.12"),
+    "GUNICORN_BIND": ("127.0.0.1:9001", Address("127.0.0.1", 9001)),
+    "GUNICORN_HANDOVER_BIND": ("127.0.0.1:9500", Address("127.0.0.1", 9500)),
+    "GUNICORN_WORKERS": ("4", 4),
+    "GUNICORN_WORKER_CLASS": ("gthread", "gthread"),
+    "GUNICORN_TIMEOUT": ("60", 60),
+    "GUNICORN_GRACEFUL_TIMEOUT": ("10", 10),
+    "GUNICORN_MAX_REQUESTS": ("0", 0),
+    "GUNICORN_MAX_REQUESTS_JITTER": ("5", 5),
+    "LEGACY_MATCH": ("app[.]py", "app[.]py"),
+    "ALLOW_PUBLIC_BIND": ("yes", True),
+    "WSGI_APP": ("wsgi:app", "wsgi:app"),
+    "NODE_SCRIPT": ("dist/main.js", "dist/main.js"),
+    "NODE_PORT": ("4000", 4000),
+    "NODE_HANDOVER_PORT": ("4500", 4500),
+    "NODE_INSTANCES": ("4", 4),
+    "NODE_ENV": ("staging", "staging"),
+    "PY_ROUTES": ("api/flask, /api/v2/", ("api/flask", "api/v2")),
+    "NGINX_SITE": ("/etc/nginx/conf.d/shop.conf", "/etc/nginx/conf.d/shop.conf"),
+    "NGINX_LISTEN": ("8080", 8080),
+    "SERVER_NAME": ("shop.example.com", "shop.example.com"),
+    "NGINX_TEST_CMD": ("/usr/sbin/nginx -t", "/usr/sbin/nginx -t"),
+    "NGINX_RELOAD_CMD": ("systemctl reload nginx", "systemctl reload nginx"),
+    "HEALTH_PY": ("/api/flask/ping", "/api/flask/ping"),
+    "HEALTH_NODE": ("/ping", "/ping"),
+    "HEALTH_TIMEOUT": ("90", 90),
+    "KEEP_RELEASES": ("3", 3),
+    "PM2": ("/usr/local/bin/pm2", "/usr/local/bin/pm2"),
+    "APP_ENV_FILE": ("app.env", "{tmp}/app.env"),
+    "LOCAL_VENV": ("/opt/venv", "/opt/venv"),
+    "KNOWN_HOSTS": ("hosts", "{tmp}/hosts"),
+    "TEMPLATES_DIR": ("tpl", "{tmp}/tpl"),
+}
+
+
+def test_the_declarations_are_the_dataclass_fields() -> None:
+    declared = [(f.name, f.type) for f in fields(Settings) if f.name != "origins"]
+    assert declared == [(k.attr, k.parse.type) for k in KEYS]
+    assert dict(declared) == EXPECTED_FIELDS
+    assert all(f.default is MISSING and f.default_factory is MISSING for f in fields(Settings) if f.name != "origins")
+    assert [k.name for k in KEYS] == list(KEY_NAMES) and len(set(KEY_NAMES)) == len(KEYS)
+
+
+def test_settings_can_be_built_by_keyword() -> None:
+    s = load_settings(environ={}, cwd="/")
+    again = Settings(**{k.attr: getattr(s, k.attr) for k in KEYS})
+    assert again == s and again.origins == {}
+    assert (again.python_app, again.releases_dir, again.nginx_enabled_link) == (
+        "signalcraft-python", "/home/ubuntu/signalcraft/releases", "/etc/nginx/sites-enabled/signalcraft")
+    with pytest.raises(TypeError):
+        Settings(**{k.attr: getattr(s, k.attr) for k in KEYS[1:]})  # every field is required
+
+
+def test_local_only_comes_from_the_declarations() -> None:
+    assert LOCAL_ONLY == {k.name for k in KEYS if k.local} == {
+        "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT"}
+
+
+def test_every_declared_key_has_a_changed_value_here() -> None:
+    assert set(CHANGED) == set(KEY_NAMES)
+
+
+@pytest.mark.parametrize("key", KEY_NAMES)
+def test_every_declared_key_is_parsed_into_its_attribute(key: str, tmp_path: Path, load) -> None:
+    raw, expected = CHANGED[key]
+    extra = {"SOURCE": {"REPO_URL": "git@github.com:org/shop.git"}, "PY_ROUTES": {"HEALTH_PY": "/api/v2/health"},
+             "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"}}.get(key, {})
+    s = load({key: raw, **extra})
+    if isinstance(expected, str):
+        expected = expected.format(tmp=tmp_path)
+    assert getattr(s, next(k.attr for k in KEYS if k.name == key)) == expected
+    assert s.origins[key] == "flag --set"
+
+
+@pytest.mark.parametrize("key", KEY_NAMES)
+def test_every_declared_key_refuses_a_line_break_naming_itself(key: str, load) -> None:
+    with pytest.raises(SettingsError) as err:
+        load({key: "a\nb"})
+    assert str(err.value) == f"{key} (flag --set): found 'a\\nb'; expected a value without surrounding spaces or line breaks."
+
+
+DERIVED_DEFAULTS = {"GUNICORN_HANDOVER_BIND": "127.0.0.1:8002", "NODE_HANDOVER_PORT": "3001"}
+
+
+@pytest.mark.parametrize("key", [k for k in KEYS if k.name != "SOURCE_DIR"], ids=lambda k: k.name)  # '.': the folder
+def test_every_default_is_shown_as_written(key, load) -> None:
+    assert key.parse.show(getattr(load(), key.attr)) == (key.default or DERIVED_DEFAULTS.get(key.name, ""))
+
+
+def test_readme_table_has_a_row_per_key() -> None:
+    rows = readme_table().splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == [f"| `{k}`" for k in KEY_NAMES]
+
+
+# --- The `settings` task ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The task reads the real environment and the cwd's .env: neither may hold settings here."""
+    for key in (*KEY_NAMES, "ENV_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _lines(out: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in out.splitlines()}
+
+
+def test_settings_task_shows_each_value_and_origin_with_the_secret_masked(clean_env: Path, capsys, monkeypatch) -> None:
+    token = "ghp_s3cr3tT0ken"
+    (clean_env / ".env").write_text(f"# deploy\nSOURCE=git\nREPO_URL=https://deploy:{token}@github.com/org/shop.git\n")
+    monkeypatch.setenv("NODE_PORT", "3100")
+    settings_task(MockContext(), set_=["NGINX_LISTEN=8080"])
+    out = capsys.readouterr().out
+    assert token not in out and "github.com" not in out
+    lines = _lines(out)
+    assert set(lines) == {"KEY", *KEY_NAMES}
+    assert lines["REPO_URL"].split() == ["REPO_URL", MASK, f"{clean_env / '.env'}:3"]
+    assert lines["SOURCE"].split() == ["SOURCE", "git", f"{clean_env / '.env'}:2"]
+    assert lines["NODE_PORT"].split() == ["NODE_PORT", "3100", "environment"]
+    assert lines["NGINX_LISTEN"].split() == ["NGINX_LISTEN", "8080", "flag", "--set"]
+    assert lines["APP_NAME"].split() == ["APP_NAME", "signalcraft", "default"]
+    assert lines["NODE_HANDOVER_PORT"].split()[:2] == ["NODE_HANDOVER_PORT", "3101"]
+    assert lines["NODE_HANDOVER_PORT"].endswith("default, next to NODE_PORT (environment)")
+    assert lines["GUNICORN_WORKERS"].split() == ["GUNICORN_WORKERS", "auto", "default"]
+    assert lines["PY_ROUTES"].split()[1] == "api/ai,api/iot,api/lightweight-analyze,api/flask"
+    assert lines["KNOWN_HOSTS"].split() == ["KNOWN_HOSTS", "—", "default"]
+
+
+def test_settings_task_stops_on_a_bad_value(clean_env: Path) -> None:
+    with pytest.raises(Exit) as err:
+        settings_task(MockContext(), set_=["NODE_PORT=abc"])
+    assert err.value.code == 2
+    assert "NODE_PORT (flag --set): found 'abc'" in str(err.value.message)
+
+
+def test_settings_task_defaults_prints_the_declarations(clean_env: Path, capsys) -> None:
+    (clean_env / ".env").write_text("NODE_PORT=3100\n")  # ignored: the declarations, not the values
+    settings_task(MockContext(), defaults=True)
+    lines = _lines(capsys.readouterr().out)
+    assert set(lines) == {"KEY", *KEY_NAMES}
+    for key in KEYS:  # columns are two spaces or more apart; a default such as 'nginx -t' holds single ones
+        assert re.split(r"\s{2,}", lines[key.name]) == [key.name, key.default or "—", key.help]
+    assert "3100" not in lines["NODE_PORT"]
+
+
+def test_settings_task_defaults_markdown_is_the_readme_table(clean_env: Path, capsys) -> None:
+    settings_task(MockContext(), defaults=True, markdown=True)
+    assert capsys.readouterr().out == readme_table() + "\n"
