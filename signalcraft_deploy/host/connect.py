@@ -84,27 +84,10 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
         return
     import paramiko
 
-    user_file = os.path.expanduser("~/.ssh/known_hosts")
-    files = [f for f in (user_file, s.known_hosts, known_hosts) if f]
-    client = c.client
-    for path in files:
-        if os.path.exists(path):
-            try:
-                client.load_host_keys(path)
-            except (OSError, paramiko.SSHException) as err:
-                raise Exit(f"Cannot read known_hosts file {path}: {err}", code=2) from None
-    if accept_new_host:
-        client.set_missing_host_key_policy(_AcceptNewPolicy(known_hosts or s.known_hosts or user_file))
-    else:
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    files = _trust_known_hosts(c, s, known_hosts, accept_new_host)
     where = target_name(c)
     try:
-        if c.gateway is None and "sock" not in c.connect_kwargs:
-            c.connect_kwargs["sock"] = nodelay_socket(c.host, c.port, c.connect_timeout)
-        try:
-            c.open()
-        finally:
-            c.connect_kwargs.pop("sock", None)  # used once; a reconnect makes its own
+        _connect(c)
     except paramiko.BadHostKeyException as err:
         raise Exit(
             f"Host key for {where} has CHANGED (got {err.key.get_name()} {err.key.get_fingerprint().hex()}). "
@@ -119,3 +102,34 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
         raise Exit(f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3) from None
     except OSError as err:
         raise Exit(f"Cannot connect to {where}: {err}. Check that the host is up and the port is right.", code=3) from None
+
+
+def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_new_host: bool) -> list[str]:
+    """Load every known_hosts file into the client and refuse unknown keys (unless accepting a new host).
+    Returns the files looked in, for the message when a key is unknown."""
+    import paramiko
+
+    user_file = os.path.expanduser("~/.ssh/known_hosts")
+    files = [f for f in (user_file, s.known_hosts, known_hosts) if f]
+    client = c.client
+    for path in files:
+        if os.path.exists(path):
+            try:
+                client.load_host_keys(path)
+            except (OSError, paramiko.SSHException) as err:
+                raise Exit(f"Cannot read known_hosts file {path}: {err}", code=2) from None
+    if accept_new_host:
+        client.set_missing_host_key_policy(_AcceptNewPolicy(known_hosts or s.known_hosts or user_file))
+    else:
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return files
+
+
+def _connect(c: Context) -> None:
+    """Open the SSH connection, over a socket with Nagle off unless a gateway or a socket was given."""
+    if c.gateway is None and "sock" not in c.connect_kwargs:
+        c.connect_kwargs["sock"] = nodelay_socket(c.host, c.port, c.connect_timeout)
+    try:
+        c.open()
+    finally:
+        c.connect_kwargs.pop("sock", None)  # used once; a reconnect makes its own

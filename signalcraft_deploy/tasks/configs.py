@@ -11,7 +11,7 @@ import difflib
 import os
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.render import render_nginx_site, render_release_configs, venv_dir
 from signalcraft_deploy.core.settings import Settings
@@ -34,26 +34,37 @@ def diff(old: str | None, new: str, path: str) -> str:
 
 @task(iterable=["set_"], help={**COMMON_HELP, "output": "local folder for the rendered files (default ./rendered)",
             "dry-run": "print the diffs without writing anything"})
-def render_configs(c, output=None, dry_run=False, env_file=None, set_=None):
+def render_configs(c: Context, output: str | None = None, dry_run: bool = False, env_file: str | None = None,
+                   set_: list[str] | None = None) -> None:
     """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed, with diffs."""
     s = settings_for(env_file, set_)
-    if not is_remote(c):
-        requirements = Path(s.source_dir, "requirements.txt")
-        files = rendered_files(s, requirements.read_text() if requirements.exists() else "")
-        out = Path(output or "rendered").resolve()
-        for name, text in files.items():
-            target = out / name
-            old = target.read_text() if target.exists() else None
-            if old == text:
-                continue
-            print(diff(old, text, str(target)), end="")
-            if not dry_run:
-                out.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(target.suffix + ".tmp")
-                tmp.write_text(text)
-                os.replace(tmp, target)
-        print(f"{'Would write' if dry_run else 'Wrote'} {', '.join(files)} {'to' if not dry_run else 'in'} {out}")
-        return
+    if is_remote(c):
+        _render_on_host(c, s, dry_run)
+    else:
+        _render_locally(s, output, dry_run)
+
+
+def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
+    """Into a local folder for review (default ./rendered), each changed file atomically, with its diff."""
+    requirements = Path(s.source_dir, "requirements.txt")
+    files = rendered_files(s, requirements.read_text() if requirements.exists() else "")
+    out = Path(output or "rendered").resolve()
+    for name, text in files.items():
+        target = out / name
+        old = target.read_text() if target.exists() else None
+        if old == text:
+            continue
+        print(diff(old, text, str(target)), end="")
+        if not dry_run:
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(target.suffix + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, target)
+    print(f"{'Would write' if dry_run else 'Wrote'} {', '.join(files)} {'to' if not dry_run else 'in'} {out}")
+
+
+def _render_on_host(c: Context, s: Settings, dry_run: bool) -> None:
+    """Into the current release and the Nginx site: each changed file, the previous one kept as .prev."""
     open_host(c, s)
     requirements = read_file(c, f"{s.current_dir}/requirements.txt")
     if requirements is None:

@@ -22,7 +22,7 @@ from invoke import Collection, task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.settings import SettingsError, settings_from_task
+from signalcraft_deploy.core.settings import Settings, SettingsError, settings_from_task
 
 # Oldest version of each ensured package that the deployment supports. Gunicorn 20.1 is the
 # first to accept WSGI_APP as "module:factory()".
@@ -135,61 +135,79 @@ def plan_pins(text: str, installed: dict[str, str], ensure: tuple[str, ...] = ("
     versions = {canonical_name(k): v for k, v in installed.items()}
     check_ensured(versions, ensure, venv)
     plan = PinPlan(text="")
-    named: set[str] = set()
+    named: set[str] = set()  # canonical names the file already names, on any kind of line
     out: list[str] = []
     physical = text.splitlines(keepends=True)
     i = 0
     while i < len(physical):
-        content, ending = _split_ending(physical[i])
-        if _continues(content):
-            group = [physical[i]]
-            while _continues(_split_ending(group[-1])[0]) and i + len(group) < len(physical):
-                group.append(physical[i + len(group)])
-            logical = " ".join(_split_ending(p)[0].removesuffix("\\") for p in group)
-            line = _classify(logical)
-            if line.name:
-                named.add(canonical_name(line.name))
-                if line.kind != "direct":
-                    plan.left_as_is.append(line.name)
+        if _continues(_split_ending(physical[i])[0]):
+            group = _continued_group(physical, i)
+            _note_continued(group, named, plan)
             out.extend(group)
             i += len(group)
-            continue
-        line = _classify(content)
-        i += 1
-        if line.name:
-            named.add(canonical_name(line.name))
-        if line.kind == "named":
-            plan.left_as_is.append(line.name or "")
-        if line.kind != "req" or line.match is None:
-            out.append(content + ending)
-            continue
-        m = line.match
-        version = versions.get(canonical_name(m["name"]))
-        if version is None:
-            plan.not_installed.append(m["name"])
-            out.append(content + ending)
-            continue
-        plan.checked += 1
-        _, comment = _split_comment(content)
-        new = f"{m['lead']}{m['name']}{m['extras'] or ''}=={version}{m['marker'] or ''}{m['trail']}{comment}"
-        if new != content:
-            plan.pinned.append(m["name"])
-        out.append(new + ending)
-
-    newline = "\r\n" if "\r\n" in text else "\n"
-    ends_with_newline = text == "" or text.endswith(("\n", "\r"))
-    missing = [name for name in ensure if canonical_name(name) not in named]
-    if missing:
-        if out and not out[-1].endswith(("\n", "\r")):
-            out[-1] += newline
-        if out and _continues(_split_ending(out[-1])[0]):
-            out.append(newline)  # an empty line ends a dangling continuation
-        added = [f"{name}=={versions[canonical_name(name)]}" for name in missing]
-        plan.added = added
-        plan.checked += len(added)
-        out.append(newline.join(added) + (newline if ends_with_newline else ""))
+        else:
+            out.append(_pin_line(physical[i], versions, named, plan))
+            i += 1
+    _append_ensured(out, text, [name for name in ensure if canonical_name(name) not in named], versions, plan)
     plan.text = "".join(out)
     return plan
+
+
+def _continued_group(physical: list[str], i: int) -> list[str]:
+    """The physical lines pip joins into one, starting at `physical[i]` (which ends in a backslash)."""
+    group = [physical[i]]
+    while _continues(_split_ending(group[-1])[0]) and i + len(group) < len(physical):
+        group.append(physical[i + len(group)])
+    return group
+
+
+def _note_continued(group: list[str], named: set[str], plan: PinPlan) -> None:
+    """A continued line is kept as it is: note the package it names, if any."""
+    logical = " ".join(_split_ending(p)[0].removesuffix("\\") for p in group)
+    line = _classify(logical)
+    if line.name:
+        named.add(canonical_name(line.name))
+        if line.kind != "direct":
+            plan.left_as_is.append(line.name)
+
+
+def _pin_line(physical: str, versions: dict[str, str], named: set[str], plan: PinPlan) -> str:
+    """One physical line, pinned to the installed version if it is a rewritable requirement."""
+    content, ending = _split_ending(physical)
+    line = _classify(content)
+    if line.name:
+        named.add(canonical_name(line.name))
+    if line.kind == "named":
+        plan.left_as_is.append(line.name or "")
+    if line.kind != "req" or line.match is None:
+        return content + ending
+    m = line.match
+    version = versions.get(canonical_name(m["name"]))
+    if version is None:
+        plan.not_installed.append(m["name"])
+        return content + ending
+    plan.checked += 1
+    _, comment = _split_comment(content)
+    new = f"{m['lead']}{m['name']}{m['extras'] or ''}=={version}{m['marker'] or ''}{m['trail']}{comment}"
+    if new != content:
+        plan.pinned.append(m["name"])
+    return new + ending
+
+
+def _append_ensured(out: list[str], text: str, missing: list[str], versions: dict[str, str], plan: PinPlan) -> None:
+    """Append a pin for each ensured package the file does not name, in the file's line endings."""
+    if not missing:
+        return
+    newline = "\r\n" if "\r\n" in text else "\n"
+    ends_with_newline = text == "" or text.endswith(("\n", "\r"))
+    if out and not out[-1].endswith(("\n", "\r")):
+        out[-1] += newline
+    if out and _continues(_split_ending(out[-1])[0]):
+        out.append(newline)  # an empty line ends a dangling continuation
+    added = [f"{name}=={versions[canonical_name(name)]}" for name in missing]
+    plan.added = added
+    plan.checked += len(added)
+    out.append(newline.join(added) + (newline if ends_with_newline else ""))
 
 
 def pin_requirements(text: str, installed: dict[str, str], ensure: tuple[str, ...] = ("gunicorn",), *, venv: str = ".venv") -> str:
@@ -323,13 +341,38 @@ def freeze(
         s = settings_from_task(env_file, set_, {"SOURCE_DIR": source_dir, "LOCAL_VENV": venv})
     except SettingsError as err:
         raise Exit(str(err), code=2) from err
+    venv_path, origin = _choose_venv(s)
+    path, old = _read_requirements(s)
+    print(f"versions from {venv_path} ({origin})")
+    installed = read_installed(c, venv_path)
+    try:
+        result = _freeze_listing(c, old, installed, venv_path) if all_ else _pinned(old, installed, venv_path)
+    except FreezeError as err:
+        raise Exit(str(err), code=1) from err
+    _finish(path, old, result, check)
+
+
+@dataclass(frozen=True)
+class _Result:
+    """What freeze would write, and what it says about it."""
+
+    new: str
+    count: int  # pins checked, or packages listed with --all
+    summary: str  # printed after writing
+
+
+def _choose_venv(s: Settings) -> tuple[str, str]:
+    """The local venv to read versions from, and where that choice came from."""
     env_venv = os.environ.get("VIRTUAL_ENV")
     if s.local_venv:
-        venv_path, origin = s.local_venv, "LOCAL_VENV"
-    elif env_venv:
-        venv_path, origin = env_venv, "$VIRTUAL_ENV"
-    else:
-        venv_path, origin = os.path.join(s.source_dir, ".venv"), "default"
+        return s.local_venv, "LOCAL_VENV"
+    if env_venv:
+        return env_venv, "$VIRTUAL_ENV"
+    return os.path.join(s.source_dir, ".venv"), "default"
+
+
+def _read_requirements(s: Settings) -> tuple[str, str]:
+    """The path of the app's requirements.txt and its text, exactly as it is (line endings kept)."""
     path = os.path.join(s.source_dir, "requirements.txt")
     if not os.path.isfile(path):
         raise Exit(
@@ -337,45 +380,43 @@ def freeze(
             code=1,
         )
     with open(path, encoding="utf-8", newline="") as handle:
-        old = handle.read()
+        return path, handle.read()
 
-    print(f"versions from {venv_path} ({origin})")
-    installed = read_installed(c, venv_path)
-    try:
-        if all_:
-            check_ensured(installed, venv=venv_path)
-            listing = full_freeze_listing(c, venv_path)
-            new = leading_comment_block(old) + listing
-            if old and not old.endswith(("\n", "\r")):
-                new = new.rstrip("\r\n")
-            count = sum(1 for line in listing.splitlines() if line.strip() and not line.lstrip().startswith("#"))
-            summary = f"wrote the full pip freeze listing ({_plural(count, 'package')})"
-            plan = None
-        else:
-            plan = plan_pins(old, installed, venv=venv_path)
-            new = plan.text
-            count = plan.checked
-            parts = [f"pinned {_plural(len(plan.pinned), 'package')}"] if plan.pinned else []
-            parts += [f"added {added}" for added in plan.added]
-            summary = ", ".join(parts)
-    except FreezeError as err:
-        raise Exit(str(err), code=1) from err
 
-    if plan is not None:
-        if plan.not_installed:
-            print(f"warning: not installed in {venv_path}, left as is in requirements.txt: {', '.join(plan.not_installed)}",
-                  file=sys.stderr)
-        if plan.left_as_is:
-            print(f"warning: continued lines or --hash options, not pinned: {', '.join(plan.left_as_is)}", file=sys.stderr)
+def _freeze_listing(c: Context, old: str, installed: dict[str, str], venv_path: str) -> _Result:
+    """--all: the full `pip freeze` listing under the file's leading comment block."""
+    check_ensured(installed, venv=venv_path)
+    listing = full_freeze_listing(c, venv_path)
+    new = leading_comment_block(old) + listing
+    if old and not old.endswith(("\n", "\r")):
+        new = new.rstrip("\r\n")
+    count = sum(1 for line in listing.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    return _Result(new, count, f"wrote the full pip freeze listing ({_plural(count, 'package')})")
 
-    if new == old:
-        print(f"requirements.txt is up to date ({_plural(count, 'pin')} checked)")
+
+def _pinned(old: str, installed: dict[str, str], venv_path: str) -> _Result:
+    """The file's own lines pinned (warning about what could not be), plus Gunicorn if absent."""
+    plan = plan_pins(old, installed, venv=venv_path)
+    parts = [f"pinned {_plural(len(plan.pinned), 'package')}"] if plan.pinned else []
+    parts += [f"added {added}" for added in plan.added]
+    if plan.not_installed:
+        print(f"warning: not installed in {venv_path}, left as is in requirements.txt: {', '.join(plan.not_installed)}",
+              file=sys.stderr)
+    if plan.left_as_is:
+        print(f"warning: continued lines or --hash options, not pinned: {', '.join(plan.left_as_is)}", file=sys.stderr)
+    return _Result(plan.text, plan.checked, ", ".join(parts))
+
+
+def _finish(path: str, old: str, result: _Result, check: bool) -> None:
+    """Say the file is up to date, or print the diff and write it (with --check: exit 1 instead)."""
+    if result.new == old:
+        print(f"requirements.txt is up to date ({_plural(result.count, 'pin')} checked)")
         return
-    print(unified_diff(old, new, "requirements.txt"), end="")
+    print(unified_diff(old, result.new, "requirements.txt"), end="")
     if check:
         raise Exit("requirements.txt is out of date: run `invoke freeze`", code=1)
-    write_atomically(path, new)
-    print(summary)
+    write_atomically(path, result.new)
+    print(result.summary)
 
 
 ns = Collection(freeze)
