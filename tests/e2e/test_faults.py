@@ -313,7 +313,7 @@ def test_unlock_force_breaks_a_live_lock_and_is_audited(sandbox, live):
 # ----------------------------------------------------------------------------- 3. nginx -t rejects the new site
 
 def test_nginx_rejects_the_new_site_nothing_is_reloaded_and_the_old_site_is_back(sandbox, live, tmp_path):
-    bundled = (REPO / "templates/nginx-site.conf.j2").read_text()
+    bundled = (REPO / "signalcraft_deploy/templates/nginx-site.conf.j2").read_text()
     assert "    server_name {{ server_name }};\n" in bundled
     templates = tmp_path / "templates"
     templates.mkdir()
