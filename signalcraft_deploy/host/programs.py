@@ -10,6 +10,7 @@ The program's text goes on stdin, its arguments on the command line, each quoted
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
@@ -30,7 +31,9 @@ def program_command(s: Settings, name: str, *args: str, as_root: bool = False) -
     return (sudo(command) if as_root else command), text
 
 
-def run_program(c: Any, s: Settings, name: str, *args: str, as_root: bool = False, warn: bool = False) -> Any:
-    """Run remote/`name` on the host (root with `as_root`, via `sudo -n`) and return the result."""
+def run_program(c: Any, s: Settings, name: str, *args: str, as_root: bool = False, warn: bool = False,
+                on_line: Callable[[str], None] | None = None) -> Any:
+    """Run remote/`name` on the host (root with `as_root`, via `sudo -n`) and return the result;
+    `on_line` receives each line of its output as it comes."""
     command, text = program_command(s, name, *args, as_root=as_root)
-    return run(c, command, stdin=text, warn=warn)
+    return run(c, command, stdin=text, warn=warn, on_line=on_line)

@@ -9,8 +9,11 @@ bring the previous processes and Nginx site back, then `after_undo` checks what 
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import App, How, Plan
 from signalcraft_deploy.core.settings import Settings
@@ -20,7 +23,8 @@ from signalcraft_deploy.host import install as install_ops
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host import takeover as takeover_ops
-from signalcraft_deploy.host.io import Background, fail
+from signalcraft_deploy.host.hooks import Hook, HookResult, run_hook
+from signalcraft_deploy.host.io import Background, fail, q, run
 from signalcraft_deploy.host.lock import audit
 from signalcraft_deploy.steps import handover as handover_ops
 from signalcraft_deploy.steps import trial
@@ -80,6 +84,11 @@ class DeployRun:
     def changed_files(self) -> list[str]:
         configs, old = self.plan.configs, self.facts.configs
         return [name for name in configs if old.get(name, "").rstrip("\n") != configs[name].rstrip("\n")]
+
+    @property
+    def is_deploy(self) -> bool:
+        """A deploy (not a rollback): the user's hooks run only then."""
+        return self.record.get("event") == "deploy"
 
     def write_audit(self) -> None:
         audit(self.c, self.s, self.record)
@@ -288,8 +297,54 @@ def finish(r: DeployRun) -> str:
     return ("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
 
 
+# ----------------------------------------------------------------------------- the user's hooks
+
+
+def run_user_hook(r: DeployRun, hook: Hook, **extra_env: str) -> HookResult:
+    env = {"DEPLOY_RELEASE": r.release, "DEPLOY_PREVIOUS": r.prev or "", "DEPLOY_SHA": r.plan.manifest.sha, **extra_env}
+    result = run_hook(r.c, r.s, hook, release_dir=r.release_dir, venv=r.plan.manifest.venv, env=env, say=r.rep.say)
+    r.record.setdefault("hooks", {})[str(hook)] = result.record()
+    return result
+
+
+def before_switch(r: DeployRun) -> str:
+    result = run_user_hook(r, Hook.BEFORE_SWITCH)
+    if not result.ok:
+        raise fail(f"{result.describe(r.s)}\nNothing was switched; the live release keeps serving. "
+                   "Fix the command (or BEFORE_SWITCH) and deploy again.")
+    # The release remembers that it ran it: `rollback` warns that a migration is not undone.
+    ran = {"before_switch": {"command": r.s.before_switch, "seconds": result.seconds}}
+    run(r.c, f"cat > {q(r.release_dir)}/.signalcraft/hooks.json", stdin=json.dumps(ran) + "\n")
+    return f"done in {result.seconds:.1f}s"
+
+
+def after_switch(r: DeployRun) -> str:
+    result = run_user_hook(r, Hook.AFTER_SWITCH)
+    if result.ok:
+        return f"done in {result.seconds:.1f}s"
+    if r.s.after_switch_failure == "rollback":
+        raise fail(f"{result.describe(r.s)}\nAFTER_SWITCH_FAILURE=rollback, so the deploy is rolled back.")
+    r.rep.warn(f"{result.describe(r.s)}\nAFTER_SWITCH_FAILURE=warn: the deploy stands.")
+    return f"failed ({result.record()['result']}); the deploy stands (AFTER_SWITCH_FAILURE=warn)"
+
+
+def on_failure(r: DeployRun, outcome: Outcome) -> list[str]:
+    """Best effort: its own failure is reported beside the deploy's error, never instead of it."""
+    if not (r.s.on_failure and r.is_deploy):
+        return []
+    try:
+        result = run_user_hook(r, Hook.ON_FAILURE, DEPLOY_RESULT=str(outcome), DEPLOY_ERROR=r.record.get("reason", ""))
+    except Exit as err:
+        return [f"ON_FAILURE could not run: {str(err.message).splitlines()[0]}"]
+    return [] if result.ok else [f"ON_FAILURE failed too ({result.record()['result']})"]
+
+
 def after_undo(r: DeployRun, outcome: Outcome) -> list[str]:
-    """Once the steps are undone: after a switch, check what serves now and save PM2's list."""
+    """Once the steps are undone: after a switch, check what serves now and save PM2's list; then ON_FAILURE."""
+    return restored_state(r, outcome) + on_failure(r, outcome)
+
+
+def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
     if outcome is not Outcome.ROLLED_BACK:
         return []
     releases.mark_bad(r.c, r.s, r.release)
@@ -312,9 +367,11 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("render-configs", show_config_changes),
     Step("trial run", trial_run, when=lambda r: bool(r.tried)),
     Step("nginx-check", check_nginx, undo=restore_site),
+    Step("before-switch", before_switch, when=lambda r: bool(r.s.before_switch) and r.is_deploy),
     Step("switch", switch_current, undo=switch_back, commits=True),
     Step("pm2-reload", reload_apps, undo=restore_apps, undoes_itself=True),
     Step("nginx reload", reload_site, when=lambda r: r.site_written),
     Step("health", health_gate),
+    Step("after-switch", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
     Step("finish", finish),
 ]

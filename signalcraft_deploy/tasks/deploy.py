@@ -19,6 +19,7 @@ from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.releases import previous_release
@@ -61,8 +62,28 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
     for a in plan.actions:
         rep.say(f"  {a.app:<9} {a.how.description} ({a.why})")
     rep.say("  health    both apps directly and through Nginx, from the new release; roll back on failure")
+    for line in hook_lines(s):
+        rep.say(line)
     for diff in config_diffs(facts, plan, s):
         rep.say(diff.rstrip("\n"))
+
+
+HOOK_PLACES = {
+    Hook.BEFORE_SWITCH: "once, in the new release after the trial run, before the switch; a failure stops the deploy",
+    Hook.AFTER_SWITCH: "in the new release once the health gate has passed",
+    Hook.ON_FAILURE: "after a failed deploy has been undone (best effort)",
+}
+
+
+def hook_lines(s: Settings) -> list[str]:
+    """The hooks a deploy would run, and where (for --dry-run)."""
+    lines = []
+    for hook, where in HOOK_PLACES.items():
+        command = hook.command(s)
+        if command:
+            on_fail = f"; on failure: {s.after_switch_failure}" if hook is Hook.AFTER_SWITCH else ""
+            lines.append(f"  hook      {hook.key} `{command}`: {where}{on_fail} (time limit {s.hook_timeout} s)")
+    return lines
 
 
 def carry_out(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.HostFacts,
@@ -245,6 +266,18 @@ def rollback_plan(c: Any, s: Settings, facts: host_facts.HostFacts, target: str)
     return plan
 
 
+def warn_of_migrations(c: Any, s: Settings, rep: Reporter, release: str | None) -> None:
+    """A release that ran BEFORE_SWITCH (a migration, say) leaves it in place: the older code meets what it did."""
+    raw = run(c, f"cat {q(s.releases_dir + '/' + (release or '-'))}/.signalcraft/hooks.json 2>/dev/null", warn=True).stdout
+    try:
+        ran = json.loads(raw).get("before_switch") if raw.strip() else None
+    except ValueError:
+        ran = None
+    if ran:
+        rep.warn(f"{release} ran BEFORE_SWITCH (`{ran.get('command')}`) when it was deployed; a rollback does not undo it "
+                 "(a database migration stays applied): the release rolled back to must work with it.")
+
+
 def rollback_takeover(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts) -> None:
     rep.say(f"Rolling back {facts.current_release} -> the state before the first deploy took over")
     note = takeover_ops.restore(c, s)
@@ -271,6 +304,7 @@ def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
                        f"{', '.join(facts.releases) or 'none'}). See `releases`.")
         plan = rollback_plan(c, s, facts, target)
         rep.say(f"Rolling back {facts.current_release} -> {target}")
+        warn_of_migrations(c, s, rep, facts.current_release)
         carry_out(c, s, rep, plan, facts, None, "rollback")
         run(c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True)
     rep.say(f"Rolled back to {target}.")

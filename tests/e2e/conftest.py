@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "signalcraft"
+EXAMPLE_DB = REPO / "examples" / "signalcraft-db"  # with a database and migrations
 sys.path.insert(0, str(REPO))
 
 
@@ -124,9 +125,9 @@ def get(url: str, timeout: float = 5) -> tuple[int, dict, dict]:
 class AppRepo:
     """A git repository holding a copy of the example app; tests commit changes to it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, example: Path = EXAMPLE):
         self.path = path
-        shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns("REVISION", ".venv", "node_modules", "__pycache__"))
+        shutil.copytree(example, path, ignore=shutil.ignore_patterns("REVISION", ".venv", "node_modules", "__pycache__"))
         self.git("init", "-q", "-b", "main")
         self.git("add", "-A")
         self.git("commit", "-qm", "example app")

@@ -27,7 +27,9 @@ EXPECTED_FIELDS = {
     "wsgi_app": str, "node_script": str, "node_port": int, "node_instances": int, "node_handover_port": int,
     "node_env": str, "py_routes": tuple[str, ...], "nginx_site": str, "nginx_listen": int, "server_name": str,
     "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
-    "keep_releases": int, "pm2": str, "app_env_file": str | None, "local_venv": str | None, "known_hosts": str | None,
+    "keep_releases": int, "pm2": str, "before_switch": str | None, "after_switch": str | None,
+    "after_switch_failure": str, "on_failure": str | None, "hook_timeout": int, "app_env_file": str | None, "local_venv": str | None,
+    "known_hosts": str | None,
     "templates_dir": str | None,
 }
 
@@ -67,6 +69,11 @@ CHANGED: dict[str, tuple[str, object]] = {
     "HEALTH_TIMEOUT": ("90", 90),
     "KEEP_RELEASES": ("3", 3),
     "PM2": ("/usr/local/bin/pm2", "/usr/local/bin/pm2"),
+    "BEFORE_SWITCH": ("flask --app app:create_app db upgrade", "flask --app app:create_app db upgrade"),
+    "AFTER_SWITCH": ("curl -fsS http://127.0.0.1/warm | head -c 100", "curl -fsS http://127.0.0.1/warm | head -c 100"),
+    "AFTER_SWITCH_FAILURE": ("rollback", "rollback"),
+    "ON_FAILURE": ("echo \"$DEPLOY_RESULT\" >> failures.log", "echo \"$DEPLOY_RESULT\" >> failures.log"),
+    "HOOK_TIMEOUT": ("900", 900),
     "APP_ENV_FILE": ("app.env", "{tmp}/app.env"),
     "LOCAL_VENV": ("/opt/venv", "/opt/venv"),
     "KNOWN_HOSTS": ("hosts", "{tmp}/hosts"),
@@ -94,7 +101,8 @@ def test_settings_can_be_built_by_keyword() -> None:
 
 def test_local_only_comes_from_the_declarations() -> None:
     assert LOCAL_ONLY == {k.name for k in KEYS if k.local} == {
-        "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT"}
+        "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT",
+        "BEFORE_SWITCH", "AFTER_SWITCH", "AFTER_SWITCH_FAILURE", "ON_FAILURE", "HOOK_TIMEOUT"}
 
 
 def test_every_declared_key_has_a_changed_value_here() -> None:

@@ -1,0 +1,114 @@
+"""Runs ON THE HOST (sent over stdin to `python3 -`): one of the user's hooks (BEFORE_SWITCH, ...).
+
+Standard library only. Reads one JSON argument:
+  {"name": "before-switch", "command": "...", "cwd": "<release dir>", "path_first": "<venv>/bin",
+   "env_file": "<release>/.env", "env": {"DEPLOY_RELEASE": ...}, "timeout": 300}
+Runs `bash -c command` in `cwd` (or the deploy root when the release does not exist) with the
+app's .env and `env` added to the environment and `path_first` first on PATH, in a process group
+of its own. Each line of its output (stdout and stderr together) is printed as it comes, with
+the values of the .env masked. At the deadline the group gets SIGTERM, then SIGKILL 5 s later.
+The last line printed is a JSON verdict: {"exit": N, "timed_out": bool, "seconds": S, "tail": [...]}.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+MARK = "@@hook-verdict "
+_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def read_env_file(path):
+    """KEY=VALUE lines as python-dotenv reads the common cases: `export`, quotes, comments."""
+    values = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return values
+    for line in lines:
+        match = _LINE.match(line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def masker(secrets):
+    """A function that replaces every secret value (3 characters or more) by ***, longest first."""
+    hidden = sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True)
+
+    def mask(text):
+        for value in hidden:
+            text = text.replace(value, "***")
+        return text
+    return mask
+
+
+def environment(spec, app_env):
+    env = dict(os.environ)
+    env.update(app_env)
+    env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
+    if spec.get("path_first"):
+        env["PATH"] = spec["path_first"] + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    return env
+
+
+def stop_group(proc):
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace or None)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(spec):
+    app_env = read_env_file(spec["env_file"]) if spec.get("env_file") else {}
+    mask = masker(app_env.values())
+    cwd = next(d for d in (spec["cwd"], spec.get("fallback_cwd") or "/", "/") if os.path.isdir(d))
+    start = time.monotonic()
+    proc = subprocess.Popen(["bash", "-c", spec["command"]], cwd=cwd, env=environment(spec, app_env),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    timed_out = threading.Event()
+
+    def watchdog():
+        if proc.poll() is None:
+            timed_out.set()
+            stop_group(proc)
+
+    timer = threading.Timer(float(spec.get("timeout") or 300), watchdog)
+    timer.start()
+    tail = []
+    for raw in iter(proc.stdout.readline, b""):
+        line = mask(raw.decode("utf-8", "replace").rstrip("\n"))
+        print(line, flush=True)
+        tail = (tail + [line])[-20:]
+    code = proc.wait()
+    timer.cancel()
+    return {"exit": code, "timed_out": timed_out.is_set(), "seconds": round(time.monotonic() - start, 3), "tail": tail}
+
+
+def main(argv):
+    verdict = run(json.loads(argv[1]))
+    print(MARK + json.dumps(verdict), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
