@@ -189,10 +189,21 @@ _SYSTEM_DIRS = {
 }
 
 
+# Trees a deploy root never goes in, whatever the depth: the system's own files and kernel interfaces.
+_SYSTEM_TREES = ("/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/usr/bin",
+                 "/usr/sbin", "/usr/lib", "/usr/share", "/usr/include", "/var/lib/dpkg", "/var/log")
+
+
 def _deploy_root(text: str) -> str:
     root = _absolute_path(text)
-    if root in _SYSTEM_DIRS or root.count("/") < 2 and root.split("/")[1] in {"home", "usr", "var", "etc"}:
-        raise Invalid("a directory of its own, such as /home/ubuntu/signalcraft (not / or a system directory)")
+    own = "a directory of its own, such as /home/ubuntu/signalcraft (not / or a system directory)"
+    parts = root.split("/")[1:]
+    if any(part == "." or part.startswith(".") for part in parts):
+        raise Invalid(own + ", without '.' or hidden folders such as .ssh")
+    if root in _SYSTEM_DIRS or len(parts) < 2 and parts[0] in {"home", "usr", "var", "etc"}:
+        raise Invalid(own)
+    if any(root == tree or root.startswith(tree + "/") for tree in _SYSTEM_TREES):
+        raise Invalid(own)
     return root
 
 
@@ -250,8 +261,11 @@ _HOST_LABELS = r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)*"
 _HOST_NAME = rf"(?=[^ ]{{1,253}}( |$))(\*\.{_HOST_LABELS}\.?|{_HOST_LABELS}\.?|{_HOST_LABELS}\.\*)"
 _SERVER_NAME_RE = re.compile(rf"^(_|{_HOST_NAME})( {_HOST_NAME})*$")
 _WORKER_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-_COMMAND_RE = re.compile(r"^[A-Za-z0-9_./ =-]+$")
-_PROGRAM_RE = r"[A-Za-z0-9._/+-]+"
+# What root runs is not free text: these settings choose between the ways Nginx is tested and reloaded.
+_NGINX = r"(/usr/sbin/|/usr/bin/|/usr/local/sbin/|/usr/local/bin/|/usr/local/nginx/sbin/)?nginx"
+_NGINX_TEST_RE = rf"{_NGINX}( -q)? -t( -q)?"
+_NGINX_RELOAD_RE = rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload nginx(\.service)?|(/usr/sbin/)?service nginx reload"
+_PROGRAM_RE = r"[A-Za-z0-9._/+][A-Za-z0-9._/+-]*"  # never an option: no leading '-'
 
 
 # --- The declarations: each key once -----------------------------------------------------------------------------
@@ -320,9 +334,12 @@ KEYS: tuple[Key, ...] = (
     Key("NGINX_LISTEN", "80", port, "port Nginx listens on for the site"),
     Key("SERVER_NAME", "_", regex(_SERVER_NAME_RE, "'_' or host names separated by single spaces"),
         "Nginx server_name; '_' makes the site the default server on NGINX_LISTEN"),
-    Key("NGINX_TEST_CMD", "nginx -t", regex(_COMMAND_RE, "a plain command such as 'nginx -t'"),
+    Key("NGINX_TEST_CMD", "nginx -t",
+        regex(_NGINX_TEST_RE, "a plain command that tests Nginx: 'nginx -t', optionally with nginx's absolute path and -q"),
         "command that validates Nginx's configuration (run with sudo)"),
-    Key("NGINX_RELOAD_CMD", "nginx -s reload", regex(_COMMAND_RE, "a plain command such as 'nginx -s reload'"),
+    Key("NGINX_RELOAD_CMD", "nginx -s reload",
+        regex(_NGINX_RELOAD_RE, "a plain command that reloads Nginx: 'nginx -s reload' (optionally with its path), "
+              "'systemctl reload nginx' or 'service nginx reload'"),
         "command that reloads Nginx gracefully (run with sudo; e.g. 'systemctl reload nginx')"),
     Key("HEALTH_PY", "/api/flask/health", regex(_HTTP_PATH_RE, "a URL path such as /api/flask/health"),
         "path of the Flask app's health route"),
@@ -452,6 +469,17 @@ def _line_of(path: Path, key: str) -> int | None:
     return found
 
 
+def require_utf8(path: Path, what: str) -> str:
+    """The file's text; a file that is not UTF-8 is a clear error, not a traceback."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise SettingsError(f"{what} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); "
+                            "save it as UTF-8.") from None
+
+
 def read_env_file(path: str | os.PathLike[str], *, required: bool) -> tuple[dict[str, str], dict[str, str]]:
     """Read a .env file: its values and, per key, where each came from ('file:line')."""
     env_path = Path(path)
@@ -465,6 +493,7 @@ def read_env_file(path: str | os.PathLike[str], *, required: bool) -> tuple[dict
                             "Check its permissions.")
     from dotenv import dotenv_values  # here: most runs have no .env to read
 
+    require_utf8(env_path, f"{env_path}: the settings file")
     raw = dotenv_values(env_path)
     values: dict[str, str] = {}
     origins: dict[str, str] = {}

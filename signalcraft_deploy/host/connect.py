@@ -7,6 +7,8 @@ loaded and an unknown or changed key is refused, unless the user explicitly acce
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
 from typing import Any
@@ -77,31 +79,86 @@ def nodelay_socket(host: str, port: int, timeout: float | None) -> socket.socket
     return sock
 
 
+def fingerprint(key: Any) -> str:
+    """A host key's fingerprint as OpenSSH shows it: SHA256:<base64, unpadded>."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """How known_hosts (and `ssh-keygen -R`) name a host: bare on port 22, [host]:port elsewhere."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
 def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False,
               flag_hint: str = "") -> None:
-    """Verify the host key and open the connection, or exit with the cause and the fix."""
+    """Verify the host key (and every ProxyJump gateway's) and open the connection, or exit with the cause and the fix."""
     if not is_remote(c):
         return
     import paramiko
 
-    files = _trust_known_hosts(c, s, known_hosts, accept_new_host)
+    files = _trust_chain(c, s, known_hosts, accept_new_host)
     where = target_name(c)
     try:
         _connect(c)
     except paramiko.BadHostKeyException as err:
-        raise Exit(
-            f"Host key for {where} has CHANGED (got {err.key.get_name()} {err.key.get_fingerprint().hex()}). "
-            "This may be an attack or a rebuilt host. If the host was rebuilt, remove its old line with "
-            f"`ssh-keygen -R '[{c.host}]:{c.port}'` and connect again.", code=3) from None
+        hop = _hop(c, err.hostname)
+        raise Exit(f"Host key for {_label(c, hop)} has CHANGED (got {err.key.get_name()} {fingerprint(err.key)}, expected "
+                   f"{fingerprint(err.expected_key)}). This may be an attack or a rebuilt host. If the host was rebuilt, remove "
+                   f"its old line with `ssh-keygen -R '{known_hosts_name(hop.host, hop.port)}' -f {files[0]}` (or the file "
+                   "that has it) and connect again.", code=3) from None
     except paramiko.SSHException as err:
         if "not found in known_hosts" in str(err):
+            hop = _hop(c, _unknown_name(str(err)))
             raise Exit(
-                f"Host key for {where} is unknown: it is in none of {', '.join(files)}. Add it with "
-                f"`ssh-keyscan -p {c.port} {c.host} >> ~/.ssh/known_hosts` after checking its fingerprint, "
+                f"Host key for {_label(c, hop)} is unknown: it is in none of {', '.join(files)}. Add it with "
+                f"`ssh-keyscan -p {hop.port} {hop.host} >> {files[0]}` after checking its fingerprint, "
                 f"or point KNOWN_HOSTS at a file that has it{flag_hint}.", code=3) from None
         raise Exit(f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3) from None
     except OSError as err:
         raise Exit(f"Cannot connect to {where}: {err}. Check that the host is up and the port is right.", code=3) from None
+
+
+def _unknown_name(message: str) -> str:
+    """The host paramiko names in "Server '[host]:port' not found in known_hosts"."""
+    start, end = message.find("'"), message.rfind("'")
+    return message[start + 1:end] if 0 <= start < end else ""
+
+
+def _chain(c: Context) -> list[Any]:
+    """The connection and the ProxyJump gateways it goes through."""
+    hops, hop = [c], c.gateway
+    while is_remote(hop):
+        hops.append(hop)
+        hop = hop.gateway
+    return hops
+
+
+def _hop(c: Context, name: str) -> Any:
+    """The connection in the chain that paramiko's error names (a bare host, or [host]:port)."""
+    for hop in _chain(c):
+        if name in (hop.host, known_hosts_name(hop.host, hop.port)):
+            return hop
+    return c
+
+
+def _label(c: Context, hop: Any) -> str:
+    return target_name(c) if hop is c else f"{target_name(hop)} (the ProxyJump gateway to {target_name(c)})"
+
+
+def known_hosts_files(c: Context, s: Settings, known_hosts: str | None) -> list[str]:
+    """The files host keys are checked against: the SSH config's UserKnownHostsFile (else ~/.ssh/known_hosts),
+    KNOWN_HOSTS and --known-hosts."""
+    configured = str(c.ssh_config.get("userknownhostsfile") or "").split()
+    user_files = [os.path.expanduser(f) for f in configured] or [os.path.expanduser("~/.ssh/known_hosts")]
+    return [f for f in (*user_files, s.known_hosts, known_hosts) if f and f != "/dev/null"]
+
+
+def _trust_chain(c: Context, s: Settings, known_hosts: str | None, accept_new_host: bool) -> list[str]:
+    """The same host-key checks for the host and each ProxyJump gateway before it (Fabric accepts any key)."""
+    files = _trust_known_hosts(c, s, known_hosts, accept_new_host)
+    for gateway in _chain(c)[1:]:
+        _trust_known_hosts(gateway, s, known_hosts, accept_new_host)
+    return files
 
 
 def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_new_host: bool) -> list[str]:
@@ -109,8 +166,7 @@ def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_
     Returns the files looked in, for the message when a key is unknown."""
     import paramiko
 
-    user_file = os.path.expanduser("~/.ssh/known_hosts")
-    files = [f for f in (user_file, s.known_hosts, known_hosts) if f]
+    files = known_hosts_files(c, s, known_hosts)
     client = c.client
     for path in files:
         if os.path.exists(path):
@@ -119,7 +175,7 @@ def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_
             except (OSError, paramiko.SSHException) as err:
                 raise Exit(f"Cannot read known_hosts file {path}: {err}", code=2) from None
     if accept_new_host:
-        client.set_missing_host_key_policy(_AcceptNewPolicy(known_hosts or s.known_hosts or user_file))
+        client.set_missing_host_key_policy(_AcceptNewPolicy(known_hosts or s.known_hosts or files[0]))
     else:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return files

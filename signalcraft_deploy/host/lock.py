@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import socket
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +45,8 @@ def lock_script(s: Settings, info: dict[str, Any], wait: int, then: str = "") ->
     """Take the lock (or say who holds it), run `then` (a read of the host, say) and hold the lock until stdin closes."""
     d = q(s.state_dir)
     return "\n".join([
+        ": signalcraft-deploy-lock",  # the marker `unlock --force` checks before it signals anyone
+        "umask 077",  # lock, lock.json, lock.pid and audit.log: the deploy user's only
         f"mkdir -p {d} && cd {d} || exit 1",
         "exec 9>>lock",
         "if ! flock -n 9; then",
@@ -108,6 +111,13 @@ class DeployLock:
         self.held.release()
 
 
+def task_lock(c: Any, s: Settings, event: str) -> DeployLock:
+    """The deploy lock for a task other than deploy that changes the host: taken at once, or the deploy
+    that holds it is named (a task never races a deploy)."""
+    info = {"event": event, "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
+    return DeployLock(c, s, info, 0, print, lambda text: print(f"warning: {text}", file=sys.stderr))
+
+
 def describe_holder(raw: str) -> str:
     try:
         info = json.loads(raw)
@@ -120,7 +130,8 @@ def audit(c: Any, s: Settings, record: dict[str, Any]) -> None:
     """Append one JSON line to <DEPLOY_ROOT>/.deploy/audit.log (no secret values ever enter it)."""
     record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **record}
     line = json.dumps(record, sort_keys=True)
-    run(c, f"mkdir -p {q(s.state_dir)} && printf '%s\\n' {q(line)} >> {q(s.state_dir)}/audit.log", warn=True)
+    log = f"{q(s.state_dir)}/audit.log"
+    run(c, f"umask 077 && mkdir -p {q(s.state_dir)} && printf '%s\\n' {q(line)} >> {log} && chmod 0600 {log}", warn=True)
 
 
 def read_audit(c: Any, s: Settings, last: int = 10) -> list[dict[str, Any]]:

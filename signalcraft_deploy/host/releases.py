@@ -25,15 +25,25 @@ def mark_bad(c: Any, s: Settings, release: str) -> None:
     run(c, f"mkdir -p {q(s.state_dir)}/bad && touch {q(s.state_dir)}/bad/{q(release)}", warn=True)
 
 
+def prunable(releases: list[str], bad: set[str], keep: int, protected: set[str]) -> list[str]:
+    """What pruning removes: bad releases first (all but the newest, kept as evidence of the last failure),
+    then good ones beyond the newest `keep` good ones; never a protected one."""
+    ordered = sorted(releases)
+    good = [r for r in ordered if r not in bad]
+    failed = [r for r in ordered if r in bad]
+    doomed = failed[:-1] + (good[:-keep] if len(good) > keep else [])
+    return sorted(r for r in doomed if r not in protected)
+
+
 def prune(c: Any, s: Settings, keep: int, current: str, prev: str | None) -> list[str]:
-    """Remove old releases beyond KEEP_RELEASES; never current, previous, or one a live process runs from."""
-    listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; find /proc/[0-9]*/cwd -maxdepth 0 -printf '%l\\n' 2>/dev/null | sort -u",
-                  warn=True).stdout
-    names, _, cwds = listing.partition("@@")
-    releases = sorted(n for n in names.split() if n and not n.endswith(".tmp"))
+    """Remove old releases beyond KEEP_RELEASES good ones, bad ones first; never current, previous, or one a
+    live process runs from."""
+    listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; ls -1 {q(s.state_dir)}/bad 2>/dev/null; echo @@; "
+                     "find /proc/[0-9]*/cwd -maxdepth 0 -printf '%l\\n' 2>/dev/null | sort -u", warn=True).stdout
+    names, bad, cwds = (listing.split("@@") + ["", ""])[:3]
+    releases = [n for n in names.split() if n and not n.endswith(".tmp")]
     in_use = {line.strip().rstrip("/").split("/releases/")[-1].split("/")[0] for line in cwds.splitlines() if "/releases/" in line}
-    protected = {current, prev} | in_use
-    doomed = [r for r in releases[:-keep] if r not in protected] if len(releases) > keep else []
+    doomed = prunable(releases, set(bad.split()), keep, {current, prev or ""} | in_use)
     if doomed:
-        run(c, "rm -rf " + " ".join(q(f"{s.releases_dir}/{r}") for r in doomed))
+        run(c, "rm -rf " + " ".join(q(f"{s.releases_dir}/{r}") + " " + q(f"{s.state_dir}/bad/{r}") for r in doomed))
     return doomed

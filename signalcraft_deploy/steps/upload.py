@@ -6,12 +6,14 @@ import io
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from signalcraft_deploy.core import source
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import digest
-from signalcraft_deploy.core.settings import Settings, SettingsError
+from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import SourceTree, make_tarball, read_blob, read_source
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, q, run, upload
@@ -52,8 +54,7 @@ def read_app_env(s: Settings) -> str | None:
     if not s.app_env_file:
         return None
     try:
-        with open(s.app_env_file, encoding="utf-8") as fh:
-            return fh.read()
+        return require_utf8(Path(s.app_env_file), f"APP_ENV_FILE ({s.origins.get('APP_ENV_FILE')}): {s.app_env_file}")
     except OSError as err:
         raise SettingsError(f"APP_ENV_FILE ({s.origins.get('APP_ENV_FILE')}): cannot read {s.app_env_file}: "
                             f"{err.strerror}.") from None
@@ -67,17 +68,65 @@ def local_shipment(s: Settings) -> Shipment:
                     source_dir=s.source_dir)
 
 
-def git_shipment(c: Any, s: Settings) -> Shipment:
-    """SOURCE=git: the host keeps a mirror of REPO_URL and resolves REF itself."""
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """An http(s) URL without its user and password, and the line git's credential store keeps for them."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.password:
+        return url, None
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc)), f"{parts.scheme}://{parts.username}:{parts.password}@{netloc}"
+
+
+def redact(url: str | None) -> str:
+    """REPO_URL as it may be shown: a password or token replaced by ***."""
+    parts = urlsplit(url or "")
+    if not parts.password:
+        return url or ""
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+def mirror_script(s: Settings, with_credentials: bool) -> str:
+    """Fetch REPO_URL into the host's bare mirror. The URL it runs with has no credentials (so none reach `ps`);
+    they go from stdin to a 0600 credential store that git reads."""
+    d, repo = q(s.state_dir), q(f"{s.state_dir}/repo.git")
+    clean, _ = split_credentials(s.repo_url or "")
+    store = q(f"{s.state_dir}/repo.credentials")
+    creds = ([f"cat > {store}", f"git -C {repo} config credential.helper {q('store --file=' + s.state_dir + '/repo.credentials')}"]
+             if with_credentials else [f"rm -f {store}", f"git -C {repo} config --unset credential.helper || true"])
+    return "\n".join([
+        "set -e", "umask 077", f"mkdir -p {d}",
+        f"[ -d {repo} ] || git init --quiet --bare {repo}",
+        f"git -C {repo} config remote.origin.url {q(clean)}",
+        *creds,
+        f"git -C {repo} fetch --quiet --prune --force origin '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'",
+        f"git -C {repo} rev-parse --verify --quiet {q(s.ref + '^{commit}')}",
+    ])
+
+
+def resolve_without_fetching(c: Any, s: Settings) -> str | None:
+    """For --dry-run: REF in the host's mirror as it is (None if it has none); nothing fetched, nothing written."""
     repo = q(f"{s.state_dir}/repo.git")
-    fetch = (f"mkdir -p {q(s.state_dir)} && if [ -d {repo} ]; then git -C {repo} fetch --quiet --prune --force origin "
-             f"'+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'; else git clone --quiet --mirror {q(s.repo_url or '')} {repo}; fi"
-             f" && git -C {repo} rev-parse --verify --quiet {q(s.ref + '^{commit}')}")
-    result = run(c, fetch, warn=True)
-    if not result.ok:
-        raise fail(f"The host could not fetch {s.repo_url} at {s.ref}: {(result.stderr or result.stdout).strip()[-500:]}. "
-                   "Check REPO_URL, REF and the host's access to the repository (a deploy key).")
-    sha = result.stdout.strip().splitlines()[-1]
+    result = run(c, f"git -C {repo} rev-parse --verify --quiet {q(s.ref + '^{commit}')} 2>/dev/null", warn=True)
+    return result.stdout.strip().splitlines()[-1] if result.ok and result.stdout.strip() else None
+
+
+def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
+    """SOURCE=git: the host keeps a mirror of REPO_URL and resolves REF itself. When dry, from the mirror as it is
+    (None when it does not have REF: only a fetch would tell)."""
+    repo = q(f"{s.state_dir}/repo.git")
+    if dry_run:
+        sha = resolve_without_fetching(c, s)
+        if sha is None:
+            return None
+    else:
+        _, credentials = split_credentials(s.repo_url or "")
+        result = run(c, mirror_script(s, credentials is not None), stdin=(credentials + "\n") if credentials else None, warn=True)
+        if not result.ok:
+            raise fail(f"The host could not fetch {redact(s.repo_url)} at {s.ref}: "
+                       f"{redact_text((result.stderr or result.stdout).strip()[-500:], s.repo_url)}. "
+                       "Check REPO_URL, REF and the host's access to the repository (a deploy key).")
+        sha = result.stdout.strip().splitlines()[-1]
     listing = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r {q(sha)}").stdout.splitlines()
     blobs = {}
     for line in listing[1:]:
@@ -86,7 +135,7 @@ def git_shipment(c: Any, s: Settings) -> Shipment:
         if len(parts) == 3 and parts[1] == "blob":
             blobs[path] = parts[2]
     tree = SourceTree(sha=sha, tree=listing[0].strip(), blobs=blobs, dirty=0, subdir="")
-    check_shipment(s, tree, f"{s.repo_url}")
+    check_shipment(s, tree, redact(s.repo_url))
 
     def show(path: str) -> str | None:
         if path not in blobs:
@@ -95,6 +144,11 @@ def git_shipment(c: Any, s: Settings) -> Shipment:
 
     return Shipment(tree=tree, requirements=show("requirements.txt") or "", package_lock=show("package-lock.json"),
                     app_env=read_app_env(s), source_dir=None)
+
+
+def redact_text(text: str, url: str | None) -> str:
+    password = urlsplit(url or "").password
+    return text.replace(password, "***") if password else text
 
 
 def extras_tar(plan: Plan) -> bytes:

@@ -17,6 +17,7 @@ from signalcraft_deploy.core.render import render_nginx_site, render_release_con
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, is_remote, q, read_file, run, write_file
+from signalcraft_deploy.host.lock import task_lock
 from signalcraft_deploy.host.nginx import install_site
 
 SITE_NAME = "nginx-site.conf"
@@ -66,6 +67,14 @@ def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
 def _render_on_host(c: Context, s: Settings, dry_run: bool) -> None:
     """Into the current release and the Nginx site: each changed file, the previous one kept as .prev."""
     open_host(c, s)
+    if dry_run:
+        _write_on_host(c, s, dry_run)
+        return
+    with task_lock(c, s, "render-configs"):
+        _write_on_host(c, s, dry_run)
+
+
+def _write_on_host(c: Context, s: Settings, dry_run: bool) -> None:
     requirements = read_file(c, f"{s.current_dir}/requirements.txt")
     if requirements is None:
         raise fail(f"No release at {s.current_dir}: run `deploy` first (it renders the configs into each release).")

@@ -26,7 +26,7 @@ from signalcraft_deploy.host.releases import previous_release
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
-from signalcraft_deploy.steps.upload import Shipment, git_shipment, local_shipment, shipment_inputs, shipment_manifest
+from signalcraft_deploy.steps.upload import Shipment, git_shipment, local_shipment, redact, shipment_inputs, shipment_manifest
 
 REQUIRED_TOOLS = {
     "pm2": "PM2 (npm install -g pm2)",
@@ -148,7 +148,7 @@ def local_shipment_or_exit(s: Settings, rep: Reporter) -> Shipment | None:
 
 
 def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment | None,
-              dry_run: bool) -> tuple[host_facts.HostFacts, Shipment, Plan | None]:
+              dry_run: bool) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None]:
     """The host as it is, the shipment, and the plan (None when nothing changed: decided from digests, nothing rendered)."""
     if lock:
         facts = host_facts.parse_facts(lock.read_then())
@@ -157,9 +157,11 @@ def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment |
         require_tools(facts)
     if shipment is None:
         try:
-            shipment = git_shipment(c, s)
+            shipment = git_shipment(c, s, dry_run=dry_run)
         except SettingsError as err:
             raise fail(str(err), code=2) from None
+        if shipment is None:
+            return facts, None, None  # a dry run, and the host's mirror does not have REF yet
     if not dry_run and facts.current_release is not None and unchanged(s, shipment_inputs(s, shipment), facts):
         return facts, shipment, None
     manifest, configs = shipment_manifest(s, shipment)
@@ -204,7 +206,10 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
         with rep.step("read host") as st:
             facts, shipment, plan = read_host(c, s, lock, shipment, dry_run)
             st.detail = f"live: {facts.current_release or 'nothing yet'}"
-        if plan is None or (plan.nothing_to_do and not dry_run):
+        if shipment is None:
+            rep.say(f"Dry run: the host's mirror of {redact(s.repo_url)} does not have {s.ref} yet (or there is no mirror): "
+                    "a deploy would fetch it first. Nothing was fetched or changed.")
+        elif plan is None or (plan.nothing_to_do and not dry_run):
             release, sha = (plan.manifest.release, plan.manifest.sha) if plan else (facts.current_release or "", shipment.tree.sha)
             report_unchanged(c, s, rep, release, sha)
         elif dry_run:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke import Collection, task
 
 from signalcraft_deploy.core.render import digest, venv_dir
+from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.install import ensure_node_modules, ensure_venv
 from signalcraft_deploy.host.io import fail, q, run
+from signalcraft_deploy.host.lock import task_lock
 
 
 @task(iterable=["set_"], help={**COMMON_HELP})
@@ -16,6 +20,12 @@ def install(c, env_file=None, set_=None):
     """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
     s = settings_for(env_file, set_)
     open_host(c, s)
+    with task_lock(c, s, "install"):
+        install_live(c, s)
+
+
+def install_live(c: Any, s: Settings) -> None:
+    """The current release's venv and node_modules, under the deploy lock."""
     facts, release_dir = host_facts.live_release(c, s)
     requirements = run(c, f"cat {q(release_dir)}/requirements.txt", warn=True)
     if not requirements.ok:

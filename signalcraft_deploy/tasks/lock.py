@@ -7,8 +7,9 @@ import json
 from invoke import Collection, task
 
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
-from signalcraft_deploy.host.io import q, run
+from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.lock import audit, describe_holder, who
+from signalcraft_deploy.host.programs import run_program
 
 
 @task(iterable=["set_"], help={**COMMON_HELP, "force": "break a lock even if its deploy is still running (logged)"})
@@ -16,21 +17,22 @@ def unlock(c, force=False, env_file=None, set_=None):
     """Show who holds the deploy lock; with --force, end that deploy's hold on it."""
     s = settings_for(env_file, set_)
     open_host(c, s)
-    d = q(s.state_dir)
-    holder = run(c, f"cat {d}/lock.json 2>/dev/null", warn=True).stdout.strip()
-    pid = run(c, f"cat {d}/lock.pid 2>/dev/null", warn=True).stdout.strip()
-    if not holder:
+    lines = run_program(c, s, "unlock.sh", s.state_dir, "1" if force else "0", warn=True).stdout.splitlines()
+    state, holder = (lines + ["", ""])[0], (lines + ["", ""])[1].strip()
+    if state == "FREE":
         print("No deploy holds the lock.")
-        return
-    print(f"Lock held by {describe_holder(holder)} (host pid {pid or '?'}).")
-    if not force:
-        print("Run `unlock --force` to break it.")
-        return
-    if pid.isdigit():
-        run(c, f"pkill -P {pid}; kill {pid}; true", warn=True)
-    run(c, f"rm -f {d}/lock.json {d}/lock.pid", warn=True)
-    audit(c, s, {"event": "unlock", "by": who(), "broke": json.loads(holder) if holder.startswith("{") else holder})
-    print("Lock broken; this was written to the audit log.")
+    elif state == "STALE":
+        print(f"No deploy holds the lock; a record was left by one that is gone: {describe_holder(holder)}."
+              + (" Removed." if force else " `unlock --force` removes it."))
+    elif not force:
+        print(f"Lock held by {describe_holder(holder)}.\nRun `unlock --force` to break it.")
+    elif lines[-1] == "BROKEN":
+        audit(c, s, {"event": "unlock", "by": who(), "broke": json.loads(holder) if holder.startswith("{") else holder})
+        print(f"Lock held by {describe_holder(holder)}.\nLock broken; this was written to the audit log.")
+    else:
+        raise fail(f"The lock in {s.state_dir} is held by {describe_holder(holder)}, but {s.state_dir}/lock.pid "
+                   f"({lines[-1].split()[-1]}) is not this tool's lock holder, so nothing was stopped. Find the process "
+                   f"that holds {s.state_dir}/lock (`fuser -v {s.state_dir}/lock`) and end it yourself.")
 
 
 ns = Collection(unlock)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke import Collection, task
 
+from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import gate
 from signalcraft_deploy.host.io import fail
+from signalcraft_deploy.host.lock import task_lock
 from signalcraft_deploy.host.pm2 import hup_python, reload_node, save, start
 from signalcraft_deploy.steps.trial import canary
 
@@ -17,6 +21,12 @@ def pm2_reload(c, env_file=None, set_=None):
     """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
     s = settings_for(env_file, set_)
     open_host(c, s)
+    with task_lock(c, s, "pm2-reload"):
+        reload_live(c, s)
+
+
+def reload_live(c: Any, s: Settings) -> None:
+    """Trial run, then each app brought to the current release, under the deploy lock."""
     facts, release_dir = host_facts.live_release(c, s)
     venv = (facts.manifest or {}).get("venv")
     if not venv:

@@ -75,16 +75,42 @@ def test_unknown_host_key_is_refused_with_the_fix(mocker, s):
     assert isinstance(c.client._policy, paramiko.RejectPolicy)
 
 
-def test_changed_host_key_is_refused(mocker, s):
+def openssh_fingerprint(key: paramiko.PKey, tmp_path) -> str:
+    pub = tmp_path / "key.pub"
+    pub.write_text(f"{key.get_name()} {key.get_base64()}\n")
+    return subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(pub)], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+
+
+def test_changed_host_key_is_refused_with_openssh_fingerprints_and_the_right_fix(mocker, s, tmp_path):
     c = Connection("127.0.0.1", port=2222, user="ubuntu")
     mocker.patch("signalcraft_deploy.host.connect.nodelay_socket")  # no TCP connection: the SSH layer is what is mocked here
-    fake = mocker.Mock()
-    fake.get_name.return_value = "ssh-ed25519"
-    fake.get_fingerprint.return_value = b"\x01\x02"
-    mocker.patch.object(c, "open", side_effect=paramiko.BadHostKeyException("127.0.0.1", fake, fake))
+    got, expected = paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)
+    mocker.patch.object(c, "open", side_effect=paramiko.BadHostKeyException("127.0.0.1", got, expected))
     with pytest.raises(Exit) as err:
         open_host(c, s)
-    assert err.value.code == 3 and "CHANGED" in err.value.message and "ssh-keygen -R" in err.value.message
+    message = err.value.message
+    assert err.value.code == 3 and "Host key for ubuntu@127.0.0.1:2222 has CHANGED" in message
+    assert f"got ssh-rsa {openssh_fingerprint(got, tmp_path)}, expected {openssh_fingerprint(expected, tmp_path)}" in message
+    assert "ssh-keygen -R '[127.0.0.1]:2222' -f " in message
+
+
+def test_a_proxyjump_gateway_gets_the_same_host_key_checks_and_is_named_when_it_fails(mocker, s, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host web\n  HostName 10.0.0.5\n  ProxyJump jump@bastion.example:2201\n"
+                      f"  UserKnownHostsFile {tmp_path}/hosts_a {tmp_path}/hosts_b\n")
+    from fabric import Config
+
+    c = Connection("web", user="ubuntu", config=Config(runtime_ssh_path=str(config)))
+    assert c.gateway is not None and c.gateway.host == "bastion.example" and c.gateway.port == 2201
+    mocker.patch.object(c, "open", side_effect=paramiko.SSHException("Server '[bastion.example]:2201' not found in known_hosts"))
+    with pytest.raises(Exit) as err:
+        open_host(c, s)
+    message = err.value.message
+    assert isinstance(c.gateway.client._policy, paramiko.RejectPolicy)  # Fabric's AutoAddPolicy is gone there too
+    assert "Host key for jump@bastion.example:2201 (the ProxyJump gateway to ubuntu@10.0.0.5:22) is unknown" in message
+    assert f"in none of {tmp_path}/hosts_a, {tmp_path}/hosts_b" in message  # UserKnownHostsFile is honoured
+    assert f"ssh-keyscan -p 2201 bastion.example >> {tmp_path}/hosts_a" in message
 
 
 def test_gunicorn_hup_signals_the_master_from_pm2s_pid_file_and_falls_back_to_pm2(tmp_path, s):

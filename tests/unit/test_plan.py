@@ -343,3 +343,17 @@ def test_plan_site_is_the_rendered_site(tmp_path: Path) -> None:
     plan: Plan = make_plan(s, m, configs, HostFacts())
     assert plan.site == render_nginx_site(s)
     assert set(plan.configs) == {"gunicorn.conf.py", "ecosystem.config.js"}
+
+
+def test_pruning_keeps_the_good_releases_and_removes_bad_ones_first():
+    from signalcraft_deploy.host.releases import prunable
+
+    releases = [f"r{i}" for i in range(1, 9)]  # r1 oldest .. r8 newest
+    bad = {"r3", "r6", "r7"}
+    # Good: r1 r2 r4 r5 r8 -> keep the newest 3 (r4 r5 r8); bad: keep the newest (r7) as evidence.
+    assert prunable(releases, bad, 3, {"r8", "r5"}) == ["r1", "r2", "r3", "r6"]
+    # A release a process still runs from, or the previous one, is never removed.
+    assert prunable(releases, bad, 3, {"r8", "r2", "r3"}) == ["r1", "r6"]
+    # Fewer good releases than KEEP_RELEASES: only bad ones go.
+    assert prunable(["a", "b", "c"], {"b"}, 5, {"c"}) == []
+    assert prunable(["a", "b", "c", "d"], {"a", "b"}, 5, {"d"}) == ["a"]
