@@ -38,3 +38,20 @@ def test_make_tarball_of_some_files_and_tree_files_of_a_known_tree(tmp_path: Pat
         assert [m.name for m in tar.getmembers() if m.isfile()] == ["b*.py"]
     assert tree_files(str(repo / "app"), tree.tree) == {p: (tree.modes[p], b) for p, b in tree.blobs.items()}
     assert tree_files(str(repo / "app"), "0" * 40) is None
+
+
+def test_repo_url_credentials_go_to_the_credential_store_never_on_a_command_line():
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.steps.upload import mirror_script, redact, redact_text, split_credentials
+
+    url = "https://deploy:ghp_T0ken99@github.com:8443/org/app.git"
+    assert split_credentials(url) == ("https://github.com:8443/org/app.git", "https://deploy:ghp_T0ken99@github.com:8443")
+    assert split_credentials("git@github.com:org/app.git") == ("git@github.com:org/app.git", None)
+    assert redact(url) == "https://deploy:***@github.com:8443/org/app.git" and redact(None) == ""
+    assert redact_text("fatal: unable to access 'https://deploy:ghp_T0ken99@github.com'", url).count("ghp_T0ken99") == 0
+    s = load_settings(environ={}, overrides={"SOURCE": "git", "REPO_URL": url})
+    script = mirror_script(s, with_credentials=True)
+    assert "ghp_T0ken99" not in script and "deploy:" not in script
+    assert "config remote.origin.url https://github.com:8443/org/app.git" in script
+    assert "cat > /home/ubuntu/signalcraft/.deploy/repo.credentials" in script and "umask 077" in script
+    assert "rm -f /home/ubuntu/signalcraft/.deploy/repo.credentials" in mirror_script(s, with_credentials=False)
