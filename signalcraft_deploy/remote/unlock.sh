@@ -3,7 +3,7 @@
 # Who holds the deploy lock, and (FORCE=1) breaking it. Prints one of:
 #   FREE                      no deploy holds the lock and no record is left
 #   STALE / <lock.json>       the flock is free but a record was left (a deploy that died); FORCE removes it
-#   HELD / <lock.json>        a deploy holds the flock; with FORCE then one of:
+#   HELD / <lock.json> / PID <pid>   a deploy holds the flock; with FORCE then one of:
 #     BROKEN                  its lock holder (a process running this tool's lock script) was stopped
 #     NOTOURS <pid>           lock.pid does not name this tool's lock holder: nothing is killed (exit 4)
 # Only a process whose command line carries the lock script's marker and whose working directory
@@ -20,9 +20,9 @@ if flock -n lock true 2>/dev/null; then
     fi
     exit 0
 fi
-echo HELD; cat lock.json 2>/dev/null; echo
-[ "$force" = 1 ] || exit 0
 pid=$(cat lock.pid 2>/dev/null)
+echo HELD; cat lock.json 2>/dev/null; echo; echo "PID ${pid:-?}"
+[ "$force" = 1 ] || exit 0
 case $pid in ''|*[!0-9]*|0|1) echo "NOTOURS ${pid:-none}"; exit 4 ;; esac
 if ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q 'signalcraft-deploy-lock' \
         || [ "$(readlink "/proc/$pid/cwd")" != "$(pwd -P)" ]; then

@@ -18,17 +18,18 @@ def unlock(c, force=False, env_file=None, set_=None):
     s = settings_for(env_file, set_)
     open_host(c, s)
     lines = run_program(c, s, "unlock.sh", s.state_dir, "1" if force else "0", warn=True).stdout.splitlines()
-    state, holder = (lines + ["", ""])[0], (lines + ["", ""])[1].strip()
+    state, holder, pid = (lines + ["", "", ""])[:3]
+    holder, pid = holder.strip(), pid.removeprefix("PID ").strip() or "?"
     if state == "FREE":
         print("No deploy holds the lock.")
     elif state == "STALE":
         print(f"No deploy holds the lock; a record was left by one that is gone: {describe_holder(holder)}."
               + (" Removed." if force else " `unlock --force` removes it."))
     elif not force:
-        print(f"Lock held by {describe_holder(holder)}.\nRun `unlock --force` to break it.")
+        print(f"Lock held by {describe_holder(holder)} (host pid {pid}).\nRun `unlock --force` to break it.")
     elif lines[-1] == "BROKEN":
         audit(c, s, {"event": "unlock", "by": who(), "broke": json.loads(holder) if holder.startswith("{") else holder})
-        print(f"Lock held by {describe_holder(holder)}.\nLock broken; this was written to the audit log.")
+        print(f"Lock held by {describe_holder(holder)} (host pid {pid}).\nLock broken; this was written to the audit log.")
     else:
         raise fail(f"The lock in {s.state_dir} is held by {describe_holder(holder)}, but {s.state_dir}/lock.pid "
                    f"({lines[-1].split()[-1]}) is not this tool's lock holder, so nothing was stopped. Find the process "
