@@ -104,14 +104,14 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
         hop = _hop(c, err.hostname)
         raise Exit(f"Host key for {_label(c, hop)} has CHANGED (got {err.key.get_name()} {fingerprint(err.key)}, expected "
                    f"{fingerprint(err.expected_key)}). This may be an attack or a rebuilt host. If the host was rebuilt, remove "
-                   f"its old line with `ssh-keygen -R '{known_hosts_name(hop.host, hop.port)}' -f {files[0]}` (or the file "
+                   f"its old line with `ssh-keygen -R '{known_hosts_name(hop.host, hop.port)}' -f {_shown(files[0])}` (or the file "
                    "that has it) and connect again.", code=3) from None
     except paramiko.SSHException as err:
         if "not found in known_hosts" in str(err):
             hop = _hop(c, _unknown_name(str(err)))
             raise Exit(
                 f"Host key for {_label(c, hop)} is unknown: it is in none of {', '.join(files)}. Add it with "
-                f"`ssh-keyscan -p {hop.port} {hop.host} >> {files[0]}` after checking its fingerprint, "
+                f"`ssh-keyscan -p {hop.port} {hop.host} >> {_shown(files[0])}` after checking its fingerprint, "
                 f"or point KNOWN_HOSTS at a file that has it{flag_hint}.", code=3) from None
         raise Exit(f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3) from None
     except OSError as err:
@@ -139,6 +139,12 @@ def _hop(c: Context, name: str) -> Any:
         if name in (hop.host, known_hosts_name(hop.host, hop.port)):
             return hop
     return c
+
+
+def _shown(path: str) -> str:
+    """A path as a hint shows it: ~/ for the home folder, as the user would type it."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + "/") else path
 
 
 def _label(c: Context, hop: Any) -> str:

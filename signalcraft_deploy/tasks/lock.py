@@ -18,8 +18,8 @@ def unlock(c, force=False, env_file=None, set_=None):
     s = settings_for(env_file, set_)
     open_host(c, s)
     lines = run_program(c, s, "unlock.sh", s.state_dir, "1" if force else "0", warn=True).stdout.splitlines()
-    state, holder, pid = (lines + ["", "", ""])[:3]
-    holder, pid = holder.strip(), pid.removeprefix("PID ").strip() or "?"
+    state, holder = (lines + ["", ""])[0], (lines + ["", ""])[1].strip()
+    pid = next((line.removeprefix("PID ").strip() for line in lines if line.startswith("PID ")), "?")
     if state == "FREE":
         print("No deploy holds the lock.")
     elif state == "STALE":
