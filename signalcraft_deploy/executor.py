@@ -45,10 +45,10 @@ class FleetCall(ConnectionCall):
         return data
 
     def make_context(self, config: Any) -> Connection:
-        cxn = super().make_context(config)
-        if len(self.fleet) > 1:
-            cxn.config[FLEET_KEY] = [{k: v for k, v in h.items() if k != "config"} for h in self.fleet]
-        return cxn
+        if len(self.fleet) > 1:  # on a copy: the executor hands the same config to the calls after this one
+            config = config.clone()
+            config[FLEET_KEY] = [{k: v for k, v in h.items() if k != "config"} for h in self.fleet]
+        return super().make_context(config)
 
 
 class FleetExecutor(Executor):

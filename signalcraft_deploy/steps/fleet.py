@@ -127,7 +127,8 @@ def parallel(group: Sequence[Member], work: Callable[[Member], None], limit: int
     for m, future in futures:
         err = future.exception()
         if err is not None:
-            m.error = message(err).splitlines()[0] if message(err) else type(err).__name__
+            lines = [line.strip() for line in message(err).splitlines() if line.strip()]
+            m.error = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(err).__name__)
             failed.append((m, err))
     return failed
 
@@ -255,9 +256,8 @@ def reloaded(m: Member) -> str:
 
 def summary(group: Sequence[Member], deploy_id: str, say: Callable[[str], None] = print) -> bool:
     """The table (host, from, to, what reloaded, result, time) and the consistency line; True if consistent."""
-    for m in group:
-        if not m.seconds:
-            m.stop_clock()
+    for m in group:  # the time spent on each host: its steps (the clock, when it had none beyond the read)
+        m.seconds = sum(step.seconds for step in m.rep.steps) or m.seconds or time.monotonic() - m.started
     rows = [("host", "from", "to", "reloaded", "result", "time")]
     for m in group:
         frm = (m.facts.current_release if m.facts else None) or "-"

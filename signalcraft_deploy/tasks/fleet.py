@@ -25,16 +25,17 @@ from signalcraft_deploy.steps.upload import Shipment
 from signalcraft_deploy.tasks import deploy as single
 
 
-def lock_all(group: list[Member], s: Settings, info: dict[str, Any], wait: int, known_hosts: str | None,
+def lock_all(group: list[Member], s: Settings, info: dict[str, Any] | None, wait: int, known_hosts: str | None,
              accept_new_host: bool, then: str = "") -> None:
-    """Phase 1: connect to every host, take every lock. Any failure: every lock released, nothing changed."""
+    """Phase 1: connect to every host, take every lock (none when `info` is None: a dry run).
+    Any failure: every lock released, nothing changed anywhere, the hosts named."""
     def work(m: Member) -> None:
         open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
                   flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
-        m.lock = DeployLock(m.c, s, info, wait, m.rep.say, m.rep.warn, then=then)
-        lock, m.lock = m.lock, None
-        lock.__enter__()
-        m.lock = lock
+        if info is not None:
+            lock = DeployLock(m.c, s, info, wait, m.rep.say, m.rep.warn, then=then)
+            lock.__enter__()  # on failure it has released itself
+            m.lock = lock
     failed = fleet.parallel(group, work)
     if failed:
         fleet.release_locks(group)
@@ -47,13 +48,13 @@ def lock_all(group: list[Member], s: Settings, info: dict[str, Any], wait: int, 
 
 def read_all(group: list[Member], s: Settings, shipment: Shipment | None, dry_run: bool, deploy_id: str) -> None:
     """Each host read under its lock, and planned; a host with nothing to deploy is reported (and audited) as such."""
-    now = datetime.now(UTC)
+    now, hosts = datetime.now(UTC), [m.label for m in group]
 
     def work(m: Member) -> None:
         m.facts, ship, m.plan = single.read_host(m.c, s, m.lock, shipment, dry_run, now)
         if m.plan is None or (m.plan.nothing_to_do and not dry_run):
             release = m.plan.manifest.release if m.plan else (m.facts.current_release or "")
-            single.report_unchanged(m.c, s, m.rep, release, ship.tree.sha, deploy_id=deploy_id)
+            single.report_unchanged(m.c, s, m.rep, release, ship.tree.sha, deploy_id=deploy_id, fleet=hosts)
             m.result = Result.UNCHANGED
         elif dry_run:
             single.print_plan(m.rep, s, m.plan, m.facts)
@@ -76,10 +77,8 @@ def deploy_fleet(conns: list[Any], s: Settings, shipment: Shipment | None, *, dr
     info = {"sha": shipment.tree.sha if shipment else s.ref, "since": datetime.now(UTC).isoformat(timespec="seconds"),
             "deploy_id": deploy_id, **who()}
     try:
-        if dry_run:
-            fleet.parallel(group, lambda m: open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host))
-        else:
-            lock_all(group, s, info, lock_wait, known_hosts, accept_new_host, host_facts.facts_script(s, quick=True))
+        lock_all(group, s, None if dry_run else info, lock_wait, known_hosts, accept_new_host,
+                 host_facts.facts_script(s, quick=True))
         read_all(group, s, shipment, dry_run, deploy_id)
         if dry_run:
             if s.before_switch:
@@ -142,7 +141,14 @@ def rollback_fleet(conns: list[Any], s: Settings, to: str | None, known_hosts: s
         if failed:
             raise fail("Nothing was changed on any host:\n" + fleet.describe_failures(failed))
         single.warn_of_migrations(group[0].c, s, group[0].rep, first.current_release)
-        run_fleet(group, group, s, deploy_id, "rollback", batch, on_failure)
+        for m in group:
+            if m.facts and m.facts.current_release == target:
+                m.result = Result.UNCHANGED  # already there: nothing to do on this host
+        work = [m for m in group if m.result != Result.UNCHANGED]
+        if not work:
+            print(f"Every host already runs {target}; nothing to roll back.")
+            return
+        run_fleet(work, group, s, deploy_id, "rollback", batch, on_failure)
         fleet.parallel(group, lambda m: run(m.c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True))
     finally:
         fleet.release_locks(group)
