@@ -78,7 +78,7 @@ def repo(tmp_path_factory) -> AppRepo:
 
 def fab(fleet: Fleet, repo: AppRepo | None, *args: str, task: str = "deploy", hosts: str = ",".join(HOSTS),
         known_hosts: str | None = None, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = ["fab", "-S", fleet.ssh_config, "-H", hosts, task, "--known-hosts", known_hosts or fleet.known_hosts]
+    cmd = ["fab", "-S", fleet.ssh_config, "-H", hosts, task, "--set", f"KNOWN_HOSTS={known_hosts or fleet.known_hosts}"]
     if repo is not None:
         cmd += ["--source-dir", str(repo.path)]
     # Two Gunicorn workers per host: three hosts share this machine's cores with the load, and a HUP's
