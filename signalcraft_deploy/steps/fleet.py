@@ -143,10 +143,12 @@ def describe_failures(failed: list[tuple[Member, BaseException]]) -> str:
 
 
 def release_locks(group: Sequence[Member]) -> None:
-    for m in group:
-        if m.lock is not None:
-            m.lock.__exit__(None, None, None)
-            m.lock = None
+    """Every host's lock, released side by side (each waits for its lock command to end)."""
+    def release(m: Member) -> None:
+        lock, m.lock = m.lock, None
+        if lock is not None:
+            lock.__exit__(None, None, None)
+    parallel([m for m in group if m.lock is not None], release)
 
 
 # ----------------------------------------------------------------------------- phases 2 to 4

@@ -212,6 +212,12 @@ def test_no_op_on_three_hosts_costs_about_one(fleet: Fleet, repo: AppRepo) -> No
     assert one.returncode == 0 and "Nothing to deploy" in one.stdout
     assert done.seconds < one.seconds * 1.6 + 0.3, (done.seconds, one.seconds)  # the reads run side by side
     assert {h: pm2_pids(fleet, h) for h in HOSTS} == pids
+    repo.edit("app.py", 'VERSION = "2"', 'VERSION = "2b"', "a change to plan, not to deploy")
+    dry = fab(fleet, repo, "--dry-run")
+    assert dry.returncode == 0 and "Dry run: nothing was changed on any host." in dry.stdout, dry.stdout + dry.stderr
+    assert all(f"{h} | Plan for ubuntu@198.18.{h[3:]}.2:22:" in dry.stdout for h in HOSTS)
+    assert all(f"{h} |   python    pm2 sendSignal SIGHUP" in dry.stdout for h in HOSTS)
+    repo.edit("app.py", 'VERSION = "2b"', 'VERSION = "2"', "back")
     fleet_id = re.search(r"Fleet deploy (\S+):", done.stdout).group(1)
     assert all(any(r.get("deploy_id") == fleet_id and r["result"] == "unchanged" for r in audit(fleet, h)) for h in HOSTS)
 
@@ -300,8 +306,12 @@ def test_rollback_returns_every_host_to_one_release(fleet: Fleet, repo: AppRepo)
     back = {current(fleet, h) for h in HOSTS}
     assert len(back) == 1 and back != {live}
     assert all(get(url(h, "/api/ai/x"))[2]["version"] == "1" for h in HOSTS)
+    live = back.pop()
     listing = fab(fleet, None, task="releases")
-    assert listing.returncode == 0 and f"Fleet consistent: every host runs {back.pop()}" in listing.stdout
+    assert listing.returncode == 0 and f"Fleet consistent: every host runs {live}" in listing.stdout
+    status = fab(fleet, None, "--json", task="status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert [h["current"]["release"] for h in json.loads(status.stdout)["hosts"]] == [live] * 3
 
 
 def test_on_failure_keep_leaves_the_switched_hosts(fleet: Fleet, repo: AppRepo) -> None:
