@@ -144,3 +144,33 @@ def _settings():
     from signalcraft_deploy.core.settings import settings_from_task
 
     return settings_from_task(None, [], {})
+
+
+# ----------------------------------------------------------------------------- the summary
+
+
+def _member(label: str, current: str, to: str, result: str):
+    from types import SimpleNamespace
+
+    from signalcraft_deploy.host.facts import HostFacts
+    from signalcraft_deploy.steps.fleet import Member
+    from signalcraft_deploy.steps.report import Reporter
+
+    plan = SimpleNamespace(manifest=SimpleNamespace(release=to), actions=[])
+    return Member(c=None, label=label, rep=Reporter(label, quiet=True), facts=HostFacts(current_release=current),
+                  plan=plan, result=result)  # type: ignore[arg-type]
+
+
+def test_the_table_says_each_hosts_result_and_whether_the_fleet_is_consistent():
+    from signalcraft_deploy.steps.fleet import Result, summary
+
+    lines: list[str] = []
+    group = [_member("web1", "A", "B", Result.KEPT), _member("web2", "A", "B", Result.ROLLED_BACK),
+             _member("web3", "A", "B", Result.UNTOUCHED)]
+    assert summary(group, "id1", lines.append) is False
+    assert any(line.split()[:4] == ["web3", "A", "B", "-"] and "not reached, unchanged" in line for line in lines)
+    assert lines[-1] == "Fleet NOT consistent: web1 serve B; web2, web3 serve A."
+    lines.clear()
+    group = [_member(h, "A", "B", Result.OK) for h in ("web1", "web2")]
+    assert summary(group, "id2", lines.append) is True
+    assert lines[-1] == "Fleet consistent: all 2 hosts serve B."
