@@ -7,13 +7,14 @@ library's version on its first line, then Fabric's, Paramiko's and Invoke's.
 
 from __future__ import annotations
 
-from fabric import Config, Executor
+from fabric import Config
 from fabric import __version__ as fabric_version
 from fabric.main import Fab
 from invoke import __version__ as invoke_version
 from paramiko import __version__ as paramiko_version
 
 from signalcraft_deploy import __version__
+from signalcraft_deploy.executor import FleetExecutor
 
 NAME = "signalcraft-deploy"
 
@@ -31,7 +32,7 @@ class Program(Fab):
 def make_program() -> Program:
     from signalcraft_deploy.collection import ns
 
-    return Program(name=NAME, binary=NAME, version=__version__, namespace=ns, executor_class=Executor, config_class=Config)
+    return Program(name=NAME, binary=NAME, version=__version__, namespace=ns, executor_class=FleetExecutor, config_class=Config)
 
 
 def main() -> None:

@@ -8,12 +8,16 @@ import gc
 
 from invoke import Collection
 
+from signalcraft_deploy.executor import use_fleet_executor
 from signalcraft_deploy.tasks import configs, deploy, freeze, install, lock, nginx, pm2, settings, status
 
 ns = Collection()
 for module in (install, freeze, configs, nginx, pm2, deploy, status, lock, settings):
     for name, t in module.ns.tasks.items():
         ns.add_task(t, name=name)
+
+# `fab -H a,b,c deploy`: one deploy over all the hosts, not one per host (see executor.py).
+use_fleet_executor()
 
 # Everything imported so far (Fabric, paramiko, Jinja2, these modules) lives until the process
 # ends: keep it out of the garbage collector's passes. The collection at exit otherwise walks it

@@ -357,6 +357,9 @@ KEYS: tuple[Key, ...] = (
         "what a failing AFTER_SWITCH does: 'warn' (the deploy stands) or 'rollback'", local=True),
     Key("ON_FAILURE", None, optional(on_text(str)),
         "shell command run on the host after a failed deploy has been undone (best effort)", local=True),
+    Key("WHEELS", "index", choice("index", "local"),
+        "'index': the host installs from the package index; 'local': this machine downloads or builds the wheels "
+        "(and the npm packages) for the host's Python and ships them, for hosts without egress", local=True),
     Key("HOOK_TIMEOUT", "300", integer(1, 86400), "seconds a hook may run before it is stopped (and counts as failed)", local=True),
     Key("APP_ENV_FILE", None, local_path,
         "local file with the app's own secrets, uploaded to shared/.env (mode 0600) and linked into each release", local=True),

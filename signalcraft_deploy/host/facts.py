@@ -69,6 +69,7 @@ class HostFacts:
     commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
     procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
     complete: bool = True  # False for a quick read (no tools, listeners or their commands)
+    python: tuple[str, str, str] | None = None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -150,6 +151,9 @@ def host_checks_script(s: Settings) -> str:
         "command -v flock >/dev/null 2>&1 && echo flock",
         "sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null",
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
+        "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
+        f"{q(s.python)} -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], "
+        "platform.libc_ver()[1] or \"-\", platform.machine())' 2>/dev/null; true",
         f"sec listen; sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null; true",
     ])
 
@@ -235,6 +239,8 @@ def parse_facts(output: str) -> HostFacts:
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
             facts.procs[int(parts[0])] = (int(parts[1]), cwds.get(int(parts[0]), ""))
     facts.complete = "tools" in sec
+    python = sec.get("python", "").split()
+    facts.python = (python[0], python[1], python[2]) if len(python) == 3 else None
     for line in sec.get("commands", "").splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
@@ -246,6 +252,7 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     """Add to a quick read what a deploy that changes something needs (tools, listeners, their commands)."""
     more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s) + "\n", warn=True).stdout)
     facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
+    facts.python = more.python
 
 
 def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:

@@ -11,6 +11,7 @@ from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail, q, run
+from signalcraft_deploy.host.wheels import NO_INDEX, NO_INDEX_HINT
 
 MIN_GUNICORN = (20, 1)
 GUNICORN_CHECK = (
@@ -20,14 +21,15 @@ GUNICORN_CHECK = (
 )
 
 
-def venv_script(s: Settings, venv: str, requirements_path: str) -> str:
+def venv_script(s: Settings, venv: str, requirements_path: str, find_links: str | None = None) -> str:
     v, req = q(venv), q(requirements_path)
+    index = f" --no-index --find-links {q(find_links)}" if find_links else ""  # WHEELS=local: the shipped wheelhouse
     return "\n".join([
         "set -e",
         f"if [ ! -e {v}/.ok ]; then",
         f"  rm -rf {v}",
         f"  {q(s.python)} -m venv {v}",
-        f"  {v}/bin/python -m pip install --quiet --disable-pip-version-check -r {req}",
+        f"  {v}/bin/python -m pip install --quiet --disable-pip-version-check{index} -r {req}",
         "  built=1",
         "fi",
         f"set +e; {v}/bin/python -c {q(GUNICORN_CHECK)}; code=$?; set -e",
@@ -36,10 +38,10 @@ def venv_script(s: Settings, venv: str, requirements_path: str) -> str:
     ])
 
 
-def ensure_venv(c: Any, s: Settings, venv: str, requirements_path: str) -> str:
+def ensure_venv(c: Any, s: Settings, venv: str, requirements_path: str, find_links: str | None = None) -> str:
     """Build the venv unless a complete one exists; return the Gunicorn version in it."""
     run(c, f"mkdir -p {q(s.venvs_dir)}")
-    result = run(c, venv_script(s, venv, requirements_path), warn=True)
+    result = run(c, venv_script(s, venv, requirements_path, find_links), warn=True)
     if result.exited == 3:
         raise fail(f"Gunicorn is not in {requirements_path}: add it (run `invoke freeze` in the app, which pins "
                    "gunicorn==x.y.z) and deploy again.")
@@ -48,12 +50,15 @@ def ensure_venv(c: Any, s: Settings, venv: str, requirements_path: str) -> str:
                    "Raise the pin in requirements.txt.")
     if not result.ok:
         err = (result.stderr or result.stdout).strip()[-1500:]
+        if not find_links and NO_INDEX.search(err):
+            raise fail(f"Installing {requirements_path} into {venv} failed; the live release is untouched. {NO_INDEX_HINT}\n"
+                       f"pip said: {err.splitlines()[-1] if err else ''}")
         raise fail(f"Installing {requirements_path} into {venv} failed; the live release is untouched.\n{err}\n"
                    f"Check the requirements, and that {s.python} can create a venv (apt install python3-venv).")
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
 
-def node_modules_script(s: Settings, release_dir: str, shared: str | None) -> str:
+def node_modules_script(s: Settings, release_dir: str, shared: str | None, cache: str | None = None) -> str:
     r = q(release_dir)
     if shared is None:
         # No lock file: install into the release itself, only if package.json names dependencies.
@@ -61,22 +66,26 @@ def node_modules_script(s: Settings, release_dir: str, shared: str | None) -> st
                 "process.exit(Object.keys(p.dependencies||{}).length?0:1)\"; then "
                 "npm install --omit=dev --no-audit --no-fund --loglevel=error; fi")
     n = q(shared)
+    offline = f" --offline --cache {q(cache)}" if cache else ""  # WHEELS=local: the shipped npm cache
     return "\n".join([
         "set -e",
         f"if [ ! -e {n}/.ok ]; then",
         f"  rm -rf {n} && mkdir -p {n}",
         f"  cp {r}/package.json {r}/package-lock.json {n}/",
-        f"  (cd {n} && npm ci --omit=dev --no-audit --no-fund --loglevel=error)",
+        f"  (cd {n} && npm ci --omit=dev --no-audit --no-fund --loglevel=error{offline})",
         f"  mkdir -p {n}/node_modules && touch {n}/.ok",
         "fi",
         f"ln -sfn {n}/node_modules {r}/node_modules",
     ])
 
 
-def ensure_node_modules(c: Any, s: Settings, release_dir: str, shared: str | None) -> None:
-    result = run(c, node_modules_script(s, release_dir, shared), warn=True)
+def ensure_node_modules(c: Any, s: Settings, release_dir: str, shared: str | None, cache: str | None = None) -> None:
+    result = run(c, node_modules_script(s, release_dir, shared, cache), warn=True)
     if not result.ok:
         err = (result.stderr or result.stdout).strip()[-1500:]
+        if not cache and NO_INDEX.search(err):
+            raise fail(f"Installing Node.js dependencies failed; the live release is untouched. {NO_INDEX_HINT}\n"
+                       f"npm said: {err.splitlines()[-1] if err else ''}")
         raise fail(f"Installing Node.js dependencies failed; the live release is untouched.\n{err}")
 
 

@@ -18,7 +18,7 @@ from invoke.exceptions import Exit
 from signalcraft_deploy.core.plan import App, How, Plan
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host import health, releases
+from signalcraft_deploy.host import health, releases, wheels
 from signalcraft_deploy.host import install as install_ops
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
@@ -135,14 +135,17 @@ def mark_release_bad(r: DeployRun) -> str:
 
 
 def install(r: DeployRun) -> str:
-    m = r.plan.manifest
+    m, local = r.plan.manifest, r.s.wheels == "local"
     if r.plan.build_venv:
-        version = install_ops.ensure_venv(r.c, r.s, m.venv, f"{r.release_dir}/requirements.txt")
-        detail = f"built {m.venv} (gunicorn {version})"
+        requirements = r.shipment.requirements if r.shipment else run(r.c, f"cat {q(r.release_dir)}/requirements.txt").stdout
+        links = wheels.ship_wheels(r.c, r.s, requirements, r.facts.python) if local else None
+        version = install_ops.ensure_venv(r.c, r.s, m.venv, f"{r.release_dir}/requirements.txt", links)
+        detail = f"built {m.venv} (gunicorn {version})" + (" from the shipped wheels" if links else "")
     else:
         detail = "Python environment unchanged"
     if r.plan.new_release or r.plan.build_node_modules:
-        install_ops.ensure_node_modules(r.c, r.s, r.release_dir, m.node_modules)
+        cache = wheels.ship_npm_cache(r.c, r.s, r.shipment.package_lock) if local and r.shipment and r.plan.build_node_modules else None
+        install_ops.ensure_node_modules(r.c, r.s, r.release_dir, m.node_modules, cache)
         if r.plan.build_node_modules:
             detail += "; node_modules built"
     return detail

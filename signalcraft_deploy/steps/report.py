@@ -40,13 +40,19 @@ class Reporter:
     target: str
     steps: list[StepRecord] = field(default_factory=list)
     quiet: bool = False
+    prefix: str = ""  # put before every line: the host's name when a fleet's hosts print at once
 
     def say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, flush=True)
+        if not self.quiet:  # one write per call, newline included: the lines of hosts printing at once never mix
+            sys.stdout.write(self._prefixed(text) + "\n")
+            sys.stdout.flush()
+
+    def _prefixed(self, text: str) -> str:
+        return "\n".join(self.prefix + line for line in text.split("\n")) if self.prefix else text
 
     def warn(self, text: str) -> None:
-        print(_colour("33", f"warning: {text}"), file=sys.stderr, flush=True)
+        sys.stderr.write(self._prefixed(_colour("33", f"warning: {text}")) + "\n")
+        sys.stderr.flush()
         if _github():
             print(f"::warning::{text}", flush=True)
 

@@ -89,9 +89,14 @@ def undo_steps(state: S, steps: Sequence[Step[S]]) -> tuple[list[str], list[str]
     return undone, notes
 
 
-def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outcome], list[str]] | None = None) -> list[str]:
-    """Run each step whose `when` holds; return the names of the steps done. Raise `Failure` on failure."""
-    done: list[Step[S]] = []
+def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outcome], list[str]] | None = None,
+              done: list[Step[S]] | None = None, last: bool = True) -> list[str]:
+    """Run each step whose `when` holds; return the names of the steps done. Raise `Failure` on failure.
+
+    A run may be carried out in parts (a fleet deploy's phases): pass the same `done` list to each
+    part, and `last=False` to all but the final one (only the final part audits success).
+    """
+    done = [] if done is None else done
     for step in steps:
         if not step.when(state):
             continue
@@ -99,17 +104,27 @@ def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outco
             with state.rep.step(step.name) as line:
                 line.detail = _run(step.do, state)
         except Exit as err:
-            outcome = Outcome.ROLLED_BACK if any(d.commits for d in done) else Outcome.FAILED
-            state.settle()
-            undo = ([step] if step.undoes_itself else []) + done[::-1]
-            undone, notes = undo_steps(state, undo)
-            notes += after_undo(state, outcome) if after_undo else []
-            failure = Failure(step.name, err, outcome, undone, notes)
-            _audit(state, outcome, reason=failure.message.splitlines()[0] if failure.message else step.name)
-            raise failure from None
+            raise abandon(state, done, err, step, after_undo) from None
         done.append(step)
-    _audit(state, Outcome.OK)
+    if last:
+        _audit(state, Outcome.OK)
     return [d.name for d in done]
+
+
+def abandon(state: S, done: list[Step[S]], err: Exit, step: Step[S] | None = None,
+            after_undo: Callable[[S, Outcome], list[str]] | None = None) -> Failure:
+    """Undo the steps done so far, newest first, and audit: after `step` failed with `err`, or (no step)
+    when a run is given up from outside (another host of a fleet failed). Returns the `Failure`."""
+    outcome = Outcome.ROLLED_BACK if any(d.commits for d in done) else Outcome.FAILED
+    state.settle()
+    undo = ([step] if step is not None and step.undoes_itself else []) + done[::-1]
+    undone, notes = undo_steps(state, undo)
+    notes += after_undo(state, outcome) if after_undo else []
+    name = step.name if step is not None else "abandoned"
+    failure = Failure(name, err, outcome, undone, notes)
+    _audit(state, outcome, reason=failure.message.splitlines()[0] if failure.message else name)
+    done.clear()
+    return failure
 
 
 def _run(action: Callable[[S], str | None], state: S) -> str:

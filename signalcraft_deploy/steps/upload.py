@@ -6,6 +6,7 @@ import io
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -242,13 +243,14 @@ def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.
             if facts else release)
 
 
-def shipment_manifest(s: Settings, shipment: Shipment) -> tuple[Manifest, dict[str, str]]:
-    """The manifest and rendered configs of the release this shipment would become."""
+def shipment_manifest(s: Settings, shipment: Shipment, now: datetime | None = None) -> tuple[Manifest, dict[str, str]]:
+    """The manifest and rendered configs of the release this shipment would become (`now`: its time stamp,
+    shared by every host of a fleet so that the release has one name everywhere)."""
     app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
     return make_manifest(
         s, sha=shipment.tree.sha, tree=shipment.tree.tree, python_code=shipment.tree.python_digest,
         node_code=shipment.tree.node_digest, requirements=shipment.requirements, package_lock=shipment.package_lock,
-        app_env_digest=app_env_digest, who=who_text(who()))
+        app_env_digest=app_env_digest, who=who_text(who()), now=now)
 
 
 def shipment_inputs(s: Settings, shipment: Shipment) -> str:

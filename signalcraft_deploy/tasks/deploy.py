@@ -16,6 +16,7 @@ from invoke.exceptions import Exit
 from signalcraft_deploy.core.plan import Manifest, Plan, PlanError, make_plan, unchanged
 from signalcraft_deploy.core.render import ECOSYSTEM, GUNICORN_CONF, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, SettingsError
+from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
@@ -23,6 +24,7 @@ from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.releases import previous_release
+from signalcraft_deploy.steps import fleet as fleet_steps
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
@@ -89,11 +91,7 @@ def hook_lines(s: Settings) -> list[str]:
 def carry_out(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.HostFacts,
               shipment: Shipment | None, event: str) -> DeployRun:
     """Run the deploy's steps for a plan. `shipment` is None when the release is already on the host (rollback)."""
-    m = plan.manifest
-    prev = facts.current_release if facts.current_release != m.release else previous_release(facts, m.release)
-    record: dict[str, Any] = {"event": event, "by": who(), "host": rep.target, "from": facts.current_release,
-                              "to": m.release, "sha": m.sha, "actions": {str(a.app): str(a.how) for a in plan.actions}}
-    state = DeployRun(c, s, rep, plan, facts, shipment, record, prev=prev)
+    state = new_run(c, s, rep, plan, facts, shipment, event)
     try:
         run_steps(state, DEPLOY_STEPS, after_undo=after_undo)
     except SettingsError as err:
@@ -103,6 +101,17 @@ def carry_out(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.
             raise failure.error from None
         raise fail(rolled_back_message(state, failure)) from None
     return state
+
+
+def new_run(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.HostFacts, shipment: Shipment | None,
+            event: str, **extra: Any) -> DeployRun:
+    """The state the steps of one host's deploy (or rollback) share; `extra` goes into its audit record."""
+    m = plan.manifest
+    prev = facts.current_release if facts.current_release != m.release else previous_release(facts, m.release)
+    record: dict[str, Any] = {"event": event, "by": who(), "host": rep.target, "from": facts.current_release,
+                              "to": m.release, "sha": m.sha, "actions": {str(a.app): str(a.how) for a in plan.actions},
+                              **extra}
+    return DeployRun(c, s, rep, plan, facts, shipment, record, prev=prev)
 
 
 def rolled_back_message(state: DeployRun, failure: Failure) -> str:
@@ -119,10 +128,10 @@ def plan_or_exit(s: Settings, manifest: Manifest, configs: dict[str, str], facts
         raise fail(f"Nothing was changed: {err}") from None
 
 
-def report_unchanged(c: Any, s: Settings, rep: Reporter, release: str, sha: str) -> None:
+def report_unchanged(c: Any, s: Settings, rep: Reporter, release: str, sha: str, **extra: Any) -> None:
     rep.say(f"Nothing to deploy: {release} (commit {sha[:12]}) is live and unchanged; no file written, no app reloaded.")
     audit(c, s, {"event": "deploy", "result": str(Outcome.UNCHANGED), "by": who(), "host": rep.target, "to": release,
-                 "sha": sha})
+                 "sha": sha, **extra})
 
 
 DEPLOY_HELP = {
@@ -133,6 +142,10 @@ DEPLOY_HELP = {
     "source-dir": "local app folder to ship when SOURCE=upload (overrides SOURCE_DIR)",
     "known-hosts": "extra known_hosts file to verify the host key with",
     "accept-new-host": "trust and record the key of a host not yet in known_hosts",
+    "batch": "with several hosts (-H a,b,c): how many switch at once after the first, a count or a percentage "
+             "(default 1)",
+    "on-failure": "with several hosts: 'rollback' (default) returns the hosts already switched when one fails; "
+                  "'keep' leaves them on the new release",
 }
 
 
@@ -148,7 +161,7 @@ def local_shipment_or_exit(s: Settings, rep: Reporter) -> Shipment | None:
 
 
 def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment | None,
-              dry_run: bool) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None]:
+              dry_run: bool, now: datetime | None = None) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None]:
     """The host as it is, the shipment, and the plan (None when nothing changed: decided from digests, nothing rendered)."""
     if lock:
         facts = host_facts.parse_facts(lock.read_then())
@@ -164,16 +177,22 @@ def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment |
             return facts, None, None  # a dry run, and the host's mirror does not have REF yet
     if not dry_run and facts.current_release is not None and unchanged(s, shipment_inputs(s, shipment), facts):
         return facts, shipment, None
-    manifest, configs = shipment_manifest(s, shipment)
+    manifest, configs = shipment_manifest(s, shipment, now)
     return facts, shipment, plan_or_exit(s, manifest, configs, facts)
 
 
-def deploy_planned(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, shipment: Shipment, plan: Plan) -> None:
+def plan_step(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, plan: Plan) -> Plan:
+    """The rest of the host's facts (tools, who listens on our ports), and the plan made again with them."""
     with rep.step("plan") as st:
         host_facts.add_host_checks(c, s, facts)
         require_tools(facts)
-        plan = plan_or_exit(s, plan.manifest, plan.configs, facts)  # again, now with who listens on our ports
+        plan = plan_or_exit(s, plan.manifest, plan.configs, facts)
         st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+    return plan
+
+
+def deploy_planned(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, shipment: Shipment, plan: Plan) -> None:
+    plan = plan_step(c, s, rep, facts, plan)
     try:
         done = carry_out(c, s, rep, plan, facts, shipment, "deploy")
     except Exit as err:
@@ -183,13 +202,19 @@ def deploy_planned(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFac
     summarize(rep, s, plan, ok=True, c=c, pm2_state=done.seen)
 
 
+@fleet_aware
 @task(iterable=["set_"], help=DEPLOY_HELP)
 def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts=None, accept_new_host=False,
-           env_file=None, set_=None):
+           batch=None, on_failure=None, env_file=None, set_=None):
     """Deploy the app: ship, install, render-configs, nginx-check, pm2-reload by what changed, health-check."""
     s = settings_for(env_file, set_, REF=ref, SOURCE_DIR=source_dir)
+    batch, on_failure = fleet_steps.check_batch(batch), fleet_steps.check_on_failure(on_failure)
     rep = Reporter(target_name(c))
     shipment = local_shipment_or_exit(s, rep)
+    if len(hosts := fleet_hosts(c)) > 1:
+        return fleet_tasks.deploy_fleet(hosts, s, shipment, dry_run=dry_run, lock_wait=int(lock_wait or 0),
+                                        known_hosts=known_hosts, accept_new_host=accept_new_host, batch=batch,
+                                        on_failure=on_failure)
     with rep.step("connect") as st:
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
                   flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
@@ -250,7 +275,8 @@ def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None, p
         [f"- commit `{m.sha[:12]}`, apps: {reloads}", f"- roll back with `fab -H {rep.target} rollback`"])
 
 
-ROLLBACK_HELP = {**COMMON_HELP, "known-hosts": DEPLOY_HELP["known-hosts"],
+ROLLBACK_HELP = {**COMMON_HELP, "known-hosts": DEPLOY_HELP["known-hosts"], "batch": DEPLOY_HELP["batch"],
+                 "on-failure": DEPLOY_HELP["on-failure"],
                  "to": "release to return to (default: the one before the current; "
                        "'before-takeover' returns to the host as it was before the first deploy)"}
 
@@ -291,10 +317,14 @@ def rollback_takeover(c: Any, s: Settings, rep: Reporter, facts: host_facts.Host
     rep.say(f"Rolled back: {note}; the old Node.js entry and Nginx site are back.")
 
 
+@fleet_aware
 @task(iterable=["set_"], help=ROLLBACK_HELP)
-def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
+def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file=None, set_=None):
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
     s = settings_for(env_file, set_)
+    if len(hosts := fleet_hosts(c)) > 1:
+        return fleet_tasks.rollback_fleet(hosts, s, to, known_hosts, fleet_steps.check_batch(batch),
+                                          fleet_steps.check_on_failure(on_failure))
     rep = Reporter(target_name(c))
     open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
@@ -315,10 +345,13 @@ def rollback(c, to=None, known_hosts=None, env_file=None, set_=None):
     rep.say(f"Rolled back to {target}.")
 
 
+@fleet_aware
 @task(iterable=["set_"], help={**COMMON_HELP})
 def releases(c, env_file=None, set_=None):
     """List the releases on the host, newest first, marking the current one and bad ones."""
     s = settings_for(env_file, set_)
+    if len(hosts := fleet_hosts(c)) > 1:
+        return fleet_tasks.releases_fleet(hosts, s)
     open_host(c, s)
     facts = host_facts.gather(c, s)
     if not facts.releases:
@@ -329,5 +362,7 @@ def releases(c, env_file=None, set_=None):
         flag = "  (bad: failed its deploy)" if name in facts.bad_releases else ""
         print(f"{mark}{name}{flag}")
 
+
+from signalcraft_deploy.tasks import fleet as fleet_tasks  # noqa: E402  (it uses this module's functions)
 
 ns = Collection(deploy, rollback, releases)

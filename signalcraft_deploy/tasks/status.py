@@ -9,6 +9,7 @@ from typing import Any
 from invoke import Collection, task
 
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import probe
@@ -84,10 +85,14 @@ def render_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@fleet_aware
 @task(iterable=["set_"], help={**COMMON_HELP, "json": "print the status as JSON, for machines"})
 def status(c, json_=False, env_file=None, set_=None):
     """Show the live release, both PM2 apps (memory of master and workers), nginx -t, health and recent deploys."""
     s = settings_for(env_file, set_)
+    if len(hosts := fleet_hosts(c)) > 1:
+        from signalcraft_deploy.tasks.fleet import status_fleet
+        return status_fleet(hosts, s, collect, render_status, json_)
     open_host(c, s)
     data = collect(c, s)
     print(json.dumps(data, indent=2) if json_ else render_status(data))

@@ -28,6 +28,7 @@ EXPECTED_FIELDS = {
     "node_env": str, "py_routes": tuple[str, ...], "nginx_site": str, "nginx_listen": int, "server_name": str,
     "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
     "keep_releases": int, "pm2": str, "before_switch": str | None, "after_switch": str | None,
+    "wheels": str,
     "after_switch_failure": str, "on_failure": str | None, "hook_timeout": int, "app_env_file": str | None, "local_venv": str | None,
     "known_hosts": str | None,
     "templates_dir": str | None,
@@ -74,6 +75,7 @@ CHANGED: dict[str, tuple[str, object]] = {
     "AFTER_SWITCH_FAILURE": ("rollback", "rollback"),
     "ON_FAILURE": ("echo \"$DEPLOY_RESULT\" >> failures.log", "echo \"$DEPLOY_RESULT\" >> failures.log"),
     "HOOK_TIMEOUT": ("900", 900),
+    "WHEELS": ("local", "local"),
     "APP_ENV_FILE": ("app.env", "{tmp}/app.env"),
     "LOCAL_VENV": ("/opt/venv", "/opt/venv"),
     "KNOWN_HOSTS": ("hosts", "{tmp}/hosts"),
@@ -102,7 +104,7 @@ def test_settings_can_be_built_by_keyword() -> None:
 def test_local_only_comes_from_the_declarations() -> None:
     assert LOCAL_ONLY == {k.name for k in KEYS if k.local} == {
         "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT",
-        "BEFORE_SWITCH", "AFTER_SWITCH", "AFTER_SWITCH_FAILURE", "ON_FAILURE", "HOOK_TIMEOUT"}
+        "BEFORE_SWITCH", "AFTER_SWITCH", "AFTER_SWITCH_FAILURE", "ON_FAILURE", "HOOK_TIMEOUT", "WHEELS"}
 
 
 def test_every_declared_key_has_a_changed_value_here() -> None:
