@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from signalcraft_deploy.core.render import digest, venv_dir
+from signalcraft_deploy.core.render import node_modules_name, venv_dir
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.install import ensure_node_modules, ensure_venv
@@ -28,7 +28,9 @@ def install(c, env_file=None, set_=None):
         version = ensure_venv(c, s, venv, f"{release_dir}/requirements.txt")
         print(f"Python environment {venv} built (gunicorn {version}).")
     lock = run(c, f"cat {q(release_dir)}/package-lock.json", warn=True)
-    shared = f"{s.node_modules_dir}/{digest(lock.stdout)[:16]}" if lock.ok else None
+    package = run(c, f"cat {q(release_dir)}/package.json", warn=True)
+    modules = node_modules_name(lock.stdout if lock.ok else None, package.stdout if package.ok else None)
+    shared = f"{s.node_modules_dir}/{modules}" if modules else None
     if shared and shared.rsplit("/", 1)[-1] in facts.node_modules_ready:
         print(f"Node.js dependencies {shared} are up to date: nothing to install.")
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
+from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import gate
@@ -18,6 +19,7 @@ def pm2_reload(c, env_file=None, set_=None):
     s = settings_for(env_file, set_)
     open_host(c, s)
     facts, release_dir = host_facts.live_release(c, s)
+    s = release_settings(s, facts.manifest)
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
