@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from signalcraft_deploy.core.render import (
+    ECOSYSTEM,
     digest,
+    ecosystem_name,
     node_entry,
+    node_modules_name,
     python_entry,
     render_nginx_site,
     render_release_configs,
@@ -23,6 +26,7 @@ from signalcraft_deploy.core.render import (
     venv_dir,
 )
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.core.source import NODEJS, PYTHON, readers
 from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
@@ -54,9 +58,33 @@ class Manifest:
     node_release: str = ""
     inputs: str = ""  # digest of everything the release is made from (see release_inputs)
     site: str = ""  # digest of the Nginx site this deploy wants
+    # Fields a manifest of an older version lacks (read as "unknown": the app is reloaded).
+    app_env: str = ""  # digest of the release's own .env (APP_ENV_FILE, or carried from the live release); "" none
+    node_script: str = ""  # the Node.js entry point, as resolved (NODE_SCRIPT or package.json)
+    ecosystem: str = ECOSYSTEM  # PM2's file in the release (.cjs for an ES module package)
+    node_install: str = ""  # "npm ci", "npm install" or "" (no package.json)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """A manifest as read from a host; fields it lacks (an older version wrote it) take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+
+
+def release_settings(s: Settings, manifest: dict[str, Any] | None) -> Settings:
+    """The settings for acting on a release already on the host: its Node.js entry point as its manifest
+    records it, when NODE_SCRIPT is unset."""
+    script = (manifest or {}).get("node_script")
+    if s.node_script or not script:
+        return s
+    return replace(s, node_script=script, origins={**s.origins, "NODE_SCRIPT": "the release's manifest"})
+
+
+# The app_env of a release whose .env was carried over from a release that recorded none (an older version's).
+CARRIED = "carried"
 
 
 class PlanError(ValueError):
@@ -104,7 +132,7 @@ _HOW_TEXT = {
     How.HUP: "pm2 sendSignal SIGHUP (graceful)",
     How.NEW_MASTER: "new Gunicorn master on the handover address, Nginx switch, old master drains",
     How.TAKEOVER: "record the unmanaged server, start Gunicorn on the handover address, Nginx switch, stop it",
-    How.RELOAD: "pm2 reload --only (rolling, cluster mode)",
+    How.RELOAD: "pm2 reload --only --update-env (rolling, cluster mode)",
     How.RESTART: "new processes on the handover port, Nginx switch, old ones stopped",
     How.WRITE_AND_RELOAD: "write site, nginx -t, graceful reload",
 }
@@ -128,6 +156,7 @@ class Plan:
     build_venv: bool = False
     build_node_modules: bool = False
     notes: list[str] = field(default_factory=list)
+    changed: list[str] | None = None  # paths that differ from the live release, when known
 
     @property
     def nothing_to_do(self) -> bool:
@@ -160,12 +189,15 @@ def make_manifest(
     app_env_digest: str | None,
     who: str,
     now: datetime | None = None,
+    package_json: str | None = None,
+    esm: bool = False,
 ) -> tuple[Manifest, dict[str, str]]:
     """The manifest and rendered configs of the release this source would become."""
     now = now or datetime.now(UTC)
     venv = venv_dir(s, requirements)
-    configs = render_release_configs(s, venv)
+    configs = render_release_configs(s, venv, esm)
     lock_digest = digest(package_lock)[:16] if package_lock is not None else None
+    modules = node_modules_name(package_lock, package_json)
     manifest = Manifest(
         release=f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:12]}",
         key=digest(release_key(s, tree, requirements, package_lock, app_env_digest), *configs.values()),
@@ -176,13 +208,17 @@ def make_manifest(
         requirements=digest(requirements),
         venv=venv,
         package_lock=lock_digest,
-        node_modules=f"{s.node_modules_dir}/{lock_digest}" if lock_digest else None,
+        node_modules=f"{s.node_modules_dir}/{modules}" if modules else None,
         python_entry=digest(json.dumps(python_entry(s, venv), sort_keys=True)),
         node_entry=digest(json.dumps(node_entry(s), sort_keys=True)),
         gunicorn_conf=digest(configs["gunicorn.conf.py"]),
         deployed_at=now.isoformat(timespec="seconds"),
         deployed_by=who,
         inputs=release_inputs(s, tree, requirements, package_lock, app_env_digest),
+        app_env=app_env_digest[:16] if app_env_digest is not None else "",
+        node_script=node_entry(s)["script"].removeprefix(s.current_dir + "/"),
+        ecosystem=ecosystem_name(esm),
+        node_install="npm ci" if package_lock is not None else ("npm install" if package_json is not None else ""),
     )
     return manifest, configs
 
@@ -196,7 +232,8 @@ def _stranger_on(facts: HostFacts, port: int, ours: set[int]) -> tuple[int, str]
     return None
 
 
-def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None) -> Action:
+def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
+                   changed: list[str] | None = None) -> Action:
     procs = facts.apps(s.python_app)
     if not procs or not facts.online(s.python_app):
         state = procs[0].status if procs else "not in PM2"
@@ -212,16 +249,44 @@ def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, An
     running = procs[0]
     if running.exec_path != f"{m.venv}/bin/gunicorn" or (old and old.get("python_entry") != m.python_entry):
         return Action(App.PYTHON, How.NEW_MASTER, "the Python environment or the PM2 entry changed; a HUP cannot load them")
+    if env_changed(m, old):
+        return Action(App.PYTHON, How.NEW_MASTER, f"{env_why(old)}; a new master starts with it (a HUP keeps the old one's)")
     if not old:
         return Action(App.PYTHON, How.HUP, "no record of the running release")
     if old.get("python_code") != m.python_code:
-        return Action(App.PYTHON, How.HUP, "Python code changed")
+        return Action(App.PYTHON, How.HUP, files_why(s, PYTHON, changed))
     if old.get("gunicorn_conf") != m.gunicorn_conf:
         return Action(App.PYTHON, How.HUP, "gunicorn.conf.py changed")
     return Action(App.PYTHON, How.NONE, "unchanged")
 
 
-def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None) -> Action:
+def env_changed(m: Manifest, old: dict[str, Any] | None) -> bool:
+    """The app's environment (.env) differs from the live release's, or is not known there (an older manifest)."""
+    if not old:
+        return False
+    if "app_env" not in old:  # an older version's release: its .env, if any, is the one carried over
+        return bool(m.app_env) and m.app_env != CARRIED
+    return old["app_env"] != m.app_env
+
+
+def env_why(old: dict[str, Any] | None) -> str:
+    if old and "app_env" not in old:
+        return "no record of the live release's environment (.env)"
+    return "the app's environment (.env from APP_ENV_FILE) changed"
+
+
+def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) -> str:
+    """Why an app is reloaded for its files: the changed files it reads, by name."""
+    key = "PY_FILES" if app == PYTHON else "NODE_FILES"
+    mine = [p for p in changed or () if app in readers(p, s.py_files, s.node_files)]
+    if not mine:
+        return f"the files it reads changed ({key} {'set' if getattr(s, key.lower()) else 'unset: every file it may read'})"
+    shown = ", ".join(mine[:limit]) + (f" and {len(mine) - limit} more" if len(mine) > limit else "")
+    return f"files it reads changed: {shown}"
+
+
+def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
+                 changed: list[str] | None = None) -> Action:
     procs = facts.apps(s.node_app)
     if not procs or not facts.online(s.node_app):
         state = procs[0].status if procs else "not in PM2"
@@ -231,13 +296,19 @@ def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any]
                             f"{s.node_app}: stop it or set another NODE_PORT.")
         return Action(App.NODEJS, How.START, f"{s.node_app} is {state}")
     if any(p.exec_mode != "cluster" for p in procs) or len(procs) != s.node_instances or any(
-        p.exec_path != f"{s.current_dir}/{s.node_script}" for p in procs
+        p.exec_path != node_entry(s)["script"] for p in procs
     ):
         return Action(App.NODEJS, How.RESTART, "its PM2 mode, instances or script changed, which `pm2 reload` does not apply")
     if not old or old.get("node_entry") != m.node_entry:
         return Action(App.NODEJS, How.RELOAD, "its PM2 settings changed")
-    if old.get("node_code") != m.node_code or old.get("package_lock") != m.package_lock:
-        return Action(App.NODEJS, How.RELOAD, "Node.js code changed")
+    if env_changed(m, old):
+        return Action(App.NODEJS, How.RELOAD, f"{env_why(old)}; its processes are replaced with it")
+    if old.get("package_lock") != m.package_lock or old.get("node_modules") != m.node_modules:
+        return Action(App.NODEJS, How.RELOAD, f"its dependencies changed ({m.node_install or 'none now'})")
+    if old.get("node_code") != m.node_code:
+        return Action(App.NODEJS, How.RELOAD, files_why(s, NODEJS, changed))
+    if old.get("ecosystem", ECOSYSTEM) != m.ecosystem:
+        return Action(App.NODEJS, How.RELOAD, f"PM2's file is now {m.ecosystem}")
     return Action(App.NODEJS, How.NONE, "unchanged")
 
 
@@ -269,7 +340,7 @@ def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
     if not (facts.site_enabled and facts.site_text is not None and old.get("site") == site_digest(facts.site_text)):
         return False
     try:
-        recorded = Manifest(**{f.name: old[f.name] for f in fields(Manifest)})
+        recorded = Manifest(**{f.name: old[f.name] for f in fields(Manifest) if f.name in old or f.default is MISSING})
         actions = (_python_action(s, recorded, facts, old), _node_action(s, recorded, facts, old))
     except (KeyError, TypeError, PlanError):
         return False
@@ -277,13 +348,19 @@ def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
     return all(a.how == How.NONE for a in actions) and not drift_py and not drift_node
 
 
-def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts) -> Plan:
-    """Decide what to build and what to reload, from what changed."""
+def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts,
+              changed: list[str] | None = None) -> Plan:
+    """Decide what to build and what to reload, from what changed (`changed`: the paths that differ from the
+    live release, when known, to name them in the reasons)."""
     old = facts.manifest
     site = render_nginx_site(s)
     manifest = replace(manifest, site=site_digest(site))
+    if not manifest.app_env and old and facts.current_release:
+        # No APP_ENV_FILE: the live release's .env is carried over (one an older version linked from shared/ too).
+        carried = old.get("app_env") or (CARRIED if "app_env" not in old and facts.live_env else "")
+        manifest = replace(manifest, app_env=carried)
     same_release = bool(old) and old.get("key") == manifest.key and facts.current_release is not None
-    plan = Plan(manifest=manifest, configs=configs, site=site, new_release=not same_release)
+    plan = Plan(manifest=manifest, configs=configs, site=site, new_release=not same_release, changed=changed)
     if same_release:
         # Keep the release that is live; only bring stopped apps back and repair the site.
         plan.manifest = Manifest(**{**manifest.__dict__, "release": facts.current_release,
@@ -292,8 +369,8 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
     plan.build_venv = venv_name not in facts.venvs_ready
     if manifest.node_modules:
         plan.build_node_modules = manifest.node_modules.rsplit("/", 1)[-1] not in facts.node_modules_ready
-    py = _python_action(s, manifest, facts, old)
-    node = _node_action(s, manifest, facts, old)
+    py = _python_action(s, manifest, facts, old, changed)
+    node = _node_action(s, manifest, facts, old, changed)
     if same_release and py.how in (How.HUP, How.NEW_MASTER):
         py = Action(App.PYTHON, How.NONE, "unchanged")
     if same_release and node.how == How.RELOAD:

@@ -27,7 +27,16 @@ KILL_RETRY_MS = 20
 
 GUNICORN_CONF = "gunicorn.conf.py"
 ECOSYSTEM = "ecosystem.config.js"
+# The same file for a package with "type": "module", where Node would read a .js file as an ES module
+# and PM2 fails on `module.exports` ("File ecosystem.config.js malformated").
+ECOSYSTEM_CJS = "ecosystem.config.cjs"
+ECOSYSTEMS = (ECOSYSTEM, ECOSYSTEM_CJS)
 RELEASE_CONFIGS = (GUNICORN_CONF, ECOSYSTEM)
+DEFAULT_NODE_SCRIPT = "server.js"
+
+
+def ecosystem_name(esm: bool) -> str:
+    return ECOSYSTEM_CJS if esm else ECOSYSTEM
 TEMPLATES = (GUNICORN_CONF + ".j2", ECOSYSTEM + ".j2", "nginx-site.conf.j2")
 
 
@@ -106,7 +115,7 @@ def node_entry(s: Settings) -> dict[str, Any]:
     """The PM2 entry of the Node.js app (cluster mode)."""
     return {
         "name": s.node_app,
-        "script": f"{s.current_dir}/{s.node_script}",
+        "script": f"{s.current_dir}/{s.node_script or DEFAULT_NODE_SCRIPT}",
         "cwd": s.current_dir,
         "instances": s.node_instances,
         "kill_timeout": NODE_KILL_TIMEOUT_MS,
@@ -175,6 +184,16 @@ def render_nginx_site(s: Settings, python_address: str | None = None, node_addre
     )
 
 
-def render_release_configs(s: Settings, venv: str) -> dict[str, str]:
-    """The files rendered into each release directory, by name."""
-    return {GUNICORN_CONF: render_gunicorn_conf(s), ECOSYSTEM: render_ecosystem(s, venv)}
+def render_release_configs(s: Settings, venv: str, esm: bool = False) -> dict[str, str]:
+    """The files rendered into each release directory, by name (PM2's file as .cjs in an ES module package)."""
+    return {GUNICORN_CONF: render_gunicorn_conf(s), ecosystem_name(esm): render_ecosystem(s, venv)}
+
+
+def node_modules_name(package_lock: str | None, package_json: str | None) -> str | None:
+    """The folder under node_modules/ for a release's dependencies: by package-lock.json (`npm ci`), else by
+    package.json (`npm install`, once per distinct package.json); None without a package.json."""
+    if package_lock is not None:
+        return digest(package_lock)[:16]
+    if package_json is not None:
+        return "pkg-" + digest("package.json", package_json)[:12]
+    return None

@@ -165,6 +165,13 @@ def optional(parser: Parser) -> Parser:
                   parser.type | None, lambda value: "" if value is None else parser.show(value))
 
 
+def unset_or(parser: Parser) -> Parser:
+    """Unset or empty means None (decided elsewhere: NODE_SCRIPT from package.json); anything else, blanks
+    included, goes to `parser`."""
+    return Parser(lambda value, base: parser(value, base) if value else None, parser.type | None,
+                  lambda value: "" if value is None else parser.show(value))
+
+
 def derived(parser: Parser) -> Parser:
     """Unset or empty: None here, filled in by `_check_together` from another key (the handover defaults)."""
     return Parser(lambda value, base: parser(value, base) if value else None, parser.type, parser.show)
@@ -250,6 +257,37 @@ def _routes(text: str) -> tuple[str, ...]:
     return tuple(routes)
 
 
+_GLOB_RE = re.compile(r"^[A-Za-z0-9._@+*?/-]+$")
+# Files a release holds of its own: never a shared path.
+RESERVED_PATHS = frozenset({".signalcraft", "REVISION", "gunicorn.conf.py", "ecosystem.config.js", "ecosystem.config.cjs",
+                            "node_modules", "logs", ".git"})
+
+
+def _globs(text: str) -> tuple[str, ...]:
+    globs = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [g for g in globs if not _GLOB_RE.fullmatch(g) or ".." in g.split("/") or g.startswith("/")]
+    if not globs or bad:
+        raise Invalid("comma-separated globs relative to the app directory such as 'app/**,*.json,templates/' "
+                      "(letters, digits, . _ - / * ?; no spaces or '..')", found=repr(bad[0]) if bad else None)
+    return globs
+
+
+def _shared_paths(text: str) -> tuple[str, ...]:
+    paths: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        name = part.rstrip("/")
+        if not part or not _SAFE_REL_PATH_RE.fullmatch(part) or ".." in name.split("/") or "//" in part or part.startswith("./"):
+            raise Invalid("comma-separated paths relative to the app directory such as instance/,uploads/,.env.local "
+                          "(a trailing / for a folder; no spaces or '..')", found=f"path {part!r}")
+        if name.split("/")[0] in RESERVED_PATHS:
+            raise Invalid(f"paths other than those a release holds of its own ({', '.join(sorted(RESERVED_PATHS))})",
+                          found=f"path {part!r}")
+        if any(name == o.rstrip("/") or name.startswith(o.rstrip("/") + "/") or o.startswith(name + "/") for o in paths):
+            raise Invalid("each path once, none inside another", found=f"path {part!r}")
+        paths.append(part)
+    return tuple(paths)
+
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _PY_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _WSGI_RE = re.compile(rf"^{_PY_IDENT}(\.{_PY_IDENT})*:{_PY_IDENT}(\.{_PY_IDENT})*(\(\))?$")
@@ -321,7 +359,9 @@ KEYS: tuple[Key, ...] = (
         "allow GUNICORN_BIND on a non-loopback address (Nginx should be the only way in)"),
     Key("WSGI_APP", "app:create_app()", regex(_WSGI_RE, "module:attribute or module:factory(), for example app:create_app()"),
         "the WSGI app: module:attribute or module:factory()"),
-    Key("NODE_SCRIPT", "server.js", relative_path, "the Node.js entry point, relative to the app directory"),
+    Key("NODE_SCRIPT", None, unset_or(relative_path),
+        "the Node.js entry point, relative to the app directory (default: package.json's main, or its start script "
+        "'node <file>', else server.js)"),
     Key("NODE_PORT", "3000", port, "port the Node.js server listens on (passed as PORT)"),
     Key("NODE_HANDOVER_PORT", None, derived(port),
         "second port for Node.js while its processes are replaced (default: NODE_PORT + 1)"),
@@ -362,7 +402,17 @@ KEYS: tuple[Key, ...] = (
         "(and the npm packages) for the host's Python and ships them, for hosts without egress", local=True),
     Key("HOOK_TIMEOUT", "300", integer(1, 86400), "seconds a hook may run before it is stopped (and counts as failed)", local=True),
     Key("APP_ENV_FILE", None, local_path,
-        "local file with the app's own secrets, uploaded to shared/.env (mode 0600) and linked into each release", local=True),
+        "local file with the app's own secrets, written into each new release as .env (mode 0600); unset: the live "
+        "release's .env is carried over", local=True),
+    Key("PY_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
+        "globs (comma-separated) of the files the Python app reads; a change to others leaves Gunicorn alone "
+        "(default: every file but Node.js's own: package.json, the lock file, node_modules/)"),
+    Key("NODE_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
+        "globs (comma-separated) of the files the Node.js app reads; a change to others leaves it alone "
+        "(default: every file but Python's own: *.py, requirements.txt)"),
+    Key("SHARED_PATHS", None, optional(on_text(_shared_paths, tuple[str, ...], ",".join)),
+        "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and linked into each, "
+        "such as instance/,uploads/,.env.local"),
     Key("LOCAL_VENV", None, local_path,
         "the app's local virtual environment for 'freeze' (default: $VIRTUAL_ENV, else SOURCE_DIR/.venv)", local=True),
     Key("KNOWN_HOSTS", None, local_path,
@@ -621,6 +671,8 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
                    "or Nginx would send the health check to Node.js")
     if _python_route(v["HEALTH_NODE"], routes):
         raise fail("HEALTH_NODE", "a path outside the Python routes, or Nginx would send it to Gunicorn")
+    if v["APP_ENV_FILE"] and ".env" in {p.rstrip("/") for p in v["SHARED_PATHS"] or ()}:
+        raise fail("SHARED_PATHS", "paths other than .env while APP_ENV_FILE is set (each release gets its own .env from it)")
     seen: dict[int, str] = {}
     for key in _PORT_KEYS:
         number = v[key].port if isinstance(v[key], Address) else v[key]

@@ -6,14 +6,74 @@ without reading the files; the tarball is made only when the host needs a new re
 
 from __future__ import annotations
 
+import functools
+import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from signalcraft_deploy.core.render import digest
 from signalcraft_deploy.core.settings import SettingsError
 
-NODE_SUFFIXES = (".js", ".mjs", ".cjs", ".json", ".node", ".ts")
+# Files that certainly belong to one app. Every other file may be read by either (a template, a JSON
+# file, a static asset, an entry point without a suffix such as bin/www), so by default it reaches both.
+PYTHON_ONLY = ("requirements.txt", "*.py")
+NODE_ONLY = ("package.json", "package-lock.json", "npm-shrinkwrap.json", "node_modules/")
+PYTHON, NODEJS = "python", "nodejs"
+
+
+@functools.lru_cache(maxsize=256)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A path glob as a regex: `*` and `?` stay inside one folder, `**` spans folders, a trailing `/` means
+    everything below that folder, and a pattern without `/` matches the name in any folder (as in .gitignore)."""
+    folder = pattern.endswith("/")
+    body = pattern.rstrip("/")
+    anchored = "/" in body
+    out = ""
+    i = 0
+    while i < len(body):
+        if body.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif body.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif body[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif body[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(body[i]), i + 1
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(prefix + out + ("/.*" if folder else "(?:/.*)?"))
+
+
+def matches(path: str, globs: tuple[str, ...] | list[str]) -> bool:
+    return any(glob_regex(g).fullmatch(path) for g in globs)
+
+
+def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None) -> set[str]:
+    """The apps a change to `path` reaches: {"python", "nodejs"}, or one of them.
+
+    A file certainly one app's own reaches that app alone. Any other file reaches both, unless
+    PY_FILES / NODE_FILES (the files each app reads) are set: then an app is reached by the files
+    matching its globs (and by its own files)."""
+    if matches(path, PYTHON_ONLY):
+        return {PYTHON}
+    if matches(path, NODE_ONLY):
+        return {NODEJS}
+    found = set()
+    if py_files is None or matches(path, py_files):
+        found.add(PYTHON)
+    if node_files is None or matches(path, node_files):
+        found.add(NODEJS)
+    return found
+
+
+def app_digest(blobs: dict[str, str], app: str, py_files: tuple[str, ...] | None = None,
+               node_files: tuple[str, ...] | None = None) -> str:
+    """One digest of the files `app` reads: it changes when any of them does (rule 2: PY_FILES/NODE_FILES aware)."""
+    return digest("files-v2", *(f"{p}={b}" for p, b in sorted(blobs.items()) if app in readers(p, py_files, node_files)))
 
 
 @dataclass(frozen=True)
@@ -28,13 +88,15 @@ class SourceTree:
     def has(self, path: str) -> bool:
         return path in self.blobs
 
-    @property
-    def python_digest(self) -> str:
-        return digest(*(f"{p}={b}" for p, b in sorted(self.blobs.items()) if not p.endswith(NODE_SUFFIXES)))
+    def digest_for(self, app: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None) -> str:
+        return app_digest(self.blobs, app, py_files, node_files)
 
-    @property
-    def node_digest(self) -> str:
-        return digest(*(f"{p}={b}" for p, b in sorted(self.blobs.items()) if p.endswith(NODE_SUFFIXES)))
+
+def changed_paths(new: dict[str, str], old: dict[str, str] | None) -> list[str] | None:
+    """Paths added, removed or changed between two {path: blob} maps; None when the old one is not known."""
+    if old is None:
+        return None
+    return sorted(p for p in set(new) | set(old) if new.get(p) != old.get(p))
 
 
 def _git(source_dir: str, *args: str) -> str:
@@ -118,3 +180,52 @@ def make_tarball(source_dir: str, tree: SourceTree, out_path: str, paths: list[s
     top = _git(source_dir, "rev-parse", "--show-toplevel").strip()  # git archive refuses some subfolders as cwd
     literal = [f":(literal){p}" for p in paths] if paths is not None else []
     _git(top, "archive", "--format=tar", "-o", out_path, tree.tree, *(["--", *literal] if paths is not None else []))
+
+
+_START_RE = re.compile(r"^\s*node\s+(?:--?[A-Za-z0-9-]+(?:=\S+)?\s+)*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class NodePackage:
+    """What package.json says about how to run the app."""
+
+    script: str | None  # its entry point: `main`, or the file of a `start` script `node <file>`
+    esm: bool  # "type": "module": .js files are ES modules, so PM2's file must be .cjs
+    why: str  # where the entry point came from, for messages
+
+
+def _clean(path: str) -> str:
+    path = path.strip()
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+def node_package(text: str | None, has: Any = None) -> NodePackage:
+    """Read package.json (None: there is none). `has(path)` says whether the release holds a file; `main`
+    naming a folder or a file without its suffix is resolved the way Node does (x -> x.js, x/index.js)."""
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    esm = data.get("type") == "module"
+    has = has or (lambda path: True)
+    start = (data.get("scripts") or {}).get("start") if isinstance(data.get("scripts"), dict) else None
+    match = _START_RE.match(start) if isinstance(start, str) else None
+    if match:
+        for candidate in _candidates(_clean(match.group(1))):
+            if has(candidate):
+                return NodePackage(candidate, esm, f"package.json scripts.start ({start.strip()})")
+    main = data.get("main")
+    if isinstance(main, str) and main.strip():
+        for candidate in _candidates(_clean(main)):
+            if has(candidate):
+                return NodePackage(candidate, esm, f"package.json main ({main.strip()})")
+    return NodePackage(None, esm, "")
+
+
+def _candidates(path: str) -> list[str]:
+    path = path.rstrip("/")
+    return [path, f"{path}.js", f"{path}.mjs", f"{path}.cjs", f"{path}/index.js"] if path else []

@@ -7,6 +7,7 @@ changes the host.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class HostFacts:
     procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
     complete: bool = True  # False for a quick read (no tools, listeners or their commands)
     python: tuple[str, str, str] | None = None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
+    live_env: bool = False  # the current release has a .env (the app's secrets)
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -85,6 +87,18 @@ class HostFacts:
 
     def listening_on(self, port: int) -> list[Listener]:
         return [lst for lst in self.listeners if lst.port == port]
+
+    def beyond_loopback(self, port: int) -> list[str]:
+        """The addresses other than loopback that something listens on at `port` (e.g. '*:3000', '0.0.0.0:3000')."""
+        out = []
+        for lst in self.listening_on(port):
+            try:
+                loopback = ipaddress.ip_address(lst.host.split("%")[0]).is_loopback
+            except ValueError:
+                loopback = lst.host == "localhost"
+            if not loopback:
+                out.append(f"{'[' + lst.host + ']' if ':' in lst.host else lst.host}:{port}")
+        return sorted(set(out))
 
     def online(self, name: str) -> bool:
         procs = self.apps(name)
@@ -118,12 +132,14 @@ def files_and_processes_script(s: Settings) -> str:
         "sec uid; id -u",
         'sec current; readlink "$R/current" 2>/dev/null || true',
         'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
+        'sec env; [ -e "$R/current/.env" ] && echo yes; true',
         'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
         'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
         'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname "$f")"; done; true',
         'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename "$(dirname "$f")"; done; true',
         'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
         'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true',
+        'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null || true',
         f"sec site; cat {q(s.nginx_site)} 2>/dev/null || true",
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
         'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
@@ -225,6 +241,7 @@ def parse_facts(output: str) -> HostFacts:
     site = sec.get("site")
     facts.site_text = (site + "\n") if site else None
     facts.site_enabled = sec.get("enabled", "").strip() == "yes"
+    facts.live_env = sec.get("env", "").strip() == "yes"
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
     facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
     facts.listeners = parse_listeners(sec.get("listen", ""))
@@ -268,3 +285,13 @@ def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:
     if not facts.current_release:
         raise fail(f"No release at {s.current_dir} yet: run `deploy` first.")
     return facts, f"{s.releases_dir}/{facts.current_release}"
+
+
+def node_public_warning(s: Settings, facts: HostFacts) -> str | None:
+    """A warning when the Node.js app listens beyond loopback: anyone who reaches that port bypasses Nginx."""
+    public = facts.beyond_loopback(s.node_port)
+    if not public:
+        return None
+    return (f"{s.node_app} listens on {', '.join(public)}, beyond loopback: anyone who can reach port {s.node_port} "
+            f"bypasses Nginx. Make the app listen on 127.0.0.1 (server.listen(process.env.PORT, '127.0.0.1')), "
+            f"or close port {s.node_port} in the host's firewall.")

@@ -2,7 +2,8 @@
 
 A venv lives at <DEPLOY_ROOT>/venvs/<hash of PYTHON + requirements.txt> and is marked complete
 with `.ok`; a new requirements set builds a new venv beside the live one, so a failed install
-never touches what is serving. node_modules are shared the same way, keyed by package-lock.json.
+never touches what is serving. node_modules are shared the same way, keyed by package-lock.json
+(`npm ci`) or, without one, by package.json (`npm install`).
 """
 
 from __future__ import annotations
@@ -58,24 +59,32 @@ def ensure_venv(c: Any, s: Settings, venv: str, requirements_path: str, find_lin
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
 
+NPM_FLAGS = "--omit=dev --no-audit --no-fund --loglevel=error"
+HAS_DEPENDENCIES = "const p=require('./package.json');process.exit(Object.keys(p.dependencies||{}).length?0:1)"
+
+
 def node_modules_script(s: Settings, release_dir: str, shared: str | None, cache: str | None = None) -> str:
+    """Shell that links the release's node_modules from node_modules/<key>/, built there once: `npm ci` with a
+    package-lock.json, else `npm install` (once per distinct package.json; nothing to run without dependencies).
+    With `cache` (WHEELS=local), npm installs offline from that shipped cache."""
     r = q(release_dir)
     if shared is None:
-        # No lock file: install into the release itself, only if package.json names dependencies.
-        return (f"cd {r} && if [ -f package.json ] && node -e \"const p=require('./package.json');"
-                "process.exit(Object.keys(p.dependencies||{}).length?0:1)\"; then "
-                "npm install --omit=dev --no-audit --no-fund --loglevel=error; fi")
+        return "true"  # no package.json: nothing to install
     n = q(shared)
-    offline = f" --offline --cache {q(cache)}" if cache else ""  # WHEELS=local: the shipped npm cache
+    flags = NPM_FLAGS + (f" --offline --cache {q(cache)}" if cache else "")  # WHEELS=local: the shipped npm cache
+    install = (f"  if [ -f {r}/package-lock.json ]; then cp {r}/package-lock.json {n}/ && (cd {n} && npm ci {flags})\n"
+               f"  elif (cd {n} && node -e {q(HAS_DEPENDENCIES)}); then (cd {n} && npm install {flags})\n"
+               "  fi")
     return "\n".join([
         "set -e",
         f"if [ ! -e {n}/.ok ]; then",
         f"  rm -rf {n} && mkdir -p {n}",
-        f"  cp {r}/package.json {r}/package-lock.json {n}/",
-        f"  (cd {n} && npm ci --omit=dev --no-audit --no-fund --loglevel=error{offline})",
+        f"  cp {r}/package.json {n}/",
+        install,
         f"  mkdir -p {n}/node_modules && touch {n}/.ok",
         "fi",
-        f"ln -sfn {n}/node_modules {r}/node_modules",
+        # A release that ships its own node_modules keeps them.
+        f"if [ ! -d {r}/node_modules ] || [ -L {r}/node_modules ]; then ln -sfn {n}/node_modules {r}/node_modules; fi",
     ])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from signalcraft_deploy.core.render import ECOSYSTEM, ECOSYSTEM_CJS
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, q, run
@@ -24,8 +25,16 @@ def pm2(s: Settings, *args: str) -> str:
     return " ".join([q(s.pm2), *(q(a) for a in args)])
 
 
-def ecosystem(s: Settings) -> str:
-    return f"{s.current_dir}/ecosystem.config.js"
+def ecosystem(s: Settings, name: str = ECOSYSTEM) -> str:
+    return f"{s.current_dir}/{name}"
+
+
+def with_ecosystem(s: Settings, *args: str) -> str:
+    """`pm2 <args[0]> <PM2's file in current> <args[1:]>`: the release's own file, ecosystem.config.cjs in an ES
+    module package, else ecosystem.config.js; looked up on the host, so a switch back finds the older release's."""
+    verb, rest = args[0], " ".join(q(a) for a in args[1:])
+    return (f"f={q(ecosystem(s, ECOSYSTEM_CJS))}; [ -e \"$f\" ] || f={q(ecosystem(s))}; "
+            f"{q(s.pm2)} {q(verb)} \"$f\" {rest}")
 
 
 ERROR_LINE = re.compile(r"^\S*(Error|Exception)\b.*:|^\S+Error$")
@@ -54,7 +63,7 @@ def app_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
 
 
 def start(c: Any, s: Settings, name: str) -> None:
-    result = run(c, pm2(s, "start", ecosystem(s), "--only", name), warn=True)
+    result = run(c, with_ecosystem(s, "start", "--only", name), warn=True)
     if not result.ok:
         raise fail(f"pm2 could not start {name}: {result.stderr.strip()[-500:]}")
 
@@ -80,7 +89,7 @@ def reload_node(c: Any, s: Settings) -> None:
     # --force skips PM2's CLI-wide reload lock, which also blocks reloads of *other* apps for 30 s
     # (and outlives a killed CLI); our deploy lock already serialises this app, and PM2's daemon
     # still refuses two reloads of the same process.
-    result = run(c, pm2(s, "reload", ecosystem(s), "--only", s.node_app, "--update-env", "--force"), warn=True)
+    result = run(c, with_ecosystem(s, "reload", "--only", s.node_app, "--update-env", "--force"), warn=True)
     if not result.ok:
         raise fail(f"pm2 could not reload {s.node_app}: {result.stderr.strip()[-500:]}")
 
@@ -97,6 +106,16 @@ def delete(c: Any, s: Settings, name: str) -> None:
 
 def save(c: Any, s: Settings) -> None:
     run(c, pm2(s, "save", "--force"), warn=True)
+
+
+GUNICORN_INFO = re.compile(r"^\[[^]]+\] \[\d+\] \[INFO\] ")
+
+
+def error_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
+    """What an app wrote to its error stream lately, without Gunicorn's INFO lines (boot, worker start and exit),
+    cut to the lines that matter (`output_excerpt` keeps the last error line); "" when nothing is left."""
+    kept = [line for line in error_tail(c, s, name, lines).splitlines() if not GUNICORN_INFO.match(line.strip())]
+    return "\n".join(output_excerpt("\n".join(kept))) if kept else ""
 
 
 def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:

@@ -78,7 +78,10 @@ class DeployRun:
     def tried(self) -> tuple[App, ...]:
         """The apps whose own processes will load new code: tried on spare ports before anything is switched.
         An app handed over (new-master, restart) is tried by its handover copy instead."""
-        return tuple(a.app for a in self.plan.actions if a.app is not App.NGINX and a.how.runs_new_code_in_place)
+        # Node.js is tried before a restart too: its handover copy runs in cluster mode, where PM2 loses a
+        # worker's start-up error (the trial runs it in fork mode, which keeps it).
+        return tuple(a.app for a in self.plan.actions if a.app is not App.NGINX
+                     and (a.how.runs_new_code_in_place or (a.app is App.NODEJS and a.how is How.RESTART)))
 
     @property
     def changed_files(self) -> list[str]:
@@ -147,7 +150,7 @@ def install(r: DeployRun) -> str:
         cache = wheels.ship_npm_cache(r.c, r.s, r.shipment.package_lock) if local and r.shipment and r.plan.build_node_modules else None
         install_ops.ensure_node_modules(r.c, r.s, r.release_dir, m.node_modules, cache)
         if r.plan.build_node_modules:
-            detail += "; node_modules built"
+            detail += f"; node_modules built ({m.node_install})"
     return detail
 
 
@@ -236,7 +239,8 @@ def reload_apps(r: DeployRun) -> str:
 def restore_apps(r: DeployRun) -> str:
     """Bring the previous processes back (the undo of pm2-reload, also after a partial one)."""
     r.settle()
-    r.error_logs = {name: pm2_ops.error_tail(r.c, r.s, name) for name in (r.s.python_app, r.s.node_app)}
+    touched = [name for name, how in ((r.s.python_app, r.py), (r.s.node_app, r.node)) if how is not How.NONE]
+    r.error_logs = {name: pm2_ops.error_output(r.c, r.s, name) for name in touched}
     if r.py is How.TAKEOVER:
         r.takeover_restored = True
         return takeover_ops.restore(r.c, r.s)

@@ -77,6 +77,7 @@ class Member:
     lock: DeployLock | None = None
     facts: host_facts.HostFacts | None = None
     plan: Plan | None = None
+    settings: Any = None  # the settings this host's release runs with (Node.js entry point from its package.json)
     run: DeployRun | None = None
     shipment: Any = None  # the release's code (SOURCE=git: as this host's mirror has it)
     done: list[Step[DeployRun]] = field(default_factory=list)

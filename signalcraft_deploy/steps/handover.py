@@ -11,7 +11,7 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.health import gate, gate_on
 from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
-from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, output_excerpt, pm2, start
+from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, error_output, output_excerpt, pm2, start
 from signalcraft_deploy.host.programs import run_program
 from signalcraft_deploy.steps.report import Reporter
 
@@ -31,7 +31,8 @@ def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple
     else:
         entry = node_entry(s)
         address = f"127.0.0.1:{s.node_handover_port}"
-        entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{s.node_script}", exec_mode="cluster",
+        script = entry["script"].removeprefix(s.current_dir + "/")
+        entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{script}", exec_mode="cluster",
                      env={**entry["env"], "PORT": str(s.node_handover_port)})
     entry.update(autorestart=False)
     return entry, address
@@ -72,7 +73,8 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     if problems:
         output = app_output(c, s, entry["name"])
         delete(c, s, entry["name"])
-        shown = ("\n  output of the new processes:\n    " + "\n    ".join(output_excerpt(output))) if output.strip() else ""
+        shown = (f"\n  output of {name} (its new processes):\n    " + "\n    ".join(output_excerpt(output))
+                 if output.strip() else "")
         raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown)
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
@@ -87,7 +89,9 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     start(c, s, name)
     problems = gate(c, s, release, release_dir, {kind: True})
     if problems:
-        raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems))
+        output = error_output(c, s, name)
+        raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems)
+                   + (f"\n  output of {name}:\n    " + output.replace("\n", "\n    ") if output else ""))
     return end_handover(c, s, kind, background=True)
 
 

@@ -9,7 +9,7 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
-from signalcraft_deploy.host.pm2 import app_output, delete_command, output_excerpt, pm2
+from signalcraft_deploy.host.pm2 import GUNICORN_INFO, app_output, delete_command, output_excerpt, pm2
 from signalcraft_deploy.steps.handover import handover_entry
 
 
@@ -58,12 +58,16 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
                             "fail_fast": True}).get("problems", [])
     if not problems:
         return Background(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true")
-    logs = {name: app_output(c, s, name) for name in names}
+    own = dict(zip(trial_names(s), (s.python_app, s.node_app), strict=True))
+    # The output of the apps that failed (each problem names its app), under the app's own name.
+    failed = [name for name in names if any(own[name] in p for p in problems)] or names
+    logs = {own[name]: app_output(c, s, name) for name in failed}
     run(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true", warn=True)
     if problems:
         lines = [f"  {p}" for p in problems]
         for name, text in logs.items():
-            if text.strip():
-                lines.append(f"  output of {name}:\n    " + "\n    ".join(output_excerpt(text)))
+            kept = [line for line in text.splitlines() if not GUNICORN_INFO.match(line.strip())] or text.splitlines()
+            if kept:
+                lines.append(f"  output of {name} (its trial run):\n    " + "\n    ".join(output_excerpt("\n".join(kept))))
         raise fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
                    + "\n".join(lines) + "\nFix the app and deploy again.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from signalcraft_deploy.core import source
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
-from signalcraft_deploy.core.render import digest
+from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
-from signalcraft_deploy.core.source import SourceTree, make_tarball, read_blob, read_source
+from signalcraft_deploy.core.source import NODEJS, PYTHON, SourceTree, make_tarball, node_package, read_blob, read_source
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, q, run, upload
 from signalcraft_deploy.host.lock import who, who_text
@@ -30,6 +30,32 @@ class Shipment:
     package_lock: str | None
     app_env: str | None
     source_dir: str | None  # local checkout (SOURCE=upload), None for SOURCE=git
+    package_json: str | None = None
+    node_script: str = DEFAULT_NODE_SCRIPT  # NODE_SCRIPT, or the entry point package.json names
+    esm: bool = False  # package.json has "type": "module"
+
+
+def node_entry_of(s: Settings, tree: SourceTree, package_json: str | None, where: str) -> tuple[str, bool]:
+    """The Node.js entry point (NODE_SCRIPT, else package.json's, else server.js) and whether the package is ESM."""
+    pkg = node_package(package_json, tree.has)
+    script = s.node_script or pkg.script or DEFAULT_NODE_SCRIPT
+    if not tree.has(script):
+        origin = s.origins.get("NODE_SCRIPT", "default")
+        if s.node_script:
+            raise SettingsError(f"NODE_SCRIPT ({origin}): {script} is not in {where} at {tree.sha[:12]}; "
+                                "set NODE_SCRIPT to the Node.js entry point.")
+        raise SettingsError(f"NODE_SCRIPT ({origin}): no Node.js entry point in {where} at {tree.sha[:12]}: package.json "
+                            f"names none that exists (main, or a start script 'node <file>') and {DEFAULT_NODE_SCRIPT} "
+                            "is not there; set NODE_SCRIPT to the entry point.")
+    return script, pkg.esm
+
+
+def shipment_settings(s: Settings, shipment: Shipment) -> Settings:
+    """The settings with the Node.js entry point this shipment runs (package.json's when NODE_SCRIPT is unset)."""
+    if s.node_script == shipment.node_script:
+        return s
+    return replace(s, node_script=shipment.node_script,
+                   origins={**s.origins, "NODE_SCRIPT": node_package(shipment.package_json, shipment.tree.has).why or "default"})
 
 
 def _wsgi_module_paths(wsgi_app: str) -> tuple[str, str]:
@@ -43,9 +69,6 @@ def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
         source_key = "SOURCE_DIR" if s.source == "upload" else "REPO_URL"
         raise SettingsError(f"{source_key} ({s.origins.get(source_key, 'default')}): requirements.txt is missing in {where} "
                             f"at {tree.sha[:12]}; the Python app needs one (with gunicorn pinned: run `invoke freeze`).")
-    if not tree.has(s.node_script):
-        raise SettingsError(f"NODE_SCRIPT ({s.origins.get('NODE_SCRIPT', 'default')}): {s.node_script} is not in "
-                            f"{where} at {tree.sha[:12]}; set NODE_SCRIPT to the Node.js entry point.")
     if not any(tree.has(p) for p in _wsgi_module_paths(s.wsgi_app)):
         raise SettingsError(f"WSGI_APP ({s.origins.get('WSGI_APP', 'default')}): module {s.wsgi_app.split(':')[0]} "
                             f"({' or '.join(_wsgi_module_paths(s.wsgi_app))}) is not in {where} at {tree.sha[:12]}.")
@@ -63,10 +86,13 @@ def read_app_env(s: Settings) -> str | None:
 
 def local_shipment(s: Settings) -> Shipment:
     tree = read_source(s.source_dir)
-    check_shipment(s, tree, f"SOURCE_DIR {s.source_dir}")
+    where = f"SOURCE_DIR {s.source_dir}"
+    check_shipment(s, tree, where)
+    package_json = read_blob(s.source_dir, tree, "package.json")
+    script, esm = node_entry_of(s, tree, package_json, where)
     return Shipment(tree=tree, requirements=read_blob(s.source_dir, tree, "requirements.txt") or "",
                     package_lock=read_blob(s.source_dir, tree, "package-lock.json"), app_env=read_app_env(s),
-                    source_dir=s.source_dir)
+                    source_dir=s.source_dir, package_json=package_json, node_script=script, esm=esm)
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
@@ -143,8 +169,10 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
             return None
         return run(c, f"git -C {repo} cat-file blob {q(blobs[path])}").stdout
 
+    package_json = show("package.json")
+    script, esm = node_entry_of(s, tree, package_json, f"{s.repo_url}")
     return Shipment(tree=tree, requirements=show("requirements.txt") or "", package_lock=show("package-lock.json"),
-                    app_env=read_app_env(s), source_dir=None)
+                    app_env=read_app_env(s), source_dir=None, package_json=package_json, node_script=script, esm=esm)
 
 
 def redact_text(text: str, url: str | None) -> str:
@@ -195,14 +223,47 @@ def send_files(c: Any, s: Settings, shipment: Shipment, plan: Plan, same: source
     return unpack
 
 
-def write_app_env(c: Any, s: Settings, app_env: str) -> None:
-    """The app's secrets: written from stdin (never on a command line), mode 0600, linked into releases."""
-    env = f"{q(s.shared_dir)}/.env"
+def write_app_env(c: Any, s: Settings, release: str, app_env: str) -> None:
+    """The app's secrets for one release: written from stdin (never on a command line), mode 0600; the
+    assembly moves the file into the release, so the live release's .env is never touched."""
+    env = q(f"{s.state_dir}/incoming/{release}.env")
     run(c, f"umask 077 && cat > {env}.tmp && mv -f {env}.tmp {env}", stdin=app_env)
 
 
-def assemble_script(s: Settings, release: str, parts: list[str]) -> str:
-    """Shell that builds releases/<release>.tmp from `parts` and the extras, links shared files, renames it into place."""
+def env_script(s: Settings, release: str, live: str, carry: bool) -> list[str]:
+    """Shell that gives the release its own .env (0600): the one uploaded for it, else (`carry`) a copy of the live one's."""
+    env = q(f"{s.state_dir}/incoming/{release}.env")
+    lines = [f"if [ -e {env} ]; then rm -rf \"$t/.env\" && mv -f {env} \"$t/.env\""]
+    if carry and live:
+        lines.append(f"elif [ ! -e \"$t/.env\" ] && [ -e {q(live + '/.env')} ]; then cp -L {q(live + '/.env')} \"$t/.env\"")
+    lines += ["fi", 'if [ -f "$t/.env" ]; then chmod 0600 "$t/.env"; fi']
+    return lines
+
+
+def shared_script(s: Settings, live: str) -> list[str]:
+    """Shell that links each of SHARED_PATHS into the release from shared/. The first time, shared/ gets what the
+    live release has there (moved, and linked back so the live app keeps it), else what the release ships, else an
+    empty folder."""
+    lines = []
+    for path in s.shared_paths or ():
+        name, folder = path.rstrip("/"), path.endswith("/")
+        held, here, there = q(f"{s.shared_dir}/{name}"), f"\"$t\"/{q(name)}", q(f"{live}/{name}") if live else "''"
+        lines += [
+            f"if [ ! -e {held} ] && [ ! -L {held} ]; then",
+            f"  mkdir -p \"$(dirname {held})\"",
+            f"  if [ -n {q(live)} ] && [ -e {there} ] && [ ! -L {there} ]; then mv {there} {held} && ln -sfn {held} {there}",
+            f"  elif [ -e {here} ] && [ ! -L {here} ]; then cp -a {here} {held}",
+            *([f"  else mkdir -p {held}"] if folder else []),
+            "  fi",
+            "fi",
+            f"rm -rf {here} && mkdir -p \"$(dirname {here})\" && ln -sfn {held} {here}",
+        ]
+    return lines
+
+
+def assemble_script(s: Settings, release: str, parts: list[str], live: str = "", carry_env: bool = False) -> str:
+    """Shell that builds releases/<release>.tmp from `parts` and the extras, gives it its .env, links the shared
+    paths, renames it into place."""
     rdir, incoming = f"{s.releases_dir}/{release}", f"{s.state_dir}/incoming/{release}"
     return "\n".join([
         "set -e",
@@ -210,11 +271,16 @@ def assemble_script(s: Settings, release: str, parts: list[str]) -> str:
         'rm -rf "$t" && mkdir -p "$t"',
         *parts,
         f"tar -xf {q(incoming + '.extras.tar')} -C \"$t\"",
-        f"if [ -e {q(s.shared_dir)}/.env ]; then ln -sfn {q(s.shared_dir)}/.env \"$t/.env\"; fi",
+        *env_script(s, release, live, carry_env),
         f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
+        *shared_script(s, live),
         f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
         f"rm -f {q(incoming + '.tar')} {q(incoming + '.extras.tar')}",
     ])
+
+
+def under_shared(s: Settings, path: str) -> bool:
+    return any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in s.shared_paths or ())
 
 
 def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.HostFacts | None = None) -> str:
@@ -224,15 +290,18 @@ def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.
     same = upload_delta(s, shipment, facts) if facts else None
     unpack = send_files(c, s, shipment, plan, same)
     if shipment.app_env is not None:
-        write_app_env(c, s, shipment.app_env)
+        write_app_env(c, s, release, shipment.app_env)
     live = f"{s.releases_dir}/{facts.current_release}" if facts and facts.current_release else ""
-    copy = ([f"tar -C {q(live)} --null --verbatim-files-from -T - -cf - | tar -xf - -C \"$t\""]
-            if same and same.same else [])
-    names = "".join(f"{p}\0" for p in same.same) if copy and same else None
-    result = run(c, assemble_script(s, release, copy + unpack), stdin=names, warn=True)
+    kept = [p for p in same.same if not under_shared(s, p)] if same else []
+    copy = [f"tar -C {q(live)} --null --verbatim-files-from -T - -cf - | tar -xf - -C \"$t\""] if kept else []
+    names = "".join(f"{p}\0" for p in kept) if copy else None
+    carry = shipment.app_env is None and bool(plan.manifest.app_env)
+    result = run(c, assemble_script(s, release, copy + unpack, live, carry), stdin=names, warn=True)
     if not result.ok:
-        run(c, f"rm -rf {q(rdir + '.tmp')}", warn=True)
+        run(c, f"rm -rf {q(rdir + '.tmp')} {q(s.state_dir + '/incoming/' + release + '.env')}", warn=True)
     if not result.ok and copy and shipment.source_dir:
+        if shipment.app_env is not None:
+            write_app_env(c, s, release, shipment.app_env)
         return ship(c, s, shipment, plan, None)  # the live release lost a file it shipped with: send everything
     if not result.ok:
         raise fail(f"Could not unpack the release into {rdir}: {result.stderr.strip()[-500:]}. "
@@ -247,12 +316,31 @@ def shipment_manifest(s: Settings, shipment: Shipment, now: datetime | None = No
     """The manifest and rendered configs of the release this shipment would become (`now`: its time stamp,
     shared by every host of a fleet so that the release has one name everywhere)."""
     app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
+    s = shipment_settings(s, shipment)
+    tree = shipment.tree
     return make_manifest(
-        s, sha=shipment.tree.sha, tree=shipment.tree.tree, python_code=shipment.tree.python_digest,
-        node_code=shipment.tree.node_digest, requirements=shipment.requirements, package_lock=shipment.package_lock,
-        app_env_digest=app_env_digest, who=who_text(who()), now=now)
+        s, sha=tree.sha, tree=tree.tree, python_code=tree.digest_for(PYTHON, s.py_files, s.node_files),
+        node_code=tree.digest_for(NODEJS, s.py_files, s.node_files), requirements=shipment.requirements,
+        package_lock=shipment.package_lock, app_env_digest=app_env_digest, who=who_text(who()),
+        package_json=shipment.package_json, esm=shipment.esm, now=now)
 
 
 def shipment_inputs(s: Settings, shipment: Shipment) -> str:
+    s = shipment_settings(s, shipment)
     app_env_digest = digest(shipment.app_env) if shipment.app_env is not None else None
     return release_inputs(s, shipment.tree.tree, shipment.requirements, shipment.package_lock, app_env_digest)
+
+
+def changed_since_live(c: Any, s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -> list[str] | None:
+    """The paths that differ between the live release's tree and this one (None when the live tree is not known):
+    read from the local repository, or from the host's mirror for SOURCE=git. Names only, for the plan's reasons."""
+    old_tree = (facts.manifest or {}).get("tree")
+    if not old_tree or not facts.current_release:
+        return None
+    if shipment.source_dir:
+        old = source.tree_files(shipment.source_dir, old_tree)
+        return source.changed_paths(shipment.tree.blobs, {p: b for p, (_, b) in old.items()} if old is not None else None)
+    listing = run(c, f"git -C {q(s.state_dir + '/repo.git')} ls-tree -r {q(old_tree)}", warn=True)
+    if not listing.ok:
+        return None
+    return source.changed_paths(shipment.tree.blobs, {p: b for p, (_, b) in source.parse_ls_tree(listing.stdout).items()})

@@ -1,4 +1,4 @@
-"""render-configs: write gunicorn.conf.py, ecosystem.config.js and the Nginx site.
+"""render-configs: write gunicorn.conf.py, ecosystem.config.js (.cjs in an ES module package) and the Nginx site.
 
 Locally (`invoke render-configs`) the files go to an output folder for review. On a host
 (`fab -H ... render-configs`) each file is written only if its content changed, atomically,
@@ -8,13 +8,16 @@ keeping the previous version beside it, and a unified diff of each change is pri
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from pathlib import Path
 
 from invoke import Collection, Context, task
 
-from signalcraft_deploy.core.render import render_nginx_site, render_release_configs, venv_dir
+from signalcraft_deploy.core.plan import release_settings
+from signalcraft_deploy.core.render import ECOSYSTEM_CJS, render_nginx_site, render_release_configs, venv_dir
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.core.source import node_package
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, is_remote, q, read_file, run, write_file
 from signalcraft_deploy.host.lock import task_lock
@@ -23,9 +26,14 @@ from signalcraft_deploy.host.nginx import install_site
 SITE_NAME = "nginx-site.conf"
 
 
-def rendered_files(s: Settings, requirements: str) -> dict[str, str]:
-    """Every file render-configs writes, by file name (the Nginx site as nginx-site.conf)."""
-    return {**render_release_configs(s, venv_dir(s, requirements)), SITE_NAME: render_nginx_site(s)}
+def rendered_files(s: Settings, requirements: str, esm: bool = False) -> dict[str, str]:
+    """Every file render-configs writes, by file name (the Nginx site as nginx-site.conf; PM2's file as
+    ecosystem.config.cjs in an ES module package)."""
+    return {**render_release_configs(s, venv_dir(s, requirements), esm), SITE_NAME: render_nginx_site(s)}
+
+
+def package_is_esm(text: str | None) -> bool:
+    return node_package(text).esm
 
 
 def diff(old: str | None, new: str, path: str) -> str:
@@ -47,8 +55,9 @@ def render_configs(c: Context, output: str | None = None, dry_run: bool = False,
 
 def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
     """Into a local folder for review (default ./rendered), each changed file atomically, with its diff."""
-    requirements = Path(s.source_dir, "requirements.txt")
-    files = rendered_files(s, requirements.read_text() if requirements.exists() else "")
+    requirements, package = Path(s.source_dir, "requirements.txt"), Path(s.source_dir, "package.json")
+    files = rendered_files(s, requirements.read_text() if requirements.exists() else "",
+                           package_is_esm(package.read_text() if package.exists() else None))
     out = Path(output or "rendered").resolve()
     for name, text in files.items():
         target = out / name
@@ -78,7 +87,13 @@ def _write_on_host(c: Context, s: Settings, dry_run: bool) -> None:
     requirements = read_file(c, f"{s.current_dir}/requirements.txt")
     if requirements is None:
         raise fail(f"No release at {s.current_dir}: run `deploy` first (it renders the configs into each release).")
-    files = rendered_files(s, requirements)
+    manifest = read_file(c, f"{s.current_dir}/.signalcraft/manifest.json")
+    try:
+        recorded = json.loads(manifest) if manifest else {}
+    except ValueError:
+        recorded = {}
+    s = release_settings(s, recorded)
+    files = rendered_files(s, requirements, recorded.get("ecosystem") == ECOSYSTEM_CJS)
     changed = 0
     for name, text in files.items():
         path = s.nginx_site if name == SITE_NAME else f"{s.current_dir}/{name}"

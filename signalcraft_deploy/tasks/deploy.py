@@ -13,8 +13,8 @@ from typing import Any
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.plan import Manifest, Plan, PlanError, make_plan, unchanged
-from signalcraft_deploy.core.render import ECOSYSTEM, GUNICORN_CONF, render_nginx_site
+from signalcraft_deploy.core.plan import Manifest, Plan, PlanError, make_plan, release_settings, unchanged
+from signalcraft_deploy.core.render import GUNICORN_CONF, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
@@ -28,7 +28,16 @@ from signalcraft_deploy.steps import fleet as fleet_steps
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
-from signalcraft_deploy.steps.upload import Shipment, git_shipment, local_shipment, redact, shipment_inputs, shipment_manifest
+from signalcraft_deploy.steps.upload import (
+    Shipment,
+    changed_since_live,
+    git_shipment,
+    local_shipment,
+    redact,
+    shipment_inputs,
+    shipment_manifest,
+    shipment_settings,
+)
 
 REQUIRED_TOOLS = {
     "pm2": "PM2 (npm install -g pm2)",
@@ -59,7 +68,16 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
         rep.say(f"  upload    git archive of {m.tree[:12]} -> {s.releases_dir}/{m.release}")
     rep.say(f"  install   venv {m.venv}: {'build (requirements changed)' if plan.build_venv else 'reuse'}")
     if m.node_modules:
-        rep.say(f"            node_modules {m.node_modules}: {'npm ci' if plan.build_node_modules else 'reuse'}")
+        how = (f"{m.node_install or 'npm ci'}" + ("" if m.node_install != "npm install" else
+               " (no package-lock.json: once per distinct package.json)")) if plan.build_node_modules else "reuse"
+        rep.say(f"            node_modules {m.node_modules}: {how}")
+    if m.node_script:
+        rep.say(f"  node      entry {m.node_script} ({s.origins.get('NODE_SCRIPT', 'default')}), PM2 file {m.ecosystem}")
+    if s.shared_paths:
+        rep.say(f"  shared    {', '.join(s.shared_paths)}: kept in {s.shared_dir}/, linked into the release")
+    if m.app_env:
+        rep.say("  secrets   the release's own .env (mode 0600)" + (" carried from the live release" if not s.app_env_file else
+                " from APP_ENV_FILE"))
     rep.say("  trial     start both apps from the new release on spare loopback ports; call their health routes")
     for a in plan.actions:
         rep.say(f"  {a.app:<9} {a.how.description} ({a.why})")
@@ -117,13 +135,14 @@ def new_run(c: Any, s: Settings, rep: Reporter, plan: Plan, facts: host_facts.Ho
 def rolled_back_message(state: DeployRun, failure: Failure) -> str:
     back_to = "the state before the takeover" if state.takeover_restored else state.prev or "nothing (first deploy)"
     notes = "".join(f"\n  {note}" for note in failure.notes)
-    tails = "\n".join(f"--- last error output of {name} ---\n{text}" for name, text in state.error_logs.items() if text.strip())
+    tails = "\n".join(f"--- last output of {name} ---\n{text}" for name, text in state.error_logs.items() if text.strip())
     return (f"{failure.message}\nRolled back to {back_to}; release {state.release} is marked bad.{notes}\n{tails}")
 
 
-def plan_or_exit(s: Settings, manifest: Manifest, configs: dict[str, str], facts: host_facts.HostFacts) -> Plan:
+def plan_or_exit(s: Settings, manifest: Manifest, configs: dict[str, str], facts: host_facts.HostFacts,
+                 changed: list[str] | None = None) -> Plan:
     try:
-        return make_plan(s, manifest, configs, facts)
+        return make_plan(s, manifest, configs, facts, changed)
     except PlanError as err:
         raise fail(f"Nothing was changed: {err}") from None
 
@@ -161,8 +180,9 @@ def local_shipment_or_exit(s: Settings, rep: Reporter) -> Shipment | None:
 
 
 def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment | None,
-              dry_run: bool, now: datetime | None = None) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None]:
-    """The host as it is, the shipment, and the plan (None when nothing changed: decided from digests, nothing rendered)."""
+              dry_run: bool, now: datetime | None = None) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None, Settings]:
+    """The host as it is, the shipment (None: a dry run whose REF the host's mirror lacks), the plan (None when nothing
+    changed: decided from digests, nothing rendered), and the settings with the shipment's Node.js entry point."""
     if lock:
         facts = host_facts.parse_facts(lock.read_then())
     else:
@@ -174,11 +194,13 @@ def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment |
         except SettingsError as err:
             raise fail(str(err), code=2) from None
         if shipment is None:
-            return facts, None, None  # a dry run, and the host's mirror does not have REF yet
+            return facts, None, None, s  # a dry run, and the host's mirror does not have REF yet
+    s = shipment_settings(s, shipment)
     if not dry_run and facts.current_release is not None and unchanged(s, shipment_inputs(s, shipment), facts):
-        return facts, shipment, None
+        return facts, shipment, None, s
     manifest, configs = shipment_manifest(s, shipment, now)
-    return facts, shipment, plan_or_exit(s, manifest, configs, facts)
+    changed = changed_since_live(c, s, shipment, facts)
+    return facts, shipment, plan_or_exit(s, manifest, configs, facts, changed), s
 
 
 def plan_step(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, plan: Plan) -> Plan:
@@ -186,7 +208,7 @@ def plan_step(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, p
     with rep.step("plan") as st:
         host_facts.add_host_checks(c, s, facts)
         require_tools(facts)
-        plan = plan_or_exit(s, plan.manifest, plan.configs, facts)
+        plan = plan_or_exit(s, plan.manifest, plan.configs, facts, plan.changed)  # again, now with who listens on our ports
         st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
     return plan
 
@@ -229,7 +251,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
         lock.__enter__()
     try:
         with rep.step("read host") as st:
-            facts, shipment, plan = read_host(c, s, lock, shipment, dry_run)
+            facts, shipment, plan, s = read_host(c, s, lock, shipment, dry_run)
             st.detail = f"live: {facts.current_release or 'nothing yet'}"
         if shipment is None:
             rep.say(f"Dry run: the host's mirror of {redact(s.repo_url)} does not have {s.ref} yet (or there is no mirror): "
@@ -285,13 +307,13 @@ def rollback_plan(c: Any, s: Settings, facts: host_facts.HostFacts, target: str)
     """The plan that returns to a release already on the host: its own manifest and configs, nothing uploaded."""
     raw = run(c, f"cat {q(s.releases_dir + '/' + target)}/.signalcraft/manifest.json", warn=True).stdout
     try:
-        manifest = Manifest(**json.loads(raw))
+        manifest = Manifest.from_dict(json.loads(raw))
     except (ValueError, TypeError):
         raise fail(f"Release {target} has no readable manifest; roll back with --to another release.") from None
     configs = {}
-    for name in (GUNICORN_CONF, ECOSYSTEM):
+    for name in (GUNICORN_CONF, manifest.ecosystem):
         configs[name] = run(c, f"cat {q(s.releases_dir + '/' + target + '/' + name)}", warn=True).stdout
-    plan = plan_or_exit(s, manifest, configs, facts)
+    plan = plan_or_exit(release_settings(s, json.loads(raw)), manifest, configs, facts)
     plan.new_release, plan.build_venv = False, manifest.venv.rsplit("/", 1)[-1] not in facts.venvs_ready
     plan.site = render_nginx_site(s)
     return plan
@@ -340,7 +362,7 @@ def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file
         plan = rollback_plan(c, s, facts, target)
         rep.say(f"Rolling back {facts.current_release} -> {target}")
         warn_of_migrations(c, s, rep, facts.current_release)
-        carry_out(c, s, rep, plan, facts, None, "rollback")
+        carry_out(c, release_settings(s, json.loads(plan.manifest.to_json())), rep, plan, facts, None, "rollback")
         run(c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True)
     rep.say(f"Rolled back to {target}.")
 

@@ -51,7 +51,7 @@ def read_all(group: list[Member], s: Settings, shipment: Shipment | None, dry_ru
     now, hosts = datetime.now(UTC), [m.label for m in group]
 
     def work(m: Member) -> None:
-        m.facts, ship, m.plan = single.read_host(m.c, s, m.lock, shipment, dry_run, now)
+        m.facts, ship, m.plan, m.settings = single.read_host(m.c, s, m.lock, shipment, dry_run, now)
         if ship is None:  # a dry run, and this host's mirror does not have REF yet
             m.rep.say(f"Dry run: the host's mirror does not have {s.ref} yet: a deploy would fetch it first.")
             m.result = Result.DRY_RUN
@@ -105,9 +105,10 @@ def run_fleet(work: list[Member], group: list[Member], s: Settings, deploy_id: s
 
     def make_run(m: Member) -> Any:
         assert m.facts is not None and m.plan is not None
+        own = m.settings or (s if event == "deploy" else single.release_settings(s, json.loads(m.plan.manifest.to_json())))
         if event == "deploy":
-            m.plan = single.plan_step(m.c, s, m.rep, m.facts, m.plan)
-        return single.new_run(m.c, s, m.rep, m.plan, m.facts, m.shipment, event,
+            m.plan = single.plan_step(m.c, own, m.rep, m.facts, m.plan)
+        return single.new_run(m.c, own, m.rep, m.plan, m.facts, m.shipment, event,
                               deploy_id=deploy_id, fleet=hosts)
     failed = fleet.prepare(work, make_run)
     if not failed:

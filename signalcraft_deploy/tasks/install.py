@@ -6,7 +6,7 @@ from typing import Any
 
 from invoke import Collection, task
 
-from signalcraft_deploy.core.render import digest, venv_dir
+from signalcraft_deploy.core.render import node_modules_name, venv_dir
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
@@ -38,7 +38,9 @@ def install_live(c: Any, s: Settings) -> None:
         version = ensure_venv(c, s, venv, f"{release_dir}/requirements.txt")
         print(f"Python environment {venv} built (gunicorn {version}).")
     lock = run(c, f"cat {q(release_dir)}/package-lock.json", warn=True)
-    shared = f"{s.node_modules_dir}/{digest(lock.stdout)[:16]}" if lock.ok else None
+    package = run(c, f"cat {q(release_dir)}/package.json", warn=True)
+    modules = node_modules_name(lock.stdout if lock.ok else None, package.stdout if package.ok else None)
+    shared = f"{s.node_modules_dir}/{modules}" if modules else None
     if shared and shared.rsplit("/", 1)[-1] in facts.node_modules_ready:
         print(f"Node.js dependencies {shared} are up to date: nothing to install.")
     else:

@@ -6,6 +6,7 @@ from typing import Any
 
 from invoke import Collection, task
 
+from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
@@ -28,6 +29,7 @@ def pm2_reload(c, env_file=None, set_=None):
 def reload_live(c: Any, s: Settings) -> None:
     """Trial run, then each app brought to the current release, under the deploy lock."""
     facts, release_dir = host_facts.live_release(c, s)
+    s = release_settings(s, facts.manifest)
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")

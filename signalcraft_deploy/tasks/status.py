@@ -13,7 +13,7 @@ from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import probe
-from signalcraft_deploy.host.io import run, target_name
+from signalcraft_deploy.host.io import q, run, target_name
 from signalcraft_deploy.host.lock import read_audit, who_text
 from signalcraft_deploy.host.pm2 import pm2
 
@@ -54,7 +54,30 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "nginx_test_ok": nginx_ok,
         "health": probed["urls"],
         "recent": read_audit(c, s, 5),
+        "shared": shared_sizes(c, s),
+        "warnings": [w for w in (host_facts.node_public_warning(s, facts),) if w],
     }
+
+
+def shared_sizes(c: Any, s: Settings) -> dict[str, int | None]:
+    """Bytes held by each of SHARED_PATHS under shared/ (None: not there yet)."""
+    if not s.shared_paths:
+        return {}
+    names = [p.rstrip("/") for p in s.shared_paths]
+    script = "; ".join(f"du -sb -- {q(s.shared_dir + '/' + n)} 2>/dev/null | cut -f1 || true; echo @" for n in names)
+    parts = run(c, script, warn=True).stdout.split("@")
+    return {path: int(v.strip()) if v.strip().isdigit() else None for path, v in zip(s.shared_paths, parts, strict=False)}
+
+
+def human(size: int | None) -> str:
+    if size is None:
+        return "not there yet"
+    value, unit = float(size), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def render_status(data: dict[str, Any]) -> str:
@@ -72,11 +95,14 @@ def render_status(data: dict[str, Any]) -> str:
                      f"{a['memory_master_mb']:>7}MB {workers:>16}")
     if not data["apps"]:
         lines.append("(no PM2 apps of this deploy)")
+    if data.get("shared"):
+        lines.append("shared    " + ", ".join(f"{path} {human(size)}" for path, size in data["shared"].items()))
     lines.append("")
     lines.append(f"nginx -t  {'ok' if data['nginx_test_ok'] else 'FAILS'}")
     for label, h in data["health"].items():
         state = h["status"] or h["error"]
         lines.append(f"{label:<18} {h['url']:<44} {state}" + (f"  release {h['release']}" if h["release"] else ""))
+    lines += [f"warning: {w}" for w in data.get("warnings", [])]
     lines.append("")
     lines.append("last deploys")
     for r in reversed(data["recent"]):

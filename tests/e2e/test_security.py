@@ -222,13 +222,13 @@ def test_secrets_never_appear_in_output_logs_audit_ps_or_rendered_files(sandbox,
     root = Path(p.root)
     assert SECRET not in live.first.stdout + live.first.stderr
     assert live.ps_samples > 10 and live.ps_hits == [], live.ps_hits
-    # The app gets them: shared/.env, 0600, owned by ubuntu, linked from the release.
-    env = root / "shared/.env"
+    # The app gets them: the release's own .env, 0600, owned by ubuntu (a secret belongs to its release).
+    env = (root / "current").resolve() / ".env"
     assert env.read_text() == live.env_file.read_text()
     stat = env.stat()
     assert oct(stat.st_mode & 0o777) == "0o600"
     assert (stat.st_uid, stat.st_gid) == (int(sh("id -u ubuntu").stdout), int(sh("id -g ubuntu").stdout))
-    assert (root / "current/.env").is_symlink() and (root / "current/.env").resolve() == env
+    assert not (root / "current/.env").is_symlink() and not (root / "shared/.env").exists()
     # Nowhere else: not in the audit log, the rendered PM2 file, any other file of the deploy, Nginx or PM2's files.
     assert SECRET not in (root / ".deploy/audit.log").read_text()
     assert SECRET not in (root / "current/ecosystem.config.js").read_text()

@@ -33,14 +33,17 @@ def test_audit_log_is_read_over_ssh_and_bad_lines_skipped(remote, s):
 
 
 def test_pm2_start_names_one_app_from_the_current_ecosystem_file(remote, s):
-    remote.expect(cmd="pm2 start /srv/my-app/current/ecosystem.config.js --only signalcraft-python")
+    """The release's own PM2 file: ecosystem.config.cjs in an ES module package, else ecosystem.config.js."""
+    remote.expect(cmd='f=/srv/my-app/current/ecosystem.config.cjs; [ -e "$f" ] || f=/srv/my-app/current/ecosystem.config.js; '
+                      'pm2 start "$f" --only signalcraft-python')
     pm2.start(Connection("host"), s, s.python_app)
 
 
 def test_node_reload_is_rolling_and_updates_env():
     s = load_settings(environ={})
     # MockContext answers only this exact command; any other raises NotImplementedError.
-    expected = "pm2 reload /home/ubuntu/signalcraft/current/ecosystem.config.js --only signalcraft-nodejs --update-env --force"
+    expected = ('f=/home/ubuntu/signalcraft/current/ecosystem.config.cjs; [ -e "$f" ] || '
+                'f=/home/ubuntu/signalcraft/current/ecosystem.config.js; pm2 reload "$f" --only signalcraft-nodejs --update-env --force')
     pm2.reload_node(MockContext(run={expected: Result("")}), s)
 
 

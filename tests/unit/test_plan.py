@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, make_plan, release_inputs, site_digest, unchanged
-from signalcraft_deploy.core.render import render_nginx_site
+from signalcraft_deploy.core.render import digest, node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, load_settings
+from signalcraft_deploy.core.source import app_digest, changed_paths
 from signalcraft_deploy.host.facts import HostFacts, Pm2Process
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -38,6 +39,10 @@ class Source:
     requirements: str = "flask==3.0.3\ngunicorn==23.0.0\n"
     package_lock: str | None = '{"lockfileVersion": 3}'
     settings: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] | None = None  # path -> blob: the code digests are then made as a deploy makes them
+    app_env: str | None = None  # the APP_ENV_FILE's text
+    package_json: str | None = None
+    esm: bool = False
 
 
 def settings(tmp: Path, overrides: dict[str, str]) -> Settings:
@@ -46,9 +51,14 @@ def settings(tmp: Path, overrides: dict[str, str]) -> Settings:
 
 def manifest_for(tmp: Path, src: Source, now: datetime = NOW) -> tuple[Settings, Manifest, dict[str, str]]:
     s = settings(tmp, src.settings)
+    py, node = src.python_code, src.node_code
+    if src.files is not None:
+        py, node = (app_digest(src.files, app, s.py_files, s.node_files) for app in ("python", "nodejs"))
     m, configs = make_manifest(
-        s, sha=src.sha, tree=src.tree, python_code=src.python_code, node_code=src.node_code,
-        requirements=src.requirements, package_lock=src.package_lock, app_env_digest=None, who="ci@runner", now=now,
+        s, sha=src.sha, tree=src.tree, python_code=py, node_code=node,
+        requirements=src.requirements, package_lock=src.package_lock,
+        app_env_digest=digest(src.app_env) if src.app_env is not None else None, who="ci@runner", now=now,
+        package_json=src.package_json, esm=src.esm,
     )
     return s, m, configs
 
@@ -65,7 +75,7 @@ def node_procs(s: Settings, instances: int, status: str = "online", mode: str = 
     return [
         Pm2Process(
             name=s.node_app, pm_id=1 + i, pid=4200 + i, status=status, restarts=0, started_ms=1, exec_mode=mode,
-            exec_path=f"{s.current_dir}/{s.node_script}", cwd=s.current_dir, interpreter="node", args=(), memory=40_000_000,
+            exec_path=node_entry(s)["script"], cwd=s.current_dir, interpreter="node", args=(), memory=40_000_000,
         )
         for i in range(instances)
     ]
@@ -103,9 +113,34 @@ class Case:
     new_release: bool
     build_venv: bool | None = None
     why: dict[str, str] = field(default_factory=dict)  # app -> text its reason must contain
+    old: Source | None = None  # what is live, when the case compares files (the changed paths come from it)
 
 
 OLD = Source()
+# An app as people write them: Flask reading JSON at import, Express serving files, an entry point without a suffix.
+FILES = {"app.py": "a1", "flaskr/api.json": "j1", "requirements.txt": "r1", "package.json": "p1", "package-lock.json": "l1",
+         "bin/www": "w1", "public/hello.txt": "h1", "views/index.ejs": "v1", "routes/index.js": "i1", "README.md": "m1"}
+LIVE = Source(files=FILES)
+
+
+def files(**changes: str) -> Source:
+    """LIVE with some files changed (a key with '__' for '/' and '_' for '.': flaskr__api_json)."""
+    new = dict(FILES)
+    for key, blob in changes.items():
+        new[key.replace("__", "/").replace("_", ".")] = blob
+    return replace(LIVE, sha=SHA2, tree="tree-2", files=new)
+
+
+def with_settings(src: Source, **values: str) -> Source:
+    return replace(src, settings={**src.settings, **values})
+
+
+def old_manifest(drop: tuple[str, ...]) -> Callable[[Settings, Manifest, HostFacts], dict[str, Any]]:
+    """The live manifest as the previous version of this tool wrote it: without the fields it did not know."""
+    return lambda s, m, f: {k: v for k, v in (f.manifest or {}).items() if k not in drop}
+
+
+NEW_FIELDS = ("app_env", "node_script", "ecosystem", "node_install")
 
 
 def _stopped_python(s: Settings, m: Manifest, f: HostFacts) -> list[Pm2Process]:
@@ -138,7 +173,7 @@ CASES = {
     "python code changed": Case(
         facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, sha=SHA2, tree="tree-2", python_code="py-2"),
         python="hup", nodejs="none", nginx="none", new_release=True, build_venv=False,
-        why={"python": "Python code changed"},
+        why={"python": "the files it reads changed"},
     ),
     "gunicorn timeout changed": Case(
         facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"GUNICORN_TIMEOUT": "60"}),
@@ -162,7 +197,7 @@ CASES = {
     "node code changed": Case(
         facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, sha=SHA2, tree="tree-2", node_code="node-2"),
         python="none", nodejs="reload", nginx="none", new_release=True, build_venv=False,
-        why={"nodejs": "Node.js code changed"},
+        why={"nodejs": "the files it reads changed"},
     ),
     "package-lock changed": Case(
         facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, sha=SHA2, tree="tree-2", package_lock='{"lockfileVersion": 3, "x": 1}'),
@@ -201,6 +236,107 @@ CASES = {
         facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"PY_ROUTES": "api/ai,api/flask,api/v2"}),
         python="none", nodejs="none", nginx="write-and-reload", new_release=True, why={"nginx": "site changed"},
     ),
+    # Which app a file change reaches (issue 12): certain files are one app's own; any other reaches both,
+    # unless PY_FILES / NODE_FILES name the files each app reads.
+    "a text file Node serves changed": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(public__hello_txt="h2"),
+        python="hup", nodejs="reload", nginx="none", new_release=True,
+        why={"python": "public/hello.txt", "nodejs": "files it reads changed: public/hello.txt"},
+    ),
+    "node entry point without a suffix changed": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(bin__www="w2"),
+        python="hup", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "bin/www"},
+    ),
+    "a JSON file Python reads at import changed": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(flaskr__api_json="j2"),
+        python="hup", nodejs="reload", nginx="none", new_release=True, why={"python": "flaskr/api.json"},
+    ),
+    "only a .py file changed": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(app_py="a2"),
+        python="hup", nodejs="none", nginx="none", new_release=True, why={"python": "files it reads changed: app.py"},
+    ),
+    "only package.json changed (Node's own)": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(package_json="p2"),
+        python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "package.json"},
+    ),
+    "only a .js file changed": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(routes__index_js="i2"),
+        python="hup", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "routes/index.js"},
+    ),
+    "NODE_FILES set: a file only Python reads changed": Case(
+        facts=lambda tmp: live_host(tmp, with_settings(LIVE, NODE_FILES="*.js,bin/,public/,views/")),
+        old=with_settings(LIVE, NODE_FILES="*.js,bin/,public/,views/"),
+        new=with_settings(files(flaskr__api_json="j2"), NODE_FILES="*.js,bin/,public/,views/"),
+        python="hup", nodejs="none", nginx="none", new_release=True, why={"python": "flaskr/api.json"},
+    ),
+    "PY_FILES and NODE_FILES set: a file neither reads changed": Case(
+        facts=lambda tmp: live_host(tmp, with_settings(LIVE, PY_FILES="flaskr/", NODE_FILES="public/,bin/")),
+        old=with_settings(LIVE, PY_FILES="flaskr/", NODE_FILES="public/,bin/"),
+        new=with_settings(files(README_md="m2"), PY_FILES="flaskr/", NODE_FILES="public/,bin/"),
+        python="none", nodejs="none", nginx="none", new_release=True,
+    ),
+    "PY_FILES set: a view only Node reads changed": Case(
+        facts=lambda tmp: live_host(tmp, with_settings(LIVE, PY_FILES="flaskr/**")), old=with_settings(LIVE, PY_FILES="flaskr/**"),
+        new=with_settings(files(views__index_ejs="v2"), PY_FILES="flaskr/**"),
+        python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "views/index.ejs"},
+    ),
+    # Secrets: a changed .env needs new processes (a new Gunicorn master, a Node.js reload with --update-env).
+    "app env changed": Case(
+        facts=lambda tmp: live_host(tmp, replace(OLD, app_env="SECRET_KEY=one\n")),
+        new=replace(OLD, app_env="SECRET_KEY=two\n"),
+        python="new-master", nodejs="reload", nginx="none", new_release=True, build_venv=False,
+        why={"python": "environment", "nodejs": "environment"},
+    ),
+    "app env first given": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, app_env="SECRET_KEY=one\n"),
+        python="new-master", nodejs="reload", nginx="none", new_release=True, why={"python": "APP_ENV_FILE"},
+    ),
+    "app env unchanged": Case(
+        facts=lambda tmp: live_host(tmp, replace(OLD, app_env="SECRET_KEY=one\n")), new=replace(OLD, app_env="SECRET_KEY=one\n"),
+        python="none", nodejs="none", nginx="none", new_release=False,
+    ),
+    "no APP_ENV_FILE this time: the live .env is carried, nothing reloads for it": Case(
+        facts=lambda tmp: live_host(tmp, replace(OLD, app_env="SECRET_KEY=one\n")), new=replace(OLD, sha=SHA2, tree="tree-2"),
+        python="none", nodejs="none", nginx="none", new_release=True,
+    ),
+    "rollback to a release with another .env": Case(
+        facts=lambda tmp: live_host(tmp, replace(OLD, sha=SHA2, tree="tree-2", app_env="SECRET_KEY=two\n")),
+        new=replace(OLD, app_env="SECRET_KEY=one\n"),
+        python="new-master", nodejs="reload", nginx="none", new_release=True, why={"python": "environment"},
+    ),
+    # Manifests written by the previous version lack the new fields: read as unknown, never a crash.
+    "live manifest of the previous version, no app env": Case(
+        facts=lambda tmp: live_host(tmp, OLD, manifest=old_manifest(NEW_FIELDS)), new=OLD,
+        python="none", nodejs="none", nginx="none", new_release=False,
+    ),
+    "live manifest of the previous version, app env given": Case(
+        facts=lambda tmp: live_host(tmp, OLD, manifest=old_manifest(NEW_FIELDS)), new=replace(OLD, app_env="K=v\n"),
+        python="new-master", nodejs="reload", nginx="none", new_release=True, why={"python": "no record", "nodejs": "no record"},
+    ),
+    "live manifest of the previous version with a shared .env, new code, no APP_ENV_FILE: carried, no new master": Case(
+        facts=lambda tmp: live_host(tmp, OLD, manifest=old_manifest(NEW_FIELDS), live_env=True),
+        new=replace(OLD, sha=SHA2, tree="tree-2", python_code="py-2"),
+        python="hup", nodejs="none", nginx="none", new_release=True,
+    ),
+    "live manifest of the previous version, new code": Case(
+        facts=lambda tmp: live_host(tmp, OLD, manifest=old_manifest(NEW_FIELDS)),
+        new=replace(OLD, sha=SHA2, tree="tree-2", python_code="py-2", node_code="node-2"),
+        python="hup", nodejs="reload", nginx="none", new_release=True,
+    ),
+    # Node.js as people write it.
+    "no lock file: package.json changed, npm install": Case(
+        facts=lambda tmp: live_host(tmp, replace(OLD, package_lock=None, package_json='{"name": "a"}')),
+        new=replace(OLD, sha=SHA2, tree="tree-2", package_lock=None, package_json='{"name": "a", "dependencies": {"x": "1"}}'),
+        python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "npm install"},
+    ),
+    "entry point from package.json moved": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"NODE_SCRIPT": "bin/www"}),
+        python="none", nodejs="restart", nginx="none", new_release=True, why={"nodejs": "script"},
+    ),
+    "package became an ES module": Case(
+        facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, sha=SHA2, tree="tree-2", esm=True),
+        python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "ecosystem.config.cjs"},
+    ),
     "manifest lost but processes live": Case(
         facts=lambda tmp: live_host(tmp, OLD, manifest=None), new=OLD,
         python="hup", nodejs="reload", nginx="none", new_release=True, why={"python": "no record"},
@@ -212,7 +348,8 @@ CASES = {
 def test_plan(case: Case, tmp_path: Path) -> None:
     facts = case.facts(tmp_path)
     s, m, configs = manifest_for(tmp_path, case.new, now=LATER)
-    plan = make_plan(s, m, configs, facts)
+    changed = changed_paths(case.new.files, case.old.files) if case.old and case.new.files is not None else None
+    plan = make_plan(s, m, configs, facts, changed)
 
     assert [a.app for a in plan.actions] == ["python", "nodejs", "nginx"]
     got = {a.app: a.how for a in plan.actions}
@@ -226,7 +363,8 @@ def test_plan(case: Case, tmp_path: Path) -> None:
     assert plan.nothing_to_do is expect_nothing
     # The no-op decided from digests alone (no rendering) may say "unchanged" only where the plan
     # has nothing to do, and does say it for the plain case.
-    inputs = release_inputs(s, case.new.tree, case.new.requirements, case.new.package_lock, None)
+    env = digest(case.new.app_env) if case.new.app_env is not None else None
+    inputs = release_inputs(s, case.new.tree, case.new.requirements, case.new.package_lock, env)
     fast = unchanged(s, inputs, facts)
     assert not fast or plan.nothing_to_do
     if case is CASES["same release, all online"]:

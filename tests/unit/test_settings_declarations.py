@@ -24,14 +24,13 @@ EXPECTED_FIELDS = {
     "python": str, "gunicorn_bind": Address, "gunicorn_handover_bind": Address, "gunicorn_workers": int | None,
     "gunicorn_worker_class": str, "gunicorn_timeout": int, "gunicorn_graceful_timeout": int,
     "gunicorn_max_requests": int, "gunicorn_max_requests_jitter": int, "allow_public_bind": bool, "legacy_match": str,
-    "wsgi_app": str, "node_script": str, "node_port": int, "node_instances": int, "node_handover_port": int,
+    "wsgi_app": str, "node_script": str | None, "node_port": int, "node_instances": int, "node_handover_port": int,
     "node_env": str, "py_routes": tuple[str, ...], "nginx_site": str, "nginx_listen": int, "server_name": str,
     "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
     "keep_releases": int, "pm2": str, "before_switch": str | None, "after_switch": str | None,
-    "wheels": str,
-    "after_switch_failure": str, "on_failure": str | None, "hook_timeout": int, "app_env_file": str | None, "local_venv": str | None,
-    "known_hosts": str | None,
-    "templates_dir": str | None,
+    "wheels": str, "after_switch_failure": str, "on_failure": str | None, "hook_timeout": int,
+    "app_env_file": str | None, "local_venv": str | None, "known_hosts": str | None, "templates_dir": str | None,
+    "py_files": tuple[str, ...] | None, "node_files": tuple[str, ...] | None, "shared_paths": tuple[str, ...] | None,
 }
 
 # A valid value other than the default for every key, and the attribute it must produce.
@@ -80,6 +79,9 @@ CHANGED: dict[str, tuple[str, object]] = {
     "LOCAL_VENV": ("/opt/venv", "/opt/venv"),
     "KNOWN_HOSTS": ("hosts", "{tmp}/hosts"),
     "TEMPLATES_DIR": ("tpl", "{tmp}/tpl"),
+    "PY_FILES": ("flaskr/**, *.json", ("flaskr/**", "*.json")),
+    "NODE_FILES": ("bin/,public/", ("bin/", "public/")),
+    "SHARED_PATHS": ("instance/, .env.local", ("instance/", ".env.local")),
 }
 
 
