@@ -150,7 +150,8 @@ def audit_record(record: dict[str, Any]) -> dict[str, Any]:
     try:
         return formats.read(formats.AUDIT, record, "audit.log")
     except formats.FormatError as err:
-        return {"at": record.get("at", "?"), "event": "?", "result": "unreadable", "format": record.get("format"),
-                "tool": record.get("tool", "?"), "note": str(err)}
+        tool = record.get("tool", "a newer signalcraft-deploy")
+        return {"at": record.get("at", "?"), "event": "?", "result": "unreadable", "format": record.get("format"), "tool": tool,
+                "to": f"(format {record.get('format')!r} of {tool}: upgrade to read it)", "note": str(err)}
 
 

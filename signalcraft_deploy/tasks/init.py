@@ -60,10 +60,13 @@ SETTINGS_HEADER = """\
 
 
 def env_value(text: str | None) -> str:
-    """A value as a dotenv line holds it: single-quoted (literal) when it has spaces, '#' or quotes."""
+    """A value as a dotenv line holds it: single-quoted (literal) when it has spaces, '#' or quotes;
+    double-quoted with escapes when it holds a single quote itself."""
     if text is None:
         return ""
-    return f"'{text}'" if re.search(r"[\s#\"'\\]", text) else text
+    if "'" in text:
+        return json.dumps(text)
+    return f"'{text}'" if re.search(r"[\s#\"\\]", text) else text
 
 
 def _key_lines(key: Key, active: bool) -> list[str]:

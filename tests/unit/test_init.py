@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from invoke import Context
 
 from signalcraft_deploy import __version__
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
@@ -49,11 +50,11 @@ def test_it_writes_every_file_and_a_second_run_changes_nothing(tmp_path: Path) -
 def test_a_file_that_differs_is_kept_without_force_and_replaced_with_a_diff_with_it(tmp_path: Path,
                                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "fabfile.py").write_text("# my own fabfile\n")
-    init(None, dir=str(tmp_path))
+    init(Context(), dir=str(tmp_path))
     out = capsys.readouterr().out
     assert "kept      fabfile.py  (differs from what init writes: `init --force` shows the diff and replaces it)" in out
     assert (tmp_path / "fabfile.py").read_text() == "# my own fabfile\n"
-    init(None, dir=str(tmp_path), force=True)
+    init(Context(), dir=str(tmp_path), force=True)
     out = capsys.readouterr().out
     assert "--- a/fabfile.py\n+++ b/fabfile.py\n" in out and "-# my own fabfile\n" in out
     assert "replaced  fabfile.py" in out
@@ -82,7 +83,7 @@ def test_the_settings_file_gives_the_defaults_as_it_is_and_with_every_line_uncom
     defaults = load_settings(environ={}, cwd=str(tmp_path)).public()
     (tmp_path / "deploy.env").write_text(settings_text())
     assert load_settings(env_file="deploy.env", environ={}, cwd=str(tmp_path)).public() == defaults
-    uncommented = re.sub(r"^# ([A-Z_]+=)", r"\1", settings_text(), flags=re.M)
+    uncommented = re.sub(r"^# ([A-Z][A-Z0-9_]*=)", r"\1", settings_text(), flags=re.M)
     (tmp_path / "all.env").write_text(uncommented)
     s = load_settings(env_file="all.env", environ={}, cwd=str(tmp_path))
     assert s.public() == defaults
@@ -215,3 +216,11 @@ def test_task_flags() -> None:
     assert set(names) == {"force", "templates", "dir"}
     assert all(arg.help for arg in names.values())
     assert init.__doc__.splitlines()[0].startswith("Make this app's repository deployable")
+
+
+@pytest.mark.parametrize("value", ["nginx -t", "it's", 'a"b', "plain", "x#y", "back\\slash", "a b 'c' \"d\""])
+def test_a_value_written_into_the_settings_file_reads_back_as_it_was(tmp_path: Path, value: str) -> None:
+    from dotenv import dotenv_values
+
+    (tmp_path / "f.env").write_text(set_key("# NGINX_TEST_CMD=\n", "NGINX_TEST_CMD", value))
+    assert dotenv_values(tmp_path / "f.env") == {"NGINX_TEST_CMD": value}
