@@ -11,7 +11,7 @@ The layout, by concern:
 
 from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name: str) -> Any:

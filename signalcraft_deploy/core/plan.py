@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.render import (
     ECOSYSTEM,
     digest,
@@ -71,7 +72,7 @@ class Manifest:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+        return json.dumps(formats.stamp(formats.MANIFEST, self.__dict__), indent=2, sort_keys=True) + "\n"
 
 
 def release_settings(s: Settings, manifest: dict[str, Any] | None) -> Settings:
@@ -401,3 +402,10 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
                             node_release=release if node.how != How.NONE else (want_node or release))
     plan.actions = [py, node, nginx]
     return plan
+
+
+def manifest_from(data: dict[str, Any], where: str) -> Manifest:
+    """A manifest as a host holds it, in any format this version reads (`formats.FormatError` for a newer one;
+    TypeError when a field is missing)."""
+    record = formats.read(formats.MANIFEST, data, where)
+    return Manifest(**{f.name: record[f.name] for f in fields(Manifest) if f.name in record})

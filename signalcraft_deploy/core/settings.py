@@ -414,7 +414,8 @@ KEYS: tuple[Key, ...] = (
         "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and linked into each, "
         "such as instance/,uploads/,.env.local"),
     Key("LOCAL_VENV", None, local_path,
-        "the app's local virtual environment for 'freeze' (default: $VIRTUAL_ENV, else SOURCE_DIR/.venv)", local=True),
+        "the app's local virtual environment for 'freeze' (default: $VIRTUAL_ENV unless it is the tool's own, else SOURCE_DIR/.venv)",
+        local=True),
     Key("KNOWN_HOSTS", None, local_path,
         "extra known_hosts file used to verify host keys (besides ~/.ssh/known_hosts)", local=True),
     Key("TEMPLATES_DIR", None, local_path, "directory whose templates win over the bundled ones", local=True),

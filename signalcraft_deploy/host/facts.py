@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import q, run
 from signalcraft_deploy.remote import source
@@ -220,6 +221,23 @@ def parse_listeners(text: str) -> list[Listener]:
     return out
 
 
+def read_manifest(text: str, current: str) -> dict[str, Any] | None:
+    """The live release's manifest in the current format (an older one migrated); None if absent or not JSON.
+    A newer format, which this version cannot read, stops the task with a clear message."""
+    try:
+        data = json.loads(text) if text.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return formats.read(formats.MANIFEST, data, f"The live release {current}")
+    except formats.FormatError as err:
+        from signalcraft_deploy.host.io import fail
+
+        raise fail(f"{err} Nothing was changed.") from None
+
+
 def parse_facts(output: str) -> HostFacts:
     sec = split_sections(output)
     facts = HostFacts()
@@ -229,12 +247,7 @@ def parse_facts(output: str) -> HostFacts:
     facts.current_release = current.rstrip("/").rsplit("/", 1)[-1] if current else None
     facts.releases = sorted(line for line in sec.get("releases", "").splitlines() if line.strip())
     facts.bad_releases = {line.strip() for line in sec.get("bad", "").splitlines() if line.strip()}
-    manifest = sec.get("manifest", "").strip()
-    if manifest:
-        try:
-            facts.manifest = json.loads(manifest)
-        except ValueError:
-            facts.manifest = None
+    facts.manifest = read_manifest(sec.get("manifest", ""), facts.current_release or "current")
     facts.venvs_ready = {line.strip() for line in sec.get("venvs", "").splitlines() if line.strip()}
     facts.node_modules_ready = {line.strip() for line in sec.get("node_modules", "").splitlines() if line.strip()}
     facts.configs = {name[5:]: text + "\n" for name, text in sec.items() if name.startswith("conf:") and text}

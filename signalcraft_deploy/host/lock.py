@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import HeldCommand, fail, q, run, target_name
 
@@ -54,7 +55,7 @@ def lock_script(s: Settings, info: dict[str, Any], wait: int, then: str = "") ->
         f"  if [ {wait} -le 0 ] || ! flock -w {wait} 9; then echo BUSY; exit {BUSY}; fi",
         "fi",
         "if [ -s lock.json ]; then echo STALE; cat lock.json; echo; fi",
-        f"printf '%s\\n' {q(json.dumps(info))} > lock.json",
+        f"printf '%s\\n' {q(json.dumps(formats.stamp(formats.LOCK, info)))} > lock.json",
         "echo $$ > lock.pid",
         "echo LOCKED",
         *([then, "echo", f"echo {END}"] if then else []),  # END on a line of its own, whatever `then` printed last
@@ -119,16 +120,23 @@ def task_lock(c: Any, s: Settings, event: str) -> DeployLock:
 
 
 def describe_holder(raw: str) -> str:
+    """Who holds the lock, from its lock.json (any format: the lock itself is the flock, the same in every
+    version; a newer record is described as far as it is understood, and says which version wrote it)."""
     try:
         info = json.loads(raw)
     except ValueError:
         return "unknown holder"
-    return f"{who_text(info)}, deploying {info.get('sha', '?')[:12]} since {info.get('since', '?')}"
+    if not isinstance(info, dict):
+        return "unknown holder"
+    text = f"{who_text(info)}, deploying {str(info.get('sha', '?'))[:12]} since {info.get('since', '?')}"
+    if formats.is_newer(formats.LOCK, info):
+        text += f" (with {info.get('tool', 'a newer signalcraft-deploy')}, newer than this {formats.TOOL})"
+    return text
 
 
 def audit(c: Any, s: Settings, record: dict[str, Any]) -> None:
     """Append one JSON line to <DEPLOY_ROOT>/.deploy/audit.log (no secret values ever enter it)."""
-    record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **record}
+    record = formats.stamp(formats.AUDIT, {"at": datetime.now(UTC).isoformat(timespec="seconds"), **record})
     line = json.dumps(record, sort_keys=True)
     log = f"{q(s.state_dir)}/audit.log"
     run(c, f"umask 077 && mkdir -p {q(s.state_dir)} && printf '%s\\n' {q(line)} >> {log} && chmod 0600 {log}", warn=True)
@@ -139,9 +147,22 @@ def read_audit(c: Any, s: Settings, last: int = 10) -> list[dict[str, Any]]:
     records = []
     for line in out.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(audit_record(record))
     return records
+
+
+def audit_record(record: dict[str, Any]) -> dict[str, Any]:
+    """One line of the audit log in the current format. Each line carries its own format: a line of an
+    older one is migrated; one of a newer format is not interpreted, only its time and writer are kept."""
+    try:
+        return formats.read(formats.AUDIT, record, "audit.log")
+    except formats.FormatError as err:
+        tool = record.get("tool", "a newer signalcraft-deploy")
+        return {"at": record.get("at", "?"), "event": "?", "result": "unreadable", "format": record.get("format"), "tool": tool,
+                "to": f"(format {record.get('format')!r} of {tool}: upgrade to read it)", "note": str(err)}
 
 

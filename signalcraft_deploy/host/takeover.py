@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail, q, run, sudo
 from signalcraft_deploy.host.nginx import reload_nginx
@@ -32,7 +33,7 @@ def recorded(c: Any, s: Settings) -> bool:
 def record(c: Any, s: Settings, pid: int) -> None:
     """Save what `restore` needs, once (a second takeover attempt keeps the first, true 'before' record)."""
     owner = run(c, "id -un").stdout.strip()
-    args = [str(pid), folder(s), s.pm2, s.node_app, s.nginx_site, owner]
+    args = [str(pid), folder(s), s.pm2, s.node_app, s.nginx_site, owner, str(formats.TAKEOVER.current), formats.TOOL]
     result = run_program(c, s, "takeover_record.py", *args, as_root=True, warn=True)
     if not result.ok:
         raise fail(f"Could not record the unmanaged server (pid {pid}) before taking it over: {result.stderr.strip()[-400:]}")
@@ -46,7 +47,7 @@ def restore(c: Any, s: Settings) -> str:
         pm2_ops.delete(c, s, name)
     owner = run(c, "id -un").stdout.strip()
     parked = f"{s.state_dir}/nginx-default-site.link"
-    args = [folder(s), s.pm2, s.nginx_site, owner, s.nginx_enabled_link]
+    args = [folder(s), s.pm2, s.nginx_site, owner, s.nginx_enabled_link, str(formats.TAKEOVER.current), formats.TOOL]
     result = run_program(c, s, "takeover_restore.py", *args, as_root=True, warn=True)
     if not result.ok:
         raise fail(f"Could not restore the state before the takeover: {result.stderr.strip()[-400:]}")

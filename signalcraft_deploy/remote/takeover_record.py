@@ -1,11 +1,12 @@
-"""Runs ON THE HOST as root (`sudo python3 - PID FOLDER PM2 NODE_APP SITE OWNER`, text on stdin).
+"""Runs ON THE HOST as root (`sudo python3 - PID FOLDER PM2 NODE_APP SITE OWNER FORMAT TOOL`, text on stdin).
 
 Saves, once, what takeover_restore.py needs to bring back the state before a takeover: the
 unmanaged server's command line, working directory, user and environment (from /proc/PID), the
 PM2 entry of the Node.js app NODE_APP (from `sudo -u OWNER -H PM2 jlist`, env values included:
 restoring needs them), and the Nginx site file SITE. A second run keeps the first record (the true
-'before'). FOLDER is mode 0700 and its files 0600, owned by OWNER; nothing recorded is printed:
-the only output is "recorded". Standard library only; pm2_list.py is inlined when it is sent.
+'before'), stamped with its FORMAT and the TOOL that wrote it. FOLDER is mode 0700 and its files
+0600, owned by OWNER; nothing recorded is printed: the only output is "recorded". Standard library
+only; pm2_list.py is inlined when it is sent.
 """
 
 import json
@@ -46,10 +47,10 @@ def read_pm2(pm2: str, owner: str, node_app: str) -> List[Dict[str, Any]]:
     return pm2_processes(out, env_for=[node_app]) or []
 
 
-def record(pid: str, folder: str, pm2: str, node_app: str, site: str, owner: str) -> None:
+def record(pid: str, folder: str, pm2: str, node_app: str, site: str, owner: str, stamp: Dict[str, Any]) -> None:
     legacy = legacy_process(pid)
     node = node_entry(read_pm2(pm2, owner, node_app), node_app)
-    saved = {"legacy": legacy, "node": node, "site_existed": os.path.exists(site)}
+    saved = {**stamp, "legacy": legacy, "node": node, "site_existed": os.path.exists(site)}
     if os.path.exists(site):
         with open(site, "rb") as src, open(os.path.join(folder, "nginx-site"), "wb") as dst:
             dst.write(src.read())
@@ -67,11 +68,11 @@ def secure(folder: str, owner: str) -> None:
 
 
 def main(argv: List[str]) -> None:
-    pid, folder, pm2, node_app, site, owner = argv
+    pid, folder, pm2, node_app, site, owner, number, tool = argv
     os.makedirs(folder, exist_ok=True)
     os.chmod(folder, 0o700)
     if not os.path.exists(os.path.join(folder, "legacy.json")):
-        record(pid, folder, pm2, node_app, site, owner)
+        record(pid, folder, pm2, node_app, site, owner, {"format": int(number), "tool": tool})
     secure(folder, owner)
     print("recorded")
 

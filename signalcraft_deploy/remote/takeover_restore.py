@@ -1,10 +1,12 @@
-"""Runs ON THE HOST as root (`sudo python3 - FOLDER PM2 SITE OWNER SITE_LINK`, text on stdin).
+"""Runs ON THE HOST as root (`sudo python3 - FOLDER PM2 SITE OWNER SITE_LINK READS TOOL`, text on stdin).
 
 Brings back what takeover_record.py saved in FOLDER: starts the unmanaged server again as its
 user, with its command line, directory and environment (output to FOLDER/legacy.log, in a new
 session); starts the old PM2 entry of the Node.js app (`sudo -u OWNER -H PM2 start`, from a 0600
 config file owned by OWNER); puts the old Nginx site SITE back, or removes SITE and SITE_LINK if
-there was none. Prints one JSON line: {"pid": ..., "alive": ...} a second after the start.
+there was none. A record in a format newer than READS (the newest that TOOL reads; a record
+without a format is format 1) is left alone: exit 1 naming the version that wrote it, nothing
+changed. Prints one JSON line: {"pid": ..., "alive": ...} a second after the start.
 Standard library only.
 """
 
@@ -50,10 +52,21 @@ def put_site_back(record: Dict[str, Any], folder: str, site: str, site_link: str
             os.remove(path)
 
 
+def check_format(record: Dict[str, Any], reads: int, tool: str) -> None:
+    """Exit (nothing changed) if the record is in a format this version of the tool cannot read."""
+    number = record.get("format", 1)
+    if isinstance(number, int) and 1 <= number <= reads:
+        return
+    writer = record.get("tool", "a newer signalcraft-deploy")
+    sys.exit(f"the takeover record is in format {number!r}, written by {writer}; this is {tool}, which reads formats "
+             f"up to {reads}. Upgrade the tool (pip install -U signalcraft-deploy) and run again; nothing was changed.")
+
+
 def main(argv: List[str]) -> None:
-    folder, pm2, site, owner, site_link = argv
+    folder, pm2, site, owner, site_link, reads, tool = argv
     with open(os.path.join(folder, "legacy.json")) as fh:
         record = json.load(fh)
+    check_format(record, int(reads), tool)
     proc = start_legacy(record["legacy"], os.path.join(folder, "legacy.log"))
     if record.get("node"):
         start_node(record["node"], folder, pm2, owner)

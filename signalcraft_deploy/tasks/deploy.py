@@ -13,7 +13,8 @@ from typing import Any
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.plan import Manifest, Plan, PlanError, make_plan, release_settings, unchanged
+from signalcraft_deploy.core.formats import FormatError
+from signalcraft_deploy.core.plan import Manifest, Plan, PlanError, make_plan, manifest_from, release_settings, unchanged
 from signalcraft_deploy.core.render import GUNICORN_CONF, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
@@ -307,8 +308,10 @@ def rollback_plan(c: Any, s: Settings, facts: host_facts.HostFacts, target: str)
     """The plan that returns to a release already on the host: its own manifest and configs, nothing uploaded."""
     raw = run(c, f"cat {q(s.releases_dir + '/' + target)}/.signalcraft/manifest.json", warn=True).stdout
     try:
-        manifest = Manifest.from_dict(json.loads(raw))
-    except (ValueError, TypeError):
+        manifest = manifest_from(json.loads(raw), f"Release {target}")
+    except FormatError as err:
+        raise fail(f"{err} Nothing was changed.") from None
+    except (ValueError, TypeError, AttributeError):
         raise fail(f"Release {target} has no readable manifest; roll back with --to another release.") from None
     configs = {}
     for name in (GUNICORN_CONF, manifest.ecosystem):

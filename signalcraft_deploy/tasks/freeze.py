@@ -315,7 +315,8 @@ def _plural(n: int, word: str) -> str:
 @task(
     help={
         "source-dir": "the app's directory holding requirements.txt (default: SOURCE_DIR)",
-        "venv": "the app's local virtual environment (default: LOCAL_VENV, else $VIRTUAL_ENV, else SOURCE_DIR/.venv)",
+        "venv": "the app's local virtual environment (default: LOCAL_VENV, else $VIRTUAL_ENV unless it is this tool's, "
+                "else SOURCE_DIR/.venv)",
         "check": "change nothing; exit 1 and print the diff if requirements.txt is out of date (for CI)",
         "all": "write the full `pip freeze` listing instead, keeping the file's leading comment block",
         "env-file": "settings file to read (default: ENV_FILE, else ./.env)",
@@ -361,14 +362,26 @@ class _Result:
     summary: str  # printed after writing
 
 
+def _is_own_environment(venv: str) -> bool:
+    """Whether `venv` is the environment this tool runs from (an activated venv holding signalcraft-deploy)."""
+    return os.path.realpath(venv) == os.path.realpath(sys.prefix)
+
+
 def _choose_venv(s: Settings) -> tuple[str, str]:
-    """The local venv to read versions from, and where that choice came from."""
+    """The app's local venv to read versions from, and where that choice came from.
+
+    LOCAL_VENV, else an activated $VIRTUAL_ENV, else SOURCE_DIR/.venv. The venv this tool runs from
+    comes last: when it is activated to run `invoke`, the app's own SOURCE_DIR/.venv is the one to pin from.
+    """
     env_venv = os.environ.get("VIRTUAL_ENV")
+    app_venv = os.path.join(s.source_dir, ".venv")
     if s.local_venv:
         return s.local_venv, "LOCAL_VENV"
-    if env_venv:
+    if env_venv and not _is_own_environment(env_venv):
         return env_venv, "$VIRTUAL_ENV"
-    return os.path.join(s.source_dir, ".venv"), "default"
+    if env_venv and not os.path.exists(os.path.join(app_venv, "bin", "python")):
+        return env_venv, "$VIRTUAL_ENV, the tool's own: SOURCE_DIR has no .venv"
+    return app_venv, "SOURCE_DIR/.venv"
 
 
 def _read_requirements(s: Settings) -> tuple[str, str]:
@@ -385,6 +398,10 @@ def _read_requirements(s: Settings) -> tuple[str, str]:
 
 def _freeze_listing(c: Context, old: str, installed: dict[str, str], venv_path: str) -> _Result:
     """--all: the full `pip freeze` listing under the file's leading comment block."""
+    if "signalcraft-deploy" in installed:
+        raise FreezeError(f"{venv_path} holds signalcraft-deploy itself: --all would write its dependencies (fabric, invoke, "
+                          "paramiko, ...) into requirements.txt, which the host installs. Give the app a venv of its own "
+                          "(LOCAL_VENV, or SOURCE_DIR/.venv), or freeze without --all.")
     check_ensured(installed, venv=venv_path)
     listing = full_freeze_listing(c, venv_path)
     new = leading_comment_block(old) + listing

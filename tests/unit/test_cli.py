@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-TASKS = ["deploy", "freeze", "install", "logs", "nginx-check", "pm2-reload", "releases", "render-configs",
+TASKS = ["deploy", "freeze", "init", "install", "logs", "nginx-check", "pm2-reload", "releases", "render-configs",
          "rollback", "settings", "status", "unlock"]
 
 

@@ -29,7 +29,7 @@ def s():
 def test_audit_log_is_read_over_ssh_and_bad_lines_skipped(remote, s):
     remote.expect(cmd="tail -n 5 /srv/my-app/.deploy/audit.log 2>/dev/null || true",
                   out=b'{"event": "deploy", "result": "ok"}\nnot json\n')
-    assert lock.read_audit(Connection("host"), s, 5) == [{"event": "deploy", "result": "ok"}]
+    assert lock.read_audit(Connection("host"), s, 5) == [{"event": "deploy", "result": "ok", "format": 2}]
 
 
 def test_pm2_start_names_one_app_from_the_current_ecosystem_file(remote, s):

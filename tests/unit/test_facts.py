@@ -174,6 +174,7 @@ def test_jlist_args_as_a_string() -> None:
 # --- parse_facts ----------------------------------------------------------------------------------------------
 
 MANIFEST = {"release": "20250304T050607Z-111111111111", "key": "k" * 64, "venv": VENV, "python_code": "p"}
+READ = {**MANIFEST, "format": 2}  # an unversioned manifest (format 1) as parse_facts reads it: migrated
 SITE = "upstream signalcraft_python {\n    server 127.0.0.1:8001;\n}\n"
 GUNICORN_CONF = "bind = ['127.0.0.1:8001']\nworkers = 5\n"
 
@@ -210,7 +211,7 @@ def test_parse_facts_full() -> None:
     facts = parse_facts(full_output())
     assert facts.uid == 1000
     assert facts.current_release == "20250304T050607Z-111111111111"
-    assert facts.manifest == MANIFEST
+    assert facts.manifest == READ
     assert facts.releases == ["20250301T000000Z-aaaaaaaaaaaa", "20250302T000000Z-bbbbbbbbbbbb", "20250304T050607Z-111111111111"]
     assert facts.bad_releases == {"20250302T000000Z-bbbbbbbbbbbb"}
     assert facts.venvs_ready == {"0123456789abcdef", "fedcba9876543210"}
@@ -269,7 +270,7 @@ def test_facts_script_round_trip(tmp_path: Path, load) -> None:
     facts = parse_facts(out.stdout)
     assert facts.uid is not None
     assert facts.current_release == release.name
-    assert facts.manifest == MANIFEST
+    assert facts.manifest == READ
     assert facts.releases == ["20250301T000000Z-aaaaaaaaaaaa", release.name]
     assert facts.bad_releases == {"20250301T000000Z-aaaaaaaaaaaa"}
     assert facts.venvs_ready == {"0123456789abcdef"}
@@ -303,7 +304,7 @@ def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path
         child.wait()
     facts = parse_facts(out.stdout)
     assert out.returncode == 0, out.stderr
-    assert facts.current_release == "r1" and facts.manifest == MANIFEST
+    assert facts.current_release == "r1" and facts.manifest == READ
     assert not facts.complete
     assert facts.tools == set() and facts.listeners == []
     ppid, cwd = facts.procs[child.pid]
@@ -324,7 +325,7 @@ def test_the_lock_channel_reads_the_host_once_the_lock_is_taken_and_holds_it(tmp
         held = subprocess.run(["flock", "-n", str(root / ".deploy" / "lock"), "true"]).returncode
     finally:
         lock.__exit__(None, None, None)
-    assert facts.current_release == "r1" and facts.manifest == MANIFEST and not facts.complete
+    assert facts.current_release == "r1" and facts.manifest == READ and not facts.complete
     assert held != 0
     assert subprocess.run(["flock", "-n", str(root / ".deploy" / "lock"), "true"]).returncode == 0
 

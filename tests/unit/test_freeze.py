@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -351,6 +352,38 @@ def test_task_venv_choice(app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv("VIRTUAL_ENV", str(other))
         freeze(c, source_dir=str(app))
     assert spy.call_args.args[0].startswith(f"{other}/bin/python ")
+
+
+def test_task_with_the_tool_s_own_venv_activated_pins_from_the_app_s_venv(app: Path, monkeypatch: pytest.MonkeyPatch, mocker,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # The tool installed in a venv of its own and activated to run `invoke`: that venv has fabric, not the app.
+    (app / "requirements.txt").write_text("flask==3.0.3\ngunicorn==23.0.0\n")
+    monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)
+    c = _ctx()
+    spy = mocker.spy(c, "run")
+    freeze(c, source_dir=str(app))
+    assert spy.call_args.args[0].startswith(f"{app / '.venv'}/bin/python ")
+    assert f"versions from {app / '.venv'} (SOURCE_DIR/.venv)" in capsys.readouterr().out
+
+
+def test_task_with_one_venv_for_tool_and_app_reads_it(app: Path, monkeypatch: pytest.MonkeyPatch, mocker) -> None:
+    (app / "requirements.txt").write_text("flask==3.0.3\ngunicorn==23.0.0\n")
+    shutil.rmtree(app / ".venv")
+    monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)
+    c = _ctx()
+    spy = mocker.spy(c, "run")
+    freeze(c, source_dir=str(app))
+    assert spy.call_args.args[0].startswith(f"{sys.prefix}/bin/python ")
+
+
+def test_task_all_refuses_a_venv_holding_the_tool(app: Path) -> None:
+    req = app / "requirements.txt"
+    req.write_text("flask\n")
+    listed = json.dumps([*json.loads(PIP_LIST), {"name": "signalcraft-deploy", "version": "0.4.0"}])
+    with pytest.raises(Exit) as info:
+        freeze(_ctx(pip_list=listed, pip_freeze="fabric==3.2.3\n"), source_dir=str(app), all_=True)
+    assert info.value.code == 1 and "holds signalcraft-deploy itself" in str(info.value.message)
+    assert req.read_text() == "flask\n"
 
 
 def test_task_all_writes_full_listing_keeping_leading_comments(app: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from signalcraft_deploy import remote
+from signalcraft_deploy.core import formats
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "s3cr3t-Zq9x-never-print-me"
@@ -318,7 +319,12 @@ def mode(path: Path) -> int:
 
 def record(host: FakeHost, pid: int, folder: Path, site: Path) -> subprocess.CompletedProcess[str]:
     return run_python("takeover_record", str(pid), str(folder), host.pm2, "signalcraft-nodejs", str(site), ME,
-                      env=host.env(), cwd=host.root)
+                      str(formats.TAKEOVER.current), formats.TOOL, env=host.env(), cwd=host.root)
+
+
+def restore(host: FakeHost, folder: Path, site: Path, link: Path) -> subprocess.CompletedProcess[str]:
+    return run_python("takeover_restore", str(folder), host.pm2, str(site), ME, str(link), str(formats.TAKEOVER.current),
+                      formats.TOOL, env=host.env(), cwd=host.root)
 
 
 @pytest.fixture
@@ -361,6 +367,29 @@ def test_a_second_record_keeps_the_first(host: FakeHost, legacy: Any, tmp_path: 
     assert (folder / "legacy.json").read_text() == first and os.listdir(folder) == ["legacy.json"]
 
 
+def test_the_record_carries_its_format_and_the_tool_that_wrote_it(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+    host.set_list([])
+    folder = tmp_path / "takeover"
+    assert record(host, legacy.pid, folder, tmp_path / "site").returncode == 0
+    saved = json.loads((folder / "legacy.json").read_text())
+    assert (saved["format"], saved["tool"]) == (formats.TAKEOVER.current, formats.TOOL)
+
+
+@pytest.mark.parametrize("number", [formats.TAKEOVER.current + 1, "2"])
+def test_restore_refuses_a_record_it_cannot_read_and_changes_nothing(host: FakeHost, tmp_path: Path, number: Any) -> None:
+    folder, site, link = tmp_path / "takeover", tmp_path / "site", tmp_path / "site-link"
+    folder.mkdir()
+    legacy = {"argv": ["/bin/false"], "cwd": "/", "user": ME, "env": {}}
+    (folder / "legacy.json").write_text(json.dumps({"format": number, "tool": "signalcraft-deploy 9.0.0", "legacy": legacy,
+                                                    "node": {"name": "x"}, "site_existed": False}))
+    site.write_text("our site\n")
+    done = restore(host, folder, site, link)
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"format {number!r}, written by signalcraft-deploy 9.0.0; this is {formats.TOOL}" in done.stderr
+    assert "pip install -U signalcraft-deploy" in done.stderr and "nothing was changed" in done.stderr
+    assert site.read_text() == "our site\n" and host.calls() == [] and not (folder / "legacy.log").exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="restore changes to the recorded user (initgroups): needs root")
 def test_restore_starts_the_process_the_node_entry_and_the_site_again(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
     host.set_list(recorded_jlist())
@@ -369,7 +398,7 @@ def test_restore_starts_the_process_the_node_entry_and_the_site_again(host: Fake
     assert record(host, legacy.pid, folder, site).returncode == 0
     legacy.kill()
     site.write_text("our site\n")
-    done = run_python("takeover_restore", str(folder), host.pm2, str(site), ME, str(link), env=host.env(), cwd=host.root)
+    done = restore(host, folder, site, link)
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
     try:
@@ -393,7 +422,7 @@ def test_restore_removes_our_site_when_there_was_none(host: FakeHost, legacy: An
     assert record(host, legacy.pid, folder, site).returncode == 0
     site.write_text("our site\n")
     link.symlink_to(site)
-    done = run_python("takeover_restore", str(folder), host.pm2, str(site), ME, str(link), env=host.env(), cwd=host.root)
+    done = restore(host, folder, site, link)
     os.kill(json.loads(done.stdout)["pid"], signal.SIGKILL)
     assert not site.exists() and not os.path.lexists(link)
     assert not (folder / "node.config.json").exists() and not any(" start " in call for call in host.calls())

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.packaging
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "signalcraft_deploy"
 # What the wheel must carry besides modules: the same globs as pyproject.toml's package-data.
-DATA_GLOBS = ("templates/*.j2", "remote/*.py", "remote/*.js", "remote/*.sh")
+DATA_GLOBS = ("templates/*.j2", "templates/init/*.j2", "remote/*.py", "remote/*.js", "remote/*.sh")
 # Left out of the copy the wheel is built from: a stale build/ would leak deleted files into it.
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "node_modules",
                                     ".sandbox", "rendered", ".pytest_cache", ".ruff_cache")

@@ -1,0 +1,258 @@
+"""`init`: make an app's repository deployable from its own checkout.
+
+Writes fabfile.py and tasks.py (the tool's collection, room for the app's own tasks), deploy.env
+(every setting with its default and meaning, made from `core/settings.py` KEYS, the ones a first
+deploy needs first), .github/workflows/auto-deploy.yml (the one-line deploy) and an ignore line
+for `render-configs`' output. The files are templates in `templates/init/`.
+
+A file that is there already is never replaced without `--force`, which shows the diff first; a
+second `init` changes nothing. `--templates` copies the bundled templates into deploy-templates/
+for customising and points TEMPLATES_DIR at them.
+
+Why deploy.env and not .env: an app's `.env` is its own (the example's Flask app loads it, and it
+holds the app's secrets, so it is git-ignored); the tool refuses keys it does not know, and the
+deploy workflow runs from a checkout, which has no git-ignored file. deploy.env holds no secret
+and is committed; fabfile.py and tasks.py point ENV_FILE at it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from signalcraft_deploy import __version__
+from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
+from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Key
+from signalcraft_deploy.tasks.freeze import write_atomically
+
+SETTINGS_FILE = "deploy.env"
+WORKFLOW = ".github/workflows/auto-deploy.yml"
+TEMPLATES_COPY = "deploy-templates"  # not templates/: a Flask app's own Jinja templates live there
+IGNORE = "/rendered/"  # where `render-configs` writes by default
+INIT_TEMPLATES = BUNDLED_TEMPLATES / "init"
+
+# What a first deploy needs to get right for the app and the host; the rest can wait at its default.
+FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "PY_ROUTES", "HEALTH_PY", "HEALTH_NODE",
+                "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
+
+SETTINGS_HEADER = """\
+# signalcraft-deploy's settings for this app, one KEY=VALUE a line (written by `signalcraft-deploy init`).
+# fabfile.py and tasks.py read this file (ENV_FILE or --env-file names another); environment variables and
+# --set KEY=VALUE win over it. `invoke settings` shows every value in effect and where it came from.
+# Commit it: the deploy workflow runs from a checkout. No secrets here: the app's own go in a git-ignored
+# file named by APP_ENV_FILE, a REPO_URL holding a token in an environment variable (a CI secret).
+#
+# Unlike .env, which is the app's own (git-ignored, and read by the app), this file is the deploy's.
+"""
+
+
+# --- What init writes: pure -------------------------------------------------------------------------------------
+
+
+def env_value(text: str | None) -> str:
+    """A value as a dotenv line holds it: single-quoted (literal) when it has spaces, '#' or quotes;
+    double-quoted with escapes when it holds a single quote itself."""
+    if text is None:
+        return ""
+    if "'" in text:
+        return json.dumps(text)
+    return f"'{text}'" if re.search(r"[\s#\"\\]", text) else text
+
+
+def _key_lines(key: Key, active: bool) -> list[str]:
+    notes = " (unset by default)" if key.default is None else ""
+    notes += "; secret: better in an environment variable" if key.secret else ""
+    line = f"{key.name}={env_value(key.default)}"
+    return [f"# {key.help}{notes}", line if active else f"# {line}", ""]
+
+
+def settings_text() -> str:
+    """deploy.env: every key of KEYS with its default and meaning; the ones a first deploy needs set, the rest commented."""
+    lines = [SETTINGS_HEADER, "# --- A first deploy needs these: check each one against your app and your host. ---", ""]
+    for name in FIRST_DEPLOY:
+        lines += _key_lines(next(k for k in KEYS if k.name == name), active=True)
+    lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
+    for key in KEYS:
+        if key.name not in FIRST_DEPLOY:
+            lines += _key_lines(key, active=False)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def set_key(text: str, key: str, value: str) -> str:
+    """`text` (a settings file) with `key` set to `value`: its line replaced, its commented line taken, or one appended."""
+    assert key in KEY_NAMES
+    line = f"{key}={env_value(value)}"
+    for pattern in (rf"^[ \t]*(export[ \t]+)?{key}[ \t]*=.*$", rf"^#[ \t]*{key}=.*$"):
+        if re.search(pattern, text, flags=re.M):
+            return re.sub(pattern, lambda _: line, text, count=1, flags=re.M)
+    return text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
+
+
+def install_spec() -> tuple[str, str]:
+    """What the workflow pip-installs to get this version, and a note saying where that comes from.
+
+    A copy installed from a git URL (PEP 610's direct_url.json) is installed from the same URL and commit,
+    without any credentials; anything else from the package index."""
+    try:
+        raw = importlib.metadata.distribution("signalcraft-deploy").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        raw = None
+    info = json.loads(raw) if raw else {}
+    vcs = info.get("vcs_info") or {}
+    url = _public_url(str(info.get("url", "")))
+    commit = str(vcs.get("commit_id", ""))
+    if vcs.get("vcs") == "git" and url and re.fullmatch(r"[0-9a-f]{40}", commit):
+        return f"signalcraft-deploy @ git+{url}@{commit}", f"from {url} at {commit[:12]}, as on the machine that ran init"
+    return (f"signalcraft-deploy=={__version__}",
+            "from the package index (or from git: pip install 'signalcraft-deploy @ git+https://<its repository>@<tag>')")
+
+
+def _public_url(url: str) -> str:
+    """A git URL CI can fetch, with no password or token in it; '' for a local path or anything odd."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "ssh") or not parts.hostname or parts.password:
+        return ""
+    user = f"{parts.username}@" if parts.scheme == "ssh" and parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    public = f"{parts.scheme}://{user}{parts.hostname}{port}{parts.path}"
+    return public if re.fullmatch(r"[A-Za-z0-9._~:/@%+-]+", public) else ""
+
+
+def _render(name: str, **values: str) -> str:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(str(INIT_TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True,
+                      trim_blocks=True, autoescape=False)
+    return env.get_template(name + ".j2").render(settings_file=SETTINGS_FILE, **values)
+
+
+def planned_files(templates: bool) -> dict[str, str]:
+    """Every file init writes, by path relative to the app's folder, and its text (the ignore line aside)."""
+    spec, note = install_spec()
+    files = {
+        "fabfile.py": _render("fabfile.py"),
+        "tasks.py": _render("tasks.py"),
+        SETTINGS_FILE: settings_text(),
+        WORKFLOW: _render("auto-deploy.yml", install=shlex.quote(spec), install_note=note),
+    }
+    if templates:
+        files[SETTINGS_FILE] = set_key(files[SETTINGS_FILE], "TEMPLATES_DIR", TEMPLATES_COPY)
+        for name in TEMPLATES:
+            files[f"{TEMPLATES_COPY}/{name}"] = (BUNDLED_TEMPLATES / name).read_text()
+    return files
+
+
+def with_ignore_line(text: str) -> str:
+    """The .gitignore with render-configs' output ignored (unchanged if it already is)."""
+    if any(line.strip().strip("/") == IGNORE.strip("/") for line in text.splitlines()):
+        return text
+    return text + ("" if not text or text.endswith("\n") else "\n") + f"# render-configs' local output\n{IGNORE}\n"
+
+
+def diff(old: str, new: str, path: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"))
+
+
+# --- Writing them ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    word: str  # wrote, unchanged, kept, replaced, updated
+    diff: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.word in ("wrote", "replaced", "updated")
+
+
+def place(root: Path, path: str, new: str, force: bool, edit: bool = False) -> Outcome:
+    """Write one file: new, unchanged, kept (it differs; no --force) or replaced. `edit`: a change init
+    may make to a file that is there (a line added or set), shown as a diff."""
+    target = root / path
+    old = target.read_text(encoding="utf-8") if target.exists() else None
+    if old == new:
+        return Outcome(path, "unchanged")
+    if old is not None and not (force or edit):
+        return Outcome(path, "kept")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, new)
+    if old is None:
+        return Outcome(path, "wrote")
+    return Outcome(path, "updated" if edit else "replaced", diff(old, new, path))
+
+
+_ACTIVE_TEMPLATES_DIR = re.compile(r"^[ \t]*(export[ \t]+)?TEMPLATES_DIR[ \t]*=[ \t]*(?P<value>\S.*)$", re.M)
+
+
+def init_app(root: Path, force: bool = False, templates: bool = False) -> tuple[list[Outcome], list[str]]:
+    """Write every file into the app's folder `root`: what happened to each, and notes for the user."""
+    files, notes = planned_files(templates), []
+    settings_path = root / SETTINGS_FILE
+    edits = {".gitignore"}
+    if templates and settings_path.exists() and not force:
+        # The settings the user has are kept: only TEMPLATES_DIR is set, unless they set it already.
+        current = settings_path.read_text(encoding="utf-8")
+        theirs = _ACTIVE_TEMPLATES_DIR.search(current)
+        files[SETTINGS_FILE] = current if theirs else set_key(current, "TEMPLATES_DIR", TEMPLATES_COPY)
+        edits.add(SETTINGS_FILE)
+        if theirs and theirs["value"].strip().strip("'\"") != TEMPLATES_COPY:
+            notes.append(f"{SETTINGS_FILE} sets TEMPLATES_DIR={theirs['value'].strip()} already: the copies in "
+                         f"{TEMPLATES_COPY}/ are used once it names them.")
+    if not _in_git_checkout(root):
+        notes.append(f"{root} is not in a git checkout, and a deploy ships a commit: "
+                     "`git init && git add -A && git commit -m 'The app'`.")
+    ignore = root / ".gitignore"
+    files[".gitignore"] = with_ignore_line(ignore.read_text(encoding="utf-8") if ignore.exists() else "")
+    return [place(root, path, text, force, edit=path in edits) for path, text in files.items()], notes
+
+
+def _in_git_checkout(root: Path) -> bool:
+    import subprocess
+
+    probe = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
+    return probe.returncode == 0 and probe.stdout.strip() == "true"
+
+
+def report(outcomes: list[Outcome], notes: list[str]) -> str:
+    lines = []
+    for o in outcomes:
+        if o.diff:
+            lines.append(o.diff.rstrip("\n"))
+        note = "  (differs from what init writes: `init --force` shows the diff and replaces it)" if o.word == "kept" else ""
+        lines.append(f"{o.word:<10}{o.path}{note}")
+    written, kept = sum(o.changed for o in outcomes), sum(o.word == "kept" for o in outcomes)
+    lines.append((f"{written} file(s) written." if written else "Nothing written.")
+                 + (f" {kept} file(s) kept as they are." if kept else ""))
+    lines += [f"Note: {note}" for note in notes]
+    if any(o.path == SETTINGS_FILE and o.word == "wrote" for o in outcomes):
+        lines.append(f"Next: check the first block of {SETTINGS_FILE}, run `invoke freeze`, commit, "
+                     "then `fab -H ubuntu@<host> deploy`.")
+    return "\n".join(lines)
+
+
+@task(help={
+    "force": "replace files that are there and differ from what init writes (the diff is shown)",
+    "templates": f"also copy the bundled templates into {TEMPLATES_COPY}/ for customising, and point TEMPLATES_DIR at them",
+    "dir": "the app's folder (default: the current one)",
+})
+def init(c, force=False, templates=False, dir=None):
+    """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
+    root = Path(dir or os.getcwd())
+    if not root.is_dir():
+        raise Exit(f"--dir {root}: no such folder; expected the app's folder (its git checkout).", code=2)
+    print(report(*init_app(root, force=force, templates=templates)))
+
+
+ns = Collection(init)

@@ -1,0 +1,230 @@
+"""Adoption: the tool as a user gets it, used from an app's own repository.
+
+The wheel built from this checkout is installed into a fresh venv outside the repository (the tool's
+venv); a copy of examples/signalcraft in a temporary folder, with a venv of its own for the app's
+dependencies, is where every command runs, with no file of this checkout present. There: `init` and
+commit; `invoke --list`; `invoke freeze --check` against the app's venv (not the tool's); `fab -H`
+deploys to the sandbox host and both apps answer through Nginx; the written workflow passes GitHub's
+schema; requirements.txt names none of the tool's dependencies; a second `init` changes nothing.
+
+Upgrade: a host deployed by the previous release of the tool (commit bd73369, the checkout before the
+package: `git archive`, its requirements in a venv, its `fab` run from that checkout with --source-dir)
+is then deployed by this one without error, and rolled back to the old release.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from signalcraft_deploy import __version__
+from signalcraft_deploy.core import formats
+from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
+from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, clean_host, get, sh
+from tests.unit.test_wheel import NOT_SOURCE, _check, _pip
+
+PREVIOUS = "bd73369"  # the last commit before the package existed
+TOOL_DEPENDENCIES = ("fabric", "invoke", "paramiko", "jinja2", "python-dotenv", "crossplane")
+ADOPT = Profile("i16a", "/home/ubuntu/i16-adopt", bind=7401, node=7411, listen=7421)
+UPGRADE = Profile("i16u", "/home/ubuntu/i16-upgrade", bind=7431, node=7441, listen=7451)
+
+
+def user_env(tool: Path, **extra: str) -> dict[str, str]:
+    """A shell with the tool's venv activated, as a user has it: its bin first, no PYTHONPATH, no settings."""
+    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "ENV_FILE", "KNOWN_HOSTS", "LOCAL_VENV", "SOURCE_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("APP_", "GUNICORN_", "NODE_", "NGINX_"))}
+    return {**env, "PATH": f"{tool / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}", "VIRTUAL_ENV": str(tool), **extra}
+
+
+def run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tool's venv: the wheel built from this checkout, installed with its dependencies from the index."""
+    root = tmp_path_factory.mktemp("tool")
+    assert not root.resolve().is_relative_to(REPO)
+    shutil.copytree(REPO, root / "source", ignore=NOT_SOURCE)
+    _pip(sys.executable, ["wheel", "--no-deps", "-q", "-w", root / "dist", "."], root / "source")
+    (wheel,) = (root / "dist").glob("*.whl")
+    venv.create(root / "venv", with_pip=True)
+    _pip(root / "venv/bin/python", ["install", "-q", wheel], root)
+    return root / "venv"
+
+
+def app_venv(app: Path) -> Path:
+    """The app's own venv, SOURCE_DIR/.venv (git-ignored): its requirements, nothing of the tool."""
+    venv.create(app / ".venv", with_pip=True)
+    _pip(app / ".venv/bin/python", ["install", "-q", "-r", app / "requirements.txt"], app)
+    return app / ".venv"
+
+
+def profile_settings(app: AppRepo, p: Profile) -> None:
+    """What a user does after init: set the first-deploy keys in deploy.env for their host, and commit."""
+    path = app.path / SETTINGS_FILE
+    text = path.read_text()
+    for key, value in p.settings().items():
+        text = set_key(text, key, value)
+    path.write_text(text)
+    app.git("add", "-A")
+    app.git("commit", "-qm", "deploy settings for this host")
+
+
+def init_and_commit(tool: Path, app: AppRepo) -> str:
+    out = ok(run([tool / "bin/signalcraft-deploy", "init"], app.path, user_env(tool)))
+    app.git("add", "-A")
+    app.git("commit", "-qm", "signalcraft-deploy init")
+    return out
+
+
+def deploy(sb: Sandbox, tool: Path, app: AppRepo, *args: str) -> subprocess.CompletedProcess[str]:
+    env = user_env(tool, KNOWN_HOSTS=sb.known_hosts)
+    return run(["fab", "-H", sb.target, "-i", sb.key, *args], app.path, env, timeout=600)
+
+
+def host_json(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def answers(p: Profile, release: str, node_release: str | None = None) -> None:
+    """Both apps answer through Nginx: Flask from `release`, Node.js from `node_release` (default: the same)."""
+    status, headers, body = get(p.url("/api/flask/health"))
+    assert (status, body.get("status"), body.get("release")) == (200, "ok", release), (status, body)
+    status, headers, body = get(p.url("/"))
+    assert (status, body.get("app"), body.get("release")) == (200, "nodejs", node_release or release), (status, body)
+
+
+@pytest.fixture(scope="module")
+def adopted(tool: Path, sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory):
+    """The example app in a folder of its own, after `init`, commit and its own venv; the host cleaned before and after."""
+    clean_host(ADOPT)
+    app = AppRepo(tmp_path_factory.mktemp("adopt") / "app")
+    said = init_and_commit(tool, app)
+    app_venv(app.path)
+    yield app, said
+    clean_host(ADOPT)
+
+
+def test_init_writes_the_files_and_invoke_and_fab_list_the_tasks(adopted, tool: Path) -> None:
+    app, said = adopted
+    for path in ("fabfile.py", "tasks.py", SETTINGS_FILE, WORKFLOW):
+        assert f"wrote     {path}\n" in said
+    assert "+/rendered/\nupdated   .gitignore\n" in said  # the example's own .gitignore, one line added
+    assert (app.path / ".gitignore").read_text() == (EXAMPLE / ".gitignore").read_text() + "# render-configs' local output\n/rendered/\n"
+    assert not (app.path / "signalcraft_deploy").exists() and not app.path.resolve().is_relative_to(REPO)
+    env = user_env(tool)
+    for program in ("invoke", "fab"):
+        listing = ok(run([program, "--list"], app.path, env))
+        assert "  freeze " in listing and "  deploy " in listing and "  init " in listing
+    where = ok(run(["python", "-c", "import signalcraft_deploy; print(signalcraft_deploy.__file__)"], app.path, env))
+    assert Path(where.strip()).resolve().is_relative_to(tool.resolve())
+    assert ok(run(["signalcraft-deploy", "--version"], app.path, env)).splitlines()[0] == f"signalcraft-deploy {__version__}"
+
+
+def test_freeze_pins_from_the_app_s_venv_and_no_tool_dependency_enters_requirements(adopted, tool: Path) -> None:
+    app, _ = adopted
+    env = user_env(tool)  # the tool's venv is the activated one: freeze must still read the app's .venv
+    out = ok(run(["invoke", "freeze", "--check"], app.path, env))
+    assert f"versions from {app.path / '.venv'} (SOURCE_DIR/.venv)" in out and "requirements.txt is up to date" in out
+    names = [line.split("==")[0].strip().lower() for line in (app.path / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert names == ["flask", "gunicorn"] and not set(names) & set(TOOL_DEPENDENCIES)
+    refused = run(["invoke", "freeze", "--all", "--venv", str(tool)], app.path, env)
+    assert refused.returncode == 1 and "holds signalcraft-deploy itself" in refused.stderr
+
+
+def test_fab_deploys_from_the_app_s_repository(adopted, tool: Path, sandbox: Sandbox) -> None:
+    app, _ = adopted
+    profile_settings(app, ADOPT)
+    sha = app.git("rev-parse", "HEAD").strip()
+    done = deploy(sandbox, tool, app, "deploy")
+    out = ok(done)
+    assert f"(commit {sha[:12]})" in out, out
+    release = os.readlink(f"{ADOPT.root}/current").rsplit("/", 1)[-1]
+    answers(ADOPT, release)
+    manifest = host_json(f"{ADOPT.root}/current/.signalcraft/manifest.json")
+    assert (manifest["format"], manifest["tool"]) == (formats.MANIFEST.current, formats.TOOL)
+    last = json.loads(Path(f"{ADOPT.root}/.deploy/audit.log").read_text().splitlines()[-1])
+    assert (last["result"], last["tool"], last["format"]) == ("ok", formats.TOOL, formats.AUDIT.current)
+
+
+def test_the_written_workflow_passes_github_s_schema(adopted) -> None:
+    app, _ = adopted
+    checker = shutil.which("check-jsonschema")
+    assert checker, "check-jsonschema (requirements.txt) is not on PATH"
+    out = _check(subprocess.run([checker, "--builtin-schema", "vendor.github-workflows", str(app.path / WORKFLOW)],
+                                capture_output=True, text=True, timeout=120))
+    assert "ok -- validation done" in out
+    assert '        run: fab -H "ubuntu@$EC2_HOST" deploy\n' in (app.path / WORKFLOW).read_text()
+
+
+def test_a_second_init_changes_nothing(adopted, tool: Path) -> None:
+    app, _ = adopted
+    before = app.git("rev-parse", "HEAD")
+    out = ok(run(["signalcraft-deploy", "init"], app.path, user_env(tool)))
+    assert "Nothing written" in out and "wrote" not in out and "replaced" not in out
+    assert app.git("status", "--porcelain", "--untracked-files=all") == "" and app.git("rev-parse", "HEAD") == before
+
+
+# --- upgrade: a host deployed by the previous release ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def previous(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The previous release as its users had it: a checkout (git archive) and a venv with its requirements."""
+    root = tmp_path_factory.mktemp("previous")
+    checkout = root / "signalcraft-deploy"
+    checkout.mkdir()
+    sh(f"git -C {REPO} archive {PREVIOUS} | tar -x -C {checkout}")
+    runtime = (checkout / "requirements.txt").read_text().split("# tests")[0]
+    (root / "runtime.txt").write_text(runtime)
+    venv.create(root / "venv", with_pip=True)
+    _pip(root / "venv/bin/python", ["install", "-q", "-r", root / "runtime.txt"], root)
+    return checkout, root / "venv"
+
+
+@pytest.fixture
+def upgrade_host(sandbox: Sandbox):
+    clean_host(UPGRADE)
+    yield
+    clean_host(UPGRADE)
+
+
+def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previous, tool: Path, sandbox: Sandbox,
+                                                                          upgrade_host, tmp_path: Path) -> None:
+    checkout, old_venv = previous
+    app = AppRepo(tmp_path / "app")
+    old_cmd = [old_venv / "bin/fab", "-H", sandbox.target, "-i", sandbox.key, "deploy", "--source-dir", app.path]
+    old_cmd += [arg for key, value in UPGRADE.settings().items() for arg in ("--set", f"{key}={value}")]
+    ok(run(old_cmd, checkout, {**user_env(old_venv), "KNOWN_HOSTS": sandbox.known_hosts}, timeout=600))
+    old_release = os.readlink(f"{UPGRADE.root}/current").rsplit("/", 1)[-1]
+    answers(UPGRADE, old_release)
+    assert "format" not in host_json(f"{UPGRADE.root}/current/.signalcraft/manifest.json")
+
+    init_and_commit(tool, app)
+    profile_settings(app, UPGRADE)
+    ok(deploy(sandbox, tool, app, "deploy"))
+    new_release = os.readlink(f"{UPGRADE.root}/current").rsplit("/", 1)[-1]
+    assert new_release != old_release
+    answers(UPGRADE, new_release, old_release)  # init added no Node.js file: that app is left on its release
+    assert host_json(f"{UPGRADE.root}/current/.signalcraft/manifest.json")["tool"] == formats.TOOL
+    audit = [json.loads(line) for line in Path(f"{UPGRADE.root}/.deploy/audit.log").read_text().splitlines()]
+    assert ["format" in r for r in audit] == [False, True] and audit[-1]["result"] == "ok"
+
+    status = ok(deploy(sandbox, tool, app, "status"))
+    assert f"current   {new_release}" in status and old_release in status
+    ok(deploy(sandbox, tool, app, "rollback"))  # back to the release the previous version made, from its manifest
+    answers(UPGRADE, old_release)
