@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
-from signalcraft_deploy.core.render import site_id, written_by_us
+from signalcraft_deploy.core.render import SITE_HEADER, site_id, written_by_us
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail, q, run, sudo, write_file_command
 from signalcraft_deploy.host.programs import run_program
@@ -157,11 +157,13 @@ def describe_mismatches(routes: list[Route]) -> list[str]:
     return [f"{r.file}:{r.line}: {r.uri} is proxied to {r.found or 'nothing'}; expected {r.expected}" for r in routes if not r.ok]
 
 
-def install_site_script(s: Settings, backup: bool = True) -> str:
+def install_site_script(s: Settings, backup: bool = True, takeover: bool = False) -> str:
     """Root shell: put the new site (stdin) in place, enable it, and keep it only if `nginx -t` passes.
 
     The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back and the
-    stock `default` site (disabled when ours becomes the default server) is enabled again.
+    stock `default` site (disabled when ours becomes the default server) is enabled again. An
+    existing file that does not start with our header is left alone (exit 66), unless `takeover`
+    (its record, made first, is what `rollback` puts back).
     """
     site, link = q(s.nginx_site), q(s.nginx_enabled_link) if s.nginx_enabled_link else ""
     disable_default = s.server_name == "_" and s.nginx_enabled_link
@@ -170,6 +172,7 @@ def install_site_script(s: Settings, backup: bool = True) -> str:
     lines = [
         "set -u",
         f"mkdir -p \"$(dirname {site})\"",
+        "" if takeover else f"if [ -s {site} ]; then case \"$(head -n 1 {site})\" in {q(SITE_HEADER)}*) ;; *) exit 66;; esac; fi",
         f"if [ -e {site} ]; then cp -p {site} {site}{BACKUP_SUFFIX if backup else '.signalcraft-tmpprev'}; had=1; else had=0; fi",
         write_file_command(s.nginx_site, "0644"),
         f"linked=0; [ -n '{link}' ] && [ ! -e {link} ] && ln -s {site} {link} && linked=1",
@@ -202,9 +205,14 @@ def remove_extras(c: Any, s: Settings) -> None:
     run(c, sudo(f"rm -f {q(s.nginx_extras)}"), warn=True)
 
 
-def install_site(c: Any, s: Settings, text: str, *, backup: bool = True) -> None:
-    """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded."""
-    result = run(c, f"mkdir -p {q(s.state_dir)} && " + sudo(f"sh -c {q(install_site_script(s, backup))}"), stdin=text, warn=True)
+def install_site(c: Any, s: Settings, text: str, *, backup: bool = True, takeover: bool = False) -> None:
+    """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded.
+    A file there that this tool did not write is never written over, except by a takeover (recorded first)."""
+    script = install_site_script(s, backup, takeover)
+    result = run(c, f"mkdir -p {q(s.state_dir)} && " + sudo(f"sh -c {q(script)}"), stdin=text, warn=True)
+    if result.exited == 66:
+        raise fail(f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first line is not our "
+                   "header): it was left as it is. Move that file away, or set NGINX_SITE to a file of its own.")
     if result.exited == 65:
         raise fail(f"nginx -t rejected the new site {s.nginx_site}; the previous site is back in place and Nginx was not "
                    f"reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting or template that produced it.")

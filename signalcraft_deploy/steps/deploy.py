@@ -163,7 +163,7 @@ def check_nginx(r: DeployRun) -> str:
     if r.plan.extras:
         nginx_ops.write_extras(r.c, r.s, r.plan.extras)
     if r.site_written:
-        nginx_ops.install_site(r.c, r.s, r.plan.site)
+        nginx_ops.install_site(r.c, r.s, r.plan.site, takeover=r.py is How.TAKEOVER)
     routes, problems = nginx_ops.check(r.c, r.s)
     if problems:
         if r.site_written:
