@@ -901,7 +901,7 @@ class TakeoverTool(Tool):
         want = re.search(r'return 200 "([0-9a-f]{16})\\n";', site)
         conn = http.client.HTTPConnection("127.0.0.1", self.tk.listen, timeout=5)
         try:
-            conn.request("GET", "/.signalcraft-site")
+            conn.request("GET", "/.signalcraft-deploy-site")
             running = conn.getresponse().read().decode("utf-8", "replace").strip()
         except OSError as err:
             running = f"no answer ({err})"
@@ -910,7 +910,7 @@ class TakeoverTool(Tool):
         if f"listen 127.0.0.1:{self.tk.listen}" not in site:
             problems.append(f"the new site does not keep listen 127.0.0.1:{self.tk.listen}")
         if not want or running != want.group(1):
-            problems.append(f"the running Nginx answers {running[:60]!r} on /.signalcraft-site, not the new site's id")
+            problems.append(f"the running Nginx answers {running[:60]!r} on /.signalcraft-deploy-site, not the new site's id")
         if self.tk.shape == "https":
             for url in self.https_urls:
                 with Load([url], threads=1, max_requests=1, max_seconds=10, cafile=self.cafile) as probe:

@@ -22,7 +22,7 @@ EXPRESSED = {"listen", "server_name", "ssl_certificate", "ssl_certificate_key", 
              "ssl_ciphers", "ssl_prefer_server_ciphers", "ssl_session_cache", "ssl_session_timeout", "ssl_session_tickets",
              "ssl_dhparam", "ssl", "http2"}
 CERTBOT_OPTIONS = re.compile(r"^/etc/letsencrypt/options-ssl-nginx\.conf$")
-EXTRAS_HEADER = ("# Rendered by signalcraft-deploy: location blocks kept from the site it took over "
+EXTRAS_HEADER = ("# Rendered by signalcraft-deploy. Location blocks kept from the site it took over "
                  "(included by its site; edit here).\n")
 
 

@@ -160,7 +160,7 @@ def routes_regex(routes: tuple[str, ...]) -> str:
 
 SITE_HEADER = "# Rendered by signalcraft-deploy."
 SITE_ID_PLACEHOLDER = "@@signalcraft-site-id@@"
-SITE_ID_RE = re.compile(r'location = /\.signalcraft-site \{[^}]*return 200 "([0-9a-f]+)\\n";')
+SITE_ID_RE = re.compile(r'location = /\.signalcraft-deploy-site \{[^}]*return 200 "([0-9a-f]+)\\n";')
 
 
 def written_by_us(text: str | None) -> bool:
@@ -169,7 +169,7 @@ def written_by_us(text: str | None) -> bool:
 
 
 def site_id(text: str) -> str | None:
-    """The id a rendered site answers on /.signalcraft-site (None: not a site of ours)."""
+    """The id a rendered site answers on /.signalcraft-deploy-site (None: not a site of ours)."""
     match = SITE_ID_RE.search(text or "")
     return match.group(1) if match else None
 
@@ -177,7 +177,7 @@ def site_id(text: str) -> str | None:
 def render_nginx_site(s: Settings, python_address: str | None = None, node_address: str | None = None) -> str:
     """The Nginx site. The addresses override the apps' own while a handover runs.
 
-    The site answers `/.signalcraft-site` with its own id (a digest of the rest of the file), so a
+    The site answers `/.signalcraft-deploy-site` with its own id (a digest of the rest of the file), so a
     reload can be proven by asking Nginx; the header line marks the file as ours.
     """
     tls_port = s.tls_listen[0].port

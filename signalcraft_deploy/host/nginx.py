@@ -234,7 +234,7 @@ def marker_spec(s: Settings, site_text: str) -> dict[str, Any] | None:
     if expect is None:
         return None
     host = s.server_name.split()[0] if s.server_name != "_" else None
-    return {"url": f"http://{s.nginx_listen[0].local}/.signalcraft-site", "host": host, "expect": expect}
+    return {"url": f"http://{s.nginx_listen[0].local}/.signalcraft-deploy-site", "host": host, "expect": expect}
 
 
 RELOAD_FIXES = (
@@ -267,7 +267,7 @@ def reload_nginx(c: Any, s: Settings, site_text: str | None = None, wait_seconds
 def running_site(c: Any, s: Settings) -> str | None:
     """The site id the running Nginx answers on the site's first listener (None: no id of ours)."""
     host = s.server_name.split()[0] if s.server_name != "_" else ""
-    url = f"http://{s.nginx_listen[0].local}/.signalcraft-site"
+    url = f"http://{s.nginx_listen[0].local}/.signalcraft-deploy-site"
     out = run(c, f"{q(s.python)} -c {q(MARKER_PY)} {q(url)} {q(host)} 2>/dev/null", warn=True).stdout.strip()
     return out if re.fullmatch(r"[0-9a-f]{16}", out) else None
 

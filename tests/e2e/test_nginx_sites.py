@@ -46,10 +46,10 @@ def site_path(p: Profile) -> Path:
 
 
 def running_id(listen: str, host: str | None = None) -> str:
-    """What the running Nginx answers on /.signalcraft-site at `listen` (host:port)."""
+    """What the running Nginx answers on /.signalcraft-deploy-site at `listen` (host:port)."""
     conn = http.client.HTTPConnection(*listen.rsplit(":", 1), timeout=5)
     try:
-        conn.request("GET", "/.signalcraft-site", headers={"Host": host} if host else {})
+        conn.request("GET", "/.signalcraft-deploy-site", headers={"Host": host} if host else {})
         return conn.getresponse().read().decode().strip()
     except OSError as err:
         return f"error: {err}"
@@ -67,6 +67,14 @@ def reload_takes(listen: str, p: Profile) -> None:
     assert done.returncode == 0 and json.loads(done.stdout)["ok"], done.stdout + done.stderr
     if site_path(p).exists():
         assert running_id(listen) == site_id(site_path(p).read_text())
+
+
+def keep_output(name: str, result: subprocess.CompletedProcess[str], load: Load | None = None) -> None:
+    """What the command printed (and the load's count), kept in /tmp/i13-e2e/ for a person to read."""
+    folder = Path("/tmp/i13-e2e")
+    folder.mkdir(exist_ok=True)
+    counted = f"\nload: {load.result().summary()}\n" if load else ""
+    (folder / f"{name}.txt").write_text(result.stdout + result.stderr + counted)
 
 
 def my_bare_pids() -> list[int]:
@@ -171,18 +179,26 @@ def test_takeover_of_a_loopback_listen_keeps_it_and_the_reload_takes(sandbox, ol
         repo = AppRepo(tmp_path / "app")
         # A wildcard listen over the address Nginx holds cannot be applied by a reload: refused, host untouched.
         refused = fab(sandbox, LO, repo)
+        keep_output("loopback-takeover-refused", refused)
         assert refused.returncode != 0
         assert "Linux refuses a wildcard bind" in refused.stdout + refused.stderr
         assert f"NGINX_LISTEN=127.0.0.1:{LO.listen}" in refused.stdout + refused.stderr
         assert site_path(LO).read_text() == LO_SITE and my_bare_pids() == [bare]
         assert not Path(LO.root, "releases").exists()
 
-        # Left unset, NGINX_LISTEN comes from the old site's own listen line: 0 failed requests.
+        # Left unset, NGINX_LISTEN comes from the old site's own listen line; --dry-run shows the old site's diff.
         unset = settings_without(LO, "NGINX_LISTEN")
+        dry = fab(sandbox, unset, repo, "--dry-run")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert f"kept from the old site: NGINX_LISTEN=127.0.0.1:{LO.listen}" in dry.stdout
+        assert f"--- a{site_path(LO)}" in dry.stdout and f"-    listen 127.0.0.1:{LO.listen};" in dry.stdout
+        assert f"+    listen 127.0.0.1:{LO.listen} default_server;" in dry.stdout
+        assert site_path(LO).read_text() == LO_SITE and my_bare_pids() == [bare]
         with Load([LO.url("/api/ai/load"), LO.url("/")], threads=3, max_requests=50_000, max_seconds=180) as load:
             time.sleep(0.5)
             result = fab(sandbox, unset, repo)
             time.sleep(0.5)
+        keep_output("loopback-takeover", result, load)
         assert result.returncode == 0, result.stdout + result.stderr
         counts = load.result()
         assert counts.total > 100 and counts.failed == 0, (counts.samples, result.stdout)
@@ -276,6 +292,7 @@ def test_takeover_of_an_https_site_keeps_https_through_a_fresh_start(sandbox, ol
             time.sleep(0.5)
             result = fab(sandbox, unset, repo)
             time.sleep(0.5)
+        keep_output("https-takeover", result, load)
         assert result.returncode == 0, result.stdout + result.stderr
         counts = load.result()
         assert counts.total > 100 and counts.failed == 0, (counts.samples, result.stdout)
@@ -334,6 +351,7 @@ def test_a_reload_that_does_not_take_fails_the_deploy_and_stops_nothing(sandbox,
             time.sleep(0.5)
             result = fab(sandbox, wider, app_repo)
             time.sleep(0.5)
+        keep_output("reload-fails", result, load)
         out = result.stdout + result.stderr
         assert result.returncode != 0, out
         assert "Nginx's reload did not take" in out and "bind() to 127.0.0.1:7226 failed (98: Address already in use)" in out

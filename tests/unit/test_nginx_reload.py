@@ -116,7 +116,7 @@ def test_site_answers_its_own_id_and_carries_the_header(load) -> None:
 def test_a_template_override_without_the_header_still_renders_one(load, tmp_path: Path) -> None:
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "nginx-site.conf.j2").write_text(
-        'server {\n    listen {{ listen[0] }};\n    location = /.signalcraft-site { return 200 "{{ site_id }}\\n"; }\n}\n')
+        'server {\n    listen {{ listen[0] }};\n    location = /.signalcraft-deploy-site { return 200 "{{ site_id }}\\n"; }\n}\n')
     site = render_nginx_site(load({"TEMPLATES_DIR": str(tmp_path / "tpl")}))
     assert written_by_us(site) and site_id(site)
 
@@ -279,7 +279,7 @@ class PrivateNginx:
         self.site = prefix / "site.conf"
 
     def write(self, listen: str, site_id_value: str) -> None:
-        marker = f'location = /.signalcraft-site {{ return 200 "{site_id_value}\\n"; }}'
+        marker = f'location = /.signalcraft-deploy-site {{ return 200 "{site_id_value}\\n"; }}'
         self.site.write_text(f"server {{\n    listen {listen};\n    {marker}\n}}\n")
         p = self.prefix
         self.conf.write_text(
@@ -292,7 +292,7 @@ class PrivateNginx:
         return [NGINX, "-p", str(self.prefix), "-e", str(self.prefix / "error.log"), "-c", str(self.conf), *args]
 
     def reload(self, expect: str | None, wait: int = 5) -> tuple[int, dict]:
-        marker = {"url": f"http://127.0.0.1:{self.port}/.signalcraft-site", "host": None, "expect": expect} if expect else None
+        marker = {"url": f"http://127.0.0.1:{self.port}/.signalcraft-deploy-site", "host": None, "expect": expect} if expect else None
         spec = {"cmd": " ".join(self.cmd("-s", "reload")), "wait": wait, "marker": marker, "conf": str(self.conf)}
         done = subprocess.run([sys.executable, "-I", "-", json.dumps(spec)], input=remote.program("reload_nginx"),
                               capture_output=True, text=True, timeout=60)
@@ -403,14 +403,14 @@ def test_reload_nginx_raises_with_nginxs_reason_and_the_fix(load) -> None:
     from signalcraft_deploy.host.nginx import reload_nginx
 
     why = "[emerg] 22416#22416: bind() to 0.0.0.0:7221 failed (98: Address already in use)"
-    c = MockContext(run={re_.compile("reload_nginx.py"): Result(stdout=json.dumps({"ok": False, "why": why}) + "\n", exited=65)},
+    c = MockContext(run={re_.compile(".*nginx -s reload"): Result(stdout=json.dumps({"ok": False, "why": why}) + "\n", exited=65)},
                     repeat=True)
     s = load()
     with pytest.raises(Exit) as err:
         reload_nginx(c, s, render_nginx_site(s))
     message = str(err.value.message)
     assert "Nginx's reload did not take" in message and why in message and "NGINX_LISTEN" in message
-    ok = MockContext(run={re_.compile("reload_nginx.py"): Result(stdout='{"ok": true, "why": "", "master": 7, "seconds": 0.1}\n')},
+    ok = MockContext(run={re_.compile(".*nginx -s reload"): Result(stdout='{"ok": true, "why": "", "master": 7, "seconds": 0.1}\n')},
                      repeat=True)
     assert reload_nginx(ok, s)["master"] == 7
 
@@ -420,6 +420,6 @@ def test_the_marker_is_asked_on_the_first_listener_with_the_sites_name(load) -> 
 
     s = load({"NGINX_LISTEN": "127.0.0.1:8080,[::1]:8080", "SERVER_NAME": "shop.example.com www.example.com"})
     site = render_nginx_site(s)
-    assert marker_spec(s, site) == {"url": "http://127.0.0.1:8080/.signalcraft-site", "host": "shop.example.com",
+    assert marker_spec(s, site) == {"url": "http://127.0.0.1:8080/.signalcraft-deploy-site", "host": "shop.example.com",
                                     "expect": site_id(site)}
     assert marker_spec(s, "server { listen 80; }\n") is None  # a site not ours: no id to ask for
