@@ -299,7 +299,7 @@ def _check_listen(s: Settings, facts: HostFacts) -> None:
                     f"{key} {want} means every address, but Nginx holds port {want.port} on {addresses} only; Linux refuses "
                     "a wildcard bind on a port the same process holds on one address, so a reload cannot apply it (Nginx "
                     f"would keep its old configuration, and every later reload would fail). Set {key}={addresses} to keep "
-                    "the address Nginx has (at a takeover, leaving {key} unset keeps the old site's own listen lines).")
+                    f"the address Nginx has (at a takeover, leaving {key} unset keeps the old site's own listen lines).")
 
 
 def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts) -> Plan:

@@ -378,12 +378,22 @@ CK = Profile("i13ck", "/home/ubuntu/i13-ck", 7207, 7217, 7227)
 LE = Path("/etc/letsencrypt")
 
 
+def made_dirs(path: Path) -> list[Path]:
+    """Create `path` and its missing parents; return those this call created (to remove only them)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
 def test_certificates_are_checked_before_anything_changes_and_status_warns(sandbox, app_repo):
+    """certbot's layout is faked under /etc/letsencrypt with names of our own (live/i13.test, the hook
+    signalcraft-i13ck); only what this test created is removed."""
     clean_host(CK)
-    made_le = not LE.exists()
-    if not made_le:
-        pytest.skip("/etc/letsencrypt exists on this machine: not ours to write a fake certbot tree into")
     live = LE / "live" / NAME
+    hook = LE / "renewal-hooks/deploy/signalcraft-i13ck"
+    if live.exists() or hook.exists():
+        pytest.skip(f"{live} or {hook} exists: not ours to write over")
+    created = made_dirs(hook.parent)
     try:
         cert, key = make_cert("ck", days=7)
         _, other_key = make_cert("ck-other")
@@ -395,13 +405,12 @@ def test_certificates_are_checked_before_anything_changes_and_status_warns(sandb
         assert not site_path(CK).exists() and not Path(CK.root, "releases").exists() and not pm2_apps(CK.app)
 
         # certbot's layout: the deploy installs its renewal hook; 7 days left makes `status` warn.
-        live.mkdir(parents=True)
+        created += made_dirs(live)
         sh(f"cp {cert} {live}/fullchain.pem && cp {key} {live}/privkey.pem && chmod 600 {live}/privkey.pem")
         good = Profile(CK.app, CK.root, CK.bind, CK.node, CK.listen, extra={
             **tls, "TLS_CERT": f"{live}/fullchain.pem", "TLS_KEY": f"{live}/privkey.pem"})
         deployed = fab(sandbox, good, app_repo)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        hook = LE / "renewal-hooks/deploy/signalcraft-i13ck"
         assert hook.read_text().endswith("nginx -t && nginx -s reload\n") and os.access(hook, os.X_OK)
         assert plain_status(f"http://127.0.0.1:{CK.listen}/api/ai/x") == 301  # plain HTTP redirects to HTTPS (TLS_REDIRECT on by default)
         assert https_get("https://127.0.0.1:7247/api/ai/x", ssl.create_default_context(cafile=str(cert)))[0] == 200
@@ -415,8 +424,10 @@ def test_certificates_are_checked_before_anything_changes_and_status_warns(sandb
         assert hashlib.sha256(hook.read_bytes()).hexdigest() == digest
     finally:
         clean_host(CK)
-        if made_le:
-            sh(f"rm -rf {LE}", check=False)
+        sh(f"rm -f {hook} {live}/fullchain.pem {live}/privkey.pem", check=False)
+        for folder in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
+            if folder.exists() and not any(folder.iterdir()):
+                folder.rmdir()
         sh(f"rm -f {CERTS}/ck.pem {CERTS}/ck.key {CERTS}/ck-other.pem {CERTS}/ck-other.key", check=False)
         reload_takes("127.0.0.1:7299", CK)
 
