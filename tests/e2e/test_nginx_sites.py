@@ -326,7 +326,7 @@ def test_takeover_of_an_https_site_keeps_https_through_a_fresh_start(sandbox, ol
         if (private / "nginx.pid").exists():
             sh(f"kill -QUIT {(private / 'nginx.pid').read_text().strip()}", check=False)
         cleanup(TL)
-        sh(f"rm -f {CERTS}/tl.pem {CERTS}/tl.key", check=False)
+        sh(f"rm -f {CERTS}/tl.pem {CERTS}/tl.key; rmdir {CERTS} 2>/dev/null", check=False)
         reload_takes("127.0.0.1:7299", TL)
 
 
@@ -428,7 +428,7 @@ def test_certificates_are_checked_before_anything_changes_and_status_warns(sandb
         for folder in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
             if folder.exists() and not any(folder.iterdir()):
                 folder.rmdir()
-        sh(f"rm -f {CERTS}/ck.pem {CERTS}/ck.key {CERTS}/ck-other.pem {CERTS}/ck-other.key", check=False)
+        sh(f"rm -f {CERTS}/ck.pem {CERTS}/ck.key {CERTS}/ck-other.pem {CERTS}/ck-other.key; rmdir {CERTS} 2>/dev/null", check=False)
         reload_takes("127.0.0.1:7299", CK)
 
 
