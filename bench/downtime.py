@@ -31,6 +31,7 @@ behaved as expected, 1 otherwise, 2 if the benchmark itself could not run.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,12 @@ KINDS: tuple[Kind, ...] = (
     Kind("node-crash", "Node commit that crashes on start", broken=True),
     Kind("health-500", "commit whose health route returns 500", broken=True),
     Kind("takeover", "takeover: first deploy over a bare python app.py"),
+    # Issue 13: the same 'before' state with the site on 127.0.0.1:<port>, and with an HTTPS server beside it
+    # (a certificate made on the host with openssl); NGINX_LISTEN and SERVER_NAME are left to the old site.
+    Kind("takeover-loopback", "takeover of a site on listen 127.0.0.1:<port>"),
+    Kind("takeover-https", "takeover of a site with an HTTPS server"),
 )
+TAKEOVER_SHAPES = {"takeover": "plain", "takeover-loopback": "loopback", "takeover-https": "https"}
 KIND_BY_KEY = {k.key: k for k in KINDS}  # what --kinds accepts
 TAKEOVER_ROLLBACK = Kind("takeover-rollback", "takeover rollback (to the bare python app.py)")  # a row, measured with takeover
 TITLES = {k.key: k.title for k in (*KINDS, TAKEOVER_ROLLBACK)}
@@ -645,6 +651,12 @@ class TakeoverSettings:
     plan_gunicorn_port: int = 8231
     plan_node_port: int = 3231
     plan_listen: int = 8079
+    tls_listen: int = 8453  # the HTTPS server of the takeover-https kind (127.0.0.1 only)
+    shape: str = "plain"  # plain: `listen <port>`; loopback: `listen 127.0.0.1:<port>`; https: loopback + an HTTPS server
+
+    @property
+    def cert_dir(self) -> str:
+        return f"/etc/ssl/{self.app_name}-bench"
 
     @property
     def deploy_root(self) -> str:
@@ -676,20 +688,31 @@ def node_only_ecosystem(name: str, port: int) -> str:
             f"env_production: {{ NODE_ENV: 'production', PORT: {port} }} }} ] }};\n")
 
 
-def old_site(listen: int, gunicorn_port: int, node_port: int, comment: str) -> str:
-    """The hand-made Nginx site of before the plan: the Python routes to the bare server, the rest to Node.js."""
-    return f"""# {comment}
-server {{
-    listen {listen};
-    server_name _;
-    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
+def old_site(listen: int, gunicorn_port: int, node_port: int, comment: str, tk: TakeoverSettings | None = None) -> str:
+    """The hand-made Nginx site of before the plan: the Python routes to the bare server, the rest to Node.js.
+    With `tk` of shape loopback or https: `listen 127.0.0.1:<port>`, and for https an HTTPS server beside it,
+    as certbot leaves a site."""
+    shape = tk.shape if tk else "plain"
+    where = f"127.0.0.1:{listen}" if shape != "plain" else str(listen)
+    body = f"""    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
         proxy_pass http://127.0.0.1:{gunicorn_port};
     }}
     location / {{
         proxy_pass http://127.0.0.1:{node_port};
     }}
-}}
 """
+    text = f"# {comment}\nserver {{\n    listen {where};\n    server_name _;\n{body}}}\n"
+    if tk and shape == "https":
+        text += (f"server {{\n    listen 127.0.0.1:{tk.tls_listen} ssl;\n    server_name _;\n"
+                 f"    ssl_certificate {tk.cert_dir}/cert.pem;\n    ssl_certificate_key {tk.cert_dir}/key.pem;\n{body}}}\n")
+    return text
+
+
+def cert_script(tk: TakeoverSettings) -> str:
+    """Shell: a self-signed certificate for 127.0.0.1 in tk.cert_dir (key 0600, root's), for the takeover-https kind."""
+    d = shlex.quote(tk.cert_dir)
+    return (f"sudo -n mkdir -p -m 0700 {d} && sudo -n openssl req -x509 -newkey rsa:2048 -nodes -keyout {d}/key.pem "
+            f"-out {d}/cert.pem -days 30 -subj /CN=bench.test -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1")
 
 
 def bare_pids_script(directory: str) -> str:
@@ -753,13 +776,33 @@ class TakeoverTool(Tool):
         super().__init__(sandbox, work, tk.tool, extra)
         self.tk = tk
         self.site_text = old_site(tk.listen, tk.gunicorn_port, tk.node_port,
-                                  f"{tk.app_name}: the hand-made site of before the plan (bench/downtime.py, takeover)")
+                                  f"{tk.app_name}: the hand-made site of before the plan (bench/downtime.py, takeover)", tk)
         self.bare_before: list[int] = []
         self.last: Stamped | None = None  # the last deploy (not rollback), for its output
+        self.cafile: str | None = None  # the takeover-https kind's certificate, which its load trusts
+
+    @property
+    def https_urls(self) -> list[str]:
+        return [f"https://127.0.0.1:{self.tk.tls_listen}{PY_PATH}", f"https://127.0.0.1:{self.tk.tls_listen}/"]
+
+    @property
+    def load_urls(self) -> list[str]:
+        return [self.py_url, self.node_url] + (self.https_urls if self.tk.shape == "https" else [])
+
+    def env_text(self) -> str:
+        """As the regular tool's, but a loopback or HTTPS takeover leaves NGINX_LISTEN and SERVER_NAME to the old site."""
+        text = super().env_text()
+        if self.tk.shape == "plain":
+            return text
+        return "".join(line for line in text.splitlines(keepends=True) if not line.startswith(("NGINX_LISTEN=", "SERVER_NAME=")))
 
     def setup(self) -> None:
         tk = self.tk
         self.work.mkdir(parents=True, exist_ok=True)
+        if tk.shape == "https":
+            ssh(self.sandbox, cert_script(tk))
+            (self.work / "cert.pem").write_text(ssh(self.sandbox, f"sudo -n cat {tk.cert_dir}/cert.pem").stdout)
+            self.cafile = str(self.work / "cert.pem")
         self.repo = AppRepo(self.work / "app")  # what the first deploy ships: the example app as it is
         old = self.work / "old"
         shutil.copytree(EXAMPLE_APP, old, ignore=shutil.ignore_patterns("node_modules", ".venv", "__pycache__", "*.pyc", "REVISION"))
@@ -843,9 +886,39 @@ class TakeoverTool(Tool):
             if {name: {mode for _, mode in procs} for name, procs in apps.items()} != want or any(
                     status != "online" for procs in apps.values() for status, _ in procs):
                 problems.append(f"PM2 should hold {app}-python (fork) and {app}-nodejs (cluster), online; it holds {apps}")
+            problems += self.site_problems(sha)
             if not problems:
-                m.after = "new release, both under PM2, bare server gone"
+                m.after = "new release, both under PM2, bare server gone" + (
+                    "; Nginx serves the new site" if self.tk.shape != "plain" else "")
         m.expected = not problems
+
+    def site_problems(self, sha: str) -> list[str]:
+        """Loopback/HTTPS takeovers: the old listen kept, the running Nginx serving the new site, HTTPS answering."""
+        if self.tk.shape == "plain":
+            return []
+        problems = []
+        site = ssh(self.sandbox, f"sudo -n cat {self.tk.site}", check=False).stdout
+        want = re.search(r'return 200 "([0-9a-f]{16})\\n";', site)
+        conn = http.client.HTTPConnection("127.0.0.1", self.tk.listen, timeout=5)
+        try:
+            conn.request("GET", "/.signalcraft-deploy-site")
+            running = conn.getresponse().read().decode("utf-8", "replace").strip()
+        except OSError as err:
+            running = f"no answer ({err})"
+        finally:
+            conn.close()
+        if f"listen 127.0.0.1:{self.tk.listen}" not in site:
+            problems.append(f"the new site does not keep listen 127.0.0.1:{self.tk.listen}")
+        if not want or running != want.group(1):
+            problems.append(f"the running Nginx answers {running[:60]!r} on /.signalcraft-deploy-site, not the new site's id")
+        if self.tk.shape == "https":
+            for url in self.https_urls:
+                with Load([url], threads=1, max_requests=1, max_seconds=10, cafile=self.cafile) as probe:
+                    probe.wait(10)
+                answer = probe.result()
+                if answer.failed or not any(r.endswith(sha) for r in answer.releases.get(url, {})):
+                    problems.append(f"{url} does not answer from the new release over HTTPS: {answer.summary()}")
+        return problems
 
 
 class TakeoverPlan(Plan):
@@ -921,7 +994,7 @@ def cleanup_takeover(sandbox: Sandbox, tk: TakeoverSettings) -> None:
     apps = [f"{a}-python", f"{a}-nodejs", f"{a}-python-handover", f"{a}-nodejs-handover", f"{a}-python-trial",
             f"{a}-nodejs-trial", p.python_app, p.node_app]
     parked = f"{tk.deploy_root}/.deploy/nginx-default-site.link"
-    sites = [tk.site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp")]
+    sites = [tk.site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp", ".locations")]
     sites += [tk.tool.nginx_link, p.site, p.link]
     script = "\n".join(
         [f"pm2 delete {name} >/dev/null 2>&1 || true" for name in apps]
@@ -932,6 +1005,7 @@ def cleanup_takeover(sandbox: Sandbox, tk: TakeoverSettings) -> None:
            f"if [ -s {parked} ] && [ ! -e /etc/nginx/sites-enabled/default ]; then "
            f"sudo -n ln -s \"$(cat {parked})\" /etc/nginx/sites-enabled/default; fi",
            "sudo -n rm -f " + " ".join(sites),
+           f"sudo -n rm -rf {shlex.quote(tk.cert_dir)}",
            "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
            f"rm -rf {tk.deploy_root} {tk.old_dir} {p.directory} {p.origin}",
            "rm -f " + " ".join(f"$HOME/.pm2/logs/{name}-*.log" for name in apps),
@@ -940,18 +1014,23 @@ def cleanup_takeover(sandbox: Sandbox, tk: TakeoverSettings) -> None:
 
 
 def run_takeover(method_name: str, sandbox: Sandbox, work: Path, tk: TakeoverSettings, extra: dict[str, str], run: int,
-                 threads: int, logs: Path, keep: bool, info: dict[str, str]) -> list[Measurement]:
-    """One takeover run: a fresh 'before' state, the measured first deploy (tool: then the measured rollback), clean up."""
-    kind = KIND_BY_KEY["takeover"]
+                 threads: int, logs: Path, keep: bool, info: dict[str, str], kind: Kind | None = None) -> list[Measurement]:
+    """One takeover run: a fresh 'before' state, the measured first deploy (tool: then the measured rollback), clean up.
+    The loopback and HTTPS kinds measure the first deploy only (the tool; the plan's method has no such kind)."""
+    kind = kind or KIND_BY_KEY["takeover"]
+    tk = replace(tk, shape=TAKEOVER_SHAPES[kind.key])
     cleanup_takeover(sandbox, tk)
     results = []
     if method_name == "tool":
-        tool = TakeoverTool(sandbox, work / f"takeover-tool-{run}", tk, extra)
+        tool = TakeoverTool(sandbox, work / f"takeover-tool-{kind.key}-{run}", tk, extra)
         tool.setup()
         results.append(measure(tool, kind, run, threads, logs))
         if "gunicorn" not in info:  # the versions on the host, while the takeover's venv exists
             info.update(machine_info(sandbox, [tk.deploy_root]))
-        results.append(measure(tool, TAKEOVER_ROLLBACK, run, threads, logs))
+        if kind.key == "takeover":
+            results.append(measure(tool, TAKEOVER_ROLLBACK, run, threads, logs))
+    elif kind.key != "takeover":
+        return []
     else:
         plan = TakeoverPlan(sandbox, work / f"takeover-plan-{run}", tk)
         plan.setup()
@@ -1039,8 +1118,9 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
     if not (before[0].ok and before[1].ok):
         m.problems.append(f"not answering before the deploy: {describe_after(*before)}")
     method.apply(kind)
-    load = TimedLoad([method.py_url, method.node_url], threads=threads, max_requests=50_000_000,
-                     max_seconds=DEPLOY_TIMEOUT + LEAD_SECONDS + TAIL_SECONDS + 10)
+    urls = getattr(method, "load_urls", None) or [method.py_url, method.node_url]
+    load = TimedLoad(urls, threads=threads, max_requests=50_000_000,
+                     max_seconds=DEPLOY_TIMEOUT + LEAD_SECONDS + TAIL_SECONDS + 10, cafile=getattr(method, "cafile", None))
     t0 = time.monotonic()
     m.load_started_wall = datetime.now(UTC).isoformat(timespec="milliseconds")
     with load:
@@ -1218,6 +1298,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     k.add_argument("--takeover-plan-gunicorn-port", type=int, default=tk.plan_gunicorn_port)
     k.add_argument("--takeover-plan-node-port", type=int, default=tk.plan_node_port)
     k.add_argument("--takeover-plan-listen", type=int, default=tk.plan_listen)
+    k.add_argument("--takeover-tls-listen", type=int, default=tk.tls_listen, help="the HTTPS port of the takeover-https kind")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.threads = 1, min(args.threads, 2)
@@ -1235,10 +1316,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # The tool's handover addresses default to port + 1 for Gunicorn and for Node.js.
     ports = [gunicorn_port, gunicorn_port + 1, args.node_port, args.node_port + 1, args.nginx_listen,
              args.plan_gunicorn_port, args.plan_node_port, args.plan_listen]
-    if "takeover" in args.kinds.split(","):
+    if any(k.startswith("takeover") for k in args.kinds.split(",")):
         ports += [args.takeover_gunicorn_port, args.takeover_gunicorn_port + 1, args.takeover_node_port,
                   args.takeover_node_port + 1, args.takeover_listen, args.takeover_plan_gunicorn_port,
-                  args.takeover_plan_node_port, args.takeover_plan_listen]
+                  args.takeover_plan_node_port, args.takeover_plan_listen, args.takeover_tls_listen]
         clashes["--takeover-app-name"] = (not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", args.takeover_app_name)
                                           or args.takeover_app_name in ("signalcraft", "tk", args.app_name))
     clashes["ports"] = bool({8001, 8002, 3000, 80} & set(ports)) or len(set(ports)) != len(ports)
@@ -1263,9 +1344,9 @@ def main(argv: list[str] | None = None) -> int:
                                  args.plan_listen, args.plan_site)
     takeover_settings = TakeoverSettings(args.takeover_app_name, args.takeover_gunicorn_port, args.takeover_node_port,
                                          args.takeover_listen, args.takeover_plan_gunicorn_port, args.takeover_plan_node_port,
-                                         args.takeover_plan_listen)
+                                         args.takeover_plan_listen, args.takeover_tls_listen)
     kinds = [KIND_BY_KEY[k] for k in args.kinds.split(",")]
-    regular = [k for k in kinds if k.key != "takeover"]  # kinds measured on the long-lived app of each method
+    regular = [k for k in kinds if k.key not in TAKEOVER_SHAPES]  # kinds measured on the long-lived app of each method
     takeover = len(regular) != len(kinds)
     try:
         sandbox = load_sandbox()
@@ -1313,12 +1394,12 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             for run in range(1, max(args.runs, args.takeover_runs if takeover else 0) + 1):
                 for kind in kinds:
-                    if kind.key == "takeover":
-                        if run > args.takeover_runs:
+                    if kind.key in TAKEOVER_SHAPES:
+                        if run > args.takeover_runs or (method.name != "tool" and kind.key != "takeover"):
                             continue
                         print(f"  {method.name:<8} run {run}  takeover: making the 'before' state (not measured) ...", flush=True)
                         for m in run_takeover(method.name, sandbox, work, takeover_settings, extra, run, args.threads, logs,
-                                              args.keep, info):
+                                              args.keep, info, kind):
                             results.append(m)
                             show(m)
                     elif run <= args.runs:

@@ -22,6 +22,7 @@ import argparse
 import http.client
 import ipaddress
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ class Target:
     host: str
     port: int
     path: str
+    scheme: str = "http"
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,16 @@ def _is_loopback_ip(text: str) -> bool:
 
 
 def loopback_target(url: str) -> Target:
-    """Parse an ``http://`` URL whose host is loopback; raise ValueError for anything else.
+    """Parse an ``http://`` or ``https://`` URL whose host is loopback; raise ValueError for anything else.
 
     ``localhost`` is accepted only if every address it resolves to is loopback, so a hosts file
     pointing it elsewhere cannot send traffic off the machine.
     """
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"{url!r}: only http:// URLs are supported")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: only http:// and https:// URLs are supported")
     try:
-        host, port = parts.hostname, parts.port or 80
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:  # a port that is not a number or out of range
         raise ValueError(f"{url!r}: {exc}") from None
     if not host:
@@ -123,7 +125,7 @@ def loopback_target(url: str) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(url=url, host=host, port=port, path=path)
+    return Target(url=url, host=host, port=port, path=path, scheme=parts.scheme)
 
 
 class Load:
@@ -140,6 +142,7 @@ class Load:
         max_requests: int = 200_000,
         max_seconds: float = 300.0,
         timeout: float = 5.0,
+        cafile: str | None = None,
     ) -> None:
         if not urls:
             raise ValueError("no URLs given")
@@ -150,6 +153,8 @@ class Load:
         self.max_requests = max_requests
         self.max_seconds = max_seconds
         self.timeout = timeout
+        # https:// URLs: the server's certificate is verified against `cafile` (default: the system's CAs).
+        self._tls = ssl.create_default_context(cafile=cafile) if any(t.scheme == "https" for t in self.targets) else None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -234,7 +239,8 @@ class Load:
 
     def _request(self, target: Target) -> tuple[int | None, str | None, str]:
         """One GET on a new connection: (status or None, X-Release or None, error text or "")."""
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=self.timeout)
+        conn = (http.client.HTTPSConnection(target.host, target.port, timeout=self.timeout, context=self._tls)
+                if target.scheme == "https" else http.client.HTTPConnection(target.host, target.port, timeout=self.timeout))
         try:
             conn.request("GET", target.path, headers={"Connection": "close"})
             response = conn.getresponse()

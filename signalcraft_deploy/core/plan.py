@@ -25,6 +25,7 @@ from signalcraft_deploy.core.render import (
     render_release_configs,
     templates_digest,
     venv_dir,
+    written_by_us,
 )
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.core.source import NODEJS, PYTHON, readers
@@ -158,6 +159,8 @@ class Plan:
     build_node_modules: bool = False
     notes: list[str] = field(default_factory=list)
     changed: list[str] | None = None  # paths that differ from the live release, when known
+    extras: str | None = None  # location blocks kept from a site taken over (written beside ours)
+    site_defaults: dict[str, str] = field(default_factory=dict)  # settings a site taken over implied, kept on the host
 
     @property
     def nothing_to_do(self) -> bool:
@@ -349,6 +352,28 @@ def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
     return all(a.how == How.NONE for a in actions) and not drift_py and not drift_node
 
 
+def _check_listen(s: Settings, facts: HostFacts) -> None:
+    """Refuse a listen address that only a restart of Nginx could apply, or one held by another program."""
+    wanted = [("NGINX_LISTEN", x) for x in s.nginx_listen] + ([("TLS_LISTEN", x) for x in s.tls_listen] if s.tls else [])
+    for key, want in wanted:
+        for listener in facts.listening_on(want.port):
+            strangers = [(pid, name) for pid, name in zip(listener.pids, listener.names, strict=False) if "nginx" not in name]
+            if strangers:
+                raise PlanError(f"{key} {want} is held by pid {strangers[0][0]} ({strangers[0][1]}), not Nginx: "
+                                f"stop it or set another {key}.")
+        if want.wildcard:
+            held = [lst for lst in facts.listening_on(want.port) if lst.host not in ("0.0.0.0", "*", "::")
+                    and (":" in lst.host) == (want.family == 6)]
+            wild = [lst for lst in facts.listening_on(want.port) if lst.host in (("::",) if want.family == 6 else ("0.0.0.0", "*"))]
+            if held and not wild:
+                addresses = ",".join(f"[{h.host}]:{h.port}" if ":" in h.host else f"{h.host}:{h.port}" for h in held)
+                raise PlanError(
+                    f"{key} {want} means every address, but Nginx holds port {want.port} on {addresses} only; Linux refuses "
+                    "a wildcard bind on a port the same process holds on one address, so a reload cannot apply it (Nginx "
+                    f"would keep its old configuration, and every later reload would fail). Set {key}={addresses} to keep "
+                    f"the address Nginx has (at a takeover, leaving {key} unset keeps the old site's own listen lines).")
+
+
 def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts,
               changed: list[str] | None = None) -> Plan:
     """Decide what to build and what to reload, from what changed (`changed`: the paths that differ from the
@@ -384,11 +409,11 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
         if site_same:
             why = "site not enabled"
         nginx = Action(App.NGINX, How.WRITE_AND_RELOAD, why)
-    for listener in facts.listening_on(s.nginx_listen):
-        strangers = [(pid, name) for pid, name in zip(listener.pids, listener.names, strict=False) if "nginx" not in name]
-        if strangers:
-            raise PlanError(f"NGINX_LISTEN {s.nginx_listen} is held by pid {strangers[0][0]} ({strangers[0][1]}), not Nginx: "
-                            "stop it or set another NGINX_LISTEN.")
+    _check_listen(s, facts)
+    if facts.complete and facts.site_text is not None and not written_by_us(facts.site_text) and py.how is not How.TAKEOVER:
+        raise PlanError(f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first line is "
+                        "not our header), and no unmanaged server on GUNICORN_BIND is being taken over with it: this tool "
+                        "writes over no one's file. Move that file away, or set NGINX_SITE to a file of its own.")
     # An interrupted deploy can leave an app running another release than the one recorded:
     # converge it (a HUP or a rolling reload loads what `current` holds).
     want_py, want_node, drift_py, drift_node = _drift(s, facts, old)

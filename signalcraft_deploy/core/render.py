@@ -167,9 +167,30 @@ def routes_regex(routes: tuple[str, ...]) -> str:
     return "|".join(re.sub(r"([.])", r"\\\1", route) for route in routes)
 
 
+SITE_HEADER = "# Rendered by signalcraft-deploy."
+SITE_ID_PLACEHOLDER = "@@signalcraft-site-id@@"
+SITE_ID_RE = re.compile(r'location = /\.signalcraft-deploy-site \{[^}]*return 200 "([0-9a-f]+)\\n";')
+
+
+def written_by_us(text: str | None) -> bool:
+    """Whether a file's text is one this tool rendered (its first line is our header)."""
+    return bool(text) and text.lstrip("\ufeff").startswith(SITE_HEADER)
+
+
+def site_id(text: str) -> str | None:
+    """The id a rendered site answers on /.signalcraft-deploy-site (None: not a site of ours)."""
+    match = SITE_ID_RE.search(text or "")
+    return match.group(1) if match else None
+
+
 def render_nginx_site(s: Settings, python_address: str | None = None, node_address: str | None = None) -> str:
-    """The Nginx site. The addresses override the apps' own while a handover runs."""
-    return _environment(s.templates_dir).get_template("nginx-site.conf.j2").render(
+    """The Nginx site. The addresses override the apps' own while a handover runs.
+
+    The site answers `/.signalcraft-deploy-site` with its own id (a digest of the rest of the file), so a
+    reload can be proven by asking Nginx; the header line marks the file as ours.
+    """
+    tls_port = s.tls_listen[0].port
+    text = _environment(s.templates_dir).get_template("nginx-site.conf.j2").render(
         python_upstream=upstream_name(s, "python"),
         node_upstream=upstream_name(s, "nodejs"),
         # nginx refuses variable names over 46 characters (variables_hash_bucket_size 64): '<app>_conn' fits
@@ -177,11 +198,39 @@ def render_nginx_site(s: Settings, python_address: str | None = None, node_addre
         connection_var=upstream_name(s, "conn"),
         python_address=python_address or str(s.gunicorn_bind),
         node_address=node_address or f"127.0.0.1:{s.node_port}",
-        listen=s.nginx_listen,
+        listen=[str(x) for x in s.nginx_listen],
         default_server=s.server_name == "_",
         server_name=s.server_name,
         routes_regex=routes_regex(s.py_routes),
+        client_max_body_size=s.client_max_body_size,
+        site_id=SITE_ID_PLACEHOLDER,
+        extras=s.nginx_extras,
+        tls=s.tls,
+        tls_listen=[str(x) for x in s.tls_listen],
+        tls_cert=s.tls_cert,
+        tls_key=s.tls_key,
+        tls_redirect=s.tls_redirect,
+        tls_port_suffix="" if tls_port == 443 else f":{tls_port}",
     )
+    if not written_by_us(text):
+        text = f"{SITE_HEADER} Edits here are replaced on the next deploy.\n" + text
+    return text.replace(SITE_ID_PLACEHOLDER, digest(text)[:16])
+
+
+CERTBOT_LIVE = "/etc/letsencrypt/live/"
+
+
+def certbot_hook_path(s: Settings) -> str | None:
+    """Where certbot runs deploy hooks after a renewal, when TLS_CERT is one of certbot's (else None)."""
+    if not s.tls_cert or not s.tls_cert.startswith(CERTBOT_LIVE):
+        return None
+    return f"/etc/letsencrypt/renewal-hooks/deploy/signalcraft-{s.app_name}"
+
+
+def render_certbot_hook(s: Settings) -> str:
+    """certbot's deploy hook: Nginx reads renewed certificates only when it reloads."""
+    return (f"#!/bin/sh\n{SITE_HEADER} Reloads Nginx after certbot renews {s.tls_cert} (site {s.nginx_site}).\n"
+            f"{s.nginx_test_cmd} && {s.nginx_reload_cmd}\n")
 
 
 def render_release_configs(s: Settings, venv: str, esm: bool = False) -> dict[str, str]:

@@ -137,6 +137,63 @@ def _address(text: str) -> Address:
 
 address = on_text(_address, Address)
 
+
+@dataclass(frozen=True)
+class Listen:
+    """One address Nginx listens on: `host` None means every IPv4 address (a bare port)."""
+
+    host: str | None
+    port: int
+
+    def __str__(self) -> str:
+        if self.host is None:
+            return str(self.port)
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def family(self) -> int:
+        return 6 if self.host and ":" in self.host else 4
+
+    @property
+    def wildcard(self) -> bool:
+        return self.host in (None, "*", "0.0.0.0", "::")
+
+    @property
+    def local(self) -> str:
+        """host:port to reach this listener from the host itself."""
+        if self.wildcard:
+            return f"[::1]:{self.port}" if self.family == 6 else f"127.0.0.1:{self.port}"
+        return str(self)
+
+
+def _listen(part: str) -> Listen:
+    match = re.fullmatch(r"([0-9]+)|\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([0-9.]+|\*):([0-9]+)", part)
+    if not match:
+        raise Invalid("a port, ADDRESS:PORT, [IPv6]:PORT, or a comma-separated list of them, such as 80 or 127.0.0.1:8080",
+                      found=repr(part))
+    host = match.group(2) or match.group(4)
+    number = int(match.group(1) or match.group(3) or match.group(5))
+    if host and host != "*":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise Invalid("an IP address in ADDRESS:PORT", found=repr(part)) from None
+    if not 1 <= number <= 65535:
+        raise Invalid("ports from 1 to 65535", found=repr(part))
+    return Listen(None if host in (None, "*", "0.0.0.0") else host, number)
+
+
+def _listens(text: str) -> tuple[Listen, ...]:
+    found: list[Listen] = []
+    for part in text.split(","):
+        item = _listen(part.strip())
+        if item not in found:
+            found.append(item)
+    return tuple(found)
+
+
+listens = on_text(_listens, tuple[Listen, ...], lambda value: ",".join(str(x) for x in value))
+
 _SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 _SAFE_REL_PATH_RE = re.compile(r"^[A-Za-z0-9._@+-][A-Za-z0-9._/@+-]*$")
 
@@ -303,6 +360,7 @@ _WORKER_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _NGINX = r"(/usr/sbin/|/usr/bin/|/usr/local/sbin/|/usr/local/bin/|/usr/local/nginx/sbin/)?nginx"
 _NGINX_TEST_RE = rf"{_NGINX}( -q)? -t( -q)?"
 _NGINX_RELOAD_RE = rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload nginx(\.service)?|(/usr/sbin/)?service nginx reload"
+_SIZE_RE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")
 _PROGRAM_RE = r"[A-Za-z0-9._/+][A-Za-z0-9._/+-]*"  # never an option: no leading '-'
 
 
@@ -370,10 +428,20 @@ KEYS: tuple[Key, ...] = (
     Key("PY_ROUTES", "api/ai,api/iot,api/lightweight-analyze,api/flask", on_text(_routes, tuple[str, ...], ",".join),
         "path prefixes (comma-separated) Nginx sends to Gunicorn"),
     Key("NGINX_SITE", "/etc/nginx/sites-available/signalcraft", absolute_path,
-        "the Nginx site file this tool owns (linked from sites-enabled)"),
-    Key("NGINX_LISTEN", "80", port, "port Nginx listens on for the site"),
+        "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf)"),
+    Key("NGINX_LISTEN", "80", listens,
+        "where Nginx listens for the site: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated list "
+        "(at a takeover, default: the old site's own listen lines)"),
     Key("SERVER_NAME", "_", regex(_SERVER_NAME_RE, "'_' or host names separated by single spaces"),
         "Nginx server_name; '_' makes the site the default server on NGINX_LISTEN"),
+    Key("TLS_CERT", None, optional(absolute_path),
+        "certificate chain on the host, e.g. certbot's /etc/letsencrypt/live/<name>/fullchain.pem (with TLS_KEY: HTTPS on)"),
+    Key("TLS_KEY", None, optional(absolute_path),
+        "private key of TLS_CERT on the host, e.g. /etc/letsencrypt/live/<name>/privkey.pem"),
+    Key("TLS_LISTEN", "443", listens, "where Nginx listens for HTTPS: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated list"),
+    Key("TLS_REDIRECT", "true", boolean, "with TLS on, answer plain HTTP with a redirect to HTTPS"),
+    Key("CLIENT_MAX_BODY_SIZE", None, optional(regex(_SIZE_RE, "a size such as 10m or 512k")),
+        "largest request body Nginx accepts, e.g. 10m (unset: Nginx's own 1m)"),
     Key("NGINX_TEST_CMD", "nginx -t",
         regex(_NGINX_TEST_RE, "a plain command that tests Nginx: 'nginx -t', optionally with nginx's absolute path and -q"),
         "command that validates Nginx's configuration (run with sudo)"),
@@ -474,6 +542,25 @@ class _Derived:
         return f"{self.deploy_root}/.deploy"
 
     @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    @property
+    def nginx_port(self) -> int:
+        """The port of the site's first plain-HTTP listener (its health checks go there)."""
+        return self.nginx_listen[0].port
+
+    @property
+    def nginx_url(self) -> str:
+        """Where this host reaches the site through Nginx: HTTPS when TLS is on, else plain HTTP."""
+        return f"https://{self.tls_listen[0].local}" if self.tls else f"http://{self.nginx_listen[0].local}"
+
+    @property
+    def nginx_extras(self) -> str:
+        """The file beside the site holding the location blocks kept from a site taken over."""
+        return self.nginx_site.removesuffix(".conf") + ".locations"
+
+    @property
     def nginx_enabled_link(self) -> str:
         site = PurePosixPath(self.nginx_site)
         if site.parent.name == "sites-available":
@@ -489,6 +576,8 @@ class _Derived:
             value = getattr(self, f.name)
             if isinstance(value, Address):
                 value = str(value)
+            elif isinstance(value, tuple) and value and isinstance(value[0], Listen):
+                value = [str(x) for x in value]
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name.upper()] = value
@@ -664,8 +753,9 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
                    "set ALLOW_PUBLIC_BIND=true to allow another address)")
     if not v["GUNICORN_HANDOVER_BIND"].is_loopback and not v["ALLOW_PUBLIC_BIND"]:
         raise fail("GUNICORN_HANDOVER_BIND", "a loopback address")
-    if not v["NGINX_SITE"].startswith(("/etc/nginx/", v["DEPLOY_ROOT"] + "/")):
-        raise fail("NGINX_SITE", "a file under /etc/nginx/ (for example /etc/nginx/sites-available/<name>)")
+    _check_site(v, fail)
+    if bool(v["TLS_CERT"]) != bool(v["TLS_KEY"]):
+        raise fail("TLS_KEY" if v["TLS_CERT"] else "TLS_CERT", "both TLS_CERT and TLS_KEY, or neither (HTTPS needs the pair)")
     routes = v["PY_ROUTES"]
     if not _python_route(v["HEALTH_PY"], routes):
         raise fail("HEALTH_PY", f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
@@ -675,14 +765,37 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
     if v["APP_ENV_FILE"] and ".env" in {p.rstrip("/") for p in v["SHARED_PATHS"] or ()}:
         raise fail("SHARED_PATHS", "paths other than .env while APP_ENV_FILE is set (each release gets its own .env from it)")
     seen: dict[int, str] = {}
-    for key in _PORT_KEYS:
-        number = v[key].port if isinstance(v[key], Address) else v[key]
+    for key, number in _ports(v):
         if number in seen:
             raise SettingsError(
                 f"{key} ({_where(key, raw, origins)}): port {number} is also used by {seen[number]} "
                 f"({_where(seen[number], raw, origins)}); expected a port of its own for each of Gunicorn, "
                 "the handover addresses, Node.js and Nginx.")
         seen[number] = key
+
+
+def _ports(v: dict[str, Any]) -> list[tuple[str, int]]:
+    """(key, port) of every port the settings use, each key's ports once (TLS_LISTEN only with TLS on)."""
+    out: list[tuple[str, int]] = []
+    for key in _PORT_KEYS + (("TLS_LISTEN",) if v["TLS_CERT"] else ()):
+        value = v[key]
+        numbers = [x.port for x in value] if isinstance(value, tuple) else [value.port if isinstance(value, Address) else value]
+        out += [(key, n) for n in dict.fromkeys(numbers)]
+    return out
+
+
+def _check_site(v: dict[str, Any], fail: Callable[[str, str], SettingsError]) -> None:
+    """NGINX_SITE: a site file in Nginx's site folders (or the deploy root), never nginx.conf itself."""
+    site = PurePosixPath(v["NGINX_SITE"])
+    if site.name == "nginx.conf":
+        raise fail("NGINX_SITE", "a site file of its own, not Nginx's main configuration nginx.conf "
+                   "(for example /etc/nginx/sites-available/<name>)")
+    in_deploy_root = v["NGINX_SITE"].startswith(v["DEPLOY_ROOT"] + "/")
+    sites = str(site.parent) == "/etc/nginx/sites-available"
+    conf_d = str(site.parent) == "/etc/nginx/conf.d" and site.suffix == ".conf"
+    if not (sites or conf_d or in_deploy_root):
+        raise fail("NGINX_SITE", "a file under /etc/nginx/ in Nginx's site folders: /etc/nginx/sites-available/<name> or "
+                   "/etc/nginx/conf.d/<name>.conf")
 
 
 def _where(key: str, raw: Mapping[str, str | None], origins: Mapping[str, str]) -> str:

@@ -73,6 +73,7 @@ class HostFacts:
     complete: bool = True  # False for a quick read (no tools, listeners or their commands)
     python: tuple[str, str, str] | None = None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
     live_env: bool = False  # the current release has a .env (the app's secrets)
+    site_defaults: dict[str, str] = field(default_factory=dict)  # settings kept from a site taken over
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -104,6 +105,11 @@ class HostFacts:
     def online(self, name: str) -> bool:
         procs = self.apps(name)
         return bool(procs) and all(p.status == "online" for p in procs)
+
+
+def site_ports(s: Settings) -> list[int]:
+    """Every port the site listens on (HTTP, and HTTPS with TLS on)."""
+    return list(dict.fromkeys(x.port for x in s.nginx_listen + (s.tls_listen if s.tls else ())))
 
 
 def pm2_rpc_shell(s: Settings, op: str, *names: str, cli: str) -> str:
@@ -142,6 +148,7 @@ def files_and_processes_script(s: Settings) -> str:
         'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true',
         'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null || true',
         f"sec site; cat {q(s.nginx_site)} 2>/dev/null || true",
+        'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
         'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
         'sec cwds; find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\' 2>/dev/null; true',
@@ -151,7 +158,7 @@ def files_and_processes_script(s: Settings) -> str:
 
 def host_checks_script(s: Settings) -> str:
     """Shell for what a deploy that changes something needs besides: tools present, who listens on our ports."""
-    ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, s.nginx_listen))
+    ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, *site_ports(s)))
     # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
     as_root = "\n".join([
         "ss -ltnpH",
@@ -255,6 +262,11 @@ def parse_facts(output: str) -> HostFacts:
     facts.site_text = (site + "\n") if site else None
     facts.site_enabled = sec.get("enabled", "").strip() == "yes"
     facts.live_env = sec.get("env", "").strip() == "yes"
+    try:
+        defaults = json.loads(sec.get("site_defaults") or "{}")
+        facts.site_defaults = {str(k): str(v) for k, v in defaults.items()} if isinstance(defaults, dict) else {}
+    except ValueError:
+        facts.site_defaults = {}
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
     facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
     facts.listeners = parse_listeners(sec.get("listen", ""))

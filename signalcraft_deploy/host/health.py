@@ -27,7 +27,7 @@ def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str,
     `report`, if given, receives PM2's state of both apps as the passing check saw it.
     """
     host = s.server_name.split()[0] if s.server_name != "_" else None
-    nginx = f"http://127.0.0.1:{s.nginx_listen}"
+    nginx = s.nginx_url
     py, node = bool(checked.get("python")), bool(checked.get("nodejs"))
     # Only the apps just (re)loaded must answer from the new release; the others keep theirs.
     urls = [

@@ -7,6 +7,7 @@ order) to find which `proxy_pass` serves each Python route and the Node.js paths
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
+from signalcraft_deploy.core.render import SITE_HEADER, site_id, written_by_us
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail, q, run, sudo, write_file_command
 from signalcraft_deploy.host.programs import run_program
@@ -134,10 +136,11 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
     for d in directives:
         if d["directive"] == "upstream":
             upstreams[d["args"][0]] = [x["args"][0] for x in d.get("block", []) if x["directive"] == "server"]
+    port = str((s.tls_listen if s.tls else s.nginx_listen)[0].port)  # the server that serves the apps
     servers = [d for d in directives if d["directive"] == "server" and any(
-        x["directive"] == "listen" and str(s.nginx_listen) in re.split(r"[:\s]", x["args"][0]) for x in d.get("block", []))]
+        x["directive"] == "listen" and port in re.split(r"[:\s]", x["args"][0]) for x in d.get("block", []))]
     if not servers:
-        return [], [f"{site}: no server block listens on port {s.nginx_listen}"]
+        return [], [f"{site}: no server block listens on port {port}"]
     locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
     routes = []
     checks = [(f"/{r}/", str(s.gunicorn_bind)) for r in s.py_routes] + [(f"/{r}", str(s.gunicorn_bind)) for r in s.py_routes]
@@ -154,11 +157,13 @@ def describe_mismatches(routes: list[Route]) -> list[str]:
     return [f"{r.file}:{r.line}: {r.uri} is proxied to {r.found or 'nothing'}; expected {r.expected}" for r in routes if not r.ok]
 
 
-def install_site_script(s: Settings, backup: bool = True) -> str:
+def install_site_script(s: Settings, backup: bool = True, takeover: bool = False) -> str:
     """Root shell: put the new site (stdin) in place, enable it, and keep it only if `nginx -t` passes.
 
     The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back and the
-    stock `default` site (disabled when ours becomes the default server) is enabled again.
+    stock `default` site (disabled when ours becomes the default server) is enabled again. An
+    existing file that does not start with our header is left alone (exit 66), unless `takeover`
+    (its record, made first, is what `rollback` puts back).
     """
     site, link = q(s.nginx_site), q(s.nginx_enabled_link) if s.nginx_enabled_link else ""
     disable_default = s.server_name == "_" and s.nginx_enabled_link
@@ -167,13 +172,14 @@ def install_site_script(s: Settings, backup: bool = True) -> str:
     lines = [
         "set -u",
         f"mkdir -p \"$(dirname {site})\"",
+        "" if takeover else f"if [ -s {site} ]; then case \"$(head -n 1 {site})\" in {q(SITE_HEADER)}*) ;; *) exit 66;; esac; fi",
         f"if [ -e {site} ]; then cp -p {site} {site}{BACKUP_SUFFIX if backup else '.signalcraft-tmpprev'}; had=1; else had=0; fi",
         write_file_command(s.nginx_site, "0644"),
         f"linked=0; [ -n '{link}' ] && [ ! -e {link} ] && ln -s {site} {link} && linked=1",
         "parked=0",
     ]
     if disable_default:
-        listen_default = q(rf"listen\s+([^;]*:)?{s.nginx_listen}\s[^;]*default_server")
+        listen_default = q(rf"listen\s+([^;]*:)?{s.nginx_port}\s[^;]*default_server")
         lines.append(f"if [ -L {default_link} ] && grep -Eq {listen_default} {default_link}; then "
                      f"readlink {default_link} > {parked} && rm -f {default_link} && parked=1; fi")
     lines += [
@@ -187,9 +193,26 @@ def install_site_script(s: Settings, backup: bool = True) -> str:
     return "\n".join(lines)
 
 
-def install_site(c: Any, s: Settings, text: str, *, backup: bool = True) -> None:
-    """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded."""
-    result = run(c, f"mkdir -p {q(s.state_dir)} && " + sudo(f"sh -c {q(install_site_script(s, backup))}"), stdin=text, warn=True)
+def write_extras(c: Any, s: Settings, text: str) -> None:
+    """Write the location blocks kept from a site taken over beside our site; never over a file that is not ours."""
+    existing = run(c, sudo(f"cat {q(s.nginx_extras)}"), warn=True)
+    if existing.ok and existing.stdout and not written_by_us(existing.stdout):
+        raise fail(f"{s.nginx_extras} exists and was not written by signalcraft-deploy: move it away, then deploy again.")
+    run(c, write_file_command(s.nginx_extras, "0644", as_root=True), stdin=text)
+
+
+def remove_extras(c: Any, s: Settings) -> None:
+    run(c, sudo(f"rm -f {q(s.nginx_extras)}"), warn=True)
+
+
+def install_site(c: Any, s: Settings, text: str, *, backup: bool = True, takeover: bool = False) -> None:
+    """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded.
+    A file there that this tool did not write is never written over, except by a takeover (recorded first)."""
+    script = install_site_script(s, backup, takeover)
+    result = run(c, f"mkdir -p {q(s.state_dir)} && " + sudo(f"sh -c {q(script)}"), stdin=text, warn=True)
+    if result.exited == 66:
+        raise fail(f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first line is not our "
+                   "header): it was left as it is. Move that file away, or set NGINX_SITE to a file of its own.")
     if result.exited == 65:
         raise fail(f"nginx -t rejected the new site {s.nginx_site}; the previous site is back in place and Nginx was not "
                    f"reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting or template that produced it.")
@@ -205,12 +228,66 @@ def restore_site(c: Any, s: Settings) -> None:
                 f"{s.state_dir}/nginx-default-site.link", default_link, s.nginx_test_cmd, as_root=True, warn=True)
 
 
-def reload_nginx(c: Any, s: Settings, wait_seconds: int = 10) -> None:
-    """Reload gracefully; done once the old worker processes have gone (remote/reload_nginx.sh)."""
-    result = run_program(c, s, "reload_nginx.sh", s.nginx_reload_cmd, str(wait_seconds), as_root=True, warn=True)
-    if not result.ok:
-        raise fail(f"Nginx reload failed ({s.nginx_reload_cmd}): {result.stderr.strip()}. Is Nginx running? "
-                   "Hosts managed by systemd can set NGINX_RELOAD_CMD='systemctl reload nginx'.")
+def marker_spec(s: Settings, site_text: str) -> dict[str, Any] | None:
+    """Ask Nginx, on the site's first plain-HTTP listener, for the id only `site_text` answers."""
+    expect = site_id(site_text)
+    if expect is None:
+        return None
+    host = s.server_name.split()[0] if s.server_name != "_" else None
+    return {"url": f"http://{s.nginx_listen[0].local}/.signalcraft-deploy-site", "host": host, "expect": expect}
+
+
+RELOAD_FIXES = (
+    ("bind()", "a port of NGINX_LISTEN or TLS_LISTEN is held by another process, or by Nginx on another address: "
+               "free it, or set NGINX_LISTEN/TLS_LISTEN to what Nginx holds now"),
+    ("certificate", "check TLS_CERT and TLS_KEY (run nginx-check)"),
+    ("PEM", "check TLS_CERT and TLS_KEY (run nginx-check)"),
+)
+
+
+def reload_nginx(c: Any, s: Settings, site_text: str | None = None, wait_seconds: int = 10) -> dict[str, Any]:
+    """Reload gracefully and prove it took (remote/reload_nginx.py): new workers of the master in
+    Nginx's pid file, its old workers gone, no [emerg] logged, and (given the site just written) the
+    site's id answered through Nginx. A reload that did not take raises, quoting Nginx."""
+    spec = {"cmd": s.nginx_reload_cmd, "wait": wait_seconds, "marker": marker_spec(s, site_text) if site_text else None}
+    result = run_program(c, s, "reload_nginx.py", json.dumps(spec), as_root=True, warn=True)
+    try:
+        verdict: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        verdict = {"ok": False, "why": (result.stderr or result.stdout).strip()[-500:] or f"exit {result.exited}"}
+    if verdict.get("ok"):
+        return verdict
+    why = str(verdict.get("why"))
+    fix = next((text for word, text in RELOAD_FIXES if word in why),
+               "fix what Nginx names, then `sudo nginx -t && sudo nginx -s reload`")
+    raise fail(f"Nginx's reload did not take ({s.nginx_reload_cmd}); Nginx still serves its previous configuration. "
+               f"Nginx said: {why}\nFix: {fix}.")
+
+
+def running_site(c: Any, s: Settings) -> str | None:
+    """The site id the running Nginx answers on the site's first listener (None: no id of ours)."""
+    host = s.server_name.split()[0] if s.server_name != "_" else ""
+    url = f"http://{s.nginx_listen[0].local}/.signalcraft-deploy-site"
+    out = run(c, f"{q(s.python)} -c {q(MARKER_PY)} {q(url)} {q(host)} 2>/dev/null", warn=True).stdout.strip()
+    return out if re.fullmatch(r"[0-9a-f]{16}", out) else None
+
+
+MARKER_PY = ("import sys, urllib.request as u\nr = u.Request(sys.argv[1], headers={'Host': sys.argv[2]} if sys.argv[2] else {})\n"
+             "print(u.urlopen(r, timeout=2).read(100).decode().strip())")
+
+
+def drift(c: Any, s: Settings, on_disk: str | None) -> str | None:
+    """A problem if the running Nginx does not serve the site on disk (a reload that did not take)."""
+    want = site_id(on_disk or "")
+    if want is None:
+        return None
+    running = running_site(c, s)
+    if running == want:
+        return None
+    return (f"the running Nginx does not serve the site on disk ({s.nginx_site}: id {want}; Nginx answers "
+            f"{running or 'no id'} on {s.nginx_listen[0].local}): an earlier reload did not take. Fix: "
+            "`sudo nginx -t && sudo nginx -s reload` and look for [emerg] in Nginx's error log; if a bind() failed on "
+            "an address Nginx holds itself, only a restart applies it (`sudo systemctl restart nginx`)")
 
 
 def check(c: Any, s: Settings) -> tuple[list[Route], list[str]]:

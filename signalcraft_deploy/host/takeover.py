@@ -17,7 +17,7 @@ from typing import Any
 
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import fail, q, run, sudo
+from signalcraft_deploy.host.io import fail, q, run, sudo, write_file
 from signalcraft_deploy.host.nginx import reload_nginx
 from signalcraft_deploy.host.programs import run_program
 
@@ -39,6 +39,14 @@ def record(c: Any, s: Settings, pid: int) -> None:
         raise fail(f"Could not record the unmanaged server (pid {pid}) before taking it over: {result.stderr.strip()[-400:]}")
 
 
+def keep_site_defaults(c: Any, s: Settings, values: dict[str, str]) -> str:
+    """Keep on the host the settings the old site implied (later deploys read them: facts.site_defaults)."""
+    if not values:
+        return ""
+    write_file(c, f"{s.state_dir}/site-defaults.json", json.dumps(values, indent=2, sort_keys=True) + "\n", "0600")
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+
 def restore(c: Any, s: Settings) -> str:
     """Return the host to its state before the takeover: bare Python server, old Node.js entry, old site."""
     from signalcraft_deploy.host import pm2 as pm2_ops
@@ -57,7 +65,7 @@ def restore(c: Any, s: Settings) -> str:
     test = run(c, sudo(s.nginx_test_cmd), warn=True)
     if test.ok:
         reload_nginx(c, s)
-    run(c, f"rm -f {q(s.current_dir)}", warn=True)
+    run(c, f"rm -f {q(s.current_dir)} {q(s.state_dir)}/site-defaults.json && " + sudo(f"rm -f {q(s.nginx_extras)}"), warn=True)
     pm2_ops.save(c, s)
     state = json.loads(result.stdout.strip().splitlines()[-1])
     return f"the unmanaged server runs again (pid {state['pid']})" + ("" if state["alive"] else " — but it exited at once")

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,10 +25,23 @@ import urllib.request
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
 
+def tls_context(host_header):
+    """HTTPS to our own Nginx on this host: the name sent (SNI) is the site's, the certificate is
+    checked by nginx-check, not here (a loopback address is not among its names)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if host_header:
+        wrap = ctx.wrap_socket
+        ctx.wrap_socket = lambda sock, *a, **k: wrap(sock, *a, **{**k, "server_hostname": host_header})
+    return ctx
+
+
 def fetch(url, host_header=None, timeout=3.0):
     req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
+    ctx = tls_context(host_header) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             return resp.status, resp.headers.get("X-Release"), ""
     except urllib.error.HTTPError as err:
         return err.code, err.headers.get("X-Release"), ""

@@ -16,6 +16,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import App, How, Plan
+from signalcraft_deploy.core.render import certbot_hook_path
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import health, releases, wheels
@@ -23,6 +24,7 @@ from signalcraft_deploy.host import install as install_ops
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host import takeover as takeover_ops
+from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.hooks import Hook, HookResult, run_hook
 from signalcraft_deploy.host.io import Background, fail, q, run
 from signalcraft_deploy.host.lock import audit
@@ -49,6 +51,7 @@ class DeployRun:
     seen: dict[str, Any] = field(default_factory=dict)  # PM2's view of both apps, as the passing health check saw it
     error_logs: dict[str, str] = field(default_factory=dict)
     takeover_restored: bool = False
+    not_moved: bool = False  # a handover's reload did not take: Nginx still sends to the old processes
 
     @property
     def release(self) -> str:
@@ -109,6 +112,8 @@ def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[s
     out = []
     pairs = [(facts.configs.get(name, ""), text, f"{s.current_dir}/{name}") for name, text in plan.configs.items()]
     pairs.append((facts.site_text or "", plan.site, s.nginx_site))
+    if plan.extras:
+        pairs.append(("", plan.extras, s.nginx_extras))
     for old, new, path in pairs:
         if old.rstrip("\n") != new.rstrip("\n"):
             diff = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}")
@@ -123,7 +128,8 @@ def record_takeover(r: DeployRun) -> str:
     pid = r.plan.action(App.PYTHON).pid or 0
     takeover_ops.record(r.c, r.s, pid)
     r.record["takeover"] = {"pid": pid, "why": r.plan.action(App.PYTHON).why}
-    return f"pid {pid}: command, environment, Node.js entry and Nginx site saved"
+    kept = takeover_ops.keep_site_defaults(r.c, r.s, r.plan.site_defaults)
+    return f"pid {pid}: command, environment, Node.js entry and Nginx site saved" + (f"; kept from the old site: {kept}" if kept else "")
 
 
 def upload(r: DeployRun) -> str:
@@ -169,8 +175,10 @@ def trial_run(r: DeployRun) -> str:
 
 
 def check_nginx(r: DeployRun) -> str:
+    if r.plan.extras:
+        nginx_ops.write_extras(r.c, r.s, r.plan.extras)
     if r.site_written:
-        nginx_ops.install_site(r.c, r.s, r.plan.site)
+        nginx_ops.install_site(r.c, r.s, r.plan.site, takeover=r.py is How.TAKEOVER)
     routes, problems = nginx_ops.check(r.c, r.s)
     if problems:
         if r.site_written:
@@ -180,10 +188,12 @@ def check_nginx(r: DeployRun) -> str:
 
 
 def restore_site(r: DeployRun) -> str:
+    if r.plan.extras and not r.takeover_restored:
+        nginx_ops.remove_extras(r.c, r.s)
     if r.site_written and not r.takeover_restored:
         nginx_ops.restore_site(r.c, r.s)
-        nginx_ops.reload_nginx(r.c, r.s)
-        return "previous Nginx site back"
+        nginx_ops.reload_nginx(r.c, r.s, r.facts.site_text)
+        return "previous Nginx site back, and Nginx serves it"
     return ""
 
 
@@ -231,8 +241,12 @@ def reload_node(r: DeployRun) -> None:
 
 
 def reload_apps(r: DeployRun) -> str:
-    reload_python(r)
-    reload_node(r)
+    try:
+        reload_python(r)
+        reload_node(r)
+    except handover_ops.NotMoved:
+        r.not_moved = True
+        raise
     return f"{r.s.python_app}: {r.py}, {r.s.node_app}: {r.node}"
 
 
@@ -241,6 +255,8 @@ def restore_apps(r: DeployRun) -> str:
     r.settle()
     touched = [name for name, how in ((r.s.python_app, r.py), (r.s.node_app, r.node)) if how is not How.NONE]
     r.error_logs = {name: pm2_ops.error_output(r.c, r.s, name) for name in touched}
+    if r.py is How.TAKEOVER and r.not_moved:
+        return "nothing was stopped: the unmanaged server still serves, and Nginx still sends to it"
     if r.py is How.TAKEOVER:
         r.takeover_restored = True
         return takeover_ops.restore(r.c, r.s)
@@ -281,8 +297,8 @@ def restore_node(r: DeployRun, running: set[str]) -> None:
 
 
 def reload_site(r: DeployRun) -> str:
-    nginx_ops.reload_nginx(r.c, r.s)
-    return ""
+    verdict = nginx_ops.reload_nginx(r.c, r.s, r.plan.site)
+    return f"Nginx serves the new site (new workers of pid {verdict['master']}, {verdict['seconds']}s)"
 
 
 def health_gate(r: DeployRun) -> str:
@@ -374,10 +390,13 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("render-configs", show_config_changes),
     Step("trial run", trial_run, when=lambda r: bool(r.tried)),
     Step("nginx-check", check_nginx, undo=restore_site),
+    Step("certbot hook", lambda r: tls_ops.install_certbot_hook(r.c, r.s),
+         when=lambda r: r.site_written and certbot_hook_path(r.s) is not None),
     Step("before-switch", before_switch, when=lambda r: bool(r.s.before_switch) and r.is_deploy),
     Step("switch", switch_current, undo=switch_back, commits=True),
     Step("pm2-reload", reload_apps, undo=restore_apps, undoes_itself=True),
-    Step("nginx reload", reload_site, when=lambda r: r.site_written),
+    # A handover has already moved Nginx to this site, verified, on its way back.
+    Step("nginx reload", reload_site, when=lambda r: r.site_written and not (r.py.hands_over or r.node is How.RESTART)),
     Step("health", health_gate),
     Step("after-switch", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
     Step("finish", finish),

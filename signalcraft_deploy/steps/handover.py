@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from invoke.exceptions import Exit
+
 from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.health import gate, gate_on
@@ -78,8 +80,7 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
         raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown)
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
-    install_site(c, s, render_nginx_site(s, **site_for), backup=False)
-    reload_nginx(c, s)
+    move_nginx(c, s, render_nginx_site(s, **site_for), entry["name"])
     if switch:
         switch()
     # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown: harmless
@@ -95,14 +96,31 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     return end_handover(c, s, kind, background=True)
 
 
+class NotMoved(Exit):
+    """Nginx did not take the site pointing at the new processes: the old ones still serve, untouched."""
+
+
+def move_nginx(c: Any, s: Settings, site: str, temporary: str) -> None:
+    """Point Nginx at the temporary app, proven by a verified reload. If the reload does not take,
+    nothing was stopped: remove the temporary app, put our site file back as it was, raise `NotMoved`."""
+    install_site(c, s, site, backup=False)
+    try:
+        reload_nginx(c, s, site)
+    except Exit as err:
+        delete(c, s, temporary)
+        install_site(c, s, render_nginx_site(s), backup=False)  # Nginx still runs the previous site
+        raise NotMoved(f"{err.message}\nNothing was stopped: the previous processes still serve.") from None
+
+
 def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Background | None:
     """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained.
 
     With `background`, the stop (0.5 s: PM2 waits for Gunicorn to exit) is left running and
     returned; the caller overlaps it with the health check and waits before `pm2 save`.
     """
-    install_site(c, s, render_nginx_site(s), backup=False)
-    reload_nginx(c, s)
+    site = render_nginx_site(s)
+    install_site(c, s, site, backup=False)
+    reload_nginx(c, s, site)
     wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
     stop = delete_command(s, s.handover_app if kind == "python" else s.node_handover_app)
     if background:

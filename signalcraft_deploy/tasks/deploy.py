@@ -13,13 +13,15 @@ from typing import Any
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core import oldsite
 from signalcraft_deploy.core.formats import FormatError
-from signalcraft_deploy.core.plan import Manifest, Plan, PlanError, make_plan, manifest_from, release_settings, unchanged
-from signalcraft_deploy.core.render import GUNICORN_CONF, render_nginx_site
+from signalcraft_deploy.core.plan import App, How, Manifest, Plan, PlanError, make_plan, manifest_from, release_settings, unchanged
+from signalcraft_deploy.core.render import GUNICORN_CONF, render_nginx_site, written_by_us
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import takeover as takeover_ops
+from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.host.io import fail, q, run, target_name
@@ -85,6 +87,8 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
     rep.say("  health    both apps directly and through Nginx, from the new release; roll back on failure")
     for line in hook_lines(s):
         rep.say(line)
+    if plan.site_defaults:
+        rep.say("  site      kept from the old site: " + ", ".join(f"{k}={v}" for k, v in sorted(plan.site_defaults.items())))
     for diff in config_diffs(facts, plan, s):
         rep.say(diff.rstrip("\n"))
 
@@ -166,6 +170,7 @@ DEPLOY_HELP = {
              "(default 1)",
     "on-failure": "with several hosts: 'rollback' (default) returns the hosts already switched when one fails; "
                   "'keep' leaves them on the new release",
+    "drop-directives": "take over the old Nginx site even though the new one drops the directives listed",
 }
 
 
@@ -180,15 +185,18 @@ def local_shipment_or_exit(s: Settings, rep: Reporter) -> Shipment | None:
     return shipment
 
 
-def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment | None,
-              dry_run: bool, now: datetime | None = None) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None, Settings]:
+def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment | None, dry_run: bool,
+              now: datetime | None = None, drop: bool = False) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None,
+                                                                       Settings]:
     """The host as it is, the shipment (None: a dry run whose REF the host's mirror lacks), the plan (None when nothing
-    changed: decided from digests, nothing rendered), and the settings with the shipment's Node.js entry point."""
+    changed: decided from digests, nothing rendered), and the settings for this host (the shipment's Node.js entry
+    point, and what a takeover kept of its old site)."""
     if lock:
         facts = host_facts.parse_facts(lock.read_then())
     else:
         facts = host_facts.gather(c, s)
         require_tools(facts)
+    s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
     if shipment is None:
         try:
             shipment = git_shipment(c, s, dry_run=dry_run)
@@ -199,23 +207,67 @@ def read_host(c: Any, s: Settings, lock: DeployLock | None, shipment: Shipment |
     s = shipment_settings(s, shipment)
     if not dry_run and facts.current_release is not None and unchanged(s, shipment_inputs(s, shipment), facts):
         return facts, shipment, None, s
-    manifest, configs = shipment_manifest(s, shipment, now)
-    changed = changed_since_live(c, s, shipment, facts)
-    return facts, shipment, plan_or_exit(s, manifest, configs, facts, changed), s
+    s, plan = site_plan(c, s, shipment, facts, drop, now=now)
+    return facts, shipment, plan, s
 
 
-def plan_step(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, plan: Plan) -> Plan:
+def host_settings(s: Settings, values: dict[str, str], where: str) -> Settings:
+    try:
+        return oldsite.apply(s, values, where)
+    except SettingsError as err:
+        raise fail(str(err), code=2) from None
+
+
+def site_plan(c: Any, s: Settings, shipment: Shipment | None, facts: host_facts.HostFacts, drop: bool,
+              now: datetime | None = None, made: Plan | None = None) -> tuple[Settings, Plan]:
+    """The plan (from `made`'s manifest when there is one, so the release keeps its name); at a takeover of a site we
+    did not write, with the settings its old site implies."""
+    foreign = facts.complete and facts.site_text is not None and not written_by_us(facts.site_text)
+    old = oldsite.read(s, facts.site_text or "") if foreign else None
+    if old:  # taken over with the Python server, or refused by make_plan
+        s = host_settings(s, old.settings, f"the old site {s.nginx_site}")
+    if made is not None:
+        manifest, configs, changed = made.manifest, made.configs, made.changed
+    else:
+        assert shipment is not None
+        manifest, configs = shipment_manifest(s, shipment, now)
+        changed = changed_since_live(c, s, shipment, facts)
+    plan = plan_or_exit(s, manifest, configs, facts, changed)
+    if old is None or plan.action(App.PYTHON).how is not How.TAKEOVER:
+        return s, plan
+    if old.dropped and not drop:
+        raise fail(f"Nothing was changed: the site {s.nginx_site} being taken over has directives the new site would drop:\n  "
+                   + "\n  ".join(old.dropped) + "\nKeep them as named, or pass --drop-directives to go ahead without them.")
+    plan.extras, plan.site_defaults = old.extras_text(), old.settings
+    return s, plan
+
+
+def check_tls(c: Any, s: Settings, rep: Reporter) -> None:
+    """Before a site with TLS is written: the certificate and key can serve it (else stop, host untouched)."""
+    verdict = tls_ops.inspect(c, s)
+    if verdict.get("problems"):
+        raise fail("Nothing was changed: the TLS certificate cannot serve this site:\n  " + "\n  ".join(verdict["problems"]))
+    warning = tls_ops.expiry_warning(verdict.get("days_left"))
+    if warning:
+        rep.warn(warning)
+
+
+def plan_step(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, plan: Plan,
+              drop: bool = False) -> tuple[Settings, Plan]:
     """The rest of the host's facts (tools, who listens on our ports), and the plan made again with them."""
     with rep.step("plan") as st:
         host_facts.add_host_checks(c, s, facts)
         require_tools(facts)
-        plan = plan_or_exit(s, plan.manifest, plan.configs, facts, plan.changed)  # again, now with who listens on our ports
+        s, plan = site_plan(c, s, None, facts, drop, made=plan)  # again, now with who listens on our ports
+        if s.tls and plan.action(App.NGINX).how is How.WRITE_AND_RELOAD:
+            check_tls(c, s, rep)
         st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
-    return plan
+    return s, plan
 
 
-def deploy_planned(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, shipment: Shipment, plan: Plan) -> None:
-    plan = plan_step(c, s, rep, facts, plan)
+def deploy_planned(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, shipment: Shipment, plan: Plan,
+                   drop: bool = False) -> None:
+    s, plan = plan_step(c, s, rep, facts, plan, drop)
     try:
         done = carry_out(c, s, rep, plan, facts, shipment, "deploy")
     except Exit as err:
@@ -228,7 +280,7 @@ def deploy_planned(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFac
 @fleet_aware
 @task(iterable=["set_"], help=DEPLOY_HELP)
 def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts=None, accept_new_host=False,
-           batch=None, on_failure=None, env_file=None, set_=None):
+           batch=None, on_failure=None, drop_directives=False, env_file=None, set_=None):
     """Deploy the app: ship, install, render-configs, nginx-check, pm2-reload by what changed, health-check."""
     s = settings_for(env_file, set_, REF=ref, SOURCE_DIR=source_dir)
     batch, on_failure = fleet_steps.check_batch(batch), fleet_steps.check_on_failure(on_failure)
@@ -252,7 +304,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
         lock.__enter__()
     try:
         with rep.step("read host") as st:
-            facts, shipment, plan, s = read_host(c, s, lock, shipment, dry_run)
+            facts, shipment, plan, s = read_host(c, s, lock, shipment, dry_run, drop=drop_directives)
             st.detail = f"live: {facts.current_release or 'nothing yet'}"
         if shipment is None:
             rep.say(f"Dry run: the host's mirror of {redact(s.repo_url)} does not have {s.ref} yet (or there is no mirror): "
@@ -264,7 +316,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
             print_plan(rep, s, plan, facts)
             rep.say("Dry run: nothing was changed.")
         else:
-            deploy_planned(c, s, rep, facts, shipment, plan)
+            deploy_planned(c, s, rep, facts, shipment, plan, drop_directives)
     finally:
         if lock:
             lock.__exit__(None, None, None)
@@ -286,10 +338,12 @@ def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None, p
     total = sum(step.seconds for step in rep.steps)
     if ok:
         host = getattr(c, "host", "127.0.0.1") or "127.0.0.1"
-        port = "" if s.nginx_listen == 80 else f":{s.nginx_listen}"
+        scheme, first = ("https", s.tls_listen[0]) if s.tls else ("http", s.nginx_listen[0])
+        port = "" if first.port == (443 if s.tls else 80) else f":{first.port}"
+        host = first.host if first.host and not first.wildcard and ":" not in first.host else host
         rep.say(f"Deployed {m.release} (commit {m.sha[:12]}) to {rep.target} in {total:.1f}s.")
-        rep.say(f"  Node.js: http://{host}{port}{s.health_node}")
-        rep.say("  Flask:   " + "  ".join(f"http://{host}{port}/{r}" for r in s.py_routes))
+        rep.say(f"  Node.js: {scheme}://{host}{port}{s.health_node}")
+        rep.say("  Flask:   " + "  ".join(f"{scheme}://{host}{port}/{r}" for r in s.py_routes))
         for line in pm2_lines(s, pm2_state or {}):
             rep.say(line)
     reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
@@ -355,6 +409,7 @@ def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
     with DeployLock(c, s, info, 0, rep.say, rep.warn):
         facts = host_facts.gather(c, s)
+        s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
         target = to or previous_release(facts, facts.current_release)
         if (to == "before-takeover" or not target) and takeover_ops.recorded(c, s):
             rollback_takeover(c, s, rep, facts)

@@ -8,20 +8,33 @@ import sys
 from invoke import Collection, task
 
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
-from signalcraft_deploy.host.io import fail
-from signalcraft_deploy.host.nginx import check
+from signalcraft_deploy.host.io import fail, read_file
+from signalcraft_deploy.host.nginx import check, drift
+from signalcraft_deploy.tasks.deploy import host_settings
 
 
 @task(iterable=["set_"], help={**COMMON_HELP})
 def nginx_check(c, env_file=None, set_=None):
-    """Check that Nginx proxies the Python routes to Gunicorn and the rest to Node.js, then nginx -t."""
+    """Check Nginx: routes to Gunicorn and Node.js, nginx -t, the running config is the one on disk, the TLS certificate."""
     s = settings_for(env_file, set_)
     open_host(c, s)
+    s = host_settings(s, host_facts.gather(c, s, quick=True).site_defaults, f"{s.state_dir}/site-defaults.json")
     routes, problems = check(c, s)
     warning = host_facts.node_public_warning(s, host_facts.gather(c, s))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    running = drift(c, s, read_file(c, s.nginx_site, as_root=True))
+    problems += [running] if running else []
+    if s.tls:
+        verdict = tls_ops.inspect(c, s)
+        problems += verdict.get("problems", [])
+        warning = tls_ops.expiry_warning(verdict.get("days_left"))
+        problems += [warning] if warning else []
+        if not verdict.get("problems"):
+            print(f"TLS: {s.tls_cert} matches its key, covers {', '.join(tls_ops.names(s)) or 'any name'}, "
+                  f"expires in {verdict.get('days_left')} days")
     for r in routes:
         print(f"{'ok  ' if r.ok else 'FAIL'} {r.uri:<32} -> {r.found or '-':<22} (expected {r.expected})")
     if problems:

@@ -11,16 +11,19 @@ from invoke import Collection, task
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
 from signalcraft_deploy.host.lock import read_audit, who_text
+from signalcraft_deploy.host.nginx import drift as nginx_drift
 from signalcraft_deploy.host.pm2 import pm2
+from signalcraft_deploy.tasks.deploy import host_settings
 
 
 def health_urls(s: Settings) -> list[dict[str, Any]]:
     host = s.server_name.split()[0] if s.server_name != "_" else None
-    nginx = f"http://127.0.0.1:{s.nginx_listen}"
+    nginx = s.nginx_url
     return [
         {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}"},
         {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.health_node}"},
@@ -32,6 +35,7 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
 def collect(c: Any, s: Settings) -> dict[str, Any]:
     """Everything `status` shows, as plain data (no env values, no secrets)."""
     facts = host_facts.gather(c, s)
+    s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
     procs = [p for p in facts.pm2 if p.name in (s.python_app, s.node_app)]
     probed = probe(c, s, {"mode": "status", "pids": [p.pid for p in procs if p.pid], "urls": health_urls(s)})
     nginx_ok = run(c, f"sudo -n {s.nginx_test_cmd}", warn=True).ok
@@ -52,6 +56,8 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
                      for r in reversed(facts.releases)],
         "apps": apps,
         "nginx_test_ok": nginx_ok,
+        "nginx_drift": nginx_drift(c, s, facts.site_text),
+        "tls": tls_status(c, s),
         "health": probed["urls"],
         "recent": read_audit(c, s, 5),
         "shared": shared_sizes(c, s),
@@ -80,6 +86,15 @@ def human(size: int | None) -> str:
     return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
 
 
+def tls_status(c: Any, s: Settings) -> dict[str, Any] | None:
+    """The certificate's days left, its problems and a warning under 14 days (None: TLS off)."""
+    if not s.tls:
+        return None
+    verdict = tls_ops.inspect(c, s)
+    return {"cert": s.tls_cert, "days_left": verdict.get("days_left"), "not_after": verdict.get("not_after"),
+            "problems": verdict.get("problems", []), "warning": tls_ops.expiry_warning(verdict.get("days_left"))}
+
+
 def render_status(data: dict[str, Any]) -> str:
     cur = data["current"]
     lines = [f"{data['host']}",
@@ -99,6 +114,13 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append("shared    " + ", ".join(f"{path} {human(size)}" for path, size in data["shared"].items()))
     lines.append("")
     lines.append(f"nginx -t  {'ok' if data['nginx_test_ok'] else 'FAILS'}")
+    if data.get("nginx_drift"):
+        lines.append(f"WARNING   {data['nginx_drift']}")
+    tls = data.get("tls")
+    if tls:
+        lines.append(f"TLS       {tls['cert']}  expires {tls['not_after'] or '?'} (in {tls['days_left']} days)")
+        for note in ([tls["warning"]] if tls["warning"] else []) + tls["problems"]:
+            lines.append(f"WARNING   {note}")
     for label, h in data["health"].items():
         state = h["status"] or h["error"]
         lines.append(f"{label:<18} {h['url']:<44} {state}" + (f"  release {h['release']}" if h["release"] else ""))

@@ -102,7 +102,7 @@ def test_connection_refused_counts_as_failure() -> None:
         "http://0.0.0.0/",
         "http://127.0.0.1.example.com/",
         "http://127.0.0.1@example.com/",
-        "https://127.0.0.1/",
+        "ftp://127.0.0.1/",
         "http:///nohost",
     ],
 )

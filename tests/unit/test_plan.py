@@ -221,7 +221,8 @@ CASES = {
         python="hup", nodejs="reload", nginx="none", new_release=True,
     ),
     "site differs": Case(
-        facts=lambda tmp: live_host(tmp, OLD, site_text="server { listen 80; }\n"), new=OLD,
+        facts=lambda tmp: live_host(tmp, OLD, site_text=lambda s, m, f: render_nginx_site(s).replace("listen 80 ", "listen 81 ")),
+        new=OLD,
         python="none", nodejs="none", nginx="write-and-reload", new_release=False, why={"nginx": "site changed"},
     ),
     "site same but not enabled": Case(

@@ -49,9 +49,12 @@ BAD_CASES = [
     _case("node-port-abc", "NODE_PORT", "abc", "flag", "'abc'", "whole number from 1 to 65535"),
     _case("node-port-negative", "NODE_PORT", "-3000", "env", "'-3000'", "whole number"),
     _case("node-port-70000", "NODE_PORT", "70000", "file", "'70000'", "whole number from 1 to 65535"),
-    _case("listen-negative", "NGINX_LISTEN", "-1", "file", "'-1'", "whole number from 1 to 65535"),
-    _case("listen-0", "NGINX_LISTEN", "0", "flag", "'0'", "whole number from 1 to 65535"),
-    _case("listen-float", "NGINX_LISTEN", "80.5", "env", "'80.5'", "whole number"),
+    _case("listen-negative", "NGINX_LISTEN", "-1", "file", "'-1'", "a port, ADDRESS:PORT, [IPv6]:PORT"),
+    _case("listen-0", "NGINX_LISTEN", "0", "flag", "'0'", "ports from 1 to 65535"),
+    _case("listen-float", "NGINX_LISTEN", "80.5", "env", "'80.5'", "a port, ADDRESS:PORT"),
+    _case("listen-name", "NGINX_LISTEN", "localhost:80", "env", "'localhost:80'", "a port, ADDRESS:PORT"),
+    _case("tls-listen-vs-nginx", "TLS_LISTEN", "80", "flag", "port 80", "NGINX_LISTEN (default)",
+          extra={"TLS_CERT": "/etc/ssl/c.pem", "TLS_KEY": "/etc/ssl/k.pem"}),
     # The same port twice.
     _case("gunicorn-vs-node", "NODE_PORT", "8001", "file", "port 8001", "GUNICORN_BIND (default)"),
     _case("node-vs-nginx", "NGINX_LISTEN", "3000", "env", "port 3000", "NODE_PORT (default)"),
@@ -356,7 +359,7 @@ def test_precedence(tmp_path: Path, load, in_file: bool, in_env: bool, in_flag: 
 def test_each_layer_keeps_its_own_keys(tmp_path: Path, load) -> None:
     _write_env(tmp_path / ".env", ["APP_NAME=shop", "NODE_PORT=3100", "NGINX_LISTEN=8080"])
     s = load(environ={"NODE_PORT": "3200", "NODE_INSTANCES": "4"}, overrides={"NGINX_LISTEN": "8081"})
-    assert (s.app_name, s.node_port, s.node_instances, s.nginx_listen) == ("shop", 3200, 4, 8081)
+    assert (s.app_name, s.node_port, s.node_instances, s.nginx_port) == ("shop", 3200, 4, 8081)
     assert s.origins["APP_NAME"] == f"{tmp_path / '.env'}:1"
     assert s.origins["NODE_PORT"] == "environment"
     assert s.origins["NODE_INSTANCES"] == "environment"
@@ -433,7 +436,7 @@ def test_every_value_changed_is_accepted(tmp_path: Path, load, via: str) -> None
     assert s.py_routes == ("v2/ml", "v2/sensors", "v2/batch")
     assert s.nginx_site == "/etc/nginx/conf.d/shopfront.conf"
     assert s.nginx_enabled_link == ""  # conf.d is included directly, no link
-    assert s.nginx_listen == 18080
+    assert s.nginx_port == 18080 and [str(x) for x in s.nginx_listen] == ["18080"]
     assert s.server_name == "shop.example.com www.shop.example.com"
     assert (s.health_py, s.health_node) == ("/v2/ml/healthz", "/healthz")
     assert (s.source, s.repo_url, s.ref) == ("git", "git@github.com:org/shopfront.git", "release/2024.06")

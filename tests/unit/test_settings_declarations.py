@@ -15,7 +15,7 @@ from invoke import MockContext
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import LOCAL_ONLY
-from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, MASK, Address, Settings, SettingsError, load_settings, readme_table
+from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, MASK, Address, Listen, Settings, SettingsError, load_settings, readme_table
 from signalcraft_deploy.tasks.settings import settings as settings_task
 
 # The attributes and types the rest of the library reads (the hand-written dataclass before KEYS drove it).
@@ -25,7 +25,9 @@ EXPECTED_FIELDS = {
     "gunicorn_worker_class": str, "gunicorn_timeout": int, "gunicorn_graceful_timeout": int,
     "gunicorn_max_requests": int, "gunicorn_max_requests_jitter": int, "allow_public_bind": bool, "legacy_match": str,
     "wsgi_app": str, "node_script": str | None, "node_port": int, "node_instances": int, "node_handover_port": int,
-    "node_env": str, "py_routes": tuple[str, ...], "nginx_site": str, "nginx_listen": int, "server_name": str,
+    "node_env": str, "py_routes": tuple[str, ...], "nginx_site": str, "nginx_listen": tuple[Listen, ...], "server_name": str,
+    "tls_cert": str | None, "tls_key": str | None, "tls_listen": tuple[Listen, ...], "tls_redirect": bool,
+    "client_max_body_size": str | None,
     "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
     "keep_releases": int, "pm2": str, "before_switch": str | None, "after_switch": str | None,
     "wheels": str, "after_switch_failure": str, "on_failure": str | None, "hook_timeout": int,
@@ -60,7 +62,12 @@ CHANGED: dict[str, tuple[str, object]] = {
     "NODE_ENV": ("staging", "staging"),
     "PY_ROUTES": ("api/flask, /api/v2/", ("api/flask", "api/v2")),
     "NGINX_SITE": ("/etc/nginx/conf.d/shop.conf", "/etc/nginx/conf.d/shop.conf"),
-    "NGINX_LISTEN": ("8080", 8080),
+    "NGINX_LISTEN": ("127.0.0.1:8080,[::1]:8080", (Listen("127.0.0.1", 8080), Listen("::1", 8080))),
+    "TLS_CERT": ("/etc/letsencrypt/live/shop/fullchain.pem", "/etc/letsencrypt/live/shop/fullchain.pem"),
+    "TLS_KEY": ("/etc/letsencrypt/live/shop/privkey.pem", "/etc/letsencrypt/live/shop/privkey.pem"),
+    "TLS_LISTEN": ("8443", (Listen(None, 8443),)),
+    "TLS_REDIRECT": ("off", False),
+    "CLIENT_MAX_BODY_SIZE": ("10m", "10m"),
     "SERVER_NAME": ("shop.example.com", "shop.example.com"),
     "NGINX_TEST_CMD": ("/usr/sbin/nginx -t", "/usr/sbin/nginx -t"),
     "NGINX_RELOAD_CMD": ("systemctl reload nginx", "systemctl reload nginx"),
@@ -117,7 +124,8 @@ def test_every_declared_key_has_a_changed_value_here() -> None:
 def test_every_declared_key_is_parsed_into_its_attribute(key: str, tmp_path: Path, load) -> None:
     raw, expected = CHANGED[key]
     extra = {"SOURCE": {"REPO_URL": "git@github.com:org/shop.git"}, "PY_ROUTES": {"HEALTH_PY": "/api/v2/health"},
-             "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"}}.get(key, {})
+             "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"},
+             "TLS_CERT": {"TLS_KEY": "/etc/ssl/k.pem"}, "TLS_KEY": {"TLS_CERT": "/etc/ssl/c.pem"}}.get(key, {})
     s = load({key: raw, **extra})
     if isinstance(expected, str):
         expected = expected.format(tmp=tmp_path)

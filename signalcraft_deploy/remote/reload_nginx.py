@@ -1,0 +1,201 @@
+"""Runs ON THE HOST as root (`sudo python3 - SPEC`): reload Nginx and prove that the reload took.
+
+`nginx -s reload` only signals the master and exits 0 whatever happens next. When the master
+cannot apply the new configuration (a port it cannot bind, a certificate it cannot read, ...) it
+logs `[emerg]`, keeps its old workers and serves the old configuration. So a reload counts as
+taken only when:
+
+- the master named by Nginx's pid file (the `pid` directive of its main configuration, else the
+  build's default) has new worker processes, and the workers it had before are gone (bounded:
+  still-draining old workers after WAIT seconds are reported, not waited for);
+- no `[emerg]` line was added to its main error log since the reload;
+- if asked, `GET <marker url>` through Nginx answers the new site's id (only the new
+  configuration can).
+
+Only the children of that master are watched: other Nginx instances on the machine do not count.
+
+SPEC is JSON: {"cmd": NGINX_RELOAD_CMD, "wait": seconds, "marker": {"url", "host", "expect"} or null,
+"conf": main configuration file (optional; default: the build's --conf-path)}.
+Prints one JSON line: {"ok", "why", "master", "new", "draining", "seconds"}; exits 0 if the reload
+took, 65 if it did not ("why" quotes Nginx), 66 if Nginx's master could not be found.
+Standard library only, Python 3.8+.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+NGINX_SAYS = re.compile(r"\[(emerg|alert|crit)\].*")
+
+
+def build_paths():
+    """(conf, pid file, error log, prefix) from `nginx -V`'s configure arguments."""
+    out = subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
+
+    def arg(name, default):
+        match = re.search(rf"--{name}=(\S+)", out)
+        return match.group(1) if match else default
+
+    prefix = arg("prefix", "/usr/share/nginx")
+    return arg("conf-path", "/etc/nginx/nginx.conf"), arg("pid-path", "/run/nginx.pid"), arg("error-log-path", ""), prefix
+
+
+def main_directives(conf):
+    """The `pid` and first `error_log` of the main context of nginx.conf (outside every block)."""
+    found = {}
+    depth = 0
+    try:
+        with open(conf) as fh:
+            text = fh.read()
+    except OSError:
+        return found
+    for line in text.splitlines():
+        code = line.split("#", 1)[0]
+        if depth == 0:
+            match = re.match(r"\s*(pid|error_log)\s+([^;\s]+)", code)
+            if match and match.group(1) not in found:
+                found[match.group(1)] = match.group(2)
+        depth += code.count("{") - code.count("}")
+    return found
+
+
+def nginx_paths(conf_override=None):
+    conf, pid_file, error_log, prefix = build_paths()
+    conf = conf_override or conf
+    main = main_directives(conf)
+    pid_file, error_log = main.get("pid", pid_file), main.get("error_log", error_log)
+
+    def absolute(path):
+        return path if not path or path.startswith("/") else os.path.join(prefix, path)
+
+    plain_file = error_log and not error_log.startswith(("syslog:", "memory:", "stderr"))
+    return absolute(pid_file), absolute(error_log) if plain_file else ""
+
+
+def master_pid(pid_file):
+    try:
+        with open(pid_file) as fh:
+            pid = int(fh.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if b"nginx: master process" in fh.read():
+                return pid
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def children(pid):
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def log_since(path, offset):
+    """What Nginx logged since `offset` (from the start if the log was rotated meanwhile)."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(offset if fh.tell() >= offset else 0)
+            return fh.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def ask_marker(marker):
+    req = urllib.request.Request(marker["url"], headers={"Host": marker["host"]} if marker.get("host") else {})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.read(200).decode("utf-8", "replace").strip()
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def said(text, levels=("emerg",)):
+    return [m.group(0) for m in NGINX_SAYS.finditer(text) if m.group(1) in levels]
+
+
+def settle(log, offset, deadline):
+    """After an [emerg]: wait until the master has given up on this reload (it retries a failed bind()
+    for about 2 s, then logs "still could not bind()"), so that a reload after this one starts clean."""
+    size, quiet_since = log_size(log), time.monotonic()
+    while time.monotonic() < deadline:
+        text = log_since(log, offset)
+        if "still could not bind()" in text:
+            break
+        if log_size(log) != size:
+            size, quiet_since = log_size(log), time.monotonic()
+        elif time.monotonic() - quiet_since > 0.6:
+            break
+        time.sleep(0.05)
+    return list(dict.fromkeys(re.sub(r"^\[(\w+)\] [0-9#]+: ", r"[\1] ", m) for m in said(log_since(log, offset))))
+
+
+def wait_for_workers(master, old, log, offset, deadline):
+    """Poll until the old workers are gone (new ones up) or Nginx logs [emerg]; returns (new, why)."""
+    new = set()
+    while True:
+        if said(log_since(log, offset)):
+            return new, "; ".join(settle(log, offset, deadline + 3)[-3:])
+        new = children(master) - old
+        alive = [p for p in old if os.path.exists(f"/proc/{p}")]
+        if (new and not alive) or time.monotonic() > deadline:
+            return new, ""
+        time.sleep(0.02)
+
+
+def reload(spec):
+    started = time.monotonic()
+    pid_file, log = nginx_paths(spec.get("conf"))
+    master = master_pid(pid_file)
+    if master is None:
+        return 66, {"ok": False, "why": f"no running Nginx master found through its pid file {pid_file}"}
+    old, offset = children(master), log_size(log)
+    done = subprocess.run(spec["cmd"], shell=True, capture_output=True, text=True)
+    if done.returncode != 0:
+        return 65, {"ok": False, "why": (done.stderr or done.stdout).strip()[-800:] or f"exit {done.returncode}"}
+    new, why = wait_for_workers(master, old, log, offset, started + spec["wait"])
+    if not why and not new:
+        reasons = said(log_since(log, offset), ("emerg", "alert", "crit"))
+        why = "; ".join(reasons[-3:]) or f"the master (pid {master}) started no new workers within {spec['wait']}s"
+    marker = spec.get("marker")
+    while not why and marker:
+        answer = ask_marker(marker)
+        if answer == marker["expect"]:
+            break
+        if time.monotonic() > started + spec["wait"]:
+            why = "{} answers {!r}, not the new site's id {}".format(marker["url"], answer[:120], marker["expect"])
+        time.sleep(0.02)
+    draining = len([p for p in old if os.path.exists(f"/proc/{p}")])
+    verdict = {"ok": not why, "why": why, "master": master, "new": sorted(new), "draining": draining,
+               "seconds": round(time.monotonic() - started, 3)}
+    return (0 if not why else 65), verdict
+
+
+def main(argv):
+    code, verdict = reload(json.loads(argv[0]))
+    print(json.dumps(verdict))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
