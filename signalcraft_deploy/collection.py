@@ -8,10 +8,10 @@ import gc
 
 from invoke import Collection
 
-from signalcraft_deploy.tasks import configs, deploy, freeze, install, lock, nginx, pm2, settings, status
+from signalcraft_deploy.tasks import configs, deploy, freeze, install, lock, nginx, pm2, settings, setup, status
 
 ns = Collection()
-for module in (install, freeze, configs, nginx, pm2, deploy, status, lock, settings):
+for module in (setup, install, freeze, configs, nginx, pm2, deploy, status, lock, settings):
     for name, t in module.ns.tasks.items():
         ns.add_task(t, name=name)
 

@@ -178,3 +178,17 @@ def render_nginx_site(s: Settings, python_address: str | None = None, node_addre
 def render_release_configs(s: Settings, venv: str) -> dict[str, str]:
     """The files rendered into each release directory, by name."""
     return {GUNICORN_CONF: render_gunicorn_conf(s), ECOSYSTEM: render_ecosystem(s, venv)}
+
+
+LOGROTATE = "logrotate.conf.j2"
+
+
+def render_logrotate(s: Settings, user: str, group: str, pm2_home: str) -> str:
+    """The logrotate file for one user's PM2 logs (`setup` writes it to /etc/logrotate.d/pm2-<user>)."""
+    for name in (user, group):
+        if not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", name):
+            raise ValueError(f"not a plain user or group name: {name!r}")
+    if not re.fullmatch(r"/[A-Za-z0-9._/@+-]*", pm2_home):
+        raise ValueError(f"not a plain absolute path: {pm2_home!r}")
+    return _environment(s.templates_dir).get_template(LOGROTATE).render(
+        user=user, group=group, pm2_home=pm2_home.rstrip("/"), size=s.log_rotate_size, count=s.log_rotate_count)

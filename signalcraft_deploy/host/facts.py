@@ -69,6 +69,7 @@ class HostFacts:
     commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
     procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
     complete: bool = True  # False for a quick read (no tools, listeners or their commands)
+    free_mb: int | None = None  # free space on the deploy root's filesystem (None: not read)
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -150,6 +151,11 @@ def host_checks_script(s: Settings) -> str:
         "command -v flock >/dev/null 2>&1 && echo flock",
         "sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null",
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
+        # What `setup` leaves behind: PM2 started at boot by a unit naming this PM2, and log rotation.
+        'u=$(id -un); p=$(command -v ' + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
+        '&& grep -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service" && echo boot',
+        '[ -e "/etc/logrotate.d/pm2-$(id -un)" ] && echo logrotate',
+        f"sec disk; d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | tail -n 1",
         f"sec listen; sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null; true",
     ])
 
@@ -235,6 +241,8 @@ def parse_facts(output: str) -> HostFacts:
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
             facts.procs[int(parts[0])] = (int(parts[1]), cwds.get(int(parts[0]), ""))
     facts.complete = "tools" in sec
+    disk = sec.get("disk", "").split()
+    facts.free_mb = int(disk[3]) // 1024 if len(disk) > 3 and disk[3].isdigit() else None
     for line in sec.get("commands", "").splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
@@ -246,6 +254,7 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     """Add to a quick read what a deploy that changes something needs (tools, listeners, their commands)."""
     more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s) + "\n", warn=True).stdout)
     facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
+    facts.free_mb = more.free_mb
 
 
 def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:

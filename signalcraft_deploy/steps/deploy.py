@@ -15,12 +15,12 @@ from typing import Any
 from signalcraft_deploy.core.plan import App, How, Plan
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host import health, releases
+from signalcraft_deploy.host import health, releases, upkeep
 from signalcraft_deploy.host import install as install_ops
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host import takeover as takeover_ops
-from signalcraft_deploy.host.io import Background, fail
+from signalcraft_deploy.host.io import Background, fail, run
 from signalcraft_deploy.host.lock import audit
 from signalcraft_deploy.steps import handover as handover_ops
 from signalcraft_deploy.steps import trial
@@ -235,7 +235,7 @@ def restore_apps(r: DeployRun) -> str:
     if not r.prev:  # a first deploy leaves nothing of its own behind
         for app in (r.s.handover_app, r.s.node_handover_app):
             if app in running:
-                pm2_ops.delete(r.c, r.s, app)
+                run(r.c, handover_ops.stop_temporary_command(r.s, app), warn=True)
     return f"{r.s.python_app} and {r.s.node_app} back on {r.prev}" if r.prev else "apps of the first deploy removed"
 
 
@@ -284,8 +284,10 @@ def finish(r: DeployRun) -> str:
     if saved:
         pm2_ops.save(r.c, r.s)
     pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
+    unused = upkeep.prune_environments(r.c, r.s)  # venvs and node_modules that no kept release names
     r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])
-    return ("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+    return (("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+            + (f"; removed {len(unused)} unused venv(s)/node_modules" if unused else ""))
 
 
 def after_undo(r: DeployRun, outcome: Outcome) -> list[str]:

@@ -22,6 +22,7 @@ from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.releases import previous_release
+from signalcraft_deploy.host.upkeep import require_space
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
@@ -42,7 +43,18 @@ def require_tools(facts: host_facts.HostFacts) -> None:
     if "sudo" not in facts.tools:  # nginx is looked for through sudo: without it, only sudo is the cause
         missing = [REQUIRED_TOOLS["sudo"]] + [m for m in missing if m not in (REQUIRED_TOOLS["sudo"], REQUIRED_TOOLS["nginx"])]
     if missing:
-        raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". Install it and deploy again.")
+        fix = "Install it and deploy again." if "sudo" not in facts.tools else \
+            "Run `setup` (fab -H <host> setup), which installs what is missing, and deploy again."
+        raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". " + fix)
+
+
+def warn_not_set_up(rep: Reporter, facts: host_facts.HostFacts) -> None:
+    """What `setup` leaves behind and a deploy does without: say so, and name `setup`."""
+    missing = [text for tool, text in (("boot", "PM2 does not start at boot (no enabled pm2-<user>.service naming this PM2)"),
+                                       ("logrotate", "PM2's logs are not rotated (no /etc/logrotate.d/pm2-<user>)"))
+               if tool not in facts.tools]
+    if missing:
+        rep.warn("; ".join(missing) + f". Run `setup` (fab -H {rep.target} setup) once to fix this.")
 
 
 def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFacts) -> None:
@@ -149,8 +161,10 @@ def deploy_planned(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFac
     with rep.step("plan") as st:
         host_facts.add_host_checks(c, s, facts)
         require_tools(facts)
+        require_space(c, s, facts)
         plan = plan_or_exit(s, plan.manifest, plan.configs, facts)  # again, now with who listens on our ports
         st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+    warn_not_set_up(rep, facts)
     try:
         done = carry_out(c, s, rep, plan, facts, shipment, "deploy")
     except Exit as err:

@@ -27,7 +27,8 @@ EXPECTED_FIELDS = {
     "wsgi_app": str, "node_script": str, "node_port": int, "node_instances": int, "node_handover_port": int,
     "node_env": str, "py_routes": tuple[str, ...], "nginx_site": str, "nginx_listen": int, "server_name": str,
     "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
-    "keep_releases": int, "pm2": str, "app_env_file": str | None, "local_venv": str | None, "known_hosts": str | None,
+    "keep_releases": int, "pm2": str, "min_free_mb": int, "log_rotate_size": str, "log_rotate_count": int,
+    "app_env_file": str | None, "local_venv": str | None, "known_hosts": str | None,
     "templates_dir": str | None,
 }
 
@@ -67,6 +68,9 @@ CHANGED: dict[str, tuple[str, object]] = {
     "HEALTH_TIMEOUT": ("90", 90),
     "KEEP_RELEASES": ("3", 3),
     "PM2": ("/usr/local/bin/pm2", "/usr/local/bin/pm2"),
+    "MIN_FREE_MB": ("0", 0),
+    "LOG_ROTATE_SIZE": ("20M", "20M"),
+    "LOG_ROTATE_COUNT": ("3", 3),
     "APP_ENV_FILE": ("app.env", "{tmp}/app.env"),
     "LOCAL_VENV": ("/opt/venv", "/opt/venv"),
     "KNOWN_HOSTS": ("hosts", "{tmp}/hosts"),
@@ -94,7 +98,8 @@ def test_settings_can_be_built_by_keyword() -> None:
 
 def test_local_only_comes_from_the_declarations() -> None:
     assert LOCAL_ONLY == {k.name for k in KEYS if k.local} == {
-        "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT"}
+        "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT",
+        "MIN_FREE_MB", "LOG_ROTATE_SIZE", "LOG_ROTATE_COUNT"}
 
 
 def test_every_declared_key_has_a_changed_value_here() -> None:
