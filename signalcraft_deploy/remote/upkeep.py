@@ -129,7 +129,7 @@ def unused_environments(root):
 
 def prune(spec):
     removed = []
-    for path in unused_environments(spec["root"]):
+    for path in sorted(unused_environments(spec["root"])):
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):
             removed.append(path)

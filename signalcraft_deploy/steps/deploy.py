@@ -284,7 +284,8 @@ def finish(r: DeployRun) -> str:
     if saved:
         pm2_ops.save(r.c, r.s)
     pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
-    unused = upkeep.prune_environments(r.c, r.s)  # venvs and node_modules that no kept release names
+    # Pruned releases may leave venvs and node_modules that no kept release names.
+    unused = upkeep.prune_environments(r.c, r.s) if pruned else []
     r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])
     return (("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
             + (f"; removed {len(unused)} unused venv(s)/node_modules" if unused else ""))

@@ -54,7 +54,8 @@ def warn_not_set_up(rep: Reporter, facts: host_facts.HostFacts) -> None:
                                        ("logrotate", "PM2's logs are not rotated (no /etc/logrotate.d/pm2-<user>)"))
                if tool not in facts.tools]
     if missing:
-        rep.warn("; ".join(missing) + f". Run `setup` (fab -H {rep.target} setup) once to fix this.")
+        how = "invoke setup" if rep.target == "this machine" else f"fab -H {rep.target} setup"
+        rep.warn("; ".join(missing) + f". Run `setup` ({how}) once to fix this.")
 
 
 def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFacts) -> None:
