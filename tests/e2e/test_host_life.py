@@ -321,7 +321,7 @@ def trial_logs() -> list[str]:
 def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, trial_live):
     trial_live.edit("app.py", 'VERSION = "1"', 'VERSION = "1"\nraise RuntimeError("i14-first-failure")', "broken 1")
     first = fab(sandbox, TRIAL, trial_live)
-    assert first.returncode != 0 and "i14-first-failure" in first.stderr, first.stdout + first.stderr
+    assert first.returncode != 0 and "i14-first-failure" in first.stdout + first.stderr, first.stdout + first.stderr
     trial_live.edit("app.py", 'raise RuntimeError("i14-first-failure")', 'raise LookupError("i14-second-failure")', "broken 2")
     second = fab(sandbox, TRIAL, trial_live)
     out = second.stdout + second.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,33 @@ def test_boot_reads_the_saved_list_without_env_values(tmp_path: Path) -> None:
     assert out["dump"] == {"a-python": [{"exec": "/srv/v/bin/gunicorn", "cwd": "/srv/current", "args": ["-c", "g.py"],
                                           "interpreter": "/srv/v/bin/python"}]}
     assert out["unit"] is None and out["enabled"] is False and "s3cr3t" not in json.dumps(out)
+
+
+# ----------------------------------------------------------------------------- setup's commands (MockContext)
+
+
+def test_without_systemd_the_unit_pm2_startup_could_not_enable_is_rendered_and_linked(load) -> None:
+    from invoke import MockContext, Result
+
+    from signalcraft_deploy.host.io import command_log
+
+    f = parse_setup_facts(facts_output())
+    c = MockContext(run={
+        re.compile(r".*pm2 startup systemd -u ubuntu --hp /home/ubuntu$"): Result(
+            exited=1, stdout="[PM2] Writing init configuration in /etc/systemd/system/pm2-ubuntu.service\n"
+                             "[ERROR] Exit code : 1\n", stderr="System has not been booted with systemd as init system (PID 1).\n"),
+        re.compile(r"^cat /etc/systemd/system/pm2-ubuntu.service$"): Result(exited=1),
+        re.compile(r"^sudo -n sh -c .*"): Result(),
+        re.compile(r"^readlink .*"): Result(exited=1),
+        re.compile(r"^sudo -n ln -sfn .*"): Result(),
+    }, repeat=True)
+    how = setup_ops.enable_boot(c, f)
+    sent = command_log(c).commands
+    assert sent[0] == ("sudo -n mkdir -p /etc/systemd/system/multi-user.target.wants && sudo -n env "
+                       "PATH=/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/bin /usr/lib/node_modules/pm2/bin/pm2 "
+                       "startup systemd -u ubuntu --hp /home/ubuntu")
+    assert any("/etc/systemd/system/pm2-ubuntu.service.signalcraft-tmp" in cmd for cmd in sent)
+    assert sent[-1] == ("sudo -n ln -sfn /etc/systemd/system/pm2-ubuntu.service "
+                        "/etc/systemd/system/multi-user.target.wants/pm2-ubuntu.service")
+    assert how.startswith("rendered from PM2's template (pm2 startup: System has not been booted with systemd")
+    assert "systemctl daemon-reload" not in " ".join(sent)  # no systemd runs to reload
