@@ -162,8 +162,12 @@ def boot_item(f: SetupFacts) -> Item:
     return Item("boot unit", State.OK, f"{f.unit_path} enabled (PM2 {f.pm2}, Node.js {f.node})")
 
 
+def logrotate_text(s: Settings, f: SetupFacts) -> str:
+    return render_logrotate(s, f.user, f.group, f.home, f.pm2 or "/usr/bin/pm2", unit_path_env(f.node))
+
+
 def logrotate_item(s: Settings, f: SetupFacts) -> Item:
-    if f.logrotate_conf == render_logrotate(s, f.user, f.group, f.pm2_home):
+    if f.logrotate_conf == logrotate_text(s, f):
         return Item("log rotation", State.OK, f"{f.logrotate_path} (size {s.log_rotate_size}, keep {s.log_rotate_count})")
     why = "missing" if f.logrotate_conf is None else "differs"
     return Item("log rotation", State.WRITE, f"{f.logrotate_path} ({why}; size {s.log_rotate_size}, keep {s.log_rotate_count})")
@@ -214,7 +218,7 @@ def enable_boot(c: Any, f: SetupFacts) -> str:
 
 
 def write_logrotate(c: Any, s: Settings, f: SetupFacts) -> str:
-    text = render_logrotate(s, f.user, f.group, f.pm2_home)
+    text = logrotate_text(s, f)
     # logrotate reads only files root owns: the draft checked with `logrotate -d` is root's too.
     tmp = f"/tmp/signalcraft-logrotate-{f.user}.conf"
     write_file(c, tmp, text, "0644", as_root=True)

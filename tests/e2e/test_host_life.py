@@ -295,6 +295,7 @@ def test_a_nearly_full_disk_stops_the_deploy_before_anything_changes(sandbox, ap
         assert tree(DISK.root) == before and pm2_apps(DISK.app) == pids
         assert Path(f"/etc/nginx/sites-available/{DISK.app}").read_text() == site
         assert get(DISK.url("/api/ai/x"))[2].get("version") == "1"
+        print(out)
     finally:
         clean_host(DISK)
         sh(f"umount {DISK.root} || umount -l {DISK.root}; rmdir {DISK.root}", check=False)
@@ -330,6 +331,7 @@ def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, tri
     assert "Fix the app and deploy again." in out
     assert trial_logs() == []  # the trial apps' log files went with them
     assert get(TRIAL.url("/api/ai/x"))[0] == 200
+    print(out)
 
 
 def test_an_unknown_worker_class_names_the_setting(sandbox, trial_live):
@@ -342,3 +344,4 @@ def test_an_unknown_worker_class_names_the_setting(sandbox, trial_live):
     assert "Fix the app" not in out
     assert trial_logs() == []
     assert get(TRIAL.url("/api/ai/x"))[0] == 200
+    print(out)

@@ -70,7 +70,7 @@ def test_a_set_up_host_has_nothing_to_change(load) -> None:
     s = load()
     f = parse_setup_facts(facts_output())
     done = parse_setup_facts(facts_output(unit=setup_ops.boot_unit(f), wants=f.unit_path,
-                                          logrotate_conf=render_logrotate(s, "ubuntu", "ubuntu", "/home/ubuntu/.pm2")))
+                                          logrotate_conf=setup_ops.logrotate_text(s, f)))
     assert {i.state for i in plan_setup(s, done)} == {State.OK}
     # Other rotation settings are a change of the file.
     assert states(plan_setup(load({"LOG_ROTATE_COUNT": "3"}), done))["log rotation"] is State.WRITE
@@ -107,15 +107,52 @@ def test_a_fresh_host_gets_packages_then_pm2_at_its_pinned_version(load) -> None
     assert "nginx" not in items and "node" not in items
 
 
-def test_logrotate_file_rotates_by_size_compressed_without_restarting(load) -> None:
-    text = render_logrotate(load({"LOG_ROTATE_SIZE": "20M", "LOG_ROTATE_COUNT": "4"}), "ubuntu", "ubuntu", "/home/ubuntu/.pm2")
-    body = [line.strip() for line in text.splitlines() if line.startswith("    ")]
-    assert text.splitlines()[[i for i, line in enumerate(text.splitlines()) if line.endswith("{")][0]] == \
-        "/home/ubuntu/.pm2/logs/*.log /home/ubuntu/.pm2/pm2.log {"
-    assert body == ["su ubuntu ubuntu", "size 20M", "rotate 4", "compress", "copytruncate", "nodateext", "missingok",
-                    "notifempty"]
-    with pytest.raises(ValueError):
-        render_logrotate(load(), "ubuntu; rm -rf /", "ubuntu", "/home/ubuntu/.pm2")
+def stanzas(text: str) -> dict[str, list[str]]:
+    """A logrotate file's stanzas: the first line (paths) -> its directives, stripped, scripts included."""
+    out: dict[str, list[str]] = {}
+    head = None
+    for line in text.splitlines():
+        if line.endswith("{"):
+            head = line[:-1].strip()
+            out[head] = []
+        elif line.strip() == "}":
+            head = None
+        elif head is not None:
+            out[head].append(line.strip())
+    return out
+
+
+def test_logrotate_file_rotates_by_size_compressed_and_has_pm2_reopen_its_files(load) -> None:
+    s = load({"LOG_ROTATE_SIZE": "20M", "LOG_ROTATE_COUNT": "4"})
+    text = render_logrotate(s, "ubuntu", "ubuntu", "/home/ubuntu", "/usr/lib/node_modules/pm2/bin/pm2", "/opt/node/bin:/usr/bin:/bin")
+    apps, daemon = stanzas(text).values()
+    assert list(stanzas(text)) == ["/home/ubuntu/.pm2/logs/*.log", "/home/ubuntu/.pm2/pm2.log"]
+    assert apps[:9] == ["su ubuntu ubuntu", "size 20M", "rotate 4", "compress", "nodateext", "missingok", "notifempty",
+                        "nocreate", "sharedscripts"]
+    assert "delaycompress" not in text and "copytruncate" not in apps  # copytruncate loses lines: PM2 reopens instead
+    script = "\n".join(apps[apps.index("postrotate") + 1:apps.index("endscript")])
+    assert ("env HOME=/home/ubuntu PM2_HOME=/home/ubuntu/.pm2 PATH=/opt/node/bin:/usr/bin:/bin "
+            "/usr/lib/node_modules/pm2/bin/pm2 reloadLogs") in script
+    assert "runuser -u ubuntu --" in script and "/home/ubuntu/.pm2/logs/.*\\.log\\.1$" in script
+    assert daemon == ["su ubuntu ubuntu", "size 20M", "rotate 4", "compress", "nodateext", "missingok", "notifempty",
+                      "copytruncate"]
+    for bad in (("ubuntu; rm -rf /", "ubuntu", "/home/ubuntu", "/usr/bin/pm2", "/usr/bin"),
+                ("ubuntu", "ubuntu", "/home/ubuntu", "pm2 && reboot", "/usr/bin"),
+                ("ubuntu", "ubuntu", "/home/ubuntu", "/usr/bin/pm2", "/usr/bin:$(reboot)")):
+        with pytest.raises(ValueError):
+            render_logrotate(s, *bad)
+
+
+def test_logrotate_file_checks_out_with_logrotate(load, tmp_path: Path) -> None:
+    import shutil
+
+    if not shutil.which("logrotate") and not Path("/usr/sbin/logrotate").exists():
+        pytest.skip("logrotate is not installed")
+    conf = tmp_path / "pm2-u"
+    conf.write_text(render_logrotate(load(), "root", "root", str(tmp_path), "/usr/bin/pm2", "/usr/bin:/bin"))
+    done = subprocess.run([shutil.which("logrotate") or "/usr/sbin/logrotate", "-d", "-s", str(tmp_path / "state"), str(conf)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "error" not in done.stderr.lower(), done.stderr
 
 
 @pytest.mark.parametrize("value", ["100", "100M", "5k", "1G"])
