@@ -39,7 +39,7 @@ def space_report(data: dict[str, Any]) -> str:
     used = (data["total_mb"] - data["free_mb"]) * 2**20
     rows = []
     for name, p in parts.items():
-        if not p["count"]:
+        if not p["count"] or not p["bytes"]:
             continue
         extra = ""
         if name in ("venvs", "node_modules"):

@@ -323,7 +323,9 @@ def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, tri
     trial_live.edit("app.py", 'VERSION = "1"', 'VERSION = "1"\nraise RuntimeError("i14-first-failure")', "broken 1")
     first = fab(sandbox, TRIAL, trial_live)
     assert first.returncode != 0 and "i14-first-failure" in first.stdout + first.stderr, first.stdout + first.stderr
-    trial_live.edit("app.py", 'raise RuntimeError("i14-first-failure")', 'raise LookupError("i14-second-failure")', "broken 2")
+    # The second failure writes only a line or two: a tail of the trial app's log would reach back into the first run's.
+    trial_live.edit("app.py", 'raise RuntimeError("i14-first-failure")',
+                    'import sys\nprint("i14-second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "broken 2")
     second = fab(sandbox, TRIAL, trial_live)
     out = second.stdout + second.stderr
     assert second.returncode != 0 and "i14-second-failure" in out, out
@@ -335,7 +337,7 @@ def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, tri
 
 
 def test_an_unknown_worker_class_names_the_setting(sandbox, trial_live):
-    trial_live.edit("app.py", 'raise LookupError("i14-second-failure")', "", "fixed")
+    trial_live.edit("app.py", 'import sys\nprint("i14-second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "", "fixed")
     bad = Profile(TRIAL.app, TRIAL.root, TRIAL.bind, TRIAL.node, TRIAL.listen, extra={"GUNICORN_WORKER_CLASS": "nosuchworker"})
     result = fab(sandbox, bad, trial_live)
     out = result.stdout + result.stderr
