@@ -265,6 +265,12 @@ def test_rotation_under_load_keeps_every_line_and_the_apps(boot_sb, capsys):
 # ----------------------------------------------------------------------------- disk nearly full
 
 
+def clean(p: Profile) -> None:
+    """clean_host, and the PM2 log files its apps leave in ubuntu's PM2 home."""
+    clean_host(p)
+    sh(f"rm -f /home/ubuntu/.pm2/logs/{p.app}-*", check=False)
+
+
 def tree(root: str) -> str:
     """Every file under the root (size, mtime) and every directory; the deploy lock's own files left out."""
     return sh(f"cd {root} && find . -path './.deploy/lock*' -prune -o -type d -printf '%p/\\n' "
@@ -297,7 +303,7 @@ def test_a_nearly_full_disk_stops_the_deploy_before_anything_changes(sandbox, ap
         assert get(DISK.url("/api/ai/x"))[2].get("version") == "1"
         print(out)
     finally:
-        clean_host(DISK)
+        clean(DISK)
         sh(f"umount {DISK.root} || umount -l {DISK.root}; rmdir {DISK.root}", check=False)
 
 
@@ -311,7 +317,7 @@ def trial_live(sandbox, tmp_path_factory):
     result = fab(sandbox, TRIAL, repo)
     assert result.returncode == 0, result.stdout + result.stderr
     yield repo
-    clean_host(TRIAL)
+    clean(TRIAL)
 
 
 def trial_logs() -> list[str]:
