@@ -246,3 +246,23 @@ def node_modules_name(package_lock: str | None, package_json: str | None) -> str
     if package_json is not None:
         return "pkg-" + digest("package.json", package_json)[:12]
     return None
+
+
+LOGROTATE = "logrotate.conf.j2"
+
+
+def render_logrotate(s: Settings, user: str, group: str, home: str, pm2: str, path: str) -> str:
+    """The logrotate file for one user's PM2 logs (`setup` writes it to /etc/logrotate.d/pm2-<user>).
+
+    `pm2` is PM2's absolute path and `path` the PATH it runs with (Node's directory first), as in the boot unit.
+    """
+    for name in (user, group):
+        if not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", name):
+            raise ValueError(f"not a plain user or group name: {name!r}")
+    for value in (home, pm2, *path.split(":")):
+        if not re.fullmatch(r"/[A-Za-z0-9._/@+-]*", value):
+            raise ValueError(f"not a plain absolute path: {value!r}")
+    home = home.rstrip("/")
+    return _environment(s.templates_dir).get_template(LOGROTATE).render(
+        user=user, group=group, home=home, pm2_home=f"{home}/.pm2", pm2=pm2, path=path,
+        size=s.log_rotate_size, count=s.log_rotate_count)

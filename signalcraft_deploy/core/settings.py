@@ -469,6 +469,12 @@ KEYS: tuple[Key, ...] = (
         "'index': the host installs from the package index; 'local': this machine downloads or builds the wheels "
         "(and the npm packages) for the host's Python and ships them, for hosts without egress", local=True),
     Key("HOOK_TIMEOUT", "300", integer(1, 86400), "seconds a hook may run before it is stopped (and counts as failed)", local=True),
+    Key("MIN_FREE_MB", "500", integer(0, 10_000_000),
+        "a deploy refuses to start when the deploy root's filesystem has less free space (MB); 0 turns the check off",
+        local=True),
+    Key("LOG_ROTATE_SIZE", "100M", regex(r"[1-9][0-9]{0,6}[kMG]?", "a size such as 100M, 500k or 1G"),
+        "`setup`: a PM2 log (each app's, and pm2.log) is rotated once it is larger than this", local=True),
+    Key("LOG_ROTATE_COUNT", "10", integer(1, 1000), "`setup`: compressed rotated files kept per log", local=True),
     Key("APP_ENV_FILE", None, local_path,
         "local file with the app's own secrets, written into each new release as .env (mode 0600); unset: the live "
         "release's .env is carried over", local=True),

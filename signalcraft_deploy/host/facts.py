@@ -74,6 +74,7 @@ class HostFacts:
     python: tuple[str, str, str] | None = None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
     live_env: bool = False  # the current release has a .env (the app's secrets)
     site_defaults: dict[str, str] = field(default_factory=dict)  # settings kept from a site taken over
+    free_mb: int | None = None  # free space on the deploy root's filesystem (None: not read)
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -175,6 +176,11 @@ def host_checks_script(s: Settings) -> str:
         "command -v flock >/dev/null 2>&1 && echo flock",
         "sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null",
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
+        # What `setup` leaves behind: PM2 started at boot by a unit naming this PM2, and log rotation.
+        'u=$(id -un); p=$(command -v ' + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
+        '&& grep -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service" && echo boot',
+        '[ -e "/etc/logrotate.d/pm2-$(id -un)" ] && echo logrotate',
+        f"sec disk; d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | tail -n 1",
         "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
         f"{q(s.python)} -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], "
         "platform.libc_ver()[1] or \"-\", platform.machine())' 2>/dev/null; true",
@@ -283,6 +289,8 @@ def parse_facts(output: str) -> HostFacts:
     facts.complete = "tools" in sec
     python = sec.get("python", "").split()
     facts.python = (python[0], python[1], python[2]) if len(python) == 3 else None
+    disk = sec.get("disk", "").split()
+    facts.free_mb = int(disk[3]) // 1024 if len(disk) > 3 and disk[3].isdigit() else None
     for line in sec.get("commands", "").splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
@@ -295,6 +303,7 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s) + "\n", warn=True).stdout)
     facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
     facts.python = more.python
+    facts.free_mb = more.free_mb
 
 
 def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:

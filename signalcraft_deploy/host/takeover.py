@@ -20,6 +20,7 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail, q, run, sudo, write_file
 from signalcraft_deploy.host.nginx import reload_nginx
 from signalcraft_deploy.host.programs import run_program
+from signalcraft_deploy.host.upkeep import forget_logs_command
 
 
 def folder(s: Settings) -> str:
@@ -53,6 +54,7 @@ def restore(c: Any, s: Settings) -> str:
 
     for name in (s.python_app, s.handover_app, s.node_app, s.node_handover_app):
         pm2_ops.delete(c, s, name)
+    run(c, forget_logs_command(s.handover_app, s.node_handover_app), warn=True)
     owner = run(c, "id -un").stdout.strip()
     parked = f"{s.state_dir}/nginx-default-site.link"
     args = [folder(s), s.pm2, s.nginx_site, owner, s.nginx_enabled_link, str(formats.TAKEOVER.current), formats.TOOL]

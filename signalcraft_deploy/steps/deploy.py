@@ -19,7 +19,7 @@ from signalcraft_deploy.core.plan import App, How, Plan
 from signalcraft_deploy.core.render import certbot_hook_path
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host import health, releases, wheels
+from signalcraft_deploy.host import health, releases, upkeep, wheels
 from signalcraft_deploy.host import install as install_ops
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
@@ -267,7 +267,7 @@ def restore_apps(r: DeployRun) -> str:
     if not r.prev:  # a first deploy leaves nothing of its own behind
         for app in (r.s.handover_app, r.s.node_handover_app):
             if app in running:
-                pm2_ops.delete(r.c, r.s, app)
+                run(r.c, handover_ops.stop_temporary_command(r.s, app), warn=True)
     return f"{r.s.python_app} and {r.s.node_app} back on {r.prev}" if r.prev else "apps of the first deploy removed"
 
 
@@ -316,8 +316,11 @@ def finish(r: DeployRun) -> str:
     if saved:
         pm2_ops.save(r.c, r.s)
     pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
+    # Pruned releases may leave venvs and node_modules that no kept release names.
+    unused = upkeep.prune_environments(r.c, r.s) if pruned else []
     r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])
-    return ("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+    return (("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+            + (f"; removed {len(unused)} unused venv(s)/node_modules" if unused else ""))
 
 
 # ----------------------------------------------------------------------------- the user's hooks

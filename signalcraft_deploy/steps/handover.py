@@ -15,6 +15,8 @@ from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
 from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, error_output, output_excerpt, pm2, start
 from signalcraft_deploy.host.programs import run_program
+from signalcraft_deploy.host.upkeep import forget_logs_command
+from signalcraft_deploy.steps.faults import setting_fault
 from signalcraft_deploy.steps.report import Reporter
 
 
@@ -36,7 +38,9 @@ def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple
         script = entry["script"].removeprefix(s.current_dir + "/")
         entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{script}", exec_mode="cluster",
                      env={**entry["env"], "PORT": str(s.node_handover_port)})
-    entry.update(autorestart=False)
+    # One log file per temporary app (a cluster app's instances would each get one named by a new pm_id),
+    # removed with the app.
+    entry.update(autorestart=False, merge_logs=True)
     return entry, address
 
 
@@ -68,16 +72,17 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     leftover = present is None or entry["name"] in present
     run(c, write_file_command(config, "0600")
         + (f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
-        + f" && {pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
+        + f" && {forget_logs_command(entry['name'])} && {pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
     # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
     problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
                        [{"name": entry["name"], "workers": kind == "python"}], fail_fast=True)
     if problems:
         output = app_output(c, s, entry["name"])
-        delete(c, s, entry["name"])
+        run(c, stop_temporary_command(s, entry["name"]), warn=True)
         shown = (f"\n  output of {name} (its new processes):\n    " + "\n    ".join(output_excerpt(output))
                  if output.strip() else "")
-        raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown)
+        raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown
+                   + ("\n" + fault if (fault := setting_fault(s, output)) else ""))
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
     move_nginx(c, s, render_nginx_site(s, **site_for), entry["name"])
@@ -122,11 +127,16 @@ def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Ba
     install_site(c, s, site, backup=False)
     reload_nginx(c, s, site)
     wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
-    stop = delete_command(s, s.handover_app if kind == "python" else s.node_handover_app)
+    stop = stop_temporary_command(s, s.handover_app if kind == "python" else s.node_handover_app)
     if background:
         return Background(c, stop)
     run(c, stop, warn=True)
     return None
+
+
+def stop_temporary_command(s: Settings, name: str) -> str:
+    """Shell that deletes a temporary app (trial, handover) and its log files."""
+    return f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true"
 
 
 def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:

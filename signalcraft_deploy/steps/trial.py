@@ -10,6 +10,8 @@ from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
 from signalcraft_deploy.host.pm2 import GUNICORN_INFO, app_output, delete_command, output_excerpt, pm2
+from signalcraft_deploy.host.upkeep import forget_logs_command
+from signalcraft_deploy.steps.faults import setting_fault
 from signalcraft_deploy.steps.handover import handover_entry
 
 
@@ -49,25 +51,33 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
     names = [a["name"] for a in apps]
     config = f"{s.state_dir}/trial.config.json"
     leftovers = present is None or bool(set(trial_names(s)) & present)
+    # The trial apps' log files go with them: a trial's excerpt shows only its own run.
     start_trial = (f"mkdir -p {q(s.state_dir)} && {write_file_command(config, '0600')} && "
                    + (f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && " if leftovers else "")
-                   + pm2(s, "start", config))
-    run(c, start_trial, stdin=json.dumps({"apps": apps}, indent=2), warn=True)
+                   + f"{forget_logs_command(*trial_names(s))} && " + pm2(s, "start", config))
+    started = run(c, start_trial, stdin=json.dumps({"apps": apps}, indent=2), warn=True)
     problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_rpc_js": host_facts.PM2_RPC_JS,
                             "release": release, "release_dir": release_dir, "urls": urls, "apps": watch,
                             "fail_fast": True}).get("problems", [])
+    stop = f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; {forget_logs_command(*trial_names(s))}; true"
     if not problems:
-        return Background(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true")
+        return Background(c, stop)
     own = dict(zip(trial_names(s), (s.python_app, s.node_app), strict=True))
     # The output of the apps that failed (each problem names its app), under the app's own name.
     failed = [name for name in names if any(own[name] in p for p in problems)] or names
     logs = {own[name]: app_output(c, s, name) for name in failed}
-    run(c, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; true", warn=True)
-    if problems:
-        lines = [f"  {p}" for p in problems]
-        for name, text in logs.items():
-            kept = [line for line in text.splitlines() if not GUNICORN_INFO.match(line.strip())] or text.splitlines()
-            if kept:
-                lines.append(f"  output of {name} (its trial run):\n    " + "\n    ".join(output_excerpt("\n".join(kept))))
-        raise fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
-                   + "\n".join(lines) + "\nFix the app and deploy again.")
+    run(c, stop, warn=True)
+    raise trial_failed(s, problems, logs, started.stdout + "\n" + started.stderr)
+
+
+def trial_failed(s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str) -> Exception:
+    """The message of a failed trial: what failed, each failed app's own output under its name (Gunicorn's INFO
+    lines left out), and the setting at fault if one is."""
+    lines = [f"  {p}" for p in problems]
+    for name, text in logs.items():
+        kept = [line for line in text.splitlines() if not GUNICORN_INFO.match(line.strip())] or text.splitlines()
+        if kept:
+            lines.append(f"  output of {name} (its trial run):\n    " + "\n    ".join(output_excerpt("\n".join(kept))))
+    fix = setting_fault(s, "\n".join([pm2_said, *logs.values()])) or "Fix the app and deploy again."
+    return fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
+                + "\n".join(lines) + "\n" + fix)

@@ -27,6 +27,7 @@ from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.releases import previous_release
+from signalcraft_deploy.host.upkeep import require_space
 from signalcraft_deploy.steps import fleet as fleet_steps
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
 from signalcraft_deploy.steps.report import Reporter
@@ -57,7 +58,19 @@ def require_tools(facts: host_facts.HostFacts) -> None:
     if "sudo" not in facts.tools:  # nginx is looked for through sudo: without it, only sudo is the cause
         missing = [REQUIRED_TOOLS["sudo"]] + [m for m in missing if m not in (REQUIRED_TOOLS["sudo"], REQUIRED_TOOLS["nginx"])]
     if missing:
-        raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". Install it and deploy again.")
+        fix = "Install it and deploy again." if "sudo" not in facts.tools else \
+            "Run `setup` (fab -H <host> setup), which installs what is missing, and deploy again."
+        raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". " + fix)
+
+
+def warn_not_set_up(rep: Reporter, facts: host_facts.HostFacts) -> None:
+    """What `setup` leaves behind and a deploy does without: say so, and name `setup`."""
+    missing = [text for tool, text in (("boot", "PM2 does not start at boot (no enabled pm2-<user>.service naming this PM2)"),
+                                       ("logrotate", "PM2's logs are not rotated (no /etc/logrotate.d/pm2-<user>)"))
+               if tool not in facts.tools]
+    if missing:
+        how = "invoke setup" if rep.target == "this machine" else f"fab -H {rep.target} setup"
+        rep.warn("; ".join(missing) + f". Run `setup` ({how}) once to fix this.")
 
 
 def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFacts) -> None:
@@ -258,10 +271,12 @@ def plan_step(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, p
     with rep.step("plan") as st:
         host_facts.add_host_checks(c, s, facts)
         require_tools(facts)
+        require_space(c, s, facts)
         s, plan = site_plan(c, s, None, facts, drop, made=plan)  # again, now with who listens on our ports
         if s.tls and plan.action(App.NGINX).how is How.WRITE_AND_RELOAD:
             check_tls(c, s, rep)
         st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+    warn_not_set_up(rep, facts)
     return s, plan
 
 

@@ -107,7 +107,7 @@ def run_fleet(work: list[Member], group: list[Member], s: Settings, deploy_id: s
         assert m.facts is not None and m.plan is not None
         own = m.settings or (s if event == "deploy" else single.release_settings(s, json.loads(m.plan.manifest.to_json())))
         if event == "deploy":
-            m.plan = single.plan_step(m.c, own, m.rep, m.facts, m.plan)
+            own, m.plan = single.plan_step(m.c, own, m.rep, m.facts, m.plan)
         return single.new_run(m.c, own, m.rep, m.plan, m.facts, m.shipment, event,
                               deploy_id=deploy_id, fleet=hosts)
     failed = fleet.prepare(work, make_run)

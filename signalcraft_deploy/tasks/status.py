@@ -12,6 +12,7 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
+from signalcraft_deploy.host import upkeep
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
@@ -62,6 +63,7 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "recent": read_audit(c, s, 5),
         "shared": shared_sizes(c, s),
         "warnings": [w for w in (host_facts.node_public_warning(s, facts),) if w],
+        **host_life(c, s, facts),
     }
 
 
@@ -95,6 +97,34 @@ def tls_status(c: Any, s: Settings) -> dict[str, Any] | None:
             "problems": verdict.get("problems", []), "warning": tls_ops.expiry_warning(verdict.get("days_left"))}
 
 
+def host_life(c: Any, s: Settings, facts: host_facts.HostFacts) -> dict[str, Any]:
+    """Whether both apps start at boot as they run now, free space, and the sizes of PM2's logs."""
+    boot = upkeep.boot_state(c, s)
+    room = upkeep.space(c, s)
+    logs = room["parts"]["logs"]
+    return {
+        "boot": {"unit": boot["unit_path"], "enabled": boot["enabled"],
+                 "problems": upkeep.boot_problems(boot, facts.pm2, (s.python_app, s.node_app))},
+        "disk": {"free_mb": room["free_mb"], "path": room["path"], "min_free_mb": s.min_free_mb},
+        "logs": {"files": room["app_logs"], "all_bytes": logs["bytes"], "all_files": logs["count"], "dir": logs["path"],
+                 "rotation": boot["logrotate"]},
+    }
+
+
+def render_host_life(data: dict[str, Any]) -> list[str]:
+    boot, disk, logs = data["boot"], data["disk"], data["logs"]
+    lines = [f"boot      {boot['unit']} enabled; PM2's saved list matches what runs" if not boot["problems"] else
+             "boot      the apps would NOT come back after a reboot: " + "; ".join(boot["problems"]) + "; run `setup`"
+             + (" (then pm2 save, or deploy)" if any("saved" in p for p in boot["problems"]) else "")]
+    low = disk["min_free_mb"] and disk["free_mb"] < disk["min_free_mb"]
+    lines.append(f"disk      {disk['free_mb']} MB free on the filesystem of {disk['path']}"
+                 f" (deploys need MIN_FREE_MB={disk['min_free_mb']}{': TOO LITTLE' if low else ''})")
+    own = ", ".join(f"{name} {upkeep.mb(size)}" for name, size in sorted(logs["files"].items()))
+    lines.append(f"logs      {own or 'none'}; {logs['dir']}: {upkeep.mb(logs['all_bytes'])} in {logs['all_files']} files; "
+                 + (f"rotated by {logs['rotation']}" if logs["rotation"] else "NOT rotated: run `setup`"))
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> str:
     cur = data["current"]
     lines = [f"{data['host']}",
@@ -125,6 +155,7 @@ def render_status(data: dict[str, Any]) -> str:
         state = h["status"] or h["error"]
         lines.append(f"{label:<18} {h['url']:<44} {state}" + (f"  release {h['release']}" if h["release"] else ""))
     lines += [f"warning: {w}" for w in data.get("warnings", [])]
+    lines += render_host_life(data)
     lines.append("")
     lines.append("last deploys")
     for r in reversed(data["recent"]):
@@ -136,7 +167,7 @@ def render_status(data: dict[str, Any]) -> str:
 @fleet_aware
 @task(iterable=["set_"], help={**COMMON_HELP, "json": "print the status as JSON, for machines"})
 def status(c, json_=False, env_file=None, set_=None):
-    """Show the live release, both PM2 apps (memory of master and workers), nginx -t, health and recent deploys."""
+    """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes, recent deploys."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
         from signalcraft_deploy.tasks.fleet import status_fleet

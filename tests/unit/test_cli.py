@@ -10,7 +10,7 @@ import sys
 import pytest
 
 TASKS = ["deploy", "freeze", "init", "install", "logs", "nginx-check", "pm2-reload", "releases", "render-configs",
-         "rollback", "settings", "status", "unlock"]
+         "rollback", "settings", "setup", "status", "unlock"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -33,6 +33,7 @@ EXPECTED_FIELDS = {
     "wheels": str, "after_switch_failure": str, "on_failure": str | None, "hook_timeout": int,
     "app_env_file": str | None, "local_venv": str | None, "known_hosts": str | None, "templates_dir": str | None,
     "py_files": tuple[str, ...] | None, "node_files": tuple[str, ...] | None, "shared_paths": tuple[str, ...] | None,
+    "min_free_mb": int, "log_rotate_size": str, "log_rotate_count": int,
 }
 
 # A valid value other than the default for every key, and the attribute it must produce.
@@ -82,6 +83,9 @@ CHANGED: dict[str, tuple[str, object]] = {
     "ON_FAILURE": ("echo \"$DEPLOY_RESULT\" >> failures.log", "echo \"$DEPLOY_RESULT\" >> failures.log"),
     "HOOK_TIMEOUT": ("900", 900),
     "WHEELS": ("local", "local"),
+    "MIN_FREE_MB": ("0", 0),
+    "LOG_ROTATE_SIZE": ("20M", "20M"),
+    "LOG_ROTATE_COUNT": ("3", 3),
     "APP_ENV_FILE": ("app.env", "{tmp}/app.env"),
     "LOCAL_VENV": ("/opt/venv", "/opt/venv"),
     "KNOWN_HOSTS": ("hosts", "{tmp}/hosts"),
@@ -113,7 +117,8 @@ def test_settings_can_be_built_by_keyword() -> None:
 def test_local_only_comes_from_the_declarations() -> None:
     assert LOCAL_ONLY == {k.name for k in KEYS if k.local} == {
         "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT",
-        "BEFORE_SWITCH", "AFTER_SWITCH", "AFTER_SWITCH_FAILURE", "ON_FAILURE", "HOOK_TIMEOUT", "WHEELS"}
+        "BEFORE_SWITCH", "AFTER_SWITCH", "AFTER_SWITCH_FAILURE", "ON_FAILURE", "HOOK_TIMEOUT", "WHEELS",
+        "MIN_FREE_MB", "LOG_ROTATE_SIZE", "LOG_ROTATE_COUNT"}
 
 
 def test_every_declared_key_has_a_changed_value_here() -> None:

@@ -1,0 +1,193 @@
+"""Runs ON THE HOST as the deploy user (sent over stdin to `python3 -`): disk space, pruning, boot state.
+
+Standard library only. Reads one JSON argument, prints one JSON line. Never prints environment
+values: PM2's dump (which holds every app's env, secrets included) is parsed here and only
+names, paths and arguments leave the host.
+
+mode "space": free space on the deploy root's filesystem and what takes space there (releases,
+venvs, node_modules, shared/) and in PM2's logs; sizes of the apps' own log files.
+
+mode "prune": remove the venvs and node_modules that no kept release names in its manifest and
+no process of this user runs from.
+
+mode "boot": whether PM2 starts at boot for this user (the systemd unit `setup` writes, enabled
+by its multi-user.target.wants link) and what PM2's saved list (dump.pm2) would start.
+"""
+
+import json
+import os
+import pwd
+import re
+import shutil
+import sys
+
+from signalcraft_deploy.remote.pm2_list import pm2_process
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+def size_of(path):
+    """Bytes used under a path (files and links counted once, not followed)."""
+    total = 0
+    seen = set()
+    for folder, dirs, files in os.walk(path):
+        for name in files + dirs:
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def existing_parent(path):
+    while not os.path.exists(path) and path not in ("", "/"):
+        path = os.path.dirname(path)
+    return path or "/"
+
+
+def children_of(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def space(spec):
+    root, logs = spec["root"], os.path.join(spec["pm2_home"], "logs")
+    base = existing_parent(root)
+    usage = shutil.disk_usage(base)
+    device = os.stat(base).st_dev
+    parts = {}
+    for name in ("releases", "venvs", "node_modules", "shared"):
+        path = os.path.join(root, name)
+        entries = [e for e in children_of(path) if not e.startswith(".")]
+        parts[name] = {"path": path, "bytes": size_of(path) if entries else 0, "count": len(entries)}
+    log_files = children_of(logs)
+    parts["logs"] = {"path": logs, "bytes": size_of(logs) if log_files else 0, "count": len(log_files),
+                     "same_fs": os.path.exists(logs) and os.stat(logs).st_dev == device}
+    app_logs = {}
+    names = "|".join(re.escape(a) for a in spec.get("apps", []))
+    own = re.compile(f"^({names})-(out|error)(-[0-9]+)?[.]log$")
+    for name in log_files:
+        if own.match(name):
+            try:
+                app_logs[name] = os.path.getsize(os.path.join(logs, name))
+            except OSError:
+                pass
+    pm2_log = os.path.join(spec["pm2_home"], "pm2.log")
+    if os.path.exists(pm2_log):
+        app_logs["pm2.log"] = os.path.getsize(pm2_log)
+    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20, "path": base, "parts": parts,
+            "unused": sorted(unused_environments(root)), "app_logs": app_logs}
+
+
+def manifest_of(release_dir):
+    try:
+        with open(os.path.join(release_dir, ".signalcraft", "manifest.json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def in_use_by_processes():
+    """What this user's processes run from: each command-line word and working directory."""
+    words = []
+    uid = os.getuid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                words += fh.read().decode("utf-8", "replace").split("\0")
+            words.append(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+    return words
+
+
+def unused_environments(root):
+    """venvs/<hash> and node_modules/<hash> that no release on the host and no process uses."""
+    named = set()
+    releases = os.path.join(root, "releases")
+    for release in children_of(releases):
+        m = manifest_of(os.path.join(releases, release))
+        named.update(p.rstrip("/") for p in (m.get("venv"), m.get("node_modules")) if p)
+    used = in_use_by_processes()
+    unused = []
+    for kind in ("venvs", "node_modules"):
+        for name in children_of(os.path.join(root, kind)):
+            path = os.path.join(root, kind, name)
+            if path not in named and not any(w == path or w.startswith(path + "/") for w in used):
+                unused.append(path)
+    return unused
+
+
+def prune(spec):
+    removed = []
+    for path in sorted(unused_environments(spec["root"])):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+    return {"removed": removed}
+
+
+def read_unit(path):
+    unit = {}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                key, sep, value = line.strip().partition("=")
+                if sep and key in ("User", "ExecStart", "PIDFile"):
+                    unit[key] = value
+                elif sep and key == "Environment":
+                    name, _, val = value.partition("=")
+                    unit.setdefault("env", {})[name] = val
+    except OSError:
+        return None
+    return unit
+
+
+def dump_entries(pm2_home, apps):
+    """PM2's saved list for these apps: name -> [{exec, cwd, args, interpreter}] (never env values)."""
+    try:
+        with open(os.path.join(pm2_home, "dump.pm2")) as fh:
+            saved = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    out = {}
+    for env in saved if isinstance(saved, list) else []:
+        if isinstance(env, dict) and env.get("name") in apps:
+            proc = pm2_process({"name": env["name"], "pm2_env": env})
+            out.setdefault(proc["name"], []).append(
+                {"exec": proc["exec_path"], "cwd": proc["cwd"], "args": proc["args"], "interpreter": proc["interpreter"]})
+    return out
+
+
+def boot(spec):
+    user = spec.get("user") or pwd.getpwuid(os.getuid()).pw_name
+    unit_path = os.path.join(UNIT_DIR, f"pm2-{user}.service")
+    link = os.path.join(UNIT_DIR, "multi-user.target.wants", f"pm2-{user}.service")
+    unit = read_unit(unit_path)
+    target = os.readlink(link) if os.path.islink(link) else None
+    tools = {name: os.path.realpath(shutil.which(cmd) or "") if shutil.which(cmd) else ""
+             for name, cmd in (("pm2", spec.get("pm2", "pm2")), ("node", "node"))}
+    rotation = f"/etc/logrotate.d/pm2-{user}"
+    return {"unit_path": unit_path, "unit": unit, "enabled": target == unit_path and unit is not None,
+            "dump": dump_entries(spec["pm2_home"], spec.get("apps", [])), **tools,
+            "logrotate": rotation if os.path.exists(rotation) else None}
+
+
+def main(argv):
+    spec = json.loads(argv[0])
+    spec.setdefault("pm2_home", os.environ.get("PM2_HOME") or os.path.expanduser("~/.pm2"))
+    modes = {"space": space, "prune": prune, "boot": boot}
+    print(json.dumps(modes[spec["mode"]](spec)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,69 @@
+"""`setup`: make a fresh host ready for deploys (packages, PM2, PM2 at boot, log rotation); twice changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import Collection, task
+
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import setup as setup_ops
+from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.io import fail, target_name
+from signalcraft_deploy.host.setup import Item, State
+
+SETUP_HELP = {
+    **COMMON_HELP,
+    "dry-run": "read the host and print what setup would install or write, changing nothing",
+    "known-hosts": "extra known_hosts file to verify the host key with",
+}
+
+
+def line(item: Item, dry_run: bool = False) -> str:
+    verb = f"would {item.state}" if dry_run and item.state is not State.OK else str(item.state)
+    return f"{verb:<14} {item.name:<13} {item.detail}"
+
+
+def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]) -> list[str]:
+    """Make the changes the plan lists, in order: packages and PM2 first, then what needs their paths."""
+    done = []
+    if any(i.state is State.INSTALL for i in items):
+        setup_ops.install_packages(c, facts)
+        done += [f"installed: {i.detail}" for i in items if i.state is State.INSTALL]
+        facts = setup_ops.gather(c, s)
+    if setup_ops.boot_item(facts).state is not State.OK:
+        done.append("boot unit: " + setup_ops.enable_boot(c, facts))
+    if setup_ops.logrotate_item(s, facts).state is not State.OK:
+        done.append("log rotation: wrote " + setup_ops.write_logrotate(c, s, facts))
+    left = [i for i in setup_ops.plan_setup(s, setup_ops.gather(c, s)) if i.state is not State.OK]
+    if left:
+        raise fail("setup could not finish: " + "; ".join(f"{i.name}: {i.detail}" for i in left))
+    return done
+
+
+@task(iterable=["set_"], help=SETUP_HELP)
+def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None):
+    """Make the host ready: nginx, python3-venv, logrotate, Node.js and PM2, PM2 started at boot, log rotation."""
+    s = settings_for(env_file, set_)
+    open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
+    facts = setup_ops.gather(c, s)
+    if not facts.sudo:
+        raise fail(f"setup needs passwordless sudo for {facts.user or 'the deploy user'} on {target_name(c)} "
+                   "(a sudoers line with NOPASSWD); add it and run setup again.")
+    items = setup_ops.plan_setup(s, facts)
+    print(f"Setup of {target_name(c)} for {facts.user} (PM2 home {facts.pm2_home}):")
+    for item in items:
+        print("  " + line(item, dry_run))
+    changes = [i for i in items if i.state is not State.OK]
+    if not changes:
+        print("Nothing to change: the host is set up.")
+        return
+    if dry_run:
+        print(f"Dry run: {len(changes)} item(s) would change; nothing was changed.")
+        return
+    for note in converge(c, s, facts, items):
+        print("  done           " + note)
+    print(f"Changed {len(changes)} item(s); a second run changes nothing.")
+
+
+ns = Collection(setup)
