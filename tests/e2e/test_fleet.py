@@ -26,12 +26,12 @@ from tests.e2e.conftest import REPO, AppRepo, get
 STATE = REPO / ".fleet"
 HOSTS = ("web1", "web2", "web3")
 ROOT = "/home/ubuntu/signalcraft"
-# A commit whose health route fails through Nginx where the host's own .env (its live release's, carried into
-# the next) says REGION=broken: it
+# A commit whose health route fails through Nginx where a file of the host's own says REGION=broken: it
 # passes the trial run (called directly) everywhere, and fails the health gate on web2 only.
 HEALTH_OLD = '    def health() -> Response:\n        return jsonify(_health())'
 HEALTH_BROKEN = ('    def health() -> Response:\n        from flask import request\n'
-                 '        env = (HERE / ".env").read_text() if (HERE / ".env").exists() else ""\n'
+                 '        marker = Path("/home/ubuntu/region")\n'
+                 '        env = marker.read_text() if marker.exists() else ""\n'
                  '        if "REGION=broken" in env and request.headers.get("X-Forwarded-For"):\n'
                  '            return Response("broken on this host", status=500)\n'
                  '        return jsonify(_health())')
@@ -226,8 +226,8 @@ def test_no_op_on_three_hosts_costs_about_one(fleet: Fleet, repo: AppRepo) -> No
 def test_a_commit_failing_only_on_web2_is_rolled_back_everywhere(fleet: Fleet, repo: AppRepo) -> None:
     before = snapshot(fleet)
     old = before["web1"][0]
-    # The app's .env belongs to each release and is carried over to the next one (no APP_ENV_FILE here).
-    host_sh(fleet, "web2", f"umask 077 && rm -f {ROOT}/current/.env && echo REGION=broken > {ROOT}/current/.env")
+    # A file of this host's own, outside the releases (the app's .env belongs to each release now).
+    host_sh(fleet, "web2", "echo REGION=broken > /home/ubuntu/region")
     repo.edit("app.py", HEALTH_OLD, HEALTH_BROKEN, "health fails through Nginx where REGION=broken")
     repo.edit("app.py", 'VERSION = "2"', 'VERSION = "3"', "v3")
     hook = 'echo "$DEPLOY_RELEASE on $(basename "$(readlink ~/signalcraft/current)")" >> ~/before-switch.log'
