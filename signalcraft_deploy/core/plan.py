@@ -257,7 +257,7 @@ def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, An
         return Action(App.PYTHON, How.NEW_MASTER, f"{env_why(old)}; a new master starts with it (a HUP keeps the old one's)")
     if not old:
         return Action(App.PYTHON, How.HUP, "no record of the running release")
-    if old.get("python_code") != m.python_code:
+    if code_changed(s, PYTHON, old.get("python_code") != m.python_code, changed):
         return Action(App.PYTHON, How.HUP, files_why(s, PYTHON, changed))
     if old.get("gunicorn_conf") != m.gunicorn_conf:
         return Action(App.PYTHON, How.HUP, "gunicorn.conf.py changed")
@@ -277,6 +277,14 @@ def env_why(old: dict[str, Any] | None) -> str:
     if old and "app_env" not in old:
         return "no record of the live release's environment (.env)"
     return "the app's environment (.env from APP_ENV_FILE) changed"
+
+
+def code_changed(s: Settings, app: str, digest_differs: bool, changed: list[str] | None) -> bool:
+    """Whether a file `app` reads changed. With the changed paths known, PY_FILES/NODE_FILES as set now decide
+    (so setting them does not itself reload an app); without them, the digests recorded in the manifests do."""
+    if changed is None:
+        return digest_differs
+    return any(app in readers(p, s.py_files, s.node_files) for p in changed)
 
 
 def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) -> str:
@@ -309,7 +317,7 @@ def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any]
         return Action(App.NODEJS, How.RELOAD, f"{env_why(old)}; its processes are replaced with it")
     if old.get("package_lock") != m.package_lock or old.get("node_modules") != m.node_modules:
         return Action(App.NODEJS, How.RELOAD, f"its dependencies changed ({m.node_install or 'none now'})")
-    if old.get("node_code") != m.node_code:
+    if code_changed(s, NODEJS, old.get("node_code") != m.node_code, changed):
         return Action(App.NODEJS, How.RELOAD, files_why(s, NODEJS, changed))
     if old.get("ecosystem", ECOSYSTEM) != m.ecosystem:
         return Action(App.NODEJS, How.RELOAD, f"PM2's file is now {m.ecosystem}")

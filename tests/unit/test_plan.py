@@ -281,6 +281,14 @@ CASES = {
         new=with_settings(files(views__index_ejs="v2"), PY_FILES="flaskr/**"),
         python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "views/index.ejs"},
     ),
+    "PY_FILES first set, with a change only Node reads: Python is not reloaded for the new setting": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=with_settings(files(bin__www="w2"), PY_FILES="*.py"),
+        python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "bin/www"},
+    ),
+    "NODE_FILES first set, nothing changed that Node reads": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=with_settings(files(app_py="a2"), NODE_FILES="bin/,*.js"),
+        python="hup", nodejs="none", nginx="none", new_release=True, why={"python": "app.py"},
+    ),
     # Secrets: a changed .env needs new processes (a new Gunicorn master, a Node.js reload with --update-env).
     "app env changed": Case(
         facts=lambda tmp: live_host(tmp, replace(OLD, app_env="SECRET_KEY=one\n")),
