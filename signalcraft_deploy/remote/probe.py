@@ -103,41 +103,63 @@ def cwd_of(pid):
         return ""
 
 
+def url_problems(spec):
+    """What the URLs say: (problems, final) where final means an app itself answered with an error (fail_fast)."""
+    problems = []
+    for check in spec["urls"]:
+        status, release, err = fetch(check["url"], check.get("host"))
+        if not status or status >= 400:
+            problems.append(f"{check['label']} {check['url']}: {err or status}")
+            if status and spec.get("fail_fast"):  # a direct answer from the app itself is final
+                return problems, True
+        elif release and check.get("expect_release") and release != spec["release"]:
+            problems.append(f"{check['label']} {check['url']}: answered by release {release}, not {spec['release']}")
+    return problems, False
+
+
+def pm2_problems(spec, state, first, release_dir):
+    """What PM2 says of the apps: (problems, final) where final means every process of an app has stopped (fail_fast)."""
+    problems = []
+    for app in spec["apps"]:
+        procs = state.get(app["name"], [])
+        if not procs or any(p["status"] != "online" for p in procs):
+            problems.append(f"PM2 app {app['name']} is {[p['status'] for p in procs] or 'missing'}")
+            if spec.get("fail_fast") and procs and all(p["status"] in ("stopped", "errored") for p in procs):
+                return problems, True
+            continue
+        before = sum(p["restarts"] for p in first.get(app["name"], []))
+        after = sum(p["restarts"] for p in procs)
+        if before and after > before + 1:
+            problems.append(f"PM2 app {app['name']} is restarting ({before} -> {after} restarts)")
+        pids = [p["pid"] for p in procs]
+        if app.get("workers"):
+            pids = [kid for pid in pids for kid in children(pid)] or pids
+        stale = [pid for pid in pids if cwd_of(pid) != release_dir]
+        if stale:
+            problems.append(f"PM2 app {app['name']}: {len(stale)} process(es) still run from another release")
+    return problems, False
+
+
 def gate(spec):
+    """Poll until the URLs answer from the release and PM2 shows the apps online on it. Asking PM2 costs a Node.js
+    start: it is asked when the URLs pass, and while they do not, every half second only (to see a crash early)."""
     deadline = time.monotonic() + spec["timeout"]
     release_dir = os.path.realpath(spec["release_dir"])
     first = {} if spec.get("fail_fast") else pm2_state(spec["pm2"], spec.get("pm2_rpc_js"))  # a trial app does not restart
-    problems = ["not checked yet"]
+    problems, asked = ["not checked yet"], 0.0
     while time.monotonic() < deadline:
-        problems = []
-        for check in spec["urls"]:
-            status, release, err = fetch(check["url"], check.get("host"))
-            if not status or status >= 400:
-                problems.append(f"{check['label']} {check['url']}: {err or status}")
-                if status and spec.get("fail_fast"):  # a direct answer from the app itself is final
-                    return {"ok": False, "problems": problems}
-            elif release and check.get("expect_release") and release != spec["release"]:
-                problems.append(f"{check['label']} {check['url']}: answered by release {release}, not {spec['release']}")
-        state = pm2_state(spec["pm2"], spec.get("pm2_rpc_js"))
-        for app in spec["apps"]:
-            procs = state.get(app["name"], [])
-            if not procs or any(p["status"] != "online" for p in procs):
-                problems.append(f"PM2 app {app['name']} is {[p['status'] for p in procs] or 'missing'}")
-                if spec.get("fail_fast") and procs and all(p["status"] in ("stopped", "errored") for p in procs):
-                    return {"ok": False, "problems": problems}
-                continue
-            before = sum(p["restarts"] for p in first.get(app["name"], []))
-            after = sum(p["restarts"] for p in procs)
-            if before and after > before + 1:
-                problems.append(f"PM2 app {app['name']} is restarting ({before} -> {after} restarts)")
-            pids = [p["pid"] for p in procs]
-            if app.get("workers"):
-                pids = [kid for pid in pids for kid in children(pid)] or pids
-            stale = [pid for pid in pids if cwd_of(pid) != release_dir]
-            if stale:
-                problems.append(f"PM2 app {app['name']}: {len(stale)} process(es) still run from another release")
-        if not problems:
-            return {"ok": True, "problems": [], "pm2": {name: state.get(name, []) for name in spec.get("report", [])}}
+        problems, final = url_problems(spec)
+        if final:
+            return {"ok": False, "problems": problems}
+        if not problems or time.monotonic() - asked >= 0.5 or time.monotonic() + 0.1 >= deadline:
+            asked = time.monotonic()
+            state = pm2_state(spec["pm2"], spec.get("pm2_rpc_js"))
+            more, final = pm2_problems(spec, state, first, release_dir)
+            problems += more
+            if final:
+                return {"ok": False, "problems": problems}
+            if not problems:
+                return {"ok": True, "problems": [], "pm2": {name: state.get(name, []) for name in spec.get("report", [])}}
         time.sleep(0.1)
     return {"ok": False, "problems": problems}
 
