@@ -154,14 +154,11 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
                        f"{redact_text((result.stderr or result.stdout).strip()[-500:], s.repo_url)}. "
                        "Check REPO_URL, REF and the host's access to the repository (a deploy key).")
         sha = result.stdout.strip().splitlines()[-1]
-    listing = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r {q(sha)}").stdout.splitlines()
-    blobs = {}
-    for line in listing[1:]:
-        meta, _, path = line.partition("\t")
-        parts = meta.split()
-        if len(parts) == 3 and parts[1] == "blob":
-            blobs[path] = parts[2]
-    tree = SourceTree(sha=sha, tree=listing[0].strip(), blobs=blobs, dirty=0, subdir="")
+    listed = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r -z {q(sha)}").stdout
+    tree_id, _, listing = listed.partition("\n")
+    files = source.parse_ls_tree(listing)
+    blobs = {p: b for p, (_, b) in files.items()}
+    tree = SourceTree(sha=sha, tree=tree_id.strip(), blobs=blobs, dirty=0, subdir="", modes={p: m for p, (m, _) in files.items()})
     check_shipment(s, tree, redact(s.repo_url))
 
     def show(path: str) -> str | None:
@@ -340,7 +337,7 @@ def changed_since_live(c: Any, s: Settings, shipment: Shipment, facts: host_fact
     if shipment.source_dir:
         old = source.tree_files(shipment.source_dir, old_tree)
         return source.changed_paths(shipment.tree.blobs, {p: b for p, (_, b) in old.items()} if old is not None else None)
-    listing = run(c, f"git -C {q(s.state_dir + '/repo.git')} ls-tree -r {q(old_tree)}", warn=True)
+    listing = run(c, f"git -C {q(s.state_dir + '/repo.git')} ls-tree -r -z {q(old_tree)}", warn=True)
     if not listing.ok:
         return None
     return source.changed_paths(shipment.tree.blobs, {p: b for p, (_, b) in source.parse_ls_tree(listing.stdout).items()})
