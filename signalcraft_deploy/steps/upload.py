@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from signalcraft_deploy.core import source
+from signalcraft_deploy.core import release_paths, source
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
@@ -72,6 +72,11 @@ def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
     if not any(tree.has(p) for p in _wsgi_module_paths(s.wsgi_app)):
         raise SettingsError(f"WSGI_APP ({s.origins.get('WSGI_APP', 'default')}): module {s.wsgi_app.split(':')[0]} "
                             f"({' or '.join(_wsgi_module_paths(s.wsgi_app))}) is not in {where} at {tree.sha[:12]}.")
+    clashes = release_paths.collisions(tree.modes, s.shared_paths or ())
+    if clashes:
+        raise SettingsError(f"{where} at {tree.sha[:12]} has entries where the tool writes its own files in a release; "
+                            "nothing was changed on the host:\n  " + "\n  ".join(clashes))
+
 
 
 def read_app_env(s: Settings) -> str | None:
