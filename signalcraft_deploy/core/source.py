@@ -185,6 +185,14 @@ def delta(new: dict[str, tuple[str, str]], old: dict[str, tuple[str, str]] | Non
     return Delta(same=sorted(p for p in new if p not in changed), changed=changed)
 
 
+def resend(d: Delta, paths: list[str]) -> Delta:
+    """The delta with `paths` sent rather than copied (the live release's copies are not git's)."""
+    moved = set(paths) & set(d.same)
+    if not moved:
+        return d
+    return Delta(same=[p for p in d.same if p not in moved], changed=sorted([*d.changed, *moved]))
+
+
 def read_blob(source_dir: str, tree: SourceTree, path: str) -> str | None:
     blob = tree.blobs.get(path)
     return _git(source_dir, "cat-file", "blob", blob) if blob else None
