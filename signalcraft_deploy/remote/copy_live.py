@@ -1,5 +1,5 @@
 """Runs ON THE HOST inside the release assembly (steps/upload.py `assemble_script`) as the deploy user:
-`PYTHON -c TEXT LIVE NEW`, its stdin the files to copy (NUL-separated: mode, blob id, path; repeated).
+`PYTHON -I -S -c TEXT LIVE NEW`, its stdin the files to copy (NUL-separated: mode, blob id, path; repeated).
 
 Standard library only. Copies each file of the live release LIVE into the new release NEW, and only
 after checking it is what git holds: its content (a symlink: its target) hashed the way git does

@@ -294,7 +294,8 @@ EDITED = 3  # the exit status of remote/copy_live.py when files of the live rele
 
 def copy_command(s: Settings, live: str) -> str:
     """Shell that copies the checked files of the live release into the new one (remote/copy_live.py; its list on stdin)."""
-    return f"{q(s.python)} -c {q(program('copy_live'))} {q(live)} \"$t\""
+    # -I -S: the standard library only, and no site start-up (a code-change deploy pays this once)
+    return f"{q(s.python)} -I -S -c {q(program('copy_live'))} {q(live)} \"$t\""
 
 
 def copy_records(shipment: Shipment, kept: list[str]) -> str:
