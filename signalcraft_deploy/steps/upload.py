@@ -330,11 +330,11 @@ def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.
     rdir = f"{s.releases_dir}/{release}"
     same = upload_delta(s, shipment, facts) if facts else None
     live = f"{s.releases_dir}/{facts.current_release}" if facts and facts.current_release else ""
-    if shipment.app_env is not None:
-        write_app_env(c, s, release, shipment.app_env)
     carry = shipment.app_env is None and bool(plan.manifest.app_env)
-    for _ in range(2):  # the second time with the edited files sent rather than copied
+    for attempt in range(2):  # the second time with the edited files sent rather than copied
         unpack = send_files(c, s, shipment, plan, same)
+        if shipment.app_env is not None and attempt == 0:  # the assembly stops before it takes the .env when files differ
+            write_app_env(c, s, release, shipment.app_env)
         kept = [p for p in same.same if not under_shared(s, p)] if same else []
         copy = [copy_command(s, live)] if kept else []
         result = run(c, assemble_script(s, release, copy + unpack, live, carry), stdin=copy_records(shipment, kept) if copy else None,

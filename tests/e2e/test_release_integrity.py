@@ -61,14 +61,16 @@ def test_odd_names_deploy_byte_for_byte_sent_whole_and_copied_from_the_live_rele
     assert get(P.url("/api/ai/x"))[2]["version"] == "2"
 
 
-def test_a_host_side_edit_of_the_live_release_is_not_carried_into_the_next(sandbox, app):
+def test_a_host_side_edit_of_the_live_release_is_not_carried_into_the_next(sandbox, app, tmp_path):
     live = current(P)
     with open(live / "app.py", "a") as fh:
         fh.write("EDITED_ON_THE_HOST = True\n")
     (app.path / "notes.txt").write_text("an unrelated change\n")
     app.git("add", "notes.txt")
     app.git("commit", "-qm", "notes")
-    result = fab(sandbox, P, app)
+    env_file = tmp_path / "app.env"
+    env_file.write_text("SECRET_KEY=given\n")
+    result = fab(sandbox, Profile(P.app, P.root, P.bind, P.node, P.listen, extra={"APP_ENV_FILE": str(env_file)}), app)
     out = ok(result)
     warning = f"the live release {live.name} had been edited on the host: app.py; sent fresh from git"
     lines = [line for line in result.stderr.splitlines() if "edited on the host" in line]
@@ -78,6 +80,7 @@ def test_a_host_side_edit_of_the_live_release_is_not_carried_into_the_next(sandb
     assert (new / "app.py").read_text() == app.git("show", "HEAD:app.py")
     assert "EDITED_ON_THE_HOST" in (live / "app.py").read_text()  # the old release is evidence, left as it was
     assert (new / "notes.txt").read_text() == "an unrelated change\n"
+    assert (new / ".env").read_text() == "SECRET_KEY=given\n"  # the release's .env, given with the deploy, survives the resend
     assert_odd_names_on_host(new)
     status, _, body = get(P.url("/api/ai/x"))
     assert status == 200 and body["release"] == new.name

@@ -174,3 +174,44 @@ def test_the_assembly_copies_what_git_holds_and_names_what_it_does_not(load, tmp
     done = subprocess.run(["bash", "-c", script], input=upload.copy_records(shipment, clean).encode(), capture_output=True)
     assert done.returncode == 0, done.stderr
     assert (root / "releases/r2/café.txt").read_bytes() == files["café.txt"]
+
+
+def test_ship_on_this_machine_sends_edited_files_fresh_once_with_one_warning(load, tmp_path: Path) -> None:
+    """`ship` itself, with a local Context for the host: the first release is sent whole (its .env given with the
+    deploy), then a host-side edit of the live release's app.py is not carried into the next release."""
+    from types import SimpleNamespace
+
+    from invoke import Context
+
+    from signalcraft_deploy.host.facts import HostFacts
+
+    repo = committed(tmp_path / "repo", {"app.py": b"def create_app(): ...\n", "requirements.txt": b"gunicorn\n",
+                                         "server.js": b"//\n", "café.txt": b"caf\xc3\xa9\n", "new\nline": b"n\n"})
+    env = tmp_path / "app.env"
+    env.write_text("SECRET=1\n")
+    root = tmp_path / "root"
+    s = load({"DEPLOY_ROOT": str(root), "SOURCE_DIR": str(repo), "APP_ENV_FILE": str(env), "PYTHON": "python3",
+              "WSGI_APP": "app:create_app()"})
+
+    def shipped(facts: HostFacts, warn=None) -> tuple[str, Path]:
+        shipment = upload.local_shipment(s)
+        manifest, configs = upload.shipment_manifest(s, shipment)
+        detail = upload.ship(Context(), s, shipment, SimpleNamespace(manifest=manifest, configs=configs), facts, warn=warn)
+        return detail, root / "releases" / manifest.release
+
+    detail, first = shipped(HostFacts())
+    assert "all 5 files sent" in detail and (first / ".env").read_text() == "SECRET=1\n"
+    assert (first / "new\nline").read_bytes() == b"n\n" and (first / "café.txt").read_bytes() == b"caf\xc3\xa9\n"
+    with open(first / "app.py", "a") as fh:
+        fh.write("import planted\n")
+    (repo / "notes.txt").write_text("unrelated\n")
+    git(repo, "add", "notes.txt")
+    git(repo, "commit", "-qm", "notes")
+    warnings: list[str] = []
+    facts = HostFacts(current_release=first.name, manifest={"tree": git(repo, "rev-parse", "HEAD~1^{tree}").strip()})
+    detail, second = shipped(facts, warnings.append)
+    assert warnings == [f"the live release {first.name} had been edited on the host: app.py; sent fresh from git"]
+    assert detail.endswith(f"2 changed file(s) sent, 4 copied from {first.name}"), detail
+    assert (second / "app.py").read_bytes() == b"def create_app(): ...\n" and (second / ".env").read_text() == "SECRET=1\n"
+    assert (second / "new\nline").read_bytes() == b"n\n" and (second / ".signalcraft/manifest.json").exists()
+    assert not list((root / ".deploy/incoming").iterdir())
