@@ -100,7 +100,8 @@ def changed_paths(new: dict[str, str], old: dict[str, str] | None) -> list[str] 
 
 
 def _git(source_dir: str, *args: str) -> str:
-    result = subprocess.run(["git", "-C", source_dir, *args], capture_output=True, text=True)
+    # surrogateescape: a name that is not UTF-8 survives the round trip, to be refused by name (release_paths)
+    result = subprocess.run(["git", "-C", source_dir, *args], capture_output=True, encoding="utf-8", errors="surrogateescape")
     if result.returncode != 0:
         raise SettingsError(f"SOURCE_DIR {source_dir}: git {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout
@@ -120,21 +121,35 @@ def read_source(source_dir: str) -> SourceTree:
         raise SettingsError(f"SOURCE_DIR ({source_dir}): the repository has no commit yet; commit the app first.")
     sha = head.stdout.strip()
     tree = _git(source_dir, "rev-parse", f"HEAD:{subdir}" if subdir else "HEAD^{tree}").strip()
-    files = parse_ls_tree(_git(source_dir, "ls-tree", "-r", "--full-tree", tree))
-    dirty = len([line for line in _git(source_dir, "status", "--porcelain", "--", ".").splitlines() if line.strip()])
+    files = parse_ls_tree(_git(source_dir, "ls-tree", "-r", "-z", "--full-tree", tree))
+    dirty = count_status(_git(source_dir, "status", "--porcelain", "-z", "--", "."))
     return SourceTree(sha=sha, tree=tree, blobs={p: b for p, (_, b) in files.items()}, dirty=dirty, subdir=subdir,
                       modes={p: m for p, (m, _) in files.items()})
 
 
 def parse_ls_tree(text: str) -> dict[str, tuple[str, str]]:
-    """`git ls-tree -r` output -> {path: (mode, blob id)}, files only."""
+    """`git ls-tree -r -z` output -> {path: (mode, blob id)}, files only. With -z a name is as git stores it
+    (no quoting of non-ASCII, quotes or a newline); each record ends with NUL."""
     files = {}
-    for line in text.splitlines():
-        meta, _, path = line.partition("\t")
+    for record in text.split("\0"):
+        meta, tab, path = record.partition("\t")
         parts = meta.split()
-        if len(parts) == 3 and parts[1] == "blob":
+        if tab and len(parts) == 3 and parts[1] == "blob":
             files[path] = (parts[0], parts[2])
     return files
+
+
+def count_status(text: str) -> int:
+    """The number of changed paths in `git status --porcelain -z` output (a rename's record is followed by
+    its old name, which is not counted again)."""
+    count, records = 0, iter(text.split("\0"))
+    for record in records:
+        if not record.strip():
+            continue
+        count += 1
+        if "R" in record[:2] or "C" in record[:2]:
+            next(records, None)
+    return count
 
 
 def file_ids(tree: SourceTree) -> dict[str, tuple[str, str]]:
@@ -146,7 +161,7 @@ def tree_files(source_dir: str, tree_id: str) -> dict[str, tuple[str, str]] | No
     known = subprocess.run(["git", "-C", source_dir, "cat-file", "-e", f"{tree_id}^{{tree}}"], capture_output=True)
     if known.returncode != 0:
         return None
-    return parse_ls_tree(_git(source_dir, "ls-tree", "-r", "--full-tree", tree_id))
+    return parse_ls_tree(_git(source_dir, "ls-tree", "-r", "-z", "--full-tree", tree_id))
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,14 @@ def delta(new: dict[str, tuple[str, str]], old: dict[str, tuple[str, str]] | Non
     if len(changed) > MAX_DELTA_FILES:
         return None
     return Delta(same=sorted(p for p in new if p not in changed), changed=changed)
+
+
+def resend(d: Delta, paths: list[str]) -> Delta:
+    """The delta with `paths` sent rather than copied (the live release's copies are not git's)."""
+    moved = set(paths) & set(d.same)
+    if not moved:
+        return d
+    return Delta(same=[p for p in d.same if p not in moved], changed=sorted([*d.changed, *moved]))
 
 
 def read_blob(source_dir: str, tree: SourceTree, path: str) -> str | None:

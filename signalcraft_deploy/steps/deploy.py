@@ -134,7 +134,7 @@ def record_takeover(r: DeployRun) -> str:
 
 def upload(r: DeployRun) -> str:
     assert r.shipment is not None
-    return ship(r.c, r.s, r.shipment, r.plan, r.facts)
+    return ship(r.c, r.s, r.shipment, r.plan, r.facts, warn=r.rep.warn)
 
 
 def mark_release_bad(r: DeployRun) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from signalcraft_deploy.core import source
+from signalcraft_deploy.core import release_paths, source
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
@@ -19,6 +21,7 @@ from signalcraft_deploy.core.source import NODEJS, PYTHON, SourceTree, make_tarb
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, q, run, upload
 from signalcraft_deploy.host.lock import who, who_text
+from signalcraft_deploy.remote import program
 
 
 @dataclass
@@ -72,6 +75,10 @@ def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
     if not any(tree.has(p) for p in _wsgi_module_paths(s.wsgi_app)):
         raise SettingsError(f"WSGI_APP ({s.origins.get('WSGI_APP', 'default')}): module {s.wsgi_app.split(':')[0]} "
                             f"({' or '.join(_wsgi_module_paths(s.wsgi_app))}) is not in {where} at {tree.sha[:12]}.")
+    clashes = release_paths.collisions(tree.modes, s.shared_paths or ())
+    if clashes:
+        raise SettingsError(f"{where} at {tree.sha[:12]} has entries where the tool writes its own files in a release; "
+                            "nothing was changed on the host:\n  " + "\n  ".join(clashes))
 
 
 def read_app_env(s: Settings) -> str | None:
@@ -154,14 +161,11 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
                        f"{redact_text((result.stderr or result.stdout).strip()[-500:], s.repo_url)}. "
                        "Check REPO_URL, REF and the host's access to the repository (a deploy key).")
         sha = result.stdout.strip().splitlines()[-1]
-    listing = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r {q(sha)}").stdout.splitlines()
-    blobs = {}
-    for line in listing[1:]:
-        meta, _, path = line.partition("\t")
-        parts = meta.split()
-        if len(parts) == 3 and parts[1] == "blob":
-            blobs[path] = parts[2]
-    tree = SourceTree(sha=sha, tree=listing[0].strip(), blobs=blobs, dirty=0, subdir="")
+    listed = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r -z {q(sha)}").stdout
+    tree_id, _, listing = listed.partition("\n")
+    files = source.parse_ls_tree(listing)
+    blobs = {p: b for p, (_, b) in files.items()}
+    tree = SourceTree(sha=sha, tree=tree_id.strip(), blobs=blobs, dirty=0, subdir="", modes={p: m for p, (m, _) in files.items()})
     check_shipment(s, tree, redact(s.repo_url))
 
     def show(path: str) -> str | None:
@@ -200,7 +204,9 @@ def upload_delta(s: Settings, shipment: Shipment, facts: host_facts.HostFacts) -
     old_tree = (facts.manifest or {}).get("tree")
     if not (shipment.source_dir and facts.current_release and old_tree):
         return None
-    return source.delta(source.file_ids(shipment.tree), source.tree_files(shipment.source_dir, old_tree))
+    found = source.delta(source.file_ids(shipment.tree), source.tree_files(shipment.source_dir, old_tree))
+    # The tool's own files (rendered configs, REVISION, .env) in the live release are not the repository's: sent.
+    return source.resend(found, [p for p in found.same if release_paths.written_by_tool(p)]) if found else None
 
 
 def send_files(c: Any, s: Settings, shipment: Shipment, plan: Plan, same: source.Delta | None) -> list[str]:
@@ -283,26 +289,67 @@ def under_shared(s: Settings, path: str) -> bool:
     return any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in s.shared_paths or ())
 
 
-def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.HostFacts | None = None) -> str:
-    """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was sent."""
+EDITED = 3  # the exit status of remote/copy_live.py when files of the live release are not what git holds
+
+
+def copy_command(s: Settings, live: str) -> str:
+    """Shell that copies the checked files of the live release into the new one (remote/copy_live.py; its list on stdin)."""
+    # -I -S: the standard library only, and no site start-up (a code-change deploy pays this once)
+    return f"{q(s.python)} -I -S -c {q(program('copy_live'))} {q(live)} \"$t\""
+
+
+def copy_records(shipment: Shipment, kept: list[str]) -> str:
+    """What remote/copy_live.py reads: mode, blob id and path of each file to copy, NUL-separated."""
+    tree = shipment.tree
+    return "".join(f"{tree.modes.get(p, '100644')}\0{tree.blobs[p]}\0{p}\0" for p in kept)
+
+
+def edited_files(result: Any) -> list[str] | None:
+    """The files the live release holds other than git does (None: the assembly failed otherwise)."""
+    if result.exited != EDITED:
+        return None
+    try:
+        edited = json.loads(result.stdout.strip().splitlines()[-1])["edited"]
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+    return [str(p) for p in edited] if isinstance(edited, list) and edited else None
+
+
+def edited_warning(live: str, edited: list[str]) -> str:
+    names = ", ".join(release_paths.shown(p) for p in edited[:10]) + (f" and {len(edited) - 10} more" if len(edited) > 10 else "")
+    return f"the live release {live} had been edited on the host: {names}; sent fresh from git"
+
+
+def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.HostFacts | None = None,
+         warn: Callable[[str], None] | None = None) -> str:
+    """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was sent.
+
+    Files copied from the live release are checked against git's blob ids as they are copied (one program in
+    the assembly, no round trip of its own); any that differ are sent fresh from git, with one warning."""
     release = plan.manifest.release
     rdir = f"{s.releases_dir}/{release}"
     same = upload_delta(s, shipment, facts) if facts else None
-    unpack = send_files(c, s, shipment, plan, same)
-    if shipment.app_env is not None:
-        write_app_env(c, s, release, shipment.app_env)
     live = f"{s.releases_dir}/{facts.current_release}" if facts and facts.current_release else ""
-    kept = [p for p in same.same if not under_shared(s, p)] if same else []
-    copy = [f"tar -C {q(live)} --null --verbatim-files-from -T - -cf - | tar -xf - -C \"$t\""] if kept else []
-    names = "".join(f"{p}\0" for p in kept) if copy else None
     carry = shipment.app_env is None and bool(plan.manifest.app_env)
-    result = run(c, assemble_script(s, release, copy + unpack, live, carry), stdin=names, warn=True)
+    for attempt in range(2):  # the second time with the edited files sent rather than copied
+        unpack = send_files(c, s, shipment, plan, same)
+        if shipment.app_env is not None and attempt == 0:  # the assembly stops before it takes the .env when files differ
+            write_app_env(c, s, release, shipment.app_env)
+        kept = [p for p in same.same if not under_shared(s, p)] if same else []
+        copy = [copy_command(s, live)] if kept else []
+        result = run(c, assemble_script(s, release, copy + unpack, live, carry), stdin=copy_records(shipment, kept) if copy else None,
+                     warn=True)
+        edited = edited_files(result) if copy and same else None
+        if not edited:
+            break
+        assert same is not None and facts is not None
+        if warn:
+            warn(edited_warning(facts.current_release or live, edited))
+        same = source.resend(same, edited)
     if not result.ok:
         run(c, f"rm -rf {q(rdir + '.tmp')} {q(s.state_dir + '/incoming/' + release + '.env')}", warn=True)
     if not result.ok and copy and shipment.source_dir:
-        if shipment.app_env is not None:
-            write_app_env(c, s, release, shipment.app_env)
-        return ship(c, s, shipment, plan, None)  # the live release lost a file it shipped with: send everything
+        return ship(c, s, shipment, plan, None)  # the live release could not be copied from: send everything
     if not result.ok:
         raise fail(f"Could not unpack the release into {rdir}: {result.stderr.strip()[-500:]}. "
                    f"Check free space and permissions under {s.deploy_root}; the live release is untouched.")
@@ -340,7 +387,7 @@ def changed_since_live(c: Any, s: Settings, shipment: Shipment, facts: host_fact
     if shipment.source_dir:
         old = source.tree_files(shipment.source_dir, old_tree)
         return source.changed_paths(shipment.tree.blobs, {p: b for p, (_, b) in old.items()} if old is not None else None)
-    listing = run(c, f"git -C {q(s.state_dir + '/repo.git')} ls-tree -r {q(old_tree)}", warn=True)
+    listing = run(c, f"git -C {q(s.state_dir + '/repo.git')} ls-tree -r -z {q(old_tree)}", warn=True)
     if not listing.ok:
         return None
     return source.changed_paths(shipment.tree.blobs, {p: b for p, (_, b) in source.parse_ls_tree(listing.stdout).items()})
