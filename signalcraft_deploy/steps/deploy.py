@@ -17,6 +17,7 @@ from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import App, How, Plan
 from signalcraft_deploy.core.render import certbot_hook_path
+from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import health, releases, upkeep, wheels
@@ -98,6 +99,9 @@ class DeployRun:
 
     def write_audit(self) -> None:
         audit(self.c, self.s, self.record)
+
+    def mask(self, text: str) -> str:
+        return masked(self.s, text)
 
     def settle(self) -> None:
         """Wait for the commands left running in the background."""
