@@ -140,8 +140,10 @@ def stop_temporary_command(s: Settings, name: str) -> str:
     return f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true"
 
 
-def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it."""
+def stop_unmanaged(c: Any, s: Settings, pid: int, owner: str = "") -> Callable[[], None]:
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it;
+    with `owner` (the deploy user), only if it is still that user's process."""
     def stop() -> None:
-        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), as_root=True)
+        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), *([owner] if owner else []),
+                    as_root=True)
     return stop
