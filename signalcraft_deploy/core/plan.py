@@ -236,6 +236,31 @@ def _stranger_on(facts: HostFacts, port: int, ours: set[int]) -> tuple[int, str]
     return None
 
 
+def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
+    """The unmanaged server on GUNICORN_BIND is taken over only if it is the deploy user's own, its command matches
+    LEGACY_MATCH and it runs from the app's folder (one that holds WSGI_APP's module). Anything else is refused,
+    and left running: another user's process is never signalled, and its command line (which may hold that
+    user's secrets) is not shown."""
+    owner, me, bind = facts.owners.get(pid), facts.user or "the deploy user", s.gunicorn_bind
+    if owner is None:
+        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid}, whose owner could not be read (it may have just "
+                        "exited): deploy again, or stop it, or set another GUNICORN_BIND.")
+    if owner.uid != facts.uid:
+        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} of user {owner.user}, not of the deploy user {me}: "
+                        f"a deploy takes over only the deploy user's own processes, so it was left running. Stop it (as "
+                        f"{owner.user} or root), or set another GUNICORN_BIND.")
+    if not re.search(s.legacy_match, command):
+        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which is not ours "
+                        f"and does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND, or set "
+                        "LEGACY_MATCH so that the deploy takes it over.")
+    if not owner.holds_app:
+        module = s.wsgi_app.split(":", 1)[0]
+        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which runs from "
+                        f"{owner.cwd or 'a folder that could not be read'}, not from the app's folder (one holding "
+                        f"WSGI_APP's module {module!r}): it is not taken over. Stop it, or set another GUNICORN_BIND.")
+    return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid)
+
+
 def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
                    changed: list[str] | None = None) -> Action:
     procs = facts.apps(s.python_app)
@@ -243,12 +268,7 @@ def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, An
         state = procs[0].status if procs else "not in PM2"
         stranger = _stranger_on(facts, s.gunicorn_bind.port, {p.pid for p in procs})
         if stranger:
-            pid, command = stranger
-            if re.search(s.legacy_match, command):
-                return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {s.gunicorn_bind} (pid {pid}: {command[:80]})", pid)
-            raise PlanError(f"GUNICORN_BIND {s.gunicorn_bind} is in use by pid {pid} ({command[:80]}), which is not ours "
-                            f"and does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND, or set "
-                            "LEGACY_MATCH so that the deploy takes it over.")
+            return _takeover(s, facts, *stranger)
         return Action(App.PYTHON, How.START, f"{s.python_app} is {state}")
     running = procs[0]
     if running.exec_path != f"{m.venv}/bin/gunicorn" or (old and old.get("python_entry") != m.python_entry):

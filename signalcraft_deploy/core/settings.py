@@ -411,8 +411,10 @@ KEYS: tuple[Key, ...] = (
         "a worker is replaced after this many requests (bounds its memory); 0 turns it off"),
     Key("GUNICORN_MAX_REQUESTS_JITTER", "100", integer(0, 10_000_000),
         "random spread added to GUNICORN_MAX_REQUESTS so workers do not all restart at once"),
-    Key("LEGACY_MATCH", "python", on_text(_pattern),
-        "regex: an unmanaged server on GUNICORN_BIND whose command matches is taken over by the first deploy"),
+    Key("LEGACY_MATCH", r"^(\S*/)?(python[0-9.]*|gunicorn|flask)\b", on_text(_pattern),
+        "regex: an unmanaged server on GUNICORN_BIND whose command matches is taken over by the first deploy, if it is "
+        "the deploy user's own and runs from the app's folder (one holding WSGI_APP's module); the default matches a "
+        "command that starts with python, gunicorn or flask"),
     Key("ALLOW_PUBLIC_BIND", "false", boolean,
         "allow GUNICORN_BIND on a non-loopback address (Nginx should be the only way in)"),
     Key("WSGI_APP", "app:create_app()", regex(_WSGI_RE, "module:attribute or module:factory(), for example app:create_app()"),
@@ -846,6 +848,6 @@ def readme_table() -> str:
     """README's Settings table, from the declarations (tests/unit/test_readme.py holds the README to it)."""
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for key in KEYS:
-        default = f"`{key.default}`" if key.default else "—"
+        default = f"`{key.default}`".replace("|", "\\|") if key.default else "—"  # a | would end the cell
         lines.append(f"| `{key.name}` | {default} | {key.help} |")
     return "\n".join(lines)

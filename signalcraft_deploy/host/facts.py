@@ -52,6 +52,16 @@ class Listener:
     names: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Owner:
+    """A process listening on one of our ports: its user, and (for the deploy user's own) where it runs from."""
+
+    uid: int
+    user: str
+    cwd: str = ""  # "" when it cannot be read (another user's process)
+    holds_app: bool = False  # cwd holds WSGI_APP's module: the app's folder
+
+
 @dataclass
 class HostFacts:
     uid: int | None = None
@@ -69,6 +79,8 @@ class HostFacts:
     pm2_readable: bool = False
     listeners: list[Listener] = field(default_factory=list)
     commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
+    owners: dict[int, Owner] = field(default_factory=dict)  # who the processes listening on our ports are
+    user: str = ""  # the deploy user's name
     procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
     complete: bool = True  # False for a quick read (no tools, listeners or their commands)
     python: tuple[str, str, str] | None = None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
@@ -184,8 +196,30 @@ def host_checks_script(s: Settings) -> str:
         "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
         f"{q(s.python)} -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], "
         "platform.libc_ver()[1] or \"-\", platform.machine())' 2>/dev/null; true",
-        f"sec listen; sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null; true",
+        f"sec listen; O=$(sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\"",
+        *owners_script(s, ports),
     ])
+
+
+def owners_script(s: Settings, ports: str) -> list[str]:
+    """Shell (as the deploy user, after `listen` set $O): the deploy user's name, then for each process listening
+    on our ports `PID UID USER HOLDS CWD`, HOLDS `yes` when CWD holds WSGI_APP's module (CWD is readable for the
+    deploy user's own processes only)."""
+    holds = " || ".join(f'[ -e "$c"/{q(name)} ]' for name in app_module_files(s))
+    return [
+        "sec owners; id -un",
+        f"for pid in $(printf '%s\\n' \"$O\" | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
+        '  u=$(stat -c \'%u %U\' /proc/"$pid" 2>/dev/null) || continue; c=$(readlink /proc/"$pid"/cwd 2>/dev/null); h=no',
+        f'  [ -n "$c" ] && {{ {holds}; }} && h=yes',
+        '  printf \'%s %s %s %s\\n\' "$pid" "$u" "$h" "$c"',
+        "done; true",
+    ]
+
+
+def app_module_files(s: Settings) -> list[str]:
+    """The files, relative to the app's folder, that hold WSGI_APP's module (app:create_app() -> app.py, app/__init__.py)."""
+    module = s.wsgi_app.split(":", 1)[0].strip().replace(".", "/")
+    return [f"{module}.py", f"{module}/__init__.py"]
 
 
 def facts_script(s: Settings, quick: bool = False) -> str:
@@ -295,13 +329,26 @@ def parse_facts(output: str) -> HostFacts:
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
             facts.commands[int(pid)] = cmd.strip()
+    facts.user, facts.owners = parse_owners(sec.get("owners", ""))
     return facts
+
+
+def parse_owners(text: str) -> tuple[str, dict[int, Owner]]:
+    """The `owners` section: the deploy user's name, then `PID UID USER HOLDS CWD` lines."""
+    lines = text.splitlines()
+    owners = {}
+    for line in lines[1:]:
+        parts = line.split(" ", 4)
+        if len(parts) >= 4 and parts[0].isdigit() and parts[1].isdigit():
+            owners[int(parts[0])] = Owner(int(parts[1]), parts[2], parts[4] if len(parts) > 4 else "", parts[3] == "yes")
+    return (lines[0].strip() if lines else ""), owners
 
 
 def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     """Add to a quick read what a deploy that changes something needs (tools, listeners, their commands)."""
     more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s) + "\n", warn=True).stdout)
     facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
+    facts.owners, facts.user = more.owners, more.user
     facts.python = more.python
     facts.free_mb = more.free_mb
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail
@@ -17,7 +18,7 @@ def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise fail(f"The health probe could not run on the host: {result.stderr.strip()[-500:]}") from None
+        raise fail(f"The health probe could not run on the host: {masked(s, result.stderr.strip()[-500:])}") from None
 
 
 def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool],
@@ -48,4 +49,4 @@ def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict
     verdict = probe(c, s, spec)
     if report is not None:
         report.update(verdict.get("pm2") or {})
-    return verdict.get("problems", [])
+    return [masked(s, str(p)) for p in verdict.get("problems", [])]

@@ -3,7 +3,7 @@
 Each runs on the host through remote/hook.py: in the release's directory, with the release's
 venv first on PATH, the app's .env and DEPLOY_RELEASE / DEPLOY_PREVIOUS / DEPLOY_SHA in its
 environment, under HOOK_TIMEOUT. Its output is printed as it comes, prefixed with the hook's
-name, with the .env's values masked.
+name, with the .env's values masked (on the host, and again here with APP_ENV_FILE's and REPO_URL's).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.programs import run_program
@@ -65,14 +66,16 @@ def run_hook(c: Any, s: Settings, hook: Hook, *, release_dir: str, venv: str, en
     spec = {"name": str(hook), "command": hook.command(s), "cwd": release_dir, "fallback_cwd": s.deploy_root,
             "path_first": f"{venv}/bin", "env_file": f"{release_dir}/.env", "env": env, "timeout": s.hook_timeout}
 
+    mask = masker_for(s)  # on top of the host's own masking (the release's .env): REPO_URL's password too
+
     def show(line: str) -> None:
         if not line.startswith(VERDICT):
-            say(f"     {hook} | {line}")
+            say(f"     {hook} | {mask(line)}")
 
     result = run_program(c, s, "hook.py", json.dumps(spec), warn=True, on_line=show)
     verdicts = [line for line in result.stdout.splitlines() if line.startswith(VERDICT)]
     if not verdicts:
-        raise fail(f"{hook.key} could not be run on the host: {(result.stderr or result.stdout).strip()[-500:]}")
+        raise fail(f"{hook.key} could not be run on the host: {mask((result.stderr or result.stdout).strip()[-500:])}")
     verdict = json.loads(verdicts[-1][len(VERDICT):])
     return HookResult(hook, int(verdict["exit"]), bool(verdict["timed_out"]), float(verdict["seconds"]),
-                      list(verdict["tail"]))
+                      [mask(str(line)) for line in verdict["tail"]])

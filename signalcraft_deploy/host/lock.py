@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from signalcraft_deploy.core import formats
+from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import HeldCommand, fail, q, run, target_name
 
@@ -136,10 +137,21 @@ def describe_holder(raw: str) -> str:
 
 def audit(c: Any, s: Settings, record: dict[str, Any]) -> None:
     """Append one JSON line to <DEPLOY_ROOT>/.deploy/audit.log (no secret values ever enter it)."""
-    record = formats.stamp(formats.AUDIT, {"at": datetime.now(UTC).isoformat(timespec="seconds"), **record})
+    record = formats.stamp(formats.AUDIT, {"at": datetime.now(UTC).isoformat(timespec="seconds"), **masked_tree(s, record)})
     line = json.dumps(record, sort_keys=True)
     log = f"{q(s.state_dir)}/audit.log"
     run(c, f"umask 077 && mkdir -p {q(s.state_dir)} && printf '%s\\n' {q(line)} >> {log} && chmod 0600 {log}", warn=True)
+
+
+def masked_tree(s: Settings, value: Any) -> Any:
+    """A JSON-like value with every string in it masked (a failure's reason may quote the host's output)."""
+    if isinstance(value, str):
+        return masked(s, value)
+    if isinstance(value, dict):
+        return {k: masked_tree(s, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked_tree(s, v) for v in value]
+    return value
 
 
 def read_audit(c: Any, s: Settings, last: int = 10) -> list[dict[str, Any]]:

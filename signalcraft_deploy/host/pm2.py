@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from signalcraft_deploy.core.render import ECOSYSTEM, ECOSYSTEM_CJS
+from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, q, run
@@ -55,17 +56,17 @@ def output_excerpt(text: str, lines: int = 15) -> list[str]:
 
 
 def app_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
-    """The last lines an app wrote (stdout and stderr), as PM2 kept them."""
+    """The last lines an app wrote (stdout and stderr), as PM2 kept them, secrets masked."""
     result = run(c, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines)), warn=True)
     kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
             if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
-    return "\n".join(kept[-2 * lines:])
+    return masked(s, "\n".join(kept[-2 * lines:]))
 
 
 def start(c: Any, s: Settings, name: str) -> None:
     result = run(c, with_ecosystem(s, "start", "--only", name), warn=True)
     if not result.ok:
-        raise fail(f"pm2 could not start {name}: {result.stderr.strip()[-500:]}")
+        raise fail(f"pm2 could not start {name}: {masked(s, result.stderr.strip()[-500:])}")
 
 
 def hup_python(c: Any, s: Settings, pid_file: str = "") -> None:
@@ -82,7 +83,7 @@ def hup_python(c: Any, s: Settings, pid_file: str = "") -> None:
                    f"&& kill -HUP \"$pid\" || {command}")
     result = run(c, command, warn=True)
     if not result.ok:
-        raise fail(f"pm2 could not signal {s.python_app}: {result.stderr.strip()[-500:]}")
+        raise fail(f"pm2 could not signal {s.python_app}: {masked(s, result.stderr.strip()[-500:])}")
 
 
 def reload_node(c: Any, s: Settings) -> None:
@@ -91,7 +92,7 @@ def reload_node(c: Any, s: Settings) -> None:
     # still refuses two reloads of the same process.
     result = run(c, with_ecosystem(s, "reload", "--only", s.node_app, "--update-env", "--force"), warn=True)
     if not result.ok:
-        raise fail(f"pm2 could not reload {s.node_app}: {result.stderr.strip()[-500:]}")
+        raise fail(f"pm2 could not reload {s.node_app}: {masked(s, result.stderr.strip()[-500:])}")
 
 
 def delete_command(s: Settings, *names: str) -> str:
@@ -119,9 +120,10 @@ def error_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
 
 
 def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
+    """The last lines of an app's error stream, secrets masked."""
     result = run(c, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines)), warn=True)
     kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
             if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
-    return "\n".join(kept[-lines:])
+    return masked(s, "\n".join(kept[-lines:]))
 
 

@@ -1,11 +1,14 @@
 """Takeover: the first deploy on a host where Python still runs as a bare `python app.py &`.
 
-Before anything changes, `record` saves on the host (in <DEPLOY_ROOT>/.deploy/takeover/, mode
-0600, never printed) what is needed to return to exactly that state: the unmanaged server's
-command line, working directory, user and environment, the PM2 entries of the app's Node.js
-process, and the Nginx site file. The deploy then moves traffic to Gunicorn under PM2 without
-refusing a connection (`steps.handover.handover` with `stop_unmanaged`). `restore` (used by `rollback` and
-by a failed takeover) brings the bare process, the old PM2 entry and the old site back.
+Only the deploy user's own server is taken over (the plan refuses any other: core.plan._takeover).
+Before anything changes, `record` saves on the host (in <DEPLOY_ROOT>/.deploy/takeover/, root's:
+the folder 0711, its files 0600; never printed) what is needed to return to exactly that state:
+the unmanaged server's command line, working directory, user and environment (less its login
+session's), the PM2 entries of the app's Node.js process, and the Nginx site file. The deploy
+then moves traffic to Gunicorn under PM2 without refusing a connection (`steps.handover.handover`
+with `stop_unmanaged`, which stops the server only while it is the deploy user's). `restore` (used
+by `rollback` and by a failed takeover) brings the bare process, the old PM2 entry and the old
+site back.
 
 Both run on the host as root: remote/takeover_record.py and remote/takeover_restore.py.
 """

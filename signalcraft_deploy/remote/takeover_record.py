@@ -4,9 +4,16 @@ Saves, once, what takeover_restore.py needs to bring back the state before a tak
 unmanaged server's command line, working directory, user and environment (from /proc/PID), the
 PM2 entry of the Node.js app NODE_APP (from `sudo -u OWNER -H PM2 jlist`, env values included:
 restoring needs them), and the Nginx site file SITE. A second run keeps the first record (the true
-'before'), stamped with its FORMAT and the TOOL that wrote it. FOLDER is mode 0700 and its files
-0600, owned by OWNER; nothing recorded is printed: the only output is "recorded". Standard library
-only; pm2_list.py is inlined when it is sent.
+'before'), stamped with its FORMAT and the TOOL that wrote it.
+
+Only a process of OWNER (the deploy user) is recorded: any other user's is refused (exit 3, its
+user and pid named, nothing read from it). The environment kept is the process's own variables,
+less those of the login session it was started from (SESSION_VARS: the SSH connection, sudo's, the
+terminal's), which a restart would get anew or must not get: the app's own settings (PORT, its
+secrets) are what it needs to come back as it was. FOLDER (mode 0711: the deploy user may see that
+a record exists, not read it) and its files (0600) are owned by the user this runs as, root: the
+deploy user can neither read nor edit what root will run. Nothing recorded is printed: the only
+output is "recorded". Standard library only; pm2_list.py is inlined when it is sent.
 """
 
 import json
@@ -18,16 +25,37 @@ from typing import Any, Dict, List, Optional
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
+# Variables of the session a process was started from, not of the process: not kept (a restart gets its own).
+SESSION_VARS = frozenset({
+    "SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SUDO_COMMAND", "SUDO_USER",
+    "SUDO_UID", "SUDO_GID", "TERM", "TERMCAP", "COLORTERM", "DISPLAY", "XAUTHORITY", "MAIL", "OLDPWD", "SHLVL", "_",
+    "LS_COLORS", "XDG_SESSION_ID", "XDG_RUNTIME_DIR", "XDG_SESSION_TYPE", "XDG_SESSION_CLASS", "DBUS_SESSION_BUS_ADDRESS",
+    "STY", "TMUX", "TMUX_PANE", "WINDOW",
+})
+
+
+def refuse_other_user(pid: str, owner: str) -> None:
+    """Exit 3 unless the process is OWNER's: root records (and later restarts) only the deploy user's own."""
+    uid = os.stat(f"/proc/{pid}").st_uid
+    if uid != pwd.getpwnam(owner).pw_uid:
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        sys.exit(f"pid {pid} belongs to user {user}, not to {owner}: a takeover touches only {owner}'s own "
+                 "processes; nothing was recorded")
+
 
 def legacy_process(pid: str) -> Dict[str, Any]:
-    """What is needed to start the process again: argv, cwd, user, environment."""
+    """What is needed to start the process again: argv, cwd, user, environment (less the session's)."""
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
         argv = fh.read().split(b"\0")[:-1]
     with open(f"/proc/{pid}/environ", "rb") as fh:
         env = dict(line.split(b"=", 1) for line in fh.read().split(b"\0") if b"=" in line)
     uid = os.stat(f"/proc/{pid}").st_uid
     return {"argv": [a.decode() for a in argv], "cwd": os.readlink(f"/proc/{pid}/cwd"),
-            "user": pwd.getpwuid(uid).pw_name, "env": {k.decode(): v.decode() for k, v in env.items()}}
+            "user": pwd.getpwuid(uid).pw_name,
+            "env": {k.decode(): v.decode() for k, v in env.items() if k.decode() not in SESSION_VARS}}
 
 
 def node_entry(procs: List[Dict[str, Any]], node_app: str) -> Optional[Dict[str, Any]]:
@@ -52,28 +80,43 @@ def record(pid: str, folder: str, pm2: str, node_app: str, site: str, owner: str
     node = node_entry(read_pm2(pm2, owner, node_app), node_app)
     saved = {**stamp, "legacy": legacy, "node": node, "site_existed": os.path.exists(site)}
     if os.path.exists(site):
-        with open(site, "rb") as src, open(os.path.join(folder, "nginx-site"), "wb") as dst:
-            dst.write(src.read())
-    with open(os.path.join(folder, "legacy.json"), "w") as fh:
-        json.dump(saved, fh)
+        with open(site, "rb") as src:
+            write_private(os.path.join(folder, "nginx-site"), src.read())
+    write_private(os.path.join(folder, "legacy.json"), json.dumps(saved).encode())
 
 
-def secure(folder: str, owner: str) -> None:
-    """Every file 0600 and the folder, all owned by `owner` (the group is left as it is)."""
-    uid = pwd.getpwnam(owner).pw_uid
+def write_private(path: str, data: bytes) -> None:
+    """Write a 0600 file, never through a symbolic link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def secure(folder: str) -> None:
+    """The folder 0711 and every file in it 0600, all owned by the user this runs as (root on the host; a
+    record an older version left owned by the deploy user is taken back). Symbolic links are removed."""
+    uid, gid = os.getuid(), os.getgid()
     for name in os.listdir(folder):
-        os.chmod(os.path.join(folder, name), 0o600)
-        os.chown(os.path.join(folder, name), uid, -1)
-    os.chown(folder, uid, -1)
+        path = os.path.join(folder, name)
+        if os.path.islink(path):
+            os.remove(path)
+            continue
+        os.chown(path, uid, gid)
+        os.chmod(path, 0o600)
+    os.chown(folder, uid, gid)
+    os.chmod(folder, 0o711)
 
 
 def main(argv: List[str]) -> None:
     pid, folder, pm2, node_app, site, owner, number, tool = argv
-    os.makedirs(folder, exist_ok=True)
-    os.chmod(folder, 0o700)
+    if os.path.islink(folder):
+        sys.exit(f"{folder} is a symbolic link: nothing was recorded")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    secure(folder)  # what an older version left there (owned by the deploy user) is taken back, links removed
     if not os.path.exists(os.path.join(folder, "legacy.json")):
+        refuse_other_user(pid, owner)
         record(pid, folder, pm2, node_app, site, owner, {"format": int(number), "tool": tool})
-    secure(folder, owner)
+    secure(folder)
     print("recorded")
 
 

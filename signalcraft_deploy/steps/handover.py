@@ -9,6 +9,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site
+from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.health import gate, gate_on
 from signalcraft_deploy.host.io import Background, fail, run, write_file_command
@@ -81,7 +82,7 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
         run(c, stop_temporary_command(s, entry["name"]), warn=True)
         shown = (f"\n  output of {name} (its new processes):\n    " + "\n    ".join(output_excerpt(output))
                  if output.strip() else "")
-        raise fail(f"The new {name} did not come up on the handover address {address}: " + "; ".join(problems) + shown
+        raise fail(f"The new {name} did not come up on the handover address {address}: " + masked(s, "; ".join(problems)) + shown
                    + ("\n" + fault if (fault := setting_fault(s, output)) else ""))
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
@@ -96,7 +97,7 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     problems = gate(c, s, release, release_dir, {kind: True})
     if problems:
         output = error_output(c, s, name)
-        raise fail(f"{name} did not come up on its own address after the handover: " + "; ".join(problems)
+        raise fail(f"{name} did not come up on its own address after the handover: " + masked(s, "; ".join(problems))
                    + (f"\n  output of {name}:\n    " + output.replace("\n", "\n    ") if output else ""))
     return end_handover(c, s, kind, background=True)
 
@@ -139,8 +140,10 @@ def stop_temporary_command(s: Settings, name: str) -> str:
     return f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true"
 
 
-def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it."""
+def stop_unmanaged(c: Any, s: Settings, pid: int, owner: str = "") -> Callable[[], None]:
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it;
+    with `owner` (the deploy user), only if it is still that user's process."""
     def stop() -> None:
-        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), as_root=True)
+        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), *([owner] if owner else []),
+                    as_root=True)
     return stop

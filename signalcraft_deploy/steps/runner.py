@@ -38,6 +38,9 @@ class RunState(Protocol):
 
     def write_audit(self) -> None: ...
 
+    def mask(self, text: str) -> str:
+        """`text` with the run's secrets hidden (everything a step says may hold output of the host)."""
+
     def settle(self) -> None:
         """Wait for whatever the steps left running in the background."""
 
@@ -85,7 +88,7 @@ def undo_steps(state: S, steps: Sequence[Step[S]]) -> tuple[list[str], list[str]
                 line.detail = _run(step.undo, state)
             undone.append(step.name)
         except Exit as err:
-            notes.append(f"could not undo {step.name}: {str(err.message).splitlines()[0]}")
+            notes.append(f"could not undo {step.name}: {(state.mask(str(err.message)).splitlines() or [''])[0]}")
     return undone, notes
 
 
@@ -104,6 +107,7 @@ def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outco
             with state.rep.step(step.name) as line:
                 line.detail = _run(step.do, state)
         except Exit as err:
+            err.message = state.mask(str(err.message or ""))
             raise abandon(state, done, err, step, after_undo) from None
         done.append(step)
     if last:
@@ -130,11 +134,11 @@ def abandon(state: S, done: list[Step[S]], err: Exit, step: Step[S] | None = Non
 def _run(action: Callable[[S], str | None], state: S) -> str:
     """Run a step's do or undo; a command that failed unexpectedly is a failure like any other."""
     try:
-        return action(state) or ""
+        return state.mask(action(state) or "")
     except UnexpectedExit as err:
         result = err.result
-        output = (result.stderr or result.stdout or "").strip()[-500:]
-        raise Exit(f"A command on the host failed (exit {result.exited}): {output or result.command}") from None
+        output = state.mask((result.stderr or result.stdout or "").strip()[-500:])
+        raise Exit(f"A command on the host failed (exit {result.exited}): {output or state.mask(result.command)}") from None
 
 
 def _audit(state: RunState, outcome: Outcome, reason: str | None = None) -> None:

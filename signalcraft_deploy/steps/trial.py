@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.health import probe
@@ -73,11 +74,11 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
 def trial_failed(s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str) -> Exception:
     """The message of a failed trial: what failed, each failed app's own output under its name (Gunicorn's INFO
     lines left out), and the setting at fault if one is."""
-    lines = [f"  {p}" for p in problems]
+    lines = [f"  {masked(s, p)}" for p in problems]
     for name, text in logs.items():
         kept = [line for line in text.splitlines() if not GUNICORN_INFO.match(line.strip())] or text.splitlines()
         if kept:
             lines.append(f"  output of {name} (its trial run):\n    " + "\n    ".join(output_excerpt("\n".join(kept))))
-    fix = setting_fault(s, "\n".join([pm2_said, *logs.values()])) or "Fix the app and deploy again."
+    fix = setting_fault(s, "\n".join([masked(s, pm2_said), *logs.values()])) or "Fix the app and deploy again."
     return fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
                 + "\n".join(lines) + "\n" + fix)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from signalcraft_deploy.core import release_paths, source
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
+from signalcraft_deploy.core.secrets import mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import NODEJS, PYTHON, SourceTree, make_tarball, node_package, read_blob, read_source
 from signalcraft_deploy.host import facts as host_facts
@@ -158,7 +159,7 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
         result = run(c, mirror_script(s, credentials is not None), stdin=(credentials + "\n") if credentials else None, warn=True)
         if not result.ok:
             raise fail(f"The host could not fetch {redact(s.repo_url)} at {s.ref}: "
-                       f"{redact_text((result.stderr or result.stdout).strip()[-500:], s.repo_url)}. "
+                       f"{masked(s, (result.stderr or result.stdout).strip()[-500:])}. "
                        "Check REPO_URL, REF and the host's access to the repository (a deploy key).")
         sha = result.stdout.strip().splitlines()[-1]
     listed = run(c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r -z {q(sha)}").stdout
@@ -180,8 +181,8 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
 
 
 def redact_text(text: str, url: str | None) -> str:
-    password = urlsplit(url or "").password
-    return text.replace(password, "***") if password else text
+    """`text` with REPO_URL's password (in any of its forms) replaced by ***."""
+    return mask(text, secret_values(None, url))
 
 
 def extras_tar(plan: Plan) -> bytes:

@@ -8,6 +8,7 @@ from typing import Any
 
 from invoke import Collection, task
 
+from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
@@ -180,12 +181,16 @@ def status(c, json_=False, env_file=None, set_=None):
 @task(iterable=["set_"], help={**COMMON_HELP, "lines": "how many lines of each app's log (default 30)",
                                "follow": "keep following the logs (Ctrl-C to stop)"})
 def logs(c, lines=30, follow=False, env_file=None, set_=None):
-    """Print the last lines of both apps' PM2 logs; -f to follow."""
+    """Print the last lines of both apps' PM2 logs (APP_ENV_FILE's values masked); -f to follow."""
     s = settings_for(env_file, set_)
     open_host(c, s)
     pattern = f"/^({s.python_app}|{s.node_app})$/"
-    cmd = pm2(s, "logs", pattern, "--lines", str(int(lines))) + ("" if follow else " --nostream")
-    c.run(cmd, pty=follow, warn=True, in_stream=None if follow else False)
+    cmd = pm2(s, "logs", pattern, "--lines", str(int(lines))) + ("" if follow else " --nostream") + " 2>&1"
+    mask = masker_for(s)  # the apps write their own log files: what they wrote is masked as it is printed
+    try:
+        run(c, cmd, warn=True, on_line=lambda line: print(mask(line), flush=True))
+    except KeyboardInterrupt:  # -f ends with Ctrl-C
+        pass
 
 
 ns = Collection(status, logs)

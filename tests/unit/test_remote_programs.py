@@ -340,7 +340,7 @@ def test_record_saves_the_process_the_node_entry_and_the_site_privately(host: Fa
     site.write_text("server { listen 80; }\n")
     done = record(host, legacy.pid, folder, site)
     assert (done.returncode, done.stdout) == (0, "recorded\n"), done.stderr
-    assert mode(folder) == 0o700 and sorted(os.listdir(folder)) == ["legacy.json", "nginx-site"]
+    assert mode(folder) == 0o711 and sorted(os.listdir(folder)) == ["legacy.json", "nginx-site"]  # seen, not read
     assert all(mode(folder / name) == 0o600 and (folder / name).stat().st_uid == os.getuid() for name in os.listdir(folder))
     assert (folder / "nginx-site").read_text() == "server { listen 80; }\n"
     saved = json.loads((folder / "legacy.json").read_text())
@@ -353,6 +353,38 @@ def test_record_saves_the_process_the_node_entry_and_the_site_privately(host: Fa
         "args": [], "env": {"SECRET_KEY": SECRET, "DATABASE_URL": "postgres://app:hunter2-db-pass@db/app",
                             "PATH": "/usr/bin:/bin", "unique_id": "6c1f8e0a-1b2c-4d5e-8f90-123456789abc"}}
     assert f"sudo -u {ME} -H {host.pm2} jlist" in host.calls()
+
+
+def test_record_refuses_a_process_of_another_user_and_keeps_no_session_variable(host: FakeHost, sleepers: Any,
+                                                                                  tmp_path: Path) -> None:
+    host.set_list([])
+    (tmp_path / "app").mkdir()
+    mine = sleepers(tmp_path / "app", env={"PORT": "8001", "SSH_CONNECTION": "1.2.3.4 5 6.7.8.9 22", "SUDO_USER": "x"})
+    folder = tmp_path / "takeover"
+    other = "nobody" if ME != "nobody" else "root"
+    done = run_python("takeover_record", str(mine.pid), str(folder), host.pm2, "signalcraft-nodejs", str(tmp_path / "site"),
+                      other, str(formats.TAKEOVER.current), formats.TOOL, env=host.env(), cwd=host.root)
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"pid {mine.pid} belongs to user {ME}, not to {other}" in done.stderr and "nothing was recorded" in done.stderr
+    assert os.listdir(folder) == [] and host.calls() == []
+    assert record(host, mine.pid, folder, tmp_path / "site").returncode == 0
+    assert json.loads((folder / "legacy.json").read_text())["legacy"]["env"] == {"PORT": "8001"}
+
+
+def test_restore_refuses_a_record_of_another_users_process_or_one_not_its_own(host: FakeHost, tmp_path: Path) -> None:
+    folder, site, link = tmp_path / "takeover", tmp_path / "site", tmp_path / "site-link"
+    folder.mkdir(mode=0o711)
+    saved = {"format": formats.TAKEOVER.current, "tool": formats.TOOL, "node": None, "site_existed": False,
+             "legacy": {"argv": ["/bin/false"], "cwd": "/", "user": "nobody" if ME != "nobody" else "root", "env": {}}}
+    (folder / "legacy.json").write_text(json.dumps(saved))
+    (folder / "legacy.json").chmod(0o600)
+    site.write_text("our site\n")
+    done = restore(host, folder, site, link)
+    assert done.returncode == 1 and done.stdout == "" and "only the deploy user's own" in done.stderr
+    (folder / "legacy.json").chmod(0o666)  # anyone could have edited it
+    done = restore(host, folder, site, link)
+    assert done.returncode == 1 and "is not root's own" in done.stderr and "nothing was changed" in done.stderr
+    assert site.read_text() == "our site\n" and host.calls() == [] and not (folder / "legacy.log").exists()
 
 
 def test_a_second_record_keeps_the_first(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
@@ -534,6 +566,19 @@ def test_restore_site_after_a_first_deploy_removes_ours_and_unparks_the_default(
     assert not sites["site"].exists() and os.path.lexists(sites["link"]) == (link == "")
     assert os.readlink(sites["default_link"]) == str(sites["stock"]) and not sites["parked"].exists()
     assert (tmp_path / "tested").exists()
+
+
+def test_stop_pid_leaves_a_process_of_another_user_alone(tmp_path: Path) -> None:
+    proc = subprocess.Popen(SLEEP)
+    try:
+        other = "nobody" if ME != "nobody" else "root"
+        done = run_sh("sh", "stop_pid", str(proc.pid), "3", other, cwd=tmp_path)
+        assert done.returncode == 3 and f"is {ME}'s, not {other}'s: left alone" in done.stderr and proc.poll() is None
+        assert run_sh("sh", "stop_pid", str(proc.pid), "30", ME, cwd=tmp_path).returncode == 0
+        assert proc.wait(5) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.parametrize("pid", ["0", "1", "", "-1", "12 13"])

@@ -1,0 +1,112 @@
+"""Secrets never printed: the values of the app's .env (APP_ENV_FILE) and REPO_URL's credentials, masked.
+
+Everything the tool prints or logs that came from the host (an app's output in a trial or handover
+excerpt, the PM2 logs of `logs`, a hook's lines, a failed command's stderr, the audit log's reason)
+goes through `mask` first: each secret value, in every form it is likely to be written in, becomes
+`***`. Values shorter than MIN_LENGTH, and short plain numbers (ports, counts, timeouts), are not
+secrets worth hiding: masking them would turn ordinary words and port numbers into `***`.
+Pure, but for `masker_for`, which reads the local APP_ENV_FILE (cached while the file is unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from urllib.parse import quote, quote_plus, unquote, urlsplit
+
+from signalcraft_deploy.core.settings import Settings
+
+MASK = "***"
+MIN_LENGTH = 4
+SHORT_NUMBER = re.compile(r"[0-9]{1,7}")
+_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+
+
+def env_values(text: str) -> list[str]:
+    """The values of a .env file's KEY=VALUE lines (quotes removed, an unquoted ` # comment` cut off)."""
+    values = []
+    for line in text.splitlines():
+        found = _LINE.match(line)
+        if not found:
+            continue
+        value = found.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values.append(value)
+    return values
+
+
+def url_password(value: str) -> str | None:
+    """The password of a URL such as postgres://user:PASSWORD@host/db (None if it has none)."""
+    if "://" not in value:
+        return None
+    try:
+        return urlsplit(value).password
+    except ValueError:
+        return None
+
+
+def is_secret(value: str) -> bool:
+    return len(value) >= MIN_LENGTH and not SHORT_NUMBER.fullmatch(value)
+
+
+def forms(value: str) -> set[str]:
+    """The ways a value is likely to be written out: as it is, URL-encoded (path, form, every character),
+    URL-decoded, JSON-escaped, and a URL's password on its own."""
+    out = {value, quote(value), quote(value, safe=""), quote_plus(value), unquote(value), json.dumps(value)[1:-1]}
+    password = url_password(value)
+    if password:
+        out |= forms(password) if password != value else set()
+    return {f for f in out if is_secret(f)}
+
+
+def secret_values(env_text: str | None, repo_url: str | None) -> frozenset[str]:
+    """Every string to hide: the .env's values (MIN_LENGTH or more) and REPO_URL's password, in all their forms."""
+    found: set[str] = set()
+    for value in [*env_values(env_text or ""), *([p] if (p := url_password(repo_url or "")) else [])]:
+        if is_secret(value):
+            found |= forms(value)
+    return frozenset(found)
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every occurrence of each secret replaced by MASK; longest first, so a value that holds
+    another (a URL and its password) is hidden whole."""
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def masker(secrets: Iterable[str]) -> Callable[[str], str]:
+    hidden = tuple(sorted(set(secrets), key=len, reverse=True))
+    return lambda text: mask(text, hidden) if text else text
+
+
+@lru_cache(maxsize=8)
+def _file_secrets(path: str, changed: tuple[int, int], repo_url: str | None) -> frozenset[str]:
+    try:
+        text = open(path, encoding="utf-8", errors="replace").read() if path else ""
+    except OSError:
+        text = ""
+    return secret_values(text, repo_url)
+
+
+def masker_for(s: Settings) -> Callable[[str], str]:
+    """The masker of these settings: APP_ENV_FILE's values and REPO_URL's password."""
+    path = str(s.app_env_file or "")
+    try:
+        info = os.stat(path) if path else None
+        changed = (info.st_mtime_ns, info.st_size) if info else (0, 0)
+    except OSError:
+        changed = (0, 0)
+    return masker(_file_secrets(path, changed, s.repo_url))
+
+
+def masked(s: Settings, text: str) -> str:
+    """`text` (output that came from the host) as it may be shown or logged."""
+    return masker_for(s)(text)

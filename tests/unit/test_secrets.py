@@ -1,0 +1,62 @@
+"""The masker: every value of the app's .env and REPO_URL's password become *** in what the tool prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from signalcraft_deploy.core.secrets import MASK, env_values, mask, masked, secret_values
+from signalcraft_deploy.core.settings import load_settings
+
+ENV = """# the app's secrets
+DATABASE_URL=postgres://app:p@ss w0rd!@db.internal:5432/app
+export SECRET_KEY='k3y-with-quotes'
+API_TOKEN="tok_123456789"
+FLASK_DEBUG=0
+PORT=5000
+EMPTY=
+SHORT=abc
+NOTE=plain value # a comment
+"""
+
+
+def test_env_values_are_read_as_the_app_reads_them() -> None:
+    assert env_values(ENV) == ["postgres://app:p@ss w0rd!@db.internal:5432/app", "k3y-with-quotes", "tok_123456789",
+                               "0", "5000", "", "abc", "plain value"]
+
+
+def test_long_values_are_secrets_short_ones_and_plain_numbers_are_not() -> None:
+    found = secret_values(ENV, None)
+    assert {"k3y-with-quotes", "tok_123456789", "plain value", "postgres://app:p@ss w0rd!@db.internal:5432/app"} <= found
+    assert not {"0", "5000", "", "abc"} & found
+
+
+def test_every_form_of_a_value_is_masked() -> None:
+    found = secret_values(ENV, None)
+    line = ("sqlalchemy.exc.OperationalError: could not connect to postgres://app:p@ss w0rd!@db.internal:5432/app; "
+            "as a form field: p%40ss+w0rd%21; encoded: postgres%3A%2F%2Fapp%3Ap%40ss%20w0rd%21%40db.internal%3A5432%2Fapp "
+            "and in JSON: {\"key\": \"k3y-with-quotes\"}; glued: xxtok_123456789yy")
+    out = mask(line, found)
+    for leak in ("p@ss w0rd!", "p%40ss", "k3y-with-quotes", "tok_123456789", "p%40ss%20w0rd"):
+        assert leak not in out, out
+    assert out.startswith("sqlalchemy.exc.OperationalError: could not connect to ***;")  # the whole URL, not a piece
+    assert "glued: xx***yy" in out and "port 5432" not in out
+
+
+def test_a_url_password_alone_is_masked_too() -> None:
+    found = secret_values("DATABASE_URL=postgres://app:hunter2-db@db/app\n", None)
+    assert mask('FATAL: password "hunter2-db" rejected', found) == f'FATAL: password "{MASK}" rejected'
+
+
+def test_repo_url_credentials_are_masked(tmp_path: Path) -> None:
+    url = "https://deploy:ghp_T0ken99@github.com/org/app.git"
+    env = tmp_path / "app.env"
+    env.write_text("SECRET_KEY=s3cr3t-value\n")
+    s = load_settings(environ={}, overrides={"SOURCE": "git", "REPO_URL": url, "APP_ENV_FILE": str(env)})
+    assert masked(s, "fatal: https://deploy:ghp_T0ken99@github.com and s3cr3t-value") == "fatal: https://deploy:***@github.com and ***"
+    env.write_text("SECRET_KEY=another-value\n")  # the file is read again once it changed
+    assert masked(s, "another-value s3cr3t-value") == "*** s3cr3t-value"
+
+
+def test_no_secrets_change_nothing() -> None:
+    s = load_settings(environ={}, overrides={})
+    assert masked(s, "Traceback: RuntimeError: boom") == "Traceback: RuntimeError: boom"
