@@ -22,12 +22,14 @@ from signalcraft_deploy.core.settings import Settings
 MASK = "***"
 MIN_LENGTH = 4
 SHORT_NUMBER = re.compile(r"[0-9]{1,7}")
+PLAIN_WORD = re.compile(r"[A-Za-z]{1,15}")
+SECRET_KEY = re.compile(r"PASS|SECRET|TOKEN|KEY|AUTH|CRED|PRIVATE|SALT|SIGN|DSN|SESSION|COOKIE", re.I)
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
 
 
-def env_values(text: str) -> list[str]:
-    """The values of a .env file's KEY=VALUE lines (quotes removed, an unquoted ` # comment` cut off)."""
-    values = []
+def env_items(text: str) -> list[tuple[str, str]]:
+    """The KEY=VALUE lines of a .env file (quotes removed, an unquoted ` # comment` cut off)."""
+    items = []
     for line in text.splitlines():
         found = _LINE.match(line)
         if not found:
@@ -37,8 +39,13 @@ def env_values(text: str) -> list[str]:
             value = value[1:-1]
         elif " #" in value:
             value = value.split(" #", 1)[0].rstrip()
-        values.append(value)
-    return values
+        items.append((found.group(1), value))
+    return items
+
+
+def env_values(text: str) -> list[str]:
+    """The values of a .env file's KEY=VALUE lines."""
+    return [value for _, value in env_items(text)]
 
 
 def url_password(value: str) -> str | None:
@@ -51,8 +58,14 @@ def url_password(value: str) -> str | None:
         return None
 
 
-def is_secret(value: str) -> bool:
-    return len(value) >= MIN_LENGTH and not SHORT_NUMBER.fullmatch(value)
+def is_secret(value: str, key: str = "") -> bool:
+    """A value worth hiding: MIN_LENGTH or longer and not a short number; a single plain word (`production`,
+    `true`, `info`) only under a key that names a secret, so that ordinary words stay readable."""
+    if len(value) < MIN_LENGTH or SHORT_NUMBER.fullmatch(value):
+        return False
+    if PLAIN_WORD.fullmatch(value) and key and not SECRET_KEY.search(key):
+        return False
+    return True
 
 
 def forms(value: str) -> set[str]:
@@ -68,8 +81,9 @@ def forms(value: str) -> set[str]:
 def secret_values(env_text: str | None, repo_url: str | None) -> frozenset[str]:
     """Every string to hide: the .env's values (MIN_LENGTH or more) and REPO_URL's password, in all their forms."""
     found: set[str] = set()
-    for value in [*env_values(env_text or ""), *([p] if (p := url_password(repo_url or "")) else [])]:
-        if is_secret(value):
+    password = url_password(repo_url or "")
+    for key, value in [*env_items(env_text or ""), *([("REPO_URL_PASSWORD", password)] if password else [])]:
+        if is_secret(value, key):
             found |= forms(value)
     return frozenset(found)
 

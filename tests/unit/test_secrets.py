@@ -60,3 +60,10 @@ def test_repo_url_credentials_are_masked(tmp_path: Path) -> None:
 def test_no_secrets_change_nothing() -> None:
     s = load_settings(environ={}, overrides={})
     assert masked(s, "Traceback: RuntimeError: boom") == "Traceback: RuntimeError: boom"
+
+
+def test_plain_words_stay_readable_unless_their_key_names_a_secret() -> None:
+    found = secret_values("FLASK_ENV=production\nFEATURE_X=true\nLOG_LEVEL=info\nADMIN_PASSWORD=letmein\n"
+                          "SECRET_KEY=hunter\nDB_HOST=db.internal\nMOTTO=correcthorsebatterystaple\n", None)
+    assert mask("first deploy in production: true, info", found) == "first deploy in production: true, info"
+    assert mask("letmein hunter db.internal correcthorsebatterystaple", found) == "*** *** *** ***"
