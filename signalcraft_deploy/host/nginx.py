@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
+from invoke import Result
+from invoke.exceptions import Exit
+
 from signalcraft_deploy.core.render import site_id
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
@@ -204,8 +207,11 @@ def restore_site(c: Any, s: Settings) -> None:
 
 
 def test_nginx(c: Any, s: Settings) -> Any:
-    """NGINX_TEST_CMD as root (through the helper); the result, never raising."""
-    return root.call(c, "nginx-test", s.nginx_test_cmd, warn=True)
+    """NGINX_TEST_CMD as root (through the helper); the result, never raising (no usable helper: a failed test)."""
+    try:
+        return root.call(c, "nginx-test", s.nginx_test_cmd, warn=True)
+    except Exit as err:
+        return Result(stderr=str(err.message), exited=1, command="nginx-test")
 
 
 def read_site(c: Any, s: Settings) -> str | None:
