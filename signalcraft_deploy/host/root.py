@@ -131,7 +131,7 @@ def call(c: Any, verb: str, *args: str, stdin: str | None = None, warn: bool = F
 
 def install_command(path: str, mode: str) -> str:
     """Root shell: write stdin to `path` root-owned with `mode`, atomically (folders 0755 first)."""
-    tmp = q(path + ".signalcraft-tmp")
+    tmp = q(path) + ".signalcraft-tmp.$$"  # one per writer: two hosts' tasks on one machine may install at once
     folder = path.rsplit("/", 1)[0]
     own = f" && chown root:root {q(folder)} && chmod 0755 {q(folder)}" if folder == LIB else ""
     return "sudo -n sh -c " + q(f"umask 022 && mkdir -p {q(folder)}{own} && "
