@@ -197,6 +197,25 @@ def test_a_takeover_and_its_rollback_need_only_the_helper(helper_only, bare_proc
     assert get(TK.url("/"))[2].get("app") == "nodejs"
 
 
+def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_names_setup(helper_only, tmp_path):
+    """The installed helper made to differ from this version's (restored after; every e2e run holds the sandbox lock)."""
+    repo = AppRepo(tmp_path / "app")
+    repo.edit("app.py", 'VERSION = "1"', 'VERSION = "3"', "v3")
+    before = (Path(RH.root, "current").resolve().name, sorted(os.listdir(f"{RH.root}/releases")),
+              Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes())
+    original = Path(HELPER).read_bytes()
+    try:
+        Path(HELPER).write_bytes(original + b"# an older version\n")
+        result = fab(helper_only, RH, repo)
+    finally:
+        Path(HELPER).write_bytes(original)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in out, out
+    assert f"The root helper {HELPER}" in out and "fab -H " in out and " setup`" in out and "Nothing was changed" in out, out
+    assert (Path(RH.root, "current").resolve().name, sorted(os.listdir(f"{RH.root}/releases")),
+            Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes()) == before
+
+
 @pytest.mark.parametrize(("args", "says"), [
     ("site-read /etc/shadow", "must be in /etc/nginx/sites-available"),
     (f"site-install /tmp/{U}-site - {HOME}/app/.deploy backup guard - 'nginx -t'", "must be in /etc/nginx/sites-available"),
