@@ -50,6 +50,13 @@ HOST_NAME = re.compile(r"[A-Za-z0-9*_]([A-Za-z0-9_.*-]{0,252})")
 MARKER_URL = re.compile(r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/\.signalcraft-deploy-site")
 
 
+# Nginx's master runs as root and opens some files itself: a site may name those only where Nginx keeps its own.
+ROOT_OPENED = {"access_log": ("/var/log/nginx/",), "error_log": ("/var/log/nginx/",), "include": ("/etc/nginx/",)}
+NEVER_IN_A_SITE = {"load_module", "perl", "perl_modules", "perl_require", "pid", "user", "env", "lock_file", "ssl_engine",
+                   "js_import", "js_path", "working_directory", "daemon", "master_process"}
+TEMP_DIRS = ("/var/lib/nginx/", "/var/cache/nginx/")
+
+
 class Refused(Exception):
     """An argument the helper does not accept: nothing has run."""
 
@@ -183,6 +190,33 @@ def _json(text: str, what: str) -> dict:
     return value
 
 
+def statements(text: str) -> list:
+    """(directive, first argument) of every statement of an Nginx file, quotes and backslashes dropped (conservative:
+    text inside a quoted string that looks like a statement counts as one)."""
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    out = []
+    for part in re.split(r"[;{}]", code):
+        words = [re.sub(r"[\"'\\]", "", w) for w in part.split()]
+        if words:
+            out.append((words[0], words[1] if len(words) > 1 else ""))
+    return out
+
+
+def site_text(text: str) -> str:
+    """A site or extras file's text: refused if it makes Nginx's master (root) open a file outside Nginx's own
+    folders, load code, or change how the master runs."""
+    for directive, arg in statements(text):
+        if directive in NEVER_IN_A_SITE or "lua" in directive:
+            raise Refused(f"the site may not use `{directive}` (Nginx's master runs it as root)")
+        allowed = ROOT_OPENED.get(directive) or (TEMP_DIRS if directive.endswith("_path") else None)
+        if allowed is None or arg in ("off", "") or arg.startswith("syslog:") or "$" in arg:
+            continue
+        path = arg if arg.startswith("/") else "/etc/nginx/" + arg
+        if ".." in path.split("/") or not path.startswith(allowed):
+            raise Refused(f"the site's `{directive} {arg}` is outside {', '.join(allowed)} (Nginx's master opens it as root)")
+    return text
+
+
 def certbot_hook(app: str, cert: str, site: str, test: str, reload: str) -> tuple:
     """(path, text) of certbot's deploy hook: a fixed path and a fixed shape (core.render.render_certbot_hook)."""
     token(app, APP, "APP_NAME")
@@ -208,9 +242,10 @@ def lib(name: str) -> str:
     return path
 
 
-def run_lib(name: str, *args: str) -> int:
+def run_lib(name: str, *args: str, stdin: "str | None" = None) -> int:
+    """Run a program beside the helper (`stdin`: text for it; else it shares ours)."""
     runner = [sys.executable, "-I"] if name.endswith(".py") else ["/bin/sh"]
-    return subprocess.run([*runner, lib(name), *args]).returncode
+    return subprocess.run([*runner, lib(name), *args], input=stdin, text=stdin is not None).returncode
 
 
 def run_argv(argv: list) -> int:
@@ -360,7 +395,9 @@ def v_site_install(args: list) -> int:
             raise Refused(f"a takeover may write over {site} only after takeover-record saved it")
     if port != "-" and not link:
         port = "-"
-    return run_lib("install_site.sh", site, link, os.path.join(state, PARKED), DEFAULT_LINK, port, backup, mode, test)
+    text = site_text(sys.stdin.read())
+    return run_lib("install_site.sh", site, link, os.path.join(state, PARKED), DEFAULT_LINK, port, backup, mode, test,
+                   stdin=text)
 
 
 def v_site_restore(args: list) -> int:
@@ -395,7 +432,7 @@ def v_extras_write(args: list) -> int:
     if old and not old.decode(errors="replace").lstrip("\ufeff").startswith(HEADER):
         print(f"{path} exists and was not written by signalcraft-deploy", file=sys.stderr)
         return 66
-    write_atomic(path, sys.stdin.buffer.read(), 0o644)
+    write_atomic(path, site_text(sys.stdin.read()).encode(), 0o644)
     return 0
 
 

@@ -239,3 +239,31 @@ def test_the_sudoers_drop_in_passes_visudo_and_allows_only_the_helper(tmp_path: 
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert rules == ["deploy ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root"]
     assert root.sudoers_path("first.last") == "/etc/sudoers.d/signalcraft-first_last"  # sudo skips names with a '.'
+
+
+@pytest.mark.parametrize("overrides", [{}, {"TLS_CERT": "/etc/letsencrypt/live/a/fullchain.pem",
+                                           "TLS_KEY": "/etc/letsencrypt/live/a/privkey.pem"},
+                                       {"SERVER_NAME": "shop.example.com", "CLIENT_MAX_BODY_SIZE": "10m"}])
+def test_the_sites_the_tool_renders_pass_the_site_check(load, overrides) -> None:
+    from signalcraft_deploy.core.render import render_nginx_site
+
+    text = render_nginx_site(load(overrides))
+    assert rh.site_text(text) == text
+
+
+@pytest.mark.parametrize("line", [
+    "access_log /etc/cron.d/evil;", "error_log /root/x.log;", "access_log '/etc/cron.d/x' combined;",
+    "acc\\ess_log /etc/cron.d/x;", "access_log /var/log/nginx/../../../etc/cron.d/x;", "include /tmp/evil.conf;",
+    "include ../../tmp/evil.conf;", "load_module /tmp/evil.so;", "content_by_lua_block { os.execute('id') }",
+    "perl_modules /tmp;", "proxy_temp_path /etc/cron.d;", "client_body_temp_path /root/t;", "user root;",
+])
+def test_a_site_that_makes_root_open_files_elsewhere_or_load_code_is_refused(line: str) -> None:
+    with pytest.raises(rh.Refused):
+        rh.site_text(f"# Rendered by signalcraft-deploy.\nserver {{\n    listen 80;\n    {line}\n}}\n")
+
+
+def test_logs_and_includes_in_nginxs_own_folders_are_accepted() -> None:
+    text = ("server {\n  access_log /var/log/nginx/shop.access.log combined;\n  error_log /var/log/nginx/shop.error.log warn;\n"
+            "  access_log off;\n  error_log syslog:server=unix:/dev/log;\n  include snippets/ssl.conf;\n"
+            "  include /etc/nginx/sites-available/shop.locations;\n  proxy_cache_path /var/cache/nginx/shop keys_zone=s:1m;\n}\n")
+    assert rh.site_text(text) == text
