@@ -62,14 +62,19 @@ def secure(folder: str, owner: str) -> None:
     """Every file 0600 and the folder, all owned by `owner` (the group is left as it is)."""
     uid = pwd.getpwnam(owner).pw_uid
     for name in os.listdir(folder):
-        os.chmod(os.path.join(folder, name), 0o600)
-        os.chown(os.path.join(folder, name), uid, -1)
-    os.chown(folder, uid, -1)
+        path = os.path.join(folder, name)
+        if os.path.islink(path):  # never through a link the owner left there: root would change its target
+            continue
+        os.chmod(path, 0o600)
+        os.chown(path, uid, -1, follow_symlinks=False)
+    os.chown(folder, uid, -1, follow_symlinks=False)
 
 
 def main(argv: List[str]) -> None:
     pid, folder, pm2, node_app, site, owner, number, tool = argv
     os.makedirs(folder, exist_ok=True)
+    if os.path.islink(folder):
+        sys.exit(f"{folder} is a symlink: not recorded")
     os.chmod(folder, 0o700)
     if not os.path.exists(os.path.join(folder, "legacy.json")):
         record(pid, folder, pm2, node_app, site, owner, {"format": int(number), "tool": tool})
