@@ -446,11 +446,11 @@ KEYS: tuple[Key, ...] = (
         "largest request body Nginx accepts, e.g. 10m (unset: Nginx's own 1m)"),
     Key("NGINX_TEST_CMD", "nginx -t",
         regex(_NGINX_TEST_RE, "a plain command that tests Nginx: 'nginx -t', optionally with nginx's absolute path and -q"),
-        "command that validates Nginx's configuration (run with sudo)"),
+        "command that validates Nginx's configuration (run as root by the tool's root helper, without a shell)"),
     Key("NGINX_RELOAD_CMD", "nginx -s reload",
         regex(_NGINX_RELOAD_RE, "a plain command that reloads Nginx: 'nginx -s reload' (optionally with its path), "
               "'systemctl reload nginx' or 'service nginx reload'"),
-        "command that reloads Nginx gracefully (run with sudo; e.g. 'systemctl reload nginx')"),
+        "command that reloads Nginx gracefully (run as root by the tool's root helper; e.g. 'systemctl reload nginx')"),
     Key("HEALTH_PY", "/api/flask/health", regex(_HTTP_PATH_RE, "a URL path such as /api/flask/health"),
         "path of the Flask app's health route"),
     Key("HEALTH_NODE", "/", regex(_HTTP_PATH_RE, "a URL path such as /"), "path of the Node.js app's health route"),

@@ -15,7 +15,9 @@ from typing import Any
 
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import root
 from signalcraft_deploy.host.io import q, run
+from signalcraft_deploy.host.root import HELPER
 from signalcraft_deploy.remote import source
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
@@ -87,6 +89,7 @@ class HostFacts:
     live_env: bool = False  # the current release has a .env (the app's secrets)
     site_defaults: dict[str, str] = field(default_factory=dict)  # settings kept from a site taken over
     free_mb: int | None = None  # free space on the deploy root's filesystem (None: not read)
+    helper: root.HelperState | None = None  # the root helper as installed (None: not read)
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -186,7 +189,10 @@ def host_checks_script(s: Settings) -> str:
         f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
         "command -v node >/dev/null 2>&1 && echo node",
         "command -v flock >/dev/null 2>&1 && echo flock",
-        "sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null",
+        # sudo: the root helper may run (the drop-in `setup` writes, or full sudo); nginx: through sudo's PATH or /usr/sbin
+        f"sudo -n {HELPER} probe 2>/dev/null || sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null "
+        f"|| {{ sudo -n -l {HELPER} >/dev/null 2>&1 && echo sudo; }}",
+        "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
         # What `setup` leaves behind: PM2 started at boot by a unit naming this PM2, and log rotation.
         'u=$(id -un); p=$(command -v ' + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
@@ -196,8 +202,10 @@ def host_checks_script(s: Settings) -> str:
         "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
         f"{q(s.python)} -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], "
         "platform.libc_ver()[1] or \"-\", platform.machine())' 2>/dev/null; true",
-        f"sec listen; O=$(sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\"",
+        f"sec listen; O=$(sudo -n {HELPER} listeners {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || "
+        f"sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\"",
         *owners_script(s, ports),
+        "sec helper", root.STATE_SCRIPT,
     ])
 
 
@@ -321,6 +329,7 @@ def parse_facts(output: str) -> HostFacts:
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
             facts.procs[int(parts[0])] = (int(parts[1]), cwds.get(int(parts[0]), ""))
     facts.complete = "tools" in sec
+    facts.helper = root.parse_state(sec["helper"]) if "helper" in sec else None
     python = sec.get("python", "").split()
     facts.python = (python[0], python[1], python[2]) if len(python) == 3 else None
     disk = sec.get("disk", "").split()
@@ -351,6 +360,7 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     facts.owners, facts.user = more.owners, more.user
     facts.python = more.python
     facts.free_mb = more.free_mb
+    facts.helper = more.helper
 
 
 def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:

@@ -197,7 +197,8 @@ class Background:
 
 
 def sudo(command: str) -> str:
-    """Prefix for commands that need root: `sudo -n` never waits for a password prompt."""
+    """Prefix for the commands of `setup` (the admin's step, full sudo): `sudo -n` never waits for a password prompt.
+    Every other task runs as root only the tool's helper (host/root.py)."""
     return f"sudo -n {command}"
 
 
@@ -205,9 +206,8 @@ def exists(c: Context, path: str) -> bool:
     return run(c, f"test -e {q(path)}", warn=True).ok
 
 
-def read_file(c: Context, path: str, *, as_root: bool = False) -> str | None:
-    cmd = f"cat {q(path)}"
-    result = run(c, sudo(cmd) if as_root else cmd, warn=True)
+def read_file(c: Context, path: str) -> str | None:
+    result = run(c, f"cat {q(path)}", warn=True)
     return result.stdout if result.ok else None
 
 

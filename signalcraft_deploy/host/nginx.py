@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
-from signalcraft_deploy.core.render import SITE_HEADER, site_id, written_by_us
+from invoke import Result
+from invoke.exceptions import Exit
+
+from signalcraft_deploy.core.render import site_id
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import fail, q, run, sudo, write_file_command
-from signalcraft_deploy.host.programs import run_program
+from signalcraft_deploy.host import root
+from signalcraft_deploy.host.io import fail, q, run
 
 FILE_MARK = re.compile(r"^# configuration file (.+):$")
-BACKUP_SUFFIX = ".signalcraft-prev"
 
 
 @dataclass(frozen=True)
@@ -157,59 +159,37 @@ def describe_mismatches(routes: list[Route]) -> list[str]:
     return [f"{r.file}:{r.line}: {r.uri} is proxied to {r.found or 'nothing'}; expected {r.expected}" for r in routes if not r.ok]
 
 
-def install_site_script(s: Settings, backup: bool = True, takeover: bool = False) -> str:
-    """Root shell: put the new site (stdin) in place, enable it, and keep it only if `nginx -t` passes.
+def install_site_args(s: Settings, backup: bool = True, takeover: bool = False) -> list[str]:
+    """The root helper's `site-install` arguments: put the new site (stdin) in place, enable it, keep it only if the test passes.
 
     The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back and the
     stock `default` site (disabled when ours becomes the default server) is enabled again. An
     existing file that does not start with our header is left alone (exit 66), unless `takeover`
-    (its record, made first, is what `rollback` puts back).
+    (its record, made first, is what `rollback` puts back). See remote/install_site.sh.
     """
-    site, link = q(s.nginx_site), q(s.nginx_enabled_link) if s.nginx_enabled_link else ""
-    disable_default = s.server_name == "_" and s.nginx_enabled_link
-    default_link = q(os.path.join(os.path.dirname(s.nginx_enabled_link), "default")) if disable_default else ""
-    parked = q(f"{s.state_dir}/nginx-default-site.link")
-    lines = [
-        "set -u",
-        f"mkdir -p \"$(dirname {site})\"",
-        "" if takeover else f"if [ -s {site} ]; then case \"$(head -n 1 {site})\" in {q(SITE_HEADER)}*) ;; *) exit 66;; esac; fi",
-        f"if [ -e {site} ]; then cp -p {site} {site}{BACKUP_SUFFIX if backup else '.signalcraft-tmpprev'}; had=1; else had=0; fi",
-        write_file_command(s.nginx_site, "0644"),
-        f"linked=0; [ -n '{link}' ] && [ ! -e {link} ] && ln -s {site} {link} && linked=1",
-        "parked=0",
-    ]
-    if disable_default:
-        listen_default = q(rf"listen\s+([^;]*:)?{s.nginx_port}\s[^;]*default_server")
-        lines.append(f"if [ -L {default_link} ] && grep -Eq {listen_default} {default_link}; then "
-                     f"readlink {default_link} > {parked} && rm -f {default_link} && parked=1; fi")
-    lines += [
-        f"if ! out=$({s.nginx_test_cmd} 2>&1); then",
-        f"  if [ $had = 1 ]; then mv -f {site}{BACKUP_SUFFIX if backup else '.signalcraft-tmpprev'} {site}; else rm -f {site}; fi",
-        f"  [ $linked = 1 ] && rm -f {link}",
-        f"  [ $parked = 1 ] && ln -s \"$(cat {parked})\" {default_link} && rm -f {parked}" if disable_default else "  true",
-        "  printf '%s\\n' \"$out\" >&2; exit 65",
-        "fi",
-    ]
-    return "\n".join(lines)
+    default_port = str(s.nginx_port) if s.server_name == "_" and s.nginx_enabled_link else "-"
+    return [s.nginx_site, s.nginx_enabled_link or "-", s.state_dir, "backup" if backup else "replace",
+            "takeover" if takeover else "guard", default_port, s.nginx_test_cmd]
 
 
 def write_extras(c: Any, s: Settings, text: str) -> None:
     """Write the location blocks kept from a site taken over beside our site; never over a file that is not ours."""
-    existing = run(c, sudo(f"cat {q(s.nginx_extras)}"), warn=True)
-    if existing.ok and existing.stdout and not written_by_us(existing.stdout):
+    result = root.call(c, "extras-write", s.nginx_extras, stdin=text, warn=True)
+    if result.exited == 66:
         raise fail(f"{s.nginx_extras} exists and was not written by signalcraft-deploy: move it away, then deploy again.")
-    run(c, write_file_command(s.nginx_extras, "0644", as_root=True), stdin=text)
+    if not result.ok:
+        raise fail(f"Could not write {s.nginx_extras}: {result.stderr.strip()[-400:]}")
 
 
 def remove_extras(c: Any, s: Settings) -> None:
-    run(c, sudo(f"rm -f {q(s.nginx_extras)}"), warn=True)
+    root.call(c, "extras-remove", s.nginx_extras, warn=True)
 
 
 def install_site(c: Any, s: Settings, text: str, *, backup: bool = True, takeover: bool = False) -> None:
     """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded.
     A file there that this tool did not write is never written over, except by a takeover (recorded first)."""
-    script = install_site_script(s, backup, takeover)
-    result = run(c, f"mkdir -p {q(s.state_dir)} && " + sudo(f"sh -c {q(script)}"), stdin=text, warn=True)
+    run(c, f"mkdir -p {q(s.state_dir)}")
+    result = root.call(c, "site-install", *install_site_args(s, backup, takeover), stdin=text, warn=True)
     if result.exited == 66:
         raise fail(f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first line is not our "
                    "header): it was left as it is. Move that file away, or set NGINX_SITE to a file of its own.")
@@ -223,9 +203,20 @@ def install_site(c: Any, s: Settings, text: str, *, backup: bool = True, takeove
 
 def restore_site(c: Any, s: Settings) -> None:
     """Put the previous site back (rollback); after a first deploy, remove ours and re-enable the stock default."""
-    default_link = os.path.join(os.path.dirname(s.nginx_enabled_link or "/etc/nginx/sites-enabled/x"), "default")
-    run_program(c, s, "restore_site.sh", s.nginx_site, s.nginx_site + BACKUP_SUFFIX, s.nginx_enabled_link,
-                f"{s.state_dir}/nginx-default-site.link", default_link, s.nginx_test_cmd, as_root=True, warn=True)
+    root.call(c, "site-restore", s.nginx_site, s.nginx_enabled_link or "-", s.state_dir, s.nginx_test_cmd, warn=True)
+
+
+def test_nginx(c: Any, s: Settings) -> Any:
+    """NGINX_TEST_CMD as root (through the helper); the result, never raising (no usable helper: a failed test)."""
+    try:
+        return root.call(c, "nginx-test", s.nginx_test_cmd, warn=True)
+    except Exit as err:
+        return Result(stderr=str(err.message), exited=1, command="nginx-test")
+
+
+def read_site(c: Any, s: Settings) -> str | None:
+    result = root.call(c, "site-read", s.nginx_site, warn=True)
+    return result.stdout if result.ok else None
 
 
 def marker_spec(s: Settings, site_text: str) -> dict[str, Any] | None:
@@ -250,7 +241,7 @@ def reload_nginx(c: Any, s: Settings, site_text: str | None = None, wait_seconds
     Nginx's pid file, its old workers gone, no [emerg] logged, and (given the site just written) the
     site's id answered through Nginx. A reload that did not take raises, quoting Nginx."""
     spec = {"cmd": s.nginx_reload_cmd, "wait": wait_seconds, "marker": marker_spec(s, site_text) if site_text else None}
-    result = run_program(c, s, "reload_nginx.py", json.dumps(spec), as_root=True, warn=True)
+    result = root.call(c, "nginx-reload", json.dumps(spec), warn=True)
     try:
         verdict: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -292,7 +283,7 @@ def drift(c: Any, s: Settings, on_disk: str | None) -> str | None:
 
 def check(c: Any, s: Settings) -> tuple[list[Route], list[str]]:
     """Run `nginx -T` on the host and check routes; returns the table and every problem found."""
-    result = run(c, sudo("nginx -T"), warn=True)
+    result = root.call(c, "nginx-dump", warn=True)
     if not result.ok:
         return [], [f"nginx -t failed: {(result.stderr or result.stdout).strip()}"]
     routes, problems = route_table(s, result.stdout)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import q, run, sudo
+from signalcraft_deploy.host.io import q, run
 from signalcraft_deploy.remote import program, script
 
 
-def program_command(s: Settings, name: str, *args: str, as_root: bool = False) -> tuple[str, str]:
+def program_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
     """The command line that runs remote/`name` with `args`, and the text to send on its stdin."""
     stem, _, kind = name.rpartition(".")
     if kind == "py":
@@ -28,12 +28,12 @@ def program_command(s: Settings, name: str, *args: str, as_root: bool = False) -
     else:
         raise ValueError(f"not a remote program: {name} (expected name.py or name.sh)")
     command = " ".join([command, *(q(str(a)) for a in args)])
-    return (sudo(command) if as_root else command), text
+    return command, text
 
 
-def run_program(c: Any, s: Settings, name: str, *args: str, as_root: bool = False, warn: bool = False,
+def run_program(c: Any, s: Settings, name: str, *args: str, warn: bool = False,
                 on_line: Callable[[str], None] | None = None) -> Any:
-    """Run remote/`name` on the host (root with `as_root`, via `sudo -n`) and return the result;
-    `on_line` receives each line of its output as it comes."""
-    command, text = program_command(s, name, *args, as_root=as_root)
+    """Run remote/`name` on the host as the deploy user and return the result; `on_line` receives each line
+    of its output as it comes. (Root runs only the installed helper: host/root.py.)"""
+    command, text = program_command(s, name, *args)
     return run(c, command, stdin=text, warn=warn, on_line=on_line)

@@ -11,7 +11,11 @@ pyinfra's shape: `gather` reads everything in one command (remote/setup_facts.sh
   so it is redone when either changes (a Node upgrade otherwise breaks it). Where `pm2 startup`
   cannot finish (no systemd running: its `systemctl enable` fails), the same unit is rendered
   from PM2's own template and the link is written;
-- /etc/logrotate.d/pm2-<user>: PM2's logs rotated by size (templates/logrotate.conf.j2).
+- /etc/logrotate.d/pm2-<user>: PM2's logs rotated by size (templates/logrotate.conf.j2);
+- the root helper /usr/local/sbin/signalcraft-root and its programs in /usr/local/lib/signalcraft-deploy/
+  (host/root.py), redone when they differ from this version's;
+- /etc/sudoers.d/signalcraft-<user> (0440, checked with `visudo -cf` first): the deploy user may run
+  that helper as root without a password, and nothing else. Setup itself needs full sudo (apt, npm -g).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from signalcraft_deploy.core.render import render_logrotate
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import root
 from signalcraft_deploy.host.facts import split_sections
 from signalcraft_deploy.host.io import fail, q, run, sudo, write_file
 from signalcraft_deploy.host.programs import run_program
@@ -51,6 +56,8 @@ class SetupFacts:
     unit: str | None = None
     wants: str | None = None
     logrotate_conf: str | None = None
+    helper_digest: str = ""  # sha256 of the installed root helper's files
+    sudoers: str | None = None  # the drop-in's text (None: absent)
 
     @property
     def unit_path(self) -> str:
@@ -88,7 +95,12 @@ def parse_setup_facts(output: str) -> SetupFacts:
 
 
 def gather(c: Any, s: Settings) -> SetupFacts:
-    return parse_setup_facts(run_program(c, s, "setup_facts.sh", s.pm2, s.python, warn=True).stdout)
+    facts = parse_setup_facts(run_program(c, s, "setup_facts.sh", s.pm2, s.python, warn=True).stdout)
+    if facts.user:
+        out = run(c, f"{root.digest_command()}; echo; sudo -n cat {q(root.sudoers_path(facts.user))} 2>/dev/null", warn=True).stdout
+        found, _, text = out.partition("\n")
+        facts.helper_digest, facts.sudoers = found.strip(), text.lstrip("\n") or None
+    return facts
 
 
 # ----------------------------------------------------------------------------- the plan (pure)
@@ -173,9 +185,24 @@ def logrotate_item(s: Settings, f: SetupFacts) -> Item:
     return Item("log rotation", State.WRITE, f"{f.logrotate_path} ({why}; size {s.log_rotate_size}, keep {s.log_rotate_count})")
 
 
+def helper_item(f: SetupFacts) -> Item:
+    if f.helper_digest == root.digest():
+        return Item("root helper", State.OK, f"{root.HELPER} (this version's)")
+    why = "another version's" if f.helper_digest and f.helper_digest != root.digest_of_nothing() else "missing"
+    return Item("root helper", State.WRITE, f"{root.HELPER} and {root.LIB}/ ({why})")
+
+
+def sudoers_item(f: SetupFacts) -> Item:
+    path = root.sudoers_path(f.user)
+    if f.sudoers == root.sudoers_text(f.user):
+        return Item("sudoers", State.OK, f"{path}: {f.user} may run only {root.HELPER} as root without a password")
+    why = "missing" if f.sudoers is None else "differs"
+    return Item("sudoers", State.WRITE, f"{path} ({why}): {f.user} ALL=(root) NOPASSWD: {root.HELPER}")
+
+
 def plan_setup(s: Settings, f: SetupFacts) -> list[Item]:
     """Every item `setup` owns, each already right (OK) or what it would change."""
-    return package_items(f) + [boot_item(f), logrotate_item(s, f)]
+    return package_items(f) + [boot_item(f), logrotate_item(s, f), helper_item(f), sudoers_item(f)]
 
 
 # ----------------------------------------------------------------------------- the changes

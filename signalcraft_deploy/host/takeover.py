@@ -20,9 +20,9 @@ from typing import Any
 
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import fail, q, run, sudo, write_file
-from signalcraft_deploy.host.nginx import reload_nginx
-from signalcraft_deploy.host.programs import run_program
+from signalcraft_deploy.host import root
+from signalcraft_deploy.host.io import fail, q, run, write_file
+from signalcraft_deploy.host.nginx import reload_nginx, remove_extras, test_nginx
 from signalcraft_deploy.host.upkeep import forget_logs_command
 
 
@@ -36,9 +36,8 @@ def recorded(c: Any, s: Settings) -> bool:
 
 def record(c: Any, s: Settings, pid: int) -> None:
     """Save what `restore` needs, once (a second takeover attempt keeps the first, true 'before' record)."""
-    owner = run(c, "id -un").stdout.strip()
-    args = [str(pid), folder(s), s.pm2, s.node_app, s.nginx_site, owner, str(formats.TAKEOVER.current), formats.TOOL]
-    result = run_program(c, s, "takeover_record.py", *args, as_root=True, warn=True)
+    args = [str(pid), folder(s), s.pm2, s.node_app, s.nginx_site, str(formats.TAKEOVER.current), formats.TOOL]
+    result = root.call(c, "takeover-record", *args, warn=True)  # the record's owner is the user sudo names
     if not result.ok:
         raise fail(f"Could not record the unmanaged server (pid {pid}) before taking it over: {result.stderr.strip()[-400:]}")
 
@@ -58,19 +57,15 @@ def restore(c: Any, s: Settings) -> str:
     for name in (s.python_app, s.handover_app, s.node_app, s.node_handover_app):
         pm2_ops.delete(c, s, name)
     run(c, forget_logs_command(s.handover_app, s.node_handover_app), warn=True)
-    owner = run(c, "id -un").stdout.strip()
-    parked = f"{s.state_dir}/nginx-default-site.link"
-    args = [folder(s), s.pm2, s.nginx_site, owner, s.nginx_enabled_link, str(formats.TAKEOVER.current), formats.TOOL]
-    result = run_program(c, s, "takeover_restore.py", *args, as_root=True, warn=True)
+    args = [folder(s), s.pm2, s.nginx_site, s.nginx_enabled_link or "-", str(formats.TAKEOVER.current), formats.TOOL]
+    result = root.call(c, "takeover-restore", *args, warn=True)
     if not result.ok:
         raise fail(f"Could not restore the state before the takeover: {result.stderr.strip()[-400:]}")
-    default_link = "/etc/nginx/sites-enabled/default"
-    unpark = f'if [ -e {q(parked)} ]; then ln -sfn "$(cat {q(parked)})" {q(default_link)} && rm -f {q(parked)}; fi'
-    run(c, sudo(f"sh -c {q(unpark)}"), warn=True)
-    test = run(c, sudo(s.nginx_test_cmd), warn=True)
-    if test.ok:
+    root.call(c, "unpark-default", s.state_dir, warn=True)
+    if test_nginx(c, s).ok:
         reload_nginx(c, s)
-    run(c, f"rm -f {q(s.current_dir)} {q(s.state_dir)}/site-defaults.json && " + sudo(f"rm -f {q(s.nginx_extras)}"), warn=True)
+    run(c, f"rm -f {q(s.current_dir)} {q(s.state_dir)}/site-defaults.json", warn=True)
+    remove_extras(c, s)
     pm2_ops.save(c, s)
     state = json.loads(result.stdout.strip().splitlines()[-1])
     return f"the unmanaged server runs again (pid {state['pid']})" + ("" if state["alive"] else " — but it exited at once")

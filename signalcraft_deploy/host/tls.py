@@ -7,8 +7,7 @@ from typing import Any
 
 from signalcraft_deploy.core.render import certbot_hook_path, render_certbot_hook
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import q, run, sudo
-from signalcraft_deploy.host.programs import run_program
+from signalcraft_deploy.host import root
 
 WARN_DAYS = 14
 
@@ -21,7 +20,7 @@ def names(s: Settings) -> list[str]:
 def inspect(c: Any, s: Settings) -> dict[str, Any]:
     """The verdict of remote/tls_check.py: problems, days left, the certificate's names."""
     spec = {"cert": s.tls_cert, "key": s.tls_key, "names": names(s)}
-    result = run_program(c, s, "tls_check.py", json.dumps(spec), as_root=True, warn=True)
+    result = root.call(c, "tls-check", json.dumps(spec), warn=True)
     try:
         verdict: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return verdict
@@ -45,10 +44,7 @@ def install_certbot_hook(c: Any, s: Settings) -> str:
     path = certbot_hook_path(s)
     if path is None:
         return ""
-    text = render_certbot_hook(s)
-    if run(c, sudo(f"cat {q(path)}"), warn=True).stdout == text:
-        return f"certbot hook {path} in place"
-    tmp = q(path + ".signalcraft-tmp")
-    write = f"mkdir -p {q(path.rsplit('/', 1)[0])} && cat > {tmp} && chmod 0755 {tmp} && mv -f {tmp} {q(path)}"
-    run(c, sudo(f"sh -c {q(write)}"), stdin=text)
-    return f"certbot hook {path} written"
+    # the helper renders the same text (render_certbot_hook) at the same path from the checked values
+    assert s.tls_cert is not None and render_certbot_hook(s)
+    result = root.call(c, "certbot-hook", s.app_name, s.tls_cert, s.nginx_site, s.nginx_test_cmd, s.nginx_reload_cmd)
+    return result.stdout.strip()

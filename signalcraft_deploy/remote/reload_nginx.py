@@ -24,6 +24,7 @@ Standard library only, Python 3.8+.
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -170,7 +171,10 @@ def reload(spec):
     if master is None:
         return 66, {"ok": False, "why": f"no running Nginx master found through its pid file {pid_file}"}
     old, offset = children(master), log_size(log)
-    done = subprocess.run(spec["cmd"], shell=True, capture_output=True, text=True)
+    try:  # one of NGINX_RELOAD_CMD's fixed commands (the root helper checked it): words, never a shell
+        done = subprocess.run(shlex.split(spec["cmd"]), capture_output=True, text=True)
+    except OSError as err:
+        return 65, {"ok": False, "why": f"{spec['cmd']}: {err.strerror}"}
     if done.returncode != 0:
         return 65, {"ok": False, "why": (done.stderr or done.stdout).strip()[-800:] or f"exit {done.returncode}"}
     new, why = wait_for_workers(master, old, log, offset, started + spec["wait"])

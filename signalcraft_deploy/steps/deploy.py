@@ -228,7 +228,7 @@ def reload_python(r: DeployRun) -> None:
     elif r.py is How.HUP:
         pm2_ops.hup_python(c, s, next((p.pid_path for p in r.facts.apps(s.python_app)), ""))
     elif r.py.hands_over:
-        stop_old = handover_ops.stop_unmanaged(c, s, r.plan.action(App.PYTHON).pid or 0, r.facts.user) if r.py is How.TAKEOVER else None
+        stop_old = handover_ops.stop_unmanaged(c, s, r.plan.action(App.PYTHON).pid or 0) if r.py is How.TAKEOVER else None
         r.stopping.append(handover_ops.handover(c, s, "python", m.release, r.release_dir, m.venv, r.rep,
                                                 switch=lambda: releases.switch(c, s, m.release), stop_old=stop_old,
                                                 present=r.in_pm2))

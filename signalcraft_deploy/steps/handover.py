@@ -11,11 +11,11 @@ from invoke.exceptions import Exit
 from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import root
 from signalcraft_deploy.host.health import gate, gate_on
 from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
 from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, error_output, output_excerpt, pm2, start
-from signalcraft_deploy.host.programs import run_program
 from signalcraft_deploy.host.upkeep import forget_logs_command
 from signalcraft_deploy.steps.faults import setting_fault
 from signalcraft_deploy.steps.report import Reporter
@@ -140,10 +140,9 @@ def stop_temporary_command(s: Settings, name: str) -> str:
     return f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true"
 
 
-def stop_unmanaged(c: Any, s: Settings, pid: int, owner: str = "") -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it;
-    with `owner` (the deploy user), only if it is still that user's process."""
+def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it; the
+    root helper stops only the pid the takeover recorded, and only while it is still the deploy user's process."""
     def stop() -> None:
-        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), *([owner] if owner else []),
-                    as_root=True)
+        root.call(c, "stop-pid", str(pid), str(s.gunicorn_graceful_timeout * 10), s.state_dir)  # the helper's caller owns it
     return stop

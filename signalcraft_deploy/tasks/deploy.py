@@ -20,6 +20,7 @@ from signalcraft_deploy.core.render import GUNICORN_CONF, render_nginx_site, wri
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import root
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
@@ -271,6 +272,7 @@ def plan_step(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, p
     with rep.step("plan") as st:
         host_facts.add_host_checks(c, s, facts)
         require_tools(facts)
+        root.ensure(c, facts.helper)  # before anything changes: the root helper is this version's (installed if we may)
         require_space(c, s, facts)
         s, plan = site_plan(c, s, None, facts, drop, made=plan)  # again, now with who listens on our ports
         if s.tls and plan.action(App.NGINX).how is How.WRITE_AND_RELOAD:
@@ -424,6 +426,7 @@ def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
     with DeployLock(c, s, info, 0, rep.say, rep.warn):
         facts = host_facts.gather(c, s)
+        root.ensure(c, facts.helper)  # before anything changes
         s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
         target = to or previous_release(facts, facts.current_release)
         if (to == "before-takeover" or not target) and takeover_ops.recorded(c, s):

@@ -10,8 +10,8 @@ from invoke import Collection, task
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
-from signalcraft_deploy.host.io import fail, read_file
-from signalcraft_deploy.host.nginx import check, drift
+from signalcraft_deploy.host.io import fail
+from signalcraft_deploy.host.nginx import check, drift, read_site
 from signalcraft_deploy.tasks.deploy import host_settings
 
 
@@ -25,7 +25,7 @@ def nginx_check(c, env_file=None, set_=None):
     warning = host_facts.node_public_warning(s, host_facts.gather(c, s))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    running = drift(c, s, read_file(c, s.nginx_site, as_root=True))
+    running = drift(c, s, read_site(c, s))
     problems += [running] if running else []
     if s.tls:
         verdict = tls_ops.inspect(c, s)

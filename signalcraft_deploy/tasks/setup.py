@@ -1,4 +1,5 @@
-"""`setup`: make a fresh host ready for deploys (packages, PM2, PM2 at boot, log rotation); twice changes nothing."""
+"""`setup`: make a fresh host ready for deploys (packages, PM2, PM2 at boot, log rotation, the root helper and its
+sudoers drop-in); twice changes nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from invoke import Collection, task
 
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import root
 from signalcraft_deploy.host import setup as setup_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, target_name
@@ -35,6 +37,10 @@ def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]
         done.append("boot unit: " + setup_ops.enable_boot(c, facts))
     if setup_ops.logrotate_item(s, facts).state is not State.OK:
         done.append("log rotation: wrote " + setup_ops.write_logrotate(c, s, facts))
+    if setup_ops.helper_item(facts).state is not State.OK:
+        done.append("root helper: installed " + root.install(c))
+    if setup_ops.sudoers_item(facts).state is not State.OK:
+        done.append("sudoers: wrote " + root.install_sudoers(c, facts.user))
     left = [i for i in setup_ops.plan_setup(s, setup_ops.gather(c, s)) if i.state is not State.OK]
     if left:
         raise fail("setup could not finish: " + "; ".join(f"{i.name}: {i.detail}" for i in left))
@@ -43,7 +49,7 @@ def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]
 
 @task(iterable=["set_"], help=SETUP_HELP)
 def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None):
-    """Make the host ready: nginx, python3-venv, logrotate, Node.js and PM2, PM2 started at boot, log rotation."""
+    """Make the host ready: nginx, python3-venv, logrotate, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
     facts = setup_ops.gather(c, s)

@@ -19,6 +19,7 @@ from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
 from signalcraft_deploy.host.lock import read_audit, who_text
 from signalcraft_deploy.host.nginx import drift as nginx_drift
+from signalcraft_deploy.host.nginx import test_nginx
 from signalcraft_deploy.host.pm2 import pm2
 from signalcraft_deploy.tasks.deploy import host_settings
 
@@ -40,7 +41,7 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
     s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
     procs = [p for p in facts.pm2 if p.name in (s.python_app, s.node_app)]
     probed = probe(c, s, {"mode": "status", "pids": [p.pid for p in procs if p.pid], "urls": health_urls(s)})
-    nginx_ok = run(c, f"sudo -n {s.nginx_test_cmd}", warn=True).ok
+    nginx_ok = test_nginx(c, s).ok
     now_ms = int(time.time() * 1000)
     apps = []
     for p in procs:

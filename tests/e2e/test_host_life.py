@@ -35,7 +35,8 @@ TRIAL = Profile("i14t", "/home/ubuntu/i14-trial", 7305, 7315, 7325)
 UNIT = f"/etc/systemd/system/pm2-{U}.service"
 WANTS = f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service"
 ROTATION = f"/etc/logrotate.d/pm2-{U}"
-SETUP_FILES = (UNIT, WANTS, ROTATION)
+SUDOERS = f"/etc/sudoers.d/signalcraft-{U}"  # the drop-in allowing the root helper only (issue 15)
+SETUP_FILES = (UNIT, WANTS, ROTATION, SUDOERS)
 
 
 @dataclass
@@ -120,6 +121,7 @@ def test_setup_twice_changes_nothing_the_second_time(boot_sb):
 
     first = run_setup(boot_sb)
     assert "done           boot unit:" in first and "done           log rotation: wrote " + ROTATION in first, first
+    assert "done           sudoers: wrote " + SUDOERS in first and oct(Path(SUDOERS).stat().st_mode)[-3:] == "440", first
     unit = Path(UNIT).read_text()
     assert f"User={U}\n" in unit and "ExecStart=/usr/lib/node_modules/pm2/bin/pm2 resurrect\n" in unit
     assert f"PIDFile={HOME}/.pm2/pm2.pid\n" in unit and "Type=forking\n" in unit

@@ -26,6 +26,14 @@ NODE = shutil.which("node")
 LoadFn = Callable[..., Settings]
 
 
+@pytest.fixture(autouse=True)
+def root_helper_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mocked hosts have this version's root helper (tests of host/root.ensure give their own state)."""
+    from signalcraft_deploy.host import root
+
+    monkeypatch.setattr(root, "read_state", lambda c: root.HelperState(installed=root.digest(), full_sudo=True, allowed=True))
+
+
 @pytest.fixture
 def load(tmp_path: Path) -> LoadFn:
     """`load_settings` with an empty environment and cwd=tmp_path unless a test passes its own."""

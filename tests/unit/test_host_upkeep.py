@@ -15,6 +15,7 @@ import pytest
 
 from signalcraft_deploy import remote
 from signalcraft_deploy.core.render import render_logrotate
+from signalcraft_deploy.host import root
 from signalcraft_deploy.host import setup as setup_ops
 from signalcraft_deploy.host.facts import Pm2Process, parse_facts
 from signalcraft_deploy.host.setup import PM2_VERSION, State, parse_setup_facts, plan_setup
@@ -63,7 +64,7 @@ def test_the_sandbox_needs_only_the_boot_unit_and_log_rotation(load) -> None:
                                                                  True, None, None)
     assert states(plan_setup(load(), f)) == {"nginx": State.OK, "python3-venv": State.OK, "logrotate": State.OK,
                                              "node": State.OK, "pm2": State.OK, "boot unit": State.WRITE,
-                                             "log rotation": State.WRITE}
+                                             "log rotation": State.WRITE, "root helper": State.WRITE, "sudoers": State.WRITE}
 
 
 def test_a_set_up_host_has_nothing_to_change(load) -> None:
@@ -71,7 +72,10 @@ def test_a_set_up_host_has_nothing_to_change(load) -> None:
     f = parse_setup_facts(facts_output())
     done = parse_setup_facts(facts_output(unit=setup_ops.boot_unit(f), wants=f.unit_path,
                                           logrotate_conf=setup_ops.logrotate_text(s, f)))
+    done.helper_digest, done.sudoers = root.digest(), root.sudoers_text("ubuntu")
     assert {i.state for i in plan_setup(s, done)} == {State.OK}
+    done.helper_digest = "0" * 64  # another version's helper is redone
+    assert states(plan_setup(s, done))["root helper"] is State.WRITE
     # Other rotation settings are a change of the file.
     assert states(plan_setup(load({"LOG_ROTATE_COUNT": "3"}), done))["log rotation"] is State.WRITE
 

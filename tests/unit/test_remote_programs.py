@@ -482,8 +482,8 @@ def test_program_command_quotes_every_argument(load) -> None:
     from signalcraft_deploy.host.programs import program_command
 
     s = load()
-    assert program_command(s, "stop_pid.sh", "12", "a b'c", as_root=True) == (
-        """sudo -n sh -c "$(cat)" stop_pid.sh 12 'a b'"'"'c'""", remote.script("stop_pid"))
+    assert program_command(s, "stop_pid.sh", "12", "a b'c") == (
+        """sh -c "$(cat)" stop_pid.sh 12 'a b'"'"'c'""", remote.script("stop_pid"))
     assert program_command(s, "probe.py", '{"mode": "ports"}') == ("""python3 - '{"mode": "ports"}'""", remote.program("probe"))
     with pytest.raises(ValueError):
         program_command(s, "pm2_rpc.js")

@@ -1,0 +1,170 @@
+"""What runs as root on the host: only the tool's own helper, `sudo -n /usr/local/sbin/signalcraft-root VERB ARGS`.
+
+The helper (remote/root_helper.py) and the programs it runs (remote/<name>, installed in
+/usr/local/lib/signalcraft-deploy/) are root-owned files on the host, put there by `setup`
+(`install`), which also writes the sudoers drop-in /etc/sudoers.d/signalcraft-<user> that lets the
+deploy user run that one file as root and nothing else.
+
+Every root step of a task goes through `call`. Before the first one on a connection, `ensure`
+compares the installed files with this version's (one sha256 over them all, `digest`): when they
+differ or are missing and the user has full passwordless sudo (a host set up before the helper
+existed), they are installed now, the same way `setup` does; with only the drop-in, the task stops
+before it changes anything and names `setup`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from signalcraft_deploy.host.io import fail, q, run, target_name
+from signalcraft_deploy.remote import program, script, source
+
+HELPER = "/usr/local/sbin/signalcraft-root"
+LIB = "/usr/local/lib/signalcraft-deploy"
+SUDOERS_DIR = "/etc/sudoers.d"
+# The programs the helper runs, as installed beside it (Python ones with their remote imports inlined).
+LIB_FILES = ("install_site.sh", "reload_nginx.py", "restore_site.sh", "stop_pid.sh", "takeover_record.py",
+             "takeover_restore.py", "tls_check.py")
+PASSWORD_HINT = ("passwordless sudo for this user (a sudoers line with NOPASSWD: `fab setup` writes one for the tool's "
+                 f"root helper {HELPER})")
+
+
+def lib_text(name: str) -> str:
+    stem, _, kind = name.rpartition(".")
+    return program(stem) if kind == "py" else script(stem)
+
+
+def files() -> dict[str, tuple[str, str]]:
+    """{host path: (text, mode)} of everything the helper is made of, helper first, then LIB in name order."""
+    out = {HELPER: (source("root_helper.py"), "0755")}
+    for name in sorted(LIB_FILES):
+        out[f"{LIB}/{name}"] = (lib_text(name), "0644")
+    return out
+
+
+def digest() -> str:
+    """sha256 over the helper's files in order, as `digest_command` computes it on the host."""
+    h = hashlib.sha256()
+    for text, _ in files().values():
+        h.update(text.encode())
+    return h.hexdigest()
+
+
+def digest_of_nothing() -> str:
+    """What `digest_command` prints when none of the files is there."""
+    return hashlib.sha256(b"").hexdigest()
+
+
+def digest_command() -> str:
+    """Shell (any user) printing the installed files' digest; a missing file makes it differ."""
+    return "cat " + " ".join(q(p) for p in files()) + " 2>/dev/null | sha256sum | cut -d' ' -f1"
+
+
+def command(verb: str, *args: str) -> str:
+    """`sudo -n HELPER VERB ARGS`, every argument quoted."""
+    return " ".join(["sudo -n", HELPER, q(verb), *(q(str(a)) for a in args)])
+
+
+# ----------------------------------------------------------------------------- is the helper there?
+
+
+@dataclass(frozen=True)
+class HelperState:
+    installed: str  # digest of the installed files
+    full_sudo: bool  # `sudo -n true` works: the user may install the helper itself
+    allowed: bool  # sudo lets this user run the helper without a password (drop-in or full sudo)
+
+    @property
+    def current(self) -> bool:
+        return self.installed == digest()
+
+
+STATE_SCRIPT = "\n".join([
+    "printf 'digest %s\\n' \"$(" + digest_command() + ")\"",
+    "sudo -n true 2>/dev/null && echo full",
+    f"sudo -n -l {HELPER} >/dev/null 2>&1 && echo allowed",
+    "true",
+])
+
+
+def parse_state(out: str) -> HelperState:
+    words = out.split()
+    found = words[words.index("digest") + 1] if "digest" in words[:-1] else ""
+    return HelperState(installed=found, full_sudo="full" in words, allowed="allowed" in words or "full" in words)
+
+
+def read_state(c: Any) -> HelperState:
+    return parse_state(run(c, "sh -s", stdin=STATE_SCRIPT + "\n", warn=True).stdout)
+
+
+_ready: dict[int, Any] = {}  # id -> the context itself: kept alive, its id is never reused while listed
+
+
+def ensure(c: Any, state: HelperState | None = None) -> None:
+    """Make sure this connection may use the current helper; install it when the user may (full sudo). Once per connection."""
+    if _ready.get(id(c)) is c:
+        return
+    state = state or read_state(c)
+    if not state.current:
+        if not state.full_sudo:
+            if state.allowed:
+                raise fail(f"The root helper {HELPER} on {target_name(c)} is missing or from another version of "
+                           "signalcraft-deploy, and this user may run only it as root. Nothing was changed. Run "
+                           f"`fab -H {target_name(c)} setup` as a user with full sudo (an admin) to install it, then "
+                           "run this again.")
+            raise fail(f"The host lacks what a deploy needs: {PASSWORD_HINT}. Nothing was changed. Add it "
+                       "(or run `fab setup` as an admin) and run this again.")
+        install(c)
+    _ready[id(c)] = c
+
+
+def call(c: Any, verb: str, *args: str, stdin: str | None = None, warn: bool = False) -> Any:
+    """Run one helper verb as root (ensuring first that the helper is this version's)."""
+    ensure(c)
+    return run(c, command(verb, *args), stdin=stdin, warn=warn)
+
+
+# ----------------------------------------------------------------------------- installing (full sudo: setup's part)
+
+
+def install_command(path: str, mode: str) -> str:
+    """Root shell: write stdin to `path` root-owned with `mode`, atomically (folders 0755 first)."""
+    tmp = q(path) + ".signalcraft-tmp.$$"  # one per writer: two hosts' tasks on one machine may install at once
+    folder = path.rsplit("/", 1)[0]
+    own = f" && chown root:root {q(folder)} && chmod 0755 {q(folder)}" if folder == LIB else ""
+    return "sudo -n sh -c " + q(f"umask 022 && mkdir -p {q(folder)}{own} && "
+                                f"cat > {tmp} && chown root:root {tmp} && chmod {mode} {tmp} && mv -f {tmp} {q(path)}")
+
+
+def install(c: Any) -> str:
+    """Install (or refresh) the helper and its programs; needs full sudo."""
+    for path, (text, mode) in files().items():
+        result = run(c, install_command(path, mode), stdin=text, warn=True)
+        if not result.ok:
+            raise fail(f"Could not install the root helper ({path}): {(result.stderr or result.stdout).strip()[-400:]}. "
+                       "Installing it needs full passwordless sudo (run `fab setup` as an admin).")
+    _ready[id(c)] = c
+    return f"{HELPER} and {LIB}/ ({len(LIB_FILES)} programs)"
+
+
+def sudoers_path(user: str) -> str:
+    # sudo skips files in sudoers.d whose name holds a '.' (or ends in '~')
+    return f"{SUDOERS_DIR}/signalcraft-{user.replace('.', '_')}"
+
+
+def sudoers_text(user: str) -> str:
+    return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root, nothing else.\n"
+            f"{user} ALL=(root) NOPASSWD: {HELPER}\n")
+
+
+def install_sudoers(c: Any, user: str) -> str:
+    """Write the drop-in once `visudo -cf` accepts it (0440, root-owned); a rejected one is never installed."""
+    path = sudoers_path(user)
+    script_text = (f't=$(mktemp) && cat > "$t" && visudo -cqf "$t" && install -o root -g root -m 0440 "$t" {q(path)}; '
+                   'rc=$?; rm -f "$t"; exit $rc')
+    result = run(c, "sudo -n sh -c " + q(script_text), stdin=sudoers_text(user), warn=True)
+    if not result.ok:
+        raise fail(f"visudo refused the sudoers drop-in for {user}: {(result.stderr or result.stdout).strip()[-400:]}")
+    return path

@@ -1,0 +1,232 @@
+"""Issue 15: root runs only the tool's own helper. A deploy user of its own (`i15root`) is set up by `fab setup`
+while it still has full sudo; then its NOPASSWD ALL line is removed, so only the drop-in `setup` wrote is left
+(`i15root ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root`). With that alone: a first deploy, a change, a
+rollback, and a takeover of a bare `python app.py` (and its rollback). The helper refuses what it was not made for.
+
+ubuntu's own sudoers line is never touched: other tests share that user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, Sandbox, fab, get, sh
+
+U = "i15root"
+HOME = f"/home/{U}"
+HELPER = "/usr/local/sbin/signalcraft-root"
+FULL_SUDO = f"/etc/sudoers.d/90-{U}"
+DROP_IN = f"/etc/sudoers.d/signalcraft-{U}"
+RH = Profile("i15r", f"{HOME}/app", 7661, 7671, 7681)
+TK = Profile("i15rt", f"{HOME}/tk", 7663, 7673, 7683)
+OLD = Path(f"{HOME}/tk-old")
+TK_SITE = Path(f"/etc/nginx/sites-available/{TK.app}")
+OLD_SITE = f"""server {{
+    listen {TK.listen};
+    server_name _;
+    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
+        proxy_pass http://127.0.0.1:{TK.bind};
+    }}
+    location / {{
+        proxy_pass http://127.0.0.1:{TK.node};
+    }}
+}}
+"""
+SETUP_FILES = (f"/etc/systemd/system/pm2-{U}.service", f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service",
+               f"/etc/logrotate.d/pm2-{U}")
+
+
+@dataclass
+class UserSandbox(Sandbox):
+    user: str = "ubuntu"
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def as_user(cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return sh(f"sudo -u {U} -H sh -c {quote(cmd)}", check=check)
+
+
+def quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def legacy_pids() -> list[int]:
+    return [int(p) for p in sh(f"pgrep -u {U} -f 'python app.py'", check=False).stdout.split()]
+
+
+def root_copies() -> list[str]:
+    """Root's copies of the takeover records of this module's deploy roots (the helper keeps them by folder)."""
+    return [f"/var/lib/signalcraft-deploy/takeover/{hashlib.sha256(f'{p.root}/.deploy/takeover'.encode()).hexdigest()[:24]}"
+            for p in (RH, TK)]
+
+
+def clean() -> None:
+    for _ in range(20):
+        pids = sh(f"ps -u {U} -o pid=", check=False).stdout.split()
+        if not pids:
+            break
+        sh("kill -9 " + " ".join(pids), check=False)
+        time.sleep(0.2)
+    sites = " ".join(f"/etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*" for p in (RH, TK))
+    sh(f"rm -rf {HOME}/.pm2 {RH.root} {TK.root} {OLD} {sites} " + " ".join(SETUP_FILES + tuple(root_copies())), check=False)
+    sh("nginx -t && nginx -s reload", check=False)
+
+
+@pytest.fixture(scope="module")
+def helper_only(sandbox):
+    """i15root, set up by `fab setup` with full sudo, then left with the drop-in alone."""
+    sh(f"id {U} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {U}; usermod -p '*' {U}")
+    sh(f"install -d -o {U} -g {U} -m 0700 {HOME}/.ssh && install -o {U} -g {U} -m 0600 {sandbox.key}.pub "
+       f"{HOME}/.ssh/authorized_keys")
+    sh(f"t=$(mktemp) && printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {U} > $t && visudo -cqf $t && install -m 0440 $t {FULL_SUDO}; "
+       "rm -f $t")
+    clean()
+    sb = UserSandbox(sandbox.host, sandbox.port, sandbox.key, sandbox.known_hosts, user=U)
+    try:
+        done = fab(sb, RH, None, task="setup")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "sudoers" in done.stdout and oct(os.stat(DROP_IN).st_mode)[-3:] == "440", done.stdout
+        again = fab(sb, RH, None, "--dry-run", task="setup")
+        assert "Nothing to change: the host is set up." in again.stdout, again.stdout
+        os.remove(FULL_SUDO)
+        yield sb
+    finally:
+        clean()
+        sh(f"rm -f {FULL_SUDO} {DROP_IN}; userdel -r {U}", check=False)
+        assert sh("visudo -cq", check=False).returncode == 0
+
+
+def test_only_the_helper_is_allowed(helper_only):
+    listed = as_user("sudo -n -l").stdout
+    rules = listed.split("may run the following commands", 1)[1].splitlines()[1:]
+    assert [r.strip() for r in rules if r.strip()] == [f"(root) NOPASSWD: {HELPER}"], listed
+    assert as_user("sudo -n true").returncode != 0
+    assert as_user("sudo -n sh -c id").returncode != 0
+    st = os.stat(HELPER)
+    assert (st.st_uid, oct(st.st_mode)[-3:]) == (0, "755")
+    assert Path(HELPER).read_text().startswith("#!/usr/bin/python3 -I\n")
+    for name in os.listdir("/usr/local/lib/signalcraft-deploy"):
+        st = os.stat(f"/usr/local/lib/signalcraft-deploy/{name}")
+        assert st.st_uid == 0 and not st.st_mode & 0o022, name
+
+
+def test_a_first_deploy_a_change_and_a_rollback_need_only_the_helper(helper_only, tmp_path):
+    repo = AppRepo(tmp_path / "app")
+    first = fab(helper_only, RH, repo)
+    assert first.returncode == 0, first.stdout + first.stderr
+    v1 = Path(RH.root, "current").resolve().name
+    status, headers, body = get(RH.url("/api/ai/x"))
+    assert (status, body.get("app"), headers.get("X-Release")) == (200, "flask", v1), first.stdout
+    assert Path(f"/etc/nginx/sites-available/{RH.app}").stat().st_uid == 0
+
+    sha = repo.edit("app.py", 'VERSION = "1"', 'VERSION = "2"', "v2")
+    second = fab(helper_only, RH, repo)
+    assert second.returncode == 0, second.stdout + second.stderr
+    v2 = Path(RH.root, "current").resolve().name
+    assert v2 != v1 and v2.endswith(sha[:12])
+    status, headers, body = get(RH.url("/api/ai/x"))
+    assert (status, body.get("version"), headers.get("X-Release")) == (200, "2", v2)
+
+    status_task = fab(helper_only, RH, None, task="status")
+    assert status_task.returncode == 0, status_task.stdout + status_task.stderr
+    check = fab(helper_only, RH, None, task="nginx-check")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    back = fab(helper_only, RH, None, task="rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert Path(RH.root, "current").resolve().name == v1
+    status, headers, body = get(RH.url("/api/ai/x"))
+    assert (status, body.get("version"), headers.get("X-Release")) == (200, "1", v1)
+
+
+@pytest.fixture
+def bare_process(helper_only):
+    """The plan's `python app.py &` as i15root on TK's Gunicorn port, with a hand-made site in front of it."""
+    venv = next(Path(RH.root, "venvs").glob("*/bin/python"), None)
+    assert venv is not None, "the deploy test leaves a venv with Flask"
+    sh(f"rm -rf {OLD} && cp -r {EXAMPLE} {OLD} && rm -f {OLD}/REVISION")
+    (OLD / "ecosystem.config.js").write_text(  # Node.js in PM2 fork mode, as the plan's hosts run it
+        f"module.exports = {{ apps: [ {{ name: '{TK.app}-nodejs', script: 'server.js', "
+        f"env_production: {{ NODE_ENV: 'production', PORT: {TK.node} }} }} ] }};\n")
+    sh(f"chown -R {U}: {OLD} && cd {OLD} && sudo -u {U} -H pm2 start ecosystem.config.js --env production")
+    with open(f"/tmp/{U}-legacy.log", "wb") as log:
+        subprocess.Popen(["sudo", "-u", U, "env", f"PORT={TK.bind}", str(venv), "app.py"], cwd=OLD, stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    TK_SITE.write_text(OLD_SITE)
+    sh(f"ln -sfn {TK_SITE} /etc/nginx/sites-enabled/{TK.app} && nginx -t && nginx -s reload")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and get(TK.url("/api/ai/x"))[0] != 200:
+        time.sleep(0.2)
+    assert get(TK.url("/api/ai/x"))[2].get("app") == "flask"
+    assert get(TK.url("/"))[2].get("app") == "nodejs"
+    yield
+    for pid in legacy_pids():
+        sh(f"kill {pid}", check=False)
+
+
+def test_a_takeover_and_its_rollback_need_only_the_helper(helper_only, bare_process, tmp_path):
+    [legacy] = legacy_pids()
+    repo = AppRepo(tmp_path / "app")
+    result = fab(helper_only, TK, repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "record takeover" in result.stdout
+    assert legacy_pids() == [] and not Path(f"/proc/{legacy}").exists()
+    release = Path(TK.root, "current").resolve().name
+    status, headers, body = get(TK.url("/api/ai/x"))
+    assert (status, body.get("app"), headers.get("X-Release")) == (200, "flask", release)
+
+    back = fab(helper_only, TK, None, task="rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert TK_SITE.read_text() == OLD_SITE
+    assert len(legacy_pids()) == 1
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and get(TK.url("/api/ai/x"))[0] != 200:
+        time.sleep(0.2)
+    status, headers, body = get(TK.url("/api/ai/x"))
+    assert (status, body.get("app"), headers.get("X-Release")) == (200, "flask", "dev"), back.stdout
+    assert get(TK.url("/"))[2].get("app") == "nodejs"
+
+
+def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_names_setup(helper_only, tmp_path):
+    """The installed helper made to differ from this version's (restored after; every e2e run holds the sandbox lock)."""
+    repo = AppRepo(tmp_path / "app")
+    repo.edit("app.py", 'VERSION = "1"', 'VERSION = "3"', "v3")
+    before = (Path(RH.root, "current").resolve().name, sorted(os.listdir(f"{RH.root}/releases")),
+              Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes())
+    original = Path(HELPER).read_bytes()
+    try:
+        Path(HELPER).write_bytes(original + b"# an older version\n")
+        result = fab(helper_only, RH, repo)
+    finally:
+        Path(HELPER).write_bytes(original)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in out, out
+    assert f"The root helper {HELPER}" in out and "fab -H " in out and " setup`" in out and "Nothing was changed" in out, out
+    assert (Path(RH.root, "current").resolve().name, sorted(os.listdir(f"{RH.root}/releases")),
+            Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes()) == before
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    ("site-read /etc/shadow", "must be in /etc/nginx/sites-available"),
+    (f"site-install /tmp/{U}-site - {HOME}/app/.deploy backup guard - 'nginx -t'", "must be in /etc/nginx/sites-available"),
+    ("site-read /etc/nginx/sites-available/../../shadow", "must not contain '..'"),
+    (f"extras-write /etc/nginx/conf.d/../../cron.d/{U}.locations", "must not contain '..'"),
+    ("frobnicate /etc/passwd", "unknown verb 'frobnicate'"),
+    (f"nginx-test 'cp /etc/shadow /tmp/{U}-shadow'", "the test command is not accepted"),
+    ("stop-pid 1 10 " + f"{HOME}/app/.deploy", "the pid must be a whole number from 2"),
+])
+def test_the_helper_refuses_what_it_was_not_made_for(helper_only, args, says):
+    done = as_user(f"sudo -n {HELPER} {args} < /dev/null")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("signalcraft-root: refused: ") and says in done.stderr, done.stderr
+    assert not Path(f"/tmp/{U}-site").exists() and not Path(f"/tmp/{U}-shadow").exists()
