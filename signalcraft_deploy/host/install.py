@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import fail, q, run
+from signalcraft_deploy.host.io import Background, fail, q, run
 from signalcraft_deploy.host.wheels import NO_INDEX, NO_INDEX_HINT
 
 MIN_GUNICORN = (20, 1)
@@ -89,7 +89,16 @@ def node_modules_script(s: Settings, release_dir: str, shared: str | None, cache
 
 
 def ensure_node_modules(c: Any, s: Settings, release_dir: str, shared: str | None, cache: str | None = None) -> None:
-    result = run(c, node_modules_script(s, release_dir, shared, cache), warn=True)
+    check_node_modules(run(c, node_modules_script(s, release_dir, shared, cache), warn=True), cache)
+
+
+def start_node_modules(c: Any, s: Settings, release_dir: str, shared: str | None, cache: str | None = None) -> Background:
+    """`ensure_node_modules` started now, to overlap the venv's build (both wait mostly on the network);
+    `check_node_modules(started.wait(), cache)` finishes it."""
+    return Background(c, f"sh -c {q(node_modules_script(s, release_dir, shared, cache))}")
+
+
+def check_node_modules(result: Any, cache: str | None) -> None:
     if not result.ok:
         err = (result.stderr or result.stdout).strip()[-1500:]
         if not cache and NO_INDEX.search(err):

@@ -148,20 +148,33 @@ def mark_release_bad(r: DeployRun) -> str:
 
 
 def install(r: DeployRun) -> str:
+    """The venv and node_modules the release needs; a node_modules build runs beside the venv's."""
     m, local = r.plan.manifest, r.s.wheels == "local"
-    if r.plan.build_venv:
-        requirements = r.shipment.requirements if r.shipment else run(r.c, f"cat {q(r.release_dir)}/requirements.txt").stdout
-        links = wheels.ship_wheels(r.c, r.s, requirements, r.facts.python) if local else None
-        version = install_ops.ensure_venv(r.c, r.s, m.venv, f"{r.release_dir}/requirements.txt", links)
-        detail = f"built {m.venv} (gunicorn {version})" + (" from the shipped wheels" if links else "")
-    else:
-        detail = "Python environment unchanged"
+    node, cache = None, None
     if r.plan.new_release or r.plan.build_node_modules:
         cache = wheels.ship_npm_cache(r.c, r.s, r.shipment.package_lock) if local and r.shipment and r.plan.build_node_modules else None
-        install_ops.ensure_node_modules(r.c, r.s, r.release_dir, m.node_modules, cache)
+        node = install_ops.start_node_modules(r.c, r.s, r.release_dir, m.node_modules, cache)
+    try:
+        detail = build_venv(r, local)
+    except BaseException:
+        if node:
+            node.wait()  # never left running behind the failure reported
+        raise
+    if node:
+        install_ops.check_node_modules(node.wait(), cache)
         if r.plan.build_node_modules:
             detail += f"; node_modules built ({m.node_install})"
     return detail
+
+
+def build_venv(r: DeployRun, local: bool) -> str:
+    m = r.plan.manifest
+    if not r.plan.build_venv:
+        return "Python environment unchanged"
+    requirements = r.shipment.requirements if r.shipment else run(r.c, f"cat {q(r.release_dir)}/requirements.txt").stdout
+    links = wheels.ship_wheels(r.c, r.s, requirements, r.facts.python) if local else None
+    version = install_ops.ensure_venv(r.c, r.s, m.venv, f"{r.release_dir}/requirements.txt", links)
+    return f"built {m.venv} (gunicorn {version})" + (" from the shipped wheels" if links else "")
 
 
 def show_config_changes(r: DeployRun) -> str:

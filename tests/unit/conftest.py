@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from signalcraft_deploy.core.settings import Settings, load_settings
@@ -143,3 +144,10 @@ def nginx_bin() -> str:
     if NGINX is None:
         pytest.skip("nginx is not installed")
     return NGINX
+
+
+# Property tests may run beside the end-to-end tests at the lowest CPU priority (tests/run): no per-example
+# deadline and no "too slow" health check, which would measure the machine's load rather than the code.
+hypothesis.settings.register_profile(
+    "beside", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.load_profile("beside")
