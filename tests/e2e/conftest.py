@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -38,10 +38,11 @@ class Sandbox:
     port: int
     key: str
     known_hosts: str
+    user: str = "ubuntu"  # another login of the sandbox host: see add_deploy_user
 
     @property
     def target(self) -> str:
-        return f"ubuntu@{self.host}:{self.port}"
+        return f"{self.user}@{self.host}:{self.port}"
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +52,45 @@ def sandbox() -> Sandbox:
     subprocess.run([str(REPO / "tests/host/up")], check=True, capture_output=True, text=True, timeout=900)
     env = dict(line.split("=", 1) for line in (REPO / ".sandbox/env").read_text().split() if "=" in line)
     return Sandbox(env["SANDBOX_HOST"], int(env["SANDBOX_PORT"]), env["SANDBOX_KEY"], env["SANDBOX_KNOWN_HOSTS"])
+
+
+def add_deploy_user(sandbox: Sandbox, user: str, sudoers: str) -> Sandbox:
+    """A deploy user of a test's own on the sandbox host (key login like ubuntu's, passwordless sudo from the file
+    `sudoers`), for tests that kill every process of their user or change its sudo: ubuntu's PM2 is shared."""
+    sh(f"id {user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {user}; usermod -p '*' {user}")
+    home = f"/home/{user}"
+    sh(f"install -d -o {user} -g {user} -m 0700 {home}/.ssh && install -o {user} -g {user} -m 0600 {sandbox.key}.pub "
+       f"{home}/.ssh/authorized_keys")
+    sh(f"t=$(mktemp) && printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {user} > $t && visudo -cqf $t && "
+       f"install -m 0440 $t {sudoers}; rm -f $t")
+    return replace(sandbox, user=user)
+
+
+def kill_user(user: str) -> None:
+    """Kill every process of `user` (its PM2 daemon and apps), by pid, as a power cut would."""
+    for _ in range(20):
+        pids = sh(f"ps -u {user} -o pid=", check=False).stdout.split()
+        if not pids:
+            return
+        sh("kill -9 " + " ".join(pids), check=False)
+        time.sleep(0.2)
+    raise AssertionError(f"processes of {user} survive: {pids}")
+
+
+def legacy_site(p: Profile) -> str:
+    """The hand-made Nginx site of a host as the plan found it: the Flask routes to the bare Python server, the
+    rest to Node.js, on the profile's listen address."""
+    return f"""server {{
+    listen {p.listen};
+    server_name _;
+    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
+        proxy_pass http://127.0.0.1:{p.bind};
+    }}
+    location / {{
+        proxy_pass http://127.0.0.1:{p.node};
+    }}
+}}
+"""
 
 
 @dataclass

@@ -19,13 +19,12 @@ import shlex
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bench.loadgen import Load
-from tests.e2e.conftest import AppRepo, Profile, Sandbox, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import AppRepo, Profile, Sandbox, add_deploy_user, clean_host, fab, get, kill_user, pm2_apps, sh
 
 U = "i14boot"
 HOME = f"/home/{U}"
@@ -39,26 +38,6 @@ SUDOERS = f"/etc/sudoers.d/signalcraft-{U}"  # the drop-in allowing the root hel
 SETUP_FILES = (UNIT, WANTS, ROTATION, SUDOERS)
 
 
-@dataclass
-class UserSandbox(Sandbox):
-    user: str = "ubuntu"
-
-    @property
-    def target(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
-
-
-def kill_user(user: str) -> None:
-    """Kill every process of `user` (its PM2 daemon and apps), by pid, as a power cut would."""
-    for _ in range(20):
-        pids = sh(f"ps -u {user} -o pid=", check=False).stdout.split()
-        if not pids:
-            return
-        sh("kill -9 " + " ".join(pids), check=False)
-        time.sleep(0.2)
-    raise AssertionError(f"processes of {user} survive: {pids}")
-
-
 def clean_boot() -> None:
     """Nothing of the boot user's deploys left: its processes, PM2 home, deploy root, site and what setup wrote."""
     kill_user(U)
@@ -70,13 +49,9 @@ def clean_boot() -> None:
 @pytest.fixture(scope="module")
 def boot_sb(sandbox):
     """A deploy user of its own (passwordless sudo, key login like ubuntu's), with nothing set up yet."""
-    sh(f"id {U} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {U}; usermod -p '*' {U}")
-    sh(f"install -d -o {U} -g {U} -m 0700 {HOME}/.ssh && install -o {U} -g {U} -m 0600 {sandbox.key}.pub "
-       f"{HOME}/.ssh/authorized_keys")
-    sh(f"t=$(mktemp) && printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {U} > $t && visudo -cqf $t && "
-       f"install -m 0440 $t /etc/sudoers.d/90-{U}; rm -f $t")
+    sb = add_deploy_user(sandbox, U, f"/etc/sudoers.d/90-{U}")
     clean_boot()
-    yield UserSandbox(sandbox.host, sandbox.port, sandbox.key, sandbox.known_hosts, user=U)
+    yield sb
     clean_boot()
     sh(f"rm -f /etc/sudoers.d/90-{U}; userdel -r {U}", check=False)
 
@@ -97,7 +72,7 @@ def fingerprint() -> dict[str, str]:
     return out
 
 
-def run_setup(sb: UserSandbox, *args: str):
+def run_setup(sb: Sandbox, *args: str):
     result = fab(sb, BOOT, None, *args, task="setup")
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout

@@ -12,12 +12,11 @@ import hashlib
 import os
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, Sandbox, fab, get, sh
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, add_deploy_user, fab, get, kill_user, legacy_site, sh
 
 U = "i15root"
 HOME = f"/home/{U}"
@@ -28,28 +27,9 @@ RH = Profile("i15r", f"{HOME}/app", 7661, 7671, 7681)
 TK = Profile("i15rt", f"{HOME}/tk", 7663, 7673, 7683)
 OLD = Path(f"{HOME}/tk-old")
 TK_SITE = Path(f"/etc/nginx/sites-available/{TK.app}")
-OLD_SITE = f"""server {{
-    listen {TK.listen};
-    server_name _;
-    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
-        proxy_pass http://127.0.0.1:{TK.bind};
-    }}
-    location / {{
-        proxy_pass http://127.0.0.1:{TK.node};
-    }}
-}}
-"""
+OLD_SITE = legacy_site(TK)
 SETUP_FILES = (f"/etc/systemd/system/pm2-{U}.service", f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service",
                f"/etc/logrotate.d/pm2-{U}")
-
-
-@dataclass
-class UserSandbox(Sandbox):
-    user: str = "ubuntu"
-
-    @property
-    def target(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
 
 
 def as_user(cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -71,12 +51,7 @@ def root_copies() -> list[str]:
 
 
 def clean() -> None:
-    for _ in range(20):
-        pids = sh(f"ps -u {U} -o pid=", check=False).stdout.split()
-        if not pids:
-            break
-        sh("kill -9 " + " ".join(pids), check=False)
-        time.sleep(0.2)
+    kill_user(U)
     sites = " ".join(f"/etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*" for p in (RH, TK))
     sh(f"rm -rf {HOME}/.pm2 {RH.root} {TK.root} {OLD} {sites} " + " ".join(SETUP_FILES + tuple(root_copies())), check=False)
     sh("nginx -t && nginx -s reload", check=False)
@@ -85,13 +60,8 @@ def clean() -> None:
 @pytest.fixture(scope="module")
 def helper_only(sandbox):
     """i15root, set up by `fab setup` with full sudo, then left with the drop-in alone."""
-    sh(f"id {U} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {U}; usermod -p '*' {U}")
-    sh(f"install -d -o {U} -g {U} -m 0700 {HOME}/.ssh && install -o {U} -g {U} -m 0600 {sandbox.key}.pub "
-       f"{HOME}/.ssh/authorized_keys")
-    sh(f"t=$(mktemp) && printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {U} > $t && visudo -cqf $t && install -m 0440 $t {FULL_SUDO}; "
-       "rm -f $t")
+    sb = add_deploy_user(sandbox, U, FULL_SUDO)
     clean()
-    sb = UserSandbox(sandbox.host, sandbox.port, sandbox.key, sandbox.known_hosts, user=U)
     try:
         done = fab(sb, RH, None, task="setup")
         assert done.returncode == 0, done.stdout + done.stderr

@@ -11,22 +11,12 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import Load
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, fab, get, pm2_jlist, sh
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, fab, get, legacy_site, pm2_jlist, sh
 
 TK = Profile("tk", "/home/ubuntu/tk", 8941, 3941, 8094)
 OLD = Path("/home/ubuntu/tk-old")
 SITE = Path("/etc/nginx/sites-available/tk")
-OLD_SITE = f"""server {{
-    listen {TK.listen};
-    server_name _;
-    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
-        proxy_pass http://127.0.0.1:{TK.bind};
-    }}
-    location / {{
-        proxy_pass http://127.0.0.1:{TK.node};
-    }}
-}}
-"""
+OLD_SITE = legacy_site(TK)
 
 
 def legacy_pids() -> list[int]:
