@@ -4,11 +4,14 @@
     sudo python -m bench.fleet --runs 1     # a quick look
 
 Uses tests/host/fleet-up's hosts (brought up if needed; each host is wiped of this app first).
-For N = 1, 2, 3 hosts: one first deploy (not measured), then `--runs` code changes (a new
-commit of app.py: a Gunicorn HUP on every host) under a bounded load through each host's own
-Nginx (198.18.K.2; 2 threads in all, round-robin over the hosts), and `--runs` no-ops. Prints the medians, the ratio to one
-host, and the failed requests per host. Targets (issue 17): 3 hosts at most 1.6 times one host for
-a code change and 1.3 times for a no-op; 0 failed.
+One first deploy to every host (not measured), then `--runs` rounds; each round, for N = 1, 2, 3
+hosts in turn: a code change (a new commit of app.py: a Gunicorn HUP on every host) deployed to
+web1..webN under a bounded load through each of those hosts' own Nginx (198.18.K.2; 2 threads in
+all, round-robin over the hosts), then a no-op. The host counts take turns within each round so
+that a machine that gets slower or faster over the minutes (other tenants' CPU) weighs on every
+count alike. Prints the medians, the ratio to one host, and the failed requests per host.
+Targets (issue 17): 3 hosts at most 1.6 times one host for a code change and 1.3 times for a
+no-op; 0 failed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import REPO_ROOT, AppRepo
 from bench.loadgen import Load
@@ -67,23 +71,18 @@ def code_change(repo: AppRepo, counter: list[int]) -> None:
     repo.commit(f"change {counter[0]}")
 
 
-def measure(repo: AppRepo, n: int, runs: int, counter: list[int]) -> dict[str, object]:
-    deploy(repo, n)  # the hosts that are new to this app get it (not measured)
-    changes, noops, failed = [], [], dict.fromkeys(range(1, n + 1), 0)
-    for _ in range(runs):
-        code_change(repo, counter)
-        urls = {k: [f"http://198.18.{k}.2/api/ai/load", f"http://198.18.{k}.2/"] for k in range(1, n + 1)}
-        load = Load([u for pair in urls.values() for u in pair], threads=LOAD_THREADS, max_requests=40_000,
-                    max_seconds=120)
-        load.start()
-        seconds, _ = deploy(repo, n)
-        result = load.stop()
-        for k, pair in urls.items():
-            failed[k] += sum(result.per_url[u].failed for u in pair)
-        changes.append(seconds)
-        noops.append(deploy(repo, n)[0])
-    return {"n": n, "change": statistics.median(changes), "noop": statistics.median(noops), "failed": failed,
-            "changes": changes, "noops": noops}
+def measure(repo: AppRepo, n: int, counter: list[int], row: dict[str, Any]) -> None:
+    """One code change (under load) and one no-op on web1..webN, added to `row`."""
+    code_change(repo, counter)
+    urls = {k: [f"http://198.18.{k}.2/api/ai/load", f"http://198.18.{k}.2/"] for k in range(1, n + 1)}
+    load = Load([u for pair in urls.values() for u in pair], threads=LOAD_THREADS, max_requests=40_000, max_seconds=120)
+    load.start()
+    seconds, _ = deploy(repo, n)
+    result = load.stop()
+    for k, pair in urls.items():
+        row["failed"][k] += sum(result.per_url[u].failed for u in pair)
+    row["changes"].append(seconds)
+    row["noops"].append(deploy(repo, n)[0])
 
 
 def table(rows: list[dict[str, object]]) -> str:
@@ -105,14 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([str(REPO_ROOT / "tests/host/fleet-up"), str(args.hosts)], check=True, capture_output=True, timeout=600)
     for k in range(1, args.hosts + 1):
         wipe(k)
-    rows, counter = [], [0]
+    counter = [0]
+    rows: list[dict[str, Any]] = [{"n": n, "changes": [], "noops": [], "failed": dict.fromkeys(range(1, n + 1), 0)}
+                                  for n in range(1, args.hosts + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         repo = AppRepo(Path(tmp) / "app")
-        for n in range(1, args.hosts + 1):
-            rows.append(measure(repo, n, args.runs, counter))
-            r = rows[-1]
-            print(f"{n} host(s): code change {', '.join(f'{x:.2f}' for x in r['changes'])} s; "  # type: ignore[attr-defined]
-                  f"no-op {', '.join(f'{x:.2f}' for x in r['noops'])} s", flush=True)  # type: ignore[attr-defined]
+        deploy(repo, args.hosts)  # every host gets the app (not measured)
+        for round_no in range(1, args.runs + 1):
+            for row in rows:
+                measure(repo, row["n"], counter, row)
+            print(f"round {round_no}: " + "; ".join(
+                f"{r['n']} host(s) {r['changes'][-1]:.2f} s / no-op {r['noops'][-1]:.2f} s" for r in rows), flush=True)
+    for r in rows:
+        r["change"], r["noop"] = statistics.median(r["changes"]), statistics.median(r["noops"])
     print(table(rows))
     return 0
 

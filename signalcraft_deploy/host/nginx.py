@@ -21,7 +21,7 @@ from invoke.exceptions import Exit
 from signalcraft_deploy.core.render import site_id
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
-from signalcraft_deploy.host.io import fail, q, run
+from signalcraft_deploy.host.io import Background, fail, q, run
 
 FILE_MARK = re.compile(r"^# configuration file (.+):$")
 
@@ -281,14 +281,28 @@ def drift(c: Any, s: Settings, on_disk: str | None) -> str | None:
             "an address Nginx holds itself, only a restart applies it (`sudo systemctl restart nginx`)")
 
 
-def check(c: Any, s: Settings) -> tuple[list[Route], list[str]]:
-    """Run `nginx -T` on the host and check routes; returns the table and every problem found."""
-    result = root.call(c, "nginx-dump", warn=True)
+LISTENERS_MARK = "@@signalcraft-listeners@@"
+
+
+def check_command(c: Any) -> str:
+    """`nginx -T` as root, then the listening sockets: one command for what `check` reads."""
+    root.ensure(c)
+    return f"{root.command('nginx-dump')}; r=$?; echo {LISTENERS_MARK}; ss -ltnH 2>/dev/null; exit $r"
+
+
+def start_check(c: Any) -> Background:
+    """What `check` reads, asked now (while other work goes on): pass the result to `check` as `read`."""
+    return Background(c, check_command(c))
+
+
+def check(c: Any, s: Settings, read: Background | None = None) -> tuple[list[Route], list[str]]:
+    """Check the running Nginx's configuration (`nginx -T`) and our routes in it; returns the table and every problem."""
+    result = read.wait() if read is not None else run(c, check_command(c), warn=True)
+    dump, _, listeners = result.stdout.partition(f"{LISTENERS_MARK}\n")
     if not result.ok:
-        return [], [f"nginx -t failed: {(result.stderr or result.stdout).strip()}"]
-    routes, problems = route_table(s, result.stdout)
+        return [], [f"nginx -t failed: {(result.stderr or dump).strip()}"]
+    routes, problems = route_table(s, dump)
     problems += describe_mismatches(routes)
-    listeners = run(c, "ss -ltnH 2>/dev/null || true", warn=True).stdout
     for line in listeners.splitlines():
         parts = line.split()
         if len(parts) >= 4:

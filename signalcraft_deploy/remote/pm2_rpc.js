@@ -1,8 +1,10 @@
-// Runs ON THE HOST as `node -e <this file> <path of pm2> [list | delete NAME...]`.
+// Runs ON THE HOST as `node -e <this file> <path of pm2> [list | watch | delete NAME...]`.
 // Asks the PM2 daemon over its RPC socket, with PM2's own client modules, what the PM2 CLI would
 // ask it, without starting the CLI (which loads its whole program first: about 0.1 s a call on an
 // idle machine, 0.5 s under load):
 //   list          prints what `pm2 jlist` prints;
+//   watch         prints that list as one line each time a line arrives on stdin, until stdin ends
+//                 (the health gate asks several times a second: one node start, not one a question);
 //   delete NAME   stops and removes every process of each app NAME, as `pm2 delete NAME` does
 //                 (exit 1 if there is none).
 // Exits 3 when it cannot (no daemon yet, a stale socket, a PM2 that keeps its modules elsewhere);
@@ -14,8 +16,9 @@ const path = require('path');
 
 const [pm2Path, op = 'list', ...names] = process.argv.slice(1);
 const giveUp = () => process.exit(3);
-// A delete waits for the app to exit (up to its kill_timeout); a list should answer at once.
-const timer = setTimeout(giveUp, op === 'delete' ? 120000 : 5000);
+// A delete waits for the app to exit (up to its kill_timeout); a list should answer at once; a watch
+// lives as long as its caller keeps stdin open (the caller times each answer).
+const timer = op === 'watch' ? null : setTimeout(giveUp, op === 'delete' ? 120000 : 5000);
 const done = (code, text) => process.stdout.write(text || '', () => { clearTimeout(timer); process.exit(code); });
 try {
   const root = path.dirname(path.dirname(fs.realpathSync(pm2Path)));
@@ -29,13 +32,14 @@ try {
   const axon = load('pm2-axon');
   const rpc = load('pm2-axon-rpc');
   const socketFile = path.join(process.env.PM2_HOME || path.join(os.homedir(), '.pm2'), 'rpc.sock');
-  if (!fs.existsSync(socketFile) || !['list', 'delete'].includes(op)) giveUp();
+  if (!fs.existsSync(socketFile) || !['list', 'watch', 'delete'].includes(op)) giveUp();
   const req = axon.socket('req');
   req.on('socket error', giveUp);
   req.on('error', giveUp);
   const client = new rpc.Client(req);
   req.connect(socketFile);
-  req.once('connect', () => client.call('getMonitorData', {}, (err, list) => {
+  if (op === 'watch') req.once('connect', () => watch(client));
+  else req.once('connect', () => client.call('getMonitorData', {}, (err, list) => {
     if (err || !Array.isArray(list)) giveUp();
     if (op === 'list') return done(0, JSON.stringify(list));
     const ids = list.filter((p) => names.includes(p.name)).map((p) => p.pm_id);
@@ -48,4 +52,25 @@ try {
   }));
 } catch (e) {
   giveUp();
+}
+
+function watch(client) {
+  let asked = 0;
+  let busy = false;
+  let ended = false;
+  const answer = () => {
+    if (busy) return;
+    if (!asked) {
+      if (ended) process.exit(0);
+      return;
+    }
+    busy = true;
+    asked -= 1;
+    client.call('getMonitorData', {}, (err, list) => {
+      if (err || !Array.isArray(list)) giveUp();
+      process.stdout.write(`${JSON.stringify(list)}\n`, () => { busy = false; answer(); });
+    });
+  };
+  process.stdin.on('data', (chunk) => { asked += chunk.toString().split('\n').length - 1; answer(); });
+  process.stdin.on('end', () => { ended = true; answer(); });
 }

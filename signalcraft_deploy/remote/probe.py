@@ -13,14 +13,12 @@ run from the new release (their working directory), and any X-Release header nam
 
 import json
 import os
+import select
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
@@ -28,6 +26,7 @@ from signalcraft_deploy.remote.pm2_list import pm2_processes
 def tls_context(host_header):
     """HTTPS to our own Nginx on this host: the name sent (SNI) is the site's, the certificate is
     checked by nginx-check, not here (a loopback address is not among its names)."""
+    import ssl  # here, not above: the modes that fetch nothing start faster without it
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -38,6 +37,8 @@ def tls_context(host_header):
 
 
 def fetch(url, host_header=None, timeout=3.0):
+    import urllib.error
+    import urllib.request
     req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
     ctx = tls_context(host_header) if url.startswith("https:") else None
     try:
@@ -62,24 +63,82 @@ def ports(spec):
     return {"ports": found}
 
 
-def pm2_state(pm2, rpc_js=None):
-    """PM2's apps: name -> [{pid, status, restarts, mode}]. Asks the daemon's socket (rpc_js) first, else `pm2 jlist`."""
-    out = ""
+def pm2_jlist(pm2, rpc_js=None):
+    """PM2's process list as `pm2 jlist` prints it: from the daemon's socket (rpc_js) when it can, else the CLI."""
     try:
         if rpc_js:
             found = shutil.which(pm2)
             if found:
                 done = subprocess.run(["node", "-e", rpc_js, found, "list"], capture_output=True, text=True, timeout=10)
-                out = done.stdout if done.returncode == 0 else ""
-        if not out:
-            out = subprocess.run([pm2, "jlist"], capture_output=True, text=True, timeout=30).stdout
+                if done.returncode == 0:
+                    return done.stdout
+        return subprocess.run([pm2, "jlist"], capture_output=True, text=True, timeout=30).stdout
     except Exception:
-        return {}
+        return ""
+
+
+def by_name(text):
+    """name -> [{pid, status, restarts, mode}] from a jlist text."""
     apps = {}
-    for proc in pm2_processes(out) or []:
+    for proc in pm2_processes(text) or []:
         apps.setdefault(proc["name"], []).append(
             {"pid": proc["pid"], "status": proc["status"], "restarts": proc["restarts"], "mode": proc["exec_mode"]})
     return apps
+
+
+def pm2_state(pm2, rpc_js=None):
+    """PM2's apps: name -> [{pid, status, restarts, mode}]."""
+    return by_name(pm2_jlist(pm2, rpc_js))
+
+
+class Pm2Watch:
+    """PM2's list asked many times over one connection to its daemon (pm2_rpc.js watch): one Node.js start for a
+    whole gate instead of one a question. Started at once, so that the start overlaps the first URL checks; when it
+    cannot answer (no daemon socket, PM2's modules elsewhere, no answer in 10 s) each question goes to pm2_state."""
+
+    def __init__(self, pm2, rpc_js):
+        self.pm2, self.rpc_js, self.proc, self.pending = pm2, rpc_js, None, 0
+        found = shutil.which(pm2) if rpc_js else None
+        if found:
+            try:
+                self.proc = subprocess.Popen(["node", "-e", rpc_js, found, "watch"], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            except OSError:
+                self.proc = None
+
+    def ask(self):
+        """Send a question now; `state()` takes its answer (so the daemon works while the caller does)."""
+        if self.proc is not None and not self.pending:
+            try:
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
+                self.pending = 1
+            except OSError:
+                self.close()
+
+    def state(self):
+        self.ask()
+        if self.proc is not None:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+            line = self.proc.stdout.readline() if ready else ""
+            self.pending = 0
+            if line.strip():
+                return by_name(line)
+            self.close()
+        return pm2_state(self.pm2, self.rpc_js)
+
+    def close(self):
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def children(pid):
@@ -141,19 +200,31 @@ def pm2_problems(spec, state, first, release_dir):
 
 
 def gate(spec):
-    """Poll until the URLs answer from the release and PM2 shows the apps online on it. Asking PM2 costs a Node.js
-    start: it is asked when the URLs pass, and while they do not, every half second only (to see a crash early)."""
+    """Poll until the URLs answer from the release and PM2 shows the apps online on it. PM2 is asked when the URLs
+    pass and, while they do not, every half second (to see a crash early)."""
+    watch = Pm2Watch(spec["pm2"], spec.get("pm2_rpc_js"))
+    try:
+        return gate_with(spec, watch)
+    finally:
+        watch.close()
+
+
+def gate_with(spec, watch):
     deadline = time.monotonic() + spec["timeout"]
     release_dir = os.path.realpath(spec["release_dir"])
-    first = {} if spec.get("fail_fast") else pm2_state(spec["pm2"], spec.get("pm2_rpc_js"))  # a trial app does not restart
-    problems, asked = ["not checked yet"], 0.0
+    first = None if not spec.get("fail_fast") else {}  # a trial app does not restart: no count to compare
+    if first is None:
+        watch.ask()  # the count the restarts are compared with, read while the URLs are checked
+    problems, asked = ["not checked yet"], time.monotonic()
     while time.monotonic() < deadline:
         problems, final = url_problems(spec)
         if final:
             return {"ok": False, "problems": problems}
         if not problems or time.monotonic() - asked >= 0.5 or time.monotonic() + 0.1 >= deadline:
+            if first is None:
+                first = watch.state()
             asked = time.monotonic()
-            state = pm2_state(spec["pm2"], spec.get("pm2_rpc_js"))
+            state = watch.state()
             more, final = pm2_problems(spec, state, first, release_dir)
             problems += more
             if final:

@@ -49,6 +49,7 @@ class DeployRun:
     record: dict[str, Any]
     prev: str | None = None  # the release to return to if this one fails after the switch
     stopping: list[Background | None] = field(default_factory=list)  # temporary apps being stopped
+    nginx_read: Background | None = None  # the running Nginx's configuration, asked for while the trial runs
     seen: dict[str, Any] = field(default_factory=dict)  # PM2's view of both apps, as the passing health check saw it
     error_logs: dict[str, str] = field(default_factory=dict)
     takeover_restored: bool = False
@@ -185,6 +186,8 @@ def show_config_changes(r: DeployRun) -> str:
 
 def trial_run(r: DeployRun) -> str:
     m = r.plan.manifest
+    if not r.site_written and not r.plan.extras:  # nginx-check then reads a configuration the trial leaves alone
+        r.nginx_read = nginx_ops.start_check(r.c)
     r.stopping.append(trial.canary(r.c, r.s, m.release, r.release_dir, m.venv, tuple(str(a) for a in r.tried), r.in_pm2))
     if len(r.tried) == 2:
         return "both apps answer their health routes"
@@ -196,7 +199,8 @@ def check_nginx(r: DeployRun) -> str:
         nginx_ops.write_extras(r.c, r.s, r.plan.extras)
     if r.site_written:
         nginx_ops.install_site(r.c, r.s, r.plan.site, takeover=r.py is How.TAKEOVER)
-    routes, problems = nginx_ops.check(r.c, r.s)
+    read, r.nginx_read = r.nginx_read, None
+    routes, problems = nginx_ops.check(r.c, r.s, read if not r.site_written and not r.plan.extras else None)
     if problems:
         if r.site_written:
             nginx_ops.restore_site(r.c, r.s)

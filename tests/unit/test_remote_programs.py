@@ -232,7 +232,15 @@ def test_probe_status_reports_memory_and_answers(host: FakeHost, web: str, sleep
 
 FAKE_AXON = """
 const { EventEmitter } = require('events');
-exports.socket = () => { const s = new EventEmitter(); s.connect = () => setImmediate(() => s.emit('connect')); return s; };
+const { appendFileSync } = require('fs');
+exports.socket = () => {
+  const s = new EventEmitter();
+  s.connect = () => {
+    if (process.env.CONNECTS) appendFileSync(process.env.CONNECTS, 'connect\\n');
+    setImmediate(() => s.emit('connect'));
+  };
+  return s;
+};
 """
 FAKE_RPC = """
 const fs = require('fs');
@@ -300,12 +308,48 @@ def test_pm2_rpc_list_prints_the_daemons_list(pm2_install: Path, daemon: dict[st
     assert json.loads(done.stdout) == recorded_jlist()
 
 
+def test_pm2_rpc_watch_answers_each_question_on_one_connection(pm2_install: Path, daemon: dict[str, str]) -> None:
+    if NODE is None:
+        pytest.skip("node is not installed")
+    watch = subprocess.Popen([NODE, "-e", remote.source("pm2_rpc.js"), str(pm2_install), "watch"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=daemon)
+    assert watch.stdin and watch.stdout
+    watch.stdin.write("\n")
+    watch.stdin.flush()
+    assert json.loads(watch.stdout.readline()) == recorded_jlist()
+    (Path(daemon["LIST"])).write_text("[]")  # the daemon's list changed: the next answer says so
+    watch.stdin.write("\n\n")
+    watch.stdin.close()  # questions asked just before the end are still answered
+    assert [json.loads(line) for line in watch.stdout] == [[], []]
+    assert watch.wait(timeout=10) == 0
+
+
 def test_pm2_rpc_delete_removes_every_process_of_the_app(pm2_install: Path, daemon: dict[str, str]) -> None:
     done = rpc(pm2_install, "delete", "signalcraft-nodejs", env=daemon)
     assert (done.returncode, done.stdout) == (0, "deleted signalcraft-nodejs\n")
     assert Path(daemon["DELETED"]).read_text() == "deleteProcessId 1\ndeleteProcessId 2\n"
     missing = rpc(pm2_install, "delete", "no-such-app", env=daemon)
     assert (missing.returncode, missing.stdout) == (1, "no app named no-such-app\n")
+
+
+def test_probe_gate_asks_the_daemon_over_one_connection(host: FakeHost, web: str, sleepers: Any, tmp_path: Path) -> None:
+    """With PM2's client modules beside its binary and a daemon socket, the gate never starts the PM2 CLI."""
+    if NODE is None:
+        pytest.skip("node is not installed")
+    release = tmp_path / "releases" / "R1"
+    release.mkdir(parents=True)
+    py, node = sleepers(release), sleepers(release)
+    host.set_list(listed_as(recorded_jlist(), {"signalcraft-python": py.pid, "signalcraft-nodejs": node.pid}))
+    add_fake_modules(Path(host.pm2))
+    (host.root / ".pm2").mkdir()
+    (host.root / ".pm2" / "rpc.sock").write_text("")
+    connects = tmp_path / "connects.log"
+    env = {**host.env(), "LIST": str(host.jlist), "DELETED": str(tmp_path / "deleted.log"), "CONNECTS": str(connects)}
+    spec = gate_spec(host, release, [{"label": "app", "url": f"{web}/ok", "expect_release": True}])
+    done = run_python("probe", json.dumps(spec), env=env, cwd=host.root)
+    assert json.loads(done.stdout.strip().splitlines()[-1])["ok"] is True, done.stderr
+    assert not [call for call in host.calls() if call.startswith("pm2 ")]
+    assert connects.read_text() == "connect\n"  # the baseline and the passing check: one Node.js start
 
 
 # --- takeover_record.py / takeover_restore.py -------------------------------------------------------------------
