@@ -143,11 +143,15 @@ class Load:
         max_seconds: float = 300.0,
         timeout: float = 5.0,
         cafile: str | None = None,
+        rate: float | None = None,
     ) -> None:
         if not urls:
             raise ValueError("no URLs given")
-        if threads < 1 or max_requests < 1 or max_seconds <= 0 or timeout <= 0:
-            raise ValueError("threads and max_requests must be at least 1; max_seconds and timeout above 0")
+        if threads < 1 or max_requests < 1 or max_seconds <= 0 or timeout <= 0 or (rate is not None and rate <= 0):
+            raise ValueError("threads and max_requests must be at least 1; max_seconds, timeout and rate above 0")
+        # rate: requests per second in all, each sent at its time (a request late by a slow answer goes at once);
+        # None: each thread sends its next request as soon as the last one is answered.
+        self.rate = rate
         self.targets = [loopback_target(url) for url in urls]
         self.threads = threads
         self.max_requests = max_requests
@@ -217,15 +221,21 @@ class Load:
         return LoadResult(total=ok + failed, ok=ok, failed=failed, per_url=per_url, releases=releases, samples=samples, seconds=seconds)
 
     def _claim(self) -> Target | None:
-        """Reserve the next request within the bounds and return its URL (round-robin); None once the load should end."""
+        """Reserve the next request within the bounds and return its URL (round-robin), at its time if the load is
+        paced; None once the load should end."""
         if self._stop.is_set() or time.monotonic() - self._started >= self.max_seconds:
             return None
         with self._lock:
             if self._issued >= self.max_requests:
                 return None
             target = self.targets[self._issued % len(self.targets)]
+            due = self._started + self._issued / self.rate if self.rate else 0.0
             self._issued += 1
-            return target
+        if due > self._started + self.max_seconds:
+            return None
+        if due > time.monotonic() and self._stop.wait(due - time.monotonic()):
+            return None
+        return target
 
     def _run(self) -> None:
         try:

@@ -220,7 +220,7 @@ def gate_with(spec, watch):
         problems, final = url_problems(spec)
         if final:
             return {"ok": False, "problems": problems}
-        if not problems or time.monotonic() - asked >= 0.5 or time.monotonic() + 0.1 >= deadline:
+        if not problems or time.monotonic() - asked >= 0.5 or time.monotonic() + 0.05 >= deadline:
             if first is None:
                 first = watch.state()
             asked = time.monotonic()
@@ -231,7 +231,7 @@ def gate_with(spec, watch):
                 return {"ok": False, "problems": problems}
             if not problems:
                 return {"ok": True, "problems": [], "pm2": {name: state.get(name, []) for name in spec.get("report", [])}}
-        time.sleep(0.1)
+        time.sleep(0.05)
     return {"ok": False, "problems": problems}
 
 

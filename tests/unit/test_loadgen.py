@@ -130,6 +130,21 @@ def test_stops_by_itself_after_max_seconds(base: str) -> None:
     assert 0 < result.total < 10_000_000
 
 
+def test_a_paced_load_sends_its_rate_and_no_more(base: str) -> None:
+    load = Load([f"{base}/a", f"{base}/b"], threads=4, max_seconds=1.0, rate=40)
+    load.start()
+    result = load.wait(timeout=10)
+    # 40 a second for 1 s: requests 0..39 are due before the end (a closed loop sends thousands here).
+    assert 35 <= result.total <= 41, result.total
+    assert abs(result.per_url[f"{base}/a"].total - result.per_url[f"{base}/b"].total) <= 1  # round-robin still
+
+
+def test_a_paced_load_stops_at_once_when_asked(base: str) -> None:
+    with Load([f"{base}/a"], threads=2, max_seconds=60, rate=1) as load:
+        time.sleep(0.2)
+    assert not load.running and load.result().total <= 2
+
+
 def test_stop_ends_the_load_early(base: str) -> None:
     with Load([f"{base}/a"], threads=2, max_seconds=60) as load:
         time.sleep(0.3)
