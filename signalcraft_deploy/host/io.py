@@ -196,6 +196,41 @@ class Background:
         return self._result
 
 
+class Waiting:
+    """A command started on the host now that says `ready` on a line of its own and then waits for a line on
+    stdin: the start-up (an interpreter, its imports, its connections) is paid before the moment it is needed.
+    `go()` sends the line and collects the rest as a Result; dropping it (or the connection) ends the command."""
+
+    def __init__(self, c: Context, command: str, stdin: str):
+        log = command_log(c)
+        log.count += 1
+        log.commands.append(command)
+        self.command = command
+        c.open()
+        self._chan = c.transport.open_session()
+        self._chan.exec_command(command)
+        self._chan.sendall(stdin.encode())
+
+    def go(self, word: str = "go", timeout: float = 30.0) -> Result:
+        self._chan.settimeout(timeout)
+        head = b""
+        while not head.endswith(b"ready\n"):  # nothing is sent until the command has read all it was given
+            chunk = self._chan.recv(1)
+            if not chunk:
+                break
+            head += chunk
+        self._chan.settimeout(None)
+        if head.endswith(b"ready\n"):
+            self._chan.sendall(f"{word}\n".encode())
+        self._chan.shutdown_write()
+        stdout, stderr, code = _collect(self._chan)
+        return Result(stdout=head.decode("utf-8", "replace").removesuffix("ready\n") + stdout, stderr=stderr, exited=code,
+                      command=self.command, hide=("stdout", "stderr"))
+
+    def drop(self) -> None:
+        self._chan.close()
+
+
 def sudo(command: str) -> str:
     """Prefix for the commands of `setup` (the admin's step, full sudo): `sudo -n` never waits for a password prompt.
     Every other task runs as root only the tool's helper (host/root.py)."""

@@ -5,7 +5,9 @@ The program's text goes on stdin, its arguments on the command line, each quoted
 
 - `name.py`: `PYTHON - ARGS...` (with `remote.program`'s inlined dependencies);
 - `name.sh`: `sh -c "$(cat)" name.sh ARGS...`: the shell reads the whole text first, so the
-  program's own stdin is empty, as for a command sent without input.
+  program's own stdin is empty, as for a command sent without input;
+- a program that waits (`start_waiting`): `PYTHON -c "$(head -c BYTES)" ARGS...`: the program's
+  text is the first BYTES of stdin, and what comes after it is the program's own input.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import q, run
+from signalcraft_deploy.host.io import Waiting, is_remote, q, run
 from signalcraft_deploy.remote import program, script
 
 
@@ -37,3 +39,13 @@ def run_program(c: Any, s: Settings, name: str, *args: str, warn: bool = False,
     of its output as it comes. (Root runs only the installed helper: host/root.py.)"""
     command, text = program_command(s, name, *args)
     return run(c, command, stdin=text, warn=warn, on_line=on_line)
+
+
+def start_waiting(c: Any, s: Settings, name: str, *args: str) -> Waiting | None:
+    """Start remote/`name` (a Python program that prints `ready`, then reads a line) to be told to go later;
+    None where that cannot be done (not over SSH), and the caller then runs it in the usual way."""
+    if not is_remote(c) or not name.endswith(".py"):
+        return None
+    text = program(name.removesuffix(".py"))
+    command = " ".join([f'{q(s.python)} -c "$(head -c {len(text.encode())})"', *(q(str(a)) for a in args)])
+    return Waiting(c, command, text)

@@ -9,6 +9,8 @@ mode "ports": free loopback ports for the trial run (which PM2 starts; see steps
 mode "gate": after the switch, wait (up to a deadline) until every URL answers 2xx/3xx, every
 PM2 app is online with a restart count that is not climbing, and the processes that answer
 run from the new release (their working directory), and any X-Release header names it.
+With "await_go" the gate is started ahead of the switch: it prints `ready` once Python and its
+connection to PM2 are up, and checks when a line `go` arrives on stdin.
 """
 
 import json
@@ -204,6 +206,10 @@ def gate(spec):
     pass and, while they do not, every half second (to see a crash early)."""
     watch = Pm2Watch(spec["pm2"], spec.get("pm2_rpc_js"))
     try:
+        if spec.get("await_go"):  # started ahead: say so, and check only when told to
+            print("ready", flush=True)
+            if sys.stdin.readline().strip() != "go":
+                return {"ok": False, "problems": ["the health gate was started but not asked to check"]}
         return gate_with(spec, watch)
     finally:
         watch.close()

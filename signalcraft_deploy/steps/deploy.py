@@ -27,7 +27,7 @@ from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.hooks import Hook, HookResult, run_hook
-from signalcraft_deploy.host.io import Background, fail, q, run
+from signalcraft_deploy.host.io import Background, Waiting, fail, q, run
 from signalcraft_deploy.host.lock import audit
 from signalcraft_deploy.steps import handover as handover_ops
 from signalcraft_deploy.steps import trial
@@ -50,6 +50,7 @@ class DeployRun:
     prev: str | None = None  # the release to return to if this one fails after the switch
     stopping: list[Background | None] = field(default_factory=list)  # temporary apps being stopped
     nginx_read: Background | None = None  # the running Nginx's configuration, asked for while the trial runs
+    started_gate: Waiting | None = None  # the health gate, started ahead of the switch
     seen: dict[str, Any] = field(default_factory=dict)  # PM2's view of both apps, as the passing health check saw it
     error_logs: dict[str, str] = field(default_factory=dict)
     takeover_restored: bool = False
@@ -104,12 +105,25 @@ class DeployRun:
     def mask(self, text: str) -> str:
         return masked(self.s, text)
 
+    @property
+    def reloaded(self) -> dict[str, bool]:
+        """Which apps this deploy (re)loads: the ones the health gate must see on the new release."""
+        return {"python": self.py is not How.NONE, "nodejs": self.node is not How.NONE}
+
+    def start_gate(self) -> None:
+        """Start the health gate's program now (once), so that the gate after the switch checks at once."""
+        if self.started_gate is None:
+            self.started_gate = health.start_gate(self.c, self.s, self.release, self.release_dir, self.reloaded)
+
     def settle(self) -> None:
-        """Wait for the commands left running in the background."""
+        """Wait for the commands left running in the background (and drop a gate started but not needed)."""
         for command in self.stopping:
             if command is not None:
                 command.wait()
         self.stopping.clear()
+        gate, self.started_gate = self.started_gate, None
+        if gate is not None:
+            gate.drop()
 
 
 def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[str]:
@@ -225,6 +239,7 @@ def switch_current(r: DeployRun) -> str:
     # A new Gunicorn master is started from the release directory; `current` moves only once Nginx
     # sends nothing to the old master, whose recycled workers would otherwise load new code against
     # the old environment.
+    r.start_gate()  # its start-up overlaps the switch and the reload
     if r.py.hands_over:
         return "deferred until Nginx has moved to the new Gunicorn"
     releases.switch(r.c, r.s, r.release)
@@ -323,8 +338,8 @@ def reload_site(r: DeployRun) -> str:
 
 
 def health_gate(r: DeployRun) -> str:
-    checked = {"python": r.py is not How.NONE, "nodejs": r.node is not How.NONE}
-    problems = health.gate(r.c, r.s, r.release, r.release_dir, checked, report=r.seen)
+    started, r.started_gate = r.started_gate, None
+    problems = health.gate(r.c, r.s, r.release, r.release_dir, r.reloaded, report=r.seen, started=started)
     if problems:
         raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
     return "both apps answer, directly and through Nginx"

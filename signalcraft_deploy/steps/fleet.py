@@ -8,7 +8,8 @@
            of them before any host switches (each host's steps are undone).
    BEFORE_SWITCH runs once, on the first host, after every host is prepared.
 3. rollout host by host (`--batch N` or `N%`; the first host always alone): switch, reload,
-           health gate, AFTER_SWITCH. A host that fails is rolled back by its own undos; the hosts
+           health gate, AFTER_SWITCH. Every host's gate program is started before the first
+           switch, so that a host's turn costs no interpreter start. A host that fails is rolled back by its own undos; the hosts
            already switched are rolled back too (`--on-failure rollback`, the default) or kept
            (`keep`); the hosts not reached are left as they were.
 4. finish  in parallel: pm2 save, prune, audit.
@@ -208,6 +209,8 @@ def roll_out(group: list[Member], s: Settings, batch: str, on_failure: str) -> l
         if failed:
             give_up(group[1:], f"BEFORE_SWITCH failed on {first.label}", Result.STOPPED)
             return failed
+    # Every host's health gate started now, side by side: a host's turn then costs its switch, reload and checks only.
+    parallel([m for m in group if m.run is not None], lambda m: m.run.start_gate())  # type: ignore[union-attr]
     switched: list[Member] = []
     todo = batches(group, batch)
     for i, part in enumerate(todo):
