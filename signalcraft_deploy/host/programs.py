@@ -41,11 +41,16 @@ def run_program(c: Any, s: Settings, name: str, *args: str, warn: bool = False,
     return run(c, command, stdin=text, warn=warn, on_line=on_line)
 
 
+def waiting_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
+    """The command line that runs the Python program remote/`name` with `args` and leaves its stdin to it, and
+    the text to send first on that stdin (the program itself)."""
+    text = program(name.removesuffix(".py"))
+    return " ".join([f'{q(s.python)} -c "$(head -c {len(text.encode())})"', *(q(str(a)) for a in args)]), text
+
+
 def start_waiting(c: Any, s: Settings, name: str, *args: str) -> Waiting | None:
     """Start remote/`name` (a Python program that prints `ready`, then reads a line) to be told to go later;
     None where that cannot be done (not over SSH), and the caller then runs it in the usual way."""
     if not is_remote(c) or not name.endswith(".py"):
         return None
-    text = program(name.removesuffix(".py"))
-    command = " ".join([f'{q(s.python)} -c "$(head -c {len(text.encode())})"', *(q(str(a)) for a in args)])
-    return Waiting(c, command, text)
+    return Waiting(c, *waiting_command(s, name, *args))

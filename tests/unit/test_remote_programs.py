@@ -21,12 +21,14 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from signalcraft_deploy import remote
 from signalcraft_deploy.core import formats
+from signalcraft_deploy.host.programs import waiting_command
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "s3cr3t-Zq9x-never-print-me"
@@ -226,6 +228,45 @@ def test_probe_status_reports_memory_and_answers(host: FakeHost, web: str, sleep
     memory = verdict["memory"][str(proc.pid)]
     assert memory["master_kb"] > 0 and memory["workers"] == 0
     assert verdict["urls"] == {"app": {"url": f"{web}/ok", "status": 200, "release": "R1", "error": ""}}
+
+
+def started_ahead(host: FakeHost, spec: dict[str, Any]) -> subprocess.Popen[str]:
+    """probe.py started as host/programs.waiting_command starts it, its text sent first on its stdin."""
+    command, text = waiting_command(SimpleNamespace(python=sys.executable), "probe.py", json.dumps(spec))  # type: ignore[arg-type]
+    proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=host.env(), cwd=host.root)
+    assert proc.stdin is not None
+    proc.stdin.write(text)
+    proc.stdin.flush()
+    return proc
+
+
+def test_probe_gate_started_ahead_checks_only_when_told(host: FakeHost, web: str, sleepers: Any, tmp_path: Path) -> None:
+    release = tmp_path / "releases" / "R1"
+    release.mkdir(parents=True)
+    py, node = sleepers(release), sleepers(release)
+    host.set_list(listed_as(recorded_jlist(), {"signalcraft-python": py.pid, "signalcraft-nodejs": node.pid}))
+    proc = started_ahead(host, {**gate_spec(host, release, [{"label": "app", "url": f"{web}/ok", "expect_release": True}]),
+                                "await_go": True})
+    assert proc.stdin and proc.stdout
+    assert proc.stdout.readline() == "ready\n"
+    assert not [call for call in host.calls() if call.startswith("pm2 ")]  # nothing asked before the word
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    verdict = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    assert proc.wait(timeout=10) == 0
+    assert verdict["ok"] is True and verdict["problems"] == []
+    assert "pm2 jlist" in host.calls()
+
+
+def test_probe_gate_started_ahead_and_never_told_checks_nothing(host: FakeHost, web: str, tmp_path: Path) -> None:
+    host.set_list([])
+    proc = started_ahead(host, {**gate_spec(host, tmp_path, [{"label": "app", "url": f"{web}/ok"}]), "await_go": True})
+    assert proc.stdin and proc.stdout
+    assert proc.stdout.readline() == "ready\n"
+    proc.stdin.close()  # the deploy failed before its health step: the connection ends
+    assert json.loads(proc.stdout.read()) == {"ok": False, "problems": ["the health gate was started but not asked to check"]}
+    assert proc.wait(timeout=10) == 0 and host.calls() == []
 
 
 # --- pm2_rpc.js -------------------------------------------------------------------------------------------------
