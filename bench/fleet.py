@@ -1,6 +1,6 @@
 """Fleet deploys: wall time of `fab -H web1,...,webN deploy` for 1, 2 and 3 hosts, and failed requests.
 
-    sudo python -m bench.fleet                  # both CPU models, 5 rounds each (median): about 7 minutes
+    sudo python -m bench.fleet                  # both CPU models, 5 rounds each (median): about 3 minutes
     sudo python -m bench.fleet --host-cpu 0     # only with the hosts sharing this machine's CPUs
     sudo python -m bench.fleet --runs 1         # a quick look
 

@@ -69,14 +69,17 @@ def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str,
             started.drop()
     if verdict is None:
         verdict = probe(c, s, gate_spec(s, release, release_dir, checked, report=report is not None))
-    if report is not None:
-        report.update(verdict.get("pm2") or {})
-    return [masked(s, str(p)) for p in verdict.get("problems", [])]
+    return problems_of(s, verdict, report)
 
 
 def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]],
             fail_fast: bool = False, report: dict[str, Any] | None = None) -> list[str]:
     verdict = probe(c, s, spec_for(s, release, release_dir, urls, apps, fail_fast=fail_fast, report=report is not None))
+    return problems_of(s, verdict, report)
+
+
+def problems_of(s: Settings, verdict: dict[str, Any], report: dict[str, Any] | None) -> list[str]:
+    """A gate's problems, masked; PM2's state of the apps into `report` when one is given."""
     if report is not None:
         report.update(verdict.get("pm2") or {})
     return [masked(s, str(p)) for p in verdict.get("problems", [])]

@@ -99,7 +99,7 @@ class Pm2Watch:
     cannot answer (no daemon socket, PM2's modules elsewhere, no answer in 10 s) each question goes to pm2_state."""
 
     def __init__(self, pm2, rpc_js):
-        self.pm2, self.rpc_js, self.proc, self.pending = pm2, rpc_js, None, 0
+        self.pm2, self.rpc_js, self.proc, self.pending = pm2, rpc_js, None, False
         found = shutil.which(pm2) if rpc_js else None
         if found:
             try:
@@ -114,7 +114,7 @@ class Pm2Watch:
             try:
                 self.proc.stdin.write("\n")
                 self.proc.stdin.flush()
-                self.pending = 1
+                self.pending = True
             except OSError:
                 self.close()
 
@@ -123,7 +123,7 @@ class Pm2Watch:
         if self.proc is not None:
             ready, _, _ = select.select([self.proc.stdout], [], [], 10)
             line = self.proc.stdout.readline() if ready else ""
-            self.pending = 0
+            self.pending = False
             if line.strip():
                 return by_name(line)
             self.close()
@@ -218,7 +218,7 @@ def gate(spec):
 def gate_with(spec, watch):
     deadline = time.monotonic() + spec["timeout"]
     release_dir = os.path.realpath(spec["release_dir"])
-    first = None if not spec.get("fail_fast") else {}  # a trial app does not restart: no count to compare
+    first = {} if spec.get("fail_fast") else None  # a trial app does not restart: no count to compare
     if first is None:
         watch.ask()  # the count the restarts are compared with, read while the URLs are checked
     problems, asked = ["not checked yet"], time.monotonic()

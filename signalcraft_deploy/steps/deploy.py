@@ -213,8 +213,8 @@ def check_nginx(r: DeployRun) -> str:
         nginx_ops.write_extras(r.c, r.s, r.plan.extras)
     if r.site_written:
         nginx_ops.install_site(r.c, r.s, r.plan.site, takeover=r.py is How.TAKEOVER)
-    read, r.nginx_read = r.nginx_read, None
-    routes, problems = nginx_ops.check(r.c, r.s, read if not r.site_written and not r.plan.extras else None)
+    read, r.nginx_read = r.nginx_read, None  # asked for by the trial only when nothing above changes what it reads
+    routes, problems = nginx_ops.check(r.c, r.s, read)
     if problems:
         if r.site_written:
             nginx_ops.restore_site(r.c, r.s)

@@ -9,9 +9,10 @@
    BEFORE_SWITCH runs once, on the first host, after every host is prepared.
 3. rollout host by host (`--batch N` or `N%`; the first host always alone): switch, reload,
            health gate, AFTER_SWITCH. Every host's gate program is started before the first
-           switch, so that a host's turn costs no interpreter start. A host that fails is rolled back by its own undos; the hosts
-           already switched are rolled back too (`--on-failure rollback`, the default) or kept
-           (`keep`); the hosts not reached are left as they were.
+           switch, so that a host's turn costs no interpreter start. A host that fails is rolled
+           back by its own undos; the hosts already switched are rolled back too
+           (`--on-failure rollback`, the default) or kept (`keep`); the hosts not reached are
+           left as they were.
 4. finish  in parallel: pm2 save, prune, audit.
 
 The steps are the single-host ones (steps/deploy.py), run by the same runner in parts that share
