@@ -30,6 +30,7 @@ EXTRAS_HEADER = ("# Rendered by signalcraft-deploy. Location blocks kept from th
 class OldSite:
     settings: dict[str, str] = field(default_factory=dict)  # KEY: value the old site implies
     extras: list[dict[str, Any]] = field(default_factory=list)  # location blocks to keep (crossplane form)
+    extras_lines: list[int] = field(default_factory=list)  # where each starts in the old site (the helper reads them there)
     dropped: list[str] = field(default_factory=list)  # "line N: directive args — what keeps it"
 
     def extras_text(self) -> str | None:
@@ -116,14 +117,15 @@ def _server(s: Settings, block: list[dict[str, Any]], out: OldSite, upstreams: d
             if not _proxies_to_apps(d.get("block", []), s, upstreams) and args not in (["/"],) and \
                     all(e.get("args") != args for e in out.extras):
                 out.extras.append({k: v for k, v in d.items() if k in ("directive", "args", "block")})
+                out.extras_lines.append(d["line"])
             elif args == ["/"] and not _proxies_to_apps(d.get("block", []), s, upstreams):
                 out.dropped.append(f"line {d['line']}: location / — it does not proxy to Node.js on NODE_PORT; "
-                                   "keep it with a template override (TEMPLATES_DIR/nginx-site.conf.j2)")
+                                   "the tool's site has no place for it (move it into a location block of its own, or let it go)")
         elif name == "include" and args and CERTBOT_OPTIONS.match(args[0]):
             continue  # certbot's TLS options: the template's TLS server sets its own modern ones
         elif name not in EXPRESSED:
-            out.dropped.append(f"line {d['line']}: {name} {' '.join(args)} — keep it with a template override "
-                               "(TEMPLATES_DIR/nginx-site.conf.j2)")
+            out.dropped.append(f"line {d['line']}: {name} {' '.join(args)} — the tool's site has no place for it (root "
+                               "renders the site from the settings; move it into a location block to keep it)")
 
 
 def _settings(out: OldSite, http: list[str], tls: list[str], names: list[str]) -> None:

@@ -159,7 +159,8 @@ class Plan:
     build_node_modules: bool = False
     notes: list[str] = field(default_factory=list)
     changed: list[str] | None = None  # paths that differ from the live release, when known
-    extras: str | None = None  # location blocks kept from a site taken over (written beside ours)
+    extras: str | None = None  # location blocks kept from a site taken over (written beside ours), as shown
+    extras_lines: tuple[int, ...] = ()  # where they start in that site: root copies them from its own copy
     site_defaults: dict[str, str] = field(default_factory=dict)  # settings a site taken over implied, kept on the host
 
     @property

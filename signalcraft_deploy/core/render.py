@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.remote import nginx_site
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -37,13 +38,15 @@ DEFAULT_NODE_SCRIPT = "server.js"
 
 def ecosystem_name(esm: bool) -> str:
     return ECOSYSTEM_CJS if esm else ECOSYSTEM
-TEMPLATES = (GUNICORN_CONF + ".j2", ECOSYSTEM + ".j2", "nginx-site.conf.j2")
+TEMPLATES = (GUNICORN_CONF + ".j2", ECOSYSTEM + ".j2")
+# Root renders the site itself (remote/nginx_site.py); a TEMPLATES_DIR may not hold this one.
+SITE_TEMPLATE = "nginx-site.conf.j2"
 
 
 def templates_digest(templates_dir: str | None) -> str:
     """What the rendered files are made from besides settings: each template as it will be found
     (a user's TEMPLATES_DIR first) and this module's own code. Read without Jinja2."""
-    parts: list[bytes] = [Path(__file__).read_bytes()]
+    parts: list[bytes] = [Path(__file__).read_bytes(), Path(nginx_site.__file__).read_bytes()]
     for name in TEMPLATES:
         for folder in ([Path(templates_dir)] if templates_dir else []) + [BUNDLED_TEMPLATES]:
             if (folder / name).is_file():
@@ -162,13 +165,10 @@ def upstream_name(s: Settings, kind: str) -> str:
     return f"{s.app_name.replace('-', '_')}_{kind}"
 
 
-def routes_regex(routes: tuple[str, ...]) -> str:
-    """Alternation of the route prefixes for an Nginx location regex (settings allow only [A-Za-z0-9._~-/])."""
-    return "|".join(re.sub(r"([.])", r"\\\1", route) for route in routes)
+routes_regex = nginx_site.routes_regex
 
 
-SITE_HEADER = "# Rendered by signalcraft-deploy."
-SITE_ID_PLACEHOLDER = "@@signalcraft-site-id@@"
+SITE_HEADER = nginx_site.SITE_HEADER
 SITE_ID_RE = re.compile(r'location = /\.signalcraft-deploy-site \{[^}]*return 200 "([0-9a-f]+)\\n";')
 
 
@@ -183,38 +183,29 @@ def site_id(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def site_description(s: Settings, python_address: str | None = None, node_address: str | None = None) -> dict[str, Any]:
+    """What root renders the site from (remote/nginx_site.py): the addresses override the apps' own while a handover runs."""
+    return {
+        "site": s.nginx_site,
+        "upstream": s.app_name.replace("-", "_"),
+        "listen": [str(x) for x in s.nginx_listen],
+        "tls_listen": [str(x) for x in s.tls_listen],
+        "server_name": s.server_name,
+        "routes": list(s.py_routes),
+        "python": python_address or str(s.gunicorn_bind),
+        "node": node_address or f"127.0.0.1:{s.node_port}",
+        "body_size": s.client_max_body_size or "",
+        "tls": {"cert": s.tls_cert, "key": s.tls_key, "redirect": s.tls_redirect} if s.tls else None,
+    }
+
+
 def render_nginx_site(s: Settings, python_address: str | None = None, node_address: str | None = None) -> str:
-    """The Nginx site. The addresses override the apps' own while a handover runs.
+    """The Nginx site, as the root helper renders it from `site_description` (byte for byte: one renderer).
 
     The site answers `/.signalcraft-deploy-site` with its own id (a digest of the rest of the file), so a
     reload can be proven by asking Nginx; the header line marks the file as ours.
     """
-    tls_port = s.tls_listen[0].port
-    text = _environment(s.templates_dir).get_template("nginx-site.conf.j2").render(
-        python_upstream=upstream_name(s, "python"),
-        node_upstream=upstream_name(s, "nodejs"),
-        # nginx refuses variable names over 46 characters (variables_hash_bucket_size 64): '<app>_conn' fits
-        # every APP_NAME settings allow (40), where 'connection_upgrade_<app>_nodejs' failed from 21 on.
-        connection_var=upstream_name(s, "conn"),
-        python_address=python_address or str(s.gunicorn_bind),
-        node_address=node_address or f"127.0.0.1:{s.node_port}",
-        listen=[str(x) for x in s.nginx_listen],
-        default_server=s.server_name == "_",
-        server_name=s.server_name,
-        routes_regex=routes_regex(s.py_routes),
-        client_max_body_size=s.client_max_body_size,
-        site_id=SITE_ID_PLACEHOLDER,
-        extras=s.nginx_extras,
-        tls=s.tls,
-        tls_listen=[str(x) for x in s.tls_listen],
-        tls_cert=s.tls_cert,
-        tls_key=s.tls_key,
-        tls_redirect=s.tls_redirect,
-        tls_port_suffix="" if tls_port == 443 else f":{tls_port}",
-    )
-    if not written_by_us(text):
-        text = f"{SITE_HEADER} Edits here are replaced on the next deploy.\n" + text
-    return text.replace(SITE_ID_PLACEHOLDER, digest(text)[:16])
+    return nginx_site.render(site_description(s, python_address, node_address))
 
 
 CERTBOT_LIVE = "/etc/letsencrypt/live/"

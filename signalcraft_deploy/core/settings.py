@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+from signalcraft_deploy.remote import nginx_site
+
 
 class SettingsError(ValueError):
     """A configuration value is wrong; the message says which, where from and what is expected."""
@@ -429,8 +431,9 @@ KEYS: tuple[Key, ...] = (
     Key("NODE_ENV", "production", regex(r"[A-Za-z0-9_.-]+", "a word such as production"), "NODE_ENV given to the Node.js app"),
     Key("PY_ROUTES", "api/ai,api/iot,api/lightweight-analyze,api/flask", on_text(_routes, tuple[str, ...], ",".join),
         "path prefixes (comma-separated) Nginx sends to Gunicorn"),
-    Key("NGINX_SITE", "/etc/nginx/sites-available/signalcraft", absolute_path,
-        "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf)"),
+    Key("NGINX_SITE", None, optional(absolute_path),
+        "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf); "
+        "default /etc/nginx/sites-available/<APP_NAME>"),
     Key("NGINX_LISTEN", "80", listens,
         "where Nginx listens for the site: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated list "
         "(at a takeover, default: the old site's own listen lines)"),
@@ -761,9 +764,20 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
                    "set ALLOW_PUBLIC_BIND=true to allow another address)")
     if not v["GUNICORN_HANDOVER_BIND"].is_loopback and not v["ALLOW_PUBLIC_BIND"]:
         raise fail("GUNICORN_HANDOVER_BIND", "a loopback address")
+    if v["NGINX_SITE"] is None:
+        v["NGINX_SITE"] = f"/etc/nginx/sites-available/{v['APP_NAME']}"  # two apps on a host: two sites
     _check_site(v, fail)
     if bool(v["TLS_CERT"]) != bool(v["TLS_KEY"]):
         raise fail("TLS_KEY" if v["TLS_CERT"] else "TLS_CERT", "both TLS_CERT and TLS_KEY, or neither (HTTPS needs the pair)")
+    for key in ("TLS_CERT", "TLS_KEY"):
+        if v[key] and (not v[key].startswith(nginx_site.TLS_FOLDERS) or ".." in v[key].split("/")):
+            raise fail(key, f"a file under {', '.join(nginx_site.TLS_FOLDERS)} (root's folders: Nginx's master reads it "
+                       "as root, so the deploy user may not choose a file of its own)")
+    templates = v["TEMPLATES_DIR"]
+    if templates and Path(templates, nginx_site.SITE_TEMPLATE).exists():
+        raise fail("TEMPLATES_DIR", f"a folder without {nginx_site.SITE_TEMPLATE}: root renders the Nginx site from the "
+                   "tool's own shape (remote/nginx_site.py), which the settings fill in (listen addresses, names, routes, "
+                   "TLS, body size); move that file away")
     routes = v["PY_ROUTES"]
     if not _python_route(v["HEALTH_PY"], routes):
         raise fail("HEALTH_PY", f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
@@ -793,17 +807,15 @@ def _ports(v: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def _check_site(v: dict[str, Any], fail: Callable[[str, str], SettingsError]) -> None:
-    """NGINX_SITE: a site file in Nginx's site folders (or the deploy root), never nginx.conf itself."""
-    site = PurePosixPath(v["NGINX_SITE"])
-    if site.name == "nginx.conf":
+    """NGINX_SITE: a site file of a plain name in Nginx's site folders (what the root helper writes), never nginx.conf."""
+    if PurePosixPath(v["NGINX_SITE"]).name == "nginx.conf":
         raise fail("NGINX_SITE", "a site file of its own, not Nginx's main configuration nginx.conf "
                    "(for example /etc/nginx/sites-available/<name>)")
-    in_deploy_root = v["NGINX_SITE"].startswith(v["DEPLOY_ROOT"] + "/")
-    sites = str(site.parent) == "/etc/nginx/sites-available"
-    conf_d = str(site.parent) == "/etc/nginx/conf.d" and site.suffix == ".conf"
-    if not (sites or conf_d or in_deploy_root):
-        raise fail("NGINX_SITE", "a file under /etc/nginx/ in Nginx's site folders: /etc/nginx/sites-available/<name> or "
-                   "/etc/nginx/conf.d/<name>.conf")
+    try:
+        nginx_site.site_path(v["NGINX_SITE"])
+    except nginx_site.BadSite:
+        raise fail("NGINX_SITE", "a file of a plain name under /etc/nginx/ in Nginx's site folders: "
+                   "/etc/nginx/sites-available/<name> or /etc/nginx/conf.d/<name>.conf") from None
 
 
 def _where(key: str, raw: Mapping[str, str | None], origins: Mapping[str, str]) -> str:

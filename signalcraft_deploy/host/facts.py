@@ -163,7 +163,8 @@ def files_and_processes_script(s: Settings) -> str:
         'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
         'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true',
         'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null || true',
-        f"sec site; cat {q(s.nginx_site)} 2>/dev/null || true",
+        # 0640 root's: read through the helper (which shows a caller only its own or unclaimed sites)
+        f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat {q(s.nginx_site)} 2>/dev/null || true",
         'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
         'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',

@@ -160,50 +160,50 @@ def describe_mismatches(routes: list[Route]) -> list[str]:
 
 
 def install_site_args(s: Settings, backup: bool = True, takeover: bool = False) -> list[str]:
-    """The root helper's `site-install` arguments: put the new site (stdin) in place, enable it, keep it only if the test passes.
+    """The root helper's `site-install` arguments; the site's description goes on stdin (`site_description`).
 
-    The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back and the
-    stock `default` site (disabled when ours becomes the default server) is enabled again. An
+    The helper renders the site itself, puts it in place, enables it, and keeps it only if the test
+    passes. The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back and
+    the stock `default` site (disabled when ours becomes the default server) is enabled again. An
     existing file that does not start with our header is left alone (exit 66), unless `takeover`
-    (its record, made first, is what `rollback` puts back). See remote/install_site.sh.
+    (root's copy, made first by takeover-record, is what `rollback` puts back). A site another user
+    or deploy root installed is refused (exit 2).
     """
-    default_port = str(s.nginx_port) if s.server_name == "_" and s.nginx_enabled_link else "-"
-    return [s.nginx_site, s.nginx_enabled_link or "-", s.state_dir, "backup" if backup else "replace",
-            "takeover" if takeover else "guard", default_port, s.nginx_test_cmd]
+    return [s.state_dir, "backup" if backup else "replace", "takeover" if takeover else "guard", s.nginx_test_cmd]
 
 
-def write_extras(c: Any, s: Settings, text: str) -> None:
-    """Write the location blocks kept from a site taken over beside our site; never over a file that is not ours."""
-    result = root.call(c, "extras-write", s.nginx_extras, stdin=text, warn=True)
+def write_extras(c: Any, s: Settings, lines: tuple[int, ...]) -> None:
+    """Keep beside our site the location blocks that start on `lines` of the site taken over: the helper reads them
+    from root's own copy of that site (takeover-record); never over a file that is not ours."""
+    arg = ",".join(str(n) for n in lines) or "-"
+    result = root.call(c, "extras-write", s.state_dir, s.nginx_site, arg, warn=True)
     if result.exited == 66:
         raise fail(f"{s.nginx_extras} exists and was not written by signalcraft-deploy: move it away, then deploy again.")
     if not result.ok:
         raise fail(f"Could not write {s.nginx_extras}: {result.stderr.strip()[-400:]}")
 
 
-def remove_extras(c: Any, s: Settings) -> None:
-    root.call(c, "extras-remove", s.nginx_extras, warn=True)
-
-
-def install_site(c: Any, s: Settings, text: str, *, backup: bool = True, takeover: bool = False) -> None:
-    """Write and enable the site; on a failed `nginx -t` the previous site is back and nothing is reloaded.
-    A file there that this tool did not write is never written over, except by a takeover (recorded first)."""
-    run(c, f"mkdir -p {q(s.state_dir)}")
-    result = root.call(c, "site-install", *install_site_args(s, backup, takeover), stdin=text, warn=True)
+def install_site(c: Any, s: Settings, description: dict[str, Any], *, backup: bool = True, takeover: bool = False) -> None:
+    """Have root render, write and enable the site `description` says (core.render.site_description); on a failed
+    `nginx -t` the previous site is back and nothing is reloaded. A file there that this tool did not write is never
+    written over, except by a takeover (recorded first)."""
+    result = root.call(c, "site-install", *install_site_args(s, backup, takeover), stdin=json.dumps(description), warn=True)
     if result.exited == 66:
         raise fail(f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first line is not our "
                    "header): it was left as it is. Move that file away, or set NGINX_SITE to a file of its own.")
     if result.exited == 65:
         raise fail(f"nginx -t rejected the new site {s.nginx_site}; the previous site is back in place and Nginx was not "
-                   f"reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting or template that produced it.")
+                   f"reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting that produced it.")
+    if result.exited == 2 and "belongs to another" in result.stderr:
+        raise fail(f"NGINX_SITE {s.nginx_site} belongs to another deploy user or deploy root on this host: "
+                   "set NGINX_SITE (or APP_NAME, which names it by default) to a site of this app's own.")
     if not result.ok:
-        raise fail(f"Could not write the Nginx site {s.nginx_site}: {result.stderr.strip()}. "
-                   "Check that this user has passwordless sudo on the host.")
+        raise fail(f"Could not write the Nginx site {s.nginx_site}: {result.stderr.strip()}")
 
 
 def restore_site(c: Any, s: Settings) -> None:
     """Put the previous site back (rollback); after a first deploy, remove ours and re-enable the stock default."""
-    root.call(c, "site-restore", s.nginx_site, s.nginx_enabled_link or "-", s.state_dir, s.nginx_test_cmd, warn=True)
+    root.call(c, "site-restore", s.state_dir, s.nginx_site, s.nginx_test_cmd, warn=True)
 
 
 def test_nginx(c: Any, s: Settings) -> Any:

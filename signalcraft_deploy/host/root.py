@@ -14,19 +14,23 @@ before it changes anything and names `setup`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from signalcraft_deploy.host.io import fail, q, run, target_name
-from signalcraft_deploy.remote import program, script, source
+from signalcraft_deploy.remote import program, script
 
 HELPER = "/usr/local/sbin/signalcraft-root"
 LIB = "/usr/local/lib/signalcraft-deploy"
 SUDOERS_DIR = "/etc/sudoers.d"
-# The programs the helper runs, as installed beside it (Python ones with their remote imports inlined).
-LIB_FILES = ("install_site.sh", "reload_nginx.py", "restore_site.sh", "stop_pid.sh", "takeover_record.py",
-             "takeover_restore.py", "tls_check.py")
+# The programs the helper runs, as installed beside it (with their remote imports inlined), and the crossplane
+# parser it reads the site a takeover replaced with (copied from this tool's own pinned install).
+LIB_FILES = ("reload_nginx.py", "tls_check.py")
+# What older versions installed beside the helper and this one no longer runs: removed by `install`.
+RETIRED = ("install_site.sh", "restore_site.sh", "stop_pid.sh", "takeover_record.py", "takeover_restore.py")
 PASSWORD_HINT = ("passwordless sudo for this user (a sudoers line with NOPASSWD: `fab setup` writes one for the tool's "
                  f"root helper {HELPER})")
 
@@ -36,11 +40,23 @@ def lib_text(name: str) -> str:
     return program(stem) if kind == "py" else script(stem)
 
 
+def crossplane_files() -> dict[str, str]:
+    """{path under LIB: text} of the crossplane package (standard library only) as installed here."""
+    import crossplane
+
+    top = Path(crossplane.__file__).parent
+    return {f"crossplane/{p.relative_to(top).as_posix()}": p.read_text() for p in sorted(top.rglob("*.py"))
+            if p.name != "__main__.py"}
+
+
+@functools.lru_cache(maxsize=1)
 def files() -> dict[str, tuple[str, str]]:
-    """{host path: (text, mode)} of everything the helper is made of, helper first, then LIB in name order."""
-    out = {HELPER: (source("root_helper.py"), "0755")}
-    for name in sorted(LIB_FILES):
-        out[f"{LIB}/{name}"] = (lib_text(name), "0644")
+    """{host path: (text, mode)} of everything the helper is made of: the helper first, then LIB's files by path
+    (the helper's `version` verb reads them in the same order)."""
+    beside = {f"{LIB}/{name}": lib_text(name) for name in LIB_FILES}
+    beside.update({f"{LIB}/{name}": text for name, text in crossplane_files().items()})
+    out = {HELPER: (program("root_helper"), "0755")}
+    out.update({path: (beside[path], "0644") for path in sorted(beside)})
     return out
 
 
@@ -130,12 +146,12 @@ def call(c: Any, verb: str, *args: str, stdin: str | None = None, warn: bool = F
 
 
 def install_command(path: str, mode: str) -> str:
-    """Root shell: write stdin to `path` root-owned with `mode`, atomically (folders 0755 first)."""
-    tmp = q(path) + ".signalcraft-tmp.$$"  # one per writer: two hosts' tasks on one machine may install at once
+    """Root shell: write stdin to `path` root-owned with `mode`, atomically: a temporary file root makes in the
+    (root-owned, 0755) folder, then renamed; folders under LIB are made root's first."""
     folder = path.rsplit("/", 1)[0]
-    own = f" && chown root:root {q(folder)} && chmod 0755 {q(folder)}" if folder == LIB else ""
-    return "sudo -n sh -c " + q(f"umask 022 && mkdir -p {q(folder)}{own} && "
-                                f"cat > {tmp} && chown root:root {tmp} && chmod {mode} {tmp} && mv -f {tmp} {q(path)}")
+    own = f" && chown root:root {q(folder)} && chmod 0755 {q(folder)}" if folder.startswith(LIB) else ""
+    return "sudo -n sh -c " + q(f"umask 022 && mkdir -p {q(folder)}{own} && t=$(mktemp {q(folder)}/.signalcraft-XXXXXX) && "
+                                f'cat > "$t" && chown root:root "$t" && chmod {mode} "$t" && mv -f "$t" {q(path)}')
 
 
 def install(c: Any) -> str:
@@ -145,8 +161,9 @@ def install(c: Any) -> str:
         if not result.ok:
             raise fail(f"Could not install the root helper ({path}): {(result.stderr or result.stdout).strip()[-400:]}. "
                        "Installing it needs full passwordless sudo (run `fab setup` as an admin).")
+    run(c, "sudo -n rm -f " + " ".join(q(f"{LIB}/{name}") for name in RETIRED), warn=True)
     _ready[id(c)] = c
-    return f"{HELPER} and {LIB}/ ({len(LIB_FILES)} programs)"
+    return f"{HELPER} and {LIB}/ ({len(LIB_FILES)} programs and the crossplane parser)"
 
 
 def sudoers_path(user: str) -> str:

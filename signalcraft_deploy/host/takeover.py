@@ -1,16 +1,18 @@
 """Takeover: the first deploy on a host where Python still runs as a bare `python app.py &`.
 
 Only the deploy user's own server is taken over (the plan refuses any other: core.plan._takeover).
-Before anything changes, `record` saves on the host (in <DEPLOY_ROOT>/.deploy/takeover/, root's:
-the folder 0711, its files 0600; never printed) what is needed to return to exactly that state:
-the unmanaged server's command line, working directory, user and environment (less its login
-session's), the PM2 entries of the app's Node.js process, and the Nginx site file. The deploy
-then moves traffic to Gunicorn under PM2 without refusing a connection (`steps.handover.handover`
-with `stop_unmanaged`, which stops the server only while it is the deploy user's). `restore` (used
-by `rollback` and by a failed takeover) brings the bare process, the old PM2 entry and the old
-site back.
-
-Both run on the host as root: remote/takeover_record.py and remote/takeover_restore.py.
+Before anything changes, `record` saves what is needed to return to exactly that state, in two
+places by whose it is:
+- the deploy user's own (remote/takeover_record.py, as the deploy user, in
+  <DEPLOY_ROOT>/.deploy/takeover/, 0700/0600, never printed): the unmanaged server's command line,
+  working directory and environment (less its login session's), and the PM2 entries of the app's
+  Node.js process;
+- root's (the helper's `takeover-record`, in /var/lib/signalcraft-deploy/takeover/): its own copy of
+  the Nginx site file, the only one root ever puts back.
+The deploy then moves traffic to Gunicorn under PM2 without refusing a connection
+(`steps.handover.handover` with `stop_unmanaged`, which stops the server only while it is the deploy
+user's). `restore` (used by `rollback` and by a failed takeover) brings the old site back through the
+helper, then the bare process and the old PM2 entry as the deploy user.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.io import fail, q, run, write_file
-from signalcraft_deploy.host.nginx import reload_nginx, remove_extras, test_nginx
+from signalcraft_deploy.host.nginx import reload_nginx
+from signalcraft_deploy.host.programs import run_program
 from signalcraft_deploy.host.upkeep import forget_logs_command
 
 
@@ -36,8 +39,10 @@ def recorded(c: Any, s: Settings) -> bool:
 
 def record(c: Any, s: Settings, pid: int) -> None:
     """Save what `restore` needs, once (a second takeover attempt keeps the first, true 'before' record)."""
-    args = [str(pid), folder(s), s.pm2, s.node_app, s.nginx_site, str(formats.TAKEOVER.current), formats.TOOL]
-    result = root.call(c, "takeover-record", *args, warn=True)  # the record's owner is the user sudo names
+    result = run_program(c, s, "takeover_record.py", str(pid), folder(s), s.pm2, s.node_app,
+                         str(formats.TAKEOVER.current), formats.TOOL, warn=True)
+    if result.ok:
+        result = root.call(c, "takeover-record", s.state_dir, str(pid), s.nginx_site, warn=True)
     if not result.ok:
         raise fail(f"Could not record the unmanaged server (pid {pid}) before taking it over: {result.stderr.strip()[-400:]}")
 
@@ -57,15 +62,17 @@ def restore(c: Any, s: Settings) -> str:
     for name in (s.python_app, s.handover_app, s.node_app, s.node_handover_app):
         pm2_ops.delete(c, s, name)
     run(c, forget_logs_command(s.handover_app, s.node_handover_app), warn=True)
-    args = [folder(s), s.pm2, s.nginx_site, s.nginx_enabled_link or "-", str(formats.TAKEOVER.current), formats.TOOL]
-    result = root.call(c, "takeover-restore", *args, warn=True)
+    result = run_program(c, s, "takeover_restore.py", folder(s), s.pm2, str(formats.TAKEOVER.current), formats.TOOL,
+                         warn=True)
     if not result.ok:
         raise fail(f"Could not restore the state before the takeover: {result.stderr.strip()[-400:]}")
-    root.call(c, "unpark-default", s.state_dir, warn=True)
-    if test_nginx(c, s).ok:
+    site = root.call(c, "takeover-restore", s.state_dir, s.nginx_site, s.nginx_test_cmd, warn=True)
+    if site.ok:
         reload_nginx(c, s)
     run(c, f"rm -f {q(s.current_dir)} {q(s.state_dir)}/site-defaults.json", warn=True)
-    remove_extras(c, s)
     pm2_ops.save(c, s)
+    if not site.ok:
+        raise fail(f"The unmanaged server runs again, but its Nginx site could not be put back: "
+                   f"{(site.stderr or site.stdout).strip()[-400:]}")
     state = json.loads(result.stdout.strip().splitlines()[-1])
     return f"the unmanaged server runs again (pid {state['pid']})" + ("" if state["alive"] else " — but it exited at once")

@@ -1,19 +1,30 @@
-#!/usr/bin/python3 -I
-"""signalcraft-root: the only program the deploy user may run as root (issue 15).
+#!/usr/bin/python3 -IS
+"""signalcraft-root: the only program a deploy user may run as root.
 
-Installed ON THE HOST by `setup` (or by a deploy whose user has full sudo) as
-/usr/local/sbin/signalcraft-root, root-owned 0755, with the programs it runs beside it in
-/usr/local/lib/signalcraft-deploy/ (root-owned, not writable by others). The sudoers drop-in
-/etc/sudoers.d/signalcraft-<user> lets the deploy user run this file and nothing else:
+Installed ON THE HOST by `setup` as /usr/local/sbin/signalcraft-root (root-owned 0755), with the
+programs it runs and the crossplane parser beside it in /usr/local/lib/signalcraft-deploy/
+(root-owned, writable by root only). The sudoers drop-in /etc/sudoers.d/signalcraft-<user> lets the
+deploy user run this file and nothing else:
 
     sudo -n /usr/local/sbin/signalcraft-root VERB ARGS...
 
-It takes fixed VERBS (see VERBS below, or run it with `help`) and checks every argument before
-anything runs: paths must be absolute and normalised (no `.`, `..` or `//`), Nginx files must be
-in /etc/nginx/sites-available, sites-enabled or conf.d with a plain file name, commands must be one
-of the fixed Nginx test/reload commands, and numbers must be in range. Anything else is refused
-with one line on stderr and exit 2; nothing has run then. Text (a site file) comes on stdin.
-Standard library only, Python 3.8+.
+What makes it sound by construction, not by a deny-list:
+- Root never acts on a path the caller controls. Root's records (who owns which site, the stock
+  default site it parked, a takeover's copy of the old site) live in STATE (/var/lib/signalcraft-deploy,
+  0700). Root writes only in root's folders (/etc/nginx's site folders, STATE, certbot's hook folder),
+  through a temporary file made there and renamed. The caller's `<DEPLOY_ROOT>/.deploy` is a name
+  only: root never opens it. Every file root reads is opened once, without following a last-component
+  link, non-blocking, and used only if it is a regular file.
+- Root runs no program the caller names: the Nginx test and reload commands are one of a fixed few;
+  the programs it runs are its own, beside it.
+- Root renders the Nginx site itself (nginx_site.py, inlined below) from a JSON description whose
+  every field is checked; the caller never sends Nginx text. The location blocks a takeover keeps
+  come from root's own copy of the site it replaced, parsed with crossplane.
+- Every site is claimed by the user and deploy root that first installed it (STATE/sites/); another
+  caller is refused, and the read verbs show a caller only what is its own.
+- A cleared environment with a fixed PATH, `python3 -I -S`, and a timeout on every child.
+
+Anything refused is one line on stderr and exit 2, before anything has changed. Standard library only.
 """
 
 import hashlib
@@ -21,51 +32,47 @@ import json
 import os
 import pwd
 import re
+import stat
 import subprocess
 import sys
+import tempfile
+
+from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, site_path, tls_file
 
 HELPER = "/usr/local/sbin/signalcraft-root"
 LIB = "/usr/local/lib/signalcraft-deploy"
-STATE = "/var/lib/signalcraft-deploy"  # root's own copies (takeover records), 0700
-NGINX_DIRS = ("/etc/nginx/sites-available", "/etc/nginx/sites-enabled", "/etc/nginx/conf.d")
-DEFAULT_LINK = "/etc/nginx/sites-enabled/default"
+STATE = "/var/lib/signalcraft-deploy"  # root's own records, 0700
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+AVAILABLE, ENABLED = "/etc/nginx/sites-available", "/etc/nginx/sites-enabled"
+DEFAULT_LINK = ENABLED + "/default"
 HOOK_DIR = "/etc/letsencrypt/renewal-hooks/deploy"
 CERTBOT_LIVE = "/etc/letsencrypt/live/"
 HEADER = "# Rendered by signalcraft-deploy."  # core.render.SITE_HEADER
 MARK = "@@signalcraft:"  # host.facts.MARK
-PARKED = "nginx-default-site.link"
 REFUSED = 2
+CHILD_TIMEOUT = 120  # seconds any program the helper runs may take
+MAX_READ = 4 * 1024 * 1024
 
 _NGINX = r"(/usr/sbin/|/usr/bin/|/usr/local/sbin/|/usr/local/bin/|/usr/local/nginx/sbin/)?nginx"
 TEST_RE = re.compile(rf"{_NGINX}( -q)? -t( -q)?")  # core.settings: NGINX_TEST_CMD
 RELOAD_RE = re.compile(rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload nginx(\.service)?|"
                        r"(/usr/sbin/)?service nginx reload")  # core.settings: NGINX_RELOAD_CMD
-FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 PATH_CHARS = re.compile(r"/[A-Za-z0-9_.@+/-]*")
-PROGRAM = re.compile(r"[A-Za-z0-9._/+][A-Za-z0-9._/+-]*")
 APP = re.compile(r"[a-z][a-z0-9-]{0,39}")
-PM2_APP = re.compile(r"[a-z][a-z0-9-]{0,79}")
 TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,79}")
 HOST_NAME = re.compile(r"[A-Za-z0-9*_]([A-Za-z0-9_.*-]{0,252})")
 MARKER_URL = re.compile(r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/\.signalcraft-deploy-site")
 
 
-# Nginx's master runs as root and opens some files itself: a site may name those only where Nginx keeps its own.
-ROOT_OPENED = {"access_log": ("/var/log/nginx/",), "error_log": ("/var/log/nginx/",), "include": ("/etc/nginx/",)}
-NEVER_IN_A_SITE = {"load_module", "perl", "perl_modules", "perl_require", "pid", "user", "env", "lock_file", "ssl_engine",
-                   "js_import", "js_path", "working_directory", "daemon", "master_process"}
-TEMP_DIRS = ("/var/lib/nginx/", "/var/cache/nginx/")
-
-
 class Refused(Exception):
-    """An argument the helper does not accept: nothing has run."""
+    """An argument or state the helper does not accept: nothing has changed."""
 
 
 # ----------------------------------------------------------------------------- argument checks (pure)
 
 
 def clean_path(value: str, what: str) -> str:
-    """An absolute, normalised path of plain characters (no `.`, `..`, `//`, spaces or newlines)."""
+    """An absolute, normalised path of plain characters (no `.`, `..`, `//`, `$`, `#`, spaces or newlines)."""
     if not value.startswith("/"):
         raise Refused(f"{what} must be an absolute path, not {value!r}")
     if ".." in value.split("/"):
@@ -77,31 +84,23 @@ def clean_path(value: str, what: str) -> str:
     return value
 
 
-def nginx_file(value: str, what: str) -> str:
-    """A file directly in one of Nginx's site folders, with a plain name."""
-    path = clean_path(value, what)
-    folder, name = os.path.split(path)
-    if folder not in NGINX_DIRS:
-        raise Refused(f"{what} must be in {', '.join(NGINX_DIRS)}: {value!r}")
-    if not FILE_NAME.fullmatch(name) or name == "default":
-        raise Refused(f"{what} has a file name this tool never uses: {value!r}")
-    return path
+def a_site(value: str) -> str:
+    try:
+        return site_path(value)
+    except BadSite as err:
+        raise Refused(str(err)) from None
 
 
-def site_link(value: str, site: str) -> str:
-    """The enabled link of `site` ('' or '-': none, for a site in conf.d)."""
-    if value in ("", "-"):
-        return ""
-    link = nginx_file(value, "the enabled link")
-    if os.path.dirname(site) != NGINX_DIRS[0] or link != f"{NGINX_DIRS[1]}/{os.path.basename(site)}":
-        raise Refused(f"the enabled link of {site} must be {NGINX_DIRS[1]}/{os.path.basename(site)}, not {value!r}")
-    return link
+def link_of(site: str) -> str:
+    """The enabled link of a site in sites-available ('' for one in conf.d, which Nginx includes itself)."""
+    return f"{ENABLED}/{os.path.basename(site)}" if os.path.dirname(site) == AVAILABLE else ""
 
 
-def extras_file(value: str) -> str:
-    path = nginx_file(value, "the extras file")
-    if not path.endswith(".locations"):
-        raise Refused(f"the extras file must end in .locations: {value!r}")
+def state_name(value: str) -> str:
+    """<DEPLOY_ROOT>/.deploy of the caller: only a name that keys root's records; root never opens it."""
+    path = clean_path(value, "the state folder")
+    if os.path.basename(path) != ".deploy":
+        raise Refused(f"the state folder must be <DEPLOY_ROOT>/.deploy, not {value!r}")
     return path
 
 
@@ -120,39 +119,6 @@ def token(value: str, pattern: "re.Pattern[str]", what: str) -> str:
 def command(value: str, pattern: "re.Pattern[str]", what: str) -> list:
     """One of the fixed Nginx commands (as in the settings), as an argv: never run by a shell."""
     return token(value, pattern, what).split()
-
-
-def caller() -> pwd.struct_passwd:
-    """The user sudo ran us for (SUDO_USER, which sudo sets itself), else root."""
-    name = os.environ.get("SUDO_USER") or "root"
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        raise Refused(f"unknown calling user {name!r}") from None
-
-
-def state_dir(value: str, owner: pwd.struct_passwd) -> str:
-    """<DEPLOY_ROOT>/.deploy of the calling user: a real folder (no symlink) that user owns."""
-    path = clean_path(value, "the state folder")
-    if os.path.basename(path) != ".deploy":
-        raise Refused(f"the state folder must be <DEPLOY_ROOT>/.deploy, not {value!r}")
-    try:
-        st = os.lstat(path)
-    except OSError:
-        raise Refused(f"the state folder {value!r} does not exist") from None
-    if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != owner.pw_uid:
-        raise Refused(f"the state folder {value!r} is not a folder owned by {owner.pw_name}")
-    return path
-
-
-def takeover_folder(value: str, owner: pwd.struct_passwd) -> str:
-    path = clean_path(value, "the takeover folder")
-    if os.path.basename(path) != "takeover":
-        raise Refused(f"the takeover folder must be <DEPLOY_ROOT>/.deploy/takeover, not {value!r}")
-    state_dir(os.path.dirname(path), owner)
-    if os.path.islink(path):
-        raise Refused(f"the takeover folder {value!r} is a symlink")
-    return path
 
 
 def reload_spec(text: str) -> str:
@@ -176,8 +142,18 @@ def tls_spec(text: str) -> str:
     spec = _json(text, "the TLS spec")
     if set(spec) != {"cert", "key", "names"} or not isinstance(spec["names"], list):
         raise Refused("the TLS spec must be {cert, key, names}")
-    return json.dumps({"cert": clean_path(str(spec["cert"]), "TLS_CERT"), "key": clean_path(str(spec["key"]), "TLS_KEY"),
-                       "names": [token(n, HOST_NAME, "a server name") for n in spec["names"]]})
+    try:
+        files = {key: tls_file(spec[key], key) for key in ("cert", "key")}
+    except BadSite as err:
+        raise Refused(str(err)) from None
+    return json.dumps({**files, "names": [token(n, HOST_NAME, "a server name") for n in spec["names"]]})
+
+
+def site_description(text: str) -> dict:
+    try:
+        return check(_json(text, "the site description"))
+    except BadSite as err:
+        raise Refused(f"the site description: {err}") from None
 
 
 def _json(text: str, what: str) -> dict:
@@ -190,31 +166,10 @@ def _json(text: str, what: str) -> dict:
     return value
 
 
-def statements(text: str) -> list:
-    """(directive, first argument) of every statement of an Nginx file, quotes and backslashes dropped (conservative:
-    text inside a quoted string that looks like a statement counts as one)."""
-    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
-    out = []
-    for part in re.split(r"[;{}]", code):
-        words = [re.sub(r"[\"'\\]", "", w) for w in part.split()]
-        if words:
-            out.append((words[0], words[1] if len(words) > 1 else ""))
-    return out
-
-
-def site_text(text: str) -> str:
-    """A site or extras file's text: refused if it makes Nginx's master (root) open a file outside Nginx's own
-    folders, load code, or change how the master runs."""
-    for directive, arg in statements(text):
-        if directive in NEVER_IN_A_SITE or "lua" in directive:
-            raise Refused(f"the site may not use `{directive}` (Nginx's master runs it as root)")
-        allowed = ROOT_OPENED.get(directive) or (TEMP_DIRS if directive.endswith("_path") else None)
-        if allowed is None or arg in ("off", "") or arg.startswith("syslog:") or "$" in arg:
-            continue
-        path = arg if arg.startswith("/") else "/etc/nginx/" + arg
-        if ".." in path.split("/") or not path.startswith(allowed):
-            raise Refused(f"the site's `{directive} {arg}` is outside {', '.join(allowed)} (Nginx's master opens it as root)")
-    return text
+def line_numbers(value: str) -> list:
+    if value == "-":
+        return []
+    return [integer(n, "a line number", 1, 10 ** 6) for n in value.split(",")]
 
 
 def certbot_hook(app: str, cert: str, site: str, test: str, reload: str) -> tuple:
@@ -223,10 +178,132 @@ def certbot_hook(app: str, cert: str, site: str, test: str, reload: str) -> tupl
     cert = clean_path(cert, "TLS_CERT")
     if not cert.startswith(CERTBOT_LIVE):
         raise Refused(f"TLS_CERT must be under {CERTBOT_LIVE} for a certbot hook: {cert!r}")
-    site = nginx_file(site, "NGINX_SITE")
+    site = a_site(site)
     test, reload = " ".join(command(test, TEST_RE, "the test command")), " ".join(command(reload, RELOAD_RE, "the reload command"))
     text = f"#!/bin/sh\n{HEADER} Reloads Nginx after certbot renews {cert} (site {site}).\n{test} && {reload}\n"
     return f"{HOOK_DIR}/signalcraft-{app}", text
+
+
+# ----------------------------------------------------------------------------- files: read once, written in root's folders
+
+
+def read_regular(path: str) -> "bytes | None":
+    """A regular file's bytes, opened once without following a last-component link and without blocking on a FIFO;
+    None if absent. Anything but a regular file (a link, FIFO, device, folder) is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise Refused(f"{path} cannot be read as a plain file: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Refused(f"{path} is not a regular file")
+        return fh.read(MAX_READ)
+
+
+def write_in(path: str, data: bytes, mode: int) -> None:
+    """Write a file in one of root's folders: a temporary file made there, then renamed over `path`."""
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".signalcraft-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            os.fchmod(fh.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def remove(path: str) -> None:
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def ours(data: "bytes | None") -> bool:
+    return bool(data) and data.decode(errors="replace").lstrip("\ufeff").startswith(HEADER)
+
+
+def state_folder(*parts: str) -> str:
+    """A folder of root's records (made 0700, root's): STATE/<parts>."""
+    path = os.path.join(STATE, *parts)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for folder in (STATE, path):
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+            raise Refused(f"{folder} is not root's own folder")
+        os.chmod(folder, 0o700)
+    return path
+
+
+def record(path: str) -> "dict | None":
+    data = read_regular(path)
+    return None if data is None else json.loads(data)
+
+
+# ----------------------------------------------------------------------------- who owns what
+
+
+def caller() -> pwd.struct_passwd:
+    """The user sudo ran us for (SUDO_UID, which sudo sets itself); root when run by root directly."""
+    uid = CALLER_UID
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        raise Refused(f"unknown calling uid {uid}") from None
+
+
+def owner_key(user: pwd.struct_passwd, state: str) -> dict:
+    return {"user": user.pw_name, "uid": user.pw_uid, "state": state}
+
+
+def claim_path(site: str) -> str:
+    return os.path.join(state_folder("sites"), os.path.basename(os.path.dirname(site)) + "--" + os.path.basename(site) + ".json")
+
+
+def claim_of(site: str) -> "dict | None":
+    return record(claim_path(site))
+
+
+def must_own(site: str, state: str, may_claim: bool = False) -> None:
+    """The site is claimed by this caller and deploy root (or unclaimed, when `may_claim`): else refused."""
+    mine = owner_key(caller(), state)
+    claim = claim_of(site)
+    if claim is None and may_claim:
+        return
+    if claim is None:
+        raise Refused(f"{site} was not installed by this helper for this user and deploy root")
+    if {k: claim.get(k) for k in mine} != mine:
+        raise Refused(f"{site} belongs to another user or deploy root ({claim.get('user')}): not yours to change")
+
+
+def not_others(site: str) -> None:
+    """Refused if another user claimed the site (reads: a caller sees only its own sites and unclaimed ones)."""
+    claim = claim_of(site)
+    if claim is not None and claim.get("uid") != caller().pw_uid:
+        raise Refused(f"{site} belongs to another user")
+
+
+def claim(site: str, state: str) -> None:
+    write_in(claim_path(site), json.dumps({**owner_key(caller(), state), "site": site}).encode(), 0o600)
+
+
+def takeover_folder(state: str) -> str:
+    key = hashlib.sha256(f"{caller().pw_uid}\0{state}".encode()).hexdigest()[:24]
+    return os.path.join(STATE, "takeover", key)
+
+
+def takeover_meta(state: str, site: str) -> "dict | None":
+    meta = record(os.path.join(takeover_folder(state), "meta.json"))
+    return meta if meta is not None and meta.get("site") == site and meta.get("uid") == caller().pw_uid else None
+
+
+PARKED = "parked-default.json"
+
+
+def parked() -> "dict | None":
+    return record(os.path.join(state_folder(), PARKED))
 
 
 # ----------------------------------------------------------------------------- what runs
@@ -236,101 +313,46 @@ def lib(name: str) -> str:
     """A program beside the helper, refused unless root owns it and no one else can write it."""
     path = os.path.join(LIB, name)
     for p in (LIB, path):
-        st = os.stat(p)
-        if st.st_uid != 0 or st.st_mode & 0o022:
+        st = os.lstat(p)
+        if st.st_uid != 0 or st.st_mode & 0o022 or stat.S_ISLNK(st.st_mode):
             raise Refused(f"{p} must be owned by root and writable by root only: run `fab setup` again")
     return path
 
 
-def run_lib(name: str, *args: str, stdin: "str | None" = None) -> int:
-    """Run a program beside the helper (`stdin`: text for it; else it shares ours)."""
-    runner = [sys.executable, "-I"] if name.endswith(".py") else ["/bin/sh"]
-    return subprocess.run([*runner, lib(name), *args], input=stdin, text=stdin is not None).returncode
+def run_lib(name: str, *args: str) -> int:
+    return run_argv([sys.executable, "-IS", lib(name), *args])
 
 
-def run_argv(argv: list) -> int:
+def run_argv(argv: list, capture: bool = False) -> "int | subprocess.CompletedProcess":
     try:
-        return subprocess.run(argv).returncode
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=capture, text=True, timeout=CHILD_TIMEOUT)
     except OSError as err:
         print(f"signalcraft-root: {argv[0]}: {err.strerror}", file=sys.stderr)
         return 127
+    except subprocess.TimeoutExpired:
+        print(f"signalcraft-root: {argv[0]} took longer than {CHILD_TIMEOUT}s: stopped", file=sys.stderr)
+        return 124
+    return done if capture else done.returncode
 
 
-def read_text(path: str) -> int:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            sys.stdout.write(fh.read())
-        return 0
-    except OSError:
-        return 1
+def nginx_test(test: list) -> "subprocess.CompletedProcess | int":
+    return run_argv(test, capture=True)
 
 
-def write_atomic(path: str, data: bytes, mode: int) -> None:
-    tmp = path + ".signalcraft-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+def test_passes(test: list) -> "tuple[bool, str]":
+    done = nginx_test(test)
+    if isinstance(done, int):
+        return False, f"{' '.join(test)} could not run"
+    return done.returncode == 0, (done.stderr or done.stdout).strip()
 
 
-def parked_target(state: str) -> str:
-    """The stock site's link target that site-install parked in STATE/nginx-default-site.link ('' if none)."""
-    parked = os.path.join(state, PARKED)
-    if not os.path.lexists(parked):
-        return ""
-    if os.path.islink(parked):
-        raise Refused(f"{parked} is a symlink")
-    with open(parked) as fh:
-        target = fh.read().strip()
-    folder, name = os.path.split(target)
-    if folder != NGINX_DIRS[0] or not FILE_NAME.fullmatch(name) or clean_path(target, "the parked site") != target:
-        raise Refused(f"{parked} does not name a site in {NGINX_DIRS[0]}")
-    return target
-
-
-def record_copy(folder: str) -> str:
-    """Root's own copy of a takeover record (the deploy user can edit theirs; restore trusts only this one)."""
-    return os.path.join(STATE, "takeover", hashlib.sha256(folder.encode()).hexdigest()[:24])
-
-
-def read_bytes(path: str) -> "bytes | None":
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def keep_record(folder: str, site: str, pid: int, files: bool) -> None:
-    """Root's copy of the record's files (`files`: a record just made), and always the site and pid now taken over."""
-    copy = record_copy(folder)
-    os.makedirs(copy, mode=0o700, exist_ok=True)
-    os.chmod(STATE, 0o700)
-    for name in ("legacy.json", "nginx-site") if files else ():
-        data = read_bytes(os.path.join(folder, name))
-        if data is None:
-            if os.path.exists(os.path.join(copy, name)):
-                os.remove(os.path.join(copy, name))
-        else:
-            write_atomic(os.path.join(copy, name), data, 0o600)
-    write_atomic(os.path.join(copy, "meta.json"), json.dumps({"folder": folder, "site": site, "pid": pid}).encode(), 0o600)
-
-
-def check_record(folder: str, owner: pwd.struct_passwd) -> None:
-    """The record in `folder` is the one root made; a record from before the helper (no copy) only for the caller's own process."""
-    copy = record_copy(folder)
-    mine = read_bytes(os.path.join(folder, "legacy.json"))
-    if mine is None:
-        raise Refused(f"no takeover record in {folder}")
-    if not os.path.isdir(copy):
-        user = json.loads(mine).get("legacy", {}).get("user")
-        if user != owner.pw_name:
-            raise Refused(f"the takeover record in {folder} was not made by this helper and names another user's process")
-        return
-    for name in ("legacy.json", "nginx-site"):
-        if read_bytes(os.path.join(folder, name)) != read_bytes(os.path.join(copy, name)):
-            raise Refused(f"{folder}/{name} was changed after the takeover recorded it: restore refused")
+def crossplane():
+    """The crossplane package installed beside the helper (root's copy; never the caller's Python path)."""
+    lib("crossplane")
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, LIB)
+    import crossplane as parser  # noqa: PLC0415 - only the verbs that parse load it
+    return parser
 
 
 # ----------------------------------------------------------------------------- the verbs
@@ -345,17 +367,21 @@ def v_probe(args: list) -> int:
 
 
 def v_listeners(args: list) -> int:
-    """listeners PORT[,PORT...]: `ss -ltnpH`, then the command line of each pid listening on those ports."""
-    ports = [str(integer(p, "a port", 1, 65535)) for p in args[0].split(",")]
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-    sys.stdout.write(out)
+    """listeners PORT[,PORT...]: the listening sockets on those ports (`ss -ltnpH`), then the command line of each
+    of the caller's own processes among them (another user's: its pid and name only, as `ps` shows)."""
+    ports = [str(integer(p, "a port", 1, 65535)) for p in args[0].split(",")][:32]
+    done = run_argv(["ss", "-ltnpH"], capture=True)
+    out = "" if isinstance(done, int) else done.stdout
+    mine = [line for line in out.splitlines() if re.search(r":(" + "|".join(ports) + r")\s", line)]
+    print("\n".join(mine))
     print(f"\n{MARK}commands")
-    pids = set()
-    for line in out.splitlines():
-        if re.search(r":(" + "|".join(ports) + r")\s", line):
-            pids.update(int(p) for p in re.findall(r"pid=([0-9]+)", line))
-    for pid in sorted(pids):
-        raw = read_bytes(f"/proc/{pid}/cmdline") or b""
+    for pid in sorted({int(p) for line in mine for p in re.findall(r"pid=([0-9]+)", line)}):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != caller().pw_uid:
+                continue
+        except OSError:
+            continue
+        raw = read_regular(f"/proc/{pid}/cmdline") or b""
         print(f"{pid} " + raw.replace(b"\0", b" ").decode(errors="replace"))
     return 0
 
@@ -366,8 +392,28 @@ def v_nginx_test(args: list) -> int:
 
 
 def v_nginx_dump(args: list) -> int:
-    """nginx-dump: `nginx -T` (the whole configuration)."""
-    return run_argv(["nginx", "-T"])
+    """nginx-dump: `nginx -T` (the whole configuration), less the files of sites another user claimed."""
+    done = run_argv(["nginx", "-T"], capture=True)
+    if isinstance(done, int):
+        return done
+    hidden = set()
+    for name in os.listdir(state_folder("sites")):
+        claim = record(os.path.join(STATE, "sites", name)) or {}
+        if claim.get("uid") != caller().pw_uid and claim.get("site"):
+            site = claim["site"]
+            hidden.update({site, link_of(site), extras_path(site)})
+    showing = True
+    for line in done.stdout.splitlines():
+        found = re.match(r"^# configuration file (.+):$", line)
+        if found:
+            showing = found.group(1) not in hidden
+            if not showing:
+                print(f"{line}\n# (a site of another user: not shown)")
+                continue
+        if showing:
+            print(line)
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
 def v_nginx_reload(args: list) -> int:
@@ -376,150 +422,246 @@ def v_nginx_reload(args: list) -> int:
 
 
 def v_site_read(args: list) -> int:
-    """site-read FILE: print a site or extras file of Nginx's folders."""
-    return read_text(nginx_file(args[0], "the file"))
+    """site-read SITE: print a site file (the caller's own, or one no user claimed)."""
+    site = a_site(args[0])
+    not_others(site)
+    data = read_regular(site)
+    if data is None:
+        return 1
+    sys.stdout.write(data.decode(errors="replace"))
+    return 0
 
 
 def v_site_install(args: list) -> int:
-    """site-install SITE LINK STATE_DIR backup|replace guard|takeover PORT|- TEST_CMD: put the site on stdin in place,
-    enable it, disable the stock default site when ours is the default server on PORT, keep it only if the test passes."""
-    site, link = nginx_file(args[0], "the site"), site_link(args[1], args[0])
-    state = state_dir(args[2], caller())
-    backup = token(args[3], re.compile(r"backup|replace"), "the backup mode")
-    mode = token(args[4], re.compile(r"guard|takeover"), "the mode")
-    port = "-" if args[5] == "-" else str(integer(args[5], "the default server's port", 1, 65535))
-    test = " ".join(command(args[6], TEST_RE, "the test command"))
-    if mode == "takeover":
-        meta = read_bytes(os.path.join(record_copy(os.path.join(state, "takeover")), "meta.json"))
-        if meta is None or json.loads(meta).get("site") != site:
-            raise Refused(f"a takeover may write over {site} only after takeover-record saved it")
-    if port != "-" and not link:
-        port = "-"
-    text = site_text(sys.stdin.read())
-    return run_lib("install_site.sh", site, link, os.path.join(state, PARKED), DEFAULT_LINK, port, backup, mode, test,
-                   stdin=text)
+    """site-install STATE_DIR backup|replace guard|takeover TEST_CMD: render the site described on stdin (JSON),
+    put it in place, enable it, disable the stock default site when ours is the default server on its port, and
+    keep it only if the test passes (else everything is put back: exit 65). A file there that this tool did not
+    write is left alone (exit 66), except in a takeover that takeover-record prepared."""
+    state = state_name(args[0])
+    backup = token(args[1], re.compile(r"backup|replace"), "the backup mode") == "backup"
+    takeover = token(args[2], re.compile(r"guard|takeover"), "the mode") == "takeover"
+    test = command(args[3], TEST_RE, "the test command")
+    desc = site_description(sys.stdin.read(1024 * 1024))
+    site = desc["site"]
+    must_own(site, state, may_claim=True)
+    old = read_regular(site)
+    if takeover and takeover_meta(state, site) is None:
+        raise Refused(f"a takeover may write over {site} only after takeover-record saved it")
+    if old and not ours(old) and not takeover:
+        print(f"{site} exists and was not written by signalcraft-deploy", file=sys.stderr)
+        return 66
+    return install(site, render(desc).encode(), old, backup, desc, state, test)
+
+
+def install(site: str, text: bytes, old: "bytes | None", backup: bool, desc: dict, state: str, test: list) -> int:
+    link = link_of(site)
+    if old is not None and backup:
+        write_in(site + ".signalcraft-prev", old, 0o640)
+    claimed_now = claim_of(site) is None
+    if claimed_now:
+        claim(site, state)
+    write_in(site, text, 0o640)
+    linked = bool(link) and not os.path.lexists(link)
+    if linked:
+        os.symlink(site, link)
+    parked_now = park_default(site, desc) if link and desc["server_name"] == "_" else False
+    ok, said = test_passes(test)
+    if ok:
+        return 0
+    if old is not None:
+        write_in(site, old, 0o640)
+    else:
+        remove(site)
+    if linked:
+        remove(link)
+    if parked_now:
+        unpark(site)
+    if claimed_now:
+        remove(claim_path(site))
+    print(said, file=sys.stderr)
+    return 65
+
+
+def park_default(site: str, desc: dict) -> bool:
+    """Disable the stock default site when it is the default server on our first port: its target kept in STATE."""
+    port = desc["listen"][0].rsplit(":", 1)[-1]
+    if not os.path.islink(DEFAULT_LINK) or parked() is not None:
+        return False
+    target = os.path.normpath(os.path.join(ENABLED, os.readlink(DEFAULT_LINK)))
+    if os.path.dirname(target) != AVAILABLE:
+        return False  # a stock site elsewhere is not one root reads on a caller's behalf
+    data = read_regular(target) or b""
+    if not re.search(rf"listen\s+([^;]*:)?{port}\s[^;]*default_server".encode(), data):
+        return False
+    write_in(os.path.join(state_folder(), PARKED), json.dumps({"target": target, "site": site}).encode(), 0o600)
+    os.unlink(DEFAULT_LINK)
+    return True
+
+
+def unpark(site: str) -> None:
+    """Enable the stock default site again, if `site`'s install parked it."""
+    found = parked()
+    if found is None or found.get("site") != site:
+        return
+    if not os.path.lexists(DEFAULT_LINK):
+        tmp = DEFAULT_LINK + ".signalcraft-tmp"
+        remove(tmp)
+        os.symlink(clean_path(found["target"], "the parked site"), tmp)
+        os.replace(tmp, DEFAULT_LINK)
+    os.unlink(os.path.join(STATE, PARKED))
 
 
 def v_site_restore(args: list) -> int:
-    """site-restore SITE LINK STATE_DIR TEST_CMD: the previous site back (rollback), or ours removed and the stock
-    default site enabled again after a first deploy; then the test."""
-    site, link = nginx_file(args[0], "the site"), site_link(args[1], args[0])
-    state = state_dir(args[2], caller())
-    test = " ".join(command(args[3], TEST_RE, "the test command"))
-    default_link = os.path.join(os.path.dirname(link or "/etc/nginx/sites-enabled/x"), "default")
-    parked_target(state)  # refuses a parked file that names anything but a site in sites-available
-    return run_lib("restore_site.sh", site, site + ".signalcraft-prev", link, os.path.join(state, PARKED), default_link, test)
+    """site-restore STATE_DIR SITE TEST_CMD: the previous site back (rollback), or ours removed, its claim dropped and
+    the stock default site enabled again after a first deploy; then the test."""
+    state, site = state_name(args[0]), a_site(args[1])
+    test = command(args[2], TEST_RE, "the test command")
+    must_own(site, state)
+    prev = read_regular(site + ".signalcraft-prev")
+    if prev is not None:
+        write_in(site, prev, 0o640)
+    else:
+        remove_site(site)
+    return run_argv(test)
+
+
+def remove_site(site: str) -> None:
+    for path in (site, link_of(site), extras_path(site)):
+        if path and (path != extras_path(site) or ours(read_regular(path))):
+            remove(path)
+    unpark(site)
+    remove(claim_path(site))
 
 
 def v_unpark_default(args: list) -> int:
-    """unpark-default STATE_DIR: enable the stock default site again that site-install disabled."""
-    state = state_dir(args[0], caller())
-    target = parked_target(state)
-    if target:
-        tmp = DEFAULT_LINK + ".signalcraft-tmp"
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        os.symlink(target, tmp)
-        os.replace(tmp, DEFAULT_LINK)
-        os.remove(os.path.join(state, PARKED))
+    """unpark-default STATE_DIR SITE: enable the stock default site again that installing SITE disabled."""
+    state, site = state_name(args[0]), a_site(args[1])
+    must_own(site, state)
+    unpark(site)
     return 0
 
 
 def v_extras_write(args: list) -> int:
-    """extras-write FILE: the location blocks kept from a site taken over (stdin); never over a file not ours (exit 66)."""
-    path = extras_file(args[0])
-    old = read_bytes(path)
-    if old and not old.decode(errors="replace").lstrip("\ufeff").startswith(HEADER):
+    """extras-write STATE_DIR SITE LINES: keep, beside SITE, the location blocks at LINES (comma-separated; '-':
+    none) of the site root saved at takeover-record: parsed from root's own copy, never sent by the caller."""
+    state, site, lines = state_name(args[0]), a_site(args[1]), line_numbers(args[2])
+    must_own(site, state, may_claim=True)
+    meta = takeover_meta(state, site)
+    if meta is None:
+        raise Refused(f"no takeover of {site} was recorded for this user and deploy root")
+    path = extras_path(site)
+    old = read_regular(path)
+    if old and not ours(old):
         print(f"{path} exists and was not written by signalcraft-deploy", file=sys.stderr)
         return 66
-    write_atomic(path, site_text(sys.stdin.read()).encode(), 0o644)
+    blocks = kept_locations(os.path.join(takeover_folder(state), "nginx-site"), set(lines))
+    header = (f"{HEADER} Location blocks kept from the site it took over (included by its site; "
+              "the next takeover's record is what changes them).\n")
+    write_in(path, (header + crossplane().build(blocks, indent=4, tabs=False) + "\n").encode(), 0o640)
     return 0
 
 
-def v_extras_remove(args: list) -> int:
-    """extras-remove FILE."""
-    path = extras_file(args[0])
-    if os.path.lexists(path):
-        os.remove(path)
-    return 0
+def kept_locations(copy: str, lines: set) -> list:
+    """The `location` blocks of the saved site's server blocks that start on `lines` (each must be one)."""
+    if read_regular(copy) is None:
+        raise Refused("root's copy of the site taken over is missing")
+    parsed = crossplane().parse(copy, single=True, catch_errors=False, check_ctx=False, check_args=False, comments=False)
+    found = [d for server in parsed["config"][0]["parsed"] if server["directive"] == "server"
+             for d in server.get("block", []) if d["directive"] == "location" and d["line"] in lines]
+    if sorted(d["line"] for d in found) != sorted(lines):
+        raise Refused(f"not every line of {sorted(lines)} starts a location block of the saved site")
+    return found
 
 
 def v_tls_check(args: list) -> int:
-    """tls-check SPEC: can Nginx serve this certificate and key (tls_check.py)?"""
+    """tls-check SPEC: can Nginx serve this certificate and key (tls_check.py)? Only files in root's TLS folders."""
     return run_lib("tls_check.py", tls_spec(args[0]))
 
 
 def v_certbot_hook(args: list) -> int:
     """certbot-hook APP_NAME TLS_CERT NGINX_SITE TEST_CMD RELOAD_CMD: write certbot's deploy hook if it differs."""
     path, text = certbot_hook(*args)
-    if read_bytes(path) == text.encode():
+    not_others(args[2])
+    if read_regular(path) == text.encode():
         print(f"certbot hook {path} in place")
         return 0
     os.makedirs(HOOK_DIR, mode=0o755, exist_ok=True)
-    write_atomic(path, text.encode(), 0o755)
+    write_in(path, text.encode(), 0o755)
     print(f"certbot hook {path} written")
     return 0
 
 
 def v_takeover_record(args: list) -> int:
-    """takeover-record PID FOLDER PM2 NODE_APP SITE FORMAT TOOL: save the state before a takeover (takeover_record.py),
-    and root's own copy of it (restore trusts only that)."""
-    owner = caller()
-    pid = integer(args[0], "the pid", 2, 2 ** 22)
-    folder = takeover_folder(args[1], owner)
-    pm2, node_app = token(args[2], PROGRAM, "PM2"), token(args[3], PM2_APP, "the Node.js app")
-    site = nginx_file(args[4], "the site")
-    number, tool = str(integer(args[5], "the format", 1, 99)), token(args[6], TOOL, "the tool")
-    fresh = not os.path.exists(os.path.join(folder, "legacy.json"))
-    code = run_lib("takeover_record.py", str(pid), folder, pm2, node_app, site, owner.pw_name, number, tool)
-    if code == 0:
-        keep_record(folder, site, pid, fresh or not os.path.isdir(record_copy(folder)))
-    return code
-
-
-def v_stop_pid(args: list) -> int:
-    """stop-pid PID TENTHS STATE_DIR: stop the unmanaged server the takeover recorded (stop_pid.sh); no other pid."""
-    pid = integer(args[0], "the pid", 2, 2 ** 22)
-    tenths = integer(args[1], "the wait", 0, 36000)
-    state = state_dir(args[2], caller())
-    meta = read_bytes(os.path.join(record_copy(os.path.join(state, "takeover")), "meta.json"))
-    if meta is None or json.loads(meta).get("pid") != pid:
-        raise Refused(f"pid {pid} is not the server the takeover recorded: not stopped")
-    return run_lib("stop_pid.sh", str(pid), str(tenths), caller().pw_name)  # only the calling user's own process
+    """takeover-record STATE_DIR PID SITE: before a takeover of the caller's own server PID, keep root's copy of SITE
+    (the one record root trusts when it puts the site back). A second call keeps the first, true 'before' record."""
+    state, pid, site = state_name(args[0]), integer(args[1], "the pid", 2, 2 ** 22), a_site(args[2])
+    must_own(site, state, may_claim=True)
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != caller().pw_uid:
+            raise Refused(f"pid {pid} is not a process of {caller().pw_name}: a takeover touches only the caller's own")
+    except FileNotFoundError:
+        raise Refused(f"no process {pid}") from None
+    folder = os.path.join(state_folder("takeover"), os.path.basename(takeover_folder(state)))
+    if takeover_meta(state, site) is None:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        old = read_regular(site)
+        if old is not None:
+            write_in(os.path.join(folder, "nginx-site"), old, 0o600)
+        else:
+            remove(os.path.join(folder, "nginx-site"))
+        meta = {**owner_key(caller(), state), "site": site, "pid": pid, "site_existed": old is not None}
+        write_in(os.path.join(folder, "meta.json"), json.dumps(meta).encode(), 0o600)
+    print("recorded")
+    return 0
 
 
 def v_takeover_restore(args: list) -> int:
-    """takeover-restore FOLDER PM2 SITE LINK READS TOOL: bring back the state before the takeover (takeover_restore.py)."""
-    owner = caller()
-    folder = takeover_folder(args[0], owner)
-    pm2 = token(args[1], PROGRAM, "PM2")
-    site = nginx_file(args[2], "the site")
-    link = site_link(args[3], site)
-    reads, tool = str(integer(args[4], "the format", 1, 99)), token(args[5], TOOL, "the tool")
-    check_record(folder, owner)
-    return run_lib("takeover_restore.py", folder, pm2, site, owner.pw_name, link, reads, tool)
+    """takeover-restore STATE_DIR SITE TEST_CMD: put back the site takeover-record saved (or remove ours and its link
+    if there was none), drop the record, then the test."""
+    state, site = state_name(args[0]), a_site(args[1])
+    test = command(args[2], TEST_RE, "the test command")
+    must_own(site, state, may_claim=True)
+    meta = takeover_meta(state, site)
+    if meta is None:
+        raise Refused(f"no takeover of {site} was recorded for this user and deploy root")
+    folder = takeover_folder(state)
+    saved = read_regular(os.path.join(folder, "nginx-site"))
+    if meta.get("site_existed") and saved is not None:
+        write_in(site, saved, 0o644)
+        unpark(site)
+        remove(claim_path(site))
+        remove(site + ".signalcraft-prev")
+        if ours(read_regular(extras_path(site))):
+            remove(extras_path(site))
+    else:
+        remove_site(site)
+    for name in ("nginx-site", "meta.json"):
+        remove(os.path.join(folder, name))
+    os.rmdir(folder)
+    return run_argv(test)
 
 
 def v_version(args: list) -> int:
     """version: the sha256 of the installed helper and its programs (as `fab setup` computes it)."""
-    print(installed_digest())
+    digest = hashlib.sha256()
+    for path in installed_files():
+        digest.update(read_regular(path) or b"")
+    print(digest.hexdigest())
     return 0
 
 
-def installed_digest() -> str:
-    digest = hashlib.sha256()
-    for path in [HELPER] + [os.path.join(LIB, n) for n in sorted(os.listdir(LIB))]:
-        digest.update(read_bytes(path) or b"")
-    return digest.hexdigest()
+def installed_files() -> list:
+    """The helper, then every file beside it by path (host.root.files() lists them in the same order)."""
+    found = [os.path.join(folder, n) for folder, _, names in os.walk(LIB) for n in names]
+    return [HELPER] + sorted(p for p in found if "__pycache__" not in p)
 
 
 VERBS = {
     "probe": (v_probe, 0), "listeners": (v_listeners, 1), "nginx-test": (v_nginx_test, 1), "nginx-dump": (v_nginx_dump, 0),
-    "nginx-reload": (v_nginx_reload, 1), "site-read": (v_site_read, 1), "site-install": (v_site_install, 7),
-    "site-restore": (v_site_restore, 4), "unpark-default": (v_unpark_default, 1), "extras-write": (v_extras_write, 1),
-    "extras-remove": (v_extras_remove, 1), "tls-check": (v_tls_check, 1), "certbot-hook": (v_certbot_hook, 5),
-    "takeover-record": (v_takeover_record, 7), "stop-pid": (v_stop_pid, 3), "takeover-restore": (v_takeover_restore, 6),
-    "version": (v_version, 0),
+    "nginx-reload": (v_nginx_reload, 1), "site-read": (v_site_read, 1), "site-install": (v_site_install, 4),
+    "site-restore": (v_site_restore, 3), "unpark-default": (v_unpark_default, 2), "extras-write": (v_extras_write, 3),
+"tls-check": (v_tls_check, 1), "certbot-hook": (v_certbot_hook, 5),
+    "takeover-record": (v_takeover_record, 3), "takeover-restore": (v_takeover_restore, 3), "version": (v_version, 0),
 }
 
 
@@ -553,6 +695,18 @@ def main(argv: list) -> int:
         return REFUSED
 
 
+def caller_uid(environ: dict) -> int:
+    """sudo's SUDO_UID (sudo sets it; a caller cannot), else the real uid."""
+    value = environ.get("SUDO_UID", "")
+    return int(value) if os.getuid() == 0 and value.isdigit() else os.getuid()
+
+
+CALLER_UID = os.getuid()
+
 if __name__ == "__main__":
+    CALLER_UID = caller_uid(dict(os.environ))
+    os.environ.clear()
+    os.environ.update({"PATH": PATH, "LC_ALL": "C.UTF-8"})
     os.umask(0o022)
+    os.chdir("/")
     sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-# Runs ON THE HOST as root: sh -c "$(cat)" stop_pid.sh PID TENTHS [OWNER]
+# Runs ON THE HOST as the deploy user: sh -c "$(cat)" stop_pid.sh PID TENTHS [OWNER]
 #
 # Stop a process PM2 does not know (a bare `python app.py &`): SIGTERM, then wait up to TENTHS
 # tenths of a second for it to exit, then SIGKILL. A process already gone is not an error.

@@ -1,19 +1,19 @@
-"""Runs ON THE HOST as root (`sudo python3 - PID FOLDER PM2 NODE_APP SITE OWNER FORMAT TOOL`, text on stdin).
+"""Runs ON THE HOST as the deploy user (`python3 - PID FOLDER PM2 NODE_APP FORMAT TOOL`, text on stdin).
 
 Saves, once, what takeover_restore.py needs to bring back the state before a takeover: the
-unmanaged server's command line, working directory, user and environment (from /proc/PID), the
-PM2 entry of the Node.js app NODE_APP (from `sudo -u OWNER -H PM2 jlist`, env values included:
-restoring needs them), and the Nginx site file SITE. A second run keeps the first record (the true
-'before'), stamped with its FORMAT and the TOOL that wrote it.
+unmanaged server's command line, working directory, user and environment (from /proc/PID), and
+the PM2 entry of the Node.js app NODE_APP (from `PM2 jlist`, env values included: restoring needs
+them). A second run keeps the first record (the true 'before'), stamped with its FORMAT and the
+TOOL that wrote it. The Nginx site is not here: root keeps its own copy (the helper's
+takeover-record), and only that copy is ever put back.
 
-Only a process of OWNER (the deploy user) is recorded: any other user's is refused (exit 3, its
-user and pid named, nothing read from it). The environment kept is the process's own variables,
-less those of the login session it was started from (SESSION_VARS: the SSH connection, sudo's, the
-terminal's), which a restart would get anew or must not get: the app's own settings (PORT, its
-secrets) are what it needs to come back as it was. FOLDER (mode 0711: the deploy user may see that
-a record exists, not read it) and its files (0600) are owned by the user this runs as, root: the
-deploy user can neither read nor edit what root will run. Nothing recorded is printed: the only
-output is "recorded". Standard library only; pm2_list.py is inlined when it is sent.
+Only the deploy user's own process is recorded (exit with its user and pid named otherwise):
+everything here is the deploy user's own, so no root is involved. The environment kept is the
+process's own variables, less those of the login session it was started from (SESSION_VARS: the
+SSH connection, sudo's, the terminal's), which a restart would get anew or must not get: the app's
+own settings (PORT, its secrets) are what it needs to come back as it was. FOLDER is 0700, its
+files 0600. Nothing recorded is printed: the only output is "recorded". Standard library only;
+pm2_list.py is inlined when it is sent.
 """
 
 import json
@@ -34,16 +34,16 @@ SESSION_VARS = frozenset({
 })
 
 
-def refuse_other_user(pid: str, owner: str) -> None:
-    """Exit 3 unless the process is OWNER's: root records (and later restarts) only the deploy user's own."""
+def refuse_other_user(pid: str) -> None:
+    """Exit unless the process is this user's own: a takeover touches only the deploy user's processes."""
     uid = os.stat(f"/proc/{pid}").st_uid
-    if uid != pwd.getpwnam(owner).pw_uid:
+    if uid != os.getuid():
         try:
             user = pwd.getpwuid(uid).pw_name
         except KeyError:
             user = str(uid)
-        sys.exit(f"pid {pid} belongs to user {user}, not to {owner}: a takeover touches only {owner}'s own "
-                 "processes; nothing was recorded")
+        sys.exit(f"pid {pid} belongs to user {user}, not to {pwd.getpwuid(os.getuid()).pw_name}: a takeover touches only "
+                 "the deploy user's own processes; nothing was recorded")
 
 
 def legacy_process(pid: str) -> Dict[str, Any]:
@@ -69,20 +69,16 @@ def node_entry(procs: List[Dict[str, Any]], node_app: str) -> Optional[Dict[str,
             "interpreter": e["interpreter"] or "node", "args": e["args"], "env": e["env"]}
 
 
-def read_pm2(pm2: str, owner: str, node_app: str) -> List[Dict[str, Any]]:
-    """PM2's processes as `owner` sees them, env values of `node_app` only (no list printed: none)."""
-    out = subprocess.run(["sudo", "-u", owner, "-H", pm2, "jlist"], capture_output=True, text=True).stdout
+def read_pm2(pm2: str, node_app: str) -> List[Dict[str, Any]]:
+    """PM2's processes of this user, env values of `node_app` only (no list printed: none)."""
+    out = subprocess.run([pm2, "jlist"], capture_output=True, text=True, timeout=60).stdout
     return pm2_processes(out, env_for=[node_app]) or []
 
 
-def record(pid: str, folder: str, pm2: str, node_app: str, site: str, owner: str, stamp: Dict[str, Any]) -> None:
+def record(pid: str, folder: str, pm2: str, node_app: str, stamp: Dict[str, Any]) -> None:
     legacy = legacy_process(pid)
-    node = node_entry(read_pm2(pm2, owner, node_app), node_app)
-    saved = {**stamp, "legacy": legacy, "node": node, "site_existed": os.path.exists(site)}
-    if os.path.exists(site):
-        with open(site, "rb") as src:
-            write_private(os.path.join(folder, "nginx-site"), src.read())
-    write_private(os.path.join(folder, "legacy.json"), json.dumps(saved).encode())
+    node = node_entry(read_pm2(pm2, node_app), node_app)
+    write_private(os.path.join(folder, "legacy.json"), json.dumps({**stamp, "legacy": legacy, "node": node}).encode())
 
 
 def write_private(path: str, data: bytes) -> None:
@@ -92,31 +88,12 @@ def write_private(path: str, data: bytes) -> None:
         fh.write(data)
 
 
-def secure(folder: str) -> None:
-    """The folder 0711 and every file in it 0600, all owned by the user this runs as (root on the host; a
-    record an older version left owned by the deploy user is taken back). Symbolic links are removed."""
-    uid, gid = os.getuid(), os.getgid()
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if os.path.islink(path):
-            os.remove(path)
-            continue
-        os.chown(path, uid, gid)
-        os.chmod(path, 0o600)
-    os.chown(folder, uid, gid)
-    os.chmod(folder, 0o711)
-
-
 def main(argv: List[str]) -> None:
-    pid, folder, pm2, node_app, site, owner, number, tool = argv
-    if os.path.islink(folder):
-        sys.exit(f"{folder} is a symbolic link: nothing was recorded")
+    pid, folder, pm2, node_app, number, tool = argv
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    secure(folder)  # what an older version left there (owned by the deploy user) is taken back, links removed
     if not os.path.exists(os.path.join(folder, "legacy.json")):
-        refuse_other_user(pid, owner)
-        record(pid, folder, pm2, node_app, site, owner, {"format": int(number), "tool": tool})
-    secure(folder)
+        refuse_other_user(pid)
+        record(pid, folder, pm2, node_app, {"format": int(number), "tool": tool})
     print("recorded")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import App, How, Plan
-from signalcraft_deploy.core.render import certbot_hook_path
+from signalcraft_deploy.core.render import certbot_hook_path, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -210,9 +210,9 @@ def trial_run(r: DeployRun) -> str:
 
 def check_nginx(r: DeployRun) -> str:
     if r.plan.extras:
-        nginx_ops.write_extras(r.c, r.s, r.plan.extras)
+        nginx_ops.write_extras(r.c, r.s, r.plan.extras_lines)
     if r.site_written:
-        nginx_ops.install_site(r.c, r.s, r.plan.site, takeover=r.py is How.TAKEOVER)
+        nginx_ops.install_site(r.c, r.s, site_description(r.s), takeover=r.py is How.TAKEOVER)
     read, r.nginx_read = r.nginx_read, None  # asked for by the trial only when nothing above changes what it reads
     routes, problems = nginx_ops.check(r.c, r.s, read)
     if problems:
@@ -223,8 +223,6 @@ def check_nginx(r: DeployRun) -> str:
 
 
 def restore_site(r: DeployRun) -> str:
-    if r.plan.extras and not r.takeover_restored:
-        nginx_ops.remove_extras(r.c, r.s)
     if r.site_written and not r.takeover_restored:
         nginx_ops.restore_site(r.c, r.s)
         nginx_ops.reload_nginx(r.c, r.s, r.facts.site_text)

@@ -8,14 +8,14 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site
+from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host import root
 from signalcraft_deploy.host.health import gate, gate_on
 from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
 from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, error_output, output_excerpt, pm2, start
+from signalcraft_deploy.host.programs import run_program
 from signalcraft_deploy.host.upkeep import forget_logs_command
 from signalcraft_deploy.steps.faults import setting_fault
 from signalcraft_deploy.steps.report import Reporter
@@ -86,7 +86,7 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
                    + ("\n" + fault if (fault := setting_fault(s, output)) else ""))
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
-    move_nginx(c, s, render_nginx_site(s, **site_for), entry["name"])
+    move_nginx(c, s, site_for, entry["name"])
     if switch:
         switch()
     # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown: harmless
@@ -106,15 +106,15 @@ class NotMoved(Exit):
     """Nginx did not take the site pointing at the new processes: the old ones still serve, untouched."""
 
 
-def move_nginx(c: Any, s: Settings, site: str, temporary: str) -> None:
-    """Point Nginx at the temporary app, proven by a verified reload. If the reload does not take,
-    nothing was stopped: remove the temporary app, put our site file back as it was, raise `NotMoved`."""
-    install_site(c, s, site, backup=False)
+def move_nginx(c: Any, s: Settings, addresses: dict[str, str], temporary: str) -> None:
+    """Point Nginx at the temporary app (`addresses`: site_description's overrides), proven by a verified reload. If
+    the reload does not take, nothing was stopped: remove the temporary app, put our site back, raise `NotMoved`."""
+    install_site(c, s, site_description(s, **addresses), backup=False)
     try:
-        reload_nginx(c, s, site)
+        reload_nginx(c, s, render_nginx_site(s, **addresses))
     except Exit as err:
         delete(c, s, temporary)
-        install_site(c, s, render_nginx_site(s), backup=False)  # Nginx still runs the previous site
+        install_site(c, s, site_description(s), backup=False)  # Nginx still runs the previous site
         raise NotMoved(f"{err.message}\nNothing was stopped: the previous processes still serve.") from None
 
 
@@ -124,9 +124,8 @@ def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Ba
     With `background`, the stop (0.5 s: PM2 waits for Gunicorn to exit) is left running and
     returned; the caller overlaps it with the health check and waits before `pm2 save`.
     """
-    site = render_nginx_site(s)
-    install_site(c, s, site, backup=False)
-    reload_nginx(c, s, site)
+    install_site(c, s, site_description(s), backup=False)
+    reload_nginx(c, s, render_nginx_site(s))
     wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
     stop = stop_temporary_command(s, s.handover_app if kind == "python" else s.node_handover_app)
     if background:
@@ -141,8 +140,8 @@ def stop_temporary_command(s: Settings, name: str) -> str:
 
 
 def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it; the
-    root helper stops only the pid the takeover recorded, and only while it is still the deploy user's process."""
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it: as the
+    deploy user, whose own process it is (remote/stop_pid.sh leaves any other user's alone)."""
     def stop() -> None:
-        root.call(c, "stop-pid", str(pid), str(s.gunicorn_graceful_timeout * 10), s.state_dir)  # the helper's caller owns it
+        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), warn=True)  # kill(2) refuses others
     return stop

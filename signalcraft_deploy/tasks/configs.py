@@ -15,13 +15,13 @@ from pathlib import Path
 from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.plan import release_settings
-from signalcraft_deploy.core.render import ECOSYSTEM_CJS, render_nginx_site, render_release_configs, venv_dir
+from signalcraft_deploy.core.render import ECOSYSTEM_CJS, render_nginx_site, render_release_configs, site_description, venv_dir
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.core.source import node_package
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, is_remote, q, read_file, run, write_file
 from signalcraft_deploy.host.lock import task_lock
-from signalcraft_deploy.host.nginx import install_site
+from signalcraft_deploy.host.nginx import install_site, read_site
 
 SITE_NAME = "nginx-site.conf"
 
@@ -97,7 +97,7 @@ def _write_on_host(c: Context, s: Settings, dry_run: bool) -> None:
     changed = 0
     for name, text in files.items():
         path = s.nginx_site if name == SITE_NAME else f"{s.current_dir}/{name}"
-        old = read_file(c, path)
+        old = read_site(c, s) if name == SITE_NAME else read_file(c, path)
         if old == text:
             continue
         changed += 1
@@ -105,7 +105,7 @@ def _write_on_host(c: Context, s: Settings, dry_run: bool) -> None:
         if dry_run:
             continue
         if name == SITE_NAME:
-            install_site(c, s, text)
+            install_site(c, s, site_description(s))
         else:
             run(c, f"cp -p {q(path)} {q(path + '.prev')} 2>/dev/null; true")
             write_file(c, path, text)

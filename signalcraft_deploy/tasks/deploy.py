@@ -252,7 +252,7 @@ def site_plan(c: Any, s: Settings, shipment: Shipment | None, facts: host_facts.
     if old.dropped and not drop:
         raise fail(f"Nothing was changed: the site {s.nginx_site} being taken over has directives the new site would drop:\n  "
                    + "\n  ".join(old.dropped) + "\nKeep them as named, or pass --drop-directives to go ahead without them.")
-    plan.extras, plan.site_defaults = old.extras_text(), old.settings
+    plan.extras, plan.extras_lines, plan.site_defaults = old.extras_text(), tuple(old.extras_lines), old.settings
     return s, plan
 
 

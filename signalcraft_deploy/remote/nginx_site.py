@@ -1,0 +1,174 @@
+"""The Nginx site, from a structured description: the one renderer both sides use.
+
+The root helper (root_helper.py, which inlines this module) renders the site that root writes
+into /etc/nginx from a DESCRIPTION the deploy user sends as JSON, never from text: every field
+is checked here against what the tool itself could have produced (`check`), and the text is
+built by `render` from this module's own shape. The client (core.render.render_nginx_site) calls
+the same two functions, so the text a deploy plans, diffs and proves by its id is byte for byte
+the one root writes.
+
+A description (every key required, nothing else allowed):
+    site            /etc/nginx/sites-available/<name> or /etc/nginx/conf.d/<name>.conf
+    upstream        the upstreams' name stem (APP_NAME with '-' as '_')
+    listen          Nginx's plain-HTTP listen addresses: PORT, ADDRESS:PORT, [IPv6]:PORT, *:PORT
+    tls_listen      the HTTPS ones (used only with `tls`)
+    server_name     '_' or host names separated by single spaces ('_' makes the site the default server)
+    routes          the Flask route prefixes (letters, digits, '._~-/')
+    python, node    the upstream addresses: loopback HOST:PORT
+    body_size       client_max_body_size ('' for Nginx's default), e.g. 10m
+    tls             null, or {"cert": PATH, "key": PATH, "redirect": true|false}
+
+Standard library only, Python 3.8+; no `from __future__` (the helper inlines this file).
+"""
+
+import hashlib
+import os
+import re
+from typing import Any, Dict, List
+
+SITE_HEADER = "# Rendered by signalcraft-deploy."
+SITE_TEMPLATE = "nginx-site.conf.j2"  # what a TEMPLATES_DIR may no longer hold: root renders the site
+SITE_FOLDERS = ("/etc/nginx/sites-available", "/etc/nginx/conf.d")
+# Where a certificate or key may live: root's folders, read by Nginx's master (root).
+TLS_FOLDERS = ("/etc/letsencrypt/", "/etc/ssl/", "/etc/nginx/")
+SITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+UPSTREAM = re.compile(r"[a-z][a-z0-9_]{0,39}")
+LISTEN = re.compile(r"([0-9]{1,5})|\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}|\*):([0-9]{1,5})")
+LOOPBACK = re.compile(r"(127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|localhost|\[::1\]):([0-9]{1,5})")
+_LABELS = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*"
+HOST_NAME = re.compile(rf"\*\.{_LABELS}\.?|{_LABELS}\.?|{_LABELS}\.\*")
+ROUTE = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
+BODY_SIZE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
+TLS_FILE = re.compile(r"/[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*")
+KEYS = ("site", "upstream", "listen", "tls_listen", "server_name", "routes", "python", "node", "body_size", "tls")
+
+
+class BadSite(ValueError):
+    """A description the tool could not have produced: nothing is rendered from it."""
+
+
+def check(desc: Any) -> Dict[str, Any]:
+    """The description with every field checked (BadSite names the first field that is not)."""
+    if not isinstance(desc, dict) or sorted(desc) != sorted(KEYS):
+        raise BadSite(f"a site description has exactly the keys {', '.join(KEYS)}")
+    site_path(desc["site"])
+    _word(desc["upstream"], UPSTREAM, "upstream")
+    for key in ("listen", "tls_listen"):
+        if not isinstance(desc[key], list) or not desc[key] or len(desc[key]) > 16:
+            raise BadSite(f"{key} must be a list of 1 to 16 addresses")
+        for value in desc[key]:
+            _port_of(_word(value, LISTEN, key), key)
+    name = desc["server_name"]
+    if not isinstance(name, str) or not (name == "_" or all(HOST_NAME.fullmatch(n) for n in name.split(" "))):
+        raise BadSite(f"server_name is not '_' or host names separated by single spaces: {name!r}")
+    if not isinstance(desc["routes"], list) or not desc["routes"] or len(desc["routes"]) > 100:
+        raise BadSite("routes must be a list of 1 to 100 prefixes")
+    for route in desc["routes"]:
+        if ".." in _word(route, ROUTE, "a route").split("/"):
+            raise BadSite(f"a route may not hold '..': {route!r}")
+    for key in ("python", "node"):
+        _port_of(_word(desc[key], LOOPBACK, key), key)
+    if desc["body_size"] != "":
+        _word(desc["body_size"], BODY_SIZE, "body_size")
+    tls = desc["tls"]
+    if tls is not None:
+        if not isinstance(tls, dict) or sorted(tls) != ["cert", "key", "redirect"] or not isinstance(tls["redirect"], bool):
+            raise BadSite("tls must be null or {cert, key, redirect}")
+        for key in ("cert", "key"):
+            tls_file(tls[key], key)
+    return desc
+
+
+def _word(value: Any, pattern: "re.Pattern[str]", what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BadSite(f"{what} is not accepted: {value!r}")
+    return value
+
+
+def _port_of(value: str, what: str) -> int:
+    port = int(value.rsplit(":", 1)[-1].strip("[]"))
+    if not 1 <= port <= 65535:
+        raise BadSite(f"{what}: a port from 1 to 65535, not {value!r}")
+    return port
+
+
+def site_path(value: Any) -> str:
+    """A file directly in Nginx's site folders, with a plain name (conf.d: ending in .conf)."""
+    if not isinstance(value, str):
+        raise BadSite("site must be a path")
+    folder, name = os.path.split(value)
+    if folder not in SITE_FOLDERS or not SITE_NAME.fullmatch(name) or name == "default" or ".." in name:
+        raise BadSite(f"site must be a plain file name in {' or '.join(SITE_FOLDERS)}: {value!r}")
+    if folder.endswith("conf.d") and not name.endswith(".conf"):
+        raise BadSite(f"a site in conf.d must end in .conf: {value!r}")
+    if name.endswith((".locations", ".signalcraft-prev", ".signalcraft-tmp", ".signalcraft-tmpprev")):
+        raise BadSite(f"site may not end like the tool's own files: {value!r}")
+    return value
+
+
+def tls_file(value: Any, what: str) -> str:
+    """A certificate or key path in root's folders: plain characters, absolute, normalised (no engine: or data:)."""
+    if not isinstance(value, str) or not TLS_FILE.fullmatch(value) or os.path.normpath(value) != value:
+        raise BadSite(f"TLS {what} must be a plain absolute path: {value!r}")
+    if ".." in value.split("/") or not value.startswith(TLS_FOLDERS):
+        raise BadSite(f"TLS {what} must be under {', '.join(TLS_FOLDERS)}: {value!r}")
+    return value
+
+
+def extras_path(site: str) -> str:
+    """The file of location blocks kept from a site taken over, beside the site (the site includes it)."""
+    return (site[:-len(".conf")] if site.endswith(".conf") else site) + ".locations"
+
+
+def routes_regex(routes: List[str]) -> str:
+    return "|".join(re.sub(r"([.])", r"\\\1", route) for route in routes)
+
+
+def _listens(addresses: List[str], ssl: bool, default: bool) -> List[str]:
+    return [f"    listen {a}{' ssl' if ssl else ''}{' default_server' if default else ''};" for a in addresses]
+
+
+def _common(d: Dict[str, Any], addresses: List[str], ssl: bool) -> List[str]:
+    lines = _listens(addresses, ssl, d["server_name"] == "_") + [f"    server_name {d['server_name']};"]
+    if d["body_size"]:
+        lines.append(f"    client_max_body_size {d['body_size']};")
+    return lines + ["", "    # Answers the id of this file: how a deploy knows that the running Nginx serves it.",
+                    "    location = /.signalcraft-deploy-site {", "        default_type text/plain;",
+                    '        return 200 "@@id@@\\n";', "    }"]
+
+
+def _apps(d: Dict[str, Any]) -> List[str]:
+    up = d["upstream"]
+    forwarded = ["        proxy_set_header Host $host;", "        proxy_set_header X-Real-IP $remote_addr;",
+                 "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                 "        proxy_set_header X-Forwarded-Proto $scheme;"]
+    return ["    # Location blocks kept from the site this one replaced (a file beside it, if there is one).",
+            f"    include {extras_path(d['site'])}*;", "",
+            f"    location ~ ^/({routes_regex(d['routes'])})(/|$) {{", f"        proxy_pass http://{up}_python;",
+            *forwarded, "    }", "", "    location / {", f"        proxy_pass http://{up}_nodejs;",
+            "        proxy_http_version 1.1;", *forwarded, "        proxy_set_header Upgrade $http_upgrade;",
+            f"        proxy_set_header Connection ${up}_conn;", "    }"]
+
+
+def render(desc: Dict[str, Any]) -> str:
+    """The site's text (after `check`); it answers /.signalcraft-deploy-site with a digest of itself."""
+    d = check(desc)
+    up, tls = d["upstream"], d["tls"]
+    lines = [f"{SITE_HEADER} Edits here are replaced on the next deploy.",
+             f"upstream {up}_python {{", f"    server {d['python']};", "}", "",
+             f"upstream {up}_nodejs {{", f"    server {d['node']};", "}", "", "server {", *_common(d, d["listen"], False)]
+    if tls and tls["redirect"]:
+        port = _port_of(d["tls_listen"][0], "tls_listen")
+        lines += ["", "    location / {", f"        return 301 https://$host{'' if port == 443 else f':{port}'}$request_uri;",
+                  "    }"]
+    else:
+        lines += _apps(d)
+    lines.append("}")
+    if tls:
+        lines += ["", "server {", *_common(d, d["tls_listen"], True), f"    ssl_certificate {tls['cert']};",
+                  f"    ssl_certificate_key {tls['key']};", "    ssl_protocols TLSv1.2 TLSv1.3;",
+                  "    ssl_prefer_server_ciphers off;", "    ssl_session_timeout 1d;", "    ssl_session_tickets off;",
+                  *_apps(d), "}"]
+    lines += ["", f"map $http_upgrade ${up}_conn {{", "    default upgrade;", '    ""      close;', "}", ""]
+    text = "\n".join(lines)
+    return text.replace("@@id@@", hashlib.sha256(text.encode() + b"\0").hexdigest()[:16])
