@@ -1,0 +1,401 @@
+"""Issue 22: root renders the Nginx site itself (remote/nginx_site.py) from a JSON description the deploy user sends.
+
+`check` is what stands between a deploy user and a file Nginx's master (root) reads: every field must be one the tool
+itself could have produced. `render` builds the text from its own fixed shape, so whatever passes `check` gives a site
+of a fixed set of directives whose every argument is either a constant of the shape or a field that `check` allowed.
+The client renders through the same two functions (core.render.render_nginx_site), byte for byte.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import crossplane
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from signalcraft_deploy.core import render as core_render
+from signalcraft_deploy.remote import nginx_site
+from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, routes_regex
+
+GOOD: dict[str, Any] = {
+    "site": "/etc/nginx/sites-available/shop",
+    "upstream": "shop",
+    "listen": ["80", "[::]:80"],
+    "tls_listen": ["443"],
+    "server_name": "shop.example.com www.shop.example.com",
+    "routes": ["api", "auth/v1"],
+    "python": "127.0.0.1:8001",
+    "node": "127.0.0.1:3000",
+    "body_size": "10m",
+    "tls": {"cert": "/etc/letsencrypt/live/shop/fullchain.pem", "key": "/etc/letsencrypt/live/shop/privkey.pem",
+            "redirect": False},
+}
+
+
+def desc(**changes: Any) -> dict[str, Any]:
+    return {**copy.deepcopy(GOOD), **changes}
+
+
+def refused(d: Any) -> None:
+    with pytest.raises(BadSite):
+        check(d)
+    with pytest.raises(BadSite):  # render checks first: nothing is rendered from it
+        render(d)
+
+
+def test_a_description_the_tool_makes_passes_unchanged() -> None:
+    assert check(desc()) == GOOD
+    assert check(desc(tls=None, body_size="", server_name="_", site="/etc/nginx/conf.d/shop.conf")) is not None
+
+
+# ----------------------------------------------------------------------------- check: everything outside the tool's own values
+
+
+# What would let a field break out of its directive: a comment, a variable, the end of a directive, a block, a space
+# (another argument), a line, quotes (a string Nginx unquotes), an escape, a NUL.
+BREAKOUT = ["#", "$", ";", "{", "}", " ", "\n", "\r", "\t", '"', "'", "\\", "\0", "*", "(", "|"]
+FIELDS = {  # a key, how to put a value in it
+    "site": lambda v: {"site": v},
+    "upstream": lambda v: {"upstream": v},
+    "server_name": lambda v: {"server_name": v},
+    "body_size": lambda v: {"body_size": v},
+    "python": lambda v: {"python": v},
+    "node": lambda v: {"node": v},
+    "listen": lambda v: {"listen": ["80", v]},
+    "tls_listen": lambda v: {"tls_listen": [v]},
+    "routes": lambda v: {"routes": ["api", v]},
+    "tls.cert": lambda v: {"tls": {**GOOD["tls"], "cert": v}},
+    "tls.key": lambda v: {"tls": {**GOOD["tls"], "key": v}},
+}
+GOOD_VALUE = {"site": GOOD["site"], "upstream": "shop", "server_name": "shop.example.com", "body_size": "10m",
+              "python": "127.0.0.1:8001", "node": "127.0.0.1:3000", "listen": "8080", "tls_listen": "8443",
+              "routes": "api/v2", "tls.cert": GOOD["tls"]["cert"], "tls.key": GOOD["tls"]["key"]}
+
+
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_the_good_values_used_below_pass(field: str) -> None:
+    assert check(desc(**FIELDS[field](GOOD_VALUE[field])))
+
+
+@pytest.mark.parametrize("char", BREAKOUT, ids=repr)
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_a_character_that_could_break_out_of_a_directive_is_refused_in_every_field(field: str, char: str) -> None:
+    value = GOOD_VALUE[field]
+    middle = len(value) // 2
+    variants = [char + value, value + char]
+    if not (field == "server_name" and char == " "):  # one space between two names is what server_name is
+        variants.append(value[:middle] + char + value[middle:])
+    for bad in variants:
+        refused(desc(**FIELDS[field](bad)))
+
+
+@pytest.mark.parametrize("value", [
+    "/tmp/cert.pem", "/home/deploy/key.pem", "/root/key.pem", "/var/lib/signalcraft-deploy/x", "/proc/self/environ",
+    "engine:pkcs11:id_01", "data:-----BEGIN PRIVATE KEY-----", "data:/etc/ssl/x.pem", "etc/ssl/x.pem", "./etc/ssl/x.pem",
+    "/etc/letsencrypt/../shadow", "/etc/ssl/../shadow", "/etc/nginx/../../home/deploy/key.pem", "/etc/ssl/./x.pem",
+    "/etc/ssl//x.pem", "/etc/ssl/x.pem/", "/etc/ssl/", "/etc/ssl", "/etc/sslx/cert.pem", "/etc/letsencryptx/k.pem",
+    "/etc/nginxfoo/k.pem", "//etc/ssl/x.pem", "", "/etc/ssl/x.pem\n", "/etc/ssl/x pem", "/etc/ssl/$x.pem", "/etc/ssl/x;.pem",
+])
+def test_tls_files_outside_roots_folders_or_not_plain_paths_are_refused(value: str) -> None:
+    for key in ("cert", "key"):
+        refused(desc(tls={**GOOD["tls"], key: value}))
+
+
+@pytest.mark.parametrize("value", ["/etc/letsencrypt/live/a.b/fullchain.pem", "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+                                   "/etc/ssl/private/ssl-cert-snakeoil.key", "/etc/nginx/tls/shop@2024.crt"])
+def test_tls_files_in_roots_folders_are_accepted(value: str) -> None:
+    assert check(desc(tls={**GOOD["tls"], "cert": value}))
+
+
+@pytest.mark.parametrize("value", [
+    "10.0.0.1:8001", "0.0.0.0:8001", "192.168.1.5:80", "example.com:8001", "localhost.evil.com:80", "127.0.0.1.evil.com:80",
+    "evil-localhost:80", "[::]:8001", "[2001:db8::1]:8001", "[::ffff:10.0.0.1]:80", "128.0.0.1:80", "unix:/tmp/gunicorn.sock",
+    "unix:/run/x", "127.0.0.1", "localhost", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:99999", "http://127.0.0.1:8001",
+    "127.0.0.1:8001/x", "127.0.0.1:80 backup", "", "127.0.0.1:", ":8001",
+])
+def test_an_upstream_that_is_not_a_loopback_address_is_refused(value: str) -> None:
+    refused(desc(python=value))
+    refused(desc(node=value))
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8001", "127.1.2.3:1", "localhost:65535", "[::1]:8001"])
+def test_loopback_upstreams_are_accepted(value: str) -> None:
+    assert check(desc(python=value, node=value))
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "99999", "80 default_server", "80 ssl", "unix:/tmp/s", "example.com:80",
+                                   "localhost:80", "[::]", "[::]:0", "*", "*:", "1.2.3.4", "80,81", "-80", "+80", ""])
+def test_listen_addresses_the_settings_never_make_are_refused(value: str) -> None:
+    refused(desc(listen=[value]))
+    refused(desc(tls_listen=[value]))
+
+
+@pytest.mark.parametrize("value", ["/api", "api/", "api//v1", "..", "api/../x", "../x", "api/..", "", "api?x", "a+b",
+                                   "api.*", "(api)", "api|admin", "api)|(.*", "[a-z]", "^api"])
+def test_routes_that_are_not_plain_prefixes_are_refused(value: str) -> None:
+    refused(desc(routes=[value]))
+
+
+@pytest.mark.parametrize("value", ["", " ", "_ shop.example.com", "shop.example.com  www.example.com", " shop.example.com",
+                                   "shop.example.com ", "~^(?<x>.+)$", "-shop.example.com", "shop..example.com", "*",
+                                   "*.*.example.com", "shop_.example.com", "a" * 64 + ".com"])
+def test_server_names_that_are_not_plain_host_names_are_refused(value: str) -> None:
+    refused(desc(server_name=value))
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("upstream", "Shop"), ("upstream", "shop-x"), ("upstream", "1shop"), ("upstream", "a" * 41), ("upstream", ""),
+    ("body_size", "10mb"), ("body_size", "1T"), ("body_size", "-1"), ("body_size", "1e9"), ("body_size", "1234567890"),
+    ("site", "/etc/nginx/nginx.conf"), ("site", "/etc/nginx/sites-enabled/shop"), ("site", "/etc/nginx/sites-available/default"),
+    ("site", "/etc/nginx/sites-available/../nginx.conf"), ("site", "/etc/nginx/sites-available/shop.locations"),
+    ("site", "/etc/nginx/sites-available/shop.signalcraft-prev"), ("site", "/etc/nginx/conf.d/shop"),
+    ("site", "/etc/nginx/sites-available/.shop"), ("site", "/etc/nginx/sites-available/sub/shop"), ("site", "/tmp/shop"),
+    ("site", "/etc/cron.d/shop"),
+])
+def test_other_values_of_the_plain_fields_are_refused(key: str, value: str) -> None:
+    refused(desc(**{key: value}))
+
+
+@pytest.mark.parametrize("extra", ["access_log", "include", "extra", "ssl_ciphers", "SITE"])
+def test_an_extra_key_is_refused(extra: str) -> None:
+    refused({**desc(), extra: "/var/log/nginx/x.log"})
+    refused(desc(tls={**GOOD["tls"], extra: "x"}))
+
+
+@pytest.mark.parametrize("key", nginx_site.KEYS)
+def test_a_missing_key_is_refused(key: str) -> None:
+    d = desc()
+    del d[key]
+    refused(d)
+
+
+@pytest.mark.parametrize("key", ["cert", "key", "redirect"])
+def test_a_tls_without_one_of_its_keys_is_refused(key: str) -> None:
+    tls = dict(GOOD["tls"])
+    del tls[key]
+    refused(desc(tls=tls))
+
+
+@pytest.mark.parametrize("changes", [
+    {"site": None}, {"site": ["/etc/nginx/sites-available/shop"]}, {"upstream": 1}, {"listen": "80"}, {"listen": [80]},
+    {"listen": []}, {"listen": ["80"] * 17}, {"listen": None}, {"tls_listen": 443}, {"tls_listen": []},
+    {"server_name": ["_"]}, {"server_name": None}, {"routes": "api"}, {"routes": []}, {"routes": [["api"]]},
+    {"routes": ["r"] * 101}, {"python": 8001}, {"python": ["127.0.0.1:8001"]}, {"node": None}, {"body_size": None},
+    {"body_size": 10}, {"body_size": False}, {"tls": "yes"}, {"tls": True}, {"tls": {}}, {"tls": []},
+    {"tls": {**GOOD["tls"], "redirect": "true"}}, {"tls": {**GOOD["tls"], "redirect": 1}},
+    {"tls": {**GOOD["tls"], "cert": None}}, {"tls": {**GOOD["tls"], "key": ["/etc/ssl/k.pem"]}},
+])
+def test_wrong_types_are_refused(changes: dict[str, Any]) -> None:
+    refused(desc(**changes))
+
+
+@pytest.mark.parametrize("value", [None, [], "site", 1, [GOOD], "{}"])
+def test_a_description_that_is_not_an_object_is_refused(value: Any) -> None:
+    refused(value)
+
+
+# ----------------------------------------------------------------------------- render: a fixed shape
+
+
+FIXED = {  # (the block a directive is in, the directive): what the shape holds
+    ("", "upstream"), ("", "server"), ("", "map"),
+    ("upstream", "server"),
+    ("map", "default"), ("map", ""),
+    ("server", "listen"), ("server", "server_name"), ("server", "client_max_body_size"), ("server", "location"),
+    ("server", "include"), ("server", "ssl_certificate"), ("server", "ssl_certificate_key"), ("server", "ssl_protocols"),
+    ("server", "ssl_prefer_server_ciphers"), ("server", "ssl_session_timeout"), ("server", "ssl_session_tickets"),
+    ("location", "default_type"), ("location", "return"), ("location", "proxy_pass"), ("location", "proxy_set_header"),
+    ("location", "proxy_http_version"),
+}
+
+
+def parsed(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(the block it is in, directive, args) of every directive of `text`, as Nginx's own grammar (crossplane) reads it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "site")
+        path.write_text(text)
+        result = crossplane.parse(str(path), single=True, catch_errors=False, check_ctx=False, check_args=False,
+                                  comments=False)
+    assert result["status"] == "ok", result["errors"]
+    out: list[tuple[str, str, tuple[str, ...]]] = []
+
+    def walk(block: list[dict[str, Any]], parent: str) -> None:
+        for d in block:
+            out.append((parent, d["directive"], tuple(d["args"])))
+            walk(d.get("block", []), d["directive"])
+
+    walk(result["config"][0]["parsed"], "")
+    return out
+
+
+def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[str, ...]]]:
+    """Every argument list each directive may have: the shape's constants, or a field of the (checked) description."""
+    up, tls = d["upstream"], d["tls"]
+    default = ("default_server",) if d["server_name"] == "_" else ()
+    listens = {(a, *default) for a in d["listen"]}
+    if tls:
+        listens |= {(a, "ssl", *default) for a in d["tls_listen"]}
+    headers = {("Host", "$host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+               ("X-Forwarded-Proto", "$scheme"), ("Upgrade", "$http_upgrade"), ("Connection", f"${up}_conn")}
+    returns = {("200", site_id + "\\n")}
+    if tls and tls["redirect"]:
+        port = d["tls_listen"][0].rsplit(":", 1)[-1]
+        returns.add(("301", f"https://$host{'' if port == '443' else ':' + port}$request_uri"))
+    return {
+        ("", "upstream"): {(f"{up}_python",), (f"{up}_nodejs",)}, ("", "server"): {()},
+        ("", "map"): {("$http_upgrade", f"${up}_conn")},
+        ("upstream", "server"): {(d["python"],), (d["node"],)},
+        ("map", "default"): {("upgrade",)}, ("map", ""): {("close",)},
+        ("server", "listen"): listens, ("server", "server_name"): {tuple(d["server_name"].split(" "))},
+        ("server", "client_max_body_size"): {(d["body_size"],)} if d["body_size"] else set(),
+        ("server", "location"): {("=", "/.signalcraft-deploy-site"), ("~", f"^/({routes_regex(d['routes'])})(/|$)"), ("/",)},
+        ("server", "include"): {(extras_path(d["site"]) + "*",)},
+        ("server", "ssl_certificate"): {(tls["cert"],)} if tls else set(),
+        ("server", "ssl_certificate_key"): {(tls["key"],)} if tls else set(),
+        ("server", "ssl_protocols"): {("TLSv1.2", "TLSv1.3")}, ("server", "ssl_prefer_server_ciphers"): {("off",)},
+        ("server", "ssl_session_timeout"): {("1d",)}, ("server", "ssl_session_tickets"): {("off",)},
+        ("location", "default_type"): {("text/plain",)}, ("location", "return"): returns,
+        ("location", "proxy_pass"): {(f"http://{up}_python",), (f"http://{up}_nodejs",)},
+        ("location", "proxy_set_header"): headers, ("location", "proxy_http_version"): {("1.1",)},
+    }
+
+
+def assert_fixed_shape(d: dict[str, Any]) -> str:
+    text = render(d)
+    site_id = core_render.site_id(text)
+    assert site_id is not None and len(site_id) == 16
+    shape = allowed(d, site_id)
+    found = parsed(text)
+    assert {(parent, directive) for parent, directive, _ in found} <= FIXED
+    for parent, directive, args in found:
+        assert args in shape[(parent, directive)], (parent, directive, args)
+    # and what the description asks for is there: its upstreams, its names, its listens
+    assert ("upstream", "server", (d["python"],)) in found and ("upstream", "server", (d["node"],)) in found
+    assert {args[0] for parent, directive, args in found if directive == "listen"} == \
+        set(d["listen"]) | (set(d["tls_listen"]) if d["tls"] else set())
+    assert text.startswith(nginx_site.SITE_HEADER)
+    return text
+
+
+CASES = {
+    "tls": desc(),
+    "tls-redirect": desc(tls={**GOOD["tls"], "redirect": True}, tls_listen=["8443", "[::]:8443"]),
+    "tls-redirect-443": desc(tls={**GOOD["tls"], "redirect": True}),
+    "plain-default": desc(tls=None, server_name="_", body_size="", listen=["80", "[::]:80", "127.0.0.1:8080", "*:81"]),
+    "conf.d": desc(site="/etc/nginx/conf.d/shop.conf", upstream="shop_front", routes=["api.v1", "a-b/c_d~e"],
+                   python="[::1]:9000", node="localhost:9001", body_size="512K"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_rendered_site_has_only_the_shapes_directives_and_the_descriptions_values(name: str) -> None:
+    assert_fixed_shape(CASES[name])
+
+
+def _descriptions() -> st.SearchStrategy[dict[str, Any]]:
+    """Any description `check` accepts (drawn from its own patterns, then checked)."""
+    def rx(pattern: Any) -> st.SearchStrategy[str]:
+        return st.from_regex(pattern, fullmatch=True)
+
+    listen = rx(nginx_site.LISTEN)
+    site = st.one_of(rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/sites-available/{n}"),
+                     rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/conf.d/{n}.conf"))
+    tls_file = st.tuples(st.sampled_from(nginx_site.TLS_FOLDERS), rx(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,20}")).map("".join)
+    tls = st.one_of(st.none(), st.fixed_dictionaries({"cert": tls_file, "key": tls_file, "redirect": st.booleans()}))
+    names = st.one_of(st.just("_"), st.lists(rx(nginx_site.HOST_NAME), min_size=1, max_size=3).map(" ".join))
+    raw = st.fixed_dictionaries({
+        "site": site, "upstream": rx(nginx_site.UPSTREAM), "listen": st.lists(listen, min_size=1, max_size=3),
+        "tls_listen": st.lists(listen, min_size=1, max_size=2), "server_name": names,
+        "routes": st.lists(rx(nginx_site.ROUTE), min_size=1, max_size=3), "python": rx(nginx_site.LOOPBACK),
+        "node": rx(nginx_site.LOOPBACK), "body_size": st.one_of(st.just(""), rx(nginx_site.BODY_SIZE)), "tls": tls,
+    })
+
+    def passes(d: dict[str, Any]) -> bool:
+        try:
+            check(d)
+        except BadSite:
+            return False
+        return True
+
+    return raw.filter(passes)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(_descriptions())
+def test_every_description_check_accepts_renders_to_the_fixed_shape(d: dict[str, Any]) -> None:
+    assert_fixed_shape(d)
+
+
+def test_the_site_id_is_stable_and_changes_with_every_field() -> None:
+    base = render(desc())
+    assert render(desc()) == base and core_render.site_id(base) == core_render.site_id(render(desc()))
+    # the id answered is a digest of the rest of the file
+    site_id = core_render.site_id(base)
+    assert base.count(f'return 200 "{site_id}\\n";') == 2  # both servers answer it
+    variants = {
+        "site": "/etc/nginx/sites-available/shop2", "upstream": "shop2", "listen": ["81", "[::]:80"], "tls_listen": ["8443"],
+        "server_name": "shop.example.com", "routes": ["api", "auth/v2"], "python": "127.0.0.1:8002", "node": "127.0.0.1:3001",
+        "body_size": "11m", "tls": None,
+    }
+    assert sorted(variants) == sorted(nginx_site.KEYS)
+    ids = {"base": site_id}
+    for key, value in variants.items():
+        ids[key] = core_render.site_id(render(desc(**{key: value})))
+    for key in ("cert", "key", "redirect"):
+        changed = {"cert": "/etc/ssl/c.pem", "key": "/etc/ssl/k.pem", "redirect": True}[key]
+        ids[f"tls.{key}"] = core_render.site_id(render(desc(tls={**GOOD["tls"], key: changed})))
+    assert None not in ids.values()
+    assert len(set(ids.values())) == len(ids), ids
+
+
+def test_the_site_id_is_not_a_site_of_ours_for_other_text() -> None:
+    assert core_render.site_id("server { listen 80; }") is None
+    assert core_render.site_id("") is None
+
+
+# ----------------------------------------------------------------------------- the client renders through the same two functions
+
+
+SETTINGS = {
+    "defaults": {},
+    "tls": {"TLS_CERT": "/etc/letsencrypt/live/a/fullchain.pem", "TLS_KEY": "/etc/letsencrypt/live/a/privkey.pem"},
+    "tls-no-redirect": {"TLS_CERT": "/etc/ssl/certs/a.pem", "TLS_KEY": "/etc/ssl/private/a.key", "TLS_REDIRECT": "false",
+                        "TLS_LISTEN": "8443,[::]:8443"},
+    "listens": {"NGINX_LISTEN": "80,[::]:80,127.0.0.1:8080", "SERVER_NAME": "shop.example.com www.shop.example.com",
+                "CLIENT_MAX_BODY_SIZE": "10m"},
+    "conf.d": {"APP_NAME": "shop-front", "NGINX_SITE": "/etc/nginx/conf.d/shop.conf", "GUNICORN_BIND": "[::1]:9001",
+               "PY_ROUTES": "api,v1/x", "HEALTH_PY": "/api/health", "CLIENT_MAX_BODY_SIZE": "512k"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_the_client_renders_what_root_renders(load, name: str) -> None:
+    s = load(SETTINGS[name])
+    description = core_render.site_description(s)
+    assert check(copy.deepcopy(description)) == description  # root accepts what the client sends
+    assert core_render.render_nginx_site(s) == render(description)
+    assert_fixed_shape(description)
+    # during a handover, the addresses the client overrides are the ones root renders
+    handover = core_render.site_description(s, "127.0.0.1:9999", "127.0.0.1:9998")
+    assert core_render.render_nginx_site(s, "127.0.0.1:9999", "127.0.0.1:9998") == render(handover)
+    assert core_render.site_id(render(handover)) != core_render.site_id(render(description))
+
+
+@pytest.mark.xfail(strict=True, reason="settings accept ALLOW_PUBLIC_BIND=true with a non-loopback GUNICORN_BIND, but "
+                   "nginx_site.check refuses a non-loopback upstream: render_nginx_site raises BadSite instead of the "
+                   "settings naming the key")
+def test_settings_that_load_with_allow_public_bind_also_render(load) -> None:
+    s = load({"GUNICORN_BIND": "0.0.0.0:8001", "ALLOW_PUBLIC_BIND": "true"})
+    assert core_render.render_nginx_site(s)
+
+
+@pytest.mark.xfail(strict=True, reason="settings accept TLS_CERT=/etc/ssl/./c.pem (under root's TLS folders, no '..'), "
+                   "but nginx_site.tls_file refuses a path that is not normalised: render_nginx_site raises BadSite")
+def test_settings_with_a_tls_path_that_is_not_normalised_also_render(load) -> None:
+    s = load({"TLS_CERT": "/etc/ssl/./c.pem", "TLS_KEY": "/etc/ssl/k.pem"})
+    assert core_render.render_nginx_site(s)
