@@ -244,8 +244,8 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
                ("X-Forwarded-Proto", "$scheme"), ("Upgrade", "$http_upgrade"), ("Connection", f"${up}_conn")}
     returns = {("200", site_id + "\\n")}
     if tls and tls["redirect"]:
-        port = d["tls_listen"][0].rsplit(":", 1)[-1]
-        returns.add(("301", f"https://$host{'' if port == '443' else ':' + port}$request_uri"))
+        port = int(d["tls_listen"][0].rsplit(":", 1)[-1])  # as Nginx reads it: 00443 is 443
+        returns.add(("301", f"https://$host{'' if port == 443 else f':{port}'}$request_uri"))
     return {
         ("", "upstream"): {(f"{up}_python",), (f"{up}_nodejs",)}, ("", "server"): {()},
         ("", "map"): {("$http_upgrade", f"${up}_conn")},
