@@ -431,7 +431,7 @@ KEYS: tuple[Key, ...] = (
     Key("NODE_ENV", "production", regex(r"[A-Za-z0-9_.-]+", "a word such as production"), "NODE_ENV given to the Node.js app"),
     Key("PY_ROUTES", "api/ai,api/iot,api/lightweight-analyze,api/flask", on_text(_routes, tuple[str, ...], ",".join),
         "path prefixes (comma-separated) Nginx sends to Gunicorn"),
-    Key("NGINX_SITE", None, optional(absolute_path),
+    Key("NGINX_SITE", None, derived(absolute_path),
         "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf); "
         "default /etc/nginx/sites-available/<APP_NAME>"),
     Key("NGINX_LISTEN", "80", listens,

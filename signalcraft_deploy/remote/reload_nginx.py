@@ -35,7 +35,7 @@ NGINX_SAYS = re.compile(r"\[(emerg|alert|crit)\].*")
 
 def build_paths():
     """(conf, pid file, error log, prefix) from `nginx -V`'s configure arguments."""
-    out = subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
+    out = subprocess.run(["nginx", "-V"], capture_output=True, text=True, timeout=30).stderr
 
     def arg(name, default):
         match = re.search(rf"--{name}=(\S+)", out)
@@ -122,10 +122,20 @@ def log_since(path, offset):
         return ""
 
 
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Root asks one loopback URL and nothing it is sent on to: a redirect is an answer, not a place to go."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirects)
+
+
 def ask_marker(marker):
     req = urllib.request.Request(marker["url"], headers={"Host": marker["host"]} if marker.get("host") else {})
     try:
-        with urllib.request.urlopen(req, timeout=2) as resp:
+        with OPENER.open(req, timeout=2) as resp:
             return resp.read(200).decode("utf-8", "replace").strip()
     except Exception as err:
         return f"{type(err).__name__}: {err}"
@@ -172,7 +182,9 @@ def reload(spec):
         return 66, {"ok": False, "why": f"no running Nginx master found through its pid file {pid_file}"}
     old, offset = children(master), log_size(log)
     try:  # one of NGINX_RELOAD_CMD's fixed commands (the root helper checked it): words, never a shell
-        done = subprocess.run(shlex.split(spec["cmd"]), capture_output=True, text=True)
+        done = subprocess.run(shlex.split(spec["cmd"]), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return 65, {"ok": False, "why": f"{spec['cmd']} did not finish within 60s"}
     except OSError as err:
         return 65, {"ok": False, "why": f"{spec['cmd']}: {err.strerror}"}
     if done.returncode != 0:

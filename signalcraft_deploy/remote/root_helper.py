@@ -143,10 +143,22 @@ def tls_spec(text: str) -> str:
     if set(spec) != {"cert", "key", "names"} or not isinstance(spec["names"], list):
         raise Refused("the TLS spec must be {cert, key, names}")
     try:
-        files = {key: tls_file(spec[key], key) for key in ("cert", "key")}
+        files = {key: tls_real(tls_file(spec[key], key), key) for key in ("cert", "key")}
     except BadSite as err:
         raise Refused(str(err)) from None
     return json.dumps({**files, "names": [token(n, HOST_NAME, "a server name") for n in spec["names"]]})
+
+
+def tls_real(path: str, what: str) -> str:
+    """The file a certificate path resolves to (certbot's live/ names are links into archive/): still in root's
+    TLS folders, a regular file root owns. A missing file is passed on as it is, for tls_check.py to name."""
+    if not os.path.lexists(path):
+        return path
+    real = tls_file(os.path.realpath(path), what)
+    info = os.lstat(real)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != 0:
+        raise Refused(f"TLS {what} {path} is not a regular file owned by root")
+    return real
 
 
 def site_description(text: str) -> dict:

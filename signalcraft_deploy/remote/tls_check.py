@@ -18,7 +18,7 @@ import time
 
 
 def openssl(*args):
-    done = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    done = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     return done.returncode, done.stdout, done.stderr.strip()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -263,7 +264,7 @@ def test_facts_script_round_trip(tmp_path: Path, load) -> None:
     (root / "venvs" / "0123456789abcdef" / ".ok").touch()
     (root / "venvs" / "halfbuilt00000000").mkdir()  # no .ok: an interrupted build is not ready
     (root / "site.conf").write_text(SITE)
-    s = load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
+    s = at_site(load({"DEPLOY_ROOT": str(root), "PM2": "pm2-not-installed-here"}), root / "site.conf")
 
     out = subprocess.run(["sh", "-s"], input=facts_script(s) + "\n", capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
@@ -289,7 +290,12 @@ def live_release_r1(tmp_path: Path, load) -> tuple[Path, Path, Any]:
     (release / ".signalcraft").mkdir(parents=True)
     (release / ".signalcraft" / "manifest.json").write_text(json.dumps(MANIFEST))
     (root / "current").symlink_to(release)
-    return root, release, load({"DEPLOY_ROOT": str(root), "NGINX_SITE": str(root / "site.conf"), "PM2": "pm2-not-installed-here"})
+    return root, release, at_site(load({"DEPLOY_ROOT": str(root), "PM2": "pm2-not-installed-here"}), root / "site.conf")
+
+
+def at_site(s: Any, site: Path) -> Any:
+    """Settings whose site is a file of the test's own (settings allow only Nginx's folders: the script reads any)."""
+    return dataclasses.replace(s, nginx_site=str(site))
 
 
 def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path, load) -> None:

@@ -7,13 +7,12 @@ checked against a running nginx for the forms used here.
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from signalcraft_deploy import remote
 from signalcraft_deploy.core.render import render_nginx_site
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.nginx import _location_for, describe_mismatches, install_site_args, parse_files, route_table, split_dump
@@ -364,9 +363,10 @@ def test_site_split_over_an_include(load) -> None:
 
 def test_real_nginx_T_dump_of_the_rendered_site(tmp_path: Path, load, nginx_bin: str) -> None:
     """split_dump must read the format nginx itself prints, not just ours."""
-    s = load({"DEPLOY_ROOT": str(tmp_path / "app"), "NGINX_SITE": str(tmp_path / "app" / "site.conf"), "NGINX_LISTEN": "18080"})
+    rendered = load({"DEPLOY_ROOT": str(tmp_path / "app"), "NGINX_LISTEN": "18080"})
+    s = dataclasses.replace(rendered, nginx_site=str(tmp_path / "app" / "site.conf"))  # a private Nginx's folder
     (tmp_path / "app").mkdir()
-    Path(s.nginx_site).write_text(render_nginx_site(s))
+    Path(s.nginx_site).write_text(render_nginx_site(rendered))
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\nhttp {{\n    access_log off;\n"
@@ -381,62 +381,11 @@ def test_real_nginx_T_dump_of_the_rendered_site(tmp_path: Path, load, nginx_bin:
     assert routes and all(r.ok for r in routes), describe_mismatches(routes)
 
 
-# --- site-install (remote/install_site.sh, run by the root helper) ----------------------------------------------
-
-SHELLS = [sh for sh in ("sh", "bash", "dash") if shutil.which(sh)]
-
-
-@pytest.mark.parametrize("shell", SHELLS)
-def test_install_site_script_is_valid_shell(shell: str) -> None:
-    out = subprocess.run([shell, "-n"], input=remote.script("install_site") + "\n", capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
+# --- site-install: its arguments (the helper renders the site: tests/unit/test_root_helper_args.py) ------------
 
 
 def test_install_site_args(load) -> None:
     s = load()
-    assert install_site_args(s) == ["/etc/nginx/sites-available/signalcraft", "/etc/nginx/sites-enabled/signalcraft",
-                                    f"{s.state_dir}", "backup", "guard", "80", "nginx -t"]
-    conf_d = install_site_args(load({"NGINX_SITE": "/etc/nginx/conf.d/signalcraft.conf"}), backup=False, takeover=True)
-    assert conf_d[1] == "-" and conf_d[3:6] == ["replace", "takeover", "-"]  # no link, no stock default to park
-    named = install_site_args(load({"SERVER_NAME": "shop.example.com", "NGINX_TEST_CMD": "/usr/sbin/nginx -t -q"}))
-    assert named[5] == "-" and named[6] == "/usr/sbin/nginx -t -q"  # a named server leaves the stock default alone
-    assert install_site_args(load({"NGINX_LISTEN": "8080"}))[5] == "8080"
-
-
-def run_install(tmp_path, test: str, port: str = "8080", mode: str = "guard") -> subprocess.CompletedProcess[str]:
-    paths = {k: tmp_path / k for k in ("site", "link", "parked", "default")}
-    return subprocess.run(["sh", "-c", remote.script("install_site"), "install_site.sh", str(paths["site"]), str(paths["link"]),
-                           str(paths["parked"]), str(paths["default"]), port, "backup", mode, test],
-                          input="# Rendered by signalcraft-deploy. new\n", capture_output=True, text=True, timeout=30)
-
-
-def test_install_site_parks_the_stock_default_on_our_port_and_puts_all_back_on_a_failed_test(tmp_path) -> None:
-    stock = tmp_path / "stock"
-    stock.write_text("server {\n\tlisten 8080 default_server;\n\tlisten [::]:8080 default_server;\n}\n")
-    (tmp_path / "default").symlink_to(stock)
-    done = run_install(tmp_path, "true")
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "site").read_text().endswith(" new\n") and (tmp_path / "link").is_symlink()
-    assert not (tmp_path / "default").exists() and (tmp_path / "parked").read_text().strip() == str(stock)
-    (tmp_path / "link").unlink()
-    (tmp_path / "parked").unlink()
-    (tmp_path / "default").symlink_to(stock)
-    (tmp_path / "site").write_text("# Rendered by signalcraft-deploy. old\n")
-    failed = run_install(tmp_path, "false")
-    assert failed.returncode == 65
-    assert (tmp_path / "site").read_text().endswith(" old\n") and not (tmp_path / "link").exists()
-    assert (tmp_path / "default").resolve() == stock and not (tmp_path / "parked").exists()
-
-
-def test_install_site_leaves_a_foreign_file_alone_unless_taking_over(tmp_path) -> None:
-    (tmp_path / "site").write_text("server { listen 80; }\n")
-    assert run_install(tmp_path, "true", "-").returncode == 66
-    assert (tmp_path / "site").read_text() == "server { listen 80; }\n"
-    assert run_install(tmp_path, "true", "-", "takeover").returncode == 0
-    assert (tmp_path / "site").read_text().endswith(" new\n")
-    for port in ("8080", "18080"):
-        (tmp_path / "default").unlink(missing_ok=True)
-        (tmp_path / "stock").write_text("\tlisten 80 default_server;\n\tlisten 8080;\n")
-        (tmp_path / "default").symlink_to(tmp_path / "stock")
-        assert run_install(tmp_path, "true", port).returncode == 0
-        assert (tmp_path / "default").is_symlink()  # not the default server on that port: left alone
+    assert install_site_args(s) == [s.state_dir, "backup", "guard", "nginx -t"]
+    named = install_site_args(load({"NGINX_TEST_CMD": "/usr/sbin/nginx -t -q"}), backup=False, takeover=True)
+    assert named == [s.state_dir, "replace", "takeover", "/usr/sbin/nginx -t -q"]

@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,7 +83,8 @@ def test_listen_urls_reach_the_listener_from_the_host() -> None:
 
 @pytest.mark.parametrize(("site", "expected"), [
     ("/etc/nginx/nginx.conf", "not Nginx's main configuration"),
-    ("/etc/nginx/snippets/x.conf", "a file under /etc/nginx/ in Nginx's site folders"),
+    ("/etc/nginx/snippets/x.conf", "a file of a plain name under /etc/nginx/ in Nginx's site folders"),
+    ("/home/deploy/app/site.conf", "a file of a plain name under /etc/nginx/ in Nginx's site folders"),
     ("/etc/nginx/conf.d/x", "conf.d/<name>.conf"),
     ("/etc/nginx/sites-enabled/x", "sites-available/<name> or"),
 ])
@@ -113,16 +116,34 @@ def test_site_answers_its_own_id_and_carries_the_header(load) -> None:
     assert not written_by_us("server { listen 80; }\n") and site_id("server { listen 80; }\n") is None
 
 
-def test_a_template_override_without_the_header_still_renders_one(load, tmp_path: Path) -> None:
+def test_a_site_template_in_templates_dir_is_refused_by_its_key(load, tmp_path: Path) -> None:
+    """Root renders the site from its own shape: a user's template for it would be text root writes into Nginx."""
     (tmp_path / "tpl").mkdir()
-    (tmp_path / "tpl" / "nginx-site.conf.j2").write_text(
-        'server {\n    listen {{ listen[0] }};\n    location = /.signalcraft-deploy-site { return 200 "{{ site_id }}\\n"; }\n}\n')
-    site = render_nginx_site(load({"TEMPLATES_DIR": str(tmp_path / "tpl")}))
-    assert written_by_us(site) and site_id(site)
+    (tmp_path / "tpl" / "nginx-site.conf.j2").write_text("server { listen 80; }\n")
+    with pytest.raises(SettingsError, match="TEMPLATES_DIR.*without nginx-site.conf.j2"):
+        load({"TEMPLATES_DIR": str(tmp_path / "tpl")})
 
 
-def test_tls_site_passes_nginx_t_with_a_real_certificate(load, nginx_tester, tmp_path: Path) -> None:
-    cert, key = make_cert(tmp_path, "site")
+@pytest.mark.parametrize("path", ["/home/deploy/x.pem", "engine:pkcs11:id", "/tmp/x.key", "/etc/ssl/../../home/x.key"])
+def test_tls_files_outside_roots_folders_are_refused_by_their_key(load, path: str) -> None:
+    for key in ("TLS_CERT", "TLS_KEY"):
+        pair = {"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key", key: path}
+        with pytest.raises(SettingsError, match=key):
+            load(pair)
+
+
+@pytest.fixture
+def ssl_folder() -> Iterator[Path]:
+    """A folder of this test's own under /etc/ssl (TLS files must be in root's folders), removed after."""
+    if not os.access("/etc/ssl", os.W_OK):
+        pytest.skip("needs to write under /etc/ssl (root)")
+    folder = Path(tempfile.mkdtemp(prefix="signalcraft-unit-", dir="/etc/ssl"))
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_tls_site_passes_nginx_t_with_a_real_certificate(load, nginx_tester, ssl_folder: Path) -> None:
+    cert, key = make_cert(ssl_folder, "site")
     s = load({"TLS_CERT": str(cert), "TLS_KEY": str(key), "NGINX_LISTEN": "127.0.0.1:18080,[::1]:18080",
               "TLS_LISTEN": "127.0.0.1:18443", "SERVER_NAME": "i13.test", "CLIENT_MAX_BODY_SIZE": "10m"})
     site = render_nginx_site(s)
@@ -231,7 +252,7 @@ def test_old_site_settings_extras_and_what_would_be_dropped(load) -> None:
         "TLS_KEY": "/etc/letsencrypt/live/shop.example.com/privkey.pem", "TLS_REDIRECT": "false"}
     assert [e["args"] for e in old.extras] == [["/static/"]]
     assert old.extras_text() is not None and written_by_us(old.extras_text())
-    assert len(old.dropped) == 1 and "gzip on" in old.dropped[0] and "TEMPLATES_DIR" in old.dropped[0]
+    assert len(old.dropped) == 1 and "gzip on" in old.dropped[0] and "no place for it" in old.dropped[0]
 
 
 def test_certbots_redirect_server_is_tls_redirect(load) -> None:

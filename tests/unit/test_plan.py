@@ -392,7 +392,7 @@ def test_the_no_op_without_rendering_sees_each_kind_of_change(tmp_path: Path) ->
     assert not unchanged(s, release_inputs(s, OLD.tree, OLD.requirements, OLD.package_lock, "env-1"), live_host(tmp_path, OLD))
     templates = tmp_path / "templates"
     templates.mkdir()
-    (templates / "nginx-site.conf.j2").write_text("# my own site\n")
+    (templates / "gunicorn.conf.py.j2").write_text("# my own gunicorn config\n")
     mine = settings(tmp_path, {"TEMPLATES_DIR": str(templates)})
     assert release_inputs(mine, OLD.tree, OLD.requirements, OLD.package_lock, None) != \
         release_inputs(settings(tmp_path, {"TEMPLATES_DIR": str(tmp_path)}), OLD.tree, OLD.requirements, OLD.package_lock, None)

@@ -402,14 +402,14 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def record(host: FakeHost, pid: int, folder: Path, site: Path) -> subprocess.CompletedProcess[str]:
-    return run_python("takeover_record", str(pid), str(folder), host.pm2, "signalcraft-nodejs", str(site), ME,
+def record(host: FakeHost, pid: int, folder: Path) -> subprocess.CompletedProcess[str]:
+    return run_python("takeover_record", str(pid), str(folder), host.pm2, "signalcraft-nodejs",
                       str(formats.TAKEOVER.current), formats.TOOL, env=host.env(), cwd=host.root)
 
 
-def restore(host: FakeHost, folder: Path, site: Path, link: Path) -> subprocess.CompletedProcess[str]:
-    return run_python("takeover_restore", str(folder), host.pm2, str(site), ME, str(link), str(formats.TAKEOVER.current),
-                      formats.TOOL, env=host.env(), cwd=host.root)
+def restore(host: FakeHost, folder: Path) -> subprocess.CompletedProcess[str]:
+    return run_python("takeover_restore", str(folder), host.pm2, str(formats.TAKEOVER.current), formats.TOOL,
+                      env=host.env(), cwd=host.root)
 
 
 @pytest.fixture
@@ -419,25 +419,22 @@ def legacy(tmp_path: Path, sleepers: Any) -> subprocess.Popen[bytes]:
     return sleepers(tmp_path / "app", env={"SECRET_KEY": SECRET, "PORT": "8001"})
 
 
-def test_record_saves_the_process_the_node_entry_and_the_site_privately(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+def test_record_saves_the_process_and_the_node_entry_privately(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+    """The deploy user's own record (the site is root's: the helper's takeover-record keeps its own copy)."""
     host.set_list(recorded_jlist())
-    site, folder = tmp_path / "site", tmp_path / "state" / "takeover"
-    site.write_text("server { listen 80; }\n")
-    done = record(host, legacy.pid, folder, site)
+    folder = tmp_path / "state" / "takeover"
+    done = record(host, legacy.pid, folder)
     assert (done.returncode, done.stdout) == (0, "recorded\n"), done.stderr
-    assert mode(folder) == 0o711 and sorted(os.listdir(folder)) == ["legacy.json", "nginx-site"]  # seen, not read
-    assert all(mode(folder / name) == 0o600 and (folder / name).stat().st_uid == os.getuid() for name in os.listdir(folder))
-    assert (folder / "nginx-site").read_text() == "server { listen 80; }\n"
+    assert mode(folder) == 0o700 and os.listdir(folder) == ["legacy.json"] and mode(folder / "legacy.json") == 0o600
     saved = json.loads((folder / "legacy.json").read_text())
     assert saved["legacy"] == {"argv": SLEEP, "cwd": str(tmp_path / "app"), "user": ME,
                                "env": {"SECRET_KEY": SECRET, "PORT": "8001"}}
-    assert saved["site_existed"] is True
     assert saved["node"] == {
         "name": "signalcraft-nodejs", "script": "/home/ubuntu/signalcraft/current/server.js",
         "cwd": "/home/ubuntu/signalcraft/current", "exec_mode": "cluster", "instances": 2, "interpreter": "node",
         "args": [], "env": {"SECRET_KEY": SECRET, "DATABASE_URL": "postgres://app:hunter2-db-pass@db/app",
                             "PATH": "/usr/bin:/bin", "unique_id": "6c1f8e0a-1b2c-4d5e-8f90-123456789abc"}}
-    assert f"sudo -u {ME} -H {host.pm2} jlist" in host.calls()
+    assert host.calls() == ["pm2 jlist"] and not any(call.startswith("sudo") for call in host.calls())
 
 
 def test_record_refuses_a_process_of_another_user_and_keeps_no_session_variable(host: FakeHost, sleepers: Any,
@@ -446,76 +443,65 @@ def test_record_refuses_a_process_of_another_user_and_keeps_no_session_variable(
     (tmp_path / "app").mkdir()
     mine = sleepers(tmp_path / "app", env={"PORT": "8001", "SSH_CONNECTION": "1.2.3.4 5 6.7.8.9 22", "SUDO_USER": "x"})
     folder = tmp_path / "takeover"
-    other = "nobody" if ME != "nobody" else "root"
-    done = run_python("takeover_record", str(mine.pid), str(folder), host.pm2, "signalcraft-nodejs", str(tmp_path / "site"),
-                      other, str(formats.TAKEOVER.current), formats.TOOL, env=host.env(), cwd=host.root)
-    assert done.returncode == 1 and done.stdout == ""
-    assert f"pid {mine.pid} belongs to user {ME}, not to {other}" in done.stderr and "nothing was recorded" in done.stderr
-    assert os.listdir(folder) == [] and host.calls() == []
-    assert record(host, mine.pid, folder, tmp_path / "site").returncode == 0
+    if os.getuid() != 0:  # init is never this user's (as root it is: nothing to refuse then)
+        done = record(host, 1, folder)
+        assert done.returncode == 1 and done.stdout == ""
+        assert "pid 1 belongs to user root" in done.stderr and "nothing was recorded" in done.stderr
+        assert os.listdir(folder) == [] and host.calls() == []
+    assert record(host, mine.pid, folder).returncode == 0
     assert json.loads((folder / "legacy.json").read_text())["legacy"]["env"] == {"PORT": "8001"}
 
 
-def test_restore_refuses_a_record_of_another_users_process_or_one_not_its_own(host: FakeHost, tmp_path: Path) -> None:
-    folder, site, link = tmp_path / "takeover", tmp_path / "site", tmp_path / "site-link"
-    folder.mkdir(mode=0o711)
-    saved = {"format": formats.TAKEOVER.current, "tool": formats.TOOL, "node": None, "site_existed": False,
+def test_restore_refuses_a_record_of_another_users_process(host: FakeHost, tmp_path: Path) -> None:
+    folder = tmp_path / "takeover"
+    folder.mkdir(mode=0o700)
+    saved = {"format": formats.TAKEOVER.current, "tool": formats.TOOL, "node": None,
              "legacy": {"argv": ["/bin/false"], "cwd": "/", "user": "nobody" if ME != "nobody" else "root", "env": {}}}
     (folder / "legacy.json").write_text(json.dumps(saved))
-    (folder / "legacy.json").chmod(0o600)
-    site.write_text("our site\n")
-    done = restore(host, folder, site, link)
+    done = restore(host, folder)
     assert done.returncode == 1 and done.stdout == "" and "only the deploy user's own" in done.stderr
-    (folder / "legacy.json").chmod(0o666)  # anyone could have edited it
-    done = restore(host, folder, site, link)
-    assert done.returncode == 1 and "is not root's own" in done.stderr and "nothing was changed" in done.stderr
-    assert site.read_text() == "our site\n" and host.calls() == [] and not (folder / "legacy.log").exists()
+    assert host.calls() == [] and not (folder / "legacy.log").exists()
 
 
 def test_a_second_record_keeps_the_first(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
     host.set_list([])
-    site, folder = tmp_path / "site", tmp_path / "takeover"
-    assert record(host, legacy.pid, folder, site).stdout == "recorded\n"
+    folder = tmp_path / "takeover"
+    assert record(host, legacy.pid, folder).stdout == "recorded\n"
     first = (folder / "legacy.json").read_text()
-    assert json.loads(first)["node"] is None and json.loads(first)["site_existed"] is False
-    site.write_text("server {}\n")
+    assert json.loads(first)["node"] is None
     host.set_list(recorded_jlist())
-    assert record(host, legacy.pid, folder, site).stdout == "recorded\n"
+    assert record(host, legacy.pid, folder).stdout == "recorded\n"
     assert (folder / "legacy.json").read_text() == first and os.listdir(folder) == ["legacy.json"]
 
 
 def test_the_record_carries_its_format_and_the_tool_that_wrote_it(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
     host.set_list([])
     folder = tmp_path / "takeover"
-    assert record(host, legacy.pid, folder, tmp_path / "site").returncode == 0
+    assert record(host, legacy.pid, folder).returncode == 0
     saved = json.loads((folder / "legacy.json").read_text())
     assert (saved["format"], saved["tool"]) == (formats.TAKEOVER.current, formats.TOOL)
 
 
 @pytest.mark.parametrize("number", [formats.TAKEOVER.current + 1, "2"])
 def test_restore_refuses_a_record_it_cannot_read_and_changes_nothing(host: FakeHost, tmp_path: Path, number: Any) -> None:
-    folder, site, link = tmp_path / "takeover", tmp_path / "site", tmp_path / "site-link"
+    folder = tmp_path / "takeover"
     folder.mkdir()
     legacy = {"argv": ["/bin/false"], "cwd": "/", "user": ME, "env": {}}
     (folder / "legacy.json").write_text(json.dumps({"format": number, "tool": "signalcraft-deploy 9.0.0", "legacy": legacy,
-                                                    "node": {"name": "x"}, "site_existed": False}))
-    site.write_text("our site\n")
-    done = restore(host, folder, site, link)
+                                                    "node": {"name": "x"}}))
+    done = restore(host, folder)
     assert done.returncode == 1 and done.stdout == ""
     assert f"format {number!r}, written by signalcraft-deploy 9.0.0; this is {formats.TOOL}" in done.stderr
     assert "pip install -U signalcraft-deploy" in done.stderr and "nothing was changed" in done.stderr
-    assert site.read_text() == "our site\n" and host.calls() == [] and not (folder / "legacy.log").exists()
+    assert host.calls() == [] and not (folder / "legacy.log").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="restore changes to the recorded user (initgroups): needs root")
-def test_restore_starts_the_process_the_node_entry_and_the_site_again(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+def test_restore_starts_the_process_and_the_node_entry_again(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
     host.set_list(recorded_jlist())
-    site, link, folder = tmp_path / "site", tmp_path / "site-link", tmp_path / "takeover"
-    site.write_text("the old site\n")
-    assert record(host, legacy.pid, folder, site).returncode == 0
+    folder = tmp_path / "takeover"
+    assert record(host, legacy.pid, folder).returncode == 0
     legacy.kill()
-    site.write_text("our site\n")
-    done = restore(host, folder, site, link)
+    done = restore(host, folder)
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
     try:
@@ -525,24 +511,24 @@ def test_restore_starts_the_process_the_node_entry_and_the_site_again(host: Fake
         assert f"SECRET_KEY={SECRET}".encode() in Path(f"/proc/{state['pid']}/environ").read_bytes().split(b"\0")
     finally:
         os.kill(state["pid"], signal.SIGKILL)
-    assert site.read_text() == "the old site\n"
     cfg = folder / "node.config.json"
     assert mode(cfg) == 0o600 and json.loads(cfg.read_text()) == {"apps": [json.loads((folder / "legacy.json").read_text())["node"]]}
-    assert f"sudo -u {ME} -H {host.pm2} start {cfg}" in host.calls()
+    assert f"pm2 start {cfg}" in host.calls() and not any(call.startswith("sudo") for call in host.calls())
     assert (tmp_path / "started.json").read_text() == cfg.read_text()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="restore changes to the recorded user (initgroups): needs root")
-def test_restore_removes_our_site_when_there_was_none(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
-    host.set_list([])
-    site, link, folder = tmp_path / "site", tmp_path / "site-link", tmp_path / "takeover"
-    assert record(host, legacy.pid, folder, site).returncode == 0
-    site.write_text("our site\n")
-    link.symlink_to(site)
-    done = restore(host, folder, site, link)
-    os.kill(json.loads(done.stdout)["pid"], signal.SIGKILL)
-    assert not site.exists() and not os.path.lexists(link)
-    assert not (folder / "node.config.json").exists() and not any(" start " in call for call in host.calls())
+def test_restore_never_writes_through_a_link_left_in_the_folder(host: FakeHost, legacy: Any, tmp_path: Path) -> None:
+    host.set_list(recorded_jlist())
+    folder = tmp_path / "takeover"
+    assert record(host, legacy.pid, folder).returncode == 0
+    legacy.kill()
+    target = tmp_path / "elsewhere"
+    target.write_text("keep\n")
+    (folder / "node.config.json").symlink_to(target)
+    done = restore(host, folder)
+    assert done.returncode != 0 and target.read_text() == "keep\n"
+    for pid in [json.loads(line)["pid"] for line in done.stdout.splitlines() if line.startswith("{")]:
+        os.kill(pid, signal.SIGKILL)
 
 
 # --- the shell programs, and how run_program sends them ---------------------------------------------------------
@@ -556,7 +542,7 @@ def run_sh(shell: str, name: str, *args: str, cwd: Path) -> subprocess.Completed
                           capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
-@pytest.mark.parametrize("name", ["restore_site", "stop_pid"])
+@pytest.mark.parametrize("name", ["stop_pid", "unlock"])
 @pytest.mark.parametrize("shell", SHELLS)
 def test_every_shell_program_parses(shell: str, name: str) -> None:
     done = subprocess.run([shell, "-n"], input=remote.script(name), capture_output=True, text=True, timeout=30)
@@ -579,13 +565,14 @@ def test_run_program_passes_the_arguments_through_the_shell(load, tmp_path: Path
 
     from signalcraft_deploy.host.programs import run_program
 
-    odd = tmp_path / "it's a site"
-    odd.write_text("ours\n")
-    (tmp_path / "backup; rm -rf x").write_text("previous\n")
-    done = run_program(Context(), load(), "restore_site.sh", str(odd), str(tmp_path / "backup; rm -rf x"), "", "", "",
-                       f"touch {tmp_path}/tested")
-    assert done.ok, done.stderr
-    assert odd.read_text() == "previous\n" and (tmp_path / "tested").exists()
+    proc = subprocess.Popen(SLEEP)
+    try:
+        done = run_program(Context(), load(), "stop_pid.sh", str(proc.pid), "30", f"{ME}; touch {tmp_path}/x", warn=True)
+        assert done.exited == 3 and "left alone" in done.stderr and proc.poll() is None  # one word: not a user
+        assert not (tmp_path / "x").exists()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -613,44 +600,6 @@ def test_stop_pid_terms_then_kills(shell: str, tmp_path: Path) -> None:
 
 
 # remote/reload_nginx.py (the verified reload) is tested against a private Nginx in test_nginx_reload.py.
-
-
-@pytest.fixture
-def sites(tmp_path: Path) -> dict[str, Path]:
-    names = ("site", "backup", "link", "parked", "default_link", "stock")
-    return {name: tmp_path / name for name in names}
-
-
-def restore_site(shell: str, paths: dict[str, Path], tmp_path: Path, link: str | None = None) -> subprocess.CompletedProcess[str]:
-    args = [str(paths["site"]), str(paths["backup"]), str(paths["link"]) if link is None else link, str(paths["parked"]),
-            str(paths["default_link"]), f"touch {tmp_path}/tested"]
-    return run_sh(shell, "restore_site", *args, cwd=tmp_path)
-
-
-@pytest.mark.parametrize("shell", SHELLS)
-def test_restore_site_puts_the_backup_back(shell: str, sites: dict[str, Path], tmp_path: Path) -> None:
-    sites["site"].write_text("ours\n")
-    sites["backup"].write_text("previous\n")
-    sites["backup"].chmod(0o640)
-    sites["link"].symlink_to(sites["site"])
-    done = restore_site(shell, sites, tmp_path)
-    assert (done.returncode, done.stderr) == (0, "")
-    assert sites["site"].read_text() == "previous\n" and mode(sites["site"]) == 0o640 and sites["link"].is_symlink()
-    assert (tmp_path / "tested").exists()
-
-
-@pytest.mark.parametrize("link", [None, ""], ids=["linked", "conf.d"])
-@pytest.mark.parametrize("shell", SHELLS)
-def test_restore_site_after_a_first_deploy_removes_ours_and_unparks_the_default(
-        shell: str, sites: dict[str, Path], tmp_path: Path, link: str | None) -> None:
-    sites["site"].write_text("ours\n")
-    sites["link"].symlink_to(sites["site"])
-    sites["parked"].write_text(f"{sites['stock']}\n")
-    done = restore_site(shell, sites, tmp_path, link)
-    assert (done.returncode, done.stderr) == (0, "")
-    assert not sites["site"].exists() and os.path.lexists(sites["link"]) == (link == "")
-    assert os.readlink(sites["default_link"]) == str(sites["stock"]) and not sites["parked"].exists()
-    assert (tmp_path / "tested").exists()
 
 
 def test_stop_pid_leaves_a_process_of_another_user_alone(tmp_path: Path) -> None:

@@ -289,7 +289,7 @@ def test_user_template_wins_over_bundled(tmp_path: Path, load) -> None:
 
 def test_user_template_with_unknown_variable_fails_loudly(tmp_path: Path, load) -> None:
     (tmp_path / "t").mkdir()
-    (tmp_path / "t" / "nginx-site.conf.j2").write_text("server { listen {{ lisen }}; }\n")
+    (tmp_path / "t" / "gunicorn.conf.py.j2").write_text("bind = {{ lisen }}\n")
     s = load({"TEMPLATES_DIR": str(tmp_path / "t")})
     with pytest.raises(UndefinedError, match="lisen"):
-        render_nginx_site(s)
+        render_gunicorn_conf(s)

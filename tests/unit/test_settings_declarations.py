@@ -145,7 +145,8 @@ def test_every_declared_key_refuses_a_line_break_naming_itself(key: str, load) -
     assert str(err.value) == f"{key} (flag --set): found 'a\\nb'; expected a value without surrounding spaces or line breaks."
 
 
-DERIVED_DEFAULTS = {"GUNICORN_HANDOVER_BIND": "127.0.0.1:8002", "NODE_HANDOVER_PORT": "3001"}
+DERIVED_DEFAULTS = {"GUNICORN_HANDOVER_BIND": "127.0.0.1:8002", "NODE_HANDOVER_PORT": "3001",
+                    "NGINX_SITE": "/etc/nginx/sites-available/signalcraft"}
 
 
 @pytest.mark.parametrize("key", [k for k in KEYS if k.name != "SOURCE_DIR"], ids=lambda k: k.name)  # '.': the folder
