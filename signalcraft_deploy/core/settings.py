@@ -770,9 +770,12 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
     if bool(v["TLS_CERT"]) != bool(v["TLS_KEY"]):
         raise fail("TLS_KEY" if v["TLS_CERT"] else "TLS_CERT", "both TLS_CERT and TLS_KEY, or neither (HTTPS needs the pair)")
     for key in ("TLS_CERT", "TLS_KEY"):
-        if v[key] and (not v[key].startswith(nginx_site.TLS_FOLDERS) or ".." in v[key].split("/")):
-            raise fail(key, f"a file under {', '.join(nginx_site.TLS_FOLDERS)} (root's folders: Nginx's master reads it "
-                       "as root, so the deploy user may not choose a file of its own)")
+        try:
+            if v[key]:
+                nginx_site.tls_file(v[key], key)
+        except nginx_site.BadSite:
+            raise fail(key, f"a normalised path of plain characters under {', '.join(nginx_site.TLS_FOLDERS)} (root's "
+                       "folders: Nginx's master reads it as root, so the deploy user may not choose a file of its own)") from None
     templates = v["TEMPLATES_DIR"]
     if templates and Path(templates, nginx_site.SITE_TEMPLATE).exists():
         raise fail("TEMPLATES_DIR", f"a folder without {nginx_site.SITE_TEMPLATE}: root renders the Nginx site from the "

@@ -14,7 +14,7 @@ A description (every key required, nothing else allowed):
     tls_listen      the HTTPS ones (used only with `tls`)
     server_name     '_' or host names separated by single spaces ('_' makes the site the default server)
     routes          the Flask route prefixes (letters, digits, '._~-/')
-    python, node    the upstream addresses: loopback HOST:PORT
+    python, node    the upstream addresses: HOST:PORT or [IPv6]:PORT (loopback unless ALLOW_PUBLIC_BIND)
     body_size       client_max_body_size ('' for Nginx's default), e.g. 10m
     tls             null, or {"cert": PATH, "key": PATH, "redirect": true|false}
 
@@ -34,7 +34,8 @@ TLS_FOLDERS = ("/etc/letsencrypt/", "/etc/ssl/", "/etc/nginx/")
 SITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 UPSTREAM = re.compile(r"[a-z][a-z0-9_]{0,39}")
 LISTEN = re.compile(r"([0-9]{1,5})|\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}|\*):([0-9]{1,5})")
-LOOPBACK = re.compile(r"(127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|localhost|\[::1\]):([0-9]{1,5})")
+# Where Nginx's workers (not root) connect: loopback in the tool's defaults, another address with ALLOW_PUBLIC_BIND.
+UPSTREAM_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})")
 _LABELS = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*"
 HOST_NAME = re.compile(rf"\*\.{_LABELS}\.?|{_LABELS}\.?|{_LABELS}\.\*")
 ROUTE = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
@@ -67,7 +68,7 @@ def check(desc: Any) -> Dict[str, Any]:
         if ".." in _word(route, ROUTE, "a route").split("/"):
             raise BadSite(f"a route may not hold '..': {route!r}")
     for key in ("python", "node"):
-        _port_of(_word(desc[key], LOOPBACK, key), key)
+        _port_of(_word(desc[key], UPSTREAM_ADDRESS, key), key)
     if desc["body_size"] != "":
         _word(desc["body_size"], BODY_SIZE, "body_size")
     tls = desc["tls"]
@@ -94,8 +95,8 @@ def _port_of(value: str, what: str) -> int:
 
 def site_path(value: Any) -> str:
     """A file directly in Nginx's site folders, with a plain name (conf.d: ending in .conf)."""
-    if not isinstance(value, str):
-        raise BadSite("site must be a path")
+    if not isinstance(value, str) or os.path.normpath(value) != value:
+        raise BadSite(f"site must be a normalised path: {value!r}")
     folder, name = os.path.split(value)
     if folder not in SITE_FOLDERS or not SITE_NAME.fullmatch(name) or name == "default" or ".." in name:
         raise BadSite(f"site must be a plain file name in {' or '.join(SITE_FOLDERS)}: {value!r}")
@@ -142,8 +143,9 @@ def _apps(d: Dict[str, Any]) -> List[str]:
     forwarded = ["        proxy_set_header Host $host;", "        proxy_set_header X-Real-IP $remote_addr;",
                  "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
                  "        proxy_set_header X-Forwarded-Proto $scheme;"]
+    # `.location[s]`: a pattern that matches that one name, and nothing (no error) while the file is absent.
     return ["    # Location blocks kept from the site this one replaced (a file beside it, if there is one).",
-            f"    include {extras_path(d['site'])}*;", "",
+            f"    include {extras_path(d['site'])[:-1]}[s];", "",
             f"    location ~ ^/({routes_regex(d['routes'])})(/|$) {{", f"        proxy_pass http://{up}_python;",
             *forwarded, "    }", "", "    location / {", f"        proxy_pass http://{up}_nodejs;",
             "        proxy_http_version 1.1;", *forwarded, "        proxy_set_header Upgrade $http_upgrade;",

@@ -208,9 +208,10 @@ def read_regular(path: str) -> "bytes | None":
         return None
     except OSError as err:
         raise Refused(f"{path} cannot be read as a plain file: {err.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Refused(f"{path} is not a regular file")
         return fh.read(MAX_READ)
 
 
@@ -466,9 +467,10 @@ def v_site_install(args: list) -> int:
 
 
 def install(site: str, text: bytes, old: "bytes | None", backup: bool, desc: dict, state: str, test: list) -> int:
-    link = link_of(site)
+    link, prev_path = link_of(site), site + ".signalcraft-prev"
+    prev = read_regular(prev_path)
     if old is not None and backup:
-        write_in(site + ".signalcraft-prev", old, 0o640)
+        write_in(prev_path, old, 0o640)
     claimed_now = claim_of(site) is None
     if claimed_now:
         claim(site, state)
@@ -484,6 +486,10 @@ def install(site: str, text: bytes, old: "bytes | None", backup: bool, desc: dic
         write_in(site, old, 0o640)
     else:
         remove(site)
+    if prev is not None:
+        write_in(prev_path, prev, 0o640)  # what a rollback returns to stays the one before
+    elif old is not None and backup:
+        remove(prev_path)
     if linked:
         remove(link)
     if parked_now:
@@ -502,8 +508,8 @@ def park_default(site: str, desc: dict) -> bool:
     target = os.path.normpath(os.path.join(ENABLED, os.readlink(DEFAULT_LINK)))
     if os.path.dirname(target) != AVAILABLE:
         return False  # a stock site elsewhere is not one root reads on a caller's behalf
-    data = read_regular(target) or b""
-    if not re.search(rf"listen\s+([^;]*:)?{port}\s[^;]*default_server".encode(), data):
+    code = b"\n".join(line.split(b"#", 1)[0] for line in (read_regular(target) or b"").splitlines())
+    if not re.search(rf"listen\s+([^;]*:)?{port}\s[^;]*default_server".encode(), code):
         return False
     write_in(os.path.join(state_folder(), PARKED), json.dumps({"target": target, "site": site}).encode(), 0o600)
     os.unlink(DEFAULT_LINK)
