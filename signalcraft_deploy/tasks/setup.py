@@ -20,7 +20,7 @@ SETUP_HELP = {
     **COMMON_HELP,
     "dry-run": "read the host and print what setup would install or write, changing nothing",
     "known-hosts": "extra known_hosts file to verify the host key with",
-    "user": "the deploy account to set the host up for (default: the connecting one, which needs full sudo either way)",
+    "user": "the deploy account to set the host up for (default: the connecting one); only the connecting one needs full sudo",
 }
 
 
