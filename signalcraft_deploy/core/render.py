@@ -1,6 +1,8 @@
 """Rendering: pure functions from settings to the text of every file the tool writes.
 
-Templates live in `templates/` (a user's TEMPLATES_DIR wins). Values are escaped for the
+Templates live in `templates/` (a user's TEMPLATES_DIR wins for the apps' files). The files root
+installs (`setup`'s boot unit and logrotate file) are rendered from the bundled templates only:
+TEMPLATES_DIR is the deploy user's to shape, root's files are not. Values are escaped for the
 language they land in: `pyrepr` for Python, `jsjson` for JavaScript; Nginx only ever receives
 tokens that settings validation already restricted to safe characters.
 """
@@ -11,6 +13,7 @@ import functools
 import hashlib
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +76,7 @@ def _environment(templates_dir: str | None) -> Environment:
     )
     env.filters["pyrepr"] = _pyrepr
     env.filters["jsjson"] = _jsjson
+    env.filters["shq"] = shlex.quote
     return env
 
 
@@ -240,20 +244,44 @@ def node_modules_name(package_lock: str | None, package_json: str | None) -> str
 
 
 LOGROTATE = "logrotate.conf.j2"
+BOOT_UNIT = "pm2-boot.service.j2"
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_.-]*\$?")
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
+
+
+def _root_template(name: str) -> Any:
+    """A template for a file root installs: the bundled one, whatever TEMPLATES_DIR holds."""
+    return _environment(None).get_template(name)
+
+
+def _plain(names: tuple[str, ...], paths: tuple[str, ...]) -> None:
+    for name in names:
+        if not _PLAIN_NAME.fullmatch(name):
+            raise ValueError(f"not a plain user or group name: {name!r}")
+    for value in paths:
+        if not _PLAIN_PATH.fullmatch(value) or "/../" in value + "/":
+            raise ValueError(f"not a plain absolute path: {value!r}")
 
 
 def render_logrotate(s: Settings, user: str, group: str, home: str, pm2: str, path: str) -> str:
     """The logrotate file for one user's PM2 logs (`setup` writes it to /etc/logrotate.d/pm2-<user>).
 
     `pm2` is PM2's absolute path and `path` the PATH it runs with (Node's directory first), as in the boot unit.
+    Rendered from the bundled template only (root installs it), from validated plain names and paths; its
+    postrotate script is fixed text that runs as `user` and gets these values as its arguments.
     """
-    for name in (user, group):
-        if not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", name):
-            raise ValueError(f"not a plain user or group name: {name!r}")
-    for value in (home, pm2, *path.split(":")):
-        if not re.fullmatch(r"/[A-Za-z0-9._/@+-]*", value):
-            raise ValueError(f"not a plain absolute path: {value!r}")
+    _plain((user, group), (home, pm2, *path.split(":")))
     home = home.rstrip("/")
-    return _environment(s.templates_dir).get_template(LOGROTATE).render(
+    return _root_template(LOGROTATE).render(
         user=user, group=group, home=home, pm2_home=f"{home}/.pm2", pm2=pm2, path=path,
         size=s.log_rotate_size, count=s.log_rotate_count)
+
+
+def render_boot_unit(user: str, home: str, pm2: str, path: str) -> str:
+    """The systemd unit that starts `user`'s PM2 at boot (`setup` writes /etc/systemd/system/pm2-<user>.service).
+
+    The text `pm2 startup systemd -u USER --hp HOME` of PM2 7.0 writes from its systemd.tpl, with `path` (Node's
+    directory first) for its %NODE_PATH%; rendered from the bundled template only, from validated values.
+    """
+    _plain((user,), (home, pm2, *path.split(":")))
+    return _root_template(BOOT_UNIT).render(user=user, pm2_home=f"{home.rstrip('/')}/.pm2", pm2=pm2, path=path)

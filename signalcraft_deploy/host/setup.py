@@ -1,39 +1,58 @@
 """Setup: make a fresh host ready for deploys, and keep it so. Facts, a pure plan, then the changes.
 
-pyinfra's shape: `gather` reads everything in one command (remote/setup_facts.sh), `plan_setup`
-(pure) lists each item as already right or to change, and `apply` makes only the changes. What
-`setup` owns on a host:
+pyinfra's shape: `gather` reads everything in one command (remote/setup_facts.sh, run as root with a
+fixed PATH), `plan_setup` (pure) lists each item as already right or to change, and the functions
+below it make only the changes. `setup` is an admin's step: the connecting account needs full
+passwordless sudo (apt, `npm -g`, files in /etc); the deploy user it sets the host up for (`--user`,
+by default the connecting one) needs none. What `setup` owns on a host:
 
-- apt packages: nginx, python3-venv, logrotate, and Node.js (nodejs, npm) when there is no `node`;
-- PM2 at PM2_VERSION (npm install -g) when there is no `pm2`;
-- the boot unit /etc/systemd/system/pm2-<user>.service that `pm2 startup systemd -u <user> --hp
-  <home>` writes, enabled by its multi-user.target.wants link. It embeds Node's and PM2's paths,
-  so it is redone when either changes (a Node upgrade otherwise breaks it). Where `pm2 startup`
-  cannot finish (no systemd running: its `systemctl enable` fails), the same unit is rendered
-  from PM2's own template and the link is written;
-- /etc/logrotate.d/pm2-<user>: PM2's logs rotated by size (templates/logrotate.conf.j2);
+- apt packages: nginx, python3-venv, logrotate, and Node.js (nodejs, npm) when root has no `node`;
+- PM2 at PM2_VERSION (npm install -g, as root) when root has no `pm2`;
+- the boot unit /etc/systemd/system/pm2-<user>.service, enabled by its multi-user.target.wants link:
+  the unit `pm2 startup systemd -u <user> --hp <home>` writes, rendered here from the bundled
+  templates/pm2-boot.service.j2 (PM2 7.0's systemd.tpl), so that root never runs PM2. It embeds
+  Node's and PM2's real paths as root finds them on its fixed PATH, and each must be root's (the
+  file and every folder above it root-owned, not group- or other-writable) or setup refuses; it is
+  redone when either path changes (a Node upgrade otherwise breaks it);
+- /etc/logrotate.d/pm2-<user>: PM2's logs rotated by size (templates/logrotate.conf.j2, bundled
+  only); its postrotate runs as the user;
 - the root helper /usr/local/sbin/signalcraft-root and its programs in /usr/local/lib/signalcraft-deploy/
   (host/root.py), redone when they differ from this version's;
 - /etc/sudoers.d/signalcraft-<user> (0440, checked with `visudo -cf` first): the deploy user may run
-  that helper as root without a password, and nothing else. Setup itself needs full sudo (apt, npm -g).
+  that helper as root without a password, and nothing else.
+
+Root writes each file from a temporary file of its own (`mktemp`, checked first where a checker
+exists), installed root-owned under a random name in the destination's folder and renamed over the
+destination: never a fixed name in /tmp, never through a symlink.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from signalcraft_deploy.core.render import render_logrotate
+from signalcraft_deploy.core.render import render_boot_unit, render_logrotate
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.facts import split_sections
-from signalcraft_deploy.host.io import fail, q, run, sudo, write_file
-from signalcraft_deploy.host.programs import run_program
+from signalcraft_deploy.host.io import fail, q, run, sudo
+from signalcraft_deploy.host.programs import program_command
 
 PM2_VERSION = "7.0.4"
 UNIT_DIR = "/etc/systemd/system"
 STANDARD_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+ROOT_PATH = ":".join(STANDARD_PATH)  # the only PATH root looks programs up on
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]*")
+
+
+def check_user(name: str) -> str:
+    """The deploy user's name, if it is a plain one (what sudoers, unit and file names can hold as they are)."""
+    if not USER_RE.fullmatch(name or "") or len(name) > 32:
+        raise fail(f"--user {name!r} is not a plain user name (lower-case letters, digits, '_' and '-', "
+                   "starting with a letter or '_'): name the deploy account, e.g. --user deploy.")
+    return name
 
 
 @dataclass
@@ -42,16 +61,17 @@ class SetupFacts:
     group: str = ""
     home: str = ""
     pm2_home: str = ""
-    sudo: bool = False
+    sudo: bool = False  # the connecting account could run the facts as root (full passwordless sudo)
     apt: bool = False
     packages: dict[str, str] = field(default_factory=dict)  # installed package -> version
     commands: set[str] = field(default_factory=set)
     venv: bool = False
     node: str = ""  # real path of `node`, "" if none
     npm: str = ""
-    pm2: str = ""  # real path of PM2's bin/pm2, "" if none
+    pm2: str = ""  # real path of PM2's bin/pm2 on root's PATH, "" if none
     pm2_version: str = ""
-    template: str = ""  # PM2's systemd.tpl
+    owners_node: list[tuple[str, str, str]] = field(default_factory=list)  # (uid, mode, path): node, then each folder up
+    owners_pm2: list[tuple[str, str, str]] = field(default_factory=list)
     systemd_running: bool = False
     unit: str | None = None
     wants: str | None = None
@@ -78,6 +98,10 @@ def parse_setup_facts(output: str) -> SetupFacts:
     def one(name: str) -> str:
         return sec.get(name, "").strip()
 
+    def owners(name: str) -> list[tuple[str, str, str]]:
+        return [(parts[0], parts[1], parts[2]) for parts in (line.split(" ", 2) for line in sec.get(name, "").splitlines())
+                if len(parts) == 3]
+
     def text(name: str) -> str | None:
         return (sec[name] + "\n") if sec.get(name, "").strip() else None
 
@@ -87,15 +111,26 @@ def parse_setup_facts(output: str) -> SetupFacts:
         if len(parts) >= 3 and parts[1] == "installed":
             packages[parts[0]] = parts[2]
     return SetupFacts(
-        user=one("user"), group=one("group"), home=one("home"), pm2_home=one("pm2_home"), sudo=one("sudo") == "yes",
+        user=one("user"), group=one("group"), home=one("home"), pm2_home=one("pm2_home"), sudo=one("root") == "yes",
         apt=one("apt") == "yes", packages=packages, commands=set(sec.get("commands", "").split()),
         venv=one("venv") == "yes", node=one("node"), npm=one("npm"), pm2=one("pm2"), pm2_version=one("pm2_version"),
-        template=text("template") or "", systemd_running=one("systemd_running") == "yes", unit=text("unit"),
+        owners_node=owners("owners_node"), owners_pm2=owners("owners_pm2"),
+        systemd_running=one("systemd_running") == "yes", unit=text("unit"),
         wants=one("wants") or None, logrotate_conf=text("logrotate_conf"))
 
 
-def gather(c: Any, s: Settings) -> SetupFacts:
-    facts = parse_setup_facts(run_program(c, s, "setup_facts.sh", s.pm2, s.python, warn=True).stdout)
+def facts_command(s: Settings, user: str) -> tuple[str, str]:
+    """setup_facts.sh as root with root's fixed PATH and nothing of the caller's environment (the text on stdin);
+    nothing on stdout when the connecting account has no passwordless sudo."""
+    command, text = program_command(s, "setup_facts.sh", s.pm2, s.python, user)
+    return (f"if sudo -n true 2>/dev/null; then sudo -n env -i PATH={ROOT_PATH} {command}; else cat >/dev/null; fi",
+            text)
+
+
+def gather(c: Any, s: Settings, user: str) -> SetupFacts:
+    """The facts about the host and the deploy user `user` (validated first)."""
+    command, text = facts_command(s, check_user(user))
+    facts = parse_setup_facts(run(c, command, stdin=text, warn=True).stdout)
     if facts.user:
         out = run(c, f"{root.digest_command()}; echo; sudo -n cat {q(root.sudoers_path(facts.user))} 2>/dev/null", warn=True).stdout
         found, _, text = out.partition("\n")
@@ -112,6 +147,7 @@ class State(StrEnum):
     OK = "ok"
     INSTALL = "install"
     WRITE = "write"
+    REFUSED = "refused"  # setup will not do it as things are; the reason is printed below the plan
 
 
 @dataclass(frozen=True)
@@ -128,10 +164,40 @@ def unit_path_env(node: str) -> str:
 
 
 def boot_unit(f: SetupFacts) -> str:
-    """The unit `pm2 startup systemd -u <user> --hp <home>` writes, from PM2's own template (as PM2 fills it in)."""
-    return (f.template.replace("%PM2_PATH%", f.pm2).replace("%NODE_PATH%", unit_path_env(f.node))
-            .replace("%USER%", f.user).replace("%HOME_PATH%", f"{f.home.rstrip('/')}/.pm2")
-            .replace("%SERVICE_NAME%", f"pm2-{f.user}"))
+    """The unit `pm2 startup systemd -u <user> --hp <home>` writes (PM2 7.0's template, as PM2 fills it in),
+    rendered from the bundled template: PM2 never runs as root."""
+    return render_boot_unit(f.user, f.home, f.pm2, unit_path_env(f.node))
+
+
+def unsafe_folder(owners: list[tuple[str, str, str]]) -> str | None:
+    """The first of a file and the folders above it (setup_facts.sh's `owners`) that is not root-owned or is
+    group- or other-writable, as "PATH (why)"; None when root alone can change the file."""
+    if not owners:
+        return "(not found)"
+    for uid, mode, path in owners:
+        if uid != "0":
+            return f"{path} (owned by uid {uid})"
+        if not re.fullmatch(r"[0-7]{3,4}", mode) or int(mode, 8) & 0o022:
+            return f"{path} (mode {mode}: writable by its group or others)"
+    return None
+
+
+def path_problems(f: SetupFacts) -> list[str]:
+    """Why Node.js's or PM2's path cannot go into a unit root installs: each must be root's alone."""
+    out = []
+    if f.pm2:
+        bad = unsafe_folder(f.owners_pm2)
+        if bad:
+            out.append(f"PM2 on root's PATH is {f.pm2}, and {bad} can be changed by an account other than root, "
+                       f"which the boot unit would then run. Install PM2 globally as root with `sudo npm install -g "
+                       f"pm2@{PM2_VERSION}` (and take the other one off root's PATH: {ROOT_PATH}), then run setup again.")
+    if f.node:
+        bad = unsafe_folder(f.owners_node)
+        if bad:
+            out.append(f"Node.js on root's PATH is {f.node}, and {bad} can be changed by an account other than root. "
+                       "Install Node.js as root (apt-get install nodejs, or into /usr/local as root) and take the other "
+                       f"one off root's PATH ({ROOT_PATH}), then run setup again.")
+    return out
 
 
 def missing_packages(f: SetupFacts) -> list[str]:
@@ -164,11 +230,13 @@ def package_items(f: SetupFacts) -> list[Item]:
 
 
 def boot_item(f: SetupFacts) -> Item:
-    if not f.pm2 or not f.node or not f.template:
+    if not f.pm2 or not f.node:
         return Item("boot unit", State.WRITE, f"{f.unit_path}, once Node.js and PM2 are installed")
+    if path_problems(f):
+        return Item("boot unit", State.REFUSED, f"{f.unit_path}: Node.js or PM2 is not root's alone (below)")
     if f.unit != boot_unit(f):
         why = "missing" if f.unit is None else "names another Node.js or PM2 path than the installed ones"
-        return Item("boot unit", State.WRITE, f"{f.unit_path} ({why}): pm2 startup systemd -u {f.user} --hp {f.home}")
+        return Item("boot unit", State.WRITE, f"{f.unit_path} ({why}): as pm2 startup systemd -u {f.user} --hp {f.home}")
     if f.wants != f.unit_path:
         return Item("boot unit", State.WRITE, f"{f.unit_path} is not enabled: link {f.wants_path}")
     return Item("boot unit", State.OK, f"{f.unit_path} enabled (PM2 {f.pm2}, Node.js {f.node})")
@@ -179,6 +247,8 @@ def logrotate_text(s: Settings, f: SetupFacts) -> str:
 
 
 def logrotate_item(s: Settings, f: SetupFacts) -> Item:
+    if path_problems(f):
+        return Item("log rotation", State.REFUSED, f"{f.logrotate_path}: Node.js or PM2 is not root's alone (below)")
     if f.logrotate_conf == logrotate_text(s, f):
         return Item("log rotation", State.OK, f"{f.logrotate_path} (size {s.log_rotate_size}, keep {s.log_rotate_count})")
     why = "missing" if f.logrotate_conf is None else "differs"
@@ -220,24 +290,39 @@ def install_packages(c: Any, f: SetupFacts) -> None:
         if not result.ok:
             raise fail(f"apt-get could not install {' '.join(missing)}: {(result.stderr or result.stdout).strip()[-800:]}")
     if not f.pm2:
-        result = run(c, sudo(f"npm install -g --no-fund --no-audit pm2@{PM2_VERSION}"), warn=True, timeout=900)
+        result = run(c, sudo(f"env PATH={ROOT_PATH} npm install -g --no-fund --no-audit pm2@{PM2_VERSION}"), warn=True,
+                     timeout=900)
         if not result.ok:
             raise fail(f"npm could not install pm2@{PM2_VERSION}: {(result.stderr or result.stdout).strip()[-800:]}")
 
 
+def root_install_command(dest: str, mode: str = "0644", check: str = "") -> str:
+    """One root shell that writes stdin to `dest`, root-owned with `mode`, atomically and never through a symlink.
+
+    The text goes to a temporary file root makes (`mktemp`: a new name, root's alone), `check` (a command with
+    "$t" for that file) must accept it, then `install` puts a root-owned copy under a random name in `dest`'s
+    folder (ending in '~', which logrotate and systemd skip) and `mv -T` renames it over `dest`, replacing a
+    symlink there rather than following it. Both temporary files are gone afterwards, whatever happened.
+    """
+    folder, name = dest.rsplit("/", 1)
+    script = (f't=$(mktemp) && n=$(mktemp -p {q(folder)} --suffix="~" {q("." + name)}.XXXXXX) || exit 1; '
+              f'cat > "$t" {("&& " + check + " ") if check else ""}'
+              f'&& install -o root -g root -m {mode} "$t" "$n" && mv -fT "$n" {q(dest)}; rc=$?; rm -f "$t" "$n"; exit $rc')
+    return "sudo -n sh -c " + q(script)
+
+
 def enable_boot(c: Any, f: SetupFacts) -> str:
-    """`pm2 startup systemd` for the user, with absolute paths; its unit rendered here if it cannot finish."""
-    expected = boot_unit(f)
-    startup = (f"env PATH={q(unit_path_env(f.node))} {q(f.pm2)} startup systemd -u {q(f.user)} --hp {q(f.home)}")
-    result = run(c, sudo(f"mkdir -p {UNIT_DIR}/multi-user.target.wants") + " && " + sudo(startup), warn=True, timeout=120)
-    written = run(c, f"cat {q(f.unit_path)}", warn=True).stdout
-    how = f"pm2 startup systemd -u {f.user} --hp {f.home}"
-    if written.rstrip("\n") != expected.rstrip("\n"):
-        write_file(c, f.unit_path, expected, "0644", as_root=True)
-        reason = (result.stdout + result.stderr).strip().splitlines()
-        how = f"rendered from PM2's template (pm2 startup: {reason[-1][:120] if reason else 'no output'})"
-    if run(c, f"readlink {q(f.wants_path)}", warn=True).stdout.strip() != f.unit_path:
-        run(c, sudo(f"ln -sfn {q(f.unit_path)} {q(f.wants_path)}"))
+    """Write the boot unit rendered here (root runs no PM2: `pm2 startup` is not used) and enable it by its link."""
+    if path_problems(f):
+        raise fail(" ".join(path_problems(f)))
+    result = run(c, root_install_command(f.unit_path), stdin=boot_unit(f), warn=True)
+    if not result.ok:
+        raise fail(f"Could not write {f.unit_path}: {(result.stderr or result.stdout).strip()[-400:]}")
+    how = f"wrote {f.unit_path} (as pm2 startup systemd -u {f.user} --hp {f.home} would)"
+    if f.wants != f.unit_path:
+        # ln -sfn: a new link renamed over the old name (a link there is replaced, not followed)
+        link = f"mkdir -p {q(UNIT_DIR)}/multi-user.target.wants && ln -sfn {q(f.unit_path)} {q(f.wants_path)}"
+        run(c, "sudo -n sh -c " + q(link))
         how += f"; enabled by the link {f.wants_path}"
     if f.systemd_running:
         run(c, sudo("systemctl daemon-reload"), warn=True)
@@ -245,14 +330,13 @@ def enable_boot(c: Any, f: SetupFacts) -> str:
 
 
 def write_logrotate(c: Any, s: Settings, f: SetupFacts) -> str:
-    text = logrotate_text(s, f)
-    # logrotate reads only files root owns: the draft checked with `logrotate -d` is root's too.
-    tmp = f"/tmp/signalcraft-logrotate-{f.user}.conf"
-    write_file(c, tmp, text, "0644", as_root=True)
-    check = run(c, sudo(f"logrotate -d {q(tmp)}"), warn=True)
-    run(c, sudo(f"rm -f {q(tmp)}"), warn=True)
+    """Write /etc/logrotate.d/pm2-<user> once `logrotate -d` accepts it (logrotate reads only root's files: the draft
+    it checks is root's too), in one root shell."""
+    if path_problems(f):
+        raise fail(" ".join(path_problems(f)))
+    check = run(c, root_install_command(f.logrotate_path, "0644", check='logrotate -d "$t" 2>&1'),
+                stdin=logrotate_text(s, f), warn=True)
     if not check.ok:
         raise fail(f"logrotate refuses the rotation file: {(check.stderr or check.stdout).strip()[-600:]}\n"
                    "Check LOG_ROTATE_SIZE and LOG_ROTATE_COUNT.")
-    write_file(c, f.logrotate_path, text, "0644", as_root=True)
     return f.logrotate_path

@@ -1,17 +1,33 @@
-# Runs ON THE HOST as the deploy user: sh -c "$(cat)" setup_facts.sh PM2 PYTHON
+# Runs ON THE HOST as root, for the deploy user USER (an admin's `setup`):
+#   sudo -n env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin sh -c "$(cat)" setup_facts.sh PM2 PYTHON USER
 #
 # What `setup` needs to know, in marked sections (@@signalcraft:NAME), parsed by
-# host/setup.parse_setup_facts. Read-only: it never starts PM2's daemon (`pm2 --version` would),
-# so PM2's version comes from its package.json.
+# host/setup.parse_setup_facts. Read-only, and it runs no program of USER's as root: Node.js, npm and
+# PM2 are looked up on root's fixed PATH above (never the user's ~/.bashrc or PATH), and each real
+# path comes with the owner and mode of the file and of every folder above it (`owners_*`: "uid mode
+# path" lines), which setup checks before it names the path in a unit root installs. PYTHON runs as
+# USER (runuser). PM2's daemon is never started (`pm2 --version` would), so its version comes from
+# its package.json.
 pm2_cmd=$1
 python=$2
+user=$3
 sec() { printf '\n@@signalcraft:%s\n' "$1"; }
-user=$(id -un)
+owners() {  # the file and every folder above it, up to /
+  f=$1
+  while :; do
+    stat -c '%u %a %n' "$f" 2>/dev/null || echo "? ? $f"
+    [ "$f" = / ] && break
+    f=$(dirname "$f")
+  done
+}
+sec root; [ "$(id -u)" = 0 ] && echo yes
+entry=$(getent passwd "$user" 2>/dev/null)
+[ -n "$entry" ] || exit 0
+home=$(printf '%s\n' "$entry" | cut -d: -f6)
 sec user; echo "$user"
-sec group; id -gn
-sec home; echo "$HOME"
-sec pm2_home; echo "${PM2_HOME:-$HOME/.pm2}"
-sec sudo; sudo -n true 2>/dev/null && echo yes
+sec group; id -gn "$user"
+sec home; echo "$home"
+sec pm2_home; echo "${home%/}/.pm2"
 sec apt; command -v apt-get >/dev/null 2>&1 && echo yes
 sec packages
 for p in nginx logrotate; do
@@ -21,14 +37,14 @@ sec commands
 for c in nginx logrotate; do
   { command -v "$c" || ls "/usr/sbin/$c"; } >/dev/null 2>&1 && echo "$c"
 done
-sec venv; "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 && echo yes
-sec node; n=$(command -v node 2>/dev/null) && readlink -f "$n"
+sec venv; (cd / && runuser -u "$user" -- "$python" -c 'import venv, ensurepip') >/dev/null 2>&1 && echo yes
+sec node; n=$(command -v node 2>/dev/null) && n=$(readlink -f "$n") && echo "$n"
+[ -n "$n" ] && { sec owners_node; owners "$n"; }
 sec npm; command -v npm 2>/dev/null
 sec pm2; p=$(command -v "$pm2_cmd" 2>/dev/null) && p=$(readlink -f "$p") && echo "$p"
 if [ -n "$p" ]; then
-  top=$(dirname "$(dirname "$p")")
-  sec pm2_version; sed -n 's/^  "version": *"\([^"]*\)".*/\1/p' "$top/package.json" 2>/dev/null | head -n 1
-  sec template; cat "$top/lib/templates/init-scripts/systemd.tpl" 2>/dev/null
+  sec owners_pm2; owners "$p"
+  sec pm2_version; sed -n 's/^  "version": *"\([^"]*\)".*/\1/p' "$(dirname "$(dirname "$p")")/package.json" 2>/dev/null | head -n 1
 fi
 sec systemd_dir; [ -d /etc/systemd/system ] && echo yes
 sec systemd_running; [ -d /run/systemd/system ] && echo yes

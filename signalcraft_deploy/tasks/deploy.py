@@ -70,7 +70,9 @@ def warn_not_set_up(rep: Reporter, facts: host_facts.HostFacts) -> None:
                                        ("logrotate", "PM2's logs are not rotated (no /etc/logrotate.d/pm2-<user>)"))
                if tool not in facts.tools]
     if missing:
-        how = "invoke setup" if rep.target == "this machine" else f"fab -H {rep.target} setup"
+        user, _, where = rep.target.partition("@")
+        how = "invoke setup" if rep.target == "this machine" else \
+            f"by an account with full sudo: fab -H <admin>@{where} setup --user {user}"
         rep.warn("; ".join(missing) + f". Run `setup` ({how}) once to fix this.")
 
 

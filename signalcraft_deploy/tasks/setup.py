@@ -1,5 +1,7 @@
 """`setup`: make a fresh host ready for deploys (packages, PM2, PM2 at boot, log rotation, the root helper and its
-sudoers drop-in); twice changes nothing."""
+sudoers drop-in); twice changes nothing. An admin's step: `fab -H admin@host setup --user deploy` sets the host up
+for the deploy account `deploy` (by default the connecting one); the connecting account needs full passwordless
+sudo, the deploy account none."""
 
 from __future__ import annotations
 
@@ -11,14 +13,22 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host import setup as setup_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
-from signalcraft_deploy.host.io import fail, target_name
+from signalcraft_deploy.host.io import fail, is_remote, run, target_name
 from signalcraft_deploy.host.setup import Item, State
 
 SETUP_HELP = {
     **COMMON_HELP,
     "dry-run": "read the host and print what setup would install or write, changing nothing",
     "known-hosts": "extra known_hosts file to verify the host key with",
+    "user": "the deploy account to set the host up for (default: the connecting one); only the connecting one needs full sudo",
 }
+
+
+def connecting_user(c: Any) -> str:
+    """Who we connect as: the SSH user, or this machine's user."""
+    if is_remote(c):
+        return str(c.user)
+    return run(c, "id -un", warn=True).stdout.strip()
 
 
 def line(item: Item, dry_run: bool = False) -> str:
@@ -32,7 +42,8 @@ def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]
     if any(i.state is State.INSTALL for i in items):
         setup_ops.install_packages(c, facts)
         done += [f"installed: {i.detail}" for i in items if i.state is State.INSTALL]
-        facts = setup_ops.gather(c, s)
+        facts = setup_ops.gather(c, s, facts.user)
+        refused(facts)
     if setup_ops.boot_item(facts).state is not State.OK:
         done.append("boot unit: " + setup_ops.enable_boot(c, facts))
     if setup_ops.logrotate_item(s, facts).state is not State.OK:
@@ -41,25 +52,37 @@ def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]
         done.append("root helper: installed " + root.install(c))
     if setup_ops.sudoers_item(facts).state is not State.OK:
         done.append("sudoers: wrote " + root.install_sudoers(c, facts.user))
-    left = [i for i in setup_ops.plan_setup(s, setup_ops.gather(c, s)) if i.state is not State.OK]
+    left = [i for i in setup_ops.plan_setup(s, setup_ops.gather(c, s, facts.user)) if i.state is not State.OK]
     if left:
         raise fail("setup could not finish: " + "; ".join(f"{i.name}: {i.detail}" for i in left))
     return done
 
 
+def refused(facts: setup_ops.SetupFacts) -> None:
+    problems = setup_ops.path_problems(facts)
+    if problems:
+        raise fail("setup refuses to write the boot unit and log rotation: " + " ".join(problems))
+
+
 @task(iterable=["set_"], help=SETUP_HELP)
-def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None):
-    """Make the host ready: nginx, python3-venv, logrotate, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
+def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None, user=None):
+    """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
-    facts = setup_ops.gather(c, s)
+    user = setup_ops.check_user(user or connecting_user(c))
+    facts = setup_ops.gather(c, s, user)
     if not facts.sudo:
-        raise fail(f"setup needs passwordless sudo for {facts.user or 'the deploy user'} on {target_name(c)} "
-                   "(a sudoers line with NOPASSWD); add it and run setup again.")
+        raise fail(f"setup needs full passwordless sudo for the connecting account on {target_name(c)} "
+                   "(a sudoers line with NOPASSWD: ALL, as an EC2 image's admin has): connect as such an admin, "
+                   f"e.g. fab -H ubuntu@host setup --user {user}.")
+    if not facts.user:
+        raise fail(f"There is no user {user} on {target_name(c)}: create the deploy account first "
+                   f"(e.g. sudo adduser --disabled-password {user}) and run setup again.")
     items = setup_ops.plan_setup(s, facts)
     print(f"Setup of {target_name(c)} for {facts.user} (PM2 home {facts.pm2_home}):")
     for item in items:
         print("  " + line(item, dry_run))
+    refused(facts)
     changes = [i for i in items if i.state is not State.OK]
     if not changes:
         print("Nothing to change: the host is set up.")

@@ -22,13 +22,19 @@ from signalcraft_deploy.host.setup import PM2_VERSION, State, parse_setup_facts,
 from signalcraft_deploy.host.upkeep import boot_problems, dump_in_step, forget_logs_command, space_report
 from signalcraft_deploy.steps.faults import setting_fault
 
+# PM2 7.0's lib/templates/init-scripts/systemd.tpl, which `pm2 startup systemd` fills in; the boot unit setup wrote
+# before it rendered its own (templates/pm2-boot.service.j2) was this, filled in by `old_boot_unit`.
 PM2_TEMPLATE = """[Unit]
 Description=PM2 process manager
+Documentation=https://pm2.keymetrics.io/
 After=network.target
 
 [Service]
 Type=forking
 User=%USER%
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
 Environment=PATH=%NODE_PATH%:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 Environment=PM2_HOME=%HOME_PATH%
 PIDFile=%HOME_PATH%/pm2.pid
@@ -43,14 +49,36 @@ WantedBy=multi-user.target
 """
 
 
+def old_boot_unit(f: setup_ops.SetupFacts, template: str = PM2_TEMPLATE) -> str:
+    """What setup's `boot_unit` gave before 0.4.0's admin setup (PM2's template read from the host, filled in)."""
+    return (template.replace("%PM2_PATH%", f.pm2).replace("%NODE_PATH%", setup_ops.unit_path_env(f.node))
+            .replace("%USER%", f.user).replace("%HOME_PATH%", f"{f.home.rstrip('/')}/.pm2")
+            .replace("%SERVICE_NAME%", f"pm2-{f.user}"))
+
+
+def owners(path: str, *changes: tuple[str, str, str]) -> str:
+    """setup_facts.sh's `owners` lines for a root-owned path and its folders, with (path, uid, mode) changes."""
+    lines, at = [], path
+    while True:
+        lines.append(f"0 {'755' if at != path else '644'} {at}")
+        if at == "/":
+            break
+        at = at.rsplit("/", 1)[0] or "/"
+    for where, uid, mode in changes:
+        lines = [f"{uid} {mode} {where}" if line.endswith(" " + where) else line for line in lines]
+    return "\n".join(lines)
+
+
 def facts_output(**sections: str) -> str:
     """setup_facts.sh's output for the sandbox host as it is (nginx, node, pm2; no unit, no rotation), with changes."""
-    base = {"user": "ubuntu", "group": "ubuntu", "home": "/home/ubuntu", "pm2_home": "/home/ubuntu/.pm2", "sudo": "yes",
+    base = {"root": "yes", "user": "ubuntu", "group": "ubuntu", "home": "/home/ubuntu", "pm2_home": "/home/ubuntu/.pm2",
             "apt": "yes", "packages": "nginx installed 1.22.1-9+deb12u11\nlogrotate installed 3.21.0-1",
             "commands": "nginx\nlogrotate", "venv": "yes", "node": "/usr/bin/node", "npm": "/usr/bin/npm",
-            "pm2": "/usr/lib/node_modules/pm2/bin/pm2", "pm2_version": "7.0.4", "template": PM2_TEMPLATE,
+            "pm2": "/usr/lib/node_modules/pm2/bin/pm2", "pm2_version": "7.0.4",
             "systemd_dir": "yes", "systemd_running": "", "unit": "", "wants": "", "logrotate_conf": ""}
     base.update(sections)
+    for name in ("node", "pm2"):
+        base.setdefault(f"owners_{name}", owners(base[name]) if base[name] else "")
     return "".join(f"\n@@signalcraft:{name}\n{text}\n" for name, text in base.items())
 
 
@@ -102,7 +130,7 @@ def test_a_new_node_or_pm2_path_redoes_the_unit(load) -> None:
 
 def test_a_fresh_host_gets_packages_then_pm2_at_its_pinned_version(load) -> None:
     f = parse_setup_facts(facts_output(packages="nginx not-installed \nlogrotate not-installed ", commands="", venv="",
-                                       node="", npm="", pm2="", pm2_version="", template=""))
+                                       node="", npm="", pm2="", pm2_version=""))
     items = {i.name: i for i in plan_setup(load(), f)}
     assert items["apt packages"].detail == "apt-get install nginx logrotate python3-venv nodejs npm"
     assert items["pm2"].state is State.INSTALL and items["pm2"].detail == f"npm install -g pm2@{PM2_VERSION}"
@@ -135,9 +163,10 @@ def test_logrotate_file_rotates_by_size_compressed_and_has_pm2_reopen_its_files(
                         "nocreate", "sharedscripts"]
     assert "delaycompress" not in text and "copytruncate" not in apps  # copytruncate loses lines: PM2 reopens instead
     script = "\n".join(apps[apps.index("postrotate") + 1:apps.index("endscript")])
-    assert ("env HOME=/home/ubuntu PM2_HOME=/home/ubuntu/.pm2 PATH=/opt/node/bin:/usr/bin:/bin "
-            "/usr/lib/node_modules/pm2/bin/pm2 reloadLogs") in script
-    assert "runuser -u ubuntu --" in script and "/home/ubuntu/.pm2/logs/.*\\.log\\.1$" in script
+    assert 'env HOME="$1" PM2_HOME="$2" PATH="$3" "$4" reloadLogs' in script
+    assert script.splitlines()[-1] == ("' postrotate /home/ubuntu /home/ubuntu/.pm2 /opt/node/bin:/usr/bin:/bin "
+                                       "/usr/lib/node_modules/pm2/bin/pm2")
+    assert 'renamed="-> $2/logs/.*\\.log\\.1\\$"' in script
     assert daemon == ["su ubuntu ubuntu", "size 20M", "rotate 4", "compress", "nodateext", "missingok", "notifempty",
                       "copytruncate"]
     for bad in (("ubuntu; rm -rf /", "ubuntu", "/home/ubuntu", "/usr/bin/pm2", "/usr/bin"),
@@ -302,28 +331,180 @@ def test_boot_reads_the_saved_list_without_env_values(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- setup's commands (MockContext)
 
 
-def test_without_systemd_the_unit_pm2_startup_could_not_enable_is_rendered_and_linked(load) -> None:
+def test_the_boot_unit_is_rendered_and_linked_by_root_shells_of_mktemp_and_install() -> None:
     from invoke import MockContext, Result
 
     from signalcraft_deploy.host.io import command_log
 
     f = parse_setup_facts(facts_output())
-    c = MockContext(run={
-        re.compile(r".*pm2 startup systemd -u ubuntu --hp /home/ubuntu$"): Result(
-            exited=1, stdout="[PM2] Writing init configuration in /etc/systemd/system/pm2-ubuntu.service\n"
-                             "[ERROR] Exit code : 1\n", stderr="System has not been booted with systemd as init system (PID 1).\n"),
-        re.compile(r"^cat /etc/systemd/system/pm2-ubuntu.service$"): Result(exited=1),
-        re.compile(r"^sudo -n sh -c .*"): Result(),
-        re.compile(r"^readlink .*"): Result(exited=1),
-        re.compile(r"^sudo -n ln -sfn .*"): Result(),
-    }, repeat=True)
+    c = MockContext(run={re.compile(r"^sudo -n sh -c .*"): Result()}, repeat=True)
     how = setup_ops.enable_boot(c, f)
     sent = command_log(c).commands
-    assert sent[0] == ("sudo -n mkdir -p /etc/systemd/system/multi-user.target.wants && sudo -n env "
-                       "PATH=/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/bin /usr/lib/node_modules/pm2/bin/pm2 "
-                       "startup systemd -u ubuntu --hp /home/ubuntu")
-    assert any("/etc/systemd/system/pm2-ubuntu.service.signalcraft-tmp" in cmd for cmd in sent)
-    assert sent[-1] == ("sudo -n ln -sfn /etc/systemd/system/pm2-ubuntu.service "
-                        "/etc/systemd/system/multi-user.target.wants/pm2-ubuntu.service")
-    assert how.startswith("rendered from PM2's template (pm2 startup: System has not been booted with systemd")
+    assert "pm2" not in " ".join(s for s in sent if "startup" in s) and not any("startup" in s for s in sent)  # root runs no PM2
+    assert sent[0] == setup_ops.root_install_command("/etc/systemd/system/pm2-ubuntu.service")
+    assert sent[0].startswith("sudo -n sh -c 't=$(mktemp) && n=$(mktemp -p /etc/systemd/system ")
+    assert 'install -o root -g root -m 0644 "$t" "$n" && mv -fT "$n" /etc/systemd/system/pm2-ubuntu.service' in sent[0]
+    assert sent[1] == ("sudo -n sh -c 'mkdir -p /etc/systemd/system/multi-user.target.wants && ln -sfn "
+                       "/etc/systemd/system/pm2-ubuntu.service /etc/systemd/system/multi-user.target.wants/pm2-ubuntu.service'")
+    assert not any("/tmp/" in cmd or "signalcraft-tmp" in cmd for cmd in sent)
+    assert how.startswith("wrote /etc/systemd/system/pm2-ubuntu.service")
     assert "systemctl daemon-reload" not in " ".join(sent)  # no systemd runs to reload
+
+
+def test_the_logrotate_file_is_checked_and_installed_in_one_root_shell_with_no_fixed_tmp_name(load) -> None:
+    from invoke import MockContext, Result
+
+    from signalcraft_deploy.host.io import command_log
+
+    s, f = load(), parse_setup_facts(facts_output())
+    c = MockContext(run={re.compile(r"^sudo -n sh -c .*"): Result()}, repeat=True)
+    assert setup_ops.write_logrotate(c, s, f) == "/etc/logrotate.d/pm2-ubuntu"
+    [sent] = command_log(c).commands
+    assert sent == setup_ops.root_install_command("/etc/logrotate.d/pm2-ubuntu", "0644", check='logrotate -d "$t" 2>&1')
+    assert sent.startswith("sudo -n sh -c 't=$(mktemp) && ") and "/tmp/" not in sent
+    assert 'cat > "$t" && logrotate -d "$t" 2>&1 && install -o root -g root -m 0644 "$t" "$n"' in sent
+    assert sent.endswith('rm -f "$t" "$n"; exit $rc\'')
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installs root-owned files: needs root")
+def test_the_root_install_shell_replaces_a_symlink_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    folder, elsewhere = tmp_path / "etc", tmp_path / "victim"
+    folder.mkdir()
+    elsewhere.write_text("not root's to overwrite\n")
+    (folder / "pm2-u").symlink_to(elsewhere)
+    command = setup_ops.root_install_command(str(folder / "pm2-u"), "0644", check='grep -q rotate "$t"')
+    done = subprocess.run(["sh", "-c", command.removeprefix("sudo -n ")], input="rotate 3\n", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (folder / "pm2-u").is_symlink() and (folder / "pm2-u").read_text() == "rotate 3\n"
+    assert oct((folder / "pm2-u").stat().st_mode & 0o777) == "0o644" and elsewhere.read_text() == "not root's to overwrite\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["pm2-u"]
+    refused = subprocess.run(["sh", "-c", command.removeprefix("sudo -n ")], input="nothing\n", capture_output=True, text=True)
+    assert refused.returncode != 0 and (folder / "pm2-u").read_text() == "rotate 3\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["pm2-u"]
+
+
+def test_the_boot_unit_is_what_setup_wrote_before_for_the_same_facts() -> None:
+    """Hosts set up by the previous version (PM2's template, as `pm2 startup` fills it) stay "ok"."""
+    for node in ("/usr/bin/node", "/usr/local/bin/node", "/opt/node-v20/bin/node"):
+        for user, home in (("ubuntu", "/home/ubuntu"), ("deploy", "/srv/deploy/")):
+            f = parse_setup_facts(facts_output(node=node, user=user, home=home))
+            assert setup_ops.boot_unit(f) == old_boot_unit(f)
+            unit = setup_ops.boot_unit(f)
+            assert setup_ops.boot_item(parse_setup_facts(facts_output(node=node, user=user, home=home, unit=unit.rstrip("\n"),
+                                                                      wants=f.unit_path))).state is State.OK
+
+
+def test_the_root_files_are_rendered_from_the_bundled_templates_even_with_templates_dir(load, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("logrotate.conf.j2", "pm2-boot.service.j2"):
+        (mine / name).write_text("postrotate\n  chmod 4755 /bin/sh\nendscript\n")
+    s, bundled = load({"TEMPLATES_DIR": str(mine)}), load()
+    assert s.templates_dir
+    f = parse_setup_facts(facts_output())
+    assert setup_ops.logrotate_text(s, f) == setup_ops.logrotate_text(bundled, f) and "chmod" not in setup_ops.logrotate_text(s, f)
+    assert "chmod" not in setup_ops.boot_unit(f) and setup_ops.boot_unit(f) == old_boot_unit(f)
+
+
+def test_the_postrotate_runs_as_the_user_with_its_values_as_arguments(load, tmp_path: Path) -> None:
+    text = render_logrotate(load(), "deploy", "deploy", "/srv/deploy", "/usr/lib/node_modules/pm2/bin/pm2", "/usr/bin:/bin")
+    apps = stanzas(text)["/srv/deploy/.pm2/logs/*.log"]
+    script = [line for line in apps[apps.index("postrotate") + 1:apps.index("endscript")] if not line.startswith("#")]
+    assert script[0] == 'if [ "$(id -u)" = 0 ]; then as="runuser -u deploy --"; else as=""; fi'
+    assert script[1] == "$as /bin/sh -c '"  # everything else (pid files, /proc, kill) is in the user's shell
+    assert script[-1] == "' postrotate /srv/deploy /srv/deploy/.pm2 /usr/bin:/bin /usr/lib/node_modules/pm2/bin/pm2"
+    assert "/srv/deploy" not in "\n".join(script[2:-1])  # the fixed script: no value is pasted into it
+
+
+def test_the_postrotate_reloads_pm2s_logs_as_it_runs(load, tmp_path: Path) -> None:
+    """The script as logrotate runs it (not root here: `as` is empty): PM2 reloadLogs with the user's HOME and PM2_HOME."""
+    home = tmp_path / "u"
+    (home / ".pm2" / "pids").mkdir(parents=True)
+    (home / ".pm2" / "pm2.pid").write_text(str(os.getpid()))
+    (home / ".pm2" / "pids" / "a-0.pid").write_text("not-a-pid")
+    pm2 = tmp_path / "pm2"
+    pm2.write_text(f'#!/bin/sh\necho "$HOME $PM2_HOME $*" > {tmp_path}/called\n')
+    pm2.chmod(0o755)
+    text = render_logrotate(load(), "nobody", "nogroup", str(home), str(pm2), "/usr/bin:/bin")
+    apps = stanzas(text)[f"{home}/.pm2/logs/*.log"]
+    script = "\n".join(apps[apps.index("postrotate") + 1:apps.index("endscript")])
+    if os.geteuid() == 0:
+        script = script.replace('as="runuser -u nobody --"', 'as=""')  # as the test's own user
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "called").read_text() == f"{home} {home}/.pm2 reloadLogs\n"
+
+
+def test_setup_plans_for_the_named_user_and_reads_its_facts_as_root(load, monkeypatch, tmp_path: Path, capsys) -> None:
+    from invoke import MockContext, Result
+
+    from signalcraft_deploy.host.io import command_log
+    from signalcraft_deploy.tasks import setup as setup_task
+
+    monkeypatch.chdir(tmp_path)
+    deploy = facts_output(user="deploy", group="deploy", home="/home/deploy", pm2_home="/home/deploy/.pm2")
+    c = MockContext(run={re.compile(r"^if sudo -n true .*setup_facts\.sh pm2 python3 deploy; else"): Result(deploy),
+                         re.compile(r".*sudo -n cat /etc/sudoers.d/signalcraft-deploy.*"): Result("")}, repeat=True)
+    setup_task.setup(c, dry_run=True, user="deploy")
+    out = capsys.readouterr().out
+    sent = command_log(c).commands
+    assert sent[0].startswith("if sudo -n true 2>/dev/null; then sudo -n env -i "
+                              "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin sh -c \"$(cat)\" setup_facts.sh")
+    assert "Setup of this machine for deploy (PM2 home /home/deploy/.pm2):" in out
+    assert "would write    boot unit     /etc/systemd/system/pm2-deploy.service (missing): as pm2 startup systemd -u deploy" in out
+    assert "/etc/logrotate.d/pm2-deploy" in out and "/etc/sudoers.d/signalcraft-deploy (missing): deploy ALL=(root)" in out
+    assert "Dry run:" in out and not any(cmd.startswith("sudo -n sh -c") for cmd in sent)  # nothing written
+
+
+@pytest.mark.parametrize("name", ["Deploy", "deploy;reboot", "-u", "", "de ploy", "a" * 33, "root/../x", "d.ploy"])
+def test_setup_refuses_a_user_name_that_is_not_plain(name: str) -> None:
+    from invoke.exceptions import Exit
+
+    with pytest.raises(Exit, match="not a plain user name"):
+        setup_ops.check_user(name)
+
+
+def test_setup_names_a_user_the_host_lacks(load, monkeypatch, tmp_path: Path) -> None:
+    from invoke import MockContext, Result
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.tasks import setup as setup_task
+
+    monkeypatch.chdir(tmp_path)
+    c = MockContext(run={re.compile(r"^if sudo -n true .*"): Result("\n@@signalcraft:root\nyes\n")}, repeat=True)
+    with pytest.raises(Exit, match="There is no user deploy on this machine: create the deploy account first"):
+        setup_task.setup(c, dry_run=True, user="deploy")
+    c = MockContext(run={re.compile(r"^if sudo -n true .*"): Result("")}, repeat=True)
+    with pytest.raises(Exit, match="setup needs full passwordless sudo for the connecting account"):
+        setup_task.setup(c, dry_run=True, user="deploy")
+
+
+@pytest.mark.parametrize("change", [
+    ("/home/ubuntu/.npm-global/lib/node_modules/pm2/bin/pm2", "/home/ubuntu", "1000", "755"),  # the user's folder
+    ("/usr/local/lib/node_modules/pm2/bin/pm2", "/usr/local/lib/node_modules", "0", "775"),  # group-writable
+    ("/usr/local/lib/node_modules/pm2/bin/pm2", "/usr/local/lib/node_modules/pm2/bin/pm2", "1000", "755"),  # the file
+])
+def test_a_pm2_that_another_account_can_change_is_refused(load, change) -> None:
+    from invoke import MockContext
+    from invoke.exceptions import Exit
+
+    pm2, where, uid, mode = change
+    f = parse_setup_facts(facts_output(pm2=pm2, owners_pm2=owners(pm2, (where, uid, mode))))
+    items = {i.name: i for i in plan_setup(load(), f)}
+    assert items["boot unit"].state is State.REFUSED and items["log rotation"].state is State.REFUSED
+    [problem] = setup_ops.path_problems(f)
+    assert f"PM2 on root's PATH is {pm2}, and {where} (" in problem
+    assert f"Install PM2 globally as root with `sudo npm install -g pm2@{PM2_VERSION}`" in problem
+    with pytest.raises(Exit, match="can be changed by an account other than root"):
+        setup_ops.enable_boot(MockContext(), f)
+    with pytest.raises(Exit, match="can be changed by an account other than root"):
+        setup_ops.write_logrotate(MockContext(), load(), f)
+
+
+def test_a_node_in_a_user_writable_folder_is_refused_and_root_owned_ones_pass() -> None:
+    node = "/opt/node/bin/node"
+    f = parse_setup_facts(facts_output(node=node, owners_node=owners(node, ("/opt/node", "1000", "755"))))
+    assert [p.split(",")[0] for p in setup_ops.path_problems(f)] == [f"Node.js on root's PATH is {node}"]
+    assert setup_ops.path_problems(parse_setup_facts(facts_output(node=node))) == []
+    assert setup_ops.unsafe_folder([("0", "1777", "/tmp")]) == "/tmp (mode 1777: writable by its group or others)"
+    assert setup_ops.unsafe_folder([]) == "(not found)"
