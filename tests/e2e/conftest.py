@@ -7,6 +7,7 @@ They need root on this machine (the sandbox host is this machine, over loopback 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -145,10 +146,26 @@ def clean_host(p: Profile, user: str = "ubuntu") -> None:
         sh(f"{prefix}pm2 delete {name}", check=False)
     sh(f"{prefix}pm2 save --force", check=False)
     sh(f"rm -rf {p.root} /etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*", check=False)
-    parked = Path(p.root) / ".deploy/nginx-default-site.link"
-    if parked.exists() and not os.path.lexists("/etc/nginx/sites-enabled/default"):
-        os.symlink(parked.read_text().strip(), "/etc/nginx/sites-enabled/default")
+    forget_root_records(user, p.root, p.settings().get("NGINX_SITE", f"/etc/nginx/sites-available/{p.app}"))
     sh("nginx -t && nginx -s reload", check=False)
+
+
+ROOT_STATE = Path("/var/lib/signalcraft-deploy")
+
+
+def forget_root_records(user: str, deploy_root: str, *sites: str) -> None:
+    """Drop the root helper's records of sites a test removed behind the tool's back: their claims, the stock default
+    site they parked (enabled again), the takeover copy of `user`'s deploy root."""
+    for site in sites:
+        (ROOT_STATE / "sites" / f"{Path(site).parent.name}--{Path(site).name}.json").unlink(missing_ok=True)
+    parked = ROOT_STATE / "parked-default.json"
+    if parked.exists() and json.loads(parked.read_text()).get("site") in sites:
+        if not os.path.lexists("/etc/nginx/sites-enabled/default"):
+            os.symlink(json.loads(parked.read_text())["target"], "/etc/nginx/sites-enabled/default")
+        parked.unlink()
+    uid = int(sh(f"id -u {user}", check=False).stdout.strip() or -1)
+    key = hashlib.sha256(f"{uid}\0{deploy_root}/.deploy".encode()).hexdigest()[:24]
+    shutil.rmtree(ROOT_STATE / "takeover" / key, ignore_errors=True)
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, dict, dict]:

@@ -313,24 +313,31 @@ def test_unlock_force_breaks_a_live_lock_and_is_audited(sandbox, live):
 # ----------------------------------------------------------------------------- 3. nginx -t rejects the new site
 
 def test_nginx_rejects_the_new_site_nothing_is_reloaded_and_the_old_site_is_back(sandbox, live, tmp_path):
-    bundled = (REPO / "signalcraft_deploy/templates/nginx-site.conf.j2").read_text()
-    assert "    server_name {{ server_name }};\n" in bundled
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    bogus = "    server_name {{ server_name }};\n    signalcraft_bogus_directive on;\n"
-    (templates / "nginx-site.conf.j2").write_text(bundled.replace("    server_name {{ server_name }};\n", bogus))
+    """An admin's own site is the default server on a second port; the deploy adds that port with SERVER_NAME=_,
+    which makes the new site a second default server there: `nginx -t` refuses it."""
+    clash = Path("/etc/nginx/conf.d/flt-admin-clash.conf")
+    clash.write_text("server {\n    listen 127.0.0.1:8189 default_server;\n    return 204;\n}\n")
+    sh("nginx -t && nginx -s reload")
+    try:
+        nginx_rejects_the_new_site(sandbox, live)
+    finally:
+        clash.unlink()
+        sh("nginx -t && nginx -s reload", check=False)
+
+
+def nginx_rejects_the_new_site(sandbox, live) -> None:
     site = Path(FLT.settings()["NGINX_SITE"])
     site_before, link_before = site.read_bytes(), os.readlink(f"/etc/nginx/sites-enabled/{FLT.app}")
     release_before, pids_before = current(), pids()
     bump(live)
     with load() as traffic:
         time.sleep(0.3)
-        result = fab(sandbox, FLT, live, "--set", f"TEMPLATES_DIR={templates}")
+        result = fab(sandbox, FLT, live, "--set", f"NGINX_LISTEN={FLT.listen},127.0.0.1:8189")
         time.sleep(0.3)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
     assert "nginx -t rejected the new site" in out and f"{site}" in out
-    assert 'unknown directive "signalcraft_bogus_directive"' in out  # what nginx said
+    assert "a duplicate default server for 127.0.0.1:8189" in out  # what nginx said
     no_traceback(out)
     assert traffic.result().failed == 0, traffic.result().samples
     assert site.read_bytes() == site_before  # byte for byte

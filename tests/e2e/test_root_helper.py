@@ -8,7 +8,6 @@ ubuntu's own sudoers line is never touched: other tests share that user.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import time
@@ -16,7 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, add_deploy_user, fab, get, kill_user, legacy_site, sh
+from tests.e2e.conftest import (
+    EXAMPLE,
+    AppRepo,
+    Profile,
+    add_deploy_user,
+    fab,
+    forget_root_records,
+    get,
+    kill_user,
+    legacy_site,
+    sh,
+)
 
 U = "i15root"
 HOME = f"/home/{U}"
@@ -44,16 +54,12 @@ def legacy_pids() -> list[int]:
     return [int(p) for p in sh(f"pgrep -u {U} -f 'python app.py'", check=False).stdout.split()]
 
 
-def root_copies() -> list[str]:
-    """Root's copies of the takeover records of this module's deploy roots (the helper keeps them by folder)."""
-    return [f"/var/lib/signalcraft-deploy/takeover/{hashlib.sha256(f'{p.root}/.deploy/takeover'.encode()).hexdigest()[:24]}"
-            for p in (RH, TK)]
-
-
 def clean() -> None:
     kill_user(U)
     sites = " ".join(f"/etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*" for p in (RH, TK))
-    sh(f"rm -rf {HOME}/.pm2 {RH.root} {TK.root} {OLD} {sites} " + " ".join(SETUP_FILES + tuple(root_copies())), check=False)
+    sh(f"rm -rf {HOME}/.pm2 {RH.root} {TK.root} {OLD} {sites} " + " ".join(SETUP_FILES), check=False)
+    for p in (RH, TK):
+        forget_root_records(U, p.root, f"/etc/nginx/sites-available/{p.app}")
     sh("nginx -t && nginx -s reload", check=False)
 
 
@@ -85,10 +91,11 @@ def test_only_the_helper_is_allowed(helper_only):
     assert as_user("sudo -n sh -c id").returncode != 0
     st = os.stat(HELPER)
     assert (st.st_uid, oct(st.st_mode)[-3:]) == (0, "755")
-    assert Path(HELPER).read_text().startswith("#!/usr/bin/python3 -I\n")
-    for name in os.listdir("/usr/local/lib/signalcraft-deploy"):
-        st = os.stat(f"/usr/local/lib/signalcraft-deploy/{name}")
-        assert st.st_uid == 0 and not st.st_mode & 0o022, name
+    assert Path(HELPER).read_text().startswith("#!/usr/bin/python3 -IS\n")
+    for folder, _, names in os.walk("/usr/local/lib/signalcraft-deploy"):
+        for path in [folder, *(f"{folder}/{n}" for n in names)]:
+            st = os.lstat(path)
+            assert st.st_uid == 0 and not st.st_mode & 0o022, path
 
 
 def test_a_first_deploy_a_change_and_a_rollback_need_only_the_helper(helper_only, tmp_path):
@@ -188,13 +195,14 @@ def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_name
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    ("site-read /etc/shadow", "must be in /etc/nginx/sites-available"),
-    (f"site-install /tmp/{U}-site - {HOME}/app/.deploy backup guard - 'nginx -t'", "must be in /etc/nginx/sites-available"),
-    ("site-read /etc/nginx/sites-available/../../shadow", "must not contain '..'"),
-    (f"extras-write /etc/nginx/conf.d/../../cron.d/{U}.locations", "must not contain '..'"),
+    ("site-read /etc/shadow", "site must be a plain file name in /etc/nginx/sites-available"),
+    (f"site-install {HOME}/app/.deploy backup guard 'nginx -t'", "the site description is not JSON"),
+    ("site-read /etc/nginx/sites-available/../../shadow", "site must be a normalised path"),
+    (f"extras-write {HOME}/app/.deploy /etc/nginx/conf.d/../../cron.d/{U}.conf 3", "site must be a normalised path"),
     ("frobnicate /etc/passwd", "unknown verb 'frobnicate'"),
     (f"nginx-test 'cp /etc/shadow /tmp/{U}-shadow'", "the test command is not accepted"),
-    ("stop-pid 1 10 " + f"{HOME}/app/.deploy", "the pid must be a whole number from 2"),
+    (f"takeover-record {HOME}/app/.deploy 1 /etc/nginx/sites-available/{U}", "the pid must be a whole number from 2"),
+    (f"site-restore {HOME}/app/.deploy /etc/nginx/sites-available/{U}-none 'nginx -t'", "was not installed by this helper"),
 ])
 def test_the_helper_refuses_what_it_was_not_made_for(helper_only, args, says):
     done = as_user(f"sudo -n {HELPER} {args} < /dev/null")

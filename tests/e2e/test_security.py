@@ -253,7 +253,7 @@ def test_files_are_not_world_writable_and_gunicorn_is_on_loopback_only(sandbox, 
     site = p.settings()["NGINX_SITE"]
     writable = sh(f"find {p.root} {site} -perm -o+w ! -type l").stdout.split()
     assert writable == [], writable
-    assert oct(Path(site).stat().st_mode & 0o777) == "0o644" and Path(site).stat().st_uid == 0
+    assert oct(Path(site).stat().st_mode & 0o777) == "0o640" and Path(site).stat().st_uid == 0  # root reads it; no one else
     addresses = listeners(p.bind)
     assert addresses and all(a.startswith("127.") for a in addresses), addresses
 

@@ -10,6 +10,7 @@ On GUNICORN_BIND's port (7831; own names, deploy root and ports 7831-7851 on the
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import EXAMPLE, ROOT_STATE, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 
 TS = Profile("s4ts", "/home/ubuntu/s4-ts", 7831, 7841, 7851)
 PASSWORD = f"other-team-{secrets.token_hex(10)}"
@@ -113,7 +114,7 @@ def mode_and_owner(path: Path) -> tuple[int, int]:
     return stat.S_IMODE(info.st_mode), info.st_uid
 
 
-def test_a_takeover_record_is_roots_and_rollback_starts_the_server_again(sandbox, host, tmp_path):
+def test_the_takeover_record_is_the_deploy_users_and_the_site_copy_roots_and_rollback_starts_the_server_again(sandbox, host, tmp_path):
     old = HOME / "old-app"  # the app's folder: it holds app.py (WSGI_APP's module)
     old.mkdir()
     (old / "app.py").write_text("# the old app\n")
@@ -127,11 +128,13 @@ def test_a_takeover_record_is_roots_and_rollback_starts_the_server_again(sandbox
         assert result.returncode == 0, out
         assert "record takeover" in out and f"pid {pid}" in out
         assert not Path(f"/proc/{pid}").exists() or pid not in listeners(TS.bind)
-        assert mode_and_owner(RECORD) == (0o711, 0)
+        ubuntu = pwd.getpwnam("ubuntu").pw_uid
+        assert mode_and_owner(RECORD) == (0o700, ubuntu)  # its own process, its own record: root reads none of it
         assert sorted(os.listdir(RECORD)) == ["legacy.json"]
-        assert mode_and_owner(RECORD / "legacy.json") == (0o600, 0)
-        assert sh(f"sudo -u ubuntu cat {RECORD}/legacy.json", check=False).returncode != 0  # the deploy user cannot read it
-        assert sh(f"sudo -u ubuntu test -e {RECORD}/legacy.json", check=False).returncode == 0  # but sees that it is there
+        assert mode_and_owner(RECORD / "legacy.json") == (0o600, ubuntu)
+        copy = ROOT_STATE / "takeover" / hashlib.sha256(f"{ubuntu}\0{TS.root}/.deploy".encode()).hexdigest()[:24]
+        assert mode_and_owner(copy) == (0o700, 0) and sorted(os.listdir(copy)) == ["meta.json"]  # no site existed
+        assert sh(f"sudo -u ubuntu ls {copy}", check=False).returncode != 0  # root's copy: not the deploy user's to read
         assert "PORT_NOTE" not in out
 
         back = fab(sandbox, TS, None, "--to", "before-takeover", task="rollback")
@@ -145,6 +148,7 @@ def test_a_takeover_record_is_roots_and_rollback_starts_the_server_again(sandbox
         assert b"PORT_NOTE=old" in Path(f"/proc/{again}/environ").read_bytes().split(b"\0")
         assert get(f"http://127.0.0.1:{TS.bind}/app.py")[0] == 200
         assert list(pm2_apps(TS.app)) == [f"{TS.app}-nodejs"]
-        assert mode_and_owner(RECORD / "legacy.log") == (0o600, 0)
+        assert mode_and_owner(RECORD / "legacy.log") == (0o600, ubuntu)
+        assert not copy.exists()  # the site put back, root's copy dropped
     finally:
         stop(proc, *listeners(TS.bind))
