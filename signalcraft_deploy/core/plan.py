@@ -403,11 +403,28 @@ def _check_listen(s: Settings, facts: HostFacts) -> None:
                     f"the address Nginx has (at a takeover, leaving {key} unset keeps the old site's own listen lines).")
 
 
+FORMER_DEFAULT_SITE = "/etc/nginx/sites-available/signalcraft"  # NGINX_SITE's default for every app before 0.4.0
+
+
+def _check_former_default_site(s: Settings, facts: HostFacts) -> None:
+    """A live release whose site is not at NGINX_SITE's default (<APP_NAME> now): it was served by the former default
+    file, which a new site beside it would clash with. Refused before anything changes, naming the key."""
+    if s.origins.get("NGINX_SITE", "default") != "default" or s.nginx_site == FORMER_DEFAULT_SITE:
+        return
+    if facts.current_release and facts.manifest and facts.site_text is None:
+        raise PlanError(
+            f"NGINX_SITE now defaults to {s.nginx_site} (named after APP_NAME), and this host's live release is not "
+            f"served by that file: an earlier version wrote its site to {FORMER_DEFAULT_SITE}. Nothing was changed. "
+            f"Set NGINX_SITE={FORMER_DEFAULT_SITE} in the settings file to keep that site, or set NGINX_SITE to "
+            "the file that serves this app.")
+
+
 def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts,
               changed: list[str] | None = None) -> Plan:
     """Decide what to build and what to reload, from what changed (`changed`: the paths that differ from the
     live release, when known, to name them in the reasons)."""
     old = facts.manifest
+    _check_former_default_site(s, facts)
     site = render_nginx_site(s)
     manifest = replace(manifest, site=site_digest(site))
     if not manifest.app_env and old and facts.current_release:

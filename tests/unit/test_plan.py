@@ -16,7 +16,17 @@ from typing import Any
 
 import pytest
 
-from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, make_plan, release_inputs, site_digest, unchanged
+from signalcraft_deploy.core.plan import (
+    How,
+    Manifest,
+    Plan,
+    PlanError,
+    make_manifest,
+    make_plan,
+    release_inputs,
+    site_digest,
+    unchanged,
+)
 from signalcraft_deploy.core.render import digest, node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, load_settings
 from signalcraft_deploy.core.source import app_digest, changed_paths
@@ -504,3 +514,17 @@ def test_pruning_keeps_the_good_releases_and_removes_bad_ones_first():
     # Fewer good releases than KEEP_RELEASES: only bad ones go.
     assert prunable(["a", "b", "c"], {"b"}, 5, {"c"}) == []
     assert prunable(["a", "b", "c", "d"], {"a", "b"}, 5, {"d"}) == ["a"]
+
+
+def test_a_live_release_whose_site_is_at_the_former_default_is_refused_naming_nginx_site(tmp_path: Path) -> None:
+    """NGINX_SITE's default was .../signalcraft for every app before 0.4.0: a host deployed then, now read with the
+    default named after APP_NAME, would get a second site beside the first. Refused, naming the key and the file."""
+    s, m, configs = manifest_for(tmp_path, OLD)
+    moved = settings(tmp_path, {**OLD.settings, "APP_NAME": "shop"})
+    facts = live_host(tmp_path, OLD, site_text=None)
+    with pytest.raises(PlanError, match="NGINX_SITE=/etc/nginx/sites-available/signalcraft") as err:
+        make_plan(moved, m, configs, facts)
+    assert "Nothing was changed" in str(err.value) and "/etc/nginx/sites-available/shop" in str(err.value)
+    named = settings(tmp_path, {**OLD.settings, "APP_NAME": "shop", "NGINX_SITE": "/etc/nginx/sites-available/shop"})
+    assert make_plan(named, m, configs, facts).action("nginx").how is not How.NONE  # set on purpose: a new site
+    assert make_plan(moved, m, configs, live_host(tmp_path, OLD, current_release=None, manifest=None))  # a first deploy
