@@ -9,6 +9,7 @@ The client renders through the same two functions (core.render.render_nginx_site
 from __future__ import annotations
 
 import copy
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from hypothesis import strategies as st
 from signalcraft_deploy.core import render as core_render
 from signalcraft_deploy.core.settings import SettingsError
 from signalcraft_deploy.remote import nginx_site
-from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, routes_regex
+from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, routes_regex, upstream_for
 
 GOOD: dict[str, Any] = {
     "site": "/etc/nginx/sites-available/shop",
-    "upstream": "shop",
+    "upstream": upstream_for("/etc/nginx/sites-available/shop"),
     "listen": ["80", "[::]:80"],
     "tls_listen": ["443"],
     "server_name": "shop.example.com www.shop.example.com",
@@ -39,7 +40,10 @@ GOOD: dict[str, Any] = {
 
 
 def desc(**changes: Any) -> dict[str, Any]:
-    return {**copy.deepcopy(GOOD), **changes}
+    """GOOD with `changes`; a new site gets its own upstream stem unless the change names one."""
+    site = changes.get("site", GOOD["site"])
+    upstream = upstream_for(site) if isinstance(site, str) else GOOD["upstream"]
+    return {**copy.deepcopy(GOOD), "upstream": upstream, **changes}
 
 
 def refused(d: Any) -> None:
@@ -52,6 +56,7 @@ def refused(d: Any) -> None:
 def test_a_description_the_tool_makes_passes_unchanged() -> None:
     assert check(desc()) == GOOD
     assert check(desc(tls=None, body_size="", server_name="_", site="/etc/nginx/conf.d/shop.conf")) is not None
+    assert GOOD["upstream"] == "shop_" + hashlib.sha256(GOOD["site"].encode()).hexdigest()[:8]
 
 
 # ----------------------------------------------------------------------------- check: everything outside the tool's own values
@@ -73,7 +78,7 @@ FIELDS = {  # a key, how to put a value in it
     "tls.cert": lambda v: {"tls": {**GOOD["tls"], "cert": v}},
     "tls.key": lambda v: {"tls": {**GOOD["tls"], "key": v}},
 }
-GOOD_VALUE = {"site": GOOD["site"], "upstream": "shop", "server_name": "shop.example.com", "body_size": "10m",
+GOOD_VALUE = {"site": GOOD["site"], "upstream": GOOD["upstream"], "server_name": "shop.example.com", "body_size": "10m",
               "python": "127.0.0.1:8001", "node": "127.0.0.1:3000", "listen": "8080", "tls_listen": "8443",
               "routes": "api/v2", "tls.cert": GOOD["tls"]["cert"], "tls.key": GOOD["tls"]["key"]}
 
@@ -113,8 +118,8 @@ def test_tls_files_in_roots_folders_are_accepted(value: str) -> None:
     assert check(desc(tls={**GOOD["tls"], "cert": value}))
 
 
-@pytest.mark.parametrize("value", ["10.0.0.1:8001", "example.com:8001", "[2001:db8::1]:8001", "127.0.0.1:8001"])
-def test_an_upstream_may_be_any_host_and_port_nginxs_workers_connect_to(value: str) -> None:
+@pytest.mark.parametrize("value", ["10.0.0.1:8001", "[2001:db8::1]:8001", "127.0.0.1:8001", "localhost:8001"])
+def test_an_upstream_may_be_any_address_and_port_nginxs_workers_connect_to(value: str) -> None:
     """ALLOW_PUBLIC_BIND lets Gunicorn listen elsewhere; Nginx's workers (not root) connect there."""
     assert check(desc(python=value, node=value))
 
@@ -122,6 +127,9 @@ def test_an_upstream_may_be_any_host_and_port_nginxs_workers_connect_to(value: s
 @pytest.mark.parametrize("value", [
     "unix:/tmp/gunicorn.sock", "unix:/run/x", "127.0.0.1", "localhost", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:99999", "http://127.0.0.1:8001",
     "127.0.0.1:8001/x", "127.0.0.1:80 backup", "", "127.0.0.1:", ":8001",
+    # a DNS name: root's Nginx would resolve it on every test, reload and start
+    "example.com:8001", "evil.attacker.example:80", "localhost.attacker.example:8001", "metadata.google.internal:80",
+    "shop:8001", "LOCALHOST:8001", "localhost.:8001", "127.0.0.1.nip.io:8001", "0x7f.1:8001",
 ])
 def test_an_upstream_that_is_not_a_plain_host_and_port_is_refused(value: str) -> None:
     refused(desc(python=value))
@@ -155,6 +163,7 @@ def test_server_names_that_are_not_plain_host_names_are_refused(value: str) -> N
 
 @pytest.mark.parametrize(("key", "value"), [
     ("upstream", "Shop"), ("upstream", "shop-x"), ("upstream", "1shop"), ("upstream", "a" * 41), ("upstream", ""),
+    ("upstream", "shop"),  # the stem the old checks accepted: not the site's own any more
     ("body_size", "10mb"), ("body_size", "1T"), ("body_size", "-1"), ("body_size", "1e9"), ("body_size", "1234567890"),
     ("site", "/etc/nginx/nginx.conf"), ("site", "/etc/nginx/sites-enabled/shop"), ("site", "/etc/nginx/sites-available/default"),
     ("site", "/etc/nginx/sites-available/../nginx.conf"), ("site", "/etc/nginx/sites-available/shop.locations"),
@@ -292,7 +301,7 @@ CASES = {
     "tls-redirect": desc(tls={**GOOD["tls"], "redirect": True}, tls_listen=["8443", "[::]:8443"]),
     "tls-redirect-443": desc(tls={**GOOD["tls"], "redirect": True}),
     "plain-default": desc(tls=None, server_name="_", body_size="", listen=["80", "[::]:80", "127.0.0.1:8080", "*:81"]),
-    "conf.d": desc(site="/etc/nginx/conf.d/shop.conf", upstream="shop_front", routes=["api.v1", "a-b/c_d~e"],
+    "conf.d": desc(site="/etc/nginx/conf.d/shop.conf", routes=["api.v1", "a-b/c_d~e"],
                    python="[::1]:9000", node="localhost:9001", body_size="512K"),
 }
 
@@ -310,11 +319,12 @@ def _descriptions() -> st.SearchStrategy[dict[str, Any]]:
     listen = rx(nginx_site.LISTEN)
     site = st.one_of(rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/sites-available/{n}"),
                      rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/conf.d/{n}.conf"))
+    site = st.shared(site, key="site")
     tls_file = st.tuples(st.sampled_from(nginx_site.TLS_FOLDERS), rx(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,20}")).map("".join)
     tls = st.one_of(st.none(), st.fixed_dictionaries({"cert": tls_file, "key": tls_file, "redirect": st.booleans()}))
     names = st.one_of(st.just("_"), st.lists(rx(nginx_site.HOST_NAME), min_size=1, max_size=3).map(" ".join))
     raw = st.fixed_dictionaries({
-        "site": site, "upstream": rx(nginx_site.UPSTREAM), "listen": st.lists(listen, min_size=1, max_size=3),
+        "site": site, "upstream": site.map(upstream_for), "listen": st.lists(listen, min_size=1, max_size=3),
         "tls_listen": st.lists(listen, min_size=1, max_size=2), "server_name": names,
         "routes": st.lists(rx(nginx_site.ROUTE), min_size=1, max_size=3), "python": rx(nginx_site.UPSTREAM_ADDRESS),
         "node": rx(nginx_site.UPSTREAM_ADDRESS), "body_size": st.one_of(st.just(""), rx(nginx_site.BODY_SIZE)), "tls": tls,
@@ -343,13 +353,16 @@ def test_the_site_id_is_stable_and_changes_with_every_field() -> None:
     site_id = core_render.site_id(base)
     assert base.count(f'return 200 "{site_id}\\n";') == 2  # both servers answer it
     variants = {
-        "site": "/etc/nginx/sites-available/shop2", "upstream": "shop2", "listen": ["81", "[::]:80"], "tls_listen": ["8443"],
+        "site": "/etc/nginx/sites-available/shop2", "upstream": None, "listen": ["81", "[::]:80"], "tls_listen": ["8443"],
         "server_name": "shop.example.com", "routes": ["api", "auth/v2"], "python": "127.0.0.1:8002", "node": "127.0.0.1:3001",
         "body_size": "11m", "tls": None,
     }
     assert sorted(variants) == sorted(nginx_site.KEYS)
     ids = {"base": site_id}
     for key, value in variants.items():
+        if key == "upstream":  # the stem follows the site: another site file's
+            ids[key] = core_render.site_id(render(desc(site="/etc/nginx/conf.d/shop.conf")))
+            continue
         ids[key] = core_render.site_id(render(desc(**{key: value})))
     for key in ("cert", "key", "redirect"):
         changed = {"cert": "/etc/ssl/c.pem", "key": "/etc/ssl/k.pem", "redirect": True}[key]

@@ -70,7 +70,7 @@ def test_the_link_and_extras_of_a_site_are_its_own() -> None:
     assert rh.link_of(SITE) == "/etc/nginx/sites-enabled/shop"
     assert rh.link_of("/etc/nginx/conf.d/shop.conf") == ""  # conf.d: Nginx includes it itself
     assert nginx_site.extras_path(SITE) == SITE + ".locations"
-    assert nginx_site.extras_path("/etc/nginx/conf.d/shop.conf") == "/etc/nginx/conf.d/shop.locations"
+    assert nginx_site.extras_path("/etc/nginx/conf.d/shop.conf") == "/etc/nginx/conf.d/shop.conf.locations"
 
 
 @pytest.mark.parametrize("value", ["/srv/shop/.deploy", "/home/deploy/app/.deploy"])
@@ -180,7 +180,9 @@ def test_main_refuses_an_unknown_verb_with_one_clear_line(capsys: pytest.Capture
 
 @pytest.mark.parametrize("argv", [["nginx-test"], ["nginx-test", "nginx -t", "extra"], ["site-read"],
                                   ["site-install", X, "backup", "guard"], ["version", "x"], ["probe", "x"],
-                                  ["takeover-record", X, "5"], ["extras-write", X, SITE, "1", "2"]])
+                                  ["takeover-record", X, "5"], ["extras-write", X, SITE, "1"],
+                                  ["extras-write", X, SITE, "1", "nginx -t", "x"], ["site-restore", X, SITE],
+                                  ["takeover-restore", X, SITE]])
 def test_main_refuses_a_wrong_argument_count(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert rh.main(argv) == 2
     err = capsys.readouterr().err
@@ -304,6 +306,8 @@ class Host:
         monkeypatch.setattr(rh, "test_passes", self._test)
         self.ran: list[list[str]] = []
         self.dump = ""
+        # what `ss -ltnpH` shows: pid -> the ports it listens on (this test's process serves FOREIGN's upstream)
+        self.listening: dict[int, set[str]] = {os.getpid(): {"8001"}}
         monkeypatch.setattr(rh, "run_argv", self._run)
         monkeypatch.setattr(sys, "path", list(sys.path))  # crossplane() puts LIB first
         monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
@@ -325,20 +329,30 @@ class Host:
 
     def _run(self, argv: list[str], capture: bool = False) -> Any:
         self.ran.append(argv)
+        if argv == ["ss", "-ltnpH"]:
+            lines = [f'LISTEN 0      511    127.0.0.1:{port}    0.0.0.0:*    users:(("server",pid={pid},fd=7))'
+                     for pid, ports in self.listening.items() for port in sorted(ports)]
+            return subprocess.CompletedProcess(argv, 0, stdout="\n".join(lines) + "\n", stderr="")
         if capture:
             return subprocess.CompletedProcess(argv, 0, stdout=self.dump, stderr="")
         return 0
+
+    def stdin(self, data: bytes | str) -> None:
+        """What the caller pipes in (the helper reads stdin as bytes)."""
+        raw = data.encode() if isinstance(data, str) else data
+        self.mp.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
 
     def as_user(self, uid: int) -> None:
         self.mp.setattr(rh, "CALLER_UID", uid)
 
     def desc(self, **changes: Any) -> dict[str, Any]:
-        return {"site": self.site, "upstream": "shop", "listen": ["80"], "tls_listen": ["443"], "server_name": "_",
-                "routes": ["api"], "python": "127.0.0.1:8001", "node": "127.0.0.1:3000", "body_size": "", "tls": None,
-                **changes}
+        site = changes.get("site", self.site)
+        return {"site": site, "upstream": nginx_site.upstream_for(site), "listen": ["80"], "tls_listen": ["443"],
+                "server_name": "_", "routes": ["api"], "python": "127.0.0.1:8001", "node": "127.0.0.1:3000", "body_size": "",
+                "tls": None, **changes}
 
     def install(self, state: str = X, backup: str = "backup", mode: str = "guard", **changes: Any) -> int:
-        self.mp.setattr(sys, "stdin", io.StringIO(json.dumps(self.desc(**changes))))
+        self.stdin(json.dumps(self.desc(**changes)))
         return rh.v_site_install([state, backup, mode, "nginx -t"])
 
     def claim(self, site: str | None = None) -> dict[str, Any] | None:
@@ -370,7 +384,8 @@ def test_an_install_renders_the_site_itself_enables_it_and_claims_it(host: Host)
     text = Path(host.site).read_text()
     assert text == nginx_site.render(host.desc(server_name="shop.example.com"))
     assert os.readlink(host.enabled / "shop") == host.site
-    assert host.claim() == {"user": rh.pwd.getpwuid(A).pw_name, "uid": A, "state": X, "site": host.site}
+    assert host.claim() == {"user": rh.pwd.getpwuid(A).pw_name, "uid": A, "state": X, "site": host.site,
+                            "names": ["shop.example.com"], "tls": []}
     assert host.tests == [["nginx", "-t"]]
     claim_file = Path(rh.claim_path(host.site))
     assert claim_file.parent.parent == host.state and stat.S_IMODE(claim_file.stat().st_mode) == 0o600
@@ -381,7 +396,7 @@ def test_an_install_renders_the_site_itself_enables_it_and_claims_it(host: Host)
                                   '{"site": "%s", "access_log": "/etc/cron.d/x"}'])
 def test_an_install_from_anything_but_a_checked_description_is_refused_before_anything_changes(host: Host, body: str) -> None:
     before = host.files()
-    host.mp.setattr(sys, "stdin", io.StringIO(body.replace("%s", host.site)))
+    host.stdin(body.replace("%s", host.site))
     with pytest.raises(rh.Refused, match="the site description"):
         rh.v_site_install([X, "backup", "guard", "nginx -t"])
     assert host.files() == before and host.tests == []
@@ -413,8 +428,7 @@ def test_a_claimed_site_is_refused_to_another_user_or_deploy_root_by_every_verb_
             "site-install": lambda state=state: host.install(state=state, routes=["evil"]),
             "site-install takeover": lambda state=state: host.install(state=state, mode="takeover"),
             "site-restore": lambda state=state: rh.v_site_restore([state, host.site, "nginx -t"]),
-            "unpark-default": lambda state=state: rh.v_unpark_default([state, host.site]),
-            "extras-write": lambda state=state: rh.v_extras_write([state, host.site, "-"]),
+            "extras-write": lambda state=state: rh.v_extras_write([state, host.site, "-", "nginx -t"]),
             "takeover-record": lambda state=state: rh.v_takeover_record([state, str(os.getpid()), host.site]),
             "takeover-restore": lambda state=state: rh.v_takeover_restore([state, host.site, "nginx -t"]),
         }
@@ -423,15 +437,14 @@ def test_a_claimed_site_is_refused_to_another_user_or_deploy_root_by_every_verb_
                 call()
             assert host.files() == before, (uid, state, verb)
     assert host.tests == [["nginx", "-t"]] and host.ran == []
-    host.as_user(A)  # the owner may
-    assert rh.v_unpark_default([X, host.site]) == 0 and host.default_link.is_symlink()
+    host.as_user(A)  # the owner may: restoring its first deploy unparks the stock site
+    assert rh.v_site_restore([X, host.site, "nginx -t"]) == 0 and host.default_link.is_symlink()
 
 
 def test_an_unclaimed_site_is_not_restored_or_unparked_for_anyone(host: Host) -> None:
     Path(host.site).write_text(SITE_HEADER + " an older install, before claims\n")
-    for verb in (lambda: rh.v_site_restore([X, host.site, "nginx -t"]), lambda: rh.v_unpark_default([X, host.site])):
-        with pytest.raises(rh.Refused, match="was not installed by this helper"):
-            verb()
+    with pytest.raises(rh.Refused, match="was not installed by this helper"):
+        rh.v_site_restore([X, host.site, "nginx -t"])
     assert Path(host.site).exists() and host.ran == []
 
 
@@ -457,7 +470,7 @@ def test_the_read_verbs_hide_another_users_site(host: Host, capsys: pytest.Captu
     seen = capsys.readouterr().out
     assert host.ran == [["nginx", "-T"]]
     assert secret not in seen and "/private-a" not in seen and "signalcraft-deploy-site" not in seen
-    assert f"# configuration file {host.enabled}/shop:\n# (a site of another user: not shown)" in seen
+    assert f"# configuration file {host.enabled}/shop:\n# (not yours to read: not shown)" in seen
     assert "http { include /etc/nginx/sites-enabled/*; }" in seen and "server { listen 8081; }" in seen
     host.as_user(A)  # its owner sees it all
     assert rh.v_site_read([host.site]) == 0 and capsys.readouterr().out == Path(host.site).read_text()
@@ -498,7 +511,7 @@ def test_a_site_installed_by_one_user_is_still_free_for_others_in_other_names(ho
     assert host.install() == 0
     host.as_user(B)
     other = str(host.available / "blog")
-    assert host.install(state=Y, site=other, upstream="blog", listen=["8080"], server_name="blog.example.com") == 0
+    assert host.install(state=Y, site=other, listen=["8080"], server_name="blog.example.com") == 0
     assert rh.claim_of(other)["uid"] == B and host.claim()["uid"] == A
 
 
@@ -545,9 +558,9 @@ def test_a_second_site_does_not_park_again_nor_unpark_the_firsts(host: Host) -> 
     target = host.stock_default()
     assert host.install() == 0
     other = str(host.available / "blog")
-    assert host.install(site=other, upstream="blog", listen=["80"]) == 0
+    assert host.install(site=other, listen=["80"], server_name="blog.example.com") == 0
     assert rh.parked() == {"target": str(target), "site": host.site}
-    rh.v_unpark_default([X, other])  # not the one that parked it: nothing
+    assert rh.v_site_restore([X, other, "nginx -t"]) == 0  # not the one that parked it: nothing unparked
     assert not os.path.lexists(host.default_link) and rh.parked() is not None
 
 
@@ -563,7 +576,7 @@ def test_site_restore_after_a_first_deploy_removes_ours_and_unparks_the_default(
     assert rh.v_site_restore([X, host.site, "nginx -t"]) == 0
     assert not os.path.lexists(host.site) and not os.path.lexists(host.enabled / "shop")
     assert os.readlink(host.default_link) == str(target) and rh.parked() is None and host.claim() is None
-    assert host.ran == [["nginx", "-t"]]
+    assert host.tests == [["nginx", "-t"]] * 2 and host.ran == []  # the install's test, then the restore's
 
 
 def test_site_restore_after_a_second_deploy_puts_the_previous_site_back(host: Host) -> None:
@@ -591,6 +604,9 @@ FOREIGN = """server {
         location /nested/inner {
             return 204;
         }
+    }
+    location /app {
+        proxy_pass http://127.0.0.1:8001;
     }
 }
 """
@@ -638,7 +654,7 @@ def test_extras_write_keeps_only_location_blocks_of_roots_copy(host: Host) -> No
     assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
     # what the caller could change after the record does not count: root reads its own copy
     Path(host.site).write_text(FOREIGN.replace("/srv/static/", "/etc/"))
-    assert rh.v_extras_write([X, host.site, "3,6"]) == 0
+    assert rh.v_extras_write([X, host.site, "3,6", "nginx -t"]) == 0
     extras = Path(nginx_site.extras_path(host.site)).read_text()
     assert extras.startswith(SITE_HEADER + " Location blocks kept")
     body = extras.split("\n", 1)[1]
@@ -651,7 +667,7 @@ def test_extras_write_keeps_only_location_blocks_of_roots_copy(host: Host) -> No
     again = crossplane.parse(str(check), single=True, comments=False, check_ctx=False, check_args=False)["config"][0]["parsed"]
     assert [(d["directive"], d["args"]) for d in again] == [("location", ["/static/"]), ("location", ["=", "/robots.txt"])]
     assert "/etc/" not in body and "alias /srv/static/;" in body
-    assert rh.v_extras_write([X, host.site, "-"]) == 0  # none: the header alone
+    assert rh.v_extras_write([X, host.site, "-", "nginx -t"]) == 0  # none: the header alone
     header, rest = Path(nginx_site.extras_path(host.site)).read_text().split("\n", 1)
     assert header.startswith(SITE_HEADER) and rest.strip() == ""
 
@@ -661,19 +677,19 @@ def test_extras_write_refuses_a_line_that_does_not_start_a_location_of_the_serve
     Path(host.site).write_text(FOREIGN)
     assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
     with pytest.raises(rh.Refused, match="starts a location block"):
-        rh.v_extras_write([X, host.site, lines])
+        rh.v_extras_write([X, host.site, lines, "nginx -t"])
     assert not os.path.lexists(nginx_site.extras_path(host.site))
 
 
 def test_extras_write_needs_a_record_and_never_writes_over_a_file_not_ours(host: Host) -> None:
     Path(host.site).write_text(FOREIGN)
     with pytest.raises(rh.Refused, match="no takeover"):
-        rh.v_extras_write([X, host.site, "3"])
+        rh.v_extras_write([X, host.site, "3", "nginx -t"])
     assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
     with pytest.raises(rh.Refused, match="no takeover"):  # the record is this deploy root's
-        rh.v_extras_write([Y, host.site, "3"])
+        rh.v_extras_write([Y, host.site, "3", "nginx -t"])
     Path(nginx_site.extras_path(host.site)).write_text("location /admin { }\n")
-    assert rh.v_extras_write([X, host.site, "3"]) == 66
+    assert rh.v_extras_write([X, host.site, "3", "nginx -t"]) == 66
     assert Path(nginx_site.extras_path(host.site)).read_text() == "location /admin { }\n"
 
 
@@ -682,11 +698,11 @@ def test_a_takeover_installs_over_the_recorded_site_and_takeover_restore_puts_it
     assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
     assert host.install(mode="takeover", server_name="shop.example.com") == 0
     assert Path(host.site).read_text().startswith(SITE_HEADER) and host.claim()["uid"] == A
-    assert rh.v_extras_write([X, host.site, "3"]) == 0
+    assert rh.v_extras_write([X, host.site, "3", "nginx -t"]) == 0
     assert rh.v_takeover_restore([X, host.site, "nginx -t"]) == 0
     assert Path(host.site).read_text() == FOREIGN and host.claim() is None
     assert not os.path.lexists(nginx_site.extras_path(host.site)) and not Path(rh.takeover_folder(X)).exists()
-    assert host.ran == [["nginx", "-t"]]
+    assert host.tests == [["nginx", "-t"]] * 3 and host.ran == [["ss", "-ltnpH"]]  # install, extras, restore
 
 
 # ----------------------------------------------------------------------------- host/root.py
