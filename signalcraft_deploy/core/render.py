@@ -166,7 +166,8 @@ def render_ecosystem(s: Settings, venv: str) -> str:
 
 
 def upstream_name(s: Settings, kind: str) -> str:
-    return f"{s.app_name.replace('-', '_')}_{kind}"
+    """The site's upstream (or map variable) for `kind`: named after the site's file, unique to it."""
+    return f"{nginx_site.upstream_for(s.nginx_site)}_{kind}"
 
 
 routes_regex = nginx_site.routes_regex
@@ -191,7 +192,7 @@ def site_description(s: Settings, python_address: str | None = None, node_addres
     """What root renders the site from (remote/nginx_site.py): the addresses override the apps' own while a handover runs."""
     return {
         "site": s.nginx_site,
-        "upstream": s.app_name.replace("-", "_"),
+        "upstream": nginx_site.upstream_for(s.nginx_site),
         "listen": [str(x) for x in s.nginx_listen],
         "tls_listen": [str(x) for x in s.tls_listen],
         "server_name": s.server_name,

@@ -128,9 +128,10 @@ boolean = on_text(_boolean, bool, lambda value: "true" if value else "false")
 
 
 def _address(text: str) -> Address:
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([A-Za-z0-9.-]+):([0-9]+)", text)
+    # An address, never a host name: Nginx's master (root) would resolve a name at every test and reload.
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([0-9]{1,3}(?:\.[0-9]{1,3}){3}|localhost):([0-9]+)", text)
     if not match:
-        raise Invalid("HOST:PORT, for example 127.0.0.1:8001")
+        raise Invalid("ADDRESS:PORT with an IP address (or localhost), for example 127.0.0.1:8001")
     number = int(match.group(2) or match.group(4))
     if not 1 <= number <= 65535:
         raise Invalid("a port from 1 to 65535 in HOST:PORT")
@@ -569,7 +570,7 @@ class _Derived:
     @property
     def nginx_extras(self) -> str:
         """The file beside the site holding the location blocks kept from a site taken over."""
-        return self.nginx_site.removesuffix(".conf") + ".locations"
+        return nginx_site.extras_path(self.nginx_site)
 
     @property
     def nginx_enabled_link(self) -> str:

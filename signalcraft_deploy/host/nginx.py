@@ -176,9 +176,12 @@ def write_extras(c: Any, s: Settings, lines: tuple[int, ...]) -> None:
     """Keep beside our site the location blocks that start on `lines` of the site taken over: the helper reads them
     from root's own copy of that site (takeover-record); never over a file that is not ours."""
     arg = ",".join(str(n) for n in lines) or "-"
-    result = root.call(c, "extras-write", s.state_dir, s.nginx_site, arg, warn=True)
+    result = root.call(c, "extras-write", s.state_dir, s.nginx_site, arg, s.nginx_test_cmd, warn=True)
     if result.exited == 66:
         raise fail(f"{s.nginx_extras} exists and was not written by signalcraft-deploy: move it away, then deploy again.")
+    if result.exited == 65:
+        raise fail(f"nginx -t rejected the location blocks kept from the site taken over ({s.nginx_extras}); nothing "
+                   f"was changed. nginx said:\n{result.stderr.strip()}")
     if not result.ok:
         raise fail(f"Could not write {s.nginx_extras}: {result.stderr.strip()[-400:]}")
 

@@ -9,7 +9,7 @@ the one root writes.
 
 A description (every key required, nothing else allowed):
     site            /etc/nginx/sites-available/<name> or /etc/nginx/conf.d/<name>.conf
-    upstream        the upstreams' name stem (APP_NAME with '-' as '_')
+    upstream        the upstreams' name stem: upstream_for(site)
     listen          Nginx's plain-HTTP listen addresses: PORT, ADDRESS:PORT, [IPv6]:PORT, *:PORT
     tls_listen      the HTTPS ones (used only with `tls`)
     server_name     '_' or host names separated by single spaces ('_' makes the site the default server)
@@ -32,10 +32,10 @@ SITE_FOLDERS = ("/etc/nginx/sites-available", "/etc/nginx/conf.d")
 # Where a certificate or key may live: root's folders, read by Nginx's master (root).
 TLS_FOLDERS = ("/etc/letsencrypt/", "/etc/ssl/", "/etc/nginx/")
 SITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
-UPSTREAM = re.compile(r"[a-z][a-z0-9_]{0,39}")
 LISTEN = re.compile(r"([0-9]{1,5})|\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}|\*):([0-9]{1,5})")
-# Where Nginx's workers (not root) connect: loopback in the tool's defaults, another address with ALLOW_PUBLIC_BIND.
-UPSTREAM_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})")
+# Where Nginx's workers (not root) connect: loopback in the tool's defaults, another address with ALLOW_PUBLIC_BIND;
+# an address, never a name (root's Nginx would resolve a name on every test, reload and start).
+UPSTREAM_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(\.[0-9]{1,3}){3}|localhost):([0-9]{1,5})")
 _LABELS = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*"
 HOST_NAME = re.compile(rf"\*\.{_LABELS}\.?|{_LABELS}\.?|{_LABELS}\.\*")
 ROUTE = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
@@ -53,7 +53,8 @@ def check(desc: Any) -> Dict[str, Any]:
     if not isinstance(desc, dict) or sorted(desc) != sorted(KEYS):
         raise BadSite(f"a site description has exactly the keys {', '.join(KEYS)}")
     site_path(desc["site"])
-    _word(desc["upstream"], UPSTREAM, "upstream")
+    if desc["upstream"] != upstream_for(desc["site"]):
+        raise BadSite(f"upstream must be {upstream_for(desc['site'])} (the site's own), not {desc['upstream']!r}")
     for key in ("listen", "tls_listen"):
         if not isinstance(desc[key], list) or not desc[key] or len(desc[key]) > 16:
             raise BadSite(f"{key} must be a list of 1 to 16 addresses")
@@ -117,8 +118,16 @@ def tls_file(value: Any, what: str) -> str:
 
 
 def extras_path(site: str) -> str:
-    """The file of location blocks kept from a site taken over, beside the site (the site includes it)."""
-    return (site[:-len(".conf")] if site.endswith(".conf") else site) + ".locations"
+    """The file of location blocks kept from a site taken over, beside the site (the site includes it): one per
+    site file, whatever its name (conf.d's `*.conf` include never reads it)."""
+    return site + ".locations"
+
+
+def upstream_for(site: str) -> str:
+    """The stem of the site's upstream and map names, which are global in Nginx: its file's name, made an identifier,
+    and a digest of its path, so that no site can take another's."""
+    name = re.sub(r"[^a-z0-9_]", "_", os.path.basename(site).lower())[:24]
+    return f"{name}_{hashlib.sha256(site.encode()).hexdigest()[:8]}"
 
 
 def routes_regex(routes: List[str]) -> str:

@@ -27,11 +27,15 @@ What makes it sound by construction, not by a deny-list:
 Anything refused is one line on stderr and exit 2, before anything has changed. Standard library only.
 """
 
+import fcntl
+import fnmatch
 import hashlib
 import json
 import os
 import pwd
 import re
+import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -132,10 +136,24 @@ def reload_spec(text: str) -> str:
     if marker is not None:
         if not isinstance(marker, dict) or set(marker) != {"url", "host", "expect"}:
             raise Refused("the reload marker must be {url, host, expect}")
-        out["marker"] = {"url": token(marker["url"], MARKER_URL, "the marker URL"),
+        out["marker"] = {"url": local_url(token(marker["url"], MARKER_URL, "the marker URL")),
                          "host": None if marker["host"] is None else token(marker["host"], HOST_NAME, "the marker host"),
                          "expect": token(marker["expect"], re.compile(r"[0-9a-f]{16}"), "the marker id")}
     return json.dumps(out)
+
+
+def local_url(url: str) -> str:
+    """A marker URL whose address is one of this host's own (root asks nothing of another machine)."""
+    host = re.match(r"http://\[?([^\]/]+?)\]?:[0-9]+/", url).group(1)  # MARKER_URL matched
+    if host == "localhost":
+        return url
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))  # only an address of this host's own interfaces binds
+    except OSError:
+        raise Refused(f"the marker URL {url} is not on an address of this host") from None
+    return url
 
 
 def tls_spec(text: str) -> str:
@@ -152,10 +170,11 @@ def tls_spec(text: str) -> str:
 def tls_real(path: str, what: str) -> str:
     """The file a certificate path resolves to (certbot's live/ names are links into archive/): still in root's
     TLS folders, a regular file root owns. A missing file is passed on as it is, for tls_check.py to name."""
-    if not os.path.lexists(path):
-        return path
     real = tls_file(os.path.realpath(path), what)
-    info = os.lstat(real)
+    try:
+        info = os.lstat(real)
+    except FileNotFoundError:
+        return path  # absent (or a dangling link): tls_check.py names it
     if not stat.S_ISREG(info.st_mode) or info.st_uid != 0:
         raise Refused(f"TLS {what} {path} is not a regular file owned by root")
     return real
@@ -171,8 +190,8 @@ def site_description(text: str) -> dict:
 def _json(text: str, what: str) -> dict:
     try:
         value = json.loads(text)
-    except ValueError:
-        raise Refused(f"{what} is not JSON") from None
+    except (ValueError, RecursionError):
+        raise Refused(f"{what} is not JSON (or nests too deep)") from None
     if not isinstance(value, dict):
         raise Refused(f"{what} must be a JSON object")
     return value
@@ -298,8 +317,100 @@ def not_others(site: str) -> None:
         raise Refused(f"{site} belongs to another user")
 
 
-def claim(site: str, state: str) -> None:
-    write_in(claim_path(site), json.dumps({**owner_key(caller(), state), "site": site}).encode(), 0o600)
+def claim_text(site: str, state: str, desc: dict) -> bytes:
+    """The claim of a site: who installed it from which deploy root, and the names and TLS files it serves."""
+    names = sorted(set(desc["server_name"].lower().split(" ")) - {"_"})
+    files = sorted([desc["tls"]["cert"], desc["tls"]["key"]]) if desc["tls"] else []
+    return json.dumps({**owner_key(caller(), state), "site": site, "names": names, "tls": files}).encode()
+
+
+def other_claims(site: str) -> list:
+    """Every claim on a site other than `site`."""
+    folder = state_folder("sites")
+    mine = os.path.basename(claim_path(site))
+    return [c for c in (record(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n != mine) if c]
+
+
+def names_overlap(a: str, b: str) -> bool:
+    """Whether two server names can match one host (`*.example.com`, `example.*` included)."""
+    return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
+
+
+def check_names_and_files(site: str, desc: dict) -> None:
+    """Refused if another user's site serves one of these names, or uses one of these certificate or key files."""
+    mine = json.loads(claim_text(site, "-", desc))
+    for other in other_claims(site):
+        if other.get("uid") == caller().pw_uid:
+            continue
+        for name in mine["names"]:
+            if any(names_overlap(name, theirs) for theirs in other.get("names", [])):
+                raise Refused(f"the server name {name} is served by another user's site: not yours to serve")
+        if set(mine["tls"]) & set(other.get("tls", [])):
+            raise Refused("the certificate or key is another user's site's: not yours to serve")
+
+
+LOCK = ".lock"
+
+
+def hold_lock() -> None:
+    """One writing verb at a time on the host (the claim checked is the claim written): held until exit."""
+    global LOCK_FD
+    LOCK_FD = os.open(os.path.join(state_folder(), LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fcntl.flock(LOCK_FD, fcntl.LOCK_EX)
+
+
+LOCK_FD = -1
+
+
+class Changes:
+    """The files one verb changes in root's folders, each kept as it was; `undo` puts every one back. A verb that
+    changes Nginx's configuration ends with `tested`: the test passes, or everything is as it was (exit 65)."""
+
+    def __init__(self) -> None:
+        self.saved: dict = {}
+
+    def keep(self, path: str) -> None:
+        if path in self.saved:
+            return
+        if os.path.islink(path):
+            self.saved[path] = ("link", os.readlink(path))
+        elif os.path.lexists(path):
+            self.saved[path] = ("file", read_regular(path), stat.S_IMODE(os.lstat(path).st_mode))
+        else:
+            self.saved[path] = ("absent",)
+
+    def write(self, path: str, data: bytes, mode: int) -> None:
+        self.keep(path)
+        write_in(path, data, mode)
+
+    def link(self, path: str, target: str) -> None:
+        self.keep(path)
+        tmp = os.path.join(os.path.dirname(path), ".signalcraft-link-" + os.path.basename(path))
+        remove(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+
+    def remove(self, path: str) -> None:
+        self.keep(path)
+        remove(path)
+
+    def undo(self) -> None:
+        for path, was in reversed(list(self.saved.items())):
+            remove(path)
+            if was[0] == "link":
+                os.symlink(was[1], path)
+            elif was[0] == "file":
+                write_in(path, was[1], was[2])
+
+    def tested(self, test: list, names: "list | None" = None) -> int:
+        ok, said = test_passes(test)
+        clash = [n for n in names or [] if f'conflicting server name "{n}"' in said]
+        if ok and not clash:
+            return 0
+        self.undo()
+        print(said + (f"\nthe server name {clash[0]} is also served by a site of this host" if clash else ""),
+              file=sys.stderr)
+        return 65
 
 
 def takeover_folder(state: str) -> str:
@@ -405,28 +516,36 @@ def v_nginx_test(args: list) -> int:
 
 
 def v_nginx_dump(args: list) -> int:
-    """nginx-dump: `nginx -T` (the whole configuration), less the files of sites another user claimed."""
+    """nginx-dump: `nginx -T` (the whole configuration), showing only files anyone may read and the caller's own
+    sites (another user's, or a file root alone may read, is named and left out)."""
     done = run_argv(["nginx", "-T"], capture=True)
     if isinstance(done, int):
         return done
-    hidden = set()
-    for name in os.listdir(state_folder("sites")):
-        claim = record(os.path.join(STATE, "sites", name)) or {}
-        if claim.get("uid") != caller().pw_uid and claim.get("site"):
-            site = claim["site"]
-            hidden.update({site, link_of(site), extras_path(site)})
     showing = True
     for line in done.stdout.splitlines():
         found = re.match(r"^# configuration file (.+):$", line)
         if found:
-            showing = found.group(1) not in hidden
+            showing = may_see(found.group(1))
             if not showing:
-                print(f"{line}\n# (a site of another user: not shown)")
+                print(f"{line}\n# (not yours to read: not shown)")
                 continue
         if showing:
             print(line)
     sys.stderr.write(done.stderr)
     return done.returncode
+
+
+def may_see(path: str) -> bool:
+    """A configuration file the caller may read through root: its own site's, or one anyone may read."""
+    for name in os.listdir(state_folder("sites")):
+        claim = record(os.path.join(STATE, "sites", name)) or {}
+        site = claim.get("site", "")
+        if site and path in (site, link_of(site), extras_path(site)):
+            return claim.get("uid") == caller().pw_uid
+    try:
+        return bool(os.stat(path).st_mode & 0o004)
+    except OSError:
+        return False
 
 
 def v_nginx_reload(args: list) -> int:
@@ -435,9 +554,11 @@ def v_nginx_reload(args: list) -> int:
 
 
 def v_site_read(args: list) -> int:
-    """site-read SITE: print a site file (the caller's own, or one no user claimed)."""
+    """site-read SITE: print a site file: the caller's own, or an unclaimed one anyone may read."""
     site = a_site(args[0])
     not_others(site)
+    if claim_of(site) is None and os.path.lexists(site) and not may_see(site):
+        raise Refused(f"{site} is not yours to read")
     data = read_regular(site)
     if data is None:
         return 1
@@ -454,141 +575,159 @@ def v_site_install(args: list) -> int:
     backup = token(args[1], re.compile(r"backup|replace"), "the backup mode") == "backup"
     takeover = token(args[2], re.compile(r"guard|takeover"), "the mode") == "takeover"
     test = command(args[3], TEST_RE, "the test command")
-    desc = site_description(sys.stdin.read(1024 * 1024))
+    desc = site_description(read_stdin())
     site = desc["site"]
     must_own(site, state, may_claim=True)
+    check_names_and_files(site, desc)
     old = read_regular(site)
     if takeover and takeover_meta(state, site) is None:
         raise Refused(f"a takeover may write over {site} only after takeover-record saved it")
-    if old and not ours(old) and not takeover:
+    if old is not None and not ours(old) and not takeover:
         print(f"{site} exists and was not written by signalcraft-deploy", file=sys.stderr)
         return 66
-    return install(site, render(desc).encode(), old, backup, desc, state, test)
-
-
-def install(site: str, text: bytes, old: "bytes | None", backup: bool, desc: dict, state: str, test: list) -> int:
-    link, prev_path = link_of(site), site + ".signalcraft-prev"
-    prev = read_regular(prev_path)
+    link = link_of(site)
+    if link and os.path.lexists(link) and not is_link_to(link, site):
+        raise Refused(f"{link} exists and is not the link to {site}: move it away")
+    changes = Changes()
     if old is not None and backup:
-        write_in(prev_path, old, 0o640)
-    claimed_now = claim_of(site) is None
-    if claimed_now:
-        claim(site, state)
-    write_in(site, text, 0o640)
-    linked = bool(link) and not os.path.lexists(link)
-    if linked:
-        os.symlink(site, link)
-    parked_now = park_default(site, desc) if link and desc["server_name"] == "_" else False
-    ok, said = test_passes(test)
-    if ok:
-        return 0
-    if old is not None:
-        write_in(site, old, 0o640)
+        changes.write(site + ".signalcraft-prev", old, 0o640)
+    changes.write(claim_path(site), claim_text(site, state, desc), 0o600)
+    changes.write(site, render(desc).encode(), 0o640)
+    if link and not os.path.lexists(link):
+        changes.link(link, site)
+    if link and desc["server_name"] == "_":
+        park_default(changes, site, desc)
     else:
-        remove(site)
-    if prev is not None:
-        write_in(prev_path, prev, 0o640)  # what a rollback returns to stays the one before
-    elif old is not None and backup:
-        remove(prev_path)
-    if linked:
-        remove(link)
-    if parked_now:
-        unpark(site)
-    if claimed_now:
-        remove(claim_path(site))
-    print(said, file=sys.stderr)
-    return 65
+        unpark(changes, site)  # a site that was the default server and is no longer
+    return changes.tested(test, json.loads(claim_text(site, state, desc))["names"])
 
 
-def park_default(site: str, desc: dict) -> bool:
+def is_link_to(link: str, site: str) -> bool:
+    return os.path.islink(link) and os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link))) == site
+
+
+def read_stdin() -> str:
+    try:
+        return sys.stdin.buffer.read(1024 * 1024).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused("stdin is not UTF-8 text") from None
+
+
+def park_default(changes: Changes, site: str, desc: dict) -> None:
     """Disable the stock default site when it is the default server on our first port: its target kept in STATE."""
     port = desc["listen"][0].rsplit(":", 1)[-1]
     if not os.path.islink(DEFAULT_LINK) or parked() is not None:
-        return False
+        return
     target = os.path.normpath(os.path.join(ENABLED, os.readlink(DEFAULT_LINK)))
     if os.path.dirname(target) != AVAILABLE:
-        return False  # a stock site elsewhere is not one root reads on a caller's behalf
+        return  # a stock site elsewhere is not one root reads on a caller's behalf
     code = b"\n".join(line.split(b"#", 1)[0] for line in (read_regular(target) or b"").splitlines())
     if not re.search(rf"listen\s+([^;]*:)?{port}\s[^;]*default_server".encode(), code):
-        return False
-    write_in(os.path.join(state_folder(), PARKED), json.dumps({"target": target, "site": site}).encode(), 0o600)
-    os.unlink(DEFAULT_LINK)
-    return True
+        return
+    changes.write(os.path.join(state_folder(), PARKED), json.dumps({"target": target, "site": site}).encode(), 0o600)
+    changes.remove(DEFAULT_LINK)
 
 
-def unpark(site: str) -> None:
+def unpark(changes: Changes, site: str) -> None:
     """Enable the stock default site again, if `site`'s install parked it."""
     found = parked()
     if found is None or found.get("site") != site:
         return
     if not os.path.lexists(DEFAULT_LINK):
-        tmp = DEFAULT_LINK + ".signalcraft-tmp"
-        remove(tmp)
-        os.symlink(clean_path(found["target"], "the parked site"), tmp)
-        os.replace(tmp, DEFAULT_LINK)
-    os.unlink(os.path.join(STATE, PARKED))
+        changes.link(DEFAULT_LINK, clean_path(found["target"], "the parked site"))
+    changes.remove(os.path.join(STATE, PARKED))
 
 
 def v_site_restore(args: list) -> int:
     """site-restore STATE_DIR SITE TEST_CMD: the previous site back (rollback), or ours removed, its claim dropped and
-    the stock default site enabled again after a first deploy; then the test."""
+    the stock default site enabled again after a first deploy; kept only if the test passes (else exit 65)."""
     state, site = state_name(args[0]), a_site(args[1])
     test = command(args[2], TEST_RE, "the test command")
     must_own(site, state)
+    changes = Changes()
     prev = read_regular(site + ".signalcraft-prev")
     if prev is not None:
-        write_in(site, prev, 0o640)
+        changes.write(site, prev, 0o640)
     else:
-        remove_site(site)
-    return run_argv(test)
+        remove_site(changes, site)
+    return changes.tested(test)
 
 
-def remove_site(site: str) -> None:
-    for path in (site, link_of(site), extras_path(site)):
-        if path and (path != extras_path(site) or ours(read_regular(path))):
-            remove(path)
-    unpark(site)
-    remove(claim_path(site))
-
-
-def v_unpark_default(args: list) -> int:
-    """unpark-default STATE_DIR SITE: enable the stock default site again that installing SITE disabled."""
-    state, site = state_name(args[0]), a_site(args[1])
-    must_own(site, state)
-    unpark(site)
-    return 0
+def remove_site(changes: Changes, site: str) -> None:
+    """Our site gone: the file, its link (only a link to it), its kept locations (only ours), a parked stock site
+    enabled again, its claim dropped."""
+    changes.remove(site)
+    link = link_of(site)
+    if link and is_link_to(link, site):
+        changes.remove(link)
+    if ours(read_regular(extras_path(site))):
+        changes.remove(extras_path(site))
+    unpark(changes, site)
+    changes.remove(claim_path(site))
 
 
 def v_extras_write(args: list) -> int:
-    """extras-write STATE_DIR SITE LINES: keep, beside SITE, the location blocks at LINES (comma-separated; '-':
-    none) of the site root saved at takeover-record: parsed from root's own copy, never sent by the caller."""
+    """extras-write STATE_DIR SITE LINES TEST_CMD: keep, beside SITE, the location blocks at LINES (comma-separated;
+    '-': none) of the site root saved at takeover-record: parsed from root's own copy, never sent by the caller;
+    kept only if the test passes (else exit 65)."""
     state, site, lines = state_name(args[0]), a_site(args[1]), line_numbers(args[2])
+    test = command(args[3], TEST_RE, "the test command")
     must_own(site, state, may_claim=True)
-    meta = takeover_meta(state, site)
-    if meta is None:
+    if takeover_meta(state, site) is None:
         raise Refused(f"no takeover of {site} was recorded for this user and deploy root")
     path = extras_path(site)
     old = read_regular(path)
-    if old and not ours(old):
+    if old is not None and not ours(old):
         print(f"{path} exists and was not written by signalcraft-deploy", file=sys.stderr)
         return 66
     blocks = kept_locations(os.path.join(takeover_folder(state), "nginx-site"), set(lines))
     header = (f"{HEADER} Location blocks kept from the site it took over (included by its site; "
               "the next takeover's record is what changes them).\n")
-    write_in(path, (header + crossplane().build(blocks, indent=4, tabs=False) + "\n").encode(), 0o640)
-    return 0
+    changes = Changes()
+    changes.write(path, (header + crossplane().build(blocks, indent=4, tabs=False) + "\n").encode(), 0o640)
+    return changes.tested(test)
+
+
+def parse_site(path: str) -> list:
+    parsed = crossplane().parse(path, single=True, catch_errors=False, check_ctx=False, check_args=False, comments=False)
+    return parsed["config"][0]["parsed"]
 
 
 def kept_locations(copy: str, lines: set) -> list:
     """The `location` blocks of the saved site's server blocks that start on `lines` (each must be one)."""
     if read_regular(copy) is None:
         raise Refused("root's copy of the site taken over is missing")
-    parsed = crossplane().parse(copy, single=True, catch_errors=False, check_ctx=False, check_args=False, comments=False)
-    found = [d for server in parsed["config"][0]["parsed"] if server["directive"] == "server"
+    found = [d for server in parse_site(copy) if server["directive"] == "server"
              for d in server.get("block", []) if d["directive"] == "location" and d["line"] in lines]
     if sorted(d["line"] for d in found) != sorted(lines):
         raise Refused(f"not every line of {sorted(lines)} starts a location block of the saved site")
     return found
+
+
+def proxied_ports(block: list, upstreams: dict) -> set:
+    """The ports a site's proxy_pass lines send to (through its upstream blocks too)."""
+    ports = set()
+    for d in block:
+        if d["directive"] == "proxy_pass" and d.get("args"):
+            where = re.sub(r"^[a-z]+://", "", d["args"][0]).split("/", 1)[0]
+            ports |= upstreams.get(where, {where.rsplit(":", 1)[-1]} if ":" in where else set())
+        ports |= proxied_ports(d.get("block", []), upstreams)
+    return ports
+
+
+def listening_ports(pid: int) -> set:
+    done = run_argv(["ss", "-ltnpH"], capture=True)
+    out = "" if isinstance(done, int) else done.stdout
+    return {line.split()[3].rsplit(":", 1)[-1] for line in out.splitlines()
+            if re.search(rf"pid={pid},", line) and len(line.split()) > 3}
+
+
+def serves_pid(copy: str, pid: int) -> bool:
+    """Whether the saved site proxies to a port the caller's process listens on: the site a takeover may take."""
+    parsed = parse_site(copy)
+    upstreams = {d["args"][0]: {s["args"][0].rsplit(":", 1)[-1] for s in d.get("block", []) if s["directive"] == "server"}
+                 for d in parsed if d["directive"] == "upstream" and d.get("args")}
+    return bool(proxied_ports(parsed, upstreams) & listening_ports(pid))
 
 
 def v_tls_check(args: list) -> int:
@@ -597,12 +736,16 @@ def v_tls_check(args: list) -> int:
 
 
 def v_certbot_hook(args: list) -> int:
-    """certbot-hook APP_NAME TLS_CERT NGINX_SITE TEST_CMD RELOAD_CMD: write certbot's deploy hook if it differs."""
+    """certbot-hook APP_NAME TLS_CERT NGINX_SITE TEST_CMD RELOAD_CMD: write certbot's deploy hook if it differs (never
+    over a file this tool did not write)."""
     path, text = certbot_hook(*args)
     not_others(args[2])
-    if read_regular(path) == text.encode():
+    old = read_regular(path)
+    if old == text.encode():
         print(f"certbot hook {path} in place")
         return 0
+    if old is not None and not old.decode(errors="replace").startswith("#!/bin/sh\n" + HEADER):
+        raise Refused(f"{path} exists and was not written by signalcraft-deploy")
     os.makedirs(HOOK_DIR, mode=0o755, exist_ok=True)
     write_in(path, text.encode(), 0o755)
     print(f"certbot hook {path} written")
@@ -611,7 +754,8 @@ def v_certbot_hook(args: list) -> int:
 
 def v_takeover_record(args: list) -> int:
     """takeover-record STATE_DIR PID SITE: before a takeover of the caller's own server PID, keep root's copy of SITE
-    (the one record root trusts when it puts the site back). A second call keeps the first, true 'before' record."""
+    (the one record root trusts when it puts the site back); SITE must proxy to a port PID listens on. A second
+    call keeps the first, true 'before' record."""
     state, pid, site = state_name(args[0]), integer(args[1], "the pid", 2, 2 ** 22), a_site(args[2])
     must_own(site, state, may_claim=True)
     try:
@@ -619,23 +763,28 @@ def v_takeover_record(args: list) -> int:
             raise Refused(f"pid {pid} is not a process of {caller().pw_name}: a takeover touches only the caller's own")
     except FileNotFoundError:
         raise Refused(f"no process {pid}") from None
-    folder = os.path.join(state_folder("takeover"), os.path.basename(takeover_folder(state)))
     if takeover_meta(state, site) is None:
+        folder = os.path.join(state_folder("takeover"), os.path.basename(takeover_folder(state)))
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        old = read_regular(site)
+        old, copy = read_regular(site), os.path.join(folder, "nginx-site")
+        remove(copy)
         if old is not None:
-            write_in(os.path.join(folder, "nginx-site"), old, 0o600)
-        else:
-            remove(os.path.join(folder, "nginx-site"))
-        meta = {**owner_key(caller(), state), "site": site, "pid": pid, "site_existed": old is not None}
+            write_in(copy, old, 0o600)
+            if claim_of(site) is None and not serves_pid(copy, pid):
+                shutil.rmtree(folder)
+                raise Refused(f"{site} does not proxy to a port pid {pid} listens on: not the site of the server taken over")
+        mode = stat.S_IMODE(os.lstat(site).st_mode) if old is not None else 0o640
+        meta = {**owner_key(caller(), state), "site": site, "pid": pid, "site_existed": old is not None, "mode": mode,
+                "claim": (claim_of(site) or {}).get("uid") == caller().pw_uid}
         write_in(os.path.join(folder, "meta.json"), json.dumps(meta).encode(), 0o600)
     print("recorded")
     return 0
 
 
 def v_takeover_restore(args: list) -> int:
-    """takeover-restore STATE_DIR SITE TEST_CMD: put back the site takeover-record saved (or remove ours and its link
-    if there was none), drop the record, then the test."""
+    """takeover-restore STATE_DIR SITE TEST_CMD: put back the site takeover-record saved (with its mode; ours, still
+    ours) or remove ours and its link if there was none; kept only if the test passes (else exit 65); then the
+    record is dropped."""
     state, site = state_name(args[0]), a_site(args[1])
     test = command(args[2], TEST_RE, "the test command")
     must_own(site, state, may_claim=True)
@@ -644,19 +793,21 @@ def v_takeover_restore(args: list) -> int:
         raise Refused(f"no takeover of {site} was recorded for this user and deploy root")
     folder = takeover_folder(state)
     saved = read_regular(os.path.join(folder, "nginx-site"))
+    changes = Changes()
     if meta.get("site_existed") and saved is not None:
-        write_in(site, saved, 0o644)
-        unpark(site)
-        remove(claim_path(site))
-        remove(site + ".signalcraft-prev")
+        changes.write(site, saved, meta.get("mode", 0o640) & 0o644)
+        unpark(changes, site)
+        if not ours(saved):
+            changes.remove(claim_path(site))
+        changes.remove(site + ".signalcraft-prev")
         if ours(read_regular(extras_path(site))):
-            remove(extras_path(site))
+            changes.remove(extras_path(site))
     else:
-        remove_site(site)
-    for name in ("nginx-site", "meta.json"):
-        remove(os.path.join(folder, name))
-    os.rmdir(folder)
-    return run_argv(test)
+        remove_site(changes, site)
+    code = changes.tested(test)
+    if code == 0:
+        shutil.rmtree(folder)
+    return code
 
 
 def v_version(args: list) -> int:
@@ -677,7 +828,7 @@ def installed_files() -> list:
 VERBS = {
     "probe": (v_probe, 0), "listeners": (v_listeners, 1), "nginx-test": (v_nginx_test, 1), "nginx-dump": (v_nginx_dump, 0),
     "nginx-reload": (v_nginx_reload, 1), "site-read": (v_site_read, 1), "site-install": (v_site_install, 4),
-    "site-restore": (v_site_restore, 3), "unpark-default": (v_unpark_default, 2), "extras-write": (v_extras_write, 3),
+    "site-restore": (v_site_restore, 3), "extras-write": (v_extras_write, 4),
 "tls-check": (v_tls_check, 1), "certbot-hook": (v_certbot_hook, 5),
     "takeover-record": (v_takeover_record, 3), "takeover-restore": (v_takeover_restore, 3), "version": (v_version, 0),
 }
@@ -707,10 +858,19 @@ def main(argv: list) -> int:
         handler, args = check_call(argv)
         if os.geteuid() != 0:
             raise Refused("must run as root: sudo -n " + HELPER + " VERB ARGS")
+        if argv[0] in WRITERS:
+            hold_lock()
         return handler(args)
     except Refused as err:
         print(f"signalcraft-root: refused: {err}", file=sys.stderr)
         return REFUSED
+    except (OSError, ValueError, RecursionError, KeyError, TypeError) as err:  # one line, never a traceback
+        print(f"signalcraft-root: {argv[0] if argv else ''} failed: {type(err).__name__}: {err}"[:500], file=sys.stderr)
+        return 1
+
+
+# The verbs that change root's files: one at a time on the host (hold_lock).
+WRITERS = {"site-install", "site-restore", "extras-write", "certbot-hook", "takeover-record", "takeover-restore"}
 
 
 def caller_uid(environ: dict) -> int:

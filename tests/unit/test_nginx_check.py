@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from signalcraft_deploy.core.render import render_nginx_site
+from signalcraft_deploy.core.render import render_nginx_site, upstream_name
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.nginx import _location_for, describe_mismatches, install_site_args, parse_files, route_table, split_dump
 
@@ -205,7 +205,7 @@ def test_upstream_pointing_elsewhere_is_a_mismatch_at_the_proxy_pass(load) -> No
     s = load()
     site = render_nginx_site(s).replace("server 127.0.0.1:8001;", "server 127.0.0.1:9999;")
     routes, _ = route_table(s, debian_dump(s.nginx_enabled_link, site))
-    proxy_line = next(n for n, line in enumerate(site.splitlines(), 1) if "proxy_pass http://signalcraft_python;" in line)
+    proxy_line = next(n for n, line in enumerate(site.splitlines(), 1) if f"proxy_pass http://{upstream_name(s, 'python')};" in line)
     messages = describe_mismatches(routes)
     assert len(messages) == 2 * len(s.py_routes)
     path = "/etc/nginx/sites-enabled/signalcraft"

@@ -152,7 +152,7 @@ def test_tls_site_passes_nginx_t_with_a_real_certificate(load, nginx_tester, ssl
     assert "listen 127.0.0.1:18443 ssl;" in site and "ssl_protocols TLSv1.2 TLSv1.3;" in site
     assert "return 301 https://$host:18443$request_uri;" in site and "client_max_body_size 10m;" in site
     no_redirect = render_nginx_site(load({"TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_REDIRECT": "false"}))
-    assert "return 301" not in no_redirect and no_redirect.count("proxy_pass http://signalcraft_python;") == 2
+    assert "return 301" not in no_redirect and no_redirect.count("proxy_pass http://signalcraft_") == 4
     assert nginx_tester.check(no_redirect).ok
 
 

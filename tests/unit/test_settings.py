@@ -45,7 +45,8 @@ BAD_CASES = [
     # Ports: out of range, not numbers, negative.
     _case("bind-port-0", "GUNICORN_BIND", "127.0.0.1:0", "file", "'127.0.0.1:0'", PORT_RANGE),
     _case("bind-port-70000", "GUNICORN_BIND", "127.0.0.1:70000", "env", "'127.0.0.1:70000'", PORT_RANGE),
-    _case("bind-no-port", "GUNICORN_BIND", "127.0.0.1", "flag", "HOST:PORT"),
+    _case("bind-no-port", "GUNICORN_BIND", "127.0.0.1", "flag", "ADDRESS:PORT"),
+    _case("bind-a-name", "GUNICORN_BIND", "app.internal:8001", "flag", "with an IP address (or localhost)"),
     _case("node-port-abc", "NODE_PORT", "abc", "flag", "'abc'", "whole number from 1 to 65535"),
     _case("node-port-negative", "NODE_PORT", "-3000", "env", "'-3000'", "whole number"),
     _case("node-port-70000", "NODE_PORT", "70000", "file", "'70000'", "whole number from 1 to 65535"),
