@@ -127,6 +127,8 @@ def upstream_for(site: str) -> str:
     """The stem of the site's upstream and map names, which are global in Nginx: its file's name, made an identifier,
     and a digest of its path, so that no site can take another's."""
     name = re.sub(r"[^a-z0-9_]", "_", os.path.basename(site).lower())[:24]
+    if not name[:1].isalpha():
+        name = ("site_" + name)[:24]  # `$1shop_conn` would be the capture $1 and text: a name starts with a letter
     return f"{name}_{hashlib.sha256(site.encode()).hexdigest()[:8]}"
 
 

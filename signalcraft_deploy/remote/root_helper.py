@@ -30,6 +30,7 @@ Anything refused is one line on stderr and exit 2, before anything has changed. 
 import fcntl
 import fnmatch
 import hashlib
+import ipaddress
 import json
 import os
 import pwd
@@ -148,6 +149,12 @@ def local_url(url: str) -> str:
     if host == "localhost":
         return url
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        ip = ipaddress.ip_address(host)
+        if ip.is_unspecified or ip.is_multicast or host == "255.255.255.255":
+            raise ValueError(host)
+    except ValueError:
+        raise Refused(f"the marker URL {url} is not on an address of this host") from None
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.bind((host, 0))  # only an address of this host's own interfaces binds
@@ -328,11 +335,15 @@ def other_claims(site: str) -> list:
     """Every claim on a site other than `site`."""
     folder = state_folder("sites")
     mine = os.path.basename(claim_path(site))
-    return [c for c in (record(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n != mine) if c]
+    return [c for c in (record(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n != mine)
+            if isinstance(c, dict)]
 
 
 def names_overlap(a: str, b: str) -> bool:
-    """Whether two server names can match one host (`*.example.com`, `example.*` included)."""
+    """Whether two server names can match one host (`*.example.com`, `example.*` included; a leading and a trailing
+    wildcard always can: `shop.example.com` matches both `*.example.com` and `shop.example.*`)."""
+    if (a.startswith("*.") and b.endswith(".*")) or (b.startswith("*.") and a.endswith(".*")):
+        return True
     return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
 
 
@@ -704,30 +715,45 @@ def kept_locations(copy: str, lines: set) -> list:
     return found
 
 
-def proxied_ports(block: list, upstreams: dict) -> set:
-    """The ports a site's proxy_pass lines send to (through its upstream blocks too)."""
-    ports = set()
+def host_port(address: str) -> tuple:
+    """(host, port) of HOST:PORT or [IPv6]:PORT."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), port
+
+
+def proxied_addresses(block: list, upstreams: dict) -> set:
+    """The (host, port) a site's proxy_pass lines send to (through its upstream blocks too)."""
+    found = set()
     for d in block:
         if d["directive"] == "proxy_pass" and d.get("args"):
             where = re.sub(r"^[a-z]+://", "", d["args"][0]).split("/", 1)[0]
-            ports |= upstreams.get(where, {where.rsplit(":", 1)[-1]} if ":" in where else set())
-        ports |= proxied_ports(d.get("block", []), upstreams)
-    return ports
+            found |= upstreams.get(where, {host_port(where)} if ":" in where else set())
+        found |= proxied_addresses(d.get("block", []), upstreams)
+    return found
 
 
-def listening_ports(pid: int) -> set:
+def listening_addresses(pid: int) -> set:
     done = run_argv(["ss", "-ltnpH"], capture=True)
     out = "" if isinstance(done, int) else done.stdout
-    return {line.split()[3].rsplit(":", 1)[-1] for line in out.splitlines()
+    return {host_port(line.split()[3]) for line in out.splitlines()
             if re.search(rf"pid={pid},", line) and len(line.split()) > 3}
 
 
+ANY_ADDRESS = ("0.0.0.0", "*", "::")
+
+
 def serves_pid(copy: str, pid: int) -> bool:
-    """Whether the saved site proxies to a port the caller's process listens on: the site a takeover may take."""
+    """Whether the saved site proxies to an address the caller's process listens on (on that port, at that address
+    or at every address): the site a takeover may take."""
     parsed = parse_site(copy)
-    upstreams = {d["args"][0]: {s["args"][0].rsplit(":", 1)[-1] for s in d.get("block", []) if s["directive"] == "server"}
+    upstreams = {d["args"][0]: {host_port(s["args"][0]) for s in d.get("block", []) if s["directive"] == "server"}
                  for d in parsed if d["directive"] == "upstream" and d.get("args")}
-    return bool(proxied_ports(parsed, upstreams) & listening_ports(pid))
+    listening = listening_addresses(pid)
+    return any(port == lport and (host == lhost or lhost in ANY_ADDRESS or (host == "localhost" and lhost in LOOPBACKS))
+               for host, port in proxied_addresses(parsed, upstreams) for lhost, lport in listening)
+
+
+LOOPBACKS = ("127.0.0.1", "::1")  # where `localhost` in a site may send
 
 
 def v_tls_check(args: list) -> int:

@@ -466,10 +466,6 @@ def test_a_description_with_another_sites_upstream_stem_is_refused() -> None:
     assert not names & {upstream_for(theirs) + "_python", upstream_for(theirs) + "_nodejs"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: upstream_for keeps a leading digit: for a site named `1shop` the map variable "
-                                       "is $1shop_<digest>_conn, which Nginx reads as the capture $1 and the text "
-                                       "'shop_<digest>_conn' (checked with nginx 1.22.1: the backend got that as its "
-                                       "Connection header; websockets break)")
 @pytest.mark.parametrize("name", ["1shop", "2024-site", "9"])
 def test_the_map_variable_of_a_site_whose_name_starts_with_a_digit_is_one_variable(name: str) -> None:
     stem = upstream_for("/etc/nginx/sites-available/" + name)
