@@ -627,8 +627,8 @@ def read_stdin() -> str:
 def park_default(changes: Changes, site: str, desc: dict) -> None:
     """Disable the stock default site when it is the default server on our first port: its target kept in STATE."""
     port = desc["listen"][0].rsplit(":", 1)[-1]
-    if not os.path.islink(DEFAULT_LINK) or parked() is not None:
-        return
+    if not os.path.islink(DEFAULT_LINK):
+        return  # none, or parked already (an admin who enables it again makes the old record moot)
     target = os.path.normpath(os.path.join(ENABLED, os.readlink(DEFAULT_LINK)))
     if os.path.dirname(target) != AVAILABLE:
         return  # a stock site elsewhere is not one root reads on a caller's behalf

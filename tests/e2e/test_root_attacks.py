@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from signalcraft_deploy.remote.nginx_site import upstream_for
 from tests.e2e.conftest import ROOT_STATE, Profile, fab, forget_root_records, sh
 
 HELPER = "/usr/local/sbin/signalcraft-root"
@@ -36,8 +37,9 @@ def state(user: str) -> str:
 
 
 def description(site: str, listen: str, python: str, node: str, **over: object) -> str:
-    desc = {"site": site, "upstream": Path(site).name.replace("-", "_"), "listen": [listen], "tls_listen": ["443"],
-            "server_name": "atk.test", "routes": ["api"], "python": python, "node": node, "body_size": "", "tls": None}
+    desc = {"site": site, "upstream": upstream_for(site), "listen": [listen], "tls_listen": ["443"],
+            "server_name": f"{Path(site).name}.test", "routes": ["api"], "python": python, "node": node, "body_size": "",
+            "tls": None}
     return json.dumps({**desc, **over})
 
 
@@ -156,8 +158,7 @@ def test_a_state_folder_that_is_a_link_into_roots_folders_is_never_written_throu
             helper(ATTACKER, "takeover-record", state(ATTACKER), pid, OWN_SITE)
             helper(ATTACKER, "site-install", state(ATTACKER), "backup", "guard", "nginx -t",
                    stdin=description(OWN_SITE, "127.0.0.1:7984", "127.0.0.1:7985", "127.0.0.1:7986"))
-            helper(ATTACKER, "extras-write", state(ATTACKER), OWN_SITE, "-")
-            helper(ATTACKER, "unpark-default", state(ATTACKER), OWN_SITE)
+            helper(ATTACKER, "extras-write", state(ATTACKER), OWN_SITE, "-", "nginx -t")
             helper(ATTACKER, "takeover-restore", state(ATTACKER), OWN_SITE, "nginx -t")
         swapper.wait(120)
     finally:
@@ -180,8 +181,9 @@ def test_fifos_in_the_callers_folders_never_block_or_feed_root(clean_attacker):
     for name in ("nginx-default-site.link", "site-defaults.json"):
         as_user(ATTACKER, f"mkfifo {deploy}/{name}")
     as_user(ATTACKER, f"mkdir -p {deploy}/takeover && mkfifo {deploy}/takeover/legacy.json {deploy}/takeover/nginx-site")
-    for args in (["unpark-default", state(ATTACKER), OWN_SITE], ["site-restore", state(ATTACKER), OWN_SITE, "nginx -t"],
-                 ["takeover-restore", state(ATTACKER), OWN_SITE, "nginx -t"], ["extras-write", state(ATTACKER), OWN_SITE, "3"]):
+    for args in (["site-restore", state(ATTACKER), OWN_SITE, "nginx -t"],
+                 ["takeover-restore", state(ATTACKER), OWN_SITE, "nginx -t"],
+                 ["extras-write", state(ATTACKER), OWN_SITE, "3", "nginx -t"]):
         started = time.monotonic()
         done = helper(ATTACKER, *args, timeout=20)
         assert done.returncode == 2 and time.monotonic() - started < 10, done.stderr
@@ -287,18 +289,26 @@ def test_another_users_site_can_be_neither_changed_removed_nor_read(victim, clea
             refused(helper(ATTACKER, "site-install", who, "backup", "guard", "nginx -t", stdin=mine), "another user")
             refused(helper(ATTACKER, "site-install", who, "replace", "takeover", "nginx -t", stdin=mine), "another user")
             refused(helper(ATTACKER, "site-restore", who, VICTIM_SITE, "nginx -t"), "another user")
-            refused(helper(ATTACKER, "unpark-default", who, VICTIM_SITE), "another user")
-            refused(helper(ATTACKER, "extras-write", who, VICTIM_SITE, "-"), "another user")
+            refused(helper(ATTACKER, "extras-write", who, VICTIM_SITE, "-", "nginx -t"), "another user")
             refused(helper(ATTACKER, "takeover-record", who, pid, VICTIM_SITE), "another user")
             refused(helper(ATTACKER, "takeover-restore", who, VICTIM_SITE, "nginx -t"), "another user")
         refused(helper(ATTACKER, "site-read", VICTIM_SITE), "another user")
+        # Its own site file, serving the victim's name, or named so that the victim's site would include its blocks:
+        for name in ("atk-victim.test", "*.test"):
+            refused(helper(ATTACKER, "site-install", state(ATTACKER), "backup", "guard", "nginx -t",
+                           stdin=description(OWN_SITE, "127.0.0.1:7984", "127.0.0.1:7985", "127.0.0.1:7986",
+                                             server_name=name)), "another user's site")
+        assert helper(ATTACKER, "site-install", state(ATTACKER), "backup", "guard", "nginx -t",
+                      stdin=description(VICTIM_SITE + ".conf", "127.0.0.1:7984", "127.0.0.1:7985",
+                                        "127.0.0.1:7986")).returncode == 0
+        assert helper(ATTACKER, "site-restore", state(ATTACKER), VICTIM_SITE + ".conf", "nginx -t").returncode == 0
         refused(helper(ATTACKER, "certbot-hook", "atk-victim", "/etc/letsencrypt/live/x/fullchain.pem", VICTIM_SITE,
                        "nginx -t", "nginx -s reload"), "another user")
     finally:
         sleeper.kill()
     assert snapshot() == before and Path(VICTIM_SITE).read_bytes() == victim
     dump = helper(ATTACKER, "nginx-dump")
-    assert "# (a site of another user: not shown)" in dump.stdout and "127.0.0.1:7981" not in dump.stdout
+    assert "# (not yours to read: not shown)" in dump.stdout and "127.0.0.1:7981" not in dump.stdout
     assert "127.0.0.1:7981" in helper(TENANT, "nginx-dump").stdout  # its owner sees it
     assert oct(os.stat(VICTIM_SITE).st_mode & 0o777) == "0o640"  # nor by `cat`
     assert as_user(ATTACKER, f"cat {VICTIM_SITE}").returncode != 0

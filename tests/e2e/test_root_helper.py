@@ -198,7 +198,7 @@ def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_name
     ("site-read /etc/shadow", "site must be a plain file name in /etc/nginx/sites-available"),
     (f"site-install {HOME}/app/.deploy backup guard 'nginx -t'", "the site description is not JSON"),
     ("site-read /etc/nginx/sites-available/../../shadow", "site must be a normalised path"),
-    (f"extras-write {HOME}/app/.deploy /etc/nginx/conf.d/../../cron.d/{U}.conf 3", "site must be a normalised path"),
+    (f"extras-write {HOME}/app/.deploy /etc/nginx/conf.d/../../cron.d/{U}.conf 3 'nginx -t'", "site must be a normalised path"),
     ("frobnicate /etc/passwd", "unknown verb 'frobnicate'"),
     (f"nginx-test 'cp /etc/shadow /tmp/{U}-shadow'", "the test command is not accepted"),
     (f"takeover-record {HOME}/app/.deploy 1 /etc/nginx/sites-available/{U}", "the pid must be a whole number from 2"),

@@ -320,7 +320,7 @@ BAD = [
     Bad("APP_ENV_FILE missing", "APP_ENV_FILE", "{env}:1", "cannot read", env_lines=["APP_ENV_FILE=/nonexistent/app.env"]),
     Bad("public bind from environment", "GUNICORN_BIND", "environment", "a loopback address",
         environ={"GUNICORN_BIND": "0.0.0.0:8911"}),
-    Bad("site outside /etc/nginx", "NGINX_SITE", "flag --set", "a file under /etc/nginx/",
+    Bad("site outside /etc/nginx", "NGINX_SITE", "flag --set", "a file of a plain name under /etc/nginx/",
         sets={"NGINX_SITE": "/home/ubuntu/evil.conf"}),
 ]
 
