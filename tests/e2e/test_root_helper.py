@@ -8,7 +8,11 @@ ubuntu's own sudoers line is never touched: other tests share that user.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -209,3 +213,30 @@ def test_the_helper_refuses_what_it_was_not_made_for(helper_only, args, says):
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("signalcraft-root: refused: ") and says in done.stderr, done.stderr
     assert not Path(f"/tmp/{U}-site").exists() and not Path(f"/tmp/{U}-shadow").exists()
+
+
+def test_a_tls_site_needs_only_the_helper(helper_only, tmp_path):
+    """HTTPS with a certificate of the admin's in /etc/ssl (root's, as certificates are): checked, served, redirected."""
+    certs = Path(f"/etc/ssl/{U}")
+    certs.mkdir(mode=0o700, exist_ok=True)
+    cert, key = certs / "site.pem", certs / "site.key"
+    sh(f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {key} -out {cert} -days 30 -subj /CN=i15.test "
+       "-addext subjectAltName=DNS:i15.test,IP:127.0.0.1")
+    tls = Profile(RH.app, RH.root, RH.bind, RH.node, RH.listen, extra={
+        "TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_LISTEN": "127.0.0.1:7691", "SERVER_NAME": "i15.test"})
+    try:
+        done = fab(helper_only, tls, AppRepo(tmp_path / "app"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", 7691, timeout=5, context=context)
+        conn.request("GET", "/api/ai/x", headers={"Host": "i15.test"})
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["app"] == "flask"
+        plain = http.client.HTTPConnection("127.0.0.1", RH.listen, timeout=5)
+        plain.request("GET", "/api/ai/x", headers={"Host": "i15.test"})
+        assert plain.getresponse().status == 301
+        back = fab(helper_only, RH, AppRepo(tmp_path / "again"))  # TLS off again: plain HTTP serves the apps
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert get(RH.url("/api/ai/x"))[0] == 200
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
