@@ -266,3 +266,20 @@ def plan_gunicorn_conf(port: int, timeout: int) -> str:
         f"timeout = {timeout}\n"
         'wsgi_app = "app:create_app()"    # the create_app() factory in app.py\n'
     )
+
+
+ROOT_STATE = "/var/lib/signalcraft-deploy"
+
+
+def forget_sites_script(*sites: str) -> str:
+    """Shell (the sandbox user, full sudo) that drops the root helper's records of sites a benchmark removed behind the
+    tool's back: their claims, and the stock default site one of them parked (linked again)."""
+    claims = " ".join(shlex.quote(f"{ROOT_STATE}/sites/{s.rsplit('/', 2)[-2]}--{s.rsplit('/', 1)[-1]}.json")
+                      for s in sites if s)
+    parked, names = f"{ROOT_STATE}/parked-default.json", json.dumps([s for s in sites if s])
+    relink = ("import json, os, sys; p = json.load(open(sys.argv[1]))\n"
+              "if p.get('site') in json.loads(sys.argv[2]):\n"
+              "    os.path.lexists('/etc/nginx/sites-enabled/default') or os.symlink(p['target'], "
+              "'/etc/nginx/sites-enabled/default')\n    os.remove(sys.argv[1])")
+    return (f"sudo -n rm -f {claims}; sudo -n test -e {parked} && "
+            f"sudo -n python3 -c {shlex.quote(relink)} {parked} {shlex.quote(names)}; true")

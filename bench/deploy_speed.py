@@ -63,7 +63,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import plan_gunicorn_conf
+from bench.common import forget_sites_script, plan_gunicorn_conf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO_ROOT / "examples" / "signalcraft"
@@ -574,7 +574,6 @@ def cleanup(sb: Sandbox) -> None:
 def _cleanup(sb: Sandbox) -> None:
     root, site = TOOL["DEPLOY_ROOT"], TOOL["NGINX_SITE"]
     link = "/etc/nginx/sites-enabled/" + site.rsplit("/", 1)[-1]
-    parked = f"{root}/.deploy/nginx-default-site.link"
     script = "\n".join(
         [f"pm2 delete {name} >/dev/null 2>&1 || true" for name in TOOL_APPS + PLAN_APPS]
         + [
@@ -582,8 +581,7 @@ def _cleanup(sb: Sandbox) -> None:
             'logs="${PM2_HOME:-$HOME/.pm2}/logs"',
             "rm -f " + " ".join(f'"$logs"/{name}-out*.log "$logs"/{name}-error*.log' for name in TOOL_APPS + PLAN_APPS),
             f"sudo -n rm -f {link} {site} {site}.signalcraft-prev {site}.signalcraft-tmpprev {site}.signalcraft-tmp",
-            f"if [ -s {parked} ] && [ ! -e /etc/nginx/sites-enabled/default ]; then "
-            f'sudo -n ln -s "$(cat {parked})" /etc/nginx/sites-enabled/default; fi',
+            forget_sites_script(site),
             "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
             f"rm -rf {root} {PLAN_DIR} {PLAN_ORIGIN}",
         ]

@@ -56,6 +56,7 @@ from bench.common import (
     BenchError,
     Sandbox,
     Stamped,
+    forget_sites_script,
     get,
     load_sandbox,
     plan_gunicorn_conf,
@@ -993,7 +994,6 @@ def cleanup_takeover(sandbox: Sandbox, tk: TakeoverSettings) -> None:
     a = tk.app_name
     apps = [f"{a}-python", f"{a}-nodejs", f"{a}-python-handover", f"{a}-nodejs-handover", f"{a}-python-trial",
             f"{a}-nodejs-trial", p.python_app, p.node_app]
-    parked = f"{tk.deploy_root}/.deploy/nginx-default-site.link"
     sites = [tk.site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp", ".locations")]
     sites += [tk.tool.nginx_link, p.site, p.link]
     script = "\n".join(
@@ -1002,8 +1002,7 @@ def cleanup_takeover(sandbox: Sandbox, tk: TakeoverSettings) -> None:
         + ["i=0; while [ $i -lt 50 ] && [ -n \"$(" + bare_pids_script(tk.old_dir) + "; " + bare_pids_script(p.directory)
            + ")\" ]; do sleep 0.1; i=$((i+1)); done",
            f"for pid in $({bare_pids_script(tk.old_dir)}; {bare_pids_script(p.directory)}); do kill -9 $pid; done",
-           f"if [ -s {parked} ] && [ ! -e /etc/nginx/sites-enabled/default ]; then "
-           f"sudo -n ln -s \"$(cat {parked})\" /etc/nginx/sites-enabled/default; fi",
+           forget_sites_script(tk.site),
            "sudo -n rm -f " + " ".join(sites),
            f"sudo -n rm -rf {shlex.quote(tk.cert_dir)}",
            "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
@@ -1185,13 +1184,11 @@ def cleanup(sandbox: Sandbox, tool: ToolSettings, plan: PlanSettings) -> None:
     apps = [f"{tool.app_name}-python", f"{tool.app_name}-nodejs", f"{tool.app_name}-python-handover",
             f"{tool.app_name}-nodejs-handover", f"{tool.app_name}-python-trial", f"{tool.app_name}-nodejs-trial",
             plan.python_app, plan.node_app]
-    parked = f"{tool.deploy_root}/.deploy/nginx-default-site.link"
     sites = [tool.nginx_site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp")]
     sites += [tool.nginx_link, plan.site, plan.link]
     script = "\n".join(
         [f"pm2 delete {a} >/dev/null 2>&1 || true" for a in apps]
-        + [f"if [ -s {parked} ] && [ ! -e /etc/nginx/sites-enabled/default ]; then "
-           f"sudo -n ln -s \"$(cat {parked})\" /etc/nginx/sites-enabled/default; fi",
+        + [forget_sites_script(tool.nginx_site),
            "sudo -n rm -f " + " ".join(s for s in sites if s),
            "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
            f"rm -rf {tool.deploy_root} {plan.directory} {plan.origin}",

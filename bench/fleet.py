@@ -62,7 +62,8 @@ def on_host(k: int, cmd: str, user: str = "ubuntu") -> str:
 
 def wipe(k: int) -> None:
     on_host(k, "pm2 kill >/dev/null 2>&1; rm -rf ~/signalcraft ~/.pm2")
-    on_host(k, "rm -f /etc/nginx/sites-enabled/signalcraft /etc/nginx/sites-available/signalcraft*; "
+    on_host(k, "rm -f /etc/nginx/sites-enabled/signalcraft /etc/nginx/sites-available/signalcraft* "
+            "/var/lib/signalcraft-deploy/sites/* /var/lib/signalcraft-deploy/parked-default.json; "
             "ln -sfn /etc/nginx/sites-available/default /etc/nginx/sites-enabled/default; nginx -s reload", user="root")
 
 
