@@ -58,7 +58,7 @@ def refused(d: Any) -> None:
 def test_a_description_the_tool_makes_passes_unchanged() -> None:
     assert check(desc()) == GOOD
     assert check(desc(tls=None, body_size="", server_name="_", site="/etc/nginx/conf.d/shop.conf")) is not None
-    assert GOOD["upstream"] == "shop_" + hashlib.sha256(GOOD["site"].encode()).hexdigest()[:8]
+    assert GOOD["upstream"] == "shop_" + hashlib.sha256(GOOD["site"].encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- check: everything outside the tool's own values
@@ -449,7 +449,7 @@ def test_two_site_files_never_share_an_extras_file_nor_upstream_names(names: lis
     assert extras_path(sites[0]) != extras_path(sites[1])
     assert upstream_for(sites[0]) != upstream_for(sites[1])
     for site in sites:
-        assert re.fullmatch(r"[a-z0-9_]{1,24}_[0-9a-f]{8}", upstream_for(site))
+        assert re.fullmatch(r"[a-z0-9_]{1,24}_[0-9a-f]{16}", upstream_for(site))
 
 
 def test_a_description_with_another_sites_upstream_stem_is_refused() -> None:
