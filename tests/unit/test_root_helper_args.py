@@ -35,6 +35,8 @@ from signalcraft_deploy.remote import nginx_site, program, source
 from signalcraft_deploy.remote import root_helper as rh
 
 SITE = "/etc/nginx/sites-available/shop"
+RUN_ARGV = rh.run_argv  # the real ones (Host replaces them)
+TEST_PASSES = rh.test_passes
 A = os.getuid()  # the user that installs first (its own processes are the ones a takeover may touch)
 B = 65534  # another deploy user (nobody)
 X, Y = "/srv/shop/.deploy", "/srv/other/.deploy"  # two deploy roots: names only, root never opens them
@@ -309,6 +311,7 @@ class Host:
         self.dump = ""
         # what `ss -ltnpH` shows: pid -> the addresses it listens on (this test's process serves FOREIGN's upstream)
         self.listening: dict[int, set[str]] = {os.getpid(): {"127.0.0.1:8001"}}
+        self.ss_more: list[str] = []  # more lines of `ss -ltnpH`, as written (another program's sockets)
         monkeypatch.setattr(rh, "run_argv", self._run)
         monkeypatch.setattr(sys, "path", list(sys.path))  # crossplane() puts LIB first
         monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
@@ -334,7 +337,7 @@ class Host:
         self.ran.append(argv)
         if argv == ["ss", "-ltnpH"]:
             lines = [f'LISTEN 0      511    {local}    0.0.0.0:*    users:(("server",pid={pid},fd=7))'
-                     for pid, addresses in self.listening.items() for local in sorted(addresses)]
+                     for pid, addresses in self.listening.items() for local in sorted(addresses)] + self.ss_more
             return subprocess.CompletedProcess(argv, 0, stdout="\n".join(lines) + "\n", stderr="")
         if capture:
             return subprocess.CompletedProcess(argv, 0, stdout=self.dump, stderr="")
@@ -1167,6 +1170,368 @@ def test_the_reload_marker_must_be_on_an_address_of_this_host(url: str, ok: bool
         with pytest.raises(rh.Refused, match="not on an address of this host"):
             rh.reload_spec(json.dumps(spec))
 
+
+
+# ----------------------------------------------------------------------------- the second review, seen by an attacker
+
+
+def without_lock(files: dict[str, Any]) -> dict[str, Any]:
+    return {path: value for path, value in files.items() if not path.endswith("/.lock")}
+
+
+def main_as_root(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
+    as_root(monkeypatch)
+    try:
+        return rh.main(argv)
+    finally:
+        release_lock()
+
+
+# H1. a takeover writes over or removes only the file takeover-record saw
+
+
+def test_a_record_made_for_an_absent_site_neither_overwrites_nor_removes_an_admins_file_made_there_since(host: Host) -> None:
+    assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
+    assert rh.takeover_meta(X, host.site)["digest"] is None and rh.takeover_meta(X, host.site)["site_existed"] is False
+    Path(host.site).write_text(FOREIGN)  # the admin's own site, written after the record
+    rh.state_folder("sites")
+    before = snapshot(host)
+    with pytest.raises(rh.Refused, match="changed since takeover-record saw it"):
+        host.install(mode="takeover", server_name="shop.example.com")
+    assert snapshot(host) == before
+    assert host.install(server_name="shop.example.com") == 66  # nor without the takeover: not ours
+    assert snapshot(host) == before
+    with pytest.raises(rh.Refused, match="changed since takeover-record saw it"):  # would remove the admin's file
+        rh.v_takeover_restore([X, host.site, "nginx -t"])
+    assert snapshot(host) == before and Path(host.site).read_text() == FOREIGN and host.tests == []
+
+
+def test_a_recorded_admins_site_changed_since_is_neither_overwritten_nor_put_back(host: Host) -> None:
+    Path(host.site).write_text(FOREIGN)
+    assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
+    assert rh.takeover_meta(X, host.site)["digest"] == hashlib.sha256(FOREIGN.encode()).hexdigest()
+    changed = FOREIGN.replace("/srv/static/", "/srv/static2/")  # the admin edits it after the record
+    Path(host.site).write_text(changed)
+    rh.state_folder("sites")
+    before = snapshot(host)
+    with pytest.raises(rh.Refused, match="changed since takeover-record saw it"):
+        host.install(mode="takeover", server_name="shop.example.com")
+    with pytest.raises(rh.Refused, match="changed since takeover-record saw it"):
+        rh.v_takeover_restore([X, host.site, "nginx -t"])
+    assert snapshot(host) == before and Path(host.site).read_text() == changed
+
+
+def test_after_a_takeover_an_admins_file_put_in_place_of_ours_is_not_written_over_by_the_restore(host: Host) -> None:
+    assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0  # absent when recorded
+    assert host.install(mode="takeover", server_name="shop.example.com") == 0  # ours since: still a takeover's
+    assert host.install(mode="takeover", server_name="shop.example.com", routes=["v2"]) == 0
+    Path(host.site).write_text(FOREIGN)  # the admin replaces our file with its own; our claim is still there
+    before = snapshot(host)
+    with pytest.raises(rh.Refused, match="changed since takeover-record saw it"):
+        rh.v_takeover_restore([X, host.site, "nginx -t"])
+    with pytest.raises(rh.Refused, match="changed since takeover-record saw it"):
+        host.install(mode="takeover", server_name="shop.example.com")
+    assert snapshot(host) == before and Path(host.site).read_text() == FOREIGN
+
+
+def test_a_takeover_restore_of_a_site_absent_before_drops_our_backup_too(host: Host) -> None:
+    assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
+    assert host.install(mode="takeover", server_name="shop.example.com") == 0
+    assert host.install(mode="takeover", server_name="shop.example.com", routes=["v2"]) == 0
+    assert os.path.exists(host.site + ".signalcraft-prev")
+    assert rh.v_takeover_restore([X, host.site, "nginx -t"]) == 0
+    assert not os.path.lexists(host.site) and not os.path.lexists(host.site + ".signalcraft-prev") and host.claim() is None
+    host.as_user(B)  # the next owner of the name: its rollback removes its own site, never puts A's back
+    assert host.install(state=Y, server_name="blog.example.com") == 0
+    assert rh.v_site_restore([Y, host.site, "nginx -t"]) == 0
+    assert not os.path.lexists(host.site) and host.claim() is None
+
+
+# H2. a site root rendered before is checked again before it is put back
+
+
+def test_site_restore_refuses_a_backup_serving_a_name_another_user_claimed_since(
+        host: Host, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert host.install(server_name="shop.example.com") == 0
+    assert host.install(server_name="www.example.com") == 0  # the backup serves shop.example.com, the claim no more
+    assert "shop.example.com" in Path(host.site + ".signalcraft-prev").read_text()
+    host.as_user(B)
+    blog = str(host.available / "blog")
+    assert host.install(state=Y, site=blog, server_name="shop.example.com") == 0  # free: B takes it
+    host.as_user(A)
+    before = without_lock(snapshot(host))
+    assert main_as_root(monkeypatch, ["site-restore", X, host.site, "nginx -t"]) == 2
+    err = capsys.readouterr().err
+    assert "the server name shop.example.com is served by another user's site" in err and err.count("\n") == 1
+    assert without_lock(snapshot(host)) == before and "www.example.com" in Path(host.site).read_text()
+    assert host.claim()["names"] == ["www.example.com"] and rh.claim_of(blog)["uid"] == B
+    assert host.tests == [["nginx", "-t"]] * 3  # the three installs: the refused restore ran no test
+
+
+def test_site_restore_claims_what_the_backup_serves(host: Host) -> None:
+    assert host.install(server_name="shop.example.com", listen=["8080"]) == 0
+    assert host.install(server_name="www.example.com") == 0
+    assert rh.v_site_restore([X, host.site, "nginx -t"]) == 0
+    claim = host.claim()
+    assert claim["names"] == ["shop.example.com"] and claim["listens"] == [["*", "8080"]]
+    assert claim["upstream_ports"] == ["3000", "8001"]
+    assert host.tests[-1] == ["nginx", "-t"]
+
+
+def test_takeover_restore_refuses_the_callers_own_earlier_site_serving_a_name_claimed_since(host: Host) -> None:
+    assert host.install(server_name="shop.example.com") == 0
+    host.listening = {}  # a site the caller already claims needs no proof
+    assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
+    assert host.install(mode="takeover", server_name="www.example.com") == 0
+    host.as_user(B)
+    blog = str(host.available / "blog")
+    assert host.install(state=Y, site=blog, server_name="shop.example.com") == 0
+    host.as_user(A)
+    before = snapshot(host)
+    with pytest.raises(rh.Refused, match="the server name shop.example.com is served by another user's site"):
+        rh.v_takeover_restore([X, host.site, "nginx -t"])
+    assert snapshot(host) == before and Path(rh.takeover_folder(X), "meta.json").is_file()
+    assert host.claim()["names"] == ["www.example.com"] and rh.claim_of(blog)["uid"] == B
+
+
+# H3. listen addresses, upstream ports and other programs' ports
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.2:80", "[::]:80", "127.0.0.1:80"])
+def test_another_user_listening_on_a_claimed_port_at_another_address_is_refused(host: Host, listen: str) -> None:
+    assert host.install(server_name="shop.example.com") == 0  # *:80
+    before = snapshot(host)
+    host.as_user(B)
+    with pytest.raises(rh.Refused, match="port 80 is served by another user's site on \\*"):
+        host.install(state=Y, site=str(host.available / "evil"), server_name="evil.example.net", listen=[listen])
+    assert snapshot(host) == before
+
+
+def test_a_claimed_specific_address_is_refused_to_another_users_wildcard_on_its_port(host: Host) -> None:
+    assert host.install(server_name="shop.example.com", listen=["127.0.0.2:80"]) == 0
+    host.as_user(B)
+    with pytest.raises(rh.Refused, match="port 80 is served by another user's site on 127.0.0.2"):
+        host.install(state=Y, site=str(host.available / "evil"), server_name="evil.example.net", listen=["80"])
+    assert host.install(state=Y, site=str(host.available / "blog"), server_name="blog.example.net",
+                        listen=["127.0.0.2:80"]) == 0  # the same address: Nginx picks by name
+
+
+@pytest.mark.parametrize("listen", ["8001", "127.0.0.2:8001", "[::1]:3000"])
+def test_another_user_listening_on_a_claimed_sites_upstream_port_is_refused(host: Host, listen: str) -> None:
+    host.listening = {}  # A's servers are down for the moment: only the claim tells
+    assert host.install(server_name="shop.example.com") == 0
+    before = snapshot(host)
+    host.as_user(B)
+    with pytest.raises(rh.Refused, match="is where another user's site sends its requests"):
+        host.install(state=Y, site=str(host.available / "evil"), server_name="evil.example.net", listen=[listen])
+    assert snapshot(host) == before
+
+
+POSTGRES = 'LISTEN 0      244        127.0.0.1:5432      0.0.0.0:*    users:(("postgres",pid=812,fd=6))'
+NGINX_80 = 'LISTEN 0      511          0.0.0.0:80        0.0.0.0:*    users:(("nginx",pid=901,fd=6),("nginx",pid=900,fd=6))'
+
+
+@pytest.mark.parametrize("listen", ["5432", "10.1.2.3:5432", "[::]:5432"])
+def test_a_port_another_program_listens_on_is_refused(host: Host, listen: str) -> None:
+    host.ss_more = [POSTGRES, NGINX_80]
+    rh.state_folder("sites")
+    before = snapshot(host)
+    with pytest.raises(rh.Refused, match="port 5432 is held by a program other than Nginx"):
+        host.install(server_name="shop.example.com", listen=[listen])
+    assert snapshot(host) == before and host.tests == []
+    assert host.install(server_name="shop.example.com", listen=["80"]) == 0  # Nginx's own port is Nginx's
+
+
+# M1. takeover-record: a wildcard listener proves only a local backend; no other user's backend behind the site
+
+
+REMOTE = """server {
+    listen 80;
+    location / {
+        proxy_pass http://10.0.0.7:9000;
+    }
+}
+"""
+
+
+@pytest.mark.skipif(rh.is_local("10.0.0.7"), reason="10.0.0.7 is an address of this host")
+@pytest.mark.parametrize("listening", ["*:9000", "0.0.0.0:9000", "[::]:9000"])
+def test_a_wildcard_listener_does_not_prove_a_remote_backend(host: Host, listening: str) -> None:
+    Path(host.site).write_text(REMOTE)
+    host.listening = {os.getpid(): {listening}}
+    with pytest.raises(rh.Refused, match="does not proxy to a port pid"):
+        rh.v_takeover_record([X, str(os.getpid()), host.site])
+    assert rh.takeover_meta(X, host.site) is None and Path(host.site).read_text() == REMOTE
+
+
+def test_is_local() -> None:
+    assert rh.is_local("127.0.0.1") and rh.is_local("localhost")
+    assert not rh.is_local("192.0.2.1") and not rh.is_local("not an address")
+
+
+TWO_BACKENDS = """server {
+    listen 80;
+    location /app {
+        proxy_pass http://127.0.0.1:8001;
+    }
+    location /admin {
+        proxy_pass http://127.0.0.1:9000;
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("theirs", ["127.0.0.1:9000", "*:9000", "0.0.0.0:9000"])
+def test_takeover_record_refuses_a_site_that_also_proxies_to_another_users_process(
+        host: Host, monkeypatch: pytest.MonkeyPatch, theirs: str) -> None:
+    Path(host.site).write_text(TWO_BACKENDS)
+    other = 4242
+    host.listening = {os.getpid(): {"127.0.0.1:8001"}, other: {theirs}}
+    monkeypatch.setattr(rh, "uid_of", lambda pid: A if pid == os.getpid() else B)
+    with pytest.raises(rh.Refused, match="does not proxy to a port pid"):
+        rh.v_takeover_record([X, str(os.getpid()), host.site])
+    assert rh.takeover_meta(X, host.site) is None and list((host.state / "takeover").rglob("*.json")) == []
+    host.listening = {os.getpid(): {"127.0.0.1:8001", "127.0.0.1:9000"}}  # both the caller's: its site
+    assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
+
+
+# M2. TLS files compared as the files they are
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tls_real accepts only files root owns")
+def test_a_certificate_named_through_another_link_to_the_same_file_is_refused(
+        host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tls = tmp_path / "tls"
+    (tls / "archive").mkdir(parents=True)
+    (tls / "live" / "shop").mkdir(parents=True)
+    (tls / "live" / "evil").mkdir(parents=True)
+    monkeypatch.setattr(nginx_site, "TLS_FOLDERS", (str(tls) + "/",))
+    for name in ("cert1.pem", "key1.pem", "evil-cert.pem", "evil-key.pem"):
+        (tls / "archive" / name).write_text(name)
+    (tls / "live" / "shop" / "fullchain.pem").symlink_to(tls / "archive" / "cert1.pem")
+    (tls / "live" / "shop" / "privkey.pem").symlink_to(tls / "archive" / "key1.pem")
+    mine = {"cert": str(tls / "live" / "shop" / "fullchain.pem"), "key": str(tls / "live" / "shop" / "privkey.pem"),
+            "redirect": False}
+    assert host.install(server_name="shop.example.com", tls=mine) == 0
+    assert host.claim()["tls"] == sorted([str(tls / "archive" / "cert1.pem"), str(tls / "archive" / "key1.pem")])
+    (tls / "live" / "evil" / "cert.pem").symlink_to("../../archive/cert1.pem")  # another name for A's certificate
+    (tls / "live" / "evil" / "key.pem").symlink_to(tls / "archive" / "key1.pem")
+    before = snapshot(host)
+    host.as_user(B)
+    evil = str(host.available / "evil")
+    own_cert, own_key = str(tls / "archive" / "evil-cert.pem"), str(tls / "archive" / "evil-key.pem")
+    for cert, key in ((str(tls / "live" / "evil" / "cert.pem"), own_key), (own_cert, str(tls / "live" / "evil" / "key.pem")),
+                      (str(tls / "archive" / "cert1.pem"), own_key)):
+        with pytest.raises(rh.Refused, match="certificate or key is another user's"):
+            host.install(state=Y, site=evil, server_name="evil.example.net", listen=["8080"], tls_listen=["8443"],
+                         tls={"cert": cert, "key": key, "redirect": False})
+        assert snapshot(host) == before
+    assert host.install(state=Y, site=evil, server_name="evil.example.net", listen=["8080"], tls_listen=["8443"],
+                        tls={"cert": own_cert, "key": own_key, "redirect": False}) == 0
+
+
+# M3. a refusal part way undoes what was changed
+
+
+def test_a_refusal_part_way_through_a_first_install_leaves_every_file_as_it_was(host: Host, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere-default"
+    elsewhere.write_text("server {\n listen 80 default_server;\n}\n")
+    (host.available / "default").symlink_to(elsewhere)  # the stock default is a link: park_default will not read it
+    host.default_link.symlink_to(host.available / "default")
+    rh.state_folder("sites")
+    before = snapshot(host)
+    with pytest.raises(rh.Refused, match="cannot be read as a plain file"):
+        host.install()  # the default server: after the site, its claim and its link were written
+    assert snapshot(host) == before and host.claim() is None and host.tests == []
+    assert not os.path.lexists(host.site) and not os.path.lexists(host.enabled / "shop")
+
+
+def test_a_refusal_part_way_through_a_second_install_puts_the_first_back(host: Host, tmp_path: Path) -> None:
+    assert host.install(server_name="shop.example.com") == 0
+    elsewhere = tmp_path / "elsewhere-default"
+    elsewhere.write_text("server {\n listen 80 default_server;\n}\n")
+    (host.available / "default").symlink_to(elsewhere)
+    host.default_link.symlink_to(host.available / "default")
+    before = snapshot(host)
+    with pytest.raises(rh.Refused, match="cannot be read as a plain file"):
+        host.install()
+    assert snapshot(host) == before and not os.path.lexists(host.site + ".signalcraft-prev")
+    assert host.claim()["names"] == ["shop.example.com"]
+
+
+def test_a_refusal_part_way_through_main_is_one_line_exit_2_and_undone(
+        host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (host.available / "default").symlink_to(tmp_path / "anything")
+    host.default_link.symlink_to(host.available / "default")
+    rh.state_folder("sites")
+    before = without_lock(snapshot(host))
+    host.stdin(json.dumps(host.desc()))
+    assert main_as_root(monkeypatch, ["site-install", X, "backup", "guard", "nginx -t"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and without_lock(snapshot(host)) == before
+
+
+# L1. what nginx -t says, whatever its bytes
+
+
+def test_non_utf8_bytes_in_the_tests_output_still_undo_a_failed_install(
+        host: Host, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    host.stock_default()
+    rh.state_folder("sites")
+    before = snapshot(host)
+    monkeypatch.setattr(rh, "test_passes", TEST_PASSES)
+    said = "import sys; sys.stderr.buffer.write(b'nginx: [emerg] unknown \\xff\\xfe\\x80 in /etc/nginx\\n'); sys.exit(1)"
+    monkeypatch.setattr(rh, "nginx_test", lambda test: RUN_ARGV([sys.executable, "-c", said], capture=True))
+    assert host.install() == 65
+    assert snapshot(host) == before and host.claim() is None and rh.parked() is None
+    assert "nginx: [emerg] unknown \ufffd\ufffd\ufffd in /etc/nginx" in capsys.readouterr().err
+
+
+def test_non_utf8_bytes_beside_a_conflicting_name_warning_still_fail_the_install(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    rh.state_folder("sites")
+    before = snapshot(host)
+    monkeypatch.setattr(rh, "test_passes", TEST_PASSES)
+    said = ("import sys; sys.stderr.buffer.write(b'nginx: [warn] \\xff conflicting server name \"shop.example.com\" "
+            "on 0.0.0.0:80, ignored\\n')")
+    monkeypatch.setattr(rh, "nginx_test", lambda test: RUN_ARGV([sys.executable, "-c", said], capture=True))
+    assert host.install(server_name="shop.example.com") == 65
+    assert snapshot(host) == before
+
+
+# L3. a wildcard over a whole top-level domain
+
+
+@pytest.mark.parametrize("name", ["*.com", "*.com.", "shop.example.com *.org", "*.COM"])
+def test_a_wildcard_over_a_top_level_domain_is_refused_before_any_claim_is_read(host: Host, name: str) -> None:
+    with pytest.raises(rh.Refused, match="a wildcard over a whole top-level domain"):
+        host.install(server_name=name)
+    assert host.ran == [] and not os.path.lexists(host.site)
+
+
+# bugs found: strict xfails
+
+
+@pytest.mark.xfail(strict=True, reason="check_facts compares each listen address with the whole set of the other "
+                                       "site's addresses on that port: two sites on both 80 and [::]:80 never coexist")
+def test_two_users_both_serving_ipv4_and_ipv6_on_port_80_coexist_by_name(host: Host) -> None:
+    assert host.install(server_name="shop.example.com", listen=["80", "[::]:80"]) == 0
+    host.as_user(B)
+    assert host.install(state=Y, site=str(host.available / "blog"), server_name="blog.example.net",
+                        listen=["80", "[::]:80"]) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="ports are compared as strings: Nginx reads listen 127.0.0.2:080 as port 80, "
+                                       "check_facts sees port '080', which no claim and no ss line holds")
+@pytest.mark.parametrize("listen", ["127.0.0.2:080", "[::]:080", "08001", "05432"])
+def test_a_port_spelled_with_a_leading_zero_is_the_same_port(host: Host, listen: str) -> None:
+    host.listening = {}
+    host.ss_more = [POSTGRES]
+    assert host.install(server_name="shop.example.com") == 0  # *:80, upstream 8001
+    before = snapshot(host)
+    host.as_user(B)
+    with pytest.raises(rh.Refused):
+        host.install(state=Y, site=str(host.available / "evil"), server_name="evil.example.net", listen=[listen])
+    assert snapshot(host) == before
 
 
 # ----------------------------------------------------------------------------- host/root.py
