@@ -163,6 +163,37 @@ def test_server_names_that_are_not_plain_host_names_are_refused(value: str) -> N
     refused(desc(server_name=value))
 
 
+@pytest.mark.parametrize("value", ["*.com", "*.com.", "*.COM", "*.org", "shop.example.com *.net", "*.localhost"])
+def test_a_leading_wildcard_over_a_whole_top_level_domain_is_refused(value: str) -> None:
+    """`*.com` would match every name under .com: another user's names too, before any claim is read."""
+    with pytest.raises(BadSite, match="a wildcard over a whole top-level domain"):
+        check(desc(server_name=value))
+    refused(desc(server_name=value))
+
+
+@pytest.mark.parametrize("value", ["*.example.com", "*.example.com.", "*.shop.example.com", "example.*", "com",
+                                   "shop.example.com *.example.org"])
+def test_a_wildcard_under_a_domain_or_over_its_ending_is_accepted(value: str) -> None:
+    assert check(desc(server_name=value))["server_name"] == value
+
+
+@given(st.from_regex(nginx_site.HOST_NAME, fullmatch=True))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_no_accepted_leading_wildcard_covers_a_whole_top_level_domain(name: str) -> None:
+    try:
+        check(desc(server_name=name))
+    except BadSite:
+        return
+    if name.startswith("*."):
+        assert "." in name[2:].rstrip("."), name
+
+
+def test_upstream_names_carry_16_hex_digits_of_the_sites_path() -> None:
+    for site in ("/etc/nginx/sites-available/shop", "/etc/nginx/conf.d/shop.conf", "/etc/nginx/sites-available/1shop"):
+        stem, digest = upstream_for(site).rsplit("_", 1)
+        assert digest == hashlib.sha256(site.encode()).hexdigest()[:16] and stem[:1].isalpha()
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("upstream", "Shop"), ("upstream", "shop-x"), ("upstream", "1shop"), ("upstream", "a" * 41), ("upstream", ""),
     ("upstream", "shop"),  # the stem the old checks accepted: not the site's own any more

@@ -1520,6 +1520,32 @@ def test_two_users_both_serving_ipv4_and_ipv6_on_port_80_coexist_by_name(host: H
                         listen=["80", "[::]:80"]) == 0
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="tls_real accepts only files root owns")
+@pytest.mark.xfail(strict=True, reason="a claim keeps only the files a certificate path resolved to at install: after "
+                                       "certbot's renewal points live/ at new archive files, another user naming the "
+                                       "same live/ path is no longer refused (before M2 the path itself was compared)")
+def test_a_certificate_renewed_since_the_claim_is_still_refused_to_another_user_by_the_same_path(
+        host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tls = tmp_path / "tls"
+    (tls / "archive").mkdir(parents=True)
+    (tls / "live").mkdir()
+    monkeypatch.setattr(nginx_site, "TLS_FOLDERS", (str(tls) + "/",))
+    for name in ("cert1.pem", "key1.pem", "cert2.pem", "key2.pem"):
+        (tls / "archive" / name).write_text(name)
+    cert, key = tls / "live" / "fullchain.pem", tls / "live" / "privkey.pem"
+    cert.symlink_to(tls / "archive" / "cert1.pem")
+    key.symlink_to(tls / "archive" / "key1.pem")
+    assert host.install(server_name="shop.example.com", tls={"cert": str(cert), "key": str(key), "redirect": False}) == 0
+    cert.unlink()  # certbot renews: live/ now names the second files
+    cert.symlink_to(tls / "archive" / "cert2.pem")
+    key.unlink()
+    key.symlink_to(tls / "archive" / "key2.pem")
+    host.as_user(B)
+    with pytest.raises(rh.Refused, match="certificate or key is another user's"):
+        host.install(state=Y, site=str(host.available / "evil"), server_name="evil.example.net", listen=["8080"],
+                     tls_listen=["8443"], tls={"cert": str(cert), "key": str(key), "redirect": False})
+
+
 @pytest.mark.xfail(strict=True, reason="ports are compared as strings: Nginx reads listen 127.0.0.2:080 as port 80, "
                                        "check_facts sees port '080', which no claim and no ss line holds")
 @pytest.mark.parametrize("listen", ["127.0.0.2:080", "[::]:080", "08001", "05432"])
