@@ -1546,6 +1546,19 @@ def test_a_certificate_renewed_since_the_claim_is_still_refused_to_another_user_
                      tls_listen=["8443"], tls={"cert": str(cert), "key": str(key), "redirect": False})
 
 
+@pytest.mark.xfail(strict=True, reason="serves_pid follows proxy_pass only: a site that also sends a location to "
+                                       "another user's server by fastcgi_pass, uwsgi_pass or grpc_pass is taken over")
+@pytest.mark.parametrize("directive", ["fastcgi_pass 127.0.0.1:9000", "uwsgi_pass 127.0.0.1:9000",
+                                       "grpc_pass grpc://127.0.0.1:9000", "scgi_pass 127.0.0.1:9000"])
+def test_takeover_record_refuses_a_site_that_also_passes_to_another_users_process_by_another_directive(
+        host: Host, monkeypatch: pytest.MonkeyPatch, directive: str) -> None:
+    Path(host.site).write_text(TWO_BACKENDS.replace("proxy_pass http://127.0.0.1:9000", directive))
+    host.listening = {os.getpid(): {"127.0.0.1:8001"}, 4242: {"127.0.0.1:9000"}}
+    monkeypatch.setattr(rh, "uid_of", lambda pid: A if pid == os.getpid() else B)
+    with pytest.raises(rh.Refused, match="does not proxy to a port pid"):
+        rh.v_takeover_record([X, str(os.getpid()), host.site])
+
+
 @pytest.mark.xfail(strict=True, reason="ports are compared as strings: Nginx reads listen 127.0.0.2:080 as port 80, "
                                        "check_facts sees port '080', which no claim and no ss line holds")
 @pytest.mark.parametrize("listen", ["127.0.0.2:080", "[::]:080", "08001", "05432"])
