@@ -765,6 +765,9 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
                    "set ALLOW_PUBLIC_BIND=true to allow another address)")
     if not v["GUNICORN_HANDOVER_BIND"].is_loopback and not v["ALLOW_PUBLIC_BIND"]:
         raise fail("GUNICORN_HANDOVER_BIND", "a loopback address")
+    if nginx_site.server_name_problem(v["SERVER_NAME"]) and v["SERVER_NAME"]:
+        raise fail("SERVER_NAME", "host names a site may serve: a wildcard needs a domain under a top-level one "
+                   "(*.example.com, not *.com)")
     if v["NGINX_SITE"] is None:
         v["NGINX_SITE"] = f"/etc/nginx/sites-available/{v['APP_NAME']}"  # two apps on a host: two sites
     _check_site(v, fail)

@@ -60,9 +60,9 @@ def check(desc: Any) -> Dict[str, Any]:
             raise BadSite(f"{key} must be a list of 1 to 16 addresses")
         for value in desc[key]:
             _port_of(_word(value, LISTEN, key), key)
-    name = desc["server_name"]
-    if not isinstance(name, str) or not (name == "_" or all(HOST_NAME.fullmatch(n) for n in name.split(" "))):
-        raise BadSite(f"server_name is not '_' or host names separated by single spaces: {name!r}")
+    problem = server_name_problem(desc["server_name"])
+    if problem:
+        raise BadSite(f"server_name: {problem}")
     if not isinstance(desc["routes"], list) or not desc["routes"] or len(desc["routes"]) > 100:
         raise BadSite("routes must be a list of 1 to 100 prefixes")
     for route in desc["routes"]:
@@ -81,6 +81,15 @@ def check(desc: Any) -> Dict[str, Any]:
     return desc
 
 
+def server_name_problem(name: Any) -> "str | None":
+    """Why `name` cannot be a site's server_name (None: it can)."""
+    if not isinstance(name, str) or not (name == "_" or all(HOST_NAME.fullmatch(n) for n in name.split(" "))):
+        return f"not '_' or host names separated by single spaces: {name!r}"
+    if any(n.startswith("*.") and n.rstrip(".").count(".") < 2 for n in name.split(" ")):
+        return f"a wildcard over a whole top-level domain is not a site's: {name!r}"
+    return None
+
+
 def _word(value: Any, pattern: "re.Pattern[str]", what: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise BadSite(f"{what} is not accepted: {value!r}")
@@ -88,8 +97,9 @@ def _word(value: Any, pattern: "re.Pattern[str]", what: str) -> str:
 
 
 def _port_of(value: str, what: str) -> int:
-    port = int(value.rsplit(":", 1)[-1].strip("[]"))
-    if not 1 <= port <= 65535:
+    digits = value.rsplit(":", 1)[-1].strip("[]")
+    port = int(digits)
+    if not 1 <= port <= 65535 or digits != str(port):  # `080` is port 80 to Nginx: one spelling per port
         raise BadSite(f"{what}: a port from 1 to 65535, not {value!r}")
     return port
 
@@ -129,7 +139,7 @@ def upstream_for(site: str) -> str:
     name = re.sub(r"[^a-z0-9_]", "_", os.path.basename(site).lower())[:24]
     if not name[:1].isalpha():
         name = ("site_" + name)[:24]  # `$1shop_conn` would be the capture $1 and text: a name starts with a letter
-    return f"{name}_{hashlib.sha256(site.encode()).hexdigest()[:8]}"
+    return f"{name}_{hashlib.sha256(site.encode()).hexdigest()[:16]}"
 
 
 def routes_regex(routes: List[str]) -> str:

@@ -177,7 +177,10 @@ def tls_spec(text: str) -> str:
 def tls_real(path: str, what: str) -> str:
     """The file a certificate path resolves to (certbot's live/ names are links into archive/): still in root's
     TLS folders, a regular file root owns. A missing file is passed on as it is, for tls_check.py to name."""
-    real = tls_file(os.path.realpath(path), what)
+    try:
+        real = tls_file(os.path.realpath(path), what)
+    except BadSite as err:
+        raise Refused(str(err)) from None
     try:
         info = os.lstat(real)
     except FileNotFoundError:
@@ -324,11 +327,48 @@ def not_others(site: str) -> None:
         raise Refused(f"{site} belongs to another user")
 
 
-def claim_text(site: str, state: str, desc: dict) -> bytes:
-    """The claim of a site: who installed it from which deploy root, and the names and TLS files it serves."""
-    names = sorted(set(desc["server_name"].lower().split(" ")) - {"_"})
-    files = sorted([desc["tls"]["cert"], desc["tls"]["key"]]) if desc["tls"] else []
-    return json.dumps({**owner_key(caller(), state), "site": site, "names": names, "tls": files}).encode()
+def listen_of(value: str) -> tuple:
+    """(address, port) of a listen address as Nginx reads it: a bare port is every IPv4 address."""
+    if re.fullmatch(r"[0-9]+", value):
+        return "*", str(int(value))
+    host, _, port = value.rpartition(":")
+    return ("*" if host in ("*", "0.0.0.0") else host), str(int(port))
+
+
+def desc_facts(desc: dict) -> dict:
+    """What a site described serves: its names, TLS files (resolved), listen addresses and upstream ports."""
+    tls = desc["tls"]
+    return {"names": sorted(set(desc["server_name"].lower().split(" ")) - {"_"}),
+            # as named and as resolved: a renewal moves certbot's links to new files, the names stay
+            "tls": sorted({p for k in ("cert", "key") for p in (tls[k], tls_real(tls[k], k))}) if tls else [],
+            "listens": sorted({listen_of(a) for a in desc["listen"] + (desc["tls_listen"] if tls else [])}),
+            "upstream_ports": sorted({str(int(desc[k].rsplit(":", 1)[-1])) for k in ("python", "node")})}
+
+
+def text_facts(path: str) -> dict:
+    """The same facts, read with crossplane from a site's file (one root wrote before: a backup, root's copy)."""
+    names, files, listens, ports = set(), set(), set(), set()
+
+    def walk(block: list) -> None:
+        for d in block:
+            args = d.get("args", [])
+            if d["directive"] == "server_name":
+                names.update(a.lower() for a in args if a != "_")
+            elif d["directive"] in ("ssl_certificate", "ssl_certificate_key") and args:
+                files.update({args[0], tls_real(args[0], d["directive"])} if args[0].startswith("/") else {args[0]})
+            elif d["directive"] == "listen" and args:
+                listens.add(listen_of(args[0]))
+            elif d["directive"] == "server" and args and re.fullmatch(r".+:[0-9]+", args[0]):
+                ports.add(str(int(args[0].rsplit(":", 1)[-1])))
+            walk(d.get("block", []))
+
+    walk(parse_site(path))
+    return {"names": sorted(names), "tls": sorted(files), "listens": sorted(listens), "upstream_ports": sorted(ports)}
+
+
+def claim_text(site: str, state: str, facts: dict) -> bytes:
+    """The claim of a site: who installed it from which deploy root, and what it serves."""
+    return json.dumps({**owner_key(caller(), state), "site": site, **facts}).encode()
 
 
 def other_claims(site: str) -> list:
@@ -347,17 +387,42 @@ def names_overlap(a: str, b: str) -> bool:
     return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
 
 
-def check_names_and_files(site: str, desc: dict) -> None:
-    """Refused if another user's site serves one of these names, or uses one of these certificate or key files."""
-    mine = json.loads(claim_text(site, "-", desc))
+def check_facts(site: str, facts: dict) -> None:
+    """Refused if the site would serve what another user's site serves: an overlapping name, the same certificate or
+    key file, its port on another address (Nginx picks the server by address before name: the more specific address
+    takes every request to it), a port it proxies to; or a port a program other than Nginx listens on."""
     for other in other_claims(site):
         if other.get("uid") == caller().pw_uid:
             continue
-        for name in mine["names"]:
+        for name in facts["names"]:
             if any(names_overlap(name, theirs) for theirs in other.get("names", [])):
                 raise Refused(f"the server name {name} is served by another user's site: not yours to serve")
-        if set(mine["tls"]) & set(other.get("tls", [])):
+        if set(facts["tls"]) & set(other.get("tls", [])):
             raise Refused("the certificate or key is another user's site's: not yours to serve")
+        for address, port in facts["listens"]:
+            theirs = {a for a, p in (tuple(x) for x in other.get("listens", [])) if p == port}
+            if theirs and address not in theirs:
+                raise Refused(f"port {port} is served by another user's site on {sorted(theirs)[0]}: listen there too, "
+                              "or on a port of your own")
+            if port in other.get("upstream_ports", []):
+                raise Refused(f"port {port} is where another user's site sends its requests: not yours to listen on")
+    held = {p for p, names in listeners().items() if any(n != "nginx" for n in names)}
+    for _, port in facts["listens"]:
+        if port in held:
+            raise Refused(f"port {port} is held by a program other than Nginx: choose another listen port")
+
+
+def listeners() -> dict:
+    """{port: {process names}} of this host's listening TCP sockets."""
+    done = run_argv(["ss", "-ltnpH"], capture=True)
+    out: dict = {}
+    for line in ("" if isinstance(done, int) else done.stdout).splitlines():
+        parts = line.split()
+        if len(parts) > 3:
+            port = parts[3].rsplit(":", 1)[-1]
+            if port.isdigit():
+                out.setdefault(str(int(port)), set()).update(re.findall(r'\("([^"]*)"', line))
+    return out
 
 
 LOCK = ".lock"
@@ -379,6 +444,13 @@ class Changes:
 
     def __init__(self) -> None:
         self.saved: dict = {}
+
+    def __enter__(self) -> "Changes":
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is not None:  # a refusal or failure part way: nothing untested stays
+            self.undo()
 
     def keep(self, path: str) -> None:
         if path in self.saved:
@@ -460,7 +532,8 @@ def run_lib(name: str, *args: str) -> int:
 
 def run_argv(argv: list, capture: bool = False) -> "int | subprocess.CompletedProcess":
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=capture, text=True, timeout=CHILD_TIMEOUT)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=capture, text=True, errors="replace",
+                              timeout=CHILD_TIMEOUT)
     except OSError as err:
         print(f"signalcraft-root: {argv[0]}: {err.strerror}", file=sys.stderr)
         return 127
@@ -589,28 +662,40 @@ def v_site_install(args: list) -> int:
     desc = site_description(read_stdin())
     site = desc["site"]
     must_own(site, state, may_claim=True)
-    check_names_and_files(site, desc)
+    facts = desc_facts(desc)
+    check_facts(site, facts)
     old = read_regular(site)
-    if takeover and takeover_meta(state, site) is None:
-        raise Refused(f"a takeover may write over {site} only after takeover-record saved it")
+    if takeover:
+        still_as_recorded(state, site, old)
     if old is not None and not ours(old) and not takeover:
         print(f"{site} exists and was not written by signalcraft-deploy", file=sys.stderr)
         return 66
     link = link_of(site)
     if link and os.path.lexists(link) and not is_link_to(link, site):
         raise Refused(f"{link} exists and is not the link to {site}: move it away")
-    changes = Changes()
-    if old is not None and backup:
-        changes.write(site + ".signalcraft-prev", old, 0o640)
-    changes.write(claim_path(site), claim_text(site, state, desc), 0o600)
-    changes.write(site, render(desc).encode(), 0o640)
-    if link and not os.path.lexists(link):
-        changes.link(link, site)
-    if link and desc["server_name"] == "_":
-        park_default(changes, site, desc)
-    else:
-        unpark(changes, site)  # a site that was the default server and is no longer
-    return changes.tested(test, json.loads(claim_text(site, state, desc))["names"])
+    with Changes() as changes:
+        if old is not None and backup:
+            changes.write(site + ".signalcraft-prev", old, 0o640)
+        changes.write(claim_path(site), claim_text(site, state, facts), 0o600)
+        changes.write(site, render(desc).encode(), 0o640)
+        if link and not os.path.lexists(link):
+            changes.link(link, site)
+        if link and desc["server_name"] == "_":
+            park_default(changes, site, desc)
+        else:
+            unpark(changes, site)  # a site that was the default server and is no longer
+        return changes.tested(test, facts["names"])
+
+
+def still_as_recorded(state: str, site: str, now: "bytes | None") -> None:
+    """A takeover writes over (or removes) only the file takeover-record saw, or the caller's own site since."""
+    meta = takeover_meta(state, site)
+    if meta is None:
+        raise Refused(f"a takeover of {site} needs takeover-record first")
+    mine = (claim_of(site) or {}).get("uid") == caller().pw_uid
+    seen = hashlib.sha256(now).hexdigest() if now is not None else None
+    if seen != meta.get("digest") and not (mine and ours(now)):
+        raise Refused(f"{site} changed since takeover-record saw it: not the site that was taken over")
 
 
 def is_link_to(link: str, site: str) -> bool:
@@ -655,19 +740,29 @@ def v_site_restore(args: list) -> int:
     state, site = state_name(args[0]), a_site(args[1])
     test = command(args[2], TEST_RE, "the test command")
     must_own(site, state)
-    changes = Changes()
     prev = read_regular(site + ".signalcraft-prev")
-    if prev is not None:
-        changes.write(site, prev, 0o640)
-    else:
-        remove_site(changes, site)
-    return changes.tested(test)
+    with Changes() as changes:
+        if prev is None:
+            remove_site(changes, site)
+            return changes.tested(test)
+        return put_back_ours(changes, site, state, prev, 0o640, test)
+
+
+def put_back_ours(changes: Changes, site: str, state: str, text: bytes, mode: int, test: list) -> int:
+    """Write back a site root rendered before (a backup, root's takeover copy): what it serves is checked against
+    the other users' sites as a new one is, and becomes the claim."""
+    changes.write(site, text, mode)
+    facts = text_facts(site)
+    check_facts(site, facts)
+    changes.write(claim_path(site), claim_text(site, state, facts), 0o600)
+    return changes.tested(test, facts["names"])
 
 
 def remove_site(changes: Changes, site: str) -> None:
     """Our site gone: the file, its link (only a link to it), its kept locations (only ours), a parked stock site
     enabled again, its claim dropped."""
     changes.remove(site)
+    changes.remove(site + ".signalcraft-prev")  # never a later owner's to put back
     link = link_of(site)
     if link and is_link_to(link, site):
         changes.remove(link)
@@ -694,9 +789,9 @@ def v_extras_write(args: list) -> int:
     blocks = kept_locations(os.path.join(takeover_folder(state), "nginx-site"), set(lines))
     header = (f"{HEADER} Location blocks kept from the site it took over (included by its site; "
               "the next takeover's record is what changes them).\n")
-    changes = Changes()
-    changes.write(path, (header + crossplane().build(blocks, indent=4, tabs=False) + "\n").encode(), 0o640)
-    return changes.tested(test)
+    with Changes() as changes:
+        changes.write(path, (header + crossplane().build(blocks, indent=4, tabs=False) + "\n").encode(), 0o640)
+        return changes.tested(test)
 
 
 def parse_site(path: str) -> list:
@@ -716,27 +811,47 @@ def kept_locations(copy: str, lines: set) -> list:
 
 
 def host_port(address: str) -> tuple:
-    """(host, port) of HOST:PORT or [IPv6]:PORT."""
+    """(host, port) of HOST:PORT or [IPv6]:PORT, the port as a plain number (`08001` is 8001 to Nginx)."""
     host, _, port = address.rpartition(":")
-    return host.strip("[]"), port
+    return host.strip("[]"), (str(int(port)) if port.isdigit() else port)
+
+
+PASSES = ("proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass")
 
 
 def proxied_addresses(block: list, upstreams: dict) -> set:
     """The (host, port) a site's proxy_pass lines send to (through its upstream blocks too)."""
     found = set()
     for d in block:
-        if d["directive"] == "proxy_pass" and d.get("args"):
+        if d["directive"] in PASSES and d.get("args"):
             where = re.sub(r"^[a-z]+://", "", d["args"][0]).split("/", 1)[0]
             found |= upstreams.get(where, {host_port(where)} if ":" in where else set())
         found |= proxied_addresses(d.get("block", []), upstreams)
     return found
 
 
-def listening_addresses(pid: int) -> set:
+def listening_sockets() -> list:
+    """[(host, port, pids)] of this host's listening TCP sockets."""
     done = run_argv(["ss", "-ltnpH"], capture=True)
     out = "" if isinstance(done, int) else done.stdout
-    return {host_port(line.split()[3]) for line in out.splitlines()
-            if re.search(rf"pid={pid},", line) and len(line.split()) > 3}
+    return [(*host_port(line.split()[3]), {int(p) for p in re.findall(r"pid=([0-9]+)", line)})
+            for line in out.splitlines() if len(line.split()) > 3]
+
+
+def listening_addresses(pid: int) -> set:
+    return {(host, port) for host, port, pids in listening_sockets() if pid in pids}
+
+
+def is_local(host: str) -> bool:
+    """An address of this host's own (loopback, localhost, or one its interfaces hold)."""
+    if host == "localhost":
+        return True
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 ANY_ADDRESS = ("0.0.0.0", "*", "::")
@@ -748,9 +863,28 @@ def serves_pid(copy: str, pid: int) -> bool:
     parsed = parse_site(copy)
     upstreams = {d["args"][0]: {host_port(s["args"][0]) for s in d.get("block", []) if s["directive"] == "server"}
                  for d in parsed if d["directive"] == "upstream" and d.get("args")}
-    listening = listening_addresses(pid)
-    return any(port == lport and (host == lhost or lhost in ANY_ADDRESS or (host == "localhost" and lhost in LOOPBACKS))
-               for host, port in proxied_addresses(parsed, upstreams) for lhost, lport in listening)
+    proxied = proxied_addresses(parsed, upstreams)
+    for host, port, pids in listening_sockets():  # a site that also proxies to another user's server is not the caller's
+        if any(reaches(target, (host, port)) for target in proxied) and any(uid_of(p) != caller().pw_uid for p in pids):
+            return False
+    return any(reaches(target, held) for target in proxied for held in listening_addresses(pid))
+
+
+def reaches(target: tuple, held: tuple) -> bool:
+    """Whether a proxy_pass to `target` (host, port) lands on a socket listening at `held` on this host."""
+    (host, port), (lhost, lport) = target, held
+    if port != lport:
+        return False
+    if host == lhost or (host == "localhost" and lhost in LOOPBACKS):
+        return True
+    return lhost in ANY_ADDRESS and is_local(host)
+
+
+def uid_of(pid: int) -> int:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
 
 
 LOOPBACKS = ("127.0.0.1", "::1")  # where `localhost` in a site may send
@@ -801,7 +935,7 @@ def v_takeover_record(args: list) -> int:
                 raise Refused(f"{site} does not proxy to a port pid {pid} listens on: not the site of the server taken over")
         mode = stat.S_IMODE(os.lstat(site).st_mode) if old is not None else 0o640
         meta = {**owner_key(caller(), state), "site": site, "pid": pid, "site_existed": old is not None, "mode": mode,
-                "claim": (claim_of(site) or {}).get("uid") == caller().pw_uid}
+                "digest": hashlib.sha256(old).hexdigest() if old is not None else None}
         write_in(os.path.join(folder, "meta.json"), json.dumps(meta).encode(), 0o600)
     print("recorded")
     return 0
@@ -819,18 +953,22 @@ def v_takeover_restore(args: list) -> int:
         raise Refused(f"no takeover of {site} was recorded for this user and deploy root")
     folder = takeover_folder(state)
     saved = read_regular(os.path.join(folder, "nginx-site"))
-    changes = Changes()
-    if meta.get("site_existed") and saved is not None:
-        changes.write(site, saved, meta.get("mode", 0o640) & 0o644)
-        unpark(changes, site)
-        if not ours(saved):
-            changes.remove(claim_path(site))
-        changes.remove(site + ".signalcraft-prev")
-        if ours(read_regular(extras_path(site))):
-            changes.remove(extras_path(site))
-    else:
-        remove_site(changes, site)
-    code = changes.tested(test)
+    still_as_recorded(state, site, read_regular(site))
+    with Changes() as changes:
+        if not meta.get("site_existed") or saved is None:
+            remove_site(changes, site)
+            code = changes.tested(test)
+        else:
+            unpark(changes, site)
+            changes.remove(site + ".signalcraft-prev")
+            if ours(read_regular(extras_path(site))):
+                changes.remove(extras_path(site))
+            if ours(saved):  # the caller's own site from before: still its own, checked like any
+                code = put_back_ours(changes, site, state, saved, meta.get("mode", 0o640) & 0o644, test)
+            else:
+                changes.write(site, saved, meta.get("mode", 0o640) & 0o644)
+                changes.remove(claim_path(site))
+                code = changes.tested(test)
     if code == 0:
         shutil.rmtree(folder)
     return code

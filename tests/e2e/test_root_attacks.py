@@ -298,6 +298,13 @@ def test_another_users_site_can_be_neither_changed_removed_nor_read(victim, clea
             refused(helper(ATTACKER, "site-install", state(ATTACKER), "backup", "guard", "nginx -t",
                            stdin=description(OWN_SITE, "127.0.0.1:7984", "127.0.0.1:7985", "127.0.0.1:7986",
                                              server_name=name)), "another user's site")
+        # Its own site on the victim's port at another address (Nginx would give it every request to that address),
+        # or listening where the victim's site sends its requests:
+        for listen, says in (("127.0.0.2:7981", "port 7981 is served by another user's site"),
+                             ("[::1]:7981", "port 7981 is served by another user's site"),
+                             ("127.0.0.1:7982", "where another user's site sends its requests")):
+            refused(helper(ATTACKER, "site-install", state(ATTACKER), "backup", "guard", "nginx -t",
+                           stdin=description(OWN_SITE, listen, "127.0.0.1:7985", "127.0.0.1:7986")), says)
         assert helper(ATTACKER, "site-install", state(ATTACKER), "backup", "guard", "nginx -t",
                       stdin=description(VICTIM_SITE + ".conf", "127.0.0.1:7984", "127.0.0.1:7985",
                                         "127.0.0.1:7986")).returncode == 0

@@ -51,7 +51,7 @@ host_names = st.lists(labels, min_size=1, max_size=4).map(".".join)
 server_name = st.one_of(
     st.just("_"),
     st.lists(
-        st.one_of(host_names, host_names.map(lambda h: "*." + h), host_names.map(lambda h: h + ".*")),
+        st.one_of(host_names, host_names.filter(lambda h: "." in h).map(lambda h: "*." + h), host_names.map(lambda h: h + ".*")),
         min_size=1, max_size=3, unique=True,
     ).map(" ".join),
 )

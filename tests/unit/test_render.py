@@ -232,7 +232,7 @@ def test_routes_regex_matches_like_a_prefix(routes: tuple[str, ...], uri: str, p
 
 def test_upstream_names_are_nginx_identifiers(load) -> None:
     s = load({"APP_NAME": "my-shop-2"})
-    assert re.fullmatch(r"my_shop_2_[0-9a-f]{8}_python", upstream_name(s, "python"))
+    assert re.fullmatch(r"my_shop_2_[0-9a-f]{16}_python", upstream_name(s, "python"))
     assert upstream_name(s, "python") != upstream_name(load({"APP_NAME": "my-shop-2", "NGINX_SITE": "/etc/nginx/conf.d/my-shop-2.conf"}),
                                                        "python")  # global in Nginx: one site's, never another's
     assert re.fullmatch(r"[A-Za-z0-9_]+", upstream_name(s, "nodejs"))
