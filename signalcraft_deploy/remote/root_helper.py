@@ -148,18 +148,12 @@ def local_url(url: str) -> str:
     host = re.match(r"http://\[?([^\]/]+?)\]?:[0-9]+/", url).group(1)  # MARKER_URL matched
     if host == "localhost":
         return url
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         ip = ipaddress.ip_address(host)
-        if ip.is_unspecified or ip.is_multicast or host == "255.255.255.255":
-            raise ValueError(host)
     except ValueError:
-        raise Refused(f"the marker URL {url} is not on an address of this host") from None
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, 0))  # only an address of this host's own interfaces binds
-    except OSError:
-        raise Refused(f"the marker URL {url} is not on an address of this host") from None
+        ip = None
+    if ip is None or ip.is_unspecified or ip.is_multicast or host == "255.255.255.255" or not is_local(host):
+        raise Refused(f"the marker URL {url} is not on an address of this host")
     return url
 
 
@@ -371,12 +365,15 @@ def claim_text(site: str, state: str, facts: dict) -> bytes:
     return json.dumps({**owner_key(caller(), state), "site": site, **facts}).encode()
 
 
+def all_claims() -> list:
+    """Every site's claim, read once."""
+    folder = state_folder("sites")
+    return [c for c in (record(os.path.join(folder, n)) for n in sorted(os.listdir(folder))) if isinstance(c, dict)]
+
+
 def other_claims(site: str) -> list:
     """Every claim on a site other than `site`."""
-    folder = state_folder("sites")
-    mine = os.path.basename(claim_path(site))
-    return [c for c in (record(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n != mine)
-            if isinstance(c, dict)]
+    return [c for c in all_claims() if c.get("site") != site]
 
 
 def names_overlap(a: str, b: str) -> bool:
@@ -406,23 +403,22 @@ def check_facts(site: str, facts: dict) -> None:
                               "or on a port of your own")
             if port in other.get("upstream_ports", []):
                 raise Refused(f"port {port} is where another user's site sends its requests: not yours to listen on")
-    held = {p for p, names in listeners().items() if any(n != "nginx" for n in names)}
+    held = {port for _, port, _, names in listening_sockets() if any(n != "nginx" for n in names)}
     for _, port in facts["listens"]:
         if port in held:
             raise Refused(f"port {port} is held by a program other than Nginx: choose another listen port")
 
 
-def listeners() -> dict:
-    """{port: {process names}} of this host's listening TCP sockets."""
+def ss_lines() -> list:
+    """`ss -ltnpH` as root: this host's listening TCP sockets, one line each, with their processes."""
     done = run_argv(["ss", "-ltnpH"], capture=True)
-    out: dict = {}
-    for line in ("" if isinstance(done, int) else done.stdout).splitlines():
-        parts = line.split()
-        if len(parts) > 3:
-            port = parts[3].rsplit(":", 1)[-1]
-            if port.isdigit():
-                out.setdefault(str(int(port)), set()).update(re.findall(r'\("([^"]*)"', line))
-    return out
+    return [line for line in ("" if isinstance(done, int) else done.stdout).splitlines() if len(line.split()) > 3]
+
+
+def listening_sockets() -> list:
+    """[(host, port, pids, process names)] of this host's listening TCP sockets."""
+    return [(*host_port(line.split()[3]), {int(p) for p in re.findall(r"pid=([0-9]+)", line)},
+             set(re.findall(r'\("([^"]*)"', line))) for line in ss_lines()]
 
 
 LOCK = ".lock"
@@ -578,16 +574,11 @@ def v_listeners(args: list) -> int:
     """listeners PORT[,PORT...]: the listening sockets on those ports (`ss -ltnpH`), then the command line of each
     of the caller's own processes among them (another user's: its pid and name only, as `ps` shows)."""
     ports = [str(integer(p, "a port", 1, 65535)) for p in args[0].split(",")][:32]
-    done = run_argv(["ss", "-ltnpH"], capture=True)
-    out = "" if isinstance(done, int) else done.stdout
-    mine = [line for line in out.splitlines() if re.search(r":(" + "|".join(ports) + r")\s", line)]
+    mine = [line for line in ss_lines() if re.search(r":(" + "|".join(ports) + r")\s", line)]
     print("\n".join(mine))
     print(f"\n{MARK}commands")
     for pid in sorted({int(p) for line in mine for p in re.findall(r"pid=([0-9]+)", line)}):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid != caller().pw_uid:
-                continue
-        except OSError:
+        if uid_of(pid) != caller().pw_uid:
             continue
         raw = read_regular(f"/proc/{pid}/cmdline") or b""
         print(f"{pid} " + raw.replace(b"\0", b" ").decode(errors="replace"))
@@ -605,11 +596,11 @@ def v_nginx_dump(args: list) -> int:
     done = run_argv(["nginx", "-T"], capture=True)
     if isinstance(done, int):
         return done
-    showing = True
+    showing, claims = True, all_claims()
     for line in done.stdout.splitlines():
         found = re.match(r"^# configuration file (.+):$", line)
         if found:
-            showing = may_see(found.group(1))
+            showing = may_see(found.group(1), claims)
             if not showing:
                 print(f"{line}\n# (not yours to read: not shown)")
                 continue
@@ -619,10 +610,9 @@ def v_nginx_dump(args: list) -> int:
     return done.returncode
 
 
-def may_see(path: str) -> bool:
+def may_see(path: str, claims: list) -> bool:
     """A configuration file the caller may read through root: its own site's, or one anyone may read."""
-    for name in os.listdir(state_folder("sites")):
-        claim = record(os.path.join(STATE, "sites", name)) or {}
+    for claim in claims:
         site = claim.get("site", "")
         if site and path in (site, link_of(site), extras_path(site)):
             return claim.get("uid") == caller().pw_uid
@@ -641,7 +631,7 @@ def v_site_read(args: list) -> int:
     """site-read SITE: print a site file: the caller's own, or an unclaimed one anyone may read."""
     site = a_site(args[0])
     not_others(site)
-    if claim_of(site) is None and os.path.lexists(site) and not may_see(site):
+    if claim_of(site) is None and os.path.lexists(site) and not may_see(site, all_claims()):
         raise Refused(f"{site} is not yours to read")
     data = read_regular(site)
     if data is None:
@@ -830,18 +820,6 @@ def proxied_addresses(block: list, upstreams: dict) -> set:
     return found
 
 
-def listening_sockets() -> list:
-    """[(host, port, pids)] of this host's listening TCP sockets."""
-    done = run_argv(["ss", "-ltnpH"], capture=True)
-    out = "" if isinstance(done, int) else done.stdout
-    return [(*host_port(line.split()[3]), {int(p) for p in re.findall(r"pid=([0-9]+)", line)})
-            for line in out.splitlines() if len(line.split()) > 3]
-
-
-def listening_addresses(pid: int) -> set:
-    return {(host, port) for host, port, pids in listening_sockets() if pid in pids}
-
-
 def is_local(host: str) -> bool:
     """An address of this host's own (loopback, localhost, or one its interfaces hold)."""
     if host == "localhost":
@@ -863,11 +841,11 @@ def serves_pid(copy: str, pid: int) -> bool:
     parsed = parse_site(copy)
     upstreams = {d["args"][0]: {host_port(s["args"][0]) for s in d.get("block", []) if s["directive"] == "server"}
                  for d in parsed if d["directive"] == "upstream" and d.get("args")}
-    proxied = proxied_addresses(parsed, upstreams)
-    for host, port, pids in listening_sockets():  # a site that also proxies to another user's server is not the caller's
+    proxied, sockets = proxied_addresses(parsed, upstreams), listening_sockets()
+    for host, port, pids, _ in sockets:  # a site that also proxies to another user's server is not the caller's
         if any(reaches(target, (host, port)) for target in proxied) and any(uid_of(p) != caller().pw_uid for p in pids):
             return False
-    return any(reaches(target, held) for target in proxied for held in listening_addresses(pid))
+    return any(reaches(target, (host, port)) for target in proxied for host, port, pids, _ in sockets if pid in pids)
 
 
 def reaches(target: tuple, held: tuple) -> bool:

@@ -1509,7 +1509,7 @@ def test_a_wildcard_over_a_top_level_domain_is_refused_before_any_claim_is_read(
     assert host.ran == [] and not os.path.lexists(host.site)
 
 
-# bugs found: strict xfails
+# the second review's findings, fixed: listens on several addresses, certificate renewals, every *_pass, one spelling per port
 
 
 def test_two_users_both_serving_ipv4_and_ipv6_on_port_80_coexist_by_name(host: Host) -> None:
