@@ -1,8 +1,10 @@
-"""End-to-end fixtures: the sandbox host (tests/host/up), a git copy of the example app, and `fab`.
+"""End-to-end fixtures: this worker's test host (tests/e2e/hosts.py), a git copy of the example app, and `fab`.
 
 The tests drive the documented front doors (`fab -H ... deploy`, `invoke ...`) as subprocesses
 and look at what a user would see: HTTP answers through Nginx, `pm2 jlist`, files on the host.
-They need root on this machine (the sandbox host is this machine, over loopback SSH).
+They run through tests/e2e/run, which starts the test hosts and puts each pytest-xdist worker on
+one of its own; the deploy user `ubuntu` there holds only the sudoers drop-in of an admin's
+`setup --user ubuntu`, so every deploy proves least privilege.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+
+from tests.e2e.hosts import TestHost, own_host, own_host_network
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "signalcraft"
@@ -33,26 +38,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
 
 
-@dataclass
-class Sandbox:
-    host: str
-    port: int
-    key: str
-    known_hosts: str
-    user: str = "ubuntu"  # another login of the sandbox host: see add_deploy_user
-
-    @property
-    def target(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
+Sandbox = TestHost  # the host a test deploys to; `user` is the login (see add_deploy_user)
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Sandbox:
-    if os.geteuid() != 0:
-        pytest.skip("end-to-end tests need root (they bring up the sandbox host on this machine)")
-    subprocess.run([str(REPO / "tests/host/up")], check=True, capture_output=True, text=True, timeout=900)
-    env = dict(line.split("=", 1) for line in (REPO / ".sandbox/env").read_text().split() if "=" in line)
-    return Sandbox(env["SANDBOX_HOST"], int(env["SANDBOX_PORT"]), env["SANDBOX_KEY"], env["SANDBOX_KNOWN_HOSTS"])
+def sandbox() -> TestHost:
+    """This worker's own host, set up by its admin for the deploy user `ubuntu` (the sudoers drop-in only)."""
+    host = own_host()
+    setup = subprocess.run(["fab", "-H", host.as_user("admin").target, "-i", host.key, "setup", "--user", "ubuntu",
+                            "--known-hosts", host.known_hosts], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    return host
 
 
 def add_deploy_user(sandbox: Sandbox, user: str, sudoers: str) -> Sandbox:
@@ -107,20 +103,23 @@ class Profile:
     defaults: bool = False  # True: pass no settings at all, as a first-time user would
 
     def settings(self) -> dict[str, str]:
-        if self.defaults:
-            return dict(self.extra)
+        if self.defaults:  # the test hosts reach no package index: the wheels come from this machine
+            return {"WHEELS": "local", **self.extra}
         return {
             "APP_NAME": self.app, "DEPLOY_ROOT": self.root, "GUNICORN_BIND": f"127.0.0.1:{self.bind}",
             "NODE_PORT": str(self.node), "NGINX_LISTEN": str(self.listen),
-            "NGINX_SITE": f"/etc/nginx/sites-available/{self.app}", "HEALTH_TIMEOUT": "20", **self.extra,
+            "NGINX_SITE": f"/etc/nginx/sites-available/{self.app}", "HEALTH_TIMEOUT": "20", "WHEELS": "local",
+            **self.extra,
         }
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.listen}{path}"
+        """The URL of `path` through Nginx, from this machine over the host's network address."""
+        return f"http://{own_host().address}:{self.listen}{path}"
 
 
 def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=check, timeout=timeout)
+    """Run a shell command as root on this worker's own host (its files, processes and network)."""
+    return own_host().run(cmd, check=check, timeout=timeout)
 
 
 def pm2_jlist(user: str = "ubuntu") -> list[dict]:
@@ -169,6 +168,14 @@ def forget_root_records(user: str, deploy_root: str, *sites: str) -> None:
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, dict, dict]:
+    """GET `url`; a loopback URL is the own host's loopback (as curl run on the host would see it)."""
+    if urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1"):
+        with own_host_network():
+            return _get(url, timeout)
+    return _get(url, timeout)
+
+
+def _get(url: str, timeout: float) -> tuple[int, dict, dict]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read().decode()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from signalcraft_deploy.host.wheels import wheelhouse
 from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 
 DEFAULTS = Profile("signalcraft", "/home/ubuntu/signalcraft", 8001, 3000, 80, defaults=True)
@@ -153,12 +154,18 @@ def test_every_port_name_path_and_route_changed(sandbox, tmp_path):
         clean_host(alt)
 
 
+PYTHON_TAGS = ("python3 -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], platform.libc_ver()[1], "
+               "platform.machine())'")
+
+
 def test_invoke_deploys_to_this_machine(tmp_path):
     repo = AppRepo(tmp_path / "local")
     local = Profile("local-app", "/srv/signalcraft-local", 8501, 3501, 8085)
     clean_host(local, user="root")
     try:
-        cmd = ["invoke", "deploy", "--source-dir", str(repo.path)]
+        # `invoke deploy` run on the host itself (its network: no package index), from wheels made beforehand.
+        wheelhouse((repo.path / "requirements.txt").read_text(), tuple(sh(PYTHON_TAGS).stdout.split()))
+        cmd = ["nsenter", "-t", "1", "-n", "--", "invoke", "deploy", "--source-dir", str(repo.path)]
         for key, value in local.settings().items():
             cmd += ["--set", f"{key}={value}"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(REPO))
