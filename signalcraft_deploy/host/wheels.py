@@ -15,6 +15,7 @@ host's own platform; the cache holds only the registry's tarballs, which do not 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -24,6 +25,8 @@ import sys
 import tarfile
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,15 @@ NO_INDEX = re.compile(r"Network is unreachable|Failed to establish a new connect
 NO_INDEX_HINT = ("The host cannot reach the package index. Set WHEELS=local (in .env or --set WHEELS=local): "
                  "this machine then makes the wheels (and npm packages) and ships them with the release.")
 _building = threading.Lock()  # one build per wheelhouse, also when a fleet installs on every host at once
+
+
+@contextmanager
+def one_builder(out: Path) -> Iterator[None]:
+    """Held while `out` is made: by one thread here (a fleet's hosts), and by one process (two deploys at once)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _building, open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def cache_dir() -> Path:
@@ -82,7 +94,7 @@ def pip_command(requirements_file: str, out: str, python: tuple[str, str, str]) 
 def wheelhouse(requirements: str, python: tuple[str, str, str]) -> Path:
     """This machine's folder holding every wheel `requirements` needs on the host's Python; made once."""
     out = cache_dir() / "wheels" / wheel_key(requirements, python)
-    with _building:
+    with one_builder(out):
         if (out / ".ok").exists():
             return out
         out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +149,7 @@ def lock_packages(package_lock: str | None) -> dict[str, Any]:
 def npm_cache(package_lock: str) -> Path:
     """An npm cache holding every tarball package-lock.json pins, made here with `npm ci` once per lock."""
     out = cache_dir() / "npm" / digest(package_lock)[:16]
-    with _building:
+    with one_builder(out):
         if (out / ".ok").exists():
             return out
         root = json.loads(package_lock)["packages"][""]
