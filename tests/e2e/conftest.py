@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,12 +25,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.hosts import TestHost, own_host, own_host_network
+from tests.e2e.hosts import TestHost, move_onto_own_host, on_this_machine, own_host
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "signalcraft"
 EXAMPLE_DB = REPO / "examples" / "signalcraft-db"  # with a database and migrations
 sys.path.insert(0, str(REPO))
+
+
+def pytest_configure(config):
+    move_onto_own_host()  # in an xdist worker of tests/e2e/run: the tests run as a root login on the worker's host
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,8 +50,9 @@ Sandbox = TestHost  # the host a test deploys to; `user` is the login (see add_d
 def sandbox() -> TestHost:
     """This worker's own host, set up by its admin for the deploy user `ubuntu` (the sudoers drop-in only)."""
     host = own_host()
-    setup = subprocess.run(["fab", "-H", host.as_user("admin").target, "-i", host.key, "setup", "--user", "ubuntu",
-                            "--known-hosts", host.known_hosts], capture_output=True, text=True, timeout=300, cwd=REPO)
+    with on_this_machine():
+        setup = subprocess.run(["fab", "-H", host.as_user("admin").target, "-i", host.key, "setup", "--user", "ubuntu",
+                                "--known-hosts", host.known_hosts], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert setup.returncode == 0, setup.stdout + setup.stderr
     return host
 
@@ -167,12 +173,33 @@ def forget_root_records(user: str, deploy_root: str, *sites: str) -> None:
     shutil.rmtree(ROOT_STATE / "takeover" / key, ignore_errors=True)
 
 
+HOST_PYTHON = ("python3 -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], platform.libc_ver()[1], "
+               "platform.machine())'")
+
+
+def host_wheels(requirements: str) -> str:
+    """A folder on the own host with the wheels `requirements` needs (made on this machine, as WHEELS=local does):
+    the test hosts reach no package index."""
+    from signalcraft_deploy.host.wheels import wheelhouse
+
+    with on_this_machine():
+        return str(wheelhouse(requirements, tuple(sh(HOST_PYTHON).stdout.split())))  # type: ignore[arg-type]
+
+
+def legacy_venv(venv: str, user: str = "ubuntu", requirements: str = "Flask==3.1.3\n") -> None:
+    """A hand-made venv of a legacy app (what `python3 -m venv && pip install Flask` left on a host), as `user`."""
+    wheels = host_wheels(requirements)
+    sh(f"sudo -u {user} python3 -m venv {venv} && printf %s {shlex.quote(requirements)} > /tmp/legacy-req.txt && "
+       f"sudo -u {user} {venv}/bin/pip install -q --disable-pip-version-check --no-index --find-links {wheels} "
+       f"-r /tmp/legacy-req.txt", timeout=300)
+
+
 def get(url: str, timeout: float = 5) -> tuple[int, dict, dict]:
-    """GET `url`; a loopback URL is the own host's loopback (as curl run on the host would see it)."""
-    if urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1"):
-        with own_host_network():
-            return _get(url, timeout)
-    return _get(url, timeout)
+    """GET `url` from the own host (a loopback URL is its loopback), or from this machine for another host's."""
+    if urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1", own_host().address):
+        return _get(url, timeout)
+    with on_this_machine():
+        return _get(url, timeout)
 
 
 def _get(url: str, timeout: float) -> tuple[int, dict, dict]:
@@ -225,7 +252,8 @@ def fab(sb: Sandbox, p: Profile, repo: AppRepo | None, *args: str, task: str = "
         cmd += ["--set", f"{key}={value}"]
     cmd += list(args)
     start = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
-                            env={**os.environ, "KNOWN_HOSTS": sb.known_hosts, **(env or {})})
+    with on_this_machine():
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
+                                env={**os.environ, "KNOWN_HOSTS": sb.known_hosts, **(env or {})})
     result.seconds = time.monotonic() - start  # type: ignore[attr-defined]
     return result

@@ -28,6 +28,7 @@ from signalcraft_deploy import __version__
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
 from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, clean_host, get, sh
+from tests.e2e.hosts import on_this_machine
 from tests.unit.test_wheel import NOT_SOURCE, _check, _pip
 
 PREVIOUS = "bd73369"  # the last commit before the package existed
@@ -44,7 +45,8 @@ def user_env(tool: Path, **extra: str) -> dict[str, str]:
 
 
 def run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    with on_this_machine():  # the developer's machine: its own venvs, pip and fab
+        return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from signalcraft_deploy.host.wheels import wheelhouse
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, host_wheels, pm2_apps, sh
+from tests.e2e.hosts import on_this_machine
 
 DEFAULTS = Profile("signalcraft", "/home/ubuntu/signalcraft", 8001, 3000, 80, defaults=True)
 ROUTES = ["api/ai", "api/iot", "api/lightweight-analyze", "api/flask"]
@@ -154,18 +154,14 @@ def test_every_port_name_path_and_route_changed(sandbox, tmp_path):
         clean_host(alt)
 
 
-PYTHON_TAGS = ("python3 -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], platform.libc_ver()[1], "
-               "platform.machine())'")
-
-
 def test_invoke_deploys_to_this_machine(tmp_path):
     repo = AppRepo(tmp_path / "local")
     local = Profile("local-app", "/srv/signalcraft-local", 8501, 3501, 8085)
     clean_host(local, user="root")
     try:
         # `invoke deploy` run on the host itself (its network: no package index), from wheels made beforehand.
-        wheelhouse((repo.path / "requirements.txt").read_text(), tuple(sh(PYTHON_TAGS).stdout.split()))
-        cmd = ["nsenter", "-t", "1", "-n", "--", "invoke", "deploy", "--source-dir", str(repo.path)]
+        host_wheels((repo.path / "requirements.txt").read_text())
+        cmd = ["invoke", "deploy", "--source-dir", str(repo.path)]
         for key, value in local.settings().items():
             cmd += ["--set", f"{key}={value}"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(REPO))
@@ -181,8 +177,9 @@ def test_invoke_deploys_to_this_machine(tmp_path):
 def test_freeze_then_check(tmp_path):
     repo = AppRepo(tmp_path / "freeze")
     venv = repo.path / ".venv"
-    sh(f"python3 -m venv {venv} && {venv}/bin/pip install -q --disable-pip-version-check -r {repo.path}/requirements.txt",
-       timeout=300)
+    with on_this_machine():  # the app's own venv, made on the developer's machine
+        subprocess.run(["bash", "-c", f"python3 -m venv {venv} && {venv}/bin/pip install -q --disable-pip-version-check "
+                        f"-r {repo.path}/requirements.txt"], check=True, capture_output=True, timeout=300)
     invoke = ["invoke", "freeze", "--source-dir", str(repo.path), "--venv", str(venv)]
     first = subprocess.run(invoke, capture_output=True, text=True, cwd=str(REPO))
     assert first.returncode == 0, first.stdout + first.stderr

@@ -21,6 +21,7 @@ import pytest
 
 from bench.loadgen import Load
 from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.hosts import on_this_machine
 
 FLT = Profile("flt", "/home/ubuntu/flt", 8901, 3901, 8089)
 PY_URL, NODE_URL = FLT.url("/api/ai/x"), FLT.url("/")
@@ -91,9 +92,10 @@ def fab_cmd(sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deplo
 
 
 def popen_fab(sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deploy") -> subprocess.Popen[str]:
-    return subprocess.Popen(fab_cmd(sb, p, repo, *args, task=task), cwd=str(REPO), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "KNOWN_HOSTS": sb.known_hosts})
+    with on_this_machine():
+        return subprocess.Popen(fab_cmd(sb, p, repo, *args, task=task), cwd=str(REPO), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                env={**os.environ, "KNOWN_HOSTS": sb.known_hosts})
 
 
 def step_done(line: str, step: str) -> bool:
@@ -228,7 +230,8 @@ def lock_race(sandbox, live) -> LockRace:
         assert seen, "\n".join(lines)
         assert Path(FLT.root, ".deploy/lock.json").exists()
         third = popen_fab(sandbox, FLT, live, "--lock-wait", "120")
-        second = subprocess.Popen(fab_cmd(sandbox, FLT, live), cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        with on_this_machine():
+            second = subprocess.Popen(fab_cmd(sandbox, FLT, live), cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env={**os.environ, "KNOWN_HOSTS": sandbox.known_hosts})
         show = fab(sandbox, FLT, None, task="unlock")
         out2, err2 = second.communicate(timeout=120)
@@ -249,7 +252,7 @@ def test_two_deploys_at_once_one_waits_or_stops_with_the_holder_named(sandbox, l
     assert race.first_was_running, "the first deploy ended before the others were checked; make its trial run slower"
     code, out2, err2 = race.second
     assert code == 75, out2 + err2
-    assert "Another deploy is running on ubuntu@127.0.0.1:2222" in err2
+    assert f"Another deploy is running on {sandbox.target}" in err2
     assert holder_text(race.sha).search(err2), err2
     assert "--lock-wait" in err2 and "unlock --force" in err2
     no_traceback(out2 + err2)

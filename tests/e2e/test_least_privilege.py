@@ -76,24 +76,25 @@ def test_lock_files_and_the_audit_log_are_the_deploy_users_only(sandbox, live):
 
 
 def test_a_proxyjump_gateway_with_a_wrong_key_is_refused(sandbox, tmp_path):
-    """The gateway (`localhost:2222`) has a wrong key in known_hosts; the target (127.0.0.1:2222) a right one."""
+    """The gateway (the host by its name, port 2222) has a wrong key in known_hosts; the target (its address) a right
+    one."""
     known = tmp_path / "known_hosts"
-    good = Path(sandbox.known_hosts).read_text().split("\n")[0].split(None, 1)[1]
+    good, gw = sandbox.host_key, sandbox.name
     wrong = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     assert wrong.returncode == 0
     other = (tmp_path / "other.pub").read_text().split()[:2]
-    known.write_text(f"[127.0.0.1]:2222 {good}\n[localhost]:2222 {' '.join(other)}\n")
+    known.write_text(f"[{sandbox.host}]:2222 {good}\n[{gw}]:2222 {' '.join(other)}\n")
     config = tmp_path / "ssh_config"
-    config.write_text(f"Host via-gateway\n  HostName 127.0.0.1\n  Port 2222\n  User ubuntu\n  IdentityFile {sandbox.key}\n"
-                      f"  ProxyJump ubuntu@localhost:2222\n  UserKnownHostsFile {known}\n"
-                      f"Host localhost\n  IdentityFile {sandbox.key}\n  UserKnownHostsFile {known}\n")
+    config.write_text(f"Host via-gateway\n  HostName {sandbox.host}\n  Port 2222\n  User ubuntu\n  IdentityFile {sandbox.key}\n"
+                      f"  ProxyJump ubuntu@{gw}:2222\n  UserKnownHostsFile {known}\n"
+                      f"Host {gw}\n  IdentityFile {sandbox.key}\n  UserKnownHostsFile {known}\n")
     result = subprocess.run(["fab", "-S", str(config), "-H", "via-gateway", "status", *sum(
         (["--set", f"{k}={v}"] for k, v in LP.settings().items()), [])], capture_output=True, text=True, timeout=120,
         env={k: v for k, v in os.environ.items() if k != "KNOWN_HOSTS"})
     out = result.stdout + result.stderr
     assert result.returncode == 3, out
-    assert "Host key for ubuntu@localhost:2222 (the ProxyJump gateway to ubuntu@127.0.0.1:2222) has CHANGED" in out
-    assert "SHA256:" in out and f"ssh-keygen -R '[localhost]:2222' -f {known}" in out
+    assert f"Host key for ubuntu@{gw}:2222 (the ProxyJump gateway to {sandbox.target}) has CHANGED" in out
+    assert "SHA256:" in out and f"ssh-keygen -R '[{gw}]:2222' -f {known}" in out
 
 
 @pytest.mark.parametrize(("key", "value"), [
@@ -129,12 +130,12 @@ def test_a_dry_run_with_source_git_fetches_nothing(sandbox, live, tmp_path):
 
 def test_a_proxyjump_gateway_with_the_right_key_carries_the_connection(sandbox, live, tmp_path):
     known = tmp_path / "known_hosts"
-    good = Path(sandbox.known_hosts).read_text().split("\n")[0].split(None, 1)[1]
-    known.write_text(f"[127.0.0.1]:2222 {good}\n[localhost]:2222 {good}\n")
+    good, gw = sandbox.host_key, sandbox.name
+    known.write_text(f"[{sandbox.host}]:2222 {good}\n[{gw}]:2222 {good}\n")
     config = tmp_path / "ssh_config"
-    config.write_text(f"Host via-gateway\n  HostName 127.0.0.1\n  Port 2222\n  User ubuntu\n  IdentityFile {sandbox.key}\n"
-                      f"  ProxyJump ubuntu@localhost:2222\n  UserKnownHostsFile {known}\n"
-                      f"Host localhost\n  IdentityFile {sandbox.key}\n  UserKnownHostsFile {known}\n")
+    config.write_text(f"Host via-gateway\n  HostName {sandbox.host}\n  Port 2222\n  User ubuntu\n  IdentityFile {sandbox.key}\n"
+                      f"  ProxyJump ubuntu@{gw}:2222\n  UserKnownHostsFile {known}\n"
+                      f"Host {gw}\n  IdentityFile {sandbox.key}\n  UserKnownHostsFile {known}\n")
     result = subprocess.run(["fab", "-S", str(config), "-H", "via-gateway", "releases", "--set", f"DEPLOY_ROOT={LP.root}"],
                             capture_output=True, text=True, timeout=120,
                             env={k: v for k, v in os.environ.items() if k != "KNOWN_HOSTS"})

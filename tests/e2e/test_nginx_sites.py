@@ -28,7 +28,7 @@ import pytest
 from bench.loadgen import Load
 from signalcraft_deploy import remote
 from signalcraft_deploy.core.render import site_id
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, fab, get, legacy_venv, pm2_apps, sh
 
 OLD = Path("/home/ubuntu/i13-old")  # the 'before' app: a venv with Flask, run bare as `python app.py`
 CERTS = Path("/etc/ssl/i13")
@@ -86,8 +86,7 @@ def my_bare_pids() -> list[int]:
 def old_venv(sandbox):
     """The 'before' app with its venv (Flask), made once for this module's takeovers and removed after."""
     sh(f"rm -rf {OLD} && cp -r {EXAMPLE} {OLD} && rm -f {OLD}/REVISION && chown -R ubuntu: {OLD}")
-    sh(f"sudo -u ubuntu python3 -m venv {OLD}/venv && sudo -u ubuntu {OLD}/venv/bin/pip install -q "
-       f"--disable-pip-version-check Flask==3.1.3", timeout=300)
+    legacy_venv(f"{OLD}/venv")
     yield OLD
     for pid in my_bare_pids():
         sh(f"kill {pid}", check=False)

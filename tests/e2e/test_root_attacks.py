@@ -102,7 +102,7 @@ def tenants(sandbox) -> Iterator[None]:
     MARKERS.chmod(0o1777)
     for user in (ATTACKER, TENANT):
         make_user(user)
-        done = fab(sandbox, SETUP, None, "--user", user, task="setup")
+        done = fab(sandbox.as_user("admin"), SETUP, None, "--user", user, task="setup")
         assert done.returncode == 0, done.stdout + done.stderr
     try:
         yield

@@ -75,10 +75,10 @@ def helper_only(sandbox):
     os.remove(FULL_SUDO)  # add_deploy_user grants full sudo; this deploy user never needs it
     clean()
     try:
-        done = fab(sandbox, RH, None, "--user", U, task="setup")
+        done = fab(sandbox.as_user("admin"), RH, None, "--user", U, task="setup")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "sudoers" in done.stdout and oct(os.stat(DROP_IN).st_mode)[-3:] == "440", done.stdout
-        again = fab(sandbox, RH, None, "--user", U, "--dry-run", task="setup")
+        again = fab(sandbox.as_user("admin"), RH, None, "--user", U, "--dry-run", task="setup")
         assert "Nothing to change: the host is set up." in again.stdout, again.stdout
         yield sb
     finally:

@@ -1,6 +1,6 @@
 """Issue 5 (security): host keys are verified, secrets stay secret, files are narrow, bad input stops at the door.
 
-Every check runs the documented front door (`fab -H ubuntu@127.0.0.1:2222 ...`) and looks at what a user
+Every check runs the documented front door (`fab -H ubuntu@<host>:2222 ...`) and looks at what a user
 would see (exit code, one message) and at the host (files, modes, listeners, `ps`).
 """
 
@@ -21,6 +21,7 @@ import pytest
 
 from signalcraft_deploy.core.settings import KEY_NAMES
 from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.hosts import on_this_machine
 
 SEC = Profile("sec", "/home/ubuntu/sec", 8911, 3911, 8091)
 SECRET = f"s3cr3t-{secrets.token_hex(12)}"
@@ -36,8 +37,9 @@ def run_fab(sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deplo
     for key, value in p.settings().items():
         cmd += ["--set", f"{key}={value}"]
     base = {k: v for k, v in os.environ.items() if k not in drop}
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
-                          env={**base, **(env or {})})
+    with on_this_machine():
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
+                              env={**base, **(env or {})})
 
 
 def tree(p: Profile) -> str:
@@ -115,8 +117,9 @@ def parallel_fab(sb, p: Profile, repo: AppRepo | None, tasks: list[str], env: di
         for key, value in p.settings().items():
             cmd += ["--set", f"{key}={value}"]
         base = {k: v for k, v in os.environ.items() if k not in drop}
-        procs[task] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
-                                       env={**base, **env})
+        with on_this_machine():
+            procs[task] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                           cwd=str(REPO), env={**base, **env})
     out = {}
     for task, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
@@ -151,14 +154,14 @@ def test_unknown_host_key_is_refused_by_every_task_and_the_hint_works(sandbox, l
     results, home, before, after = unknown_key_runs
     for task, (code, out) in results.items():
         assert code == 3, (task, out)
-        assert "Host key for ubuntu@127.0.0.1:2222 is unknown" in out, (task, out)
-        assert "ssh-keyscan -p 2222 127.0.0.1 >> ~/.ssh/known_hosts" in out, (task, out)
+        assert f"Host key for {sandbox.target} is unknown" in out, (task, out)
+        assert f"ssh-keyscan -p 2222 {sandbox.host} >> ~/.ssh/known_hosts" in out, (task, out)
         assert out.strip().count("\n") == 0 or task == "deploy", (task, out)  # one line (deploy also prints its step)
         no_traceback(out)
     assert "--accept-new-host" in results["deploy"][1]
     assert after == before  # the host is untouched
     # The hint works: ssh-keyscan into ~/.ssh/known_hosts, and the same command is accepted.
-    scanned = sh("ssh-keyscan -p 2222 127.0.0.1 2>/dev/null", check=False).stdout
+    scanned = sh(f"ssh-keyscan -p 2222 {sandbox.host} 2>/dev/null", check=False).stdout
     assert "ssh-ed25519" in scanned
     Path(home["HOME"], ".ssh/known_hosts").write_text(scanned)
     try:
@@ -186,10 +189,10 @@ def test_accept_new_host_records_the_key_in_the_given_file_and_proceeds(sandbox,
     result = run_fab(sandbox, live.profile, live.repo, "--accept-new-host", "--known-hosts", str(given),
                      env={"HOME": empty_home["HOME"]}, drop=("KNOWN_HOSTS",))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"Added host key for [127.0.0.1]:2222 (ssh-ed25519) to {given}" in result.stdout
+    assert f"Added host key for [{sandbox.host}]:2222 (ssh-ed25519) to {given}" in result.stdout
     host_key = Path(sandbox.known_hosts).read_text().split()[1:3]
     recorded = given.read_text().split()
-    assert recorded[0] == "[127.0.0.1]:2222" and recorded[1:3] == host_key
+    assert recorded[0] == f"[{sandbox.host}]:2222" and recorded[1:3] == host_key
     assert Path(empty_home["HOME"], ".ssh/known_hosts").read_text() == ""  # only the file it was given
     # From now on the host is known through that file, without --accept-new-host.
     again = run_fab(sandbox, live.profile, live.repo, "--known-hosts", str(given), env={"HOME": empty_home["HOME"]},
@@ -201,15 +204,15 @@ def test_accept_new_host_records_the_key_in_the_given_file_and_proceeds(sandbox,
 def test_changed_host_key_is_refused(sandbox, live, empty_home, tmp_path):
     sh(f"ssh-keygen -q -t ed25519 -N '' -f {tmp_path}/other")
     other = (tmp_path / "other.pub").read_text().split()
-    Path(empty_home["KNOWN_HOSTS"]).write_text(f"[127.0.0.1]:2222 {other[0]} {other[1]}\n")
+    Path(empty_home["KNOWN_HOSTS"]).write_text(f"[{sandbox.host}]:2222 {other[0]} {other[1]}\n")
     before = tree(live.profile)
     results = parallel_fab(sandbox, live.profile, live.repo, ["deploy", "status", "unlock"], empty_home)
     results["deploy --accept-new-host"] = (lambda r: (r.returncode, r.stdout + r.stderr))(
         run_fab(sandbox, live.profile, live.repo, "--accept-new-host", env=empty_home))
     for task, (code, out) in results.items():
         assert code == 3, (task, out)
-        assert "Host key for ubuntu@127.0.0.1:2222 has CHANGED" in out, (task, out)
-        assert "ssh-keygen -R '[127.0.0.1]:2222'" in out, (task, out)
+        assert f"Host key for {sandbox.target} has CHANGED" in out, (task, out)
+        assert f"ssh-keygen -R '[{sandbox.host}]:2222'" in out, (task, out)
         no_traceback(out)
     assert tree(live.profile) == before
     assert Path(empty_home["KNOWN_HOSTS"]).read_text().count("\n") == 1  # --accept-new-host never replaces a key
@@ -352,7 +355,8 @@ def bad_runs(sandbox, tmp_path_factory):
             cmd += ["--env-file", str(env_path)]
         cmd += case.args
         environ = {k: v for k, v in os.environ.items() if k not in {"ENV_FILE", *KEY_NAMES}}
-        procs[case.id] = (subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        with on_this_machine():
+            procs[case.id] = (subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                            env={**environ, "KNOWN_HOSTS": sandbox.known_hosts, **case.environ}), env_path)
     results = {}
     for name, (proc, env_path) in procs.items():

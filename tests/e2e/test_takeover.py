@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import Load
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, fab, get, legacy_site, pm2_jlist, sh
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, fab, get, legacy_site, legacy_venv, pm2_jlist, sh
 
 TK = Profile("tk", "/home/ubuntu/tk", 8941, 3941, 8094)
 OLD = Path("/home/ubuntu/tk-old")
@@ -37,8 +37,7 @@ def before_state(sandbox):
     """The host as the plan found it: Flask by hand on the Gunicorn port, Node.js in PM2 fork mode, a hand-made site."""
     stop_everything()
     sh(f"cp -r {EXAMPLE} {OLD} && rm -f {OLD}/REVISION && chown -R ubuntu: {OLD}")
-    sh(f"sudo -u ubuntu python3 -m venv {OLD}/venv && sudo -u ubuntu {OLD}/venv/bin/pip install -q "
-       f"--disable-pip-version-check Flask==3.1.3", timeout=300)
+    legacy_venv(f"{OLD}/venv")
     (OLD / "ecosystem.config.js").write_text(
         "module.exports = { apps: [ { name: 'tk-nodejs', script: 'server.js', "
         f"env_production: {{ NODE_ENV: 'production', PORT: {TK.node} }} }} ] }};\n")
