@@ -119,8 +119,8 @@ class Profile:
         }
 
     def url(self, path: str) -> str:
-        """The URL of `path` through Nginx, from this machine over the host's network address."""
-        return f"http://{own_host().address}:{self.listen}{path}"
+        """The URL of `path` through Nginx, on the host's loopback (the tests run on the host)."""
+        return f"http://127.0.0.1:{self.listen}{path}"
 
 
 def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -87,6 +87,16 @@ class TestHost:
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout, input=input)
 
 
+def as_this_machine(argv: list[str]) -> list[str]:
+    """`argv` run in this machine's own namespaces (files, processes, network), not the worker's host: for what a
+    person runs on the machine itself, such as the README's demo, which brings up a test host of its own."""
+    spaces = {"uts": 6, "mount": 7, "pid": 8, "net": 9}
+    return ["nsenter", *(f"--{name}=/proc/self/fd/{fd}" for name, fd in spaces.items()), f"--wd={os.getcwd()}", "--", *argv]
+
+
+MACHINE_FDS = (6, 7, 8, 9)  # pass_fds for a subprocess running as_this_machine(...)
+
+
 def own_host() -> TestHost:
     """The host this worker runs inside (tests/host/testhost-python sets TESTHOST)."""
     number = os.environ.get("TESTHOST")
