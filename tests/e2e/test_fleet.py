@@ -1,7 +1,9 @@
 """Issue 17: `fab -H web1,web2,web3 deploy` as one rolling deploy over three separate hosts.
 
-The hosts are tests/host/fleet-up's (own network namespace, sshd, host key, Nginx, files and
-PM2 each; no route to a package index, so every deploy here uses WHEELS=local). One fleet for
+The hosts are test hosts h101..h103 (tests/host/testhost: own network namespace, sshd, host key,
+Nginx, users, files and PM2 each; no route to a package index, so every deploy here uses
+WHEELS=local), named web1..web3 in an SSH config of the module's; their deploy user holds only the
+sudoers drop-in of their admin's `setup --user ubuntu`. One fleet for
 the module, and the tests run in order on it: each starts from what the one before left. Load
 goes through each host's own Nginx (198.18.K.2:80), bounded; what is asserted is what a user
 sees: HTTP answers, `current`, PM2's pids, the audit log, the summary table and the exit status.
@@ -10,7 +12,6 @@ sees: HTTP answers, `current`, PM2's pids, the audit log, the summary table and 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -22,9 +23,10 @@ import pytest
 
 from bench.loadgen import Load
 from tests.e2e.conftest import REPO, AppRepo, get
+from tests.e2e.hosts import TestHost, on_this_machine
 
-STATE = REPO / ".fleet"
 HOSTS = ("web1", "web2", "web3")
+NUMBERS = {"web1": 101, "web2": 102, "web3": 103}  # started by tests/e2e/run
 ROOT = "/home/ubuntu/signalcraft"
 # A commit whose health route fails through Nginx where a file of the host's own says REGION=broken: it
 # passes the trial run (called directly) everywhere, and fails the health gate on web2 only.
@@ -41,14 +43,12 @@ HEALTH_BROKEN = ('    def health() -> Response:\n        from flask import reque
 class Fleet:
     ssh_config: str
     known_hosts: str
-    pids: dict[str, int]
+    hosts: dict[str, TestHost]
 
 
 def host_sh(fleet: Fleet, host: str, cmd: str, user: str = "ubuntu", check: bool = True) -> str:
-    """Run a shell command ON a fleet host (its namespaces, as `user`), the way its own admin would."""
-    as_user = ["sudo", "-u", user, "-H"] if user != "root" else []
-    done = subprocess.run(["nsenter", "-t", str(fleet.pids[host]), "-m", "-p", "-n", "--", *as_user, "bash", "-c", cmd],
-                          capture_output=True, text=True, timeout=60)
+    """Run a shell command ON a fleet host as `user`, the way its own admin would (over SSH, with sudo)."""
+    done = fleet.hosts[host].run(cmd, user=user, check=False, timeout=60)
     if check:
         assert done.returncode == 0, f"{host}: {cmd}: {done.stderr}"
     return done.stdout
@@ -61,13 +61,19 @@ def clean(fleet: Fleet, host: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Fleet:
-    if os.geteuid() != 0:
-        pytest.skip("the fleet hosts need root (network and mount namespaces)")
-    subprocess.run([str(REPO / "tests/host/fleet-up"), "3"], check=True, capture_output=True, text=True, timeout=600)
-    pids = {h: int((STATE / f"host{h[3:]}.pid").read_text()) for h in HOSTS}
-    f = Fleet(str(STATE / "ssh_config"), str(STATE / "known_hosts"), pids)
-    for h in HOSTS:
+def fleet(tmp_path_factory) -> Fleet:
+    hosts = {h: TestHost(n, port=22) for h, n in NUMBERS.items()}
+    config = tmp_path_factory.mktemp("fleet-ssh") / "ssh_config"
+    config.write_text("".join(f"Host {h}\n    HostName {t.host}\n    User ubuntu\n    IdentityFile {t.key}\n"
+                              f"    IdentitiesOnly yes\n    UserKnownHostsFile {t.known_hosts}\n"
+                              "    StrictHostKeyChecking yes\n    BatchMode yes\n    ConnectTimeout 5\n"
+                              for h, t in hosts.items()))
+    f = Fleet(str(config), hosts["web1"].known_hosts, hosts)
+    for h, t in hosts.items():
+        with on_this_machine():
+            setup = subprocess.run(["fab", "-H", t.as_user("admin").target, "-i", t.key, "setup", "--user", "ubuntu",
+                                    "--known-hosts", t.known_hosts], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert setup.returncode == 0, setup.stdout + setup.stderr
         clean(f, h)
     return f
 
@@ -89,13 +95,14 @@ def fab(fleet: Fleet, repo: AppRepo | None, *args: str, task: str = "deploy", ho
     for key, value in {"WHEELS": "local", "HEALTH_TIMEOUT": "15", "GUNICORN_WORKERS": "2", **(settings or {})}.items():
         cmd += ["--set", f"{key}={value}"]
     start = time.monotonic()
-    done = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    with on_this_machine():
+        done = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600, cwd=str(REPO))
     done.seconds = time.monotonic() - start  # type: ignore[attr-defined]
     return done
 
 
 def url(host: str, path: str) -> str:
-    return f"http://198.18.{host[3:]}.2{path}"
+    return f"http://198.18.{NUMBERS[host]}.2{path}"
 
 
 def current(fleet: Fleet, host: str) -> str:
@@ -127,8 +134,9 @@ def served(host: str) -> str:
 def load_on_every_host():
     loads = {h: Load([url(h, "/api/ai/load"), url(h, "/")], threads=2, max_requests=15_000, max_seconds=150)
              for h in HOSTS}
-    for load in loads.values():
-        load.start()
+    with on_this_machine():  # the load's threads are on this machine's network, as a client's would be
+        for load in loads.values():
+            load.start()
     time.sleep(0.3)
     try:
         yield loads
@@ -218,7 +226,7 @@ def test_no_op_on_three_hosts_costs_about_one(fleet: Fleet, repo: AppRepo) -> No
     repo.edit("app.py", 'VERSION = "2"', 'VERSION = "2b"', "a change to plan, not to deploy")
     dry = fab(fleet, repo, "--dry-run")
     assert dry.returncode == 0 and "Dry run: nothing was changed on any host." in dry.stdout, dry.stdout + dry.stderr
-    assert all(f"{h} | Plan for ubuntu@198.18.{h[3:]}.2:22:" in dry.stdout for h in HOSTS)
+    assert all(f"{h} | Plan for ubuntu@198.18.{NUMBERS[h]}.2:22:" in dry.stdout for h in HOSTS)
     assert all(f"{h} |   python    pm2 sendSignal SIGHUP" in dry.stdout for h in HOSTS)
     repo.edit("app.py", 'VERSION = "2b"', 'VERSION = "2"', "back")
     fleet_id = re.search(r"Fleet deploy (\S+):", done.stdout).group(1)
@@ -261,9 +269,10 @@ def test_a_commit_failing_only_on_web2_is_rolled_back_everywhere(fleet: Fleet, r
 def test_held_lock_unreachable_host_or_unknown_key_change_nothing(fleet: Fleet, repo: AppRepo, tmp_path: Path) -> None:
     before = snapshot(fleet)
     # another deploy holds web3's lock: a flock on the lock file, by a process we can end by its pid
-    holder = subprocess.Popen(["nsenter", "-t", str(fleet.pids["web3"]), "-m", "-p", "-n", "--", "sudo", "-u", "ubuntu",
-                               "bash", "-c", f"echo $$; exec flock -o {ROOT}/.deploy/lock sleep 60"],
-                              stdout=subprocess.PIPE, text=True)
+    web3 = fleet.hosts["web3"]
+    with on_this_machine():
+        holder = subprocess.Popen(["ssh", "-F", web3.ssh_config, "-l", "admin", web3.host, "sudo -n -u ubuntu bash -c "
+                                   f"'echo $$; exec flock -o {ROOT}/.deploy/lock sleep 60'"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     pid = int(holder.stdout.readline())
     try:
@@ -277,25 +286,27 @@ def test_held_lock_unreachable_host_or_unknown_key_change_nothing(fleet: Fleet, 
     assert snapshot(fleet) == before
 
     # web3 unreachable: a route that answers "no route to host" for its address (traffic leaves nothing)
-    subprocess.run(["ip", "route", "add", "unreachable", "198.18.3.2/32"], check=True)
+    with on_this_machine():
+        subprocess.run(["ip", "route", "add", "unreachable", f"{web3.host}/32"], check=True)
     try:
         gone = fab(fleet, repo)
     finally:
-        subprocess.run(["ip", "route", "del", "unreachable", "198.18.3.2/32"], check=True)
+        with on_this_machine():
+            subprocess.run(["ip", "route", "del", "unreachable", f"{web3.host}/32"], check=True)
     assert gone.returncode == 3, gone.stdout + gone.stderr
-    assert "Nothing was changed on any host" in gone.stderr and "Cannot connect to ubuntu@198.18.3.2:22" in gone.stderr
+    assert "Nothing was changed on any host" in gone.stderr and f"Cannot connect to ubuntu@{web3.host}:22" in gone.stderr
     assert snapshot(fleet) == before
 
     partial = tmp_path / "known_hosts"
     partial.write_text("".join(line + "\n" for line in Path(fleet.known_hosts).read_text().splitlines()
-                               if not line.startswith("198.18.3.2 ")))
+                               if not line.startswith((f"{web3.host} ", f"[{web3.host}]:"))))
     # The SSH config's UserKnownHostsFile is read too (KNOWN_HOSTS adds to it): point it at the partial file.
     config = tmp_path / "ssh_config"
     config.write_text(Path(fleet.ssh_config).read_text().replace(fleet.known_hosts, str(partial)))
     assert str(partial) in config.read_text()
     unknown = fab(fleet, repo, known_hosts=str(partial), ssh_config=str(config))
     assert unknown.returncode == 3, unknown.stdout + unknown.stderr
-    assert "Host key for ubuntu@198.18.3.2:22 is unknown" in unknown.stderr
+    assert f"Host key for ubuntu@{web3.host}:22 is unknown" in unknown.stderr
     assert snapshot(fleet) == before
 
 
