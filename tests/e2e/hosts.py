@@ -66,6 +66,12 @@ class TestHost:
     def target(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
+    def ssh_options(self) -> list[str]:
+        """`ssh` options that reach this host with this run's key, its host key checked."""
+        return ["-p", str(self.port), "-i", self.key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]
+
     @property
     def is_own(self) -> bool:
         return os.environ.get("TESTHOST") == str(self.number)
@@ -81,20 +87,10 @@ class TestHost:
             argv = [*as_user, "bash", "-c", cmd]
         else:
             remote = shlex.join(["sudo", "-n", *as_user, "bash", "-c", cmd])
-            argv = ["ssh", "-F", self.ssh_config, "-l", "admin", self.host, remote]
+            argv = ["ssh", *self.ssh_options(), "-l", "admin", self.host, remote]
             with on_this_machine():
                 return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout, input=input)
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout, input=input)
-
-
-def as_this_machine(argv: list[str]) -> list[str]:
-    """`argv` run in this machine's own namespaces (files, processes, network), not the worker's host: for what a
-    person runs on the machine itself, such as the README's demo, which brings up a test host of its own."""
-    spaces = {"uts": 6, "mount": 7, "pid": 8, "net": 9}
-    return ["nsenter", *(f"--{name}=/proc/self/fd/{fd}" for name, fd in spaces.items()), f"--wd={os.getcwd()}", "--", *argv]
-
-
-MACHINE_FDS = (6, 7, 8, 9)  # pass_fds for a subprocess running as_this_machine(...)
 
 
 def own_host() -> TestHost:

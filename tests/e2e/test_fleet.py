@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import Load
-from tests.e2e.conftest import REPO, AppRepo, get
+from tests.e2e.conftest import LOAD_TIMEOUT, REPO, AppRepo, get
 from tests.e2e.hosts import TestHost, on_this_machine
 
 HOSTS = ("web1", "web2", "web3")
@@ -132,7 +132,7 @@ def served(host: str) -> str:
 
 @contextmanager
 def load_on_every_host():
-    loads = {h: Load([url(h, "/api/ai/load"), url(h, "/")], threads=2, max_requests=15_000, max_seconds=150)
+    loads = {h: Load(timeout=LOAD_TIMEOUT, urls=[url(h, "/api/ai/load"), url(h, "/")], threads=2, max_requests=15_000, max_seconds=150)
              for h in HOSTS}
     with on_this_machine():  # the load's threads are on this machine's network, as a client's would be
         for load in loads.values():
@@ -271,7 +271,7 @@ def test_held_lock_unreachable_host_or_unknown_key_change_nothing(fleet: Fleet, 
     # another deploy holds web3's lock: a flock on the lock file, by a process we can end by its pid
     web3 = fleet.hosts["web3"]
     with on_this_machine():
-        holder = subprocess.Popen(["ssh", "-F", web3.ssh_config, "-l", "admin", web3.host, "sudo -n -u ubuntu bash -c "
+        holder = subprocess.Popen(["ssh", *web3.ssh_options(), "-l", "admin", web3.host, "sudo -n -u ubuntu bash -c "
                                    f"'echo $$; exec flock -o {ROOT}/.deploy/lock sleep 60'"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     pid = int(holder.stdout.readline())
