@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO))
 
 def pytest_configure(config):
     move_onto_own_host()  # in an xdist worker of tests/e2e/run: the tests run as a root login on the worker's host
+    if os.environ.get("TESTHOST") and config.option.basetemp:  # xdist's <controller's temp>/popen-gwN: the host's /tmp
+        Path(config.option.basetemp).parent.mkdir(parents=True, exist_ok=True)  # is its own, without the controller's
 
 
 def pytest_collection_modifyitems(config, items):

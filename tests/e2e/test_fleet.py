@@ -169,8 +169,7 @@ def test_hosts_are_separate(fleet: Fleet) -> None:
     assert "PM2" not in host_sh(fleet, "web2", "ps -eo comm")
     assert host_sh(fleet, "web2", "ls ~/.pm2 2>/dev/null | wc -l").strip() == "0"
     # each host's sshd has its own key, and each Nginx answers on its own address only for itself
-    keys = {line.split()[2] for line in Path(fleet.known_hosts).read_text().splitlines()}
-    assert len(keys) == 3
+    assert len({t.host_key for t in fleet.hosts.values()}) == 3
     for h in HOSTS:
         assert get(url(h, "/"))[0] == 200
     host_sh(fleet, "web1", "rm -f ~/only-on-web1; pm2 kill >/dev/null", check=False)
@@ -214,14 +213,14 @@ def test_first_deploy_and_a_code_change_drop_nothing_on_any_host(fleet: Fleet, r
     assert len(ids) == 1 and ids.pop() in done.stdout  # one deploy id, in every host's audit record
 
 
-def test_no_op_on_three_hosts_costs_about_one(fleet: Fleet, repo: AppRepo) -> None:
+def test_a_no_op_on_three_hosts_changes_nothing_and_a_dry_run_plans_each(fleet: Fleet, repo: AppRepo) -> None:
+    """What a no-op costs on one host and on three (its reads run side by side) is bench/fleet.py's figure."""
     pids = {h: pm2_pids(fleet, h) for h in HOSTS}
     done = fab(fleet, repo)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Nothing to deploy on any of the 3 hosts." in done.stdout
     one = fab(fleet, repo, hosts="web1")
     assert one.returncode == 0 and "Nothing to deploy" in one.stdout
-    assert done.seconds < one.seconds * 1.6 + 0.3, (done.seconds, one.seconds)  # the reads run side by side
     assert {h: pm2_pids(fleet, h) for h in HOSTS} == pids
     repo.edit("app.py", 'VERSION = "2"', 'VERSION = "2b"', "a change to plan, not to deploy")
     dry = fab(fleet, repo, "--dry-run")
@@ -272,7 +271,7 @@ def test_held_lock_unreachable_host_or_unknown_key_change_nothing(fleet: Fleet, 
     web3 = fleet.hosts["web3"]
     with on_this_machine():
         holder = subprocess.Popen(["ssh", *web3.ssh_options(), "-l", "admin", web3.host, "sudo -n -u ubuntu bash -c "
-                                   f"'echo $$; exec flock -o {ROOT}/.deploy/lock sleep 60'"], stdout=subprocess.PIPE, text=True)
+                                   f"'echo $$; exec flock -o {ROOT}/.deploy/lock sleep 60 </dev/null >/dev/null 2>&1'"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     pid = int(holder.stdout.readline())
     try:
