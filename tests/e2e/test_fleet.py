@@ -271,7 +271,8 @@ def test_held_lock_unreachable_host_or_unknown_key_change_nothing(fleet: Fleet, 
     web3 = fleet.hosts["web3"]
     with on_this_machine():
         holder = subprocess.Popen(["ssh", *web3.ssh_options(), "-l", "admin", web3.host, "sudo -n -u ubuntu bash -c "
-                                   f"'echo $$; exec flock -o {ROOT}/.deploy/lock sleep 60 </dev/null >/dev/null 2>&1'"], stdout=subprocess.PIPE, text=True)
+                                   f"'echo $$; exec flock -o {ROOT}/.deploy/lock sleep 60 </dev/null >/dev/null 2>&1'"],
+                                  stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     pid = int(holder.stdout.readline())
     try:
