@@ -3,6 +3,10 @@
 Every helper takes the context first (patchwork's `files.exists(c, path)` idiom), quotes every
 argument with `shlex.quote`, and is safe to call twice. Nothing else in the library needs to know
 whether it runs locally or over SSH.
+
+How a command reaches the host is the context's `Transport`: over the SSH transport of a Fabric
+Connection, as a local process for an invoke Context, or through `c.run` (`InvokeRunner`) where a
+caller attached that one with `use_transport`, as the unit tests do with invoke's MockContext.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from invoke import Context, MockContext
+from invoke import Context
 from invoke.exceptions import Exit, UnexpectedExit
 from invoke.runners import Result
 
@@ -57,6 +61,96 @@ def command_log(c: Context) -> CommandLog:
     return log
 
 
+class Transport:
+    """How commands reach a context's host: `run` one to its end, or `start` one to be waited for later."""
+
+    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
+            on_line: Callable[[str], None] | None) -> Result:
+        raise NotImplementedError
+
+    def start(self, c: Context, command: str) -> Callable[[], Result]:
+        """Start `command` now; the returned function waits for it and gives its result."""
+        raise NotImplementedError
+
+
+def _result(command: str, stdout: str, stderr: str, code: int) -> Result:
+    return Result(stdout=stdout, stderr=stderr, exited=code, command=command, hide=("stdout", "stderr"))
+
+
+def _checked(result: Result, warn: bool) -> Result:
+    if not result.ok and not warn:
+        raise UnexpectedExit(result)
+    return result
+
+
+class SshTransport(Transport):
+    """A Fabric Connection's SSH transport, a channel per command. Not invoke's Runner: it is built for
+    terminals (it feeds stdin one byte per 10 ms and polls its streams), which costs 20-40 ms a command,
+    and a deploy sends dozens."""
+
+    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
+            on_line: Callable[[str], None] | None) -> Result:
+        c.open()
+        chan = c.transport.open_session(timeout=timeout) if timeout else c.transport.open_session()
+        if timeout:
+            chan.settimeout(timeout)
+        chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin.encode())
+        chan.shutdown_write()
+        return _checked(_result(command, *_collect(chan, on_line)), warn)
+
+    def start(self, c: Context, command: str) -> Callable[[], Result]:
+        c.open()
+        chan = c.transport.open_session()
+        chan.exec_command(command)
+        chan.shutdown_write()
+        return lambda: _result(command, *_collect(chan))
+
+
+class LocalTransport(Transport):
+    """This machine: `bash -c` in a process of its own (invoke's local tasks)."""
+
+    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
+            on_line: Callable[[str], None] | None) -> Result:
+        return _checked(_result(command, *_run_local(command, stdin, timeout, on_line)), warn)
+
+    def start(self, c: Context, command: str) -> Callable[[], Result]:
+        proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+        def wait() -> Result:
+            stdout, stderr = proc.communicate()
+            return _result(command, stdout, stderr, proc.returncode)
+        return wait
+
+
+class InvokeRunner(Transport):
+    """The context's own `c.run` (invoke's Runner): what a MockContext answers from its canned results."""
+
+    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
+            on_line: Callable[[str], None] | None) -> Result:
+        kwargs: dict[str, Any] = {"hide": True, "warn": warn, "in_stream": io.StringIO(stdin) if stdin is not None else False}
+        if timeout:
+            kwargs["timeout"] = timeout
+        return c.run(command, **kwargs)
+
+    def start(self, c: Context, command: str) -> Callable[[], Result]:
+        result = c.run(command, hide=True, warn=True, in_stream=False)
+        return lambda: result
+
+
+def use_transport(c: Context, transport: Transport) -> Context:
+    """Send the context's commands through `transport` from now on; returns the context."""
+    object.__setattr__(c, "_signalcraft_transport", transport)  # see command_log
+    return c
+
+
+def transport_of(c: Context) -> Transport:
+    chosen = getattr(c, "_signalcraft_transport", None)
+    return chosen if chosen is not None else SshTransport() if is_remote(c) else LocalTransport()
+
+
 def run(c: Context, command: str, *, stdin: str | None = None, warn: bool = False, timeout: float | None = None,
         on_line: Callable[[str], None] | None = None) -> Any:
     """Run a shell command on the context's host, output hidden, stdin closed unless given.
@@ -66,34 +160,7 @@ def run(c: Context, command: str, *, stdin: str | None = None, warn: bool = Fals
     log = command_log(c)
     log.count += 1
     log.commands.append(command)
-    if isinstance(c, MockContext):
-        kwargs: dict[str, Any] = {"hide": True, "warn": warn, "in_stream": io.StringIO(stdin) if stdin is not None else False}
-        if timeout:
-            kwargs["timeout"] = timeout
-        return c.run(command, **kwargs)
-    # Not invoke's Runner: it is built for terminals (it feeds stdin one byte per 10 ms and polls
-    # its streams), which costs 20-40 ms a command. A deploy sends dozens.
-    result = _run_direct(c, command, stdin, timeout, on_line)
-    if not result.ok and not warn:
-        raise UnexpectedExit(result)
-    return result
-
-
-def _run_direct(c: Context, command: str, data: str | None, timeout: float | None,
-                on_line: Callable[[str], None] | None = None) -> Result:
-    if is_remote(c):
-        c.open()
-        chan = c.transport.open_session(timeout=timeout) if timeout else c.transport.open_session()
-        if timeout:
-            chan.settimeout(timeout)
-        chan.exec_command(command)
-        if data:
-            chan.sendall(data.encode())
-        chan.shutdown_write()
-        stdout, stderr, code = _collect(chan, on_line)
-    else:
-        stdout, stderr, code = _run_local(command, data, timeout, on_line)
-    return Result(stdout=stdout, stderr=stderr, exited=code, command=command, hide=("stdout", "stderr"))
+    return transport_of(c).run(c, command, stdin, timeout, warn, on_line)
 
 
 def _run_local(command: str, data: str | None, timeout: float | None,
@@ -170,29 +237,11 @@ class Background:
         log.commands.append(command)
         self.c, self.command = c, command
         self._result: Result | None = None
-        self._chan: Any = None
-        self._proc: subprocess.Popen[str] | None = None
-        if isinstance(c, MockContext):
-            self._result = c.run(command, hide=True, warn=True, in_stream=False)
-        elif is_remote(c):
-            c.open()
-            self._chan = c.transport.open_session()
-            self._chan.exec_command(command)
-            self._chan.shutdown_write()
-        else:
-            self._proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True)
+        self._wait = transport_of(c).start(c, command)
 
     def wait(self) -> Result:
-        if self._result is not None:
-            return self._result
-        if self._chan is not None:
-            stdout, stderr, code = _collect(self._chan)
-        else:
-            assert self._proc is not None
-            stdout, stderr = self._proc.communicate()
-            code = self._proc.returncode
-        self._result = Result(stdout=stdout, stderr=stderr, exited=code, command=self.command, hide=("stdout", "stderr"))
+        if self._result is None:
+            self._result = self._wait()
         return self._result
 
 

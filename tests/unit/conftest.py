@@ -18,8 +18,10 @@ from pathlib import Path
 
 import hypothesis
 import pytest
+from invoke import MockContext
 
 from signalcraft_deploy.core.settings import Settings, load_settings
+from signalcraft_deploy.host.io import InvokeRunner, use_transport
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 NODE = shutil.which("node")
@@ -151,3 +153,8 @@ def nginx_bin() -> str:
 hypothesis.settings.register_profile(
     "beside", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow])
 hypothesis.settings.load_profile("beside")
+
+
+def mock_host(*args: object, **kwargs: object) -> MockContext:
+    """invoke's MockContext as a host: the tool's commands go through its canned `run` (host.io.InvokeRunner)."""
+    return use_transport(MockContext(*args, **kwargs), InvokeRunner())

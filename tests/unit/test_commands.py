@@ -11,12 +11,13 @@ import time
 import paramiko
 import pytest
 from fabric import Connection
-from invoke import Context, MockContext, Result
+from invoke import Context, Result
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.settings import load_settings
 from signalcraft_deploy.host import install, lock, pm2
 from signalcraft_deploy.host.connect import open_host
+from tests.unit.conftest import mock_host
 
 pytest_plugins = ["fabric.testing.fixtures"]
 
@@ -44,7 +45,7 @@ def test_node_reload_is_rolling_and_updates_env():
     # MockContext answers only this exact command; any other raises NotImplementedError.
     expected = ('f=/home/ubuntu/signalcraft/current/ecosystem.config.cjs; [ -e "$f" ] || '
                 'f=/home/ubuntu/signalcraft/current/ecosystem.config.js; pm2 reload "$f" --only signalcraft-nodejs --update-env --force')
-    pm2.reload_node(MockContext(run={expected: Result("")}), s)
+    pm2.reload_node(mock_host(run={expected: Result("")}), s)
 
 
 @pytest.mark.parametrize("code,expected", [
@@ -53,7 +54,7 @@ def test_node_reload_is_rolling_and_updates_env():
     (1, "Installing"),
 ])
 def test_venv_install_failures_name_the_cause(s, code, expected):
-    c = MockContext(run={re.compile(r"mkdir .*"): Result(""), re.compile(r"(?s)set -e.*"): Result("19.9.0\n", exited=code)},
+    c = mock_host(run={re.compile(r"mkdir .*"): Result(""), re.compile(r"(?s)set -e.*"): Result("19.9.0\n", exited=code)},
                     repeat=True)
     with pytest.raises(Exit) as err:
         install.ensure_venv(c, s, "/srv/my-app/venvs/abc", "/srv/my-app/releases/r/requirements.txt")

@@ -7,12 +7,13 @@ import re
 import pytest
 from fabric import Config
 from fabric.main import Fab
-from invoke import Collection, MockContext, Result, task
+from invoke import Collection, Result, task
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.executor import FleetExecutor, fleet_aware, fleet_hosts
 from signalcraft_deploy.host import install, wheels
 from signalcraft_deploy.steps.fleet import batches, check_batch, check_on_failure
+from tests.unit.conftest import mock_host
 
 
 def run_fab(argv: str) -> list[tuple[str, list[str]]]:
@@ -128,7 +129,7 @@ def test_npm_ci_runs_offline_from_the_shipped_cache():
 def test_a_host_without_an_index_fails_install_naming_wheels_local():
     pip_said = ("WARNING: Retrying ... Failed to establish a new connection: [Errno 101] Network is unreachable\n"
                 "ERROR: No matching distribution found for Flask==3.1.3")
-    c = MockContext(run={re.compile(r"^mkdir"): Result(), re.compile(r"set -e"): Result(stderr=pip_said, exited=1)},
+    c = mock_host(run={re.compile(r"^mkdir"): Result(), re.compile(r"set -e"): Result(stderr=pip_said, exited=1)},
                     repeat=True)
     with pytest.raises(Exit) as err:
         install.ensure_venv(c, _settings(), "/r/venvs/abc", "/r/req.txt")

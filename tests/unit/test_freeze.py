@@ -30,6 +30,7 @@ from signalcraft_deploy.tasks.freeze import (
     unified_diff,
     write_atomically,
 )
+from tests.unit.conftest import mock_host
 
 INSTALLED = {"flask": "3.0.3", "requests": "2.32.3", "name-with-dots": "1.2.0", "gunicorn": "23.0.0", "numpy": "2.1.0"}
 
@@ -175,13 +176,13 @@ PIP_LIST = json.dumps([{"name": "Flask", "version": "3.0.3"}, {"name": "Name_Wit
 
 def test_read_installed_canonicalises_names(tmp_path: Path) -> None:
     venv = _fake_venv(tmp_path / "my venv")
-    c = MockContext(run={re.compile(r".*pip list"): Result(stdout=PIP_LIST)})
+    c = mock_host(run={re.compile(r".*pip list"): Result(stdout=PIP_LIST)})
     assert read_installed(c, str(venv)) == {"flask": "3.0.3", "name-with-dots": "1.2.0", "gunicorn": "23.0.0"}
 
 
 def test_read_installed_quotes_the_path_and_hides_output(tmp_path: Path, mocker) -> None:
     venv = _fake_venv(tmp_path / "my venv")
-    c = MockContext(run={re.compile(r".*pip list"): Result(stdout="[]")})
+    c = mock_host(run={re.compile(r".*pip list"): Result(stdout="[]")})
     spy = mocker.spy(c, "run")
     assert read_installed(c, str(venv)) == {}
     command = spy.call_args.args[0]
@@ -192,7 +193,7 @@ def test_read_installed_quotes_the_path_and_hides_output(tmp_path: Path, mocker)
 def test_read_installed_without_venv_names_cause_and_fix(tmp_path: Path) -> None:
     venv = str(tmp_path / "nope")
     with pytest.raises(Exit) as info:
-        read_installed(MockContext(), venv)
+        read_installed(mock_host(), venv)
     assert info.value.code == 1
     assert f"no virtual environment at {venv}" in str(info.value.message)
     assert f"python3 -m venv {venv} && {venv}/bin/pip install -r requirements.txt gunicorn" in str(info.value.message)
@@ -209,14 +210,14 @@ def test_read_installed_without_venv_names_cause_and_fix(tmp_path: Path) -> None
 )
 def test_read_installed_failures_are_clear(tmp_path: Path, result: Result, message: str) -> None:
     venv = _fake_venv(tmp_path / "v")
-    c = MockContext(run={re.compile(r".*pip list"): result})
+    c = mock_host(run={re.compile(r".*pip list"): result})
     with pytest.raises(Exit, match=re.escape(message)):
         read_installed(c, str(venv))
 
 
 def test_full_freeze_listing(tmp_path: Path) -> None:
     venv = _fake_venv(tmp_path / "v")
-    c = MockContext(run={re.compile(r".*pip freeze --disable-pip-version-check$"): Result(stdout="a==1\nb==2\n")})
+    c = mock_host(run={re.compile(r".*pip freeze --disable-pip-version-check$"): Result(stdout="a==1\nb==2\n")})
     assert full_freeze_listing(c, str(venv)) == "a==1\nb==2\n"
 
 
@@ -269,7 +270,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _ctx(pip_list: str = PIP_LIST, pip_freeze: str = "") -> MockContext:
-    return MockContext(run={
+    return mock_host(run={
         re.compile(r".*pip list"): Result(stdout=pip_list),
         re.compile(r".*pip freeze"): Result(stdout=pip_freeze),
     })

@@ -21,6 +21,7 @@ from signalcraft_deploy.host.facts import Pm2Process, parse_facts
 from signalcraft_deploy.host.setup import PM2_VERSION, State, parse_setup_facts, plan_setup
 from signalcraft_deploy.host.upkeep import boot_problems, dump_in_step, forget_logs_command, space_report
 from signalcraft_deploy.steps.faults import setting_fault
+from tests.unit.conftest import mock_host
 
 # PM2 7.0's lib/templates/init-scripts/systemd.tpl, which `pm2 startup systemd` fills in; the boot unit setup wrote
 # before it rendered its own (templates/pm2-boot.service.j2) was this, filled in by `old_boot_unit`.
@@ -332,12 +333,12 @@ def test_boot_reads_the_saved_list_without_env_values(tmp_path: Path) -> None:
 
 
 def test_the_boot_unit_is_rendered_and_linked_by_root_shells_of_mktemp_and_install() -> None:
-    from invoke import MockContext, Result
+    from invoke import Result
 
     from signalcraft_deploy.host.io import command_log
 
     f = parse_setup_facts(facts_output())
-    c = MockContext(run={re.compile(r"^sudo -n sh -c .*"): Result()}, repeat=True)
+    c = mock_host(run={re.compile(r"^sudo -n sh -c .*"): Result()}, repeat=True)
     how = setup_ops.enable_boot(c, f)
     sent = command_log(c).commands
     assert "pm2" not in " ".join(s for s in sent if "startup" in s) and not any("startup" in s for s in sent)  # root runs no PM2
@@ -352,12 +353,12 @@ def test_the_boot_unit_is_rendered_and_linked_by_root_shells_of_mktemp_and_insta
 
 
 def test_the_logrotate_file_is_checked_and_installed_in_one_root_shell_with_no_fixed_tmp_name(load) -> None:
-    from invoke import MockContext, Result
+    from invoke import Result
 
     from signalcraft_deploy.host.io import command_log
 
     s, f = load(), parse_setup_facts(facts_output())
-    c = MockContext(run={re.compile(r"^sudo -n sh -c .*"): Result()}, repeat=True)
+    c = mock_host(run={re.compile(r"^sudo -n sh -c .*"): Result()}, repeat=True)
     assert setup_ops.write_logrotate(c, s, f) == "/etc/logrotate.d/pm2-ubuntu"
     [sent] = command_log(c).commands
     assert sent == setup_ops.root_install_command("/etc/logrotate.d/pm2-ubuntu", "0644", check='logrotate -d "$t" 2>&1')
@@ -436,14 +437,14 @@ def test_the_postrotate_reloads_pm2s_logs_as_it_runs(load, tmp_path: Path) -> No
 
 
 def test_setup_plans_for_the_named_user_and_reads_its_facts_as_root(load, monkeypatch, tmp_path: Path, capsys) -> None:
-    from invoke import MockContext, Result
+    from invoke import Result
 
     from signalcraft_deploy.host.io import command_log
     from signalcraft_deploy.tasks import setup as setup_task
 
     monkeypatch.chdir(tmp_path)
     deploy = facts_output(user="deploy", group="deploy", home="/home/deploy", pm2_home="/home/deploy/.pm2")
-    c = MockContext(run={re.compile(r"^if sudo -n true .*setup_facts\.sh pm2 python3 deploy; else"): Result(deploy),
+    c = mock_host(run={re.compile(r"^if sudo -n true .*setup_facts\.sh pm2 python3 deploy; else"): Result(deploy),
                          re.compile(r".*sudo -n cat /etc/sudoers.d/signalcraft-deploy.*"): Result("")}, repeat=True)
     setup_task.setup(c, dry_run=True, user="deploy")
     out = capsys.readouterr().out
@@ -465,16 +466,16 @@ def test_setup_refuses_a_user_name_that_is_not_plain(name: str) -> None:
 
 
 def test_setup_names_a_user_the_host_lacks(load, monkeypatch, tmp_path: Path) -> None:
-    from invoke import MockContext, Result
+    from invoke import Result
     from invoke.exceptions import Exit
 
     from signalcraft_deploy.tasks import setup as setup_task
 
     monkeypatch.chdir(tmp_path)
-    c = MockContext(run={re.compile(r"^if sudo -n true .*"): Result("\n@@signalcraft:root\nyes\n")}, repeat=True)
+    c = mock_host(run={re.compile(r"^if sudo -n true .*"): Result("\n@@signalcraft:root\nyes\n")}, repeat=True)
     with pytest.raises(Exit, match="There is no user deploy on this machine: create the deploy account first"):
         setup_task.setup(c, dry_run=True, user="deploy")
-    c = MockContext(run={re.compile(r"^if sudo -n true .*"): Result("")}, repeat=True)
+    c = mock_host(run={re.compile(r"^if sudo -n true .*"): Result("")}, repeat=True)
     with pytest.raises(Exit, match="setup needs full passwordless sudo for the connecting account"):
         setup_task.setup(c, dry_run=True, user="deploy")
 
@@ -485,7 +486,6 @@ def test_setup_names_a_user_the_host_lacks(load, monkeypatch, tmp_path: Path) ->
     ("/usr/local/lib/node_modules/pm2/bin/pm2", "/usr/local/lib/node_modules/pm2/bin/pm2", "1000", "755"),  # the file
 ])
 def test_a_pm2_that_another_account_can_change_is_refused(load, change) -> None:
-    from invoke import MockContext
     from invoke.exceptions import Exit
 
     pm2, where, uid, mode = change
@@ -496,9 +496,9 @@ def test_a_pm2_that_another_account_can_change_is_refused(load, change) -> None:
     assert f"PM2 on root's PATH is {pm2}, and {where} (" in problem
     assert f"Install PM2 globally as root with `sudo npm install -g pm2@{PM2_VERSION}`" in problem
     with pytest.raises(Exit, match="can be changed by an account other than root"):
-        setup_ops.enable_boot(MockContext(), f)
+        setup_ops.enable_boot(mock_host(), f)
     with pytest.raises(Exit, match="can be changed by an account other than root"):
-        setup_ops.write_logrotate(MockContext(), load(), f)
+        setup_ops.write_logrotate(mock_host(), load(), f)
 
 
 def test_a_node_in_a_user_writable_folder_is_refused_and_root_owned_ones_pass() -> None:

@@ -32,6 +32,7 @@ from signalcraft_deploy.core.render import (
 )
 from signalcraft_deploy.core.settings import Listen, SettingsError
 from signalcraft_deploy.host.facts import HostFacts, Listener
+from tests.unit.conftest import mock_host
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 OPENSSL = shutil.which("openssl")
@@ -418,20 +419,20 @@ def test_tls_check_wildcards_cover_one_label(tmp_path: Path) -> None:
 def test_reload_nginx_raises_with_nginxs_reason_and_the_fix(load) -> None:
     import re as re_
 
-    from invoke import MockContext, Result
+    from invoke import Result
     from invoke.exceptions import Exit
 
     from signalcraft_deploy.host.nginx import reload_nginx
 
     why = "[emerg] 22416#22416: bind() to 0.0.0.0:7221 failed (98: Address already in use)"
-    c = MockContext(run={re_.compile(".*nginx -s reload"): Result(stdout=json.dumps({"ok": False, "why": why}) + "\n", exited=65)},
+    c = mock_host(run={re_.compile(".*nginx -s reload"): Result(stdout=json.dumps({"ok": False, "why": why}) + "\n", exited=65)},
                     repeat=True)
     s = load()
     with pytest.raises(Exit) as err:
         reload_nginx(c, s, render_nginx_site(s))
     message = str(err.value.message)
     assert "Nginx's reload did not take" in message and why in message and "NGINX_LISTEN" in message
-    ok = MockContext(run={re_.compile(".*nginx -s reload"): Result(stdout='{"ok": true, "why": "", "master": 7, "seconds": 0.1}\n')},
+    ok = mock_host(run={re_.compile(".*nginx -s reload"): Result(stdout='{"ok": true, "why": "", "master": 7, "seconds": 0.1}\n')},
                      repeat=True)
     assert reload_nginx(ok, s)["master"] == 7
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import crossplane
 import pytest
-from invoke import MockContext, Result
+from invoke import Result
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core import settings as settings_mod
@@ -33,6 +33,7 @@ from signalcraft_deploy.core.render import SITE_HEADER, certbot_hook_path, rende
 from signalcraft_deploy.host import facts, root
 from signalcraft_deploy.remote import nginx_site, program, source
 from signalcraft_deploy.remote import root_helper as rh
+from tests.unit.conftest import mock_host
 
 SITE = "/etc/nginx/sites-available/shop"
 RUN_ARGV = rh.run_argv  # the real ones (Host replaces them)
@@ -1645,17 +1646,17 @@ def state(installed: str, full: bool, allowed: bool) -> root.HelperState:
 
 
 def test_with_only_the_drop_in_an_outdated_helper_stops_before_anything_and_names_setup() -> None:
-    c = MockContext()
+    c = mock_host()
     with pytest.raises(Exit) as err:
         root.ensure(c, state("0" * 64, full=False, allowed=True))
     assert "fab -H" in str(err.value.message) and "setup" in str(err.value.message) and "Nothing was changed" in str(err.value.message)
     with pytest.raises(Exit) as err:
-        root.ensure(MockContext(), state("", full=False, allowed=False))
+        root.ensure(mock_host(), state("", full=False, allowed=False))
     assert "passwordless sudo" in str(err.value.message) and "NOPASSWD" in str(err.value.message)
 
 
 def test_with_full_sudo_a_missing_helper_is_installed_once_per_connection() -> None:
-    c = MockContext(run={re.compile(r"sudo -n sh -c .*"): Result(), re.compile(r"sudo -n rm -f .*"): Result()}, repeat=True)
+    c = mock_host(run={re.compile(r"sudo -n sh -c .*"): Result(), re.compile(r"sudo -n rm -f .*"): Result()}, repeat=True)
     root.ensure(c, state("", full=True, allowed=True))
     commands = [call.args[0] for call in c.run.call_args_list]
     assert len(commands) == len(root.files()) + 1
@@ -1666,12 +1667,12 @@ def test_with_full_sudo_a_missing_helper_is_installed_once_per_connection() -> N
     assert commands[-1].startswith("sudo -n rm -f ") and all(f"{root.LIB}/{name}" in commands[-1] for name in root.RETIRED)
     root.ensure(c, state("", full=True, allowed=True))  # ready: nothing more
     assert len(c.run.call_args_list) == len(commands)
-    current = MockContext()
+    current = mock_host()
     root.ensure(current, state(root.digest(), full=False, allowed=True))  # this version's: nothing to do, no command
 
 
 def test_a_failed_install_stops_with_the_hint() -> None:
-    c = MockContext(run={re.compile(r"sudo -n sh -c .*"): Result(exited=1, stderr="sudo: a password is required")}, repeat=True)
+    c = mock_host(run={re.compile(r"sudo -n sh -c .*"): Result(exited=1, stderr="sudo: a password is required")}, repeat=True)
     with pytest.raises(Exit) as err:
         root.install(c)
     assert "sudo: a password is required" in str(err.value.message) and "full passwordless sudo" in str(err.value.message)

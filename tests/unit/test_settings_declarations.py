@@ -11,12 +11,12 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
-from invoke import MockContext
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import LOCAL_ONLY
 from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, MASK, Address, Listen, Settings, SettingsError, load_settings, readme_table
 from signalcraft_deploy.tasks.settings import settings as settings_task
+from tests.unit.conftest import mock_host
 
 # The attributes and types the rest of the library reads (the hand-written dataclass before KEYS drove it).
 EXPECTED_FIELDS = {
@@ -179,7 +179,7 @@ def test_settings_task_shows_each_value_and_origin_with_the_secret_masked(clean_
     token = "ghp_s3cr3tT0ken"
     (clean_env / ".env").write_text(f"# deploy\nSOURCE=git\nREPO_URL=https://deploy:{token}@github.com/org/shop.git\n")
     monkeypatch.setenv("NODE_PORT", "3100")
-    settings_task(MockContext(), set_=["NGINX_LISTEN=8080"])
+    settings_task(mock_host(), set_=["NGINX_LISTEN=8080"])
     out = capsys.readouterr().out
     assert token not in out and "github.com" not in out
     lines = _lines(out)
@@ -198,14 +198,14 @@ def test_settings_task_shows_each_value_and_origin_with_the_secret_masked(clean_
 
 def test_settings_task_stops_on_a_bad_value(clean_env: Path) -> None:
     with pytest.raises(Exit) as err:
-        settings_task(MockContext(), set_=["NODE_PORT=abc"])
+        settings_task(mock_host(), set_=["NODE_PORT=abc"])
     assert err.value.code == 2
     assert "NODE_PORT (flag --set): found 'abc'" in str(err.value.message)
 
 
 def test_settings_task_defaults_prints_the_declarations(clean_env: Path, capsys) -> None:
     (clean_env / ".env").write_text("NODE_PORT=3100\n")  # ignored: the declarations, not the values
-    settings_task(MockContext(), defaults=True)
+    settings_task(mock_host(), defaults=True)
     lines = _lines(capsys.readouterr().out)
     assert set(lines) == {"KEY", *KEY_NAMES}
     for key in KEYS:  # columns are two spaces or more apart; a default such as 'nginx -t' holds single ones
@@ -214,5 +214,5 @@ def test_settings_task_defaults_prints_the_declarations(clean_env: Path, capsys)
 
 
 def test_settings_task_defaults_markdown_is_the_readme_table(clean_env: Path, capsys) -> None:
-    settings_task(MockContext(), defaults=True, markdown=True)
+    settings_task(mock_host(), defaults=True, markdown=True)
     assert capsys.readouterr().out == readme_table() + "\n"
