@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.loadgen import Load
 from tests.e2e.hosts import TestHost, move_onto_own_host, on_this_machine, own_host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,6 +162,15 @@ def clean_host(p: Profile, user: str = "ubuntu") -> None:
 # can take longer to boot than the load generator's 5 s default. 15 s is still far below Nginx's 60 s proxy timeout,
 # and the benchmarks under bench/ measure how long requests wait.
 LOAD_TIMEOUT = 15.0
+# Requests per second in all, sent at their times: a window of a few milliseconds with no listener still fails
+# several of them, while several workers' loads leave the two cores to the deploys they watch. The benchmarks load
+# at full speed.
+LOAD_RATE = 150.0
+
+
+def e2e_load(urls: list[str], **kwargs: object) -> Load:
+    """bench.loadgen's Load with this suite's timeout and rate (a test may pass its own)."""
+    return Load(urls, **{"timeout": LOAD_TIMEOUT, "rate": LOAD_RATE, **kwargs})  # type: ignore[arg-type]
 
 ROOT_STATE = Path("/var/lib/signalcraft-deploy")
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Load
-from tests.e2e.conftest import LOAD_TIMEOUT, AppRepo, Profile, clean_host, fab, get, pm2_apps, pm2_jlist
+from tests.e2e.conftest import AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist
 
 P = Profile("i12", "/home/ubuntu/i12-app", 7101, 7111, 7121,
             extra={"PY_ROUTES": "api/flask", "NODE_INSTANCES": "2"})
@@ -250,7 +249,7 @@ def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, ap
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "first"
     assert get(p.url("/secret"))[2]["secret"] == "first"
     env_file.write_text("SECRET_KEY=second\n")
-    with Load(timeout=LOAD_TIMEOUT, urls=[p.url("/api/flask/secret"), p.url("/secret")],
+    with e2e_load([p.url("/api/flask/secret"), p.url("/secret")],
                   threads=3, max_requests=20_000, max_seconds=120) as load:
         time.sleep(0.5)
         out = ok(fab(sandbox, p, repo))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import Load
-from tests.e2e.conftest import LOAD_TIMEOUT, REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, sh
 from tests.e2e.hosts import on_this_machine
 
 FLT = Profile("flt", "/home/ubuntu/flt", 8901, 3901, 8089)
@@ -127,7 +127,7 @@ def no_traceback(text: str) -> None:
 
 
 def load() -> Load:
-    return Load(timeout=LOAD_TIMEOUT, urls=[FLT.url("/api/ai/load"), NODE_URL], threads=1, max_requests=20_000, max_seconds=90)
+    return e2e_load([FLT.url("/api/ai/load"), NODE_URL], threads=1, max_requests=20_000, max_seconds=90)
 
 
 # ----------------------------------------------------------------------------- 1. killed at each step

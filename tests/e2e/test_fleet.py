@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Load
-from tests.e2e.conftest import LOAD_TIMEOUT, REPO, AppRepo, get
+from tests.e2e.conftest import REPO, AppRepo, e2e_load, get
 from tests.e2e.hosts import TestHost, on_this_machine
 
 HOSTS = ("web1", "web2", "web3")
@@ -132,7 +131,7 @@ def served(host: str) -> str:
 
 @contextmanager
 def load_on_every_host():
-    loads = {h: Load(timeout=LOAD_TIMEOUT, urls=[url(h, "/api/ai/load"), url(h, "/")], threads=2, max_requests=15_000, max_seconds=150)
+    loads = {h: e2e_load([url(h, "/api/ai/load"), url(h, "/")], threads=2, max_requests=15_000, max_seconds=150)
              for h in HOSTS}
     with on_this_machine():  # the load's threads are on this machine's network, as a client's would be
         for load in loads.values():

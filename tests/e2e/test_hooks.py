@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Load
-from tests.e2e.conftest import EXAMPLE_DB, LOAD_TIMEOUT, AppRepo, Profile, clean_host, fab, get, sh
+from tests.e2e.conftest import EXAMPLE_DB, AppRepo, Profile, clean_host, e2e_load, fab, get, sh
 
 DB = Profile("i18db", "/home/ubuntu/i18db", 7501, 7511, 7521)
 HK = Profile("i18hk", "/home/ubuntu/i18hk", 7531, 7541, 7551)
@@ -68,7 +67,7 @@ def test_a_failing_migration_stops_the_deploy_before_the_switch_and_leaves_the_s
     broken = good.replace('server_default="blue"))', 'server_default="blue"))\n    op.execute("SELECT no_such_column FROM items")')
     assert broken != good
     release_two(db_app, broken)
-    with Load(timeout=LOAD_TIMEOUT, urls=[DB.url("/api/flask/health"), DB.url("/")], threads=2, max_requests=8000, max_seconds=90) as load:
+    with e2e_load([DB.url("/api/flask/health"), DB.url("/")], threads=2, max_requests=8000, max_seconds=90) as load:
         result = fab(sandbox, DB, db_app)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
@@ -86,7 +85,7 @@ def test_the_second_release_migrates_once_before_the_switch_and_its_code_reads_t
     status, _, item = get_post(DB.url("/api/flask/items"), {"name": "first"})
     assert status == 201 and "color" not in item
     release_two(db_app, (EXAMPLE_DB / "upgrades/0002_add_color.py").read_text())
-    with Load(timeout=LOAD_TIMEOUT, urls=[DB.url("/api/flask/health"), DB.url("/api/flask/items"), DB.url("/")],
+    with e2e_load([DB.url("/api/flask/health"), DB.url("/api/flask/items"), DB.url("/")],
                   threads=3, max_requests=15000,
               max_seconds=120) as load:
         time.sleep(0.5)

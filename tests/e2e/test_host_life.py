@@ -23,8 +23,19 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Load
-from tests.e2e.conftest import LOAD_TIMEOUT, AppRepo, Profile, Sandbox, add_deploy_user, clean_host, fab, get, kill_user, pm2_apps, sh
+from tests.e2e.conftest import (
+    AppRepo,
+    Profile,
+    Sandbox,
+    add_deploy_user,
+    clean_host,
+    e2e_load,
+    fab,
+    get,
+    kill_user,
+    pm2_apps,
+    sh,
+)
 
 U = "i14boot"
 HOME = f"/home/{U}"
@@ -213,7 +224,7 @@ def test_rotation_under_load_keeps_every_line_and_the_apps(boot_sb, capsys):
     before = log.stat().st_size
     pids = {n: [p["pid"] for p in procs] for n, procs in pm2_apps(BOOT.app, user=U).items()}
     marker = f"/api/ai/rotation-{uuid.uuid4().hex[:8]}"
-    with Load(timeout=LOAD_TIMEOUT, urls=[BOOT.url(marker), BOOT.url("/")], threads=2, max_requests=6000, max_seconds=60) as load:
+    with e2e_load([BOOT.url(marker), BOOT.url("/")], threads=2, max_requests=6000, max_seconds=60) as load:
         time.sleep(1.0)
         rotated = sh(f"logrotate -f {ROTATION}", check=False, timeout=120)  # as cron (root) would, forced
         time.sleep(1.0)

@@ -28,7 +28,7 @@ import pytest
 from bench.loadgen import Load
 from signalcraft_deploy import remote
 from signalcraft_deploy.core.render import site_id
-from tests.e2e.conftest import EXAMPLE, LOAD_TIMEOUT, AppRepo, Profile, clean_host, fab, get, legacy_venv, pm2_apps, sh
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, e2e_load, fab, get, legacy_venv, pm2_apps, sh
 
 OLD = Path("/home/ubuntu/i13-old")  # the 'before' app: a venv with Flask, run bare as `python app.py`
 CERTS = Path("/etc/ssl/i13")
@@ -193,7 +193,7 @@ def test_takeover_of_a_loopback_listen_keeps_it_and_the_reload_takes(sandbox, ol
         assert f"--- a{site_path(LO)}" in dry.stdout and f"-    listen 127.0.0.1:{LO.listen};" in dry.stdout
         assert f"+    listen 127.0.0.1:{LO.listen} default_server;" in dry.stdout
         assert site_path(LO).read_text() == LO_SITE and my_bare_pids() == [bare]
-        with Load(timeout=LOAD_TIMEOUT, urls=[LO.url("/api/ai/load"), LO.url("/")],
+        with e2e_load([LO.url("/api/ai/load"), LO.url("/")],
                   threads=3, max_requests=50_000, max_seconds=180) as load:
             time.sleep(0.5)
             result = fab(sandbox, unset, repo)
@@ -288,7 +288,7 @@ def test_takeover_of_an_https_site_keeps_https_through_a_fresh_start(sandbox, ol
         repo = AppRepo(tmp_path / "app")
         unset = settings_without(TL, "NGINX_LISTEN", "SERVER_NAME")
         urls = [TL.url("/api/ai/load"), TL.url("/"), f"{https}/api/ai/load", f"{https}/"]
-        with Load(urls, threads=3, max_requests=50_000, max_seconds=180, cafile=str(cert)) as load:
+        with e2e_load(urls, threads=3, max_requests=50_000, max_seconds=180, cafile=str(cert)) as load:
             time.sleep(0.5)
             result = fab(sandbox, unset, repo)
             time.sleep(0.5)
@@ -347,7 +347,7 @@ def test_a_reload_that_does_not_take_fails_the_deploy_and_stops_nothing(sandbox,
         # 7226 is bound by another process but not listening: ss does not list it, `nginx -t` passes, the bind fails.
         holder.bind(("127.0.0.1", 7226))
         wider = Profile(RF.app, RF.root, RF.bind, RF.node, RF.listen, extra={"NGINX_LISTEN": f"127.0.0.1:{RF.listen},127.0.0.1:7226"})
-        with Load(timeout=LOAD_TIMEOUT, urls=[RF.url("/api/ai/load"), RF.url("/")],
+        with e2e_load([RF.url("/api/ai/load"), RF.url("/")],
                   threads=3, max_requests=50_000, max_seconds=120) as load:
             time.sleep(0.5)
             result = fab(sandbox, wider, app_repo)

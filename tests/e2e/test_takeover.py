@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Load
-from tests.e2e.conftest import EXAMPLE, LOAD_TIMEOUT, AppRepo, Profile, clean_host, fab, get, legacy_site, legacy_venv, pm2_jlist, sh
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, e2e_load, fab, get, legacy_site, legacy_venv, pm2_jlist, sh
 
 TK = Profile("tk", "/home/ubuntu/tk", 8941, 3941, 8094)
 OLD = Path("/home/ubuntu/tk-old")
@@ -60,7 +59,7 @@ def before_state(sandbox):
 def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tmp_path):
     repo = AppRepo(tmp_path / "app")
     [legacy] = legacy_pids()
-    with Load(timeout=LOAD_TIMEOUT, urls=[TK.url("/api/ai/load"), TK.url("/")], threads=3, max_requests=50_000, max_seconds=180) as load:
+    with e2e_load([TK.url("/api/ai/load"), TK.url("/")], threads=3, max_requests=50_000, max_seconds=180) as load:
         time.sleep(0.5)
         result = fab(sandbox, TK, repo)
         time.sleep(0.5)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Load
-from tests.e2e.conftest import LOAD_TIMEOUT, REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, pm2_jlist
+from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist
 
 ZD = Profile("zd", "/home/ubuntu/zd", 8601, 3601, 8086)
 
@@ -34,7 +33,7 @@ def current() -> str:
 
 
 def deploy_under_load(sandbox, repo, *args):
-    with Load(timeout=LOAD_TIMEOUT, urls=[ZD.url("/api/ai/load"), ZD.url("/")], threads=3, max_requests=20_000, max_seconds=120) as load:
+    with e2e_load([ZD.url("/api/ai/load"), ZD.url("/")], threads=3, max_requests=20_000, max_seconds=120) as load:
         time.sleep(0.5)
         result = fab(sandbox, ZD, repo, *args)
         time.sleep(0.5)
@@ -138,7 +137,7 @@ def test_rollback_serves_the_previous_release(sandbox, live):
     assert fab(sandbox, ZD, live).returncode == 0
     newest = current()
     assert get(ZD.url("/api/ai/x"))[2]["version"] == "4"
-    with Load(timeout=LOAD_TIMEOUT, urls=[ZD.url("/api/ai/load"), ZD.url("/")], threads=3, max_requests=20_000, max_seconds=120) as load:
+    with e2e_load([ZD.url("/api/ai/load"), ZD.url("/")], threads=3, max_requests=20_000, max_seconds=120) as load:
         result = fab(sandbox, ZD, None, task="rollback")
     assert result.returncode == 0, result.stdout + result.stderr
     assert load.result().failed == 0, load.result().samples
