@@ -60,17 +60,19 @@ def tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tool")
     assert not root.resolve().is_relative_to(REPO)
     shutil.copytree(REPO, root / "source", ignore=NOT_SOURCE)
-    _pip(sys.executable, ["wheel", "--no-deps", "-q", "-w", root / "dist", "."], root / "source")
-    (wheel,) = (root / "dist").glob("*.whl")
-    venv.create(root / "venv", with_pip=True)
-    _pip(root / "venv/bin/python", ["install", "-q", wheel], root)
+    with on_this_machine():  # the developer's machine, which reaches the package index
+        _pip(sys.executable, ["wheel", "--no-deps", "-q", "-w", root / "dist", "."], root / "source")
+        (wheel,) = (root / "dist").glob("*.whl")
+        venv.create(root / "venv", with_pip=True)
+        _pip(root / "venv/bin/python", ["install", "-q", wheel], root)
     return root / "venv"
 
 
 def app_venv(app: Path) -> Path:
     """The app's own venv, SOURCE_DIR/.venv (git-ignored): its requirements, nothing of the tool."""
     venv.create(app / ".venv", with_pip=True)
-    _pip(app / ".venv/bin/python", ["install", "-q", "-r", app / "requirements.txt"], app)
+    with on_this_machine():
+        _pip(app / ".venv/bin/python", ["install", "-q", "-r", app / "requirements.txt"], app)
     return app / ".venv"
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, host_wheels, pm2_apps, sh
-from tests.e2e.hosts import on_this_machine
 
 DEFAULTS = Profile("signalcraft", "/home/ubuntu/signalcraft", 8001, 3000, 80, defaults=True)
 ROUTES = ["api/ai", "api/iot", "api/lightweight-analyze", "api/flask"]
@@ -177,9 +176,10 @@ def test_invoke_deploys_to_this_machine(tmp_path):
 def test_freeze_then_check(tmp_path):
     repo = AppRepo(tmp_path / "freeze")
     venv = repo.path / ".venv"
-    with on_this_machine():  # the app's own venv, made on the developer's machine
-        subprocess.run(["bash", "-c", f"python3 -m venv {venv} && {venv}/bin/pip install -q --disable-pip-version-check "
-                        f"-r {repo.path}/requirements.txt"], check=True, capture_output=True, timeout=300)
+    wheels = host_wheels((repo.path / "requirements.txt").read_text())  # the app's own venv, from this run's wheels
+    subprocess.run(["bash", "-c", f"python3 -m venv {venv} && {venv}/bin/pip install -q --disable-pip-version-check "
+                    f"--no-index --find-links {wheels} -r {repo.path}/requirements.txt"], check=True, capture_output=True,
+                   timeout=300)
     invoke = ["invoke", "freeze", "--source-dir", str(repo.path), "--venv", str(venv)]
     first = subprocess.run(invoke, capture_output=True, text=True, cwd=str(REPO))
     assert first.returncode == 0, first.stdout + first.stderr
