@@ -73,6 +73,15 @@ class Transport:
         raise NotImplementedError
 
 
+def _send_input(chan: Any, data: str) -> None:
+    """Send a command its stdin. A command that ended before reading it all (it failed at once: a read-only or full
+    disk, say) closes the channel under us; its exit status and error output, read next, say why."""
+    try:
+        chan.sendall(data.encode())
+    except OSError:
+        pass
+
+
 def _result(command: str, stdout: str, stderr: str, code: int) -> Result:
     return Result(stdout=stdout, stderr=stderr, exited=code, command=command, hide=("stdout", "stderr"))
 
@@ -96,7 +105,7 @@ class SshTransport(Transport):
             chan.settimeout(timeout)
         chan.exec_command(command)
         if stdin:
-            chan.sendall(stdin.encode())
+            _send_input(chan, stdin)
         chan.shutdown_write()
         return _checked(_result(command, *_collect(chan, on_line)), warn)
 
@@ -258,7 +267,7 @@ class Waiting:
         c.open()
         self._chan = c.transport.open_session()
         self._chan.exec_command(command)
-        self._chan.sendall(stdin.encode())
+        _send_input(self._chan, stdin)
 
     def go(self, word: str = "go", timeout: float = 30.0) -> Result:
         self._chan.settimeout(timeout)
@@ -269,8 +278,10 @@ class Waiting:
                 break
             head += chunk
         self._chan.settimeout(None)
-        if head.endswith(b"ready\n"):
-            self._chan.sendall(f"{word}\n".encode())
+        if not head.endswith(b"ready\n"):  # it ended (or was ended) before it was ready: nothing was asked of it
+            self._chan.close()
+            raise OSError(f"{self.command[:60]!r} ended before it was ready")
+        self._chan.sendall(f"{word}\n".encode())
         self._chan.shutdown_write()
         stdout, stderr, code = _collect(self._chan)
         return Result(stdout=head.decode("utf-8", "replace").removesuffix("ready\n") + stdout, stderr=stderr, exited=code,

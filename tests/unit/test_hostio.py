@@ -67,3 +67,58 @@ def test_a_background_command_runs_while_other_commands_do_and_is_waited_for() -
     assert time.monotonic() - started >= 0.4
     assert pending.wait() is result
     assert command_log(c).count == 2
+
+
+class ClosedEarlyChannel:
+    """An SSH channel whose command failed at once: it sent its error and exit status, then closed."""
+
+    def __init__(self, stderr: bytes = b"", stdout: bytes = b"", code: int = 1) -> None:
+        self.out, self.err, self.code, self.closed = [stdout, b""], [stderr, b""], code, False
+
+    def exec_command(self, command: str) -> None: ...
+    def settimeout(self, seconds: float | None) -> None: ...
+    def shutdown_write(self) -> None: ...
+
+    def sendall(self, data: bytes) -> None:
+        raise OSError("Socket is closed")
+
+    def recv(self, n: int) -> bytes:
+        return self.out.pop(0) if self.out else b""
+
+    def recv_stderr(self, n: int) -> bytes:
+        return self.err.pop(0) if self.err else b""
+
+    def recv_exit_status(self) -> int:
+        return self.code
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeConnection:
+    def __init__(self, chan: ClosedEarlyChannel) -> None:
+        self.chan = chan
+        self.transport = self
+
+    def open(self) -> None: ...
+
+    def open_session(self, timeout: float | None = None) -> ClosedEarlyChannel:
+        return self.chan
+
+
+def test_a_command_that_ends_before_reading_its_stdin_reports_its_own_error_not_a_closed_socket() -> None:
+    from signalcraft_deploy.host.io import SshTransport
+
+    chan = ClosedEarlyChannel(stderr=b"mkdir: cannot create directory: Read-only file system\n")
+    result = SshTransport().run(FakeConnection(chan), "cat > x", "data", None, True, None)  # type: ignore[arg-type]
+    assert (result.exited, result.stderr) == (1, "mkdir: cannot create directory: Read-only file system\n")
+
+
+def test_a_waiting_command_that_ends_before_it_is_ready_raises_so_the_caller_asks_the_usual_way() -> None:
+    from signalcraft_deploy.host.io import Waiting
+
+    chan = ClosedEarlyChannel()
+    waiting = Waiting(FakeConnection(chan), "python3 -c probe", "spec")  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="ended before it was ready"):
+        waiting.go()
+    assert chan.closed
