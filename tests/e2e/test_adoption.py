@@ -27,7 +27,7 @@ import pytest
 from signalcraft_deploy import __version__
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
-from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, clean_host, get, sh
+from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, clean_host, get, host_wheels, sh
 from tests.e2e.hosts import on_this_machine
 from tests.unit.test_wheel import NOT_SOURCE, _check, _pip
 
@@ -196,14 +196,20 @@ def previous(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     runtime = (checkout / "requirements.txt").read_text().split("# tests")[0]
     (root / "runtime.txt").write_text(runtime)
     venv.create(root / "venv", with_pip=True)
-    _pip(root / "venv/bin/python", ["install", "-q", "-r", root / "runtime.txt"], root)
+    with on_this_machine():
+        _pip(root / "venv/bin/python", ["install", "-q", "-r", root / "runtime.txt"], root)
     return checkout, root / "venv"
 
 
 @pytest.fixture
 def upgrade_host(sandbox: Sandbox):
+    """The host the previous release deployed to: it had a package index (it knew no WHEELS=local). Here, pip's
+    global configuration points at a folder of the example app's wheels, as a host with an index of its own would."""
     clean_host(UPGRADE)
+    wheels = host_wheels((EXAMPLE / "requirements.txt").read_text())
+    Path("/etc/pip.conf").write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n")
     yield
+    Path("/etc/pip.conf").unlink(missing_ok=True)
     clean_host(UPGRADE)
 
 
@@ -212,7 +218,7 @@ def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previou
     checkout, old_venv = previous
     app = AppRepo(tmp_path / "app")
     old_cmd = [old_venv / "bin/fab", "-H", sandbox.target, "-i", sandbox.key, "deploy", "--source-dir", app.path]
-    old_cmd += [arg for key, value in UPGRADE.settings().items() for arg in ("--set", f"{key}={value}")]
+    old_cmd += [arg for key, value in UPGRADE.settings().items() if key != "WHEELS" for arg in ("--set", f"{key}={value}")]
     ok(run(old_cmd, checkout, {**user_env(old_venv), "KNOWN_HOSTS": sandbox.known_hosts}, timeout=600))
     old_release = os.readlink(f"{UPGRADE.root}/current").rsplit("/", 1)[-1]
     answers(UPGRADE, old_release)
