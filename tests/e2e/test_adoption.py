@@ -27,14 +27,15 @@ import pytest
 from signalcraft_deploy import __version__
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
-from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, clean_host, get, host_wheels, sh
+from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, add_deploy_user, clean_host, get, host_wheels, sh
 from tests.e2e.hosts import on_this_machine
 from tests.unit.test_wheel import NOT_SOURCE, _check, _pip
 
 PREVIOUS = "bd73369"  # the last commit before the package existed
 TOOL_DEPENDENCIES = ("fabric", "invoke", "paramiko", "jinja2", "python-dotenv", "crossplane")
 ADOPT = Profile("i16a", "/home/ubuntu/i16-adopt", bind=7401, node=7411, listen=7421)
-UPGRADE = Profile("i16u", "/home/ubuntu/i16-upgrade", bind=7431, node=7441, listen=7451)
+UPGRADE_USER = "i16old"  # the previous release needed full sudo: a deploy user of its own that has it
+UPGRADE = Profile("i16u", f"/home/{UPGRADE_USER}/i16-upgrade", bind=7431, node=7441, listen=7451)
 
 
 def user_env(tool: Path, **extra: str) -> dict[str, str]:
@@ -202,20 +203,22 @@ def previous(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def upgrade_host(sandbox: Sandbox):
+def upgrade_host(sandbox: Sandbox) -> Sandbox:
     """The host the previous release deployed to: it had a package index (it knew no WHEELS=local). Here, pip's
     global configuration points at a folder of the example app's wheels, as a host with an index of its own would."""
-    clean_host(UPGRADE)
+    old = add_deploy_user(sandbox, UPGRADE_USER, f"/etc/sudoers.d/90-{UPGRADE_USER}")
+    clean_host(UPGRADE, user=UPGRADE_USER)
     wheels = host_wheels((EXAMPLE / "requirements.txt").read_text())
     Path("/etc/pip.conf").write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n")
-    yield
+    yield old
     Path("/etc/pip.conf").unlink(missing_ok=True)
-    clean_host(UPGRADE)
+    clean_host(UPGRADE, user=UPGRADE_USER)
 
 
-def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previous, tool: Path, sandbox: Sandbox,
-                                                                          upgrade_host, tmp_path: Path) -> None:
+def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previous, tool: Path, upgrade_host: Sandbox,
+                                                                          tmp_path: Path) -> None:
     checkout, old_venv = previous
+    sandbox = upgrade_host
     app = AppRepo(tmp_path / "app")
     old_cmd = [old_venv / "bin/fab", "-H", sandbox.target, "-i", sandbox.key, "deploy", "--source-dir", app.path]
     old_cmd += [arg for key, value in UPGRADE.settings().items() if key != "WHEELS" for arg in ("--set", f"{key}={value}")]
