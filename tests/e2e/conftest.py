@@ -175,7 +175,7 @@ LOAD_TIMEOUT = 15.0
 # Requests per second in all, sent at their times: a window of a few milliseconds with no listener still fails
 # several of them, while several workers' loads leave the two cores to the deploys they watch. The benchmarks load
 # at full speed.
-LOAD_RATE = 150.0
+LOAD_RATE = 80.0
 
 
 def e2e_load(urls: list[str], **kwargs: object) -> Load:

@@ -72,8 +72,8 @@ def tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def app_venv(app: Path) -> Path:
     """The app's own venv, SOURCE_DIR/.venv (git-ignored): its requirements, nothing of the tool."""
     venv.create(app / ".venv", with_pip=True)
-    with on_this_machine():
-        _pip(app / ".venv/bin/python", ["install", "-q", "-r", app / "requirements.txt"], app)
+    wheels = host_wheels((app / "requirements.txt").read_text())  # the run's wheels of these requirements
+    _pip(app / ".venv/bin/python", ["install", "-q", "--no-index", "--find-links", wheels, "-r", app / "requirements.txt"], app)
     return app / ".venv"
 
 

@@ -1,7 +1,8 @@
 """Issue 15: root runs only the tool's own helper. A deploy user of its own (`i15root`) is set up by `fab setup`
 while it still has full sudo; then its NOPASSWD ALL line is removed, so only the drop-in `setup` wrote is left
 (`i15root ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root`). With that alone: a first deploy, a change, a
-rollback, and a takeover of a bare `python app.py` (and its rollback). The helper refuses what it was not made for.
+rollback, a TLS site. The helper refuses what it was not made for. (A takeover and its rollback with only the
+drop-in: test_takeover.py, whose deploy user `ubuntu` holds only the drop-in, as every e2e deploy user does.)
 
 ubuntu's own sudoers line is never touched: other tests share that user.
 """
@@ -14,13 +15,11 @@ import os
 import shutil
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import (
-    EXAMPLE,
     AppRepo,
     Profile,
     add_deploy_user,
@@ -129,54 +128,6 @@ def test_a_first_deploy_a_change_and_a_rollback_need_only_the_helper(helper_only
     assert Path(RH.root, "current").resolve().name == v1
     status, headers, body = get(RH.url("/api/ai/x"))
     assert (status, body.get("version"), headers.get("X-Release")) == (200, "1", v1)
-
-
-@pytest.fixture
-def bare_process(helper_only):
-    """The plan's `python app.py &` as i15root on TK's Gunicorn port, with a hand-made site in front of it."""
-    venv = next(Path(RH.root, "venvs").glob("*/bin/python"), None)
-    assert venv is not None, "the deploy test leaves a venv with Flask"
-    sh(f"rm -rf {OLD} && cp -r {EXAMPLE} {OLD} && rm -f {OLD}/REVISION")
-    (OLD / "ecosystem.config.js").write_text(  # Node.js in PM2 fork mode, as the plan's hosts run it
-        f"module.exports = {{ apps: [ {{ name: '{TK.app}-nodejs', script: 'server.js', "
-        f"env_production: {{ NODE_ENV: 'production', PORT: {TK.node} }} }} ] }};\n")
-    sh(f"chown -R {U}: {OLD} && cd {OLD} && sudo -u {U} -H pm2 start ecosystem.config.js --env production")
-    with open(f"/tmp/{U}-legacy.log", "wb") as log:
-        subprocess.Popen(["sudo", "-u", U, "env", f"PORT={TK.bind}", str(venv), "app.py"], cwd=OLD, stdin=subprocess.DEVNULL,
-                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    TK_SITE.write_text(OLD_SITE)
-    sh(f"ln -sfn {TK_SITE} /etc/nginx/sites-enabled/{TK.app} && nginx -t && nginx -s reload")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and get(TK.url("/api/ai/x"))[0] != 200:
-        time.sleep(0.2)
-    assert get(TK.url("/api/ai/x"))[2].get("app") == "flask"
-    assert get(TK.url("/"))[2].get("app") == "nodejs"
-    yield
-    for pid in legacy_pids():
-        sh(f"kill {pid}", check=False)
-
-
-def test_a_takeover_and_its_rollback_need_only_the_helper(helper_only, bare_process, tmp_path):
-    [legacy] = legacy_pids()
-    repo = AppRepo(tmp_path / "app")
-    result = fab(helper_only, TK, repo)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "record takeover" in result.stdout
-    assert legacy_pids() == [] and not Path(f"/proc/{legacy}").exists()
-    release = Path(TK.root, "current").resolve().name
-    status, headers, body = get(TK.url("/api/ai/x"))
-    assert (status, body.get("app"), headers.get("X-Release")) == (200, "flask", release)
-
-    back = fab(helper_only, TK, None, task="rollback")
-    assert back.returncode == 0, back.stdout + back.stderr
-    assert TK_SITE.read_text() == OLD_SITE
-    assert len(legacy_pids()) == 1
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and get(TK.url("/api/ai/x"))[0] != 200:
-        time.sleep(0.2)
-    status, headers, body = get(TK.url("/api/ai/x"))
-    assert (status, body.get("app"), headers.get("X-Release")) == (200, "flask", "dev"), back.stdout
-    assert get(TK.url("/"))[2].get("app") == "nodejs"
 
 
 def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_names_setup(helper_only, tmp_path):
