@@ -142,7 +142,7 @@ class InvokeRunner(Transport):
         kwargs: dict[str, Any] = {"hide": True, "warn": warn, "in_stream": io.StringIO(stdin) if stdin is not None else False}
         if timeout:
             kwargs["timeout"] = timeout
-        return c.run(command, **kwargs)
+        return _checked(c.run(command, **kwargs), warn)  # a MockContext returns a failed result without raising
 
     def start(self, c: Context, command: str) -> Callable[[], Result]:
         result = c.run(command, hide=True, warn=True, in_stream=False)
