@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,33 @@ def _checked(result: Result, warn: bool) -> Result:
     return result
 
 
+CHANNEL_TRIES = 3
+
+
+def open_channel(c: Context, timeout: float | None = None) -> Any:
+    """A new session on the host's SSH connection. sshd refuses one while the connection has MaxSessions open (10 by
+    default), and paramiko loses the reason when two are refused at once; no command has run then, so the open is
+    tried again (Fabric's `open` first connects again if the connection dropped). The last refusal is one message."""
+    import paramiko
+
+    for attempt in range(1, CHANNEL_TRIES):
+        try:
+            return _open_session(c, timeout)
+        except paramiko.SSHException:
+            time.sleep(0.2 * attempt)
+    try:
+        return _open_session(c, timeout)
+    except paramiko.SSHException as err:
+        raise fail(f"SSH to {target_name(c)} refused a new session {CHANNEL_TRIES} times ({err}). The connection dropped "
+                   "or its sshd limits the sessions a connection may open (MaxSessions, 10 by default): check the host's "
+                   "sshd and its log, then run the task again.") from None
+
+
+def _open_session(c: Context, timeout: float | None) -> Any:
+    c.open()
+    return c.transport.open_session(timeout=timeout) if timeout else c.transport.open_session()
+
+
 class SshTransport(Transport):
     """A Fabric Connection's SSH transport, a channel per command. Not invoke's Runner: it is built for
     terminals (it feeds stdin one byte per 10 ms and polls its streams), which costs 20-40 ms a command,
@@ -99,8 +127,7 @@ class SshTransport(Transport):
 
     def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
             on_line: Callable[[str], None] | None) -> Result:
-        c.open()
-        chan = c.transport.open_session(timeout=timeout) if timeout else c.transport.open_session()
+        chan = open_channel(c, timeout)
         if timeout:
             chan.settimeout(timeout)
         chan.exec_command(command)
@@ -110,8 +137,7 @@ class SshTransport(Transport):
         return _checked(_result(command, *_collect(chan, on_line)), warn)
 
     def start(self, c: Context, command: str) -> Callable[[], Result]:
-        c.open()
-        chan = c.transport.open_session()
+        chan = open_channel(c)
         chan.exec_command(command)
         chan.shutdown_write()
         return lambda: _result(command, *_collect(chan))
@@ -264,8 +290,7 @@ class Waiting:
         log.count += 1
         log.commands.append(command)
         self.command = command
-        c.open()
-        self._chan = c.transport.open_session()
+        self._chan = open_channel(c)
         self._chan.exec_command(command)
         _send_input(self._chan, stdin)
 
@@ -352,8 +377,7 @@ class HeldCommand:
     def start(self) -> None:
         command_log(self.c).count += 1
         if is_remote(self.c):
-            self.c.open()
-            self._chan = self.c.client.get_transport().open_session()
+            self._chan = open_channel(self.c)
             self._chan.exec_command(self.command)
             self._out = self._chan.makefile("r")
         else:

@@ -122,3 +122,26 @@ def test_a_waiting_command_that_ends_before_it_is_ready_raises_so_the_caller_ask
     with pytest.raises(OSError, match="ended before it was ready"):
         waiting.go()
     assert chan.closed
+
+
+def test_a_refused_ssh_session_is_asked_for_again_and_a_lasting_refusal_is_one_message(mocker) -> None:
+    import paramiko
+    from fabric import Connection
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.host.io import open_channel
+
+    mocker.patch.object(Connection, "open")
+    mocker.patch("signalcraft_deploy.host.io.time.sleep")
+    c = Connection("ubuntu@web1", port=2222)
+    channel = object()
+    c.transport = mocker.Mock()
+    c.transport.open_session.side_effect = [paramiko.ChannelException(1, "Administratively prohibited"),
+                                            paramiko.SSHException("Unable to open channel."), channel]
+    assert open_channel(c) is channel
+    c.transport.open_session.side_effect = paramiko.SSHException("Unable to open channel.")
+    with pytest.raises(Exit) as refused:
+        open_channel(c)
+    message = str(refused.value)
+    assert "ubuntu@web1:2222 refused a new session 3 times (Unable to open channel.)" in message
+    assert "MaxSessions" in message and "run the task again" in message
