@@ -1,11 +1,13 @@
 """Adoption: the tool as a user gets it, used from an app's own repository.
 
 The wheel built from this checkout is installed into a fresh venv outside the repository (the tool's
-venv); a copy of examples/signalcraft in a temporary folder, with a venv of its own for the app's
-dependencies, is where every command runs, with no file of this checkout present. There: `init` and
-commit; `invoke --list`; `invoke freeze --check` against the app's venv (not the tool's); `fab -H`
-deploys to the sandbox host and both apps answer through Nginx; the written workflow passes GitHub's
-schema; requirements.txt names none of the tool's dependencies; a second `init` changes nothing.
+venv, built once for the module): the wheel is the library, it finds its templates and remote
+programs, lists its tasks and answers as `signalcraft-deploy`. A copy of examples/signalcraft in a
+temporary folder, with a venv of its own for the app's dependencies, is where every command runs,
+with no file of this checkout present. There: `init` and commit; `invoke --list`; `invoke freeze
+--check` against the app's venv (not the tool's); `fab -H` deploys to the sandbox host and both apps
+answer through Nginx; the written workflow passes GitHub's schema; requirements.txt names none of the
+tool's dependencies; a second `init` changes nothing.
 
 Upgrade: a host deployed by the previous release of the tool (commit bd73369, the checkout before the
 package: `git archive`, its requirements in a venv, its `fab` run from that checkout with --source-dir)
@@ -25,17 +27,56 @@ from pathlib import Path
 import pytest
 
 from signalcraft_deploy import __version__
-from signalcraft_deploy.core import formats
+from signalcraft_deploy.core import formats, render
+from signalcraft_deploy.core.settings import load_settings
 from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
 from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, add_deploy_user, clean_host, get, host_wheels, sh
 from tests.e2e.hosts import on_this_machine
-from tests.unit.test_wheel import NOT_SOURCE, _check, _pip
 
 PREVIOUS = "bd73369"  # the last commit before the package existed
 TOOL_DEPENDENCIES = ("fabric", "invoke", "paramiko", "jinja2", "python-dotenv", "crossplane")
 ADOPT = Profile("i16a", "/home/ubuntu/i16-adopt", bind=7401, node=7411, listen=7421)
 UPGRADE_USER = "i16old"  # the previous release needed full sudo: a deploy user of its own that has it
 UPGRADE = Profile("i16u", f"/home/{UPGRADE_USER}/i16-upgrade", bind=7431, node=7441, listen=7451)
+
+
+PACKAGE = REPO / "signalcraft_deploy"
+# What the wheel must carry besides modules: the same globs as pyproject.toml's package-data.
+DATA_GLOBS = ("templates/*.j2", "templates/init/*.j2", "remote/*.py", "remote/*.js", "remote/*.sh")
+# Left out of the copy the wheel is built from: a stale build/ would leak deleted files into it.
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "node_modules",
+                                    ".sandbox", ".fleet", "rendered", ".pytest_cache", ".ruff_cache")
+
+# Run by the tool venv's Python from an empty folder: what the installed package sees.
+PROBE = r"""
+import json, os, sys
+from importlib.metadata import version
+from pathlib import Path
+
+import signalcraft_deploy
+from signalcraft_deploy.collection import ns
+from signalcraft_deploy.core import render
+from signalcraft_deploy.core.settings import load_settings
+from signalcraft_deploy import remote
+from signalcraft_deploy.host import facts
+
+package = Path(signalcraft_deploy.__file__).parent
+s = load_settings(environ={}, cwd=os.getcwd())
+print(json.dumps({
+    "file": signalcraft_deploy.__file__,
+    "sys_path": sys.path,
+    "version": signalcraft_deploy.__version__,
+    "dist_version": version("signalcraft-deploy"),
+    "tasks": sorted(ns.task_names),
+    "templates_dir": str(render.BUNDLED_TEMPLATES),
+    "data": sorted(str(p.relative_to(package)) for g in sys.argv[1:] for p in package.glob(g)),
+    "gunicorn_conf": render.render_gunicorn_conf(s),
+    "ecosystem": render.render_ecosystem(s, render.venv_dir(s, "")),
+    "nginx_site": render.render_nginx_site(s),
+    "pm2_rpc_js": len(facts.PM2_RPC_JS),
+    "probe_py": len(remote.program("probe")),
+}))
+"""
 
 
 def user_env(tool: Path, **extra: str) -> dict[str, str]:
@@ -50,6 +91,18 @@ def run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float =
         return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _check(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _pip(python: str | Path, args: list[str | Path], cwd: Path) -> str:
+    """pip's output, on this machine: a failure names what pip said (a range nothing satisfies, an index that cannot
+    be reached)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    return ok(run([python, "-m", "pip", *args, "--disable-pip-version-check"], cwd, env))
+
+
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"{result.args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -61,12 +114,49 @@ def tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tool")
     assert not root.resolve().is_relative_to(REPO)
     shutil.copytree(REPO, root / "source", ignore=NOT_SOURCE)
-    with on_this_machine():  # the developer's machine, which reaches the package index
-        _pip(sys.executable, ["wheel", "--no-deps", "-q", "-w", root / "dist", "."], root / "source")
-        (wheel,) = (root / "dist").glob("*.whl")
-        venv.create(root / "venv", with_pip=True)
-        _pip(root / "venv/bin/python", ["install", "-q", wheel], root)
+    _pip(sys.executable, ["wheel", "--no-deps", "-q", "-w", root / "dist", "."], root / "source")  # on this machine,
+    wheels = [w.name for w in (root / "dist").glob("*.whl")]  # which reaches the package index
+    assert wheels == [f"signalcraft_deploy-{__version__}-py3-none-any.whl"]
+    venv.create(root / "venv", with_pip=True)
+    _pip(root / "venv/bin/python", ["install", "-q", root / "dist" / wheels[0]], root)  # the dependencies from the index
     return root / "venv"
+
+
+@pytest.fixture(scope="module")
+def probe(tool: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    empty = tmp_path_factory.mktemp("empty")  # no .env, no fabfile.py: the defaults
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    return json.loads(ok(run([tool / "bin" / "python", "-c", PROBE, *DATA_GLOBS], empty, env)))
+
+
+def test_the_installed_package_is_imported_not_the_checkout(probe: dict, tool: Path) -> None:
+    assert Path(probe["file"]).resolve().is_relative_to(tool.resolve())
+    assert not any(p and Path(p).resolve() == REPO for p in probe["sys_path"])
+
+
+def test_the_distribution_version_is_the_package_version_and_the_collection_has_the_tasks(probe: dict) -> None:
+    assert probe["version"] == probe["dist_version"] == __version__
+    assert {"deploy", "freeze", "rollback", "status"} <= set(probe["tasks"])
+
+
+def test_every_template_and_remote_program_is_installed_and_renders_as_the_checkout_s(probe: dict, tool: Path,
+                                                                                      tmp_path: Path) -> None:
+    in_checkout = sorted(str(p.relative_to(PACKAGE)) for g in DATA_GLOBS for p in PACKAGE.glob(g))
+    assert probe["data"] == in_checkout
+    assert Path(probe["templates_dir"]).resolve().is_relative_to(tool.resolve())
+    assert probe["pm2_rpc_js"] > 0 and probe["probe_py"] > 0
+    s = load_settings(environ={}, cwd=str(tmp_path))
+    assert probe["gunicorn_conf"] == render.render_gunicorn_conf(s)
+    assert probe["ecosystem"] == render.render_ecosystem(s, render.venv_dir(s, ""))
+    assert probe["nginx_site"] == render.render_nginx_site(s)
+    assert "bind = ['127.0.0.1:8001']" in probe["gunicorn_conf"]
+
+
+def test_the_console_script_and_a_one_line_fabfile_list_the_tasks_with_no_checkout(tool: Path, tmp_path: Path) -> None:
+    env = user_env(tool)
+    assert ok(run([tool / "bin/signalcraft-deploy", "--list"], tmp_path, env)).count("  deploy ") == 1
+    (tmp_path / "fabfile.py").write_text("from signalcraft_deploy import ns  # noqa: F401\n")
+    assert "  rollback " in ok(run([tool / "bin/fab", "--list"], tmp_path, env))
 
 
 def app_venv(app: Path) -> Path:
@@ -197,8 +287,7 @@ def previous(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     runtime = (checkout / "requirements.txt").read_text().split("# tests")[0]
     (root / "runtime.txt").write_text(runtime)
     venv.create(root / "venv", with_pip=True)
-    with on_this_machine():
-        _pip(root / "venv/bin/python", ["install", "-q", "-r", root / "runtime.txt"], root)
+    _pip(root / "venv/bin/python", ["install", "-q", "-r", root / "runtime.txt"], root)
     return checkout, root / "venv"
 
 
