@@ -123,6 +123,13 @@ class HostFacts:
         return bool(procs) and all(p.status == "online" for p in procs)
 
 
+
+# What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12 2.39 x86_64";
+# "-" for a libc that is not glibc).
+PYTHON_TAGS = ('import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1] or "-", '
+               'platform.machine())')
+
+
 def site_ports(s: Settings) -> list[int]:
     """Every port the site listens on (HTTP, and HTTPS with TLS on)."""
     return list(dict.fromkeys(x.port for x in s.nginx_listen + (s.tls_listen if s.tls else ())))
@@ -201,8 +208,7 @@ def host_checks_script(s: Settings) -> str:
         '[ -e "/etc/logrotate.d/pm2-$(id -un)" ] && echo logrotate',
         f"sec disk; d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | tail -n 1",
         "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
-        f"{q(s.python)} -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], "
-        "platform.libc_ver()[1] or \"-\", platform.machine())' 2>/dev/null; true",
+        f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
         f"sec listen; O=$(sudo -n {HELPER} listeners {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || "
         f"sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\"",
         *owners_script(s, ports),

@@ -136,6 +136,21 @@ class Profile:
         return f"http://127.0.0.1:{self.listen}{path}"
 
 
+# The worker's live app: the example app under LIVE, deployed by the first module that asks for it; each module after
+# brings it to a repository of its own with a deploy, as a user moving on would (nothing is deleted behind the tool's
+# back). Modules that need "an app that is live", not a first deploy of their own, start from it.
+LIVE = Profile("live", "/home/ubuntu/live", 8601, 3601, 8086)
+
+
+@pytest.fixture(scope="module")
+def live_app(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> AppRepo:
+    """A repository of the module's own (the example app), deployed as LIVE: the worker's live app now runs it."""
+    repo = AppRepo(tmp_path_factory.mktemp("live") / "app")
+    result = fab(sandbox, LIVE, repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return repo
+
+
 def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a shell command as root on this worker's own host (its files, processes and network)."""
     return own_host().run(cmd, check=check, timeout=timeout)
@@ -200,17 +215,16 @@ def forget_root_records(user: str, deploy_root: str, *sites: str) -> None:
     shutil.rmtree(ROOT_STATE / "takeover" / key, ignore_errors=True)
 
 
-HOST_PYTHON = ("python3 -c 'import platform, sys; print(\"%d.%d\" % sys.version_info[:2], platform.libc_ver()[1], "
-               "platform.machine())'")
 
 
 def host_wheels(requirements: str) -> str:
     """A folder on the own host with the wheels `requirements` needs (made on this machine, as WHEELS=local does):
     the test hosts reach no package index."""
+    from signalcraft_deploy.host.facts import PYTHON_TAGS
     from signalcraft_deploy.host.wheels import wheelhouse
 
     with on_this_machine():
-        return str(wheelhouse(requirements, tuple(sh(HOST_PYTHON).stdout.split())))  # type: ignore[arg-type]
+        return str(wheelhouse(requirements, tuple(sh(f"python3 -c {shlex.quote(PYTHON_TAGS)}").stdout.split())))  # type: ignore[arg-type]
 
 
 def legacy_venv(venv: str, user: str = "ubuntu", requirements: str = "Flask==3.1.3\n") -> None:

@@ -1,4 +1,4 @@
-"""Issue 5 (faults): what a user sees when a deploy is interrupted or the host misbehaves.
+"""What a user sees when a deploy is interrupted or the host misbehaves.
 
 Each test asserts the observable outcome: the exit code, one clear message naming the cause and the
 fix, and that the running services are as they were (the previous release still answering through
@@ -20,22 +20,17 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import Load
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, sh
+from tests.e2e.conftest import LIVE, REPO, AppRepo, Profile, e2e_load, fab, get, pm2_apps, sh
 from tests.e2e.hosts import on_this_machine
 
-FLT = Profile("flt", "/home/ubuntu/flt", 8901, 3901, 8089)
+FLT = LIVE
 PY_URL, NODE_URL = FLT.url("/api/ai/x"), FLT.url("/")
 
 
 @pytest.fixture(scope="module")
-def live(sandbox, tmp_path_factory):
-    """A first deploy of the example app under the flt profile (not measured)."""
-    repo = AppRepo(tmp_path_factory.mktemp("flt") / "app")
-    clean_host(FLT)
-    result = fab(sandbox, FLT, repo)
-    assert result.returncode == 0, result.stdout + result.stderr
-    yield repo
-    clean_host(FLT)
+def live(live_app):
+    """The worker's live app, running this module's repository (not measured)."""
+    return live_app
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -318,7 +313,7 @@ def test_unlock_force_breaks_a_live_lock_and_is_audited(sandbox, live):
 def test_nginx_rejects_the_new_site_nothing_is_reloaded_and_the_old_site_is_back(sandbox, live, tmp_path):
     """An admin's own site is the default server on a second port; the deploy adds that port with SERVER_NAME=_,
     which makes the new site a second default server there: `nginx -t` refuses it."""
-    clash = Path("/etc/nginx/conf.d/flt-admin-clash.conf")
+    clash = Path(f"/etc/nginx/conf.d/{FLT.app}-admin-clash.conf")
     clash.write_text("server {\n    listen 127.0.0.1:8189 default_server;\n    return 204;\n}\n")
     sh("nginx -t && nginx -s reload")
     try:

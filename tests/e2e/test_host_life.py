@@ -1,7 +1,7 @@
-"""Issue 14: the host's life after the deploy: `setup` twice, a reboot (and one after a rollback), log rotation
+"""The host's life after the deploy: `setup` twice, a reboot (and one after a rollback), log rotation
 under load, a nearly full disk, trial excerpts, and the setting named when it is at fault.
 
-The reboot is done for a deploy user of its own (`i14boot`): killing every process of `ubuntu` would end the
+The reboot is done for a deploy user of its own (`rebooted`): killing every process of `ubuntu` would end the
 PM2 daemon other tests share. The sandbox has no running systemd, so the test starts the unit `setup` enabled
 (found through its multi-user.target.wants link) the way systemd would: as `User=`, with only `Environment=`
 and the login variables, from `/`, then waits for the forking `ExecStart` to leave a live daemon in `PIDFile`.
@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    LIVE,
     AppRepo,
     Profile,
     Sandbox,
@@ -37,15 +38,15 @@ from tests.e2e.conftest import (
     sh,
 )
 
-U = "i14boot"
+U = "rebooted"
 HOME = f"/home/{U}"
-BOOT = Profile("i14b", f"{HOME}/app", 7301, 7311, 7321)
-DISK = Profile("i14d", "/home/ubuntu/i14-disk", 7303, 7313, 7323, extra={"MIN_FREE_MB": "100"})
-TRIAL = Profile("i14t", "/home/ubuntu/i14-trial", 7305, 7315, 7325)
+BOOT = Profile("boot", f"{HOME}/app", 7301, 7311, 7321)
+DISK = Profile("fulldisk", "/home/ubuntu/full-disk", 7303, 7313, 7323, extra={"MIN_FREE_MB": "100"})
+TRIAL = LIVE
 UNIT = f"/etc/systemd/system/pm2-{U}.service"
 WANTS = f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service"
 ROTATION = f"/etc/logrotate.d/pm2-{U}"
-SUDOERS = f"/etc/sudoers.d/signalcraft-{U}"  # the drop-in allowing the root helper only (issue 15)
+SUDOERS = f"/etc/sudoers.d/signalcraft-{U}"  # the drop-in allowing the root helper only
 SETUP_FILES = (UNIT, WANTS, ROTATION, SUDOERS)
 
 
@@ -170,7 +171,7 @@ def reboot_and_check(repo: AppRepo) -> float:
         status, headers, body = get(BOOT.url(path))
         assert status == 200 and headers.get("X-Release") == live, (path, headers, body)
     apps = pm2_apps(BOOT.app, user=U)
-    assert {n: {p["status"] for p in procs} for n, procs in apps.items()} == {"i14b-python": {"online"}, "i14b-nodejs": {"online"}}
+    assert {n: {p["status"] for p in procs} for n, procs in apps.items()} == {"boot-python": {"online"}, "boot-nodejs": {"online"}}
     cwds = {sh(f"readlink /proc/{p['pid']}/cwd").stdout.strip() for procs in apps.values() for p in procs}
     assert cwds == {str(Path(BOOT.root, "releases", live))}, cwds
     return seconds
@@ -186,7 +187,7 @@ def saved_list() -> dict[str, set[tuple[str, str]]]:
 
 @pytest.fixture(scope="module")
 def boot_repo(tmp_path_factory) -> AppRepo:
-    return AppRepo(tmp_path_factory.mktemp("i14boot") / "app")
+    return AppRepo(tmp_path_factory.mktemp("rebooted") / "app")
 
 
 def test_after_a_deploy_and_after_a_rollback_a_reboot_brings_both_apps_back(boot_sb, boot_repo, capsys):
@@ -195,8 +196,8 @@ def test_after_a_deploy_and_after_a_rollback_a_reboot_brings_both_apps_back(boot
     assert "does not start at boot" not in first.stderr and "not rotated" not in first.stderr, first.stderr
     current = f"{BOOT.root}/current"
     saved = saved_list()
-    assert saved["i14b-nodejs"] == {(current, f"{current}/server.js")}, saved  # the saved list runs `current`
-    assert {cwd for cwd, _ in saved["i14b-python"]} == {current}
+    assert saved["boot-nodejs"] == {(current, f"{current}/server.js")}, saved  # the saved list runs `current`
+    assert {cwd for cwd, _ in saved["boot-python"]} == {current}
     status = fab(boot_sb, BOOT, None, task="status")
     assert f"boot      {UNIT} enabled; PM2's saved list matches what runs" in status.stdout, status.stdout
     assert "MB free on the filesystem" in status.stdout and "rotated by " + ROTATION in status.stdout, status.stdout
@@ -211,7 +212,7 @@ def test_after_a_deploy_and_after_a_rollback_a_reboot_brings_both_apps_back(boot
     after_rollback = reboot_and_check(boot_repo)
     assert get(BOOT.url("/api/ai/x"))[2].get("version") == "1"
     with capsys.disabled():
-        print(f"\n[i14] serving again after a reboot: {after_deploy:.2f} s after a deploy, "
+        print(f"\n[host life] serving again after a reboot: {after_deploy:.2f} s after a deploy, "
               f"{after_rollback:.2f} s after a rollback")
 
 
@@ -246,7 +247,7 @@ def test_rotation_under_load_keeps_every_line_and_the_apps(boot_sb, capsys):
     asked = result.per_url[BOOT.url(marker)].ok
     assert logged == asked, (logged, asked)  # no access-log line lost across the copy and truncation
     with capsys.disabled():
-        print(f"\n[i14] rotation: {before / 2**20:.1f} MB live log before, {after / 1024:.1f} kB after, "
+        print(f"\n[host life] rotation: {before / 2**20:.1f} MB live log before, {after / 1024:.1f} kB after, "
               f"{gz.stat().st_size / 1024:.1f} kB compressed ({gz.name}); {result.summary()}; {logged}/{asked} lines kept")
 
 
@@ -268,7 +269,7 @@ def tree(root: str) -> str:
 def test_a_nearly_full_disk_stops_the_deploy_before_anything_changes(sandbox, app_repo):
     clean_host(DISK)
     sh(f"install -d -o ubuntu -g ubuntu {DISK.root} && mount -t tmpfs -o size=300m,uid=ubuntu,gid=ubuntu,mode=0755 "
-       f"i14disk {DISK.root}")
+       f"fulldisk {DISK.root}")
     try:
         first = fab(sandbox, DISK, app_repo)
         assert first.returncode == 0, first.stdout + first.stderr
@@ -281,7 +282,7 @@ def test_a_nearly_full_disk_stops_the_deploy_before_anything_changes(sandbox, ap
         out = refused.stdout + refused.stderr
         assert refused.returncode == 1, out
         assert "Traceback" not in out
-        assert re.search(r"Only \d+ MB free on the filesystem of /home/ubuntu/i14-disk, below MIN_FREE_MB=100 \(flag --set\); "
+        assert re.search(r"Only \d+ MB free on the filesystem of /home/ubuntu/full-disk, below MIN_FREE_MB=100 \(flag --set\); "
                          r"nothing was changed", out), out
         assert re.search(r"What takes space: other files \d+ MB, ", out) and re.search(r"venvs \d+ MB \(1\)", out), out
         assert "PM2 logs" in out and "another filesystem" in out, out
@@ -299,13 +300,9 @@ def test_a_nearly_full_disk_stops_the_deploy_before_anything_changes(sandbox, ap
 
 
 @pytest.fixture(scope="module")
-def trial_live(sandbox, tmp_path_factory):
-    repo = AppRepo(tmp_path_factory.mktemp("i14trial") / "app")
-    clean_host(TRIAL)
-    result = fab(sandbox, TRIAL, repo)
-    assert result.returncode == 0, result.stdout + result.stderr
-    yield repo
-    clean(TRIAL)
+def trial_live(live_app):
+    """The worker's live app, running this module's repository."""
+    return live_app
 
 
 def trial_logs() -> list[str]:
@@ -314,16 +311,16 @@ def trial_logs() -> list[str]:
 
 
 def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, trial_live):
-    trial_live.edit("app.py", 'VERSION = "1"', 'VERSION = "1"\nraise RuntimeError("i14-first-failure")', "broken 1")
+    trial_live.edit("app.py", 'VERSION = "1"', 'VERSION = "1"\nraise RuntimeError("first-failure")', "broken 1")
     first = fab(sandbox, TRIAL, trial_live)
-    assert first.returncode != 0 and "i14-first-failure" in first.stdout + first.stderr, first.stdout + first.stderr
+    assert first.returncode != 0 and "first-failure" in first.stdout + first.stderr, first.stdout + first.stderr
     # The second failure writes only a line or two: a tail of the trial app's log would reach back into the first run's.
-    trial_live.edit("app.py", 'raise RuntimeError("i14-first-failure")',
-                    'import sys\nprint("i14-second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "broken 2")
+    trial_live.edit("app.py", 'raise RuntimeError("first-failure")',
+                    'import sys\nprint("second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "broken 2")
     second = fab(sandbox, TRIAL, trial_live)
     out = second.stdout + second.stderr
-    assert second.returncode != 0 and "i14-second-failure" in out, out
-    assert "i14-first-failure" not in out, out
+    assert second.returncode != 0 and "second-failure" in out, out
+    assert "first-failure" not in out, out
     assert "Fix the app and deploy again." in out
     assert trial_logs() == []  # the trial apps' log files went with them
     assert get(TRIAL.url("/api/ai/x"))[0] == 200
@@ -331,7 +328,7 @@ def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, tri
 
 
 def test_an_unknown_worker_class_names_the_setting(sandbox, trial_live):
-    trial_live.edit("app.py", 'import sys\nprint("i14-second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "", "fixed")
+    trial_live.edit("app.py", 'import sys\nprint("second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "", "fixed")
     bad = Profile(TRIAL.app, TRIAL.root, TRIAL.bind, TRIAL.node, TRIAL.listen, extra={"GUNICORN_WORKER_CLASS": "nosuchworker"})
     result = fab(sandbox, bad, trial_live)
     out = result.stdout + result.stderr

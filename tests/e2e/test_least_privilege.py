@@ -1,4 +1,4 @@
-"""Issue 15 (least privilege and integrity), the parts that are built: what root runs is not a setting's free
+"""Least privilege and integrity: what root runs is not a setting's free
 text, `unlock --force` never signals a stranger, a ProxyJump gateway's key is checked, bad roots and options
 are refused at the door, and --dry-run with SOURCE=git fetches nothing.
 
@@ -15,19 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import AppRepo, Profile, clean_host, fab, sh
+from tests.e2e.conftest import LIVE, fab, sh
 
-LP = Profile("i15", "/home/ubuntu/i15", 7601, 7611, 7621)
+LP = LIVE
 
 
 @pytest.fixture(scope="module")
-def live(sandbox, tmp_path_factory):
-    repo = AppRepo(tmp_path_factory.mktemp("i15") / "app")
-    clean_host(LP)
-    first = fab(sandbox, LP, repo)
-    assert first.returncode == 0, first.stdout + first.stderr
-    yield repo
-    clean_host(LP)
+def live(live_app):
+    """The worker's live app, running this module's repository."""
+    return live_app
 
 
 def test_a_setting_cannot_choose_what_root_runs(sandbox, tmp_path):
@@ -66,7 +62,8 @@ def test_unlock_force_with_a_stale_pid_kills_nothing(sandbox, live):
     finally:
         bystander.terminate()
         bystander.wait(10)
-        sh(f"rm -f {state}/lock.json {state}/lock.pid", check=False)
+        # The holder's `sleep` outlives sudo and flock and keeps the lock open: the live app's next deploy needs it.
+        sh(f"pkill -TERM -u ubuntu -xf 'sleep 300'; rm -f {state}/lock.json {state}/lock.pid", check=False)
 
 
 def test_lock_files_and_the_audit_log_are_the_deploy_users_only(sandbox, live):

@@ -1,4 +1,4 @@
-"""Issue 4: deploys under load drop nothing, broken commits roll back, `rollback` works, one deploy at a time.
+"""Deploys under load drop nothing, broken commits roll back, `rollback` works, one deploy at a time.
 
 Fast versions of bench/downtime.py: a bounded loopback load through Nginx on a Python route and
 on `/` while the deploy runs.
@@ -12,20 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist
+from tests.e2e.conftest import LIVE, REPO, e2e_load, fab, get, pm2_apps, pm2_jlist
 
-ZD = Profile("zd", "/home/ubuntu/zd", 8601, 3601, 8086)
+ZD = LIVE
 
 
 @pytest.fixture(scope="module")
-def live(sandbox, tmp_path_factory):
-    """A first deploy of the example app under the zd profile (not measured)."""
-    repo = AppRepo(tmp_path_factory.mktemp("zd") / "app")
-    clean_host(ZD)
-    result = fab(sandbox, ZD, repo)
-    assert result.returncode == 0, result.stdout + result.stderr
-    yield repo
-    clean_host(ZD)
+def live(live_app):
+    """The worker's live app, running this module's repository (not measured)."""
+    return live_app
 
 
 def current() -> str:
@@ -99,7 +94,7 @@ def create_app():  # noqa: F811
 
 
 def python_exec_path() -> str:
-    return next(item["pm2_env"]["pm_exec_path"] for item in pm2_jlist() if item["name"] == "zd-python")
+    return next(item["pm2_env"]["pm_exec_path"] for item in pm2_jlist() if item["name"] == f"{ZD.app}-python")
 
 
 def test_requirements_change_hands_over_to_a_new_master_and_drops_nothing(sandbox, live):
@@ -110,11 +105,11 @@ def test_requirements_change_hands_over_to_a_new_master_and_drops_nothing(sandbo
     live.edit("app.py", 'VERSION = "2"', 'VERSION = "2"\nimport six  # noqa: F401', "imports six")
     result, load = deploy_under_load(sandbox, live)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "zd-python: new-master" in result.stdout
+    assert f"{ZD.app}-python: new-master" in result.stdout
     assert load.total > 100 and load.failed == 0, load.samples
     assert python_exec_path() != old_gunicorn  # another venv's gunicorn
     assert get(ZD.url("/api/ai/x"))[1]["X-Release"] == current()
-    assert sorted(pm2_apps("zd")) == ["zd-nodejs", "zd-python"]  # the temporary master is gone
+    assert sorted(pm2_apps(ZD.app)) == [f"{ZD.app}-nodejs", f"{ZD.app}-python"]  # the temporary master is gone
 
 
 def test_requirements_change_whose_app_fails_to_import_is_refused_and_nothing_is_dropped(sandbox, live):
@@ -128,7 +123,7 @@ def test_requirements_change_whose_app_fails_to_import_is_refused_and_nothing_is
     assert load.failed == 0, load.samples
     assert current() == before
     assert get(ZD.url("/api/ai/x"))[1]["X-Release"] == before
-    assert sorted(pm2_apps("zd")) == ["zd-nodejs", "zd-python"]
+    assert sorted(pm2_apps(ZD.app)) == [f"{ZD.app}-nodejs", f"{ZD.app}-python"]
     live.git("reset", "-q", "--hard", base)
 
 
@@ -169,4 +164,4 @@ def test_one_deploy_at_a_time(sandbox, live):
     assert first.returncode == 0, first_out
     assert third.returncode == 0, third.stdout + third.stderr
     assert "waiting" in third.stdout
-    assert sorted(pm2_apps("zd")) == ["zd-nodejs", "zd-python"]
+    assert sorted(pm2_apps(ZD.app)) == [f"{ZD.app}-nodejs", f"{ZD.app}-python"]
