@@ -35,9 +35,9 @@ from tests.e2e.hosts import on_this_machine
 
 PREVIOUS = "bd73369"  # the last commit before the package existed
 TOOL_DEPENDENCIES = ("fabric", "invoke", "paramiko", "jinja2", "python-dotenv", "crossplane")
-ADOPT = Profile("i16a", "/home/ubuntu/i16-adopt", bind=7401, node=7411, listen=7421)
-UPGRADE_USER = "i16old"  # the previous release needed full sudo: a deploy user of its own that has it
-UPGRADE = Profile("i16u", f"/home/{UPGRADE_USER}/i16-upgrade", bind=7431, node=7441, listen=7451)
+ADOPT = Profile("adopted", "/home/ubuntu/adopted", bind=7401, node=7411, listen=7421)
+UPGRADE_USER = "upgrader"  # the previous release needed full sudo: a deploy user of its own that has it
+UPGRADE = Profile("upgraded", f"/home/{UPGRADE_USER}/upgraded", bind=7431, node=7441, listen=7451)
 
 
 PACKAGE = REPO / "signalcraft_deploy"
@@ -321,7 +321,7 @@ def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previou
     ok(deploy(sandbox, tool, app, "deploy"))
     new_release = os.readlink(f"{UPGRADE.root}/current").rsplit("/", 1)[-1]
     assert new_release != old_release
-    # init's files (deploy.env, the workflow) may be read by either app, so both load the new release (issue 12).
+    # init's files (deploy.env, the workflow) may be read by either app, so both load the new release.
     answers(UPGRADE, new_release)
     assert host_json(f"{UPGRADE.root}/current/.signalcraft/manifest.json")["tool"] == formats.TOOL
     audit = [json.loads(line) for line in Path(f"{UPGRADE.root}/.deploy/audit.log").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Issue 12: what runs is what was deployed. Every change reaches the app that reads it, secrets belong
+"""What runs is what was deployed. Every change reaches the app that reads it, secrets belong
 to a release, shared data outlives releases, Node.js apps as people write them (entry point from
 package.json, ES modules), and a failing app's own error is shown under its own name.
 
@@ -19,9 +19,9 @@ import pytest
 
 from tests.e2e.conftest import AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist
 
-P = Profile("i12", "/home/ubuntu/i12-app", 7101, 7111, 7121,
+P = Profile("changes", "/home/ubuntu/changes", 7101, 7111, 7121,
             extra={"PY_ROUTES": "api/flask", "NODE_INSTANCES": "2"})
-ESM = Profile("i12e", "/home/ubuntu/i12-esm", 7131, 7141, 7151, extra={"PY_ROUTES": "api/flask"})
+ESM = Profile("esm", "/home/ubuntu/esm", 7131, 7141, 7151, extra={"PY_ROUTES": "api/flask"})
 
 APP_PY = '''\
 import json
@@ -144,7 +144,7 @@ process.on('message', (msg) => msg === 'shutdown' && shutdown());
 server.listen(Number(process.env.PORT || 3000), process.env.HOST || '127.0.0.1');
 '''
 
-PACKAGE = {"name": "i12-app", "version": "1.0.0", "private": True, "scripts": {"start": "node ./bin/www"}}
+PACKAGE = {"name": "changes-app", "version": "1.0.0", "private": True, "scripts": {"start": "node ./bin/www"}}
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -201,8 +201,8 @@ def profile_with(p: Profile, **extra: str) -> Profile:
 
 @pytest.fixture(scope="module")
 def app(sandbox, tmp_path_factory):
-    """The app deployed once under the i12 profile, its secret in APP_ENV_FILE."""
-    base = tmp_path_factory.mktemp("i12")
+    """The app deployed once under the changes profile, its secret in APP_ENV_FILE."""
+    base = tmp_path_factory.mktemp("changes")
     repo = ThrowawayRepo(base / "app", app_files())
     env_file = base / "app.env"
     env_file.write_text("SECRET_KEY=first\n")
@@ -219,19 +219,19 @@ def test_node_serves_a_changed_text_file_it_reads_on_each_request(sandbox, app):
     assert text(p.url("/hello")) == "hello 1\n"
     repo.put("public/hello.txt", "hello 2\n", "only the text file")
     out = ok(fab(sandbox, p, repo))
-    assert "i12-nodejs: reload" in out  # the file may be read by either app, so it reaches both
+    assert "changes-nodejs: reload" in out  # the file may be read by either app, so it reaches both
     assert text(p.url("/hello")) == "hello 2\n"
 
 
 def test_the_entry_point_without_a_suffix_is_found_and_reloaded(sandbox, app):
     repo, p, _ = app
-    running = [proc for proc in pm2_jlist() if proc["name"] == "i12-nodejs"]
+    running = [proc for proc in pm2_jlist() if proc["name"] == "changes-nodejs"]
     assert running and all(proc["pm2_env"]["pm_exec_path"].endswith("/current/bin/www") for proc in running)
     repo.put("bin/www", BIN_WWW.replace('"www-1"', '"www-2"'), "only the entry point")
     dry = ok(fab(sandbox, p, repo, "--dry-run"))
     assert "files it reads changed: bin/www" in dry and "entry bin/www (package.json scripts.start" in dry
     out = ok(fab(sandbox, p, repo))
-    assert "i12-nodejs: reload" in out
+    assert "changes-nodejs: reload" in out
     assert get(p.url("/"))[2]["version"] == "www-2"
 
 
@@ -240,7 +240,7 @@ def test_python_serves_a_changed_json_file_it_reads_at_import(sandbox, app):
     assert get(p.url("/api/flask/data"))[2] == {"answer": 1}
     repo.put("data/api.json", '{"answer": 2}\n', "only the JSON file")
     out = ok(fab(sandbox, p, repo))
-    assert "i12-python: hup" in out
+    assert "changes-python: hup" in out
     assert get(p.url("/api/flask/data"))[2] == {"answer": 2}
 
 
@@ -255,7 +255,7 @@ def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, ap
         out = ok(fab(sandbox, p, repo))
         time.sleep(0.5)
     result = load.result()
-    assert "i12-python: new-master, i12-nodejs: reload" in out
+    assert "changes-python: new-master, changes-nodejs: reload" in out
     assert "SECRET_KEY" not in out and "second" not in out
     assert result.total > 100 and result.failed == 0, result.samples
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "second"
@@ -268,10 +268,10 @@ def test_a_failed_deploy_with_a_new_secret_leaves_the_old_one_and_rollback_resto
     repo, p, env_file = app
     before, base = current(p), repo.head()
     env_file.write_text("SECRET_KEY=never\n")
-    repo.put("app.py", APP_PY + "\nimport does_not_exist_i12\n", "broken import")
+    repo.put("app.py", APP_PY + "\nimport does_not_exist_anywhere\n", "broken import")
     result = fab(sandbox, p, repo)
     assert result.returncode != 0
-    assert "does_not_exist_i12" in result.stdout + result.stderr
+    assert "does_not_exist_anywhere" in result.stdout + result.stderr
     assert current(p) == before
     ok(fab(sandbox, p, None, task="pm2-reload"))  # a HUP of the old release must not pick the new secret up
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "second"
@@ -317,13 +317,13 @@ def test_a_handover_whose_node_app_cannot_start_shows_that_apps_own_error(sandbo
     result = fab(sandbox, profile_with(p, NODE_INSTANCES="3", PY_FILES="*.py"), repo)
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "i12-nodejs: restart" in out or "nodejs: restart" in out
+    assert "changes-nodejs: restart" in out or "nodejs: restart" in out
     assert "Cannot find module 'http-errors'" in out, out
     cause = out.index("Cannot find module 'http-errors'")
-    assert "i12-nodejs" in out[max(0, cause - 600):cause], out  # shown under the app's own name
-    assert "last output of i12-python" not in out and "[INFO]" not in out
+    assert "changes-nodejs" in out[max(0, cause - 600):cause], out  # shown under the app's own name
+    assert "last output of changes-python" not in out and "[INFO]" not in out
     assert current(p) == before
-    assert sorted(pm2_apps("i12")) == ["i12-nodejs", "i12-python"]
+    assert sorted(pm2_apps("changes")) == ["changes-nodejs", "changes-python"]
     repo.git("reset", "-q", "--hard", base)
 
 
@@ -351,7 +351,7 @@ def esm_repo(sandbox, tmp_path):
     files = app_files()
     del files["bin/www"]
     files.update({"server.js": ESM_SERVER, "package.json": json.dumps(
-        {"name": "i12-esm", "version": "1.0.0", "private": True, "type": "module", "main": "server.js"}) + "\n"})
+        {"name": "esm-app", "version": "1.0.0", "private": True, "type": "module", "main": "server.js"}) + "\n"})
     clean_host(ESM)
     yield ThrowawayRepo(tmp_path / "esm", files)
     clean_host(ESM)
@@ -366,7 +366,7 @@ def test_an_es_module_node_app_deploys_reloads_and_rolls_back(sandbox, esm_repo)
     assert get(ESM.url("/"))[2]["version"] == "esm-1", out
     repo.put("server.js", ESM_SERVER.replace('"esm-1"', '"esm-2"'), "esm v2")
     out = ok(fab(sandbox, ESM, repo))
-    assert "i12e-nodejs: reload" in out
+    assert "esm-nodejs: reload" in out
     assert get(ESM.url("/"))[2] == {"version": "esm-2", "release": current(ESM)}
     ok(fab(sandbox, ESM, None, task="rollback"))
     assert current(ESM) == first
@@ -375,6 +375,6 @@ def test_an_es_module_node_app_deploys_reloads_and_rolls_back(sandbox, esm_repo)
     # move a cluster from 127.0.0.1 to 0.0.0.0 on the same port (EADDRINUSE): new processes, by a handover.
     repo.put("server.js", ESM_SERVER.replace("process.env.HOST || '127.0.0.1'", "'0.0.0.0'"), "listen everywhere")
     public = profile_with(ESM, NODE_INSTANCES="3")
-    assert "i12e-nodejs: restart" in ok(fab(sandbox, public, repo))
+    assert "esm-nodejs: restart" in ok(fab(sandbox, public, repo))
     check = fab(sandbox, public, None, task="nginx-check")
-    assert "i12e-nodejs listens on 0.0.0.0:7141, beyond loopback" in check.stdout + check.stderr
+    assert "esm-nodejs listens on 0.0.0.0:7141, beyond loopback" in check.stdout + check.stderr

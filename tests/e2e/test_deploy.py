@@ -1,4 +1,4 @@
-"""Issue 3: deploy for real to the sandbox host, and look at what a user sees."""
+"""Deploy for real to the sandbox host, and look at what a user sees."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 17: `fab -H web1,web2,web3 deploy` as one rolling deploy over three separate hosts.
+"""`fab -H web1,web2,web3 deploy` as one rolling deploy over three separate hosts.
 
 The hosts are test hosts h101..h103 (tests/host/testhost: own network namespace, sshd, host key,
 Nginx, users, files and PM2 each; no route to a package index, so every deploy here uses

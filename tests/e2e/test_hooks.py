@@ -1,4 +1,4 @@
-"""Issue 18: hooks. BEFORE_SWITCH runs migrations once, in the new release, before it serves; a failing or
+"""Hooks. BEFORE_SWITCH runs migrations once, in the new release, before it serves; a failing or
 slow one stops the deploy with nothing switched; AFTER_SWITCH's failure rolls back or warns; ON_FAILURE runs
 after a failed deploy is undone; every hook's output is streamed with its name, the app's secrets masked.
 
@@ -16,8 +16,8 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLE_DB, AppRepo, Profile, clean_host, e2e_load, fab, get, sh
 
-DB = Profile("i18db", "/home/ubuntu/i18db", 7501, 7511, 7521)
-HK = Profile("i18hk", "/home/ubuntu/i18hk", 7531, 7541, 7551)
+DB = Profile("migrations", "/home/ubuntu/migrations", 7501, 7511, 7521)
+HK = Profile("hooked", "/home/ubuntu/hooked", 7531, 7541, 7551)
 MIGRATE = "flask --app app:create_app db upgrade"
 TOKEN = "s3cr3t-token-4242"
 
@@ -38,7 +38,7 @@ def audit(p: Profile) -> list[dict]:
 @pytest.fixture(scope="module")
 def db_app(sandbox, tmp_path_factory):
     """examples/signalcraft-db deployed once: the first migration made the table before anything served."""
-    tmp = tmp_path_factory.mktemp("i18db")
+    tmp = tmp_path_factory.mktemp("migrations")
     env_file = tmp / "app.env"
     env_file.write_text(f"DATABASE_URL=sqlite:///{DB.root}/shared/app.sqlite\nSECRET_TOKEN={TOKEN}\n")
     DB.extra.update(APP_ENV_FILE=str(env_file), BEFORE_SWITCH=MIGRATE, HEALTH_TIMEOUT="30")
@@ -123,7 +123,7 @@ def json_list(url: str) -> list:
 
 @pytest.fixture(scope="module")
 def hk_app(sandbox, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("i18hk")
+    tmp = tmp_path_factory.mktemp("hooked")
     env_file = tmp / "app.env"
     env_file.write_text(f"SECRET_TOKEN={TOKEN}\n")
     HK.extra.update(APP_ENV_FILE=str(env_file))

@@ -1,4 +1,4 @@
-"""Issue 13: a reload is believed only once Nginx serves the new site, and a takeover keeps what the user's site had.
+"""A reload is believed only once Nginx serves the new site, and a takeover keeps what the user's site had.
 
 On the shared sandbox host, under bounded loopback load, each test with its own names and ports (7200-7299):
 - a takeover of a site that listens on 127.0.0.1:<port> (a wildcard NGINX_LISTEN is refused up front);
@@ -30,9 +30,9 @@ from signalcraft_deploy import remote
 from signalcraft_deploy.core.render import site_id
 from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, e2e_load, fab, get, legacy_venv, pm2_apps, sh
 
-OLD = Path("/home/ubuntu/i13-old")  # the 'before' app: a venv with Flask, run bare as `python app.py`
-CERTS = Path("/etc/ssl/i13")
-NAME = "i13.test"
+OLD = Path("/home/ubuntu/legacy-app")  # the 'before' app: a venv with Flask, run bare as `python app.py`
+CERTS = Path("/etc/ssl/sites-test")
+NAME = "sites.test"
 
 
 def settings_without(p: Profile, *keys: str) -> Profile:
@@ -70,8 +70,8 @@ def reload_takes(listen: str, p: Profile) -> None:
 
 
 def keep_output(name: str, result: subprocess.CompletedProcess[str], load: Load | None = None) -> None:
-    """What the command printed (and the load's count), kept in /tmp/i13-e2e/ for a person to read."""
-    folder = Path("/tmp/i13-e2e")
+    """What the command printed (and the load's count), kept in /tmp/nginx-sites-e2e/ for a person to read."""
+    folder = Path("/tmp/nginx-sites-e2e")
     folder.mkdir(exist_ok=True)
     counted = f"\nload: {load.result().summary()}\n" if load else ""
     (folder / f"{name}.txt").write_text(result.stdout + result.stderr + counted)
@@ -157,7 +157,7 @@ def cleanup(p: Profile) -> None:
 
 # --- a takeover of a site on 127.0.0.1:<port> ---------------------------------------------------------------------
 
-LO = Profile("i13lo", "/home/ubuntu/i13-lo", 7201, 7211, 7221)
+LO = Profile("loopback", "/home/ubuntu/loopback", 7201, 7211, 7221)
 LO_SITE = f"""server {{
     listen 127.0.0.1:{LO.listen};
     server_name _;
@@ -230,7 +230,7 @@ def test_takeover_of_a_loopback_listen_keeps_it_and_the_reload_takes(sandbox, ol
 
 # --- a takeover of a site with an HTTPS server -------------------------------------------------------------------
 
-TL = Profile("i13tl", "/home/ubuntu/i13-tl", 7203, 7213, 7223)
+TL = Profile("tls", "/home/ubuntu/tls", 7203, 7213, 7223)
 TLS_PORT = 7243
 
 
@@ -246,7 +246,7 @@ def tl_site(cert: Path, key: Path) -> str:
     apps = f"""    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
         proxy_pass http://127.0.0.1:{TL.bind};
     }}
-    location = /i13-extra {{
+    location = /kept-extra {{
         default_type text/plain;
         return 200 "kept\\n";
     }}
@@ -300,7 +300,7 @@ def test_takeover_of_an_https_site_keeps_https_through_a_fresh_start(sandbox, ol
         for url, app in ((f"{https}/api/ai/x", "flask"), (f"{https}/", "nodejs")):
             status, body = https_get(url, trust)
             assert (status, body.get("app"), body.get("release")) == (200, app, release), body
-        assert https_get(f"{https}/i13-extra", trust) == (200, {"body": "kept\n"})  # the extra location, kept
+        assert https_get(f"{https}/kept-extra", trust) == (200, {"body": "kept\n"})  # the extra location, kept
         site = site_path(TL).read_text()
         assert f"ssl_certificate {cert};" in site and f"listen 127.0.0.1:{TLS_PORT} ssl;" in site
         assert "return 301" not in site  # the old site served plain HTTP too: TLS_REDIRECT=false was kept
@@ -332,7 +332,7 @@ def test_takeover_of_an_https_site_keeps_https_through_a_fresh_start(sandbox, ol
 
 # --- a reload that fails after nginx -t passes -----------------------------------------------------------------
 
-RF = Profile("i13rf", "/home/ubuntu/i13-rf", 7205, 7215, 7225)
+RF = Profile("refused", "/home/ubuntu/refused", 7205, 7215, 7225)
 
 
 def test_a_reload_that_does_not_take_fails_the_deploy_and_stops_nothing(sandbox, app_repo):
@@ -375,7 +375,7 @@ def test_a_reload_that_does_not_take_fails_the_deploy_and_stops_nothing(sandbox,
 
 # --- certificates, and files that are not ours ----------------------------------------------------------------
 
-CK = Profile("i13ck", "/home/ubuntu/i13-ck", 7207, 7217, 7227)
+CK = Profile("certbot", "/home/ubuntu/certbot", 7207, 7217, 7227)
 LE = Path("/etc/letsencrypt")
 
 
@@ -387,11 +387,11 @@ def made_dirs(path: Path) -> list[Path]:
 
 
 def test_certificates_are_checked_before_anything_changes_and_status_warns(sandbox, app_repo):
-    """certbot's layout is faked under /etc/letsencrypt with names of our own (live/i13.test, the hook
-    signalcraft-i13ck); only what this test created is removed."""
+    """certbot's layout is faked under /etc/letsencrypt with names of our own (live/sites.test, the hook
+    signalcraft-certbot); only what this test created is removed."""
     clean_host(CK)
     live = LE / "live" / NAME
-    hook = LE / "renewal-hooks/deploy/signalcraft-i13ck"
+    hook = LE / "renewal-hooks/deploy/signalcraft-certbot"
     if live.exists() or hook.exists():
         pytest.skip(f"{live} or {hook} exists: not ours to write over")
     created = made_dirs(hook.parent)

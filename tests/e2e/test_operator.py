@@ -1,4 +1,4 @@
-"""Issue 6: what an operator sees — GitHub Actions output, status (text and --json), releases, logs."""
+"""What an operator sees — GitHub Actions output, status (text and --json), releases, logs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 15, a release is what git holds, on the sandbox host: a file edited on the host in the live release is
+"""A release is what git holds, on the sandbox host: a file edited on the host in the live release is
 not carried into the next one, a repository entry at the tool's own paths is refused with the host untouched,
 and names git stores (non-ASCII, quotes, a newline) deploy byte for byte, by upload and by SOURCE=git."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from tests.e2e.conftest import AppRepo, Profile, clean_host, fab, get, sh
 
-P = Profile("i15r", "/home/ubuntu/i15r", 7941, 7951, 7961)
-GP = Profile("i15g", "/home/ubuntu/i15g", 7943, 7953, 7963)
+P = Profile("oddnames", "/home/ubuntu/oddnames", 7941, 7951, 7961)
+GP = Profile("gitodd", "/home/ubuntu/gitodd", 7943, 7953, 7963)
 ODD = {"café.txt": "café ☕\n".encode(), "new\nline.txt": b"a name with a newline\n", "say \"hi\" it's.txt": b"quotes\n",
        "dir é/ünï b.txt": b"\x00\x01binary\xff"}
 
@@ -42,7 +42,7 @@ def assert_odd_names_on_host(release: Path) -> None:
 
 @pytest.fixture(scope="module")
 def app(sandbox, tmp_path_factory):
-    repo = AppRepo(tmp_path_factory.mktemp("i15r") / "app")
+    repo = AppRepo(tmp_path_factory.mktemp("oddnames") / "app")
     with_odd_names(repo)
     clean_host(P)
     ok(fab(sandbox, P, repo))
@@ -113,7 +113,7 @@ def test_a_repository_symlink_at_the_tools_own_folder_is_refused_with_the_host_u
 
 
 def test_odd_names_deploy_byte_for_byte_with_source_git(sandbox, tmp_path):
-    origin = Path("/home/ubuntu/i15g-origin.git")
+    origin = Path("/home/ubuntu/gitodd-origin.git")
     sh(f"rm -rf {origin}")
     repo = AppRepo(tmp_path / "src")
     with_odd_names(repo)

@@ -1,6 +1,6 @@
-"""Issue 15: root runs only the tool's own helper. A deploy user of its own (`i15root`) is set up by `fab setup`
+"""Root runs only the tool's own helper. A deploy user of its own (`helperonly`) is set up by `fab setup`
 while it still has full sudo; then its NOPASSWD ALL line is removed, so only the drop-in `setup` wrote is left
-(`i15root ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root`). With that alone: a first deploy, a change, a
+(`helperonly ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root`). With that alone: a first deploy, a change, a
 rollback, a TLS site. The helper refuses what it was not made for. (A takeover and its rollback with only the
 drop-in: test_takeover.py, whose deploy user `ubuntu` holds only the drop-in, as every e2e deploy user does.)
 
@@ -31,13 +31,13 @@ from tests.e2e.conftest import (
     sh,
 )
 
-U = "i15root"
+U = "helperonly"
 HOME = f"/home/{U}"
 HELPER = "/usr/local/sbin/signalcraft-root"
 FULL_SUDO = f"/etc/sudoers.d/90-{U}"
 DROP_IN = f"/etc/sudoers.d/signalcraft-{U}"
-RH = Profile("i15r", f"{HOME}/app", 7661, 7671, 7681)
-TK = Profile("i15rt", f"{HOME}/tk", 7663, 7673, 7683)
+RH = Profile("helped", f"{HOME}/app", 7661, 7671, 7681)
+TK = Profile("helpertk", f"{HOME}/tk", 7663, 7673, 7683)
 OLD = Path(f"{HOME}/tk-old")
 TK_SITE = Path(f"/etc/nginx/sites-available/{TK.app}")
 OLD_SITE = legacy_site(TK)
@@ -68,7 +68,7 @@ def clean() -> None:
 
 @pytest.fixture(scope="module")
 def helper_only(sandbox):
-    """i15root, set up by the sandbox's admin (ubuntu, full sudo) with `fab setup --user i15root`: i15root never has
+    """helperonly, set up by the sandbox's admin (ubuntu, full sudo) with `fab setup --user helperonly`: helperonly never has
     more sudo than the drop-in."""
     sb = add_deploy_user(sandbox, U, FULL_SUDO)
     os.remove(FULL_SUDO)  # add_deploy_user grants full sudo; this deploy user never needs it
@@ -171,20 +171,20 @@ def test_a_tls_site_needs_only_the_helper(helper_only, tmp_path):
     certs = Path(f"/etc/ssl/{U}")
     certs.mkdir(mode=0o700, exist_ok=True)
     cert, key = certs / "site.pem", certs / "site.key"
-    sh(f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {key} -out {cert} -days 30 -subj /CN=i15.test "
-       "-addext subjectAltName=DNS:i15.test,IP:127.0.0.1")
+    sh(f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {key} -out {cert} -days 30 -subj /CN=helper.test "
+       "-addext subjectAltName=DNS:helper.test,IP:127.0.0.1")
     tls = Profile(RH.app, RH.root, RH.bind, RH.node, RH.listen, extra={
-        "TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_LISTEN": "127.0.0.1:7691", "SERVER_NAME": "i15.test"})
+        "TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_LISTEN": "127.0.0.1:7691", "SERVER_NAME": "helper.test"})
     try:
         done = fab(helper_only, tls, AppRepo(tmp_path / "app"))
         assert done.returncode == 0, done.stdout + done.stderr
         context = ssl.create_default_context(cafile=str(cert))
         conn = http.client.HTTPSConnection("127.0.0.1", 7691, timeout=5, context=context)
-        conn.request("GET", "/api/ai/x", headers={"Host": "i15.test"})
+        conn.request("GET", "/api/ai/x", headers={"Host": "helper.test"})
         answer = conn.getresponse()
         assert answer.status == 200 and json.loads(answer.read())["app"] == "flask"
         plain = http.client.HTTPConnection("127.0.0.1", RH.listen, timeout=5)
-        plain.request("GET", "/api/ai/x", headers={"Host": "i15.test"})
+        plain.request("GET", "/api/ai/x", headers={"Host": "helper.test"})
         assert plain.getresponse().status == 301
         back = fab(helper_only, RH, AppRepo(tmp_path / "again"))  # TLS off again: plain HTTP serves the apps
         assert back.returncode == 0, back.stdout + back.stderr

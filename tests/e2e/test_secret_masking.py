@@ -1,4 +1,4 @@
-"""Issue 15: the app's secrets (APP_ENV_FILE) never appear in what the tool prints or logs.
+"""The app's secrets (APP_ENV_FILE) never appear in what the tool prints or logs.
 
 An app prints its DATABASE_URL (password included) at import; a later commit fails its import with that URL
 in the traceback. `fab logs` and the failing deploy show `***` where the secret was, and the deploy still
@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.conftest import AppRepo, Profile, clean_host, fab, get
 
-SM = Profile("s4sm", "/home/ubuntu/s4-sm", 7801, 7811, 7821)
+SM = Profile("masked", "/home/ubuntu/masked", 7801, 7811, 7821)
 PASSWORD = f"pw-{secrets.token_hex(10)}"
 DATABASE_URL = f"postgres://app:{PASSWORD}@db.internal:5432/app"
 
@@ -28,12 +28,12 @@ def _database_url() -> str:
     return dict(pairs).get("DATABASE_URL", "")
 
 
-print(f"s4sm connecting to {_database_url()}", flush=True)
+print(f"masked connecting to {_database_url()}", flush=True)
 '''
 FAILS = '''
 import urllib.parse  # noqa: E402
 
-raise RuntimeError(f"s4sm database unreachable: {_database_url()} ({urllib.parse.quote(_database_url(), safe='')})")
+raise RuntimeError(f"masked database unreachable: {_database_url()} ({urllib.parse.quote(_database_url(), safe='')})")
 '''
 
 
@@ -45,7 +45,7 @@ def no_secret(text: str) -> None:
 @pytest.fixture(scope="module")
 def live(sandbox, tmp_path_factory):
     """The example app, printing its DATABASE_URL at import, deployed once with that URL in APP_ENV_FILE."""
-    base = tmp_path_factory.mktemp("s4sm")
+    base = tmp_path_factory.mktemp("masked")
     repo = AppRepo(base / "app")
     text = (repo.path / "app.py").read_text()
     (repo.path / "app.py").write_text(text + CONNECT)
@@ -66,7 +66,7 @@ def test_the_pm2_logs_the_tool_prints_show_no_secret(sandbox, live):
     shown = fab(sandbox, p, None, "--lines", "200", task="logs")
     out = shown.stdout + shown.stderr
     assert shown.returncode == 0, out
-    assert "s4sm connecting to ***" in out, out
+    assert "masked connecting to ***" in out, out
     no_secret(out)
 
 
@@ -81,7 +81,7 @@ def test_a_failing_trial_names_the_cause_and_shows_no_secret(sandbox, live):
         out = failed.stdout + failed.stderr
         assert failed.returncode != 0, out
         assert "failed its trial run" in out, out
-        assert "RuntimeError: s4sm database unreachable: *** (***)" in out, out
+        assert "RuntimeError: masked database unreachable: *** (***)" in out, out
         no_secret(out)
         assert Path(p.root, "current").resolve().name == before
         assert get(p.url("/api/flask/x"))[0] == 200  # the live release keeps serving

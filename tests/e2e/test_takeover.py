@@ -1,4 +1,4 @@
-"""Issue 7: the first deploy on a host as it is today (bare `python app.py &`, Node-only PM2 file) takes over
+"""The first deploy on a host as it is today (bare `python app.py &`, Node-only PM2 file) takes over
 without refusing a request, and `rollback` returns the host to exactly that state."""
 
 from __future__ import annotations

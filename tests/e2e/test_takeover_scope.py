@@ -1,4 +1,4 @@
-"""Issue 15: a takeover touches only the deploy user's own server, and its record is root's.
+"""A takeover touches only the deploy user's own server, and its record is root's.
 
 On GUNICORN_BIND's port (7831; own names, deploy root and ports 7831-7851 on the shared sandbox host):
 - another user's process (`nobody`, a password in its environment, run from /tmp) is refused by user and
@@ -26,10 +26,10 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLE, ROOT_STATE, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 
-TS = Profile("s4ts", "/home/ubuntu/s4-ts", 7831, 7841, 7851)
+TS = Profile("scope", "/home/ubuntu/scope", 7831, 7841, 7851)
 PASSWORD = f"other-team-{secrets.token_hex(10)}"
 RECORD = Path(TS.root, ".deploy/takeover")
-HOME = Path("/home/ubuntu/s4-ts-servers")  # where the deploy user's own servers run from (the deploy user can read it)
+HOME = Path("/home/ubuntu/scope-servers")  # where the deploy user's own servers run from (the deploy user can read it)
 
 
 def listeners(port: int) -> list[int]:

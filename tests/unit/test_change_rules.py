@@ -1,4 +1,4 @@
-"""Issue 12 without a host: which app a file reaches, package.json's entry point and module type, the
+"""Without a host: which app a file reaches, package.json's entry point and module type, the
 settings that name files and shared paths, and the release assembly's shell run for real in a scratch folder."""
 
 from __future__ import annotations

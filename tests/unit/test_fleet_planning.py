@@ -1,4 +1,4 @@
-"""Issue 17 without hosts: the fleet executor's one call, batches, and WHEELS=local's commands."""
+"""Without hosts: the fleet executor's one call, batches, and WHEELS=local's commands."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 14: `setup`'s facts and plan, the boot unit, log rotation, disk space, the temporary apps' logs,
+"""`setup`'s facts and plan, the boot unit, log rotation, disk space, the temporary apps' logs,
 the setting named when it is at fault. Pure functions on recorded host output; remote/upkeep.py run as
 the host runs it (`python3 -I -`) on a scratch deploy root."""
 
@@ -225,7 +225,7 @@ def test_wsgi_app_is_blamed_only_for_its_own_module(load) -> None:
 
 
 def test_free_space_is_read_with_the_host_checks() -> None:
-    out = "\n@@signalcraft:tools\npm2\n\n@@signalcraft:disk\ntmpfs 307200 280000 27200 92% /home/ubuntu/i14-disk\n"
+    out = "\n@@signalcraft:tools\npm2\n\n@@signalcraft:disk\ntmpfs 307200 280000 27200 92% /home/ubuntu/full-disk\n"
     assert parse_facts(out).free_mb == 26
     assert parse_facts("\n@@signalcraft:tools\npm2\n").free_mb is None
 

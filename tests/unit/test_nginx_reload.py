@@ -1,4 +1,4 @@
-"""Issue 13: verified reloads, listen addresses, HTTPS, keeping what a user's site had, writing only what is ours.
+"""Verified reloads, listen addresses, HTTPS, keeping what a user's site had, writing only what is ours.
 
 The reload program and the TLS check run for real here: against a private Nginx master started in a scratch
 prefix (its own pid file, error log and loopback port), and against certificates made with `openssl`.
@@ -44,7 +44,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_cert(folder: Path, name: str, days: int = 30, cn: str = "i13.test", san: str = "DNS:i13.test,IP:127.0.0.1") -> tuple[Path, Path]:
+def make_cert(folder: Path, name: str, days: int = 30, cn: str = "sites.test",
+              san: str = "DNS:sites.test,IP:127.0.0.1") -> tuple[Path, Path]:
     if OPENSSL is None:
         pytest.skip("openssl is not installed")
     cert, key = folder / f"{name}.pem", folder / f"{name}.key"
@@ -146,7 +147,7 @@ def ssl_folder() -> Iterator[Path]:
 def test_tls_site_passes_nginx_t_with_a_real_certificate(load, nginx_tester, ssl_folder: Path) -> None:
     cert, key = make_cert(ssl_folder, "site")
     s = load({"TLS_CERT": str(cert), "TLS_KEY": str(key), "NGINX_LISTEN": "127.0.0.1:18080,[::1]:18080",
-              "TLS_LISTEN": "127.0.0.1:18443", "SERVER_NAME": "i13.test", "CLIENT_MAX_BODY_SIZE": "10m"})
+              "TLS_LISTEN": "127.0.0.1:18443", "SERVER_NAME": "sites.test", "CLIENT_MAX_BODY_SIZE": "10m"})
     site = render_nginx_site(s)
     result = nginx_tester.check(site)
     assert result.ok, result.output
@@ -392,9 +393,9 @@ def tls_check(cert: Path, key: Path, names: list[str]) -> dict:
 
 def test_tls_check_passes_a_matching_pair_that_covers_the_name(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path, "good", days=30)
-    verdict = tls_check(cert, key, ["i13.test"])
+    verdict = tls_check(cert, key, ["sites.test"])
     assert verdict["problems"] == [] and 29 < verdict["days_left"] <= 30
-    assert "i13.test" in verdict["names"] and "127.0.0.1" in verdict["names"]
+    assert "sites.test" in verdict["names"] and "127.0.0.1" in verdict["names"]
 
 
 def test_tls_check_names_each_problem(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Issue 22: root renders the Nginx site itself (remote/nginx_site.py) from a JSON description the deploy user sends.
+"""Root renders the Nginx site itself (remote/nginx_site.py) from a JSON description the deploy user sends.
 
 `check` is what stands between a deploy user and a file Nginx's master (root) reads: every field must be one the tool
 itself could have produced. `render` builds the text from its own fixed shape, so whatever passes `check` gives a site

@@ -247,7 +247,7 @@ CASES = {
         facts=lambda tmp: live_host(tmp, OLD), new=replace(OLD, settings={"PY_ROUTES": "api/ai,api/flask,api/v2"}),
         python="none", nodejs="none", nginx="write-and-reload", new_release=True, why={"nginx": "site changed"},
     ),
-    # Which app a file change reaches (issue 12): certain files are one app's own; any other reaches both,
+    # Which app a file change reaches: certain files are one app's own; any other reaches both,
     # unless PY_FILES / NODE_FILES name the files each app reads.
     "a text file Node serves changed": Case(
         facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(public__hello_txt="h2"),

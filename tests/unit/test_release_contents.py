@@ -1,4 +1,4 @@
-"""Issue 15, a release is what git holds: names read with -z, entries that collide with the tool's own paths
+"""A release is what git holds: names read with -z, entries that collide with the tool's own paths
 refused by name, and files copied from the live release checked against their blob ids (remote/copy_live.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issues 15 and 22: the root helper (remote/root_helper.py) refuses every argument it was not made for, before anything
+"""The root helper (remote/root_helper.py) refuses every argument it was not made for, before anything
 runs; it writes only in root's folders from what it rendered or kept itself, and a site belongs to the user and deploy
 root that installed it. The client side (host/root.py) installs it when it may and stops with one clear message when
 it may not.
