@@ -1,14 +1,22 @@
 """Shared helpers for the benchmarks that run against the sandbox host (tests/host/up).
 
+The sandbox host is an isolated test host (tests/host/testhost, h250 at 198.18.250.2): its own network
+namespace, files and processes on this machine, reached over a veth pair, with no route to a package index.
+Every request a benchmark sends goes to a test host's address (198.18.0.0/15, the range tests/host/testhost
+uses) or to loopback: `test_host` and `get` refuse anything else.
+
 - `Sandbox`: the host's address, key and ssh config, read from ``.sandbox/env``.
 - `ssh`: run a shell script on the host as its user (the script goes over stdin, so no quoting).
 - `upload_tree`: copy a local directory to the host as its user (a tar stream over one ssh).
 - `run_stamped`: run a local command with a time bound, keeping each output line with the moment
   it arrived, so a benchmark can tell which step of a deploy was running when a request failed.
 - `AppRepo`: a throwaway git repository holding a copy of an app, changed commit by commit.
-- `get`: one GET on a loopback URL (refused for anything else), with status, X-Release and body.
+- `get`: one GET on a test host's or a loopback URL (refused for anything else), with status, X-Release and body.
+- `host_get`: one GET on a URL of the host's own loopback (an app bound to 127.0.0.1 there), run on the host.
+- `BaselineIndex`: a package index for the plan's method on a host that reaches none (a wheelhouse and an npm
+  cache made on this machine, read through the baseline's own `venv/pip.conf` and `.npmrc`).
 
-Standard library only (plus `bench.loadgen` for the loopback rule).
+Standard library only (plus `bench.loadgen` for the test-host rule).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -69,8 +78,18 @@ def load_sandbox(state_dir: Path | None = None) -> Sandbox:
                           ssh_config=values["SANDBOX_SSH_CONFIG"])
     except (KeyError, ValueError) as err:
         raise BenchError(f"{env_file}: missing or bad value ({err}); run `sudo tests/host/up` again.") from None
-    loopback_target(f"http://{sandbox.host}:{sandbox.port}/")  # the sandbox must be on this machine
+    test_host(sandbox.host)  # the sandbox must be a test host (or this machine)
     return sandbox
+
+
+def test_host(address: str) -> str:
+    """`address` if it is a test host's (198.18.0.0/15, tests/host/testhost) or loopback; else BenchError."""
+    try:
+        loopback_target(f"http://{address}/")
+    except ValueError:
+        raise BenchError(f"the sandbox host is {address}: the benchmarks only send load to test hosts "
+                         "(198.18.0.0/15, tests/host/testhost) or loopback; refused") from None
+    return address
 
 
 def ssh(sandbox: Sandbox, script: str, *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -226,7 +245,7 @@ class Answer:
 
 
 def get(url: str, timeout: float = 5.0) -> Answer:
-    """One GET on a loopback URL (any other host raises ValueError)."""
+    """One GET on a test host's (198.18.0.0/15) or a loopback URL (any other host raises ValueError)."""
     target = loopback_target(url)
     conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
     try:
@@ -283,3 +302,64 @@ def forget_sites_script(*sites: str) -> str:
               "'/etc/nginx/sites-enabled/default')\n    os.remove(sys.argv[1])")
     return (f"sudo -n rm -f {claims}; sudo -n test -e {parked} && "
             f"sudo -n python3 -c {shlex.quote(relink)} {parked} {shlex.quote(names)}; true")
+
+
+def host_get(sandbox: Sandbox, url: str, timeout: float = 3.0) -> tuple[int | None, str]:
+    """One GET, made on the sandbox host itself, of a URL on its own loopback (e.g. a Gunicorn bound to 127.0.0.1
+    there, which this machine cannot reach): (status or None, body). Any other URL raises ValueError."""
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError(f"{url!r}: host_get is for the host's own loopback (http://127.0.0.1:PORT/...) only")
+    script = f"curl -s -m {timeout:g} -w '\\n@@status %{{http_code}}' {shlex.quote(url)}"
+    try:
+        out = ssh(sandbox, script, timeout=timeout + 15, check=False).stdout
+    except BenchError:
+        return None, ""
+    body, _, status = out.rpartition("\n@@status ")
+    code = int(status) if status.strip().isdigit() and int(status) else None
+    return code, body
+
+
+class BaselineIndex:
+    """The package index of the plan's method on a host that reaches none (the test hosts have no route out).
+
+    The tool deploys with WHEELS=local. The plan's commands (`pip install -r requirements.txt`, `npm install`) are
+    kept as they are, and read a local index instead, as on a host with an index mirror of its own: this machine
+    makes a wheelhouse of every requirement the benchmark uses (`pip wheel`) and an npm cache of every package
+    lock it uses (`npm ci --cache`), copies both to `remote` on the host, and `script(directory)` points the
+    baseline's venv (`venv/pip.conf`: no-index, find-links) and app directory (`.npmrc`: cache, offline) at them.
+    Nothing outside the benchmark's directories is configured; `remote` goes with the benchmark's clean-up.
+    """
+
+    def __init__(self, remote: str):
+        self.remote = remote
+
+    def make(self, sandbox: Sandbox, work: Path, requirements: list[str], package_locks: list[str]) -> None:
+        local = work / "baseline-index"
+        (local / "npm").mkdir(parents=True, exist_ok=True)
+        req = work / "baseline-index-requirements.txt"
+        req.write_text("".join(line.strip() + "\n" for line in requirements if line.strip()))
+        done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "-r", str(req),
+                               "-w", str(local / "wheels")], capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise BenchError(f"the baseline's wheelhouse (pip wheel) failed:\n{(done.stderr or done.stdout).strip()[-1500:]}")
+        for n, lock in enumerate(package_locks):
+            packages = {k: v for k, v in json.loads(lock).get("packages", {}).items() if k}
+            if not packages:
+                continue
+            scratch = work / f"baseline-index-npm-{n}"
+            scratch.mkdir()
+            root = json.loads(lock)["packages"][""]
+            (scratch / "package.json").write_text(json.dumps({k: v for k, v in root.items()
+                                                              if k in ("name", "version", "dependencies")}))
+            (scratch / "package-lock.json").write_text(lock)
+            done = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error",
+                                   "--cache", str(local / "npm")], cwd=scratch, capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise BenchError(f"the baseline's npm cache (npm ci) failed:\n{(done.stderr or done.stdout).strip()[-1500:]}")
+        upload_tree(sandbox, local, self.remote)
+
+    def script(self, directory: str) -> str:
+        """Shell: point `directory`'s venv (made already) and npm at the index."""
+        d, r = shlex.quote(directory), self.remote
+        return (f"printf '[global]\\nno-index = true\\nfind-links = {r}/wheels\\n' > {d}/venv/pip.conf && "
+                f"printf 'cache={r}/npm\\noffline=true\\n' > {d}/.npmrc")

@@ -1,8 +1,8 @@
 """Deploy speed: wall time and remote commands per kind of deploy, the tool against the plan's own method.
 
-Against the sandbox host (tests/host/up: sshd on 127.0.0.1:2222, user ubuntu), this deploys the
-example app several times for each kind of change and records, per deploy, the wall time and the
-number of remote commands:
+Against the sandbox host (tests/host/up: the isolated test host h250, sshd on 198.18.250.2:22, user
+ubuntu, no route to a package index), this deploys the example app several times for each kind of
+change and records, per deploy, the wall time and the number of remote commands:
 
   no change          the same commit again
   code change        VERSION bumped in app.py (Gunicorn HUP)
@@ -10,14 +10,19 @@ number of remote commands:
   requirements       six==1.16.0 added to / removed from requirements.txt
   Node dependency    is-number@7.0.0 added to / removed from package.json and package-lock.json
 
-The tool is driven through its front door, `fab -H ubuntu@127.0.0.1:2222 -i KEY deploy --source-dir
-REPO --set ...`, as a subprocess timed with time.monotonic(). The plan's own method runs on the same
+The tool is driven through its front door, `fab -H ubuntu@198.18.250.2:22 -i KEY deploy --source-dir
+REPO --set WHEELS=local --set ...`, as a subprocess timed with time.monotonic() (WHEELS=local: this
+machine makes the wheels and the npm cache and ships them, since the host reaches no index). The plan's own method runs on the same
 host in the same run, interleaved with the tool's deploys, in a directory the tool does not manage:
 a git clone with a venv, PM2 apps from an ecosystem.config.js of the plan's shape, and one SSH
 session per deploy running
 
   cd DIR && git pull -q && npm install --no-audit --no-fund \\
          && venv/bin/pip install -q -r requirements.txt && pm2 reload ecosystem.config.js --env production
+
+Its pip and npm read a local index (bench.common.BaselineIndex: a wheelhouse and an npm cache made on
+this machine, copied to the host, named in the baseline's venv/pip.conf and .npmrc), as on a host
+with an index mirror of its own; the commands are unchanged.
 
 Remote commands. The timed deploys run Fabric's own `fab` program (`fabric.main.program.run()`, all
 the `fab` script does) in a Python that first wraps paramiko's `Channel.exec_command` and
@@ -35,8 +40,10 @@ over one SSH channel.
 
 Everything it creates on the host has its own names (APP_NAME=speed, PM2 apps speed-*, speed-plan-*),
 ports (8701/8702, 3701, 8087; 8801, 3801) and directories (/home/ubuntu/speed, /home/ubuntu/speed-plan,
-/home/ubuntu/speed-plan.git), and is removed at the end, also on an error or Ctrl-C. It never runs
-`pm2 kill` or `pm2 delete all`: other apps share the PM2 daemon. It only talks to 127.0.0.1.
+/home/ubuntu/speed-plan.git, /home/ubuntu/speed-plan.index), and is removed at the end, also on an error
+or Ctrl-C. It never runs `pm2 kill` or `pm2 delete all`: other apps share the PM2 daemon. It only talks
+to test hosts (198.18.0.0/15, tests/host/testhost) or loopback: the sandbox's Nginx at its address, and
+the baseline's apps (bound to the host's 127.0.0.1) with curl on the host itself.
 
 Exit status: 0 if every target is met, 1 if one is not (or a deploy failed), 2 if the benchmark could not run.
 """
@@ -63,7 +70,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import forget_sites_script, plan_gunicorn_conf
+from bench.common import BaselineIndex, forget_sites_script, host_get, plan_gunicorn_conf, test_host
+from bench.common import BenchError as CommonBenchError
+from bench.loadgen import loopback_target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO_ROOT / "examples" / "signalcraft"
@@ -77,12 +86,14 @@ TOOL = {
     "NODE_PORT": "3701",
     "NGINX_LISTEN": "8087",
     "NGINX_SITE": "/etc/nginx/sites-available/speed",
+    "WHEELS": "local",  # the host reaches no package index: this machine makes the wheels and ships them
 }
 TOOL_APPS = ("speed-python", "speed-nodejs", "speed-python-handover", "speed-python-trial", "speed-nodejs-trial")
 
 # The plan's method: its own directory, ports and PM2 names.
 PLAN_DIR = "/home/ubuntu/speed-plan"
 PLAN_ORIGIN = PLAN_DIR + ".git"
+PLAN_INDEX = PLAN_DIR + ".index"  # the baseline's local package index (BaselineIndex)
 PLAN_PY_PORT = 8801
 PLAN_NODE_PORT = 3801
 PLAN_APPS = ("speed-plan-python", "speed-plan-nodejs")
@@ -137,9 +148,9 @@ _wrap(paramiko.Channel, "exec_command", key="exec")
 _wrap(paramiko.Transport, "open_session", key="channels")
 _wrap(Transfer, "put", key="put", label="upload")
 _wrap(Connection, "run", label="run")
-for _name in ("_run_direct", "_run_with_stdin"):  # the tool's own command path (its name differs across versions)
-    if hasattr(hostio, _name):
-        _wrap(hostio, _name, label="run")
+_inner = [_name for _name in ("_run_direct", "_run_with_stdin") if hasattr(hostio, _name)]
+for _name in _inner or ["run"]:  # the tool's own command path (its name differs across versions; now io.run itself)
+    _wrap(hostio, _name, label="run")
 @atexit.register
 def _report():
     sys.stderr.write("@@remote-commands %(exec)d %(put)d %(channels)d\n" % counts)
@@ -187,8 +198,10 @@ def load_sandbox() -> Sandbox:
                      values["SANDBOX_KEY"], values["SANDBOX_KNOWN_HOSTS"], values["SANDBOX_SSH_CONFIG"])
     except (KeyError, ValueError) as err:
         raise BenchError(f"{env_file} lacks {err}: run `sudo tests/host/up` again.") from None
-    if sb.host not in ("127.0.0.1", "localhost", "::1"):
-        raise BenchError(f"the sandbox host is {sb.host}; this benchmark only talks to loopback")
+    try:
+        test_host(sb.host)  # load only to test hosts (198.18.0.0/15) or loopback
+    except CommonBenchError as err:
+        raise BenchError(str(err)) from None
     return sb
 
 
@@ -202,8 +215,15 @@ def ssh(sb: Sandbox, script: str, *, timeout: float = 300, check: bool = True) -
     return result
 
 
-def http_json(url: str, timeout: float = 3) -> tuple[int | None, dict[str, Any]]:
-    assert url.startswith("http://127.0.0.1:"), url  # loopback only
+def http_json(url: str, timeout: float = 3, sb: Sandbox | None = None) -> tuple[int | None, dict[str, Any]]:
+    """GET a test host's (or loopback) URL from here; with `sb`, a URL of the host's own 127.0.0.1, made on the host."""
+    if sb is not None:
+        status, text = host_get(sb, url, timeout)  # type: ignore[arg-type]
+        try:
+            return status, (json.loads(text) if text.startswith("{") else {})
+        except ValueError:
+            return status, {}
+    loopback_target(url)  # raises ValueError for anything but a test host's address or loopback
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read().decode()
@@ -214,11 +234,12 @@ def http_json(url: str, timeout: float = 3) -> tuple[int | None, dict[str, Any]]
         return None, {}
 
 
-def wait_for(url: str, want: dict[str, str] | None = None, seconds: float = 30) -> tuple[int | None, dict[str, Any]]:
-    """Poll a loopback URL until it answers 200 (with the wanted JSON fields), or give up."""
+def wait_for(url: str, want: dict[str, str] | None = None, seconds: float = 30,
+             sb: Sandbox | None = None) -> tuple[int | None, dict[str, Any]]:
+    """Poll a URL (see http_json) until it answers 200 (with the wanted JSON fields), or give up."""
     deadline = time.monotonic() + seconds
     while True:
-        status, body = http_json(url)
+        status, body = http_json(url, sb=sb)
         if status == 200 and all(str(body.get(k)) == v for k, v in (want or {}).items()):
             return status, body
         if time.monotonic() > deadline:
@@ -333,7 +354,7 @@ class Run:
 
 
 def load_average() -> float | None:
-    """This machine's 1-minute load average (the sandbox host is this machine)."""
+    """This machine's 1-minute load average (the sandbox host is a test host on this machine, sharing its CPUs)."""
     try:
         return float(Path("/proc/loadavg").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -410,7 +431,7 @@ class Bench:
         elif kind != "no-change" and "Nothing to deploy" in result.stdout:
             run.ok, run.note = False, "the change was not deployed ('Nothing to deploy')"
         if run.ok and kind == "code":
-            status, body = http_json(f"http://127.0.0.1:{TOOL['NGINX_LISTEN']}/api/flask/health")
+            status, body = http_json(f"http://{self.sb.host}:{TOOL['NGINX_LISTEN']}/api/flask/health")
             if status != 200 or body.get("version") != str(self.version):
                 run.ok, run.note = False, f"after the deploy Flask answers {status} {body}, expected version {self.version}"
         self.results.append(run)
@@ -432,11 +453,18 @@ class Bench:
             "gunicorn.conf.py": plan_gunicorn_conf(PLAN_PY_PORT, self.timeout), "ecosystem.config.js": plan_ecosystem()})
         ssh(self.sb, f"set -e\nrm -rf {PLAN_ORIGIN} {PLAN_DIR}\ngit init -q --bare -b main {PLAN_ORIGIN}\n")
         self.plan_push()
+        index = BaselineIndex(PLAN_INDEX)
+        try:
+            index.make(self.sb, self.work, [*self.base_requirements.splitlines(), EXTRA_REQUIREMENT],  # type: ignore[arg-type]
+                       [self.base_node["package-lock.json"], self.node_dep["package-lock.json"]])
+        except CommonBenchError as err:
+            raise BenchError(str(err)) from None
         ssh(self.sb, "\n".join([
             "set -e",
             f"git clone -q {PLAN_ORIGIN} {PLAN_DIR}",
             f"cd {PLAN_DIR}",
             "python3 -m venv venv",
+            index.script(PLAN_DIR),
             "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
             "npm install --no-audit --no-fund --loglevel=error",
             "pm2 start ecosystem.config.js --env production",
@@ -445,15 +473,15 @@ class Bench:
 
     def plan_check(self, what: str) -> bool:
         """After a plan deploy (untimed): both apps answer, Flask with the committed VERSION."""
-        py = wait_for(f"http://127.0.0.1:{PLAN_PY_PORT}/api/flask/health", {"version": str(self.version)})
-        node = wait_for(f"http://127.0.0.1:{PLAN_NODE_PORT}/")
+        py = wait_for(f"http://127.0.0.1:{PLAN_PY_PORT}/api/flask/health", {"version": str(self.version)}, sb=self.sb)
+        node = wait_for(f"http://127.0.0.1:{PLAN_NODE_PORT}/", sb=self.sb)
         if py[0] == 200 and node[0] == 200:
             return True
         self.notes.append(f"plan, {what}: not answering afterwards (Flask {py[0]} {py[1]}, Node.js {node[0]}); "
                           "pm2 delete + start to go on")
         ssh(self.sb, f"cd {PLAN_DIR} && (pm2 delete {' '.join(PLAN_APPS)} || true) && pm2 start ecosystem.config.js "
                      "--env production", check=False)
-        wait_for(f"http://127.0.0.1:{PLAN_PY_PORT}/api/flask/health")
+        wait_for(f"http://127.0.0.1:{PLAN_PY_PORT}/api/flask/health", sb=self.sb)
         return False
 
     def plan_deploy(self, kind: str, n: int) -> Run:
@@ -583,7 +611,7 @@ def _cleanup(sb: Sandbox) -> None:
             f"sudo -n rm -f {link} {site} {site}.signalcraft-prev {site}.signalcraft-tmpprev {site}.signalcraft-tmp",
             forget_sites_script(site),
             "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
-            f"rm -rf {root} {PLAN_DIR} {PLAN_ORIGIN}",
+            f"rm -rf {root} {PLAN_DIR} {PLAN_ORIGIN} {PLAN_INDEX}",
         ]
     )
     ssh(sb, script, check=False, timeout=120)
@@ -663,8 +691,9 @@ def report(bench: Bench, kinds: list[str], info: dict[str, str], started: str) -
     print(f"machine: {info.get('os', '?')}, {info.get('nproc', '?')} CPUs ({info.get('cpu', '?')}), host {info.get('python', '?')}, "
           f"pm2 {info.get('pm2', '?')}, {info.get('nginx', '?')}, node {info.get('node', '?')}, npm {info.get('npm', '?')}, "
           f"kernel {info.get('kernel', '?')}; local Python {info.get('local python', '?')}")
-    print(f"load average at start {info.get('load', '?')}, at end {info.get('load end', '?')} (the sandbox host is this machine; "
-          "'load avg' below: its 1-minute load average, median over each kind's runs)")
+    print(f"load average at start {info.get('load', '?')}, at end {info.get('load end', '?')} "
+          "(the sandbox host is a test host sharing this machine's CPUs; 'load avg' below: this machine's 1-minute "
+          "load average, median over each kind's runs)")
     print()
     print("| kind | tool median s (min–max) | tool remote commands | plan median s (min–max) | plan remote commands | speed-up "
           "| load avg |")

@@ -1,8 +1,10 @@
 """Downtime benchmark: failed requests per kind of deploy, the tool against the plan's own method.
 
-Against the sandbox host (tests/host/up), with a bounded loopback load running through Nginx on a
-Python route and on `/` (several client threads, no pauses), this deploys each kind of change
-several times with `fab deploy` and counts failed / total requests:
+Against the sandbox host (tests/host/up: the isolated test host h250 at 198.18.250.2, no route to a
+package index), with a bounded load running through the host's Nginx at that address on a Python
+route and on `/` (several client threads, no pauses; only test hosts' addresses, 198.18.0.0/15, or
+loopback are accepted), this deploys each kind of change several times with `fab deploy --set
+WHEELS=local` (in its settings file) and counts failed / total requests:
 
   code change, gunicorn.conf change, requirements change, Node code change, Nginx site change,
   and three broken commits: a Python commit that fails to import, a Node commit that crashes on
@@ -14,12 +16,20 @@ several times with `fab deploy` and counts failed / total requests:
   file, a hand-made Nginx site), prepared afresh for each run under its own names, then `rollback`
   to that state (measured too, the extra row "takeover rollback"), then removed.
 
+The kinds takeover-loopback and takeover-https (issue 13: a site on `listen 127.0.0.1:<port>`) are
+only measured when the sandbox host is this machine (loopback): on an isolated test host that address
+is the host's own, which the load from this machine cannot reach, so they are refused there and are not
+among the default kinds.
+
 A broken commit must end the deploy with a non-zero exit and leave the previous release answering;
 it is then reverted (a new commit restoring the good code, deployed but not counted).
 
 In the same run, the same kinds are measured for the plan's own method (`git pull && npm install &&
 pip install -r requirements.txt && (pm2 reload ecosystem.config.js --env production || pm2 start ...)`)
-on a separate app directory on the same host that the tool does not manage: the baseline.
+on a separate app directory on the same host that the tool does not manage: the baseline. Its pip and
+npm (and those of the takeover's 'before' state) read a local index (bench.common.BaselineIndex: wheels
+and an npm cache made on this machine, copied to <plan-dir>.index, named in the venv's pip.conf and the
+directory's .npmrc), as on a host with an index mirror of its own; the commands are unchanged.
 
     python -m bench.downtime [--runs 3] [--threads 4] [--quick] [--kinds code,takeover,...]
 
@@ -53,6 +63,7 @@ from bench.common import (
     REPO_ROOT,
     Answer,
     AppRepo,
+    BaselineIndex,
     BenchError,
     Sandbox,
     Stamped,
@@ -110,6 +121,16 @@ KINDS: tuple[Kind, ...] = (
     Kind("takeover-https", "takeover of a site with an HTTPS server"),
 )
 TAKEOVER_SHAPES = {"takeover": "plain", "takeover-loopback": "loopback", "takeover-https": "https"}
+# Kinds whose load goes to the host's own 127.0.0.1: measurable only when the sandbox host is this machine.
+HOST_LOOPBACK_KINDS = ("takeover-loopback", "takeover-https")
+# The local package index of the baseline and of the takeover's 'before' state (the hosts reach no index);
+# set by main() when a kind needs it.
+BASELINE_INDEX: BaselineIndex | None = None
+
+
+def venv_script() -> str:
+    """Shell, in an app directory: a venv, its pip and the directory's npm pointed at BASELINE_INDEX if there is one."""
+    return "python3 -m venv venv" + (f" && {BASELINE_INDEX.script('.')}" if BASELINE_INDEX else "")
 KIND_BY_KEY = {k.key: k for k in KINDS}  # what --kinds accepts
 TAKEOVER_ROLLBACK = Kind("takeover-rollback", "takeover rollback (to the bare python app.py)")  # a row, measured with takeover
 TITLES = {k.key: k.title for k in (*KINDS, TAKEOVER_ROLLBACK)}
@@ -253,15 +274,15 @@ class Method:
     # URLs through Nginx
     @property
     def py_url(self) -> str:
-        return f"http://127.0.0.1:{self.listen}{PY_PATH}"
+        return f"http://{self.sandbox.host}:{self.listen}{PY_PATH}"
 
     @property
     def node_url(self) -> str:
-        return f"http://127.0.0.1:{self.listen}/"
+        return f"http://{self.sandbox.host}:{self.listen}/"
 
     @property
     def extra_url(self) -> str:
-        return f"http://127.0.0.1:{self.listen}/{EXTRA_ROUTE}/bench"
+        return f"http://{self.sandbox.host}:{self.listen}/{EXTRA_ROUTE}/bench"
 
     def answers(self) -> tuple[Answer, Answer]:
         return get(self.py_url), get(self.node_url)
@@ -359,7 +380,9 @@ class Tool(Method):
         values = {
             "APP_NAME": self.s.app_name, "DEPLOY_ROOT": self.s.deploy_root, "GUNICORN_BIND": self.s.gunicorn_bind,
             "NODE_PORT": str(self.s.node_port), "NGINX_LISTEN": str(self.s.nginx_listen), "NGINX_SITE": self.s.nginx_site,
-            "SERVER_NAME": "_", "PY_ROUTES": routes, "GUNICORN_TIMEOUT": str(v.timeout), **self.extra,
+            "SERVER_NAME": "_", "PY_ROUTES": routes, "GUNICORN_TIMEOUT": str(v.timeout),
+            "WHEELS": "local",  # the host reaches no package index: this machine makes the wheels and ships them
+            **self.extra,
         }
         return "".join(f"{k}={val}\n" for k, val in values.items())
 
@@ -569,7 +592,7 @@ class Plan(Method):
             "set -e",
             f"git clone -q {p.origin} {p.directory}",
             f"cd {p.directory}",
-            "python3 -m venv venv",
+            venv_script(),
             "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
         ]), timeout=300)
         first = run_stamped(["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"], stdin=plan_script(p),
@@ -731,7 +754,7 @@ def before_state_script(directory: str, node_app: str, port: int, site: str, sit
         "set -e",
         f"cd {d}",
         "rm -f REVISION",
-        "python3 -m venv venv",
+        venv_script(),
         "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
         f"pm2 delete {node_app} >/dev/null 2>&1 || true",
         "pm2 start ecosystem.config.js --env production >/dev/null",
@@ -1054,8 +1077,8 @@ def tool_host_events(method: Method, since: str, seconds: float) -> str:
         "echo '@@gunicorn'",
         f"cat ~/.pm2/logs/{method.s.app_name}-python*-error.log ~/.pm2/logs/{method.s.app_name}-python*-out.log 2>/dev/null"
         " | grep -E '^\\[20|Error|Reason' | grep -vE 'Autorestarting|Worker exiting|Booting worker| \"GET ' | tail -n 400",
-        f"echo '@@nginx error.log (requests to 127.0.0.1:{method.listen})'",
-        f"sudo -n tail -n 50000 /var/log/nginx/error.log | grep -F 'host: \"127.0.0.1:{method.listen}\"' | tail -n 20000",
+        f"echo '@@nginx error.log (requests to {method.sandbox.host}:{method.listen})'",
+        f"sudo -n tail -n 50000 /var/log/nginx/error.log | grep -F 'host: \"{method.sandbox.host}:{method.listen}\"' | tail -n 20000",
     ])
     out = ssh(method.sandbox, script, check=False).stdout
     keep, inside = [], False
@@ -1191,7 +1214,7 @@ def cleanup(sandbox: Sandbox, tool: ToolSettings, plan: PlanSettings) -> None:
         + [forget_sites_script(tool.nginx_site),
            "sudo -n rm -f " + " ".join(s for s in sites if s),
            "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
-           f"rm -rf {tool.deploy_root} {plan.directory} {plan.origin}",
+           f"rm -rf {tool.deploy_root} {plan.directory} {plan.origin} {plan.directory}.index",
            "rm -f " + " ".join(f"$HOME/.pm2/logs/{a}-*.log" for a in apps),
            "pm2 save --force >/dev/null 2>&1 || true"])
     ssh(sandbox, script, timeout=180, check=False)
@@ -1263,8 +1286,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=3, help="deploys of each kind, per method")
     ap.add_argument("--threads", type=int, default=4, help="load generator client threads")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 run per kind, 2 threads")
-    ap.add_argument("--kinds", default=",".join(k.key for k in KINDS),
-                    help="comma-separated kinds to measure (takeover also measures its rollback)")
+    ap.add_argument("--kinds", default=",".join(k.key for k in KINDS if k.key not in HOST_LOOPBACK_KINDS),
+                    help="comma-separated kinds to measure (takeover also measures its rollback; takeover-loopback and "
+                         "takeover-https only when the sandbox host is this machine)")
     ap.add_argument("--no-baseline", action="store_true", help="measure the tool only")
     ap.add_argument("--keep", action="store_true", help="leave the apps, sites and directories on the host (debugging)")
     ap.add_argument("--out", default="", help="directory for the results JSON and the deploy logs (empty: a new temp directory)")
@@ -1350,6 +1374,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    unreachable = [k.key for k in kinds if k.key in HOST_LOOPBACK_KINDS]
+    if unreachable and not sandbox.host.startswith("127."):
+        print(f"error: --kinds {','.join(unreachable)}: their sites listen on the host's own 127.0.0.1, which this machine "
+              f"cannot reach on the isolated test host {sandbox.host}; measure them against a sandbox on this machine",
+              file=sys.stderr)
+        return 2
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -1381,6 +1411,14 @@ def main(argv: list[str] | None = None) -> int:
         if takeover:
             cleanup_takeover(sandbox, takeover_settings)
         methods: list[Method] = [tool] + ([] if args.no_baseline else [plan])
+        if (regular and not args.no_baseline) or takeover:
+            global BASELINE_INDEX
+            print("setting up: the baseline's local package index (wheels, npm cache; not measured) ...", flush=True)
+            index = BaselineIndex(plan_settings.directory + ".index")
+            index.make(sandbox, work, [*(EXAMPLE_APP / "requirements.txt").read_text().splitlines(), "Flask==3.1.3",
+                                       *(pin for pin in REQUIREMENT_PINS if pin)],
+                       [(EXAMPLE_APP / "package-lock.json").read_text()])
+            BASELINE_INDEX = index
         if regular:
             print("setting up: first deploy of the tool's app (not measured) ...", flush=True)
             tool.setup()

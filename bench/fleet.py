@@ -4,7 +4,11 @@
     sudo python -m bench.fleet --host-cpu 0     # only with the hosts sharing this machine's CPUs
     sudo python -m bench.fleet --runs 1         # a quick look
 
-Uses tests/host/fleet-up's hosts (brought up if needed; each host is wiped of this app first).
+Uses tests/host/fleet-up's hosts, the isolated test hosts h1..hN at 198.18.K.2 (brought up if needed;
+each host is wiped of this app first). A host of those numbers that is up but was not started by
+fleet-up into .fleet (another user's, e.g. the e2e tests' h1..h4) is refused, not wiped: stop it or
+wait. Deploys use WHEELS=local (the hosts reach no package index); requests go only to the hosts'
+198.18.K.2 (bench.loadgen refuses anything but test hosts' addresses and loopback).
 One first deploy to every host (not measured), then, for each CPU model, `--runs` rounds; each
 round, for N = 1, 2, 3 hosts in turn: a code change (a new commit of app.py: a Gunicorn HUP on
 every host) deployed to web1..webN under load, then a no-op. The host counts take turns within
@@ -47,6 +51,19 @@ ROOT = "/home/ubuntu/signalcraft"
 # grew with the hosts would slow each deploy for that reason alone when the hosts share the CPUs.
 LOAD_THREADS = 2
 SETTINGS = {"WHEELS": "local", "GUNICORN_WORKERS": "2", "HEALTH_TIMEOUT": "30"}
+
+
+def foreign_hosts(hosts: int) -> list[str]:
+    """Hosts h1..h`hosts` that are up but not fleet-up's (no .fleet/hostK.pid naming their first process)."""
+    listed = subprocess.run([str(REPO_ROOT / "tests/host/testhost"), "list"], capture_output=True, text=True, timeout=60)
+    foreign = []
+    for line in listed.stdout.splitlines():  # "hK 198.18.K.2 PID"
+        name, _, pid = (line.split() + ["", "", ""])[:3]
+        k = int(name[1:]) if name[1:].isdigit() else 0
+        mine = STATE / f"host{k}.pid"
+        if 1 <= k <= hosts and not (mine.exists() and mine.read_text().strip() == pid):
+            foreign.append(f"{name} (pid {pid})")
+    return foreign
 
 
 def init_pid(k: int) -> int:
@@ -154,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(s > 0 for s in shares) and max(shares) * args.hosts > (os.cpu_count() or 1) - 0.4:
         raise SystemExit(f"--host-cpu {max(shares):g} for {args.hosts} hosts leaves this machine's {os.cpu_count()} CPUs "
                          "too little for the deploying side; give a smaller share.")
+    foreign = foreign_hosts(args.hosts)
+    if foreign:
+        raise SystemExit(f"test host(s) {', '.join(foreign)} are up but not tests/host/fleet-up's (.fleet): another user's "
+                         "hosts, which this benchmark would wipe; refused. Run it when they are down.")
     subprocess.run([str(REPO_ROOT / "tests/host/fleet-up"), str(args.hosts)], check=True, capture_output=True, timeout=600)
     for k in range(1, args.hosts + 1):
         wipe(k)
