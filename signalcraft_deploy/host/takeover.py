@@ -59,11 +59,14 @@ def restore(c: Any, s: Settings) -> str:
     """Return the host to its state before the takeover: bare Python server, old Node.js entry, old site."""
     from signalcraft_deploy.host import pm2 as pm2_ops
 
+    program = ("takeover_restore.py", folder(s), s.pm2, str(formats.TAKEOVER.current), formats.TOOL)
+    readable = run_program(c, s, *program, "check", warn=True)
+    if not readable.ok:  # a record this version cannot restore: the apps keep running
+        raise fail(f"Could not restore the state before the takeover: {readable.stderr.strip()[-400:]}")
     for name in (s.python_app, s.handover_app, s.node_app, s.node_handover_app):
         pm2_ops.delete(c, s, name)
     run(c, forget_logs_command(s.handover_app, s.node_handover_app), warn=True)
-    result = run_program(c, s, "takeover_restore.py", folder(s), s.pm2, str(formats.TAKEOVER.current), formats.TOOL,
-                         warn=True)
+    result = run_program(c, s, *program, warn=True)
     if not result.ok:
         raise fail(f"Could not restore the state before the takeover: {result.stderr.strip()[-400:]}")
     site = root.call(c, "takeover-restore", s.state_dir, s.nginx_site, s.nginx_test_cmd, warn=True)

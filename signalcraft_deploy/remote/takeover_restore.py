@@ -1,4 +1,4 @@
-"""Runs ON THE HOST as the deploy user (`python3 - FOLDER PM2 READS TOOL`, text on stdin).
+"""Runs ON THE HOST as the deploy user (`python3 - FOLDER PM2 READS TOOL [check]`, text on stdin).
 
 Brings back the processes takeover_record.py saved in FOLDER: starts the unmanaged server again
 with its command line, directory and environment (output to FOLDER/legacy.log, 0600, in a new
@@ -8,7 +8,9 @@ left alone: exit 1 naming the version that wrote it, nothing changed. So is a re
 user's process. Both are the deploy user's own processes: no root is involved (the old Nginx site
 is put back by the root helper's takeover-restore, from root's own copy). The process gets a
 login's basics (HOME, USER, LOGNAME, SHELL, PATH) under the variables it had. Prints one JSON line:
-{"pid": ..., "alive": ...} a second after the start; nothing of the record is printed.
+{"pid": ..., "alive": ...} a second after the start; nothing of the record is printed. With `check`, only
+the record is read and checked (exit 0, nothing started), so the caller stops its apps only when the
+record can be restored.
 Standard library only.
 """
 
@@ -60,11 +62,13 @@ def check_owner(record: Dict[str, Any]) -> None:
 
 
 def main(argv: List[str]) -> None:
-    folder, pm2, reads, tool = argv
+    folder, pm2, reads, tool = argv[:4]
     with open(os.path.join(folder, "legacy.json")) as fh:
         record = json.load(fh)
     check_format(record, int(reads), tool)
     check_owner(record)
+    if argv[4:] == ["check"]:
+        return
     proc = start_legacy(record["legacy"], os.path.join(folder, "legacy.log"))
     if record.get("node"):
         start_node(record["node"], folder, pm2)

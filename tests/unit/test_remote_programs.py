@@ -407,8 +407,8 @@ def record(host: FakeHost, pid: int, folder: Path) -> subprocess.CompletedProces
                       str(formats.TAKEOVER.current), formats.TOOL, env=host.env(), cwd=host.root)
 
 
-def restore(host: FakeHost, folder: Path) -> subprocess.CompletedProcess[str]:
-    return run_python("takeover_restore", str(folder), host.pm2, str(formats.TAKEOVER.current), formats.TOOL,
+def restore(host: FakeHost, folder: Path, *mode: str) -> subprocess.CompletedProcess[str]:
+    return run_python("takeover_restore", str(folder), host.pm2, str(formats.TAKEOVER.current), formats.TOOL, *mode,
                       env=host.env(), cwd=host.root)
 
 
@@ -489,6 +489,7 @@ def test_restore_refuses_a_record_it_cannot_read_and_changes_nothing(host: FakeH
     legacy = {"argv": ["/bin/false"], "cwd": "/", "user": ME, "env": {}}
     (folder / "legacy.json").write_text(json.dumps({"format": number, "tool": "signalcraft-deploy 9.0.0", "legacy": legacy,
                                                     "node": {"name": "x"}}))
+    assert restore(host, folder, "check").stderr == restore(host, folder).stderr  # the check refuses as the restore does
     done = restore(host, folder)
     assert done.returncode == 1 and done.stdout == ""
     assert f"format {number!r}, written by signalcraft-deploy 9.0.0; this is {formats.TOOL}" in done.stderr
@@ -501,6 +502,10 @@ def test_restore_starts_the_process_and_the_node_entry_again(host: FakeHost, leg
     folder = tmp_path / "takeover"
     assert record(host, legacy.pid, folder).returncode == 0
     legacy.kill()
+    calls = host.calls()
+    checked = restore(host, folder, "check")  # what the client asks before it stops its apps: nothing is started
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+    assert host.calls() == calls and not (folder / "legacy.log").exists()
     done = restore(host, folder)
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
