@@ -76,6 +76,8 @@ from bench.common import (
     upload_tree,
     wait_for,
 )
+from bench.legacy import bare_pids_script, legacy_site, node_only_ecosystem, start_script
+from bench.legacy import site_script as legacy_site_script
 from bench.loadgen import Load, Target
 
 MAX_FAILURES_KEPT = 5000  # per measurement; the load generator itself keeps only its first few samples
@@ -706,30 +708,15 @@ class TakeoverSettings:
                             f"/etc/nginx/sites-available/{name}", f"{name}-python", f"{name}-nodejs")
 
 
-def node_only_ecosystem(name: str, port: int) -> str:
-    """The host's PM2 file before the plan: Node.js only, fork mode (PM2's default), PORT from the environment."""
-    return ("module.exports = { apps: [ { name: '" + name + "', script: 'server.js', "
-            f"env_production: {{ NODE_ENV: 'production', PORT: {port} }} }} ] }};\n")
-
-
 def old_site(listen: int, gunicorn_port: int, node_port: int, comment: str, tk: TakeoverSettings | None = None) -> str:
-    """The hand-made Nginx site of before the plan: the Python routes to the bare server, the rest to Node.js.
-    With `tk` of shape loopback or https: `listen 127.0.0.1:<port>`, and for https an HTTPS server beside it,
-    as certbot leaves a site."""
+    """The hand-made Nginx site of before the plan (bench.legacy's). With `tk` of shape loopback or https:
+    `listen 127.0.0.1:<port>`, and for https an HTTPS server beside it, as certbot leaves a site."""
     shape = tk.shape if tk else "plain"
-    where = f"127.0.0.1:{listen}" if shape != "plain" else str(listen)
-    body = f"""    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
-        proxy_pass http://127.0.0.1:{gunicorn_port};
-    }}
-    location / {{
-        proxy_pass http://127.0.0.1:{node_port};
-    }}
-"""
-    text = f"# {comment}\nserver {{\n    listen {where};\n    server_name _;\n{body}}}\n"
+    tls = ""
     if tk and shape == "https":
-        text += (f"server {{\n    listen 127.0.0.1:{tk.tls_listen} ssl;\n    server_name _;\n"
-                 f"    ssl_certificate {tk.cert_dir}/cert.pem;\n    ssl_certificate_key {tk.cert_dir}/key.pem;\n{body}}}\n")
-    return text
+        tls = (f"    listen 127.0.0.1:{tk.tls_listen} ssl;\n    ssl_certificate {tk.cert_dir}/cert.pem;\n"
+               f"    ssl_certificate_key {tk.cert_dir}/key.pem;")
+    return legacy_site(f"127.0.0.1:{listen}" if shape != "plain" else listen, gunicorn_port, node_port, comment, tls)
 
 
 def cert_script(tk: TakeoverSettings) -> str:
@@ -739,32 +726,17 @@ def cert_script(tk: TakeoverSettings) -> str:
             f"-out {d}/cert.pem -days 30 -subj /CN=bench.test -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1")
 
 
-def bare_pids_script(directory: str) -> str:
-    """Shell: the pids of the host user's bare `python ... app.py` servers whose working directory is `directory`."""
-    return (f"for pid in $(pgrep -u \"$(id -un)\" -f 'python.*app\\.py'); do "
-            f"[ \"$(readlink /proc/$pid/cwd)\" = {shlex.quote(directory)} ] && echo $pid; done; true")
-
-
 def before_state_script(directory: str, node_app: str, port: int, site: str, site_text: str) -> str:
-    """Shell, run as the host's user in a copy of the app: venv with Flask, Node.js under PM2 (fork), the bare
-    Python server started detached (every stream to a file, so ssh returns at once), the hand-made site."""
-    link = str(Path(site).parent.parent / "sites-enabled" / Path(site).name)
-    d = shlex.quote(directory)
+    """Shell, run as the host's user in a copy of the app: a venv with the app's requirements (from the baseline's
+    index), then bench.legacy's host: Node.js under PM2 (fork), the bare Python server, the hand-made site."""
     return "\n".join([
         "set -e",
-        f"cd {d}",
+        f"cd {shlex.quote(directory)}",
         "rm -f REVISION",
         venv_script(),
         "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
-        f"pm2 delete {node_app} >/dev/null 2>&1 || true",
-        "pm2 start ecosystem.config.js --env production >/dev/null",
-        f"PORT={port} setsid nohup {BARE_COMMAND} > {d}/legacy.log 2>&1 < /dev/null &",
-        "echo bare=$!",
-        f"sudo -n tee {site} >/dev/null <<'BENCH_SITE_EOF'",
-        site_text.rstrip("\n"),
-        "BENCH_SITE_EOF",
-        f"sudo -n ln -sfn {site} {link}",
-        "sudo -n nginx -t 2>&1 && sudo -n nginx -s reload",
+        start_script(directory, node_app, port, BARE_COMMAND),
+        legacy_site_script(site, site_text, sudo="sudo -n "),
     ])
 
 

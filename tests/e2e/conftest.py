@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench import legacy
 from bench.loadgen import Load
 from tests.e2e.hosts import TestHost, move_onto_own_host, on_this_machine, own_host
 
@@ -94,19 +95,17 @@ def kill_user(user: str) -> None:
 
 
 def legacy_site(p: Profile) -> str:
-    """The hand-made Nginx site of a host as the plan found it: the Flask routes to the bare Python server, the
-    rest to Node.js, on the profile's listen address."""
-    return f"""server {{
-    listen {p.listen};
-    server_name _;
-    location ~ ^/(api/ai|api/iot|api/lightweight-analyze|api/flask) {{
-        proxy_pass http://127.0.0.1:{p.bind};
-    }}
-    location / {{
-        proxy_pass http://127.0.0.1:{p.node};
-    }}
-}}
-"""
+    """The hand-made Nginx site of a host as the plan found it (bench.legacy's), on the profile's listen address."""
+    return legacy.legacy_site(p.listen, p.bind, p.node)
+
+
+def start_legacy_host(p: Profile, directory: Path, site: Path, site_text: str) -> None:
+    """bench.legacy's host for `p` in `directory` (a copy of the example app with its venv, ubuntu's): Node.js under
+    PM2 from a Node-only ecosystem file, Flask bare on the profile's Gunicorn port, the hand-made site enabled."""
+    (directory / "ecosystem.config.js").write_text(legacy.node_only_ecosystem(f"{p.app}-nodejs", p.node))
+    sh(f"chown ubuntu: {directory}/ecosystem.config.js")
+    sh(f"sudo -u ubuntu -H bash -c {shlex.quote(legacy.start_script(str(directory), f'{p.app}-nodejs', p.bind))}")
+    sh(legacy.site_script(str(site), site_text))
 
 
 @dataclass

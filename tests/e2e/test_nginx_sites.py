@@ -28,7 +28,7 @@ import pytest
 from bench.loadgen import Load
 from signalcraft_deploy import remote
 from signalcraft_deploy.core.render import site_id
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, e2e_load, fab, get, legacy_venv, pm2_apps, sh
+from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, e2e_load, fab, get, legacy_venv, pm2_apps, sh, start_legacy_host
 
 OLD = Path("/home/ubuntu/legacy-app")  # the 'before' app: a venv with Flask, run bare as `python app.py`
 CERTS = Path("/etc/ssl/sites-test")
@@ -97,15 +97,7 @@ def before_state(p: Profile, site_text: str) -> int:
     """Flask bare on GUNICORN_BIND, Node.js under PM2 (fork mode), the hand-made site; returns the bare pid."""
     for pid in my_bare_pids():
         sh(f"kill {pid}", check=False)
-    (OLD / "ecosystem.config.js").write_text(
-        f"module.exports = {{ apps: [ {{ name: '{p.app}-nodejs', script: 'server.js', "
-        f"env_production: {{ NODE_ENV: 'production', PORT: {p.node} }} }} ] }};\n")
-    sh(f"chown ubuntu: {OLD}/ecosystem.config.js && cd {OLD} && sudo -u ubuntu -H pm2 start ecosystem.config.js --env production")
-    with open(f"/tmp/{p.app}-legacy.log", "wb") as log:
-        subprocess.Popen(["sudo", "-u", "ubuntu", "env", f"PORT={p.bind}", "venv/bin/python", "app.py"], cwd=OLD,
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    site_path(p).write_text(site_text)
-    sh(f"ln -sfn {site_path(p)} /etc/nginx/sites-enabled/{p.app} && nginx -t && nginx -s reload")
+    start_legacy_host(p, OLD, site_path(p), site_text)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not my_bare_pids():
         time.sleep(0.1)
@@ -151,7 +143,7 @@ def cleanup(p: Profile) -> None:
     for pid in my_bare_pids():
         sh(f"kill {pid}", check=False)
     clean_host(p)
-    sh(f"rm -f /etc/nginx/sites-available/{p.app}.locations /tmp/{p.app}-legacy.log", check=False)
+    sh(f"rm -f /etc/nginx/sites-available/{p.app}.locations {OLD}/legacy.log", check=False)
     sh("nginx -t && nginx -s reload", check=False)
 
 

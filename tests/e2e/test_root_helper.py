@@ -27,7 +27,6 @@ from tests.e2e.conftest import (
     forget_root_records,
     get,
     kill_user,
-    legacy_site,
     sh,
 )
 
@@ -40,7 +39,6 @@ RH = Profile("helped", f"{HOME}/app", 7661, 7671, 7681)
 TK = Profile("helpertk", f"{HOME}/tk", 7663, 7673, 7683)
 OLD = Path(f"{HOME}/tk-old")
 TK_SITE = Path(f"/etc/nginx/sites-available/{TK.app}")
-OLD_SITE = legacy_site(TK)
 SETUP_FILES = (f"/etc/systemd/system/pm2-{U}.service", f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service",
                f"/etc/logrotate.d/pm2-{U}")
 
@@ -51,10 +49,6 @@ def as_user(cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 def quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def legacy_pids() -> list[int]:
-    return [int(p) for p in sh(f"pgrep -u {U} -f 'python app.py'", check=False).stdout.split()]
 
 
 def clean() -> None:

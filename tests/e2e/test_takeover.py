@@ -4,13 +4,25 @@ without refusing a request, and `rollback` returns the host to exactly that stat
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, AppRepo, Profile, clean_host, e2e_load, fab, get, legacy_site, legacy_venv, pm2_jlist, sh
+from tests.e2e.conftest import (
+    EXAMPLE,
+    AppRepo,
+    Profile,
+    clean_host,
+    e2e_load,
+    fab,
+    get,
+    legacy_site,
+    legacy_venv,
+    pm2_jlist,
+    sh,
+    start_legacy_host,
+)
 
 TK = Profile("tk", "/home/ubuntu/tk", 8941, 3941, 8094)
 OLD = Path("/home/ubuntu/tk-old")
@@ -37,16 +49,7 @@ def before_state(sandbox):
     stop_everything()
     sh(f"cp -r {EXAMPLE} {OLD} && rm -f {OLD}/REVISION && chown -R ubuntu: {OLD}")
     legacy_venv(f"{OLD}/venv")
-    (OLD / "ecosystem.config.js").write_text(
-        "module.exports = { apps: [ { name: 'tk-nodejs', script: 'server.js', "
-        f"env_production: {{ NODE_ENV: 'production', PORT: {TK.node} }} }} ] }};\n")
-    sh(f"chown ubuntu: {OLD}/ecosystem.config.js")
-    sh(f"cd {OLD} && sudo -u ubuntu -H pm2 start ecosystem.config.js --env production")
-    with open("/tmp/tk-legacy.log", "wb") as log:  # the plan's `nohup python app.py &`, as user ubuntu
-        subprocess.Popen(["sudo", "-u", "ubuntu", "env", f"PORT={TK.bind}", "venv/bin/python", "app.py"], cwd=OLD,
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    SITE.write_text(OLD_SITE)
-    sh(f"ln -sfn {SITE} /etc/nginx/sites-enabled/tk && nginx -t && nginx -s reload")
+    start_legacy_host(TK, OLD, SITE, OLD_SITE)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and get(TK.url("/api/ai/x"))[0] != 200:
         time.sleep(0.2)

@@ -85,7 +85,7 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, s
         settings = {k: v for k, v in SETTINGS.items()
                     if k not in case.environ and not any(line.startswith(k + "=") for line in case.env_lines)}
         settings.update(case.sets)
-        cmd = [FAB, "-H", NOWHERE, "deploy"]
+        cmd = [FAB, "--connect-timeout", "5", "-H", NOWHERE, "deploy"]
         if case.repo == "app":
             cmd += ["--source-dir", str(repos["app"])]
         else:
