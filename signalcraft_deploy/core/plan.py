@@ -170,6 +170,15 @@ class Plan:
     def action(self, app: App | str) -> Action:
         return next(a for a in self.actions if a.app == app)
 
+    @property
+    def tried(self) -> tuple[App, ...]:
+        """The apps whose own processes will load new code: tried on spare ports before anything is switched.
+        An app handed over (new-master, restart) is tried by its handover copy instead."""
+        # Node.js is tried before a restart too: its handover copy runs in cluster mode, where PM2 loses a
+        # worker's start-up error (the trial runs it in fork mode, which keeps it).
+        return tuple(a.app for a in self.actions if a.app is not App.NGINX
+                     and (a.how.runs_new_code_in_place or (a.app is App.NODEJS and a.how is How.RESTART)))
+
 
 def release_key(s: Settings, tree: str, requirements: str, package_lock: str | None, app_env_digest: str | None) -> str:
     public = {k: v for k, v in s.public().items() if k not in LOCAL_ONLY}

@@ -97,7 +97,7 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
     if m.app_env:
         rep.say("  secrets   the release's own .env (mode 0600)" + (" carried from the live release" if not s.app_env_file else
                 " from APP_ENV_FILE"))
-    rep.say("  trial     start both apps from the new release on spare loopback ports; call their health routes")
+    rep.say("  trial     " + trial_line(s, plan.tried))
     for a in plan.actions:
         rep.say(f"  {a.app:<9} {a.how.description} ({a.why})")
     rep.say("  health    both apps directly and through Nginx, from the new release; roll back on failure")
@@ -107,6 +107,16 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFac
         rep.say("  site      kept from the old site: " + ", ".join(f"{k}={v}" for k, v in sorted(plan.site_defaults.items())))
     for diff in config_diffs(facts, plan, s):
         rep.say(diff.rstrip("\n"))
+
+
+def trial_line(s: Settings, tried: tuple[App, ...]) -> str:
+    """What the plan says of the trial run: which apps it starts (those whose own processes load new code)."""
+    if len(tried) == 2:
+        return "start both apps from the new release on spare loopback ports; call their health routes"
+    if tried:
+        name = s.python_app if tried[0] is App.PYTHON else s.node_app
+        return f"start {name} from the new release on a spare loopback port; call its health route"
+    return "none: no app's own processes load new code (a handover copy is checked before Nginx moves to it)"
 
 
 HOOK_PLACES = {

@@ -584,6 +584,23 @@ def test_a_takeover_record_this_version_cannot_read_leaves_the_running_apps_alon
     assert not any(name.startswith("pm2 delete") for name in labels(c))
 
 
+@pytest.mark.parametrize(("py", "node", "says"), [
+    (How.HUP, How.RELOAD, "start both apps from the new release on spare loopback ports; call their health routes"),
+    (How.HUP, How.NONE, "start signalcraft-python from the new release on a spare loopback port; call its health route"),
+    (How.NEW_MASTER, How.RESTART, "start signalcraft-nodejs from the new release on a spare loopback port"),
+    (How.NEW_MASTER, How.NONE, "none: no app's own processes load new code"),
+])
+def test_the_plan_says_which_apps_the_trial_starts(load, py: How, node: How, says: str, capsys) -> None:
+    """The dry run's trial line names the apps the trial run will start, not always both."""
+    from signalcraft_deploy.tasks.deploy import print_plan
+
+    s = load()
+    r = step_run(mock_host(), s, py, node)
+    print_plan(r.rep, s, r.plan, r.facts)
+    trial = [line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("trial ")]
+    assert len(trial) == 1 and trial[0].split("trial", 1)[1].strip().startswith(says), trial
+
+
 # ----------------------------------------------------------------------------- the trial run and the handover
 
 
