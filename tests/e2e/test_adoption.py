@@ -91,16 +91,15 @@ def run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float =
         return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _check(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{result.args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+def own_python_env() -> dict[str, str]:
+    """This run's environment without what would point a venv's Python at this checkout or another venv."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
 
 
 def _pip(python: str | Path, args: list[str | Path], cwd: Path) -> str:
     """pip's output, on this machine: a failure names what pip said (a range nothing satisfies, an index that cannot
     be reached)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    return ok(run([python, "-m", "pip", *args, "--disable-pip-version-check"], cwd, env))
+    return ok(run([python, "-m", "pip", *args, "--disable-pip-version-check"], cwd, own_python_env()))
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -125,8 +124,7 @@ def tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def probe(tool: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     empty = tmp_path_factory.mktemp("empty")  # no .env, no fabfile.py: the defaults
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    return json.loads(ok(run([tool / "bin" / "python", "-c", PROBE, *DATA_GLOBS], empty, env)))
+    return json.loads(ok(run([tool / "bin" / "python", "-c", PROBE, *DATA_GLOBS], empty, own_python_env())))
 
 
 def test_the_installed_package_is_imported_not_the_checkout(probe: dict, tool: Path) -> None:
@@ -260,7 +258,7 @@ def test_the_written_workflow_passes_github_s_schema(adopted) -> None:
     app, _ = adopted
     checker = shutil.which("check-jsonschema")
     assert checker, "check-jsonschema (requirements.txt) is not on PATH"
-    out = _check(subprocess.run([checker, "--builtin-schema", "vendor.github-workflows", str(app.path / WORKFLOW)],
+    out = ok(subprocess.run([checker, "--builtin-schema", "vendor.github-workflows", str(app.path / WORKFLOW)],
                                 capture_output=True, text=True, timeout=120))
     assert "ok -- validation done" in out
     assert '        run: fab -H "ubuntu@$EC2_HOST" deploy\n' in (app.path / WORKFLOW).read_text()
