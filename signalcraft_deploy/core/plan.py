@@ -100,6 +100,10 @@ class App(StrEnum):
     NODEJS = "nodejs"
     NGINX = "nginx"
 
+    def pm2_name(self, s: Settings) -> str:
+        """The app's name in PM2 (Python or Node.js)."""
+        return s.python_app if self is App.PYTHON else s.node_app
+
 
 class How(StrEnum):
     """How an app is brought to the new release; the values are the words the plan and the summary show."""

@@ -123,7 +123,6 @@ class HostFacts:
         return bool(procs) and all(p.status == "online" for p in procs)
 
 
-
 # What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12 2.39 x86_64";
 # "-" for a libc that is not glibc).
 PYTHON_TAGS = ('import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1] or "-", '

@@ -81,10 +81,6 @@ class DeployRun:
         return {p.name for p in self.facts.pm2} if self.facts.pm2_readable else None
 
     @property
-    def tried(self) -> tuple[App, ...]:
-        return self.plan.tried
-
-    @property
     def changed_files(self) -> list[str]:
         configs, old = self.plan.configs, self.facts.configs
         return [name for name in configs if old.get(name, "").rstrip("\n") != configs[name].rstrip("\n")]
@@ -197,10 +193,10 @@ def trial_run(r: DeployRun) -> str:
     m = r.plan.manifest
     if not r.site_written and not r.plan.extras:  # nginx-check then reads a configuration the trial leaves alone
         r.nginx_read = nginx_ops.start_check(r.c)
-    r.stopping.append(trial.canary(r.c, r.s, m.release, r.release_dir, m.venv, tuple(str(a) for a in r.tried), r.in_pm2))
-    if len(r.tried) == 2:
+    r.stopping.append(trial.canary(r.c, r.s, m.release, r.release_dir, m.venv, tuple(str(a) for a in r.plan.tried), r.in_pm2))
+    if len(r.plan.tried) == 2:
         return "both apps answer their health routes"
-    return f"{r.s.python_app if r.tried[0] is App.PYTHON else r.s.node_app} answers its health route"
+    return f"{r.plan.tried[0].pm2_name(r.s)} answers its health route"
 
 
 def check_nginx(r: DeployRun) -> str:
@@ -420,7 +416,7 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("upload", upload, undo=mark_release_bad, when=lambda r: r.shipment is not None and r.plan.new_release),
     Step("install", install),
     Step("render-configs", show_config_changes),
-    Step("trial run", trial_run, when=lambda r: bool(r.tried)),
+    Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
     Step("nginx-check", check_nginx, undo=restore_site),
     Step("certbot hook", lambda r: tls_ops.install_certbot_hook(r.c, r.s),
          when=lambda r: r.site_written and certbot_hook_path(r.s) is not None),

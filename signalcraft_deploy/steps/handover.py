@@ -8,6 +8,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.plan import App
 from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
@@ -66,7 +67,7 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     raised: the caller brings the previous release back and then calls `end_handover`.
     """
     entry, address = handover_entry(s, kind, venv, release_dir)
-    name = s.python_app if kind == "python" else s.node_app
+    name = App(kind).pm2_name(s)
     health = s.health_py if kind == "python" else s.health_node
     config = f"{s.state_dir}/handover-{kind}.config.json"
     # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.

@@ -114,8 +114,7 @@ def trial_line(s: Settings, tried: tuple[App, ...]) -> str:
     if len(tried) == 2:
         return "start both apps from the new release on spare loopback ports; call their health routes"
     if tried:
-        name = s.python_app if tried[0] is App.PYTHON else s.node_app
-        return f"start {name} from the new release on a spare loopback port; call its health route"
+        return f"start {tried[0].pm2_name(s)} from the new release on a spare loopback port; call its health route"
     return "none: no app's own processes load new code (a handover copy is checked before Nginx moves to it)"
 
 
