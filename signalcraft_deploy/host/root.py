@@ -24,6 +24,8 @@ from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.remote import program, script
 
 HELPER = "/usr/local/sbin/signalcraft-root"
+# The deploy user's door to its apps' accounts (sudo -u APP_USER): one environment for everything run as them.
+APP_HELPER = "/usr/local/sbin/signalcraft-app"
 LIB = "/usr/local/lib/signalcraft-deploy"
 SUDOERS_DIR = "/etc/sudoers.d"
 # The programs the helper runs, as installed beside it (with their remote imports inlined), and the crossplane
@@ -55,7 +57,7 @@ def files() -> dict[str, tuple[str, str]]:
     (the helper's `version` verb reads them in the same order)."""
     beside = {f"{LIB}/{name}": lib_text(name) for name in LIB_FILES}
     beside.update({f"{LIB}/{name}": text for name, text in crossplane_files().items()})
-    out = {HELPER: (program("root_helper"), "0755")}
+    out = {HELPER: (program("root_helper"), "0755"), APP_HELPER: (program("app_helper"), "0755")}
     out.update({path: (beside[path], "0644") for path in sorted(beside)})
     return out
 
