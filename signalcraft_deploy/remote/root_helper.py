@@ -45,6 +45,7 @@ import tempfile
 from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, site_path, tls_file
 
 HELPER = "/usr/local/sbin/signalcraft-root"
+APP_HELPER = "/usr/local/sbin/signalcraft-app"  # the deploy user's door to its apps' accounts (host/root.py)
 LIB = "/usr/local/lib/signalcraft-deploy"
 STATE = "/var/lib/signalcraft-deploy"  # root's own records, 0700
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -962,9 +963,10 @@ def v_version(args: list) -> int:
 
 
 def installed_files() -> list:
-    """The helper, then every file beside it by path (host.root.files() lists them in the same order)."""
+    """The helper, the app user's door, then every file beside the helper by path (host.root.files() lists them in
+    the same order)."""
     found = [os.path.join(folder, n) for folder, _, names in os.walk(LIB) for n in names]
-    return [HELPER] + sorted(p for p in found if "__pycache__" not in p)
+    return [HELPER, APP_HELPER] + sorted(p for p in found if "__pycache__" not in p)
 
 
 VERBS = {

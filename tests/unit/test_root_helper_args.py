@@ -1571,10 +1571,11 @@ def test_a_port_spelled_with_a_leading_zero_is_the_same_port(host: Host, listen:
 
 def test_the_digest_covers_the_helper_and_every_file_beside_it() -> None:
     files = root.files()
-    assert list(files)[0] == root.HELPER and files[root.HELPER] == (program("root_helper"), "0755")
-    beside = list(files)[1:]
+    assert list(files)[:2] == [root.HELPER, root.APP_HELPER] and files[root.HELPER] == (program("root_helper"), "0755")
+    assert files[root.APP_HELPER] == (program("app_helper"), "0755")
+    beside = list(files)[2:]
     assert beside == sorted(beside) and all(p.startswith(root.LIB + "/") for p in beside)
-    assert all(mode == "0644" for _, mode in list(files.values())[1:])
+    assert all(mode == "0644" for _, mode in list(files.values())[2:])
     programs = {p.rsplit("/", 1)[1] for p in beside if "/crossplane/" not in p}
     assert programs == set(root.LIB_FILES)
     # every program the helper runs is installed beside it
@@ -1593,6 +1594,7 @@ def test_the_helpers_version_verb_reads_the_files_in_the_clients_order(tmp_path:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text(text)
     monkeypatch.setattr(rh, "HELPER", str(tmp_path / root.HELPER.lstrip("/")))
+    monkeypatch.setattr(rh, "APP_HELPER", str(tmp_path / root.APP_HELPER.lstrip("/")))
     monkeypatch.setattr(rh, "LIB", str(tmp_path / root.LIB.lstrip("/")))
     assert rh.v_version([]) == 0
     assert capsys.readouterr().out.strip() == root.digest()
