@@ -173,17 +173,27 @@ def sudoers_path(user: str) -> str:
     return f"{SUDOERS_DIR}/signalcraft-{user.replace('.', '_')}"
 
 
-def sudoers_text(user: str) -> str:
-    return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root, nothing else.\n"
-            f"{user} ALL=(root) NOPASSWD: {HELPER}\n")
+APP_RECORDS = "/var/lib/signalcraft-deploy/app-users"  # root's record of each deploy user's app users (setup's)
 
 
-def install_sudoers(c: Any, user: str) -> str:
+def sudoers_text(user: str, apps: tuple[str, ...] = ()) -> str:
+    """The drop-in: `user` may run the root helper as root and, with app users, the app helper as each of them."""
+    if not apps:
+        return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root, nothing else.\n"
+                f"{user} ALL=(root) NOPASSWD: {HELPER}\n")
+    return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root and its app "
+            "helper as its apps' accounts, nothing else.\n"
+            f"Defaults!{APP_HELPER} env_reset, !setenv\n"
+            f"{user} ALL=(root) NOPASSWD: {HELPER}\n"
+            f"{user} ALL=({', '.join(apps)}) NOPASSWD: {APP_HELPER}\n")
+
+
+def install_sudoers(c: Any, user: str, apps: tuple[str, ...] = ()) -> str:
     """Write the drop-in once `visudo -cf` accepts it (0440, root-owned); a rejected one is never installed."""
     path = sudoers_path(user)
     script_text = (f't=$(mktemp) && cat > "$t" && visudo -cqf "$t" && install -o root -g root -m 0440 "$t" {q(path)}; '
                    'rc=$?; rm -f "$t"; exit $rc')
-    result = run(c, "sudo -n sh -c " + q(script_text), stdin=sudoers_text(user), warn=True)
+    result = run(c, "sudo -n sh -c " + q(script_text), stdin=sudoers_text(user, apps), warn=True)
     if not result.ok:
         raise fail(f"visudo refused the sudoers drop-in for {user}: {(result.stderr or result.stdout).strip()[-400:]}")
     return path

@@ -444,7 +444,7 @@ def test_setup_plans_for_the_named_user_and_reads_its_facts_as_root(load, monkey
 
     monkeypatch.chdir(tmp_path)
     deploy = facts_output(user="deploy", group="deploy", home="/home/deploy", pm2_home="/home/deploy/.pm2")
-    c = mock_host(run={re.compile(r"^if sudo -n true .*setup_facts\.sh pm2 python3 deploy; else"): Result(deploy),
+    c = mock_host(run={re.compile(r"^if sudo -n true .*setup_facts\.sh pm2 python3 deploy signalcraft; else"): Result(deploy),
                          re.compile(r".*sudo -n cat /etc/sudoers.d/signalcraft-deploy.*"): Result("")}, repeat=True)
     setup_task.setup(c, dry_run=True, user="deploy")
     out = capsys.readouterr().out
@@ -508,3 +508,55 @@ def test_a_node_in_a_user_writable_folder_is_refused_and_root_owned_ones_pass() 
     assert setup_ops.path_problems(parse_setup_facts(facts_output(node=node))) == []
     assert setup_ops.unsafe_folder([("0", "1777", "/tmp")]) == "/tmp (mode 1777: writable by its group or others)"
     assert setup_ops.unsafe_folder([]) == "(not found)"
+
+
+# ----------------------------------------------------------------------------- the apps' own account
+
+APP_OK = {"acl": "yes", "user_groups": "ubuntu shop",
+          "app_entry": "shop:x:998:998:signalcraft-deploy:/var/lib/signalcraft-apps/shop:/usr/sbin/nologin", "app_password": "L",
+          "app_groups": "shop", "app_sudo": "User shop is not allowed to run sudo on h1."}
+
+
+def app_facts(**sections: str) -> setup_ops.SetupFacts:
+    f = parse_setup_facts(facts_output(**sections))
+    f.app = "shop"
+    return f
+
+
+def test_setup_plans_the_apps_own_account_its_group_boot_unit_rotation_record_and_door(load) -> None:
+    s = load({"APP_NAME": "shop"})
+    items = {i.name: i for i in plan_setup(s, app_facts())}
+    assert {name: items[name].state for name in ("app user", "app group", "app boot unit", "app log rotation", "app record",
+                                                 "sudoers")} == dict.fromkeys(
+        ("app user", "app group", "app boot unit", "app log rotation", "app record", "sudoers"), State.WRITE)
+    assert "acl" in items["apt packages"].detail
+    assert items["app user"].detail == ("shop: a system account (no shell, locked password, no sudo), "
+                                        "home /var/lib/signalcraft-apps/shop")
+    assert items["sudoers"].detail.endswith(f"{root.HELPER} and {root.APP_HELPER} as shop")
+    f = app_facts(**APP_OK)
+    done = app_facts(**APP_OK, app_unit=setup_ops.app_boot_unit(f), app_wants=setup_ops.app_unit_path(f),
+                     app_logrotate_conf=setup_ops.app_logrotate_text(s, f), app_records=json.dumps(setup_ops.app_record(f)))
+    assert {i.name: i.state for i in setup_ops.app_items(s, done)} == dict.fromkeys(
+        ("app user", "app group", "app boot unit", "app log rotation", "app record"), State.OK)
+    assert setup_ops.app_record(f) == {"deploy": "ubuntu", "apps": {"shop": {"uid": 998, "home": "/var/lib/signalcraft-apps/shop"}}}
+    assert "User=shop" in setup_ops.app_boot_unit(f) and "PM2_HOME=/var/lib/signalcraft-apps/shop/.pm2" in setup_ops.app_boot_unit(f)
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"app_entry": "shop:x:1001:1001::/home/shop:/bin/bash"}, "shop has the login shell /bin/bash"),
+    ({"app_entry": "shop:x:0:0::/root:/usr/sbin/nologin"}, "shop has root's uid"),
+    ({"app_password": "P"}, "shop has a password that is not locked"),
+    ({"app_sudo": "    (ALL : ALL) ALL"}, "shop may use sudo ((ALL : ALL) ALL)"),
+    ({"app_groups": "shop sudo"}, "shop is in other groups than its own (sudo)"),
+])
+def test_an_existing_account_with_a_way_in_or_rights_is_refused_as_the_apps_account(load, change: dict[str, str],
+                                                                                 says: str) -> None:
+    item = setup_ops.app_user_item(app_facts(**{**APP_OK, **change}))
+    assert item.state is State.REFUSED and item.detail.startswith(says) and "APP_USER=ubuntu" in item.detail
+
+
+def test_the_apps_run_as_the_deploy_user_when_app_user_is_its_name(load) -> None:
+    f = parse_setup_facts(facts_output())
+    f.app = "ubuntu"
+    assert setup_ops.app_items(load({"APP_USER": "ubuntu"}), f) == [] and f.apps == ()
+    assert setup_ops.sudoers_item(f).detail.endswith(f"ubuntu ALL=(root) NOPASSWD: {root.HELPER}")
