@@ -291,6 +291,28 @@ def caller() -> pwd.struct_passwd:
         raise Refused(f"unknown calling uid {uid}") from None
 
 
+def own_uids() -> set:
+    """The caller's uid and its apps' accounts' (root's record that `setup`, an admin's step, wrote in
+    STATE/app-users/<caller>.json): their processes are the caller's own. An entry whose name is gone or now has
+    another uid (a deleted and reused account) or uid 0 is not."""
+    me = caller()
+    uids = {me.pw_uid}
+    try:
+        found = record(os.path.join(STATE, "app-users", me.pw_name + ".json")) or {}
+    except ValueError:
+        found = {}
+    if found.get("deploy") != me.pw_name or not isinstance(found.get("apps"), dict):
+        return uids
+    for name, entry in found["apps"].items():
+        try:
+            uid = pwd.getpwnam(str(name)).pw_uid
+        except KeyError:
+            continue
+        if isinstance(entry, dict) and entry.get("uid") == uid and uid != 0:
+            uids.add(uid)
+    return uids
+
+
 def owner_key(user: pwd.struct_passwd, state: str) -> dict:
     return {"user": user.pw_name, "uid": user.pw_uid, "state": state}
 
@@ -579,7 +601,7 @@ def v_listeners(args: list) -> int:
     print("\n".join(mine))
     print(f"\n{MARK}commands")
     for pid in sorted({int(p) for line in mine for p in re.findall(r"pid=([0-9]+)", line)}):
-        if uid_of(pid) != caller().pw_uid:
+        if uid_of(pid) not in own_uids():
             continue
         raw = read_regular(f"/proc/{pid}/cmdline") or b""
         print(f"{pid} " + raw.replace(b"\0", b" ").decode(errors="replace"))
@@ -844,7 +866,7 @@ def serves_pid(copy: str, pid: int) -> bool:
                  for d in parsed if d["directive"] == "upstream" and d.get("args")}
     proxied, sockets = proxied_addresses(parsed, upstreams), listening_sockets()
     for host, port, pids, _ in sockets:  # a site that also proxies to another user's server is not the caller's
-        if any(reaches(target, (host, port)) for target in proxied) and any(uid_of(p) != caller().pw_uid for p in pids):
+        if any(reaches(target, (host, port)) for target in proxied) and any(uid_of(p) not in own_uids() for p in pids):
             return False
     return any(reaches(target, (host, port)) for target in proxied for host, port, pids, _ in sockets if pid in pids)
 
@@ -898,8 +920,9 @@ def v_takeover_record(args: list) -> int:
     state, pid, site = state_name(args[0]), integer(args[1], "the pid", 2, 2 ** 22), a_site(args[2])
     must_own(site, state, may_claim=True)
     try:
-        if os.stat(f"/proc/{pid}").st_uid != caller().pw_uid:
-            raise Refused(f"pid {pid} is not a process of {caller().pw_name}: a takeover touches only the caller's own")
+        if os.stat(f"/proc/{pid}").st_uid not in own_uids():
+            raise Refused(f"pid {pid} is not a process of {caller().pw_name} or its apps' account: a takeover touches "
+                          "only the caller's own")
     except FileNotFoundError:
         raise Refused(f"no process {pid}") from None
     if takeover_meta(state, site) is None:

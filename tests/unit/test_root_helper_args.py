@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -1694,3 +1695,22 @@ def test_the_sudoers_drop_in_passes_visudo_and_allows_only_the_helper(tmp_path: 
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert rules == ["deploy ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root"]
     assert root.sudoers_path("first.last") == "/etc/sudoers.d/signalcraft-first_last"  # sudo skips names with a '.'
+
+
+def test_the_callers_own_processes_are_its_and_its_recorded_apps_accounts_and_no_others(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """own_uids: setup's record (root's) names the caller's app users; an entry whose account is gone, has another
+    uid now (a reused name) or is root's, or a record of another deploy user, adds nobody."""
+    me = pwd.getpwuid(A).pw_name
+    accounts = {"shop": 998, "blog": 997, "reused": 1500, "rooty": 0}
+    monkeypatch.setattr(rh.pwd, "getpwnam", lambda name: pwd.struct_passwd((name, "x", accounts[name], 0, "", "/", "/bin/sh"))
+                        if name in accounts else (_ for _ in ()).throw(KeyError(name)))
+    records = Path(rh.STATE) / "app-users"
+    records.mkdir(parents=True)
+    (records / f"{me}.json").write_text(json.dumps({"deploy": me, "apps": {
+        "shop": {"uid": 998}, "blog": {"uid": 997}, "reused": {"uid": 996}, "rooty": {"uid": 0}, "gone": {"uid": 995}}}))
+    assert rh.own_uids() == {A, 998, 997}
+    (records / f"{me}.json").write_text(json.dumps({"deploy": "someone-else", "apps": {"shop": {"uid": 998}}}))
+    assert rh.own_uids() == {A}
+    (records / f"{me}.json").write_text("{not json")
+    assert rh.own_uids() == {A}
