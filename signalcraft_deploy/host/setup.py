@@ -386,10 +386,10 @@ def app_logrotate_text(s: Settings, f: SetupFacts) -> str:
 def app_logrotate_item(s: Settings, f: SetupFacts) -> Item:
     path = f"/etc/logrotate.d/pm2-{f.app}"
     if path_problems(f):
-        return Item("app log rotation", State.REFUSED, f"{path}: Node.js or PM2 is not root's alone (below)")
+        return Item("app rotation", State.REFUSED, f"{path}: Node.js or PM2 is not root's alone (below)")
     if f.app_logrotate_conf == app_logrotate_text(s, f):
-        return Item("app log rotation", State.OK, path)
-    return Item("app log rotation", State.WRITE, f"{path} ({'missing' if f.app_logrotate_conf is None else 'differs'})")
+        return Item("app rotation", State.OK, path)
+    return Item("app rotation", State.WRITE, f"{path} ({'missing' if f.app_logrotate_conf is None else 'differs'})")
 
 
 def app_record(f: SetupFacts) -> dict[str, Any]:
@@ -490,7 +490,7 @@ def create_app_user(c: Any, f: SetupFacts) -> str:
     """The apps' account: a system account of its own group, no shell, a locked password; its home 0750."""
     home = f.app_home
     command = (f"useradd --system --user-group --home-dir {q(home)} --create-home --shell /usr/sbin/nologin "
-               f"--comment {q('signalcraft-deploy: the apps of ' + f.user)} {q(f.app)} && chmod 0750 {q(home)}")
+               f"--comment {q('signalcraft-deploy apps of ' + f.user)} {q(f.app)} && chmod 0750 {q(home)}")
     result = run(c, f"sudo -n mkdir -p -m 0755 {APP_HOMES} && " + sudo(f"sh -c {q(command)}"), warn=True)
     if not result.ok:
         raise fail(f"Could not create the apps' account {f.app}: {(result.stderr or result.stdout).strip()[-400:]}")

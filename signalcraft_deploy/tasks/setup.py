@@ -75,7 +75,7 @@ def converge_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts) -> list[
     if setup_ops.app_boot_item(facts).state is not State.OK:
         done.append("app boot unit: " + setup_ops.enable_app_boot(c, facts))
     if setup_ops.app_logrotate_item(s, facts).state is not State.OK:
-        done.append("app log rotation: wrote " + setup_ops.write_app_logrotate(c, s, facts))
+        done.append("app rotation: wrote " + setup_ops.write_app_logrotate(c, s, facts))
     if setup_ops.app_record_item(facts).state is not State.OK:
         done.append("app record: wrote " + setup_ops.write_app_record(c, facts))
     return done

@@ -526,9 +526,9 @@ def app_facts(**sections: str) -> setup_ops.SetupFacts:
 def test_setup_plans_the_apps_own_account_its_group_boot_unit_rotation_record_and_door(load) -> None:
     s = load({"APP_NAME": "shop"})
     items = {i.name: i for i in plan_setup(s, app_facts())}
-    assert {name: items[name].state for name in ("app user", "app group", "app boot unit", "app log rotation", "app record",
+    assert {name: items[name].state for name in ("app user", "app group", "app boot unit", "app rotation", "app record",
                                                  "sudoers")} == dict.fromkeys(
-        ("app user", "app group", "app boot unit", "app log rotation", "app record", "sudoers"), State.WRITE)
+        ("app user", "app group", "app boot unit", "app rotation", "app record", "sudoers"), State.WRITE)
     assert "acl" in items["apt packages"].detail
     assert items["app user"].detail == ("shop: a system account (no shell, locked password, no sudo), "
                                         "home /var/lib/signalcraft-apps/shop")
@@ -537,7 +537,7 @@ def test_setup_plans_the_apps_own_account_its_group_boot_unit_rotation_record_an
     done = app_facts(**APP_OK, app_unit=setup_ops.app_boot_unit(f), app_wants=setup_ops.app_unit_path(f),
                      app_logrotate_conf=setup_ops.app_logrotate_text(s, f), app_records=json.dumps(setup_ops.app_record(f)))
     assert {i.name: i.state for i in setup_ops.app_items(s, done)} == dict.fromkeys(
-        ("app user", "app group", "app boot unit", "app log rotation", "app record"), State.OK)
+        ("app user", "app group", "app boot unit", "app rotation", "app record"), State.OK)
     assert setup_ops.app_record(f) == {"deploy": "ubuntu", "apps": {"shop": {"uid": 998, "home": "/var/lib/signalcraft-apps/shop"}}}
     assert "User=shop" in setup_ops.app_boot_unit(f) and "PM2_HOME=/var/lib/signalcraft-apps/shop/.pm2" in setup_ops.app_boot_unit(f)
 
