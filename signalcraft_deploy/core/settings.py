@@ -393,7 +393,8 @@ KEYS: tuple[Key, ...] = (
         "name prefix: PM2 apps <APP_NAME>-python and <APP_NAME>-nodejs"),
     Key("APP_USER", None, derived(regex(_USER_RE, "a user name: lower-case letters, digits, '_' and '-', starting with a "
                                         "letter or '_' (at most 32)")),
-        "the system account both apps run as (no shell, no password, no sudo; `setup` creates it); default APP_NAME. "
+        "the system account both apps run as (no shell, no password, no sudo; `setup` creates it); default APP_NAME "
+        "(its first 32 characters). "
         "The deploy user's own name runs the apps as the deploy user (`status` warns)"),
     Key("DEPLOY_ROOT", "/home/ubuntu/signalcraft", on_text(_deploy_root),
         "absolute directory on the host holding releases/, current, shared/"),
@@ -759,10 +760,7 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
         return _error(key, raw, origins, expected)
 
     if v["APP_USER"] is None:
-        if not _USER_RE.match(v["APP_NAME"]):
-            raise SettingsError(f"APP_USER (default: APP_NAME): {v['APP_NAME']!r} is longer than a user name may be (32 "
-                                "characters); set APP_USER to the name of the apps' account.")
-        v["APP_USER"] = v["APP_NAME"]
+        v["APP_USER"] = v["APP_NAME"][:32]  # a user name holds 32 characters, APP_NAME 40
     if v["APP_USER"] == "root":
         raise fail("APP_USER", "an unprivileged account, not root (the apps would run with every right on the host)")
     if v["SOURCE"] == "git" and not v["REPO_URL"]:

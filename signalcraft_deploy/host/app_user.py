@@ -2,19 +2,34 @@
 
 Through the app helper (/usr/local/sbin/signalcraft-app, which `setup` installs and lets the deploy user run as
 its apps' accounts with sudo): `sudo -n -u APP_USER signalcraft-app /bin/sh -c COMMAND`. When APP_USER is the
-deploy user's own name (a host that wants no second account) the command runs as it is. Which of the two is
-decided on the host (`id -un`), so the commands are built from the settings alone.
+deploy user's own name (a host that wants no second account) the command runs as it is, byte for byte what it was
+before APP_USER existed. Who the deploy user is comes from the connection (its login: host/io.Transport.login);
+without a connection the host decides (`id -un`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import q
+from signalcraft_deploy.host.io import q, transport_of
 from signalcraft_deploy.host.root import APP_HELPER
 
 
-def as_app(s: Settings, command: str) -> str:
+def runs_as_deploy_user(c: Any, s: Settings) -> bool | None:
+    """Whether the apps run as the deploy user itself; None when that is for the host to say (no connection)."""
+    if c is None:
+        return None
+    login = transport_of(c).login(c)
+    return login is None or login == s.app_user
+
+
+def as_app(c: Any, s: Settings, command: str) -> str:
     """Shell that runs `command` (a shell command line) as APP_USER, with its stdin."""
-    inner = q(command)
-    return (f'if [ "$(id -un)" = {q(s.app_user)} ]; then sh -c {inner}; '
-            f"else sudo -n -u {q(s.app_user)} {APP_HELPER} /bin/sh -c {inner}; fi")
+    same = runs_as_deploy_user(c, s)
+    if same:
+        return command
+    door = f"sudo -n -u {q(s.app_user)} {APP_HELPER} /bin/sh -c {q(command)}"
+    if same is False:
+        return door
+    return f'if [ "$(id -un)" = {q(s.app_user)} ]; then sh -c {q(command)}; else {door}; fi'

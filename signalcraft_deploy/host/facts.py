@@ -16,6 +16,7 @@ from typing import Any
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
+from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.io import q, run
 from signalcraft_deploy.host.root import HELPER
 from signalcraft_deploy.remote import source
@@ -150,13 +151,13 @@ def pm2_list_shell(s: Settings) -> str:
     return pm2_rpc_shell(s, "list", cli="jlist")
 
 
-def files_and_processes_script(s: Settings) -> str:
+def files_and_processes_script(s: Settings, c: Any = None) -> str:
     """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list."""
     root = q(s.deploy_root)
     link = s.nginx_enabled_link
     return "\n".join([
         # PM2's list (the slowest part: a node start) is asked for first, in the background.
-        'L=$(mktemp 2>/dev/null) && { (' + pm2_list_shell(s) + ') > "$L" 2>/dev/null & LP=$!; }',
+        'L=$(mktemp 2>/dev/null) && { (' + as_app(c, s, pm2_list_shell(s)) + ') > "$L" 2>/dev/null & LP=$!; }',
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
         "sec uid; id -u",
@@ -174,9 +175,10 @@ def files_and_processes_script(s: Settings) -> str:
         f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat {q(s.nginx_site)} 2>/dev/null || true",
         'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
-        'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
-        'sec cwds; find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\' 2>/dev/null; true',
-        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + pm2_list_shell(s) + "; fi; true",
+        # The apps' processes: those of the apps' own account (APP_USER), read as it.
+        "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
+        "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\'') + " 2>/dev/null; true",
+        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + as_app(c, s, pm2_list_shell(s)) + "; fi; true",
     ])
 
 
@@ -237,15 +239,15 @@ def app_module_files(s: Settings) -> list[str]:
     return [f"{module}.py", f"{module}/__init__.py"]
 
 
-def facts_script(s: Settings, quick: bool = False) -> str:
+def facts_script(s: Settings, quick: bool = False, c: Any = None) -> str:
     """The shell that prints every fact in marked sections. Read-only.
 
     `quick` leaves out what only a deploy that changes something needs (tools, listening sockets
     and who holds them): enough to see that nothing changed, in a few milliseconds on the host.
     """
     if quick:
-        return files_and_processes_script(s)
-    return files_and_processes_script(s) + "\n" + host_checks_script(s)
+        return files_and_processes_script(s, c)
+    return files_and_processes_script(s, c) + "\n" + host_checks_script(s)
 
 
 def split_sections(output: str) -> dict[str, str]:
@@ -372,7 +374,7 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
 
 def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:
     """Read every fact about the host in one command (`quick`: only what shows that nothing changed)."""
-    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick) + "\n", warn=True).stdout)
+    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick, c) + "\n", warn=True).stdout)
 
 
 def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:

@@ -301,7 +301,7 @@ def restore_apps(r: DeployRun) -> str:
     if not r.prev:  # a first deploy leaves nothing of its own behind
         for app in (r.s.handover_app, r.s.node_handover_app):
             if app in running:
-                run(r.c, handover_ops.stop_temporary_command(r.s, app), warn=True)
+                run(r.c, handover_ops.stop_temporary_command(r.c, r.s, app), warn=True)
     return f"{r.s.python_app} and {r.s.node_app} back on {r.prev}" if r.prev else "apps of the first deploy removed"
 
 

@@ -243,7 +243,10 @@ def env_script(s: Settings, release: str, live: str, carry: bool) -> list[str]:
     lines = [f"if [ -e {env} ]; then rm -rf \"$t/.env\" && mv -f {env} \"$t/.env\""]
     if carry and live:
         lines.append(f"elif [ ! -e \"$t/.env\" ] && [ -e {q(live + '/.env')} ]; then cp -L {q(live + '/.env')} \"$t/.env\"")
-    lines += ["fi", 'if [ -f "$t/.env" ]; then chmod 0600 "$t/.env"; fi']
+    # The apps' own account reads it through its group (0640), unless the apps run as the deploy user (0600).
+    app = q(s.app_user)
+    lines += ["fi", 'if [ -f "$t/.env" ]; then chmod 0600 "$t/.env" && '
+              f'{{ [ "$(id -un)" = {app} ] || {{ chgrp {app} "$t/.env" && chmod 0640 "$t/.env"; }}; }}; fi']
     return lines
 
 

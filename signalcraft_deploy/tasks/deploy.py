@@ -318,7 +318,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
     # One channel takes the lock and reads the host (files, processes, PM2): all a deploy that
     # changes nothing needs. The tool and port checks follow only when something will change.
     lock = None if dry_run else DeployLock(c, s, info, int(lock_wait or 0), rep.say, rep.warn,
-                                           then=host_facts.facts_script(s, quick=True))
+                                           then=host_facts.facts_script(s, quick=True, c=c))
     if lock:
         lock.__enter__()
     try:

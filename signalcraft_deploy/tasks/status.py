@@ -14,6 +14,7 @@ from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host import upkeep
+from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
@@ -189,7 +190,7 @@ def logs(c, lines=30, follow=False, env_file=None, set_=None):
     cmd = pm2(s, "logs", pattern, "--lines", str(int(lines))) + ("" if follow else " --nostream") + " 2>&1"
     mask = masker_for(s)  # the apps write their own log files: what they wrote is masked as it is printed
     try:
-        run(c, cmd, warn=True, on_line=lambda line: print(mask(line), flush=True))
+        run(c, as_app(c, s, cmd), warn=True, on_line=lambda line: print(mask(line), flush=True))
     except KeyboardInterrupt:  # -f ends with Ctrl-C
         pass
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +304,7 @@ def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path
     """The quick read (what shows that nothing changed) has the files and this user's
     processes with their working directories, but not the tools or listeners a real deploy checks."""
     root, release, s = live_release_r1(tmp_path, load)
+    s = replace(s, app_user=getpass.getuser())  # the apps run as this user: their processes are its own
     child = subprocess.Popen(["sleep", "30"], cwd=release)
     try:
         out = subprocess.run(["sh", "-s"], input=facts_script(s, quick=True) + "\n", capture_output=True, text=True, timeout=30)
