@@ -18,7 +18,7 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.io import q, run
-from signalcraft_deploy.host.root import HELPER
+from signalcraft_deploy.host.root import APP_HELPER, HELPER
 from signalcraft_deploy.remote import source
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
@@ -204,10 +204,13 @@ def host_checks_script(s: Settings) -> str:
         f"|| {{ sudo -n -l {HELPER} >/dev/null 2>&1 && echo sudo; }}",
         "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
-        # What `setup` leaves behind: PM2 started at boot by a unit naming this PM2, and log rotation.
-        'u=$(id -un); p=$(command -v ' + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
+        # The apps' own account, and the door to it `setup` gives the deploy user (unless it is that account).
+        f'{{ [ "$(id -un)" = {q(s.app_user)} ] || sudo -n -l -u {q(s.app_user)} {APP_HELPER} /bin/true >/dev/null 2>&1; }} '
+        "&& echo app-user",
+        # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2, and log rotation.
+        f"u={q(s.app_user)}; p=$(command -v " + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
         '&& grep -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service" && echo boot',
-        '[ -e "/etc/logrotate.d/pm2-$(id -un)" ] && echo logrotate',
+        f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
         f"sec disk; d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | tail -n 1",
         "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
         f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",

@@ -51,6 +51,7 @@ REQUIRED_TOOLS = {
     "python-venv": "a Python able to make a venv (apt install python3-venv, or set PYTHON)",
     "sudo": "passwordless sudo for this user (a sudoers line with NOPASSWD)",
     "flock": "flock (apt install util-linux)",
+    "app-user": "the apps' own account APP_USER, and the deploy user's way to run them as it",
 }
 
 
@@ -60,7 +61,9 @@ def require_tools(facts: host_facts.HostFacts) -> None:
         missing = [REQUIRED_TOOLS["sudo"]] + [m for m in missing if m not in (REQUIRED_TOOLS["sudo"], REQUIRED_TOOLS["nginx"])]
     if missing:
         fix = "Install it and deploy again." if "sudo" not in facts.tools else \
-            "Run `setup` (fab -H <host> setup), which installs what is missing, and deploy again."
+            ("Run `setup` (fab -H <admin>@<host> setup --user <deploy user>, with the same settings, so that it knows "
+             "APP_USER), which installs and creates what is missing, and deploy again; or set APP_USER to the deploy "
+             "user's own name to run the apps as it.")
         raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". " + fix)
 
 

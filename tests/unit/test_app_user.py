@@ -36,3 +36,19 @@ def test_as_another_account_the_command_goes_through_the_app_helper_with_sudo(lo
     assert as_app(use_transport(MockContext(), InvokeRunner()), s, "true") == "true"  # a mock host: the apps' own login
     assert as_app(None, s, "pm2 jlist") == (f"if [ \"$(id -un)\" = shop ]; then sh -c 'pm2 jlist'; "
                                           f"else sudo -n -u shop {APP_HELPER} /bin/sh -c 'pm2 jlist'; fi")
+
+
+def test_a_host_without_the_apps_account_or_its_door_stops_the_deploy_naming_setup_and_app_user() -> None:
+    import pytest
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.host.facts import HostFacts
+    from signalcraft_deploy.tasks.deploy import require_tools
+
+    facts = HostFacts()
+    facts.tools = {"pm2", "node", "flock", "sudo", "nginx", "python-venv"}
+    with pytest.raises(Exit) as stopped:
+        require_tools(facts)
+    message = stopped.value.message
+    assert "the apps' own account APP_USER, and the deploy user's way to run them as it" in message
+    assert "Run `setup`" in message and "so that it knows APP_USER" in message and "set APP_USER to the deploy user's" in message

@@ -46,7 +46,7 @@ REPO_URL = f"https://deploy:{TOKEN}@git.example.com/shop/app.git"
 GIT = {"SOURCE": "git", "REPO_URL": REPO_URL}
 REQUIREMENTS = "flask==3.0.3\ngunicorn==23.0.0\n"
 PREV = "20250301T000000Z-000000000000"  # the live release in the step tests
-TOOLS = ("pm2", "node", "flock", "sudo", "nginx", "python-venv", "boot", "logrotate")
+TOOLS = ("pm2", "node", "flock", "sudo", "nginx", "python-venv", "app-user", "boot", "logrotate")
 
 
 def blob(text: str) -> str:
