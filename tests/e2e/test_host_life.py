@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    APP_HOME,
     LIVE,
     AppRepo,
     Profile,
@@ -257,7 +258,7 @@ def test_rotation_under_load_keeps_every_line_and_the_apps(boot_sb, capsys):
 def clean(p: Profile) -> None:
     """clean_host, and the PM2 log files its apps leave in ubuntu's PM2 home."""
     clean_host(p)
-    sh(f"rm -f /home/ubuntu/.pm2/logs/{p.app}-*", check=False)
+    sh(f"rm -f {APP_HOME}/.pm2/logs/{p.app}-*", check=False)
 
 
 def tree(root: str) -> str:
@@ -306,7 +307,7 @@ def trial_live(live_app):
 
 
 def trial_logs() -> list[str]:
-    return sorted(p.name for p in Path("/home/ubuntu/.pm2/logs").iterdir() if p.name.startswith(f"{TRIAL.app}-")
+    return sorted(p.name for p in Path(f"{APP_HOME}/.pm2/logs").iterdir() if p.name.startswith(f"{TRIAL.app}-")
                   and ("-trial" in p.name or "-handover" in p.name))
 
 

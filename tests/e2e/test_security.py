@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import APP_HOME, REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 from tests.e2e.hosts import on_this_machine
 
 SEC = Profile("sec", "/home/ubuntu/sec", 8911, 3911, 8091)
@@ -233,7 +233,7 @@ def test_secrets_never_appear_in_output_logs_audit_ps_or_rendered_files(sandbox,
     # Nowhere else: not in the audit log, the rendered PM2 file, any other file of the deploy, Nginx or PM2's files.
     assert SECRET not in (root / ".deploy/audit.log").read_text()
     assert SECRET not in (root / "current/ecosystem.config.js").read_text()
-    found = sh(f"grep -rlF -- {SECRET} {p.root} /etc/nginx /home/ubuntu/.pm2; true").stdout.split()
+    found = sh(f"grep -rlF -- {SECRET} {p.root} /etc/nginx /home/ubuntu/.pm2 {APP_HOME}/.pm2; true").stdout.split()
     assert found == [str(env)], found
     # Nor in what the tool prints about the host.
     for task, args in (("status", ("--json",)), ("status", ()), ("releases", ()), ("logs", ()), ("nginx-check", ()),

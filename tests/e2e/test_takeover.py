@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    APP_HOME,
     EXAMPLE,
     AppRepo,
     Profile,
@@ -86,7 +87,7 @@ def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tm
         assert (status, body["app"], headers["X-Release"]) == (200, "flask", release)
     status, headers, body = get(TK.url("/"))
     assert (status, body["app"], headers["X-Release"]) == (200, "nodejs", release)
-    dump = json.loads(Path("/home/ubuntu/.pm2/dump.pm2").read_text())
+    dump = json.loads(Path(f"{APP_HOME}/.pm2/dump.pm2").read_text())
     assert {"tk-python", "tk-nodejs"} <= {app["name"] for app in dump}
     audit = Path(TK.root, ".deploy/audit.log").read_text()
     assert '"takeover"' in audit
