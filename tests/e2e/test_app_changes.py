@@ -261,7 +261,7 @@ def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, ap
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "second"
     assert get(p.url("/secret"))[2]["secret"] == "second"
     env = Path(p.root, "current/.env")
-    assert not env.is_symlink() and oct(env.stat().st_mode & 0o777) == "0o600"
+    assert not env.is_symlink() and oct(env.stat().st_mode & 0o777) == "0o640"  # ubuntu's, read by the apps' group
 
 
 def test_a_failed_deploy_with_a_new_secret_leaves_the_old_one_and_rollback_restores_it(sandbox, app):

@@ -72,7 +72,11 @@ def snapshot() -> dict[str, str]:
 
 def still_no_root(user: str = ATTACKER) -> None:
     assert as_user(user, "sudo -n true").returncode != 0
-    assert as_user(user, "sudo -n -l").stdout.count("NOPASSWD") == 1
+    rules = [line.strip() for line in as_user(user, "sudo -n -l").stdout.splitlines() if "NOPASSWD" in line]
+    # the root helper as root, and the app helper as the apps' accounts: nothing else
+    assert rules == ["(root) NOPASSWD: /usr/local/sbin/signalcraft-root"] or (
+        rules[0] == "(root) NOPASSWD: /usr/local/sbin/signalcraft-root" and len(rules) == 2
+        and rules[1].endswith(") NOPASSWD: /usr/local/sbin/signalcraft-app") and "ALL" not in rules[1]), rules
     assert not any(MARKERS.iterdir()), sorted(p.name for p in MARKERS.iterdir())
 
 

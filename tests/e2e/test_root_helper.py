@@ -83,7 +83,8 @@ def helper_only(sandbox):
 def test_only_the_helper_is_allowed(helper_only):
     listed = as_user("sudo -n -l").stdout
     rules = listed.split("may run the following commands", 1)[1].splitlines()[1:]
-    assert [r.strip() for r in rules if r.strip()] == [f"(root) NOPASSWD: {HELPER}"], listed
+    assert [r.strip() for r in rules if r.strip()] == [f"(root) NOPASSWD: {HELPER}",
+                                                       "(signalcraft) NOPASSWD: /usr/local/sbin/signalcraft-app"], listed
     assert as_user("sudo -n true").returncode != 0
     assert as_user("sudo -n sh -c id").returncode != 0
     st = os.stat(HELPER)
