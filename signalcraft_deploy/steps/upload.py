@@ -254,7 +254,14 @@ def shared_script(s: Settings, live: str) -> list[str]:
     """Shell that links each of SHARED_PATHS into the release from shared/. The first time, shared/ gets what the
     live release has there (moved, and linked back so the live app keeps it), else what the release ships, else an
     empty folder."""
-    lines = []
+    app = q(s.app_user)
+    # What the apps' own account may write: each shared path it gets, in its group (a folder setgid, so that what it
+    # writes stays readable by the deploy user), given once, when it is made. (To do: make and give it through open
+    # folder handles that refuse links the app may have planted: docs/design/app-user.md, D5.)
+    give = (f'give() {{ [ "$(id -un)" = {app} ] && return 0; chgrp -R {app} "$1" && '
+            'if [ -d "$1" ]; then find "$1" -type d -exec chmod 2770 {} + && find "$1" -type f -exec chmod g+rw {} +; '
+            'else chmod g+rw "$1"; fi; }')
+    lines = [give] if s.shared_paths else []
     for path in s.shared_paths or ():
         name, folder = path.rstrip("/"), path.endswith("/")
         held, here, there = q(f"{s.shared_dir}/{name}"), f"\"$t\"/{q(name)}", q(f"{live}/{name}") if live else "''"
@@ -265,6 +272,7 @@ def shared_script(s: Settings, live: str) -> list[str]:
             f"  elif [ -e {here} ] && [ ! -L {here} ]; then cp -a {here} {held}",
             *([f"  else mkdir -p {held}"] if folder else []),
             "  fi",
+            f"  [ -e {held} ] && give {held}",
             "fi",
             f"rm -rf {here} && mkdir -p \"$(dirname {here})\" && ln -sfn {held} {here}",
         ]
