@@ -162,8 +162,9 @@ def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.Complet
 def pm2_jlist(user: str = APP_USER) -> list[dict]:
     prefix = f"sudo -u {user} -H " if user != "root" else ""
     out = sh(f"{prefix}pm2 jlist", check=False).stdout
-    start = out.find("[")
-    return json.loads(out[start:]) if start >= 0 else []
+    # A first call starts the user's PM2 daemon and says so ("[PM2] Spawning ...") before the list.
+    lists = [line for line in out.splitlines() if line.startswith("[") and not line.startswith("[PM2")]
+    return json.loads(lists[-1]) if lists else []
 
 
 def pm2_apps(prefix: str, user: str = APP_USER) -> dict[str, list[dict]]:
