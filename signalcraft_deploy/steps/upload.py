@@ -20,6 +20,7 @@ from signalcraft_deploy.core.secrets import mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import NODEJS, PYTHON, SourceTree, make_tarball, node_package, read_blob, read_source
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.app_user import runs_as_deploy_user
 from signalcraft_deploy.host.io import fail, q, run, upload
 from signalcraft_deploy.host.lock import who, who_text
 from signalcraft_deploy.remote import program
@@ -218,7 +219,10 @@ def send_files(c: Any, s: Settings, shipment: Shipment, plan: Plan, same: source
         extras = os.path.join(tmp, "extras.tar")
         with open(extras, "wb") as fh:
             fh.write(extras_tar(plan))
-        run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {q(s.shared_dir)}/logs && chmod 0755 {q(s.deploy_root)}")
+        # shared/ is the apps' to write (their data, SQLite's journal beside it): in their account's group, setgid.
+        shared = f"{q(s.shared_dir)} {q(s.shared_dir)}/logs"
+        give = "" if runs_as_deploy_user(c, s) else f" && chgrp {q(s.app_user)} {shared} && chmod 2770 {shared}"
+        run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {q(s.shared_dir)}/logs && chmod 0755 {q(s.deploy_root)}{give}")
         if not shipment.source_dir:
             unpack = [f"git -C {q(s.state_dir + '/repo.git')} archive {q(shipment.tree.sha)} | tar -x -C \"$t\""]
         elif same is None or same.changed:

@@ -3,11 +3,13 @@ refused by name, and files copied from the live release checked against their bl
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
 import subprocess
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,7 @@ def test_ship_on_this_machine_sends_edited_files_fresh_once_with_one_warning(loa
     root = tmp_path / "root"
     s = load({"DEPLOY_ROOT": str(root), "SOURCE_DIR": str(repo), "APP_ENV_FILE": str(env), "PYTHON": "python3",
               "WSGI_APP": "app:create_app()"})
+    s = replace(s, app_user=getpass.getuser())  # this machine's user runs the apps here: no account of their own
 
     def shipped(facts: HostFacts, warn=None) -> tuple[str, Path]:
         shipment = upload.local_shipment(s)
