@@ -8,8 +8,8 @@ the app user has no sudo of any kind. What this file adds to sudo is sameness: e
 command line, the programs the tool sends on stdin, hooks) gets the same environment whatever sudo passes on, so the
 app user's PM2 daemon, started by whichever call comes first, always has the same one:
 HOME, USER, LOGNAME and SHELL from the passwd entry, PM2_HOME=$HOME/.pm2, a fixed PATH of the system's folders,
-LANG=C.UTF-8; umask 027 (what the apps write is not world-readable); the working folder $HOME; PM2_HOME made 0700
-if missing (PM2 makes its sockets 0775: the folder is what keeps other users out).
+LANG=C.UTF-8; umask 027 (what the apps write is not world-readable); the working folder $HOME; PM2_HOME 0700,
+made if missing (PM2 makes its sockets 0775: the folder is what keeps other users out).
 It refuses to run as root, and a PROGRAM that is not an absolute path or a name on that PATH.
 Standard library only; python3 -IS (no user site, no environment).
 """
@@ -46,6 +46,7 @@ def main(argv: List[str]) -> None:
         refuse(f"{argv[0]!r} is neither an absolute path nor a program on {PATH}")
     os.umask(UMASK)
     os.makedirs(env["PM2_HOME"], mode=0o700, exist_ok=True)
+    os.chmod(env["PM2_HOME"], 0o700)  # also when a PM2 run some other way (umask 022) made it first
     os.chdir(user.pw_dir)
     os.execve(found, [argv[0], *argv[1:]], env)
 

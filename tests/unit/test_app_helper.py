@@ -32,6 +32,7 @@ def as_app_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, An
 
 def test_every_program_gets_the_app_users_own_environment_umask_and_folder(as_app_user: dict[str, Any],
                                                                            tmp_path: Path) -> None:
+    (tmp_path / "home" / ".pm2").mkdir(mode=0o755)  # made first by a PM2 run some other way
     app_helper.main(["env", "-0"])
     home = str(tmp_path / "home")
     assert as_app_user["env"] == {"HOME": home, "USER": "shop", "LOGNAME": "shop", "SHELL": "/usr/sbin/nologin",
