@@ -48,6 +48,8 @@ def lock_script(s: Settings, info: dict[str, Any], wait: int, then: str = "") ->
     d = q(s.state_dir)
     return "\n".join([
         ": signalcraft-deploy-lock",  # the marker `unlock --force` checks before it signals anyone
+        # DEPLOY_ROOT and any folder above it made now: 0755, so the apps' own account can reach its releases
+        f"(umask 022 && mkdir -p {q(s.deploy_root)}) || exit 1",
         "umask 077",  # lock, lock.json, lock.pid and audit.log: the deploy user's only
         f"mkdir -p {d} && cd {d} || exit 1",
         "exec 9>>lock",

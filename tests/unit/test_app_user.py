@@ -52,3 +52,18 @@ def test_a_host_without_the_apps_account_or_its_door_stops_the_deploy_naming_set
     message = stopped.value.message
     assert "the apps' own account APP_USER, and the deploy user's way to run them as it" in message
     assert "Run `setup`" in message and "so that it knows APP_USER" in message and "set APP_USER to the deploy user's" in message
+
+
+def test_the_lock_makes_a_new_deploy_roots_folders_reachable_and_keeps_its_state_private(load, tmp_path) -> None:
+    """A DEPLOY_ROOT under folders that do not exist yet: they are made 0755 (the apps' own account must reach the
+    releases), .deploy 0700 (the lock and the audit log are the deploy user's only)."""
+    import os
+    import stat
+
+    from signalcraft_deploy.host.lock import lock_script
+
+    root = tmp_path / "apps" / "shop"
+    s = load({"DEPLOY_ROOT": str(root)})
+    subprocess.run(["bash", "-c", lock_script(s, {"user": "me"}, 0)], input="", capture_output=True, text=True, timeout=30)
+    modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in (tmp_path / "apps", root, root / ".deploy")}
+    assert modes == {tmp_path / "apps": 0o755, root: 0o755, root / ".deploy": 0o700}
