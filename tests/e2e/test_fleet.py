@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, e2e_load, get
+from tests.e2e.conftest import APP_USER, REPO, AppRepo, e2e_load, get
 from tests.e2e.hosts import TestHost, on_this_machine
 
 HOSTS = ("web1", "web2", "web3")
@@ -54,6 +54,7 @@ def host_sh(fleet: Fleet, host: str, cmd: str, user: str = "ubuntu", check: bool
 
 
 def clean(fleet: Fleet, host: str) -> None:
+    host_sh(fleet, host, "pm2 kill >/dev/null 2>&1; true", user=APP_USER, check=False)
     host_sh(fleet, host, "pm2 kill >/dev/null 2>&1; rm -rf ~/signalcraft ~/.pm2 ~/before-switch.log", check=False)
     host_sh(fleet, host, "rm -f /etc/nginx/sites-enabled/signalcraft /etc/nginx/sites-available/signalcraft*; "
             "ln -sfn /etc/nginx/sites-available/default /etc/nginx/sites-enabled/default; nginx -s reload", user="root")
@@ -109,10 +110,11 @@ def current(fleet: Fleet, host: str) -> str:
 
 
 def pm2_pids(fleet: Fleet, host: str) -> dict[str, list[int]]:
-    out = host_sh(fleet, host, "pm2 jlist 2>/dev/null || true", check=False)
-    start = out.find("[")
+    """The apps' pids in the PM2 of the apps' own account (a first call's "[PM2] Spawning ..." is not the list)."""
+    out = host_sh(fleet, host, "pm2 jlist 2>/dev/null || true", user=APP_USER, check=False)
+    lists = [line for line in out.splitlines() if line.startswith("[") and not line.startswith("[PM2")]
     apps: dict[str, list[int]] = {}
-    for item in json.loads(out[start:]) if start >= 0 else []:
+    for item in json.loads(lists[-1]) if lists else []:
         apps.setdefault(item["name"], []).append(item["pid"])
     return apps
 
