@@ -158,7 +158,7 @@ def test_the_assembly_copies_what_git_holds_and_names_what_it_does_not(load, tmp
     modes = {n: "100644" for n in ids} | {"run.sh": "100755", "link": "120000"}
     tree = source.SourceTree(sha="a" * 40, tree="b" * 40, blobs=ids, dirty=0, subdir="", modes=modes)
     shipment = upload.Shipment(tree=tree, requirements="", package_lock=None, app_env=None, source_dir="/src")
-    s = load({"DEPLOY_ROOT": str(root), "PYTHON": "python3"})
+    s = replace(load({"DEPLOY_ROOT": str(root), "PYTHON": "python3"}), app_user=getpass.getuser())  # no account of the apps' here
     (root / ".deploy/incoming").mkdir(parents=True)
     (root / "shared/logs").mkdir(parents=True)
     subprocess.run(["tar", "-cf", str(root / ".deploy/incoming/r2.extras.tar"), "-T", "/dev/null"], check=True)
