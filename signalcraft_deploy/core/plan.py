@@ -146,6 +146,7 @@ class Action:
     how: How
     why: str
     pid: int | None = None  # the unmanaged server a takeover replaces
+    moves: bool = False  # its processes run under the deploy user's own PM2: the new ones start under APP_USER's
 
 
 @dataclass
@@ -262,8 +263,14 @@ def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
     return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid)
 
 
+def _moving(s: Settings, facts: HostFacts) -> str:
+    return f"it runs under {facts.user or 'the deploy user'}'s own PM2; it moves to {s.app_user}'s (APP_USER)"
+
+
 def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
                    changed: list[str] | None = None) -> Action:
+    if facts.to_move(s.python_app):
+        return Action(App.PYTHON, How.NEW_MASTER, _moving(s, facts), moves=True)
     procs = facts.apps(s.python_app)
     if not procs or not facts.online(s.python_app):
         state = procs[0].status if procs else "not in PM2"
@@ -320,6 +327,8 @@ def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) 
 
 def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
                  changed: list[str] | None = None) -> Action:
+    if facts.to_move(s.node_app):
+        return Action(App.NODEJS, How.RESTART, _moving(s, facts), moves=True)
     procs = facts.apps(s.node_app)
     if not procs or not facts.online(s.node_app):
         state = procs[0].status if procs else "not in PM2"
@@ -443,7 +452,7 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
         plan.build_node_modules = manifest.node_modules.rsplit("/", 1)[-1] not in facts.node_modules_ready
     py = _python_action(s, manifest, facts, old, changed)
     node = _node_action(s, manifest, facts, old, changed)
-    if same_release and py.how in (How.HUP, How.NEW_MASTER):
+    if same_release and py.how in (How.HUP, How.NEW_MASTER) and not py.moves:
         py = Action(App.PYTHON, How.NONE, "unchanged")
     if same_release and node.how == How.RELOAD:
         node = Action(App.NODEJS, How.NONE, "unchanged")

@@ -91,6 +91,9 @@ class HostFacts:
     site_defaults: dict[str, str] = field(default_factory=dict)  # settings kept from a site taken over
     free_mb: int | None = None  # free space on the deploy root's filesystem (None: not read)
     helper: root.HelperState | None = None  # the root helper as installed (None: not read)
+    # The deploy user's own PM2 (when the apps have an account of their own): our apps still there have not moved yet.
+    deploy_pm2: list[Pm2Process] = field(default_factory=list)
+    app_reaches_root: bool = True  # the apps' account can reach DEPLOY_ROOT (False: a folder above it is closed to it)
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -123,6 +126,11 @@ class HostFacts:
         procs = self.apps(name)
         return bool(procs) and all(p.status == "online" for p in procs)
 
+    def to_move(self, name: str) -> bool:
+        """The app runs under the deploy user's own PM2 (as it did before APP_USER), not under its account's."""
+        procs = [p for p in self.deploy_pm2 if p.name == name]
+        return bool(procs) and all(p.status == "online" for p in procs) and not self.online(name)
+
 
 
 # What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12 2.39 x86_64";
@@ -151,6 +159,13 @@ def pm2_list_shell(s: Settings) -> str:
     return pm2_rpc_shell(s, "list", cli="jlist")
 
 
+def deploy_pm2_shell(s: Settings) -> str:
+    """Shell that prints the deploy user's own PM2 list, when its daemon runs and the apps have an account of their
+    own (apps deployed before APP_USER run there until their next deploy moves them); never starts a daemon."""
+    return (f'if [ "$(id -un)" != {q(s.app_user)} ] && [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ]; then '
+            f'P=$(command -v {q(s.pm2)}) && node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi')
+
+
 def files_and_processes_script(s: Settings, c: Any = None) -> str:
     """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list."""
     root = q(s.deploy_root)
@@ -158,6 +173,7 @@ def files_and_processes_script(s: Settings, c: Any = None) -> str:
     return "\n".join([
         # PM2's list (the slowest part: a node start) is asked for first, in the background.
         'L=$(mktemp 2>/dev/null) && { (' + as_app(c, s, pm2_list_shell(s)) + ') > "$L" 2>/dev/null & LP=$!; }',
+        'D=$(mktemp 2>/dev/null) && { (' + deploy_pm2_shell(s) + ') > "$D" 2>/dev/null & DP=$!; }',
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
         "sec uid; id -u",
@@ -179,10 +195,11 @@ def files_and_processes_script(s: Settings, c: Any = None) -> str:
         "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
         "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\'') + " 2>/dev/null; true",
         'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + as_app(c, s, pm2_list_shell(s)) + "; fi; true",
+        'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
     ])
 
 
-def host_checks_script(s: Settings) -> str:
+def host_checks_script(s: Settings, c: Any = None) -> str:
     """Shell for what a deploy that changes something needs besides: tools present, who listens on our ports."""
     ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, *site_ports(s)))
     # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
@@ -205,12 +222,16 @@ def host_checks_script(s: Settings) -> str:
         "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
         # The apps' own account, and the door to it `setup` gives the deploy user (unless it is that account).
-        f'{{ [ "$(id -un)" = {q(s.app_user)} ] || sudo -n -l -u {q(s.app_user)} {APP_HELPER} /bin/true >/dev/null 2>&1; }} '
-        "&& echo app-user",
+        # (and the deploy user in its group, which lets it give the apps their .env and shared/)
+        f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER} /bin/true >/dev/null 2>&1 '
+        f"&& id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }}; }} && echo app-user",
         # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2, and log rotation.
         f"u={q(s.app_user)}; p=$(command -v " + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
         '&& grep -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service" && echo boot',
         f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
+        # Whether the apps' account reaches DEPLOY_ROOT (or where it will be): a home above it may be closed to it.
+        "sec app_reach; " + as_app(c, s, f"d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; "
+                                          'test -x "$d" && echo yes') + " 2>/dev/null; true",
         f"sec disk; d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | tail -n 1",
         "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
         f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
@@ -250,7 +271,7 @@ def facts_script(s: Settings, quick: bool = False, c: Any = None) -> str:
     """
     if quick:
         return files_and_processes_script(s, c)
-    return files_and_processes_script(s, c) + "\n" + host_checks_script(s)
+    return files_and_processes_script(s, c) + "\n" + host_checks_script(s, c)
 
 
 def split_sections(output: str) -> dict[str, str]:
@@ -329,6 +350,8 @@ def parse_facts(output: str) -> HostFacts:
         facts.site_defaults = {}
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
     facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
+    facts.deploy_pm2 = parse_pm2_jlist(sec.get("deploy_pm2", ""))[0]
+    facts.app_reaches_root = "app_reach" not in sec or sec["app_reach"].strip() == "yes"
     facts.listeners = parse_listeners(sec.get("listen", ""))
     cwds = {}
     for line in sec.get("cwds", "").splitlines():
@@ -367,12 +390,13 @@ def parse_owners(text: str) -> tuple[str, dict[int, Owner]]:
 
 def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     """Add to a quick read what a deploy that changes something needs (tools, listeners, their commands)."""
-    more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s) + "\n", warn=True).stdout)
+    more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s, c) + "\n", warn=True).stdout)
     facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
     facts.owners, facts.user = more.owners, more.user
     facts.python = more.python
     facts.free_mb = more.free_mb
     facts.helper = more.helper
+    facts.app_reaches_root = more.app_reaches_root
 
 
 def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:

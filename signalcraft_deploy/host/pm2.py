@@ -111,6 +111,16 @@ def save(c: Any, s: Settings) -> None:
     run(c, as_app(c, s, pm2(s, "save", "--force")), warn=True)
 
 
+def delete_as_deploy_user(c: Any, s: Settings, name: str) -> None:
+    """Delete an app from the deploy user's own PM2 (where apps ran before they had an account of their own)."""
+    run(c, delete_command(s, name), warn=True)
+
+
+def save_as_deploy_user(c: Any, s: Settings) -> None:
+    """Save the deploy user's own PM2 list, empty or not (without --force PM2 keeps the old dump of an empty list)."""
+    run(c, pm2(s, "save", "--force"), warn=True)
+
+
 GUNICORN_INFO = re.compile(r"^\[[^]]+\] \[\d+\] \[INFO\] ")
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
+from signalcraft_deploy.host.app_user import as_app, runs_as_deploy_user
 from signalcraft_deploy.host.io import fail, q, run, write_file
 from signalcraft_deploy.host.nginx import reload_nginx
 from signalcraft_deploy.host.programs import run_program
@@ -65,7 +66,7 @@ def restore(c: Any, s: Settings) -> str:
         raise fail(f"Could not restore the state before the takeover: {readable.stderr.strip()[-400:]}")
     for name in (s.python_app, s.handover_app, s.node_app, s.node_handover_app):
         pm2_ops.delete(c, s, name)
-    run(c, forget_logs_command(s.handover_app, s.node_handover_app), warn=True)
+    run(c, as_app(c, s, forget_logs_command(s.handover_app, s.node_handover_app)), warn=True)
     result = run_program(c, s, *program, warn=True)
     if not result.ok:
         raise fail(f"Could not restore the state before the takeover: {result.stderr.strip()[-400:]}")
@@ -74,6 +75,8 @@ def restore(c: Any, s: Settings) -> str:
         reload_nginx(c, s)
     run(c, f"rm -f {q(s.current_dir)} {q(s.state_dir)}/site-defaults.json", warn=True)
     pm2_ops.save(c, s)
+    if not runs_as_deploy_user(c, s):  # the old Node.js entry is back in the deploy user's own PM2, where it ran
+        pm2_ops.save_as_deploy_user(c, s)
     if not site.ok:
         raise fail(f"The unmanaged server runs again, but its Nginx site could not be put back: "
                    f"{(site.stderr or site.stdout).strip()[-400:]}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from signalcraft_deploy.core.plan import App, How, Plan
 from signalcraft_deploy.core.render import certbot_hook_path, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import app_user as app_user_ops
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import health, releases, upkeep, wheels
 from signalcraft_deploy.host import install as install_ops
@@ -55,6 +57,7 @@ class DeployRun:
     error_logs: dict[str, str] = field(default_factory=dict)
     takeover_restored: bool = False
     not_moved: bool = False  # a handover's reload did not take: Nginx still sends to the old processes
+    deploy_pm2_changed: bool = False  # an app was deleted from the deploy user's own PM2 (moved to APP_USER's)
 
     @property
     def release(self) -> str:
@@ -79,6 +82,11 @@ class DeployRun:
     @property
     def in_pm2(self) -> set[str] | None:
         return {p.name for p in self.facts.pm2} if self.facts.pm2_readable else None
+
+    @property
+    def moving(self) -> bool:
+        """Apps that ran under the deploy user's own PM2 move to their account's (APP_USER) in this deploy."""
+        return any(a.moves for a in self.plan.actions)
 
     @property
     def tried(self) -> tuple[App, ...]:
@@ -192,6 +200,10 @@ def build_venv(r: DeployRun, local: bool) -> str:
     return f"built {m.venv} (gunicorn {version})" + (" from the shipped wheels" if links else "")
 
 
+def prepare_app_user(r: DeployRun) -> str:
+    return app_user_ops.prepare(r.c, r.s, r.moving)
+
+
 def show_config_changes(r: DeployRun) -> str:
     for diff in config_diffs(r.facts, r.plan, r.s):
         r.rep.say(diff.rstrip("\n"))
@@ -251,6 +263,14 @@ def switch_back(r: DeployRun) -> str:
     return ""
 
 
+def stop_in_deploy_pm2(r: DeployRun, name: str) -> Callable[[], None]:
+    """The old processes of an app that moves to its own account: deleted from the deploy user's own PM2."""
+    def stop() -> None:
+        r.deploy_pm2_changed = True
+        pm2_ops.delete_as_deploy_user(r.c, r.s, name)
+    return stop
+
+
 def reload_python(r: DeployRun) -> None:
     m, c, s = r.plan.manifest, r.c, r.s
     if r.py is How.START:
@@ -259,6 +279,8 @@ def reload_python(r: DeployRun) -> None:
         pm2_ops.hup_python(c, s, next((p.pid_path for p in r.facts.apps(s.python_app)), ""))
     elif r.py.hands_over:
         stop_old = handover_ops.stop_unmanaged(c, s, r.plan.action(App.PYTHON).pid or 0) if r.py is How.TAKEOVER else None
+        if r.plan.action(App.PYTHON).moves:
+            stop_old = stop_in_deploy_pm2(r, s.python_app)
         r.stopping.append(handover_ops.handover(c, s, "python", m.release, r.release_dir, m.venv, r.rep,
                                                 switch=lambda: releases.switch(c, s, m.release), stop_old=stop_old,
                                                 present=r.in_pm2))
@@ -271,7 +293,9 @@ def reload_node(r: DeployRun) -> None:
     elif r.node is How.RELOAD:
         pm2_ops.reload_node(c, s)
     elif r.node is How.RESTART:
-        r.stopping.append(handover_ops.handover(c, s, "nodejs", m.release, r.release_dir, m.venv, r.rep, present=r.in_pm2))
+        stop_old = stop_in_deploy_pm2(r, s.node_app) if r.plan.action(App.NODEJS).moves else None
+        r.stopping.append(handover_ops.handover(c, s, "nodejs", m.release, r.release_dir, m.venv, r.rep, present=r.in_pm2,
+                                                stop_old=stop_old))
 
 
 def reload_apps(r: DeployRun) -> str:
@@ -349,6 +373,8 @@ def finish(r: DeployRun) -> str:
     saved = (r.py, r.node) not in ((How.HUP, How.NONE), (How.NONE, How.NONE))
     if saved:
         pm2_ops.save(r.c, r.s)
+    if r.deploy_pm2_changed:  # else the deploy user's PM2 would start the moved apps again at boot, beside their own
+        pm2_ops.save_as_deploy_user(r.c, r.s)
     pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
     # Pruned releases may leave venvs and node_modules that no kept release names.
     unused = upkeep.prune_environments(r.c, r.s) if pruned else []
@@ -416,6 +442,8 @@ def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
     checked = {"python": r.py in (How.HUP, How.NEW_MASTER), "nodejs": r.node is not How.NONE}
     problems = health.gate(r.c, r.s, r.prev, f"{r.s.releases_dir}/{r.prev}", checked)
     pm2_ops.save(r.c, r.s)
+    if r.deploy_pm2_changed:
+        pm2_ops.save_as_deploy_user(r.c, r.s)
     return [f"previous release {r.prev} is serving" if not problems else
             "previous release is NOT healthy either: " + "; ".join(problems)]
 
@@ -424,6 +452,7 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("record takeover", record_takeover, when=lambda r: r.py is How.TAKEOVER),
     Step("upload", upload, undo=mark_release_bad, when=lambda r: r.shipment is not None and r.plan.new_release),
     Step("install", install),
+    Step("app user", prepare_app_user, when=lambda r: r.moving or not r.facts.app_reaches_root),
     Step("render-configs", show_config_changes),
     Step("trial run", trial_run, when=lambda r: bool(r.tried)),
     Step("nginx-check", check_nginx, undo=restore_site),

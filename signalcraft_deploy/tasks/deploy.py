@@ -51,7 +51,7 @@ REQUIRED_TOOLS = {
     "python-venv": "a Python able to make a venv (apt install python3-venv, or set PYTHON)",
     "sudo": "passwordless sudo for this user (a sudoers line with NOPASSWD)",
     "flock": "flock (apt install util-linux)",
-    "app-user": "the apps' own account APP_USER, and the deploy user's way to run them as it",
+    "app-user": "the apps' own account APP_USER, the deploy user's way to run them as it, and its place in their group",
 }
 
 

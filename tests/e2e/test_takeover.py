@@ -97,8 +97,10 @@ def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tm
     assert back.returncode == 0, back.stdout + back.stderr
     assert SITE.read_text() == OLD_SITE
     assert len(legacy_pids()) == 1
-    names = {item["name"]: item["pm2_env"]["exec_mode"] for item in pm2_jlist() if item["name"].startswith("tk-")}
+    # The old Node.js entry is back where it ran, in the deploy user's own PM2; the apps' account's holds none.
+    names = {item["name"]: item["pm2_env"]["exec_mode"] for item in pm2_jlist("ubuntu") if item["name"].startswith("tk-")}
     assert names == {"tk-nodejs": "fork_mode"}
+    assert not [item for item in pm2_jlist() if item["name"].startswith("tk-")]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and (get(TK.url("/api/ai/x"))[0], get(TK.url("/"))[0]) != (200, 200):
         time.sleep(0.2)

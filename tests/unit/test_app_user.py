@@ -50,7 +50,7 @@ def test_a_host_without_the_apps_account_or_its_door_stops_the_deploy_naming_set
     with pytest.raises(Exit) as stopped:
         require_tools(facts)
     message = stopped.value.message
-    assert "the apps' own account APP_USER, and the deploy user's way to run them as it" in message
+    assert "the apps' own account APP_USER, the deploy user's way to run them as it, and its place in their group" in message
     assert "Run `setup`" in message and "so that it knows APP_USER" in message and "set APP_USER to the deploy user's" in message
 
 
