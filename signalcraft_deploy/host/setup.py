@@ -98,6 +98,7 @@ class SetupFacts:
     app_wants: str | None = None
     app_logrotate_conf: str | None = None
     app_records: dict[str, Any] = field(default_factory=dict)  # root's record of this deploy user's app users
+    other_app_records: list[dict[str, Any]] = field(default_factory=list)  # root's records of the other deploy users
 
     @property
     def separate_app(self) -> bool:
@@ -152,6 +153,7 @@ def parse_setup_facts(output: str) -> SetupFacts:
         systemd_running=one("systemd_running") == "yes", unit=text("unit"),
         wants=one("wants") or None, logrotate_conf=text("logrotate_conf"),
         user_groups=one("user_groups").split(), acl=one("acl") == "yes", app_records=_records(one("app_records")),
+        other_app_records=[_records(line) for line in sec.get("other_app_records", "").splitlines() if line.strip()],
         app_entry=one("app_entry").split(":") if one("app_entry").count(":") == 6 else None,
         app_password=one("app_password"), app_groups=one("app_groups").split(), app_sudo=one("app_sudo"),
         app_unit=text("app_unit"), app_wants=one("app_wants") or None, app_logrotate_conf=text("app_logrotate_conf"))
@@ -341,6 +343,11 @@ def app_account_problem(f: SetupFacts) -> str | None:
 
 
 def app_user_item(f: SetupFacts) -> Item:
+    other = next((r.get("deploy") for r in f.other_app_records if f.app in r.get("apps", {})), None)
+    if other:
+        return Item("app user", State.REFUSED, f"{f.app} is already the apps' account of the deploy user {other}: one "
+                    f"account runs one deploy user's apps (it would let {f.user} see and reach {other}'s). Name another "
+                    "APP_USER (setup creates it)")
     if f.app_entry is None:
         return Item("app user", State.WRITE, f"{f.app}: a system account (no shell, locked password, no sudo), home {f.app_home}")
     problem = app_account_problem(f)

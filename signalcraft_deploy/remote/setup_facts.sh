@@ -57,6 +57,9 @@ sec logrotate_conf; cat "/etc/logrotate.d/pm2-$user" 2>/dev/null
 sec user_groups; id -Gn "$user"
 sec acl; command -v setfacl >/dev/null 2>&1 && echo yes
 sec app_records; cat "/var/lib/signalcraft-deploy/app-users/$user.json" 2>/dev/null
+# Every other deploy user's record, one per line: an apps' account serves one deploy user only.
+sec other_app_records; for f in /var/lib/signalcraft-deploy/app-users/*.json; do
+  [ -f "$f" ] && [ "$f" != "/var/lib/signalcraft-deploy/app-users/$user.json" ] && { tr -d '\n' < "$f"; echo; }; done; true
 [ "$app" = "$user" ] && exit 0
 sec app_entry; getent passwd "$app" 2>/dev/null
 if getent passwd "$app" >/dev/null 2>&1; then

@@ -560,3 +560,14 @@ def test_the_apps_run_as_the_deploy_user_when_app_user_is_its_name(load) -> None
     f.app = "ubuntu"
     assert setup_ops.app_items(load({"APP_USER": "ubuntu"}), f) == [] and f.apps == ()
     assert setup_ops.sudoers_item(f).detail.endswith(f"ubuntu ALL=(root) NOPASSWD: {root.HELPER}")
+
+
+def test_an_account_already_serving_another_deploy_users_apps_is_refused(load) -> None:
+    """Root's record of another deploy user names the account: it would let this one see and reach that one's apps."""
+    other = json.dumps({"deploy": "alice", "apps": {"shop": {"uid": 998, "home": "/var/lib/signalcraft-apps/shop"}}},
+                       indent=1)
+    item = setup_ops.app_user_item(app_facts(**APP_OK, other_app_records=other.replace("\n", "") + "\n"))
+    assert item.state is State.REFUSED
+    assert item.detail.startswith("shop is already the apps' account of the deploy user alice") and "Name another APP_USER" in item.detail
+    mine = setup_ops.app_user_item(app_facts(**APP_OK, other_app_records='{"deploy": "alice", "apps": {"blog": {}}}\n'))
+    assert mine.state is State.OK
