@@ -147,7 +147,8 @@ def test_the_takeover_record_is_the_deploy_users_and_the_site_copy_roots_and_rol
         assert os.readlink(f"/proc/{again}/cwd") == str(old) and Path(f"/proc/{again}").stat().st_uid == pwd.getpwnam("ubuntu").pw_uid
         assert b"PORT_NOTE=old" in Path(f"/proc/{again}/environ").read_bytes().split(b"\0")
         assert get(f"http://127.0.0.1:{TS.bind}/app.py")[0] == 200
-        assert list(pm2_apps(TS.app)) == [f"{TS.app}-nodejs"]
+        assert list(pm2_apps(TS.app, user="ubuntu")) == [f"{TS.app}-nodejs"]  # back where it ran, not the apps' account's
+        assert list(pm2_apps(TS.app)) == []
         assert mode_and_owner(RECORD / "legacy.log") == (0o600, ubuntu)
         assert not copy.exists()  # the site put back, root's copy dropped
     finally:
