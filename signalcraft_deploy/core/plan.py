@@ -147,6 +147,7 @@ class Action:
     why: str
     pid: int | None = None  # the unmanaged server a takeover replaces
     moves: bool = False  # its processes run under the deploy user's own PM2: the new ones start under APP_USER's
+    apps_own: bool = False  # the unmanaged server a takeover replaces is the apps' own account's, not the deploy user's
 
 
 @dataclass
@@ -239,18 +240,20 @@ def _stranger_on(facts: HostFacts, port: int, ours: set[int]) -> tuple[int, str]
 
 
 def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
-    """The unmanaged server on GUNICORN_BIND is taken over only if it is the deploy user's own, its command matches
-    LEGACY_MATCH and it runs from the app's folder (one that holds WSGI_APP's module). Anything else is refused,
-    and left running: another user's process is never signalled, and its command line (which may hold that
-    user's secrets) is not shown."""
+    """The unmanaged server on GUNICORN_BIND is taken over only if it is the deploy user's own or the apps' own
+    account's (APP_USER), its command matches LEGACY_MATCH and it runs from the app's folder (one that holds
+    WSGI_APP's module). Anything else is refused, and left running: another user's process is never signalled, and
+    its command line (which may hold that user's secrets) is not shown."""
     owner, me, bind = facts.owners.get(pid), facts.user or "the deploy user", s.gunicorn_bind
     if owner is None:
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid}, whose owner could not be read (it may have just "
                         "exited): deploy again, or stop it, or set another GUNICORN_BIND.")
-    if owner.uid != facts.uid:
-        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} of user {owner.user}, not of the deploy user {me}: "
-                        f"a deploy takes over only the deploy user's own processes, so it was left running. Stop it (as "
-                        f"{owner.user} or root), or set another GUNICORN_BIND.")
+    apps_own = owner.uid != facts.uid and owner.user == s.app_user and bool(facts.user) and facts.user != s.app_user
+    if owner.uid != facts.uid and not apps_own:
+        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} of user {owner.user}, not of the deploy user {me} or "
+                        f"the apps' account {s.app_user}: a deploy takes over only their own processes, so it was left "
+                        f"running. Stop it (as {owner.user} or root), or restart it as {s.app_user} and deploy again, or "
+                        "set another GUNICORN_BIND.")
     if not re.search(s.legacy_match, command):
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which is not ours "
                         f"and does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND, or set "
@@ -260,7 +263,8 @@ def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which runs from "
                         f"{owner.cwd or 'a folder that could not be read'}, not from the app's folder (one holding "
                         f"WSGI_APP's module {module!r}): it is not taken over. Stop it, or set another GUNICORN_BIND.")
-    return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid)
+    return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid,
+                  apps_own=apps_own)
 
 
 def _moving(s: Settings, facts: HostFacts) -> str:

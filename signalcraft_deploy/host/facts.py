@@ -244,14 +244,20 @@ def host_checks_script(s: Settings, c: Any = None) -> str:
 
 def owners_script(s: Settings, ports: str) -> list[str]:
     """Shell (as the deploy user, after `listen` set $O): the deploy user's name, then for each process listening
-    on our ports `PID UID USER HOLDS CWD`, HOLDS `yes` when CWD holds WSGI_APP's module (CWD is readable for the
-    deploy user's own processes only)."""
+    on our ports `PID UID USER HOLDS CWD`, HOLDS `yes` when CWD holds WSGI_APP's module. CWD is readable for the
+    deploy user's own processes, and for the apps' own account's through the app helper (as that account)."""
     holds = " || ".join(f'[ -e "$c"/{q(name)} ]' for name in app_module_files(s))
+    as_apps = (f"sudo -n -u {q(s.app_user)} {APP_HELPER} /bin/sh -c "
+               + q(f'c=$(readlink /proc/"$1"/cwd) && printf "%s\\n" "$c" && {{ {holds}; }} && echo yes') + ' sh "$pid"')
     return [
         "sec owners; id -un",
         f"for pid in $(printf '%s\\n' \"$O\" | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
         '  u=$(stat -c \'%u %U\' /proc/"$pid" 2>/dev/null) || continue; c=$(readlink /proc/"$pid"/cwd 2>/dev/null); h=no',
         f'  [ -n "$c" ] && {{ {holds}; }} && h=yes',
+        # (only for GUNICORN_BIND's, the one port a bare server is taken over from)
+        f'  if [ -z "$c" ] && [ "${{u#* }}" = {q(s.app_user)} ] && printf \'%s\\n\' "$O" '
+        f'| grep -E \':{s.gunicorn_bind.port}[[:space:]]\' | grep -q "pid=$pid,"; then r=$({as_apps} 2>/dev/null); '
+        '[ "$(printf \'%s\\n\' "$r" | sed -n 2p)" = yes ] && h=yes; c=$(printf \'%s\\n\' "$r" | sed -n 1p); fi',
         '  printf \'%s %s %s %s\\n\' "$pid" "$u" "$h" "$c"',
         "done; true",
     ]

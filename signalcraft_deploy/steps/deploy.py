@@ -153,7 +153,7 @@ def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[s
 
 def record_takeover(r: DeployRun) -> str:
     pid = r.plan.action(App.PYTHON).pid or 0
-    takeover_ops.record(r.c, r.s, pid)
+    takeover_ops.record(r.c, r.s, pid, r.plan.action(App.PYTHON).apps_own)
     r.record["takeover"] = {"pid": pid, "why": r.plan.action(App.PYTHON).why}
     kept = takeover_ops.keep_site_defaults(r.c, r.s, r.plan.site_defaults)
     return f"pid {pid}: command, environment, Node.js entry and Nginx site saved" + (f"; kept from the old site: {kept}" if kept else "")
@@ -278,7 +278,8 @@ def reload_python(r: DeployRun) -> None:
     elif r.py is How.HUP:
         pm2_ops.hup_python(c, s, next((p.pid_path for p in r.facts.apps(s.python_app)), ""))
     elif r.py.hands_over:
-        stop_old = handover_ops.stop_unmanaged(c, s, r.plan.action(App.PYTHON).pid or 0) if r.py is How.TAKEOVER else None
+        action = r.plan.action(App.PYTHON)
+        stop_old = handover_ops.stop_unmanaged(c, s, action.pid or 0, action.apps_own) if r.py is How.TAKEOVER else None
         if r.plan.action(App.PYTHON).moves:
             stop_old = stop_in_deploy_pm2(r, s.python_app)
         r.stopping.append(handover_ops.handover(c, s, "python", m.release, r.release_dir, m.venv, r.rep,

@@ -141,9 +141,12 @@ def stop_temporary_command(c: Any, s: Settings, name: str) -> str:
     return as_app(c, s, f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true")
 
 
-def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it: as the
-    deploy user, whose own process it is (remote/stop_pid.sh leaves any other user's alone)."""
-    def stop() -> None:
-        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), warn=True)  # kill(2) refuses others
+def stop_unmanaged(c: Any, s: Settings, pid: int, apps_own: bool = False) -> Callable[[], None]:
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it: as its
+    owner, the deploy user or the apps' own account (remote/stop_pid.sh leaves any other user's alone)."""
+    owner = s.app_user if apps_own else ""
+
+    def stop() -> None:  # kill(2) refuses others' processes; OWNER also names whose it must still be
+        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), *([owner] if owner else []),
+                    warn=True, app=apps_own)
     return stop

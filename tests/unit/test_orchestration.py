@@ -321,8 +321,8 @@ def test_a_port_held_by_another_users_server_stops_the_deploy_at_its_plan_withou
     assert err.value.code == 1
     assert err.value.message == (
         "Nothing was changed: GUNICORN_BIND 127.0.0.1:8001 is in use by pid 4242 of user nobody, not of the deploy user "
-        "ubuntu: a deploy takes over only the deploy user's own processes, so it was left running. Stop it (as nobody or "
-        "root), or set another GUNICORN_BIND.")
+        "ubuntu or the apps' account signalcraft: a deploy takes over only their own processes, so it was left running. "
+        "Stop it (as nobody or root), or restart it as signalcraft and deploy again, or set another GUNICORN_BIND.")
     assert "OTHER-TEAMS-SECRET" not in capsys.readouterr().out
     # Nothing recorded, stopped or written: no takeover_record.py, no root helper, no PM2; the lock let go.
     assert labels(c) == ["git fetch mirror", "git list tree", "git cat-file", "read host"]
