@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab
+from tests.e2e.conftest import APP_USER, REPO, AppRepo, Profile, clean_host, fab
 
 OP = Profile("op", "/home/ubuntu/op", 8951, 3951, 8095)
 
@@ -98,24 +98,25 @@ def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
 
 def test_pm2_list_over_the_daemon_socket_matches_pm2_jlist_and_falls_back(sandbox, deployed):
     """The facts read asks PM2's daemon over its socket (no CLI start-up); it must see what `pm2 jlist`
-    sees, and where it cannot (no daemon under that PM2_HOME, a stale socket) the shell runs `pm2 jlist`."""
+    sees, and where it cannot (no daemon under that PM2_HOME, a stale socket) the shell runs `pm2 jlist`. The
+    apps' PM2 is their own account's (APP_USER), asked as it."""
     from signalcraft_deploy.core.settings import load_settings
     from signalcraft_deploy.host.facts import PM2_RPC_JS, parse_pm2_jlist, pm2_list_shell
 
-    def as_ubuntu(cmd: str, env: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["sudo", "-u", "ubuntu", "-H", "env", *env.split(), "sh", "-c", cmd],
-                              capture_output=True, text=True, timeout=60)
+    def as_user(cmd: str, env: str = "", user: str = "ubuntu") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sudo", "-u", user, "-H", "env", *env.split(), "sh", "-c", cmd],
+                              capture_output=True, text=True, timeout=60, cwd="/")
 
-    helper = as_ubuntu(f'node -e {shlex.quote(PM2_RPC_JS)} "$(command -v pm2)" list')
+    helper = as_user(f'node -e {shlex.quote(PM2_RPC_JS)} "$(command -v pm2)" list', user=APP_USER)
     assert helper.returncode == 0, helper.stderr
-    jlist = as_ubuntu("pm2 jlist")
+    jlist = as_user("pm2 jlist", user=APP_USER)
     fast, ok = parse_pm2_jlist(helper.stdout)
     slow, _ = parse_pm2_jlist(jlist.stdout)
     assert ok and {(p.name, p.pid, p.status) for p in fast} == {(p.name, p.pid, p.status) for p in slow}
     assert any(p.name == "op-python" and p.status == "online" for p in fast)
 
     shell = pm2_list_shell(load_settings(environ={}))
-    stale = as_ubuntu("rm -rf /tmp/pm2-stale && mkdir /tmp/pm2-stale && python3 -c \"import socket; "
+    stale = as_user("rm -rf /tmp/pm2-stale && mkdir /tmp/pm2-stale && python3 -c \"import socket; "
                       "socket.socket(socket.AF_UNIX).bind('/tmp/pm2-stale/rpc.sock')\" && " + shell + "; pm2 kill >/dev/null",
                       env="PM2_HOME=/tmp/pm2-stale")
     procs, readable = parse_pm2_jlist(stale.stdout)
