@@ -190,6 +190,26 @@ def dump_entries(pm2_home, apps):
     return out
 
 
+def daemon_unit(pm2_home):
+    """Under a running systemd, the unit whose cgroup holds this user's PM2 daemon (its pid file's, if the process
+    is this user's): "" when it runs outside any service (started by a command of an SSH session); None when no
+    daemon runs or systemd does not run."""
+    if not os.path.isdir("/run/systemd/system"):
+        return None
+    try:
+        with open(os.path.join(pm2_home, "pm2.pid")) as fh:
+            pid = int(fh.read().strip())
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+        with open(f"/proc/{pid}/cgroup") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, ValueError):
+        return None
+    path = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), "")
+    found = re.search(r"/([^/]+[.]service)$", path)
+    return found.group(1) if found else ""
+
+
 def boot(spec):
     user = spec.get("user") or pwd.getpwuid(os.getuid()).pw_name
     unit_path = os.path.join(UNIT_DIR, f"pm2-{user}.service")
@@ -202,6 +222,7 @@ def boot(spec):
     return {"user": user, "uid": os.getuid(), "pm2_home": spec["pm2_home"],
             "unit_path": unit_path, "unit": unit, "enabled": target == unit_path and unit is not None,
             "dump": dump_entries(spec["pm2_home"], spec.get("apps", [])), **tools,
+            "daemon_unit": daemon_unit(spec["pm2_home"]),
             "logrotate": rotation if os.path.exists(rotation) else None}
 
 

@@ -110,7 +110,8 @@ def host_life(c: Any, s: Settings, facts: host_facts.HostFacts) -> dict[str, Any
     same = apps["user"] == room["user"]
     return {
         "runs_as": {"user": apps["user"], "uid": apps["uid"], "pm2_home": apps["pm2_home"], "deploy_user": room["user"],
-                    "deploy_user_saved": [] if same else upkeep.deploy_user_dump(c, s)},
+                    "deploy_user_saved": [] if same else upkeep.deploy_user_dump(c, s),
+                    "unit": boot["unit_path"].rsplit("/", 1)[-1], "daemon_unit": boot.get("daemon_unit")},
         "boot": {"unit": boot["unit_path"], "enabled": boot["enabled"],
                  "problems": upkeep.boot_problems(boot, facts.pm2, (s.python_app, s.node_app))},
         "disk": {"free_mb": room["free_mb"], "path": room["path"], "min_free_mb": s.min_free_mb},
@@ -126,11 +127,18 @@ def runs_as_warnings(runs: dict[str, Any]) -> list[str]:
         return [f"the apps run as the deploy user {deploy}: code running inside them can do all {deploy} can (rewrite "
                 f"the releases, add a key to ~{deploy}/.ssh, use its sudo rule for the root helper, read .deploy/); "
                 "set APP_USER to an account of their own (the default, APP_NAME), run setup, and deploy"]
+    warnings = []
     saved = runs.get("deploy_user_saved") or []
     if saved:
-        return [f"{deploy}'s own PM2 saved list still holds {', '.join(saved)}: its boot unit would start them beside "
-                f"{user}'s at boot (deploy again to move them, or `pm2 delete` them as {deploy} and `pm2 save --force`)"]
-    return []
+        warnings.append(f"{deploy}'s own PM2 saved list still holds {', '.join(saved)}: its boot unit would start them "
+                        f"beside {user}'s at boot (deploy again to move them, or `pm2 delete` them as {deploy} and "
+                        "`pm2 save --force`)")
+    outside, unit = runs.get("daemon_unit"), runs.get("unit")
+    if outside is not None and outside != unit:
+        warnings.append(f"{user}'s PM2 daemon runs outside {unit} ({outside or 'started by a command over SSH'}): "
+                        f"systemd would not restart it if it died; the next boot, or `sudo systemctl restart {unit}` "
+                        "(which restarts the apps), puts it there")
+    return warnings
 
 
 def render_host_life(data: dict[str, Any]) -> list[str]:

@@ -624,3 +624,25 @@ def test_prune_keeps_what_the_apps_account_runs_from(tmp_path: Path) -> None:
     removed = upkeep({"mode": "prune", "root": str(root), "in_use": [f"{root}/venvs/theirs/bin/gunicorn"]}, tmp_path)
     assert removed["removed"] == [f"{root}/venvs/old"]
     assert sorted(p.name for p in (root / "venvs").iterdir()) == ["theirs"]
+
+
+def test_boot_names_the_unit_whose_cgroup_holds_this_users_pm2_daemon(tmp_path: Path) -> None:
+    """Under a running systemd: this process stands in for PM2's daemon (its pid in pm2.pid); its cgroup's unit, or
+    "" outside any service. Without systemd, or with no live daemon of this user, None."""
+    home = tmp_path / "pm2"
+    home.mkdir()
+    out = upkeep({"mode": "boot", "pm2_home": str(home), "apps": []}, tmp_path)
+    assert out["daemon_unit"] is None  # no pm2.pid
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (home / "pm2.pid").write_text(f"{sleeper.pid}\n")
+        found = upkeep({"mode": "boot", "pm2_home": str(home), "apps": []}, tmp_path)["daemon_unit"]
+        cgroup = Path(f"/proc/{sleeper.pid}/cgroup").read_text()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    if not Path("/run/systemd/system").is_dir():
+        assert found is None
+    else:
+        unit = re.search(r"/([^/]+[.]service)$", next(x.split(":", 2)[2] for x in cgroup.splitlines() if x.startswith("0::")))
+        assert found == (unit.group(1) if unit else "")

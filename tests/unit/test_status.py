@@ -75,3 +75,13 @@ def test_status_warns_when_the_deploy_users_own_pm2_still_saves_the_apps(load) -
     assert lines[1] == ("WARNING   ubuntu's own PM2 saved list still holds shop-python: its boot unit would start them "
                         "beside shop's at boot (deploy again to move them, or `pm2 delete` them as ubuntu and "
                         "`pm2 save --force`)")
+
+
+def test_status_warns_when_the_apps_pm2_runs_outside_its_unit_under_systemd(load) -> None:
+    s = load({"APP_NAME": "shop", "APP_USER": "shop", "DEPLOY_ROOT": "/srv/shop"})
+    inside = render_host_life(host_life(host("ubuntu", boot={**BOOT, "daemon_unit": "pm2-shop.service"}), s, HostFacts()))
+    assert not any(line.startswith("WARNING") for line in inside), inside
+    outside = render_host_life(host_life(host("ubuntu", boot={**BOOT, "daemon_unit": ""}), s, HostFacts()))
+    assert outside[1] == ("WARNING   shop's PM2 daemon runs outside pm2-shop.service (started by a command over SSH): "
+                          "systemd would not restart it if it died; the next boot, or `sudo systemctl restart "
+                          "pm2-shop.service` (which restarts the apps), puts it there")
