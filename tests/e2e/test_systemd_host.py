@@ -223,6 +223,11 @@ def test_a_reboot_after_a_deploy_brings_both_apps_back_through_the_boot_unit(hos
     assert "does not start at boot" not in out, out
     release = release_of(answers())
     before = under_systemd()  # the deploy's apps are in systemd's PM2 already, not in the SSH session's scope
+    shown = fab(HOST, SD, None, task="status")  # (KNOWN_HOSTS in its environment: status takes no --known-hosts)
+    status = shown.stdout + shown.stderr
+    assert shown.returncode == 0, status
+    assert f"apps run as {APP_USER} (uid " in status and f"PM2 home {PM2_HOME}; deployed by ubuntu" in status, status
+    assert "WARNING" not in status and f"boot      /etc/systemd/system/{UNIT} enabled;" in status, status
     print(f"\n[h200] after the deploy: {UNIT} is {is_('enabled')} and {is_('active')}; PM2 apps {before}")
 
     start = time.monotonic()
@@ -288,6 +293,25 @@ def test_a_pm2_daemon_killed_with_sigkill_is_restarted_by_systemd(host, repo):
     assert {procs[pid][1] for pid in holders} == {f"/system.slice/{UNIT}"}, (holders, procs)
     print(f"\n[h200] PM2's daemon killed with SIGKILL: systemd restarted it (NRestarts {restarts} -> {unit('NRestarts')}), "
           f"both apps serving again in {seconds:.1f} s")
+
+
+def test_a_deploy_while_the_apps_pm2_is_stopped_starts_it_through_its_unit_not_over_ssh(host, repo):
+    """The apps' PM2 stopped by the admin (`systemctl stop`): the next deploy has the root helper start the unit
+    (pm2-boot) before it reads PM2's list, so the daemon and both apps are systemd's again, not children of the
+    deploy's SSH session (which a `pm2 jlist` through the app helper would have spawned)."""
+    if not serving():
+        deploy(repo)
+    release = release_of(answers())
+    assert on_host(f"systemctl stop {UNIT}").returncode == 0
+    assert is_("active") != "active" and not serving()  # both apps went with their PM2
+    start = time.monotonic()
+    deploy(repo)  # the same commit: nothing to change but the stopped daemon
+    seconds = time.monotonic() - start
+    wait_for("both apps answering after the deploy", serving, 30)
+    assert release_of(answers()) == release
+    under_systemd()
+    print(f"\n[h200] apps' PM2 stopped, then a deploy: {UNIT} started by the root helper, both apps systemd's again "
+          f"({seconds:.1f} s for the deploy)")
 
 
 def test_systemctl_reload_nginx_applies_the_site_change_without_restarting_nginx(host, repo):
