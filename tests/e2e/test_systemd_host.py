@@ -299,8 +299,7 @@ def test_a_deploy_while_the_apps_pm2_is_stopped_starts_it_through_its_unit_not_o
     """The apps' PM2 stopped by the admin (`systemctl stop`): the next deploy has the root helper start the unit
     (pm2-boot) before it reads PM2's list, so the daemon and both apps are systemd's again, not children of the
     deploy's SSH session (which a `pm2 jlist` through the app helper would have spawned)."""
-    if not serving():
-        deploy(repo)
+    deploy(repo)  # live: the repository's commit (after the rollback test it was an older one)
     release = release_of(answers())
     assert on_host(f"systemctl stop {UNIT}").returncode == 0
     assert is_("active") != "active" and not serving()  # both apps went with their PM2
