@@ -282,6 +282,20 @@ def test_no_program_or_environment_of_the_callers_choice_runs_as_root(clean_atta
     still_no_root()
 
 
+def test_pm2_boot_starts_nothing_but_a_unit_of_the_callers_own_apps_account(clean_attacker):
+    """pm2-boot as atkone: another deploy user, root, itself, `nobody` or a name that is no account are not its apps'
+    accounts in root's record: refused, nothing run. Its own apps' account (setup recorded APP_USER for it): on this
+    host without systemd, nothing to start."""
+    before = snapshot()
+    for name in (TENANT, "root", ATTACKER, "nobody", "nosuchaccount"):
+        refused(helper(ATTACKER, "pm2-boot", name), f"{name} is not one of your apps' accounts")
+    refused(helper(ATTACKER, "pm2-boot", "../signalcraft"), "an account name is not accepted")
+    own = helper(ATTACKER, "pm2-boot", SETUP.settings()["APP_USER"])
+    assert (own.returncode, own.stdout) == (0, "no-systemd\n"), own.stdout + own.stderr
+    assert snapshot() == before
+    still_no_root()
+
+
 # ----------------------------------------------------------------------------- 4. another tenant's files
 
 
