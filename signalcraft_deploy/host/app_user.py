@@ -13,7 +13,7 @@ from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import q, transport_of
-from signalcraft_deploy.host.root import APP_HELPER
+from signalcraft_deploy.host.root import APP_HELPER, HELPER
 
 
 def runs_as_deploy_user(c: Any, s: Settings) -> bool | None:
@@ -79,3 +79,15 @@ def prepare(c: Any, s: Settings, moving: bool) -> str:
     if moving:
         parts.append("releases' .env, shared/ and PM2's folder readied for the move")
     return "; ".join(parts)
+
+
+def systemd_first(c: Any, s: Settings) -> str:
+    """Shell to run before a task's first PM2 command as the apps' account: when no PM2 daemon of that account runs,
+    the root helper starts its unit (`pm2-boot`: under a running systemd, setup's enabled pm2-APP_USER.service), so
+    that the daemon the commands then use is systemd's (restarted if it dies), not a child of this SSH session.
+    Without systemd, without the unit or with an older helper nothing happens; "" when the apps run as the deploy
+    user (as before APP_USER)."""
+    if runs_as_deploy_user(c, s):
+        return ""
+    return (f"{{ pgrep -u {q(s.app_user)} -f {q('^PM2 v[^ ]*: God Daemon')} >/dev/null 2>&1 || "
+            f"sudo -n {HELPER} pm2-boot {q(s.app_user)} >/dev/null 2>&1; }}; ")

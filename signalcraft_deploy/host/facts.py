@@ -16,7 +16,7 @@ from typing import Any
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
-from signalcraft_deploy.host.app_user import as_app
+from signalcraft_deploy.host.app_user import as_app, systemd_first
 from signalcraft_deploy.host.io import q, run
 from signalcraft_deploy.host.root import APP_HELPER, HELPER
 from signalcraft_deploy.remote import source
@@ -166,13 +166,17 @@ def deploy_pm2_shell(s: Settings) -> str:
             f'P=$(command -v {q(s.pm2)}) && node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi')
 
 
-def files_and_processes_script(s: Settings, c: Any = None) -> str:
-    """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list."""
+def files_and_processes_script(s: Settings, c: Any = None, start_pm2: bool = False) -> str:
+    """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list. With
+    `start_pm2` (a deploy or rollback, which will use the apps' PM2): under systemd, a PM2 daemon of the apps' account
+    that is not running is started by its unit first (systemd_first), not spawned by the list as a child of this SSH
+    session; the tasks that only look (status, releases) never start it."""
     root = q(s.deploy_root)
     link = s.nginx_enabled_link
+    first = systemd_first(c, s) if start_pm2 else ""
     return "\n".join([
         # PM2's list (the slowest part: a node start) is asked for first, in the background.
-        'L=$(mktemp 2>/dev/null) && { (' + as_app(c, s, pm2_list_shell(s)) + ') > "$L" 2>/dev/null & LP=$!; }',
+        'L=$(mktemp 2>/dev/null) && { (' + first + as_app(c, s, pm2_list_shell(s)) + ') > "$L" 2>/dev/null & LP=$!; }',
         'D=$(mktemp 2>/dev/null) && { (' + deploy_pm2_shell(s) + ') > "$D" 2>/dev/null & DP=$!; }',
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
@@ -194,7 +198,8 @@ def files_and_processes_script(s: Settings, c: Any = None) -> str:
         # The apps' processes: those of the apps' own account (APP_USER), read as it.
         "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
         "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\'') + " 2>/dev/null; true",
-        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + as_app(c, s, pm2_list_shell(s)) + "; fi; true",
+        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + first + as_app(c, s, pm2_list_shell(s))
+        + "; fi; true",
         'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
     ])
 
@@ -269,15 +274,16 @@ def app_module_files(s: Settings) -> list[str]:
     return [f"{module}.py", f"{module}/__init__.py"]
 
 
-def facts_script(s: Settings, quick: bool = False, c: Any = None) -> str:
-    """The shell that prints every fact in marked sections. Read-only.
+def facts_script(s: Settings, quick: bool = False, c: Any = None, start_pm2: bool = False) -> str:
+    """The shell that prints every fact in marked sections. Read-only, but for `start_pm2`
+    (files_and_processes_script).
 
     `quick` leaves out what only a deploy that changes something needs (tools, listening sockets
     and who holds them): enough to see that nothing changed, in a few milliseconds on the host.
     """
     if quick:
-        return files_and_processes_script(s, c)
-    return files_and_processes_script(s, c) + "\n" + host_checks_script(s, c)
+        return files_and_processes_script(s, c, start_pm2)
+    return files_and_processes_script(s, c, start_pm2) + "\n" + host_checks_script(s, c)
 
 
 def split_sections(output: str) -> dict[str, str]:
@@ -405,9 +411,10 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     facts.app_reaches_root = more.app_reaches_root
 
 
-def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:
-    """Read every fact about the host in one command (`quick`: only what shows that nothing changed)."""
-    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick, c) + "\n", warn=True).stdout)
+def gather(c: Any, s: Settings, quick: bool = False, start_pm2: bool = False) -> HostFacts:
+    """Read every fact about the host in one command (`quick`: only what shows that nothing changed; `start_pm2`:
+    see files_and_processes_script)."""
+    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick, c, start_pm2) + "\n", warn=True).stdout)
 
 
 def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:

@@ -97,6 +97,8 @@ class SetupFacts:
     app_unit: str | None = None
     app_wants: str | None = None
     app_logrotate_conf: str | None = None
+    app_active: str = ""  # systemctl is-active pm2-APP.service, when systemd runs
+    app_daemon: str = ""  # the pid of a PM2 daemon of APP, if one runs
     app_records: dict[str, Any] = field(default_factory=dict)  # root's record of this deploy user's app users
     other_app_records: list[dict[str, Any]] = field(default_factory=list)  # root's records of the other deploy users
 
@@ -156,7 +158,8 @@ def parse_setup_facts(output: str) -> SetupFacts:
         other_app_records=[_records(line) for line in sec.get("other_app_records", "").splitlines() if line.strip()],
         app_entry=one("app_entry").split(":") if one("app_entry").count(":") == 6 else None,
         app_password=one("app_password"), app_groups=one("app_groups").split(), app_sudo=one("app_sudo"),
-        app_unit=text("app_unit"), app_wants=one("app_wants") or None, app_logrotate_conf=text("app_logrotate_conf"))
+        app_unit=text("app_unit"), app_wants=one("app_wants") or None, app_logrotate_conf=text("app_logrotate_conf"),
+        app_active=one("app_active"), app_daemon=one("app_daemon"))
 
 
 def _records(text: str) -> dict[str, Any]:
@@ -381,8 +384,20 @@ def app_boot_item(f: SetupFacts) -> Item:
     if path_problems(f):
         return Item("app boot unit", State.REFUSED, f"{unit}: Node.js or PM2 is not root's alone (below)")
     if f.app_unit != app_boot_unit(f) or f.app_wants != unit:
-        return Item("app boot unit", State.WRITE, f"{unit}: {f.app}'s PM2 started at boot, and enabled")
-    return Item("app boot unit", State.OK, f"{unit} enabled")
+        return Item("app boot unit", State.WRITE, f"{unit}: {f.app}'s PM2 started at boot, and enabled"
+                    + ("; started now" if app_unit_to_start(f) or not f.app_unit else ""))
+    if app_unit_to_start(f):
+        return Item("app boot unit", State.WRITE, f"{unit} enabled; start it now (systemd then runs {f.app}'s PM2)")
+    if f.systemd_running and f.app_active != "active":
+        return Item("app boot unit", State.OK, f"{unit} enabled; {f.app}'s PM2 (pid {f.app_daemon}) was started outside "
+                    "it, before setup: systemd runs it from the next boot")
+    return Item("app boot unit", State.OK, f"{unit} enabled" + ("; active" if f.systemd_running else ""))
+
+
+def app_unit_to_start(f: SetupFacts) -> bool:
+    """Whether setup starts the app's unit: systemd runs, the unit is not active, and no PM2 daemon of the apps'
+    account runs (one started outside the unit would not become systemd's; two daemons cannot share a PM2 home)."""
+    return f.systemd_running and f.app_active != "active" and not f.app_daemon
 
 
 def app_logrotate_text(s: Settings, f: SetupFacts) -> str:
@@ -513,17 +528,37 @@ def join_app_group(c: Any, f: SetupFacts) -> str:
 
 
 def enable_app_boot(c: Any, f: SetupFacts) -> str:
+    """Write the apps' account's unit and its link (when they differ), and start it under a running systemd, so that
+    its PM2 daemon is systemd's (Restart=on-failure) rather than a process of whichever SSH session ran PM2 first."""
     if path_problems(f):
         raise fail(" ".join(path_problems(f)))
     unit = app_unit_path(f)
-    result = run(c, root_install_command(unit), stdin=app_boot_unit(f), warn=True)
-    if not result.ok:
-        raise fail(f"Could not write {unit}: {(result.stderr or result.stdout).strip()[-400:]}")
     link = f"{UNIT_DIR}/multi-user.target.wants/pm2-{f.app}.service"
-    run(c, "sudo -n sh -c " + q(f"mkdir -p {q(UNIT_DIR)}/multi-user.target.wants && ln -sfn {q(unit)} {q(link)}"))
-    if f.systemd_running:
-        run(c, sudo("systemctl daemon-reload"), warn=True)
-    return f"wrote {unit}, enabled by the link {link}"
+    done = []
+    if f.app_unit != app_boot_unit(f) or f.app_wants != unit:
+        result = run(c, root_install_command(unit), stdin=app_boot_unit(f), warn=True)
+        if not result.ok:
+            raise fail(f"Could not write {unit}: {(result.stderr or result.stdout).strip()[-400:]}")
+        run(c, "sudo -n sh -c " + q(f"mkdir -p {q(UNIT_DIR)}/multi-user.target.wants && ln -sfn {q(unit)} {q(link)}"))
+        done.append(f"wrote {unit}, enabled by the link {link}")
+        if f.systemd_running:
+            run(c, sudo("systemctl daemon-reload"), warn=True)
+    if app_unit_to_start(f):
+        done.append(start_app_unit(c, f))
+    return "; ".join(done) or f"{unit} as it was"
+
+
+def start_app_unit(c: Any, f: SetupFacts) -> str:
+    """`systemctl start pm2-APP`: PM2's daemon of the apps' account, in the unit's cgroup (PM2_HOME made 0700 by the
+    account itself first, as the app helper keeps it)."""
+    name = f"pm2-{f.app}.service"
+    pm2_home = f"{f.app_home}/.pm2"
+    made = run(c, sudo(f"runuser -u {q(f.app)} -- mkdir -p -m 0700 {q(pm2_home)}"), warn=True)
+    result = run(c, sudo(f"systemctl start {q(name)}"), warn=True, timeout=120) if made.ok else made
+    if not result.ok:
+        raise fail(f"Could not start {name}: {(result.stderr or result.stdout).strip()[-400:]} "
+                   f"(see `journalctl -u {name}`)")
+    return f"started {name} (systemd runs {f.app}'s PM2)"
 
 
 def write_app_logrotate(c: Any, s: Settings, f: SetupFacts) -> str:

@@ -65,6 +65,10 @@ RELOAD_RE = re.compile(rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload 
                        r"(/usr/sbin/)?service nginx reload")  # core.settings: NGINX_RELOAD_CMD
 PATH_CHARS = re.compile(r"/[A-Za-z0-9_.@+/-]*")
 APP = re.compile(r"[a-z][a-z0-9-]{0,39}")
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # core.settings: APP_USER
+UNIT_DIR = "/etc/systemd/system"
+SYSTEMD_RUNNING = "/run/systemd/system"  # there while systemd is pid 1 (sd_booted)
+PM2_DAEMON = re.compile(rb"PM2 v[0-9][0-9A-Za-z.-]*: God Daemon")  # the title PM2's daemon gives itself
 TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,79}")
 HOST_NAME = re.compile(r"[A-Za-z0-9*_]([A-Za-z0-9_.*-]{0,252})")
 MARKER_URL = re.compile(r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/\.signalcraft-deploy-site")
@@ -291,26 +295,31 @@ def caller() -> pwd.struct_passwd:
         raise Refused(f"unknown calling uid {uid}") from None
 
 
-def own_uids() -> set:
-    """The caller's uid and its apps' accounts' (root's record that `setup`, an admin's step, wrote in
-    STATE/app-users/<caller>.json): their processes are the caller's own. An entry whose name is gone or now has
-    another uid (a deleted and reused account) or uid 0 is not."""
+def app_accounts() -> dict:
+    """The caller's apps' accounts, name -> uid, from root's record that `setup` (an admin's step) wrote in
+    STATE/app-users/<caller>.json. An entry whose name is gone or now has another uid (a deleted and reused
+    account) or uid 0 is not one; nor is any entry of a record that names another deploy user."""
     me = caller()
-    uids = {me.pw_uid}
     try:
         found = record(os.path.join(STATE, "app-users", me.pw_name + ".json")) or {}
     except ValueError:
         found = {}
     if found.get("deploy") != me.pw_name or not isinstance(found.get("apps"), dict):
-        return uids
+        return {}
+    accounts = {}
     for name, entry in found["apps"].items():
         try:
             uid = pwd.getpwnam(str(name)).pw_uid
         except KeyError:
             continue
         if isinstance(entry, dict) and entry.get("uid") == uid and uid != 0:
-            uids.add(uid)
-    return uids
+            accounts[str(name)] = uid
+    return accounts
+
+
+def own_uids() -> set:
+    """The caller's uid and its apps' accounts' (app_accounts): their processes are the caller's own."""
+    return {caller().pw_uid} | set(app_accounts().values())
 
 
 def owner_key(user: pwd.struct_passwd, state: str) -> dict:
@@ -976,6 +985,48 @@ def v_takeover_restore(args: list) -> int:
     return code
 
 
+def pm2_daemon_of(uid: int) -> "int | None":
+    """The pid of a PM2 daemon of `uid` (by the title PM2 gives its daemon, in /proc), if one runs."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or uid_of(int(name)) != uid:
+            continue
+        try:
+            title = read_regular(f"/proc/{name}/cmdline") or b""
+        except Refused:
+            continue
+        if PM2_DAEMON.match(title):
+            return int(name)
+    return None
+
+
+def v_pm2_boot(args: list) -> int:
+    """pm2-boot APP_USER: under a running systemd, start pm2-APP_USER.service (setup's unit, enabled) when no PM2
+    daemon of that account runs, so that systemd runs it (Restart=on-failure) rather than the deploy's SSH session;
+    APP_USER must be one of the caller's apps' accounts in root's record. Prints started, running, not-enabled or
+    no-systemd."""
+    name = token(args[0], USER_NAME, "an account name")
+    uid = app_accounts().get(name)
+    if uid is None:
+        raise Refused(f"{name} is not one of your apps' accounts in root's record ({STATE}/app-users): run setup")
+    unit = f"pm2-{name}.service"
+    link = os.path.join(UNIT_DIR, "multi-user.target.wants", unit)
+    if not os.path.isdir(SYSTEMD_RUNNING):
+        state = "no-systemd"
+    elif not (os.path.islink(link) and os.readlink(link) == os.path.join(UNIT_DIR, unit)):
+        state = "not-enabled"
+    elif pm2_daemon_of(uid) is not None:
+        state = "running"
+    else:
+        done = run_argv(["systemctl", "start", unit], capture=True)
+        if isinstance(done, int) or done.returncode != 0:
+            why = done if isinstance(done, int) else (done.stderr or done.stdout).strip()
+            print(f"signalcraft-root: systemctl start {unit} failed: {why}"[:500], file=sys.stderr)
+            return 1
+        state = "started"
+    print(state)
+    return 0
+
+
 def v_version(args: list) -> int:
     """version: the sha256 of the installed helper and its programs (as `fab setup` computes it)."""
     digest = hashlib.sha256()
@@ -998,6 +1049,7 @@ VERBS = {
     "site-restore": (v_site_restore, 3), "extras-write": (v_extras_write, 4),
 "tls-check": (v_tls_check, 1), "certbot-hook": (v_certbot_hook, 5),
     "takeover-record": (v_takeover_record, 3), "takeover-restore": (v_takeover_restore, 3), "version": (v_version, 0),
+    "pm2-boot": (v_pm2_boot, 1),
 }
 
 

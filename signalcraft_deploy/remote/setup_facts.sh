@@ -8,8 +8,8 @@
 # path" lines), which setup checks before it names the path in a unit root installs. PYTHON runs as
 # USER (runuser). PM2's daemon is never started (`pm2 --version` would), so its version comes from
 # its package.json. APP is the apps' own account (APP_USER; USER's own name when the apps run as USER): its
-# passwd entry, whether its password is locked, its groups, what sudo allows it, its boot unit and log rotation,
-# and root's record of USER's app users.
+# passwd entry, whether its password is locked, its groups, what sudo allows it, its boot unit (and whether systemd
+# runs it), its log rotation, and root's record of USER's app users.
 pm2_cmd=$1
 python=$2
 user=$3
@@ -70,4 +70,8 @@ fi
 sec app_unit; cat "/etc/systemd/system/pm2-$app.service" 2>/dev/null
 sec app_wants; readlink "/etc/systemd/system/multi-user.target.wants/pm2-$app.service" 2>/dev/null
 sec app_logrotate_conf; cat "/etc/logrotate.d/pm2-$app" 2>/dev/null
+# Whether systemd runs APP's PM2 (its unit active), and whether a PM2 daemon of APP runs at all (one a deploy
+# started over SSH before the unit was: systemd cannot take it over, the next boot does). From /proc only.
+sec app_active; [ -d /run/systemd/system ] && systemctl is-active "pm2-$app.service" 2>/dev/null
+sec app_daemon; pgrep -u "$app" -f '^PM2 v[^ ]*: God Daemon' 2>/dev/null | head -n 1
 true

@@ -1,17 +1,17 @@
 """Runs ON THE HOST as the deploy user (`python3 - FOLDER PM2 READS TOOL [check]`, text on stdin).
 
-Brings back the processes takeover_record.py saved in FOLDER (for a server of the apps' own account, run as that
-account, FOLDER is relative to its home and the deploy user has copied its record there): starts the unmanaged server again
-with its command line, directory and environment (output to FOLDER/legacy.log, 0600, in a new
-session), and the old PM2 entry of the Node.js app (`PM2 start` of a 0600 config file). A record
-in a format newer than READS (the newest that TOOL reads; a record without a format is format 1) is
-left alone: exit 1 naming the version that wrote it, nothing changed. So is a record of another
-user's process. With `check`, prints the account the process is started again as. Both are the deploy user's own processes: no root is involved (the old Nginx site
-is put back by the root helper's takeover-restore, from root's own copy). The process gets a
-login's basics (HOME, USER, LOGNAME, SHELL, PATH) under the variables it had. Prints one JSON line:
-{"pid": ..., "alive": ...} a second after the start; nothing of the record is printed. With `check`, only
-the record is read and checked (exit 0, nothing started), so the caller stops its apps only when the
-record can be restored.
+Brings back the processes takeover_record.py saved in FOLDER: starts the unmanaged server again with its command
+line, directory and environment (output to FOLDER/legacy.log, 0600, in a new session), and the old PM2 entry of
+the Node.js app (`PM2 start` of a 0600 config file). A record in a format newer than READS (the newest that TOOL
+reads; a record without a format is format 1) is left alone: exit 1 naming the version that wrote it, nothing
+changed. So is a record of another user's process. A server of the apps' own account (the deploy user marked its
+record `ran_as`) is started again as that account: this runs as it then, FOLDER relative to its home, where the
+deploy user copied the record. Both are the running user's own processes: no root is involved (the old Nginx site
+is put back by the root helper's takeover-restore, from root's own copy). The process gets a login's basics (HOME,
+USER, LOGNAME, SHELL, PATH) under the variables it had. Prints one JSON line: {"pid": ..., "alive": ...} a second
+after the start; nothing of the record is printed. With `check`, only the record is read and checked (exit 0,
+nothing started) and the account it is started as is printed, so the caller stops its apps only when the record
+can be restored.
 Standard library only.
 """
 

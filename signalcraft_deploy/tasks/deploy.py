@@ -321,7 +321,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
     # One channel takes the lock and reads the host (files, processes, PM2): all a deploy that
     # changes nothing needs. The tool and port checks follow only when something will change.
     lock = None if dry_run else DeployLock(c, s, info, int(lock_wait or 0), rep.say, rep.warn,
-                                           then=host_facts.facts_script(s, quick=True, c=c))
+                                           then=host_facts.facts_script(s, quick=True, c=c, start_pm2=True))
     if lock:
         lock.__enter__()
     try:
@@ -430,7 +430,7 @@ def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file
     open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
     with DeployLock(c, s, info, 0, rep.say, rep.warn):
-        facts = host_facts.gather(c, s)
+        facts = host_facts.gather(c, s, start_pm2=True)
         root.ensure(c, facts.helper)  # before anything changes
         s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
         target = to or previous_release(facts, facts.current_release)

@@ -30,8 +30,20 @@ from signalcraft_deploy import __version__
 from signalcraft_deploy.core import formats, render
 from signalcraft_deploy.core.settings import load_settings
 from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
-from tests.e2e.conftest import (EXAMPLE, REPO, AppRepo, Profile, Sandbox, add_deploy_user, clean_host, e2e_load, get,
-                                host_wheels, pm2_jlist, sh)
+from tests.e2e.conftest import (
+    EXAMPLE,
+    REPO,
+    AppRepo,
+    Profile,
+    Sandbox,
+    add_deploy_user,
+    clean_host,
+    e2e_load,
+    get,
+    host_wheels,
+    pm2_jlist,
+    sh,
+)
 from tests.e2e.hosts import on_this_machine
 
 PREVIOUS = "bd73369"  # the last commit before the package existed

@@ -67,3 +67,44 @@ def test_the_lock_makes_a_new_deploy_roots_folders_reachable_and_keeps_its_state
     subprocess.run(["bash", "-c", lock_script(s, {"user": "me"}, 0)], input="", capture_output=True, text=True, timeout=30)
     modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in (tmp_path / "apps", root, root / ".deploy")}
     assert modes == {tmp_path / "apps": 0o755, root: 0o755, root / ".deploy": 0o700}
+
+
+def test_before_the_first_pm2_command_the_root_helper_starts_the_apps_unit_only_when_no_daemon_of_theirs_runs(
+        load, tmp_path) -> None:
+    """systemd_first: `pgrep` for the apps' PM2 daemon; none → `sudo -n signalcraft-root pm2-boot APP_USER` (the
+    helper decides whether systemd runs and the unit is there); a failing helper never stops the command after."""
+    import os
+
+    from signalcraft_deploy.host.app_user import systemd_first
+    from signalcraft_deploy.host.root import HELPER
+
+    s = load({"APP_USER": "shop"})
+    assert systemd_first(Connection("shop@web1"), s) == ""  # the apps run as the deploy user: as before APP_USER
+    prefix = systemd_first(Connection("ubuntu@web1"), s)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    for name in ("pgrep", "sudo"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\nexit ${{{name.upper()}_EXIT:-0}}\n')
+        (bin_dir / name).chmod(0o755)
+    for daemon, helper, expected in ((0, 0, ["pgrep -u shop -f ^PM2 v[^ ]*: God Daemon"]),
+                                     (1, 0, ["pgrep -u shop -f ^PM2 v[^ ]*: God Daemon", f"sudo -n {HELPER} pm2-boot shop"]),
+                                     (1, 2, ["pgrep -u shop -f ^PM2 v[^ ]*: God Daemon", f"sudo -n {HELPER} pm2-boot shop"])):
+        calls.write_text("")
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PGREP_EXIT": str(daemon), "SUDO_EXIT": str(helper)}
+        done = subprocess.run(["sh", "-c", prefix + "echo next"], capture_output=True, text=True, env={**os.environ, **env})
+        assert (done.returncode, done.stdout) == (0, "next\n")
+        assert calls.read_text().splitlines() == expected
+
+
+def test_only_a_deploy_or_rollback_asks_for_the_apps_unit_before_reading_their_pm2(load) -> None:
+    """A deploy's facts (start_pm2) start the apps' PM2 under its unit when none runs; status and releases, which
+    only look, never do."""
+    from signalcraft_deploy.host.facts import facts_script
+    from signalcraft_deploy.host.root import HELPER
+
+    s = load({"APP_USER": "shop"})
+    c = Connection("ubuntu@web1")
+    deploying = facts_script(s, quick=True, c=c, start_pm2=True)
+    assert deploying.count(f"sudo -n {HELPER} pm2-boot shop") == 2  # the backgrounded list, and its fallback
+    assert deploying.index("pm2-boot shop") < deploying.index(f"sudo -n -u shop {APP_HELPER} /bin/sh -c")
+    assert "pm2-boot" not in facts_script(s, quick=True, c=c) and "pm2-boot" not in facts_script(s, c=c)

@@ -571,3 +571,89 @@ def test_an_account_already_serving_another_deploy_users_apps_is_refused(load) -
     assert item.detail.startswith("shop is already the apps' account of the deploy user alice") and "Name another APP_USER" in item.detail
     mine = setup_ops.app_user_item(app_facts(**APP_OK, other_app_records='{"deploy": "alice", "apps": {"blog": {}}}\n'))
     assert mine.state is State.OK
+
+
+def set_up_app_facts(s, **change: str) -> setup_ops.SetupFacts:
+    """The apps' account `shop` with its unit, rotation and record written, on a host where systemd runs."""
+    f = app_facts(**APP_OK)
+    return app_facts(**APP_OK, app_unit=setup_ops.app_boot_unit(f), app_wants=setup_ops.app_unit_path(f),
+                     app_logrotate_conf=setup_ops.app_logrotate_text(s, f), app_records=json.dumps(setup_ops.app_record(f)),
+                     **{"systemd_running": "yes", **change})
+
+
+def test_under_a_running_systemd_setup_starts_the_apps_unit_unless_a_pm2_of_theirs_runs_outside_it(load) -> None:
+    s = load({"APP_NAME": "shop"})
+    stopped = setup_ops.app_boot_item(set_up_app_facts(s, app_active="inactive"))
+    assert stopped.state is State.WRITE and "start it now (systemd then runs shop's PM2)" in stopped.detail
+    active = setup_ops.app_boot_item(set_up_app_facts(s, app_active="active", app_daemon="4242"))
+    assert (active.state, active.detail) == (State.OK, "/etc/systemd/system/pm2-shop.service enabled; active")
+    outside = setup_ops.app_boot_item(set_up_app_facts(s, app_active="inactive", app_daemon="4242"))
+    assert outside.state is State.OK and "(pid 4242) was started outside it" in outside.detail  # no second daemon
+    assert setup_ops.app_boot_item(set_up_app_facts(s, systemd_running="")).state is State.OK  # the sandbox: no systemd
+
+
+def test_setup_starts_the_apps_unit_after_the_account_makes_its_pm2_home_private(load) -> None:
+    from invoke import Result
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s, app_active="failed")
+    c = mock_host(run={re.compile(".*"): Result("")}, repeat=True)
+    done = setup_ops.enable_app_boot(c, f)
+    assert done == "started pm2-shop.service (systemd runs shop's PM2)"
+    assert command_log(c).commands == ["sudo -n runuser -u shop -- mkdir -p -m 0700 /var/lib/signalcraft-apps/shop/.pm2",
+                        "sudo -n systemctl start pm2-shop.service"]
+
+
+def test_the_apps_side_reports_its_account_its_pm2_logs_and_only_what_it_runs_from_under_the_deploy_root(
+        tmp_path: Path) -> None:
+    import pwd
+
+    root, pm2_home = tmp_path / "app", tmp_path / "pm2"
+    (root / "venvs" / "running" / "bin").mkdir(parents=True)
+    (pm2_home / "logs").mkdir(parents=True)
+    (pm2_home / "logs" / "a-python-out.log").write_bytes(b"x" * 3000)
+    (pm2_home / "logs" / "other-out.log").write_bytes(b"x" * 10)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"{root}/venvs/running/bin/python",
+                                "/elsewhere/secret-word"])
+    try:
+        out = upkeep({"mode": "apps", "root": str(root), "pm2_home": str(pm2_home), "apps": ["a-python"]}, tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert (out["user"], out["uid"], out["pm2_home"]) == (pwd.getpwuid(os.getuid()).pw_name, os.getuid(), str(pm2_home))
+    assert out["in_use"] == [f"{root}/venvs/running/bin/python"]  # nothing of its processes outside the environments
+    assert out["app_logs"] == {"a-python-out.log": 3000}
+    assert out["logs"]["count"] == 2 and out["logs"]["dev"] == os.stat(pm2_home).st_dev
+
+
+def test_prune_keeps_what_the_apps_account_runs_from(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    for d in ("venvs/theirs", "venvs/old"):
+        (root / d).mkdir(parents=True)
+    removed = upkeep({"mode": "prune", "root": str(root), "in_use": [f"{root}/venvs/theirs/bin/gunicorn"]}, tmp_path)
+    assert removed["removed"] == [f"{root}/venvs/old"]
+    assert sorted(p.name for p in (root / "venvs").iterdir()) == ["theirs"]
+
+
+def test_boot_names_the_unit_whose_cgroup_holds_this_users_pm2_daemon(tmp_path: Path) -> None:
+    """Under a running systemd: this process stands in for PM2's daemon (its pid in pm2.pid); its cgroup's unit, or
+    "" outside any service. Without systemd, or with no live daemon of this user, None."""
+    home = tmp_path / "pm2"
+    home.mkdir()
+    out = upkeep({"mode": "boot", "pm2_home": str(home), "apps": []}, tmp_path)
+    assert out["daemon_unit"] is None  # no pm2.pid
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (home / "pm2.pid").write_text(f"{sleeper.pid}\n")
+        found = upkeep({"mode": "boot", "pm2_home": str(home), "apps": []}, tmp_path)["daemon_unit"]
+        cgroup = Path(f"/proc/{sleeper.pid}/cgroup").read_text()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    if not Path("/run/systemd/system").is_dir():
+        assert found is None
+    else:
+        unit = re.search(r"/([^/]+[.]service)$", next(x.split(":", 2)[2] for x in cgroup.splitlines() if x.startswith("0::")))
+        assert found == (unit.group(1) if unit else "")

@@ -8,8 +8,8 @@ in for the apps, and a loopback HTTP server for the health URLs.
 
 from __future__ import annotations
 
-import http.server
 import getpass
+import http.server
 import json
 import os
 import pwd

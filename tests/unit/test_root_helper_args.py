@@ -21,6 +21,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1714,3 +1715,55 @@ def test_the_callers_own_processes_are_its_and_its_recorded_apps_accounts_and_no
     assert rh.own_uids() == {A}
     (records / f"{me}.json").write_text("{not json")
     assert rh.own_uids() == {A}
+
+
+def test_pm2_boot_starts_only_a_recorded_apps_accounts_enabled_unit_and_only_when_no_daemon_of_it_runs(
+        host: Host, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pm2-boot: the deploy user's way to have systemd (not its SSH session) run its apps' PM2, by the unit setup
+    wrote; nothing for an account root's record does not give the caller, nothing when a daemon of it runs."""
+    me = pwd.getpwuid(A).pw_name
+    monkeypatch.setattr(rh.pwd, "getpwnam", lambda name: pwd.struct_passwd((name, "x", 998, 998, "", "/", "/usr/sbin/nologin"))
+                        if name == "shop" else (_ for _ in ()).throw(KeyError(name)))
+    (Path(rh.STATE) / "app-users").mkdir(parents=True)
+    (Path(rh.STATE) / "app-users" / f"{me}.json").write_text(json.dumps({"deploy": me, "apps": {"shop": {"uid": 998}}}))
+    units, running = tmp_path / "systemd", tmp_path / "run-systemd"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    monkeypatch.setattr(rh, "UNIT_DIR", str(units))
+    monkeypatch.setattr(rh, "SYSTEMD_RUNNING", str(running))
+    daemons: dict[int, int] = {}
+    monkeypatch.setattr(rh, "pm2_daemon_of", lambda uid: daemons.get(uid))
+
+    def boot(name: str = "shop") -> str:
+        assert rh.v_pm2_boot([name]) == 0
+        return capsys.readouterr().out.strip()
+
+    with pytest.raises(rh.Refused, match="blog is not one of your apps' accounts"):
+        rh.v_pm2_boot(["blog"])
+    with pytest.raises(rh.Refused, match="an account name is not accepted"):
+        rh.v_pm2_boot(["../shop"])
+    assert boot() == "no-systemd"
+    running.mkdir()
+    assert boot() == "not-enabled"
+    (units / "multi-user.target.wants" / "pm2-shop.service").symlink_to(units / "pm2-shop.service")
+    daemons[998] = 4242
+    assert boot() == "running" and host.ran == []  # a daemon outside the unit is never doubled
+    del daemons[998]
+    assert boot() == "started" and host.ran == [["systemctl", "start", "pm2-shop.service"]]
+
+
+@pytest.mark.parametrize(("title", "found"), [("PM2 v7.0.4: God Daemon (/var/lib/signalcraft-apps/shop/.pm2)", True),
+                                             ("node /usr/bin/pm2 jlist", False)])
+def test_pm2_daemon_of_finds_a_process_of_the_account_by_the_title_pm2_gives_its_daemon(
+        monkeypatch: pytest.MonkeyPatch, title: str, found: bool) -> None:
+    proc = subprocess.Popen(["bash", "-c", f'exec -a "{title}" sleep 30'])
+    try:
+        for _ in range(100):  # until the exec has happened
+            if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(title.encode()):
+                break
+            time.sleep(0.02)
+        monkeypatch.setattr(rh, "uid_of", lambda pid: 4321 if pid == proc.pid else -1)  # the account's only process
+        assert rh.pm2_daemon_of(4321) == (proc.pid if found else None)
+        assert rh.pm2_daemon_of(4322) is None
+    finally:
+        proc.kill()
+        proc.wait()
