@@ -204,12 +204,28 @@ def deployed(sandbox, tmp_path_factory) -> Iterator[dict[str, dict]]:
         reach_app(repo)
         deploy_twice(sandbox, profiles[p.app], repo)
     try:
-        yield {"before": tried(BEFORE), "after": tried(AFTER), "processes": {
+        found = {"before": tried(BEFORE), "after": tried(AFTER), "processes": {
             "before": users_of(BEFORE, "ubuntu"), "after": users_of(AFTER, APP_USER)}}
+        report(found)
+        yield found
     finally:
         clean_host(BEFORE, app_user="ubuntu")
         clean_host(AFTER)
         clean_host(OTHER, app_user=OTHER_USER)
+
+
+def report(found: dict) -> None:
+    """What was measured, printed (pytest -rP shows it): each try before and after, and the modes that decide them."""
+    def cell(answer: dict) -> str:
+        return "ok" if answer["ok"] else answer["errno"]
+    print(f"{'try':28} {'before (APP_USER=ubuntu)':26} after (APP_USER={APP_USER})")
+    for name, answer in found["before"].items():
+        if isinstance(answer, dict):
+            print(f"{name:28} {cell(answer):26} {cell(found['after'][name])}")
+    print("processes", found["processes"])
+    print(sh(f"stat -c '%U:%G %a %n' ~ubuntu ~ubuntu/.ssh ~ubuntu/.pm2 ~ubuntu/.pm2/dump.pm2 {AFTER.root} "
+             f"{AFTER.root}/current/.env {AFTER.root}/shared {AFTER.root}/shared/data {OTHER.root}/current/.env "
+             f"{AFTER.root}/.deploy {BEFORE.root}/current/.env", check=False).stdout)
 
 
 def closed(answer: dict, names: tuple[str, ...]) -> dict[str, dict]:
