@@ -6,6 +6,7 @@ root's record of it. Checked on the host as each account sees it, not through th
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -144,3 +145,25 @@ def test_the_door_refuses_to_run_as_root(set_up, marks) -> None:
     assert done.returncode == 2 and done.stderr == "signalcraft-app: refused: this runs programs as an app user, never as " \
         "root\n", done.stdout + done.stderr
     assert not (marks / "root").exists()
+
+
+def test_the_door_gets_a_terminal_of_its_own_and_the_tool_gets_the_programs_bytes(set_up) -> None:
+    # An operator at a terminal: the door never gets that terminal (a program of the apps' account could push
+    # keystrokes into it), but a pseudo-terminal of sudo's, even where an admin turned use_pty off for all else.
+    sh("printf 'Defaults !use_pty\\n' > /etc/sudoers.d/00-test-no-pty && chmod 0440 /etc/sudoers.d/00-test-no-pty")
+    try:
+        said = as_("ubuntu", f"script -qec 'tty; sudo -n -u {APP} {HELPER} /usr/bin/tty' /dev/null")
+    finally:
+        sh("rm -f /etc/sudoers.d/00-test-no-pty")
+    # (through a terminal, lines end in "\r\n", and the terminal may echo a control character: "^@")
+    terminals = re.findall(r"/dev/pts/[0-9]+", said.stdout)
+    assert len(terminals) == 2 and terminals[0] != terminals[1], said.stdout
+    # The tool (no terminal, as its SSH commands run): the door has none either, and what the program wrote arrives
+    # byte for byte (no "\r\n"); PM2's list is one line of JSON with no terminal codes. (A first call that starts the
+    # account's daemon says so before the list, in colour even into a pipe: PM2's own, not a terminal's.)
+    piped = as_("ubuntu", f"sudo -n -u {APP} {HELPER} /bin/sh -c 'tty; printf \"a\\nb\\n\"'")
+    assert piped.stdout == "not a tty\na\nb\n", repr(piped.stdout)
+    first = as_("ubuntu", f"sudo -n -u {APP} {HELPER} pm2 jlist").stdout
+    assert isinstance(json.loads(first.splitlines()[-1]), list), first
+    listed = as_("ubuntu", f"sudo -n -u {APP} {HELPER} pm2 jlist").stdout
+    assert "\r" not in listed and "\x1b" not in listed and isinstance(json.loads(listed), list), repr(listed)
