@@ -194,6 +194,9 @@ def users_of(p: Profile, pm2_user: str) -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def deployed(sandbox, tmp_path_factory) -> Iterator[dict[str, dict]]:
     run_setup(sandbox)  # the second apps' account, OTHER's (as test_app_user makes it: idempotent)
+    # The deploy user's PM2 home as PM2 makes it under a 022 umask, on a host where that user ran PM2 before (its
+    # dump.pm2 is 0644 and holds every value of its apps' environments).
+    sh("sudo -u ubuntu -H sh -c 'umask 022 && pm2 ping >/dev/null' && chmod 0755 ~ubuntu/.pm2")
     base = tmp_path_factory.mktemp("reach")
     profiles = {}
     for p in (OTHER, BEFORE, AFTER):
