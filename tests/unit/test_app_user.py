@@ -64,7 +64,8 @@ def test_the_lock_makes_a_new_deploy_roots_folders_reachable_and_keeps_its_state
 
     root = tmp_path / "apps" / "shop"
     s = load({"DEPLOY_ROOT": str(root)})
-    subprocess.run(["bash", "-c", lock_script(s, {"user": "me"}, 0)], input="", capture_output=True, text=True, timeout=30)
+    subprocess.run(["bash", "-c", lock_script(s, {"user": "me"}, 0)], input="", capture_output=True, text=True, timeout=30,
+                   env={**os.environ, "PM2_HOME": str(tmp_path / "pm2")})  # the lock closes the PM2 home it finds
     modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in (tmp_path / "apps", root, root / ".deploy")}
     assert modes == {tmp_path / "apps": 0o755, root: 0o755, root / ".deploy": 0o700}
 
