@@ -32,7 +32,8 @@ REACH_PY = '''\
 """GET /api/flask/reach: what this app's own process can reach on its host (tests/e2e/test_app_user_reach.py).
 
 Each try answers {"ok": bool, "errno": str}. Nothing is changed by a try that works: files it creates are removed,
-files it opens for appending get no byte. `deploy` names the deploy user, `other` another app's .env.
+files it opens for appending get no byte. `deploy` names the deploy user, `other` another app's .env, `door_as`
+another app's own account.
 """
 
 import errno
@@ -125,6 +126,7 @@ def tries():
         "sudo_true": ran("sudo", "-n", "true"),
         "sudo_root_helper": ran("sudo", "-n", "/usr/local/sbin/signalcraft-root", "version"),
         "sudo_as_deploy_user": ran("sudo", "-n", "-u", request.args["deploy"], "true"),
+        "sudo_app_helper": ran("sudo", "-n", "-u", request.args["door_as"], "/usr/local/sbin/signalcraft-app", "/bin/true"),
         # secrets and records that are not this app's
         "read_audit_log": opened(ROOT / ".deploy" / "audit.log", "r"),
         "read_other_env": opened(request.args["other"], "r"),
@@ -147,7 +149,7 @@ MUST_FAIL = {
         "append_live_app_py", "create_in_release", "create_in_previous_release", "create_in_venv_bin",
         "create_in_site_packages", "create_in_node_modules", "create_in_deploy_root"),
     "R2 the deploy user's home and keys": ("create_in_deploy_home", "append_authorized_keys"),
-    "R3 sudo": ("sudo_true", "sudo_root_helper", "sudo_as_deploy_user"),
+    "R3 sudo": ("sudo_true", "sudo_root_helper", "sudo_as_deploy_user", "sudo_app_helper"),
     "R4 audit log, another app's .env, the deploy user's PM2 dump": (
         "read_audit_log", "read_other_env", "read_deploy_pm2_dump"),
 }
@@ -175,7 +177,7 @@ def deploy_twice(sandbox, p: Profile, repo: AppRepo) -> None:
 
 
 def tried(p: Profile) -> dict:
-    query = f"deploy=ubuntu&other={OTHER.root}/current/.env"
+    query = f"deploy=ubuntu&other={OTHER.root}/current/.env&door_as={OTHER_USER}"
     with urllib.request.urlopen(p.url(f"/api/flask/reach?{query}"), timeout=60) as resp:
         return json.loads(resp.read())
 
@@ -198,15 +200,14 @@ def deployed(sandbox, tmp_path_factory) -> Iterator[dict[str, dict]]:
     # dump.pm2 is 0644 and holds every value of its apps' environments).
     sh("sudo -u ubuntu -H sh -c 'umask 022 && pm2 ping >/dev/null' && chmod 0755 ~ubuntu/.pm2")
     base = tmp_path_factory.mktemp("reach")
-    profiles = {}
-    for p in (OTHER, BEFORE, AFTER):
-        env_file = base / f"{p.app}.env"
-        env_file.write_text(f"SECRET_KEY=reach-{p.app}\n")
-        profiles[p.app] = Profile(p.app, p.root, p.bind, p.node, p.listen, extra={**p.extra, "APP_ENV_FILE": str(env_file)})
-        repo = AppRepo(base / p.app)
-        reach_app(repo)
-        deploy_twice(sandbox, profiles[p.app], repo)
     try:
+        for p in (OTHER, BEFORE, AFTER):
+            env_file = base / f"{p.app}.env"
+            env_file.write_text(f"SECRET_KEY=reach-{p.app}\n")
+            repo = AppRepo(base / p.app)
+            reach_app(repo)
+            deploy_twice(sandbox, Profile(p.app, p.root, p.bind, p.node, p.listen,
+                                          extra={**p.extra, "APP_ENV_FILE": str(env_file)}), repo)
         found = {"before": tried(BEFORE), "after": tried(AFTER), "processes": {
             "before": users_of(BEFORE, "ubuntu"), "after": users_of(AFTER, APP_USER)}}
         report(found)
@@ -247,7 +248,8 @@ def test_before_code_in_the_app_reaches_its_releases_the_deploy_users_keys_the_r
     for name in ("append_live_app_py", "create_in_release", "create_in_previous_release", "create_in_venv_bin",
                  "create_in_site_packages", "create_in_node_modules", "create_in_deploy_root",  # R1
                  "create_in_deploy_home", "append_authorized_keys",  # R2
-                 "sudo_root_helper",  # R3: the root helper, with every verb the deploy user has
+                 "sudo_root_helper",  # R3: the root helper, with every verb the deploy user has,
+                 "sudo_app_helper",  # and the app helper as each apps' account setup made for the deploy user
                  "read_audit_log", "read_other_env", "read_deploy_pm2_dump"):  # R4
         assert before[name] == {"ok": True, "errno": ""}, (name, before)
     # The deploy user holds only setup's drop-in: no other sudo (this is the same for both).
