@@ -83,6 +83,8 @@ def ran(*argv):
 def logged():
     with open(os.environ["pm_out_log_path"], "a") as fh:  # the file PM2 names for this app's output
         fh.write("reach: a line from the app\\n")
+        # and one that would drive the terminal of whoever reads the log (title, clipboard, clear the screen)
+        fh.write("reach: \\x1b]0;titled by the app\\x07\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b[2J cleared\\n")
 
 
 def attempt(go):
@@ -270,6 +272,14 @@ def test_after_the_app_still_writes_its_shared_paths_and_logs_and_reads_its_own_
     assert {name: after[name] for name in MUST_SUCCEED} == {name: {"ok": True, "errno": ""} for name in MUST_SUCCEED}
     out_log = sh(f"cat {APP_HOME}/.pm2/logs/reach-python-out*.log").stdout
     assert "reach: a line from the app" in out_log
+
+
+def test_what_the_app_writes_in_its_log_is_shown_by_logs_without_driving_the_operators_terminal(sandbox, deployed):
+    done = fab(sandbox, AFTER, None, "--lines", "100", task="logs")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reach: a line from the app" in done.stdout, done.stdout
+    assert "reach: ^[]0;titled by the app^G^[]52;c;ZWNobyBwd25lZA==^G^[[2J cleared" in done.stdout, done.stdout
+    assert not set(done.stdout) & {"\x1b", "\x07", "\x9b"}, repr(done.stdout)
 
 
 def test_after_the_deploy_users_home_lists_only_as_its_mode_lets_every_account(deployed) -> None:
