@@ -177,13 +177,18 @@ APP_RECORDS = "/var/lib/signalcraft-deploy/app-users"  # root's record of each d
 
 
 def sudoers_text(user: str, apps: tuple[str, ...] = ()) -> str:
-    """The drop-in: `user` may run the root helper as root and, with app users, the app helper as each of them."""
+    """The drop-in: `user` may run the root helper as root and, with app users, the app helper as each of them.
+
+    The app helper's own Defaults: no variable of the caller's passes (env_reset, !setenv), and it never gets the
+    caller's terminal (use_pty, whatever the host's sudoers says for everything else): a program of the apps' account
+    holding an operator's terminal could push keystrokes into the operator's shell. Without a terminal (the tool's
+    SSH commands) use_pty does nothing: the output is the program's bytes."""
     if not apps:
         return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root, nothing else.\n"
                 f"{user} ALL=(root) NOPASSWD: {HELPER}\n")
     return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root and its app "
             "helper as its apps' accounts, nothing else.\n"
-            f"Defaults!{APP_HELPER} env_reset, !setenv\n"
+            f"Defaults!{APP_HELPER} use_pty, env_reset, !setenv\n"
             f"{user} ALL=(root) NOPASSWD: {HELPER}\n"
             f"{user} ALL=({', '.join(apps)}) NOPASSWD: {APP_HELPER}\n")
 

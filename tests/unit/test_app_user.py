@@ -64,7 +64,8 @@ def test_the_lock_makes_a_new_deploy_roots_folders_reachable_and_keeps_its_state
 
     root = tmp_path / "apps" / "shop"
     s = load({"DEPLOY_ROOT": str(root)})
-    subprocess.run(["bash", "-c", lock_script(s, {"user": "me"}, 0)], input="", capture_output=True, text=True, timeout=30)
+    subprocess.run(["bash", "-c", lock_script(s, {"user": "me"}, 0)], input="", capture_output=True, text=True, timeout=30,
+                   env={**os.environ, "PM2_HOME": str(tmp_path / "pm2")})  # the lock closes the PM2 home it finds
     modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in (tmp_path / "apps", root, root / ".deploy")}
     assert modes == {tmp_path / "apps": 0o755, root: 0o755, root / ".deploy": 0o700}
 
@@ -108,3 +109,32 @@ def test_only_a_deploy_or_rollback_asks_for_the_apps_unit_before_reading_their_p
     assert deploying.count(f"sudo -n {HELPER} pm2-boot shop") == 2  # the backgrounded list, and its fallback
     assert deploying.index("pm2-boot shop") < deploying.index(f"sudo -n -u shop {APP_HELPER} /bin/sh -c")
     assert "pm2-boot" not in facts_script(s, quick=True, c=c) and "pm2-boot" not in facts_script(s, c=c)
+
+
+def test_the_lock_closes_the_deploy_users_own_pm2_home_unless_the_apps_run_as_it(load, tmp_path) -> None:
+    """A PM2 home made under a 022 umask (0755, its dump 0644 holding the apps' environments) is made 0700 when the
+    apps run as their own account, and left as it is when APP_USER is the deploy user; a link is not followed."""
+    import os
+    import stat
+
+    from signalcraft_deploy.host.lock import lock_script
+
+    def locked(app_user: str, pm2_home: os.PathLike) -> None:
+        s = replace(load({"DEPLOY_ROOT": str(tmp_path / "app")}), app_user=app_user)  # root too, as CI runs
+        done = subprocess.run(["bash", "-c", lock_script(s, {"user": "me"}, 0)], input="", capture_output=True,
+                              text=True, timeout=30, env={**os.environ, "PM2_HOME": str(pm2_home)})
+        assert "LOCKED" in done.stdout, done.stdout + done.stderr
+
+    home, elsewhere = tmp_path / "pm2", tmp_path / "elsewhere"
+    for folder in (home, elsewhere):
+        folder.mkdir(mode=0o755)
+        folder.chmod(0o755)
+    locked(getpass.getuser(), home)  # the apps run as the deploy user: its PM2 home is theirs, as it was
+    assert stat.S_IMODE(home.stat().st_mode) == 0o755
+    locked("shop", home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    (tmp_path / "link").symlink_to(elsewhere)
+    locked("shop", tmp_path / "link")
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+    locked("shop", tmp_path / "none")  # no PM2 home yet: nothing made
+    assert not (tmp_path / "none").exists()

@@ -1767,3 +1767,15 @@ def test_pm2_daemon_of_finds_a_process_of_the_account_by_the_title_pm2_gives_its
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.skipif(not shutil.which("visudo"), reason="visudo not installed")
+def test_the_drop_in_with_app_users_passes_visudo_and_lets_the_app_helper_run_as_them_alone(tmp_path: Path) -> None:
+    text = root.sudoers_text("deploy", ("shop", "blog"))
+    (tmp_path / "d").write_text(text)
+    assert subprocess.run(["visudo", "-cqf", str(tmp_path / "d")]).returncode == 0
+    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # No variable of the caller's reaches the app helper, nor the caller's terminal (even where use_pty is off).
+    assert rules == ["Defaults!/usr/local/sbin/signalcraft-app use_pty, env_reset, !setenv",
+                     "deploy ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root",
+                     "deploy ALL=(shop, blog) NOPASSWD: /usr/local/sbin/signalcraft-app"]
