@@ -229,7 +229,7 @@ def host_checks_script(s: Settings, c: Any = None) -> str:
         # The apps' own account, and the door to it `setup` gives the deploy user (unless it is that account).
         # (and the deploy user in its group, which lets it give the apps their .env and shared/)
         f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER} /bin/true >/dev/null 2>&1 '
-        f"&& id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }}; }} && echo app-user",
+        f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }}; }}; }} && echo app-user",
         # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2, and log rotation.
         f"u={q(s.app_user)}; p=$(command -v " + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
         '&& grep -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service" && echo boot',

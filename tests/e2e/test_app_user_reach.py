@@ -7,8 +7,8 @@ Gunicorn worker what an attacker who runs code in the app would try, and answers
   on a host that wants no second account): the reaches are open, which is what this test asserts for it;
 - AFTER, with the default apps' own account (the harness's `signalcraft`): the reaches are closed, and what the
   app needs (its SHARED_PATHS, its logs, its own .env) still works.
-OTHER is a third app with an account of its own (`shopapp`, as tests/e2e/test_app_user.py's setup makes it), whose
-.env each of them tries to read.
+OTHER is a third app with an account of its own (`reachapp`, made by the same setup as tests/e2e/test_app_user.py's),
+whose .env each of them tries to read.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from tests.e2e.conftest import APP_HOME, APP_USER, AppRepo, Profile, clean_host, fab, pm2_jlist, sh
 from tests.e2e.test_app_user import run_setup
 
-OTHER_USER = "shopapp"  # the second apps' account tests/e2e/test_app_user.py sets up (the same setup, run again)
+OTHER_USER = "reachapp"  # a second apps' account of the deploy user (not test_app_user's, which must create its own)
 BEFORE = Profile("reachb", "/home/ubuntu/reach-before", 7701, 7711, 7721,
                  extra={"APP_USER": "ubuntu", "SHARED_PATHS": "data/"})
 AFTER = Profile("reach", "/home/ubuntu/reach", 7703, 7713, 7723, extra={"SHARED_PATHS": "data/"})
@@ -197,7 +197,7 @@ def users_of(p: Profile, pm2_user: str) -> dict[str, set[str]]:
 
 @pytest.fixture(scope="module")
 def deployed(sandbox, tmp_path_factory) -> Iterator[dict[str, dict]]:
-    run_setup(sandbox)  # the second apps' account, OTHER's (as test_app_user makes it: idempotent)
+    run_setup(sandbox, "--set", f"APP_USER={OTHER_USER}")  # the second apps' account, OTHER's (the last --set wins)
     # The deploy user's PM2 home as PM2 makes it under a 022 umask, on a host where that user ran PM2 before (its
     # dump.pm2 is 0644 and holds every value of its apps' environments).
     sh("sudo -u ubuntu -H sh -c 'umask 022 && pm2 ping >/dev/null' && chmod 0755 ~ubuntu/.pm2")

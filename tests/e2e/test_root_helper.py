@@ -35,7 +35,7 @@ HOME = f"/home/{U}"
 HELPER = "/usr/local/sbin/signalcraft-root"
 FULL_SUDO = f"/etc/sudoers.d/90-{U}"
 DROP_IN = f"/etc/sudoers.d/signalcraft-{U}"
-RH = Profile("helped", f"{HOME}/app", 7661, 7671, 7681)
+RH = Profile("helped", f"{HOME}/app", 7661, 7671, 7681, extra={"APP_USER": "helpedapps"})  # an account of its own
 TK = Profile("helpertk", f"{HOME}/tk", 7663, 7673, 7683)
 OLD = Path(f"{HOME}/tk-old")
 TK_SITE = Path(f"/etc/nginx/sites-available/{TK.app}")
