@@ -27,6 +27,7 @@ from signalcraft_deploy.core.render import (
     venv_dir,
     written_by_us,
 )
+from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.core.source import NODEJS, PYTHON, readers
 from signalcraft_deploy.host.facts import HostFacts
@@ -245,6 +246,7 @@ def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
     WSGI_APP's module). Anything else is refused, and left running: another user's process is never signalled, and
     its command line (which may hold that user's secrets) is not shown."""
     owner, me, bind = facts.owners.get(pid), facts.user or "the deploy user", s.gunicorn_bind
+    command = visible(command)  # its owner's to choose (a process title): shown, never obeyed by the terminal
     if owner is None:
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid}, whose owner could not be read (it may have just "
                         "exited): deploy again, or stop it, or set another GUNICORN_BIND.")
@@ -261,7 +263,7 @@ def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
     if not owner.holds_app:
         module = s.wsgi_app.split(":", 1)[0]
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which runs from "
-                        f"{owner.cwd or 'a folder that could not be read'}, not from the app's folder (one holding "
+                        f"{visible(owner.cwd) or 'a folder that could not be read'}, not from the app's folder (one holding "
                         f"WSGI_APP's module {module!r}): it is not taken over. Stop it, or set another GUNICORN_BIND.")
     return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid,
                   apps_own=apps_own)
@@ -338,7 +340,7 @@ def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any]
         state = procs[0].status if procs else "not in PM2"
         stranger = _stranger_on(facts, s.node_port, {p.pid for p in procs})
         if stranger:
-            raise PlanError(f"NODE_PORT {s.node_port} is in use by pid {stranger[0]} ({stranger[1][:80]}), which is not "
+            raise PlanError(f"NODE_PORT {s.node_port} is in use by pid {stranger[0]} ({visible(stranger[1][:80])}), which is not "
                             f"{s.node_app}: stop it or set another NODE_PORT.")
         return Action(App.NODEJS, How.START, f"{s.node_app} is {state}")
     if any(p.exec_mode != "cluster" for p in procs) or len(procs) != s.node_instances or any(

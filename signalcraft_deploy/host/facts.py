@@ -197,7 +197,10 @@ def files_and_processes_script(s: Settings, c: Any = None, start_pm2: bool = Fal
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
         # The apps' processes: those of the apps' own account (APP_USER), read as it.
         "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
-        "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\'') + " 2>/dev/null; true",
+        # A folder's name is the app's to choose, newlines included: each entry ends with NUL, and a newline in a name is
+        # shown as '?', so that no line of this section is the app's own (a line of its own could open a section).
+        "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\0\'')
+        + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
         'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + first + as_app(c, s, pm2_list_shell(s))
         + "; fi; true",
         'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
@@ -212,7 +215,7 @@ def host_checks_script(s: Settings, c: Any = None) -> str:
         "ss -ltnpH",
         f"printf '\\n{MARK}commands\\n'",
         f"for pid in $(ss -ltnpH | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
-        "  printf '%s ' \"$pid\"; tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null; echo",
+        "  printf '%s ' \"$pid\"; tr '\\0\\n\\r' '   ' < /proc/$pid/cmdline 2>/dev/null; echo",
         "done",
     ])
     return "\n".join([

@@ -27,6 +27,8 @@ from invoke import Context
 from invoke.exceptions import Exit, UnexpectedExit
 from invoke.runners import Result
 
+from signalcraft_deploy.core.secrets import visible
+
 try:  # Fabric is a dependency, but `invoke` alone must still work for local tasks.
     from fabric import Connection
 except ImportError:  # pragma: no cover
@@ -426,5 +428,5 @@ class HeldCommand:
 
 
 def fail(message: str, code: int = 1) -> Exit:
-    """A user-facing failure: one clear message, no traceback."""
-    return Exit(message, code=code)
+    """A user-facing failure: one clear message, no traceback (shown as text: it may quote what the host said)."""
+    return Exit(visible(message), code=code)

@@ -328,10 +328,13 @@ def sudoers_item(f: SetupFacts) -> Item:
 # ----------------------------------------------------------------------------- the apps' own account
 
 
+APP_COMMENT = "signalcraft-deploy apps of "  # the comment (GECOS) setup gives the accounts it makes
+
+
 def app_account_problem(f: SetupFacts) -> str | None:
     """Why an existing account cannot be the apps' own: it must be a system account with no way in and no sudo."""
     assert f.app_entry is not None
-    uid, shell = f.app_entry[2], f.app_entry[6]
+    uid, comment, home, shell = f.app_entry[2], f.app_entry[4], f.app_entry[5], f.app_entry[6]
     if not uid.isdigit() or int(uid) == 0:
         return "has root's uid"
     if shell not in NO_SHELLS:
@@ -342,6 +345,10 @@ def app_account_problem(f: SetupFacts) -> str | None:
         return f"may use sudo ({f.app_sudo.strip() or 'sudo -l says so'})"
     if f.app_groups[1:]:
         return f"is in other groups than its own ({', '.join(f.app_groups[1:])}), whose files the apps could reach"
+    if not comment.startswith(APP_COMMENT) or home != f"{APP_HOMES}/{f.app}":
+        # Another service's account (www-data, redis, nobody): its processes would become the deploy user's own.
+        return (f"is not an account setup made (its comment is {comment!r}, not {APP_COMMENT + '<deploy user>'!r}, or "
+                f"its home is {home}, not {APP_HOMES}/{f.app}): it may be another service's")
     return None
 
 
@@ -512,7 +519,7 @@ def create_app_user(c: Any, f: SetupFacts) -> str:
     """The apps' account: a system account of its own group, no shell, a locked password; its home 0750."""
     home = f.app_home
     command = (f"useradd --system --user-group --home-dir {q(home)} --create-home --shell /usr/sbin/nologin "
-               f"--comment {q('signalcraft-deploy apps of ' + f.user)} {q(f.app)} && chmod 0750 {q(home)}")
+               f"--comment {q(APP_COMMENT + f.user)} {q(f.app)} && chmod 0750 {q(home)}")
     result = run(c, f"sudo -n mkdir -p -m 0755 {APP_HOMES} && " + sudo(f"sh -c {q(command)}"), warn=True)
     if not result.ok:
         raise fail(f"Could not create the apps' account {f.app}: {(result.stderr or result.stdout).strip()[-400:]}")

@@ -602,18 +602,24 @@ def v_probe(args: list) -> int:
     return 0
 
 
+def shown(text: str) -> str:
+    """One line of text for the caller: control characters (a newline in a process's name or command line, which its
+    owner chooses, an app's included) as '?', so that no line printed is the process's own."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text)
+
+
 def v_listeners(args: list) -> int:
     """listeners PORT[,PORT...]: the listening sockets on those ports (`ss -ltnpH`), then the command line of each
     of the caller's own processes among them (another user's: its pid and name only, as `ps` shows)."""
     ports = [str(integer(p, "a port", 1, 65535)) for p in args[0].split(",")][:32]
     mine = [line for line in ss_lines() if re.search(r":(" + "|".join(ports) + r")\s", line)]
-    print("\n".join(mine))
+    print("\n".join(shown(line) for line in mine))
     print(f"\n{MARK}commands")
     for pid in sorted({int(p) for line in mine for p in re.findall(r"pid=([0-9]+)", line)}):
         if uid_of(pid) not in own_uids():
             continue
         raw = read_regular(f"/proc/{pid}/cmdline") or b""
-        print(f"{pid} " + raw.replace(b"\0", b" ").decode(errors="replace"))
+        print(f"{pid} " + shown(raw.replace(b"\0", b" ").decode(errors="replace")))
     return 0
 
 

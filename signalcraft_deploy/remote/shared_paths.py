@@ -46,7 +46,7 @@ def give(fd, st, gid):
         os.fchmod(fd, GIVEN_FOLDER)
     elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
         os.fchown(fd, -1, gid)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o060)
+        os.fchmod(fd, (stat.S_IMODE(st.st_mode) & 0o777) | 0o060)  # never a set-id bit back (fchown cleared them)
 
 
 def open_entry(name, parent):
@@ -137,6 +137,50 @@ def copy_into(src, name, parent, gid):
             os.close(fd)
 
 
+def live_folder(live, parts):
+    """The open folder LIVE/<parts...> of the live release (the deploy user's own), or None when one of them is not a
+    plain folder: a link there may lead into shared/, which the app writes, so nothing is moved through it."""
+    try:
+        fd = os.open(live, FOLDER)
+    except OSError:
+        return None
+    for part in parts:
+        try:
+            child = os.open(part, FOLDER, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def move_live(live, parts, parent, name, held, gid):
+    """Move the live release's own copy of a path into shared/ (through handles of both folders) and link it back, so
+    the live app keeps it; False when the live release has none of its own (missing, a link, or under a link)."""
+    source = live_folder(live, parts[:-1]) if live else None
+    if source is None:
+        return False
+    try:
+        try:
+            st = os.stat(name, dir_fd=source, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            return False
+        os.rename(name, name, src_dir_fd=source, dst_dir_fd=parent)
+        os.symlink(held, name, dir_fd=source)
+    finally:
+        os.close(source)
+    fd, st = open_entry(name, parent)
+    if fd is not None:
+        try:
+            give_tree(fd, st, gid)
+        finally:
+            os.close(fd)
+    return True
+
+
 def make(shared, gid, live, new, path):
     folder = path.endswith("/")
     parts = path.rstrip("/").split("/")
@@ -148,18 +192,10 @@ def make(shared, gid, live, new, path):
             return  # already there: the app's
         except FileNotFoundError:
             pass
-        there = os.path.join(live, path.rstrip("/")) if live else ""
         here = os.path.join(new, path.rstrip("/")) if new else ""
-        if there and os.path.lexists(there) and not os.path.islink(there) and not os.path.islink(os.path.dirname(there)):
-            os.rename(there, name, dst_dir_fd=parent)  # the live app's data: moved, and linked back
-            os.symlink(held, there)
-            fd, st = open_entry(name, parent)
-            if fd is not None:
-                try:
-                    give_tree(fd, st, gid)
-                finally:
-                    os.close(fd)
-        elif here and os.path.lexists(here) and not os.path.islink(here):
+        if move_live(live, parts, parent, name, held, gid):
+            return
+        if here and os.path.lexists(here) and not os.path.islink(here):
             copy_into(here, name, parent, gid)
         elif folder:
             os.mkdir(name, 0o755 if gid is None else 0o770, dir_fd=parent)

@@ -374,7 +374,13 @@ def finish(r: DeployRun) -> str:
     saved = (r.py, r.node) not in ((How.HUP, How.NONE), (How.NONE, How.NONE))
     if saved:
         pm2_ops.save(r.c, r.s)
-    if r.deploy_pm2_changed:  # else the deploy user's PM2 would start the moved apps again at boot, beside their own
+    # Our apps left in the deploy user's own PM2 in any state (stopped, errored: never moved) go too, and its list is
+    # saved: else that PM2 would start them again at boot, beside the apps' account's.
+    ours = {r.s.python_app, r.s.node_app, r.s.handover_app, r.s.node_handover_app}
+    for name in sorted({p.name for p in r.facts.deploy_pm2} & ours):
+        pm2_ops.delete_as_deploy_user(r.c, r.s, name)
+        r.deploy_pm2_changed = True
+    if r.deploy_pm2_changed:
         pm2_ops.save_as_deploy_user(r.c, r.s)
     pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
     # Pruned releases may leave venvs and node_modules that no kept release names.

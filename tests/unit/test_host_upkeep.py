@@ -513,7 +513,8 @@ def test_a_node_in_a_user_writable_folder_is_refused_and_root_owned_ones_pass() 
 # ----------------------------------------------------------------------------- the apps' own account
 
 APP_OK = {"acl": "yes", "user_groups": "ubuntu shop",
-          "app_entry": "shop:x:998:998:signalcraft-deploy:/var/lib/signalcraft-apps/shop:/usr/sbin/nologin", "app_password": "L",
+          "app_entry": "shop:x:998:998:signalcraft-deploy apps of ubuntu:/var/lib/signalcraft-apps/shop:/usr/sbin/nologin",
+          "app_password": "L",
           "app_groups": "shop", "app_sudo": "User shop is not allowed to run sudo on h1."}
 
 
@@ -657,3 +658,18 @@ def test_boot_names_the_unit_whose_cgroup_holds_this_users_pm2_daemon(tmp_path: 
     else:
         unit = re.search(r"/([^/]+[.]service)$", next(x.split(":", 2)[2] for x in cgroup.splitlines() if x.startswith("0::")))
         assert found == (unit.group(1) if unit else "")
+
+
+# Review proof (au-review): setup adopts ANY existing system account as the apps' own, e.g. the web server's www-data
+# (nologin, locked, one group), though docs/design/app-user.md D3 says only an account with setup's GECOS marker and
+# uid < 1000 is adopted. www-data's processes (Nginx's workers, PHP-FPM pools) then become "the caller's own" for the
+# root helper (own_uids: listeners, serves_pid, takeover-record), the deploy user gets a sudo door to run as www-data,
+# and code in the app can signal and read /proc of Nginx's workers. APP_USER defaults to APP_NAME, which may be
+# `www-data`, `nobody`, `daemon`, `proxy`, `backup`...
+def test_review_a_system_account_of_another_service_is_not_adopted_as_the_apps_account(load) -> None:
+    www = {**APP_OK, "app_entry": "www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin", "app_groups": "www-data",
+           "app_sudo": "User www-data is not allowed to run sudo on h1."}
+    f = app_facts(**www)
+    f.app = "www-data"
+    item = setup_ops.app_user_item(f)
+    assert item.state is State.REFUSED, item
