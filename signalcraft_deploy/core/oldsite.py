@@ -139,8 +139,14 @@ def _settings(out: OldSite, http: list[str], tls: list[str], names: list[str]) -
         out.settings["TLS_REDIRECT"] = "false"
 
 
+# The settings a site taken over can imply (`_settings`, `_server`): the only keys a host's site-defaults.json sets.
+SITE_KEYS = frozenset({"NGINX_LISTEN", "TLS_LISTEN", "SERVER_NAME", "TLS_REDIRECT", "TLS_CERT", "TLS_KEY",
+                       "CLIENT_MAX_BODY_SIZE"})
+
+
 def apply(s: Settings, values: dict[str, str], where: str) -> Settings:
-    """`s` with `values` as the defaults of this host: a key set anywhere (.env, environment, flag) keeps its value."""
+    """`s` with `values` as the defaults of this host: a key set anywhere (.env, environment, flag) keeps its value.
+    Only the keys an Nginx site implies (SITE_KEYS): what the host says never chooses a program, a path or an account."""
     from pathlib import Path
 
     from signalcraft_deploy.core.settings import KEYS, validate
@@ -149,6 +155,6 @@ def apply(s: Settings, values: dict[str, str], where: str) -> Settings:
     origins = dict(s.origins)
     changed = False
     for key, value in values.items():
-        if key in raw and origins.get(key, "default") == "default" and raw[key] != value:
+        if key in SITE_KEYS and key in raw and origins.get(key, "default") == "default" and raw[key] != value:
             raw[key], origins[key], changed = value, where, True
     return validate(raw, origins, Path(s.source_dir)) if changed else s

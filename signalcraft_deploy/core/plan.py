@@ -27,6 +27,7 @@ from signalcraft_deploy.core.render import (
     venv_dir,
     written_by_us,
 )
+from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.core.source import NODEJS, PYTHON, readers
 from signalcraft_deploy.host.facts import HostFacts
@@ -150,6 +151,8 @@ class Action:
     how: How
     why: str
     pid: int | None = None  # the unmanaged server a takeover replaces
+    moves: bool = False  # its processes run under the deploy user's own PM2: the new ones start under APP_USER's
+    apps_own: bool = False  # the unmanaged server a takeover replaces is the apps' own account's, not the deploy user's
 
 
 @dataclass
@@ -251,18 +254,21 @@ def _stranger_on(facts: HostFacts, port: int, ours: set[int]) -> tuple[int, str]
 
 
 def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
-    """The unmanaged server on GUNICORN_BIND is taken over only if it is the deploy user's own, its command matches
-    LEGACY_MATCH and it runs from the app's folder (one that holds WSGI_APP's module). Anything else is refused,
-    and left running: another user's process is never signalled, and its command line (which may hold that
-    user's secrets) is not shown."""
+    """The unmanaged server on GUNICORN_BIND is taken over only if it is the deploy user's own or the apps' own
+    account's (APP_USER), its command matches LEGACY_MATCH and it runs from the app's folder (one that holds
+    WSGI_APP's module). Anything else is refused, and left running: another user's process is never signalled, and
+    its command line (which may hold that user's secrets) is not shown."""
     owner, me, bind = facts.owners.get(pid), facts.user or "the deploy user", s.gunicorn_bind
+    command = visible(command)  # its owner's to choose (a process title): shown, never obeyed by the terminal
     if owner is None:
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid}, whose owner could not be read (it may have just "
                         "exited): deploy again, or stop it, or set another GUNICORN_BIND.")
-    if owner.uid != facts.uid:
-        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} of user {owner.user}, not of the deploy user {me}: "
-                        f"a deploy takes over only the deploy user's own processes, so it was left running. Stop it (as "
-                        f"{owner.user} or root), or set another GUNICORN_BIND.")
+    apps_own = owner.uid != facts.uid and owner.user == s.app_user and bool(facts.user) and facts.user != s.app_user
+    if owner.uid != facts.uid and not apps_own:
+        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} of user {owner.user}, not of the deploy user {me} or "
+                        f"the apps' account {s.app_user}: a deploy takes over only their own processes, so it was left "
+                        f"running. Stop it (as {owner.user} or root), or restart it as {s.app_user} and deploy again, or "
+                        "set another GUNICORN_BIND.")
     if not re.search(s.legacy_match, command):
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which is not ours "
                         f"and does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND, or set "
@@ -270,13 +276,20 @@ def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
     if not owner.holds_app:
         module = s.wsgi_app.split(":", 1)[0]
         raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which runs from "
-                        f"{owner.cwd or 'a folder that could not be read'}, not from the app's folder (one holding "
+                        f"{visible(owner.cwd) or 'a folder that could not be read'}, not from the app's folder (one holding "
                         f"WSGI_APP's module {module!r}): it is not taken over. Stop it, or set another GUNICORN_BIND.")
-    return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid)
+    return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid,
+                  apps_own=apps_own)
+
+
+def _moving(s: Settings, facts: HostFacts) -> str:
+    return f"it runs under {facts.user or 'the deploy user'}'s own PM2; it moves to {s.app_user}'s (APP_USER)"
 
 
 def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
                    changed: list[str] | None = None) -> Action:
+    if facts.to_move(s.python_app):
+        return Action(App.PYTHON, How.NEW_MASTER, _moving(s, facts), moves=True)
     procs = facts.apps(s.python_app)
     if not procs or not facts.online(s.python_app):
         state = procs[0].status if procs else "not in PM2"
@@ -333,12 +346,14 @@ def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) 
 
 def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
                  changed: list[str] | None = None) -> Action:
+    if facts.to_move(s.node_app):
+        return Action(App.NODEJS, How.RESTART, _moving(s, facts), moves=True)
     procs = facts.apps(s.node_app)
     if not procs or not facts.online(s.node_app):
         state = procs[0].status if procs else "not in PM2"
         stranger = _stranger_on(facts, s.node_port, {p.pid for p in procs})
         if stranger:
-            raise PlanError(f"NODE_PORT {s.node_port} is in use by pid {stranger[0]} ({stranger[1][:80]}), which is not "
+            raise PlanError(f"NODE_PORT {s.node_port} is in use by pid {stranger[0]} ({visible(stranger[1][:80])}), which is not "
                             f"{s.node_app}: stop it or set another NODE_PORT.")
         return Action(App.NODEJS, How.START, f"{s.node_app} is {state}")
     if any(p.exec_mode != "cluster" for p in procs) or len(procs) != s.node_instances or any(
@@ -456,7 +471,7 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
         plan.build_node_modules = manifest.node_modules.rsplit("/", 1)[-1] not in facts.node_modules_ready
     py = _python_action(s, manifest, facts, old, changed)
     node = _node_action(s, manifest, facts, old, changed)
-    if same_release and py.how in (How.HUP, How.NEW_MASTER):
+    if same_release and py.how in (How.HUP, How.NEW_MASTER) and not py.moves:
         py = Action(App.PYTHON, How.NONE, "unchanged")
     if same_release and node.how == How.RELOAD:
         node = Action(App.NODEJS, How.NONE, "unchanged")

@@ -5,6 +5,8 @@ excerpt, the PM2 logs of `logs`, a hook's lines, a failed command's stderr, the 
 goes through `mask` first: each secret value, in every form it is likely to be written in, becomes
 `***`. Values shorter than MIN_LENGTH, and short plain numbers (ports, counts, timeouts), are not
 secrets worth hiding: masking them would turn ordinary words and port numbers into `***`.
+What `masker` and `masked` return is also safe for a terminal (`visible`): the apps run as an account of their own,
+and what they write must not drive the operator's terminal (move the cursor, clear it, set its title or clipboard).
 Pure, but for `masker_for`, which reads the local APP_ENV_FILE (cached while the file is unchanged).
 """
 
@@ -96,9 +98,25 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")  # colour and style only: dropped (PM2 colours some lines even into a pipe)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every other control character but tab and newline
+
+
+def _caret(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"^{chr(code ^ 0x40)}" if code < 0x80 else f"\\x{code:02x}"  # ESC as ^[, DEL as ^?, C1 as \x9b
+
+
+def visible(text: str) -> str:
+    """`text` as a terminal may show it without obeying it: colour sequences dropped, CRLF line ends made LF, every
+    other control character but tab and newline written out (caret notation, as `cat -v`: ESC is ^[)."""
+    return _CONTROL.sub(_caret, _SGR.sub("", text).replace("\r\n", "\n"))
+
+
 def masker(secrets: Iterable[str]) -> Callable[[str], str]:
+    """Text from the host as it may be shown or logged: secrets masked, then `visible`."""
     hidden = tuple(sorted(set(secrets), key=len, reverse=True))
-    return lambda text: mask(text, hidden) if text else text
+    return lambda text: visible(mask(_SGR.sub("", text), hidden)) if text else text
 
 
 @lru_cache(maxsize=8)

@@ -349,6 +349,7 @@ def _shared_paths(text: str) -> tuple[str, ...]:
 
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # Debian's NAME_REGEX, and useradd's 32 characters
 _PY_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _WSGI_RE = re.compile(rf"^{_PY_IDENT}(\.{_PY_IDENT})*:{_PY_IDENT}(\.{_PY_IDENT})*(\(\))?$")
 _HTTP_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
@@ -390,6 +391,11 @@ class Key:
 KEYS: tuple[Key, ...] = (
     Key("APP_NAME", "signalcraft", regex(_NAME_RE, "lower-case letters, digits and '-', starting with a letter (at most 40)"),
         "name prefix: PM2 apps <APP_NAME>-python and <APP_NAME>-nodejs"),
+    Key("APP_USER", None, derived(regex(_USER_RE, "a user name: lower-case letters, digits, '_' and '-', starting with a "
+                                        "letter or '_' (at most 32)")),
+        "the system account both apps run as (no shell, no password, no sudo; `setup` creates it); default APP_NAME "
+        "(its first 32 characters). "
+        "The deploy user's own name runs the apps as the deploy user (`status` warns)"),
     Key("DEPLOY_ROOT", "/home/ubuntu/signalcraft", on_text(_deploy_root),
         "absolute directory on the host holding releases/, current, shared/"),
     Key("SOURCE", "upload", choice("upload", "git"),
@@ -753,6 +759,10 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
     def fail(key: str, expected: str) -> SettingsError:
         return _error(key, raw, origins, expected)
 
+    if v["APP_USER"] is None:
+        v["APP_USER"] = v["APP_NAME"][:32]  # a user name holds 32 characters, APP_NAME 40
+    if v["APP_USER"] == "root":
+        raise fail("APP_USER", "an unprivileged account, not root (the apps would run with every right on the host)")
     if v["SOURCE"] == "git" and not v["REPO_URL"]:
         raise SettingsError(f"REPO_URL ({origins.get('REPO_URL', 'default')}): SOURCE=git needs a repository URL to fetch.")
     bind = v["GUNICORN_BIND"]

@@ -16,8 +16,9 @@ from typing import Any
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
+from signalcraft_deploy.host.app_user import as_app, systemd_first
 from signalcraft_deploy.host.io import q, run
-from signalcraft_deploy.host.root import HELPER
+from signalcraft_deploy.host.root import APP_HELPER, HELPER
 from signalcraft_deploy.remote import source
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
@@ -90,6 +91,9 @@ class HostFacts:
     site_defaults: dict[str, str] = field(default_factory=dict)  # settings kept from a site taken over
     free_mb: int | None = None  # free space on the deploy root's filesystem (None: not read)
     helper: root.HelperState | None = None  # the root helper as installed (None: not read)
+    # The deploy user's own PM2 (when the apps have an account of their own): our apps still there have not moved yet.
+    deploy_pm2: list[Pm2Process] = field(default_factory=list)
+    app_reaches_root: bool = True  # the apps' account can reach DEPLOY_ROOT (False: a folder above it is closed to it)
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -122,6 +126,11 @@ class HostFacts:
         procs = self.apps(name)
         return bool(procs) and all(p.status == "online" for p in procs)
 
+    def to_move(self, name: str) -> bool:
+        """The app runs under the deploy user's own PM2 (as it did before APP_USER), not under its account's."""
+        procs = [p for p in self.deploy_pm2 if p.name == name]
+        return bool(procs) and all(p.status == "online" for p in procs) and not self.online(name)
+
 
 # What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12 2.39 x86_64";
 # "-" for a libc that is not glibc).
@@ -149,13 +158,25 @@ def pm2_list_shell(s: Settings) -> str:
     return pm2_rpc_shell(s, "list", cli="jlist")
 
 
-def files_and_processes_script(s: Settings) -> str:
-    """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list."""
+def deploy_pm2_shell(s: Settings) -> str:
+    """Shell that prints the deploy user's own PM2 list, when its daemon runs and the apps have an account of their
+    own (apps deployed before APP_USER run there until their next deploy moves them); never starts a daemon."""
+    return (f'if [ "$(id -un)" != {q(s.app_user)} ] && [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ]; then '
+            f'P=$(command -v {q(s.pm2)}) && node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi')
+
+
+def files_and_processes_script(s: Settings, c: Any = None, start_pm2: bool = False) -> str:
+    """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list. With
+    `start_pm2` (a deploy or rollback, which will use the apps' PM2): under systemd, a PM2 daemon of the apps' account
+    that is not running is started by its unit first (systemd_first), not spawned by the list as a child of this SSH
+    session; the tasks that only look (status, releases) never start it."""
     root = q(s.deploy_root)
     link = s.nginx_enabled_link
+    first = systemd_first(c, s) if start_pm2 else ""
     return "\n".join([
         # PM2's list (the slowest part: a node start) is asked for first, in the background.
-        'L=$(mktemp 2>/dev/null) && { (' + pm2_list_shell(s) + ') > "$L" 2>/dev/null & LP=$!; }',
+        'L=$(mktemp 2>/dev/null) && { (' + first + as_app(c, s, pm2_list_shell(s)) + ') > "$L" 2>/dev/null & LP=$!; }',
+        'D=$(mktemp 2>/dev/null) && { (' + deploy_pm2_shell(s) + ') > "$D" 2>/dev/null & DP=$!; }',
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
         "sec uid; id -u",
@@ -173,13 +194,19 @@ def files_and_processes_script(s: Settings) -> str:
         f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat {q(s.nginx_site)} 2>/dev/null || true",
         'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
-        'sec procs; ps -u "$(id -u)" -o pid=,ppid= 2>/dev/null; true',
-        'sec cwds; find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\n\' 2>/dev/null; true',
-        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + pm2_list_shell(s) + "; fi; true",
+        # The apps' processes: those of the apps' own account (APP_USER), read as it.
+        "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
+        # A folder's name is the app's to choose, newlines included: each entry ends with NUL, and a newline in a name is
+        # shown as '?', so that no line of this section is the app's own (a line of its own could open a section).
+        "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\0\'')
+        + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
+        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + first + as_app(c, s, pm2_list_shell(s))
+        + "; fi; true",
+        'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
     ])
 
 
-def host_checks_script(s: Settings) -> str:
+def host_checks_script(s: Settings, c: Any = None) -> str:
     """Shell for what a deploy that changes something needs besides: tools present, who listens on our ports."""
     ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, *site_ports(s)))
     # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
@@ -187,7 +214,7 @@ def host_checks_script(s: Settings) -> str:
         "ss -ltnpH",
         f"printf '\\n{MARK}commands\\n'",
         f"for pid in $(ss -ltnpH | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
-        "  printf '%s ' \"$pid\"; tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null; echo",
+        "  printf '%s ' \"$pid\"; tr '\\0\\n\\r' '   ' < /proc/$pid/cmdline 2>/dev/null; echo",
         "done",
     ])
     return "\n".join([
@@ -201,10 +228,17 @@ def host_checks_script(s: Settings) -> str:
         f"|| {{ sudo -n -l {HELPER} >/dev/null 2>&1 && echo sudo; }}",
         "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
         f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
-        # What `setup` leaves behind: PM2 started at boot by a unit naming this PM2, and log rotation.
-        'u=$(id -un); p=$(command -v ' + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
+        # The apps' own account, and the door to it `setup` gives the deploy user (unless it is that account).
+        # (and the deploy user in its group, which lets it give the apps their .env and shared/)
+        f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER} /bin/true >/dev/null 2>&1 '
+        f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }}; }}; }} && echo app-user",
+        # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2, and log rotation.
+        f"u={q(s.app_user)}; p=$(command -v " + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
         '&& grep -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service" && echo boot',
-        '[ -e "/etc/logrotate.d/pm2-$(id -un)" ] && echo logrotate',
+        f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
+        # Whether the apps' account reaches DEPLOY_ROOT (or where it will be): a home above it may be closed to it.
+        "sec app_reach; " + as_app(c, s, f"d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; "
+                                          'test -x "$d" && echo yes') + " 2>/dev/null; true",
         f"sec disk; d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | tail -n 1",
         "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
         f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
@@ -217,14 +251,20 @@ def host_checks_script(s: Settings) -> str:
 
 def owners_script(s: Settings, ports: str) -> list[str]:
     """Shell (as the deploy user, after `listen` set $O): the deploy user's name, then for each process listening
-    on our ports `PID UID USER HOLDS CWD`, HOLDS `yes` when CWD holds WSGI_APP's module (CWD is readable for the
-    deploy user's own processes only)."""
+    on our ports `PID UID USER HOLDS CWD`, HOLDS `yes` when CWD holds WSGI_APP's module. CWD is readable for the
+    deploy user's own processes, and for the apps' own account's through the app helper (as that account)."""
     holds = " || ".join(f'[ -e "$c"/{q(name)} ]' for name in app_module_files(s))
+    as_apps = (f"sudo -n -u {q(s.app_user)} {APP_HELPER} /bin/sh -c "
+               + q(f'c=$(readlink /proc/"$1"/cwd) && printf "%s\\n" "$c" && {{ {holds}; }} && echo yes') + ' sh "$pid"')
     return [
         "sec owners; id -un",
         f"for pid in $(printf '%s\\n' \"$O\" | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
         '  u=$(stat -c \'%u %U\' /proc/"$pid" 2>/dev/null) || continue; c=$(readlink /proc/"$pid"/cwd 2>/dev/null); h=no',
         f'  [ -n "$c" ] && {{ {holds}; }} && h=yes',
+        # (only for GUNICORN_BIND's, the one port a bare server is taken over from)
+        f'  if [ -z "$c" ] && [ "${{u#* }}" = {q(s.app_user)} ] && printf \'%s\\n\' "$O" '
+        f'| grep -E \':{s.gunicorn_bind.port}[[:space:]]\' | grep -q "pid=$pid,"; then r=$({as_apps} 2>/dev/null); '
+        '[ "$(printf \'%s\\n\' "$r" | sed -n 2p)" = yes ] && h=yes; c=$(printf \'%s\\n\' "$r" | sed -n 1p); fi',
         '  printf \'%s %s %s %s\\n\' "$pid" "$u" "$h" "$c"',
         "done; true",
     ]
@@ -236,15 +276,16 @@ def app_module_files(s: Settings) -> list[str]:
     return [f"{module}.py", f"{module}/__init__.py"]
 
 
-def facts_script(s: Settings, quick: bool = False) -> str:
-    """The shell that prints every fact in marked sections. Read-only.
+def facts_script(s: Settings, quick: bool = False, c: Any = None, start_pm2: bool = False) -> str:
+    """The shell that prints every fact in marked sections. Read-only, but for `start_pm2`
+    (files_and_processes_script).
 
     `quick` leaves out what only a deploy that changes something needs (tools, listening sockets
     and who holds them): enough to see that nothing changed, in a few milliseconds on the host.
     """
     if quick:
-        return files_and_processes_script(s)
-    return files_and_processes_script(s) + "\n" + host_checks_script(s)
+        return files_and_processes_script(s, c, start_pm2)
+    return files_and_processes_script(s, c, start_pm2) + "\n" + host_checks_script(s, c)
 
 
 def split_sections(output: str) -> dict[str, str]:
@@ -323,6 +364,8 @@ def parse_facts(output: str) -> HostFacts:
         facts.site_defaults = {}
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
     facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
+    facts.deploy_pm2 = parse_pm2_jlist(sec.get("deploy_pm2", ""))[0]
+    facts.app_reaches_root = "app_reach" not in sec or sec["app_reach"].strip() == "yes"
     facts.listeners = parse_listeners(sec.get("listen", ""))
     cwds = {}
     for line in sec.get("cwds", "").splitlines():
@@ -361,17 +404,19 @@ def parse_owners(text: str) -> tuple[str, dict[int, Owner]]:
 
 def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     """Add to a quick read what a deploy that changes something needs (tools, listeners, their commands)."""
-    more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s) + "\n", warn=True).stdout)
+    more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s, c) + "\n", warn=True).stdout)
     facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
     facts.owners, facts.user = more.owners, more.user
     facts.python = more.python
     facts.free_mb = more.free_mb
     facts.helper = more.helper
+    facts.app_reaches_root = more.app_reaches_root
 
 
-def gather(c: Any, s: Settings, quick: bool = False) -> HostFacts:
-    """Read every fact about the host in one command (`quick`: only what shows that nothing changed)."""
-    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick) + "\n", warn=True).stdout)
+def gather(c: Any, s: Settings, quick: bool = False, start_pm2: bool = False) -> HostFacts:
+    """Read every fact about the host in one command (`quick`: only what shows that nothing changed; `start_pm2`:
+    see files_and_processes_script)."""
+    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick, c, start_pm2) + "\n", warn=True).stdout)
 
 
 def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:

@@ -14,7 +14,7 @@ from signalcraft_deploy.host.programs import run_program, start_waiting
 
 def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
     """Run the host-side probe (canary or gate) and return its JSON verdict."""
-    return verdict_of(s, run_program(c, s, "probe.py", json.dumps(spec), warn=True))
+    return verdict_of(s, run_program(c, s, "probe.py", json.dumps(spec), warn=True, app=True))  # it reads the apps' /proc
 
 
 def verdict_of(s: Settings, result: Any) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def start_gate(c: Any, s: Settings, release: str, release_dir: str, checked: dic
     """The gate after a switch, started ahead (Python and its PM2 connection up, nothing checked yet): pass it
     to `gate` as `started`. None where it cannot be started ahead."""
     spec = {**gate_spec(s, release, release_dir, checked, report=True), "await_go": True}
-    return start_waiting(c, s, "probe.py", json.dumps(spec))
+    return start_waiting(c, s, "probe.py", json.dumps(spec), app=True)
 
 
 def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool],

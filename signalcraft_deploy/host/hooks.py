@@ -72,7 +72,7 @@ def run_hook(c: Any, s: Settings, hook: Hook, *, release_dir: str, venv: str, en
         if not line.startswith(VERDICT):
             say(f"     {hook} | {mask(line)}")
 
-    result = run_program(c, s, "hook.py", json.dumps(spec), warn=True, on_line=show)
+    result = run_program(c, s, "hook.py", json.dumps(spec), warn=True, on_line=show, app=True)  # with the apps' rights
     verdicts = [line for line in result.stdout.splitlines() if line.startswith(VERDICT)]
     if not verdicts:
         raise fail(f"{hook.key} could not be run on the host: {mask((result.stderr or result.stdout).strip()[-500:])}")

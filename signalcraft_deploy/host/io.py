@@ -11,6 +11,7 @@ caller attached that one with `use_transport`, as the unit tests do with invoke'
 
 from __future__ import annotations
 
+import getpass
 import io
 import os
 import shlex
@@ -25,6 +26,8 @@ from typing import Any
 from invoke import Context
 from invoke.exceptions import Exit, UnexpectedExit
 from invoke.runners import Result
+
+from signalcraft_deploy.core.secrets import visible
 
 try:  # Fabric is a dependency, but `invoke` alone must still work for local tasks.
     from fabric import Connection
@@ -72,6 +75,10 @@ class Transport:
     def start(self, c: Context, command: str) -> Callable[[], Result]:
         """Start `command` now; the returned function waits for it and gives its result."""
         raise NotImplementedError
+
+    def login(self, c: Context) -> str | None:
+        """The user commands run as (the deploy user); None: not known, take it to be the apps' own account."""
+        return None
 
 
 def _send_input(chan: Any, data: str) -> None:
@@ -125,6 +132,9 @@ class SshTransport(Transport):
     terminals (it feeds stdin one byte per 10 ms and polls its streams), which costs 20-40 ms a command,
     and a deploy sends dozens."""
 
+    def login(self, c: Context) -> str | None:
+        return str(c.user)
+
     def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
             on_line: Callable[[str], None] | None) -> Result:
         chan = open_channel(c, timeout)
@@ -146,6 +156,9 @@ class SshTransport(Transport):
 class LocalTransport(Transport):
     """This machine: `bash -c` in a process of its own (invoke's local tasks)."""
 
+    def login(self, c: Context) -> str | None:
+        return getpass.getuser()
+
     def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
             on_line: Callable[[str], None] | None) -> Result:
         return _checked(_result(command, *_run_local(command, stdin, timeout, on_line)), warn)
@@ -161,7 +174,15 @@ class LocalTransport(Transport):
 
 
 class InvokeRunner(Transport):
-    """The context's own `c.run` (invoke's Runner): what a MockContext answers from its canned results."""
+    """The context's own `c.run` (invoke's Runner): what a MockContext answers from its canned results. `login` is
+    the deploy user it stands for; None (the default): the apps run as that user, so no command goes through the
+    app helper."""
+
+    def __init__(self, login: str | None = None):
+        self._login = login
+
+    def login(self, c: Context) -> str | None:
+        return self._login
 
     def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
             on_line: Callable[[str], None] | None) -> Result:
@@ -407,5 +428,5 @@ class HeldCommand:
 
 
 def fail(message: str, code: int = 1) -> Exit:
-    """A user-facing failure: one clear message, no traceback."""
-    return Exit(message, code=code)
+    """A user-facing failure: one clear message, no traceback (shown as text: it may quote what the host said)."""
+    return Exit(visible(message), code=code)

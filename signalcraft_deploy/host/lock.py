@@ -48,6 +48,13 @@ def lock_script(s: Settings, info: dict[str, Any], wait: int, then: str = "") ->
     d = q(s.state_dir)
     return "\n".join([
         ": signalcraft-deploy-lock",  # the marker `unlock --force` checks before it signals anyone
+        # DEPLOY_ROOT and any folder above it made now: 0755, so the apps' own account can reach its releases
+        f"(umask 022 && mkdir -p {q(s.deploy_root)}) || exit 1",
+        # The deploy user's own PM2 home is closed to every other account, the apps' own among them (PM2 makes it
+        # 0755 under a 022 umask, and its dump.pm2 and logs hold the environments of the apps it ran), unless the
+        # apps run as the deploy user itself.
+        f'[ "$(id -un)" = {q(s.app_user)} ] || {{ h="${{PM2_HOME:-$HOME/.pm2}}"; [ ! -d "$h" ] || [ -L "$h" ] || '
+        'chmod 0700 "$h"; } || :',
         "umask 077",  # lock, lock.json, lock.pid and audit.log: the deploy user's only
         f"mkdir -p {d} && cd {d} || exit 1",
         "exec 9>>lock",

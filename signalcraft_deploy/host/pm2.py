@@ -8,6 +8,7 @@
   address, Nginx moves back (`handover`).
 - Node.js runs in cluster mode, so `pm2 reload --only` is a rolling reload.
 - Never `pm2 start` an app that is running: on a running app that is a restart.
+- Every PM2 command runs as the apps' own account (APP_USER), under its PM2 daemon (host/app_user.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from signalcraft_deploy.core.render import ECOSYSTEM, ECOSYSTEM_CJS
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.io import fail, q, run
 
 
@@ -57,14 +59,14 @@ def output_excerpt(text: str, lines: int = 15) -> list[str]:
 
 def app_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
     """The last lines an app wrote (stdout and stderr), as PM2 kept them, secrets masked."""
-    result = run(c, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines)), warn=True)
+    result = run(c, as_app(c, s, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines))), warn=True)
     kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
             if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
     return masked(s, "\n".join(kept[-2 * lines:]))
 
 
 def start(c: Any, s: Settings, name: str) -> None:
-    result = run(c, with_ecosystem(s, "start", "--only", name), warn=True)
+    result = run(c, as_app(c, s, with_ecosystem(s, "start", "--only", name)), warn=True)
     if not result.ok:
         raise fail(f"pm2 could not start {name}: {masked(s, result.stderr.strip()[-500:])}")
 
@@ -81,7 +83,7 @@ def hup_python(c: Any, s: Settings, pid_file: str = "") -> None:
         command = (f"pid=$(cat {q(pid_file)} 2>/dev/null) && [ -n \"$pid\" ] "
                    "&& tr '\\0' ' ' < /proc/\"$pid\"/cmdline 2>/dev/null | grep -q gunicorn "
                    f"&& kill -HUP \"$pid\" || {command}")
-    result = run(c, command, warn=True)
+    result = run(c, as_app(c, s, command), warn=True)
     if not result.ok:
         raise fail(f"pm2 could not signal {s.python_app}: {masked(s, result.stderr.strip()[-500:])}")
 
@@ -90,7 +92,7 @@ def reload_node(c: Any, s: Settings) -> None:
     # --force skips PM2's CLI-wide reload lock, which also blocks reloads of *other* apps for 30 s
     # (and outlives a killed CLI); our deploy lock already serialises this app, and PM2's daemon
     # still refuses two reloads of the same process.
-    result = run(c, with_ecosystem(s, "reload", "--only", s.node_app, "--update-env", "--force"), warn=True)
+    result = run(c, as_app(c, s, with_ecosystem(s, "reload", "--only", s.node_app, "--update-env", "--force")), warn=True)
     if not result.ok:
         raise fail(f"pm2 could not reload {s.node_app}: {masked(s, result.stderr.strip()[-500:])}")
 
@@ -102,10 +104,20 @@ def delete_command(s: Settings, *names: str) -> str:
 
 
 def delete(c: Any, s: Settings, name: str) -> None:
-    run(c, delete_command(s, name), warn=True)
+    run(c, as_app(c, s, delete_command(s, name)), warn=True)
 
 
 def save(c: Any, s: Settings) -> None:
+    run(c, as_app(c, s, pm2(s, "save", "--force")), warn=True)
+
+
+def delete_as_deploy_user(c: Any, s: Settings, name: str) -> None:
+    """Delete an app from the deploy user's own PM2 (where apps ran before they had an account of their own)."""
+    run(c, delete_command(s, name), warn=True)
+
+
+def save_as_deploy_user(c: Any, s: Settings) -> None:
+    """Save the deploy user's own PM2 list, empty or not (without --force PM2 keeps the old dump of an empty list)."""
     run(c, pm2(s, "save", "--force"), warn=True)
 
 
@@ -121,7 +133,7 @@ def error_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
 
 def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
     """The last lines of an app's error stream, secrets masked."""
-    result = run(c, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines)), warn=True)
+    result = run(c, as_app(c, s, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines))), warn=True)
     kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
             if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
     return masked(s, "\n".join(kept[-lines:]))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.io import Waiting, is_remote, q, run
 from signalcraft_deploy.remote import program, script
 
@@ -34,11 +35,12 @@ def program_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
 
 
 def run_program(c: Any, s: Settings, name: str, *args: str, warn: bool = False,
-                on_line: Callable[[str], None] | None = None) -> Any:
-    """Run remote/`name` on the host as the deploy user and return the result; `on_line` receives each line
-    of its output as it comes. (Root runs only the installed helper: host/root.py.)"""
+                on_line: Callable[[str], None] | None = None, app: bool = False) -> Any:
+    """Run remote/`name` on the host as the deploy user (with `app`, as the apps' own account) and return the
+    result; `on_line` receives each line of its output as it comes. (Root runs only the installed helper:
+    host/root.py.)"""
     command, text = program_command(s, name, *args)
-    return run(c, command, stdin=text, warn=warn, on_line=on_line)
+    return run(c, as_app(c, s, command) if app else command, stdin=text, warn=warn, on_line=on_line)
 
 
 def waiting_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
@@ -48,9 +50,11 @@ def waiting_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
     return " ".join([f'{q(s.python)} -c "$(head -c {len(text.encode())})"', *(q(str(a)) for a in args)]), text
 
 
-def start_waiting(c: Any, s: Settings, name: str, *args: str) -> Waiting | None:
-    """Start remote/`name` (a Python program that prints `ready`, then reads a line) to be told to go later;
-    None where that cannot be done (not over SSH), and the caller then runs it in the usual way."""
+def start_waiting(c: Any, s: Settings, name: str, *args: str, app: bool = False) -> Waiting | None:
+    """Start remote/`name` (a Python program that prints `ready`, then reads a line) to be told to go later (with
+    `app`, as the apps' own account); None where that cannot be done (not over SSH), and the caller then runs it in
+    the usual way."""
     if not is_remote(c) or not name.endswith(".py"):
         return None
-    return Waiting(c, *waiting_command(s, name, *args))
+    command, text = waiting_command(s, name, *args)
+    return Waiting(c, as_app(c, s, command) if app else command, text)

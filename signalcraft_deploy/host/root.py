@@ -24,6 +24,8 @@ from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.remote import program, script
 
 HELPER = "/usr/local/sbin/signalcraft-root"
+# The deploy user's door to its apps' accounts (sudo -u APP_USER): one environment for everything run as them.
+APP_HELPER = "/usr/local/sbin/signalcraft-app"
 LIB = "/usr/local/lib/signalcraft-deploy"
 SUDOERS_DIR = "/etc/sudoers.d"
 # The programs the helper runs, as installed beside it (with their remote imports inlined), and the crossplane
@@ -55,7 +57,7 @@ def files() -> dict[str, tuple[str, str]]:
     (the helper's `version` verb reads them in the same order)."""
     beside = {f"{LIB}/{name}": lib_text(name) for name in LIB_FILES}
     beside.update({f"{LIB}/{name}": text for name, text in crossplane_files().items()})
-    out = {HELPER: (program("root_helper"), "0755")}
+    out = {HELPER: (program("root_helper"), "0755"), APP_HELPER: (program("app_helper"), "0755")}
     out.update({path: (beside[path], "0644") for path in sorted(beside)})
     return out
 
@@ -171,17 +173,32 @@ def sudoers_path(user: str) -> str:
     return f"{SUDOERS_DIR}/signalcraft-{user.replace('.', '_')}"
 
 
-def sudoers_text(user: str) -> str:
-    return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root, nothing else.\n"
-            f"{user} ALL=(root) NOPASSWD: {HELPER}\n")
+APP_RECORDS = "/var/lib/signalcraft-deploy/app-users"  # root's record of each deploy user's app users (setup's)
 
 
-def install_sudoers(c: Any, user: str) -> str:
+def sudoers_text(user: str, apps: tuple[str, ...] = ()) -> str:
+    """The drop-in: `user` may run the root helper as root and, with app users, the app helper as each of them.
+
+    The app helper's own Defaults: no variable of the caller's passes (env_reset, !setenv), and it never gets the
+    caller's terminal (use_pty, whatever the host's sudoers says for everything else): a program of the apps' account
+    holding an operator's terminal could push keystrokes into the operator's shell. Without a terminal (the tool's
+    SSH commands) use_pty does nothing: the output is the program's bytes."""
+    if not apps:
+        return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root, nothing else.\n"
+                f"{user} ALL=(root) NOPASSWD: {HELPER}\n")
+    return ("# Rendered by signalcraft-deploy (fab setup): this user may run the tool's root helper as root and its app "
+            "helper as its apps' accounts, nothing else.\n"
+            f"Defaults!{APP_HELPER} use_pty, env_reset, !setenv\n"
+            f"{user} ALL=(root) NOPASSWD: {HELPER}\n"
+            f"{user} ALL=({', '.join(apps)}) NOPASSWD: {APP_HELPER}\n")
+
+
+def install_sudoers(c: Any, user: str, apps: tuple[str, ...] = ()) -> str:
     """Write the drop-in once `visudo -cf` accepts it (0440, root-owned); a rejected one is never installed."""
     path = sudoers_path(user)
     script_text = (f't=$(mktemp) && cat > "$t" && visudo -cqf "$t" && install -o root -g root -m 0440 "$t" {q(path)}; '
                    'rc=$?; rm -f "$t"; exit $rc')
-    result = run(c, "sudo -n sh -c " + q(script_text), stdin=sudoers_text(user), warn=True)
+    result = run(c, "sudo -n sh -c " + q(script_text), stdin=sudoers_text(user, apps), warn=True)
     if not result.ok:
         raise fail(f"visudo refused the sudoers drop-in for {user}: {(result.stderr or result.stdout).strip()[-400:]}")
     return path

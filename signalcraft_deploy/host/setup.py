@@ -18,8 +18,14 @@ by default the connecting one) needs none. What `setup` owns on a host:
   only); its postrotate runs as the user;
 - the root helper /usr/local/sbin/signalcraft-root and its programs in /usr/local/lib/signalcraft-deploy/
   (host/root.py), redone when they differ from this version's;
+- the apps' own account APP_USER (unless it is the deploy user): a system account with no shell, a locked
+  password and no sudo, home /var/lib/signalcraft-apps/<app>, in a group of its own that the deploy user
+  joins (it gives the apps' account its files: .env 0640, shared/); its own boot unit and log rotation; root's
+  record of the deploy user's app users (/var/lib/signalcraft-deploy/app-users/<user>.json), which the root
+  helper reads to know whose processes are the caller's;
 - /etc/sudoers.d/signalcraft-<user> (0440, checked with `visudo -cf` first): the deploy user may run
-  that helper as root without a password, and nothing else.
+  that helper as root without a password, and the app helper /usr/local/sbin/signalcraft-app as its apps'
+  accounts, and nothing else.
 
 Root writes each file from a temporary file of its own (`mktemp`, checked first where a checker
 exists), installed root-owned under a random name in the destination's folder and renamed over the
@@ -28,6 +34,7 @@ destination: never a fixed name in /tmp, never through a symlink.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -45,6 +52,8 @@ UNIT_DIR = "/etc/systemd/system"
 STANDARD_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 ROOT_PATH = ":".join(STANDARD_PATH)  # the only PATH root looks programs up on
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]*")
+APP_HOMES = "/var/lib/signalcraft-apps"
+NO_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false")
 
 
 def check_user(name: str) -> str:
@@ -78,6 +87,34 @@ class SetupFacts:
     logrotate_conf: str | None = None
     helper_digest: str = ""  # sha256 of the installed root helper's files
     sudoers: str | None = None  # the drop-in's text (None: absent)
+    user_groups: list[str] = field(default_factory=list)
+    acl: bool = False  # setfacl is there (the deploy user opens its home to the apps' account with it)
+    app: str = ""  # the apps' own account (APP_USER); the deploy user's own name: the apps run as it
+    app_entry: list[str] | None = None  # its passwd fields (None: no such account)
+    app_password: str = ""  # passwd -S: L locked, P usable, NP none
+    app_groups: list[str] = field(default_factory=list)
+    app_sudo: str = ""  # the last line of `sudo -l -U APP`
+    app_unit: str | None = None
+    app_wants: str | None = None
+    app_logrotate_conf: str | None = None
+    app_active: str = ""  # systemctl is-active pm2-APP.service, when systemd runs
+    app_daemon: str = ""  # the pid of a PM2 daemon of APP, if one runs
+    app_records: dict[str, Any] = field(default_factory=dict)  # root's record of this deploy user's app users
+    other_app_records: list[dict[str, Any]] = field(default_factory=list)  # root's records of the other deploy users
+
+    @property
+    def separate_app(self) -> bool:
+        return bool(self.app) and self.app != self.user
+
+    @property
+    def app_home(self) -> str:
+        return self.app_entry[5] if self.app_entry else f"{APP_HOMES}/{self.app}"
+
+    @property
+    def apps(self) -> tuple[str, ...]:
+        """Every app user of this deploy user: root's record, and this one."""
+        known = set(self.app_records.get("apps", {}))
+        return tuple(sorted(known | ({self.app} if self.separate_app else set())))
 
     @property
     def unit_path(self) -> str:
@@ -116,13 +153,27 @@ def parse_setup_facts(output: str) -> SetupFacts:
         venv=one("venv") == "yes", node=one("node"), npm=one("npm"), pm2=one("pm2"), pm2_version=one("pm2_version"),
         owners_node=owners("owners_node"), owners_pm2=owners("owners_pm2"),
         systemd_running=one("systemd_running") == "yes", unit=text("unit"),
-        wants=one("wants") or None, logrotate_conf=text("logrotate_conf"))
+        wants=one("wants") or None, logrotate_conf=text("logrotate_conf"),
+        user_groups=one("user_groups").split(), acl=one("acl") == "yes", app_records=_records(one("app_records")),
+        other_app_records=[_records(line) for line in sec.get("other_app_records", "").splitlines() if line.strip()],
+        app_entry=one("app_entry").split(":") if one("app_entry").count(":") == 6 else None,
+        app_password=one("app_password"), app_groups=one("app_groups").split(), app_sudo=one("app_sudo"),
+        app_unit=text("app_unit"), app_wants=one("app_wants") or None, app_logrotate_conf=text("app_logrotate_conf"),
+        app_active=one("app_active"), app_daemon=one("app_daemon"))
+
+
+def _records(text: str) -> dict[str, Any]:
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def facts_command(s: Settings, user: str) -> tuple[str, str]:
     """setup_facts.sh as root with root's fixed PATH and nothing of the caller's environment (the text on stdin);
     nothing on stdout when the connecting account has no passwordless sudo."""
-    command, text = program_command(s, "setup_facts.sh", s.pm2, s.python, user)
+    command, text = program_command(s, "setup_facts.sh", s.pm2, s.python, user, s.app_user)
     return (f"if sudo -n true 2>/dev/null; then sudo -n env -i PATH={ROOT_PATH} {command}; else cat >/dev/null; fi",
             text)
 
@@ -131,6 +182,7 @@ def gather(c: Any, s: Settings, user: str) -> SetupFacts:
     """The facts about the host and the deploy user `user` (validated first)."""
     command, text = facts_command(s, check_user(user))
     facts = parse_setup_facts(run(c, command, stdin=text, warn=True).stdout)
+    facts.app = s.app_user
     if facts.user:
         out = run(c, f"{root.digest_command()}; echo; sudo -n cat {q(root.sudoers_path(facts.user))} 2>/dev/null", warn=True).stdout
         found, _, text = out.partition("\n")
@@ -204,6 +256,8 @@ def missing_packages(f: SetupFacts) -> list[str]:
     missing = [p for p in ("nginx", "logrotate") if p not in f.packages and p not in f.commands]
     if not f.venv:
         missing.append("python3-venv")
+    if f.separate_app and not f.acl:
+        missing.append("acl")
     if not f.node:
         missing += ["nodejs", "npm"]
     elif not f.pm2 and not f.npm:
@@ -264,15 +318,134 @@ def helper_item(f: SetupFacts) -> Item:
 
 def sudoers_item(f: SetupFacts) -> Item:
     path = root.sudoers_path(f.user)
-    if f.sudoers == root.sudoers_text(f.user):
-        return Item("sudoers", State.OK, f"{path}: {f.user} may run only {root.HELPER} as root without a password")
+    apps = f" and {root.APP_HELPER} as {', '.join(f.apps)}" if f.apps else ""
+    if f.sudoers == root.sudoers_text(f.user, f.apps):
+        return Item("sudoers", State.OK, f"{path}: {f.user} may run only {root.HELPER} as root{apps}, without a password")
     why = "missing" if f.sudoers is None else "differs"
-    return Item("sudoers", State.WRITE, f"{path} ({why}): {f.user} ALL=(root) NOPASSWD: {root.HELPER}")
+    return Item("sudoers", State.WRITE, f"{path} ({why}): {f.user} ALL=(root) NOPASSWD: {root.HELPER}{apps}")
+
+
+# ----------------------------------------------------------------------------- the apps' own account
+
+
+APP_COMMENT = "signalcraft-deploy apps of "  # the comment (GECOS) setup gives the accounts it makes
+
+
+def app_account_problem(f: SetupFacts) -> str | None:
+    """Why an existing account cannot be the apps' own: it must be a system account with no way in and no sudo."""
+    assert f.app_entry is not None
+    uid, comment, home, shell = f.app_entry[2], f.app_entry[4], f.app_entry[5], f.app_entry[6]
+    if not uid.isdigit() or int(uid) == 0:
+        return "has root's uid"
+    if shell not in NO_SHELLS:
+        return f"has the login shell {shell}"
+    if f.app_password not in ("L", "LK"):
+        return "has a password that is not locked"
+    if "not allowed" not in f.app_sudo:
+        return f"may use sudo ({f.app_sudo.strip() or 'sudo -l says so'})"
+    if f.app_groups[1:]:
+        return f"is in other groups than its own ({', '.join(f.app_groups[1:])}), whose files the apps could reach"
+    if not comment.startswith(APP_COMMENT) or home != f"{APP_HOMES}/{f.app}":
+        # Another service's account (www-data, redis, nobody): its processes would become the deploy user's own.
+        return (f"is not an account setup made (its comment is {comment!r}, not {APP_COMMENT + '<deploy user>'!r}, or "
+                f"its home is {home}, not {APP_HOMES}/{f.app}): it may be another service's")
+    return None
+
+
+def app_user_item(f: SetupFacts) -> Item:
+    other = next((r.get("deploy") for r in f.other_app_records if f.app in r.get("apps", {})), None)
+    if other:
+        return Item("app user", State.REFUSED, f"{f.app} is already the apps' account of the deploy user {other}: one "
+                    f"account runs one deploy user's apps (it would let {f.user} see and reach {other}'s). Name another "
+                    "APP_USER (setup creates it)")
+    if f.app_entry is None:
+        return Item("app user", State.WRITE, f"{f.app}: a system account (no shell, locked password, no sudo), home {f.app_home}")
+    problem = app_account_problem(f)
+    if problem:
+        return Item("app user", State.REFUSED, f"{f.app} {problem}: the apps' account must have no way in and no rights "
+                    "of its own; name another APP_USER (setup creates it), or APP_USER=" + f.user + " to run the apps "
+                    "as the deploy user")
+    return Item("app user", State.OK, f"{f.app} (uid {f.app_entry[2]}, home {f.app_home}, no shell, no sudo)")
+
+
+def app_group_item(f: SetupFacts) -> Item:
+    group = f.app_groups[0] if f.app_groups else f.app
+    if group in f.user_groups:
+        return Item("app group", State.OK, f"{f.user} is in {group} (it gives the apps their .env and shared/)")
+    return Item("app group", State.WRITE, f"usermod -aG {group} {f.user} (it gives the apps their .env and shared/; from "
+                f"{f.user}'s next login)")
+
+
+def app_unit_path(f: SetupFacts) -> str:
+    return f"{UNIT_DIR}/pm2-{f.app}.service"
+
+
+def app_boot_unit(f: SetupFacts) -> str:
+    return render_boot_unit(f.app, f.app_home, f.pm2, unit_path_env(f.node))
+
+
+def app_boot_item(f: SetupFacts) -> Item:
+    unit = app_unit_path(f)
+    if not f.pm2 or not f.node:
+        return Item("app boot unit", State.WRITE, f"{unit}, once Node.js and PM2 are installed")
+    if path_problems(f):
+        return Item("app boot unit", State.REFUSED, f"{unit}: Node.js or PM2 is not root's alone (below)")
+    if f.app_unit != app_boot_unit(f) or f.app_wants != unit:
+        return Item("app boot unit", State.WRITE, f"{unit}: {f.app}'s PM2 started at boot, and enabled"
+                    + ("; started now" if app_unit_to_start(f) or not f.app_unit else ""))
+    if app_unit_to_start(f):
+        return Item("app boot unit", State.WRITE, f"{unit} enabled; start it now (systemd then runs {f.app}'s PM2)")
+    if f.systemd_running and f.app_active != "active":
+        return Item("app boot unit", State.OK, f"{unit} enabled; {f.app}'s PM2 (pid {f.app_daemon}) was started outside "
+                    "it, before setup: systemd runs it from the next boot")
+    return Item("app boot unit", State.OK, f"{unit} enabled" + ("; active" if f.systemd_running else ""))
+
+
+def app_unit_to_start(f: SetupFacts) -> bool:
+    """Whether setup starts the app's unit: systemd runs, the unit is not active, and no PM2 daemon of the apps'
+    account runs (one started outside the unit would not become systemd's; two daemons cannot share a PM2 home)."""
+    return f.systemd_running and f.app_active != "active" and not f.app_daemon
+
+
+def app_logrotate_text(s: Settings, f: SetupFacts) -> str:
+    group = f.app_groups[0] if f.app_groups else f.app
+    return render_logrotate(s, f.app, group, f.app_home, f.pm2 or "/usr/bin/pm2", unit_path_env(f.node))
+
+
+def app_logrotate_item(s: Settings, f: SetupFacts) -> Item:
+    path = f"/etc/logrotate.d/pm2-{f.app}"
+    if path_problems(f):
+        return Item("app rotation", State.REFUSED, f"{path}: Node.js or PM2 is not root's alone (below)")
+    if f.app_logrotate_conf == app_logrotate_text(s, f):
+        return Item("app rotation", State.OK, path)
+    return Item("app rotation", State.WRITE, f"{path} ({'missing' if f.app_logrotate_conf is None else 'differs'})")
+
+
+def app_record(f: SetupFacts) -> dict[str, Any]:
+    """Root's record of the deploy user's app users, with this one (its uid as the passwd entry says now)."""
+    assert f.app_entry is not None
+    apps = dict(f.app_records.get("apps", {}))
+    apps[f.app] = {"uid": int(f.app_entry[2]), "home": f.app_home}
+    return {"deploy": f.user, "apps": dict(sorted(apps.items()))}
+
+
+def app_record_item(f: SetupFacts) -> Item:
+    path = f"{root.APP_RECORDS}/{f.user}.json"
+    if f.app_entry is not None and f.app_records == app_record(f):
+        return Item("app record", State.OK, f"{path}: {', '.join(f.apps)}")
+    return Item("app record", State.WRITE, f"{path}: {f.user}'s apps run as {', '.join(f.apps)} (what the root helper reads)")
+
+
+def app_items(s: Settings, f: SetupFacts) -> list[Item]:
+    if not f.separate_app:
+        return []
+    return [app_user_item(f), app_group_item(f), app_boot_item(f), app_logrotate_item(s, f), app_record_item(f)]
 
 
 def plan_setup(s: Settings, f: SetupFacts) -> list[Item]:
     """Every item `setup` owns, each already right (OK) or what it would change."""
-    return package_items(f) + [boot_item(f), logrotate_item(s, f), helper_item(f), sudoers_item(f)]
+    return (package_items(f) + [boot_item(f), logrotate_item(s, f)] + app_items(s, f)
+            + [helper_item(f), sudoers_item(f)])
 
 
 # ----------------------------------------------------------------------------- the changes
@@ -340,3 +513,76 @@ def write_logrotate(c: Any, s: Settings, f: SetupFacts) -> str:
         raise fail(f"logrotate refuses the rotation file: {(check.stderr or check.stdout).strip()[-600:]}\n"
                    "Check LOG_ROTATE_SIZE and LOG_ROTATE_COUNT.")
     return f.logrotate_path
+
+
+def create_app_user(c: Any, f: SetupFacts) -> str:
+    """The apps' account: a system account of its own group, no shell, a locked password; its home 0750."""
+    home = f.app_home
+    command = (f"useradd --system --user-group --home-dir {q(home)} --create-home --shell /usr/sbin/nologin "
+               f"--comment {q(APP_COMMENT + f.user)} {q(f.app)} && chmod 0750 {q(home)}")
+    result = run(c, f"sudo -n mkdir -p -m 0755 {APP_HOMES} && " + sudo(f"sh -c {q(command)}"), warn=True)
+    if not result.ok:
+        raise fail(f"Could not create the apps' account {f.app}: {(result.stderr or result.stdout).strip()[-400:]}")
+    return f"created {f.app} (home {home}, no shell, locked password)"
+
+
+def join_app_group(c: Any, f: SetupFacts) -> str:
+    group = f.app_groups[0] if f.app_groups else f.app
+    result = run(c, sudo(f"usermod -aG {q(group)} {q(f.user)}"), warn=True)
+    if not result.ok:
+        raise fail(f"Could not add {f.user} to {group}: {(result.stderr or result.stdout).strip()[-400:]}")
+    return f"{f.user} is in {group} from its next login"
+
+
+def enable_app_boot(c: Any, f: SetupFacts) -> str:
+    """Write the apps' account's unit and its link (when they differ), and start it under a running systemd, so that
+    its PM2 daemon is systemd's (Restart=on-failure) rather than a process of whichever SSH session ran PM2 first."""
+    if path_problems(f):
+        raise fail(" ".join(path_problems(f)))
+    unit = app_unit_path(f)
+    link = f"{UNIT_DIR}/multi-user.target.wants/pm2-{f.app}.service"
+    done = []
+    if f.app_unit != app_boot_unit(f) or f.app_wants != unit:
+        result = run(c, root_install_command(unit), stdin=app_boot_unit(f), warn=True)
+        if not result.ok:
+            raise fail(f"Could not write {unit}: {(result.stderr or result.stdout).strip()[-400:]}")
+        run(c, "sudo -n sh -c " + q(f"mkdir -p {q(UNIT_DIR)}/multi-user.target.wants && ln -sfn {q(unit)} {q(link)}"))
+        done.append(f"wrote {unit}, enabled by the link {link}")
+        if f.systemd_running:
+            run(c, sudo("systemctl daemon-reload"), warn=True)
+    if app_unit_to_start(f):
+        done.append(start_app_unit(c, f))
+    return "; ".join(done) or f"{unit} as it was"
+
+
+def start_app_unit(c: Any, f: SetupFacts) -> str:
+    """`systemctl start pm2-APP`: PM2's daemon of the apps' account, in the unit's cgroup (PM2_HOME made 0700 by the
+    account itself first, as the app helper keeps it)."""
+    name = f"pm2-{f.app}.service"
+    pm2_home = f"{f.app_home}/.pm2"
+    made = run(c, sudo(f"runuser -u {q(f.app)} -- mkdir -p -m 0700 {q(pm2_home)}"), warn=True)
+    result = run(c, sudo(f"systemctl start {q(name)}"), warn=True, timeout=120) if made.ok else made
+    if not result.ok:
+        raise fail(f"Could not start {name}: {(result.stderr or result.stdout).strip()[-400:]} "
+                   f"(see `journalctl -u {name}`)")
+    return f"started {name} (systemd runs {f.app}'s PM2)"
+
+
+def write_app_logrotate(c: Any, s: Settings, f: SetupFacts) -> str:
+    path = f"/etc/logrotate.d/pm2-{f.app}"
+    check = run(c, root_install_command(path, "0644", check='logrotate -d "$t" 2>&1'), stdin=app_logrotate_text(s, f),
+                warn=True)
+    if not check.ok:
+        raise fail(f"logrotate refuses the rotation file: {(check.stderr or check.stdout).strip()[-600:]}\n"
+                   "Check LOG_ROTATE_SIZE and LOG_ROTATE_COUNT.")
+    return path
+
+
+def write_app_record(c: Any, f: SetupFacts) -> str:
+    """Root's record of the deploy user's app users: written by this admin's step only, read by the root helper."""
+    path = f"{root.APP_RECORDS}/{f.user}.json"
+    run(c, sudo(f"install -d -o root -g root -m 0700 {q(root.APP_RECORDS)}"))
+    result = run(c, root_install_command(path, "0600"), stdin=json.dumps(app_record(f), indent=1) + "\n", warn=True)
+    if not result.ok:
+        raise fail(f"Could not write {path}: {(result.stderr or result.stdout).strip()[-400:]}")
+    return path

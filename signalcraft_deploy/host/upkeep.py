@@ -1,6 +1,8 @@
 """The host's life between deploys: free space, unused environments, the temporary apps' logs, boot state.
 
-The programs run on the host are remote/upkeep.py (space, prune, boot) and small shell lines here.
+The programs run on the host are remote/upkeep.py (space, prune, boot, apps) and small shell lines here. What
+belongs to the apps' own account (APP_USER: its PM2 home, saved list, logs and processes) is read as that account,
+through the app helper (host/app_user.as_app); what belongs to the deploy user (the deploy root) as the deploy user.
 """
 
 from __future__ import annotations
@@ -16,16 +18,30 @@ from signalcraft_deploy.host.programs import run_program
 PM2_LOGS = '"${PM2_HOME:-$HOME/.pm2}/logs"'
 
 
-def upkeep(c: Any, s: Settings, mode: str, **spec: Any) -> dict[str, Any]:
-    result = run_program(c, s, "upkeep.py", json.dumps({"mode": mode, **spec}), warn=True)
+def upkeep(c: Any, s: Settings, mode: str, app: bool = False, **spec: Any) -> dict[str, Any]:
+    """remote/upkeep.py's answer in `mode`: run as the deploy user, or with `app` as the apps' own account."""
+    result = run_program(c, s, "upkeep.py", json.dumps({"mode": mode, **spec}), warn=True, app=app)
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise fail(f"Could not read the host's {mode} ({(result.stderr or result.stdout).strip()[-300:]})") from None
 
 
-def space(c: Any, s: Settings) -> dict[str, Any]:
-    return upkeep(c, s, "space", root=s.deploy_root, apps=[s.python_app, s.node_app])
+def app_side(c: Any, s: Settings) -> dict[str, Any]:
+    """As the apps' own account: its name, uid and PM2 home, PM2's logs, what its processes use under DEPLOY_ROOT."""
+    return upkeep(c, s, "apps", app=True, root=s.deploy_root, apps=[s.python_app, s.node_app])
+
+
+def space(c: Any, s: Settings, apps: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Free space and what takes it: DEPLOY_ROOT's parts (read as the deploy user) and PM2's logs (the apps' own
+    account's, read as it; `apps` when already read)."""
+    apps = app_side(c, s) if apps is None else apps
+    data = upkeep(c, s, "space", root=s.deploy_root, in_use=apps["in_use"])
+    logs = apps["logs"]
+    data["parts"]["logs"] = {"path": logs["path"], "bytes": logs["bytes"], "count": logs["count"],
+                             "same_fs": logs["dev"] is not None and logs["dev"] == data["dev"]}
+    data["app_logs"] = apps["app_logs"]
+    return data
 
 
 def mb(n: int) -> str:
@@ -59,13 +75,15 @@ def require_space(c: Any, s: Settings, facts: HostFacts) -> None:
     raise fail(f"Only {data['free_mb']} MB free on the filesystem of {data['path']}, below MIN_FREE_MB={s.min_free_mb} "
                f"({s.origins.get('MIN_FREE_MB', 'default')}); nothing was changed.\n"
                f"  What takes space: {space_report(data)}.\n"
-               "  Free some space (fewer KEEP_RELEASES, old rotated logs in ~/.pm2/logs, files of your own) or lower "
+               f"  Free some space (fewer KEEP_RELEASES, old rotated logs in {data['parts']['logs']['path']}, files of your own) or lower "
                "MIN_FREE_MB, and deploy again.")
 
 
 def prune_environments(c: Any, s: Settings) -> list[str]:
-    """Remove the venvs and node_modules no release on the host names and no process runs from."""
-    return list(upkeep(c, s, "prune", root=s.deploy_root).get("removed", []))
+    """Remove the venvs and node_modules no release on the host names and no process runs from (the deploy user's,
+    and the apps' own account's, asked as it: the deploy user cannot read where that account's processes run)."""
+    in_use = app_side(c, s)["in_use"]
+    return list(upkeep(c, s, "prune", root=s.deploy_root, in_use=in_use).get("removed", []))
 
 
 def forget_logs_command(*names: str) -> str:
@@ -76,8 +94,15 @@ def forget_logs_command(*names: str) -> str:
 
 
 def boot_state(c: Any, s: Settings) -> dict[str, Any]:
-    """The boot unit of this user (present, enabled, its paths) and PM2's saved list for our apps."""
-    return upkeep(c, s, "boot", apps=[s.python_app, s.node_app], pm2=s.pm2)
+    """Read as the apps' own account: its boot unit (present, enabled, its paths), its PM2's saved list for our apps,
+    its log rotation, and who it is (name, uid, PM2 home)."""
+    return upkeep(c, s, "boot", app=True, apps=[s.python_app, s.node_app], pm2=s.pm2)
+
+
+def deploy_user_dump(c: Any, s: Settings) -> list[str]:
+    """Our apps in the deploy user's own PM2 saved list (its dump.pm2), which its boot unit would start too."""
+    dump = upkeep(c, s, "boot", apps=[s.python_app, s.node_app], pm2=s.pm2).get("dump") or {}
+    return sorted(dump)
 
 
 def boot_problems(boot: dict[str, Any], running: list[Pm2Process], names: tuple[str, ...]) -> list[str]:

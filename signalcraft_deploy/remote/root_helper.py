@@ -45,6 +45,7 @@ import tempfile
 from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, site_path, tls_file
 
 HELPER = "/usr/local/sbin/signalcraft-root"
+APP_HELPER = "/usr/local/sbin/signalcraft-app"  # the deploy user's door to its apps' accounts (host/root.py)
 LIB = "/usr/local/lib/signalcraft-deploy"
 STATE = "/var/lib/signalcraft-deploy"  # root's own records, 0700
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -64,6 +65,10 @@ RELOAD_RE = re.compile(rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload 
                        r"(/usr/sbin/)?service nginx reload")  # core.settings: NGINX_RELOAD_CMD
 PATH_CHARS = re.compile(r"/[A-Za-z0-9_.@+/-]*")
 APP = re.compile(r"[a-z][a-z0-9-]{0,39}")
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # core.settings: APP_USER
+UNIT_DIR = "/etc/systemd/system"
+SYSTEMD_RUNNING = "/run/systemd/system"  # there while systemd is pid 1 (sd_booted)
+PM2_DAEMON = re.compile(rb"PM2 v[0-9][0-9A-Za-z.-]*: God Daemon")  # the title PM2's daemon gives itself
 TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,79}")
 HOST_NAME = re.compile(r"[A-Za-z0-9*_]([A-Za-z0-9_.*-]{0,252})")
 MARKER_URL = re.compile(r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/\.signalcraft-deploy-site")
@@ -288,6 +293,33 @@ def caller() -> pwd.struct_passwd:
         return pwd.getpwuid(uid)
     except KeyError:
         raise Refused(f"unknown calling uid {uid}") from None
+
+
+def app_accounts() -> dict:
+    """The caller's apps' accounts, name -> uid, from root's record that `setup` (an admin's step) wrote in
+    STATE/app-users/<caller>.json. An entry whose name is gone or now has another uid (a deleted and reused
+    account) or uid 0 is not one; nor is any entry of a record that names another deploy user."""
+    me = caller()
+    try:
+        found = record(os.path.join(STATE, "app-users", me.pw_name + ".json")) or {}
+    except ValueError:
+        found = {}
+    if found.get("deploy") != me.pw_name or not isinstance(found.get("apps"), dict):
+        return {}
+    accounts = {}
+    for name, entry in found["apps"].items():
+        try:
+            uid = pwd.getpwnam(str(name)).pw_uid
+        except KeyError:
+            continue
+        if isinstance(entry, dict) and entry.get("uid") == uid and uid != 0:
+            accounts[str(name)] = uid
+    return accounts
+
+
+def own_uids() -> set:
+    """The caller's uid and its apps' accounts' (app_accounts): their processes are the caller's own."""
+    return {caller().pw_uid} | set(app_accounts().values())
 
 
 def owner_key(user: pwd.struct_passwd, state: str) -> dict:
@@ -570,18 +602,24 @@ def v_probe(args: list) -> int:
     return 0
 
 
+def shown(text: str) -> str:
+    """One line of text for the caller: control characters (a newline in a process's name or command line, which its
+    owner chooses, an app's included) as '?', so that no line printed is the process's own."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text)
+
+
 def v_listeners(args: list) -> int:
     """listeners PORT[,PORT...]: the listening sockets on those ports (`ss -ltnpH`), then the command line of each
     of the caller's own processes among them (another user's: its pid and name only, as `ps` shows)."""
     ports = [str(integer(p, "a port", 1, 65535)) for p in args[0].split(",")][:32]
     mine = [line for line in ss_lines() if re.search(r":(" + "|".join(ports) + r")\s", line)]
-    print("\n".join(mine))
+    print("\n".join(shown(line) for line in mine))
     print(f"\n{MARK}commands")
     for pid in sorted({int(p) for line in mine for p in re.findall(r"pid=([0-9]+)", line)}):
-        if uid_of(pid) != caller().pw_uid:
+        if uid_of(pid) not in own_uids():
             continue
         raw = read_regular(f"/proc/{pid}/cmdline") or b""
-        print(f"{pid} " + raw.replace(b"\0", b" ").decode(errors="replace"))
+        print(f"{pid} " + shown(raw.replace(b"\0", b" ").decode(errors="replace")))
     return 0
 
 
@@ -843,7 +881,7 @@ def serves_pid(copy: str, pid: int) -> bool:
                  for d in parsed if d["directive"] == "upstream" and d.get("args")}
     proxied, sockets = proxied_addresses(parsed, upstreams), listening_sockets()
     for host, port, pids, _ in sockets:  # a site that also proxies to another user's server is not the caller's
-        if any(reaches(target, (host, port)) for target in proxied) and any(uid_of(p) != caller().pw_uid for p in pids):
+        if any(reaches(target, (host, port)) for target in proxied) and any(uid_of(p) not in own_uids() for p in pids):
             return False
     return any(reaches(target, (host, port)) for target in proxied for host, port, pids, _ in sockets if pid in pids)
 
@@ -897,8 +935,9 @@ def v_takeover_record(args: list) -> int:
     state, pid, site = state_name(args[0]), integer(args[1], "the pid", 2, 2 ** 22), a_site(args[2])
     must_own(site, state, may_claim=True)
     try:
-        if os.stat(f"/proc/{pid}").st_uid != caller().pw_uid:
-            raise Refused(f"pid {pid} is not a process of {caller().pw_name}: a takeover touches only the caller's own")
+        if os.stat(f"/proc/{pid}").st_uid not in own_uids():
+            raise Refused(f"pid {pid} is not a process of {caller().pw_name} or its apps' account: a takeover touches "
+                          "only the caller's own")
     except FileNotFoundError:
         raise Refused(f"no process {pid}") from None
     if takeover_meta(state, site) is None:
@@ -952,6 +991,48 @@ def v_takeover_restore(args: list) -> int:
     return code
 
 
+def pm2_daemon_of(uid: int) -> "int | None":
+    """The pid of a PM2 daemon of `uid` (by the title PM2 gives its daemon, in /proc), if one runs."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or uid_of(int(name)) != uid:
+            continue
+        try:
+            title = read_regular(f"/proc/{name}/cmdline") or b""
+        except Refused:
+            continue
+        if PM2_DAEMON.match(title):
+            return int(name)
+    return None
+
+
+def v_pm2_boot(args: list) -> int:
+    """pm2-boot APP_USER: under a running systemd, start pm2-APP_USER.service (setup's unit, enabled) when no PM2
+    daemon of that account runs, so that systemd runs it (Restart=on-failure) rather than the deploy's SSH session;
+    APP_USER must be one of the caller's apps' accounts in root's record. Prints started, running, not-enabled or
+    no-systemd."""
+    name = token(args[0], USER_NAME, "an account name")
+    uid = app_accounts().get(name)
+    if uid is None:
+        raise Refused(f"{name} is not one of your apps' accounts in root's record ({STATE}/app-users): run setup")
+    unit = f"pm2-{name}.service"
+    link = os.path.join(UNIT_DIR, "multi-user.target.wants", unit)
+    if not os.path.isdir(SYSTEMD_RUNNING):
+        state = "no-systemd"
+    elif not (os.path.islink(link) and os.readlink(link) == os.path.join(UNIT_DIR, unit)):
+        state = "not-enabled"
+    elif pm2_daemon_of(uid) is not None:
+        state = "running"
+    else:
+        done = run_argv(["systemctl", "start", unit], capture=True)
+        if isinstance(done, int) or done.returncode != 0:
+            why = done if isinstance(done, int) else (done.stderr or done.stdout).strip()
+            print(f"signalcraft-root: systemctl start {unit} failed: {why}"[:500], file=sys.stderr)
+            return 1
+        state = "started"
+    print(state)
+    return 0
+
+
 def v_version(args: list) -> int:
     """version: the sha256 of the installed helper and its programs (as `fab setup` computes it)."""
     digest = hashlib.sha256()
@@ -962,9 +1043,10 @@ def v_version(args: list) -> int:
 
 
 def installed_files() -> list:
-    """The helper, then every file beside it by path (host.root.files() lists them in the same order)."""
+    """The helper, the app user's door, then every file beside the helper by path (host.root.files() lists them in
+    the same order)."""
     found = [os.path.join(folder, n) for folder, _, names in os.walk(LIB) for n in names]
-    return [HELPER] + sorted(p for p in found if "__pycache__" not in p)
+    return [HELPER, APP_HELPER] + sorted(p for p in found if "__pycache__" not in p)
 
 
 VERBS = {
@@ -973,6 +1055,7 @@ VERBS = {
     "site-restore": (v_site_restore, 3), "extras-write": (v_extras_write, 4),
 "tls-check": (v_tls_check, 1), "certbot-hook": (v_certbot_hook, 5),
     "takeover-record": (v_takeover_record, 3), "takeover-restore": (v_takeover_restore, 3), "version": (v_version, 0),
+    "pm2-boot": (v_pm2_boot, 1),
 }
 
 

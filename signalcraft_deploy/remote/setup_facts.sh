@@ -7,10 +7,13 @@
 # path comes with the owner and mode of the file and of every folder above it (`owners_*`: "uid mode
 # path" lines), which setup checks before it names the path in a unit root installs. PYTHON runs as
 # USER (runuser). PM2's daemon is never started (`pm2 --version` would), so its version comes from
-# its package.json.
+# its package.json. APP is the apps' own account (APP_USER; USER's own name when the apps run as USER): its
+# passwd entry, whether its password is locked, its groups, what sudo allows it, its boot unit (and whether systemd
+# runs it), its log rotation, and root's record of USER's app users.
 pm2_cmd=$1
 python=$2
 user=$3
+app=${4:-$3}
 sec() { printf '\n@@signalcraft:%s\n' "$1"; }
 owners() {  # the file and every folder above it, up to /
   f=$1
@@ -51,4 +54,24 @@ sec systemd_running; [ -d /run/systemd/system ] && echo yes
 sec unit; cat "/etc/systemd/system/pm2-$user.service" 2>/dev/null
 sec wants; readlink "/etc/systemd/system/multi-user.target.wants/pm2-$user.service" 2>/dev/null
 sec logrotate_conf; cat "/etc/logrotate.d/pm2-$user" 2>/dev/null
+sec user_groups; id -Gn "$user"
+sec acl; command -v setfacl >/dev/null 2>&1 && echo yes
+sec app_records; cat "/var/lib/signalcraft-deploy/app-users/$user.json" 2>/dev/null
+# Every other deploy user's record, one per line: an apps' account serves one deploy user only.
+sec other_app_records; for f in /var/lib/signalcraft-deploy/app-users/*.json; do
+  [ -f "$f" ] && [ "$f" != "/var/lib/signalcraft-deploy/app-users/$user.json" ] && { tr -d '\n' < "$f"; echo; }; done; true
+[ "$app" = "$user" ] && exit 0
+sec app_entry; getent passwd "$app" 2>/dev/null
+if getent passwd "$app" >/dev/null 2>&1; then
+  sec app_password; passwd -S "$app" 2>/dev/null | cut -d' ' -f2
+  sec app_groups; id -Gn "$app"
+  sec app_sudo; sudo -n -l -U "$app" 2>&1 | tail -n 1
+fi
+sec app_unit; cat "/etc/systemd/system/pm2-$app.service" 2>/dev/null
+sec app_wants; readlink "/etc/systemd/system/multi-user.target.wants/pm2-$app.service" 2>/dev/null
+sec app_logrotate_conf; cat "/etc/logrotate.d/pm2-$app" 2>/dev/null
+# Whether systemd runs APP's PM2 (its unit active), and whether a PM2 daemon of APP runs at all (one a deploy
+# started over SSH before the unit was: systemd cannot take it over, the next boot does). From /proc only.
+sec app_active; [ -d /run/systemd/system ] && systemctl is-active "pm2-$app.service" 2>/dev/null
+sec app_daemon; pgrep -u "$app" -f '^PM2 v[^ ]*: God Daemon' 2>/dev/null | head -n 1
 true

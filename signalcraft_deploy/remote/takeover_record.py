@@ -7,7 +7,10 @@ them). A second run keeps the first record (the true 'before'), stamped with its
 TOOL that wrote it. The Nginx site is not here: root keeps its own copy (the helper's
 takeover-record), and only that copy is ever put back.
 
-Only the deploy user's own process is recorded (exit with its user and pid named otherwise):
+With FOLDER `-` it runs as the apps' own account (APP_USER) instead, for a server of that account, and prints the
+record as one JSON line for the deploy user to keep (nothing else is printed then).
+
+Only the running user's own process is recorded (exit with its user and pid named otherwise):
 everything here is the deploy user's own, so no root is involved. The environment kept is the
 process's own variables, less those of the login session it was started from (SESSION_VARS: the
 SSH connection, sudo's, the terminal's), which a restart would get anew or must not get: the app's
@@ -90,6 +93,12 @@ def write_private(path: str, data: bytes) -> None:
 
 def main(argv: List[str]) -> None:
     pid, folder, pm2, node_app, number, tool = argv
+    if folder == "-":  # as the apps' own account, whose process it is: the record goes to the deploy user, who keeps it
+        refuse_other_user(pid)
+        legacy = legacy_process(pid)
+        node = node_entry(read_pm2(pm2, node_app), node_app)
+        print(json.dumps({"format": int(number), "tool": tool, "legacy": legacy, "node": node}))
+        return
     os.makedirs(folder, mode=0o700, exist_ok=True)
     if not os.path.exists(os.path.join(folder, "legacy.json")):
         refuse_other_user(pid)

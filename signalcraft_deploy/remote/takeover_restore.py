@@ -1,16 +1,17 @@
 """Runs ON THE HOST as the deploy user (`python3 - FOLDER PM2 READS TOOL [check]`, text on stdin).
 
-Brings back the processes takeover_record.py saved in FOLDER: starts the unmanaged server again
-with its command line, directory and environment (output to FOLDER/legacy.log, 0600, in a new
-session), and the old PM2 entry of the Node.js app (`PM2 start` of a 0600 config file). A record
-in a format newer than READS (the newest that TOOL reads; a record without a format is format 1) is
-left alone: exit 1 naming the version that wrote it, nothing changed. So is a record of another
-user's process. Both are the deploy user's own processes: no root is involved (the old Nginx site
-is put back by the root helper's takeover-restore, from root's own copy). The process gets a
-login's basics (HOME, USER, LOGNAME, SHELL, PATH) under the variables it had. Prints one JSON line:
-{"pid": ..., "alive": ...} a second after the start; nothing of the record is printed. With `check`, only
-the record is read and checked (exit 0, nothing started), so the caller stops its apps only when the
-record can be restored.
+Brings back the processes takeover_record.py saved in FOLDER: starts the unmanaged server again with its command
+line, directory and environment (output to FOLDER/legacy.log, 0600, in a new session), and the old PM2 entry of
+the Node.js app (`PM2 start` of a 0600 config file). A record in a format newer than READS (the newest that TOOL
+reads; a record without a format is format 1) is left alone: exit 1 naming the version that wrote it, nothing
+changed. So is a record of another user's process. A server of the apps' own account (the deploy user marked its
+record `ran_as`) is started again as that account: this runs as it then, FOLDER relative to its home, where the
+deploy user copied the record. Both are the running user's own processes: no root is involved (the old Nginx site
+is put back by the root helper's takeover-restore, from root's own copy). The process gets a login's basics (HOME,
+USER, LOGNAME, SHELL, PATH) under the variables it had. Prints one JSON line: {"pid": ..., "alive": ...} a second
+after the start; nothing of the record is printed. With `check`, only the record is read and checked (exit 0,
+nothing started) and the account it is started as is printed, so the caller stops its apps only when the record
+can be restored.
 Standard library only.
 """
 
@@ -53,22 +54,33 @@ def check_format(record: Dict[str, Any], reads: int, tool: str) -> None:
              f"up to {reads}. Upgrade the tool (pip install -U signalcraft-deploy) and run again; nothing was changed.")
 
 
-def check_owner(record: Dict[str, Any]) -> None:
-    """Exit (nothing changed) unless the recorded process was this user's."""
+def owner(record: Dict[str, Any]) -> str:
+    """The account the recorded process is started again as: `ran_as`, the deploy user's own mark on a record the apps'
+    account made of its own server (the record's `user` is then that account's word, never trusted), else the record's
+    user, which must be this user. Exit (nothing changed) otherwise."""
+    me = pwd.getpwuid(os.getuid()).pw_name
+    if "ran_as" in record:
+        return str(record["ran_as"])
     user = (record.get("legacy") or {}).get("user")
-    if user != pwd.getpwuid(os.getuid()).pw_name:
+    if user != me:
         sys.exit(f"the recorded process ran as {user!r}, not as this user: only the deploy user's own process is "
                  "started again. Start it yourself as that user; nothing was changed.")
+    return me
 
 
 def main(argv: List[str]) -> None:
     folder, pm2, reads, tool = argv[:4]
+    if not os.path.isabs(folder):  # as the apps' own account: a folder of its home (its working folder), made here
+        os.makedirs(folder, mode=0o700, exist_ok=True)
     with open(os.path.join(folder, "legacy.json")) as fh:
         record = json.load(fh)
     check_format(record, int(reads), tool)
-    check_owner(record)
+    account = owner(record)
     if argv[4:] == ["check"]:
+        print(account)
         return
+    if account != pwd.getpwuid(os.getuid()).pw_name:
+        sys.exit(f"the recorded process is started again as {account!r}, not as this user; nothing was changed.")
     proc = start_legacy(record["legacy"], os.path.join(folder, "legacy.log"))
     if record.get("node"):
         start_node(record["node"], folder, pm2)

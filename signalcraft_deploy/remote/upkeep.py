@@ -1,14 +1,19 @@
-"""Runs ON THE HOST as the deploy user (sent over stdin to `python3 -`): disk space, pruning, boot state.
+"""Runs ON THE HOST (sent over stdin to `python3 -`): disk space, pruning, boot state, the apps' account's side.
 
 Standard library only. Reads one JSON argument, prints one JSON line. Never prints environment
 values: PM2's dump (which holds every app's env, secrets included) is parsed here and only
 names, paths and arguments leave the host.
 
+Run as the deploy user:
 mode "space": free space on the deploy root's filesystem and what takes space there (releases,
-venvs, node_modules, shared/) and in PM2's logs; sizes of the apps' own log files.
+venvs, node_modules, shared/); the user it ran as and the filesystem's device number.
 
 mode "prune": remove the venvs and node_modules that no kept release names in its manifest and
-no process of this user runs from.
+no process runs from (this user's, and the words `in_use` the apps' account reported).
+
+Run as the apps' own account (APP_USER; through the app helper, which sets PM2_HOME):
+mode "apps": who runs the apps (name, uid, PM2 home), PM2's logs there (sizes, device), the sizes
+of the apps' own log files, and the paths under the deploy root its processes run from (`in_use`).
 
 mode "boot": whether PM2 starts at boot for this user (the systemd unit `setup` writes, enabled
 by its multi-user.target.wants link) and what PM2's saved list (dump.pm2) would start.
@@ -56,20 +61,27 @@ def children_of(path):
 
 
 def space(spec):
-    root, logs = spec["root"], os.path.join(spec["pm2_home"], "logs")
+    root = spec["root"]
     base = existing_parent(root)
     usage = shutil.disk_usage(base)
-    device = os.stat(base).st_dev
     parts = {}
     for name in ("releases", "venvs", "node_modules", "shared"):
         path = os.path.join(root, name)
         entries = [e for e in children_of(path) if not e.startswith(".")]
         parts[name] = {"path": path, "bytes": size_of(path) if entries else 0, "count": len(entries)}
+    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20, "path": base, "dev": os.stat(base).st_dev,
+            "user": pwd.getpwuid(os.getuid()).pw_name, "parts": parts,
+            "unused": sorted(unused_environments(root, spec.get("in_use", [])))}
+
+
+def pm2_logs(pm2_home, apps):
+    """PM2's logs folder (size, files, device) and the sizes of the apps' own log files and of pm2.log."""
+    logs = os.path.join(pm2_home, "logs")
     log_files = children_of(logs)
-    parts["logs"] = {"path": logs, "bytes": size_of(logs) if log_files else 0, "count": len(log_files),
-                     "same_fs": os.path.exists(logs) and os.stat(logs).st_dev == device}
+    part = {"path": logs, "bytes": size_of(logs) if log_files else 0, "count": len(log_files),
+            "dev": os.stat(logs).st_dev if os.path.exists(logs) else None}
     app_logs = {}
-    names = "|".join(re.escape(a) for a in spec.get("apps", []))
+    names = "|".join(re.escape(a) for a in apps)
     own = re.compile(f"^({names})-(out|error)(-[0-9]+)?[.]log$")
     for name in log_files:
         if own.match(name):
@@ -77,11 +89,20 @@ def space(spec):
                 app_logs[name] = os.path.getsize(os.path.join(logs, name))
             except OSError:
                 pass
-    pm2_log = os.path.join(spec["pm2_home"], "pm2.log")
+    pm2_log = os.path.join(pm2_home, "pm2.log")
     if os.path.exists(pm2_log):
         app_logs["pm2.log"] = os.path.getsize(pm2_log)
-    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20, "path": base, "parts": parts,
-            "unused": sorted(unused_environments(root)), "app_logs": app_logs}
+    return part, app_logs
+
+
+def apps(spec):
+    """The apps' account's side: who it is, its PM2 home and logs, and what its processes use under the deploy root."""
+    me = pwd.getpwuid(os.getuid())
+    logs, app_logs = pm2_logs(spec["pm2_home"], spec.get("apps", []))
+    envs = tuple(os.path.join(spec["root"], kind) + "/" for kind in ("venvs", "node_modules"))
+    in_use = sorted({w for w in in_use_by_processes() if w.startswith(envs)})
+    return {"user": me.pw_name, "uid": me.pw_uid, "pm2_home": spec["pm2_home"], "logs": logs, "app_logs": app_logs,
+            "in_use": in_use}
 
 
 def manifest_of(release_dir):
@@ -110,14 +131,15 @@ def in_use_by_processes():
     return words
 
 
-def unused_environments(root):
-    """venvs/<hash> and node_modules/<hash> that no release on the host and no process uses."""
+def unused_environments(root, in_use=()):
+    """venvs/<hash> and node_modules/<hash> that no release on the host names and no process uses (this user's, and
+    the paths `in_use` another account's processes run from)."""
     named = set()
     releases = os.path.join(root, "releases")
     for release in children_of(releases):
         m = manifest_of(os.path.join(releases, release))
         named.update(p.rstrip("/") for p in (m.get("venv"), m.get("node_modules")) if p)
-    used = in_use_by_processes()
+    used = in_use_by_processes() + [w for w in in_use if isinstance(w, str)]
     unused = []
     for kind in ("venvs", "node_modules"):
         for name in children_of(os.path.join(root, kind)):
@@ -129,7 +151,7 @@ def unused_environments(root):
 
 def prune(spec):
     removed = []
-    for path in sorted(unused_environments(spec["root"])):
+    for path in sorted(unused_environments(spec["root"], spec.get("in_use", []))):
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):
             removed.append(path)
@@ -168,6 +190,26 @@ def dump_entries(pm2_home, apps):
     return out
 
 
+def daemon_unit(pm2_home):
+    """Under a running systemd, the unit whose cgroup holds this user's PM2 daemon (its pid file's, if the process
+    is this user's): "" when it runs outside any service (started by a command of an SSH session); None when no
+    daemon runs or systemd does not run."""
+    if not os.path.isdir("/run/systemd/system"):
+        return None
+    try:
+        with open(os.path.join(pm2_home, "pm2.pid")) as fh:
+            pid = int(fh.read().strip())
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+        with open(f"/proc/{pid}/cgroup") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, ValueError):
+        return None
+    path = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), "")
+    found = re.search(r"/([^/]+[.]service)$", path)
+    return found.group(1) if found else ""
+
+
 def boot(spec):
     user = spec.get("user") or pwd.getpwuid(os.getuid()).pw_name
     unit_path = os.path.join(UNIT_DIR, f"pm2-{user}.service")
@@ -177,15 +219,17 @@ def boot(spec):
     tools = {name: os.path.realpath(shutil.which(cmd) or "") if shutil.which(cmd) else ""
              for name, cmd in (("pm2", spec.get("pm2", "pm2")), ("node", "node"))}
     rotation = f"/etc/logrotate.d/pm2-{user}"
-    return {"unit_path": unit_path, "unit": unit, "enabled": target == unit_path and unit is not None,
+    return {"user": user, "uid": os.getuid(), "pm2_home": spec["pm2_home"],
+            "unit_path": unit_path, "unit": unit, "enabled": target == unit_path and unit is not None,
             "dump": dump_entries(spec["pm2_home"], spec.get("apps", [])), **tools,
+            "daemon_unit": daemon_unit(spec["pm2_home"]),
             "logrotate": rotation if os.path.exists(rotation) else None}
 
 
 def main(argv):
     spec = json.loads(argv[0])
     spec.setdefault("pm2_home", os.environ.get("PM2_HOME") or os.path.expanduser("~/.pm2"))
-    modes = {"space": space, "prune": prune, "boot": boot}
+    modes = {"space": space, "prune": prune, "boot": boot, "apps": apps}
     print(json.dumps(modes[spec["mode"]](spec)))
 
 

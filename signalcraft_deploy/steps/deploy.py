@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from signalcraft_deploy.core.plan import App, How, Plan
 from signalcraft_deploy.core.render import certbot_hook_path, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import app_user as app_user_ops
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import health, releases, upkeep, wheels
 from signalcraft_deploy.host import install as install_ops
@@ -55,6 +57,7 @@ class DeployRun:
     error_logs: dict[str, str] = field(default_factory=dict)
     takeover_restored: bool = False
     not_moved: bool = False  # a handover's reload did not take: Nginx still sends to the old processes
+    deploy_pm2_changed: bool = False  # an app was deleted from the deploy user's own PM2 (moved to APP_USER's)
 
     @property
     def release(self) -> str:
@@ -79,6 +82,11 @@ class DeployRun:
     @property
     def in_pm2(self) -> set[str] | None:
         return {p.name for p in self.facts.pm2} if self.facts.pm2_readable else None
+
+    @property
+    def moving(self) -> bool:
+        """Apps that ran under the deploy user's own PM2 move to their account's (APP_USER) in this deploy."""
+        return any(a.moves for a in self.plan.actions)
 
     @property
     def changed_files(self) -> list[str]:
@@ -136,7 +144,7 @@ def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[s
 
 def record_takeover(r: DeployRun) -> str:
     pid = r.plan.action(App.PYTHON).pid or 0
-    takeover_ops.record(r.c, r.s, pid)
+    takeover_ops.record(r.c, r.s, pid, r.plan.action(App.PYTHON).apps_own)
     r.record["takeover"] = {"pid": pid, "why": r.plan.action(App.PYTHON).why}
     kept = takeover_ops.keep_site_defaults(r.c, r.s, r.plan.site_defaults)
     return f"pid {pid}: command, environment, Node.js entry and Nginx site saved" + (f"; kept from the old site: {kept}" if kept else "")
@@ -181,6 +189,10 @@ def build_venv(r: DeployRun, local: bool) -> str:
     links = wheels.ship_wheels(r.c, r.s, requirements, r.facts.python) if local else None
     version = install_ops.ensure_venv(r.c, r.s, m.venv, f"{r.release_dir}/requirements.txt", links)
     return f"built {m.venv} (gunicorn {version})" + (" from the shipped wheels" if links else "")
+
+
+def prepare_app_user(r: DeployRun) -> str:
+    return app_user_ops.prepare(r.c, r.s, r.moving)
 
 
 def show_config_changes(r: DeployRun) -> str:
@@ -242,6 +254,14 @@ def switch_back(r: DeployRun) -> str:
     return ""
 
 
+def stop_in_deploy_pm2(r: DeployRun, name: str) -> Callable[[], None]:
+    """The old processes of an app that moves to its own account: deleted from the deploy user's own PM2."""
+    def stop() -> None:
+        r.deploy_pm2_changed = True
+        pm2_ops.delete_as_deploy_user(r.c, r.s, name)
+    return stop
+
+
 def reload_python(r: DeployRun) -> None:
     m, c, s = r.plan.manifest, r.c, r.s
     if r.py is How.START:
@@ -249,7 +269,10 @@ def reload_python(r: DeployRun) -> None:
     elif r.py is How.HUP:
         pm2_ops.hup_python(c, s, next((p.pid_path for p in r.facts.apps(s.python_app)), ""))
     elif r.py.hands_over:
-        stop_old = handover_ops.stop_unmanaged(c, s, r.plan.action(App.PYTHON).pid or 0) if r.py is How.TAKEOVER else None
+        action = r.plan.action(App.PYTHON)
+        stop_old = handover_ops.stop_unmanaged(c, s, action.pid or 0, action.apps_own) if r.py is How.TAKEOVER else None
+        if r.plan.action(App.PYTHON).moves:
+            stop_old = stop_in_deploy_pm2(r, s.python_app)
         r.stopping.append(handover_ops.handover(c, s, "python", m.release, r.release_dir, m.venv, r.rep,
                                                 switch=lambda: releases.switch(c, s, m.release), stop_old=stop_old,
                                                 present=r.in_pm2))
@@ -262,7 +285,9 @@ def reload_node(r: DeployRun) -> None:
     elif r.node is How.RELOAD:
         pm2_ops.reload_node(c, s)
     elif r.node is How.RESTART:
-        r.stopping.append(handover_ops.handover(c, s, "nodejs", m.release, r.release_dir, m.venv, r.rep, present=r.in_pm2))
+        stop_old = stop_in_deploy_pm2(r, s.node_app) if r.plan.action(App.NODEJS).moves else None
+        r.stopping.append(handover_ops.handover(c, s, "nodejs", m.release, r.release_dir, m.venv, r.rep, present=r.in_pm2,
+                                                stop_old=stop_old))
 
 
 def reload_apps(r: DeployRun) -> str:
@@ -292,7 +317,7 @@ def restore_apps(r: DeployRun) -> str:
     if not r.prev:  # a first deploy leaves nothing of its own behind
         for app in (r.s.handover_app, r.s.node_handover_app):
             if app in running:
-                run(r.c, handover_ops.stop_temporary_command(r.s, app), warn=True)
+                run(r.c, handover_ops.stop_temporary_command(r.c, r.s, app), warn=True)
     return f"{r.s.python_app} and {r.s.node_app} back on {r.prev}" if r.prev else "apps of the first deploy removed"
 
 
@@ -340,6 +365,14 @@ def finish(r: DeployRun) -> str:
     saved = (r.py, r.node) not in ((How.HUP, How.NONE), (How.NONE, How.NONE))
     if saved:
         pm2_ops.save(r.c, r.s)
+    # Our apps left in the deploy user's own PM2 in any state (stopped, errored: never moved) go too, and its list is
+    # saved: else that PM2 would start them again at boot, beside the apps' account's.
+    ours = {r.s.python_app, r.s.node_app, r.s.handover_app, r.s.node_handover_app}
+    for name in sorted({p.name for p in r.facts.deploy_pm2} & ours):
+        pm2_ops.delete_as_deploy_user(r.c, r.s, name)
+        r.deploy_pm2_changed = True
+    if r.deploy_pm2_changed:
+        pm2_ops.save_as_deploy_user(r.c, r.s)
     pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
     # Pruned releases may leave venvs and node_modules that no kept release names.
     unused = upkeep.prune_environments(r.c, r.s) if pruned else []
@@ -407,6 +440,8 @@ def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
     checked = {"python": r.py in (How.HUP, How.NEW_MASTER), "nodejs": r.node is not How.NONE}
     problems = health.gate(r.c, r.s, r.prev, f"{r.s.releases_dir}/{r.prev}", checked)
     pm2_ops.save(r.c, r.s)
+    if r.deploy_pm2_changed:
+        pm2_ops.save_as_deploy_user(r.c, r.s)
     return [f"previous release {r.prev} is serving" if not problems else
             "previous release is NOT healthy either: " + "; ".join(problems)]
 
@@ -415,6 +450,7 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("record takeover", record_takeover, when=lambda r: r.py is How.TAKEOVER),
     Step("upload", upload, undo=mark_release_bad, when=lambda r: r.shipment is not None and r.plan.new_release),
     Step("install", install),
+    Step("app user", prepare_app_user, when=lambda r: r.moving or not r.facts.app_reaches_root),
     Step("render-configs", show_config_changes),
     Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
     Step("nginx-check", check_nginx, undo=restore_site),

@@ -12,6 +12,7 @@ from signalcraft_deploy.core.plan import App
 from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.health import gate, gate_on
 from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
@@ -69,18 +70,19 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     entry, address = handover_entry(s, kind, venv, release_dir)
     name = App(kind).pm2_name(s)
     health = s.health_py if kind == "python" else s.health_node
-    config = f"{s.state_dir}/handover-{kind}.config.json"
+    config = f".{s.app_name}-handover-{kind}.config.json"  # in the apps' account's home, its working folder
     # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.
     leftover = present is None or entry["name"] in present
-    run(c, write_file_command(config, "0600")
-        + (f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
-        + f" && {forget_logs_command(entry['name'])} && {pm2(s, 'start', config)}", stdin=json.dumps({"apps": [entry]}, indent=2))
+    run(c, as_app(c, s, write_file_command(config, "0600")
+                  + (f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
+                  + f" && {forget_logs_command(entry['name'])} && {pm2(s, 'start', config)}"),
+        stdin=json.dumps({"apps": [entry]}, indent=2))
     # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
     problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
                        [{"name": entry["name"], "workers": kind == "python"}], fail_fast=True)
     if problems:
         output = app_output(c, s, entry["name"])
-        run(c, stop_temporary_command(s, entry["name"]), warn=True)
+        run(c, stop_temporary_command(c, s, entry["name"]), warn=True)
         shown = (f"\n  output of {name} (its new processes):\n    " + "\n    ".join(output_excerpt(output))
                  if output.strip() else "")
         raise fail(f"The new {name} did not come up on the handover address {address}: " + masked(s, "; ".join(problems)) + shown
@@ -128,21 +130,24 @@ def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Ba
     install_site(c, s, site_description(s), backup=False)
     reload_nginx(c, s, render_nginx_site(s))
     wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
-    stop = stop_temporary_command(s, s.handover_app if kind == "python" else s.node_handover_app)
+    stop = stop_temporary_command(c, s, s.handover_app if kind == "python" else s.node_handover_app)
     if background:
         return Background(c, stop)
     run(c, stop, warn=True)
     return None
 
 
-def stop_temporary_command(s: Settings, name: str) -> str:
-    """Shell that deletes a temporary app (trial, handover) and its log files."""
-    return f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true"
+def stop_temporary_command(c: Any, s: Settings, name: str) -> str:
+    """Shell that deletes a temporary app (trial, handover) and its log files, as the apps' own account."""
+    return as_app(c, s, f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true")
 
 
-def stop_unmanaged(c: Any, s: Settings, pid: int) -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it: as the
-    deploy user, whose own process it is (remote/stop_pid.sh leaves any other user's alone)."""
-    def stop() -> None:
-        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), warn=True)  # kill(2) refuses others
+def stop_unmanaged(c: Any, s: Settings, pid: int, apps_own: bool = False) -> Callable[[], None]:
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it: as its
+    owner, the deploy user or the apps' own account (remote/stop_pid.sh leaves any other user's alone)."""
+    owner = s.app_user if apps_own else ""
+
+    def stop() -> None:  # kill(2) refuses others' processes; OWNER also names whose it must still be
+        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), *([owner] if owner else []),
+                    warn=True, app=apps_own)
     return stop

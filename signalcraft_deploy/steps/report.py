@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from signalcraft_deploy.core.secrets import visible
+
 
 def _github() -> bool:
     return os.environ.get("GITHUB_ACTIONS") == "true"
@@ -44,13 +46,14 @@ class Reporter:
 
     def say(self, text: str) -> None:
         if not self.quiet:  # one write per call, newline included: the lines of hosts printing at once never mix
-            sys.stdout.write(self._prefixed(text) + "\n")
+            sys.stdout.write(self._prefixed(visible(text)) + "\n")
             sys.stdout.flush()
 
     def _prefixed(self, text: str) -> str:
         return "\n".join(self.prefix + line for line in text.split("\n")) if self.prefix else text
 
     def warn(self, text: str) -> None:
+        text = visible(text)  # it may quote the host: an app's title or folder must not drive the terminal
         sys.stderr.write(self._prefixed(_colour("33", f"warning: {text}")) + "\n")
         sys.stderr.flush()
         if _github():

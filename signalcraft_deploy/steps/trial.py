@@ -8,8 +8,9 @@ from typing import Any
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.health import probe
-from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
+from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.pm2 import GUNICORN_INFO, app_output, delete_command, output_excerpt, pm2
 from signalcraft_deploy.host.upkeep import forget_logs_command
 from signalcraft_deploy.steps.faults import setting_fault
@@ -50,17 +51,18 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
     if not apps:
         return None
     names = [a["name"] for a in apps]
-    config = f"{s.state_dir}/trial.config.json"
+    # In the apps' account's home (its working folder through the app helper; the deploy user's own otherwise).
+    config = f".{s.app_name}-trial.config.json"
     leftovers = present is None or bool(set(trial_names(s)) & present)
     # The trial apps' log files go with them: a trial's excerpt shows only its own run.
-    start_trial = (f"mkdir -p {q(s.state_dir)} && {write_file_command(config, '0600')} && "
+    start_trial = (f"{write_file_command(config, '0600')} && "
                    + (f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && " if leftovers else "")
                    + f"{forget_logs_command(*trial_names(s))} && " + pm2(s, "start", config))
-    started = run(c, start_trial, stdin=json.dumps({"apps": apps}, indent=2), warn=True)
+    started = run(c, as_app(c, s, start_trial), stdin=json.dumps({"apps": apps}, indent=2), warn=True)
     problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_rpc_js": host_facts.PM2_RPC_JS,
                             "release": release, "release_dir": release_dir, "urls": urls, "apps": watch,
                             "fail_fast": True}).get("problems", [])
-    stop = f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; {forget_logs_command(*trial_names(s))}; true"
+    stop = as_app(c, s, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; {forget_logs_command(*trial_names(s))}; true")
     if not problems:
         return Background(c, stop)
     own = dict(zip(trial_names(s), (s.python_app, s.node_app), strict=True))

@@ -20,6 +20,7 @@ from signalcraft_deploy.core.secrets import mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import NODEJS, PYTHON, SourceTree, make_tarball, node_package, read_blob, read_source
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host.app_user import runs_as_deploy_user
 from signalcraft_deploy.host.io import fail, q, run, upload
 from signalcraft_deploy.host.lock import who, who_text
 from signalcraft_deploy.remote import program
@@ -218,7 +219,11 @@ def send_files(c: Any, s: Settings, shipment: Shipment, plan: Plan, same: source
         extras = os.path.join(tmp, "extras.tar")
         with open(extras, "wb") as fh:
             fh.write(extras_tar(plan))
-        run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {q(s.shared_dir)}/logs && chmod 0755 {q(s.deploy_root)}")
+        # shared/ is the apps' to write (their data, SQLite's journal beside it): in their account's group, setgid.
+        # (What is in it is theirs too: only remote/shared_paths.py, which follows no link, changes anything there.)
+        shared = q(s.shared_dir)
+        give = "" if runs_as_deploy_user(c, s) else f" && chgrp {q(s.app_user)} {shared} && chmod 2770 {shared}"
+        run(c, f"mkdir -p {q(incoming)} {q(s.releases_dir)} {shared} && chmod 0755 {q(s.deploy_root)}{give}")
         if not shipment.source_dir:
             unpack = [f"git -C {q(s.state_dir + '/repo.git')} archive {q(shipment.tree.sha)} | tar -x -C \"$t\""]
         elif same is None or same.changed:
@@ -243,32 +248,33 @@ def env_script(s: Settings, release: str, live: str, carry: bool) -> list[str]:
     lines = [f"if [ -e {env} ]; then rm -rf \"$t/.env\" && mv -f {env} \"$t/.env\""]
     if carry and live:
         lines.append(f"elif [ ! -e \"$t/.env\" ] && [ -e {q(live + '/.env')} ]; then cp -L {q(live + '/.env')} \"$t/.env\"")
-    lines += ["fi", 'if [ -f "$t/.env" ]; then chmod 0600 "$t/.env"; fi']
+    # The apps' own account reads it through its group (0640), unless the apps run as the deploy user (0600).
+    app = q(s.app_user)
+    lines += ["fi", 'if [ -f "$t/.env" ]; then chmod 0600 "$t/.env" && '
+              f'{{ [ "$(id -un)" = {app} ] || {{ chgrp {app} "$t/.env" && chmod 0640 "$t/.env"; }}; }}; fi']
     return lines
 
 
-def shared_script(s: Settings, live: str) -> list[str]:
-    """Shell that links each of SHARED_PATHS into the release from shared/. The first time, shared/ gets what the
-    live release has there (moved, and linked back so the live app keeps it), else what the release ships, else an
-    empty folder."""
-    lines = []
+def shared_script(s: Settings, live: str, c: Any = None) -> list[str]:
+    """Shell that makes shared/logs and each of SHARED_PATHS in shared/ (remote/shared_paths.py: the first time, what
+    the live release has there, moved and linked back so the live app keeps it, else what the release ships, else an
+    empty folder; given to the apps' own account, never through a link the app planted), then links each into the
+    release."""
+    same = runs_as_deploy_user(c, s)
+    shared = [f"{q(s.python)} -I -S -c {q(program('shared_paths'))} make {q(s.shared_dir)} \"$G\"", "</dev/null"]
+    lines = [f"G={q('' if same else s.app_user)}" if same is not None else f'G=; [ "$(id -un)" = {q(s.app_user)} ] || G={q(s.app_user)}',
+             f"{shared[0]} '' '' logs/ {shared[1]}"]
+    if s.shared_paths:
+        lines.append(f"{shared[0]} {q(live)} \"$t\" {' '.join(q(p) for p in s.shared_paths)} {shared[1]}")
     for path in s.shared_paths or ():
-        name, folder = path.rstrip("/"), path.endswith("/")
-        held, here, there = q(f"{s.shared_dir}/{name}"), f"\"$t\"/{q(name)}", q(f"{live}/{name}") if live else "''"
-        lines += [
-            f"if [ ! -e {held} ] && [ ! -L {held} ]; then",
-            f"  mkdir -p \"$(dirname {held})\"",
-            f"  if [ -n {q(live)} ] && [ -e {there} ] && [ ! -L {there} ]; then mv {there} {held} && ln -sfn {held} {there}",
-            f"  elif [ -e {here} ] && [ ! -L {here} ]; then cp -a {here} {held}",
-            *([f"  else mkdir -p {held}"] if folder else []),
-            "  fi",
-            "fi",
-            f"rm -rf {here} && mkdir -p \"$(dirname {here})\" && ln -sfn {held} {here}",
-        ]
+        name = path.rstrip("/")
+        here = f"\"$t\"/{q(name)}"
+        lines.append(f"rm -rf {here} && mkdir -p \"$(dirname {here})\" && ln -sfn {q(s.shared_dir + '/' + name)} {here}")
     return lines
 
 
-def assemble_script(s: Settings, release: str, parts: list[str], live: str = "", carry_env: bool = False) -> str:
+def assemble_script(s: Settings, release: str, parts: list[str], live: str = "", carry_env: bool = False,
+                    c: Any = None) -> str:
     """Shell that builds releases/<release>.tmp from `parts` and the extras, gives it its .env, links the shared
     paths, renames it into place."""
     rdir, incoming = f"{s.releases_dir}/{release}", f"{s.state_dir}/incoming/{release}"
@@ -280,7 +286,7 @@ def assemble_script(s: Settings, release: str, parts: list[str], live: str = "",
         f"tar -xf {q(incoming + '.extras.tar')} -C \"$t\"",
         *env_script(s, release, live, carry_env),
         f"ln -sfn {q(s.shared_dir)}/logs \"$t/logs\" 2>/dev/null || true",
-        *shared_script(s, live),
+        *shared_script(s, live, c),
         f"rm -rf {q(rdir)} && mv \"$t\" {q(rdir)}",
         f"rm -f {q(incoming + '.tar')} {q(incoming + '.extras.tar')}",
     ])
@@ -338,7 +344,7 @@ def ship(c: Any, s: Settings, shipment: Shipment, plan: Plan, facts: host_facts.
             write_app_env(c, s, release, shipment.app_env)
         kept = [p for p in same.same if not under_shared(s, p)] if same else []
         copy = [copy_command(s, live)] if kept else []
-        result = run(c, assemble_script(s, release, copy + unpack, live, carry), stdin=copy_records(shipment, kept) if copy else None,
+        result = run(c, assemble_script(s, release, copy + unpack, live, carry, c), stdin=copy_records(shipment, kept) if copy else None,
                      warn=True)
         edited = edited_files(result) if copy and same else None
         if not edited:

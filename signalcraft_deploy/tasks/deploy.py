@@ -51,6 +51,7 @@ REQUIRED_TOOLS = {
     "python-venv": "a Python able to make a venv (apt install python3-venv, or set PYTHON)",
     "sudo": "passwordless sudo for this user (a sudoers line with NOPASSWD)",
     "flock": "flock (apt install util-linux)",
+    "app-user": "the apps' own account APP_USER, the deploy user's way to run them as it, and its place in their group",
 }
 
 
@@ -60,7 +61,9 @@ def require_tools(facts: host_facts.HostFacts) -> None:
         missing = [REQUIRED_TOOLS["sudo"]] + [m for m in missing if m not in (REQUIRED_TOOLS["sudo"], REQUIRED_TOOLS["nginx"])]
     if missing:
         fix = "Install it and deploy again." if "sudo" not in facts.tools else \
-            "Run `setup` (fab -H <host> setup), which installs what is missing, and deploy again."
+            ("Run `setup` (fab -H <admin>@<host> setup --user <deploy user>, with the same settings, so that it knows "
+             "APP_USER), which installs and creates what is missing, and deploy again; or set APP_USER to the deploy "
+             "user's own name to run the apps as it.")
         raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". " + fix)
 
 
@@ -327,7 +330,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
     # One channel takes the lock and reads the host (files, processes, PM2): all a deploy that
     # changes nothing needs. The tool and port checks follow only when something will change.
     lock = None if dry_run else DeployLock(c, s, info, int(lock_wait or 0), rep.say, rep.warn,
-                                           then=host_facts.facts_script(s, quick=True))
+                                           then=host_facts.facts_script(s, quick=True, c=c, start_pm2=True))
     if lock:
         lock.__enter__()
     try:
@@ -436,7 +439,7 @@ def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file
     open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
     with DeployLock(c, s, info, 0, rep.say, rep.warn):
-        facts = host_facts.gather(c, s)
+        facts = host_facts.gather(c, s, start_pm2=True)
         root.ensure(c, facts.helper)  # before anything changes
         s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
         target = to or previous_release(facts, facts.current_release)

@@ -81,7 +81,7 @@ def deploy_fleet(conns: list[Any], s: Settings, shipment: Shipment | None, *, dr
             "deploy_id": deploy_id, **who()}
     try:
         lock_all(group, s, None if dry_run else info, lock_wait, known_hosts, accept_new_host,
-                 host_facts.facts_script(s, quick=True))
+                 host_facts.facts_script(s, quick=True, start_pm2=not dry_run))
         read_all(group, s, shipment, dry_run, deploy_id)
         if dry_run:
             if s.before_switch:

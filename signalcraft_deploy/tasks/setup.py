@@ -48,13 +48,36 @@ def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]
         done.append("boot unit: " + setup_ops.enable_boot(c, facts))
     if setup_ops.logrotate_item(s, facts).state is not State.OK:
         done.append("log rotation: wrote " + setup_ops.write_logrotate(c, s, facts))
+    if facts.separate_app:
+        done += converge_app_user(c, s, facts)
+        facts = setup_ops.gather(c, s, facts.user)
     if setup_ops.helper_item(facts).state is not State.OK:
         done.append("root helper: installed " + root.install(c))
-    if setup_ops.sudoers_item(facts).state is not State.OK:
-        done.append("sudoers: wrote " + root.install_sudoers(c, facts.user))
+    if setup_ops.sudoers_item(facts).state is not State.OK:  # last: it names what is there now
+        done.append("sudoers: wrote " + root.install_sudoers(c, facts.user, facts.apps))
     left = [i for i in setup_ops.plan_setup(s, setup_ops.gather(c, s, facts.user)) if i.state is not State.OK]
     if left:
         raise fail("setup could not finish: " + "; ".join(f"{i.name}: {i.detail}" for i in left))
+    return done
+
+
+def converge_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts) -> list[str]:
+    """The apps' own account first (its uid and home are what the rest names), then its group, boot unit, log
+    rotation and root's record of it."""
+    done = []
+    if facts.app_entry is None:
+        done.append("app user: " + setup_ops.create_app_user(c, facts))
+        facts = setup_ops.gather(c, s, facts.user)
+    if setup_ops.app_user_item(facts).state is State.REFUSED:
+        raise fail("setup refuses the apps' account: " + setup_ops.app_user_item(facts).detail)
+    if setup_ops.app_group_item(facts).state is not State.OK:
+        done.append("app group: " + setup_ops.join_app_group(c, facts))
+    if setup_ops.app_boot_item(facts).state is not State.OK:
+        done.append("app boot unit: " + setup_ops.enable_app_boot(c, facts))
+    if setup_ops.app_logrotate_item(s, facts).state is not State.OK:
+        done.append("app rotation: wrote " + setup_ops.write_app_logrotate(c, s, facts))
+    if setup_ops.app_record_item(facts).state is not State.OK:
+        done.append("app record: wrote " + setup_ops.write_app_record(c, facts))
     return done
 
 
@@ -83,6 +106,8 @@ def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None, user=Non
     for item in items:
         print("  " + line(item, dry_run))
     refused(facts)
+    if facts.separate_app and facts.app_entry is not None and setup_ops.app_user_item(facts).state is State.REFUSED:
+        raise fail("setup refuses the apps' account, and changed nothing: " + setup_ops.app_user_item(facts).detail)
     changes = [i for i in items if i.state is not State.OK]
     if not changes:
         print("Nothing to change: the host is set up.")

@@ -14,6 +14,7 @@ from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host import upkeep
+from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
@@ -100,11 +101,17 @@ def tls_status(c: Any, s: Settings) -> dict[str, Any] | None:
 
 
 def host_life(c: Any, s: Settings, facts: host_facts.HostFacts) -> dict[str, Any]:
-    """Whether both apps start at boot as they run now, free space, and the sizes of PM2's logs."""
+    """Who the apps run as, whether both apps start at boot as they run now, free space, and the sizes of PM2's
+    logs. The apps' account's part (its boot unit, saved list, PM2 home and logs) is read as that account."""
     boot = upkeep.boot_state(c, s)
-    room = upkeep.space(c, s)
+    apps = upkeep.app_side(c, s)
+    room = upkeep.space(c, s, apps)
     logs = room["parts"]["logs"]
+    same = apps["user"] == room["user"]
     return {
+        "runs_as": {"user": apps["user"], "uid": apps["uid"], "pm2_home": apps["pm2_home"], "deploy_user": room["user"],
+                    "deploy_user_saved": [] if same else upkeep.deploy_user_dump(c, s),
+                    "unit": boot["unit_path"].rsplit("/", 1)[-1], "daemon_unit": boot.get("daemon_unit")},
         "boot": {"unit": boot["unit_path"], "enabled": boot["enabled"],
                  "problems": upkeep.boot_problems(boot, facts.pm2, (s.python_app, s.node_app))},
         "disk": {"free_mb": room["free_mb"], "path": room["path"], "min_free_mb": s.min_free_mb},
@@ -113,11 +120,35 @@ def host_life(c: Any, s: Settings, facts: host_facts.HostFacts) -> dict[str, Any
     }
 
 
+def runs_as_warnings(runs: dict[str, Any]) -> list[str]:
+    """What `status` warns about the account the apps run as: the deploy user itself, or its PM2 still saving ours."""
+    user, deploy = runs["user"], runs["deploy_user"]
+    if user == deploy:
+        return [f"the apps run as the deploy user {deploy}: code running inside them can do all {deploy} can (rewrite "
+                f"the releases, add a key to ~{deploy}/.ssh, use its sudo rule for the root helper, read .deploy/); "
+                "set APP_USER to an account of their own (the default, APP_NAME), run setup, and deploy"]
+    warnings = []
+    saved = runs.get("deploy_user_saved") or []
+    if saved:
+        warnings.append(f"{deploy}'s own PM2 saved list still holds {', '.join(saved)}: its boot unit would start them "
+                        f"beside {user}'s at boot (deploy again to move them, or `pm2 delete` them as {deploy} and "
+                        "`pm2 save --force`)")
+    outside, unit = runs.get("daemon_unit"), runs.get("unit")
+    if outside is not None and outside != unit:
+        warnings.append(f"{user}'s PM2 daemon runs outside {unit} ({outside or 'started by a command over SSH'}): "
+                        f"systemd would not restart it if it died; the next boot, or `sudo systemctl restart {unit}` "
+                        "(which restarts the apps), puts it there")
+    return warnings
+
+
 def render_host_life(data: dict[str, Any]) -> list[str]:
-    boot, disk, logs = data["boot"], data["disk"], data["logs"]
-    lines = [f"boot      {boot['unit']} enabled; PM2's saved list matches what runs" if not boot["problems"] else
-             "boot      the apps would NOT come back after a reboot: " + "; ".join(boot["problems"]) + "; run `setup`"
-             + (" (then pm2 save, or deploy)" if any("saved" in p for p in boot["problems"]) else "")]
+    runs, boot, disk, logs = data["runs_as"], data["boot"], data["disk"], data["logs"]
+    lines = [f"apps run as {runs['user']} (uid {runs['uid']}), PM2 home {runs['pm2_home']}"
+             + (" (the deploy user)" if runs["user"] == runs["deploy_user"] else f"; deployed by {runs['deploy_user']}")]
+    lines += [f"WARNING   {w}" for w in runs_as_warnings(runs)]
+    lines.append(f"boot      {boot['unit']} enabled; PM2's saved list matches what runs" if not boot["problems"] else
+                 "boot      the apps would NOT come back after a reboot: " + "; ".join(boot["problems"]) + "; run `setup`"
+                 + (" (then pm2 save, or deploy)" if any("saved" in p for p in boot["problems"]) else ""))
     low = disk["min_free_mb"] and disk["free_mb"] < disk["min_free_mb"]
     lines.append(f"disk      {disk['free_mb']} MB free on the filesystem of {disk['path']}"
                  f" (deploys need MIN_FREE_MB={disk['min_free_mb']}{': TOO LITTLE' if low else ''})")
@@ -189,7 +220,7 @@ def logs(c, lines=30, follow=False, env_file=None, set_=None):
     cmd = pm2(s, "logs", pattern, "--lines", str(int(lines))) + ("" if follow else " --nostream") + " 2>&1"
     mask = masker_for(s)  # the apps write their own log files: what they wrote is masked as it is printed
     try:
-        run(c, cmd, warn=True, on_line=lambda line: print(mask(line), flush=True))
+        run(c, as_app(c, s, cmd), warn=True, on_line=lambda line: print(mask(line), flush=True))
     except KeyboardInterrupt:  # -f ends with Ctrl-C
         pass
 

@@ -58,6 +58,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 Sandbox = TestHost  # the host a test deploys to; `user` is the login (see add_deploy_user)
+# The apps' own account every profile runs its apps as (the default APP_NAME's, which the sandbox's setup creates).
+APP_USER = "signalcraft"
+APP_HOME = f"/var/lib/signalcraft-apps/{APP_USER}"
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +127,7 @@ class Profile:
         if self.defaults:  # the test hosts reach no package index: the wheels come from this machine
             return {"WHEELS": "local", **self.extra}
         return {
+            "APP_USER": APP_USER,
             "APP_NAME": self.app, "DEPLOY_ROOT": self.root, "GUNICORN_BIND": f"127.0.0.1:{self.bind}",
             "NODE_PORT": str(self.node), "NGINX_LISTEN": str(self.listen),
             "NGINX_SITE": f"/etc/nginx/sites-available/{self.app}", "HEALTH_TIMEOUT": "20", "WHEELS": "local",
@@ -155,14 +159,15 @@ def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.Complet
     return own_host().run(cmd, check=check, timeout=timeout)
 
 
-def pm2_jlist(user: str = "ubuntu") -> list[dict]:
+def pm2_jlist(user: str = APP_USER) -> list[dict]:
     prefix = f"sudo -u {user} -H " if user != "root" else ""
     out = sh(f"{prefix}pm2 jlist", check=False).stdout
-    start = out.find("[")
-    return json.loads(out[start:]) if start >= 0 else []
+    # A first call starts the user's PM2 daemon and says so ("[PM2] Spawning ...") before the list.
+    lists = [line for line in out.splitlines() if line.startswith("[") and not line.startswith("[PM2")]
+    return json.loads(lists[-1]) if lists else []
 
 
-def pm2_apps(prefix: str, user: str = "ubuntu") -> dict[str, list[dict]]:
+def pm2_apps(prefix: str, user: str = APP_USER) -> dict[str, list[dict]]:
     apps: dict[str, list[dict]] = {}
     for item in pm2_jlist(user):
         if item["name"].startswith(prefix + "-"):
@@ -171,9 +176,9 @@ def pm2_apps(prefix: str, user: str = "ubuntu") -> dict[str, list[dict]]:
     return apps
 
 
-def clean_host(p: Profile, user: str = "ubuntu") -> None:
+def clean_host(p: Profile, user: str = "ubuntu", app_user: str = APP_USER) -> None:
     """Remove every trace of a profile's deploys, so a test starts from an empty host."""
-    prefix = f"sudo -u {user} -H " if user != "root" else ""
+    prefix = f"sudo -u {app_user} -H " if app_user != "root" else ""
     for name in (f"{p.app}-python", f"{p.app}-nodejs", f"{p.app}-python-handover"):
         sh(f"{prefix}pm2 delete {name}", check=False)
     sh(f"{prefix}pm2 save --force", check=False)

@@ -30,14 +30,29 @@ from signalcraft_deploy import __version__
 from signalcraft_deploy.core import formats, render
 from signalcraft_deploy.core.settings import load_settings
 from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
-from tests.e2e.conftest import EXAMPLE, REPO, AppRepo, Profile, Sandbox, add_deploy_user, clean_host, get, host_wheels, sh
+from tests.e2e.conftest import (
+    EXAMPLE,
+    REPO,
+    AppRepo,
+    Profile,
+    Sandbox,
+    add_deploy_user,
+    clean_host,
+    e2e_load,
+    get,
+    host_wheels,
+    pm2_jlist,
+    sh,
+)
 from tests.e2e.hosts import on_this_machine
 
 PREVIOUS = "bd73369"  # the last commit before the package existed
 TOOL_DEPENDENCIES = ("fabric", "invoke", "paramiko", "jinja2", "python-dotenv", "crossplane")
 ADOPT = Profile("adopted", "/home/ubuntu/adopted", bind=7401, node=7411, listen=7421)
 UPGRADE_USER = "upgrader"  # the previous release needed full sudo: a deploy user of its own that has it
-UPGRADE = Profile("upgraded", f"/home/{UPGRADE_USER}/upgraded", bind=7431, node=7441, listen=7451)
+# Its apps move to an account of their own on the first deploy by this version (ubuntu's setup recorded signalcraft).
+UPGRADE = Profile("upgraded", f"/home/{UPGRADE_USER}/upgraded", bind=7431, node=7441, listen=7451,
+                  extra={"APP_USER": "upgraded"})
 
 
 PACKAGE = REPO / "signalcraft_deploy"
@@ -294,12 +309,12 @@ def upgrade_host(sandbox: Sandbox) -> Sandbox:
     """The host the previous release deployed to: it had a package index (it knew no WHEELS=local). Here, pip's
     global configuration points at a folder of the example app's wheels, as a host with an index of its own would."""
     old = add_deploy_user(sandbox, UPGRADE_USER, f"/etc/sudoers.d/90-{UPGRADE_USER}")
-    clean_host(UPGRADE, user=UPGRADE_USER)
+    clean_host(UPGRADE, user=UPGRADE_USER, app_user="upgraded")
     wheels = host_wheels((EXAMPLE / "requirements.txt").read_text())
     Path("/etc/pip.conf").write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n")
     yield old
     Path("/etc/pip.conf").unlink(missing_ok=True)
-    clean_host(UPGRADE, user=UPGRADE_USER)
+    clean_host(UPGRADE, user=UPGRADE_USER, app_user="upgraded")
 
 
 def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previous, tool: Path, upgrade_host: Sandbox,
@@ -308,7 +323,8 @@ def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previou
     sandbox = upgrade_host
     app = AppRepo(tmp_path / "app")
     old_cmd = [old_venv / "bin/fab", "-H", sandbox.target, "-i", sandbox.key, "deploy", "--source-dir", app.path]
-    old_cmd += [arg for key, value in UPGRADE.settings().items() if key != "WHEELS" for arg in ("--set", f"{key}={value}")]
+    old_cmd += [arg for key, value in UPGRADE.settings().items() if key not in ("WHEELS", "APP_USER")  # it knew neither
+                for arg in ("--set", f"{key}={value}")]
     ok(run(old_cmd, checkout, {**user_env(old_venv), "KNOWN_HOSTS": sandbox.known_hosts}, timeout=600))
     old_release = os.readlink(f"{UPGRADE.root}/current").rsplit("/", 1)[-1]
     answers(UPGRADE, old_release)
@@ -316,7 +332,21 @@ def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previou
 
     init_and_commit(tool, app)
     profile_settings(app, UPGRADE)
-    ok(deploy(sandbox, tool, app, "deploy"))
+    # This version's deploy stops and names `setup` until the apps have their account; its admin runs it.
+    refused = deploy(sandbox, tool, app, "deploy")
+    assert refused.returncode != 0 and "Run `setup`" in refused.stdout + refused.stderr
+    with on_this_machine():
+        ok(run(["fab", "-H", sandbox.as_user("admin").target, "-i", sandbox.key, "setup", "--user", UPGRADE_USER,
+                "--known-hosts", sandbox.known_hosts, "--set", "APP_USER=upgraded"], REPO, None))
+    answers(UPGRADE, old_release)  # untouched by the refusal
+    with e2e_load([UPGRADE.url("/api/ai/x"), UPGRADE.url("/")], threads=3, max_requests=50_000, max_seconds=240) as load:
+        ok(deploy(sandbox, tool, app, "deploy"))
+    counts = load.result()
+    assert counts.total > 50 and counts.failed == 0, counts.samples  # the move to the apps' account drops nothing
+    pids = [str(item["pid"]) for item in pm2_jlist("upgraded") if item["name"].startswith("upgraded-")]
+    assert len(pids) == 3, pids  # Gunicorn's master and Node.js's two workers, under the apps' account's PM2
+    assert set(sh(f"ps -o user= -p {','.join(pids)}").stdout.split()) == {"upgraded"}
+    assert not [item for item in pm2_jlist(UPGRADE_USER) if item["name"].startswith("upgraded-")]
     new_release = os.readlink(f"{UPGRADE.root}/current").rsplit("/", 1)[-1]
     assert new_release != old_release
     # init's files (deploy.env, the workflow) may be read by either app, so both load the new release.

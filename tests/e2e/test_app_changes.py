@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -261,7 +262,7 @@ def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, ap
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "second"
     assert get(p.url("/secret"))[2]["secret"] == "second"
     env = Path(p.root, "current/.env")
-    assert not env.is_symlink() and oct(env.stat().st_mode & 0o777) == "0o600"
+    assert not env.is_symlink() and oct(env.stat().st_mode & 0o777) == "0o640"  # ubuntu's, read by the apps' group
 
 
 def test_a_failed_deploy_with_a_new_secret_leaves_the_old_one_and_rollback_restores_it(sandbox, app):
@@ -290,9 +291,12 @@ def test_a_shared_instance_folder_keeps_its_sqlite_database_across_deploys_and_a
     repo, p, env_file = app
     env_file.write_text("SECRET_KEY=second\n")
     ok(fab(sandbox, p, repo))  # back on the newest commit after the rollback
-    urllib.request.urlopen(urllib.request.Request(p.url("/api/flask/notes?text=before-sharing"), method="POST"), timeout=5)
+    # The release is read-only to the apps' own account: an app that writes into its own folder needs SHARED_PATHS.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(p.url("/api/flask/notes?text=before-sharing"), method="POST"), timeout=5)
+    assert refused.value.code == 500
     shared = profile_with(p, SHARED_PATHS="instance/")
-    notes = ["before-sharing"]
+    notes: list[str] = []
     for n in range(3):
         repo.put("data/api.json", f'{{"answer": {10 + n}}}\n', f"deploy {n + 1} with instance/ shared")
         ok(fab(sandbox, shared, repo))

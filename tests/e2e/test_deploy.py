@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, host_wheels, pm2_apps, sh
+from tests.e2e.conftest import APP_USER, REPO, AppRepo, Profile, clean_host, fab, get, host_wheels, pm2_apps, sh
 
 DEFAULTS = Profile("signalcraft", "/home/ubuntu/signalcraft", 8001, 3000, 80, defaults=True)
 ROUTES = ["api/ai", "api/iot", "api/lightweight-analyze", "api/flask"]
@@ -168,7 +168,10 @@ def test_invoke_deploys_to_this_machine(tmp_path):
         assert "this machine" in result.stdout
         assert get(local.url("/api/iot/x"))[2]["app"] == "flask"
         assert get(local.url("/"))[2]["app"] == "nodejs"
-        assert sorted(pm2_apps("local-app", user="root")) == ["local-app-nodejs", "local-app-python"]
+        apps = pm2_apps("local-app")  # root deploys; the apps run as their own account, in its PM2
+        assert sorted(apps) == ["local-app-nodejs", "local-app-python"]
+        pids = " ".join(str(p["pid"]) for procs in apps.values() for p in procs)
+        assert set(sh(f"ps -o user= -p {pids}").stdout.split()) == {APP_USER}
     finally:
         clean_host(local, user="root")
 

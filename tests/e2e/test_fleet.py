@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, e2e_load, get
+from tests.e2e.conftest import APP_USER, REPO, AppRepo, e2e_load, get
 from tests.e2e.hosts import TestHost, on_this_machine
 
 HOSTS = ("web1", "web2", "web3")
@@ -54,6 +54,7 @@ def host_sh(fleet: Fleet, host: str, cmd: str, user: str = "ubuntu", check: bool
 
 
 def clean(fleet: Fleet, host: str) -> None:
+    host_sh(fleet, host, "pm2 kill >/dev/null 2>&1; rm -f ~/before-switch.log", user=APP_USER, check=False)
     host_sh(fleet, host, "pm2 kill >/dev/null 2>&1; rm -rf ~/signalcraft ~/.pm2 ~/before-switch.log", check=False)
     host_sh(fleet, host, "rm -f /etc/nginx/sites-enabled/signalcraft /etc/nginx/sites-available/signalcraft*; "
             "ln -sfn /etc/nginx/sites-available/default /etc/nginx/sites-enabled/default; nginx -s reload", user="root")
@@ -109,10 +110,11 @@ def current(fleet: Fleet, host: str) -> str:
 
 
 def pm2_pids(fleet: Fleet, host: str) -> dict[str, list[int]]:
-    out = host_sh(fleet, host, "pm2 jlist 2>/dev/null || true", check=False)
-    start = out.find("[")
+    """The apps' pids in the PM2 of the apps' own account (a first call's "[PM2] Spawning ..." is not the list)."""
+    out = host_sh(fleet, host, "pm2 jlist 2>/dev/null || true", user=APP_USER, check=False)
+    lists = [line for line in out.splitlines() if line.startswith("[") and not line.startswith("[PM2")]
     apps: dict[str, list[int]] = {}
-    for item in json.loads(out[start:]) if start >= 0 else []:
+    for item in json.loads(lists[-1]) if lists else []:
         apps.setdefault(item["name"], []).append(item["pid"])
     return apps
 
@@ -238,7 +240,8 @@ def test_a_commit_failing_only_on_web2_is_rolled_back_everywhere(fleet: Fleet, r
     host_sh(fleet, "web2", "echo REGION=broken > /home/ubuntu/region")
     repo.edit("app.py", HEALTH_OLD, HEALTH_BROKEN, "health fails through Nginx where REGION=broken")
     repo.edit("app.py", 'VERSION = "2"', 'VERSION = "3"', "v3")
-    hook = 'echo "$DEPLOY_RELEASE on $(basename "$(readlink ~/signalcraft/current)")" >> ~/before-switch.log'
+    # The hook runs as the apps' own account: its ~ is that account's home, and ubuntu's deploy root is /home/ubuntu's.
+    hook = 'echo "$DEPLOY_RELEASE on $(basename "$(readlink /home/ubuntu/signalcraft/current)")" >> ~/before-switch.log'
     with load_on_every_host() as loads:
         done = fab(fleet, repo, settings={"BEFORE_SWITCH": hook})
     out = done.stdout + done.stderr
@@ -255,10 +258,10 @@ def test_a_commit_failing_only_on_web2_is_rolled_back_everywhere(fleet: Fleet, r
         assert after[h][0] == old and served(h) == old
     assert after["web3"][1] == before["web3"][1]  # web3's processes were never touched
     # BEFORE_SWITCH ran once for the fleet, on web1, while web1 still served the old release
-    assert host_sh(fleet, "web1", "cat ~/before-switch.log").split() == [after["web1"][2].difference(before["web1"][2]).pop(),
-                                                                         "on", old]
+    said = host_sh(fleet, "web1", "cat ~/before-switch.log", user=APP_USER).split()
+    assert said == [after["web1"][2].difference(before["web1"][2]).pop(), "on", old]
     for h in ("web2", "web3"):
-        assert host_sh(fleet, h, "cat ~/before-switch.log 2>/dev/null || true", check=False) == ""
+        assert host_sh(fleet, h, "cat ~/before-switch.log 2>/dev/null || true", user=APP_USER, check=False) == ""
     ids = {audit(fleet, h)[-1]["deploy_id"] for h in HOSTS}
     assert len(ids) == 1
     assert {audit(fleet, h)[-1]["result"] for h in HOSTS} == {"rolled back", "failed before switch"}

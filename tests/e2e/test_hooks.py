@@ -143,7 +143,7 @@ def with_hooks(**hooks: str) -> Profile:
 def test_a_before_switch_that_runs_too_long_is_stopped_and_the_deploy_refused(sandbox, hk_app):
     before, base = current(HK), hk_app.git("rev-parse", "HEAD").strip()
     hk_app.edit("app.py", 'VERSION = "1"', 'VERSION = "2"', "v2")
-    marker = f"{HK.root}/on-failure.txt"
+    marker = f"{HK.root}/shared/on-failure.txt"  # hooks run as the apps' account: shared/ is what it may write
     p = with_hooks(BEFORE_SWITCH="echo starting; sleep 61.25; echo never", HOOK_TIMEOUT="2",
                    ON_FAILURE=f'echo "$DEPLOY_RESULT for $DEPLOY_RELEASE" > {marker}')
     started = time.monotonic()

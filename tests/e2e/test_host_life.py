@@ -1,10 +1,11 @@
 """The host's life after the deploy: `setup` twice, a reboot (and one after a rollback), log rotation
 under load, a nearly full disk, trial excerpts, and the setting named when it is at fault.
 
-The reboot is done for a deploy user of its own (`rebooted`): killing every process of `ubuntu` would end the
-PM2 daemon other tests share. The sandbox has no running systemd, so the test starts the unit `setup` enabled
-(found through its multi-user.target.wants link) the way systemd would: as `User=`, with only `Environment=`
-and the login variables, from `/`, then waits for the forking `ExecStart` to leave a live daemon in `PIDFile`.
+The reboot is done for a deploy user of its own (`rebooted`) whose apps run as an account of their own
+(`bootapps`, its APP_USER): killing every process of `signalcraft` would end the PM2 daemon other tests' apps
+share. The sandbox has no running systemd, so the test starts the apps' account's unit `setup` enabled (found
+through its multi-user.target.wants link) the way systemd would: as `User=`, with only `Environment=` and the
+login variables, from `/`, then waits for the forking `ExecStart` to leave a live daemon in `PIDFile`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    APP_HOME,
     LIVE,
     AppRepo,
     Profile,
@@ -40,20 +42,28 @@ from tests.e2e.conftest import (
 
 U = "rebooted"
 HOME = f"/home/{U}"
-BOOT = Profile("boot", f"{HOME}/app", 7301, 7311, 7321)
+APPS = "bootapps"  # the boot test's apps' own account
+APPS_HOME = f"/var/lib/signalcraft-apps/{APPS}"
+BOOT = Profile("boot", f"{HOME}/app", 7301, 7311, 7321, extra={"APP_USER": APPS})
 DISK = Profile("fulldisk", "/home/ubuntu/full-disk", 7303, 7313, 7323, extra={"MIN_FREE_MB": "100"})
 TRIAL = LIVE
-UNIT = f"/etc/systemd/system/pm2-{U}.service"
-WANTS = f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service"
-ROTATION = f"/etc/logrotate.d/pm2-{U}"
-SUDOERS = f"/etc/sudoers.d/signalcraft-{U}"  # the drop-in allowing the root helper only
-SETUP_FILES = (UNIT, WANTS, ROTATION, SUDOERS)
+UNIT = f"/etc/systemd/system/pm2-{APPS}.service"  # the apps' PM2 at boot
+WANTS = f"/etc/systemd/system/multi-user.target.wants/pm2-{APPS}.service"
+ROTATION = f"/etc/logrotate.d/pm2-{APPS}"
+OWN_UNIT = f"/etc/systemd/system/pm2-{U}.service"  # the deploy user's own PM2 (setup still writes its unit)
+OWN_WANTS = f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service"
+OWN_ROTATION = f"/etc/logrotate.d/pm2-{U}"
+SUDOERS = f"/etc/sudoers.d/signalcraft-{U}"  # the drop-in: the root helper as root, the app helper as bootapps
+RECORD = f"/var/lib/signalcraft-deploy/app-users/{U}.json"
+SETUP_FILES = (UNIT, WANTS, ROTATION, OWN_UNIT, OWN_WANTS, OWN_ROTATION, SUDOERS, RECORD)
 
 
 def clean_boot() -> None:
-    """Nothing of the boot user's deploys left: its processes, PM2 home, deploy root, site and what setup wrote."""
+    """Nothing of the boot user's deploys left: its and its apps' processes, PM2 homes, deploy root, site and what
+    setup wrote."""
     kill_user(U)
-    sh(f"rm -rf {HOME}/.pm2 {BOOT.root} /etc/nginx/sites-enabled/{BOOT.app} /etc/nginx/sites-available/{BOOT.app}* "
+    kill_user(APPS)
+    sh(f"rm -rf {HOME}/.pm2 {APPS_HOME}/.pm2 {BOOT.root} /etc/nginx/sites-enabled/{BOOT.app} /etc/nginx/sites-available/{BOOT.app}* "
        + " ".join(SETUP_FILES), check=False)
     sh("nginx -t && nginx -s reload", check=False)
 
@@ -65,7 +75,7 @@ def boot_sb(sandbox):
     clean_boot()
     yield sb
     clean_boot()
-    sh(f"rm -f /etc/sudoers.d/90-{U}; userdel -r {U}", check=False)
+    sh(f"rm -f /etc/sudoers.d/90-{U}; userdel -r {U}; userdel -r {APPS}", check=False)
 
 
 def fingerprint() -> dict[str, str]:
@@ -80,7 +90,7 @@ def fingerprint() -> dict[str, str]:
         else:
             out[path] = "missing"
     out["/etc names"] = hashlib.sha256(sh("find /etc -xdev -printf '%p %y %m\\n' | sort").stdout.encode()).hexdigest()
-    out["home"] = sh(f"find {HOME} -printf '%p %y %m %s %T@\\n' | sort").stdout
+    out["home"] = sh(f"find {HOME} {APPS_HOME} -printf '%p %y %m %s %T@\\n' | sort").stdout
     return out
 
 
@@ -103,16 +113,19 @@ def test_setup_twice_changes_nothing_the_second_time(boot_sb):
         assert item(dry, name).startswith("ok "), dry  # the sandbox has them all
     assert item(dry, "pm2").startswith("ok") and "7.0.4" in item(dry, "pm2")
     assert item(dry, "boot unit").startswith("would write") and item(dry, "log rotation").startswith("would write"), dry
+    assert item(dry, "app boot unit").startswith("would write") and item(dry, "app rotation").startswith("would write"), dry
     assert "nothing was changed" in dry and "apt packages" not in dry
     assert fingerprint() == before
 
     first = run_setup(boot_sb)
-    assert "done           boot unit:" in first and "done           log rotation: wrote " + ROTATION in first, first
+    assert "done           boot unit:" in first and "done           log rotation: wrote " + OWN_ROTATION in first, first
+    assert "done           app boot unit: wrote " + UNIT in first and "app rotation: wrote " + ROTATION in first, first
     assert "done           sudoers: wrote " + SUDOERS in first and oct(Path(SUDOERS).stat().st_mode)[-3:] == "440", first
     unit = Path(UNIT).read_text()
-    assert f"User={U}\n" in unit and "ExecStart=/usr/lib/node_modules/pm2/bin/pm2 resurrect\n" in unit
-    assert f"PIDFile={HOME}/.pm2/pm2.pid\n" in unit and "Type=forking\n" in unit
-    assert os.readlink(WANTS) == UNIT
+    assert f"User={APPS}\n" in unit and "ExecStart=/usr/lib/node_modules/pm2/bin/pm2 resurrect\n" in unit
+    assert f"PIDFile={APPS_HOME}/.pm2/pm2.pid\n" in unit and "Type=forking\n" in unit
+    assert os.readlink(WANTS) == UNIT and os.readlink(OWN_WANTS) == OWN_UNIT
+    assert f"su {APPS} {APPS}\n" in Path(ROTATION).read_text()  # the apps' logs are rotated as their account
     assert "copytruncate" in Path(ROTATION).read_text() and oct(Path(ROTATION).stat().st_mode)[-3:] == "644"
     after_first = fingerprint()
 
@@ -143,7 +156,7 @@ def unit_service(path: str) -> dict[str, list[str]]:
 def boot_like_systemd(listen_urls: list[str], deadline: float = 30.0) -> float:
     """Start the enabled unit as systemd would; return the seconds until every URL answers 200 through Nginx."""
     unit = unit_service(str(Path(WANTS).resolve()))
-    assert unit["Type"] == ["forking"] and unit["User"] == [U]
+    assert unit["Type"] == ["forking"] and unit["User"] == [APPS]
     pw = pwd.getpwnam(unit["User"][0])
     env = {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name, "SHELL": pw.pw_shell}
     env.update(dict(value.split("=", 1) for value in unit.get("Environment", [])))
@@ -164,23 +177,26 @@ def boot_like_systemd(listen_urls: list[str], deadline: float = 30.0) -> float:
 
 def reboot_and_check(repo: AppRepo) -> float:
     live = Path(BOOT.root, "current").resolve().name
+    kill_user(APPS)  # a power cut: the apps' account's PM2 and both apps
     kill_user(U)
     assert get(BOOT.url("/api/flask/health"))[0] == 502 and get(BOOT.url("/"))[0] == 502  # both apps are down
     seconds = boot_like_systemd([BOOT.url("/api/flask/health"), BOOT.url("/")])
     for path in ("/api/flask/health", "/"):
         status, headers, body = get(BOOT.url(path))
         assert status == 200 and headers.get("X-Release") == live, (path, headers, body)
-    apps = pm2_apps(BOOT.app, user=U)
+    apps = pm2_apps(BOOT.app, user=APPS)
     assert {n: {p["status"] for p in procs} for n, procs in apps.items()} == {"boot-python": {"online"}, "boot-nodejs": {"online"}}
     cwds = {sh(f"readlink /proc/{p['pid']}/cwd").stdout.strip() for procs in apps.values() for p in procs}
     assert cwds == {str(Path(BOOT.root, "releases", live))}, cwds
+    pids = " ".join(str(p["pid"]) for procs in apps.values() for p in procs)
+    assert set(sh(f"ps -o user= -p {pids}").stdout.split()) == {APPS}  # back as the apps' account
     return seconds
 
 
 def saved_list() -> dict[str, set[tuple[str, str]]]:
-    """PM2's saved list (dump.pm2) of the boot user: app -> {(cwd, script)}."""
+    """PM2's saved list (dump.pm2) of the boot user's apps' account: app -> {(cwd, script)}."""
     out: dict[str, set[tuple[str, str]]] = {}
-    for entry in json.loads(Path(f"{HOME}/.pm2/dump.pm2").read_text()):
+    for entry in json.loads(Path(f"{APPS_HOME}/.pm2/dump.pm2").read_text()):
         out.setdefault(entry["name"], set()).add((entry["pm_cwd"], entry["pm_exec_path"]))
     return out
 
@@ -198,7 +214,11 @@ def test_after_a_deploy_and_after_a_rollback_a_reboot_brings_both_apps_back(boot
     saved = saved_list()
     assert saved["boot-nodejs"] == {(current, f"{current}/server.js")}, saved  # the saved list runs `current`
     assert {cwd for cwd, _ in saved["boot-python"]} == {current}
+    assert not Path(f"{HOME}/.pm2/dump.pm2").exists() or "boot-" not in Path(f"{HOME}/.pm2/dump.pm2").read_text()
     status = fab(boot_sb, BOOT, None, task="status")
+    uid = pwd.getpwnam(APPS).pw_uid
+    assert f"apps run as {APPS} (uid {uid}), PM2 home {APPS_HOME}/.pm2; deployed by {U}\n" in status.stdout, status.stdout
+    assert "WARNING" not in status.stdout, status.stdout
     assert f"boot      {UNIT} enabled; PM2's saved list matches what runs" in status.stdout, status.stdout
     assert "MB free on the filesystem" in status.stdout and "rotated by " + ROTATION in status.stdout, status.stdout
     after_deploy = reboot_and_check(boot_repo)
@@ -217,13 +237,13 @@ def test_after_a_deploy_and_after_a_rollback_a_reboot_brings_both_apps_back(boot
 
 
 def test_rotation_under_load_keeps_every_line_and_the_apps(boot_sb, capsys):
-    log = Path(f"{HOME}/.pm2/logs/{BOOT.app}-python-out.log")
-    assert log.exists() and pm2_apps(BOOT.app, user=U), "run after the reboot test: the apps must be up"
+    log = Path(f"{APPS_HOME}/.pm2/logs/{BOOT.app}-python-out.log")
+    assert log.exists() and pm2_apps(BOOT.app, user=APPS), "run after the reboot test: the apps must be up"
     with open(log, "ab") as fh:  # 50 MB, as weeks of access log would
         line = b"filler " + b"x" * 92 + b"\n"
         fh.write(line * (50 * 2**20 // len(line)))
     before = log.stat().st_size
-    pids = {n: [p["pid"] for p in procs] for n, procs in pm2_apps(BOOT.app, user=U).items()}
+    pids = {n: [p["pid"] for p in procs] for n, procs in pm2_apps(BOOT.app, user=APPS).items()}
     marker = f"/api/ai/rotation-{uuid.uuid4().hex[:8]}"
     with e2e_load([BOOT.url(marker), BOOT.url("/")], threads=2, max_requests=6000, max_seconds=60) as load:
         time.sleep(1.0)
@@ -235,7 +255,8 @@ def test_rotation_under_load_keeps_every_line_and_the_apps(boot_sb, capsys):
     gz = log.with_name(log.name + ".1.gz")
     assert after < 2**20 and gz.exists(), (after, sorted(p.name for p in log.parent.iterdir()))
     assert result.failed == 0 and result.total > 100, result.summary()
-    assert {n: [p["pid"] for p in procs] for n, procs in pm2_apps(BOOT.app, user=U).items()} == pids  # nothing restarted
+    assert {n: [p["pid"] for p in procs] for n, procs in pm2_apps(BOOT.app, user=APPS).items()} == pids  # nothing restarted
+    assert {pwd.getpwuid(f.stat().st_uid).pw_name for f in (log, gz)} == {APPS}  # rotated as the apps' account
     tail = f"/api/ai/after-rotation-{uuid.uuid4().hex[:8]}"
     assert get(BOOT.url(tail))[0] == 200
     for _ in range(50):
@@ -257,7 +278,7 @@ def test_rotation_under_load_keeps_every_line_and_the_apps(boot_sb, capsys):
 def clean(p: Profile) -> None:
     """clean_host, and the PM2 log files its apps leave in ubuntu's PM2 home."""
     clean_host(p)
-    sh(f"rm -f /home/ubuntu/.pm2/logs/{p.app}-*", check=False)
+    sh(f"rm -f {APP_HOME}/.pm2/logs/{p.app}-*", check=False)
 
 
 def tree(root: str) -> str:
@@ -306,7 +327,7 @@ def trial_live(live_app):
 
 
 def trial_logs() -> list[str]:
-    return sorted(p.name for p in Path("/home/ubuntu/.pm2/logs").iterdir() if p.name.startswith(f"{TRIAL.app}-")
+    return sorted(p.name for p in Path(f"{APP_HOME}/.pm2/logs").iterdir() if p.name.startswith(f"{TRIAL.app}-")
                   and ("-trial" in p.name or "-handover" in p.name))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab
+from tests.e2e.conftest import APP_HOME, APP_USER, REPO, AppRepo, Profile, clean_host, fab, sh
 
 OP = Profile("op", "/home/ubuntu/op", 8951, 3951, 8095)
 
@@ -52,7 +52,15 @@ def test_status_text_and_json(sandbox, deployed):
     current = open(f"{OP.root}/current/REVISION").read().strip()
     assert f"current   {current}" in text.stdout
     assert "op-python" in text.stdout and "op-nodejs" in text.stdout and "nginx -t  ok" in text.stdout
+    uid = int(sh(f"id -u {APP_USER}").stdout)
+    assert f"apps run as {APP_USER} (uid {uid}), PM2 home {APP_HOME}/.pm2; deployed by ubuntu\n" in text.stdout, text.stdout
+    assert f"boot      /etc/systemd/system/pm2-{APP_USER}.service enabled;" in text.stdout, text.stdout
+    assert f"{APP_HOME}/.pm2/logs: " in text.stdout and f"rotated by /etc/logrotate.d/pm2-{APP_USER}" in text.stdout
+    assert "WARNING" not in text.stdout, text.stdout
     data = json.loads(fab(sandbox, OP, None, "--json", task="status").stdout)
+    assert data["runs_as"] | {"uid": 0} == {"user": APP_USER, "uid": 0, "pm2_home": f"{APP_HOME}/.pm2",
+                                          "deploy_user": "ubuntu", "deploy_user_saved": [],
+                                          "unit": f"pm2-{APP_USER}.service", "daemon_unit": None}
     assert data["current"]["release"] == current
     py = [a for a in data["apps"] if a["name"] == "op-python"][0]
     assert py["status"] == "online" and py["workers"] >= 1 and py["memory_workers_mb"] > 0
@@ -70,6 +78,18 @@ def test_releases_and_logs(sandbox, deployed):
     logs = fab(sandbox, OP, None, "--lines", "5", task="logs")
     assert logs.returncode == 0, logs.stderr
     assert "op-python" in logs.stdout
+    assert f"{APP_HOME}/.pm2/logs/op-python-out.log" in logs.stdout  # the apps' own account's logs, through its door
+
+
+def test_status_warns_when_the_apps_run_as_the_deploy_user(sandbox, deployed):
+    """APP_USER=ubuntu (the deploy user): status reads the apps' side as ubuntu itself and says what that opens."""
+    same = Profile(OP.app, OP.root, OP.bind, OP.node, OP.listen, extra={"APP_USER": "ubuntu"})
+    text = fab(sandbox, same, None, task="status")
+    assert text.returncode == 0, text.stdout + text.stderr
+    uid = int(sh("id -u ubuntu").stdout)
+    assert f"apps run as ubuntu (uid {uid}), PM2 home /home/ubuntu/.pm2 (the deploy user)\n" in text.stdout, text.stdout
+    assert ("WARNING   the apps run as the deploy user ubuntu: code running inside them can do all ubuntu can "
+            "(rewrite the releases, add a key to ~ubuntu/.ssh") in text.stdout, text.stdout
 
 
 def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
@@ -98,24 +118,25 @@ def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
 
 def test_pm2_list_over_the_daemon_socket_matches_pm2_jlist_and_falls_back(sandbox, deployed):
     """The facts read asks PM2's daemon over its socket (no CLI start-up); it must see what `pm2 jlist`
-    sees, and where it cannot (no daemon under that PM2_HOME, a stale socket) the shell runs `pm2 jlist`."""
+    sees, and where it cannot (no daemon under that PM2_HOME, a stale socket) the shell runs `pm2 jlist`. The
+    apps' PM2 is their own account's (APP_USER), asked as it."""
     from signalcraft_deploy.core.settings import load_settings
     from signalcraft_deploy.host.facts import PM2_RPC_JS, parse_pm2_jlist, pm2_list_shell
 
-    def as_ubuntu(cmd: str, env: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["sudo", "-u", "ubuntu", "-H", "env", *env.split(), "sh", "-c", cmd],
-                              capture_output=True, text=True, timeout=60)
+    def as_user(cmd: str, env: str = "", user: str = "ubuntu") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sudo", "-u", user, "-H", "env", *env.split(), "sh", "-c", cmd],
+                              capture_output=True, text=True, timeout=60, cwd="/")
 
-    helper = as_ubuntu(f'node -e {shlex.quote(PM2_RPC_JS)} "$(command -v pm2)" list')
+    helper = as_user(f'node -e {shlex.quote(PM2_RPC_JS)} "$(command -v pm2)" list', user=APP_USER)
     assert helper.returncode == 0, helper.stderr
-    jlist = as_ubuntu("pm2 jlist")
+    jlist = as_user("pm2 jlist", user=APP_USER)
     fast, ok = parse_pm2_jlist(helper.stdout)
     slow, _ = parse_pm2_jlist(jlist.stdout)
     assert ok and {(p.name, p.pid, p.status) for p in fast} == {(p.name, p.pid, p.status) for p in slow}
     assert any(p.name == "op-python" and p.status == "online" for p in fast)
 
     shell = pm2_list_shell(load_settings(environ={}))
-    stale = as_ubuntu("rm -rf /tmp/pm2-stale && mkdir /tmp/pm2-stale && python3 -c \"import socket; "
+    stale = as_user("rm -rf /tmp/pm2-stale && mkdir /tmp/pm2-stale && python3 -c \"import socket; "
                       "socket.socket(socket.AF_UNIX).bind('/tmp/pm2-stale/rpc.sock')\" && " + shell + "; pm2 kill >/dev/null",
                       env="PM2_HOME=/tmp/pm2-stale")
     procs, readable = parse_pm2_jlist(stale.stdout)

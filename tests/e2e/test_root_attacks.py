@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ OWN_SITE = "/etc/nginx/sites-available/atk-own"
 WATCHED = ("/etc/sudoers.d", "/etc/cron.d", "/etc/nginx", "/usr/local/sbin", "/usr/local/lib/signalcraft-deploy", "/root/.ssh",
            "/etc/systemd/system", "/etc/logrotate.d")
 SETUP = Profile("atk", "/home/atkone/app", 7961, 7971, 7975)
+# Each tenant's apps run as an account of its own (one account serves one deploy user: setup refuses to share one).
+APPS_OF = {"atkone": "atkone-apps", "atktwo": "atktwo-apps"}
 
 
 def state(user: str) -> str:
@@ -72,7 +75,11 @@ def snapshot() -> dict[str, str]:
 
 def still_no_root(user: str = ATTACKER) -> None:
     assert as_user(user, "sudo -n true").returncode != 0
-    assert as_user(user, "sudo -n -l").stdout.count("NOPASSWD") == 1
+    rules = [line.strip() for line in as_user(user, "sudo -n -l").stdout.splitlines() if "NOPASSWD" in line]
+    # the root helper as root, and the app helper as the apps' accounts: nothing else
+    assert rules == ["(root) NOPASSWD: /usr/local/sbin/signalcraft-root"] or (
+        rules[0] == "(root) NOPASSWD: /usr/local/sbin/signalcraft-root" and len(rules) == 2
+        and rules[1].endswith(") NOPASSWD: /usr/local/sbin/signalcraft-app") and "ALL" not in rules[1]), rules
     assert not any(MARKERS.iterdir()), sorted(p.name for p in MARKERS.iterdir())
 
 
@@ -102,7 +109,8 @@ def tenants(sandbox) -> Iterator[None]:
     MARKERS.chmod(0o1777)
     for user in (ATTACKER, TENANT):
         make_user(user)
-        done = fab(sandbox.as_user("admin"), SETUP, None, "--user", user, task="setup")
+        done = fab(sandbox.as_user("admin"), replace(SETUP, extra={"APP_USER": APPS_OF[user]}), None, "--user", user,
+                   task="setup")
         assert done.returncode == 0, done.stdout + done.stderr
     try:
         yield
@@ -111,7 +119,9 @@ def tenants(sandbox) -> Iterator[None]:
             forget(user)
             sh(f"rm -f /etc/sudoers.d/signalcraft-{user} /etc/systemd/system/pm2-{user}.service "
                f"/etc/systemd/system/multi-user.target.wants/pm2-{user}.service /etc/logrotate.d/pm2-{user}; "
-               f"userdel -r {user}", check=False)
+               f"userdel -r {user}; pkill -9 -u {APPS_OF[user]}; userdel -r {APPS_OF[user]}; "
+               f"rm -f /etc/systemd/system/pm2-{APPS_OF[user]}.service /etc/logrotate.d/pm2-{APPS_OF[user]} "
+               f"/etc/systemd/system/multi-user.target.wants/pm2-{APPS_OF[user]}.service", check=False)
         shutil.rmtree(MARKERS, ignore_errors=True)
         sh("nginx -t && nginx -s reload", check=False)
         assert sh("visudo -cq", check=False).returncode == 0
@@ -275,6 +285,22 @@ def test_no_program_or_environment_of_the_callers_choice_runs_as_root(clean_atta
     refused(helper(ATTACKER, "takeover-record", "1234", f"/home/{ATTACKER}/app/.deploy/takeover", str(bin_dir / "sh"),
                    "x-nodejs", OWN_SITE, "2", "t"), "takes 3 argument(s)")
     refused(helper(ATTACKER, "nginx-test", f"{bin_dir}/nginx -t"), "the test command is not accepted")
+    still_no_root()
+
+
+def test_pm2_boot_starts_nothing_but_a_unit_of_the_callers_own_apps_account(clean_attacker):
+    """pm2-boot as atkone: another deploy user, root, itself, `nobody` or a name that is no account are not its apps'
+    accounts in root's record: refused, nothing run. Its own apps' account (setup recorded APP_USER for it): on this
+    host without systemd, nothing to start."""
+    before = snapshot()
+    for name in (TENANT, "root", ATTACKER, "nobody", "nosuchaccount"):
+        refused(helper(ATTACKER, "pm2-boot", name), f"{name} is not one of your apps' accounts")
+    refused(helper(ATTACKER, "pm2-boot", "../signalcraft"), "an account name is not accepted")
+    refused(helper(ATTACKER, "pm2-boot", "signalcraft"), "signalcraft is not one of your apps' accounts")  # ubuntu's
+    refused(helper(ATTACKER, "pm2-boot", APPS_OF[TENANT]), f"{APPS_OF[TENANT]} is not one of your apps' accounts")
+    own = helper(ATTACKER, "pm2-boot", APPS_OF[ATTACKER])
+    assert (own.returncode, own.stdout) == (0, "no-systemd\n"), own.stdout + own.stderr
+    assert snapshot() == before
     still_no_root()
 
 

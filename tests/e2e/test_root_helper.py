@@ -35,7 +35,7 @@ HOME = f"/home/{U}"
 HELPER = "/usr/local/sbin/signalcraft-root"
 FULL_SUDO = f"/etc/sudoers.d/90-{U}"
 DROP_IN = f"/etc/sudoers.d/signalcraft-{U}"
-RH = Profile("helped", f"{HOME}/app", 7661, 7671, 7681)
+RH = Profile("helped", f"{HOME}/app", 7661, 7671, 7681, extra={"APP_USER": "helpedapps"})  # an account of its own
 TK = Profile("helpertk", f"{HOME}/tk", 7663, 7673, 7683)
 OLD = Path(f"{HOME}/tk-old")
 TK_SITE = Path(f"/etc/nginx/sites-available/{TK.app}")
@@ -83,7 +83,8 @@ def helper_only(sandbox):
 def test_only_the_helper_is_allowed(helper_only):
     listed = as_user("sudo -n -l").stdout
     rules = listed.split("may run the following commands", 1)[1].splitlines()[1:]
-    assert [r.strip() for r in rules if r.strip()] == [f"(root) NOPASSWD: {HELPER}"], listed
+    assert [r.strip() for r in rules if r.strip()] == [f"(root) NOPASSWD: {HELPER}",
+                                                       f"({RH.extra['APP_USER']}) NOPASSWD: /usr/local/sbin/signalcraft-app"], listed
     assert as_user("sudo -n true").returncode != 0
     assert as_user("sudo -n sh -c id").returncode != 0
     st = os.stat(HELPER)
@@ -167,7 +168,7 @@ def test_a_tls_site_needs_only_the_helper(helper_only, tmp_path):
     cert, key = certs / "site.pem", certs / "site.key"
     sh(f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {key} -out {cert} -days 30 -subj /CN=helper.test "
        "-addext subjectAltName=DNS:helper.test,IP:127.0.0.1")
-    tls = Profile(RH.app, RH.root, RH.bind, RH.node, RH.listen, extra={
+    tls = Profile(RH.app, RH.root, RH.bind, RH.node, RH.listen, extra={**RH.extra,
         "TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_LISTEN": "127.0.0.1:7691", "SERVER_NAME": "helper.test"})
     try:
         done = fab(helper_only, tls, AppRepo(tmp_path / "app"))

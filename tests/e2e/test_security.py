@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import APP_HOME, APP_USER, REPO, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 from tests.e2e.hosts import on_this_machine
 
 SEC = Profile("sec", "/home/ubuntu/sec", 8911, 3911, 8091)
@@ -223,17 +223,18 @@ def test_secrets_never_appear_in_output_logs_audit_ps_or_rendered_files(sandbox,
     root = Path(p.root)
     assert SECRET not in live.first.stdout + live.first.stderr
     assert live.ps_samples > 10 and live.ps_hits == [], live.ps_hits
-    # The app gets them: the release's own .env, 0600, owned by ubuntu (a secret belongs to its release).
+    # The app gets them: the release's own .env, 0640, ubuntu's in the apps' account's group (a secret belongs to its
+    # release, and only the apps read it).
     env = (root / "current").resolve() / ".env"
     assert env.read_text() == live.env_file.read_text()
     stat = env.stat()
-    assert oct(stat.st_mode & 0o777) == "0o600"
-    assert (stat.st_uid, stat.st_gid) == (int(sh("id -u ubuntu").stdout), int(sh("id -g ubuntu").stdout))
+    assert oct(stat.st_mode & 0o777) == "0o640"
+    assert (stat.st_uid, stat.st_gid) == (int(sh("id -u ubuntu").stdout), int(sh(f"id -g {APP_USER}").stdout))
     assert not (root / "current/.env").is_symlink() and not (root / "shared/.env").exists()
     # Nowhere else: not in the audit log, the rendered PM2 file, any other file of the deploy, Nginx or PM2's files.
     assert SECRET not in (root / ".deploy/audit.log").read_text()
     assert SECRET not in (root / "current/ecosystem.config.js").read_text()
-    found = sh(f"grep -rlF -- {SECRET} {p.root} /etc/nginx /home/ubuntu/.pm2; true").stdout.split()
+    found = sh(f"grep -rlF -- {SECRET} {p.root} /etc/nginx /home/ubuntu/.pm2 {APP_HOME}/.pm2; true").stdout.split()
     assert found == [str(env)], found
     # Nor in what the tool prints about the host.
     for task, args in (("status", ("--json",)), ("status", ()), ("releases", ()), ("logs", ()), ("nginx-check", ()),

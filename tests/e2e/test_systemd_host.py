@@ -1,11 +1,13 @@
 """PM2's boot unit under a real systemd: host h200 (tests/host/systemd-host) boots Debian 12 with systemd as pid 1.
 
-The other test hosts have no running systemd, so there `setup`'s unit pm2-<user>.service is only written and linked.
-Here the admin runs `fab -H admin@... setup --user ubuntu`, the deploy user `ubuntu` (the sudoers drop-in only) deploys
-the example app, and the tests use the host as its admin would: `systemctl reboot` (the host boots again by itself),
-a PM2 daemon killed with SIGKILL (Restart=on-failure), and a deploy whose Nginx change is applied with
-`systemctl reload nginx`. What they look at is what a user would see: answers through the host's Nginx at
-http://198.18.200.2:<port>/, `systemctl is-enabled/is-active pm2-ubuntu`, PM2's `pm2 jlist` as ubuntu.
+The other test hosts have no running systemd, so there `setup`'s unit pm2-<app user>.service is only written and
+linked. Here the admin runs `fab -H admin@... setup --user ubuntu`, which makes the apps' own account `signalcraft`
+(APP_USER) and starts its unit, the deploy user `ubuntu` (the sudoers drop-in only) deploys the example app, whose
+apps run as signalcraft under that PM2, and the tests use the host as its admin would: `systemctl reboot` (the host
+boots again by itself), signalcraft's PM2 daemon killed with SIGKILL (Restart=on-failure), and a deploy whose Nginx
+change is applied with `systemctl reload nginx`. What they look at is what a user would see: answers through the
+host's Nginx at http://198.18.200.2:<port>/, `systemctl is-enabled/is-active pm2-signalcraft`, signalcraft's
+`pm2 jlist`, and the user and systemd unit of every process of the apps.
 
 tests/e2e/run starts h200 in the background before the workers (tests/host/systemd-host up 200; the first one on a
 machine builds the cached root file system, a few minutes) and says so in SIGNALCRAFT_SYSTEMD_HOST; the tests wait for
@@ -22,11 +24,12 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, fab, get
+from tests.e2e.conftest import APP_HOME, APP_USER, REPO, AppRepo, Profile, fab, get
 from tests.e2e.hosts import CLIENT, TestHost, on_this_machine
 
 HOST = TestHost(200, port=22)  # acted on over SSH as its admin (sudo), as any host other than the worker's own
-UNIT = "pm2-ubuntu.service"
+UNIT = f"pm2-{APP_USER}.service"  # the apps' own account's PM2 (setup starts it; the deploy never does)
+PM2_HOME = f"{APP_HOME}/.pm2"
 PY_ROUTES = "api/ai,api/iot,api/lightweight-analyze,api/flask"  # the default
 SD = Profile("sdh", "/home/ubuntu/sdh", 7401, 7411, 7421, extra={"HEALTH_TIMEOUT": "30"})
 STATE = CLIENT / f"systemd-host-h{HOST.number}"  # tests/host/systemd-host's progress: building, booting, up, failed
@@ -80,9 +83,10 @@ def release_of(seen: dict[str, tuple[int, str, dict]]) -> str:
 
 
 def pm2_pids() -> dict[str, set[int]]:
-    """PM2's apps of ubuntu (pm2 jlist) -> their pids; asked only while PM2's daemon lives (a `pm2` command with
-    no daemon would start one, outside systemd)."""
-    out = on_host('pid=$(cat ~/.pm2/pm2.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null && pm2 jlist', user="ubuntu").stdout
+    """PM2's apps of the apps' account (its pm2 jlist) -> their pids; asked only while its PM2 daemon lives (a `pm2`
+    command with no daemon would start one, outside systemd)."""
+    out = on_host(f'pid=$(cat {PM2_HOME}/pm2.pid 2>/dev/null) && kill -0 "$pid" 2>/dev/null && cd / && '
+                  f'runuser -u {APP_USER} -- env HOME={APP_HOME} PM2_HOME={PM2_HOME} pm2 jlist').stdout
     start = out.find("[")
     apps: dict[str, set[int]] = {}
     for item in json.loads(out[start:]) if start >= 0 else []:
@@ -145,8 +149,9 @@ def reboot() -> tuple[float, float]:
 
 def clean() -> None:
     """Nothing of an earlier run of this module on a host that stayed up: PM2, the deploy root, the site, the unit."""
-    on_host(f"systemctl disable --now {UNIT}; systemctl reset-failed {UNIT}; pkill -KILL -u ubuntu; "
-            f"rm -rf /home/ubuntu/.pm2 {SD.root} /etc/nginx/sites-enabled/{SD.app} /etc/nginx/sites-available/{SD.app}* "
+    on_host(f"systemctl disable --now {UNIT} pm2-ubuntu.service; systemctl reset-failed {UNIT} pm2-ubuntu.service; "
+            f"pkill -KILL -u ubuntu; pkill -KILL -u {APP_USER}; "
+            f"rm -rf /home/ubuntu/.pm2 {PM2_HOME} {SD.root} /etc/nginx/sites-enabled/{SD.app} /etc/nginx/sites-available/{SD.app}* "
             f"/etc/systemd/system/{UNIT} /etc/systemd/system/multi-user.target.wants/{UNIT} "
             f"/var/lib/signalcraft-deploy/sites/*--{SD.app}.json; systemctl daemon-reload; systemctl reload nginx")
 
@@ -175,8 +180,10 @@ def host() -> TestHost:
         setup = subprocess.run(["fab", "-H", admin.target, "-i", admin.key, "setup", "--user", "ubuntu",
                                 "--known-hosts", admin.known_hosts], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    assert f"boot unit: wrote /etc/systemd/system/{UNIT}" in setup.stdout, setup.stdout
+    assert f"app boot unit: wrote /etc/systemd/system/{UNIT}" in setup.stdout, setup.stdout
+    assert f"started {UNIT}" in setup.stdout, setup.stdout
     assert is_("enabled") == "enabled"  # systemd itself reads the unit setup wrote and its wants link
+    assert is_("active") == "active"  # and runs the apps' PM2 from setup on, before any deploy
     assert on_host("sudo -n true", user="ubuntu").returncode != 0  # the deploy user: the drop-in only
     return HOST
 
@@ -192,18 +199,22 @@ def deploy(repo: AppRepo | None, p: Profile = SD, task: str = "deploy", *args: s
     return result.stdout + result.stderr
 
 
-def under_systemd(before_reboot: float) -> dict[str, set[int]]:
-    """PM2 and both apps run in pm2-ubuntu.service (systemd started them), each process started by the last boot."""
+def under_systemd(before_reboot: float | None = None) -> dict[str, set[int]]:
+    """PM2 and both apps run as the apps' account in its unit (systemd started the daemon), each process started by
+    the last boot when `before_reboot` says when that was."""
     assert is_("active") == "active", on_host(f"systemctl status {UNIT}").stdout
     main = int(unit("MainPID"))
-    assert main == int(on_host("cat /home/ubuntu/.pm2/pm2.pid").stdout.strip())  # PIDFile: PM2's daemon
+    assert main == int(on_host(f"cat {PM2_HOME}/pm2.pid").stdout.strip())  # PIDFile: PM2's daemon
     apps = pm2_pids()
     assert set(apps) == {f"{SD.app}-python", f"{SD.app}-nodejs"}, apps
-    procs = processes_of("ubuntu")
+    procs = processes_of(APP_USER)
     for pid in {main}.union(*apps.values()):
+        assert pid in procs, (pid, "not a process of " + APP_USER, procs)
         ran, cgroup = procs[pid]
         assert cgroup == f"/system.slice/{UNIT}", (pid, cgroup)
-        assert ran <= time.monotonic() - before_reboot + 1, (pid, ran)  # a process of the new boot
+        if before_reboot is not None:
+            assert ran <= time.monotonic() - before_reboot + 1, (pid, ran)  # a process of the new boot
+    assert not {pid for procs in apps.values() for pid in procs} & set(processes_of("ubuntu"))
     return apps
 
 
@@ -211,7 +222,12 @@ def test_a_reboot_after_a_deploy_brings_both_apps_back_through_the_boot_unit(hos
     out = deploy(repo)
     assert "does not start at boot" not in out, out
     release = release_of(answers())
-    before = pm2_pids()
+    before = under_systemd()  # the deploy's apps are in systemd's PM2 already, not in the SSH session's scope
+    shown = fab(HOST, SD, None, task="status")  # (KNOWN_HOSTS in its environment: status takes no --known-hosts)
+    status = shown.stdout + shown.stderr
+    assert shown.returncode == 0, status
+    assert f"apps run as {APP_USER} (uid " in status and f"PM2 home {PM2_HOME}; deployed by ubuntu" in status, status
+    assert "WARNING" not in status and f"boot      /etc/systemd/system/{UNIT} enabled;" in status, status
     print(f"\n[h200] after the deploy: {UNIT} is {is_('enabled')} and {is_('active')}; PM2 apps {before}")
 
     start = time.monotonic()
@@ -255,11 +271,11 @@ def test_a_pm2_daemon_killed_with_sigkill_is_restarted_by_systemd(host, repo):
     release = release_of(answers())
     old_main = int(unit("MainPID"))
     restarts = int(unit("NRestarts") or 0)
-    old = set(processes_of("ubuntu"))
+    old = set(processes_of(APP_USER))
     assert old_main in old and port_holders(SD.bind, SD.node) <= old
 
     start = time.monotonic()
-    assert on_host("kill -9 $(cat /home/ubuntu/.pm2/pm2.pid)").returncode == 0
+    assert on_host(f"kill -9 $(cat {PM2_HOME}/pm2.pid)").returncode == 0
 
     def restarted() -> bool:
         main = unit("MainPID")
@@ -269,14 +285,32 @@ def test_a_pm2_daemon_killed_with_sigkill_is_restarted_by_systemd(host, repo):
     wait_for("PM2 restarted by systemd and both apps answering", restarted, 120)
     seconds = time.monotonic() - start
     assert release_of(answers()) == release
-    left = old & set(processes_of("ubuntu"))
-    assert not left, f"old processes of ubuntu still run: {left}"
+    left = old & set(processes_of(APP_USER))
+    assert not left, f"old processes of {APP_USER} still run: {left}"
     holders = port_holders(SD.bind, SD.node)
-    procs = processes_of("ubuntu")
+    procs = processes_of(APP_USER)
     assert holders and not holders & old, (holders, old)
     assert {procs[pid][1] for pid in holders} == {f"/system.slice/{UNIT}"}, (holders, procs)
     print(f"\n[h200] PM2's daemon killed with SIGKILL: systemd restarted it (NRestarts {restarts} -> {unit('NRestarts')}), "
           f"both apps serving again in {seconds:.1f} s")
+
+
+def test_a_deploy_while_the_apps_pm2_is_stopped_starts_it_through_its_unit_not_over_ssh(host, repo):
+    """The apps' PM2 stopped by the admin (`systemctl stop`): the next deploy has the root helper start the unit
+    (pm2-boot) before it reads PM2's list, so the daemon and both apps are systemd's again, not children of the
+    deploy's SSH session (which a `pm2 jlist` through the app helper would have spawned)."""
+    deploy(repo)  # live: the repository's commit (after the rollback test it was an older one)
+    release = release_of(answers())
+    assert on_host(f"systemctl stop {UNIT}").returncode == 0
+    assert is_("active") != "active" and not serving()  # both apps went with their PM2
+    start = time.monotonic()
+    deploy(repo)  # the same commit: nothing to change but the stopped daemon
+    seconds = time.monotonic() - start
+    wait_for("both apps answering after the deploy", serving, 30)
+    assert release_of(answers()) == release
+    under_systemd()
+    print(f"\n[h200] apps' PM2 stopped, then a deploy: {UNIT} started by the root helper, both apps systemd's again "
+          f"({seconds:.1f} s for the deploy)")
 
 
 def test_systemctl_reload_nginx_applies_the_site_change_without_restarting_nginx(host, repo):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    APP_HOME,
     EXAMPLE,
     AppRepo,
     Profile,
@@ -86,7 +87,7 @@ def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tm
         assert (status, body["app"], headers["X-Release"]) == (200, "flask", release)
     status, headers, body = get(TK.url("/"))
     assert (status, body["app"], headers["X-Release"]) == (200, "nodejs", release)
-    dump = json.loads(Path("/home/ubuntu/.pm2/dump.pm2").read_text())
+    dump = json.loads(Path(f"{APP_HOME}/.pm2/dump.pm2").read_text())
     assert {"tk-python", "tk-nodejs"} <= {app["name"] for app in dump}
     audit = Path(TK.root, ".deploy/audit.log").read_text()
     assert '"takeover"' in audit
@@ -96,8 +97,10 @@ def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tm
     assert back.returncode == 0, back.stdout + back.stderr
     assert SITE.read_text() == OLD_SITE
     assert len(legacy_pids()) == 1
-    names = {item["name"]: item["pm2_env"]["exec_mode"] for item in pm2_jlist() if item["name"].startswith("tk-")}
+    # The old Node.js entry is back where it ran, in the deploy user's own PM2; the apps' account's holds none.
+    names = {item["name"]: item["pm2_env"]["exec_mode"] for item in pm2_jlist("ubuntu") if item["name"].startswith("tk-")}
     assert names == {"tk-nodejs": "fork_mode"}
+    assert not [item for item in pm2_jlist() if item["name"].startswith("tk-")]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and (get(TK.url("/api/ai/x"))[0], get(TK.url("/"))[0]) != (200, 200):
         time.sleep(0.2)

@@ -1,16 +1,18 @@
-"""A takeover touches only the deploy user's own server, and its record is root's.
+"""A takeover touches only the deploy user's own server or the apps' own account's, and its record is root's.
 
 On GUNICORN_BIND's port (7831; own names, deploy root and ports 7831-7851 on the shared sandbox host):
 - another user's process (`nobody`, a password in its environment, run from /tmp) is refused by user and
   pid, survives, and its password is nowhere in the output or the deploy root;
 - the deploy user's own `python3 -m http.server` from a folder that is not the app's is refused and survives;
 - the deploy user's server run from the app's folder is taken over: the record is root's (folder 0711,
-  files 0600), and `rollback --to before-takeover` starts it again (its log root's, 0600).
+  files 0600), and `rollback --to before-takeover` starts it again (its log root's, 0600);
+- the apps' own account's server is read, stopped and started again as that account (through the app helper).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, ROOT_STATE, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
+from tests.e2e.conftest import APP_HOME, APP_USER, EXAMPLE, ROOT_STATE, AppRepo, Profile, clean_host, fab, get, pm2_apps, sh
 
 TS = Profile("scope", "/home/ubuntu/scope", 7831, 7841, 7851)
 PASSWORD = f"other-team-{secrets.token_hex(10)}"
@@ -83,7 +85,7 @@ def test_another_users_process_on_the_port_is_refused_and_survives(sandbox, host
         out = result.stdout + result.stderr
         assert result.returncode != 0, out
         assert f"pid {pid} of user nobody, not of the deploy user ubuntu" in out, out
-        assert "Stop it (as nobody or root), or set another GUNICORN_BIND" in out, out
+        assert "Stop it (as nobody or root), or restart it as signalcraft and deploy again" in out, out
         assert "Traceback" not in out
         assert listeners(TS.bind) == [pid] and Path(f"/proc/{pid}").exists()
         assert get(f"http://127.0.0.1:{TS.bind}/")[0] == 200
@@ -147,8 +149,44 @@ def test_the_takeover_record_is_the_deploy_users_and_the_site_copy_roots_and_rol
         assert os.readlink(f"/proc/{again}/cwd") == str(old) and Path(f"/proc/{again}").stat().st_uid == pwd.getpwnam("ubuntu").pw_uid
         assert b"PORT_NOTE=old" in Path(f"/proc/{again}/environ").read_bytes().split(b"\0")
         assert get(f"http://127.0.0.1:{TS.bind}/app.py")[0] == 200
-        assert list(pm2_apps(TS.app)) == [f"{TS.app}-nodejs"]
+        assert list(pm2_apps(TS.app, user="ubuntu")) == [f"{TS.app}-nodejs"]  # back where it ran, not the apps' account's
+        assert list(pm2_apps(TS.app)) == []
         assert mode_and_owner(RECORD / "legacy.log") == (0o600, ubuntu)
         assert not copy.exists()  # the site put back, root's copy dropped
     finally:
         stop(proc, *listeners(TS.bind))
+
+
+def test_a_server_of_the_apps_own_account_is_taken_over_as_it_and_a_rollback_starts_it_as_it_again(sandbox, host, tmp_path):
+    """The bare server may already run as the apps' account (an admin started it so): it is read, stopped and started
+    again as that account, through the app helper; its record is still the deploy user's, marked with whose it is."""
+    old = Path(APP_HOME) / "old-app"
+    sh(f"rm -rf {old} && mkdir -p {old} && echo '# the old app' > {old}/app.py && chown -R {APP_USER}: {old}")
+    argv = ["sudo", "-u", APP_USER, "env", "PORT_NOTE=old", "python3", "-m", "http.server", "--bind", "127.0.0.1", str(TS.bind)]
+    proc, pid = start_server(argv, str(old), TS.bind)
+    try:
+        result = fab(sandbox, TS, AppRepo(tmp_path / "app"))
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert "record takeover" in out and f"pid {pid}" in out and "PORT_NOTE" not in out
+        assert pid not in listeners(TS.bind)
+        record = json.loads(sh(f"cat {RECORD}/legacy.json").stdout)
+        assert record["ran_as"] == APP_USER and mode_and_owner(RECORD / "legacy.json") == (0o600, pwd.getpwnam("ubuntu").pw_uid)
+        gunicorn = listeners(TS.bind)  # its master and workers
+        assert set(sh(f"ps -o user= -p {','.join(map(str, gunicorn))}").stdout.split()) == {APP_USER}
+
+        back = fab(sandbox, TS, None, "--to", "before-takeover", task="rollback")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert "the unmanaged server runs again" in back.stdout, back.stdout
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not listeners(TS.bind):
+            time.sleep(0.1)
+        [again] = listeners(TS.bind)
+        assert Path(f"/proc/{again}").stat().st_uid == pwd.getpwnam(APP_USER).pw_uid
+        assert os.readlink(f"/proc/{again}/cwd") == str(old)
+        assert b"PORT_NOTE=old" in Path(f"/proc/{again}/environ").read_bytes().split(b"\0")
+        assert get(f"http://127.0.0.1:{TS.bind}/app.py")[0] == 200
+        assert list(pm2_apps(TS.app)) == []
+    finally:
+        stop(proc, *listeners(TS.bind))
+        sh(f"rm -rf {old}", check=False)

@@ -3,7 +3,9 @@ settings that name files and shared paths, and the release assembly's shell run 
 
 from __future__ import annotations
 
+import getpass
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -120,7 +122,8 @@ def test_node_beyond_loopback_is_warned_about(load) -> None:
 def assemble(load, root: Path, release: str, files: dict[str, str], live: str = "", env: str | None = None,
              carry: bool = False, shared: str = "instance/,.env.local") -> Path:
     """Run the release assembly's shell with `files` as the code (what the upload unpacks)."""
-    s = load({"DEPLOY_ROOT": str(root), "SHARED_PATHS": shared})
+    # The apps run as this user here (the script runs for real, where no account of the apps' own exists).
+    s = replace(load({"DEPLOY_ROOT": str(root), "SHARED_PATHS": shared}), app_user=getpass.getuser())
     code = root / "code"
     subprocess.run(["rm", "-rf", str(code)], check=True)
     for name, text in files.items():

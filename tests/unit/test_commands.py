@@ -3,10 +3,13 @@ session (fabric.testing), on a MockContext, and host-key policy with pytest-mock
 
 from __future__ import annotations
 
+import getpass
 import re
+import shlex
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
 import paramiko
 import pytest
@@ -33,11 +36,20 @@ def test_audit_log_is_read_over_ssh_and_bad_lines_skipped(remote, s):
     assert lock.read_audit(Connection("host"), s, 5) == [{"event": "deploy", "result": "ok", "format": 2}]
 
 
+START = ('f=/srv/my-app/current/ecosystem.config.cjs; [ -e "$f" ] || f=/srv/my-app/current/ecosystem.config.js; '
+         'pm2 start "$f" --only signalcraft-python')
+
+
 def test_pm2_start_names_one_app_from_the_current_ecosystem_file(remote, s):
-    """The release's own PM2 file: ecosystem.config.cjs in an ES module package, else ecosystem.config.js."""
-    remote.expect(cmd='f=/srv/my-app/current/ecosystem.config.cjs; [ -e "$f" ] || f=/srv/my-app/current/ecosystem.config.js; '
-                      'pm2 start "$f" --only signalcraft-python')
-    pm2.start(Connection("host"), s, s.python_app)
+    """The release's own PM2 file: ecosystem.config.cjs in an ES module package, else ecosystem.config.js; as the
+    deploy user when it is the apps' own account (APP_USER, here signalcraft)."""
+    remote.expect(cmd=START)
+    pm2.start(Connection("signalcraft@host"), s, s.python_app)
+
+
+def test_pm2_runs_as_the_apps_own_account_through_the_app_helper(remote, s):
+    remote.expect(cmd=f"sudo -n -u signalcraft /usr/local/sbin/signalcraft-app /bin/sh -c {shlex.quote(START)}")
+    pm2.start(Connection("ubuntu@host"), s, s.python_app)
 
 
 def test_node_reload_is_rolling_and_updates_env():
@@ -122,7 +134,7 @@ def test_gunicorn_hup_signals_the_master_from_pm2s_pid_file_and_falls_back_to_pm
     fake_pm2 = tmp_path / "pm2"
     fake_pm2.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/pm2-called\n")
     fake_pm2.chmod(0o755)
-    s2 = load_settings(environ={}, overrides={"PM2": str(fake_pm2)})
+    s2 = replace(load_settings(environ={}, overrides={"PM2": str(fake_pm2)}), app_user=getpass.getuser())  # as itself
 
     # A process whose command line says gunicorn and that records the HUP it gets.
     script = tmp_path / "gunicorn"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +304,7 @@ def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path
     """The quick read (what shows that nothing changed) has the files and this user's
     processes with their working directories, but not the tools or listeners a real deploy checks."""
     root, release, s = live_release_r1(tmp_path, load)
+    s = replace(s, app_user=getpass.getuser())  # the apps run as this user: their processes are its own
     child = subprocess.Popen(["sleep", "30"], cwd=release)
     try:
         out = subprocess.run(["sh", "-s"], input=facts_script(s, quick=True) + "\n", capture_output=True, text=True, timeout=30)
@@ -320,9 +323,10 @@ def test_quick_read_sees_what_shows_nothing_changed_and_only_that(tmp_path: Path
     assert full.complete
 
 
-def test_the_lock_channel_reads_the_host_once_the_lock_is_taken_and_holds_it(tmp_path: Path, load) -> None:
+def test_the_lock_channel_reads_the_host_once_the_lock_is_taken_and_holds_it(tmp_path: Path, load, monkeypatch: pytest.MonkeyPatch) -> None:
     """deploy takes the lock and reads the host in one command: the facts come after LOCKED, and the
     lock stays held (flock from outside fails) until the deploy lets go."""
+    monkeypatch.setenv("PM2_HOME", str(tmp_path / "pm2"))  # the lock closes the PM2 home it finds: not this machine's
     root, release, s = live_release_r1(tmp_path, load)
     lock = DeployLock(Context(), s, {"user": "me"}, 0, print, print, then=facts_script(s, quick=True))
     lock.__enter__()
@@ -345,10 +349,12 @@ def test_parse_facts_joins_process_parents_and_working_directories() -> None:
 
 
 
-def test_the_lock_channel_ends_its_read_even_when_the_read_ends_without_a_newline(tmp_path: Path, load) -> None:
+def test_the_lock_channel_ends_its_read_even_when_the_read_ends_without_a_newline(
+        tmp_path: Path, load, monkeypatch: pytest.MonkeyPatch) -> None:
     """PM2's list ends without a newline; the lock's end marker must still stand on a line of its own."""
     import threading
 
+    monkeypatch.setenv("PM2_HOME", str(tmp_path / "pm2"))  # the lock closes the PM2 home it finds: not this machine's
     root, _, s = live_release_r1(tmp_path, load)
     lock = DeployLock(Context(), s, {"user": "me"}, 0, print, print, then="printf '[]'")
     got: list[str] = []

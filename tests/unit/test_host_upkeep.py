@@ -444,7 +444,7 @@ def test_setup_plans_for_the_named_user_and_reads_its_facts_as_root(load, monkey
 
     monkeypatch.chdir(tmp_path)
     deploy = facts_output(user="deploy", group="deploy", home="/home/deploy", pm2_home="/home/deploy/.pm2")
-    c = mock_host(run={re.compile(r"^if sudo -n true .*setup_facts\.sh pm2 python3 deploy; else"): Result(deploy),
+    c = mock_host(run={re.compile(r"^if sudo -n true .*setup_facts\.sh pm2 python3 deploy signalcraft; else"): Result(deploy),
                          re.compile(r".*sudo -n cat /etc/sudoers.d/signalcraft-deploy.*"): Result("")}, repeat=True)
     setup_task.setup(c, dry_run=True, user="deploy")
     out = capsys.readouterr().out
@@ -508,3 +508,168 @@ def test_a_node_in_a_user_writable_folder_is_refused_and_root_owned_ones_pass() 
     assert setup_ops.path_problems(parse_setup_facts(facts_output(node=node))) == []
     assert setup_ops.unsafe_folder([("0", "1777", "/tmp")]) == "/tmp (mode 1777: writable by its group or others)"
     assert setup_ops.unsafe_folder([]) == "(not found)"
+
+
+# ----------------------------------------------------------------------------- the apps' own account
+
+APP_OK = {"acl": "yes", "user_groups": "ubuntu shop",
+          "app_entry": "shop:x:998:998:signalcraft-deploy apps of ubuntu:/var/lib/signalcraft-apps/shop:/usr/sbin/nologin",
+          "app_password": "L",
+          "app_groups": "shop", "app_sudo": "User shop is not allowed to run sudo on h1."}
+
+
+def app_facts(**sections: str) -> setup_ops.SetupFacts:
+    f = parse_setup_facts(facts_output(**sections))
+    f.app = "shop"
+    return f
+
+
+def test_setup_plans_the_apps_own_account_its_group_boot_unit_rotation_record_and_door(load) -> None:
+    s = load({"APP_NAME": "shop"})
+    items = {i.name: i for i in plan_setup(s, app_facts())}
+    assert {name: items[name].state for name in ("app user", "app group", "app boot unit", "app rotation", "app record",
+                                                 "sudoers")} == dict.fromkeys(
+        ("app user", "app group", "app boot unit", "app rotation", "app record", "sudoers"), State.WRITE)
+    assert "acl" in items["apt packages"].detail
+    assert items["app user"].detail == ("shop: a system account (no shell, locked password, no sudo), "
+                                        "home /var/lib/signalcraft-apps/shop")
+    assert items["sudoers"].detail.endswith(f"{root.HELPER} and {root.APP_HELPER} as shop")
+    f = app_facts(**APP_OK)
+    done = app_facts(**APP_OK, app_unit=setup_ops.app_boot_unit(f), app_wants=setup_ops.app_unit_path(f),
+                     app_logrotate_conf=setup_ops.app_logrotate_text(s, f), app_records=json.dumps(setup_ops.app_record(f)))
+    assert {i.name: i.state for i in setup_ops.app_items(s, done)} == dict.fromkeys(
+        ("app user", "app group", "app boot unit", "app rotation", "app record"), State.OK)
+    assert setup_ops.app_record(f) == {"deploy": "ubuntu", "apps": {"shop": {"uid": 998, "home": "/var/lib/signalcraft-apps/shop"}}}
+    assert "User=shop" in setup_ops.app_boot_unit(f) and "PM2_HOME=/var/lib/signalcraft-apps/shop/.pm2" in setup_ops.app_boot_unit(f)
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"app_entry": "shop:x:1001:1001::/home/shop:/bin/bash"}, "shop has the login shell /bin/bash"),
+    ({"app_entry": "shop:x:0:0::/root:/usr/sbin/nologin"}, "shop has root's uid"),
+    ({"app_password": "P"}, "shop has a password that is not locked"),
+    ({"app_sudo": "    (ALL : ALL) ALL"}, "shop may use sudo ((ALL : ALL) ALL)"),
+    ({"app_groups": "shop sudo"}, "shop is in other groups than its own (sudo)"),
+])
+def test_an_existing_account_with_a_way_in_or_rights_is_refused_as_the_apps_account(load, change: dict[str, str],
+                                                                                 says: str) -> None:
+    item = setup_ops.app_user_item(app_facts(**{**APP_OK, **change}))
+    assert item.state is State.REFUSED and item.detail.startswith(says) and "APP_USER=ubuntu" in item.detail
+
+
+def test_the_apps_run_as_the_deploy_user_when_app_user_is_its_name(load) -> None:
+    f = parse_setup_facts(facts_output())
+    f.app = "ubuntu"
+    assert setup_ops.app_items(load({"APP_USER": "ubuntu"}), f) == [] and f.apps == ()
+    assert setup_ops.sudoers_item(f).detail.endswith(f"ubuntu ALL=(root) NOPASSWD: {root.HELPER}")
+
+
+def test_an_account_already_serving_another_deploy_users_apps_is_refused(load) -> None:
+    """Root's record of another deploy user names the account: it would let this one see and reach that one's apps."""
+    other = json.dumps({"deploy": "alice", "apps": {"shop": {"uid": 998, "home": "/var/lib/signalcraft-apps/shop"}}},
+                       indent=1)
+    item = setup_ops.app_user_item(app_facts(**APP_OK, other_app_records=other.replace("\n", "") + "\n"))
+    assert item.state is State.REFUSED
+    assert item.detail.startswith("shop is already the apps' account of the deploy user alice") and "Name another APP_USER" in item.detail
+    mine = setup_ops.app_user_item(app_facts(**APP_OK, other_app_records='{"deploy": "alice", "apps": {"blog": {}}}\n'))
+    assert mine.state is State.OK
+
+
+def set_up_app_facts(s, **change: str) -> setup_ops.SetupFacts:
+    """The apps' account `shop` with its unit, rotation and record written, on a host where systemd runs."""
+    f = app_facts(**APP_OK)
+    return app_facts(**APP_OK, app_unit=setup_ops.app_boot_unit(f), app_wants=setup_ops.app_unit_path(f),
+                     app_logrotate_conf=setup_ops.app_logrotate_text(s, f), app_records=json.dumps(setup_ops.app_record(f)),
+                     **{"systemd_running": "yes", **change})
+
+
+def test_under_a_running_systemd_setup_starts_the_apps_unit_unless_a_pm2_of_theirs_runs_outside_it(load) -> None:
+    s = load({"APP_NAME": "shop"})
+    stopped = setup_ops.app_boot_item(set_up_app_facts(s, app_active="inactive"))
+    assert stopped.state is State.WRITE and "start it now (systemd then runs shop's PM2)" in stopped.detail
+    active = setup_ops.app_boot_item(set_up_app_facts(s, app_active="active", app_daemon="4242"))
+    assert (active.state, active.detail) == (State.OK, "/etc/systemd/system/pm2-shop.service enabled; active")
+    outside = setup_ops.app_boot_item(set_up_app_facts(s, app_active="inactive", app_daemon="4242"))
+    assert outside.state is State.OK and "(pid 4242) was started outside it" in outside.detail  # no second daemon
+    assert setup_ops.app_boot_item(set_up_app_facts(s, systemd_running="")).state is State.OK  # the sandbox: no systemd
+
+
+def test_setup_starts_the_apps_unit_after_the_account_makes_its_pm2_home_private(load) -> None:
+    from invoke import Result
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s, app_active="failed")
+    c = mock_host(run={re.compile(".*"): Result("")}, repeat=True)
+    done = setup_ops.enable_app_boot(c, f)
+    assert done == "started pm2-shop.service (systemd runs shop's PM2)"
+    assert command_log(c).commands == ["sudo -n runuser -u shop -- mkdir -p -m 0700 /var/lib/signalcraft-apps/shop/.pm2",
+                        "sudo -n systemctl start pm2-shop.service"]
+
+
+def test_the_apps_side_reports_its_account_its_pm2_logs_and_only_what_it_runs_from_under_the_deploy_root(
+        tmp_path: Path) -> None:
+    import pwd
+
+    root, pm2_home = tmp_path / "app", tmp_path / "pm2"
+    (root / "venvs" / "running" / "bin").mkdir(parents=True)
+    (pm2_home / "logs").mkdir(parents=True)
+    (pm2_home / "logs" / "a-python-out.log").write_bytes(b"x" * 3000)
+    (pm2_home / "logs" / "other-out.log").write_bytes(b"x" * 10)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"{root}/venvs/running/bin/python",
+                                "/elsewhere/secret-word"])
+    try:
+        out = upkeep({"mode": "apps", "root": str(root), "pm2_home": str(pm2_home), "apps": ["a-python"]}, tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert (out["user"], out["uid"], out["pm2_home"]) == (pwd.getpwuid(os.getuid()).pw_name, os.getuid(), str(pm2_home))
+    assert out["in_use"] == [f"{root}/venvs/running/bin/python"]  # nothing of its processes outside the environments
+    assert out["app_logs"] == {"a-python-out.log": 3000}
+    assert out["logs"]["count"] == 2 and out["logs"]["dev"] == os.stat(pm2_home).st_dev
+
+
+def test_prune_keeps_what_the_apps_account_runs_from(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    for d in ("venvs/theirs", "venvs/old"):
+        (root / d).mkdir(parents=True)
+    removed = upkeep({"mode": "prune", "root": str(root), "in_use": [f"{root}/venvs/theirs/bin/gunicorn"]}, tmp_path)
+    assert removed["removed"] == [f"{root}/venvs/old"]
+    assert sorted(p.name for p in (root / "venvs").iterdir()) == ["theirs"]
+
+
+def test_boot_names_the_unit_whose_cgroup_holds_this_users_pm2_daemon(tmp_path: Path) -> None:
+    """Under a running systemd: this process stands in for PM2's daemon (its pid in pm2.pid); its cgroup's unit, or
+    "" outside any service. Without systemd, or with no live daemon of this user, None."""
+    home = tmp_path / "pm2"
+    home.mkdir()
+    out = upkeep({"mode": "boot", "pm2_home": str(home), "apps": []}, tmp_path)
+    assert out["daemon_unit"] is None  # no pm2.pid
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (home / "pm2.pid").write_text(f"{sleeper.pid}\n")
+        found = upkeep({"mode": "boot", "pm2_home": str(home), "apps": []}, tmp_path)["daemon_unit"]
+        cgroup = Path(f"/proc/{sleeper.pid}/cgroup").read_text()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    if not Path("/run/systemd/system").is_dir():
+        assert found is None
+    else:
+        unit = re.search(r"/([^/]+[.]service)$", next(x.split(":", 2)[2] for x in cgroup.splitlines() if x.startswith("0::")))
+        assert found == (unit.group(1) if unit else "")
+
+
+# Review proof (au-review): setup adopts ANY existing system account as the apps' own, e.g. the web server's www-data
+# (nologin, locked, one group), though docs/design/app-user.md D3 says only an account with setup's GECOS marker and
+# uid < 1000 is adopted. www-data's processes (Nginx's workers, PHP-FPM pools) then become "the caller's own" for the
+# root helper (own_uids: listeners, serves_pid, takeover-record), the deploy user gets a sudo door to run as www-data,
+# and code in the app can signal and read /proc of Nginx's workers. APP_USER defaults to APP_NAME, which may be
+# `www-data`, `nobody`, `daemon`, `proxy`, `backup`...
+def test_review_a_system_account_of_another_service_is_not_adopted_as_the_apps_account(load) -> None:
+    www = {**APP_OK, "app_entry": "www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin", "app_groups": "www-data",
+           "app_sudo": "User www-data is not allowed to run sudo on h1."}
+    f = app_facts(**www)
+    f.app = "www-data"
+    item = setup_ops.app_user_item(f)
+    assert item.state is State.REFUSED, item

@@ -29,6 +29,7 @@ from signalcraft_deploy.core.render import node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import KEY_NAMES, Settings, load_settings
 from signalcraft_deploy.host import health, root, takeover, tls
 from signalcraft_deploy.host.facts import MARK, HostFacts, Pm2Process
+from signalcraft_deploy.host.io import InvokeRunner, use_transport
 from signalcraft_deploy.host.lock import END
 from signalcraft_deploy.remote import probe as remote_probe
 from signalcraft_deploy.remote import program
@@ -45,7 +46,7 @@ REPO_URL = f"https://deploy:{TOKEN}@git.example.com/shop/app.git"
 GIT = {"SOURCE": "git", "REPO_URL": REPO_URL}
 REQUIREMENTS = "flask==3.0.3\ngunicorn==23.0.0\n"
 PREV = "20250301T000000Z-000000000000"  # the live release in the step tests
-TOOLS = ("pm2", "node", "flock", "sudo", "nginx", "python-venv", "boot", "logrotate")
+TOOLS = ("pm2", "node", "flock", "sudo", "nginx", "python-venv", "app-user", "boot", "logrotate")
 
 
 def blob(text: str) -> str:
@@ -320,8 +321,8 @@ def test_a_port_held_by_another_users_server_stops_the_deploy_at_its_plan_withou
     assert err.value.code == 1
     assert err.value.message == (
         "Nothing was changed: GUNICORN_BIND 127.0.0.1:8001 is in use by pid 4242 of user nobody, not of the deploy user "
-        "ubuntu: a deploy takes over only the deploy user's own processes, so it was left running. Stop it (as nobody or "
-        "root), or set another GUNICORN_BIND.")
+        "ubuntu or the apps' account signalcraft: a deploy takes over only their own processes, so it was left running. "
+        "Stop it (as nobody or root), or restart it as signalcraft and deploy again, or set another GUNICORN_BIND.")
     assert "OTHER-TEAMS-SECRET" not in capsys.readouterr().out
     # Nothing recorded, stopped or written: no takeover_record.py, no root helper, no PM2; the lock let go.
     assert labels(c) == ["git fetch mirror", "git list tree", "git cat-file", "read host"]
@@ -601,6 +602,28 @@ def test_the_plan_says_which_apps_the_trial_starts(load, py: How, node: How, say
     assert len(trial) == 1 and trial[0].split("trial", 1)[1].strip().startswith(says), trial
 
 
+# ----------------------------------------------------------------------------- the apps' own account
+
+
+def test_a_deploy_user_other_than_app_user_runs_the_trial_its_probe_and_its_stop_as_the_apps_account(load):
+    """Every PM2 command and the probe of a trial go through the app helper, as APP_USER; root's steps do not."""
+    s = load()
+    door = r"sudo -n -u signalcraft /usr/local/sbin/signalcraft-app /bin/sh -c "
+    c = use_transport(MockContext(run={**NGINX_DUMP, **answers({
+        door + r"'python3 - .*\"mode\": \"ports\"": as_json({"ports": [41001, 41002]}),
+        door + r"'umask 077 && cat > \.signalcraft-trial": ok(),
+        "(?s)" + door + r"'python3 - .*\"mode\": \"gate\"": as_json({"ok": True, "problems": [], "pm2": {}}),
+        door + "'P=": ok()})}, repeat=True), InvokeRunner(login="ubuntu"))
+    r = step_run(c, s, How.HUP, How.RELOAD, pm2=(s.python_app, s.node_app))
+
+    assert trial_run(r) == "both apps answer their health routes"
+
+    sent_commands = [command for command, _ in sent(c)]
+    assert sent_commands[0].startswith("sudo -n /usr/local/sbin/signalcraft-root nginx-dump")  # root's, not the apps'.
+    assert all(command.startswith("sudo -n -u signalcraft /usr/local/sbin/signalcraft-app /bin/sh -c ") for command in sent_commands[1:])
+    assert len(sent_commands) == 5
+
+
 # ----------------------------------------------------------------------------- the trial run and the handover
 
 
@@ -641,7 +664,8 @@ def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_n
     verdict = {"ok": False, "problems": ["signalcraft-python http://127.0.0.1:41001/api/flask/health: ConnectionRefusedError: "
                                          "[Errno 111] Connection refused", "PM2 app signalcraft-python-trial is ['errored']"]}
     c = mock_host(run={**NGINX_DUMP, **answers({
-        PROBE_PORTS: as_json({"ports": [41001, 41002]}), r"mkdir -p ": ok("[PM2] App [signalcraft-python-trial] launched\n"),
+        PROBE_PORTS: as_json({"ports": [41001, 41002]}),
+        r"umask 077 && cat > \.signalcraft-trial": ok("[PM2] App [signalcraft-python-trial] launched\n"),
         probe_gate("signalcraft-python-trial"): as_json(verdict), PM2_LOGS: ok(TRIAL_LOG.format(cause=cause)), PM2_DELETE: ok()})})
     r = step_run(c, s, How.HUP, How.RELOAD, pm2=(s.python_app, s.node_app))
 
@@ -658,7 +682,7 @@ def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_n
         "      File \"/home/ubuntu/signalcraft/releases/r/app.py\", line 2, in <module>\n"
         f"    {cause}\n" + fix)
     # The failed app's log only (not the Node.js trial's), then both trial apps removed; nothing of the live apps touched.
-    assert labels(c) == ["root nginx-dump", "probe.py ports", "pm2 start trial.config.json",
+    assert labels(c) == ["root nginx-dump", "probe.py ports", "pm2 start .signalcraft-trial.config.json",
                          "probe.py gate signalcraft-python-trial signalcraft-nodejs-trial", "pm2 logs signalcraft-python-trial",
                          "pm2 delete signalcraft-python-trial signalcraft-nodejs-trial"]
 
@@ -666,19 +690,19 @@ def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_n
 def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_running(load):
     s = load()
     c = mock_host(run={**NGINX_DUMP, **answers({
-        PROBE_PORTS: as_json({"ports": [41001, 41002]}), r"mkdir -p ": ok(),
+        PROBE_PORTS: as_json({"ports": [41001, 41002]}), r"umask 077 && cat > \.signalcraft-trial": ok(),
         probe_gate("signalcraft-python-trial"): as_json({"ok": True, "problems": [], "pm2": {}}), PM2_DELETE: ok()})})
     r = step_run(c, s, How.HUP, How.RELOAD, pm2=(s.python_app, s.node_app))
 
     assert trial_run(r) == "both apps answer their health routes"
 
-    assert labels(c) == ["root nginx-dump", "probe.py ports", "pm2 start trial.config.json",
+    assert labels(c) == ["root nginx-dump", "probe.py ports", "pm2 start .signalcraft-trial.config.json",
                          "probe.py gate signalcraft-python-trial signalcraft-nodejs-trial",
                          "pm2 delete signalcraft-python-trial signalcraft-nodejs-trial"]
     assert len(r.stopping) == 1 and r.nginx_read is not None  # waited for by `settle`, read by nginx-check
-    start = next(command for command, _ in sent(c) if command.startswith("mkdir -p "))
+    start = next(command for command, _ in sent(c) if command.startswith("umask 077 && cat > .signalcraft-trial"))
     assert "delete" not in start  # PM2's list, read before, had no trial app left over
-    py, node = json.loads(stdin_of(c, "pm2 start trial.config.json"))["apps"]
+    py, node = json.loads(stdin_of(c, "pm2 start .signalcraft-trial.config.json"))["apps"]
     assert (py["name"], py["args"][-4:], py["cwd"]) == ("signalcraft-python-trial", ["--bind", "127.0.0.1:41001", "--workers", "1"],
                                                         r.release_dir)
     assert (node["name"], node["exec_mode"], node["instances"], node["env"]["PORT"]) == ("signalcraft-nodejs-trial", "fork", 1, "41002")
@@ -714,7 +738,7 @@ def test_a_new_master_that_fails_on_the_handover_address_never_moves_nginx_and_t
         "http://127.0.0.1:8002/api/flask/health: ConnectionRefusedError: [Errno 111] Connection refused; PM2 app "
         "signalcraft-python-handover is ['stopped']\n  output of signalcraft-python (its new processes):\n"
         "    ModuleNotFoundError: No module named 'psycopg'")
-    assert labels(c) == ["pm2 start handover-python.config.json", "probe.py gate signalcraft-python-handover",
+    assert labels(c) == ["pm2 start .signalcraft-handover-python.config.json", "probe.py gate signalcraft-python-handover",
                          "pm2 logs signalcraft-python-handover", "pm2 delete signalcraft-python-handover",
                          # undo pm2-reload: the error log, current back (never moved), what runs; undo switch; audit
                          "pm2 logs signalcraft-python --err", f"current -> {PREV}", "read host", f"current -> {PREV}", "audit"]
@@ -749,7 +773,7 @@ def test_a_new_master_that_fails_on_its_own_address_is_undone_back_to_the_old_ma
         "    ImportError: libpq.so.5: cannot open shared object file: No such file or directory")
     assert labels(c) == [
         # the handover: new master beside the old, Nginx to it, current switched, old drained and stopped, new one started
-        "pm2 start handover-python.config.json", "probe.py gate signalcraft-python-handover", "root site-install",
+        "pm2 start .signalcraft-handover-python.config.json", "probe.py gate signalcraft-python-handover", "root site-install",
         "root nginx-reload", f"current -> {r.release}", "wait drained :8001", "pm2 delete signalcraft-python",
         "pm2 start --only signalcraft-python", "probe.py gate signalcraft-python", "pm2 logs signalcraft-python --err",
         # undo: current back, then the old master from it, Nginx back to the own addresses, the temporary app stopped

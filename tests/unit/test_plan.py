@@ -528,3 +528,27 @@ def test_a_live_release_whose_site_is_at_the_former_default_is_refused_naming_ng
     named = settings(tmp_path, {**OLD.settings, "APP_NAME": "shop", "NGINX_SITE": "/etc/nginx/sites-available/shop"})
     assert make_plan(named, m, configs, facts).action("nginx").how is not How.NONE  # set on purpose: a new site
     assert make_plan(moved, m, configs, live_host(tmp_path, OLD, current_release=None, manifest=None))  # a first deploy
+
+
+def test_apps_under_the_deploy_users_own_pm2_move_to_their_accounts_even_when_nothing_else_changed(tmp_path: Path) -> None:
+    """A host deployed before APP_USER: both apps run under the deploy user's PM2, and its own is empty. The same
+    release again is not a no-op: a new master and new Node.js processes start under APP_USER's PM2."""
+    facts = live_host(tmp_path, OLD, user="ubuntu", deploy_pm2=lambda s, m, f: f.pm2, pm2=[])
+    s, m, configs = manifest_for(tmp_path, OLD)
+    plan = make_plan(s, m, configs, facts)
+    assert not plan.nothing_to_do and not unchanged(s, release_inputs(s, "tree-1", OLD.requirements, OLD.package_lock, None), facts)
+    py, node = plan.action("python"), plan.action("nodejs")
+    assert (py.how, py.moves, node.how, node.moves) == ("new-master", True, "restart", True)
+    assert f"runs under ubuntu's own PM2; it moves to {s.app_user}'s (APP_USER)" in py.why
+
+
+def test_an_app_already_under_its_accounts_pm2_does_not_move_again(tmp_path: Path) -> None:
+    """A split move (Python moved, Node.js not) is finished by the next deploy; one that went wrong halfway, where
+    the deploy user's copy is not online, is not moved from."""
+    facts = live_host(tmp_path, OLD, deploy_pm2=lambda s, m, f: [p for p in f.pm2 if p.name == s.node_app],
+                      pm2=lambda s, m, f: [p for p in f.pm2 if p.name == s.python_app])
+    s, m, configs = manifest_for(tmp_path, OLD)
+    plan = make_plan(s, m, configs, facts)
+    assert (plan.action("python").how, plan.action("nodejs").how, plan.action("nodejs").moves) == ("none", "restart", True)
+    stopped = live_host(tmp_path, OLD, deploy_pm2=lambda s, m, f: node_procs(s, 2, status="stopped"))
+    assert make_plan(s, m, configs, stopped).nothing_to_do

@@ -3,11 +3,13 @@ refused by name, and files copied from the live release checked against their bl
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
 import subprocess
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,7 +158,7 @@ def test_the_assembly_copies_what_git_holds_and_names_what_it_does_not(load, tmp
     modes = {n: "100644" for n in ids} | {"run.sh": "100755", "link": "120000"}
     tree = source.SourceTree(sha="a" * 40, tree="b" * 40, blobs=ids, dirty=0, subdir="", modes=modes)
     shipment = upload.Shipment(tree=tree, requirements="", package_lock=None, app_env=None, source_dir="/src")
-    s = load({"DEPLOY_ROOT": str(root), "PYTHON": "python3"})
+    s = replace(load({"DEPLOY_ROOT": str(root), "PYTHON": "python3"}), app_user=getpass.getuser())  # no account of the apps' here
     (root / ".deploy/incoming").mkdir(parents=True)
     (root / "shared/logs").mkdir(parents=True)
     subprocess.run(["tar", "-cf", str(root / ".deploy/incoming/r2.extras.tar"), "-T", "/dev/null"], check=True)
@@ -192,6 +194,7 @@ def test_ship_on_this_machine_sends_edited_files_fresh_once_with_one_warning(loa
     root = tmp_path / "root"
     s = load({"DEPLOY_ROOT": str(root), "SOURCE_DIR": str(repo), "APP_ENV_FILE": str(env), "PYTHON": "python3",
               "WSGI_APP": "app:create_app()"})
+    s = replace(s, app_user=getpass.getuser())  # this machine's user runs the apps here: no account of their own
 
     def shipped(facts: HostFacts, warn=None) -> tuple[str, Path]:
         shipment = upload.local_shipment(s)

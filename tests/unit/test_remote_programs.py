@@ -8,6 +8,7 @@ in for the apps, and a loopback HTTP server for the health URLs.
 
 from __future__ import annotations
 
+import getpass
 import http.server
 import json
 import os
@@ -504,7 +505,7 @@ def test_restore_starts_the_process_and_the_node_entry_again(host: FakeHost, leg
     legacy.kill()
     calls = host.calls()
     checked = restore(host, folder, "check")  # what the client asks before it stops its apps: nothing is started
-    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, getpass.getuser() + "\n", "")  # whose it starts
     assert host.calls() == calls and not (folder / "legacy.log").exists()
     done = restore(host, folder)
     assert done.returncode == 0, done.stderr
@@ -624,3 +625,22 @@ def test_stop_pid_leaves_a_process_of_another_user_alone(tmp_path: Path) -> None
 def test_stop_pid_refuses_a_pid_that_would_signal_a_group_or_init(pid: str, tmp_path: Path) -> None:
     done = run_sh("sh", "stop_pid", pid, "3", cwd=tmp_path)
     assert done.returncode == 2 and "refusing to stop pid" in done.stderr
+
+
+def test_a_record_marked_by_the_deploy_user_starts_as_the_account_it_names_whatever_the_record_says(tmp_path: Path) -> None:
+    """A record the apps' account made of its own server says `user` itself: the deploy user's `ran_as` decides, so an
+    account that wrote `user: ubuntu` into its record still has its server started as itself, never as the deploy
+    user (a run as anyone else refuses)."""
+    folder = tmp_path / "takeover"
+    folder.mkdir()
+    forged = {"format": 1, "legacy": {"argv": ["/bin/true"], "cwd": "/", "user": getpass.getuser(), "env": {}},
+              "node": None, "ran_as": "someone-else"}
+    (folder / "legacy.json").write_text(json.dumps(forged))
+    text = remote.program("takeover_restore")
+    checked = subprocess.run([sys.executable, "-", str(folder), "pm2", "2", "t", "check"], input=text, text=True,
+                             capture_output=True, timeout=30)
+    assert (checked.returncode, checked.stdout) == (0, "someone-else\n")
+    started = subprocess.run([sys.executable, "-", str(folder), "pm2", "2", "t"], input=text, text=True,
+                             capture_output=True, timeout=30)
+    assert started.returncode != 0 and "started again as 'someone-else', not as this user" in started.stderr
+    assert not (folder / "legacy.log").exists()

@@ -14,12 +14,14 @@ import hashlib
 import io
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1571,10 +1573,11 @@ def test_a_port_spelled_with_a_leading_zero_is_the_same_port(host: Host, listen:
 
 def test_the_digest_covers_the_helper_and_every_file_beside_it() -> None:
     files = root.files()
-    assert list(files)[0] == root.HELPER and files[root.HELPER] == (program("root_helper"), "0755")
-    beside = list(files)[1:]
+    assert list(files)[:2] == [root.HELPER, root.APP_HELPER] and files[root.HELPER] == (program("root_helper"), "0755")
+    assert files[root.APP_HELPER] == (program("app_helper"), "0755")
+    beside = list(files)[2:]
     assert beside == sorted(beside) and all(p.startswith(root.LIB + "/") for p in beside)
-    assert all(mode == "0644" for _, mode in list(files.values())[1:])
+    assert all(mode == "0644" for _, mode in list(files.values())[2:])
     programs = {p.rsplit("/", 1)[1] for p in beside if "/crossplane/" not in p}
     assert programs == set(root.LIB_FILES)
     # every program the helper runs is installed beside it
@@ -1593,6 +1596,7 @@ def test_the_helpers_version_verb_reads_the_files_in_the_clients_order(tmp_path:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text(text)
     monkeypatch.setattr(rh, "HELPER", str(tmp_path / root.HELPER.lstrip("/")))
+    monkeypatch.setattr(rh, "APP_HELPER", str(tmp_path / root.APP_HELPER.lstrip("/")))
     monkeypatch.setattr(rh, "LIB", str(tmp_path / root.LIB.lstrip("/")))
     assert rh.v_version([]) == 0
     assert capsys.readouterr().out.strip() == root.digest()
@@ -1692,3 +1696,86 @@ def test_the_sudoers_drop_in_passes_visudo_and_allows_only_the_helper(tmp_path: 
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert rules == ["deploy ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root"]
     assert root.sudoers_path("first.last") == "/etc/sudoers.d/signalcraft-first_last"  # sudo skips names with a '.'
+
+
+def test_the_callers_own_processes_are_its_and_its_recorded_apps_accounts_and_no_others(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """own_uids: setup's record (root's) names the caller's app users; an entry whose account is gone, has another
+    uid now (a reused name) or is root's, or a record of another deploy user, adds nobody."""
+    me = pwd.getpwuid(A).pw_name
+    accounts = {"shop": 998, "blog": 997, "reused": 1500, "rooty": 0}
+    monkeypatch.setattr(rh.pwd, "getpwnam", lambda name: pwd.struct_passwd((name, "x", accounts[name], 0, "", "/", "/bin/sh"))
+                        if name in accounts else (_ for _ in ()).throw(KeyError(name)))
+    records = Path(rh.STATE) / "app-users"
+    records.mkdir(parents=True)
+    (records / f"{me}.json").write_text(json.dumps({"deploy": me, "apps": {
+        "shop": {"uid": 998}, "blog": {"uid": 997}, "reused": {"uid": 996}, "rooty": {"uid": 0}, "gone": {"uid": 995}}}))
+    assert rh.own_uids() == {A, 998, 997}
+    (records / f"{me}.json").write_text(json.dumps({"deploy": "someone-else", "apps": {"shop": {"uid": 998}}}))
+    assert rh.own_uids() == {A}
+    (records / f"{me}.json").write_text("{not json")
+    assert rh.own_uids() == {A}
+
+
+def test_pm2_boot_starts_only_a_recorded_apps_accounts_enabled_unit_and_only_when_no_daemon_of_it_runs(
+        host: Host, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pm2-boot: the deploy user's way to have systemd (not its SSH session) run its apps' PM2, by the unit setup
+    wrote; nothing for an account root's record does not give the caller, nothing when a daemon of it runs."""
+    me = pwd.getpwuid(A).pw_name
+    monkeypatch.setattr(rh.pwd, "getpwnam", lambda name: pwd.struct_passwd((name, "x", 998, 998, "", "/", "/usr/sbin/nologin"))
+                        if name == "shop" else (_ for _ in ()).throw(KeyError(name)))
+    (Path(rh.STATE) / "app-users").mkdir(parents=True)
+    (Path(rh.STATE) / "app-users" / f"{me}.json").write_text(json.dumps({"deploy": me, "apps": {"shop": {"uid": 998}}}))
+    units, running = tmp_path / "systemd", tmp_path / "run-systemd"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    monkeypatch.setattr(rh, "UNIT_DIR", str(units))
+    monkeypatch.setattr(rh, "SYSTEMD_RUNNING", str(running))
+    daemons: dict[int, int] = {}
+    monkeypatch.setattr(rh, "pm2_daemon_of", lambda uid: daemons.get(uid))
+
+    def boot(name: str = "shop") -> str:
+        assert rh.v_pm2_boot([name]) == 0
+        return capsys.readouterr().out.strip()
+
+    with pytest.raises(rh.Refused, match="blog is not one of your apps' accounts"):
+        rh.v_pm2_boot(["blog"])
+    with pytest.raises(rh.Refused, match="an account name is not accepted"):
+        rh.v_pm2_boot(["../shop"])
+    assert boot() == "no-systemd"
+    running.mkdir()
+    assert boot() == "not-enabled"
+    (units / "multi-user.target.wants" / "pm2-shop.service").symlink_to(units / "pm2-shop.service")
+    daemons[998] = 4242
+    assert boot() == "running" and host.ran == []  # a daemon outside the unit is never doubled
+    del daemons[998]
+    assert boot() == "started" and host.ran == [["systemctl", "start", "pm2-shop.service"]]
+
+
+@pytest.mark.parametrize(("title", "found"), [("PM2 v7.0.4: God Daemon (/var/lib/signalcraft-apps/shop/.pm2)", True),
+                                             ("node /usr/bin/pm2 jlist", False)])
+def test_pm2_daemon_of_finds_a_process_of_the_account_by_the_title_pm2_gives_its_daemon(
+        monkeypatch: pytest.MonkeyPatch, title: str, found: bool) -> None:
+    proc = subprocess.Popen(["bash", "-c", f'exec -a "{title}" sleep 30'])
+    try:
+        for _ in range(100):  # until the exec has happened
+            if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(title.encode()):
+                break
+            time.sleep(0.02)
+        monkeypatch.setattr(rh, "uid_of", lambda pid: 4321 if pid == proc.pid else -1)  # the account's only process
+        assert rh.pm2_daemon_of(4321) == (proc.pid if found else None)
+        assert rh.pm2_daemon_of(4322) is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(not shutil.which("visudo"), reason="visudo not installed")
+def test_the_drop_in_with_app_users_passes_visudo_and_lets_the_app_helper_run_as_them_alone(tmp_path: Path) -> None:
+    text = root.sudoers_text("deploy", ("shop", "blog"))
+    (tmp_path / "d").write_text(text)
+    assert subprocess.run(["visudo", "-cqf", str(tmp_path / "d")]).returncode == 0
+    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # No variable of the caller's reaches the app helper, nor the caller's terminal (even where use_pty is off).
+    assert rules == ["Defaults!/usr/local/sbin/signalcraft-app use_pty, env_reset, !setenv",
+                     "deploy ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root",
+                     "deploy ALL=(shop, blog) NOPASSWD: /usr/local/sbin/signalcraft-app"]

@@ -133,7 +133,7 @@ def test_an_exit_raised_by_a_step_keeps_its_message(remote):
 
 def test_the_deploy_steps_in_order_with_the_switch_as_the_one_committing_step():
     names = [s.name for s in DEPLOY_STEPS]
-    assert names == ["record takeover", "upload", "install", "render-configs", "trial run", "nginx-check", "certbot hook",
+    assert names == ["record takeover", "upload", "install", "app user", "render-configs", "trial run", "nginx-check", "certbot hook",
                      "before-switch", "switch", "pm2-reload", "nginx reload", "health", "after-switch", "finish"]
     assert [s.name for s in DEPLOY_STEPS if s.commits] == ["switch"]
     assert {s.name for s in DEPLOY_STEPS if s.undo} == {"upload", "nginx-check", "switch", "pm2-reload"}

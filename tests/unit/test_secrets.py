@@ -67,3 +67,16 @@ def test_plain_words_stay_readable_unless_their_key_names_a_secret() -> None:
                           "SECRET_KEY=hunter\nDB_HOST=db.internal\nMOTTO=correcthorsebatterystaple\n", None)
     assert mask("first deploy in production: true, info", found) == "first deploy in production: true, info"
     assert mask("letmein hunter db.internal correcthorsebatterystaple", found) == "*** *** *** ***"
+
+
+def test_what_the_host_sent_is_shown_to_a_terminal_without_driving_it(tmp_path: Path) -> None:
+    """The apps' own account writes their logs and hook output: a line of it may not set the operator's terminal's
+    title or clipboard, clear it or move its cursor. Colours are dropped (PM2 colours some lines even into a pipe),
+    every other control character is written out; tabs, newlines and the secrets' masking stay."""
+    (tmp_path / "app.env").write_text(ENV)
+    s = load_settings(environ={}, cwd=str(tmp_path), overrides={"APP_ENV_FILE": str(tmp_path / "app.env")})
+    line = ("\x1b[1m\x1b[90m[TAILING]\x1b[39m\x1b[22m tok_123\x1b[0m456789\r\n"
+            "\x1b]0;owned\x07\x1b]52;c;Y3VybCB4fHNo\x07\x1b[2J\x1b[H\tnext\x9b2J \x7f\x00\rover")
+    assert masked(s, line) == (f"[TAILING] {MASK}\n"
+                               "^[]0;owned^G^[]52;c;Y3VybCB4fHNo^G^[[2J^[[H\tnext\\x9b2J ^?^@^Mover")
+    assert masked(s, "plain\ttext\nand more") == "plain\ttext\nand more"

@@ -8,6 +8,7 @@ a `--set` flag), and the message must say which key is wrong and where that valu
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -476,3 +477,17 @@ def test_relative_local_paths_are_relative_to_the_env_file(tmp_path: Path, load)
     assert s.templates_dir == str(conf / "templates")
     assert s.app_env_file == str(conf / "app.env")
     assert s.source_dir == str(conf)
+
+
+def test_the_apps_account_is_app_name_unless_set_and_never_root() -> None:
+    from signalcraft_deploy.core.settings import SettingsError, load_settings
+
+    assert load_settings(environ={}, cwd="/").app_user == "signalcraft"
+    assert load_settings(environ={"APP_NAME": "shop"}, cwd="/").app_user == "shop"
+    assert load_settings(environ={"APP_NAME": "shop", "APP_USER": "ubuntu"}, cwd="/").app_user == "ubuntu"
+    assert load_settings(environ={"APP_NAME": "a" * 40}, cwd="/").app_user == "a" * 32
+    for environ, says in (({"APP_USER": "root"}, "APP_USER (environment): found 'root'; expected an unprivileged account"),
+                          ({"APP_USER": "Shop"}, "APP_USER (environment): found 'Shop'; expected a user name"),
+                          ({"APP_USER": "a" * 33}, "(at most 32)")):
+        with pytest.raises(SettingsError, match=re.escape(says)):
+            load_settings(environ=environ, cwd="/")

@@ -20,7 +20,7 @@ from tests.unit.conftest import mock_host
 
 # The attributes and types the rest of the library reads (the hand-written dataclass before KEYS drove it).
 EXPECTED_FIELDS = {
-    "app_name": str, "deploy_root": str, "source": str, "source_dir": str, "repo_url": str | None, "ref": str,
+    "app_name": str, "app_user": str, "deploy_root": str, "source": str, "source_dir": str, "repo_url": str | None, "ref": str,
     "python": str, "gunicorn_bind": Address, "gunicorn_handover_bind": Address, "gunicorn_workers": int | None,
     "gunicorn_worker_class": str, "gunicorn_timeout": int, "gunicorn_graceful_timeout": int,
     "gunicorn_max_requests": int, "gunicorn_max_requests_jitter": int, "allow_public_bind": bool, "legacy_match": str,
@@ -93,6 +93,7 @@ CHANGED: dict[str, tuple[str, object]] = {
     "PY_FILES": ("flaskr/**, *.json", ("flaskr/**", "*.json")),
     "NODE_FILES": ("bin/,public/", ("bin/", "public/")),
     "SHARED_PATHS": ("instance/, .env.local", ("instance/", ".env.local")),
+    "APP_USER": ("shop_app", "shop_app"),
 }
 
 
@@ -145,7 +146,7 @@ def test_every_declared_key_refuses_a_line_break_naming_itself(key: str, load) -
     assert str(err.value) == f"{key} (flag --set): found 'a\\nb'; expected a value without surrounding spaces or line breaks."
 
 
-DERIVED_DEFAULTS = {"GUNICORN_HANDOVER_BIND": "127.0.0.1:8002", "NODE_HANDOVER_PORT": "3001",
+DERIVED_DEFAULTS = {"APP_USER": "signalcraft", "GUNICORN_HANDOVER_BIND": "127.0.0.1:8002", "NODE_HANDOVER_PORT": "3001",
                     "NGINX_SITE": "/etc/nginx/sites-available/signalcraft"}
 
 

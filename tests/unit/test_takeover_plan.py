@@ -37,7 +37,7 @@ def test_another_users_process_is_refused_by_user_and_pid_and_its_command_not_sh
         _takeover(S, facts(other), 42, "python3 -m http.server --password=OTHER_TEAM")
     text = str(err.value)
     assert "pid 42 of user nobody, not of the deploy user ubuntu" in text and "left running" in text
-    assert "Stop it (as nobody or root), or set another GUNICORN_BIND" in text and "OTHER_TEAM" not in text
+    assert "Stop it (as nobody or root), or restart it as signalcraft and deploy again" in text and "OTHER_TEAM" not in text
 
 
 def test_the_deploy_users_process_outside_the_app_folder_is_refused() -> None:
