@@ -104,3 +104,27 @@ def test_the_apps_move_from_the_deploy_user_to_their_own_account_and_back_throug
     assert serving()[0] == old_release
     apps = ours(APP_USER)
     assert users_of([pid for pids in apps.values() for pid in pids]) == {APP_USER} and not ours("ubuntu")
+
+
+CLOSED = Profile("closedhome", "/home/ubuntu/closedhome", 7763, 7773, 7783)
+
+
+def test_a_deploy_root_in_a_closed_home_is_reached_through_an_acl_the_deploy_user_sets(sandbox, tmp_path) -> None:
+    """Ubuntu makes homes 0750 (Debian, these hosts' system, 0755): the apps' account could not reach a DEPLOY_ROOT
+    inside one. The deploy (as the deploy user, not root) lets it through ~ubuntu and no further: an ACL entry
+    u:APP_USER:--x; the account then runs the apps but still cannot list the home or read ~/.ssh."""
+    clean_host(CLOSED)
+    sh("chmod 0750 /home/ubuntu && setfacl -x u:signalcraft /home/ubuntu 2>/dev/null; true")
+    try:
+        assert sh(f"runuser -u {APP_USER} -- test -x /home/ubuntu", check=False).returncode != 0  # closed to it now
+        done = fab(sandbox, CLOSED, AppRepo(tmp_path / "app"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "app user" in done.stdout and f"way to DEPLOY_ROOT open to {APP_USER}" in done.stdout
+        assert f"user:{APP_USER}:--x" in sh("getfacl -p /home/ubuntu").stdout
+        assert get(CLOSED.url("/api/ai/x"))[0] == 200 and get(CLOSED.url("/"))[0] == 200
+        assert sh(f"runuser -u {APP_USER} -- ls /home/ubuntu", check=False).returncode != 0
+        assert sh(f"runuser -u {APP_USER} -- cat /home/ubuntu/.ssh/authorized_keys", check=False).returncode != 0
+        assert sh("stat -c %a /home/ubuntu").stdout.strip() == "750"  # its mode is the user's, untouched
+    finally:
+        clean_host(CLOSED)
+        sh("setfacl -x u:signalcraft /home/ubuntu 2>/dev/null; chmod 0755 /home/ubuntu", check=False)
