@@ -111,9 +111,9 @@ def save(c: Any, s: Settings) -> None:
     run(c, as_app(c, s, pm2(s, "save", "--force")), warn=True)
 
 
-def delete_as_deploy_user(c: Any, s: Settings, name: str) -> None:
-    """Delete an app from the deploy user's own PM2 (where apps ran before they had an account of their own)."""
-    run(c, delete_command(s, name), warn=True)
+def delete_as_deploy_user(c: Any, s: Settings, *names: str) -> None:
+    """Delete apps from the deploy user's own PM2 (where apps ran before they had an account of their own)."""
+    run(c, delete_command(s, *names), warn=True)
 
 
 def save_as_deploy_user(c: Any, s: Settings) -> None:

@@ -368,8 +368,9 @@ def finish(r: DeployRun) -> str:
     # Our apps left in the deploy user's own PM2 in any state (stopped, errored: never moved) go too, and its list is
     # saved: else that PM2 would start them again at boot, beside the apps' account's.
     ours = {r.s.python_app, r.s.node_app, r.s.handover_app, r.s.node_handover_app}
-    for name in sorted({p.name for p in r.facts.deploy_pm2} & ours):
-        pm2_ops.delete_as_deploy_user(r.c, r.s, name)
+    left = sorted({p.name for p in r.facts.deploy_pm2} & ours)
+    if left:  # one PM2 call for all of them
+        pm2_ops.delete_as_deploy_user(r.c, r.s, *left)
         r.deploy_pm2_changed = True
     if r.deploy_pm2_changed:
         pm2_ops.save_as_deploy_user(r.c, r.s)
