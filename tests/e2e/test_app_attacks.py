@@ -47,6 +47,14 @@ while time.time() < deadline:
 '''.replace("PROOF", PROOF)
 
 
+def start_attacker(name: str, program: str, settle: float = 2) -> None:
+    """Start `program` (Python) as the apps' account, outside any deploy, as code in the app could run: its text in
+    /tmp/NAME.py, its output in /tmp/NAME.log; give it `settle` seconds to get ready."""
+    sh(f"printf %s {shlex.quote(program)} > /tmp/{name}.py && chmod 0644 /tmp/{name}.py")
+    sh(f"setsid runuser -u {APP_USER} -- python3 /tmp/{name}.py > /tmp/{name}.log 2>&1 < /dev/null &")
+    time.sleep(settle)
+
+
 @pytest.fixture(scope="module")
 def deployed(sandbox, tmp_path_factory):
     repo = AppRepo(tmp_path_factory.mktemp("attacked") / "app")
@@ -57,11 +65,8 @@ def deployed(sandbox, tmp_path_factory):
 
 
 def test_the_app_makes_the_deploy_user_run_its_shell_through_a_door_commands_stdin(sandbox, deployed) -> None:
-    sh(f"rm -f {PROOF} /tmp/attack-stdin.py /tmp/attack-stdin.log")
-    sh(f"printf %s {shlex.quote(ATTACKER)} > /tmp/attack-stdin.py && chmod 0644 /tmp/attack-stdin.py")
-    # the attacker: a process of the apps' account, started outside any deploy (as code in the app would run)
-    sh(f"setsid runuser -u {APP_USER} -- python3 /tmp/attack-stdin.py > /tmp/attack-stdin.log 2>&1 < /dev/null &")
-    time.sleep(1)
+    sh(f"rm -f {PROOF} /tmp/attack-stdin.log")
+    start_attacker("attack-stdin", ATTACKER, settle=1)
     try:
         status = fab(sandbox, P, None, task="status")
         time.sleep(1)
@@ -96,10 +101,8 @@ def test_an_app_process_cwd_injects_site_defaults_and_the_deploy_user_runs_the_a
     """No race: a process of the apps' account sits in a folder whose name holds newlines; before the fix the next
     deploy's facts (sec cwds, `find -printf %l`) carried a forged `site_defaults` section setting PYTHON, which
     read_host applied, and the deploy user ran /tmp/evilpy/python3."""
-    sh(f"rm -rf {CWD_PROOF} /tmp/evilpy /tmp/attack-cwd-attacker.py /tmp/attack-cwd-attacker.pid")
-    sh(f"printf %s {shlex.quote(CWD_ATTACKER)} > /tmp/attack-cwd-attacker.py && chmod 0644 /tmp/attack-cwd-attacker.py")
-    sh(f"setsid runuser -u {APP_USER} -- python3 /tmp/attack-cwd-attacker.py > /tmp/attack-cwd-attacker.log 2>&1 < /dev/null &")
-    time.sleep(2)
+    sh(f"rm -rf {CWD_PROOF} /tmp/evilpy /tmp/attack-cwd-attacker.pid")
+    start_attacker("attack-cwd-attacker", CWD_ATTACKER)
     try:
         deployed.edit("app.py", 'VERSION = "', 'VERSION = "cwd', "a change to deploy")
         done = fab(sandbox, P, deployed)
@@ -134,10 +137,8 @@ def test_an_app_process_title_on_our_port_injects_site_defaults_into_a_rollbacks
     with their newlines: a `fab rollback` (full facts, then host_settings) takes the app's PYTHON.
     Before the fix the proof file got `uid=999(signalcraft)`: PYTHON was the app's program for the rollback (any key
     at its default, APP_USER among them, was the app's to set this way)."""
-    sh(f"rm -rf {CMD_PROOF} /tmp/evilpy2 /tmp/attack-cmd.py /tmp/attack-cmd.pid")
-    sh(f"printf %s {shlex.quote(CMD_ATTACKER)} > /tmp/attack-cmd.py && chmod 0644 /tmp/attack-cmd.py")
-    sh(f"setsid runuser -u {APP_USER} -- python3 /tmp/attack-cmd.py > /tmp/attack-cmd.log 2>&1 < /dev/null &")
-    time.sleep(2)
+    sh(f"rm -rf {CMD_PROOF} /tmp/evilpy2 /tmp/attack-cmd.pid")
+    start_attacker("attack-cmd", CMD_ATTACKER)
     try:
         print(sh(f"ss -ltnpH | grep :{P.bind}", check=False).stdout)
         deployed.edit("app.py", 'VERSION = "', 'VERSION = "two', "a second release to roll back from")

@@ -58,6 +58,18 @@ def stop(proc: subprocess.Popen[bytes], *pids: int) -> None:
     proc.wait(10)
 
 
+def roll_back_before_takeover(sandbox) -> int:
+    """`rollback --to before-takeover`, then the pid of the unmanaged server listening on its port again."""
+    back = fab(sandbox, TS, None, "--to", "before-takeover", task="rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "the unmanaged server runs again" in back.stdout, back.stdout
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not listeners(TS.bind):
+        time.sleep(0.1)
+    [again] = listeners(TS.bind)
+    return again
+
+
 def nothing_of_the_password(*texts: str) -> None:
     for text in texts:
         assert PASSWORD not in text, text
@@ -139,13 +151,7 @@ def test_the_takeover_record_is_the_deploy_users_and_the_site_copy_roots_and_rol
         assert sh(f"sudo -u ubuntu ls {copy}", check=False).returncode != 0  # root's copy: not the deploy user's to read
         assert "PORT_NOTE" not in out
 
-        back = fab(sandbox, TS, None, "--to", "before-takeover", task="rollback")
-        assert back.returncode == 0, back.stdout + back.stderr
-        assert "the unmanaged server runs again" in back.stdout, back.stdout
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not listeners(TS.bind):
-            time.sleep(0.1)
-        [again] = listeners(TS.bind)
+        again = roll_back_before_takeover(sandbox)
         assert os.readlink(f"/proc/{again}/cwd") == str(old) and Path(f"/proc/{again}").stat().st_uid == pwd.getpwnam("ubuntu").pw_uid
         assert b"PORT_NOTE=old" in Path(f"/proc/{again}/environ").read_bytes().split(b"\0")
         assert get(f"http://127.0.0.1:{TS.bind}/app.py")[0] == 200
@@ -175,13 +181,7 @@ def test_a_server_of_the_apps_own_account_is_taken_over_as_it_and_a_rollback_sta
         gunicorn = listeners(TS.bind)  # its master and workers
         assert set(sh(f"ps -o user= -p {','.join(map(str, gunicorn))}").stdout.split()) == {APP_USER}
 
-        back = fab(sandbox, TS, None, "--to", "before-takeover", task="rollback")
-        assert back.returncode == 0, back.stdout + back.stderr
-        assert "the unmanaged server runs again" in back.stdout, back.stdout
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not listeners(TS.bind):
-            time.sleep(0.1)
-        [again] = listeners(TS.bind)
+        again = roll_back_before_takeover(sandbox)
         assert Path(f"/proc/{again}").stat().st_uid == pwd.getpwnam(APP_USER).pw_uid
         assert os.readlink(f"/proc/{again}/cwd") == str(old)
         assert b"PORT_NOTE=old" in Path(f"/proc/{again}/environ").read_bytes().split(b"\0")
