@@ -134,6 +134,9 @@ class Profile:
             "APP_NAME": self.app, "DEPLOY_ROOT": self.root, "GUNICORN_BIND": f"127.0.0.1:{self.bind}",
             "NODE_PORT": str(self.node), "NGINX_LISTEN": str(self.listen),
             "NGINX_SITE": f"/etc/nginx/sites-available/{self.app}", "HEALTH_TIMEOUT": "20", "WHEELS": "local",
+            # Two Gunicorn workers, not 'auto' (2 * CPUs + 1 = 5): the four test hosts share this machine's two cores,
+            # and each master a deploy starts boots every worker.
+            "GUNICORN_WORKERS": "2",
             **self.extra,
         }
 
