@@ -116,6 +116,13 @@ def integer(low: int, high: int) -> Parser:
 port = integer(1, 65535)
 
 
+def _worker_class(text: str) -> str:
+    if not _WORKER_CLASS_RE.fullmatch(text) or ("." not in text and text not in GUNICORN_WORKER_NAMES):
+        raise Invalid(f"one of Gunicorn's worker classes ({', '.join(GUNICORN_WORKER_NAMES)}) "
+                      "or a class's dotted path such as uvicorn.workers.UvicornWorker")
+    return text
+
+
 def _boolean(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -360,6 +367,9 @@ _HOST_LABELS = r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)*"
 _HOST_NAME = rf"(?=[^ ]{{1,253}}( |$))(\*\.{_HOST_LABELS}\.?|{_HOST_LABELS}\.?|{_HOST_LABELS}\.\*)"
 _SERVER_NAME_RE = re.compile(rf"^(_|{_HOST_NAME})( {_HOST_NAME})*$")
 _WORKER_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+# Gunicorn's own names for its worker classes (gunicorn/workers/__init__.py; eventlet is older Gunicorns' only); any
+# other class is named by its dotted path, which only the host's venv can check.
+GUNICORN_WORKER_NAMES = ("sync", "gthread", "gevent", "gevent_wsgi", "gevent_pywsgi", "eventlet", "tornado", "asgi")
 # What root runs is not free text: these settings choose between the ways Nginx is tested and reloaded.
 _NGINX = r"(/usr/sbin/|/usr/bin/|/usr/local/sbin/|/usr/local/bin/|/usr/local/nginx/sbin/)?nginx"
 _NGINX_TEST_RE = rf"{_NGINX}( -q)? -t( -q)?"
@@ -412,7 +422,7 @@ KEYS: tuple[Key, ...] = (
         "second loopback address used while a new Gunicorn master takes over (default: port + 1)"),
     Key("GUNICORN_WORKERS", "auto", on_text(_workers, int | None, lambda value: "auto" if value is None else str(value)),
         "worker count, or 'auto' for 2 * CPUs + 1 on the host"),
-    Key("GUNICORN_WORKER_CLASS", "sync", regex(_WORKER_CLASS_RE, "a worker class name such as sync or gthread"),
+    Key("GUNICORN_WORKER_CLASS", "sync", on_text(_worker_class),
         "Gunicorn worker class (sync, gthread, gevent, eventlet, ...)"),
     Key("GUNICORN_TIMEOUT", "120", integer(1, 86400), "seconds before a silent worker is killed and restarted"),
     Key("GUNICORN_GRACEFUL_TIMEOUT", "30", integer(1, 3600), "seconds a worker may finish its requests on reload or stop"),

@@ -348,13 +348,13 @@ def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, tri
     print(out)
 
 
-def test_an_unknown_worker_class_names_the_setting(sandbox, trial_live):
+def test_a_worker_class_gunicorn_cannot_load_names_the_setting(sandbox, trial_live):
     trial_live.edit("app.py", 'import sys\nprint("second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "", "fixed")
-    bad = Profile(TRIAL.app, TRIAL.root, TRIAL.bind, TRIAL.node, TRIAL.listen, extra={"GUNICORN_WORKER_CLASS": "nosuchworker"})
+    bad = Profile(TRIAL.app, TRIAL.root, TRIAL.bind, TRIAL.node, TRIAL.listen, extra={"GUNICORN_WORKER_CLASS": "nosuch.Worker"})
     result = fab(sandbox, bad, trial_live)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
-    assert "The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuchworker'" in out, out
+    assert "The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuch.Worker'" in out, out
     assert "Fix the app" not in out
     assert trial_logs() == []
     assert get(TRIAL.url("/api/ai/x"))[0] == 200

@@ -206,10 +206,10 @@ def test_log_rotate_size_refuses_others_naming_the_key(load, value: str) -> None
 
 
 def test_an_unknown_worker_class_names_the_setting(load) -> None:
-    s = load({"GUNICORN_WORKER_CLASS": "nosuchworker"})
-    out = "[2026-12-01 21:00:00 +0000] [42] [ERROR] Error: class uri 'nosuchworker' invalid or not found: \n\n[Traceback"
+    s = load({"GUNICORN_WORKER_CLASS": "nosuch.Worker"})
+    out = "[2026-12-01 21:00:00 +0000] [42] [ERROR] Error: class uri 'nosuch.Worker' invalid or not found: \n\n[Traceback"
     message = setting_fault(s, out)
-    assert message is not None and message.startswith("The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuchworker'")
+    assert message is not None and message.startswith("The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuch.Worker'")
     assert "Set GUNICORN_WORKER_CLASS" in message
 
 
