@@ -599,7 +599,7 @@ def removal_problem(f: SetupFacts) -> str | None:
     if not f.separate_app:
         return f"{f.app} is the deploy user itself, not an apps' account of its own: there is nothing of setup's to remove"
     if f.app_entry is None:
-        return None if recorded else f"there is no account {f.app}, and root's record of {f.user}'s apps names none"
+        return None  # gone already (a second run), or never made: removal_items is empty
     comment, home = f.app_entry[4], f.app_entry[5]
     if not recorded or comment != APP_COMMENT + f.user or home != f"{APP_HOMES}/{f.app}":
         return (f"{f.app} is not an apps' account setup made for {f.user} (root's record of {f.user}'s apps, its comment "

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from signalcraft_deploy.core.render import render_nginx_site, site_description
+from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -178,8 +178,10 @@ REMOVE_STEPS: list[Step[RemoveRun]] = [
 def plan_lines(s: Settings, facts: host_facts.HostFacts, purge: bool, deploy_user: str) -> list[str]:
     """Each action `remove` would take on this host, as read now."""
     r = RemoveRun(None, s, Reporter(""), facts, purge, {})
+    hook = certbot_hook_path(s)
     site = (f"remove {s.nginx_site}" + (f" and its link {s.nginx_enabled_link}" if s.nginx_enabled_link else "")
-            + ", its backup and kept locations, certbot's hook for it; nginx -t, then a verified reload"
+            + ", its backups and kept locations" + (f", certbot's hook {hook}" if hook else "")
+            + "; nginx -t, then a verified reload"
             if facts.site_text is not None else f"{s.nginx_site}: none of ours to remove")
     lines = [f"  site      {site}",
              f"  pm2       delete {', '.join(r.in_app_pm2) or 'nothing (none running)'} from {s.app_user}'s PM2; pm2 save"]

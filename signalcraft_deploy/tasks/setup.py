@@ -139,7 +139,7 @@ def remove_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts, dry_run: b
     for item in items:
         print("  " + line(item, dry_run))
     if not items:
-        print("Nothing to remove: setup left nothing of it.")
+        print(f"Nothing to remove: there is no account {facts.app}, and root's record of {facts.user}'s apps names none.")
         return
     if dry_run:
         print(f"Dry run: {len(items)} item(s) would change; nothing was changed.")
