@@ -91,15 +91,14 @@ def put_site_back(r: RemoveRun) -> str:
 
 def delete_apps(r: RemoveRun) -> str:
     names = r.in_app_pm2
-    if names:
-        done = run(r.c, as_app(r.c, r.s, pm2_ops.delete_command(r.s, *names)), warn=True)
-        if not done.ok:
-            raise fail(f"PM2 could not delete {', '.join(names)} (as {r.s.app_user}): "
-                       f"{(done.stderr or done.stdout).strip()[-400:]}")
+    done = run(r.c, as_app(r.c, r.s, pm2_ops.delete_command(r.s, *names)), warn=True)
+    if not done.ok:
+        raise fail(f"PM2 could not delete {', '.join(names)} (as {r.s.app_user}): "
+                   f"{(done.stderr or done.stdout).strip()[-400:]}")
     saved = run(r.c, as_app(r.c, r.s, pm2_ops.pm2(r.s, "save", "--force")), warn=True)
     if not saved.ok:
         raise fail(f"pm2 save failed as {r.s.app_user}: {(saved.stderr or saved.stdout).strip()[-400:]}")
-    return (f"deleted {', '.join(names)}" if names else "none running") + f" ({r.s.app_user}'s PM2); its list saved"
+    return f"deleted {', '.join(names)} ({r.s.app_user}'s PM2); its list saved"
 
 
 def start_apps_again(r: RemoveRun) -> str:
@@ -162,8 +161,9 @@ def purge(r: RemoveRun) -> str:
 
 
 REMOVE_STEPS: list[Step[RemoveRun]] = [
-    Step("site", remove_site, undo=put_site_back),
-    Step("pm2", delete_apps, undo=start_apps_again),
+    # undoes_itself: a site removed whose reload did not take is put back too (the running Nginx still serves it)
+    Step("site", remove_site, undo=put_site_back, undoes_itself=True),
+    Step("pm2", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
     Step("deploy user's pm2", delete_deploy_users_apps, when=lambda r: bool(r.in_deploy_pm2)),
     Step("logs", forget_logs),
     Step("current", unlink_current, undo=link_current_again,

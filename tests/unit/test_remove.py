@@ -134,7 +134,7 @@ def test_a_second_remove_finds_nothing_and_reloads_nothing(task_env, held, capsy
     held(facts_text(releases=RELEASE))  # the site, PM2 entries and current are gone already
     c = host(**{r"sudo -n /usr/local/sbin/signalcraft-root site-remove ": ok("absent\n")})
     run_remove(c)
-    assert labels(c) == ["id -un", "root site-remove", "pm2 save", "forget logs", "audit"]
+    assert labels(c) == ["id -un", "root site-remove", "forget logs", "audit"]  # no PM2 daemon asked to save
 
 
 def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_it(task_env, held, capsys) -> None:
@@ -159,3 +159,15 @@ def test_a_folder_that_is_no_deploy_root_is_not_purged(task_env, held) -> None:
 def test_settings_name_the_apps_of_remove(tmp_path) -> None:
     s = load_settings(overrides=SETTINGS, environ={}, cwd=str(tmp_path))
     assert (s.python_app, s.node_app, s.app_user) == ("shop-python", "shop-nodejs", "shop")
+
+
+def test_a_reload_that_does_not_take_puts_the_site_back(task_env, held) -> None:
+    held(live())
+    bad = json.dumps({"ok": False, "why": "[emerg] bind() to 0.0.0.0:80 failed"})
+    # the removal's reload (no site id to ask for) does not take; the undo's, of the site put back, does
+    c = host(**{r"sudo -n /usr/local/sbin/signalcraft-root nginx-reload .*\"marker\": null": ok(bad + "\n")})
+    with pytest.raises(Exit) as err:
+        run_remove(c)
+    assert err.value.message.startswith("Nginx's reload did not take") and "Undone: site." in err.value.message
+    assert labels(c)[1:5] == ["root site-remove", "root nginx-reload", "root site-install", "root nginx-reload"]
+    assert not [x for x in labels(c) if x.startswith("pm2")]  # the apps were never touched
