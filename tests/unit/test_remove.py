@@ -171,3 +171,11 @@ def test_a_reload_that_does_not_take_puts_the_site_back(task_env, held) -> None:
     assert err.value.message.startswith("Nginx's reload did not take") and "Undone: site." in err.value.message
     assert labels(c)[1:5] == ["root site-remove", "root nginx-reload", "root site-install", "root nginx-reload"]
     assert not [x for x in labels(c) if x.startswith("pm2")]  # the apps were never touched
+
+
+def test_apps_that_run_as_the_deploy_user_leave_nothing_for_an_admin(task_env, held, capsys) -> None:
+    held(live())
+    c = host()
+    remove(c, set_=[f"{k}={v}" for k, v in {**SETTINGS, "APP_USER": "ubuntu"}.items()])
+    out = capsys.readouterr().out
+    assert "Removed shop from this machine" in out and "setup --remove-app" not in out
