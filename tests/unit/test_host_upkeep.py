@@ -673,3 +673,52 @@ def test_review_a_system_account_of_another_service_is_not_adopted_as_the_apps_a
     f.app = "www-data"
     item = setup_ops.app_user_item(f)
     assert item.state is State.REFUSED, item
+
+
+# ----------------------------------------------------------------------------- setup --remove-app
+
+
+def test_remove_app_takes_off_only_what_setup_made_for_this_deploy_users_account(load) -> None:
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s)
+    assert setup_ops.removal_problem(f) is None
+    items = {i.name: (i.state, i.detail) for i in setup_ops.removal_items(f)}
+    assert items["app boot unit"] == (State.REMOVE, "/etc/systemd/system/pm2-shop.service: stopped, disabled, removed")
+    assert items["app rotation"] == (State.REMOVE, "/etc/logrotate.d/pm2-shop")
+    assert items["app user"][1].startswith("userdel --remove shop (its home /var/lib/signalcraft-apps/shop")
+    assert items["sudoers"][1].endswith("ubuntu may run /usr/local/sbin/signalcraft-app as no apps' account any more")
+    gone = app_facts(app_records=json.dumps({"deploy": "ubuntu", "apps": {}}))  # a second run: nothing left
+    assert setup_ops.removal_problem(gone) is None and setup_ops.removal_items(gone) == []
+
+
+@pytest.mark.parametrize(("records", "entry"), [
+    ({}, None),  # not in root's record of this deploy user
+    (None, "shop:x:33:33:www-data:/var/www:/usr/sbin/nologin"),  # another service's
+    (None, "shop:x:998:998:signalcraft-deploy apps of alice:/var/lib/signalcraft-apps/shop:/usr/sbin/nologin"),
+])
+def test_remove_app_refuses_an_account_setup_did_not_make_for_this_deploy_user(load, records: dict | None,
+                                                                              entry: str | None) -> None:
+    f = set_up_app_facts(load({"APP_NAME": "shop"}))
+    f.app_records = f.app_records if records is None else records
+    f.app_entry = f.app_entry if entry is None else entry.split(":")
+    assert (setup_ops.removal_problem(f) or "").startswith("shop is not an apps' account setup made for ubuntu")
+
+
+def test_remove_app_refuses_the_deploy_user_itself(load) -> None:
+    f = parse_setup_facts(facts_output())
+    f.app = "ubuntu"
+    assert "is the deploy user itself" in (setup_ops.removal_problem(f) or "")
+
+
+def test_remove_app_refuses_while_the_account_runs_apps_and_removes_nothing(load) -> None:
+    from invoke import Result
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s, app_daemon="4242")
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n")}, repeat=True)
+    with pytest.raises(Exit, match=r"still runs 1 process\(es\) besides its PM2 daemon \(pids 4300\): run `remove`"):
+        setup_ops.remove_app_user(c, s, f)
+    assert command_log(c).commands == ["sudo -n pgrep -u shop"]
