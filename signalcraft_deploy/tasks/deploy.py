@@ -374,7 +374,7 @@ def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None, p
         host = first.host if first.host and not first.wildcard and ":" not in first.host else host
         rep.say(f"Deployed {m.release} (commit {m.sha[:12]}) to {rep.target} in {total:.1f}s.")
         rep.say(f"  Node.js: {scheme}://{host}{port}{s.health_node}")
-        rep.say("  Flask:   " + "  ".join(f"{scheme}://{host}{port}/{r}" for r in s.py_routes))
+        rep.say("  Flask:   " + "  ".join(f"{scheme}://{host}{port}{p}" for p, app in s.route_table if app == "python"))
         for line in pm2_lines(s, pm2_state or {}):
             rep.say(line)
     reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)

@@ -30,7 +30,7 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
     nginx = s.nginx_url
     return [
         {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}"},
-        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.health_node}"},
+        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}"},
         {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host},
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host},
     ]
