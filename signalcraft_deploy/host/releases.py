@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from invoke.exceptions import Exit
+
 from signalcraft_deploy.core import release_site
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.host import facts as host_facts
@@ -30,6 +32,18 @@ def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None]
         return release_site.settings_of(s, found.stdout, release)
     except SettingsError as err:
         raise fail(f"Nothing was changed: {err}", code=2) from None
+
+
+def live_site_settings(c: Any, s: Settings, release: str | None) -> Settings:
+    """The settings of the site the live `release` was deployed (or rolled back) with, for checking what serves: after
+    a rollback its routes and health paths, not today's; `s` when it recorded none or a record that does not fit."""
+    if not release:
+        return s
+    quiet: list[str] = []
+    try:
+        return site_settings(c, s, release, quiet.append)
+    except Exit:
+        return s
 
 
 def previous_release(facts: host_facts.HostFacts, before: str | None) -> str | None:

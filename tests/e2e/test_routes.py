@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import socket
 import time
@@ -42,8 +43,6 @@ def ask(path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
 
 
 def ask_json(path: str, headers: dict[str, str] | None = None) -> dict:
-    import json
-
     status, _, body = ask(path, headers)
     assert status == 200, (path, status, body)
     return json.loads(body)
@@ -144,3 +143,8 @@ def test_a_rollback_after_a_route_change_serves_the_old_routes(sandbox, first_da
     assert (chat["app"], chat["path"], chat["prefix"]) == ("nodejs", "/x", "/chat")
     assert ask_json("/where")["script_root"] == ""  # Gunicorn's reload dropped the mount with its conf
     assert ask("/app/where")[0] == 404  # /app is Flask's own path again, and it has none
+    # status probes the live release's own routes and health paths, not today's settings'
+    status = fab(sandbox, FLASK_UNDER_APP, None, "--json", task="status")
+    health = json.loads(status.stdout)["health"]
+    assert {label: (h["url"].split(str(PORT))[-1], h["status"]) for label, h in health.items() if "Nginx" in label} == \
+        {"Nginx -> Gunicorn": ("/healthz", 200), "Nginx -> Node.js": ("/chat/", 200)}, health

@@ -92,3 +92,14 @@ def test_the_release_carries_its_site_record_readable_by_the_deploy_user_only(lo
         assert member.mode == 0o600
         recorded = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
     assert recorded["description"] == site_description(s) and recorded["health_node"] == "/chat/"
+
+
+def test_status_and_nginx_check_look_at_the_live_releases_own_site(load) -> None:
+    from signalcraft_deploy.host.releases import live_site_settings
+
+    today, older = load(TODAY), load(OLDER["table"])
+    recorded = mock_host(run={re.compile(r"test -f .*/releases/r1/.*site\.json.*"): Result(release_site.record(older))})
+    assert site_description(live_site_settings(recorded, today, "r1")) == site_description(older)
+    for answer in (Result("", exited=1), Result("{")):  # none recorded, or one that does not fit: today's, quietly
+        assert live_site_settings(mock_host(run={re.compile(r"test -f .*"): answer}), today, "r1") is today
+    assert live_site_settings(mock_host(), today, None) is today
