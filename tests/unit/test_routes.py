@@ -201,3 +201,9 @@ def test_root_refuses_a_table_the_tool_could_not_have_made(table: Any) -> None:
 def test_root_refuses_routes_and_table_together() -> None:
     with pytest.raises(BadSite):
         check({**_table_desc([["/", "python"]]), "routes": ["api"]})
+
+
+def test_the_table_names_the_apps_as_the_plan_does() -> None:
+    from signalcraft_deploy.core.plan import App
+
+    assert set(nginx_site.APPS) == {App.PYTHON.value, App.NODEJS.value}
