@@ -324,6 +324,41 @@ def _routes(text: str) -> tuple[str, ...]:
     return tuple(routes)
 
 
+Table = tuple[tuple[str, str], ...]  # ROUTES: (prefix, app) pairs, app 'python' or 'nodejs'
+_TABLE_RULE = ("comma-separated PREFIX=APP pairs, APP python or nodejs, PREFIX '/' or a path of letters, digits and "
+               ". _ ~ - without a trailing slash, exactly one '/', such as /=python,/chat=nodejs")
+
+
+def _route_table(text: str) -> Table:
+    table: list[tuple[str, str]] = []
+    for part in text.split(","):
+        prefix, sep, app = (x.strip() for x in part.partition("="))
+        segments = prefix[1:].split("/")
+        if not sep or app not in ("python", "nodejs") or not prefix.startswith("/") or prefix != "/" and not all(
+                _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments):
+            raise Invalid(_TABLE_RULE, found=f"entry {part.strip()!r}")
+        if prefix in (p for p, _ in table):
+            raise Invalid(f"each prefix once ({prefix!r} is listed twice)")
+        table.append((prefix, app))
+    if sum(prefix == "/" for prefix, _ in table) != 1:
+        raise Invalid("exactly one '/' entry: the app that serves every path no other prefix does, such as /=python")
+    return tuple(table)
+
+
+def _show_table(table: Table) -> str:
+    return ",".join(f"{prefix}={app}" for prefix, app in table)
+
+
+def route_owner(path: str, table: Table) -> str:
+    """The app Nginx sends `path` to: the owner of the longest prefix that holds it."""
+    held = [(prefix, app) for prefix, app in table if prefix == "/" or path == prefix or path.startswith(prefix + "/")]
+    return max(held, key=lambda pair: len(pair[0]))[1]
+
+
+def _owning_prefix(path: str, table: Table) -> str:
+    return max((p for p, _ in table if p == "/" or path == p or path.startswith(p + "/")), key=len)
+
+
 _GLOB_RE = re.compile(r"^[A-Za-z0-9._@+*?/-]+$")
 # Files a release holds of its own: never a shared path.
 RESERVED_PATHS = frozenset({".signalcraft", "REVISION", "gunicorn.conf.py", "ecosystem.config.js", "ecosystem.config.cjs",
@@ -447,7 +482,12 @@ KEYS: tuple[Key, ...] = (
     Key("NODE_INSTANCES", "2", integer(1, 64), "Node.js processes in PM2 cluster mode (2 or more for rolling reloads)"),
     Key("NODE_ENV", "production", regex(r"[A-Za-z0-9_.-]+", "a word such as production"), "NODE_ENV given to the Node.js app"),
     Key("PY_ROUTES", "api/ai,api/iot,api/lightweight-analyze,api/flask", on_text(_routes, tuple[str, ...], ",".join),
-        "path prefixes (comma-separated) Nginx sends to Gunicorn"),
+        "path prefixes (comma-separated) Nginx sends to Gunicorn, Node.js serving the rest (ROUTES says both ways)"),
+    Key("ROUTES", None, unset_or(on_text(_route_table, Table, _show_table)),
+        "the route table, PREFIX=APP pairs (comma-separated), APP python or nodejs, exactly one '/': the longest prefix "
+        "that holds a path owns it, e.g. /=python,/chat=nodejs. Node.js under a prefix gets the path without it and "
+        "X-Forwarded-Prefix; Python under exactly one prefix is mounted there (SCRIPT_NAME: its routes are written "
+        "without the prefix, url_for adds it), under several its routes carry their prefixes. Unset: from PY_ROUTES"),
     Key("NGINX_SITE", None, derived(absolute_path),
         "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf); "
         "default /etc/nginx/sites-available/<APP_NAME>"),
@@ -517,6 +557,7 @@ KEYS: tuple[Key, ...] = (
     Key("TEMPLATES_DIR", None, local_path, "directory whose templates win over the bundled ones", local=True),
 )
 KEY_NAMES = tuple(k.name for k in KEYS)
+_KEY_DEFAULTS = {k.name: k.default for k in KEYS}
 # Settings that only matter on the deploying machine: the same commit from another checkout is the same release.
 LOCAL_ONLY = frozenset(k.name for k in KEYS if k.local)
 
@@ -582,6 +623,24 @@ class _Derived:
     def nginx_url(self) -> str:
         """Where this host reaches the site through Nginx: HTTPS when TLS is on, else plain HTTP."""
         return f"https://{self.tls_listen[0].local}" if self.tls else f"http://{self.nginx_listen[0].local}"
+
+    @property
+    def route_table(self) -> Table:
+        """ROUTES, or the table PY_ROUTES implies (each route Python's, Node.js on '/')."""
+        return self.routes if self.routes is not None else tuple((f"/{r}", "python") for r in self.py_routes) + (("/", "nodejs"),)
+
+    @property
+    def python_mount(self) -> str | None:
+        """The prefix Gunicorn mounts the app under (SCRIPT_NAME), from ROUTES only: PY_ROUTES' routes carry theirs."""
+        return nginx_site.python_mount([list(pair) for pair in self.routes]) if self.routes is not None else None
+
+    def app_path(self, app: str, path: str) -> str:
+        """The path an app itself is asked for when Nginx is asked for `path`: Node.js's without its prefix
+        (Nginx strips it); Python's as it is (Gunicorn moves a mount's prefix to SCRIPT_NAME itself)."""
+        prefix = _owning_prefix(path, self.route_table)
+        if app != "nodejs" or prefix == "/":
+            return path
+        return "/" + path[len(prefix):].removeprefix("/")
 
     @property
     def nginx_extras(self) -> str:
@@ -805,12 +864,7 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
         raise fail("TEMPLATES_DIR", f"a folder without {nginx_site.SITE_TEMPLATE}: root renders the Nginx site from the "
                    "tool's own shape (remote/nginx_site.py), which the settings fill in (listen addresses, names, routes, "
                    "TLS, body size); move that file away")
-    routes = v["PY_ROUTES"]
-    if not _python_route(v["HEALTH_PY"], routes):
-        raise fail("HEALTH_PY", f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
-                   "or Nginx would send the health check to Node.js")
-    if _python_route(v["HEALTH_NODE"], routes):
-        raise fail("HEALTH_NODE", "a path outside the Python routes, or Nginx would send it to Gunicorn")
+    _check_routes(v, raw, origins, fail)
     if v["APP_ENV_FILE"] and ".env" in {p.rstrip("/") for p in v["SHARED_PATHS"] or ()}:
         raise fail("SHARED_PATHS", "paths other than .env while APP_ENV_FILE is set (each release gets its own .env from it)")
     seen: dict[int, str] = {}
@@ -821,6 +875,28 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
                 f"({_where(seen[number], raw, origins)}); expected a port of its own for each of Gunicorn, "
                 "the handover addresses, Node.js and Nginx.")
         seen[number] = key
+
+
+def _check_routes(v: dict[str, Any], raw: Mapping[str, str | None], origins: Mapping[str, str],
+                  fail: Callable[[str, str], SettingsError]) -> None:
+    """One route table: ROUTES or PY_ROUTES, never both; each health path owned by its own app."""
+    table = v["ROUTES"]
+    if table is None:
+        routes = v["PY_ROUTES"]
+        if not _python_route(v["HEALTH_PY"], routes):
+            raise fail("HEALTH_PY", f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
+                       "or Nginx would send the health check to Node.js")
+        if _python_route(v["HEALTH_NODE"], routes):
+            raise fail("HEALTH_NODE", "a path outside the Python routes, or Nginx would send it to Gunicorn")
+        return
+    if v["PY_ROUTES"] != _routes(_KEY_DEFAULTS["PY_ROUTES"]):
+        raise SettingsError(f"ROUTES ({_where('ROUTES', raw, origins)}) and PY_ROUTES ({_where('PY_ROUTES', raw, origins)}) "
+                            "are both set; expected one route table: keep ROUTES (PY_ROUTES=a,b is ROUTES=/a=python,"
+                            "/b=python,/=nodejs) and remove PY_ROUTES.")
+    for key, app in (("HEALTH_PY", "python"), ("HEALTH_NODE", "nodejs")):
+        if route_owner(v[key], table) != app:
+            raise fail(key, f"a path ROUTES gives to {app} ({', '.join(p for p, a in table if a == app) or 'none'}; "
+                       f"the longest prefix wins), or Nginx would send the health check to the other app")
 
 
 def _ports(v: dict[str, Any]) -> list[tuple[str, int]]:

@@ -19,7 +19,7 @@ from invoke import Result
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.render import site_id
-from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.core.settings import Settings, route_owner
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.io import Background, fail, q, run
 
@@ -145,8 +145,10 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
         return [], [f"{site}: no server block listens on port {port}"]
     locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
     routes = []
-    checks = [(f"/{r}/", str(s.gunicorn_bind)) for r in s.py_routes] + [(f"/{r}", str(s.gunicorn_bind)) for r in s.py_routes]
-    checks += [(s.health_node, f"127.0.0.1:{s.node_port}"), ("/", f"127.0.0.1:{s.node_port}")]
+    address = {"python": str(s.gunicorn_bind), "nodejs": f"127.0.0.1:{s.node_port}"}
+    prefixed = [(p, app) for p, app in s.route_table if p != "/"]
+    checks = [(f"{p}/", address[app]) for p, app in prefixed] + [(p, address[app]) for p, app in prefixed]
+    checks += [(s.health_node, address["nodejs"]), ("/", address[route_owner("/", s.route_table)])]
     checks = list(dict.fromkeys(checks))  # HEALTH_NODE is '/' by default: check (and report) it once
     for uri, expected in checks:
         loc = _location_for(uri, locations)

@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from signalcraft_deploy.core.settings import Settings
+from invoke.exceptions import Exit
+
+from signalcraft_deploy.core import release_site
+from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host.io import q, run
+from signalcraft_deploy.host.io import fail, q, run
 
 
 def switch(c: Any, s: Settings, release: str) -> None:
     """Point `current` at a release atomically (a temporary link renamed over the old one)."""
     tmp = f"{s.deploy_root}/.current.tmp"
     run(c, f"ln -sfn {q('releases/' + release)} {q(tmp)} && mv -Tf {q(tmp)} {q(s.current_dir)}")
+
+
+def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None]) -> Settings:
+    """The settings that serve the Nginx site `release` recorded (core/release_site.py); today's, with a warning, for a
+    release an older version made (it recorded none)."""
+    path = f"{s.releases_dir}/{release}/{release_site.SITE_FILE}"
+    found = run(c, f"test -f {q(path)} && cat {q(path)}", warn=True)
+    if not found.ok:
+        warn(f"{release} records no Nginx site (an older version deployed it): its routes, listen addresses and TLS "
+             "are today's settings, not the ones it was deployed with.")
+        return s
+    try:
+        return release_site.settings_of(s, found.stdout, release)
+    except SettingsError as err:
+        raise fail(f"Nothing was changed: {err}", code=2) from None
+
+
+def live_site_settings(c: Any, s: Settings, release: str | None) -> Settings:
+    """The settings of the site the live `release` was deployed (or rolled back) with, for checking what serves: after
+    a rollback its routes and health paths, not today's; `s` when it recorded none or a record that does not fit."""
+    if not release:
+        return s
+    quiet: list[str] = []
+    try:
+        return site_settings(c, s, release, quiet.append)
+    except Exit:
+        return s
 
 
 def previous_release(facts: host_facts.HostFacts, before: str | None) -> str | None:

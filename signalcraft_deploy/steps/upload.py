@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from signalcraft_deploy.core import release_paths, source
+from signalcraft_deploy.core import release_paths, release_site, source
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.secrets import mask, masked, secret_values
@@ -186,16 +186,18 @@ def redact_text(text: str, url: str | None) -> str:
     return mask(text, secret_values(None, url))
 
 
-def extras_tar(plan: Plan) -> bytes:
-    """The files deploy adds to a release: rendered configs, REVISION and the manifest."""
+def extras_tar(plan: Plan, site_record: str) -> bytes:
+    """The files deploy adds to a release: rendered configs, REVISION, the manifest and the release's Nginx site."""
     import tarfile  # here: only a deploy that makes a release needs it
-    files = {**plan.configs, "REVISION": plan.manifest.release + "\n", ".signalcraft/manifest.json": plan.manifest.to_json()}
+    files = {**plan.configs, "REVISION": plan.manifest.release + "\n", ".signalcraft/manifest.json": plan.manifest.to_json(),
+             release_site.SITE_FILE: site_record}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            mode = release_site.SITE_FILE_MODE if name == release_site.SITE_FILE else 0o644
+            info.size, info.mode, info.mtime = len(data), mode, 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -218,7 +220,7 @@ def send_files(c: Any, s: Settings, shipment: Shipment, plan: Plan, same: source
     with tempfile.TemporaryDirectory() as tmp:
         extras = os.path.join(tmp, "extras.tar")
         with open(extras, "wb") as fh:
-            fh.write(extras_tar(plan))
+            fh.write(extras_tar(plan, release_site.record(s)))
         # shared/ is the apps' to write (their data, SQLite's journal beside it): in their account's group, setgid.
         # (What is in it is theirs too: only remote/shared_paths.py, which follows no link, changes anything there.)
         shared = q(s.shared_dir)

@@ -22,6 +22,7 @@ from signalcraft_deploy.host.lock import read_audit, who_text
 from signalcraft_deploy.host.nginx import drift as nginx_drift
 from signalcraft_deploy.host.nginx import test_nginx
 from signalcraft_deploy.host.pm2 import pm2
+from signalcraft_deploy.host.releases import live_site_settings
 from signalcraft_deploy.tasks.deploy import host_settings
 
 
@@ -30,7 +31,7 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
     nginx = s.nginx_url
     return [
         {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}"},
-        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.health_node}"},
+        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}"},
         {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host},
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host},
     ]
@@ -39,7 +40,7 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
 def collect(c: Any, s: Settings) -> dict[str, Any]:
     """Everything `status` shows, as plain data (no env values, no secrets)."""
     facts = host_facts.gather(c, s)
-    s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
+    s = live_site_settings(c, host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json"), facts.current_release)
     procs = [p for p in facts.pm2 if p.name in (s.python_app, s.node_app)]
     probed = probe(c, s, {"mode": "status", "pids": [p.pid for p in procs if p.pid], "urls": health_urls(s)})
     nginx_ok = test_nginx(c, s).ok

@@ -1883,3 +1883,17 @@ def test_site_remove_drops_the_callers_takeover_record(host: Host) -> None:
     assert rh.takeover_meta(X, host.site) is not None
     assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 0
     assert rh.takeover_meta(X, host.site) is None and not os.path.lexists(host.site)
+def test_an_install_renders_a_route_table_and_refuses_one_the_tool_could_not_make(host: Host) -> None:
+    """ROUTES' descriptions (`table` in place of `routes`) go through the same door: a table that would put text of
+    the caller's into Nginx's configuration (a directive, a second server) changes nothing."""
+    table = host.desc(table=[["/", "python"], ["/chat", "nodejs"]])
+    del table["routes"]
+    for bad in ([["/", "python"], ["/x;} server {", "nodejs"]], [["/", "python"], ["/x", "nodejs;"]], [["/chat", "nodejs"]]):
+        before = host.files()
+        host.stdin(json.dumps({**table, "table": bad}))
+        with pytest.raises(rh.Refused, match="the site description"):
+            rh.v_site_install([X, "backup", "guard", "nginx -t"])
+        assert host.files() == before and host.tests == []
+    host.stdin(json.dumps(table))
+    assert rh.v_site_install([X, "backup", "guard", "nginx -t"]) == 0
+    assert Path(host.site).read_text() == nginx_site.render(table) and "X-Forwarded-Prefix /chat;" in Path(host.site).read_text()
