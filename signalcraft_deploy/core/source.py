@@ -10,12 +10,13 @@ import functools
 import json
 import re
 import subprocess
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from signalcraft_deploy.core.render import digest
-from signalcraft_deploy.core.settings import SettingsError
+from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
+from signalcraft_deploy.core.settings import Settings, SettingsError
 
 # Files that certainly belong to one app. Every other file may be read by either (a template, a JSON
 # file, a static asset, an entry point without a suffix such as bin/www), so by default it reaches both.
@@ -252,3 +253,46 @@ def node_package(text: str | None, has: Any = None) -> NodePackage:
 def _candidates(path: str) -> list[str]:
     path = path.rstrip("/")
     return [path, f"{path}.js", f"{path}.mjs", f"{path}.cjs", f"{path}/index.js"] if path else []
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """The file PM2 runs for the Node.js app, and where that came from."""
+
+    script: str
+    esm: bool  # package.json has "type": "module"
+    why: str  # "NODE_SCRIPT", "package.json main (index.js)", ... or "default"
+    present: bool  # whether the app holds that file
+
+
+def resolve_node_entry(package_json: str | None, has: Callable[[str], bool], node_script: str | None = None) -> NodeEntry:
+    """The one rule for the Node.js entry point, for the deploy (`has` = the commit's tree), a local render-configs
+    and init (`has` = the working tree): NODE_SCRIPT when set, else package.json's (its start script `node <file>`,
+    else `main`, resolved as Node does), else server.js."""
+    pkg = node_package(package_json, has)
+    if node_script:
+        return NodeEntry(node_script, pkg.esm, "NODE_SCRIPT", has(node_script))
+    if pkg.script:
+        return NodeEntry(pkg.script, pkg.esm, pkg.why, True)
+    return NodeEntry(DEFAULT_NODE_SCRIPT, pkg.esm, "default", has(DEFAULT_NODE_SCRIPT))
+
+
+def node_entry_of(s: Settings, package_json: str | None, has: Callable[[str], bool], where: str) -> NodeEntry:
+    """The entry point the app at `where` runs; a clear error naming NODE_SCRIPT when it holds none."""
+    entry = resolve_node_entry(package_json, has, s.node_script)
+    if entry.present:
+        return entry
+    origin = s.origins.get("NODE_SCRIPT", "default")
+    if s.node_script:
+        raise SettingsError(f"NODE_SCRIPT ({origin}): {entry.script} is not in {where}; "
+                            "set NODE_SCRIPT to the Node.js entry point.")
+    raise SettingsError(f"NODE_SCRIPT ({origin}): no Node.js entry point in {where}: package.json "
+                        f"names none that exists (main, or a start script 'node <file>') and {DEFAULT_NODE_SCRIPT} "
+                        "is not there; set NODE_SCRIPT to the entry point.")
+
+
+def with_node_entry(s: Settings, entry: NodeEntry) -> Settings:
+    """The settings running `entry` (package.json's when NODE_SCRIPT is unset), its origin saying why."""
+    if s.node_script == entry.script:
+        return s
+    return replace(s, node_script=entry.script, origins={**s.origins, "NODE_SCRIPT": entry.why})

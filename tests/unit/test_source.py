@@ -55,3 +55,44 @@ def test_repo_url_credentials_go_to_the_credential_store_never_on_a_command_line
     assert "config remote.origin.url https://github.com:8443/org/app.git" in script
     assert "cat > /home/ubuntu/signalcraft/.deploy/repo.credentials" in script and "umask 077" in script
     assert "rm -f /home/ubuntu/signalcraft/.deploy/repo.credentials" in mirror_script(s, with_credentials=False)
+
+
+def test_one_entry_resolver_for_the_commit_and_the_working_tree(load) -> None:
+    from signalcraft_deploy.core.settings import SettingsError
+    from signalcraft_deploy.core.source import node_entry_of, resolve_node_entry
+
+    pkg = '{"main": "index.js"}'
+    entry = resolve_node_entry(pkg, {"index.js"}.__contains__)
+    assert (entry.script, entry.why, entry.present) == ("index.js", "package.json main (index.js)", True)
+    assert resolve_node_entry(pkg, {"index.js"}.__contains__, "bin/www").script == "bin/www"  # NODE_SCRIPT wins
+    assert resolve_node_entry(None, {"server.js"}.__contains__) == resolve_node_entry(None, {"server.js"}.__contains__, None)
+    assert resolve_node_entry(None, {"server.js"}.__contains__).why == "default"
+    assert node_entry_of(load(), pkg, {"index.js"}.__contains__, "here").script == "index.js"
+    try:
+        node_entry_of(load(), pkg, set().__contains__, "the working tree of SOURCE_DIR /app")
+    except SettingsError as err:
+        assert "no Node.js entry point in the working tree of SOURCE_DIR /app" in str(err) and "NODE_SCRIPT" in str(err)
+    else:
+        raise AssertionError("an app without an entry point was accepted")
+
+
+def test_local_render_configs_runs_the_entry_point_a_deploy_would(tmp_path: Path) -> None:
+    """package.json's main is index.js, and no server.js: the local ecosystem names index.js, as the deploy's does."""
+    import sys
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text('{"name": "chat", "main": "index.js"}\n')
+    (app / "index.js").write_text("require('http').createServer().listen(process.env.PORT)\n")
+    (app / "requirements.txt").write_text("flask==3.0.0\ngunicorn==22.0.0\n")
+    env = {k: v for k, v in os.environ.items() if k != "ENV_FILE"}
+    command = [sys.executable, "-m", "invoke", "render-configs", "--output", str(tmp_path / "out"), "--set", f"SOURCE_DIR={app}"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Node.js entry point: index.js (package.json main (index.js), read from the working tree)" in result.stdout
+    ecosystem = (tmp_path / "out" / "ecosystem.config.js").read_text()
+    assert "/current/index.js" in ecosystem and "server.js" not in ecosystem
+    (app / "index.js").unlink()
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2 and "no Node.js entry point in the working tree" in refused.stderr
+    assert "Traceback" not in refused.stderr
