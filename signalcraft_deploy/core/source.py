@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -22,16 +23,25 @@ from signalcraft_deploy.core.settings import Settings, SettingsError
 # file, a static asset, an entry point without a suffix such as bin/www), so by default it reaches both.
 PYTHON_ONLY = ("requirements.txt", "*.py")
 NODE_ONLY = ("package.json", "package-lock.json", "npm-shrinkwrap.json", "node_modules/")
+# JavaScript and TypeScript are Node.js's as *.py is Python's, except where Flask serves or renders files from its
+# own release (an un-HUPed Gunicorn would keep serving the old static/app.js).
+NODE_CODE = ("*.js", "*.mjs", "*.cjs", "*.ts")
+FLASK_SERVED = ("static/", "templates/")
+# The tool's own files, read by the deploy and never by an app (a leading '/': at the top of the app's folder). A change
+# to them reloads nothing by itself; one that changes a rendered config reloads through the configs' digests.
+TOOL_OWN = ("/deploy.env", "/deploy.*.env", "/.github/", "/fabfile.py", "/tasks.py", "/rendered/")
 PYTHON, NODEJS = "python", "nodejs"
 
 
 @functools.lru_cache(maxsize=256)
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """A path glob as a regex: `*` and `?` stay inside one folder, `**` spans folders, a trailing `/` means
-    everything below that folder, and a pattern without `/` matches the name in any folder (as in .gitignore)."""
+    everything below that folder, and a pattern without `/` matches the name in any folder (as in .gitignore;
+    a leading `/` anchors it at the top)."""
     folder = pattern.endswith("/")
     body = pattern.rstrip("/")
     anchored = "/" in body
+    body = body.lstrip("/")
     out = ""
     i = 0
     while i < len(body):
@@ -53,16 +63,22 @@ def matches(path: str, globs: tuple[str, ...] | list[str]) -> bool:
     return any(glob_regex(g).fullmatch(path) for g in globs)
 
 
-def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None) -> set[str]:
-    """The apps a change to `path` reaches: {"python", "nodejs"}, or one of them.
+def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None,
+            tool: tuple[str, ...] = TOOL_OWN) -> set[str]:
+    """The apps a change to `path` reaches: {"python", "nodejs"}, one of them, or none (the tool's own files, `tool`).
 
-    A file certainly one app's own reaches that app alone. Any other file reaches both, unless
+    A file certainly one app's own reaches that app alone (JavaScript and TypeScript outside static/ and
+    templates/ are Node.js's, unless PY_FILES names them too). Any other file reaches both, unless
     PY_FILES / NODE_FILES (the files each app reads) are set: then an app is reached by the files
     matching its globs (and by its own files)."""
+    if matches(path, tool):
+        return set()
     if matches(path, PYTHON_ONLY):
         return {PYTHON}
     if matches(path, NODE_ONLY):
         return {NODEJS}
+    if matches(path, NODE_CODE) and not matches(path, FLASK_SERVED):
+        return {NODEJS, PYTHON} if py_files is not None and matches(path, py_files) else {NODEJS}
     found = set()
     if py_files is None or matches(path, py_files):
         found.add(PYTHON)
@@ -71,10 +87,22 @@ def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tupl
     return found
 
 
+def tool_files(s: Settings) -> tuple[str, ...]:
+    """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder (SOURCE_DIR)."""
+    extra = []
+    for local, folder in ((s.settings_file, False), (s.templates_dir, True)):
+        if not local:
+            continue
+        inside = os.path.relpath(os.path.abspath(local), os.path.abspath(s.source_dir))
+        if inside != "." and not inside.startswith(".." + os.sep) and inside != "..":
+            extra.append("/" + inside.replace(os.sep, "/") + ("/" if folder else ""))
+    return TOOL_OWN + tuple(extra)
+
+
 def app_digest(blobs: dict[str, str], app: str, py_files: tuple[str, ...] | None = None,
-               node_files: tuple[str, ...] | None = None) -> str:
+               node_files: tuple[str, ...] | None = None, tool: tuple[str, ...] = TOOL_OWN) -> str:
     """One digest of the files `app` reads: it changes when any of them does (rule 2: PY_FILES/NODE_FILES aware)."""
-    return digest("files-v2", *(f"{p}={b}" for p, b in sorted(blobs.items()) if app in readers(p, py_files, node_files)))
+    return digest("files-v2", *(f"{p}={b}" for p, b in sorted(blobs.items()) if app in readers(p, py_files, node_files, tool)))
 
 
 @dataclass(frozen=True)
@@ -89,8 +117,8 @@ class SourceTree:
     def has(self, path: str) -> bool:
         return path in self.blobs
 
-    def digest_for(self, app: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None) -> str:
-        return app_digest(self.blobs, app, py_files, node_files)
+    def digest_for(self, s: Settings, app: str) -> str:
+        return app_digest(self.blobs, app, s.py_files, s.node_files, tool_files(s))
 
 
 def changed_paths(new: dict[str, str], old: dict[str, str] | None) -> list[str] | None:

@@ -374,7 +374,8 @@ def finish(r: DeployRun) -> str:
         r.deploy_pm2_changed = True
     if r.deploy_pm2_changed:
         pm2_ops.save_as_deploy_user(r.c, r.s)
-    pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
+    m = r.plan.manifest
+    pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev, (m.python_release, m.node_release))
     # Pruned releases may leave venvs and node_modules that no kept release names.
     unused = upkeep.prune_environments(r.c, r.s) if pruned else []
     r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])

@@ -356,8 +356,8 @@ def shipment_manifest(s: Settings, shipment: Shipment, now: datetime | None = No
     s = shipment_settings(s, shipment)
     tree = shipment.tree
     return make_manifest(
-        s, sha=tree.sha, tree=tree.tree, python_code=tree.digest_for(PYTHON, s.py_files, s.node_files),
-        node_code=tree.digest_for(NODEJS, s.py_files, s.node_files), requirements=shipment.requirements,
+        s, sha=tree.sha, tree=tree.tree, python_code=tree.digest_for(s, PYTHON),
+        node_code=tree.digest_for(s, NODEJS), requirements=shipment.requirements,
         package_lock=shipment.package_lock, app_env_digest=app_env_digest, who=who_text(who()),
         package_json=shipment.package_json, esm=shipment.esm, now=now)
 
