@@ -105,6 +105,20 @@ def app_digest(blobs: dict[str, str], app: str, py_files: tuple[str, ...] | None
     return digest("files-v2", *(f"{p}={b}" for p, b in sorted(blobs.items()) if app in readers(p, py_files, node_files, tool)))
 
 
+def committed_environments(paths: list[str] | set[str] | dict[str, str]) -> list[str]:
+    """The folders of a commit that the host builds itself: each outermost `node_modules/` folder, and each folder
+    holding a `pyvenv.cfg` (a virtual environment; "." for the app's folder itself). A committed node_modules wins
+    over the one `npm ci` built (Node resolves the release's own first), and the release would differ from its commit."""
+    found: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        if "node_modules" in parts[:-1]:
+            found.add("/".join(parts[:parts.index("node_modules") + 1]))
+        elif parts[-1] == "pyvenv.cfg":
+            found.add("/".join(parts[:-1]) or ".")
+    return sorted(f for f in found if not any(f.startswith(o + "/") for o in found if o != "."))
+
+
 @dataclass(frozen=True)
 class SourceTree:
     sha: str

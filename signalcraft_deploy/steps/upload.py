@@ -59,10 +59,28 @@ def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
     if not any(tree.has(p) for p in _wsgi_module_paths(s.wsgi_app)):
         raise SettingsError(f"WSGI_APP ({s.origins.get('WSGI_APP', 'default')}): module {s.wsgi_app.split(':')[0]} "
                             f"({' or '.join(_wsgi_module_paths(s.wsgi_app))}) is not in {where} at {tree.sha[:12]}.")
+    check_environments(tree, where)
     clashes = release_paths.collisions(tree.modes, s.shared_paths or ())
     if clashes:
         raise SettingsError(f"{where} at {tree.sha[:12]} has entries where the tool writes its own files in a release; "
                             "nothing was changed on the host:\n  " + "\n  ".join(clashes))
+
+
+def check_environments(tree: SourceTree, where: str) -> None:
+    """A committed node_modules/ or venv is refused, naming each and the fix: the host builds both from the lock
+    files, and a committed node_modules would be the one Node.js loads."""
+    found = source.committed_environments(tree.blobs)
+    if not found:
+        return
+    lines = []
+    for folder in found:
+        kind = "node_modules" if folder.rsplit("/", 1)[-1] == "node_modules" else "a virtual environment (pyvenv.cfg)"
+        target = folder if folder != "." else "pyvenv.cfg"
+        lines.append(f"{folder}/: {kind}; fix: git rm -r --cached {q(target)} && echo {q(target + '/')} >> .gitignore")
+    raise SettingsError(
+        f"{where} at {tree.sha[:12]} commits what the host builds itself (node_modules by npm ci from package-lock.json, "
+        "the venv from requirements.txt); a committed node_modules would win over the built one. Nothing was changed "
+        "on the host. Take it out of git, commit, and deploy again:\n  " + "\n  ".join(lines))
 
 
 def read_app_env(s: Settings) -> str | None:

@@ -96,3 +96,29 @@ def test_local_render_configs_runs_the_entry_point_a_deploy_would(tmp_path: Path
     refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode == 2 and "no Node.js entry point in the working tree" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_committed_node_modules_or_venv_is_named_with_the_fix(load) -> None:
+    import pytest
+
+    from signalcraft_deploy.core.settings import SettingsError
+    from signalcraft_deploy.core.source import SourceTree, committed_environments
+    from signalcraft_deploy.steps.upload import check_shipment
+
+    assert committed_environments(["node_modules/express/index.js", "node_modules/express/lib/x/node_modules/y.js",
+                                   "web/node_modules/a.js", ".venv/pyvenv.cfg", ".venv/bin/python", "tools/env/pyvenv.cfg",
+                                   "app.py"]) == [".venv", "node_modules", "tools/env", "web/node_modules"]
+    # Merely named so: a file, or a name that only starts with it.
+    assert committed_environments(["node_modules.txt", "docs/node_modules", "lib/node_modules_helper.js", "pyvenv.cfg.bak"]) == []
+
+    files = {"app.py": "1", "requirements.txt": "2", "server.js": "3", "node_modules/express/index.js": "4",
+             "node_modules/.package-lock.json": "5", "node_modules.txt": "6"}
+    tree = SourceTree(sha="a" * 40, tree="b" * 40, blobs=files, dirty=0, subdir="", modes={p: "100644" for p in files})
+    with pytest.raises(SettingsError) as err:
+        check_shipment(load(), tree, "SOURCE_DIR /src")
+    assert "SOURCE_DIR /src at aaaaaaaaaaaa commits what the host builds itself" in str(err.value)
+    assert "Nothing was changed on the host" in str(err.value)
+    assert "node_modules/: node_modules; fix: git rm -r --cached node_modules && echo node_modules/ >> .gitignore" in str(err.value)
+    clean = {p: b for p, b in files.items() if not p.startswith("node_modules/")}
+    check_shipment(load(), SourceTree(sha="a" * 40, tree="b" * 40, blobs=clean, dirty=0, subdir="",
+                                      modes={p: "100644" for p in clean}), "SOURCE_DIR /src")  # node_modules.txt passes
