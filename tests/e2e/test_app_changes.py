@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist, sh
+from tests.e2e.conftest import APP_HOME, AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist, sh
 
 P = Profile("changes", "/home/ubuntu/changes", 7101, 7111, 7121,
             extra={"PY_ROUTES": "api/flask", "NODE_INSTANCES": "2"})
@@ -283,6 +283,12 @@ def test_the_tools_own_files_reload_no_app_and_javascript_is_nodes_own(sandbox, 
     assert "python: none, nodejs: reload" in out, out
     after = processes(p)
     assert after["workers"] == before["workers"]  # Gunicorn was not HUPed
+    # PM2 counted the rolling reload as a restart of each Node.js process: the counts it has now are recorded, and
+    # `status` counts crashes from them (tests/unit/test_status.py).
+    recorded = json.loads(Path(p.root, ".deploy/restarts.json").read_text())
+    node = {str(item["pm2_env"]["pm_id"]): item["pm2_env"]["restart_time"] for item in pm2_jlist()
+            if item["name"] == f"{p.app}-nodejs"}
+    assert recorded[f"{p.app}-nodejs"] == node and min(node.values()) >= 1, (recorded, node)
 
     served, audit = current(p), Path(p.root, ".deploy/audit.log").read_text()
     write(repo.path, {"node_modules/left-pad/index.js": "module.exports = 1;\n"})
@@ -430,6 +436,12 @@ def test_an_es_module_node_app_deploys_reloads_and_rolls_back(sandbox, esm_repo)
     # move a cluster from 127.0.0.1 to 0.0.0.0 on the same port (EADDRINUSE): new processes, by a handover.
     repo.put("server.js", ESM_SERVER.replace("process.env.HOST || '127.0.0.1'", "'0.0.0.0'"), "listen everywhere")
     public = profile_with(ESM, NODE_INSTANCES="3")
+    gone = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]
     assert "esm-nodejs: restart" in ok(fab(sandbox, public, repo))
+    # New processes, new pm_ids: the per-pm_id logs of the replaced ones are removed (the live ones' stay).
+    live = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]
+    logs = sh(f"ls {APP_HOME}/.pm2/logs").stdout.split()
+    assert gone and not [f for f in logs if any(f.startswith(f"esm-nodejs-out-{n}.") for n in gone)], logs
+    assert all(f"esm-nodejs-out-{n}.log" in logs for n in live), logs
     check = fab(sandbox, public, None, task="nginx-check")
     assert "esm-nodejs listens on 0.0.0.0:7141, beyond loopback" in check.stdout + check.stderr
