@@ -88,10 +88,11 @@ def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tupl
 
 
 def tool_files(s: Settings) -> tuple[str, ...]:
-    """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder (SOURCE_DIR)."""
+    """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder (SOURCE_DIR). A
+    settings file named .env stays the apps' too: by convention they load it (python-dotenv, Node's --env-file)."""
     extra = []
     for local, folder in ((s.settings_file, False), (s.templates_dir, True)):
-        if not local:
+        if not local or (not folder and os.path.basename(local) == ".env"):
             continue
         inside = os.path.relpath(os.path.abspath(local), os.path.abspath(s.source_dir))
         if inside != "." and not inside.startswith(".." + os.sep) and inside != "..":

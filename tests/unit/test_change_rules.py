@@ -71,6 +71,8 @@ def test_the_settings_file_and_templates_dir_inside_the_app_are_the_tools(tmp_pa
     (tmp_path / "outside.env").write_text(f"SOURCE_DIR={app}\n")
     outside = load_settings(env_file=str(tmp_path / "outside.env"), environ={}, cwd=str(app))
     assert tool_files(outside) == TOOL_OWN  # a settings file outside the app is none of its files
+    (app / ".env").write_text("NODE_PORT=3100\n")
+    assert tool_files(load_settings(environ={}, cwd=str(app))) == TOOL_OWN  # .env: the apps load it too
 
 
 @pytest.mark.parametrize("glob,path,hit", [
