@@ -5,8 +5,8 @@ A release is the commit's files plus a few of the tool's own (steps/upload.py's 
 `ecosystem.config.js`/`.cjs`, `.env`, and the links `logs` and SHARED_PATHS (and `node_modules`, by `install`).
 
 What stays as it is today, on purpose: a regular file of the repository named like a rendered file or REVISION
-is replaced by the tool's (the release runs the configs the tool renders), a committed `.env` is the release's
-.env unless APP_ENV_FILE gives one, and a committed `node_modules/` folder is kept (host/install.py). Links the
+is replaced by the tool's (the release runs the configs the tool renders), and a committed `.env` is the release's
+.env unless APP_ENV_FILE gives one (a committed `node_modules/` or venv is refused: steps/upload.py). Links the
 tool makes (`logs`, `node_modules`, SHARED_PATHS) replace a symlink without following it.
 
 What is refused, by name, before the host is touched: anything that would make the tool write outside the

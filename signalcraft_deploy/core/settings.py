@@ -16,7 +16,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -542,10 +542,13 @@ KEYS: tuple[Key, ...] = (
         "release's .env is carried over", local=True),
     Key("PY_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
         "globs (comma-separated) of the files the Python app reads; a change to others leaves Gunicorn alone "
-        "(default: every file but Node.js's own: package.json, the lock file, node_modules/)"),
+        "(default: every file but Node.js's own: package.json, the lock file, node_modules/, and *.js, *.mjs, *.cjs, "
+        "*.ts outside static/ and templates/ folders, which PY_FILES may name; the tool's own files, such as "
+        "deploy.env, reach neither app)"),
     Key("NODE_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
         "globs (comma-separated) of the files the Node.js app reads; a change to others leaves it alone "
-        "(default: every file but Python's own: *.py, requirements.txt)"),
+        "(default: every file but Python's own: *.py, requirements.txt; the tool's own files, such as deploy.env, "
+        "reach neither app)"),
     Key("SHARED_PATHS", None, optional(on_text(_shared_paths, tuple[str, ...], ",".join)),
         "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and linked into each, "
         "such as instance/,uploads/,.env.local"),
@@ -658,7 +661,7 @@ class _Derived:
         """Every setting as plain data (KEY: value), as the release key digests it."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "origins":
+            if f.name in ("origins", "settings_file"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Address):
@@ -674,7 +677,9 @@ class _Derived:
 Settings = make_dataclass(
     "Settings",
     [(k.attr, k.parse.type) for k in KEYS]
-    + [("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False))],
+    + [("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False)),
+       # The settings file read, if any: the tool's own, so a change to it reloads no app (core/source.py tool_files).
+       ("settings_file", str | None, field(default=None, compare=False, repr=False))],
     bases=(_Derived,),
     namespace={"__module__": __name__,
                "__doc__": "Validated settings, one field per key of `KEYS`. Build with `load_settings`; "
@@ -783,7 +788,8 @@ def load_settings(
         origins[key] = "flag --set"
     # Relative local paths are relative to the settings file's folder (or the cwd).
     local_base = env_path.parent if file_values else base
-    return validate(raw, origins, local_base)
+    s = validate(raw, origins, local_base)
+    return replace(s, settings_file=str(env_path.resolve())) if env_path.is_file() else s
 
 
 # --- Validation: each key by its parser, then the rules that involve several keys -----------------------------

@@ -66,15 +66,17 @@ def prunable(releases: list[str], bad: set[str], keep: int, protected: set[str])
     return sorted(r for r in doomed if r not in protected)
 
 
-def prune(c: Any, s: Settings, keep: int, current: str, prev: str | None) -> list[str]:
-    """Remove old releases beyond KEEP_RELEASES good ones, bad ones first; never current, previous, or one a
-    live process runs from."""
+def prune(c: Any, s: Settings, keep: int, current: str, prev: str | None, running: tuple[str, ...] = ()) -> list[str]:
+    """Remove old releases beyond KEEP_RELEASES good ones, bad ones first; never current, previous, one the manifest
+    says an app runs (`running`: a deploy of the tool's files alone moves `current` and reloads nothing, so the apps
+    stay in an older release), or one a live process of the deploy user runs from (the apps' account's cwds are
+    not readable here)."""
     listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; ls -1 {q(s.state_dir)}/bad 2>/dev/null; echo @@; "
                      "find /proc/[0-9]*/cwd -maxdepth 0 -printf '%l\\n' 2>/dev/null | sort -u", warn=True).stdout
     names, bad, cwds = (listing.split("@@") + ["", ""])[:3]
     releases = [n for n in names.split() if n and not n.endswith(".tmp")]
     in_use = {line.strip().rstrip("/").split("/releases/")[-1].split("/")[0] for line in cwds.splitlines() if "/releases/" in line}
-    doomed = prunable(releases, set(bad.split()), keep, {current, prev or ""} | in_use)
+    doomed = prunable(releases, set(bad.split()), keep, {current, prev or "", *running} | in_use)
     if doomed:
         run(c, "rm -rf " + " ".join(q(f"{s.releases_dir}/{r}") + " " + q(f"{s.state_dir}/bad/{r}") for r in doomed))
     return doomed

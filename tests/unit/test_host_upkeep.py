@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -722,3 +723,42 @@ def test_remove_app_refuses_while_the_account_runs_apps_and_removes_nothing(load
     with pytest.raises(Exit, match=r"still runs 1 process\(es\) besides its PM2 daemon \(pids 4300\): run `remove`"):
         setup_ops.remove_app_user(c, s, f)
     assert command_log(c).commands == ["sudo -n pgrep -u shop"]
+
+
+def test_settle_records_restart_counts_and_removes_only_the_logs_of_pm_ids_pm2_no_longer_has(tmp_path: Path) -> None:
+    """A Node.js cluster moved from pm_ids 1-4 to 5-6 by a handover: the per-pm_id logs of 1-4 (rotated ones too) go;
+    the live ones, the fork-mode app's, another app's and a handover app's stay. PM2 cannot be asked: nothing goes."""
+    logs = tmp_path / "pm2" / "logs"
+    logs.mkdir(parents=True)
+    kept = ["a-nodejs-out-5.log", "a-nodejs-error-6.log", "a-python-out.log", "b-nodejs-out-1.log",
+            "a-python-handover-out-2.log", "a-nodejs-out.log"]
+    gone = ["a-nodejs-out-1.log", "a-nodejs-error-1.log", "a-nodejs-out-4.log", "a-nodejs-out-3.log.1.gz"]
+    for name in kept + gone:
+        (logs / name).write_text("x\n")
+    listing = [{"name": "a-python", "pm_id": 0, "pm2_env": {"restart_time": 3, "status": "online"}},
+               {"name": "a-nodejs", "pm_id": 5, "pm2_env": {"restart_time": 1, "status": "online"}},
+               {"name": "a-nodejs", "pm_id": 6, "pm2_env": {"restart_time": 0, "status": "online"}},
+               {"name": "b-nodejs", "pm_id": 1, "pm2_env": {"restart_time": 9, "status": "online"}}]
+    pm2 = tmp_path / "pm2-cli"
+    pm2.write_text("#!/bin/sh\necho '[PM2] Spawning PM2 daemon'\necho " + shlex.quote(json.dumps(listing)) + "\n")
+    pm2.chmod(0o755)
+    spec = {"mode": "settle", "apps": ["a-python", "a-nodejs"], "pm2": str(pm2), "pm2_home": str(tmp_path / "pm2")}
+    out = upkeep(spec, tmp_path)
+    assert out["restarts"] == {"a-python": {"0": 3}, "a-nodejs": {"5": 1, "6": 0}}
+    assert sorted(out["removed"]) == sorted(gone)
+    assert sorted(p.name for p in logs.iterdir()) == sorted(kept)
+    pm2.write_text("#!/bin/sh\necho 'connect ENOENT'\nexit 1\n")
+    (logs / "a-nodejs-out-9.log").write_text("x\n")
+    assert upkeep(spec, tmp_path) == {"restarts": None, "removed": []}
+    assert (logs / "a-nodejs-out-9.log").exists()
+
+
+def test_crashes_are_restarts_since_the_tool_last_reloaded_the_apps() -> None:
+    from signalcraft_deploy.host.upkeep import crashes
+
+    recorded = {"a-nodejs": {"5": 2, "6": 2}, "a-python": {"0": 0}}
+    assert crashes(2, 5, "a-nodejs", recorded) == 0  # two rolling reloads: no crash
+    assert crashes(3, 6, "a-nodejs", recorded) == 1  # killed once since
+    assert crashes(1, 7, "a-nodejs", recorded) == 1  # a process started since counts from 0
+    assert crashes(0, 5, "a-nodejs", recorded) == 0  # PM2's daemon restarted: its counts start again
+    assert crashes(4, 0, "a-python", None) is None  # nothing recorded (an older version deployed)
