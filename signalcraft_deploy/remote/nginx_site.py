@@ -205,7 +205,7 @@ def _common(d: Dict[str, Any], addresses: List[str], ssl: bool) -> List[str]:
 
 def _apps(d: Dict[str, Any]) -> List[str]:
     up = d["upstream"]
-    forwarded = ["        proxy_set_header Host $host;", "        proxy_set_header X-Real-IP $remote_addr;",
+    forwarded = [f"        proxy_set_header Host ${up}_host;", "        proxy_set_header X-Real-IP $remote_addr;",
                  "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
                  "        proxy_set_header X-Forwarded-Proto $scheme;"]
     # `.location[s]`: a pattern that matches that one name, and nothing (no error) while the file is absent.
@@ -265,7 +265,8 @@ def render(desc: Dict[str, Any]) -> str:
                   "    ssl_prefer_server_ciphers off;", "    ssl_session_timeout 1d;", "    ssl_session_tickets off;",
                   *(_table_apps(d) if "table" in d else _apps(d)), "}"]
     lines += ["", f"map $http_upgrade ${up}_conn {{", "    default upgrade;", '    ""      close;', "}", ""]
-    if "table" in d:  # $http_host keeps the port a client asked for; an HTTP/1.0 request may have no Host
-        lines += [f"map $http_host ${up}_host {{", '    ""      $host;', "    default $http_host;", "}", ""]
+    # $http_host keeps the port a client asked for (a redirect to http://HOST:8080/ stays there); an HTTP/1.0
+    # request may have no Host, and gets Nginx's name for it.
+    lines += [f"map $http_host ${up}_host {{", '    ""      $host;', "    default $http_host;", "}", ""]
     text = "\n".join(lines)
     return text.replace("@@id@@", hashlib.sha256(text.encode() + b"\0").hexdigest()[:16])

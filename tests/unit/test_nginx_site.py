@@ -287,7 +287,7 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
     listens = {(a, *default) for a in d["listen"]}
     if tls:
         listens |= {(a, "ssl", *default) for a in d["tls_listen"]}
-    headers = {("Host", "$host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+    headers = {("Host", f"${up}_host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
                ("X-Forwarded-Proto", "$scheme"), ("Upgrade", "$http_upgrade"), ("Connection", f"${up}_conn")}
     returns = {("200", site_id + "\\n")}
     if tls and tls["redirect"]:
@@ -295,9 +295,9 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
         returns.add(("301", f"https://$host{'' if port == 443 else f':{port}'}$request_uri"))
     return {
         ("", "upstream"): {(f"{up}_python",), (f"{up}_nodejs",)}, ("", "server"): {()},
-        ("", "map"): {("$http_upgrade", f"${up}_conn")},
+        ("", "map"): {("$http_upgrade", f"${up}_conn"), ("$http_host", f"${up}_host")},
         ("upstream", "server"): {(d["python"],), (d["node"],)},
-        ("map", "default"): {("upgrade",)}, ("map", ""): {("close",)},
+        ("map", "default"): {("upgrade",), ("$http_host",)}, ("map", ""): {("close",), ("$host",)},
         ("server", "listen"): listens, ("server", "server_name"): {tuple(d["server_name"].split(" "))},
         ("server", "client_max_body_size"): {(d["body_size"],)} if d["body_size"] else set(),
         ("server", "location"): {("=", "/.signalcraft-deploy-site"), ("~", f"^/({routes_regex(d['routes'])})(/|$)"), ("/",)},
