@@ -661,7 +661,7 @@ class _Derived:
         """Every setting as plain data (KEY: value), as the release key digests it."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("origins", "settings_file"):
+            if f.name in ("origins", "settings_file", "tool_collection"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Address):
@@ -679,7 +679,10 @@ Settings = make_dataclass(
     [(k.attr, k.parse.type) for k in KEYS]
     + [("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False)),
        # The settings file read, if any: the tool's own, so a change to it reloads no app (core/source.py tool_files).
-       ("settings_file", str | None, field(default=None, compare=False, repr=False))],
+       ("settings_file", str | None, field(default=None, compare=False, repr=False)),
+       # The release's fabfile.py/tasks.py that are the tool's collection (they import signalcraft_deploy): set from
+       # the shipment (steps/upload.py), so an app's own tasks.py (Celery's, say) still reaches its app.
+       ("tool_collection", tuple[str, ...], field(default=(), compare=False, repr=False))],
     bases=(_Derived,),
     namespace={"__module__": __name__,
                "__doc__": "Validated settings, one field per key of `KEYS`. Build with `load_settings`; "

@@ -29,7 +29,10 @@ NODE_CODE = ("*.js", "*.mjs", "*.cjs", "*.ts")
 FLASK_SERVED = ("static/", "templates/")
 # The tool's own files, read by the deploy and never by an app (a leading '/': at the top of the app's folder). A change
 # to them reloads nothing by itself; one that changes a rendered config reloads through the configs' digests.
-TOOL_OWN = ("/deploy.env", "/deploy.*.env", "/.github/", "/fabfile.py", "/tasks.py", "/rendered/")
+TOOL_OWN = ("/deploy.env", "/deploy.*.env", "/.github/", "/rendered/")
+# The tool's collection when it is one (`init` writes both; an app's own tasks.py, Celery's say, is its code).
+COLLECTION_FILES = ("fabfile.py", "tasks.py")
+COLLECTION_MARK = "signalcraft_deploy"
 PYTHON, NODEJS = "python", "nodejs"
 
 
@@ -87,6 +90,11 @@ def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tupl
     return found
 
 
+def tool_collection(read: Callable[[str], str | None]) -> tuple[str, ...]:
+    """The top-level fabfile.py/tasks.py that are the tool's collection: the ones importing signalcraft_deploy."""
+    return tuple(name for name in COLLECTION_FILES if COLLECTION_MARK in (read(name) or ""))
+
+
 def tool_files(s: Settings) -> tuple[str, ...]:
     """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder (SOURCE_DIR). A
     settings file named .env stays the apps' too: by convention they load it (python-dotenv, Node's --env-file)."""
@@ -97,7 +105,7 @@ def tool_files(s: Settings) -> tuple[str, ...]:
         inside = os.path.relpath(os.path.abspath(local), os.path.abspath(s.source_dir))
         if inside != "." and not inside.startswith(".." + os.sep) and inside != "..":
             extra.append("/" + inside.replace(os.sep, "/") + ("/" if folder else ""))
-    return TOOL_OWN + tuple(extra)
+    return TOOL_OWN + tuple("/" + name for name in s.tool_collection) + tuple(extra)
 
 
 def app_digest(blobs: dict[str, str], app: str, py_files: tuple[str, ...] | None = None,

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,13 @@ class Shipment:
     package_json: str | None = None
     node_script: str = DEFAULT_NODE_SCRIPT  # NODE_SCRIPT, or the entry point package.json names
     esm: bool = False  # package.json has "type": "module"
+    tool_collection: tuple[str, ...] = ()  # its fabfile.py/tasks.py that are the tool's (source.tool_collection)
 
 
 def shipment_settings(s: Settings, shipment: Shipment) -> Settings:
-    """The settings with the Node.js entry point this shipment runs (package.json's when NODE_SCRIPT is unset)."""
+    """The settings with the Node.js entry point this shipment runs (package.json's when NODE_SCRIPT is unset), and
+    which of its files are the tool's collection."""
+    s = replace(s, tool_collection=shipment.tool_collection)
     return source.with_node_entry(s, source.resolve_node_entry(shipment.package_json, shipment.tree.has, s.node_script))
 
 
@@ -101,7 +104,8 @@ def local_shipment(s: Settings) -> Shipment:
     entry = source.node_entry_of(s, package_json, tree.has, f"{where} at {tree.sha[:12]}")
     return Shipment(tree=tree, requirements=read_blob(s.source_dir, tree, "requirements.txt") or "",
                     package_lock=read_blob(s.source_dir, tree, "package-lock.json"), app_env=read_app_env(s),
-                    source_dir=s.source_dir, package_json=package_json, node_script=entry.script, esm=entry.esm)
+                    source_dir=s.source_dir, package_json=package_json, node_script=entry.script, esm=entry.esm,
+                    tool_collection=source.tool_collection(lambda path: read_blob(s.source_dir, tree, path)))
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
@@ -179,7 +183,7 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
     entry = source.node_entry_of(s, package_json, tree.has, f"{s.repo_url} at {tree.sha[:12]}")
     return Shipment(tree=tree, requirements=show("requirements.txt") or "", package_lock=show("package-lock.json"),
                     app_env=read_app_env(s), source_dir=None, package_json=package_json, node_script=entry.script,
-                    esm=entry.esm)
+                    esm=entry.esm, tool_collection=source.tool_collection(show))
 
 
 def redact_text(text: str, url: str | None) -> str:

@@ -31,7 +31,9 @@ BOTH = {"python", "nodejs"}
     ("app.jsx.bak", BOTH),
     # The tool's own files reach no app; only at the top of the app's folder.
     ("deploy.env", set()), ("deploy.staging.env", set()), (".github/workflows/auto-deploy.yml", set()),
-    ("fabfile.py", set()), ("tasks.py", set()), ("rendered/ecosystem.config.js", set()),
+    ("rendered/ecosystem.config.js", set()),
+    # fabfile.py and tasks.py are the tool's only when they are its collection (tool_collection): else Python's.
+    ("fabfile.py", {"python"}), ("tasks.py", {"python"}),
     ("worker/tasks.py", {"python"}), ("sub/deploy.env", BOTH), ("deploy.envrc", BOTH),
 ])
 def test_by_default_a_file_reaches_every_app_that_could_read_it(path: str, expected: set[str]) -> None:
@@ -198,3 +200,20 @@ def test_a_shared_folder_starts_from_what_the_release_ships_else_empty(load, tmp
     assert (root / "shared/uploads/readme.txt").read_text() == "drop files here"
     assert (one / "cache").is_symlink() and (root / "shared/cache").is_dir()
     assert not (one / ".env").exists()
+
+
+def test_fabfile_and_tasks_are_the_tools_only_when_they_import_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.core.source import tool_collection, tool_files
+
+    texts = {"fabfile.py": "from signalcraft_deploy.collection import ns  # noqa\n",
+             "tasks.py": "from celery import Celery\napp = Celery('tasks')\n"}
+    found = tool_collection(texts.get)
+    assert found == ("fabfile.py",)
+    s = replace(load_settings(environ={}, cwd=str(tmp_path)), tool_collection=found)
+    assert readers("fabfile.py", tool=tool_files(s)) == set()
+    assert readers("tasks.py", tool=tool_files(s)) == {"python"}  # the app's own Celery tasks: its code
+    assert readers("worker/fabfile.py", tool=tool_files(s)) == {"python"}  # only at the top of the app's folder
+    assert tool_collection({}.get) == ()

@@ -29,7 +29,7 @@ from signalcraft_deploy.core.plan import (
 )
 from signalcraft_deploy.core.render import digest, node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, load_settings
-from signalcraft_deploy.core.source import app_digest, changed_paths
+from signalcraft_deploy.core.source import app_digest, changed_paths, tool_files
 from signalcraft_deploy.host.facts import HostFacts, Pm2Process
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -53,6 +53,7 @@ class Source:
     app_env: str | None = None  # the APP_ENV_FILE's text
     package_json: str | None = None
     esm: bool = False
+    tool_collection: tuple[str, ...] = ()  # its fabfile.py/tasks.py that import signalcraft_deploy
 
 
 def settings(tmp: Path, overrides: dict[str, str]) -> Settings:
@@ -60,10 +61,10 @@ def settings(tmp: Path, overrides: dict[str, str]) -> Settings:
 
 
 def manifest_for(tmp: Path, src: Source, now: datetime = NOW) -> tuple[Settings, Manifest, dict[str, str]]:
-    s = settings(tmp, src.settings)
+    s = replace(settings(tmp, src.settings), tool_collection=src.tool_collection)
     py, node = src.python_code, src.node_code
     if src.files is not None:
-        py, node = (app_digest(src.files, app, s.py_files, s.node_files) for app in ("python", "nodejs"))
+        py, node = (app_digest(src.files, app, s.py_files, s.node_files, tool_files(s)) for app in ("python", "nodejs"))
     m, configs = make_manifest(
         s, sha=src.sha, tree=src.tree, python_code=py, node_code=node,
         requirements=src.requirements, package_lock=src.package_lock,
@@ -278,10 +279,15 @@ CASES = {
         facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(static__app_js="s2"),
         python="hup", nodejs="reload", nginx="none", new_release=True, why={"python": "static/app.js"},
     ),
-    "only the tool's own files changed (deploy.env, the workflow, fabfile.py): a new release, nothing reloaded": Case(
+    "only the tool's own files changed (deploy.env, the workflow, init's fabfile.py and tasks.py): nothing reloaded": Case(
         facts=lambda tmp: live_host(tmp, LIVE), old=LIVE,
-        new=files(deploy_env="e2", _github__workflows__deploy_yml="y2", fabfile_py="f2", tasks_py="t2"),
+        new=replace(files(deploy_env="e2", _github__workflows__deploy_yml="y2", fabfile_py="f2", tasks_py="t2"),
+                    tool_collection=("fabfile.py", "tasks.py")),
         python="none", nodejs="none", nginx="none", new_release=True,
+    ),
+    "the app's own tasks.py changed (Celery's, not the tool's collection): Python's code": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=replace(files(tasks_py="t2"), tool_collection=("fabfile.py",)),
+        python="hup", nodejs="none", nginx="none", new_release=True, why={"python": "tasks.py"},
     ),
     "NODE_FILES set: a file only Python reads changed": Case(
         facts=lambda tmp: live_host(tmp, with_settings(LIVE, NODE_FILES="*.js,bin/,public/,views/")),
