@@ -34,7 +34,7 @@ def reload_live(c: Any, s: Settings) -> None:
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
-    trial_stop = canary(c, s, facts.current_release, release_dir, venv)
+    trial_stop = canary(c, s, facts.current_release, release_dir, venv, live=facts.current_release)
     if trial_stop:
         trial_stop.wait()
     checked = {"python": True, "nodejs": True}
