@@ -24,6 +24,14 @@ COMMON_HELP = {
     "env-file": "settings file (default ./.env, or $ENV_FILE)",
     "set": "override one setting, KEY=VALUE (repeatable), e.g. --set NODE_PORT=3100",
 }
+# The flags of every task that connects to a host (it takes `known_hosts=None, accept_new_host=False` and passes
+# both to `open_host`): a user who verified a host with one task can reach it with any other the same way.
+CONNECT_HELP = {
+    "known-hosts": "extra known_hosts file to verify the host key with",
+    "accept-new-host": "trust and record the key of a host not yet in known_hosts",
+}
+HOST_HELP = {**COMMON_HELP, **CONNECT_HELP}
+FLAG_HINT = ", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it"
 
 
 def settings_for(env_file: str | None, set_: list[str] | None, **named: Any) -> Settings:
@@ -90,7 +98,7 @@ def known_hosts_name(host: str, port: int) -> str:
 
 
 def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False,
-              flag_hint: str = "") -> None:
+              flag_hint: str = FLAG_HINT) -> None:
     """Verify the host key (and every ProxyJump gateway's) and open the connection, or exit with the cause and the fix."""
     if not is_remote(c):
         return
