@@ -28,8 +28,9 @@ from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host import tls as tls_ops
+from signalcraft_deploy.host.connect import reconnect
 from signalcraft_deploy.host.hooks import Hook, HookResult, run_hook
-from signalcraft_deploy.host.io import Background, Waiting, fail, q, run
+from signalcraft_deploy.host.io import Background, ConnectionLost, Waiting, fail, q, run
 from signalcraft_deploy.host.lock import audit
 from signalcraft_deploy.steps import handover as handover_ops
 from signalcraft_deploy.steps import trial
@@ -101,6 +102,15 @@ class DeployRun:
     def write_audit(self) -> None:
         audit(self.c, self.s, self.record)
 
+    def reconnect(self) -> str | None:
+        return reconnect(self.c)
+
+    def again(self) -> str:
+        """The command a lost connection leaves to run: this deploy again (or this rollback)."""
+        if self.is_deploy:
+            return f"fab -H {self.rep.target} deploy"
+        return f"fab -H {self.rep.target} rollback --to {self.release}"
+
     def mask(self, text: str) -> str:
         return masked(self.s, text)
 
@@ -116,10 +126,13 @@ class DeployRun:
 
     def wait_stopped(self) -> None:
         """Wait for the temporary apps being stopped in the background (the trial's, a handover's)."""
-        for command in self.stopping:
+        stopping, self.stopping = self.stopping, []
+        for command in stopping:
             if command is not None:
-                command.wait()
-        self.stopping.clear()
+                try:
+                    command.wait()
+                except ConnectionLost:
+                    pass  # it went with the connection; the undos, on a new one, deal with what it left
 
     def settle(self) -> None:
         """Wait for the commands left running in the background (and drop a gate started but not needed)."""

@@ -26,14 +26,14 @@ from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.hooks import Hook
-from signalcraft_deploy.host.io import fail, q, run, target_name
+from signalcraft_deploy.host.io import ConnectionLost, fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.releases import previous_release, site_settings
 from signalcraft_deploy.host.upkeep import require_space
 from signalcraft_deploy.steps import fleet as fleet_steps
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
 from signalcraft_deploy.steps.report import Reporter
-from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
+from signalcraft_deploy.steps.runner import Failure, Outcome, lost_outside_steps, run_steps
 from signalcraft_deploy.steps.upload import (
     Shipment,
     changed_since_live,
@@ -346,9 +346,11 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
             rep.say("Dry run: nothing was changed.")
         else:
             deploy_planned(c, s, rep, facts, shipment, plan, drop_directives)
+    except ConnectionLost as lost:  # a loss during the steps is a step's failure: this one was outside them
+        raise fail(lost_outside_steps(lost, rep, f"fab -H {rep.target} deploy")) from None
     finally:
         if lock:
-            lock.__exit__(None, None, None)
+            lock.__exit__(None, None, None)  # a lock whose connection was lost is released already: nothing raised
 
 
 def pm2_lines(s: Settings, state: dict[str, list[dict[str, Any]]]) -> list[str]:
