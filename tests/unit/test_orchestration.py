@@ -467,6 +467,12 @@ def test_a_gate_started_ahead_whose_channel_broke_is_asked_again_and_a_probe_tha
                                 "OSError: [Errno 28] No space left on device"
 
 
+def test_a_health_probe_that_ended_with_no_output_says_how_it_ended(load):
+    with pytest.raises(Exit) as err:
+        health.verdict_of(load(), Result(stdout="", stderr="", exited=-1))
+    assert err.value.message == "The health probe could not run on the host: it ended with exit status -1 and no output"
+
+
 # ----------------------------------------------------------------------------- TLS and takeover
 
 
