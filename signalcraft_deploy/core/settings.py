@@ -460,7 +460,9 @@ KEYS: tuple[Key, ...] = (
     Key("GUNICORN_WORKER_CLASS", "sync", on_text(_worker_class),
         "Gunicorn worker class (sync, gthread, gevent, eventlet, ...)"),
     Key("GUNICORN_TIMEOUT", "120", integer(1, 86400), "seconds before a silent worker is killed and restarted"),
-    Key("GUNICORN_GRACEFUL_TIMEOUT", "30", integer(1, 3600), "seconds a worker may finish its requests on reload or stop"),
+    Key("GUNICORN_GRACEFUL_TIMEOUT", "30", integer(1, 3600),
+        "seconds a reload (HUP) or stop waits for an old worker to finish the requests it holds, then kills it; "
+        "PM2 waits this + 5 before it kills Gunicorn"),
     Key("GUNICORN_MAX_REQUESTS", "1000", integer(0, 10_000_000),
         "a worker is replaced after this many requests (bounds its memory); 0 turns it off"),
     Key("GUNICORN_MAX_REQUESTS_JITTER", "100", integer(0, 10_000_000),

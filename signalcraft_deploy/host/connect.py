@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import socket
+import time
 from typing import Any
 
 from invoke import Context
@@ -24,6 +26,14 @@ COMMON_HELP = {
     "env-file": "settings file (default ./.env, or $ENV_FILE)",
     "set": "override one setting, KEY=VALUE (repeatable), e.g. --set NODE_PORT=3100",
 }
+# The flags of every task that connects to a host (it takes `known_hosts=None, accept_new_host=False` and passes
+# both to `open_host`): a user who verified a host with one task can reach it with any other the same way.
+CONNECT_HELP = {
+    "known-hosts": "extra known_hosts file to verify the host key with",
+    "accept-new-host": "trust and record the key of a host not yet in known_hosts",
+}
+HOST_HELP = {**COMMON_HELP, **CONNECT_HELP}
+FLAG_HINT = ", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it"
 
 
 def settings_for(env_file: str | None, set_: list[str] | None, **named: Any) -> Settings:
@@ -90,7 +100,7 @@ def known_hosts_name(host: str, port: int) -> str:
 
 
 def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False,
-              flag_hint: str = "") -> None:
+              flag_hint: str = FLAG_HINT) -> None:
     """Verify the host key (and every ProxyJump gateway's) and open the connection, or exit with the cause and the fix."""
     if not is_remote(c):
         return
@@ -98,6 +108,7 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
 
     files = _trust_chain(c, s, known_hosts, accept_new_host)
     where = target_name(c)
+    _quiet_paramiko()
     try:
         _connect(c)
     except paramiko.BadHostKeyException as err:
@@ -116,6 +127,15 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
         raise Exit(f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3) from None
     except OSError as err:
         raise Exit(f"Cannot connect to {where}: {err}. Check that the host is up and the port is right.", code=3) from None
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs a dropped connection ("Socket exception: Connection reset by peer") through Python's last-resort
+    handler, onto stderr between the step lines: every failure it logs reaches the user as this tool's own message
+    (a refused key, a lost connection), so its log goes nowhere unless the caller configures logging."""
+    log = logging.getLogger("paramiko")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
 
 
 def _unknown_name(message: str) -> str:
@@ -185,6 +205,32 @@ def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_
     else:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return files
+
+
+RECONNECT_TRIES, RECONNECT_WITHIN = 3, 20.0
+
+
+def reconnect(c: Context, tries: int = RECONNECT_TRIES, within: float = RECONNECT_WITHIN) -> str | None:
+    """A new connection after the last one was lost (the host keys checked as before: the client keeps them and its
+    policy). None when connected, else why not (the last error)."""
+    if not is_remote(c):
+        return None
+    import paramiko
+
+    why = "not tried"
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(within / tries)
+        try:
+            c.close()  # the SFTP session of the dead connection too
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        try:
+            _connect(c)
+            return None
+        except (OSError, EOFError, paramiko.SSHException) as err:
+            why = str(err) or type(err).__name__
+    return why
 
 
 def _connect(c: Context) -> None:

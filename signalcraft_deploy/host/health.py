@@ -21,7 +21,9 @@ def verdict_of(s: Settings, result: Any) -> dict[str, Any]:
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise fail(f"The health probe could not run on the host: {masked(s, result.stderr.strip()[-500:])}") from None
+        # Nothing on stderr (killed by a signal, say: no exit status): its exit status is all there is to say.
+        said = masked(s, result.stderr.strip()[-500:]) or f"it ended with exit status {result.exited} and no output"
+        raise fail(f"The health probe could not run on the host: {said}") from None
 
 
 def gate_spec(s: Settings, release: str, release_dir: str, checked: dict[str, bool], report: bool = False) -> dict[str, Any]:

@@ -81,6 +81,44 @@ class Transport:
         return None
 
 
+class ConnectionLost(Exit):
+    """The SSH connection to the host died under a command (its channel closed with no exit status, its transport gone),
+    or a command was about to be sent over a connection that had died. Not a result of the command: what it did on
+    the host is not known, and every later command would fail the same way until a new connection is made."""
+
+    def __init__(self, where: str):
+        super().__init__(f"The SSH connection to {where} was lost. Run the task again once the host is reachable.")
+        self.where = where
+
+
+# How long paramiko may take between closing a dead transport's channels and marking the transport inactive.
+LOST_SETTLE = 1.0
+
+
+def connection_gone(c: Context) -> bool:
+    """The context's SSH connection was open and has died (a local context, or one never opened, has not)."""
+    transport = getattr(c, "transport", None) if is_remote(c) else None
+    return transport is not None and not transport.is_active()
+
+
+def _transport_dead(chan: Any) -> bool:
+    transport = getattr(chan, "transport", None)
+    return transport is not None and not transport.is_active()
+
+
+def _lost_under(chan: Any) -> bool:
+    """A channel that ended with no exit status (-1) ended because its connection died: unless its transport is still
+    active, as after a command killed by a signal (sshd sends exit-signal, which paramiko does not read as a status).
+    paramiko closes a dead transport's channels just before it marks the transport inactive: waited for a moment."""
+    transport = getattr(chan, "transport", None)
+    deadline = time.monotonic() + LOST_SETTLE
+    while transport is not None and transport.is_active():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _send_input(chan: Any, data: str) -> None:
     """Send a command its stdin. A command that ended before reading it all (it failed at once: a read-only or full
     disk, say) closes the channel under us; its exit status and error output, read next, say why."""
@@ -123,6 +161,8 @@ def open_channel(c: Context, timeout: float | None = None) -> Any:
 
 
 def _open_session(c: Context, timeout: float | None) -> Any:
+    if connection_gone(c):  # never opened again behind the caller's back: the deploy lock went with the connection
+        raise ConnectionLost(target_name(c))
     c.open()
     return c.transport.open_session(timeout=timeout) if timeout else c.transport.open_session()
 
@@ -144,13 +184,13 @@ class SshTransport(Transport):
         if stdin:
             _send_input(chan, stdin)
         chan.shutdown_write()
-        return _checked(_result(command, *_collect(chan, on_line)), warn)
+        return _checked(_result(command, *_collect(chan, on_line, where=target_name(c))), warn)
 
     def start(self, c: Context, command: str) -> Callable[[], Result]:
         chan = open_channel(c)
         chan.exec_command(command)
         chan.shutdown_write()
-        return lambda: _result(command, *_collect(chan))
+        return lambda: _result(command, *_collect(chan, where=target_name(c)))
 
 
 class LocalTransport(Transport):
@@ -257,8 +297,9 @@ def _lines_to(on_line: Callable[[str], None]) -> Callable[[bytes], None]:
     return feed
 
 
-def _collect(chan: Any, on_line: Callable[[str], None] | None = None) -> tuple[str, str, int]:
-    """Read an SSH channel to its end: stdout, stderr and the exit status; then close it.
+def _collect(chan: Any, on_line: Callable[[str], None] | None = None, where: str = "the host") -> tuple[str, str, int]:
+    """Read an SSH channel to its end: stdout, stderr and the exit status; then close it. `ConnectionLost` when the
+    connection died under it: its output is cut short and its status unknown, so it is never handed on as a result.
 
     stderr is read beside stdout: the two share the channel's window, so leaving one unread could
     stall the other.
@@ -271,6 +312,8 @@ def _collect(chan: Any, on_line: Callable[[str], None] | None = None) -> tuple[s
     reader.join()
     code = chan.recv_exit_status()
     chan.close()
+    if code == -1 and _lost_under(chan):
+        raise ConnectionLost(where)
     return b"".join(out_chunks).decode("utf-8", "replace"), b"".join(err_chunks).decode("utf-8", "replace"), code
 
 
@@ -310,7 +353,7 @@ class Waiting:
         log = command_log(c)
         log.count += 1
         log.commands.append(command)
-        self.command = command
+        self.command, self.where = command, target_name(c)
         self._chan = open_channel(c)
         self._chan.exec_command(command)
         _send_input(self._chan, stdin)
@@ -329,7 +372,7 @@ class Waiting:
             raise OSError(f"{self.command[:60]!r} ended before it was ready")
         self._chan.sendall(f"{word}\n".encode())
         self._chan.shutdown_write()
-        stdout, stderr, code = _collect(self._chan)
+        stdout, stderr, code = _collect(self._chan, where=self.where)
         return Result(stdout=head.decode("utf-8", "replace").removesuffix("ready\n") + stdout, stderr=stderr, exited=code,
                       command=self.command, hide=("stdout", "stderr"))
 
@@ -373,7 +416,11 @@ def upload(c: Context, local_path: str, remote_path: str) -> None:
             c.put(local_path, remote_path)
         else:
             shutil.copyfile(local_path, remote_path)
-    except OSError as err:  # paramiko reports a short write (disk full) as OSError too
+    except (OSError, EOFError, _ssh_error()) as err:  # paramiko reports a short write (disk full) as OSError too
+        if connection_gone(c):
+            raise ConnectionLost(target_name(c)) from None
+        if not isinstance(err, OSError):
+            raise
         run(c, f"rm -f {q(remote_path)}", warn=True)
         free = run(c, f"df -Pk {q(os.path.dirname(remote_path))} | tail -1", warn=True).stdout.split()
         room = f" ({int(free[3]) // 1024} MB free there)" if len(free) > 3 and free[3].isdigit() else ""
@@ -411,12 +458,22 @@ class HeldCommand:
         line = self._out.readline()
         return line.decode() if isinstance(line, bytes) else line
 
+    def lost(self) -> bool:
+        """The command's output ended because its SSH connection died (not because the command ended)."""
+        return self._chan is not None and _lost_under(self._chan)
+
     def release(self) -> None:
         if self._chan is not None:
-            self._chan.shutdown_write()
-            self._chan.status_event.wait(10)  # the command has seen end-of-file, cleaned up and exited
-            self._chan.close()
-            self._chan = None
+            chan, self._chan = self._chan, None
+            if _transport_dead(chan):  # the command ended with its connection (the lock with it): nothing to release
+                return
+            try:
+                chan.shutdown_write()
+                chan.status_event.wait(10)  # the command has seen end-of-file, cleaned up and exited
+                chan.close()
+            except (OSError, EOFError, _ssh_error()):
+                if not _transport_dead(chan):  # it died while being released: as above
+                    raise
         if self._proc is not None:
             assert self._proc.stdin is not None
             self._proc.stdin.close()
@@ -425,6 +482,14 @@ class HeldCommand:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
             self._proc = None
+
+
+def _ssh_error() -> type[Exception]:
+    try:
+        import paramiko
+    except ImportError:  # pragma: no cover
+        return OSError
+    return paramiko.SSHException
 
 
 def fail(message: str, code: int = 1) -> Exit:

@@ -19,7 +19,7 @@ from typing import Any
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.io import HeldCommand, fail, q, run, target_name
+from signalcraft_deploy.host.io import ConnectionLost, HeldCommand, fail, q, run, target_name
 
 BUSY = 75
 
@@ -86,7 +86,10 @@ class DeployLock:
         while True:
             line = self.held.readline()
             if not line:
+                lost = self.held.lost()
                 self.held.release()
+                if lost:
+                    raise ConnectionLost(target_name(self.c))
                 raise fail(f"Could not take the deploy lock in {self.s.state_dir} on {target_name(self.c)}: "
                            "the lock command ended early (is flock installed and the deploy root writable?).")
             line = line.strip()
@@ -110,7 +113,10 @@ class DeployLock:
         while True:
             line = self.held.readline()
             if not line:
+                lost = self.held.lost()
                 self.held.release()
+                if lost:
+                    raise ConnectionLost(target_name(self.c))
                 raise fail(f"Reading {target_name(self.c)} under the deploy lock ended early; nothing was changed.")
             if line.rstrip("\n") == END:
                 return "".join(lines)

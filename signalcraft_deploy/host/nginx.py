@@ -21,7 +21,7 @@ from invoke.exceptions import Exit
 from signalcraft_deploy.core.render import site_id
 from signalcraft_deploy.core.settings import Settings, route_owner
 from signalcraft_deploy.host import root
-from signalcraft_deploy.host.io import Background, fail, q, run
+from signalcraft_deploy.host.io import Background, ConnectionLost, fail, q, run
 
 FILE_MARK = re.compile(r"^# configuration file (.+):$")
 
@@ -237,6 +237,8 @@ def test_nginx(c: Any, s: Settings) -> Any:
     """NGINX_TEST_CMD as root (through the helper); the result, never raising (no usable helper: a failed test)."""
     try:
         return root.call(c, "nginx-test", s.nginx_test_cmd, warn=True)
+    except ConnectionLost:
+        raise  # not a failed test: nothing could be asked
     except Exit as err:
         return Result(stderr=str(err.message), exited=1, command="nginx-test")
 

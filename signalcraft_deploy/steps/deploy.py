@@ -28,8 +28,9 @@ from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host import tls as tls_ops
+from signalcraft_deploy.host.connect import reconnect
 from signalcraft_deploy.host.hooks import Hook, HookResult, run_hook
-from signalcraft_deploy.host.io import Background, Waiting, fail, q, run
+from signalcraft_deploy.host.io import Background, ConnectionLost, Waiting, fail, q, run
 from signalcraft_deploy.host.lock import audit
 from signalcraft_deploy.steps import handover as handover_ops
 from signalcraft_deploy.steps import trial
@@ -101,6 +102,15 @@ class DeployRun:
     def write_audit(self) -> None:
         audit(self.c, self.s, self.record)
 
+    def reconnect(self) -> str | None:
+        return reconnect(self.c)
+
+    def again(self) -> str:
+        """The command a lost connection leaves to run: this deploy again (or this rollback)."""
+        if self.is_deploy:
+            return f"fab -H {self.rep.target} deploy"
+        return f"fab -H {self.rep.target} rollback --to {self.release}"
+
     def mask(self, text: str) -> str:
         return masked(self.s, text)
 
@@ -116,10 +126,13 @@ class DeployRun:
 
     def wait_stopped(self) -> None:
         """Wait for the temporary apps being stopped in the background (the trial's, a handover's)."""
-        for command in self.stopping:
+        stopping, self.stopping = self.stopping, []
+        for command in stopping:
             if command is not None:
-                command.wait()
-        self.stopping.clear()
+                try:
+                    command.wait()
+                except ConnectionLost:
+                    pass  # it went with the connection; the undos, on a new one, deal with what it left
 
     def settle(self) -> None:
         """Wait for the commands left running in the background (and drop a gate started but not needed)."""
@@ -209,7 +222,8 @@ def trial_run(r: DeployRun) -> str:
     m = r.plan.manifest
     if not r.site_written and not r.plan.extras:  # nginx-check then reads a configuration the trial leaves alone
         r.nginx_read = nginx_ops.start_check(r.c)
-    r.stopping.append(trial.canary(r.c, r.s, m.release, r.release_dir, m.venv, tuple(str(a) for a in r.plan.tried), r.in_pm2))
+    r.stopping.append(trial.canary(r.c, r.s, m.release, r.release_dir, m.venv, tuple(str(a) for a in r.plan.tried), r.in_pm2,
+                                  live=r.facts.current_release))
     if len(r.plan.tried) == 2:
         return "both apps answer their health routes"
     return f"{r.plan.tried[0].pm2_name(r.s)} answers its health route"
@@ -222,6 +236,9 @@ def check_nginx(r: DeployRun) -> str:
         nginx_ops.install_site(r.c, r.s, site_description(r.s), takeover=r.py is How.TAKEOVER)
     read, r.nginx_read = r.nginx_read, None  # asked for by the trial only when nothing above changes what it reads
     routes, problems = nginx_ops.check(r.c, r.s, read)
+    public = host_facts.node_public_warning(r.s, r.facts)  # the running Node.js, as the plan read it (as `status` does)
+    if public:
+        r.rep.warn(public)
     if problems:
         if r.site_written:
             nginx_ops.restore_site(r.c, r.s)
@@ -408,7 +425,7 @@ def run_user_hook(r: DeployRun, hook: Hook, **extra_env: str) -> HookResult:
 def before_switch(r: DeployRun) -> str:
     result = run_user_hook(r, Hook.BEFORE_SWITCH)
     if not result.ok:
-        raise fail(f"{result.describe(r.s)}\nNothing was switched; the live release keeps serving. "
+        raise fail(f"{result.describe(r.s)}\nNothing was switched; {trial.still_serving(r.facts.current_release)}. "
                    "Fix the command (or BEFORE_SWITCH) and deploy again.")
     # The release remembers that it ran it: `rollback` warns that a migration is not undone.
     ran = {"before_switch": {"command": r.s.before_switch, "seconds": result.seconds}}

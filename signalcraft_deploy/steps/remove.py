@@ -23,6 +23,7 @@ from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host.app_user import as_app, runs_as_deploy_user
+from signalcraft_deploy.host.connect import reconnect
 from signalcraft_deploy.host.io import fail, q, run
 from signalcraft_deploy.host.lock import audit
 from signalcraft_deploy.host.upkeep import forget_logs_command
@@ -67,6 +68,13 @@ class RemoveRun:
 
     def settle(self) -> None:
         """Nothing runs in the background."""
+
+    def reconnect(self) -> str | None:
+        return reconnect(self.c)
+
+    def again(self) -> str:
+        """What finishes a remove a lost connection cut short: the same remove (it converges)."""
+        return f"fab -H {self.rep.target} remove" + (f" --purge --confirm {self.s.app_name}" if self.purge else "")
 
 
 # ----------------------------------------------------------------------------- the steps

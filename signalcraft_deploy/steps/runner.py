@@ -7,10 +7,16 @@ done so far, newest first, each as far as its undo reaches. A failing step's own
 if the step says its undo also reverses a partial `do` (`undoes_itself`). Whether a failure
 "failed before the switch" or "rolled back" follows from whether a step marked `commits` (the
 switch) was done. The audit record is written either way.
+
+A lost SSH connection (`host.io.ConnectionLost`) is a failure like any other once the runner has
+connected again: the same undos, and a message that names the step it cut, what was undone and the
+command that finishes the job. If it cannot connect again, nothing is undone and the message says
+what was left as it was (the deploy lock went with the connection, so the next deploy may run).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from invoke.exceptions import Exit, UnexpectedExit
 
+from signalcraft_deploy.host.io import ConnectionLost
 from signalcraft_deploy.steps.report import Reporter
 
 
@@ -28,6 +35,7 @@ class Outcome(StrEnum):
     FAILED = "failed before switch"
     ROLLED_BACK = "rolled back"
     UNCHANGED = "unchanged"
+    LOST = "connection lost"  # and not undone: not made again, or lost again while undoing
 
 
 class RunState(Protocol):
@@ -43,6 +51,12 @@ class RunState(Protocol):
 
     def settle(self) -> None:
         """Wait for whatever the steps left running in the background."""
+
+    def reconnect(self) -> str | None:
+        """Connect to the host again after the connection was lost: None when connected, else why not."""
+
+    def again(self) -> str:
+        """The command that finishes the job a lost connection cut short (run again, it converges)."""
 
 
 S = TypeVar("S", bound=RunState)
@@ -103,9 +117,12 @@ def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outco
     for step in steps:
         if not step.when(state):
             continue
+        started = time.monotonic()
         try:
             with state.rep.step(step.name) as line:
                 line.detail = _run(step.do, state)
+        except ConnectionLost as lost:
+            raise connection_lost(state, done, lost, step, time.monotonic() - started, after_undo) from None
         except Exit as err:
             err.message = state.mask(str(err.message or ""))
             raise abandon(state, done, err, step, after_undo) from None
@@ -120,15 +137,67 @@ def abandon(state: S, done: list[Step[S]], err: Exit, step: Step[S] | None = Non
     """Undo the steps done so far, newest first, and audit: after `step` failed with `err`, or (no step)
     when a run is given up from outside (another host of a fleet failed). Returns the `Failure`."""
     outcome = Outcome.ROLLED_BACK if any(d.commits for d in done) else Outcome.FAILED
-    state.settle()
-    undo = ([step] if step is not None and step.undoes_itself else []) + done[::-1]
-    undone, notes = undo_steps(state, undo)
-    notes += after_undo(state, outcome) if after_undo else []
+    try:
+        state.settle()
+    except ConnectionLost:
+        pass  # what was left running went with the connection
+    undone, notes = undo_steps(state, to_undo(done, step))
+    try:
+        notes += after_undo(state, outcome) if after_undo else []
+    except ConnectionLost as lost:
+        notes.append(f"what serves now could not be checked: {lost.message}")
     name = step.name if step is not None else "abandoned"
     failure = Failure(name, err, outcome, undone, notes)
-    _audit(state, outcome, reason=failure.message.splitlines()[0] if failure.message else name)
+    try:
+        _audit(state, outcome, reason=failure.message.splitlines()[0] if failure.message else name)
+    except ConnectionLost:
+        notes.append("the audit record could not be written: the SSH connection was lost")
     done.clear()
     return failure
+
+
+def to_undo(done: Sequence[Step[S]], step: Step[S] | None) -> list[Step[S]]:
+    """The steps to undo after `step` failed, newest first (the failed one when its undo reverses a partial do)."""
+    return ([step] if step is not None and step.undoes_itself else []) + list(done[::-1])
+
+
+def connection_lost(state: S, done: list[Step[S]], lost: ConnectionLost, step: Step[S], seconds: float,
+                    after_undo: Callable[[S, Outcome], list[str]] | None = None) -> Failure:
+    """The connection died during `step`: connect again and undo as for any failure, or, if that cannot be done,
+    leave everything as it is; either way one message naming the step, what was undone or not, and what to run."""
+    cut = f"The SSH connection to {lost.where} was lost during {step.name} ({seconds:.0f}s in)."
+    event = str(state.record.get("event") or "deploy")
+    why = state.reconnect()
+    if why is None:
+        failure = abandon(state, done, Exit(cut), step, after_undo)
+        undone, missed = ", ".join(failure.undone), [n for n in failure.notes if n.startswith("could not undo")]
+        parts = [cut, "Connected again" + (f" and undone: {undone}" if undone else ": nothing needed undoing") + "."]
+        parts += ["Some of it could not be undone (below)."] if missed else []
+        parts += [f"The next {event} converges: run `{state.again()}` (with the same flags)."]
+        if missed:  # not "rolled back": the host is partly back (an undo lost the new connection too, say)
+            failure.outcome = Outcome.LOST
+        below = "" if failure.outcome is Outcome.ROLLED_BACK else "".join(f"\n  {note}" for note in failure.notes)
+        failure.error.message = state.mask(" ".join(parts) + below)  # a rollback's message lists the notes itself
+        return failure
+    pending = [s.name for s in to_undo(done, step) if s.undo is not None]
+    left = (f"Not undone: {', '.join(pending)}." if pending else "Nothing needed undoing: no step before it had changed "
+            "the host.")
+    message = (f"{cut} Connecting again failed ({why}). {left} The deploy lock was released with the connection. "
+               f"The next {event} converges: once the host is reachable, run `{state.again()}` (with the same flags).")
+    done.clear()  # as abandon does: a fleet that gives this host up later finds nothing left to undo
+    return Failure(step.name, Exit(state.mask(message)), Outcome.LOST)
+
+
+def lost_outside_steps(lost: ConnectionLost, rep: Reporter, again: str, event: str = "deploy") -> str:
+    """The message of a connection lost outside the steps: while the host was read and planned (its step's line
+    failed), before the deploy changed anything; or after the last step, once it was done."""
+    last = rep.steps[-1] if rep.steps else None
+    if last is not None and not last.ok:
+        where = f"during {last.name} ({last.seconds:.0f}s in), before the {event} changed anything on the host"
+    else:
+        where = f"after the {event}'s last step; it was done, but its audit record may be missing"
+    return (f"The SSH connection to {lost.where} was lost {where}. The next {event} converges: run `{again}` "
+            "(with the same flags).")
 
 
 def _run(action: Callable[[S], str | None], state: S) -> str:

@@ -22,14 +22,16 @@ def trial_names(s: Settings) -> tuple[str, str]:
 
 
 def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
-           kinds: tuple[str, ...] = ("python", "nodejs"), present: set[str] | None = None) -> Background | None:
+           kinds: tuple[str, ...] = ("python", "nodejs"), present: set[str] | None = None,
+           live: str | None = None) -> Background | None:
     """Trial run before any switch: the new release's apps under PM2, with their real entries, on spare ports.
 
     Started by PM2 exactly as they will be (same interpreter, script, environment), a commit that
     fails to import, crashes on start, crashes only under PM2, or answers its health route with an
     error is caught here, while the live release keeps serving. `kinds` names the apps to try
     (an app about to be handed over is tried on the handover address instead); `present` is PM2's
-    app names as last read, to skip deleting trial apps that are not there. A passed trial's apps
+    app names as last read, to skip deleting trial apps that are not there; `live` is the release
+    serving now (None on a first deploy: the message then says nothing serves). A passed trial's apps
     are being stopped when this returns: the returned command is to be waited for.
     """
     py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
@@ -71,10 +73,16 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
     failed = [name for name in names if any(own[name] in p for p in problems)] or names
     logs = {own[name]: app_output(c, s, name) for name in failed}
     run(c, stop, warn=True)
-    raise trial_failed(s, problems, logs, started.stdout + "\n" + started.stderr)
+    raise trial_failed(s, problems, logs, started.stdout + "\n" + started.stderr, live)
 
 
-def trial_failed(s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str) -> Exception:
+def still_serving(live: str | None) -> str:
+    """What serves after a failure before the switch: the live release, or nothing on a first deploy."""
+    return f"the live release {live} keeps serving" if live else "nothing served before, and nothing serves now"
+
+
+def trial_failed(s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str,
+                 live: str | None = None) -> Exception:
     """The message of a failed trial: what failed, each failed app's own output under its name (Gunicorn's INFO
     lines left out), and the setting at fault if one is."""
     lines = [f"  {masked(s, p)}" for p in problems]
@@ -83,5 +91,5 @@ def trial_failed(s: Settings, problems: list[str], logs: dict[str, str], pm2_sai
         if kept:
             lines.append(f"  output of {name} (its trial run):\n    " + "\n    ".join(output_excerpt("\n".join(kept))))
     fix = setting_fault(s, "\n".join([masked(s, pm2_said), *logs.values()])) or "Fix the app and deploy again."
-    return fail("The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
+    return fail(f"The new release failed its trial run, so nothing was switched and {still_serving(live)}.\n"
                 + "\n".join(lines) + "\n" + fix)

@@ -18,7 +18,7 @@ from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.render import ECOSYSTEM_CJS, render_nginx_site, render_release_configs, site_description, venv_dir
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.core.source import node_entry_of, with_node_entry
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, is_remote, q, read_file, run, write_file
 from signalcraft_deploy.host.lock import task_lock
 from signalcraft_deploy.host.nginx import install_site, read_site
@@ -37,13 +37,14 @@ def diff(old: str | None, new: str, path: str) -> str:
     return "".join(lines)
 
 
-@task(iterable=["set_"], help={**COMMON_HELP, "output": "local folder for the rendered files (default ./rendered)",
+@task(iterable=["set_"], help={**HOST_HELP, "output": "local folder for the rendered files (default ./rendered)",
             "dry-run": "print the diffs without writing anything"})
-def render_configs(c: Context, output: str | None = None, dry_run: bool = False, env_file: str | None = None,
-                   set_: list[str] | None = None) -> None:
+def render_configs(c: Context, output: str | None = None, dry_run: bool = False, known_hosts: str | None = None,
+                   accept_new_host: bool = False, env_file: str | None = None, set_: list[str] | None = None) -> None:
     """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed, with diffs."""
     s = settings_for(env_file, set_)
     if is_remote(c):
+        open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         _render_on_host(c, s, dry_run)
     else:
         try:
@@ -78,7 +79,6 @@ def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
 
 def _render_on_host(c: Context, s: Settings, dry_run: bool) -> None:
     """Into the current release and the Nginx site: each changed file, the previous one kept as .prev."""
-    open_host(c, s)
     if dry_run:
         _write_on_host(c, s, dry_run)
         return

@@ -24,16 +24,16 @@ from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host import tls as tls_ops
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.hooks import Hook
-from signalcraft_deploy.host.io import fail, q, run, target_name
+from signalcraft_deploy.host.io import ConnectionLost, fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.releases import previous_release, site_settings
 from signalcraft_deploy.host.upkeep import require_space
 from signalcraft_deploy.steps import fleet as fleet_steps
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
 from signalcraft_deploy.steps.report import Reporter
-from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
+from signalcraft_deploy.steps.runner import Failure, Outcome, lost_outside_steps, run_steps
 from signalcraft_deploy.steps.upload import (
     Shipment,
     changed_since_live,
@@ -188,13 +188,11 @@ def report_unchanged(c: Any, s: Settings, rep: Reporter, release: str, sha: str,
 
 
 DEPLOY_HELP = {
-    **COMMON_HELP,
+    **HOST_HELP,
     "dry-run": "read the host and print the plan (steps, diffs, reloads) without changing anything",
     "lock-wait": "seconds to wait for another deploy to finish (default 0: stop at once)",
     "ref": "git ref to deploy when SOURCE=git (overrides REF)",
     "source-dir": "local app folder to ship when SOURCE=upload (overrides SOURCE_DIR)",
-    "known-hosts": "extra known_hosts file to verify the host key with",
-    "accept-new-host": "trust and record the key of a host not yet in known_hosts",
     "batch": "with several hosts (-H a,b,c): how many switch at once after the first, a count or a percentage "
              "(default 1)",
     "on-failure": "with several hosts: 'rollback' (default) returns the hosts already switched when one fails; "
@@ -323,8 +321,7 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
                                         known_hosts=known_hosts, accept_new_host=accept_new_host, batch=batch,
                                         on_failure=on_failure)
     with rep.step("connect") as st:
-        open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
-                  flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
+        open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         st.detail = target_name(c)
     info = {"who": who(), "sha": shipment.tree.sha if shipment else s.ref, "since": datetime.now(UTC).isoformat(timespec="seconds"),
             **who()}
@@ -349,9 +346,11 @@ def deploy(c, dry_run=False, lock_wait=0, ref=None, source_dir=None, known_hosts
             rep.say("Dry run: nothing was changed.")
         else:
             deploy_planned(c, s, rep, facts, shipment, plan, drop_directives)
+    except ConnectionLost as lost:  # a loss during the steps is a step's failure: this one was outside them
+        raise fail(lost_outside_steps(lost, rep, f"fab -H {rep.target} deploy")) from None
     finally:
         if lock:
-            lock.__exit__(None, None, None)
+            lock.__exit__(None, None, None)  # a lock whose connection was lost is released already: nothing raised
 
 
 def pm2_lines(s: Settings, state: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -384,7 +383,7 @@ def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None, p
         [f"- commit `{m.sha[:12]}`, apps: {reloads}", f"- roll back with `fab -H {rep.target} rollback`"])
 
 
-ROLLBACK_HELP = {**COMMON_HELP, "known-hosts": DEPLOY_HELP["known-hosts"], "batch": DEPLOY_HELP["batch"],
+ROLLBACK_HELP = {**HOST_HELP, "batch": DEPLOY_HELP["batch"],
                  "on-failure": DEPLOY_HELP["on-failure"],
                  "to": "release to return to (default: the one before the current; "
                        "'before-takeover' returns to the host as it was before the first deploy)"}
@@ -433,14 +432,14 @@ def rollback_takeover(c: Any, s: Settings, rep: Reporter, facts: host_facts.Host
 
 @fleet_aware
 @task(iterable=["set_"], help=ROLLBACK_HELP)
-def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file=None, set_=None):
+def rollback(c, to=None, known_hosts=None, accept_new_host=False, batch=None, on_failure=None, env_file=None, set_=None):
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
         return fleet_tasks.rollback_fleet(hosts, s, to, known_hosts, fleet_steps.check_batch(batch),
-                                          fleet_steps.check_on_failure(on_failure))
+                                          fleet_steps.check_on_failure(on_failure), accept_new_host)
     rep = Reporter(target_name(c))
-    open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
     with DeployLock(c, s, info, 0, rep.say, rep.warn):
         facts = host_facts.gather(c, s, start_pm2=True)
@@ -462,13 +461,13 @@ def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file
 
 
 @fleet_aware
-@task(iterable=["set_"], help={**COMMON_HELP})
-def releases(c, env_file=None, set_=None):
+@task(iterable=["set_"], help={**HOST_HELP})
+def releases(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
     """List the releases on the host, newest first, marking the current one and bad ones."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
-        return fleet_tasks.releases_fleet(hosts, s)
-    open_host(c, s)
+        return fleet_tasks.releases_fleet(hosts, s, known_hosts, accept_new_host)
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     facts = host_facts.gather(c, s)
     if not facts.releases:
         print(f"No releases under {s.releases_dir}.")

@@ -30,8 +30,7 @@ def lock_all(group: list[Member], s: Settings, info: dict[str, Any] | None, wait
     """Phase 1: connect to every host, take every lock (none when `info` is None: a dry run).
     Any failure: every lock released, nothing changed anywhere, the hosts named."""
     def work(m: Member) -> None:
-        open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
-                  flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
+        open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         if info is not None:
             lock = DeployLock(m.c, s, info, wait, m.rep.say, m.rep.warn, then=then)
             lock.__enter__()  # on failure it has released itself
@@ -121,14 +120,14 @@ def run_fleet(work: list[Member], group: list[Member], s: Settings, deploy_id: s
 
 
 def rollback_fleet(conns: list[Any], s: Settings, to: str | None, known_hosts: str | None, batch: str,
-                   on_failure: str) -> None:
+                   on_failure: str, accept_new_host: bool = False) -> None:
     if to == "before-takeover":
         raise Exit("rollback --to before-takeover works on one host at a time: fab -H <host> rollback --to before-takeover",
                    code=2)
     group, deploy_id = fleet.members(conns), fleet.new_deploy_id()
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), "deploy_id": deploy_id, **who()}
     try:
-        lock_all(group, s, info, 0, known_hosts, False)
+        lock_all(group, s, info, 0, known_hosts, accept_new_host)
         failed = fleet.parallel(group, lambda m: setattr(m, "facts", host_facts.gather(m.c, s)))
         if failed:
             raise fail("Nothing was changed on any host: reading them failed:\n" + fleet.describe_failures(failed))
@@ -160,12 +159,12 @@ def rollback_fleet(conns: list[Any], s: Settings, to: str | None, known_hosts: s
         fleet.release_locks(group)
 
 
-def releases_fleet(conns: list[Any], s: Settings) -> None:
+def releases_fleet(conns: list[Any], s: Settings, known_hosts: str | None = None, accept_new_host: bool = False) -> None:
     """Each host's releases, read in parallel, and whether they all run the same one."""
     group = fleet.members(conns)
 
     def work(m: Member) -> None:
-        open_host(m.c, s)
+        open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         m.facts = host_facts.gather(m.c, s, quick=True)
     failed = fleet.parallel(group, work)
     if failed:
@@ -183,13 +182,14 @@ def releases_fleet(conns: list[Any], s: Settings) -> None:
           "Fleet NOT consistent: " + "; ".join(f"{m.label} runs {m.facts.current_release if m.facts else '?'}" for m in group))
 
 
-def status_fleet(conns: list[Any], s: Settings, collect: Any, render: Any, as_json: bool) -> None:
+def status_fleet(conns: list[Any], s: Settings, collect: Any, render: Any, as_json: bool, known_hosts: str | None = None,
+                 accept_new_host: bool = False) -> None:
     """`status` of every host, read in parallel, printed one host after another."""
     group = fleet.members(conns)
     data: dict[str, Any] = {}
 
     def work(m: Member) -> None:
-        open_host(m.c, s)
+        open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         data[m.label] = collect(m.c, s)
     failed = fleet.parallel(group, work)
     if as_json:

@@ -9,17 +9,17 @@ from invoke import Collection, task
 from signalcraft_deploy.core.render import node_modules_name, venv_dir
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.install import ensure_node_modules, ensure_venv
 from signalcraft_deploy.host.io import fail, q, run
 from signalcraft_deploy.host.lock import task_lock
 
 
-@task(iterable=["set_"], help={**COMMON_HELP})
-def install(c, env_file=None, set_=None):
+@task(iterable=["set_"], help={**HOST_HELP})
+def install(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
     """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
     s = settings_for(env_file, set_)
-    open_host(c, s)
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "install"):
         install_live(c, s)
 

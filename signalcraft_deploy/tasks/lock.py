@@ -6,17 +6,17 @@ import json
 
 from invoke import Collection, task
 
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.lock import audit, describe_holder, who
 from signalcraft_deploy.host.programs import run_program
 
 
-@task(iterable=["set_"], help={**COMMON_HELP, "force": "break a lock even if its deploy is still running (logged)"})
-def unlock(c, force=False, env_file=None, set_=None):
+@task(iterable=["set_"], help={**HOST_HELP, "force": "break a lock even if its deploy is still running (logged)"})
+def unlock(c, force=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
     """Show who holds the deploy lock; with --force, end that deploy's hold on it."""
     s = settings_for(env_file, set_)
-    open_host(c, s)
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     lines = run_program(c, s, "unlock.sh", s.state_dir, "1" if force else "0", warn=True).stdout.splitlines()
     state, holder = (lines + ["", ""])[0], (lines + ["", ""])[1].strip()
     pid = next((line.removeprefix("PID ").strip() for line in lines if line.startswith("PID ")), "?")

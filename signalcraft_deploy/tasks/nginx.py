@@ -9,18 +9,18 @@ from invoke import Collection, task
 
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.nginx import check, drift, read_site
 from signalcraft_deploy.host.releases import live_site_settings
 from signalcraft_deploy.tasks.deploy import host_settings
 
 
-@task(iterable=["set_"], help={**COMMON_HELP})
-def nginx_check(c, env_file=None, set_=None):
+@task(iterable=["set_"], help={**HOST_HELP})
+def nginx_check(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
     """Check Nginx: routes to Gunicorn and Node.js, nginx -t, the running config is the one on disk, the TLS certificate."""
     s = settings_for(env_file, set_)
-    open_host(c, s)
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     facts = host_facts.gather(c, s, quick=True)
     s = live_site_settings(c, host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json"), facts.current_release)
     routes, problems = check(c, s)

@@ -9,7 +9,7 @@ from invoke import Collection, task
 from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import gate
 from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.lock import task_lock
@@ -18,11 +18,11 @@ from signalcraft_deploy.host.upkeep import settle
 from signalcraft_deploy.steps.trial import canary
 
 
-@task(iterable=["set_"], help={**COMMON_HELP})
-def pm2_reload(c, env_file=None, set_=None):
+@task(iterable=["set_"], help={**HOST_HELP})
+def pm2_reload(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
     """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
     s = settings_for(env_file, set_)
-    open_host(c, s)
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "pm2-reload"):
         reload_live(c, s)
 
@@ -34,7 +34,7 @@ def reload_live(c: Any, s: Settings) -> None:
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
-    trial_stop = canary(c, s, facts.current_release, release_dir, venv)
+    trial_stop = canary(c, s, facts.current_release, release_dir, venv, live=facts.current_release)
     if trial_stop:
         trial_stop.wait()
     checked = {"python": True, "nodejs": True}

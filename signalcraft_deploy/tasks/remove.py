@@ -9,7 +9,7 @@ from invoke import Collection, task
 
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import root
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, who
 from signalcraft_deploy.steps.remove import REMOVE_STEPS, RemoveRun, admin_note, check_confirm, plan_lines
@@ -17,12 +17,10 @@ from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, run_steps
 
 REMOVE_HELP = {
-    **COMMON_HELP,
+    **HOST_HELP,
     "dry-run": "read the host and list each action remove would take, changing nothing",
     "purge": "also delete DEPLOY_ROOT (releases, venvs, shared/ data, the audit log); needs --confirm APP_NAME",
     "confirm": "the app's name (APP_NAME), to confirm --purge",
-    "known-hosts": "extra known_hosts file to verify the host key with",
-    "accept-new-host": "trust and record the key of a host not yet in known_hosts",
 }
 
 
@@ -33,8 +31,7 @@ def remove(c, dry_run=False, purge=False, confirm=None, known_hosts=None, accept
     s = settings_for(env_file, set_)
     check_confirm(s, purge, confirm)
     rep = Reporter(target_name(c))
-    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
-              flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     deploy_user = run(c, "id -un", warn=True).stdout.strip()
     note = admin_note(s, rep.target, deploy_user)
     if dry_run:

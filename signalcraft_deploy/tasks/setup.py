@@ -12,14 +12,13 @@ from invoke import Collection, task
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host import setup as setup_ops
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, is_remote, run, target_name
 from signalcraft_deploy.host.setup import Item, State
 
 SETUP_HELP = {
-    **COMMON_HELP,
+    **HOST_HELP,
     "dry-run": "read the host and print what setup would install or write, changing nothing",
-    "known-hosts": "extra known_hosts file to verify the host key with",
     "user": "the deploy account to set the host up for (default: the connecting one); only the connecting one needs full sudo",
     "remove-app": "take an apps' account off instead (after `remove` of its apps): its boot unit, log rotation, the "
                   "account and its home, root's record of it, its sudoers line",
@@ -90,10 +89,10 @@ def refused(facts: setup_ops.SetupFacts) -> None:
 
 
 @task(iterable=["set_"], help=SETUP_HELP)
-def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None, user=None, remove_app=None):
+def setup(c, dry_run=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None, user=None, remove_app=None):
     """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
     s = settings_for(env_file, set_, APP_USER=remove_app)
-    open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     user = setup_ops.check_user(user or connecting_user(c))
     facts = setup_ops.gather(c, s, user)
     if remove_app:

@@ -15,7 +15,7 @@ from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host import upkeep
 from signalcraft_deploy.host.app_user import as_app
-from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
 from signalcraft_deploy.host.lock import read_audit, who_text
@@ -232,24 +232,24 @@ def render_status(data: dict[str, Any]) -> str:
 
 
 @fleet_aware
-@task(iterable=["set_"], help={**COMMON_HELP, "json": "print the status as JSON, for machines"})
-def status(c, json_=False, env_file=None, set_=None):
+@task(iterable=["set_"], help={**HOST_HELP, "json": "print the status as JSON, for machines"})
+def status(c, json_=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
     """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes, recent deploys."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
         from signalcraft_deploy.tasks.fleet import status_fleet
-        return status_fleet(hosts, s, collect, render_status, json_)
-    open_host(c, s)
+        return status_fleet(hosts, s, collect, render_status, json_, known_hosts, accept_new_host)
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     data = collect(c, s)
     print(json.dumps(data, indent=2) if json_ else render_status(data))
 
 
-@task(iterable=["set_"], help={**COMMON_HELP, "lines": "how many lines of each app's log (default 30)",
-                               "follow": "keep following the logs (Ctrl-C to stop)"})
-def logs(c, lines=30, follow=False, env_file=None, set_=None):
+@task(iterable=["set_"], help={**HOST_HELP, "lines": "how many lines of each app's log (default 30)",
+                             "follow": "keep following the logs (Ctrl-C to stop)"})
+def logs(c, lines=30, follow=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
     """Print the last lines of both apps' PM2 logs (APP_ENV_FILE's values masked); -f to follow."""
     s = settings_for(env_file, set_)
-    open_host(c, s)
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     pattern = f"/^({s.python_app}|{s.node_app})$/"
     cmd = pm2(s, "logs", pattern, "--lines", str(int(lines))) + ("" if follow else " --nostream") + " 2>&1"
     mask = masker_for(s)  # the apps write their own log files: what they wrote is masked as it is printed

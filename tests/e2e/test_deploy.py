@@ -31,6 +31,15 @@ def host_listing(p: Profile) -> str:
 
 def test_first_deploy_on_an_empty_host(sandbox, repo):
     clean_host(DEFAULTS)
+    # A first deploy whose trial fails says that nothing serves (there is no live release), and nothing does; the
+    # venv it built is the next deploy's.
+    failed = fab(sandbox, DEFAULTS, repo, "--set", "WSGI_APP=app:no_such_app")
+    out = failed.stdout + failed.stderr
+    assert failed.returncode != 0, out
+    assert "nothing was switched and nothing served before, and nothing serves now" in out, out
+    assert "live release keeps serving" not in out, out
+    assert not Path(DEFAULTS.root, "current").exists()
+    assert not {"signalcraft-python", "signalcraft-nodejs"} & set(pm2_apps("signalcraft")), pm2_apps("signalcraft")
     result = fab(sandbox, DEFAULTS, repo)
     assert result.returncode == 0, result.stdout + result.stderr
     apps = pm2_apps("signalcraft")

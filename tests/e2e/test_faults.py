@@ -171,6 +171,79 @@ def test_deploy_killed_after_each_step_then_the_next_deploy_converges(sandbox, l
     assert not Path(FLT.root, ".deploy/lock.json").exists()
 
 
+# ----------------------------------------------------------------------------- 1b. the connection cut at the TCP level
+
+CUT_MARK = Path(f"/tmp/{FLT.app}-after-switch-started")
+
+
+def cut_ssh(port: int) -> None:
+    """Cut the SSH connections to this host's `port` at the TCP level (the deploy's is the only one): the kernel resets
+    them (`ss -K`), as a dropped network would; where the kernel cannot, the sshd process serving each is killed. A
+    connection the deploy makes again at once is left alone."""
+    query = f"state established '( sport = :{port} )'"
+
+    def connections() -> dict[str, set[str]]:  # peer address:port -> pids of the sshd processes serving it
+        found: dict[str, set[str]] = {}
+        for line in sh(f"ss -tnpH {query}", check=False).stdout.splitlines():
+            peers = [f for f in line.split() if re.fullmatch(r"\S+:\d+", f) and not f.endswith(f":{port}")]
+            if peers:
+                found.setdefault(peers[0], set()).update(re.findall(r'"sshd[^"]*",pid=(\d+)', line))
+        return found
+
+    before = connections()
+    assert before, "no SSH connection to cut"
+    sh(f"ss -K {query}", check=False)
+    pids = sorted({pid for peer, serving in connections().items() if peer in before for pid in serving})
+    if pids:
+        sh("kill -9 " + " ".join(pids), check=False)
+
+
+def test_a_connection_lost_after_the_switch_is_named_undone_and_the_next_deploy_converges(sandbox, live):
+    """The deploy's SSH connection is cut while AFTER_SWITCH runs (a hook that says it started, then waits): the deploy
+    connects again, rolls back as for any failure and says so, naming the step; the apps answer throughout, and the
+    next deploy of the same commit converges."""
+    CUT_MARK.unlink(missing_ok=True)
+    before, old_release = answers(), current()
+    new_version = bump(live)
+    sha = head(live)
+    with load() as traffic:
+        time.sleep(0.3)
+        proc = popen_fab(sandbox, FLT, live, "--set", f"AFTER_SWITCH=touch {CUT_MARK} && sleep 30")
+        try:
+            for _ in range(1200):
+                if CUT_MARK.exists() or proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            started = CUT_MARK.exists()
+            cut_ssh(sandbox.port)
+            out = proc.communicate(timeout=180)[0]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        during = answers()
+        second = fab(sandbox, FLT, live)
+        time.sleep(0.3)
+    assert started, "AFTER_SWITCH never started:\n" + out
+    assert proc.returncode != 0, out
+    no_traceback(out)
+    # One message: the step the loss cut, that it was undone, the command that finishes the job; not a misnamed cause.
+    assert f"The SSH connection to {sandbox.target} was lost during after-switch" in out, out
+    assert "Connected again and undone: pm2-reload, switch, nginx-check" in out, out
+    assert f"The next deploy converges: run `fab -H {sandbox.target} deploy`" in out, out
+    assert f"Rolled back to {old_release}" in out, out
+    assert "python3-venv" not in out and "could not run on the host" not in out, out
+    assert "Socket exception" not in out, out  # paramiko's own log line: the message above says it
+    # The apps kept answering, back on the old release; the next deploy (no clean-up, no --lock-wait) converges.
+    assert {name: (status, version) for name, (status, _r, version) in during.items()} == {
+        name: (200, before[name][2]) for name in before}, (before, during)
+    assert traffic.result().failed == 0, (traffic.result().summary(), traffic.result().samples)
+    assert second.returncode == 0, second.stdout + second.stderr
+    live_release = current()
+    assert live_release.endswith(sha[:12]) and live_release != old_release
+    assert answers() == {"python": (200, live_release, new_version), "nodejs": (200, live_release, new_version)}
+    assert not Path(FLT.root, ".deploy/lock.json").exists()
+
+
 # ----------------------------------------------------------------------------- 2. two deploys at once
 
 SLOW_TRIAL = '''

@@ -68,14 +68,19 @@ def test_status_text_and_json(sandbox, deployed):
     assert data["nginx_test_ok"] is True and data["recent"]
 
 
-def test_releases_and_logs(sandbox, deployed):
-    rel = fab(sandbox, OP, None, task="releases")
+def test_releases_and_logs(sandbox, deployed, tmp_path):
+    # The host key from --known-hosts alone (no KNOWN_HOSTS, an empty home), as for deploy: releases and logs take
+    # the same connection flags (status too: tests/unit/test_cli.py).
+    alone = {"KNOWN_HOSTS": "", "HOME": str(tmp_path)}
+    unknown = fab(sandbox, OP, None, task="status", env=alone)
+    assert unknown.returncode == 3 and "is unknown" in unknown.stderr, unknown.stdout + unknown.stderr
+    rel = fab(sandbox, OP, None, "--known-hosts", sandbox.known_hosts, task="releases", env=alone)
     assert rel.returncode == 0, rel.stderr
     lines = rel.stdout.splitlines()
     current = open(f"{OP.root}/current/REVISION").read().strip()
     assert f"* {current}" in lines  # the live release is marked
     assert any(line.endswith("(bad: failed its deploy)") for line in lines)  # the broken commit's release
-    logs = fab(sandbox, OP, None, "--lines", "5", task="logs")
+    logs = fab(sandbox, OP, None, "--lines", "5", "--known-hosts", sandbox.known_hosts, task="logs", env=alone)
     assert logs.returncode == 0, logs.stderr
     assert "op-python" in logs.stdout
     assert f"{APP_HOME}/.pm2/logs/op-python-out.log" in logs.stdout  # the apps' own account's logs, through its door

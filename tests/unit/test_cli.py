@@ -49,3 +49,64 @@ def test_a_bad_value_stops_before_connecting(setting, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# ----------------------------------------------------------------------------- the same connection flags everywhere
+
+
+def connecting_tasks() -> dict[str, object]:
+    """Every task of the collection whose module opens a host (`open_host`): the ones that connect."""
+    from signalcraft_deploy.collection import ns
+    from signalcraft_deploy.host import connect
+
+    return {name: t for name, t in ns.tasks.items()
+            if getattr(sys.modules[t.body.__module__], "open_host", None) is connect.open_host}
+
+
+def test_every_task_that_connects_takes_the_same_connection_flags():
+    tasks = connecting_tasks()
+    # The walk finds them (a test that found none could not fail); a new task that connects is held to the same.
+    assert {"deploy", "rollback", "releases", "status", "logs", "unlock", "setup"} <= set(tasks), sorted(tasks)
+    assert not {"init", "freeze", "settings"} & set(tasks)
+    lacking = {}
+    for name, t in tasks.items():
+        helps = {a.name: a.help for a in t.get_arguments()}
+        missing = {f"--{flag.replace('_', '-')}" + ("" if flag in helps else " (help)")
+                   for flag in ("known_hosts", "accept_new_host") if not helps.get(flag)}
+        if missing:
+            lacking[name] = sorted(missing)
+    assert not lacking, f"tasks that connect without the connection flags: {lacking}"
+
+
+@pytest.mark.parametrize("name", ["status", "logs", "releases"])
+def test_the_connection_flags_parse_for_tasks_that_had_none(name, tmp_path):
+    # Parsed, then the connection is tried (a closed loopback port): the flags are known, the failure is the port's.
+    result = run("fabric", "-H", "ubuntu@127.0.0.1:1", name, "--known-hosts", str(tmp_path / "known_hosts"),
+                 "--accept-new-host")
+    assert "No idea what" not in result.stderr, result.stderr
+    assert result.returncode == 3 and "Cannot connect to ubuntu@127.0.0.1:1" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("fleet_task", ["releases_fleet", "status_fleet", "rollback_fleet"])
+def test_a_fleet_passes_the_connection_flags_to_every_host(fleet_task, monkeypatch, load):
+    from fabric import Connection
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.tasks import fleet
+
+    seen = []
+
+    def refuse(c, s, **flags):
+        seen.append((c.port, flags))
+        raise Exit("unreachable", code=3)
+
+    monkeypatch.setattr(fleet, "open_host", refuse)
+    hosts = [Connection("ubuntu@127.0.0.1:1"), Connection("ubuntu@127.0.0.1:2")]
+    s = load()
+    calls = {"releases_fleet": lambda: fleet.releases_fleet(hosts, s, "/k", True),
+             "status_fleet": lambda: fleet.status_fleet(hosts, s, None, None, False, "/k", True),
+             "rollback_fleet": lambda: fleet.rollback_fleet(hosts, s, None, "/k", "1", "rollback", True)}
+    with pytest.raises(Exit):
+        calls[fleet_task]()
+    assert sorted(seen) == [(1, {"known_hosts": "/k", "accept_new_host": True}),
+                            (2, {"known_hosts": "/k", "accept_new_host": True})]

@@ -145,3 +145,82 @@ def test_a_refused_ssh_session_is_asked_for_again_and_a_lasting_refusal_is_one_m
     message = str(refused.value)
     assert "ubuntu@web1:2222 refused a new session 3 times (Unable to open channel.)" in message
     assert "MaxSessions" in message and "run the task again" in message
+
+
+# ----------------------------------------------------------------------------- a lost connection is named as one
+
+
+class Transport:
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+class CutChannel(ClosedEarlyChannel):
+    """A channel that ended with no exit status (-1) and a part of its output: its connection died, or (transport still
+    active) its command was killed by a signal."""
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(stdout=b"PYTHON_VENV=", code=-1)
+        self.transport = transport
+
+
+def test_a_channel_cut_with_its_connection_raises_connection_lost_never_a_result() -> None:
+    from signalcraft_deploy.host.io import ConnectionLost, SshTransport
+
+    with pytest.raises(ConnectionLost) as lost:
+        SshTransport().run(FakeConnection(CutChannel(Transport(active=False))), "sh -s", "facts", None, True, None)  # type: ignore[arg-type]
+    assert "The SSH connection to this machine was lost" in str(lost.value.message)
+
+
+def test_a_command_killed_by_a_signal_is_still_a_result_while_the_connection_lives(monkeypatch) -> None:
+    from signalcraft_deploy.host import io
+    from signalcraft_deploy.host.io import SshTransport
+
+    monkeypatch.setattr(io, "LOST_SETTLE", 0.05)
+    result = SshTransport().run(FakeConnection(CutChannel(Transport(active=True))), "sleep 9", None, None, True, None)  # type: ignore[arg-type]
+    assert (result.exited, result.stdout) == (-1, "PYTHON_VENV=")
+
+
+def test_no_command_is_sent_over_a_dead_connection_and_it_is_not_opened_again_behind_the_caller(mocker) -> None:
+    from fabric import Connection
+
+    from signalcraft_deploy.host.io import ConnectionLost, open_channel
+
+    opened = mocker.patch.object(Connection, "open")
+    c = Connection("ubuntu@web1", port=2222)
+    c.transport = Transport(active=False)
+    with pytest.raises(ConnectionLost) as lost:
+        open_channel(c)
+    assert lost.value.where == "ubuntu@web1:2222"
+    assert not opened.called  # the deploy lock went with the connection: a silent new one would run unlocked
+
+
+def test_releasing_a_lock_whose_connection_died_raises_nothing(mocker) -> None:
+    from fabric import Connection
+
+    from signalcraft_deploy.host.io import HeldCommand
+
+    held = HeldCommand(Connection("ubuntu@web1"), "flock ...")
+    chan = mocker.Mock()
+    chan.transport = Transport(active=False)
+    chan.shutdown_write.side_effect = OSError("Socket is closed")
+    held._chan = chan
+    held.release()
+    held.release()  # twice: nothing left to release
+    assert not chan.shutdown_write.called
+
+
+def test_reconnect_tries_again_and_says_why_it_could_not(mocker) -> None:
+    from fabric import Connection
+
+    from signalcraft_deploy.host import connect
+
+    mocker.patch("signalcraft_deploy.host.connect.time.sleep")
+    made = mocker.patch.object(connect, "_connect", side_effect=[OSError("Connection refused"), None])
+    c = Connection("ubuntu@web1")
+    assert connect.reconnect(c) is None and made.call_count == 2
+    made.side_effect = OSError("No route to host")
+    assert connect.reconnect(c) == "No route to host" and made.call_count == 2 + connect.RECONNECT_TRIES

@@ -28,12 +28,13 @@ from signalcraft_deploy.core.plan import Action, App, How, Plan, make_manifest, 
 from signalcraft_deploy.core.render import node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import KEY_NAMES, Settings, load_settings
 from signalcraft_deploy.host import health, root, takeover, tls
-from signalcraft_deploy.host.facts import MARK, HostFacts, Pm2Process
+from signalcraft_deploy.host import nginx as nginx_ops
+from signalcraft_deploy.host.facts import MARK, HostFacts, Listener, Pm2Process
 from signalcraft_deploy.host.io import InvokeRunner, use_transport
 from signalcraft_deploy.host.lock import END
 from signalcraft_deploy.remote import probe as remote_probe
 from signalcraft_deploy.remote import program
-from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, trial_run
+from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, check_nginx, trial_run
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
 from signalcraft_deploy.steps.upload import git_shipment, shipment_manifest, shipment_settings
@@ -466,6 +467,12 @@ def test_a_gate_started_ahead_whose_channel_broke_is_asked_again_and_a_probe_tha
                                 "OSError: [Errno 28] No space left on device"
 
 
+def test_a_health_probe_that_ended_with_no_output_says_how_it_ended(load):
+    with pytest.raises(Exit) as err:
+        health.verdict_of(load(), Result(stdout="", stderr="", exited=-1))
+    assert err.value.message == "The health probe could not run on the host: it ended with exit status -1 and no output"
+
+
 # ----------------------------------------------------------------------------- TLS and takeover
 
 
@@ -659,7 +666,11 @@ Traceback (most recent call last):
      "The cause is the setting WSGI_APP (default): 'app:create_app()' names an attribute the module does not have. "
      "Set WSGI_APP to a working value and deploy again."),
 ], ids=["app-error", "setting-at-fault"])
-def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_nothing(load, cause, fix):
+@pytest.mark.parametrize(("live", "serving"), [
+    (PREV, f"the live release {PREV} keeps serving"),
+    (None, "nothing served before, and nothing serves now"),
+], ids=["over-a-live-release", "first-deploy"])
+def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_nothing(load, cause, fix, live, serving):
     s = load()
     verdict = {"ok": False, "problems": ["signalcraft-python http://127.0.0.1:41001/api/flask/health: ConnectionRefusedError: "
                                          "[Errno 111] Connection refused", "PM2 app signalcraft-python-trial is ['errored']"]}
@@ -668,12 +679,13 @@ def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_n
         r"umask 077 && cat > \.signalcraft-trial": ok("[PM2] App [signalcraft-python-trial] launched\n"),
         probe_gate("signalcraft-python-trial"): as_json(verdict), PM2_LOGS: ok(TRIAL_LOG.format(cause=cause)), PM2_DELETE: ok()})})
     r = step_run(c, s, How.HUP, How.RELOAD, pm2=(s.python_app, s.node_app))
+    r.facts.current_release = live
 
     with pytest.raises(Exit) as err:
         trial_run(r)
 
     assert err.value.message == (
-        "The new release failed its trial run, so nothing was switched and the live release keeps serving.\n"
+        f"The new release failed its trial run, so nothing was switched and {serving}.\n"
         "  signalcraft-python http://127.0.0.1:41001/api/flask/health: ConnectionRefusedError: [Errno 111] Connection refused\n"
         "  PM2 app signalcraft-python-trial is ['errored']\n"
         "  output of signalcraft-python (its trial run):\n"
@@ -685,6 +697,18 @@ def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_n
     assert labels(c) == ["root nginx-dump", "probe.py ports", "pm2 start .signalcraft-trial.config.json",
                          "probe.py gate signalcraft-python-trial signalcraft-nodejs-trial", "pm2 logs signalcraft-python-trial",
                          "pm2 delete signalcraft-python-trial signalcraft-nodejs-trial"]
+
+
+def test_nginx_check_of_a_deploy_warns_when_nodejs_listens_beyond_loopback(load, monkeypatch, capsys):
+    s = load()
+    r = step_run(mock_host(run={}), s, How.HUP, How.RELOAD, pm2=(s.python_app, s.node_app))
+    monkeypatch.setattr(nginx_ops, "check", lambda c, s, read=None: ([], []))
+    assert check_nginx(r) == "0 routes ok"
+    assert "beyond loopback" not in capsys.readouterr().err
+    r.facts.listeners = [Listener("*", s.node_port, (4101,), ("node",))]
+    check_nginx(r)
+    warned = capsys.readouterr().err
+    assert f"warning: {s.node_app} listens on *:{s.node_port}, beyond loopback" in warned, warned
 
 
 def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_running(load):

@@ -10,7 +10,7 @@ import pytest
 from fabric import Connection
 from fabric.testing.base import Command, Session
 
-from signalcraft_deploy.host.io import fail, run
+from signalcraft_deploy.host.io import ConnectionLost, fail, run
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, Step, run_steps
@@ -27,6 +27,13 @@ class State:
     record: dict[str, Any] = field(default_factory=dict)
     audits: list[dict[str, Any]] = field(default_factory=list)
     settled: int = 0
+    reconnected: list[str | None] = field(default_factory=list)  # what each reconnect says (None: connected)
+
+    def reconnect(self) -> str | None:
+        return self.reconnected.pop(0)
+
+    def again(self) -> str:
+        return "fab -H ubuntu@web1:22 deploy"
 
     def write_audit(self) -> None:
         self.audits.append(dict(self.record))
@@ -137,3 +144,81 @@ def test_the_deploy_steps_in_order_with_the_switch_as_the_one_committing_step():
                      "before-switch", "switch", "pm2-reload", "nginx reload", "health", "after-switch", "finish"]
     assert [s.name for s in DEPLOY_STEPS if s.commits] == ["switch"]
     assert {s.name for s in DEPLOY_STEPS if s.undo} == {"upload", "nginx-check", "switch", "pm2-reload"}
+
+
+def cut(i: int) -> Step[State]:
+    """A step whose connection dies under it (host.io raises ConnectionLost where the channel dies)."""
+    def lose(_: State) -> str:
+        raise ConnectionLost("ubuntu@web1:22")
+    return Step(f"step {i}", do=lose, undo=lambda st: run(st.c, f"undo {i}") and None)
+
+
+@pytest.mark.parametrize(("failing", "outcome"), [(1, Outcome.FAILED), (3, Outcome.ROLLED_BACK)])
+def test_a_lost_connection_connects_again_undoes_as_any_failure_and_names_the_step(remote, failing, outcome):
+    remote.expect_sessions(session(*(f"do {i}" for i in range(failing)), *(f"undo {i}" for i in reversed(range(failing)))))
+    st = State(Connection("host"), reconnected=[None])
+    steps = [step(0), step(1), step(2, commits=True), step(3), step(4)]
+    steps[failing] = cut(failing)
+    with pytest.raises(Failure) as caught:
+        run_steps(st, steps)
+    failure = caught.value
+    assert failure.outcome is outcome and failure.undone == [f"step {i}" for i in reversed(range(failing))]
+    undone = ", ".join(f"step {i}" for i in reversed(range(failing)))
+    assert failure.message == (f"The SSH connection to ubuntu@web1:22 was lost during step {failing} (0s in). Connected again "
+                               f"and undone: {undone}. The next deploy converges: run `fab -H ubuntu@web1:22 deploy` "
+                               "(with the same flags).")
+    assert st.audits[-1]["result"] == str(outcome)
+    assert st.audits[-1]["reason"] == f"The SSH connection to ubuntu@web1:22 was lost during step {failing} (0s in)."
+
+
+def test_a_lost_connection_that_cannot_be_made_again_undoes_nothing_and_names_what_is_left(remote):
+    remote.expect_sessions(session("do 0", "do 1", "do 2"))
+    st = State(Connection("host"), reconnected=["No route to host"])
+    with pytest.raises(Failure) as caught:
+        run_steps(st, [step(0), Step("step 1", do=step(1).do), step(2, commits=True), cut(3), step(4)])
+    failure = caught.value
+    assert failure.outcome is Outcome.LOST and failure.undone == [] and st.audits == []  # nothing reaches the host
+    assert failure.message == (
+        "The SSH connection to ubuntu@web1:22 was lost during step 3 (0s in). Connecting again failed (No route to host). "
+        "Not undone: step 2, step 0. The deploy lock was released with the connection. The next deploy converges: "
+        "once the host is reachable, run `fab -H ubuntu@web1:22 deploy` (with the same flags).")
+
+
+def test_a_connection_lost_again_while_undoing_is_a_note_and_the_other_undos_still_run(remote):
+    remote.expect_sessions(session("do 0", "do 1", "undo 0"))
+    st = State(Connection("host"), reconnected=[None])
+    lost_undo = Step("step 1", do=step(1).do, undo=cut(1).do)
+    with pytest.raises(Failure) as caught:
+        run_steps(st, [step(0), lost_undo, cut(2)])
+    failure = caught.value
+    assert failure.undone == ["step 0"]
+    assert failure.notes == ["could not undo step 1: The SSH connection to ubuntu@web1:22 was lost. Run the task again "
+                             "once the host is reachable."]
+    assert "Connected again and undone: step 0. Some of it could not be undone (below)." in failure.message
+    assert failure.outcome is Outcome.LOST  # not "rolled back": a part of it is not
+    assert failure.message.endswith("\n  " + failure.notes[0])
+
+
+class LostAgainState(State):
+    def write_audit(self) -> None:
+        raise ConnectionLost("ubuntu@web1:22")
+
+
+def test_a_connection_lost_again_before_the_audit_is_a_note_not_a_second_error(remote):
+    remote.expect_sessions(session("do 0", "undo 0"))
+    st = LostAgainState(Connection("host"), reconnected=[None])
+    with pytest.raises(Failure) as caught:
+        run_steps(st, [step(0), cut(1)])
+    assert caught.value.undone == ["step 0"]
+    assert caught.value.notes == ["the audit record could not be written: the SSH connection was lost"]
+
+
+def test_a_connection_lost_while_the_host_is_read_says_nothing_was_changed():
+    from signalcraft_deploy.steps.runner import lost_outside_steps
+
+    rep = Reporter("ubuntu@web1:22", quiet=True)
+    with pytest.raises(ConnectionLost) as lost, rep.step("plan"):
+        raise ConnectionLost("ubuntu@web1:22")
+    assert lost_outside_steps(lost.value, rep, "fab -H ubuntu@web1:22 deploy") == (
+        "The SSH connection to ubuntu@web1:22 was lost during plan (0s in), before the deploy changed anything on the "
+        "host. The next deploy converges: run `fab -H ubuntu@web1:22 deploy` (with the same flags).")

@@ -493,3 +493,14 @@ def test_the_apps_account_is_app_name_unless_set_and_never_root() -> None:
                           ({"APP_USER": "a" * 33}, "(at most 32)")):
         with pytest.raises(SettingsError, match=re.escape(says)):
             load_settings(environ=environ, cwd="/")
+
+
+def test_graceful_timeout_help_says_what_a_hup_waits_for_and_pm2_waits_longer(load):
+    from signalcraft_deploy.core.render import python_entry
+    from signalcraft_deploy.core.settings import KEYS
+
+    help_text = next(k.help for k in KEYS if k.name == "GUNICORN_GRACEFUL_TIMEOUT")
+    assert "reload (HUP)" in help_text and "finish the requests it holds, then kills it" in help_text
+    assert "PM2 waits this + 5" in help_text
+    s = load({"GUNICORN_GRACEFUL_TIMEOUT": "12"})
+    assert python_entry(s, "/v")["kill_timeout"] == (12 + 5) * 1000  # what the help promises
