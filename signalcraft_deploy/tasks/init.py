@@ -23,6 +23,9 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,7 +33,17 @@ from urllib.parse import urlsplit
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from signalcraft_deploy import __version__
+from signalcraft_deploy import __version__, remote
+from signalcraft_deploy.core.discover import (
+    SKIPPED_DIRS,
+    Found,
+    Route,
+    RoutesRead,
+    find_wsgi,
+    findings,
+    routes_from_source,
+    routes_from_url_map,
+)
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
 from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Key
 from signalcraft_deploy.tasks.freeze import write_atomically
@@ -38,12 +51,15 @@ from signalcraft_deploy.tasks.freeze import write_atomically
 SETTINGS_FILE = "deploy.env"
 WORKFLOW = ".github/workflows/auto-deploy.yml"
 TEMPLATES_COPY = "deploy-templates"  # not templates/: a Flask app's own Jinja templates live there
-IGNORE = "/rendered/"  # where `render-configs` writes by default
+# What no commit of the app should hold: installed packages (the deploy builds its own), venvs, bytecode,
+# and render-configs' local output.
+IGNORES = ("node_modules/", ".venv/", "venv/", "__pycache__/", "/rendered/")
 INIT_TEMPLATES = BUNDLED_TEMPLATES / "init"
 
 # What a first deploy needs to get right for the app and the host; the rest can wait at its default.
-FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "PY_ROUTES", "HEALTH_PY", "HEALTH_NODE",
-                "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
+# ROUTES where settings know it, else PY_ROUTES (settings_text writes the ones KEYS has).
+FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES" if "ROUTES" in KEY_NAMES else "PY_ROUTES",
+                "HEALTH_PY", "HEALTH_NODE", "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
 
 SETTINGS_HEADER = """\
 # signalcraft-deploy's settings for this app, one KEY=VALUE a line (written by `signalcraft-deploy init`).
@@ -76,14 +92,28 @@ def _key_lines(key: Key, active: bool) -> list[str]:
     return [f"# {key.help}{notes}", line if active else f"# {line}", ""]
 
 
-def settings_text() -> str:
-    """deploy.env: every key of KEYS with its default and meaning; the ones a first deploy needs set, the rest commented."""
+def _found_lines(key: Key, found: Found) -> list[str]:
+    """A key init read from the app: its meaning, how it was found (or that nothing was), and the value or nothing."""
+    how = f"# found: {found.how}" if found.value is not None else f"# nothing found: {found.how}"
+    return [f"# {key.help}", how, f"{key.name}={env_value(found.value)}", ""]
+
+
+def settings_text(found: Mapping[str, Found] | None = None) -> str:
+    """deploy.env: every key of KEYS with its meaning; the ones a first deploy needs set, the rest commented.
+
+    `found`: what init read from the app, written with how it was found; without it, each key's default."""
+    found = found or {}
+    first = [name for name in FIRST_DEPLOY if name in KEY_NAMES]
     lines = [SETTINGS_HEADER, "# --- A first deploy needs these: check each one against your app and your host. ---", ""]
-    for name in FIRST_DEPLOY:
-        lines += _key_lines(next(k for k in KEYS if k.name == name), active=True)
+    for name in first:
+        key = next(k for k in KEYS if k.name == name)
+        lines += _found_lines(key, found[name]) if name in found else _key_lines(key, active=True)
+    if "ROUTES" in found and found["ROUTES"].value is None:
+        # ROUTES left empty would mean PY_ROUTES' default: the bundled example's routes. Empty, it is refused.
+        lines += ["# PY_ROUTES is left empty as well, so that nothing routes until ROUTES names the prefixes", "PY_ROUTES=", ""]
     lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
     for key in KEYS:
-        if key.name not in FIRST_DEPLOY:
+        if key.name not in first and not (key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None):
             lines += _key_lines(key, active=False)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -136,13 +166,13 @@ def _render(name: str, **values: str) -> str:
     return env.get_template(name + ".j2").render(settings_file=SETTINGS_FILE, **values)
 
 
-def planned_files(templates: bool) -> dict[str, str]:
-    """Every file init writes, by path relative to the app's folder, and its text (the ignore line aside)."""
+def planned_files(templates: bool, found: Mapping[str, Found] | None = None) -> dict[str, str]:
+    """Every file init writes, by path relative to the app's folder, and its text (the ignore lines aside)."""
     spec, note = install_spec()
     files = {
         "fabfile.py": _render("fabfile.py"),
         "tasks.py": _render("tasks.py"),
-        SETTINGS_FILE: settings_text(),
+        SETTINGS_FILE: settings_text(found),
         WORKFLOW: _render("auto-deploy.yml", install=shlex.quote(spec), install_note=note),
     }
     if templates:
@@ -152,11 +182,14 @@ def planned_files(templates: bool) -> dict[str, str]:
     return files
 
 
-def with_ignore_line(text: str) -> str:
-    """The .gitignore with render-configs' output ignored (unchanged if it already is)."""
-    if any(line.strip().strip("/") == IGNORE.strip("/") for line in text.splitlines()):
+def with_ignore_lines(text: str) -> str:
+    """The .gitignore with IGNORES in it (each added once; unchanged if every one is there)."""
+    have = {line.strip().strip("/") for line in text.splitlines()}
+    missing = [line for line in IGNORES if line.strip("/") not in have]
+    if not missing:
         return text
-    return text + ("" if not text or text.endswith("\n") else "\n") + f"# render-configs' local output\n{IGNORE}\n"
+    block = "# installed packages, venvs, bytecode, render-configs' output: never part of a release\n" + "\n".join(missing)
+    return text + ("" if not text or text.endswith("\n") else "\n") + block + "\n"
 
 
 def diff(old: str, new: str, path: str) -> str:
@@ -197,9 +230,13 @@ _ACTIVE_TEMPLATES_DIR = re.compile(r"^[ \t]*(export[ \t]+)?TEMPLATES_DIR[ \t]*=[
 
 
 def init_app(root: Path, force: bool = False, templates: bool = False) -> tuple[list[Outcome], list[str]]:
-    """Write every file into the app's folder `root`: what happened to each, and notes for the user."""
-    files, notes = planned_files(templates), []
+    """Write every file into the app's folder `root`: what happened to each, and notes for the user (first what
+    was read from the app, when deploy.env is written)."""
     settings_path = root / SETTINGS_FILE
+    found, notes = read_app(root) if force or not settings_path.exists() else ({}, [])
+    files = planned_files(templates, found)
+    if settings_path.exists() and not force:  # the user's own by now: not read again, not compared with defaults
+        files[SETTINGS_FILE] = settings_path.read_text(encoding="utf-8")
     edits = {".gitignore"}
     if templates and settings_path.exists() and not force:
         # The settings the user has are kept: only TEMPLATES_DIR is set, unless they set it already.
@@ -212,15 +249,98 @@ def init_app(root: Path, force: bool = False, templates: bool = False) -> tuple[
                          f"{TEMPLATES_COPY}/ are used once it names them.")
     if not _in_git_checkout(root):
         notes.append(f"{root} is not in a git checkout, and a deploy ships a commit: "
-                     "`git init && git add -A && git commit -m 'The app'`.")
+                     "`git init && git add -A && git commit -m 'The app'` (.gitignore keeps venvs and node_modules/ out).")
     ignore = root / ".gitignore"
-    files[".gitignore"] = with_ignore_line(ignore.read_text(encoding="utf-8") if ignore.exists() else "")
+    files[".gitignore"] = with_ignore_lines(ignore.read_text(encoding="utf-8") if ignore.exists() else "")
     return [place(root, path, text, force, edit=path in edits) for path, text in files.items()], notes
 
 
-def _in_git_checkout(root: Path) -> bool:
-    import subprocess
+# --- Reading the app: its files, and its routes from its own venv -------------------------------------------------
 
+_READ_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts")
+_MOST_FILES = 5000  # a folder holding more is read that far (the note says so)
+URL_MAP_TIMEOUT = 20  # seconds the app may take to import in its venv
+_SOURCE_MISSES = "Routes added in loops or by extensions are missed: with the app's venv in place, `init --force` reads them."
+
+
+def app_files(root: Path) -> tuple[list[str], dict[str, str], bool]:
+    """The app's own file paths (no venv, node_modules, .git), the texts of its code and package.json, and whether
+    the walk stopped at _MOST_FILES."""
+    paths: list[str] = []
+    texts: dict[str, str] = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (Path(folder, d, "pyvenv.cfg")).exists())
+        for name in sorted(names):
+            path = Path(folder, name).relative_to(root).as_posix()
+            paths.append(path)
+            if (name.endswith(_READ_SUFFIXES) or path == "package.json") and Path(folder, name).stat().st_size < 1_000_000:
+                texts[path] = Path(folder, name).read_text(encoding="utf-8", errors="replace")
+            if len(paths) >= _MOST_FILES:
+                return paths, texts, True
+    return paths, texts, False
+
+
+def app_venv_python(root: Path) -> Path | None:
+    """The app's own venv Python: .venv/ or venv/ in its folder (never this tool's)."""
+    for name in (".venv", "venv"):
+        python = root / name / "bin" / "python"
+        if python.exists() and Path(os.path.realpath(root / name)) != Path(os.path.realpath(sys.prefix)):
+            return python
+    return None
+
+
+def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route] | None, str]:
+    """The app's url_map as its venv's Python imports it (cwd the app's folder, a bare environment: no secrets,
+    no FLASK_* or settings; at most URL_MAP_TIMEOUT s), or None and why not."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8"}
+    venv = python.parent.parent.name
+    try:
+        done = subprocess.run([str(python), "-I", "-", wsgi_app], input=remote.program("url_map"), cwd=root, env=env,
+                              capture_output=True, text=True, timeout=URL_MAP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None, f"importing {wsgi_app} with {venv}/bin/python took over {URL_MAP_TIMEOUT} s"
+    except OSError as err:
+        return None, f"{venv}/bin/python could not run ({err.strerror})"
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return None, f"{venv}/bin/python could not load {wsgi_app}: {said}"
+    try:
+        return routes_from_url_map(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""), \
+            f"the url_map of {wsgi_app} in {venv}"
+    except ValueError:
+        return None, f"{venv}/bin/python printed no route list for {wsgi_app}"
+
+
+def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
+    """What init writes from the app (core/discover.py), and notes: what was read, how, and that the app's code ran."""
+    paths, texts, cut = app_files(root)
+    notes = [f"{root} holds over {_MOST_FILES} files: init read the first {_MOST_FILES}."] if cut else []
+    wsgi = find_wsgi({p: t for p, t in texts.items() if p.endswith(".py")})
+    python = app_venv_python(root)
+    read = RoutesRead(routes_from_source(texts), "the source")
+    if python and wsgi.value:
+        routes, how = url_map_routes(python, root, wsgi.value)
+        notes.append(f"init imported {wsgi.value} with {python.relative_to(root)} to read Flask's routes: that ran the "
+                     f"app's own code on this machine (in {root}, without secrets or settings, at most {URL_MAP_TIMEOUT} s).")
+        if routes is not None:
+            read = RoutesRead(routes, how)
+        else:
+            notes.append(f"Flask's routes were read from the source instead: {how}. {_SOURCE_MISSES}")
+    elif not python:
+        notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
+                     f"{_SOURCE_MISSES}")
+    found = findings(root.resolve().name, paths, texts, read, table_key=FIRST_DEPLOY[4])
+    return found, [*_found_notes(found), *notes]
+
+
+def _found_notes(found: Mapping[str, Found]) -> list[str]:
+    width = max(len(key) for key in found)
+    lines = [f"  {key:<{width}} = {f.value if f.value is not None else '(nothing found)'}    # {f.how}"
+             for key, f in found.items()]
+    return ["read from the app, written into " + SETTINGS_FILE + " (check each line):\n" + "\n".join(lines)]
+
+
+def _in_git_checkout(root: Path) -> bool:
     probe = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
     return probe.returncode == 0 and probe.stdout.strip() == "true"
 

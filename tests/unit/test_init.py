@@ -16,7 +16,7 @@ from invoke import Context
 
 from signalcraft_deploy import __version__
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
-from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, load_settings
+from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, SettingsError, load_settings
 from signalcraft_deploy.tasks import init as init_module
 from signalcraft_deploy.tasks.init import (
     FIRST_DEPLOY,
@@ -32,6 +32,41 @@ from signalcraft_deploy.tasks.init import (
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = ["fabfile.py", "tasks.py", SETTINGS_FILE, WORKFLOW, ".gitignore"]
+FIRSTDAY_DIR = REPO / "tests/e2e/apps/firstday"
+FIRSTDAY = {p.name: p.read_text() for p in FIRSTDAY_DIR.iterdir() if p.is_file()}
+# An app with a factory in a package, a blueprint mounted by register_blueprint, and an Express server on /.
+FACTORY = {
+    "shop/__init__.py": (
+        "from flask import Flask\n\n\ndef create_app(config=None):\n    app = Flask(__name__)\n"
+        "    from shop.views import api\n    app.register_blueprint(api, url_prefix='/api')\n"
+        "    app.add_url_rule('/admin/login', 'login', lambda: 'x', methods=['GET', 'POST'])\n    return app\n"),
+    "shop/views.py": (
+        "from flask import Blueprint\n\napi = Blueprint('api', __name__, url_prefix='/ignored')\n\n\n"
+        "@api.route('/items', methods=['GET', 'POST'])\ndef items():\n    return []\n\n\n"
+        "@api.get('/items/<int:n>')\ndef item(n):\n    return {}\n\n\n@api.get('/ping')\ndef ping():\n    return 'ok'\n"),
+    "package.json": '{"name": "shop", "scripts": {"start": "node web/server.js"}}',
+    "web/server.js": "const app = require('express')();\napp.get('/', (q, r) => r.send('hi'));\napp.listen(3000);\n",
+}
+# Flask on / from wsgi.py, Express mounting a router under /chat, a venv and node_modules whose files are not the app's.
+EXPRESS = {
+    "wsgi.py": "import flask\n\napplication: flask.Flask = flask.Flask(__name__)\n\n\n@application.route('/')\n"
+               "def index():\n    return 'hi'\n\n\n@application.get('/status')\ndef status():\n    return 'ok'\n",
+    "package.json": '{"main": "chat"}',
+    "chat/index.js": "const express = require('express');\nconst app = express();\napp.use(\"/chat\", router);\n"
+                     "app.get('/chat/health', h);\n",
+    ".venv/lib/python3.12/site-packages/other/app.py": "from flask import Flask\napp = Flask('other')\n",
+    "node_modules/express/index.js": "app.use('/express-internal', x)\n",
+}
+NOTHING = {"README.md": "# an app to be\n"}
+APPS = {"firstday": FIRSTDAY, "factory": FACTORY, "express": EXPRESS, "nothing": NOTHING}
+TABLE = FIRST_DEPLOY[4]  # ROUTES where the settings have it, else PY_ROUTES
+
+
+def write_app(root: Path, files: dict[str, str]) -> Path:
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return root
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -61,12 +96,18 @@ def test_a_file_that_differs_is_kept_without_force_and_replaced_with_a_diff_with
     assert "from signalcraft_deploy import ns" in (tmp_path / "fabfile.py").read_text()
 
 
-def test_the_ignore_line_is_added_to_an_existing_gitignore_once(tmp_path: Path) -> None:
-    (tmp_path / ".gitignore").write_text(".venv/\n.env")
+def test_the_ignore_lines_are_added_to_an_existing_gitignore_once(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text(".venv\n.env")
     init_app(tmp_path)
-    assert (tmp_path / ".gitignore").read_text() == ".venv/\n.env\n# render-configs' local output\n/rendered/\n"
+    assert (tmp_path / ".gitignore").read_text() == (
+        ".venv\n.env\n# installed packages, venvs, bytecode, render-configs' output: never part of a release\n"
+        "node_modules/\nvenv/\n__pycache__/\n/rendered/\n")
     init_app(tmp_path)
     assert (tmp_path / ".gitignore").read_text().count("/rendered/") == 1
+    assert subprocess.run(["git", "init", "-q", str(tmp_path)]).returncode == 0
+    for ignored in ("node_modules/x/index.js", ".venv/bin/python", "venv/pyvenv.cfg", "pkg/__pycache__/a.pyc", "rendered/a"):
+        assert subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "-q", ignored]).returncode == 0, ignored
+    assert subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "-q", "static/rendered/a"]).returncode == 1
 
 
 def test_the_settings_file_holds_every_key_first_the_ones_a_first_deploy_needs() -> None:
@@ -91,9 +132,10 @@ def test_the_settings_file_gives_the_defaults_as_it_is_and_with_every_line_uncom
 
 
 def test_templates_copies_the_bundled_templates_and_points_templates_dir_at_them(tmp_path: Path) -> None:
+    write_app(tmp_path, FACTORY)
     init_app(tmp_path)
     settings = tmp_path / SETTINGS_FILE
-    settings.write_text(settings.read_text().replace("APP_NAME=signalcraft", "APP_NAME=shop"))  # the user's own value
+    settings.write_text(re.sub("^APP_NAME=.*$", "APP_NAME=shop", settings.read_text(), flags=re.M))  # the user's own value
     outcomes, _ = init_app(tmp_path, templates=True)
     words = {o.path: o.word for o in outcomes}
     assert words[SETTINGS_FILE] == "updated" and "+TEMPLATES_DIR=deploy-templates" in next(o.diff for o in outcomes
@@ -197,6 +239,7 @@ ns.add_task(seed)
 
 @pytest.mark.parametrize("program", ["invoke", "fab"])
 def test_the_collection_lists_and_runs_the_app_s_own_task_added_as_the_comment_shows(tmp_path: Path, program: str) -> None:
+    write_app(tmp_path, FACTORY)
     init_app(tmp_path)
     entry = tmp_path / ("tasks.py" if program == "invoke" else "fabfile.py")
     entry.write_text(entry.read_text() + APP_TASK)
@@ -224,3 +267,167 @@ def test_a_value_written_into_the_settings_file_reads_back_as_it_was(tmp_path: P
 
     (tmp_path / "f.env").write_text(set_key("# NGINX_TEST_CMD=\n", "NGINX_TEST_CMD", value))
     assert dotenv_values(tmp_path / "f.env") == {"NGINX_TEST_CMD": value}
+
+
+# --- init reads the app -------------------------------------------------------------------------------------------
+
+
+def written(root: Path) -> dict[str, tuple[str, str]]:
+    """{key: (value, the comment line right above it)} of deploy.env's active lines."""
+    lines = (root / SETTINGS_FILE).read_text().splitlines()
+    return {line.split("=", 1)[0]: (line.split("=", 1)[1], lines[i - 1]) for i, line in enumerate(lines)
+            if line and not line.startswith("#")}
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_no_written_value_is_the_example_s_default_unless_it_was_found_in_the_app(tmp_path: Path, name: str) -> None:
+    write_app(tmp_path / name, APPS[name]) if APPS[name] else None
+    init_app(tmp_path / name)
+    defaults = {k.name: k.default for k in KEYS}
+    host_keys = {"GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME"}  # the host's, not the app's
+    for key, (value, comment) in written(tmp_path / name).items():
+        if key in host_keys:
+            continue
+        assert comment.startswith(("# found: ", "# nothing found: ")), (key, comment)
+        assert comment.startswith("# found: ") or value == "", (key, value, comment)
+        if value and value == defaults.get(key):
+            assert comment.startswith("# found: "), (key, value)
+    assert set(written(tmp_path / name)) - host_keys == {"APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", TABLE,
+                                                          "HEALTH_PY", "HEALTH_NODE"} | ({"PY_ROUTES"} if name == "nothing"
+                                                                                          and TABLE == "ROUTES" else set())
+
+
+def values(root: Path) -> dict[str, str]:
+    return {key: value for key, (value, _) in written(root).items()}
+
+
+def test_a_module_level_flask_app_on_slash_with_its_own_health_route(tmp_path: Path) -> None:
+    write_app(tmp_path / "firstday", FIRSTDAY)
+    init_app(tmp_path / "firstday")
+    got = written(tmp_path / "firstday")
+    assert got["WSGI_APP"] == ("app:app", "# found: app.py:26 `app = Flask(...)`")
+    assert got["NODE_SCRIPT"] == ("index.js", "# found: package.json scripts.start (node index.js)")
+    assert got["HEALTH_PY"][0] == "/healthz" and "app.py:" in got["HEALTH_PY"][1]
+    assert values(tmp_path / "firstday")["APP_NAME"] == "firstday"
+    assert values(tmp_path / "firstday")["DEPLOY_ROOT"] == "/home/ubuntu/firstday"
+    if TABLE == "ROUTES":
+        assert got["ROUTES"][0] == "/=python,/node=nodejs" and "/node is a placeholder" in got["ROUTES"][1]
+        assert got["HEALTH_NODE"][0] == "/node"
+
+
+def test_a_factory_in_a_package_with_a_blueprint_under_a_prefix(tmp_path: Path) -> None:
+    write_app(tmp_path / "My Shop_2", FACTORY)
+    init_app(tmp_path / "My Shop_2")
+    got = values(tmp_path / "My Shop_2")
+    assert (got["APP_NAME"], got["WSGI_APP"], got["NODE_SCRIPT"]) == ("my-shop-2", "shop:create_app()", "web/server.js")
+    assert got["HEALTH_PY"] == "/api/ping"  # register_blueprint's prefix wins over the Blueprint's own
+    assert got[TABLE] == ("/admin=python,/api=python,/=nodejs" if TABLE == "ROUTES" else "admin,api")
+    assert got["HEALTH_NODE"] == "/"
+
+
+def test_express_prefixes_go_to_node_and_venvs_and_node_modules_are_not_read(tmp_path: Path) -> None:
+    write_app(tmp_path / "site", EXPRESS)
+    _, notes = init_app(tmp_path / "site")
+    got = written(tmp_path / "site")
+    assert got["WSGI_APP"][0] == "wsgi:application"
+    assert got["NODE_SCRIPT"][0] == "chat/index.js"
+    assert got["HEALTH_PY"][0] == "/status"
+    if TABLE == "ROUTES":
+        assert got["ROUTES"][0] == "/=python,/chat=nodejs" and "chat/index.js:3" in got["ROUTES"][1]
+        assert got["HEALTH_NODE"][0] == "/chat"
+    assert "the app has no .venv/ or venv/ to import it with" in notes[1]  # its .venv has no bin/python
+
+
+def test_nothing_found_leaves_each_key_empty_with_a_comment_and_settings_refuse_it(tmp_path: Path) -> None:
+    write_app(tmp_path, NOTHING)
+    init_app(tmp_path)
+    got = written(tmp_path)
+    for key in ("WSGI_APP", "NODE_SCRIPT", TABLE, "HEALTH_PY"):
+        assert got[key][0] == "" and got[key][1].startswith("# nothing found: "), key
+    assert "no .py file" in got["WSGI_APP"][1] and "no package.json" in got["NODE_SCRIPT"][1]
+    with pytest.raises(SettingsError, match=r"WSGI_APP \(.*deploy.env:\d+\): found ''"):
+        load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path))
+    with pytest.raises(SettingsError, match=r"PY_ROUTES \(.*deploy.env:\d+\): found ''"):  # not the example's routes
+        load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path), overrides={"WSGI_APP": "a:b"})
+
+
+FAKE_APP = """
+class Rule:
+    def __init__(self, rule, methods, endpoint):
+        self.rule, self.methods, self.endpoint = rule, set(methods), endpoint
+
+
+class Map:
+    def iter_rules(self):
+        rules = [Rule("/static/<path:filename>", ["GET", "HEAD", "OPTIONS"], "static")]
+        rules += [Rule(f"/reports/{n}", ["GET", "HEAD"], f"r{n}") for n in range(2)]  # a loop: no decorator to read
+        return rules + [Rule("/", ["GET"], "index"), Rule("/livez", ["GET"], "live")]
+
+
+class Middleware:
+    def __init__(self, app):
+        self.app = app
+
+
+class App:
+    url_map = Map()
+
+
+def Flask(inner):
+    return Middleware(inner)
+
+
+print("loading the app")  # what an app prints on import is not the route list
+app = Flask(App())
+"""
+
+
+def fake_venv(root: Path) -> None:
+    (root / ".venv/bin").mkdir(parents=True)
+    (root / ".venv/bin/python").symlink_to(sys.executable)
+
+
+def test_routes_come_from_the_app_s_own_venv_when_it_has_one_and_init_says_it_ran_the_app(tmp_path: Path) -> None:
+    write_app(tmp_path, {"app.py": FAKE_APP})
+    fake_venv(tmp_path)
+    found, notes = init_module.read_app(tmp_path)
+    assert found["HEALTH_PY"] == init_module.Found("/livez", "endpoint live, Flask's routes from the url_map of app:app in .venv")
+    if TABLE == "ROUTES":
+        assert found["ROUTES"].value == "/=python,/node=nodejs"
+    assert any("init imported app:app with .venv/bin/python to read Flask's routes: that ran the app's own code on "
+               "this machine" in note for note in notes)
+
+
+def test_the_app_runs_with_a_bare_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_app(tmp_path, {"app.py": "import os\nassert 'SECRET_FOR_TEST' not in os.environ, 'a secret reached the app'\n"
+                                   "assert not any(k.startswith('FLASK') for k in os.environ)\n" + FAKE_APP})
+    monkeypatch.setenv("SECRET_FOR_TEST", "s3cret")
+    monkeypatch.setenv("FLASK_ENV", "development")
+    routes, how = init_module.url_map_routes(Path(sys.executable), tmp_path, "app:app")
+    assert routes is not None, how
+    assert [r.rule for r in routes] == ["/static/<path:filename>", "/reports/0", "/reports/1", "/", "/livez"]
+    assert routes[0].methods == frozenset({"GET"})
+
+
+def test_an_app_that_fails_to_import_is_read_from_its_source_and_the_note_says_why(tmp_path: Path) -> None:
+    write_app(tmp_path, {"app.py": "from flask import Flask\nimport os\napp = Flask(__name__)\n"
+                                   "DB = os.environ['DATABASE_URL']\n\n\n@app.get('/api/health')\ndef h():\n    pass\n"})
+    fake_venv(tmp_path)
+    found, notes = init_module.read_app(tmp_path)
+    assert found["HEALTH_PY"].value == "/api/health"
+    assert any("Flask's routes were read from the source instead: .venv/bin/python could not load app:app: " in n for n in notes)
+    assert any("ModuleNotFoundError" in n or "KeyError" in n for n in notes)
+
+
+def test_an_app_that_hangs_on_import_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_app(tmp_path, {"app.py": "import time\ntime.sleep(60)\n"})
+    monkeypatch.setattr(init_module, "URL_MAP_TIMEOUT", 1)
+    routes, how = init_module.url_map_routes(Path(sys.executable), tmp_path, "app:app")
+    assert routes is None and how.endswith("took over 1 s")
+
+
+def test_a_second_init_does_not_run_the_app_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_app(tmp_path, FIRSTDAY)
+    init_app(tmp_path)
+    monkeypatch.setattr(init_module, "read_app", lambda root: pytest.fail("read again"))
+    assert all(o.word == "unchanged" for o in init_app(tmp_path)[0])
