@@ -28,7 +28,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
@@ -50,6 +50,7 @@ from signalcraft_deploy.tasks.freeze import write_atomically
 
 SETTINGS_FILE = "deploy.env"
 WORKFLOW = ".github/workflows/auto-deploy.yml"
+WHEELS_DIR = ".github/wheels"  # `init --vendor`'s wheel of the tool: the tool's own files (.github/), reloading no app
 TEMPLATES_COPY = "deploy-templates"  # not templates/: a Flask app's own Jinja templates live there
 # What no commit of the app should hold: installed packages (the deploy builds its own), venvs, bytecode,
 # and render-configs' local output.
@@ -128,23 +129,59 @@ def set_key(text: str, key: str, value: str) -> str:
     return text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
 
 
-def install_spec() -> tuple[str, str]:
-    """What the workflow pip-installs to get this version, and a note saying where that comes from.
+@dataclass(frozen=True)
+class Install:
+    """Where the workflow gets the tool from: what it pip-installs (None: nothing CI can reach, see `init --vendor`),
+    a note saying where that is, and what `--vendor` copies (a wheel file) or builds a wheel from (a folder or a
+    requirement)."""
 
-    A copy installed from a git URL (PEP 610's direct_url.json) is installed from the same URL and commit,
-    without any credentials; anything else from the package index."""
+    spec: str | None
+    note: str
+    wheel: Path | None = None
+    build: str | None = None
+
+
+def install_spec() -> Install:
+    """Where this copy of the tool came from (PEP 610's direct_url.json), and so what the workflow installs.
+
+    A git URL CI can fetch: the same URL and commit (never credentials). A wheel file, a folder (editable or not), a
+    checkout the tool runs from: nothing CI can reach; `init --vendor` commits a wheel of it. No direct_url.json:
+    installed from a package index, so the same version from it."""
     try:
-        raw = importlib.metadata.distribution("signalcraft-deploy").read_text("direct_url.json")
+        dist = importlib.metadata.distribution("signalcraft-deploy")
     except importlib.metadata.PackageNotFoundError:
-        raw = None
-    info = json.loads(raw) if raw else {}
-    vcs = info.get("vcs_info") or {}
-    url = _public_url(str(info.get("url", "")))
-    commit = str(vcs.get("commit_id", ""))
-    if vcs.get("vcs") == "git" and url and re.fullmatch(r"[0-9a-f]{40}", commit):
-        return f"signalcraft-deploy @ git+{url}@{commit}", f"from {url} at {commit[:12]}, as on the machine that ran init"
-    return (f"signalcraft-deploy=={__version__}",
-            "from the package index (or from git: pip install 'signalcraft-deploy @ git+https://<its repository>@<tag>')")
+        dist = None
+    if dist is None or not dist.read_text("INSTALLER"):  # no install, or a build's metadata in the checkout
+        checkout = Path(__file__).resolve().parents[2]
+        built = str(checkout) if (checkout / "pyproject.toml").exists() else None
+        return Install(None, f"from the checkout {checkout}, which CI cannot reach", build=built)
+    raw = dist.read_text("direct_url.json")
+    if not raw:
+        return Install(f"signalcraft-deploy=={__version__}", "from the package index, the version on the machine that ran init")
+    info = json.loads(raw)
+    vcs, url = info.get("vcs_info") or {}, str(info.get("url", ""))
+    public, commit = _public_url(url), str(vcs.get("commit_id", ""))
+    if vcs.get("vcs") == "git" and public and re.fullmatch(r"[0-9a-f]{40}", commit):
+        return Install(f"signalcraft-deploy @ git+{public}@{commit}", f"from {public} at {commit[:12]}, as on the machine that ran init")
+    if vcs:
+        return Install(None, f"from git at {_shown_url(url)}, which CI cannot fetch (a local path, or credentials in it)",
+                       build=f"signalcraft-deploy @ git+{url}@{commit}" if commit else None)
+    parts = urlsplit(url)
+    path = Path(unquote(parts.path))
+    if "archive_info" in info and parts.scheme == "https" and public and path.name.endswith(".whl"):
+        return Install(f"signalcraft-deploy @ {public}", f"from {public}, as on the machine that ran init")
+    if "archive_info" in info and parts.scheme == "file" and path.name.endswith(".whl"):
+        return Install(None, f"from the wheel file {path}, which CI cannot reach", wheel=path)
+    if "dir_info" in info and parts.scheme == "file":
+        editable = " (editable)" if (info.get("dir_info") or {}).get("editable") else ""
+        return Install(None, f"from the folder {path}{editable}, which CI cannot reach", build=str(path))
+    return Install(None, f"from {_shown_url(url)}, which CI cannot reach")
+
+
+def _shown_url(url: str) -> str:
+    """A URL without its password or token, for messages."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.hostname or "").geturl() if parts.password or parts.username else url
 
 
 def _public_url(url: str) -> str:
@@ -166,14 +203,31 @@ def _render(name: str, **values: str) -> str:
     return env.get_template(name + ".j2").render(settings_file=SETTINGS_FILE, **values)
 
 
-def planned_files(templates: bool, found: Mapping[str, Found] | None = None) -> dict[str, str]:
+def workflow_text(install: Install) -> str:
+    """The deploy workflow; its install step fails, saying why and what to do, when CI cannot reach the tool."""
+    refusal = "" if install.spec else (f"signalcraft-deploy was installed {install.note}: run `signalcraft-deploy init "
+                                       f"--vendor` and commit {WHEELS_DIR}/, or install the tool from git or a package "
+                                       "index and run init again").replace("\n", " ")
+    return _render("auto-deploy.yml", install=shlex.quote(install.spec) if install.spec else "",
+                   refusal=shlex.quote(refusal), install_note=install.note)
+
+
+_INSTALL_STEP = re.compile(r"^      # The deploy tool and its own dependencies.*?\n\n", re.M | re.S)
+
+
+def with_install_step(old: str, new: str) -> str:
+    """The workflow `old` with the install step of `new` (unchanged if `old` has none as init writes it)."""
+    step = _INSTALL_STEP.search(new)
+    return _INSTALL_STEP.sub(lambda _: step.group(0), old, count=1) if step else old
+
+
+def planned_files(templates: bool, found: Mapping[str, Found] | None = None, install: Install | None = None) -> dict[str, str]:
     """Every file init writes, by path relative to the app's folder, and its text (the ignore lines aside)."""
-    spec, note = install_spec()
     files = {
         "fabfile.py": _render("fabfile.py"),
         "tasks.py": _render("tasks.py"),
         SETTINGS_FILE: settings_text(found),
-        WORKFLOW: _render("auto-deploy.yml", install=shlex.quote(spec), install_note=note),
+        WORKFLOW: workflow_text(install or install_spec()),
     }
     if templates:
         files[SETTINGS_FILE] = set_key(files[SETTINGS_FILE], "TEMPLATES_DIR", TEMPLATES_COPY)
@@ -202,12 +256,12 @@ def diff(old: str, new: str, path: str) -> str:
 @dataclass(frozen=True)
 class Outcome:
     path: str
-    word: str  # wrote, unchanged, kept, replaced, updated
+    word: str  # wrote, unchanged, kept, replaced, updated, removed
     diff: str = ""
 
     @property
     def changed(self) -> bool:
-        return self.word in ("wrote", "replaced", "updated")
+        return self.word in ("wrote", "replaced", "updated", "removed")
 
 
 def place(root: Path, path: str, new: str, force: bool, edit: bool = False) -> Outcome:
@@ -229,15 +283,26 @@ def place(root: Path, path: str, new: str, force: bool, edit: bool = False) -> O
 _ACTIVE_TEMPLATES_DIR = re.compile(r"^[ \t]*(export[ \t]+)?TEMPLATES_DIR[ \t]*=[ \t]*(?P<value>\S.*)$", re.M)
 
 
-def init_app(root: Path, force: bool = False, templates: bool = False) -> tuple[list[Outcome], list[str]]:
+def init_app(root: Path, force: bool = False, templates: bool = False,
+             vendor: bool = False) -> tuple[list[Outcome], list[str]]:
     """Write every file into the app's folder `root`: what happened to each, and notes for the user (first what
     was read from the app, when deploy.env is written)."""
     settings_path = root / SETTINGS_FILE
     found, notes = read_app(root) if force or not settings_path.exists() else ({}, [])
-    files = planned_files(templates, found)
+    install, vendored = install_spec(), []
+    if vendor:
+        install, vendored = vendor_wheel(root, install, notes)
+    elif install.spec is None:
+        notes.append(f"the workflow cannot install signalcraft-deploy: this copy was installed {install.note}. Its install "
+                     f"step fails saying so; `signalcraft-deploy init --vendor` commits a wheel of the tool into "
+                     f"{WHEELS_DIR}/ for it (or install the tool from git or a package index and run init again).")
+    files, edits = planned_files(templates, found, install), {".gitignore"}
+    workflow = root / WORKFLOW
+    if vendor and workflow.exists() and not force:  # the install step changes; the rest is kept as the user has it
+        files[WORKFLOW] = with_install_step(workflow.read_text(encoding="utf-8"), files[WORKFLOW])
+        edits.add(WORKFLOW)
     if settings_path.exists() and not force:  # the user's own by now: not read again, not compared with defaults
         files[SETTINGS_FILE] = settings_path.read_text(encoding="utf-8")
-    edits = {".gitignore"}
     if templates and settings_path.exists() and not force:
         # The settings the user has are kept: only TEMPLATES_DIR is set, unless they set it already.
         current = settings_path.read_text(encoding="utf-8")
@@ -252,7 +317,60 @@ def init_app(root: Path, force: bool = False, templates: bool = False) -> tuple[
                      "`git init && git add -A && git commit -m 'The app'` (.gitignore keeps venvs and node_modules/ out).")
     ignore = root / ".gitignore"
     files[".gitignore"] = with_ignore_lines(ignore.read_text(encoding="utf-8") if ignore.exists() else "")
-    return [place(root, path, text, force, edit=path in edits) for path, text in files.items()], notes
+    return [*vendored, *(place(root, path, text, force, edit=path in edits) for path, text in files.items())], notes
+
+
+# --- --vendor: a wheel of the tool in the app's repository, for the workflow ----------------------------------------
+
+
+def vendor_wheel(root: Path, install: Install, notes: list[str]) -> tuple[Install, list[Outcome]]:
+    """Copy (or build) a wheel of this tool into WHEELS_DIR, replacing older ones: the workflow installs that file."""
+    if install.spec and not (install.wheel or install.build):
+        notes.append(f"--vendor: not needed, the workflow installs signalcraft-deploy {install.note}.")
+        return install, []
+    if install.wheel and install.wheel.is_file():
+        name, data = install.wheel.name, install.wheel.read_bytes()
+    elif install.build:
+        name, data = _build_wheel(install.build)
+    else:
+        raise Exit(f"--vendor: signalcraft-deploy was installed {install.note}, and that wheel or folder is not there to "
+                   "vendor; reinstall the tool and run `init --vendor` again.", code=1)
+    folder = root / WHEELS_DIR
+    outcomes = [Outcome(f"{WHEELS_DIR}/{old.name}", "removed") for old in sorted(folder.glob("signalcraft_deploy-*.whl"))
+                if old.name != name]
+    for outcome in outcomes:
+        (root / outcome.path).unlink()
+    target = folder / name
+    if target.is_file() and target.read_bytes() == data:
+        outcomes.append(Outcome(f"{WHEELS_DIR}/{name}", "unchanged"))
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{name}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(target)
+        outcomes.append(Outcome(f"{WHEELS_DIR}/{name}", "wrote"))
+    ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", f"{WHEELS_DIR}/{name}"], capture_output=True)
+    if ignored.returncode == 0:
+        notes.append(f"{WHEELS_DIR}/{name} is git-ignored, and the workflow needs it committed: "
+                     f"`git add -f {WHEELS_DIR}/{name}` (or add `!{WHEELS_DIR}/` to .gitignore).")
+    spec = f"./{WHEELS_DIR}/{name}"
+    return Install(spec, f"from the wheel `init --vendor` committed ({install.note.split(',')[0]} on the machine that ran "
+                         "init)"), outcomes
+
+
+def _build_wheel(source: str) -> tuple[str, bytes]:
+    """A wheel of the tool built by pip from `source` (a folder or a requirement): its file name and bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source],
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})  # the same source, the same wheel
+        wheels = sorted(Path(out).glob("signalcraft_deploy-*.whl"))
+        if done.returncode != 0 or len(wheels) != 1:
+            said = (done.stderr.strip().splitlines() or ["no wheel made"])[-1]
+            raise Exit(f"--vendor: pip could not build a wheel of signalcraft-deploy from {source}: {said}", code=1)
+        return wheels[0].name, wheels[0].read_bytes()
 
 
 # --- Reading the app: its files, and its routes from its own venv -------------------------------------------------
@@ -366,13 +484,15 @@ def report(outcomes: list[Outcome], notes: list[str]) -> str:
     "force": "replace files that are there and differ from what init writes (the diff is shown)",
     "templates": f"also copy the bundled templates into {TEMPLATES_COPY}/ for customising, and point TEMPLATES_DIR at them",
     "dir": "the app's folder (default: the current one)",
+    "vendor": f"commit a wheel of this signalcraft-deploy into {WHEELS_DIR}/ for the workflow to install (for a copy "
+              "installed from a wheel file or a folder, which CI cannot reach)",
 })
-def init(c, force=False, templates=False, dir=None):
+def init(c, force=False, templates=False, dir=None, vendor=False):
     """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
     root = Path(dir or os.getcwd())
     if not root.is_dir():
         raise Exit(f"--dir {root}: no such folder; expected the app's folder (its git checkout).", code=2)
-    print(report(*init_app(root, force=force, templates=templates)))
+    print(report(*init_app(root, force=force, templates=templates, vendor=vendor)))
 
 
 ns = Collection(init)

@@ -159,7 +159,7 @@ def test_outside_a_git_checkout_it_says_a_deploy_ships_a_commit(tmp_path: Path) 
     _, notes = init_app(tmp_path)
     assert any("is not in a git checkout" in note and "git init" in note for note in notes)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    assert init_app(tmp_path)[1] == []
+    assert not any("git checkout" in note for note in init_app(tmp_path)[1])
 
 
 def test_set_key_takes_the_line_the_commented_line_or_appends() -> None:
@@ -168,7 +168,9 @@ def test_set_key_takes_the_line_the_commented_line_or_appends() -> None:
     assert set_key("B=2", "TEMPLATES_DIR", "y") == "B=2\nTEMPLATES_DIR=y\n"
 
 
-def test_the_workflow_deploys_in_one_line_with_the_host_key_from_secrets(tmp_path: Path) -> None:
+def test_the_workflow_deploys_in_one_line_with_the_host_key_from_secrets(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution", lambda name: FakeDist(None))
     init_app(tmp_path)
     text = (tmp_path / WORKFLOW).read_text()
     assert '        run: fab -H "ubuntu@$EC2_HOST" deploy\n' in text
@@ -190,27 +192,136 @@ def test_the_workflow_passes_github_s_schema(tmp_path: Path) -> None:
 
 
 class FakeDist:
-    def __init__(self, direct_url: dict | None):
-        self.direct_url = direct_url
+    def __init__(self, direct_url: dict | None, installer: str | None = "pip"):
+        self.direct_url, self.installer = direct_url, installer
 
     def read_text(self, name: str) -> str | None:
+        if name == "INSTALLER":
+            return self.installer
         return json.dumps(self.direct_url) if self.direct_url is not None else None
 
 
+WHEEL = f"signalcraft_deploy-{__version__}-py3-none-any.whl"
+
+
 @pytest.mark.parametrize(("direct_url", "spec"), [
-    (None, f"signalcraft-deploy=={__version__}"),
-    ({"url": "file:///tmp/dist/signalcraft_deploy-0.4.0-py3-none-any.whl", "archive_info": {}}, f"signalcraft-deploy=={__version__}"),
+    (None, f"signalcraft-deploy=={__version__}"),  # from a package index
+    ({"url": f"file:///tmp/dist/{WHEEL}", "archive_info": {}}, None),
+    ({"url": f"https://files.example.org/{WHEEL}", "archive_info": {}}, f"signalcraft-deploy @ https://files.example.org/{WHEEL}"),
+    ({"url": "file:///home/me/sd", "dir_info": {"editable": True}}, None),
     ({"url": "https://github.com/org/signalcraft-deploy.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}},
      f"signalcraft-deploy @ git+https://github.com/org/signalcraft-deploy.git@{'c' * 40}"),
-    ({"url": "https://bot:s3cret@github.com/org/sd.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}},
-     f"signalcraft-deploy=={__version__}"),
+    ({"url": "https://bot:s3cret@github.com/org/sd.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}, None),
     ({"url": "ssh://git@github.com/org/sd.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}},
      f"signalcraft-deploy @ git+ssh://git@github.com/org/sd.git@{'c' * 40}"),
-    ({"url": "file:///home/me/sd", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}, f"signalcraft-deploy=={__version__}"),
+    ({"url": "file:///home/me/sd", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}, None),
 ])
 def test_the_workflow_installs_this_version_from_where_ci_can_reach_it(monkeypatch: pytest.MonkeyPatch, direct_url, spec) -> None:
     monkeypatch.setattr(init_module.importlib.metadata, "distribution", lambda name: FakeDist(direct_url))
-    assert install_spec()[0] == spec
+    install = install_spec()
+    assert install.spec == spec
+    assert "s3cret" not in install.note
+
+
+def test_a_copy_run_from_its_checkout_is_built_into_a_wheel_by_vendor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution", lambda name: FakeDist(None, installer=None))
+    install = install_spec()  # a checkout's build metadata (egg-info) is not an install from an index
+    assert (install.spec, install.build) == (None, str(REPO))
+
+
+def github_step(workflow: str, name: str) -> dict:
+    from ruamel.yaml import YAML
+
+    steps = YAML(typ="safe").load(workflow)["jobs"]["deploy"]["steps"]
+    return next(step for step in steps if step.get("name") == name)
+
+
+def run_step(step: dict, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A workflow step's `run:` in bash as GitHub runs it (`bash -e`), with RUNNER_TEMP and GITHUB_ENV."""
+    (tmp_path / "runner").mkdir(exist_ok=True)
+    base = {"PATH": os.environ["PATH"], "RUNNER_TEMP": str(tmp_path / "runner"), "GITHUB_ENV": str(tmp_path / "github_env")}
+    return subprocess.run(["bash", "-e", "-c", step["run"]], env={**base, **env}, capture_output=True, text=True, timeout=30)
+
+
+def test_a_copy_ci_cannot_reach_makes_the_install_step_fail_naming_vendor(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution",
+                        lambda name: FakeDist({"url": f"file:///tmp/dist/{WHEEL}", "archive_info": {}}))
+    _, notes = init_app(tmp_path)
+    assert any("the workflow cannot install signalcraft-deploy: this copy was installed from the wheel file "
+               f"/tmp/dist/{WHEEL}" in note and "init --vendor" in note for note in notes)
+    done = run_step(github_step((tmp_path / WORKFLOW).read_text(), "Install signalcraft-deploy"), tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == (f"signalcraft-deploy was installed from the wheel file /tmp/dist/{WHEEL}, which CI cannot reach: "
+                           "run `signalcraft-deploy init --vendor` and commit .github/wheels/, or install the tool from "
+                           "git or a package index and run init again\n")
+
+
+def test_vendor_commits_the_wheel_replaces_an_older_one_and_the_workflow_installs_it(monkeypatch: pytest.MonkeyPatch,
+                                                                                   tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / WHEEL).write_bytes(b"PK the wheel")
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution",
+                        lambda name: FakeDist({"url": (dist / WHEEL).as_uri(), "archive_info": {}}))
+    app = tmp_path / "app"
+    app.mkdir()
+    subprocess.run(["git", "init", "-q", str(app)], check=True)
+    init_app(app)  # without --vendor first: the install step that fails
+    (app / ".github/wheels").mkdir(parents=True)
+    (app / ".github/wheels/signalcraft_deploy-0.3.0-py3-none-any.whl").write_bytes(b"PK old")
+    (app / ".gitignore").write_text("*.whl\n")
+    outcomes, notes = init_app(app, vendor=True)
+    words = {o.path: o.word for o in outcomes}
+    assert words[".github/wheels/signalcraft_deploy-0.3.0-py3-none-any.whl"] == "removed"
+    assert words[f".github/wheels/{WHEEL}"] == "wrote" and words[WORKFLOW] == "updated"
+    assert sorted(p.name for p in (app / ".github/wheels").iterdir()) == [WHEEL]
+    assert (app / ".github/wheels" / WHEEL).read_bytes() == b"PK the wheel"
+    step = github_step((app / WORKFLOW).read_text(), "Install signalcraft-deploy")
+    assert step["run"] == f"pip install ./.github/wheels/{WHEEL}"
+    assert f"`git add -f .github/wheels/{WHEEL}`" in " ".join(notes)  # *.whl is ignored, and the workflow needs it
+    again, _ = init_app(app, vendor=True)
+    assert all(o.word == "unchanged" for o in again)
+
+
+def test_vendor_keeps_the_user_s_own_workflow_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution", lambda name: FakeDist(None))
+    init_app(tmp_path)
+    workflow = tmp_path / WORKFLOW
+    workflow.write_text(workflow.read_text().replace("timeout-minutes: 30", "timeout-minutes: 45"))
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / WHEEL).write_bytes(b"PK")
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution",
+                        lambda name: FakeDist({"url": (tmp_path / "dist" / WHEEL).as_uri(), "archive_info": {}}))
+    init_app(tmp_path, vendor=True)
+    assert "timeout-minutes: 45" in workflow.read_text() and f"pip install ./.github/wheels/{WHEEL}" in workflow.read_text()
+
+
+def test_vendor_is_not_needed_for_a_copy_from_an_index(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution", lambda name: FakeDist(None))
+    outcomes, notes = init_app(tmp_path, vendor=True)
+    assert not (tmp_path / ".github/wheels").exists()
+    assert "--vendor: not needed, the workflow installs signalcraft-deploy from the package index" in " ".join(notes)
+
+
+@pytest.mark.parametrize("secret", ["", "DATABASE_URL=postgres://app:pw@db/app\nTOKEN='a b'"])
+def test_the_app_env_step_writes_the_secret_to_a_private_file_named_by_app_env_file(tmp_path: Path, secret: str) -> None:
+    init_app(tmp_path)
+    step = github_step((tmp_path / WORKFLOW).read_text(), "Write the app's .env from the APP_ENV secret")
+    assert step["env"] == {"APP_ENV": "${{ secrets.APP_ENV }}"}
+    done = run_step(step, tmp_path, APP_ENV=secret)
+    assert done.returncode == 0, done.stderr
+    written_file = tmp_path / "runner/app.env"
+    if not secret:  # skipped: the live release's .env is carried over
+        assert not written_file.exists() and not (tmp_path / "github_env").exists()
+        assert "no APP_ENV secret" in done.stdout
+        return
+    assert written_file.read_text() == secret + "\n" and (written_file.stat().st_mode & 0o777) == 0o600
+    assert (tmp_path / "github_env").read_text() == f"APP_ENV_FILE={written_file}\n"
+    assert "pw" not in done.stdout + done.stderr
+    from dotenv import dotenv_values
+
+    assert dotenv_values(written_file) == {"DATABASE_URL": "postgres://app:pw@db/app", "TOKEN": "a b"}
 
 
 def test_the_written_files_are_ruff_clean(tmp_path: Path) -> None:
@@ -256,7 +367,7 @@ def test_the_collection_lists_and_runs_the_app_s_own_task_added_as_the_comment_s
 
 def test_task_flags() -> None:
     names = {arg.names[0]: arg for arg in init.get_arguments()}
-    assert set(names) == {"force", "templates", "dir"}
+    assert set(names) == {"force", "templates", "dir", "vendor"}
     assert all(arg.help for arg in names.values())
     assert init.__doc__.splitlines()[0].startswith("Make this app's repository deployable")
 
