@@ -180,11 +180,16 @@ def app_venv(app: Path) -> Path:
     return app / ".venv"
 
 
+# The example's Flask app answers every path (a catch-all `/` rule), so init gives it `/`: its user names the routes.
+EXAMPLE_ROUTES = {"ROUTES": "/api/ai=python,/api/iot=python,/api/lightweight-analyze=python,/api/flask=python,/=nodejs",
+                  "HEALTH_NODE": "/"}
+
+
 def profile_settings(app: AppRepo, p: Profile) -> None:
     """What a user does after init: set the first-deploy keys in deploy.env for their host, and commit."""
     path = app.path / SETTINGS_FILE
     text = path.read_text()
-    for key, value in p.settings().items():
+    for key, value in {**EXAMPLE_ROUTES, **p.settings()}.items():
         text = set_key(text, key, value)
     path.write_text(text)
     app.git("add", "-A")
@@ -230,8 +235,10 @@ def test_init_writes_the_files_and_invoke_and_fab_list_the_tasks(adopted, tool: 
     app, said = adopted
     for path in ("fabfile.py", "tasks.py", SETTINGS_FILE, WORKFLOW):
         assert f"wrote     {path}\n" in said
-    assert "+/rendered/\nupdated   .gitignore\n" in said  # the example's own .gitignore, one line added
-    assert (app.path / ".gitignore").read_text() == (EXAMPLE / ".gitignore").read_text() + "# render-configs' local output\n/rendered/\n"
+    assert "+/rendered/\nupdated   .gitignore\n" in said  # the example's own .gitignore, the missing lines added
+    assert (app.path / ".gitignore").read_text() == (EXAMPLE / ".gitignore").read_text() + (
+        "# installed packages, venvs, bytecode, render-configs' output: never part of a release\n"
+        "venv/\n__pycache__/\n/rendered/\n")
     assert not (app.path / "signalcraft_deploy").exists() and not app.path.resolve().is_relative_to(REPO)
     env = user_env(tool)
     for program in ("invoke", "fab"):
@@ -285,6 +292,98 @@ def test_a_second_init_changes_nothing(adopted, tool: Path) -> None:
     out = ok(run(["signalcraft-deploy", "init"], app.path, user_env(tool)))
     assert "Nothing written" in out and "wrote" not in out and "replaced" not in out
     assert app.git("status", "--porcelain", "--untracked-files=all") == "" and app.git("rev-parse", "HEAD") == before
+
+
+# --- the first day of an app nobody shaped for the tool, deployed by the workflow init wrote -----------------------
+
+FIRSTDAY_APP = REPO / "tests/e2e/apps/firstday"
+FIRSTDAY = Profile("firstday", "/home/ubuntu/firstday", bind=7461, node=7471, listen=7491)
+APP_ENV_SECRET = "GREETING=hello from the APP_ENV secret\nAPI_TOKEN=tok-4412"
+
+
+def workflow_steps(workflow: Path) -> list[dict]:
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(workflow.read_text())["jobs"]["deploy"]["steps"]
+
+
+def run_workflow(workflow: Path, checkout: Path, python: Path, secrets: dict[str, str], job_env: dict[str, str],
+                 home: Path) -> list[str]:
+    """The workflow's steps as a runner would take them, without GitHub: `actions/checkout` is `checkout` (a clean
+    clone), `actions/setup-python` is `python` (a fresh venv) first on PATH; each `run:` in `bash -e` with its step's
+    env (`${{ secrets.X }}` from `secrets`), RUNNER_TEMP, and what earlier steps wrote into GITHUB_ENV. The output of
+    each step, in order; a step that fails fails the test, naming it."""
+    runner = home / "runner"
+    runner.mkdir()
+    github_env = runner / "github_env"
+    base = {"PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+            "RUNNER_TEMP": str(runner), "GITHUB_ENV": str(github_env), **job_env}
+    said = []
+    for step in workflow_steps(workflow):
+        uses = step.get("uses", "")
+        if uses:
+            assert uses.startswith(("actions/checkout@", "actions/setup-python@")), uses
+            continue
+        env = {key: secrets.get(value.removeprefix("${{ secrets.").removesuffix(" }}"), "")
+               if value.startswith("${{ secrets.") else value for key, value in (step.get("env") or {}).items()}
+        exported = dict(line.split("=", 1) for line in github_env.read_text().splitlines()) if github_env.exists() else {}
+        done = run(["bash", "-e", "-c", step["run"]], checkout, {**base, **exported, **env}, timeout=900)
+        assert done.returncode == 0, f"step {step['name']!r} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+        said.append(done.stdout + done.stderr)
+    return said
+
+
+@pytest.fixture
+def firstday_host(sandbox: Sandbox):
+    clean_host(FIRSTDAY)
+    yield sandbox
+    clean_host(FIRSTDAY)
+
+
+def test_init_reads_the_first_day_app_and_its_workflow_deploys_it_from_a_clean_clone(
+        tool: Path, firstday_host: Sandbox, tmp_path: Path) -> None:
+    """An app not shaped like the example (module-level Flask on /, /healthz, index.js): with its own venv, `init
+    --vendor` reads it (the venv's url_map), `freeze` agrees, the commit is cloned clean, and the workflow's steps
+    in a fresh venv install the vendored tool, write APP_ENV_FILE from the secret and deploy it, deploy.env as
+    init wrote it (the host's names and ports come from the job's environment, as a second host's would)."""
+    app = AppRepo(tmp_path / "firstday", example=FIRSTDAY_APP)
+    app_venv(app.path)
+    said = ok(run([tool / "bin/signalcraft-deploy", "init", "--vendor"], app.path, user_env(tool)))
+    print("init's output for the first-day app:\n" + said)
+    assert "init imported app:app with .venv/bin/python to read Flask's routes: that ran the app's own code" in said
+    values = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in (app.path / SETTINGS_FILE).read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert (values["WSGI_APP"], values["NODE_SCRIPT"], values["HEALTH_PY"]) == ("app:app", "index.js", "/healthz")
+    assert (values["ROUTES"], values["HEALTH_NODE"]) == ("/=python,/node=nodejs", "/node")
+    assert "# found: endpoint healthz, Flask's routes from the url_map of app:app in .venv\n" in \
+        (app.path / SETTINGS_FILE).read_text()
+    assert "requirements.txt is up to date" in ok(run(["invoke", "freeze", "--check"], app.path, user_env(tool)))
+    app.git("add", "-A")  # .gitignore keeps .venv/ out; the vendored wheel goes in
+    app.git("commit", "-qm", "signalcraft-deploy init --vendor")
+    tracked = app.git("ls-files").split()
+    assert f".github/wheels/signalcraft_deploy-{__version__}-py3-none-any.whl" in tracked
+    assert not [path for path in tracked if path.startswith((".venv/", "node_modules/"))]
+
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", str(app.path), str(checkout)], check=True)
+    venv.create(tmp_path / "ci-python", with_pip=True)
+    secrets = {"EC2_HOST": f"{firstday_host.host}:{firstday_host.port}", "EC2_SSH_KEY": Path(firstday_host.key).read_text(),
+               "EC2_KNOWN_HOSTS": Path(firstday_host.known_hosts).read_text(), "APP_ENV": APP_ENV_SECRET}
+    (tmp_path / "home").mkdir()
+    said = run_workflow(checkout / WORKFLOW, checkout, tmp_path / "ci-python/bin/python", secrets, FIRSTDAY.settings(),
+                        tmp_path / "home")
+    deployed = said[-1]
+    assert "tok-4412" not in "".join(said)
+    sha = app.git("rev-parse", "HEAD").strip()
+    assert f"(commit {sha[:12]})" in deployed, deployed
+    release = os.readlink(f"{FIRSTDAY.root}/current").rsplit("/", 1)[-1]
+    status, _, body = get(FIRSTDAY.url("/"))
+    assert (status, body.get("app"), body.get("page"), body.get("release")) == (200, "flask", "index", release), body
+    status, _, body = get(FIRSTDAY.url("/healthz"))
+    assert (status, body.get("status")) == (200, "ok"), body
+    status, _, body = get(FIRSTDAY.url("/node/x"))
+    assert (status, body.get("app"), body.get("release")) == (200, "nodejs", release), body
+    assert Path(f"{FIRSTDAY.root}/current/.env").read_text().strip() == APP_ENV_SECRET
 
 
 # --- upgrade: a host deployed by the previous release ---------------------------------------------------------
