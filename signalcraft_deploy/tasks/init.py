@@ -111,7 +111,8 @@ def settings_text(found: Mapping[str, Found] | None = None) -> str:
         lines += _found_lines(key, found[name]) if name in found else _key_lines(key, active=True)
     if "ROUTES" in found and found["ROUTES"].value is None:
         # ROUTES left empty would mean PY_ROUTES' default: the bundled example's routes. Empty, it is refused.
-        lines += ["# PY_ROUTES is left empty as well, so that nothing routes until ROUTES names the prefixes", "PY_ROUTES=", ""]
+        lines += ["# nothing found: PY_ROUTES is left empty too, so the bundled example's routes do not apply: set ROUTES",
+                  "PY_ROUTES=", ""]
     lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
     for key in KEYS:
         if key.name not in first and not (key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None):

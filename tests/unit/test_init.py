@@ -542,3 +542,15 @@ def test_a_second_init_does_not_run_the_app_again(tmp_path: Path, monkeypatch: p
     init_app(tmp_path)
     monkeypatch.setattr(init_module, "read_app", lambda root: pytest.fail("read again"))
     assert all(o.word == "unchanged" for o in init_app(tmp_path)[0])
+
+
+@pytest.mark.parametrize("name", ["firstday", "factory", "express"])
+def test_what_init_found_is_taken_by_the_settings_as_it_is(tmp_path: Path, name: str) -> None:
+    if TABLE == "PY_ROUTES" and name != "factory":
+        pytest.skip("Flask owning / needs ROUTES")
+    write_app(tmp_path / name, APPS[name])
+    init_app(tmp_path / name)
+    s = load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path / name))
+    for key, value in values(tmp_path / name).items():
+        assert s.origins[key].startswith(str(tmp_path / name / SETTINGS_FILE)), key
+        assert getattr(s, key.lower()) is not None, key
