@@ -250,13 +250,18 @@ def find_node(package_json: str | None, has: Callable[[str], bool]) -> Found:
 def node_prefixes(sources: Mapping[str, str]) -> list[tuple[str, str]]:
     """(prefix, where) of the first path segments Express-style calls answer (`app.use('/chat', ...)`), in order."""
     seen: dict[str, str] = {}
-    for path in sorted(p for p in sources if p.endswith(_JS_SUFFIXES) and is_source(p)):
+    for path in sorted(p for p in sources if p.endswith(_JS_SUFFIXES) and is_source(p) and not _browser_side(p)):
         for match in _EXPRESS_RE.finditer(sources[path]):
             first = match.group(3).strip("/").split("/", 1)[0]
             if first and re.fullmatch(r"[A-Za-z0-9._~-]+", first):
                 line = sources[path].count("\n", 0, match.start()) + 1
                 seen.setdefault("/" + first, f"{path}:{line}")
     return list(seen.items())
+
+
+def _browser_side(path: str) -> bool:
+    """A script the browser runs (Flask's static/ and templates/, a public/ folder): its axios.get('/x') is a client."""
+    return any(part in ("static", "templates", "public") for part in path.split("/")[:-1])
 
 
 # --- The route table ---------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ EXPRESS = {
                      "app.get('/chat/health', h);\n",
     ".venv/lib/python3.12/site-packages/other/app.py": "from flask import Flask\napp = Flask('other')\n",
     "node_modules/express/index.js": "app.use('/express-internal', x)\n",
+    "static/app.js": "axios.get('/api/items').then(show);\n",  # the browser's: not a prefix of Node.js's
 }
 NOTHING = {"README.md": "# an app to be\n"}
 APPS = {"firstday": FIRSTDAY, "factory": FACTORY, "express": EXPRESS, "nothing": NOTHING}
@@ -551,6 +552,6 @@ def test_what_init_found_is_taken_by_the_settings_as_it_is(tmp_path: Path, name:
     write_app(tmp_path / name, APPS[name])
     init_app(tmp_path / name)
     s = load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path / name))
-    for key, value in values(tmp_path / name).items():
+    for key in values(tmp_path / name):
         assert s.origins[key].startswith(str(tmp_path / name / SETTINGS_FILE)), key
         assert getattr(s, key.lower()) is not None, key
