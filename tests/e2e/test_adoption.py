@@ -5,9 +5,12 @@ venv, built once for the module): the wheel is the library, it finds its templat
 programs, lists its tasks and answers as `signalcraft-deploy`. A copy of examples/signalcraft in a
 temporary folder, with a venv of its own for the app's dependencies, is where every command runs,
 with no file of this checkout present. There: `init` and commit; `invoke --list`; `invoke freeze
---check` against the app's venv (not the tool's); `fab -H` deploys to the sandbox host and both apps
-answer through Nginx; the written workflow passes GitHub's schema; requirements.txt names none of the
-tool's dependencies; a second `init` changes nothing.
+--check` against the app's venv (not the tool's); the written workflow passes GitHub's schema;
+requirements.txt names none of the tool's dependencies; a second `init` changes nothing.
+
+First day: the tests' own app (not shaped like the example), with its own venv: `init --vendor` reads it,
+and the workflow it wrote, its `run:` steps taken in a fresh venv from a clean clone, deploys it to the
+sandbox host with deploy.env as init wrote it.
 
 Upgrade: a host deployed by the previous release of the tool (commit bd73369, the checkout before the
 package: `git archive`, its requirements in a venv, its `fab` run from that checkout with --source-dir)
@@ -48,7 +51,6 @@ from tests.e2e.hosts import on_this_machine
 
 PREVIOUS = "bd73369"  # the last commit before the package existed
 TOOL_DEPENDENCIES = ("fabric", "invoke", "paramiko", "jinja2", "python-dotenv", "crossplane")
-ADOPT = Profile("adopted", "/home/ubuntu/adopted", bind=7401, node=7411, listen=7421)
 UPGRADE_USER = "upgrader"  # the previous release needed full sudo: a deploy user of its own that has it
 # Its apps move to an account of their own on the first deploy by this version (ubuntu's setup recorded signalcraft).
 UPGRADE = Profile("upgraded", f"/home/{UPGRADE_USER}/upgraded", bind=7431, node=7441, listen=7451,
@@ -221,14 +223,12 @@ def answers(p: Profile, release: str, node_release: str | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def adopted(tool: Path, sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory):
-    """The example app in a folder of its own, after `init`, commit and its own venv; the host cleaned before and after."""
-    clean_host(ADOPT)
+def adopted(tool: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The example app in a folder of its own, after `init`, commit and its own venv."""
     app = AppRepo(tmp_path_factory.mktemp("adopt") / "app")
     said = init_and_commit(tool, app)
     app_venv(app.path)
-    yield app, said
-    clean_host(ADOPT)
+    return app, said
 
 
 def test_init_writes_the_files_and_invoke_and_fab_list_the_tasks(adopted, tool: Path) -> None:
@@ -259,21 +259,6 @@ def test_freeze_pins_from_the_app_s_venv_and_no_tool_dependency_enters_requireme
     assert names == ["flask", "gunicorn"] and not set(names) & set(TOOL_DEPENDENCIES)
     refused = run(["invoke", "freeze", "--all", "--venv", str(tool)], app.path, env)
     assert refused.returncode == 1 and "holds signalcraft-deploy itself" in refused.stderr
-
-
-def test_fab_deploys_from_the_app_s_repository(adopted, tool: Path, sandbox: Sandbox) -> None:
-    app, _ = adopted
-    profile_settings(app, ADOPT)
-    sha = app.git("rev-parse", "HEAD").strip()
-    done = deploy(sandbox, tool, app, "deploy")
-    out = ok(done)
-    assert f"(commit {sha[:12]})" in out, out
-    release = os.readlink(f"{ADOPT.root}/current").rsplit("/", 1)[-1]
-    answers(ADOPT, release)
-    manifest = host_json(f"{ADOPT.root}/current/.signalcraft/manifest.json")
-    assert (manifest["format"], manifest["tool"]) == (formats.MANIFEST.current, formats.TOOL)
-    last = json.loads(Path(f"{ADOPT.root}/.deploy/audit.log").read_text().splitlines()[-1])
-    assert (last["result"], last["tool"], last["format"]) == ("ok", formats.TOOL, formats.AUDIT.current)
 
 
 def test_the_written_workflow_passes_github_s_schema(adopted) -> None:
@@ -342,10 +327,11 @@ def firstday_host(sandbox: Sandbox):
 
 def test_init_reads_the_first_day_app_and_its_workflow_deploys_it_from_a_clean_clone(
         tool: Path, firstday_host: Sandbox, tmp_path: Path) -> None:
-    """An app not shaped like the example (module-level Flask on /, /healthz, index.js): with its own venv, `init
-    --vendor` reads it (the venv's url_map), `freeze` agrees, the commit is cloned clean, and the workflow's steps
-    in a fresh venv install the vendored tool, write APP_ENV_FILE from the secret and deploy it, deploy.env as
-    init wrote it (the host's names and ports come from the job's environment, as a second host's would)."""
+    """The tool from its wheel deploys from an app's own repository, here an app not shaped like the example
+    (module-level Flask on /, /healthz, index.js): with its own venv, `init --vendor` reads it (the venv's
+    url_map), `freeze` agrees, the commit is cloned clean, and the workflow's steps in a fresh venv install the
+    vendored tool, write APP_ENV_FILE from the secret and deploy it, deploy.env as init wrote it (the host's
+    names and ports come from the job's environment, as a second host's would)."""
     app = AppRepo(tmp_path / "firstday", example=FIRSTDAY_APP)
     app_venv(app.path)
     said = ok(run([tool / "bin/signalcraft-deploy", "init", "--vendor"], app.path, user_env(tool)))
@@ -384,6 +370,10 @@ def test_init_reads_the_first_day_app_and_its_workflow_deploys_it_from_a_clean_c
     status, _, body = get(FIRSTDAY.url("/node/x"))
     assert (status, body.get("app"), body.get("release")) == (200, "nodejs", release), body
     assert Path(f"{FIRSTDAY.root}/current/.env").read_text().strip() == APP_ENV_SECRET
+    manifest = host_json(f"{FIRSTDAY.root}/current/.signalcraft/manifest.json")
+    assert (manifest["format"], manifest["tool"]) == (formats.MANIFEST.current, formats.TOOL)
+    last = json.loads(Path(f"{FIRSTDAY.root}/.deploy/audit.log").read_text().splitlines()[-1])
+    assert (last["result"], last["tool"], last["format"]) == ("ok", formats.TOOL, formats.AUDIT.current)
 
 
 # --- upgrade: a host deployed by the previous release ---------------------------------------------------------
