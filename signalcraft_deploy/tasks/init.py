@@ -110,7 +110,7 @@ def settings_text(found: Mapping[str, Found] | None = None) -> str:
         key = next(k for k in KEYS if k.name == name)
         lines += _found_lines(key, found[name]) if name in found else _key_lines(key, active=True)
     if "ROUTES" in found and found["ROUTES"].value is None:
-        # ROUTES left empty would mean PY_ROUTES' default: the bundled example's routes. Empty, it is refused.
+        # An empty ROUTES means PY_ROUTES' default, the bundled example's routes; an empty PY_ROUTES is refused.
         lines += ["# nothing found: PY_ROUTES is left empty too, so the bundled example's routes do not apply: set ROUTES",
                   "PY_ROUTES=", ""]
     lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
@@ -182,7 +182,8 @@ def install_spec() -> Install:
 def _shown_url(url: str) -> str:
     """A URL without its password or token, for messages."""
     parts = urlsplit(url)
-    return parts._replace(netloc=parts.hostname or "").geturl() if parts.password or parts.username else url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=host).geturl() if parts.password or parts.username else url
 
 
 def _public_url(url: str) -> str:
@@ -332,7 +333,7 @@ def vendor_wheel(root: Path, install: Install, notes: list[str]) -> tuple[Instal
     if install.wheel and install.wheel.is_file():
         name, data = install.wheel.name, install.wheel.read_bytes()
     elif install.build:
-        name, data = _build_wheel(install.build)
+        name, data = _build_wheel(install.build, install.note)
     else:
         raise Exit(f"--vendor: signalcraft-deploy was installed {install.note}, and that wheel or folder is not there to "
                    "vendor; reinstall the tool and run `init --vendor` again.", code=1)
@@ -359,8 +360,9 @@ def vendor_wheel(root: Path, install: Install, notes: list[str]) -> tuple[Instal
                          "init)"), outcomes
 
 
-def _build_wheel(source: str) -> tuple[str, bytes]:
-    """A wheel of the tool built by pip from `source` (a folder or a requirement): its file name and bytes."""
+def _build_wheel(source: str, shown: str) -> tuple[str, bytes]:
+    """A wheel of the tool built by pip from `source` (a folder or a requirement, shown as `shown`: a URL may hold
+    a token): its file name and bytes."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
@@ -370,7 +372,7 @@ def _build_wheel(source: str) -> tuple[str, bytes]:
         wheels = sorted(Path(out).glob("signalcraft_deploy-*.whl"))
         if done.returncode != 0 or len(wheels) != 1:
             said = (done.stderr.strip().splitlines() or ["no wheel made"])[-1]
-            raise Exit(f"--vendor: pip could not build a wheel of signalcraft-deploy from {source}: {said}", code=1)
+            raise Exit(f"--vendor: pip could not build a wheel of signalcraft-deploy (installed {shown}): {said}", code=1)
         return wheels[0].name, wheels[0].read_bytes()
 
 

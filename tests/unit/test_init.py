@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from invoke import Context
+from invoke.exceptions import Exit
 
 from signalcraft_deploy import __version__
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
@@ -555,3 +556,15 @@ def test_what_init_found_is_taken_by_the_settings_as_it_is(tmp_path: Path, name:
     for key in values(tmp_path / name):
         assert s.origins[key].startswith(str(tmp_path / name / SETTINGS_FILE)), key
         assert getattr(s, key.lower()) is not None, key
+
+
+def test_vendor_that_cannot_build_says_so_without_the_url_s_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = "https://bot:s3cret@127.0.0.1:9/org/sd.git"
+    monkeypatch.setattr(init_module.importlib.metadata, "distribution",
+                        lambda name: FakeDist({"url": url, "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}))
+    with pytest.raises(Exit) as refused:
+        init_app(tmp_path, vendor=True)
+    assert refused.value.code == 1 and "s3cret" not in str(refused.value.message)
+    assert str(refused.value.message).startswith("--vendor: pip could not build a wheel of signalcraft-deploy (installed "
+                                                 "from git at https://127.0.0.1:9/org/sd.git")
+    assert not (tmp_path / WORKFLOW).exists()  # nothing written
