@@ -451,6 +451,11 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
         notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
                      f"{_SOURCE_MISSES}")
     found = findings(root.resolve().name, paths, texts, read, table_key=FIRST_DEPLOY[4])
+    node_prefix = found["HEALTH_NODE"].value
+    if node_prefix and node_prefix != "/" and '"socket.io"' in texts.get("package.json", ""):
+        notes.append(f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default: give the client "
+                     f"path: '{node_prefix}/socket.io' (the server keeps /socket.io: Nginx passes the path without "
+                     f"{node_prefix}).")
     return found, [*_found_notes(found), *notes]
 
 

@@ -568,3 +568,10 @@ def test_vendor_that_cannot_build_says_so_without_the_url_s_token(monkeypatch: p
     assert str(refused.value.message).startswith("--vendor: pip could not build a wheel of signalcraft-deploy (installed "
                                                  "from git at https://127.0.0.1:9/org/sd.git")
     assert not (tmp_path / WORKFLOW).exists()  # nothing written
+
+
+def test_socket_io_under_a_prefix_gets_a_note_on_its_client_s_path(tmp_path: Path) -> None:
+    write_app(tmp_path, {**EXPRESS, "package.json": '{"main": "chat", "dependencies": {"socket.io": "^4"}}'})
+    _, notes = init_module.read_app(tmp_path)
+    if TABLE == "ROUTES":
+        assert "give the client path: '/chat/socket.io' (the server keeps /socket.io" in " ".join(notes)
