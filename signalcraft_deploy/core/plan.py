@@ -29,7 +29,7 @@ from signalcraft_deploy.core.render import (
 )
 from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.core.source import NODEJS, PYTHON, readers
+from signalcraft_deploy.core.source import NODEJS, PYTHON, readers, tool_files
 from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
@@ -331,13 +331,15 @@ def code_changed(s: Settings, app: str, digest_differs: bool, changed: list[str]
     (so setting them does not itself reload an app); without them, the digests recorded in the manifests do."""
     if changed is None:
         return digest_differs
-    return any(app in readers(p, s.py_files, s.node_files) for p in changed)
+    tool = tool_files(s)
+    return any(app in readers(p, s.py_files, s.node_files, tool) for p in changed)
 
 
 def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) -> str:
     """Why an app is reloaded for its files: the changed files it reads, by name."""
     key = "PY_FILES" if app == PYTHON else "NODE_FILES"
-    mine = [p for p in changed or () if app in readers(p, s.py_files, s.node_files)]
+    tool = tool_files(s)
+    mine = [p for p in changed or () if app in readers(p, s.py_files, s.node_files, tool)]
     if not mine:
         return f"the files it reads changed ({key} {'set' if getattr(s, key.lower()) else 'unset: every file it may read'})"
     shown = ", ".join(mine[:limit]) + (f" and {len(mine) - limit} more" if len(mine) > limit else "")

@@ -1,12 +1,12 @@
 """The paths the tool writes inside a release, and the repository entries that would collide with them.
 
 A release is the commit's files plus a few of the tool's own (steps/upload.py's assembly, `extras_tar`):
-`.signalcraft/` (manifest.json, hooks.json), `REVISION`, the rendered `gunicorn.conf.py` and
+`.signalcraft/` (manifest.json, hooks.json, site.json), `REVISION`, the rendered `gunicorn.conf.py` and
 `ecosystem.config.js`/`.cjs`, `.env`, and the links `logs` and SHARED_PATHS (and `node_modules`, by `install`).
 
 What stays as it is today, on purpose: a regular file of the repository named like a rendered file or REVISION
-is replaced by the tool's (the release runs the configs the tool renders), a committed `.env` is the release's
-.env unless APP_ENV_FILE gives one, and a committed `node_modules/` folder is kept (host/install.py). Links the
+is replaced by the tool's (the release runs the configs the tool renders), and a committed `.env` is the release's
+.env unless APP_ENV_FILE gives one (a committed `node_modules/` or venv is refused: steps/upload.py). Links the
 tool makes (`logs`, `node_modules`, SHARED_PATHS) replace a symlink without following it.
 
 What is refused, by name, before the host is touched: anything that would make the tool write outside the
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from signalcraft_deploy.core.render import ECOSYSTEM, ECOSYSTEM_CJS, GUNICORN_CONF
 
-TOOL_DIR = ".signalcraft"  # manifest.json, hooks.json
+TOOL_DIR = ".signalcraft"  # manifest.json, hooks.json, site.json
 TOOL_FILES = (GUNICORN_CONF, ECOSYSTEM, ECOSYSTEM_CJS, "REVISION", ".env")  # written as files into each release
 SYMLINK = "120000"
 FIX = "rename or remove it in the repository (git mv / git rm) and commit"

@@ -143,6 +143,7 @@ def render_gunicorn_conf(s: Settings) -> str:
         max_requests=s.gunicorn_max_requests,
         max_requests_jitter=s.gunicorn_max_requests_jitter,
         proc_name=s.python_app,
+        script_name=s.python_mount,
     )
 
 
@@ -196,7 +197,7 @@ def site_description(s: Settings, python_address: str | None = None, node_addres
         "listen": [str(x) for x in s.nginx_listen],
         "tls_listen": [str(x) for x in s.tls_listen],
         "server_name": s.server_name,
-        "routes": list(s.py_routes),
+        **({"table": [list(pair) for pair in s.routes]} if s.routes is not None else {"routes": list(s.py_routes)}),
         "python": python_address or str(s.gunicorn_bind),
         "node": node_address or f"127.0.0.1:{s.node_port}",
         "body_size": s.client_max_body_size or "",

@@ -16,7 +16,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -114,6 +114,13 @@ def integer(low: int, high: int) -> Parser:
 
 
 port = integer(1, 65535)
+
+
+def _worker_class(text: str) -> str:
+    if not _WORKER_CLASS_RE.fullmatch(text) or ("." not in text and text not in GUNICORN_WORKER_NAMES):
+        raise Invalid(f"one of Gunicorn's worker classes ({', '.join(GUNICORN_WORKER_NAMES)}) "
+                      "or a class's dotted path such as uvicorn.workers.UvicornWorker")
+    return text
 
 
 def _boolean(text: str) -> bool:
@@ -317,6 +324,41 @@ def _routes(text: str) -> tuple[str, ...]:
     return tuple(routes)
 
 
+Table = tuple[tuple[str, str], ...]  # ROUTES: (prefix, app) pairs, app 'python' or 'nodejs'
+_TABLE_RULE = ("comma-separated PREFIX=APP pairs, APP python or nodejs, PREFIX '/' or a path of letters, digits and "
+               ". _ ~ - without a trailing slash, exactly one '/', such as /=python,/chat=nodejs")
+
+
+def _route_table(text: str) -> Table:
+    table: list[tuple[str, str]] = []
+    for part in text.split(","):
+        prefix, sep, app = (x.strip() for x in part.partition("="))
+        segments = prefix[1:].split("/")
+        if not sep or app not in ("python", "nodejs") or not prefix.startswith("/") or prefix != "/" and not all(
+                _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments):
+            raise Invalid(_TABLE_RULE, found=f"entry {part.strip()!r}")
+        if prefix in (p for p, _ in table):
+            raise Invalid(f"each prefix once ({prefix!r} is listed twice)")
+        table.append((prefix, app))
+    if sum(prefix == "/" for prefix, _ in table) != 1:
+        raise Invalid("exactly one '/' entry: the app that serves every path no other prefix does, such as /=python")
+    return tuple(table)
+
+
+def _show_table(table: Table) -> str:
+    return ",".join(f"{prefix}={app}" for prefix, app in table)
+
+
+def route_owner(path: str, table: Table) -> str:
+    """The app Nginx sends `path` to: the owner of the longest prefix that holds it."""
+    held = [(prefix, app) for prefix, app in table if prefix == "/" or path == prefix or path.startswith(prefix + "/")]
+    return max(held, key=lambda pair: len(pair[0]))[1]
+
+
+def _owning_prefix(path: str, table: Table) -> str:
+    return max((p for p, _ in table if p == "/" or path == p or path.startswith(p + "/")), key=len)
+
+
 _GLOB_RE = re.compile(r"^[A-Za-z0-9._@+*?/-]+$")
 # Files a release holds of its own: never a shared path.
 RESERVED_PATHS = frozenset({".signalcraft", "REVISION", "gunicorn.conf.py", "ecosystem.config.js", "ecosystem.config.cjs",
@@ -360,6 +402,9 @@ _HOST_LABELS = r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)*"
 _HOST_NAME = rf"(?=[^ ]{{1,253}}( |$))(\*\.{_HOST_LABELS}\.?|{_HOST_LABELS}\.?|{_HOST_LABELS}\.\*)"
 _SERVER_NAME_RE = re.compile(rf"^(_|{_HOST_NAME})( {_HOST_NAME})*$")
 _WORKER_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+# Gunicorn's own names for its worker classes (gunicorn/workers/__init__.py; eventlet is older Gunicorns' only); any
+# other class is named by its dotted path, which only the host's venv can check.
+GUNICORN_WORKER_NAMES = ("sync", "gthread", "gevent", "gevent_wsgi", "gevent_pywsgi", "eventlet", "tornado", "asgi")
 # What root runs is not free text: these settings choose between the ways Nginx is tested and reloaded.
 _NGINX = r"(/usr/sbin/|/usr/bin/|/usr/local/sbin/|/usr/local/bin/|/usr/local/nginx/sbin/)?nginx"
 _NGINX_TEST_RE = rf"{_NGINX}( -q)? -t( -q)?"
@@ -412,7 +457,7 @@ KEYS: tuple[Key, ...] = (
         "second loopback address used while a new Gunicorn master takes over (default: port + 1)"),
     Key("GUNICORN_WORKERS", "auto", on_text(_workers, int | None, lambda value: "auto" if value is None else str(value)),
         "worker count, or 'auto' for 2 * CPUs + 1 on the host"),
-    Key("GUNICORN_WORKER_CLASS", "sync", regex(_WORKER_CLASS_RE, "a worker class name such as sync or gthread"),
+    Key("GUNICORN_WORKER_CLASS", "sync", on_text(_worker_class),
         "Gunicorn worker class (sync, gthread, gevent, eventlet, ...)"),
     Key("GUNICORN_TIMEOUT", "120", integer(1, 86400), "seconds before a silent worker is killed and restarted"),
     Key("GUNICORN_GRACEFUL_TIMEOUT", "30", integer(1, 3600), "seconds a worker may finish its requests on reload or stop"),
@@ -437,7 +482,12 @@ KEYS: tuple[Key, ...] = (
     Key("NODE_INSTANCES", "2", integer(1, 64), "Node.js processes in PM2 cluster mode (2 or more for rolling reloads)"),
     Key("NODE_ENV", "production", regex(r"[A-Za-z0-9_.-]+", "a word such as production"), "NODE_ENV given to the Node.js app"),
     Key("PY_ROUTES", "api/ai,api/iot,api/lightweight-analyze,api/flask", on_text(_routes, tuple[str, ...], ",".join),
-        "path prefixes (comma-separated) Nginx sends to Gunicorn"),
+        "path prefixes (comma-separated) Nginx sends to Gunicorn, Node.js serving the rest (ROUTES says both ways)"),
+    Key("ROUTES", None, unset_or(on_text(_route_table, Table, _show_table)),
+        "the route table, PREFIX=APP pairs (comma-separated), APP python or nodejs, exactly one '/': the longest prefix "
+        "that holds a path owns it, e.g. /=python,/chat=nodejs. Node.js under a prefix gets the path without it and "
+        "X-Forwarded-Prefix; Python under exactly one prefix is mounted there (SCRIPT_NAME: its routes are written "
+        "without the prefix, url_for adds it), under several its routes carry their prefixes. Unset: from PY_ROUTES"),
     Key("NGINX_SITE", None, derived(absolute_path),
         "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf); "
         "default /etc/nginx/sites-available/<APP_NAME>"),
@@ -492,10 +542,13 @@ KEYS: tuple[Key, ...] = (
         "release's .env is carried over", local=True),
     Key("PY_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
         "globs (comma-separated) of the files the Python app reads; a change to others leaves Gunicorn alone "
-        "(default: every file but Node.js's own: package.json, the lock file, node_modules/)"),
+        "(default: every file but Node.js's own: package.json, the lock file, node_modules/, and *.js, *.mjs, *.cjs, "
+        "*.ts outside static/ and templates/ folders, which PY_FILES may name; the tool's own files, such as "
+        "deploy.env, reach neither app)"),
     Key("NODE_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
         "globs (comma-separated) of the files the Node.js app reads; a change to others leaves it alone "
-        "(default: every file but Python's own: *.py, requirements.txt)"),
+        "(default: every file but Python's own: *.py, requirements.txt; the tool's own files, such as deploy.env, "
+        "reach neither app)"),
     Key("SHARED_PATHS", None, optional(on_text(_shared_paths, tuple[str, ...], ",".join)),
         "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and linked into each, "
         "such as instance/,uploads/,.env.local"),
@@ -507,6 +560,7 @@ KEYS: tuple[Key, ...] = (
     Key("TEMPLATES_DIR", None, local_path, "directory whose templates win over the bundled ones", local=True),
 )
 KEY_NAMES = tuple(k.name for k in KEYS)
+_KEY_DEFAULTS = {k.name: k.default for k in KEYS}
 # Settings that only matter on the deploying machine: the same commit from another checkout is the same release.
 LOCAL_ONLY = frozenset(k.name for k in KEYS if k.local)
 
@@ -574,6 +628,24 @@ class _Derived:
         return f"https://{self.tls_listen[0].local}" if self.tls else f"http://{self.nginx_listen[0].local}"
 
     @property
+    def route_table(self) -> Table:
+        """ROUTES, or the table PY_ROUTES implies (each route Python's, Node.js on '/')."""
+        return self.routes if self.routes is not None else tuple((f"/{r}", "python") for r in self.py_routes) + (("/", "nodejs"),)
+
+    @property
+    def python_mount(self) -> str | None:
+        """The prefix Gunicorn mounts the app under (SCRIPT_NAME), from ROUTES only: PY_ROUTES' routes carry theirs."""
+        return nginx_site.python_mount([list(pair) for pair in self.routes]) if self.routes is not None else None
+
+    def app_path(self, app: str, path: str) -> str:
+        """The path an app itself is asked for when Nginx is asked for `path`: Node.js's without its prefix
+        (Nginx strips it); Python's as it is (Gunicorn moves a mount's prefix to SCRIPT_NAME itself)."""
+        prefix = _owning_prefix(path, self.route_table)
+        if app != "nodejs" or prefix == "/":
+            return path
+        return "/" + path[len(prefix):].removeprefix("/")
+
+    @property
     def nginx_extras(self) -> str:
         """The file beside the site holding the location blocks kept from a site taken over."""
         return nginx_site.extras_path(self.nginx_site)
@@ -589,7 +661,7 @@ class _Derived:
         """Every setting as plain data (KEY: value), as the release key digests it."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "origins":
+            if f.name in ("origins", "settings_file"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Address):
@@ -605,7 +677,9 @@ class _Derived:
 Settings = make_dataclass(
     "Settings",
     [(k.attr, k.parse.type) for k in KEYS]
-    + [("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False))],
+    + [("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False)),
+       # The settings file read, if any: the tool's own, so a change to it reloads no app (core/source.py tool_files).
+       ("settings_file", str | None, field(default=None, compare=False, repr=False))],
     bases=(_Derived,),
     namespace={"__module__": __name__,
                "__doc__": "Validated settings, one field per key of `KEYS`. Build with `load_settings`; "
@@ -714,7 +788,8 @@ def load_settings(
         origins[key] = "flag --set"
     # Relative local paths are relative to the settings file's folder (or the cwd).
     local_base = env_path.parent if file_values else base
-    return validate(raw, origins, local_base)
+    s = validate(raw, origins, local_base)
+    return replace(s, settings_file=str(env_path.resolve())) if env_path.is_file() else s
 
 
 # --- Validation: each key by its parser, then the rules that involve several keys -----------------------------
@@ -795,12 +870,7 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
         raise fail("TEMPLATES_DIR", f"a folder without {nginx_site.SITE_TEMPLATE}: root renders the Nginx site from the "
                    "tool's own shape (remote/nginx_site.py), which the settings fill in (listen addresses, names, routes, "
                    "TLS, body size); move that file away")
-    routes = v["PY_ROUTES"]
-    if not _python_route(v["HEALTH_PY"], routes):
-        raise fail("HEALTH_PY", f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
-                   "or Nginx would send the health check to Node.js")
-    if _python_route(v["HEALTH_NODE"], routes):
-        raise fail("HEALTH_NODE", "a path outside the Python routes, or Nginx would send it to Gunicorn")
+    _check_routes(v, raw, origins, fail)
     if v["APP_ENV_FILE"] and ".env" in {p.rstrip("/") for p in v["SHARED_PATHS"] or ()}:
         raise fail("SHARED_PATHS", "paths other than .env while APP_ENV_FILE is set (each release gets its own .env from it)")
     seen: dict[int, str] = {}
@@ -811,6 +881,28 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
                 f"({_where(seen[number], raw, origins)}); expected a port of its own for each of Gunicorn, "
                 "the handover addresses, Node.js and Nginx.")
         seen[number] = key
+
+
+def _check_routes(v: dict[str, Any], raw: Mapping[str, str | None], origins: Mapping[str, str],
+                  fail: Callable[[str, str], SettingsError]) -> None:
+    """One route table: ROUTES or PY_ROUTES, never both; each health path owned by its own app."""
+    table = v["ROUTES"]
+    if table is None:
+        routes = v["PY_ROUTES"]
+        if not _python_route(v["HEALTH_PY"], routes):
+            raise fail("HEALTH_PY", f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
+                       "or Nginx would send the health check to Node.js")
+        if _python_route(v["HEALTH_NODE"], routes):
+            raise fail("HEALTH_NODE", "a path outside the Python routes, or Nginx would send it to Gunicorn")
+        return
+    if v["PY_ROUTES"] != _routes(_KEY_DEFAULTS["PY_ROUTES"]):
+        raise SettingsError(f"ROUTES ({_where('ROUTES', raw, origins)}) and PY_ROUTES ({_where('PY_ROUTES', raw, origins)}) "
+                            "are both set; expected one route table: keep ROUTES (PY_ROUTES=a,b is ROUTES=/a=python,"
+                            "/b=python,/=nodejs) and remove PY_ROUTES.")
+    for key, app in (("HEALTH_PY", "python"), ("HEALTH_NODE", "nodejs")):
+        if route_owner(v[key], table) != app:
+            raise fail(key, f"a path ROUTES gives to {app} ({', '.join(p for p, a in table if a == app) or 'none'}; "
+                       f"the longest prefix wins), or Nginx would send the health check to the other app")
 
 
 def _ports(v: dict[str, Any]) -> list[tuple[str, int]]:

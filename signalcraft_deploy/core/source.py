@@ -8,29 +8,40 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from signalcraft_deploy.core.render import digest
-from signalcraft_deploy.core.settings import SettingsError
+from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
+from signalcraft_deploy.core.settings import Settings, SettingsError
 
 # Files that certainly belong to one app. Every other file may be read by either (a template, a JSON
 # file, a static asset, an entry point without a suffix such as bin/www), so by default it reaches both.
 PYTHON_ONLY = ("requirements.txt", "*.py")
 NODE_ONLY = ("package.json", "package-lock.json", "npm-shrinkwrap.json", "node_modules/")
+# JavaScript and TypeScript are Node.js's as *.py is Python's, except where Flask serves or renders files from its
+# own release (an un-HUPed Gunicorn would keep serving the old static/app.js).
+NODE_CODE = ("*.js", "*.mjs", "*.cjs", "*.ts")
+FLASK_SERVED = ("static/", "templates/")
+# The tool's own files, read by the deploy and never by an app (a leading '/': at the top of the app's folder). A change
+# to them reloads nothing by itself; one that changes a rendered config reloads through the configs' digests.
+TOOL_OWN = ("/deploy.env", "/deploy.*.env", "/.github/", "/fabfile.py", "/tasks.py", "/rendered/")
 PYTHON, NODEJS = "python", "nodejs"
 
 
 @functools.lru_cache(maxsize=256)
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """A path glob as a regex: `*` and `?` stay inside one folder, `**` spans folders, a trailing `/` means
-    everything below that folder, and a pattern without `/` matches the name in any folder (as in .gitignore)."""
+    everything below that folder, and a pattern without `/` matches the name in any folder (as in .gitignore;
+    a leading `/` anchors it at the top)."""
     folder = pattern.endswith("/")
     body = pattern.rstrip("/")
     anchored = "/" in body
+    body = body.lstrip("/")
     out = ""
     i = 0
     while i < len(body):
@@ -52,16 +63,22 @@ def matches(path: str, globs: tuple[str, ...] | list[str]) -> bool:
     return any(glob_regex(g).fullmatch(path) for g in globs)
 
 
-def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None) -> set[str]:
-    """The apps a change to `path` reaches: {"python", "nodejs"}, or one of them.
+def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None,
+            tool: tuple[str, ...] = TOOL_OWN) -> set[str]:
+    """The apps a change to `path` reaches: {"python", "nodejs"}, one of them, or none (the tool's own files, `tool`).
 
-    A file certainly one app's own reaches that app alone. Any other file reaches both, unless
+    A file certainly one app's own reaches that app alone (JavaScript and TypeScript outside static/ and
+    templates/ are Node.js's, unless PY_FILES names them too). Any other file reaches both, unless
     PY_FILES / NODE_FILES (the files each app reads) are set: then an app is reached by the files
     matching its globs (and by its own files)."""
+    if matches(path, tool):
+        return set()
     if matches(path, PYTHON_ONLY):
         return {PYTHON}
     if matches(path, NODE_ONLY):
         return {NODEJS}
+    if matches(path, NODE_CODE) and not matches(path, FLASK_SERVED):
+        return {NODEJS, PYTHON} if py_files is not None and matches(path, py_files) else {NODEJS}
     found = set()
     if py_files is None or matches(path, py_files):
         found.add(PYTHON)
@@ -70,10 +87,37 @@ def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tupl
     return found
 
 
+def tool_files(s: Settings) -> tuple[str, ...]:
+    """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder (SOURCE_DIR). A
+    settings file named .env stays the apps' too: by convention they load it (python-dotenv, Node's --env-file)."""
+    extra = []
+    for local, folder in ((s.settings_file, False), (s.templates_dir, True)):
+        if not local or (not folder and os.path.basename(local) == ".env"):
+            continue
+        inside = os.path.relpath(os.path.abspath(local), os.path.abspath(s.source_dir))
+        if inside != "." and not inside.startswith(".." + os.sep) and inside != "..":
+            extra.append("/" + inside.replace(os.sep, "/") + ("/" if folder else ""))
+    return TOOL_OWN + tuple(extra)
+
+
 def app_digest(blobs: dict[str, str], app: str, py_files: tuple[str, ...] | None = None,
-               node_files: tuple[str, ...] | None = None) -> str:
+               node_files: tuple[str, ...] | None = None, tool: tuple[str, ...] = TOOL_OWN) -> str:
     """One digest of the files `app` reads: it changes when any of them does (rule 2: PY_FILES/NODE_FILES aware)."""
-    return digest("files-v2", *(f"{p}={b}" for p, b in sorted(blobs.items()) if app in readers(p, py_files, node_files)))
+    return digest("files-v2", *(f"{p}={b}" for p, b in sorted(blobs.items()) if app in readers(p, py_files, node_files, tool)))
+
+
+def committed_environments(paths: list[str] | set[str] | dict[str, str]) -> list[str]:
+    """The folders of a commit that the host builds itself: each outermost `node_modules/` folder, and each folder
+    holding a `pyvenv.cfg` (a virtual environment; "." for the app's folder itself). A committed node_modules wins
+    over the one `npm ci` built (Node resolves the release's own first), and the release would differ from its commit."""
+    found: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        if "node_modules" in parts[:-1]:
+            found.add("/".join(parts[:parts.index("node_modules") + 1]))
+        elif parts[-1] == "pyvenv.cfg":
+            found.add("/".join(parts[:-1]) or ".")
+    return sorted(f for f in found if not any(f.startswith(o + "/") for o in found if o != "."))
 
 
 @dataclass(frozen=True)
@@ -88,8 +132,8 @@ class SourceTree:
     def has(self, path: str) -> bool:
         return path in self.blobs
 
-    def digest_for(self, app: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None) -> str:
-        return app_digest(self.blobs, app, py_files, node_files)
+    def digest_for(self, s: Settings, app: str) -> str:
+        return app_digest(self.blobs, app, s.py_files, s.node_files, tool_files(s))
 
 
 def changed_paths(new: dict[str, str], old: dict[str, str] | None) -> list[str] | None:
@@ -252,3 +296,46 @@ def node_package(text: str | None, has: Any = None) -> NodePackage:
 def _candidates(path: str) -> list[str]:
     path = path.rstrip("/")
     return [path, f"{path}.js", f"{path}.mjs", f"{path}.cjs", f"{path}/index.js"] if path else []
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """The file PM2 runs for the Node.js app, and where that came from."""
+
+    script: str
+    esm: bool  # package.json has "type": "module"
+    why: str  # "NODE_SCRIPT", "package.json main (index.js)", ... or "default"
+    present: bool  # whether the app holds that file
+
+
+def resolve_node_entry(package_json: str | None, has: Callable[[str], bool], node_script: str | None = None) -> NodeEntry:
+    """The one rule for the Node.js entry point, for the deploy (`has` = the commit's tree), a local render-configs
+    and init (`has` = the working tree): NODE_SCRIPT when set, else package.json's (its start script `node <file>`,
+    else `main`, resolved as Node does), else server.js."""
+    pkg = node_package(package_json, has)
+    if node_script:
+        return NodeEntry(node_script, pkg.esm, "NODE_SCRIPT", has(node_script))
+    if pkg.script:
+        return NodeEntry(pkg.script, pkg.esm, pkg.why, True)
+    return NodeEntry(DEFAULT_NODE_SCRIPT, pkg.esm, "default", has(DEFAULT_NODE_SCRIPT))
+
+
+def node_entry_of(s: Settings, package_json: str | None, has: Callable[[str], bool], where: str) -> NodeEntry:
+    """The entry point the app at `where` runs; a clear error naming NODE_SCRIPT when it holds none."""
+    entry = resolve_node_entry(package_json, has, s.node_script)
+    if entry.present:
+        return entry
+    origin = s.origins.get("NODE_SCRIPT", "default")
+    if s.node_script:
+        raise SettingsError(f"NODE_SCRIPT ({origin}): {entry.script} is not in {where}; "
+                            "set NODE_SCRIPT to the Node.js entry point.")
+    raise SettingsError(f"NODE_SCRIPT ({origin}): no Node.js entry point in {where}: package.json "
+                        f"names none that exists (main, or a start script 'node <file>') and {DEFAULT_NODE_SCRIPT} "
+                        "is not there; set NODE_SCRIPT to the entry point.")
+
+
+def with_node_entry(s: Settings, entry: NodeEntry) -> Settings:
+    """The settings running `entry` (package.json's when NODE_SCRIPT is unset), its origin saying why."""
+    if s.node_script == entry.script:
+        return s
+    return replace(s, node_script=entry.script, origins={**s.origins, "NODE_SCRIPT": entry.why})

@@ -32,7 +32,7 @@ def gate_spec(s: Settings, release: str, release_dir: str, checked: dict[str, bo
     # Only the apps just (re)loaded must answer from the new release; the others keep theirs.
     urls = [
         {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}", "expect_release": py},
-        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.health_node}", "expect_release": node},
+        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}", "expect_release": node},
         {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host, "expect_release": py},
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host, "expect_release": node},
     ]

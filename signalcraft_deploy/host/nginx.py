@@ -19,7 +19,7 @@ from invoke import Result
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.render import site_id
-from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.core.settings import Settings, route_owner
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.io import Background, fail, q, run
 
@@ -145,8 +145,10 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
         return [], [f"{site}: no server block listens on port {port}"]
     locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
     routes = []
-    checks = [(f"/{r}/", str(s.gunicorn_bind)) for r in s.py_routes] + [(f"/{r}", str(s.gunicorn_bind)) for r in s.py_routes]
-    checks += [(s.health_node, f"127.0.0.1:{s.node_port}"), ("/", f"127.0.0.1:{s.node_port}")]
+    address = {"python": str(s.gunicorn_bind), "nodejs": f"127.0.0.1:{s.node_port}"}
+    prefixed = [(p, app) for p, app in s.route_table if p != "/"]
+    checks = [(f"{p}/", address[app]) for p, app in prefixed] + [(p, address[app]) for p, app in prefixed]
+    checks += [(s.health_node, address["nodejs"]), ("/", address[route_owner("/", s.route_table)])]
     checks = list(dict.fromkeys(checks))  # HEALTH_NODE is '/' by default: check (and report) it once
     for uri, expected in checks:
         loc = _location_for(uri, locations)
@@ -207,6 +209,28 @@ def install_site(c: Any, s: Settings, description: dict[str, Any], *, backup: bo
 def restore_site(c: Any, s: Settings) -> None:
     """Put the previous site back (rollback); after a first deploy, remove ours and re-enable the stock default."""
     root.call(c, "site-restore", s.state_dir, s.nginx_site, s.nginx_test_cmd, warn=True)
+
+
+def remove_site(c: Any, s: Settings) -> bool:
+    """Have root take our site off for good (`remove`): the file, its link, its kept locations and backups, its claim,
+    and certbot's hook for it; the stock default site it parked enabled again. True when something was removed (the
+    caller reloads Nginx), False when nothing of it was left. On a failed `nginx -t` everything is as it was."""
+    result = root.call(c, "site-remove", s.state_dir, s.nginx_site, s.app_name, s.nginx_test_cmd, warn=True)
+    if result.exited == 66:
+        raise fail(f"NGINX_SITE {s.nginx_site} was not written by signalcraft-deploy (someone wrote over it): it was left "
+                   "as it is, and nothing was removed. Move that file away yourself, then run remove again.")
+    if result.exited == 65:
+        raise fail(f"nginx -t fails without the site {s.nginx_site} (another site needs something of it), so it was left "
+                   f"in place and nothing was removed. nginx said:\n{result.stderr.strip()}")
+    if result.exited == 2 and "belongs to another" in result.stderr:
+        raise fail(f"NGINX_SITE {s.nginx_site} belongs to another deploy user or deploy root on this host: nothing was "
+                   "removed. Check APP_NAME, DEPLOY_ROOT and NGINX_SITE: they must be this app's.")
+    if result.exited == 2 and "not installed by this helper" in result.stderr:
+        raise fail(f"NGINX_SITE {s.nginx_site} was not installed by this tool's root helper for this deploy user and "
+                   "DEPLOY_ROOT: it was left as it is, and nothing was removed. Check NGINX_SITE and DEPLOY_ROOT.")
+    if not result.ok:
+        raise fail(f"Could not remove the Nginx site {s.nginx_site}: {(result.stderr or result.stdout).strip()[-400:]}")
+    return result.stdout.strip().endswith("removed")
 
 
 def test_nginx(c: Any, s: Settings) -> Any:

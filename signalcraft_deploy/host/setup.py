@@ -200,6 +200,7 @@ class State(StrEnum):
     INSTALL = "install"
     WRITE = "write"
     REFUSED = "refused"  # setup will not do it as things are; the reason is printed below the plan
+    REMOVE = "remove"  # setup --remove-app takes it off
 
 
 @dataclass(frozen=True)
@@ -586,3 +587,84 @@ def write_app_record(c: Any, f: SetupFacts) -> str:
     if not result.ok:
         raise fail(f"Could not write {path}: {(result.stderr or result.stdout).strip()[-400:]}")
     return path
+
+
+# ----------------------------------------------------------------------------- an apps' account taken off (setup --remove-app)
+
+
+def removal_problem(f: SetupFacts) -> str | None:
+    """Why `setup --remove-app` will not take APP_USER off: only an account setup made for this deploy user, and one
+    root's record names as its (never the deploy user itself, another service's or another deploy user's)."""
+    recorded = f.app in f.app_records.get("apps", {})
+    if not f.separate_app:
+        return f"{f.app} is the deploy user itself, not an apps' account of its own: there is nothing of setup's to remove"
+    if f.app_entry is None:
+        return None  # gone already (a second run), or never made: removal_items is empty
+    comment, home = f.app_entry[4], f.app_entry[5]
+    if not recorded or comment != APP_COMMENT + f.user or home != f"{APP_HOMES}/{f.app}":
+        return (f"{f.app} is not an apps' account setup made for {f.user} (root's record of {f.user}'s apps, its comment "
+                f"{comment!r} and its home {home} must say so): it was left as it is")
+    return None
+
+
+def removal_items(f: SetupFacts) -> list[Item]:
+    """What `setup --remove-app` takes off, each as it is on the host."""
+    items = []
+    if f.app_unit is not None or f.app_wants:
+        items.append(Item("app boot unit", State.REMOVE, f"{app_unit_path(f)}: stopped, disabled, removed"))
+    if f.app_logrotate_conf is not None:
+        items.append(Item("app rotation", State.REMOVE, f"/etc/logrotate.d/pm2-{f.app}"))
+    if f.app_entry is not None:
+        items.append(Item("app user", State.REMOVE, f"userdel --remove {f.app} (its home {f.app_home}: PM2's logs and "
+                          "saved list), its group; its ACL entries on the folders above DEPLOY_ROOT"))
+    if f.app in f.app_records.get("apps", {}):
+        items.append(Item("app record", State.REMOVE, f"{f.app} from {root.APP_RECORDS}/{f.user}.json"))
+        rest = tuple(a for a in f.apps if a != f.app)
+        items.append(Item("sudoers", State.WRITE, f"{root.sudoers_path(f.user)}: {f.user} may run {root.APP_HELPER} as "
+                          + (", ".join(rest) if rest else "no apps' account any more")))
+    return items
+
+
+def running_apps(c: Any, f: SetupFacts) -> list[str]:
+    """The pids of the account's processes other than its PM2 daemon (its apps: `remove` deletes them first)."""
+    out = run(c, sudo(f"pgrep -u {q(f.app)}"), warn=True).stdout.split()
+    return [pid for pid in out if pid.isdigit() and pid != f.app_daemon.strip()]
+
+
+def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
+    """Take the apps' account off: its unit (stopped), rotation, ACL entries, the account and its home, root's record
+    of it and its sudoers line. Refused while it runs anything but its PM2 daemon."""
+    busy = running_apps(c, f)
+    if busy:
+        raise fail(f"The apps' account {f.app} still runs {len(busy)} process(es) besides its PM2 daemon (pids "
+                   f"{' '.join(busy[:8])}): run `remove` for each app that runs as it (APP_USER={f.app}) first. Nothing "
+                   "was removed.")
+    done = []
+    unit, link = app_unit_path(f), f"{UNIT_DIR}/multi-user.target.wants/pm2-{f.app}.service"
+    if f.systemd_running and f.app_unit is not None:
+        run(c, sudo(f"systemctl disable --now {q(f'pm2-{f.app}.service')}"), warn=True, timeout=120)
+    if f.app_unit is not None or f.app_wants or f.app_logrotate_conf is not None:
+        run(c, sudo(f"rm -f {q(unit)} {q(link)} {q(f'/etc/logrotate.d/pm2-{f.app}')}"))
+        if f.systemd_running:
+            run(c, sudo("systemctl daemon-reload"), warn=True)
+        done.append(f"removed {unit}, its link and /etc/logrotate.d/pm2-{f.app}")
+    if f.app_entry is not None:
+        acl = (f"d={q(s.deploy_root)}; while [ \"$d\" != / ]; do d=$(dirname \"$d\"); "
+               f"setfacl -x u:{q(f.app)} \"$d\" 2>/dev/null; done; true")
+        gone = (f"pkill -KILL -u {q(f.app)}; i=0; while pgrep -u {q(f.app)} >/dev/null && [ $i -lt 50 ]; do sleep 0.1; "
+                f"i=$((i + 1)); done; userdel --remove {q(f.app)} 2>&1 | grep -v 'mail spool' >&2; "
+                f"getent group {q(f.app)} >/dev/null && groupdel {q(f.app)}; ! getent passwd {q(f.app)} >/dev/null")
+        result = run(c, "sudo -n sh -c " + q(f"{acl}; {gone}"), warn=True)
+        if not result.ok:
+            raise fail(f"Could not remove the account {f.app}: {(result.stderr or result.stdout).strip()[-400:]}")
+        done.append(f"removed the account {f.app}, its home {f.app_home} and its group")
+    if f.app in f.app_records.get("apps", {}):
+        apps = {k: v for k, v in f.app_records.get("apps", {}).items() if k != f.app}
+        path = f"{root.APP_RECORDS}/{f.user}.json"
+        result = run(c, root_install_command(path, "0600"), stdin=json.dumps({"deploy": f.user, "apps": apps}, indent=1)
+                     + "\n", warn=True)
+        if not result.ok:
+            raise fail(f"Could not write {path}: {(result.stderr or result.stdout).strip()[-400:]}")
+        done.append(f"{path} without {f.app}")
+        done.append("sudoers: wrote " + root.install_sudoers(c, f.user, tuple(sorted(apps))))
+    return done

@@ -12,7 +12,7 @@ from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.facts import HostFacts, Pm2Process
-from signalcraft_deploy.host.io import fail, q
+from signalcraft_deploy.host.io import fail, q, run
 from signalcraft_deploy.host.programs import run_program
 
 PM2_LOGS = '"${PM2_HOME:-$HOME/.pm2}/logs"'
@@ -84,6 +84,36 @@ def prune_environments(c: Any, s: Settings) -> list[str]:
     and the apps' own account's, asked as it: the deploy user cannot read where that account's processes run)."""
     in_use = app_side(c, s)["in_use"]
     return list(upkeep(c, s, "prune", root=s.deploy_root, in_use=in_use).get("removed", []))
+
+
+RESTARTS = "restarts.json"  # in DEPLOY_ROOT/.deploy: PM2's restart counts when the tool last (re)loaded the apps
+
+
+def settle(c: Any, s: Settings) -> list[str]:
+    """After the tool (re)loaded the apps: record PM2's restart counts by pm_id (every reload counts as one, so
+    `status` counts crashes from here), and remove the log files of pm_ids PM2 no longer has. Returns those files."""
+    data = upkeep(c, s, "settle", app=True, apps=[s.python_app, s.node_app], pm2=s.pm2)
+    if data.get("restarts") is not None:
+        run(c, f"umask 077 && cat > {q(s.state_dir + '/' + RESTARTS)}", stdin=json.dumps(data["restarts"]) + "\n", warn=True)
+    return list(data.get("removed", []))
+
+
+def recorded_restarts(c: Any, s: Settings) -> dict[str, dict[str, int]] | None:
+    """The restart counts `settle` recorded (None: never recorded, as by an older version)."""
+    text = run(c, f"cat {q(s.state_dir + '/' + RESTARTS)} 2>/dev/null", warn=True).stdout
+    try:
+        data = json.loads(text) if text.strip() else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def crashes(restarts: int, pm_id: int, name: str, recorded: dict[str, dict[str, int]] | None) -> int | None:
+    """PM2's restarts of one process since the tool last (re)loaded the apps: crashes (a process PM2 started since
+    counts from 0). None when nothing was recorded."""
+    if recorded is None:
+        return None
+    return max(0, restarts - int((recorded.get(name) or {}).get(str(pm_id), 0)))
 
 
 def forget_logs_command(*names: str) -> str:

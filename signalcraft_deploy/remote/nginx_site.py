@@ -13,7 +13,10 @@ A description (every key required, nothing else allowed):
     listen          Nginx's plain-HTTP listen addresses: PORT, ADDRESS:PORT, [IPv6]:PORT, *:PORT
     tls_listen      the HTTPS ones (used only with `tls`)
     server_name     '_' or host names separated by single spaces ('_' makes the site the default server)
-    routes          the Flask route prefixes (letters, digits, '._~-/')
+    routes          the Flask route prefixes (letters, digits, '._~-/'), Node.js owning the rest (PY_ROUTES)
+  or, in place of `routes` (ROUTES):
+    table           [[PREFIX, APP], ...]: '/' or '/'-led segments of letters, digits, '._~-', each owned by
+                    'python' or 'nodejs', exactly one '/' entry; the longest prefix that matches a path owns it
     python, node    the upstream addresses: HOST:PORT or [IPv6]:PORT (loopback unless ALLOW_PUBLIC_BIND)
     body_size       client_max_body_size ('' for Nginx's default), e.g. 10m
     tls             null, or {"cert": PATH, "key": PATH, "redirect": true|false}
@@ -42,6 +45,9 @@ ROUTE = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 BODY_SIZE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
 TLS_FILE = re.compile(r"/[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*")
 KEYS = ("site", "upstream", "listen", "tls_listen", "server_name", "routes", "python", "node", "body_size", "tls")
+# A description from ROUTES: `table` in place of `routes` (a release recorded with either is rendered as it was).
+TABLE_KEYS = tuple("table" if k == "routes" else k for k in KEYS)
+APPS = ("python", "nodejs")
 
 
 class BadSite(ValueError):
@@ -50,8 +56,8 @@ class BadSite(ValueError):
 
 def check(desc: Any) -> Dict[str, Any]:
     """The description with every field checked (BadSite names the first field that is not)."""
-    if not isinstance(desc, dict) or sorted(desc) != sorted(KEYS):
-        raise BadSite(f"a site description has exactly the keys {', '.join(KEYS)}")
+    if not isinstance(desc, dict) or sorted(desc) not in (sorted(KEYS), sorted(TABLE_KEYS)):
+        raise BadSite(f"a site description has exactly the keys {', '.join(KEYS)} (or table in place of routes)")
     site_path(desc["site"])
     if desc["upstream"] != upstream_for(desc["site"]):
         raise BadSite(f"upstream must be {upstream_for(desc['site'])} (the site's own), not {desc['upstream']!r}")
@@ -63,11 +69,13 @@ def check(desc: Any) -> Dict[str, Any]:
     problem = server_name_problem(desc["server_name"])
     if problem:
         raise BadSite(f"server_name: {problem}")
-    if not isinstance(desc["routes"], list) or not desc["routes"] or len(desc["routes"]) > 100:
-        raise BadSite("routes must be a list of 1 to 100 prefixes")
-    for route in desc["routes"]:
-        if ".." in _word(route, ROUTE, "a route").split("/"):
-            raise BadSite(f"a route may not hold '..': {route!r}")
+    if "table" in desc:
+        check_table(desc["table"])
+    else:
+        if not isinstance(desc["routes"], list) or not desc["routes"] or len(desc["routes"]) > 100:
+            raise BadSite("routes must be a list of 1 to 100 prefixes")
+        for route in desc["routes"]:
+            _route(route)
     for key in ("python", "node"):
         _port_of(_word(desc[key], UPSTREAM_ADDRESS, key), key)
     if desc["body_size"] != "":
@@ -79,6 +87,37 @@ def check(desc: Any) -> Dict[str, Any]:
         for key in ("cert", "key"):
             tls_file(tls[key], key)
     return desc
+
+
+def _route(route: Any) -> str:
+    if ".." in _word(route, ROUTE, "a route").split("/"):
+        raise BadSite(f"a route may not hold '..': {route!r}")
+    return route
+
+
+def check_table(table: Any) -> None:
+    """A route table: 1 to 100 [PREFIX, APP] pairs, distinct prefixes, exactly one '/'."""
+    if not isinstance(table, list) or not 1 <= len(table) <= 100:
+        raise BadSite("table must be a list of 1 to 100 [prefix, app] pairs")
+    seen = set()
+    for pair in table:
+        if not isinstance(pair, list) or len(pair) != 2 or pair[1] not in APPS or not isinstance(pair[0], str):
+            raise BadSite(f"a table entry is [prefix, 'python' or 'nodejs'], not {pair!r}")
+        prefix = pair[0]
+        if prefix != "/" and not (prefix.startswith("/") and _route(prefix[1:])):
+            raise BadSite(f"a table prefix is '/' or '/' and a route: {prefix!r}")
+        if prefix in seen:
+            raise BadSite(f"a table prefix is listed once: {prefix!r}")
+        seen.add(prefix)
+    if "/" not in seen:
+        raise BadSite("a table has exactly one '/' entry (who serves what no other prefix does)")
+
+
+def python_mount(table: List[List[str]]) -> "str | None":
+    """The prefix Python is mounted under (Gunicorn's SCRIPT_NAME): its one prefix, when it has exactly one and
+    that is not '/'; None otherwise (its routes carry their own prefixes)."""
+    mine = [prefix for prefix, app in table if app == "python"]
+    return mine[0] if len(mine) == 1 and mine[0] != "/" else None
 
 
 def server_name_problem(name: Any) -> "str | None":
@@ -146,6 +185,11 @@ def routes_regex(routes: List[str]) -> str:
     return "|".join(re.sub(r"([.])", r"\\\1", route) for route in routes)
 
 
+def prefix_regex(prefix: str) -> str:
+    """A table prefix as a regex location's start: `^/chat(/|$)` matches /chat and /chat/x, never /chatter."""
+    return "^" + routes_regex([prefix]) + "(/|$)"
+
+
 def _listens(addresses: List[str], ssl: bool, default: bool) -> List[str]:
     return [f"    listen {a}{' ssl' if ssl else ''}{' default_server' if default else ''};" for a in addresses]
 
@@ -173,6 +217,34 @@ def _apps(d: Dict[str, Any]) -> List[str]:
             f"        proxy_set_header Connection ${up}_conn;", "    }"]
 
 
+def _proxy(d: Dict[str, Any], app: str, prefix: str) -> List[str]:
+    """A location's body for `app` under `prefix` (ROUTES): Host with its port, the prefix stripped for Node.js and
+    named in X-Forwarded-Prefix for an app mounted under it."""
+    up, node = d["upstream"], app == "nodejs"
+    mounted = prefix != "/" and (node or prefix == python_mount(d["table"]))
+    lines = [f"        rewrite {routes_regex(['^' + prefix])}/?(.*)$ /$1 break;"] if node and prefix != "/" else []
+    lines += [f"        proxy_pass http://{up}_{app};", *(["        proxy_http_version 1.1;"] if node else []),
+              f"        proxy_set_header Host ${up}_host;", "        proxy_set_header X-Real-IP $remote_addr;",
+              "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+              "        proxy_set_header X-Forwarded-Proto $scheme;"]
+    if mounted:
+        lines.append(f"        proxy_set_header X-Forwarded-Prefix {prefix};")
+    if node:
+        lines += ["        proxy_set_header Upgrade $http_upgrade;", f"        proxy_set_header Connection ${up}_conn;"]
+    return lines
+
+
+def _table_apps(d: Dict[str, Any]) -> List[str]:
+    # Nginx takes the first regex location that matches: the longest prefix first, so it wins.
+    prefixed = sorted((pair for pair in d["table"] if pair[0] != "/"), key=lambda pair: (-len(pair[0]), pair[0]))
+    root = next(app for prefix, app in d["table"] if prefix == "/")
+    lines = ["    # Location blocks kept from the site this one replaced (a file beside it, if there is one).",
+             f"    include {extras_path(d['site'])[:-1]}[s];", ""]
+    for prefix, app in prefixed:
+        lines += [f"    location ~ {prefix_regex(prefix)} {{", *_proxy(d, app, prefix), "    }", ""]
+    return lines + ["    location / {", *_proxy(d, root, "/"), "    }"]
+
+
 def render(desc: Dict[str, Any]) -> str:
     """The site's text (after `check`); it answers /.signalcraft-deploy-site with a digest of itself."""
     d = check(desc)
@@ -185,13 +257,15 @@ def render(desc: Dict[str, Any]) -> str:
         lines += ["", "    location / {", f"        return 301 https://$host{'' if port == 443 else f':{port}'}$request_uri;",
                   "    }"]
     else:
-        lines += _apps(d)
+        lines += _table_apps(d) if "table" in d else _apps(d)
     lines.append("}")
     if tls:
         lines += ["", "server {", *_common(d, d["tls_listen"], True), f"    ssl_certificate {tls['cert']};",
                   f"    ssl_certificate_key {tls['key']};", "    ssl_protocols TLSv1.2 TLSv1.3;",
                   "    ssl_prefer_server_ciphers off;", "    ssl_session_timeout 1d;", "    ssl_session_tickets off;",
-                  *_apps(d), "}"]
+                  *(_table_apps(d) if "table" in d else _apps(d)), "}"]
     lines += ["", f"map $http_upgrade ${up}_conn {{", "    default upgrade;", '    ""      close;', "}", ""]
+    if "table" in d:  # $http_host keeps the port a client asked for; an HTTP/1.0 request may have no Host
+        lines += [f"map $http_host ${up}_host {{", '    ""      $host;', "    default $http_host;", "}", ""]
     text = "\n".join(lines)
     return text.replace("@@id@@", hashlib.sha256(text.encode() + b"\0").hexdigest()[:16])

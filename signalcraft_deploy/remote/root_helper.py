@@ -800,6 +800,49 @@ def remove_site(changes: Changes, site: str) -> None:
     changes.remove(claim_path(site))
 
 
+# What older versions left beside a site (a shell install's temporary copy and backup): the site's own names, gone with it.
+LEFTOVERS = (".signalcraft-tmp", ".signalcraft-tmpprev")
+
+
+def v_site_remove(args: list) -> int:
+    """site-remove STATE_DIR SITE APP_NAME TEST_CMD: take the caller's site off for good (`remove`): the site, its
+    link, its kept locations, its backup and older versions' leftovers, the stock default site it parked enabled
+    again, its claim and takeover record dropped, and certbot's hook signalcraft-APP_NAME if root wrote it for this
+    very site; kept only if the test passes (else everything is as it was: exit 65). Prints `removed`, or `absent`
+    when nothing of it is left (a second run)."""
+    state, site, app = state_name(args[0]), a_site(args[1]), token(args[2], APP, "APP_NAME")
+    test = command(args[3], TEST_RE, "the test command")
+    if claim_of(site) is None and not os.path.lexists(site):
+        print("absent")
+        return 0
+    must_own(site, state)
+    now = read_regular(site)
+    if now is not None and not ours(now):
+        print(f"{site} was not written by signalcraft-deploy: left as it is", file=sys.stderr)
+        return 66
+    hook = f"{HOOK_DIR}/signalcraft-{app}"
+    with Changes() as changes:
+        remove_site(changes, site)
+        for suffix in LEFTOVERS:
+            changes.remove(site + suffix)  # a link there is removed, never followed (keep/remove do not follow)
+        if hook_of(hook, site):
+            changes.remove(hook)
+        code = changes.tested(test)
+    if code == 0:
+        if takeover_meta(state, site) is not None:  # root's copy of the site taken over: nothing to put it back for
+            shutil.rmtree(takeover_folder(state))
+        print("removed")
+    return code
+
+
+def hook_of(path: str, site: str) -> bool:
+    """Whether `path` is certbot's hook as root wrote it for `site` (certbot_hook's fixed text, naming the site)."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    text = (read_regular(path) or b"").decode(errors="replace")
+    return text.startswith("#!/bin/sh\n" + HEADER) and f"(site {site}).\n" in text
+
+
 def v_extras_write(args: list) -> int:
     """extras-write STATE_DIR SITE LINES TEST_CMD: keep, beside SITE, the location blocks at LINES (comma-separated;
     '-': none) of the site root saved at takeover-record: parsed from root's own copy, never sent by the caller;
@@ -1055,7 +1098,7 @@ VERBS = {
     "site-restore": (v_site_restore, 3), "extras-write": (v_extras_write, 4),
 "tls-check": (v_tls_check, 1), "certbot-hook": (v_certbot_hook, 5),
     "takeover-record": (v_takeover_record, 3), "takeover-restore": (v_takeover_restore, 3), "version": (v_version, 0),
-    "pm2-boot": (v_pm2_boot, 1),
+    "pm2-boot": (v_pm2_boot, 1), "site-remove": (v_site_remove, 4),
 }
 
 
@@ -1095,7 +1138,8 @@ def main(argv: list) -> int:
 
 
 # The verbs that change root's files: one at a time on the host (hold_lock).
-WRITERS = {"site-install", "site-restore", "extras-write", "certbot-hook", "takeover-record", "takeover-restore"}
+WRITERS = {"site-install", "site-restore", "extras-write", "certbot-hook", "takeover-record", "takeover-restore",
+           "site-remove"}
 
 
 def caller_uid(environ: dict) -> int:

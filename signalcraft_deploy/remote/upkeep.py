@@ -15,6 +15,10 @@ Run as the apps' own account (APP_USER; through the app helper, which sets PM2_H
 mode "apps": who runs the apps (name, uid, PM2 home), PM2's logs there (sizes, device), the sizes
 of the apps' own log files, and the paths under the deploy root its processes run from (`in_use`).
 
+mode "settle": after a deploy, rollback or pm2-reload, each of our apps' PM2 restart count by pm_id (`status`
+counts crashes from it: PM2 counts every reload as a restart), and the per-pm_id log files of processes PM2 no
+longer has (a cluster's <name>-out-<pm_id>.log, rotated ones too) removed.
+
 mode "boot": whether PM2 starts at boot for this user (the systemd unit `setup` writes, enabled
 by its multi-user.target.wants link) and what PM2's saved list (dump.pm2) would start.
 """
@@ -24,9 +28,10 @@ import os
 import pwd
 import re
 import shutil
+import subprocess
 import sys
 
-from signalcraft_deploy.remote.pm2_list import pm2_process
+from signalcraft_deploy.remote.pm2_list import pm2_process, pm2_processes
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -158,6 +163,37 @@ def prune(spec):
     return {"removed": removed}
 
 
+def settle(spec):
+    """Our apps' restart counts by pm_id, and the log files of pm_ids PM2 no longer has removed. Nothing is removed
+    when PM2 cannot be asked."""
+    try:
+        text = subprocess.run([spec.get("pm2", "pm2"), "jlist"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    procs = pm2_processes(text)
+    if procs is None:
+        return {"restarts": None, "removed": []}
+    apps = spec.get("apps", [])
+    restarts = {}
+    for proc in procs:
+        if proc["name"] in apps:
+            restarts.setdefault(proc["name"], {})[str(proc["pm_id"])] = proc["restarts"]
+    live = {(proc["name"], proc["pm_id"]) for proc in procs}
+    logs = os.path.join(spec["pm2_home"], "logs")
+    names = "|".join(re.escape(a) for a in apps)
+    retired = re.compile(f"^({names})-(out|error)-([0-9]+)[.]log") if apps else None
+    removed = []
+    for name in children_of(logs):
+        found = retired.match(name) if retired else None
+        if found and (found.group(1), int(found.group(3))) not in live:
+            try:
+                os.remove(os.path.join(logs, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return {"restarts": restarts, "removed": removed}
+
+
 def read_unit(path):
     unit = {}
     try:
@@ -229,7 +265,7 @@ def boot(spec):
 def main(argv):
     spec = json.loads(argv[0])
     spec.setdefault("pm2_home", os.environ.get("PM2_HOME") or os.path.expanduser("~/.pm2"))
-    modes = {"space": space, "prune": prune, "boot": boot, "apps": apps}
+    modes = {"space": space, "prune": prune, "boot": boot, "apps": apps, "settle": settle}
     print(json.dumps(modes[spec["mode"]](spec)))
 
 

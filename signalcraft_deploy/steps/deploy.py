@@ -363,8 +363,10 @@ def finish(r: DeployRun) -> str:
     r.settle()
     # A HUP leaves PM2's process list as it was; anything else changes what a reboot must resurrect.
     saved = (r.py, r.node) not in ((How.HUP, How.NONE), (How.NONE, How.NONE))
+    retired: list[str] = []
     if saved:
         pm2_ops.save(r.c, r.s)
+        retired = upkeep.settle(r.c, r.s)  # restart counts from here on are crashes; gone pm_ids' logs removed
     # Our apps left in the deploy user's own PM2 in any state (stopped, errored: never moved) go too, and its list is
     # saved: else that PM2 would start them again at boot, beside the apps' account's.
     ours = {r.s.python_app, r.s.node_app, r.s.handover_app, r.s.node_handover_app}
@@ -374,12 +376,14 @@ def finish(r: DeployRun) -> str:
         r.deploy_pm2_changed = True
     if r.deploy_pm2_changed:
         pm2_ops.save_as_deploy_user(r.c, r.s)
-    pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev)
+    m = r.plan.manifest
+    pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev, (m.python_release, m.node_release))
     # Pruned releases may leave venvs and node_modules that no kept release names.
     unused = upkeep.prune_environments(r.c, r.s) if pruned else []
     r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])
     return (("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
-            + (f"; removed {len(unused)} unused venv(s)/node_modules" if unused else ""))
+            + (f"; removed {len(unused)} unused venv(s)/node_modules" if unused else "")
+            + (f"; removed {len(retired)} log file(s) of processes gone" if retired else ""))
 
 
 # ----------------------------------------------------------------------------- the user's hooks

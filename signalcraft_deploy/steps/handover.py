@@ -69,7 +69,7 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     """
     entry, address = handover_entry(s, kind, venv, release_dir)
     name = App(kind).pm2_name(s)
-    health = s.health_py if kind == "python" else s.health_node
+    health = s.app_path(kind, s.health_py if kind == "python" else s.health_node)  # asked directly, not through Nginx
     config = f".{s.app_name}-handover-{kind}.config.json"  # in the apps' account's home, its working folder
     # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.
     leftover = present is None or entry["name"] in present

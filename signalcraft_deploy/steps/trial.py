@@ -46,7 +46,8 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
         # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the user needs.
         node.update(name=node_name, instances=1, exec_mode="fork", env={**node["env"], "PORT": str(node_port)})
         apps.append(node)
-        urls.append({"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{s.health_node}", "expect_release": True})
+        health = s.app_path("nodejs", s.health_node)  # asked directly: without the prefix Nginx strips
+        urls.append({"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{health}", "expect_release": True})
         watch.append({"name": node_name})
     if not apps:
         return None

@@ -7,18 +7,18 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from signalcraft_deploy.core import release_paths, source
+from signalcraft_deploy.core import release_paths, release_site, source
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.secrets import mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
-from signalcraft_deploy.core.source import NODEJS, PYTHON, SourceTree, make_tarball, node_package, read_blob, read_source
+from signalcraft_deploy.core.source import NODEJS, PYTHON, SourceTree, make_tarball, read_blob, read_source
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.app_user import runs_as_deploy_user
 from signalcraft_deploy.host.io import fail, q, run, upload
@@ -40,27 +40,9 @@ class Shipment:
     esm: bool = False  # package.json has "type": "module"
 
 
-def node_entry_of(s: Settings, tree: SourceTree, package_json: str | None, where: str) -> tuple[str, bool]:
-    """The Node.js entry point (NODE_SCRIPT, else package.json's, else server.js) and whether the package is ESM."""
-    pkg = node_package(package_json, tree.has)
-    script = s.node_script or pkg.script or DEFAULT_NODE_SCRIPT
-    if not tree.has(script):
-        origin = s.origins.get("NODE_SCRIPT", "default")
-        if s.node_script:
-            raise SettingsError(f"NODE_SCRIPT ({origin}): {script} is not in {where} at {tree.sha[:12]}; "
-                                "set NODE_SCRIPT to the Node.js entry point.")
-        raise SettingsError(f"NODE_SCRIPT ({origin}): no Node.js entry point in {where} at {tree.sha[:12]}: package.json "
-                            f"names none that exists (main, or a start script 'node <file>') and {DEFAULT_NODE_SCRIPT} "
-                            "is not there; set NODE_SCRIPT to the entry point.")
-    return script, pkg.esm
-
-
 def shipment_settings(s: Settings, shipment: Shipment) -> Settings:
     """The settings with the Node.js entry point this shipment runs (package.json's when NODE_SCRIPT is unset)."""
-    if s.node_script == shipment.node_script:
-        return s
-    return replace(s, node_script=shipment.node_script,
-                   origins={**s.origins, "NODE_SCRIPT": node_package(shipment.package_json, shipment.tree.has).why or "default"})
+    return source.with_node_entry(s, source.resolve_node_entry(shipment.package_json, shipment.tree.has, s.node_script))
 
 
 def _wsgi_module_paths(wsgi_app: str) -> tuple[str, str]:
@@ -77,10 +59,28 @@ def check_shipment(s: Settings, tree: SourceTree, where: str) -> None:
     if not any(tree.has(p) for p in _wsgi_module_paths(s.wsgi_app)):
         raise SettingsError(f"WSGI_APP ({s.origins.get('WSGI_APP', 'default')}): module {s.wsgi_app.split(':')[0]} "
                             f"({' or '.join(_wsgi_module_paths(s.wsgi_app))}) is not in {where} at {tree.sha[:12]}.")
+    check_environments(tree, where)
     clashes = release_paths.collisions(tree.modes, s.shared_paths or ())
     if clashes:
         raise SettingsError(f"{where} at {tree.sha[:12]} has entries where the tool writes its own files in a release; "
                             "nothing was changed on the host:\n  " + "\n  ".join(clashes))
+
+
+def check_environments(tree: SourceTree, where: str) -> None:
+    """A committed node_modules/ or venv is refused, naming each and the fix: the host builds both from the lock
+    files, and a committed node_modules would be the one Node.js loads."""
+    found = source.committed_environments(tree.blobs)
+    if not found:
+        return
+    lines = []
+    for folder in found:
+        kind = "node_modules" if folder.rsplit("/", 1)[-1] == "node_modules" else "a virtual environment (pyvenv.cfg)"
+        target = folder if folder != "." else "pyvenv.cfg"
+        lines.append(f"{folder}/: {kind}; fix: git rm -r --cached {q(target)} && echo {q(target + '/')} >> .gitignore")
+    raise SettingsError(
+        f"{where} at {tree.sha[:12]} commits what the host builds itself (node_modules by npm ci from package-lock.json, "
+        "the venv from requirements.txt); a committed node_modules would win over the built one. Nothing was changed "
+        "on the host. Take it out of git, commit, and deploy again:\n  " + "\n  ".join(lines))
 
 
 def read_app_env(s: Settings) -> str | None:
@@ -98,10 +98,10 @@ def local_shipment(s: Settings) -> Shipment:
     where = f"SOURCE_DIR {s.source_dir}"
     check_shipment(s, tree, where)
     package_json = read_blob(s.source_dir, tree, "package.json")
-    script, esm = node_entry_of(s, tree, package_json, where)
+    entry = source.node_entry_of(s, package_json, tree.has, f"{where} at {tree.sha[:12]}")
     return Shipment(tree=tree, requirements=read_blob(s.source_dir, tree, "requirements.txt") or "",
                     package_lock=read_blob(s.source_dir, tree, "package-lock.json"), app_env=read_app_env(s),
-                    source_dir=s.source_dir, package_json=package_json, node_script=script, esm=esm)
+                    source_dir=s.source_dir, package_json=package_json, node_script=entry.script, esm=entry.esm)
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
@@ -176,9 +176,10 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
         return run(c, f"git -C {repo} cat-file blob {q(blobs[path])}").stdout
 
     package_json = show("package.json")
-    script, esm = node_entry_of(s, tree, package_json, f"{s.repo_url}")
+    entry = source.node_entry_of(s, package_json, tree.has, f"{s.repo_url} at {tree.sha[:12]}")
     return Shipment(tree=tree, requirements=show("requirements.txt") or "", package_lock=show("package-lock.json"),
-                    app_env=read_app_env(s), source_dir=None, package_json=package_json, node_script=script, esm=esm)
+                    app_env=read_app_env(s), source_dir=None, package_json=package_json, node_script=entry.script,
+                    esm=entry.esm)
 
 
 def redact_text(text: str, url: str | None) -> str:
@@ -186,16 +187,18 @@ def redact_text(text: str, url: str | None) -> str:
     return mask(text, secret_values(None, url))
 
 
-def extras_tar(plan: Plan) -> bytes:
-    """The files deploy adds to a release: rendered configs, REVISION and the manifest."""
+def extras_tar(plan: Plan, site_record: str) -> bytes:
+    """The files deploy adds to a release: rendered configs, REVISION, the manifest and the release's Nginx site."""
     import tarfile  # here: only a deploy that makes a release needs it
-    files = {**plan.configs, "REVISION": plan.manifest.release + "\n", ".signalcraft/manifest.json": plan.manifest.to_json()}
+    files = {**plan.configs, "REVISION": plan.manifest.release + "\n", ".signalcraft/manifest.json": plan.manifest.to_json(),
+             release_site.SITE_FILE: site_record}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            mode = release_site.SITE_FILE_MODE if name == release_site.SITE_FILE else 0o644
+            info.size, info.mode, info.mtime = len(data), mode, 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -218,7 +221,7 @@ def send_files(c: Any, s: Settings, shipment: Shipment, plan: Plan, same: source
     with tempfile.TemporaryDirectory() as tmp:
         extras = os.path.join(tmp, "extras.tar")
         with open(extras, "wb") as fh:
-            fh.write(extras_tar(plan))
+            fh.write(extras_tar(plan, release_site.record(s)))
         # shared/ is the apps' to write (their data, SQLite's journal beside it): in their account's group, setgid.
         # (What is in it is theirs too: only remote/shared_paths.py, which follows no link, changes anything there.)
         shared = q(s.shared_dir)
@@ -373,8 +376,8 @@ def shipment_manifest(s: Settings, shipment: Shipment, now: datetime | None = No
     s = shipment_settings(s, shipment)
     tree = shipment.tree
     return make_manifest(
-        s, sha=tree.sha, tree=tree.tree, python_code=tree.digest_for(PYTHON, s.py_files, s.node_files),
-        node_code=tree.digest_for(NODEJS, s.py_files, s.node_files), requirements=shipment.requirements,
+        s, sha=tree.sha, tree=tree.tree, python_code=tree.digest_for(s, PYTHON),
+        node_code=tree.digest_for(s, NODEJS), requirements=shipment.requirements,
         package_lock=shipment.package_lock, app_env_digest=app_env_digest, who=who_text(who()),
         package_json=shipment.package_json, esm=shipment.esm, now=now)
 

@@ -12,12 +12,12 @@ import json
 import os
 from pathlib import Path
 
-from invoke import Collection, Context, task
+from invoke import Collection, Context, Exit, task
 
 from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.render import ECOSYSTEM_CJS, render_nginx_site, render_release_configs, site_description, venv_dir
-from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.core.source import node_package
+from signalcraft_deploy.core.settings import Settings, SettingsError
+from signalcraft_deploy.core.source import node_entry_of, with_node_entry
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, is_remote, q, read_file, run, write_file
 from signalcraft_deploy.host.lock import task_lock
@@ -30,10 +30,6 @@ def rendered_files(s: Settings, requirements: str, esm: bool = False) -> dict[st
     """Every file render-configs writes, by file name (the Nginx site as nginx-site.conf; PM2's file as
     ecosystem.config.cjs in an ES module package)."""
     return {**render_release_configs(s, venv_dir(s, requirements), esm), SITE_NAME: render_nginx_site(s)}
-
-
-def package_is_esm(text: str | None) -> bool:
-    return node_package(text).esm
 
 
 def diff(old: str | None, new: str, path: str) -> str:
@@ -50,14 +46,21 @@ def render_configs(c: Context, output: str | None = None, dry_run: bool = False,
     if is_remote(c):
         _render_on_host(c, s, dry_run)
     else:
-        _render_locally(s, output, dry_run)
+        try:
+            _render_locally(s, output, dry_run)
+        except SettingsError as err:
+            raise Exit(f"Settings error: {err}", code=2) from None
 
 
 def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
-    """Into a local folder for review (default ./rendered), each changed file atomically, with its diff."""
+    """Into a local folder for review (default ./rendered), each changed file atomically, with its diff. The Node.js
+    entry point is found as a deploy finds it, but in the working tree rather than the commit."""
     requirements, package = Path(s.source_dir, "requirements.txt"), Path(s.source_dir, "package.json")
-    files = rendered_files(s, requirements.read_text() if requirements.exists() else "",
-                           package_is_esm(package.read_text() if package.exists() else None))
+    entry = node_entry_of(s, package.read_text() if package.exists() else None,
+                          lambda path: Path(s.source_dir, path).is_file(), f"the working tree of SOURCE_DIR {s.source_dir}")
+    s = with_node_entry(s, entry)
+    print(f"Node.js entry point: {entry.script} ({entry.why}, read from the working tree)")
+    files = rendered_files(s, requirements.read_text() if requirements.exists() else "", entry.esm)
     out = Path(output or "rendered").resolve()
     for name, text in files.items():
         target = out / name

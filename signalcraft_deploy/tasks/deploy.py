@@ -7,6 +7,7 @@ inside this task (never as `pre=` tasks, which under `fab -H` would run locally)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
-from signalcraft_deploy.host.releases import previous_release
+from signalcraft_deploy.host.releases import previous_release, site_settings
 from signalcraft_deploy.host.upkeep import require_space
 from signalcraft_deploy.steps import fleet as fleet_steps
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo, config_diffs
@@ -374,7 +375,7 @@ def summarize(rep: Reporter, s: Settings, plan: Plan, ok: bool, c: Any = None, p
         host = first.host if first.host and not first.wildcard and ":" not in first.host else host
         rep.say(f"Deployed {m.release} (commit {m.sha[:12]}) to {rep.target} in {total:.1f}s.")
         rep.say(f"  Node.js: {scheme}://{host}{port}{s.health_node}")
-        rep.say("  Flask:   " + "  ".join(f"{scheme}://{host}{port}/{r}" for r in s.py_routes))
+        rep.say("  Flask:   " + "  ".join(f"{scheme}://{host}{port}{p}" for p, app in s.route_table if app == "python"))
         for line in pm2_lines(s, pm2_state or {}):
             rep.say(line)
     reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
@@ -389,8 +390,10 @@ ROLLBACK_HELP = {**COMMON_HELP, "known-hosts": DEPLOY_HELP["known-hosts"], "batc
                        "'before-takeover' returns to the host as it was before the first deploy)"}
 
 
-def rollback_plan(c: Any, s: Settings, facts: host_facts.HostFacts, target: str) -> Plan:
-    """The plan that returns to a release already on the host: its own manifest and configs, nothing uploaded."""
+def rollback_plan(c: Any, s: Settings, facts: host_facts.HostFacts, target: str,
+                  warn: Callable[[str], None]) -> tuple[Settings, Plan]:
+    """The plan that returns to a release already on the host: its own manifest, configs and Nginx site, nothing
+    uploaded; with the settings the release runs with."""
     raw = run(c, f"cat {q(s.releases_dir + '/' + target)}/.signalcraft/manifest.json", warn=True).stdout
     try:
         manifest = manifest_from(json.loads(raw), f"Release {target}")
@@ -401,10 +404,11 @@ def rollback_plan(c: Any, s: Settings, facts: host_facts.HostFacts, target: str)
     configs = {}
     for name in (GUNICORN_CONF, manifest.ecosystem):
         configs[name] = run(c, f"cat {q(s.releases_dir + '/' + target + '/' + name)}", warn=True).stdout
-    plan = plan_or_exit(release_settings(s, json.loads(raw)), manifest, configs, facts)
+    s = release_settings(site_settings(c, s, target, warn), json.loads(raw))
+    plan = plan_or_exit(s, manifest, configs, facts)
     plan.new_release, plan.build_venv = False, manifest.venv.rsplit("/", 1)[-1] not in facts.venvs_ready
     plan.site = render_nginx_site(s)
-    return plan
+    return s, plan
 
 
 def warn_of_migrations(c: Any, s: Settings, rep: Reporter, release: str | None) -> None:
@@ -449,10 +453,10 @@ def rollback(c, to=None, known_hosts=None, batch=None, on_failure=None, env_file
         if not target or target not in facts.releases:
             raise fail(f"No release to roll back to (asked for {to or 'the previous one'}; on the host: "
                        f"{', '.join(facts.releases) or 'none'}). See `releases`.")
-        plan = rollback_plan(c, s, facts, target)
+        own, plan = rollback_plan(c, s, facts, target, rep.warn)
         rep.say(f"Rolling back {facts.current_release} -> {target}")
         warn_of_migrations(c, s, rep, facts.current_release)
-        carry_out(c, release_settings(s, json.loads(plan.manifest.to_json())), rep, plan, facts, None, "rollback")
+        carry_out(c, own, rep, plan, facts, None, "rollback")
         run(c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True)
     rep.say(f"Rolled back to {target}.")
 

@@ -141,7 +141,9 @@ def rollback_fleet(conns: list[Any], s: Settings, to: str | None, known_hosts: s
                              f"{', '.join(lacking) or 'the first host'}; every host must return to the same release. "
                              "See `releases`, and pick one with --to RELEASE.")
         print(f"Fleet rollback {deploy_id}: every host -> {target}")
-        failed = fleet.parallel(group, lambda m: setattr(m, "plan", single.rollback_plan(m.c, s, m.facts, target)))
+        def plan_rollback(m: Member) -> None:
+            m.settings, m.plan = single.rollback_plan(m.c, s, m.facts, target, m.rep.warn)  # the release's own site
+        failed = fleet.parallel(group, plan_rollback)
         if failed:
             raise fail("Nothing was changed on any host:\n" + fleet.describe_failures(failed))
         single.warn_of_migrations(group[0].c, s, group[0].rep, first.current_release)

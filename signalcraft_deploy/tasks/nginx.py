@@ -12,6 +12,7 @@ from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.nginx import check, drift, read_site
+from signalcraft_deploy.host.releases import live_site_settings
 from signalcraft_deploy.tasks.deploy import host_settings
 
 
@@ -20,7 +21,8 @@ def nginx_check(c, env_file=None, set_=None):
     """Check Nginx: routes to Gunicorn and Node.js, nginx -t, the running config is the one on disk, the TLS certificate."""
     s = settings_for(env_file, set_)
     open_host(c, s)
-    s = host_settings(s, host_facts.gather(c, s, quick=True).site_defaults, f"{s.state_dir}/site-defaults.json")
+    facts = host_facts.gather(c, s, quick=True)
+    s = live_site_settings(c, host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json"), facts.current_release)
     routes, problems = check(c, s)
     warning = host_facts.node_public_warning(s, host_facts.gather(c, s))
     if warning:

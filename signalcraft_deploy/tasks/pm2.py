@@ -14,6 +14,7 @@ from signalcraft_deploy.host.health import gate
 from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.lock import task_lock
 from signalcraft_deploy.host.pm2 import hup_python, reload_node, save, start
+from signalcraft_deploy.host.upkeep import settle
 from signalcraft_deploy.steps.trial import canary
 
 
@@ -53,6 +54,7 @@ def reload_live(c: Any, s: Settings) -> None:
     if problems:
         raise fail("Apps are not healthy after the reload:\n  " + "\n  ".join(problems))
     save(c, s)
+    settle(c, s)  # PM2 counted each reload as a restart: `status` counts crashes from here
     print("pm2 save: done")
 
 

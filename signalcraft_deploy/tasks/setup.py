@@ -21,6 +21,8 @@ SETUP_HELP = {
     "dry-run": "read the host and print what setup would install or write, changing nothing",
     "known-hosts": "extra known_hosts file to verify the host key with",
     "user": "the deploy account to set the host up for (default: the connecting one); only the connecting one needs full sudo",
+    "remove-app": "take an apps' account off instead (after `remove` of its apps): its boot unit, log rotation, the "
+                  "account and its home, root's record of it, its sudoers line",
 }
 
 
@@ -88,12 +90,14 @@ def refused(facts: setup_ops.SetupFacts) -> None:
 
 
 @task(iterable=["set_"], help=SETUP_HELP)
-def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None, user=None):
+def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None, user=None, remove_app=None):
     """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, APP_USER=remove_app)
     open_host(c, s, known_hosts=known_hosts, flag_hint=", or pass --known-hosts FILE")
     user = setup_ops.check_user(user or connecting_user(c))
     facts = setup_ops.gather(c, s, user)
+    if remove_app:
+        return remove_app_user(c, s, facts, dry_run)
     if not facts.sudo:
         raise fail(f"setup needs full passwordless sudo for the connecting account on {target_name(c)} "
                    "(a sudoers line with NOPASSWD: ALL, as an EC2 image's admin has): connect as such an admin, "
@@ -118,6 +122,31 @@ def setup(c, dry_run=False, known_hosts=None, env_file=None, set_=None, user=Non
     for note in converge(c, s, facts, items):
         print("  done           " + note)
     print(f"Changed {len(changes)} item(s); a second run changes nothing.")
+
+
+def remove_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts, dry_run: bool) -> None:
+    """`setup --remove-app APP_USER`: what setup made for an apps' account, taken off (its apps removed first)."""
+    if not facts.sudo:
+        raise fail(f"setup --remove-app needs full passwordless sudo for the connecting account on {target_name(c)}: "
+                   f"connect as an admin, e.g. fab -H ubuntu@host setup --remove-app {facts.app} --user {facts.user}.")
+    if not facts.user:
+        raise fail(f"There is no user {facts.user or '(none)'} on {target_name(c)}: name the deploy user with --user.")
+    problem = setup_ops.removal_problem(facts)
+    if problem:
+        raise fail(f"setup --remove-app refuses: {problem}. Nothing was removed.")
+    items = setup_ops.removal_items(facts)
+    print(f"Removal of the apps' account {facts.app} of {facts.user} from {target_name(c)}:")
+    for item in items:
+        print("  " + line(item, dry_run))
+    if not items:
+        print(f"Nothing to remove: there is no account {facts.app}, and root's record of {facts.user}'s apps names none.")
+        return
+    if dry_run:
+        print(f"Dry run: {len(items)} item(s) would change; nothing was changed.")
+        return
+    for note in setup_ops.remove_app_user(c, s, facts):
+        print("  done           " + note)
+    print(f"Removed {facts.app}; a second run removes nothing.")
 
 
 ns = Collection(setup)

@@ -22,6 +22,7 @@ from signalcraft_deploy.host.lock import read_audit, who_text
 from signalcraft_deploy.host.nginx import drift as nginx_drift
 from signalcraft_deploy.host.nginx import test_nginx
 from signalcraft_deploy.host.pm2 import pm2
+from signalcraft_deploy.host.releases import live_site_settings
 from signalcraft_deploy.tasks.deploy import host_settings
 
 
@@ -30,7 +31,7 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
     nginx = s.nginx_url
     return [
         {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}"},
-        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.health_node}"},
+        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}"},
         {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host},
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host},
     ]
@@ -39,16 +40,18 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
 def collect(c: Any, s: Settings) -> dict[str, Any]:
     """Everything `status` shows, as plain data (no env values, no secrets)."""
     facts = host_facts.gather(c, s)
-    s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
+    s = live_site_settings(c, host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json"), facts.current_release)
     procs = [p for p in facts.pm2 if p.name in (s.python_app, s.node_app)]
     probed = probe(c, s, {"mode": "status", "pids": [p.pid for p in procs if p.pid], "urls": health_urls(s)})
     nginx_ok = test_nginx(c, s).ok
     now_ms = int(time.time() * 1000)
+    recorded = upkeep.recorded_restarts(c, s)
     apps = []
     for p in procs:
         mem = probed["memory"].get(str(p.pid), {})
         apps.append({"name": p.name, "pm_id": p.pm_id, "pid": p.pid, "status": p.status, "mode": p.exec_mode,
                      "uptime_s": max(0, (now_ms - p.started_ms) // 1000) if p.started_ms else 0, "restarts": p.restarts,
+                     "crashes": upkeep.crashes(p.restarts, p.pm_id, p.name, recorded),
                      "memory_master_mb": round(mem.get("master_kb", 0) / 1024, 1), "workers": mem.get("workers", 0),
                      "memory_workers_mb": round(mem.get("workers_kb", 0) / 1024, 1)})
     m = facts.manifest or {}
@@ -56,8 +59,7 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "host": target_name(c),
         "current": {"release": facts.current_release, "sha": m.get("sha"), "deployed_at": m.get("deployed_at"),
                     "deployed_by": m.get("deployed_by")},
-        "releases": [{"name": r, "current": r == facts.current_release, "bad": r in facts.bad_releases}
-                     for r in reversed(facts.releases)],
+        "releases": ordered_releases(facts.releases, facts.current_release, facts.bad_releases),
         "apps": apps,
         "nginx_test_ok": nginx_ok,
         "nginx_drift": nginx_drift(c, s, facts.site_text),
@@ -68,6 +70,18 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "warnings": [w for w in (host_facts.node_public_warning(s, facts),) if w],
         **host_life(c, s, facts),
     }
+
+
+def ordered_releases(names: list[str], current: str | None, bad: set[str]) -> list[dict[str, Any]]:
+    """The releases as `status` lists them: the current one; the good ones before it, newest first (the first is
+    what `rollback` returns to); good ones deployed after it (a rollback left them); then the bad ones."""
+    newest_first = sorted(names, reverse=True)
+    good = [r for r in newest_first if r != current and r not in bad]
+    older = [r for r in good if current is None or r < current]
+    newer = [r for r in good if r not in older]
+    listed = ([current] if current in names else []) + older + newer + [r for r in newest_first if r in bad and r != current]
+    return [{"name": r, "current": r == current, "bad": r in bad, "newer": r in newer,
+             "rollback": bool(older) and r == older[0]} for r in listed]
 
 
 def shared_sizes(c: Any, s: Settings) -> dict[str, int | None]:
@@ -158,20 +172,40 @@ def render_host_life(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_releases(releases: list[dict[str, Any]], shown: int = 5) -> list[str]:
+    """`previous`: the good releases before the current one, newest first, the first marked as rollback's; `newer`:
+    good ones after it; `bad`: the ones that failed (never picked by rollback)."""
+    previous = [r["name"] + (" (rollback returns here)" if r["rollback"] else "") for r in releases
+                if not r["current"] and not r["bad"] and not r.get("newer")]
+    newer = [r["name"] for r in releases if r.get("newer")]
+    bad = [r["name"] for r in releases if r["bad"] and not r["current"]]
+    lines = ["previous  " + (", ".join(previous[:shown]) or "none")]
+    if newer:
+        lines.append("newer     " + ", ".join(newer[:shown]) + " (after the current one: `rollback --to NAME` returns there)")
+    if bad:
+        lines.append("bad       " + ", ".join(bad[:shown]))
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> str:
     cur = data["current"]
     lines = [f"{data['host']}",
              f"current   {cur['release'] or 'none'}  commit {str(cur['sha'] or '-')[:12]}  at {cur['deployed_at'] or '-'}"
              f"  by {cur['deployed_by'] or '-'}"]
-    others = [r["name"] + (" (bad)" if r["bad"] else "") for r in data["releases"] if not r["current"]]
-    lines.append("previous  " + (", ".join(others[:5]) or "none"))
+    lines += render_releases(data["releases"])
     lines.append("")
-    lines.append(f"{'app':<26} {'pid':>7} {'status':<9} {'mode':<8} {'uptime':>8} {'restarts':>8} {'master':>9} {'workers':>16}")
+    # PM2 counts every reload as a restart: crashes are the restarts since the tool last (re)loaded the apps.
+    lines.append(f"{'app':<26} {'pid':>7} {'status':<9} {'mode':<8} {'uptime':>8} {'crashes':>8} {'restarts':>8} {'master':>9} "
+                 f"{'workers':>16}")
     for a in data["apps"]:
         workers = f"{a['workers']}: {a['memory_workers_mb']}MB" if a["workers"] else "-"
-        lines.append(f"{a['name']:<26} {a['pid']:>7} {a['status']:<9} {a['mode']:<8} {a['uptime_s']:>7}s {a['restarts']:>8} "
-                     f"{a['memory_master_mb']:>7}MB {workers:>16}")
-    if not data["apps"]:
+        crashes = "?" if a.get("crashes") is None else a["crashes"]
+        lines.append(f"{a['name']:<26} {a['pid']:>7} {a['status']:<9} {a['mode']:<8} {a['uptime_s']:>7}s {crashes:>8} "
+                     f"{a['restarts']:>8} {a['memory_master_mb']:>7}MB {workers:>16}")
+    if data["apps"]:
+        lines.append("(crashes: PM2's restarts since the last deploy, rollback or pm2-reload, which PM2 counts as restarts"
+                     + ("; ?: none recorded yet" if any(a.get("crashes") is None for a in data["apps"]) else "") + ")")
+    else:
         lines.append("(no PM2 apps of this deploy)")
     if data.get("shared"):
         lines.append("shared    " + ", ".join(f"{path} {human(size)}" for path, size in data["shared"].items()))

@@ -42,11 +42,14 @@ def pytest_configure(config):
 
 
 # The modules that take longest first, so that pytest-xdist's workers finish together (--dist loadfile keeps each
-# module on one worker, in the order collected). Modules not named here follow, alphabetically; the systemd host's
-# come last, as its host may still be booting (on a new machine its root file system is built first).
-LONGEST_FIRST = ("test_fleet", "test_deploy", "test_app_changes", "test_zero_downtime",
-                 "test_faults", "test_nginx_sites", "test_host_life", "test_hooks", "test_adoption", "test_root_helper",
-                 "test_root_attacks", "test_security")
+# module on one worker, in the order collected; tests/e2e/run passes --no-loadscope-reorder, without which xdist
+# reorders modules by their number of tests). Modules not named here follow, alphabetically; the systemd host's
+# come last, as its host may still be booting (on a new machine its root file system is built first). The order is
+# that of each module's summed time in a CI run (tests/e2e/run writes them to /tmp/e2e-junit.xml).
+LONGEST_FIRST = ("test_fleet", "test_app_changes", "test_deploy", "test_nginx_sites", "test_adoption",
+                 "test_zero_downtime", "test_faults", "test_app_user_reach", "test_hooks", "test_host_life",
+                 "test_operator", "test_security", "test_takeover_scope", "test_root_helper", "test_release_integrity",
+                 "test_app_user_move", "test_app_attacks", "test_least_privilege", "test_root_attacks")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -131,6 +134,9 @@ class Profile:
             "APP_NAME": self.app, "DEPLOY_ROOT": self.root, "GUNICORN_BIND": f"127.0.0.1:{self.bind}",
             "NODE_PORT": str(self.node), "NGINX_LISTEN": str(self.listen),
             "NGINX_SITE": f"/etc/nginx/sites-available/{self.app}", "HEALTH_TIMEOUT": "20", "WHEELS": "local",
+            # Two Gunicorn workers, not 'auto' (2 * CPUs + 1 = 5): the four test hosts share this machine's two cores,
+            # and each master a deploy starts boots every worker.
+            "GUNICORN_WORKERS": "2",
             **self.extra,
         }
 

@@ -438,7 +438,7 @@ def test_a_host_deployed_by_the_previous_release_is_deployed_by_this_one(previou
     assert not [item for item in pm2_jlist(UPGRADE_USER) if item["name"].startswith("upgraded-")]
     new_release = os.readlink(f"{UPGRADE.root}/current").rsplit("/", 1)[-1]
     assert new_release != old_release
-    # init's files (deploy.env, the workflow) may be read by either app, so both load the new release.
+    # init's files (deploy.env, the workflow) reach no app, but the move to the apps' account starts both in it.
     answers(UPGRADE, new_release)
     assert host_json(f"{UPGRADE.root}/current/.signalcraft/manifest.json")["tool"] == formats.TOOL
     audit = [json.loads(line) for line in Path(f"{UPGRADE.root}/.deploy/audit.log").read_text().splitlines()]

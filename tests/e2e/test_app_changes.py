@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist
+from tests.e2e.conftest import APP_HOME, AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist, sh
 
 P = Profile("changes", "/home/ubuntu/changes", 7101, 7111, 7121,
             extra={"PY_ROUTES": "api/flask", "NODE_INSTANCES": "2"})
@@ -245,6 +245,63 @@ def test_python_serves_a_changed_json_file_it_reads_at_import(sandbox, app):
     assert get(p.url("/api/flask/data"))[2] == {"answer": 2}
 
 
+def processes(p: Profile) -> dict[str, object]:
+    """What a reload would change: each PM2 process's pid and restart count, and Gunicorn's workers (a HUP
+    replaces them while the master's pid stays)."""
+    procs = {(item["name"], item["pm2_env"]["pm_id"]): (item["pid"], item["pm2_env"]["restart_time"])
+             for item in pm2_jlist() if item["name"] in (f"{p.app}-python", f"{p.app}-nodejs")}
+    master = next(pid for (name, _), (pid, _) in procs.items() if name == f"{p.app}-python")
+    workers = sorted(sh(f"ps -o pid= --ppid {master}").stdout.split())
+    assert workers, "Gunicorn has no workers"
+    return {"pm2": procs, "workers": workers}
+
+
+def test_the_tools_own_files_reload_no_app_and_javascript_is_nodes_own(sandbox, app):
+    """deploy.env and a template of TEMPLATES_DIR are the tool's: a commit of them alone moves `current` and
+    reloads nothing. Two such deploys with KEEP_RELEASES=2 keep the release the apps still run. An index.js
+    reaches Node.js alone: Gunicorn keeps its workers. A committed node_modules/ is refused before the host is
+    touched, naming the fix."""
+    repo, p, _ = app
+    running, before = current(p), processes(p)
+    served_before = (get(p.url("/api/flask/data"))[2], text(p.url("/hello")))
+    templates = repo.path / "deploy-templates"
+    bundled = Path(__file__).resolve().parents[2] / "signalcraft_deploy" / "templates" / "gunicorn.conf.py.j2"
+    repo.put("deploy.env", "# this app's deploy settings\n", "only deploy.env")
+    repo.put("deploy-templates/gunicorn.conf.py.j2", "{# our copy #}\n" + bundled.read_text(), "only a template")
+    tool_only = profile_with(p, TEMPLATES_DIR=str(templates), KEEP_RELEASES="2")
+    out = ok(fab(sandbox, tool_only, repo))
+    assert "python: none, nodejs: none" in out, out
+    repo.put("deploy.env", "# this app's deploy settings, again\n", "only deploy.env again")
+    out = ok(fab(sandbox, tool_only, repo))
+    assert "python: none, nodejs: none" in out, out
+    assert current(p) != running and processes(p) == before  # same pids, restart counts and Gunicorn workers
+    assert Path(p.root, "releases", running).is_dir()  # neither current nor previous, but what the apps run
+    assert (get(p.url("/api/flask/data"))[2], text(p.url("/hello"))) == served_before
+
+    repo.put("index.js", "module.exports = 'not the entry point, but Node.js code';\n", "only index.js")
+    out = ok(fab(sandbox, p, repo))
+    assert "python: none, nodejs: reload" in out, out
+    after = processes(p)
+    assert after["workers"] == before["workers"]  # Gunicorn was not HUPed
+    # PM2 counted the rolling reload as a restart of each Node.js process: the counts it has now are recorded, and
+    # `status` counts crashes from them (tests/unit/test_status.py).
+    recorded = json.loads(Path(p.root, ".deploy/restarts.json").read_text())
+    node = {str(item["pm2_env"]["pm_id"]): item["pm2_env"]["restart_time"] for item in pm2_jlist()
+            if item["name"] == f"{p.app}-nodejs"}
+    assert recorded[f"{p.app}-nodejs"] == node and min(node.values()) >= 1, (recorded, node)
+
+    served, audit = current(p), Path(p.root, ".deploy/audit.log").read_text()
+    write(repo.path, {"node_modules/left-pad/index.js": "module.exports = 1;\n"})
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "node_modules committed")
+    result = fab(sandbox, p, repo)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "git rm -r --cached node_modules && echo node_modules/ >> .gitignore" in result.stderr, result.stderr
+    assert "connect" not in result.stdout  # stopped before the host was touched
+    assert current(p) == served and Path(p.root, ".deploy/audit.log").read_text() == audit
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+
+
 def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, app):
     repo, p, env_file = app
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "first"
@@ -379,6 +436,12 @@ def test_an_es_module_node_app_deploys_reloads_and_rolls_back(sandbox, esm_repo)
     # move a cluster from 127.0.0.1 to 0.0.0.0 on the same port (EADDRINUSE): new processes, by a handover.
     repo.put("server.js", ESM_SERVER.replace("process.env.HOST || '127.0.0.1'", "'0.0.0.0'"), "listen everywhere")
     public = profile_with(ESM, NODE_INSTANCES="3")
+    gone = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]
     assert "esm-nodejs: restart" in ok(fab(sandbox, public, repo))
+    # New processes, new pm_ids: the per-pm_id logs of the replaced ones are removed (the live ones' stay).
+    live = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]
+    logs = sh(f"ls {APP_HOME}/.pm2/logs").stdout.split()
+    assert gone and not [f for f in logs if any(f.startswith(f"esm-nodejs-out-{n}.") for n in gone)], logs
+    assert all(f"esm-nodejs-out-{n}.log" in logs for n in live), logs
     check = fab(sandbox, public, None, task="nginx-check")
     assert "esm-nodejs listens on 0.0.0.0:7141, beyond loopback" in check.stdout + check.stderr

@@ -348,14 +348,76 @@ def test_two_failing_trials_in_a_row_each_show_only_their_own_error(sandbox, tri
     print(out)
 
 
-def test_an_unknown_worker_class_names_the_setting(sandbox, trial_live):
+def test_a_worker_class_gunicorn_cannot_load_names_the_setting(sandbox, trial_live):
     trial_live.edit("app.py", 'import sys\nprint("second-failure", file=sys.stderr, flush=True)\nsys.exit(3)', "", "fixed")
-    bad = Profile(TRIAL.app, TRIAL.root, TRIAL.bind, TRIAL.node, TRIAL.listen, extra={"GUNICORN_WORKER_CLASS": "nosuchworker"})
+    bad = Profile(TRIAL.app, TRIAL.root, TRIAL.bind, TRIAL.node, TRIAL.listen, extra={"GUNICORN_WORKER_CLASS": "nosuch.Worker"})
     result = fab(sandbox, bad, trial_live)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
-    assert "The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuchworker'" in out, out
+    assert "The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuch.Worker'" in out, out
     assert "Fix the app" not in out
     assert trial_logs() == []
     assert get(TRIAL.url("/api/ai/x"))[0] == 200
     print(out)
+
+
+# ----------------------------------------------------------------------------- remove: one app off, the other serving
+
+
+def boot_state() -> dict[str, object]:
+    """What `remove` changes for the boot user's app: its site files, its apps' PM2 list and saved list, DEPLOY_ROOT."""
+    return {"nginx": sh(f"find /etc/nginx -name '{BOOT.app}*' -printf '%p %y %s\\n' | sort").stdout,
+            "pm2": sorted(pm2_apps(BOOT.app, user=APPS)),
+            "saved": sorted(saved_list()) if Path(f"{APPS_HOME}/.pm2/dump.pm2").exists() else None,
+            "root": sh(f"find {BOOT.root} -maxdepth 2 -printf '%p %y\\n' 2>/dev/null | sort", check=False).stdout}
+
+
+def test_remove_takes_one_app_off_while_another_keeps_serving(boot_sb, boot_repo, trial_live, capsys):
+    """The boot user's app removed while the live app (another deploy user's, another apps' account) is under load: no
+    request of the live app fails; the removed app's site, PM2 entries and saved entries are gone and nothing of it is
+    left in Nginx's folders; --dry-run changes nothing; DEPLOY_ROOT stays until
+    --purge --confirm boot; then the admin's setup --remove-app takes its account off."""
+    if not Path(f"{BOOT.root}/current").exists():  # run alone (-k): the reboot test's deploy is not there
+        if not Path(UNIT).exists():
+            run_setup(boot_sb)
+        deployed = fab(boot_sb, BOOT, boot_repo)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert get(BOOT.url("/api/ai/x"))[0] == 200 and get(LIVE.url("/api/ai/x"))[0] == 200
+    before = boot_state()
+    assert before["pm2"] == ["boot-nodejs", "boot-python"] and "boot-python" in before["saved"], before
+
+    dry = fab(boot_sb, BOOT, None, "--dry-run", task="remove")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"  site      remove /etc/nginx/sites-available/{BOOT.app} and its link" in dry.stdout, dry.stdout
+    assert f"  pm2       delete boot-nodejs, boot-python from {APPS}'s PM2; pm2 save" in dry.stdout, dry.stdout
+    assert dry.stdout.rstrip().endswith("Dry run: nothing was changed.") and boot_state() == before
+
+    with e2e_load([LIVE.url("/api/ai/x"), LIVE.url("/")], threads=2, max_requests=3000, max_seconds=30) as load:
+        time.sleep(0.5)
+        removed = fab(boot_sb, BOOT, None, task="remove")
+        time.sleep(0.5)
+    result = load.result()
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert result.failed == 0 and result.total > 50, result.summary()
+    after = boot_state()
+    assert after["nginx"] == "" and after["pm2"] == [] and after["saved"] == [], after
+    assert sh("find /etc/nginx -name '.signalcraft-*'").stdout == ""  # no temporary file of root's left either
+    assert get(BOOT.url("/api/ai/x"))[0] == 0  # nothing listens on its port any more
+    assert Path(BOOT.root, "releases").is_dir() and not os.path.lexists(f"{BOOT.root}/current")  # kept without --purge
+    assert "an admin removes them with: fab -H <admin>@" in removed.stdout and f"setup --remove-app {APPS} --user {U}" \
+        in removed.stdout, removed.stdout
+
+    purged = fab(boot_sb, BOOT, None, "--purge", "--confirm", BOOT.app, task="remove")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert not os.path.lexists(BOOT.root) and f"{BOOT.root} included" in purged.stdout, purged.stdout
+    admin = fab(boot_sb, BOOT, None, "--remove-app", APPS, "--user", U, task="setup")
+    assert admin.returncode == 0, admin.stdout + admin.stderr
+    assert not any(os.path.lexists(p) for p in (UNIT, WANTS, ROTATION, APPS_HOME)), admin.stdout
+    assert sh(f"getent passwd {APPS}", check=False).returncode != 0
+    assert APPS not in Path(SUDOERS).read_text() and APPS not in Path(RECORD).read_text()
+    assert get(LIVE.url("/api/ai/x"))[0] == 200
+    said = (f"[host life] remove under the live app's load: {result.summary()}; --dry-run {dry.seconds:.1f} s, remove "
+            f"{removed.seconds:.1f} s, --purge {purged.seconds:.1f} s, setup --remove-app {admin.seconds:.1f} s")
+    with capsys.disabled():
+        print("\n" + said)
+    print(said, dry.stdout, removed.stdout, purged.stdout, admin.stdout, sep="\n")

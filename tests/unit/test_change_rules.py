@@ -12,7 +12,7 @@ import pytest
 
 from signalcraft_deploy.core.render import ECOSYSTEM, ECOSYSTEM_CJS, node_modules_name, render_release_configs
 from signalcraft_deploy.core.settings import SettingsError
-from signalcraft_deploy.core.source import glob_regex, matches, node_package, readers
+from signalcraft_deploy.core.source import TOOL_OWN, glob_regex, matches, node_package, readers
 from signalcraft_deploy.host.facts import HostFacts, Listener, node_public_warning
 from signalcraft_deploy.steps.upload import assemble_script
 
@@ -24,7 +24,15 @@ BOTH = {"python", "nodejs"}
     ("package.json", {"nodejs"}), ("package-lock.json", {"nodejs"}), ("node_modules/x/index.js", {"nodejs"}),
     # Anything else may be read by either app.
     ("flaskr/api.json", BOTH), ("public/hello.txt", BOTH), ("views/index.ejs", BOTH), ("bin/www", BOTH),
-    ("server.js", BOTH), ("flaskr/templates/base.html", BOTH), ("config.yaml", BOTH), ("sub/requirements.txt.bak", BOTH),
+    ("flaskr/templates/base.html", BOTH), ("config.yaml", BOTH), ("sub/requirements.txt.bak", BOTH),
+    # JavaScript and TypeScript are Node.js's, except what Flask serves or renders from its own release.
+    ("server.js", {"nodejs"}), ("index.js", {"nodejs"}), ("lib/a.mjs", {"nodejs"}), ("lib/b.cjs", {"nodejs"}),
+    ("src/a.ts", {"nodejs"}), ("static/app.js", BOTH), ("flaskr/static/js/app.js", BOTH), ("templates/widget.js", BOTH),
+    ("app.jsx.bak", BOTH),
+    # The tool's own files reach no app; only at the top of the app's folder.
+    ("deploy.env", set()), ("deploy.staging.env", set()), (".github/workflows/auto-deploy.yml", set()),
+    ("fabfile.py", set()), ("tasks.py", set()), ("rendered/ecosystem.config.js", set()),
+    ("worker/tasks.py", {"python"}), ("sub/deploy.env", BOTH), ("deploy.envrc", BOTH),
 ])
 def test_by_default_a_file_reaches_every_app_that_could_read_it(path: str, expected: set[str]) -> None:
     assert readers(path) == expected
@@ -43,6 +51,28 @@ def test_globs_name_the_files_each_app_reads() -> None:
     assert readers("tools/seed.py", py, node) == {"python"}  # an app's own files reach it whatever the globs
     assert readers("package.json", py, node) == {"nodejs"}
     assert readers("data.json", None, node) == {"python"}  # PY_FILES unset: Python may read anything not Node's own
+    assert readers("assets/app.js", ("assets/",), None) == BOTH  # PY_FILES naming a .js: Python reads it too
+    assert readers("deploy.env", ("**",), ("**",)) == set()  # globs never make the tool's files an app's
+
+
+def test_the_settings_file_and_templates_dir_inside_the_app_are_the_tools(tmp_path: Path) -> None:
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.core.source import tool_files
+
+    app = tmp_path / "app"
+    (app / "deploy-templates").mkdir(parents=True)
+    (app / "ops").mkdir()
+    (app / "ops" / "prod.env").write_text("SOURCE_DIR=..\nTEMPLATES_DIR=../deploy-templates\n")
+    s = load_settings(env_file="ops/prod.env", environ={}, cwd=str(app))
+    tool = tool_files(s)
+    assert readers("ops/prod.env", tool=tool) == set()
+    assert readers("deploy-templates/gunicorn.conf.py.j2", tool=tool) == set()
+    assert readers("ops/other.env", tool=tool) == BOTH
+    (tmp_path / "outside.env").write_text(f"SOURCE_DIR={app}\n")
+    outside = load_settings(env_file=str(tmp_path / "outside.env"), environ={}, cwd=str(app))
+    assert tool_files(outside) == TOOL_OWN  # a settings file outside the app is none of its files
+    (app / ".env").write_text("NODE_PORT=3100\n")
+    assert tool_files(load_settings(environ={}, cwd=str(app))) == TOOL_OWN  # .env: the apps load it too
 
 
 @pytest.mark.parametrize("glob,path,hit", [

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-TASKS = ["deploy", "freeze", "init", "install", "logs", "nginx-check", "pm2-reload", "releases", "render-configs",
-         "rollback", "settings", "setup", "status", "unlock"]
+TASKS = ["deploy", "freeze", "init", "install", "logs", "nginx-check", "pm2-reload", "releases", "remove",
+         "render-configs", "rollback", "settings", "setup", "status", "unlock"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -206,10 +207,10 @@ def test_log_rotate_size_refuses_others_naming_the_key(load, value: str) -> None
 
 
 def test_an_unknown_worker_class_names_the_setting(load) -> None:
-    s = load({"GUNICORN_WORKER_CLASS": "nosuchworker"})
-    out = "[2026-12-01 21:00:00 +0000] [42] [ERROR] Error: class uri 'nosuchworker' invalid or not found: \n\n[Traceback"
+    s = load({"GUNICORN_WORKER_CLASS": "nosuch.Worker"})
+    out = "[2026-12-01 21:00:00 +0000] [42] [ERROR] Error: class uri 'nosuch.Worker' invalid or not found: \n\n[Traceback"
     message = setting_fault(s, out)
-    assert message is not None and message.startswith("The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuchworker'")
+    assert message is not None and message.startswith("The cause is the setting GUNICORN_WORKER_CLASS (flag --set): 'nosuch.Worker'")
     assert "Set GUNICORN_WORKER_CLASS" in message
 
 
@@ -673,3 +674,91 @@ def test_review_a_system_account_of_another_service_is_not_adopted_as_the_apps_a
     f.app = "www-data"
     item = setup_ops.app_user_item(f)
     assert item.state is State.REFUSED, item
+
+
+# ----------------------------------------------------------------------------- setup --remove-app
+
+
+def test_remove_app_takes_off_only_what_setup_made_for_this_deploy_users_account(load) -> None:
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s)
+    assert setup_ops.removal_problem(f) is None
+    items = {i.name: (i.state, i.detail) for i in setup_ops.removal_items(f)}
+    assert items["app boot unit"] == (State.REMOVE, "/etc/systemd/system/pm2-shop.service: stopped, disabled, removed")
+    assert items["app rotation"] == (State.REMOVE, "/etc/logrotate.d/pm2-shop")
+    assert items["app user"][1].startswith("userdel --remove shop (its home /var/lib/signalcraft-apps/shop")
+    assert items["sudoers"][1].endswith("ubuntu may run /usr/local/sbin/signalcraft-app as no apps' account any more")
+    gone = app_facts(app_records=json.dumps({"deploy": "ubuntu", "apps": {}}))  # a second run: nothing left
+    assert setup_ops.removal_problem(gone) is None and setup_ops.removal_items(gone) == []
+
+
+@pytest.mark.parametrize(("records", "entry"), [
+    ({}, None),  # not in root's record of this deploy user
+    (None, "shop:x:33:33:www-data:/var/www:/usr/sbin/nologin"),  # another service's
+    (None, "shop:x:998:998:signalcraft-deploy apps of alice:/var/lib/signalcraft-apps/shop:/usr/sbin/nologin"),
+])
+def test_remove_app_refuses_an_account_setup_did_not_make_for_this_deploy_user(load, records: dict | None,
+                                                                              entry: str | None) -> None:
+    f = set_up_app_facts(load({"APP_NAME": "shop"}))
+    f.app_records = f.app_records if records is None else records
+    f.app_entry = f.app_entry if entry is None else entry.split(":")
+    assert (setup_ops.removal_problem(f) or "").startswith("shop is not an apps' account setup made for ubuntu")
+
+
+def test_remove_app_refuses_the_deploy_user_itself(load) -> None:
+    f = parse_setup_facts(facts_output())
+    f.app = "ubuntu"
+    assert "is the deploy user itself" in (setup_ops.removal_problem(f) or "")
+
+
+def test_remove_app_refuses_while_the_account_runs_apps_and_removes_nothing(load) -> None:
+    from invoke import Result
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s, app_daemon="4242")
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n")}, repeat=True)
+    with pytest.raises(Exit, match=r"still runs 1 process\(es\) besides its PM2 daemon \(pids 4300\): run `remove`"):
+        setup_ops.remove_app_user(c, s, f)
+    assert command_log(c).commands == ["sudo -n pgrep -u shop"]
+
+
+def test_settle_records_restart_counts_and_removes_only_the_logs_of_pm_ids_pm2_no_longer_has(tmp_path: Path) -> None:
+    """A Node.js cluster moved from pm_ids 1-4 to 5-6 by a handover: the per-pm_id logs of 1-4 (rotated ones too) go;
+    the live ones, the fork-mode app's, another app's and a handover app's stay. PM2 cannot be asked: nothing goes."""
+    logs = tmp_path / "pm2" / "logs"
+    logs.mkdir(parents=True)
+    kept = ["a-nodejs-out-5.log", "a-nodejs-error-6.log", "a-python-out.log", "b-nodejs-out-1.log",
+            "a-python-handover-out-2.log", "a-nodejs-out.log"]
+    gone = ["a-nodejs-out-1.log", "a-nodejs-error-1.log", "a-nodejs-out-4.log", "a-nodejs-out-3.log.1.gz"]
+    for name in kept + gone:
+        (logs / name).write_text("x\n")
+    listing = [{"name": "a-python", "pm_id": 0, "pm2_env": {"restart_time": 3, "status": "online"}},
+               {"name": "a-nodejs", "pm_id": 5, "pm2_env": {"restart_time": 1, "status": "online"}},
+               {"name": "a-nodejs", "pm_id": 6, "pm2_env": {"restart_time": 0, "status": "online"}},
+               {"name": "b-nodejs", "pm_id": 1, "pm2_env": {"restart_time": 9, "status": "online"}}]
+    pm2 = tmp_path / "pm2-cli"
+    pm2.write_text("#!/bin/sh\necho '[PM2] Spawning PM2 daemon'\necho " + shlex.quote(json.dumps(listing)) + "\n")
+    pm2.chmod(0o755)
+    spec = {"mode": "settle", "apps": ["a-python", "a-nodejs"], "pm2": str(pm2), "pm2_home": str(tmp_path / "pm2")}
+    out = upkeep(spec, tmp_path)
+    assert out["restarts"] == {"a-python": {"0": 3}, "a-nodejs": {"5": 1, "6": 0}}
+    assert sorted(out["removed"]) == sorted(gone)
+    assert sorted(p.name for p in logs.iterdir()) == sorted(kept)
+    pm2.write_text("#!/bin/sh\necho 'connect ENOENT'\nexit 1\n")
+    (logs / "a-nodejs-out-9.log").write_text("x\n")
+    assert upkeep(spec, tmp_path) == {"restarts": None, "removed": []}
+    assert (logs / "a-nodejs-out-9.log").exists()
+
+
+def test_crashes_are_restarts_since_the_tool_last_reloaded_the_apps() -> None:
+    from signalcraft_deploy.host.upkeep import crashes
+
+    recorded = {"a-nodejs": {"5": 2, "6": 2}, "a-python": {"0": 0}}
+    assert crashes(2, 5, "a-nodejs", recorded) == 0  # two rolling reloads: no crash
+    assert crashes(3, 6, "a-nodejs", recorded) == 1  # killed once since
+    assert crashes(1, 7, "a-nodejs", recorded) == 1  # a process started since counts from 0
+    assert crashes(0, 5, "a-nodejs", recorded) == 0  # PM2's daemon restarted: its counts start again
+    assert crashes(4, 0, "a-python", None) is None  # nothing recorded (an older version deployed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,9 +270,18 @@ CASES = {
         facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(package_json="p2"),
         python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "package.json"},
     ),
-    "only a .js file changed": Case(
+    "only a .js file changed: JavaScript is Node.js's own": Case(
         facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(routes__index_js="i2"),
-        python="hup", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "routes/index.js"},
+        python="none", nodejs="reload", nginx="none", new_release=True, why={"nodejs": "routes/index.js"},
+    ),
+    "a .js file Flask serves from static/ changed: both may read it": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE, new=files(static__app_js="s2"),
+        python="hup", nodejs="reload", nginx="none", new_release=True, why={"python": "static/app.js"},
+    ),
+    "only the tool's own files changed (deploy.env, the workflow, fabfile.py): a new release, nothing reloaded": Case(
+        facts=lambda tmp: live_host(tmp, LIVE), old=LIVE,
+        new=files(deploy_env="e2", _github__workflows__deploy_yml="y2", fabfile_py="f2", tasks_py="t2"),
+        python="none", nodejs="none", nginx="none", new_release=True,
     ),
     "NODE_FILES set: a file only Python reads changed": Case(
         facts=lambda tmp: live_host(tmp, with_settings(LIVE, NODE_FILES="*.js,bin/,public/,views/")),
@@ -552,3 +561,35 @@ def test_an_app_already_under_its_accounts_pm2_does_not_move_again(tmp_path: Pat
     assert (plan.action("python").how, plan.action("nodejs").how, plan.action("nodejs").moves) == ("none", "restart", True)
     stopped = live_host(tmp_path, OLD, deploy_pm2=lambda s, m, f: node_procs(s, 2, status="stopped"))
     assert make_plan(s, m, configs, stopped).nothing_to_do
+
+
+def test_tool_file_only_deploys_move_current_and_prune_keeps_the_release_the_apps_run(tmp_path: Path) -> None:
+    """Three deploys that change deploy.env alone: each makes a release and moves `current`, reloading nothing, so both
+    apps still run the first release. With KEEP_RELEASES=2 pruning would remove it (it is neither current nor
+    previous, and the apps' account's cwds cannot be read): the manifest's python_release/node_release protect it."""
+    import re
+
+    from invoke import Result
+
+    from signalcraft_deploy.host.releases import prune
+    from tests.unit.conftest import mock_host
+
+    facts = live_host(tmp_path, LIVE)
+    first = facts.current_release
+    assert first is not None
+    for n in range(3):
+        src = files(deploy_env=f"e{n}")
+        s, m, configs = manifest_for(tmp_path, replace(src, sha=f"{n + 3}" * 40, tree=f"tree-{n + 3}"),
+                                     now=LATER + timedelta(minutes=n))
+        plan = make_plan(s, m, configs, facts, changed_paths(src.files, LIVE.files))
+        assert [a.how for a in plan.actions] == [How.NONE, How.NONE, How.NONE] and plan.new_release
+        assert (plan.manifest.python_release, plan.manifest.node_release) == (first, first)
+        facts.releases.append(plan.manifest.release)
+        facts.current_release = plan.manifest.release
+        facts.manifest = json.loads(plan.manifest.to_json())
+    newest, before = facts.releases[-1], facts.releases[-2]
+    listing = "\n".join(facts.releases) + "\n@@\n@@\n"
+    c = mock_host(run={re.compile(r"ls -1 .*"): Result(listing), re.compile(r"rm -rf .*"): Result("")}, repeat=True)
+    m = plan.manifest
+    removed = prune(c, replace(s, keep_releases=2), 2, newest, before, (m.python_release, m.node_release))
+    assert first not in removed and removed == [facts.releases[1]]

@@ -188,7 +188,7 @@ def test_main_refuses_an_unknown_verb_with_one_clear_line(capsys: pytest.Capture
                                   ["site-install", X, "backup", "guard"], ["version", "x"], ["probe", "x"],
                                   ["takeover-record", X, "5"], ["extras-write", X, SITE, "1"],
                                   ["extras-write", X, SITE, "1", "nginx -t", "x"], ["site-restore", X, SITE],
-                                  ["takeover-restore", X, SITE]])
+                                  ["takeover-restore", X, SITE], ["site-remove", X, SITE, "nginx -t"]])
 def test_main_refuses_a_wrong_argument_count(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert rh.main(argv) == 2
     err = capsys.readouterr().err
@@ -1041,7 +1041,7 @@ def test_an_unclaimed_admin_file_only_root_may_read_is_neither_read_nor_dumped(h
 def test_a_writing_verb_holds_the_lock_until_it_exits_and_a_reading_one_takes_none(
         host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     assert rh.WRITERS == {"site-install", "site-restore", "extras-write", "certbot-hook", "takeover-record",
-                          "takeover-restore"}
+                          "takeover-restore", "site-remove"}
     as_root(monkeypatch)
     host.stdin(json.dumps(host.desc()))
     try:
@@ -1779,3 +1779,121 @@ def test_the_drop_in_with_app_users_passes_visudo_and_lets_the_app_helper_run_as
     assert rules == ["Defaults!/usr/local/sbin/signalcraft-app use_pty, env_reset, !setenv",
                      "deploy ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root",
                      "deploy ALL=(shop, blog) NOPASSWD: /usr/local/sbin/signalcraft-app"]
+
+
+# ----------------------------------------------------------------------------- site-remove (`remove`), seen by an attacker
+
+
+def hook_for(host: Host, app: str, site: str) -> Path:
+    """certbot's hook as certbot-hook writes it for `app` and `site`."""
+    cert = "/etc/letsencrypt/live/shop/fullchain.pem"
+    path, text = rh.certbot_hook(app, cert, site, "nginx -t", "nginx -s reload")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+    return Path(path)
+
+
+def test_site_remove_takes_off_the_callers_site_its_leftovers_and_its_hook_and_unparks_the_default(host: Host) -> None:
+    target = host.stock_default()
+    assert host.install(server_name="shop.example.com") == 0 and host.install(server_name="shop.example.com") == 0
+    assert os.path.exists(host.site + ".signalcraft-prev")
+    Path(host.site + ".signalcraft-tmpprev").write_text("an older version's backup\n")
+    hook = hook_for(host, "shop", host.site)
+    before = len(host.tests)
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 0
+    left = [p.name for p in host.available.parent.rglob("*")]
+    assert not [n for n in left if n.startswith("shop")], left
+    assert os.readlink(host.default_link) == str(target) and host.claim() is None and not hook.exists()
+    assert len(host.tests) == before + 1
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 0  # a second run: nothing left, nothing tested
+    assert len(host.tests) == before + 1
+
+
+def test_site_remove_refuses_another_users_or_deploy_roots_site_and_changes_nothing(host: Host) -> None:
+    assert host.install() == 0
+    hook = hook_for(host, "shop", host.site)
+    before = host.files()
+    for uid, state in other_callers(host):
+        host.as_user(uid)
+        with pytest.raises(rh.Refused, match="belongs to another user or deploy root"):
+            rh.v_site_remove([state, host.site, "shop", "nginx -t"])
+        assert host.files() == before and hook.exists()
+    assert host.tests == [["nginx", "-t"]]
+
+
+def test_site_remove_leaves_an_unclaimed_or_not_ours_site_alone(host: Host) -> None:
+    Path(host.site).write_text("server { listen 80; }\n")  # an admin's, never installed by the helper
+    with pytest.raises(rh.Refused, match="was not installed by this helper"):
+        rh.v_site_remove([X, host.site, "shop", "nginx -t"])
+    Path(host.site).unlink()
+    assert host.install() == 0
+    Path(host.site).write_text("server { listen 80; }\n")  # claimed, but an admin wrote over it since
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 66
+    assert Path(host.site).read_text() == "server { listen 80; }\n" and host.claim() is not None
+
+
+@pytest.mark.parametrize("args", [
+    [X, "/etc/nginx/sites-enabled/shop", "shop", "nginx -t"],  # the link, not the site
+    [X, "/etc/passwd", "shop", "nginx -t"],
+    [X, "SITE/../../../etc/passwd", "shop", "nginx -t"],
+    [X, "SITE.signalcraft-prev", "shop", "nginx -t"],  # a second name of the site's
+    [X, "SITE", "../../../etc/cron.d/x", "nginx -t"],  # the hook's name is signalcraft-APP_NAME, a plain name
+    [X, "SITE", "Shop", "nginx -t"],
+    [X, "SITE", "shop", "rm -rf /"],
+    ["/srv/shop", "SITE", "shop", "nginx -t"],
+])
+def test_site_remove_refuses_a_path_or_name_the_caller_chooses_freely(host: Host, args: list[str]) -> None:
+    assert host.install() == 0
+    before = host.files()
+    with pytest.raises(rh.Refused):
+        rh.v_site_remove([a.replace("SITE", host.site) for a in args])
+    assert host.files() == before
+
+
+def test_site_remove_keeps_a_hook_for_another_site_or_not_roots_and_follows_no_link(host: Host, tmp_path: Path) -> None:
+    assert host.install() == 0
+    other = hook_for(host, "shop", str(host.available / "blog"))  # signalcraft-shop, but written for another site
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 0 and other.exists()
+    assert host.install() == 0
+    other.unlink()
+    secret = tmp_path / "secret"
+    secret.write_text("#!/bin/sh\n" + SITE_HEADER + f" (site {host.site}).\n")
+    other.symlink_to(secret)  # a link at the hook's name, to a file that looks like the hook
+    Path(host.site + ".signalcraft-tmp").symlink_to(secret)  # and at a leftover's name
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 0
+    assert secret.read_text().startswith("#!/bin/sh") and other.is_symlink()
+    assert not os.path.lexists(host.site + ".signalcraft-tmp")  # the link itself is gone, its target kept
+
+
+def test_a_failed_test_after_site_remove_leaves_every_file_as_it_was(host: Host) -> None:
+    host.stock_default()
+    assert host.install() == 0
+    hook_for(host, "shop", host.site)
+    Path(host.site + ".signalcraft-tmpprev").write_text("old\n")
+    before = snapshot(host)
+    host.test_ok = False
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 65
+    assert snapshot(host) == before and Path(rh.HOOK_DIR, "signalcraft-shop").exists()
+
+
+def test_site_remove_drops_the_callers_takeover_record(host: Host) -> None:
+    Path(host.site).write_text(FOREIGN)
+    assert rh.v_takeover_record([X, str(os.getpid()), host.site]) == 0
+    assert host.install(mode="takeover") == 0
+    assert rh.takeover_meta(X, host.site) is not None
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 0
+    assert rh.takeover_meta(X, host.site) is None and not os.path.lexists(host.site)
+def test_an_install_renders_a_route_table_and_refuses_one_the_tool_could_not_make(host: Host) -> None:
+    """ROUTES' descriptions (`table` in place of `routes`) go through the same door: a table that would put text of
+    the caller's into Nginx's configuration (a directive, a second server) changes nothing."""
+    table = host.desc(table=[["/", "python"], ["/chat", "nodejs"]])
+    del table["routes"]
+    for bad in ([["/", "python"], ["/x;} server {", "nodejs"]], [["/", "python"], ["/x", "nodejs;"]], [["/chat", "nodejs"]]):
+        before = host.files()
+        host.stdin(json.dumps({**table, "table": bad}))
+        with pytest.raises(rh.Refused, match="the site description"):
+            rh.v_site_install([X, "backup", "guard", "nginx -t"])
+        assert host.files() == before and host.tests == []
+    host.stdin(json.dumps(table))
+    assert rh.v_site_install([X, "backup", "guard", "nginx -t"]) == 0
+    assert Path(host.site).read_text() == nginx_site.render(table) and "X-Forwarded-Prefix /chat;" in Path(host.site).read_text()

@@ -164,6 +164,8 @@ BAD_CASES = [
     _case("python-space", "PYTHON", "python3 -c x", "file", "command or absolute path"),
     _case("pm2-semicolon", "PM2", "pm2;id", "env", "command or absolute path"),
     _case("worker-class-dash", "GUNICORN_WORKER_CLASS", "sync -b 0.0.0.0:1", "flag", "worker class"),
+    # A name without a dot is one of Gunicorn's own or nothing: refused here, not after an upload to the host.
+    _case("worker-class-unknown-name", "GUNICORN_WORKER_CLASS", "nonexistentworker", "file", "worker classes (sync, gthread"),
 ]
 
 

@@ -85,3 +85,45 @@ def test_status_warns_when_the_apps_pm2_runs_outside_its_unit_under_systemd(load
     assert outside[1] == ("WARNING   shop's PM2 daemon runs outside pm2-shop.service (started by a command over SSH): "
                           "systemd would not restart it if it died; the next boot, or `sudo systemctl restart "
                           "pm2-shop.service` (which restarts the apps), puts it there")
+
+
+def test_releases_are_listed_current_then_what_rollback_picks_then_the_bad_ones() -> None:
+    """r5 failed (bad), r4 was rolled back from (good, newer than current r3): `previous` starts with r2, the release
+    `rollback` returns to (previous_release), and the bad ones are under their own heading."""
+    from signalcraft_deploy.host.releases import previous_release
+    from signalcraft_deploy.tasks.status import ordered_releases, render_releases
+
+    names, bad = ["r1", "r2", "r3", "r4", "r5", "r0"], {"r5", "r0"}
+    listed = ordered_releases(names, "r3", bad)
+    assert [r["name"] for r in listed] == ["r3", "r2", "r1", "r4", "r5", "r0"]
+    picked = previous_release(HostFacts(releases=sorted(names), bad_releases=bad), "r3")
+    assert [r["name"] for r in listed if r["rollback"]] == [picked] == ["r2"]
+    assert render_releases(listed) == [
+        "previous  r2 (rollback returns here), r1",
+        "newer     r4 (after the current one: `rollback --to NAME` returns there)",
+        "bad       r5, r0",
+    ]
+    assert render_releases(ordered_releases(["r1"], "r1", set())) == ["previous  none"]
+
+
+def test_status_shows_crashes_apart_from_the_reloads_pm2_counts_as_restarts(load) -> None:
+    from signalcraft_deploy.tasks.status import render_status
+
+    app = {"name": "shop-nodejs", "pm_id": 5, "pid": 4200, "status": "online", "mode": "cluster", "uptime_s": 9,
+           "restarts": 3, "crashes": 1, "memory_master_mb": 40.0, "workers": 0, "memory_workers_mb": 0}
+    data = {"host": "h", "current": {"release": "r3", "sha": "a" * 40, "deployed_at": "t", "deployed_by": "ci"},
+            "releases": [{"name": "r3", "current": True, "bad": False, "newer": False, "rollback": False}],
+            "apps": [app], "nginx_test_ok": True, "nginx_drift": None, "tls": None, "health": {}, "recent": [],
+            "shared": {}, "warnings": [], **{"runs_as": {"user": "shop", "uid": 998, "pm2_home": "/p", "deploy_user": "ubuntu",
+                                                        "deploy_user_saved": [], "unit": "u", "daemon_unit": None},
+                                             "boot": {"unit": "u", "enabled": True, "problems": []},
+                                             "disk": {"free_mb": 900, "path": "/", "min_free_mb": 500},
+                                             "logs": {"files": {}, "all_bytes": 0, "all_files": 0, "dir": "/p/logs",
+                                                      "rotation": "r"}}}
+    text = render_status(data)
+    header = next(line for line in text.splitlines() if line.startswith("app "))
+    row = next(line for line in text.splitlines() if line.startswith("shop-nodejs"))
+    assert header.split()[5:7] == ["crashes", "restarts"] and row.split()[5:7] == ["1", "3"]
+    assert "(crashes: PM2's restarts since the last deploy, rollback or pm2-reload" in text
+    app["crashes"] = None
+    assert "; ?: none recorded yet)" in render_status(data)

@@ -1,0 +1,218 @@
+"""`remove` as a list of steps, each with its undo where one exists: an app taken off a host, other apps untouched.
+
+Under the deploy lock, as the deploy user. The site goes first (no request reaches the apps once Nginx has reloaded
+without it), then the apps' PM2 entries (the apps' own account's, through the app door, and any left in the deploy
+user's own PM2), each PM2 list saved so that no boot brings them back, then their logs and the `current` link; with
+`--purge --confirm APP_NAME`, DEPLOY_ROOT itself (shared/ first, as the apps' account: what it wrote there is its own).
+A failure in the site or PM2 steps puts back what was done (the site as these settings render it, the apps started
+from `current`); what follows them removes files only and converges when run again.
+
+What `setup` made for the app (the apps' account, its boot unit and log rotation, the sudoers line, root's record of
+the account) needs full sudo: `remove` prints the admin's command, `setup --remove-app`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
+from signalcraft_deploy.core.secrets import masked
+from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import nginx as nginx_ops
+from signalcraft_deploy.host import pm2 as pm2_ops
+from signalcraft_deploy.host.app_user import as_app, runs_as_deploy_user
+from signalcraft_deploy.host.io import fail, q, run
+from signalcraft_deploy.host.lock import audit
+from signalcraft_deploy.host.upkeep import forget_logs_command
+from signalcraft_deploy.steps.report import Reporter
+from signalcraft_deploy.steps.runner import Step
+from signalcraft_deploy.steps.trial import trial_names
+
+
+@dataclass
+class RemoveRun:
+    """What the steps of one `remove` share."""
+
+    c: Any
+    s: Settings
+    rep: Reporter
+    facts: host_facts.HostFacts
+    purge: bool
+    record: dict[str, Any]
+    site_removed: bool = False
+    purged: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        """Every PM2 name of this app: the two apps, their handover and trial copies."""
+        s = self.s
+        return [s.python_app, s.node_app, s.handover_app, s.node_handover_app, *trial_names(s)]
+
+    @property
+    def in_app_pm2(self) -> list[str]:
+        return sorted({p.name for p in self.facts.pm2} & set(self.names))
+
+    @property
+    def in_deploy_pm2(self) -> list[str]:
+        return sorted({p.name for p in self.facts.deploy_pm2} & set(self.names))
+
+    def write_audit(self) -> None:
+        if not self.purged:  # a purged DEPLOY_ROOT keeps no audit log (writing one would make it again)
+            audit(self.c, self.s, self.record)
+
+    def mask(self, text: str) -> str:
+        return masked(self.s, text)
+
+    def settle(self) -> None:
+        """Nothing runs in the background."""
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
+def remove_site(r: RemoveRun) -> str:
+    r.site_removed = nginx_ops.remove_site(r.c, r.s)
+    if not r.site_removed:
+        return f"{r.s.nginx_site}: none of ours"
+    verdict = nginx_ops.reload_nginx(r.c, r.s)
+    return f"{r.s.nginx_site} removed; Nginx reloaded without it (new workers of pid {verdict['master']})"
+
+
+def put_site_back(r: RemoveRun) -> str:
+    """The site as a deploy with these settings renders it, verified like a deploy's reload."""
+    if not r.site_removed:
+        return "nothing to put back"
+    nginx_ops.install_site(r.c, r.s, site_description(r.s), backup=False)
+    nginx_ops.reload_nginx(r.c, r.s, render_nginx_site(r.s))
+    return f"{r.s.nginx_site} back, and served"
+
+
+def delete_apps(r: RemoveRun) -> str:
+    names = r.in_app_pm2
+    done = run(r.c, as_app(r.c, r.s, pm2_ops.delete_command(r.s, *names)), warn=True)
+    if not done.ok:
+        raise fail(f"PM2 could not delete {', '.join(names)} (as {r.s.app_user}): "
+                   f"{(done.stderr or done.stdout).strip()[-400:]}")
+    saved = run(r.c, as_app(r.c, r.s, pm2_ops.pm2(r.s, "save", "--force")), warn=True)
+    if not saved.ok:
+        raise fail(f"pm2 save failed as {r.s.app_user}: {(saved.stderr or saved.stdout).strip()[-400:]}")
+    return f"deleted {', '.join(names)} ({r.s.app_user}'s PM2); its list saved"
+
+
+def start_apps_again(r: RemoveRun) -> str:
+    """The apps started again from `current` (as a deploy's first start), and PM2's list saved."""
+    started = [name for name in (r.s.python_app, r.s.node_app) if name in r.in_app_pm2]
+    if not started or r.facts.current_release is None:
+        return "nothing to start"
+    for name in started:
+        pm2_ops.start(r.c, r.s, name)
+    pm2_ops.save(r.c, r.s)
+    return "started " + ", ".join(started) + f" from {r.facts.current_release}"
+
+
+def delete_deploy_users_apps(r: RemoveRun) -> str:
+    pm2_ops.delete_as_deploy_user(r.c, r.s, *r.in_deploy_pm2)
+    pm2_ops.save_as_deploy_user(r.c, r.s)
+    return f"deleted {', '.join(r.in_deploy_pm2)} from the deploy user's own PM2; its list saved"
+
+
+def forget_logs(r: RemoveRun) -> str:
+    command = forget_logs_command(*r.names)
+    run(r.c, as_app(r.c, r.s, command) + (f"; {command}" if not runs_as_deploy_user(r.c, r.s) else ""), warn=True)
+    return "PM2's log files of " + ", ".join((r.s.python_app, r.s.node_app)) + " removed, rotated ones too"
+
+
+def unlink_current(r: RemoveRun) -> str:
+    done = run(r.c, f"rm -f {q(r.s.current_dir)}", warn=True)
+    if not done.ok:
+        raise fail(f"Could not remove {r.s.current_dir}: {done.stderr.strip()[-300:]}")
+    return f"{r.s.current_dir} removed (it named {r.facts.current_release}); releases kept in {r.s.releases_dir}"
+
+
+def link_current_again(r: RemoveRun) -> str:
+    if r.facts.current_release is None:
+        return "no link to put back"
+    run(r.c, f"ln -sfn {q('releases/' + r.facts.current_release)} {q(r.s.current_dir)}")
+    return f"{r.s.current_dir} names {r.facts.current_release} again"
+
+
+def purge_command(c: Any, s: Settings) -> str:
+    """Shell (as the deploy user) that deletes DEPLOY_ROOT after the apps' account has deleted what it owns in shared/;
+    a folder without .deploy/ is not one this tool made, and is left."""
+    root, shared = q(s.deploy_root), q(s.shared_dir)
+    # find -delete removes links, never what they name; as the apps' account it can delete only what it may
+    empty = as_app(c, s, f"find {shared} -mindepth 1 -delete")
+    return (f"[ -d {root}/.deploy ] && [ ! -L {root} ] || {{ echo 'no .deploy/ in it: not a deploy root of this tool' >&2; "
+            f"exit 3; }}; if [ -d {shared} ] && [ ! -L {shared} ]; then {empty} || exit 4; fi; rm -rf -- {root}")
+
+
+def purge(r: RemoveRun) -> str:
+    done = run(r.c, purge_command(r.c, r.s), warn=True)
+    if done.exited == 3:
+        raise fail(f"DEPLOY_ROOT {r.s.deploy_root} holds no .deploy/ folder, so it is not a deploy root this tool made: "
+                   "it was left as it is. Check DEPLOY_ROOT.")
+    if not done.ok:
+        raise fail(f"Could not delete DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}\n"
+                   "The apps, their site and PM2 entries are gone already; fix what is named and run remove --purge again.")
+    r.purged = True
+    return f"{r.s.deploy_root} deleted (releases, venvs, node_modules, shared/, the audit log)"
+
+
+REMOVE_STEPS: list[Step[RemoveRun]] = [
+    # undoes_itself: a site removed whose reload did not take is put back too (the running Nginx still serves it)
+    Step("site", remove_site, undo=put_site_back, undoes_itself=True),
+    Step("pm2", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
+    Step("deploy user's pm2", delete_deploy_users_apps, when=lambda r: bool(r.in_deploy_pm2)),
+    Step("logs", forget_logs),
+    Step("current", unlink_current, undo=link_current_again,
+         when=lambda r: r.facts.current_release is not None and not r.purge),
+    Step("purge", purge, when=lambda r: r.purge),
+]
+
+
+# ----------------------------------------------------------------------------- what it would do (--dry-run), what is setup's
+
+
+def plan_lines(s: Settings, facts: host_facts.HostFacts, purge: bool, deploy_user: str) -> list[str]:
+    """Each action `remove` would take on this host, as read now."""
+    r = RemoveRun(None, s, Reporter(""), facts, purge, {})
+    hook = certbot_hook_path(s)
+    site = (f"remove {s.nginx_site}" + (f" and its link {s.nginx_enabled_link}" if s.nginx_enabled_link else "")
+            + ", its backups and kept locations" + (f", certbot's hook {hook}" if hook else "")
+            + "; nginx -t, then a verified reload"
+            if facts.site_text is not None else f"{s.nginx_site}: none of ours to remove")
+    lines = [f"  site      {site}",
+             f"  pm2       delete {', '.join(r.in_app_pm2) or 'nothing (none running)'} from {s.app_user}'s PM2; pm2 save"]
+    if r.in_deploy_pm2:
+        lines.append(f"  pm2       delete {', '.join(r.in_deploy_pm2)} from {deploy_user or 'the deploy user'}'s own PM2; "
+                     "pm2 save")
+    lines.append(f"  logs      remove PM2's log files of {s.python_app} and {s.node_app} (rotated ones too)")
+    if purge:
+        lines.append(f"  purge     delete {s.shared_dir} (as {s.app_user}), then all of {s.deploy_root}")
+    elif facts.current_release is not None:
+        lines.append(f"  current   remove {s.current_dir} (names {facts.current_release}); keep {s.deploy_root} "
+                     "(--purge --confirm APP_NAME deletes it)")
+    return lines
+
+
+def admin_note(s: Settings, target: str, deploy_user: str) -> str | None:
+    """What is `setup`'s to remove (full sudo), as the admin's command; None when the apps run as the deploy user."""
+    if deploy_user and deploy_user == s.app_user:
+        return None
+    how = "invoke setup" if target == "this machine" else f"fab -H <admin>@{target.partition('@')[2] or target} setup"
+    return (f"The apps' account {s.app_user}, its boot unit pm2-{s.app_user}.service, its log rotation, its sudoers line "
+            f"and root's record of it are setup's (full sudo). When no other app runs as {s.app_user}, an admin removes "
+            f"them with: {how} --remove-app {s.app_user} --user {deploy_user or '<deploy user>'}")
+
+
+def check_confirm(s: Settings, purge: bool, confirm: str | None) -> None:
+    """--purge deletes DEPLOY_ROOT only when --confirm names the app: else one message, before the host is touched."""
+    if purge and confirm != s.app_name:
+        said = f"--confirm {confirm}" if confirm else "no --confirm"
+        raise fail(f"--purge deletes DEPLOY_ROOT {s.deploy_root} and everything in it (releases, shared/ data): pass "
+                   f"--confirm {s.app_name} (APP_NAME) to say so ({said} was given). Nothing was changed.", code=2)
+    if confirm and not purge:
+        raise fail("--confirm goes with --purge (which deletes DEPLOY_ROOT); without --purge DEPLOY_ROOT is kept. "
+                   "Nothing was changed.", code=2)

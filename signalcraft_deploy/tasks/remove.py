@@ -1,0 +1,67 @@
+"""`remove`: take the app off a host (its site, PM2 apps, logs, `current`; DEPLOY_ROOT with --purge --confirm APP_NAME),
+leaving the host's other apps and Nginx serving. The steps are steps/remove.py's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from invoke import Collection, task
+
+from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import root
+from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
+from signalcraft_deploy.host.io import fail, run, target_name
+from signalcraft_deploy.host.lock import DeployLock, who
+from signalcraft_deploy.steps.remove import REMOVE_STEPS, RemoveRun, admin_note, check_confirm, plan_lines
+from signalcraft_deploy.steps.report import Reporter
+from signalcraft_deploy.steps.runner import Failure, run_steps
+
+REMOVE_HELP = {
+    **COMMON_HELP,
+    "dry-run": "read the host and list each action remove would take, changing nothing",
+    "purge": "also delete DEPLOY_ROOT (releases, venvs, shared/ data, the audit log); needs --confirm APP_NAME",
+    "confirm": "the app's name (APP_NAME), to confirm --purge",
+    "known-hosts": "extra known_hosts file to verify the host key with",
+    "accept-new-host": "trust and record the key of a host not yet in known_hosts",
+}
+
+
+@task(iterable=["set_"], help=REMOVE_HELP)
+def remove(c, dry_run=False, purge=False, confirm=None, known_hosts=None, accept_new_host=False, env_file=None,
+           set_=None):
+    """Take the app off the host: its Nginx site, PM2 apps, logs and `current` (DEPLOY_ROOT too with --purge)."""
+    s = settings_for(env_file, set_)
+    check_confirm(s, purge, confirm)
+    rep = Reporter(target_name(c))
+    open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host,
+              flag_hint=", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it")
+    deploy_user = run(c, "id -un", warn=True).stdout.strip()
+    note = admin_note(s, rep.target, deploy_user)
+    if dry_run:
+        facts = host_facts.gather(c, s, quick=True)
+        rep.say(f"Plan for {rep.target}: remove {s.app_name}")
+        for line in plan_lines(s, facts, purge, deploy_user):
+            rep.say(line)
+        if note:
+            rep.say(f"  setup's   {note}")
+        rep.say("Dry run: nothing was changed.")
+        return
+    info = {"event": "remove", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
+    with DeployLock(c, s, info, 0, rep.say, rep.warn, then=host_facts.facts_script(s, quick=True, c=c)) as lock:
+        facts = host_facts.parse_facts(lock.read_then())
+        root.ensure(c)  # before anything changes: the root helper is this version's (installed if we may)
+        state = RemoveRun(c, s, rep, facts, purge, {"event": "remove", "by": who(), "host": rep.target,
+                                                    "from": facts.current_release, "purge": purge})
+        try:
+            run_steps(state, REMOVE_STEPS)
+        except Failure as failure:
+            undone = f"\nUndone: {', '.join(failure.undone)}." if failure.undone else ""
+            notes = "".join(f"\n  {n}" for n in failure.notes)
+            raise fail(f"{failure.message}{undone}{notes}\nRun remove again once the cause is fixed: it converges.") from None
+    rep.say(f"Removed {s.app_name} from {rep.target}" + (f", {s.deploy_root} included." if purge else
+            f"; {s.releases_dir} and {s.shared_dir} are kept (remove --purge --confirm {s.app_name} deletes them)."))
+    if note:
+        rep.say(note)
+
+
+ns = Collection(remove)
