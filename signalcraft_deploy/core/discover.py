@@ -14,7 +14,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from signalcraft_deploy.core.plan import App
 from signalcraft_deploy.core.source import node_package
+
+PYTHON, NODEJS = App.PYTHON.value, App.NODEJS.value  # the route table's names of the apps
 
 # Folders whose files are not the app's own source: venvs, installed packages, the tool's own output.
 SKIPPED_DIRS = frozenset({".git", ".venv", "venv", "env", "node_modules", "__pycache__", "rendered", "deploy-templates",
@@ -285,30 +288,21 @@ def route_table(routes: list[Route], node: list[tuple[str, str]], how: str) -> t
     if root:
         prefixes = [p for p, _ in node if p not in {"/" + s for s in _first_segments(routes)}]
         if not prefixes:
-            return (Found(f"/=python,{NODE_PLACEHOLDER}=nodejs",
+            return (Found(f"/={PYTHON},{NODE_PLACEHOLDER}={NODEJS}",
                           f"Flask's `/` rule ({root.where}, from {how}); no prefix of Node.js's own in its code "
                           f"(app.use('/x', ...)): {NODE_PLACEHOLDER} is a placeholder, name Node.js's own (e.g. /chat)"),
                     Found(NODE_PLACEHOLDER, f"Node.js's prefix in ROUTES, {NODE_PLACEHOLDER} (a placeholder)"))
         where = ", ".join(f"{p} ({w})" for p, w in node if p in prefixes)
-        table = ",".join(["/=python", *(f"{p}=nodejs" for p in prefixes)])
+        table = ",".join([f"/={PYTHON}", *(f"{p}={NODEJS}" for p in prefixes)])
         return (Found(table, f"Flask's `/` rule ({root.where}, from {how}); Node.js's prefixes: {where}"),
                 Found(prefixes[0], f"Node.js's prefix in ROUTES, {prefixes[0]}"))
     segments = _first_segments(routes)
     if not segments:
         return (Found(None, f"no Flask route in {how}; name the prefixes Flask serves, e.g. ROUTES=/api=python,/=nodejs"),
                 Found("/", "Node.js owns / in ROUTES"))
-    table = ",".join([*(f"/{s}=python" for s in segments), "/=nodejs"])
+    table = ",".join([*(f"/{s}={PYTHON}" for s in segments), f"/={NODEJS}"])
     return (Found(table, f"the first path segments of Flask's routes (from {how}); Node.js owns the rest"),
             Found("/", "Node.js owns / in ROUTES"))
-
-
-def py_routes(table: Found) -> Found:
-    """The table as PY_ROUTES (the key before ROUTES): only when Node.js owns `/`."""
-    if table.value and table.value.endswith(",/=nodejs"):
-        segments = [pair.split("=", 1)[0].strip("/") for pair in table.value.split(",")[:-1]]
-        return Found(",".join(segments), table.how)
-    return Found(None, table.how if table.value is None else
-                 f"Flask owns / ({table.how}): PY_ROUTES cannot say so; set it to the prefixes Flask should serve")
 
 
 # --- Everything init writes from the app ---------------------------------------------------------------------------
@@ -331,9 +325,8 @@ class RoutesRead:
     how: str
 
 
-def findings(folder: str, paths: Iterable[str], texts: Mapping[str, str], routes: RoutesRead,
-             table_key: str = "ROUTES") -> dict[str, Found]:
-    """Every key init writes from the app: {key: Found}. `table_key` is ROUTES, or PY_ROUTES for settings without it."""
+def findings(folder: str, paths: Iterable[str], texts: Mapping[str, str], routes: RoutesRead) -> dict[str, Found]:
+    """Every key init writes from the app: {key: Found}."""
     names = set(paths)
     name = app_name(folder)
     root = Found(f"/home/ubuntu/{name.value}", "/home/ubuntu/ + APP_NAME (the home of the deploy user `ubuntu`)") \
@@ -344,7 +337,7 @@ def findings(folder: str, paths: Iterable[str], texts: Mapping[str, str], routes
         "DEPLOY_ROOT": root,
         "WSGI_APP": find_wsgi({p: t for p, t in texts.items() if p.endswith(".py")}),
         "NODE_SCRIPT": find_node(texts.get("package.json"), names.__contains__),
-        table_key: table if table_key == "ROUTES" else py_routes(table),
+        "ROUTES": table,
         "HEALTH_PY": find_health(routes.routes, routes.how),
         "HEALTH_NODE": health_node,
     }

@@ -58,9 +58,8 @@ IGNORES = ("node_modules/", ".venv/", "venv/", "__pycache__/", "/rendered/")
 INIT_TEMPLATES = BUNDLED_TEMPLATES / "init"
 
 # What a first deploy needs to get right for the app and the host; the rest can wait at its default.
-# ROUTES where settings know it, else PY_ROUTES (settings_text writes the ones KEYS has).
-FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES" if "ROUTES" in KEY_NAMES else "PY_ROUTES",
-                "HEALTH_PY", "HEALTH_NODE", "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
+FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES", "HEALTH_PY", "HEALTH_NODE",
+                "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
 
 SETTINGS_HEADER = """\
 # signalcraft-deploy's settings for this app, one KEY=VALUE a line (written by `signalcraft-deploy init`).
@@ -104,9 +103,8 @@ def settings_text(found: Mapping[str, Found] | None = None) -> str:
 
     `found`: what init read from the app, written with how it was found; without it, each key's default."""
     found = found or {}
-    first = [name for name in FIRST_DEPLOY if name in KEY_NAMES]
     lines = [SETTINGS_HEADER, "# --- A first deploy needs these: check each one against your app and your host. ---", ""]
-    for name in first:
+    for name in FIRST_DEPLOY:
         key = next(k for k in KEYS if k.name == name)
         lines += _found_lines(key, found[name]) if name in found else _key_lines(key, active=True)
     if "ROUTES" in found and found["ROUTES"].value is None:
@@ -115,7 +113,7 @@ def settings_text(found: Mapping[str, Found] | None = None) -> str:
                   "PY_ROUTES=", ""]
     lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
     for key in KEYS:
-        if key.name not in first and not (key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None):
+        if key.name not in FIRST_DEPLOY and not (key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None):
             lines += _key_lines(key, active=False)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -450,7 +448,7 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
     elif not python:
         notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
                      f"{_SOURCE_MISSES}")
-    found = findings(root.resolve().name, paths, texts, read, table_key=FIRST_DEPLOY[4])
+    found = findings(root.resolve().name, paths, texts, read)
     node_prefix = found["HEALTH_NODE"].value
     if node_prefix and node_prefix != "/" and '"socket.io"' in texts.get("package.json", ""):
         notes.append(f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default: give the client "

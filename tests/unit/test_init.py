@@ -61,7 +61,6 @@ EXPRESS = {
 }
 NOTHING = {"README.md": "# an app to be\n"}
 APPS = {"firstday": FIRSTDAY, "factory": FACTORY, "express": EXPRESS, "nothing": NOTHING}
-TABLE = FIRST_DEPLOY[4]  # ROUTES where the settings have it, else PY_ROUTES
 
 
 def write_app(root: Path, files: dict[str, str]) -> Path:
@@ -405,9 +404,8 @@ def test_no_written_value_is_the_example_s_default_unless_it_was_found_in_the_ap
         assert comment.startswith("# found: ") or value == "", (key, value, comment)
         if value and value == defaults.get(key):
             assert comment.startswith("# found: "), (key, value)
-    assert set(written(tmp_path / name)) - host_keys == {"APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", TABLE,
-                                                          "HEALTH_PY", "HEALTH_NODE"} | ({"PY_ROUTES"} if name == "nothing"
-                                                                                          and TABLE == "ROUTES" else set())
+    assert set(written(tmp_path / name)) - host_keys == {"APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES",
+                                                          "HEALTH_PY", "HEALTH_NODE"} | ({"PY_ROUTES"} if name == "nothing" else set())
 
 
 def values(root: Path) -> dict[str, str]:
@@ -423,9 +421,8 @@ def test_a_module_level_flask_app_on_slash_with_its_own_health_route(tmp_path: P
     assert got["HEALTH_PY"][0] == "/healthz" and "app.py:" in got["HEALTH_PY"][1]
     assert values(tmp_path / "firstday")["APP_NAME"] == "firstday"
     assert values(tmp_path / "firstday")["DEPLOY_ROOT"] == "/home/ubuntu/firstday"
-    if TABLE == "ROUTES":
-        assert got["ROUTES"][0] == "/=python,/node=nodejs" and "/node is a placeholder" in got["ROUTES"][1]
-        assert got["HEALTH_NODE"][0] == "/node"
+    assert got["ROUTES"][0] == "/=python,/node=nodejs" and "/node is a placeholder" in got["ROUTES"][1]
+    assert got["HEALTH_NODE"][0] == "/node"
 
 
 def test_a_factory_in_a_package_with_a_blueprint_under_a_prefix(tmp_path: Path) -> None:
@@ -434,7 +431,7 @@ def test_a_factory_in_a_package_with_a_blueprint_under_a_prefix(tmp_path: Path) 
     got = values(tmp_path / "My Shop_2")
     assert (got["APP_NAME"], got["WSGI_APP"], got["NODE_SCRIPT"]) == ("my-shop-2", "shop:create_app()", "web/server.js")
     assert got["HEALTH_PY"] == "/api/ping"  # register_blueprint's prefix wins over the Blueprint's own
-    assert got[TABLE] == ("/admin=python,/api=python,/=nodejs" if TABLE == "ROUTES" else "admin,api")
+    assert got["ROUTES"] == "/admin=python,/api=python,/=nodejs"
     assert got["HEALTH_NODE"] == "/"
 
 
@@ -445,9 +442,8 @@ def test_express_prefixes_go_to_node_and_venvs_and_node_modules_are_not_read(tmp
     assert got["WSGI_APP"][0] == "wsgi:application"
     assert got["NODE_SCRIPT"][0] == "chat/index.js"
     assert got["HEALTH_PY"][0] == "/status"
-    if TABLE == "ROUTES":
-        assert got["ROUTES"][0] == "/=python,/chat=nodejs" and "chat/index.js:3" in got["ROUTES"][1]
-        assert got["HEALTH_NODE"][0] == "/chat"
+    assert got["ROUTES"][0] == "/=python,/chat=nodejs" and "chat/index.js:3" in got["ROUTES"][1]
+    assert got["HEALTH_NODE"][0] == "/chat"
     assert "the app has no .venv/ or venv/ to import it with" in notes[1]  # its .venv has no bin/python
 
 
@@ -455,7 +451,7 @@ def test_nothing_found_leaves_each_key_empty_with_a_comment_and_settings_refuse_
     write_app(tmp_path, NOTHING)
     init_app(tmp_path)
     got = written(tmp_path)
-    for key in ("WSGI_APP", "NODE_SCRIPT", TABLE, "HEALTH_PY"):
+    for key in ("WSGI_APP", "NODE_SCRIPT", "ROUTES", "HEALTH_PY"):
         assert got[key][0] == "" and got[key][1].startswith("# nothing found: "), key
     assert "no .py file" in got["WSGI_APP"][1] and "no package.json" in got["NODE_SCRIPT"][1]
     with pytest.raises(SettingsError, match=r"WSGI_APP \(.*deploy.env:\d+\): found ''"):
@@ -505,8 +501,7 @@ def test_routes_come_from_the_app_s_own_venv_when_it_has_one_and_init_says_it_ra
     fake_venv(tmp_path)
     found, notes = init_module.read_app(tmp_path)
     assert found["HEALTH_PY"] == init_module.Found("/livez", "endpoint live, Flask's routes from the url_map of app:app in .venv")
-    if TABLE == "ROUTES":
-        assert found["ROUTES"].value == "/=python,/node=nodejs"
+    assert found["ROUTES"].value == "/=python,/node=nodejs"
     assert any("init imported app:app with .venv/bin/python to read Flask's routes: that ran the app's own code on "
                "this machine" in note for note in notes)
 
@@ -548,8 +543,6 @@ def test_a_second_init_does_not_run_the_app_again(tmp_path: Path, monkeypatch: p
 
 @pytest.mark.parametrize("name", ["firstday", "factory", "express"])
 def test_what_init_found_is_taken_by_the_settings_as_it_is(tmp_path: Path, name: str) -> None:
-    if TABLE == "PY_ROUTES" and name != "factory":
-        pytest.skip("Flask owning / needs ROUTES")
     write_app(tmp_path / name, APPS[name])
     init_app(tmp_path / name)
     s = load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path / name))
@@ -573,5 +566,4 @@ def test_vendor_that_cannot_build_says_so_without_the_url_s_token(monkeypatch: p
 def test_socket_io_under_a_prefix_gets_a_note_on_its_client_s_path(tmp_path: Path) -> None:
     write_app(tmp_path, {**EXPRESS, "package.json": '{"main": "chat", "dependencies": {"socket.io": "^4"}}'})
     _, notes = init_module.read_app(tmp_path)
-    if TABLE == "ROUTES":
-        assert "give the client path: '/chat/socket.io' (the server keeps /socket.io" in " ".join(notes)
+    assert "give the client path: '/chat/socket.io' (the server keeps /socket.io" in " ".join(notes)
