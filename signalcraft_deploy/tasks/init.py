@@ -414,7 +414,7 @@ def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8"}
     venv = python.parent.parent.name
     try:
-        done = subprocess.run([str(python), "-I", "-", wsgi_app], input=remote.program("url_map"), cwd=root, env=env,
+        done = subprocess.run([str(python), "-I", "-B", "-", wsgi_app], input=remote.program("url_map"), cwd=root, env=env,
                               capture_output=True, text=True, timeout=URL_MAP_TIMEOUT)
     except subprocess.TimeoutExpired:
         return None, f"importing {wsgi_app} with {venv}/bin/python took over {URL_MAP_TIMEOUT} s"

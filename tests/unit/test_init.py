@@ -514,6 +514,7 @@ def test_the_app_runs_with_a_bare_environment(tmp_path: Path, monkeypatch: pytes
     routes, how = init_module.url_map_routes(Path(sys.executable), tmp_path, "app:app")
     assert routes is not None, how
     assert [r.rule for r in routes] == ["/static/<path:filename>", "/reports/0", "/reports/1", "/", "/livez"]
+    assert not (tmp_path / "__pycache__").exists()  # the import leaves nothing behind in the app's folder
     assert routes[0].methods == frozenset({"GET"})
 
 
