@@ -114,12 +114,16 @@ class DeployRun:
         if self.started_gate is None:
             self.started_gate = health.start_gate(self.c, self.s, self.release, self.release_dir, self.reloaded)
 
-    def settle(self) -> None:
-        """Wait for the commands left running in the background (and drop a gate started but not needed)."""
+    def wait_stopped(self) -> None:
+        """Wait for the temporary apps being stopped in the background (the trial's, a handover's)."""
         for command in self.stopping:
             if command is not None:
                 command.wait()
         self.stopping.clear()
+
+    def settle(self) -> None:
+        """Wait for the commands left running in the background (and drop a gate started but not needed)."""
+        self.wait_stopped()
         gate, self.started_gate = self.started_gate, None
         if gate is not None:
             gate.drop()
@@ -291,6 +295,11 @@ def reload_node(r: DeployRun) -> None:
 
 
 def reload_apps(r: DeployRun) -> str:
+    # PM2 numbers its apps from 0 again whenever its list empties. An app started into a list that holds only the
+    # trial's apps being deleted (a first deploy; the first deploy into the apps' own account) could be given the id
+    # of an app started after the list emptied, and a later delete of that id takes both: wait for the trial's end.
+    if How.START in (r.py, r.node) or any(r.plan.action(app).moves for app in (App.PYTHON, App.NODEJS)):
+        r.wait_stopped()
     try:
         reload_python(r)
         reload_node(r)

@@ -782,3 +782,24 @@ def test_a_new_master_that_fails_on_its_own_address_is_undone_back_to_the_old_ma
         "pm2 delete signalcraft-python-handover", f"current -> {PREV}", "audit"]
     installs = [json.loads(stdin) for command, stdin in sent(c) if label(command, stdin) == "root site-install"]
     assert [d["python"] for d in installs] == ["127.0.0.1:8002", "127.0.0.1:8001"]
+
+
+@pytest.mark.parametrize(("py", "node", "moves", "waits"), [
+    (How.START, How.START, False, True),  # a first deploy: PM2's list holds only the trial's apps
+    (How.NEW_MASTER, How.RESTART, True, True),  # the first deploy into the apps' own account's PM2
+    (How.HUP, How.RELOAD, False, False),  # live apps keep PM2's list from emptying: the trial ends in the background
+])
+def test_apps_are_started_only_once_the_trials_apps_are_gone_when_pm2s_list_could_empty(monkeypatch, py, node, moves, waits):
+    from signalcraft_deploy.steps import deploy as deploy_steps
+
+    seen: list[str] = []
+    trial_stop = SimpleNamespace(wait=lambda: seen.append("trial apps deleted"))
+    actions = {App.PYTHON: Action(App.PYTHON, py, "", moves=moves), App.NODEJS: Action(App.NODEJS, node, "", moves=moves)}
+    r = SimpleNamespace(py=py, node=node, stopping=[trial_stop], plan=SimpleNamespace(action=actions.__getitem__),
+                        s=SimpleNamespace(python_app="a-python", node_app="a-nodejs"))
+    r.wait_stopped = lambda: DeployRun.wait_stopped(r)  # type: ignore[arg-type]
+    monkeypatch.setattr(deploy_steps, "reload_python", lambda r: seen.append(f"python: {r.py}"))
+    monkeypatch.setattr(deploy_steps, "reload_node", lambda r: seen.append(f"nodejs: {r.node}"))
+    deploy_steps.reload_apps(r)  # type: ignore[arg-type]
+    assert (seen[0] == "trial apps deleted") is waits, seen
+    assert ("trial apps deleted" in seen) is waits
