@@ -23,26 +23,42 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from signalcraft_deploy import __version__
+from signalcraft_deploy import __version__, remote
+from signalcraft_deploy.core.discover import (
+    SKIPPED_DIRS,
+    Found,
+    Route,
+    RoutesRead,
+    find_wsgi,
+    findings,
+    routes_from_source,
+    routes_from_url_map,
+)
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
 from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Key
 from signalcraft_deploy.tasks.freeze import write_atomically
 
 SETTINGS_FILE = "deploy.env"
 WORKFLOW = ".github/workflows/auto-deploy.yml"
+WHEELS_DIR = ".github/wheels"  # `init --vendor`'s wheel of the tool: the tool's own files (.github/), reloading no app
 TEMPLATES_COPY = "deploy-templates"  # not templates/: a Flask app's own Jinja templates live there
-IGNORE = "/rendered/"  # where `render-configs` writes by default
+# What no commit of the app should hold: installed packages (the deploy builds its own), venvs, bytecode,
+# and render-configs' local output.
+IGNORES = ("node_modules/", ".venv/", "venv/", "__pycache__/", "/rendered/")
 INIT_TEMPLATES = BUNDLED_TEMPLATES / "init"
 
 # What a first deploy needs to get right for the app and the host; the rest can wait at its default.
-FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "PY_ROUTES", "HEALTH_PY", "HEALTH_NODE",
+FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES", "HEALTH_PY", "HEALTH_NODE",
                 "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
 
 SETTINGS_HEADER = """\
@@ -76,14 +92,28 @@ def _key_lines(key: Key, active: bool) -> list[str]:
     return [f"# {key.help}{notes}", line if active else f"# {line}", ""]
 
 
-def settings_text() -> str:
-    """deploy.env: every key of KEYS with its default and meaning; the ones a first deploy needs set, the rest commented."""
+def _found_lines(key: Key, found: Found) -> list[str]:
+    """A key init read from the app: its meaning, how it was found (or that nothing was), and the value or nothing."""
+    how = f"# found: {found.how}" if found.value is not None else f"# nothing found: {found.how}"
+    return [f"# {key.help}", how, f"{key.name}={env_value(found.value)}", ""]
+
+
+def settings_text(found: Mapping[str, Found] | None = None) -> str:
+    """deploy.env: every key of KEYS with its meaning; the ones a first deploy needs set, the rest commented.
+
+    `found`: what init read from the app, written with how it was found; without it, each key's default."""
+    found = found or {}
     lines = [SETTINGS_HEADER, "# --- A first deploy needs these: check each one against your app and your host. ---", ""]
     for name in FIRST_DEPLOY:
-        lines += _key_lines(next(k for k in KEYS if k.name == name), active=True)
+        key = next(k for k in KEYS if k.name == name)
+        lines += _found_lines(key, found[name]) if name in found else _key_lines(key, active=True)
+    if "ROUTES" in found and found["ROUTES"].value is None:
+        # An empty ROUTES means PY_ROUTES' default, the bundled example's routes; an empty PY_ROUTES is refused.
+        lines += ["# nothing found: PY_ROUTES is left empty too, so the bundled example's routes do not apply: set ROUTES",
+                  "PY_ROUTES=", ""]
     lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
     for key in KEYS:
-        if key.name not in FIRST_DEPLOY:
+        if key.name not in FIRST_DEPLOY and not (key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None):
             lines += _key_lines(key, active=False)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -98,23 +128,60 @@ def set_key(text: str, key: str, value: str) -> str:
     return text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
 
 
-def install_spec() -> tuple[str, str]:
-    """What the workflow pip-installs to get this version, and a note saying where that comes from.
+@dataclass(frozen=True)
+class Install:
+    """Where the workflow gets the tool from: what it pip-installs (None: nothing CI can reach, see `init --vendor`),
+    a note saying where that is, and what `--vendor` copies (a wheel file) or builds a wheel from (a folder or a
+    requirement)."""
 
-    A copy installed from a git URL (PEP 610's direct_url.json) is installed from the same URL and commit,
-    without any credentials; anything else from the package index."""
+    spec: str | None
+    note: str
+    wheel: Path | None = None
+    build: str | None = None
+
+
+def install_spec() -> Install:
+    """Where this copy of the tool came from (PEP 610's direct_url.json), and so what the workflow installs.
+
+    A git URL CI can fetch: the same URL and commit (never credentials). A wheel file, a folder (editable or not), a
+    checkout the tool runs from: nothing CI can reach; `init --vendor` commits a wheel of it. No direct_url.json:
+    installed from a package index, so the same version from it."""
     try:
-        raw = importlib.metadata.distribution("signalcraft-deploy").read_text("direct_url.json")
+        dist = importlib.metadata.distribution("signalcraft-deploy")
     except importlib.metadata.PackageNotFoundError:
-        raw = None
-    info = json.loads(raw) if raw else {}
-    vcs = info.get("vcs_info") or {}
-    url = _public_url(str(info.get("url", "")))
-    commit = str(vcs.get("commit_id", ""))
-    if vcs.get("vcs") == "git" and url and re.fullmatch(r"[0-9a-f]{40}", commit):
-        return f"signalcraft-deploy @ git+{url}@{commit}", f"from {url} at {commit[:12]}, as on the machine that ran init"
-    return (f"signalcraft-deploy=={__version__}",
-            "from the package index (or from git: pip install 'signalcraft-deploy @ git+https://<its repository>@<tag>')")
+        dist = None
+    if dist is None or not dist.read_text("INSTALLER"):  # no install, or a build's metadata in the checkout
+        checkout = Path(__file__).resolve().parents[2]
+        built = str(checkout) if (checkout / "pyproject.toml").exists() else None
+        return Install(None, f"from the checkout {checkout}, which CI cannot reach", build=built)
+    raw = dist.read_text("direct_url.json")
+    if not raw:
+        return Install(f"signalcraft-deploy=={__version__}", "from the package index, the version on the machine that ran init")
+    info = json.loads(raw)
+    vcs, url = info.get("vcs_info") or {}, str(info.get("url", ""))
+    public, commit = _public_url(url), str(vcs.get("commit_id", ""))
+    if vcs.get("vcs") == "git" and public and re.fullmatch(r"[0-9a-f]{40}", commit):
+        return Install(f"signalcraft-deploy @ git+{public}@{commit}", f"from {public} at {commit[:12]}, as on the machine that ran init")
+    if vcs:
+        return Install(None, f"from git at {_shown_url(url)}, which CI cannot fetch (a local path, or credentials in it)",
+                       build=f"signalcraft-deploy @ git+{url}@{commit}" if commit else None)
+    parts = urlsplit(url)
+    path = Path(unquote(parts.path))
+    if "archive_info" in info and parts.scheme == "https" and public and path.name.endswith(".whl"):
+        return Install(f"signalcraft-deploy @ {public}", f"from {public}, as on the machine that ran init")
+    if "archive_info" in info and parts.scheme == "file" and path.name.endswith(".whl"):
+        return Install(None, f"from the wheel file {path}, which CI cannot reach", wheel=path)
+    if "dir_info" in info and parts.scheme == "file":
+        editable = " (editable)" if (info.get("dir_info") or {}).get("editable") else ""
+        return Install(None, f"from the folder {path}{editable}, which CI cannot reach", build=str(path))
+    return Install(None, f"from {_shown_url(url)}, which CI cannot reach")
+
+
+def _shown_url(url: str) -> str:
+    """A URL without its password or token, for messages."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=host).geturl() if parts.password or parts.username else url
 
 
 def _public_url(url: str) -> str:
@@ -136,14 +203,31 @@ def _render(name: str, **values: str) -> str:
     return env.get_template(name + ".j2").render(settings_file=SETTINGS_FILE, **values)
 
 
-def planned_files(templates: bool) -> dict[str, str]:
-    """Every file init writes, by path relative to the app's folder, and its text (the ignore line aside)."""
-    spec, note = install_spec()
+def workflow_text(install: Install) -> str:
+    """The deploy workflow; its install step fails, saying why and what to do, when CI cannot reach the tool."""
+    refusal = "" if install.spec else (f"signalcraft-deploy was installed {install.note}: run `signalcraft-deploy init "
+                                       f"--vendor` and commit {WHEELS_DIR}/, or install the tool from git or a package "
+                                       "index and run init again").replace("\n", " ")
+    return _render("auto-deploy.yml", install=shlex.quote(install.spec) if install.spec else "",
+                   refusal=shlex.quote(refusal), install_note=install.note)
+
+
+_INSTALL_STEP = re.compile(r"^      # The deploy tool and its own dependencies.*?\n\n", re.M | re.S)
+
+
+def with_install_step(old: str, new: str) -> str:
+    """The workflow `old` with the install step of `new` (unchanged if `old` has none as init writes it)."""
+    step = _INSTALL_STEP.search(new)
+    return _INSTALL_STEP.sub(lambda _: step.group(0), old, count=1) if step else old
+
+
+def planned_files(templates: bool, found: Mapping[str, Found] | None = None, install: Install | None = None) -> dict[str, str]:
+    """Every file init writes, by path relative to the app's folder, and its text (the ignore lines aside)."""
     files = {
         "fabfile.py": _render("fabfile.py"),
         "tasks.py": _render("tasks.py"),
-        SETTINGS_FILE: settings_text(),
-        WORKFLOW: _render("auto-deploy.yml", install=shlex.quote(spec), install_note=note),
+        SETTINGS_FILE: settings_text(found),
+        WORKFLOW: workflow_text(install or install_spec()),
     }
     if templates:
         files[SETTINGS_FILE] = set_key(files[SETTINGS_FILE], "TEMPLATES_DIR", TEMPLATES_COPY)
@@ -152,11 +236,14 @@ def planned_files(templates: bool) -> dict[str, str]:
     return files
 
 
-def with_ignore_line(text: str) -> str:
-    """The .gitignore with render-configs' output ignored (unchanged if it already is)."""
-    if any(line.strip().strip("/") == IGNORE.strip("/") for line in text.splitlines()):
+def with_ignore_lines(text: str) -> str:
+    """The .gitignore with IGNORES in it (each added once; unchanged if every one is there)."""
+    have = {line.strip().strip("/") for line in text.splitlines()}
+    missing = [line for line in IGNORES if line.strip("/") not in have]
+    if not missing:
         return text
-    return text + ("" if not text or text.endswith("\n") else "\n") + f"# render-configs' local output\n{IGNORE}\n"
+    block = "# installed packages, venvs, bytecode, render-configs' output: never part of a release\n" + "\n".join(missing)
+    return text + ("" if not text or text.endswith("\n") else "\n") + block + "\n"
 
 
 def diff(old: str, new: str, path: str) -> str:
@@ -169,12 +256,12 @@ def diff(old: str, new: str, path: str) -> str:
 @dataclass(frozen=True)
 class Outcome:
     path: str
-    word: str  # wrote, unchanged, kept, replaced, updated
+    word: str  # wrote, unchanged, kept, replaced, updated, removed
     diff: str = ""
 
     @property
     def changed(self) -> bool:
-        return self.word in ("wrote", "replaced", "updated")
+        return self.word in ("wrote", "replaced", "updated", "removed")
 
 
 def place(root: Path, path: str, new: str, force: bool, edit: bool = False) -> Outcome:
@@ -196,11 +283,26 @@ def place(root: Path, path: str, new: str, force: bool, edit: bool = False) -> O
 _ACTIVE_TEMPLATES_DIR = re.compile(r"^[ \t]*(export[ \t]+)?TEMPLATES_DIR[ \t]*=[ \t]*(?P<value>\S.*)$", re.M)
 
 
-def init_app(root: Path, force: bool = False, templates: bool = False) -> tuple[list[Outcome], list[str]]:
-    """Write every file into the app's folder `root`: what happened to each, and notes for the user."""
-    files, notes = planned_files(templates), []
+def init_app(root: Path, force: bool = False, templates: bool = False,
+             vendor: bool = False) -> tuple[list[Outcome], list[str]]:
+    """Write every file into the app's folder `root`: what happened to each, and notes for the user (first what
+    was read from the app, when deploy.env is written)."""
     settings_path = root / SETTINGS_FILE
-    edits = {".gitignore"}
+    found, notes = read_app(root) if force or not settings_path.exists() else ({}, [])
+    install, vendored = install_spec(), []
+    if vendor:
+        install, vendored = vendor_wheel(root, install, notes)
+    elif install.spec is None:
+        notes.append(f"the workflow cannot install signalcraft-deploy: this copy was installed {install.note}. Its install "
+                     f"step fails saying so; `signalcraft-deploy init --vendor` commits a wheel of the tool into "
+                     f"{WHEELS_DIR}/ for it (or install the tool from git or a package index and run init again).")
+    files, edits = planned_files(templates, found, install), {".gitignore"}
+    workflow = root / WORKFLOW
+    if vendor and workflow.exists() and not force:  # the install step changes; the rest is kept as the user has it
+        files[WORKFLOW] = with_install_step(workflow.read_text(encoding="utf-8"), files[WORKFLOW])
+        edits.add(WORKFLOW)
+    if settings_path.exists() and not force:  # the user's own by now: not read again, not compared with defaults
+        files[SETTINGS_FILE] = settings_path.read_text(encoding="utf-8")
     if templates and settings_path.exists() and not force:
         # The settings the user has are kept: only TEMPLATES_DIR is set, unless they set it already.
         current = settings_path.read_text(encoding="utf-8")
@@ -212,15 +314,157 @@ def init_app(root: Path, force: bool = False, templates: bool = False) -> tuple[
                          f"{TEMPLATES_COPY}/ are used once it names them.")
     if not _in_git_checkout(root):
         notes.append(f"{root} is not in a git checkout, and a deploy ships a commit: "
-                     "`git init && git add -A && git commit -m 'The app'`.")
+                     "`git init && git add -A && git commit -m 'The app'` (.gitignore keeps venvs and node_modules/ out).")
     ignore = root / ".gitignore"
-    files[".gitignore"] = with_ignore_line(ignore.read_text(encoding="utf-8") if ignore.exists() else "")
-    return [place(root, path, text, force, edit=path in edits) for path, text in files.items()], notes
+    files[".gitignore"] = with_ignore_lines(ignore.read_text(encoding="utf-8") if ignore.exists() else "")
+    return [*vendored, *(place(root, path, text, force, edit=path in edits) for path, text in files.items())], notes
+
+
+# --- --vendor: a wheel of the tool in the app's repository, for the workflow ----------------------------------------
+
+
+def vendor_wheel(root: Path, install: Install, notes: list[str]) -> tuple[Install, list[Outcome]]:
+    """Copy (or build) a wheel of this tool into WHEELS_DIR, replacing older ones: the workflow installs that file."""
+    if install.spec and not (install.wheel or install.build):
+        notes.append(f"--vendor: not needed, the workflow installs signalcraft-deploy {install.note}.")
+        return install, []
+    if install.wheel and install.wheel.is_file():
+        name, data = install.wheel.name, install.wheel.read_bytes()
+    elif install.build:
+        name, data = _build_wheel(install.build, install.note)
+    else:
+        raise Exit(f"--vendor: signalcraft-deploy was installed {install.note}, and that wheel or folder is not there to "
+                   "vendor; reinstall the tool and run `init --vendor` again.", code=1)
+    folder = root / WHEELS_DIR
+    outcomes = [Outcome(f"{WHEELS_DIR}/{old.name}", "removed") for old in sorted(folder.glob("signalcraft_deploy-*.whl"))
+                if old.name != name]
+    for outcome in outcomes:
+        (root / outcome.path).unlink()
+    target = folder / name
+    if target.is_file() and target.read_bytes() == data:
+        outcomes.append(Outcome(f"{WHEELS_DIR}/{name}", "unchanged"))
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{name}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(target)
+        outcomes.append(Outcome(f"{WHEELS_DIR}/{name}", "wrote"))
+    ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", f"{WHEELS_DIR}/{name}"], capture_output=True)
+    if ignored.returncode == 0:
+        notes.append(f"{WHEELS_DIR}/{name} is git-ignored, and the workflow needs it committed: "
+                     f"`git add -f {WHEELS_DIR}/{name}` (or add `!{WHEELS_DIR}/` to .gitignore).")
+    spec = f"./{WHEELS_DIR}/{name}"
+    return Install(spec, f"from the wheel `init --vendor` committed ({install.note.split(',')[0]} on the machine that ran "
+                         "init)"), outcomes
+
+
+def _build_wheel(source: str, shown: str) -> tuple[str, bytes]:
+    """A wheel of the tool built by pip from `source` (a folder or a requirement, shown as `shown`: a URL may hold
+    a token): its file name and bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source],
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})  # the same source, the same wheel
+        wheels = sorted(Path(out).glob("signalcraft_deploy-*.whl"))
+        if done.returncode != 0 or len(wheels) != 1:
+            said = (done.stderr.strip().splitlines() or ["no wheel made"])[-1]
+            raise Exit(f"--vendor: pip could not build a wheel of signalcraft-deploy (installed {shown}): {said}", code=1)
+        return wheels[0].name, wheels[0].read_bytes()
+
+
+# --- Reading the app: its files, and its routes from its own venv -------------------------------------------------
+
+_READ_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts")
+_MOST_FILES = 5000  # a folder holding more is read that far (the note says so)
+URL_MAP_TIMEOUT = 20  # seconds the app may take to import in its venv
+_SOURCE_MISSES = "Routes added in loops or by extensions are missed: with the app's venv in place, `init --force` reads them."
+
+
+def app_files(root: Path) -> tuple[list[str], dict[str, str], bool]:
+    """The app's own file paths (no venv, node_modules, .git), the texts of its code and package.json, and whether
+    the walk stopped at _MOST_FILES."""
+    paths: list[str] = []
+    texts: dict[str, str] = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (Path(folder, d, "pyvenv.cfg")).exists())
+        for name in sorted(names):
+            path = Path(folder, name).relative_to(root).as_posix()
+            paths.append(path)
+            if (name.endswith(_READ_SUFFIXES) or path == "package.json") and Path(folder, name).stat().st_size < 1_000_000:
+                texts[path] = Path(folder, name).read_text(encoding="utf-8", errors="replace")
+            if len(paths) >= _MOST_FILES:
+                return paths, texts, True
+    return paths, texts, False
+
+
+def app_venv_python(root: Path) -> Path | None:
+    """The app's own venv Python: .venv/ or venv/ in its folder (never this tool's)."""
+    for name in (".venv", "venv"):
+        python = root / name / "bin" / "python"
+        if python.exists() and Path(os.path.realpath(root / name)) != Path(os.path.realpath(sys.prefix)):
+            return python
+    return None
+
+
+def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route] | None, str]:
+    """The app's url_map as its venv's Python imports it (cwd the app's folder, a bare environment: no secrets,
+    no FLASK_* or settings; at most URL_MAP_TIMEOUT s), or None and why not."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8"}
+    venv = python.parent.parent.name
+    try:
+        done = subprocess.run([str(python), "-I", "-B", "-", wsgi_app], input=remote.program("url_map"), cwd=root, env=env,
+                              capture_output=True, text=True, timeout=URL_MAP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None, f"importing {wsgi_app} with {venv}/bin/python took over {URL_MAP_TIMEOUT} s"
+    except OSError as err:
+        return None, f"{venv}/bin/python could not run ({err.strerror})"
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return None, f"{venv}/bin/python could not load {wsgi_app}: {said}"
+    try:
+        return routes_from_url_map(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""), \
+            f"the url_map of {wsgi_app} in {venv}"
+    except ValueError:
+        return None, f"{venv}/bin/python printed no route list for {wsgi_app}"
+
+
+def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
+    """What init writes from the app (core/discover.py), and notes: what was read, how, and that the app's code ran."""
+    paths, texts, cut = app_files(root)
+    notes = [f"{root} holds over {_MOST_FILES} files: init read the first {_MOST_FILES}."] if cut else []
+    wsgi = find_wsgi({p: t for p, t in texts.items() if p.endswith(".py")})
+    python = app_venv_python(root)
+    read = RoutesRead(routes_from_source(texts), "the source")
+    if python and wsgi.value:
+        routes, how = url_map_routes(python, root, wsgi.value)
+        notes.append(f"init imported {wsgi.value} with {python.relative_to(root)} to read Flask's routes: that ran the "
+                     f"app's own code on this machine (in {root}, without secrets or settings, at most {URL_MAP_TIMEOUT} s).")
+        if routes is not None:
+            read = RoutesRead(routes, how)
+        else:
+            notes.append(f"Flask's routes were read from the source instead: {how}. {_SOURCE_MISSES}")
+    elif not python:
+        notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
+                     f"{_SOURCE_MISSES}")
+    found = findings(root.resolve().name, paths, texts, read)
+    node_prefix = found["HEALTH_NODE"].value
+    if node_prefix and node_prefix != "/" and '"socket.io"' in texts.get("package.json", ""):
+        notes.append(f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default: give the client "
+                     f"path: '{node_prefix}/socket.io' (the server keeps /socket.io: Nginx passes the path without "
+                     f"{node_prefix}).")
+    return found, [*_found_notes(found), *notes]
+
+
+def _found_notes(found: Mapping[str, Found]) -> list[str]:
+    width = max(len(key) for key in found)
+    lines = [f"  {key:<{width}} = {f.value if f.value is not None else '(nothing found)'}    # {f.how}"
+             for key, f in found.items()]
+    return ["read from the app, written into " + SETTINGS_FILE + " (check each line):\n" + "\n".join(lines)]
 
 
 def _in_git_checkout(root: Path) -> bool:
-    import subprocess
-
     probe = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
     return probe.returncode == 0 and probe.stdout.strip() == "true"
 
@@ -246,13 +490,15 @@ def report(outcomes: list[Outcome], notes: list[str]) -> str:
     "force": "replace files that are there and differ from what init writes (the diff is shown)",
     "templates": f"also copy the bundled templates into {TEMPLATES_COPY}/ for customising, and point TEMPLATES_DIR at them",
     "dir": "the app's folder (default: the current one)",
+    "vendor": f"commit a wheel of this signalcraft-deploy into {WHEELS_DIR}/ for the workflow to install (for a copy "
+              "installed from a wheel file or a folder, which CI cannot reach)",
 })
-def init(c, force=False, templates=False, dir=None):
+def init(c, force=False, templates=False, dir=None, vendor=False):
     """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
     root = Path(dir or os.getcwd())
     if not root.is_dir():
         raise Exit(f"--dir {root}: no such folder; expected the app's folder (its git checkout).", code=2)
-    print(report(*init_app(root, force=force, templates=templates)))
+    print(report(*init_app(root, force=force, templates=templates, vendor=vendor)))
 
 
 ns = Collection(init)

@@ -5,9 +5,12 @@ venv, built once for the module): the wheel is the library, it finds its templat
 programs, lists its tasks and answers as `signalcraft-deploy`. A copy of examples/signalcraft in a
 temporary folder, with a venv of its own for the app's dependencies, is where every command runs,
 with no file of this checkout present. There: `init` and commit; `invoke --list`; `invoke freeze
---check` against the app's venv (not the tool's); `fab -H` deploys to the sandbox host and both apps
-answer through Nginx; the written workflow passes GitHub's schema; requirements.txt names none of the
-tool's dependencies; a second `init` changes nothing.
+--check` against the app's venv (not the tool's); the written workflow passes GitHub's schema;
+requirements.txt names none of the tool's dependencies; a second `init` changes nothing.
+
+First day: the tests' own app (not shaped like the example), with its own venv: `init --vendor` reads it,
+and the workflow it wrote, its `run:` steps taken in a fresh venv from a clean clone, deploys it to the
+sandbox host with deploy.env as init wrote it.
 
 Upgrade: a host deployed by the previous release of the tool (commit bd73369, the checkout before the
 package: `git archive`, its requirements in a venv, its `fab` run from that checkout with --source-dir)
@@ -48,7 +51,6 @@ from tests.e2e.hosts import on_this_machine
 
 PREVIOUS = "bd73369"  # the last commit before the package existed
 TOOL_DEPENDENCIES = ("fabric", "invoke", "paramiko", "jinja2", "python-dotenv", "crossplane")
-ADOPT = Profile("adopted", "/home/ubuntu/adopted", bind=7401, node=7411, listen=7421)
 UPGRADE_USER = "upgrader"  # the previous release needed full sudo: a deploy user of its own that has it
 # Its apps move to an account of their own on the first deploy by this version (ubuntu's setup recorded signalcraft).
 UPGRADE = Profile("upgraded", f"/home/{UPGRADE_USER}/upgraded", bind=7431, node=7441, listen=7451,
@@ -180,11 +182,16 @@ def app_venv(app: Path) -> Path:
     return app / ".venv"
 
 
+# The example's Flask app answers every path (a catch-all `/` rule), so init gives it `/`: its user names the routes.
+EXAMPLE_ROUTES = {"ROUTES": "/api/ai=python,/api/iot=python,/api/lightweight-analyze=python,/api/flask=python,/=nodejs",
+                  "HEALTH_NODE": "/"}
+
+
 def profile_settings(app: AppRepo, p: Profile) -> None:
     """What a user does after init: set the first-deploy keys in deploy.env for their host, and commit."""
     path = app.path / SETTINGS_FILE
     text = path.read_text()
-    for key, value in p.settings().items():
+    for key, value in {**EXAMPLE_ROUTES, **p.settings()}.items():
         text = set_key(text, key, value)
     path.write_text(text)
     app.git("add", "-A")
@@ -216,22 +223,22 @@ def answers(p: Profile, release: str, node_release: str | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def adopted(tool: Path, sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory):
-    """The example app in a folder of its own, after `init`, commit and its own venv; the host cleaned before and after."""
-    clean_host(ADOPT)
+def adopted(tool: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The example app in a folder of its own, after `init`, commit and its own venv."""
     app = AppRepo(tmp_path_factory.mktemp("adopt") / "app")
     said = init_and_commit(tool, app)
     app_venv(app.path)
-    yield app, said
-    clean_host(ADOPT)
+    return app, said
 
 
 def test_init_writes_the_files_and_invoke_and_fab_list_the_tasks(adopted, tool: Path) -> None:
     app, said = adopted
     for path in ("fabfile.py", "tasks.py", SETTINGS_FILE, WORKFLOW):
         assert f"wrote     {path}\n" in said
-    assert "+/rendered/\nupdated   .gitignore\n" in said  # the example's own .gitignore, one line added
-    assert (app.path / ".gitignore").read_text() == (EXAMPLE / ".gitignore").read_text() + "# render-configs' local output\n/rendered/\n"
+    assert "+/rendered/\nupdated   .gitignore\n" in said  # the example's own .gitignore, the missing lines added
+    assert (app.path / ".gitignore").read_text() == (EXAMPLE / ".gitignore").read_text() + (
+        "# installed packages, venvs, bytecode, render-configs' output: never part of a release\n"
+        "venv/\n__pycache__/\n/rendered/\n")
     assert not (app.path / "signalcraft_deploy").exists() and not app.path.resolve().is_relative_to(REPO)
     env = user_env(tool)
     for program in ("invoke", "fab"):
@@ -254,21 +261,6 @@ def test_freeze_pins_from_the_app_s_venv_and_no_tool_dependency_enters_requireme
     assert refused.returncode == 1 and "holds signalcraft-deploy itself" in refused.stderr
 
 
-def test_fab_deploys_from_the_app_s_repository(adopted, tool: Path, sandbox: Sandbox) -> None:
-    app, _ = adopted
-    profile_settings(app, ADOPT)
-    sha = app.git("rev-parse", "HEAD").strip()
-    done = deploy(sandbox, tool, app, "deploy")
-    out = ok(done)
-    assert f"(commit {sha[:12]})" in out, out
-    release = os.readlink(f"{ADOPT.root}/current").rsplit("/", 1)[-1]
-    answers(ADOPT, release)
-    manifest = host_json(f"{ADOPT.root}/current/.signalcraft/manifest.json")
-    assert (manifest["format"], manifest["tool"]) == (formats.MANIFEST.current, formats.TOOL)
-    last = json.loads(Path(f"{ADOPT.root}/.deploy/audit.log").read_text().splitlines()[-1])
-    assert (last["result"], last["tool"], last["format"]) == ("ok", formats.TOOL, formats.AUDIT.current)
-
-
 def test_the_written_workflow_passes_github_s_schema(adopted) -> None:
     app, _ = adopted
     checker = shutil.which("check-jsonschema")
@@ -285,6 +277,103 @@ def test_a_second_init_changes_nothing(adopted, tool: Path) -> None:
     out = ok(run(["signalcraft-deploy", "init"], app.path, user_env(tool)))
     assert "Nothing written" in out and "wrote" not in out and "replaced" not in out
     assert app.git("status", "--porcelain", "--untracked-files=all") == "" and app.git("rev-parse", "HEAD") == before
+
+
+# --- the first day of an app nobody shaped for the tool, deployed by the workflow init wrote -----------------------
+
+FIRSTDAY_APP = REPO / "tests/e2e/apps/firstday"
+FIRSTDAY = Profile("firstday", "/home/ubuntu/firstday", bind=7461, node=7471, listen=7491)
+APP_ENV_SECRET = "GREETING=hello from the APP_ENV secret\nAPI_TOKEN=tok-4412"
+
+
+def workflow_steps(workflow: Path) -> list[dict]:
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(workflow.read_text())["jobs"]["deploy"]["steps"]
+
+
+def run_workflow(workflow: Path, checkout: Path, python: Path, secrets: dict[str, str], job_env: dict[str, str],
+                 home: Path) -> list[str]:
+    """The workflow's steps as a runner would take them, without GitHub: `actions/checkout` is `checkout` (a clean
+    clone), `actions/setup-python` is `python` (a fresh venv) first on PATH; each `run:` in `bash -e` with its step's
+    env (`${{ secrets.X }}` from `secrets`), RUNNER_TEMP, and what earlier steps wrote into GITHUB_ENV. The output of
+    each step, in order; a step that fails fails the test, naming it."""
+    runner = home / "runner"
+    runner.mkdir()
+    github_env = runner / "github_env"
+    base = {"PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+            "RUNNER_TEMP": str(runner), "GITHUB_ENV": str(github_env), **job_env}
+    said = []
+    for step in workflow_steps(workflow):
+        uses = step.get("uses", "")
+        if uses:
+            assert uses.startswith(("actions/checkout@", "actions/setup-python@")), uses
+            continue
+        env = {key: secrets.get(value.removeprefix("${{ secrets.").removesuffix(" }}"), "")
+               if value.startswith("${{ secrets.") else value for key, value in (step.get("env") or {}).items()}
+        exported = dict(line.split("=", 1) for line in github_env.read_text().splitlines()) if github_env.exists() else {}
+        done = run(["bash", "-e", "-c", step["run"]], checkout, {**base, **exported, **env}, timeout=900)
+        assert done.returncode == 0, f"step {step['name']!r} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+        said.append(done.stdout + done.stderr)
+    return said
+
+
+@pytest.fixture
+def firstday_host(sandbox: Sandbox):
+    clean_host(FIRSTDAY)
+    yield sandbox
+    clean_host(FIRSTDAY)
+
+
+def test_init_reads_the_first_day_app_and_its_workflow_deploys_it_from_a_clean_clone(
+        tool: Path, firstday_host: Sandbox, tmp_path: Path) -> None:
+    """The tool from its wheel deploys from an app's own repository, here an app not shaped like the example
+    (module-level Flask on /, /healthz, index.js): with its own venv, `init --vendor` reads it (the venv's
+    url_map), `freeze` agrees, the commit is cloned clean, and the workflow's steps in a fresh venv install the
+    vendored tool, write APP_ENV_FILE from the secret and deploy it, deploy.env as init wrote it (the host's
+    names and ports come from the job's environment, as a second host's would)."""
+    app = AppRepo(tmp_path / "firstday", example=FIRSTDAY_APP)
+    app_venv(app.path)
+    said = ok(run([tool / "bin/signalcraft-deploy", "init", "--vendor"], app.path, user_env(tool)))
+    print("init's output for the first-day app:\n" + said)
+    assert "init imported app:app with .venv/bin/python to read Flask's routes: that ran the app's own code" in said
+    values = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in (app.path / SETTINGS_FILE).read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert (values["WSGI_APP"], values["NODE_SCRIPT"], values["HEALTH_PY"]) == ("app:app", "index.js", "/healthz")
+    assert (values["ROUTES"], values["HEALTH_NODE"]) == ("/=python,/node=nodejs", "/node")
+    assert "# found: endpoint healthz, Flask's routes from the url_map of app:app in .venv\n" in \
+        (app.path / SETTINGS_FILE).read_text()
+    assert "requirements.txt is up to date" in ok(run(["invoke", "freeze", "--check"], app.path, user_env(tool)))
+    app.git("add", "-A")  # .gitignore keeps .venv/ out; the vendored wheel goes in
+    app.git("commit", "-qm", "signalcraft-deploy init --vendor")
+    tracked = app.git("ls-files").split()
+    assert f".github/wheels/signalcraft_deploy-{__version__}-py3-none-any.whl" in tracked
+    assert not [path for path in tracked if path.startswith((".venv/", "node_modules/"))]
+
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", str(app.path), str(checkout)], check=True)
+    venv.create(tmp_path / "ci-python", with_pip=True)
+    secrets = {"EC2_HOST": f"{firstday_host.host}:{firstday_host.port}", "EC2_SSH_KEY": Path(firstday_host.key).read_text(),
+               "EC2_KNOWN_HOSTS": Path(firstday_host.known_hosts).read_text(), "APP_ENV": APP_ENV_SECRET}
+    (tmp_path / "home").mkdir()
+    said = run_workflow(checkout / WORKFLOW, checkout, tmp_path / "ci-python/bin/python", secrets, FIRSTDAY.settings(),
+                        tmp_path / "home")
+    deployed = said[-1]
+    assert "tok-4412" not in "".join(said)
+    sha = app.git("rev-parse", "HEAD").strip()
+    assert f"(commit {sha[:12]})" in deployed, deployed
+    release = os.readlink(f"{FIRSTDAY.root}/current").rsplit("/", 1)[-1]
+    status, _, body = get(FIRSTDAY.url("/"))
+    assert (status, body.get("app"), body.get("page"), body.get("release")) == (200, "flask", "index", release), body
+    status, _, body = get(FIRSTDAY.url("/healthz"))
+    assert (status, body.get("status")) == (200, "ok"), body
+    status, _, body = get(FIRSTDAY.url("/node/x"))
+    assert (status, body.get("app"), body.get("release")) == (200, "nodejs", release), body
+    assert Path(f"{FIRSTDAY.root}/current/.env").read_text().strip() == APP_ENV_SECRET
+    manifest = host_json(f"{FIRSTDAY.root}/current/.signalcraft/manifest.json")
+    assert (manifest["format"], manifest["tool"]) == (formats.MANIFEST.current, formats.TOOL)
+    last = json.loads(Path(f"{FIRSTDAY.root}/.deploy/audit.log").read_text().splitlines()[-1])
+    assert (last["result"], last["tool"], last["format"]) == ("ok", formats.TOOL, formats.AUDIT.current)
 
 
 # --- upgrade: a host deployed by the previous release ---------------------------------------------------------
