@@ -279,11 +279,15 @@ def _first_segments(routes: Iterable[Route]) -> list[str]:
     return segments
 
 
-def route_table(routes: list[Route], node: list[tuple[str, str]], how: str) -> tuple[Found, Found]:
-    """ROUTES (prefix=app pairs, one `/`) and HEALTH_NODE.
+UNMOUNTED = "each app's routes carry their prefixes (found in its code): every path goes to it as the client sent it"
 
-    Flask has a `/` rule: it owns `/`, Node.js the prefixes its code answers (none found: ROUTES is left empty
-    with a note asking for one). Else Flask's first path segments are Python's and Node.js owns `/`."""
+
+def route_table(routes: list[Route], node: list[tuple[str, str]], how: str) -> tuple[Found, Found, Found]:
+    """ROUTES (prefix=app pairs, one `/`), HEALTH_NODE and MOUNTS.
+
+    Flask has a `/` rule: it owns `/`, Node.js the prefixes its code answers (passed as they are); none found: a
+    placeholder prefix the Node.js app is mounted under (it sees paths without it), with a note asking to name it.
+    Else Flask's first path segments are Python's and Node.js owns `/`."""
     root = next((r for r in routes if r.rule == "/"), None)
     if root:
         prefixes = [p for p, _ in node if p not in {"/" + s for s in _first_segments(routes)}]
@@ -291,18 +295,20 @@ def route_table(routes: list[Route], node: list[tuple[str, str]], how: str) -> t
             return (Found(f"/={PYTHON},{NODE_PLACEHOLDER}={NODEJS}",
                           f"Flask's `/` rule ({root.where}, from {how}); no prefix of Node.js's own in its code "
                           f"(app.use('/x', ...)): {NODE_PLACEHOLDER} is a placeholder, name Node.js's own (e.g. /chat)"),
-                    Found(NODE_PLACEHOLDER, f"Node.js's prefix in ROUTES, {NODE_PLACEHOLDER} (a placeholder)"))
+                    Found(NODE_PLACEHOLDER, f"Node.js's prefix in ROUTES, {NODE_PLACEHOLDER} (a placeholder)"),
+                    Found(NODE_PLACEHOLDER, f"Node.js's code answers no prefix of its own: it is mounted under "
+                          f"{NODE_PLACEHOLDER} and gets each path without it (X-Forwarded-Prefix names it)"))
         where = ", ".join(f"{p} ({w})" for p, w in node if p in prefixes)
         table = ",".join([f"/={PYTHON}", *(f"{p}={NODEJS}" for p in prefixes)])
         return (Found(table, f"Flask's `/` rule ({root.where}, from {how}); Node.js's prefixes: {where}"),
-                Found(prefixes[0], f"Node.js's prefix in ROUTES, {prefixes[0]}"))
+                Found(prefixes[0], f"Node.js's prefix in ROUTES, {prefixes[0]}"), Found("", UNMOUNTED))
     segments = _first_segments(routes)
     if not segments:
         return (Found(None, f"no Flask route in {how}; name the prefixes Flask serves, e.g. ROUTES=/api=python,/=nodejs"),
-                Found("/", "Node.js owns / in ROUTES"))
+                Found("/", "Node.js owns / in ROUTES"), Found("", "nothing is mounted"))
     table = ",".join([*(f"/{s}={PYTHON}" for s in segments), f"/={NODEJS}"])
     return (Found(table, f"the first path segments of Flask's routes (from {how}); Node.js owns the rest"),
-            Found("/", "Node.js owns / in ROUTES"))
+            Found("/", "Node.js owns / in ROUTES"), Found("", UNMOUNTED))
 
 
 # --- Everything init writes from the app ---------------------------------------------------------------------------
@@ -331,13 +337,14 @@ def findings(folder: str, paths: Iterable[str], texts: Mapping[str, str], routes
     name = app_name(folder)
     root = Found(f"/home/ubuntu/{name.value}", "/home/ubuntu/ + APP_NAME (the home of the deploy user `ubuntu`)") \
         if name.value else Found(None, "no APP_NAME to name it after")
-    table, health_node = route_table(routes.routes, node_prefixes(texts), routes.how)
+    table, health_node, mounts = route_table(routes.routes, node_prefixes(texts), routes.how)
     return {
         "APP_NAME": name,
         "DEPLOY_ROOT": root,
         "WSGI_APP": find_wsgi({p: t for p, t in texts.items() if p.endswith(".py")}),
         "NODE_SCRIPT": find_node(texts.get("package.json"), names.__contains__),
         "ROUTES": table,
+        "MOUNTS": mounts,
         "HEALTH_PY": find_health(routes.routes, routes.how),
         "HEALTH_NODE": health_node,
     }

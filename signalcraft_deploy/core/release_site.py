@@ -45,10 +45,11 @@ def _values(data: Any) -> dict[str, str]:
     if tls:
         values["TLS_REDIRECT"] = "true" if tls["redirect"] else "false"
     if "table" in desc:
-        values["ROUTES"] = ",".join(f"{prefix}={app}" for prefix, app in desc["table"])
+        values["ROUTES"] = ",".join(f"{entry[0]}={entry[1]}" for entry in desc["table"])
+        values["MOUNTS"] = ",".join(entry[0] for entry in desc["table"] if len(entry) == 3)
         values["PY_ROUTES"] = next(k.default for k in KEYS if k.name == "PY_ROUTES") or ""
     else:
-        values["ROUTES"], values["PY_ROUTES"] = "", ",".join(desc["routes"])
+        values["ROUTES"], values["MOUNTS"], values["PY_ROUTES"] = "", "", ",".join(desc["routes"])
     return values
 
 

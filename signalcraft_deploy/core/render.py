@@ -197,7 +197,7 @@ def site_description(s: Settings, python_address: str | None = None, node_addres
         "listen": [str(x) for x in s.nginx_listen],
         "tls_listen": [str(x) for x in s.tls_listen],
         "server_name": s.server_name,
-        **({"table": [list(pair) for pair in s.routes]} if s.routes is not None else {"routes": list(s.py_routes)}),
+        **({"table": s.site_table} if s.routes is not None else {"routes": list(s.py_routes)}),
         "python": python_address or str(s.gunicorn_bind),
         "node": node_address or f"127.0.0.1:{s.node_port}",
         "body_size": s.client_max_body_size or "",

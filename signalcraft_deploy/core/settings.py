@@ -345,6 +345,15 @@ def _route_table(text: str) -> Table:
     return tuple(table)
 
 
+def _mounts(text: str) -> tuple[str, ...]:
+    found = tuple(part.strip() for part in text.split(","))
+    for prefix in found:
+        if not prefix.startswith("/") or prefix == "/" or not all(
+                _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in prefix[1:].split("/")):
+            raise Invalid("comma-separated prefixes of ROUTES other than '/', such as /chat", found=f"entry {prefix!r}")
+    return found
+
+
 def _show_table(table: Table) -> str:
     return ",".join(f"{prefix}={app}" for prefix, app in table)
 
@@ -487,9 +496,12 @@ KEYS: tuple[Key, ...] = (
         "path prefixes (comma-separated) Nginx sends to Gunicorn, Node.js serving the rest (ROUTES says both ways)"),
     Key("ROUTES", None, unset_or(on_text(_route_table, Table, _show_table)),
         "the route table, PREFIX=APP pairs (comma-separated), APP python or nodejs, exactly one '/': the longest prefix "
-        "that holds a path owns it, e.g. /=python,/chat=nodejs. Node.js under a prefix gets the path without it and "
-        "X-Forwarded-Prefix; Python under exactly one prefix is mounted there (SCRIPT_NAME: its routes are written "
-        "without the prefix, url_for adds it), under several its routes carry their prefixes. Unset: from PY_ROUTES"),
+        "that holds a path owns it, e.g. /=python,/chat=nodejs. Each app gets the path as the client sent it (its "
+        "routes carry their prefixes) unless MOUNTS names the prefix. Unset: from PY_ROUTES"),
+    Key("MOUNTS", None, unset_or(on_text(_mounts, tuple[str, ...], ",".join)),
+        "prefixes of ROUTES (comma-separated) whose app is written for '/' and mounted there: Node.js gets the path "
+        "without the prefix, Python gets SCRIPT_NAME (Gunicorn takes the prefix off; url_for and redirects add it), both "
+        "X-Forwarded-Prefix. Python may be mounted under its one prefix only"),
     Key("NGINX_SITE", None, derived(absolute_path),
         "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf); "
         "default /etc/nginx/sites-available/<APP_NAME>"),
@@ -635,15 +647,20 @@ class _Derived:
         return self.routes if self.routes is not None else tuple((f"/{r}", "python") for r in self.py_routes) + (("/", "nodejs"),)
 
     @property
+    def site_table(self) -> list[list[str]]:
+        """ROUTES as the site description holds it: [PREFIX, APP], or [PREFIX, APP, "mount"] for a MOUNTS prefix."""
+        return [[prefix, app, *(["mount"] if prefix in (self.mounts or ()) else [])] for prefix, app in self.routes or ()]
+
+    @property
     def python_mount(self) -> str | None:
-        """The prefix Gunicorn mounts the app under (SCRIPT_NAME), from ROUTES only: PY_ROUTES' routes carry theirs."""
-        return nginx_site.python_mount([list(pair) for pair in self.routes]) if self.routes is not None else None
+        """The prefix Gunicorn mounts the app under (SCRIPT_NAME): Python's prefix named in MOUNTS, if any."""
+        return nginx_site.python_mount(self.site_table)
 
     def app_path(self, app: str, path: str) -> str:
-        """The path an app itself is asked for when Nginx is asked for `path`: Node.js's without its prefix
+        """The path an app itself is asked for when Nginx is asked for `path`: without a mounted prefix for Node.js
         (Nginx strips it); Python's as it is (Gunicorn moves a mount's prefix to SCRIPT_NAME itself)."""
         prefix = _owning_prefix(path, self.route_table)
-        if app != "nodejs" or prefix == "/":
+        if app != "nodejs" or prefix not in (self.mounts or ()):
             return path
         return "/" + path[len(prefix):].removeprefix("/")
 
@@ -892,6 +909,9 @@ def _check_routes(v: dict[str, Any], raw: Mapping[str, str | None], origins: Map
                   fail: Callable[[str, str], SettingsError]) -> None:
     """One route table: ROUTES or PY_ROUTES, never both; each health path owned by its own app."""
     table = v["ROUTES"]
+    if table is None and v["MOUNTS"]:
+        raise fail("MOUNTS", "prefixes of ROUTES, which is unset (PY_ROUTES' routes carry their own prefixes): "
+                   "set ROUTES, or remove MOUNTS")
     if table is None:
         routes = v["PY_ROUTES"]
         if not _python_route(v["HEALTH_PY"], routes):
@@ -904,6 +924,14 @@ def _check_routes(v: dict[str, Any], raw: Mapping[str, str | None], origins: Map
         raise SettingsError(f"ROUTES ({_where('ROUTES', raw, origins)}) and PY_ROUTES ({_where('PY_ROUTES', raw, origins)}) "
                             "are both set; expected one route table: keep ROUTES (PY_ROUTES=a,b is ROUTES=/a=python,"
                             "/b=python,/=nodejs) and remove PY_ROUTES.")
+    for prefix in v["MOUNTS"] or ():
+        owner = next((app for p, app in table if p == prefix), None)
+        if owner is None:
+            raise fail("MOUNTS", f"prefixes ROUTES lists ({', '.join(p for p, _ in table if p != '/')}); "
+                       f"{prefix} is not one of them")
+        if owner == "python" and sum(app == "python" for _, app in table) != 1:
+            raise fail("MOUNTS", f"a Python prefix only when it is Python's one entry in ROUTES (Gunicorn's SCRIPT_NAME "
+                       f"is one per process): {prefix} is mounted while Python serves others")
     for key, app in (("HEALTH_PY", "python"), ("HEALTH_NODE", "nodejs")):
         if route_owner(v[key], table) != app:
             raise fail(key, f"a path ROUTES gives to {app} ({', '.join(p for p, a in table if a == app) or 'none'}; "

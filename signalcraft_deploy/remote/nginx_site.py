@@ -16,7 +16,9 @@ A description (every key required, nothing else allowed):
     routes          the Flask route prefixes (letters, digits, '._~-/'), Node.js owning the rest (PY_ROUTES)
   or, in place of `routes` (ROUTES):
     table           [[PREFIX, APP], ...]: '/' or '/'-led segments of letters, digits, '._~-', each owned by
-                    'python' or 'nodejs', exactly one '/' entry; the longest prefix that matches a path owns it
+                    'python' or 'nodejs', exactly one '/' entry; the longest prefix that matches a path owns it.
+                    [PREFIX, APP, "mount"]: the app is written for '/' (MOUNTS): Node.js gets the path without
+                    PREFIX, Python all of it (Gunicorn's SCRIPT_NAME takes PREFIX off), both X-Forwarded-Prefix
     python, node    the upstream addresses: HOST:PORT or [IPv6]:PORT (loopback unless ALLOW_PUBLIC_BIND)
     body_size       client_max_body_size ('' for Nginx's default), e.g. 10m
     tls             null, or {"cert": PATH, "key": PATH, "redirect": true|false}
@@ -96,28 +98,35 @@ def _route(route: Any) -> str:
 
 
 def check_table(table: Any) -> None:
-    """A route table: 1 to 100 [PREFIX, APP] pairs, distinct prefixes, exactly one '/'."""
+    """A route table: 1 to 100 [PREFIX, APP] entries (or [PREFIX, APP, "mount"]: the app is written for '/' and
+    mounted under PREFIX), distinct prefixes, exactly one '/', never mounted; Python mounted under one prefix only
+    (Gunicorn's SCRIPT_NAME is one per process), and then it has no other."""
     if not isinstance(table, list) or not 1 <= len(table) <= 100:
         raise BadSite("table must be a list of 1 to 100 [prefix, app] pairs")
     seen = set()
-    for pair in table:
-        if not isinstance(pair, list) or len(pair) != 2 or pair[1] not in APPS or not isinstance(pair[0], str):
-            raise BadSite(f"a table entry is [prefix, 'python' or 'nodejs'], not {pair!r}")
-        prefix = pair[0]
+    for entry in table:
+        if (not isinstance(entry, list) or len(entry) not in (2, 3) or entry[1] not in APPS
+                or not isinstance(entry[0], str) or entry[2:] not in ([], ["mount"])):
+            raise BadSite(f"a table entry is [prefix, 'python' or 'nodejs'] or [prefix, app, 'mount'], not {entry!r}")
+        prefix = entry[0]
         if prefix != "/" and not (prefix.startswith("/") and _route(prefix[1:])):
             raise BadSite(f"a table prefix is '/' or '/' and a route: {prefix!r}")
         if prefix in seen:
             raise BadSite(f"a table prefix is listed once: {prefix!r}")
+        if prefix == "/" and len(entry) == 3:
+            raise BadSite("'/' is never mounted")
         seen.add(prefix)
     if "/" not in seen:
         raise BadSite("a table has exactly one '/' entry (who serves what no other prefix does)")
+    python = [entry for entry in table if entry[1] == "python"]
+    if any(len(entry) == 3 for entry in python) and len(python) != 1:
+        raise BadSite("Python mounted under a prefix serves no other")
 
 
 def python_mount(table: List[List[str]]) -> "str | None":
-    """The prefix Python is mounted under (Gunicorn's SCRIPT_NAME): its one prefix, when it has exactly one and
-    that is not '/'; None otherwise (its routes carry their own prefixes)."""
-    mine = [prefix for prefix, app in table if app == "python"]
-    return mine[0] if len(mine) == 1 and mine[0] != "/" else None
+    """The prefix Python is mounted under (Gunicorn's SCRIPT_NAME), if it is mounted; None when its routes carry
+    their own prefixes (Nginx passes each path as it came)."""
+    return next((entry[0] for entry in table if entry[1] == "python" and len(entry) == 3), None)
 
 
 def server_name_problem(name: Any) -> "str | None":
@@ -221,8 +230,8 @@ def _proxy(d: Dict[str, Any], app: str, prefix: str) -> List[str]:
     """A location's body for `app` under `prefix` (ROUTES): Host with its port, the prefix stripped for Node.js and
     named in X-Forwarded-Prefix for an app mounted under it."""
     up, node = d["upstream"], app == "nodejs"
-    mounted = prefix != "/" and (node or prefix == python_mount(d["table"]))
-    lines = [f"        rewrite {routes_regex(['^' + prefix])}/?(.*)$ /$1 break;"] if node and prefix != "/" else []
+    mounted = [prefix, app, "mount"] in d["table"]
+    lines = [f"        rewrite {routes_regex(['^' + prefix])}/?(.*)$ /$1 break;"] if node and mounted else []
     lines += [f"        proxy_pass http://{up}_{app};", *(["        proxy_http_version 1.1;"] if node else []),
               f"        proxy_set_header Host ${up}_host;", "        proxy_set_header X-Real-IP $remote_addr;",
               "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
@@ -236,8 +245,8 @@ def _proxy(d: Dict[str, Any], app: str, prefix: str) -> List[str]:
 
 def _table_apps(d: Dict[str, Any]) -> List[str]:
     # Nginx takes the first regex location that matches: the longest prefix first, so it wins.
-    prefixed = sorted((pair for pair in d["table"] if pair[0] != "/"), key=lambda pair: (-len(pair[0]), pair[0]))
-    root = next(app for prefix, app in d["table"] if prefix == "/")
+    prefixed = sorted(((e[0], e[1]) for e in d["table"] if e[0] != "/"), key=lambda pair: (-len(pair[0]), pair[0]))
+    root = next(e[1] for e in d["table"] if e[0] == "/")
     lines = ["    # Location blocks kept from the site this one replaced (a file beside it, if there is one).",
              f"    include {extras_path(d['site'])[:-1]}[s];", ""]
     for prefix, app in prefixed:

@@ -58,7 +58,7 @@ IGNORES = ("node_modules/", ".venv/", "venv/", "__pycache__/", "/rendered/")
 INIT_TEMPLATES = BUNDLED_TEMPLATES / "init"
 
 # What a first deploy needs to get right for the app and the host; the rest can wait at its default.
-FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES", "HEALTH_PY", "HEALTH_NODE",
+FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES", "MOUNTS", "HEALTH_PY", "HEALTH_NODE",
                 "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
 
 SETTINGS_HEADER = """\

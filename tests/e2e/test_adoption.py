@@ -340,7 +340,8 @@ def test_init_reads_the_first_day_app_and_its_workflow_deploys_it_from_a_clean_c
     values = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in (app.path / SETTINGS_FILE).read_text().splitlines()
               if line and not line.startswith("#")}
     assert (values["WSGI_APP"], values["NODE_SCRIPT"], values["HEALTH_PY"]) == ("app:app", "index.js", "/healthz")
-    assert (values["ROUTES"], values["HEALTH_NODE"]) == ("/=python,/node=nodejs", "/node")
+    # index.js answers no prefix of its own: it is mounted under init's placeholder, which the user may rename
+    assert (values["ROUTES"], values["MOUNTS"], values["HEALTH_NODE"]) == ("/=python,/node=nodejs", "/node", "/node")
     assert "# found: endpoint healthz, Flask's routes from the url_map of app:app in .venv\n" in \
         (app.path / SETTINGS_FILE).read_text()
     assert "requirements.txt is up to date" in ok(run(["invoke", "freeze", "--check"], app.path, user_env(tool)))
@@ -369,6 +370,7 @@ def test_init_reads_the_first_day_app_and_its_workflow_deploys_it_from_a_clean_c
     assert (status, body.get("status")) == (200, "ok"), body
     status, _, body = get(FIRSTDAY.url("/node/x"))
     assert (status, body.get("app"), body.get("release")) == (200, "nodejs", release), body
+    assert (body.get("path"), body.get("prefix")) == ("/x", "/node"), body  # mounted: the path without the prefix
     assert Path(f"{FIRSTDAY.root}/current/.env").read_text().strip() == APP_ENV_SECRET
     manifest = host_json(f"{FIRSTDAY.root}/current/.signalcraft/manifest.json")
     assert (manifest["format"], manifest["tool"]) == (formats.MANIFEST.current, formats.TOOL)

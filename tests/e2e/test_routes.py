@@ -25,9 +25,9 @@ from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, e2e_load, fab
 FIRSTDAY = REPO / "tests" / "e2e" / "apps" / "firstday"
 COMMON = {"WSGI_APP": "app:app"}
 FLASK_ON_ROOT = Profile("routes", "/home/ubuntu/routes", 7631, 7641, 8381, extra={
-    **COMMON, "ROUTES": "/=python,/chat=nodejs", "HEALTH_PY": "/healthz", "HEALTH_NODE": "/chat/"})
+    **COMMON, "ROUTES": "/=python,/chat=nodejs", "MOUNTS": "/chat", "HEALTH_PY": "/healthz", "HEALTH_NODE": "/chat/"})
 FLASK_UNDER_APP = Profile("routes", "/home/ubuntu/routes", 7631, 7641, 8381, extra={
-    **COMMON, "ROUTES": "/app=python,/=nodejs", "HEALTH_PY": "/app/healthz", "HEALTH_NODE": "/"})
+    **COMMON, "ROUTES": "/app=python,/=nodejs", "MOUNTS": "/app", "HEALTH_PY": "/app/healthz", "HEALTH_NODE": "/"})
 PORT = FLASK_ON_ROOT.listen
 
 

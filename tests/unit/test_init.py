@@ -405,7 +405,8 @@ def test_no_written_value_is_the_example_s_default_unless_it_was_found_in_the_ap
         if value and value == defaults.get(key):
             assert comment.startswith("# found: "), (key, value)
     assert set(written(tmp_path / name)) - host_keys == {"APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES",
-                                                          "HEALTH_PY", "HEALTH_NODE"} | ({"PY_ROUTES"} if name == "nothing" else set())
+                                                          "MOUNTS", "HEALTH_PY",
+                                                          "HEALTH_NODE"} | ({"PY_ROUTES"} if name == "nothing" else set())
 
 
 def values(root: Path) -> dict[str, str]:
@@ -423,6 +424,7 @@ def test_a_module_level_flask_app_on_slash_with_its_own_health_route(tmp_path: P
     assert values(tmp_path / "firstday")["DEPLOY_ROOT"] == "/home/ubuntu/firstday"
     assert got["ROUTES"][0] == "/=python,/node=nodejs" and "/node is a placeholder" in got["ROUTES"][1]
     assert got["HEALTH_NODE"][0] == "/node"
+    assert got["MOUNTS"][0] == "/node"  # code answering no prefix of its own is written for '/': mounted
 
 
 def test_a_factory_in_a_package_with_a_blueprint_under_a_prefix(tmp_path: Path) -> None:
@@ -444,6 +446,7 @@ def test_express_prefixes_go_to_node_and_venvs_and_node_modules_are_not_read(tmp
     assert got["HEALTH_PY"][0] == "/status"
     assert got["ROUTES"][0] == "/=python,/chat=nodejs" and "chat/index.js:3" in got["ROUTES"][1]
     assert got["HEALTH_NODE"][0] == "/chat"
+    assert got["MOUNTS"][0] == ""  # app.use('/chat', ...) answers /chat itself: the path goes to it as sent
     assert "the app has no .venv/ or venv/ to import it with" in notes[1]  # its .venv has no bin/python
 
 
@@ -547,9 +550,9 @@ def test_what_init_found_is_taken_by_the_settings_as_it_is(tmp_path: Path, name:
     write_app(tmp_path / name, APPS[name])
     init_app(tmp_path / name)
     s = load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path / name))
-    for key in values(tmp_path / name):
+    for key, value in values(tmp_path / name).items():
         assert s.origins[key].startswith(str(tmp_path / name / SETTINGS_FILE)), key
-        assert getattr(s, key.lower()) is not None, key
+        assert (getattr(s, key.lower()) is not None) is (value != ""), key  # an empty line: the key unset
 
 
 def test_vendor_that_cannot_build_says_so_without_the_url_s_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

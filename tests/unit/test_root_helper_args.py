@@ -1886,7 +1886,7 @@ def test_site_remove_drops_the_callers_takeover_record(host: Host) -> None:
 def test_an_install_renders_a_route_table_and_refuses_one_the_tool_could_not_make(host: Host) -> None:
     """ROUTES' descriptions (`table` in place of `routes`) go through the same door: a table that would put text of
     the caller's into Nginx's configuration (a directive, a second server) changes nothing."""
-    table = host.desc(table=[["/", "python"], ["/chat", "nodejs"]])
+    table = host.desc(table=[["/", "python"], ["/chat", "nodejs", "mount"]])
     del table["routes"]
     for bad in ([["/", "python"], ["/x;} server {", "nodejs"]], [["/", "python"], ["/x", "nodejs;"]], [["/chat", "nodejs"]]):
         before = host.files()

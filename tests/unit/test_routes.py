@@ -1,8 +1,9 @@
 """The route table (ROUTES): routing both ways, prefix mounting, and what root accepts of it (issue 25, D2/D3).
 
-PY_ROUTES alone keeps today's site byte for byte (test_nginx_site's golden); ROUTES gives `/` to either app, strips a
-Node.js prefix (X-Forwarded-Prefix names it), mounts Python under its one prefix (SCRIPT_NAME), and keeps the port
-of the Host a client asked for.
+PY_ROUTES alone keeps today's locations (test_nginx_site's golden); ROUTES gives `/` to either app and passes each path
+as the client sent it (the app's routes carry their prefixes, as init finds them in its code); MOUNTS names the
+prefixes whose app is written for '/': Nginx strips a Node.js one (X-Forwarded-Prefix names it), Gunicorn mounts
+Python under its one prefix (SCRIPT_NAME).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from signalcraft_deploy.core.settings import SettingsError, route_owner
 from signalcraft_deploy.remote import nginx_site
 from signalcraft_deploy.remote.nginx_site import BadSite, check, render
 
-FLASK_ON_ROOT = {"ROUTES": "/=python,/chat=nodejs", "HEALTH_PY": "/healthz", "HEALTH_NODE": "/chat/"}
+FLASK_ON_ROOT = {"ROUTES": "/=python,/chat=nodejs", "MOUNTS": "/chat", "HEALTH_PY": "/healthz", "HEALTH_NODE": "/chat/"}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -37,7 +38,7 @@ def test_py_routes_alone_is_todays_table(load) -> None:
 def test_routes_is_read_as_pairs(load) -> None:
     s = load({**FLASK_ON_ROOT, "ROUTES": "/=python , /chat=nodejs,/api/v2=python"})
     assert s.routes == (("/", "python"), ("/chat", "nodejs"), ("/api/v2", "python"))
-    assert core_render.site_description(s)["table"] == [["/", "python"], ["/chat", "nodejs"], ["/api/v2", "python"]]
+    assert core_render.site_description(s)["table"] == [["/", "python"], ["/chat", "nodejs", "mount"], ["/api/v2", "python"]]
 
 
 def test_routes_and_a_py_routes_of_its_own_are_refused_naming_both(load) -> None:
@@ -79,11 +80,43 @@ def test_the_longest_prefix_owns_a_path() -> None:
         ["python", "nodejs", "nodejs", "nodejs", "python", "python", "python", "nodejs"]
 
 
-def test_node_health_is_asked_directly_without_its_prefix(load) -> None:
+def test_node_health_is_asked_directly_without_its_prefix_when_mounted(load) -> None:
     s = load(FLASK_ON_ROOT)
     assert s.app_path("nodejs", "/chat/") == "/" and s.app_path("nodejs", "/chat") == "/"
     assert s.app_path("nodejs", "/chat/ping") == "/ping"
     assert s.app_path("python", "/healthz") == "/healthz"
+    unmounted = load({**FLASK_ON_ROOT, "MOUNTS": ""})  # Express's own app.use('/chat', ...): the path as sent
+    assert unmounted.app_path("nodejs", "/chat/ping") == "/chat/ping"
+
+
+def test_without_mounts_every_app_gets_the_path_as_the_client_sent_it(load, tmp_path) -> None:
+    # init writes ROUTES from the app's own code (Flask's url_map, Express's app.use('/chat')): those routes carry
+    # their prefixes, and a stripped or SCRIPT_NAME-mounted path would miss every one of them.
+    s = load({**FLASK_ON_ROOT, "MOUNTS": "", "ROUTES": "/api=python,/=nodejs,/chat=nodejs", "HEALTH_PY": "/api/h",
+              "HEALTH_NODE": "/chat/h"})
+    assert s.python_mount is None and "raw_env" not in _conf_values(core_render.render_gunicorn_conf(s))
+    site = core_render.render_nginx_site(s)
+    assert "rewrite" not in site and "X-Forwarded-Prefix" not in site
+    locations = _locations(site, tmp_path)
+    assert [_served_by(locations, uri) for uri in ("/api/x", "/chat/x", "/x")] == \
+        [("python", "/api/x"), ("nodejs", "/chat/x"), ("nodejs", "/x")]
+
+
+@pytest.mark.parametrize(("mounts", "routes", "found"), [
+    ("/chat", None, "ROUTES, which is unset"),
+    ("/nope", "/=python,/chat=nodejs", "/nope is not one of them"),
+    ("/", "/=python,/chat=nodejs", "entry '/'"),
+    ("/api", "/api=python,/v2=python,/=nodejs", "Python's one entry"),
+])
+def test_a_mount_outside_the_table_or_of_python_beside_other_prefixes_is_refused(load, mounts, routes, found) -> None:
+    values = {"MOUNTS": mounts, "HEALTH_PY": "/api/h", "HEALTH_NODE": "/"}
+    if routes:
+        values["ROUTES"] = routes
+        values["HEALTH_NODE"] = "/chat/" if "/chat" in routes else "/"
+        values["HEALTH_PY"] = "/api/h" if "/api" in routes else "/h"
+    with pytest.raises(SettingsError, match="^MOUNTS") as err:
+        load(values)
+    assert found in str(err.value)
 
 
 # ----------------------------------------------------------------------------- Gunicorn's mount (SCRIPT_NAME)
@@ -95,8 +128,8 @@ def _conf_values(text: str) -> dict[str, Any]:
     return values
 
 
-def test_python_alone_under_one_prefix_is_mounted_there(load) -> None:
-    s = load({"ROUTES": "/app=python,/=nodejs", "HEALTH_PY": "/app/healthz"})
+def test_python_mounted_under_its_one_prefix_gets_script_name(load) -> None:
+    s = load({"ROUTES": "/app=python,/=nodejs", "MOUNTS": "/app", "HEALTH_PY": "/app/healthz"})
     assert s.python_mount == "/app"
     assert _conf_values(core_render.render_gunicorn_conf(s))["raw_env"] == ["SCRIPT_NAME=/app"]
     assert "proxy_set_header X-Forwarded-Prefix /app;" in core_render.render_nginx_site(s)
@@ -104,7 +137,8 @@ def test_python_alone_under_one_prefix_is_mounted_there(load) -> None:
 
 @pytest.mark.parametrize("routes", ["/=python,/chat=nodejs", "/api=python,/v2=python,/=nodejs"])
 def test_python_on_root_or_several_prefixes_is_not_mounted(load, routes: str) -> None:
-    s = load({**FLASK_ON_ROOT, "ROUTES": routes, "HEALTH_PY": "/api/h" if "/api" in routes else "/healthz",
+    s = load({**FLASK_ON_ROOT, "ROUTES": routes, "MOUNTS": "/chat" if "chat" in routes else "",
+              "HEALTH_PY": "/api/h" if "/api" in routes else "/healthz",
               "HEALTH_NODE": "/chat/" if "chat" in routes else "/"})
     assert s.python_mount is None
     assert "raw_env" not in _conf_values(core_render.render_gunicorn_conf(s))
@@ -135,7 +169,7 @@ def _served_by(locations: list[tuple[list[str], list[dict[str, Any]]]], uri: str
 
 
 def test_flask_on_root_and_node_under_chat(load, tmp_path) -> None:
-    s = load({**FLASK_ON_ROOT, "ROUTES": "/=python,/chat=nodejs,/chat/admin=python,/a.b=nodejs",
+    s = load({**FLASK_ON_ROOT, "ROUTES": "/=python,/chat=nodejs,/chat/admin=python,/a.b=nodejs", "MOUNTS": "/chat,/a.b",
               "HEALTH_PY": "/healthz"})
     locations = _locations(core_render.render_nginx_site(s), tmp_path)
     cases = {"/": ("python", "/"), "/jobs/": ("python", "/jobs/"), "/chat": ("nodejs", "/"), "/chat/": ("nodejs", "/"),
@@ -156,7 +190,8 @@ def test_the_table_site_keeps_the_hosts_port_and_names_the_prefix(load) -> None:
 
 
 def test_the_table_site_passes_nginx_t_with_tls(load, nginx_tester) -> None:
-    s = load({**FLASK_ON_ROOT, "ROUTES": "/=nodejs,/api=python,/api/ws=nodejs", "HEALTH_PY": "/api/h", "HEALTH_NODE": "/"})
+    s = load({**FLASK_ON_ROOT, "ROUTES": "/=nodejs,/api=python,/api/ws=nodejs", "MOUNTS": "/api/ws", "HEALTH_PY": "/api/h",
+              "HEALTH_NODE": "/"})
     result = nginx_tester.check(core_render.render_nginx_site(s))
     assert result.ok, result.output
 
@@ -189,6 +224,8 @@ def test_root_accepts_a_table_and_an_older_releases_routes(load) -> None:
 @pytest.mark.parametrize("table", [
     [], "/=python", [["/chat", "nodejs"]], [["/", "python"], ["/", "nodejs"]], [["/", "root"]], [["/", "python", "x"]],
     [("/", "python")], [["/", "python"], ["chat", "nodejs"]], [["/", "python"], ["/chat/", "nodejs"]],
+    [["/", "python", "mount"]], [["/", "nodejs"], ["/a", "python", "mount"], ["/b", "python"]],
+    [["/", "python"], ["/chat", "nodejs", "mount", "x"]], [["/", "python"], ["/chat", "nodejs", "Mount"]],
     [["/", "python"], ["/a/../etc", "nodejs"]], [["/", "python"], ["/x;}", "nodejs"]], [["/", "python"], ["/x y", "nodejs"]],
     [["/", "python"], ["/$host", "nodejs"]], [["/", "python"], [None, "nodejs"]], [["/", "python"]] + [["/a", "nodejs"]] * 2,
     [["/", "python"]] + [[f"/r{i}", "nodejs"] for i in range(100)],

@@ -26,7 +26,8 @@ EXPECTED_FIELDS = {
     "gunicorn_max_requests": int, "gunicorn_max_requests_jitter": int, "allow_public_bind": bool, "legacy_match": str,
     "wsgi_app": str, "node_script": str | None, "node_port": int, "node_instances": int, "node_handover_port": int,
     "node_env": str, "py_routes": tuple[str, ...],
-    "routes": tuple[tuple[str, str], ...] | None, "nginx_site": str, "nginx_listen": tuple[Listen, ...], "server_name": str,
+    "routes": tuple[tuple[str, str], ...] | None, "mounts": tuple[str, ...] | None,
+    "nginx_site": str, "nginx_listen": tuple[Listen, ...], "server_name": str,
     "tls_cert": str | None, "tls_key": str | None, "tls_listen": tuple[Listen, ...], "tls_redirect": bool,
     "client_max_body_size": str | None,
     "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
@@ -64,6 +65,7 @@ CHANGED: dict[str, tuple[str, object]] = {
     "NODE_ENV": ("staging", "staging"),
     "PY_ROUTES": ("api/flask, /api/v2/", ("api/flask", "api/v2")),
     "ROUTES": ("/api/flask=python, /=nodejs", (("/api/flask", "python"), ("/", "nodejs"))),
+    "MOUNTS": ("/chat, /a.b", ("/chat", "/a.b")),
     "NGINX_SITE": ("/etc/nginx/conf.d/shop.conf", "/etc/nginx/conf.d/shop.conf"),
     "NGINX_LISTEN": ("127.0.0.1:8080,[::1]:8080", (Listen("127.0.0.1", 8080), Listen("::1", 8080))),
     "TLS_CERT": ("/etc/letsencrypt/live/shop/fullchain.pem", "/etc/letsencrypt/live/shop/fullchain.pem"),
@@ -134,6 +136,7 @@ def test_every_declared_key_is_parsed_into_its_attribute(key: str, tmp_path: Pat
     raw, expected = CHANGED[key]
     extra = {"SOURCE": {"REPO_URL": "git@github.com:org/shop.git"}, "PY_ROUTES": {"HEALTH_PY": "/api/v2/health"},
              "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"},
+             "MOUNTS": {"ROUTES": "/api/flask=python,/=nodejs,/chat=nodejs,/a.b=nodejs"},
              "TLS_CERT": {"TLS_KEY": "/etc/ssl/k.pem"}, "TLS_KEY": {"TLS_CERT": "/etc/ssl/c.pem"}}.get(key, {})
     s = load({key: raw, **extra})
     if isinstance(expected, str):
