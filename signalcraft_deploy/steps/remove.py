@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from invoke.exceptions import Exit
+
 from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
@@ -138,21 +140,57 @@ def link_current_again(r: RemoveRun) -> str:
     return f"{r.s.current_dir} names {r.facts.current_release} again"
 
 
+# What this tool makes in DEPLOY_ROOT (settings' *_dir, releases.py's .current.tmp, wheels.py's caches): a folder holding
+# anything else (a home's .ssh, another app's deploy root) is not provably this app's, and --purge leaves it.
+TOOL_ENTRIES = (".deploy", "releases", "current", ".current.tmp", "shared", "venvs", "node_modules", "wheels", "npm-cache")
+
+
+def purge_guard(s: Settings) -> str:
+    """Shell (as the deploy user) that passes only for a DEPLOY_ROOT --purge may delete: exit 3 unless it is a real folder
+    holding the deploy user's own .deploy/; exit 5 (why on stderr) if it is or holds the deploy user's home (its .ssh:
+    DEPLOY_ROOT=/home/deploy passes the settings' check), or holds anything this tool does not make."""
+    names = "|".join(q(n) for n in TOOL_ENTRIES)
+    return (f'R={q(s.deploy_root)}; if [ -L "$R" ] || [ ! -d "$R" ] || [ -L "$R/.deploy" ] || [ ! -d "$R/.deploy" ] || '
+            '[ ! -O "$R/.deploy" ]; then echo "no .deploy/ of this user in it: not a deploy root of this tool" >&2; exit 3; '
+            'fi; r=$(cd -P -- "$R" && pwd -P) || exit 4; h=$(cd -P -- "${HOME:-/nonexistent}" 2>/dev/null && pwd -P); '
+            "case \"$h/\" in \"$r\"/*) printf \"%s is the deploy user's home (%s), or holds it\\n\" \"$R\" \"$h\" >&2; exit 5;; "
+            "esac; "
+            'for e in "$R"/* "$R"/.[!.]* "$R"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; '
+            f'case "${{e##*/}}" in {names}) ;; *) printf "%s holds %s, which this tool does not make\\n" "$R" "${{e##*/}}" '
+            ">&2; exit 5;; esac; done")
+
+
 def purge_command(c: Any, s: Settings) -> str:
-    """Shell (as the deploy user) that deletes DEPLOY_ROOT after the apps' account has deleted what it owns in shared/;
-    a folder without .deploy/ is not one this tool made, and is left."""
-    root, shared = q(s.deploy_root), q(s.shared_dir)
+    """Shell (as the deploy user) that deletes DEPLOY_ROOT, if purge_guard passes, after the apps' account has deleted
+    what it owns in shared/; .deploy/ last, so that a purge stopped part way (something in shared/ the deploy user
+    may not delete) is still, by its sign, a deploy root this tool made, and a second purge converges."""
+    shared = q(s.shared_dir)
     # find -delete removes links, never what they name; as the apps' account it can delete only what it may
     empty = as_app(c, s, f"find {shared} -mindepth 1 -delete")
-    return (f"[ -d {root}/.deploy ] && [ ! -L {root} ] || {{ echo 'no .deploy/ in it: not a deploy root of this tool' >&2; "
-            f"exit 3; }}; if [ -d {shared} ] && [ ! -L {shared} ]; then {empty} || exit 4; fi; rm -rf -- {root}")
+    rest = " ".join(q(f"{s.deploy_root}/{name}") for name in TOOL_ENTRIES if name != ".deploy")
+    return (f"{purge_guard(s)}; if [ -d {shared} ] && [ ! -L {shared} ]; then {empty} || exit 4; fi; "
+            f"rm -rf -- {rest} && rm -rf -- {q(s.deploy_root)}")
+
+
+def refused_purge(s: Settings, done: Any, changed: str) -> Exit | None:
+    """The one message of a purge_guard refusal (exit 3 or 5), or None."""
+    if done.exited == 3:
+        return fail(f"DEPLOY_ROOT {s.deploy_root} holds no .deploy/ folder of the deploy user's, so it is not a deploy "
+                    "root this tool made: nothing in it was deleted. Check DEPLOY_ROOT."
+                    + (f" {changed}" if changed else ""))
+    if done.exited == 5:
+        return fail(f"--purge refuses: {done.stderr.strip()[-300:]}: nothing in it was deleted. Set DEPLOY_ROOT to the "
+                    "app's own folder (one that holds only what deploys made there), or move what is named out of it, "
+                    "then run remove --purge again."
+                    + (f" {changed}" if changed else ""))
+    return None
 
 
 def purge(r: RemoveRun) -> str:
     done = run(r.c, purge_command(r.c, r.s), warn=True)
-    if done.exited == 3:
-        raise fail(f"DEPLOY_ROOT {r.s.deploy_root} holds no .deploy/ folder, so it is not a deploy root this tool made: "
-                   "it was left as it is. Check DEPLOY_ROOT.")
+    refusal = refused_purge(r.s, done, "")
+    if refusal is not None:
+        raise refusal
     if not done.ok:
         raise fail(f"Could not delete DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}\n"
                    "The apps, their site and PM2 entries are gone already; fix what is named and run remove --purge again.")

@@ -142,7 +142,7 @@ def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_i
     c = host()
     run_remove(c, purge=True, confirm="shop")
     last = commands(c)[-1]
-    assert last.startswith("[ -d /srv/shop/.deploy ] && [ ! -L /srv/shop ]") and last.endswith("rm -rf -- /srv/shop")
+    assert last.startswith("R=/srv/shop; ") and last.endswith("/srv/shop/npm-cache && rm -rf -- /srv/shop")
     assert "find /srv/shop/shared -mindepth 1 -delete" in last  # shared/ first, as the apps' account
     assert "audit" not in labels(c) and "rm -f /srv/shop/current" not in labels(c)
     assert "Removed shop from this machine, /srv/shop included." in capsys.readouterr().out
@@ -150,10 +150,11 @@ def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_i
 
 def test_a_folder_that_is_no_deploy_root_is_not_purged(task_env, held) -> None:
     held(live())
-    c = host(**{r"\[ -d /srv/shop/\.deploy \]": ok(stderr="no .deploy/ in it", exited=3)})
+    c = host(**{r"^R=/srv/shop; ": ok(stderr="no .deploy/ in it", exited=3)})
     with pytest.raises(Exit) as err:
         run_remove(c, purge=True, confirm="shop")
-    assert "holds no .deploy/ folder, so it is not a deploy root this tool made: it was left as it is" in err.value.message
+    assert "holds no .deploy/ folder of the deploy user's, so it is not a deploy root this tool made: nothing in it was " \
+        "deleted. Check DEPLOY_ROOT." in err.value.message
 
 
 def test_settings_name_the_apps_of_remove(tmp_path) -> None:
@@ -179,3 +180,76 @@ def test_apps_that_run_as_the_deploy_user_leave_nothing_for_an_admin(task_env, h
     remove(c, set_=[f"{k}={v}" for k, v in {**SETTINGS, "APP_USER": "ubuntu"}.items()])
     out = capsys.readouterr().out
     assert "Removed shop from this machine" in out and "setup --remove-app" not in out
+
+
+# ----------------------------------------------------------------------------- --purge run for real, in a folder here
+
+
+def purge_shell(tmp_path: Any, root: Any, home: Any, rm_fails_on: str = "") -> Any:
+    """purge_command run by a real shell as it runs on the host: HOME the deploy user's, the app door a stand-in (sudo
+    runs the command as it is), and `rm` failing (after it has done its work) when one of its arguments ends in
+    `rm_fails_on`, as it does on what the apps' account made unreadable to the deploy user."""
+    import os
+    import subprocess
+
+    from signalcraft_deploy.steps.remove import purge_command
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sudo").write_text('#!/bin/sh\nshift 4\nexec "$@"\n')  # sudo -n -u APP_USER signalcraft-app CMD...
+    (bin_dir / "rm").write_text('#!/bin/sh\n/bin/rm "$@"; s=$?\nfor a; do case "$a" in *"$RM_FAILS_ON") '
+                                '[ -n "$RM_FAILS_ON" ] && { echo "rm: cannot remove $a: Permission denied" >&2; exit 1; };; '
+                                'esac; done\nexit $s\n')
+    for tool in ("sudo", "rm"):
+        (bin_dir / tool).chmod(0o755)
+    s = load_settings(overrides={**SETTINGS, "DEPLOY_ROOT": str(root)}, environ={}, cwd=str(tmp_path))
+    env = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}", "RM_FAILS_ON": rm_fails_on}
+    return subprocess.run(["sh", "-c", purge_command(None, s)], env=env, capture_output=True, text=True, timeout=30)
+
+
+def a_deploy_root(root: Any) -> None:
+    for folder in (".deploy", "releases/r1", "shared/data", "venvs/v1", "node_modules/n1"):
+        (root / folder).mkdir(parents=True)
+    (root / ".deploy" / "audit.log").write_text("{}\n")
+    (root / "current").symlink_to("releases/r1")
+
+
+def test_purge_of_a_deploy_root_that_is_the_deploy_users_home_deletes_nothing(tmp_path) -> None:
+    # DEPLOY_ROOT=/home/deploy passes the settings' check for any deploy user but ubuntu, and a deploy there makes .deploy/
+    home = tmp_path / "home" / "deploy"
+    a_deploy_root(home)
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "authorized_keys").write_text("ssh-ed25519 AAAA admin\n")
+    done = purge_shell(tmp_path, home, home)
+    assert done.returncode == 5 and "home" in done.stderr
+    assert (home / ".ssh" / "authorized_keys").exists() and (home / "releases" / "r1").is_dir()
+
+
+def test_purge_of_a_folder_holding_what_the_tool_does_not_make_deletes_nothing(tmp_path) -> None:
+    # DEPLOY_ROOT one folder too high: another app's deploy root (or the deploy user's home) is in it
+    root = tmp_path / "srv" / "apps"
+    a_deploy_root(root)
+    a_deploy_root(root / "blog")
+    done = purge_shell(tmp_path, root, tmp_path / "home")
+    assert done.returncode == 5 and "blog" in done.stderr
+    assert (root / "blog" / ".deploy" / "audit.log").exists() and (root / "shared" / "data").is_dir()
+
+
+def test_a_purge_that_fails_part_way_keeps_deploy_state_so_a_second_purge_converges(tmp_path) -> None:
+    # the apps' account makes something in shared/ the deploy user cannot delete (after its own find emptied shared/)
+    root = tmp_path / "srv" / "shop"
+    a_deploy_root(root)
+    failed = purge_shell(tmp_path, root, tmp_path / "home", rm_fails_on="/shared")
+    assert failed.returncode != 0 and (root / ".deploy").is_dir()  # still this tool's deploy root, by its own sign
+    again = purge_shell(tmp_path, root, tmp_path / "home")
+    assert again.returncode == 0 and not root.exists()
+
+
+def test_a_purge_that_would_delete_a_home_says_so_and_what_to_set(task_env, held) -> None:
+    held(live())
+    said = "DEPLOY_ROOT /srv/shop is the deploy user's home, or holds it"
+    c = host(**{r"\[ -d /srv/shop/\.deploy \]|R=/srv/shop": ok(stderr=said, exited=5)})
+    with pytest.raises(Exit) as err:
+        run_remove(c, purge=True, confirm="shop")
+    message = err.value.message
+    assert said in message and "nothing in it was deleted" in message and "Set DEPLOY_ROOT" in message
