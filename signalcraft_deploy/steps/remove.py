@@ -186,9 +186,21 @@ def refused_purge(s: Settings, done: Any, changed: str) -> Exit | None:
     return None
 
 
+def check_purge(r: RemoveRun) -> str:
+    """Before anything changes: a DEPLOY_ROOT --purge would refuse stops the whole removal."""
+    done = run(r.c, purge_guard(r.s), warn=True)
+    refusal = refused_purge(r.s, done, "Nothing was changed.")
+    if refusal is not None:
+        raise refusal
+    if not done.ok:
+        raise fail(f"Could not read DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}. "
+                   "Nothing was changed.")
+    return f"{r.s.deploy_root} holds only what deploys made"
+
+
 def purge(r: RemoveRun) -> str:
     done = run(r.c, purge_command(r.c, r.s), warn=True)
-    refusal = refused_purge(r.s, done, "")
+    refusal = refused_purge(r.s, done, "The apps, their site and PM2 entries are gone already.")
     if refusal is not None:
         raise refusal
     if not done.ok:
@@ -199,6 +211,7 @@ def purge(r: RemoveRun) -> str:
 
 
 REMOVE_STEPS: list[Step[RemoveRun]] = [
+    Step("purge check", check_purge, when=lambda r: r.purge),
     # undoes_itself: a site removed whose reload did not take is put back too (the running Nginx still serves it)
     Step("site", remove_site, undo=put_site_back, undoes_itself=True),
     Step("pm2", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
@@ -206,8 +219,10 @@ REMOVE_STEPS: list[Step[RemoveRun]] = [
     Step("logs", forget_logs),
     Step("current", unlink_current, undo=link_current_again,
          when=lambda r: r.facts.current_release is not None and not r.purge),
-    Step("purge", purge, when=lambda r: r.purge),
 ]
+
+# Run on their own after REMOVE_STEPS: a purge that fails part way puts back nothing (no site for a half-deleted root).
+PURGE_STEPS: list[Step[RemoveRun]] = [Step("purge", purge, when=lambda r: r.purge)]
 
 
 # ----------------------------------------------------------------------------- what it would do (--dry-run), what is setup's

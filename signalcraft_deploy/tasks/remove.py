@@ -12,7 +12,7 @@ from signalcraft_deploy.host import root
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, who
-from signalcraft_deploy.steps.remove import REMOVE_STEPS, RemoveRun, admin_note, check_confirm, plan_lines
+from signalcraft_deploy.steps.remove import PURGE_STEPS, REMOVE_STEPS, RemoveRun, admin_note, check_confirm, plan_lines, purge_guard
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, run_steps
 
@@ -42,6 +42,10 @@ def remove(c, dry_run=False, purge=False, confirm=None, known_hosts=None, accept
         rep.say(f"Plan for {rep.target}: remove {s.app_name}")
         for line in plan_lines(s, facts, purge, deploy_user):
             rep.say(line)
+        refused = run(c, purge_guard(s), warn=True) if purge else None  # a read: what the purge would refuse
+        if refused is not None and not refused.ok:
+            rep.say(f"  purge     refused: {(refused.stderr or refused.stdout).strip()[-300:]}; remove --purge would "
+                    "stop before anything changes")
         if note:
             rep.say(f"  setup's   {note}")
         rep.say("Dry run: nothing was changed.")
@@ -53,7 +57,9 @@ def remove(c, dry_run=False, purge=False, confirm=None, known_hosts=None, accept
         state = RemoveRun(c, s, rep, facts, purge, {"event": "remove", "by": who(), "host": rep.target,
                                                     "from": facts.current_release, "purge": purge})
         try:
-            run_steps(state, REMOVE_STEPS)
+            run_steps(state, REMOVE_STEPS, last=not purge)
+            if purge:  # a part of its own: its failure undoes none of the above (see PURGE_STEPS)
+                run_steps(state, PURGE_STEPS, done=[])
         except Failure as failure:
             undone = f"\nUndone: {', '.join(failure.undone)}." if failure.undone else ""
             notes = "".join(f"\n  {n}" for n in failure.notes)

@@ -89,6 +89,15 @@ def test_a_dry_run_lists_each_action_and_sends_nothing_that_writes(task_env, hel
     assert commands(c) == ["id -un", "sh -s"] and not lock.called  # the host read, no lock, no root, no PM2
 
 
+def test_a_dry_run_of_a_purge_says_what_it_would_refuse(task_env, held, capsys) -> None:
+    lock = held("")
+    c = host(**{r"^R=/srv/shop; ": ok(stderr="/srv/shop holds .ssh, which this tool does not make", exited=5)})
+    run_remove(c, dry_run=True, purge=True, confirm="shop")
+    out = capsys.readouterr().out
+    assert "  purge     refused: /srv/shop holds .ssh, which this tool does not make; remove --purge would stop" in out
+    assert len(commands(c)) == 3 and "rm " not in commands(c)[2] and not lock.called
+
+
 @pytest.mark.parametrize(("flags", "said"), [
     ({"purge": True}, "pass --confirm shop (APP_NAME) to say so (no --confirm was given)"),
     ({"purge": True, "confirm": "other"}, "(--confirm other was given)"),
@@ -142,7 +151,9 @@ def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_i
     c = host()
     run_remove(c, purge=True, confirm="shop")
     last = commands(c)[-1]
-    assert last.startswith("R=/srv/shop; ") and last.endswith("/srv/shop/npm-cache && rm -rf -- /srv/shop")
+    check = next(i for i, command in enumerate(commands(c)) if command.startswith("R=/srv/shop; "))
+    assert check < labels(c).index("root site-remove") and "rm" not in commands(c)[check]  # before anything changes
+    assert last.startswith(commands(c)[check]) and last.endswith("/srv/shop/npm-cache && rm -rf -- /srv/shop")
     assert "find /srv/shop/shared -mindepth 1 -delete" in last  # shared/ first, as the apps' account
     assert "audit" not in labels(c) and "rm -f /srv/shop/current" not in labels(c)
     assert "Removed shop from this machine, /srv/shop included." in capsys.readouterr().out
@@ -154,7 +165,20 @@ def test_a_folder_that_is_no_deploy_root_is_not_purged(task_env, held) -> None:
     with pytest.raises(Exit) as err:
         run_remove(c, purge=True, confirm="shop")
     assert "holds no .deploy/ folder of the deploy user's, so it is not a deploy root this tool made: nothing in it was " \
-        "deleted. Check DEPLOY_ROOT." in err.value.message
+        "deleted. Check DEPLOY_ROOT. Nothing was changed." in err.value.message
+    assert labels(c)[2:] == ["audit"]  # the site and apps untouched
+
+
+def test_a_purge_that_fails_part_way_puts_back_neither_site_nor_apps(task_env, held) -> None:
+    # releases deleted part way: a site put back (and apps started from them) would serve errors
+    held(live())
+    c = host(**{r"^R=/srv/shop; .*rm -rf": ok(stderr="rm: cannot remove '/srv/shop/shared/x/y': Permission denied",
+                                                exited=1)})
+    with pytest.raises(Exit) as err:
+        run_remove(c, purge=True, confirm="shop")
+    assert "Permission denied" in err.value.message and "gone already" in err.value.message
+    assert "Undone" not in err.value.message
+    assert not [x for x in labels(c) if x in ("root site-install", "pm2 start")]
 
 
 def test_settings_name_the_apps_of_remove(tmp_path) -> None:
