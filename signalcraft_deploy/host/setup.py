@@ -631,14 +631,32 @@ def running_apps(c: Any, f: SetupFacts) -> list[str]:
     return [pid for pid in out if pid.isdigit() and pid != f.app_daemon.strip()]
 
 
+def files_left(c: Any, s: Settings, f: SetupFacts) -> list[str]:
+    """Up to five paths in DEPLOY_ROOT that the account or its group owns (a plain `remove` keeps shared/, the app's
+    data in it): once the account is gone their uid and gid are free, and `useradd --system` gives the highest free
+    ones to the next account it makes, the next app's, which would own them. Read as root, following no link."""
+    if f.app_entry is None:
+        return []
+    found = run(c, sudo(f"find {q(s.deploy_root)} -xdev \\( -user {q(f.app)} -o -group {q(f.app)} \\) -print")
+                + " 2>/dev/null | head -n 5", warn=True)
+    return [line for line in found.stdout.splitlines() if line]
+
+
 def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
     """Take the apps' account off: its unit (stopped), rotation, ACL entries, the account and its home, root's record
-    of it and its sudoers line. Refused while it runs anything but its PM2 daemon."""
+    of it and its sudoers line. Refused while it runs anything but its PM2 daemon, or owns files in DEPLOY_ROOT."""
     busy = running_apps(c, f)
     if busy:
         raise fail(f"The apps' account {f.app} still runs {len(busy)} process(es) besides its PM2 daemon (pids "
                    f"{' '.join(busy[:8])}): run `remove` for each app that runs as it (APP_USER={f.app}) first. Nothing "
                    "was removed.")
+    left = files_left(c, s, f)
+    if left:
+        raise fail(f"The apps' account {f.app} still owns files in DEPLOY_ROOT {s.deploy_root} ({', '.join(left)}): "
+                   "once it is gone, its uid and group would be the next new account's (the next app's), and with them "
+                   f"these files. Delete them with `remove --purge --confirm {s.app_name}` (as the deploy user), or "
+                   f"give them to the deploy user (sudo chown -hR {f.user}:{f.user} {s.shared_dir}), then run "
+                   "setup --remove-app again. Nothing was removed.")
     done = []
     unit, link = app_unit_path(f), f"{UNIT_DIR}/multi-user.target.wants/pm2-{f.app}.service"
     if f.systemd_running and f.app_unit is not None:

@@ -722,3 +722,26 @@ def test_remove_app_refuses_while_the_account_runs_apps_and_removes_nothing(load
     with pytest.raises(Exit, match=r"still runs 1 process\(es\) besides its PM2 daemon \(pids 4300\): run `remove`"):
         setup_ops.remove_app_user(c, s, f)
     assert command_log(c).commands == ["sudo -n pgrep -u shop"]
+
+
+# Attack (review of fd-remove): a plain `remove` keeps DEPLOY_ROOT, shared/ with it: the app's data, owned by the apps'
+# account, the folder in its group (2770). `setup --remove-app` then frees their uid and gid, and `useradd --system`
+# gives the highest free ones to the next account it makes (the next app's, by setup): that app's code owns the
+# removed app's data (its database) and may write in its shared/.
+def test_remove_app_refuses_while_the_account_owns_files_in_deploy_root_and_removes_nothing(load) -> None:
+    from invoke import Result
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop", "DEPLOY_ROOT": "/srv/shop"})
+    f = set_up_app_facts(s, app_daemon="4242")
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n"),
+                       re.compile(r"sudo -n find /srv/shop -xdev .*-user shop"): Result("/srv/shop/shared/app.db\n")},
+                  repeat=True)
+    with pytest.raises(Exit) as err:
+        setup_ops.remove_app_user(c, s, f)
+    message = err.value.message
+    assert "/srv/shop/shared/app.db" in message and "remove --purge --confirm shop" in message
+    assert "uid" in message and "Nothing was removed." in message
+    assert not [x for x in command_log(c).commands if "userdel" in x or "systemctl" in x or "rm -f" in x]
