@@ -658,6 +658,12 @@ def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
                    f"give them to the deploy user (sudo chown -hR {f.user}:{f.user} {s.shared_dir}), then run "
                    "setup --remove-app again. Nothing was removed.")
     done = []
+    recorded = f.app in f.app_records.get("apps", {})
+    apps = {k: v for k, v in f.app_records.get("apps", {}).items() if k != f.app}
+    if recorded:
+        # The deploy user's door to the account closed first: a process it started as the account after the kill
+        # would outlive it, keep userdel from finishing, or run while root removes the home it writes in.
+        done.append("sudoers: wrote " + root.install_sudoers(c, f.user, tuple(sorted(apps))))
     unit, link = app_unit_path(f), f"{UNIT_DIR}/multi-user.target.wants/pm2-{f.app}.service"
     if f.systemd_running and f.app_unit is not None:
         run(c, sudo(f"systemctl disable --now {q(f'pm2-{f.app}.service')}"), warn=True, timeout=120)
@@ -669,20 +675,21 @@ def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
     if f.app_entry is not None:
         acl = (f"d={q(s.deploy_root)}; while [ \"$d\" != / ]; do d=$(dirname \"$d\"); "
                f"setfacl -x u:{q(f.app)} \"$d\" 2>/dev/null; done; true")
-        gone = (f"pkill -KILL -u {q(f.app)}; i=0; while pgrep -u {q(f.app)} >/dev/null && [ $i -lt 50 ]; do sleep 0.1; "
+        # its crontab and at jobs (userdel leaves both) would start it again now, and run as the next account of its name
+        jobs = (f"{{ command -v crontab >/dev/null && crontab -u {q(f.app)} -r; }} 2>/dev/null; {{ command -v atq >/dev/null "
+                f"&& atq | awk -v u={q(f.app)} '$NF == u {{print $1}}' | xargs -r atrm; }} 2>/dev/null; ")
+        gone = (f"{jobs}pkill -KILL -u {q(f.app)}; i=0; while pgrep -u {q(f.app)} >/dev/null && [ $i -lt 50 ]; do sleep 0.1; "
                 f"i=$((i + 1)); done; userdel --remove {q(f.app)} 2>&1 | grep -v 'mail spool' >&2; "
                 f"getent group {q(f.app)} >/dev/null && groupdel {q(f.app)}; ! getent passwd {q(f.app)} >/dev/null")
         result = run(c, "sudo -n sh -c " + q(f"{acl}; {gone}"), warn=True)
         if not result.ok:
             raise fail(f"Could not remove the account {f.app}: {(result.stderr or result.stdout).strip()[-400:]}")
         done.append(f"removed the account {f.app}, its home {f.app_home} and its group")
-    if f.app in f.app_records.get("apps", {}):
-        apps = {k: v for k, v in f.app_records.get("apps", {}).items() if k != f.app}
+    if recorded:
         path = f"{root.APP_RECORDS}/{f.user}.json"
         result = run(c, root_install_command(path, "0600"), stdin=json.dumps({"deploy": f.user, "apps": apps}, indent=1)
                      + "\n", warn=True)
         if not result.ok:
             raise fail(f"Could not write {path}: {(result.stderr or result.stdout).strip()[-400:]}")
         done.append(f"{path} without {f.app}")
-        done.append("sudoers: wrote " + root.install_sudoers(c, f.user, tuple(sorted(apps))))
     return done

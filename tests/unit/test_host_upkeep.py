@@ -745,3 +745,25 @@ def test_remove_app_refuses_while_the_account_owns_files_in_deploy_root_and_remo
     assert "/srv/shop/shared/app.db" in message and "remove --purge --confirm shop" in message
     assert "uid" in message and "Nothing was removed." in message
     assert not [x for x in command_log(c).commands if "userdel" in x or "systemctl" in x or "rm -f" in x]
+
+
+# Attack (review of fd-remove): the deploy user keeps its sudo door to the account (sudo -u APP_USER signalcraft-app)
+# until the very end of `setup --remove-app`, so it can start a process as the account right after the pkill: it
+# outlives the kill, keeps userdel from finishing, or runs while root's userdel removes the home it writes in. And the
+# app's own code can leave a crontab or an at job: userdel leaves both, and they run again as the next account of that
+# name (setup for the app again).
+def test_remove_app_closes_the_door_first_and_drops_the_accounts_scheduled_jobs_before_the_kill(load) -> None:
+    from invoke import Result
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s, app_daemon="4242")
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n"), re.compile(".*"): Result("")}, repeat=True)
+    setup_ops.remove_app_user(c, s, f)
+    sent = command_log(c).commands
+    door = next(i for i, x in enumerate(sent) if "visudo" in x)
+    kill = next(i for i, x in enumerate(sent) if "pkill -KILL -u shop" in x)
+    assert door < next(i for i, x in enumerate(sent) if "systemctl disable" in x) < kill
+    assert [x for x in sent if "visudo" in x] == [sent[door]]  # written once, without shop
+    assert sent[kill].index("crontab -u shop -r") < sent[kill].index("atrm") < sent[kill].index("pkill -KILL -u shop")
