@@ -38,7 +38,7 @@ def remove(c, dry_run=False, purge=False, confirm=None, known_hosts=None, accept
     deploy_user = run(c, "id -un", warn=True).stdout.strip()
     note = admin_note(s, rep.target, deploy_user)
     if dry_run:
-        facts = host_facts.gather(c, s, quick=True)
+        facts = host_facts.gather(c, s, quick=True, spawn_pm2=False)  # a look: no PM2 daemon started
         rep.say(f"Plan for {rep.target}: remove {s.app_name}")
         for line in plan_lines(s, facts, purge, deploy_user):
             rep.say(line)
@@ -51,7 +51,8 @@ def remove(c, dry_run=False, purge=False, confirm=None, known_hosts=None, accept
         rep.say("Dry run: nothing was changed.")
         return
     info = {"event": "remove", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
-    with DeployLock(c, s, info, 0, rep.say, rep.warn, then=host_facts.facts_script(s, quick=True, c=c)) as lock:
+    look = host_facts.facts_script(s, quick=True, c=c, spawn_pm2=False)  # a read that starts no PM2 daemon
+    with DeployLock(c, s, info, 0, rep.say, rep.warn, then=look) as lock:
         facts = host_facts.parse_facts(lock.read_then())
         root.ensure(c)  # before anything changes: the root helper is this version's (installed if we may)
         state = RemoveRun(c, s, rep, facts, purge, {"event": "remove", "by": who(), "host": rep.target,

@@ -277,3 +277,28 @@ def test_a_purge_that_would_delete_a_home_says_so_and_what_to_set(task_env, held
         run_remove(c, purge=True, confirm="shop")
     message = err.value.message
     assert said in message and "nothing in it was deleted" in message and "Set DEPLOY_ROOT" in message
+
+
+def test_reading_the_host_for_remove_starts_no_pm2_daemon(tmp_path) -> None:
+    # `pm2 jlist` (the list's fallback when PM2's socket cannot be asked) spawns a daemon when none runs: a dry run, or
+    # a second remove on a host whose apps' PM2 is down, would leave one running as the apps' account
+    import os
+    import subprocess
+
+    from signalcraft_deploy.host.facts import facts_script
+
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    bin_dir.mkdir()
+    home.mkdir()
+    (bin_dir / "sudo").write_text('#!/bin/sh\nshift 4\nexec "$@"\n')  # the app door: the command as it is
+    (bin_dir / "node").write_text("#!/bin/sh\nexit 3\n")  # pm2_rpc.js: no daemon to ask
+    (bin_dir / "pm2").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/pm2-ran\necho '[]'\n")
+    for tool in ("sudo", "node", "pm2"):
+        (bin_dir / tool).chmod(0o755)
+    s = load_settings(overrides={**SETTINGS, "DEPLOY_ROOT": str(tmp_path / "srv")}, environ={}, cwd=str(tmp_path))
+    env = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("PM2_HOME", None)
+    script = facts_script(s, quick=True, spawn_pm2=False)
+    done = subprocess.run(["sh", "-s"], input=script, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "@@signalcraft:pm2\n[]" in done.stdout
+    assert not (tmp_path / "pm2-ran").exists()
