@@ -250,6 +250,12 @@ def plan_lines(s: Settings, facts: host_facts.HostFacts, purge: bool, deploy_use
     return lines
 
 
+def nothing_left(s: Settings, facts: host_facts.HostFacts) -> bool:
+    """Whether the host, read without DEPLOY_ROOT there, keeps nothing of the app: no site of ours, no PM2 app of it."""
+    r = RemoveRun(None, s, Reporter(""), facts, False, {})
+    return facts.site_text is None and not r.in_app_pm2 and not r.in_deploy_pm2
+
+
 def admin_note(s: Settings, target: str, deploy_user: str) -> str | None:
     """What is `setup`'s to remove (full sudo), as the admin's command; None when the apps run as the deploy user."""
     if deploy_user and deploy_user == s.app_user:

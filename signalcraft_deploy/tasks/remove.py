@@ -10,9 +10,18 @@ from invoke import Collection, task
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.connect import COMMON_HELP, open_host, settings_for
-from signalcraft_deploy.host.io import fail, run, target_name
+from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, who
-from signalcraft_deploy.steps.remove import PURGE_STEPS, REMOVE_STEPS, RemoveRun, admin_note, check_confirm, plan_lines, purge_guard
+from signalcraft_deploy.steps.remove import (
+    PURGE_STEPS,
+    REMOVE_STEPS,
+    RemoveRun,
+    admin_note,
+    check_confirm,
+    nothing_left,
+    plan_lines,
+    purge_guard,
+)
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, run_steps
 
@@ -49,6 +58,14 @@ def remove(c, dry_run=False, purge=False, confirm=None, known_hosts=None, accept
         if note:
             rep.say(f"  setup's   {note}")
         rep.say("Dry run: nothing was changed.")
+        return
+    root_gone = not run(c, f"[ -e {q(s.deploy_root)} ] || [ -L {q(s.deploy_root)} ]", warn=True).ok
+    if root_gone and nothing_left(s, host_facts.gather(c, s, quick=True, spawn_pm2=False)):
+        # a rerun after --purge: the lock (whose script makes DEPLOY_ROOT/.deploy) would leave a deploy root behind
+        rep.say(f"Nothing of {s.app_name} is left on {rep.target} (no {s.deploy_root}, no site of its, no PM2 app of "
+                "its). Nothing was changed.")
+        if note:
+            rep.say(note)
         return
     info = {"event": "remove", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
     look = host_facts.facts_script(s, quick=True, c=c, spawn_pm2=False)  # a read that starts no PM2 daemon

@@ -23,6 +23,7 @@ from tests.unit.test_orchestration import facts_text, jlist, labels, ok, sent
 RELEASE = "20250301T000000Z-000000000000"
 SITE_TEXT = "# Rendered by signalcraft-deploy.\nserver {}"
 SETTINGS = {"APP_NAME": "shop", "DEPLOY_ROOT": "/srv/shop"}
+EXISTS = "[ -e /srv/shop ] || [ -L /srv/shop ]"  # is DEPLOY_ROOT there (a remove after --purge: nothing to do)?
 RELOADED = json.dumps({"ok": True, "master": 77, "seconds": 0.2})
 
 
@@ -116,7 +117,7 @@ def test_remove_takes_the_site_off_first_then_the_apps_and_keeps_deploy_root(tas
     held(live())
     c = host()
     run_remove(c)
-    assert labels(c) == ["id -un", "root site-remove", "root nginx-reload", "pm2 delete shop-nodejs shop-python",
+    assert labels(c) == ["id -un", EXISTS, "root site-remove", "root nginx-reload", "pm2 delete shop-nodejs shop-python",
                          "pm2 save", "forget logs", "rm -f /srv/shop/current", "audit"]
     sent_text = "\n".join(commands(c))
     assert "other-python" not in sent_text  # another app in the same PM2 is not touched
@@ -143,7 +144,7 @@ def test_a_second_remove_finds_nothing_and_reloads_nothing(task_env, held, capsy
     held(facts_text(releases=RELEASE))  # the site, PM2 entries and current are gone already
     c = host(**{r"sudo -n /usr/local/sbin/signalcraft-root site-remove ": ok("absent\n")})
     run_remove(c)
-    assert labels(c) == ["id -un", "root site-remove", "forget logs", "audit"]  # no PM2 daemon asked to save
+    assert labels(c) == ["id -un", EXISTS, "root site-remove", "forget logs", "audit"]  # no PM2 daemon asked to save
 
 
 def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_it(task_env, held, capsys) -> None:
@@ -166,7 +167,7 @@ def test_a_folder_that_is_no_deploy_root_is_not_purged(task_env, held) -> None:
         run_remove(c, purge=True, confirm="shop")
     assert "holds no .deploy/ folder of the deploy user's, so it is not a deploy root this tool made: nothing in it was " \
         "deleted. Check DEPLOY_ROOT. Nothing was changed." in err.value.message
-    assert labels(c)[2:] == ["audit"]  # the site and apps untouched
+    assert labels(c)[3:] == ["audit"]  # the site and apps untouched
 
 
 def test_a_purge_that_fails_part_way_puts_back_neither_site_nor_apps(task_env, held) -> None:
@@ -194,7 +195,7 @@ def test_a_reload_that_does_not_take_puts_the_site_back(task_env, held) -> None:
     with pytest.raises(Exit) as err:
         run_remove(c)
     assert err.value.message.startswith("Nginx's reload did not take") and "Undone: site." in err.value.message
-    assert labels(c)[1:5] == ["root site-remove", "root nginx-reload", "root site-install", "root nginx-reload"]
+    assert labels(c)[2:6] == ["root site-remove", "root nginx-reload", "root site-install", "root nginx-reload"]
     assert not [x for x in labels(c) if x.startswith("pm2")]  # the apps were never touched
 
 
@@ -302,3 +303,15 @@ def test_reading_the_host_for_remove_starts_no_pm2_daemon(tmp_path) -> None:
     done = subprocess.run(["sh", "-s"], input=script, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "@@signalcraft:pm2\n[]" in done.stdout
     assert not (tmp_path / "pm2-ran").exists()
+
+
+def test_a_remove_after_a_purge_finds_nothing_and_makes_no_deploy_root_again(task_env, held, capsys) -> None:
+    # the deploy lock's script makes DEPLOY_ROOT and its .deploy/ (mkdir -p): a second remove after --purge, under the
+    # lock, would leave an empty deploy root with a lock file and an audit log behind
+    lock = held("")
+    c = host(**{r"^\[ -e /srv/shop \]": ok(exited=1), r"sh -s$": ok(facts_text())})
+    run_remove(c, purge=True, confirm="shop")
+    out = capsys.readouterr().out
+    assert "Nothing of shop is left on this machine (no /srv/shop, no site of its, no PM2 app of its)" in out
+    assert "Nothing was changed." in out and not lock.called
+    assert not [x for x in commands(c) if "signalcraft-root" in x or "mkdir" in x]
