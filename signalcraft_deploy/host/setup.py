@@ -642,21 +642,29 @@ def files_left(c: Any, s: Settings, f: SetupFacts) -> list[str]:
     return [line for line in found.stdout.splitlines() if line]
 
 
+def removal_refusal(c: Any, s: Settings, f: SetupFacts) -> str | None:
+    """Why `setup --remove-app` will not take the account off as the host is now (read only; every reason), or None."""
+    reasons = []
+    busy = running_apps(c, f)
+    if busy:
+        reasons.append(f"The apps' account {f.app} still runs {len(busy)} process(es) besides its PM2 daemon (pids "
+                       f"{' '.join(busy[:8])}): run `remove` for each app that runs as it (APP_USER={f.app}) first.")
+    left = files_left(c, s, f)
+    if left:
+        reasons.append(f"The apps' account {f.app} still owns files in DEPLOY_ROOT {s.deploy_root} ({', '.join(left)}): "
+                       "once it is gone, its uid and group would be the next new account's (the next app's), and with "
+                       f"them these files. Delete them with `remove --purge --confirm {s.app_name}` (as the deploy user), "
+                       f"or give them to the deploy user (sudo chown -hR {f.user}:{f.user} {s.shared_dir}), then run "
+                       "setup --remove-app again.")
+    return " ".join(reasons) or None
+
+
 def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
     """Take the apps' account off: its unit (stopped), rotation, ACL entries, the account and its home, root's record
     of it and its sudoers line. Refused while it runs anything but its PM2 daemon, or owns files in DEPLOY_ROOT."""
-    busy = running_apps(c, f)
-    if busy:
-        raise fail(f"The apps' account {f.app} still runs {len(busy)} process(es) besides its PM2 daemon (pids "
-                   f"{' '.join(busy[:8])}): run `remove` for each app that runs as it (APP_USER={f.app}) first. Nothing "
-                   "was removed.")
-    left = files_left(c, s, f)
-    if left:
-        raise fail(f"The apps' account {f.app} still owns files in DEPLOY_ROOT {s.deploy_root} ({', '.join(left)}): "
-                   "once it is gone, its uid and group would be the next new account's (the next app's), and with them "
-                   f"these files. Delete them with `remove --purge --confirm {s.app_name}` (as the deploy user), or "
-                   f"give them to the deploy user (sudo chown -hR {f.user}:{f.user} {s.shared_dir}), then run "
-                   "setup --remove-app again. Nothing was removed.")
+    refusal = removal_refusal(c, s, f)
+    if refusal:
+        raise fail(f"{refusal} Nothing was removed.")
     done = []
     recorded = f.app in f.app_records.get("apps", {})
     apps = {k: v for k, v in f.app_records.get("apps", {}).items() if k != f.app}

@@ -718,10 +718,11 @@ def test_remove_app_refuses_while_the_account_runs_apps_and_removes_nothing(load
 
     s = load({"APP_NAME": "shop"})
     f = set_up_app_facts(s, app_daemon="4242")
-    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n")}, repeat=True)
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n"), re.compile(".*"): Result("")},
+                  repeat=True)
     with pytest.raises(Exit, match=r"still runs 1 process\(es\) besides its PM2 daemon \(pids 4300\): run `remove`"):
         setup_ops.remove_app_user(c, s, f)
-    assert command_log(c).commands == ["sudo -n pgrep -u shop"]
+    assert [x.split(" ")[2] for x in command_log(c).commands] == ["pgrep", "find"]  # read only
 
 
 # Attack (review of fd-remove): a plain `remove` keeps DEPLOY_ROOT, shared/ with it: the app's data, owned by the apps'
@@ -767,3 +768,26 @@ def test_remove_app_closes_the_door_first_and_drops_the_accounts_scheduled_jobs_
     assert door < next(i for i, x in enumerate(sent) if "systemctl disable" in x) < kill
     assert [x for x in sent if "visudo" in x] == [sent[door]]  # written once, without shop
     assert sent[kill].index("crontab -u shop -r") < sent[kill].index("atrm") < sent[kill].index("pkill -KILL -u shop")
+
+
+def test_a_dry_run_of_remove_app_says_what_the_removal_would_refuse(load, monkeypatch, tmp_path: Path, capsys) -> None:
+    from invoke import Result
+
+    from signalcraft_deploy.host.io import command_log
+    from signalcraft_deploy.tasks import setup as setup_task
+
+    monkeypatch.chdir(tmp_path)
+    s = load({"APP_NAME": "shop"})
+    f = app_facts(**APP_OK)
+    text = facts_output(**APP_OK, app_unit=setup_ops.app_boot_unit(f), app_wants=setup_ops.app_unit_path(f),
+                        app_records=json.dumps(setup_ops.app_record(f)), app_daemon="4242")
+    c = mock_host(run={re.compile(r"^if sudo -n true .*setup_facts"): Result(text),
+                       re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n"),
+                       re.compile(r"sudo -n find .* -user shop"): Result(f"{s.shared_dir}/app.db\n"),
+                       re.compile(".*"): Result("")}, repeat=True)
+    setup_task.setup(c, dry_run=True, user="ubuntu", remove_app="shop")
+    out = capsys.readouterr().out
+    assert "would remove" in out and "still runs 1 process(es) besides its PM2 daemon (pids 4300)" in out
+    assert f"still owns files in DEPLOY_ROOT {s.deploy_root} ({s.shared_dir}/app.db)" in out
+    assert "Dry run: setup --remove-app would refuse as the host is now" in out
+    assert not [x for x in command_log(c).commands if "userdel" in x or "visudo" in x or "systemctl" in x]
