@@ -659,6 +659,15 @@ def removal_refusal(c: Any, s: Settings, f: SetupFacts) -> str | None:
     return " ".join(reasons) or None
 
 
+def acl_removal_command(s: Settings, app: str, user: str) -> str:
+    """Shell (as root) that takes the account's ACL entries off the folders above DEPLOY_ROOT where reach_command put
+    them: only a folder the deploy user owns (whatever a link in the path names), and with -n, since setfacl
+    recomputes a folder's mask otherwise, even for an entry that is not there (a mask narrowed by an admin widens)."""
+    return (f"d={q(s.deploy_root)}; while [ \"$d\" != / ]; do d=$(dirname \"$d\"); "
+            f"if [ ! -L \"$d\" ] && [ \"$(stat -c %U \"$d\" 2>/dev/null)\" = {q(user)} ]; then "
+            f"setfacl -n -x u:{q(app)} \"$d\" 2>/dev/null; fi; done; true")
+
+
 def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
     """Take the apps' account off: its unit (stopped), rotation, ACL entries, the account and its home, root's record
     of it and its sudoers line. Refused while it runs anything but its PM2 daemon, or owns files in DEPLOY_ROOT."""
@@ -681,8 +690,7 @@ def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
             run(c, sudo("systemctl daemon-reload"), warn=True)
         done.append(f"removed {unit}, its link and /etc/logrotate.d/pm2-{f.app}")
     if f.app_entry is not None:
-        acl = (f"d={q(s.deploy_root)}; while [ \"$d\" != / ]; do d=$(dirname \"$d\"); "
-               f"setfacl -x u:{q(f.app)} \"$d\" 2>/dev/null; done; true")
+        acl = acl_removal_command(s, f.app, f.user)
         # its crontab and at jobs (userdel leaves both) would start it again now, and run as the next account of its name
         jobs = (f"{{ command -v crontab >/dev/null && crontab -u {q(f.app)} -r; }} 2>/dev/null; {{ command -v atq >/dev/null "
                 f"&& atq | awk -v u={q(f.app)} '$NF == u {{print $1}}' | xargs -r atrm; }} 2>/dev/null; ")

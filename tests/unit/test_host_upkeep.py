@@ -791,3 +791,37 @@ def test_a_dry_run_of_remove_app_says_what_the_removal_would_refuse(load, monkey
     assert f"still owns files in DEPLOY_ROOT {s.deploy_root} ({s.shared_dir}/app.db)" in out
     assert "Dry run: setup --remove-app would refuse as the host is now" in out
     assert not [x for x in command_log(c).commands if "userdel" in x or "visudo" in x or "systemctl" in x]
+
+
+# Attack (review of fd-remove): root's loop that takes the account's ACL entries off the folders above DEPLOY_ROOT ran
+# `setfacl -x u:APP_USER` on every one of them, whoever owns it and through any link in the path, and setfacl
+# recomputes a folder's ACL mask even when the entry was not there: a mask an admin narrowed (mask::---, to shut a
+# named group out for now) widens to what the named entries grant. The deploy user picks the path (a link in its home).
+def test_remove_app_takes_its_acl_entries_off_without_widening_a_folders_mask(load, tmp_path: Path) -> None:
+    import getpass
+    import shutil
+    import subprocess
+
+    if not shutil.which("setfacl"):
+        pytest.skip("setfacl (the acl package) is not installed here")
+    base = tmp_path / "base"
+    mine = base / "mine"
+    mine.mkdir(parents=True)
+    subprocess.run(["setfacl", "-m", "g:65534:rwx", str(base)], check=True)
+    subprocess.run(["setfacl", "-m", "m::---", str(base)], check=True)  # the admin's narrowed mask
+    subprocess.run(["setfacl", "-m", "u:nobody:--x", str(mine)], check=True)  # as reach_command gave it
+    s = load({"APP_NAME": "shop", "DEPLOY_ROOT": str(mine / "shop")})
+    done = subprocess.run(["sh", "-c", setup_ops.acl_removal_command(s, "nobody", getpass.getuser())],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    acl = subprocess.run(["getfacl", "-p", str(base), str(mine)], capture_output=True, text=True).stdout
+    assert "user:nobody:" not in acl  # the account's entry is gone
+    assert acl.split("# file: ")[1].count("mask::---") == 1, acl  # the admin's mask on base is as it was
+    if os.geteuid() == 0:  # a folder of another owner's on the way (a link in the deploy user's path to it): untouched
+        theirs = base / "theirs"
+        (theirs / "in").mkdir(parents=True)
+        os.chown(theirs, 1, 1)
+        subprocess.run(["setfacl", "-m", "u:nobody:--x", str(theirs)], check=True)
+        s = load({"APP_NAME": "shop", "DEPLOY_ROOT": str(theirs / "in" / "shop")})
+        subprocess.run(["sh", "-c", setup_ops.acl_removal_command(s, "nobody", getpass.getuser())], check=True, timeout=30)
+        assert "user:nobody:--x" in subprocess.run(["getfacl", "-p", str(theirs)], capture_output=True, text=True).stdout
