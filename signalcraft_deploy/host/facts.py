@@ -153,9 +153,11 @@ def pm2_rpc_shell(s: Settings, op: str, *names: str, cli: str) -> str:
             f"r=$?; if [ $r = 3 ]; then \"$P\" {cli} 2>/dev/null; else [ $r = 0 ]; fi; }}")
 
 
-def pm2_list_shell(s: Settings) -> str:
-    """Shell that prints PM2's process list: from the daemon's socket when it can, else `pm2 jlist`."""
-    return pm2_rpc_shell(s, "list", cli="jlist")
+def pm2_list_shell(s: Settings, spawn: bool = True) -> str:
+    """Shell that prints PM2's process list: from the daemon's socket when it can, else `pm2 jlist`, which starts a
+    daemon when none runs; without `spawn`, no socket means no daemon and an empty list (`[]`), starting none."""
+    ask = pm2_rpc_shell(s, "list", cli="jlist")
+    return ask if spawn else f'if [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ]; then {ask}; else echo "[]"; fi'
 
 
 def deploy_pm2_shell(s: Settings) -> str:
@@ -165,17 +167,19 @@ def deploy_pm2_shell(s: Settings) -> str:
             f'P=$(command -v {q(s.pm2)}) && node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi')
 
 
-def files_and_processes_script(s: Settings, c: Any = None, start_pm2: bool = False) -> str:
+def files_and_processes_script(s: Settings, c: Any = None, start_pm2: bool = False, spawn_pm2: bool = True) -> str:
     """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list. With
     `start_pm2` (a deploy or rollback, which will use the apps' PM2): under systemd, a PM2 daemon of the apps' account
     that is not running is started by its unit first (systemd_first), not spawned by the list as a child of this SSH
-    session; the tasks that only look (status, releases) never start it."""
+    session; the tasks that only look (status, releases) never start it. Without `spawn_pm2` (remove) the list starts
+    no daemon either (pm2_list_shell)."""
     root = q(s.deploy_root)
+    pm2_list = pm2_list_shell(s, spawn=spawn_pm2)
     link = s.nginx_enabled_link
     first = systemd_first(c, s) if start_pm2 else ""
     return "\n".join([
         # PM2's list (the slowest part: a node start) is asked for first, in the background.
-        'L=$(mktemp 2>/dev/null) && { (' + first + as_app(c, s, pm2_list_shell(s)) + ') > "$L" 2>/dev/null & LP=$!; }',
+        'L=$(mktemp 2>/dev/null) && { (' + first + as_app(c, s, pm2_list) + ') > "$L" 2>/dev/null & LP=$!; }',
         'D=$(mktemp 2>/dev/null) && { (' + deploy_pm2_shell(s) + ') > "$D" 2>/dev/null & DP=$!; }',
         f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
         f"R={root}",
@@ -200,7 +204,7 @@ def files_and_processes_script(s: Settings, c: Any = None, start_pm2: bool = Fal
         # shown as '?', so that no line of this section is the app's own (a line of its own could open a section).
         "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\0\'')
         + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
-        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + first + as_app(c, s, pm2_list_shell(s))
+        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + first + as_app(c, s, pm2_list)
         + "; fi; true",
         'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
     ])
@@ -276,7 +280,7 @@ def app_module_files(s: Settings) -> list[str]:
     return [f"{module}.py", f"{module}/__init__.py"]
 
 
-def facts_script(s: Settings, quick: bool = False, c: Any = None, start_pm2: bool = False) -> str:
+def facts_script(s: Settings, quick: bool = False, c: Any = None, start_pm2: bool = False, spawn_pm2: bool = True) -> str:
     """The shell that prints every fact in marked sections. Read-only, but for `start_pm2`
     (files_and_processes_script).
 
@@ -284,8 +288,8 @@ def facts_script(s: Settings, quick: bool = False, c: Any = None, start_pm2: boo
     and who holds them): enough to see that nothing changed, in a few milliseconds on the host.
     """
     if quick:
-        return files_and_processes_script(s, c, start_pm2)
-    return files_and_processes_script(s, c, start_pm2) + "\n" + host_checks_script(s, c)
+        return files_and_processes_script(s, c, start_pm2, spawn_pm2)
+    return files_and_processes_script(s, c, start_pm2, spawn_pm2) + "\n" + host_checks_script(s, c)
 
 
 def split_sections(output: str) -> dict[str, str]:
@@ -413,10 +417,10 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     facts.app_reaches_root = more.app_reaches_root
 
 
-def gather(c: Any, s: Settings, quick: bool = False, start_pm2: bool = False) -> HostFacts:
+def gather(c: Any, s: Settings, quick: bool = False, start_pm2: bool = False, spawn_pm2: bool = True) -> HostFacts:
     """Read every fact about the host in one command (`quick`: only what shows that nothing changed; `start_pm2`:
     see files_and_processes_script)."""
-    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick, c, start_pm2) + "\n", warn=True).stdout)
+    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick, c, start_pm2, spawn_pm2) + "\n", warn=True).stdout)
 
 
 def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:

@@ -631,15 +631,56 @@ def running_apps(c: Any, f: SetupFacts) -> list[str]:
     return [pid for pid in out if pid.isdigit() and pid != f.app_daemon.strip()]
 
 
-def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
-    """Take the apps' account off: its unit (stopped), rotation, ACL entries, the account and its home, root's record
-    of it and its sudoers line. Refused while it runs anything but its PM2 daemon."""
+def files_left(c: Any, s: Settings, f: SetupFacts) -> list[str]:
+    """Up to five paths in DEPLOY_ROOT that the account or its group owns (a plain `remove` keeps shared/, the app's
+    data in it): once the account is gone their uid and gid are free, and `useradd --system` gives the highest free
+    ones to the next account it makes, the next app's, which would own them. Read as root, following no link."""
+    if f.app_entry is None:
+        return []
+    found = run(c, sudo(f"find {q(s.deploy_root)} -xdev \\( -user {q(f.app)} -o -group {q(f.app)} \\) -print")
+                + " 2>/dev/null | head -n 5", warn=True)
+    return [line for line in found.stdout.splitlines() if line]
+
+
+def removal_refusal(c: Any, s: Settings, f: SetupFacts) -> str | None:
+    """Why `setup --remove-app` will not take the account off as the host is now (read only; every reason), or None."""
+    reasons = []
     busy = running_apps(c, f)
     if busy:
-        raise fail(f"The apps' account {f.app} still runs {len(busy)} process(es) besides its PM2 daemon (pids "
-                   f"{' '.join(busy[:8])}): run `remove` for each app that runs as it (APP_USER={f.app}) first. Nothing "
-                   "was removed.")
+        reasons.append(f"The apps' account {f.app} still runs {len(busy)} process(es) besides its PM2 daemon (pids "
+                       f"{' '.join(busy[:8])}): run `remove` for each app that runs as it (APP_USER={f.app}) first.")
+    left = files_left(c, s, f)
+    if left:
+        reasons.append(f"The apps' account {f.app} still owns files in DEPLOY_ROOT {s.deploy_root} ({', '.join(left)}): "
+                       "once it is gone, its uid and group would be the next new account's (the next app's), and with "
+                       f"them these files. Delete them with `remove --purge --confirm {s.app_name}` (as the deploy user), "
+                       f"or give them to the deploy user (sudo chown -hR {f.user}:{f.user} {s.shared_dir}), then run "
+                       "setup --remove-app again.")
+    return " ".join(reasons) or None
+
+
+def acl_removal_command(s: Settings, app: str, user: str) -> str:
+    """Shell (as root) that takes the account's ACL entries off the folders above DEPLOY_ROOT where reach_command put
+    them: only a folder the deploy user owns (whatever a link in the path names), and with -n, since setfacl
+    recomputes a folder's mask otherwise, even for an entry that is not there (a mask narrowed by an admin widens)."""
+    return (f"d={q(s.deploy_root)}; while [ \"$d\" != / ]; do d=$(dirname \"$d\"); "
+            f"if [ ! -L \"$d\" ] && [ \"$(stat -c %U \"$d\" 2>/dev/null)\" = {q(user)} ]; then "
+            f"setfacl -n -x u:{q(app)} \"$d\" 2>/dev/null; fi; done; true")
+
+
+def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
+    """Take the apps' account off: its unit (stopped), rotation, ACL entries, the account and its home, root's record
+    of it and its sudoers line. Refused while it runs anything but its PM2 daemon, or owns files in DEPLOY_ROOT."""
+    refusal = removal_refusal(c, s, f)
+    if refusal:
+        raise fail(f"{refusal} Nothing was removed.")
     done = []
+    recorded = f.app in f.app_records.get("apps", {})
+    apps = {k: v for k, v in f.app_records.get("apps", {}).items() if k != f.app}
+    if recorded:
+        # The deploy user's door to the account closed first: a process it started as the account after the kill
+        # would outlive it, keep userdel from finishing, or run while root removes the home it writes in.
+        done.append("sudoers: wrote " + root.install_sudoers(c, f.user, tuple(sorted(apps))))
     unit, link = app_unit_path(f), f"{UNIT_DIR}/multi-user.target.wants/pm2-{f.app}.service"
     if f.systemd_running and f.app_unit is not None:
         run(c, sudo(f"systemctl disable --now {q(f'pm2-{f.app}.service')}"), warn=True, timeout=120)
@@ -649,22 +690,22 @@ def remove_app_user(c: Any, s: Settings, f: SetupFacts) -> list[str]:
             run(c, sudo("systemctl daemon-reload"), warn=True)
         done.append(f"removed {unit}, its link and /etc/logrotate.d/pm2-{f.app}")
     if f.app_entry is not None:
-        acl = (f"d={q(s.deploy_root)}; while [ \"$d\" != / ]; do d=$(dirname \"$d\"); "
-               f"setfacl -x u:{q(f.app)} \"$d\" 2>/dev/null; done; true")
-        gone = (f"pkill -KILL -u {q(f.app)}; i=0; while pgrep -u {q(f.app)} >/dev/null && [ $i -lt 50 ]; do sleep 0.1; "
+        acl = acl_removal_command(s, f.app, f.user)
+        # its crontab and at jobs (userdel leaves both) would start it again now, and run as the next account of its name
+        jobs = (f"{{ command -v crontab >/dev/null && crontab -u {q(f.app)} -r; }} 2>/dev/null; {{ command -v atq >/dev/null "
+                f"&& atq | awk -v u={q(f.app)} '$NF == u {{print $1}}' | xargs -r atrm; }} 2>/dev/null; ")
+        gone = (f"{jobs}pkill -KILL -u {q(f.app)}; i=0; while pgrep -u {q(f.app)} >/dev/null && [ $i -lt 50 ]; do sleep 0.1; "
                 f"i=$((i + 1)); done; userdel --remove {q(f.app)} 2>&1 | grep -v 'mail spool' >&2; "
                 f"getent group {q(f.app)} >/dev/null && groupdel {q(f.app)}; ! getent passwd {q(f.app)} >/dev/null")
         result = run(c, "sudo -n sh -c " + q(f"{acl}; {gone}"), warn=True)
         if not result.ok:
             raise fail(f"Could not remove the account {f.app}: {(result.stderr or result.stdout).strip()[-400:]}")
         done.append(f"removed the account {f.app}, its home {f.app_home} and its group")
-    if f.app in f.app_records.get("apps", {}):
-        apps = {k: v for k, v in f.app_records.get("apps", {}).items() if k != f.app}
+    if recorded:
         path = f"{root.APP_RECORDS}/{f.user}.json"
         result = run(c, root_install_command(path, "0600"), stdin=json.dumps({"deploy": f.user, "apps": apps}, indent=1)
                      + "\n", warn=True)
         if not result.ok:
             raise fail(f"Could not write {path}: {(result.stderr or result.stdout).strip()[-400:]}")
         done.append(f"{path} without {f.app}")
-        done.append("sudoers: wrote " + root.install_sudoers(c, f.user, tuple(sorted(apps))))
     return done

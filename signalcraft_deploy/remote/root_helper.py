@@ -835,6 +835,21 @@ def v_site_remove(args: list) -> int:
     return code
 
 
+def hook_site(text: bytes) -> "str | None":
+    """The site a hook of ours names (certbot_hook's `(site SITE).`), if it names a site path."""
+    found = re.search(r"\(site (/[^)\n]*)\)\.\n", text.decode(errors="replace"))
+    try:
+        return a_site(found.group(1)) if found else None
+    except Refused:
+        return None
+
+
+def not_mine(site: str) -> bool:
+    """Whether another user claimed the site."""
+    claim = claim_of(site)
+    return claim is not None and claim.get("uid") != caller().pw_uid
+
+
 def hook_of(path: str, site: str) -> bool:
     """Whether `path` is certbot's hook as root wrote it for `site` (certbot_hook's fixed text, naming the site)."""
     if not os.path.isfile(path) or os.path.islink(path):
@@ -965,6 +980,10 @@ def v_certbot_hook(args: list) -> int:
         return 0
     if old is not None and not old.decode(errors="replace").startswith("#!/bin/sh\n" + HEADER):
         raise Refused(f"{path} exists and was not written by signalcraft-deploy")
+    if old is not None and hook_site(old) not in (None, args[2]) and not_mine(hook_site(old)):
+        # APP_NAME is the caller's to choose: another user's hook is neither rewritten to name the caller's site
+        # (which site-remove would then take for the caller's own and delete) nor changed at all
+        raise Refused(f"{path} is certbot's hook of another user's site: not yours to change")
     os.makedirs(HOOK_DIR, mode=0o755, exist_ok=True)
     write_in(path, text.encode(), 0o755)
     print(f"certbot hook {path} written")

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from invoke.exceptions import Exit
+
 from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
@@ -146,21 +148,69 @@ def link_current_again(r: RemoveRun) -> str:
     return f"{r.s.current_dir} names {r.facts.current_release} again"
 
 
+# What this tool makes in DEPLOY_ROOT (settings' *_dir, releases.py's .current.tmp, wheels.py's caches): a folder holding
+# anything else (a home's .ssh, another app's deploy root) is not provably this app's, and --purge leaves it.
+TOOL_ENTRIES = (".deploy", "releases", "current", ".current.tmp", "shared", "venvs", "node_modules", "wheels", "npm-cache")
+
+
+def purge_guard(s: Settings) -> str:
+    """Shell (as the deploy user) that passes only for a DEPLOY_ROOT --purge may delete: exit 3 unless it is a real folder
+    holding the deploy user's own .deploy/; exit 5 (why on stderr) if it is or holds the deploy user's home (its .ssh:
+    DEPLOY_ROOT=/home/deploy passes the settings' check), or holds anything this tool does not make."""
+    names = "|".join(q(n) for n in TOOL_ENTRIES)
+    return (f'R={q(s.deploy_root)}; if [ -L "$R" ] || [ ! -d "$R" ] || [ -L "$R/.deploy" ] || [ ! -d "$R/.deploy" ] || '
+            '[ ! -O "$R/.deploy" ]; then echo "no .deploy/ of this user in it: not a deploy root of this tool" >&2; exit 3; '
+            'fi; r=$(cd -P -- "$R" && pwd -P) || exit 4; h=$(cd -P -- "${HOME:-/nonexistent}" 2>/dev/null && pwd -P); '
+            "case \"$h/\" in \"$r\"/*) printf \"%s is the deploy user's home (%s), or holds it\\n\" \"$R\" \"$h\" >&2; exit 5;; "
+            "esac; "
+            'for e in "$R"/* "$R"/.[!.]* "$R"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; '
+            f'case "${{e##*/}}" in {names}) ;; *) printf "%s holds %s, which this tool does not make\\n" "$R" "${{e##*/}}" '
+            ">&2; exit 5;; esac; done")
+
+
 def purge_command(c: Any, s: Settings) -> str:
-    """Shell (as the deploy user) that deletes DEPLOY_ROOT after the apps' account has deleted what it owns in shared/;
-    a folder without .deploy/ is not one this tool made, and is left."""
-    root, shared = q(s.deploy_root), q(s.shared_dir)
+    """Shell (as the deploy user) that deletes DEPLOY_ROOT, if purge_guard passes, after the apps' account has deleted
+    what it owns in shared/; .deploy/ last, so that a purge stopped part way (something in shared/ the deploy user
+    may not delete) is still, by its sign, a deploy root this tool made, and a second purge converges."""
+    shared = q(s.shared_dir)
     # find -delete removes links, never what they name; as the apps' account it can delete only what it may
     empty = as_app(c, s, f"find {shared} -mindepth 1 -delete")
-    return (f"[ -d {root}/.deploy ] && [ ! -L {root} ] || {{ echo 'no .deploy/ in it: not a deploy root of this tool' >&2; "
-            f"exit 3; }}; if [ -d {shared} ] && [ ! -L {shared} ]; then {empty} || exit 4; fi; rm -rf -- {root}")
+    rest = " ".join(q(f"{s.deploy_root}/{name}") for name in TOOL_ENTRIES if name != ".deploy")
+    return (f"{purge_guard(s)}; if [ -d {shared} ] && [ ! -L {shared} ]; then {empty} || exit 4; fi; "
+            f"rm -rf -- {rest} && rm -rf -- {q(s.deploy_root)}")
+
+
+def refused_purge(s: Settings, done: Any, changed: str) -> Exit | None:
+    """The one message of a purge_guard refusal (exit 3 or 5), or None."""
+    if done.exited == 3:
+        return fail(f"DEPLOY_ROOT {s.deploy_root} holds no .deploy/ folder of the deploy user's, so it is not a deploy "
+                    "root this tool made: nothing in it was deleted. Check DEPLOY_ROOT."
+                    + (f" {changed}" if changed else ""))
+    if done.exited == 5:
+        return fail(f"--purge refuses: {done.stderr.strip()[-300:]}: nothing in it was deleted. Set DEPLOY_ROOT to the "
+                    "app's own folder (one that holds only what deploys made there), or move what is named out of it, "
+                    "then run remove --purge again."
+                    + (f" {changed}" if changed else ""))
+    return None
+
+
+def check_purge(r: RemoveRun) -> str:
+    """Before anything changes: a DEPLOY_ROOT --purge would refuse stops the whole removal."""
+    done = run(r.c, purge_guard(r.s), warn=True)
+    refusal = refused_purge(r.s, done, "Nothing was changed.")
+    if refusal is not None:
+        raise refusal
+    if not done.ok:
+        raise fail(f"Could not read DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}. "
+                   "Nothing was changed.")
+    return f"{r.s.deploy_root} holds only what deploys made"
 
 
 def purge(r: RemoveRun) -> str:
     done = run(r.c, purge_command(r.c, r.s), warn=True)
-    if done.exited == 3:
-        raise fail(f"DEPLOY_ROOT {r.s.deploy_root} holds no .deploy/ folder, so it is not a deploy root this tool made: "
-                   "it was left as it is. Check DEPLOY_ROOT.")
+    refusal = refused_purge(r.s, done, "The apps, their site and PM2 entries are gone already.")
+    if refusal is not None:
+        raise refusal
     if not done.ok:
         raise fail(f"Could not delete DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}\n"
                    "The apps, their site and PM2 entries are gone already; fix what is named and run remove --purge again.")
@@ -169,6 +219,7 @@ def purge(r: RemoveRun) -> str:
 
 
 REMOVE_STEPS: list[Step[RemoveRun]] = [
+    Step("purge check", check_purge, when=lambda r: r.purge),
     # undoes_itself: a site removed whose reload did not take is put back too (the running Nginx still serves it)
     Step("site", remove_site, undo=put_site_back, undoes_itself=True),
     Step("pm2", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
@@ -176,8 +227,10 @@ REMOVE_STEPS: list[Step[RemoveRun]] = [
     Step("logs", forget_logs),
     Step("current", unlink_current, undo=link_current_again,
          when=lambda r: r.facts.current_release is not None and not r.purge),
-    Step("purge", purge, when=lambda r: r.purge),
 ]
+
+# Run on their own after REMOVE_STEPS: a purge that fails part way puts back nothing (no site for a half-deleted root).
+PURGE_STEPS: list[Step[RemoveRun]] = [Step("purge", purge, when=lambda r: r.purge)]
 
 
 # ----------------------------------------------------------------------------- what it would do (--dry-run), what is setup's
@@ -203,6 +256,12 @@ def plan_lines(s: Settings, facts: host_facts.HostFacts, purge: bool, deploy_use
         lines.append(f"  current   remove {s.current_dir} (names {facts.current_release}); keep {s.deploy_root} "
                      "(--purge --confirm APP_NAME deletes it)")
     return lines
+
+
+def nothing_left(s: Settings, facts: host_facts.HostFacts) -> bool:
+    """Whether the host, read without DEPLOY_ROOT there, keeps nothing of the app: no site of ours, no PM2 app of it."""
+    r = RemoveRun(None, s, Reporter(""), facts, False, {})
+    return facts.site_text is None and not r.in_app_pm2 and not r.in_deploy_pm2
 
 
 def admin_note(s: Settings, target: str, deploy_user: str) -> str | None:

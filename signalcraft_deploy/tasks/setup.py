@@ -141,6 +141,10 @@ def remove_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts, dry_run: b
         print(f"Nothing to remove: there is no account {facts.app}, and root's record of {facts.user}'s apps names none.")
         return
     if dry_run:
+        refusal = setup_ops.removal_refusal(c, s, facts)
+        if refusal:
+            print(f"Dry run: setup --remove-app would refuse as the host is now: {refusal} Nothing was changed.")
+            return
         print(f"Dry run: {len(items)} item(s) would change; nothing was changed.")
         return
     for note in setup_ops.remove_app_user(c, s, facts):

@@ -407,9 +407,19 @@ def test_remove_takes_one_app_off_while_another_keeps_serving(boot_sb, boot_repo
     assert "an admin removes them with: fab -H <admin>@" in removed.stdout and f"setup --remove-app {APPS} --user {U}" \
         in removed.stdout, removed.stdout
 
+    Path(BOOT.root, ".ssh").mkdir()  # DEPLOY_ROOT holding what deploys never make there (a home's): refused, untouched
+    refused = fab(boot_sb, BOOT, None, "--purge", "--confirm", BOOT.app, task="remove")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and f"{BOOT.root} holds .ssh, which this tool does not make" in said \
+        and "Nothing was changed." in said, said
+    assert Path(BOOT.root, "releases").is_dir() and Path(BOOT.root, ".deploy").is_dir()
+    Path(BOOT.root, ".ssh").rmdir()
     purged = fab(boot_sb, BOOT, None, "--purge", "--confirm", BOOT.app, task="remove")
     assert purged.returncode == 0, purged.stdout + purged.stderr
     assert not os.path.lexists(BOOT.root) and f"{BOOT.root} included" in purged.stdout, purged.stdout
+    again = fab(boot_sb, BOOT, None, task="remove")  # converged: nothing to do, and no deploy root made again
+    assert again.returncode == 0 and f"Nothing of {BOOT.app} is left" in again.stdout, again.stdout + again.stderr
+    assert not os.path.lexists(BOOT.root)
     admin = fab(boot_sb, BOOT, None, "--remove-app", APPS, "--user", U, task="setup")
     assert admin.returncode == 0, admin.stdout + admin.stderr
     assert not any(os.path.lexists(p) for p in (UNIT, WANTS, ROTATION, APPS_HOME)), admin.stdout
@@ -417,7 +427,9 @@ def test_remove_takes_one_app_off_while_another_keeps_serving(boot_sb, boot_repo
     assert APPS not in Path(SUDOERS).read_text() and APPS not in Path(RECORD).read_text()
     assert get(LIVE.url("/api/ai/x"))[0] == 200
     said = (f"[host life] remove under the live app's load: {result.summary()}; --dry-run {dry.seconds:.1f} s, remove "
-            f"{removed.seconds:.1f} s, --purge {purged.seconds:.1f} s, setup --remove-app {admin.seconds:.1f} s")
+            f"{removed.seconds:.1f} s, --purge refused {refused.seconds:.1f} s, --purge {purged.seconds:.1f} s, again "
+            f"{again.seconds:.1f} s, "
+            f"setup --remove-app {admin.seconds:.1f} s")
     with capsys.disabled():
         print("\n" + said)
     print(said, dry.stdout, removed.stdout, purged.stdout, admin.stdout, sep="\n")

@@ -321,6 +321,7 @@ def test_another_users_site_can_be_neither_changed_removed_nor_read(victim, clea
             refused(helper(ATTACKER, "extras-write", who, VICTIM_SITE, "-", "nginx -t"), "another user")
             refused(helper(ATTACKER, "takeover-record", who, pid, VICTIM_SITE), "another user")
             refused(helper(ATTACKER, "takeover-restore", who, VICTIM_SITE, "nginx -t"), "another user")
+            refused(helper(ATTACKER, "site-remove", who, VICTIM_SITE, "atk-victim", "nginx -t"), "another user")
         refused(helper(ATTACKER, "site-read", VICTIM_SITE), "another user")
         # Its own site file, serving the victim's name, or named so that the victim's site would include its blocks:
         for name in ("atk-victim.test", "atk-victim.*"):

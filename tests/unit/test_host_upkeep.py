@@ -719,10 +719,113 @@ def test_remove_app_refuses_while_the_account_runs_apps_and_removes_nothing(load
 
     s = load({"APP_NAME": "shop"})
     f = set_up_app_facts(s, app_daemon="4242")
-    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n")}, repeat=True)
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n"), re.compile(".*"): Result("")},
+                  repeat=True)
     with pytest.raises(Exit, match=r"still runs 1 process\(es\) besides its PM2 daemon \(pids 4300\): run `remove`"):
         setup_ops.remove_app_user(c, s, f)
-    assert command_log(c).commands == ["sudo -n pgrep -u shop"]
+    assert [x.split(" ")[2] for x in command_log(c).commands] == ["pgrep", "find"]  # read only
+
+
+# Attack (review of fd-remove): a plain `remove` keeps DEPLOY_ROOT, shared/ with it: the app's data, owned by the apps'
+# account, the folder in its group (2770). `setup --remove-app` then frees their uid and gid, and `useradd --system`
+# gives the highest free ones to the next account it makes (the next app's, by setup): that app's code owns the
+# removed app's data (its database) and may write in its shared/.
+def test_remove_app_refuses_while_the_account_owns_files_in_deploy_root_and_removes_nothing(load) -> None:
+    from invoke import Result
+    from invoke.exceptions import Exit
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop", "DEPLOY_ROOT": "/srv/shop"})
+    f = set_up_app_facts(s, app_daemon="4242")
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n"),
+                       re.compile(r"sudo -n find /srv/shop -xdev .*-user shop"): Result("/srv/shop/shared/app.db\n")},
+                  repeat=True)
+    with pytest.raises(Exit) as err:
+        setup_ops.remove_app_user(c, s, f)
+    message = err.value.message
+    assert "/srv/shop/shared/app.db" in message and "remove --purge --confirm shop" in message
+    assert "uid" in message and "Nothing was removed." in message
+    assert not [x for x in command_log(c).commands if "userdel" in x or "systemctl" in x or "rm -f" in x]
+
+
+# Attack (review of fd-remove): the deploy user keeps its sudo door to the account (sudo -u APP_USER signalcraft-app)
+# until the very end of `setup --remove-app`, so it can start a process as the account right after the pkill: it
+# outlives the kill, keeps userdel from finishing, or runs while root's userdel removes the home it writes in. And the
+# app's own code can leave a crontab or an at job: userdel leaves both, and they run again as the next account of that
+# name (setup for the app again).
+def test_remove_app_closes_the_door_first_and_drops_the_accounts_scheduled_jobs_before_the_kill(load) -> None:
+    from invoke import Result
+
+    from signalcraft_deploy.host.io import command_log
+
+    s = load({"APP_NAME": "shop"})
+    f = set_up_app_facts(s, app_daemon="4242")
+    c = mock_host(run={re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n"), re.compile(".*"): Result("")}, repeat=True)
+    setup_ops.remove_app_user(c, s, f)
+    sent = command_log(c).commands
+    door = next(i for i, x in enumerate(sent) if "visudo" in x)
+    kill = next(i for i, x in enumerate(sent) if "pkill -KILL -u shop" in x)
+    assert door < next(i for i, x in enumerate(sent) if "systemctl disable" in x) < kill
+    assert [x for x in sent if "visudo" in x] == [sent[door]]  # written once, without shop
+    assert sent[kill].index("crontab -u shop -r") < sent[kill].index("atrm") < sent[kill].index("pkill -KILL -u shop")
+
+
+def test_a_dry_run_of_remove_app_says_what_the_removal_would_refuse(load, monkeypatch, tmp_path: Path, capsys) -> None:
+    from invoke import Result
+
+    from signalcraft_deploy.host.io import command_log
+    from signalcraft_deploy.tasks import setup as setup_task
+
+    monkeypatch.chdir(tmp_path)
+    s = load({"APP_NAME": "shop"})
+    f = app_facts(**APP_OK)
+    text = facts_output(**APP_OK, app_unit=setup_ops.app_boot_unit(f), app_wants=setup_ops.app_unit_path(f),
+                        app_records=json.dumps(setup_ops.app_record(f)), app_daemon="4242")
+    c = mock_host(run={re.compile(r"^if sudo -n true .*setup_facts"): Result(text),
+                       re.compile(r"sudo -n pgrep -u shop$"): Result("4242\n4300\n"),
+                       re.compile(r"sudo -n find .* -user shop"): Result(f"{s.shared_dir}/app.db\n"),
+                       re.compile(".*"): Result("")}, repeat=True)
+    setup_task.setup(c, dry_run=True, user="ubuntu", remove_app="shop")
+    out = capsys.readouterr().out
+    assert "would remove" in out and "still runs 1 process(es) besides its PM2 daemon (pids 4300)" in out
+    assert f"still owns files in DEPLOY_ROOT {s.deploy_root} ({s.shared_dir}/app.db)" in out
+    assert "Dry run: setup --remove-app would refuse as the host is now" in out
+    assert not [x for x in command_log(c).commands if "userdel" in x or "visudo" in x or "systemctl" in x]
+
+
+# Attack (review of fd-remove): root's loop that takes the account's ACL entries off the folders above DEPLOY_ROOT ran
+# `setfacl -x u:APP_USER` on every one of them, whoever owns it and through any link in the path, and setfacl
+# recomputes a folder's ACL mask even when the entry was not there: a mask an admin narrowed (mask::---, to shut a
+# named group out for now) widens to what the named entries grant. The deploy user picks the path (a link in its home).
+def test_remove_app_takes_its_acl_entries_off_without_widening_a_folders_mask(load, tmp_path: Path) -> None:
+    import getpass
+    import shutil
+    import subprocess
+
+    if not shutil.which("setfacl"):
+        pytest.skip("setfacl (the acl package) is not installed here")
+    base = tmp_path / "base"
+    mine = base / "mine"
+    mine.mkdir(parents=True)
+    subprocess.run(["setfacl", "-m", "g:65534:rwx", str(base)], check=True)
+    subprocess.run(["setfacl", "-m", "m::---", str(base)], check=True)  # the admin's narrowed mask
+    subprocess.run(["setfacl", "-m", "u:nobody:--x", str(mine)], check=True)  # as reach_command gave it
+    s = load({"APP_NAME": "shop", "DEPLOY_ROOT": str(mine / "shop")})
+    done = subprocess.run(["sh", "-c", setup_ops.acl_removal_command(s, "nobody", getpass.getuser())],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    acl = subprocess.run(["getfacl", "-p", str(base), str(mine)], capture_output=True, text=True).stdout
+    assert "user:nobody:" not in acl  # the account's entry is gone
+    assert acl.split("# file: ")[1].count("mask::---") == 1, acl  # the admin's mask on base is as it was
+    if os.geteuid() == 0:  # a folder of another owner's on the way (a link in the deploy user's path to it): untouched
+        theirs = base / "theirs"
+        (theirs / "in").mkdir(parents=True)
+        os.chown(theirs, 1, 1)
+        subprocess.run(["setfacl", "-m", "u:nobody:--x", str(theirs)], check=True)
+        s = load({"APP_NAME": "shop", "DEPLOY_ROOT": str(theirs / "in" / "shop")})
+        subprocess.run(["sh", "-c", setup_ops.acl_removal_command(s, "nobody", getpass.getuser())], check=True, timeout=30)
+        assert "user:nobody:--x" in subprocess.run(["getfacl", "-p", str(theirs)], capture_output=True, text=True).stdout
 
 
 def test_settle_records_restart_counts_and_removes_only_the_logs_of_pm_ids_pm2_no_longer_has(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from tests.unit.test_orchestration import facts_text, jlist, labels, ok, sent
 RELEASE = "20250301T000000Z-000000000000"
 SITE_TEXT = "# Rendered by signalcraft-deploy.\nserver {}"
 SETTINGS = {"APP_NAME": "shop", "DEPLOY_ROOT": "/srv/shop"}
+EXISTS = "[ -e /srv/shop ] || [ -L /srv/shop ]"  # is DEPLOY_ROOT there (a remove after --purge: nothing to do)?
 RELOADED = json.dumps({"ok": True, "master": 77, "seconds": 0.2})
 
 
@@ -89,6 +90,15 @@ def test_a_dry_run_lists_each_action_and_sends_nothing_that_writes(task_env, hel
     assert commands(c) == ["id -un", "sh -s"] and not lock.called  # the host read, no lock, no root, no PM2
 
 
+def test_a_dry_run_of_a_purge_says_what_it_would_refuse(task_env, held, capsys) -> None:
+    lock = held("")
+    c = host(**{r"^R=/srv/shop; ": ok(stderr="/srv/shop holds .ssh, which this tool does not make", exited=5)})
+    run_remove(c, dry_run=True, purge=True, confirm="shop")
+    out = capsys.readouterr().out
+    assert "  purge     refused: /srv/shop holds .ssh, which this tool does not make; remove --purge would stop" in out
+    assert len(commands(c)) == 3 and "rm " not in commands(c)[2] and not lock.called
+
+
 @pytest.mark.parametrize(("flags", "said"), [
     ({"purge": True}, "pass --confirm shop (APP_NAME) to say so (no --confirm was given)"),
     ({"purge": True, "confirm": "other"}, "(--confirm other was given)"),
@@ -107,7 +117,7 @@ def test_remove_takes_the_site_off_first_then_the_apps_and_keeps_deploy_root(tas
     held(live())
     c = host()
     run_remove(c)
-    assert labels(c) == ["id -un", "root site-remove", "root nginx-reload", "pm2 delete shop-nodejs shop-python",
+    assert labels(c) == ["id -un", EXISTS, "root site-remove", "root nginx-reload", "pm2 delete shop-nodejs shop-python",
                          "pm2 save", "forget logs", "rm -f /srv/shop/current", "audit"]
     sent_text = "\n".join(commands(c))
     assert "other-python" not in sent_text  # another app in the same PM2 is not touched
@@ -134,7 +144,7 @@ def test_a_second_remove_finds_nothing_and_reloads_nothing(task_env, held, capsy
     held(facts_text(releases=RELEASE))  # the site, PM2 entries and current are gone already
     c = host(**{r"sudo -n /usr/local/sbin/signalcraft-root site-remove ": ok("absent\n")})
     run_remove(c)
-    assert labels(c) == ["id -un", "root site-remove", "forget logs", "audit"]  # no PM2 daemon asked to save
+    assert labels(c) == ["id -un", EXISTS, "root site-remove", "forget logs", "audit"]  # no PM2 daemon asked to save
 
 
 def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_it(task_env, held, capsys) -> None:
@@ -142,7 +152,9 @@ def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_i
     c = host()
     run_remove(c, purge=True, confirm="shop")
     last = commands(c)[-1]
-    assert last.startswith("[ -d /srv/shop/.deploy ] && [ ! -L /srv/shop ]") and last.endswith("rm -rf -- /srv/shop")
+    check = next(i for i, command in enumerate(commands(c)) if command.startswith("R=/srv/shop; "))
+    assert check < labels(c).index("root site-remove") and "rm" not in commands(c)[check]  # before anything changes
+    assert last.startswith(commands(c)[check]) and last.endswith("/srv/shop/npm-cache && rm -rf -- /srv/shop")
     assert "find /srv/shop/shared -mindepth 1 -delete" in last  # shared/ first, as the apps' account
     assert "audit" not in labels(c) and "rm -f /srv/shop/current" not in labels(c)
     assert "Removed shop from this machine, /srv/shop included." in capsys.readouterr().out
@@ -150,10 +162,24 @@ def test_purge_with_the_apps_name_deletes_deploy_root_and_writes_no_audit_into_i
 
 def test_a_folder_that_is_no_deploy_root_is_not_purged(task_env, held) -> None:
     held(live())
-    c = host(**{r"\[ -d /srv/shop/\.deploy \]": ok(stderr="no .deploy/ in it", exited=3)})
+    c = host(**{r"^R=/srv/shop; ": ok(stderr="no .deploy/ in it", exited=3)})
     with pytest.raises(Exit) as err:
         run_remove(c, purge=True, confirm="shop")
-    assert "holds no .deploy/ folder, so it is not a deploy root this tool made: it was left as it is" in err.value.message
+    assert "holds no .deploy/ folder of the deploy user's, so it is not a deploy root this tool made: nothing in it was " \
+        "deleted. Check DEPLOY_ROOT. Nothing was changed." in err.value.message
+    assert labels(c)[3:] == ["audit"]  # the site and apps untouched
+
+
+def test_a_purge_that_fails_part_way_puts_back_neither_site_nor_apps(task_env, held) -> None:
+    # releases deleted part way: a site put back (and apps started from them) would serve errors
+    held(live())
+    c = host(**{r"^R=/srv/shop; .*rm -rf": ok(stderr="rm: cannot remove '/srv/shop/shared/x/y': Permission denied",
+                                                exited=1)})
+    with pytest.raises(Exit) as err:
+        run_remove(c, purge=True, confirm="shop")
+    assert "Permission denied" in err.value.message and "gone already" in err.value.message
+    assert "Undone" not in err.value.message
+    assert not [x for x in labels(c) if x in ("root site-install", "pm2 start")]
 
 
 def test_settings_name_the_apps_of_remove(tmp_path) -> None:
@@ -169,7 +195,7 @@ def test_a_reload_that_does_not_take_puts_the_site_back(task_env, held) -> None:
     with pytest.raises(Exit) as err:
         run_remove(c)
     assert err.value.message.startswith("Nginx's reload did not take") and "Undone: site." in err.value.message
-    assert labels(c)[1:5] == ["root site-remove", "root nginx-reload", "root site-install", "root nginx-reload"]
+    assert labels(c)[2:6] == ["root site-remove", "root nginx-reload", "root site-install", "root nginx-reload"]
     assert not [x for x in labels(c) if x.startswith("pm2")]  # the apps were never touched
 
 
@@ -179,3 +205,113 @@ def test_apps_that_run_as_the_deploy_user_leave_nothing_for_an_admin(task_env, h
     remove(c, set_=[f"{k}={v}" for k, v in {**SETTINGS, "APP_USER": "ubuntu"}.items()])
     out = capsys.readouterr().out
     assert "Removed shop from this machine" in out and "setup --remove-app" not in out
+
+
+# ----------------------------------------------------------------------------- --purge run for real, in a folder here
+
+
+def purge_shell(tmp_path: Any, root: Any, home: Any, rm_fails_on: str = "") -> Any:
+    """purge_command run by a real shell as it runs on the host: HOME the deploy user's, the app door a stand-in (sudo
+    runs the command as it is), and `rm` failing (after it has done its work) when one of its arguments ends in
+    `rm_fails_on`, as it does on what the apps' account made unreadable to the deploy user."""
+    import os
+    import subprocess
+
+    from signalcraft_deploy.steps.remove import purge_command
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sudo").write_text('#!/bin/sh\nshift 4\nexec "$@"\n')  # sudo -n -u APP_USER signalcraft-app CMD...
+    (bin_dir / "rm").write_text('#!/bin/sh\n/bin/rm "$@"; s=$?\nfor a; do case "$a" in *"$RM_FAILS_ON") '
+                                '[ -n "$RM_FAILS_ON" ] && { echo "rm: cannot remove $a: Permission denied" >&2; exit 1; };; '
+                                'esac; done\nexit $s\n')
+    for tool in ("sudo", "rm"):
+        (bin_dir / tool).chmod(0o755)
+    s = load_settings(overrides={**SETTINGS, "DEPLOY_ROOT": str(root)}, environ={}, cwd=str(tmp_path))
+    env = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}", "RM_FAILS_ON": rm_fails_on}
+    return subprocess.run(["sh", "-c", purge_command(None, s)], env=env, capture_output=True, text=True, timeout=30)
+
+
+def a_deploy_root(root: Any) -> None:
+    for folder in (".deploy", "releases/r1", "shared/data", "venvs/v1", "node_modules/n1"):
+        (root / folder).mkdir(parents=True)
+    (root / ".deploy" / "audit.log").write_text("{}\n")
+    (root / "current").symlink_to("releases/r1")
+
+
+def test_purge_of_a_deploy_root_that_is_the_deploy_users_home_deletes_nothing(tmp_path) -> None:
+    # DEPLOY_ROOT=/home/deploy passes the settings' check for any deploy user but ubuntu, and a deploy there makes .deploy/
+    home = tmp_path / "home" / "deploy"
+    a_deploy_root(home)
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "authorized_keys").write_text("ssh-ed25519 AAAA admin\n")
+    done = purge_shell(tmp_path, home, home)
+    assert done.returncode == 5 and "home" in done.stderr
+    assert (home / ".ssh" / "authorized_keys").exists() and (home / "releases" / "r1").is_dir()
+
+
+def test_purge_of_a_folder_holding_what_the_tool_does_not_make_deletes_nothing(tmp_path) -> None:
+    # DEPLOY_ROOT one folder too high: another app's deploy root (or the deploy user's home) is in it
+    root = tmp_path / "srv" / "apps"
+    a_deploy_root(root)
+    a_deploy_root(root / "blog")
+    done = purge_shell(tmp_path, root, tmp_path / "home")
+    assert done.returncode == 5 and "blog" in done.stderr
+    assert (root / "blog" / ".deploy" / "audit.log").exists() and (root / "shared" / "data").is_dir()
+
+
+def test_a_purge_that_fails_part_way_keeps_deploy_state_so_a_second_purge_converges(tmp_path) -> None:
+    # the apps' account makes something in shared/ the deploy user cannot delete (after its own find emptied shared/)
+    root = tmp_path / "srv" / "shop"
+    a_deploy_root(root)
+    failed = purge_shell(tmp_path, root, tmp_path / "home", rm_fails_on="/shared")
+    assert failed.returncode != 0 and (root / ".deploy").is_dir()  # still this tool's deploy root, by its own sign
+    again = purge_shell(tmp_path, root, tmp_path / "home")
+    assert again.returncode == 0 and not root.exists()
+
+
+def test_a_purge_that_would_delete_a_home_says_so_and_what_to_set(task_env, held) -> None:
+    held(live())
+    said = "DEPLOY_ROOT /srv/shop is the deploy user's home, or holds it"
+    c = host(**{r"\[ -d /srv/shop/\.deploy \]|R=/srv/shop": ok(stderr=said, exited=5)})
+    with pytest.raises(Exit) as err:
+        run_remove(c, purge=True, confirm="shop")
+    message = err.value.message
+    assert said in message and "nothing in it was deleted" in message and "Set DEPLOY_ROOT" in message
+
+
+def test_reading_the_host_for_remove_starts_no_pm2_daemon(tmp_path) -> None:
+    # `pm2 jlist` (the list's fallback when PM2's socket cannot be asked) spawns a daemon when none runs: a dry run, or
+    # a second remove on a host whose apps' PM2 is down, would leave one running as the apps' account
+    import os
+    import subprocess
+
+    from signalcraft_deploy.host.facts import facts_script
+
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    bin_dir.mkdir()
+    home.mkdir()
+    (bin_dir / "sudo").write_text('#!/bin/sh\nshift 4\nexec "$@"\n')  # the app door: the command as it is
+    (bin_dir / "node").write_text("#!/bin/sh\nexit 3\n")  # pm2_rpc.js: no daemon to ask
+    (bin_dir / "pm2").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/pm2-ran\necho '[]'\n")
+    for tool in ("sudo", "node", "pm2"):
+        (bin_dir / tool).chmod(0o755)
+    s = load_settings(overrides={**SETTINGS, "DEPLOY_ROOT": str(tmp_path / "srv")}, environ={}, cwd=str(tmp_path))
+    env = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("PM2_HOME", None)
+    script = facts_script(s, quick=True, spawn_pm2=False)
+    done = subprocess.run(["sh", "-s"], input=script, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "@@signalcraft:pm2\n[]" in done.stdout
+    assert not (tmp_path / "pm2-ran").exists()
+
+
+def test_a_remove_after_a_purge_finds_nothing_and_makes_no_deploy_root_again(task_env, held, capsys) -> None:
+    # the deploy lock's script makes DEPLOY_ROOT and its .deploy/ (mkdir -p): a second remove after --purge, under the
+    # lock, would leave an empty deploy root with a lock file and an audit log behind
+    lock = held("")
+    c = host(**{r"^\[ -e /srv/shop \]": ok(exited=1), r"sh -s$": ok(facts_text())})
+    run_remove(c, purge=True, confirm="shop")
+    out = capsys.readouterr().out
+    assert "Nothing of shop is left on this machine (no /srv/shop, no site of its, no PM2 app of its)" in out
+    assert "Nothing was changed." in out and not lock.called
+    assert not [x for x in commands(c) if "signalcraft-root" in x or "mkdir" in x]

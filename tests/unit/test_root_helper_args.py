@@ -1897,3 +1897,21 @@ def test_an_install_renders_a_route_table_and_refuses_one_the_tool_could_not_mak
     host.stdin(json.dumps(table))
     assert rh.v_site_install([X, "backup", "guard", "nginx -t"]) == 0
     assert Path(host.site).read_text() == nginx_site.render(table) and "X-Forwarded-Prefix /chat;" in Path(host.site).read_text()
+
+
+def test_another_user_can_neither_take_over_nor_remove_the_callers_certbot_hook(host: Host) -> None:
+    # B names A's APP_NAME: certbot-hook would write signalcraft-shop over A's hook (now naming B's own site), and
+    # B's site-remove with APP_NAME shop would then find "its" hook there and delete it: A's renewals reload nothing.
+    cert = "/etc/letsencrypt/live/shop/fullchain.pem"
+    assert host.install() == 0
+    assert rh.v_certbot_hook(["shop", cert, host.site, "nginx -t", "nginx -s reload"]) == 0
+    hook = Path(rh.HOOK_DIR, "signalcraft-shop")
+    mine = hook.read_text()
+    blog = str(host.available / "blog")
+    host.as_user(B)
+    assert host.install(state=Y, site=blog, upstream=nginx_site.upstream_for(blog), server_name="blog.example.com",
+                        python="127.0.0.1:8101", node="127.0.0.1:3100") == 0
+    with pytest.raises(rh.Refused, match="another user's site"):
+        rh.v_certbot_hook(["shop", cert, blog, "nginx -t", "nginx -s reload"])
+    assert rh.v_site_remove([Y, blog, "shop", "nginx -t"]) == 0
+    assert hook.read_text() == mine
