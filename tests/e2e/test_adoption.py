@@ -184,7 +184,7 @@ def app_venv(app: Path) -> Path:
 
 # The example's Flask app answers every path (a catch-all `/` rule), so init gives it `/`: its user names the routes.
 EXAMPLE_ROUTES = {"ROUTES": "/api/ai=python,/api/iot=python,/api/lightweight-analyze=python,/api/flask=python,/=nodejs",
-                  "HEALTH_NODE": "/"}
+                  "MOUNTS": "", "HEALTH_NODE": "/"}  # init's /node placeholder (and its mount) replaced
 
 
 def profile_settings(app: AppRepo, p: Profile) -> None:

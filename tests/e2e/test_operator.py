@@ -115,9 +115,12 @@ def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
     reload = fab(sandbox, OP, None, task="pm2-reload")
     assert reload.returncode == 0, reload.stdout + reload.stderr
     assert "graceful reload (SIGHUP)" in reload.stdout and "rolling reload" in reload.stdout
-    local = subprocess.run(["invoke", "render-configs", "--output", str(tmp_path / "out")], capture_output=True, text=True,
-                           cwd=str(REPO))
+    # Locally, the Node.js entry is found in the working tree as a deploy finds it in the commit: this repository's
+    # root holds no app, so SOURCE_DIR names the example's folder.
+    local = subprocess.run(["invoke", "render-configs", "--output", str(tmp_path / "out"), "--set",
+                            "SOURCE_DIR=examples/signalcraft"], capture_output=True, text=True, cwd=str(REPO))
     assert local.returncode == 0, local.stderr
+    assert "Node.js entry point: server.js (package.json" in local.stdout, local.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ecosystem.config.js", "gunicorn.conf.py", "nginx-site.conf"]
 
 
