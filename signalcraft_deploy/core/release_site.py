@@ -53,10 +53,10 @@ def _values(data: Any) -> dict[str, str]:
     return values
 
 
-def settings_of(s: Settings, text: str, release: str, keep: frozenset[str] = frozenset()) -> Settings:
+def settings_of(s: Settings, text: str, release: str) -> Settings:
     """`s` serving the site `release` recorded (`text`, site.json's content): its routes, listen addresses, names, TLS,
-    body size, upstream addresses and health paths; the keys in `keep` stay as `s` has them. SettingsError names what
-    is wrong with the record, or with today's settings beside it (a port another key now uses, say)."""
+    body size, upstream addresses and health paths. SettingsError names what is wrong with the record, or with
+    today's settings beside it (a port another key now uses, say)."""
     where = f"release {release}'s {SITE_FILE}"
     try:
         values = _values(json.loads(text))
@@ -68,6 +68,6 @@ def settings_of(s: Settings, text: str, release: str, keep: frozenset[str] = fro
         if origins.get(key, "default") == "default" and values.get(app_key) != raw[app_key]:
             raw[key] = ""  # derived again, next to the release's own address
     for key, value in values.items():
-        if raw[key] != value and key not in keep:
+        if raw[key] != value:
             raw[key], origins[key] = value, where
     return validate(raw, origins, Path(s.source_dir))

@@ -19,9 +19,9 @@ def switch(c: Any, s: Settings, release: str) -> None:
     run(c, f"ln -sfn {q('releases/' + release)} {q(tmp)} && mv -Tf {q(tmp)} {q(s.current_dir)}")
 
 
-def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None], keep: frozenset[str] = frozenset()) -> Settings:
-    """The settings that serve the Nginx site `release` recorded (core/release_site.py), but for the keys in `keep`;
-    today's, with a warning, for a release an older version made (it recorded none)."""
+def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None]) -> Settings:
+    """The settings that serve the Nginx site `release` recorded (core/release_site.py); today's, with a warning, for a
+    release an older version made (it recorded none)."""
     path = f"{s.releases_dir}/{release}/{release_site.SITE_FILE}"
     found = run(c, f"test -f {q(path)} && cat {q(path)}", warn=True)
     if not found.ok:
@@ -29,21 +29,19 @@ def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None]
              "are today's settings, not the ones it was deployed with.")
         return s
     try:
-        return release_site.settings_of(s, found.stdout, release, keep)
+        return release_site.settings_of(s, found.stdout, release)
     except SettingsError as err:
         raise fail(f"Nothing was changed: {err}", code=2) from None
 
 
 def live_site_settings(c: Any, s: Settings, release: str | None) -> Settings:
     """The settings of the site the live `release` was deployed (or rolled back) with, for checking what serves: after
-    a rollback its routes and health paths, not today's, but for what a --set flag says (the operator's question);
-    `s` when it recorded none or a record that does not fit."""
+    a rollback its routes and health paths, not today's; `s` when it recorded none or a record that does not fit."""
     if not release:
         return s
     quiet: list[str] = []
-    flagged = frozenset(key for key, origin in s.origins.items() if origin == "flag --set")
     try:
-        return site_settings(c, s, release, quiet.append, flagged)
+        return site_settings(c, s, release, quiet.append)
     except Exit:
         return s
 

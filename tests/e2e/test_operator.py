@@ -109,7 +109,18 @@ def test_the_building_blocks_on_their_own(sandbox, deployed, tmp_path):
     check = fab(sandbox, OP, None, task="nginx-check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "ok   /api/ai/" in check.stdout and "nginx -t: ok" in check.stdout
-    wrong = fab(sandbox, OP, None, "--set", "GUNICORN_BIND=127.0.0.1:8959", task="nginx-check")
+    # nginx-check asks whether Nginx sends each route where the live release's apps are: the site that release
+    # recorded (.signalcraft/site.json, what a rollback serves again), not today's settings. A record naming
+    # another Gunicorn address than the running site's is a route to the wrong place.
+    record = Path(OP.root, "current/.signalcraft/site.json")
+    kept = record.read_text()
+    moved = json.loads(kept)
+    moved["description"]["python"] = "127.0.0.1:8959"
+    record.write_text(json.dumps(moved))
+    try:
+        wrong = fab(sandbox, OP, None, task="nginx-check")
+    finally:
+        record.write_text(kept)
     assert wrong.returncode == 1
     assert "/etc/nginx/sites-enabled/op:" in wrong.stderr and "expected 127.0.0.1:8959" in wrong.stderr
     reload = fab(sandbox, OP, None, task="pm2-reload")

@@ -97,20 +97,9 @@ def test_the_release_carries_its_site_record_readable_by_the_deploy_user_only(lo
 def test_status_and_nginx_check_look_at_the_live_releases_own_site(load) -> None:
     from signalcraft_deploy.host.releases import live_site_settings
 
-    today, older = load(environ=TODAY), load(OLDER["table"])  # today's from the settings, not from --set flags
+    today, older = load(TODAY), load(OLDER["table"])
     recorded = mock_host(run={re.compile(r"test -f .*/releases/r1/.*site\.json.*"): Result(release_site.record(older))})
     assert site_description(live_site_settings(recorded, today, "r1")) == site_description(older)
     for answer in (Result("", exited=1), Result("{")):  # none recorded, or one that does not fit: today's, quietly
         assert live_site_settings(mock_host(run={re.compile(r"test -f .*"): answer}), today, "r1") is today
     assert live_site_settings(mock_host(), today, None) is today
-
-
-def test_what_a_set_flag_says_wins_over_the_live_releases_record_for_status_and_nginx_check(load) -> None:
-    from signalcraft_deploy.host.releases import live_site_settings
-
-    older = load(OLDER["table"])
-    asked = load({"GUNICORN_BIND": "127.0.0.1:8959"}, environ=TODAY)  # `nginx-check --set GUNICORN_BIND=...`
-    recorded = mock_host(run={re.compile(r"test -f .*/releases/r1/.*site\.json.*"): Result(release_site.record(older))})
-    checked = live_site_settings(recorded, asked, "r1")
-    assert str(checked.gunicorn_bind) == "127.0.0.1:8959"
-    assert checked.route_table == older.route_table  # the rest is the live release's site
