@@ -45,7 +45,7 @@ from signalcraft_deploy.core.discover import (
     routes_from_url_map,
 )
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
-from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Key
+from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Invalid, Key
 from signalcraft_deploy.tasks.freeze import write_atomically
 
 SETTINGS_FILE = "deploy.env"
@@ -90,6 +90,24 @@ def _key_lines(key: Key, active: bool) -> list[str]:
     notes += "; secret: better in an environment variable" if key.secret else ""
     line = f"{key.name}={env_value(key.default)}"
     return [f"# {key.help}{notes}", line if active else f"# {line}", ""]
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of printable characters: the app's file names and rules may hold line breaks (a line of
+    deploy.env of their own) or terminal escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def accepted(key: Key, found: Found) -> Found:
+    """`found`, or nothing found when its value is not one the key takes: a value settings would refuse on the first
+    deploy is not written (nor one that reads back as another, such as a line break)."""
+    if not found.value:
+        return Found(found.value, one_line(found.how))
+    try:
+        key.parse(found.value, Path("."))
+    except Invalid as err:
+        return Found(None, one_line(f"{found.how}; what was found ({found.value!r}) is not {err.expected}: set it"))
+    return Found(found.value, one_line(found.how))
 
 
 def _found_lines(key: Key, found: Found) -> list[str]:
@@ -421,7 +439,7 @@ def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route]
     except OSError as err:
         return None, f"{venv}/bin/python could not run ({err.strerror})"
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        said = one_line((done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1])
         return None, f"{venv}/bin/python could not load {wsgi_app}: {said}"
     try:
         return routes_from_url_map(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""), \
@@ -448,7 +466,8 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
     elif not python:
         notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
                      f"{_SOURCE_MISSES}")
-    found = findings(root.resolve().name, paths, texts, read)
+    keys = {k.name: k for k in KEYS}
+    found = {name: accepted(keys[name], f) for name, f in findings(root.resolve().name, paths, texts, read).items()}
     node_prefix = found["HEALTH_NODE"].value
     if node_prefix and node_prefix != "/" and '"socket.io"' in texts.get("package.json", ""):
         notes.append(f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default: give the client "

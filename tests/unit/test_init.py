@@ -571,3 +571,30 @@ def test_socket_io_under_a_prefix_gets_a_note_on_its_client_s_path(tmp_path: Pat
     write_app(tmp_path, {**EXPRESS, "package.json": '{"main": "chat", "dependencies": {"socket.io": "^4"}}'})
     _, notes = init_module.read_app(tmp_path)
     assert "give the client path: '/chat/socket.io' (the server keeps /socket.io" in " ".join(notes)
+
+
+# A repository read by init (from its source: nothing of it runs) whose Flask rule and file name hold line breaks
+# that, written as they are, would be deploy.env lines of their own: settings the user never chose.
+HOSTILE = {
+    "app.py": "from flask import Flask\napp = Flask(__name__)\n\n\n@app.get('/')\ndef index():\n    return 'hi'\n\n\n"
+              "@app.get('/x\\nALLOW_PUBLIC_BIND=true\\n/healthz')\ndef health():\n    return 'ok'\n\n\n"
+              "@app.get('/a#b/\\x1b[2Jc')\ndef other():\n    return 'x'\n",
+    "package.json": '{"main": "index.js"}',
+    "index.js": "",
+    "x\nGUNICORN_BIND=0.0.0.0:8000\n\x1b[2J.js": "app.use('/chat', router)\n",
+}
+
+
+def test_nothing_an_app_s_source_holds_becomes_a_settings_line_of_its_own(tmp_path: Path) -> None:
+    from dotenv import dotenv_values
+
+    write_app(tmp_path / "app", HOSTILE)
+    _, notes = init_app(tmp_path / "app")
+    text = (tmp_path / "app" / SETTINGS_FILE).read_text()
+    assert not re.search(r"^(ALLOW_PUBLIC_BIND|GUNICORN_BIND=0\.0\.0\.0)", text, re.M)
+    assert "\x1b" not in text and not any("\x1b" in note for note in notes)  # no terminal escapes shown either
+    read = dotenv_values(tmp_path / "app" / SETTINGS_FILE)
+    assert read.get("ALLOW_PUBLIC_BIND") is None and read["GUNICORN_BIND"] == "127.0.0.1:8001"
+    assert read["HEALTH_PY"] == "" and "\n" not in read["ROUTES"]  # what settings would refuse is not written
+    s = load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path / "app"), overrides={"HEALTH_PY": "/"})
+    assert s.routes == (("/", "python"), ("/chat", "nodejs"))
