@@ -17,14 +17,17 @@ and is committed; fabfile.py and tasks.py point ENV_FILE at it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,14 +429,32 @@ def app_venv_python(root: Path) -> Path | None:
     return None
 
 
+def _run_alone(argv: list[str], program: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the app's Python in a process group of its own, at most URL_MAP_TIMEOUT s; then every process of the group
+    is killed. Its output goes to files, not pipes: a process the app starts while it loads (a scheduler, a server)
+    keeps a pipe open after the import ends, and init would wait out the limit, then leave it running."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=cwd, env=env,
+                                start_new_session=True)
+        try:
+            proc.communicate(program.encode(), timeout=URL_MAP_TIMEOUT)
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, proc.returncode, out.read().decode("utf-8", "replace"),
+                                           err.read().decode("utf-8", "replace"))
+
+
 def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route] | None, str]:
     """The app's url_map as its venv's Python imports it (cwd the app's folder, a bare environment: no secrets,
     no FLASK_* or settings; at most URL_MAP_TIMEOUT s), or None and why not."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8"}
     venv = python.parent.parent.name
     try:
-        done = subprocess.run([str(python), "-I", "-B", "-", wsgi_app], input=remote.program("url_map"), cwd=root, env=env,
-                              capture_output=True, text=True, timeout=URL_MAP_TIMEOUT)
+        done = _run_alone([str(python), "-I", "-B", "-", wsgi_app], remote.program("url_map"), root, env)
     except subprocess.TimeoutExpired:
         return None, f"importing {wsgi_app} with {venv}/bin/python took over {URL_MAP_TIMEOUT} s"
     except OSError as err:

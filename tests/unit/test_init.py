@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -536,6 +537,38 @@ def test_an_app_that_hangs_on_import_is_stopped(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(init_module, "URL_MAP_TIMEOUT", 1)
     routes, how = init_module.url_map_routes(Path(sys.executable), tmp_path, "app:app")
     assert routes is None and how.endswith("took over 1 s")
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs, after the few moments a SIGKILL sent to it takes to end it (10 s at most)."""
+    for _ in range(100):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        except OSError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_what_the_app_starts_while_it_loads_does_not_outlive_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An app that starts a process while it is imported (a scheduler, a dev server, a worker): the process kept
+    # the output pipe open, so init waited out the whole time limit, read no routes, and left it running.
+    write_app(tmp_path, {"app.py": "import subprocess, sys\n"
+                                   "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+                                   "open('child.pid', 'w').write(str(child.pid))\n"
+                                   "class Rule:\n    rule, methods, endpoint = '/healthz', {'GET'}, 'health'\n"
+                                   "class Map:\n    def iter_rules(self):\n        return [Rule()]\n"
+                                   "class App:\n    url_map = Map()\napp = App()\n"})
+    monkeypatch.setattr(init_module, "URL_MAP_TIMEOUT", 5)
+    try:
+        routes, how = init_module.url_map_routes(Path(sys.executable), tmp_path, "app:app")
+        pid = int((tmp_path / "child.pid").read_text())
+        assert routes is not None and [r.rule for r in routes] == ["/healthz"], how
+        assert not _running(pid)
+    finally:
+        if (tmp_path / "child.pid").exists() and _running(int((tmp_path / "child.pid").read_text())):
+            os.kill(int((tmp_path / "child.pid").read_text()), 9)
 
 
 def test_a_second_init_does_not_run_the_app_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
