@@ -475,6 +475,12 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
     notes = [f"{root} holds over {_MOST_FILES} files: init read the first {_MOST_FILES}."] if cut else []
     wsgi = find_wsgi({p: t for p, t in texts.items() if p.endswith(".py")})
     python = app_venv_python(root)
+    committed = python is not None and _committed(root, python.parent.parent.name)
+    if python and committed:
+        notes.append(f"the repository commits {python.parent.parent.name}/: its bin/python is the repository's program, "
+                     "not a venv you made, so init did not run it: Flask's routes were read from the source (a deploy "
+                     f"refuses a committed venv; make your own, git-ignored, for init to read the url_map). {_SOURCE_MISSES}")
+        python = None
     read = RoutesRead(routes_from_source(texts), "the source")
     if python and wsgi.value:
         routes, how = url_map_routes(python, root, wsgi.value)
@@ -484,7 +490,7 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
             read = RoutesRead(routes, how)
         else:
             notes.append(f"Flask's routes were read from the source instead: {how}. {_SOURCE_MISSES}")
-    elif not python:
+    elif not python and not committed:
         notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
                      f"{_SOURCE_MISSES}")
     keys = {k.name: k for k in KEYS}
@@ -502,6 +508,12 @@ def _found_notes(found: Mapping[str, Found]) -> list[str]:
     lines = [f"  {key:<{width}} = {f.value if f.value is not None else '(nothing found)'}    # {f.how}"
              for key, f in found.items()]
     return ["read from the app, written into " + SETTINGS_FILE + " (check each line):\n" + "\n".join(lines)]
+
+
+def _committed(root: Path, folder: str) -> bool:
+    """Whether git tracks a file under `folder` of the app (a venv the repository brought, not one made here)."""
+    found = subprocess.run(["git", "-C", str(root), "ls-files", "--", folder], capture_output=True, text=True)
+    return found.returncode == 0 and bool(found.stdout.strip())
 
 
 def _in_git_checkout(root: Path) -> bool:

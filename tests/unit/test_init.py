@@ -631,3 +631,18 @@ def test_nothing_an_app_s_source_holds_becomes_a_settings_line_of_its_own(tmp_pa
     assert read["HEALTH_PY"] == "" and "\n" not in read["ROUTES"]  # what settings would refuse is not written
     s = load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path / "app"), overrides={"HEALTH_PY": "/"})
     assert s.routes == (("/", "python"), ("/chat", "nodejs"))
+
+
+def test_a_venv_the_repository_commits_is_not_run(tmp_path: Path) -> None:
+    # A clone of someone's repository holding .venv/ of its own: its bin/python (a script, or a real Python with a
+    # .pth file beside) is the repository's program, not a venv the user made. init reads such an app from its source
+    # (no code of it runs); a deploy refuses the committed venv anyway.
+    root = write_app(tmp_path / "app", {**FIRSTDAY, ".venv/pyvenv.cfg": "home = /usr/bin\n",
+                                        ".venv/bin/python": f"#!/bin/sh\ntouch {tmp_path}/ran\nexec {sys.executable} \"$@\"\n"})
+    (root / ".venv/bin/python").chmod(0o755)
+    for argv in (["init", "-q"], ["add", "-f", ".venv"]):
+        subprocess.run(["git", "-C", str(root), *argv], check=True, capture_output=True)
+    _, notes = init_app(root)
+    assert not (tmp_path / "ran").exists()
+    assert any("the repository commits .venv/" in n and "read from the source" in n for n in notes), notes
+    assert not any("no .venv/ or venv/" in n for n in notes), notes
