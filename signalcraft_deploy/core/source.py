@@ -29,7 +29,10 @@ NODE_CODE = ("*.js", "*.mjs", "*.cjs", "*.ts")
 FLASK_SERVED = ("static/", "templates/")
 # The tool's own files, read by the deploy and never by an app (a leading '/': at the top of the app's folder). A change
 # to them reloads nothing by itself; one that changes a rendered config reloads through the configs' digests.
-TOOL_OWN = ("/deploy.env", "/deploy.*.env", "/.github/", "/rendered/")
+# rendered/: only the files `render-configs` writes there (tasks/configs.py rendered_files); an app's own rendered/
+# (pages it pre-renders and serves) is the app's.
+RENDERED = ("gunicorn.conf.py", "ecosystem.config.js", "ecosystem.config.cjs", "nginx-site.conf")
+TOOL_OWN = ("/deploy.env", "/deploy.*.env", "/.github/", *(f"/rendered/{name}" for name in RENDERED))
 # The tool's collection when it is one (`init` writes both; an app's own tasks.py, Celery's say, is its code).
 COLLECTION_FILES = ("fabfile.py", "tasks.py")
 COLLECTION_MARK = "signalcraft_deploy"

@@ -20,6 +20,7 @@ from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.settings import Settings, SettingsError, settings_from_task
 from signalcraft_deploy.host.io import is_remote, target_name
+from signalcraft_deploy.host.lock import held_by, retake_held
 
 # The flags every task shares; tasks merge these into their own help={...}.
 COMMON_HELP = {
@@ -212,7 +213,8 @@ RECONNECT_TRIES, RECONNECT_WITHIN = 3, 20.0
 
 def reconnect(c: Context, tries: int = RECONNECT_TRIES, within: float = RECONNECT_WITHIN) -> str | None:
     """A new connection after the last one was lost (the host keys checked as before: the client keeps them and its
-    policy). None when connected, else why not (the last error)."""
+    policy), holding the deploy lock again if the lost one held it. None when done, else why not (the last error, or
+    why the lock could not be taken again)."""
     if not is_remote(c):
         return None
     import paramiko
@@ -227,10 +229,12 @@ def reconnect(c: Context, tries: int = RECONNECT_TRIES, within: float = RECONNEC
             pass
         try:
             _connect(c)
-            return None
         except (OSError, EOFError, paramiko.SSHException) as err:
             why = str(err) or type(err).__name__
-    return why
+            continue
+        return retake_held(c)  # an undo runs under the deploy lock, as the steps it undoes did
+    lock = "; the host frees the deploy lock once it sees the connection closed" if held_by(c) else ""
+    return f"connecting again failed ({why}){lock}"
 
 
 def _connect(c: Context) -> None:

@@ -16,12 +16,15 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from invoke.exceptions import Exit
+
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import ConnectionLost, HeldCommand, fail, q, run, target_name
 
 BUSY = 75
+RETAKE_WAIT = 10  # seconds a reconnect waits for the deploy lock its lost session held
 
 
 def who() -> dict[str, str]:
@@ -78,11 +81,12 @@ class DeployLock:
 
     def __init__(self, c: Any, s: Settings, info: dict[str, Any], wait: int, say: Any, warn: Any, then: str = ""):
         self.held = HeldCommand(c, lock_script(s, info, wait, then))
-        self.c, self.s, self.say, self.warn, self.wait = c, s, say, warn, wait
+        self.c, self.s, self.say, self.warn, self.wait, self.info = c, s, say, warn, wait, info
+        self.holder = ""
 
     def __enter__(self) -> DeployLock:
         self.held.start()
-        holder = ""
+        holder = self.holder = ""
         while True:
             line = self.held.readline()
             if not line:
@@ -94,9 +98,10 @@ class DeployLock:
                            "the lock command ended early (is flock installed and the deploy root writable?).")
             line = line.strip()
             if line == "LOCKED":
+                _HELD[id(self.c)] = self
                 return self
             if line == "HELD":
-                holder = self.held.readline().strip()
+                holder = self.holder = self.held.readline().strip()
                 if self.wait > 0:
                     self.say(f"Another deploy holds the lock: {describe_holder(holder)}; waiting up to {self.wait}s...")
             elif line == "BUSY":
@@ -123,7 +128,54 @@ class DeployLock:
             lines.append(line)
 
     def __exit__(self, *exc: Any) -> None:
+        if _HELD.get(id(self.c)) is self:
+            del _HELD[id(self.c)]
         self.held.release()
+
+    def retake(self) -> str | None:
+        """After the connection was lost and made again: the lock once more, at once, on the new connection, so that
+        the undo runs under it; else why not (another deploy took it as the host saw the drop, or the lost session
+        still holds it: the host has not seen the drop)."""
+        self.held.release()  # the lost channel's: nothing to do on the host
+        # Waiting a moment: the host ends the lost session's lock command just after it sees the connection close.
+        self.held, self.wait = HeldCommand(self.c, lock_script(self.s, self.info, RETAKE_WAIT, "")), RETAKE_WAIT
+        (warn, say), self.warn, self.say = (self.warn, self.say), (lambda text: None), (lambda text: None)
+        try:
+            self.__enter__()
+        except ConnectionLost:
+            return "the connection was lost again while the deploy lock was taken"
+        except Exit:
+            if _written_by(self.holder, self.info):
+                return ("this run's lost session still holds the deploy lock on the host (the host has not seen the "
+                        "connection close; it frees the lock once it does, or run `unlock --force`)")
+            return (f"another deploy took the deploy lock as the connection dropped ({describe_holder(self.holder)}): "
+                    "undoing beside it would undo its steps too")
+        finally:
+            self.warn, self.say = warn, say
+        return None
+
+
+# The lock each connection holds (by the connection's id), so that a reconnect takes it again.
+_HELD: dict[int, DeployLock] = {}
+
+
+def retake_held(c: Any) -> str | None:
+    """After a reconnect: the lock `c` held, taken again (None: taken, or none was held); else why not."""
+    held = _HELD.get(id(c))
+    return held.retake() if held is not None else None
+
+
+def held_by(c: Any) -> bool:
+    return id(c) in _HELD
+
+
+def _written_by(raw: str, info: dict[str, Any]) -> bool:
+    """Whether the holder's lock.json is the one `info` wrote (this very run's)."""
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(found, dict) and {k: found.get(k) for k in info} == json.loads(json.dumps(info))
 
 
 def task_lock(c: Any, s: Settings, event: str) -> DeployLock:

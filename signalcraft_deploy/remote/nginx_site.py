@@ -228,7 +228,7 @@ def _apps(d: Dict[str, Any]) -> List[str]:
 
 def _proxy(d: Dict[str, Any], app: str, prefix: str) -> List[str]:
     """A location's body for `app` under `prefix` (ROUTES): Host with its port, the prefix stripped for Node.js and
-    named in X-Forwarded-Prefix for an app mounted under it."""
+    named in X-Forwarded-Prefix for an app mounted under it (and no client's X-Forwarded-Prefix or SCRIPT_NAME)."""
     up, node = d["upstream"], app == "nodejs"
     mounted = [prefix, app, "mount"] in d["table"]
     lines = [f"        rewrite {routes_regex(['^' + prefix])}/?(.*)$ /$1 break;"] if node and mounted else []
@@ -236,8 +236,11 @@ def _proxy(d: Dict[str, Any], app: str, prefix: str) -> List[str]:
               f"        proxy_set_header Host ${up}_host;", "        proxy_set_header X-Real-IP $remote_addr;",
               "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
               "        proxy_set_header X-Forwarded-Proto $scheme;"]
-    if mounted:
-        lines.append(f"        proxy_set_header X-Forwarded-Prefix {prefix};")
+    # Set in every location, mounted or not: a client's own X-Forwarded-Prefix (or SCRIPT_NAME, which Gunicorn takes
+    # from Nginx) never reaches an app; "" sends none.
+    lines.append("        proxy_set_header X-Forwarded-Prefix " + (prefix if mounted else '""') + ";")
+    if not node:
+        lines.append('        proxy_set_header SCRIPT_NAME "";')
     if node:
         lines += ["        proxy_set_header Upgrade $http_upgrade;", f"        proxy_set_header Connection ${up}_conn;"]
     return lines

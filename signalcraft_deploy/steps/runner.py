@@ -182,8 +182,8 @@ def connection_lost(state: S, done: list[Step[S]], lost: ConnectionLost, step: S
     pending = [s.name for s in to_undo(done, step) if s.undo is not None]
     left = (f"Not undone: {', '.join(pending)}." if pending else "Nothing needed undoing: no step before it had changed "
             "the host.")
-    message = (f"{cut} Connecting again failed ({why}). {left} The deploy lock was released with the connection. "
-               f"The next {event} converges: once the host is reachable, run `{state.again()}` (with the same flags).")
+    message = (f"{cut} It could not be undone: {why[:1].upper() + why[1:]}. {left} The next {event} converges: once the "
+               f"host is reachable and its deploy lock free, run `{state.again()}` (with the same flags).")
     done.clear()  # as abandon does: a fleet that gives this host up later finds nothing left to undo
     return Failure(step.name, Exit(state.mask(message)), Outcome.LOST)
 

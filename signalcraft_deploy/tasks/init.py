@@ -17,14 +17,17 @@ and is committed; fabfile.py and tasks.py point ENV_FILE at it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +48,7 @@ from signalcraft_deploy.core.discover import (
     routes_from_url_map,
 )
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
-from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Key
+from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Invalid, Key
 from signalcraft_deploy.tasks.freeze import write_atomically
 
 SETTINGS_FILE = "deploy.env"
@@ -90,6 +93,24 @@ def _key_lines(key: Key, active: bool) -> list[str]:
     notes += "; secret: better in an environment variable" if key.secret else ""
     line = f"{key.name}={env_value(key.default)}"
     return [f"# {key.help}{notes}", line if active else f"# {line}", ""]
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of printable characters: the app's file names and rules may hold line breaks (a line of
+    deploy.env of their own) or terminal escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def accepted(key: Key, found: Found) -> Found:
+    """`found`, or nothing found when its value is not one the key takes: a value settings would refuse on the first
+    deploy is not written (nor one that reads back as another, such as a line break)."""
+    if not found.value:
+        return Found(found.value, one_line(found.how))
+    try:
+        key.parse(found.value, Path("."))
+    except Invalid as err:
+        return Found(None, one_line(f"{found.how}; what was found ({found.value!r}) is not {err.expected}: set it"))
+    return Found(found.value, one_line(found.how))
 
 
 def _found_lines(key: Key, found: Found) -> list[str]:
@@ -408,20 +429,38 @@ def app_venv_python(root: Path) -> Path | None:
     return None
 
 
+def _run_alone(argv: list[str], program: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the app's Python in a process group of its own, at most URL_MAP_TIMEOUT s; then every process of the group
+    is killed. Its output goes to files, not pipes: a process the app starts while it loads (a scheduler, a server)
+    keeps a pipe open after the import ends, and init would wait out the limit, then leave it running."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=cwd, env=env,
+                                start_new_session=True)
+        try:
+            proc.communicate(program.encode(), timeout=URL_MAP_TIMEOUT)
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, proc.returncode, out.read().decode("utf-8", "replace"),
+                                           err.read().decode("utf-8", "replace"))
+
+
 def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route] | None, str]:
     """The app's url_map as its venv's Python imports it (cwd the app's folder, a bare environment: no secrets,
     no FLASK_* or settings; at most URL_MAP_TIMEOUT s), or None and why not."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8"}
     venv = python.parent.parent.name
     try:
-        done = subprocess.run([str(python), "-I", "-B", "-", wsgi_app], input=remote.program("url_map"), cwd=root, env=env,
-                              capture_output=True, text=True, timeout=URL_MAP_TIMEOUT)
+        done = _run_alone([str(python), "-I", "-B", "-", wsgi_app], remote.program("url_map"), root, env)
     except subprocess.TimeoutExpired:
         return None, f"importing {wsgi_app} with {venv}/bin/python took over {URL_MAP_TIMEOUT} s"
     except OSError as err:
         return None, f"{venv}/bin/python could not run ({err.strerror})"
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        said = one_line((done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1])
         return None, f"{venv}/bin/python could not load {wsgi_app}: {said}"
     try:
         return routes_from_url_map(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""), \
@@ -436,6 +475,12 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
     notes = [f"{root} holds over {_MOST_FILES} files: init read the first {_MOST_FILES}."] if cut else []
     wsgi = find_wsgi({p: t for p, t in texts.items() if p.endswith(".py")})
     python = app_venv_python(root)
+    committed = python is not None and _committed(root, python.parent.parent.name)
+    if python and committed:
+        notes.append(f"the repository commits {python.parent.parent.name}/: its bin/python is the repository's program, "
+                     "not a venv you made, so init did not run it: Flask's routes were read from the source (a deploy "
+                     f"refuses a committed venv; make your own, git-ignored, for init to read the url_map). {_SOURCE_MISSES}")
+        python = None
     read = RoutesRead(routes_from_source(texts), "the source")
     if python and wsgi.value:
         routes, how = url_map_routes(python, root, wsgi.value)
@@ -445,10 +490,11 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
             read = RoutesRead(routes, how)
         else:
             notes.append(f"Flask's routes were read from the source instead: {how}. {_SOURCE_MISSES}")
-    elif not python:
+    elif not python and not committed:
         notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
                      f"{_SOURCE_MISSES}")
-    found = findings(root.resolve().name, paths, texts, read)
+    keys = {k.name: k for k in KEYS}
+    found = {name: accepted(keys[name], f) for name, f in findings(root.resolve().name, paths, texts, read).items()}
     node_prefix = found["HEALTH_NODE"].value
     if node_prefix and node_prefix != "/" and '"socket.io"' in texts.get("package.json", ""):
         notes.append(f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default: give the client "
@@ -462,6 +508,12 @@ def _found_notes(found: Mapping[str, Found]) -> list[str]:
     lines = [f"  {key:<{width}} = {f.value if f.value is not None else '(nothing found)'}    # {f.how}"
              for key, f in found.items()]
     return ["read from the app, written into " + SETTINGS_FILE + " (check each line):\n" + "\n".join(lines)]
+
+
+def _committed(root: Path, folder: str) -> bool:
+    """Whether git tracks a file under `folder` of the app (a venv the repository brought, not one made here)."""
+    found = subprocess.run(["git", "-C", str(root), "ls-files", "--", folder], capture_output=True, text=True)
+    return found.returncode == 0 and bool(found.stdout.strip())
 
 
 def _in_git_checkout(root: Path) -> bool:

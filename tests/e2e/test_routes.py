@@ -125,7 +125,7 @@ def test_a_rollback_after_a_route_change_serves_the_old_routes(sandbox, first_da
     assert (where["script_root"], where["jobs_url"], where["path"]) == ("/app", "/app/jobs/", "/where")
     status, headers, _ = ask("/app/go-to-jobs")
     assert status == 302 and headers["Location"] in ("/app/jobs/", f"http://127.0.0.1:{PORT}/app/jobs/")
-    node = ask_json("/chat/x")
+    node = ask_json("/chat/x", {"X-Forwarded-Prefix": "//evil.example"})  # a client's own: Nginx sends none unmounted
     assert (node["app"], node["path"], node["prefix"]) == ("nodejs", "/chat/x", "")
     assert site_id() != first_site
 

@@ -31,7 +31,9 @@ BOTH = {"python", "nodejs"}
     ("app.jsx.bak", BOTH),
     # The tool's own files reach no app; only at the top of the app's folder.
     ("deploy.env", set()), ("deploy.staging.env", set()), (".github/workflows/auto-deploy.yml", set()),
-    ("rendered/ecosystem.config.js", set()),
+    ("rendered/ecosystem.config.js", set()), ("rendered/gunicorn.conf.py", set()), ("rendered/nginx-site.conf", set()),
+    # ... but an app's own rendered/ (pages it pre-renders and serves): what render-configs writes there is the tool's.
+    ("rendered/index.html", BOTH), ("rendered/about/index.html", BOTH),
     # fabfile.py and tasks.py are the tool's only when they are its collection (tool_collection): else Python's.
     ("fabfile.py", {"python"}), ("tasks.py", {"python"}),
     ("worker/tasks.py", {"python"}), ("sub/deploy.env", BOTH), ("deploy.envrc", BOTH),
@@ -217,3 +219,11 @@ def test_fabfile_and_tasks_are_the_tools_only_when_they_import_it(tmp_path: Path
     assert readers("tasks.py", tool=tool_files(s)) == {"python"}  # the app's own Celery tasks: its code
     assert readers("worker/fabfile.py", tool=tool_files(s)) == {"python"}  # only at the top of the app's folder
     assert tool_collection({}.get) == ()
+
+
+def test_the_tool_s_own_rendered_files_are_the_ones_render_configs_writes(load) -> None:
+    from signalcraft_deploy.core.source import RENDERED
+    from signalcraft_deploy.tasks.configs import rendered_files
+
+    s = load({})
+    assert set(rendered_files(s, "flask\n")) | set(rendered_files(s, "flask\n", esm=True)) == set(RENDERED)

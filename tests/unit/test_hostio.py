@@ -223,4 +223,4 @@ def test_reconnect_tries_again_and_says_why_it_could_not(mocker) -> None:
     c = Connection("ubuntu@web1")
     assert connect.reconnect(c) is None and made.call_count == 2
     made.side_effect = OSError("No route to host")
-    assert connect.reconnect(c) == "No route to host" and made.call_count == 2 + connect.RECONNECT_TRIES
+    assert connect.reconnect(c) == "connecting again failed (No route to host)" and made.call_count == 2 + connect.RECONNECT_TRIES

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -538,6 +539,38 @@ def test_an_app_that_hangs_on_import_is_stopped(tmp_path: Path, monkeypatch: pyt
     assert routes is None and how.endswith("took over 1 s")
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs, after the few moments a SIGKILL sent to it takes to end it (10 s at most)."""
+    for _ in range(100):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        except OSError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_what_the_app_starts_while_it_loads_does_not_outlive_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An app that starts a process while it is imported (a scheduler, a dev server, a worker): the process kept
+    # the output pipe open, so init waited out the whole time limit, read no routes, and left it running.
+    write_app(tmp_path, {"app.py": "import subprocess, sys\n"
+                                   "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+                                   "open('child.pid', 'w').write(str(child.pid))\n"
+                                   "class Rule:\n    rule, methods, endpoint = '/healthz', {'GET'}, 'health'\n"
+                                   "class Map:\n    def iter_rules(self):\n        return [Rule()]\n"
+                                   "class App:\n    url_map = Map()\napp = App()\n"})
+    monkeypatch.setattr(init_module, "URL_MAP_TIMEOUT", 5)
+    try:
+        routes, how = init_module.url_map_routes(Path(sys.executable), tmp_path, "app:app")
+        pid = int((tmp_path / "child.pid").read_text())
+        assert routes is not None and [r.rule for r in routes] == ["/healthz"], how
+        assert not _running(pid)
+    finally:
+        if (tmp_path / "child.pid").exists() and _running(int((tmp_path / "child.pid").read_text())):
+            os.kill(int((tmp_path / "child.pid").read_text()), 9)
+
+
 def test_a_second_init_does_not_run_the_app_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_app(tmp_path, FIRSTDAY)
     init_app(tmp_path)
@@ -571,3 +604,45 @@ def test_socket_io_under_a_prefix_gets_a_note_on_its_client_s_path(tmp_path: Pat
     write_app(tmp_path, {**EXPRESS, "package.json": '{"main": "chat", "dependencies": {"socket.io": "^4"}}'})
     _, notes = init_module.read_app(tmp_path)
     assert "give the client path: '/chat/socket.io' (the server keeps /socket.io" in " ".join(notes)
+
+
+# A repository read by init (from its source: nothing of it runs) whose Flask rule and file name hold line breaks
+# that, written as they are, would be deploy.env lines of their own: settings the user never chose.
+HOSTILE = {
+    "app.py": "from flask import Flask\napp = Flask(__name__)\n\n\n@app.get('/')\ndef index():\n    return 'hi'\n\n\n"
+              "@app.get('/x\\nALLOW_PUBLIC_BIND=true\\n/healthz')\ndef health():\n    return 'ok'\n\n\n"
+              "@app.get('/a#b/\\x1b[2Jc')\ndef other():\n    return 'x'\n",
+    "package.json": '{"main": "index.js"}',
+    "index.js": "",
+    "x\nGUNICORN_BIND=0.0.0.0:8000\n\x1b[2J.js": "app.use('/chat', router)\n",
+}
+
+
+def test_nothing_an_app_s_source_holds_becomes_a_settings_line_of_its_own(tmp_path: Path) -> None:
+    from dotenv import dotenv_values
+
+    write_app(tmp_path / "app", HOSTILE)
+    _, notes = init_app(tmp_path / "app")
+    text = (tmp_path / "app" / SETTINGS_FILE).read_text()
+    assert not re.search(r"^(ALLOW_PUBLIC_BIND|GUNICORN_BIND=0\.0\.0\.0)", text, re.M)
+    assert "\x1b" not in text and not any("\x1b" in note for note in notes)  # no terminal escapes shown either
+    read = dotenv_values(tmp_path / "app" / SETTINGS_FILE)
+    assert read.get("ALLOW_PUBLIC_BIND") is None and read["GUNICORN_BIND"] == "127.0.0.1:8001"
+    assert read["HEALTH_PY"] == "" and "\n" not in read["ROUTES"]  # what settings would refuse is not written
+    s = load_settings(env_file=SETTINGS_FILE, environ={}, cwd=str(tmp_path / "app"), overrides={"HEALTH_PY": "/"})
+    assert s.routes == (("/", "python"), ("/chat", "nodejs"))
+
+
+def test_a_venv_the_repository_commits_is_not_run(tmp_path: Path) -> None:
+    # A clone of someone's repository holding .venv/ of its own: its bin/python (a script, or a real Python with a
+    # .pth file beside) is the repository's program, not a venv the user made. init reads such an app from its source
+    # (no code of it runs); a deploy refuses the committed venv anyway.
+    root = write_app(tmp_path / "app", {**FIRSTDAY, ".venv/pyvenv.cfg": "home = /usr/bin\n",
+                                        ".venv/bin/python": f"#!/bin/sh\ntouch {tmp_path}/ran\nexec {sys.executable} \"$@\"\n"})
+    (root / ".venv/bin/python").chmod(0o755)
+    for argv in (["init", "-q"], ["add", "-f", ".venv"]):
+        subprocess.run(["git", "-C", str(root), *argv], check=True, capture_output=True)
+    _, notes = init_app(root)
+    assert not (tmp_path / "ran").exists()
+    assert any("the repository commits .venv/" in n and "read from the source" in n for n in notes), notes
+    assert not any("no .venv/ or venv/" in n for n in notes), notes

@@ -96,7 +96,7 @@ def test_without_mounts_every_app_gets_the_path_as_the_client_sent_it(load, tmp_
               "HEALTH_NODE": "/chat/h"})
     assert s.python_mount is None and "raw_env" not in _conf_values(core_render.render_gunicorn_conf(s))
     site = core_render.render_nginx_site(s)
-    assert "rewrite" not in site and "X-Forwarded-Prefix" not in site
+    assert "rewrite" not in site and "X-Forwarded-Prefix /" not in site
     locations = _locations(site, tmp_path)
     assert [_served_by(locations, uri) for uri in ("/api/x", "/chat/x", "/x")] == \
         [("python", "/api/x"), ("nodejs", "/chat/x"), ("nodejs", "/x")]
@@ -166,6 +166,25 @@ def _served_by(locations: list[tuple[list[str], list[dict[str, Any]]]], uri: str
         if d["directive"] == "rewrite":
             uri = re.sub(d["args"][0].replace("$1", r"\1"), d["args"][1].replace("$1", r"\1"), uri)
     return upstream, uri
+
+
+@pytest.mark.parametrize("values", [FLASK_ON_ROOT, {**FLASK_ON_ROOT, "MOUNTS": ""},
+                                    {"ROUTES": "/app=python,/=nodejs", "MOUNTS": "/app", "HEALTH_PY": "/app/healthz"}])
+def test_no_client_sent_prefix_reaches_an_app(load, tmp_path, values) -> None:
+    # The apps are told X-Forwarded-Prefix names their mount (an app honouring it, e.g. ProxyFix(x_prefix=1), builds
+    # its links and redirects from it): a client's own X-Forwarded-Prefix: //evil.example, passed through where
+    # nothing is mounted, would make those links and redirects its own. Gunicorn trusts a SCRIPT_NAME header from
+    # Nginx (forwarder_headers), which passes one when any server on the address has underscores_in_headers on.
+    s = load(values)
+    for args, block in _locations(core_render.render_nginx_site(s), tmp_path):
+        if not any(d["directive"] == "proxy_pass" for d in block):
+            continue
+        headers = {d["args"][0]: d["args"][1] for d in block if d["directive"] == "proxy_set_header"}
+        mounted = args[0] == "~" and any(args[1] == nginx_site.prefix_regex(p) for p in s.mounts or ())
+        assert headers.get("X-Forwarded-Prefix") == (next(p for p in s.mounts if args[1] == nginx_site.prefix_regex(p))
+                                                     if mounted else ""), args
+        python = next(d["args"][0] for d in block if d["directive"] == "proxy_pass").endswith("_python")
+        assert headers.get("SCRIPT_NAME") == ("" if python else None), args
 
 
 def test_flask_on_root_and_node_under_chat(load, tmp_path) -> None:

@@ -173,15 +173,17 @@ def test_a_lost_connection_connects_again_undoes_as_any_failure_and_names_the_st
 
 def test_a_lost_connection_that_cannot_be_made_again_undoes_nothing_and_names_what_is_left(remote):
     remote.expect_sessions(session("do 0", "do 1", "do 2"))
-    st = State(Connection("host"), reconnected=["No route to host"])
+    st = State(Connection("host"), reconnected=["connecting again failed (No route to host); the host frees the deploy "
+                                                "lock once it sees the connection closed"])
     with pytest.raises(Failure) as caught:
         run_steps(st, [step(0), Step("step 1", do=step(1).do), step(2, commits=True), cut(3), step(4)])
     failure = caught.value
     assert failure.outcome is Outcome.LOST and failure.undone == [] and st.audits == []  # nothing reaches the host
     assert failure.message == (
-        "The SSH connection to ubuntu@web1:22 was lost during step 3 (0s in). Connecting again failed (No route to host). "
-        "Not undone: step 2, step 0. The deploy lock was released with the connection. The next deploy converges: "
-        "once the host is reachable, run `fab -H ubuntu@web1:22 deploy` (with the same flags).")
+        "The SSH connection to ubuntu@web1:22 was lost during step 3 (0s in). It could not be undone: Connecting again "
+        "failed (No route to host); the host frees the deploy lock once it sees the connection closed. Not undone: "
+        "step 2, step 0. The next deploy converges: once the host is reachable and its deploy lock free, run "
+        "`fab -H ubuntu@web1:22 deploy` (with the same flags).")
 
 
 def test_a_connection_lost_again_while_undoing_is_a_note_and_the_other_undos_still_run(remote):
