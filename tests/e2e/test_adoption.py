@@ -360,6 +360,7 @@ def test_init_reads_the_first_day_app_and_its_workflow_deploys_it_from_a_clean_c
     said = run_workflow(checkout / WORKFLOW, checkout, tmp_path / "ci-python/bin/python", secrets, FIRSTDAY.settings(),
                         tmp_path / "home")
     deployed = said[-1]
+    print("the workflow's deploy step:\n" + deployed)
     assert "tok-4412" not in "".join(said)
     sha = app.git("rev-parse", "HEAD").strip()
     assert f"(commit {sha[:12]})" in deployed, deployed
