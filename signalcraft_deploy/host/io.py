@@ -86,9 +86,20 @@ class ConnectionLost(Exit):
     or a command was about to be sent over a connection that had died. Not a result of the command: what it did on
     the host is not known, and every later command would fail the same way until a new connection is made."""
 
-    def __init__(self, where: str):
-        super().__init__(f"The SSH connection to {where} was lost. Run the task again once the host is reachable.")
-        self.where = where
+    def __init__(self, where: str, cause: str = ""):
+        self.where, self.cause = where, cause
+        super().__init__(f"The SSH connection to {where} was lost{self.why}. Run the task again once the host is reachable.")
+
+    @property
+    def why(self) -> str:
+        """What the SSH library saw end the connection, as ' (cause)', or '' when it saw nothing."""
+        return f" ({self.cause})" if self.cause else ""
+
+
+def lost_cause(transport: Any) -> str:
+    """What ended a dead SSH transport, as paramiko recorded it (a reset, an EOF, a protocol error), or ''."""
+    exc = getattr(transport, "saved_exception", None)
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")[:200] if exc is not None else ""
 
 
 # How long paramiko may take between closing a dead transport's channels and marking the transport inactive.
@@ -162,7 +173,7 @@ def open_channel(c: Context, timeout: float | None = None) -> Any:
 
 def _open_session(c: Context, timeout: float | None) -> Any:
     if connection_gone(c):  # never opened again behind the caller's back: the deploy lock went with the connection
-        raise ConnectionLost(target_name(c))
+        raise ConnectionLost(target_name(c), lost_cause(c.transport))
     c.open()
     return c.transport.open_session(timeout=timeout) if timeout else c.transport.open_session()
 
@@ -313,7 +324,7 @@ def _collect(chan: Any, on_line: Callable[[str], None] | None = None, where: str
     code = chan.recv_exit_status()
     chan.close()
     if code == -1 and _lost_under(chan):
-        raise ConnectionLost(where)
+        raise ConnectionLost(where, lost_cause(getattr(chan, "transport", None)))
     return b"".join(out_chunks).decode("utf-8", "replace"), b"".join(err_chunks).decode("utf-8", "replace"), code
 
 
@@ -418,7 +429,7 @@ def upload(c: Context, local_path: str, remote_path: str) -> None:
             shutil.copyfile(local_path, remote_path)
     except (OSError, EOFError, _ssh_error()) as err:  # paramiko reports a short write (disk full) as OSError too
         if connection_gone(c):
-            raise ConnectionLost(target_name(c)) from None
+            raise ConnectionLost(target_name(c), lost_cause(c.transport)) from None
         if not isinstance(err, OSError):
             raise
         run(c, f"rm -f {q(remote_path)}", warn=True)

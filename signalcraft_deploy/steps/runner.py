@@ -165,7 +165,7 @@ def connection_lost(state: S, done: list[Step[S]], lost: ConnectionLost, step: S
                     after_undo: Callable[[S, Outcome], list[str]] | None = None) -> Failure:
     """The connection died during `step`: connect again and undo as for any failure, or, if that cannot be done,
     leave everything as it is; either way one message naming the step, what was undone or not, and what to run."""
-    cut = f"The SSH connection to {lost.where} was lost during {step.name} ({seconds:.0f}s in)."
+    cut = f"The SSH connection to {lost.where} was lost{lost.why} during {step.name} ({seconds:.0f}s in)."
     event = str(state.record.get("event") or "deploy")
     why = state.reconnect()
     if why is None:
@@ -196,7 +196,7 @@ def lost_outside_steps(lost: ConnectionLost, rep: Reporter, again: str, event: s
         where = f"during {last.name} ({last.seconds:.0f}s in), before the {event} changed anything on the host"
     else:
         where = f"after the {event}'s last step; it was done, but its audit record may be missing"
-    return (f"The SSH connection to {lost.where} was lost {where}. The next {event} converges: run `{again}` "
+    return (f"The SSH connection to {lost.where} was lost{lost.why} {where}. The next {event} converges: run `{again}` "
             "(with the same flags).")
 
 

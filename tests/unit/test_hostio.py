@@ -224,3 +224,22 @@ def test_reconnect_tries_again_and_says_why_it_could_not(mocker) -> None:
     assert connect.reconnect(c) is None and made.call_count == 2
     made.side_effect = OSError("No route to host")
     assert connect.reconnect(c) == "connecting again failed (No route to host)" and made.call_count == 2 + connect.RECONNECT_TRIES
+
+
+def test_a_lost_connection_says_what_ended_it_when_the_ssh_library_saw_it(mocker) -> None:
+    from fabric import Connection
+
+    from signalcraft_deploy.host.io import ConnectionLost, open_channel
+
+    mocker.patch.object(Connection, "open")
+    c = Connection("ubuntu@web1", port=2222)
+    c.transport = Transport(active=False)
+    c.transport.saved_exception = ConnectionResetError(104, "Connection reset by peer")  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionLost) as lost:
+        open_channel(c)
+    assert lost.value.cause == "ConnectionResetError: [Errno 104] Connection reset by peer"
+    assert "was lost (ConnectionResetError: [Errno 104] Connection reset by peer)." in str(lost.value.message)
+    c.transport.saved_exception = None  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionLost) as quiet:  # nothing recorded: nothing made up
+        open_channel(c)
+    assert quiet.value.why == "" and "was lost. Run the task again" in str(quiet.value.message)
