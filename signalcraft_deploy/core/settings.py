@@ -360,11 +360,11 @@ def _show_table(table: Table) -> str:
 
 def route_owner(path: str, table: Table) -> str:
     """The app Nginx sends `path` to: the owner of the longest prefix that holds it."""
-    held = [(prefix, app) for prefix, app in table if prefix == "/" or path == prefix or path.startswith(prefix + "/")]
-    return max(held, key=lambda pair: len(pair[0]))[1]
+    return dict(table)[_owning_prefix(path, table)]
 
 
 def _owning_prefix(path: str, table: Table) -> str:
+    """The longest prefix of the table that holds `path` ('/' holds every path)."""
     return max((p for p, _ in table if p == "/" or path == p or path.startswith(p + "/")), key=len)
 
 
