@@ -194,26 +194,26 @@ def refused_purge(s: Settings, done: Any, changed: str) -> Exit | None:
     return None
 
 
-def check_purge(r: RemoveRun) -> str:
-    """Before anything changes: a DEPLOY_ROOT --purge would refuse stops the whole removal."""
-    done = run(r.c, purge_guard(r.s), warn=True)
-    refusal = refused_purge(r.s, done, "Nothing was changed.")
+def run_purge_script(r: RemoveRun, command: str, changed: str, doing: str, after: str) -> None:
+    """Run the guard or the purge: its refusal, or any other failure ("Could not <doing> DEPLOY_ROOT ...<after>")."""
+    done = run(r.c, command, warn=True)
+    refusal = refused_purge(r.s, done, changed)
     if refusal is not None:
         raise refusal
     if not done.ok:
-        raise fail(f"Could not read DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}. "
-                   "Nothing was changed.")
+        raise fail(f"Could not {doing} DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}{after}")
+
+
+def check_purge(r: RemoveRun) -> str:
+    """Before anything changes: a DEPLOY_ROOT --purge would refuse stops the whole removal."""
+    run_purge_script(r, purge_guard(r.s), "Nothing was changed.", "read", ". Nothing was changed.")
     return f"{r.s.deploy_root} holds only what deploys made"
 
 
 def purge(r: RemoveRun) -> str:
-    done = run(r.c, purge_command(r.c, r.s), warn=True)
-    refusal = refused_purge(r.s, done, "The apps, their site and PM2 entries are gone already.")
-    if refusal is not None:
-        raise refusal
-    if not done.ok:
-        raise fail(f"Could not delete DEPLOY_ROOT {r.s.deploy_root}: {(done.stderr or done.stdout).strip()[-400:]}\n"
-                   "The apps, their site and PM2 entries are gone already; fix what is named and run remove --purge again.")
+    gone = "The apps, their site and PM2 entries are gone already"
+    run_purge_script(r, purge_command(r.c, r.s), f"{gone}.", "delete",
+                     f"\n{gone}; fix what is named and run remove --purge again.")
     r.purged = True
     return f"{r.s.deploy_root} deleted (releases, venvs, node_modules, shared/, the audit log)"
 
