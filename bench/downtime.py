@@ -17,19 +17,20 @@ WHEELS=local` (in its settings file) and counts failed / total requests:
   to that state (measured too, the extra row "takeover rollback"), then removed.
 
 The kinds takeover-loopback and takeover-https (issue 13: a site on `listen 127.0.0.1:<port>`) are
-only measured when the sandbox host is this machine (loopback): on an isolated test host that address
-is the host's own, which the load from this machine cannot reach, so they are refused there and are not
-among the default kinds.
+only measured when the sandbox host is this machine (loopback): on an isolated test host that
+address is the host's own, which the load from this machine cannot reach, so they are refused there
+and are not among the default kinds.
 
 A broken commit must end the deploy with a non-zero exit and leave the previous release answering;
 it is then reverted (a new commit restoring the good code, deployed but not counted).
 
 In the same run, the same kinds are measured for the plan's own method (`git pull && npm install &&
-pip install -r requirements.txt && (pm2 reload ecosystem.config.js --env production || pm2 start ...)`)
-on a separate app directory on the same host that the tool does not manage: the baseline. Its pip and
-npm (and those of the takeover's 'before' state) read a local index (bench.common.BaselineIndex: wheels
-and an npm cache made on this machine, copied to <plan-dir>.index, named in the venv's pip.conf and the
-directory's .npmrc), as on a host with an index mirror of its own; the commands are unchanged.
+pip install -r requirements.txt && (pm2 reload ecosystem.config.js --env production || pm2 start
+...)`) on a separate app directory on the same host that the tool does not manage: the baseline. Its
+pip and npm (and those of the takeover's 'before' state) read a local index
+(bench.common.BaselineIndex: wheels and an npm cache made on this machine, copied to
+<plan-dir>.index, named in the venv's pip.conf and the directory's .npmrc), as on a host with an
+index mirror of its own; the commands are unchanged.
 
     python -m bench.downtime [--runs 3] [--threads 4] [--quick] [--kinds code,takeover,...]
 
@@ -80,11 +81,14 @@ from bench.legacy import bare_pids_script, legacy_site, node_only_ecosystem, sta
 from bench.legacy import site_script as legacy_site_script
 from bench.loadgen import Load, Target
 
-MAX_FAILURES_KEPT = 5000  # per measurement; the load generator itself keeps only its first few samples
+MAX_FAILURES_KEPT = (
+    5000  # per measurement; the load generator itself keeps only its first few samples
+)
 
 
 class TimedLoad(Load):
-    """`Load` that also keeps the moment (seconds since it started) of every failed request, up to a bound."""
+    """`Load` that also keeps the moment (seconds since it started) of every failed request, up to a
+    bound."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,8 +96,13 @@ class TimedLoad(Load):
 
     def _record(self, target: Target, status: int | None, release: str | None, error: str) -> None:
         super()._record(target, status, release, error)
-        if not (status is not None and 200 <= status < 400) and len(self.failure_times) < MAX_FAILURES_KEPT:
-            self.failure_times.append((time.monotonic() - self._started, target.url, error or f"HTTP {status}"))
+        if (
+            not (status is not None and 200 <= status < 400)
+            and len(self.failure_times) < MAX_FAILURES_KEPT
+        ):
+            self.failure_times.append(
+                (time.monotonic() - self._started, target.url, error or f"HTTP {status}")
+            )
 
 
 # ----------------------------------------------------------------------------- kinds of deploy
@@ -117,30 +126,42 @@ KINDS: tuple[Kind, ...] = (
     Kind("node-crash", "Node commit that crashes on start", broken=True),
     Kind("health-500", "commit whose health route returns 500", broken=True),
     Kind("takeover", "takeover: first deploy over a bare python app.py"),
-    # Issue 13: the same 'before' state with the site on 127.0.0.1:<port>, and with an HTTPS server beside it
-    # (a certificate made on the host with openssl); NGINX_LISTEN and SERVER_NAME are left to the old site.
+    # Issue 13: the same 'before' state with the site on 127.0.0.1:<port>, and with an HTTPS server
+    # beside it (a certificate made on the host with openssl); NGINX_LISTEN and SERVER_NAME are left
+    # to the old site.
     Kind("takeover-loopback", "takeover of a site on listen 127.0.0.1:<port>"),
     Kind("takeover-https", "takeover of a site with an HTTPS server"),
 )
 TAKEOVER_SHAPES = {"takeover": "plain", "takeover-loopback": "loopback", "takeover-https": "https"}
-# Kinds whose load goes to the host's own 127.0.0.1: measurable only when the sandbox host is this machine.
+# Kinds whose load goes to the host's own 127.0.0.1: measurable only when the sandbox host is this
+# machine.
 HOST_LOOPBACK_KINDS = ("takeover-loopback", "takeover-https")
-# The local package index of the baseline and of the takeover's 'before' state (the hosts reach no index);
-# set by main() when a kind needs it.
+# The local package index of the baseline and of the takeover's 'before' state (the hosts reach no
+# index); set by main() when a kind needs it.
 BASELINE_INDEX: BaselineIndex | None = None
 
 
 def venv_script() -> str:
-    """Shell, in an app directory: a venv, its pip and the directory's npm pointed at BASELINE_INDEX if there is one."""
+    """Shell, in an app directory: a venv, its pip and the directory's npm pointed at BASELINE_INDEX
+    if there is one."""
     return "python3 -m venv venv" + (f" && {BASELINE_INDEX.script('.')}" if BASELINE_INDEX else "")
+
+
 KIND_BY_KEY = {k.key: k for k in KINDS}  # what --kinds accepts
-TAKEOVER_ROLLBACK = Kind("takeover-rollback", "takeover rollback (to the bare python app.py)")  # a row, measured with takeover
+TAKEOVER_ROLLBACK = Kind(
+    "takeover-rollback", "takeover rollback (to the bare python app.py)"
+)  # a row, measured with takeover
 TITLES = {k.key: k.title for k in (*KINDS, TAKEOVER_ROLLBACK)}
 
-PY_PATH = "/api/ai/bench"  # the Python route under load (not the health route: one kind breaks that)
+PY_PATH = (  # the Python route under load (not the health route: one kind breaks that)
+    "/api/ai/bench"
+)
 EXTRA_ROUTE = "api/extra"  # the Python route the Nginx site change adds and removes
 REQUIREMENT_PINS = ("", "six==1.16.0", "python-dotenv==1.2.2")  # small pure-Python pins, cycled
-PIN_MODULES = {"six==1.16.0": "six", "python-dotenv==1.2.2": "dotenv"}  # what app.py imports to use each pin
+PIN_MODULES = {
+    "six==1.16.0": "six",
+    "python-dotenv==1.2.2": "dotenv",
+}  # what app.py imports to use each pin
 USES_MARK = "  # bench: uses the new requirement"
 LEAD_SECONDS = 1.0  # load runs this long before the deploy starts ...
 TAIL_SECONDS = 1.0  # ... and this long after it returns
@@ -170,7 +191,10 @@ def set_py_version(repo: AppRepo, n: int) -> None:
 
 
 def set_node_version(repo: AppRepo, n: int) -> None:
-    repo.write("server.js", set_line(repo.read("server.js"), r'^const VERSION = ".*";$', f'const VERSION = "{n}";'))
+    repo.write(
+        "server.js",
+        set_line(repo.read("server.js"), r'^const VERSION = ".*";$', f'const VERSION = "{n}";'),
+    )
 
 
 def set_requirements(repo: AppRepo, base: str, index: int) -> None:
@@ -179,7 +203,8 @@ def set_requirements(repo: AppRepo, base: str, index: int) -> None:
 
 
 def set_requirement_import(repo: AppRepo, pin: str | None) -> None:
-    """Make app.py import the module of `pin` (None: import nothing extra), as code needing a new dependency would."""
+    """Make app.py import the module of `pin` (None: import nothing extra), as code needing a new
+    dependency would."""
     lines = [line for line in repo.read("app.py").splitlines() if not line.endswith(USES_MARK)]
     if pin:
         at = lines.index("from flask import Flask, Response, jsonify") + 1
@@ -190,17 +215,36 @@ def set_requirement_import(repo: AppRepo, pin: str | None) -> None:
 def break_commit(repo: AppRepo, kind: Kind) -> None:
     """Make the broken commit of `kind` (the caller keeps the good files to revert to)."""
     if kind.key == "py-import-error":
-        repo.write("app.py", repo.read("app.py") + "\nimport does_not_exist_xyz  # bench: a commit that fails to import\n")
+        repo.write(
+            "app.py",
+            repo.read("app.py")
+            + "\nimport does_not_exist_xyz  # bench: a commit that fails to import\n",
+        )
     elif kind.key == "node-crash":
-        repo.write("server.js", set_line(repo.read("server.js"), r"^'use strict';$",
-                                         "'use strict';\nthrow new Error(\"boom\");  // bench: a commit that crashes on start"))
+        repo.write(
+            "server.js",
+            set_line(
+                repo.read("server.js"),
+                r"^'use strict';$",
+                "'use strict';\nthrow new Error(\"boom\");  // bench: a commit that crashes on"
+                " start",
+            ),
+        )
     elif kind.key == "health-500":
         text = repo.read("app.py")
-        old = '    @app.get("/api/flask/health")\n    def health() -> Response:\n        return jsonify(_health())\n'
+        old = (
+            '    @app.get("/api/flask/health")\n    def health() -> Response:\n        return'
+            " jsonify(_health())\n"
+        )
         if old not in text:
-            raise BenchError("the example app changed: its /api/flask/health route is not where the benchmark expects it")
-        new = ('    @app.get("/api/flask/health")\n    def health() -> Response:\n'
-               '        return Response("bench: broken health route", status=500)  # bench: health answers 500\n')
+            raise BenchError(
+                "the example app changed: its /api/flask/health route is not where the benchmark"
+                " expects it"
+            )
+        new = (
+            '    @app.get("/api/flask/health")\n    def health() -> Response:\n        return'
+            ' Response("bench: broken health route", status=500)  # bench: health answers 500\n'
+        )
         repo.write("app.py", text.replace(old, new))
     else:
         raise ValueError(kind.key)
@@ -222,20 +266,30 @@ class Measurement:
     after: str = ""  # what answered afterwards, in words
     actions: str = ""  # what the deploy did (the tool's reload choices, or where it stopped)
     expected: bool = True  # the tool's deploy behaved as it must (exit code, release answering)
-    zero_target: bool = True  # a failed request counts against the exit status (not for a takeover rollback: no target)
+    # a failed request counts against the exit status (not for a takeover rollback: no target)
+    zero_target: bool = True
     problems: list[str] = field(default_factory=list)
     per_url: dict[str, str] = field(default_factory=dict)
-    failures: list[dict[str, Any]] = field(default_factory=list)  # the first few, with the step then running
+    failures: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # the first few, with the step then running
     failure_windows: list[str] = field(default_factory=list)  # every failure, grouped into bursts
     load_started_wall: str = ""  # UTC wall clock at load start, to line failures up with host logs
-    host_log: str = ""  # PM2 and Gunicorn events on the host during a tool deploy that failed requests
+    host_log: str = (
+        ""  # PM2 and Gunicorn events on the host during a tool deploy that failed requests
+    )
     releases_seen: dict[str, dict[str, int]] = field(default_factory=dict)
     log: str = ""
 
 
 def tool_actions(result: Stamped) -> str:
-    """The tool's reload choices from its output ('py hup, node none, nginx reload'), or the step it stopped at."""
-    steps = [m.groups() for _, line in result.lines if (m := re.match(r"^(ok|FAIL)\s+(.+?)\s+[\d.]+s(\s|$)", line))]
+    """The tool's reload choices from its output ('py hup, node none, nginx reload'), or the step it
+    stopped at."""
+    steps = [
+        m.groups()
+        for _, line in result.lines
+        if (m := re.match(r"^(ok|FAIL)\s+(.+?)\s+[\d.]+s(\s|$)", line))
+    ]
     failed = [name for mark, name, _ in steps if mark == "FAIL"]
     if failed:
         rolled = any(name == "rollback" for _, name, _ in steps)
@@ -260,7 +314,8 @@ def describe_after(py: Answer, node: Answer) -> str:
 
 
 class Method:
-    """One way of deploying (the tool, or the plan's script) with its own app, ports and directories."""
+    """One way of deploying (the tool, or the plan's script) with its own app, ports and
+    directories."""
 
     name = ""
 
@@ -271,7 +326,9 @@ class Method:
         self.variant = Variant()
         self.repo: AppRepo | None = None
         self.base_requirements = ""
-        self.good_files: dict[str, str] = {}  # app.py and server.js before a broken commit, to revert to
+        self.good_files: dict[
+            str, str
+        ] = {}  # app.py and server.js before a broken commit, to revert to
 
     # URLs through Nginx
     @property
@@ -313,8 +370,10 @@ class Method:
             pin = REQUIREMENT_PINS[v.requirements]
             set_requirements(self.repo, self.base_requirements, v.requirements)
             set_requirement_import(self.repo, pin if kind.key == "requirements-import" else None)
-            self.repo.commit(f"bench: requirements {pin or 'as first committed'}"
-                             + (" and app.py importing it" if kind.key == "requirements-import" and pin else ""))
+            self.repo.commit(
+                f"bench: requirements {pin or 'as first committed'}"
+                + (" and app.py importing it" if kind.key == "requirements-import" and pin else "")
+            )
         elif kind.key == "node-code":
             v.node_version += 1
             set_node_version(self.repo, v.node_version)
@@ -328,7 +387,8 @@ class Method:
             self.repo.commit(f"bench: broken commit ({kind.title})")
 
     def revert(self, kind: Kind) -> Stamped:
-        """Restore the good code of before a broken commit as a new commit, and deploy it (not measured)."""
+        """Restore the good code of before a broken commit as a new commit, and deploy it (not
+        measured)."""
         assert self.repo is not None
         for name, text in self.good_files.items():
             self.repo.write(name, text)
@@ -341,7 +401,9 @@ class Method:
     def change_site(self) -> None:
         raise NotImplementedError
 
-    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+    def check(
+        self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement
+    ) -> None:
         raise NotImplementedError
 
     def describe(self, kind: Kind, result: Stamped) -> str:
@@ -364,13 +426,23 @@ class ToolSettings:
     @property
     def nginx_link(self) -> str:
         site = Path(self.nginx_site)
-        return str(site.parent.parent / "sites-enabled" / site.name) if site.parent.name == "sites-available" else ""
+        return (
+            str(site.parent.parent / "sites-enabled" / site.name)
+            if site.parent.name == "sites-available"
+            else ""
+        )
 
 
 class Tool(Method):
     name = "tool"
 
-    def __init__(self, sandbox: Sandbox, work: Path, settings: ToolSettings, extra: dict[str, str] | None = None):
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        work: Path,
+        settings: ToolSettings,
+        extra: dict[str, str] | None = None,
+    ):
         super().__init__(sandbox, work, settings.nginx_listen)
         self.s = settings
         self.extra = dict(extra or {})
@@ -378,18 +450,29 @@ class Tool(Method):
 
     def env_text(self) -> str:
         v = self.variant
-        routes = "api/ai,api/iot,api/lightweight-analyze,api/flask" + (f",{EXTRA_ROUTE}" if v.extra_route else "")
+        routes = "api/ai,api/iot,api/lightweight-analyze,api/flask" + (
+            f",{EXTRA_ROUTE}" if v.extra_route else ""
+        )
         values = {
-            "APP_NAME": self.s.app_name, "DEPLOY_ROOT": self.s.deploy_root, "GUNICORN_BIND": self.s.gunicorn_bind,
-            "NODE_PORT": str(self.s.node_port), "NGINX_LISTEN": str(self.s.nginx_listen), "NGINX_SITE": self.s.nginx_site,
-            "SERVER_NAME": "_", "PY_ROUTES": routes, "GUNICORN_TIMEOUT": str(v.timeout),
-            "WHEELS": "local",  # the host reaches no package index: this machine makes the wheels and ships them
+            "APP_NAME": self.s.app_name,
+            "DEPLOY_ROOT": self.s.deploy_root,
+            "GUNICORN_BIND": self.s.gunicorn_bind,
+            "NODE_PORT": str(self.s.node_port),
+            "NGINX_LISTEN": str(self.s.nginx_listen),
+            "NGINX_SITE": self.s.nginx_site,
+            "SERVER_NAME": "_",
+            "PY_ROUTES": routes,
+            "GUNICORN_TIMEOUT": str(v.timeout),
+            "WHEELS": (
+                "local"
+            ),  # the host reaches no package index: this machine makes the wheels and ships them
             **self.extra,
         }
         return "".join(f"{k}={val}\n" for k, val in values.items())
 
     def settings_summary(self) -> str:
-        """The settings of the first deploy (GUNICORN_TIMEOUT and PY_ROUTES then vary with the kinds)."""
+        """The settings of the first deploy (GUNICORN_TIMEOUT and PY_ROUTES then vary with the
+        kinds)."""
         saved, self.variant = self.variant, Variant()
         try:
             return self.env_text().strip().replace("\n", " ")
@@ -401,7 +484,10 @@ class Tool(Method):
         self.base_requirements = self.repo.read("requirements.txt")
         result = self.deploy(None)
         if result.code != 0:
-            raise BenchError(f"the first deploy (not measured) failed with exit {result.code}:\n{result.text[-3000:]}")
+            raise BenchError(
+                "the first deploy (not measured) failed with exit"
+                f" {result.code}:\n{result.text[-3000:]}"
+            )
         answers = wait_for([self.py_url, self.node_url], 30)
         if not all(a.ok for a in answers.values()):
             raise BenchError(f"after the first deploy the site does not answer: {answers}")
@@ -411,9 +497,27 @@ class Tool(Method):
         self.deploys += 1
         env_file = self.work / f"tool-{self.deploys:03d}.env"
         env_file.write_text(self.env_text())
-        argv = [sys.executable, "-m", "fabric", "-H", self.sandbox.target, "-i", self.sandbox.key, "deploy",
-                "--known-hosts", self.sandbox.known_hosts, "--source-dir", str(self.repo.path), "--env-file", str(env_file)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "FABRIC_", "INVOKE_")) and k != "ENV_FILE"}
+        argv = [
+            sys.executable,
+            "-m",
+            "fabric",
+            "-H",
+            self.sandbox.target,
+            "-i",
+            self.sandbox.key,
+            "deploy",
+            "--known-hosts",
+            self.sandbox.known_hosts,
+            "--source-dir",
+            str(self.repo.path),
+            "--env-file",
+            str(env_file),
+        ]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GITHUB_", "FABRIC_", "INVOKE_")) and k != "ENV_FILE"
+        }
         env.update(PYTHONUNBUFFERED="1", NO_COLOR="1")
         return run_stamped(argv, timeout=DEPLOY_TIMEOUT, env=env, cwd=str(REPO_ROOT))
 
@@ -429,12 +533,17 @@ class Tool(Method):
         return tool_actions(result)
 
     def change_gunicorn_conf(self) -> None:
-        pass  # GUNICORN_TIMEOUT goes into the next deploy's settings and changes the rendered gunicorn.conf.py
+        # GUNICORN_TIMEOUT goes into the next deploy's settings and changes the rendered
+        # gunicorn.conf.py
+        pass
 
     def change_site(self) -> None:
-        pass  # PY_ROUTES goes into the next deploy's settings and changes only the rendered Nginx site
+        # PY_ROUTES goes into the next deploy's settings and changes only the rendered Nginx site
+        pass
 
-    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+    def check(
+        self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement
+    ) -> None:
         py, node = self.answers()
         m.after = describe_after(py, node)
         problems = m.problems
@@ -446,41 +555,67 @@ class Tool(Method):
                 problems.append("the deploy of a broken commit exited 0")
             live = self.live_release()
             if live != self.live_before:
-                problems.append(f"`current` moved from {self.live_before} to {live}; it should stay on the previous release")
-            # Gunicorn workers recycled by max_requests import through `current`, so the Python side may name the
-            # live release rather than the one it named before; neither may be the broken commit's.
+                problems.append(
+                    f"`current` moved from {self.live_before} to {live}; it should stay on the"
+                    " previous release"
+                )
+            # Gunicorn workers recycled by max_requests import through `current`, so the Python side
+            # may name the live release rather than the one it named before; neither may be the
+            # broken commit's.
             for app, answer in (("Python", py), ("Node.js", node)):
                 if (answer.release or "").endswith(sha):
-                    problems.append(f"{app} answers from release {answer.release} of the broken commit")
+                    problems.append(
+                        f"{app} answers from release {answer.release} of the broken commit"
+                    )
             v = self.variant
-            if (py.body or {}).get("version") != str(v.py_version) or (node.body or {}).get("version") != str(v.node_version):
-                problems.append(f"expected the previous code (Python v{v.py_version}, Node v{v.node_version}); got {m.after}")
+            if (py.body or {}).get("version") != str(v.py_version) or (node.body or {}).get(
+                "version"
+            ) != str(v.node_version):
+                problems.append(
+                    f"expected the previous code (Python v{v.py_version}, Node v{v.node_version});"
+                    f" got {m.after}"
+                )
             if node.release != before[1].release:
-                problems.append(f"Node.js answered from {before[1].release} before and from {node.release} after")
+                problems.append(
+                    f"Node.js answered from {before[1].release} before and from {node.release}"
+                    " after"
+                )
             m.after = "previous release" if not problems else m.after
         else:
             if code != 0:
                 problems.append(f"the deploy exited {code}")
             v = self.variant
-            if (py.body or {}).get("version") != str(v.py_version) or (node.body or {}).get("version") != str(v.node_version):
-                problems.append(f"expected Python v{v.py_version} and Node v{v.node_version}; got {m.after}")
+            if (py.body or {}).get("version") != str(v.py_version) or (node.body or {}).get(
+                "version"
+            ) != str(v.node_version):
+                problems.append(
+                    f"expected Python v{v.py_version} and Node v{v.node_version}; got {m.after}"
+                )
             if kind.key in ("code", "gunicorn-conf", "requirements", "requirements-import"):
                 if py.release == before[0].release or not (py.release or "").endswith(sha):
-                    problems.append(f"Python answers from release {py.release}, not a new release of {sha}")
+                    problems.append(
+                        f"Python answers from release {py.release}, not a new release of {sha}"
+                    )
             if kind.key == "node-code":
                 if node.release == before[1].release or not (node.release or "").endswith(sha):
-                    problems.append(f"Node.js answers from release {node.release}, not a new release of {sha}")
+                    problems.append(
+                        f"Node.js answers from release {node.release}, not a new release of {sha}"
+                    )
             if kind.key == "nginx-site":
                 extra = get(self.extra_url)
                 want = "flask" if self.variant.extra_route else "nodejs"
                 if (extra.body or {}).get("app") != want:
-                    problems.append(f"/{EXTRA_ROUTE}/bench is served by {(extra.body or {}).get('app')}, expected {want}")
+                    problems.append(
+                        f"/{EXTRA_ROUTE}/bench is served by {(extra.body or {}).get('app')},"
+                        f" expected {want}"
+                    )
             if not problems:
                 m.after = "new release" if kind.key != "nginx-site" else "new site"
         m.expected = not problems
 
 
-# ----------------------------------------------------------------------------- the plan's method (baseline)
+# ----------------------------------------------------------------------------- the plan's method
+# (baseline)
 
 
 @dataclass(frozen=True)
@@ -503,10 +638,10 @@ class PlanSettings:
         return str(site.parent.parent / "sites-enabled" / site.name)
 
 
-
 def plan_ecosystem(p: PlanSettings) -> str:
-    # The plan's step 3, fixed only so that it starts at all (DESIGN.md section 1: `script: 'gunicorn'` is
-    # "Script not found"): the venv's gunicorn by absolute path. Node in fork mode, as in the plan.
+    # The plan's step 3, fixed only so that it starts at all (DESIGN.md section 1: `script:
+    # 'gunicorn'` is "Script not found"): the venv's gunicorn by absolute path. Node in fork mode,
+    # as in the plan.
     return f"""module.exports = {{
   apps: [
     {{ name: '{p.node_app}', script: 'server.js',
@@ -521,7 +656,9 @@ def plan_ecosystem(p: PlanSettings) -> str:
 
 
 def plan_site(p: PlanSettings, extra_route: bool) -> str:
-    routes = "api/ai|api/iot|api/lightweight-analyze|api/flask" + (f"|{EXTRA_ROUTE}" if extra_route else "")
+    routes = "api/ai|api/iot|api/lightweight-analyze|api/flask" + (
+        f"|{EXTRA_ROUTE}" if extra_route else ""
+    )
     return f"""# bench-plan: the plan's step 4 (written by bench/downtime.py, removed at its end)
 server {{
     listen {p.listen};
@@ -537,30 +674,41 @@ server {{
 
 
 def plan_script(p: PlanSettings, then: str = "") -> str:
-    """The plan's step 5, as the workflow would run it on the host (markers stamp each command); `then` runs after."""
-    return "\n".join([
-        f"cd {p.directory} && echo '@@ git pull' && git pull &&",
-        "  echo '@@ npm install' && npm install --no-audit --no-fund &&",
-        "  echo '@@ pip install' && venv/bin/pip install --disable-pip-version-check -r requirements.txt &&",
-        "  echo '@@ pm2 reload || pm2 start' &&",
-        "  (pm2 reload ecosystem.config.js --env production || pm2 start ecosystem.config.js --env production)",
-        "rc=$?",
-        then,
-        "echo '@@ done'",
-        "exit $rc",
-    ])
+    """The plan's step 5, as the workflow would run it on the host (markers stamp each command);
+    `then` runs after."""
+    return "\n".join(
+        [
+            f"cd {p.directory} && echo '@@ git pull' && git pull &&",
+            "  echo '@@ npm install' && npm install --no-audit --no-fund &&",
+            (
+                "  echo '@@ pip install' && venv/bin/pip install --disable-pip-version-check -r"
+                " requirements.txt &&"
+            ),
+            "  echo '@@ pm2 reload || pm2 start' &&",
+            (
+                "  (pm2 reload ecosystem.config.js --env production || pm2 start"
+                " ecosystem.config.js --env production)"
+            ),
+            "rc=$?",
+            then,
+            "echo '@@ done'",
+            "exit $rc",
+        ]
+    )
 
 
 def site_script(p: PlanSettings, text: str) -> str:
-    return "\n".join([
-        "set -e",
-        f"sudo -n tee {p.site} >/dev/null <<'BENCH_SITE_EOF'",
-        text.rstrip("\n"),
-        "BENCH_SITE_EOF",
-        f"sudo -n ln -sfn {p.site} {p.link}",
-        "echo '@@ nginx -t && nginx -s reload'",
-        "sudo -n nginx -t 2>&1 && sudo -n nginx -s reload",
-    ])
+    return "\n".join(
+        [
+            "set -e",
+            f"sudo -n tee {p.site} >/dev/null <<'BENCH_SITE_EOF'",
+            text.rstrip("\n"),
+            "BENCH_SITE_EOF",
+            f"sudo -n ln -sfn {p.site} {p.link}",
+            "echo '@@ nginx -t && nginx -s reload'",
+            "sudo -n nginx -t 2>&1 && sudo -n nginx -s reload",
+        ]
+    )
 
 
 class Plan(Method):
@@ -576,31 +724,55 @@ class Plan(Method):
 
     def push(self) -> None:
         assert self.repo is not None
-        result = subprocess.run(["git", "-C", str(self.repo.path), "push", "-q", f"sandbox:{self.p.origin}", "main"],
-                                capture_output=True, text=True, env=self.git_env(), timeout=60)
+        result = subprocess.run(
+            ["git", "-C", str(self.repo.path), "push", "-q", f"sandbox:{self.p.origin}", "main"],
+            capture_output=True,
+            text=True,
+            env=self.git_env(),
+            timeout=60,
+        )
         if result.returncode != 0:
-            raise BenchError(f"git push to the host's {self.p.origin} failed: {result.stderr.strip()}")
+            raise BenchError(
+                f"git push to the host's {self.p.origin} failed: {result.stderr.strip()}"
+            )
 
     def setup(self) -> None:
         p = self.p
-        self.repo = AppRepo(self.work / "plan-app", extra_files={
-            "gunicorn.conf.py": plan_gunicorn_conf(p.gunicorn_port, self.variant.timeout),
-            "ecosystem.config.js": plan_ecosystem(p),
-        })
+        self.repo = AppRepo(
+            self.work / "plan-app",
+            extra_files={
+                "gunicorn.conf.py": plan_gunicorn_conf(p.gunicorn_port, self.variant.timeout),
+                "ecosystem.config.js": plan_ecosystem(p),
+            },
+        )
         self.base_requirements = self.repo.read("requirements.txt")
-        ssh(self.sandbox, f"set -e\nrm -rf {p.origin} {p.directory}\ngit init -q --bare -b main {p.origin}\n")
+        ssh(
+            self.sandbox,
+            f"set -e\nrm -rf {p.origin} {p.directory}\ngit init -q --bare -b main {p.origin}\n",
+        )
         self.push()
-        ssh(self.sandbox, "\n".join([
-            "set -e",
-            f"git clone -q {p.origin} {p.directory}",
-            f"cd {p.directory}",
-            venv_script(),
-            "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
-        ]), timeout=300)
-        first = run_stamped(["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"], stdin=plan_script(p),
-                            timeout=DEPLOY_TIMEOUT)
+        ssh(
+            self.sandbox,
+            "\n".join(
+                [
+                    "set -e",
+                    f"git clone -q {p.origin} {p.directory}",
+                    f"cd {p.directory}",
+                    venv_script(),
+                    "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
+                ]
+            ),
+            timeout=300,
+        )
+        first = run_stamped(
+            ["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"],
+            stdin=plan_script(p),
+            timeout=DEPLOY_TIMEOUT,
+        )
         if first.code != 0:
-            raise BenchError(f"the plan's script did not start the baseline apps:\n{first.text[-3000:]}")
+            raise BenchError(
+                f"the plan's script did not start the baseline apps:\n{first.text[-3000:]}"
+            )
         ssh(self.sandbox, site_script(p, plan_site(p, self.variant.extra_route)))
         answers = wait_for([self.py_url, self.node_url], 30)
         if not all(a.ok for a in answers.values()):
@@ -609,15 +781,22 @@ class Plan(Method):
     def deploy(self, kind: Kind | None) -> Stamped:
         then = ""
         if kind is not None and kind.key == "nginx-site":
-            # The workflow ends by restarting Nginx; on this shared host it is reloaded (gracefully) instead.
-            then = f"(\n{site_script(self.p, plan_site(self.p, self.variant.extra_route))}\n) || rc=1"
+            # The workflow ends by restarting Nginx; on this shared host it is reloaded (gracefully)
+            # instead.
+            then = (
+                f"(\n{site_script(self.p, plan_site(self.p, self.variant.extra_route))}\n) || rc=1"
+            )
         script = plan_script(self.p, then)
-        return run_stamped(["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"], stdin=script,
-                           timeout=DEPLOY_TIMEOUT)
+        return run_stamped(
+            ["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"],
+            stdin=script,
+            timeout=DEPLOY_TIMEOUT,
+        )
 
     def apply(self, kind: Kind) -> None:
         super().apply(kind)
-        self.push()  # the workflow's `git pull` fetches what was pushed (not part of the measured deploy)
+        # the workflow's `git pull` fetches what was pushed (not part of the measured deploy)
+        self.push()
 
     def revert(self, kind: Kind) -> Stamped:
         assert self.repo is not None
@@ -628,28 +807,44 @@ class Plan(Method):
         result = self.deploy(None)
         answers = wait_for([self.py_url, self.node_url], 30)
         if not all(a.ok for a in answers.values()):
-            # PM2 may have given up on a crash-looping app: start both again so the next run starts clean.
-            self.recoveries.append(f"after reverting {kind.title}: the site did not answer "
-                                   f"({describe_after(*answers.values())}); pm2 delete + start")
-            ssh(self.sandbox, f"cd {self.p.directory} && (pm2 delete {self.p.python_app} {self.p.node_app} || true) "
-                              "&& pm2 start ecosystem.config.js --env production", timeout=120, check=False)
+            # PM2 may have given up on a crash-looping app: start both again so the next run starts
+            # clean.
+            self.recoveries.append(
+                f"after reverting {kind.title}: the site did not answer "
+                f"({describe_after(*answers.values())}); pm2 delete + start"
+            )
+            ssh(
+                self.sandbox,
+                f"cd {self.p.directory} && (pm2 delete {self.p.python_app} {self.p.node_app} ||"
+                " true) && pm2 start ecosystem.config.js --env production",
+                timeout=120,
+                check=False,
+            )
             wait_for([self.py_url, self.node_url], 30)
         return result
 
     def change_gunicorn_conf(self) -> None:
         assert self.repo is not None
-        self.repo.write("gunicorn.conf.py", plan_gunicorn_conf(self.p.gunicorn_port, self.variant.timeout))
+        self.repo.write(
+            "gunicorn.conf.py", plan_gunicorn_conf(self.p.gunicorn_port, self.variant.timeout)
+        )
         self.repo.commit(f"bench: gunicorn timeout {self.variant.timeout}")
 
     def change_site(self) -> None:
         pass  # written as part of the deploy (the plan's site is not in the repository)
 
-    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+    def check(
+        self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement
+    ) -> None:
         py, node = self.answers()
         if py.ok and node.ok:
             v = self.variant
-            current = (py.body or {}).get("version") == str(v.py_version) and (node.body or {}).get("version") == str(v.node_version)
-            m.after = "yes" if current or kind.broken else f"yes, old code ({describe_after(py, node)})"
+            current = (py.body or {}).get("version") == str(v.py_version) and (node.body or {}).get(
+                "version"
+            ) == str(v.node_version)
+            m.after = (
+                "yes" if current or kind.broken else f"yes, old code ({describe_after(py, node)})"
+            )
         else:
             down = [f"py {py.describe()}"] if not py.ok else []
             down += [f"node {node.describe()}"] if not node.ok else []
@@ -658,16 +853,20 @@ class Plan(Method):
 
 # ----------------------------------------------------------------------------- takeover (issue 7)
 
-BARE_COMMAND = "venv/bin/python ./app.py"  # the plan's `nohup python app.py &`; see TakeoverSettings on the "./"
+BARE_COMMAND = (  # the plan's `nohup python app.py &`; see TakeoverSettings on the "./"
+    "venv/bin/python ./app.py"
+)
 
 
 @dataclass(frozen=True)
 class TakeoverSettings:
-    """Names and ports of the takeover kind; its host state is made afresh for each run and removed after it.
+    """Names and ports of the takeover kind; its host state is made afresh for each run and removed
+    after it.
 
-    The bare server runs as `venv/bin/python ./app.py` rather than `... app.py`: the e2e takeover test
-    (tests/e2e/test_takeover.py) kills every `python app.py` of the host's user and expects exactly one,
-    so on a shared host the benchmark's must not match that pattern. The tool's LEGACY_MATCH still does.
+    The bare server runs as `venv/bin/python ./app.py` rather than `... app.py`: the e2e takeover
+    test (tests/e2e/test_takeover.py) kills every `python app.py` of the host's user and expects
+    exactly one, so on a shared host the benchmark's must not match that pattern. The tool's
+    LEGACY_MATCH still does.
     """
 
     app_name: str = "benchtk"
@@ -678,7 +877,8 @@ class TakeoverSettings:
     plan_node_port: int = 3231
     plan_listen: int = 8079
     tls_listen: int = 8453  # the HTTPS server of the takeover-https kind (127.0.0.1 only)
-    shape: str = "plain"  # plain: `listen <port>`; loopback: `listen 127.0.0.1:<port>`; https: loopback + an HTTPS server
+    # plain: `listen <port>`; loopback: `listen 127.0.0.1:<port>`; https: loopback + an HTTPS server
+    shape: str = "plain"
 
     @property
     def cert_dir(self) -> str:
@@ -698,50 +898,87 @@ class TakeoverSettings:
 
     @property
     def tool(self) -> ToolSettings:
-        return ToolSettings(self.app_name, self.deploy_root, f"127.0.0.1:{self.gunicorn_port}", self.node_port,
-                            self.listen, self.site)
+        return ToolSettings(
+            self.app_name,
+            self.deploy_root,
+            f"127.0.0.1:{self.gunicorn_port}",
+            self.node_port,
+            self.listen,
+            self.site,
+        )
 
     @property
     def plan(self) -> PlanSettings:
         name = f"{self.app_name}-plan"
-        return PlanSettings(f"/home/ubuntu/{name}", self.plan_gunicorn_port, self.plan_node_port, self.plan_listen,
-                            f"/etc/nginx/sites-available/{name}", f"{name}-python", f"{name}-nodejs")
+        return PlanSettings(
+            f"/home/ubuntu/{name}",
+            self.plan_gunicorn_port,
+            self.plan_node_port,
+            self.plan_listen,
+            f"/etc/nginx/sites-available/{name}",
+            f"{name}-python",
+            f"{name}-nodejs",
+        )
 
 
-def old_site(listen: int, gunicorn_port: int, node_port: int, comment: str, tk: TakeoverSettings | None = None) -> str:
-    """The hand-made Nginx site of before the plan (bench.legacy's). With `tk` of shape loopback or https:
-    `listen 127.0.0.1:<port>`, and for https an HTTPS server beside it, as certbot leaves a site."""
+def old_site(
+    listen: int,
+    gunicorn_port: int,
+    node_port: int,
+    comment: str,
+    tk: TakeoverSettings | None = None,
+) -> str:
+    """The hand-made Nginx site of before the plan (bench.legacy's). With `tk` of shape loopback or
+    https: `listen 127.0.0.1:<port>`, and for https an HTTPS server beside it, as certbot leaves a
+    site."""
     shape = tk.shape if tk else "plain"
     tls = ""
     if tk and shape == "https":
-        tls = (f"    listen 127.0.0.1:{tk.tls_listen} ssl;\n    ssl_certificate {tk.cert_dir}/cert.pem;\n"
-               f"    ssl_certificate_key {tk.cert_dir}/key.pem;")
-    return legacy_site(f"127.0.0.1:{listen}" if shape != "plain" else listen, gunicorn_port, node_port, comment, tls)
+        tls = (
+            f"    listen 127.0.0.1:{tk.tls_listen} ssl;\n    ssl_certificate"
+            f" {tk.cert_dir}/cert.pem;\n    ssl_certificate_key {tk.cert_dir}/key.pem;"
+        )
+    return legacy_site(
+        f"127.0.0.1:{listen}" if shape != "plain" else listen,
+        gunicorn_port,
+        node_port,
+        comment,
+        tls,
+    )
 
 
 def cert_script(tk: TakeoverSettings) -> str:
-    """Shell: a self-signed certificate for 127.0.0.1 in tk.cert_dir (key 0600, root's), for the takeover-https kind."""
+    """Shell: a self-signed certificate for 127.0.0.1 in tk.cert_dir (key 0600, root's), for the
+    takeover-https kind."""
     d = shlex.quote(tk.cert_dir)
-    return (f"sudo -n mkdir -p -m 0700 {d} && sudo -n openssl req -x509 -newkey rsa:2048 -nodes -keyout {d}/key.pem "
-            f"-out {d}/cert.pem -days 30 -subj /CN=bench.test -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1")
+    return (
+        f"sudo -n mkdir -p -m 0700 {d} && sudo -n openssl req -x509 -newkey rsa:2048 -nodes -keyout"
+        f" {d}/key.pem -out {d}/cert.pem -days 30 -subj /CN=bench.test -addext"
+        " subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"
+    )
 
 
 def before_state_script(directory: str, node_app: str, port: int, site: str, site_text: str) -> str:
-    """Shell, run as the host's user in a copy of the app: a venv with the app's requirements (from the baseline's
-    index), then bench.legacy's host: Node.js under PM2 (fork), the bare Python server, the hand-made site."""
-    return "\n".join([
-        "set -e",
-        f"cd {shlex.quote(directory)}",
-        "rm -f REVISION",
-        venv_script(),
-        "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
-        start_script(directory, node_app, port, BARE_COMMAND),
-        legacy_site_script(site, site_text, sudo="sudo -n "),
-    ])
+    """Shell, run as the host's user in a copy of the app: a venv with the app's requirements (from
+    the baseline's index), then bench.legacy's host: Node.js under PM2 (fork), the bare Python
+    server, the hand-made site.
+    """
+    return "\n".join(
+        [
+            "set -e",
+            f"cd {shlex.quote(directory)}",
+            "rm -f REVISION",
+            venv_script(),
+            "venv/bin/pip install -q --disable-pip-version-check -r requirements.txt",
+            start_script(directory, node_app, port, BARE_COMMAND),
+            legacy_site_script(site, site_text, sudo="sudo -n "),
+        ]
+    )
 
 
 def pm2_apps(sandbox: Sandbox, prefix: str) -> dict[str, list[tuple[str, str]]]:
-    """PM2 apps of the host's user whose name starts with `prefix`: name -> [(status, exec_mode) per process]."""
+    """PM2 apps of the host's user whose name starts with `prefix`: name -> [(status, exec_mode) per
+    process]."""
     out = ssh(sandbox, "pm2 jlist", check=False).stdout
     start = out.find("[")
     try:
@@ -752,12 +989,15 @@ def pm2_apps(sandbox: Sandbox, prefix: str) -> dict[str, list[tuple[str, str]]]:
     for item in items:
         if str(item.get("name", "")).startswith(prefix):
             env = item.get("pm2_env", {})
-            apps.setdefault(item["name"], []).append((env.get("status", "?"), env.get("exec_mode", "?")))
+            apps.setdefault(item["name"], []).append(
+                (env.get("status", "?"), env.get("exec_mode", "?"))
+            )
     return apps
 
 
 def before_state_answers(method: Method) -> str:
-    """'' if the before-state answers as it should through Nginx (Flask bare, Node.js), else what is wrong."""
+    """'' if the before-state answers as it should through Nginx (Flask bare, Node.js), else what is
+    wrong."""
     answers = wait_for([method.py_url, method.node_url], 30)
     py, node = answers[method.py_url], answers[method.node_url]
     if (py.body or {}).get("app") != "flask" or (node.body or {}).get("app") != "nodejs":
@@ -766,56 +1006,104 @@ def before_state_answers(method: Method) -> str:
 
 
 class TakeoverTool(Tool):
-    """The tool's first deploy on a host in issue 7's 'before' state, then `rollback` to it. One object per run."""
+    """The tool's first deploy on a host in issue 7's 'before' state, then `rollback` to it. One
+    object per run."""
 
-    def __init__(self, sandbox: Sandbox, work: Path, tk: TakeoverSettings, extra: dict[str, str] | None = None):
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        work: Path,
+        tk: TakeoverSettings,
+        extra: dict[str, str] | None = None,
+    ):
         super().__init__(sandbox, work, tk.tool, extra)
         self.tk = tk
-        self.site_text = old_site(tk.listen, tk.gunicorn_port, tk.node_port,
-                                  f"{tk.app_name}: the hand-made site of before the plan (bench/downtime.py, takeover)", tk)
+        self.site_text = old_site(
+            tk.listen,
+            tk.gunicorn_port,
+            tk.node_port,
+            f"{tk.app_name}: the hand-made site of before the plan (bench/downtime.py, takeover)",
+            tk,
+        )
         self.bare_before: list[int] = []
         self.last: Stamped | None = None  # the last deploy (not rollback), for its output
-        self.cafile: str | None = None  # the takeover-https kind's certificate, which its load trusts
+        self.cafile: str | None = (
+            None  # the takeover-https kind's certificate, which its load trusts
+        )
 
     @property
     def https_urls(self) -> list[str]:
-        return [f"https://127.0.0.1:{self.tk.tls_listen}{PY_PATH}", f"https://127.0.0.1:{self.tk.tls_listen}/"]
+        return [
+            f"https://127.0.0.1:{self.tk.tls_listen}{PY_PATH}",
+            f"https://127.0.0.1:{self.tk.tls_listen}/",
+        ]
 
     @property
     def load_urls(self) -> list[str]:
         return [self.py_url, self.node_url] + (self.https_urls if self.tk.shape == "https" else [])
 
     def env_text(self) -> str:
-        """As the regular tool's, but a loopback or HTTPS takeover leaves NGINX_LISTEN and SERVER_NAME to the old site."""
+        """As the regular tool's, but a loopback or HTTPS takeover leaves NGINX_LISTEN and
+        SERVER_NAME to the old site."""
         text = super().env_text()
         if self.tk.shape == "plain":
             return text
-        return "".join(line for line in text.splitlines(keepends=True) if not line.startswith(("NGINX_LISTEN=", "SERVER_NAME=")))
+        return "".join(
+            line
+            for line in text.splitlines(keepends=True)
+            if not line.startswith(("NGINX_LISTEN=", "SERVER_NAME="))
+        )
 
     def setup(self) -> None:
         tk = self.tk
         self.work.mkdir(parents=True, exist_ok=True)
         if tk.shape == "https":
             ssh(self.sandbox, cert_script(tk))
-            (self.work / "cert.pem").write_text(ssh(self.sandbox, f"sudo -n cat {tk.cert_dir}/cert.pem").stdout)
+            (self.work / "cert.pem").write_text(
+                ssh(self.sandbox, f"sudo -n cat {tk.cert_dir}/cert.pem").stdout
+            )
             self.cafile = str(self.work / "cert.pem")
-        self.repo = AppRepo(self.work / "app")  # what the first deploy ships: the example app as it is
+        self.repo = AppRepo(
+            self.work / "app"
+        )  # what the first deploy ships: the example app as it is
         old = self.work / "old"
-        shutil.copytree(EXAMPLE_APP, old, ignore=shutil.ignore_patterns("node_modules", ".venv", "__pycache__", "*.pyc", "REVISION"))
-        (old / "requirements.txt").write_text("Flask==3.1.3\n")  # before the plan's step 1 adds gunicorn
-        (old / "ecosystem.config.js").write_text(node_only_ecosystem(f"{tk.app_name}-nodejs", tk.node_port))
+        shutil.copytree(
+            EXAMPLE_APP,
+            old,
+            ignore=shutil.ignore_patterns(
+                "node_modules", ".venv", "__pycache__", "*.pyc", "REVISION"
+            ),
+        )
+        (old / "requirements.txt").write_text(
+            "Flask==3.1.3\n"
+        )  # before the plan's step 1 adds gunicorn
+        (old / "ecosystem.config.js").write_text(
+            node_only_ecosystem(f"{tk.app_name}-nodejs", tk.node_port)
+        )
         upload_tree(self.sandbox, old, tk.old_dir)
-        out = ssh(self.sandbox, before_state_script(tk.old_dir, f"{tk.app_name}-nodejs", tk.gunicorn_port, tk.site,
-                                                    self.site_text), timeout=300).stdout
+        out = ssh(
+            self.sandbox,
+            before_state_script(
+                tk.old_dir, f"{tk.app_name}-nodejs", tk.gunicorn_port, tk.site, self.site_text
+            ),
+            timeout=300,
+        ).stdout
         wrong = before_state_answers(self)
         if wrong:
             raise BenchError(f"takeover: {wrong}\n{out[-1500:]}")
         self.bare_before = self.bare_pids()
         if len(self.bare_before) != 1:
-            raise BenchError(f"takeover: expected one bare server in {tk.old_dir}, found pids {self.bare_before}")
+            raise BenchError(
+                f"takeover: expected one bare server in {tk.old_dir}, found pids {self.bare_before}"
+            )
 
     def bare_pids(self) -> list[int]:
-        return [int(x) for x in ssh(self.sandbox, bare_pids_script(self.tk.old_dir), check=False).stdout.split()]
+        return [
+            int(x)
+            for x in ssh(
+                self.sandbox, bare_pids_script(self.tk.old_dir), check=False
+            ).stdout.split()
+        ]
 
     def apply(self, kind: Kind) -> None:
         pass  # the change is the whole 'before' state, made by setup()
@@ -827,39 +1115,72 @@ class TakeoverTool(Tool):
         self.deploys += 1
         env_file = self.work / f"tool-{self.deploys:03d}.env"
         env_file.write_text(self.env_text())
-        argv = [sys.executable, "-m", "fabric", "-H", self.sandbox.target, "-i", self.sandbox.key, "rollback",
-                "--known-hosts", self.sandbox.known_hosts, "--env-file", str(env_file)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "FABRIC_", "INVOKE_")) and k != "ENV_FILE"}
+        argv = [
+            sys.executable,
+            "-m",
+            "fabric",
+            "-H",
+            self.sandbox.target,
+            "-i",
+            self.sandbox.key,
+            "rollback",
+            "--known-hosts",
+            self.sandbox.known_hosts,
+            "--env-file",
+            str(env_file),
+        ]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GITHUB_", "FABRIC_", "INVOKE_")) and k != "ENV_FILE"
+        }
         env.update(PYTHONUNBUFFERED="1", NO_COLOR="1")
         return run_stamped(argv, timeout=DEPLOY_TIMEOUT, env=env, cwd=str(REPO_ROOT))
 
     def describe(self, kind: Kind, result: Stamped) -> str:
         if kind.key == TAKEOVER_ROLLBACK.key:
-            if result.code == 0 and any("unmanaged server runs again" in line for _, line in result.lines):
+            if result.code == 0 and any(
+                "unmanaged server runs again" in line for _, line in result.lines
+            ):
                 return "restored the bare server, Node.js entry, site"
             return f"exit {result.code}"
         return tool_actions(result)
 
-    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+    def check(
+        self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement
+    ) -> None:
         problems = m.problems
         app = self.tk.app_name
         if code != 0:
-            problems.append(f"the {'rollback' if kind.key == TAKEOVER_ROLLBACK.key else 'deploy'} exited {code}")
+            problems.append(
+                f"the {'rollback' if kind.key == TAKEOVER_ROLLBACK.key else 'deploy'} exited {code}"
+            )
         if kind.key == TAKEOVER_ROLLBACK.key:
             m.zero_target = False
-            answers = wait_for([self.py_url, self.node_url], 15)  # the restored bare server may take a moment
+            answers = wait_for(
+                [self.py_url, self.node_url], 15
+            )  # the restored bare server may take a moment
             py, node = answers[self.py_url], answers[self.node_url]
             m.after = describe_after(py, node)
             if (py.body or {}).get("app") != "flask" or py.release != "dev":
-                problems.append(f"the Python routes should be answered by the bare server (release dev); got {m.after}")
+                problems.append(
+                    "the Python routes should be answered by the bare server (release dev); got"
+                    f" {m.after}"
+                )
             if (node.body or {}).get("app") != "nodejs":
                 problems.append(f"/ should be answered by Node.js; got {m.after}")
             bare = self.bare_pids()
             if len(bare) != 1:
-                problems.append(f"expected one bare server in {self.tk.old_dir} again, found pids {bare}")
+                problems.append(
+                    f"expected one bare server in {self.tk.old_dir} again, found pids {bare}"
+                )
             apps = pm2_apps(self.sandbox, app + "-")
-            if {name: {mode for _, mode in procs} for name, procs in apps.items()} != {f"{app}-nodejs": {"fork_mode"}}:
-                problems.append(f"PM2 should hold only {app}-nodejs in fork mode again; it holds {apps}")
+            if {name: {mode for _, mode in procs} for name, procs in apps.items()} != {
+                f"{app}-nodejs": {"fork_mode"}
+            }:
+                problems.append(
+                    f"PM2 should hold only {app}-nodejs in fork mode again; it holds {apps}"
+                )
             site = ssh(self.sandbox, f"sudo -n cat {self.tk.site}", check=False).stdout
             if site != self.site_text:
                 problems.append(f"{self.tk.site} is not the hand-made site again")
@@ -869,27 +1190,38 @@ class TakeoverTool(Tool):
             py, node = self.answers()
             m.after = describe_after(py, node)
             sha = self.repo.head()[:12] if self.repo else "?"
-            if not any("record takeover" in line for _, line in (self.last.lines if self.last else [])):
+            if not any(
+                "record takeover" in line for _, line in (self.last.lines if self.last else [])
+            ):
                 problems.append("the deploy did not record a takeover")
             for name, answer in (("Python", py), ("Node.js", node)):
                 if not answer.ok or not (answer.release or "").endswith(sha):
-                    problems.append(f"{name} answers {answer.describe()} from release {answer.release}, not the new release of {sha}")
+                    problems.append(
+                        f"{name} answers {answer.describe()} from release {answer.release}, not the"
+                        f" new release of {sha}"
+                    )
             bare = self.bare_pids()
             if bare:
                 problems.append(f"the bare server still runs (pids {bare})")
             apps = pm2_apps(self.sandbox, app + "-")
             want = {f"{app}-python": {"fork_mode"}, f"{app}-nodejs": {"cluster_mode"}}
             if {name: {mode for _, mode in procs} for name, procs in apps.items()} != want or any(
-                    status != "online" for procs in apps.values() for status, _ in procs):
-                problems.append(f"PM2 should hold {app}-python (fork) and {app}-nodejs (cluster), online; it holds {apps}")
+                status != "online" for procs in apps.values() for status, _ in procs
+            ):
+                problems.append(
+                    f"PM2 should hold {app}-python (fork) and {app}-nodejs (cluster), online; it"
+                    f" holds {apps}"
+                )
             problems += self.site_problems(sha)
             if not problems:
                 m.after = "new release, both under PM2, bare server gone" + (
-                    "; Nginx serves the new site" if self.tk.shape != "plain" else "")
+                    "; Nginx serves the new site" if self.tk.shape != "plain" else ""
+                )
         m.expected = not problems
 
     def site_problems(self, sha: str) -> list[str]:
-        """Loopback/HTTPS takeovers: the old listen kept, the running Nginx serving the new site, HTTPS answering."""
+        """Loopback/HTTPS takeovers: the old listen kept, the running Nginx serving the new site,
+        HTTPS answering."""
         if self.tk.shape == "plain":
             return []
         problems = []
@@ -906,20 +1238,29 @@ class TakeoverTool(Tool):
         if f"listen 127.0.0.1:{self.tk.listen}" not in site:
             problems.append(f"the new site does not keep listen 127.0.0.1:{self.tk.listen}")
         if not want or running != want.group(1):
-            problems.append(f"the running Nginx answers {running[:60]!r} on /.signalcraft-deploy-site, not the new site's id")
+            problems.append(
+                f"the running Nginx answers {running[:60]!r} on /.signalcraft-deploy-site, not the"
+                " new site's id"
+            )
         if self.tk.shape == "https":
             for url in self.https_urls:
-                with Load([url], threads=1, max_requests=1, max_seconds=10, cafile=self.cafile) as probe:
+                with Load(
+                    [url], threads=1, max_requests=1, max_seconds=10, cafile=self.cafile
+                ) as probe:
                     probe.wait(10)
                 answer = probe.result()
                 if answer.failed or not any(r.endswith(sha) for r in answer.releases.get(url, {})):
-                    problems.append(f"{url} does not answer from the new release over HTTPS: {answer.summary()}")
+                    problems.append(
+                        f"{url} does not answer from the new release over HTTPS: {answer.summary()}"
+                    )
         return problems
 
 
 class TakeoverPlan(Plan):
-    """The plan's method on the same 'before' state: its first deploy is the workflow with the old `pkill` kept
-    (the bare server holds the port Gunicorn needs), then `pm2 reload ecosystem.config.js || pm2 start ...`."""
+    """The plan's method on the same 'before' state: its first deploy is the workflow with the old
+    `pkill` kept (the bare server holds the port Gunicorn needs), then `pm2 reload
+    ecosystem.config.js || pm2 start ...`.
+    """
 
     def __init__(self, sandbox: Sandbox, work: Path, tk: TakeoverSettings):
         super().__init__(sandbox, work, tk.plan)
@@ -928,55 +1269,90 @@ class TakeoverPlan(Plan):
     def setup(self) -> None:
         p = self.p
         self.work.mkdir(parents=True, exist_ok=True)
-        self.repo = AppRepo(self.work / "plan-app", extra_files={
-            "requirements.txt": "Flask==3.1.3\n",  # before the plan's step 1
-            "ecosystem.config.js": node_only_ecosystem(p.node_app, p.node_port),
-        })
-        ssh(self.sandbox, f"set -e\nrm -rf {p.origin} {p.directory}\ngit init -q --bare -b main {p.origin}\n")
+        self.repo = AppRepo(
+            self.work / "plan-app",
+            extra_files={
+                "requirements.txt": "Flask==3.1.3\n",  # before the plan's step 1
+                "ecosystem.config.js": node_only_ecosystem(p.node_app, p.node_port),
+            },
+        )
+        ssh(
+            self.sandbox,
+            f"set -e\nrm -rf {p.origin} {p.directory}\ngit init -q --bare -b main {p.origin}\n",
+        )
         self.push()
         ssh(self.sandbox, f"set -e\ngit clone -q {p.origin} {p.directory}\n")
-        site = plan_site(p, False).replace("the plan's step 4", "the hand-made site of before the plan, takeover")
-        out = ssh(self.sandbox, before_state_script(p.directory, p.node_app, p.gunicorn_port, p.site, site), timeout=300).stdout
+        site = plan_site(p, False).replace(
+            "the plan's step 4", "the hand-made site of before the plan, takeover"
+        )
+        out = ssh(
+            self.sandbox,
+            before_state_script(p.directory, p.node_app, p.gunicorn_port, p.site, site),
+            timeout=300,
+        ).stdout
         wrong = before_state_answers(self)
         if wrong:
             raise BenchError(f"takeover baseline: {wrong}\n{out[-1500:]}")
 
     def apply(self, kind: Kind) -> None:
-        """The plan's commit: gunicorn pinned (step 1), gunicorn.conf.py (step 2), both apps in the PM2 file (step 3)."""
+        """The plan's commit: gunicorn pinned (step 1), gunicorn.conf.py (step 2), both apps in the
+        PM2 file (step 3)."""
         assert self.repo is not None
         self.repo.write("requirements.txt", (EXAMPLE_APP / "requirements.txt").read_text())
-        self.repo.write("gunicorn.conf.py", plan_gunicorn_conf(self.p.gunicorn_port, self.variant.timeout))
+        self.repo.write(
+            "gunicorn.conf.py", plan_gunicorn_conf(self.p.gunicorn_port, self.variant.timeout)
+        )
         self.repo.write("ecosystem.config.js", plan_ecosystem(self.p))
-        self.repo.commit("bench: the plan's steps 1-3 (gunicorn, gunicorn.conf.py, both apps in ecosystem.config.js)")
+        self.repo.commit(
+            "bench: the plan's steps 1-3 (gunicorn, gunicorn.conf.py, both apps in"
+            " ecosystem.config.js)"
+        )
         self.push()
 
     def deploy(self, kind: Kind | None) -> Stamped:
         p = self.p
-        # The plan's `pkill -f "python.*app.py"`, kept for this first deploy; limited to the bare servers running in
-        # this app's directory because the host is shared (it would kill the tool's and the e2e tests' too).
+        # The plan's `pkill -f "python.*app.py"`, kept for this first deploy; limited to the bare
+        # servers running in this app's directory because the host is shared (it would kill the
+        # tool's and the e2e tests' too).
         stop = f"for pid in $({bare_pids_script(p.directory)}); do kill $pid; done"
-        script = "\n".join([
-            f"cd {p.directory} && echo '@@ git pull' && git pull &&",
-            "  echo '@@ npm install' && npm install --no-audit --no-fund &&",
-            "  echo '@@ pip install' && venv/bin/pip install --disable-pip-version-check -r requirements.txt &&",
-            f"  echo '@@ pkill -f \"python.*app.py\"' && {{ {stop}; true; }} &&",
-            "  echo '@@ pm2 reload || pm2 start' &&",
-            "  (pm2 reload ecosystem.config.js --env production || pm2 start ecosystem.config.js --env production)",
-            "rc=$?",
-            "echo '@@ done'",
-            "exit $rc",
-        ])
-        return run_stamped(["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"], stdin=script, timeout=DEPLOY_TIMEOUT)
+        script = "\n".join(
+            [
+                f"cd {p.directory} && echo '@@ git pull' && git pull &&",
+                "  echo '@@ npm install' && npm install --no-audit --no-fund &&",
+                (
+                    "  echo '@@ pip install' && venv/bin/pip install --disable-pip-version-check -r"
+                    " requirements.txt &&"
+                ),
+                f"  echo '@@ pkill -f \"python.*app.py\"' && {{ {stop}; true; }} &&",
+                "  echo '@@ pm2 reload || pm2 start' &&",
+                (
+                    "  (pm2 reload ecosystem.config.js --env production || pm2 start"
+                    " ecosystem.config.js --env production)"
+                ),
+                "rc=$?",
+                "echo '@@ done'",
+                "exit $rc",
+            ]
+        )
+        return run_stamped(
+            ["ssh", "-F", self.sandbox.ssh_config, "sandbox", "bash -s"],
+            stdin=script,
+            timeout=DEPLOY_TIMEOUT,
+        )
 
     def describe(self, kind: Kind, result: Stamped) -> str:
         return "pkill + pm2 reload/start"
 
-    def check(self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement) -> None:
+    def check(
+        self, kind: Kind, before: tuple[Answer, Answer], code: int | None, m: Measurement
+    ) -> None:
         py, node = self.answers()
         apps = pm2_apps(self.sandbox, self.p.python_app)
         under_pm2 = any(status == "online" for procs in apps.values() for status, _ in procs)
         if py.ok and node.ok:
-            m.after = "yes" + ("" if under_pm2 else f", but {self.p.python_app} is not online in PM2")
+            m.after = "yes" + (
+                "" if under_pm2 else f", but {self.p.python_app} is not online in PM2"
+            )
         else:
             down = [f"py {py.describe()}"] if not py.ok else []
             down += [f"node {node.describe()}"] if not node.ok else []
@@ -984,33 +1360,76 @@ class TakeoverPlan(Plan):
 
 
 def cleanup_takeover(sandbox: Sandbox, tk: TakeoverSettings) -> None:
-    """Remove every trace of the takeover kind on the host: PM2 apps, bare servers, sites, directories, logs."""
+    """Remove every trace of the takeover kind on the host: PM2 apps, bare servers, sites,
+    directories, logs."""
     p = tk.plan
     a = tk.app_name
-    apps = [f"{a}-python", f"{a}-nodejs", f"{a}-python-handover", f"{a}-nodejs-handover", f"{a}-python-trial",
-            f"{a}-nodejs-trial", p.python_app, p.node_app]
-    sites = [tk.site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp", ".locations")]
+    apps = [
+        f"{a}-python",
+        f"{a}-nodejs",
+        f"{a}-python-handover",
+        f"{a}-nodejs-handover",
+        f"{a}-python-trial",
+        f"{a}-nodejs-trial",
+        p.python_app,
+        p.node_app,
+    ]
+    sites = [
+        tk.site + suffix
+        for suffix in (
+            "",
+            ".signalcraft-prev",
+            ".signalcraft-tmpprev",
+            ".signalcraft-tmp",
+            ".locations",
+        )
+    ]
     sites += [tk.tool.nginx_link, p.site, p.link]
     script = "\n".join(
         [f"pm2 delete {name} >/dev/null 2>&1 || true" for name in apps]
-        + [f"for pid in $({bare_pids_script(d)}); do kill $pid; done" for d in (tk.old_dir, p.directory)]
-        + ["i=0; while [ $i -lt 50 ] && [ -n \"$(" + bare_pids_script(tk.old_dir) + "; " + bare_pids_script(p.directory)
-           + ")\" ]; do sleep 0.1; i=$((i+1)); done",
-           f"for pid in $({bare_pids_script(tk.old_dir)}; {bare_pids_script(p.directory)}); do kill -9 $pid; done",
-           forget_sites_script(tk.site),
-           "sudo -n rm -f " + " ".join(sites),
-           f"sudo -n rm -rf {shlex.quote(tk.cert_dir)}",
-           "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
-           f"rm -rf {tk.deploy_root} {tk.old_dir} {p.directory} {p.origin}",
-           "rm -f " + " ".join(f"$HOME/.pm2/logs/{name}-*.log" for name in apps),
-           "pm2 save --force >/dev/null 2>&1 || true"])
+        + [
+            f"for pid in $({bare_pids_script(d)}); do kill $pid; done"
+            for d in (tk.old_dir, p.directory)
+        ]
+        + [
+            'i=0; while [ $i -lt 50 ] && [ -n "$('
+            + bare_pids_script(tk.old_dir)
+            + "; "
+            + bare_pids_script(p.directory)
+            + ')" ]; do sleep 0.1; i=$((i+1)); done',
+            (
+                f"for pid in $({bare_pids_script(tk.old_dir)}; {bare_pids_script(p.directory)}); do"
+                " kill -9 $pid; done"
+            ),
+            forget_sites_script(tk.site),
+            "sudo -n rm -f " + " ".join(sites),
+            f"sudo -n rm -rf {shlex.quote(tk.cert_dir)}",
+            "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
+            f"rm -rf {tk.deploy_root} {tk.old_dir} {p.directory} {p.origin}",
+            "rm -f " + " ".join(f"$HOME/.pm2/logs/{name}-*.log" for name in apps),
+            "pm2 save --force >/dev/null 2>&1 || true",
+        ]
+    )
     ssh(sandbox, script, timeout=180, check=False)
 
 
-def run_takeover(method_name: str, sandbox: Sandbox, work: Path, tk: TakeoverSettings, extra: dict[str, str], run: int,
-                 threads: int, logs: Path, keep: bool, info: dict[str, str], kind: Kind | None = None) -> list[Measurement]:
-    """One takeover run: a fresh 'before' state, the measured first deploy (tool: then the measured rollback), clean up.
-    The loopback and HTTPS kinds measure the first deploy only (the tool; the plan's method has no such kind)."""
+def run_takeover(
+    method_name: str,
+    sandbox: Sandbox,
+    work: Path,
+    tk: TakeoverSettings,
+    extra: dict[str, str],
+    run: int,
+    threads: int,
+    logs: Path,
+    keep: bool,
+    info: dict[str, str],
+    kind: Kind | None = None,
+) -> list[Measurement]:
+    """One takeover run: a fresh 'before' state, the measured first deploy (tool: then the measured
+    rollback), clean up. The loopback and HTTPS kinds measure the first deploy only (the tool; the
+    plan's method has no such kind).
+    """
     kind = kind or KIND_BY_KEY["takeover"]
     tk = replace(tk, shape=TAKEOVER_SHAPES[kind.key])
     cleanup_takeover(sandbox, tk)
@@ -1034,30 +1453,46 @@ def run_takeover(method_name: str, sandbox: Sandbox, work: Path, tk: TakeoverSet
     return results
 
 
-
 # ----------------------------------------------------------------------------- running it
 
 
 def tool_host_events(method: Method, since: str, seconds: float) -> str:
-    """PM2's events for the tool's apps and Gunicorn's start/stop/error lines, from `since` for `seconds` (UTC)."""
+    """PM2's events for the tool's apps and Gunicorn's start/stop/error lines, from `since` for
+    `seconds` (UTC)."""
     assert isinstance(method, Tool)
     start = datetime.fromisoformat(since)
     end = start.timestamp() + seconds + 2
     apps = f"{method.s.app_name}-python|{method.s.app_name}-nodejs"
-    script = "\n".join([
-        f"grep -E '({apps})' ~/.pm2/pm2.log | tail -n 400",
-        "echo '@@gunicorn'",
-        f"cat ~/.pm2/logs/{method.s.app_name}-python*-error.log ~/.pm2/logs/{method.s.app_name}-python*-out.log 2>/dev/null"
-        " | grep -E '^\\[20|Error|Reason' | grep -vE 'Autorestarting|Worker exiting|Booting worker| \"GET ' | tail -n 400",
-        f"echo '@@nginx error.log (requests to {method.sandbox.host}:{method.listen})'",
-        f"sudo -n tail -n 50000 /var/log/nginx/error.log | grep -F 'host: \"{method.sandbox.host}:{method.listen}\"' | tail -n 20000",
-    ])
+    script = "\n".join(
+        [
+            f"grep -E '({apps})' ~/.pm2/pm2.log | tail -n 400",
+            "echo '@@gunicorn'",
+            (
+                f"cat ~/.pm2/logs/{method.s.app_name}-python*-error.log"
+                f" ~/.pm2/logs/{method.s.app_name}-python*-out.log 2>/dev/null | grep -E"
+                " '^\\[20|Error|Reason' | grep -vE 'Autorestarting|Worker exiting|Booting worker|"
+                " \"GET ' | tail -n 400"
+            ),
+            f"echo '@@nginx error.log (requests to {method.sandbox.host}:{method.listen})'",
+            (
+                "sudo -n tail -n 50000 /var/log/nginx/error.log | grep -F 'host:"
+                f' "{method.sandbox.host}:{method.listen}"\' | tail -n 20000'
+            ),
+        ]
+    )
     out = ssh(method.sandbox, script, check=False).stdout
     keep, inside = [], False
     for line in out.splitlines():
-        stamp = re.match(r"^\[?(\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d:\d\d)", line)  # PM2, Gunicorn, Nginx (host in UTC)
-        if stamp:  # a line without a time stamp (a traceback's last line) goes with the stamped line before it
-            at = datetime.fromisoformat(stamp.group(1).replace(" ", "T").replace("/", "-")).replace(tzinfo=UTC).timestamp()
+        stamp = re.match(
+            r"^\[?(\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d:\d\d)", line
+        )  # PM2, Gunicorn, Nginx (host in UTC)
+        # a line without a time stamp (a traceback's last line) goes with the stamped line before it
+        if stamp:
+            at = (
+                datetime.fromisoformat(stamp.group(1).replace(" ", "T").replace("/", "-"))
+                .replace(tzinfo=UTC)
+                .timestamp()
+            )
             inside = start.timestamp() - 1 <= at <= end
         if inside or line.startswith("@@"):
             keep.append(line)
@@ -1065,12 +1500,16 @@ def tool_host_events(method: Method, since: str, seconds: float) -> str:
 
 
 def squeeze_nginx(lines: list[str]) -> list[str]:
-    """Nginx error lines counted per second, error and upstream ('... 37x connect() failed (111: ...), upstream ...')."""
+    """Nginx error lines counted per second, error and upstream ('... 37x connect() failed (111:
+    ...), upstream ...')."""
     out: list[str | tuple[str, str, str]] = []
     counts: dict[tuple[str, str, str], int] = {}
     for line in lines:
-        m = re.match(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(\w+)\] [\d#]+: \*\d+ (.*?), client: .*?"
-                     r"(?:, upstream: \"(http://[^/\"]+)[^\"]*\")?, host: ", line)
+        m = re.match(
+            r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(\w+)\] [\d#]+: \*\d+ (.*?), client: .*?"
+            r"(?:, upstream: \"(http://[^/\"]+)[^\"]*\")?, host: ",
+            line,
+        )
         if not m:
             out.append(line)
             continue
@@ -1078,12 +1517,22 @@ def squeeze_nginx(lines: list[str]) -> list[str]:
         if key not in counts:
             out.append(key)
         counts[key] = counts.get(key, 0) + 1
-    return [item if isinstance(item, str) else
-            f"{item[0]} nginx: {counts[item]}x {item[1]}" + (f", upstream {item[2]}" if item[2] else "") for item in out]
+    return [
+        (
+            item
+            if isinstance(item, str)
+            else f"{item[0]} nginx: {counts[item]}x {item[1]}"
+            + (f", upstream {item[2]}" if item[2] else "")
+        )
+        for item in out
+    ]
 
 
-def bursts(failures: list[tuple[float, str, str]], t0: float, result: Stamped, gap: float = 0.5) -> list[str]:
-    """Failures grouped into bursts (a gap of more than `gap` s starts a new one), timed from the deploy's start."""
+def bursts(
+    failures: list[tuple[float, str, str]], t0: float, result: Stamped, gap: float = 0.5
+) -> list[str]:
+    """Failures grouped into bursts (a gap of more than `gap` s starts a new one), timed from the
+    deploy's start."""
     out: list[str] = []
     group: list[tuple[float, str, str]] = []
 
@@ -1093,8 +1542,11 @@ def bursts(failures: list[tuple[float, str, str]], t0: float, result: Stamped, g
         first, last = group[0][0] + t0 - result.started, group[-1][0] + t0 - result.started
         urls = sorted({u.rsplit(":", 1)[-1].split("/", 1)[-1] or "/" for _, u, _ in group})
         errors = sorted({e.split(":")[0] for _, _, e in group})
-        out.append(f"+{first:.2f}..+{last:.2f} s: {len(group)} failed ({', '.join('/' + u.lstrip('/') for u in urls)}; "
-                   f"{', '.join(errors)}) during: {result.step_at(group[0][0] + t0)}")
+        out.append(
+            f"+{first:.2f}..+{last:.2f} s: {len(group)} failed"
+            f" ({', '.join('/' + u.lstrip('/') for u in urls)}; {', '.join(errors)}) during:"
+            f" {result.step_at(group[0][0] + t0)}"
+        )
 
     for item in sorted(failures):
         if group and item[0] - group[-1][0] > gap:
@@ -1113,8 +1565,13 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
         m.problems.append(f"not answering before the deploy: {describe_after(*before)}")
     method.apply(kind)
     urls = getattr(method, "load_urls", None) or [method.py_url, method.node_url]
-    load = TimedLoad(urls, threads=threads, max_requests=50_000_000,
-                     max_seconds=DEPLOY_TIMEOUT + LEAD_SECONDS + TAIL_SECONDS + 10, cafile=getattr(method, "cafile", None))
+    load = TimedLoad(
+        urls,
+        threads=threads,
+        max_requests=50_000_000,
+        max_seconds=DEPLOY_TIMEOUT + LEAD_SECONDS + TAIL_SECONDS + 10,
+        cafile=getattr(method, "cafile", None),
+    )
     t0 = time.monotonic()
     m.load_started_wall = datetime.now(UTC).isoformat(timespec="milliseconds")
     with load:
@@ -1123,17 +1580,30 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
         time.sleep(TAIL_SECONDS)
     load_result = load.result()
     m.failed, m.total = load_result.failed, load_result.total
-    m.exit_code, m.deploy_seconds, m.load_seconds = result.code, round(result.seconds, 2), round(load_result.seconds, 2)
+    m.exit_code, m.deploy_seconds, m.load_seconds = (
+        result.code,
+        round(result.seconds, 2),
+        round(load_result.seconds, 2),
+    )
     m.per_url = {url: f"{c.failed}/{c.total}" for url, c in load_result.per_url.items()}
     m.releases_seen = load_result.releases
     for f in load_result.samples:
         moment = t0 + f.at
-        m.failures.append({"url": f.url, "error": f.error, "at_load_s": round(f.at, 3),
-                           "at_deploy_s": round(moment - result.started, 3), "during": result.step_at(moment)})
+        m.failures.append(
+            {
+                "url": f.url,
+                "error": f.error,
+                "at_load_s": round(f.at, 3),
+                "at_deploy_s": round(moment - result.started, 3),
+                "during": result.step_at(moment),
+            }
+        )
     m.failure_windows = bursts(load.failure_times, t0, result)
     m.actions = method.describe(kind, result)
     log = logs / f"{method.name}-{run}-{kind.key}.log"
-    log.write_text("\n".join(f"{at - result.started:8.3f}  {line}" for at, line in result.lines) + "\n")
+    log.write_text(
+        "\n".join(f"{at - result.started:8.3f}  {line}" for at, line in result.lines) + "\n"
+    )
     m.log = str(log)
     if method.name == "tool" and m.failed:
         host_log = logs / f"{method.name}-{run}-{kind.key}-host.log"
@@ -1150,45 +1620,85 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
 
 
 def machine_info(sandbox: Sandbox, roots: list[str]) -> dict[str, str]:
-    script = "\n".join([
-        "echo nproc=$(nproc)",
-        "echo os=$(. /etc/os-release && echo \"$PRETTY_NAME\")",
-        "echo kernel=$(uname -sr)",
-        "echo pm2=$(pm2 --version 2>/dev/null | tail -n 1)",
-        "echo nginx=$(sudo -n nginx -v 2>&1 | sed 's/^nginx version: //')",
-        "echo node=$(node --version)",
-        "echo python=$(python3 --version 2>&1)",
-        f"g=$(ls -d {' '.join(f'{r}/venvs/*/bin/gunicorn' for r in roots)} 2>/dev/null | head -n 1)",
-        "[ -n \"$g\" ] && echo gunicorn=$($g --version 2>&1 | head -n 1)",
-        "[ -n \"$g\" ] && echo flask=$($(dirname $g)/python -c 'import importlib.metadata as m; print(m.version(\"flask\"))')",
-        "true",
-    ])
+    script = "\n".join(
+        [
+            "echo nproc=$(nproc)",
+            'echo os=$(. /etc/os-release && echo "$PRETTY_NAME")',
+            "echo kernel=$(uname -sr)",
+            "echo pm2=$(pm2 --version 2>/dev/null | tail -n 1)",
+            "echo nginx=$(sudo -n nginx -v 2>&1 | sed 's/^nginx version: //')",
+            "echo node=$(node --version)",
+            "echo python=$(python3 --version 2>&1)",
+            (
+                f"g=$(ls -d {' '.join(f'{r}/venvs/*/bin/gunicorn' for r in roots)} 2>/dev/null |"
+                " head -n 1)"
+            ),
+            '[ -n "$g" ] && echo gunicorn=$($g --version 2>&1 | head -n 1)',
+            (
+                '[ -n "$g" ] && echo flask=$($(dirname $g)/python -c \'import importlib.metadata as'
+                ' m; print(m.version("flask"))\')'
+            ),
+            "true",
+        ]
+    )
     out = ssh(sandbox, script, check=False).stdout
     info = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    tool_commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "signalcraft_deploy", "tasks", "fabfile.py"],
-                           capture_output=True, text=True).stdout.strip()
-    info["signalcraft-deploy"] = tool_commit + (" (with uncommitted changes in signalcraft_deploy/ or tasks/)" if dirty else "")
+    tool_commit = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO_ROOT),
+            "status",
+            "--porcelain",
+            "--",
+            "signalcraft_deploy",
+            "tasks",
+            "fabfile.py",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    info["signalcraft-deploy"] = tool_commit + (
+        " (with uncommitted changes in signalcraft_deploy/ or tasks/)" if dirty else ""
+    )
     info["client python"] = platform.python_version()
     return info
 
 
 def cleanup(sandbox: Sandbox, tool: ToolSettings, plan: PlanSettings) -> None:
-    """Remove everything the benchmark made on the host: PM2 apps, Nginx sites, directories, logs."""
-    apps = [f"{tool.app_name}-python", f"{tool.app_name}-nodejs", f"{tool.app_name}-python-handover",
-            f"{tool.app_name}-nodejs-handover", f"{tool.app_name}-python-trial", f"{tool.app_name}-nodejs-trial",
-            plan.python_app, plan.node_app]
-    sites = [tool.nginx_site + suffix for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp")]
+    """Remove everything the benchmark made on the host: PM2 apps, Nginx sites, directories,
+    logs."""
+    apps = [
+        f"{tool.app_name}-python",
+        f"{tool.app_name}-nodejs",
+        f"{tool.app_name}-python-handover",
+        f"{tool.app_name}-nodejs-handover",
+        f"{tool.app_name}-python-trial",
+        f"{tool.app_name}-nodejs-trial",
+        plan.python_app,
+        plan.node_app,
+    ]
+    sites = [
+        tool.nginx_site + suffix
+        for suffix in ("", ".signalcraft-prev", ".signalcraft-tmpprev", ".signalcraft-tmp")
+    ]
     sites += [tool.nginx_link, plan.site, plan.link]
     script = "\n".join(
         [f"pm2 delete {a} >/dev/null 2>&1 || true" for a in apps]
-        + [forget_sites_script(tool.nginx_site),
-           "sudo -n rm -f " + " ".join(s for s in sites if s),
-           "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
-           f"rm -rf {tool.deploy_root} {plan.directory} {plan.origin} {plan.directory}.index",
-           "rm -f " + " ".join(f"$HOME/.pm2/logs/{a}-*.log" for a in apps),
-           "pm2 save --force >/dev/null 2>&1 || true"])
+        + [
+            forget_sites_script(tool.nginx_site),
+            "sudo -n rm -f " + " ".join(s for s in sites if s),
+            "sudo -n nginx -t >/dev/null 2>&1 && sudo -n nginx -s reload",
+            f"rm -rf {tool.deploy_root} {plan.directory} {plan.origin} {plan.directory}.index",
+            "rm -f " + " ".join(f"$HOME/.pm2/logs/{a}-*.log" for a in apps),
+            "pm2 save --force >/dev/null 2>&1 || true",
+        ]
+    )
     ssh(sandbox, script, timeout=180, check=False)
 
 
@@ -1203,32 +1713,54 @@ def summarize_after(ms: list[Measurement], attr: str = "after") -> str:
     seen: dict[str, int] = {}
     for m in ms:
         seen[getattr(m, attr)] = seen.get(getattr(m, attr), 0) + 1
-    return "; ".join(text if n == 1 and len(ms) == 1 else f"{text} ×{n}" for text, n in seen.items())
+    return "; ".join(
+        text if n == 1 and len(ms) == 1 else f"{text} ×{n}" for text, n in seen.items()
+    )
 
 
 def table(kinds: list[Kind], results: list[Measurement]) -> str:
-    head = ("| kind of deploy | tool: failed/total per run | tool: sum | tool: exit codes | tool: deploy s | tool: what it did | "
-            "tool: answering after | baseline: failed/total per run | baseline: sum | baseline: answering after |")
-    rows = [head, "| " + " | ".join(["---"] + ["---:"] * 4 + ["---"] * 2 + ["---:"] * 2 + ["---"]) + " |"]
+    head = (
+        "| kind of deploy | tool: failed/total per run | tool: sum | tool: exit codes | tool:"
+        " deploy s | tool: what it did | tool: answering after | baseline: failed/total per run |"
+        " baseline: sum | baseline: answering after |"
+    )
+    rows = [
+        head,
+        "| " + " | ".join(["---"] + ["---:"] * 4 + ["---"] * 2 + ["---:"] * 2 + ["---"]) + " |",
+    ]
     for kind in kinds:
         tool = [m for m in results if m.method == "tool" and m.kind == kind.key]
         base = [m for m in results if m.method == "baseline" and m.kind == kind.key]
-        no_base = "n/a (the plan has no rollback)" if kind.key == TAKEOVER_ROLLBACK.key and any(
-            m.method == "baseline" for m in results) else "-"
-        tool_after = summarize_after(tool) if all(m.expected for m in tool) else \
-            "NOT AS EXPECTED in run(s) " + ", ".join(str(m.run) for m in tool if not m.expected) + " (see below)"
-        rows.append("| " + " | ".join([
-            kind.title,
-            ", ".join(f"{m.failed}/{m.total}" for m in tool) or "-",
-            ratio(tool) if tool else "-",
-            ", ".join(str(m.exit_code) for m in tool) or "-",
-            ", ".join(f"{m.deploy_seconds:.1f}" for m in tool) or "-",
-            summarize_after(tool, "actions") if tool else "-",
-            tool_after if tool else "-",
-            ", ".join(f"{m.failed}/{m.total}" for m in base) or no_base,
-            ratio(base) if base else no_base,
-            summarize_after(base) if base else no_base,
-        ]) + " |")
+        no_base = (
+            "n/a (the plan has no rollback)"
+            if kind.key == TAKEOVER_ROLLBACK.key and any(m.method == "baseline" for m in results)
+            else "-"
+        )
+        tool_after = (
+            summarize_after(tool)
+            if all(m.expected for m in tool)
+            else "NOT AS EXPECTED in run(s) "
+            + ", ".join(str(m.run) for m in tool if not m.expected)
+            + " (see below)"
+        )
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    kind.title,
+                    ", ".join(f"{m.failed}/{m.total}" for m in tool) or "-",
+                    ratio(tool) if tool else "-",
+                    ", ".join(str(m.exit_code) for m in tool) or "-",
+                    ", ".join(f"{m.deploy_seconds:.1f}" for m in tool) or "-",
+                    summarize_after(tool, "actions") if tool else "-",
+                    tool_after if tool else "-",
+                    ", ".join(f"{m.failed}/{m.total}" for m in base) or no_base,
+                    ratio(base) if base else no_base,
+                    summarize_after(base) if base else no_base,
+                ]
+            )
+            + " |"
+        )
     return "\n".join(rows)
 
 
@@ -1236,13 +1768,22 @@ def failure_details(results: list[Measurement]) -> str:
     out = []
     for m in results:
         if m.method == "tool" and (m.failed or not m.expected):
-            out.append(f"tool, {TITLES[m.kind]}, run {m.run}: {m.failed}/{m.total} failed "
-                       f"(per URL: {m.per_url}), exit {m.exit_code}; deploy log {m.log}"
-                       + (f"; host events {m.host_log}" if m.host_log else "")
-                       + ("; no zero target, not counted in the exit status" if m.expected and not m.zero_target else ""))
+            out.append(
+                f"tool, {TITLES[m.kind]}, run {m.run}: {m.failed}/{m.total} failed "
+                f"(per URL: {m.per_url}), exit {m.exit_code}; deploy log {m.log}"
+                + (f"; host events {m.host_log}" if m.host_log else "")
+                + (
+                    "; no zero target, not counted in the exit status"
+                    if m.expected and not m.zero_target
+                    else ""
+                )
+            )
             for p in m.problems:
                 out.append(f"  problem: {p}")
-            out.append(f"  load started {m.load_started_wall}, {LEAD_SECONDS:.0f} s before the deploy; failures by burst:")
+            out.append(
+                f"  load started {m.load_started_wall}, {LEAD_SECONDS:.0f} s before the deploy;"
+                " failures by burst:"
+            )
             for w in m.failure_windows:
                 out.append(f"    {w}")
     return "\n".join(out)
@@ -1253,45 +1794,92 @@ def failure_details(results: list[Measurement]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t, p, tk = ToolSettings(), PlanSettings(), TakeoverSettings()
-    ap = argparse.ArgumentParser(prog="python -m bench.downtime", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.downtime",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     ap.add_argument("--runs", type=int, default=3, help="deploys of each kind, per method")
     ap.add_argument("--threads", type=int, default=4, help="load generator client threads")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 run per kind, 2 threads")
-    ap.add_argument("--kinds", default=",".join(k.key for k in KINDS if k.key not in HOST_LOOPBACK_KINDS),
-                    help="comma-separated kinds to measure (takeover also measures its rollback; takeover-loopback and "
-                         "takeover-https only when the sandbox host is this machine)")
+    ap.add_argument(
+        "--kinds",
+        default=",".join(k.key for k in KINDS if k.key not in HOST_LOOPBACK_KINDS),
+        help=(
+            "comma-separated kinds to measure (takeover also measures its rollback;"
+            " takeover-loopback and takeover-https only when the sandbox host is this machine)"
+        ),
+    )
     ap.add_argument("--no-baseline", action="store_true", help="measure the tool only")
-    ap.add_argument("--keep", action="store_true", help="leave the apps, sites and directories on the host (debugging)")
-    ap.add_argument("--out", default="", help="directory for the results JSON and the deploy logs (empty: a new temp directory)")
-    g = ap.add_argument_group("the tool's app on the host (kept apart from the default 'signalcraft' one)")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the apps, sites and directories on the host (debugging)",
+    )
+    ap.add_argument(
+        "--out",
+        default="",
+        help="directory for the results JSON and the deploy logs (empty: a new temp directory)",
+    )
+    g = ap.add_argument_group(
+        "the tool's app on the host (kept apart from the default 'signalcraft' one)"
+    )
     g.add_argument("--app-name", default=t.app_name)
     g.add_argument("--deploy-root", default=t.deploy_root)
-    g.add_argument("--gunicorn-bind", default=t.gunicorn_bind, help="the handover address is its port + 1")
-    g.add_argument("--node-port", type=int, default=t.node_port, help="the handover port is this + 1")
+    g.add_argument(
+        "--gunicorn-bind", default=t.gunicorn_bind, help="the handover address is its port + 1"
+    )
+    g.add_argument(
+        "--node-port", type=int, default=t.node_port, help="the handover port is this + 1"
+    )
     g.add_argument("--nginx-listen", type=int, default=t.nginx_listen)
     g.add_argument("--nginx-site", default=t.nginx_site)
-    g.add_argument("--tool-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="another setting for every deploy of the tool (repeatable), e.g. GUNICORN_MAX_REQUESTS=50")
+    g.add_argument(
+        "--tool-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "another setting for every deploy of the tool (repeatable), e.g."
+            " GUNICORN_MAX_REQUESTS=50"
+        ),
+    )
     b = ap.add_argument_group("the baseline's app on the host (not managed by the tool)")
-    b.add_argument("--plan-dir", default=p.directory, help="its git clone (the origin is <plan-dir>.git)")
+    b.add_argument(
+        "--plan-dir", default=p.directory, help="its git clone (the origin is <plan-dir>.git)"
+    )
     b.add_argument("--plan-gunicorn-port", type=int, default=p.gunicorn_port)
     b.add_argument("--plan-node-port", type=int, default=p.node_port)
     b.add_argument("--plan-listen", type=int, default=p.listen)
     b.add_argument("--plan-site", default=p.site)
-    k = ap.add_argument_group("the takeover kind (its 'before' state is made and removed in each run)",
-                              "directories /home/ubuntu/<name>, <name>-old and <name>-plan(.git), Nginx sites <name> and "
-                              "<name>-plan, PM2 apps <name>-* and <name>-plan-*")
-    k.add_argument("--takeover-runs", type=int, default=0, help="runs of the takeover kind (0: as --runs)")
+    k = ap.add_argument_group(
+        "the takeover kind (its 'before' state is made and removed in each run)",
+        "directories /home/ubuntu/<name>, <name>-old and <name>-plan(.git), Nginx sites <name> and "
+        "<name>-plan, PM2 apps <name>-* and <name>-plan-*",
+    )
+    k.add_argument(
+        "--takeover-runs", type=int, default=0, help="runs of the takeover kind (0: as --runs)"
+    )
     k.add_argument("--takeover-app-name", default=tk.app_name)
-    k.add_argument("--takeover-gunicorn-port", type=int, default=tk.gunicorn_port,
-                   help="the bare server's port, then Gunicorn's (the handover port is this + 1)")
-    k.add_argument("--takeover-node-port", type=int, default=tk.node_port, help="the handover port is this + 1")
+    k.add_argument(
+        "--takeover-gunicorn-port",
+        type=int,
+        default=tk.gunicorn_port,
+        help="the bare server's port, then Gunicorn's (the handover port is this + 1)",
+    )
+    k.add_argument(
+        "--takeover-node-port", type=int, default=tk.node_port, help="the handover port is this + 1"
+    )
     k.add_argument("--takeover-listen", type=int, default=tk.listen)
     k.add_argument("--takeover-plan-gunicorn-port", type=int, default=tk.plan_gunicorn_port)
     k.add_argument("--takeover-plan-node-port", type=int, default=tk.plan_node_port)
     k.add_argument("--takeover-plan-listen", type=int, default=tk.plan_listen)
-    k.add_argument("--takeover-tls-listen", type=int, default=tk.tls_listen, help="the HTTPS port of the takeover-https kind")
+    k.add_argument(
+        "--takeover-tls-listen",
+        type=int,
+        default=tk.tls_listen,
+        help="the HTTPS port of the takeover-https kind",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.threads = 1, min(args.threads, 2)
@@ -1302,44 +1890,102 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown kind(s) {unknown}; known: {', '.join(KIND_BY_KEY)}")
     # The host is shared with tests using the tool's defaults: never touch those.
-    clashes = {"--app-name": args.app_name == "signalcraft", "--deploy-root": args.deploy_root.rstrip("/") == "/home/ubuntu/signalcraft",
-               "--nginx-site": args.nginx_site == "/etc/nginx/sites-available/signalcraft",
-               "--nginx-listen/--plan-listen": 80 in (args.nginx_listen, args.plan_listen)}
+    clashes = {
+        "--app-name": args.app_name == "signalcraft",
+        "--deploy-root": args.deploy_root.rstrip("/") == "/home/ubuntu/signalcraft",
+        "--nginx-site": args.nginx_site == "/etc/nginx/sites-available/signalcraft",
+        "--nginx-listen/--plan-listen": 80 in (args.nginx_listen, args.plan_listen),
+    }
     gunicorn_port = int(args.gunicorn_bind.rsplit(":", 1)[1])
     # The tool's handover addresses default to port + 1 for Gunicorn and for Node.js.
-    ports = [gunicorn_port, gunicorn_port + 1, args.node_port, args.node_port + 1, args.nginx_listen,
-             args.plan_gunicorn_port, args.plan_node_port, args.plan_listen]
+    ports = [
+        gunicorn_port,
+        gunicorn_port + 1,
+        args.node_port,
+        args.node_port + 1,
+        args.nginx_listen,
+        args.plan_gunicorn_port,
+        args.plan_node_port,
+        args.plan_listen,
+    ]
     if any(k.startswith("takeover") for k in args.kinds.split(",")):
-        ports += [args.takeover_gunicorn_port, args.takeover_gunicorn_port + 1, args.takeover_node_port,
-                  args.takeover_node_port + 1, args.takeover_listen, args.takeover_plan_gunicorn_port,
-                  args.takeover_plan_node_port, args.takeover_plan_listen, args.takeover_tls_listen]
-        clashes["--takeover-app-name"] = (not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", args.takeover_app_name)
-                                          or args.takeover_app_name in ("signalcraft", "tk", args.app_name))
+        ports += [
+            args.takeover_gunicorn_port,
+            args.takeover_gunicorn_port + 1,
+            args.takeover_node_port,
+            args.takeover_node_port + 1,
+            args.takeover_listen,
+            args.takeover_plan_gunicorn_port,
+            args.takeover_plan_node_port,
+            args.takeover_plan_listen,
+            args.takeover_tls_listen,
+        ]
+        clashes["--takeover-app-name"] = not re.fullmatch(
+            r"[a-z][a-z0-9-]{1,30}", args.takeover_app_name
+        ) or args.takeover_app_name in ("signalcraft", "tk", args.app_name)
     clashes["ports"] = bool({8001, 8002, 3000, 80} & set(ports)) or len(set(ports)) != len(ports)
     for path in (args.deploy_root, args.plan_dir):
-        clashes[f"directory {path}"] = not re.fullmatch(r"/home/[a-z_][a-z0-9_-]*/[A-Za-z0-9._-]+", path.rstrip("/"))
+        clashes[f"directory {path}"] = not re.fullmatch(
+            r"/home/[a-z_][a-z0-9_-]*/[A-Za-z0-9._-]+", path.rstrip("/")
+        )
     for pair in args.tool_set:
         key, sep, _ = pair.partition("=")
-        if not sep or key in ("APP_NAME", "DEPLOY_ROOT", "GUNICORN_BIND", "GUNICORN_HANDOVER_BIND", "NODE_PORT", "NGINX_LISTEN",
-                              "NGINX_SITE", "PY_ROUTES", "GUNICORN_TIMEOUT", "SERVER_NAME"):
-            ap.error(f"--tool-set {pair!r}: expected KEY=VALUE for a setting the benchmark does not set itself")
+        if not sep or key in (
+            "APP_NAME",
+            "DEPLOY_ROOT",
+            "GUNICORN_BIND",
+            "GUNICORN_HANDOVER_BIND",
+            "NODE_PORT",
+            "NGINX_LISTEN",
+            "NGINX_SITE",
+            "PY_ROUTES",
+            "GUNICORN_TIMEOUT",
+            "SERVER_NAME",
+        ):
+            ap.error(
+                f"--tool-set {pair!r}: expected KEY=VALUE for a setting the benchmark does not set"
+                " itself"
+            )
     bad = [name for name, clash in clashes.items() if clash]
     if bad:
-        ap.error(f"refusing settings that clash with the host's default app or each other: {', '.join(bad)}")
+        ap.error(
+            "refusing settings that clash with the host's default app or each other:"
+            f" {', '.join(bad)}"
+        )
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tool_settings = ToolSettings(args.app_name, args.deploy_root.rstrip("/"), args.gunicorn_bind, args.node_port,
-                                 args.nginx_listen, args.nginx_site)
-    plan_settings = PlanSettings(args.plan_dir.rstrip("/"), args.plan_gunicorn_port, args.plan_node_port,
-                                 args.plan_listen, args.plan_site)
-    takeover_settings = TakeoverSettings(args.takeover_app_name, args.takeover_gunicorn_port, args.takeover_node_port,
-                                         args.takeover_listen, args.takeover_plan_gunicorn_port, args.takeover_plan_node_port,
-                                         args.takeover_plan_listen, args.takeover_tls_listen)
+    tool_settings = ToolSettings(
+        args.app_name,
+        args.deploy_root.rstrip("/"),
+        args.gunicorn_bind,
+        args.node_port,
+        args.nginx_listen,
+        args.nginx_site,
+    )
+    plan_settings = PlanSettings(
+        args.plan_dir.rstrip("/"),
+        args.plan_gunicorn_port,
+        args.plan_node_port,
+        args.plan_listen,
+        args.plan_site,
+    )
+    takeover_settings = TakeoverSettings(
+        args.takeover_app_name,
+        args.takeover_gunicorn_port,
+        args.takeover_node_port,
+        args.takeover_listen,
+        args.takeover_plan_gunicorn_port,
+        args.takeover_plan_node_port,
+        args.takeover_plan_listen,
+        args.takeover_tls_listen,
+    )
     kinds = [KIND_BY_KEY[k] for k in args.kinds.split(",")]
-    regular = [k for k in kinds if k.key not in TAKEOVER_SHAPES]  # kinds measured on the long-lived app of each method
+    regular = [
+        k for k in kinds if k.key not in TAKEOVER_SHAPES
+    ]  # kinds measured on the long-lived app of each method
     takeover = len(regular) != len(kinds)
     try:
         sandbox = load_sandbox()
@@ -1348,9 +1994,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     unreachable = [k.key for k in kinds if k.key in HOST_LOOPBACK_KINDS]
     if unreachable and not sandbox.host.startswith("127."):
-        print(f"error: --kinds {','.join(unreachable)}: their sites listen on the host's own 127.0.0.1, which this machine "
-              f"cannot reach on the isolated test host {sandbox.host}; measure them against a sandbox on this machine",
-              file=sys.stderr)
+        print(
+            f"error: --kinds {','.join(unreachable)}: their sites listen on the host's own"
+            f" 127.0.0.1, which this machine cannot reach on the isolated test host {sandbox.host};"
+            " measure them against a sandbox on this machine",
+            file=sys.stderr,
+        )
         return 2
 
     def on_term(signum: int, frame: Any) -> None:
@@ -1366,17 +2015,28 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     info: dict[str, str] = {}
     code = 0
-    runs_text = f"{args.runs} run(s)" + (f" ({args.takeover_runs} for takeover)" if takeover and args.takeover_runs != args.runs else "")
-    print(f"downtime benchmark: {runs_text} x {len(kinds)} kind(s), {args.threads} client threads, "
-          f"against {sandbox.target}; logs in {logs}", flush=True)
+    runs_text = f"{args.runs} run(s)" + (
+        f" ({args.takeover_runs} for takeover)"
+        if takeover and args.takeover_runs != args.runs
+        else ""
+    )
+    print(
+        f"downtime benchmark: {runs_text} x {len(kinds)} kind(s), {args.threads} client threads, "
+        f"against {sandbox.target}; logs in {logs}",
+        flush=True,
+    )
     extra = dict(pair.split("=", 1) for pair in args.tool_set)
     tool = Tool(sandbox, work, tool_settings, extra)
     plan = Plan(sandbox, work, plan_settings)
 
     def show(m: Measurement) -> None:
         flag = "" if m.expected else "  << " + "; ".join(m.problems)
-        print(f"  {m.method:<8} run {m.run}  {TITLES[m.kind]:<44} {m.failed:>5}/{m.total:<6} failed  "
-              f"exit {m.exit_code}  {m.deploy_seconds:5.1f} s  did: {m.actions}  after: {m.after}{flag}", flush=True)
+        print(
+            f"  {m.method:<8} run {m.run}  {TITLES[m.kind]:<44} {m.failed:>5}/{m.total:<6} failed "
+            f" exit {m.exit_code}  {m.deploy_seconds:5.1f} s  did: {m.actions}  after:"
+            f" {m.after}{flag}",
+            flush=True,
+        )
 
     try:
         cleanup(sandbox, tool_settings, plan_settings)  # leftovers of an interrupted run
@@ -1385,28 +2045,59 @@ def main(argv: list[str] | None = None) -> int:
         methods: list[Method] = [tool] + ([] if args.no_baseline else [plan])
         if (regular and not args.no_baseline) or takeover:
             global BASELINE_INDEX
-            print("setting up: the baseline's local package index (wheels, npm cache; not measured) ...", flush=True)
+            print(
+                "setting up: the baseline's local package index (wheels, npm cache; not"
+                " measured) ...",
+                flush=True,
+            )
             index = BaselineIndex(plan_settings.directory + ".index")
-            index.make(sandbox, work, [*(EXAMPLE_APP / "requirements.txt").read_text().splitlines(), "Flask==3.1.3",
-                                       *(pin for pin in REQUIREMENT_PINS if pin)],
-                       [(EXAMPLE_APP / "package-lock.json").read_text()])
+            index.make(
+                sandbox,
+                work,
+                [
+                    *(EXAMPLE_APP / "requirements.txt").read_text().splitlines(),
+                    "Flask==3.1.3",
+                    *(pin for pin in REQUIREMENT_PINS if pin),
+                ],
+                [(EXAMPLE_APP / "package-lock.json").read_text()],
+            )
             BASELINE_INDEX = index
         if regular:
             print("setting up: first deploy of the tool's app (not measured) ...", flush=True)
             tool.setup()
             if not args.no_baseline:
-                print("setting up: the plan's app (git clone, venv, pm2 start, Nginx site) ...", flush=True)
+                print(
+                    "setting up: the plan's app (git clone, venv, pm2 start, Nginx site) ...",
+                    flush=True,
+                )
                 plan.setup()
         info = machine_info(sandbox, [tool_settings.deploy_root, takeover_settings.deploy_root])
         for method in methods:
             for run in range(1, max(args.runs, args.takeover_runs if takeover else 0) + 1):
                 for kind in kinds:
                     if kind.key in TAKEOVER_SHAPES:
-                        if run > args.takeover_runs or (method.name != "tool" and kind.key != "takeover"):
+                        if run > args.takeover_runs or (
+                            method.name != "tool" and kind.key != "takeover"
+                        ):
                             continue
-                        print(f"  {method.name:<8} run {run}  takeover: making the 'before' state (not measured) ...", flush=True)
-                        for m in run_takeover(method.name, sandbox, work, takeover_settings, extra, run, args.threads, logs,
-                                              args.keep, info, kind):
+                        print(
+                            f"  {method.name:<8} run {run}  takeover: making the 'before' state"
+                            " (not measured) ...",
+                            flush=True,
+                        )
+                        for m in run_takeover(
+                            method.name,
+                            sandbox,
+                            work,
+                            takeover_settings,
+                            extra,
+                            run,
+                            args.threads,
+                            logs,
+                            args.keep,
+                            info,
+                            kind,
+                        ):
                             results.append(m)
                             show(m)
                     elif run <= args.runs:
@@ -1422,7 +2113,10 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     finally:
         if args.keep:
-            print("--keep: leaving the benchmark's apps, sites and directories on the host", file=sys.stderr)
+            print(
+                "--keep: leaving the benchmark's apps, sites and directories on the host",
+                file=sys.stderr,
+            )
         else:
             cleanup(sandbox, tool_settings, plan_settings)
             if takeover:
@@ -1430,25 +2124,37 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         return code or 2
     print()
-    print(f"Downtime per kind of deploy ({started:%Y-%m-%d %H:%M} UTC; {runs_text} per kind; load: {args.threads} "
-          f"threads looping GET {PY_PATH} and / through Nginx, from {LEAD_SECONDS:.0f} s before each deploy "
-          f"to {TAIL_SECONDS:.0f} s after it)")
+    print(
+        f"Downtime per kind of deploy ({started:%Y-%m-%d %H:%M} UTC; {runs_text} per kind; load:"
+        f" {args.threads} threads looping GET {PY_PATH} and / through Nginx, from"
+        f" {LEAD_SECONDS:.0f} s before each deploy to {TAIL_SECONDS:.0f} s after it)"
+    )
     print()
     rows = [r for k in kinds for r in ((k, TAKEOVER_ROLLBACK) if k.key == "takeover" else (k,))]
     print(table(rows, results))
     print()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    print(f"tool settings: {tool.settings_summary()} (then GUNICORN_TIMEOUT 120/121 and PY_ROUTES +/-{EXTRA_ROUTE} vary with the kinds)")
-    print(f"baseline: {plan_settings.directory} (origin {plan_settings.origin}), PM2 apps {plan_settings.python_app} "
-          f"(fork, 127.0.0.1:{plan_settings.gunicorn_port}) and {plan_settings.node_app} (fork, :{plan_settings.node_port}), "
-          f"Nginx :{plan_settings.listen} ({plan_settings.site})")
+    print(
+        f"tool settings: {tool.settings_summary()} (then GUNICORN_TIMEOUT 120/121 and PY_ROUTES"
+        f" +/-{EXTRA_ROUTE} vary with the kinds)"
+    )
+    print(
+        f"baseline: {plan_settings.directory} (origin {plan_settings.origin}), PM2 apps"
+        f" {plan_settings.python_app} (fork, 127.0.0.1:{plan_settings.gunicorn_port}) and"
+        f" {plan_settings.node_app} (fork, :{plan_settings.node_port}), Nginx"
+        f" :{plan_settings.listen} ({plan_settings.site})"
+    )
     if takeover:
         tk, tkp = takeover_settings, takeover_settings.plan
-        print(f"takeover: 'before' state in {tk.old_dir} (bare `{BARE_COMMAND}` on 127.0.0.1:{tk.gunicorn_port}, PM2 "
-              f"{tk.app_name}-nodejs fork on :{tk.node_port}, Nginx :{tk.listen} {tk.site}), then the tool's first deploy with "
-              f"APP_NAME {tk.app_name}, DEPLOY_ROOT {tk.deploy_root}; baseline: the same state in {tkp.directory} "
-              f"(:{tkp.gunicorn_port}, {tkp.node_app} :{tkp.node_port}, Nginx :{tkp.listen}), then git pull, npm install, "
-              "pip install, the plan's pkill (limited to that directory), pm2 reload ecosystem.config.js || pm2 start")
+        print(
+            f"takeover: 'before' state in {tk.old_dir} (bare `{BARE_COMMAND}` on"
+            f" 127.0.0.1:{tk.gunicorn_port}, PM2 {tk.app_name}-nodejs fork on :{tk.node_port},"
+            f" Nginx :{tk.listen} {tk.site}), then the tool's first deploy with APP_NAME"
+            f" {tk.app_name}, DEPLOY_ROOT {tk.deploy_root}; baseline: the same state in"
+            f" {tkp.directory} (:{tkp.gunicorn_port}, {tkp.node_app} :{tkp.node_port}, Nginx"
+            f" :{tkp.listen}), then git pull, npm install, pip install, the plan's pkill (limited"
+            " to that directory), pm2 reload ecosystem.config.js || pm2 start"
+        )
     for note in notes:
         print(f"baseline note: {note}")
     details = failure_details(results)
@@ -1456,15 +2162,32 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("Tool deploys that failed requests or did not behave as expected:")
         print(details)
-    (out / "results.json").write_text(json.dumps({
-        "started": started.isoformat(timespec="seconds"), "argv": sys.argv, "runs": args.runs, "threads": args.threads,
-        "machine": info, "tool_settings": asdict(tool_settings), "plan_settings": asdict(plan_settings),
-        "takeover_settings": asdict(takeover_settings) if takeover else None, "takeover_runs": args.takeover_runs if takeover else 0,
-        "notes": notes, "results": [asdict(m) for m in results]}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(timespec="seconds"),
+                "argv": sys.argv,
+                "runs": args.runs,
+                "threads": args.threads,
+                "machine": info,
+                "tool_settings": asdict(tool_settings),
+                "plan_settings": asdict(plan_settings),
+                "takeover_settings": asdict(takeover_settings) if takeover else None,
+                "takeover_runs": args.takeover_runs if takeover else 0,
+                "notes": notes,
+                "results": [asdict(m) for m in results],
+            },
+            indent=2,
+        )
+    )
     print(f"\nresults: {out / 'results.json'}; deploy logs: {logs}")
     if code:
         return code
-    bad = [m for m in results if m.method == "tool" and ((m.failed and m.zero_target) or not m.expected)]
+    bad = [
+        m
+        for m in results
+        if m.method == "tool" and ((m.failed and m.zero_target) or not m.expected)
+    ]
     return 1 if bad else 0
 
 

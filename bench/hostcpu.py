@@ -28,7 +28,9 @@ def cpu_root() -> tuple[Path, int]:
     for v1 in (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpu,cpuacct")):
         if (v1 / "cgroup.procs").exists():
             return v1, 1
-    raise SystemExit("No cgroup CPU controller here (cgroup v2 with `cpu`, or v1 `cpu`); run with --host-cpu 0.")
+    raise SystemExit(
+        "No cgroup CPU controller here (cgroup v2 with `cpu`, or v1 `cpu`); run with --host-cpu 0."
+    )
 
 
 def namespace_pids(init_pid: int) -> list[int]:
@@ -54,7 +56,8 @@ def move(pids: list[int], group: Path) -> None:
 
 
 class HostCpu:
-    """Context manager: host k's processes (its init's pid in `inits[k]`) held to `share` CPUs each."""
+    """Context manager: host k's processes (its init's pid in `inits[k]`) held to `share` CPUs
+    each."""
 
     def __init__(self, inits: dict[int, int], share: float):
         self.inits, self.share = inits, share
@@ -81,7 +84,12 @@ class HostCpu:
             self.groups[k] = group
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         for group in self.groups.values():
             move([int(p) for p in (group / "cgroup.procs").read_text().split()], self.root)
             try:

@@ -32,7 +32,8 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 MAX_SAMPLES = 20
-# Key in `LoadResult.releases` for answers that carried no X-Release header (e.g. Nginx's own pages).
+# Key in `LoadResult.releases` for answers that carried no X-Release header (e.g. Nginx's own
+# pages).
 NO_RELEASE = "-"
 
 
@@ -49,7 +50,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Failure:
-    """One failed request: a status outside 2xx/3xx (``status`` set) or an exception (``status`` None)."""
+    """One failed request: a status outside 2xx/3xx (``status`` set) or an exception (``status``
+    None)."""
 
     url: str
     status: int | None
@@ -81,7 +83,9 @@ class LoadResult:
     def summary(self) -> str:
         """One line: ``0 failed / 1234 requests (0.00%) in 5.1 s``."""
         share = 100.0 * self.failed / self.total if self.total else 0.0
-        return f"{self.failed} failed / {self.total} requests ({share:.2f}%) in {self.seconds:.1f} s"
+        return (
+            f"{self.failed} failed / {self.total} requests ({share:.2f}%) in {self.seconds:.1f} s"
+        )
 
 
 # The fleet test hosts (tests/host/fleet-up) live on this machine in 198.18.0.0/15, the range
@@ -98,7 +102,8 @@ def _is_loopback_ip(text: str) -> bool:
 
 
 def loopback_target(url: str) -> Target:
-    """Parse an ``http://`` or ``https://`` URL whose host is loopback; raise ValueError for anything else.
+    """Parse an ``http://`` or ``https://`` URL whose host is loopback; raise ValueError for
+    anything else.
 
     ``localhost`` is accepted only if every address it resolves to is loopback, so a hosts file
     pointing it elsewhere cannot send traffic off the machine.
@@ -114,14 +119,21 @@ def loopback_target(url: str) -> Target:
         raise ValueError(f"{url!r}: no host")
     if host.lower() == "localhost":
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+            addresses = {
+                info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            }
         except OSError as exc:
             raise ValueError(f"{url!r}: localhost does not resolve ({exc})") from None
         if not addresses or not all(_is_loopback_ip(a.split("%")[0]) for a in addresses):
-            raise ValueError(f"{url!r}: localhost resolves to {sorted(addresses)}, not only loopback addresses; refused")
+            raise ValueError(
+                f"{url!r}: localhost resolves to {sorted(addresses)}, not only loopback addresses;"
+                " refused"
+            )
     elif not _is_loopback_ip(host):
-        raise ValueError(f"{url!r}: host {host!r} is not a loopback address (127.0.0.0/8, ::1, localhost) "
-                         "or a fleet test host's (198.18.0.0/15); refused")
+        raise ValueError(
+            f"{url!r}: host {host!r} is not a loopback address (127.0.0.0/8, ::1, localhost) "
+            "or a fleet test host's (198.18.0.0/15); refused"
+        )
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -147,18 +159,32 @@ class Load:
     ) -> None:
         if not urls:
             raise ValueError("no URLs given")
-        if threads < 1 or max_requests < 1 or max_seconds <= 0 or timeout <= 0 or (rate is not None and rate <= 0):
-            raise ValueError("threads and max_requests must be at least 1; max_seconds, timeout and rate above 0")
-        # rate: requests per second in all, each sent at its time (a request late by a slow answer goes at once);
-        # None: each thread sends its next request as soon as the last one is answered.
+        if (
+            threads < 1
+            or max_requests < 1
+            or max_seconds <= 0
+            or timeout <= 0
+            or (rate is not None and rate <= 0)
+        ):
+            raise ValueError(
+                "threads and max_requests must be at least 1; max_seconds, timeout and rate above 0"
+            )
+        # rate: requests per second in all, each sent at its time (a request late by a slow answer
+        # goes at once); None: each thread sends its next request as soon as the last one is
+        # answered.
         self.rate = rate
         self.targets = [loopback_target(url) for url in urls]
         self.threads = threads
         self.max_requests = max_requests
         self.max_seconds = max_seconds
         self.timeout = timeout
-        # https:// URLs: the server's certificate is verified against `cafile` (default: the system's CAs).
-        self._tls = ssl.create_default_context(cafile=cafile) if any(t.scheme == "https" for t in self.targets) else None
+        # https:// URLs: the server's certificate is verified against `cafile` (default: the
+        # system's CAs).
+        self._tls = (
+            ssl.create_default_context(cafile=cafile)
+            if any(t.scheme == "https" for t in self.targets)
+            else None
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -175,7 +201,12 @@ class Load:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -195,7 +226,8 @@ class Load:
         return self.wait()
 
     def wait(self, timeout: float | None = None) -> LoadResult:
-        """Wait (at most ``timeout`` seconds) for the threads to stop by themselves; return the result so far."""
+        """Wait (at most ``timeout`` seconds) for the threads to stop by themselves; return the
+        result so far."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for worker in self._workers:
             worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -218,11 +250,19 @@ class Load:
             end = self._finished if self._finished is not None else time.monotonic()
         ok, failed = sum(c.ok for c in per_url.values()), sum(c.failed for c in per_url.values())
         seconds = end - self._started if self._started else 0.0
-        return LoadResult(total=ok + failed, ok=ok, failed=failed, per_url=per_url, releases=releases, samples=samples, seconds=seconds)
+        return LoadResult(
+            total=ok + failed,
+            ok=ok,
+            failed=failed,
+            per_url=per_url,
+            releases=releases,
+            samples=samples,
+            seconds=seconds,
+        )
 
     def _claim(self) -> Target | None:
-        """Reserve the next request within the bounds and return its URL (round-robin), at its time if the load is
-        paced; None once the load should end."""
+        """Reserve the next request within the bounds and return its URL (round-robin), at its time
+        if the load is paced; None once the load should end."""
         if self._stop.is_set() or time.monotonic() - self._started >= self.max_seconds:
             return None
         with self._lock:
@@ -249,14 +289,21 @@ class Load:
 
     def _request(self, target: Target) -> tuple[int | None, str | None, str]:
         """One GET on a new connection: (status or None, X-Release or None, error text or "")."""
-        conn = (http.client.HTTPSConnection(target.host, target.port, timeout=self.timeout, context=self._tls)
-                if target.scheme == "https" else http.client.HTTPConnection(target.host, target.port, timeout=self.timeout))
+        conn = (
+            http.client.HTTPSConnection(
+                target.host, target.port, timeout=self.timeout, context=self._tls
+            )
+            if target.scheme == "https"
+            else http.client.HTTPConnection(target.host, target.port, timeout=self.timeout)
+        )
         try:
             conn.request("GET", target.path, headers={"Connection": "close"})
             response = conn.getresponse()
             response.read()
             return response.status, response.getheader("X-Release"), ""
-        except Exception as exc:  # every failure is data here: refused, reset, timeout, bad response
+        except (
+            Exception
+        ) as exc:  # every failure is data here: refused, reset, timeout, bad response
             return None, None, f"{type(exc).__name__}: {exc}"
         finally:
             conn.close()
@@ -270,22 +317,41 @@ class Load:
                 self._failed[target.url] += 1
                 if len(self._samples) < MAX_SAMPLES:
                     text = error or f"HTTP {status}"
-                    self._samples.append(Failure(target.url, status, text, time.monotonic() - self._started))
+                    self._samples.append(
+                        Failure(target.url, status, text, time.monotonic() - self._started)
+                    )
             if status is not None:
                 self._releases[target.url][release or NO_RELEASE] += 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: load the URLs, print the summary; exit 1 if any request failed."""
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.split("\n\n")[0])
-    parser.add_argument("urls", nargs="+", metavar="URL", help="loopback http:// URL(s), requested round-robin")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loadgen", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "urls", nargs="+", metavar="URL", help="loopback http:// URL(s), requested round-robin"
+    )
     parser.add_argument("--threads", type=int, default=4, help="client threads (default 4)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="stop after this many requests (default 200000)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in seconds (default 5)")
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=200_000,
+        help="stop after this many requests (default 200000)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="per-request timeout in seconds (default 5)"
+    )
     args = parser.parse_args(argv)
     try:
-        load = Load(args.urls, threads=args.threads, max_requests=args.max_requests, max_seconds=args.seconds, timeout=args.timeout)
+        load = Load(
+            args.urls,
+            threads=args.threads,
+            max_requests=args.max_requests,
+            max_seconds=args.seconds,
+            timeout=args.timeout,
+        )
     except ValueError as exc:
         parser.error(str(exc))
     with load:
@@ -295,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
     result = load.result()
     for url, counts in result.per_url.items():
-        releases = ", ".join(f"{name}: {n}" for name, n in sorted(result.releases[url].items())) or "none"
+        releases = (
+            ", ".join(f"{name}: {n}" for name, n in sorted(result.releases[url].items())) or "none"
+        )
         print(f"{url}: {counts.failed} failed / {counts.total} (releases: {releases})")
     for sample in result.samples:
         print(f"  at {sample.at:.2f} s {sample.url}: {sample.error}")

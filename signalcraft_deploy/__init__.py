@@ -1,4 +1,5 @@
-"""signalcraft-deploy: zero-downtime deploys of a Flask (Gunicorn) + Node.js app under PM2 behind Nginx.
+"""signalcraft-deploy: zero-downtime deploys of a Flask (Gunicorn) + Node.js app under PM2 behind
+Nginx.
 
 The layout, by concern:
   core/     settings, rendering, planning, the source tree: pure, no host

@@ -32,7 +32,14 @@ class Program(Fab):
 def make_program() -> Program:
     from signalcraft_deploy.collection import ns
 
-    return Program(name=NAME, binary=NAME, version=__version__, namespace=ns, executor_class=FleetExecutor, config_class=Config)
+    return Program(
+        name=NAME,
+        binary=NAME,
+        version=__version__,
+        namespace=ns,
+        executor_class=FleetExecutor,
+        config_class=Config,
+    )
 
 
 def main() -> None:

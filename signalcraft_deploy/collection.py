@@ -9,10 +9,36 @@ import gc
 from invoke import Collection
 
 from signalcraft_deploy.executor import use_fleet_executor
-from signalcraft_deploy.tasks import configs, deploy, freeze, init, install, lock, nginx, pm2, remove, settings, setup, status
+from signalcraft_deploy.tasks import (
+    configs,
+    deploy,
+    freeze,
+    init,
+    install,
+    lock,
+    nginx,
+    pm2,
+    remove,
+    settings,
+    setup,
+    status,
+)
 
 ns = Collection()
-for module in (init, setup, install, freeze, configs, nginx, pm2, deploy, status, lock, settings, remove):
+for module in (
+    init,
+    setup,
+    install,
+    freeze,
+    configs,
+    nginx,
+    pm2,
+    deploy,
+    status,
+    lock,
+    settings,
+    remove,
+):
     for name, t in module.ns.tasks.items():
         ns.add_task(t, name=name)
 

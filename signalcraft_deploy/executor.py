@@ -45,7 +45,9 @@ class FleetCall(ConnectionCall):
         return data
 
     def make_context(self, config: Any) -> Connection:
-        if len(self.fleet) > 1:  # on a copy: the executor hands the same config to the calls after this one
+        if (
+            len(self.fleet) > 1
+        ):  # on a copy: the executor hands the same config to the calls after this one
             config = config.clone()
             config[FLEET_KEY] = [{k: v for k, v in h.items() if k != "config"} for h in self.fleet]
         return super().make_context(config)
@@ -62,12 +64,18 @@ class FleetExecutor(Executor):
             elif out and isinstance(out[-1], FleetCall) and out[-1].task is call.task:
                 out[-1].fleet.append(dict(call.init_kwargs))
             else:
-                out.append(call.clone(into=FleetCall, with_={"init_kwargs": call.init_kwargs, "fleet": [dict(call.init_kwargs)]}))
+                out.append(
+                    call.clone(
+                        into=FleetCall,
+                        with_={"init_kwargs": call.init_kwargs, "fleet": [dict(call.init_kwargs)]},
+                    )
+                )
         return out
 
 
 def fleet_hosts(c: Any) -> list[Any]:
-    """The Connections a fleet-aware task works on: `c` alone, or c and the other hosts given with -H."""
+    """The Connections a fleet-aware task works on: `c` alone, or c and the other hosts given with
+    -H."""
     try:
         hosts = c.config[FLEET_KEY]
     except (KeyError, AttributeError):

@@ -73,13 +73,16 @@ class Item(db.Model):  # type: ignore[name-defined,misc]
 def create_app() -> Flask:
     """The factory Gunicorn and `flask --app app:create_app` call."""
     app = Flask(__name__, static_folder=None)
-    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ.get("DATABASE_URL", f"sqlite:///{HERE / 'dev.sqlite'}")
+    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{HERE / 'dev.sqlite'}"
+    )
     db.init_app(app)
     migrate.init_app(app, db, directory=str(HERE / "migrations"))
 
     @app.get("/api/flask/health")
     def health() -> Response:
-        # The database answers. Not the schema: the trial run calls this before BEFORE_SWITCH migrates.
+        # The database answers. Not the schema: the trial run calls this before BEFORE_SWITCH
+        # migrates.
         db.session.execute(text("SELECT 1"))
         return jsonify({"status": "ok", "app": "flask", "release": RELEASE, "schema": SCHEMA})
 

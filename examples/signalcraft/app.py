@@ -28,7 +28,8 @@ VERSION = "1"
 
 
 def _load_dotenv() -> None:
-    """Load ``.env`` next to this file into the environment, if it exists and python-dotenv is installed.
+    """Load ``.env`` next to this file into the environment, if it exists and python-dotenv is
+    installed.
 
     Existing environment variables win (``override=False``); values are never printed.
     """
@@ -79,7 +80,15 @@ def create_app() -> Flask:
         full_path = "/" + path
         if full_path.rstrip("/").endswith("/health"):
             return jsonify(_health())
-        return jsonify({"app": "flask", "path": full_path, "release": RELEASE, "version": VERSION, "pid": os.getpid()})
+        return jsonify(
+            {
+                "app": "flask",
+                "path": full_path,
+                "release": RELEASE,
+                "version": VERSION,
+                "pid": os.getpid(),
+            }
+        )
 
     @app.after_request
     def tag_response(response: Response) -> Response:

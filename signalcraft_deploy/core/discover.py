@@ -1,9 +1,11 @@
-"""What `init` reads from an app's own files: its WSGI app, Flask routes, health route, Node.js entry and prefixes.
+"""What `init` reads from an app's own files: its WSGI app, Flask routes, health route, Node.js
+entry and prefixes.
 
-Pure: every function takes file texts (by path relative to the app's folder) and returns what it found and how,
-so init can write each value with a `# found: <how>` comment, or leave the key empty and say nothing was found.
-Nothing here imports or runs the app; `remote/url_map.py` does that in the app's own venv, and
-`routes_from_url_map` reads its output. Python is read with `ast` (never executed), JavaScript by regex.
+Pure: every function takes file texts (by path relative to the app's folder) and returns what it
+found and how, so init can write each value with a `# found: <how>` comment, or leave the key empty
+and say nothing was found. Nothing here imports or runs the app; `remote/url_map.py` does that in
+the app's own venv, and `routes_from_url_map` reads its output. Python is read with `ast` (never
+executed), JavaScript by regex.
 """
 
 from __future__ import annotations
@@ -19,26 +21,57 @@ from signalcraft_deploy.core.source import node_package
 
 PYTHON, NODEJS = App.PYTHON.value, App.NODEJS.value  # the route table's names of the apps
 
-# Folders whose files are not the app's own source: venvs, installed packages, the tool's own output.
-SKIPPED_DIRS = frozenset({".git", ".venv", "venv", "env", "node_modules", "__pycache__", "rendered", "deploy-templates",
-                          "build", "dist", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", "site-packages"})
-# The module names a WSGI app is usually in, first to last; any other module comes after, shallowest first.
+# Folders whose files are not the app's own source: venvs, installed packages, the tool's own
+# output.
+SKIPPED_DIRS = frozenset(
+    {
+        ".git",
+        ".venv",
+        "venv",
+        "env",
+        "node_modules",
+        "__pycache__",
+        "rendered",
+        "deploy-templates",
+        "build",
+        "dist",
+        ".tox",
+        ".nox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "site-packages",
+    }
+)
+# The module names a WSGI app is usually in, first to last; any other module comes after, shallowest
+# first.
 WSGI_MODULES = ("wsgi", "app", "main", "application", "server")
 HEALTH_RE = re.compile(r"(^|/)(health|healthz|healthcheck|ping|status|livez|readyz)$")
-# Where Node.js goes when Flask owns `/` and no prefix of Node.js's own is found: a deploy works, and the note asks
-# for the real one (a table without Node.js could not route its health check).
+# Where Node.js goes when Flask owns `/` and no prefix of Node.js's own is found: a deploy works,
+# and the note asks for the real one (a table without Node.js could not route its health check).
 NODE_PLACEHOLDER = "/node"
 NO_HEALTH = "no health route found: a route that answers 200 without the database is better"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ROUTE_DECORATORS = {"route": None, "get": "GET", "post": "POST", "put": "PUT", "delete": "DELETE", "patch": "PATCH"}
-# Express (or a router) mounting or answering a path: app.use('/chat', ...), router.get("/api/x", ...).
-_EXPRESS_RE = re.compile(r"\b[A-Za-z_$][\w$]*\.(use|get|post|put|delete|patch|all|route)\(\s*(['\"`])(/[^'\"`]*)\2")
+_ROUTE_DECORATORS = {
+    "route": None,
+    "get": "GET",
+    "post": "POST",
+    "put": "PUT",
+    "delete": "DELETE",
+    "patch": "PATCH",
+}
+# Express (or a router) mounting or answering a path: app.use('/chat', ...), router.get("/api/x",
+# ...).
+_EXPRESS_RE = re.compile(
+    r"\b[A-Za-z_$][\w$]*\.(use|get|post|put|delete|patch|all|route)\(\s*(['\"`])(/[^'\"`]*)\2"
+)
 _JS_SUFFIXES = (".js", ".mjs", ".cjs", ".ts")
 
 
 @dataclass(frozen=True)
 class Found:
-    """One setting's value read from the app (None: nothing found) and how it was found, or why not."""
+    """One setting's value read from the app (None: nothing found) and how it was found, or why
+    not."""
 
     value: str | None
     how: str
@@ -58,13 +91,15 @@ class Route:
 
 
 def is_source(path: str) -> bool:
-    """Whether a file (relative path) is the app's own, not a venv's, installed packages' or the tool's output."""
+    """Whether a file (relative path) is the app's own, not a venv's, installed packages' or the
+    tool's output."""
     parts = path.split("/")
     return not any(part in SKIPPED_DIRS for part in parts[:-1])
 
 
 def module_name(path: str) -> str | None:
-    """The module a .py file is imported as from the app's folder (None: it cannot be: a name that is not one)."""
+    """The module a .py file is imported as from the app's folder (None: it cannot be: a name that
+    is not one)."""
     if not path.endswith(".py"):
         return None
     parts = path[:-3].split("/")
@@ -100,44 +135,73 @@ def _called_name(node: ast.AST) -> str:
 
 def _assigned(stmt: ast.stmt) -> tuple[str, ast.expr] | None:
     """(name, value) of a module-level `name = value` or `name: T = value`."""
-    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+    if (
+        isinstance(stmt, ast.Assign)
+        and len(stmt.targets) == 1
+        and isinstance(stmt.targets[0], ast.Name)
+    ):
         return stmt.targets[0].id, stmt.value
-    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+    if (
+        isinstance(stmt, ast.AnnAssign)
+        and isinstance(stmt.target, ast.Name)
+        and stmt.value is not None
+    ):
         return stmt.target.id, stmt.value
     return None
 
 
 def _callable_without_arguments(fn: ast.FunctionDef) -> bool:
     args = fn.args
-    return len(args.defaults) == len(args.posonlyargs) + len(args.args) and all(d is not None for d in args.kw_defaults)
+    return len(args.defaults) == len(args.posonlyargs) + len(args.args) and all(
+        d is not None for d in args.kw_defaults
+    )
 
 
 def _wsgi_in(module: str, path: str, tree: ast.Module) -> Found | None:
-    """A module-level Flask object (or one a factory made) first, else a `create_app` factory Gunicorn can call."""
+    """A module-level Flask object (or one a factory made) first, else a `create_app` factory
+    Gunicorn can call."""
     factory = None
     for stmt in tree.body:
         pair = _assigned(stmt)
         if pair and _called_name(pair[1]) in ("Flask", "create_app", "make_app"):
-            return Found(f"{module}:{pair[0]}", f"{path}:{stmt.lineno} `{pair[0]} = {_called_name(pair[1])}(...)`")
-        if isinstance(stmt, ast.FunctionDef) and stmt.name == "create_app" and _callable_without_arguments(stmt):
-            factory = factory or Found(f"{module}:create_app()", f"{path}:{stmt.lineno} `def create_app()`, a factory")
+            return Found(
+                f"{module}:{pair[0]}",
+                f"{path}:{stmt.lineno} `{pair[0]} = {_called_name(pair[1])}(...)`",
+            )
+        if (
+            isinstance(stmt, ast.FunctionDef)
+            and stmt.name == "create_app"
+            and _callable_without_arguments(stmt)
+        ):
+            factory = factory or Found(
+                f"{module}:create_app()", f"{path}:{stmt.lineno} `def create_app()`, a factory"
+            )
     return factory
 
 
 def find_wsgi(sources: Mapping[str, str]) -> Found:
-    """WSGI_APP from the app's Python files ({path: text}), read with ast in the order of WSGI_MODULES."""
+    """WSGI_APP from the app's Python files ({path: text}), read with ast in the order of
+    WSGI_MODULES."""
     candidates = sorted((p for p in sources if is_source(p) and module_name(p)), key=_wsgi_order)
     for path in candidates:
         tree = _parse(sources[path])
         found = _wsgi_in(str(module_name(path)), path, tree) if tree else None
         if found:
             return found
-    looked = ", ".join(candidates[:6]) + (", ..." if len(candidates) > 6 else "") if candidates else "no .py file"
-    return Found(None, f"no module-level `app = Flask(...)` and no `def create_app()` in {looked}; "
-                       "set it as module:attribute or module:factory()")
+    looked = (
+        ", ".join(candidates[:6]) + (", ..." if len(candidates) > 6 else "")
+        if candidates
+        else "no .py file"
+    )
+    return Found(
+        None,
+        f"no module-level `app = Flask(...)` and no `def create_app()` in {looked}; "
+        "set it as module:attribute or module:factory()",
+    )
 
 
-# --- Flask routes ----------------------------------------------------------------------------------------------
+# --- Flask routes
+# ----------------------------------------------------------------------------------------------
 
 
 def _string(node: ast.AST | None) -> str | None:
@@ -180,39 +244,70 @@ def _routes_in(path: str, tree: ast.Module, found: _SourceRoutes) -> None:
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for deco in node.decorator_list:
-                if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr in _ROUTE_DECORATORS:
+                if (
+                    isinstance(deco, ast.Call)
+                    and isinstance(deco.func, ast.Attribute)
+                    and deco.func.attr in _ROUTE_DECORATORS
+                ):
                     rule = _string(deco.args[0]) if deco.args else _string(_keyword(deco, "rule"))
                     if rule is not None:
                         methods = _methods(deco, _ROUTE_DECORATORS[deco.func.attr])
-                        found.rules.append((_last_name(deco.func.value), rule, f"{path}:{deco.lineno}", methods))
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_url_rule":
+                        found.rules.append(
+                            (_last_name(deco.func.value), rule, f"{path}:{deco.lineno}", methods)
+                        )
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_url_rule"
+        ):
             rule = _string(node.args[0]) if node.args else _string(_keyword(node, "rule"))
             if rule is not None:
-                found.rules.append((_last_name(node.func.value), rule, f"{path}:{node.lineno}", _methods(node, None)))
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register_blueprint":
+                found.rules.append(
+                    (
+                        _last_name(node.func.value),
+                        rule,
+                        f"{path}:{node.lineno}",
+                        _methods(node, None),
+                    )
+                )
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "register_blueprint"
+        ):
             prefix = _string(_keyword(node, "url_prefix"))
             if node.args and prefix is not None:
                 found.prefixes[_last_name(node.args[0])] = prefix
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             pair = _assigned(node)
             if pair and _called_name(pair[1]) == "Blueprint":
-                prefix = _string(_keyword(pair[1], "url_prefix")) if isinstance(pair[1], ast.Call) else None
+                prefix = (
+                    _string(_keyword(pair[1], "url_prefix"))
+                    if isinstance(pair[1], ast.Call)
+                    else None
+                )
                 found.prefixes.setdefault(pair[0], prefix or "")
 
 
 def routes_from_source(sources: Mapping[str, str]) -> list[Route]:
-    """Flask routes read from decorators (`@x.route/get/post(...)`), `add_url_rule`, and blueprints' url_prefix
-    (the Blueprint's own, or register_blueprint's, which wins). Routes added in loops or by plugins are missed."""
+    """Flask routes read from decorators (`@x.route/get/post(...)`), `add_url_rule`, and blueprints'
+    url_prefix (the Blueprint's own, or register_blueprint's, which wins). Routes added in loops or
+    by plugins are missed.
+    """
     found = _SourceRoutes([], {})
     for path in sorted(p for p in sources if p.endswith(".py") and is_source(p)):
         tree = _parse(sources[path])
         if tree:
             _routes_in(path, tree, found)
-    return [Route(_join(found.prefixes.get(owner, ""), rule), methods, where) for owner, rule, where, methods in found.rules]
+    return [
+        Route(_join(found.prefixes.get(owner, ""), rule), methods, where)
+        for owner, rule, where, methods in found.rules
+    ]
 
 
 def routes_from_url_map(output: str) -> list[Route]:
-    """The routes `remote/url_map.py` printed: a JSON list of {rule, methods, endpoint}. ValueError if it is not."""
+    """The routes `remote/url_map.py` printed: a JSON list of {rule, methods, endpoint}. ValueError
+    if it is not."""
     data = json.loads(output)
     if not isinstance(data, list):
         raise ValueError("expected a JSON list")
@@ -226,34 +321,48 @@ def routes_from_url_map(output: str) -> list[Route]:
 
 
 def find_health(routes: Iterable[Route], how: str) -> Found:
-    """HEALTH_PY: the first GET rule without arguments that looks like a health route; else the first GET rule
-    without arguments (with a note that a health route is better); else nothing."""
+    """HEALTH_PY: the first GET rule without arguments that looks like a health route; else the
+    first GET rule without arguments (with a note that a health route is better); else nothing."""
     plain = [r for r in routes if "GET" in r.methods and not r.has_arguments]
     for route in plain:
         if HEALTH_RE.search(route.rule.rstrip("/")):
             return Found(route.rule, f"{route.where}, Flask's routes from {how}")
     if plain:
         return Found(plain[0].rule, f"{plain[0].where}, Flask's routes from {how}; {NO_HEALTH}")
-    return Found(None, f"no GET route without arguments in Flask's routes from {how}; set the path of one that answers 200")
+    return Found(
+        None,
+        f"no GET route without arguments in Flask's routes from {how}; set the path of one that"
+        " answers 200",
+    )
 
 
-# --- Node.js -----------------------------------------------------------------------------------------------------
+# --- Node.js
+# -----------------------------------------------------------------------------------------------------
 
 
 def find_node(package_json: str | None, has: Callable[[str], bool]) -> Found:
-    """NODE_SCRIPT the way the deploy finds it (package.json's start script or main), so init and deploy agree."""
+    """NODE_SCRIPT the way the deploy finds it (package.json's start script or main), so init and
+    deploy agree."""
     package = node_package(package_json, has)
     if package.script:
         return Found(package.script, package.why)
     if package_json is None:
-        return Found(None, "no package.json; set the Node.js entry point (the deploy would look for server.js)")
-    return Found(None, "package.json names no entry that exists (main, or a start script 'node <file>')")
+        return Found(
+            None,
+            "no package.json; set the Node.js entry point (the deploy would look for server.js)",
+        )
+    return Found(
+        None, "package.json names no entry that exists (main, or a start script 'node <file>')"
+    )
 
 
 def node_prefixes(sources: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(prefix, where) of the first path segments Express-style calls answer (`app.use('/chat', ...)`), in order."""
+    """(prefix, where) of the first path segments Express-style calls answer (`app.use('/chat',
+    ...)`), in order."""
     seen: dict[str, str] = {}
-    for path in sorted(p for p in sources if p.endswith(_JS_SUFFIXES) and is_source(p) and not _browser_side(p)):
+    for path in sorted(
+        p for p in sources if p.endswith(_JS_SUFFIXES) and is_source(p) and not _browser_side(p)
+    ):
         for match in _EXPRESS_RE.finditer(sources[path]):
             first = match.group(3).strip("/").split("/", 1)[0]
             if first and re.fullmatch(r"[A-Za-z0-9._~-]+", first):
@@ -263,11 +372,13 @@ def node_prefixes(sources: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 def _browser_side(path: str) -> bool:
-    """A script the browser runs (Flask's static/ and templates/, a public/ folder): its axios.get('/x') is a client."""
+    """A script the browser runs (Flask's static/ and templates/, a public/ folder): its
+    axios.get('/x') is a client."""
     return any(part in ("static", "templates", "public") for part in path.split("/")[:-1])
 
 
-# --- The route table ---------------------------------------------------------------------------------------------
+# --- The route table
+# ---------------------------------------------------------------------------------------------
 
 
 def _first_segments(routes: Iterable[Route]) -> list[str]:
@@ -279,64 +390,114 @@ def _first_segments(routes: Iterable[Route]) -> list[str]:
     return segments
 
 
-UNMOUNTED = "each app's routes carry their prefixes (found in its code): every path goes to it as the client sent it"
+UNMOUNTED = (
+    "each app's routes carry their prefixes (found in its code): every path goes to it as the"
+    " client sent it"
+)
 
 
-def route_table(routes: list[Route], node: list[tuple[str, str]], how: str) -> tuple[Found, Found, Found]:
+def route_table(
+    routes: list[Route], node: list[tuple[str, str]], how: str
+) -> tuple[Found, Found, Found]:
     """ROUTES (prefix=app pairs, one `/`), HEALTH_NODE and MOUNTS.
 
-    Flask has a `/` rule: it owns `/`, Node.js the prefixes its code answers (passed as they are); none found: a
-    placeholder prefix the Node.js app is mounted under (it sees paths without it), with a note asking to name it.
-    Else Flask's first path segments are Python's and Node.js owns `/`."""
+    Flask has a `/` rule: it owns `/`, Node.js the prefixes its code answers (passed as they are);
+    none found: a placeholder prefix the Node.js app is mounted under (it sees paths without it),
+    with a note asking to name it. Else Flask's first path segments are Python's and Node.js owns
+    `/`."""
     root = next((r for r in routes if r.rule == "/"), None)
     if root:
         prefixes = [p for p, _ in node if p not in {"/" + s for s in _first_segments(routes)}]
         if not prefixes:
-            return (Found(f"/={PYTHON},{NODE_PLACEHOLDER}={NODEJS}",
-                          f"Flask's `/` rule ({root.where}, from {how}); no prefix of Node.js's own in its code "
-                          f"(app.use('/x', ...)): {NODE_PLACEHOLDER} is a placeholder, name Node.js's own (e.g. /chat)"),
-                    Found(NODE_PLACEHOLDER, f"Node.js's prefix in ROUTES, {NODE_PLACEHOLDER} (a placeholder)"),
-                    Found(NODE_PLACEHOLDER, f"Node.js's code answers no prefix of its own: it is mounted under "
-                          f"{NODE_PLACEHOLDER} and gets each path without it (X-Forwarded-Prefix names it)"))
+            return (
+                Found(
+                    f"/={PYTHON},{NODE_PLACEHOLDER}={NODEJS}",
+                    f"Flask's `/` rule ({root.where}, from {how}); no prefix of Node.js's own in"
+                    f" its code (app.use('/x', ...)): {NODE_PLACEHOLDER} is a placeholder, name"
+                    " Node.js's own (e.g. /chat)",
+                ),
+                Found(
+                    NODE_PLACEHOLDER,
+                    f"Node.js's prefix in ROUTES, {NODE_PLACEHOLDER} (a placeholder)",
+                ),
+                Found(
+                    NODE_PLACEHOLDER,
+                    "Node.js's code answers no prefix of its own: it is mounted under"
+                    f" {NODE_PLACEHOLDER} and gets each path without it (X-Forwarded-Prefix"
+                    " names it)",
+                ),
+            )
         where = ", ".join(f"{p} ({w})" for p, w in node if p in prefixes)
         table = ",".join([f"/={PYTHON}", *(f"{p}={NODEJS}" for p in prefixes)])
-        return (Found(table, f"Flask's `/` rule ({root.where}, from {how}); Node.js's prefixes: {where}"),
-                Found(prefixes[0], f"Node.js's prefix in ROUTES, {prefixes[0]}"), Found("", UNMOUNTED))
+        return (
+            Found(
+                table, f"Flask's `/` rule ({root.where}, from {how}); Node.js's prefixes: {where}"
+            ),
+            Found(prefixes[0], f"Node.js's prefix in ROUTES, {prefixes[0]}"),
+            Found("", UNMOUNTED),
+        )
     segments = _first_segments(routes)
     if not segments:
-        return (Found(None, f"no Flask route in {how}; name the prefixes Flask serves, e.g. ROUTES=/api=python,/=nodejs"),
-                Found("/", "Node.js owns / in ROUTES"), Found("", "nothing is mounted"))
+        return (
+            Found(
+                None,
+                f"no Flask route in {how}; name the prefixes Flask serves, e.g."
+                " ROUTES=/api=python,/=nodejs",
+            ),
+            Found("/", "Node.js owns / in ROUTES"),
+            Found("", "nothing is mounted"),
+        )
     table = ",".join([*(f"/{s}={PYTHON}" for s in segments), f"/={NODEJS}"])
-    return (Found(table, f"the first path segments of Flask's routes (from {how}); Node.js owns the rest"),
-            Found("/", "Node.js owns / in ROUTES"), Found("", UNMOUNTED))
+    return (
+        Found(
+            table, f"the first path segments of Flask's routes (from {how}); Node.js owns the rest"
+        ),
+        Found("/", "Node.js owns / in ROUTES"),
+        Found("", UNMOUNTED),
+    )
 
 
-# --- Everything init writes from the app ---------------------------------------------------------------------------
+# --- Everything init writes from the app
+# ---------------------------------------------------------------------------
 
 
 def app_name(folder: str) -> Found:
-    """APP_NAME from the app's folder name, made a valid one (lower-case letters, digits, '-', a letter first)."""
+    """APP_NAME from the app's folder name, made a valid one (lower-case letters, digits, '-', a
+    letter first)."""
     name = re.sub(r"[^a-z0-9]+", "-", folder.lower()).strip("-")
     name = re.sub(r"^[^a-z]+", "", name)[:40].rstrip("-")
     if not name:
-        return Found(None, f"the folder's name ({folder!r}) makes no name; set one (lower-case letters, digits, '-')")
+        return Found(
+            None,
+            f"the folder's name ({folder!r}) makes no name; set one (lower-case letters, digits,"
+            " '-')",
+        )
     return Found(name, f"the app's folder name ({folder})")
 
 
 @dataclass(frozen=True)
 class RoutesRead:
-    """Flask's routes and how they were read (the app's url_map in its venv, or the source, and why)."""
+    """Flask's routes and how they were read (the app's url_map in its venv, or the source, and
+    why)."""
 
     routes: list[Route]
     how: str
 
 
-def findings(folder: str, paths: Iterable[str], texts: Mapping[str, str], routes: RoutesRead) -> dict[str, Found]:
+def findings(
+    folder: str, paths: Iterable[str], texts: Mapping[str, str], routes: RoutesRead
+) -> dict[str, Found]:
     """Every key init writes from the app: {key: Found}."""
     names = set(paths)
     name = app_name(folder)
-    root = Found(f"/home/ubuntu/{name.value}", "/home/ubuntu/ + APP_NAME (the home of the deploy user `ubuntu`)") \
-        if name.value else Found(None, "no APP_NAME to name it after")
+    root = (
+        Found(
+            f"/home/ubuntu/{name.value}",
+            "/home/ubuntu/ + APP_NAME (the home of the deploy user `ubuntu`)",
+        )
+        if name.value
+        else Found(None, "no APP_NAME to name it after")
+    )
     table, health_node, mounts = route_table(routes.routes, node_prefixes(texts), routes.how)
     return {
         "APP_NAME": name,

@@ -22,7 +22,8 @@ UPGRADE = "pip install -U signalcraft-deploy"
 
 
 class FormatError(ValueError):
-    """A file on the host is in a format this version cannot read (a newer one); the message says what to do."""
+    """A file on the host is in a format this version cannot read (a newer one); the message says
+    what to do."""
 
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
@@ -30,15 +31,19 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Format:
-    """One kind of file: its name as users see it, its current format, and how to bring format N to N + 1."""
+    """One kind of file: its name as users see it, its current format, and how to bring format N to
+    N + 1."""
 
     what: str
     current: int
-    migrations: Mapping[int, Migration] = field(default_factory=dict)  # N -> the function from N to N + 1
+    migrations: Mapping[int, Migration] = field(
+        default_factory=dict
+    )  # N -> the function from N to N + 1
 
 
 def _numbered(data: dict[str, Any]) -> dict[str, Any]:
-    """1 -> 2: the fields stay as they were; format 2 adds only "format" and "tool" (which an old file cannot know)."""
+    """1 -> 2: the fields stay as they were; format 2 adds only "format" and "tool" (which an old
+    file cannot know)."""
     return dict(data)
 
 
@@ -54,7 +59,8 @@ def stamp(kind: Format, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def format_of(data: Mapping[str, Any]) -> int:
-    """The format a file says it is in (1 when it says nothing); 0 when what it says is not a format."""
+    """The format a file says it is in (1 when it says nothing); 0 when what it says is not a
+    format."""
     value = data.get("format", UNVERSIONED)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 0
 
@@ -64,18 +70,25 @@ def is_newer(kind: Format, data: Mapping[str, Any]) -> bool:
 
 
 def refusal(kind: Format, data: Mapping[str, Any], where: str) -> str:
-    """Why a file cannot be read, and what to do: one sentence naming the file, its writer and the fix."""
+    """Why a file cannot be read, and what to do: one sentence naming the file, its writer and the
+    fix."""
     number = format_of(data)
     writer = data.get("tool") if isinstance(data.get("tool"), str) else "a newer signalcraft-deploy"
     if number == 0:
-        return (f"{where}: the {kind.what} has format {data.get('format')!r}, which is not a format number; "
-                "the file is damaged or was not written by signalcraft-deploy.")
-    return (f"{where}: the {kind.what} is in format {number}, written by {writer}; this is {TOOL}, which reads "
-            f"formats up to {kind.current}. Upgrade the tool on this machine ({UPGRADE}) and run again.")
+        return (
+            f"{where}: the {kind.what} has format {data.get('format')!r}, which is not a format"
+            " number; the file is damaged or was not written by signalcraft-deploy."
+        )
+    return (
+        f"{where}: the {kind.what} is in format {number}, written by {writer}; this is {TOOL},"
+        f" which reads formats up to {kind.current}. Upgrade the tool on this machine ({UPGRADE})"
+        " and run again."
+    )
 
 
 def read(kind: Format, data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """`data` in the current format: an older format migrated step by step, a newer one refused (FormatError)."""
+    """`data` in the current format: an older format migrated step by step, a newer one refused
+    (FormatError)."""
     number = format_of(data)
     if number == 0 or number > kind.current:
         raise FormatError(refusal(kind, data, where))

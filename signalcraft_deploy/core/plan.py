@@ -56,42 +56,52 @@ class Manifest:
     gunicorn_conf: str
     deployed_at: str
     deployed_by: str
-    # The releases each app is meant to run once this deploy is done (an unchanged app keeps its own).
+    # The releases each app is meant to run once this deploy is done (an unchanged app keeps its
+    # own).
     python_release: str = ""
     node_release: str = ""
     inputs: str = ""  # digest of everything the release is made from (see release_inputs)
     site: str = ""  # digest of the Nginx site this deploy wants
     # Fields a manifest of an older version lacks (read as "unknown": the app is reloaded).
-    app_env: str = ""  # digest of the release's own .env (APP_ENV_FILE, or carried from the live release); "" none
+    # digest of the release's own .env (APP_ENV_FILE, or carried from the live release); "" none
+    app_env: str = ""
     node_script: str = ""  # the Node.js entry point, as resolved (NODE_SCRIPT or package.json)
     ecosystem: str = ECOSYSTEM  # PM2's file in the release (.cjs for an ES module package)
     node_install: str = ""  # "npm ci", "npm install" or "" (no package.json)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        """A manifest as read from a host; fields it lacks (an older version wrote it) take their defaults."""
+        """A manifest as read from a host; fields it lacks (an older version wrote it) take their
+        defaults."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_json(self) -> str:
-        return json.dumps(formats.stamp(formats.MANIFEST, self.__dict__), indent=2, sort_keys=True) + "\n"
+        return (
+            json.dumps(formats.stamp(formats.MANIFEST, self.__dict__), indent=2, sort_keys=True)
+            + "\n"
+        )
 
 
 def release_settings(s: Settings, manifest: dict[str, Any] | None) -> Settings:
-    """The settings for acting on a release already on the host: its Node.js entry point as its manifest
-    records it, when NODE_SCRIPT is unset."""
+    """The settings for acting on a release already on the host: its Node.js entry point as its
+    manifest records it, when NODE_SCRIPT is unset."""
     script = (manifest or {}).get("node_script")
     if s.node_script or not script:
         return s
-    return replace(s, node_script=script, origins={**s.origins, "NODE_SCRIPT": "the release's manifest"})
+    return replace(
+        s, node_script=script, origins={**s.origins, "NODE_SCRIPT": "the release's manifest"}
+    )
 
 
-# The app_env of a release whose .env was carried over from a release that recorded none (an older version's).
+# The app_env of a release whose .env was carried over from a release that recorded none (an older
+# version's).
 CARRIED = "carried"
 
 
 class PlanError(ValueError):
-    """The host is in a state a deploy must not touch (a port held by a stranger, say); the message says why."""
+    """The host is in a state a deploy must not touch (a port held by a stranger, say); the message
+    says why."""
 
 
 class App(StrEnum):
@@ -107,7 +117,8 @@ class App(StrEnum):
 
 
 class How(StrEnum):
-    """How an app is brought to the new release; the values are the words the plan and the summary show."""
+    """How an app is brought to the new release; the values are the words the plan and the summary
+    show."""
 
     NONE = "none"
     START = "start"
@@ -124,12 +135,14 @@ class How(StrEnum):
 
     @property
     def runs_new_code_in_place(self) -> bool:
-        """The app's own processes load the new release: it is tried on spare ports first (the trial run)."""
+        """The app's own processes load the new release: it is tried on spare ports first (the trial
+        run)."""
         return self in (How.START, How.HUP, How.RELOAD, How.TAKEOVER)
 
     @property
     def hands_over(self) -> bool:
-        """New processes take over through Nginx: the app's `current` moves only once the old ones are idle."""
+        """New processes take over through Nginx: the app's `current` moves only once the old ones
+        are idle."""
         return self in (How.NEW_MASTER, How.TAKEOVER)
 
 
@@ -138,7 +151,9 @@ _HOW_TEXT = {
     How.START: "pm2 start --only",
     How.HUP: "pm2 sendSignal SIGHUP (graceful)",
     How.NEW_MASTER: "new Gunicorn master on the handover address, Nginx switch, old master drains",
-    How.TAKEOVER: "record the unmanaged server, start Gunicorn on the handover address, Nginx switch, stop it",
+    How.TAKEOVER: (
+        "record the unmanaged server, start Gunicorn on the handover address, Nginx switch, stop it"
+    ),
     How.RELOAD: "pm2 reload --only --update-env (rolling, cluster mode)",
     How.RESTART: "new processes on the handover port, Nginx switch, old ones stopped",
     How.WRITE_AND_RELOAD: "write site, nginx -t, graceful reload",
@@ -151,8 +166,10 @@ class Action:
     how: How
     why: str
     pid: int | None = None  # the unmanaged server a takeover replaces
-    moves: bool = False  # its processes run under the deploy user's own PM2: the new ones start under APP_USER's
-    apps_own: bool = False  # the unmanaged server a takeover replaces is the apps' own account's, not the deploy user's
+    # its processes run under the deploy user's own PM2: the new ones start under APP_USER's
+    moves: bool = False
+    # the unmanaged server a takeover replaces is the apps' own account's, not the deploy user's
+    apps_own: bool = False
 
 
 @dataclass
@@ -166,9 +183,15 @@ class Plan:
     build_node_modules: bool = False
     notes: list[str] = field(default_factory=list)
     changed: list[str] | None = None  # paths that differ from the live release, when known
-    extras: str | None = None  # location blocks kept from a site taken over (written beside ours), as shown
-    extras_lines: tuple[int, ...] = ()  # where they start in that site: root copies them from its own copy
-    site_defaults: dict[str, str] = field(default_factory=dict)  # settings a site taken over implied, kept on the host
+    extras: str | None = (
+        None  # location blocks kept from a site taken over (written beside ours), as shown
+    )
+    extras_lines: tuple[
+        int, ...
+    ] = ()  # where they start in that site: root copies them from its own copy
+    site_defaults: dict[str, str] = field(
+        default_factory=dict
+    )  # settings a site taken over implied, kept on the host
 
     @property
     def nothing_to_do(self) -> bool:
@@ -179,23 +202,40 @@ class Plan:
 
     @property
     def tried(self) -> tuple[App, ...]:
-        """The apps whose own processes will load new code: tried on spare ports before anything is switched.
-        An app handed over (new-master, restart) is tried by its handover copy instead."""
-        # Node.js is tried before a restart too: its handover copy runs in cluster mode, where PM2 loses a
-        # worker's start-up error (the trial runs it in fork mode, which keeps it).
-        return tuple(a.app for a in self.actions if a.app is not App.NGINX
-                     and (a.how.runs_new_code_in_place or (a.app is App.NODEJS and a.how is How.RESTART)))
+        """The apps whose own processes will load new code: tried on spare ports before anything is
+        switched. An app handed over (new-master, restart) is tried by its handover copy instead."""
+        # Node.js is tried before a restart too: its handover copy runs in cluster mode, where PM2
+        # loses a worker's start-up error (the trial runs it in fork mode, which keeps it).
+        return tuple(
+            a.app
+            for a in self.actions
+            if a.app is not App.NGINX
+            and (a.how.runs_new_code_in_place or (a.app is App.NODEJS and a.how is How.RESTART))
+        )
 
 
-def release_key(s: Settings, tree: str, requirements: str, package_lock: str | None, app_env_digest: str | None) -> str:
+def release_key(
+    s: Settings, tree: str, requirements: str, package_lock: str | None, app_env_digest: str | None
+) -> str:
     public = {k: v for k, v in s.public().items() if k not in LOCAL_ONLY}
-    return digest(tree, json.dumps(public, sort_keys=True), requirements, package_lock or "", app_env_digest or "")
+    return digest(
+        tree,
+        json.dumps(public, sort_keys=True),
+        requirements,
+        package_lock or "",
+        app_env_digest or "",
+    )
 
 
-def release_inputs(s: Settings, tree: str, requirements: str, package_lock: str | None, app_env_digest: str | None) -> str:
+def release_inputs(
+    s: Settings, tree: str, requirements: str, package_lock: str | None, app_env_digest: str | None
+) -> str:
     """Everything a release's files are made from (code, settings, requirements, templates, this
     tool's rendering code), as one digest that needs no rendering."""
-    return digest(release_key(s, tree, requirements, package_lock, app_env_digest), templates_digest(s.templates_dir))
+    return digest(
+        release_key(s, tree, requirements, package_lock, app_env_digest),
+        templates_digest(s.templates_dir),
+    )
 
 
 def make_manifest(
@@ -221,7 +261,9 @@ def make_manifest(
     modules = node_modules_name(package_lock, package_json)
     manifest = Manifest(
         release=f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:12]}",
-        key=digest(release_key(s, tree, requirements, package_lock, app_env_digest), *configs.values()),
+        key=digest(
+            release_key(s, tree, requirements, package_lock, app_env_digest), *configs.values()
+        ),
         sha=sha,
         tree=tree,
         python_code=python_code,
@@ -239,7 +281,11 @@ def make_manifest(
         app_env=app_env_digest[:16] if app_env_digest is not None else "",
         node_script=node_entry(s)["script"].removeprefix(s.current_dir + "/"),
         ecosystem=ecosystem_name(esm),
-        node_install="npm ci" if package_lock is not None else ("npm install" if package_json is not None else ""),
+        node_install=(
+            "npm ci"
+            if package_lock is not None
+            else ("npm install" if package_json is not None else "")
+        ),
     )
     return manifest, configs
 
@@ -254,40 +300,70 @@ def _stranger_on(facts: HostFacts, port: int, ours: set[int]) -> tuple[int, str]
 
 
 def _takeover(s: Settings, facts: HostFacts, pid: int, command: str) -> Action:
-    """The unmanaged server on GUNICORN_BIND is taken over only if it is the deploy user's own or the apps' own
-    account's (APP_USER), its command matches LEGACY_MATCH and it runs from the app's folder (one that holds
-    WSGI_APP's module). Anything else is refused, and left running: another user's process is never signalled, and
-    its command line (which may hold that user's secrets) is not shown."""
+    """The unmanaged server on GUNICORN_BIND is taken over only if it is the deploy user's own or
+    the apps' own account's (APP_USER), its command matches LEGACY_MATCH and it runs from the app's
+    folder (one that holds WSGI_APP's module). Anything else is refused, and left running: another
+    user's process is never signalled, and its command line (which may hold that user's secrets) is
+    not shown."""
     owner, me, bind = facts.owners.get(pid), facts.user or "the deploy user", s.gunicorn_bind
-    command = visible(command)  # its owner's to choose (a process title): shown, never obeyed by the terminal
+    command = visible(
+        command
+    )  # its owner's to choose (a process title): shown, never obeyed by the terminal
     if owner is None:
-        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid}, whose owner could not be read (it may have just "
-                        "exited): deploy again, or stop it, or set another GUNICORN_BIND.")
-    apps_own = owner.uid != facts.uid and owner.user == s.app_user and bool(facts.user) and facts.user != s.app_user
+        raise PlanError(
+            f"GUNICORN_BIND {bind} is in use by pid {pid}, whose owner could not be read (it may"
+            " have just exited): deploy again, or stop it, or set another GUNICORN_BIND."
+        )
+    apps_own = (
+        owner.uid != facts.uid
+        and owner.user == s.app_user
+        and bool(facts.user)
+        and facts.user != s.app_user
+    )
     if owner.uid != facts.uid and not apps_own:
-        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} of user {owner.user}, not of the deploy user {me} or "
-                        f"the apps' account {s.app_user}: a deploy takes over only their own processes, so it was left "
-                        f"running. Stop it (as {owner.user} or root), or restart it as {s.app_user} and deploy again, or "
-                        "set another GUNICORN_BIND.")
+        raise PlanError(
+            f"GUNICORN_BIND {bind} is in use by pid {pid} of user {owner.user}, not of the deploy"
+            f" user {me} or the apps' account {s.app_user}: a deploy takes over only their own"
+            f" processes, so it was left running. Stop it (as {owner.user} or root), or restart it"
+            f" as {s.app_user} and deploy again, or set another GUNICORN_BIND."
+        )
     if not re.search(s.legacy_match, command):
-        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which is not ours "
-                        f"and does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND, or set "
-                        "LEGACY_MATCH so that the deploy takes it over.")
+        raise PlanError(
+            f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which is not ours and"
+            f" does not match LEGACY_MATCH {s.legacy_match!r}: stop it, set another GUNICORN_BIND,"
+            " or set LEGACY_MATCH so that the deploy takes it over."
+        )
     if not owner.holds_app:
         module = s.wsgi_app.split(":", 1)[0]
-        raise PlanError(f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which runs from "
-                        f"{visible(owner.cwd) or 'a folder that could not be read'}, not from the app's folder (one holding "
-                        f"WSGI_APP's module {module!r}): it is not taken over. Stop it, or set another GUNICORN_BIND.")
-    return Action(App.PYTHON, How.TAKEOVER, f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})", pid,
-                  apps_own=apps_own)
+        raise PlanError(
+            f"GUNICORN_BIND {bind} is in use by pid {pid} ({command[:80]}), which runs from"
+            f" {visible(owner.cwd) or 'a folder that could not be read'}, not from the app's folder"
+            f" (one holding WSGI_APP's module {module!r}): it is not taken over. Stop it, or set"
+            " another GUNICORN_BIND."
+        )
+    return Action(
+        App.PYTHON,
+        How.TAKEOVER,
+        f"an unmanaged server holds {bind} (pid {pid}: {command[:80]})",
+        pid,
+        apps_own=apps_own,
+    )
 
 
 def _moving(s: Settings, facts: HostFacts) -> str:
-    return f"it runs under {facts.user or 'the deploy user'}'s own PM2; it moves to {s.app_user}'s (APP_USER)"
+    return (
+        f"it runs under {facts.user or 'the deploy user'}'s own PM2; it moves to {s.app_user}'s"
+        " (APP_USER)"
+    )
 
 
-def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
-                   changed: list[str] | None = None) -> Action:
+def _python_action(
+    s: Settings,
+    m: Manifest,
+    facts: HostFacts,
+    old: dict[str, Any] | None,
+    changed: list[str] | None = None,
+) -> Action:
     if facts.to_move(s.python_app):
         return Action(App.PYTHON, How.NEW_MASTER, _moving(s, facts), moves=True)
     procs = facts.apps(s.python_app)
@@ -298,10 +374,20 @@ def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, An
             return _takeover(s, facts, *stranger)
         return Action(App.PYTHON, How.START, f"{s.python_app} is {state}")
     running = procs[0]
-    if running.exec_path != f"{m.venv}/bin/gunicorn" or (old and old.get("python_entry") != m.python_entry):
-        return Action(App.PYTHON, How.NEW_MASTER, "the Python environment or the PM2 entry changed; a HUP cannot load them")
+    if running.exec_path != f"{m.venv}/bin/gunicorn" or (
+        old and old.get("python_entry") != m.python_entry
+    ):
+        return Action(
+            App.PYTHON,
+            How.NEW_MASTER,
+            "the Python environment or the PM2 entry changed; a HUP cannot load them",
+        )
     if env_changed(m, old):
-        return Action(App.PYTHON, How.NEW_MASTER, f"{env_why(old)}; a new master starts with it (a HUP keeps the old one's)")
+        return Action(
+            App.PYTHON,
+            How.NEW_MASTER,
+            f"{env_why(old)}; a new master starts with it (a HUP keeps the old one's)",
+        )
     if not old:
         return Action(App.PYTHON, How.HUP, "no record of the running release")
     if code_changed(s, PYTHON, old.get("python_code") != m.python_code, changed):
@@ -312,10 +398,13 @@ def _python_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, An
 
 
 def env_changed(m: Manifest, old: dict[str, Any] | None) -> bool:
-    """The app's environment (.env) differs from the live release's, or is not known there (an older manifest)."""
+    """The app's environment (.env) differs from the live release's, or is not known there (an older
+    manifest)."""
     if not old:
         return False
-    if "app_env" not in old:  # an older version's release: its .env, if any, is the one carried over
+    if (
+        "app_env" not in old
+    ):  # an older version's release: its .env, if any, is the one carried over
         return bool(m.app_env) and m.app_env != CARRIED
     return old["app_env"] != m.app_env
 
@@ -327,8 +416,10 @@ def env_why(old: dict[str, Any] | None) -> str:
 
 
 def code_changed(s: Settings, app: str, digest_differs: bool, changed: list[str] | None) -> bool:
-    """Whether a file `app` reads changed. With the changed paths known, PY_FILES/NODE_FILES as set now decide
-    (so setting them does not itself reload an app); without them, the digests recorded in the manifests do."""
+    """Whether a file `app` reads changed. With the changed paths known, PY_FILES/NODE_FILES as set
+    now decide (so setting them does not itself reload an app); without them, the digests recorded
+    in the manifests do.
+    """
     if changed is None:
         return digest_differs
     tool = tool_files(s)
@@ -341,13 +432,23 @@ def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) 
     tool = tool_files(s)
     mine = [p for p in changed or () if app in readers(p, s.py_files, s.node_files, tool)]
     if not mine:
-        return f"the files it reads changed ({key} {'set' if getattr(s, key.lower()) else 'unset: every file it may read'})"
-    shown = ", ".join(mine[:limit]) + (f" and {len(mine) - limit} more" if len(mine) > limit else "")
+        return (
+            f"the files it reads changed ({key}"
+            f" {'set' if getattr(s, key.lower()) else 'unset: every file it may read'})"
+        )
+    shown = ", ".join(mine[:limit]) + (
+        f" and {len(mine) - limit} more" if len(mine) > limit else ""
+    )
     return f"files it reads changed: {shown}"
 
 
-def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any] | None,
-                 changed: list[str] | None = None) -> Action:
+def _node_action(
+    s: Settings,
+    m: Manifest,
+    facts: HostFacts,
+    old: dict[str, Any] | None,
+    changed: list[str] | None = None,
+) -> Action:
     if facts.to_move(s.node_app):
         return Action(App.NODEJS, How.RESTART, _moving(s, facts), moves=True)
     procs = facts.apps(s.node_app)
@@ -355,19 +456,30 @@ def _node_action(s: Settings, m: Manifest, facts: HostFacts, old: dict[str, Any]
         state = procs[0].status if procs else "not in PM2"
         stranger = _stranger_on(facts, s.node_port, {p.pid for p in procs})
         if stranger:
-            raise PlanError(f"NODE_PORT {s.node_port} is in use by pid {stranger[0]} ({visible(stranger[1][:80])}), which is not "
-                            f"{s.node_app}: stop it or set another NODE_PORT.")
+            raise PlanError(
+                f"NODE_PORT {s.node_port} is in use by pid {stranger[0]}"
+                f" ({visible(stranger[1][:80])}), which is not {s.node_app}: stop it or set another"
+                " NODE_PORT."
+            )
         return Action(App.NODEJS, How.START, f"{s.node_app} is {state}")
-    if any(p.exec_mode != "cluster" for p in procs) or len(procs) != s.node_instances or any(
-        p.exec_path != node_entry(s)["script"] for p in procs
+    if (
+        any(p.exec_mode != "cluster" for p in procs)
+        or len(procs) != s.node_instances
+        or any(p.exec_path != node_entry(s)["script"] for p in procs)
     ):
-        return Action(App.NODEJS, How.RESTART, "its PM2 mode, instances or script changed, which `pm2 reload` does not apply")
+        return Action(
+            App.NODEJS,
+            How.RESTART,
+            "its PM2 mode, instances or script changed, which `pm2 reload` does not apply",
+        )
     if not old or old.get("node_entry") != m.node_entry:
         return Action(App.NODEJS, How.RELOAD, "its PM2 settings changed")
     if env_changed(m, old):
         return Action(App.NODEJS, How.RELOAD, f"{env_why(old)}; its processes are replaced with it")
     if old.get("package_lock") != m.package_lock or old.get("node_modules") != m.node_modules:
-        return Action(App.NODEJS, How.RELOAD, f"its dependencies changed ({m.node_install or 'none now'})")
+        return Action(
+            App.NODEJS, How.RELOAD, f"its dependencies changed ({m.node_install or 'none now'})"
+        )
     if code_changed(s, NODEJS, old.get("node_code") != m.node_code, changed):
         return Action(App.NODEJS, How.RELOAD, files_why(s, NODEJS, changed))
     if old.get("ecosystem", ECOSYSTEM) != m.ecosystem:
@@ -379,17 +491,26 @@ def site_digest(site_text: str) -> str:
     return digest(site_text.rstrip("\n"))
 
 
-def _drift(s: Settings, facts: HostFacts, old: dict[str, Any] | None) -> tuple[str | None, str | None, str | None, str | None]:
-    """The releases each app should run, and why it does not (an earlier deploy cut short), if it does not."""
+def _drift(
+    s: Settings, facts: HostFacts, old: dict[str, Any] | None
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """The releases each app should run, and why it does not (an earlier deploy cut short), if it
+    does not."""
     want_py = (old or {}).get("python_release") or (old or {}).get("release")
     want_node = (old or {}).get("node_release") or (old or {}).get("release")
     running_py = facts.releases_running(s.python_app, s.releases_dir, workers=True)
     running_node = facts.releases_running(s.node_app, s.releases_dir)
     drift_py = drift_node = None
     if want_py and running_py and running_py != {want_py}:
-        drift_py = f"Gunicorn runs {', '.join(sorted(running_py))}, not {want_py}: an earlier deploy was cut short"
+        drift_py = (
+            f"Gunicorn runs {', '.join(sorted(running_py))}, not {want_py}: an earlier deploy was"
+            " cut short"
+        )
     if want_node and running_node and running_node != {want_node}:
-        drift_node = f"Node.js runs {', '.join(sorted(running_node))}, not {want_node}: an earlier deploy was cut short"
+        drift_node = (
+            f"Node.js runs {', '.join(sorted(running_node))}, not {want_node}: an earlier deploy"
+            " was cut short"
+        )
     return want_py, want_node, drift_py, drift_node
 
 
@@ -400,10 +521,20 @@ def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
     old = facts.manifest
     if not old or not facts.current_release or not old.get("inputs") or old.get("inputs") != inputs:
         return False
-    if not (facts.site_enabled and facts.site_text is not None and old.get("site") == site_digest(facts.site_text)):
+    if not (
+        facts.site_enabled
+        and facts.site_text is not None
+        and old.get("site") == site_digest(facts.site_text)
+    ):
         return False
     try:
-        recorded = Manifest(**{f.name: old[f.name] for f in fields(Manifest) if f.name in old or f.default is MISSING})
+        recorded = Manifest(
+            **{
+                f.name: old[f.name]
+                for f in fields(Manifest)
+                if f.name in old or f.default is MISSING
+            }
+        )
         actions = (_python_action(s, recorded, facts, old), _node_action(s, recorded, facts, old))
     except (KeyError, TypeError, PlanError):
         return False
@@ -412,65 +543,111 @@ def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
 
 
 def _check_listen(s: Settings, facts: HostFacts) -> None:
-    """Refuse a listen address that only a restart of Nginx could apply, or one held by another program."""
-    wanted = [("NGINX_LISTEN", x) for x in s.nginx_listen] + ([("TLS_LISTEN", x) for x in s.tls_listen] if s.tls else [])
+    """Refuse a listen address that only a restart of Nginx could apply, or one held by another
+    program."""
+    wanted = [("NGINX_LISTEN", x) for x in s.nginx_listen] + (
+        [("TLS_LISTEN", x) for x in s.tls_listen] if s.tls else []
+    )
     for key, want in wanted:
         for listener in facts.listening_on(want.port):
-            strangers = [(pid, name) for pid, name in zip(listener.pids, listener.names, strict=False) if "nginx" not in name]
+            strangers = [
+                (pid, name)
+                for pid, name in zip(listener.pids, listener.names, strict=False)
+                if "nginx" not in name
+            ]
             if strangers:
-                raise PlanError(f"{key} {want} is held by pid {strangers[0][0]} ({strangers[0][1]}), not Nginx: "
-                                f"stop it or set another {key}.")
-        if want.wildcard:
-            held = [lst for lst in facts.listening_on(want.port) if lst.host not in ("0.0.0.0", "*", "::")
-                    and (":" in lst.host) == (want.family == 6)]
-            wild = [lst for lst in facts.listening_on(want.port) if lst.host in (("::",) if want.family == 6 else ("0.0.0.0", "*"))]
-            if held and not wild:
-                addresses = ",".join(f"[{h.host}]:{h.port}" if ":" in h.host else f"{h.host}:{h.port}" for h in held)
                 raise PlanError(
-                    f"{key} {want} means every address, but Nginx holds port {want.port} on {addresses} only; Linux refuses "
-                    "a wildcard bind on a port the same process holds on one address, so a reload cannot apply it (Nginx "
-                    f"would keep its old configuration, and every later reload would fail). Set {key}={addresses} to keep "
-                    f"the address Nginx has (at a takeover, leaving {key} unset keeps the old site's own listen lines).")
+                    f"{key} {want} is held by pid {strangers[0][0]} ({strangers[0][1]}), not Nginx:"
+                    f" stop it or set another {key}."
+                )
+        if want.wildcard:
+            held = [
+                lst
+                for lst in facts.listening_on(want.port)
+                if lst.host not in ("0.0.0.0", "*", "::")
+                and (":" in lst.host) == (want.family == 6)
+            ]
+            wild = [
+                lst
+                for lst in facts.listening_on(want.port)
+                if lst.host in (("::",) if want.family == 6 else ("0.0.0.0", "*"))
+            ]
+            if held and not wild:
+                addresses = ",".join(
+                    f"[{h.host}]:{h.port}" if ":" in h.host else f"{h.host}:{h.port}" for h in held
+                )
+                raise PlanError(
+                    f"{key} {want} means every address, but Nginx holds port {want.port} on"
+                    f" {addresses} only; Linux refuses a wildcard bind on a port the same process"
+                    " holds on one address, so a reload cannot apply it (Nginx would keep its old"
+                    f" configuration, and every later reload would fail). Set {key}={addresses} to"
+                    f" keep the address Nginx has (at a takeover, leaving {key} unset keeps the old"
+                    " site's own listen lines)."
+                )
 
 
-FORMER_DEFAULT_SITE = "/etc/nginx/sites-available/signalcraft"  # NGINX_SITE's default for every app before 0.4.0
+FORMER_DEFAULT_SITE = (  # NGINX_SITE's default for every app before 0.4.0
+    "/etc/nginx/sites-available/signalcraft"
+)
 
 
 def _check_former_default_site(s: Settings, facts: HostFacts) -> None:
-    """A live release whose site is not at NGINX_SITE's default (<APP_NAME> now): it was served by the former default
-    file, which a new site beside it would clash with. Refused before anything changes, naming the key."""
+    """A live release whose site is not at NGINX_SITE's default (<APP_NAME> now): it was served by
+    the former default file, which a new site beside it would clash with. Refused before anything
+    changes, naming the key.
+    """
     if s.origins.get("NGINX_SITE", "default") != "default" or s.nginx_site == FORMER_DEFAULT_SITE:
         return
     if facts.current_release and facts.manifest and facts.site_text is None:
         raise PlanError(
-            f"NGINX_SITE now defaults to {s.nginx_site} (named after APP_NAME), and this host's live release is not "
-            f"served by that file: an earlier version wrote its site to {FORMER_DEFAULT_SITE}. Nothing was changed. "
-            f"Set NGINX_SITE={FORMER_DEFAULT_SITE} in the settings file to keep that site, or set NGINX_SITE to "
-            "the file that serves this app.")
+            f"NGINX_SITE now defaults to {s.nginx_site} (named after APP_NAME), and this host's"
+            " live release is not served by that file: an earlier version wrote its site to"
+            f" {FORMER_DEFAULT_SITE}. Nothing was changed. Set NGINX_SITE={FORMER_DEFAULT_SITE} in"
+            " the settings file to keep that site, or set NGINX_SITE to the file that serves this"
+            " app."
+        )
 
 
-def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: HostFacts,
-              changed: list[str] | None = None) -> Plan:
-    """Decide what to build and what to reload, from what changed (`changed`: the paths that differ from the
-    live release, when known, to name them in the reasons)."""
+def make_plan(
+    s: Settings,
+    manifest: Manifest,
+    configs: dict[str, str],
+    facts: HostFacts,
+    changed: list[str] | None = None,
+) -> Plan:
+    """Decide what to build and what to reload, from what changed (`changed`: the paths that differ
+    from the live release, when known, to name them in the reasons)."""
     old = facts.manifest
     _check_former_default_site(s, facts)
     site = render_nginx_site(s)
     manifest = replace(manifest, site=site_digest(site))
     if not manifest.app_env and old and facts.current_release:
-        # No APP_ENV_FILE: the live release's .env is carried over (one an older version linked from shared/ too).
+        # No APP_ENV_FILE: the live release's .env is carried over (one an older version linked from
+        # shared/ too).
         carried = old.get("app_env") or (CARRIED if "app_env" not in old and facts.live_env else "")
         manifest = replace(manifest, app_env=carried)
-    same_release = bool(old) and old.get("key") == manifest.key and facts.current_release is not None
-    plan = Plan(manifest=manifest, configs=configs, site=site, new_release=not same_release, changed=changed)
+    same_release = (
+        bool(old) and old.get("key") == manifest.key and facts.current_release is not None
+    )
+    plan = Plan(
+        manifest=manifest, configs=configs, site=site, new_release=not same_release, changed=changed
+    )
     if same_release:
         # Keep the release that is live; only bring stopped apps back and repair the site.
-        plan.manifest = Manifest(**{**manifest.__dict__, "release": facts.current_release,
-                                    "deployed_at": old.get("deployed_at", ""), "deployed_by": old.get("deployed_by", "")})
+        plan.manifest = Manifest(
+            **{
+                **manifest.__dict__,
+                "release": facts.current_release,
+                "deployed_at": old.get("deployed_at", ""),
+                "deployed_by": old.get("deployed_by", ""),
+            }
+        )
     venv_name = manifest.venv.rsplit("/", 1)[-1]
     plan.build_venv = venv_name not in facts.venvs_ready
     if manifest.node_modules:
-        plan.build_node_modules = manifest.node_modules.rsplit("/", 1)[-1] not in facts.node_modules_ready
+        plan.build_node_modules = (
+            manifest.node_modules.rsplit("/", 1)[-1] not in facts.node_modules_ready
+        )
     py = _python_action(s, manifest, facts, old, changed)
     node = _node_action(s, manifest, facts, old, changed)
     if same_release and py.how in (How.HUP, How.NEW_MASTER) and not py.moves:
@@ -486,10 +663,18 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
             why = "site not enabled"
         nginx = Action(App.NGINX, How.WRITE_AND_RELOAD, why)
     _check_listen(s, facts)
-    if facts.complete and facts.site_text is not None and not written_by_us(facts.site_text) and py.how is not How.TAKEOVER:
-        raise PlanError(f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first line is "
-                        "not our header), and no unmanaged server on GUNICORN_BIND is being taken over with it: this tool "
-                        "writes over no one's file. Move that file away, or set NGINX_SITE to a file of its own.")
+    if (
+        facts.complete
+        and facts.site_text is not None
+        and not written_by_us(facts.site_text)
+        and py.how is not How.TAKEOVER
+    ):
+        raise PlanError(
+            f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first"
+            " line is not our header), and no unmanaged server on GUNICORN_BIND is being taken"
+            " over with it: this tool writes over no one's file. Move that file away, or set"
+            " NGINX_SITE to a file of its own."
+        )
     # An interrupted deploy can leave an app running another release than the one recorded:
     # converge it (a HUP or a rolling reload loads what `current` holds).
     want_py, want_node, drift_py, drift_node = _drift(s, facts, old)
@@ -498,15 +683,17 @@ def make_plan(s: Settings, manifest: Manifest, configs: dict[str, str], facts: H
     if node.how == How.NONE and drift_node:
         node = Action(App.NODEJS, How.RELOAD, drift_node)
     release = plan.manifest.release
-    plan.manifest = replace(plan.manifest,
-                            python_release=release if py.how != How.NONE else (want_py or release),
-                            node_release=release if node.how != How.NONE else (want_node or release))
+    plan.manifest = replace(
+        plan.manifest,
+        python_release=release if py.how != How.NONE else (want_py or release),
+        node_release=release if node.how != How.NONE else (want_node or release),
+    )
     plan.actions = [py, node, nginx]
     return plan
 
 
 def manifest_from(data: dict[str, Any], where: str) -> Manifest:
-    """A manifest as a host holds it, in any format this version reads (`formats.FormatError` for a newer one;
-    TypeError when a field is missing)."""
+    """A manifest as a host holds it, in any format this version reads (`formats.FormatError` for a
+    newer one; TypeError when a field is missing)."""
     record = formats.read(formats.MANIFEST, data, where)
     return Manifest(**{f.name: record[f.name] for f in fields(Manifest) if f.name in record})

@@ -31,8 +31,8 @@ KILL_RETRY_MS = 20
 
 GUNICORN_CONF = "gunicorn.conf.py"
 ECOSYSTEM = "ecosystem.config.js"
-# The same file for a package with "type": "module", where Node would read a .js file as an ES module
-# and PM2 fails on `module.exports` ("File ecosystem.config.js malformated").
+# The same file for a package with "type": "module", where Node would read a .js file as an ES
+# module and PM2 fails on `module.exports` ("File ecosystem.config.js malformated").
 ECOSYSTEM_CJS = "ecosystem.config.cjs"
 ECOSYSTEMS = (ECOSYSTEM, ECOSYSTEM_CJS)
 RELEASE_CONFIGS = (GUNICORN_CONF, ECOSYSTEM)
@@ -41,6 +41,8 @@ DEFAULT_NODE_SCRIPT = "server.js"
 
 def ecosystem_name(esm: bool) -> str:
     return ECOSYSTEM_CJS if esm else ECOSYSTEM
+
+
 TEMPLATES = (GUNICORN_CONF + ".j2", ECOSYSTEM + ".j2")
 # Root renders the site itself (remote/nginx_site.py); a TEMPLATES_DIR may not hold this one.
 SITE_TEMPLATE = "nginx-site.conf.j2"
@@ -60,8 +62,8 @@ def templates_digest(templates_dir: str | None) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _environment(templates_dir: str | None) -> Environment:
-    # One per template folder and process: Jinja2 then compiles each template once (it still
-    # notices a template file that changed). Imported here: a deploy that changes nothing renders nothing.
+    # One per template folder and process: Jinja2 then compiles each template once (it still notices
+    # a template file that changed). Imported here: a deploy that changes nothing renders nothing.
     from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 
     loaders = [FileSystemLoader(templates_dir)] if templates_dir else []
@@ -132,42 +134,51 @@ def node_entry(s: Settings) -> dict[str, Any]:
 
 
 def render_gunicorn_conf(s: Settings) -> str:
-    return _environment(s.templates_dir).get_template(GUNICORN_CONF + ".j2").render(
-        current_dir=s.current_dir,
-        wsgi_app=s.wsgi_app,
-        bind=str(s.gunicorn_bind),
-        workers=s.gunicorn_workers,
-        worker_class=s.gunicorn_worker_class,
-        timeout=s.gunicorn_timeout,
-        graceful_timeout=s.gunicorn_graceful_timeout,
-        max_requests=s.gunicorn_max_requests,
-        max_requests_jitter=s.gunicorn_max_requests_jitter,
-        proc_name=s.python_app,
-        script_name=s.python_mount,
+    return (
+        _environment(s.templates_dir)
+        .get_template(GUNICORN_CONF + ".j2")
+        .render(
+            current_dir=s.current_dir,
+            wsgi_app=s.wsgi_app,
+            bind=str(s.gunicorn_bind),
+            workers=s.gunicorn_workers,
+            worker_class=s.gunicorn_worker_class,
+            timeout=s.gunicorn_timeout,
+            graceful_timeout=s.gunicorn_graceful_timeout,
+            max_requests=s.gunicorn_max_requests,
+            max_requests_jitter=s.gunicorn_max_requests_jitter,
+            proc_name=s.python_app,
+            script_name=s.python_mount,
+        )
     )
 
 
 def render_ecosystem(s: Settings, venv: str) -> str:
     py = python_entry(s, venv)
     node = node_entry(s)
-    return _environment(s.templates_dir).get_template(ECOSYSTEM + ".j2").render(
-        python_app=py["name"],
-        gunicorn_script=py["script"],
-        gunicorn_conf=py["args"][1],
-        venv_python=py["interpreter"],
-        current_dir=s.current_dir,
-        python_kill_timeout_ms=py["kill_timeout"],
-        python_env=py["env"],
-        node_app=node["name"],
-        node_script=node["script"],
-        node_instances=node["instances"],
-        node_kill_timeout_ms=node["kill_timeout"],
-        node_env=node["env"],
+    return (
+        _environment(s.templates_dir)
+        .get_template(ECOSYSTEM + ".j2")
+        .render(
+            python_app=py["name"],
+            gunicorn_script=py["script"],
+            gunicorn_conf=py["args"][1],
+            venv_python=py["interpreter"],
+            current_dir=s.current_dir,
+            python_kill_timeout_ms=py["kill_timeout"],
+            python_env=py["env"],
+            node_app=node["name"],
+            node_script=node["script"],
+            node_instances=node["instances"],
+            node_kill_timeout_ms=node["kill_timeout"],
+            node_env=node["env"],
+        )
     )
 
 
 def upstream_name(s: Settings, kind: str) -> str:
-    """The site's upstream (or map variable) for `kind`: named after the site's file, unique to it."""
+    """The site's upstream (or map variable) for `kind`: named after the site's file, unique to
+    it."""
     return f"{nginx_site.upstream_for(s.nginx_site)}_{kind}"
 
 
@@ -175,7 +186,9 @@ routes_regex = nginx_site.routes_regex
 
 
 SITE_HEADER = nginx_site.SITE_HEADER
-SITE_ID_RE = re.compile(r'location = /\.signalcraft-deploy-site \{[^}]*return 200 "([0-9a-f]+)\\n";')
+SITE_ID_RE = re.compile(
+    r'location = /\.signalcraft-deploy-site \{[^}]*return 200 "([0-9a-f]+)\\n";'
+)
 
 
 def written_by_us(text: str | None) -> bool:
@@ -189,8 +202,11 @@ def site_id(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def site_description(s: Settings, python_address: str | None = None, node_address: str | None = None) -> dict[str, Any]:
-    """What root renders the site from (remote/nginx_site.py): the addresses override the apps' own while a handover runs."""
+def site_description(
+    s: Settings, python_address: str | None = None, node_address: str | None = None
+) -> dict[str, Any]:
+    """What root renders the site from (remote/nginx_site.py): the addresses override the apps' own
+    while a handover runs."""
     return {
         "site": s.nginx_site,
         "upstream": nginx_site.upstream_for(s.nginx_site),
@@ -201,15 +217,20 @@ def site_description(s: Settings, python_address: str | None = None, node_addres
         "python": python_address or str(s.gunicorn_bind),
         "node": node_address or f"127.0.0.1:{s.node_port}",
         "body_size": s.client_max_body_size or "",
-        "tls": {"cert": s.tls_cert, "key": s.tls_key, "redirect": s.tls_redirect} if s.tls else None,
+        "tls": (
+            {"cert": s.tls_cert, "key": s.tls_key, "redirect": s.tls_redirect} if s.tls else None
+        ),
     }
 
 
-def render_nginx_site(s: Settings, python_address: str | None = None, node_address: str | None = None) -> str:
-    """The Nginx site, as the root helper renders it from `site_description` (byte for byte: one renderer).
+def render_nginx_site(
+    s: Settings, python_address: str | None = None, node_address: str | None = None
+) -> str:
+    """The Nginx site, as the root helper renders it from `site_description` (byte for byte: one
+    renderer).
 
-    The site answers `/.signalcraft-deploy-site` with its own id (a digest of the rest of the file), so a
-    reload can be proven by asking Nginx; the header line marks the file as ours.
+    The site answers `/.signalcraft-deploy-site` with its own id (a digest of the rest of the file),
+    so a reload can be proven by asking Nginx; the header line marks the file as ours.
     """
     return nginx_site.render(site_description(s, python_address, node_address))
 
@@ -218,7 +239,8 @@ CERTBOT_LIVE = "/etc/letsencrypt/live/"
 
 
 def certbot_hook_path(s: Settings) -> str | None:
-    """Where certbot runs deploy hooks after a renewal, when TLS_CERT is one of certbot's (else None)."""
+    """Where certbot runs deploy hooks after a renewal, when TLS_CERT is one of certbot's (else
+    None)."""
     if not s.tls_cert or not s.tls_cert.startswith(CERTBOT_LIVE):
         return None
     return f"/etc/letsencrypt/renewal-hooks/deploy/signalcraft-{s.app_name}"
@@ -226,18 +248,22 @@ def certbot_hook_path(s: Settings) -> str | None:
 
 def render_certbot_hook(s: Settings) -> str:
     """certbot's deploy hook: Nginx reads renewed certificates only when it reloads."""
-    return (f"#!/bin/sh\n{SITE_HEADER} Reloads Nginx after certbot renews {s.tls_cert} (site {s.nginx_site}).\n"
-            f"{s.nginx_test_cmd} && {s.nginx_reload_cmd}\n")
+    return (
+        f"#!/bin/sh\n{SITE_HEADER} Reloads Nginx after certbot renews {s.tls_cert} (site"
+        f" {s.nginx_site}).\n{s.nginx_test_cmd} && {s.nginx_reload_cmd}\n"
+    )
 
 
 def render_release_configs(s: Settings, venv: str, esm: bool = False) -> dict[str, str]:
-    """The files rendered into each release directory, by name (PM2's file as .cjs in an ES module package)."""
+    """The files rendered into each release directory, by name (PM2's file as .cjs in an ES module
+    package)."""
     return {GUNICORN_CONF: render_gunicorn_conf(s), ecosystem_name(esm): render_ecosystem(s, venv)}
 
 
 def node_modules_name(package_lock: str | None, package_json: str | None) -> str | None:
-    """The folder under node_modules/ for a release's dependencies: by package-lock.json (`npm ci`), else by
-    package.json (`npm install`, once per distinct package.json); None without a package.json."""
+    """The folder under node_modules/ for a release's dependencies: by package-lock.json (`npm ci`),
+    else by package.json (`npm install`, once per distinct package.json); None without a
+    package.json."""
     if package_lock is not None:
         return digest(package_lock)[:16]
     if package_json is not None:
@@ -266,24 +292,37 @@ def _plain(names: tuple[str, ...], paths: tuple[str, ...]) -> None:
 
 
 def render_logrotate(s: Settings, user: str, group: str, home: str, pm2: str, path: str) -> str:
-    """The logrotate file for one user's PM2 logs (`setup` writes it to /etc/logrotate.d/pm2-<user>).
+    """The logrotate file for one user's PM2 logs (`setup` writes it to
+    /etc/logrotate.d/pm2-<user>).
 
-    `pm2` is PM2's absolute path and `path` the PATH it runs with (Node's directory first), as in the boot unit.
-    Rendered from the bundled template only (root installs it), from validated plain names and paths; its
-    postrotate script is fixed text that runs as `user` and gets these values as its arguments.
+    `pm2` is PM2's absolute path and `path` the PATH it runs with (Node's directory first), as in
+    the boot unit. Rendered from the bundled template only (root installs it), from validated plain
+    names and paths; its postrotate script is fixed text that runs as `user` and gets these values
+    as its arguments.
     """
     _plain((user, group), (home, pm2, *path.split(":")))
     home = home.rstrip("/")
     return _root_template(LOGROTATE).render(
-        user=user, group=group, home=home, pm2_home=f"{home}/.pm2", pm2=pm2, path=path,
-        size=s.log_rotate_size, count=s.log_rotate_count)
+        user=user,
+        group=group,
+        home=home,
+        pm2_home=f"{home}/.pm2",
+        pm2=pm2,
+        path=path,
+        size=s.log_rotate_size,
+        count=s.log_rotate_count,
+    )
 
 
 def render_boot_unit(user: str, home: str, pm2: str, path: str) -> str:
-    """The systemd unit that starts `user`'s PM2 at boot (`setup` writes /etc/systemd/system/pm2-<user>.service).
+    """The systemd unit that starts `user`'s PM2 at boot (`setup` writes
+    /etc/systemd/system/pm2-<user>.service).
 
-    The text `pm2 startup systemd -u USER --hp HOME` of PM2 7.0 writes from its systemd.tpl, with `path` (Node's
-    directory first) for its %NODE_PATH%; rendered from the bundled template only, from validated values.
+    The text `pm2 startup systemd -u USER --hp HOME` of PM2 7.0 writes from its systemd.tpl, with
+    `path` (Node's directory first) for its %NODE_PATH%; rendered from the bundled template only,
+    from validated values.
     """
     _plain((user,), (home, pm2, *path.split(":")))
-    return _root_template(BOOT_UNIT).render(user=user, pm2_home=f"{home.rstrip('/')}/.pm2", pm2=pm2, path=path)
+    return _root_template(BOOT_UNIT).render(
+        user=user, pm2_home=f"{home.rstrip('/')}/.pm2", pm2=pm2, path=path
+    )

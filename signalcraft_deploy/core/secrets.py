@@ -1,13 +1,15 @@
-"""Secrets never printed: the values of the app's .env (APP_ENV_FILE) and REPO_URL's credentials, masked.
+"""Secrets never printed: the values of the app's .env (APP_ENV_FILE) and REPO_URL's credentials,
+masked.
 
 Everything the tool prints or logs that came from the host (an app's output in a trial or handover
 excerpt, the PM2 logs of `logs`, a hook's lines, a failed command's stderr, the audit log's reason)
 goes through `mask` first: each secret value, in every form it is likely to be written in, becomes
 `***`. Values shorter than MIN_LENGTH, and short plain numbers (ports, counts, timeouts), are not
-secrets worth hiding: masking them would turn ordinary words and port numbers into `***`.
-What `masker` and `masked` return is also safe for a terminal (`visible`): the apps run as an account of their own,
-and what they write must not drive the operator's terminal (move the cursor, clear it, set its title or clipboard).
-Pure, but for `masker_for`, which reads the local APP_ENV_FILE (cached while the file is unchanged).
+secrets worth hiding: masking them would turn ordinary words and port numbers into `***`. What
+`masker` and `masked` return is also safe for a terminal (`visible`): the apps run as an account of
+their own, and what they write must not drive the operator's terminal (move the cursor, clear it,
+set its title or clipboard). Pure, but for `masker_for`, which reads the local APP_ENV_FILE (cached
+while the file is unchanged).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ MASK = "***"
 MIN_LENGTH = 4
 SHORT_NUMBER = re.compile(r"[0-9]{1,7}")
 PLAIN_WORD = re.compile(r"[A-Za-z]{1,15}")
-SECRET_KEY = re.compile(r"PASS|SECRET|TOKEN|KEY|AUTH|CRED|PRIVATE|SALT|SIGN|DSN|SESSION|COOKIE", re.I)
+SECRET_KEY = re.compile(
+    r"PASS|SECRET|TOKEN|KEY|AUTH|CRED|PRIVATE|SALT|SIGN|DSN|SESSION|COOKIE", re.I
+)
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
 
 
@@ -61,8 +65,9 @@ def url_password(value: str) -> str | None:
 
 
 def is_secret(value: str, key: str = "") -> bool:
-    """A value worth hiding: MIN_LENGTH or longer and not a short number; a single plain word (`production`,
-    `true`, `info`) only under a key that names a secret, so that ordinary words stay readable."""
+    """A value worth hiding: MIN_LENGTH or longer and not a short number; a single plain word
+    (`production`, `true`, `info`) only under a key that names a secret, so that ordinary words stay
+    readable."""
     if len(value) < MIN_LENGTH or SHORT_NUMBER.fullmatch(value):
         return False
     if PLAIN_WORD.fullmatch(value) and key and not SECRET_KEY.search(key):
@@ -71,9 +76,16 @@ def is_secret(value: str, key: str = "") -> bool:
 
 
 def forms(value: str) -> set[str]:
-    """The ways a value is likely to be written out: as it is, URL-encoded (path, form, every character),
-    URL-decoded, JSON-escaped, and a URL's password on its own."""
-    out = {value, quote(value), quote(value, safe=""), quote_plus(value), unquote(value), json.dumps(value)[1:-1]}
+    """The ways a value is likely to be written out: as it is, URL-encoded (path, form, every
+    character), URL-decoded, JSON-escaped, and a URL's password on its own."""
+    out = {
+        value,
+        quote(value),
+        quote(value, safe=""),
+        quote_plus(value),
+        unquote(value),
+        json.dumps(value)[1:-1],
+    }
     password = url_password(value)
     if password:
         out |= forms(password) if password != value else set()
@@ -81,35 +93,47 @@ def forms(value: str) -> set[str]:
 
 
 def secret_values(env_text: str | None, repo_url: str | None) -> frozenset[str]:
-    """Every string to hide: the .env's values (MIN_LENGTH or more) and REPO_URL's password, in all their forms."""
+    """Every string to hide: the .env's values (MIN_LENGTH or more) and REPO_URL's password, in all
+    their forms."""
     found: set[str] = set()
     password = url_password(repo_url or "")
-    for key, value in [*env_items(env_text or ""), *([("REPO_URL_PASSWORD", password)] if password else [])]:
+    for key, value in [
+        *env_items(env_text or ""),
+        *([("REPO_URL_PASSWORD", password)] if password else []),
+    ]:
         if is_secret(value, key):
             found |= forms(value)
     return frozenset(found)
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of each secret replaced by MASK; longest first, so a value that holds
-    another (a URL and its password) is hidden whole."""
+    """`text` with every occurrence of each secret replaced by MASK; longest first, so a value that
+    holds another (a URL and its password) is hidden whole."""
     for value in sorted(secrets, key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
 
 
-_SGR = re.compile(r"\x1b\[[0-9;:]*m")  # colour and style only: dropped (PM2 colours some lines even into a pipe)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every other control character but tab and newline
+_SGR = re.compile(
+    r"\x1b\[[0-9;:]*m"
+)  # colour and style only: dropped (PM2 colours some lines even into a pipe)
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)  # every other control character but tab and newline
 
 
 def _caret(found: re.Match[str]) -> str:
     code = ord(found.group())
-    return f"^{chr(code ^ 0x40)}" if code < 0x80 else f"\\x{code:02x}"  # ESC as ^[, DEL as ^?, C1 as \x9b
+    return (
+        f"^{chr(code ^ 0x40)}" if code < 0x80 else f"\\x{code:02x}"
+    )  # ESC as ^[, DEL as ^?, C1 as \x9b
 
 
 def visible(text: str) -> str:
-    """`text` as a terminal may show it without obeying it: colour sequences dropped, CRLF line ends made LF, every
-    other control character but tab and newline written out (caret notation, as `cat -v`: ESC is ^[)."""
+    """`text` as a terminal may show it without obeying it: colour sequences dropped, CRLF line ends
+    made LF, every other control character but tab and newline written out (caret notation, as `cat
+    -v`: ESC is ^[).
+    """
     return _CONTROL.sub(_caret, _SGR.sub("", text).replace("\r\n", "\n"))
 
 

@@ -52,14 +52,18 @@ class Address:
             return self.host == "localhost"
 
 
-# --- Parsers: raw text (None when unset) -> typed value, or `Invalid` -------------------------------------------
+# --- Parsers: raw text (None when unset) -> typed value, or `Invalid`
+# -------------------------------------------
 
 
 @dataclass(frozen=True)
 class Parser:
-    """How one key's text becomes its value: the function, the value's type, and the value written back as text."""
+    """How one key's text becomes its value: the function, the value's type, and the value written
+    back as text."""
 
-    parse: Callable[[str | None, Path], Any]  # (raw value, folder that relative local paths start from)
+    parse: Callable[
+        [str | None, Path], Any
+    ]  # (raw value, folder that relative local paths start from)
     type: Any  # the type of the key's field in `Settings`
     show: Callable[[Any], str] = str  # the value as a .env line would hold it
 
@@ -75,8 +79,11 @@ def _text(value: str | None) -> str:
     return value
 
 
-def on_text(check: Callable[[str], Any], type_: Any = str, show: Callable[[Any], str] = str) -> Parser:
-    """A parser for a required key: `check` gets its text, already non-empty and without surrounding spaces."""
+def on_text(
+    check: Callable[[str], Any], type_: Any = str, show: Callable[[Any], str] = str
+) -> Parser:
+    """A parser for a required key: `check` gets its text, already non-empty and without surrounding
+    spaces."""
     return Parser(lambda value, base: check(_text(value)), type_, show)
 
 
@@ -93,7 +100,9 @@ def regex(pattern: str | re.Pattern[str], expected: str) -> Parser:
 
 def choice(*options: str) -> Parser:
     quoted = [repr(o) for o in options]
-    expected = " or ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    expected = (
+        " or ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    )
 
     def check(text: str) -> str:
         if text not in options:
@@ -117,9 +126,13 @@ port = integer(1, 65535)
 
 
 def _worker_class(text: str) -> str:
-    if not _WORKER_CLASS_RE.fullmatch(text) or ("." not in text and text not in GUNICORN_WORKER_NAMES):
-        raise Invalid(f"one of Gunicorn's worker classes ({', '.join(GUNICORN_WORKER_NAMES)}) "
-                      "or a class's dotted path such as uvicorn.workers.UvicornWorker")
+    if not _WORKER_CLASS_RE.fullmatch(text) or (
+        "." not in text and text not in GUNICORN_WORKER_NAMES
+    ):
+        raise Invalid(
+            f"one of Gunicorn's worker classes ({', '.join(GUNICORN_WORKER_NAMES)}) "
+            "or a class's dotted path such as uvicorn.workers.UvicornWorker"
+        )
     return text
 
 
@@ -135,8 +148,11 @@ boolean = on_text(_boolean, bool, lambda value: "true" if value else "false")
 
 
 def _address(text: str) -> Address:
-    # An address, never a host name: Nginx's master (root) would resolve a name at every test and reload.
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([0-9]{1,3}(?:\.[0-9]{1,3}){3}|localhost):([0-9]+)", text)
+    # An address, never a host name: Nginx's master (root) would resolve a name at every test and
+    # reload.
+    match = re.fullmatch(
+        r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([0-9]{1,3}(?:\.[0-9]{1,3}){3}|localhost):([0-9]+)", text
+    )
     if not match:
         raise Invalid("ADDRESS:PORT with an IP address (or localhost), for example 127.0.0.1:8001")
     number = int(match.group(2) or match.group(4))
@@ -179,8 +195,11 @@ class Listen:
 def _listen(part: str) -> Listen:
     match = re.fullmatch(r"([0-9]+)|\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([0-9.]+|\*):([0-9]+)", part)
     if not match:
-        raise Invalid("a port, ADDRESS:PORT, [IPv6]:PORT, or a comma-separated list of them, such as 80 or 127.0.0.1:8080",
-                      found=repr(part))
+        raise Invalid(
+            "a port, ADDRESS:PORT, [IPv6]:PORT, or a comma-separated list of them, such as 80 or"
+            " 127.0.0.1:8080",
+            found=repr(part),
+        )
     host = match.group(2) or match.group(4)
     number = int(match.group(1) or match.group(3) or match.group(5))
     if host and host != "*":
@@ -210,7 +229,9 @@ _SAFE_REL_PATH_RE = re.compile(r"^[A-Za-z0-9._@+-][A-Za-z0-9._/@+-]*$")
 
 def _absolute_path(text: str) -> str:
     if not _SAFE_PATH_RE.fullmatch(text) or ".." in text.split("/") or "//" in text:
-        raise Invalid("an absolute path of letters, digits and . _ - / @ + (no spaces, quotes or '..')")
+        raise Invalid(
+            "an absolute path of letters, digits and . _ - / @ + (no spaces, quotes or '..')"
+        )
     return text.rstrip("/") or "/"
 
 
@@ -228,20 +249,29 @@ relative_path = on_text(_relative_path)
 
 def optional(parser: Parser) -> Parser:
     """Unset or blank means None; anything else goes to `parser`."""
-    return Parser(lambda value, base: None if value is None or value.strip() == "" else parser(value, base),
-                  parser.type | None, lambda value: "" if value is None else parser.show(value))
+    return Parser(
+        lambda value, base: None if value is None or value.strip() == "" else parser(value, base),
+        parser.type | None,
+        lambda value: "" if value is None else parser.show(value),
+    )
 
 
 def unset_or(parser: Parser) -> Parser:
-    """Unset or empty means None (decided elsewhere: NODE_SCRIPT from package.json); anything else, blanks
-    included, goes to `parser`."""
-    return Parser(lambda value, base: parser(value, base) if value else None, parser.type | None,
-                  lambda value: "" if value is None else parser.show(value))
+    """Unset or empty means None (decided elsewhere: NODE_SCRIPT from package.json); anything else,
+    blanks included, goes to `parser`."""
+    return Parser(
+        lambda value, base: parser(value, base) if value else None,
+        parser.type | None,
+        lambda value: "" if value is None else parser.show(value),
+    )
 
 
 def derived(parser: Parser) -> Parser:
-    """Unset or empty: None here, filled in by `_check_together` from another key (the handover defaults)."""
-    return Parser(lambda value, base: parser(value, base) if value else None, parser.type, parser.show)
+    """Unset or empty: None here, filled in by `_check_together` from another key (the handover
+    defaults)."""
+    return Parser(
+        lambda value, base: parser(value, base) if value else None, parser.type, parser.show
+    )
 
 
 def _local_path(value: str | None, base: Path) -> str | None:
@@ -256,16 +286,59 @@ local_path = Parser(_local_path, str | None, lambda value: "" if value is None e
 source_dir = Parser(lambda value, base: _local_path(value, base) or str(base), str)
 
 _SYSTEM_DIRS = {
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt",
-    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/usr/bin",
-    "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/sbin", "/var/lib", "/var/log", "/var/www",
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/var/lib",
+    "/var/log",
+    "/var/www",
     "/home/ubuntu",
 }
 
 
-# Trees a deploy root never goes in, whatever the depth: the system's own files and kernel interfaces.
-_SYSTEM_TREES = ("/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/usr/bin",
-                 "/usr/sbin", "/usr/lib", "/usr/share", "/usr/include", "/var/lib/dpkg", "/var/log")
+# Trees a deploy root never goes in, whatever the depth: the system's own files and kernel
+# interfaces.
+_SYSTEM_TREES = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/boot",
+    "/etc",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/usr/share",
+    "/usr/include",
+    "/var/lib/dpkg",
+    "/var/log",
+)
 
 
 def _deploy_root(text: str) -> str:
@@ -283,7 +356,9 @@ def _deploy_root(text: str) -> str:
 
 def _git_url(text: str) -> str:
     if text.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._~:/@%+=-]+", text):
-        raise Invalid("a git URL such as https://github.com/org/app.git or git@github.com:org/app.git")
+        raise Invalid(
+            "a git URL such as https://github.com/org/app.git or git@github.com:org/app.git"
+        )
     return text
 
 
@@ -315,9 +390,14 @@ def _routes(text: str) -> tuple[str, ...]:
     for part in text.split(","):
         route = part.strip().strip("/")
         segments = route.split("/") if route else []
-        if not segments or not all(_ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments):
-            raise Invalid("comma-separated path prefixes of letters, digits and . _ ~ - such as api/ai,api/iot "
-                          "(no spaces, regex or shell characters)", found=f"route {part.strip()!r}")
+        if not segments or not all(
+            _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments
+        ):
+            raise Invalid(
+                "comma-separated path prefixes of letters, digits and . _ ~ - such as"
+                " api/ai,api/iot (no spaces, regex or shell characters)",
+                found=f"route {part.strip()!r}",
+            )
         if route in routes:
             raise Invalid(f"each route once ({route!r} is listed twice)")
         routes.append(route)
@@ -325,8 +405,10 @@ def _routes(text: str) -> tuple[str, ...]:
 
 
 Table = tuple[tuple[str, str], ...]  # ROUTES: (prefix, app) pairs, app 'python' or 'nodejs'
-_TABLE_RULE = ("comma-separated PREFIX=APP pairs, APP python or nodejs, PREFIX '/' or a path of letters, digits and "
-               ". _ ~ - without a trailing slash, exactly one '/', such as /=python,/chat=nodejs")
+_TABLE_RULE = (
+    "comma-separated PREFIX=APP pairs, APP python or nodejs, PREFIX '/' or a path of letters,"
+    " digits and . _ ~ - without a trailing slash, exactly one '/', such as /=python,/chat=nodejs"
+)
 
 
 def _route_table(text: str) -> Table:
@@ -334,23 +416,40 @@ def _route_table(text: str) -> Table:
     for part in text.split(","):
         prefix, sep, app = (x.strip() for x in part.partition("="))
         segments = prefix[1:].split("/")
-        if not sep or app not in ("python", "nodejs") or not prefix.startswith("/") or prefix != "/" and not all(
-                _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments):
+        if (
+            not sep
+            or app not in ("python", "nodejs")
+            or not prefix.startswith("/")
+            or prefix != "/"
+            and not all(_ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments)
+        ):
             raise Invalid(_TABLE_RULE, found=f"entry {part.strip()!r}")
         if prefix in (p for p, _ in table):
             raise Invalid(f"each prefix once ({prefix!r} is listed twice)")
         table.append((prefix, app))
     if sum(prefix == "/" for prefix, _ in table) != 1:
-        raise Invalid("exactly one '/' entry: the app that serves every path no other prefix does, such as /=python")
+        raise Invalid(
+            "exactly one '/' entry: the app that serves every path no other prefix does, such as"
+            " /=python"
+        )
     return tuple(table)
 
 
 def _mounts(text: str) -> tuple[str, ...]:
     found = tuple(part.strip() for part in text.split(","))
     for prefix in found:
-        if not prefix.startswith("/") or prefix == "/" or not all(
-                _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in prefix[1:].split("/")):
-            raise Invalid("comma-separated prefixes of ROUTES other than '/', such as /chat", found=f"entry {prefix!r}")
+        if (
+            not prefix.startswith("/")
+            or prefix == "/"
+            or not all(
+                _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..")
+                for s in prefix[1:].split("/")
+            )
+        ):
+            raise Invalid(
+                "comma-separated prefixes of ROUTES other than '/', such as /chat",
+                found=f"entry {prefix!r}",
+            )
     return found
 
 
@@ -370,16 +469,31 @@ def _owning_prefix(path: str, table: Table) -> str:
 
 _GLOB_RE = re.compile(r"^[A-Za-z0-9._@+*?/-]+$")
 # Files a release holds of its own: never a shared path.
-RESERVED_PATHS = frozenset({".signalcraft", "REVISION", "gunicorn.conf.py", "ecosystem.config.js", "ecosystem.config.cjs",
-                            "node_modules", "logs", ".git"})
+RESERVED_PATHS = frozenset(
+    {
+        ".signalcraft",
+        "REVISION",
+        "gunicorn.conf.py",
+        "ecosystem.config.js",
+        "ecosystem.config.cjs",
+        "node_modules",
+        "logs",
+        ".git",
+    }
+)
 
 
 def _globs(text: str) -> tuple[str, ...]:
     globs = tuple(part.strip() for part in text.split(",") if part.strip())
-    bad = [g for g in globs if not _GLOB_RE.fullmatch(g) or ".." in g.split("/") or g.startswith("/")]
+    bad = [
+        g for g in globs if not _GLOB_RE.fullmatch(g) or ".." in g.split("/") or g.startswith("/")
+    ]
     if not globs or bad:
-        raise Invalid("comma-separated globs relative to the app directory such as 'app/**,*.json,templates/' "
-                      "(letters, digits, . _ - / * ?; no spaces or '..')", found=repr(bad[0]) if bad else None)
+        raise Invalid(
+            "comma-separated globs relative to the app directory such as 'app/**,*.json,templates/'"
+            " (letters, digits, . _ - / * ?; no spaces or '..')",
+            found=repr(bad[0]) if bad else None,
+        )
     return globs
 
 
@@ -387,42 +501,76 @@ def _shared_paths(text: str) -> tuple[str, ...]:
     paths: list[str] = []
     for part in (p.strip() for p in text.split(",")):
         name = part.rstrip("/")
-        if not part or not _SAFE_REL_PATH_RE.fullmatch(part) or ".." in name.split("/") or "//" in part or part.startswith("./"):
-            raise Invalid("comma-separated paths relative to the app directory such as instance/,uploads/,.env.local "
-                          "(a trailing / for a folder; no spaces or '..')", found=f"path {part!r}")
+        if (
+            not part
+            or not _SAFE_REL_PATH_RE.fullmatch(part)
+            or ".." in name.split("/")
+            or "//" in part
+            or part.startswith("./")
+        ):
+            raise Invalid(
+                "comma-separated paths relative to the app directory such as"
+                " instance/,uploads/,.env.local (a trailing / for a folder; no spaces or '..')",
+                found=f"path {part!r}",
+            )
         if name.split("/")[0] in RESERVED_PATHS:
-            raise Invalid(f"paths other than those a release holds of its own ({', '.join(sorted(RESERVED_PATHS))})",
-                          found=f"path {part!r}")
-        if any(name == o.rstrip("/") or name.startswith(o.rstrip("/") + "/") or o.startswith(name + "/") for o in paths):
+            raise Invalid(
+                "paths other than those a release holds of its own"
+                f" ({', '.join(sorted(RESERVED_PATHS))})",
+                found=f"path {part!r}",
+            )
+        if any(
+            name == o.rstrip("/")
+            or name.startswith(o.rstrip("/") + "/")
+            or o.startswith(name + "/")
+            for o in paths
+        ):
             raise Invalid("each path once, none inside another", found=f"path {part!r}")
         paths.append(part)
     return tuple(paths)
 
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # Debian's NAME_REGEX, and useradd's 32 characters
+_USER_RE = re.compile(
+    r"^[a-z_][a-z0-9_-]{0,31}$"
+)  # Debian's NAME_REGEX, and useradd's 32 characters
 _PY_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _WSGI_RE = re.compile(rf"^{_PY_IDENT}(\.{_PY_IDENT})*:{_PY_IDENT}(\.{_PY_IDENT})*(\(\))?$")
 _HTTP_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
-# Host names of dot-separated labels; nginx takes '*' only as a whole first label ('*.example.com') or a
-# whole last one ('example.*'): it refuses '*' and '*example.com' outright, and 'a*b', 'www.*.com' or
-# 'a..b' as soon as another site shares the port ("invalid server name or wildcard").
+# Host names of dot-separated labels; nginx takes '*' only as a whole first label ('*.example.com')
+# or a whole last one ('example.*'): it refuses '*' and '*example.com' outright, and 'a*b',
+# 'www.*.com' or 'a..b' as soon as another site shares the port ("invalid server name or wildcard").
 _HOST_LABELS = r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)*"
 _HOST_NAME = rf"(?=[^ ]{{1,253}}( |$))(\*\.{_HOST_LABELS}\.?|{_HOST_LABELS}\.?|{_HOST_LABELS}\.\*)"
 _SERVER_NAME_RE = re.compile(rf"^(_|{_HOST_NAME})( {_HOST_NAME})*$")
 _WORKER_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-# Gunicorn's own names for its worker classes (gunicorn/workers/__init__.py; eventlet is older Gunicorns' only); any
-# other class is named by its dotted path, which only the host's venv can check.
-GUNICORN_WORKER_NAMES = ("sync", "gthread", "gevent", "gevent_wsgi", "gevent_pywsgi", "eventlet", "tornado", "asgi")
-# What root runs is not free text: these settings choose between the ways Nginx is tested and reloaded.
+# Gunicorn's own names for its worker classes (gunicorn/workers/__init__.py; eventlet is older
+# Gunicorns' only); any other class is named by its dotted path, which only the host's venv can
+# check.
+GUNICORN_WORKER_NAMES = (
+    "sync",
+    "gthread",
+    "gevent",
+    "gevent_wsgi",
+    "gevent_pywsgi",
+    "eventlet",
+    "tornado",
+    "asgi",
+)
+# What root runs is not free text: these settings choose between the ways Nginx is tested and
+# reloaded.
 _NGINX = r"(/usr/sbin/|/usr/bin/|/usr/local/sbin/|/usr/local/bin/|/usr/local/nginx/sbin/)?nginx"
 _NGINX_TEST_RE = rf"{_NGINX}( -q)? -t( -q)?"
-_NGINX_RELOAD_RE = rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload nginx(\.service)?|(/usr/sbin/)?service nginx reload"
+_NGINX_RELOAD_RE = (
+    rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload nginx(\.service)?|(/usr/sbin/)?service"
+    r" nginx reload"
+)
 _SIZE_RE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")
 _PROGRAM_RE = r"[A-Za-z0-9._/+][A-Za-z0-9._/+-]*"  # never an option: no leading '-'
 
 
-# --- The declarations: each key once -----------------------------------------------------------------------------
+# --- The declarations: each key once
+# -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -443,143 +591,420 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("APP_NAME", "signalcraft", regex(_NAME_RE, "lower-case letters, digits and '-', starting with a letter (at most 40)"),
-        "name prefix: PM2 apps <APP_NAME>-python and <APP_NAME>-nodejs"),
-    Key("APP_USER", None, derived(regex(_USER_RE, "a user name: lower-case letters, digits, '_' and '-', starting with a "
-                                        "letter or '_' (at most 32)")),
-        "the system account both apps run as (no shell, no password, no sudo; `setup` creates it); default APP_NAME "
-        "(its first 32 characters). "
-        "The deploy user's own name runs the apps as the deploy user (`status` warns)"),
-    Key("DEPLOY_ROOT", "/home/ubuntu/signalcraft", on_text(_deploy_root),
-        "absolute directory on the host holding releases/, current, shared/"),
-    Key("SOURCE", "upload", choice("upload", "git"),
-        "'upload' ships the local git HEAD of SOURCE_DIR; 'git' makes the host fetch REPO_URL at REF"),
-    Key("SOURCE_DIR", ".", source_dir, "local directory of the app (a git checkout, or a folder inside one)", local=True),
+    Key(
+        "APP_NAME",
+        "signalcraft",
+        regex(_NAME_RE, "lower-case letters, digits and '-', starting with a letter (at most 40)"),
+        "name prefix: PM2 apps <APP_NAME>-python and <APP_NAME>-nodejs",
+    ),
+    Key(
+        "APP_USER",
+        None,
+        derived(
+            regex(
+                _USER_RE,
+                "a user name: lower-case letters, digits, '_' and '-', starting with a "
+                "letter or '_' (at most 32)",
+            )
+        ),
+        "the system account both apps run as (no shell, no password, no sudo; `setup` creates it);"
+        " default APP_NAME (its first 32 characters). The deploy user's own name runs the apps as"
+        " the deploy user (`status` warns)",
+    ),
+    Key(
+        "DEPLOY_ROOT",
+        "/home/ubuntu/signalcraft",
+        on_text(_deploy_root),
+        "absolute directory on the host holding releases/, current, shared/",
+    ),
+    Key(
+        "SOURCE",
+        "upload",
+        choice("upload", "git"),
+        "'upload' ships the local git HEAD of SOURCE_DIR; 'git' makes the host fetch REPO_URL"
+        " at REF",
+    ),
+    Key(
+        "SOURCE_DIR",
+        ".",
+        source_dir,
+        "local directory of the app (a git checkout, or a folder inside one)",
+        local=True,
+    ),
     # A URL may carry a token (https://user:token@host/...).
-    Key("REPO_URL", None, optional(on_text(_git_url)), "repository the host clones when SOURCE=git", secret=True),
-    Key("REF", "main", on_text(_git_ref), "branch, tag or commit the host checks out when SOURCE=git"),
-    Key("PYTHON", "python3", regex(_PROGRAM_RE, "a command or absolute path such as python3"),
-        "Python on the host that creates the app's virtual environment"),
-    Key("GUNICORN_BIND", "127.0.0.1:8001", address,
-        "loopback address Gunicorn listens on (Nginx proxies the Python routes to it)"),
-    Key("GUNICORN_HANDOVER_BIND", None, derived(address),
-        "second loopback address used while a new Gunicorn master takes over (default: port + 1)"),
-    Key("GUNICORN_WORKERS", "auto", on_text(_workers, int | None, lambda value: "auto" if value is None else str(value)),
-        "worker count, or 'auto' for 2 * CPUs + 1 on the host"),
-    Key("GUNICORN_WORKER_CLASS", "sync", on_text(_worker_class),
-        "Gunicorn worker class (sync, gthread, gevent, eventlet, ...)"),
-    Key("GUNICORN_TIMEOUT", "120", integer(1, 86400), "seconds before a silent worker is killed and restarted"),
-    Key("GUNICORN_GRACEFUL_TIMEOUT", "30", integer(1, 3600),
-        "seconds a reload (HUP) or stop waits for an old worker to finish the requests it holds, then kills it; "
-        "PM2 waits this + 5 before it kills Gunicorn"),
-    Key("GUNICORN_MAX_REQUESTS", "1000", integer(0, 10_000_000),
-        "a worker is replaced after this many requests (bounds its memory); 0 turns it off"),
-    Key("GUNICORN_MAX_REQUESTS_JITTER", "100", integer(0, 10_000_000),
-        "random spread added to GUNICORN_MAX_REQUESTS so workers do not all restart at once"),
-    Key("LEGACY_MATCH", r"^(\S*/)?(python[0-9.]*|gunicorn|flask)\b", on_text(_pattern),
-        "regex: an unmanaged server on GUNICORN_BIND whose command matches is taken over by the first deploy, if it is "
-        "the deploy user's own and runs from the app's folder (one holding WSGI_APP's module); the default matches a "
-        "command that starts with python, gunicorn or flask"),
-    Key("ALLOW_PUBLIC_BIND", "false", boolean,
-        "allow GUNICORN_BIND on a non-loopback address (Nginx should be the only way in)"),
-    Key("WSGI_APP", "app:create_app()", regex(_WSGI_RE, "module:attribute or module:factory(), for example app:create_app()"),
-        "the WSGI app: module:attribute or module:factory()"),
-    Key("NODE_SCRIPT", None, unset_or(relative_path),
-        "the Node.js entry point, relative to the app directory (default: package.json's main, or its start script "
-        "'node <file>', else server.js)"),
+    Key(
+        "REPO_URL",
+        None,
+        optional(on_text(_git_url)),
+        "repository the host clones when SOURCE=git",
+        secret=True,
+    ),
+    Key(
+        "REF",
+        "main",
+        on_text(_git_ref),
+        "branch, tag or commit the host checks out when SOURCE=git",
+    ),
+    Key(
+        "PYTHON",
+        "python3",
+        regex(_PROGRAM_RE, "a command or absolute path such as python3"),
+        "Python on the host that creates the app's virtual environment",
+    ),
+    Key(
+        "GUNICORN_BIND",
+        "127.0.0.1:8001",
+        address,
+        "loopback address Gunicorn listens on (Nginx proxies the Python routes to it)",
+    ),
+    Key(
+        "GUNICORN_HANDOVER_BIND",
+        None,
+        derived(address),
+        "second loopback address used while a new Gunicorn master takes over (default: port + 1)",
+    ),
+    Key(
+        "GUNICORN_WORKERS",
+        "auto",
+        on_text(_workers, int | None, lambda value: "auto" if value is None else str(value)),
+        "worker count, or 'auto' for 2 * CPUs + 1 on the host",
+    ),
+    Key(
+        "GUNICORN_WORKER_CLASS",
+        "sync",
+        on_text(_worker_class),
+        "Gunicorn worker class (sync, gthread, gevent, eventlet, ...)",
+    ),
+    Key(
+        "GUNICORN_TIMEOUT",
+        "120",
+        integer(1, 86400),
+        "seconds before a silent worker is killed and restarted",
+    ),
+    Key(
+        "GUNICORN_GRACEFUL_TIMEOUT",
+        "30",
+        integer(1, 3600),
+        "seconds a reload (HUP) or stop waits for an old worker to finish the requests it holds,"
+        " then kills it; PM2 waits this + 5 before it kills Gunicorn",
+    ),
+    Key(
+        "GUNICORN_MAX_REQUESTS",
+        "1000",
+        integer(0, 10_000_000),
+        "a worker is replaced after this many requests (bounds its memory); 0 turns it off",
+    ),
+    Key(
+        "GUNICORN_MAX_REQUESTS_JITTER",
+        "100",
+        integer(0, 10_000_000),
+        "random spread added to GUNICORN_MAX_REQUESTS so workers do not all restart at once",
+    ),
+    Key(
+        "LEGACY_MATCH",
+        r"^(\S*/)?(python[0-9.]*|gunicorn|flask)\b",
+        on_text(_pattern),
+        "regex: an unmanaged server on GUNICORN_BIND whose command matches is taken over by the"
+        " first deploy, if it is the deploy user's own and runs from the app's folder (one holding"
+        " WSGI_APP's module); the default matches a command that starts with python, gunicorn or"
+        " flask",
+    ),
+    Key(
+        "ALLOW_PUBLIC_BIND",
+        "false",
+        boolean,
+        "allow GUNICORN_BIND on a non-loopback address (Nginx should be the only way in)",
+    ),
+    Key(
+        "WSGI_APP",
+        "app:create_app()",
+        regex(_WSGI_RE, "module:attribute or module:factory(), for example app:create_app()"),
+        "the WSGI app: module:attribute or module:factory()",
+    ),
+    Key(
+        "NODE_SCRIPT",
+        None,
+        unset_or(relative_path),
+        "the Node.js entry point, relative to the app directory (default: package.json's main, or"
+        " its start script 'node <file>', else server.js)",
+    ),
     Key("NODE_PORT", "3000", port, "port the Node.js server listens on (passed as PORT)"),
-    Key("NODE_HANDOVER_PORT", None, derived(port),
-        "second port for Node.js while its processes are replaced (default: NODE_PORT + 1)"),
-    Key("NODE_INSTANCES", "2", integer(1, 64), "Node.js processes in PM2 cluster mode (2 or more for rolling reloads)"),
-    Key("NODE_ENV", "production", regex(r"[A-Za-z0-9_.-]+", "a word such as production"), "NODE_ENV given to the Node.js app"),
-    Key("PY_ROUTES", "api/ai,api/iot,api/lightweight-analyze,api/flask", on_text(_routes, tuple[str, ...], ",".join),
-        "path prefixes (comma-separated) Nginx sends to Gunicorn, Node.js serving the rest (ROUTES says both ways)"),
-    Key("ROUTES", None, unset_or(on_text(_route_table, Table, _show_table)),
-        "the route table, PREFIX=APP pairs (comma-separated), APP python or nodejs, exactly one '/': the longest prefix "
-        "that holds a path owns it, e.g. /=python,/chat=nodejs. Each app gets the path as the client sent it (its "
-        "routes carry their prefixes) unless MOUNTS names the prefix. Unset: from PY_ROUTES"),
-    Key("MOUNTS", None, unset_or(on_text(_mounts, tuple[str, ...], ",".join)),
-        "prefixes of ROUTES (comma-separated) whose app is written for '/' and mounted there: Node.js gets the path "
-        "without the prefix, Python gets SCRIPT_NAME (Gunicorn takes the prefix off; url_for and redirects add it), both "
-        "X-Forwarded-Prefix. Python may be mounted under its one prefix only"),
-    Key("NGINX_SITE", None, derived(absolute_path),
-        "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or conf.d/ (*.conf); "
-        "default /etc/nginx/sites-available/<APP_NAME>"),
-    Key("NGINX_LISTEN", "80", listens,
-        "where Nginx listens for the site: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated list "
-        "(at a takeover, default: the old site's own listen lines)"),
-    Key("SERVER_NAME", "_", regex(_SERVER_NAME_RE, "'_' or host names separated by single spaces"),
-        "Nginx server_name; '_' makes the site the default server on NGINX_LISTEN"),
-    Key("TLS_CERT", None, optional(absolute_path),
-        "certificate chain on the host, e.g. certbot's /etc/letsencrypt/live/<name>/fullchain.pem (with TLS_KEY: HTTPS on)"),
-    Key("TLS_KEY", None, optional(absolute_path),
-        "private key of TLS_CERT on the host, e.g. /etc/letsencrypt/live/<name>/privkey.pem"),
-    Key("TLS_LISTEN", "443", listens, "where Nginx listens for HTTPS: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated list"),
+    Key(
+        "NODE_HANDOVER_PORT",
+        None,
+        derived(port),
+        "second port for Node.js while its processes are replaced (default: NODE_PORT + 1)",
+    ),
+    Key(
+        "NODE_INSTANCES",
+        "2",
+        integer(1, 64),
+        "Node.js processes in PM2 cluster mode (2 or more for rolling reloads)",
+    ),
+    Key(
+        "NODE_ENV",
+        "production",
+        regex(r"[A-Za-z0-9_.-]+", "a word such as production"),
+        "NODE_ENV given to the Node.js app",
+    ),
+    Key(
+        "PY_ROUTES",
+        "api/ai,api/iot,api/lightweight-analyze,api/flask",
+        on_text(_routes, tuple[str, ...], ",".join),
+        "path prefixes (comma-separated) Nginx sends to Gunicorn, Node.js serving the rest (ROUTES"
+        " says both ways)",
+    ),
+    Key(
+        "ROUTES",
+        None,
+        unset_or(on_text(_route_table, Table, _show_table)),
+        "the route table, PREFIX=APP pairs (comma-separated), APP python or nodejs, exactly one"
+        " '/': the longest prefix that holds a path owns it, e.g. /=python,/chat=nodejs. Each app"
+        " gets the path as the client sent it (its routes carry their prefixes) unless MOUNTS names"
+        " the prefix. Unset: from PY_ROUTES",
+    ),
+    Key(
+        "MOUNTS",
+        None,
+        unset_or(on_text(_mounts, tuple[str, ...], ",".join)),
+        "prefixes of ROUTES (comma-separated) whose app is written for '/' and mounted there:"
+        " Node.js gets the path without the prefix, Python gets SCRIPT_NAME (Gunicorn takes the"
+        " prefix off; url_for and redirects add it), both X-Forwarded-Prefix. Python may be mounted"
+        " under its one prefix only",
+    ),
+    Key(
+        "NGINX_SITE",
+        None,
+        derived(absolute_path),
+        "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or"
+        " conf.d/ (*.conf); default /etc/nginx/sites-available/<APP_NAME>",
+    ),
+    Key(
+        "NGINX_LISTEN",
+        "80",
+        listens,
+        "where Nginx listens for the site: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated"
+        " list (at a takeover, default: the old site's own listen lines)",
+    ),
+    Key(
+        "SERVER_NAME",
+        "_",
+        regex(_SERVER_NAME_RE, "'_' or host names separated by single spaces"),
+        "Nginx server_name; '_' makes the site the default server on NGINX_LISTEN",
+    ),
+    Key(
+        "TLS_CERT",
+        None,
+        optional(absolute_path),
+        "certificate chain on the host, e.g. certbot's /etc/letsencrypt/live/<name>/fullchain.pem"
+        " (with TLS_KEY: HTTPS on)",
+    ),
+    Key(
+        "TLS_KEY",
+        None,
+        optional(absolute_path),
+        "private key of TLS_CERT on the host, e.g. /etc/letsencrypt/live/<name>/privkey.pem",
+    ),
+    Key(
+        "TLS_LISTEN",
+        "443",
+        listens,
+        "where Nginx listens for HTTPS: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated"
+        " list",
+    ),
     Key("TLS_REDIRECT", "true", boolean, "with TLS on, answer plain HTTP with a redirect to HTTPS"),
-    Key("CLIENT_MAX_BODY_SIZE", None, optional(regex(_SIZE_RE, "a size such as 10m or 512k")),
-        "largest request body Nginx accepts, e.g. 10m (unset: Nginx's own 1m)"),
-    Key("NGINX_TEST_CMD", "nginx -t",
-        regex(_NGINX_TEST_RE, "a plain command that tests Nginx: 'nginx -t', optionally with nginx's absolute path and -q"),
-        "command that validates Nginx's configuration (run as root by the tool's root helper, without a shell)"),
-    Key("NGINX_RELOAD_CMD", "nginx -s reload",
-        regex(_NGINX_RELOAD_RE, "a plain command that reloads Nginx: 'nginx -s reload' (optionally with its path), "
-              "'systemctl reload nginx' or 'service nginx reload'"),
-        "command that reloads Nginx gracefully (run as root by the tool's root helper; e.g. 'systemctl reload nginx')"),
-    Key("HEALTH_PY", "/api/flask/health", regex(_HTTP_PATH_RE, "a URL path such as /api/flask/health"),
-        "path of the Flask app's health route"),
-    Key("HEALTH_NODE", "/", regex(_HTTP_PATH_RE, "a URL path such as /"), "path of the Node.js app's health route"),
-    Key("HEALTH_TIMEOUT", "30", integer(1, 3600), "seconds the health gate waits for both apps after a switch", local=True),
-    Key("KEEP_RELEASES", "5", integer(2, 100), "releases kept on the host (the current and previous are never pruned)", local=True),
-    Key("PM2", "pm2", regex(_PROGRAM_RE, "a command or absolute path such as pm2"), "the pm2 command on the host"),
-    Key("BEFORE_SWITCH", None, optional(on_text(str)),
-        "shell command run once on the host in the new release before it serves (e.g. a migration); a failure stops the deploy",
-        local=True),
-    Key("AFTER_SWITCH", None, optional(on_text(str)),
-        "shell command run on the host in the new release once the health gate has passed (cache warm-up, notifications)",
-        local=True),
-    Key("AFTER_SWITCH_FAILURE", "warn", choice("warn", "rollback"),
-        "what a failing AFTER_SWITCH does: 'warn' (the deploy stands) or 'rollback'", local=True),
-    Key("ON_FAILURE", None, optional(on_text(str)),
-        "shell command run on the host after a failed deploy has been undone (best effort)", local=True),
-    Key("WHEELS", "index", choice("index", "local"),
-        "'index': the host installs from the package index; 'local': this machine downloads or builds the wheels "
-        "(and the npm packages) for the host's Python and ships them, for hosts without egress", local=True),
-    Key("HOOK_TIMEOUT", "300", integer(1, 86400), "seconds a hook may run before it is stopped (and counts as failed)", local=True),
-    Key("MIN_FREE_MB", "500", integer(0, 10_000_000),
-        "a deploy refuses to start when the deploy root's filesystem has less free space (MB); 0 turns the check off",
-        local=True),
-    Key("LOG_ROTATE_SIZE", "100M", regex(r"[1-9][0-9]{0,6}[kMG]?", "a size such as 100M, 500k or 1G"),
-        "`setup`: a PM2 log (each app's, and pm2.log) is rotated once it is larger than this", local=True),
-    Key("LOG_ROTATE_COUNT", "10", integer(1, 1000), "`setup`: compressed rotated files kept per log", local=True),
-    Key("APP_ENV_FILE", None, local_path,
-        "local file with the app's own secrets, written into each new release as .env (mode 0600); unset: the live "
-        "release's .env is carried over", local=True),
-    Key("PY_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
-        "globs (comma-separated) of the files the Python app reads; a change to others leaves Gunicorn alone "
-        "(default: every file but Node.js's own: package.json, the lock file, node_modules/, and *.js, *.mjs, *.cjs, "
-        "*.ts outside static/ and templates/ folders, which PY_FILES may name; the tool's own files, such as "
-        "deploy.env, reach neither app)"),
-    Key("NODE_FILES", None, optional(on_text(_globs, tuple[str, ...], ",".join)),
-        "globs (comma-separated) of the files the Node.js app reads; a change to others leaves it alone "
-        "(default: every file but Python's own: *.py, requirements.txt; the tool's own files, such as deploy.env, "
-        "reach neither app)"),
-    Key("SHARED_PATHS", None, optional(on_text(_shared_paths, tuple[str, ...], ",".join)),
-        "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and linked into each, "
-        "such as instance/,uploads/,.env.local"),
-    Key("LOCAL_VENV", None, local_path,
-        "the app's local virtual environment for 'freeze' (default: $VIRTUAL_ENV unless it is the tool's own, else SOURCE_DIR/.venv)",
-        local=True),
-    Key("KNOWN_HOSTS", None, local_path,
-        "extra known_hosts file used to verify host keys (besides ~/.ssh/known_hosts)", local=True),
-    Key("TEMPLATES_DIR", None, local_path, "directory whose templates win over the bundled ones", local=True),
+    Key(
+        "CLIENT_MAX_BODY_SIZE",
+        None,
+        optional(regex(_SIZE_RE, "a size such as 10m or 512k")),
+        "largest request body Nginx accepts, e.g. 10m (unset: Nginx's own 1m)",
+    ),
+    Key(
+        "NGINX_TEST_CMD",
+        "nginx -t",
+        regex(
+            _NGINX_TEST_RE,
+            "a plain command that tests Nginx: 'nginx -t', optionally with nginx's absolute path"
+            " and -q",
+        ),
+        "command that validates Nginx's configuration (run as root by the tool's root helper,"
+        " without a shell)",
+    ),
+    Key(
+        "NGINX_RELOAD_CMD",
+        "nginx -s reload",
+        regex(
+            _NGINX_RELOAD_RE,
+            "a plain command that reloads Nginx: 'nginx -s reload' (optionally with its path), "
+            "'systemctl reload nginx' or 'service nginx reload'",
+        ),
+        "command that reloads Nginx gracefully (run as root by the tool's root helper; e.g."
+        " 'systemctl reload nginx')",
+    ),
+    Key(
+        "HEALTH_PY",
+        "/api/flask/health",
+        regex(_HTTP_PATH_RE, "a URL path such as /api/flask/health"),
+        "path of the Flask app's health route",
+    ),
+    Key(
+        "HEALTH_NODE",
+        "/",
+        regex(_HTTP_PATH_RE, "a URL path such as /"),
+        "path of the Node.js app's health route",
+    ),
+    Key(
+        "HEALTH_TIMEOUT",
+        "30",
+        integer(1, 3600),
+        "seconds the health gate waits for both apps after a switch",
+        local=True,
+    ),
+    Key(
+        "KEEP_RELEASES",
+        "5",
+        integer(2, 100),
+        "releases kept on the host (the current and previous are never pruned)",
+        local=True,
+    ),
+    Key(
+        "PM2",
+        "pm2",
+        regex(_PROGRAM_RE, "a command or absolute path such as pm2"),
+        "the pm2 command on the host",
+    ),
+    Key(
+        "BEFORE_SWITCH",
+        None,
+        optional(on_text(str)),
+        "shell command run once on the host in the new release before it serves (e.g. a migration);"
+        " a failure stops the deploy",
+        local=True,
+    ),
+    Key(
+        "AFTER_SWITCH",
+        None,
+        optional(on_text(str)),
+        "shell command run on the host in the new release once the health gate has passed (cache"
+        " warm-up, notifications)",
+        local=True,
+    ),
+    Key(
+        "AFTER_SWITCH_FAILURE",
+        "warn",
+        choice("warn", "rollback"),
+        "what a failing AFTER_SWITCH does: 'warn' (the deploy stands) or 'rollback'",
+        local=True,
+    ),
+    Key(
+        "ON_FAILURE",
+        None,
+        optional(on_text(str)),
+        "shell command run on the host after a failed deploy has been undone (best effort)",
+        local=True,
+    ),
+    Key(
+        "WHEELS",
+        "index",
+        choice("index", "local"),
+        "'index': the host installs from the package index; 'local': this machine downloads or"
+        " builds the wheels (and the npm packages) for the host's Python and ships them, for hosts"
+        " without egress",
+        local=True,
+    ),
+    Key(
+        "HOOK_TIMEOUT",
+        "300",
+        integer(1, 86400),
+        "seconds a hook may run before it is stopped (and counts as failed)",
+        local=True,
+    ),
+    Key(
+        "MIN_FREE_MB",
+        "500",
+        integer(0, 10_000_000),
+        "a deploy refuses to start when the deploy root's filesystem has less free space (MB); 0"
+        " turns the check off",
+        local=True,
+    ),
+    Key(
+        "LOG_ROTATE_SIZE",
+        "100M",
+        regex(r"[1-9][0-9]{0,6}[kMG]?", "a size such as 100M, 500k or 1G"),
+        "`setup`: a PM2 log (each app's, and pm2.log) is rotated once it is larger than this",
+        local=True,
+    ),
+    Key(
+        "LOG_ROTATE_COUNT",
+        "10",
+        integer(1, 1000),
+        "`setup`: compressed rotated files kept per log",
+        local=True,
+    ),
+    Key(
+        "APP_ENV_FILE",
+        None,
+        local_path,
+        "local file with the app's own secrets, written into each new release as .env (mode 0600);"
+        " unset: the live release's .env is carried over",
+        local=True,
+    ),
+    Key(
+        "PY_FILES",
+        None,
+        optional(on_text(_globs, tuple[str, ...], ",".join)),
+        "globs (comma-separated) of the files the Python app reads; a change to others leaves"
+        " Gunicorn alone (default: every file but Node.js's own: package.json, the lock file,"
+        " node_modules/, and *.js, *.mjs, *.cjs, *.ts outside static/ and templates/ folders, which"
+        " PY_FILES may name; the tool's own files, such as deploy.env, reach neither app)",
+    ),
+    Key(
+        "NODE_FILES",
+        None,
+        optional(on_text(_globs, tuple[str, ...], ",".join)),
+        "globs (comma-separated) of the files the Node.js app reads; a change to others leaves it"
+        " alone (default: every file but Python's own: *.py, requirements.txt; the tool's own"
+        " files, such as deploy.env, reach neither app)",
+    ),
+    Key(
+        "SHARED_PATHS",
+        None,
+        optional(on_text(_shared_paths, tuple[str, ...], ",".join)),
+        "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and"
+        " linked into each, such as instance/,uploads/,.env.local",
+    ),
+    Key(
+        "LOCAL_VENV",
+        None,
+        local_path,
+        "the app's local virtual environment for 'freeze' (default: $VIRTUAL_ENV unless it is the"
+        " tool's own, else SOURCE_DIR/.venv)",
+        local=True,
+    ),
+    Key(
+        "KNOWN_HOSTS",
+        None,
+        local_path,
+        "extra known_hosts file used to verify host keys (besides ~/.ssh/known_hosts)",
+        local=True,
+    ),
+    Key(
+        "TEMPLATES_DIR",
+        None,
+        local_path,
+        "directory whose templates win over the bundled ones",
+        local=True,
+    ),
 )
 KEY_NAMES = tuple(k.name for k in KEYS)
 _KEY_DEFAULTS = {k.name: k.default for k in KEYS}
-# Settings that only matter on the deploying machine: the same commit from another checkout is the same release.
+# Settings that only matter on the deploying machine: the same commit from another checkout is the
+# same release.
 LOCAL_ONLY = frozenset(k.name for k in KEYS if k.local)
 
 
-# --- Settings: a frozen dataclass with one field per key, plus the names and paths derived from them --------------
+# --- Settings: a frozen dataclass with one field per key, plus the names and paths derived from
+# them --------------
 
 
 class _Derived:
@@ -639,30 +1064,45 @@ class _Derived:
     @property
     def nginx_url(self) -> str:
         """Where this host reaches the site through Nginx: HTTPS when TLS is on, else plain HTTP."""
-        return f"https://{self.tls_listen[0].local}" if self.tls else f"http://{self.nginx_listen[0].local}"
+        return (
+            f"https://{self.tls_listen[0].local}"
+            if self.tls
+            else f"http://{self.nginx_listen[0].local}"
+        )
 
     @property
     def route_table(self) -> Table:
         """ROUTES, or the table PY_ROUTES implies (each route Python's, Node.js on '/')."""
-        return self.routes if self.routes is not None else tuple((f"/{r}", "python") for r in self.py_routes) + (("/", "nodejs"),)
+        return (
+            self.routes
+            if self.routes is not None
+            else tuple((f"/{r}", "python") for r in self.py_routes) + (("/", "nodejs"),)
+        )
 
     @property
     def site_table(self) -> list[list[str]]:
-        """ROUTES as the site description holds it: [PREFIX, APP], or [PREFIX, APP, "mount"] for a MOUNTS prefix."""
-        return [[prefix, app, *(["mount"] if prefix in (self.mounts or ()) else [])] for prefix, app in self.routes or ()]
+        """ROUTES as the site description holds it: [PREFIX, APP], or [PREFIX, APP, "mount"] for a
+        MOUNTS prefix."""
+        return [
+            [prefix, app, *(["mount"] if prefix in (self.mounts or ()) else [])]
+            for prefix, app in self.routes or ()
+        ]
 
     @property
     def python_mount(self) -> str | None:
-        """The prefix Gunicorn mounts the app under (SCRIPT_NAME): Python's prefix named in MOUNTS, if any."""
+        """The prefix Gunicorn mounts the app under (SCRIPT_NAME): Python's prefix named in MOUNTS,
+        if any."""
         return nginx_site.python_mount(self.site_table)
 
     def app_path(self, app: str, path: str) -> str:
-        """The path an app itself is asked for when Nginx is asked for `path`: without a mounted prefix for Node.js
-        (Nginx strips it); Python's as it is (Gunicorn moves a mount's prefix to SCRIPT_NAME itself)."""
+        """The path an app itself is asked for when Nginx is asked for `path`: without a mounted
+        prefix for Node.js (Nginx strips it); Python's as it is (Gunicorn moves a mount's prefix to
+        SCRIPT_NAME itself).
+        """
         prefix = _owning_prefix(path, self.route_table)
         if app != "nodejs" or prefix not in (self.mounts or ()):
             return path
-        return "/" + path[len(prefix):].removeprefix("/")
+        return "/" + path[len(prefix) :].removeprefix("/")
 
     @property
     def nginx_extras(self) -> str:
@@ -696,21 +1136,30 @@ class _Derived:
 Settings = make_dataclass(
     "Settings",
     [(k.attr, k.parse.type) for k in KEYS]
-    + [("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False)),
-       # The settings file read, if any: the tool's own, so a change to it reloads no app (core/source.py tool_files).
-       ("settings_file", str | None, field(default=None, compare=False, repr=False)),
-       # The release's fabfile.py/tasks.py that are the tool's collection (they import signalcraft_deploy): set from
-       # the shipment (steps/upload.py), so an app's own tasks.py (Celery's, say) still reaches its app.
-       ("tool_collection", tuple[str, ...], field(default=(), compare=False, repr=False))],
+    + [
+        ("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False)),
+        # The settings file read, if any: the tool's own, so a change to it reloads no app
+        # (core/source.py tool_files).
+        ("settings_file", str | None, field(default=None, compare=False, repr=False)),
+        # The release's fabfile.py/tasks.py that are the tool's collection (they import
+        # signalcraft_deploy): set from the shipment (steps/upload.py), so an app's own tasks.py
+        # (Celery's, say) still reaches its app.
+        ("tool_collection", tuple[str, ...], field(default=(), compare=False, repr=False)),
+    ],
     bases=(_Derived,),
-    namespace={"__module__": __name__,
-               "__doc__": "Validated settings, one field per key of `KEYS`. Build with `load_settings`; "
-                          "never construct by hand outside tests."},
+    namespace={
+        "__module__": __name__,
+        "__doc__": (
+            "Validated settings, one field per key of `KEYS`. Build with `load_settings`; "
+            "never construct by hand outside tests."
+        ),
+    },
     frozen=True,
 )
 
 
-# --- Reading the layers: .env, environment, flags ---------------------------------------------------------------
+# --- Reading the layers: .env, environment, flags
+# ---------------------------------------------------------------
 
 
 def _line_of(path: Path, key: str) -> int | None:
@@ -732,22 +1181,30 @@ def require_utf8(path: Path, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise SettingsError(f"{what} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); "
-                            "save it as UTF-8.") from None
+        line = data[: err.start].count(b"\n") + 1
+        raise SettingsError(
+            f"{what} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); "
+            "save it as UTF-8."
+        ) from None
 
 
-def read_env_file(path: str | os.PathLike[str], *, required: bool) -> tuple[dict[str, str], dict[str, str]]:
+def read_env_file(
+    path: str | os.PathLike[str], *, required: bool
+) -> tuple[dict[str, str], dict[str, str]]:
     """Read a .env file: its values and, per key, where each came from ('file:line')."""
     env_path = Path(path)
     if not env_path.exists():
         if required:
-            raise SettingsError(f"{env_path}: the settings file was named but does not exist. "
-                                "Create it, or drop --env-file / ENV_FILE to use the defaults.")
+            raise SettingsError(
+                f"{env_path}: the settings file was named but does not exist. "
+                "Create it, or drop --env-file / ENV_FILE to use the defaults."
+            )
         return {}, {}
     if not env_path.is_file() or not os.access(env_path, os.R_OK):
-        raise SettingsError(f"{env_path}: the settings file cannot be read (not a readable file). "
-                            "Check its permissions.")
+        raise SettingsError(
+            f"{env_path}: the settings file cannot be read (not a readable file). "
+            "Check its permissions."
+        )
     from dotenv import dotenv_values  # here: most runs have no .env to read
 
     require_utf8(env_path, f"{env_path}: the settings file")
@@ -759,7 +1216,9 @@ def read_env_file(path: str | os.PathLike[str], *, required: bool) -> tuple[dict
         where = f"{env_path}:{line}" if line else str(env_path)
         if key not in KEY_NAMES:
             hint = difflib.get_close_matches(key, KEY_NAMES, n=1)
-            suggestion = f" Did you mean {hint[0]}?" if hint else f" Known keys: {', '.join(KEY_NAMES)}."
+            suggestion = (
+                f" Did you mean {hint[0]}?" if hint else f" Known keys: {', '.join(KEY_NAMES)}."
+            )
             raise SettingsError(f"{key} ({where}): unknown setting.{suggestion}")
         values[key] = "" if value is None else value
         origins[key] = where
@@ -773,7 +1232,9 @@ def parse_overrides(pairs: list[str] | tuple[str, ...] | None) -> dict[str, str]
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SettingsError(f"--set {pair!r}: expected KEY=VALUE, for example --set NODE_PORT=3100.")
+            raise SettingsError(
+                f"--set {pair!r}: expected KEY=VALUE, for example --set NODE_PORT=3100."
+            )
         if key not in KEY_NAMES:
             hint = difflib.get_close_matches(key, KEY_NAMES, n=1)
             suggestion = f" Did you mean {hint[0]}?" if hint else ""
@@ -814,22 +1275,35 @@ def load_settings(
     return replace(s, settings_file=str(env_path.resolve())) if env_path.is_file() else s
 
 
-# --- Validation: each key by its parser, then the rules that involve several keys -----------------------------
+# --- Validation: each key by its parser, then the rules that involve several keys
+# -----------------------------
 
 
-def _error(key: str, raw: Mapping[str, str | None], origins: Mapping[str, str], expected: str, found: str | None = None) -> SettingsError:
+def _error(
+    key: str,
+    raw: Mapping[str, str | None],
+    origins: Mapping[str, str],
+    expected: str,
+    found: str | None = None,
+) -> SettingsError:
     shown = repr(raw.get(key)) if found is None else found
-    return SettingsError(f"{key} ({origins.get(key, 'default')}): found {shown}; expected {expected}.")
+    return SettingsError(
+        f"{key} ({origins.get(key, 'default')}): found {shown}; expected {expected}."
+    )
 
 
-def _parse(key: Key, raw: Mapping[str, str | None], origins: Mapping[str, str], local_base: Path) -> Any:
+def _parse(
+    key: Key, raw: Mapping[str, str | None], origins: Mapping[str, str], local_base: Path
+) -> Any:
     try:
         return key.parse(raw.get(key.name), local_base)
     except Invalid as bad:
         raise _error(key.name, raw, origins, bad.expected, bad.found) from None
 
 
-def validate(raw: Mapping[str, str | None], origins: Mapping[str, str], local_base: Path) -> Settings:
+def validate(
+    raw: Mapping[str, str | None], origins: Mapping[str, str], local_base: Path
+) -> Settings:
     """Check every value and build `Settings`; raise `SettingsError` on the first bad one."""
     values = {key.name: _parse(key, raw, origins, local_base) for key in KEYS}
     _check_together(values, raw, origins)
@@ -838,7 +1312,13 @@ def validate(raw: Mapping[str, str | None], origins: Mapping[str, str], local_ba
 
 # A handover key left unset sits next to its app's key.
 _HANDOVER_OF = {"GUNICORN_HANDOVER_BIND": "GUNICORN_BIND", "NODE_HANDOVER_PORT": "NODE_PORT"}
-_PORT_KEYS = ("GUNICORN_BIND", "GUNICORN_HANDOVER_BIND", "NODE_PORT", "NODE_HANDOVER_PORT", "NGINX_LISTEN")
+_PORT_KEYS = (
+    "GUNICORN_BIND",
+    "GUNICORN_HANDOVER_BIND",
+    "NODE_PORT",
+    "NODE_HANDOVER_PORT",
+    "NGINX_LISTEN",
+)
 
 
 def _next_port(number: int) -> int:
@@ -850,8 +1330,11 @@ def _python_route(path: str, routes: tuple[str, ...]) -> bool:
     return any(path == "/" + r or path.startswith("/" + r + "/") for r in routes)
 
 
-def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: Mapping[str, str]) -> None:
-    """The rules that involve several keys, on the parsed values `v`; fills in the handover defaults."""
+def _check_together(
+    v: dict[str, Any], raw: Mapping[str, str | None], origins: Mapping[str, str]
+) -> None:
+    """The rules that involve several keys, on the parsed values `v`; fills in the handover
+    defaults."""
 
     def fail(key: str, expected: str) -> SettingsError:
         return _error(key, raw, origins, expected)
@@ -859,109 +1342,176 @@ def _check_together(v: dict[str, Any], raw: Mapping[str, str | None], origins: M
     if v["APP_USER"] is None:
         v["APP_USER"] = v["APP_NAME"][:32]  # a user name holds 32 characters, APP_NAME 40
     if v["APP_USER"] == "root":
-        raise fail("APP_USER", "an unprivileged account, not root (the apps would run with every right on the host)")
+        raise fail(
+            "APP_USER",
+            "an unprivileged account, not root (the apps would run with every right on the host)",
+        )
     if v["SOURCE"] == "git" and not v["REPO_URL"]:
-        raise SettingsError(f"REPO_URL ({origins.get('REPO_URL', 'default')}): SOURCE=git needs a repository URL to fetch.")
+        raise SettingsError(
+            f"REPO_URL ({origins.get('REPO_URL', 'default')}): SOURCE=git needs a repository URL to"
+            " fetch."
+        )
     bind = v["GUNICORN_BIND"]
     if v["GUNICORN_HANDOVER_BIND"] is None:
         v["GUNICORN_HANDOVER_BIND"] = Address(bind.host, _next_port(bind.port))
     if v["NODE_HANDOVER_PORT"] is None:
         v["NODE_HANDOVER_PORT"] = _next_port(v["NODE_PORT"])
     if not bind.is_loopback and not v["ALLOW_PUBLIC_BIND"]:
-        raise fail("GUNICORN_BIND", "a loopback address such as 127.0.0.1:8001 (Nginx is the only way in; "
-                   "set ALLOW_PUBLIC_BIND=true to allow another address)")
+        raise fail(
+            "GUNICORN_BIND",
+            "a loopback address such as 127.0.0.1:8001 (Nginx is the only way in; "
+            "set ALLOW_PUBLIC_BIND=true to allow another address)",
+        )
     if not v["GUNICORN_HANDOVER_BIND"].is_loopback and not v["ALLOW_PUBLIC_BIND"]:
         raise fail("GUNICORN_HANDOVER_BIND", "a loopback address")
     if nginx_site.server_name_problem(v["SERVER_NAME"]) and v["SERVER_NAME"]:
-        raise fail("SERVER_NAME", "host names a site may serve: a wildcard needs a domain under a top-level one "
-                   "(*.example.com, not *.com)")
+        raise fail(
+            "SERVER_NAME",
+            "host names a site may serve: a wildcard needs a domain under a top-level one "
+            "(*.example.com, not *.com)",
+        )
     if v["NGINX_SITE"] is None:
-        v["NGINX_SITE"] = f"/etc/nginx/sites-available/{v['APP_NAME']}"  # two apps on a host: two sites
+        v["NGINX_SITE"] = (
+            f"/etc/nginx/sites-available/{v['APP_NAME']}"  # two apps on a host: two sites
+        )
     _check_site(v, fail)
     if bool(v["TLS_CERT"]) != bool(v["TLS_KEY"]):
-        raise fail("TLS_KEY" if v["TLS_CERT"] else "TLS_CERT", "both TLS_CERT and TLS_KEY, or neither (HTTPS needs the pair)")
+        raise fail(
+            "TLS_KEY" if v["TLS_CERT"] else "TLS_CERT",
+            "both TLS_CERT and TLS_KEY, or neither (HTTPS needs the pair)",
+        )
     for key in ("TLS_CERT", "TLS_KEY"):
         try:
             if v[key]:
                 nginx_site.tls_file(v[key], key)
         except nginx_site.BadSite:
-            raise fail(key, f"a normalised path of plain characters under {', '.join(nginx_site.TLS_FOLDERS)} (root's "
-                       "folders: Nginx's master reads it as root, so the deploy user may not choose a file of its own)") from None
+            raise fail(
+                key,
+                f"a normalised path of plain characters under {', '.join(nginx_site.TLS_FOLDERS)}"
+                " (root's folders: Nginx's master reads it as root, so the deploy user may not"
+                " choose a file of its own)",
+            ) from None
     templates = v["TEMPLATES_DIR"]
     if templates and Path(templates, nginx_site.SITE_TEMPLATE).exists():
-        raise fail("TEMPLATES_DIR", f"a folder without {nginx_site.SITE_TEMPLATE}: root renders the Nginx site from the "
-                   "tool's own shape (remote/nginx_site.py), which the settings fill in (listen addresses, names, routes, "
-                   "TLS, body size); move that file away")
+        raise fail(
+            "TEMPLATES_DIR",
+            f"a folder without {nginx_site.SITE_TEMPLATE}: root renders the Nginx site from the"
+            " tool's own shape (remote/nginx_site.py), which the settings fill in (listen"
+            " addresses, names, routes, TLS, body size); move that file away",
+        )
     _check_routes(v, raw, origins, fail)
     if v["APP_ENV_FILE"] and ".env" in {p.rstrip("/") for p in v["SHARED_PATHS"] or ()}:
-        raise fail("SHARED_PATHS", "paths other than .env while APP_ENV_FILE is set (each release gets its own .env from it)")
+        raise fail(
+            "SHARED_PATHS",
+            "paths other than .env while APP_ENV_FILE is set (each release gets its own .env"
+            " from it)",
+        )
     seen: dict[int, str] = {}
     for key, number in _ports(v):
         if number in seen:
             raise SettingsError(
-                f"{key} ({_where(key, raw, origins)}): port {number} is also used by {seen[number]} "
-                f"({_where(seen[number], raw, origins)}); expected a port of its own for each of Gunicorn, "
-                "the handover addresses, Node.js and Nginx.")
+                f"{key} ({_where(key, raw, origins)}): port {number} is also used by {seen[number]}"
+                f" ({_where(seen[number], raw, origins)}); expected a port of its own for each of"
+                " Gunicorn, the handover addresses, Node.js and Nginx."
+            )
         seen[number] = key
 
 
-def _check_routes(v: dict[str, Any], raw: Mapping[str, str | None], origins: Mapping[str, str],
-                  fail: Callable[[str, str], SettingsError]) -> None:
+def _check_routes(
+    v: dict[str, Any],
+    raw: Mapping[str, str | None],
+    origins: Mapping[str, str],
+    fail: Callable[[str, str], SettingsError],
+) -> None:
     """One route table: ROUTES or PY_ROUTES, never both; each health path owned by its own app."""
     table = v["ROUTES"]
     if table is None and v["MOUNTS"]:
-        raise fail("MOUNTS", "prefixes of ROUTES, which is unset (PY_ROUTES' routes carry their own prefixes): "
-                   "set ROUTES, or remove MOUNTS")
+        raise fail(
+            "MOUNTS",
+            "prefixes of ROUTES, which is unset (PY_ROUTES' routes carry their own prefixes): "
+            "set ROUTES, or remove MOUNTS",
+        )
     if table is None:
         routes = v["PY_ROUTES"]
         if not _python_route(v["HEALTH_PY"], routes):
-            raise fail("HEALTH_PY", f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
-                       "or Nginx would send the health check to Node.js")
+            raise fail(
+                "HEALTH_PY",
+                f"a path under one of the Python routes ({', '.join('/' + r for r in routes)}), "
+                "or Nginx would send the health check to Node.js",
+            )
         if _python_route(v["HEALTH_NODE"], routes):
-            raise fail("HEALTH_NODE", "a path outside the Python routes, or Nginx would send it to Gunicorn")
+            raise fail(
+                "HEALTH_NODE",
+                "a path outside the Python routes, or Nginx would send it to Gunicorn",
+            )
         return
     if v["PY_ROUTES"] != _routes(_KEY_DEFAULTS["PY_ROUTES"]):
-        raise SettingsError(f"ROUTES ({_where('ROUTES', raw, origins)}) and PY_ROUTES ({_where('PY_ROUTES', raw, origins)}) "
-                            "are both set; expected one route table: keep ROUTES (PY_ROUTES=a,b is ROUTES=/a=python,"
-                            "/b=python,/=nodejs) and remove PY_ROUTES.")
+        raise SettingsError(
+            f"ROUTES ({_where('ROUTES', raw, origins)}) and PY_ROUTES"
+            f" ({_where('PY_ROUTES', raw, origins)}) are both set; expected one route table: keep"
+            " ROUTES (PY_ROUTES=a,b is ROUTES=/a=python,/b=python,/=nodejs) and remove PY_ROUTES."
+        )
     for prefix in v["MOUNTS"] or ():
         owner = next((app for p, app in table if p == prefix), None)
         if owner is None:
-            raise fail("MOUNTS", f"prefixes ROUTES lists ({', '.join(p for p, _ in table if p != '/')}); "
-                       f"{prefix} is not one of them")
+            raise fail(
+                "MOUNTS",
+                f"prefixes ROUTES lists ({', '.join(p for p, _ in table if p != '/')}); "
+                f"{prefix} is not one of them",
+            )
         if owner == "python" and sum(app == "python" for _, app in table) != 1:
-            raise fail("MOUNTS", f"a Python prefix only when it is Python's one entry in ROUTES (Gunicorn's SCRIPT_NAME "
-                       f"is one per process): {prefix} is mounted while Python serves others")
+            raise fail(
+                "MOUNTS",
+                "a Python prefix only when it is Python's one entry in ROUTES (Gunicorn's"
+                f" SCRIPT_NAME is one per process): {prefix} is mounted while Python serves others",
+            )
     for key, app in (("HEALTH_PY", "python"), ("HEALTH_NODE", "nodejs")):
         if route_owner(v[key], table) != app:
-            raise fail(key, f"a path ROUTES gives to {app} ({', '.join(p for p, a in table if a == app) or 'none'}; "
-                       f"the longest prefix wins), or Nginx would send the health check to the other app")
+            raise fail(
+                key,
+                f"a path ROUTES gives to {app}"
+                f" ({', '.join(p for p, a in table if a == app) or 'none'}; the longest prefix"
+                " wins), or Nginx would send the health check to the other app",
+            )
 
 
 def _ports(v: dict[str, Any]) -> list[tuple[str, int]]:
-    """(key, port) of every port the settings use, each key's ports once (TLS_LISTEN only with TLS on)."""
+    """(key, port) of every port the settings use, each key's ports once (TLS_LISTEN only with TLS
+    on)."""
     out: list[tuple[str, int]] = []
     for key in _PORT_KEYS + (("TLS_LISTEN",) if v["TLS_CERT"] else ()):
         value = v[key]
-        numbers = [x.port for x in value] if isinstance(value, tuple) else [value.port if isinstance(value, Address) else value]
+        numbers = (
+            [x.port for x in value]
+            if isinstance(value, tuple)
+            else [value.port if isinstance(value, Address) else value]
+        )
         out += [(key, n) for n in dict.fromkeys(numbers)]
     return out
 
 
 def _check_site(v: dict[str, Any], fail: Callable[[str, str], SettingsError]) -> None:
-    """NGINX_SITE: a site file of a plain name in Nginx's site folders (what the root helper writes), never nginx.conf."""
+    """NGINX_SITE: a site file of a plain name in Nginx's site folders (what the root helper
+    writes), never nginx.conf."""
     if PurePosixPath(v["NGINX_SITE"]).name == "nginx.conf":
-        raise fail("NGINX_SITE", "a site file of its own, not Nginx's main configuration nginx.conf "
-                   "(for example /etc/nginx/sites-available/<name>)")
+        raise fail(
+            "NGINX_SITE",
+            "a site file of its own, not Nginx's main configuration nginx.conf "
+            "(for example /etc/nginx/sites-available/<name>)",
+        )
     try:
         nginx_site.site_path(v["NGINX_SITE"])
     except nginx_site.BadSite:
-        raise fail("NGINX_SITE", "a file of a plain name under /etc/nginx/ in Nginx's site folders: "
-                   "/etc/nginx/sites-available/<name> or /etc/nginx/conf.d/<name>.conf") from None
+        raise fail(
+            "NGINX_SITE",
+            "a file of a plain name under /etc/nginx/ in Nginx's site folders: "
+            "/etc/nginx/sites-available/<name> or /etc/nginx/conf.d/<name>.conf",
+        ) from None
 
 
 def _where(key: str, raw: Mapping[str, str | None], origins: Mapping[str, str]) -> str:
-    """Where a value came from; for a handover key left unset, next to which key (and where that came from)."""
+    """Where a value came from; for a handover key left unset, next to which key (and where that
+    came from)."""
     app_key = _HANDOVER_OF.get(key)
     if app_key and not raw.get(key):
         return f"default, next to {app_key} ({origins.get(app_key, 'default')})"
@@ -969,7 +1519,9 @@ def _where(key: str, raw: Mapping[str, str | None], origins: Mapping[str, str]) 
 
 
 def settings_from_task(
-    env_file: str | None = None, set_: list[str] | None = None, extra: Mapping[str, str | None] | None = None
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+    extra: Mapping[str, str | None] | None = None,
 ) -> Settings:
     """The tasks' entry: `--env-file`, `--set KEY=VALUE` and named flags (named flags win)."""
     overrides = parse_overrides(set_)
@@ -979,13 +1531,15 @@ def settings_from_task(
     return load_settings(env_file=env_file, overrides=overrides)
 
 
-# --- The declarations as text: the `settings` task and README's table -------------------------------------------
+# --- The declarations as text: the `settings` task and README's table
+# -------------------------------------------
 
 MASK = "********"
 
 
 def effective(s: Settings) -> list[tuple[str, str, str]]:
-    """(key, value as text, where it came from) for every key; a secret that is set shows as MASK."""
+    """(key, value as text, where it came from) for every key; a secret that is set shows as
+    MASK."""
     rows: list[tuple[str, str, str]] = []
     for key in KEYS:
         value = key.parse.show(getattr(s, key.attr))
@@ -999,9 +1553,12 @@ def effective(s: Settings) -> list[tuple[str, str, str]]:
 
 
 def readme_table() -> str:
-    """README's Settings table, from the declarations (tests/unit/test_readme.py holds the README to it)."""
+    """README's Settings table, from the declarations (tests/unit/test_readme.py holds the README to
+    it)."""
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for key in KEYS:
-        default = f"`{key.default}`".replace("|", "\\|") if key.default else "—"  # a | would end the cell
+        default = (
+            f"`{key.default}`".replace("|", "\\|") if key.default else "—"
+        )  # a | would end the cell
         lines.append(f"| `{key.name}` | {default} | {key.help} |")
     return "\n".join(lines)

@@ -20,20 +20,28 @@ from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.settings import Settings, SettingsError
 
 # Files that certainly belong to one app. Every other file may be read by either (a template, a JSON
-# file, a static asset, an entry point without a suffix such as bin/www), so by default it reaches both.
+# file, a static asset, an entry point without a suffix such as bin/www), so by default it reaches
+# both.
 PYTHON_ONLY = ("requirements.txt", "*.py")
 NODE_ONLY = ("package.json", "package-lock.json", "npm-shrinkwrap.json", "node_modules/")
-# JavaScript and TypeScript are Node.js's as *.py is Python's, except where Flask serves or renders files from its
-# own release (an un-HUPed Gunicorn would keep serving the old static/app.js).
+# JavaScript and TypeScript are Node.js's as *.py is Python's, except where Flask serves or renders
+# files from its own release (an un-HUPed Gunicorn would keep serving the old static/app.js).
 NODE_CODE = ("*.js", "*.mjs", "*.cjs", "*.ts")
 FLASK_SERVED = ("static/", "templates/")
-# The tool's own files, read by the deploy and never by an app (a leading '/': at the top of the app's folder). A change
-# to them reloads nothing by itself; one that changes a rendered config reloads through the configs' digests.
-# rendered/: only the files `render-configs` writes there (tasks/configs.py rendered_files); an app's own rendered/
-# (pages it pre-renders and serves) is the app's.
+# The tool's own files, read by the deploy and never by an app (a leading '/': at the top of the
+# app's folder). A change to them reloads nothing by itself; one that changes a rendered config
+# reloads through the configs' digests. rendered/: only the files `render-configs` writes there
+# (tasks/configs.py rendered_files); an app's own rendered/ (pages it pre-renders and serves) is the
+# app's.
 RENDERED = ("gunicorn.conf.py", "ecosystem.config.js", "ecosystem.config.cjs", "nginx-site.conf")
-TOOL_OWN = ("/deploy.env", "/deploy.*.env", "/.github/", *(f"/rendered/{name}" for name in RENDERED))
-# The tool's collection when it is one (`init` writes both; an app's own tasks.py, Celery's say, is its code).
+TOOL_OWN = (
+    "/deploy.env",
+    "/deploy.*.env",
+    "/.github/",
+    *(f"/rendered/{name}" for name in RENDERED),
+)
+# The tool's collection when it is one (`init` writes both; an app's own tasks.py, Celery's say, is
+# its code).
 COLLECTION_FILES = ("fabfile.py", "tasks.py")
 COLLECTION_MARK = "signalcraft_deploy"
 PYTHON, NODEJS = "python", "nodejs"
@@ -41,9 +49,9 @@ PYTHON, NODEJS = "python", "nodejs"
 
 @functools.lru_cache(maxsize=256)
 def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A path glob as a regex: `*` and `?` stay inside one folder, `**` spans folders, a trailing `/` means
-    everything below that folder, and a pattern without `/` matches the name in any folder (as in .gitignore;
-    a leading `/` anchors it at the top)."""
+    """A path glob as a regex: `*` and `?` stay inside one folder, `**` spans folders, a trailing
+    `/` means everything below that folder, and a pattern without `/` matches the name in any folder
+    (as in .gitignore; a leading `/` anchors it at the top)."""
     folder = pattern.endswith("/")
     body = pattern.rstrip("/")
     anchored = "/" in body
@@ -69,14 +77,19 @@ def matches(path: str, globs: tuple[str, ...] | list[str]) -> bool:
     return any(glob_regex(g).fullmatch(path) for g in globs)
 
 
-def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tuple[str, ...] | None = None,
-            tool: tuple[str, ...] = TOOL_OWN) -> set[str]:
-    """The apps a change to `path` reaches: {"python", "nodejs"}, one of them, or none (the tool's own files, `tool`).
+def readers(
+    path: str,
+    py_files: tuple[str, ...] | None = None,
+    node_files: tuple[str, ...] | None = None,
+    tool: tuple[str, ...] = TOOL_OWN,
+) -> set[str]:
+    """The apps a change to `path` reaches: {"python", "nodejs"}, one of them, or none (the tool's
+    own files, `tool`).
 
-    A file certainly one app's own reaches that app alone (JavaScript and TypeScript outside static/ and
-    templates/ are Node.js's, unless PY_FILES names them too). Any other file reaches both, unless
-    PY_FILES / NODE_FILES (the files each app reads) are set: then an app is reached by the files
-    matching its globs (and by its own files)."""
+    A file certainly one app's own reaches that app alone (JavaScript and TypeScript outside static/
+    and templates/ are Node.js's, unless PY_FILES names them too). Any other file reaches both,
+    unless PY_FILES / NODE_FILES (the files each app reads) are set: then an app is reached by the
+    files matching its globs (and by its own files)."""
     if matches(path, tool):
         return set()
     if matches(path, PYTHON_ONLY):
@@ -94,13 +107,16 @@ def readers(path: str, py_files: tuple[str, ...] | None = None, node_files: tupl
 
 
 def tool_collection(read: Callable[[str], str | None]) -> tuple[str, ...]:
-    """The top-level fabfile.py/tasks.py that are the tool's collection: the ones importing signalcraft_deploy."""
+    """The top-level fabfile.py/tasks.py that are the tool's collection: the ones importing
+    signalcraft_deploy."""
     return tuple(name for name in COLLECTION_FILES if COLLECTION_MARK in (read(name) or ""))
 
 
 def tool_files(s: Settings) -> tuple[str, ...]:
-    """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder (SOURCE_DIR). A
-    settings file named .env stays the apps' too: by convention they load it (python-dotenv, Node's --env-file)."""
+    """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder
+    (SOURCE_DIR). A settings file named .env stays the apps' too: by convention they load it
+    (python-dotenv, Node's --env-file).
+    """
     extra = []
     for local, folder in ((s.settings_file, False), (s.templates_dir, True)):
         if not local or (not folder and os.path.basename(local) == ".env"):
@@ -111,21 +127,36 @@ def tool_files(s: Settings) -> tuple[str, ...]:
     return TOOL_OWN + tuple("/" + name for name in s.tool_collection) + tuple(extra)
 
 
-def app_digest(blobs: dict[str, str], app: str, py_files: tuple[str, ...] | None = None,
-               node_files: tuple[str, ...] | None = None, tool: tuple[str, ...] = TOOL_OWN) -> str:
-    """One digest of the files `app` reads: it changes when any of them does (rule 2: PY_FILES/NODE_FILES aware)."""
-    return digest("files-v2", *(f"{p}={b}" for p, b in sorted(blobs.items()) if app in readers(p, py_files, node_files, tool)))
+def app_digest(
+    blobs: dict[str, str],
+    app: str,
+    py_files: tuple[str, ...] | None = None,
+    node_files: tuple[str, ...] | None = None,
+    tool: tuple[str, ...] = TOOL_OWN,
+) -> str:
+    """One digest of the files `app` reads: it changes when any of them does (rule 2:
+    PY_FILES/NODE_FILES aware)."""
+    return digest(
+        "files-v2",
+        *(
+            f"{p}={b}"
+            for p, b in sorted(blobs.items())
+            if app in readers(p, py_files, node_files, tool)
+        ),
+    )
 
 
 def committed_environments(paths: list[str] | set[str] | dict[str, str]) -> list[str]:
-    """The folders of a commit that the host builds itself: each outermost `node_modules/` folder, and each folder
-    holding a `pyvenv.cfg` (a virtual environment; "." for the app's folder itself). A committed node_modules wins
-    over the one `npm ci` built (Node resolves the release's own first), and the release would differ from its commit."""
+    """The folders of a commit that the host builds itself: each outermost `node_modules/` folder,
+    and each folder holding a `pyvenv.cfg` (a virtual environment; "." for the app's folder itself).
+    A committed node_modules wins over the one `npm ci` built (Node resolves the release's own
+    first), and the release would differ from its commit.
+    """
     found: set[str] = set()
     for path in paths:
         parts = path.split("/")
         if "node_modules" in parts[:-1]:
-            found.add("/".join(parts[:parts.index("node_modules") + 1]))
+            found.add("/".join(parts[: parts.index("node_modules") + 1]))
         elif parts[-1] == "pyvenv.cfg":
             found.add("/".join(parts[:-1]) or ".")
     return sorted(f for f in found if not any(f.startswith(o + "/") for o in found if o != "."))
@@ -138,7 +169,9 @@ class SourceTree:
     blobs: dict[str, str]  # path (relative to the app dir) -> blob id
     dirty: int  # uncommitted changes left out of the release
     subdir: str  # the app's folder inside the repository ('' at the top)
-    modes: dict[str, str] = field(default_factory=dict)  # path -> git file mode (100644, 100755, 120000)
+    modes: dict[str, str] = field(
+        default_factory=dict
+    )  # path -> git file mode (100644, 100755, 120000)
 
     def has(self, path: str) -> bool:
         return path in self.blobs
@@ -148,43 +181,72 @@ class SourceTree:
 
 
 def changed_paths(new: dict[str, str], old: dict[str, str] | None) -> list[str] | None:
-    """Paths added, removed or changed between two {path: blob} maps; None when the old one is not known."""
+    """Paths added, removed or changed between two {path: blob} maps; None when the old one is not
+    known."""
     if old is None:
         return None
     return sorted(p for p in set(new) | set(old) if new.get(p) != old.get(p))
 
 
 def _git(source_dir: str, *args: str) -> str:
-    # surrogateescape: a name that is not UTF-8 survives the round trip, to be refused by name (release_paths)
-    result = subprocess.run(["git", "-C", source_dir, *args], capture_output=True, encoding="utf-8", errors="surrogateescape")
+    # surrogateescape: a name that is not UTF-8 survives the round trip, to be refused by name
+    # (release_paths)
+    result = subprocess.run(
+        ["git", "-C", source_dir, *args],
+        capture_output=True,
+        encoding="utf-8",
+        errors="surrogateescape",
+    )
     if result.returncode != 0:
-        raise SettingsError(f"SOURCE_DIR {source_dir}: git {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
+        raise SettingsError(
+            f"SOURCE_DIR {source_dir}: git {' '.join(args)} failed:"
+            f" {result.stderr.strip() or result.stdout.strip()}"
+        )
     return result.stdout
 
 
 def read_source(source_dir: str) -> SourceTree:
-    """Describe the git HEAD of the app folder (which may be a folder inside a larger repository)."""
+    """Describe the git HEAD of the app folder (which may be a folder inside a larger
+    repository)."""
     if not Path(source_dir).is_dir():
-        raise SettingsError(f"SOURCE_DIR ({source_dir}): no such directory; expected the app's folder.")
-    probe = subprocess.run(["git", "-C", source_dir, "rev-parse", "--show-prefix"], capture_output=True, text=True)
+        raise SettingsError(
+            f"SOURCE_DIR ({source_dir}): no such directory; expected the app's folder."
+        )
+    probe = subprocess.run(
+        ["git", "-C", source_dir, "rev-parse", "--show-prefix"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
-        raise SettingsError(f"SOURCE_DIR ({source_dir}): not inside a git checkout; deploy ships a commit, so "
-                            "run `git init && git add -A && git commit` there (or set SOURCE=git).")
+        raise SettingsError(
+            f"SOURCE_DIR ({source_dir}): not inside a git checkout; deploy ships a commit, so "
+            "run `git init && git add -A && git commit` there (or set SOURCE=git)."
+        )
     subdir = probe.stdout.strip()
-    head = subprocess.run(["git", "-C", source_dir, "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True)
+    head = subprocess.run(
+        ["git", "-C", source_dir, "rev-parse", "--verify", "-q", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
     if head.returncode != 0:
-        raise SettingsError(f"SOURCE_DIR ({source_dir}): the repository has no commit yet; commit the app first.")
+        raise SettingsError(
+            f"SOURCE_DIR ({source_dir}): the repository has no commit yet; commit the app first."
+        )
     sha = head.stdout.strip()
     tree = _git(source_dir, "rev-parse", f"HEAD:{subdir}" if subdir else "HEAD^{tree}").strip()
     files = parse_ls_tree(_git(source_dir, "ls-tree", "-r", "-z", "--full-tree", tree))
     dirty = count_status(_git(source_dir, "status", "--porcelain", "-z", "--", "."))
-    return SourceTree(sha=sha, tree=tree, blobs={p: b for p, (_, b) in files.items()}, dirty=dirty, subdir=subdir,
-                      modes={p: m for p, (m, _) in files.items()})
+    return SourceTree(
+        sha=sha,
+        tree=tree,
+        blobs={p: b for p, (_, b) in files.items()},
+        dirty=dirty,
+        subdir=subdir,
+        modes={p: m for p, (m, _) in files.items()},
+    )
 
 
 def parse_ls_tree(text: str) -> dict[str, tuple[str, str]]:
-    """`git ls-tree -r -z` output -> {path: (mode, blob id)}, files only. With -z a name is as git stores it
-    (no quoting of non-ASCII, quotes or a newline); each record ends with NUL."""
+    """`git ls-tree -r -z` output -> {path: (mode, blob id)}, files only. With -z a name is as git
+    stores it (no quoting of non-ASCII, quotes or a newline); each record ends with NUL."""
     files = {}
     for record in text.split("\0"):
         meta, tab, path = record.partition("\t")
@@ -195,8 +257,8 @@ def parse_ls_tree(text: str) -> dict[str, tuple[str, str]]:
 
 
 def count_status(text: str) -> int:
-    """The number of changed paths in `git status --porcelain -z` output (a rename's record is followed by
-    its old name, which is not counted again)."""
+    """The number of changed paths in `git status --porcelain -z` output (a rename's record is
+    followed by its old name, which is not counted again)."""
     count, records = 0, iter(text.split("\0"))
     for record in records:
         if not record.strip():
@@ -213,7 +275,9 @@ def file_ids(tree: SourceTree) -> dict[str, tuple[str, str]]:
 
 def tree_files(source_dir: str, tree_id: str) -> dict[str, tuple[str, str]] | None:
     """The files of another tree (a release already on the host), if this repository has it."""
-    known = subprocess.run(["git", "-C", source_dir, "cat-file", "-e", f"{tree_id}^{{tree}}"], capture_output=True)
+    known = subprocess.run(
+        ["git", "-C", source_dir, "cat-file", "-e", f"{tree_id}^{{tree}}"], capture_output=True
+    )
     if known.returncode != 0:
         return None
     return parse_ls_tree(_git(source_dir, "ls-tree", "-r", "-z", "--full-tree", tree_id))
@@ -253,11 +317,24 @@ def read_blob(source_dir: str, tree: SourceTree, path: str) -> str | None:
     return _git(source_dir, "cat-file", "blob", blob) if blob else None
 
 
-def make_tarball(source_dir: str, tree: SourceTree, out_path: str, paths: list[str] | None = None) -> None:
-    """`git archive` of the app folder at HEAD (or of some of its files): exactly the commit, nothing uncommitted."""
-    top = _git(source_dir, "rev-parse", "--show-toplevel").strip()  # git archive refuses some subfolders as cwd
+def make_tarball(
+    source_dir: str, tree: SourceTree, out_path: str, paths: list[str] | None = None
+) -> None:
+    """`git archive` of the app folder at HEAD (or of some of its files): exactly the commit,
+    nothing uncommitted."""
+    top = _git(
+        source_dir, "rev-parse", "--show-toplevel"
+    ).strip()  # git archive refuses some subfolders as cwd
     literal = [f":(literal){p}" for p in paths] if paths is not None else []
-    _git(top, "archive", "--format=tar", "-o", out_path, tree.tree, *(["--", *literal] if paths is not None else []))
+    _git(
+        top,
+        "archive",
+        "--format=tar",
+        "-o",
+        out_path,
+        tree.tree,
+        *(["--", *literal] if paths is not None else []),
+    )
 
 
 _START_RE = re.compile(r"^\s*node\s+(?:--?[A-Za-z0-9-]+(?:=\S+)?\s+)*(\S+)\s*$")
@@ -280,8 +357,10 @@ def _clean(path: str) -> str:
 
 
 def node_package(text: str | None, has: Any = None) -> NodePackage:
-    """Read package.json (None: there is none). `has(path)` says whether the release holds a file; `main`
-    naming a folder or a file without its suffix is resolved the way Node does (x -> x.js, x/index.js)."""
+    """Read package.json (None: there is none). `has(path)` says whether the release holds a file;
+    `main` naming a folder or a file without its suffix is resolved the way Node does (x -> x.js,
+    x/index.js).
+    """
     try:
         data = json.loads(text) if text else {}
     except ValueError:
@@ -290,7 +369,9 @@ def node_package(text: str | None, has: Any = None) -> NodePackage:
         data = {}
     esm = data.get("type") == "module"
     has = has or (lambda path: True)
-    start = (data.get("scripts") or {}).get("start") if isinstance(data.get("scripts"), dict) else None
+    start = (
+        (data.get("scripts") or {}).get("start") if isinstance(data.get("scripts"), dict) else None
+    )
     match = _START_RE.match(start) if isinstance(start, str) else None
     if match:
         for candidate in _candidates(_clean(match.group(1))):
@@ -319,10 +400,12 @@ class NodeEntry:
     present: bool  # whether the app holds that file
 
 
-def resolve_node_entry(package_json: str | None, has: Callable[[str], bool], node_script: str | None = None) -> NodeEntry:
-    """The one rule for the Node.js entry point, for the deploy (`has` = the commit's tree), a local render-configs
-    and init (`has` = the working tree): NODE_SCRIPT when set, else package.json's (its start script `node <file>`,
-    else `main`, resolved as Node does), else server.js."""
+def resolve_node_entry(
+    package_json: str | None, has: Callable[[str], bool], node_script: str | None = None
+) -> NodeEntry:
+    """The one rule for the Node.js entry point, for the deploy (`has` = the commit's tree), a local
+    render-configs and init (`has` = the working tree): NODE_SCRIPT when set, else package.json's
+    (its start script `node <file>`, else `main`, resolved as Node does), else server.js."""
     pkg = node_package(package_json, has)
     if node_script:
         return NodeEntry(node_script, pkg.esm, "NODE_SCRIPT", has(node_script))
@@ -331,22 +414,30 @@ def resolve_node_entry(package_json: str | None, has: Callable[[str], bool], nod
     return NodeEntry(DEFAULT_NODE_SCRIPT, pkg.esm, "default", has(DEFAULT_NODE_SCRIPT))
 
 
-def node_entry_of(s: Settings, package_json: str | None, has: Callable[[str], bool], where: str) -> NodeEntry:
-    """The entry point the app at `where` runs; a clear error naming NODE_SCRIPT when it holds none."""
+def node_entry_of(
+    s: Settings, package_json: str | None, has: Callable[[str], bool], where: str
+) -> NodeEntry:
+    """The entry point the app at `where` runs; a clear error naming NODE_SCRIPT when it holds
+    none."""
     entry = resolve_node_entry(package_json, has, s.node_script)
     if entry.present:
         return entry
     origin = s.origins.get("NODE_SCRIPT", "default")
     if s.node_script:
-        raise SettingsError(f"NODE_SCRIPT ({origin}): {entry.script} is not in {where}; "
-                            "set NODE_SCRIPT to the Node.js entry point.")
-    raise SettingsError(f"NODE_SCRIPT ({origin}): no Node.js entry point in {where}: package.json "
-                        f"names none that exists (main, or a start script 'node <file>') and {DEFAULT_NODE_SCRIPT} "
-                        "is not there; set NODE_SCRIPT to the entry point.")
+        raise SettingsError(
+            f"NODE_SCRIPT ({origin}): {entry.script} is not in {where}; "
+            "set NODE_SCRIPT to the Node.js entry point."
+        )
+    raise SettingsError(
+        f"NODE_SCRIPT ({origin}): no Node.js entry point in {where}: package.json "
+        f"names none that exists (main, or a start script 'node <file>') and {DEFAULT_NODE_SCRIPT} "
+        "is not there; set NODE_SCRIPT to the entry point."
+    )
 
 
 def with_node_entry(s: Settings, entry: NodeEntry) -> Settings:
-    """The settings running `entry` (package.json's when NODE_SCRIPT is unset), its origin saying why."""
+    """The settings running `entry` (package.json's when NODE_SCRIPT is unset), its origin saying
+    why."""
     if s.node_script == entry.script:
         return s
     return replace(s, node_script=entry.script, origins={**s.origins, "NODE_SCRIPT": entry.why})

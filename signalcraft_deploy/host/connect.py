@@ -27,8 +27,9 @@ COMMON_HELP = {
     "env-file": "settings file (default ./.env, or $ENV_FILE)",
     "set": "override one setting, KEY=VALUE (repeatable), e.g. --set NODE_PORT=3100",
 }
-# The flags of every task that connects to a host (it takes `known_hosts=None, accept_new_host=False` and passes
-# both to `open_host`): a user who verified a host with one task can reach it with any other the same way.
+# The flags of every task that connects to a host (it takes `known_hosts=None,
+# accept_new_host=False` and passes both to `open_host`): a user who verified a host with one task
+# can reach it with any other the same way.
 CONNECT_HELP = {
     "known-hosts": "extra known_hosts file to verify the host key with",
     "accept-new-host": "trust and record the key of a host not yet in known_hosts",
@@ -38,7 +39,8 @@ FLAG_HINT = ", pass --known-hosts FILE, or run again with --accept-new-host to t
 
 
 def settings_for(env_file: str | None, set_: list[str] | None, **named: Any) -> Settings:
-    """Settings for a task, or a clean exit (code 2) naming the bad value. Nothing has touched a host yet."""
+    """Settings for a task, or a clean exit (code 2) naming the bad value. Nothing has touched a
+    host yet."""
     try:
         return settings_from_task(env_file, set_, {k: v for k, v in named.items() if v is not None})
     except SettingsError as err:
@@ -60,7 +62,8 @@ class _AcceptNewPolicy:
 
 
 class QuickAckSocket(socket.socket):
-    """A socket that acknowledges what it receives at once (Linux's TCP_QUICKACK, re-armed on every read).
+    """A socket that acknowledges what it receives at once (Linux's TCP_QUICKACK, re-armed on every
+    read).
 
     The SSH server writes two small packets in a row after the login; without an immediate ACK
     the second waits for our delayed one (40 ms) and the first command with it.
@@ -100,9 +103,16 @@ def known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept_new_host: bool = False,
-              flag_hint: str = FLAG_HINT) -> None:
-    """Verify the host key (and every ProxyJump gateway's) and open the connection, or exit with the cause and the fix."""
+def open_host(
+    c: Context,
+    s: Settings,
+    *,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    flag_hint: str = FLAG_HINT,
+) -> None:
+    """Verify the host key (and every ProxyJump gateway's) and open the connection, or exit with the
+    cause and the fix."""
     if not is_remote(c):
         return
     import paramiko
@@ -114,26 +124,40 @@ def open_host(c: Context, s: Settings, *, known_hosts: str | None = None, accept
         _connect(c)
     except paramiko.BadHostKeyException as err:
         hop = _hop(c, err.hostname)
-        raise Exit(f"Host key for {_label(c, hop)} has CHANGED (got {err.key.get_name()} {fingerprint(err.key)}, expected "
-                   f"{fingerprint(err.expected_key)}). This may be an attack or a rebuilt host. If the host was rebuilt, remove "
-                   f"its old line with `ssh-keygen -R '{known_hosts_name(hop.host, hop.port)}' -f {_shown(files[0])}` (or the file "
-                   "that has it) and connect again.", code=3) from None
+        raise Exit(
+            f"Host key for {_label(c, hop)} has CHANGED (got {err.key.get_name()}"
+            f" {fingerprint(err.key)}, expected {fingerprint(err.expected_key)}). This may be an"
+            " attack or a rebuilt host. If the host was rebuilt, remove its old line with"
+            f" `ssh-keygen -R '{known_hosts_name(hop.host, hop.port)}' -f {_shown(files[0])}` (or"
+            " the file that has it) and connect again.",
+            code=3,
+        ) from None
     except paramiko.SSHException as err:
         if "not found in known_hosts" in str(err):
             hop = _hop(c, _unknown_name(str(err)))
             raise Exit(
-                f"Host key for {_label(c, hop)} is unknown: it is in none of {', '.join(files)}. Add it with "
-                f"`ssh-keyscan -p {hop.port} {hop.host} >> {_shown(files[0])}` after checking its fingerprint, "
-                f"or point KNOWN_HOSTS at a file that has it{flag_hint}.", code=3) from None
-        raise Exit(f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3) from None
+                f"Host key for {_label(c, hop)} is unknown: it is in none of {', '.join(files)}."
+                f" Add it with `ssh-keyscan -p {hop.port} {hop.host} >> {_shown(files[0])}` after"
+                " checking its fingerprint, or point KNOWN_HOSTS at a file that has"
+                f" it{flag_hint}.",
+                code=3,
+            ) from None
+        raise Exit(
+            f"SSH to {where} failed: {err}. Check the host, port, user and key.", code=3
+        ) from None
     except OSError as err:
-        raise Exit(f"Cannot connect to {where}: {err}. Check that the host is up and the port is right.", code=3) from None
+        raise Exit(
+            f"Cannot connect to {where}: {err}. Check that the host is up and the port is right.",
+            code=3,
+        ) from None
 
 
 def _quiet_paramiko() -> None:
-    """paramiko logs a dropped connection ("Socket exception: Connection reset by peer") through Python's last-resort
-    handler, onto stderr between the step lines: every failure it logs reaches the user as this tool's own message
-    (a refused key, a lost connection), so its log goes nowhere unless the caller configures logging."""
+    """paramiko logs a dropped connection ("Socket exception: Connection reset by peer") through
+    Python's last-resort handler, onto stderr between the step lines: every failure it logs reaches
+    the user as this tool's own message (a refused key, a lost connection), so its log goes nowhere
+    unless the caller configures logging.
+    """
     log = logging.getLogger("paramiko")
     if not log.handlers:
         log.addHandler(logging.NullHandler())
@@ -142,7 +166,7 @@ def _quiet_paramiko() -> None:
 def _unknown_name(message: str) -> str:
     """The host paramiko names in "Server '[host]:port' not found in known_hosts"."""
     start, end = message.find("'"), message.rfind("'")
-    return message[start + 1:end] if 0 <= start < end else ""
+    return message[start + 1 : end] if 0 <= start < end else ""
 
 
 def _chain(c: Context) -> list[Any]:
@@ -165,32 +189,43 @@ def _hop(c: Context, name: str) -> Any:
 def _shown(path: str) -> str:
     """A path as a hint shows it: ~/ for the home folder, as the user would type it."""
     home = os.path.expanduser("~")
-    return "~" + path[len(home):] if path.startswith(home + "/") else path
+    return "~" + path[len(home) :] if path.startswith(home + "/") else path
 
 
 def _label(c: Context, hop: Any) -> str:
-    return target_name(c) if hop is c else f"{target_name(hop)} (the ProxyJump gateway to {target_name(c)})"
+    return (
+        target_name(c)
+        if hop is c
+        else f"{target_name(hop)} (the ProxyJump gateway to {target_name(c)})"
+    )
 
 
 def known_hosts_files(c: Context, s: Settings, known_hosts: str | None) -> list[str]:
-    """The files host keys are checked against: the SSH config's UserKnownHostsFile (else ~/.ssh/known_hosts),
-    KNOWN_HOSTS and --known-hosts."""
+    """The files host keys are checked against: the SSH config's UserKnownHostsFile (else
+    ~/.ssh/known_hosts), KNOWN_HOSTS and --known-hosts."""
     configured = str(c.ssh_config.get("userknownhostsfile") or "").split()
-    user_files = [os.path.expanduser(f) for f in configured] or [os.path.expanduser("~/.ssh/known_hosts")]
+    user_files = [os.path.expanduser(f) for f in configured] or [
+        os.path.expanduser("~/.ssh/known_hosts")
+    ]
     return [f for f in (*user_files, s.known_hosts, known_hosts) if f and f != "/dev/null"]
 
 
-def _trust_chain(c: Context, s: Settings, known_hosts: str | None, accept_new_host: bool) -> list[str]:
-    """The same host-key checks for the host and each ProxyJump gateway before it (Fabric accepts any key)."""
+def _trust_chain(
+    c: Context, s: Settings, known_hosts: str | None, accept_new_host: bool
+) -> list[str]:
+    """The same host-key checks for the host and each ProxyJump gateway before it (Fabric accepts
+    any key)."""
     files = _trust_known_hosts(c, s, known_hosts, accept_new_host)
     for gateway in _chain(c)[1:]:
         _trust_known_hosts(gateway, s, known_hosts, accept_new_host)
     return files
 
 
-def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_new_host: bool) -> list[str]:
-    """Load every known_hosts file into the client and refuse unknown keys (unless accepting a new host).
-    Returns the files looked in, for the message when a key is unknown."""
+def _trust_known_hosts(
+    c: Context, s: Settings, known_hosts: str | None, accept_new_host: bool
+) -> list[str]:
+    """Load every known_hosts file into the client and refuse unknown keys (unless accepting a new
+    host). Returns the files looked in, for the message when a key is unknown."""
     import paramiko
 
     files = known_hosts_files(c, s, known_hosts)
@@ -202,7 +237,9 @@ def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_
             except (OSError, paramiko.SSHException) as err:
                 raise Exit(f"Cannot read known_hosts file {path}: {err}", code=2) from None
     if accept_new_host:
-        client.set_missing_host_key_policy(_AcceptNewPolicy(known_hosts or s.known_hosts or files[0]))
+        client.set_missing_host_key_policy(
+            _AcceptNewPolicy(known_hosts or s.known_hosts or files[0])
+        )
     else:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return files
@@ -211,10 +248,12 @@ def _trust_known_hosts(c: Context, s: Settings, known_hosts: str | None, accept_
 RECONNECT_TRIES, RECONNECT_WITHIN = 3, 20.0
 
 
-def reconnect(c: Context, tries: int = RECONNECT_TRIES, within: float = RECONNECT_WITHIN) -> str | None:
-    """A new connection after the last one was lost (the host keys checked as before: the client keeps them and its
-    policy), holding the deploy lock again if the lost one held it. None when done, else why not (the last error, or
-    why the lock could not be taken again)."""
+def reconnect(
+    c: Context, tries: int = RECONNECT_TRIES, within: float = RECONNECT_WITHIN
+) -> str | None:
+    """A new connection after the last one was lost (the host keys checked as before: the client
+    keeps them and its policy), holding the deploy lock again if the lost one held it. None when
+    done, else why not (the last error, or why the lock could not be taken again)."""
     if not is_remote(c):
         return None
     import paramiko
@@ -233,12 +272,15 @@ def reconnect(c: Context, tries: int = RECONNECT_TRIES, within: float = RECONNEC
             why = str(err) or type(err).__name__
             continue
         return retake_held(c)  # an undo runs under the deploy lock, as the steps it undoes did
-    lock = "; the host frees the deploy lock once it sees the connection closed" if held_by(c) else ""
+    lock = (
+        "; the host frees the deploy lock once it sees the connection closed" if held_by(c) else ""
+    )
     return f"connecting again failed ({why}){lock}"
 
 
 def _connect(c: Context) -> None:
-    """Open the SSH connection, over a socket with Nagle off unless a gateway or a socket was given."""
+    """Open the SSH connection, over a socket with Nagle off unless a gateway or a socket was
+    given."""
     if c.gateway is None and "sock" not in c.connect_kwargs:
         c.connect_kwargs["sock"] = nodelay_socket(c.host, c.port, c.connect_timeout)
     try:

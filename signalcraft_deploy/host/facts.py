@@ -57,7 +57,8 @@ class Listener:
 
 @dataclass(frozen=True)
 class Owner:
-    """A process listening on one of our ports: its user, and (for the deploy user's own) where it runs from."""
+    """A process listening on one of our ports: its user, and (for the deploy user's own) where it
+    runs from."""
 
     uid: int
     user: str
@@ -81,19 +82,32 @@ class HostFacts:
     pm2: list[Pm2Process] = field(default_factory=list)
     pm2_readable: bool = False
     listeners: list[Listener] = field(default_factory=list)
-    commands: dict[int, str] = field(default_factory=dict)  # cmdline of processes listening on our ports
-    owners: dict[int, Owner] = field(default_factory=dict)  # who the processes listening on our ports are
+    commands: dict[int, str] = field(
+        default_factory=dict
+    )  # cmdline of processes listening on our ports
+    owners: dict[int, Owner] = field(
+        default_factory=dict
+    )  # who the processes listening on our ports are
     user: str = ""  # the deploy user's name
-    procs: dict[int, tuple[int, str]] = field(default_factory=dict)  # this user's processes: pid -> (ppid, cwd)
+    procs: dict[int, tuple[int, str]] = field(
+        default_factory=dict
+    )  # this user's processes: pid -> (ppid, cwd)
     complete: bool = True  # False for a quick read (no tools, listeners or their commands)
-    python: tuple[str, str, str] | None = None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
+    python: tuple[str, str, str] | None = (
+        None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
+    )
     live_env: bool = False  # the current release has a .env (the app's secrets)
-    site_defaults: dict[str, str] = field(default_factory=dict)  # settings kept from a site taken over
+    site_defaults: dict[str, str] = field(
+        default_factory=dict
+    )  # settings kept from a site taken over
     free_mb: int | None = None  # free space on the deploy root's filesystem (None: not read)
     helper: root.HelperState | None = None  # the root helper as installed (None: not read)
-    # The deploy user's own PM2 (when the apps have an account of their own): our apps still there have not moved yet.
+    # The deploy user's own PM2 (when the apps have an account of their own): our apps still there
+    # have not moved yet.
     deploy_pm2: list[Pm2Process] = field(default_factory=list)
-    app_reaches_root: bool = True  # the apps' account can reach DEPLOY_ROOT (False: a folder above it is closed to it)
+    app_reaches_root: bool = (
+        True  # the apps' account can reach DEPLOY_ROOT (False: a folder above it is closed to it)
+    )
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]
@@ -104,14 +118,18 @@ class HostFacts:
         if workers:
             pids = [pid for pid, (ppid, _) in self.procs.items() if ppid in pids] or pids
         prefix = releases_dir.rstrip("/") + "/"
-        return {self.procs[pid][1][len(prefix):].split("/")[0] for pid in pids
-                if pid in self.procs and self.procs[pid][1].startswith(prefix)}
+        return {
+            self.procs[pid][1][len(prefix) :].split("/")[0]
+            for pid in pids
+            if pid in self.procs and self.procs[pid][1].startswith(prefix)
+        }
 
     def listening_on(self, port: int) -> list[Listener]:
         return [lst for lst in self.listeners if lst.port == port]
 
     def beyond_loopback(self, port: int) -> list[str]:
-        """The addresses other than loopback that something listens on at `port` (e.g. '*:3000', '0.0.0.0:3000')."""
+        """The addresses other than loopback that something listens on at `port` (e.g. '*:3000',
+        '0.0.0.0:3000')."""
         out = []
         for lst in self.listening_on(port):
             try:
@@ -127,15 +145,18 @@ class HostFacts:
         return bool(procs) and all(p.status == "online" for p in procs)
 
     def to_move(self, name: str) -> bool:
-        """The app runs under the deploy user's own PM2 (as it did before APP_USER), not under its account's."""
+        """The app runs under the deploy user's own PM2 (as it did before APP_USER), not under its
+        account's."""
         procs = [p for p in self.deploy_pm2 if p.name == name]
         return bool(procs) and all(p.status == "online" for p in procs) and not self.online(name)
 
 
-# What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12 2.39 x86_64";
-# "-" for a libc that is not glibc).
-PYTHON_TAGS = ('import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1] or "-", '
-               'platform.machine())')
+# What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12
+# 2.39 x86_64"; "-" for a libc that is not glibc).
+PYTHON_TAGS = (
+    'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1] or "-", '
+    "platform.machine())"
+)
 
 
 def site_ports(s: Settings) -> list[int]:
@@ -144,143 +165,239 @@ def site_ports(s: Settings) -> list[int]:
 
 
 def pm2_rpc_shell(s: Settings, op: str, *names: str, cli: str) -> str:
-    """Shell that asks PM2's daemon over its socket (pm2_rpc.js); if that cannot be done, runs `pm2 <cli>`.
+    """Shell that asks PM2's daemon over its socket (pm2_rpc.js); if that cannot be done, runs `pm2
+    <cli>`.
 
-    Exit status 3 alone means "could not ask": any other answer, an app not found included, is final.
+    Exit status 3 alone means "could not ask": any other answer, an app not found included, is
+    final.
     """
     args = " ".join(q(a) for a in (op, *names))
-    return (f"P=$(command -v {q(s.pm2)}) && {{ node -e {q(PM2_RPC_JS)} \"$P\" {args} 2>/dev/null; "
-            f"r=$?; if [ $r = 3 ]; then \"$P\" {cli} 2>/dev/null; else [ $r = 0 ]; fi; }}")
+    return (
+        f'P=$(command -v {q(s.pm2)}) && {{ node -e {q(PM2_RPC_JS)} "$P" {args} 2>/dev/null; '
+        f'r=$?; if [ $r = 3 ]; then "$P" {cli} 2>/dev/null; else [ $r = 0 ]; fi; }}'
+    )
 
 
 def pm2_list_shell(s: Settings, spawn: bool = True) -> str:
-    """Shell that prints PM2's process list: from the daemon's socket when it can, else `pm2 jlist`, which starts a
-    daemon when none runs; without `spawn`, no socket means no daemon and an empty list (`[]`), starting none."""
+    """Shell that prints PM2's process list: from the daemon's socket when it can, else `pm2 jlist`,
+    which starts a daemon when none runs; without `spawn`, no socket means no daemon and an empty
+    list (`[]`), starting none.
+    """
     ask = pm2_rpc_shell(s, "list", cli="jlist")
-    return ask if spawn else f'if [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ]; then {ask}; else echo "[]"; fi'
+    return (
+        ask
+        if spawn
+        else f'if [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ]; then {ask}; else echo "[]"; fi'
+    )
 
 
 def deploy_pm2_shell(s: Settings) -> str:
-    """Shell that prints the deploy user's own PM2 list, when its daemon runs and the apps have an account of their
-    own (apps deployed before APP_USER run there until their next deploy moves them); never starts a daemon."""
-    return (f'if [ "$(id -un)" != {q(s.app_user)} ] && [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ]; then '
-            f'P=$(command -v {q(s.pm2)}) && node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi')
+    """Shell that prints the deploy user's own PM2 list, when its daemon runs and the apps have an
+    account of their own (apps deployed before APP_USER run there until their next deploy moves
+    them); never starts a daemon.
+    """
+    return (
+        f'if [ "$(id -un)" != {q(s.app_user)} ] && [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ];'
+        f' then P=$(command -v {q(s.pm2)}) && node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi'
+    )
 
 
-def files_and_processes_script(s: Settings, c: Any = None, start_pm2: bool = False, spawn_pm2: bool = True) -> str:
-    """Shell for the facts that show whether anything changed: files, this user's processes, PM2's list. With
-    `start_pm2` (a deploy or rollback, which will use the apps' PM2): under systemd, a PM2 daemon of the apps' account
-    that is not running is started by its unit first (systemd_first), not spawned by the list as a child of this SSH
-    session; the tasks that only look (status, releases) never start it. Without `spawn_pm2` (remove) the list starts
-    no daemon either (pm2_list_shell)."""
+def files_and_processes_script(
+    s: Settings, c: Any = None, start_pm2: bool = False, spawn_pm2: bool = True
+) -> str:
+    """Shell for the facts that show whether anything changed: files, this user's processes, PM2's
+    list. With `start_pm2` (a deploy or rollback, which will use the apps' PM2): under systemd, a
+    PM2 daemon of the apps' account that is not running is started by its unit first
+    (systemd_first), not spawned by the list as a child of this SSH session; the tasks that only
+    look (status, releases) never start it. Without `spawn_pm2` (remove) the list starts no daemon
+    either (pm2_list_shell)."""
     root = q(s.deploy_root)
     pm2_list = pm2_list_shell(s, spawn=spawn_pm2)
     link = s.nginx_enabled_link
     first = systemd_first(c, s) if start_pm2 else ""
-    return "\n".join([
-        # PM2's list (the slowest part: a node start) is asked for first, in the background.
-        'L=$(mktemp 2>/dev/null) && { (' + first + as_app(c, s, pm2_list) + ') > "$L" 2>/dev/null & LP=$!; }',
-        'D=$(mktemp 2>/dev/null) && { (' + deploy_pm2_shell(s) + ') > "$D" 2>/dev/null & DP=$!; }',
-        f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
-        f"R={root}",
-        "sec uid; id -u",
-        'sec current; readlink "$R/current" 2>/dev/null || true',
-        'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
-        'sec env; [ -e "$R/current/.env" ] && echo yes; true',
-        'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
-        'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
-        'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname "$f")"; done; true',
-        'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename "$(dirname "$f")"; done; true',
-        'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
-        'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true',
-        'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null || true',
-        # 0640 root's: read through the helper (which shows a caller only its own or unclaimed sites)
-        f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat {q(s.nginx_site)} 2>/dev/null || true",
-        'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
-        f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
-        # The apps' processes: those of the apps' own account (APP_USER), read as it.
-        "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
-        # A folder's name is the app's to choose, newlines included: each entry ends with NUL, and a newline in a name is
-        # shown as '?', so that no line of this section is the app's own (a line of its own could open a section).
-        "sec cwds; " + as_app(c, s, 'find /proc/[0-9]*/cwd -maxdepth 0 -user "$(id -u)" -printf \'%p %l\\0\'')
-        + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
-        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else ' + first + as_app(c, s, pm2_list)
-        + "; fi; true",
-        'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
-    ])
+    return "\n".join(
+        [
+            # PM2's list (the slowest part: a node start) is asked for first, in the background.
+            "L=$(mktemp 2>/dev/null) && { ("
+            + first
+            + as_app(c, s, pm2_list)
+            + ') > "$L" 2>/dev/null & LP=$!; }',
+            "D=$(mktemp 2>/dev/null) && { ("
+            + deploy_pm2_shell(s)
+            + ') > "$D" 2>/dev/null & DP=$!; }',
+            f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
+            f"R={root}",
+            "sec uid; id -u",
+            'sec current; readlink "$R/current" 2>/dev/null || true',
+            'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
+            'sec env; [ -e "$R/current/.env" ] && echo yes; true',
+            'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
+            'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
+            (
+                'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname'
+                ' "$f")"; done; true'
+            ),
+            (
+                'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename'
+                ' "$(dirname "$f")"; done; true'
+            ),
+            'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
+            (
+                'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null ||'
+                " true"
+            ),
+            (
+                'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null'
+                " || true"
+            ),
+            # 0640 root's: read through the helper (which shows a caller only its own or unclaimed
+            # sites)
+            (
+                f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat"
+                f" {q(s.nginx_site)} 2>/dev/null || true"
+            ),
+            'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
+            f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
+            # The apps' processes: those of the apps' own account (APP_USER), read as it.
+            "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
+            # A folder's name is the app's to choose, newlines included: each entry ends with NUL,
+            # and a newline in a name is shown as '?', so that no line of this section is the app's
+            # own (a line of its own could open a section).
+            "sec cwds; "
+            + as_app(
+                c, s, "find /proc/[0-9]*/cwd -maxdepth 0 -user \"$(id -u)\" -printf '%p %l\\0'"
+            )
+            + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
+            'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else '
+            + first
+            + as_app(c, s, pm2_list)
+            + "; fi; true",
+            'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
+        ]
+    )
 
 
 def host_checks_script(s: Settings, c: Any = None) -> str:
-    """Shell for what a deploy that changes something needs besides: tools present, who listens on our ports."""
+    """Shell for what a deploy that changes something needs besides: tools present, who listens on
+    our ports."""
     ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, *site_ports(s)))
     # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
-    as_root = "\n".join([
-        "ss -ltnpH",
-        f"printf '\\n{MARK}commands\\n'",
-        f"for pid in $(ss -ltnpH | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
-        "  printf '%s ' \"$pid\"; tr '\\0\\n\\r' '   ' < /proc/$pid/cmdline 2>/dev/null; echo",
-        "done",
-    ])
-    return "\n".join([
-        f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
-        "sec tools",
-        f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
-        "command -v node >/dev/null 2>&1 && echo node",
-        "command -v flock >/dev/null 2>&1 && echo flock",
-        # sudo: the root helper may run (the drop-in `setup` writes, or full sudo); nginx: through sudo's PATH or /usr/sbin
-        f"sudo -n {HELPER} probe 2>/dev/null || sudo -n sh -c 'echo sudo; command -v nginx >/dev/null && echo nginx' 2>/dev/null "
-        f"|| {{ sudo -n -l {HELPER} >/dev/null 2>&1 && echo sudo; }}",
-        "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
-        f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
-        # The apps' own account, and the door to it `setup` gives the deploy user (unless it is that account).
-        # (and the deploy user in its group, which lets it give the apps their .env and shared/)
-        f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER} /bin/true >/dev/null 2>&1 '
-        f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }}; }}; }} && echo app-user",
-        # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2, and log rotation.
-        f"u={q(s.app_user)}; p=$(command -v " + q(s.pm2) + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] '
-        '&& grep -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service" && echo boot',
-        f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
-        # Whether the apps' account reaches DEPLOY_ROOT (or where it will be): a home above it may be closed to it.
-        "sec app_reach; " + as_app(c, s, f"d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; "
-                                          'test -x "$d" && echo yes') + " 2>/dev/null; true",
-        f"sec disk; d={q(s.deploy_root)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\" | tail -n 1",
-        "sec python",  # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
-        f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
-        f"sec listen; O=$(sudo -n {HELPER} listeners {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || "
-        f"sudo -n sh -c {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\"",
-        *owners_script(s, ports),
-        "sec helper", root.STATE_SCRIPT,
-    ])
+    as_root = "\n".join(
+        [
+            "ss -ltnpH",
+            f"printf '\\n{MARK}commands\\n'",
+            (
+                f"for pid in $(ss -ltnpH | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' |"
+                " cut -d= -f2 | sort -u); do"
+            ),
+            "  printf '%s ' \"$pid\"; tr '\\0\\n\\r' '   ' < /proc/$pid/cmdline 2>/dev/null; echo",
+            "done",
+        ]
+    )
+    return "\n".join(
+        [
+            f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
+            "sec tools",
+            f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
+            "command -v node >/dev/null 2>&1 && echo node",
+            "command -v flock >/dev/null 2>&1 && echo flock",
+            # sudo: the root helper may run (the drop-in `setup` writes, or full sudo); nginx:
+            # through sudo's PATH or /usr/sbin
+            (
+                f"sudo -n {HELPER} probe 2>/dev/null || sudo -n sh -c 'echo sudo; command -v nginx"
+                f" >/dev/null && echo nginx' 2>/dev/null || {{ sudo -n -l {HELPER} >/dev/null 2>&1"
+                " && echo sudo; }"
+            ),
+            "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
+            f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
+            # The apps' own account, and the door to it `setup` gives the deploy user (unless it is
+            # that account). (and the deploy user in its group, which lets it give the apps their
+            # .env and shared/)
+            f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER}'
+            " /bin/true >/dev/null 2>&1 "
+            f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }};"
+            " }; } && echo app-user",
+            # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2,
+            # and log rotation.
+            f"u={q(s.app_user)}; p=$(command -v "
+            + q(s.pm2)
+            + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] && grep'
+            ' -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service"'
+            " && echo boot",
+            f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
+            # Whether the apps' account reaches DEPLOY_ROOT (or where it will be): a home above it
+            # may be closed to it.
+            "sec app_reach; "
+            + as_app(
+                c,
+                s,
+                f'd={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
+                'test -x "$d" && echo yes',
+            )
+            + " 2>/dev/null; true",
+            (
+                f'sec disk; d={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done;'
+                ' df -Pk "$d" | tail -n 1'
+            ),
+            # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
+            "sec python",
+            f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
+            (
+                f"sec listen; O=$(sudo -n {HELPER} listeners"
+                f" {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || sudo -n sh -c"
+                f" {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\""
+            ),
+            *owners_script(s, ports),
+            "sec helper",
+            root.STATE_SCRIPT,
+        ]
+    )
 
 
 def owners_script(s: Settings, ports: str) -> list[str]:
-    """Shell (as the deploy user, after `listen` set $O): the deploy user's name, then for each process listening
-    on our ports `PID UID USER HOLDS CWD`, HOLDS `yes` when CWD holds WSGI_APP's module. CWD is readable for the
-    deploy user's own processes, and for the apps' own account's through the app helper (as that account)."""
+    """Shell (as the deploy user, after `listen` set $O): the deploy user's name, then for each
+    process listening on our ports `PID UID USER HOLDS CWD`, HOLDS `yes` when CWD holds WSGI_APP's
+    module. CWD is readable for the deploy user's own processes, and for the apps' own account's
+    through the app helper (as that account).
+    """
     holds = " || ".join(f'[ -e "$c"/{q(name)} ]' for name in app_module_files(s))
-    as_apps = (f"sudo -n -u {q(s.app_user)} {APP_HELPER} /bin/sh -c "
-               + q(f'c=$(readlink /proc/"$1"/cwd) && printf "%s\\n" "$c" && {{ {holds}; }} && echo yes') + ' sh "$pid"')
+    as_apps = (
+        f"sudo -n -u {q(s.app_user)} {APP_HELPER} /bin/sh -c "
+        + q(f'c=$(readlink /proc/"$1"/cwd) && printf "%s\\n" "$c" && {{ {holds}; }} && echo yes')
+        + ' sh "$pid"'
+    )
     return [
         "sec owners; id -un",
-        f"for pid in $(printf '%s\\n' \"$O\" | grep -E ':({ports})[[:space:]]' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do",
-        '  u=$(stat -c \'%u %U\' /proc/"$pid" 2>/dev/null) || continue; c=$(readlink /proc/"$pid"/cwd 2>/dev/null); h=no',
+        (
+            f"for pid in $(printf '%s\\n' \"$O\" | grep -E ':({ports})[[:space:]]' | grep -o"
+            " 'pid=[0-9]*' | cut -d= -f2 | sort -u); do"
+        ),
+        (
+            "  u=$(stat -c '%u %U' /proc/\"$pid\" 2>/dev/null) || continue; c=$(readlink"
+            ' /proc/"$pid"/cwd 2>/dev/null); h=no'
+        ),
         f'  [ -n "$c" ] && {{ {holds}; }} && h=yes',
         # (only for GUNICORN_BIND's, the one port a bare server is taken over from)
         f'  if [ -z "$c" ] && [ "${{u#* }}" = {q(s.app_user)} ] && printf \'%s\\n\' "$O" '
-        f'| grep -E \':{s.gunicorn_bind.port}[[:space:]]\' | grep -q "pid=$pid,"; then r=$({as_apps} 2>/dev/null); '
-        '[ "$(printf \'%s\\n\' "$r" | sed -n 2p)" = yes ] && h=yes; c=$(printf \'%s\\n\' "$r" | sed -n 1p); fi',
+        f"| grep -E ':{s.gunicorn_bind.port}[[:space:]]' | grep -q \"pid=$pid,\"; then"
+        f" r=$({as_apps} 2>/dev/null); "
+        '[ "$(printf \'%s\\n\' "$r" | sed -n 2p)" = yes ] && h=yes; c=$(printf \'%s\\n\' "$r" | sed'
+        " -n 1p); fi",
         '  printf \'%s %s %s %s\\n\' "$pid" "$u" "$h" "$c"',
         "done; true",
     ]
 
 
 def app_module_files(s: Settings) -> list[str]:
-    """The files, relative to the app's folder, that hold WSGI_APP's module (app:create_app() -> app.py, app/__init__.py)."""
+    """The files, relative to the app's folder, that hold WSGI_APP's module (app:create_app() ->
+    app.py, app/__init__.py)."""
     module = s.wsgi_app.split(":", 1)[0].strip().replace(".", "/")
     return [f"{module}.py", f"{module}/__init__.py"]
 
 
-def facts_script(s: Settings, quick: bool = False, c: Any = None, start_pm2: bool = False, spawn_pm2: bool = True) -> str:
+def facts_script(
+    s: Settings, quick: bool = False, c: Any = None, start_pm2: bool = False, spawn_pm2: bool = True
+) -> str:
     """The shell that prints every fact in marked sections. Read-only, but for `start_pm2`
     (files_and_processes_script).
 
@@ -297,7 +414,7 @@ def split_sections(output: str) -> dict[str, str]:
     current: list[str] | None = None
     for line in output.splitlines():
         if line.startswith(MARK):
-            current = sections.setdefault(line[len(MARK):].strip(), [])
+            current = sections.setdefault(line[len(MARK) :].strip(), [])
         elif current is not None:
             current.append(line)
     return {name: "\n".join(lines).strip("\n") for name, lines in sections.items()}
@@ -328,8 +445,9 @@ def parse_listeners(text: str) -> list[Listener]:
 
 
 def read_manifest(text: str, current: str) -> dict[str, Any] | None:
-    """The live release's manifest in the current format (an older one migrated); None if absent or not JSON.
-    A newer format, which this version cannot read, stops the task with a clear message."""
+    """The live release's manifest in the current format (an older one migrated); None if absent or
+    not JSON. A newer format, which this version cannot read, stops the task with a clear
+    message."""
     try:
         data = json.loads(text) if text.strip() else None
     except ValueError:
@@ -355,15 +473,21 @@ def parse_facts(output: str) -> HostFacts:
     facts.bad_releases = {line.strip() for line in sec.get("bad", "").splitlines() if line.strip()}
     facts.manifest = read_manifest(sec.get("manifest", ""), facts.current_release or "current")
     facts.venvs_ready = {line.strip() for line in sec.get("venvs", "").splitlines() if line.strip()}
-    facts.node_modules_ready = {line.strip() for line in sec.get("node_modules", "").splitlines() if line.strip()}
-    facts.configs = {name[5:]: text + "\n" for name, text in sec.items() if name.startswith("conf:") and text}
+    facts.node_modules_ready = {
+        line.strip() for line in sec.get("node_modules", "").splitlines() if line.strip()
+    }
+    facts.configs = {
+        name[5:]: text + "\n" for name, text in sec.items() if name.startswith("conf:") and text
+    }
     site = sec.get("site")
     facts.site_text = (site + "\n") if site else None
     facts.site_enabled = sec.get("enabled", "").strip() == "yes"
     facts.live_env = sec.get("env", "").strip() == "yes"
     try:
         defaults = json.loads(sec.get("site_defaults") or "{}")
-        facts.site_defaults = {str(k): str(v) for k, v in defaults.items()} if isinstance(defaults, dict) else {}
+        facts.site_defaults = (
+            {str(k): str(v) for k, v in defaults.items()} if isinstance(defaults, dict) else {}
+        )
     except ValueError:
         facts.site_defaults = {}
     facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
@@ -402,14 +526,22 @@ def parse_owners(text: str) -> tuple[str, dict[int, Owner]]:
     for line in lines[1:]:
         parts = line.split(" ", 4)
         if len(parts) >= 4 and parts[0].isdigit() and parts[1].isdigit():
-            owners[int(parts[0])] = Owner(int(parts[1]), parts[2], parts[4] if len(parts) > 4 else "", parts[3] == "yes")
+            owners[int(parts[0])] = Owner(
+                int(parts[1]), parts[2], parts[4] if len(parts) > 4 else "", parts[3] == "yes"
+            )
     return (lines[0].strip() if lines else ""), owners
 
 
 def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
-    """Add to a quick read what a deploy that changes something needs (tools, listeners, their commands)."""
+    """Add to a quick read what a deploy that changes something needs (tools, listeners, their
+    commands)."""
     more = parse_facts(run(c, "sh -s", stdin=host_checks_script(s, c) + "\n", warn=True).stdout)
-    facts.tools, facts.listeners, facts.commands, facts.complete = more.tools, more.listeners, more.commands, True
+    facts.tools, facts.listeners, facts.commands, facts.complete = (
+        more.tools,
+        more.listeners,
+        more.commands,
+        True,
+    )
     facts.owners, facts.user = more.owners, more.user
     facts.python = more.python
     facts.free_mb = more.free_mb
@@ -417,10 +549,16 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     facts.app_reaches_root = more.app_reaches_root
 
 
-def gather(c: Any, s: Settings, quick: bool = False, start_pm2: bool = False, spawn_pm2: bool = True) -> HostFacts:
-    """Read every fact about the host in one command (`quick`: only what shows that nothing changed; `start_pm2`:
-    see files_and_processes_script)."""
-    return parse_facts(run(c, "sh -s", stdin=facts_script(s, quick, c, start_pm2, spawn_pm2) + "\n", warn=True).stdout)
+def gather(
+    c: Any, s: Settings, quick: bool = False, start_pm2: bool = False, spawn_pm2: bool = True
+) -> HostFacts:
+    """Read every fact about the host in one command (`quick`: only what shows that nothing changed;
+    `start_pm2`: see files_and_processes_script)."""
+    return parse_facts(
+        run(
+            c, "sh -s", stdin=facts_script(s, quick, c, start_pm2, spawn_pm2) + "\n", warn=True
+        ).stdout
+    )
 
 
 def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:
@@ -434,10 +572,14 @@ def live_release(c: Any, s: Settings) -> tuple[HostFacts, str]:
 
 
 def node_public_warning(s: Settings, facts: HostFacts) -> str | None:
-    """A warning when the Node.js app listens beyond loopback: anyone who reaches that port bypasses Nginx."""
+    """A warning when the Node.js app listens beyond loopback: anyone who reaches that port bypasses
+    Nginx."""
     public = facts.beyond_loopback(s.node_port)
     if not public:
         return None
-    return (f"{s.node_app} listens on {', '.join(public)}, beyond loopback: anyone who can reach port {s.node_port} "
-            f"bypasses Nginx. Make the app listen on 127.0.0.1 (server.listen(process.env.PORT, '127.0.0.1')), "
-            f"or close port {s.node_port} in the host's firewall.")
+    return (
+        f"{s.node_app} listens on {', '.join(public)}, beyond loopback: anyone who can reach port"
+        f" {s.node_port} bypasses Nginx. Make the app listen on 127.0.0.1"
+        f" (server.listen(process.env.PORT, '127.0.0.1')), or close port {s.node_port} in the"
+        " host's firewall."
+    )

@@ -14,69 +14,141 @@ from signalcraft_deploy.host.programs import run_program, start_waiting
 
 def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
     """Run the host-side probe (canary or gate) and return its JSON verdict."""
-    return verdict_of(s, run_program(c, s, "probe.py", json.dumps(spec), warn=True, app=True))  # it reads the apps' /proc
+    return verdict_of(
+        s, run_program(c, s, "probe.py", json.dumps(spec), warn=True, app=True)
+    )  # it reads the apps' /proc
 
 
 def verdict_of(s: Settings, result: Any) -> dict[str, Any]:
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        # Nothing on stderr (killed by a signal, say: no exit status): its exit status is all there is to say.
-        said = masked(s, result.stderr.strip()[-500:]) or f"it ended with exit status {result.exited} and no output"
+        # Nothing on stderr (killed by a signal, say: no exit status): its exit status is all there
+        # is to say.
+        said = (
+            masked(s, result.stderr.strip()[-500:])
+            or f"it ended with exit status {result.exited} and no output"
+        )
         raise fail(f"The health probe could not run on the host: {said}") from None
 
 
-def gate_spec(s: Settings, release: str, release_dir: str, checked: dict[str, bool], report: bool = False) -> dict[str, Any]:
-    """What the gate after a switch checks: the apps answer, directly and through Nginx, from `release`."""
+def gate_spec(
+    s: Settings, release: str, release_dir: str, checked: dict[str, bool], report: bool = False
+) -> dict[str, Any]:
+    """What the gate after a switch checks: the apps answer, directly and through Nginx, from
+    `release`."""
     host = s.server_name.split()[0] if s.server_name != "_" else None
     nginx = s.nginx_url
     py, node = bool(checked.get("python")), bool(checked.get("nodejs"))
     # Only the apps just (re)loaded must answer from the new release; the others keep theirs.
     urls = [
-        {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}", "expect_release": py},
-        {"label": "Node.js", "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}", "expect_release": node},
-        {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host, "expect_release": py},
-        {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host, "expect_release": node},
+        {
+            "label": "Gunicorn",
+            "url": f"http://{s.gunicorn_bind}{s.health_py}",
+            "expect_release": py,
+        },
+        {
+            "label": "Node.js",
+            "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}",
+            "expect_release": node,
+        },
+        {
+            "label": "Nginx -> Gunicorn",
+            "url": nginx + s.health_py,
+            "host": host,
+            "expect_release": py,
+        },
+        {
+            "label": "Nginx -> Node.js",
+            "url": nginx + s.health_node,
+            "host": host,
+            "expect_release": node,
+        },
     ]
-    apps = ([{"name": s.python_app, "workers": True}] if py else []) + ([{"name": s.node_app}] if node else [])
+    apps = ([{"name": s.python_app, "workers": True}] if py else []) + (
+        [{"name": s.node_app}] if node else []
+    )
     return spec_for(s, release, release_dir, urls, apps, report=report)
 
 
-def spec_for(s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]],
-             fail_fast: bool = False, report: bool = False) -> dict[str, Any]:
-    return {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_rpc_js": host_facts.PM2_RPC_JS,
-            "release": release, "release_dir": release_dir, "urls": urls, "apps": apps, "fail_fast": fail_fast,
-            "report": [s.python_app, s.node_app] if report else []}
+def spec_for(
+    s: Settings,
+    release: str,
+    release_dir: str,
+    urls: list[dict[str, Any]],
+    apps: list[dict[str, Any]],
+    fail_fast: bool = False,
+    report: bool = False,
+) -> dict[str, Any]:
+    return {
+        "mode": "gate",
+        "timeout": s.health_timeout,
+        "pm2": s.pm2,
+        "pm2_rpc_js": host_facts.PM2_RPC_JS,
+        "release": release,
+        "release_dir": release_dir,
+        "urls": urls,
+        "apps": apps,
+        "fail_fast": fail_fast,
+        "report": [s.python_app, s.node_app] if report else [],
+    }
 
 
-def start_gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool]) -> Waiting | None:
-    """The gate after a switch, started ahead (Python and its PM2 connection up, nothing checked yet): pass it
-    to `gate` as `started`. None where it cannot be started ahead."""
+def start_gate(
+    c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool]
+) -> Waiting | None:
+    """The gate after a switch, started ahead (Python and its PM2 connection up, nothing checked
+    yet): pass it to `gate` as `started`. None where it cannot be started ahead."""
     spec = {**gate_spec(s, release, release_dir, checked, report=True), "await_go": True}
     return start_waiting(c, s, "probe.py", json.dumps(spec), app=True)
 
 
-def gate(c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool],
-         report: dict[str, Any] | None = None, started: Waiting | None = None) -> list[str]:
+def gate(
+    c: Any,
+    s: Settings,
+    release: str,
+    release_dir: str,
+    checked: dict[str, bool],
+    report: dict[str, Any] | None = None,
+    started: Waiting | None = None,
+) -> list[str]:
     """After a switch: wait until the apps answer, directly and through Nginx, from the new release.
 
-    `report`, if given, receives PM2's state of both apps as the passing check saw it. `started` is the same
-    gate from `start_gate`, for the same release and apps.
+    `report`, if given, receives PM2's state of both apps as the passing check saw it. `started` is
+    the same gate from `start_gate`, for the same release and apps.
     """
     verdict = None
     if started is not None:
         try:
             verdict = verdict_of(s, started.go())
-        except OSError:  # the channel broke or the program never said it was ready: ask the usual way
+        except (
+            OSError
+        ):  # the channel broke or the program never said it was ready: ask the usual way
             started.drop()
     if verdict is None:
-        verdict = probe(c, s, gate_spec(s, release, release_dir, checked, report=report is not None))
+        verdict = probe(
+            c, s, gate_spec(s, release, release_dir, checked, report=report is not None)
+        )
     return problems_of(s, verdict, report)
 
 
-def gate_on(c: Any, s: Settings, release: str, release_dir: str, urls: list[dict[str, Any]], apps: list[dict[str, Any]],
-            fail_fast: bool = False, report: dict[str, Any] | None = None) -> list[str]:
-    verdict = probe(c, s, spec_for(s, release, release_dir, urls, apps, fail_fast=fail_fast, report=report is not None))
+def gate_on(
+    c: Any,
+    s: Settings,
+    release: str,
+    release_dir: str,
+    urls: list[dict[str, Any]],
+    apps: list[dict[str, Any]],
+    fail_fast: bool = False,
+    report: dict[str, Any] | None = None,
+) -> list[str]:
+    verdict = probe(
+        c,
+        s,
+        spec_for(
+            s, release, release_dir, urls, apps, fail_fast=fail_fast, report=report is not None
+        ),
+    )
     return problems_of(s, verdict, report)
 
 

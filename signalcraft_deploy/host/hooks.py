@@ -1,9 +1,9 @@
 """Hooks: the user's own shell commands around a deploy (BEFORE_SWITCH, AFTER_SWITCH, ON_FAILURE).
 
-Each runs on the host through remote/hook.py: in the release's directory, with the release's
-venv first on PATH, the app's .env and DEPLOY_RELEASE / DEPLOY_PREVIOUS / DEPLOY_SHA in its
-environment, under HOOK_TIMEOUT. Its output is printed as it comes, prefixed with the hook's
-name, with the .env's values masked (on the host, and again here with APP_ENV_FILE's and REPO_URL's).
+Each runs on the host through remote/hook.py: in the release's directory, with the release's venv
+first on PATH, the app's .env and DEPLOY_RELEASE / DEPLOY_PREVIOUS / DEPLOY_SHA in its environment,
+under HOOK_TIMEOUT. Its output is printed as it comes, prefixed with the hook's name, with the
+.env's values masked (on the host, and again here with APP_ENV_FILE's and REPO_URL's).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ VERDICT = "@@hook-verdict "
 
 
 class Hook(StrEnum):
-    """The hooks; the values are the names printed and audited. `key` is the setting that holds the command."""
+    """The hooks; the values are the names printed and audited. `key` is the setting that holds the
+    command."""
 
     BEFORE_SWITCH = "before-switch"
     AFTER_SWITCH = "after-switch"
@@ -50,32 +51,68 @@ class HookResult:
         return self.exit == 0 and not self.timed_out
 
     def record(self) -> dict[str, Any]:
-        return {"result": "ok" if self.ok else ("timed out" if self.timed_out else f"exit {self.exit}"),
-                "seconds": self.seconds}
+        return {
+            "result": "ok" if self.ok else ("timed out" if self.timed_out else f"exit {self.exit}"),
+            "seconds": self.seconds,
+        }
 
     def describe(self, s: Settings) -> str:
-        why = f"did not finish within HOOK_TIMEOUT ({s.hook_timeout} s) and was stopped" if self.timed_out \
+        why = (
+            f"did not finish within HOOK_TIMEOUT ({s.hook_timeout} s) and was stopped"
+            if self.timed_out
             else f"exited with status {self.exit}"
+        )
         shown = "\n    ".join(self.tail[-15:]) or "(no output)"
-        return f"{self.hook.key} `{self.hook.command(s)}` {why} after {self.seconds:.1f} s. Its last output:\n    {shown}"
+        return (
+            f"{self.hook.key} `{self.hook.command(s)}` {why} after {self.seconds:.1f} s. Its last"
+            f" output:\n    {shown}"
+        )
 
 
-def run_hook(c: Any, s: Settings, hook: Hook, *, release_dir: str, venv: str, env: dict[str, str],
-             say: Callable[[str], None]) -> HookResult:
+def run_hook(
+    c: Any,
+    s: Settings,
+    hook: Hook,
+    *,
+    release_dir: str,
+    venv: str,
+    env: dict[str, str],
+    say: Callable[[str], None],
+) -> HookResult:
     """Run one hook on the host; its output goes to `say` line by line as it comes."""
-    spec = {"name": str(hook), "command": hook.command(s), "cwd": release_dir, "fallback_cwd": s.deploy_root,
-            "path_first": f"{venv}/bin", "env_file": f"{release_dir}/.env", "env": env, "timeout": s.hook_timeout}
+    spec = {
+        "name": str(hook),
+        "command": hook.command(s),
+        "cwd": release_dir,
+        "fallback_cwd": s.deploy_root,
+        "path_first": f"{venv}/bin",
+        "env_file": f"{release_dir}/.env",
+        "env": env,
+        "timeout": s.hook_timeout,
+    }
 
-    mask = masker_for(s)  # on top of the host's own masking (the release's .env): REPO_URL's password too
+    mask = masker_for(
+        s
+    )  # on top of the host's own masking (the release's .env): REPO_URL's password too
 
     def show(line: str) -> None:
         if not line.startswith(VERDICT):
             say(f"     {hook} | {mask(line)}")
 
-    result = run_program(c, s, "hook.py", json.dumps(spec), warn=True, on_line=show, app=True)  # with the apps' rights
+    result = run_program(
+        c, s, "hook.py", json.dumps(spec), warn=True, on_line=show, app=True
+    )  # with the apps' rights
     verdicts = [line for line in result.stdout.splitlines() if line.startswith(VERDICT)]
     if not verdicts:
-        raise fail(f"{hook.key} could not be run on the host: {mask((result.stderr or result.stdout).strip()[-500:])}")
-    verdict = json.loads(verdicts[-1][len(VERDICT):])
-    return HookResult(hook, int(verdict["exit"]), bool(verdict["timed_out"]), float(verdict["seconds"]),
-                      [mask(str(line)) for line in verdict["tail"]])
+        raise fail(
+            f"{hook.key} could not be run on the host:"
+            f" {mask((result.stderr or result.stdout).strip()[-500:])}"
+        )
+    verdict = json.loads(verdicts[-1][len(VERDICT) :])
+    return HookResult(
+        hook,
+        int(verdict["exit"]),
+        bool(verdict["timed_out"]),
+        float(verdict["seconds"]),
+        [mask(str(line)) for line in verdict["tail"]],
+    )

@@ -60,16 +60,25 @@ def command_log(c: Context) -> CommandLog:
     log = getattr(c, "_signalcraft_log", None)
     if log is None:
         log = CommandLog()
-        # object.__setattr__: an invoke Context would file a plain attribute under its config (a copy).
+        # object.__setattr__: an invoke Context would file a plain attribute under its config (a
+        # copy).
         object.__setattr__(c, "_signalcraft_log", log)
     return log
 
 
 class Transport:
-    """How commands reach a context's host: `run` one to its end, or `start` one to be waited for later."""
+    """How commands reach a context's host: `run` one to its end, or `start` one to be waited for
+    later."""
 
-    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
-            on_line: Callable[[str], None] | None) -> Result:
+    def run(
+        self,
+        c: Context,
+        command: str,
+        stdin: str | None,
+        timeout: float | None,
+        warn: bool,
+        on_line: Callable[[str], None] | None,
+    ) -> Result:
         raise NotImplementedError
 
     def start(self, c: Context, command: str) -> Callable[[], Result]:
@@ -77,18 +86,24 @@ class Transport:
         raise NotImplementedError
 
     def login(self, c: Context) -> str | None:
-        """The user commands run as (the deploy user); None: not known, take it to be the apps' own account."""
+        """The user commands run as (the deploy user); None: not known, take it to be the apps' own
+        account."""
         return None
 
 
 class ConnectionLost(Exit):
-    """The SSH connection to the host died under a command (its channel closed with no exit status, its transport gone),
-    or a command was about to be sent over a connection that had died. Not a result of the command: what it did on
-    the host is not known, and every later command would fail the same way until a new connection is made."""
+    """The SSH connection to the host died under a command (its channel closed with no exit status,
+    its transport gone), or a command was about to be sent over a connection that had died. Not a
+    result of the command: what it did on the host is not known, and every later command would fail
+    the same way until a new connection is made.
+    """
 
     def __init__(self, where: str, cause: str = ""):
         self.where, self.cause = where, cause
-        super().__init__(f"The SSH connection to {where} was lost{self.why}. Run the task again once the host is reachable.")
+        super().__init__(
+            f"The SSH connection to {where} was lost{self.why}. Run the task again once the host is"
+            " reachable."
+        )
 
     @property
     def why(self) -> str:
@@ -97,17 +112,20 @@ class ConnectionLost(Exit):
 
 
 def lost_cause(transport: Any) -> str:
-    """What ended a dead SSH transport, as paramiko recorded it (a reset, an EOF, a protocol error), or ''."""
+    """What ended a dead SSH transport, as paramiko recorded it (a reset, an EOF, a protocol error),
+    or ''."""
     exc = getattr(transport, "saved_exception", None)
     return f"{type(exc).__name__}: {exc}".rstrip(": ")[:200] if exc is not None else ""
 
 
-# How long paramiko may take between closing a dead transport's channels and marking the transport inactive.
+# How long paramiko may take between closing a dead transport's channels and marking the transport
+# inactive.
 LOST_SETTLE = 1.0
 
 
 def connection_gone(c: Context) -> bool:
-    """The context's SSH connection was open and has died (a local context, or one never opened, has not)."""
+    """The context's SSH connection was open and has died (a local context, or one never opened, has
+    not)."""
     transport = getattr(c, "transport", None) if is_remote(c) else None
     return transport is not None and not transport.is_active()
 
@@ -118,9 +136,11 @@ def _transport_dead(chan: Any) -> bool:
 
 
 def _lost_under(chan: Any) -> bool:
-    """A channel that ended with no exit status (-1) ended because its connection died: unless its transport is still
-    active, as after a command killed by a signal (sshd sends exit-signal, which paramiko does not read as a status).
-    paramiko closes a dead transport's channels just before it marks the transport inactive: waited for a moment."""
+    """A channel that ended with no exit status (-1) ended because its connection died: unless its
+    transport is still active, as after a command killed by a signal (sshd sends exit-signal, which
+    paramiko does not read as a status). paramiko closes a dead transport's channels just before it
+    marks the transport inactive: waited for a moment.
+    """
     transport = getattr(chan, "transport", None)
     deadline = time.monotonic() + LOST_SETTLE
     while transport is not None and transport.is_active():
@@ -131,8 +151,9 @@ def _lost_under(chan: Any) -> bool:
 
 
 def _send_input(chan: Any, data: str) -> None:
-    """Send a command its stdin. A command that ended before reading it all (it failed at once: a read-only or full
-    disk, say) closes the channel under us; its exit status and error output, read next, say why."""
+    """Send a command its stdin. A command that ended before reading it all (it failed at once: a
+    read-only or full disk, say) closes the channel under us; its exit status and error output, read
+    next, say why."""
     try:
         chan.sendall(data.encode())
     except OSError:
@@ -140,7 +161,9 @@ def _send_input(chan: Any, data: str) -> None:
 
 
 def _result(command: str, stdout: str, stderr: str, code: int) -> Result:
-    return Result(stdout=stdout, stderr=stderr, exited=code, command=command, hide=("stdout", "stderr"))
+    return Result(
+        stdout=stdout, stderr=stderr, exited=code, command=command, hide=("stdout", "stderr")
+    )
 
 
 def _checked(result: Result, warn: bool) -> Result:
@@ -153,9 +176,11 @@ CHANNEL_TRIES = 3
 
 
 def open_channel(c: Context, timeout: float | None = None) -> Any:
-    """A new session on the host's SSH connection. sshd refuses one while the connection has MaxSessions open (10 by
-    default), and paramiko loses the reason when two are refused at once; no command has run then, so the open is
-    tried again (Fabric's `open` first connects again if the connection dropped). The last refusal is one message."""
+    """A new session on the host's SSH connection. sshd refuses one while the connection has
+    MaxSessions open (10 by default), and paramiko loses the reason when two are refused at once; no
+    command has run then, so the open is tried again (Fabric's `open` first connects again if the
+    connection dropped). The last refusal is one message.
+    """
     import paramiko
 
     for attempt in range(1, CHANNEL_TRIES):
@@ -166,28 +191,40 @@ def open_channel(c: Context, timeout: float | None = None) -> Any:
     try:
         return _open_session(c, timeout)
     except paramiko.SSHException as err:
-        raise fail(f"SSH to {target_name(c)} refused a new session {CHANNEL_TRIES} times ({err}). The connection dropped "
-                   "or its sshd limits the sessions a connection may open (MaxSessions, 10 by default): check the host's "
-                   "sshd and its log, then run the task again.") from None
+        raise fail(
+            f"SSH to {target_name(c)} refused a new session {CHANNEL_TRIES} times ({err}). The"
+            " connection dropped or its sshd limits the sessions a connection may open"
+            " (MaxSessions, 10 by default): check the host's sshd and its log, then run the task"
+            " again."
+        ) from None
 
 
 def _open_session(c: Context, timeout: float | None) -> Any:
-    if connection_gone(c):  # never opened again behind the caller's back: the deploy lock went with the connection
+    if connection_gone(
+        c
+    ):  # never opened again behind the caller's back: the deploy lock went with the connection
         raise ConnectionLost(target_name(c), lost_cause(c.transport))
     c.open()
     return c.transport.open_session(timeout=timeout) if timeout else c.transport.open_session()
 
 
 class SshTransport(Transport):
-    """A Fabric Connection's SSH transport, a channel per command. Not invoke's Runner: it is built for
-    terminals (it feeds stdin one byte per 10 ms and polls its streams), which costs 20-40 ms a command,
-    and a deploy sends dozens."""
+    """A Fabric Connection's SSH transport, a channel per command. Not invoke's Runner: it is built
+    for terminals (it feeds stdin one byte per 10 ms and polls its streams), which costs 20-40 ms a
+    command, and a deploy sends dozens."""
 
     def login(self, c: Context) -> str | None:
         return str(c.user)
 
-    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
-            on_line: Callable[[str], None] | None) -> Result:
+    def run(
+        self,
+        c: Context,
+        command: str,
+        stdin: str | None,
+        timeout: float | None,
+        warn: bool,
+        on_line: Callable[[str], None] | None,
+    ) -> Result:
         chan = open_channel(c, timeout)
         if timeout:
             chan.settimeout(timeout)
@@ -210,24 +247,37 @@ class LocalTransport(Transport):
     def login(self, c: Context) -> str | None:
         return getpass.getuser()
 
-    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
-            on_line: Callable[[str], None] | None) -> Result:
+    def run(
+        self,
+        c: Context,
+        command: str,
+        stdin: str | None,
+        timeout: float | None,
+        warn: bool,
+        on_line: Callable[[str], None] | None,
+    ) -> Result:
         return _checked(_result(command, *_run_local(command, stdin, timeout, on_line)), warn)
 
     def start(self, c: Context, command: str) -> Callable[[], Result]:
-        proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
         def wait() -> Result:
             stdout, stderr = proc.communicate()
             return _result(command, stdout, stderr, proc.returncode)
+
         return wait
 
 
 class InvokeRunner(Transport):
-    """The context's own `c.run` (invoke's Runner): what a MockContext answers from its canned results. `login` is
-    the deploy user it stands for; None (the default): the apps run as that user, so no command goes through the
-    app helper."""
+    """The context's own `c.run` (invoke's Runner): what a MockContext answers from its canned
+    results. `login` is the deploy user it stands for; None (the default): the apps run as that
+    user, so no command goes through the app helper."""
 
     def __init__(self, login: str | None = None):
         self._login = login
@@ -235,12 +285,25 @@ class InvokeRunner(Transport):
     def login(self, c: Context) -> str | None:
         return self._login
 
-    def run(self, c: Context, command: str, stdin: str | None, timeout: float | None, warn: bool,
-            on_line: Callable[[str], None] | None) -> Result:
-        kwargs: dict[str, Any] = {"hide": True, "warn": warn, "in_stream": io.StringIO(stdin) if stdin is not None else False}
+    def run(
+        self,
+        c: Context,
+        command: str,
+        stdin: str | None,
+        timeout: float | None,
+        warn: bool,
+        on_line: Callable[[str], None] | None,
+    ) -> Result:
+        kwargs: dict[str, Any] = {
+            "hide": True,
+            "warn": warn,
+            "in_stream": io.StringIO(stdin) if stdin is not None else False,
+        }
         if timeout:
             kwargs["timeout"] = timeout
-        return _checked(c.run(command, **kwargs), warn)  # a MockContext returns a failed result without raising
+        return _checked(
+            c.run(command, **kwargs), warn
+        )  # a MockContext returns a failed result without raising
 
     def start(self, c: Context, command: str) -> Callable[[], Result]:
         result = c.run(command, hide=True, warn=True, in_stream=False)
@@ -258,8 +321,15 @@ def transport_of(c: Context) -> Transport:
     return chosen if chosen is not None else SshTransport() if is_remote(c) else LocalTransport()
 
 
-def run(c: Context, command: str, *, stdin: str | None = None, warn: bool = False, timeout: float | None = None,
-        on_line: Callable[[str], None] | None = None) -> Any:
+def run(
+    c: Context,
+    command: str,
+    *,
+    stdin: str | None = None,
+    warn: bool = False,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> Any:
     """Run a shell command on the context's host, output hidden, stdin closed unless given.
 
     `on_line`, if given, receives each line of stdout as it arrives (the result still holds it all).
@@ -270,29 +340,46 @@ def run(c: Context, command: str, *, stdin: str | None = None, warn: bool = Fals
     return transport_of(c).run(c, command, stdin, timeout, warn, on_line)
 
 
-def _run_local(command: str, data: str | None, timeout: float | None,
-               on_line: Callable[[str], None] | None) -> tuple[str, str, int]:
+def _run_local(
+    command: str, data: str | None, timeout: float | None, on_line: Callable[[str], None] | None
+) -> tuple[str, str, int]:
     if on_line is None:
-        proc = subprocess.run(["bash", "-c", command], input=data, stdin=None if data is not None else subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            input=data,
+            stdin=None if data is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return proc.stdout, proc.stderr, proc.returncode
-    with subprocess.Popen(["bash", "-c", command], stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as popen:
+    with subprocess.Popen(
+        ["bash", "-c", command],
+        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as popen:
         if data is not None and popen.stdin:
             popen.stdin.write(data.encode())
             popen.stdin.close()
         err_chunks: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(popen.stderr.read1, err_chunks), daemon=True)  # type: ignore[union-attr]
+        # type: ignore[union-attr]
+        reader = threading.Thread(target=_drain, args=(popen.stderr.read1, err_chunks), daemon=True)
         reader.start()
         out_chunks: list[bytes] = []
         _drain(popen.stdout.read1, out_chunks, _lines_to(on_line))  # type: ignore[union-attr]
         reader.join()
         code = popen.wait(timeout=timeout)
-    return b"".join(out_chunks).decode("utf-8", "replace"), b"".join(err_chunks).decode("utf-8", "replace"), code
+    return (
+        b"".join(out_chunks).decode("utf-8", "replace"),
+        b"".join(err_chunks).decode("utf-8", "replace"),
+        code,
+    )
 
 
 def _lines_to(on_line: Callable[[str], None]) -> Callable[[bytes], None]:
-    """A chunk consumer that calls `on_line` once per complete line (a last partial line at the end)."""
+    """A chunk consumer that calls `on_line` once per complete line (a last partial line at the
+    end)."""
     pending = bytearray()
 
     def feed(chunk: bytes) -> None:
@@ -305,12 +392,16 @@ def _lines_to(on_line: Callable[[str], None]) -> Callable[[bytes], None]:
         pending[:] = rest
         for line in lines:
             on_line(line.decode("utf-8", "replace"))
+
     return feed
 
 
-def _collect(chan: Any, on_line: Callable[[str], None] | None = None, where: str = "the host") -> tuple[str, str, int]:
-    """Read an SSH channel to its end: stdout, stderr and the exit status; then close it. `ConnectionLost` when the
-    connection died under it: its output is cut short and its status unknown, so it is never handed on as a result.
+def _collect(
+    chan: Any, on_line: Callable[[str], None] | None = None, where: str = "the host"
+) -> tuple[str, str, int]:
+    """Read an SSH channel to its end: stdout, stderr and the exit status; then close it.
+    `ConnectionLost` when the connection died under it: its output is cut short and its status
+    unknown, so it is never handed on as a result.
 
     stderr is read beside stdout: the two share the channel's window, so leaving one unread could
     stall the other.
@@ -325,7 +416,11 @@ def _collect(chan: Any, on_line: Callable[[str], None] | None = None, where: str
     chan.close()
     if code == -1 and _lost_under(chan):
         raise ConnectionLost(where, lost_cause(getattr(chan, "transport", None)))
-    return b"".join(out_chunks).decode("utf-8", "replace"), b"".join(err_chunks).decode("utf-8", "replace"), code
+    return (
+        b"".join(out_chunks).decode("utf-8", "replace"),
+        b"".join(err_chunks).decode("utf-8", "replace"),
+        code,
+    )
 
 
 def _drain(recv: Any, chunks: list[bytes], feed: Callable[[bytes], None] | None = None) -> None:
@@ -356,9 +451,11 @@ class Background:
 
 
 class Waiting:
-    """A command started on the host now that says `ready` on a line of its own and then waits for a line on
-    stdin: the start-up (an interpreter, its imports, its connections) is paid before the moment it is needed.
-    `go()` sends the line and collects the rest as a Result; dropping it (or the connection) ends the command."""
+    """A command started on the host now that says `ready` on a line of its own and then waits for a
+    line on stdin: the start-up (an interpreter, its imports, its connections) is paid before the
+    moment it is needed. `go()` sends the line and collects the rest as a Result; dropping it (or
+    the connection) ends the command.
+    """
 
     def __init__(self, c: Context, command: str, stdin: str):
         log = command_log(c)
@@ -372,28 +469,37 @@ class Waiting:
     def go(self, word: str = "go", timeout: float = 30.0) -> Result:
         self._chan.settimeout(timeout)
         head = b""
-        while not head.endswith(b"ready\n"):  # nothing is sent until the command has read all it was given
+        while not head.endswith(
+            b"ready\n"
+        ):  # nothing is sent until the command has read all it was given
             chunk = self._chan.recv(1)
             if not chunk:
                 break
             head += chunk
         self._chan.settimeout(None)
-        if not head.endswith(b"ready\n"):  # it ended (or was ended) before it was ready: nothing was asked of it
+        if not head.endswith(
+            b"ready\n"
+        ):  # it ended (or was ended) before it was ready: nothing was asked of it
             self._chan.close()
             raise OSError(f"{self.command[:60]!r} ended before it was ready")
         self._chan.sendall(f"{word}\n".encode())
         self._chan.shutdown_write()
         stdout, stderr, code = _collect(self._chan, where=self.where)
-        return Result(stdout=head.decode("utf-8", "replace").removesuffix("ready\n") + stdout, stderr=stderr, exited=code,
-                      command=self.command, hide=("stdout", "stderr"))
+        return Result(
+            stdout=head.decode("utf-8", "replace").removesuffix("ready\n") + stdout,
+            stderr=stderr,
+            exited=code,
+            command=self.command,
+            hide=("stdout", "stderr"),
+        )
 
     def drop(self) -> None:
         self._chan.close()
 
 
 def sudo(command: str) -> str:
-    """Prefix for the commands of `setup` (the admin's step, full sudo): `sudo -n` never waits for a password prompt.
-    Every other task runs as root only the tool's helper (host/root.py)."""
+    """Prefix for the commands of `setup` (the admin's step, full sudo): `sudo -n` never waits for a
+    password prompt. Every other task runs as root only the tool's helper (host/root.py)."""
     return f"sudo -n {command}"
 
 
@@ -413,7 +519,9 @@ def write_file_command(path: str, mode: str = "0644", *, as_root: bool = False) 
     return sudo(f"sh -c {q(script)}") if as_root else script
 
 
-def write_file(c: Context, path: str, content: str, mode: str = "0644", *, as_root: bool = False) -> None:
+def write_file(
+    c: Context, path: str, content: str, mode: str = "0644", *, as_root: bool = False
+) -> None:
     run(c, write_file_command(path, mode, as_root=as_root), stdin=content)
 
 
@@ -427,16 +535,28 @@ def upload(c: Context, local_path: str, remote_path: str) -> None:
             c.put(local_path, remote_path)
         else:
             shutil.copyfile(local_path, remote_path)
-    except (OSError, EOFError, _ssh_error()) as err:  # paramiko reports a short write (disk full) as OSError too
+    except (
+        OSError,
+        EOFError,
+        _ssh_error(),
+    ) as err:  # paramiko reports a short write (disk full) as OSError too
         if connection_gone(c):
             raise ConnectionLost(target_name(c), lost_cause(c.transport)) from None
         if not isinstance(err, OSError):
             raise
         run(c, f"rm -f {q(remote_path)}", warn=True)
-        free = run(c, f"df -Pk {q(os.path.dirname(remote_path))} | tail -1", warn=True).stdout.split()
-        room = f" ({int(free[3]) // 1024} MB free there)" if len(free) > 3 and free[3].isdigit() else ""
-        raise fail(f"Uploading to {remote_path} failed: {err}{room}. Is the disk full or read-only? "
-                   "Free some space on the host and deploy again; the live release is untouched.") from None
+        free = run(
+            c, f"df -Pk {q(os.path.dirname(remote_path))} | tail -1", warn=True
+        ).stdout.split()
+        room = (
+            f" ({int(free[3]) // 1024} MB free there)"
+            if len(free) > 3 and free[3].isdigit()
+            else ""
+        )
+        raise fail(
+            f"Uploading to {remote_path} failed: {err}{room}. Is the disk full or read-only? "
+            "Free some space on the host and deploy again; the live release is untouched."
+        ) from None
 
 
 class HeldCommand:
@@ -461,7 +581,11 @@ class HeldCommand:
             self._out = self._chan.makefile("r")
         else:
             self._proc = subprocess.Popen(
-                ["sh", "-c", self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                ["sh", "-c", self.command],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
             self._out = self._proc.stdout
 
@@ -470,17 +594,22 @@ class HeldCommand:
         return line.decode() if isinstance(line, bytes) else line
 
     def lost(self) -> bool:
-        """The command's output ended because its SSH connection died (not because the command ended)."""
+        """The command's output ended because its SSH connection died (not because the command
+        ended)."""
         return self._chan is not None and _lost_under(self._chan)
 
     def release(self) -> None:
         if self._chan is not None:
             chan, self._chan = self._chan, None
-            if _transport_dead(chan):  # the command ended with its connection (the lock with it): nothing to release
+            if _transport_dead(
+                chan
+            ):  # the command ended with its connection (the lock with it): nothing to release
                 return
             try:
                 chan.shutdown_write()
-                chan.status_event.wait(10)  # the command has seen end-of-file, cleaned up and exited
+                chan.status_event.wait(
+                    10
+                )  # the command has seen end-of-file, cleaned up and exited
                 chan.close()
             except (OSError, EOFError, _ssh_error()):
                 if not _transport_dead(chan):  # it died while being released: as above
@@ -504,5 +633,6 @@ def _ssh_error() -> type[Exception]:
 
 
 def fail(message: str, code: int = 1) -> Exit:
-    """A user-facing failure: one clear message, no traceback (shown as text: it may quote what the host said)."""
+    """A user-facing failure: one clear message, no traceback (shown as text: it may quote what the
+    host said)."""
     return Exit(visible(message), code=code)

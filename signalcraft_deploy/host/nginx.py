@@ -54,19 +54,25 @@ def split_dump(dump: str) -> dict[str, str]:
 
 def parse_files(files: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Parse each file on its own with crossplane (includes are followed by `_expand`)."""
-    import crossplane  # here, not at the top: a deploy that changes nothing never reads Nginx's config
+    # here, not at the top: a deploy that changes nothing never reads Nginx's config
+    import crossplane
+
     parsed: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, (path, text) in enumerate(files.items()):
             local = os.path.join(tmp, f"{index}.conf")
             with open(local, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            result = crossplane.parse(local, single=True, catch_errors=True, check_ctx=False, check_args=False)
+            result = crossplane.parse(
+                local, single=True, catch_errors=True, check_ctx=False, check_args=False
+            )
             parsed[path] = result["config"][0]["parsed"] if result["config"] else []
     return parsed
 
 
-def _expand(block: list[dict[str, Any]], parsed: dict[str, list[dict[str, Any]]], file: str) -> list[dict[str, Any]]:
+def _expand(
+    block: list[dict[str, Any]], parsed: dict[str, list[dict[str, Any]]], file: str
+) -> list[dict[str, Any]]:
     """Directives of a block with `include`s replaced by the included files' directives."""
     out = []
     for d in block:
@@ -78,31 +84,50 @@ def _expand(block: list[dict[str, Any]], parsed: dict[str, list[dict[str, Any]]]
                 out.extend(_expand(parsed[path], parsed, path))
         else:
             item = {**d, "_file": d.get("_file", file)}
-            if "block" in d:  # includes inside server/location blocks too (e.g. `include snippets/x.conf;`)
+            if (
+                "block" in d
+            ):  # includes inside server/location blocks too (e.g. `include snippets/x.conf;`)
                 item["block"] = _expand(d["block"], parsed, item["_file"])
             out.append(item)
     return out
 
 
-_PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "memcached_pass", "grpc_pass"}
+_PASS_DIRECTIVES = {
+    "proxy_pass",
+    "fastcgi_pass",
+    "uwsgi_pass",
+    "scgi_pass",
+    "memcached_pass",
+    "grpc_pass",
+}
 
 
 def _location_for(uri: str, locations: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Nginx's choice: exact '=', else the longest prefix ('^~' stops there), else the first regex, else that prefix."""
+    """Nginx's choice: exact '=', else the longest prefix ('^~' stops there), else the first regex,
+    else that prefix."""
     best = None
     for loc in locations:
         args = loc.get("args", [])
         if len(args) == 2 and args[0] == "=" and args[1] == uri:
             return loc
-    # auto_redirect: a non-regex location named uri + '/' that passes requests on answers `uri` with a 301 to
-    # uri + '/' before any regex is tried, unless a prefix location named exactly `uri` exists. Follow it.
-    static = [(args[-1], loc) for loc in locations if (args := loc.get("args", [])) and (len(args) == 1 or args[0] in ("=", "^~"))]
+    # auto_redirect: a non-regex location named uri + '/' that passes requests on answers `uri` with
+    # a 301 to uri + '/' before any regex is tried, unless a prefix location named exactly `uri`
+    # exists. Follow it.
+    static = [
+        (args[-1], loc)
+        for loc in locations
+        if (args := loc.get("args", [])) and (len(args) == 1 or args[0] in ("=", "^~"))
+    ]
     if all(name != uri for name, _ in static) and any(
-            name == uri + "/" and any(d["directive"] in _PASS_DIRECTIVES for d in loc.get("block", [])) for name, loc in static):
+        name == uri + "/" and any(d["directive"] in _PASS_DIRECTIVES for d in loc.get("block", []))
+        for name, loc in static
+    ):
         return _location_for(uri + "/", locations)
     for loc in locations:
         args = loc.get("args", [])
-        prefix = args[1] if len(args) == 2 and args[0] == "^~" else (args[0] if len(args) == 1 else None)
+        prefix = (
+            args[1] if len(args) == 2 and args[0] == "^~" else (args[0] if len(args) == 1 else None)
+        )
         if prefix is not None and uri.startswith(prefix):
             if best is None or len(prefix) > len(best[0]):
                 best = (prefix, loc)
@@ -131,110 +156,192 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
     parsed = parse_files(files)
     site_paths = [p for p in files if p in (s.nginx_site, s.nginx_enabled_link)]
     if not site_paths:
-        return [], [f"the site {s.nginx_site} is not part of Nginx's configuration (is it linked from sites-enabled?)"]
+        return [], [
+            f"the site {s.nginx_site} is not part of Nginx's configuration (is it linked from"
+            " sites-enabled?)"
+        ]
     site = site_paths[0]
     directives = _expand(parsed[site], parsed, site)
     upstreams: dict[str, list[str]] = {}
     for d in directives:
         if d["directive"] == "upstream":
-            upstreams[d["args"][0]] = [x["args"][0] for x in d.get("block", []) if x["directive"] == "server"]
-    port = str((s.tls_listen if s.tls else s.nginx_listen)[0].port)  # the server that serves the apps
-    servers = [d for d in directives if d["directive"] == "server" and any(
-        x["directive"] == "listen" and port in re.split(r"[:\s]", x["args"][0]) for x in d.get("block", []))]
+            upstreams[d["args"][0]] = [
+                x["args"][0] for x in d.get("block", []) if x["directive"] == "server"
+            ]
+    port = str(
+        (s.tls_listen if s.tls else s.nginx_listen)[0].port
+    )  # the server that serves the apps
+    servers = [
+        d
+        for d in directives
+        if d["directive"] == "server"
+        and any(
+            x["directive"] == "listen" and port in re.split(r"[:\s]", x["args"][0])
+            for x in d.get("block", [])
+        )
+    ]
     if not servers:
         return [], [f"{site}: no server block listens on port {port}"]
     locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
     routes = []
     address = {"python": str(s.gunicorn_bind), "nodejs": f"127.0.0.1:{s.node_port}"}
     prefixed = [(p, app) for p, app in s.route_table if p != "/"]
-    checks = [(f"{p}/", address[app]) for p, app in prefixed] + [(p, address[app]) for p, app in prefixed]
+    checks = [(f"{p}/", address[app]) for p, app in prefixed] + [
+        (p, address[app]) for p, app in prefixed
+    ]
     checks += [(s.health_node, address["nodejs"]), ("/", address[route_owner("/", s.route_table)])]
-    checks = list(dict.fromkeys(checks))  # HEALTH_NODE is '/' by default: check (and report) it once
+    checks = list(
+        dict.fromkeys(checks)
+    )  # HEALTH_NODE is '/' by default: check (and report) it once
     for uri, expected in checks:
         loc = _location_for(uri, locations)
         found, line = _target(loc, upstreams) if loc else (None, servers[0].get("line"))
-        routes.append(Route(uri=uri, expected=expected, found=found, file=loc.get("_file", site) if loc else site, line=line))
+        routes.append(
+            Route(
+                uri=uri,
+                expected=expected,
+                found=found,
+                file=loc.get("_file", site) if loc else site,
+                line=line,
+            )
+        )
     return routes, []
 
 
 def describe_mismatches(routes: list[Route]) -> list[str]:
-    return [f"{r.file}:{r.line}: {r.uri} is proxied to {r.found or 'nothing'}; expected {r.expected}" for r in routes if not r.ok]
+    return [
+        f"{r.file}:{r.line}: {r.uri} is proxied to {r.found or 'nothing'}; expected {r.expected}"
+        for r in routes
+        if not r.ok
+    ]
 
 
 def install_site_args(s: Settings, backup: bool = True, takeover: bool = False) -> list[str]:
-    """The root helper's `site-install` arguments; the site's description goes on stdin (`site_description`).
+    """The root helper's `site-install` arguments; the site's description goes on stdin
+    (`site_description`).
 
     The helper renders the site itself, puts it in place, enables it, and keeps it only if the test
-    passes. The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back and
-    the stock `default` site (disabled when ours becomes the default server) is enabled again. An
-    existing file that does not start with our header is left alone (exit 66), unless `takeover`
+    passes. The previous file is kept as <site>.signalcraft-prev; on a failed test it is put back
+    and the stock `default` site (disabled when ours becomes the default server) is enabled again.
+    An existing file that does not start with our header is left alone (exit 66), unless `takeover`
     (root's copy, made first by takeover-record, is what `rollback` puts back). A site another user
     or deploy root installed is refused (exit 2).
     """
-    return [s.state_dir, "backup" if backup else "replace", "takeover" if takeover else "guard", s.nginx_test_cmd]
+    return [
+        s.state_dir,
+        "backup" if backup else "replace",
+        "takeover" if takeover else "guard",
+        s.nginx_test_cmd,
+    ]
 
 
 def write_extras(c: Any, s: Settings, lines: tuple[int, ...]) -> None:
-    """Keep beside our site the location blocks that start on `lines` of the site taken over: the helper reads them
-    from root's own copy of that site (takeover-record); never over a file that is not ours."""
+    """Keep beside our site the location blocks that start on `lines` of the site taken over: the
+    helper reads them from root's own copy of that site (takeover-record); never over a file that is
+    not ours."""
     arg = ",".join(str(n) for n in lines) or "-"
-    result = root.call(c, "extras-write", s.state_dir, s.nginx_site, arg, s.nginx_test_cmd, warn=True)
+    result = root.call(
+        c, "extras-write", s.state_dir, s.nginx_site, arg, s.nginx_test_cmd, warn=True
+    )
     if result.exited == 66:
-        raise fail(f"{s.nginx_extras} exists and was not written by signalcraft-deploy: move it away, then deploy again.")
+        raise fail(
+            f"{s.nginx_extras} exists and was not written by signalcraft-deploy: move it away, then"
+            " deploy again."
+        )
     if result.exited == 65:
-        raise fail(f"nginx -t rejected the location blocks kept from the site taken over ({s.nginx_extras}); nothing "
-                   f"was changed. nginx said:\n{result.stderr.strip()}")
+        raise fail(
+            "nginx -t rejected the location blocks kept from the site taken over"
+            f" ({s.nginx_extras}); nothing was changed. nginx said:\n{result.stderr.strip()}"
+        )
     if not result.ok:
         raise fail(f"Could not write {s.nginx_extras}: {result.stderr.strip()[-400:]}")
 
 
-def install_site(c: Any, s: Settings, description: dict[str, Any], *, backup: bool = True, takeover: bool = False) -> None:
-    """Have root render, write and enable the site `description` says (core.render.site_description); on a failed
-    `nginx -t` the previous site is back and nothing is reloaded. A file there that this tool did not write is never
-    written over, except by a takeover (recorded first)."""
-    result = root.call(c, "site-install", *install_site_args(s, backup, takeover), stdin=json.dumps(description), warn=True)
+def install_site(
+    c: Any, s: Settings, description: dict[str, Any], *, backup: bool = True, takeover: bool = False
+) -> None:
+    """Have root render, write and enable the site `description` says
+    (core.render.site_description); on a failed `nginx -t` the previous site is back and nothing is
+    reloaded. A file there that this tool did not write is never written over, except by a takeover
+    (recorded first)."""
+    result = root.call(
+        c,
+        "site-install",
+        *install_site_args(s, backup, takeover),
+        stdin=json.dumps(description),
+        warn=True,
+    )
     if result.exited == 66:
-        raise fail(f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first line is not our "
-                   "header): it was left as it is. Move that file away, or set NGINX_SITE to a file of its own.")
+        raise fail(
+            f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first"
+            " line is not our header): it was left as it is. Move that file away, or set"
+            " NGINX_SITE to a file of its own."
+        )
     if result.exited == 65:
-        raise fail(f"nginx -t rejected the new site {s.nginx_site}; the previous site is back in place and Nginx was not "
-                   f"reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting that produced it.")
+        raise fail(
+            f"nginx -t rejected the new site {s.nginx_site}; the previous site is back in place and"
+            f" Nginx was not reloaded. nginx said:\n{result.stderr.strip()}\nFix the setting that"
+            " produced it."
+        )
     if result.exited == 2 and "belongs to another" in result.stderr:
-        raise fail(f"NGINX_SITE {s.nginx_site} belongs to another deploy user or deploy root on this host: "
-                   "set NGINX_SITE (or APP_NAME, which names it by default) to a site of this app's own.")
+        raise fail(
+            f"NGINX_SITE {s.nginx_site} belongs to another deploy user or deploy root on this host:"
+            " set NGINX_SITE (or APP_NAME, which names it by default) to a site of this app's own."
+        )
     if not result.ok:
         raise fail(f"Could not write the Nginx site {s.nginx_site}: {result.stderr.strip()}")
 
 
 def restore_site(c: Any, s: Settings) -> None:
-    """Put the previous site back (rollback); after a first deploy, remove ours and re-enable the stock default."""
+    """Put the previous site back (rollback); after a first deploy, remove ours and re-enable the
+    stock default."""
     root.call(c, "site-restore", s.state_dir, s.nginx_site, s.nginx_test_cmd, warn=True)
 
 
 def remove_site(c: Any, s: Settings) -> bool:
-    """Have root take our site off for good (`remove`): the file, its link, its kept locations and backups, its claim,
-    and certbot's hook for it; the stock default site it parked enabled again. True when something was removed (the
-    caller reloads Nginx), False when nothing of it was left. On a failed `nginx -t` everything is as it was."""
-    result = root.call(c, "site-remove", s.state_dir, s.nginx_site, s.app_name, s.nginx_test_cmd, warn=True)
+    """Have root take our site off for good (`remove`): the file, its link, its kept locations and
+    backups, its claim, and certbot's hook for it; the stock default site it parked enabled again.
+    True when something was removed (the caller reloads Nginx), False when nothing of it was left.
+    On a failed `nginx -t` everything is as it was.
+    """
+    result = root.call(
+        c, "site-remove", s.state_dir, s.nginx_site, s.app_name, s.nginx_test_cmd, warn=True
+    )
     if result.exited == 66:
-        raise fail(f"NGINX_SITE {s.nginx_site} was not written by signalcraft-deploy (someone wrote over it): it was left "
-                   "as it is, and nothing was removed. Move that file away yourself, then run remove again.")
+        raise fail(
+            f"NGINX_SITE {s.nginx_site} was not written by signalcraft-deploy (someone wrote over"
+            " it): it was left as it is, and nothing was removed. Move that file away yourself,"
+            " then run remove again."
+        )
     if result.exited == 65:
-        raise fail(f"nginx -t fails without the site {s.nginx_site} (another site needs something of it), so it was left "
-                   f"in place and nothing was removed. nginx said:\n{result.stderr.strip()}")
+        raise fail(
+            f"nginx -t fails without the site {s.nginx_site} (another site needs something of it),"
+            " so it was left in place and nothing was removed. nginx"
+            f" said:\n{result.stderr.strip()}"
+        )
     if result.exited == 2 and "belongs to another" in result.stderr:
-        raise fail(f"NGINX_SITE {s.nginx_site} belongs to another deploy user or deploy root on this host: nothing was "
-                   "removed. Check APP_NAME, DEPLOY_ROOT and NGINX_SITE: they must be this app's.")
+        raise fail(
+            f"NGINX_SITE {s.nginx_site} belongs to another deploy user or deploy root on this host:"
+            " nothing was removed. Check APP_NAME, DEPLOY_ROOT and NGINX_SITE: they must be this"
+            " app's."
+        )
     if result.exited == 2 and "not installed by this helper" in result.stderr:
-        raise fail(f"NGINX_SITE {s.nginx_site} was not installed by this tool's root helper for this deploy user and "
-                   "DEPLOY_ROOT: it was left as it is, and nothing was removed. Check NGINX_SITE and DEPLOY_ROOT.")
+        raise fail(
+            f"NGINX_SITE {s.nginx_site} was not installed by this tool's root helper for this"
+            " deploy user and DEPLOY_ROOT: it was left as it is, and nothing was removed. Check"
+            " NGINX_SITE and DEPLOY_ROOT."
+        )
     if not result.ok:
-        raise fail(f"Could not remove the Nginx site {s.nginx_site}: {(result.stderr or result.stdout).strip()[-400:]}")
+        raise fail(
+            f"Could not remove the Nginx site {s.nginx_site}:"
+            f" {(result.stderr or result.stdout).strip()[-400:]}"
+        )
     return result.stdout.strip().endswith("removed")
 
 
 def test_nginx(c: Any, s: Settings) -> Any:
-    """NGINX_TEST_CMD as root (through the helper); the result, never raising (no usable helper: a failed test)."""
+    """NGINX_TEST_CMD as root (through the helper); the result, never raising (no usable helper: a
+    failed test)."""
     try:
         return root.call(c, "nginx-test", s.nginx_test_cmd, warn=True)
     except ConnectionLost:
@@ -254,60 +361,90 @@ def marker_spec(s: Settings, site_text: str) -> dict[str, Any] | None:
     if expect is None:
         return None
     host = s.server_name.split()[0] if s.server_name != "_" else None
-    return {"url": f"http://{s.nginx_listen[0].local}/.signalcraft-deploy-site", "host": host, "expect": expect}
+    return {
+        "url": f"http://{s.nginx_listen[0].local}/.signalcraft-deploy-site",
+        "host": host,
+        "expect": expect,
+    }
 
 
 RELOAD_FIXES = (
-    ("bind()", "a port of NGINX_LISTEN or TLS_LISTEN is held by another process, or by Nginx on another address: "
-               "free it, or set NGINX_LISTEN/TLS_LISTEN to what Nginx holds now"),
+    (
+        "bind()",
+        (
+            "a port of NGINX_LISTEN or TLS_LISTEN is held by another process, or by Nginx on"
+            " another address: free it, or set NGINX_LISTEN/TLS_LISTEN to what Nginx holds now"
+        ),
+    ),
     ("certificate", "check TLS_CERT and TLS_KEY (run nginx-check)"),
     ("PEM", "check TLS_CERT and TLS_KEY (run nginx-check)"),
 )
 
 
-def reload_nginx(c: Any, s: Settings, site_text: str | None = None, wait_seconds: int = 10) -> dict[str, Any]:
+def reload_nginx(
+    c: Any, s: Settings, site_text: str | None = None, wait_seconds: int = 10
+) -> dict[str, Any]:
     """Reload gracefully and prove it took (remote/reload_nginx.py): new workers of the master in
     Nginx's pid file, its old workers gone, no [emerg] logged, and (given the site just written) the
     site's id answered through Nginx. A reload that did not take raises, quoting Nginx."""
-    spec = {"cmd": s.nginx_reload_cmd, "wait": wait_seconds, "marker": marker_spec(s, site_text) if site_text else None}
+    spec = {
+        "cmd": s.nginx_reload_cmd,
+        "wait": wait_seconds,
+        "marker": marker_spec(s, site_text) if site_text else None,
+    }
     result = root.call(c, "nginx-reload", json.dumps(spec), warn=True)
     try:
         verdict: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        verdict = {"ok": False, "why": (result.stderr or result.stdout).strip()[-500:] or f"exit {result.exited}"}
+        verdict = {
+            "ok": False,
+            "why": (result.stderr or result.stdout).strip()[-500:] or f"exit {result.exited}",
+        }
     if verdict.get("ok"):
         return verdict
     why = str(verdict.get("why"))
-    fix = next((text for word, text in RELOAD_FIXES if word in why),
-               "fix what Nginx names, then `sudo nginx -t && sudo nginx -s reload`")
-    raise fail(f"Nginx's reload did not take ({s.nginx_reload_cmd}); Nginx still serves its previous configuration. "
-               f"Nginx said: {why}\nFix: {fix}.")
+    fix = next(
+        (text for word, text in RELOAD_FIXES if word in why),
+        "fix what Nginx names, then `sudo nginx -t && sudo nginx -s reload`",
+    )
+    raise fail(
+        f"Nginx's reload did not take ({s.nginx_reload_cmd}); Nginx still serves its previous"
+        f" configuration. Nginx said: {why}\nFix: {fix}."
+    )
 
 
 def running_site(c: Any, s: Settings) -> str | None:
     """The site id the running Nginx answers on the site's first listener (None: no id of ours)."""
     host = s.server_name.split()[0] if s.server_name != "_" else ""
     url = f"http://{s.nginx_listen[0].local}/.signalcraft-deploy-site"
-    out = run(c, f"{q(s.python)} -c {q(MARKER_PY)} {q(url)} {q(host)} 2>/dev/null", warn=True).stdout.strip()
+    out = run(
+        c, f"{q(s.python)} -c {q(MARKER_PY)} {q(url)} {q(host)} 2>/dev/null", warn=True
+    ).stdout.strip()
     return out if re.fullmatch(r"[0-9a-f]{16}", out) else None
 
 
-MARKER_PY = ("import sys, urllib.request as u\nr = u.Request(sys.argv[1], headers={'Host': sys.argv[2]} if sys.argv[2] else {})\n"
-             "print(u.urlopen(r, timeout=2).read(100).decode().strip())")
+MARKER_PY = (
+    "import sys, urllib.request as u\nr = u.Request(sys.argv[1], headers={'Host': sys.argv[2]} if"
+    " sys.argv[2] else {})\nprint(u.urlopen(r, timeout=2).read(100).decode().strip())"
+)
 
 
 def drift(c: Any, s: Settings, on_disk: str | None) -> str | None:
-    """A problem if the running Nginx does not serve the site on disk (a reload that did not take)."""
+    """A problem if the running Nginx does not serve the site on disk (a reload that did not
+    take)."""
     want = site_id(on_disk or "")
     if want is None:
         return None
     running = running_site(c, s)
     if running == want:
         return None
-    return (f"the running Nginx does not serve the site on disk ({s.nginx_site}: id {want}; Nginx answers "
-            f"{running or 'no id'} on {s.nginx_listen[0].local}): an earlier reload did not take. Fix: "
-            "`sudo nginx -t && sudo nginx -s reload` and look for [emerg] in Nginx's error log; if a bind() failed on "
-            "an address Nginx holds itself, only a restart applies it (`sudo systemctl restart nginx`)")
+    return (
+        f"the running Nginx does not serve the site on disk ({s.nginx_site}: id {want}; Nginx"
+        f" answers {running or 'no id'} on {s.nginx_listen[0].local}): an earlier reload did not"
+        " take. Fix: `sudo nginx -t && sudo nginx -s reload` and look for [emerg] in Nginx's error"
+        " log; if a bind() failed on an address Nginx holds itself, only a restart applies it"
+        " (`sudo systemctl restart nginx`)"
+    )
 
 
 LISTENERS_MARK = "@@signalcraft-listeners@@"
@@ -316,16 +453,20 @@ LISTENERS_MARK = "@@signalcraft-listeners@@"
 def check_command(c: Any) -> str:
     """`nginx -T` as root, then the listening sockets: one command for what `check` reads."""
     root.ensure(c)
-    return f"{root.command('nginx-dump')}; r=$?; echo {LISTENERS_MARK}; ss -ltnH 2>/dev/null; exit $r"
+    return (
+        f"{root.command('nginx-dump')}; r=$?; echo {LISTENERS_MARK}; ss -ltnH 2>/dev/null; exit $r"
+    )
 
 
 def start_check(c: Any) -> Background:
-    """What `check` reads, asked now (while other work goes on): pass the result to `check` as `read`."""
+    """What `check` reads, asked now (while other work goes on): pass the result to `check` as
+    `read`."""
     return Background(c, check_command(c))
 
 
 def check(c: Any, s: Settings, read: Background | None = None) -> tuple[list[Route], list[str]]:
-    """Check the running Nginx's configuration (`nginx -T`) and our routes in it; returns the table and every problem."""
+    """Check the running Nginx's configuration (`nginx -T`) and our routes in it; returns the table
+    and every problem."""
     result = read.wait() if read is not None else run(c, check_command(c), warn=True)
     dump, _, listeners = result.stdout.partition(f"{LISTENERS_MARK}\n")
     if not result.ok:
@@ -337,10 +478,14 @@ def check(c: Any, s: Settings, read: Background | None = None) -> tuple[list[Rou
         if len(parts) >= 4:
             addr = parts[3]
             host, _, port = addr.rpartition(":")
-            if port == str(s.gunicorn_bind.port) and host.strip("[]") not in ("127.0.0.1", "::1", "localhost") \
-                    and not host.startswith("127.") and not s.allow_public_bind:
-                problems.append(f"Gunicorn's port {port} is reachable on {addr}, not only on loopback; "
-                                "bind it to 127.0.0.1 so Nginx is the only way in")
+            if (
+                port == str(s.gunicorn_bind.port)
+                and host.strip("[]") not in ("127.0.0.1", "::1", "localhost")
+                and not host.startswith("127.")
+                and not s.allow_public_bind
+            ):
+                problems.append(
+                    f"Gunicorn's port {port} is reachable on {addr}, not only on loopback; "
+                    "bind it to 127.0.0.1 so Nginx is the only way in"
+                )
     return routes, problems
-
-

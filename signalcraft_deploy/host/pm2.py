@@ -8,7 +8,8 @@
   address, Nginx moves back (`handover`).
 - Node.js runs in cluster mode, so `pm2 reload --only` is a rolling reload.
 - Never `pm2 start` an app that is running: on a running app that is a restart.
-- Every PM2 command runs as the apps' own account (APP_USER), under its PM2 daemon (host/app_user.py).
+- Every PM2 command runs as the apps' own account (APP_USER), under its PM2 daemon
+  (host/app_user.py).
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ def ecosystem(s: Settings, name: str = ECOSYSTEM) -> str:
 
 
 def with_ecosystem(s: Settings, *args: str) -> str:
-    """`pm2 <args[0]> <PM2's file in current> <args[1:]>`: the release's own file, ecosystem.config.cjs in an ES
-    module package, else ecosystem.config.js; looked up on the host, so a switch back finds the older release's."""
+    """`pm2 <args[0]> <PM2's file in current> <args[1:]>`: the release's own file,
+    ecosystem.config.cjs in an ES module package, else ecosystem.config.js; looked up on the host,
+    so a switch back finds the older release's.
+    """
     verb, rest = args[0], " ".join(q(a) for a in args[1:])
-    return (f"f={q(ecosystem(s, ECOSYSTEM_CJS))}; [ -e \"$f\" ] || f={q(ecosystem(s))}; "
-            f"{q(s.pm2)} {q(verb)} \"$f\" {rest}")
+    return (
+        f'f={q(ecosystem(s, ECOSYSTEM_CJS))}; [ -e "$f" ] || f={q(ecosystem(s))}; '
+        f'{q(s.pm2)} {q(verb)} "$f" {rest}'
+    )
 
 
 ERROR_LINE = re.compile(r"^\S*(Error|Exception)\b.*:|^\S+Error$")
@@ -59,10 +64,19 @@ def output_excerpt(text: str, lines: int = 15) -> list[str]:
 
 def app_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
     """The last lines an app wrote (stdout and stderr), as PM2 kept them, secrets masked."""
-    result = run(c, as_app(c, s, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines))), warn=True)
-    kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
-            if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
-    return masked(s, "\n".join(kept[-2 * lines:]))
+    result = run(
+        c,
+        as_app(c, s, pm2(s, "logs", name, "--raw", "--nostream", "--lines", str(lines))),
+        warn=True,
+    )
+    kept = [
+        line
+        for line in (result.stdout + "\n" + result.stderr).splitlines()
+        if line.strip()
+        and not line.startswith("[TAILING]")
+        and not line.rstrip().endswith(f"last {lines} lines:")
+    ]
+    return masked(s, "\n".join(kept[-2 * lines :]))
 
 
 def start(c: Any, s: Settings, name: str) -> None:
@@ -80,26 +94,37 @@ def hup_python(c: Any, s: Settings, pid_file: str = "") -> None:
     """
     command = pm2(s, "sendSignal", "SIGHUP", s.python_app)
     if pid_file:
-        command = (f"pid=$(cat {q(pid_file)} 2>/dev/null) && [ -n \"$pid\" ] "
-                   "&& tr '\\0' ' ' < /proc/\"$pid\"/cmdline 2>/dev/null | grep -q gunicorn "
-                   f"&& kill -HUP \"$pid\" || {command}")
+        command = (
+            f'pid=$(cat {q(pid_file)} 2>/dev/null) && [ -n "$pid" ] '
+            "&& tr '\\0' ' ' < /proc/\"$pid\"/cmdline 2>/dev/null | grep -q gunicorn "
+            f'&& kill -HUP "$pid" || {command}'
+        )
     result = run(c, as_app(c, s, command), warn=True)
     if not result.ok:
-        raise fail(f"pm2 could not signal {s.python_app}: {masked(s, result.stderr.strip()[-500:])}")
+        raise fail(
+            f"pm2 could not signal {s.python_app}: {masked(s, result.stderr.strip()[-500:])}"
+        )
 
 
 def reload_node(c: Any, s: Settings) -> None:
     # --force skips PM2's CLI-wide reload lock, which also blocks reloads of *other* apps for 30 s
     # (and outlives a killed CLI); our deploy lock already serialises this app, and PM2's daemon
     # still refuses two reloads of the same process.
-    result = run(c, as_app(c, s, with_ecosystem(s, "reload", "--only", s.node_app, "--update-env", "--force")), warn=True)
+    result = run(
+        c,
+        as_app(c, s, with_ecosystem(s, "reload", "--only", s.node_app, "--update-env", "--force")),
+        warn=True,
+    )
     if not result.ok:
         raise fail(f"pm2 could not reload {s.node_app}: {masked(s, result.stderr.strip()[-500:])}")
 
 
 def delete_command(s: Settings, *names: str) -> str:
-    """Shell that deletes PM2 apps by name, through the daemon's socket (no CLI start) or else the CLI."""
-    cli = pm2(s, "delete", names[0] if len(names) == 1 else f"/^({'|'.join(names)})$/").split(" ", 1)[1]
+    """Shell that deletes PM2 apps by name, through the daemon's socket (no CLI start) or else the
+    CLI."""
+    cli = pm2(s, "delete", names[0] if len(names) == 1 else f"/^({'|'.join(names)})$/").split(
+        " ", 1
+    )[1]
     return host_facts.pm2_rpc_shell(s, "delete", *names, cli=cli)
 
 
@@ -112,12 +137,14 @@ def save(c: Any, s: Settings) -> None:
 
 
 def delete_as_deploy_user(c: Any, s: Settings, *names: str) -> None:
-    """Delete apps from the deploy user's own PM2 (where apps ran before they had an account of their own)."""
+    """Delete apps from the deploy user's own PM2 (where apps ran before they had an account of
+    their own)."""
     run(c, delete_command(s, *names), warn=True)
 
 
 def save_as_deploy_user(c: Any, s: Settings) -> None:
-    """Save the deploy user's own PM2 list, empty or not (without --force PM2 keeps the old dump of an empty list)."""
+    """Save the deploy user's own PM2 list, empty or not (without --force PM2 keeps the old dump of
+    an empty list)."""
     run(c, pm2(s, "save", "--force"), warn=True)
 
 
@@ -125,17 +152,30 @@ GUNICORN_INFO = re.compile(r"^\[[^]]+\] \[\d+\] \[INFO\] ")
 
 
 def error_output(c: Any, s: Settings, name: str, lines: int = 60) -> str:
-    """What an app wrote to its error stream lately, without Gunicorn's INFO lines (boot, worker start and exit),
-    cut to the lines that matter (`output_excerpt` keeps the last error line); "" when nothing is left."""
-    kept = [line for line in error_tail(c, s, name, lines).splitlines() if not GUNICORN_INFO.match(line.strip())]
+    """What an app wrote to its error stream lately, without Gunicorn's INFO lines (boot, worker
+    start and exit), cut to the lines that matter (`output_excerpt` keeps the last error line); ""
+    when nothing is left.
+    """
+    kept = [
+        line
+        for line in error_tail(c, s, name, lines).splitlines()
+        if not GUNICORN_INFO.match(line.strip())
+    ]
     return "\n".join(output_excerpt("\n".join(kept))) if kept else ""
 
 
 def error_tail(c: Any, s: Settings, name: str, lines: int = 20) -> str:
     """The last lines of an app's error stream, secrets masked."""
-    result = run(c, as_app(c, s, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines))), warn=True)
-    kept = [line for line in (result.stdout + "\n" + result.stderr).splitlines()
-            if line.strip() and not line.startswith("[TAILING]") and not line.rstrip().endswith(f"last {lines} lines:")]
+    result = run(
+        c,
+        as_app(c, s, pm2(s, "logs", name, "--err", "--raw", "--nostream", "--lines", str(lines))),
+        warn=True,
+    )
+    kept = [
+        line
+        for line in (result.stdout + "\n" + result.stderr).splitlines()
+        if line.strip()
+        and not line.startswith("[TAILING]")
+        and not line.rstrip().endswith(f"last {lines} lines:")
+    ]
     return masked(s, "\n".join(kept[-lines:]))
-
-

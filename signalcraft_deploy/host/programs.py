@@ -34,26 +34,38 @@ def program_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
     return command, text
 
 
-def run_program(c: Any, s: Settings, name: str, *args: str, warn: bool = False,
-                on_line: Callable[[str], None] | None = None, app: bool = False) -> Any:
-    """Run remote/`name` on the host as the deploy user (with `app`, as the apps' own account) and return the
-    result; `on_line` receives each line of its output as it comes. (Root runs only the installed helper:
-    host/root.py.)"""
+def run_program(
+    c: Any,
+    s: Settings,
+    name: str,
+    *args: str,
+    warn: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    app: bool = False,
+) -> Any:
+    """Run remote/`name` on the host as the deploy user (with `app`, as the apps' own account) and
+    return the result; `on_line` receives each line of its output as it comes. (Root runs only the
+    installed helper: host/root.py.)"""
     command, text = program_command(s, name, *args)
     return run(c, as_app(c, s, command) if app else command, stdin=text, warn=warn, on_line=on_line)
 
 
 def waiting_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
-    """The command line that runs the Python program remote/`name` with `args` and leaves its stdin to it, and
-    the text to send first on that stdin (the program itself)."""
+    """The command line that runs the Python program remote/`name` with `args` and leaves its stdin
+    to it, and the text to send first on that stdin (the program itself)."""
     text = program(name.removesuffix(".py"))
-    return " ".join([f'{q(s.python)} -c "$(head -c {len(text.encode())})"', *(q(str(a)) for a in args)]), text
+    return (
+        " ".join(
+            [f'{q(s.python)} -c "$(head -c {len(text.encode())})"', *(q(str(a)) for a in args)]
+        ),
+        text,
+    )
 
 
 def start_waiting(c: Any, s: Settings, name: str, *args: str, app: bool = False) -> Waiting | None:
-    """Start remote/`name` (a Python program that prints `ready`, then reads a line) to be told to go later (with
-    `app`, as the apps' own account); None where that cannot be done (not over SSH), and the caller then runs it in
-    the usual way."""
+    """Start remote/`name` (a Python program that prints `ready`, then reads a line) to be told to
+    go later (with `app`, as the apps' own account); None where that cannot be done (not over SSH),
+    and the caller then runs it in the usual way."""
     if not is_remote(c) or not name.endswith(".py"):
         return None
     command, text = waiting_command(s, name, *args)

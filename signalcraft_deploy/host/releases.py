@@ -20,13 +20,15 @@ def switch(c: Any, s: Settings, release: str) -> None:
 
 
 def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None]) -> Settings:
-    """The settings that serve the Nginx site `release` recorded (core/release_site.py); today's, with a warning, for a
-    release an older version made (it recorded none)."""
+    """The settings that serve the Nginx site `release` recorded (core/release_site.py); today's,
+    with a warning, for a release an older version made (it recorded none)."""
     path = f"{s.releases_dir}/{release}/{release_site.SITE_FILE}"
     found = run(c, f"test -f {q(path)} && cat {q(path)}", warn=True)
     if not found.ok:
-        warn(f"{release} records no Nginx site (an older version deployed it): its routes, listen addresses and TLS "
-             "are today's settings, not the ones it was deployed with.")
+        warn(
+            f"{release} records no Nginx site (an older version deployed it): its routes, listen"
+            " addresses and TLS are today's settings, not the ones it was deployed with."
+        )
         return s
     try:
         return release_site.settings_of(s, found.stdout, release)
@@ -35,8 +37,10 @@ def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None]
 
 
 def live_site_settings(c: Any, s: Settings, release: str | None) -> Settings:
-    """The settings of the site the live `release` was deployed (or rolled back) with, for checking what serves: after
-    a rollback its routes and health paths, not today's; `s` when it recorded none or a record that does not fit."""
+    """The settings of the site the live `release` was deployed (or rolled back) with, for checking
+    what serves: after a rollback its routes and health paths, not today's; `s` when it recorded
+    none or a record that does not fit.
+    """
     if not release:
         return s
     quiet: list[str] = []
@@ -47,7 +51,9 @@ def live_site_settings(c: Any, s: Settings, release: str | None) -> Settings:
 
 
 def previous_release(facts: host_facts.HostFacts, before: str | None) -> str | None:
-    older = [r for r in facts.releases if (before is None or r < before) and r not in facts.bad_releases]
+    older = [
+        r for r in facts.releases if (before is None or r < before) and r not in facts.bad_releases
+    ]
     return older[-1] if older else None
 
 
@@ -57,8 +63,8 @@ def mark_bad(c: Any, s: Settings, release: str) -> None:
 
 
 def prunable(releases: list[str], bad: set[str], keep: int, protected: set[str]) -> list[str]:
-    """What pruning removes: bad releases first (all but the newest, kept as evidence of the last failure),
-    then good ones beyond the newest `keep` good ones; never a protected one."""
+    """What pruning removes: bad releases first (all but the newest, kept as evidence of the last
+    failure), then good ones beyond the newest `keep` good ones; never a protected one."""
     ordered = sorted(releases)
     good = [r for r in ordered if r not in bad]
     failed = [r for r in ordered if r in bad]
@@ -66,17 +72,33 @@ def prunable(releases: list[str], bad: set[str], keep: int, protected: set[str])
     return sorted(r for r in doomed if r not in protected)
 
 
-def prune(c: Any, s: Settings, keep: int, current: str, prev: str | None, running: tuple[str, ...] = ()) -> list[str]:
-    """Remove old releases beyond KEEP_RELEASES good ones, bad ones first; never current, previous, one the manifest
-    says an app runs (`running`: a deploy of the tool's files alone moves `current` and reloads nothing, so the apps
-    stay in an older release), or one a live process of the deploy user runs from (the apps' account's cwds are
-    not readable here)."""
-    listing = run(c, f"ls -1 {q(s.releases_dir)}; echo @@; ls -1 {q(s.state_dir)}/bad 2>/dev/null; echo @@; "
-                     "find /proc/[0-9]*/cwd -maxdepth 0 -printf '%l\\n' 2>/dev/null | sort -u", warn=True).stdout
+def prune(
+    c: Any, s: Settings, keep: int, current: str, prev: str | None, running: tuple[str, ...] = ()
+) -> list[str]:
+    """Remove old releases beyond KEEP_RELEASES good ones, bad ones first; never current, previous,
+    one the manifest says an app runs (`running`: a deploy of the tool's files alone moves `current`
+    and reloads nothing, so the apps stay in an older release), or one a live process of the deploy
+    user runs from (the apps' account's cwds are not readable here)."""
+    listing = run(
+        c,
+        f"ls -1 {q(s.releases_dir)}; echo @@; ls -1 {q(s.state_dir)}/bad 2>/dev/null; echo @@; "
+        "find /proc/[0-9]*/cwd -maxdepth 0 -printf '%l\\n' 2>/dev/null | sort -u",
+        warn=True,
+    ).stdout
     names, bad, cwds = (listing.split("@@") + ["", ""])[:3]
     releases = [n for n in names.split() if n and not n.endswith(".tmp")]
-    in_use = {line.strip().rstrip("/").split("/releases/")[-1].split("/")[0] for line in cwds.splitlines() if "/releases/" in line}
+    in_use = {
+        line.strip().rstrip("/").split("/releases/")[-1].split("/")[0]
+        for line in cwds.splitlines()
+        if "/releases/" in line
+    }
     doomed = prunable(releases, set(bad.split()), keep, {current, prev or "", *running} | in_use)
     if doomed:
-        run(c, "rm -rf " + " ".join(q(f"{s.releases_dir}/{r}") + " " + q(f"{s.state_dir}/bad/{r}") for r in doomed))
+        run(
+            c,
+            "rm -rf "
+            + " ".join(
+                q(f"{s.releases_dir}/{r}") + " " + q(f"{s.state_dir}/bad/{r}") for r in doomed
+            ),
+        )
     return doomed

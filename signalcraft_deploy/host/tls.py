@@ -1,4 +1,5 @@
-"""TLS: whether the certificate and key can serve the site (remote/tls_check.py), and certbot's deploy hook."""
+"""TLS: whether the certificate and key can serve the site (remote/tls_check.py), and certbot's
+deploy hook."""
 
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ def inspect(c: Any, s: Settings) -> dict[str, Any]:
         verdict: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return verdict
     except (ValueError, IndexError):
-        return {"problems": [f"the TLS check could not run on the host: {result.stderr.strip()[-300:]}"], "days_left": None}
+        return {
+            "problems": [
+                f"the TLS check could not run on the host: {result.stderr.strip()[-300:]}"
+            ],
+            "days_left": None,
+        }
 
 
 def check(c: Any, s: Settings) -> list[str]:
@@ -35,16 +41,29 @@ def check(c: Any, s: Settings) -> list[str]:
 
 def expiry_warning(days: float | None) -> str | None:
     if days is not None and days < WARN_DAYS:
-        return f"the certificate expires in {days:g} days (under {WARN_DAYS}): renew it (certbot renew) or replace TLS_CERT"
+        return (
+            f"the certificate expires in {days:g} days (under {WARN_DAYS}): renew it (certbot"
+            " renew) or replace TLS_CERT"
+        )
     return None
 
 
 def install_certbot_hook(c: Any, s: Settings) -> str:
-    """Write certbot's deploy hook (reload Nginx after a renewal) when the certificate is certbot's; only if it differs."""
+    """Write certbot's deploy hook (reload Nginx after a renewal) when the certificate is certbot's;
+    only if it differs."""
     path = certbot_hook_path(s)
     if path is None:
         return ""
-    # the helper renders the same text (render_certbot_hook) at the same path from the checked values
+    # the helper renders the same text (render_certbot_hook) at the same path from the checked
+    # values
     assert s.tls_cert is not None and render_certbot_hook(s)
-    result = root.call(c, "certbot-hook", s.app_name, s.tls_cert, s.nginx_site, s.nginx_test_cmd, s.nginx_reload_cmd)
+    result = root.call(
+        c,
+        "certbot-hook",
+        s.app_name,
+        s.tls_cert,
+        s.nginx_site,
+        s.nginx_test_cmd,
+        s.nginx_reload_cmd,
+    )
     return result.stdout.strip()

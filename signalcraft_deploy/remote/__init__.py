@@ -20,7 +20,10 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).parent
-IMPORT = re.compile(r"^from signalcraft_deploy\.remote\.(\w+) import [\w ,]+$", re.MULTILINE)
+# One line, or the formatter's parenthesized form over several.
+IMPORT = re.compile(
+    r"^from signalcraft_deploy\.remote\.(\w+) import (?:[\w ,]+|\([\w\s,]+\))$", re.MULTILINE
+)
 ANY_IMPORT = re.compile(r"^\s*(from|import) signalcraft_deploy\b.*$", re.MULTILINE)
 
 
@@ -30,7 +33,8 @@ def source(filename: str) -> str:
 
 
 def program(name: str) -> str:
-    """A Python program of this folder with the remote modules it imports inlined: one self-contained text."""
+    """A Python program of this folder with the remote modules it imports inlined: one
+    self-contained text."""
     return _inline(source(f"{name}.py"), done={name})
 
 
@@ -41,12 +45,16 @@ def _inline(text: str, done: set[str]) -> str:
             return ""
         done.add(module)
         body = _inline(source(f"{module}.py"), done)
-        return f"# --- inlined signalcraft_deploy/remote/{module}.py ---\n{body.rstrip()}\n# --- end of {module}.py ---"
+        start = f"# --- inlined signalcraft_deploy/remote/{module}.py ---"
+        return f"{start}\n{body.rstrip()}\n# --- end of {module}.py ---"
 
     inlined = IMPORT.sub(dependency, text)
     left = ANY_IMPORT.search(inlined)
     if left:
-        raise ValueError(f"cannot inline {left.group(0).strip()!r}: use `from signalcraft_deploy.remote.<module> import <names>`")
+        raise ValueError(
+            f"cannot inline {left.group(0).strip()!r}: use `from signalcraft_deploy.remote.<module>"
+            " import <names>`"
+        )
     return inlined
 
 

@@ -1,17 +1,19 @@
 #!/usr/bin/python3 -IS
-"""Runs ON THE HOST as an app user, through sudo: installed by `setup` as /usr/local/sbin/signalcraft-app (root's,
-0755), run as `sudo -n -u APP_USER /usr/local/sbin/signalcraft-app PROGRAM ARGS...`.
+"""Runs ON THE HOST as an app user, through sudo: installed by `setup` as
+/usr/local/sbin/signalcraft-app (root's, 0755), run as `sudo -n -u APP_USER
+/usr/local/sbin/signalcraft-app PROGRAM ARGS...`.
 
-The one door from the deploy user to the apps' account, and it only lowers rights: the deploy user owns the code the
-apps run, so running a program as the app user gives it nothing it did not have. The other way there is no door:
-the app user has no sudo of any kind. What this file adds to sudo is sameness: every program it starts (PM2's
-command line, the programs the tool sends on stdin, hooks) gets the same environment whatever sudo passes on, so the
-app user's PM2 daemon, started by whichever call comes first, always has the same one:
-HOME, USER, LOGNAME and SHELL from the passwd entry, PM2_HOME=$HOME/.pm2, a fixed PATH of the system's folders,
-LANG=C.UTF-8; umask 027 (what the apps write is not world-readable); the working folder $HOME; PM2_HOME 0700,
-made if missing (PM2 makes its sockets 0775: the folder is what keeps other users out).
-It refuses to run as root, and a PROGRAM that is not an absolute path or a name on that PATH.
-Standard library only; python3 -IS (no user site, no environment).
+The one door from the deploy user to the apps' account, and it only lowers rights: the deploy user
+owns the code the apps run, so running a program as the app user gives it nothing it did not have.
+The other way there is no door: the app user has no sudo of any kind. What this file adds to sudo is
+sameness: every program it starts (PM2's command line, the programs the tool sends on stdin, hooks)
+gets the same environment whatever sudo passes on, so the app user's PM2 daemon, started by
+whichever call comes first, always has the same one: HOME, USER, LOGNAME and SHELL from the passwd
+entry, PM2_HOME=$HOME/.pm2, a fixed PATH of the system's folders, LANG=C.UTF-8; umask 027 (what the
+apps write is not world-readable); the working folder $HOME; PM2_HOME 0700, made if missing (PM2
+makes its sockets 0775: the folder is what keeps other users out). It refuses to run as root, and a
+PROGRAM that is not an absolute path or a name on that PATH. Standard library only; python3 -IS (no
+user site, no environment).
 """
 
 import os
@@ -30,8 +32,15 @@ def refuse(why: str) -> None:
 
 
 def environment(user: "pwd.struct_passwd") -> Dict[str, str]:
-    return {"HOME": user.pw_dir, "USER": user.pw_name, "LOGNAME": user.pw_name, "SHELL": user.pw_shell or "/bin/sh",
-            "PM2_HOME": os.path.join(user.pw_dir, ".pm2"), "PATH": PATH, "LANG": "C.UTF-8"}
+    return {
+        "HOME": user.pw_dir,
+        "USER": user.pw_name,
+        "LOGNAME": user.pw_name,
+        "SHELL": user.pw_shell or "/bin/sh",
+        "PM2_HOME": os.path.join(user.pw_dir, ".pm2"),
+        "PATH": PATH,
+        "LANG": "C.UTF-8",
+    }
 
 
 def main(argv: List[str]) -> None:

@@ -1,13 +1,14 @@
-"""Runs ON THE HOST inside the release assembly (steps/upload.py `assemble_script`) as the deploy user:
-`PYTHON -I -S -c TEXT LIVE NEW`, its stdin the files to copy (NUL-separated: mode, blob id, path; repeated).
+"""Runs ON THE HOST inside the release assembly (steps/upload.py `assemble_script`) as the deploy
+user: `PYTHON -I -S -c TEXT LIVE NEW`, its stdin the files to copy (NUL-separated: mode, blob id,
+path; repeated).
 
 Standard library only. Copies each file of the live release LIVE into the new release NEW, and only
 after checking it is what git holds: its content (a symlink: its target) hashed the way git does
-(`git hash-object`: sha1 of b"blob <size>\\0" + data) equals the blob id, and it is still a file of that
-kind. The mode comes from git (0755 or 0644), whatever the live copy has. A file that differs, is
-missing or is reached through a symlinked folder is not copied: its path is printed, and the
-program exits with EDITED so that the tool sends those files fresh from git. Nothing is hashed
-twice and nothing extra is read: each file is read once, as a copy would read it.
+(`git hash-object`: sha1 of b"blob <size>\\0" + data) equals the blob id, and it is still a file of
+that kind. The mode comes from git (0755 or 0644), whatever the live copy has. A file that differs,
+is missing or is reached through a symlinked folder is not copied: its path is printed, and the
+program exits with EDITED so that the tool sends those files fresh from git. Nothing is hashed twice
+and nothing extra is read: each file is read once, as a copy would read it.
 """
 
 import hashlib
@@ -33,7 +34,8 @@ def records(raw):
 
 
 class Live:
-    """The live release, read only through its own folders (a folder replaced by a symlink is an edit)."""
+    """The live release, read only through its own folders (a folder replaced by a symlink is an
+    edit)."""
 
     def __init__(self, root):
         self.root = os.path.realpath(root)

@@ -1,13 +1,13 @@
 """Runs ON THE HOST (sent over stdin to `python3 -`): one of the user's hooks (BEFORE_SWITCH, ...).
 
-Standard library only. Reads one JSON argument:
-  {"name": "before-switch", "command": "...", "cwd": "<release dir>", "path_first": "<venv>/bin",
-   "env_file": "<release>/.env", "env": {"DEPLOY_RELEASE": ...}, "timeout": 300}
-Runs `bash -c command` in `cwd` (or the deploy root when the release does not exist) with the
-app's .env and `env` added to the environment and `path_first` first on PATH, in a process group
-of its own. Each line of its output (stdout and stderr together) is printed as it comes, with
-the values of the .env masked. At the deadline the group gets SIGTERM, then SIGKILL 5 s later.
-The last line printed is a JSON verdict: {"exit": N, "timed_out": bool, "seconds": S, "tail": [...]}.
+Standard library only. Reads one JSON argument: {"name": "before-switch", "command": "...", "cwd":
+"<release dir>", "path_first": "<venv>/bin", "env_file": "<release>/.env", "env": {"DEPLOY_RELEASE":
+...}, "timeout": 300} Runs `bash -c command` in `cwd` (or the deploy root when the release does not
+exist) with the app's .env and `env` added to the environment and `path_first` first on PATH, in a
+process group of its own. Each line of its output (stdout and stderr together) is printed as it
+comes, with the values of the .env masked. At the deadline the group gets SIGTERM, then SIGKILL 5 s
+later. The last line printed is a JSON verdict: {"exit": N, "timed_out": bool, "seconds": S, "tail":
+[...]}.
 """
 
 import json
@@ -52,6 +52,7 @@ def masker(secrets):
         for value in hidden:
             text = text.replace(value, "***")
         return text
+
     return mask
 
 
@@ -82,9 +83,15 @@ def run(spec):
     mask = masker(app_env.values())
     cwd = next(d for d in (spec["cwd"], spec.get("fallback_cwd") or "/", "/") if os.path.isdir(d))
     start = time.monotonic()
-    proc = subprocess.Popen(["bash", "-c", spec["command"]], cwd=cwd, env=environment(spec, app_env),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", spec["command"]],
+        cwd=cwd,
+        env=environment(spec, app_env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     timed_out = threading.Event()
 
     def watchdog():
@@ -101,7 +108,12 @@ def run(spec):
         tail = (tail + [line])[-20:]
     code = proc.wait()
     timer.cancel()
-    return {"exit": code, "timed_out": timed_out.is_set(), "seconds": round(time.monotonic() - start, 3), "tail": tail}
+    return {
+        "exit": code,
+        "timed_out": timed_out.is_set(),
+        "seconds": round(time.monotonic() - start, 3),
+        "tail": tail,
+    }
 
 
 def main(argv):

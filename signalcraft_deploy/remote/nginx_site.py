@@ -32,22 +32,41 @@ import re
 from typing import Any, Dict, List
 
 SITE_HEADER = "# Rendered by signalcraft-deploy."
-SITE_TEMPLATE = "nginx-site.conf.j2"  # what a TEMPLATES_DIR may no longer hold: root renders the site
+SITE_TEMPLATE = (  # what a TEMPLATES_DIR may no longer hold: root renders the site
+    "nginx-site.conf.j2"
+)
 SITE_FOLDERS = ("/etc/nginx/sites-available", "/etc/nginx/conf.d")
 # Where a certificate or key may live: root's folders, read by Nginx's master (root).
 TLS_FOLDERS = ("/etc/letsencrypt/", "/etc/ssl/", "/etc/nginx/")
 SITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
-LISTEN = re.compile(r"([0-9]{1,5})|\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}|\*):([0-9]{1,5})")
-# Where Nginx's workers (not root) connect: loopback in the tool's defaults, another address with ALLOW_PUBLIC_BIND;
-# an address, never a name (root's Nginx would resolve a name on every test, reload and start).
-UPSTREAM_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(\.[0-9]{1,3}){3}|localhost):([0-9]{1,5})")
+LISTEN = re.compile(
+    r"([0-9]{1,5})|\[([0-9A-Fa-f:.]{2,45})\]:([0-9]{1,5})|([0-9.]{7,15}|\*):([0-9]{1,5})"
+)
+# Where Nginx's workers (not root) connect: loopback in the tool's defaults, another address with
+# ALLOW_PUBLIC_BIND; an address, never a name (root's Nginx would resolve a name on every test,
+# reload and start).
+UPSTREAM_ADDRESS = re.compile(
+    r"(\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(\.[0-9]{1,3}){3}|localhost):([0-9]{1,5})"
+)
 _LABELS = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*"
 HOST_NAME = re.compile(rf"\*\.{_LABELS}\.?|{_LABELS}\.?|{_LABELS}\.\*")
 ROUTE = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 BODY_SIZE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
 TLS_FILE = re.compile(r"/[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*")
-KEYS = ("site", "upstream", "listen", "tls_listen", "server_name", "routes", "python", "node", "body_size", "tls")
-# A description from ROUTES: `table` in place of `routes` (a release recorded with either is rendered as it was).
+KEYS = (
+    "site",
+    "upstream",
+    "listen",
+    "tls_listen",
+    "server_name",
+    "routes",
+    "python",
+    "node",
+    "body_size",
+    "tls",
+)
+# A description from ROUTES: `table` in place of `routes` (a release recorded with either is
+# rendered as it was).
 TABLE_KEYS = tuple("table" if k == "routes" else k for k in KEYS)
 APPS = ("python", "nodejs")
 
@@ -59,10 +78,16 @@ class BadSite(ValueError):
 def check(desc: Any) -> Dict[str, Any]:
     """The description with every field checked (BadSite names the first field that is not)."""
     if not isinstance(desc, dict) or sorted(desc) not in (sorted(KEYS), sorted(TABLE_KEYS)):
-        raise BadSite(f"a site description has exactly the keys {', '.join(KEYS)} (or table in place of routes)")
+        raise BadSite(
+            f"a site description has exactly the keys {', '.join(KEYS)} (or table in place of"
+            " routes)"
+        )
     site_path(desc["site"])
     if desc["upstream"] != upstream_for(desc["site"]):
-        raise BadSite(f"upstream must be {upstream_for(desc['site'])} (the site's own), not {desc['upstream']!r}")
+        raise BadSite(
+            f"upstream must be {upstream_for(desc['site'])} (the site's own), not"
+            f" {desc['upstream']!r}"
+        )
     for key in ("listen", "tls_listen"):
         if not isinstance(desc[key], list) or not desc[key] or len(desc[key]) > 16:
             raise BadSite(f"{key} must be a list of 1 to 16 addresses")
@@ -84,7 +109,11 @@ def check(desc: Any) -> Dict[str, Any]:
         _word(desc["body_size"], BODY_SIZE, "body_size")
     tls = desc["tls"]
     if tls is not None:
-        if not isinstance(tls, dict) or sorted(tls) != ["cert", "key", "redirect"] or not isinstance(tls["redirect"], bool):
+        if (
+            not isinstance(tls, dict)
+            or sorted(tls) != ["cert", "key", "redirect"]
+            or not isinstance(tls["redirect"], bool)
+        ):
             raise BadSite("tls must be null or {cert, key, redirect}")
         for key in ("cert", "key"):
             tls_file(tls[key], key)
@@ -98,16 +127,25 @@ def _route(route: Any) -> str:
 
 
 def check_table(table: Any) -> None:
-    """A route table: 1 to 100 [PREFIX, APP] entries (or [PREFIX, APP, "mount"]: the app is written for '/' and
-    mounted under PREFIX), distinct prefixes, exactly one '/', never mounted; Python mounted under one prefix only
-    (Gunicorn's SCRIPT_NAME is one per process), and then it has no other."""
+    """A route table: 1 to 100 [PREFIX, APP] entries (or [PREFIX, APP, "mount"]: the app is written
+    for '/' and mounted under PREFIX), distinct prefixes, exactly one '/', never mounted; Python
+    mounted under one prefix only (Gunicorn's SCRIPT_NAME is one per process), and then it has no
+    other."""
     if not isinstance(table, list) or not 1 <= len(table) <= 100:
         raise BadSite("table must be a list of 1 to 100 [prefix, app] pairs")
     seen = set()
     for entry in table:
-        if (not isinstance(entry, list) or len(entry) not in (2, 3) or entry[1] not in APPS
-                or not isinstance(entry[0], str) or entry[2:] not in ([], ["mount"])):
-            raise BadSite(f"a table entry is [prefix, 'python' or 'nodejs'] or [prefix, app, 'mount'], not {entry!r}")
+        if (
+            not isinstance(entry, list)
+            or len(entry) not in (2, 3)
+            or entry[1] not in APPS
+            or not isinstance(entry[0], str)
+            or entry[2:] not in ([], ["mount"])
+        ):
+            raise BadSite(
+                "a table entry is [prefix, 'python' or 'nodejs'] or [prefix, app, 'mount'], not"
+                f" {entry!r}"
+            )
         prefix = entry[0]
         if prefix != "/" and not (prefix.startswith("/") and _route(prefix[1:])):
             raise BadSite(f"a table prefix is '/' or '/' and a route: {prefix!r}")
@@ -124,14 +162,16 @@ def check_table(table: Any) -> None:
 
 
 def python_mount(table: List[List[str]]) -> "str | None":
-    """The prefix Python is mounted under (Gunicorn's SCRIPT_NAME), if it is mounted; None when its routes carry
-    their own prefixes (Nginx passes each path as it came)."""
+    """The prefix Python is mounted under (Gunicorn's SCRIPT_NAME), if it is mounted; None when its
+    routes carry their own prefixes (Nginx passes each path as it came)."""
     return next((entry[0] for entry in table if entry[1] == "python" and len(entry) == 3), None)
 
 
 def server_name_problem(name: Any) -> "str | None":
     """Why `name` cannot be a site's server_name (None: it can)."""
-    if not isinstance(name, str) or not (name == "_" or all(HOST_NAME.fullmatch(n) for n in name.split(" "))):
+    if not isinstance(name, str) or not (
+        name == "_" or all(HOST_NAME.fullmatch(n) for n in name.split(" "))
+    ):
         return f"not '_' or host names separated by single spaces: {name!r}"
     if any(n.startswith("*.") and n.rstrip(".").count(".") < 2 for n in name.split(" ")):
         return f"a wildcard over a whole top-level domain is not a site's: {name!r}"
@@ -147,7 +187,9 @@ def _word(value: Any, pattern: "re.Pattern[str]", what: str) -> str:
 def _port_of(value: str, what: str) -> int:
     digits = value.rsplit(":", 1)[-1].strip("[]")
     port = int(digits)
-    if not 1 <= port <= 65535 or digits != str(port):  # `080` is port 80 to Nginx: one spelling per port
+    if not 1 <= port <= 65535 or digits != str(
+        port
+    ):  # `080` is port 80 to Nginx: one spelling per port
         raise BadSite(f"{what}: a port from 1 to 65535, not {value!r}")
     return port
 
@@ -157,18 +199,30 @@ def site_path(value: Any) -> str:
     if not isinstance(value, str) or os.path.normpath(value) != value:
         raise BadSite(f"site must be a normalised path: {value!r}")
     folder, name = os.path.split(value)
-    if folder not in SITE_FOLDERS or not SITE_NAME.fullmatch(name) or name == "default" or ".." in name:
+    if (
+        folder not in SITE_FOLDERS
+        or not SITE_NAME.fullmatch(name)
+        or name == "default"
+        or ".." in name
+    ):
         raise BadSite(f"site must be a plain file name in {' or '.join(SITE_FOLDERS)}: {value!r}")
     if folder.endswith("conf.d") and not name.endswith(".conf"):
         raise BadSite(f"a site in conf.d must end in .conf: {value!r}")
-    if name.endswith((".locations", ".signalcraft-prev", ".signalcraft-tmp", ".signalcraft-tmpprev")):
+    if name.endswith(
+        (".locations", ".signalcraft-prev", ".signalcraft-tmp", ".signalcraft-tmpprev")
+    ):
         raise BadSite(f"site may not end like the tool's own files: {value!r}")
     return value
 
 
 def tls_file(value: Any, what: str) -> str:
-    """A certificate or key path in root's folders: plain characters, absolute, normalised (no engine: or data:)."""
-    if not isinstance(value, str) or not TLS_FILE.fullmatch(value) or os.path.normpath(value) != value:
+    """A certificate or key path in root's folders: plain characters, absolute, normalised (no
+    engine: or data:)."""
+    if (
+        not isinstance(value, str)
+        or not TLS_FILE.fullmatch(value)
+        or os.path.normpath(value) != value
+    ):
         raise BadSite(f"TLS {what} must be a plain absolute path: {value!r}")
     if ".." in value.split("/") or not value.startswith(TLS_FOLDERS):
         raise BadSite(f"TLS {what} must be under {', '.join(TLS_FOLDERS)}: {value!r}")
@@ -176,17 +230,19 @@ def tls_file(value: Any, what: str) -> str:
 
 
 def extras_path(site: str) -> str:
-    """The file of location blocks kept from a site taken over, beside the site (the site includes it): one per
-    site file, whatever its name (conf.d's `*.conf` include never reads it)."""
+    """The file of location blocks kept from a site taken over, beside the site (the site includes
+    it): one per site file, whatever its name (conf.d's `*.conf` include never reads it)."""
     return site + ".locations"
 
 
 def upstream_for(site: str) -> str:
-    """The stem of the site's upstream and map names, which are global in Nginx: its file's name, made an identifier,
-    and a digest of its path, so that no site can take another's."""
+    """The stem of the site's upstream and map names, which are global in Nginx: its file's name,
+    made an identifier, and a digest of its path, so that no site can take another's."""
     name = re.sub(r"[^a-z0-9_]", "_", os.path.basename(site).lower())[:24]
     if not name[:1].isalpha():
-        name = ("site_" + name)[:24]  # `$1shop_conn` would be the capture $1 and text: a name starts with a letter
+        name = ("site_" + name)[
+            :24
+        ]  # `$1shop_conn` would be the capture $1 and text: a name starts with a letter
     return f"{name}_{hashlib.sha256(site.encode()).hexdigest()[:16]}"
 
 
@@ -195,90 +251,179 @@ def routes_regex(routes: List[str]) -> str:
 
 
 def prefix_regex(prefix: str) -> str:
-    """A table prefix as a regex location's start: `^/chat(/|$)` matches /chat and /chat/x, never /chatter."""
+    """A table prefix as a regex location's start: `^/chat(/|$)` matches /chat and /chat/x, never
+    /chatter."""
     return "^" + routes_regex([prefix]) + "(/|$)"
 
 
 def _listens(addresses: List[str], ssl: bool, default: bool) -> List[str]:
-    return [f"    listen {a}{' ssl' if ssl else ''}{' default_server' if default else ''};" for a in addresses]
+    return [
+        f"    listen {a}{' ssl' if ssl else ''}{' default_server' if default else ''};"
+        for a in addresses
+    ]
 
 
 def _common(d: Dict[str, Any], addresses: List[str], ssl: bool) -> List[str]:
-    lines = _listens(addresses, ssl, d["server_name"] == "_") + [f"    server_name {d['server_name']};"]
+    lines = _listens(addresses, ssl, d["server_name"] == "_") + [
+        f"    server_name {d['server_name']};"
+    ]
     if d["body_size"]:
         lines.append(f"    client_max_body_size {d['body_size']};")
-    return lines + ["", "    # Answers the id of this file: how a deploy knows that the running Nginx serves it.",
-                    "    location = /.signalcraft-deploy-site {", "        default_type text/plain;",
-                    '        return 200 "@@id@@\\n";', "    }"]
+    return lines + [
+        "",
+        "    # Answers the id of this file: how a deploy knows that the running Nginx serves it.",
+        "    location = /.signalcraft-deploy-site {",
+        "        default_type text/plain;",
+        '        return 200 "@@id@@\\n";',
+        "    }",
+    ]
 
 
 def _apps(d: Dict[str, Any]) -> List[str]:
     up = d["upstream"]
-    forwarded = [f"        proxy_set_header Host ${up}_host;", "        proxy_set_header X-Real-IP $remote_addr;",
-                 "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                 "        proxy_set_header X-Forwarded-Proto $scheme;"]
-    # `.location[s]`: a pattern that matches that one name, and nothing (no error) while the file is absent.
-    return ["    # Location blocks kept from the site this one replaced (a file beside it, if there is one).",
-            f"    include {extras_path(d['site'])[:-1]}[s];", "",
-            f"    location ~ ^/({routes_regex(d['routes'])})(/|$) {{", f"        proxy_pass http://{up}_python;",
-            *forwarded, "    }", "", "    location / {", f"        proxy_pass http://{up}_nodejs;",
-            "        proxy_http_version 1.1;", *forwarded, "        proxy_set_header Upgrade $http_upgrade;",
-            f"        proxy_set_header Connection ${up}_conn;", "    }"]
+    forwarded = [
+        f"        proxy_set_header Host ${up}_host;",
+        "        proxy_set_header X-Real-IP $remote_addr;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+    ]
+    # `.location[s]`: a pattern that matches that one name, and nothing (no error) while the file is
+    # absent.
+    return [
+        (
+            "    # Location blocks kept from the site this one replaced (a file beside it, if there"
+            " is one)."
+        ),
+        f"    include {extras_path(d['site'])[:-1]}[s];",
+        "",
+        f"    location ~ ^/({routes_regex(d['routes'])})(/|$) {{",
+        f"        proxy_pass http://{up}_python;",
+        *forwarded,
+        "    }",
+        "",
+        "    location / {",
+        f"        proxy_pass http://{up}_nodejs;",
+        "        proxy_http_version 1.1;",
+        *forwarded,
+        "        proxy_set_header Upgrade $http_upgrade;",
+        f"        proxy_set_header Connection ${up}_conn;",
+        "    }",
+    ]
 
 
 def _proxy(d: Dict[str, Any], app: str, prefix: str) -> List[str]:
-    """A location's body for `app` under `prefix` (ROUTES): Host with its port, the prefix stripped for Node.js and
-    named in X-Forwarded-Prefix for an app mounted under it (and no client's X-Forwarded-Prefix or SCRIPT_NAME)."""
+    """A location's body for `app` under `prefix` (ROUTES): Host with its port, the prefix stripped
+    for Node.js and named in X-Forwarded-Prefix for an app mounted under it (and no client's
+    X-Forwarded-Prefix or SCRIPT_NAME).
+    """
     up, node = d["upstream"], app == "nodejs"
     mounted = [prefix, app, "mount"] in d["table"]
-    lines = [f"        rewrite {routes_regex(['^' + prefix])}/?(.*)$ /$1 break;"] if node and mounted else []
-    lines += [f"        proxy_pass http://{up}_{app};", *(["        proxy_http_version 1.1;"] if node else []),
-              f"        proxy_set_header Host ${up}_host;", "        proxy_set_header X-Real-IP $remote_addr;",
-              "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-              "        proxy_set_header X-Forwarded-Proto $scheme;"]
-    # Set in every location, mounted or not: a client's own X-Forwarded-Prefix (or SCRIPT_NAME, which Gunicorn takes
-    # from Nginx) never reaches an app; "" sends none.
-    lines.append("        proxy_set_header X-Forwarded-Prefix " + (prefix if mounted else '""') + ";")
+    lines = (
+        [f"        rewrite {routes_regex(['^' + prefix])}/?(.*)$ /$1 break;"]
+        if node and mounted
+        else []
+    )
+    lines += [
+        f"        proxy_pass http://{up}_{app};",
+        *(["        proxy_http_version 1.1;"] if node else []),
+        f"        proxy_set_header Host ${up}_host;",
+        "        proxy_set_header X-Real-IP $remote_addr;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+    ]
+    # Set in every location, mounted or not: a client's own X-Forwarded-Prefix (or SCRIPT_NAME,
+    # which Gunicorn takes from Nginx) never reaches an app; "" sends none.
+    lines.append(
+        "        proxy_set_header X-Forwarded-Prefix " + (prefix if mounted else '""') + ";"
+    )
     if not node:
         lines.append('        proxy_set_header SCRIPT_NAME "";')
     if node:
-        lines += ["        proxy_set_header Upgrade $http_upgrade;", f"        proxy_set_header Connection ${up}_conn;"]
+        lines += [
+            "        proxy_set_header Upgrade $http_upgrade;",
+            f"        proxy_set_header Connection ${up}_conn;",
+        ]
     return lines
 
 
 def _table_apps(d: Dict[str, Any]) -> List[str]:
     # Nginx takes the first regex location that matches: the longest prefix first, so it wins.
-    prefixed = sorted(((e[0], e[1]) for e in d["table"] if e[0] != "/"), key=lambda pair: (-len(pair[0]), pair[0]))
+    prefixed = sorted(
+        ((e[0], e[1]) for e in d["table"] if e[0] != "/"), key=lambda pair: (-len(pair[0]), pair[0])
+    )
     root = next(e[1] for e in d["table"] if e[0] == "/")
-    lines = ["    # Location blocks kept from the site this one replaced (a file beside it, if there is one).",
-             f"    include {extras_path(d['site'])[:-1]}[s];", ""]
+    lines = [
+        (
+            "    # Location blocks kept from the site this one replaced (a file beside it, if there"
+            " is one)."
+        ),
+        f"    include {extras_path(d['site'])[:-1]}[s];",
+        "",
+    ]
     for prefix, app in prefixed:
         lines += [f"    location ~ {prefix_regex(prefix)} {{", *_proxy(d, app, prefix), "    }", ""]
     return lines + ["    location / {", *_proxy(d, root, "/"), "    }"]
 
 
 def render(desc: Dict[str, Any]) -> str:
-    """The site's text (after `check`); it answers /.signalcraft-deploy-site with a digest of itself."""
+    """The site's text (after `check`); it answers /.signalcraft-deploy-site with a digest of
+    itself."""
     d = check(desc)
     up, tls = d["upstream"], d["tls"]
-    lines = [f"{SITE_HEADER} Edits here are replaced on the next deploy.",
-             f"upstream {up}_python {{", f"    server {d['python']};", "}", "",
-             f"upstream {up}_nodejs {{", f"    server {d['node']};", "}", "", "server {", *_common(d, d["listen"], False)]
+    lines = [
+        f"{SITE_HEADER} Edits here are replaced on the next deploy.",
+        f"upstream {up}_python {{",
+        f"    server {d['python']};",
+        "}",
+        "",
+        f"upstream {up}_nodejs {{",
+        f"    server {d['node']};",
+        "}",
+        "",
+        "server {",
+        *_common(d, d["listen"], False),
+    ]
     if tls and tls["redirect"]:
         port = _port_of(d["tls_listen"][0], "tls_listen")
-        lines += ["", "    location / {", f"        return 301 https://$host{'' if port == 443 else f':{port}'}$request_uri;",
-                  "    }"]
+        lines += [
+            "",
+            "    location / {",
+            f"        return 301 https://$host{'' if port == 443 else f':{port}'}$request_uri;",
+            "    }",
+        ]
     else:
         lines += _table_apps(d) if "table" in d else _apps(d)
     lines.append("}")
     if tls:
-        lines += ["", "server {", *_common(d, d["tls_listen"], True), f"    ssl_certificate {tls['cert']};",
-                  f"    ssl_certificate_key {tls['key']};", "    ssl_protocols TLSv1.2 TLSv1.3;",
-                  "    ssl_prefer_server_ciphers off;", "    ssl_session_timeout 1d;", "    ssl_session_tickets off;",
-                  *(_table_apps(d) if "table" in d else _apps(d)), "}"]
-    lines += ["", f"map $http_upgrade ${up}_conn {{", "    default upgrade;", '    ""      close;', "}", ""]
-    # $http_host keeps the port a client asked for (a redirect to http://HOST:8080/ stays there); an HTTP/1.0
-    # request may have no Host, and gets Nginx's name for it.
-    lines += [f"map $http_host ${up}_host {{", '    ""      $host;', "    default $http_host;", "}", ""]
+        lines += [
+            "",
+            "server {",
+            *_common(d, d["tls_listen"], True),
+            f"    ssl_certificate {tls['cert']};",
+            f"    ssl_certificate_key {tls['key']};",
+            "    ssl_protocols TLSv1.2 TLSv1.3;",
+            "    ssl_prefer_server_ciphers off;",
+            "    ssl_session_timeout 1d;",
+            "    ssl_session_tickets off;",
+            *(_table_apps(d) if "table" in d else _apps(d)),
+            "}",
+        ]
+    lines += [
+        "",
+        f"map $http_upgrade ${up}_conn {{",
+        "    default upgrade;",
+        '    ""      close;',
+        "}",
+        "",
+    ]
+    # $http_host keeps the port a client asked for (a redirect to http://HOST:8080/ stays there); an
+    # HTTP/1.0 request may have no Host, and gets Nginx's name for it.
+    lines += [
+        f"map $http_host ${up}_host {{",
+        '    ""      $host;',
+        "    default $http_host;",
+        "}",
+        "",
+    ]
     text = "\n".join(lines)
     return text.replace("@@id@@", hashlib.sha256(text.encode() + b"\0").hexdigest()[:16])

@@ -29,7 +29,8 @@ def pm2_json_list(text: str) -> Optional[List[Any]]:
 
 
 def pm2_process(item: Dict[str, Any], keep_env: bool = False) -> Dict[str, Any]:
-    """One process's plain facts (no env values unless `keep_env`: then only str/number ones, as text)."""
+    """One process's plain facts (no env values unless `keep_env`: then only str/number ones, as
+    text)."""
     env = item.get("pm2_env") or {}
     monit = item.get("monit") or {}
     args = env.get("args") or []
@@ -55,7 +56,8 @@ def pm2_process(item: Dict[str, Any], keep_env: bool = False) -> Dict[str, Any]:
 
 
 def pm2_processes(text: str, env_for: Iterable[str] = ()) -> Optional[List[Dict[str, Any]]]:
-    """Every process in PM2's list (None if `text` holds no list); env values only for the apps in `env_for`."""
+    """Every process in PM2's list (None if `text` holds no list); env values only for the apps in
+    `env_for`."""
     data = pm2_json_list(text)
     if data is None:
         return None

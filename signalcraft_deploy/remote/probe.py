@@ -1,4 +1,5 @@
-"""Runs ON THE HOST (sent over stdin to `python3 -`): canaries before a switch, the health gate after.
+"""Runs ON THE HOST (sent over stdin to `python3 -`): canaries before a switch, the health gate
+after.
 
 Standard library only; pm2_list.py is inlined when it is sent (`signalcraft_deploy.remote.program`).
 Reads one JSON argument, prints one JSON line. Never prints environment values: PM2's jlist is
@@ -29,18 +30,22 @@ def tls_context(host_header):
     """HTTPS to our own Nginx on this host: the name sent (SNI) is the site's, the certificate is
     checked by nginx-check, not here (a loopback address is not among its names)."""
     import ssl  # here, not above: the modes that fetch nothing start faster without it
+
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     if host_header:
         wrap = ctx.wrap_socket
-        ctx.wrap_socket = lambda sock, *a, **k: wrap(sock, *a, **{**k, "server_hostname": host_header})
+        ctx.wrap_socket = lambda sock, *a, **k: wrap(
+            sock, *a, **{**k, "server_hostname": host_header}
+        )
     return ctx
 
 
 def fetch(url, host_header=None, timeout=3.0):
     import urllib.error
     import urllib.request
+
     req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
     ctx = tls_context(host_header) if url.startswith("https:") else None
     try:
@@ -66,12 +71,18 @@ def ports(spec):
 
 
 def pm2_jlist(pm2, rpc_js=None):
-    """PM2's process list as `pm2 jlist` prints it: from the daemon's socket (rpc_js) when it can, else the CLI."""
+    """PM2's process list as `pm2 jlist` prints it: from the daemon's socket (rpc_js) when it can,
+    else the CLI."""
     try:
         if rpc_js:
             found = shutil.which(pm2)
             if found:
-                done = subprocess.run(["node", "-e", rpc_js, found, "list"], capture_output=True, text=True, timeout=10)
+                done = subprocess.run(
+                    ["node", "-e", rpc_js, found, "list"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
                 if done.returncode == 0:
                     return done.stdout
         return subprocess.run([pm2, "jlist"], capture_output=True, text=True, timeout=30).stdout
@@ -84,7 +95,13 @@ def by_name(text):
     apps = {}
     for proc in pm2_processes(text) or []:
         apps.setdefault(proc["name"], []).append(
-            {"pid": proc["pid"], "status": proc["status"], "restarts": proc["restarts"], "mode": proc["exec_mode"]})
+            {
+                "pid": proc["pid"],
+                "status": proc["status"],
+                "restarts": proc["restarts"],
+                "mode": proc["exec_mode"],
+            }
+        )
     return apps
 
 
@@ -94,22 +111,30 @@ def pm2_state(pm2, rpc_js=None):
 
 
 class Pm2Watch:
-    """PM2's list asked many times over one connection to its daemon (pm2_rpc.js watch): one Node.js start for a
-    whole gate instead of one a question. Started at once, so that the start overlaps the first URL checks; when it
-    cannot answer (no daemon socket, PM2's modules elsewhere, no answer in 10 s) each question goes to pm2_state."""
+    """PM2's list asked many times over one connection to its daemon (pm2_rpc.js watch): one Node.js
+    start for a whole gate instead of one a question. Started at once, so that the start overlaps
+    the first URL checks; when it cannot answer (no daemon socket, PM2's modules elsewhere, no
+    answer in 10 s) each question goes to pm2_state.
+    """
 
     def __init__(self, pm2, rpc_js):
         self.pm2, self.rpc_js, self.proc, self.pending = pm2, rpc_js, None, False
         found = shutil.which(pm2) if rpc_js else None
         if found:
             try:
-                self.proc = subprocess.Popen(["node", "-e", rpc_js, found, "watch"], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                self.proc = subprocess.Popen(
+                    ["node", "-e", rpc_js, found, "watch"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
             except OSError:
                 self.proc = None
 
     def ask(self):
-        """Send a question now; `state()` takes its answer (so the daemon works while the caller does)."""
+        """Send a question now; `state()` takes its answer (so the daemon works while the caller
+        does)."""
         if self.proc is not None and not self.pending:
             try:
                 self.proc.stdin.write("\n")
@@ -165,7 +190,8 @@ def cwd_of(pid):
 
 
 def url_problems(spec):
-    """What the URLs say: (problems, final) where final means an app itself answered with an error (fail_fast)."""
+    """What the URLs say: (problems, final) where final means an app itself answered with an error
+    (fail_fast)."""
     problems = []
     for check in spec["urls"]:
         status, release, err = fetch(check["url"], check.get("host"))
@@ -174,18 +200,26 @@ def url_problems(spec):
             if status and spec.get("fail_fast"):  # a direct answer from the app itself is final
                 return problems, True
         elif release and check.get("expect_release") and release != spec["release"]:
-            problems.append(f"{check['label']} {check['url']}: answered by release {release}, not {spec['release']}")
+            problems.append(
+                f"{check['label']} {check['url']}: answered by release {release}, not"
+                f" {spec['release']}"
+            )
     return problems, False
 
 
 def pm2_problems(spec, state, first, release_dir):
-    """What PM2 says of the apps: (problems, final) where final means every process of an app has stopped (fail_fast)."""
+    """What PM2 says of the apps: (problems, final) where final means every process of an app has
+    stopped (fail_fast)."""
     problems = []
     for app in spec["apps"]:
         procs = state.get(app["name"], [])
         if not procs or any(p["status"] != "online" for p in procs):
             problems.append(f"PM2 app {app['name']} is {[p['status'] for p in procs] or 'missing'}")
-            if spec.get("fail_fast") and procs and all(p["status"] in ("stopped", "errored") for p in procs):
+            if (
+                spec.get("fail_fast")
+                and procs
+                and all(p["status"] in ("stopped", "errored") for p in procs)
+            ):
                 return problems, True
             continue
         before = sum(p["restarts"] for p in first.get(app["name"], []))
@@ -197,19 +231,24 @@ def pm2_problems(spec, state, first, release_dir):
             pids = [kid for pid in pids for kid in children(pid)] or pids
         stale = [pid for pid in pids if cwd_of(pid) != release_dir]
         if stale:
-            problems.append(f"PM2 app {app['name']}: {len(stale)} process(es) still run from another release")
+            problems.append(
+                f"PM2 app {app['name']}: {len(stale)} process(es) still run from another release"
+            )
     return problems, False
 
 
 def gate(spec):
-    """Poll until the URLs answer from the release and PM2 shows the apps online on it. PM2 is asked when the URLs
-    pass and, while they do not, every half second (to see a crash early)."""
+    """Poll until the URLs answer from the release and PM2 shows the apps online on it. PM2 is asked
+    when the URLs pass and, while they do not, every half second (to see a crash early)."""
     watch = Pm2Watch(spec["pm2"], spec.get("pm2_rpc_js"))
     try:
         if spec.get("await_go"):  # started ahead: say so, and check only when told to
             print("ready", flush=True)
             if sys.stdin.readline().strip() != "go":
-                return {"ok": False, "problems": ["the health gate was started but not asked to check"]}
+                return {
+                    "ok": False,
+                    "problems": ["the health gate was started but not asked to check"],
+                }
         return gate_with(spec, watch)
     finally:
         watch.close()
@@ -218,7 +257,9 @@ def gate(spec):
 def gate_with(spec, watch):
     deadline = time.monotonic() + spec["timeout"]
     release_dir = os.path.realpath(spec["release_dir"])
-    first = {} if spec.get("fail_fast") else None  # a trial app does not restart: no count to compare
+    first = (
+        {} if spec.get("fail_fast") else None
+    )  # a trial app does not restart: no count to compare
     if first is None:
         watch.ask()  # the count the restarts are compared with, read while the URLs are checked
     problems, asked = ["not checked yet"], time.monotonic()
@@ -236,7 +277,11 @@ def gate_with(spec, watch):
             if final:
                 return {"ok": False, "problems": problems}
             if not problems:
-                return {"ok": True, "problems": [], "pm2": {name: state.get(name, []) for name in spec.get("report", [])}}
+                return {
+                    "ok": True,
+                    "problems": [],
+                    "pm2": {name: state.get(name, []) for name in spec.get("report", [])},
+                }
         time.sleep(0.05)
     return {"ok": False, "problems": problems}
 
@@ -253,15 +298,25 @@ def rss_kb(pid):
 
 
 def status(spec):
-    """Memory of each PM2 process and of its children (Gunicorn's workers), and each URL's answer."""
+    """Memory of each PM2 process and of its children (Gunicorn's workers), and each URL's
+    answer."""
     memory = {}
     for pid in spec["pids"]:
         kids = children(pid)
-        memory[str(pid)] = {"master_kb": rss_kb(pid), "workers": len(kids), "workers_kb": sum(rss_kb(k) for k in kids)}
+        memory[str(pid)] = {
+            "master_kb": rss_kb(pid),
+            "workers": len(kids),
+            "workers_kb": sum(rss_kb(k) for k in kids),
+        }
     urls = {}
     for check in spec["urls"]:
         code, release, err = fetch(check["url"], check.get("host"))
-        urls[check["label"]] = {"url": check["url"], "status": code, "release": release, "error": err}
+        urls[check["label"]] = {
+            "url": check["url"],
+            "status": code,
+            "release": release,
+            "error": err,
+        }
     return {"memory": memory, "urls": urls}
 
 

@@ -14,11 +14,11 @@ taken only when:
 
 Only the children of that master are watched: other Nginx instances on the machine do not count.
 
-SPEC is JSON: {"cmd": NGINX_RELOAD_CMD, "wait": seconds, "marker": {"url", "host", "expect"} or null,
-"conf": main configuration file (optional; default: the build's --conf-path)}.
-Prints one JSON line: {"ok", "why", "master", "new", "draining", "seconds"}; exits 0 if the reload
-took, 65 if it did not ("why" quotes Nginx), 66 if Nginx's master could not be found.
-Standard library only, Python 3.8+.
+SPEC is JSON: {"cmd": NGINX_RELOAD_CMD, "wait": seconds, "marker": {"url", "host", "expect"} or
+null, "conf": main configuration file (optional; default: the build's --conf-path)}. Prints one JSON
+line: {"ok", "why", "master", "new", "draining", "seconds"}; exits 0 if the reload took, 65 if it
+did not ("why" quotes Nginx), 66 if Nginx's master could not be found. Standard library only, Python
+3.8+.
 """
 
 import json
@@ -42,7 +42,12 @@ def build_paths():
         return match.group(1) if match else default
 
     prefix = arg("prefix", "/usr/share/nginx")
-    return arg("conf-path", "/etc/nginx/nginx.conf"), arg("pid-path", "/run/nginx.pid"), arg("error-log-path", ""), prefix
+    return (
+        arg("conf-path", "/etc/nginx/nginx.conf"),
+        arg("pid-path", "/run/nginx.pid"),
+        arg("error-log-path", ""),
+        prefix,
+    )
 
 
 def main_directives(conf):
@@ -123,7 +128,8 @@ def log_since(path, offset):
 
 
 class NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Root asks one loopback URL and nothing it is sent on to: a redirect is an answer, not a place to go."""
+    """Root asks one loopback URL and nothing it is sent on to: a redirect is an answer, not a place
+    to go."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
@@ -133,7 +139,9 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect
 
 
 def ask_marker(marker):
-    req = urllib.request.Request(marker["url"], headers={"Host": marker["host"]} if marker.get("host") else {})
+    req = urllib.request.Request(
+        marker["url"], headers={"Host": marker["host"]} if marker.get("host") else {}
+    )
     try:
         with OPENER.open(req, timeout=2) as resp:
             return resp.read(200).decode("utf-8", "replace").strip()
@@ -146,8 +154,10 @@ def said(text, levels=("emerg",)):
 
 
 def settle(log, offset, deadline):
-    """After an [emerg]: wait until the master has given up on this reload (it retries a failed bind()
-    for about 2 s, then logs "still could not bind()"), so that a reload after this one starts clean."""
+    """After an [emerg]: wait until the master has given up on this reload (it retries a failed
+    bind() for about 2 s, then logs "still could not bind()"), so that a reload after this one
+    starts clean.
+    """
     size, quiet_since = log_size(log), time.monotonic()
     while time.monotonic() < deadline:
         text = log_since(log, offset)
@@ -158,11 +168,16 @@ def settle(log, offset, deadline):
         elif time.monotonic() - quiet_since > 0.6:
             break
         time.sleep(0.05)
-    return list(dict.fromkeys(re.sub(r"^\[(\w+)\] [0-9#]+: ", r"[\1] ", m) for m in said(log_since(log, offset))))
+    return list(
+        dict.fromkeys(
+            re.sub(r"^\[(\w+)\] [0-9#]+: ", r"[\1] ", m) for m in said(log_since(log, offset))
+        )
+    )
 
 
 def wait_for_workers(master, old, log, offset, deadline):
-    """Poll until the old workers are gone (new ones up) or Nginx logs [emerg]; returns (new, why)."""
+    """Poll until the old workers are gone (new ones up) or Nginx logs [emerg]; returns (new,
+    why)."""
     new = set()
     while True:
         if said(log_since(log, offset)):
@@ -179,31 +194,55 @@ def reload(spec):
     pid_file, log = nginx_paths(spec.get("conf"))
     master = master_pid(pid_file)
     if master is None:
-        return 66, {"ok": False, "why": f"no running Nginx master found through its pid file {pid_file}"}
+        return 66, {
+            "ok": False,
+            "why": f"no running Nginx master found through its pid file {pid_file}",
+        }
     old, offset = children(master), log_size(log)
-    try:  # one of NGINX_RELOAD_CMD's fixed commands (the root helper checked it): words, never a shell
-        done = subprocess.run(shlex.split(spec["cmd"]), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    # one of NGINX_RELOAD_CMD's fixed commands (the root helper checked it): words, never a shell
+    try:
+        done = subprocess.run(
+            shlex.split(spec["cmd"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return 65, {"ok": False, "why": f"{spec['cmd']} did not finish within 60s"}
     except OSError as err:
         return 65, {"ok": False, "why": f"{spec['cmd']}: {err.strerror}"}
     if done.returncode != 0:
-        return 65, {"ok": False, "why": (done.stderr or done.stdout).strip()[-800:] or f"exit {done.returncode}"}
+        return 65, {
+            "ok": False,
+            "why": (done.stderr or done.stdout).strip()[-800:] or f"exit {done.returncode}",
+        }
     new, why = wait_for_workers(master, old, log, offset, started + spec["wait"])
     if not why and not new:
         reasons = said(log_since(log, offset), ("emerg", "alert", "crit"))
-        why = "; ".join(reasons[-3:]) or f"the master (pid {master}) started no new workers within {spec['wait']}s"
+        why = (
+            "; ".join(reasons[-3:])
+            or f"the master (pid {master}) started no new workers within {spec['wait']}s"
+        )
     marker = spec.get("marker")
     while not why and marker:
         answer = ask_marker(marker)
         if answer == marker["expect"]:
             break
         if time.monotonic() > started + spec["wait"]:
-            why = "{} answers {!r}, not the new site's id {}".format(marker["url"], answer[:120], marker["expect"])
+            why = "{} answers {!r}, not the new site's id {}".format(
+                marker["url"], answer[:120], marker["expect"]
+            )
         time.sleep(0.02)
     draining = len([p for p in old if os.path.exists(f"/proc/{p}")])
-    verdict = {"ok": not why, "why": why, "master": master, "new": sorted(new), "draining": draining,
-               "seconds": round(time.monotonic() - started, 3)}
+    verdict = {
+        "ok": not why,
+        "why": why,
+        "master": master,
+        "new": sorted(new),
+        "draining": draining,
+        "seconds": round(time.monotonic() - started, 3),
+    }
     return (0 if not why else 65), verdict
 
 

@@ -10,11 +10,12 @@ deploy user run this file and nothing else:
 
 What makes it sound by construction, not by a deny-list:
 - Root never acts on a path the caller controls. Root's records (who owns which site, the stock
-  default site it parked, a takeover's copy of the old site) live in STATE (/var/lib/signalcraft-deploy,
-  0700). Root writes only in root's folders (/etc/nginx's site folders, STATE, certbot's hook folder),
-  through a temporary file made there and renamed. The caller's `<DEPLOY_ROOT>/.deploy` is a name
-  only: root never opens it. Every file root reads is opened once, without following a last-component
-  link, non-blocking, and used only if it is a regular file.
+  default site it parked, a takeover's copy of the old site) live in STATE
+  (/var/lib/signalcraft-deploy, 0700). Root writes only in root's folders (/etc/nginx's site
+  folders, STATE, certbot's hook folder), through a temporary file made there and renamed. The
+  caller's `<DEPLOY_ROOT>/.deploy` is a name only: root never opens it. Every file root reads is
+  opened once, without following a last-component link, non-blocking, and used only if it is a
+  regular file.
 - Root runs no program the caller names: the Nginx test and reload commands are one of a fixed few;
   the programs it runs are its own, beside it.
 - Root renders the Nginx site itself (nginx_site.py, inlined below) from a JSON description whose
@@ -24,7 +25,8 @@ What makes it sound by construction, not by a deny-list:
   caller is refused, and the read verbs show a caller only what is its own.
 - A cleared environment with a fixed PATH, `python3 -I -S`, and a timeout on every child.
 
-Anything refused is one line on stderr and exit 2, before anything has changed. Standard library only.
+Anything refused is one line on stderr and exit 2, before anything has changed. Standard library
+only.
 """
 
 import fcntl
@@ -42,10 +44,19 @@ import subprocess
 import sys
 import tempfile
 
-from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, site_path, tls_file
+from signalcraft_deploy.remote.nginx_site import (
+    BadSite,
+    check,
+    extras_path,
+    render,
+    site_path,
+    tls_file,
+)
 
 HELPER = "/usr/local/sbin/signalcraft-root"
-APP_HELPER = "/usr/local/sbin/signalcraft-app"  # the deploy user's door to its apps' accounts (host/root.py)
+APP_HELPER = (  # the deploy user's door to its apps' accounts (host/root.py)
+    "/usr/local/sbin/signalcraft-app"
+)
 LIB = "/usr/local/lib/signalcraft-deploy"
 STATE = "/var/lib/signalcraft-deploy"  # root's own records, 0700
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -61,28 +72,36 @@ MAX_READ = 4 * 1024 * 1024
 
 _NGINX = r"(/usr/sbin/|/usr/bin/|/usr/local/sbin/|/usr/local/bin/|/usr/local/nginx/sbin/)?nginx"
 TEST_RE = re.compile(rf"{_NGINX}( -q)? -t( -q)?")  # core.settings: NGINX_TEST_CMD
-RELOAD_RE = re.compile(rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload nginx(\.service)?|"
-                       r"(/usr/sbin/)?service nginx reload")  # core.settings: NGINX_RELOAD_CMD
+RELOAD_RE = re.compile(
+    rf"{_NGINX} -s reload|(/usr/bin/|/bin/)?systemctl reload nginx(\.service)?|"
+    r"(/usr/sbin/)?service nginx reload"
+)  # core.settings: NGINX_RELOAD_CMD
 PATH_CHARS = re.compile(r"/[A-Za-z0-9_.@+/-]*")
 APP = re.compile(r"[a-z][a-z0-9-]{0,39}")
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # core.settings: APP_USER
 UNIT_DIR = "/etc/systemd/system"
 SYSTEMD_RUNNING = "/run/systemd/system"  # there while systemd is pid 1 (sd_booted)
-PM2_DAEMON = re.compile(rb"PM2 v[0-9][0-9A-Za-z.-]*: God Daemon")  # the title PM2's daemon gives itself
+PM2_DAEMON = re.compile(
+    rb"PM2 v[0-9][0-9A-Za-z.-]*: God Daemon"
+)  # the title PM2's daemon gives itself
 TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,79}")
 HOST_NAME = re.compile(r"[A-Za-z0-9*_]([A-Za-z0-9_.*-]{0,252})")
-MARKER_URL = re.compile(r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/\.signalcraft-deploy-site")
+MARKER_URL = re.compile(
+    r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/\.signalcraft-deploy-site"
+)
 
 
 class Refused(Exception):
     """An argument or state the helper does not accept: nothing has changed."""
 
 
-# ----------------------------------------------------------------------------- argument checks (pure)
+# ----------------------------------------------------------------------------- argument checks
+# (pure)
 
 
 def clean_path(value: str, what: str) -> str:
-    """An absolute, normalised path of plain characters (no `.`, `..`, `//`, `$`, `#`, spaces or newlines)."""
+    """An absolute, normalised path of plain characters (no `.`, `..`, `//`, `$`, `#`, spaces or
+    newlines)."""
     if not value.startswith("/"):
         raise Refused(f"{what} must be an absolute path, not {value!r}")
     if ".." in value.split("/"):
@@ -102,12 +121,14 @@ def a_site(value: str) -> str:
 
 
 def link_of(site: str) -> str:
-    """The enabled link of a site in sites-available ('' for one in conf.d, which Nginx includes itself)."""
+    """The enabled link of a site in sites-available ('' for one in conf.d, which Nginx includes
+    itself)."""
     return f"{ENABLED}/{os.path.basename(site)}" if os.path.dirname(site) == AVAILABLE else ""
 
 
 def state_name(value: str) -> str:
-    """<DEPLOY_ROOT>/.deploy of the caller: only a name that keys root's records; root never opens it."""
+    """<DEPLOY_ROOT>/.deploy of the caller: only a name that keys root's records; root never opens
+    it."""
     path = clean_path(value, "the state folder")
     if os.path.basename(path) != ".deploy":
         raise Refused(f"the state folder must be <DEPLOY_ROOT>/.deploy, not {value!r}")
@@ -135,21 +156,33 @@ def reload_spec(text: str) -> str:
     """reload_nginx.py's SPEC with every field checked, as canonical JSON."""
     spec = _json(text, "the reload spec")
     if set(spec) - {"cmd", "wait", "marker"}:
-        raise Refused(f"the reload spec has unknown keys: {sorted(set(spec) - {'cmd', 'wait', 'marker'})}")
-    out = {"cmd": " ".join(command(spec.get("cmd", ""), RELOAD_RE, "the reload command")),
-           "wait": integer(str(spec.get("wait", "")), "the reload wait", 0, 600), "marker": None}
+        raise Refused(
+            f"the reload spec has unknown keys: {sorted(set(spec) - {'cmd', 'wait', 'marker'})}"
+        )
+    out = {
+        "cmd": " ".join(command(spec.get("cmd", ""), RELOAD_RE, "the reload command")),
+        "wait": integer(str(spec.get("wait", "")), "the reload wait", 0, 600),
+        "marker": None,
+    }
     marker = spec.get("marker")
     if marker is not None:
         if not isinstance(marker, dict) or set(marker) != {"url", "host", "expect"}:
             raise Refused("the reload marker must be {url, host, expect}")
-        out["marker"] = {"url": local_url(token(marker["url"], MARKER_URL, "the marker URL")),
-                         "host": None if marker["host"] is None else token(marker["host"], HOST_NAME, "the marker host"),
-                         "expect": token(marker["expect"], re.compile(r"[0-9a-f]{16}"), "the marker id")}
+        out["marker"] = {
+            "url": local_url(token(marker["url"], MARKER_URL, "the marker URL")),
+            "host": (
+                None
+                if marker["host"] is None
+                else token(marker["host"], HOST_NAME, "the marker host")
+            ),
+            "expect": token(marker["expect"], re.compile(r"[0-9a-f]{16}"), "the marker id"),
+        }
     return json.dumps(out)
 
 
 def local_url(url: str) -> str:
-    """A marker URL whose address is one of this host's own (root asks nothing of another machine)."""
+    """A marker URL whose address is one of this host's own (root asks nothing of another
+    machine)."""
     host = re.match(r"http://\[?([^\]/]+?)\]?:[0-9]+/", url).group(1)  # MARKER_URL matched
     if host == "localhost":
         return url
@@ -157,7 +190,13 @@ def local_url(url: str) -> str:
         ip = ipaddress.ip_address(host)
     except ValueError:
         ip = None
-    if ip is None or ip.is_unspecified or ip.is_multicast or host == "255.255.255.255" or not is_local(host):
+    if (
+        ip is None
+        or ip.is_unspecified
+        or ip.is_multicast
+        or host == "255.255.255.255"
+        or not is_local(host)
+    ):
         raise Refused(f"the marker URL {url} is not on an address of this host")
     return url
 
@@ -170,12 +209,16 @@ def tls_spec(text: str) -> str:
         files = {key: tls_real(tls_file(spec[key], key), key) for key in ("cert", "key")}
     except BadSite as err:
         raise Refused(str(err)) from None
-    return json.dumps({**files, "names": [token(n, HOST_NAME, "a server name") for n in spec["names"]]})
+    return json.dumps(
+        {**files, "names": [token(n, HOST_NAME, "a server name") for n in spec["names"]]}
+    )
 
 
 def tls_real(path: str, what: str) -> str:
-    """The file a certificate path resolves to (certbot's live/ names are links into archive/): still in root's
-    TLS folders, a regular file root owns. A missing file is passed on as it is, for tls_check.py to name."""
+    """The file a certificate path resolves to (certbot's live/ names are links into archive/):
+    still in root's TLS folders, a regular file root owns. A missing file is passed on as it is, for
+    tls_check.py to name.
+    """
     try:
         real = tls_file(os.path.realpath(path), what)
     except BadSite as err:
@@ -209,27 +252,36 @@ def _json(text: str, what: str) -> dict:
 def line_numbers(value: str) -> list:
     if value == "-":
         return []
-    return [integer(n, "a line number", 1, 10 ** 6) for n in value.split(",")]
+    return [integer(n, "a line number", 1, 10**6) for n in value.split(",")]
 
 
 def certbot_hook(app: str, cert: str, site: str, test: str, reload: str) -> tuple:
-    """(path, text) of certbot's deploy hook: a fixed path and a fixed shape (core.render.render_certbot_hook)."""
+    """(path, text) of certbot's deploy hook: a fixed path and a fixed shape
+    (core.render.render_certbot_hook)."""
     token(app, APP, "APP_NAME")
     cert = clean_path(cert, "TLS_CERT")
     if not cert.startswith(CERTBOT_LIVE):
         raise Refused(f"TLS_CERT must be under {CERTBOT_LIVE} for a certbot hook: {cert!r}")
     site = a_site(site)
-    test, reload = " ".join(command(test, TEST_RE, "the test command")), " ".join(command(reload, RELOAD_RE, "the reload command"))
-    text = f"#!/bin/sh\n{HEADER} Reloads Nginx after certbot renews {cert} (site {site}).\n{test} && {reload}\n"
+    test, reload = (
+        " ".join(command(test, TEST_RE, "the test command")),
+        " ".join(command(reload, RELOAD_RE, "the reload command")),
+    )
+    text = (
+        f"#!/bin/sh\n{HEADER} Reloads Nginx after certbot renews {cert} (site {site}).\n{test} &&"
+        f" {reload}\n"
+    )
     return f"{HOOK_DIR}/signalcraft-{app}", text
 
 
-# ----------------------------------------------------------------------------- files: read once, written in root's folders
+# ----------------------------------------------------------------------------- files: read once,
+# written in root's folders
 
 
 def read_regular(path: str) -> "bytes | None":
-    """A regular file's bytes, opened once without following a last-component link and without blocking on a FIFO;
-    None if absent. Anything but a regular file (a link, FIFO, device, folder) is refused."""
+    """A regular file's bytes, opened once without following a last-component link and without
+    blocking on a FIFO; None if absent. Anything but a regular file (a link, FIFO, device, folder)
+    is refused."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -244,7 +296,8 @@ def read_regular(path: str) -> "bytes | None":
 
 
 def write_in(path: str, data: bytes, mode: int) -> None:
-    """Write a file in one of root's folders: a temporary file made there, then renamed over `path`."""
+    """Write a file in one of root's folders: a temporary file made there, then renamed over
+    `path`."""
     folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".signalcraft-")
     try:
@@ -287,7 +340,8 @@ def record(path: str) -> "dict | None":
 
 
 def caller() -> pwd.struct_passwd:
-    """The user sudo ran us for (SUDO_UID, which sudo sets itself); root when run by root directly."""
+    """The user sudo ran us for (SUDO_UID, which sudo sets itself); root when run by root
+    directly."""
     uid = CALLER_UID
     try:
         return pwd.getpwuid(uid)
@@ -296,9 +350,10 @@ def caller() -> pwd.struct_passwd:
 
 
 def app_accounts() -> dict:
-    """The caller's apps' accounts, name -> uid, from root's record that `setup` (an admin's step) wrote in
-    STATE/app-users/<caller>.json. An entry whose name is gone or now has another uid (a deleted and reused
-    account) or uid 0 is not one; nor is any entry of a record that names another deploy user."""
+    """The caller's apps' accounts, name -> uid, from root's record that `setup` (an admin's step)
+    wrote in STATE/app-users/<caller>.json. An entry whose name is gone or now has another uid (a
+    deleted and reused account) or uid 0 is not one; nor is any entry of a record that names another
+    deploy user."""
     me = caller()
     try:
         found = record(os.path.join(STATE, "app-users", me.pw_name + ".json")) or {}
@@ -318,7 +373,8 @@ def app_accounts() -> dict:
 
 
 def own_uids() -> set:
-    """The caller's uid and its apps' accounts' (app_accounts): their processes are the caller's own."""
+    """The caller's uid and its apps' accounts' (app_accounts): their processes are the caller's
+    own."""
     return {caller().pw_uid} | set(app_accounts().values())
 
 
@@ -327,7 +383,10 @@ def owner_key(user: pwd.struct_passwd, state: str) -> dict:
 
 
 def claim_path(site: str) -> str:
-    return os.path.join(state_folder("sites"), os.path.basename(os.path.dirname(site)) + "--" + os.path.basename(site) + ".json")
+    return os.path.join(
+        state_folder("sites"),
+        os.path.basename(os.path.dirname(site)) + "--" + os.path.basename(site) + ".json",
+    )
 
 
 def claim_of(site: str) -> "dict | None":
@@ -335,7 +394,8 @@ def claim_of(site: str) -> "dict | None":
 
 
 def must_own(site: str, state: str, may_claim: bool = False) -> None:
-    """The site is claimed by this caller and deploy root (or unclaimed, when `may_claim`): else refused."""
+    """The site is claimed by this caller and deploy root (or unclaimed, when `may_claim`): else
+    refused."""
     mine = owner_key(caller(), state)
     claim = claim_of(site)
     if claim is None and may_claim:
@@ -343,11 +403,15 @@ def must_own(site: str, state: str, may_claim: bool = False) -> None:
     if claim is None:
         raise Refused(f"{site} was not installed by this helper for this user and deploy root")
     if {k: claim.get(k) for k in mine} != mine:
-        raise Refused(f"{site} belongs to another user or deploy root ({claim.get('user')}): not yours to change")
+        raise Refused(
+            f"{site} belongs to another user or deploy root ({claim.get('user')}): not yours to"
+            " change"
+        )
 
 
 def not_others(site: str) -> None:
-    """Refused if another user claimed the site (reads: a caller sees only its own sites and unclaimed ones)."""
+    """Refused if another user claimed the site (reads: a caller sees only its own sites and
+    unclaimed ones)."""
     claim = claim_of(site)
     if claim is not None and claim.get("uid") != caller().pw_uid:
         raise Refused(f"{site} belongs to another user")
@@ -362,17 +426,29 @@ def listen_of(value: str) -> tuple:
 
 
 def desc_facts(desc: dict) -> dict:
-    """What a site described serves: its names, TLS files (resolved), listen addresses and upstream ports."""
+    """What a site described serves: its names, TLS files (resolved), listen addresses and upstream
+    ports."""
     tls = desc["tls"]
-    return {"names": sorted(set(desc["server_name"].lower().split(" ")) - {"_"}),
-            # as named and as resolved: a renewal moves certbot's links to new files, the names stay
-            "tls": sorted({p for k in ("cert", "key") for p in (tls[k], tls_real(tls[k], k))}) if tls else [],
-            "listens": sorted({listen_of(a) for a in desc["listen"] + (desc["tls_listen"] if tls else [])}),
-            "upstream_ports": sorted({str(int(desc[k].rsplit(":", 1)[-1])) for k in ("python", "node")})}
+    return {
+        "names": sorted(set(desc["server_name"].lower().split(" ")) - {"_"}),
+        # as named and as resolved: a renewal moves certbot's links to new files, the names stay
+        "tls": (
+            sorted({p for k in ("cert", "key") for p in (tls[k], tls_real(tls[k], k))})
+            if tls
+            else []
+        ),
+        "listens": sorted(
+            {listen_of(a) for a in desc["listen"] + (desc["tls_listen"] if tls else [])}
+        ),
+        "upstream_ports": sorted(
+            {str(int(desc[k].rsplit(":", 1)[-1])) for k in ("python", "node")}
+        ),
+    }
 
 
 def text_facts(path: str) -> dict:
-    """The same facts, read with crossplane from a site's file (one root wrote before: a backup, root's copy)."""
+    """The same facts, read with crossplane from a site's file (one root wrote before: a backup,
+    root's copy)."""
     names, files, listens, ports = set(), set(), set(), set()
 
     def walk(block: list) -> None:
@@ -381,7 +457,11 @@ def text_facts(path: str) -> dict:
             if d["directive"] == "server_name":
                 names.update(a.lower() for a in args if a != "_")
             elif d["directive"] in ("ssl_certificate", "ssl_certificate_key") and args:
-                files.update({args[0], tls_real(args[0], d["directive"])} if args[0].startswith("/") else {args[0]})
+                files.update(
+                    {args[0], tls_real(args[0], d["directive"])}
+                    if args[0].startswith("/")
+                    else {args[0]}
+                )
             elif d["directive"] == "listen" and args:
                 listens.add(listen_of(args[0]))
             elif d["directive"] == "server" and args and re.fullmatch(r".+:[0-9]+", args[0]):
@@ -389,7 +469,12 @@ def text_facts(path: str) -> dict:
             walk(d.get("block", []))
 
     walk(parse_site(path))
-    return {"names": sorted(names), "tls": sorted(files), "listens": sorted(listens), "upstream_ports": sorted(ports)}
+    return {
+        "names": sorted(names),
+        "tls": sorted(files),
+        "listens": sorted(listens),
+        "upstream_ports": sorted(ports),
+    }
 
 
 def claim_text(site: str, state: str, facts: dict) -> bytes:
@@ -400,7 +485,11 @@ def claim_text(site: str, state: str, facts: dict) -> bytes:
 def all_claims() -> list:
     """Every site's claim, read once."""
     folder = state_folder("sites")
-    return [c for c in (record(os.path.join(folder, n)) for n in sorted(os.listdir(folder))) if isinstance(c, dict)]
+    return [
+        c
+        for c in (record(os.path.join(folder, n)) for n in sorted(os.listdir(folder)))
+        if isinstance(c, dict)
+    ]
 
 
 def other_claims(site: str) -> list:
@@ -409,57 +498,85 @@ def other_claims(site: str) -> list:
 
 
 def names_overlap(a: str, b: str) -> bool:
-    """Whether two server names can match one host (`*.example.com`, `example.*` included; a leading and a trailing
-    wildcard always can: `shop.example.com` matches both `*.example.com` and `shop.example.*`)."""
+    """Whether two server names can match one host (`*.example.com`, `example.*` included; a leading
+    and a trailing wildcard always can: `shop.example.com` matches both `*.example.com` and
+    `shop.example.*`)."""
     if (a.startswith("*.") and b.endswith(".*")) or (b.startswith("*.") and a.endswith(".*")):
         return True
     return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
 
 
 def check_facts(site: str, facts: dict) -> None:
-    """Refused if the site would serve what another user's site serves: an overlapping name, the same certificate or
-    key file, its port on another address (Nginx picks the server by address before name: the more specific address
-    takes every request to it), a port it proxies to; or a port a program other than Nginx listens on."""
+    """Refused if the site would serve what another user's site serves: an overlapping name, the
+    same certificate or key file, its port on another address (Nginx picks the server by address
+    before name: the more specific address takes every request to it), a port it proxies to; or a
+    port a program other than Nginx listens on.
+    """
     for other in other_claims(site):
         if other.get("uid") == caller().pw_uid:
             continue
         for name in facts["names"]:
             if any(names_overlap(name, theirs) for theirs in other.get("names", [])):
-                raise Refused(f"the server name {name} is served by another user's site: not yours to serve")
+                raise Refused(
+                    f"the server name {name} is served by another user's site: not yours to serve"
+                )
         if set(facts["tls"]) & set(other.get("tls", [])):
             raise Refused("the certificate or key is another user's site's: not yours to serve")
         for address, port in facts["listens"]:
             theirs = {a for a, p in (tuple(x) for x in other.get("listens", [])) if p == port}
             if theirs and address not in theirs:
-                raise Refused(f"port {port} is served by another user's site on {sorted(theirs)[0]}: listen there too, "
-                              "or on a port of your own")
+                raise Refused(
+                    f"port {port} is served by another user's site on {sorted(theirs)[0]}: listen"
+                    " there too, or on a port of your own"
+                )
             if port in other.get("upstream_ports", []):
-                raise Refused(f"port {port} is where another user's site sends its requests: not yours to listen on")
+                raise Refused(
+                    f"port {port} is where another user's site sends its requests: not yours to"
+                    " listen on"
+                )
     held = {port for _, port, _, names in listening_sockets() if any(n != "nginx" for n in names)}
     for _, port in facts["listens"]:
         if port in held:
-            raise Refused(f"port {port} is held by a program other than Nginx: choose another listen port")
+            raise Refused(
+                f"port {port} is held by a program other than Nginx: choose another listen port"
+            )
 
 
 def ss_lines() -> list:
-    """`ss -ltnpH` as root: this host's listening TCP sockets, one line each, with their processes."""
+    """`ss -ltnpH` as root: this host's listening TCP sockets, one line each, with their
+    processes."""
     done = run_argv(["ss", "-ltnpH"], capture=True)
-    return [line for line in ("" if isinstance(done, int) else done.stdout).splitlines() if len(line.split()) > 3]
+    return [
+        line
+        for line in ("" if isinstance(done, int) else done.stdout).splitlines()
+        if len(line.split()) > 3
+    ]
 
 
 def listening_sockets() -> list:
     """[(host, port, pids, process names)] of this host's listening TCP sockets."""
-    return [(*host_port(line.split()[3]), {int(p) for p in re.findall(r"pid=([0-9]+)", line)},
-             set(re.findall(r'\("([^"]*)"', line))) for line in ss_lines()]
+    return [
+        (
+            *host_port(line.split()[3]),
+            {int(p) for p in re.findall(r"pid=([0-9]+)", line)},
+            set(re.findall(r'\("([^"]*)"', line)),
+        )
+        for line in ss_lines()
+    ]
 
 
 LOCK = ".lock"
 
 
 def hold_lock() -> None:
-    """One writing verb at a time on the host (the claim checked is the claim written): held until exit."""
+    """One writing verb at a time on the host (the claim checked is the claim written): held until
+    exit."""
     global LOCK_FD
-    LOCK_FD = os.open(os.path.join(state_folder(), LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    LOCK_FD = os.open(
+        os.path.join(state_folder(), LOCK),
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
     fcntl.flock(LOCK_FD, fcntl.LOCK_EX)
 
 
@@ -467,8 +584,10 @@ LOCK_FD = -1
 
 
 class Changes:
-    """The files one verb changes in root's folders, each kept as it was; `undo` puts every one back. A verb that
-    changes Nginx's configuration ends with `tested`: the test passes, or everything is as it was (exit 65)."""
+    """The files one verb changes in root's folders, each kept as it was; `undo` puts every one
+    back. A verb that changes Nginx's configuration ends with `tested`: the test passes, or
+    everything is as it was (exit 65).
+    """
 
     def __init__(self) -> None:
         self.saved: dict = {}
@@ -519,8 +638,15 @@ class Changes:
         if ok and not clash:
             return 0
         self.undo()
-        print(said + (f"\nthe server name {clash[0]} is also served by a site of this host" if clash else ""),
-              file=sys.stderr)
+        print(
+            said
+            + (
+                f"\nthe server name {clash[0]} is also served by a site of this host"
+                if clash
+                else ""
+            ),
+            file=sys.stderr,
+        )
         return 65
 
 
@@ -531,7 +657,11 @@ def takeover_folder(state: str) -> str:
 
 def takeover_meta(state: str, site: str) -> "dict | None":
     meta = record(os.path.join(takeover_folder(state), "meta.json"))
-    return meta if meta is not None and meta.get("site") == site and meta.get("uid") == caller().pw_uid else None
+    return (
+        meta
+        if meta is not None and meta.get("site") == site and meta.get("uid") == caller().pw_uid
+        else None
+    )
 
 
 PARKED = "parked-default.json"
@@ -550,7 +680,9 @@ def lib(name: str) -> str:
     for p in (LIB, path):
         st = os.lstat(p)
         if st.st_uid != 0 or st.st_mode & 0o022 or stat.S_ISLNK(st.st_mode):
-            raise Refused(f"{p} must be owned by root and writable by root only: run `fab setup` again")
+            raise Refused(
+                f"{p} must be owned by root and writable by root only: run `fab setup` again"
+            )
     return path
 
 
@@ -560,13 +692,22 @@ def run_lib(name: str, *args: str) -> int:
 
 def run_argv(argv: list, capture: bool = False) -> "int | subprocess.CompletedProcess":
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=capture, text=True, errors="replace",
-                              timeout=CHILD_TIMEOUT)
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=capture,
+            text=True,
+            errors="replace",
+            timeout=CHILD_TIMEOUT,
+        )
     except OSError as err:
         print(f"signalcraft-root: {argv[0]}: {err.strerror}", file=sys.stderr)
         return 127
     except subprocess.TimeoutExpired:
-        print(f"signalcraft-root: {argv[0]} took longer than {CHILD_TIMEOUT}s: stopped", file=sys.stderr)
+        print(
+            f"signalcraft-root: {argv[0]} took longer than {CHILD_TIMEOUT}s: stopped",
+            file=sys.stderr,
+        )
         return 124
     return done if capture else done.returncode
 
@@ -583,11 +724,13 @@ def test_passes(test: list) -> "tuple[bool, str]":
 
 
 def crossplane():
-    """The crossplane package installed beside the helper (root's copy; never the caller's Python path)."""
+    """The crossplane package installed beside the helper (root's copy; never the caller's Python
+    path)."""
     lib("crossplane")
     sys.dont_write_bytecode = True
     sys.path.insert(0, LIB)
     import crossplane as parser  # noqa: PLC0415 - only the verbs that parse load it
+
     return parser
 
 
@@ -597,20 +740,26 @@ def crossplane():
 def v_probe(args: list) -> int:
     """probe: prints `sudo` (the helper runs) and `nginx` if Nginx is installed."""
     print("sudo")
-    if any(os.access(os.path.join(d, "nginx"), os.X_OK) for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")):
+    if any(
+        os.access(os.path.join(d, "nginx"), os.X_OK)
+        for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
+    ):
         print("nginx")
     return 0
 
 
 def shown(text: str) -> str:
-    """One line of text for the caller: control characters (a newline in a process's name or command line, which its
-    owner chooses, an app's included) as '?', so that no line printed is the process's own."""
+    """One line of text for the caller: control characters (a newline in a process's name or command
+    line, which its owner chooses, an app's included) as '?', so that no line printed is the
+    process's own."""
     return re.sub(r"[\x00-\x1f\x7f]", "?", text)
 
 
 def v_listeners(args: list) -> int:
-    """listeners PORT[,PORT...]: the listening sockets on those ports (`ss -ltnpH`), then the command line of each
-    of the caller's own processes among them (another user's: its pid and name only, as `ps` shows)."""
+    """listeners PORT[,PORT...]: the listening sockets on those ports (`ss -ltnpH`), then the
+    command line of each of the caller's own processes among them (another user's: its pid and name
+    only, as `ps` shows).
+    """
     ports = [str(integer(p, "a port", 1, 65535)) for p in args[0].split(",")][:32]
     mine = [line for line in ss_lines() if re.search(r":(" + "|".join(ports) + r")\s", line)]
     print("\n".join(shown(line) for line in mine))
@@ -629,8 +778,8 @@ def v_nginx_test(args: list) -> int:
 
 
 def v_nginx_dump(args: list) -> int:
-    """nginx-dump: `nginx -T` (the whole configuration), showing only files anyone may read and the caller's own
-    sites (another user's, or a file root alone may read, is named and left out)."""
+    """nginx-dump: `nginx -T` (the whole configuration), showing only files anyone may read and the
+    caller's own sites (another user's, or a file root alone may read, is named and left out)."""
     done = run_argv(["nginx", "-T"], capture=True)
     if isinstance(done, int):
         return done
@@ -649,7 +798,8 @@ def v_nginx_dump(args: list) -> int:
 
 
 def may_see(path: str, claims: list) -> bool:
-    """A configuration file the caller may read through root: its own site's, or one anyone may read."""
+    """A configuration file the caller may read through root: its own site's, or one anyone may
+    read."""
     for claim in claims:
         site = claim.get("site", "")
         if site and path in (site, link_of(site), extras_path(site)):
@@ -661,7 +811,8 @@ def may_see(path: str, claims: list) -> bool:
 
 
 def v_nginx_reload(args: list) -> int:
-    """nginx-reload SPEC: reload Nginx with NGINX_RELOAD_CMD and prove the reload took (reload_nginx.py)."""
+    """nginx-reload SPEC: reload Nginx with NGINX_RELOAD_CMD and prove the reload took
+    (reload_nginx.py)."""
     return run_lib("reload_nginx.py", reload_spec(args[0]))
 
 
@@ -679,10 +830,11 @@ def v_site_read(args: list) -> int:
 
 
 def v_site_install(args: list) -> int:
-    """site-install STATE_DIR backup|replace guard|takeover TEST_CMD: render the site described on stdin (JSON),
-    put it in place, enable it, disable the stock default site when ours is the default server on its port, and
-    keep it only if the test passes (else everything is put back: exit 65). A file there that this tool did not
-    write is left alone (exit 66), except in a takeover that takeover-record prepared."""
+    """site-install STATE_DIR backup|replace guard|takeover TEST_CMD: render the site described on
+    stdin (JSON), put it in place, enable it, disable the stock default site when ours is the
+    default server on its port, and keep it only if the test passes (else everything is put back:
+    exit 65). A file there that this tool did not write is left alone (exit 66), except in a
+    takeover that takeover-record prepared."""
     state = state_name(args[0])
     backup = token(args[1], re.compile(r"backup|replace"), "the backup mode") == "backup"
     takeover = token(args[2], re.compile(r"guard|takeover"), "the mode") == "takeover"
@@ -716,18 +868,24 @@ def v_site_install(args: list) -> int:
 
 
 def still_as_recorded(state: str, site: str, now: "bytes | None") -> None:
-    """A takeover writes over (or removes) only the file takeover-record saw, or the caller's own site since."""
+    """A takeover writes over (or removes) only the file takeover-record saw, or the caller's own
+    site since."""
     meta = takeover_meta(state, site)
     if meta is None:
         raise Refused(f"a takeover of {site} needs takeover-record first")
     mine = (claim_of(site) or {}).get("uid") == caller().pw_uid
     seen = hashlib.sha256(now).hexdigest() if now is not None else None
     if seen != meta.get("digest") and not (mine and ours(now)):
-        raise Refused(f"{site} changed since takeover-record saw it: not the site that was taken over")
+        raise Refused(
+            f"{site} changed since takeover-record saw it: not the site that was taken over"
+        )
 
 
 def is_link_to(link: str, site: str) -> bool:
-    return os.path.islink(link) and os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link))) == site
+    return (
+        os.path.islink(link)
+        and os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link))) == site
+    )
 
 
 def read_stdin() -> str:
@@ -738,7 +896,8 @@ def read_stdin() -> str:
 
 
 def park_default(changes: Changes, site: str, desc: dict) -> None:
-    """Disable the stock default site when it is the default server on our first port: its target kept in STATE."""
+    """Disable the stock default site when it is the default server on our first port: its target
+    kept in STATE."""
     port = desc["listen"][0].rsplit(":", 1)[-1]
     if not os.path.islink(DEFAULT_LINK):
         return  # none, or parked already (an admin who enables it again makes the old record moot)
@@ -748,7 +907,11 @@ def park_default(changes: Changes, site: str, desc: dict) -> None:
     code = b"\n".join(line.split(b"#", 1)[0] for line in (read_regular(target) or b"").splitlines())
     if not re.search(rf"listen\s+([^;]*:)?{port}\s[^;]*default_server".encode(), code):
         return
-    changes.write(os.path.join(state_folder(), PARKED), json.dumps({"target": target, "site": site}).encode(), 0o600)
+    changes.write(
+        os.path.join(state_folder(), PARKED),
+        json.dumps({"target": target, "site": site}).encode(),
+        0o600,
+    )
     changes.remove(DEFAULT_LINK)
 
 
@@ -763,8 +926,10 @@ def unpark(changes: Changes, site: str) -> None:
 
 
 def v_site_restore(args: list) -> int:
-    """site-restore STATE_DIR SITE TEST_CMD: the previous site back (rollback), or ours removed, its claim dropped and
-    the stock default site enabled again after a first deploy; kept only if the test passes (else exit 65)."""
+    """site-restore STATE_DIR SITE TEST_CMD: the previous site back (rollback), or ours removed, its
+    claim dropped and the stock default site enabled again after a first deploy; kept only if the
+    test passes (else exit 65).
+    """
     state, site = state_name(args[0]), a_site(args[1])
     test = command(args[2], TEST_RE, "the test command")
     must_own(site, state)
@@ -776,9 +941,11 @@ def v_site_restore(args: list) -> int:
         return put_back_ours(changes, site, state, prev, 0o640, test)
 
 
-def put_back_ours(changes: Changes, site: str, state: str, text: bytes, mode: int, test: list) -> int:
-    """Write back a site root rendered before (a backup, root's takeover copy): what it serves is checked against
-    the other users' sites as a new one is, and becomes the claim."""
+def put_back_ours(
+    changes: Changes, site: str, state: str, text: bytes, mode: int, test: list
+) -> int:
+    """Write back a site root rendered before (a backup, root's takeover copy): what it serves is
+    checked against the other users' sites as a new one is, and becomes the claim."""
     changes.write(site, text, mode)
     facts = text_facts(site)
     check_facts(site, facts)
@@ -787,8 +954,8 @@ def put_back_ours(changes: Changes, site: str, state: str, text: bytes, mode: in
 
 
 def remove_site(changes: Changes, site: str) -> None:
-    """Our site gone: the file, its link (only a link to it), its kept locations (only ours), a parked stock site
-    enabled again, its claim dropped."""
+    """Our site gone: the file, its link (only a link to it), its kept locations (only ours), a
+    parked stock site enabled again, its claim dropped."""
     changes.remove(site)
     changes.remove(site + ".signalcraft-prev")  # never a later owner's to put back
     link = link_of(site)
@@ -800,16 +967,18 @@ def remove_site(changes: Changes, site: str) -> None:
     changes.remove(claim_path(site))
 
 
-# What older versions left beside a site (a shell install's temporary copy and backup): the site's own names, gone with it.
+# What older versions left beside a site (a shell install's temporary copy and backup): the site's
+# own names, gone with it.
 LEFTOVERS = (".signalcraft-tmp", ".signalcraft-tmpprev")
 
 
 def v_site_remove(args: list) -> int:
-    """site-remove STATE_DIR SITE APP_NAME TEST_CMD: take the caller's site off for good (`remove`): the site, its
-    link, its kept locations, its backup and older versions' leftovers, the stock default site it parked enabled
-    again, its claim and takeover record dropped, and certbot's hook signalcraft-APP_NAME if root wrote it for this
-    very site; kept only if the test passes (else everything is as it was: exit 65). Prints `removed`, or `absent`
-    when nothing of it is left (a second run)."""
+    """site-remove STATE_DIR SITE APP_NAME TEST_CMD: take the caller's site off for good (`remove`):
+    the site, its link, its kept locations, its backup and older versions' leftovers, the stock
+    default site it parked enabled again, its claim and takeover record dropped, and certbot's hook
+    signalcraft-APP_NAME if root wrote it for this very site; kept only if the test passes (else
+    everything is as it was: exit 65). Prints `removed`, or `absent` when nothing of it is left (a
+    second run)."""
     state, site, app = state_name(args[0]), a_site(args[1]), token(args[2], APP, "APP_NAME")
     test = command(args[3], TEST_RE, "the test command")
     if claim_of(site) is None and not os.path.lexists(site):
@@ -824,12 +993,16 @@ def v_site_remove(args: list) -> int:
     with Changes() as changes:
         remove_site(changes, site)
         for suffix in LEFTOVERS:
-            changes.remove(site + suffix)  # a link there is removed, never followed (keep/remove do not follow)
+            changes.remove(
+                site + suffix
+            )  # a link there is removed, never followed (keep/remove do not follow)
         if hook_of(hook, site):
             changes.remove(hook)
         code = changes.tested(test)
     if code == 0:
-        if takeover_meta(state, site) is not None:  # root's copy of the site taken over: nothing to put it back for
+        if (
+            takeover_meta(state, site) is not None
+        ):  # root's copy of the site taken over: nothing to put it back for
             shutil.rmtree(takeover_folder(state))
         print("removed")
     return code
@@ -851,7 +1024,8 @@ def not_mine(site: str) -> bool:
 
 
 def hook_of(path: str, site: str) -> bool:
-    """Whether `path` is certbot's hook as root wrote it for `site` (certbot_hook's fixed text, naming the site)."""
+    """Whether `path` is certbot's hook as root wrote it for `site` (certbot_hook's fixed text,
+    naming the site)."""
     if not os.path.isfile(path) or os.path.islink(path):
         return False
     text = (read_regular(path) or b"").decode(errors="replace")
@@ -859,9 +1033,9 @@ def hook_of(path: str, site: str) -> bool:
 
 
 def v_extras_write(args: list) -> int:
-    """extras-write STATE_DIR SITE LINES TEST_CMD: keep, beside SITE, the location blocks at LINES (comma-separated;
-    '-': none) of the site root saved at takeover-record: parsed from root's own copy, never sent by the caller;
-    kept only if the test passes (else exit 65)."""
+    """extras-write STATE_DIR SITE LINES TEST_CMD: keep, beside SITE, the location blocks at LINES
+    (comma-separated; '-': none) of the site root saved at takeover-record: parsed from root's own
+    copy, never sent by the caller; kept only if the test passes (else exit 65)."""
     state, site, lines = state_name(args[0]), a_site(args[1]), line_numbers(args[2])
     test = command(args[3], TEST_RE, "the test command")
     must_own(site, state, may_claim=True)
@@ -873,31 +1047,46 @@ def v_extras_write(args: list) -> int:
         print(f"{path} exists and was not written by signalcraft-deploy", file=sys.stderr)
         return 66
     blocks = kept_locations(os.path.join(takeover_folder(state), "nginx-site"), set(lines))
-    header = (f"{HEADER} Location blocks kept from the site it took over (included by its site; "
-              "the next takeover's record is what changes them).\n")
+    header = (
+        f"{HEADER} Location blocks kept from the site it took over (included by its site; "
+        "the next takeover's record is what changes them).\n"
+    )
     with Changes() as changes:
-        changes.write(path, (header + crossplane().build(blocks, indent=4, tabs=False) + "\n").encode(), 0o640)
+        changes.write(
+            path, (header + crossplane().build(blocks, indent=4, tabs=False) + "\n").encode(), 0o640
+        )
         return changes.tested(test)
 
 
 def parse_site(path: str) -> list:
-    parsed = crossplane().parse(path, single=True, catch_errors=False, check_ctx=False, check_args=False, comments=False)
+    parsed = crossplane().parse(
+        path, single=True, catch_errors=False, check_ctx=False, check_args=False, comments=False
+    )
     return parsed["config"][0]["parsed"]
 
 
 def kept_locations(copy: str, lines: set) -> list:
-    """The `location` blocks of the saved site's server blocks that start on `lines` (each must be one)."""
+    """The `location` blocks of the saved site's server blocks that start on `lines` (each must be
+    one)."""
     if read_regular(copy) is None:
         raise Refused("root's copy of the site taken over is missing")
-    found = [d for server in parse_site(copy) if server["directive"] == "server"
-             for d in server.get("block", []) if d["directive"] == "location" and d["line"] in lines]
+    found = [
+        d
+        for server in parse_site(copy)
+        if server["directive"] == "server"
+        for d in server.get("block", [])
+        if d["directive"] == "location" and d["line"] in lines
+    ]
     if sorted(d["line"] for d in found) != sorted(lines):
-        raise Refused(f"not every line of {sorted(lines)} starts a location block of the saved site")
+        raise Refused(
+            f"not every line of {sorted(lines)} starts a location block of the saved site"
+        )
     return found
 
 
 def host_port(address: str) -> tuple:
-    """(host, port) of HOST:PORT or [IPv6]:PORT, the port as a plain number (`08001` is 8001 to Nginx)."""
+    """(host, port) of HOST:PORT or [IPv6]:PORT, the port as a plain number (`08001` is 8001 to
+    Nginx)."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), (str(int(port)) if port.isdigit() else port)
 
@@ -921,7 +1110,9 @@ def is_local(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        with socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
+        ) as probe:
             probe.bind((host, 0))
         return True
     except (OSError, ValueError):
@@ -932,20 +1123,38 @@ ANY_ADDRESS = ("0.0.0.0", "*", "::")
 
 
 def serves_pid(copy: str, pid: int) -> bool:
-    """Whether the saved site proxies to an address the caller's process listens on (on that port, at that address
-    or at every address): the site a takeover may take."""
+    """Whether the saved site proxies to an address the caller's process listens on (on that port,
+    at that address or at every address): the site a takeover may take."""
     parsed = parse_site(copy)
-    upstreams = {d["args"][0]: {host_port(s["args"][0]) for s in d.get("block", []) if s["directive"] == "server"}
-                 for d in parsed if d["directive"] == "upstream" and d.get("args")}
+    upstreams = {
+        d["args"][0]: {
+            host_port(s["args"][0]) for s in d.get("block", []) if s["directive"] == "server"
+        }
+        for d in parsed
+        if d["directive"] == "upstream" and d.get("args")
+    }
     proxied, sockets = proxied_addresses(parsed, upstreams), listening_sockets()
-    for host, port, pids, _ in sockets:  # a site that also proxies to another user's server is not the caller's
-        if any(reaches(target, (host, port)) for target in proxied) and any(uid_of(p) not in own_uids() for p in pids):
+    for (
+        host,
+        port,
+        pids,
+        _,
+    ) in sockets:  # a site that also proxies to another user's server is not the caller's
+        if any(reaches(target, (host, port)) for target in proxied) and any(
+            uid_of(p) not in own_uids() for p in pids
+        ):
             return False
-    return any(reaches(target, (host, port)) for target in proxied for host, port, pids, _ in sockets if pid in pids)
+    return any(
+        reaches(target, (host, port))
+        for target in proxied
+        for host, port, pids, _ in sockets
+        if pid in pids
+    )
 
 
 def reaches(target: tuple, held: tuple) -> bool:
-    """Whether a proxy_pass to `target` (host, port) lands on a socket listening at `held` on this host."""
+    """Whether a proxy_pass to `target` (host, port) lands on a socket listening at `held` on this
+    host."""
     (host, port), (lhost, lport) = target, held
     if port != lport:
         return False
@@ -965,13 +1174,14 @@ LOOPBACKS = ("127.0.0.1", "::1")  # where `localhost` in a site may send
 
 
 def v_tls_check(args: list) -> int:
-    """tls-check SPEC: can Nginx serve this certificate and key (tls_check.py)? Only files in root's TLS folders."""
+    """tls-check SPEC: can Nginx serve this certificate and key (tls_check.py)? Only files in root's
+    TLS folders."""
     return run_lib("tls_check.py", tls_spec(args[0]))
 
 
 def v_certbot_hook(args: list) -> int:
-    """certbot-hook APP_NAME TLS_CERT NGINX_SITE TEST_CMD RELOAD_CMD: write certbot's deploy hook if it differs (never
-    over a file this tool did not write)."""
+    """certbot-hook APP_NAME TLS_CERT NGINX_SITE TEST_CMD RELOAD_CMD: write certbot's deploy hook if
+    it differs (never over a file this tool did not write)."""
     path, text = certbot_hook(*args)
     not_others(args[2])
     old = read_regular(path)
@@ -981,8 +1191,9 @@ def v_certbot_hook(args: list) -> int:
     if old is not None and not old.decode(errors="replace").startswith("#!/bin/sh\n" + HEADER):
         raise Refused(f"{path} exists and was not written by signalcraft-deploy")
     if old is not None and hook_site(old) not in (None, args[2]) and not_mine(hook_site(old)):
-        # APP_NAME is the caller's to choose: another user's hook is neither rewritten to name the caller's site
-        # (which site-remove would then take for the caller's own and delete) nor changed at all
+        # APP_NAME is the caller's to choose: another user's hook is neither rewritten to name the
+        # caller's site (which site-remove would then take for the caller's own and delete) nor
+        # changed at all
         raise Refused(f"{path} is certbot's hook of another user's site: not yours to change")
     os.makedirs(HOOK_DIR, mode=0o755, exist_ok=True)
     write_in(path, text.encode(), 0o755)
@@ -991,15 +1202,17 @@ def v_certbot_hook(args: list) -> int:
 
 
 def v_takeover_record(args: list) -> int:
-    """takeover-record STATE_DIR PID SITE: before a takeover of the caller's own server PID, keep root's copy of SITE
-    (the one record root trusts when it puts the site back); SITE must proxy to a port PID listens on. A second
-    call keeps the first, true 'before' record."""
-    state, pid, site = state_name(args[0]), integer(args[1], "the pid", 2, 2 ** 22), a_site(args[2])
+    """takeover-record STATE_DIR PID SITE: before a takeover of the caller's own server PID, keep
+    root's copy of SITE (the one record root trusts when it puts the site back); SITE must proxy to
+    a port PID listens on. A second call keeps the first, true 'before' record."""
+    state, pid, site = state_name(args[0]), integer(args[1], "the pid", 2, 2**22), a_site(args[2])
     must_own(site, state, may_claim=True)
     try:
         if os.stat(f"/proc/{pid}").st_uid not in own_uids():
-            raise Refused(f"pid {pid} is not a process of {caller().pw_name} or its apps' account: a takeover touches "
-                          "only the caller's own")
+            raise Refused(
+                f"pid {pid} is not a process of {caller().pw_name} or its apps' account: a takeover"
+                " touches only the caller's own"
+            )
     except FileNotFoundError:
         raise Refused(f"no process {pid}") from None
     if takeover_meta(state, site) is None:
@@ -1011,19 +1224,28 @@ def v_takeover_record(args: list) -> int:
             write_in(copy, old, 0o600)
             if claim_of(site) is None and not serves_pid(copy, pid):
                 shutil.rmtree(folder)
-                raise Refused(f"{site} does not proxy to a port pid {pid} listens on: not the site of the server taken over")
+                raise Refused(
+                    f"{site} does not proxy to a port pid {pid} listens on: not the site of the"
+                    " server taken over"
+                )
         mode = stat.S_IMODE(os.lstat(site).st_mode) if old is not None else 0o640
-        meta = {**owner_key(caller(), state), "site": site, "pid": pid, "site_existed": old is not None, "mode": mode,
-                "digest": hashlib.sha256(old).hexdigest() if old is not None else None}
+        meta = {
+            **owner_key(caller(), state),
+            "site": site,
+            "pid": pid,
+            "site_existed": old is not None,
+            "mode": mode,
+            "digest": hashlib.sha256(old).hexdigest() if old is not None else None,
+        }
         write_in(os.path.join(folder, "meta.json"), json.dumps(meta).encode(), 0o600)
     print("recorded")
     return 0
 
 
 def v_takeover_restore(args: list) -> int:
-    """takeover-restore STATE_DIR SITE TEST_CMD: put back the site takeover-record saved (with its mode; ours, still
-    ours) or remove ours and its link if there was none; kept only if the test passes (else exit 65); then the
-    record is dropped."""
+    """takeover-restore STATE_DIR SITE TEST_CMD: put back the site takeover-record saved (with its
+    mode; ours, still ours) or remove ours and its link if there was none; kept only if the test
+    passes (else exit 65); then the record is dropped."""
     state, site = state_name(args[0]), a_site(args[1])
     test = command(args[2], TEST_RE, "the test command")
     must_own(site, state, may_claim=True)
@@ -1043,7 +1265,9 @@ def v_takeover_restore(args: list) -> int:
             if ours(read_regular(extras_path(site))):
                 changes.remove(extras_path(site))
             if ours(saved):  # the caller's own site from before: still its own, checked like any
-                code = put_back_ours(changes, site, state, saved, meta.get("mode", 0o640) & 0o644, test)
+                code = put_back_ours(
+                    changes, site, state, saved, meta.get("mode", 0o640) & 0o644, test
+                )
             else:
                 changes.write(site, saved, meta.get("mode", 0o640) & 0o644)
                 changes.remove(claim_path(site))
@@ -1054,7 +1278,8 @@ def v_takeover_restore(args: list) -> int:
 
 
 def pm2_daemon_of(uid: int) -> "int | None":
-    """The pid of a PM2 daemon of `uid` (by the title PM2 gives its daemon, in /proc), if one runs."""
+    """The pid of a PM2 daemon of `uid` (by the title PM2 gives its daemon, in /proc), if one
+    runs."""
     for name in os.listdir("/proc"):
         if not name.isdigit() or uid_of(int(name)) != uid:
             continue
@@ -1068,14 +1293,17 @@ def pm2_daemon_of(uid: int) -> "int | None":
 
 
 def v_pm2_boot(args: list) -> int:
-    """pm2-boot APP_USER: under a running systemd, start pm2-APP_USER.service (setup's unit, enabled) when no PM2
-    daemon of that account runs, so that systemd runs it (Restart=on-failure) rather than the deploy's SSH session;
-    APP_USER must be one of the caller's apps' accounts in root's record. Prints started, running, not-enabled or
-    no-systemd."""
+    """pm2-boot APP_USER: under a running systemd, start pm2-APP_USER.service (setup's unit,
+    enabled) when no PM2 daemon of that account runs, so that systemd runs it (Restart=on-failure)
+    rather than the deploy's SSH session; APP_USER must be one of the caller's apps' accounts in
+    root's record. Prints started, running, not-enabled or no-systemd."""
     name = token(args[0], USER_NAME, "an account name")
     uid = app_accounts().get(name)
     if uid is None:
-        raise Refused(f"{name} is not one of your apps' accounts in root's record ({STATE}/app-users): run setup")
+        raise Refused(
+            f"{name} is not one of your apps' accounts in root's record ({STATE}/app-users): run"
+            " setup"
+        )
     unit = f"pm2-{name}.service"
     link = os.path.join(UNIT_DIR, "multi-user.target.wants", unit)
     if not os.path.isdir(SYSTEMD_RUNNING):
@@ -1105,34 +1333,52 @@ def v_version(args: list) -> int:
 
 
 def installed_files() -> list:
-    """The helper, the app user's door, then every file beside the helper by path (host.root.files() lists them in
-    the same order)."""
+    """The helper, the app user's door, then every file beside the helper by path (host.root.files()
+    lists them in the same order)."""
     found = [os.path.join(folder, n) for folder, _, names in os.walk(LIB) for n in names]
     return [HELPER, APP_HELPER] + sorted(p for p in found if "__pycache__" not in p)
 
 
 VERBS = {
-    "probe": (v_probe, 0), "listeners": (v_listeners, 1), "nginx-test": (v_nginx_test, 1), "nginx-dump": (v_nginx_dump, 0),
-    "nginx-reload": (v_nginx_reload, 1), "site-read": (v_site_read, 1), "site-install": (v_site_install, 4),
-    "site-restore": (v_site_restore, 3), "extras-write": (v_extras_write, 4),
-"tls-check": (v_tls_check, 1), "certbot-hook": (v_certbot_hook, 5),
-    "takeover-record": (v_takeover_record, 3), "takeover-restore": (v_takeover_restore, 3), "version": (v_version, 0),
-    "pm2-boot": (v_pm2_boot, 1), "site-remove": (v_site_remove, 4),
+    "probe": (v_probe, 0),
+    "listeners": (v_listeners, 1),
+    "nginx-test": (v_nginx_test, 1),
+    "nginx-dump": (v_nginx_dump, 0),
+    "nginx-reload": (v_nginx_reload, 1),
+    "site-read": (v_site_read, 1),
+    "site-install": (v_site_install, 4),
+    "site-restore": (v_site_restore, 3),
+    "extras-write": (v_extras_write, 4),
+    "tls-check": (v_tls_check, 1),
+    "certbot-hook": (v_certbot_hook, 5),
+    "takeover-record": (v_takeover_record, 3),
+    "takeover-restore": (v_takeover_restore, 3),
+    "version": (v_version, 0),
+    "pm2-boot": (v_pm2_boot, 1),
+    "site-remove": (v_site_remove, 4),
 }
 
 
 def usage() -> str:
-    return "usage: signalcraft-root VERB ARGS...\n" + "\n".join(f"  {(fn.__doc__ or '').strip()}" for fn, _ in VERBS.values())
+    return "usage: signalcraft-root VERB ARGS...\n" + "\n".join(
+        f"  {(fn.__doc__ or '').strip()}" for fn, _ in VERBS.values()
+    )
 
 
 def check_call(argv: list) -> tuple:
-    """(handler, args) for a command line, or Refused: a known verb with its exact number of arguments."""
+    """(handler, args) for a command line, or Refused: a known verb with its exact number of
+    arguments."""
     if not argv or argv[0] not in VERBS:
-        raise Refused(f"unknown verb {argv[0] if argv else ''!r}; the verbs are: {', '.join(VERBS)}")
+        raise Refused(
+            f"unknown verb {argv[0] if argv else ''!r}; the verbs are: {', '.join(VERBS)}"
+        )
     handler, count = VERBS[argv[0]]
     if len(argv) - 1 != count:
         raise Refused(f"{argv[0]} takes {count} argument(s), got {len(argv) - 1}")
-    if any("\0" in a or "\n" in a for a in argv[1:]) and argv[0] not in ("nginx-reload", "tls-check"):
+    if any("\0" in a or "\n" in a for a in argv[1:]) and argv[0] not in (
+        "nginx-reload",
+        "tls-check",
+    ):
         raise Refused(f"{argv[0]}: an argument holds a newline or NUL")
     return handler, argv[1:]
 
@@ -1151,14 +1397,32 @@ def main(argv: list) -> int:
     except Refused as err:
         print(f"signalcraft-root: refused: {err}", file=sys.stderr)
         return REFUSED
-    except (OSError, ValueError, RecursionError, KeyError, TypeError) as err:  # one line, never a traceback
-        print(f"signalcraft-root: {argv[0] if argv else ''} failed: {type(err).__name__}: {err}"[:500], file=sys.stderr)
+    except (
+        OSError,
+        ValueError,
+        RecursionError,
+        KeyError,
+        TypeError,
+    ) as err:  # one line, never a traceback
+        print(
+            f"signalcraft-root: {argv[0] if argv else ''} failed: {type(err).__name__}: {err}"[
+                :500
+            ],
+            file=sys.stderr,
+        )
         return 1
 
 
 # The verbs that change root's files: one at a time on the host (hold_lock).
-WRITERS = {"site-install", "site-restore", "extras-write", "certbot-hook", "takeover-record", "takeover-restore",
-           "site-remove"}
+WRITERS = {
+    "site-install",
+    "site-restore",
+    "extras-write",
+    "certbot-hook",
+    "takeover-record",
+    "takeover-restore",
+    "site-remove",
+}
 
 
 def caller_uid(environ: dict) -> int:

@@ -1,20 +1,23 @@
-"""Runs ON THE HOST as the deploy user: makes the app's SHARED_PATHS in shared/ and gives them to the apps' own account.
+"""Runs ON THE HOST as the deploy user: makes the app's SHARED_PATHS in shared/ and gives them to
+the apps' own account.
 
-`PYTHON -I -S -c TEXT make SHARED GROUP LIVE NEW PATH...` (inside the release assembly, steps/upload.py) and
-`... adopt SHARED GROUP` (when the apps move to their own account, steps/deploy.py).
+`PYTHON -I -S -c TEXT make SHARED GROUP LIVE NEW PATH...` (inside the release assembly,
+steps/upload.py) and `... adopt SHARED GROUP` (when the apps move to their own account,
+steps/deploy.py).
 
-shared/ is the apps' to write (group GROUP, setgid 2770), so anything in it may be a link, a FIFO or a hard link the
-app planted to make the deploy user act elsewhere. Nothing here follows one: every folder is opened from the one
-above it with O_NOFOLLOW, every change is made on an open handle (fchown, fchmod), and only entries the deploy user
-owns and that have no other name are given. A path whose folders are not plain folders is refused.
+shared/ is the apps' to write (group GROUP, setgid 2770), so anything in it may be a link, a FIFO or
+a hard link the app planted to make the deploy user act elsewhere. Nothing here follows one: every
+folder is opened from the one above it with O_NOFOLLOW, every change is made on an open handle
+(fchown, fchmod), and only entries the deploy user owns and that have no other name are given. A
+path whose folders are not plain folders is refused.
 
-- `make`: for each PATH ("name" a file, "name/" a folder) not yet in shared/: the live release's own copy is moved
-  there (and linked back, so the live app keeps it), else the new release's is copied, else a folder is made; what
-  it puts there is given to GROUP. A PATH already there is left as it is: it is the app's.
-- `adopt`: gives everything of the deploy user's under shared/ to GROUP (data written while the apps ran as the
-  deploy user), once, when they move.
-With GROUP "" (the apps run as the deploy user) nothing is given, and modes are the deploy user's own.
-Standard library only.
+- `make`: for each PATH ("name" a file, "name/" a folder) not yet in shared/: the live release's own
+  copy is moved there (and linked back, so the live app keeps it), else the new release's is copied,
+  else a folder is made; what it puts there is given to GROUP. A PATH already there is left as it
+  is: it is the app's.
+- `adopt`: gives everything of the deploy user's under shared/ to GROUP (data written while the apps
+  ran as the deploy user), once, when they move. With GROUP "" (the apps run as the deploy user)
+  nothing is given, and modes are the deploy user's own. Standard library only.
 """
 
 import errno
@@ -34,11 +37,13 @@ def group_id(group):
     if not group:
         return None
     import grp
+
     return grp.getgrnam(group).gr_gid
 
 
 def give(fd, st, gid):
-    """Give one open entry of the deploy user's to the apps' group: folders setgid 2770, files group-writable."""
+    """Give one open entry of the deploy user's to the apps' group: folders setgid 2770, files
+    group-writable."""
     if gid is None or st.st_uid != os.getuid():
         return
     if stat.S_ISDIR(st.st_mode):
@@ -46,11 +51,14 @@ def give(fd, st, gid):
         os.fchmod(fd, GIVEN_FOLDER)
     elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
         os.fchown(fd, -1, gid)
-        os.fchmod(fd, (stat.S_IMODE(st.st_mode) & 0o777) | 0o060)  # never a set-id bit back (fchown cleared them)
+        os.fchmod(
+            fd, (stat.S_IMODE(st.st_mode) & 0o777) | 0o060
+        )  # never a set-id bit back (fchown cleared them)
 
 
 def open_entry(name, parent):
-    """An entry of a folder, opened without following a link (None for a link, a FIFO, a socket or a device)."""
+    """An entry of a folder, opened without following a link (None for a link, a FIFO, a socket or a
+    device)."""
     try:
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
@@ -58,12 +66,17 @@ def open_entry(name, parent):
     if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
         return None, None
     try:
-        fd = os.open(name, (FOLDER if stat.S_ISDIR(st.st_mode) else os.O_RDONLY | os.O_NOFOLLOW) | os.O_NONBLOCK,
-                     dir_fd=parent)
+        fd = os.open(
+            name,
+            (FOLDER if stat.S_ISDIR(st.st_mode) else os.O_RDONLY | os.O_NOFOLLOW) | os.O_NONBLOCK,
+            dir_fd=parent,
+        )
     except OSError:
         return None, None
     opened = os.fstat(fd)
-    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or stat.S_IFMT(opened.st_mode) != stat.S_IFMT(st.st_mode):
+    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or stat.S_IFMT(
+        opened.st_mode
+    ) != stat.S_IFMT(st.st_mode):
         os.close(fd)  # replaced between the two looks
         return None, None
     return fd, opened
@@ -85,7 +98,8 @@ def give_tree(fd, st, gid):
 
 
 def folder_of(shared, parts, gid):
-    """The open folder shared/<parts...>, each made (and given) if missing; refused if one is not a plain folder."""
+    """The open folder shared/<parts...>, each made (and given) if missing; refused if one is not a
+    plain folder."""
     fd = os.open(shared, FOLDER)
     for i, part in enumerate(parts):
         try:
@@ -98,7 +112,9 @@ def folder_of(shared, parts, gid):
         except OSError as err:
             os.close(fd)
             if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise Refused(f"shared/{'/'.join(parts[:i + 1])} is not a folder (a link, or a file)") from None
+                raise Refused(
+                    f"shared/{'/'.join(parts[: i + 1])} is not a folder (a link, or a file)"
+                ) from None
             raise
         os.close(fd)
         fd = child
@@ -108,7 +124,8 @@ def folder_of(shared, parts, gid):
 
 
 def copy_into(src, name, parent, gid):
-    """Copy `src` (a path in the new release, the deploy user's own) to `name` in the open folder `parent`."""
+    """Copy `src` (a path in the new release, the deploy user's own) to `name` in the open folder
+    `parent`."""
     st = os.lstat(src)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), name, dir_fd=parent)
@@ -123,7 +140,9 @@ def copy_into(src, name, parent, gid):
         finally:
             os.close(fd)
     elif stat.S_ISREG(st.st_mode):
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        fd = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent
+        )
         try:
             with open(src, "rb") as fh:
                 while True:
@@ -138,8 +157,10 @@ def copy_into(src, name, parent, gid):
 
 
 def live_folder(live, parts):
-    """The open folder LIVE/<parts...> of the live release (the deploy user's own), or None when one of them is not a
-    plain folder: a link there may lead into shared/, which the app writes, so nothing is moved through it."""
+    """The open folder LIVE/<parts...> of the live release (the deploy user's own), or None when one
+    of them is not a plain folder: a link there may lead into shared/, which the app writes, so
+    nothing is moved through it.
+    """
     try:
         fd = os.open(live, FOLDER)
     except OSError:
@@ -156,8 +177,10 @@ def live_folder(live, parts):
 
 
 def move_live(live, parts, parent, name, held, gid):
-    """Move the live release's own copy of a path into shared/ (through handles of both folders) and link it back, so
-    the live app keeps it; False when the live release has none of its own (missing, a link, or under a link)."""
+    """Move the live release's own copy of a path into shared/ (through handles of both folders) and
+    link it back, so the live app keeps it; False when the live release has none of its own
+    (missing, a link, or under a link).
+    """
     source = live_folder(live, parts[:-1]) if live else None
     if source is None:
         return False
@@ -224,8 +247,11 @@ def main(argv):
         else:
             raise Refused(f"unknown verb {verb!r}")
     except Refused as err:
-        print(f"SHARED_PATHS: {err}; the deploy does not follow links in shared/. Remove it (it may have been "
-              "planted by the app) and deploy again.", file=sys.stderr)
+        print(
+            f"SHARED_PATHS: {err}; the deploy does not follow links in shared/. Remove it (it may"
+            " have been planted by the app) and deploy again.",
+            file=sys.stderr,
+        )
         return REFUSED
     return 0
 

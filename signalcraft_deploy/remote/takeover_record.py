@@ -1,4 +1,5 @@
-"""Runs ON THE HOST as the deploy user (`python3 - PID FOLDER PM2 NODE_APP FORMAT TOOL`, text on stdin).
+"""Runs ON THE HOST as the deploy user (`python3 - PID FOLDER PM2 NODE_APP FORMAT TOOL`, text on
+stdin).
 
 Saves, once, what takeover_restore.py needs to bring back the state before a takeover: the
 unmanaged server's command line, working directory, user and environment (from /proc/PID), and
@@ -7,8 +8,8 @@ them). A second run keeps the first record (the true 'before'), stamped with its
 TOOL that wrote it. The Nginx site is not here: root keeps its own copy (the helper's
 takeover-record), and only that copy is ever put back.
 
-With FOLDER `-` it runs as the apps' own account (APP_USER) instead, for a server of that account, and prints the
-record as one JSON line for the deploy user to keep (nothing else is printed then).
+With FOLDER `-` it runs as the apps' own account (APP_USER) instead, for a server of that account,
+and prints the record as one JSON line for the deploy user to keep (nothing else is printed then).
 
 Only the running user's own process is recorded (exit with its user and pid named otherwise):
 everything here is the deploy user's own, so no root is involved. The environment kept is the
@@ -28,37 +29,71 @@ from typing import Any, Dict, List, Optional
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
-# Variables of the session a process was started from, not of the process: not kept (a restart gets its own).
-SESSION_VARS = frozenset({
-    "SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SUDO_COMMAND", "SUDO_USER",
-    "SUDO_UID", "SUDO_GID", "TERM", "TERMCAP", "COLORTERM", "DISPLAY", "XAUTHORITY", "MAIL", "OLDPWD", "SHLVL", "_",
-    "LS_COLORS", "XDG_SESSION_ID", "XDG_RUNTIME_DIR", "XDG_SESSION_TYPE", "XDG_SESSION_CLASS", "DBUS_SESSION_BUS_ADDRESS",
-    "STY", "TMUX", "TMUX_PANE", "WINDOW",
-})
+# Variables of the session a process was started from, not of the process: not kept (a restart gets
+# its own).
+SESSION_VARS = frozenset(
+    {
+        "SSH_AUTH_SOCK",
+        "SSH_AGENT_PID",
+        "SSH_CLIENT",
+        "SSH_CONNECTION",
+        "SSH_TTY",
+        "SUDO_COMMAND",
+        "SUDO_USER",
+        "SUDO_UID",
+        "SUDO_GID",
+        "TERM",
+        "TERMCAP",
+        "COLORTERM",
+        "DISPLAY",
+        "XAUTHORITY",
+        "MAIL",
+        "OLDPWD",
+        "SHLVL",
+        "_",
+        "LS_COLORS",
+        "XDG_SESSION_ID",
+        "XDG_RUNTIME_DIR",
+        "XDG_SESSION_TYPE",
+        "XDG_SESSION_CLASS",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "STY",
+        "TMUX",
+        "TMUX_PANE",
+        "WINDOW",
+    }
+)
 
 
 def refuse_other_user(pid: str) -> None:
-    """Exit unless the process is this user's own: a takeover touches only the deploy user's processes."""
+    """Exit unless the process is this user's own: a takeover touches only the deploy user's
+    processes."""
     uid = os.stat(f"/proc/{pid}").st_uid
     if uid != os.getuid():
         try:
             user = pwd.getpwuid(uid).pw_name
         except KeyError:
             user = str(uid)
-        sys.exit(f"pid {pid} belongs to user {user}, not to {pwd.getpwuid(os.getuid()).pw_name}: a takeover touches only "
-                 "the deploy user's own processes; nothing was recorded")
+        sys.exit(
+            f"pid {pid} belongs to user {user}, not to {pwd.getpwuid(os.getuid()).pw_name}: a"
+            " takeover touches only the deploy user's own processes; nothing was recorded"
+        )
 
 
 def legacy_process(pid: str) -> Dict[str, Any]:
-    """What is needed to start the process again: argv, cwd, user, environment (less the session's)."""
+    """What is needed to start the process again: argv, cwd, user, environment (less the
+    session's)."""
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
         argv = fh.read().split(b"\0")[:-1]
     with open(f"/proc/{pid}/environ", "rb") as fh:
         env = dict(line.split(b"=", 1) for line in fh.read().split(b"\0") if b"=" in line)
     uid = os.stat(f"/proc/{pid}").st_uid
-    return {"argv": [a.decode() for a in argv], "cwd": os.readlink(f"/proc/{pid}/cwd"),
-            "user": pwd.getpwuid(uid).pw_name,
-            "env": {k.decode(): v.decode() for k, v in env.items() if k.decode() not in SESSION_VARS}}
+    return {
+        "argv": [a.decode() for a in argv],
+        "cwd": os.readlink(f"/proc/{pid}/cwd"),
+        "user": pwd.getpwuid(uid).pw_name,
+        "env": {k.decode(): v.decode() for k, v in env.items() if k.decode() not in SESSION_VARS},
+    }
 
 
 def node_entry(procs: List[Dict[str, Any]], node_app: str) -> Optional[Dict[str, Any]]:
@@ -67,9 +102,16 @@ def node_entry(procs: List[Dict[str, Any]], node_app: str) -> Optional[Dict[str,
     if not entries:
         return None
     e = entries[0]
-    return {"name": node_app, "script": e["exec_path"] or None, "cwd": e["cwd"] or None,
-            "exec_mode": e["exec_mode"] or "fork", "instances": len(entries),
-            "interpreter": e["interpreter"] or "node", "args": e["args"], "env": e["env"]}
+    return {
+        "name": node_app,
+        "script": e["exec_path"] or None,
+        "cwd": e["cwd"] or None,
+        "exec_mode": e["exec_mode"] or "fork",
+        "instances": len(entries),
+        "interpreter": e["interpreter"] or "node",
+        "args": e["args"],
+        "env": e["env"],
+    }
 
 
 def read_pm2(pm2: str, node_app: str) -> List[Dict[str, Any]]:
@@ -81,7 +123,10 @@ def read_pm2(pm2: str, node_app: str) -> List[Dict[str, Any]]:
 def record(pid: str, folder: str, pm2: str, node_app: str, stamp: Dict[str, Any]) -> None:
     legacy = legacy_process(pid)
     node = node_entry(read_pm2(pm2, node_app), node_app)
-    write_private(os.path.join(folder, "legacy.json"), json.dumps({**stamp, "legacy": legacy, "node": node}).encode())
+    write_private(
+        os.path.join(folder, "legacy.json"),
+        json.dumps({**stamp, "legacy": legacy, "node": node}).encode(),
+    )
 
 
 def write_private(path: str, data: bytes) -> None:
@@ -93,7 +138,11 @@ def write_private(path: str, data: bytes) -> None:
 
 def main(argv: List[str]) -> None:
     pid, folder, pm2, node_app, number, tool = argv
-    if folder == "-":  # as the apps' own account, whose process it is: the record goes to the deploy user, who keeps it
+    if (
+        folder == "-"
+        # as the apps' own account, whose process it is: the record goes to the deploy user, who keeps
+        # it
+    ):
         refuse_other_user(pid)
         legacy = legacy_process(pid)
         node = node_entry(read_pm2(pm2, node_app), node_app)

@@ -1,4 +1,5 @@
-"""Runs ON THE HOST (sent over stdin to `python3 -`): disk space, pruning, boot state, the apps' account's side.
+"""Runs ON THE HOST (sent over stdin to `python3 -`): disk space, pruning, boot state, the apps'
+account's side.
 
 Standard library only. Reads one JSON argument, prints one JSON line. Never prints environment
 values: PM2's dump (which holds every app's env, secrets included) is parsed here and only
@@ -15,9 +16,9 @@ Run as the apps' own account (APP_USER; through the app helper, which sets PM2_H
 mode "apps": who runs the apps (name, uid, PM2 home), PM2's logs there (sizes, device), the sizes
 of the apps' own log files, and the paths under the deploy root its processes run from (`in_use`).
 
-mode "settle": after a deploy, rollback or pm2-reload, each of our apps' PM2 restart count by pm_id (`status`
-counts crashes from it: PM2 counts every reload as a restart), and the per-pm_id log files of processes PM2 no
-longer has (a cluster's <name>-out-<pm_id>.log, rotated ones too) removed.
+mode "settle": after a deploy, rollback or pm2-reload, each of our apps' PM2 restart count by pm_id
+(`status` counts crashes from it: PM2 counts every reload as a restart), and the per-pm_id log files
+of processes PM2 no longer has (a cluster's <name>-out-<pm_id>.log, rotated ones too) removed.
 
 mode "boot": whether PM2 starts at boot for this user (the systemd unit `setup` writes, enabled
 by its multi-user.target.wants link) and what PM2's saved list (dump.pm2) would start.
@@ -73,18 +74,33 @@ def space(spec):
     for name in ("releases", "venvs", "node_modules", "shared"):
         path = os.path.join(root, name)
         entries = [e for e in children_of(path) if not e.startswith(".")]
-        parts[name] = {"path": path, "bytes": size_of(path) if entries else 0, "count": len(entries)}
-    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20, "path": base, "dev": os.stat(base).st_dev,
-            "user": pwd.getpwuid(os.getuid()).pw_name, "parts": parts,
-            "unused": sorted(unused_environments(root, spec.get("in_use", [])))}
+        parts[name] = {
+            "path": path,
+            "bytes": size_of(path) if entries else 0,
+            "count": len(entries),
+        }
+    return {
+        "free_mb": usage.free // 2**20,
+        "total_mb": usage.total // 2**20,
+        "path": base,
+        "dev": os.stat(base).st_dev,
+        "user": pwd.getpwuid(os.getuid()).pw_name,
+        "parts": parts,
+        "unused": sorted(unused_environments(root, spec.get("in_use", []))),
+    }
 
 
 def pm2_logs(pm2_home, apps):
-    """PM2's logs folder (size, files, device) and the sizes of the apps' own log files and of pm2.log."""
+    """PM2's logs folder (size, files, device) and the sizes of the apps' own log files and of
+    pm2.log."""
     logs = os.path.join(pm2_home, "logs")
     log_files = children_of(logs)
-    part = {"path": logs, "bytes": size_of(logs) if log_files else 0, "count": len(log_files),
-            "dev": os.stat(logs).st_dev if os.path.exists(logs) else None}
+    part = {
+        "path": logs,
+        "bytes": size_of(logs) if log_files else 0,
+        "count": len(log_files),
+        "dev": os.stat(logs).st_dev if os.path.exists(logs) else None,
+    }
     app_logs = {}
     names = "|".join(re.escape(a) for a in apps)
     own = re.compile(f"^({names})-(out|error)(-[0-9]+)?[.]log$")
@@ -101,13 +117,20 @@ def pm2_logs(pm2_home, apps):
 
 
 def apps(spec):
-    """The apps' account's side: who it is, its PM2 home and logs, and what its processes use under the deploy root."""
+    """The apps' account's side: who it is, its PM2 home and logs, and what its processes use under
+    the deploy root."""
     me = pwd.getpwuid(os.getuid())
     logs, app_logs = pm2_logs(spec["pm2_home"], spec.get("apps", []))
     envs = tuple(os.path.join(spec["root"], kind) + "/" for kind in ("venvs", "node_modules"))
     in_use = sorted({w for w in in_use_by_processes() if w.startswith(envs)})
-    return {"user": me.pw_name, "uid": me.pw_uid, "pm2_home": spec["pm2_home"], "logs": logs, "app_logs": app_logs,
-            "in_use": in_use}
+    return {
+        "user": me.pw_name,
+        "uid": me.pw_uid,
+        "pm2_home": spec["pm2_home"],
+        "logs": logs,
+        "app_logs": app_logs,
+        "in_use": in_use,
+    }
 
 
 def manifest_of(release_dir):
@@ -137,8 +160,8 @@ def in_use_by_processes():
 
 
 def unused_environments(root, in_use=()):
-    """venvs/<hash> and node_modules/<hash> that no release on the host names and no process uses (this user's, and
-    the paths `in_use` another account's processes run from)."""
+    """venvs/<hash> and node_modules/<hash> that no release on the host names and no process uses
+    (this user's, and the paths `in_use` another account's processes run from)."""
     named = set()
     releases = os.path.join(root, "releases")
     for release in children_of(releases):
@@ -164,10 +187,12 @@ def prune(spec):
 
 
 def settle(spec):
-    """Our apps' restart counts by pm_id, and the log files of pm_ids PM2 no longer has removed. Nothing is removed
-    when PM2 cannot be asked."""
+    """Our apps' restart counts by pm_id, and the log files of pm_ids PM2 no longer has removed.
+    Nothing is removed when PM2 cannot be asked."""
     try:
-        text = subprocess.run([spec.get("pm2", "pm2"), "jlist"], capture_output=True, text=True, timeout=60).stdout
+        text = subprocess.run(
+            [spec.get("pm2", "pm2"), "jlist"], capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         text = ""
     procs = pm2_processes(text)
@@ -211,7 +236,8 @@ def read_unit(path):
 
 
 def dump_entries(pm2_home, apps):
-    """PM2's saved list for these apps: name -> [{exec, cwd, args, interpreter}] (never env values)."""
+    """PM2's saved list for these apps: name -> [{exec, cwd, args, interpreter}] (never env
+    values)."""
     try:
         with open(os.path.join(pm2_home, "dump.pm2")) as fh:
             saved = json.load(fh)
@@ -222,14 +248,20 @@ def dump_entries(pm2_home, apps):
         if isinstance(env, dict) and env.get("name") in apps:
             proc = pm2_process({"name": env["name"], "pm2_env": env})
             out.setdefault(proc["name"], []).append(
-                {"exec": proc["exec_path"], "cwd": proc["cwd"], "args": proc["args"], "interpreter": proc["interpreter"]})
+                {
+                    "exec": proc["exec_path"],
+                    "cwd": proc["cwd"],
+                    "args": proc["args"],
+                    "interpreter": proc["interpreter"],
+                }
+            )
     return out
 
 
 def daemon_unit(pm2_home):
-    """Under a running systemd, the unit whose cgroup holds this user's PM2 daemon (its pid file's, if the process
-    is this user's): "" when it runs outside any service (started by a command of an SSH session); None when no
-    daemon runs or systemd does not run."""
+    """Under a running systemd, the unit whose cgroup holds this user's PM2 daemon (its pid file's,
+    if the process is this user's): "" when it runs outside any service (started by a command of an
+    SSH session); None when no daemon runs or systemd does not run."""
     if not os.path.isdir("/run/systemd/system"):
         return None
     try:
@@ -252,14 +284,23 @@ def boot(spec):
     link = os.path.join(UNIT_DIR, "multi-user.target.wants", f"pm2-{user}.service")
     unit = read_unit(unit_path)
     target = os.readlink(link) if os.path.islink(link) else None
-    tools = {name: os.path.realpath(shutil.which(cmd) or "") if shutil.which(cmd) else ""
-             for name, cmd in (("pm2", spec.get("pm2", "pm2")), ("node", "node"))}
+    tools = {
+        name: os.path.realpath(shutil.which(cmd) or "") if shutil.which(cmd) else ""
+        for name, cmd in (("pm2", spec.get("pm2", "pm2")), ("node", "node"))
+    }
     rotation = f"/etc/logrotate.d/pm2-{user}"
-    return {"user": user, "uid": os.getuid(), "pm2_home": spec["pm2_home"],
-            "unit_path": unit_path, "unit": unit, "enabled": target == unit_path and unit is not None,
-            "dump": dump_entries(spec["pm2_home"], spec.get("apps", [])), **tools,
-            "daemon_unit": daemon_unit(spec["pm2_home"]),
-            "logrotate": rotation if os.path.exists(rotation) else None}
+    return {
+        "user": user,
+        "uid": os.getuid(),
+        "pm2_home": spec["pm2_home"],
+        "unit_path": unit_path,
+        "unit": unit,
+        "enabled": target == unit_path and unit is not None,
+        "dump": dump_entries(spec["pm2_home"], spec.get("apps", [])),
+        **tools,
+        "daemon_unit": daemon_unit(spec["pm2_home"]),
+        "logrotate": rotation if os.path.exists(rotation) else None,
+    }
 
 
 def main(argv):

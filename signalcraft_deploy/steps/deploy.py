@@ -52,13 +52,21 @@ class DeployRun:
     record: dict[str, Any]
     prev: str | None = None  # the release to return to if this one fails after the switch
     stopping: list[Background | None] = field(default_factory=list)  # temporary apps being stopped
-    nginx_read: Background | None = None  # the running Nginx's configuration, asked for while the trial runs
+    nginx_read: Background | None = (
+        None  # the running Nginx's configuration, asked for while the trial runs
+    )
     started_gate: Waiting | None = None  # the health gate, started ahead of the switch
-    seen: dict[str, Any] = field(default_factory=dict)  # PM2's view of both apps, as the passing health check saw it
+    seen: dict[str, Any] = field(
+        default_factory=dict
+    )  # PM2's view of both apps, as the passing health check saw it
     error_logs: dict[str, str] = field(default_factory=dict)
     takeover_restored: bool = False
-    not_moved: bool = False  # a handover's reload did not take: Nginx still sends to the old processes
-    deploy_pm2_changed: bool = False  # an app was deleted from the deploy user's own PM2 (moved to APP_USER's)
+    not_moved: bool = (
+        False  # a handover's reload did not take: Nginx still sends to the old processes
+    )
+    deploy_pm2_changed: bool = (
+        False  # an app was deleted from the deploy user's own PM2 (moved to APP_USER's)
+    )
 
     @property
     def release(self) -> str:
@@ -86,13 +94,16 @@ class DeployRun:
 
     @property
     def moving(self) -> bool:
-        """Apps that ran under the deploy user's own PM2 move to their account's (APP_USER) in this deploy."""
+        """Apps that ran under the deploy user's own PM2 move to their account's (APP_USER) in this
+        deploy."""
         return any(a.moves for a in self.plan.actions)
 
     @property
     def changed_files(self) -> list[str]:
         configs, old = self.plan.configs, self.facts.configs
-        return [name for name in configs if old.get(name, "").rstrip("\n") != configs[name].rstrip("\n")]
+        return [
+            name for name in configs if old.get(name, "").rstrip("\n") != configs[name].rstrip("\n")
+        ]
 
     @property
     def is_deploy(self) -> bool:
@@ -116,26 +127,33 @@ class DeployRun:
 
     @property
     def reloaded(self) -> dict[str, bool]:
-        """Which apps this deploy (re)loads: the ones the health gate must see on the new release."""
+        """Which apps this deploy (re)loads: the ones the health gate must see on the new
+        release."""
         return {"python": self.py is not How.NONE, "nodejs": self.node is not How.NONE}
 
     def start_gate(self) -> None:
-        """Start the health gate's program now (once), so that the gate after the switch checks at once."""
+        """Start the health gate's program now (once), so that the gate after the switch checks at
+        once."""
         if self.started_gate is None:
-            self.started_gate = health.start_gate(self.c, self.s, self.release, self.release_dir, self.reloaded)
+            self.started_gate = health.start_gate(
+                self.c, self.s, self.release, self.release_dir, self.reloaded
+            )
 
     def wait_stopped(self) -> None:
-        """Wait for the temporary apps being stopped in the background (the trial's, a handover's)."""
+        """Wait for the temporary apps being stopped in the background (the trial's, a
+        handover's)."""
         stopping, self.stopping = self.stopping, []
         for command in stopping:
             if command is not None:
                 try:
                     command.wait()
                 except ConnectionLost:
-                    pass  # it went with the connection; the undos, on a new one, deal with what it left
+                    # it went with the connection; the undos, on a new one, deal with what it left
+                    pass
 
     def settle(self) -> None:
-        """Wait for the commands left running in the background (and drop a gate started but not needed)."""
+        """Wait for the commands left running in the background (and drop a gate started but not
+        needed)."""
         self.wait_stopped()
         gate, self.started_gate = self.started_gate, None
         if gate is not None:
@@ -145,13 +163,18 @@ class DeployRun:
 def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[str]:
     """Unified diffs of every file the deploy would write, against what the host has."""
     out = []
-    pairs = [(facts.configs.get(name, ""), text, f"{s.current_dir}/{name}") for name, text in plan.configs.items()]
+    pairs = [
+        (facts.configs.get(name, ""), text, f"{s.current_dir}/{name}")
+        for name, text in plan.configs.items()
+    ]
     pairs.append((facts.site_text or "", plan.site, s.nginx_site))
     if plan.extras:
         pairs.append(("", plan.extras, s.nginx_extras))
     for old, new, path in pairs:
         if old.rstrip("\n") != new.rstrip("\n"):
-            diff = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}")
+            diff = difflib.unified_diff(
+                old.splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}"
+            )
             out.append("".join(diff))
     return out
 
@@ -164,7 +187,9 @@ def record_takeover(r: DeployRun) -> str:
     takeover_ops.record(r.c, r.s, pid, r.plan.action(App.PYTHON).apps_own)
     r.record["takeover"] = {"pid": pid, "why": r.plan.action(App.PYTHON).why}
     kept = takeover_ops.keep_site_defaults(r.c, r.s, r.plan.site_defaults)
-    return f"pid {pid}: command, environment, Node.js entry and Nginx site saved" + (f"; kept from the old site: {kept}" if kept else "")
+    return f"pid {pid}: command, environment, Node.js entry and Nginx site saved" + (
+        f"; kept from the old site: {kept}" if kept else ""
+    )
 
 
 def upload(r: DeployRun) -> str:
@@ -183,7 +208,11 @@ def install(r: DeployRun) -> str:
     m, local = r.plan.manifest, r.s.wheels == "local"
     node, cache = None, None
     if r.plan.new_release or r.plan.build_node_modules:
-        cache = wheels.ship_npm_cache(r.c, r.s, r.shipment.package_lock) if local and r.shipment and r.plan.build_node_modules else None
+        cache = (
+            wheels.ship_npm_cache(r.c, r.s, r.shipment.package_lock)
+            if local and r.shipment and r.plan.build_node_modules
+            else None
+        )
         node = install_ops.start_node_modules(r.c, r.s, r.release_dir, m.node_modules, cache)
     try:
         detail = build_venv(r, local)
@@ -202,7 +231,11 @@ def build_venv(r: DeployRun, local: bool) -> str:
     m = r.plan.manifest
     if not r.plan.build_venv:
         return "Python environment unchanged"
-    requirements = r.shipment.requirements if r.shipment else run(r.c, f"cat {q(r.release_dir)}/requirements.txt").stdout
+    requirements = (
+        r.shipment.requirements
+        if r.shipment
+        else run(r.c, f"cat {q(r.release_dir)}/requirements.txt").stdout
+    )
     links = wheels.ship_wheels(r.c, r.s, requirements, r.facts.python) if local else None
     version = install_ops.ensure_venv(r.c, r.s, m.venv, f"{r.release_dir}/requirements.txt", links)
     return f"built {m.venv} (gunicorn {version})" + (" from the shipped wheels" if links else "")
@@ -220,10 +253,22 @@ def show_config_changes(r: DeployRun) -> str:
 
 def trial_run(r: DeployRun) -> str:
     m = r.plan.manifest
-    if not r.site_written and not r.plan.extras:  # nginx-check then reads a configuration the trial leaves alone
+    if (
+        not r.site_written and not r.plan.extras
+    ):  # nginx-check then reads a configuration the trial leaves alone
         r.nginx_read = nginx_ops.start_check(r.c)
-    r.stopping.append(trial.canary(r.c, r.s, m.release, r.release_dir, m.venv, tuple(str(a) for a in r.plan.tried), r.in_pm2,
-                                  live=r.facts.current_release))
+    r.stopping.append(
+        trial.canary(
+            r.c,
+            r.s,
+            m.release,
+            r.release_dir,
+            m.venv,
+            tuple(str(a) for a in r.plan.tried),
+            r.in_pm2,
+            live=r.facts.current_release,
+        )
+    )
     if len(r.plan.tried) == 2:
         return "both apps answer their health routes"
     return f"{r.plan.tried[0].pm2_name(r.s)} answers its health route"
@@ -234,9 +279,14 @@ def check_nginx(r: DeployRun) -> str:
         nginx_ops.write_extras(r.c, r.s, r.plan.extras_lines)
     if r.site_written:
         nginx_ops.install_site(r.c, r.s, site_description(r.s), takeover=r.py is How.TAKEOVER)
-    read, r.nginx_read = r.nginx_read, None  # asked for by the trial only when nothing above changes what it reads
+    read, r.nginx_read = (
+        r.nginx_read,
+        None,
+    )  # asked for by the trial only when nothing above changes what it reads
     routes, problems = nginx_ops.check(r.c, r.s, read)
-    public = host_facts.node_public_warning(r.s, r.facts)  # the running Node.js, as the plan read it (as `status` does)
+    public = host_facts.node_public_warning(
+        r.s, r.facts
+    )  # the running Node.js, as the plan read it (as `status` does)
     if public:
         r.rep.warn(public)
     if problems:
@@ -276,10 +326,13 @@ def switch_back(r: DeployRun) -> str:
 
 
 def stop_in_deploy_pm2(r: DeployRun, name: str) -> Callable[[], None]:
-    """The old processes of an app that moves to its own account: deleted from the deploy user's own PM2."""
+    """The old processes of an app that moves to its own account: deleted from the deploy user's own
+    PM2."""
+
     def stop() -> None:
         r.deploy_pm2_changed = True
         pm2_ops.delete_as_deploy_user(r.c, r.s, name)
+
     return stop
 
 
@@ -291,12 +344,27 @@ def reload_python(r: DeployRun) -> None:
         pm2_ops.hup_python(c, s, next((p.pid_path for p in r.facts.apps(s.python_app)), ""))
     elif r.py.hands_over:
         action = r.plan.action(App.PYTHON)
-        stop_old = handover_ops.stop_unmanaged(c, s, action.pid or 0, action.apps_own) if r.py is How.TAKEOVER else None
+        stop_old = (
+            handover_ops.stop_unmanaged(c, s, action.pid or 0, action.apps_own)
+            if r.py is How.TAKEOVER
+            else None
+        )
         if r.plan.action(App.PYTHON).moves:
             stop_old = stop_in_deploy_pm2(r, s.python_app)
-        r.stopping.append(handover_ops.handover(c, s, "python", m.release, r.release_dir, m.venv, r.rep,
-                                                switch=lambda: releases.switch(c, s, m.release), stop_old=stop_old,
-                                                present=r.in_pm2))
+        r.stopping.append(
+            handover_ops.handover(
+                c,
+                s,
+                "python",
+                m.release,
+                r.release_dir,
+                m.venv,
+                r.rep,
+                switch=lambda: releases.switch(c, s, m.release),
+                stop_old=stop_old,
+                present=r.in_pm2,
+            )
+        )
 
 
 def reload_node(r: DeployRun) -> None:
@@ -307,15 +375,29 @@ def reload_node(r: DeployRun) -> None:
         pm2_ops.reload_node(c, s)
     elif r.node is How.RESTART:
         stop_old = stop_in_deploy_pm2(r, s.node_app) if r.plan.action(App.NODEJS).moves else None
-        r.stopping.append(handover_ops.handover(c, s, "nodejs", m.release, r.release_dir, m.venv, r.rep, present=r.in_pm2,
-                                                stop_old=stop_old))
+        r.stopping.append(
+            handover_ops.handover(
+                c,
+                s,
+                "nodejs",
+                m.release,
+                r.release_dir,
+                m.venv,
+                r.rep,
+                present=r.in_pm2,
+                stop_old=stop_old,
+            )
+        )
 
 
 def reload_apps(r: DeployRun) -> str:
-    # PM2 numbers its apps from 0 again whenever its list empties. An app started into a list that holds only the
-    # trial's apps being deleted (a first deploy; the first deploy into the apps' own account) could be given the id
-    # of an app started after the list emptied, and a later delete of that id takes both: wait for the trial's end.
-    if How.START in (r.py, r.node) or any(r.plan.action(app).moves for app in (App.PYTHON, App.NODEJS)):
+    # PM2 numbers its apps from 0 again whenever its list empties. An app started into a list that
+    # holds only the trial's apps being deleted (a first deploy; the first deploy into the apps' own
+    # account) could be given the id of an app started after the list emptied, and a later delete of
+    # that id takes both: wait for the trial's end.
+    if How.START in (r.py, r.node) or any(
+        r.plan.action(app).moves for app in (App.PYTHON, App.NODEJS)
+    ):
         r.wait_stopped()
     try:
         reload_python(r)
@@ -329,7 +411,11 @@ def reload_apps(r: DeployRun) -> str:
 def restore_apps(r: DeployRun) -> str:
     """Bring the previous processes back (the undo of pm2-reload, also after a partial one)."""
     r.settle()
-    touched = [name for name, how in ((r.s.python_app, r.py), (r.s.node_app, r.node)) if how is not How.NONE]
+    touched = [
+        name
+        for name, how in ((r.s.python_app, r.py), (r.s.node_app, r.node))
+        if how is not How.NONE
+    ]
     r.error_logs = {name: pm2_ops.error_output(r.c, r.s, name) for name in touched}
     if r.py is How.TAKEOVER and r.not_moved:
         return "nothing was stopped: the unmanaged server still serves, and Nginx still sends to it"
@@ -344,7 +430,11 @@ def restore_apps(r: DeployRun) -> str:
         for app in (r.s.handover_app, r.s.node_handover_app):
             if app in running:
                 run(r.c, handover_ops.stop_temporary_command(r.c, r.s, app), warn=True)
-    return f"{r.s.python_app} and {r.s.node_app} back on {r.prev}" if r.prev else "apps of the first deploy removed"
+    return (
+        f"{r.s.python_app} and {r.s.node_app} back on {r.prev}"
+        if r.prev
+        else "apps of the first deploy removed"
+    )
 
 
 def restore_python(r: DeployRun, running: set[str]) -> None:
@@ -352,7 +442,8 @@ def restore_python(r: DeployRun, running: set[str]) -> None:
     if r.py is How.HUP and r.prev:
         pm2_ops.hup_python(c, s)
     elif r.py is How.NEW_MASTER and r.prev and s.handover_app in running:
-        # Nginx is on the temporary master (new release): bring the previous master back, then move Nginx to it.
+        # Nginx is on the temporary master (new release): bring the previous master back, then move
+        # Nginx to it.
         pm2_ops.delete(c, s, s.python_app)
         pm2_ops.start(c, s, s.python_app)
         handover_ops.end_handover(c, s, "python")
@@ -374,12 +465,16 @@ def restore_node(r: DeployRun, running: set[str]) -> None:
 
 def reload_site(r: DeployRun) -> str:
     verdict = nginx_ops.reload_nginx(r.c, r.s, r.plan.site)
-    return f"Nginx serves the new site (new workers of pid {verdict['master']}, {verdict['seconds']}s)"
+    return (
+        f"Nginx serves the new site (new workers of pid {verdict['master']}, {verdict['seconds']}s)"
+    )
 
 
 def health_gate(r: DeployRun) -> str:
     started, r.started_gate = r.started_gate, None
-    problems = health.gate(r.c, r.s, r.release, r.release_dir, r.reloaded, report=r.seen, started=started)
+    problems = health.gate(
+        r.c, r.s, r.release, r.release_dir, r.reloaded, report=r.seen, started=started
+    )
     if problems:
         raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
     return "both apps answer, directly and through Nginx"
@@ -392,9 +487,12 @@ def finish(r: DeployRun) -> str:
     retired: list[str] = []
     if saved:
         pm2_ops.save(r.c, r.s)
-        retired = upkeep.settle(r.c, r.s)  # restart counts from here on are crashes; gone pm_ids' logs removed
-    # Our apps left in the deploy user's own PM2 in any state (stopped, errored: never moved) go too, and its list is
-    # saved: else that PM2 would start them again at boot, beside the apps' account's.
+        retired = upkeep.settle(
+            r.c, r.s
+        )  # restart counts from here on are crashes; gone pm_ids' logs removed
+    # Our apps left in the deploy user's own PM2 in any state (stopped, errored: never moved) go
+    # too, and its list is saved: else that PM2 would start them again at boot, beside the apps'
+    # account's.
     ours = {r.s.python_app, r.s.node_app, r.s.handover_app, r.s.node_handover_app}
     left = sorted({p.name for p in r.facts.deploy_pm2} & ours)
     if left:  # one PM2 call for all of them
@@ -403,21 +501,33 @@ def finish(r: DeployRun) -> str:
     if r.deploy_pm2_changed:
         pm2_ops.save_as_deploy_user(r.c, r.s)
     m = r.plan.manifest
-    pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev, (m.python_release, m.node_release))
+    pruned = releases.prune(
+        r.c, r.s, r.s.keep_releases, r.release, r.prev, (m.python_release, m.node_release)
+    )
     # Pruned releases may leave venvs and node_modules that no kept release names.
     unused = upkeep.prune_environments(r.c, r.s) if pruned else []
     r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])
-    return (("pm2 save" if saved else "PM2 list unchanged") + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
-            + (f"; removed {len(unused)} unused venv(s)/node_modules" if unused else "")
-            + (f"; removed {len(retired)} log file(s) of processes gone" if retired else ""))
+    return (
+        ("pm2 save" if saved else "PM2 list unchanged")
+        + (f"; pruned {len(pruned)} old release(s)" if pruned else "")
+        + (f"; removed {len(unused)} unused venv(s)/node_modules" if unused else "")
+        + (f"; removed {len(retired)} log file(s) of processes gone" if retired else "")
+    )
 
 
 # ----------------------------------------------------------------------------- the user's hooks
 
 
 def run_user_hook(r: DeployRun, hook: Hook, **extra_env: str) -> HookResult:
-    env = {"DEPLOY_RELEASE": r.release, "DEPLOY_PREVIOUS": r.prev or "", "DEPLOY_SHA": r.plan.manifest.sha, **extra_env}
-    result = run_hook(r.c, r.s, hook, release_dir=r.release_dir, venv=r.plan.manifest.venv, env=env, say=r.rep.say)
+    env = {
+        "DEPLOY_RELEASE": r.release,
+        "DEPLOY_PREVIOUS": r.prev or "",
+        "DEPLOY_SHA": r.plan.manifest.sha,
+        **extra_env,
+    }
+    result = run_hook(
+        r.c, r.s, hook, release_dir=r.release_dir, venv=r.plan.manifest.venv, env=env, say=r.rep.say
+    )
     r.record.setdefault("hooks", {})[str(hook)] = result.record()
     return result
 
@@ -425,8 +535,11 @@ def run_user_hook(r: DeployRun, hook: Hook, **extra_env: str) -> HookResult:
 def before_switch(r: DeployRun) -> str:
     result = run_user_hook(r, Hook.BEFORE_SWITCH)
     if not result.ok:
-        raise fail(f"{result.describe(r.s)}\nNothing was switched; {trial.still_serving(r.facts.current_release)}. "
-                   "Fix the command (or BEFORE_SWITCH) and deploy again.")
+        raise fail(
+            f"{result.describe(r.s)}\nNothing was switched;"
+            f" {trial.still_serving(r.facts.current_release)}. Fix the command (or BEFORE_SWITCH)"
+            " and deploy again."
+        )
     # The release remembers that it ran it: `rollback` warns that a migration is not undone.
     ran = {"before_switch": {"command": r.s.before_switch, "seconds": result.seconds}}
     run(r.c, f"cat > {q(r.release_dir)}/.signalcraft/hooks.json", stdin=json.dumps(ran) + "\n")
@@ -438,7 +551,9 @@ def after_switch(r: DeployRun) -> str:
     if result.ok:
         return f"done in {result.seconds:.1f}s"
     if r.s.after_switch_failure == "rollback":
-        raise fail(f"{result.describe(r.s)}\nAFTER_SWITCH_FAILURE=rollback, so the deploy is rolled back.")
+        raise fail(
+            f"{result.describe(r.s)}\nAFTER_SWITCH_FAILURE=rollback, so the deploy is rolled back."
+        )
     r.rep.warn(f"{result.describe(r.s)}\nAFTER_SWITCH_FAILURE=warn: the deploy stands.")
     return f"failed ({result.record()['result']}); the deploy stands (AFTER_SWITCH_FAILURE=warn)"
 
@@ -448,14 +563,17 @@ def on_failure(r: DeployRun, outcome: Outcome) -> list[str]:
     if not (r.s.on_failure and r.is_deploy):
         return []
     try:
-        result = run_user_hook(r, Hook.ON_FAILURE, DEPLOY_RESULT=str(outcome), DEPLOY_ERROR=r.record.get("reason", ""))
+        result = run_user_hook(
+            r, Hook.ON_FAILURE, DEPLOY_RESULT=str(outcome), DEPLOY_ERROR=r.record.get("reason", "")
+        )
     except Exit as err:
         return [f"ON_FAILURE could not run: {str(err.message).splitlines()[0]}"]
     return [] if result.ok else [f"ON_FAILURE failed too ({result.record()['result']})"]
 
 
 def after_undo(r: DeployRun, outcome: Outcome) -> list[str]:
-    """Once the steps are undone: after a switch, check what serves now and save PM2's list; then ON_FAILURE."""
+    """Once the steps are undone: after a switch, check what serves now and save PM2's list; then
+    ON_FAILURE."""
     return restored_state(r, outcome) + on_failure(r, outcome)
 
 
@@ -473,25 +591,42 @@ def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
     pm2_ops.save(r.c, r.s)
     if r.deploy_pm2_changed:
         pm2_ops.save_as_deploy_user(r.c, r.s)
-    return [f"previous release {r.prev} is serving" if not problems else
-            "previous release is NOT healthy either: " + "; ".join(problems)]
+    return [
+        (
+            f"previous release {r.prev} is serving"
+            if not problems
+            else "previous release is NOT healthy either: " + "; ".join(problems)
+        )
+    ]
 
 
 DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("record takeover", record_takeover, when=lambda r: r.py is How.TAKEOVER),
-    Step("upload", upload, undo=mark_release_bad, when=lambda r: r.shipment is not None and r.plan.new_release),
+    Step(
+        "upload",
+        upload,
+        undo=mark_release_bad,
+        when=lambda r: r.shipment is not None and r.plan.new_release,
+    ),
     Step("install", install),
     Step("app user", prepare_app_user, when=lambda r: r.moving or not r.facts.app_reaches_root),
     Step("render-configs", show_config_changes),
     Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
     Step("nginx-check", check_nginx, undo=restore_site),
-    Step("certbot hook", lambda r: tls_ops.install_certbot_hook(r.c, r.s),
-         when=lambda r: r.site_written and certbot_hook_path(r.s) is not None),
+    Step(
+        "certbot hook",
+        lambda r: tls_ops.install_certbot_hook(r.c, r.s),
+        when=lambda r: r.site_written and certbot_hook_path(r.s) is not None,
+    ),
     Step("before-switch", before_switch, when=lambda r: bool(r.s.before_switch) and r.is_deploy),
     Step("switch", switch_current, undo=switch_back, commits=True),
     Step("pm2-reload", reload_apps, undo=restore_apps, undoes_itself=True),
     # A handover has already moved Nginx to this site, verified, on its way back.
-    Step("nginx reload", reload_site, when=lambda r: r.site_written and not (r.py.hands_over or r.node is How.RESTART)),
+    Step(
+        "nginx reload",
+        reload_site,
+        when=lambda r: r.site_written and not (r.py.hands_over or r.node is How.RESTART),
+    ),
     Step("health", health_gate),
     Step("after-switch", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
     Step("finish", finish),

@@ -9,22 +9,38 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import App
-from signalcraft_deploy.core.render import node_entry, python_entry, render_nginx_site, site_description
+from signalcraft_deploy.core.render import (
+    node_entry,
+    python_entry,
+    render_nginx_site,
+    site_description,
+)
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.health import gate, gate_on
 from signalcraft_deploy.host.io import Background, fail, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
-from signalcraft_deploy.host.pm2 import app_output, delete, delete_command, error_output, output_excerpt, pm2, start
+from signalcraft_deploy.host.pm2 import (
+    app_output,
+    delete,
+    delete_command,
+    error_output,
+    output_excerpt,
+    pm2,
+    start,
+)
 from signalcraft_deploy.host.programs import run_program
 from signalcraft_deploy.host.upkeep import forget_logs_command
 from signalcraft_deploy.steps.faults import setting_fault
 from signalcraft_deploy.steps.report import Reporter
 
 
-def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple[dict[str, Any], str]:
-    """The PM2 entry of the temporary app that serves while `kind`'s processes are replaced, and its address.
+def handover_entry(
+    s: Settings, kind: str, venv: str, release_dir: str
+) -> tuple[dict[str, Any], str]:
+    """The PM2 entry of the temporary app that serves while `kind`'s processes are replaced, and its
+    address.
 
     It runs straight from the release directory (not `current`), so `current` can be switched only
     once the old processes get no more traffic.
@@ -32,31 +48,62 @@ def handover_entry(s: Settings, kind: str, venv: str, release_dir: str) -> tuple
     if kind == "python":
         entry = python_entry(s, venv)
         address = str(s.gunicorn_handover_bind)
-        entry.update(name=s.handover_app, cwd=release_dir, exec_mode="fork",
-                     args=["-c", f"{release_dir}/gunicorn.conf.py", "--chdir", release_dir, "--bind", address],
-                     env={**entry["env"], "SIGNALCRAFT_CHDIR": release_dir})
+        entry.update(
+            name=s.handover_app,
+            cwd=release_dir,
+            exec_mode="fork",
+            args=[
+                "-c",
+                f"{release_dir}/gunicorn.conf.py",
+                "--chdir",
+                release_dir,
+                "--bind",
+                address,
+            ],
+            env={**entry["env"], "SIGNALCRAFT_CHDIR": release_dir},
+        )
     else:
         entry = node_entry(s)
         address = f"127.0.0.1:{s.node_handover_port}"
         script = entry["script"].removeprefix(s.current_dir + "/")
-        entry.update(name=s.node_handover_app, cwd=release_dir, script=f"{release_dir}/{script}", exec_mode="cluster",
-                     env={**entry["env"], "PORT": str(s.node_handover_port)})
-    # One log file per temporary app (a cluster app's instances would each get one named by a new pm_id),
-    # removed with the app.
+        entry.update(
+            name=s.node_handover_app,
+            cwd=release_dir,
+            script=f"{release_dir}/{script}",
+            exec_mode="cluster",
+            env={**entry["env"], "PORT": str(s.node_handover_port)},
+        )
+    # One log file per temporary app (a cluster app's instances would each get one named by a new
+    # pm_id), removed with the app.
     entry.update(autorestart=False, merge_logs=True)
     return entry, address
 
 
 def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
-    """Wait (bounded) until no connection to a local port is open: nothing is in flight there any more."""
-    run(c, f"i=0; while [ $i -lt {seconds * 50} ] && ss -tnH state established '( sport = :{port} )' | grep -q .; "
-           "do sleep 0.02; i=$((i+1)); done", warn=True)
+    """Wait (bounded) until no connection to a local port is open: nothing is in flight there any
+    more."""
+    run(
+        c,
+        f"i=0; while [ $i -lt {seconds * 50} ] && ss -tnH state established '( sport = :{port} )' |"
+        " grep -q .; do sleep 0.02; i=$((i+1)); done",
+        warn=True,
+    )
 
 
-def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, venv: str, reporter: Reporter,
-             stop_old: Callable[[], None] | None = None, switch: Callable[[], None] | None = None,
-             present: set[str] | None = None) -> Background | None:
-    """Replace an app's processes without refusing a connection: a second copy takes the traffic meanwhile.
+def handover(
+    c: Any,
+    s: Settings,
+    kind: str,
+    release: str,
+    release_dir: str,
+    venv: str,
+    reporter: Reporter,
+    stop_old: Callable[[], None] | None = None,
+    switch: Callable[[], None] | None = None,
+    present: set[str] | None = None,
+) -> Background | None:
+    """Replace an app's processes without refusing a connection: a second copy takes the traffic
+    meanwhile.
 
     1. start the new release as a temporary PM2 app on the handover address, check it;
     2. point Nginx's upstream at it (nginx -t, graceful reload that waits for the old workers);
@@ -69,56 +116,96 @@ def handover(c: Any, s: Settings, kind: str, release: str, release_dir: str, ven
     """
     entry, address = handover_entry(s, kind, venv, release_dir)
     name = App(kind).pm2_name(s)
-    health = s.app_path(kind, s.health_py if kind == "python" else s.health_node)  # asked directly, not through Nginx
-    config = f".{s.app_name}-handover-{kind}.config.json"  # in the apps' account's home, its working folder
-    # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would restart it.
+    health = s.app_path(
+        kind, s.health_py if kind == "python" else s.health_node
+    )  # asked directly, not through Nginx
+    config = (  # in the apps' account's home, its working folder
+        f".{s.app_name}-handover-{kind}.config.json"
+    )
+    # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would
+    # restart it.
     leftover = present is None or entry["name"] in present
-    run(c, as_app(c, s, write_file_command(config, "0600")
-                  + (f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}" if leftover else "")
-                  + f" && {forget_logs_command(entry['name'])} && {pm2(s, 'start', config)}"),
-        stdin=json.dumps({"apps": [entry]}, indent=2))
+    run(
+        c,
+        as_app(
+            c,
+            s,
+            write_file_command(config, "0600")
+            + (
+                f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}"
+                if leftover
+                else ""
+            )
+            + f" && {forget_logs_command(entry['name'])} && {pm2(s, 'start', config)}",
+        ),
+        stdin=json.dumps({"apps": [entry]}, indent=2),
+    )
     # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
-    problems = gate_on(c, s, release, release_dir, [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
-                       [{"name": entry["name"], "workers": kind == "python"}], fail_fast=True)
+    problems = gate_on(
+        c,
+        s,
+        release,
+        release_dir,
+        [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
+        [{"name": entry["name"], "workers": kind == "python"}],
+        fail_fast=True,
+    )
     if problems:
         output = app_output(c, s, entry["name"])
         run(c, stop_temporary_command(c, s, entry["name"]), warn=True)
-        shown = (f"\n  output of {name} (its new processes):\n    " + "\n    ".join(output_excerpt(output))
-                 if output.strip() else "")
-        raise fail(f"The new {name} did not come up on the handover address {address}: " + masked(s, "; ".join(problems)) + shown
-                   + ("\n" + fault if (fault := setting_fault(s, output)) else ""))
+        shown = (
+            f"\n  output of {name} (its new processes):\n    "
+            + "\n    ".join(output_excerpt(output))
+            if output.strip()
+            else ""
+        )
+        raise fail(
+            f"The new {name} did not come up on the handover address {address}: "
+            + masked(s, "; ".join(problems))
+            + shown
+            + ("\n" + fault if (fault := setting_fault(s, output)) else "")
+        )
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if kind == "python" else {"node_address": address}
     move_nginx(c, s, site_for, entry["name"])
     if switch:
         switch()
-    # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown: harmless
-    # only once nothing is in flight, which Nginx's drained reload and this wait make sure of.
+    # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown:
+    # harmless only once nothing is in flight, which Nginx's drained reload and this wait make sure
+    # of.
     wait_drained(c, s.gunicorn_bind.port if kind == "python" else s.node_port)
     (stop_old or (lambda: delete(c, s, name)))()
     start(c, s, name)
     problems = gate(c, s, release, release_dir, {kind: True})
     if problems:
         output = error_output(c, s, name)
-        raise fail(f"{name} did not come up on its own address after the handover: " + masked(s, "; ".join(problems))
-                   + (f"\n  output of {name}:\n    " + output.replace("\n", "\n    ") if output else ""))
+        raise fail(
+            f"{name} did not come up on its own address after the handover: "
+            + masked(s, "; ".join(problems))
+            + (f"\n  output of {name}:\n    " + output.replace("\n", "\n    ") if output else "")
+        )
     return end_handover(c, s, kind, background=True)
 
 
 class NotMoved(Exit):
-    """Nginx did not take the site pointing at the new processes: the old ones still serve, untouched."""
+    """Nginx did not take the site pointing at the new processes: the old ones still serve,
+    untouched."""
 
 
 def move_nginx(c: Any, s: Settings, addresses: dict[str, str], temporary: str) -> None:
-    """Point Nginx at the temporary app (`addresses`: site_description's overrides), proven by a verified reload. If
-    the reload does not take, nothing was stopped: remove the temporary app, put our site back, raise `NotMoved`."""
+    """Point Nginx at the temporary app (`addresses`: site_description's overrides), proven by a
+    verified reload. If the reload does not take, nothing was stopped: remove the temporary app, put
+    our site back, raise `NotMoved`.
+    """
     install_site(c, s, site_description(s, **addresses), backup=False)
     try:
         reload_nginx(c, s, render_nginx_site(s, **addresses))
     except Exit as err:
         delete(c, s, temporary)
         install_site(c, s, site_description(s), backup=False)  # Nginx still runs the previous site
-        raise NotMoved(f"{err.message}\nNothing was stopped: the previous processes still serve.") from None
+        raise NotMoved(
+            f"{err.message}\nNothing was stopped: the previous processes still serve."
+        ) from None
 
 
 def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Background | None:
@@ -138,16 +225,32 @@ def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Ba
 
 
 def stop_temporary_command(c: Any, s: Settings, name: str) -> str:
-    """Shell that deletes a temporary app (trial, handover) and its log files, as the apps' own account."""
-    return as_app(c, s, f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true")
+    """Shell that deletes a temporary app (trial, handover) and its log files, as the apps' own
+    account."""
+    return as_app(
+        c, s, f"{delete_command(s, name)} >/dev/null 2>&1; {forget_logs_command(name)}; true"
+    )
 
 
 def stop_unmanaged(c: Any, s: Settings, pid: int, apps_own: bool = False) -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer sends to it: as its
-    owner, the deploy user or the apps' own account (remote/stop_pid.sh leaves any other user's alone)."""
+    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer
+    sends to it: as its owner, the deploy user or the apps' own account (remote/stop_pid.sh leaves
+    any other user's alone).
+    """
     owner = s.app_user if apps_own else ""
 
-    def stop() -> None:  # kill(2) refuses others' processes; OWNER also names whose it must still be
-        run_program(c, s, "stop_pid.sh", str(pid), str(s.gunicorn_graceful_timeout * 10), *([owner] if owner else []),
-                    warn=True, app=apps_own)
+    def stop() -> (
+        None
+    ):  # kill(2) refuses others' processes; OWNER also names whose it must still be
+        run_program(
+            c,
+            s,
+            "stop_pid.sh",
+            str(pid),
+            str(s.gunicorn_graceful_timeout * 10),
+            *([owner] if owner else []),
+            warn=True,
+            app=apps_own,
+        )
+
     return stop

@@ -45,7 +45,9 @@ class Reporter:
     prefix: str = ""  # put before every line: the host's name when a fleet's hosts print at once
 
     def say(self, text: str) -> None:
-        if not self.quiet:  # one write per call, newline included: the lines of hosts printing at once never mix
+        if (
+            not self.quiet
+        ):  # one write per call, newline included: the lines of hosts printing at once never mix
             sys.stdout.write(self._prefixed(visible(text)) + "\n")
             sys.stdout.flush()
 
@@ -53,7 +55,9 @@ class Reporter:
         return "\n".join(self.prefix + line for line in text.split("\n")) if self.prefix else text
 
     def warn(self, text: str) -> None:
-        text = visible(text)  # it may quote the host: an app's title or folder must not drive the terminal
+        text = visible(
+            text
+        )  # it may quote the host: an app's title or folder must not drive the terminal
         sys.stderr.write(self._prefixed(_colour("33", f"warning: {text}")) + "\n")
         sys.stderr.flush()
         if _github():
@@ -89,7 +93,9 @@ class Reporter:
         if not _github() or not path:
             return
         out = [f"## {title}", "", "| step | seconds | result |", "| --- | ---: | --- |"]
-        out += [f"| {s.name} | {s.seconds:.2f} | {'ok' if s.ok else 'failed'} |" for s in self.steps]
+        out += [
+            f"| {s.name} | {s.seconds:.2f} | {'ok' if s.ok else 'failed'} |" for s in self.steps
+        ]
         out += [""] + lines + [""]
         with open(path, "a", encoding="utf-8") as fh:
             fh.write("\n".join(out) + "\n")

@@ -47,16 +47,19 @@ class RunState(Protocol):
     def write_audit(self) -> None: ...
 
     def mask(self, text: str) -> str:
-        """`text` with the run's secrets hidden (everything a step says may hold output of the host)."""
+        """`text` with the run's secrets hidden (everything a step says may hold output of the
+        host)."""
 
     def settle(self) -> None:
         """Wait for whatever the steps left running in the background."""
 
     def reconnect(self) -> str | None:
-        """Connect to the host again after the connection was lost: None when connected, else why not."""
+        """Connect to the host again after the connection was lost: None when connected, else why
+        not."""
 
     def again(self) -> str:
-        """The command that finishes the job a lost connection cut short (run again, it converges)."""
+        """The command that finishes the job a lost connection cut short (run again, it
+        converges)."""
 
 
 S = TypeVar("S", bound=RunState)
@@ -73,7 +76,9 @@ class Step(Generic[S]):
     undo: Callable[[S], str | None] | None = None
     when: Callable[[S], bool] = always
     commits: bool = False  # once done, a failure is a rollback (the switch)
-    undoes_itself: bool = False  # its undo also reverses a partial `do`, so it runs when this step fails
+    undoes_itself: bool = (
+        False  # its undo also reverses a partial `do`, so it runs when this step fails
+    )
 
 
 @dataclass
@@ -102,13 +107,22 @@ def undo_steps(state: S, steps: Sequence[Step[S]]) -> tuple[list[str], list[str]
                 line.detail = _run(step.undo, state)
             undone.append(step.name)
         except Exit as err:
-            notes.append(f"could not undo {step.name}: {(state.mask(str(err.message)).splitlines() or [''])[0]}")
+            notes.append(
+                f"could not undo {step.name}:"
+                f" {(state.mask(str(err.message)).splitlines() or [''])[0]}"
+            )
     return undone, notes
 
 
-def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outcome], list[str]] | None = None,
-              done: list[Step[S]] | None = None, last: bool = True) -> list[str]:
-    """Run each step whose `when` holds; return the names of the steps done. Raise `Failure` on failure.
+def run_steps(
+    state: S,
+    steps: Sequence[Step[S]],
+    after_undo: Callable[[S, Outcome], list[str]] | None = None,
+    done: list[Step[S]] | None = None,
+    last: bool = True,
+) -> list[str]:
+    """Run each step whose `when` holds; return the names of the steps done. Raise `Failure` on
+    failure.
 
     A run may be carried out in parts (a fleet deploy's phases): pass the same `done` list to each
     part, and `last=False` to all but the final one (only the final part audits success).
@@ -122,7 +136,9 @@ def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outco
             with state.rep.step(step.name) as line:
                 line.detail = _run(step.do, state)
         except ConnectionLost as lost:
-            raise connection_lost(state, done, lost, step, time.monotonic() - started, after_undo) from None
+            raise connection_lost(
+                state, done, lost, step, time.monotonic() - started, after_undo
+            ) from None
         except Exit as err:
             err.message = state.mask(str(err.message or ""))
             raise abandon(state, done, err, step, after_undo) from None
@@ -132,10 +148,16 @@ def run_steps(state: S, steps: Sequence[Step[S]], after_undo: Callable[[S, Outco
     return [d.name for d in done]
 
 
-def abandon(state: S, done: list[Step[S]], err: Exit, step: Step[S] | None = None,
-            after_undo: Callable[[S, Outcome], list[str]] | None = None) -> Failure:
-    """Undo the steps done so far, newest first, and audit: after `step` failed with `err`, or (no step)
-    when a run is given up from outside (another host of a fleet failed). Returns the `Failure`."""
+def abandon(
+    state: S,
+    done: list[Step[S]],
+    err: Exit,
+    step: Step[S] | None = None,
+    after_undo: Callable[[S, Outcome], list[str]] | None = None,
+) -> Failure:
+    """Undo the steps done so far, newest first, and audit: after `step` failed with `err`, or (no
+    step) when a run is given up from outside (another host of a fleet failed). Returns the
+    `Failure`."""
     outcome = Outcome.ROLLED_BACK if any(d.commits for d in done) else Outcome.FAILED
     try:
         state.settle()
@@ -157,47 +179,90 @@ def abandon(state: S, done: list[Step[S]], err: Exit, step: Step[S] | None = Non
 
 
 def to_undo(done: Sequence[Step[S]], step: Step[S] | None) -> list[Step[S]]:
-    """The steps to undo after `step` failed, newest first (the failed one when its undo reverses a partial do)."""
+    """The steps to undo after `step` failed, newest first (the failed one when its undo reverses a
+    partial do)."""
     return ([step] if step is not None and step.undoes_itself else []) + list(done[::-1])
 
 
-def connection_lost(state: S, done: list[Step[S]], lost: ConnectionLost, step: Step[S], seconds: float,
-                    after_undo: Callable[[S, Outcome], list[str]] | None = None) -> Failure:
-    """The connection died during `step`: connect again and undo as for any failure, or, if that cannot be done,
-    leave everything as it is; either way one message naming the step, what was undone or not, and what to run."""
-    cut = f"The SSH connection to {lost.where} was lost{lost.why} during {step.name} ({seconds:.0f}s in)."
+def connection_lost(
+    state: S,
+    done: list[Step[S]],
+    lost: ConnectionLost,
+    step: Step[S],
+    seconds: float,
+    after_undo: Callable[[S, Outcome], list[str]] | None = None,
+) -> Failure:
+    """The connection died during `step`: connect again and undo as for any failure, or, if that
+    cannot be done, leave everything as it is; either way one message naming the step, what was
+    undone or not, and what to run.
+    """
+    cut = (
+        f"The SSH connection to {lost.where} was lost{lost.why} during {step.name} ({seconds:.0f}s"
+        " in)."
+    )
     event = str(state.record.get("event") or "deploy")
     why = state.reconnect()
     if why is None:
         failure = abandon(state, done, Exit(cut), step, after_undo)
-        undone, missed = ", ".join(failure.undone), [n for n in failure.notes if n.startswith("could not undo")]
-        parts = [cut, "Connected again" + (f" and undone: {undone}" if undone else ": nothing needed undoing") + "."]
+        undone, missed = (
+            ", ".join(failure.undone),
+            [n for n in failure.notes if n.startswith("could not undo")],
+        )
+        parts = [
+            cut,
+            "Connected again"
+            + (f" and undone: {undone}" if undone else ": nothing needed undoing")
+            + ".",
+        ]
         parts += ["Some of it could not be undone (below)."] if missed else []
         parts += [f"The next {event} converges: run `{state.again()}` (with the same flags)."]
-        if missed:  # not "rolled back": the host is partly back (an undo lost the new connection too, say)
+        if (
+            missed
+        ):  # not "rolled back": the host is partly back (an undo lost the new connection too, say)
             failure.outcome = Outcome.LOST
-        below = "" if failure.outcome is Outcome.ROLLED_BACK else "".join(f"\n  {note}" for note in failure.notes)
-        failure.error.message = state.mask(" ".join(parts) + below)  # a rollback's message lists the notes itself
+        below = (
+            ""
+            if failure.outcome is Outcome.ROLLED_BACK
+            else "".join(f"\n  {note}" for note in failure.notes)
+        )
+        failure.error.message = state.mask(
+            " ".join(parts) + below
+        )  # a rollback's message lists the notes itself
         return failure
     pending = [s.name for s in to_undo(done, step) if s.undo is not None]
-    left = (f"Not undone: {', '.join(pending)}." if pending else "Nothing needed undoing: no step before it had changed "
-            "the host.")
-    message = (f"{cut} It could not be undone: {why[:1].upper() + why[1:]}. {left} The next {event} converges: once the "
-               f"host is reachable and its deploy lock free, run `{state.again()}` (with the same flags).")
-    done.clear()  # as abandon does: a fleet that gives this host up later finds nothing left to undo
+    left = (
+        f"Not undone: {', '.join(pending)}."
+        if pending
+        else "Nothing needed undoing: no step before it had changed the host."
+    )
+    message = (
+        f"{cut} It could not be undone: {why[:1].upper() + why[1:]}. {left} The next {event}"
+        f" converges: once the host is reachable and its deploy lock free, run `{state.again()}`"
+        " (with the same flags)."
+    )
+    # as abandon does: a fleet that gives this host up later finds nothing left to undo
+    done.clear()
     return Failure(step.name, Exit(state.mask(message)), Outcome.LOST)
 
 
-def lost_outside_steps(lost: ConnectionLost, rep: Reporter, again: str, event: str = "deploy") -> str:
-    """The message of a connection lost outside the steps: while the host was read and planned (its step's line
-    failed), before the deploy changed anything; or after the last step, once it was done."""
+def lost_outside_steps(
+    lost: ConnectionLost, rep: Reporter, again: str, event: str = "deploy"
+) -> str:
+    """The message of a connection lost outside the steps: while the host was read and planned (its
+    step's line failed), before the deploy changed anything; or after the last step, once it was
+    done."""
     last = rep.steps[-1] if rep.steps else None
     if last is not None and not last.ok:
-        where = f"during {last.name} ({last.seconds:.0f}s in), before the {event} changed anything on the host"
+        where = (
+            f"during {last.name} ({last.seconds:.0f}s in), before the {event} changed anything on"
+            " the host"
+        )
     else:
         where = f"after the {event}'s last step; it was done, but its audit record may be missing"
-    return (f"The SSH connection to {lost.where} was lost{lost.why} {where}. The next {event} converges: run `{again}` "
-            "(with the same flags).")
+    return (
+        f"The SSH connection to {lost.where} was lost{lost.why} {where}. The next {event}"
+        f" converges: run `{again}` (with the same flags)."
+    )
 
 
 def _run(action: Callable[[S], str | None], state: S) -> str:
@@ -207,7 +272,10 @@ def _run(action: Callable[[S], str | None], state: S) -> str:
     except UnexpectedExit as err:
         result = err.result
         output = state.mask((result.stderr or result.stdout or "").strip()[-500:])
-        raise Exit(f"A command on the host failed (exit {result.exited}): {output or state.mask(result.command)}") from None
+        raise Exit(
+            f"A command on the host failed (exit {result.exited}):"
+            f" {output or state.mask(result.command)}"
+        ) from None
 
 
 def _audit(state: RunState, outcome: Outcome, reason: str | None = None) -> None:

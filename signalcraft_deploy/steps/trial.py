@@ -11,7 +11,13 @@ from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import Background, fail, run, write_file_command
-from signalcraft_deploy.host.pm2 import GUNICORN_INFO, app_output, delete_command, output_excerpt, pm2
+from signalcraft_deploy.host.pm2 import (
+    GUNICORN_INFO,
+    app_output,
+    delete_command,
+    output_excerpt,
+    pm2,
+)
 from signalcraft_deploy.host.upkeep import forget_logs_command
 from signalcraft_deploy.steps.faults import setting_fault
 from signalcraft_deploy.steps.handover import handover_entry
@@ -21,18 +27,26 @@ def trial_names(s: Settings) -> tuple[str, str]:
     return f"{s.app_name}-python-trial", f"{s.app_name}-nodejs-trial"
 
 
-def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
-           kinds: tuple[str, ...] = ("python", "nodejs"), present: set[str] | None = None,
-           live: str | None = None) -> Background | None:
-    """Trial run before any switch: the new release's apps under PM2, with their real entries, on spare ports.
+def canary(
+    c: Any,
+    s: Settings,
+    release: str,
+    release_dir: str,
+    venv: str,
+    kinds: tuple[str, ...] = ("python", "nodejs"),
+    present: set[str] | None = None,
+    live: str | None = None,
+) -> Background | None:
+    """Trial run before any switch: the new release's apps under PM2, with their real entries, on
+    spare ports.
 
     Started by PM2 exactly as they will be (same interpreter, script, environment), a commit that
     fails to import, crashes on start, crashes only under PM2, or answers its health route with an
-    error is caught here, while the live release keeps serving. `kinds` names the apps to try
-    (an app about to be handed over is tried on the handover address instead); `present` is PM2's
-    app names as last read, to skip deleting trial apps that are not there; `live` is the release
-    serving now (None on a first deploy: the message then says nothing serves). A passed trial's apps
-    are being stopped when this returns: the returned command is to be waited for.
+    error is caught here, while the live release keeps serving. `kinds` names the apps to try (an
+    app about to be handed over is tried on the handover address instead); `present` is PM2's app
+    names as last read, to skip deleting trial apps that are not there; `live` is the release
+    serving now (None on a first deploy: the message then says nothing serves). A passed trial's
+    apps are being stopped when this returns: the returned command is to be waited for.
     """
     py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
     py_name, node_name = trial_names(s)
@@ -41,31 +55,78 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
         py, _ = handover_entry(s, "python", venv, release_dir)
         py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{py_port}", "--workers", "1"])
         apps.append(py)
-        urls.append({"label": s.python_app, "url": f"http://127.0.0.1:{py_port}{s.health_py}", "expect_release": True})
+        urls.append(
+            {
+                "label": s.python_app,
+                "url": f"http://127.0.0.1:{py_port}{s.health_py}",
+                "expect_release": True,
+            }
+        )
         watch.append({"name": py_name, "workers": True})
     if "nodejs" in kinds:
         node, _ = handover_entry(s, "nodejs", venv, release_dir)
-        # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the user needs.
-        node.update(name=node_name, instances=1, exec_mode="fork", env={**node["env"], "PORT": str(node_port)})
+        # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the
+        # user needs.
+        node.update(
+            name=node_name,
+            instances=1,
+            exec_mode="fork",
+            env={**node["env"], "PORT": str(node_port)},
+        )
         apps.append(node)
-        health = s.app_path("nodejs", s.health_node)  # asked directly: without the prefix Nginx strips
-        urls.append({"label": s.node_app, "url": f"http://127.0.0.1:{node_port}{health}", "expect_release": True})
+        health = s.app_path(
+            "nodejs", s.health_node
+        )  # asked directly: without the prefix Nginx strips
+        urls.append(
+            {
+                "label": s.node_app,
+                "url": f"http://127.0.0.1:{node_port}{health}",
+                "expect_release": True,
+            }
+        )
         watch.append({"name": node_name})
     if not apps:
         return None
     names = [a["name"] for a in apps]
-    # In the apps' account's home (its working folder through the app helper; the deploy user's own otherwise).
+    # In the apps' account's home (its working folder through the app helper; the deploy user's own
+    # otherwise).
     config = f".{s.app_name}-trial.config.json"
     leftovers = present is None or bool(set(trial_names(s)) & present)
     # The trial apps' log files go with them: a trial's excerpt shows only its own run.
-    start_trial = (f"{write_file_command(config, '0600')} && "
-                   + (f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && " if leftovers else "")
-                   + f"{forget_logs_command(*trial_names(s))} && " + pm2(s, "start", config))
-    started = run(c, as_app(c, s, start_trial), stdin=json.dumps({"apps": apps}, indent=2), warn=True)
-    problems = probe(c, s, {"mode": "gate", "timeout": s.health_timeout, "pm2": s.pm2, "pm2_rpc_js": host_facts.PM2_RPC_JS,
-                            "release": release, "release_dir": release_dir, "urls": urls, "apps": watch,
-                            "fail_fast": True}).get("problems", [])
-    stop = as_app(c, s, f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1; {forget_logs_command(*trial_names(s))}; true")
+    start_trial = (
+        f"{write_file_command(config, '0600')} && "
+        + (
+            f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && "
+            if leftovers
+            else ""
+        )
+        + f"{forget_logs_command(*trial_names(s))} && "
+        + pm2(s, "start", config)
+    )
+    started = run(
+        c, as_app(c, s, start_trial), stdin=json.dumps({"apps": apps}, indent=2), warn=True
+    )
+    problems = probe(
+        c,
+        s,
+        {
+            "mode": "gate",
+            "timeout": s.health_timeout,
+            "pm2": s.pm2,
+            "pm2_rpc_js": host_facts.PM2_RPC_JS,
+            "release": release,
+            "release_dir": release_dir,
+            "urls": urls,
+            "apps": watch,
+            "fail_fast": True,
+        },
+    ).get("problems", [])
+    stop = as_app(
+        c,
+        s,
+        f"{delete_command(s, *trial_names(s))} >/dev/null 2>&1;"
+        f" {forget_logs_command(*trial_names(s))}; true",
+    )
     if not problems:
         return Background(c, stop)
     own = dict(zip(trial_names(s), (s.python_app, s.node_app), strict=True))
@@ -77,19 +138,35 @@ def canary(c: Any, s: Settings, release: str, release_dir: str, venv: str,
 
 
 def still_serving(live: str | None) -> str:
-    """What serves after a failure before the switch: the live release, or nothing on a first deploy."""
-    return f"the live release {live} keeps serving" if live else "nothing served before, and nothing serves now"
+    """What serves after a failure before the switch: the live release, or nothing on a first
+    deploy."""
+    return (
+        f"the live release {live} keeps serving"
+        if live
+        else "nothing served before, and nothing serves now"
+    )
 
 
-def trial_failed(s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str,
-                 live: str | None = None) -> Exception:
-    """The message of a failed trial: what failed, each failed app's own output under its name (Gunicorn's INFO
-    lines left out), and the setting at fault if one is."""
+def trial_failed(
+    s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str, live: str | None = None
+) -> Exception:
+    """The message of a failed trial: what failed, each failed app's own output under its name
+    (Gunicorn's INFO lines left out), and the setting at fault if one is."""
     lines = [f"  {masked(s, p)}" for p in problems]
     for name, text in logs.items():
-        kept = [line for line in text.splitlines() if not GUNICORN_INFO.match(line.strip())] or text.splitlines()
+        kept = [
+            line for line in text.splitlines() if not GUNICORN_INFO.match(line.strip())
+        ] or text.splitlines()
         if kept:
-            lines.append(f"  output of {name} (its trial run):\n    " + "\n    ".join(output_excerpt("\n".join(kept))))
-    fix = setting_fault(s, "\n".join([masked(s, pm2_said), *logs.values()])) or "Fix the app and deploy again."
-    return fail(f"The new release failed its trial run, so nothing was switched and {still_serving(live)}.\n"
-                + "\n".join(lines) + "\n" + fix)
+            lines.append(
+                f"  output of {name} (its trial run):\n    "
+                + "\n    ".join(output_excerpt("\n".join(kept)))
+            )
+    fix = (
+        setting_fault(s, "\n".join([masked(s, pm2_said), *logs.values()]))
+        or "Fix the app and deploy again."
+    )
+    return fail(
+        "The new release failed its trial run, so nothing was switched and"
+        f" {still_serving(live)}.\n" + "\n".join(lines) + "\n" + fix
+    )

@@ -15,7 +15,13 @@ from pathlib import Path
 from invoke import Collection, Context, Exit, task
 
 from signalcraft_deploy.core.plan import release_settings
-from signalcraft_deploy.core.render import ECOSYSTEM_CJS, render_nginx_site, render_release_configs, site_description, venv_dir
+from signalcraft_deploy.core.render import (
+    ECOSYSTEM_CJS,
+    render_nginx_site,
+    render_release_configs,
+    site_description,
+    venv_dir,
+)
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.core.source import node_entry_of, with_node_entry
 from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
@@ -29,18 +35,36 @@ SITE_NAME = "nginx-site.conf"
 def rendered_files(s: Settings, requirements: str, esm: bool = False) -> dict[str, str]:
     """Every file render-configs writes, by file name (the Nginx site as nginx-site.conf; PM2's file as
     ecosystem.config.cjs in an ES module package)."""
-    return {**render_release_configs(s, venv_dir(s, requirements), esm), SITE_NAME: render_nginx_site(s)}
+    return {
+        **render_release_configs(s, venv_dir(s, requirements), esm),
+        SITE_NAME: render_nginx_site(s),
+    }
 
 
 def diff(old: str | None, new: str, path: str) -> str:
-    lines = difflib.unified_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}")
+    lines = difflib.unified_diff(
+        (old or "").splitlines(keepends=True), new.splitlines(keepends=True), f"a{path}", f"b{path}"
+    )
     return "".join(lines)
 
 
-@task(iterable=["set_"], help={**HOST_HELP, "output": "local folder for the rendered files (default ./rendered)",
-            "dry-run": "print the diffs without writing anything"})
-def render_configs(c: Context, output: str | None = None, dry_run: bool = False, known_hosts: str | None = None,
-                   accept_new_host: bool = False, env_file: str | None = None, set_: list[str] | None = None) -> None:
+@task(
+    iterable=["set_"],
+    help={
+        **HOST_HELP,
+        "output": "local folder for the rendered files (default ./rendered)",
+        "dry-run": "print the diffs without writing anything",
+    },
+)
+def render_configs(
+    c: Context,
+    output: str | None = None,
+    dry_run: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed, with diffs."""
     s = settings_for(env_file, set_)
     if is_remote(c):
@@ -56,9 +80,16 @@ def render_configs(c: Context, output: str | None = None, dry_run: bool = False,
 def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
     """Into a local folder for review (default ./rendered), each changed file atomically, with its diff. The Node.js
     entry point is found as a deploy finds it, but in the working tree rather than the commit."""
-    requirements, package = Path(s.source_dir, "requirements.txt"), Path(s.source_dir, "package.json")
-    entry = node_entry_of(s, package.read_text() if package.exists() else None,
-                          lambda path: Path(s.source_dir, path).is_file(), f"the working tree of SOURCE_DIR {s.source_dir}")
+    requirements, package = (
+        Path(s.source_dir, "requirements.txt"),
+        Path(s.source_dir, "package.json"),
+    )
+    entry = node_entry_of(
+        s,
+        package.read_text() if package.exists() else None,
+        lambda path: Path(s.source_dir, path).is_file(),
+        f"the working tree of SOURCE_DIR {s.source_dir}",
+    )
     s = with_node_entry(s, entry)
     print(f"Node.js entry point: {entry.script} ({entry.why}, read from the working tree)")
     files = rendered_files(s, requirements.read_text() if requirements.exists() else "", entry.esm)
@@ -74,7 +105,10 @@ def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
             tmp = target.with_suffix(target.suffix + ".tmp")
             tmp.write_text(text)
             os.replace(tmp, target)
-    print(f"{'Would write' if dry_run else 'Wrote'} {', '.join(files)} {'to' if not dry_run else 'in'} {out}")
+    print(
+        f"{'Would write' if dry_run else 'Wrote'} {', '.join(files)}"
+        f" {'to' if not dry_run else 'in'} {out}"
+    )
 
 
 def _render_on_host(c: Context, s: Settings, dry_run: bool) -> None:
@@ -89,7 +123,10 @@ def _render_on_host(c: Context, s: Settings, dry_run: bool) -> None:
 def _write_on_host(c: Context, s: Settings, dry_run: bool) -> None:
     requirements = read_file(c, f"{s.current_dir}/requirements.txt")
     if requirements is None:
-        raise fail(f"No release at {s.current_dir}: run `deploy` first (it renders the configs into each release).")
+        raise fail(
+            f"No release at {s.current_dir}: run `deploy` first (it renders the configs into each"
+            " release)."
+        )
     manifest = read_file(c, f"{s.current_dir}/.signalcraft/manifest.json")
     try:
         recorded = json.loads(manifest) if manifest else {}
@@ -112,8 +149,10 @@ def _write_on_host(c: Context, s: Settings, dry_run: bool) -> None:
         else:
             run(c, f"cp -p {q(path)} {q(path + '.prev')} 2>/dev/null; true")
             write_file(c, path, text)
-    print(f"{changed} file(s) {'would change' if dry_run else 'changed'}; nothing reloaded "
-          "(run pm2-reload, or deploy, to apply).")
+    print(
+        f"{changed} file(s) {'would change' if dry_run else 'changed'}; nothing reloaded "
+        "(run pm2-reload, or deploy, to apply)."
+    )
 
 
 render_configs.__name__ = "render-configs"

@@ -33,12 +33,25 @@ _SPEC = r"(?:===|==|!=|~=|>=|<=|>|<)\s*[A-Za-z0-9.*+!_-]+"
 _SPECS = rf"\(?\s*{_SPEC}(?:\s*,\s*{_SPEC})*(?:\s*\))?"
 # One requirement that names a package: name, extras, version specifiers, environment marker.
 _REQ_RE = re.compile(
-    rf"^(?P<lead>\s*)(?P<name>{_NAME})(?P<extras>\s*\[[^\]]*\])?(?P<spec>\s*{_SPECS})?(?P<marker>\s*;.*?)?(?P<trail>\s*)$"
+    rf"^(?P<lead>\s*)(?P<name>{_NAME})(?P<extras>\s*\[[^\]]*\])?"
+    rf"(?P<spec>\s*{_SPECS})?(?P<marker>\s*;.*?)?(?P<trail>\s*)$"
 )
-_DIRECT_RE = re.compile(rf"^\s*(?P<name>{_NAME})\s*(?:\[[^\]]*\])?\s*@")  # name @ url: pinned by URL
+_DIRECT_RE = re.compile(
+    rf"^\s*(?P<name>{_NAME})\s*(?:\[[^\]]*\])?\s*@"
+)  # name @ url: pinned by URL
 _COMMENT_RE = re.compile(r"(^|\s+)#.*$")  # as pip reads it: '#' at the start or after whitespace
 _OPTIONS_RE = re.compile(r"\s--?[A-Za-z]")  # per-requirement options such as --hash=...
-_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz")
+_ARCHIVE_SUFFIXES = (
+    ".whl",
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tbz",
+    ".tar.xz",
+    ".txz",
+)
 
 
 class FreezeError(ValueError):
@@ -58,20 +71,25 @@ class PinPlan:
     checked: int = 0  # requirement lines compared against the environment
     pinned: list[str] = field(default_factory=list)  # names whose line changed
     added: list[str] = field(default_factory=list)  # 'gunicorn==x.y.z' lines appended
-    not_installed: list[str] = field(default_factory=list)  # named but absent from the environment: left as is
-    left_as_is: list[str] = field(default_factory=list)  # named on a continued line or with --hash options
+    not_installed: list[str] = field(
+        default_factory=list
+    )  # named but absent from the environment: left as is
+    left_as_is: list[str] = field(
+        default_factory=list
+    )  # named on a continued line or with --hash options
 
 
 @dataclass(frozen=True)
 class _Line:
-    kind: str  # 'req' (rewritable), 'named' (names a package, left as is), 'direct' (name @ url), 'other'
+    # 'req' (rewritable), 'named' (names a package, left as is), 'direct' (name @ url), 'other'
+    kind: str
     name: str | None = None
     match: re.Match[str] | None = None
 
 
 def _split_comment(line: str) -> tuple[str, str]:
     m = _COMMENT_RE.search(line)
-    return (line[: m.start()], line[m.start():]) if m else (line, "")
+    return (line[: m.start()], line[m.start() :]) if m else (line, "")
 
 
 def _classify(logical: str) -> _Line:
@@ -100,7 +118,7 @@ def _continues(line: str) -> bool:
 
 def _split_ending(physical: str) -> tuple[str, str]:
     content = physical.rstrip("\r\n")
-    return content, physical[len(content):]
+    return content, physical[len(content) :]
 
 
 def _release(version: str) -> tuple[int, ...] | None:
@@ -108,7 +126,9 @@ def _release(version: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in m.group(1).split(".")) if m else None
 
 
-def check_ensured(installed: dict[str, str], ensure: tuple[str, ...] = ("gunicorn",), venv: str = ".venv") -> None:
+def check_ensured(
+    installed: dict[str, str], ensure: tuple[str, ...] = ("gunicorn",), venv: str = ".venv"
+) -> None:
     """Raise FreezeError unless each ensured package is installed at a supported version."""
     versions = {canonical_name(k): v for k, v in installed.items()}
     for name in ensure:
@@ -116,17 +136,26 @@ def check_ensured(installed: dict[str, str], ensure: tuple[str, ...] = ("gunicor
         minimum = MINIMUM_VERSIONS.get(key)
         spec = f"{name}>={'.'.join(map(str, minimum))}" if minimum else name
         if key not in versions:
-            raise FreezeError(f"{name} is not installed in {venv}: run {venv}/bin/pip install '{spec}'")
+            raise FreezeError(
+                f"{name} is not installed in {venv}: run {venv}/bin/pip install '{spec}'"
+            )
         if minimum:
             release = _release(versions[key])
             if release is None or release < minimum:
                 raise FreezeError(
-                    f"{name} {versions[key]} in {venv} is too old: WSGI_APP = \"module:factory()\" needs {spec}; "
+                    f'{name} {versions[key]} in {venv} is too old: WSGI_APP = "module:factory()"'
+                    f" needs {spec}; "
                     f"run {venv}/bin/pip install --upgrade '{spec}'"
                 )
 
 
-def plan_pins(text: str, installed: dict[str, str], ensure: tuple[str, ...] = ("gunicorn",), *, venv: str = ".venv") -> PinPlan:
+def plan_pins(
+    text: str,
+    installed: dict[str, str],
+    ensure: tuple[str, ...] = ("gunicorn",),
+    *,
+    venv: str = ".venv",
+) -> PinPlan:
     """Pin each package line of `text` to its installed version and append the ensured packages.
 
     Pure. `venv` is only used in error messages. Raises FreezeError if an ensured package is
@@ -148,7 +177,9 @@ def plan_pins(text: str, installed: dict[str, str], ensure: tuple[str, ...] = ("
         else:
             out.append(_pin_line(physical[i], versions, named, plan))
             i += 1
-    _append_ensured(out, text, [name for name in ensure if canonical_name(name) not in named], versions, plan)
+    _append_ensured(
+        out, text, [name for name in ensure if canonical_name(name) not in named], versions, plan
+    )
     plan.text = "".join(out)
     return plan
 
@@ -194,7 +225,9 @@ def _pin_line(physical: str, versions: dict[str, str], named: set[str], plan: Pi
     return new + ending
 
 
-def _append_ensured(out: list[str], text: str, missing: list[str], versions: dict[str, str], plan: PinPlan) -> None:
+def _append_ensured(
+    out: list[str], text: str, missing: list[str], versions: dict[str, str], plan: PinPlan
+) -> None:
     """Append a pin for each ensured package the file does not name, in the file's line endings."""
     if not missing:
         return
@@ -210,7 +243,13 @@ def _append_ensured(out: list[str], text: str, missing: list[str], versions: dic
     out.append(newline.join(added) + (newline if ends_with_newline else ""))
 
 
-def pin_requirements(text: str, installed: dict[str, str], ensure: tuple[str, ...] = ("gunicorn",), *, venv: str = ".venv") -> str:
+def pin_requirements(
+    text: str,
+    installed: dict[str, str],
+    ensure: tuple[str, ...] = ("gunicorn",),
+    *,
+    venv: str = ".venv",
+) -> str:
     """`text` with each named package pinned to its installed version and `ensure` appended if absent."""
     return plan_pins(text, installed, ensure, venv=venv).text
 
@@ -237,16 +276,28 @@ def _venv_python(c: Context, venv: str, args: str, what: str) -> str:
     if not os.path.exists(python):
         problem = "is broken (its Python is gone)" if os.path.islink(python) else "is missing"
         raise Exit(
-            f"no virtual environment at {venv} ({python} {problem}): create it with "
-            f"`python3 -m venv {venv} && {venv}/bin/pip install -r requirements.txt gunicorn`, or set LOCAL_VENV",
+            f"no virtual environment at {venv} ({python} {problem}): create it with `python3 -m"
+            f" venv {venv} && {venv}/bin/pip install -r requirements.txt gunicorn`, or set"
+            " LOCAL_VENV",
             code=1,
         )
-    result = c.run(f"{shlex.quote(python)} -m pip {args} --disable-pip-version-check", hide=True, warn=True, in_stream=False)
+    result = c.run(
+        f"{shlex.quote(python)} -m pip {args} --disable-pip-version-check",
+        hide=True,
+        warn=True,
+        in_stream=False,
+    )
     if result is None or result.failed:
         stderr = (result.stderr if result is not None else "").strip()
         if "No module named pip" in stderr:
-            raise Exit(f"pip is not installed in {venv}: run `{python} -m ensurepip --upgrade`, then try again", code=1)
-        detail = stderr.splitlines()[-1] if stderr else f"exit code {getattr(result, 'exited', '?')}"
+            raise Exit(
+                f"pip is not installed in {venv}: run `{python} -m ensurepip --upgrade`, then try"
+                " again",
+                code=1,
+            )
+        detail = (
+            stderr.splitlines()[-1] if stderr else f"exit code {getattr(result, 'exited', '?')}"
+        )
         raise Exit(f"could not {what} from {venv} (`pip {args}` failed: {detail})", code=1)
     return result.stdout
 
@@ -258,7 +309,11 @@ def read_installed(c: Context, venv: str) -> dict[str, str]:
         packages = json.loads(stdout)
         return {canonical_name(p["name"]): str(p["version"]) for p in packages}
     except (ValueError, TypeError, KeyError) as err:
-        raise Exit(f"could not read `pip list` output from {venv} ({err}): expected a JSON list of name/version objects", code=1) from err
+        raise Exit(
+            f"could not read `pip list` output from {venv} ({err}): expected a JSON list of"
+            " name/version objects",
+            code=1,
+        ) from err
 
 
 def full_freeze_listing(c: Context, venv: str) -> str:
@@ -269,7 +324,9 @@ def full_freeze_listing(c: Context, venv: str) -> str:
 def unified_diff(old: str, new: str, path: str = "requirements.txt") -> str:
     """A git-style unified diff of `old` -> `new`, labelled a/<path> and b/<path>."""
     out: list[str] = []
-    for line in difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"):
+    for line in difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+    ):
         out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
     return "".join(out)
 
@@ -315,10 +372,16 @@ def _plural(n: int, word: str) -> str:
 @task(
     help={
         "source-dir": "the app's directory holding requirements.txt (default: SOURCE_DIR)",
-        "venv": "the app's local virtual environment (default: LOCAL_VENV, else $VIRTUAL_ENV unless it is this tool's, "
-                "else SOURCE_DIR/.venv)",
-        "check": "change nothing; exit 1 and print the diff if requirements.txt is out of date (for CI)",
-        "all": "write the full `pip freeze` listing instead, keeping the file's leading comment block",
+        "venv": (
+            "the app's local virtual environment (default: LOCAL_VENV, else $VIRTUAL_ENV unless it"
+            " is this tool's, else SOURCE_DIR/.venv)"
+        ),
+        "check": (
+            "change nothing; exit 1 and print the diff if requirements.txt is out of date (for CI)"
+        ),
+        "all": (
+            "write the full `pip freeze` listing instead, keeping the file's leading comment block"
+        ),
         "env-file": "settings file to read (default: ENV_FILE, else ./.env)",
         "set": "override a setting, KEY=VALUE (repeatable)",
     },
@@ -347,7 +410,11 @@ def freeze(
     print(f"versions from {venv_path} ({origin})")
     installed = read_installed(c, venv_path)
     try:
-        result = _freeze_listing(c, old, installed, venv_path) if all_ else _pinned(old, installed, venv_path)
+        result = (
+            _freeze_listing(c, old, installed, venv_path)
+            if all_
+            else _pinned(old, installed, venv_path)
+        )
     except FreezeError as err:
         raise Exit(str(err), code=1) from err
     _finish(path, old, result, check)
@@ -389,7 +456,8 @@ def _read_requirements(s: Settings) -> tuple[str, str]:
     path = os.path.join(s.source_dir, "requirements.txt")
     if not os.path.isfile(path):
         raise Exit(
-            f"{path} does not exist: create it (one package per line, e.g. `flask`), or point --source-dir / SOURCE_DIR at the app",
+            f"{path} does not exist: create it (one package per line, e.g. `flask`), or point"
+            " --source-dir / SOURCE_DIR at the app",
             code=1,
         )
     with open(path, encoding="utf-8", newline="") as handle:
@@ -399,15 +467,20 @@ def _read_requirements(s: Settings) -> tuple[str, str]:
 def _freeze_listing(c: Context, old: str, installed: dict[str, str], venv_path: str) -> _Result:
     """--all: the full `pip freeze` listing under the file's leading comment block."""
     if "signalcraft-deploy" in installed:
-        raise FreezeError(f"{venv_path} holds signalcraft-deploy itself: --all would write its dependencies (fabric, invoke, "
-                          "paramiko, ...) into requirements.txt, which the host installs. Give the app a venv of its own "
-                          "(LOCAL_VENV, or SOURCE_DIR/.venv), or freeze without --all.")
+        raise FreezeError(
+            f"{venv_path} holds signalcraft-deploy itself: --all would write its dependencies"
+            " (fabric, invoke, paramiko, ...) into requirements.txt, which the host installs. Give"
+            " the app a venv of its own (LOCAL_VENV, or SOURCE_DIR/.venv), or freeze without"
+            " --all."
+        )
     check_ensured(installed, venv=venv_path)
     listing = full_freeze_listing(c, venv_path)
     new = leading_comment_block(old) + listing
     if old and not old.endswith(("\n", "\r")):
         new = new.rstrip("\r\n")
-    count = sum(1 for line in listing.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    count = sum(
+        1 for line in listing.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
     return _Result(new, count, f"wrote the full pip freeze listing ({_plural(count, 'package')})")
 
 
@@ -417,10 +490,16 @@ def _pinned(old: str, installed: dict[str, str], venv_path: str) -> _Result:
     parts = [f"pinned {_plural(len(plan.pinned), 'package')}"] if plan.pinned else []
     parts += [f"added {added}" for added in plan.added]
     if plan.not_installed:
-        print(f"warning: not installed in {venv_path}, left as is in requirements.txt: {', '.join(plan.not_installed)}",
-              file=sys.stderr)
+        print(
+            f"warning: not installed in {venv_path}, left as is in requirements.txt:"
+            f" {', '.join(plan.not_installed)}",
+            file=sys.stderr,
+        )
     if plan.left_as_is:
-        print(f"warning: continued lines or --hash options, not pinned: {', '.join(plan.left_as_is)}", file=sys.stderr)
+        print(
+            f"warning: continued lines or --hash options, not pinned: {', '.join(plan.left_as_is)}",
+            file=sys.stderr,
+        )
     return _Result(plan.text, plan.checked, ", ".join(parts))
 
 

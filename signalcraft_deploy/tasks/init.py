@@ -53,16 +53,29 @@ from signalcraft_deploy.tasks.freeze import write_atomically
 
 SETTINGS_FILE = "deploy.env"
 WORKFLOW = ".github/workflows/auto-deploy.yml"
-WHEELS_DIR = ".github/wheels"  # `init --vendor`'s wheel of the tool: the tool's own files (.github/), reloading no app
+# `init --vendor`'s wheel of the tool: the tool's own files (.github/), reloading no app
+WHEELS_DIR = ".github/wheels"
 TEMPLATES_COPY = "deploy-templates"  # not templates/: a Flask app's own Jinja templates live there
-# What no commit of the app should hold: installed packages (the deploy builds its own), venvs, bytecode,
-# and render-configs' local output.
+# What no commit of the app should hold: installed packages (the deploy builds its own), venvs,
+# bytecode, and render-configs' local output.
 IGNORES = ("node_modules/", ".venv/", "venv/", "__pycache__/", "/rendered/")
 INIT_TEMPLATES = BUNDLED_TEMPLATES / "init"
 
 # What a first deploy needs to get right for the app and the host; the rest can wait at its default.
-FIRST_DEPLOY = ("APP_NAME", "DEPLOY_ROOT", "WSGI_APP", "NODE_SCRIPT", "ROUTES", "MOUNTS", "HEALTH_PY", "HEALTH_NODE",
-                "GUNICORN_BIND", "NODE_PORT", "NGINX_LISTEN", "SERVER_NAME")
+FIRST_DEPLOY = (
+    "APP_NAME",
+    "DEPLOY_ROOT",
+    "WSGI_APP",
+    "NODE_SCRIPT",
+    "ROUTES",
+    "MOUNTS",
+    "HEALTH_PY",
+    "HEALTH_NODE",
+    "GUNICORN_BIND",
+    "NODE_PORT",
+    "NGINX_LISTEN",
+    "SERVER_NAME",
+)
 
 SETTINGS_HEADER = """\
 # signalcraft-deploy's settings for this app, one KEY=VALUE a line (written by `signalcraft-deploy init`).
@@ -75,7 +88,8 @@ SETTINGS_HEADER = """\
 """
 
 
-# --- What init writes: pure -------------------------------------------------------------------------------------
+# --- What init writes: pure
+# -------------------------------------------------------------------------------------
 
 
 def env_value(text: str | None) -> str:
@@ -109,7 +123,12 @@ def accepted(key: Key, found: Found) -> Found:
     try:
         key.parse(found.value, Path("."))
     except Invalid as err:
-        return Found(None, one_line(f"{found.how}; what was found ({found.value!r}) is not {err.expected}: set it"))
+        return Found(
+            None,
+            one_line(
+                f"{found.how}; what was found ({found.value!r}) is not {err.expected}: set it"
+            ),
+        )
     return Found(found.value, one_line(found.how))
 
 
@@ -122,25 +141,40 @@ def _found_lines(key: Key, found: Found) -> list[str]:
 def settings_text(found: Mapping[str, Found] | None = None) -> str:
     """deploy.env: every key of KEYS with its meaning; the ones a first deploy needs set, the rest commented.
 
-    `found`: what init read from the app, written with how it was found; without it, each key's default."""
+    `found`: what init read from the app, written with how it was found; without it, each key's default.
+    """
     found = found or {}
-    lines = [SETTINGS_HEADER, "# --- A first deploy needs these: check each one against your app and your host. ---", ""]
+    lines = [
+        SETTINGS_HEADER,
+        "# --- A first deploy needs these: check each one against your app and your host. ---",
+        "",
+    ]
     for name in FIRST_DEPLOY:
         key = next(k for k in KEYS if k.name == name)
         lines += _found_lines(key, found[name]) if name in found else _key_lines(key, active=True)
     if "ROUTES" in found and found["ROUTES"].value is None:
-        # An empty ROUTES means PY_ROUTES' default, the bundled example's routes; an empty PY_ROUTES is refused.
-        lines += ["# nothing found: PY_ROUTES is left empty too, so the bundled example's routes do not apply: set ROUTES",
-                  "PY_ROUTES=", ""]
+        # An empty ROUTES means PY_ROUTES' default, the bundled example's routes; an empty PY_ROUTES
+        # is refused.
+        lines += [
+            (
+                "# nothing found: PY_ROUTES is left empty too, so the bundled example's routes do"
+                " not apply: set ROUTES"
+            ),
+            "PY_ROUTES=",
+            "",
+        ]
     lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
     for key in KEYS:
-        if key.name not in FIRST_DEPLOY and not (key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None):
+        if key.name not in FIRST_DEPLOY and not (
+            key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None
+        ):
             lines += _key_lines(key, active=False)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def set_key(text: str, key: str, value: str) -> str:
-    """`text` (a settings file) with `key` set to `value`: its line replaced, its commented line taken, or one appended."""
+    """`text` (a settings file) with `key` set to `value`: its line replaced, its commented line
+    taken, or one appended."""
     assert key in KEY_NAMES
     line = f"{key}={env_value(value)}"
     for pattern in (rf"^[ \t]*(export[ \t]+)?{key}[ \t]*=.*$", rf"^#[ \t]*{key}=.*$"):
@@ -171,30 +205,46 @@ def install_spec() -> Install:
         dist = importlib.metadata.distribution("signalcraft-deploy")
     except importlib.metadata.PackageNotFoundError:
         dist = None
-    if dist is None or not dist.read_text("INSTALLER"):  # no install, or a build's metadata in the checkout
+    if dist is None or not dist.read_text(
+        "INSTALLER"
+    ):  # no install, or a build's metadata in the checkout
         checkout = Path(__file__).resolve().parents[2]
         built = str(checkout) if (checkout / "pyproject.toml").exists() else None
         return Install(None, f"from the checkout {checkout}, which CI cannot reach", build=built)
     raw = dist.read_text("direct_url.json")
     if not raw:
-        return Install(f"signalcraft-deploy=={__version__}", "from the package index, the version on the machine that ran init")
+        return Install(
+            f"signalcraft-deploy=={__version__}",
+            "from the package index, the version on the machine that ran init",
+        )
     info = json.loads(raw)
     vcs, url = info.get("vcs_info") or {}, str(info.get("url", ""))
     public, commit = _public_url(url), str(vcs.get("commit_id", ""))
     if vcs.get("vcs") == "git" and public and re.fullmatch(r"[0-9a-f]{40}", commit):
-        return Install(f"signalcraft-deploy @ git+{public}@{commit}", f"from {public} at {commit[:12]}, as on the machine that ran init")
+        return Install(
+            f"signalcraft-deploy @ git+{public}@{commit}",
+            f"from {public} at {commit[:12]}, as on the machine that ran init",
+        )
     if vcs:
-        return Install(None, f"from git at {_shown_url(url)}, which CI cannot fetch (a local path, or credentials in it)",
-                       build=f"signalcraft-deploy @ git+{url}@{commit}" if commit else None)
+        return Install(
+            None,
+            f"from git at {_shown_url(url)}, which CI cannot fetch (a local path, or credentials"
+            " in it)",
+            build=f"signalcraft-deploy @ git+{url}@{commit}" if commit else None,
+        )
     parts = urlsplit(url)
     path = Path(unquote(parts.path))
     if "archive_info" in info and parts.scheme == "https" and public and path.name.endswith(".whl"):
-        return Install(f"signalcraft-deploy @ {public}", f"from {public}, as on the machine that ran init")
+        return Install(
+            f"signalcraft-deploy @ {public}", f"from {public}, as on the machine that ran init"
+        )
     if "archive_info" in info and parts.scheme == "file" and path.name.endswith(".whl"):
         return Install(None, f"from the wheel file {path}, which CI cannot reach", wheel=path)
     if "dir_info" in info and parts.scheme == "file":
         editable = " (editable)" if (info.get("dir_info") or {}).get("editable") else ""
-        return Install(None, f"from the folder {path}{editable}, which CI cannot reach", build=str(path))
+        return Install(
+            None, f"from the folder {path}{editable}, which CI cannot reach", build=str(path)
+        )
     return Install(None, f"from {_shown_url(url)}, which CI cannot reach")
 
 
@@ -219,18 +269,33 @@ def _public_url(url: str) -> str:
 def _render(name: str, **values: str) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    env = Environment(loader=FileSystemLoader(str(INIT_TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True,
-                      trim_blocks=True, autoescape=False)
+    env = Environment(
+        loader=FileSystemLoader(str(INIT_TEMPLATES)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        autoescape=False,
+    )
     return env.get_template(name + ".j2").render(settings_file=SETTINGS_FILE, **values)
 
 
 def workflow_text(install: Install) -> str:
     """The deploy workflow; its install step fails, saying why and what to do, when CI cannot reach the tool."""
-    refusal = "" if install.spec else (f"signalcraft-deploy was installed {install.note}: run `signalcraft-deploy init "
-                                       f"--vendor` and commit {WHEELS_DIR}/, or install the tool from git or a package "
-                                       "index and run init again").replace("\n", " ")
-    return _render("auto-deploy.yml", install=shlex.quote(install.spec) if install.spec else "",
-                   refusal=shlex.quote(refusal), install_note=install.note)
+    refusal = (
+        ""
+        if install.spec
+        else (
+            f"signalcraft-deploy was installed {install.note}: run `signalcraft-deploy init "
+            f"--vendor` and commit {WHEELS_DIR}/, or install the tool from git or a package "
+            "index and run init again"
+        ).replace("\n", " ")
+    )
+    return _render(
+        "auto-deploy.yml",
+        install=shlex.quote(install.spec) if install.spec else "",
+        refusal=shlex.quote(refusal),
+        install_note=install.note,
+    )
 
 
 _INSTALL_STEP = re.compile(r"^      # The deploy tool and its own dependencies.*?\n\n", re.M | re.S)
@@ -242,7 +307,9 @@ def with_install_step(old: str, new: str) -> str:
     return _INSTALL_STEP.sub(lambda _: step.group(0), old, count=1) if step else old
 
 
-def planned_files(templates: bool, found: Mapping[str, Found] | None = None, install: Install | None = None) -> dict[str, str]:
+def planned_files(
+    templates: bool, found: Mapping[str, Found] | None = None, install: Install | None = None
+) -> dict[str, str]:
     """Every file init writes, by path relative to the app's folder, and its text (the ignore lines aside)."""
     files = {
         "fabfile.py": _render("fabfile.py"),
@@ -263,15 +330,23 @@ def with_ignore_lines(text: str) -> str:
     missing = [line for line in IGNORES if line.strip("/") not in have]
     if not missing:
         return text
-    block = "# installed packages, venvs, bytecode, render-configs' output: never part of a release\n" + "\n".join(missing)
+    block = (
+        "# installed packages, venvs, bytecode, render-configs' output: never part of a release\n"
+        + "\n".join(missing)
+    )
     return text + ("" if not text or text.endswith("\n") else "\n") + block + "\n"
 
 
 def diff(old: str, new: str, path: str) -> str:
-    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"))
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+        )
+    )
 
 
-# --- Writing them ----------------------------------------------------------------------------------------------
+# --- Writing them
+# ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -301,11 +376,14 @@ def place(root: Path, path: str, new: str, force: bool, edit: bool = False) -> O
     return Outcome(path, "updated" if edit else "replaced", diff(old, new, path))
 
 
-_ACTIVE_TEMPLATES_DIR = re.compile(r"^[ \t]*(export[ \t]+)?TEMPLATES_DIR[ \t]*=[ \t]*(?P<value>\S.*)$", re.M)
+_ACTIVE_TEMPLATES_DIR = re.compile(
+    r"^[ \t]*(export[ \t]+)?TEMPLATES_DIR[ \t]*=[ \t]*(?P<value>\S.*)$", re.M
+)
 
 
-def init_app(root: Path, force: bool = False, templates: bool = False,
-             vendor: bool = False) -> tuple[list[Outcome], list[str]]:
+def init_app(
+    root: Path, force: bool = False, templates: bool = False, vendor: bool = False
+) -> tuple[list[Outcome], list[str]]:
     """Write every file into the app's folder `root`: what happened to each, and notes for the user (first what
     was read from the app, when deploy.env is written)."""
     settings_path = root / SETTINGS_FILE
@@ -314,51 +392,78 @@ def init_app(root: Path, force: bool = False, templates: bool = False,
     if vendor:
         install, vendored = vendor_wheel(root, install, notes)
     elif install.spec is None:
-        notes.append(f"the workflow cannot install signalcraft-deploy: this copy was installed {install.note}. Its install "
-                     f"step fails saying so; `signalcraft-deploy init --vendor` commits a wheel of the tool into "
-                     f"{WHEELS_DIR}/ for it (or install the tool from git or a package index and run init again).")
+        notes.append(
+            "the workflow cannot install signalcraft-deploy: this copy was installed"
+            f" {install.note}. Its install step fails saying so; `signalcraft-deploy init --vendor`"
+            f" commits a wheel of the tool into {WHEELS_DIR}/ for it (or install the tool from git"
+            " or a package index and run init again)."
+        )
     files, edits = planned_files(templates, found, install), {".gitignore"}
     workflow = root / WORKFLOW
-    if vendor and workflow.exists() and not force:  # the install step changes; the rest is kept as the user has it
+    if (
+        vendor and workflow.exists() and not force
+    ):  # the install step changes; the rest is kept as the user has it
         files[WORKFLOW] = with_install_step(workflow.read_text(encoding="utf-8"), files[WORKFLOW])
         edits.add(WORKFLOW)
-    if settings_path.exists() and not force:  # the user's own by now: not read again, not compared with defaults
+    if (
+        settings_path.exists() and not force
+    ):  # the user's own by now: not read again, not compared with defaults
         files[SETTINGS_FILE] = settings_path.read_text(encoding="utf-8")
     if templates and settings_path.exists() and not force:
         # The settings the user has are kept: only TEMPLATES_DIR is set, unless they set it already.
         current = settings_path.read_text(encoding="utf-8")
         theirs = _ACTIVE_TEMPLATES_DIR.search(current)
-        files[SETTINGS_FILE] = current if theirs else set_key(current, "TEMPLATES_DIR", TEMPLATES_COPY)
+        files[SETTINGS_FILE] = (
+            current if theirs else set_key(current, "TEMPLATES_DIR", TEMPLATES_COPY)
+        )
         edits.add(SETTINGS_FILE)
         if theirs and theirs["value"].strip().strip("'\"") != TEMPLATES_COPY:
-            notes.append(f"{SETTINGS_FILE} sets TEMPLATES_DIR={theirs['value'].strip()} already: the copies in "
-                         f"{TEMPLATES_COPY}/ are used once it names them.")
+            notes.append(
+                f"{SETTINGS_FILE} sets TEMPLATES_DIR={theirs['value'].strip()} already: the copies"
+                f" in {TEMPLATES_COPY}/ are used once it names them."
+            )
     if not _in_git_checkout(root):
-        notes.append(f"{root} is not in a git checkout, and a deploy ships a commit: "
-                     "`git init && git add -A && git commit -m 'The app'` (.gitignore keeps venvs and node_modules/ out).")
+        notes.append(
+            f"{root} is not in a git checkout, and a deploy ships a commit: `git init && git add -A"
+            " && git commit -m 'The app'` (.gitignore keeps venvs and node_modules/ out)."
+        )
     ignore = root / ".gitignore"
-    files[".gitignore"] = with_ignore_lines(ignore.read_text(encoding="utf-8") if ignore.exists() else "")
-    return [*vendored, *(place(root, path, text, force, edit=path in edits) for path, text in files.items())], notes
+    files[".gitignore"] = with_ignore_lines(
+        ignore.read_text(encoding="utf-8") if ignore.exists() else ""
+    )
+    return [
+        *vendored,
+        *(place(root, path, text, force, edit=path in edits) for path, text in files.items()),
+    ], notes
 
 
-# --- --vendor: a wheel of the tool in the app's repository, for the workflow ----------------------------------------
+# --- --vendor: a wheel of the tool in the app's repository, for the workflow
+# ----------------------------------------
 
 
 def vendor_wheel(root: Path, install: Install, notes: list[str]) -> tuple[Install, list[Outcome]]:
     """Copy (or build) a wheel of this tool into WHEELS_DIR, replacing older ones: the workflow installs that file."""
     if install.spec and not (install.wheel or install.build):
-        notes.append(f"--vendor: not needed, the workflow installs signalcraft-deploy {install.note}.")
+        notes.append(
+            f"--vendor: not needed, the workflow installs signalcraft-deploy {install.note}."
+        )
         return install, []
     if install.wheel and install.wheel.is_file():
         name, data = install.wheel.name, install.wheel.read_bytes()
     elif install.build:
         name, data = _build_wheel(install.build, install.note)
     else:
-        raise Exit(f"--vendor: signalcraft-deploy was installed {install.note}, and that wheel or folder is not there to "
-                   "vendor; reinstall the tool and run `init --vendor` again.", code=1)
+        raise Exit(
+            f"--vendor: signalcraft-deploy was installed {install.note}, and that wheel or folder"
+            " is not there to vendor; reinstall the tool and run `init --vendor` again.",
+            code=1,
+        )
     folder = root / WHEELS_DIR
-    outcomes = [Outcome(f"{WHEELS_DIR}/{old.name}", "removed") for old in sorted(folder.glob("signalcraft_deploy-*.whl"))
-                if old.name != name]
+    outcomes = [
+        Outcome(f"{WHEELS_DIR}/{old.name}", "removed")
+        for old in sorted(folder.glob("signalcraft_deploy-*.whl"))
+        if old.name != name
+    ]
     for outcome in outcomes:
         (root / outcome.path).unlink()
     target = folder / name
@@ -370,13 +475,23 @@ def vendor_wheel(root: Path, install: Install, notes: list[str]) -> tuple[Instal
         temporary.write_bytes(data)
         temporary.replace(target)
         outcomes.append(Outcome(f"{WHEELS_DIR}/{name}", "wrote"))
-    ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", f"{WHEELS_DIR}/{name}"], capture_output=True)
+    ignored = subprocess.run(
+        ["git", "-C", str(root), "check-ignore", "-q", f"{WHEELS_DIR}/{name}"], capture_output=True
+    )
     if ignored.returncode == 0:
-        notes.append(f"{WHEELS_DIR}/{name} is git-ignored, and the workflow needs it committed: "
-                     f"`git add -f {WHEELS_DIR}/{name}` (or add `!{WHEELS_DIR}/` to .gitignore).")
+        notes.append(
+            f"{WHEELS_DIR}/{name} is git-ignored, and the workflow needs it committed: "
+            f"`git add -f {WHEELS_DIR}/{name}` (or add `!{WHEELS_DIR}/` to .gitignore)."
+        )
     spec = f"./{WHEELS_DIR}/{name}"
-    return Install(spec, f"from the wheel `init --vendor` committed ({install.note.split(',')[0]} on the machine that ran "
-                         "init)"), outcomes
+    return (
+        Install(
+            spec,
+            f"from the wheel `init --vendor` committed ({install.note.split(',')[0]} on the machine"
+            " that ran init)",
+        ),
+        outcomes,
+    )
 
 
 def _build_wheel(source: str, shown: str) -> tuple[str, bytes]:
@@ -385,22 +500,34 @@ def _build_wheel(source: str, shown: str) -> tuple[str, bytes]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source],
-                              capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})  # the same source, the same wheel
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
+        )  # the same source, the same wheel
         wheels = sorted(Path(out).glob("signalcraft_deploy-*.whl"))
         if done.returncode != 0 or len(wheels) != 1:
             said = (done.stderr.strip().splitlines() or ["no wheel made"])[-1]
-            raise Exit(f"--vendor: pip could not build a wheel of signalcraft-deploy (installed {shown}): {said}", code=1)
+            raise Exit(
+                f"--vendor: pip could not build a wheel of signalcraft-deploy (installed {shown}):"
+                f" {said}",
+                code=1,
+            )
         return wheels[0].name, wheels[0].read_bytes()
 
 
-# --- Reading the app: its files, and its routes from its own venv -------------------------------------------------
+# --- Reading the app: its files, and its routes from its own venv
+# -------------------------------------------------
 
 _READ_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts")
 _MOST_FILES = 5000  # a folder holding more is read that far (the note says so)
 URL_MAP_TIMEOUT = 20  # seconds the app may take to import in its venv
-_SOURCE_MISSES = "Routes added in loops or by extensions are missed: with the app's venv in place, `init --force` reads them."
+_SOURCE_MISSES = (
+    "Routes added in loops or by extensions are missed: with the app's venv in place, `init"
+    " --force` reads them."
+)
 
 
 def app_files(root: Path) -> tuple[list[str], dict[str, str], bool]:
@@ -409,11 +536,17 @@ def app_files(root: Path) -> tuple[list[str], dict[str, str], bool]:
     paths: list[str] = []
     texts: dict[str, str] = {}
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (Path(folder, d, "pyvenv.cfg")).exists())
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if d not in SKIPPED_DIRS and not (Path(folder, d, "pyvenv.cfg")).exists()
+        )
         for name in sorted(names):
             path = Path(folder, name).relative_to(root).as_posix()
             paths.append(path)
-            if (name.endswith(_READ_SUFFIXES) or path == "package.json") and Path(folder, name).stat().st_size < 1_000_000:
+            if (name.endswith(_READ_SUFFIXES) or path == "package.json") and Path(
+                folder, name
+            ).stat().st_size < 1_000_000:
                 texts[path] = Path(folder, name).read_text(encoding="utf-8", errors="replace")
             if len(paths) >= _MOST_FILES:
                 return paths, texts, True
@@ -424,18 +557,30 @@ def app_venv_python(root: Path) -> Path | None:
     """The app's own venv Python: .venv/ or venv/ in its folder (never this tool's)."""
     for name in (".venv", "venv"):
         python = root / name / "bin" / "python"
-        if python.exists() and Path(os.path.realpath(root / name)) != Path(os.path.realpath(sys.prefix)):
+        if python.exists() and Path(os.path.realpath(root / name)) != Path(
+            os.path.realpath(sys.prefix)
+        ):
             return python
     return None
 
 
-def _run_alone(argv: list[str], program: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_alone(
+    argv: list[str], program: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     """Run the app's Python in a process group of its own, at most URL_MAP_TIMEOUT s; then every process of the group
     is killed. Its output goes to files, not pipes: a process the app starts while it loads (a scheduler, a server)
-    keeps a pipe open after the import ends, and init would wait out the limit, then leave it running."""
+    keeps a pipe open after the import ends, and init would wait out the limit, then leave it running.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=cwd, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
         try:
             proc.communicate(program.encode(), timeout=URL_MAP_TIMEOUT)
         finally:
@@ -444,17 +589,27 @@ def _run_alone(argv: list[str], program: str, cwd: Path, env: dict[str, str]) ->
             proc.wait()
         out.seek(0)
         err.seek(0)
-        return subprocess.CompletedProcess(argv, proc.returncode, out.read().decode("utf-8", "replace"),
-                                           err.read().decode("utf-8", "replace"))
+        return subprocess.CompletedProcess(
+            argv,
+            proc.returncode,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+        )
 
 
 def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route] | None, str]:
     """The app's url_map as its venv's Python imports it (cwd the app's folder, a bare environment: no secrets,
     no FLASK_* or settings; at most URL_MAP_TIMEOUT s), or None and why not."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(root)), "LANG": "C.UTF-8"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", str(root)),
+        "LANG": "C.UTF-8",
+    }
     venv = python.parent.parent.name
     try:
-        done = _run_alone([str(python), "-I", "-B", "-", wsgi_app], remote.program("url_map"), root, env)
+        done = _run_alone(
+            [str(python), "-I", "-B", "-", wsgi_app], remote.program("url_map"), root, env
+        )
     except subprocess.TimeoutExpired:
         return None, f"importing {wsgi_app} with {venv}/bin/python took over {URL_MAP_TIMEOUT} s"
     except OSError as err:
@@ -463,8 +618,12 @@ def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route]
         said = one_line((done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1])
         return None, f"{venv}/bin/python could not load {wsgi_app}: {said}"
     try:
-        return routes_from_url_map(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""), \
-            f"the url_map of {wsgi_app} in {venv}"
+        return (
+            routes_from_url_map(
+                done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+            ),
+            f"the url_map of {wsgi_app} in {venv}",
+        )
     except ValueError:
         return None, f"{venv}/bin/python printed no route list for {wsgi_app}"
 
@@ -472,52 +631,84 @@ def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route]
 def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
     """What init writes from the app (core/discover.py), and notes: what was read, how, and that the app's code ran."""
     paths, texts, cut = app_files(root)
-    notes = [f"{root} holds over {_MOST_FILES} files: init read the first {_MOST_FILES}."] if cut else []
+    notes = (
+        [f"{root} holds over {_MOST_FILES} files: init read the first {_MOST_FILES}."]
+        if cut
+        else []
+    )
     wsgi = find_wsgi({p: t for p, t in texts.items() if p.endswith(".py")})
     python = app_venv_python(root)
     committed = python is not None and _committed(root, python.parent.parent.name)
     if python and committed:
-        notes.append(f"the repository commits {python.parent.parent.name}/: its bin/python is the repository's program, "
-                     "not a venv you made, so init did not run it: Flask's routes were read from the source (a deploy "
-                     f"refuses a committed venv; make your own, git-ignored, for init to read the url_map). {_SOURCE_MISSES}")
+        notes.append(
+            f"the repository commits {python.parent.parent.name}/: its bin/python is the"
+            " repository's program, not a venv you made, so init did not run it: Flask's routes"
+            " were read from the source (a deploy refuses a committed venv; make your own,"
+            f" git-ignored, for init to read the url_map). {_SOURCE_MISSES}"
+        )
         python = None
     read = RoutesRead(routes_from_source(texts), "the source")
     if python and wsgi.value:
         routes, how = url_map_routes(python, root, wsgi.value)
-        notes.append(f"init imported {wsgi.value} with {python.relative_to(root)} to read Flask's routes: that ran the "
-                     f"app's own code on this machine (in {root}, without secrets or settings, at most {URL_MAP_TIMEOUT} s).")
+        notes.append(
+            f"init imported {wsgi.value} with {python.relative_to(root)} to read Flask's routes:"
+            f" that ran the app's own code on this machine (in {root}, without secrets or settings,"
+            f" at most {URL_MAP_TIMEOUT} s)."
+        )
         if routes is not None:
             read = RoutesRead(routes, how)
         else:
-            notes.append(f"Flask's routes were read from the source instead: {how}. {_SOURCE_MISSES}")
+            notes.append(
+                f"Flask's routes were read from the source instead: {how}. {_SOURCE_MISSES}"
+            )
     elif not python and not committed:
-        notes.append(f"Flask's routes were read from the source: the app has no .venv/ or venv/ to import it with. "
-                     f"{_SOURCE_MISSES}")
+        notes.append(
+            "Flask's routes were read from the source: the app has no .venv/ or venv/ to import it"
+            f" with. {_SOURCE_MISSES}"
+        )
     keys = {k.name: k for k in KEYS}
-    found = {name: accepted(keys[name], f) for name, f in findings(root.resolve().name, paths, texts, read).items()}
+    found = {
+        name: accepted(keys[name], f)
+        for name, f in findings(root.resolve().name, paths, texts, read).items()
+    }
     node_prefix = found["HEALTH_NODE"].value
     if node_prefix and node_prefix != "/" and '"socket.io"' in texts.get("package.json", ""):
-        notes.append(f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default: give the client "
-                     f"path: '{node_prefix}/socket.io' (the server keeps /socket.io: Nginx passes the path without "
-                     f"{node_prefix}).")
+        notes.append(
+            f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default:"
+            f" give the client path: '{node_prefix}/socket.io' (the server keeps /socket.io: Nginx"
+            f" passes the path without {node_prefix})."
+        )
     return found, [*_found_notes(found), *notes]
 
 
 def _found_notes(found: Mapping[str, Found]) -> list[str]:
     width = max(len(key) for key in found)
-    lines = [f"  {key:<{width}} = {f.value if f.value is not None else '(nothing found)'}    # {f.how}"
-             for key, f in found.items()]
-    return ["read from the app, written into " + SETTINGS_FILE + " (check each line):\n" + "\n".join(lines)]
+    lines = [
+        f"  {key:<{width}} = {f.value if f.value is not None else '(nothing found)'}    # {f.how}"
+        for key, f in found.items()
+    ]
+    return [
+        "read from the app, written into "
+        + SETTINGS_FILE
+        + " (check each line):\n"
+        + "\n".join(lines)
+    ]
 
 
 def _committed(root: Path, folder: str) -> bool:
     """Whether git tracks a file under `folder` of the app (a venv the repository brought, not one made here)."""
-    found = subprocess.run(["git", "-C", str(root), "ls-files", "--", folder], capture_output=True, text=True)
+    found = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "--", folder], capture_output=True, text=True
+    )
     return found.returncode == 0 and bool(found.stdout.strip())
 
 
 def _in_git_checkout(root: Path) -> bool:
-    probe = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
+    probe = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"],
+        capture_output=True,
+        text=True,
+    )
     return probe.returncode == 0 and probe.stdout.strip() == "true"
 
 
@@ -526,30 +717,49 @@ def report(outcomes: list[Outcome], notes: list[str]) -> str:
     for o in outcomes:
         if o.diff:
             lines.append(o.diff.rstrip("\n"))
-        note = "  (differs from what init writes: `init --force` shows the diff and replaces it)" if o.word == "kept" else ""
+        note = (
+            "  (differs from what init writes: `init --force` shows the diff and replaces it)"
+            if o.word == "kept"
+            else ""
+        )
         lines.append(f"{o.word:<10}{o.path}{note}")
     written, kept = sum(o.changed for o in outcomes), sum(o.word == "kept" for o in outcomes)
-    lines.append((f"{written} file(s) written." if written else "Nothing written.")
-                 + (f" {kept} file(s) kept as they are." if kept else ""))
+    lines.append(
+        (f"{written} file(s) written." if written else "Nothing written.")
+        + (f" {kept} file(s) kept as they are." if kept else "")
+    )
     lines += [f"Note: {note}" for note in notes]
     if any(o.path == SETTINGS_FILE and o.word == "wrote" for o in outcomes):
-        lines.append(f"Next: check the first block of {SETTINGS_FILE}, run `invoke freeze`, commit, "
-                     "then `fab -H ubuntu@<host> deploy`.")
+        lines.append(
+            f"Next: check the first block of {SETTINGS_FILE}, run `invoke freeze`, commit, "
+            "then `fab -H ubuntu@<host> deploy`."
+        )
     return "\n".join(lines)
 
 
-@task(help={
-    "force": "replace files that are there and differ from what init writes (the diff is shown)",
-    "templates": f"also copy the bundled templates into {TEMPLATES_COPY}/ for customising, and point TEMPLATES_DIR at them",
-    "dir": "the app's folder (default: the current one)",
-    "vendor": f"commit a wheel of this signalcraft-deploy into {WHEELS_DIR}/ for the workflow to install (for a copy "
-              "installed from a wheel file or a folder, which CI cannot reach)",
-})
+@task(
+    help={
+        "force": (
+            "replace files that are there and differ from what init writes (the diff is shown)"
+        ),
+        "templates": (
+            f"also copy the bundled templates into {TEMPLATES_COPY}/ for customising, and point"
+            " TEMPLATES_DIR at them"
+        ),
+        "dir": "the app's folder (default: the current one)",
+        "vendor": (
+            f"commit a wheel of this signalcraft-deploy into {WHEELS_DIR}/ for the workflow to"
+            " install (for a copy installed from a wheel file or a folder, which CI cannot reach)"
+        ),
+    }
+)
 def init(c, force=False, templates=False, dir=None, vendor=False):
     """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
     root = Path(dir or os.getcwd())
     if not root.is_dir():
-        raise Exit(f"--dir {root}: no such folder; expected the app's folder (its git checkout).", code=2)
+        raise Exit(
+            f"--dir {root}: no such folder; expected the app's folder (its git checkout).", code=2
+        )
     print(report(*init_app(root, force=force, templates=templates, vendor=vendor)))
 
 

@@ -29,7 +29,9 @@ def install_live(c: Any, s: Settings) -> None:
     facts, release_dir = host_facts.live_release(c, s)
     requirements = run(c, f"cat {q(release_dir)}/requirements.txt", warn=True)
     if not requirements.ok:
-        raise fail(f"{release_dir}/requirements.txt is missing: the app must list its Python requirements.")
+        raise fail(
+            f"{release_dir}/requirements.txt is missing: the app must list its Python requirements."
+        )
     venv = venv_dir(s, requirements.stdout)
     name = venv.rsplit("/", 1)[-1]
     if name in facts.venvs_ready:
@@ -39,7 +41,9 @@ def install_live(c: Any, s: Settings) -> None:
         print(f"Python environment {venv} built (gunicorn {version}).")
     lock = run(c, f"cat {q(release_dir)}/package-lock.json", warn=True)
     package = run(c, f"cat {q(release_dir)}/package.json", warn=True)
-    modules = node_modules_name(lock.stdout if lock.ok else None, package.stdout if package.ok else None)
+    modules = node_modules_name(
+        lock.stdout if lock.ok else None, package.stdout if package.ok else None
+    )
     shared = f"{s.node_modules_dir}/{modules}" if modules else None
     if shared and shared.rsplit("/", 1)[-1] in facts.node_modules_ready:
         print(f"Node.js dependencies {shared} are up to date: nothing to install.")

@@ -18,11 +18,15 @@ from signalcraft_deploy.tasks.deploy import host_settings
 
 @task(iterable=["set_"], help={**HOST_HELP})
 def nginx_check(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
-    """Check Nginx: routes to Gunicorn and Node.js, nginx -t, the running config is the one on disk, the TLS certificate."""
+    """Check Nginx: routes, nginx -t, the running config is the one on disk, the TLS certificate."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     facts = host_facts.gather(c, s, quick=True)
-    s = live_site_settings(c, host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json"), facts.current_release)
+    s = live_site_settings(
+        c,
+        host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json"),
+        facts.current_release,
+    )
     routes, problems = check(c, s)
     warning = host_facts.node_public_warning(s, host_facts.gather(c, s))
     if warning:
@@ -35,10 +39,16 @@ def nginx_check(c, known_hosts=None, accept_new_host=False, env_file=None, set_=
         warning = tls_ops.expiry_warning(verdict.get("days_left"))
         problems += [warning] if warning else []
         if not verdict.get("problems"):
-            print(f"TLS: {s.tls_cert} matches its key, covers {', '.join(tls_ops.names(s)) or 'any name'}, "
-                  f"expires in {verdict.get('days_left')} days")
+            print(
+                f"TLS: {s.tls_cert} matches its key, covers"
+                f" {', '.join(tls_ops.names(s)) or 'any name'}, expires in"
+                f" {verdict.get('days_left')} days"
+            )
     for r in routes:
-        print(f"{'ok  ' if r.ok else 'FAIL'} {r.uri:<32} -> {r.found or '-':<22} (expected {r.expected})")
+        print(
+            f"{'ok  ' if r.ok else 'FAIL'} {r.uri:<32} -> {r.found or '-':<22} (expected"
+            f" {r.expected})"
+        )
     if problems:
         raise fail("Nginx check failed:\n  " + "\n  ".join(problems))
     print("nginx -t: ok")

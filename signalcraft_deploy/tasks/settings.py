@@ -15,19 +15,26 @@ def _columns(rows: list[tuple[str, str, str]]) -> str:
 
 def effective_text(s: Settings) -> str:
     """Every key, its value (secrets masked, '—' when unset) and where it came from."""
-    return _columns([("KEY", "VALUE", "FROM")] + [(k, v or "—", where) for k, v, where in effective(s)])
+    return _columns(
+        [("KEY", "VALUE", "FROM")] + [(k, v or "—", where) for k, v, where in effective(s)]
+    )
 
 
 def defaults_text() -> str:
     """The declarations: every key, its default and what it means."""
-    return _columns([("KEY", "DEFAULT", "MEANING")] + [(k.name, k.default or "—", k.help) for k in KEYS])
+    return _columns(
+        [("KEY", "DEFAULT", "MEANING")] + [(k.name, k.default or "—", k.help) for k in KEYS]
+    )
 
 
-@task(iterable=["set_"], help={
-    **COMMON_HELP,
-    "defaults": "print every key with its default and meaning instead of the values in effect",
-    "markdown": "with --defaults: as README's Settings table (Markdown)",
-})
+@task(
+    iterable=["set_"],
+    help={
+        **COMMON_HELP,
+        "defaults": "print every key with its default and meaning instead of the values in effect",
+        "markdown": "with --defaults: as README's Settings table (Markdown)",
+    },
+)
 def settings(c, defaults=False, markdown=False, env_file=None, set_=None):
     """Show every setting's value and where it came from (default, .env:LINE, environment, flag), secrets masked."""
     if defaults:

@@ -19,9 +19,14 @@ from signalcraft_deploy.host.setup import Item, State
 SETUP_HELP = {
     **HOST_HELP,
     "dry-run": "read the host and print what setup would install or write, changing nothing",
-    "user": "the deploy account to set the host up for (default: the connecting one); only the connecting one needs full sudo",
-    "remove-app": "take an apps' account off instead (after `remove` of its apps): its boot unit, log rotation, the "
-                  "account and its home, root's record of it, its sudoers line",
+    "user": (
+        "the deploy account to set the host up for (default: the connecting one); only the"
+        " connecting one needs full sudo"
+    ),
+    "remove-app": (
+        "take an apps' account off instead (after `remove` of its apps): its boot unit, log"
+        " rotation, the account and its home, root's record of it, its sudoers line"
+    ),
 }
 
 
@@ -56,7 +61,11 @@ def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]
         done.append("root helper: installed " + root.install(c))
     if setup_ops.sudoers_item(facts).state is not State.OK:  # last: it names what is there now
         done.append("sudoers: wrote " + root.install_sudoers(c, facts.user, facts.apps))
-    left = [i for i in setup_ops.plan_setup(s, setup_ops.gather(c, s, facts.user)) if i.state is not State.OK]
+    left = [
+        i
+        for i in setup_ops.plan_setup(s, setup_ops.gather(c, s, facts.user))
+        if i.state is not State.OK
+    ]
     if left:
         raise fail("setup could not finish: " + "; ".join(f"{i.name}: {i.detail}" for i in left))
     return done
@@ -89,7 +98,16 @@ def refused(facts: setup_ops.SetupFacts) -> None:
 
 
 @task(iterable=["set_"], help=SETUP_HELP)
-def setup(c, dry_run=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None, user=None, remove_app=None):
+def setup(
+    c,
+    dry_run=False,
+    known_hosts=None,
+    accept_new_host=False,
+    env_file=None,
+    set_=None,
+    user=None,
+    remove_app=None,
+):
     """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
     s = settings_for(env_file, set_, APP_USER=remove_app)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
@@ -98,19 +116,30 @@ def setup(c, dry_run=False, known_hosts=None, accept_new_host=False, env_file=No
     if remove_app:
         return remove_app_user(c, s, facts, dry_run)
     if not facts.sudo:
-        raise fail(f"setup needs full passwordless sudo for the connecting account on {target_name(c)} "
-                   "(a sudoers line with NOPASSWD: ALL, as an EC2 image's admin has): connect as such an admin, "
-                   f"e.g. fab -H ubuntu@host setup --user {user}.")
+        raise fail(
+            f"setup needs full passwordless sudo for the connecting account on {target_name(c)} (a"
+            " sudoers line with NOPASSWD: ALL, as an EC2 image's admin has): connect as such an"
+            f" admin, e.g. fab -H ubuntu@host setup --user {user}."
+        )
     if not facts.user:
-        raise fail(f"There is no user {user} on {target_name(c)}: create the deploy account first "
-                   f"(e.g. sudo adduser --disabled-password {user}) and run setup again.")
+        raise fail(
+            f"There is no user {user} on {target_name(c)}: create the deploy account first "
+            f"(e.g. sudo adduser --disabled-password {user}) and run setup again."
+        )
     items = setup_ops.plan_setup(s, facts)
     print(f"Setup of {target_name(c)} for {facts.user} (PM2 home {facts.pm2_home}):")
     for item in items:
         print("  " + line(item, dry_run))
     refused(facts)
-    if facts.separate_app and facts.app_entry is not None and setup_ops.app_user_item(facts).state is State.REFUSED:
-        raise fail("setup refuses the apps' account, and changed nothing: " + setup_ops.app_user_item(facts).detail)
+    if (
+        facts.separate_app
+        and facts.app_entry is not None
+        and setup_ops.app_user_item(facts).state is State.REFUSED
+    ):
+        raise fail(
+            "setup refuses the apps' account, and changed nothing: "
+            + setup_ops.app_user_item(facts).detail
+        )
     changes = [i for i in items if i.state is not State.OK]
     if not changes:
         print("Nothing to change: the host is set up.")
@@ -126,10 +155,16 @@ def setup(c, dry_run=False, known_hosts=None, accept_new_host=False, env_file=No
 def remove_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts, dry_run: bool) -> None:
     """`setup --remove-app APP_USER`: what setup made for an apps' account, taken off (its apps removed first)."""
     if not facts.sudo:
-        raise fail(f"setup --remove-app needs full passwordless sudo for the connecting account on {target_name(c)}: "
-                   f"connect as an admin, e.g. fab -H ubuntu@host setup --remove-app {facts.app} --user {facts.user}.")
+        raise fail(
+            "setup --remove-app needs full passwordless sudo for the connecting account on"
+            f" {target_name(c)}: connect as an admin, e.g. fab -H ubuntu@host setup --remove-app"
+            f" {facts.app} --user {facts.user}."
+        )
     if not facts.user:
-        raise fail(f"There is no user {facts.user or '(none)'} on {target_name(c)}: name the deploy user with --user.")
+        raise fail(
+            f"There is no user {facts.user or '(none)'} on {target_name(c)}: name the deploy user"
+            " with --user."
+        )
     problem = setup_ops.removal_problem(facts)
     if problem:
         raise fail(f"setup --remove-app refuses: {problem}. Nothing was removed.")
@@ -138,12 +173,18 @@ def remove_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts, dry_run: b
     for item in items:
         print("  " + line(item, dry_run))
     if not items:
-        print(f"Nothing to remove: there is no account {facts.app}, and root's record of {facts.user}'s apps names none.")
+        print(
+            f"Nothing to remove: there is no account {facts.app}, and root's record of"
+            f" {facts.user}'s apps names none."
+        )
         return
     if dry_run:
         refusal = setup_ops.removal_refusal(c, s, facts)
         if refusal:
-            print(f"Dry run: setup --remove-app would refuse as the host is now: {refusal} Nothing was changed.")
+            print(
+                f"Dry run: setup --remove-app would refuse as the host is now: {refusal} Nothing"
+                " was changed."
+            )
             return
         print(f"Dry run: {len(items)} item(s) would change; nothing was changed.")
         return

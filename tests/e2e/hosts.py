@@ -1,10 +1,12 @@
-"""The test hosts the end-to-end tests deploy to (tests/host/testhost): what a test knows of one, and how it acts on it.
+"""The test hosts the end-to-end tests deploy to (tests/host/testhost): what a test knows of one,
+and how it acts on it.
 
-Each pytest-xdist worker of tests/e2e/run runs inside a host of its own (`own_host()`): a root login on it, with the
-host's files, processes and network (so a test reads `/etc/nginx/...`, runs `ps` or `curl 127.0.0.1` as the host sees
-them). What a user's laptop does runs `on_this_machine()`: `fab` and `invoke` as clients, wheel builds, requests to
-other hosts; it reaches the host at 198.18.K.2 over its veth, as it reaches any other. Other hosts (a fleet, the
-systemd host) are acted on over SSH as their `admin`, the way their own admin would.
+Each pytest-xdist worker of tests/e2e/run runs inside a host of its own (`own_host()`): a root login
+on it, with the host's files, processes and network (so a test reads `/etc/nginx/...`, runs `ps` or
+`curl 127.0.0.1` as the host sees them). What a user's laptop does runs `on_this_machine()`: `fab`
+and `invoke` as clients, wheel builds, requests to other hosts; it reaches the host at 198.18.K.2
+over its veth, as it reaches any other. Other hosts (a fleet, the systemd host) are acted on over
+SSH as their `admin`, the way their own admin would.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-CLIENT = Path("/run/testhost")  # this run's client key, known_hosts and ssh_config, bound into every host
+CLIENT = Path(
+    "/run/testhost"
+)  # this run's client key, known_hosts and ssh_config, bound into every host
 CLONE_NEWNET = 0x40000000
 
 
@@ -59,7 +63,8 @@ class TestHost:
 
     @property
     def name(self) -> str:
-        """The host's name, which its own /etc/hosts (and so this worker) resolves to its address."""
+        """The host's name, which its own /etc/hosts (and so this worker) resolves to its
+        address."""
         return f"h{self.number}"
 
     @property
@@ -68,9 +73,24 @@ class TestHost:
 
     def ssh_options(self) -> list[str]:
         """`ssh` options that reach this host with this run's key, its host key checked."""
-        return ["-p", str(self.port), "-i", self.key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]
+        return [
+            "-p",
+            str(self.port),
+            "-i",
+            self.key,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ]
 
     @property
     def is_own(self) -> bool:
@@ -79,9 +99,16 @@ class TestHost:
     def as_user(self, user: str) -> TestHost:
         return replace(self, user=user)
 
-    def run(self, cmd: str, user: str = "root", check: bool = True, timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a shell command on the host as `user`: in its namespaces for the worker's own host, else over SSH."""
+    def run(
+        self,
+        cmd: str,
+        user: str = "root",
+        check: bool = True,
+        timeout: float = 120,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on the host as `user`: in its namespaces for the worker's own host,
+        else over SSH."""
         as_user = [] if user == "root" else ["sudo", "-u", user, "-H"]
         if self.is_own:
             argv = [*as_user, "bash", "-c", cmd]
@@ -89,20 +116,28 @@ class TestHost:
             remote = shlex.join(["sudo", "-n", *as_user, "bash", "-c", cmd])
             argv = ["ssh", *self.ssh_options(), "-l", "admin", self.host, remote]
             with on_this_machine():
-                return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout, input=input)
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout, input=input)
+                return subprocess.run(
+                    argv, capture_output=True, text=True, check=check, timeout=timeout, input=input
+                )
+        return subprocess.run(
+            argv, capture_output=True, text=True, check=check, timeout=timeout, input=input
+        )
 
 
 def own_host() -> TestHost:
     """The host this worker runs inside (tests/host/testhost-python sets TESTHOST)."""
     number = os.environ.get("TESTHOST")
     if not number:
-        raise RuntimeError("the end-to-end tests run on test hosts: start them with tests/e2e/run (or tests/run)")
+        raise RuntimeError(
+            "the end-to-end tests run on test hosts: start them with tests/e2e/run (or tests/run)"
+        )
     return TestHost(int(number))
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_machine_network: int | None = None  # an open handle on this machine's network namespace, once the worker moved
+_machine_network: int | None = (
+    None  # an open handle on this machine's network namespace, once the worker moved
+)
 
 
 def _setns(fd: int) -> None:
@@ -111,8 +146,10 @@ def _setns(fd: int) -> None:
 
 
 def move_onto_own_host() -> None:
-    """Put this thread (the worker's main thread, where the tests run) on the own host's network too, keeping a
-    handle on this machine's: from here on, the worker is a root login on its host in every respect."""
+    """Put this thread (the worker's main thread, where the tests run) on the own host's network
+    too, keeping a handle on this machine's: from here on, the worker is a root login on its host in
+    every respect.
+    """
     global _machine_network
     if _machine_network is None and os.environ.get("TESTHOST"):
         _machine_network = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
@@ -125,8 +162,10 @@ def move_onto_own_host() -> None:
 
 @contextmanager
 def on_this_machine() -> Iterator[None]:
-    """Within: this thread's sockets, and the threads and processes it starts, are on this machine's network, as a
-    laptop deploying to the hosts would be (it reaches every test host and the package registries)."""
+    """Within: this thread's sockets, and the threads and processes it starts, are on this machine's
+    network, as a laptop deploying to the hosts would be (it reaches every test host and the package
+    registries).
+    """
     if _machine_network is None:
         yield
         return

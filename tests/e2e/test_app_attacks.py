@@ -1,10 +1,14 @@
-"""Code running as the apps' own account attacks the deploy user through what the deploy reads of it (each test
-fails if the attack works; they were found by an adversarial review of the apps' account, and each was measured):
-- the stdin of a door command (`sudo -n -u APP_USER signalcraft-app ...`, run by the deploy user's `sh -s`): a pipe
-  of the deploy user's, 0600, so /proc/<pid>/fd/0 cannot be opened by the account (EACCES);
-- a working folder whose name holds newlines and a section marker: it used to write a `site_defaults` section into the
-  deploy user's facts and set PYTHON to the app's program, which the deploy user then ran;
-- a process title on our port with the same: the root helper's `listeners` showed it as lines of their own.
+"""Code running as the apps' own account attacks the deploy user through what the deploy reads of it
+(each test fails if the attack works; they were found by an adversarial review of the apps' account,
+and each was measured):
+- the stdin of a door command (`sudo -n -u APP_USER signalcraft-app ...`, run by the deploy user's
+  `sh -s`): a pipe of the deploy user's, 0600, so /proc/<pid>/fd/0 cannot be opened by the account
+  (EACCES);
+- a working folder whose name holds newlines and a section marker: it used to write a
+  `site_defaults` section into the deploy user's facts and set PYTHON to the app's program, which
+  the deploy user then ran;
+- a process title on our port with the same: the root helper's `listeners` showed it as lines of
+  their own.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from tests.e2e.conftest import APP_USER, AppRepo, Profile, clean_host, fab, sh
 
 P = Profile("attacked", "/home/ubuntu/attacked", 7861, 7871, 7881)
 PROOF = "/tmp/attack-door-stdin-proof"
-ATTACKER = r'''
+ATTACKER = r"""
 import os, time
 me, uid = os.getpid(), os.getuid()
 open("/tmp/attack-stdin.pid", "w").write(str(me))
@@ -44,14 +48,18 @@ while time.time() < deadline:
         except OSError as err:
             print("skip", pid, err, flush=True)
     time.sleep(0.0005)
-'''.replace("PROOF", PROOF)
+""".replace("PROOF", PROOF)
 
 
 def start_attacker(name: str, program: str, settle: float = 2) -> None:
-    """Start `program` (Python) as the apps' account, outside any deploy, as code in the app could run: its text in
-    /tmp/NAME.py, its output in /tmp/NAME.log; give it `settle` seconds to get ready."""
+    """Start `program` (Python) as the apps' account, outside any deploy, as code in the app could
+    run: its text in /tmp/NAME.py, its output in /tmp/NAME.log; give it `settle` seconds to get
+    ready."""
     sh(f"printf %s {shlex.quote(program)} > /tmp/{name}.py && chmod 0644 /tmp/{name}.py")
-    sh(f"setsid runuser -u {APP_USER} -- python3 /tmp/{name}.py > /tmp/{name}.log 2>&1 < /dev/null &")
+    sh(
+        f"setsid runuser -u {APP_USER} -- python3 /tmp/{name}.py > /tmp/{name}.log 2>&1 <"
+        " /dev/null &"
+    )
     time.sleep(settle)
 
 
@@ -64,7 +72,9 @@ def deployed(sandbox, tmp_path_factory):
     clean_host(P)
 
 
-def test_the_app_makes_the_deploy_user_run_its_shell_through_a_door_commands_stdin(sandbox, deployed) -> None:
+def test_the_app_makes_the_deploy_user_run_its_shell_through_a_door_commands_stdin(
+    sandbox, deployed
+) -> None:
     sh(f"rm -f {PROOF} /tmp/attack-stdin.log")
     start_attacker("attack-stdin", ATTACKER, settle=1)
     try:
@@ -79,7 +89,7 @@ def test_the_app_makes_the_deploy_user_run_its_shell_through_a_door_commands_std
 
 
 CWD_PROOF = "/tmp/attack-cwd-proof"
-CWD_ATTACKER = r'''
+CWD_ATTACKER = r"""
 import os, time
 MARK = "@@signalcraft:"
 a = 'x\n' + MARK + 'site_defaults\n{"PYTHON": "'
@@ -94,21 +104,32 @@ os.makedirs(deep, exist_ok=True)
 os.chdir(deep)
 open("/tmp/attack-cwd-attacker.pid", "w").write(str(os.getpid()))
 time.sleep(280)
-'''.replace("PROOF", CWD_PROOF)
+""".replace("PROOF", CWD_PROOF)
 
 
-def test_an_app_process_cwd_injects_site_defaults_and_the_deploy_user_runs_the_apps_python(sandbox, deployed) -> None:
-    """No race: a process of the apps' account sits in a folder whose name holds newlines; before the fix the next
-    deploy's facts (sec cwds, `find -printf %l`) carried a forged `site_defaults` section setting PYTHON, which
-    read_host applied, and the deploy user ran /tmp/evilpy/python3."""
+def test_an_app_process_cwd_injects_site_defaults_and_the_deploy_user_runs_the_apps_python(
+    sandbox, deployed
+) -> None:
+    """No race: a process of the apps' account sits in a folder whose name holds newlines; before
+    the fix the next deploy's facts (sec cwds, `find -printf %l`) carried a forged `site_defaults`
+    section setting PYTHON, which read_host applied, and the deploy user ran /tmp/evilpy/python3."""
     sh(f"rm -rf {CWD_PROOF} /tmp/evilpy /tmp/attack-cwd-attacker.pid")
     start_attacker("attack-cwd-attacker", CWD_ATTACKER)
     try:
         deployed.edit("app.py", 'VERSION = "', 'VERSION = "cwd', "a change to deploy")
         done = fab(sandbox, P, deployed)
         proof = sh(f"cat {CWD_PROOF} 2>/dev/null", check=False).stdout
-        print("deploy exit", done.returncode, done.stdout[-3000:], done.stderr[-2000:], "\nproof:", proof)
-        assert "(ubuntu)" not in proof, f"the deploy user ran the app's /tmp/evilpy/python3: {proof!r}"
+        print(
+            "deploy exit",
+            done.returncode,
+            done.stdout[-3000:],
+            done.stderr[-2000:],
+            "\nproof:",
+            proof,
+        )
+        assert "(ubuntu)" not in proof, (
+            f"the deploy user ran the app's /tmp/evilpy/python3: {proof!r}"
+        )
     finally:
         sh("kill $(cat /tmp/attack-cwd-attacker.pid)", check=False)  # the attacker, by its own pid
 
@@ -128,25 +149,40 @@ with open("/tmp/evilpy2/python3", "w") as fh:
 os.chmod("/tmp/evilpy2", 0o755)
 os.chmod("/tmp/evilpy2/python3", 0o755)
 title = "python3\n" + MARK + 'site_defaults\n{"PYTHON": "/tmp/evilpy2/python3"}\n' + MARK + "junk"
-os.execv("/usr/bin/python3", [title, "-c", "import os, time; open('/tmp/attack-cmd.pid', 'w').write(str(os.getpid())); time.sleep(280)"])
+code = "import os, time; open('/tmp/attack-cmd.pid', 'w').write(str(os.getpid())); time.sleep(280)"
+os.execv("/usr/bin/python3", [title, "-c", code])
 """.replace("PROOF", CMD_PROOF).replace("PORT", str(P.bind))
 
 
-def test_an_app_process_title_on_our_port_injects_site_defaults_into_a_rollbacks_facts(sandbox, deployed) -> None:
-    """The root helper's `listeners` prints the command line of the apps' account's processes on our ports (own_uids)
-    with their newlines: a `fab rollback` (full facts, then host_settings) takes the app's PYTHON.
-    Before the fix the proof file got `uid=999(signalcraft)`: PYTHON was the app's program for the rollback (any key
-    at its default, APP_USER among them, was the app's to set this way)."""
+def test_an_app_process_title_on_our_port_injects_site_defaults_into_a_rollbacks_facts(
+    sandbox, deployed
+) -> None:
+    """The root helper's `listeners` prints the command line of the apps' account's processes on our
+    ports (own_uids) with their newlines: a `fab rollback` (full facts, then host_settings) takes
+    the app's PYTHON. Before the fix the proof file got `uid=999(signalcraft)`: PYTHON was the app's
+    program for the rollback (any key at its default, APP_USER among them, was the app's to set this
+    way)."""
     sh(f"rm -rf {CMD_PROOF} /tmp/evilpy2 /tmp/attack-cmd.pid")
     start_attacker("attack-cmd", CMD_ATTACKER)
     try:
         print(sh(f"ss -ltnpH | grep :{P.bind}", check=False).stdout)
-        deployed.edit("app.py", 'VERSION = "', 'VERSION = "two', "a second release to roll back from")
+        deployed.edit(
+            "app.py", 'VERSION = "', 'VERSION = "two', "a second release to roll back from"
+        )
         second = fab(sandbox, P, deployed)
         print("second deploy exit", second.returncode, second.stdout[-1500:], second.stderr[-1500:])
         done = fab(sandbox, P, None, task="rollback")
         proof = sh(f"cat {CMD_PROOF} 2>/dev/null", check=False).stdout
-        print("rollback exit", done.returncode, done.stdout[-3000:], done.stderr[-2000:], "\nproof:", proof)
-        assert not proof, f"the rollback took the app's PYTHON /tmp/evilpy2/python3 (ran as: {proof!r})"
+        print(
+            "rollback exit",
+            done.returncode,
+            done.stdout[-3000:],
+            done.stderr[-2000:],
+            "\nproof:",
+            proof,
+        )
+        assert not proof, (
+            f"the rollback took the app's PYTHON /tmp/evilpy2/python3 (ran as: {proof!r})"
+        )
     finally:
         sh("kill $(cat /tmp/attack-cmd.pid)", check=False)  # the attacker, by its own pid

@@ -18,10 +18,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import APP_HOME, AppRepo, Profile, clean_host, e2e_load, fab, get, pm2_apps, pm2_jlist, sh
+from tests.e2e.conftest import (
+    APP_HOME,
+    AppRepo,
+    Profile,
+    clean_host,
+    e2e_load,
+    fab,
+    get,
+    pm2_apps,
+    pm2_jlist,
+    sh,
+)
 
-P = Profile("changes", "/home/ubuntu/changes", 7101, 7111, 7121,
-            extra={"PY_ROUTES": "api/flask", "NODE_INSTANCES": "2"})
+P = Profile(
+    "changes",
+    "/home/ubuntu/changes",
+    7101,
+    7111,
+    7121,
+    extra={"PY_ROUTES": "api/flask", "NODE_INSTANCES": "2"},
+)
 ESM = Profile("esm", "/home/ubuntu/esm", 7131, 7141, 7151, extra={"PY_ROUTES": "api/flask"})
 
 APP_PY = '''\
@@ -89,8 +106,9 @@ def create_app():
     return app
 '''
 
-# A plain http server in PM2's cluster mode that shuts down gracefully (as examples/signalcraft/server.js does).
-BIN_WWW = '''\
+# A plain http server in PM2's cluster mode that shuts down gracefully (as
+# examples/signalcraft/server.js does).
+BIN_WWW = """\
 #!/usr/bin/env node
 'use strict';
 const cluster = require('cluster');
@@ -143,9 +161,14 @@ process.on('SIGINT', shutdown);
 process.on('SIGTERM', shutdown);
 process.on('message', (msg) => msg === 'shutdown' && shutdown());
 server.listen(Number(process.env.PORT || 3000), process.env.HOST || '127.0.0.1');
-'''
+"""
 
-PACKAGE = {"name": "changes-app", "version": "1.0.0", "private": True, "scripts": {"start": "node ./bin/www"}}
+PACKAGE = {
+    "name": "changes-app",
+    "version": "1.0.0",
+    "private": True,
+    "scripts": {"start": "node ./bin/www"},
+}
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -177,8 +200,14 @@ class ThrowawayRepo(AppRepo):
 
 
 def app_files() -> dict[str, str]:
-    return {"app.py": APP_PY, "requirements.txt": "Flask==3.1.3\ngunicorn==27.0.1\n", "data/api.json": '{"answer": 1}\n',
-            "bin/www": BIN_WWW, "public/hello.txt": "hello 1\n", "package.json": json.dumps(PACKAGE, indent=2) + "\n"}
+    return {
+        "app.py": APP_PY,
+        "requirements.txt": "Flask==3.1.3\ngunicorn==27.0.1\n",
+        "data/api.json": '{"answer": 1}\n',
+        "bin/www": BIN_WWW,
+        "public/hello.txt": "hello 1\n",
+        "package.json": json.dumps(PACKAGE, indent=2) + "\n",
+    }
 
 
 def text(url: str) -> str:
@@ -227,10 +256,15 @@ def test_node_serves_a_changed_text_file_it_reads_on_each_request(sandbox, app):
 def test_the_entry_point_without_a_suffix_is_found_and_reloaded(sandbox, app):
     repo, p, _ = app
     running = [proc for proc in pm2_jlist() if proc["name"] == "changes-nodejs"]
-    assert running and all(proc["pm2_env"]["pm_exec_path"].endswith("/current/bin/www") for proc in running)
+    assert running and all(
+        proc["pm2_env"]["pm_exec_path"].endswith("/current/bin/www") for proc in running
+    )
     repo.put("bin/www", BIN_WWW.replace('"www-1"', '"www-2"'), "only the entry point")
     dry = ok(fab(sandbox, p, repo, "--dry-run"))
-    assert "files it reads changed: bin/www" in dry and "entry bin/www (package.json scripts.start" in dry
+    assert (
+        "files it reads changed: bin/www" in dry
+        and "entry bin/www (package.json scripts.start" in dry
+    )
     out = ok(fab(sandbox, p, repo))
     assert "changes-nodejs: reload" in out
     assert get(p.url("/"))[2]["version"] == "www-2"
@@ -246,10 +280,13 @@ def test_python_serves_a_changed_json_file_it_reads_at_import(sandbox, app):
 
 
 def processes(p: Profile) -> dict[str, object]:
-    """What a reload would change: each PM2 process's pid and restart count, and Gunicorn's workers (a HUP
-    replaces them while the master's pid stays)."""
-    procs = {(item["name"], item["pm2_env"]["pm_id"]): (item["pid"], item["pm2_env"]["restart_time"])
-             for item in pm2_jlist() if item["name"] in (f"{p.app}-python", f"{p.app}-nodejs")}
+    """What a reload would change: each PM2 process's pid and restart count, and Gunicorn's workers
+    (a HUP replaces them while the master's pid stays)."""
+    procs = {
+        (item["name"], item["pm2_env"]["pm_id"]): (item["pid"], item["pm2_env"]["restart_time"])
+        for item in pm2_jlist()
+        if item["name"] in (f"{p.app}-python", f"{p.app}-nodejs")
+    }
     master = next(pid for (name, _), (pid, _) in procs.items() if name == f"{p.app}-python")
     workers = sorted(sh(f"ps -o pid= --ppid {master}").stdout.split())
     assert workers, "Gunicorn has no workers"
@@ -257,37 +294,55 @@ def processes(p: Profile) -> dict[str, object]:
 
 
 def test_the_tools_own_files_reload_no_app_and_javascript_is_nodes_own(sandbox, app):
-    """deploy.env and a template of TEMPLATES_DIR are the tool's: a commit of them alone moves `current` and
-    reloads nothing. Two such deploys with KEEP_RELEASES=2 keep the release the apps still run. An index.js
-    reaches Node.js alone: Gunicorn keeps its workers. A committed node_modules/ is refused before the host is
-    touched, naming the fix."""
+    """deploy.env and a template of TEMPLATES_DIR are the tool's: a commit of them alone moves
+    `current` and reloads nothing. Two such deploys with KEEP_RELEASES=2 keep the release the apps
+    still run. An index.js reaches Node.js alone: Gunicorn keeps its workers. A committed
+    node_modules/ is refused before the host is touched, naming the fix."""
     repo, p, _ = app
     running, before = current(p), processes(p)
     served_before = (get(p.url("/api/flask/data"))[2], text(p.url("/hello")))
     templates = repo.path / "deploy-templates"
-    bundled = Path(__file__).resolve().parents[2] / "signalcraft_deploy" / "templates" / "gunicorn.conf.py.j2"
+    bundled = (
+        Path(__file__).resolve().parents[2]
+        / "signalcraft_deploy"
+        / "templates"
+        / "gunicorn.conf.py.j2"
+    )
     repo.put("deploy.env", "# this app's deploy settings\n", "only deploy.env")
-    repo.put("deploy-templates/gunicorn.conf.py.j2", "{# our copy #}\n" + bundled.read_text(), "only a template")
+    repo.put(
+        "deploy-templates/gunicorn.conf.py.j2",
+        "{# our copy #}\n" + bundled.read_text(),
+        "only a template",
+    )
     tool_only = profile_with(p, TEMPLATES_DIR=str(templates), KEEP_RELEASES="2")
     out = ok(fab(sandbox, tool_only, repo))
     assert "python: none, nodejs: none" in out, out
     repo.put("deploy.env", "# this app's deploy settings, again\n", "only deploy.env again")
     out = ok(fab(sandbox, tool_only, repo))
     assert "python: none, nodejs: none" in out, out
-    assert current(p) != running and processes(p) == before  # same pids, restart counts and Gunicorn workers
-    assert Path(p.root, "releases", running).is_dir()  # neither current nor previous, but what the apps run
+    assert (
+        current(p) != running and processes(p) == before
+    )  # same pids, restart counts and Gunicorn workers
+    assert Path(
+        p.root, "releases", running
+    ).is_dir()  # neither current nor previous, but what the apps run
     assert (get(p.url("/api/flask/data"))[2], text(p.url("/hello"))) == served_before
 
-    repo.put("index.js", "module.exports = 'not the entry point, but Node.js code';\n", "only index.js")
+    repo.put(
+        "index.js", "module.exports = 'not the entry point, but Node.js code';\n", "only index.js"
+    )
     out = ok(fab(sandbox, p, repo))
     assert "python: none, nodejs: reload" in out, out
     after = processes(p)
     assert after["workers"] == before["workers"]  # Gunicorn was not HUPed
-    # PM2 counted the rolling reload as a restart of each Node.js process: the counts it has now are recorded, and
-    # `status` counts crashes from them (tests/unit/test_status.py).
+    # PM2 counted the rolling reload as a restart of each Node.js process: the counts it has now are
+    # recorded, and `status` counts crashes from them (tests/unit/test_status.py).
     recorded = json.loads(Path(p.root, ".deploy/restarts.json").read_text())
-    node = {str(item["pm2_env"]["pm_id"]): item["pm2_env"]["restart_time"] for item in pm2_jlist()
-            if item["name"] == f"{p.app}-nodejs"}
+    node = {
+        str(item["pm2_env"]["pm_id"]): item["pm2_env"]["restart_time"]
+        for item in pm2_jlist()
+        if item["name"] == f"{p.app}-nodejs"
+    }
     assert recorded[f"{p.app}-nodejs"] == node and min(node.values()) >= 1, (recorded, node)
 
     served, audit = current(p), Path(p.root, ".deploy/audit.log").read_text()
@@ -296,7 +351,9 @@ def test_the_tools_own_files_reload_no_app_and_javascript_is_nodes_own(sandbox, 
     repo.git("commit", "-qm", "node_modules committed")
     result = fab(sandbox, p, repo)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "git rm -r --cached node_modules && echo node_modules/ >> .gitignore" in result.stderr, result.stderr
+    assert "git rm -r --cached node_modules && echo node_modules/ >> .gitignore" in result.stderr, (
+        result.stderr
+    )
     assert "connect" not in result.stdout  # stopped before the host was touched
     assert current(p) == served and Path(p.root, ".deploy/audit.log").read_text() == audit
     repo.git("reset", "-q", "--hard", "HEAD~1")
@@ -307,8 +364,12 @@ def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, ap
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "first"
     assert get(p.url("/secret"))[2]["secret"] == "first"
     env_file.write_text("SECRET_KEY=second\n")
-    with e2e_load([p.url("/api/flask/secret"), p.url("/secret")],
-                  threads=3, max_requests=20_000, max_seconds=120) as load:
+    with e2e_load(
+        [p.url("/api/flask/secret"), p.url("/secret")],
+        threads=3,
+        max_requests=20_000,
+        max_seconds=120,
+    ) as load:
         time.sleep(0.5)
         out = ok(fab(sandbox, p, repo))
         time.sleep(0.5)
@@ -319,10 +380,14 @@ def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, ap
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "second"
     assert get(p.url("/secret"))[2]["secret"] == "second"
     env = Path(p.root, "current/.env")
-    assert not env.is_symlink() and oct(env.stat().st_mode & 0o777) == "0o640"  # ubuntu's, read by the apps' group
+    assert (
+        not env.is_symlink() and oct(env.stat().st_mode & 0o777) == "0o640"
+    )  # ubuntu's, read by the apps' group
 
 
-def test_a_failed_deploy_with_a_new_secret_leaves_the_old_one_and_rollback_restores_it(sandbox, app):
+def test_a_failed_deploy_with_a_new_secret_leaves_the_old_one_and_rollback_restores_it(
+    sandbox, app
+):
     repo, p, env_file = app
     before, base = current(p), repo.head()
     env_file.write_text("SECRET_KEY=never\n")
@@ -331,7 +396,9 @@ def test_a_failed_deploy_with_a_new_secret_leaves_the_old_one_and_rollback_resto
     assert result.returncode != 0
     assert "does_not_exist_anywhere" in result.stdout + result.stderr
     assert current(p) == before
-    ok(fab(sandbox, p, None, task="pm2-reload"))  # a HUP of the old release must not pick the new secret up
+    ok(
+        fab(sandbox, p, None, task="pm2-reload")
+    )  # a HUP of the old release must not pick the new secret up
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "second"
     assert get(p.url("/secret"))[2]["secret"] == "second"
     repo.git("reset", "-q", "--hard", base)
@@ -344,21 +411,33 @@ def test_a_failed_deploy_with_a_new_secret_leaves_the_old_one_and_rollback_resto
     assert get(p.url("/secret"))[2]["secret"] == "second"
 
 
-def test_a_shared_instance_folder_keeps_its_sqlite_database_across_deploys_and_a_rollback(sandbox, app):
+def test_a_shared_instance_folder_keeps_its_sqlite_database_across_deploys_and_a_rollback(
+    sandbox, app
+):
     repo, p, env_file = app
     env_file.write_text("SECRET_KEY=second\n")
     ok(fab(sandbox, p, repo))  # back on the newest commit after the rollback
-    # The release is read-only to the apps' own account: an app that writes into its own folder needs SHARED_PATHS.
+    # The release is read-only to the apps' own account: an app that writes into its own folder
+    # needs SHARED_PATHS.
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(urllib.request.Request(p.url("/api/flask/notes?text=before-sharing"), method="POST"), timeout=5)
+        urllib.request.urlopen(
+            urllib.request.Request(p.url("/api/flask/notes?text=before-sharing"), method="POST"),
+            timeout=5,
+        )
     assert refused.value.code == 500
     shared = profile_with(p, SHARED_PATHS="instance/")
     notes: list[str] = []
     for n in range(3):
-        repo.put("data/api.json", f'{{"answer": {10 + n}}}\n', f"deploy {n + 1} with instance/ shared")
+        repo.put(
+            "data/api.json", f'{{"answer": {10 + n}}}\n', f"deploy {n + 1} with instance/ shared"
+        )
         ok(fab(sandbox, shared, repo))
-        assert get(p.url("/api/flask/notes"))[2]["notes"] == notes, n  # the first of them moved the live data
-        urllib.request.urlopen(urllib.request.Request(p.url(f"/api/flask/notes?text=n{n}"), method="POST"), timeout=5)
+        assert get(p.url("/api/flask/notes"))[2]["notes"] == notes, (
+            n
+        )  # the first of them moved the live data
+        urllib.request.urlopen(
+            urllib.request.Request(p.url(f"/api/flask/notes?text=n{n}"), method="POST"), timeout=5
+        )
         notes.append(f"n{n}")
     assert Path(p.root, "current/instance").is_symlink()
     assert Path(p.root, "shared/instance/notes.sqlite").is_file()
@@ -372,16 +451,22 @@ def test_a_shared_instance_folder_keeps_its_sqlite_database_across_deploys_and_a
 def test_a_handover_whose_node_app_cannot_start_shows_that_apps_own_error(sandbox, app):
     repo, p, _ = app
     before, base = current(p), repo.head()
-    repo.put("bin/www", "require('http-errors');\n" + BIN_WWW.split("\n", 1)[1], "needs a module that is not installed")
-    # Instances changed: a handover, not a reload. PY_FILES keeps bin/www (which may reach both apps) from Gunicorn,
-    # so this deploy touches Node.js alone and only its output may be shown.
+    repo.put(
+        "bin/www",
+        "require('http-errors');\n" + BIN_WWW.split("\n", 1)[1],
+        "needs a module that is not installed",
+    )
+    # Instances changed: a handover, not a reload. PY_FILES keeps bin/www (which may reach both
+    # apps) from Gunicorn, so this deploy touches Node.js alone and only its output may be shown.
     result = fab(sandbox, profile_with(p, NODE_INSTANCES="3", PY_FILES="*.py"), repo)
     out = result.stdout + result.stderr
     assert result.returncode != 0
     assert "changes-nodejs: restart" in out or "nodejs: restart" in out
     assert "Cannot find module 'http-errors'" in out, out
     cause = out.index("Cannot find module 'http-errors'")
-    assert "changes-nodejs" in out[max(0, cause - 600):cause], out  # shown under the app's own name
+    assert "changes-nodejs" in out[max(0, cause - 600) : cause], (
+        out
+    )  # shown under the app's own name
     assert "last output of changes-python" not in out and "[INFO]" not in out
     assert current(p) == before
     assert sorted(pm2_apps("changes")) == ["changes-nodejs", "changes-python"]
@@ -391,7 +476,7 @@ def test_a_handover_whose_node_app_cannot_start_shows_that_apps_own_error(sandbo
 # ----------------------------------------------------------------------------- an ES module package
 
 
-ESM_SERVER = '''\
+ESM_SERVER = """\
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 
@@ -404,15 +489,30 @@ const server = http.createServer((req, res) => {
 });
 process.on('SIGINT', () => server.close(() => process.exit(0)));
 server.listen(Number(process.env.PORT || 3000), process.env.HOST || '127.0.0.1');
-'''
+"""
 
 
 @pytest.fixture
 def esm_repo(sandbox, tmp_path):
     files = app_files()
     del files["bin/www"]
-    files.update({"server.js": ESM_SERVER, "package.json": json.dumps(
-        {"name": "esm-app", "version": "1.0.0", "private": True, "type": "module", "main": "server.js"}) + "\n"})
+    files.update(
+        {
+            "server.js": ESM_SERVER,
+            "package.json": (
+                json.dumps(
+                    {
+                        "name": "esm-app",
+                        "version": "1.0.0",
+                        "private": True,
+                        "type": "module",
+                        "main": "server.js",
+                    }
+                )
+                + "\n"
+            ),
+        }
+    )
     clean_host(ESM)
     yield ThrowawayRepo(tmp_path / "esm", files)
     clean_host(ESM)
@@ -432,16 +532,24 @@ def test_an_es_module_node_app_deploys_reloads_and_rolls_back(sandbox, esm_repo)
     ok(fab(sandbox, ESM, None, task="rollback"))
     assert current(ESM) == first
     assert get(ESM.url("/"))[2]["version"] == "esm-1"
-    # Listening on every interface is warned about (Nginx should be the only way in). A rolling reload cannot
-    # move a cluster from 127.0.0.1 to 0.0.0.0 on the same port (EADDRINUSE): new processes, by a handover.
-    repo.put("server.js", ESM_SERVER.replace("process.env.HOST || '127.0.0.1'", "'0.0.0.0'"), "listen everywhere")
+    # Listening on every interface is warned about (Nginx should be the only way in). A rolling
+    # reload cannot move a cluster from 127.0.0.1 to 0.0.0.0 on the same port (EADDRINUSE): new
+    # processes, by a handover.
+    repo.put(
+        "server.js",
+        ESM_SERVER.replace("process.env.HOST || '127.0.0.1'", "'0.0.0.0'"),
+        "listen everywhere",
+    )
     public = profile_with(ESM, NODE_INSTANCES="3")
     gone = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]
     assert "esm-nodejs: restart" in ok(fab(sandbox, public, repo))
-    # New processes, new pm_ids: the per-pm_id logs of the replaced ones are removed (the live ones' stay).
+    # New processes, new pm_ids: the per-pm_id logs of the replaced ones are removed (the live ones'
+    # stay).
     live = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]
     logs = sh(f"ls {APP_HOME}/.pm2/logs").stdout.split()
-    assert gone and not [f for f in logs if any(f.startswith(f"esm-nodejs-out-{n}.") for n in gone)], logs
+    assert gone and not [
+        f for f in logs if any(f.startswith(f"esm-nodejs-out-{n}.") for n in gone)
+    ], logs
     assert all(f"esm-nodejs-out-{n}.log" in logs for n in live), logs
     check = fab(sandbox, public, None, task="nginx-check")
     assert "esm-nodejs listens on 0.0.0.0:7141, beyond loopback" in check.stdout + check.stderr

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import APP_USER, REPO, AppRepo, Profile, clean_host, fab, get, host_wheels, pm2_apps, sh
+from tests.e2e.conftest import (
+    APP_USER,
+    REPO,
+    AppRepo,
+    Profile,
+    clean_host,
+    fab,
+    get,
+    host_wheels,
+    pm2_apps,
+    sh,
+)
 
 DEFAULTS = Profile("signalcraft", "/home/ubuntu/signalcraft", 8001, 3000, 80, defaults=True)
 ROUTES = ["api/ai", "api/iot", "api/lightweight-analyze", "api/flask"]
@@ -23,23 +34,31 @@ def current_release(p: Profile) -> str:
 
 
 def host_listing(p: Profile) -> str:
-    """Every file under the deploy root and the Nginx tree with its mtime and sha256 (minus .deploy: lock, audit)."""
-    listing = sh(f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -printf '%p %T@ %l\\n' | sort").stdout
-    hashes = sh(f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -type f -print0 | sort -z | xargs -0 sha256sum").stdout
+    """Every file under the deploy root and the Nginx tree with its mtime and sha256 (minus .deploy:
+    lock, audit)."""
+    listing = sh(
+        f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -printf '%p %T@ %l\\n' | sort"
+    ).stdout
+    hashes = sh(
+        f"find {p.root} /etc/nginx -path {p.root}/.deploy -prune -o -type f -print0 | sort -z |"
+        " xargs -0 sha256sum"
+    ).stdout
     return listing + hashes
 
 
 def test_first_deploy_on_an_empty_host(sandbox, repo):
     clean_host(DEFAULTS)
-    # A first deploy whose trial fails says that nothing serves (there is no live release), and nothing does; the
-    # venv it built is the next deploy's.
+    # A first deploy whose trial fails says that nothing serves (there is no live release), and
+    # nothing does; the venv it built is the next deploy's.
     failed = fab(sandbox, DEFAULTS, repo, "--set", "WSGI_APP=app:no_such_app")
     out = failed.stdout + failed.stderr
     assert failed.returncode != 0, out
     assert "nothing was switched and nothing served before, and nothing serves now" in out, out
     assert "live release keeps serving" not in out, out
     assert not Path(DEFAULTS.root, "current").exists()
-    assert not {"signalcraft-python", "signalcraft-nodejs"} & set(pm2_apps("signalcraft")), pm2_apps("signalcraft")
+    assert not {"signalcraft-python", "signalcraft-nodejs"} & set(pm2_apps("signalcraft")), (
+        pm2_apps("signalcraft")
+    )
     result = fab(sandbox, DEFAULTS, repo)
     assert result.returncode == 0, result.stdout + result.stderr
     apps = pm2_apps("signalcraft")
@@ -87,8 +106,8 @@ def release_matches_commit(p: Profile, repo: AppRepo) -> None:
 
 
 def test_only_changed_files_are_sent(sandbox, repo):
-    """Hash, don't copy: a one-file change sends that file and copies the rest on the host; a settings-only
-    change sends no code at all. Either way the release is exactly the commit."""
+    """Hash, don't copy: a one-file change sends that file and copies the rest on the host; a
+    settings-only change sends no code at all. Either way the release is exactly the commit."""
     (repo.path / "tool.sh").write_text("#!/bin/sh\necho hi\n")
     (repo.path / "tool.sh").chmod(0o755)
     repo.git("add", "tool.sh")
@@ -111,7 +130,9 @@ def test_only_changed_files_are_sent(sandbox, repo):
     repo.git("commit", "-qm", "no tool")
     fourth = fab(sandbox, DEFAULTS, repo)
     assert fourth.returncode == 0, fourth.stdout + fourth.stderr
-    assert not Path(DEFAULTS.root, "current", "tool.sh").exists()  # a file deleted in git is not carried over
+    assert not Path(
+        DEFAULTS.root, "current", "tool.sh"
+    ).exists()  # a file deleted in git is not carried over
     release_matches_commit(DEFAULTS, repo)
 
 
@@ -143,10 +164,24 @@ def test_every_port_name_path_and_route_changed(sandbox, tmp_path):
     (repo.path / "app.py").rename(repo.path / "service.py")
     repo.git("add", "-A")
     repo.git("commit", "-qm", "move things")
-    alt = Profile("alt-app", "/home/ubuntu/apps/alt", 8401, 3401, 8084, extra={
-        "PY_ROUTES": "v2/ml,hooks", "HEALTH_PY": "/v2/ml/health", "HEALTH_NODE": "/status",
-        "WSGI_APP": "service:create_app()", "NODE_SCRIPT": "web/main.js", "NODE_INSTANCES": "3",
-        "GUNICORN_HANDOVER_BIND": "127.0.0.1:8409", "GUNICORN_WORKERS": "2", "KEEP_RELEASES": "3"})
+    alt = Profile(
+        "alt-app",
+        "/home/ubuntu/apps/alt",
+        8401,
+        3401,
+        8084,
+        extra={
+            "PY_ROUTES": "v2/ml,hooks",
+            "HEALTH_PY": "/v2/ml/health",
+            "HEALTH_NODE": "/status",
+            "WSGI_APP": "service:create_app()",
+            "NODE_SCRIPT": "web/main.js",
+            "NODE_INSTANCES": "3",
+            "GUNICORN_HANDOVER_BIND": "127.0.0.1:8409",
+            "GUNICORN_WORKERS": "2",
+            "KEEP_RELEASES": "3",
+        },
+    )
     clean_host(alt)
     try:
         result = fab(sandbox, alt, repo)
@@ -167,7 +202,8 @@ def test_invoke_deploys_to_this_machine(tmp_path):
     local = Profile("local-app", "/srv/signalcraft-local", 8501, 3501, 8085)
     clean_host(local, user="root")
     try:
-        # `invoke deploy` run on the host itself (its network: no package index), from wheels made beforehand.
+        # `invoke deploy` run on the host itself (its network: no package index), from wheels made
+        # beforehand.
         host_wheels((repo.path / "requirements.txt").read_text())
         cmd = ["invoke", "deploy", "--source-dir", str(repo.path)]
         for key, value in local.settings().items():
@@ -188,10 +224,22 @@ def test_invoke_deploys_to_this_machine(tmp_path):
 def test_freeze_then_check(tmp_path):
     repo = AppRepo(tmp_path / "freeze")
     venv = repo.path / ".venv"
-    wheels = host_wheels((repo.path / "requirements.txt").read_text())  # the app's own venv, from this run's wheels
-    subprocess.run(["bash", "-c", f"python3 -m venv {venv} && {venv}/bin/pip install -q --disable-pip-version-check "
-                    f"--no-index --find-links {wheels} -r {repo.path}/requirements.txt"], check=True, capture_output=True,
-                   timeout=300)
+    wheels = host_wheels(
+        (repo.path / "requirements.txt").read_text()
+    )  # the app's own venv, from this run's wheels
+    subprocess.run(
+        [
+            "bash",
+            "-c",
+            (
+                f"python3 -m venv {venv} && {venv}/bin/pip install -q --disable-pip-version-check "
+                f"--no-index --find-links {wheels} -r {repo.path}/requirements.txt"
+            ),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     invoke = ["invoke", "freeze", "--source-dir", str(repo.path), "--venv", str(venv)]
     first = subprocess.run(invoke, capture_output=True, text=True, cwd=str(REPO))
     assert first.returncode == 0, first.stdout + first.stderr
@@ -201,33 +249,50 @@ def test_freeze_then_check(tmp_path):
     req.write_text(req.read_text().replace("Flask==3.1.3", "Flask==3.0.0"))
     stale = subprocess.run(invoke + ["--check"], capture_output=True, text=True, cwd=str(REPO))
     assert stale.returncode == 1
-    assert "-Flask==3.0.0" in stale.stdout + stale.stderr and "+Flask==3.1.3" in stale.stdout + stale.stderr
+    assert (
+        "-Flask==3.0.0" in stale.stdout + stale.stderr
+        and "+Flask==3.1.3" in stale.stdout + stale.stderr
+    )
 
 
 def test_source_git_the_host_fetches_the_ref(sandbox, tmp_path):
-    """SOURCE=git: the host clones REPO_URL and deploys REF; a new commit on that branch is what answers next."""
+    """SOURCE=git: the host clones REPO_URL and deploys REF; a new commit on that branch is what
+    answers next."""
     origin = Path("/home/ubuntu/gitsrc-e2e")
     sh(f"rm -rf {origin}")
     repo = AppRepo(tmp_path / "src")
     sh(f"git clone -q --bare {repo.path} {origin} && chown -R ubuntu: {origin}")
-    gp = Profile("gitsrc", "/home/ubuntu/gitsrc", 8461, 3461, 8097,
-                 extra={"SOURCE": "git", "REPO_URL": str(origin), "REF": "main", "KEEP_RELEASES": "2"})
+    gp = Profile(
+        "gitsrc",
+        "/home/ubuntu/gitsrc",
+        8461,
+        3461,
+        8097,
+        extra={"SOURCE": "git", "REPO_URL": str(origin), "REF": "main", "KEEP_RELEASES": "2"},
+    )
     clean_host(gp)
     try:
         first = fab(sandbox, gp, None)
         assert first.returncode == 0, first.stdout + first.stderr
         assert get(gp.url("/api/ai/x"))[2]["version"] == "1"
         for version in ("2", "3", "4"):
-            repo.edit("app.py", f'VERSION = "{int(version) - 1}"', f'VERSION = "{version}"', f"v{version}")
-            sh(f"cd {repo.path} && chown -R root: {origin} && git push -q {origin} main && chown -R ubuntu: {origin}")
+            repo.edit(
+                "app.py", f'VERSION = "{int(version) - 1}"', f'VERSION = "{version}"', f"v{version}"
+            )
+            sh(
+                f"cd {repo.path} && chown -R root: {origin} && git push -q {origin} main && chown"
+                f" -R ubuntu: {origin}"
+            )
             result = fab(sandbox, gp, None)
             assert result.returncode == 0, result.stdout + result.stderr
             assert get(gp.url("/api/ai/x"))[2]["version"] == version
         # KEEP_RELEASES=2: old releases are pruned, but never the current one, the previous one,
         # or one a live process still runs from (Node.js did not change, so it runs from the first).
         releases = sorted(p.name for p in Path(gp.root, "releases").iterdir())
-        live_cwds = {Path(f"/proc/{pid}/cwd").resolve().name for pid in
-                     [p["pid"] for procs in pm2_apps("gitsrc").values() for p in procs]}
+        live_cwds = {
+            Path(f"/proc/{pid}/cwd").resolve().name
+            for pid in [p["pid"] for procs in pm2_apps("gitsrc").values() for p in procs]
+        }
         assert current_release(gp) in releases
         assert set(releases) <= {current_release(gp)} | live_cwds | set(releases[-2:])
         assert len(releases) < 4

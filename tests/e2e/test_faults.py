@@ -56,9 +56,14 @@ def bump(repo: AppRepo) -> str:
     """A new commit changing both apps' code; returns the new version (the same in both)."""
     py, node = versions(repo)
     new = str(max(int(py), int(node)) + 1)
-    (repo.path / "app.py").write_text((repo.path / "app.py").read_text().replace(f'VERSION = "{py}"', f'VERSION = "{new}"', 1))
+    (repo.path / "app.py").write_text(
+        (repo.path / "app.py").read_text().replace(f'VERSION = "{py}"', f'VERSION = "{new}"', 1)
+    )
     (repo.path / "server.js").write_text(
-        (repo.path / "server.js").read_text().replace(f'const VERSION = "{node}";', f'const VERSION = "{new}";', 1))
+        (repo.path / "server.js")
+        .read_text()
+        .replace(f'const VERSION = "{node}";', f'const VERSION = "{new}";', 1)
+    )
     repo.git("commit", "-qam", f"v{new}")
     return new
 
@@ -74,7 +79,10 @@ def answers() -> dict[str, tuple[int, str | None, str | None]]:
 
 def pids() -> dict[str, list[tuple[int, int]]]:
     """PM2's pids and restart counts of our two apps."""
-    return {name: sorted((p["pid"], p["restarts"]) for p in procs) for name, procs in pm2_apps(FLT.app).items()}
+    return {
+        name: sorted((p["pid"], p["restarts"]) for p in procs)
+        for name, procs in pm2_apps(FLT.app).items()
+    }
 
 
 def fab_cmd(sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deploy") -> list[str]:
@@ -86,11 +94,19 @@ def fab_cmd(sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deplo
     return cmd + list(args)
 
 
-def popen_fab(sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deploy") -> subprocess.Popen[str]:
+def popen_fab(
+    sb, p: Profile, repo: AppRepo | None, *args: str, task: str = "deploy"
+) -> subprocess.Popen[str]:
     with on_this_machine():
-        return subprocess.Popen(fab_cmd(sb, p, repo, *args, task=task), cwd=str(REPO), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                env={**os.environ, "KNOWN_HOSTS": sb.known_hosts})
+        return subprocess.Popen(
+            fab_cmd(sb, p, repo, *args, task=task),
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "KNOWN_HOSTS": sb.known_hosts},
+        )
 
 
 def step_done(line: str, step: str) -> bool:
@@ -98,7 +114,9 @@ def step_done(line: str, step: str) -> bool:
     return line.startswith("ok   ") and line[5:28].strip() == step
 
 
-def read_until(proc: subprocess.Popen[str], step: str, timeout: float = 120) -> tuple[bool, list[str]]:
+def read_until(
+    proc: subprocess.Popen[str], step: str, timeout: float = 120
+) -> tuple[bool, list[str]]:
     """Read the process's output until step's line appears (True) or it ends (False)."""
     lines: list[str] = []
     found = threading.Event()
@@ -122,20 +140,24 @@ def no_traceback(text: str) -> None:
 
 
 def load() -> Load:
-    return e2e_load([FLT.url("/api/ai/load"), NODE_URL], threads=1, max_requests=20_000, max_seconds=90)
+    return e2e_load(
+        [FLT.url("/api/ai/load"), NODE_URL], threads=1, max_requests=20_000, max_seconds=90
+    )
 
 
-# ----------------------------------------------------------------------------- 1. killed at each step
+# ----------------------------------------------------------------------------- 1. killed at each
+# step
 
-STEPS = ["read host", "plan", "trial run",
-         "switch", "pm2-reload"]
+STEPS = ["read host", "plan", "trial run", "switch", "pm2-reload"]
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_deploy_killed_after_each_step_then_the_next_deploy_converges(sandbox, live, step):
-    """SIGKILL `fab deploy` right after step's line (as a dropped SSH connection would end it); the site keeps
-    answering (the old release, or the new one once switched) and the next deploy of the same commit,
-    run with no clean-up and no --lock-wait, succeeds and leaves the new release live in both apps."""
+    """SIGKILL `fab deploy` right after step's line (as a dropped SSH connection would end it); the
+    site keeps answering (the old release, or the new one once switched) and the next deploy of the
+    same commit, run with no clean-up and no --lock-wait, succeeds and leaves the new release live
+    in both apps.
+    """
     before, old_release = answers(), current()
     new_version = bump(live)
     sha = head(live)
@@ -163,29 +185,39 @@ def test_deploy_killed_after_each_step_then_the_next_deploy_converges(sandbox, l
     live_release = current()
     assert live_release.endswith(sha[:12]) and live_release != old_release
     after = answers()
-    assert after == {"python": (200, live_release, new_version), "nodejs": (200, live_release, new_version)}, (
-        after, second.stdout)
+    assert after == {
+        "python": (200, live_release, new_version),
+        "nodejs": (200, live_release, new_version),
+    }, (after, second.stdout)
     apps = pm2_apps(FLT.app)
     assert [p["status"] for p in apps[f"{FLT.app}-python"]] == ["online"]
     assert [p["status"] for p in apps[f"{FLT.app}-nodejs"]] == ["online", "online"]
     assert not Path(FLT.root, ".deploy/lock.json").exists()
 
 
-# ----------------------------------------------------------------------------- 1b. the connection cut at the TCP level
+# ----------------------------------------------------------------------------- 1b. the connection
+# cut at the TCP level
 
 CUT_MARK = Path(f"/tmp/{FLT.app}-after-switch-started")
 
 
 def cut_ssh(port: int) -> None:
-    """Cut the SSH connections to this host's `port` at the TCP level (the deploy's is the only one): the kernel resets
-    them (`ss -K`), as a dropped network would; where the kernel cannot, the sshd process serving each is killed. A
-    connection the deploy makes again at once is left alone."""
+    """Cut the SSH connections to this host's `port` at the TCP level (the deploy's is the only
+    one): the kernel resets them (`ss -K`), as a dropped network would; where the kernel cannot, the
+    sshd process serving each is killed. A connection the deploy makes again at once is left
+    alone."""
     query = f"state established '( sport = :{port} )'"
 
-    def connections() -> dict[str, set[str]]:  # peer address:port -> pids of the sshd processes serving it
+    def connections() -> dict[
+        str, set[str]
+    ]:  # peer address:port -> pids of the sshd processes serving it
         found: dict[str, set[str]] = {}
         for line in sh(f"ss -tnpH {query}", check=False).stdout.splitlines():
-            peers = [f for f in line.split() if re.fullmatch(r"\S+:\d+", f) and not f.endswith(f":{port}")]
+            peers = [
+                f
+                for f in line.split()
+                if re.fullmatch(r"\S+:\d+", f) and not f.endswith(f":{port}")
+            ]
             if peers:
                 found.setdefault(peers[0], set()).update(re.findall(r'"sshd[^"]*",pid=(\d+)', line))
         return found
@@ -193,15 +225,19 @@ def cut_ssh(port: int) -> None:
     before = connections()
     assert before, "no SSH connection to cut"
     sh(f"ss -K {query}", check=False)
-    pids = sorted({pid for peer, serving in connections().items() if peer in before for pid in serving})
+    pids = sorted(
+        {pid for peer, serving in connections().items() if peer in before for pid in serving}
+    )
     if pids:
         sh("kill -9 " + " ".join(pids), check=False)
 
 
-def test_a_connection_lost_after_the_switch_is_named_undone_and_the_next_deploy_converges(sandbox, live):
-    """The deploy's SSH connection is cut while AFTER_SWITCH runs (a hook that says it started, then waits): the deploy
-    connects again, rolls back as for any failure and says so, naming the step; the apps answer throughout, and the
-    next deploy of the same commit converges."""
+def test_a_connection_lost_after_the_switch_is_named_undone_and_the_next_deploy_converges(
+    sandbox, live
+):
+    """The deploy's SSH connection is cut while AFTER_SWITCH runs (a hook that says it started, then
+    waits): the deploy connects again, rolls back as for any failure and says so, naming the step;
+    the apps answer throughout, and the next deploy of the same commit converges."""
     CUT_MARK.unlink(missing_ok=True)
     before, old_release = answers(), current()
     new_version = bump(live)
@@ -226,34 +262,45 @@ def test_a_connection_lost_after_the_switch_is_named_undone_and_the_next_deploy_
     assert started, "AFTER_SWITCH never started:\n" + out
     assert proc.returncode != 0, out
     no_traceback(out)
-    # One message: the step the loss cut, that it was undone, the command that finishes the job; not a misnamed cause.
-    # (with what the SSH library saw end it, when it saw something: a reset, an EOF)
-    assert re.search(rf"The SSH connection to {re.escape(sandbox.target)} was lost( \([^)]+\))? during after-switch", out), out
+    # One message: the step the loss cut, that it was undone, the command that finishes the job; not
+    # a misnamed cause. (with what the SSH library saw end it, when it saw something: a reset, an
+    # EOF)
+    assert re.search(
+        rf"The SSH connection to {re.escape(sandbox.target)} was lost( \([^)]+\))? during"
+        r" after-switch",
+        out,
+    ), out
     assert "Connected again and undone: pm2-reload, switch, nginx-check" in out, out
     assert f"The next deploy converges: run `fab -H {sandbox.target} deploy`" in out, out
     assert f"Rolled back to {old_release}" in out, out
     assert "python3-venv" not in out and "could not run on the host" not in out, out
     assert "Socket exception" not in out, out  # paramiko's own log line: the message above says it
-    # The apps kept answering, back on the old release; the next deploy (no clean-up, no --lock-wait) converges.
+    # The apps kept answering, back on the old release; the next deploy (no clean-up, no
+    # --lock-wait) converges.
     assert {name: (status, version) for name, (status, _r, version) in during.items()} == {
-        name: (200, before[name][2]) for name in before}, (before, during)
+        name: (200, before[name][2]) for name in before
+    }, (before, during)
     assert traffic.result().failed == 0, (traffic.result().summary(), traffic.result().samples)
     assert second.returncode == 0, second.stdout + second.stderr
     live_release = current()
     assert live_release.endswith(sha[:12]) and live_release != old_release
-    assert answers() == {"python": (200, live_release, new_version), "nodejs": (200, live_release, new_version)}
+    assert answers() == {
+        "python": (200, live_release, new_version),
+        "nodejs": (200, live_release, new_version),
+    }
     assert not Path(FLT.root, ".deploy/lock.json").exists()
 
 
-# ----------------------------------------------------------------------------- 2. two deploys at once
+# ----------------------------------------------------------------------------- 2. two deploys at
+# once
 
-SLOW_TRIAL = '''
+SLOW_TRIAL = """
 
 # Slow only in the trial run (the only place SIGNALCRAFT_CHDIR is set): a deploy that holds the lock a while.
 if os.environ.get("SIGNALCRAFT_CHDIR"):
     import time as _time
     _time.sleep(8)
-'''
+"""
 
 
 def slow_commit(repo: AppRepo) -> tuple[str, str]:
@@ -268,8 +315,11 @@ def holder_text(sha: str) -> re.Pattern[str]:
     """How a lock holder is named: user@machine, the commit being deployed and since when."""
     import getpass
     import socket
-    return re.compile(rf"{re.escape(getpass.getuser())}@{re.escape(socket.gethostname())}, deploying {sha[:12]} "
-                      r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+    return re.compile(
+        rf"{re.escape(getpass.getuser())}@{re.escape(socket.gethostname())}, deploying {sha[:12]} "
+        r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+    )
 
 
 def audit_records() -> list[dict]:
@@ -290,7 +340,8 @@ class LockRace:
 
 @pytest.fixture(scope="module")
 def lock_race(sandbox, live) -> LockRace:
-    """A slow deploy holds the lock; meanwhile a second deploy (no wait), `unlock` and a third (--lock-wait 120) run."""
+    """A slow deploy holds the lock; meanwhile a second deploy (no wait), `unlock` and a third
+    (--lock-wait 120) run."""
     version, sha = slow_commit(live)
     first = popen_fab(sandbox, FLT, live)
     third = None
@@ -300,8 +351,14 @@ def lock_race(sandbox, live) -> LockRace:
         assert Path(FLT.root, ".deploy/lock.json").exists()
         third = popen_fab(sandbox, FLT, live, "--lock-wait", "120")
         with on_this_machine():
-            second = subprocess.Popen(fab_cmd(sandbox, FLT, live), cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env={**os.environ, "KNOWN_HOSTS": sandbox.known_hosts})
+            second = subprocess.Popen(
+                fab_cmd(sandbox, FLT, live),
+                cwd=str(REPO),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "KNOWN_HOSTS": sandbox.known_hosts},
+            )
         show = fab(sandbox, FLT, None, task="unlock")
         out2, err2 = second.communicate(timeout=120)
         running = first.poll() is None
@@ -312,13 +369,22 @@ def lock_race(sandbox, live) -> LockRace:
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
         live.git("revert", "--no-edit", sha)  # the next tests deploy without the slow trial run
-    return LockRace(sha, version, (first.returncode, first_out), (second.returncode, out2, err2),
-                    (third.returncode, third_out), show, running)
+    return LockRace(
+        sha,
+        version,
+        (first.returncode, first_out),
+        (second.returncode, out2, err2),
+        (third.returncode, third_out),
+        show,
+        running,
+    )
 
 
 def test_two_deploys_at_once_one_waits_or_stops_with_the_holder_named(sandbox, live, lock_race):
     race = lock_race
-    assert race.first_was_running, "the first deploy ended before the others were checked; make its trial run slower"
+    assert race.first_was_running, (
+        "the first deploy ended before the others were checked; make its trial run slower"
+    )
     code, out2, err2 = race.second
     assert code == 75, out2 + err2
     assert f"Another deploy is running on {sandbox.target}" in err2
@@ -337,9 +403,9 @@ def test_two_deploys_at_once_one_waits_or_stops_with_the_holder_named(sandbox, l
     assert answers()["python"][2] == race.version
     # Nobody holds the lock any more.
     after = fab(sandbox, FLT, None, task="unlock")
-    assert after.returncode == 0 and "No deploy holds the lock." in after.stdout, after.stdout + after.stderr
-
-
+    assert after.returncode == 0 and "No deploy holds the lock." in after.stdout, (
+        after.stdout + after.stderr
+    )
 
 
 def test_a_deploy_that_does_not_wait_prints_one_message_and_does_not_claim_to_wait(lock_race):
@@ -347,8 +413,6 @@ def test_a_deploy_that_does_not_wait_prints_one_message_and_does_not_claim_to_wa
     assert code == 75, out2 + err2
     assert "waiting" not in out2 + err2, out2 + err2
     assert len([line for line in err2.splitlines() if line.strip()]) == 1, err2
-
-
 
 
 def test_unlock_force_breaks_a_live_lock_and_is_audited(sandbox, live):
@@ -370,7 +434,9 @@ def test_unlock_force_breaks_a_live_lock_and_is_audited(sandbox, live):
     assert still_running, "the deploy ended before unlock --force ran; make its trial run slower"
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert holder_text(sha).search(forced.stdout), forced.stdout
-    assert re.search(r"host pid \d+", forced.stdout), forced.stdout  # it found the process holding the lock
+    assert re.search(r"host pid \d+", forced.stdout), (
+        forced.stdout
+    )  # it found the process holding the lock
     assert "Lock broken; this was written to the audit log." in forced.stdout
     assert free.returncode == 0, "the lock is still held after unlock --force"
     assert "No deploy holds the lock." in shown.stdout, shown.stdout
@@ -382,11 +448,15 @@ def test_unlock_force_breaks_a_live_lock_and_is_audited(sandbox, live):
     assert answers()["python"][0] == 200 and answers()["nodejs"][0] == 200
 
 
-# ----------------------------------------------------------------------------- 3. nginx -t rejects the new site
+# ----------------------------------------------------------------------------- 3. nginx -t rejects
+# the new site
 
-def test_nginx_rejects_the_new_site_nothing_is_reloaded_and_the_old_site_is_back(sandbox, live, tmp_path):
-    """An admin's own site is the default server on a second port; the deploy adds that port with SERVER_NAME=_,
-    which makes the new site a second default server there: `nginx -t` refuses it."""
+
+def test_nginx_rejects_the_new_site_nothing_is_reloaded_and_the_old_site_is_back(
+    sandbox, live, tmp_path
+):
+    """An admin's own site is the default server on a second port; the deploy adds that port with
+    SERVER_NAME=_, which makes the new site a second default server there: `nginx -t` refuses it."""
     clash = Path(f"/etc/nginx/conf.d/{FLT.app}-admin-clash.conf")
     clash.write_text("server {\n    listen 127.0.0.1:8189 default_server;\n    return 204;\n}\n")
     sh("nginx -t && nginx -s reload")
@@ -422,20 +492,20 @@ def nginx_rejects_the_new_site(sandbox, live) -> None:
     assert sh("nginx -t", check=False).returncode == 0
 
 
-# ----------------------------------------------------------------------------- 4. crash-loop under PM2 only
+# ----------------------------------------------------------------------------- 4. crash-loop under
+# PM2 only
 
-CRASH_UNDER_PM2 = '''
+CRASH_UNDER_PM2 = """
 
 # PM2 sets pm_id in its apps' environment; the trial run does not. Under PM2 this release cannot start.
 if os.environ.get("pm_id") is not None:
     raise RuntimeError("crash-loop-marker: this release refuses to start under PM2")
-'''
-
-
+"""
 
 
 def test_release_that_crash_loops_only_under_pm2_is_refused(sandbox, live):
-    """The trial run starts the release under PM2 with its real entries, so it sees what only PM2 triggers."""
+    """The trial run starts the release under PM2 with its real entries, so it sees what only PM2
+    triggers."""
     base = head(live)
     release_before = current()
     bump(live)
@@ -458,15 +528,22 @@ def test_release_that_crash_loops_only_under_pm2_is_refused(sandbox, live):
         # Both of these are what a user sees; report both when they fail.
         problems = []
         if "crash-loop-marker" not in out:
-            problems.append("the app's own error output ('crash-loop-marker') is not in the message:\n" + out)
+            problems.append(
+                "the app's own error output ('crash-loop-marker') is not in the message:\n" + out
+            )
         if traffic.result().failed:
-            problems.append(f"requests failed: {traffic.result().summary()}, e.g. {traffic.result().samples[:3]}")
+            problems.append(
+                f"requests failed: {traffic.result().summary()}, e.g."
+                f" {traffic.result().samples[:3]}"
+            )
         assert not problems, "\n".join(problems)
     finally:
         live.git("reset", "-q", "--hard", base)
 
 
-# ----------------------------------------------------------------------------- 5. read-only or full disk
+# ----------------------------------------------------------------------------- 5. read-only or full
+# disk
+
 
 def _read_only_releases() -> tuple[str, str]:
     path = f"{FLT.root}/releases"
@@ -479,8 +556,6 @@ def _full_incoming() -> tuple[str, str]:
     sh(f"mkdir -p {path} && mount -t tmpfs -o size=64k,mode=0777 tmpfs {path}")
     sh(f"dd if=/dev/zero of={path}/filler bs=4k 2>/dev/null; true")
     return path, r"no space left|disk (is )?full"
-
-
 
 
 @pytest.mark.parametrize("fault", ["read-only releases", "disk full"])
@@ -498,7 +573,9 @@ def test_read_only_or_full_deploy_root_leaves_the_live_release(sandbox, live, fa
         probe = sh(f"head -c 8192 /dev/zero > {mounted}/probe", check=False)
     finally:
         sh(f"umount {mounted}", check=False)
-    assert probe.returncode != 0 and re.search(cause, probe.stderr, re.I), f"the fault was not in place: {probe.stderr}"
+    assert probe.returncode != 0 and re.search(cause, probe.stderr, re.I), (
+        f"the fault was not in place: {probe.stderr}"
+    )
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
     no_traceback(out)

@@ -1,8 +1,10 @@
 """Hooks. BEFORE_SWITCH runs migrations once, in the new release, before it serves; a failing or
-slow one stops the deploy with nothing switched; AFTER_SWITCH's failure rolls back or warns; ON_FAILURE runs
-after a failed deploy is undone; every hook's output is streamed with its name, the app's secrets masked.
+slow one stops the deploy with nothing switched; AFTER_SWITCH's failure rolls back or warns;
+ON_FAILURE runs after a failed deploy is undone; every hook's output is streamed with its name, the
+app's secrets masked.
 
-The migration tests deploy examples/signalcraft-db (Flask-SQLAlchemy + Flask-Migrate, SQLite in shared/).
+The migration tests deploy examples/signalcraft-db (Flask-SQLAlchemy + Flask-Migrate, SQLite in
+shared/).
 """
 
 from __future__ import annotations
@@ -32,15 +34,22 @@ def columns(p: Profile) -> list[str]:
 
 
 def audit(p: Profile) -> list[dict]:
-    return [json.loads(line) for line in Path(p.root, ".deploy/audit.log").read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in Path(p.root, ".deploy/audit.log").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 @pytest.fixture(scope="module")
 def db_app(sandbox, tmp_path_factory):
-    """examples/signalcraft-db deployed once: the first migration made the table before anything served."""
+    """examples/signalcraft-db deployed once: the first migration made the table before anything
+    served."""
     tmp = tmp_path_factory.mktemp("migrations")
     env_file = tmp / "app.env"
-    env_file.write_text(f"DATABASE_URL=sqlite:///{DB.root}/shared/app.sqlite\nSECRET_TOKEN={TOKEN}\n")
+    env_file.write_text(
+        f"DATABASE_URL=sqlite:///{DB.root}/shared/app.sqlite\nSECRET_TOKEN={TOKEN}\n"
+    )
     DB.extra.update(APP_ENV_FILE=str(env_file), BEFORE_SWITCH=MIGRATE, HEALTH_TIMEOUT="30")
     repo = AppRepo(tmp / "app", example=EXAMPLE_DB)
     clean_host(DB)
@@ -61,13 +70,20 @@ def release_two(repo: AppRepo, migration: str) -> None:
     repo.git("commit", "-qm", "release 2: items.color")
 
 
-def test_a_failing_migration_stops_the_deploy_before_the_switch_and_leaves_the_schema_as_it_was(sandbox, db_app):
+def test_a_failing_migration_stops_the_deploy_before_the_switch_and_leaves_the_schema_as_it_was(
+    sandbox, db_app
+):
     before, base = current(DB), db_app.git("rev-parse", "HEAD").strip()
     good = (EXAMPLE_DB / "upgrades/0002_add_color.py").read_text()
-    broken = good.replace('server_default="blue"))', 'server_default="blue"))\n    op.execute("SELECT no_such_column FROM items")')
+    broken = good.replace(
+        'server_default="blue"))',
+        'server_default="blue"))\n    op.execute("SELECT no_such_column FROM items")',
+    )
     assert broken != good
     release_two(db_app, broken)
-    with e2e_load([DB.url("/api/flask/health"), DB.url("/")], threads=2, max_requests=8000, max_seconds=90) as load:
+    with e2e_load(
+        [DB.url("/api/flask/health"), DB.url("/")], threads=2, max_requests=8000, max_seconds=90
+    ) as load:
         result = fab(sandbox, DB, db_app)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
@@ -75,19 +91,30 @@ def test_a_failing_migration_stops_the_deploy_before_the_switch_and_leaves_the_s
     assert "BEFORE_SWITCH" in out and TOKEN not in out
     assert load.result().failed == 0, load.result().samples
     assert current(DB) == before
-    assert columns(DB) == ["id", "name"]  # the add_column was rolled back with the failing statement
+    assert columns(DB) == [
+        "id",
+        "name",
+    ]  # the add_column was rolled back with the failing statement
     assert get(DB.url("/api/flask/health"))[2]["schema"] == 1
-    assert audit(DB)[-1]["result"] == "failed before switch" and audit(DB)[-1]["hooks"]["before-switch"]["result"] == "exit 1"
+    assert (
+        audit(DB)[-1]["result"] == "failed before switch"
+        and audit(DB)[-1]["hooks"]["before-switch"]["result"] == "exit 1"
+    )
     db_app.git("reset", "-q", "--hard", base)
 
 
-def test_the_second_release_migrates_once_before_the_switch_and_its_code_reads_the_new_column(sandbox, db_app):
+def test_the_second_release_migrates_once_before_the_switch_and_its_code_reads_the_new_column(
+    sandbox, db_app
+):
     status, _, item = get_post(DB.url("/api/flask/items"), {"name": "first"})
     assert status == 201 and "color" not in item
     release_two(db_app, (EXAMPLE_DB / "upgrades/0002_add_color.py").read_text())
-    with e2e_load([DB.url("/api/flask/health"), DB.url("/api/flask/items"), DB.url("/")],
-                  threads=3, max_requests=15000,
-              max_seconds=120) as load:
+    with e2e_load(
+        [DB.url("/api/flask/health"), DB.url("/api/flask/items"), DB.url("/")],
+        threads=3,
+        max_requests=15000,
+        max_seconds=120,
+    ) as load:
         time.sleep(0.5)
         result = fab(sandbox, DB, db_app)
         time.sleep(0.5)
@@ -106,7 +133,9 @@ def test_the_second_release_migrates_once_before_the_switch_and_its_code_reads_t
 def get_post(url: str, body: dict) -> tuple[int, dict, dict]:
     import urllib.request
 
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return resp.status, dict(resp.headers), json.loads(resp.read())
 
@@ -118,7 +147,8 @@ def json_list(url: str) -> list:
         return json.loads(resp.read())
 
 
-# --------------------------------------------------------------------------- hooks on the plain example app
+# --------------------------------------------------------------------------- hooks on the plain
+# example app
 
 
 @pytest.fixture(scope="module")
@@ -143,36 +173,58 @@ def with_hooks(**hooks: str) -> Profile:
 def test_a_before_switch_that_runs_too_long_is_stopped_and_the_deploy_refused(sandbox, hk_app):
     before, base = current(HK), hk_app.git("rev-parse", "HEAD").strip()
     hk_app.edit("app.py", 'VERSION = "1"', 'VERSION = "2"', "v2")
-    marker = f"{HK.root}/shared/on-failure.txt"  # hooks run as the apps' account: shared/ is what it may write
-    p = with_hooks(BEFORE_SWITCH="echo starting; sleep 61.25; echo never", HOOK_TIMEOUT="2",
-                   ON_FAILURE=f'echo "$DEPLOY_RESULT for $DEPLOY_RELEASE" > {marker}')
+    marker = (  # hooks run as the apps' account: shared/ is what it may write
+        f"{HK.root}/shared/on-failure.txt"
+    )
+    p = with_hooks(
+        BEFORE_SWITCH="echo starting; sleep 61.25; echo never",
+        HOOK_TIMEOUT="2",
+        ON_FAILURE=f'echo "$DEPLOY_RESULT for $DEPLOY_RELEASE" > {marker}',
+    )
     started = time.monotonic()
     result = fab(sandbox, p, hk_app)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
     assert time.monotonic() - started < 60
-    assert "did not finish within HOOK_TIMEOUT (2 s)" in out and "before-switch | starting" in out and "before-switch | never" not in out
+    assert (
+        "did not finish within HOOK_TIMEOUT (2 s)" in out
+        and "before-switch | starting" in out
+        and "before-switch | never" not in out
+    )
     assert current(HK) == before
-    assert sh("pgrep -f 'sleep 61.25'", check=False).returncode == 1  # the hook's whole process group is gone
+    assert (
+        sh("pgrep -f 'sleep 61.25'", check=False).returncode == 1
+    )  # the hook's whole process group is gone
     assert Path(marker).read_text().startswith("failed before switch for ")
     hk_app.git("reset", "-q", "--hard", base)
 
 
 def test_hooks_see_the_release_and_the_app_env_and_never_print_its_values(sandbox, hk_app):
     hk_app.edit("app.py", 'VERSION = "1"', 'VERSION = "3"', "v3")
-    p = with_hooks(BEFORE_SWITCH='echo "in $(pwd) for $DEPLOY_RELEASE after $DEPLOY_PREVIOUS sha $DEPLOY_SHA token $SECRET_TOKEN";'
-                                 ' command -v gunicorn')
+    p = with_hooks(
+        BEFORE_SWITCH=(
+            'echo "in $(pwd) for $DEPLOY_RELEASE after $DEPLOY_PREVIOUS sha $DEPLOY_SHA token'
+            ' $SECRET_TOKEN"; command -v gunicorn'
+        )
+    )
     dry = fab(sandbox, p, hk_app, "--dry-run")
-    assert dry.returncode == 0 and "hook      BEFORE_SWITCH `echo" in dry.stdout, dry.stdout + dry.stderr
+    assert dry.returncode == 0 and "hook      BEFORE_SWITCH `echo" in dry.stdout, (
+        dry.stdout + dry.stderr
+    )
     before = current(HK)
     result = fab(sandbox, p, hk_app)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     new = current(HK)
     line = next(x for x in result.stdout.splitlines() if "before-switch | in " in x)
-    assert f"in {HK.root}/releases/{new} for {new} after {before} sha {hk_app.git('rev-parse', 'HEAD').strip()}" in line
+    assert (
+        f"in {HK.root}/releases/{new} for {new} after {before} sha"
+        f" {hk_app.git('rev-parse', 'HEAD').strip()}" in line
+    )
     assert "token ***" in line and TOKEN not in out
-    assert f"before-switch | {HK.root}/venvs/" in result.stdout  # the release's venv is first on PATH
+    assert (
+        f"before-switch | {HK.root}/venvs/" in result.stdout
+    )  # the release's venv is first on PATH
     assert TOKEN not in Path(HK.root, ".deploy/audit.log").read_text()
 
 

@@ -1,6 +1,8 @@
-"""A release is what git holds, on the sandbox host: a file edited on the host in the live release is
-not carried into the next one, a repository entry at the tool's own paths is refused with the host untouched,
-and names git stores (non-ASCII, quotes, a newline) deploy byte for byte, by upload and by SOURCE=git."""
+"""A release is what git holds, on the sandbox host: a file edited on the host in the live release
+is not carried into the next one, a repository entry at the tool's own paths is refused with the
+host untouched, and names git stores (non-ASCII, quotes, a newline) deploy byte for byte, by upload
+and by SOURCE=git.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +15,12 @@ from tests.e2e.conftest import AppRepo, Profile, clean_host, fab, get, sh
 
 P = Profile("oddnames", "/home/ubuntu/oddnames", 7941, 7951, 7961)
 GP = Profile("gitodd", "/home/ubuntu/gitodd", 7943, 7953, 7963)
-ODD = {"café.txt": "café ☕\n".encode(), "new\nline.txt": b"a name with a newline\n", "say \"hi\" it's.txt": b"quotes\n",
-       "dir é/ünï b.txt": b"\x00\x01binary\xff"}
+ODD = {
+    "café.txt": "café ☕\n".encode(),
+    "new\nline.txt": b"a name with a newline\n",
+    'say "hi" it\'s.txt': b"quotes\n",
+    "dir é/ünï b.txt": b"\x00\x01binary\xff",
+}
 
 
 def ok(result) -> str:
@@ -57,7 +63,9 @@ def test_odd_names_deploy_byte_for_byte_sent_whole_and_copied_from_the_live_rele
     out = ok(fab(sandbox, P, app))
     assert "1 changed file(s) sent" in out, out
     assert current(P) != first
-    assert_odd_names_on_host(current(P))  # copied from the live release, each checked against its blob id
+    assert_odd_names_on_host(
+        current(P)
+    )  # copied from the live release, each checked against its blob id
     assert get(P.url("/api/ai/x"))[2]["version"] == "2"
 
 
@@ -70,17 +78,27 @@ def test_a_host_side_edit_of_the_live_release_is_not_carried_into_the_next(sandb
     app.git("commit", "-qm", "notes")
     env_file = tmp_path / "app.env"
     env_file.write_text("SECRET_KEY=given\n")
-    result = fab(sandbox, Profile(P.app, P.root, P.bind, P.node, P.listen, extra={"APP_ENV_FILE": str(env_file)}), app)
+    result = fab(
+        sandbox,
+        Profile(P.app, P.root, P.bind, P.node, P.listen, extra={"APP_ENV_FILE": str(env_file)}),
+        app,
+    )
     out = ok(result)
-    warning = f"the live release {live.name} had been edited on the host: app.py; sent fresh from git"
+    warning = (
+        f"the live release {live.name} had been edited on the host: app.py; sent fresh from git"
+    )
     lines = [line for line in result.stderr.splitlines() if "edited on the host" in line]
     assert len(lines) == 1 and warning in lines[0], out  # one warning line, naming the file
     new = current(P)
     assert new != live
     assert (new / "app.py").read_text() == app.git("show", "HEAD:app.py")
-    assert "EDITED_ON_THE_HOST" in (live / "app.py").read_text()  # the old release is evidence, left as it was
+    assert (
+        "EDITED_ON_THE_HOST" in (live / "app.py").read_text()
+    )  # the old release is evidence, left as it was
     assert (new / "notes.txt").read_text() == "an unrelated change\n"
-    assert (new / ".env").read_text() == "SECRET_KEY=given\n"  # the release's .env, given with the deploy, survives the resend
+    assert (
+        (new / ".env").read_text() == "SECRET_KEY=given\n"
+    )  # the release's .env, given with the deploy, survives the resend
     assert_odd_names_on_host(new)
     status, _, body = get(P.url("/api/ai/x"))
     assert status == 200 and body["release"] == new.name
@@ -89,11 +107,17 @@ def test_a_host_side_edit_of_the_live_release_is_not_carried_into_the_next(sandb
 def host_state(p: Profile) -> tuple:
     root = Path(p.root)
     incoming = root / ".deploy/incoming"
-    return (os.readlink(root / "current"), sorted(os.listdir(root / "releases")),
-            sorted(os.listdir(incoming)) if incoming.exists() else [], (current(p) / ".signalcraft/manifest.json").read_bytes())
+    return (
+        os.readlink(root / "current"),
+        sorted(os.listdir(root / "releases")),
+        sorted(os.listdir(incoming)) if incoming.exists() else [],
+        (current(p) / ".signalcraft/manifest.json").read_bytes(),
+    )
 
 
-def test_a_repository_symlink_at_the_tools_own_folder_is_refused_with_the_host_untouched(sandbox, app, tmp_path):
+def test_a_repository_symlink_at_the_tools_own_folder_is_refused_with_the_host_untouched(
+    sandbox, app, tmp_path
+):
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(str(outside), app.path / ".signalcraft")
@@ -103,8 +127,14 @@ def test_a_repository_symlink_at_the_tools_own_folder_is_refused_with_the_host_u
     try:
         result = fab(sandbox, P, app)
         assert result.returncode == 2, result.stdout + result.stderr
-        assert ".signalcraft (a symlink): .signalcraft/ is the tool's own folder in each release" in result.stderr
-        assert "nothing was changed on the host" in result.stderr and "git mv / git rm" in result.stderr
+        assert (
+            ".signalcraft (a symlink): .signalcraft/ is the tool's own folder in each release"
+            in result.stderr
+        )
+        assert (
+            "nothing was changed on the host" in result.stderr
+            and "git mv / git rm" in result.stderr
+        )
         assert "Traceback" not in result.stderr
         assert host_state(P) == before and not list(outside.iterdir())
     finally:
@@ -118,7 +148,14 @@ def test_odd_names_deploy_byte_for_byte_with_source_git(sandbox, tmp_path):
     repo = AppRepo(tmp_path / "src")
     with_odd_names(repo)
     sh(f"git clone -q --bare {repo.path} {origin} && chown -R ubuntu: {origin}")
-    gp = Profile(GP.app, GP.root, GP.bind, GP.node, GP.listen, extra={"SOURCE": "git", "REPO_URL": str(origin), "REF": "main"})
+    gp = Profile(
+        GP.app,
+        GP.root,
+        GP.bind,
+        GP.node,
+        GP.listen,
+        extra={"SOURCE": "git", "REPO_URL": str(origin), "REF": "main"},
+    )
     clean_host(gp)
     try:
         ok(fab(sandbox, gp, None))

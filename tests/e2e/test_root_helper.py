@@ -1,8 +1,9 @@
-"""Root runs only the tool's own helper. A deploy user of its own (`helperonly`) is set up by `fab setup`
-while it still has full sudo; then its NOPASSWD ALL line is removed, so only the drop-in `setup` wrote is left
-(`helperonly ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root`). With that alone: a first deploy, a change, a
-rollback, a TLS site. The helper refuses what it was not made for. (A takeover and its rollback with only the
-drop-in: test_takeover.py, whose deploy user `ubuntu` holds only the drop-in, as every e2e deploy user does.)
+"""Root runs only the tool's own helper. A deploy user of its own (`helperonly`) is set up by `fab
+setup` while it still has full sudo; then its NOPASSWD ALL line is removed, so only the drop-in
+`setup` wrote is left (`helperonly ALL=(root) NOPASSWD: /usr/local/sbin/signalcraft-root`). With
+that alone: a first deploy, a change, a rollback, a TLS site. The helper refuses what it was not
+made for. (A takeover and its rollback with only the drop-in: test_takeover.py, whose deploy user
+`ubuntu` holds only the drop-in, as every e2e deploy user does.)
 
 ubuntu's own sudoers line is never touched: other tests share that user.
 """
@@ -35,12 +36,17 @@ HOME = f"/home/{U}"
 HELPER = "/usr/local/sbin/signalcraft-root"
 FULL_SUDO = f"/etc/sudoers.d/90-{U}"
 DROP_IN = f"/etc/sudoers.d/signalcraft-{U}"
-RH = Profile("helped", f"{HOME}/app", 7661, 7671, 7681, extra={"APP_USER": "helpedapps"})  # an account of its own
+RH = Profile(
+    "helped", f"{HOME}/app", 7661, 7671, 7681, extra={"APP_USER": "helpedapps"}
+)  # an account of its own
 TK = Profile("helpertk", f"{HOME}/tk", 7663, 7673, 7683)
 OLD = Path(f"{HOME}/tk-old")
 TK_SITE = Path(f"/etc/nginx/sites-available/{TK.app}")
-SETUP_FILES = (f"/etc/systemd/system/pm2-{U}.service", f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service",
-               f"/etc/logrotate.d/pm2-{U}")
+SETUP_FILES = (
+    f"/etc/systemd/system/pm2-{U}.service",
+    f"/etc/systemd/system/multi-user.target.wants/pm2-{U}.service",
+    f"/etc/logrotate.d/pm2-{U}",
+)
 
 
 def as_user(cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -53,8 +59,13 @@ def quote(text: str) -> str:
 
 def clean() -> None:
     kill_user(U)
-    sites = " ".join(f"/etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*" for p in (RH, TK))
-    sh(f"rm -rf {HOME}/.pm2 {RH.root} {TK.root} {OLD} {sites} " + " ".join(SETUP_FILES), check=False)
+    sites = " ".join(
+        f"/etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*" for p in (RH, TK)
+    )
+    sh(
+        f"rm -rf {HOME}/.pm2 {RH.root} {TK.root} {OLD} {sites} " + " ".join(SETUP_FILES),
+        check=False,
+    )
     for p in (RH, TK):
         forget_root_records(U, p.root, f"/etc/nginx/sites-available/{p.app}")
     sh("nginx -t && nginx -s reload", check=False)
@@ -62,8 +73,8 @@ def clean() -> None:
 
 @pytest.fixture(scope="module")
 def helper_only(sandbox):
-    """helperonly, set up by the sandbox's admin (ubuntu, full sudo) with `fab setup --user helperonly`: helperonly never has
-    more sudo than the drop-in."""
+    """helperonly, set up by the sandbox's admin (ubuntu, full sudo) with `fab setup --user
+    helperonly`: helperonly never has more sudo than the drop-in."""
     sb = add_deploy_user(sandbox, U, FULL_SUDO)
     os.remove(FULL_SUDO)  # add_deploy_user grants full sudo; this deploy user never needs it
     clean()
@@ -83,8 +94,10 @@ def helper_only(sandbox):
 def test_only_the_helper_is_allowed(helper_only):
     listed = as_user("sudo -n -l").stdout
     rules = listed.split("may run the following commands", 1)[1].splitlines()[1:]
-    assert [r.strip() for r in rules if r.strip()] == [f"(root) NOPASSWD: {HELPER}",
-                                                       f"({RH.extra['APP_USER']}) NOPASSWD: /usr/local/sbin/signalcraft-app"], listed
+    assert [r.strip() for r in rules if r.strip()] == [
+        f"(root) NOPASSWD: {HELPER}",
+        f"({RH.extra['APP_USER']}) NOPASSWD: /usr/local/sbin/signalcraft-app",
+    ], listed
     assert as_user("sudo -n true").returncode != 0
     assert as_user("sudo -n sh -c id").returncode != 0
     st = os.stat(HELPER)
@@ -125,12 +138,18 @@ def test_a_first_deploy_a_change_and_a_rollback_need_only_the_helper(helper_only
     assert (status, body.get("version"), headers.get("X-Release")) == (200, "1", v1)
 
 
-def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_names_setup(helper_only, tmp_path):
-    """The installed helper made to differ from this version's (restored after; every e2e run holds the sandbox lock)."""
+def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_names_setup(
+    helper_only, tmp_path
+):
+    """The installed helper made to differ from this version's (restored after; every e2e run holds
+    the sandbox lock)."""
     repo = AppRepo(tmp_path / "app")
     repo.edit("app.py", 'VERSION = "1"', 'VERSION = "3"', "v3")
-    before = (Path(RH.root, "current").resolve().name, sorted(os.listdir(f"{RH.root}/releases")),
-              Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes())
+    before = (
+        Path(RH.root, "current").resolve().name,
+        sorted(os.listdir(f"{RH.root}/releases")),
+        Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes(),
+    )
     original = Path(HELPER).read_bytes()
     try:
         Path(HELPER).write_bytes(original + b"# an older version\n")
@@ -139,37 +158,77 @@ def test_an_outdated_helper_with_only_the_drop_in_stops_before_anything_and_name
         Path(HELPER).write_bytes(original)
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in out, out
-    assert f"The root helper {HELPER}" in out and "fab -H " in out and " setup`" in out and "Nothing was changed" in out, out
-    assert (Path(RH.root, "current").resolve().name, sorted(os.listdir(f"{RH.root}/releases")),
-            Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes()) == before
+    assert (
+        f"The root helper {HELPER}" in out
+        and "fab -H " in out
+        and " setup`" in out
+        and "Nothing was changed" in out
+    ), out
+    assert (
+        Path(RH.root, "current").resolve().name,
+        sorted(os.listdir(f"{RH.root}/releases")),
+        Path(f"/etc/nginx/sites-available/{RH.app}").read_bytes(),
+    ) == before
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    ("site-read /etc/shadow", "site must be a plain file name in /etc/nginx/sites-available"),
-    (f"site-install {HOME}/app/.deploy backup guard 'nginx -t'", "the site description is not JSON"),
-    ("site-read /etc/nginx/sites-available/../../shadow", "site must be a normalised path"),
-    (f"extras-write {HOME}/app/.deploy /etc/nginx/conf.d/../../cron.d/{U}.conf 3 'nginx -t'", "site must be a normalised path"),
-    ("frobnicate /etc/passwd", "unknown verb 'frobnicate'"),
-    (f"nginx-test 'cp /etc/shadow /tmp/{U}-shadow'", "the test command is not accepted"),
-    (f"takeover-record {HOME}/app/.deploy 1 /etc/nginx/sites-available/{U}", "the pid must be a whole number from 2"),
-    (f"site-restore {HOME}/app/.deploy /etc/nginx/sites-available/{U}-none 'nginx -t'", "was not installed by this helper"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ("site-read /etc/shadow", "site must be a plain file name in /etc/nginx/sites-available"),
+        (
+            f"site-install {HOME}/app/.deploy backup guard 'nginx -t'",
+            "the site description is not JSON",
+        ),
+        ("site-read /etc/nginx/sites-available/../../shadow", "site must be a normalised path"),
+        (
+            f"extras-write {HOME}/app/.deploy /etc/nginx/conf.d/../../cron.d/{U}.conf 3 'nginx -t'",
+            "site must be a normalised path",
+        ),
+        ("frobnicate /etc/passwd", "unknown verb 'frobnicate'"),
+        (f"nginx-test 'cp /etc/shadow /tmp/{U}-shadow'", "the test command is not accepted"),
+        (
+            f"takeover-record {HOME}/app/.deploy 1 /etc/nginx/sites-available/{U}",
+            "the pid must be a whole number from 2",
+        ),
+        (
+            f"site-restore {HOME}/app/.deploy /etc/nginx/sites-available/{U}-none 'nginx -t'",
+            "was not installed by this helper",
+        ),
+    ],
+)
 def test_the_helper_refuses_what_it_was_not_made_for(helper_only, args, says):
     done = as_user(f"sudo -n {HELPER} {args} < /dev/null")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.startswith("signalcraft-root: refused: ") and says in done.stderr, done.stderr
+    assert done.stderr.startswith("signalcraft-root: refused: ") and says in done.stderr, (
+        done.stderr
+    )
     assert not Path(f"/tmp/{U}-site").exists() and not Path(f"/tmp/{U}-shadow").exists()
 
 
 def test_a_tls_site_needs_only_the_helper(helper_only, tmp_path):
-    """HTTPS with a certificate of the admin's in /etc/ssl (root's, as certificates are): checked, served, redirected."""
+    """HTTPS with a certificate of the admin's in /etc/ssl (root's, as certificates are): checked,
+    served, redirected."""
     certs = Path(f"/etc/ssl/{U}")
     certs.mkdir(mode=0o700, exist_ok=True)
     cert, key = certs / "site.pem", certs / "site.key"
-    sh(f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {key} -out {cert} -days 30 -subj /CN=helper.test "
-       "-addext subjectAltName=DNS:helper.test,IP:127.0.0.1")
-    tls = Profile(RH.app, RH.root, RH.bind, RH.node, RH.listen, extra={**RH.extra,
-        "TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_LISTEN": "127.0.0.1:7691", "SERVER_NAME": "helper.test"})
+    sh(
+        f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {key} -out {cert} -days 30 -subj"
+        " /CN=helper.test -addext subjectAltName=DNS:helper.test,IP:127.0.0.1"
+    )
+    tls = Profile(
+        RH.app,
+        RH.root,
+        RH.bind,
+        RH.node,
+        RH.listen,
+        extra={
+            **RH.extra,
+            "TLS_CERT": str(cert),
+            "TLS_KEY": str(key),
+            "TLS_LISTEN": "127.0.0.1:7691",
+            "SERVER_NAME": "helper.test",
+        },
+    )
     try:
         done = fab(helper_only, tls, AppRepo(tmp_path / "app"))
         assert done.returncode == 0, done.stdout + done.stderr
@@ -181,7 +240,9 @@ def test_a_tls_site_needs_only_the_helper(helper_only, tmp_path):
         plain = http.client.HTTPConnection("127.0.0.1", RH.listen, timeout=5)
         plain.request("GET", "/api/ai/x", headers={"Host": "helper.test"})
         assert plain.getresponse().status == 301
-        back = fab(helper_only, RH, AppRepo(tmp_path / "again"))  # TLS off again: plain HTTP serves the apps
+        back = fab(
+            helper_only, RH, AppRepo(tmp_path / "again")
+        )  # TLS off again: plain HTTP serves the apps
         assert back.returncode == 0, back.stdout + back.stderr
         assert get(RH.url("/api/ai/x"))[0] == 200
     finally:

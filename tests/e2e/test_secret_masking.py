@@ -1,8 +1,9 @@
 """The app's secrets (APP_ENV_FILE) never appear in what the tool prints or logs.
 
-An app prints its DATABASE_URL (password included) at import; a later commit fails its import with that URL
-in the traceback. `fab logs` and the failing deploy show `***` where the secret was, and the deploy still
-names the cause. Own names, deploy root and ports (7801-7821) on the shared sandbox host.
+An app prints its DATABASE_URL (password included) at import; a later commit fails its import with
+that URL in the traceback. `fab logs` and the failing deploy show `***` where the secret was, and
+the deploy still names the cause. Own names, deploy root and ports (7801-7821) on the shared sandbox
+host.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ SM = Profile("masked", "/home/ubuntu/masked", 7801, 7811, 7821)
 PASSWORD = f"pw-{secrets.token_hex(10)}"
 DATABASE_URL = f"postgres://app:{PASSWORD}@db.internal:5432/app"
 
-# Appended to the example's app.py: read the release's .env (the app's own secrets) and say where it connects.
-CONNECT = '''
+# Appended to the example's app.py: read the release's .env (the app's own secrets) and say where it
+# connects.
+CONNECT = """
 
 def _database_url() -> str:
     env = HERE / ".env"
@@ -29,12 +31,12 @@ def _database_url() -> str:
 
 
 print(f"masked connecting to {_database_url()}", flush=True)
-'''
-FAILS = '''
+"""
+FAILS = """
 import urllib.parse  # noqa: E402
 
 raise RuntimeError(f"masked database unreachable: {_database_url()} ({urllib.parse.quote(_database_url(), safe='')})")
-'''
+"""
 
 
 def no_secret(text: str) -> None:
@@ -44,7 +46,8 @@ def no_secret(text: str) -> None:
 
 @pytest.fixture(scope="module")
 def live(sandbox, tmp_path_factory):
-    """The example app, printing its DATABASE_URL at import, deployed once with that URL in APP_ENV_FILE."""
+    """The example app, printing its DATABASE_URL at import, deployed once with that URL in
+    APP_ENV_FILE."""
     base = tmp_path_factory.mktemp("masked")
     repo = AppRepo(base / "app")
     text = (repo.path / "app.py").read_text()
@@ -53,7 +56,14 @@ def live(sandbox, tmp_path_factory):
     env_file = base / "app.env"
     env_file.write_text(f"DATABASE_URL={DATABASE_URL}\nFLASK_DEBUG=0\n")
     clean_host(SM)
-    p = Profile(SM.app, SM.root, SM.bind, SM.node, SM.listen, extra={**SM.extra, "APP_ENV_FILE": str(env_file)})
+    p = Profile(
+        SM.app,
+        SM.root,
+        SM.bind,
+        SM.node,
+        SM.listen,
+        extra={**SM.extra, "APP_ENV_FILE": str(env_file)},
+    )
     first = fab(sandbox, p, repo)
     assert first.returncode == 0, first.stdout + first.stderr
     no_secret(first.stdout + first.stderr)

@@ -46,7 +46,8 @@ def stop_everything() -> None:
 
 @pytest.fixture
 def before_state(sandbox):
-    """The host as the plan found it: Flask by hand on the Gunicorn port, Node.js in PM2 fork mode, a hand-made site."""
+    """The host as the plan found it: Flask by hand on the Gunicorn port, Node.js in PM2 fork mode,
+    a hand-made site."""
     stop_everything()
     sh(f"cp -r {EXAMPLE} {OLD} && rm -f {OLD}/REVISION && chown -R ubuntu: {OLD}")
     legacy_venv(f"{OLD}/venv")
@@ -63,7 +64,9 @@ def before_state(sandbox):
 def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tmp_path):
     repo = AppRepo(tmp_path / "app")
     [legacy] = legacy_pids()
-    with e2e_load([TK.url("/api/ai/load"), TK.url("/")], threads=3, max_requests=50_000, max_seconds=180) as load:
+    with e2e_load(
+        [TK.url("/api/ai/load"), TK.url("/")], threads=3, max_requests=50_000, max_seconds=180
+    ) as load:
         time.sleep(0.5)
         result = fab(sandbox, TK, repo)
         time.sleep(0.5)
@@ -76,7 +79,9 @@ def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tm
     apps = {}
     for item in pm2_jlist():
         if item["name"].startswith("tk-"):
-            apps.setdefault(item["name"], []).append((item["pm2_env"]["status"], item["pm2_env"]["exec_mode"]))
+            apps.setdefault(item["name"], []).append(
+                (item["pm2_env"]["status"], item["pm2_env"]["exec_mode"])
+            )
     assert sorted(apps) == ["tk-nodejs", "tk-python"]
     assert all(status == "online" for procs in apps.values() for status, _ in procs)
     assert {mode for _, mode in apps["tk-nodejs"]} == {"cluster_mode"}
@@ -97,14 +102,26 @@ def test_first_deploy_takes_over_and_rollback_restores(sandbox, before_state, tm
     assert back.returncode == 0, back.stdout + back.stderr
     assert SITE.read_text() == OLD_SITE
     assert len(legacy_pids()) == 1
-    # The old Node.js entry is back where it ran, in the deploy user's own PM2; the apps' account's holds none.
-    names = {item["name"]: item["pm2_env"]["exec_mode"] for item in pm2_jlist("ubuntu") if item["name"].startswith("tk-")}
+    # The old Node.js entry is back where it ran, in the deploy user's own PM2; the apps' account's
+    # holds none.
+    names = {
+        item["name"]: item["pm2_env"]["exec_mode"]
+        for item in pm2_jlist("ubuntu")
+        if item["name"].startswith("tk-")
+    }
     assert names == {"tk-nodejs": "fork_mode"}
     assert not [item for item in pm2_jlist() if item["name"].startswith("tk-")]
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (get(TK.url("/api/ai/x"))[0], get(TK.url("/"))[0]) != (200, 200):
+    while time.monotonic() < deadline and (get(TK.url("/api/ai/x"))[0], get(TK.url("/"))[0]) != (
+        200,
+        200,
+    ):
         time.sleep(0.2)
     status, headers, body = get(TK.url("/api/ai/x"))
     assert (status, body.get("app"), headers.get("X-Release")) == (200, "flask", "dev"), back.stdout
     status, headers, body = get(TK.url("/"))
-    assert (status, body.get("app")) == (200, "nodejs"), (body, back.stdout, sh("sudo -u ubuntu -H pm2 ls").stdout)
+    assert (status, body.get("app")) == (200, "nodejs"), (
+        body,
+        back.stdout,
+        sh("sudo -u ubuntu -H pm2 ls").stdout,
+    )

@@ -1,8 +1,9 @@
-"""Shared helpers for the unit tests: settings loaded in isolation, and real `nginx -t` / `node --check` runs.
+"""Shared helpers for the unit tests: settings loaded in isolation, and real `nginx -t` / `node
+--check` runs.
 
-The external checkers are the real tools: a rendered file is only "valid" if the program that will read it
-on the host accepts it. Nginx runs in a scratch prefix (its own pid, logs and temp paths), so it needs no root
-and touches nothing outside the test's directory.
+The external checkers are the real tools: a rendered file is only "valid" if the program that will
+read it on the host accepts it. Nginx runs in a scratch prefix (its own pid, logs and temp paths),
+so it needs no root and touches nothing outside the test's directory.
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ LoadFn = Callable[..., Settings]
 
 @pytest.fixture(autouse=True)
 def root_helper_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Mocked hosts have this version's root helper (tests of host/root.ensure give their own state)."""
+    """Mocked hosts have this version's root helper (tests of host/root.ensure give their own
+    state)."""
     from signalcraft_deploy.host import root
 
-    monkeypatch.setattr(root, "read_state", lambda c: root.HelperState(installed=root.digest(), full_sudo=True, allowed=True))
+    monkeypatch.setattr(
+        root,
+        "read_state",
+        lambda c: root.HelperState(installed=root.digest(), full_sudo=True, allowed=True),
+    )
 
 
 @pytest.fixture
@@ -46,7 +52,12 @@ def load(tmp_path: Path) -> LoadFn:
         environ: Mapping[str, str] | None = None,
         env_file: str | None = None,
     ) -> Settings:
-        return load_settings(env_file=env_file, overrides=dict(overrides or {}), environ=dict(environ or {}), cwd=str(tmp_path))
+        return load_settings(
+            env_file=env_file,
+            overrides=dict(overrides or {}),
+            environ=dict(environ or {}),
+            cwd=str(tmp_path),
+        )
 
     return _load
 
@@ -58,7 +69,8 @@ class CheckResult:
 
 
 class NginxTester:
-    """`nginx -t` of one site file inside a minimal http{} block, each run in a fresh scratch prefix."""
+    """`nginx -t` of one site file inside a minimal http{} block, each run in a fresh scratch
+    prefix."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -84,10 +96,19 @@ class NginxTester:
             f"    include {prefix}/site.conf;\n"
             "}\n"
         )
-        # -e: the compiled-in error log (/var/log/nginx) is opened before nginx.conf is read; a non-root user
-        # cannot open it, so point the start-up log into the prefix as well.
+        # -e: the compiled-in error log (/var/log/nginx) is opened before nginx.conf is read; a
+        # non-root user cannot open it, so point the start-up log into the prefix as well.
         proc = subprocess.run(
-            [NGINX, "-t", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(prefix / "nginx.conf")],
+            [
+                NGINX,
+                "-t",
+                "-p",
+                str(prefix),
+                "-e",
+                str(prefix / "error.log"),
+                "-c",
+                str(prefix / "nginx.conf"),
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -118,7 +139,9 @@ class NodeTester:
         if NODE is None:
             pytest.skip("node is not installed")
         path = self.write(text)
-        proc = subprocess.run([NODE, "--check", str(path)], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [NODE, "--check", str(path)], capture_output=True, text=True, timeout=30
+        )
         return CheckResult(proc.returncode == 0, proc.stdout + proc.stderr)
 
     def load(self, text: str) -> dict:
@@ -140,7 +163,6 @@ def node_tester(tmp_path_factory: pytest.TempPathFactory) -> NodeTester:
     return NodeTester(tmp_path_factory.mktemp("node"))
 
 
-
 @pytest.fixture(scope="session")
 def nginx_bin() -> str:
     if NGINX is None:
@@ -148,13 +170,16 @@ def nginx_bin() -> str:
     return NGINX
 
 
-# Property tests may run beside the end-to-end tests at the lowest CPU priority (tests/run): no per-example
-# deadline and no "too slow" health check, which would measure the machine's load rather than the code.
+# Property tests may run beside the end-to-end tests at the lowest CPU priority (tests/run): no
+# per-example deadline and no "too slow" health check, which would measure the machine's load rather
+# than the code.
 hypothesis.settings.register_profile(
-    "beside", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow])
+    "beside", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
 hypothesis.settings.load_profile("beside")
 
 
 def mock_host(*args: object, **kwargs: object) -> MockContext:
-    """invoke's MockContext as a host: the tool's commands go through its canned `run` (host.io.InvokeRunner)."""
+    """invoke's MockContext as a host: the tool's commands go through its canned `run`
+    (host.io.InvokeRunner)."""
     return use_transport(MockContext(*args, **kwargs), InvokeRunner())

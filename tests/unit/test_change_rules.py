@@ -1,5 +1,7 @@
 """Without a host: which app a file reaches, package.json's entry point and module type, the
-settings that name files and shared paths, and the release assembly's shell run for real in a scratch folder."""
+settings that name files and shared paths, and the release assembly's shell run for real in a
+scratch folder.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from signalcraft_deploy.core.render import ECOSYSTEM, ECOSYSTEM_CJS, node_modules_name, render_release_configs
+from signalcraft_deploy.core.render import (
+    ECOSYSTEM,
+    ECOSYSTEM_CJS,
+    node_modules_name,
+    render_release_configs,
+)
 from signalcraft_deploy.core.settings import SettingsError
 from signalcraft_deploy.core.source import TOOL_OWN, glob_regex, matches, node_package, readers
 from signalcraft_deploy.host.facts import HostFacts, Listener, node_public_warning
@@ -19,26 +26,57 @@ from signalcraft_deploy.steps.upload import assemble_script
 BOTH = {"python", "nodejs"}
 
 
-@pytest.mark.parametrize("path,expected", [
-    ("app.py", {"python"}), ("flaskr/db.py", {"python"}), ("requirements.txt", {"python"}),
-    ("package.json", {"nodejs"}), ("package-lock.json", {"nodejs"}), ("node_modules/x/index.js", {"nodejs"}),
-    # Anything else may be read by either app.
-    ("flaskr/api.json", BOTH), ("public/hello.txt", BOTH), ("views/index.ejs", BOTH), ("bin/www", BOTH),
-    ("flaskr/templates/base.html", BOTH), ("config.yaml", BOTH), ("sub/requirements.txt.bak", BOTH),
-    # JavaScript and TypeScript are Node.js's, except what Flask serves or renders from its own release.
-    ("server.js", {"nodejs"}), ("index.js", {"nodejs"}), ("lib/a.mjs", {"nodejs"}), ("lib/b.cjs", {"nodejs"}),
-    ("src/a.ts", {"nodejs"}), ("static/app.js", BOTH), ("flaskr/static/js/app.js", BOTH), ("templates/widget.js", BOTH),
-    ("app.jsx.bak", BOTH),
-    # The tool's own files reach no app; only at the top of the app's folder.
-    ("deploy.env", set()), ("deploy.staging.env", set()), (".github/workflows/auto-deploy.yml", set()),
-    ("rendered/ecosystem.config.js", set()), ("rendered/gunicorn.conf.py", set()), ("rendered/nginx-site.conf", set()),
-    # ... but an app's own rendered/ (pages it pre-renders and serves): what render-configs writes there is the tool's.
-    ("rendered/index.html", BOTH), ("rendered/about/index.html", BOTH),
-    # fabfile.py and tasks.py are the tool's only when they are its collection (tool_collection): else Python's.
-    ("fabfile.py", {"python"}), ("tasks.py", {"python"}),
-    ("worker/tasks.py", {"python"}), ("sub/deploy.env", BOTH), ("deploy.envrc", BOTH),
-])
-def test_by_default_a_file_reaches_every_app_that_could_read_it(path: str, expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        ("app.py", {"python"}),
+        ("flaskr/db.py", {"python"}),
+        ("requirements.txt", {"python"}),
+        ("package.json", {"nodejs"}),
+        ("package-lock.json", {"nodejs"}),
+        ("node_modules/x/index.js", {"nodejs"}),
+        # Anything else may be read by either app.
+        ("flaskr/api.json", BOTH),
+        ("public/hello.txt", BOTH),
+        ("views/index.ejs", BOTH),
+        ("bin/www", BOTH),
+        ("flaskr/templates/base.html", BOTH),
+        ("config.yaml", BOTH),
+        ("sub/requirements.txt.bak", BOTH),
+        # JavaScript and TypeScript are Node.js's, except what Flask serves or renders from its own
+        # release.
+        ("server.js", {"nodejs"}),
+        ("index.js", {"nodejs"}),
+        ("lib/a.mjs", {"nodejs"}),
+        ("lib/b.cjs", {"nodejs"}),
+        ("src/a.ts", {"nodejs"}),
+        ("static/app.js", BOTH),
+        ("flaskr/static/js/app.js", BOTH),
+        ("templates/widget.js", BOTH),
+        ("app.jsx.bak", BOTH),
+        # The tool's own files reach no app; only at the top of the app's folder.
+        ("deploy.env", set()),
+        ("deploy.staging.env", set()),
+        (".github/workflows/auto-deploy.yml", set()),
+        ("rendered/ecosystem.config.js", set()),
+        ("rendered/gunicorn.conf.py", set()),
+        ("rendered/nginx-site.conf", set()),
+        # ... but an app's own rendered/ (pages it pre-renders and serves): what render-configs
+        # writes there is the tool's.
+        ("rendered/index.html", BOTH),
+        ("rendered/about/index.html", BOTH),
+        # fabfile.py and tasks.py are the tool's only when they are its collection
+        # (tool_collection): else Python's.
+        ("fabfile.py", {"python"}),
+        ("tasks.py", {"python"}),
+        ("worker/tasks.py", {"python"}),
+        ("sub/deploy.env", BOTH),
+        ("deploy.envrc", BOTH),
+    ],
+)
+def test_by_default_a_file_reaches_every_app_that_could_read_it(
+    path: str, expected: set[str]
+) -> None:
     assert readers(path) == expected
 
 
@@ -52,11 +90,19 @@ def test_globs_name_the_files_each_app_reads() -> None:
     assert readers("views/index.ejs", py, node) == {"nodejs"}
     assert readers("views/sub/index.ejs", py, node) == set()  # '*' stays within its folder
     assert readers("README.md", py, node) == set()
-    assert readers("tools/seed.py", py, node) == {"python"}  # an app's own files reach it whatever the globs
+    assert readers("tools/seed.py", py, node) == {
+        "python"
+    }  # an app's own files reach it whatever the globs
     assert readers("package.json", py, node) == {"nodejs"}
-    assert readers("data.json", None, node) == {"python"}  # PY_FILES unset: Python may read anything not Node's own
-    assert readers("assets/app.js", ("assets/",), None) == BOTH  # PY_FILES naming a .js: Python reads it too
-    assert readers("deploy.env", ("**",), ("**",)) == set()  # globs never make the tool's files an app's
+    assert readers("data.json", None, node) == {
+        "python"
+    }  # PY_FILES unset: Python may read anything not Node's own
+    assert (
+        readers("assets/app.js", ("assets/",), None) == BOTH
+    )  # PY_FILES naming a .js: Python reads it too
+    assert (
+        readers("deploy.env", ("**",), ("**",)) == set()
+    )  # globs never make the tool's files an app's
 
 
 def test_the_settings_file_and_templates_dir_inside_the_app_are_the_tools(tmp_path: Path) -> None:
@@ -76,31 +122,66 @@ def test_the_settings_file_and_templates_dir_inside_the_app_are_the_tools(tmp_pa
     outside = load_settings(env_file=str(tmp_path / "outside.env"), environ={}, cwd=str(app))
     assert tool_files(outside) == TOOL_OWN  # a settings file outside the app is none of its files
     (app / ".env").write_text("NODE_PORT=3100\n")
-    assert tool_files(load_settings(environ={}, cwd=str(app))) == TOOL_OWN  # .env: the apps load it too
+    assert (
+        tool_files(load_settings(environ={}, cwd=str(app))) == TOOL_OWN
+    )  # .env: the apps load it too
 
 
-@pytest.mark.parametrize("glob,path,hit", [
-    ("*.json", "a/b/c.json", True), ("a/*.json", "a/b/c.json", False), ("a/**/*.json", "a/b/c.json", True),
-    ("a/**/*.json", "a/c.json", True), ("a/", "a/b/c", True), ("a/", "ab/c", False), ("a", "a/b", True),
-    ("?.txt", "x.txt", True), ("?.txt", "xy.txt", False), ("instance", "instance", True),
-])
+@pytest.mark.parametrize(
+    "glob,path,hit",
+    [
+        ("*.json", "a/b/c.json", True),
+        ("a/*.json", "a/b/c.json", False),
+        ("a/**/*.json", "a/b/c.json", True),
+        ("a/**/*.json", "a/c.json", True),
+        ("a/", "a/b/c", True),
+        ("a/", "ab/c", False),
+        ("a", "a/b", True),
+        ("?.txt", "x.txt", True),
+        ("?.txt", "xy.txt", False),
+        ("instance", "instance", True),
+    ],
+)
 def test_glob_semantics(glob: str, path: str, hit: bool) -> None:
     assert bool(glob_regex(glob).fullmatch(path)) is hit
     assert matches(path, (glob,)) is hit
 
 
-@pytest.mark.parametrize("text,files,script,esm", [
-    ('{"scripts": {"start": "node ./bin/www"}}', {"bin/www"}, "bin/www", False),  # express-generator
-    ('{"main": "index.js", "scripts": {"start": "node server.js"}}', {"server.js"}, "server.js", False),
-    ('{"main": "index.js", "scripts": {"start": "node --enable-source-maps dist/main"}}', {"dist/main.js"}, "dist/main.js", False),
-    ('{"main": "lib/app.js"}', {"lib/app.js"}, "lib/app.js", False),
-    ('{"main": "lib"}', {"lib/index.js"}, "lib/index.js", False),
-    ('{"main": "index.js", "type": "module"}', {"index.js"}, "index.js", True),
-    ('{"main": "index.js"}', set(), None, False),  # npm init's default main, never written: fall back
-    ('{"scripts": {"start": "nodemon app.js"}}', {"app.js"}, None, False),  # not `node <file>`
-    ("not json", set(), None, False),
-    (None, set(), None, False),
-])
+@pytest.mark.parametrize(
+    "text,files,script,esm",
+    [
+        (
+            '{"scripts": {"start": "node ./bin/www"}}',
+            {"bin/www"},
+            "bin/www",
+            False,
+        ),  # express-generator
+        (
+            '{"main": "index.js", "scripts": {"start": "node server.js"}}',
+            {"server.js"},
+            "server.js",
+            False,
+        ),
+        (
+            '{"main": "index.js", "scripts": {"start": "node --enable-source-maps dist/main"}}',
+            {"dist/main.js"},
+            "dist/main.js",
+            False,
+        ),
+        ('{"main": "lib/app.js"}', {"lib/app.js"}, "lib/app.js", False),
+        ('{"main": "lib"}', {"lib/index.js"}, "lib/index.js", False),
+        ('{"main": "index.js", "type": "module"}', {"index.js"}, "index.js", True),
+        (
+            '{"main": "index.js"}',
+            set(),
+            None,
+            False,
+        ),  # npm init's default main, never written: fall back
+        ('{"scripts": {"start": "nodemon app.js"}}', {"app.js"}, None, False),  # not `node <file>`
+        ("not json", set(), None, False),
+        (None, set(), None, False),
+    ],
+)
 def test_the_entry_point_and_module_type_come_from_package_json(text, files, script, esm) -> None:
     pkg = node_package(text, lambda path: path in files)
     assert (pkg.script, pkg.esm) == (script, esm)
@@ -115,16 +196,25 @@ def test_an_es_module_package_gets_a_cjs_pm2_file(load) -> None:
 
 
 def test_node_modules_are_keyed_by_the_lock_file_else_by_package_json() -> None:
-    assert node_modules_name('{"lockfileVersion": 3}', '{"name": "a"}') == node_modules_name('{"lockfileVersion": 3}', None)
+    assert node_modules_name('{"lockfileVersion": 3}', '{"name": "a"}') == node_modules_name(
+        '{"lockfileVersion": 3}', None
+    )
     assert node_modules_name(None, '{"name": "a"}') != node_modules_name(None, '{"name": "b"}')
     assert node_modules_name(None, '{"name": "a"}').startswith("pkg-")
     assert node_modules_name(None, None) is None
 
 
-@pytest.mark.parametrize("value,message", [
-    ("../data/", "SHARED_PATHS"), ("/abs/", "SHARED_PATHS"), ("node_modules/", "a release holds of its own"),
-    ("instance/,instance/db/", "none inside another"), ("a b/", "SHARED_PATHS"), ("REVISION", "of its own"),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("../data/", "SHARED_PATHS"),
+        ("/abs/", "SHARED_PATHS"),
+        ("node_modules/", "a release holds of its own"),
+        ("instance/,instance/db/", "none inside another"),
+        ("a b/", "SHARED_PATHS"),
+        ("REVISION", "of its own"),
+    ],
+)
 def test_bad_shared_paths_are_refused_by_name(load, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message) as err:
         load({"SHARED_PATHS": value})
@@ -135,14 +225,23 @@ def test_shared_env_and_app_env_file_exclude_each_other(load, tmp_path: Path) ->
     (tmp_path / "app.env").write_text("K=v\n")
     with pytest.raises(SettingsError, match="SHARED_PATHS"):
         load({"SHARED_PATHS": ".env", "APP_ENV_FILE": str(tmp_path / "app.env")})
-    assert load({"SHARED_PATHS": "instance/, uploads/ ,.env.local"}).shared_paths == ("instance/", "uploads/", ".env.local")
+    assert load({"SHARED_PATHS": "instance/, uploads/ ,.env.local"}).shared_paths == (
+        "instance/",
+        "uploads/",
+        ".env.local",
+    )
     with pytest.raises(SettingsError, match="PY_FILES"):
         load({"PY_FILES": "../x"})
 
 
 def test_node_beyond_loopback_is_warned_about(load) -> None:
     s = load({"NODE_PORT": "3161"})
-    facts = HostFacts(listeners=[Listener("127.0.0.1", 3161, (1,), ("node",)), Listener("127.0.0.1", 8001, (2,), ("g",))])
+    facts = HostFacts(
+        listeners=[
+            Listener("127.0.0.1", 3161, (1,), ("node",)),
+            Listener("127.0.0.1", 8001, (2,), ("g",)),
+        ]
+    )
     assert node_public_warning(s, facts) is None
     facts.listeners.append(Listener("*", 3161, (1,), ("node",)))
     facts.listeners.append(Listener("::", 3161, (1,), ("node",)))
@@ -150,14 +249,26 @@ def test_node_beyond_loopback_is_warned_about(load) -> None:
     assert warning and "*:3161" in warning and "[::]:3161" in warning and "127.0.0.1" in warning
 
 
-# ----------------------------------------------------------------------------- the assembly, run for real
+# ----------------------------------------------------------------------------- the assembly, run
+# for real
 
 
-def assemble(load, root: Path, release: str, files: dict[str, str], live: str = "", env: str | None = None,
-             carry: bool = False, shared: str = "instance/,.env.local") -> Path:
+def assemble(
+    load,
+    root: Path,
+    release: str,
+    files: dict[str, str],
+    live: str = "",
+    env: str | None = None,
+    carry: bool = False,
+    shared: str = "instance/,.env.local",
+) -> Path:
     """Run the release assembly's shell with `files` as the code (what the upload unpacks)."""
-    # The apps run as this user here (the script runs for real, where no account of the apps' own exists).
-    s = replace(load({"DEPLOY_ROOT": str(root), "SHARED_PATHS": shared}), app_user=getpass.getuser())
+    # The apps run as this user here (the script runs for real, where no account of the apps' own
+    # exists).
+    s = replace(
+        load({"DEPLOY_ROOT": str(root), "SHARED_PATHS": shared}), app_user=getpass.getuser()
+    )
     code = root / "code"
     subprocess.run(["rm", "-rf", str(code)], check=True)
     for name, text in files.items():
@@ -167,24 +278,37 @@ def assemble(load, root: Path, release: str, files: dict[str, str], live: str = 
     incoming.mkdir(parents=True, exist_ok=True)
     (root / "shared/logs").mkdir(parents=True, exist_ok=True)
     (root / "releases").mkdir(exist_ok=True)
-    subprocess.run(["tar", "-cf", str(incoming / f"{release}.extras.tar"), "-T", "/dev/null"], check=True)
+    subprocess.run(
+        ["tar", "-cf", str(incoming / f"{release}.extras.tar"), "-T", "/dev/null"], check=True
+    )
     if env is not None:
         (incoming / f"{release}.env").write_text(env)
-    script = assemble_script(s, release, [f'cp -a {code}/. "$t"/'], f"{root}/releases/{live}" if live else "", carry)
+    script = assemble_script(
+        s, release, [f'cp -a {code}/. "$t"/'], f"{root}/releases/{live}" if live else "", carry
+    )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return root / "releases" / release
 
 
-def test_the_first_release_with_a_shared_folder_keeps_what_the_live_release_has(load, tmp_path: Path) -> None:
+def test_the_first_release_with_a_shared_folder_keeps_what_the_live_release_has(
+    load, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
-    one = assemble(load, root, "r1", {"app.py": "1", "instance/.keep": ""}, env="SECRET=one\n", shared="")
+    one = assemble(
+        load, root, "r1", {"app.py": "1", "instance/.keep": ""}, env="SECRET=one\n", shared=""
+    )
     (one / "instance/flaskr.sqlite").write_text("rows")  # the live app's data, in the release
     two = assemble(load, root, "r2", {"app.py": "2", "instance/.keep": ""}, live="r1", carry=True)
     assert (root / "shared/instance/flaskr.sqlite").read_text() == "rows"
-    assert (two / "instance").is_symlink() and (two / "instance/flaskr.sqlite").read_text() == "rows"
-    assert (one / "instance").is_symlink() and (one / "instance/flaskr.sqlite").read_text() == "rows"  # the live app too
-    # The .env is the release's own copy: 0600, carried over when no APP_ENV_FILE came with the deploy.
+    assert (two / "instance").is_symlink() and (
+        two / "instance/flaskr.sqlite"
+    ).read_text() == "rows"
+    assert (one / "instance").is_symlink() and (
+        one / "instance/flaskr.sqlite"
+    ).read_text() == "rows"  # the live app too
+    # The .env is the release's own copy: 0600, carried over when no APP_ENV_FILE came with the
+    # deploy.
     assert (two / ".env").read_text() == "SECRET=one\n" and not (two / ".env").is_symlink()
     assert oct((two / ".env").stat().st_mode & 0o777) == "0o600"
     three = assemble(load, root, "r3", {"app.py": "3"}, live="r2", env="SECRET=two\n")
@@ -196,9 +320,17 @@ def test_the_first_release_with_a_shared_folder_keeps_what_the_live_release_has(
     assert (three / ".env.local").is_symlink() and not (three / ".env.local").exists()
 
 
-def test_a_shared_folder_starts_from_what_the_release_ships_else_empty(load, tmp_path: Path) -> None:
+def test_a_shared_folder_starts_from_what_the_release_ships_else_empty(
+    load, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
-    one = assemble(load, root, "r1", {"app.py": "1", "uploads/readme.txt": "drop files here"}, shared="uploads/,cache/")
+    one = assemble(
+        load,
+        root,
+        "r1",
+        {"app.py": "1", "uploads/readme.txt": "drop files here"},
+        shared="uploads/,cache/",
+    )
     assert (root / "shared/uploads/readme.txt").read_text() == "drop files here"
     assert (one / "cache").is_symlink() and (root / "shared/cache").is_dir()
     assert not (one / ".env").exists()
@@ -210,14 +342,20 @@ def test_fabfile_and_tasks_are_the_tools_only_when_they_import_it(tmp_path: Path
     from signalcraft_deploy.core.settings import load_settings
     from signalcraft_deploy.core.source import tool_collection, tool_files
 
-    texts = {"fabfile.py": "from signalcraft_deploy.collection import ns  # noqa\n",
-             "tasks.py": "from celery import Celery\napp = Celery('tasks')\n"}
+    texts = {
+        "fabfile.py": "from signalcraft_deploy.collection import ns  # noqa\n",
+        "tasks.py": "from celery import Celery\napp = Celery('tasks')\n",
+    }
     found = tool_collection(texts.get)
     assert found == ("fabfile.py",)
     s = replace(load_settings(environ={}, cwd=str(tmp_path)), tool_collection=found)
     assert readers("fabfile.py", tool=tool_files(s)) == set()
-    assert readers("tasks.py", tool=tool_files(s)) == {"python"}  # the app's own Celery tasks: its code
-    assert readers("worker/fabfile.py", tool=tool_files(s)) == {"python"}  # only at the top of the app's folder
+    assert readers("tasks.py", tool=tool_files(s)) == {
+        "python"
+    }  # the app's own Celery tasks: its code
+    assert readers("worker/fabfile.py", tool=tool_files(s)) == {
+        "python"
+    }  # only at the top of the app's folder
     assert tool_collection({}.get) == ()
 
 
@@ -226,4 +364,6 @@ def test_the_tool_s_own_rendered_files_are_the_ones_render_configs_writes(load) 
     from signalcraft_deploy.tasks.configs import rendered_files
 
     s = load({})
-    assert set(rendered_files(s, "flask\n")) | set(rendered_files(s, "flask\n", esm=True)) == set(RENDERED)
+    assert set(rendered_files(s, "flask\n")) | set(rendered_files(s, "flask\n", esm=True)) == set(
+        RENDERED
+    )

@@ -9,12 +9,29 @@ import sys
 
 import pytest
 
-TASKS = ["deploy", "freeze", "init", "install", "logs", "nginx-check", "pm2-reload", "releases", "remove",
-         "render-configs", "rollback", "settings", "setup", "status", "unlock"]
+TASKS = [
+    "deploy",
+    "freeze",
+    "init",
+    "install",
+    "logs",
+    "nginx-check",
+    "pm2-reload",
+    "releases",
+    "remove",
+    "render-configs",
+    "rollback",
+    "settings",
+    "setup",
+    "status",
+    "unlock",
+]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def listed(output: str) -> dict[str, str]:
@@ -37,12 +54,24 @@ def test_every_flag_has_help(name):
     assert flags and all(text.strip() for _, _, text in flags), out
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("NODE_PORT=abc", "NODE_PORT (flag --set): found 'abc'; expected a whole number from 1 to 65535."),
-    ("GUNICORN_BIND=0.0.0.0:8001", "GUNICORN_BIND (flag --set): found '0.0.0.0:8001'; expected a loopback address"),
-    ("PY_ROUTES=api/ai;rm -rf /", "PY_ROUTES (flag --set): found route 'api/ai;rm -rf /'"),
-    ("GUNICORN_BIN=127.0.0.1:9", "GUNICORN_BIN (flag --set): unknown setting. Did you mean GUNICORN_BIND?"),
-])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        (
+            "NODE_PORT=abc",
+            "NODE_PORT (flag --set): found 'abc'; expected a whole number from 1 to 65535.",
+        ),
+        (
+            "GUNICORN_BIND=0.0.0.0:8001",
+            "GUNICORN_BIND (flag --set): found '0.0.0.0:8001'; expected a loopback address",
+        ),
+        ("PY_ROUTES=api/ai;rm -rf /", "PY_ROUTES (flag --set): found route 'api/ai;rm -rf /'"),
+        (
+            "GUNICORN_BIN=127.0.0.1:9",
+            "GUNICORN_BIN (flag --set): unknown setting. Did you mean GUNICORN_BIND?",
+        ),
+    ],
+)
 def test_a_bad_value_stops_before_connecting(setting, message):
     # Validation fails before any connection; the target is a closed loopback port all the same.
     result = run("fabric", "-H", "ubuntu@127.0.0.1:1", "deploy", "--set", setting)
@@ -51,28 +80,39 @@ def test_a_bad_value_stops_before_connecting(setting, message):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-# ----------------------------------------------------------------------------- the same connection flags everywhere
+# ----------------------------------------------------------------------------- the same connection
+# flags everywhere
 
 
 def connecting_tasks() -> dict[str, object]:
-    """Every task of the collection whose module opens a host (`open_host`): the ones that connect."""
+    """Every task of the collection whose module opens a host (`open_host`): the ones that
+    connect."""
     from signalcraft_deploy.collection import ns
     from signalcraft_deploy.host import connect
 
-    return {name: t for name, t in ns.tasks.items()
-            if getattr(sys.modules[t.body.__module__], "open_host", None) is connect.open_host}
+    return {
+        name: t
+        for name, t in ns.tasks.items()
+        if getattr(sys.modules[t.body.__module__], "open_host", None) is connect.open_host
+    }
 
 
 def test_every_task_that_connects_takes_the_same_connection_flags():
     tasks = connecting_tasks()
-    # The walk finds them (a test that found none could not fail); a new task that connects is held to the same.
-    assert {"deploy", "rollback", "releases", "status", "logs", "unlock", "setup"} <= set(tasks), sorted(tasks)
+    # The walk finds them (a test that found none could not fail); a new task that connects is held
+    # to the same.
+    assert {"deploy", "rollback", "releases", "status", "logs", "unlock", "setup"} <= set(tasks), (
+        sorted(tasks)
+    )
     assert not {"init", "freeze", "settings"} & set(tasks)
     lacking = {}
     for name, t in tasks.items():
         helps = {a.name: a.help for a in t.get_arguments()}
-        missing = {f"--{flag.replace('_', '-')}" + ("" if flag in helps else " (help)")
-                   for flag in ("known_hosts", "accept_new_host") if not helps.get(flag)}
+        missing = {
+            f"--{flag.replace('_', '-')}" + ("" if flag in helps else " (help)")
+            for flag in ("known_hosts", "accept_new_host")
+            if not helps.get(flag)
+        }
         if missing:
             lacking[name] = sorted(missing)
     assert not lacking, f"tasks that connect without the connection flags: {lacking}"
@@ -80,11 +120,21 @@ def test_every_task_that_connects_takes_the_same_connection_flags():
 
 @pytest.mark.parametrize("name", ["status", "logs", "releases"])
 def test_the_connection_flags_parse_for_tasks_that_had_none(name, tmp_path):
-    # Parsed, then the connection is tried (a closed loopback port): the flags are known, the failure is the port's.
-    result = run("fabric", "-H", "ubuntu@127.0.0.1:1", name, "--known-hosts", str(tmp_path / "known_hosts"),
-                 "--accept-new-host")
+    # Parsed, then the connection is tried (a closed loopback port): the flags are known, the
+    # failure is the port's.
+    result = run(
+        "fabric",
+        "-H",
+        "ubuntu@127.0.0.1:1",
+        name,
+        "--known-hosts",
+        str(tmp_path / "known_hosts"),
+        "--accept-new-host",
+    )
     assert "No idea what" not in result.stderr, result.stderr
-    assert result.returncode == 3 and "Cannot connect to ubuntu@127.0.0.1:1" in result.stderr, result.stderr
+    assert result.returncode == 3 and "Cannot connect to ubuntu@127.0.0.1:1" in result.stderr, (
+        result.stderr
+    )
 
 
 @pytest.mark.parametrize("fleet_task", ["releases_fleet", "status_fleet", "rollback_fleet"])
@@ -103,10 +153,14 @@ def test_a_fleet_passes_the_connection_flags_to_every_host(fleet_task, monkeypat
     monkeypatch.setattr(fleet, "open_host", refuse)
     hosts = [Connection("ubuntu@127.0.0.1:1"), Connection("ubuntu@127.0.0.1:2")]
     s = load()
-    calls = {"releases_fleet": lambda: fleet.releases_fleet(hosts, s, "/k", True),
-             "status_fleet": lambda: fleet.status_fleet(hosts, s, None, None, False, "/k", True),
-             "rollback_fleet": lambda: fleet.rollback_fleet(hosts, s, None, "/k", "1", "rollback", True)}
+    calls = {
+        "releases_fleet": lambda: fleet.releases_fleet(hosts, s, "/k", True),
+        "status_fleet": lambda: fleet.status_fleet(hosts, s, None, None, False, "/k", True),
+        "rollback_fleet": lambda: fleet.rollback_fleet(hosts, s, None, "/k", "1", "rollback", True),
+    }
     with pytest.raises(Exit):
         calls[fleet_task]()
-    assert sorted(seen) == [(1, {"known_hosts": "/k", "accept_new_host": True}),
-                            (2, {"known_hosts": "/k", "accept_new_host": True})]
+    assert sorted(seen) == [
+        (1, {"known_hosts": "/k", "accept_new_host": True}),
+        (2, {"known_hosts": "/k", "accept_new_host": True}),
+    ]

@@ -1,5 +1,6 @@
-"""The `signalcraft-deploy` command (here as `python -m signalcraft_deploy`): `fab` with the collection
-built in. Run in a subprocess: parsing consumes the tasks' help, and other tests read it."""
+"""The `signalcraft-deploy` command (here as `python -m signalcraft_deploy`): `fab` with the
+collection built in. Run in a subprocess: parsing consumes the tasks' help, and other tests read
+it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def command(*args: str, cwd: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "signalcraft_deploy", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "signalcraft_deploy", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 

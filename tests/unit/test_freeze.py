@@ -32,7 +32,13 @@ from signalcraft_deploy.tasks.freeze import (
 )
 from tests.unit.conftest import mock_host
 
-INSTALLED = {"flask": "3.0.3", "requests": "2.32.3", "name-with-dots": "1.2.0", "gunicorn": "23.0.0", "numpy": "2.1.0"}
+INSTALLED = {
+    "flask": "3.0.3",
+    "requests": "2.32.3",
+    "name-with-dots": "1.2.0",
+    "gunicorn": "23.0.0",
+    "numpy": "2.1.0",
+}
 
 # (id, file text, expected text): every case also gains gunicorn unless the file names it.
 PIN_CASES = [
@@ -45,50 +51,121 @@ PIN_CASES = [
         "# web\nrequests\n\n# more\nflask\n",
         "# web\nrequests==2.32.3\n\n# more\nflask==3.0.3\ngunicorn==23.0.0\n",
     ),
-    ("extras kept", "requests[socks,security]>=2\n", "requests[socks,security]==2.32.3\ngunicorn==23.0.0\n"),
+    (
+        "extras kept",
+        "requests[socks,security]>=2\n",
+        "requests[socks,security]==2.32.3\ngunicorn==23.0.0\n",
+    ),
     (
         "marker kept with its spacing",
         'requests[socks]>=2 ; python_version<"3.12"\n',
         'requests[socks]==2.32.3 ; python_version<"3.12"\ngunicorn==23.0.0\n',
     ),
-    ("marker without specifier", 'flask; sys_platform=="linux"\n', 'flask==3.0.3; sys_platform=="linux"\ngunicorn==23.0.0\n'),
-    ("trailing comment kept", "flask>=2  # the web app\n", "flask==3.0.3  # the web app\ngunicorn==23.0.0\n"),
+    (
+        "marker without specifier",
+        'flask; sys_platform=="linux"\n',
+        'flask==3.0.3; sys_platform=="linux"\ngunicorn==23.0.0\n',
+    ),
+    (
+        "trailing comment kept",
+        "flask>=2  # the web app\n",
+        "flask==3.0.3  # the web app\ngunicorn==23.0.0\n",
+    ),
     ("indented line", "  flask\n", "  flask==3.0.3\ngunicorn==23.0.0\n"),
-    ("original spelling kept (dots, underscores, case)", "Name_With.Dots\n", "Name_With.Dots==1.2.0\ngunicorn==23.0.0\n"),
+    (
+        "original spelling kept (dots, underscores, case)",
+        "Name_With.Dots\n",
+        "Name_With.Dots==1.2.0\ngunicorn==23.0.0\n",
+    ),
     ("case-insensitive match", "FLASK\n", "FLASK==3.0.3\ngunicorn==23.0.0\n"),
     (
         "options untouched",
-        "-r base.txt\n-c constraints.txt\n--index-url https://pypi.org/simple\n--extra-index-url https://x/simple\nflask\n",
-        "-r base.txt\n-c constraints.txt\n--index-url https://pypi.org/simple\n--extra-index-url https://x/simple\nflask==3.0.3\ngunicorn==23.0.0\n",
+        (
+            "-r base.txt\n-c constraints.txt\n--index-url"
+            " https://pypi.org/simple\n--extra-index-url https://x/simple\nflask\n"
+        ),
+        (
+            "-r base.txt\n-c constraints.txt\n--index-url"
+            " https://pypi.org/simple\n--extra-index-url"
+            " https://x/simple\nflask==3.0.3\ngunicorn==23.0.0\n"
+        ),
     ),
     (
         "-e, VCS, URL and path lines untouched",
-        "-e ./lib\n-e git+https://example.com/flask.git#egg=flask\ngit+https://example.com/x.git\n"
-        "requests @ https://example.com/requests-2.0.tar.gz\n./pkgs/numpy\nhttps://example.com/a.zip\nflask-1.0-py3-none-any.whl\n",
-        "-e ./lib\n-e git+https://example.com/flask.git#egg=flask\ngit+https://example.com/x.git\n"
-        "requests @ https://example.com/requests-2.0.tar.gz\n./pkgs/numpy\nhttps://example.com/a.zip\nflask-1.0-py3-none-any.whl\n"
-        "gunicorn==23.0.0\n",
+        (
+            "-e ./lib\n-e"
+            " git+https://example.com/flask.git#egg=flask\ngit+https://example.com/x.git\n"
+            "requests @"
+            " https://example.com/requests-2.0.tar.gz\n./pkgs/numpy\nhttps://example.com/a.zip\n"
+            "flask-1.0-py3-none-any.whl\n"
+        ),
+        (
+            "-e ./lib\n-e"
+            " git+https://example.com/flask.git#egg=flask\ngit+https://example.com/x.git\n"
+            "requests @"
+            " https://example.com/requests-2.0.tar.gz\n./pkgs/numpy\nhttps://example.com/a.zip\n"
+            "flask-1.0-py3-none-any.whl\n"
+            "gunicorn==23.0.0\n"
+        ),
     ),
-    ("line continuation untouched", "numpy==1.0 \\\n    --hash=sha256:abc\n", "numpy==1.0 \\\n    --hash=sha256:abc\ngunicorn==23.0.0\n"),
-    ("hash option untouched", "numpy==1.0 --hash=sha256:abc\n", "numpy==1.0 --hash=sha256:abc\ngunicorn==23.0.0\n"),
-    ("not installed left as is", "flask\nleftpad>=1\n", "flask==3.0.3\nleftpad>=1\ngunicorn==23.0.0\n"),
-    ("existing gunicorn pin updated in place", "gunicorn==20.1.0\nflask\n", "gunicorn==23.0.0\nflask==3.0.3\n"),
-    ("existing gunicorn, other spelling", "Gunicorn>=21  # server\n", "Gunicorn==23.0.0  # server\n"),
-    ("gunicorn named by URL is not added twice", "gunicorn @ https://example.com/g.whl\n", "gunicorn @ https://example.com/g.whl\n"),
+    (
+        "line continuation untouched",
+        "numpy==1.0 \\\n    --hash=sha256:abc\n",
+        "numpy==1.0 \\\n    --hash=sha256:abc\ngunicorn==23.0.0\n",
+    ),
+    (
+        "hash option untouched",
+        "numpy==1.0 --hash=sha256:abc\n",
+        "numpy==1.0 --hash=sha256:abc\ngunicorn==23.0.0\n",
+    ),
+    (
+        "not installed left as is",
+        "flask\nleftpad>=1\n",
+        "flask==3.0.3\nleftpad>=1\ngunicorn==23.0.0\n",
+    ),
+    (
+        "existing gunicorn pin updated in place",
+        "gunicorn==20.1.0\nflask\n",
+        "gunicorn==23.0.0\nflask==3.0.3\n",
+    ),
+    (
+        "existing gunicorn, other spelling",
+        "Gunicorn>=21  # server\n",
+        "Gunicorn==23.0.0  # server\n",
+    ),
+    (
+        "gunicorn named by URL is not added twice",
+        "gunicorn @ https://example.com/g.whl\n",
+        "gunicorn @ https://example.com/g.whl\n",
+    ),
     (
         "gunicorn on a continued line is not added twice",
         "gunicorn==22.0.0 \\\n    --hash=sha256:abc\n",
         "gunicorn==22.0.0 \\\n    --hash=sha256:abc\n",
     ),
-    ("already pinned: unchanged", "flask==3.0.3\ngunicorn==23.0.0\n", "flask==3.0.3\ngunicorn==23.0.0\n"),
+    (
+        "already pinned: unchanged",
+        "flask==3.0.3\ngunicorn==23.0.0\n",
+        "flask==3.0.3\ngunicorn==23.0.0\n",
+    ),
     ("no trailing newline kept", "flask", "flask==3.0.3\ngunicorn==23.0.0"),
-    ("CRLF kept", "flask\r\nrequests\r\n", "flask==3.0.3\r\nrequests==2.32.3\r\ngunicorn==23.0.0\r\n"),
+    (
+        "CRLF kept",
+        "flask\r\nrequests\r\n",
+        "flask==3.0.3\r\nrequests==2.32.3\r\ngunicorn==23.0.0\r\n",
+    ),
     ("empty file", "", "gunicorn==23.0.0\n"),
-    ("dangling continuation at end is closed", "numpy==1.0 \\\n", "numpy==1.0 \\\n\ngunicorn==23.0.0\n"),
+    (
+        "dangling continuation at end is closed",
+        "numpy==1.0 \\\n",
+        "numpy==1.0 \\\n\ngunicorn==23.0.0\n",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in PIN_CASES], ids=[c[0] for c in PIN_CASES])
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in PIN_CASES], ids=[c[0] for c in PIN_CASES]
+)
 def test_pin_requirements(text: str, expected: str) -> None:
     assert pin_requirements(text, INSTALLED) == expected
 
@@ -101,20 +178,30 @@ def test_pin_requirements(text: str, expected: str) -> None:
         ("# leftpad\n", []),
     ],
 )
-def test_not_installed_reports_named_packages_missing_from_the_venv(text: str, expected: list[str]) -> None:
+def test_not_installed_reports_named_packages_missing_from_the_venv(
+    text: str, expected: list[str]
+) -> None:
     assert not_installed(text, INSTALLED) == expected
 
 
 @pytest.mark.parametrize(
     ("installed", "message"),
     [
-        ({"flask": "3.0.3"}, "gunicorn is not installed in /app/.venv: run /app/.venv/bin/pip install 'gunicorn>=20.1'"),
+        (
+            {"flask": "3.0.3"},
+            (
+                "gunicorn is not installed in /app/.venv: run /app/.venv/bin/pip install"
+                " 'gunicorn>=20.1'"
+            ),
+        ),
         ({"gunicorn": "20.0.4"}, "gunicorn 20.0.4 in /app/.venv is too old"),
         ({"gunicorn": "19.9"}, "needs gunicorn>=20.1"),
         ({"gunicorn": "weird"}, "is too old"),
     ],
 )
-def test_pin_requirements_rejects_missing_or_old_gunicorn(installed: dict[str, str], message: str) -> None:
+def test_pin_requirements_rejects_missing_or_old_gunicorn(
+    installed: dict[str, str], message: str
+) -> None:
     with pytest.raises(FreezeError, match=re.escape(message)):
         pin_requirements("flask\n", installed, venv="/app/.venv")
 
@@ -142,7 +229,12 @@ def test_plan_counts_what_it_did() -> None:
 
 @pytest.mark.parametrize(
     ("name", "canonical"),
-    [("Flask", "flask"), ("Name_With.Dots", "name-with-dots"), ("a__b--c..d", "a-b-c-d"), ("zope.interface", "zope-interface")],
+    [
+        ("Flask", "flask"),
+        ("Name_With.Dots", "name-with-dots"),
+        ("a__b--c..d", "a-b-c-d"),
+        ("zope.interface", "zope-interface"),
+    ],
 )
 def test_canonical_name(name: str, canonical: str) -> None:
     assert canonical_name(name) == canonical
@@ -170,14 +262,23 @@ def _fake_venv(root: Path) -> Path:
     return root
 
 
-PIP_LIST = json.dumps([{"name": "Flask", "version": "3.0.3"}, {"name": "Name_With.Dots", "version": "1.2.0"},
-                       {"name": "gunicorn", "version": "23.0.0"}])
+PIP_LIST = json.dumps(
+    [
+        {"name": "Flask", "version": "3.0.3"},
+        {"name": "Name_With.Dots", "version": "1.2.0"},
+        {"name": "gunicorn", "version": "23.0.0"},
+    ]
+)
 
 
 def test_read_installed_canonicalises_names(tmp_path: Path) -> None:
     venv = _fake_venv(tmp_path / "my venv")
     c = mock_host(run={re.compile(r".*pip list"): Result(stdout=PIP_LIST)})
-    assert read_installed(c, str(venv)) == {"flask": "3.0.3", "name-with-dots": "1.2.0", "gunicorn": "23.0.0"}
+    assert read_installed(c, str(venv)) == {
+        "flask": "3.0.3",
+        "name-with-dots": "1.2.0",
+        "gunicorn": "23.0.0",
+    }
 
 
 def test_read_installed_quotes_the_path_and_hides_output(tmp_path: Path, mocker) -> None:
@@ -196,15 +297,23 @@ def test_read_installed_without_venv_names_cause_and_fix(tmp_path: Path) -> None
         read_installed(mock_host(), venv)
     assert info.value.code == 1
     assert f"no virtual environment at {venv}" in str(info.value.message)
-    assert f"python3 -m venv {venv} && {venv}/bin/pip install -r requirements.txt gunicorn" in str(info.value.message)
+    assert f"python3 -m venv {venv} && {venv}/bin/pip install -r requirements.txt gunicorn" in str(
+        info.value.message
+    )
     assert "LOCAL_VENV" in str(info.value.message)
 
 
 @pytest.mark.parametrize(
     ("result", "message"),
     [
-        (Result(stdout="", stderr="/v/bin/python: No module named pip\n", exited=1), "pip is not installed in"),
-        (Result(stdout="", stderr="ERROR: boom\n", exited=2), "`pip list --format=json` failed: ERROR: boom"),
+        (
+            Result(stdout="", stderr="/v/bin/python: No module named pip\n", exited=1),
+            "pip is not installed in",
+        ),
+        (
+            Result(stdout="", stderr="ERROR: boom\n", exited=2),
+            "`pip list --format=json` failed: ERROR: boom",
+        ),
         (Result(stdout="not json"), "could not read `pip list` output"),
     ],
 )
@@ -217,7 +326,11 @@ def test_read_installed_failures_are_clear(tmp_path: Path, result: Result, messa
 
 def test_full_freeze_listing(tmp_path: Path) -> None:
     venv = _fake_venv(tmp_path / "v")
-    c = mock_host(run={re.compile(r".*pip freeze --disable-pip-version-check$"): Result(stdout="a==1\nb==2\n")})
+    c = mock_host(
+        run={
+            re.compile(r".*pip freeze --disable-pip-version-check$"): Result(stdout="a==1\nb==2\n")
+        }
+    )
     assert full_freeze_listing(c, str(venv)) == "a==1\nb==2\n"
 
 
@@ -270,13 +383,17 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _ctx(pip_list: str = PIP_LIST, pip_freeze: str = "") -> MockContext:
-    return mock_host(run={
-        re.compile(r".*pip list"): Result(stdout=pip_list),
-        re.compile(r".*pip freeze"): Result(stdout=pip_freeze),
-    })
+    return mock_host(
+        run={
+            re.compile(r".*pip list"): Result(stdout=pip_list),
+            re.compile(r".*pip freeze"): Result(stdout=pip_freeze),
+        }
+    )
 
 
-def test_task_up_to_date_exits_0_and_leaves_the_file(app: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_task_up_to_date_exits_0_and_leaves_the_file(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     req = app / "requirements.txt"
     req.write_text("# app\nFlask==3.0.3\ngunicorn==23.0.0\n")
     before = req.stat().st_mtime_ns
@@ -288,7 +405,9 @@ def test_task_up_to_date_exits_0_and_leaves_the_file(app: Path, capsys: pytest.C
     assert req.stat().st_mtime_ns == before
 
 
-def test_task_check_out_of_date_exits_1_with_the_diff(app: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_task_check_out_of_date_exits_1_with_the_diff(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     req = app / "requirements.txt"
     req.write_text("# app\nflask>=2\n")
     with pytest.raises(Exit) as info:
@@ -301,13 +420,17 @@ def test_task_check_out_of_date_exits_1_with_the_diff(app: Path, capsys: pytest.
     assert req.read_text() == "# app\nflask>=2\n"
 
 
-def test_task_writes_atomically_and_summarises(app: Path, capsys: pytest.CaptureFixture[str], mocker) -> None:
+def test_task_writes_atomically_and_summarises(
+    app: Path, capsys: pytest.CaptureFixture[str], mocker
+) -> None:
     req = app / "requirements.txt"
     req.write_text("# app\nflask>=2\nName_With.Dots\nleftpad\n")
     req.chmod(0o640)
     replace = mocker.spy(freeze_module.os, "replace")
     freeze(_ctx(), source_dir=str(app))
-    assert req.read_text() == "# app\nflask==3.0.3\nName_With.Dots==1.2.0\nleftpad\ngunicorn==23.0.0\n"
+    assert (
+        req.read_text() == "# app\nflask==3.0.3\nName_With.Dots==1.2.0\nleftpad\ngunicorn==23.0.0\n"
+    )
     assert stat.S_IMODE(req.stat().st_mode) == 0o640
     replace.assert_called_once()
     assert replace.call_args.args[1] == str(req)
@@ -340,7 +463,9 @@ def test_task_bad_setting_exits_2(app: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["flag", "set", "virtual_env"])
-def test_task_venv_choice(app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mocker, where: str) -> None:
+def test_task_venv_choice(
+    app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mocker, where: str
+) -> None:
     (app / "requirements.txt").write_text("flask==3.0.3\ngunicorn==23.0.0\n")
     other = _fake_venv(tmp_path / "other")
     c = _ctx()
@@ -355,9 +480,11 @@ def test_task_venv_choice(app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert spy.call_args.args[0].startswith(f"{other}/bin/python ")
 
 
-def test_task_with_the_tool_s_own_venv_activated_pins_from_the_app_s_venv(app: Path, monkeypatch: pytest.MonkeyPatch, mocker,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    # The tool installed in a venv of its own and activated to run `invoke`: that venv has fabric, not the app.
+def test_task_with_the_tool_s_own_venv_activated_pins_from_the_app_s_venv(
+    app: Path, monkeypatch: pytest.MonkeyPatch, mocker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tool installed in a venv of its own and activated to run `invoke`: that venv has fabric,
+    # not the app.
     (app / "requirements.txt").write_text("flask==3.0.3\ngunicorn==23.0.0\n")
     monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)
     c = _ctx()
@@ -367,7 +494,9 @@ def test_task_with_the_tool_s_own_venv_activated_pins_from_the_app_s_venv(app: P
     assert f"versions from {app / '.venv'} (SOURCE_DIR/.venv)" in capsys.readouterr().out
 
 
-def test_task_with_one_venv_for_tool_and_app_reads_it(app: Path, monkeypatch: pytest.MonkeyPatch, mocker) -> None:
+def test_task_with_one_venv_for_tool_and_app_reads_it(
+    app: Path, monkeypatch: pytest.MonkeyPatch, mocker
+) -> None:
     (app / "requirements.txt").write_text("flask==3.0.3\ngunicorn==23.0.0\n")
     shutil.rmtree(app / ".venv")
     monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)
@@ -387,11 +516,20 @@ def test_task_all_refuses_a_venv_holding_the_tool(app: Path) -> None:
     assert req.read_text() == "flask\n"
 
 
-def test_task_all_writes_full_listing_keeping_leading_comments(app: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_task_all_writes_full_listing_keeping_leading_comments(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     req = app / "requirements.txt"
     req.write_text("# Generated for the app.\n# Keep this header.\n\nflask\n# later comment\n")
-    freeze(_ctx(pip_freeze="Flask==3.0.3\ngunicorn==23.0.0\nitsdangerous==2.2.0\n"), source_dir=str(app), all_=True)
-    assert req.read_text() == "# Generated for the app.\n# Keep this header.\n\nFlask==3.0.3\ngunicorn==23.0.0\nitsdangerous==2.2.0\n"
+    freeze(
+        _ctx(pip_freeze="Flask==3.0.3\ngunicorn==23.0.0\nitsdangerous==2.2.0\n"),
+        source_dir=str(app),
+        all_=True,
+    )
+    assert (
+        req.read_text() == "# Generated for the app.\n# Keep this"
+        " header.\n\nFlask==3.0.3\ngunicorn==23.0.0\nitsdangerous==2.2.0\n"
+    )
     assert "wrote the full pip freeze listing (3 packages)" in capsys.readouterr().out
 
 
@@ -400,20 +538,28 @@ def test_task_flags() -> None:
     assert set(names) == {"source-dir", "venv", "check", "all", "env-file", "set"}
     assert all(arg.help for arg in names.values())
     assert names["set"].kind is list
-    assert freeze.__doc__.splitlines()[0] == "Pin requirements.txt to the versions in the app's local virtual environment (adds gunicorn)."
+    assert (
+        freeze.__doc__.splitlines()[0]
+        == "Pin requirements.txt to the versions in the app's local virtual environment (adds"
+        " gunicorn)."
+    )
     assert freeze_module.ns.task_names == {"freeze": []}
 
 
 # --- one real run: a real venv, real pip, no mocks ---------------------------------------------
 
 
-def test_real_venv_without_gunicorn_fails_check_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_venv_without_gunicorn_fails_check_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A fresh venv has pip but no Gunicorn: `freeze --check` must say so and how to fix it."""
     for key in (*KEY_NAMES, "ENV_FILE", "VIRTUAL_ENV"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     venv = tmp_path / "v"
-    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=120
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot create a virtual environment here: {made.stderr.strip()[-200:]}")
     (tmp_path / "requirements.txt").write_text("# tools\npip\n")
@@ -422,5 +568,8 @@ def test_real_venv_without_gunicorn_fails_check_clearly(tmp_path: Path, monkeypa
     with pytest.raises(Exit) as info:
         freeze(Context(), source_dir=str(tmp_path), venv=str(venv), check=True)
     assert info.value.code == 1
-    assert info.value.message == f"gunicorn is not installed in {venv}: run {venv}/bin/pip install 'gunicorn>=20.1'"
+    assert (
+        info.value.message
+        == f"gunicorn is not installed in {venv}: run {venv}/bin/pip install 'gunicorn>=20.1'"
+    )
     assert (tmp_path / "requirements.txt").read_text() == "# tools\npip\n"

@@ -49,7 +49,9 @@ def test_the_ssh_socket_has_nagle_off_and_acks_at_once() -> None:
         if hasattr(socket, "TCP_QUICKACK"):
             assert isinstance(sock, QuickAckSocket) and sock.gettimeout() == 5
         peer.sendall(b"SSH-2.0-x\r\n")
-        assert sock.recv(100) == b"SSH-2.0-x\r\n"  # what paramiko calls, through the quick-ack wrapper
+        assert (
+            sock.recv(100) == b"SSH-2.0-x\r\n"
+        )  # what paramiko calls, through the quick-ack wrapper
         peer.close()
         sock.close()
     finally:
@@ -70,7 +72,8 @@ def test_a_background_command_runs_while_other_commands_do_and_is_waited_for() -
 
 
 class ClosedEarlyChannel:
-    """An SSH channel whose command failed at once: it sent its error and exit status, then closed."""
+    """An SSH channel whose command failed at once: it sent its error and exit status, then
+    closed."""
 
     def __init__(self, stderr: bytes = b"", stdout: bytes = b"", code: int = 1) -> None:
         self.out, self.err, self.code, self.closed = [stdout, b""], [stderr, b""], code, False
@@ -106,15 +109,23 @@ class FakeConnection:
         return self.chan
 
 
-def test_a_command_that_ends_before_reading_its_stdin_reports_its_own_error_not_a_closed_socket() -> None:
+def test_a_command_that_ends_before_reading_its_stdin_reports_its_own_error_not_a_closed_socket() -> (
+    None
+):
     from signalcraft_deploy.host.io import SshTransport
 
     chan = ClosedEarlyChannel(stderr=b"mkdir: cannot create directory: Read-only file system\n")
-    result = SshTransport().run(FakeConnection(chan), "cat > x", "data", None, True, None)  # type: ignore[arg-type]
-    assert (result.exited, result.stderr) == (1, "mkdir: cannot create directory: Read-only file system\n")
+    # type: ignore[arg-type]
+    result = SshTransport().run(FakeConnection(chan), "cat > x", "data", None, True, None)
+    assert (result.exited, result.stderr) == (
+        1,
+        "mkdir: cannot create directory: Read-only file system\n",
+    )
 
 
-def test_a_waiting_command_that_ends_before_it_is_ready_raises_so_the_caller_asks_the_usual_way() -> None:
+def test_a_waiting_command_that_ends_before_it_is_ready_raises_so_the_caller_asks_the_usual_way() -> (
+    None
+):
     from signalcraft_deploy.host.io import Waiting
 
     chan = ClosedEarlyChannel()
@@ -124,7 +135,9 @@ def test_a_waiting_command_that_ends_before_it_is_ready_raises_so_the_caller_ask
     assert chan.closed
 
 
-def test_a_refused_ssh_session_is_asked_for_again_and_a_lasting_refusal_is_one_message(mocker) -> None:
+def test_a_refused_ssh_session_is_asked_for_again_and_a_lasting_refusal_is_one_message(
+    mocker,
+) -> None:
     import paramiko
     from fabric import Connection
     from invoke.exceptions import Exit
@@ -136,8 +149,11 @@ def test_a_refused_ssh_session_is_asked_for_again_and_a_lasting_refusal_is_one_m
     c = Connection("ubuntu@web1", port=2222)
     channel = object()
     c.transport = mocker.Mock()
-    c.transport.open_session.side_effect = [paramiko.ChannelException(1, "Administratively prohibited"),
-                                            paramiko.SSHException("Unable to open channel."), channel]
+    c.transport.open_session.side_effect = [
+        paramiko.ChannelException(1, "Administratively prohibited"),
+        paramiko.SSHException("Unable to open channel."),
+        channel,
+    ]
     assert open_channel(c) is channel
     c.transport.open_session.side_effect = paramiko.SSHException("Unable to open channel.")
     with pytest.raises(Exit) as refused:
@@ -147,7 +163,8 @@ def test_a_refused_ssh_session_is_asked_for_again_and_a_lasting_refusal_is_one_m
     assert "MaxSessions" in message and "run the task again" in message
 
 
-# ----------------------------------------------------------------------------- a lost connection is named as one
+# ----------------------------------------------------------------------------- a lost connection is
+# named as one
 
 
 class Transport:
@@ -159,8 +176,8 @@ class Transport:
 
 
 class CutChannel(ClosedEarlyChannel):
-    """A channel that ended with no exit status (-1) and a part of its output: its connection died, or (transport still
-    active) its command was killed by a signal."""
+    """A channel that ended with no exit status (-1) and a part of its output: its connection died,
+    or (transport still active) its command was killed by a signal."""
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(stdout=b"PYTHON_VENV=", code=-1)
@@ -171,20 +188,28 @@ def test_a_channel_cut_with_its_connection_raises_connection_lost_never_a_result
     from signalcraft_deploy.host.io import ConnectionLost, SshTransport
 
     with pytest.raises(ConnectionLost) as lost:
-        SshTransport().run(FakeConnection(CutChannel(Transport(active=False))), "sh -s", "facts", None, True, None)  # type: ignore[arg-type]
+        SshTransport().run(
+            FakeConnection(CutChannel(Transport(active=False))), "sh -s", "facts", None, True, None
+        )  # type: ignore[arg-type]
     assert "The SSH connection to this machine was lost" in str(lost.value.message)
 
 
-def test_a_command_killed_by_a_signal_is_still_a_result_while_the_connection_lives(monkeypatch) -> None:
+def test_a_command_killed_by_a_signal_is_still_a_result_while_the_connection_lives(
+    monkeypatch,
+) -> None:
     from signalcraft_deploy.host import io
     from signalcraft_deploy.host.io import SshTransport
 
     monkeypatch.setattr(io, "LOST_SETTLE", 0.05)
-    result = SshTransport().run(FakeConnection(CutChannel(Transport(active=True))), "sleep 9", None, None, True, None)  # type: ignore[arg-type]
+    result = SshTransport().run(
+        FakeConnection(CutChannel(Transport(active=True))), "sleep 9", None, None, True, None
+    )  # type: ignore[arg-type]
     assert (result.exited, result.stdout) == (-1, "PYTHON_VENV=")
 
 
-def test_no_command_is_sent_over_a_dead_connection_and_it_is_not_opened_again_behind_the_caller(mocker) -> None:
+def test_no_command_is_sent_over_a_dead_connection_and_it_is_not_opened_again_behind_the_caller(
+    mocker,
+) -> None:
     from fabric import Connection
 
     from signalcraft_deploy.host.io import ConnectionLost, open_channel
@@ -195,7 +220,9 @@ def test_no_command_is_sent_over_a_dead_connection_and_it_is_not_opened_again_be
     with pytest.raises(ConnectionLost) as lost:
         open_channel(c)
     assert lost.value.where == "ubuntu@web1:2222"
-    assert not opened.called  # the deploy lock went with the connection: a silent new one would run unlocked
+    assert (
+        not opened.called
+    )  # the deploy lock went with the connection: a silent new one would run unlocked
 
 
 def test_releasing_a_lock_whose_connection_died_raises_nothing(mocker) -> None:
@@ -219,11 +246,16 @@ def test_reconnect_tries_again_and_says_why_it_could_not(mocker) -> None:
     from signalcraft_deploy.host import connect
 
     mocker.patch("signalcraft_deploy.host.connect.time.sleep")
-    made = mocker.patch.object(connect, "_connect", side_effect=[OSError("Connection refused"), None])
+    made = mocker.patch.object(
+        connect, "_connect", side_effect=[OSError("Connection refused"), None]
+    )
     c = Connection("ubuntu@web1")
     assert connect.reconnect(c) is None and made.call_count == 2
     made.side_effect = OSError("No route to host")
-    assert connect.reconnect(c) == "connecting again failed (No route to host)" and made.call_count == 2 + connect.RECONNECT_TRIES
+    assert (
+        connect.reconnect(c) == "connecting again failed (No route to host)"
+        and made.call_count == 2 + connect.RECONNECT_TRIES
+    )
 
 
 def test_a_lost_connection_says_what_ended_it_when_the_ssh_library_saw_it(mocker) -> None:
@@ -234,11 +266,14 @@ def test_a_lost_connection_says_what_ended_it_when_the_ssh_library_saw_it(mocker
     mocker.patch.object(Connection, "open")
     c = Connection("ubuntu@web1", port=2222)
     c.transport = Transport(active=False)
-    c.transport.saved_exception = ConnectionResetError(104, "Connection reset by peer")  # type: ignore[attr-defined]
+    # type: ignore[attr-defined]
+    c.transport.saved_exception = ConnectionResetError(104, "Connection reset by peer")
     with pytest.raises(ConnectionLost) as lost:
         open_channel(c)
     assert lost.value.cause == "ConnectionResetError: [Errno 104] Connection reset by peer"
-    assert "was lost (ConnectionResetError: [Errno 104] Connection reset by peer)." in str(lost.value.message)
+    assert "was lost (ConnectionResetError: [Errno 104] Connection reset by peer)." in str(
+        lost.value.message
+    )
     c.transport.saved_exception = None  # type: ignore[attr-defined]
     with pytest.raises(ConnectionLost) as quiet:  # nothing recorded: nothing made up
         open_channel(c)

@@ -1,4 +1,5 @@
-"""bench.loadgen against a tiny HTTP server on 127.0.0.1: counts, failures, the loopback rule, its bounds."""
+"""bench.loadgen against a tiny HTTP server on 127.0.0.1: counts, failures, the loopback rule, its
+bounds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from bench.loadgen import MAX_SAMPLES, NO_RELEASE, Load, loopback_target, main
 
 
 class Handler(BaseHTTPRequestHandler):
-    """``/fail`` answers 500, ``/bare`` 200 without X-Release, anything else 200 with ``X-Release: r1``."""
+    """``/fail`` answers 500, ``/bare`` 200 without X-Release, anything else 200 with ``X-Release:
+    r1``."""
 
     def do_GET(self) -> None:
         status = 500 if self.path == "/fail" else 200
@@ -75,7 +77,10 @@ def test_http_500_counts_as_failure(base: str) -> None:
     assert result.per_url[f"{base}/fail"].failed == 50
     assert result.per_url[f"{base}/ok"].failed == 0
     assert len(result.samples) == MAX_SAMPLES
-    assert all(s.url == f"{base}/fail" and s.status == 500 and s.error == "HTTP 500" for s in result.samples)
+    assert all(
+        s.url == f"{base}/fail" and s.status == 500 and s.error == "HTTP 500"
+        for s in result.samples
+    )
     assert result.releases[f"{base}/fail"] == {"r1": 50}  # a failed answer still says who gave it
     assert result.summary().startswith("50 failed / 100 requests (50.00%)")
 
@@ -113,7 +118,15 @@ def test_refuses_anything_but_loopback(url: str) -> None:
         Load(["http://127.0.0.1/", url])
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/", "http://127.9.8.7:3000/x?y=1", "http://[::1]:8001/", "http://localhost:80/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://127.9.8.7:3000/x?y=1",
+        "http://[::1]:8001/",
+        "http://localhost:80/",
+    ],
+)
 def test_accepts_loopback(url: str) -> None:
     assert loopback_target(url).url == url
 
@@ -134,9 +147,12 @@ def test_a_paced_load_sends_its_rate_and_no_more(base: str) -> None:
     load = Load([f"{base}/a", f"{base}/b"], threads=4, max_seconds=1.0, rate=40)
     load.start()
     result = load.wait(timeout=10)
-    # 40 a second for 1 s: requests 0..39 are due before the end (a closed loop sends thousands here).
+    # 40 a second for 1 s: requests 0..39 are due before the end (a closed loop sends thousands
+    # here).
     assert 35 <= result.total <= 41, result.total
-    assert abs(result.per_url[f"{base}/a"].total - result.per_url[f"{base}/b"].total) <= 1  # round-robin still
+    assert (
+        abs(result.per_url[f"{base}/a"].total - result.per_url[f"{base}/b"].total) <= 1
+    )  # round-robin still
 
 
 def test_a_paced_load_stops_at_once_when_asked(base: str) -> None:

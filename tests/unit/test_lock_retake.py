@@ -1,10 +1,11 @@
-"""A lost connection's undo runs under the deploy lock, taken again on the new connection (issue 25, D9).
+"""A lost connection's undo runs under the deploy lock, taken again on the new connection (issue 25,
+D9).
 
-The lock is an flock held by a command whose stdin is the SSH channel: when the host sees the connection close, the
-lock is free at once, and a deploy waiting for it (--lock-wait) starts. An undo run on the new connection without the
-lock would switch `current`, start PM2 apps and install the site beside that deploy's own steps. When the host has not
-seen the connection close (a network cut), the lost session still holds the lock; then the message must not say it was
-released.
+The lock is an flock held by a command whose stdin is the SSH channel: when the host sees the
+connection close, the lock is free at once, and a deploy waiting for it (--lock-wait) starts. An
+undo run on the new connection without the lock would switch `current`, start PM2 apps and install
+the site beside that deploy's own steps. When the host has not seen the connection close (a network
+cut), the lost session still holds the lock; then the message must not say it was released.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from signalcraft_deploy.host.lock import DeployLock
 
 @pytest.fixture
 def s(tmp_path: Path, load, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("PM2_HOME", str(tmp_path / "pm2"))  # the lock closes the PM2 home it finds: not this machine's
+    monkeypatch.setenv(
+        "PM2_HOME", str(tmp_path / "pm2")
+    )  # the lock closes the PM2 home it finds: not this machine's
     monkeypatch.setattr(lock_module, "RETAKE_WAIT", 1)
     return load({"DEPLOY_ROOT": str(tmp_path / "deploy"), "PM2": "pm2-not-installed-here"})
 
@@ -33,7 +36,8 @@ def lock(s: Any, since: str) -> DeployLock:
 
 
 def lost(held: DeployLock) -> None:
-    """The host saw the connection close: the lock command ended (stdin closed), the flock is free."""
+    """The host saw the connection close: the lock command ended (stdin closed), the flock is
+    free."""
     held.held.release()
 
 
@@ -72,7 +76,9 @@ def test_the_lost_session_still_holding_the_lock_is_named_not_called_released(s:
     first.__enter__()
     stale = first.held
     try:
-        first.held = type(stale)(first.c, "true")  # our side lost the channel; the host's command still runs
+        first.held = type(stale)(
+            first.c, "true"
+        )  # our side lost the channel; the host's command still runs
         why = first.retake()
     finally:
         stale.release()

@@ -1,7 +1,9 @@
-"""Verified reloads, listen addresses, HTTPS, keeping what a user's site had, writing only what is ours.
+"""Verified reloads, listen addresses, HTTPS, keeping what a user's site had, writing only what is
+ours.
 
-The reload program and the TLS check run for real here: against a private Nginx master started in a scratch
-prefix (its own pid file, error log and loopback port), and against certificates made with `openssl`.
+The reload program and the TLS check run for real here: against a private Nginx master started in a
+scratch prefix (its own pid file, error log and loopback port), and against certificates made with
+`openssl`.
 """
 
 from __future__ import annotations
@@ -44,52 +46,102 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_cert(folder: Path, name: str, days: int = 30, cn: str = "sites.test",
-              san: str = "DNS:sites.test,IP:127.0.0.1") -> tuple[Path, Path]:
+def make_cert(
+    folder: Path,
+    name: str,
+    days: int = 30,
+    cn: str = "sites.test",
+    san: str = "DNS:sites.test,IP:127.0.0.1",
+) -> tuple[Path, Path]:
     if OPENSSL is None:
         pytest.skip("openssl is not installed")
     cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", str(days), "-subj", f"/CN={cn}", "-addext", f"subjectAltName={san}"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            OPENSSL,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            str(days),
+            "-subj",
+            f"/CN={cn}",
+            "-addext",
+            f"subjectAltName={san}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
-# --- settings ---------------------------------------------------------------------------------------------------
+# --- settings
+# ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "want"), [
-    ("80", (Listen(None, 80),)),
-    ("127.0.0.1:8080", (Listen("127.0.0.1", 8080),)),
-    ("[::1]:8080", (Listen("::1", 8080),)),
-    ("0.0.0.0:80", (Listen(None, 80),)),
-    ("*:80", (Listen(None, 80),)),
-    ("127.0.0.1:8080, [::1]:8080,127.0.0.1:8080", (Listen("127.0.0.1", 8080), Listen("::1", 8080))),
-])
-def test_nginx_listen_takes_ports_addresses_and_lists(load, text: str, want: tuple[Listen, ...]) -> None:
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("80", (Listen(None, 80),)),
+        ("127.0.0.1:8080", (Listen("127.0.0.1", 8080),)),
+        ("[::1]:8080", (Listen("::1", 8080),)),
+        ("0.0.0.0:80", (Listen(None, 80),)),
+        ("*:80", (Listen(None, 80),)),
+        (
+            "127.0.0.1:8080, [::1]:8080,127.0.0.1:8080",
+            (Listen("127.0.0.1", 8080), Listen("::1", 8080)),
+        ),
+    ],
+)
+def test_nginx_listen_takes_ports_addresses_and_lists(
+    load, text: str, want: tuple[Listen, ...]
+) -> None:
     s = load({"NGINX_LISTEN": text})
     assert s.nginx_listen == want
     assert s.nginx_port == want[0].port
 
 
-@pytest.mark.parametrize("text", ["localhost:80", "127.0.0.1", "[::1]", "1.2.3.999:80", "80;", "80 ssl", "0", "127.0.0.1:70000"])
+@pytest.mark.parametrize(
+    "text",
+    ["localhost:80", "127.0.0.1", "[::1]", "1.2.3.999:80", "80;", "80 ssl", "0", "127.0.0.1:70000"],
+)
 def test_nginx_listen_refuses_what_is_not_an_address(load, text: str) -> None:
     with pytest.raises(SettingsError, match="NGINX_LISTEN"):
         load({"NGINX_LISTEN": text})
 
 
 def test_listen_urls_reach_the_listener_from_the_host() -> None:
-    assert [Listen(None, 80).local, Listen("::", 80).local, Listen("::1", 81).local, Listen("10.0.0.5", 80).local] == [
-        "127.0.0.1:80", "[::1]:80", "[::1]:81", "10.0.0.5:80"]
+    assert [
+        Listen(None, 80).local,
+        Listen("::", 80).local,
+        Listen("::1", 81).local,
+        Listen("10.0.0.5", 80).local,
+    ] == ["127.0.0.1:80", "[::1]:80", "[::1]:81", "10.0.0.5:80"]
 
 
-@pytest.mark.parametrize(("site", "expected"), [
-    ("/etc/nginx/nginx.conf", "not Nginx's main configuration"),
-    ("/etc/nginx/snippets/x.conf", "a file of a plain name under /etc/nginx/ in Nginx's site folders"),
-    ("/home/deploy/app/site.conf", "a file of a plain name under /etc/nginx/ in Nginx's site folders"),
-    ("/etc/nginx/conf.d/x", "conf.d/<name>.conf"),
-    ("/etc/nginx/sites-enabled/x", "sites-available/<name> or"),
-])
+@pytest.mark.parametrize(
+    ("site", "expected"),
+    [
+        ("/etc/nginx/nginx.conf", "not Nginx's main configuration"),
+        (
+            "/etc/nginx/snippets/x.conf",
+            "a file of a plain name under /etc/nginx/ in Nginx's site folders",
+        ),
+        (
+            "/home/deploy/app/site.conf",
+            "a file of a plain name under /etc/nginx/ in Nginx's site folders",
+        ),
+        ("/etc/nginx/conf.d/x", "conf.d/<name>.conf"),
+        ("/etc/nginx/sites-enabled/x", "sites-available/<name> or"),
+    ],
+)
 def test_nginx_site_must_be_a_site_file_never_nginx_conf(load, site: str, expected: str) -> None:
     with pytest.raises(SettingsError, match="NGINX_SITE") as err:
         load({"NGINX_SITE": site})
@@ -101,12 +153,17 @@ def test_tls_needs_both_files_and_its_ports_are_checked(load) -> None:
         load({"TLS_CERT": "/etc/ssl/x.pem"})
     with pytest.raises(SettingsError, match="TLS_LISTEN.*port 3000"):
         load({"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key", "TLS_LISTEN": "3000"})
-    s = load({"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key", "TLS_LISTEN": "127.0.0.1:8443"})
+    s = load(
+        {"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key", "TLS_LISTEN": "127.0.0.1:8443"}
+    )
     assert s.tls and s.nginx_url == "https://127.0.0.1:8443"
-    assert load({"TLS_LISTEN": "3000"}).nginx_url == "http://127.0.0.1:80"  # TLS off: TLS_LISTEN does not count
+    assert (
+        load({"TLS_LISTEN": "3000"}).nginx_url == "http://127.0.0.1:80"
+    )  # TLS off: TLS_LISTEN does not count
 
 
-# --- the rendered site ---------------------------------------------------------------------------------------------
+# --- the rendered site
+# ---------------------------------------------------------------------------------------------
 
 
 def test_site_answers_its_own_id_and_carries_the_header(load) -> None:
@@ -115,18 +172,23 @@ def test_site_answers_its_own_id_and_carries_the_header(load) -> None:
     assert written_by_us(site) and site_id(site) and len(site_id(site) or "") == 16
     assert site_id(render_nginx_site(s, python_address="127.0.0.1:8002")) != site_id(site)
     assert site_id(render_nginx_site(s)) == site_id(site)  # the same text, the same id
-    assert not written_by_us("server { listen 80; }\n") and site_id("server { listen 80; }\n") is None
+    assert (
+        not written_by_us("server { listen 80; }\n") and site_id("server { listen 80; }\n") is None
+    )
 
 
 def test_a_site_template_in_templates_dir_is_refused_by_its_key(load, tmp_path: Path) -> None:
-    """Root renders the site from its own shape: a user's template for it would be text root writes into Nginx."""
+    """Root renders the site from its own shape: a user's template for it would be text root writes
+    into Nginx."""
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "nginx-site.conf.j2").write_text("server { listen 80; }\n")
     with pytest.raises(SettingsError, match="TEMPLATES_DIR.*without nginx-site.conf.j2"):
         load({"TEMPLATES_DIR": str(tmp_path / "tpl")})
 
 
-@pytest.mark.parametrize("path", ["/home/deploy/x.pem", "engine:pkcs11:id", "/tmp/x.key", "/etc/ssl/../../home/x.key"])
+@pytest.mark.parametrize(
+    "path", ["/home/deploy/x.pem", "engine:pkcs11:id", "/tmp/x.key", "/etc/ssl/../../home/x.key"]
+)
 def test_tls_files_outside_roots_folders_are_refused_by_their_key(load, path: str) -> None:
     for key in ("TLS_CERT", "TLS_KEY"):
         pair = {"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key", key: path}
@@ -136,7 +198,8 @@ def test_tls_files_outside_roots_folders_are_refused_by_their_key(load, path: st
 
 @pytest.fixture
 def ssl_folder() -> Iterator[Path]:
-    """A folder of this test's own under /etc/ssl (TLS files must be in root's folders), removed after."""
+    """A folder of this test's own under /etc/ssl (TLS files must be in root's folders), removed
+    after."""
     if not os.access("/etc/ssl", os.W_OK):
         pytest.skip("needs to write under /etc/ssl (root)")
     folder = Path(tempfile.mkdtemp(prefix="signalcraft-unit-", dir="/etc/ssl"))
@@ -144,31 +207,58 @@ def ssl_folder() -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
-def test_tls_site_passes_nginx_t_with_a_real_certificate(load, nginx_tester, ssl_folder: Path) -> None:
+def test_tls_site_passes_nginx_t_with_a_real_certificate(
+    load, nginx_tester, ssl_folder: Path
+) -> None:
     cert, key = make_cert(ssl_folder, "site")
-    s = load({"TLS_CERT": str(cert), "TLS_KEY": str(key), "NGINX_LISTEN": "127.0.0.1:18080,[::1]:18080",
-              "TLS_LISTEN": "127.0.0.1:18443", "SERVER_NAME": "sites.test", "CLIENT_MAX_BODY_SIZE": "10m"})
+    s = load(
+        {
+            "TLS_CERT": str(cert),
+            "TLS_KEY": str(key),
+            "NGINX_LISTEN": "127.0.0.1:18080,[::1]:18080",
+            "TLS_LISTEN": "127.0.0.1:18443",
+            "SERVER_NAME": "sites.test",
+            "CLIENT_MAX_BODY_SIZE": "10m",
+        }
+    )
     site = render_nginx_site(s)
     result = nginx_tester.check(site)
     assert result.ok, result.output
     assert "listen 127.0.0.1:18443 ssl;" in site and "ssl_protocols TLSv1.2 TLSv1.3;" in site
-    assert "return 301 https://$host:18443$request_uri;" in site and "client_max_body_size 10m;" in site
-    no_redirect = render_nginx_site(load({"TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_REDIRECT": "false"}))
-    assert "return 301" not in no_redirect and no_redirect.count("proxy_pass http://signalcraft_") == 4
+    assert (
+        "return 301 https://$host:18443$request_uri;" in site
+        and "client_max_body_size 10m;" in site
+    )
+    no_redirect = render_nginx_site(
+        load({"TLS_CERT": str(cert), "TLS_KEY": str(key), "TLS_REDIRECT": "false"})
+    )
+    assert (
+        "return 301" not in no_redirect and no_redirect.count("proxy_pass http://signalcraft_") == 4
+    )
     assert nginx_tester.check(no_redirect).ok
 
 
 def test_certbot_hook_only_for_certbot_certificates(load) -> None:
-    s = load({"TLS_CERT": "/etc/letsencrypt/live/shop.example.com/fullchain.pem",
-              "TLS_KEY": "/etc/letsencrypt/live/shop.example.com/privkey.pem", "APP_NAME": "shop"})
+    s = load(
+        {
+            "TLS_CERT": "/etc/letsencrypt/live/shop.example.com/fullchain.pem",
+            "TLS_KEY": "/etc/letsencrypt/live/shop.example.com/privkey.pem",
+            "APP_NAME": "shop",
+        }
+    )
     assert certbot_hook_path(s) == "/etc/letsencrypt/renewal-hooks/deploy/signalcraft-shop"
     hook = render_certbot_hook(s)
-    assert hook.startswith("#!/bin/sh\n# Rendered by signalcraft-deploy.") and hook.endswith("nginx -t && nginx -s reload\n")
+    assert hook.startswith("#!/bin/sh\n# Rendered by signalcraft-deploy.") and hook.endswith(
+        "nginx -t && nginx -s reload\n"
+    )
     assert subprocess.run(["sh", "-n"], input=hook, text=True).returncode == 0
-    assert certbot_hook_path(load({"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key"})) is None
+    assert (
+        certbot_hook_path(load({"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key"})) is None
+    )
 
 
-# --- the plan: listen changes a reload cannot make, files that are not ours ------------------------------------
+# --- the plan: listen changes a reload cannot make, files that are not ours
+# ------------------------------------
 
 
 def nginx_holding(*addresses: str) -> HostFacts:
@@ -179,15 +269,20 @@ def nginx_holding(*addresses: str) -> HostFacts:
     return HostFacts(listeners=listeners)
 
 
-@pytest.mark.parametrize(("listen", "held", "refused"), [
-    ("7221", ["127.0.0.1:7221"], True),  # the measured trap
-    ("[::]:7221", ["[::1]:7221"], True),
-    ("7221", ["[::1]:7221"], False),  # another family: no clash
-    ("7221", ["127.0.0.1:7221", "0.0.0.0:7221"], False),  # Nginx holds the wildcard already
-    ("127.0.0.1:7221", ["127.0.0.1:7221"], False),
-    ("7221", [], False),
-])
-def test_a_wildcard_listen_over_an_address_nginx_holds_is_refused(load, listen: str, held: list[str], refused: bool) -> None:
+@pytest.mark.parametrize(
+    ("listen", "held", "refused"),
+    [
+        ("7221", ["127.0.0.1:7221"], True),  # the measured trap
+        ("[::]:7221", ["[::1]:7221"], True),
+        ("7221", ["[::1]:7221"], False),  # another family: no clash
+        ("7221", ["127.0.0.1:7221", "0.0.0.0:7221"], False),  # Nginx holds the wildcard already
+        ("127.0.0.1:7221", ["127.0.0.1:7221"], False),
+        ("7221", [], False),
+    ],
+)
+def test_a_wildcard_listen_over_an_address_nginx_holds_is_refused(
+    load, listen: str, held: list[str], refused: bool
+) -> None:
     s = load({"NGINX_LISTEN": listen})
     if refused:
         with pytest.raises(PlanError, match="Linux refuses a wildcard bind") as err:
@@ -200,7 +295,16 @@ def test_a_wildcard_listen_over_an_address_nginx_holds_is_refused(load, listen: 
 def test_a_port_held_by_another_program_is_refused(load) -> None:
     facts = HostFacts(listeners=[Listener("127.0.0.1", 8443, (77,), ("python3",))])
     with pytest.raises(PlanError, match="TLS_LISTEN 127.0.0.1:8443 is held by pid 77"):
-        _check_listen(load({"TLS_CERT": "/etc/ssl/x.pem", "TLS_KEY": "/etc/ssl/x.key", "TLS_LISTEN": "127.0.0.1:8443"}), facts)
+        _check_listen(
+            load(
+                {
+                    "TLS_CERT": "/etc/ssl/x.pem",
+                    "TLS_KEY": "/etc/ssl/x.key",
+                    "TLS_LISTEN": "127.0.0.1:8443",
+                }
+            ),
+            facts,
+        )
 
 
 def test_a_site_file_we_did_not_write_is_refused_unless_taken_over(tmp_path: Path) -> None:
@@ -210,11 +314,14 @@ def test_a_site_file_we_did_not_write_is_refused_unless_taken_over(tmp_path: Pat
     s, m, configs = manifest_for(tmp_path, Source(sha=SHA2))
     with pytest.raises(PlanError, match="was not written by signalcraft-deploy"):
         make_plan(s, m, configs, live_host(tmp_path, OLD, site_text=hand_made))
-    ours = live_host(tmp_path, OLD)  # the same host with our own (older) site file: planned as usual
+    ours = live_host(
+        tmp_path, OLD
+    )  # the same host with our own (older) site file: planned as usual
     assert make_plan(s, m, configs, ours).action("nginx").how == "none"
 
 
-# --- the old site at a takeover ------------------------------------------------------------------------------------
+# --- the old site at a takeover
+# ------------------------------------------------------------------------------------
 
 OLD_SITE = """\
 server {
@@ -249,12 +356,21 @@ server {
 def test_old_site_settings_extras_and_what_would_be_dropped(load) -> None:
     old = oldsite.read(load(), OLD_SITE)
     assert old.settings == {
-        "NGINX_LISTEN": "127.0.0.1:7221", "TLS_LISTEN": "127.0.0.1:8443", "SERVER_NAME": "shop.example.com www.shop.example.com",
-        "CLIENT_MAX_BODY_SIZE": "20m", "TLS_CERT": "/etc/letsencrypt/live/shop.example.com/fullchain.pem",
-        "TLS_KEY": "/etc/letsencrypt/live/shop.example.com/privkey.pem", "TLS_REDIRECT": "false"}
+        "NGINX_LISTEN": "127.0.0.1:7221",
+        "TLS_LISTEN": "127.0.0.1:8443",
+        "SERVER_NAME": "shop.example.com www.shop.example.com",
+        "CLIENT_MAX_BODY_SIZE": "20m",
+        "TLS_CERT": "/etc/letsencrypt/live/shop.example.com/fullchain.pem",
+        "TLS_KEY": "/etc/letsencrypt/live/shop.example.com/privkey.pem",
+        "TLS_REDIRECT": "false",
+    }
     assert [e["args"] for e in old.extras] == [["/static/"]]
     assert old.extras_text() is not None and written_by_us(old.extras_text())
-    assert len(old.dropped) == 1 and "gzip on" in old.dropped[0] and "no place for it" in old.dropped[0]
+    assert (
+        len(old.dropped) == 1
+        and "gzip on" in old.dropped[0]
+        and "no place for it" in old.dropped[0]
+    )
 
 
 def test_certbots_redirect_server_is_tls_redirect(load) -> None:
@@ -268,28 +384,46 @@ server {
     return 404; # managed by Certbot
 }
 """
-    old = oldsite.read(load(), OLD_SITE.split("server {\n    listen 127.0.0.1:8443")[0].replace("    gzip on;\n", "")
-                       + "server {\n    listen 127.0.0.1:8443" + OLD_SITE.split("listen 127.0.0.1:8443")[1] + redirect)
-    assert old.settings["TLS_REDIRECT"] == "true" and old.settings["NGINX_LISTEN"] == "127.0.0.1:7221,80"
+    old = oldsite.read(
+        load(),
+        OLD_SITE.split("server {\n    listen 127.0.0.1:8443")[0].replace("    gzip on;\n", "")
+        + "server {\n    listen 127.0.0.1:8443"
+        + OLD_SITE.split("listen 127.0.0.1:8443")[1]
+        + redirect,
+    )
+    assert (
+        old.settings["TLS_REDIRECT"] == "true"
+        and old.settings["NGINX_LISTEN"] == "127.0.0.1:7221,80"
+    )
     assert old.dropped == []
 
 
 def test_the_old_sites_values_are_defaults_a_set_key_wins(load) -> None:
     s = load({"SERVER_NAME": "mine.example.com"})
-    adopted = oldsite.apply(s, {"NGINX_LISTEN": "127.0.0.1:7221", "SERVER_NAME": "shop.example.com"}, "the old site")
-    assert adopted.nginx_listen == (Listen("127.0.0.1", 7221),) and adopted.origins["NGINX_LISTEN"] == "the old site"
+    adopted = oldsite.apply(
+        s, {"NGINX_LISTEN": "127.0.0.1:7221", "SERVER_NAME": "shop.example.com"}, "the old site"
+    )
+    assert (
+        adopted.nginx_listen == (Listen("127.0.0.1", 7221),)
+        and adopted.origins["NGINX_LISTEN"] == "the old site"
+    )
     assert adopted.server_name == "mine.example.com"
 
 
-def test_the_rendered_extras_pass_nginx_t_included_by_the_site(load, nginx_tester, tmp_path: Path) -> None:
+def test_the_rendered_extras_pass_nginx_t_included_by_the_site(
+    load, nginx_tester, tmp_path: Path
+) -> None:
     extras = oldsite.read(load(), OLD_SITE).extras_text()
     s = load({"NGINX_SITE": "/etc/nginx/sites-available/x"})
-    site = render_nginx_site(s).replace(f"include {s.nginx_extras[:-1]}[s];", f"include {tmp_path}/x.location[s];")
+    site = render_nginx_site(s).replace(
+        f"include {s.nginx_extras[:-1]}[s];", f"include {tmp_path}/x.location[s];"
+    )
     (tmp_path / "x.locations").write_text(extras or "")
     assert nginx_tester.check(site).ok
 
 
-# --- remote/reload_nginx.py against a private Nginx master -----------------------------------------------------
+# --- remote/reload_nginx.py against a private Nginx master
+# -----------------------------------------------------
 
 
 class PrivateNginx:
@@ -306,19 +440,51 @@ class PrivateNginx:
         self.site.write_text(f"server {{\n    listen {listen};\n    {marker}\n}}\n")
         p = self.prefix
         self.conf.write_text(
-            f"pid {p}/nginx.pid;\nerror_log {p}/error.log;\nworker_processes 2;\nevents {{}}\nhttp {{\n    access_log off;\n"
-            + "".join(f"    {k}_temp_path {p}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-            + f"    include {self.site};\n}}\n")
+            f"pid {p}/nginx.pid;\nerror_log {p}/error.log;\nworker_processes 2;\nevents {{}}\nhttp"
+            " {\n    access_log off;\n"
+            + "".join(
+                f"    {k}_temp_path {p}/{k};\n"
+                for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            )
+            + f"    include {self.site};\n}}\n"
+        )
 
     def cmd(self, *args: str) -> list[str]:
         assert NGINX
-        return [NGINX, "-p", str(self.prefix), "-e", str(self.prefix / "error.log"), "-c", str(self.conf), *args]
+        return [
+            NGINX,
+            "-p",
+            str(self.prefix),
+            "-e",
+            str(self.prefix / "error.log"),
+            "-c",
+            str(self.conf),
+            *args,
+        ]
 
     def reload(self, expect: str | None, wait: int = 5) -> tuple[int, dict]:
-        marker = {"url": f"http://127.0.0.1:{self.port}/.signalcraft-deploy-site", "host": None, "expect": expect} if expect else None
-        spec = {"cmd": " ".join(self.cmd("-s", "reload")), "wait": wait, "marker": marker, "conf": str(self.conf)}
-        done = subprocess.run([sys.executable, "-I", "-", json.dumps(spec)], input=remote.program("reload_nginx"),
-                              capture_output=True, text=True, timeout=60)
+        marker = (
+            {
+                "url": f"http://127.0.0.1:{self.port}/.signalcraft-deploy-site",
+                "host": None,
+                "expect": expect,
+            }
+            if expect
+            else None
+        )
+        spec = {
+            "cmd": " ".join(self.cmd("-s", "reload")),
+            "wait": wait,
+            "marker": marker,
+            "conf": str(self.conf),
+        }
+        done = subprocess.run(
+            [sys.executable, "-I", "-", json.dumps(spec)],
+            input=remote.program("reload_nginx"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
 
     def stop(self) -> None:
@@ -342,14 +508,20 @@ def private_nginx(tmp_path: Path):
         n.stop()
 
 
-def test_reload_that_takes_is_proven_by_new_workers_and_the_marker(private_nginx: PrivateNginx) -> None:
+def test_reload_that_takes_is_proven_by_new_workers_and_the_marker(
+    private_nginx: PrivateNginx,
+) -> None:
     n = private_nginx
     n.write(f"127.0.0.1:{n.port}", "bbbbbbbbbbbbbbbb")
     started = time.monotonic()
     code, verdict = n.reload("bbbbbbbbbbbbbbbb")
     assert (code, verdict["ok"], verdict["why"]) == (0, True, "")
-    assert len(verdict["new"]) == 2 and verdict["master"] == int((n.prefix / "nginx.pid").read_text())
-    assert time.monotonic() - started < 3  # the host's other Nginx master and its workers are not waited for
+    assert len(verdict["new"]) == 2 and verdict["master"] == int(
+        (n.prefix / "nginx.pid").read_text()
+    )
+    assert (
+        time.monotonic() - started < 3
+    )  # the host's other Nginx master and its workers are not waited for
 
 
 def test_reload_whose_marker_is_not_answered_fails(private_nginx: PrivateNginx) -> None:
@@ -358,15 +530,20 @@ def test_reload_whose_marker_is_not_answered_fails(private_nginx: PrivateNginx) 
 
 
 def test_reload_that_cannot_bind_fails_quoting_nginx(private_nginx: PrivateNginx) -> None:
-    """The measured trap: `listen PORT` (every address) over `listen 127.0.0.1:PORT` the master holds."""
+    """The measured trap: `listen PORT` (every address) over `listen 127.0.0.1:PORT` the master
+    holds."""
     n = private_nginx
     n.write(str(n.port), "dddddddddddddddd")
-    assert subprocess.run(n.cmd("-t"), capture_output=True, timeout=30).returncode == 0  # nginx -t passes
+    assert (
+        subprocess.run(n.cmd("-t"), capture_output=True, timeout=30).returncode == 0
+    )  # nginx -t passes
     started = time.monotonic()
     code, verdict = n.reload("dddddddddddddddd")
     assert code == 65 and not verdict["ok"]
     assert f"bind() to 0.0.0.0:{n.port} failed (98: Address already in use)" in verdict["why"]
-    assert time.monotonic() - started < 4  # the [emerg] ends the wait once the master gives up (its bind retries: 2 s)
+    assert (
+        time.monotonic() - started < 4
+    )  # the [emerg] ends the wait once the master gives up (its bind retries: 2 s)
     # Nginx still serves the old configuration; putting it back makes reloads take again.
     n.write(f"127.0.0.1:{n.port}", "aaaaaaaaaaaaaaaa")
     assert n.reload("aaaaaaaaaaaaaaaa")[0] == 0
@@ -376,18 +553,29 @@ def test_reload_without_a_master_says_so(tmp_path: Path) -> None:
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"pid {tmp_path}/none.pid;\nevents {{}}\n")
     spec = {"cmd": "true", "wait": 1, "marker": None, "conf": str(conf)}
-    done = subprocess.run([sys.executable, "-I", "-", json.dumps(spec)], input=remote.program("reload_nginx"),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-I", "-", json.dumps(spec)],
+        input=remote.program("reload_nginx"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 66 and "no running Nginx master" in json.loads(done.stdout)["why"]
 
 
-# --- remote/tls_check.py -----------------------------------------------------------------------------------------
+# --- remote/tls_check.py
+# -----------------------------------------------------------------------------------------
 
 
 def tls_check(cert: Path, key: Path, names: list[str]) -> dict:
     spec = {"cert": str(cert), "key": str(key), "names": names}
-    done = subprocess.run([sys.executable, "-I", "-", json.dumps(spec)], input=remote.program("tls_check"),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-I", "-", json.dumps(spec)],
+        input=remote.program("tls_check"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(done.stdout)
 
 
@@ -414,7 +602,8 @@ def test_tls_check_wildcards_cover_one_label(tmp_path: Path) -> None:
     assert tls_check(cert, key, ["a.b.example.com"])["problems"] != []
 
 
-# --- host/nginx.reload_nginx: a reload that did not take is a failure quoting Nginx ---------------------------
+# --- host/nginx.reload_nginx: a reload that did not take is a failure quoting Nginx
+# ---------------------------
 
 
 def test_reload_nginx_raises_with_nginxs_reason_and_the_fix(load) -> None:
@@ -426,23 +615,43 @@ def test_reload_nginx_raises_with_nginxs_reason_and_the_fix(load) -> None:
     from signalcraft_deploy.host.nginx import reload_nginx
 
     why = "[emerg] 22416#22416: bind() to 0.0.0.0:7221 failed (98: Address already in use)"
-    c = mock_host(run={re_.compile(".*nginx -s reload"): Result(stdout=json.dumps({"ok": False, "why": why}) + "\n", exited=65)},
-                    repeat=True)
+    c = mock_host(
+        run={
+            re_.compile(".*nginx -s reload"): Result(
+                stdout=json.dumps({"ok": False, "why": why}) + "\n", exited=65
+            )
+        },
+        repeat=True,
+    )
     s = load()
     with pytest.raises(Exit) as err:
         reload_nginx(c, s, render_nginx_site(s))
     message = str(err.value.message)
     assert "Nginx's reload did not take" in message and why in message and "NGINX_LISTEN" in message
-    ok = mock_host(run={re_.compile(".*nginx -s reload"): Result(stdout='{"ok": true, "why": "", "master": 7, "seconds": 0.1}\n')},
-                     repeat=True)
+    ok = mock_host(
+        run={
+            re_.compile(".*nginx -s reload"): Result(
+                stdout='{"ok": true, "why": "", "master": 7, "seconds": 0.1}\n'
+            )
+        },
+        repeat=True,
+    )
     assert reload_nginx(ok, s)["master"] == 7
 
 
 def test_the_marker_is_asked_on_the_first_listener_with_the_sites_name(load) -> None:
     from signalcraft_deploy.host.nginx import marker_spec
 
-    s = load({"NGINX_LISTEN": "127.0.0.1:8080,[::1]:8080", "SERVER_NAME": "shop.example.com www.example.com"})
+    s = load(
+        {
+            "NGINX_LISTEN": "127.0.0.1:8080,[::1]:8080",
+            "SERVER_NAME": "shop.example.com www.example.com",
+        }
+    )
     site = render_nginx_site(s)
-    assert marker_spec(s, site) == {"url": "http://127.0.0.1:8080/.signalcraft-deploy-site", "host": "shop.example.com",
-                                    "expect": site_id(site)}
+    assert marker_spec(s, site) == {
+        "url": "http://127.0.0.1:8080/.signalcraft-deploy-site",
+        "host": "shop.example.com",
+        "expect": site_id(site),
+    }
     assert marker_spec(s, "server { listen 80; }\n") is None  # a site not ours: no id to ask for

@@ -1,9 +1,11 @@
-"""Root renders the Nginx site itself (remote/nginx_site.py) from a JSON description the deploy user sends.
+"""Root renders the Nginx site itself (remote/nginx_site.py) from a JSON description the deploy user
+sends.
 
-`check` is what stands between a deploy user and a file Nginx's master (root) reads: every field must be one the tool
-itself could have produced. `render` builds the text from its own fixed shape, so whatever passes `check` gives a site
-of a fixed set of directives whose every argument is either a constant of the shape or a field that `check` allowed.
-The client renders through the same two functions (core.render.render_nginx_site), byte for byte.
+`check` is what stands between a deploy user and a file Nginx's master (root) reads: every field
+must be one the tool itself could have produced. `render` builds the text from its own fixed shape,
+so whatever passes `check` gives a site of a fixed set of directives whose every argument is either
+a constant of the shape or a field that `check` allowed. The client renders through the same two
+functions (core.render.render_nginx_site), byte for byte.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from hypothesis import strategies as st
 from signalcraft_deploy.core import render as core_render
 from signalcraft_deploy.core.settings import SettingsError
 from signalcraft_deploy.remote import nginx_site
-from signalcraft_deploy.remote.nginx_site import BadSite, check, extras_path, render, routes_regex, upstream_for
+from signalcraft_deploy.remote.nginx_site import (
+    BadSite,
+    check,
+    extras_path,
+    render,
+    routes_regex,
+    upstream_for,
+)
 
 GOOD: dict[str, Any] = {
     "site": "/etc/nginx/sites-available/shop",
@@ -36,8 +45,11 @@ GOOD: dict[str, Any] = {
     "python": "127.0.0.1:8001",
     "node": "127.0.0.1:3000",
     "body_size": "10m",
-    "tls": {"cert": "/etc/letsencrypt/live/shop/fullchain.pem", "key": "/etc/letsencrypt/live/shop/privkey.pem",
-            "redirect": False},
+    "tls": {
+        "cert": "/etc/letsencrypt/live/shop/fullchain.pem",
+        "key": "/etc/letsencrypt/live/shop/privkey.pem",
+        "redirect": False,
+    },
 }
 
 
@@ -57,15 +69,19 @@ def refused(d: Any) -> None:
 
 def test_a_description_the_tool_makes_passes_unchanged() -> None:
     assert check(desc()) == GOOD
-    assert check(desc(tls=None, body_size="", server_name="_", site="/etc/nginx/conf.d/shop.conf")) is not None
+    assert (
+        check(desc(tls=None, body_size="", server_name="_", site="/etc/nginx/conf.d/shop.conf"))
+        is not None
+    )
     assert GOOD["upstream"] == "shop_" + hashlib.sha256(GOOD["site"].encode()).hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- check: everything outside the tool's own values
+# ----------------------------------------------------------------------------- check: everything
+# outside the tool's own values
 
 
-# What would let a field break out of its directive: a comment, a variable, the end of a directive, a block, a space
-# (another argument), a line, quotes (a string Nginx unquotes), an escape, a NUL.
+# What would let a field break out of its directive: a comment, a variable, the end of a directive,
+# a block, a space (another argument), a line, quotes (a string Nginx unquotes), an escape, a NUL.
 BREAKOUT = ["#", "$", ";", "{", "}", " ", "\n", "\r", "\t", '"', "'", "\\", "\0", "*", "(", "|"]
 FIELDS = {  # a key, how to put a value in it
     "site": lambda v: {"site": v},
@@ -80,9 +96,19 @@ FIELDS = {  # a key, how to put a value in it
     "tls.cert": lambda v: {"tls": {**GOOD["tls"], "cert": v}},
     "tls.key": lambda v: {"tls": {**GOOD["tls"], "key": v}},
 }
-GOOD_VALUE = {"site": GOOD["site"], "upstream": GOOD["upstream"], "server_name": "shop.example.com", "body_size": "10m",
-              "python": "127.0.0.1:8001", "node": "127.0.0.1:3000", "listen": "8080", "tls_listen": "8443",
-              "routes": "api/v2", "tls.cert": GOOD["tls"]["cert"], "tls.key": GOOD["tls"]["key"]}
+GOOD_VALUE = {
+    "site": GOOD["site"],
+    "upstream": GOOD["upstream"],
+    "server_name": "shop.example.com",
+    "body_size": "10m",
+    "python": "127.0.0.1:8001",
+    "node": "127.0.0.1:3000",
+    "listen": "8080",
+    "tls_listen": "8443",
+    "routes": "api/v2",
+    "tls.cert": GOOD["tls"]["cert"],
+    "tls.key": GOOD["tls"]["key"],
+}
 
 
 @pytest.mark.parametrize("field", sorted(FIELDS))
@@ -92,87 +118,215 @@ def test_the_good_values_used_below_pass(field: str) -> None:
 
 @pytest.mark.parametrize("char", BREAKOUT, ids=repr)
 @pytest.mark.parametrize("field", sorted(FIELDS))
-def test_a_character_that_could_break_out_of_a_directive_is_refused_in_every_field(field: str, char: str) -> None:
+def test_a_character_that_could_break_out_of_a_directive_is_refused_in_every_field(
+    field: str, char: str
+) -> None:
     value = GOOD_VALUE[field]
     middle = len(value) // 2
     variants = [char + value, value + char]
-    if not (field == "server_name" and char == " "):  # one space between two names is what server_name is
+    if not (
+        field == "server_name" and char == " "
+    ):  # one space between two names is what server_name is
         variants.append(value[:middle] + char + value[middle:])
     for bad in variants:
         refused(desc(**FIELDS[field](bad)))
 
 
-@pytest.mark.parametrize("value", [
-    "/tmp/cert.pem", "/home/deploy/key.pem", "/root/key.pem", "/var/lib/signalcraft-deploy/x", "/proc/self/environ",
-    "engine:pkcs11:id_01", "data:-----BEGIN PRIVATE KEY-----", "data:/etc/ssl/x.pem", "etc/ssl/x.pem", "./etc/ssl/x.pem",
-    "/etc/letsencrypt/../shadow", "/etc/ssl/../shadow", "/etc/nginx/../../home/deploy/key.pem", "/etc/ssl/./x.pem",
-    "/etc/ssl//x.pem", "/etc/ssl/x.pem/", "/etc/ssl/", "/etc/ssl", "/etc/sslx/cert.pem", "/etc/letsencryptx/k.pem",
-    "/etc/nginxfoo/k.pem", "//etc/ssl/x.pem", "", "/etc/ssl/x.pem\n", "/etc/ssl/x pem", "/etc/ssl/$x.pem", "/etc/ssl/x;.pem",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/tmp/cert.pem",
+        "/home/deploy/key.pem",
+        "/root/key.pem",
+        "/var/lib/signalcraft-deploy/x",
+        "/proc/self/environ",
+        "engine:pkcs11:id_01",
+        "data:-----BEGIN PRIVATE KEY-----",
+        "data:/etc/ssl/x.pem",
+        "etc/ssl/x.pem",
+        "./etc/ssl/x.pem",
+        "/etc/letsencrypt/../shadow",
+        "/etc/ssl/../shadow",
+        "/etc/nginx/../../home/deploy/key.pem",
+        "/etc/ssl/./x.pem",
+        "/etc/ssl//x.pem",
+        "/etc/ssl/x.pem/",
+        "/etc/ssl/",
+        "/etc/ssl",
+        "/etc/sslx/cert.pem",
+        "/etc/letsencryptx/k.pem",
+        "/etc/nginxfoo/k.pem",
+        "//etc/ssl/x.pem",
+        "",
+        "/etc/ssl/x.pem\n",
+        "/etc/ssl/x pem",
+        "/etc/ssl/$x.pem",
+        "/etc/ssl/x;.pem",
+    ],
+)
 def test_tls_files_outside_roots_folders_or_not_plain_paths_are_refused(value: str) -> None:
     for key in ("cert", "key"):
         refused(desc(tls={**GOOD["tls"], key: value}))
 
 
-@pytest.mark.parametrize("value", ["/etc/letsencrypt/live/a.b/fullchain.pem", "/etc/ssl/certs/ssl-cert-snakeoil.pem",
-                                   "/etc/ssl/private/ssl-cert-snakeoil.key", "/etc/nginx/tls/shop@2024.crt"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/etc/letsencrypt/live/a.b/fullchain.pem",
+        "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+        "/etc/ssl/private/ssl-cert-snakeoil.key",
+        "/etc/nginx/tls/shop@2024.crt",
+    ],
+)
 def test_tls_files_in_roots_folders_are_accepted(value: str) -> None:
     assert check(desc(tls={**GOOD["tls"], "cert": value}))
 
 
-@pytest.mark.parametrize("value", ["10.0.0.1:8001", "[2001:db8::1]:8001", "127.0.0.1:8001", "localhost:8001"])
+@pytest.mark.parametrize(
+    "value", ["10.0.0.1:8001", "[2001:db8::1]:8001", "127.0.0.1:8001", "localhost:8001"]
+)
 def test_an_upstream_may_be_any_address_and_port_nginxs_workers_connect_to(value: str) -> None:
-    """ALLOW_PUBLIC_BIND lets Gunicorn listen elsewhere; Nginx's workers (not root) connect there."""
+    """ALLOW_PUBLIC_BIND lets Gunicorn listen elsewhere; Nginx's workers (not root) connect
+    there."""
     assert check(desc(python=value, node=value))
 
 
-@pytest.mark.parametrize("value", [
-    "unix:/tmp/gunicorn.sock", "unix:/run/x", "127.0.0.1", "localhost", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:99999", "http://127.0.0.1:8001",
-    "127.0.0.1:8001/x", "127.0.0.1:80 backup", "", "127.0.0.1:", ":8001",
-    # a DNS name: root's Nginx would resolve it on every test, reload and start
-    "example.com:8001", "evil.attacker.example:80", "localhost.attacker.example:8001", "metadata.google.internal:80",
-    "shop:8001", "LOCALHOST:8001", "localhost.:8001", "127.0.0.1.nip.io:8001", "0x7f.1:8001",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "unix:/tmp/gunicorn.sock",
+        "unix:/run/x",
+        "127.0.0.1",
+        "localhost",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:99999",
+        "http://127.0.0.1:8001",
+        "127.0.0.1:8001/x",
+        "127.0.0.1:80 backup",
+        "",
+        "127.0.0.1:",
+        ":8001",
+        # a DNS name: root's Nginx would resolve it on every test, reload and start
+        "example.com:8001",
+        "evil.attacker.example:80",
+        "localhost.attacker.example:8001",
+        "metadata.google.internal:80",
+        "shop:8001",
+        "LOCALHOST:8001",
+        "localhost.:8001",
+        "127.0.0.1.nip.io:8001",
+        "0x7f.1:8001",
+    ],
+)
 def test_an_upstream_that_is_not_a_plain_host_and_port_is_refused(value: str) -> None:
     refused(desc(python=value))
     refused(desc(node=value))
 
 
-@pytest.mark.parametrize("value", ["127.0.0.1:8001", "127.1.2.3:1", "localhost:65535", "[::1]:8001"])
+@pytest.mark.parametrize(
+    "value", ["127.0.0.1:8001", "127.1.2.3:1", "localhost:65535", "[::1]:8001"]
+)
 def test_loopback_upstreams_are_accepted(value: str) -> None:
     assert check(desc(python=value, node=value))
 
 
-@pytest.mark.parametrize("value", ["0", "65536", "99999", "80 default_server", "80 ssl", "unix:/tmp/s", "example.com:80",
-                                   "localhost:80", "[::]", "[::]:0", "*", "*:", "1.2.3.4", "80,81", "-80", "+80", ""])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0",
+        "65536",
+        "99999",
+        "80 default_server",
+        "80 ssl",
+        "unix:/tmp/s",
+        "example.com:80",
+        "localhost:80",
+        "[::]",
+        "[::]:0",
+        "*",
+        "*:",
+        "1.2.3.4",
+        "80,81",
+        "-80",
+        "+80",
+        "",
+    ],
+)
 def test_listen_addresses_the_settings_never_make_are_refused(value: str) -> None:
     refused(desc(listen=[value]))
     refused(desc(tls_listen=[value]))
 
 
-@pytest.mark.parametrize("value", ["/api", "api/", "api//v1", "..", "api/../x", "../x", "api/..", "", "api?x", "a+b",
-                                   "api.*", "(api)", "api|admin", "api)|(.*", "[a-z]", "^api"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/api",
+        "api/",
+        "api//v1",
+        "..",
+        "api/../x",
+        "../x",
+        "api/..",
+        "",
+        "api?x",
+        "a+b",
+        "api.*",
+        "(api)",
+        "api|admin",
+        "api)|(.*",
+        "[a-z]",
+        "^api",
+    ],
+)
 def test_routes_that_are_not_plain_prefixes_are_refused(value: str) -> None:
     refused(desc(routes=[value]))
 
 
-@pytest.mark.parametrize("value", ["", " ", "_ shop.example.com", "shop.example.com  www.example.com", " shop.example.com",
-                                   "shop.example.com ", "~^(?<x>.+)$", "-shop.example.com", "shop..example.com", "*",
-                                   "*.*.example.com", "shop_.example.com", "a" * 64 + ".com"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        " ",
+        "_ shop.example.com",
+        "shop.example.com  www.example.com",
+        " shop.example.com",
+        "shop.example.com ",
+        "~^(?<x>.+)$",
+        "-shop.example.com",
+        "shop..example.com",
+        "*",
+        "*.*.example.com",
+        "shop_.example.com",
+        "a" * 64 + ".com",
+    ],
+)
 def test_server_names_that_are_not_plain_host_names_are_refused(value: str) -> None:
     refused(desc(server_name=value))
 
 
-@pytest.mark.parametrize("value", ["*.com", "*.com.", "*.COM", "*.org", "shop.example.com *.net", "*.localhost"])
+@pytest.mark.parametrize(
+    "value", ["*.com", "*.com.", "*.COM", "*.org", "shop.example.com *.net", "*.localhost"]
+)
 def test_a_leading_wildcard_over_a_whole_top_level_domain_is_refused(value: str) -> None:
-    """`*.com` would match every name under .com: another user's names too, before any claim is read."""
+    """`*.com` would match every name under .com: another user's names too, before any claim is
+    read."""
     with pytest.raises(BadSite, match="a wildcard over a whole top-level domain"):
         check(desc(server_name=value))
     refused(desc(server_name=value))
 
 
-@pytest.mark.parametrize("value", ["*.example.com", "*.example.com.", "*.shop.example.com", "example.*", "com",
-                                   "shop.example.com *.example.org"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "*.example.com",
+        "*.example.com.",
+        "*.shop.example.com",
+        "example.*",
+        "com",
+        "shop.example.com *.example.org",
+    ],
+)
 def test_a_wildcard_under_a_domain_or_over_its_ending_is_accepted(value: str) -> None:
     assert check(desc(server_name=value))["server_name"] == value
 
@@ -189,21 +343,42 @@ def test_no_accepted_leading_wildcard_covers_a_whole_top_level_domain(name: str)
 
 
 def test_upstream_names_carry_16_hex_digits_of_the_sites_path() -> None:
-    for site in ("/etc/nginx/sites-available/shop", "/etc/nginx/conf.d/shop.conf", "/etc/nginx/sites-available/1shop"):
+    for site in (
+        "/etc/nginx/sites-available/shop",
+        "/etc/nginx/conf.d/shop.conf",
+        "/etc/nginx/sites-available/1shop",
+    ):
         stem, digest = upstream_for(site).rsplit("_", 1)
         assert digest == hashlib.sha256(site.encode()).hexdigest()[:16] and stem[:1].isalpha()
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("upstream", "Shop"), ("upstream", "shop-x"), ("upstream", "1shop"), ("upstream", "a" * 41), ("upstream", ""),
-    ("upstream", "shop"),  # the stem the old checks accepted: not the site's own any more
-    ("body_size", "10mb"), ("body_size", "1T"), ("body_size", "-1"), ("body_size", "1e9"), ("body_size", "1234567890"),
-    ("site", "/etc/nginx/nginx.conf"), ("site", "/etc/nginx/sites-enabled/shop"), ("site", "/etc/nginx/sites-available/default"),
-    ("site", "/etc/nginx/sites-available/../nginx.conf"), ("site", "/etc/nginx/sites-available/shop.locations"),
-    ("site", "/etc/nginx/sites-available/shop.signalcraft-prev"), ("site", "/etc/nginx/conf.d/shop"),
-    ("site", "/etc/nginx/sites-available/.shop"), ("site", "/etc/nginx/sites-available/sub/shop"), ("site", "/tmp/shop"),
-    ("site", "/etc/cron.d/shop"),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("upstream", "Shop"),
+        ("upstream", "shop-x"),
+        ("upstream", "1shop"),
+        ("upstream", "a" * 41),
+        ("upstream", ""),
+        ("upstream", "shop"),  # the stem the old checks accepted: not the site's own any more
+        ("body_size", "10mb"),
+        ("body_size", "1T"),
+        ("body_size", "-1"),
+        ("body_size", "1e9"),
+        ("body_size", "1234567890"),
+        ("site", "/etc/nginx/nginx.conf"),
+        ("site", "/etc/nginx/sites-enabled/shop"),
+        ("site", "/etc/nginx/sites-available/default"),
+        ("site", "/etc/nginx/sites-available/../nginx.conf"),
+        ("site", "/etc/nginx/sites-available/shop.locations"),
+        ("site", "/etc/nginx/sites-available/shop.signalcraft-prev"),
+        ("site", "/etc/nginx/conf.d/shop"),
+        ("site", "/etc/nginx/sites-available/.shop"),
+        ("site", "/etc/nginx/sites-available/sub/shop"),
+        ("site", "/tmp/shop"),
+        ("site", "/etc/cron.d/shop"),
+    ],
+)
 def test_other_values_of_the_plain_fields_are_refused(key: str, value: str) -> None:
     refused(desc(**{key: value}))
 
@@ -228,15 +403,41 @@ def test_a_tls_without_one_of_its_keys_is_refused(key: str) -> None:
     refused(desc(tls=tls))
 
 
-@pytest.mark.parametrize("changes", [
-    {"site": None}, {"site": ["/etc/nginx/sites-available/shop"]}, {"upstream": 1}, {"listen": "80"}, {"listen": [80]},
-    {"listen": []}, {"listen": ["80"] * 17}, {"listen": None}, {"tls_listen": 443}, {"tls_listen": []},
-    {"server_name": ["_"]}, {"server_name": None}, {"routes": "api"}, {"routes": []}, {"routes": [["api"]]},
-    {"routes": ["r"] * 101}, {"python": 8001}, {"python": ["127.0.0.1:8001"]}, {"node": None}, {"body_size": None},
-    {"body_size": 10}, {"body_size": False}, {"tls": "yes"}, {"tls": True}, {"tls": {}}, {"tls": []},
-    {"tls": {**GOOD["tls"], "redirect": "true"}}, {"tls": {**GOOD["tls"], "redirect": 1}},
-    {"tls": {**GOOD["tls"], "cert": None}}, {"tls": {**GOOD["tls"], "key": ["/etc/ssl/k.pem"]}},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"site": None},
+        {"site": ["/etc/nginx/sites-available/shop"]},
+        {"upstream": 1},
+        {"listen": "80"},
+        {"listen": [80]},
+        {"listen": []},
+        {"listen": ["80"] * 17},
+        {"listen": None},
+        {"tls_listen": 443},
+        {"tls_listen": []},
+        {"server_name": ["_"]},
+        {"server_name": None},
+        {"routes": "api"},
+        {"routes": []},
+        {"routes": [["api"]]},
+        {"routes": ["r"] * 101},
+        {"python": 8001},
+        {"python": ["127.0.0.1:8001"]},
+        {"node": None},
+        {"body_size": None},
+        {"body_size": 10},
+        {"body_size": False},
+        {"tls": "yes"},
+        {"tls": True},
+        {"tls": {}},
+        {"tls": []},
+        {"tls": {**GOOD["tls"], "redirect": "true"}},
+        {"tls": {**GOOD["tls"], "redirect": 1}},
+        {"tls": {**GOOD["tls"], "cert": None}},
+        {"tls": {**GOOD["tls"], "key": ["/etc/ssl/k.pem"]}},
+    ],
+)
 def test_wrong_types_are_refused(changes: dict[str, Any]) -> None:
     refused(desc(**changes))
 
@@ -246,28 +447,50 @@ def test_a_description_that_is_not_an_object_is_refused(value: Any) -> None:
     refused(value)
 
 
-# ----------------------------------------------------------------------------- render: a fixed shape
+# ----------------------------------------------------------------------------- render: a fixed
+# shape
 
 
 FIXED = {  # (the block a directive is in, the directive): what the shape holds
-    ("", "upstream"), ("", "server"), ("", "map"),
+    ("", "upstream"),
+    ("", "server"),
+    ("", "map"),
     ("upstream", "server"),
-    ("map", "default"), ("map", ""),
-    ("server", "listen"), ("server", "server_name"), ("server", "client_max_body_size"), ("server", "location"),
-    ("server", "include"), ("server", "ssl_certificate"), ("server", "ssl_certificate_key"), ("server", "ssl_protocols"),
-    ("server", "ssl_prefer_server_ciphers"), ("server", "ssl_session_timeout"), ("server", "ssl_session_tickets"),
-    ("location", "default_type"), ("location", "return"), ("location", "proxy_pass"), ("location", "proxy_set_header"),
+    ("map", "default"),
+    ("map", ""),
+    ("server", "listen"),
+    ("server", "server_name"),
+    ("server", "client_max_body_size"),
+    ("server", "location"),
+    ("server", "include"),
+    ("server", "ssl_certificate"),
+    ("server", "ssl_certificate_key"),
+    ("server", "ssl_protocols"),
+    ("server", "ssl_prefer_server_ciphers"),
+    ("server", "ssl_session_timeout"),
+    ("server", "ssl_session_tickets"),
+    ("location", "default_type"),
+    ("location", "return"),
+    ("location", "proxy_pass"),
+    ("location", "proxy_set_header"),
     ("location", "proxy_http_version"),
 }
 
 
 def parsed(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(the block it is in, directive, args) of every directive of `text`, as Nginx's own grammar (crossplane) reads it."""
+    """(the block it is in, directive, args) of every directive of `text`, as Nginx's own grammar
+    (crossplane) reads it."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder, "site")
         path.write_text(text)
-        result = crossplane.parse(str(path), single=True, catch_errors=False, check_ctx=False, check_args=False,
-                                  comments=False)
+        result = crossplane.parse(
+            str(path),
+            single=True,
+            catch_errors=False,
+            check_ctx=False,
+            check_args=False,
+            comments=False,
+        )
     assert result["status"] == "ok", result["errors"]
     out: list[tuple[str, str, tuple[str, ...]]] = []
 
@@ -281,34 +504,52 @@ def parsed(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
 
 
 def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[str, ...]]]:
-    """Every argument list each directive may have: the shape's constants, or a field of the (checked) description."""
+    """Every argument list each directive may have: the shape's constants, or a field of the
+    (checked) description."""
     up, tls = d["upstream"], d["tls"]
     default = ("default_server",) if d["server_name"] == "_" else ()
     listens = {(a, *default) for a in d["listen"]}
     if tls:
         listens |= {(a, "ssl", *default) for a in d["tls_listen"]}
-    headers = {("Host", f"${up}_host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
-               ("X-Forwarded-Proto", "$scheme"), ("Upgrade", "$http_upgrade"), ("Connection", f"${up}_conn")}
+    headers = {
+        ("Host", f"${up}_host"),
+        ("X-Real-IP", "$remote_addr"),
+        ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+        ("X-Forwarded-Proto", "$scheme"),
+        ("Upgrade", "$http_upgrade"),
+        ("Connection", f"${up}_conn"),
+    }
     returns = {("200", site_id + "\\n")}
     if tls and tls["redirect"]:
         port = int(d["tls_listen"][0].rsplit(":", 1)[-1])  # as Nginx reads it: 00443 is 443
         returns.add(("301", f"https://$host{'' if port == 443 else f':{port}'}$request_uri"))
     return {
-        ("", "upstream"): {(f"{up}_python",), (f"{up}_nodejs",)}, ("", "server"): {()},
+        ("", "upstream"): {(f"{up}_python",), (f"{up}_nodejs",)},
+        ("", "server"): {()},
         ("", "map"): {("$http_upgrade", f"${up}_conn"), ("$http_host", f"${up}_host")},
         ("upstream", "server"): {(d["python"],), (d["node"],)},
-        ("map", "default"): {("upgrade",), ("$http_host",)}, ("map", ""): {("close",), ("$host",)},
-        ("server", "listen"): listens, ("server", "server_name"): {tuple(d["server_name"].split(" "))},
+        ("map", "default"): {("upgrade",), ("$http_host",)},
+        ("map", ""): {("close",), ("$host",)},
+        ("server", "listen"): listens,
+        ("server", "server_name"): {tuple(d["server_name"].split(" "))},
         ("server", "client_max_body_size"): {(d["body_size"],)} if d["body_size"] else set(),
-        ("server", "location"): {("=", "/.signalcraft-deploy-site"), ("~", f"^/({routes_regex(d['routes'])})(/|$)"), ("/",)},
+        ("server", "location"): {
+            ("=", "/.signalcraft-deploy-site"),
+            ("~", f"^/({routes_regex(d['routes'])})(/|$)"),
+            ("/",),
+        },
         ("server", "include"): {(extras_path(d["site"])[:-1] + "[s]",)},
         ("server", "ssl_certificate"): {(tls["cert"],)} if tls else set(),
         ("server", "ssl_certificate_key"): {(tls["key"],)} if tls else set(),
-        ("server", "ssl_protocols"): {("TLSv1.2", "TLSv1.3")}, ("server", "ssl_prefer_server_ciphers"): {("off",)},
-        ("server", "ssl_session_timeout"): {("1d",)}, ("server", "ssl_session_tickets"): {("off",)},
-        ("location", "default_type"): {("text/plain",)}, ("location", "return"): returns,
+        ("server", "ssl_protocols"): {("TLSv1.2", "TLSv1.3")},
+        ("server", "ssl_prefer_server_ciphers"): {("off",)},
+        ("server", "ssl_session_timeout"): {("1d",)},
+        ("server", "ssl_session_tickets"): {("off",)},
+        ("location", "default_type"): {("text/plain",)},
+        ("location", "return"): returns,
         ("location", "proxy_pass"): {(f"http://{up}_python",), (f"http://{up}_nodejs",)},
-        ("location", "proxy_set_header"): headers, ("location", "proxy_http_version"): {("1.1",)},
+        ("location", "proxy_set_header"): headers,
+        ("location", "proxy_http_version"): {("1.1",)},
     }
 
 
@@ -322,9 +563,14 @@ def assert_fixed_shape(d: dict[str, Any]) -> str:
     for parent, directive, args in found:
         assert args in shape[(parent, directive)], (parent, directive, args)
     # and what the description asks for is there: its upstreams, its names, its listens
-    assert ("upstream", "server", (d["python"],)) in found and ("upstream", "server", (d["node"],)) in found
-    assert {args[0] for parent, directive, args in found if directive == "listen"} == \
-        set(d["listen"]) | (set(d["tls_listen"]) if d["tls"] else set())
+    assert ("upstream", "server", (d["python"],)) in found and (
+        "upstream",
+        "server",
+        (d["node"],),
+    ) in found
+    assert {args[0] for parent, directive, args in found if directive == "listen"} == set(
+        d["listen"]
+    ) | (set(d["tls_listen"]) if d["tls"] else set())
     assert text.startswith(nginx_site.SITE_HEADER)
     return text
 
@@ -333,35 +579,62 @@ CASES = {
     "tls": desc(),
     "tls-redirect": desc(tls={**GOOD["tls"], "redirect": True}, tls_listen=["8443", "[::]:8443"]),
     "tls-redirect-443": desc(tls={**GOOD["tls"], "redirect": True}),
-    "plain-default": desc(tls=None, server_name="_", body_size="", listen=["80", "[::]:80", "127.0.0.1:8080", "*:81"]),
-    "conf.d": desc(site="/etc/nginx/conf.d/shop.conf", routes=["api.v1", "a-b/c_d~e"],
-                   python="[::1]:9000", node="localhost:9001", body_size="512K"),
+    "plain-default": desc(
+        tls=None, server_name="_", body_size="", listen=["80", "[::]:80", "127.0.0.1:8080", "*:81"]
+    ),
+    "conf.d": desc(
+        site="/etc/nginx/conf.d/shop.conf",
+        routes=["api.v1", "a-b/c_d~e"],
+        python="[::1]:9000",
+        node="localhost:9001",
+        body_size="512K",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_a_rendered_site_has_only_the_shapes_directives_and_the_descriptions_values(name: str) -> None:
+def test_a_rendered_site_has_only_the_shapes_directives_and_the_descriptions_values(
+    name: str,
+) -> None:
     assert_fixed_shape(CASES[name])
 
 
 def _descriptions() -> st.SearchStrategy[dict[str, Any]]:
     """Any description `check` accepts (drawn from its own patterns, then checked)."""
+
     def rx(pattern: Any) -> st.SearchStrategy[str]:
         return st.from_regex(pattern, fullmatch=True)
 
     listen = rx(nginx_site.LISTEN)
-    site = st.one_of(rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/sites-available/{n}"),
-                     rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/conf.d/{n}.conf"))
+    site = st.one_of(
+        rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/sites-available/{n}"),
+        rx(nginx_site.SITE_NAME).map(lambda n: f"/etc/nginx/conf.d/{n}.conf"),
+    )
     site = st.shared(site, key="site")
-    tls_file = st.tuples(st.sampled_from(nginx_site.TLS_FOLDERS), rx(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,20}")).map("".join)
-    tls = st.one_of(st.none(), st.fixed_dictionaries({"cert": tls_file, "key": tls_file, "redirect": st.booleans()}))
-    names = st.one_of(st.just("_"), st.lists(rx(nginx_site.HOST_NAME), min_size=1, max_size=3).map(" ".join))
-    raw = st.fixed_dictionaries({
-        "site": site, "upstream": site.map(upstream_for), "listen": st.lists(listen, min_size=1, max_size=3),
-        "tls_listen": st.lists(listen, min_size=1, max_size=2), "server_name": names,
-        "routes": st.lists(rx(nginx_site.ROUTE), min_size=1, max_size=3), "python": rx(nginx_site.UPSTREAM_ADDRESS),
-        "node": rx(nginx_site.UPSTREAM_ADDRESS), "body_size": st.one_of(st.just(""), rx(nginx_site.BODY_SIZE)), "tls": tls,
-    })
+    tls_file = st.tuples(
+        st.sampled_from(nginx_site.TLS_FOLDERS), rx(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,20}")
+    ).map("".join)
+    tls = st.one_of(
+        st.none(),
+        st.fixed_dictionaries({"cert": tls_file, "key": tls_file, "redirect": st.booleans()}),
+    )
+    names = st.one_of(
+        st.just("_"), st.lists(rx(nginx_site.HOST_NAME), min_size=1, max_size=3).map(" ".join)
+    )
+    raw = st.fixed_dictionaries(
+        {
+            "site": site,
+            "upstream": site.map(upstream_for),
+            "listen": st.lists(listen, min_size=1, max_size=3),
+            "tls_listen": st.lists(listen, min_size=1, max_size=2),
+            "server_name": names,
+            "routes": st.lists(rx(nginx_site.ROUTE), min_size=1, max_size=3),
+            "python": rx(nginx_site.UPSTREAM_ADDRESS),
+            "node": rx(nginx_site.UPSTREAM_ADDRESS),
+            "body_size": st.one_of(st.just(""), rx(nginx_site.BODY_SIZE)),
+            "tls": tls,
+        }
+    )
 
     def passes(d: dict[str, Any]) -> bool:
         try:
@@ -373,7 +646,9 @@ def _descriptions() -> st.SearchStrategy[dict[str, Any]]:
     return raw.filter(passes)
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow]
+)
 @given(_descriptions())
 def test_every_description_check_accepts_renders_to_the_fixed_shape(d: dict[str, Any]) -> None:
     assert_fixed_shape(d)
@@ -381,14 +656,23 @@ def test_every_description_check_accepts_renders_to_the_fixed_shape(d: dict[str,
 
 def test_the_site_id_is_stable_and_changes_with_every_field() -> None:
     base = render(desc())
-    assert render(desc()) == base and core_render.site_id(base) == core_render.site_id(render(desc()))
+    assert render(desc()) == base and core_render.site_id(base) == core_render.site_id(
+        render(desc())
+    )
     # the id answered is a digest of the rest of the file
     site_id = core_render.site_id(base)
     assert base.count(f'return 200 "{site_id}\\n";') == 2  # both servers answer it
     variants = {
-        "site": "/etc/nginx/sites-available/shop2", "upstream": None, "listen": ["81", "[::]:80"], "tls_listen": ["8443"],
-        "server_name": "shop.example.com", "routes": ["api", "auth/v2"], "python": "127.0.0.1:8002", "node": "127.0.0.1:3001",
-        "body_size": "11m", "tls": None,
+        "site": "/etc/nginx/sites-available/shop2",
+        "upstream": None,
+        "listen": ["81", "[::]:80"],
+        "tls_listen": ["8443"],
+        "server_name": "shop.example.com",
+        "routes": ["api", "auth/v2"],
+        "python": "127.0.0.1:8002",
+        "node": "127.0.0.1:3001",
+        "body_size": "11m",
+        "tls": None,
     }
     assert sorted(variants) == sorted(nginx_site.KEYS)
     ids = {"base": site_id}
@@ -409,18 +693,35 @@ def test_the_site_id_is_not_a_site_of_ours_for_other_text() -> None:
     assert core_render.site_id("") is None
 
 
-# ----------------------------------------------------------------------------- the client renders through the same two functions
+# ----------------------------------------------------------------------------- the client renders
+# through the same two functions
 
 
 SETTINGS = {
     "defaults": {},
-    "tls": {"TLS_CERT": "/etc/letsencrypt/live/a/fullchain.pem", "TLS_KEY": "/etc/letsencrypt/live/a/privkey.pem"},
-    "tls-no-redirect": {"TLS_CERT": "/etc/ssl/certs/a.pem", "TLS_KEY": "/etc/ssl/private/a.key", "TLS_REDIRECT": "false",
-                        "TLS_LISTEN": "8443,[::]:8443"},
-    "listens": {"NGINX_LISTEN": "80,[::]:80,127.0.0.1:8080", "SERVER_NAME": "shop.example.com www.shop.example.com",
-                "CLIENT_MAX_BODY_SIZE": "10m"},
-    "conf.d": {"APP_NAME": "shop-front", "NGINX_SITE": "/etc/nginx/conf.d/shop.conf", "GUNICORN_BIND": "[::1]:9001",
-               "PY_ROUTES": "api,v1/x", "HEALTH_PY": "/api/health", "CLIENT_MAX_BODY_SIZE": "512k"},
+    "tls": {
+        "TLS_CERT": "/etc/letsencrypt/live/a/fullchain.pem",
+        "TLS_KEY": "/etc/letsencrypt/live/a/privkey.pem",
+    },
+    "tls-no-redirect": {
+        "TLS_CERT": "/etc/ssl/certs/a.pem",
+        "TLS_KEY": "/etc/ssl/private/a.key",
+        "TLS_REDIRECT": "false",
+        "TLS_LISTEN": "8443,[::]:8443",
+    },
+    "listens": {
+        "NGINX_LISTEN": "80,[::]:80,127.0.0.1:8080",
+        "SERVER_NAME": "shop.example.com www.shop.example.com",
+        "CLIENT_MAX_BODY_SIZE": "10m",
+    },
+    "conf.d": {
+        "APP_NAME": "shop-front",
+        "NGINX_SITE": "/etc/nginx/conf.d/shop.conf",
+        "GUNICORN_BIND": "[::1]:9001",
+        "PY_ROUTES": "api,v1/x",
+        "HEALTH_PY": "/api/health",
+        "CLIENT_MAX_BODY_SIZE": "512k",
+    },
 }
 
 
@@ -448,20 +749,38 @@ def test_a_tls_path_that_is_not_normalised_is_refused_by_its_key(load) -> None:
         load({"TLS_CERT": "/etc/ssl/./c.pem", "TLS_KEY": "/etc/ssl/k.pem"})
 
 
-# ----------------------------------------------------------------------------- one site's names are never another's
+# ----------------------------------------------------------------------------- one site's names are
+# never another's
 
 
-SITES = ["/etc/nginx/sites-available/shop", "/etc/nginx/sites-available/shop.conf", "/etc/nginx/conf.d/shop.conf",
-         "/etc/nginx/sites-available/Shop", "/etc/nginx/sites-available/shop-", "/etc/nginx/sites-available/shop_",
-         "/etc/nginx/sites-available/" + "a" * 24 + "x", "/etc/nginx/sites-available/" + "a" * 24 + "y",
-         "/etc/nginx/conf.d/shop.conf.conf", "/etc/nginx/sites-available/shop.conf.conf"]
+SITES = [
+    "/etc/nginx/sites-available/shop",
+    "/etc/nginx/sites-available/shop.conf",
+    "/etc/nginx/conf.d/shop.conf",
+    "/etc/nginx/sites-available/Shop",
+    "/etc/nginx/sites-available/shop-",
+    "/etc/nginx/sites-available/shop_",
+    "/etc/nginx/sites-available/" + "a" * 24 + "x",
+    "/etc/nginx/sites-available/" + "a" * 24 + "y",
+    "/etc/nginx/conf.d/shop.conf.conf",
+    "/etc/nginx/sites-available/shop.conf.conf",
+]
 
 
 def test_every_site_file_has_its_own_extras_file_and_upstream_stem() -> None:
-    """`shop` and `shop.conf` once shared shop.locations, so one user could add location blocks to another's site."""
-    assert extras_path("/etc/nginx/sites-available/shop") == "/etc/nginx/sites-available/shop.locations"
-    assert extras_path("/etc/nginx/sites-available/shop.conf") == "/etc/nginx/sites-available/shop.conf.locations"
-    assert extras_path("/etc/nginx/conf.d/shop.conf") == "/etc/nginx/conf.d/shop.conf.locations"  # never `*.conf`
+    """`shop` and `shop.conf` once shared shop.locations, so one user could add location blocks to
+    another's site."""
+    assert (
+        extras_path("/etc/nginx/sites-available/shop")
+        == "/etc/nginx/sites-available/shop.locations"
+    )
+    assert (
+        extras_path("/etc/nginx/sites-available/shop.conf")
+        == "/etc/nginx/sites-available/shop.conf.locations"
+    )
+    assert (
+        extras_path("/etc/nginx/conf.d/shop.conf") == "/etc/nginx/conf.d/shop.conf.locations"
+    )  # never `*.conf`
     assert len({extras_path(s) for s in SITES}) == len(SITES)
     assert len({upstream_for(s) for s in SITES}) == len(SITES)
     for site in SITES:  # the include's pattern names its own file and nothing else of the folder
@@ -473,9 +792,15 @@ def test_every_site_file_has_its_own_extras_file_and_upstream_stem() -> None:
 
 
 @settings(max_examples=200)
-@given(st.lists(st.from_regex(nginx_site.SITE_NAME, fullmatch=True), min_size=2, max_size=2, unique=True),
-       st.sampled_from(["/etc/nginx/sites-available/", "/etc/nginx/conf.d/"]))
-def test_two_site_files_never_share_an_extras_file_nor_upstream_names(names: list[str], folder: str) -> None:
+@given(
+    st.lists(
+        st.from_regex(nginx_site.SITE_NAME, fullmatch=True), min_size=2, max_size=2, unique=True
+    ),
+    st.sampled_from(["/etc/nginx/sites-available/", "/etc/nginx/conf.d/"]),
+)
+def test_two_site_files_never_share_an_extras_file_nor_upstream_names(
+    names: list[str], folder: str
+) -> None:
     sites = [folder + n + (".conf" if folder.endswith("conf.d/") else "") for n in names]
     assert extras_path(sites[0]) != extras_path(sites[1])
     assert upstream_for(sites[0]) != upstream_for(sites[1])
@@ -484,11 +809,19 @@ def test_two_site_files_never_share_an_extras_file_nor_upstream_names(names: lis
 
 
 def test_a_description_with_another_sites_upstream_stem_is_refused() -> None:
-    """Upstream and map names are global in Nginx: a second site defining `shop_python` would take the first's."""
+    """Upstream and map names are global in Nginx: a second site defining `shop_python` would take
+    the first's."""
     mine, theirs = "/etc/nginx/sites-available/blog", GOOD["site"]
     assert check(desc(site=mine))["upstream"] == upstream_for(mine)
-    for stem in (upstream_for(theirs), upstream_for("/etc/nginx/conf.d/blog.conf"), "blog", "shop", "shop_python",
-                 upstream_for(mine) + "_", upstream_for(mine).upper()):
+    for stem in (
+        upstream_for(theirs),
+        upstream_for("/etc/nginx/conf.d/blog.conf"),
+        "blog",
+        "shop",
+        "shop_python",
+        upstream_for(mine) + "_",
+        upstream_for(mine).upper(),
+    ):
         with pytest.raises(BadSite, match="upstream must be"):
             check(desc(site=mine, upstream=stem))
     rendered = parsed(render(desc(site=mine)))
@@ -498,6 +831,10 @@ def test_a_description_with_another_sites_upstream_stem_is_refused() -> None:
 
 
 @pytest.mark.parametrize("name", ["1shop", "2024-site", "9"])
-def test_the_map_variable_of_a_site_whose_name_starts_with_a_digit_is_one_variable(name: str) -> None:
+def test_the_map_variable_of_a_site_whose_name_starts_with_a_digit_is_one_variable(
+    name: str,
+) -> None:
     stem = upstream_for("/etc/nginx/sites-available/" + name)
-    assert stem[0] not in "123456789", f"${stem}_conn starts with ${stem[0]}: a regex capture in Nginx's scripts"
+    assert stem[0] not in "123456789", (
+        f"${stem}_conn starts with ${stem[0]}: a regex capture in Nginx's scripts"
+    )

@@ -21,13 +21,29 @@ from signalcraft_deploy.steps.upload import extras_tar
 OLDER = {
     "py-routes": {"PY_ROUTES": "api,v1/x", "HEALTH_PY": "/api/health"},
     "table": {"ROUTES": "/=python,/chat=nodejs", "HEALTH_PY": "/healthz", "HEALTH_NODE": "/chat/"},
-    "mounted": {"ROUTES": "/app=python,/=nodejs", "HEALTH_PY": "/app/healthz", "GUNICORN_BIND": "127.0.0.1:9001"},
-    "tls": {"TLS_CERT": "/etc/letsencrypt/live/a/fullchain.pem", "TLS_KEY": "/etc/letsencrypt/live/a/privkey.pem",
-            "TLS_LISTEN": "8443", "TLS_REDIRECT": "false", "NGINX_LISTEN": "127.0.0.1:8080,[::1]:8080",
-            "SERVER_NAME": "shop.example.com", "CLIENT_MAX_BODY_SIZE": "10m", "NODE_PORT": "3100"},
+    "mounted": {
+        "ROUTES": "/app=python,/=nodejs",
+        "HEALTH_PY": "/app/healthz",
+        "GUNICORN_BIND": "127.0.0.1:9001",
+    },
+    "tls": {
+        "TLS_CERT": "/etc/letsencrypt/live/a/fullchain.pem",
+        "TLS_KEY": "/etc/letsencrypt/live/a/privkey.pem",
+        "TLS_LISTEN": "8443",
+        "TLS_REDIRECT": "false",
+        "NGINX_LISTEN": "127.0.0.1:8080,[::1]:8080",
+        "SERVER_NAME": "shop.example.com",
+        "CLIENT_MAX_BODY_SIZE": "10m",
+        "NODE_PORT": "3100",
+    },
 }
-TODAY = {"ROUTES": "/=python,/talk=nodejs,/admin=python", "HEALTH_PY": "/admin/h", "HEALTH_NODE": "/talk/x",
-         "NGINX_LISTEN": "8381", "SERVER_NAME": "new.example.com"}
+TODAY = {
+    "ROUTES": "/=python,/talk=nodejs,/admin=python",
+    "HEALTH_PY": "/admin/h",
+    "HEALTH_NODE": "/talk/x",
+    "NGINX_LISTEN": "8381",
+    "SERVER_NAME": "new.example.com",
+}
 
 
 @pytest.mark.parametrize("name", sorted(OLDER))
@@ -37,7 +53,9 @@ def test_the_recorded_site_is_rendered_again_over_todays_settings(load, name: st
     assert render_nginx_site(back) == render_nginx_site(older)
     assert (back.health_py, back.health_node) == (older.health_py, older.health_node)
     assert back.gunicorn_bind == older.gunicorn_bind and back.node_port == older.node_port
-    changed = {k for k, where in back.origins.items() if where == "release r1's .signalcraft/site.json"}
+    changed = {
+        k for k, where in back.origins.items() if where == "release r1's .signalcraft/site.json"
+    }
     assert "ROUTES" in changed and "HEALTH_PY" in changed
 
 
@@ -46,9 +64,14 @@ def test_the_handover_addresses_follow_the_releases_own(load) -> None:
     assert str(back.gunicorn_handover_bind) == "127.0.0.1:9002"
 
 
-@pytest.mark.parametrize("text", ["", "[]", '{"description": {}}', json.dumps({"description": {"routes": ["a;b"]}})])
+@pytest.mark.parametrize(
+    "text", ["", "[]", '{"description": {}}', json.dumps({"description": {"routes": ["a;b"]}})]
+)
 def test_an_unreadable_record_is_refused_by_name(load, text: str) -> None:
-    with pytest.raises(SettingsError, match=r"release r1's \.signalcraft/site\.json cannot be read .* --to another release"):
+    with pytest.raises(
+        SettingsError,
+        match=r"release r1's \.signalcraft/site\.json cannot be read .* --to another release",
+    ):
         release_site.settings_of(load(), text, "r1")
 
 
@@ -61,9 +84,15 @@ def test_a_record_root_would_refuse_is_refused(load) -> None:
 
 def test_a_release_without_a_record_keeps_todays_site_with_a_warning(load) -> None:
     s, warnings = load(TODAY), []
-    c = mock_host(run={re.compile(r"test -f .*/releases/r1/\.signalcraft/site\.json .*"): Result("", exited=1)})
+    c = mock_host(
+        run={
+            re.compile(r"test -f .*/releases/r1/\.signalcraft/site\.json .*"): Result("", exited=1)
+        }
+    )
     assert site_settings(c, s, "r1", warnings.append) is s
-    assert len(warnings) == 1 and warnings[0].startswith("r1 records no Nginx site (an older version deployed it)")
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "r1 records no Nginx site (an older version deployed it)"
+    )
 
 
 def test_a_release_with_a_record_gets_its_site_back(load) -> None:
@@ -83,9 +112,28 @@ def test_the_release_carries_its_site_record_readable_by_the_deploy_user_only(lo
     from signalcraft_deploy.core.plan import Manifest, Plan
 
     s = load(OLDER["table"])
-    manifest = Manifest(**{f: "x" for f in ("release", "key", "sha", "tree", "python_code", "node_code", "requirements",
-                                            "venv", "python_entry", "node_entry", "gunicorn_conf", "deployed_at",
-                                            "deployed_by")}, package_lock=None, node_modules=None)
+    manifest = Manifest(
+        **{
+            f: "x"
+            for f in (
+                "release",
+                "key",
+                "sha",
+                "tree",
+                "python_code",
+                "node_code",
+                "requirements",
+                "venv",
+                "python_entry",
+                "node_entry",
+                "gunicorn_conf",
+                "deployed_at",
+                "deployed_by",
+            )
+        },
+        package_lock=None,
+        node_modules=None,
+    )
     plan = Plan(manifest=manifest, configs={}, site=render_nginx_site(s), new_release=True)
     with tarfile.open(fileobj=io.BytesIO(extras_tar(plan, release_site.record(s)))) as tar:
         member = tar.getmember(".signalcraft/site.json")
@@ -98,8 +146,18 @@ def test_status_and_nginx_check_look_at_the_live_releases_own_site(load) -> None
     from signalcraft_deploy.host.releases import live_site_settings
 
     today, older = load(TODAY), load(OLDER["table"])
-    recorded = mock_host(run={re.compile(r"test -f .*/releases/r1/.*site\.json.*"): Result(release_site.record(older))})
+    recorded = mock_host(
+        run={
+            re.compile(r"test -f .*/releases/r1/.*site\.json.*"): Result(release_site.record(older))
+        }
+    )
     assert site_description(live_site_settings(recorded, today, "r1")) == site_description(older)
-    for answer in (Result("", exited=1), Result("{")):  # none recorded, or one that does not fit: today's, quietly
-        assert live_site_settings(mock_host(run={re.compile(r"test -f .*"): answer}), today, "r1") is today
+    for answer in (
+        Result("", exited=1),
+        Result("{"),
+    ):  # none recorded, or one that does not fit: today's, quietly
+        assert (
+            live_site_settings(mock_host(run={re.compile(r"test -f .*"): answer}), today, "r1")
+            is today
+        )
     assert live_site_settings(mock_host(), today, None) is today

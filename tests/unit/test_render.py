@@ -1,7 +1,8 @@
 """Rendering: each file the tool writes is read back by the program that will read it on the host.
 
-gunicorn.conf.py is executed as Python (as Gunicorn does), ecosystem.config.js is `require()`d by Node (as PM2
-does), and the Nginx site goes through `nginx -t`. What they see must be exactly what the settings say.
+gunicorn.conf.py is executed as Python (as Gunicorn does), ecosystem.config.js is `require()`d by
+Node (as PM2 does), and the Nginx site goes through `nginx -t`. What they see must be exactly what
+the settings say.
 """
 
 from __future__ import annotations
@@ -53,17 +54,28 @@ CHANGED = {
     "PYTHON": "python3.12",
 }
 # Defaults that must not survive once every setting is changed.
-DEFAULT_TOKENS = ("8001", "3000", "api/ai", "api/iot", "api/flask", "/home/ubuntu", "server.js", "create_app")
+DEFAULT_TOKENS = (
+    "8001",
+    "3000",
+    "api/ai",
+    "api/iot",
+    "api/flask",
+    "/home/ubuntu",
+    "server.js",
+    "create_app",
+)
 
 
 def exec_gunicorn_conf(text: str) -> dict[str, Any]:
-    """Run the file as Gunicorn does (it execs the config as a Python module) and return its globals."""
+    """Run the file as Gunicorn does (it execs the config as a Python module) and return its
+    globals."""
     namespace: dict[str, Any] = {"__file__": GUNICORN_CONF, "__name__": "__config__"}
     exec(compile(text, GUNICORN_CONF, "exec"), namespace)
     return namespace
 
 
-# --- gunicorn.conf.py ------------------------------------------------------------------------------------------
+# --- gunicorn.conf.py
+# ------------------------------------------------------------------------------------------
 
 
 def test_gunicorn_conf_defaults(load) -> None:
@@ -104,10 +116,14 @@ def test_gunicorn_conf_trial_run_chdir(load, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SIGNALCRAFT_CHDIR", "/srv/x/releases/r2")
     assert exec_gunicorn_conf(render_gunicorn_conf(load()))["chdir"] == "/srv/x/releases/r2"
     monkeypatch.delenv("SIGNALCRAFT_CHDIR")
-    assert exec_gunicorn_conf(render_gunicorn_conf(load()))["chdir"] == "/home/ubuntu/signalcraft/current"
+    assert (
+        exec_gunicorn_conf(render_gunicorn_conf(load()))["chdir"]
+        == "/home/ubuntu/signalcraft/current"
+    )
 
 
-# --- ecosystem.config.js ---------------------------------------------------------------------------------------
+# --- ecosystem.config.js
+# ---------------------------------------------------------------------------------------
 
 
 def test_ecosystem_passes_node_check(load, node_tester) -> None:
@@ -129,8 +145,12 @@ def test_ecosystem_as_pm2_reads_it(load, node_tester) -> None:
     assert py["args"] == ["-c", "/home/ubuntu/signalcraft/current/gunicorn.conf.py"]
     assert py["cwd"] == "/home/ubuntu/signalcraft/current"
     assert py["exec_mode"] == "fork"
-    assert "kill_signal" not in py  # PM2 7 ignores it (always SIGINT); deploys drain before stopping instead
-    assert py["kill_timeout"] > s.gunicorn_graceful_timeout * 1000  # PM2 must not SIGKILL a graceful shutdown
+    assert (
+        "kill_signal" not in py
+    )  # PM2 7 ignores it (always SIGINT); deploys drain before stopping instead
+    assert (
+        py["kill_timeout"] > s.gunicorn_graceful_timeout * 1000
+    )  # PM2 must not SIGKILL a graceful shutdown
     assert py["env"] == {"PYTHONUNBUFFERED": "1"}
 
     node = apps["signalcraft-nodejs"]
@@ -163,7 +183,8 @@ def test_venv_follows_requirements_and_python(load) -> None:
     assert venv_dir(s, REQUIREMENTS) != venv_dir(load({"PYTHON": "python3.12"}), REQUIREMENTS)
 
 
-# --- Nginx site ------------------------------------------------------------------------------------------------
+# --- Nginx site
+# ------------------------------------------------------------------------------------------------
 
 
 def test_nginx_site_passes_nginx_t(load, nginx_tester) -> None:
@@ -179,9 +200,12 @@ def test_nginx_site_changed_passes_nginx_t(load, nginx_tester) -> None:
 
 @pytest.mark.parametrize("length", [1, 20, 21, 40])
 def test_nginx_site_for_any_app_name_length_passes_nginx_t(load, nginx_tester, length: int) -> None:
-    """nginx caps variable names (variables_hash_bucket_size 64); names derived from APP_NAME must fit at 40."""
+    """nginx caps variable names (variables_hash_bucket_size 64); names derived from APP_NAME must
+    fit at 40."""
     name = ("a-" * 20)[: length - 1] + "z"
-    result = nginx_tester.check(render_nginx_site(load({"APP_NAME": name, "NGINX_LISTEN": "18080"})))
+    result = nginx_tester.check(
+        render_nginx_site(load({"APP_NAME": name, "NGINX_LISTEN": "18080"}))
+    )
     assert result.ok, result.output
 
 
@@ -225,7 +249,9 @@ def test_nginx_site_handover_address(load) -> None:
         (("api/ai",), "/other/api/ai", False),
     ],
 )
-def test_routes_regex_matches_like_a_prefix(routes: tuple[str, ...], uri: str, python: bool) -> None:
+def test_routes_regex_matches_like_a_prefix(
+    routes: tuple[str, ...], uri: str, python: bool
+) -> None:
     pattern = rf"^/({routes_regex(routes)})(/|$)"
     assert bool(re.search(pattern, uri)) is python
 
@@ -233,12 +259,14 @@ def test_routes_regex_matches_like_a_prefix(routes: tuple[str, ...], uri: str, p
 def test_upstream_names_are_nginx_identifiers(load) -> None:
     s = load({"APP_NAME": "my-shop-2"})
     assert re.fullmatch(r"my_shop_2_[0-9a-f]{16}_python", upstream_name(s, "python"))
-    assert upstream_name(s, "python") != upstream_name(load({"APP_NAME": "my-shop-2", "NGINX_SITE": "/etc/nginx/conf.d/my-shop-2.conf"}),
-                                                       "python")  # global in Nginx: one site's, never another's
+    assert upstream_name(s, "python") != upstream_name(
+        load({"APP_NAME": "my-shop-2", "NGINX_SITE": "/etc/nginx/conf.d/my-shop-2.conf"}), "python"
+    )  # global in Nginx: one site's, never another's
     assert re.fullmatch(r"[A-Za-z0-9_]+", upstream_name(s, "nodejs"))
 
 
-# --- Every setting changed: no default survives ---------------------------------------------------------------
+# --- Every setting changed: no default survives
+# ---------------------------------------------------------------
 
 
 def _all_outputs(s: Settings) -> dict[str, str]:
@@ -251,13 +279,18 @@ def test_changed_settings_leave_no_default_behind(load) -> None:
     for name, text in _all_outputs(load(CHANGED)).items():
         for token in DEFAULT_TOKENS:
             assert token not in text, f"{name} still holds the default {token!r}"
-        # The tool's own name may appear ("Rendered by signalcraft-deploy", SIGNALCRAFT_CHDIR); the app name may not.
-        assert not re.search(r"signalcraft(?!-deploy)", text), f"{name} still holds the default app name"
+        # The tool's own name may appear ("Rendered by signalcraft-deploy", SIGNALCRAFT_CHDIR); the
+        # app name may not.
+        assert not re.search(r"signalcraft(?!-deploy)", text), (
+            f"{name} still holds the default app name"
+        )
     outputs = _all_outputs(load(CHANGED))
     assert "9101" in outputs["gunicorn.conf.py"] and "9101" in outputs["nginx-site"]
     assert "4100" in outputs["ecosystem.config.js"] and "4100" in outputs["nginx-site"]
     assert "v2/ml|v2/sensors|v2/batch\\.jobs" in outputs["nginx-site"]
-    assert "shopfront" in outputs["gunicorn.conf.py"] and "upstream shopfront" in outputs["nginx-site"]
+    assert (
+        "shopfront" in outputs["gunicorn.conf.py"] and "upstream shopfront" in outputs["nginx-site"]
+    )
 
 
 def test_default_tokens_are_really_in_default_output(load) -> None:
@@ -268,14 +301,16 @@ def test_default_tokens_are_really_in_default_output(load) -> None:
     assert re.search(r"signalcraft(?!-deploy)", joined)
 
 
-# --- TEMPLATES_DIR -------------------------------------------------------------------------------------------
+# --- TEMPLATES_DIR
+# -------------------------------------------------------------------------------------------
 
 
 def test_user_template_wins_over_bundled(tmp_path: Path, load) -> None:
     templates = tmp_path / "my-templates"
     templates.mkdir()
     (templates / "gunicorn.conf.py.j2").write_text(
-        "# house style\nbind = [{{ bind | pyrepr }}]\nworkers = 7\nwsgi_app = {{ wsgi_app | pyrepr }}\n"
+        "# house style\nbind = [{{ bind | pyrepr }}]\nworkers = 7\nwsgi_app = {{ wsgi_app | pyrepr"
+        " }}\n"
     )
     (tmp_path / ".env").write_text("TEMPLATES_DIR=my-templates\n")
     s = load()
@@ -283,7 +318,11 @@ def test_user_template_wins_over_bundled(tmp_path: Path, load) -> None:
     text = render_gunicorn_conf(s)
     assert text.startswith("# house style\n")
     conf = exec_gunicorn_conf(text)
-    assert (conf["bind"], conf["workers"], conf["wsgi_app"]) == (["127.0.0.1:8001"], 7, "app:create_app()")
+    assert (conf["bind"], conf["workers"], conf["wsgi_app"]) == (
+        ["127.0.0.1:8001"],
+        7,
+        "app:create_app()",
+    )
     # Templates the user did not supply still come from the bundle.
     assert "module.exports" in render_ecosystem(s, venv_dir(s, REQUIREMENTS))
     assert "upstream signalcraft_" in render_nginx_site(s)

@@ -1,7 +1,9 @@
-"""The settings declarations drive everything else: the dataclass's fields, parsing, LOCAL_ONLY and the `settings` task.
+"""The settings declarations drive everything else: the dataclass's fields, parsing, LOCAL_ONLY and
+the `settings` task.
 
-Each key is declared once (core/settings.py `KEYS`); these tests hold the rest of the library to that table: a key
-added there gets its field, its parsing, its README row and its line in `invoke settings` without a second list.
+Each key is declared once (core/settings.py `KEYS`); these tests hold the rest of the library to
+that table: a key added there gets its field, its parsing, its README row and its line in `invoke
+settings` without a second list.
 """
 
 from __future__ import annotations
@@ -14,28 +16,81 @@ import pytest
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.plan import LOCAL_ONLY
-from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, MASK, Address, Listen, Settings, SettingsError, load_settings, readme_table
+from signalcraft_deploy.core.settings import (
+    KEY_NAMES,
+    KEYS,
+    MASK,
+    Address,
+    Listen,
+    Settings,
+    SettingsError,
+    load_settings,
+    readme_table,
+)
 from signalcraft_deploy.tasks.settings import settings as settings_task
 from tests.unit.conftest import mock_host
 
-# The attributes and types the rest of the library reads (the hand-written dataclass before KEYS drove it).
+# The attributes and types the rest of the library reads (the hand-written dataclass before KEYS
+# drove it).
 EXPECTED_FIELDS = {
-    "app_name": str, "app_user": str, "deploy_root": str, "source": str, "source_dir": str, "repo_url": str | None, "ref": str,
-    "python": str, "gunicorn_bind": Address, "gunicorn_handover_bind": Address, "gunicorn_workers": int | None,
-    "gunicorn_worker_class": str, "gunicorn_timeout": int, "gunicorn_graceful_timeout": int,
-    "gunicorn_max_requests": int, "gunicorn_max_requests_jitter": int, "allow_public_bind": bool, "legacy_match": str,
-    "wsgi_app": str, "node_script": str | None, "node_port": int, "node_instances": int, "node_handover_port": int,
-    "node_env": str, "py_routes": tuple[str, ...],
-    "routes": tuple[tuple[str, str], ...] | None, "mounts": tuple[str, ...] | None,
-    "nginx_site": str, "nginx_listen": tuple[Listen, ...], "server_name": str,
-    "tls_cert": str | None, "tls_key": str | None, "tls_listen": tuple[Listen, ...], "tls_redirect": bool,
+    "app_name": str,
+    "app_user": str,
+    "deploy_root": str,
+    "source": str,
+    "source_dir": str,
+    "repo_url": str | None,
+    "ref": str,
+    "python": str,
+    "gunicorn_bind": Address,
+    "gunicorn_handover_bind": Address,
+    "gunicorn_workers": int | None,
+    "gunicorn_worker_class": str,
+    "gunicorn_timeout": int,
+    "gunicorn_graceful_timeout": int,
+    "gunicorn_max_requests": int,
+    "gunicorn_max_requests_jitter": int,
+    "allow_public_bind": bool,
+    "legacy_match": str,
+    "wsgi_app": str,
+    "node_script": str | None,
+    "node_port": int,
+    "node_instances": int,
+    "node_handover_port": int,
+    "node_env": str,
+    "py_routes": tuple[str, ...],
+    "routes": tuple[tuple[str, str], ...] | None,
+    "mounts": tuple[str, ...] | None,
+    "nginx_site": str,
+    "nginx_listen": tuple[Listen, ...],
+    "server_name": str,
+    "tls_cert": str | None,
+    "tls_key": str | None,
+    "tls_listen": tuple[Listen, ...],
+    "tls_redirect": bool,
     "client_max_body_size": str | None,
-    "nginx_test_cmd": str, "nginx_reload_cmd": str, "health_py": str, "health_node": str, "health_timeout": int,
-    "keep_releases": int, "pm2": str, "before_switch": str | None, "after_switch": str | None,
-    "wheels": str, "after_switch_failure": str, "on_failure": str | None, "hook_timeout": int,
-    "app_env_file": str | None, "local_venv": str | None, "known_hosts": str | None, "templates_dir": str | None,
-    "py_files": tuple[str, ...] | None, "node_files": tuple[str, ...] | None, "shared_paths": tuple[str, ...] | None,
-    "min_free_mb": int, "log_rotate_size": str, "log_rotate_count": int,
+    "nginx_test_cmd": str,
+    "nginx_reload_cmd": str,
+    "health_py": str,
+    "health_node": str,
+    "health_timeout": int,
+    "keep_releases": int,
+    "pm2": str,
+    "before_switch": str | None,
+    "after_switch": str | None,
+    "wheels": str,
+    "after_switch_failure": str,
+    "on_failure": str | None,
+    "hook_timeout": int,
+    "app_env_file": str | None,
+    "local_venv": str | None,
+    "known_hosts": str | None,
+    "templates_dir": str | None,
+    "py_files": tuple[str, ...] | None,
+    "node_files": tuple[str, ...] | None,
+    "shared_paths": tuple[str, ...] | None,
+    "min_free_mb": int,
+    "log_rotate_size": str,
+    "log_rotate_count": int,
 }
 
 # A valid value other than the default for every key, and the attribute it must produce.
@@ -68,7 +123,10 @@ CHANGED: dict[str, tuple[str, object]] = {
     "MOUNTS": ("/chat, /a.b", ("/chat", "/a.b")),
     "NGINX_SITE": ("/etc/nginx/conf.d/shop.conf", "/etc/nginx/conf.d/shop.conf"),
     "NGINX_LISTEN": ("127.0.0.1:8080,[::1]:8080", (Listen("127.0.0.1", 8080), Listen("::1", 8080))),
-    "TLS_CERT": ("/etc/letsencrypt/live/shop/fullchain.pem", "/etc/letsencrypt/live/shop/fullchain.pem"),
+    "TLS_CERT": (
+        "/etc/letsencrypt/live/shop/fullchain.pem",
+        "/etc/letsencrypt/live/shop/fullchain.pem",
+    ),
     "TLS_KEY": ("/etc/letsencrypt/live/shop/privkey.pem", "/etc/letsencrypt/live/shop/privkey.pem"),
     "TLS_LISTEN": ("8443", (Listen(None, 8443),)),
     "TLS_REDIRECT": ("off", False),
@@ -81,10 +139,19 @@ CHANGED: dict[str, tuple[str, object]] = {
     "HEALTH_TIMEOUT": ("90", 90),
     "KEEP_RELEASES": ("3", 3),
     "PM2": ("/usr/local/bin/pm2", "/usr/local/bin/pm2"),
-    "BEFORE_SWITCH": ("flask --app app:create_app db upgrade", "flask --app app:create_app db upgrade"),
-    "AFTER_SWITCH": ("curl -fsS http://127.0.0.1/warm | head -c 100", "curl -fsS http://127.0.0.1/warm | head -c 100"),
+    "BEFORE_SWITCH": (
+        "flask --app app:create_app db upgrade",
+        "flask --app app:create_app db upgrade",
+    ),
+    "AFTER_SWITCH": (
+        "curl -fsS http://127.0.0.1/warm | head -c 100",
+        "curl -fsS http://127.0.0.1/warm | head -c 100",
+    ),
     "AFTER_SWITCH_FAILURE": ("rollback", "rollback"),
-    "ON_FAILURE": ("echo \"$DEPLOY_RESULT\" >> failures.log", "echo \"$DEPLOY_RESULT\" >> failures.log"),
+    "ON_FAILURE": (
+        'echo "$DEPLOY_RESULT" >> failures.log',
+        'echo "$DEPLOY_RESULT" >> failures.log',
+    ),
     "HOOK_TIMEOUT": ("900", 900),
     "WHEELS": ("local", "local"),
     "MIN_FREE_MB": ("0", 0),
@@ -106,7 +173,11 @@ def test_the_declarations_are_the_dataclass_fields() -> None:
     declared = [(f.name, f.type) for f in fields(Settings) if f.name not in not_keys]
     assert declared == [(k.attr, k.parse.type) for k in KEYS]
     assert dict(declared) == EXPECTED_FIELDS
-    assert all(f.default is MISSING and f.default_factory is MISSING for f in fields(Settings) if f.name not in not_keys)
+    assert all(
+        f.default is MISSING and f.default_factory is MISSING
+        for f in fields(Settings)
+        if f.name not in not_keys
+    )
     assert [k.name for k in KEYS] == list(KEY_NAMES) and len(set(KEY_NAMES)) == len(KEYS)
 
 
@@ -115,16 +186,37 @@ def test_settings_can_be_built_by_keyword() -> None:
     again = Settings(**{k.attr: getattr(s, k.attr) for k in KEYS})
     assert again == s and again.origins == {}
     assert (again.python_app, again.releases_dir, again.nginx_enabled_link) == (
-        "signalcraft-python", "/home/ubuntu/signalcraft/releases", "/etc/nginx/sites-enabled/signalcraft")
+        "signalcraft-python",
+        "/home/ubuntu/signalcraft/releases",
+        "/etc/nginx/sites-enabled/signalcraft",
+    )
     with pytest.raises(TypeError):
         Settings(**{k.attr: getattr(s, k.attr) for k in KEYS[1:]})  # every field is required
 
 
 def test_local_only_comes_from_the_declarations() -> None:
-    assert LOCAL_ONLY == {k.name for k in KEYS if k.local} == {
-        "SOURCE_DIR", "LOCAL_VENV", "KNOWN_HOSTS", "TEMPLATES_DIR", "APP_ENV_FILE", "KEEP_RELEASES", "HEALTH_TIMEOUT",
-        "BEFORE_SWITCH", "AFTER_SWITCH", "AFTER_SWITCH_FAILURE", "ON_FAILURE", "HOOK_TIMEOUT", "WHEELS",
-        "MIN_FREE_MB", "LOG_ROTATE_SIZE", "LOG_ROTATE_COUNT"}
+    assert (
+        LOCAL_ONLY
+        == {k.name for k in KEYS if k.local}
+        == {
+            "SOURCE_DIR",
+            "LOCAL_VENV",
+            "KNOWN_HOSTS",
+            "TEMPLATES_DIR",
+            "APP_ENV_FILE",
+            "KEEP_RELEASES",
+            "HEALTH_TIMEOUT",
+            "BEFORE_SWITCH",
+            "AFTER_SWITCH",
+            "AFTER_SWITCH_FAILURE",
+            "ON_FAILURE",
+            "HOOK_TIMEOUT",
+            "WHEELS",
+            "MIN_FREE_MB",
+            "LOG_ROTATE_SIZE",
+            "LOG_ROTATE_COUNT",
+        }
+    )
 
 
 def test_every_declared_key_has_a_changed_value_here() -> None:
@@ -134,10 +226,14 @@ def test_every_declared_key_has_a_changed_value_here() -> None:
 @pytest.mark.parametrize("key", KEY_NAMES)
 def test_every_declared_key_is_parsed_into_its_attribute(key: str, tmp_path: Path, load) -> None:
     raw, expected = CHANGED[key]
-    extra = {"SOURCE": {"REPO_URL": "git@github.com:org/shop.git"}, "PY_ROUTES": {"HEALTH_PY": "/api/v2/health"},
-             "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"},
-             "MOUNTS": {"ROUTES": "/api/flask=python,/=nodejs,/chat=nodejs,/a.b=nodejs"},
-             "TLS_CERT": {"TLS_KEY": "/etc/ssl/k.pem"}, "TLS_KEY": {"TLS_CERT": "/etc/ssl/c.pem"}}.get(key, {})
+    extra = {
+        "SOURCE": {"REPO_URL": "git@github.com:org/shop.git"},
+        "PY_ROUTES": {"HEALTH_PY": "/api/v2/health"},
+        "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"},
+        "MOUNTS": {"ROUTES": "/api/flask=python,/=nodejs,/chat=nodejs,/a.b=nodejs"},
+        "TLS_CERT": {"TLS_KEY": "/etc/ssl/k.pem"},
+        "TLS_KEY": {"TLS_CERT": "/etc/ssl/c.pem"},
+    }.get(key, {})
     s = load({key: raw, **extra})
     if isinstance(expected, str):
         expected = expected.format(tmp=tmp_path)
@@ -149,16 +245,28 @@ def test_every_declared_key_is_parsed_into_its_attribute(key: str, tmp_path: Pat
 def test_every_declared_key_refuses_a_line_break_naming_itself(key: str, load) -> None:
     with pytest.raises(SettingsError) as err:
         load({key: "a\nb"})
-    assert str(err.value) == f"{key} (flag --set): found 'a\\nb'; expected a value without surrounding spaces or line breaks."
+    assert (
+        str(err.value)
+        == f"{key} (flag --set): found 'a\\nb'; expected a value without surrounding spaces or line"
+        " breaks."
+    )
 
 
-DERIVED_DEFAULTS = {"APP_USER": "signalcraft", "GUNICORN_HANDOVER_BIND": "127.0.0.1:8002", "NODE_HANDOVER_PORT": "3001",
-                    "NGINX_SITE": "/etc/nginx/sites-available/signalcraft"}
+DERIVED_DEFAULTS = {
+    "APP_USER": "signalcraft",
+    "GUNICORN_HANDOVER_BIND": "127.0.0.1:8002",
+    "NODE_HANDOVER_PORT": "3001",
+    "NGINX_SITE": "/etc/nginx/sites-available/signalcraft",
+}
 
 
-@pytest.mark.parametrize("key", [k for k in KEYS if k.name != "SOURCE_DIR"], ids=lambda k: k.name)  # '.': the folder
+@pytest.mark.parametrize(
+    "key", [k for k in KEYS if k.name != "SOURCE_DIR"], ids=lambda k: k.name
+)  # '.': the folder
 def test_every_default_is_shown_as_written(key, load) -> None:
-    assert key.parse.show(getattr(load(), key.attr)) == (key.default or DERIVED_DEFAULTS.get(key.name, ""))
+    assert key.parse.show(getattr(load(), key.attr)) == (
+        key.default or DERIVED_DEFAULTS.get(key.name, "")
+    )
 
 
 def test_readme_table_has_a_row_per_key() -> None:
@@ -166,7 +274,8 @@ def test_readme_table_has_a_row_per_key() -> None:
     assert [r.split(" | ")[0] for r in rows] == [f"| `{k}`" for k in KEY_NAMES]
 
 
-# --- The `settings` task ------------------------------------------------------------------------------------------
+# --- The `settings` task
+# ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -182,9 +291,13 @@ def _lines(out: str) -> dict[str, str]:
     return {line.split()[0]: line for line in out.splitlines()}
 
 
-def test_settings_task_shows_each_value_and_origin_with_the_secret_masked(clean_env: Path, capsys, monkeypatch) -> None:
+def test_settings_task_shows_each_value_and_origin_with_the_secret_masked(
+    clean_env: Path, capsys, monkeypatch
+) -> None:
     token = "ghp_s3cr3tT0ken"
-    (clean_env / ".env").write_text(f"# deploy\nSOURCE=git\nREPO_URL=https://deploy:{token}@github.com/org/shop.git\n")
+    (clean_env / ".env").write_text(
+        f"# deploy\nSOURCE=git\nREPO_URL=https://deploy:{token}@github.com/org/shop.git\n"
+    )
     monkeypatch.setenv("NODE_PORT", "3100")
     settings_task(mock_host(), set_=["NGINX_LISTEN=8080"])
     out = capsys.readouterr().out
@@ -215,7 +328,9 @@ def test_settings_task_defaults_prints_the_declarations(clean_env: Path, capsys)
     settings_task(mock_host(), defaults=True)
     lines = _lines(capsys.readouterr().out)
     assert set(lines) == {"KEY", *KEY_NAMES}
-    for key in KEYS:  # columns are two spaces or more apart; a default such as 'nginx -t' holds single ones
+    for key in (
+        KEYS
+    ):  # columns are two spaces or more apart; a default such as 'nginx -t' holds single ones
         assert re.split(r"\s{2,}", lines[key.name]) == [key.name, key.default or "—", key.help]
     assert "3100" not in lines["NODE_PORT"]
 

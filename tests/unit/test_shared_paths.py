@@ -1,5 +1,7 @@
-"""remote/shared_paths.py, run for real on temporary folders: what the deploy user makes and gives in shared/, and
-the links, FIFOs and hard links an app may plant there to make it act elsewhere (nothing outside changes)."""
+"""remote/shared_paths.py, run for real on temporary folders: what the deploy user makes and gives
+in shared/, and the links, FIFOs and hard links an app may plant there to make it act elsewhere
+(nothing outside changes).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +20,13 @@ GROUP = "daemon"  # any group but the test's own: the apps' account's group stan
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-I", "-S", "-c", program("shared_paths"), *args],
-                          capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", program("shared_paths"), *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def look(path: Path) -> tuple[int, int]:
@@ -34,7 +41,12 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     outside.mkdir(mode=0o700)
     (outside / "authorized_keys").write_text("ssh-ed25519 AAAA deploy\n")
     os.chmod(outside / "authorized_keys", 0o600)
-    return {"shared": shared, "outside": outside, "live": tmp_path / "live", "new": tmp_path / "new"}
+    return {
+        "shared": shared,
+        "outside": outside,
+        "live": tmp_path / "live",
+        "new": tmp_path / "new",
+    }
 
 
 def outside_untouched(t: dict[str, Path]) -> None:
@@ -52,7 +64,9 @@ def test_a_new_folder_is_made_and_given_to_the_apps_group(tree: dict[str, Path])
         assert look(tree["shared"] / folder) == (gid, 0o2770)
 
 
-def test_the_live_releases_data_moves_into_shared_is_linked_back_and_given(tree: dict[str, Path]) -> None:
+def test_the_live_releases_data_moves_into_shared_is_linked_back_and_given(
+    tree: dict[str, Path],
+) -> None:
     (tree["live"] / "instance").mkdir(parents=True)
     (tree["live"] / "instance/app.sqlite").write_text("rows")
     (tree["new"] / "instance").mkdir(parents=True)
@@ -76,7 +90,9 @@ def test_what_the_release_ships_is_copied_the_first_time_only(tree: dict[str, Pa
     assert (tree["shared"] / "conf/settings.ini").read_text() == "the app's own now"
 
 
-def test_a_link_the_app_planted_for_a_folder_on_the_way_is_refused_and_nothing_outside_changes(tree) -> None:
+def test_a_link_the_app_planted_for_a_folder_on_the_way_is_refused_and_nothing_outside_changes(
+    tree,
+) -> None:
     os.symlink(tree["outside"], tree["shared"] / "data")
     done = run("make", str(tree["shared"]), GROUP, "", "", "data/uploads/")
     assert done.returncode == 4
@@ -90,14 +106,18 @@ def test_a_link_the_app_planted_in_place_of_logs_is_left_alone(tree: dict[str, P
     outside_untouched(tree)
 
 
-def test_adopt_gives_the_deploy_users_entries_and_nothing_an_app_could_have_planted(tree: dict[str, Path]) -> None:
+def test_adopt_gives_the_deploy_users_entries_and_nothing_an_app_could_have_planted(
+    tree: dict[str, Path],
+) -> None:
     shared = tree["shared"]
     (shared / "db").mkdir()
     (shared / "db/app.sqlite").write_text("rows")
     os.chmod(shared / "db/app.sqlite", 0o644)
     os.symlink(tree["outside"], shared / "to-outside")
     os.symlink(tree["outside"] / "authorized_keys", shared / "db/keys")
-    os.link(tree["outside"] / "authorized_keys", shared / "hardlinked")  # a second name: never given
+    os.link(
+        tree["outside"] / "authorized_keys", shared / "hardlinked"
+    )  # a second name: never given
     os.mkfifo(shared / "fifo")  # opened without blocking, and left alone
     done = run("adopt", str(shared), GROUP)
     assert done.returncode == 0, done.stderr
@@ -108,6 +128,8 @@ def test_adopt_gives_the_deploy_users_entries_and_nothing_an_app_could_have_plan
     outside_untouched(tree)
 
 
-def test_with_no_group_nothing_is_given_the_apps_run_as_the_deploy_user(tree: dict[str, Path]) -> None:
+def test_with_no_group_nothing_is_given_the_apps_run_as_the_deploy_user(
+    tree: dict[str, Path],
+) -> None:
     assert run("make", str(tree["shared"]), "", "", "", "logs/").returncode == 0
     assert look(tree["shared"] / "logs") == (os.getgid(), 0o755)

@@ -20,6 +20,7 @@ db = current_app.extensions["migrate"].db
 engine = db.engine
 
 if engine.dialect.name == "sqlite":
+
     @event.listens_for(engine, "connect")
     def _no_pysqlite_transactions(dbapi_connection, _record):  # noqa: ANN001
         dbapi_connection.isolation_level = None
@@ -31,8 +32,12 @@ if engine.dialect.name == "sqlite":
 
 def run_migrations_online() -> None:
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=db.metadata, transactional_ddl=True,
-                          render_as_batch=engine.dialect.name == "sqlite")
+        context.configure(
+            connection=connection,
+            target_metadata=db.metadata,
+            transactional_ddl=True,
+            render_as_batch=engine.dialect.name == "sqlite",
+        )
         with context.begin_transaction():
             context.run_migrations()
 

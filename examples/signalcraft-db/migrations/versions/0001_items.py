@@ -3,6 +3,7 @@
 Revision ID: 0001
 Revises:
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -13,7 +14,11 @@ depends_on = None
 
 
 def upgrade():
-    op.create_table("items", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(80), nullable=False))
+    op.create_table(
+        "items",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(80), nullable=False),
+    )
 
 
 def downgrade():

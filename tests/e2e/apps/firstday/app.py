@@ -1,7 +1,8 @@
 """The end-to-end tests' own app for a first day (issue 25): not shaped like the bundled example.
 
-A module-level ``app = Flask(__name__)`` (no factory), Flask owning ``/`` and routes of its own, a health
-route at ``/healthz``; the Node.js half (index.js) lives under ``/chat``. Nothing in it knows signalcraft-deploy.
+A module-level ``app = Flask(__name__)`` (no factory), Flask owning ``/`` and routes of its own, a
+health route at ``/healthz``; the Node.js half (index.js) lives under ``/chat``. Nothing in it knows
+signalcraft-deploy.
 """
 
 from __future__ import annotations
@@ -48,8 +49,13 @@ def go_to_jobs():
 
 @app.get("/where")
 def where():
-    return jsonify(script_root=request.script_root, url_root=request.url_root, path=request.path,
-                   jobs_url=url_for("jobs"), host=request.host)
+    return jsonify(
+        script_root=request.script_root,
+        url_root=request.url_root,
+        path=request.path,
+        jobs_url=url_for("jobs"),
+        host=request.host,
+    )
 
 
 @app.get("/healthz")
