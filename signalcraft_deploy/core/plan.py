@@ -34,7 +34,7 @@ from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
 # is the same release.
-LOCAL_ONLY = Settings.LOCAL_ONLY  # declared in core/settings.py: Key(..., local=True)
+LOCAL_ONLY = Settings.LOCAL_ONLY  # declared in core/settings.py: key(..., local=True)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Settings: one typed object from defaults < .env < environment < flags, validated once.
 
 Everything a task needs to know about the app and the host layout lives here. Each key is
-declared once, in `KEYS`: its name, default, parser, help, whether it is secret and whether it
-only matters on the deploying machine. The `Settings` dataclass, the README's table and the
-`settings` task all come from that table; the rules that involve several keys are in
-`_check_together`. Values are validated before any host is touched; a bad value raises
-`SettingsError` naming the key, where the value came from (file and line, environment, or
-flag), what was found and what was expected.
+declared once, as a field of the `Settings` dataclass made by `key(...)`: its name (the field's,
+in upper case), type, default, parser, help, whether it is secret and whether it only matters on
+the deploying machine. `KEYS`, the README's table and the `settings` task all come from those
+fields; the rules that involve several keys are in `_check_together`. Values are validated
+before any host is touched; a bad value raises `SettingsError` naming the key, where the value
+came from (file and line, environment, or flag), what was found and what was expected.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, make_dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from signalcraft_deploy.remote import nginx_site
 
@@ -56,18 +56,18 @@ class Address:
 # -------------------------------------------
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Parser:
-    """How one key's text becomes its value: the function, the value's type, and the value written
-    back as text."""
+class Parser(Generic[T]):
+    """How one key's text becomes its value of type T, and the value written back as text."""
 
-    parse: Callable[
-        [str | None, Path], Any
-    ]  # (raw value, folder that relative local paths start from)
-    type: Any  # the type of the key's field in `Settings`
-    show: Callable[[Any], str] = str  # the value as a .env line would hold it
+    # (raw value, folder that relative local paths start from) -> value
+    parse: Callable[[str | None, Path], T]
+    show: Callable[[T], str] = str  # the value as a .env line would hold it
 
-    def __call__(self, value: str | None, base: Path) -> Any:
+    def __call__(self, value: str | None, base: Path) -> T:
         return self.parse(value, base)
 
 
@@ -79,15 +79,13 @@ def _text(value: str | None) -> str:
     return value
 
 
-def on_text(
-    check: Callable[[str], Any], type_: Any = str, show: Callable[[Any], str] = str
-) -> Parser:
+def on_text(check: Callable[[str], T], show: Callable[[T], str] = str) -> Parser[T]:
     """A parser for a required key: `check` gets its text, already non-empty and without surrounding
     spaces."""
-    return Parser(lambda value, base: check(_text(value)), type_, show)
+    return Parser(lambda value, base: check(_text(value)), show)
 
 
-def regex(pattern: str | re.Pattern[str], expected: str) -> Parser:
+def regex(pattern: str | re.Pattern[str], expected: str) -> Parser[str]:
     compiled = re.compile(pattern)
 
     def check(text: str) -> str:
@@ -98,7 +96,7 @@ def regex(pattern: str | re.Pattern[str], expected: str) -> Parser:
     return on_text(check)
 
 
-def choice(*options: str) -> Parser:
+def choice(*options: str) -> Parser[str]:
     quoted = [repr(o) for o in options]
     expected = (
         " or ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
@@ -118,8 +116,8 @@ def _whole_number(text: str, low: int, high: int) -> int:
     return int(text)
 
 
-def integer(low: int, high: int) -> Parser:
-    return on_text(lambda text: _whole_number(text, low, high), int)
+def integer(low: int, high: int) -> Parser[int]:
+    return on_text(lambda text: _whole_number(text, low, high))
 
 
 port = integer(1, 65535)
@@ -144,7 +142,7 @@ def _boolean(text: str) -> bool:
     raise Invalid("true or false")
 
 
-boolean = on_text(_boolean, bool, lambda value: "true" if value else "false")
+boolean = on_text(_boolean, lambda value: "true" if value else "false")
 
 
 def _address(text: str) -> Address:
@@ -161,7 +159,7 @@ def _address(text: str) -> Address:
     return Address(match.group(1) or match.group(3), number)
 
 
-address = on_text(_address, Address)
+address = on_text(_address)
 
 
 @dataclass(frozen=True)
@@ -221,7 +219,7 @@ def _listens(text: str) -> tuple[Listen, ...]:
     return tuple(found)
 
 
-listens = on_text(_listens, tuple[Listen, ...], lambda value: ",".join(str(x) for x in value))
+listens = on_text(_listens, lambda value: ",".join(str(x) for x in value))
 
 _SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 _SAFE_REL_PATH_RE = re.compile(r"^[A-Za-z0-9._@+-][A-Za-z0-9._/@+-]*$")
@@ -247,31 +245,31 @@ def _relative_path(text: str) -> str:
 relative_path = on_text(_relative_path)
 
 
-def optional(parser: Parser) -> Parser:
+def optional(parser: Parser[T]) -> Parser[T | None]:
     """Unset or blank means None; anything else goes to `parser`."""
     return Parser(
         lambda value, base: None if value is None or value.strip() == "" else parser(value, base),
-        parser.type | None,
         lambda value: "" if value is None else parser.show(value),
     )
 
 
-def unset_or(parser: Parser) -> Parser:
+def unset_or(parser: Parser[T]) -> Parser[T | None]:
     """Unset or empty means None (decided elsewhere: NODE_SCRIPT from package.json); anything else,
     blanks included, goes to `parser`."""
     return Parser(
         lambda value, base: parser(value, base) if value else None,
-        parser.type | None,
         lambda value: "" if value is None else parser.show(value),
     )
 
 
-def derived(parser: Parser) -> Parser:
+def derived(parser: Parser[T]) -> Parser[T]:
     """Unset or empty: None here, filled in by `_check_together` from another key (the handover
-    defaults)."""
-    return Parser(
-        lambda value, base: parser(value, base) if value else None, parser.type, parser.show
-    )
+    defaults), so the field holds a T once `validate` is done."""
+
+    def parse(value: str | None, base: Path) -> T:
+        return parser(value, base) if value else cast(T, None)  # None until `_check_together`
+
+    return Parser(parse, parser.show)
 
 
 def _local_path(value: str | None, base: Path) -> str | None:
@@ -281,9 +279,9 @@ def _local_path(value: str | None, base: Path) -> str | None:
     return str((base / text).resolve()) if not os.path.isabs(text) else text
 
 
-local_path = Parser(_local_path, str | None, lambda value: "" if value is None else value)
+local_path: Parser[str | None] = Parser(_local_path, lambda value: "" if value is None else value)
 # The app's folder: blank means the settings file's folder (or the current one).
-source_dir = Parser(lambda value, base: _local_path(value, base) or str(base), str)
+app_folder = Parser(lambda value, base: _local_path(value, base) or str(base))
 
 _SYSTEM_DIRS = {
     "/",
@@ -579,7 +577,7 @@ class Key:
 
     name: str
     default: str | None
-    parse: Parser
+    parse: Parser[Any]
     help: str
     secret: bool = False  # never printed (the `settings` task masks it)
     local: bool = False  # only matters on the deploying machine: not part of what makes a release
@@ -590,15 +588,43 @@ class Key:
         return self.name.lower()
 
 
-KEYS: tuple[Key, ...] = (
-    Key(
-        "APP_NAME",
+KEY_FIELD = "signalcraft_deploy.key"  # where a field of `Settings` that is a key holds its `Key`
+
+
+def key(
+    default: str | None,
+    parse: Parser[T],
+    help: str,
+    *,
+    secret: bool = False,
+    local: bool = False,
+) -> T:
+    """A field of `Settings` that is a key, named after the field in upper case.
+
+    Typed as its parser's value, so mypy checks the field's annotation against the parser. The
+    field has no default of its own: `validate` gives every key its value.
+    """
+    declared = Key("", default, parse, help, secret, local)  # named from the field: see KEYS
+    return field(metadata={KEY_FIELD: declared})
+
+
+# --- Settings: a frozen dataclass with one field per key, plus the names and paths derived from
+# them --------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings, one field per key (its declaration). Build with `load_settings`; never
+    construct by hand outside tests."""
+
+    LOCAL_ONLY: ClassVar[frozenset[str]]  # from the declarations, once they are read (below)
+
+    app_name: str = key(
         "signalcraft",
         regex(_NAME_RE, "lower-case letters, digits and '-', starting with a letter (at most 40)"),
         "name prefix: PM2 apps <APP_NAME>-python and <APP_NAME>-nodejs",
-    ),
-    Key(
-        "APP_USER",
+    )
+    app_user: str = key(
         None,
         derived(
             regex(
@@ -610,217 +636,187 @@ KEYS: tuple[Key, ...] = (
         "the system account both apps run as (no shell, no password, no sudo; `setup` creates it);"
         " default APP_NAME (its first 32 characters). The deploy user's own name runs the apps as"
         " the deploy user (`status` warns)",
-    ),
-    Key(
-        "DEPLOY_ROOT",
+    )
+    deploy_root: str = key(
         "/home/ubuntu/signalcraft",
         on_text(_deploy_root),
         "absolute directory on the host holding releases/, current, shared/",
-    ),
-    Key(
-        "SOURCE",
+    )
+    source: str = key(
         "upload",
         choice("upload", "git"),
         "'upload' ships the local git HEAD of SOURCE_DIR; 'git' makes the host fetch REPO_URL"
         " at REF",
-    ),
-    Key(
-        "SOURCE_DIR",
+    )
+    source_dir: str = key(
         ".",
-        source_dir,
+        app_folder,
         "local directory of the app (a git checkout, or a folder inside one)",
         local=True,
-    ),
+    )
     # A URL may carry a token (https://user:token@host/...).
-    Key(
-        "REPO_URL",
+    repo_url: str | None = key(
         None,
         optional(on_text(_git_url)),
         "repository the host clones when SOURCE=git",
         secret=True,
-    ),
-    Key(
-        "REF",
+    )
+    ref: str = key(
         "main",
         on_text(_git_ref),
         "branch, tag or commit the host checks out when SOURCE=git",
-    ),
-    Key(
-        "PYTHON",
+    )
+    python: str = key(
         "python3",
         regex(_PROGRAM_RE, "a command or absolute path such as python3"),
         "Python on the host that creates the app's virtual environment",
-    ),
-    Key(
-        "GUNICORN_BIND",
+    )
+    gunicorn_bind: Address = key(
         "127.0.0.1:8001",
         address,
         "loopback address Gunicorn listens on (Nginx proxies the Python routes to it)",
-    ),
-    Key(
-        "GUNICORN_HANDOVER_BIND",
+    )
+    gunicorn_handover_bind: Address = key(
         None,
         derived(address),
         "second loopback address used while a new Gunicorn master takes over (default: port + 1)",
-    ),
-    Key(
-        "GUNICORN_WORKERS",
+    )
+    gunicorn_workers: int | None = key(
         "auto",
-        on_text(_workers, int | None, lambda value: "auto" if value is None else str(value)),
+        on_text(_workers, lambda value: "auto" if value is None else str(value)),
         "worker count, or 'auto' for 2 * CPUs + 1 on the host",
-    ),
-    Key(
-        "GUNICORN_WORKER_CLASS",
+    )
+    gunicorn_worker_class: str = key(
         "sync",
         on_text(_worker_class),
         "Gunicorn worker class (sync, gthread, gevent, eventlet, ...)",
-    ),
-    Key(
-        "GUNICORN_TIMEOUT",
+    )
+    gunicorn_timeout: int = key(
         "120",
         integer(1, 86400),
         "seconds before a silent worker is killed and restarted",
-    ),
-    Key(
-        "GUNICORN_GRACEFUL_TIMEOUT",
+    )
+    gunicorn_graceful_timeout: int = key(
         "30",
         integer(1, 3600),
         "seconds a reload (HUP) or stop waits for an old worker to finish the requests it holds,"
         " then kills it; PM2 waits this + 5 before it kills Gunicorn",
-    ),
-    Key(
-        "GUNICORN_MAX_REQUESTS",
+    )
+    gunicorn_max_requests: int = key(
         "1000",
         integer(0, 10_000_000),
         "a worker is replaced after this many requests (bounds its memory); 0 turns it off",
-    ),
-    Key(
-        "GUNICORN_MAX_REQUESTS_JITTER",
+    )
+    gunicorn_max_requests_jitter: int = key(
         "100",
         integer(0, 10_000_000),
         "random spread added to GUNICORN_MAX_REQUESTS so workers do not all restart at once",
-    ),
-    Key(
-        "LEGACY_MATCH",
+    )
+    legacy_match: str = key(
         r"^(\S*/)?(python[0-9.]*|gunicorn|flask)\b",
         on_text(_pattern),
         "regex: an unmanaged server on GUNICORN_BIND whose command matches is taken over by the"
         " first deploy, if it is the deploy user's own and runs from the app's folder (one holding"
         " WSGI_APP's module); the default matches a command that starts with python, gunicorn or"
         " flask",
-    ),
-    Key(
-        "ALLOW_PUBLIC_BIND",
+    )
+    allow_public_bind: bool = key(
         "false",
         boolean,
         "allow GUNICORN_BIND on a non-loopback address (Nginx should be the only way in)",
-    ),
-    Key(
-        "WSGI_APP",
+    )
+    wsgi_app: str = key(
         "app:create_app()",
         regex(_WSGI_RE, "module:attribute or module:factory(), for example app:create_app()"),
         "the WSGI app: module:attribute or module:factory()",
-    ),
-    Key(
-        "NODE_SCRIPT",
+    )
+    node_script: str | None = key(
         None,
         unset_or(relative_path),
         "the Node.js entry point, relative to the app directory (default: package.json's main, or"
         " its start script 'node <file>', else server.js)",
-    ),
-    Key("NODE_PORT", "3000", port, "port the Node.js server listens on (passed as PORT)"),
-    Key(
-        "NODE_HANDOVER_PORT",
+    )
+    node_port: int = key("3000", port, "port the Node.js server listens on (passed as PORT)")
+    node_handover_port: int = key(
         None,
         derived(port),
         "second port for Node.js while its processes are replaced (default: NODE_PORT + 1)",
-    ),
-    Key(
-        "NODE_INSTANCES",
+    )
+    node_instances: int = key(
         "2",
         integer(1, 64),
         "Node.js processes in PM2 cluster mode (2 or more for rolling reloads)",
-    ),
-    Key(
-        "NODE_ENV",
+    )
+    node_env: str = key(
         "production",
         regex(r"[A-Za-z0-9_.-]+", "a word such as production"),
         "NODE_ENV given to the Node.js app",
-    ),
-    Key(
-        "PY_ROUTES",
+    )
+    py_routes: tuple[str, ...] = key(
         "api/ai,api/iot,api/lightweight-analyze,api/flask",
-        on_text(_routes, tuple[str, ...], ",".join),
+        on_text(_routes, ",".join),
         "path prefixes (comma-separated) Nginx sends to Gunicorn, Node.js serving the rest (ROUTES"
         " says both ways)",
-    ),
-    Key(
-        "ROUTES",
+    )
+    routes: Table | None = key(
         None,
-        unset_or(on_text(_route_table, Table, _show_table)),
+        unset_or(on_text(_route_table, _show_table)),
         "the route table, PREFIX=APP pairs (comma-separated), APP python or nodejs, exactly one"
         " '/': the longest prefix that holds a path owns it, e.g. /=python,/chat=nodejs. Each app"
         " gets the path as the client sent it (its routes carry their prefixes) unless MOUNTS names"
         " the prefix. Unset: from PY_ROUTES",
-    ),
-    Key(
-        "MOUNTS",
+    )
+    mounts: tuple[str, ...] | None = key(
         None,
-        unset_or(on_text(_mounts, tuple[str, ...], ",".join)),
+        unset_or(on_text(_mounts, ",".join)),
         "prefixes of ROUTES (comma-separated) whose app is written for '/' and mounted there:"
         " Node.js gets the path without the prefix, Python gets SCRIPT_NAME (Gunicorn takes the"
         " prefix off; url_for and redirects add it), both X-Forwarded-Prefix. Python may be mounted"
         " under its one prefix only",
-    ),
-    Key(
-        "NGINX_SITE",
+    )
+    nginx_site: str = key(
         None,
         derived(absolute_path),
         "the Nginx site file this tool owns: in sites-available/ (linked from sites-enabled) or"
         " conf.d/ (*.conf); default /etc/nginx/sites-available/<APP_NAME>",
-    ),
-    Key(
-        "NGINX_LISTEN",
+    )
+    nginx_listen: tuple[Listen, ...] = key(
         "80",
         listens,
         "where Nginx listens for the site: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated"
         " list (at a takeover, default: the old site's own listen lines)",
-    ),
-    Key(
-        "SERVER_NAME",
+    )
+    server_name: str = key(
         "_",
         regex(_SERVER_NAME_RE, "'_' or host names separated by single spaces"),
         "Nginx server_name; '_' makes the site the default server on NGINX_LISTEN",
-    ),
-    Key(
-        "TLS_CERT",
+    )
+    tls_cert: str | None = key(
         None,
         optional(absolute_path),
         "certificate chain on the host, e.g. certbot's /etc/letsencrypt/live/<name>/fullchain.pem"
         " (with TLS_KEY: HTTPS on)",
-    ),
-    Key(
-        "TLS_KEY",
+    )
+    tls_key: str | None = key(
         None,
         optional(absolute_path),
         "private key of TLS_CERT on the host, e.g. /etc/letsencrypt/live/<name>/privkey.pem",
-    ),
-    Key(
-        "TLS_LISTEN",
+    )
+    tls_listen: tuple[Listen, ...] = key(
         "443",
         listens,
         "where Nginx listens for HTTPS: a port, ADDRESS:PORT, [IPv6]:PORT or a comma-separated"
         " list",
-    ),
-    Key("TLS_REDIRECT", "true", boolean, "with TLS on, answer plain HTTP with a redirect to HTTPS"),
-    Key(
-        "CLIENT_MAX_BODY_SIZE",
+    )
+    tls_redirect: bool = key(
+        "true", boolean, "with TLS on, answer plain HTTP with a redirect to HTTPS"
+    )
+    client_max_body_size: str | None = key(
         None,
         optional(regex(_SIZE_RE, "a size such as 10m or 512k")),
         "largest request body Nginx accepts, e.g. 10m (unset: Nginx's own 1m)",
-    ),
-    Key(
-        "NGINX_TEST_CMD",
+    )
+    nginx_test_cmd: str = key(
         "nginx -t",
         regex(
             _NGINX_TEST_RE,
@@ -829,9 +825,8 @@ KEYS: tuple[Key, ...] = (
         ),
         "command that validates Nginx's configuration (run as root by the tool's root helper,"
         " without a shell)",
-    ),
-    Key(
-        "NGINX_RELOAD_CMD",
+    )
+    nginx_reload_cmd: str = key(
         "nginx -s reload",
         regex(
             _NGINX_RELOAD_RE,
@@ -840,177 +835,150 @@ KEYS: tuple[Key, ...] = (
         ),
         "command that reloads Nginx gracefully (run as root by the tool's root helper; e.g."
         " 'systemctl reload nginx')",
-    ),
-    Key(
-        "HEALTH_PY",
+    )
+    health_py: str = key(
         "/api/flask/health",
         regex(_HTTP_PATH_RE, "a URL path such as /api/flask/health"),
         "path of the Flask app's health route",
-    ),
-    Key(
-        "HEALTH_NODE",
+    )
+    health_node: str = key(
         "/",
         regex(_HTTP_PATH_RE, "a URL path such as /"),
         "path of the Node.js app's health route",
-    ),
-    Key(
-        "HEALTH_TIMEOUT",
+    )
+    health_timeout: int = key(
         "30",
         integer(1, 3600),
         "seconds the health gate waits for both apps after a switch",
         local=True,
-    ),
-    Key(
-        "KEEP_RELEASES",
+    )
+    keep_releases: int = key(
         "5",
         integer(2, 100),
         "releases kept on the host (the current and previous are never pruned)",
         local=True,
-    ),
-    Key(
-        "PM2",
+    )
+    pm2: str = key(
         "pm2",
         regex(_PROGRAM_RE, "a command or absolute path such as pm2"),
         "the pm2 command on the host",
-    ),
-    Key(
-        "BEFORE_SWITCH",
+    )
+    before_switch: str | None = key(
         None,
         optional(on_text(str)),
         "shell command run once on the host in the new release before it serves (e.g. a migration);"
         " a failure stops the deploy",
         local=True,
-    ),
-    Key(
-        "AFTER_SWITCH",
+    )
+    after_switch: str | None = key(
         None,
         optional(on_text(str)),
         "shell command run on the host in the new release once the health gate has passed (cache"
         " warm-up, notifications)",
         local=True,
-    ),
-    Key(
-        "AFTER_SWITCH_FAILURE",
+    )
+    after_switch_failure: str = key(
         "warn",
         choice("warn", "rollback"),
         "what a failing AFTER_SWITCH does: 'warn' (the deploy stands) or 'rollback'",
         local=True,
-    ),
-    Key(
-        "ON_FAILURE",
+    )
+    on_failure: str | None = key(
         None,
         optional(on_text(str)),
         "shell command run on the host after a failed deploy has been undone (best effort)",
         local=True,
-    ),
-    Key(
-        "WHEELS",
+    )
+    wheels: str = key(
         "index",
         choice("index", "local"),
         "'index': the host installs from the package index; 'local': this machine downloads or"
         " builds the wheels (and the npm packages) for the host's Python and ships them, for hosts"
         " without egress",
         local=True,
-    ),
-    Key(
-        "HOOK_TIMEOUT",
+    )
+    hook_timeout: int = key(
         "300",
         integer(1, 86400),
         "seconds a hook may run before it is stopped (and counts as failed)",
         local=True,
-    ),
-    Key(
-        "MIN_FREE_MB",
+    )
+    min_free_mb: int = key(
         "500",
         integer(0, 10_000_000),
         "a deploy refuses to start when the deploy root's filesystem has less free space (MB); 0"
         " turns the check off",
         local=True,
-    ),
-    Key(
-        "LOG_ROTATE_SIZE",
+    )
+    log_rotate_size: str = key(
         "100M",
         regex(r"[1-9][0-9]{0,6}[kMG]?", "a size such as 100M, 500k or 1G"),
         "`setup`: a PM2 log (each app's, and pm2.log) is rotated once it is larger than this",
         local=True,
-    ),
-    Key(
-        "LOG_ROTATE_COUNT",
+    )
+    log_rotate_count: int = key(
         "10",
         integer(1, 1000),
         "`setup`: compressed rotated files kept per log",
         local=True,
-    ),
-    Key(
-        "APP_ENV_FILE",
+    )
+    app_env_file: str | None = key(
         None,
         local_path,
         "local file with the app's own secrets, written into each new release as .env (mode 0600);"
         " unset: the live release's .env is carried over",
         local=True,
-    ),
-    Key(
-        "PY_FILES",
+    )
+    py_files: tuple[str, ...] | None = key(
         None,
-        optional(on_text(_globs, tuple[str, ...], ",".join)),
+        optional(on_text(_globs, ",".join)),
         "globs (comma-separated) of the files the Python app reads; a change to others leaves"
         " Gunicorn alone (default: every file but Node.js's own: package.json, the lock file,"
         " node_modules/, and *.js, *.mjs, *.cjs, *.ts outside static/ and templates/ folders, which"
         " PY_FILES may name; the tool's own files, such as deploy.env, reach neither app)",
-    ),
-    Key(
-        "NODE_FILES",
+    )
+    node_files: tuple[str, ...] | None = key(
         None,
-        optional(on_text(_globs, tuple[str, ...], ",".join)),
+        optional(on_text(_globs, ",".join)),
         "globs (comma-separated) of the files the Node.js app reads; a change to others leaves it"
         " alone (default: every file but Python's own: *.py, requirements.txt; the tool's own"
         " files, such as deploy.env, reach neither app)",
-    ),
-    Key(
-        "SHARED_PATHS",
+    )
+    shared_paths: tuple[str, ...] | None = key(
         None,
-        optional(on_text(_shared_paths, tuple[str, ...], ",".join)),
+        optional(on_text(_shared_paths, ",".join)),
         "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and"
         " linked into each, such as instance/,uploads/,.env.local",
-    ),
-    Key(
-        "LOCAL_VENV",
+    )
+    local_venv: str | None = key(
         None,
         local_path,
         "the app's local virtual environment for 'freeze' (default: $VIRTUAL_ENV unless it is the"
         " tool's own, else SOURCE_DIR/.venv)",
         local=True,
-    ),
-    Key(
-        "KNOWN_HOSTS",
+    )
+    known_hosts: str | None = key(
         None,
         local_path,
         "extra known_hosts file used to verify host keys (besides ~/.ssh/known_hosts)",
         local=True,
-    ),
-    Key(
-        "TEMPLATES_DIR",
+    )
+    templates_dir: str | None = key(
         None,
         local_path,
         "directory whose templates win over the bundled ones",
         local=True,
-    ),
-)
-KEY_NAMES = tuple(k.name for k in KEYS)
-_KEY_DEFAULTS = {k.name: k.default for k in KEYS}
-# Settings that only matter on the deploying machine: the same commit from another checkout is the
-# same release.
-LOCAL_ONLY = frozenset(k.name for k in KEYS if k.local)
+    )
 
-
-# --- Settings: a frozen dataclass with one field per key, plus the names and paths derived from
-# them --------------
-
-
-class _Derived:
-    """Derived names and paths: one place, so templates and tasks agree. The base of `Settings`."""
-
-    LOCAL_ONLY: ClassVar[frozenset[str]] = LOCAL_ONLY
+    # Not keys (no declaration): what `load_settings` and the shipment add.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The settings file read, if any: the tool's own, so a change to it reloads no app
+    # (core/source.py tool_files).
+    settings_file: str | None = field(default=None, compare=False, repr=False)
+    # The release's fabfile.py/tasks.py that are the tool's collection (they import
+    # signalcraft_deploy): set from the shipment (steps/upload.py), so an app's own tasks.py
+    # (Celery's, say) still reaches its app.
+    tool_collection: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def python_app(self) -> str:
@@ -1119,43 +1087,30 @@ class _Derived:
     def public(self) -> dict[str, Any]:
         """Every setting as plain data (KEY: value), as the release key digests it."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name in ("origins", "settings_file", "tool_collection"):
-                continue
-            value = getattr(self, f.name)
+        for key in KEYS:
+            value = getattr(self, key.attr)
             if isinstance(value, Address):
                 value = str(value)
             elif isinstance(value, tuple) and value and isinstance(value[0], Listen):
                 value = [str(x) for x in value]
             elif isinstance(value, tuple):
                 value = list(value)
-            out[f.name.upper()] = value
+            out[key.name] = value
         return out
 
 
-Settings = make_dataclass(
-    "Settings",
-    [(k.attr, k.parse.type) for k in KEYS]
-    + [
-        ("origins", Mapping[str, str], field(default_factory=dict, compare=False, repr=False)),
-        # The settings file read, if any: the tool's own, so a change to it reloads no app
-        # (core/source.py tool_files).
-        ("settings_file", str | None, field(default=None, compare=False, repr=False)),
-        # The release's fabfile.py/tasks.py that are the tool's collection (they import
-        # signalcraft_deploy): set from the shipment (steps/upload.py), so an app's own tasks.py
-        # (Celery's, say) still reaches its app.
-        ("tool_collection", tuple[str, ...], field(default=(), compare=False, repr=False)),
-    ],
-    bases=(_Derived,),
-    namespace={
-        "__module__": __name__,
-        "__doc__": (
-            "Validated settings, one field per key of `KEYS`. Build with `load_settings`; "
-            "never construct by hand outside tests."
-        ),
-    },
-    frozen=True,
+# Each key in the order of its field; its name is the field's, in upper case.
+KEYS: tuple[Key, ...] = tuple(
+    replace(f.metadata[KEY_FIELD], name=f.name.upper())
+    for f in fields(Settings)
+    if KEY_FIELD in f.metadata
 )
+KEY_NAMES = tuple(k.name for k in KEYS)
+_KEY_DEFAULTS = {k.name: k.default for k in KEYS}
+# Settings that only matter on the deploying machine: the same commit from another checkout is the
+# same release.
+LOCAL_ONLY = frozenset(k.name for k in KEYS if k.local)
+Settings.LOCAL_ONLY = LOCAL_ONLY
 
 
 # --- Reading the layers: .env, environment, flags
@@ -1445,7 +1400,7 @@ def _check_routes(
                 "a path outside the Python routes, or Nginx would send it to Gunicorn",
             )
         return
-    if v["PY_ROUTES"] != _routes(_KEY_DEFAULTS["PY_ROUTES"]):
+    if v["PY_ROUTES"] != _routes(_KEY_DEFAULTS["PY_ROUTES"] or ""):
         raise SettingsError(
             f"ROUTES ({_where('ROUTES', raw, origins)}) and PY_ROUTES"
             f" ({_where('PY_ROUTES', raw, origins)}) are both set; expected one route table: keep"

@@ -1,21 +1,24 @@
-"""The settings declarations drive everything else: the dataclass's fields, parsing, LOCAL_ONLY and
+"""The settings declarations drive everything else: parsing, the release key, the README's table and
 the `settings` task.
 
-Each key is declared once (core/settings.py `KEYS`); these tests hold the rest of the library to
-that table: a key added there gets its field, its parsing, its README row and its line in `invoke
-settings` without a second list.
+Each key is declared once, as a field of `Settings` (core/settings.py `key(...)`, read into
+`KEYS`); these tests hold the rest of the library to those fields: a key added there gets its
+parsing, its README row and its line in `invoke settings` without a second list. mypy checks each
+field's type against its parser; the tests below check the values that reach the fields.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
+from types import UnionType
+from typing import Union, get_args, get_origin, get_type_hints
 
 import pytest
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.plan import LOCAL_ONLY
+from signalcraft_deploy.core.plan import release_key
 from signalcraft_deploy.core.settings import (
     KEY_NAMES,
     KEYS,
@@ -29,69 +32,6 @@ from signalcraft_deploy.core.settings import (
 )
 from signalcraft_deploy.tasks.settings import settings as settings_task
 from tests.unit.conftest import mock_host
-
-# The attributes and types the rest of the library reads (the hand-written dataclass before KEYS
-# drove it).
-EXPECTED_FIELDS = {
-    "app_name": str,
-    "app_user": str,
-    "deploy_root": str,
-    "source": str,
-    "source_dir": str,
-    "repo_url": str | None,
-    "ref": str,
-    "python": str,
-    "gunicorn_bind": Address,
-    "gunicorn_handover_bind": Address,
-    "gunicorn_workers": int | None,
-    "gunicorn_worker_class": str,
-    "gunicorn_timeout": int,
-    "gunicorn_graceful_timeout": int,
-    "gunicorn_max_requests": int,
-    "gunicorn_max_requests_jitter": int,
-    "allow_public_bind": bool,
-    "legacy_match": str,
-    "wsgi_app": str,
-    "node_script": str | None,
-    "node_port": int,
-    "node_instances": int,
-    "node_handover_port": int,
-    "node_env": str,
-    "py_routes": tuple[str, ...],
-    "routes": tuple[tuple[str, str], ...] | None,
-    "mounts": tuple[str, ...] | None,
-    "nginx_site": str,
-    "nginx_listen": tuple[Listen, ...],
-    "server_name": str,
-    "tls_cert": str | None,
-    "tls_key": str | None,
-    "tls_listen": tuple[Listen, ...],
-    "tls_redirect": bool,
-    "client_max_body_size": str | None,
-    "nginx_test_cmd": str,
-    "nginx_reload_cmd": str,
-    "health_py": str,
-    "health_node": str,
-    "health_timeout": int,
-    "keep_releases": int,
-    "pm2": str,
-    "before_switch": str | None,
-    "after_switch": str | None,
-    "wheels": str,
-    "after_switch_failure": str,
-    "on_failure": str | None,
-    "hook_timeout": int,
-    "app_env_file": str | None,
-    "local_venv": str | None,
-    "known_hosts": str | None,
-    "templates_dir": str | None,
-    "py_files": tuple[str, ...] | None,
-    "node_files": tuple[str, ...] | None,
-    "shared_paths": tuple[str, ...] | None,
-    "min_free_mb": int,
-    "log_rotate_size": str,
-    "log_rotate_count": int,
-}
 
 # A valid value other than the default for every key, and the attribute it must produce.
 CHANGED: dict[str, tuple[str, object]] = {
@@ -168,17 +108,41 @@ CHANGED: dict[str, tuple[str, object]] = {
 }
 
 
-def test_the_declarations_are_the_dataclass_fields() -> None:
-    not_keys = ("origins", "settings_file", "tool_collection")
-    declared = [(f.name, f.type) for f in fields(Settings) if f.name not in not_keys]
-    assert declared == [(k.attr, k.parse.type) for k in KEYS]
-    assert dict(declared) == EXPECTED_FIELDS
-    assert all(
-        f.default is MISSING and f.default_factory is MISSING
-        for f in fields(Settings)
-        if f.name not in not_keys
-    )
-    assert [k.name for k in KEYS] == list(KEY_NAMES) and len(set(KEY_NAMES)) == len(KEYS)
+NOT_KEYS = ("origins", "settings_file", "tool_collection")  # what load_settings and uploads add
+
+
+def _holds(value: object, hint: object) -> bool:
+    """Whether `value` is of the annotated type `hint` (a class, a union, tuple[X, ...] or tuple[X,
+    Y])."""
+    args = get_args(hint)
+    if get_origin(hint) in (Union, UnionType):
+        return any(_holds(value, arg) for arg in args)
+    if get_origin(hint) is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_holds(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_holds, value, args))
+    return value is None if hint is type(None) else isinstance(value, hint)
+
+
+def test_each_field_is_a_key_but_the_three_the_tool_adds() -> None:
+    names = [f.name for f in fields(Settings)]
+    assert [k.attr for k in KEYS] + list(NOT_KEYS) == names
+    assert [k.name for k in KEYS] == [k.attr.upper() for k in KEYS] == list(KEY_NAMES)
+    assert all(k.help and k.parse for k in KEYS)
+
+
+def test_every_key_is_required_and_the_others_are_not() -> None:
+    for f in fields(Settings):
+        has_default = f.default is not MISSING or f.default_factory is not MISSING
+        assert has_default == (f.name in NOT_KEYS), f.name
+
+
+def test_the_defaults_have_the_types_the_fields_declare(load) -> None:
+    hints = get_type_hints(Settings)
+    s = load()
+    assert [k.name for k in KEYS if not _holds(getattr(s, k.attr), hints[k.attr])] == []
 
 
 def test_settings_can_be_built_by_keyword() -> None:
@@ -191,32 +155,18 @@ def test_settings_can_be_built_by_keyword() -> None:
         "/etc/nginx/sites-enabled/signalcraft",
     )
     with pytest.raises(TypeError):
-        Settings(**{k.attr: getattr(s, k.attr) for k in KEYS[1:]})  # every field is required
+        Settings(**{k.attr: getattr(s, k.attr) for k in KEYS[1:]})  # every key is required
 
 
-def test_local_only_comes_from_the_declarations() -> None:
-    assert (
-        LOCAL_ONLY
-        == {k.name for k in KEYS if k.local}
-        == {
-            "SOURCE_DIR",
-            "LOCAL_VENV",
-            "KNOWN_HOSTS",
-            "TEMPLATES_DIR",
-            "APP_ENV_FILE",
-            "KEEP_RELEASES",
-            "HEALTH_TIMEOUT",
-            "BEFORE_SWITCH",
-            "AFTER_SWITCH",
-            "AFTER_SWITCH_FAILURE",
-            "ON_FAILURE",
-            "HOOK_TIMEOUT",
-            "WHEELS",
-            "MIN_FREE_MB",
-            "LOG_ROTATE_SIZE",
-            "LOG_ROTATE_COUNT",
-        }
-    )
+# What a changed value needs beside it to be valid.
+EXTRA = {
+    "SOURCE": {"REPO_URL": "git@github.com:org/shop.git"},
+    "PY_ROUTES": {"HEALTH_PY": "/api/v2/health"},
+    "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"},
+    "MOUNTS": {"ROUTES": "/api/flask=python,/=nodejs,/chat=nodejs,/a.b=nodejs"},
+    "TLS_CERT": {"TLS_KEY": "/etc/ssl/k.pem"},
+    "TLS_KEY": {"TLS_CERT": "/etc/ssl/c.pem"},
+}
 
 
 def test_every_declared_key_has_a_changed_value_here() -> None:
@@ -226,19 +176,20 @@ def test_every_declared_key_has_a_changed_value_here() -> None:
 @pytest.mark.parametrize("key", KEY_NAMES)
 def test_every_declared_key_is_parsed_into_its_attribute(key: str, tmp_path: Path, load) -> None:
     raw, expected = CHANGED[key]
-    extra = {
-        "SOURCE": {"REPO_URL": "git@github.com:org/shop.git"},
-        "PY_ROUTES": {"HEALTH_PY": "/api/v2/health"},
-        "ALLOW_PUBLIC_BIND": {"GUNICORN_BIND": "0.0.0.0:8001"},
-        "MOUNTS": {"ROUTES": "/api/flask=python,/=nodejs,/chat=nodejs,/a.b=nodejs"},
-        "TLS_CERT": {"TLS_KEY": "/etc/ssl/k.pem"},
-        "TLS_KEY": {"TLS_CERT": "/etc/ssl/c.pem"},
-    }.get(key, {})
-    s = load({key: raw, **extra})
+    s = load({key: raw, **EXTRA.get(key, {})})
     if isinstance(expected, str):
         expected = expected.format(tmp=tmp_path)
     assert getattr(s, next(k.attr for k in KEYS if k.name == key)) == expected
     assert s.origins[key] == "flag --set"
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: k.name)
+def test_a_changed_key_makes_another_release_unless_it_is_local(key, load) -> None:
+    before = load()
+    changed = load({key.name: CHANGED[key.name][0], **EXTRA.get(key.name, {})})
+    after = replace(before, **{key.attr: getattr(changed, key.attr)})  # only this key differs
+    keys = [release_key(s, "tree", "requirements", None, None) for s in (before, after)]
+    assert (keys[0] == keys[1]) == key.local
 
 
 @pytest.mark.parametrize("key", KEY_NAMES)
