@@ -120,7 +120,9 @@ def read(s: Settings, text: str) -> OldSite:
         for d in directives
         if d["directive"] == "upstream" and d.get("args")
     }
-    http, tls, names = [], [], []
+    http: list[str] = []
+    tls: list[str] = []
+    names: list[str] = []
     for d in directives:
         if d["directive"] in ("upstream", "map"):
             continue

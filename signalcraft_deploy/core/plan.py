@@ -627,12 +627,12 @@ def make_plan(
         carried = old.get("app_env") or (CARRIED if "app_env" not in old and facts.live_env else "")
         manifest = replace(manifest, app_env=carried)
     same_release = (
-        bool(old) and old.get("key") == manifest.key and facts.current_release is not None
+        old is not None and old.get("key") == manifest.key and facts.current_release is not None
     )
     plan = Plan(
         manifest=manifest, configs=configs, site=site, new_release=not same_release, changed=changed
     )
-    if same_release:
+    if old is not None and same_release:
         # Keep the release that is live; only bring stopped apps back and repair the site.
         plan.manifest = Manifest(
             **{

@@ -193,7 +193,7 @@ SITE_ID_RE = re.compile(
 
 def written_by_us(text: str | None) -> bool:
     """Whether a file's text is one this tool rendered (its first line is our header)."""
-    return bool(text) and text.lstrip("\ufeff").startswith(SITE_HEADER)
+    return bool(text and text.lstrip("\ufeff").startswith(SITE_HEADER))
 
 
 def site_id(text: str) -> str | None:

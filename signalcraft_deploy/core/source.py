@@ -372,8 +372,7 @@ def node_package(text: str | None, has: Any = None) -> NodePackage:
     start = (
         (data.get("scripts") or {}).get("start") if isinstance(data.get("scripts"), dict) else None
     )
-    match = _START_RE.match(start) if isinstance(start, str) else None
-    if match:
+    if isinstance(start, str) and (match := _START_RE.match(start)):
         for candidate in _candidates(_clean(match.group(1))):
             if has(candidate):
                 return NodePackage(candidate, esm, f"package.json scripts.start ({start.strip()})")
