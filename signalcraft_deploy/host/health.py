@@ -41,7 +41,7 @@ def gate_spec(
     nginx = s.nginx_url
     py, node = bool(checked.get("python")), bool(checked.get("nodejs"))
     # Only the apps just (re)loaded must answer from the new release; the others keep theirs.
-    urls = [
+    urls: list[dict[str, Any]] = [
         {
             "label": "Gunicorn",
             "url": f"http://{s.gunicorn_bind}{s.health_py}",

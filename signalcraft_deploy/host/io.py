@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from invoke import Context
 from invoke.exceptions import Exit, UnexpectedExit
@@ -32,7 +32,7 @@ from signalcraft_deploy.core.secrets import visible
 try:  # Fabric is a dependency, but `invoke` alone must still work for local tasks.
     from fabric import Connection
 except ImportError:  # pragma: no cover
-    Connection = None  # type: ignore[assignment,misc]
+    Connection = None
 
 q = shlex.quote
 
@@ -301,13 +301,18 @@ class InvokeRunner(Transport):
         }
         if timeout:
             kwargs["timeout"] = timeout
-        return _checked(
-            c.run(command, **kwargs), warn
-        )  # a MockContext returns a failed result without raising
+        # A MockContext returns a failed result without raising.
+        return _checked(_ran(c.run(command, **kwargs)), warn)
 
     def start(self, c: Context, command: str) -> Callable[[], Result]:
-        result = c.run(command, hide=True, warn=True, in_stream=False)
+        result = _ran(c.run(command, hide=True, warn=True, in_stream=False))
         return lambda: result
+
+
+def _ran(result: Result | None) -> Result:
+    """`Context.run`'s result, which is None only for a command run with disown=True (none here)."""
+    assert result is not None
+    return result
 
 
 def use_transport(c: Context, transport: Transport) -> Context:
@@ -362,12 +367,14 @@ def _run_local(
         if data is not None and popen.stdin:
             popen.stdin.write(data.encode())
             popen.stdin.close()
+        # Pipes with the default buffering: both are BufferedReaders, which read1 what is there.
+        stdout = cast(io.BufferedReader, popen.stdout)
+        stderr = cast(io.BufferedReader, popen.stderr)
         err_chunks: list[bytes] = []
-        # type: ignore[union-attr]
-        reader = threading.Thread(target=_drain, args=(popen.stderr.read1, err_chunks), daemon=True)
+        reader = threading.Thread(target=_drain, args=(stderr.read1, err_chunks), daemon=True)
         reader.start()
         out_chunks: list[bytes] = []
-        _drain(popen.stdout.read1, out_chunks, _lines_to(on_line))  # type: ignore[union-attr]
+        _drain(stdout.read1, out_chunks, _lines_to(on_line))
         reader.join()
         code = popen.wait(timeout=timeout)
     return (

@@ -145,7 +145,7 @@ class DeployLock:
 
     def read_then(self) -> str:
         """The output of `then`, which the host prints as soon as the lock is taken."""
-        lines = []
+        lines: list[str] = []
         while True:
             line = self.held.readline()
             if not line:
