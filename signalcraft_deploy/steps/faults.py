@@ -60,6 +60,6 @@ SETTING_FAULTS: tuple[tuple[str, str, str, Callable[[Settings, str], bool]], ...
         r"Script not found: (\S+)",
         "NODE_SCRIPT",
         "is not a file in the release",
-        lambda s, found: found.endswith("/" + s.node_script),
+        lambda s, found: s.node_script is not None and found.endswith("/" + s.node_script),
     ),
 )

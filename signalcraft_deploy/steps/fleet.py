@@ -233,6 +233,11 @@ def check_on_failure(value: str | None) -> str:
     return value
 
 
+def _start_gate(m: Member) -> None:
+    if m.run is not None:
+        m.run.start_gate()
+
+
 def roll_out(
     group: list[Member], s: Settings, batch: str, on_failure: str
 ) -> list[tuple[Member, BaseException]]:
@@ -245,8 +250,7 @@ def roll_out(
             return failed
     # Every host's health gate started now, side by side: a host's turn then costs its switch,
     # reload and checks only.
-    # type: ignore[union-attr]
-    parallel([m for m in group if m.run is not None], lambda m: m.run.start_gate())
+    parallel([m for m in group if m.run is not None], _start_gate)
     switched: list[Member] = []
     todo = batches(group, batch)
     for i, part in enumerate(todo):

@@ -342,6 +342,13 @@ def test_wsgi_app_is_blamed_only_for_its_own_module(load) -> None:
     assert setting_fault(s, "RuntimeError: boom") is None
 
 
+def test_node_script_is_blamed_only_when_it_is_set(load) -> None:
+    said = "[PM2][ERROR] Script not found: /home/ubuntu/signalcraft/releases/r1/dist/main.js"
+    assert "NODE_SCRIPT" in (setting_fault(load({"NODE_SCRIPT": "dist/main.js"}), said) or "")
+    assert setting_fault(load({"NODE_SCRIPT": "server.js"}), said) is None
+    assert setting_fault(load(), said) is None  # unset: package.json named the file, no setting
+
+
 # ----------------------------------------------------------------------------- disk, dump, boot
 
 
