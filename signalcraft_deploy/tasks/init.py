@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from signalcraft_deploy import __version__, remote
@@ -388,7 +388,8 @@ def init_app(
     was read from the app, when deploy.env is written)."""
     settings_path = root / SETTINGS_FILE
     found, notes = read_app(root) if force or not settings_path.exists() else ({}, [])
-    install, vendored = install_spec(), []
+    install = install_spec()
+    vendored: list[Outcome] = []
     if vendor:
         install, vendored = vendor_wheel(root, install, notes)
     elif install.spec is None:
@@ -753,7 +754,13 @@ def report(outcomes: list[Outcome], notes: list[str]) -> str:
         ),
     }
 )
-def init(c, force=False, templates=False, dir=None, vendor=False):
+def init(
+    c: Context,
+    force: bool = False,
+    templates: bool = False,
+    dir: str | None = None,
+    vendor: bool = False,
+) -> None:
     """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
     root = Path(dir or os.getcwd())
     if not root.is_dir():

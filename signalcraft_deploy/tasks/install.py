@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.render import node_modules_name, venv_dir
 from signalcraft_deploy.core.settings import Settings
@@ -16,7 +16,13 @@ from signalcraft_deploy.host.lock import task_lock
 
 
 @task(iterable=["set_"], help={**HOST_HELP})
-def install(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
+def install(
+    c: Context,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail
@@ -16,7 +16,14 @@ from signalcraft_deploy.host.programs import run_program
     iterable=["set_"],
     help={**HOST_HELP, "force": "break a lock even if its deploy is still running (logged)"},
 )
-def unlock(c, force=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
+def unlock(
+    c: Context,
+    force: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Show who holds the deploy lock; with --force, end that deploy's hold on it."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)

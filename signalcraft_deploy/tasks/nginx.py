@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
@@ -17,7 +17,13 @@ from signalcraft_deploy.tasks.deploy import host_settings
 
 
 @task(iterable=["set_"], help={**HOST_HELP})
-def nginx_check(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
+def nginx_check(
+    c: Context,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Check Nginx: routes, nginx -t, the running config is the one on disk, the TLS certificate."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)

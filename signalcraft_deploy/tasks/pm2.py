@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.settings import Settings
@@ -19,7 +19,13 @@ from signalcraft_deploy.steps.trial import canary
 
 
 @task(iterable=["set_"], help={**HOST_HELP})
-def pm2_reload(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
+def pm2_reload(
+    c: Context,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
@@ -30,11 +36,13 @@ def pm2_reload(c, known_hosts=None, accept_new_host=False, env_file=None, set_=N
 def reload_live(c: Any, s: Settings) -> None:
     """Trial run, then each app brought to the current release, under the deploy lock."""
     facts, release_dir = host_facts.live_release(c, s)
+    release = facts.current_release
+    assert release is not None  # live_release stops on a host without one
     s = release_settings(s, facts.manifest)
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
-    trial_stop = canary(c, s, facts.current_release, release_dir, venv, live=facts.current_release)
+    trial_stop = canary(c, s, release, release_dir, venv, live=release)
     if trial_stop:
         trial_stop.wait()
     checked = {"python": True, "nodejs": True}
@@ -50,7 +58,7 @@ def reload_live(c: Any, s: Settings) -> None:
     else:
         start(c, s, s.node_app)
         print(f"{s.node_app}: started")
-    problems = gate(c, s, facts.current_release, release_dir, checked)
+    problems = gate(c, s, release, release_dir, checked)
     if problems:
         raise fail("Apps are not healthy after the reload:\n  " + "\n  ".join(problems))
     save(c, s)

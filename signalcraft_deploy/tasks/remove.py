@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import root
@@ -38,15 +38,15 @@ REMOVE_HELP = {
 
 @task(iterable=["set_"], help=REMOVE_HELP)
 def remove(
-    c,
-    dry_run=False,
-    purge=False,
-    confirm=None,
-    known_hosts=None,
-    accept_new_host=False,
-    env_file=None,
-    set_=None,
-):
+    c: Context,
+    dry_run: bool = False,
+    purge: bool = False,
+    confirm: str | None = None,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Take the app off the host: its Nginx site, PM2 apps, logs and `current` (DEPLOY_ROOT too with --purge)."""
     s = settings_for(env_file, set_)
     check_confirm(s, purge, confirm)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.settings import KEYS, Settings, effective, readme_table
 from signalcraft_deploy.host.connect import COMMON_HELP, settings_for
@@ -35,7 +35,13 @@ def defaults_text() -> str:
         "markdown": "with --defaults: as README's Settings table (Markdown)",
     },
 )
-def settings(c, defaults=False, markdown=False, env_file=None, set_=None):
+def settings(
+    c: Context,
+    defaults: bool = False,
+    markdown: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Show every setting's value and where it came from (default, .env:LINE, environment, flag), secrets masked."""
     if defaults:
         print(readme_table() if markdown else defaults_text())

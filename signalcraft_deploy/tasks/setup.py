@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
@@ -99,15 +99,15 @@ def refused(facts: setup_ops.SetupFacts) -> None:
 
 @task(iterable=["set_"], help=SETUP_HELP)
 def setup(
-    c,
-    dry_run=False,
-    known_hosts=None,
-    accept_new_host=False,
-    env_file=None,
-    set_=None,
-    user=None,
-    remove_app=None,
-):
+    c: Context,
+    dry_run: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+    user: str | None = None,
+    remove_app: str | None = None,
+) -> None:
     """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
     s = settings_for(env_file, set_, APP_USER=remove_app)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
@@ -356,7 +356,14 @@ def render_status(data: dict[str, Any]) -> str:
 
 @fleet_aware
 @task(iterable=["set_"], help={**HOST_HELP, "json": "print the status as JSON, for machines"})
-def status(c, json_=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
+def status(
+    c: Context,
+    json_: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes, recent deploys."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
@@ -377,8 +384,14 @@ def status(c, json_=False, known_hosts=None, accept_new_host=False, env_file=Non
     },
 )
 def logs(
-    c, lines=30, follow=False, known_hosts=None, accept_new_host=False, env_file=None, set_=None
-):
+    c: Context,
+    lines: int = 30,
+    follow: bool = False,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Print the last lines of both apps' PM2 logs (APP_ENV_FILE's values masked); -f to follow."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
