@@ -20,13 +20,13 @@ import os
 import pwd
 import shutil
 import sys
-from typing import Dict, List
+from typing import Dict, List, NoReturn
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 UMASK = 0o027
 
 
-def refuse(why: str) -> None:
+def refuse(why: str) -> NoReturn:
     sys.stderr.write(f"signalcraft-app: refused: {why}\n")
     sys.exit(2)
 

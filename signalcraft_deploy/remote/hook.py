@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Dict, List
 
 MARK = "@@hook-verdict "
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -25,7 +26,7 @@ _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$"
 
 def read_env_file(path):
     """KEY=VALUE lines as python-dotenv reads the common cases: `export`, quotes, comments."""
-    values = {}
+    values: Dict[str, str] = {}
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -101,7 +102,8 @@ def run(spec):
 
     timer = threading.Timer(float(spec.get("timeout") or 300), watchdog)
     timer.start()
-    tail = []
+    tail: List[str] = []
+    assert proc.stdout is not None  # stdout=PIPE
     for raw in iter(proc.stdout.readline, b""):
         line = mask(raw.decode("utf-8", "replace").rstrip("\n"))
         print(line, flush=True)

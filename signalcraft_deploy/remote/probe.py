@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any, Dict, List, Optional
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
@@ -36,7 +37,8 @@ def tls_context(host_header):
     ctx.verify_mode = ssl.CERT_NONE
     if host_header:
         wrap = ctx.wrap_socket
-        ctx.wrap_socket = lambda sock, *a, **k: wrap(
+        # Every socket this context wraps sends the site's name (http.client would send the address).
+        ctx.wrap_socket = lambda sock, *a, **k: wrap(  # type: ignore[method-assign]
             sock, *a, **{**k, "server_hostname": host_header}
         )
     return ctx
@@ -92,7 +94,7 @@ def pm2_jlist(pm2, rpc_js=None):
 
 def by_name(text):
     """name -> [{pid, status, restarts, mode}] from a jlist text."""
-    apps = {}
+    apps: Dict[str, List[Dict[str, Any]]] = {}
     for proc in pm2_processes(text) or []:
         apps.setdefault(proc["name"], []).append(
             {
@@ -136,6 +138,7 @@ class Pm2Watch:
         """Send a question now; `state()` takes its answer (so the daemon works while the caller
         does)."""
         if self.proc is not None and not self.pending:
+            assert self.proc.stdin is not None  # stdin=PIPE
             try:
                 self.proc.stdin.write("\n")
                 self.proc.stdin.flush()
@@ -146,6 +149,7 @@ class Pm2Watch:
     def state(self):
         self.ask()
         if self.proc is not None:
+            assert self.proc.stdout is not None  # stdout=PIPE
             ready, _, _ = select.select([self.proc.stdout], [], [], 10)
             line = self.proc.stdout.readline() if ready else ""
             self.pending = False
@@ -157,6 +161,7 @@ class Pm2Watch:
     def close(self):
         if self.proc is not None:
             proc, self.proc = self.proc, None
+            assert proc.stdin is not None  # stdin=PIPE
             try:
                 proc.stdin.close()
             except OSError:
@@ -257,9 +262,8 @@ def gate(spec):
 def gate_with(spec, watch):
     deadline = time.monotonic() + spec["timeout"]
     release_dir = os.path.realpath(spec["release_dir"])
-    first = (
-        {} if spec.get("fail_fast") else None
-    )  # a trial app does not restart: no count to compare
+    # A trial app does not restart: no count to compare.
+    first: Optional[Dict[str, Any]] = {} if spec.get("fail_fast") else None
     if first is None:
         watch.ask()  # the count the restarts are compared with, read while the URLs are checked
     problems, asked = ["not checked yet"], time.monotonic()

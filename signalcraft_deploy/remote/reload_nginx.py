@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Dict, Set
 
 NGINX_SAYS = re.compile(r"\[(emerg|alert|crit)\].*")
 
@@ -52,7 +53,7 @@ def build_paths():
 
 def main_directives(conf):
     """The `pid` and first `error_log` of the main context of nginx.conf (outside every block)."""
-    found = {}
+    found: Dict[str, str] = {}
     depth = 0
     try:
         with open(conf) as fh:
@@ -178,7 +179,7 @@ def settle(log, offset, deadline):
 def wait_for_workers(master, old, log, offset, deadline):
     """Poll until the old workers are gone (new ones up) or Nginx logs [emerg]; returns (new,
     why)."""
-    new = set()
+    new: Set[int] = set()
     while True:
         if said(log_since(log, offset)):
             return new, "; ".join(settle(log, offset, deadline + 3)[-3:])

@@ -43,6 +43,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from typing import overload
 
 from signalcraft_deploy.remote.nginx_site import (
     BadSite,
@@ -183,7 +184,9 @@ def reload_spec(text: str) -> str:
 def local_url(url: str) -> str:
     """A marker URL whose address is one of this host's own (root asks nothing of another
     machine)."""
-    host = re.match(r"http://\[?([^\]/]+?)\]?:[0-9]+/", url).group(1)  # MARKER_URL matched
+    found = re.match(r"http://\[?([^\]/]+?)\]?:[0-9]+/", url)
+    assert found, url  # MARKER_URL matched it
+    host = found.group(1)
     if host == "localhost":
         return url
     try:
@@ -316,7 +319,7 @@ def remove(path: str) -> None:
 
 
 def ours(data: "bytes | None") -> bool:
-    return bool(data) and data.decode(errors="replace").lstrip("\ufeff").startswith(HEADER)
+    return bool(data and data.decode(errors="replace").lstrip("\ufeff").startswith(HEADER))
 
 
 def state_folder(*parts: str) -> str:
@@ -449,7 +452,10 @@ def desc_facts(desc: dict) -> dict:
 def text_facts(path: str) -> dict:
     """The same facts, read with crossplane from a site's file (one root wrote before: a backup,
     root's copy)."""
-    names, files, listens, ports = set(), set(), set(), set()
+    names: set[str] = set()
+    files: set[str] = set()
+    listens: set[tuple] = set()
+    ports: set[str] = set()
 
     def walk(block: list) -> None:
         for d in block:
@@ -690,7 +696,13 @@ def run_lib(name: str, *args: str) -> int:
     return run_argv([sys.executable, "-IS", lib(name), *args])
 
 
+@overload
+def run_argv(argv: list) -> int: ...
+@overload
+def run_argv(argv: list, capture: bool) -> "int | subprocess.CompletedProcess": ...
 def run_argv(argv: list, capture: bool = False) -> "int | subprocess.CompletedProcess":
+    """Run a program with a time limit: its result when `capture` (its output, text), else its exit
+    status; 127 when it cannot start, 124 when it took too long."""
     try:
         done = subprocess.run(
             argv,
@@ -1190,7 +1202,8 @@ def v_certbot_hook(args: list) -> int:
         return 0
     if old is not None and not old.decode(errors="replace").startswith("#!/bin/sh\n" + HEADER):
         raise Refused(f"{path} exists and was not written by signalcraft-deploy")
-    if old is not None and hook_site(old) not in (None, args[2]) and not_mine(hook_site(old)):
+    site = hook_site(old) if old is not None else None
+    if site is not None and site != args[2] and not_mine(site):
         # APP_NAME is the caller's to choose: another user's hook is neither rewritten to name the
         # caller's site (which site-remove would then take for the caller's own and delete) nor
         # changed at all

@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Any, Dict, List, Set
 
 from signalcraft_deploy.remote.pm2_list import pm2_process, pm2_processes
 
@@ -162,7 +163,7 @@ def in_use_by_processes():
 def unused_environments(root, in_use=()):
     """venvs/<hash> and node_modules/<hash> that no release on the host names and no process uses
     (this user's, and the paths `in_use` another account's processes run from)."""
-    named = set()
+    named: Set[str] = set()
     releases = os.path.join(root, "releases")
     for release in children_of(releases):
         m = manifest_of(os.path.join(releases, release))
@@ -199,7 +200,7 @@ def settle(spec):
     if procs is None:
         return {"restarts": None, "removed": []}
     apps = spec.get("apps", [])
-    restarts = {}
+    restarts: Dict[str, Dict[str, int]] = {}
     for proc in procs:
         if proc["name"] in apps:
             restarts.setdefault(proc["name"], {})[str(proc["pm_id"])] = proc["restarts"]
@@ -220,7 +221,7 @@ def settle(spec):
 
 
 def read_unit(path):
-    unit = {}
+    unit: Dict[str, Any] = {}  # User, ExecStart, PIDFile: text; env: a dict
     try:
         with open(path) as fh:
             for line in fh:
@@ -243,7 +244,7 @@ def dump_entries(pm2_home, apps):
             saved = json.load(fh)
     except (OSError, ValueError):
         return None
-    out = {}
+    out: Dict[str, List[Dict[str, Any]]] = {}
     for env in saved if isinstance(saved, list) else []:
         if isinstance(env, dict) and env.get("name") in apps:
             proc = pm2_process({"name": env["name"], "pm2_env": env})

@@ -10,6 +10,7 @@ plugins). Standard library only: the app's venv has Flask, not this tool. Prints
 import json
 import os
 import sys
+from typing import Any
 
 
 def load(spec):
@@ -18,7 +19,7 @@ def load(spec):
     attr = attr[:-2] if call else attr
     import importlib
 
-    obj = importlib.import_module(module_name)
+    obj: Any = importlib.import_module(module_name)  # then its attributes, then maybe a call
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj() if call else obj
