@@ -83,6 +83,7 @@ NOT_SOURCE = shutil.ignore_patterns(
     "rendered",
     ".pytest_cache",
     ".ruff_cache",
+    ".mypy_cache",
 )
 
 # Run by the tool venv's Python from an empty folder: what the installed package sees.
