@@ -150,7 +150,7 @@ def exit_code(failed: list[tuple[Member, BaseException]]) -> int:
     codes = [
         err.code
         for _, err in failed
-        if isinstance(err, Exit) and not isinstance(err, Failure) and err.code
+        if isinstance(err, Exit) and err.code
     ]
     return codes[0] if codes else 1
 
