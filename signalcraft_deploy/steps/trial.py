@@ -19,7 +19,7 @@ from signalcraft_deploy.host.pm2 import (
     pm2,
 )
 from signalcraft_deploy.host.upkeep import forget_logs_command
-from signalcraft_deploy.steps.faults import setting_fault
+from signalcraft_deploy.steps.faults import health_route_fault, setting_fault
 from signalcraft_deploy.steps.handover import handover_entry
 
 
@@ -60,6 +60,7 @@ def canary(
                 "label": s.python_app,
                 "url": f"http://127.0.0.1:{py_port}{s.health_py}",
                 "expect_release": True,
+                "setting": "HEALTH_PY",
             }
         )
         watch.append({"name": py_name, "workers": True})
@@ -82,6 +83,7 @@ def canary(
                 "label": s.node_app,
                 "url": f"http://127.0.0.1:{node_port}{health}",
                 "expect_release": True,
+                "setting": "HEALTH_NODE",
             }
         )
         watch.append({"name": node_name})
@@ -134,7 +136,8 @@ def canary(
     failed = [name for name in names if any(own[name] in p for p in problems)] or names
     logs = {own[name]: app_output(c, s, name) for name in failed}
     run(c, stop, warn=True)
-    raise trial_failed(s, problems, logs, started.stdout + "\n" + started.stderr, live)
+    pm2_said = started.stdout + "\n" + started.stderr
+    raise trial_failed(s, problems, logs, pm2_said, live, health_route_fault(s, problems, urls))
 
 
 def still_serving(live: str | None) -> str:
@@ -148,7 +151,12 @@ def still_serving(live: str | None) -> str:
 
 
 def trial_failed(
-    s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str, live: str | None = None
+    s: Settings,
+    problems: list[str],
+    logs: dict[str, str],
+    pm2_said: str,
+    live: str | None = None,
+    health_fault: str | None = None,
 ) -> Exception:
     """The message of a failed trial: what failed, each failed app's own output under its name
     (Gunicorn's INFO lines left out), and the setting at fault if one is."""
@@ -164,6 +172,7 @@ def trial_failed(
             )
     fix = (
         setting_fault(s, "\n".join([masked(s, pm2_said), *logs.values()]))
+        or health_fault
         or "Fix the app and deploy again."
     )
     return fail(

@@ -1183,6 +1183,55 @@ def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_n
     ]
 
 
+@pytest.mark.parametrize(
+    ("status", "fix"),
+    [
+        (
+            404,
+            "The cause is likely the setting HEALTH_PY (default): the new release answers its route"
+            " '/api/flask/health' with 404. Set HEALTH_PY to a route the app answers with 200 (or"
+            " add that route to the app) and deploy again.",
+        ),
+        (
+            500,
+            "The app failed on its health route HEALTH_PY='/api/flask/health' (default) with 500:"
+            " fix the error in its output above and deploy again.",
+        ),
+    ],
+    ids=["route-missing", "route-fails"],
+)
+def test_a_trial_whose_health_route_answers_an_error_names_the_setting_and_its_value(
+    load, status, fix
+):
+    s = load()
+    verdict = {
+        "ok": False,
+        "problems": [f"signalcraft-python http://127.0.0.1:41001/api/flask/health: {status}"],
+    }
+    c = mock_host(
+        run={
+            **NGINX_DUMP,
+            **answers(
+                {
+                    PROBE_PORTS: as_json({"ports": [41001, 41002]}),
+                    r"umask 077 && cat > \.signalcraft-trial": ok(""),
+                    probe_gate("signalcraft-python-trial"): as_json(verdict),
+                    PM2_LOGS: ok(""),
+                    PM2_DELETE: ok(),
+                }
+            ),
+        }
+    )
+    r = step_run(c, s, How.HUP, How.RELOAD, pm2=(s.python_app, s.node_app))
+    r.facts.current_release = PREV
+
+    with pytest.raises(Exit) as err:
+        trial_run(r)
+
+    assert err.value.message.endswith("\n" + fix), err.value.message
+    assert "Fix the app and deploy again." not in err.value.message
+
+
 def test_nginx_check_of_a_deploy_warns_when_nodejs_listens_beyond_loopback(
     load, monkeypatch, capsys
 ):
