@@ -13,7 +13,7 @@ from signalcraft_deploy.host.programs import run_program, start_waiting
 
 
 def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the host-side probe (canary or gate) and return its JSON verdict."""
+    """Run the host-side probe (trial run or health gate) and return its JSON verdict."""
     return verdict_of(
         s, run_program(c, s, "probe.py", json.dumps(spec), warn=True, app=True)
     )  # it reads the apps' /proc

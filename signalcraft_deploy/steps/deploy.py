@@ -258,7 +258,7 @@ def trial_run(r: DeployRun) -> str:
     ):  # nginx-check then reads a configuration the trial leaves alone
         r.nginx_read = nginx_ops.start_check(r.c)
     r.stopping.append(
-        trial.canary(
+        trial.run_trial(
             r.c,
             r.s,
             m.release,

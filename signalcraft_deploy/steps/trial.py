@@ -27,7 +27,7 @@ def trial_names(s: Settings) -> tuple[str, str]:
     return f"{s.app_name}-python-trial", f"{s.app_name}-nodejs-trial"
 
 
-def canary(
+def run_trial(
     c: Any,
     s: Settings,
     release: str,

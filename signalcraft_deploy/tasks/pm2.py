@@ -15,7 +15,7 @@ from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.lock import task_lock
 from signalcraft_deploy.host.pm2 import hup_python, reload_node, save, start
 from signalcraft_deploy.host.upkeep import settle
-from signalcraft_deploy.steps.trial import canary
+from signalcraft_deploy.steps.trial import run_trial
 
 
 @task(iterable=["set_"], help={**HOST_HELP})
@@ -34,7 +34,9 @@ def reload_live(c: Any, s: Settings) -> None:
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
-    trial_stop = canary(c, s, facts.current_release, release_dir, venv, live=facts.current_release)
+    trial_stop = run_trial(
+        c, s, facts.current_release, release_dir, venv, live=facts.current_release
+    )
     if trial_stop:
         trial_stop.wait()
     checked = {"python": True, "nodejs": True}
