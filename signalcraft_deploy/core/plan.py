@@ -126,7 +126,7 @@ class How(StrEnum):
     NEW_MASTER = "new-master"
     TAKEOVER = "takeover"
     RELOAD = "reload"
-    RESTART = "restart"
+    HANDOVER = "handover"
     WRITE_AND_RELOAD = "write-and-reload"
 
     @property
@@ -141,9 +141,9 @@ class How(StrEnum):
 
     @property
     def hands_over(self) -> bool:
-        """New processes take over through Nginx: the app's `current` moves only once the old ones
-        are idle."""
-        return self in (How.NEW_MASTER, How.TAKEOVER)
+        """New processes take over from the old ones through an Nginx switch (a handover); Python's
+        `current` moves only once the old ones are idle."""
+        return self in (How.NEW_MASTER, How.TAKEOVER, How.HANDOVER)
 
 
 _HOW_TEXT = {
@@ -155,7 +155,7 @@ _HOW_TEXT = {
         "record the unmanaged server, start Gunicorn on the handover address, Nginx switch, stop it"
     ),
     How.RELOAD: "pm2 reload --only --update-env (rolling, cluster mode)",
-    How.RESTART: "new processes on the handover port, Nginx switch, old ones stopped",
+    How.HANDOVER: "new processes on the handover port, Nginx switch, old ones stopped",
     How.WRITE_AND_RELOAD: "write site, nginx -t, graceful reload",
 }
 
@@ -203,14 +203,13 @@ class Plan:
     @property
     def tried(self) -> tuple[App, ...]:
         """The apps whose own processes will load new code: tried on spare ports before anything is
-        switched. An app handed over (new-master, restart) is tried by its handover copy instead."""
-        # Node.js is tried before a restart too: its handover copy runs in cluster mode, where PM2
+        switched. Python handed over (new-master) is tried by its handover copy instead."""
+        # Node.js is tried before a handover too: its handover copy runs in cluster mode, where PM2
         # loses a worker's start-up error (the trial runs it in fork mode, which keeps it).
         return tuple(
             a.app
             for a in self.actions
-            if a.app is not App.NGINX
-            and (a.how.runs_new_code_in_place or (a.app is App.NODEJS and a.how is How.RESTART))
+            if a.app is not App.NGINX and (a.how.runs_new_code_in_place or a.how is How.HANDOVER)
         )
 
 
@@ -450,7 +449,7 @@ def _node_action(
     changed: list[str] | None = None,
 ) -> Action:
     if facts.to_move(s.node_app):
-        return Action(App.NODEJS, How.RESTART, _moving(s, facts), moves=True)
+        return Action(App.NODEJS, How.HANDOVER, _moving(s, facts), moves=True)
     procs = facts.apps(s.node_app)
     if not procs or not facts.online(s.node_app):
         state = procs[0].status if procs else "not in PM2"
@@ -469,7 +468,7 @@ def _node_action(
     ):
         return Action(
             App.NODEJS,
-            How.RESTART,
+            How.HANDOVER,
             "its PM2 mode, instances or script changed, which `pm2 reload` does not apply",
         )
     if not old or old.get("node_entry") != m.node_entry:

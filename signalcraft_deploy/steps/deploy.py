@@ -373,7 +373,7 @@ def reload_node(r: DeployRun) -> None:
         pm2_ops.start(c, s, s.node_app)
     elif r.node is How.RELOAD:
         pm2_ops.reload_node(c, s)
-    elif r.node is How.RESTART:
+    elif r.node is How.HANDOVER:
         stop_old = stop_in_deploy_pm2(r, s.node_app) if r.plan.action(App.NODEJS).moves else None
         r.stopping.append(
             handover_ops.handover(
@@ -455,7 +455,7 @@ def restore_node(r: DeployRun, running: set[str]) -> None:
     c, s = r.c, r.s
     if r.node is How.RELOAD and r.prev:
         pm2_ops.reload_node(c, s)
-    elif r.node is How.RESTART and r.prev and s.node_handover_app in running:
+    elif r.node is How.HANDOVER and r.prev and s.node_handover_app in running:
         pm2_ops.delete(c, s, s.node_app)
         pm2_ops.start(c, s, s.node_app)
         handover_ops.end_handover(c, s, "nodejs")
@@ -625,7 +625,7 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step(
         "nginx reload",
         reload_site,
-        when=lambda r: r.site_written and not (r.py.hands_over or r.node is How.RESTART),
+        when=lambda r: r.site_written and not (r.py.hands_over or r.node.hands_over),
     ),
     Step("health", health_gate),
     Step("after-switch", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),

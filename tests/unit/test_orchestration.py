@@ -972,7 +972,7 @@ def test_a_takeover_record_this_version_cannot_read_leaves_the_running_apps_alon
         ),
         (
             How.NEW_MASTER,
-            How.RESTART,
+            How.HANDOVER,
             "start signalcraft-nodejs from the new release on a spare loopback port",
         ),
         (How.NEW_MASTER, How.NONE, "none: no app's own processes load new code"),
@@ -1433,7 +1433,7 @@ def test_a_new_master_that_fails_on_its_own_address_is_undone_back_to_the_old_ma
         ),  # a first deploy: PM2's list holds only the trial's apps
         (
             How.NEW_MASTER,
-            How.RESTART,
+            How.HANDOVER,
             True,
             True,
         ),  # the first deploy into the apps' own account's PM2
