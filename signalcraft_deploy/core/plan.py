@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from signalcraft_deploy.core import formats
+from signalcraft_deploy.core.apps import App as App  # re-exported: `core.plan.App` still works
 from signalcraft_deploy.core.render import (
     ECOSYSTEM,
     digest,
@@ -29,7 +30,7 @@ from signalcraft_deploy.core.render import (
 )
 from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.core.source import NODEJS, PYTHON, readers, tool_files
+from signalcraft_deploy.core.source import readers, tool_files
 from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
@@ -102,18 +103,6 @@ CARRIED = "carried"
 class PlanError(ValueError):
     """The host is in a state a deploy must not touch (a port held by a stranger, say); the message
     says why."""
-
-
-class App(StrEnum):
-    """What a deploy acts on; the values are the words the plan and the summary show."""
-
-    PYTHON = "python"
-    NODEJS = "nodejs"
-    NGINX = "nginx"
-
-    def pm2_name(self, s: Settings) -> str:
-        """The app's name in PM2 (Python or Node.js)."""
-        return s.python_app if self is App.PYTHON else s.node_app
 
 
 class How(StrEnum):
@@ -389,8 +378,8 @@ def _python_action(
         )
     if not old:
         return Action(App.PYTHON, How.HUP, "no record of the running release")
-    if code_changed(s, PYTHON, old.get("python_code") != m.python_code, changed):
-        return Action(App.PYTHON, How.HUP, files_why(s, PYTHON, changed))
+    if code_changed(s, App.PYTHON, old.get("python_code") != m.python_code, changed):
+        return Action(App.PYTHON, How.HUP, files_why(s, App.PYTHON, changed))
     if old.get("gunicorn_conf") != m.gunicorn_conf:
         return Action(App.PYTHON, How.HUP, "gunicorn.conf.py changed")
     return Action(App.PYTHON, How.NONE, "unchanged")
@@ -414,7 +403,7 @@ def env_why(old: dict[str, Any] | None) -> str:
     return "the app's environment (.env from APP_ENV_FILE) changed"
 
 
-def code_changed(s: Settings, app: str, digest_differs: bool, changed: list[str] | None) -> bool:
+def code_changed(s: Settings, app: App, digest_differs: bool, changed: list[str] | None) -> bool:
     """Whether a file `app` reads changed. With the changed paths known, PY_FILES/NODE_FILES as set
     now decide (so setting them does not itself reload an app); without them, the digests recorded
     in the manifests do.
@@ -425,9 +414,9 @@ def code_changed(s: Settings, app: str, digest_differs: bool, changed: list[str]
     return any(app in readers(p, s.py_files, s.node_files, tool) for p in changed)
 
 
-def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) -> str:
+def files_why(s: Settings, app: App, changed: list[str] | None, limit: int = 4) -> str:
     """Why an app is reloaded for its files: the changed files it reads, by name."""
-    key = "PY_FILES" if app == PYTHON else "NODE_FILES"
+    key = "PY_FILES" if app is App.PYTHON else "NODE_FILES"
     tool = tool_files(s)
     mine = [p for p in changed or () if app in readers(p, s.py_files, s.node_files, tool)]
     if not mine:
@@ -479,8 +468,8 @@ def _node_action(
         return Action(
             App.NODEJS, How.RELOAD, f"its dependencies changed ({m.node_install or 'none now'})"
         )
-    if code_changed(s, NODEJS, old.get("node_code") != m.node_code, changed):
-        return Action(App.NODEJS, How.RELOAD, files_why(s, NODEJS, changed))
+    if code_changed(s, App.NODEJS, old.get("node_code") != m.node_code, changed):
+        return Action(App.NODEJS, How.RELOAD, files_why(s, App.NODEJS, changed))
     if old.get("ecosystem", ECOSYSTEM) != m.ecosystem:
         return Action(App.NODEJS, How.RELOAD, f"PM2's file is now {m.ecosystem}")
     return Action(App.NODEJS, How.NONE, "unchanged")

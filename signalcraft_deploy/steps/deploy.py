@@ -16,7 +16,8 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.plan import App, How, Plan
+from signalcraft_deploy.core.apps import App
+from signalcraft_deploy.core.plan import How, Plan
 from signalcraft_deploy.core.render import certbot_hook_path, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
@@ -126,10 +127,10 @@ class DeployRun:
         return masked(self.s, text)
 
     @property
-    def reloaded(self) -> dict[str, bool]:
+    def reloaded(self) -> dict[App, bool]:
         """Which apps this deploy (re)loads: the ones the health gate must see on the new
         release."""
-        return {"python": self.py is not How.NONE, "nodejs": self.node is not How.NONE}
+        return {App.PYTHON: self.py is not How.NONE, App.NODEJS: self.node is not How.NONE}
 
     def start_gate(self) -> None:
         """Start the health gate's program now (once), so that the gate after the switch checks at
@@ -264,7 +265,7 @@ def trial_run(r: DeployRun) -> str:
             m.release,
             r.release_dir,
             m.venv,
-            tuple(str(a) for a in r.plan.tried),
+            r.plan.tried,
             r.in_pm2,
             live=r.facts.current_release,
         )
@@ -355,7 +356,7 @@ def reload_python(r: DeployRun) -> None:
             handover_ops.handover(
                 c,
                 s,
-                "python",
+                App.PYTHON,
                 m.release,
                 r.release_dir,
                 m.venv,
@@ -379,7 +380,7 @@ def reload_node(r: DeployRun) -> None:
             handover_ops.handover(
                 c,
                 s,
-                "nodejs",
+                App.NODEJS,
                 m.release,
                 r.release_dir,
                 m.venv,
@@ -446,7 +447,7 @@ def restore_python(r: DeployRun, running: set[str]) -> None:
         # Nginx to it.
         pm2_ops.delete(c, s, s.python_app)
         pm2_ops.start(c, s, s.python_app)
-        handover_ops.end_handover(c, s, "python")
+        handover_ops.end_handover(c, s, App.PYTHON)
     elif r.py is How.START or not r.prev:
         pm2_ops.delete(c, s, s.python_app)
 
@@ -458,7 +459,7 @@ def restore_node(r: DeployRun, running: set[str]) -> None:
     elif r.node is How.HANDOVER and r.prev and s.node_handover_app in running:
         pm2_ops.delete(c, s, s.node_app)
         pm2_ops.start(c, s, s.node_app)
-        handover_ops.end_handover(c, s, "nodejs")
+        handover_ops.end_handover(c, s, App.NODEJS)
     elif r.node is How.START or not r.prev:
         pm2_ops.delete(c, s, s.node_app)
 
@@ -586,7 +587,7 @@ def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
     if not r.prev:
         pm2_ops.save(r.c, r.s)
         return []
-    checked = {"python": r.py in (How.HUP, How.NEW_MASTER), "nodejs": r.node is not How.NONE}
+    checked = {App.PYTHON: r.py in (How.HUP, How.NEW_MASTER), App.NODEJS: r.node is not How.NONE}
     problems = health.gate(r.c, r.s, r.prev, f"{r.s.releases_dir}/{r.prev}", checked)
     pm2_ops.save(r.c, r.s)
     if r.deploy_pm2_changed:

@@ -6,6 +6,7 @@ from typing import Any
 
 from invoke import Collection, task
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -39,7 +40,7 @@ def reload_live(c: Any, s: Settings) -> None:
     )
     if trial_stop:
         trial_stop.wait()
-    checked = {"python": True, "nodejs": True}
+    checked = {App.PYTHON: True, App.NODEJS: True}
     if facts.online(s.python_app):
         hup_python(c, s)
         print(f"{s.python_app}: graceful reload (SIGHUP)")
