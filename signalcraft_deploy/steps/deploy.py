@@ -1,9 +1,10 @@
 """A deploy as a list of steps, each with its undo: the one place to read the order of a deploy.
 
 `DEPLOY_STEPS` is carried out by `runner.run_steps` for both `deploy` and `rollback` (a rollback
-is a plan whose release is already on the host: its `upload` step does not apply). Until the
-`switch` step, a failure leaves the live release untouched; after it, the undos switch back and
-bring the previous processes and Nginx site back, then `after_undo` checks what serves.
+is a plan whose release is already on the host: its `put release on host` step does not apply).
+Until the `switch current` step, a failure leaves the live release untouched; after it, the undos
+switch back and bring the previous processes and Nginx site back, then `after_undo` checks what
+serves.
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def trial_run(r: DeployRun) -> str:
     m = r.plan.manifest
     if (
         not r.site_written and not r.plan.extras
-    ):  # nginx-check then reads a configuration the trial leaves alone
+    ):  # `write and check site` then reads a configuration the trial leaves alone
         r.nginx_read = nginx_ops.start_check(r.c)
     r.stopping.append(
         trial.run_trial(
@@ -410,7 +411,7 @@ def reload_apps(r: DeployRun) -> str:
 
 
 def restore_apps(r: DeployRun) -> str:
-    """Bring the previous processes back (the undo of pm2-reload, also after a partial one)."""
+    """Bring the previous processes back (the undo of `reload apps`, also after a partial one)."""
     r.settle()
     touched = [
         name
@@ -604,31 +605,37 @@ def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
 DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("record takeover", record_takeover, when=lambda r: r.py is How.TAKEOVER),
     Step(
-        "upload",
+        "put release on host",
         upload,
         undo=mark_release_bad,
         when=lambda r: r.shipment is not None and r.plan.new_release,
     ),
-    Step("install", install),
-    Step("app user", prepare_app_user, when=lambda r: r.moving or not r.facts.app_reaches_root),
-    Step("render-configs", show_config_changes),
-    Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
-    Step("nginx-check", check_nginx, undo=restore_site),
+    Step("install dependencies", install),
     Step(
-        "certbot hook",
+        "prepare app user",
+        prepare_app_user,
+        when=lambda r: r.moving or not r.facts.app_reaches_root,
+    ),
+    Step("show config changes", show_config_changes),
+    Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
+    Step("write and check site", check_nginx, undo=restore_site),
+    Step(
+        "install certbot hook",
         lambda r: tls_ops.install_certbot_hook(r.c, r.s),
         when=lambda r: r.site_written and certbot_hook_path(r.s) is not None,
     ),
-    Step("before-switch", before_switch, when=lambda r: bool(r.s.before_switch) and r.is_deploy),
-    Step("switch", switch_current, undo=switch_back, commits=True),
-    Step("pm2-reload", reload_apps, undo=restore_apps, undoes_itself=True),
+    Step(
+        "before-switch hook", before_switch, when=lambda r: bool(r.s.before_switch) and r.is_deploy
+    ),
+    Step("switch current", switch_current, undo=switch_back, commits=True),
+    Step("reload apps", reload_apps, undo=restore_apps, undoes_itself=True),
     # A handover has already moved Nginx to this site, verified, on its way back.
     Step(
-        "nginx reload",
+        "reload nginx",
         reload_site,
         when=lambda r: r.site_written and not (r.py.hands_over or r.node.hands_over),
     ),
-    Step("health", health_gate),
-    Step("after-switch", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
-    Step("finish", finish),
+    Step("check health", health_gate),
+    Step("after-switch hook", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
+    Step("save and prune", finish),
 ]

@@ -1227,7 +1227,7 @@ def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_run
     ]
     assert (
         len(r.stopping) == 1 and r.nginx_read is not None
-    )  # waited for by `settle`, read by nginx-check
+    )  # waited for by `settle`, read by `write and check site`
     start = next(
         command
         for command, _ in sent(c)
@@ -1255,7 +1255,7 @@ def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_run
 
 
 def handover_steps() -> list[Any]:
-    return [step for step in DEPLOY_STEPS if step.name in ("switch", "pm2-reload")]
+    return [step for step in DEPLOY_STEPS if step.name in ("switch current", "reload apps")]
 
 
 HANDOVER_FAILED = {
@@ -1300,8 +1300,8 @@ def test_a_new_master_that_fails_on_the_handover_address_never_moves_nginx_and_t
         run_steps(r, handover_steps())
 
     assert failed.value.outcome is Outcome.ROLLED_BACK and failed.value.undone == [
-        "pm2-reload",
-        "switch",
+        "reload apps",
+        "switch current",
     ]
     assert (
         failed.value.message
@@ -1316,7 +1316,8 @@ def test_a_new_master_that_fails_on_the_handover_address_never_moves_nginx_and_t
         "probe.py gate signalcraft-python-handover",
         "pm2 logs signalcraft-python-handover",
         "pm2 delete signalcraft-python-handover",
-        # undo pm2-reload: the error log, current back (never moved), what runs; undo switch; audit
+        # undo reload apps: the error log, current back (never moved), what runs; undo switch current;
+        # audit
         "pm2 logs signalcraft-python --err",
         f"current -> {PREV}",
         "read host",
