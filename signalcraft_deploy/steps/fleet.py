@@ -3,9 +3,10 @@
 1. lock    every host, in parallel: connect (host key checked), take the deploy lock, read the host.
            An unreachable host, an unknown host key or a held lock stops everything here: nothing
            has changed anywhere, and the message names the host.
-2. prepare in parallel (at most PARALLEL at once): plan, upload, install, render, trial run,
-           nginx-check: the steps before the switch. A failure on any host stops the deploy on all
-           of them before any host switches (each host's steps are undone).
+2. prepare in parallel (at most PARALLEL at once): plan, put the release on the host, install
+           its dependencies, trial run, write and check the site: the steps before the switch. A
+           failure on any host stops the deploy on all of them before any host switches (each
+           host's steps are undone).
    BEFORE_SWITCH runs once, on the first host, after every host is prepared.
 3. rollout host by host (`--batch N` or `N%`; the first host always alone): switch, reload,
            health gate, AFTER_SWITCH. Every host's gate program is started before the first
@@ -50,10 +51,10 @@ def _names(first: str, last: str | None) -> list[Step[DeployRun]]:
     return DEPLOY_STEPS[names.index(first) : names.index(last) if last else None]
 
 
-PREPARE = _names(DEPLOY_STEPS[0].name, "before-switch")
-BEFORE = _names("before-switch", "switch")
-ROLLOUT = _names("switch", "finish")
-FINISH = _names("finish", None)
+PREPARE = _names(DEPLOY_STEPS[0].name, "before-switch hook")
+BEFORE = _names("before-switch hook", "switch current")
+ROLLOUT = _names("switch current", "save and prune")
+FINISH = _names("save and prune", None)
 
 
 class Result:

@@ -277,15 +277,15 @@ def purge(r: RemoveRun) -> str:
 
 
 REMOVE_STEPS: list[Step[RemoveRun]] = [
-    Step("purge check", check_purge, when=lambda r: r.purge),
+    Step("check deploy root", check_purge, when=lambda r: r.purge),
     # undoes_itself: a site removed whose reload did not take is put back too (the running Nginx
     # still serves it)
-    Step("site", remove_site, undo=put_site_back, undoes_itself=True),
-    Step("pm2", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
-    Step("deploy user's pm2", delete_deploy_users_apps, when=lambda r: bool(r.in_deploy_pm2)),
-    Step("logs", forget_logs),
+    Step("remove site", remove_site, undo=put_site_back, undoes_itself=True),
+    Step("delete apps", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
+    Step("clear deploy user pm2", delete_deploy_users_apps, when=lambda r: bool(r.in_deploy_pm2)),
+    Step("delete logs", forget_logs),
     Step(
-        "current",
+        "unlink current",
         unlink_current,
         undo=link_current_again,
         when=lambda r: r.facts.current_release is not None and not r.purge,
@@ -294,7 +294,7 @@ REMOVE_STEPS: list[Step[RemoveRun]] = [
 
 # Run on their own after REMOVE_STEPS: a purge that fails part way puts back nothing (no site for a
 # half-deleted root).
-PURGE_STEPS: list[Step[RemoveRun]] = [Step("purge", purge, when=lambda r: r.purge)]
+PURGE_STEPS: list[Step[RemoveRun]] = [Step("delete deploy root", purge, when=lambda r: r.purge)]
 
 
 # ----------------------------------------------------------------------------- what it would do

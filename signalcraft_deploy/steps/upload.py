@@ -15,13 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from signalcraft_deploy.core import release_paths, release_site, source
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.secrets import mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import (
-    NODEJS,
-    PYTHON,
     SourceTree,
     make_tarball,
     read_blob,
@@ -577,8 +576,8 @@ def shipment_manifest(
         s,
         sha=tree.sha,
         tree=tree.tree,
-        python_code=tree.digest_for(s, PYTHON),
-        node_code=tree.digest_for(s, NODEJS),
+        python_code=tree.digest_for(s, App.PYTHON),
+        node_code=tree.digest_for(s, App.NODEJS),
         requirements=shipment.requirements,
         package_lock=shipment.package_lock,
         app_env_digest=app_env_digest,

@@ -8,6 +8,7 @@ from typing import Any
 
 from invoke import Collection, task
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
@@ -33,7 +34,7 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
         {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}"},
         {
             "label": "Node.js",
-            "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}",
+            "url": f"http://127.0.0.1:{s.node_port}{s.app_path(App.NODEJS, s.health_node)}",
         },
         {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host},
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host},

@@ -972,7 +972,7 @@ def test_a_takeover_record_this_version_cannot_read_leaves_the_running_apps_alon
         ),
         (
             How.NEW_MASTER,
-            How.RESTART,
+            How.HANDOVER,
             "start signalcraft-nodejs from the new release on a spare loopback port",
         ),
         (How.NEW_MASTER, How.NONE, "none: no app's own processes load new code"),
@@ -1276,7 +1276,7 @@ def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_run
     ]
     assert (
         len(r.stopping) == 1 and r.nginx_read is not None
-    )  # waited for by `settle`, read by nginx-check
+    )  # waited for by `settle`, read by `write and check site`
     start = next(
         command
         for command, _ in sent(c)
@@ -1304,7 +1304,7 @@ def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_run
 
 
 def handover_steps() -> list[Any]:
-    return [step for step in DEPLOY_STEPS if step.name in ("switch", "pm2-reload")]
+    return [step for step in DEPLOY_STEPS if step.name in ("switch current", "reload apps")]
 
 
 HANDOVER_FAILED = {
@@ -1349,8 +1349,8 @@ def test_a_new_master_that_fails_on_the_handover_address_never_moves_nginx_and_t
         run_steps(r, handover_steps())
 
     assert failed.value.outcome is Outcome.ROLLED_BACK and failed.value.undone == [
-        "pm2-reload",
-        "switch",
+        "reload apps",
+        "switch current",
     ]
     assert (
         failed.value.message
@@ -1365,7 +1365,8 @@ def test_a_new_master_that_fails_on_the_handover_address_never_moves_nginx_and_t
         "probe.py gate signalcraft-python-handover",
         "pm2 logs signalcraft-python-handover",
         "pm2 delete signalcraft-python-handover",
-        # undo pm2-reload: the error log, current back (never moved), what runs; undo switch; audit
+        # undo reload apps: the error log, current back (never moved), what runs; undo switch current;
+        # audit
         "pm2 logs signalcraft-python --err",
         f"current -> {PREV}",
         "read host",
@@ -1482,7 +1483,7 @@ def test_a_new_master_that_fails_on_its_own_address_is_undone_back_to_the_old_ma
         ),  # a first deploy: PM2's list holds only the trial's apps
         (
             How.NEW_MASTER,
-            How.RESTART,
+            How.HANDOVER,
             True,
             True,
         ),  # the first deploy into the apps' own account's PM2
