@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from signalcraft_deploy.core import formats
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.render import (
     ECOSYSTEM,
     digest,
@@ -30,7 +31,6 @@ from signalcraft_deploy.core.render import (
 from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.core.source import NODEJS, PYTHON, readers, tool_files
-from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
 # is the same release.

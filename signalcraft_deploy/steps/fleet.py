@@ -33,9 +33,9 @@ from typing import Any
 
 from invoke.exceptions import Exit, UnexpectedExit
 
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.plan import How, Plan
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, target_name
 from signalcraft_deploy.host.lock import DeployLock
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo
@@ -77,7 +77,7 @@ class Member:
     label: str
     rep: Reporter
     lock: DeployLock | None = None
-    facts: host_facts.HostFacts | None = None
+    facts: HostFacts | None = None
     plan: Plan | None = None
     # the settings this host's release runs with (Node.js entry point from its package.json)
     settings: Any = None

@@ -15,6 +15,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core import oldsite
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.formats import FormatError
 from signalcraft_deploy.core.plan import (
     App,
@@ -69,7 +70,7 @@ REQUIRED_TOOLS = {
 }
 
 
-def require_tools(facts: host_facts.HostFacts) -> None:
+def require_tools(facts: HostFacts) -> None:
     missing = [text for tool, text in REQUIRED_TOOLS.items() if tool not in facts.tools]
     if (
         "sudo" not in facts.tools
@@ -91,7 +92,7 @@ def require_tools(facts: host_facts.HostFacts) -> None:
         raise fail("The host lacks what a deploy needs: " + "; ".join(missing) + ". " + fix)
 
 
-def warn_not_set_up(rep: Reporter, facts: host_facts.HostFacts) -> None:
+def warn_not_set_up(rep: Reporter, facts: HostFacts) -> None:
     """What `setup` leaves behind and a deploy does without: say so, and name `setup`."""
     missing = [
         text
@@ -111,7 +112,7 @@ def warn_not_set_up(rep: Reporter, facts: host_facts.HostFacts) -> None:
         rep.warn("; ".join(missing) + f". Run `setup` ({how}) once to fix this.")
 
 
-def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: host_facts.HostFacts) -> None:
+def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: HostFacts) -> None:
     m = plan.manifest
     rep.say(f"Plan for {rep.target}:")
     if plan.nothing_to_do:
@@ -220,7 +221,7 @@ def carry_out(
     s: Settings,
     rep: Reporter,
     plan: Plan,
-    facts: host_facts.HostFacts,
+    facts: HostFacts,
     shipment: Shipment | None,
     event: str,
 ) -> DeployRun:
@@ -242,7 +243,7 @@ def new_run(
     s: Settings,
     rep: Reporter,
     plan: Plan,
-    facts: host_facts.HostFacts,
+    facts: HostFacts,
     shipment: Shipment | None,
     event: str,
     **extra: Any,
@@ -289,7 +290,7 @@ def plan_or_exit(
     s: Settings,
     manifest: Manifest,
     configs: dict[str, str],
-    facts: host_facts.HostFacts,
+    facts: HostFacts,
     changed: list[str] | None = None,
 ) -> Plan:
     try:
@@ -361,7 +362,7 @@ def read_host(
     dry_run: bool,
     now: datetime | None = None,
     drop: bool = False,
-) -> tuple[host_facts.HostFacts, Shipment | None, Plan | None, Settings]:
+) -> tuple[HostFacts, Shipment | None, Plan | None, Settings]:
     """The host as it is, the shipment (None: a dry run whose REF the host's mirror lacks), the plan (None when nothing
     changed: decided from digests, nothing rendered), and the settings for this host (the shipment's Node.js entry
     point, and what a takeover kept of its old site)."""
@@ -400,7 +401,7 @@ def site_plan(
     c: Any,
     s: Settings,
     shipment: Shipment | None,
-    facts: host_facts.HostFacts,
+    facts: HostFacts,
     drop: bool,
     now: datetime | None = None,
     made: Plan | None = None,
@@ -449,7 +450,7 @@ def check_tls(c: Any, s: Settings, rep: Reporter) -> None:
 
 
 def plan_step(
-    c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts, plan: Plan, drop: bool = False
+    c: Any, s: Settings, rep: Reporter, facts: HostFacts, plan: Plan, drop: bool = False
 ) -> tuple[Settings, Plan]:
     """The rest of the host's facts (tools, who listens on our ports), and the plan made again with them."""
     with rep.step("plan") as st:
@@ -473,7 +474,7 @@ def deploy_planned(
     c: Any,
     s: Settings,
     rep: Reporter,
-    facts: host_facts.HostFacts,
+    facts: HostFacts,
     shipment: Shipment,
     plan: Plan,
     drop: bool = False,
@@ -643,7 +644,7 @@ ROLLBACK_HELP = {
 
 
 def rollback_plan(
-    c: Any, s: Settings, facts: host_facts.HostFacts, target: str, warn: Callable[[str], None]
+    c: Any, s: Settings, facts: HostFacts, target: str, warn: Callable[[str], None]
 ) -> tuple[Settings, Plan]:
     """The plan that returns to a release already on the host: its own manifest, configs and Nginx site, nothing
     uploaded; with the settings the release runs with."""
@@ -692,7 +693,7 @@ def warn_of_migrations(c: Any, s: Settings, rep: Reporter, release: str | None) 
         )
 
 
-def rollback_takeover(c: Any, s: Settings, rep: Reporter, facts: host_facts.HostFacts) -> None:
+def rollback_takeover(c: Any, s: Settings, rep: Reporter, facts: HostFacts) -> None:
     rep.say(f"Rolling back {facts.current_release} -> the state before the first deploy took over")
     note = takeover_ops.restore(c, s)
     audit(

@@ -8,6 +8,7 @@ from typing import Any
 
 from invoke import Collection, task
 
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.executor import fleet_aware, fleet_hosts
@@ -162,7 +163,7 @@ def tls_status(c: Any, s: Settings) -> dict[str, Any] | None:
     }
 
 
-def host_life(c: Any, s: Settings, facts: host_facts.HostFacts) -> dict[str, Any]:
+def host_life(c: Any, s: Settings, facts: HostFacts) -> dict[str, Any]:
     """Who the apps run as, whether both apps start at boot as they run now, free space, and the sizes of PM2's
     logs. The apps' account's part (its boot unit, saved list, PM2 home and logs) is read as that account.
     """

@@ -190,7 +190,7 @@ def _settings():
 def _member(label: str, current: str, to: str, result: str):
     from types import SimpleNamespace
 
-    from signalcraft_deploy.host.facts import HostFacts
+    from signalcraft_deploy.core.facts import HostFacts
     from signalcraft_deploy.steps.fleet import Member
     from signalcraft_deploy.steps.report import Reporter
 

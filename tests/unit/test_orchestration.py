@@ -26,12 +26,13 @@ import pytest
 from invoke import MockContext, Result
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.facts import HostFacts, Listener, Pm2Process
 from signalcraft_deploy.core.plan import Action, App, How, Plan, make_manifest, make_plan
 from signalcraft_deploy.core.render import node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import KEY_NAMES, Settings, load_settings
 from signalcraft_deploy.host import health, root, takeover, tls
 from signalcraft_deploy.host import nginx as nginx_ops
-from signalcraft_deploy.host.facts import MARK, HostFacts, Listener, Pm2Process
+from signalcraft_deploy.host.facts import MARK
 from signalcraft_deploy.host.io import InvokeRunner, use_transport
 from signalcraft_deploy.host.lock import END
 from signalcraft_deploy.remote import probe as remote_probe
