@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -546,41 +547,35 @@ def deploy(
             then=host_facts.facts_script(s, quick=True, c=c, start_pm2=True),
         )
     )
-    if lock:
-        lock.__enter__()
-    try:
-        with rep.step("read host") as st:
-            facts, shipment, plan, s = read_host(
-                c, s, lock, shipment, dry_run, drop=drop_directives
-            )
-            st.detail = f"live: {facts.current_release or 'nothing yet'}"
-        if shipment is None:
-            rep.say(
-                f"Dry run: the host's mirror of {redact(s.repo_url)} does not have {s.ref} yet (or"
-                " there is no mirror): a deploy would fetch it first. Nothing was fetched or"
-                " changed."
-            )
-        elif plan is None or (plan.nothing_to_do and not dry_run):
-            release, sha = (
-                (plan.manifest.release, plan.manifest.sha)
-                if plan
-                else (facts.current_release or "", shipment.tree.sha)
-            )
-            report_unchanged(c, s, rep, release, sha)
-        elif dry_run:
-            print_plan(rep, s, plan, facts)
-            rep.say("Dry run: nothing was changed.")
-        else:
-            deploy_planned(c, s, rep, facts, shipment, plan, drop_directives)
-    except (
-        ConnectionLost
-    ) as lost:  # a loss during the steps is a step's failure: this one was outside them
-        raise fail(lost_outside_steps(lost, rep, f"fab -H {rep.target} deploy")) from None
-    finally:
-        if lock:
-            lock.__exit__(
-                None, None, None
-            )  # a lock whose connection was lost is released already: nothing raised
+    # A lock whose connection was lost is released already: leaving it raises nothing.
+    with lock if lock else nullcontext():
+        try:
+            with rep.step("read host") as st:
+                facts, shipment, plan, s = read_host(
+                    c, s, lock, shipment, dry_run, drop=drop_directives
+                )
+                st.detail = f"live: {facts.current_release or 'nothing yet'}"
+            if shipment is None:
+                rep.say(
+                    f"Dry run: the host's mirror of {redact(s.repo_url)} does not have {s.ref} yet"
+                    " (or there is no mirror): a deploy would fetch it first. Nothing was fetched"
+                    " or changed."
+                )
+            elif plan is None or (plan.nothing_to_do and not dry_run):
+                release, sha = (
+                    (plan.manifest.release, plan.manifest.sha)
+                    if plan
+                    else (facts.current_release or "", shipment.tree.sha)
+                )
+                report_unchanged(c, s, rep, release, sha)
+            elif dry_run:
+                print_plan(rep, s, plan, facts)
+                rep.say("Dry run: nothing was changed.")
+            else:
+                deploy_planned(c, s, rep, facts, shipment, plan, drop_directives)
+        except ConnectionLost as lost:
+            # a loss during the steps is a step's failure: this one was outside them
+            raise fail(lost_outside_steps(lost, rep, f"fab -H {rep.target} deploy")) from None
 
 
 def pm2_lines(s: Settings, state: dict[str, list[dict[str, Any]]]) -> list[str]:

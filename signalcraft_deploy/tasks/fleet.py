@@ -7,6 +7,8 @@ gives more than one Connection; the phases are steps/fleet.py's.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +25,25 @@ from signalcraft_deploy.steps import fleet
 from signalcraft_deploy.steps.fleet import Member, Result
 from signalcraft_deploy.steps.upload import Shipment
 from signalcraft_deploy.tasks import deploy as single
+
+
+@contextmanager
+def all_locked(
+    group: list[Member],
+    s: Settings,
+    info: dict[str, Any] | None,
+    wait: int,
+    known_hosts: str | None,
+    accept_new_host: bool,
+    then: str = "",
+) -> Iterator[None]:
+    """Phase 1, and every lock held until the block ends (released side by side, however it
+    ends)."""
+    try:
+        lock_all(group, s, info, wait, known_hosts, accept_new_host, then)
+        yield
+    finally:
+        fleet.release_locks(group)
 
 
 def lock_all(
@@ -122,16 +143,15 @@ def deploy_fleet(
         "deploy_id": deploy_id,
         **who(),
     }
-    try:
-        lock_all(
-            group,
-            s,
-            None if dry_run else info,
-            lock_wait,
-            known_hosts,
-            accept_new_host,
-            host_facts.facts_script(s, quick=True, start_pm2=not dry_run),
-        )
+    with all_locked(
+        group,
+        s,
+        None if dry_run else info,
+        lock_wait,
+        known_hosts,
+        accept_new_host,
+        host_facts.facts_script(s, quick=True, start_pm2=not dry_run),
+    ):
         read_all(group, s, shipment, dry_run, deploy_id)
         if dry_run:
             if s.before_switch:
@@ -147,8 +167,6 @@ def deploy_fleet(
             print(f"Nothing to deploy on any of the {len(group)} hosts.")
             return
         run_fleet(work, group, s, deploy_id, "deploy", batch, on_failure)
-    finally:
-        fleet.release_locks(group)
 
 
 def run_fleet(
@@ -210,8 +228,7 @@ def rollback_fleet(
         "deploy_id": deploy_id,
         **who(),
     }
-    try:
-        lock_all(group, s, info, 0, known_hosts, accept_new_host)
+    with all_locked(group, s, info, 0, known_hosts, accept_new_host):
         failed = fleet.parallel(group, lambda m: setattr(m, "facts", host_facts.gather(m.c, s)))
         if failed:
             raise fail(
@@ -250,8 +267,6 @@ def rollback_fleet(
         fleet.parallel(
             group, lambda m: run(m.c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True)
         )
-    finally:
-        fleet.release_locks(group)
 
 
 def releases_fleet(
