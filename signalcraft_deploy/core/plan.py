@@ -15,6 +15,7 @@ from typing import Any
 
 from signalcraft_deploy.core import formats
 from signalcraft_deploy.core.apps import App as App  # re-exported: `core.plan.App` still works
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.render import (
     ECOSYSTEM,
     digest,
@@ -31,7 +32,6 @@ from signalcraft_deploy.core.render import (
 from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.core.source import readers, tool_files
-from signalcraft_deploy.host.facts import HostFacts
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
 # is the same release.

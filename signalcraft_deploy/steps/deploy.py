@@ -18,6 +18,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.apps import App
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.plan import How, Plan
 from signalcraft_deploy.core.render import certbot_hook_path, site_description
 from signalcraft_deploy.core.secrets import masked
@@ -49,7 +50,7 @@ class DeployRun:
     s: Settings
     rep: Reporter
     plan: Plan
-    facts: host_facts.HostFacts
+    facts: HostFacts
     shipment: Shipment | None
     record: dict[str, Any]
     prev: str | None = None  # the release to return to if this one fails after the switch
@@ -162,7 +163,7 @@ class DeployRun:
             gate.drop()
 
 
-def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[str]:
+def config_diffs(facts: HostFacts, plan: Plan, s: Settings) -> list[str]:
     """Unified diffs of every file the deploy would write, against what the host has."""
     out = []
     pairs = [

@@ -21,10 +21,10 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host.app_user import as_app, runs_as_deploy_user
@@ -44,7 +44,7 @@ class RemoveRun:
     c: Any
     s: Settings
     rep: Reporter
-    facts: host_facts.HostFacts
+    facts: HostFacts
     purge: bool
     record: dict[str, Any]
     site_removed: bool = False
@@ -301,9 +301,7 @@ PURGE_STEPS: list[Step[RemoveRun]] = [Step("delete deploy root", purge, when=lam
 # (--dry-run), what is setup's
 
 
-def plan_lines(
-    s: Settings, facts: host_facts.HostFacts, purge: bool, deploy_user: str
-) -> list[str]:
+def plan_lines(s: Settings, facts: HostFacts, purge: bool, deploy_user: str) -> list[str]:
     """Each action `remove` would take on this host, as read now."""
     r = RemoveRun(None, s, Reporter(""), facts, purge, {})
     hook = certbot_hook_path(s)
@@ -343,7 +341,7 @@ def plan_lines(
     return lines
 
 
-def nothing_left(s: Settings, facts: host_facts.HostFacts) -> bool:
+def nothing_left(s: Settings, facts: HostFacts) -> bool:
     """Whether the host, read without DEPLOY_ROOT there, keeps nothing of the app: no site of ours,
     no PM2 app of it."""
     r = RemoveRun(None, s, Reporter(""), facts, False, {})

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from signalcraft_deploy.core import release_paths, release_site, source
 from signalcraft_deploy.core.apps import App
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.secrets import mask, masked, secret_values
@@ -26,7 +27,6 @@ from signalcraft_deploy.core.source import (
     read_blob,
     read_source,
 )
-from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.app_user import runs_as_deploy_user
 from signalcraft_deploy.host.io import fail, q, run, upload
 from signalcraft_deploy.host.lock import who, who_text
@@ -302,9 +302,7 @@ def extras_tar(plan: Plan, site_record: str) -> bytes:
     return buf.getvalue()
 
 
-def upload_delta(
-    s: Settings, shipment: Shipment, facts: host_facts.HostFacts
-) -> source.Delta | None:
+def upload_delta(s: Settings, shipment: Shipment, facts: HostFacts) -> source.Delta | None:
     """Hash, don't copy: the files the live release already has (same path, mode and blob) are
     copied on the host; only the others are sent. None when the live release's tree is not known
     here."""
@@ -499,7 +497,7 @@ def ship(
     s: Settings,
     shipment: Shipment,
     plan: Plan,
-    facts: host_facts.HostFacts | None = None,
+    facts: HostFacts | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> str:
     """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was
@@ -597,7 +595,7 @@ def shipment_inputs(s: Settings, shipment: Shipment) -> str:
 
 
 def changed_since_live(
-    c: Any, s: Settings, shipment: Shipment, facts: host_facts.HostFacts
+    c: Any, s: Settings, shipment: Shipment, facts: HostFacts
 ) -> list[str] | None:
     """The paths that differ between the live release's tree and this one (None when the live tree
     is not known): read from the local repository, or from the host's mirror for SOURCE=git. Names

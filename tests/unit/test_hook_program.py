@@ -14,7 +14,7 @@ import pytest
 from signalcraft_deploy import remote
 from signalcraft_deploy.core.settings import SettingsError, load_settings
 from signalcraft_deploy.host.hooks import VERDICT, Hook
-from signalcraft_deploy.tasks.deploy import hook_lines
+from signalcraft_deploy.steps.plan_report import hook_lines
 
 
 def run_hook(

@@ -26,21 +26,23 @@ import pytest
 from invoke import MockContext, Result
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.facts import HostFacts, Listener, Pm2Process
 from signalcraft_deploy.core.plan import Action, App, How, Plan, make_manifest, make_plan
 from signalcraft_deploy.core.render import node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import KEY_NAMES, Settings, load_settings
 from signalcraft_deploy.host import health, root, takeover, tls
 from signalcraft_deploy.host import nginx as nginx_ops
-from signalcraft_deploy.host.facts import MARK, HostFacts, Listener, Pm2Process
+from signalcraft_deploy.host.facts import MARK
 from signalcraft_deploy.host.io import InvokeRunner, use_transport
 from signalcraft_deploy.host.lock import END
 from signalcraft_deploy.remote import probe as remote_probe
 from signalcraft_deploy.remote import program
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, check_nginx, trial_run
+from signalcraft_deploy.steps.one_host import HostDeploy, check_tls, new_run
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
 from signalcraft_deploy.steps.upload import git_shipment, shipment_manifest, shipment_settings
-from signalcraft_deploy.tasks.deploy import check_tls, deploy, new_run
+from signalcraft_deploy.tasks.deploy import deploy
 from tests.unit.conftest import mock_host
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -982,7 +984,7 @@ def test_the_plan_says_which_apps_the_trial_starts(
     load, py: How, node: How, says: str, capsys
 ) -> None:
     """The dry run's trial line names the apps the trial run will start, not always both."""
-    from signalcraft_deploy.tasks.deploy import print_plan
+    from signalcraft_deploy.steps.plan_report import print_plan
 
     s = load()
     r = step_run(mock_host(), s, py, node)
@@ -1085,7 +1087,7 @@ def step_run(
         pm2=[pm2_proc(name, 4100 + n) for n, name in enumerate(pm2)],
         pm2_readable=True,
     )
-    return new_run(c, s, Reporter("this machine"), plan, facts, None, "deploy")
+    return new_run(HostDeploy(c, s, Reporter("this machine"), facts), plan, "deploy")
 
 
 TRIAL_LOG = (

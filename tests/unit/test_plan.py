@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from signalcraft_deploy.core.facts import HostFacts, Pm2Process
 from signalcraft_deploy.core.plan import (
     How,
     Manifest,
@@ -31,7 +32,6 @@ from signalcraft_deploy.core.plan import (
 from signalcraft_deploy.core.render import digest, node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, load_settings
 from signalcraft_deploy.core.source import app_digest, changed_paths, tool_files
-from signalcraft_deploy.host.facts import HostFacts, Pm2Process
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 LATER = datetime(2025, 3, 5, 0, 0, 0, tzinfo=UTC)
