@@ -18,10 +18,10 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core import oldsite
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.formats import FormatError
 from signalcraft_deploy.core.plan import (
-    App,
     How,
     Manifest,
     Plan,
@@ -451,7 +451,7 @@ def summarize(h: HostDeploy, plan: Plan, ok: bool, pm2_state: dict[str, Any] | N
         rep.say(
             "  Flask:   "
             + "  ".join(
-                f"{scheme}://{host}{port}{p}" for p, app in s.route_table if app == "python"
+                f"{scheme}://{host}{port}{p}" for p, app in s.route_table if app == App.PYTHON
             )
         )
         for line in pm2_lines(s, pm2_state or {}):

@@ -3,8 +3,9 @@ the diffs of the files a deploy would write."""
 
 from __future__ import annotations
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.facts import HostFacts
-from signalcraft_deploy.core.plan import App, Plan
+from signalcraft_deploy.core.plan import Plan
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.steps.deploy import config_diffs

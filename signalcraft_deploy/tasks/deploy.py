@@ -54,7 +54,7 @@ def deploy(
     env_file=None,
     set_=None,
 ):
-    """Deploy the app: ship, install, render-configs, nginx-check, pm2-reload by what changed, health-check."""
+    """Deploy the app: ship, install, trial run, write the site, switch, reload by what changed."""
     s = settings_for(env_file, set_, REF=ref, SOURCE_DIR=source_dir)
     options = DeployOptions(
         dry_run=bool(dry_run),
