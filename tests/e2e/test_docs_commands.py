@@ -47,9 +47,9 @@ ROLLBACK = "fab -H ubuntu@your-host rollback"
 UNLOCK = "fab -H ubuntu@your-host unlock"
 REMOVE_DRY_RUN = "fab -H ubuntu@your-host remove --dry-run"
 DOCUMENTED = (
-    BUILD,
     TOOL_VENV,
     ACTIVATE,
+    BUILD,
     INSTALL,
     TO_APP,
     APP_VENV,
@@ -79,6 +79,7 @@ SEQUENCE = (
     *DOCUMENTED[DOCUMENTED.index(SETUP) + 1 :],
 )
 MARK = "=== docs command: "
+CLOCK = "=== seconds since the start: "  # after each command, for a look at what costs
 SUDOERS = "/etc/sudoers.d/zz-docs-ubuntu"
 # What deploy.env must say for this host (the editor's part): the live app's settings and the
 # example app's routes (its Flask app answers every path, so init gives it `/`).
@@ -108,7 +109,9 @@ revoke_ubuntu_full_sudo() {{ rm -f {SUDOERS}; }}
 trap revoke_ubuntu_full_sudo EXIT
 """
     lines = [
-        f"echo {shlex.quote(MARK + line)}\n{line}" if line in DOCUMENTED else line
+        f'echo {shlex.quote(MARK + line)}\n{line}\necho "{CLOCK}$SECONDS s"'
+        if line in DOCUMENTED
+        else line
         for line in SEQUENCE
     ]
     return preamble + "\n".join(lines) + "\n"
@@ -204,20 +207,25 @@ def test_setup_finds_the_host_set_up(session) -> None:
 
 def test_the_dry_run_changes_nothing_and_the_deploy_serves_the_new_release(session) -> None:
     _, said, _ = session
-    assert "Deployed " in said[DEPLOY] and "Deployed " not in said[DRY_RUN], said[DEPLOY]
+    assert "Dry run: nothing was changed." in said[DRY_RUN], said[DRY_RUN]
+    assert "Deployed " in said[DEPLOY], said[DEPLOY]
     release = said[DEPLOY].split("Deployed ", 1)[1].split()[0]
-    assert release in said[STATUS] and release in said[RELEASES], said[STATUS]
+    assert f"current   {release}" in said[STATUS], said[STATUS]
+    assert f"* {release}" in said[RELEASES], said[RELEASES]
 
 
-def test_rollback_returns_to_the_live_app_s_release_and_it_answers(session) -> None:
+def test_rollback_returns_to_the_release_status_named_and_it_answers(session) -> None:
     _, said, _ = session
-    assert "Rolled back" in said[ROLLBACK] or "rolled back" in said[ROLLBACK], said[ROLLBACK]
+    previous = said[STATUS].split("previous  ", 1)[1].split()[0]
+    assert f"Rolled back to {previous}." in said[ROLLBACK], said[ROLLBACK]
     status, _, body = get(LIVE.url("/api/flask/health"))
-    assert status == 200 and body.get("status") == "ok", body
+    assert (status, body.get("release")) == (200, previous), body
 
 
-def test_unlock_and_remove_s_dry_run_change_nothing(session) -> None:
+def test_logs_unlock_and_remove_s_dry_run_say_what_they_found_and_change_nothing(session) -> None:
     _, said, _ = session
-    assert said[UNLOCK].strip() and said[REMOVE_DRY_RUN].strip()
-    status, _, _ = get(LIVE.url("/"))
-    assert status == 200
+    assert f"{LIVE.app}-python-out.log" in said[LOGS], said[LOGS]
+    assert "No deploy holds the lock." in said[UNLOCK], said[UNLOCK]
+    assert "Dry run: nothing was changed." in said[REMOVE_DRY_RUN], said[REMOVE_DRY_RUN]
+    status, _, body = get(LIVE.url("/"))
+    assert (status, body.get("app")) == (200, "nodejs"), body
