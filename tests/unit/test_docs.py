@@ -21,7 +21,7 @@ import pytest
 
 from signalcraft_deploy import __version__, ns
 from signalcraft_deploy.core.secrets import MIN_LENGTH
-from signalcraft_deploy.core.settings import readme_table
+from signalcraft_deploy.core.settings import KEY_NAMES, readme_table
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS
 from signalcraft_deploy.steps.remove import PURGE_STEPS, REMOVE_STEPS
 from signalcraft_deploy.tasks.init import WHEELS_DIR
@@ -47,6 +47,13 @@ WORKFLOWS = (
 # The steps a deploy takes before DEPLOY_STEPS (tasks open the connection, read, decide).
 FIRST_STEPS = ("connect", "read host", "plan")
 
+# Every file a name of the code may come from: the package, the tests and the scripts around them.
+CODE = "".join(
+    p.read_text(errors="replace")
+    for folder in ("signalcraft_deploy", "tests", ".github", ".ci", "bench")
+    for p in (REPO / folder).rglob("*")
+    if p.is_file() and p.suffix not in (".md", ".pyc", ".whl")
+)
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 # A span that starts like one of these is a command a reader may copy: it must be a shown command.
@@ -140,6 +147,19 @@ def test_every_registered_command_is_shown_on_a_page():
 
 
 # --- facts from the code
+
+
+def test_the_readme_is_a_front_door():
+    # The manual lives in docs/: the README says what the tool is, how to try it and where to read on.
+    assert len(text(REPO / "README.md").splitlines()) <= 150
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_upper_case_name_is_a_setting_or_a_name_the_code_uses(page: Path):
+    # A renamed or removed setting (or hook variable, workflow secret) leaves its old name here.
+    for name in set(re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9])(?:=[^`]*)?`", text(page))):
+        known = name in KEY_NAMES or name in CODE
+        assert known, f"{page.name}: `{name}` is no setting, and no code names it"
 
 
 def test_the_settings_table_is_the_declarations():

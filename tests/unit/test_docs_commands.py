@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from signalcraft_deploy import ns
+from signalcraft_deploy import __version__, ns
 from signalcraft_deploy.core.settings import readme_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +26,10 @@ INIT = "signalcraft-deploy init"
 LIST = "fab --list"
 SETTINGS = "invoke settings"
 TABLE = "invoke settings --defaults --markdown"
+RENDER = "invoke render-configs"
+VERSION = "signalcraft-deploy --version"
 UNIT_MODULE = "python -m pytest -q -p no:cacheprovider tests/unit/test_render.py"
-DOCUMENTED = (INIT, LIST, SETTINGS, TABLE, UNIT_MODULE)
+DOCUMENTED = (INIT, LIST, SETTINGS, TABLE, RENDER, VERSION, UNIT_MODULE)
 
 
 def run(command: str, cwd: Path, bin_dir: Path) -> str:
@@ -102,6 +104,16 @@ def test_the_settings_table_printed_is_the_one_docs_settings_shows(
 ):
     out = run(TABLE, app if where == "app" else REPO, bin_dir)
     assert out.strip() == readme_table()
+
+
+def test_render_configs_writes_the_rendered_files_into_the_app_s_folder(app: Path, bin_dir: Path):
+    run(RENDER, app, bin_dir)
+    assert "bind = ['127.0.0.1:8001']" in (app / "rendered/gunicorn.conf.py").read_text()
+    assert (app / "rendered/ecosystem.config.js").is_file()
+
+
+def test_the_version_is_the_package_s(app: Path, bin_dir: Path):
+    assert run(VERSION, app, bin_dir).splitlines()[0] == f"signalcraft-deploy {__version__}"
 
 
 def test_one_unit_test_module_runs_from_the_checkout(bin_dir: Path):
