@@ -176,6 +176,24 @@ def test_the_task_table_has_one_line_per_task():
     assert sorted(rows) == sorted(ns.task_names)
 
 
+def test_every_flag_in_the_task_table_is_one_the_task_takes():
+    for name, row in re.findall(
+        r"^\| `([a-z0-9-]+)` \|(.*)$", section(REPO / "README.md", "## Tasks"), re.M
+    ):
+        takes = {n for arg in ns.tasks[name].get_arguments() for n in arg.names}
+        for flag in re.findall(r"--([a-z][a-z-]*)", row):
+            assert flag in takes, f"README.md: {name} takes no --{flag}"
+
+
+def test_every_task_but_init_takes_env_file_and_set_as_the_readme_says():
+    assert "Every task but `init` takes `--env-file` and `--set KEY=VALUE`." in " ".join(
+        text(REPO / "README.md").split()
+    )
+    for name in ns.task_names:
+        takes = {n for arg in ns.tasks[name].get_arguments() for n in arg.names}
+        assert ({"env-file", "set"} <= takes) == (name != "init"), name
+
+
 def test_the_deploy_steps_shown_are_the_code_s():
     shown = re.findall(r"^- `([^`]+)`:", section(DOCS / "deploy.md", "## The steps"), re.M)
     assert shown == [*FIRST_STEPS, *(s.name for s in DEPLOY_STEPS)]
