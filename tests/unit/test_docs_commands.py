@@ -68,7 +68,11 @@ def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def app(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path) -> Path:
     """A git copy of the example app after `signalcraft-deploy init`, as the README has it."""
     path = tmp_path_factory.mktemp("docs") / "your-app"
-    shutil.copytree(EXAMPLE, path)
+    shutil.copytree(
+        EXAMPLE,
+        path,
+        ignore=shutil.ignore_patterns(".venv", "node_modules", "__pycache__", "rendered"),
+    )
     for git in ("git init -q -b main", "git add -A", "git commit -qm app"):
         subprocess.run(
             git.split(),
