@@ -208,6 +208,12 @@ def test_the_remove_steps_shown_are_the_code_s():
     assert re.findall(r"`([^`]+)`", line.group(1)) == [s.name for s in REMOVE_STEPS + PURGE_STEPS]
 
 
+def summary(module: Path) -> str:
+    """The first paragraph of a module's docstring, on one line: a list item ready to paste."""
+    doc = ast.get_docstring(ast.parse(module.read_text())) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def test_where_things_are_names_every_module_and_only_those():
     listed = set(
         re.findall(
@@ -217,7 +223,8 @@ def test_where_things_are_names_every_module_and_only_those():
         )
     )
     modules = {str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    assert sorted(modules - listed) == [], "modules missing from docs/development.md"
+    missing = [f"- `{m}`: {summary(REPO / m)}" for m in sorted(modules - listed)]
+    assert missing == [], "add to docs/development.md (or move):\n" + "\n".join(missing)
     assert sorted(listed - modules) == [], "listed in docs/development.md but not in the package"
 
 
