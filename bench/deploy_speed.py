@@ -746,8 +746,8 @@ class Bench:
                 tool = self.tool_deploy(kind, n)
                 plan = self.plan_deploy(kind, n)
                 extra = ""
-                if "install" in tool.steps and kind == "requirements":
-                    extra = f" (install {tool.steps['install']:.2f} s)"
+                if "install dependencies" in tool.steps and kind == "requirements":
+                    extra = f" (install {tool.steps['install dependencies']:.2f} s)"
                 print(
                     f"  {KINDS[kind]:<24} run {n}/{self.runs}: tool {tool.seconds:6.2f} s{extra},"
                     f" {tool.commands} commands/{tool.channels}"

@@ -296,13 +296,13 @@ def tool_actions(result: Stamped) -> str:
         return f"stopped at {failed[0]}" + ("; rolled back" if rolled else "")
     did = []
     for _, line in result.lines:
-        match = re.match(r"^ok\s+pm2-reload\s+[\d.]+s\s+(.*)$", line)
+        match = re.match(r"^ok\s+reload apps\s+[\d.]+s\s+(.*)$", line)
         if match:
             for part in match.group(1).split(","):
                 app, _, how = part.strip().partition(": ")
                 if how and how != "none":
                     did.append(("py " if app.endswith("-python") else "node ") + how)
-    if any(name == "nginx reload" for _, name, _ in steps):
+    if any(name == "reload nginx" for _, name, _ in steps):
         did.append("nginx reload")
     if not did and any("Nothing to deploy" in line for _, line in result.lines):
         return "nothing to do"

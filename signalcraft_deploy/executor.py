@@ -3,8 +3,8 @@
 Stock Fabric (3.2.3) expands `-H a,b,c task` into one call per host (`Executor.expand_calls`),
 each run knowing nothing of the others. `FleetExecutor` is Fabric's executor with one change: the
 consecutive per-host calls of a task marked `fleet_aware` become one call, made with the first
-host's Connection, whose config carries every host (`fleet_hosts(c)` turns it into Connections).
-Tasks not marked (and a single host) run exactly as before.
+host's Connection, whose config carries every host (host/fleet_hosts.py's `fleet_hosts(c)` turns
+it into Connections). Tasks not marked (and a single host) run exactly as before.
 
 How it is installed:
 - `signalcraft-deploy` (cli.py) is built with `executor_class=FleetExecutor`;
@@ -23,13 +23,7 @@ from typing import Any
 from fabric import Connection, Executor
 from fabric.tasks import ConnectionCall
 
-FLEET_KEY = "signalcraft_fleet"
-
-
-def fleet_aware(t: Any) -> Any:
-    """Mark a task as one that handles several hosts itself (deploy, rollback, releases, status)."""
-    t.fleet = True
-    return t
+from signalcraft_deploy.host.fleet_hosts import FLEET_KEY
 
 
 class FleetCall(ConnectionCall):
@@ -71,18 +65,6 @@ class FleetExecutor(Executor):
                     )
                 )
         return out
-
-
-def fleet_hosts(c: Any) -> list[Any]:
-    """The Connections a fleet-aware task works on: `c` alone, or c and the other hosts given with
-    -H."""
-    try:
-        hosts = c.config[FLEET_KEY]
-    except (KeyError, AttributeError):
-        return [c]
-    if not hosts or len(hosts) < 2:
-        return [c]
-    return [c] + [Connection(config=c.config, **dict(h)) for h in hosts[1:]]
 
 
 def use_fleet_executor() -> None:

@@ -16,10 +16,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from signalcraft_deploy.core.plan import App
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.source import node_package
-
-PYTHON, NODEJS = App.PYTHON.value, App.NODEJS.value  # the route table's names of the apps
 
 # Folders whose files are not the app's own source: venvs, installed packages, the tool's own
 # output.
@@ -411,7 +409,7 @@ def route_table(
         if not prefixes:
             return (
                 Found(
-                    f"/={PYTHON},{NODE_PLACEHOLDER}={NODEJS}",
+                    f"/={App.PYTHON},{NODE_PLACEHOLDER}={App.NODEJS}",
                     f"Flask's `/` rule ({root.where}, from {how}); no prefix of Node.js's own in"
                     f" its code (app.use('/x', ...)): {NODE_PLACEHOLDER} is a placeholder, name"
                     " Node.js's own (e.g. /chat)",
@@ -428,7 +426,7 @@ def route_table(
                 ),
             )
         where = ", ".join(f"{p} ({w})" for p, w in node if p in prefixes)
-        table = ",".join([f"/={PYTHON}", *(f"{p}={NODEJS}" for p in prefixes)])
+        table = ",".join([f"/={App.PYTHON}", *(f"{p}={App.NODEJS}" for p in prefixes)])
         return (
             Found(
                 table, f"Flask's `/` rule ({root.where}, from {how}); Node.js's prefixes: {where}"
@@ -447,7 +445,7 @@ def route_table(
             Found("/", "Node.js owns / in ROUTES"),
             Found("", "nothing is mounted"),
         )
-    table = ",".join([*(f"/{s}={PYTHON}" for s in segments), f"/={NODEJS}"])
+    table = ",".join([*(f"/{s}={App.PYTHON}" for s in segments), f"/={App.NODEJS}"])
     return (
         Found(
             table, f"the first path segments of Flask's routes (from {how}); Node.js owns the rest"

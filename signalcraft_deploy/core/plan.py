@@ -14,6 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from signalcraft_deploy.core import formats
+from signalcraft_deploy.core.apps import App as App  # re-exported: `core.plan.App` still works
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.render import (
     ECOSYSTEM,
     digest,
@@ -29,8 +31,7 @@ from signalcraft_deploy.core.render import (
 )
 from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.core.source import NODEJS, PYTHON, readers, tool_files
-from signalcraft_deploy.host.facts import HostFacts
+from signalcraft_deploy.core.source import readers, tool_files
 
 # Settings that only matter on the deploying machine: the same commit from another checkout
 # is the same release.
@@ -104,18 +105,6 @@ class PlanError(ValueError):
     says why."""
 
 
-class App(StrEnum):
-    """What a deploy acts on; the values are the words the plan and the summary show."""
-
-    PYTHON = "python"
-    NODEJS = "nodejs"
-    NGINX = "nginx"
-
-    def pm2_name(self, s: Settings) -> str:
-        """The app's name in PM2 (Python or Node.js)."""
-        return s.python_app if self is App.PYTHON else s.node_app
-
-
 class How(StrEnum):
     """How an app is brought to the new release; the values are the words the plan and the summary
     show."""
@@ -126,7 +115,7 @@ class How(StrEnum):
     NEW_MASTER = "new-master"
     TAKEOVER = "takeover"
     RELOAD = "reload"
-    RESTART = "restart"
+    HANDOVER = "handover"
     WRITE_AND_RELOAD = "write-and-reload"
 
     @property
@@ -141,9 +130,9 @@ class How(StrEnum):
 
     @property
     def hands_over(self) -> bool:
-        """New processes take over through Nginx: the app's `current` moves only once the old ones
-        are idle."""
-        return self in (How.NEW_MASTER, How.TAKEOVER)
+        """New processes take over from the old ones through an Nginx switch (a handover); Python's
+        `current` moves only once the old ones are idle."""
+        return self in (How.NEW_MASTER, How.TAKEOVER, How.HANDOVER)
 
 
 _HOW_TEXT = {
@@ -155,7 +144,7 @@ _HOW_TEXT = {
         "record the unmanaged server, start Gunicorn on the handover address, Nginx switch, stop it"
     ),
     How.RELOAD: "pm2 reload --only --update-env (rolling, cluster mode)",
-    How.RESTART: "new processes on the handover port, Nginx switch, old ones stopped",
+    How.HANDOVER: "new processes on the handover port, Nginx switch, old ones stopped",
     How.WRITE_AND_RELOAD: "write site, nginx -t, graceful reload",
 }
 
@@ -203,14 +192,13 @@ class Plan:
     @property
     def tried(self) -> tuple[App, ...]:
         """The apps whose own processes will load new code: tried on spare ports before anything is
-        switched. An app handed over (new-master, restart) is tried by its handover copy instead."""
-        # Node.js is tried before a restart too: its handover copy runs in cluster mode, where PM2
+        switched. Python handed over (new-master) is tried by its handover copy instead."""
+        # Node.js is tried before a handover too: its handover copy runs in cluster mode, where PM2
         # loses a worker's start-up error (the trial runs it in fork mode, which keeps it).
         return tuple(
             a.app
             for a in self.actions
-            if a.app is not App.NGINX
-            and (a.how.runs_new_code_in_place or (a.app is App.NODEJS and a.how is How.RESTART))
+            if a.app is not App.NGINX and (a.how.runs_new_code_in_place or a.how is How.HANDOVER)
         )
 
 
@@ -390,8 +378,8 @@ def _python_action(
         )
     if not old:
         return Action(App.PYTHON, How.HUP, "no record of the running release")
-    if code_changed(s, PYTHON, old.get("python_code") != m.python_code, changed):
-        return Action(App.PYTHON, How.HUP, files_why(s, PYTHON, changed))
+    if code_changed(s, App.PYTHON, old.get("python_code") != m.python_code, changed):
+        return Action(App.PYTHON, How.HUP, files_why(s, App.PYTHON, changed))
     if old.get("gunicorn_conf") != m.gunicorn_conf:
         return Action(App.PYTHON, How.HUP, "gunicorn.conf.py changed")
     return Action(App.PYTHON, How.NONE, "unchanged")
@@ -415,7 +403,7 @@ def env_why(old: dict[str, Any] | None) -> str:
     return "the app's environment (.env from APP_ENV_FILE) changed"
 
 
-def code_changed(s: Settings, app: str, digest_differs: bool, changed: list[str] | None) -> bool:
+def code_changed(s: Settings, app: App, digest_differs: bool, changed: list[str] | None) -> bool:
     """Whether a file `app` reads changed. With the changed paths known, PY_FILES/NODE_FILES as set
     now decide (so setting them does not itself reload an app); without them, the digests recorded
     in the manifests do.
@@ -426,9 +414,9 @@ def code_changed(s: Settings, app: str, digest_differs: bool, changed: list[str]
     return any(app in readers(p, s.py_files, s.node_files, tool) for p in changed)
 
 
-def files_why(s: Settings, app: str, changed: list[str] | None, limit: int = 4) -> str:
+def files_why(s: Settings, app: App, changed: list[str] | None, limit: int = 4) -> str:
     """Why an app is reloaded for its files: the changed files it reads, by name."""
-    key = "PY_FILES" if app == PYTHON else "NODE_FILES"
+    key = "PY_FILES" if app is App.PYTHON else "NODE_FILES"
     tool = tool_files(s)
     mine = [p for p in changed or () if app in readers(p, s.py_files, s.node_files, tool)]
     if not mine:
@@ -450,7 +438,7 @@ def _node_action(
     changed: list[str] | None = None,
 ) -> Action:
     if facts.to_move(s.node_app):
-        return Action(App.NODEJS, How.RESTART, _moving(s, facts), moves=True)
+        return Action(App.NODEJS, How.HANDOVER, _moving(s, facts), moves=True)
     procs = facts.apps(s.node_app)
     if not procs or not facts.online(s.node_app):
         state = procs[0].status if procs else "not in PM2"
@@ -469,7 +457,7 @@ def _node_action(
     ):
         return Action(
             App.NODEJS,
-            How.RESTART,
+            How.HANDOVER,
             "its PM2 mode, instances or script changed, which `pm2 reload` does not apply",
         )
     if not old or old.get("node_entry") != m.node_entry:
@@ -480,8 +468,8 @@ def _node_action(
         return Action(
             App.NODEJS, How.RELOAD, f"its dependencies changed ({m.node_install or 'none now'})"
         )
-    if code_changed(s, NODEJS, old.get("node_code") != m.node_code, changed):
-        return Action(App.NODEJS, How.RELOAD, files_why(s, NODEJS, changed))
+    if code_changed(s, App.NODEJS, old.get("node_code") != m.node_code, changed):
+        return Action(App.NODEJS, How.RELOAD, files_why(s, App.NODEJS, changed))
     if old.get("ecosystem", ECOSYSTEM) != m.ecosystem:
         return Action(App.NODEJS, How.RELOAD, f"PM2's file is now {m.ecosystem}")
     return Action(App.NODEJS, How.NONE, "unchanged")

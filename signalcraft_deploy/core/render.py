@@ -23,7 +23,16 @@ from signalcraft_deploy.remote import nginx_site
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+def _bundled_templates() -> Path:
+    """The tool's templates: `templates/` at the top of a checkout, which the wheel ships as the
+    package's `templates/` folder (pyproject.toml's package-dir)."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+BUNDLED_TEMPLATES = _bundled_templates()
 NODE_KILL_TIMEOUT_MS = 15000
 # How often PM2 looks whether a stopped app has exited (its default, 100 ms, adds up to that much
 # to every stop, and a handover stops two Gunicorn masters).

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.settings import Settings, SettingsError
 
@@ -44,7 +45,6 @@ TOOL_OWN = (
 # its code).
 COLLECTION_FILES = ("fabfile.py", "tasks.py")
 COLLECTION_MARK = "signalcraft_deploy"
-PYTHON, NODEJS = "python", "nodejs"
 
 
 @functools.lru_cache(maxsize=256)
@@ -82,8 +82,8 @@ def readers(
     py_files: tuple[str, ...] | None = None,
     node_files: tuple[str, ...] | None = None,
     tool: tuple[str, ...] = TOOL_OWN,
-) -> set[str]:
-    """The apps a change to `path` reaches: {"python", "nodejs"}, one of them, or none (the tool's
+) -> set[App]:
+    """The apps a change to `path` reaches: both, one of them, or none (the tool's
     own files, `tool`).
 
     A file certainly one app's own reaches that app alone (JavaScript and TypeScript outside static/
@@ -93,16 +93,20 @@ def readers(
     if matches(path, tool):
         return set()
     if matches(path, PYTHON_ONLY):
-        return {PYTHON}
+        return {App.PYTHON}
     if matches(path, NODE_ONLY):
-        return {NODEJS}
+        return {App.NODEJS}
     if matches(path, NODE_CODE) and not matches(path, FLASK_SERVED):
-        return {NODEJS, PYTHON} if py_files is not None and matches(path, py_files) else {NODEJS}
-    found = set()
+        return (
+            {App.NODEJS, App.PYTHON}
+            if py_files is not None and matches(path, py_files)
+            else {App.NODEJS}
+        )
+    found: set[App] = set()
     if py_files is None or matches(path, py_files):
-        found.add(PYTHON)
+        found.add(App.PYTHON)
     if node_files is None or matches(path, node_files):
-        found.add(NODEJS)
+        found.add(App.NODEJS)
     return found
 
 
@@ -129,7 +133,7 @@ def tool_files(s: Settings) -> tuple[str, ...]:
 
 def app_digest(
     blobs: dict[str, str],
-    app: str,
+    app: App,
     py_files: tuple[str, ...] | None = None,
     node_files: tuple[str, ...] | None = None,
     tool: tuple[str, ...] = TOOL_OWN,
@@ -176,7 +180,7 @@ class SourceTree:
     def has(self, path: str) -> bool:
         return path in self.blobs
 
-    def digest_for(self, s: Settings, app: str) -> str:
+    def digest_for(self, s: Settings, app: App) -> str:
         return app_digest(self.blobs, app, s.py_files, s.node_files, tool_files(s))
 
 

@@ -12,13 +12,21 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from invoke import Context
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.settings import Settings, SettingsError, settings_from_task
+from signalcraft_deploy.core.settings import (
+    KEY_NAMES,
+    Settings,
+    SettingsError,
+    settings_from_task,
+)
 from signalcraft_deploy.host.io import is_remote, target_name
 from signalcraft_deploy.host.lock import held_by, retake_held
 
@@ -42,9 +50,42 @@ def settings_for(env_file: str | None, set_: list[str] | None, **named: Any) -> 
     """Settings for a task, or a clean exit (code 2) naming the bad value. Nothing has touched a
     host yet."""
     try:
-        return settings_from_task(env_file, set_, {k: v for k, v in named.items() if v is not None})
+        s = settings_from_task(env_file, set_, {k: v for k, v in named.items() if v is not None})
     except SettingsError as err:
         raise Exit(f"Settings error: {err}", code=2) from None
+    if warning := unread_env_file(s, Path.cwd()):
+        print(warning, file=sys.stderr)
+    return s
+
+
+# Keys an app's own .env sets for the app itself as well: not a sign of misplaced deploy settings.
+APP_VARIABLES_TOO = frozenset({"NODE_ENV"})
+
+
+def unread_env_file(s: Settings, cwd: Path) -> str | None:
+    """A warning when a `.env` beside the settings file that was read (or in the current folder)
+    holds deploy settings: it is not read (init's deploy.env is, through ENV_FILE), and a user who
+    put them there would otherwise see them ignored without a word. Names only, never values."""
+    if not s.settings_file:
+        return None
+    read = Path(s.settings_file)
+    for env in dict.fromkeys([read.parent / ".env", cwd / ".env"]):
+        keys = _deploy_keys_in(env) if env.resolve() != read.resolve() else []
+        if keys:
+            return (
+                f"warning: {env} sets deploy settings ({', '.join(keys)}) that are not read: the"
+                f" settings come from {read}. Move them there, or name {env} with ENV_FILE or"
+                " --env-file."
+            )
+    return None
+
+
+def _deploy_keys_in(env: Path) -> list[str]:
+    try:
+        found = dotenv_values(env) if env.is_file() else {}
+    except (OSError, UnicodeDecodeError):
+        return []
+    return sorted(set(found).intersection(KEY_NAMES) - APP_VARIABLES_TOO)
 
 
 class _AcceptNewPolicy:

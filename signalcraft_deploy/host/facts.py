@@ -1,19 +1,18 @@
 """Facts: what the host looks like now, read with one command and parsed by pure functions.
 
 pyinfra's split: a fact is a command plus a parser. `gather(c, s)` sends a single shell script
-(one SSH channel) and `parse_facts` turns its sectioned output into `HostFacts`. Nothing here
-changes the host.
+(one SSH channel) and `parse_facts` turns its sectioned output into `HostFacts` (the type is
+core/facts.py's). Nothing here changes the host.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from signalcraft_deploy.core import formats
+from signalcraft_deploy.core.facts import HostFacts, Listener, Owner, Pm2Process
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.app_user import as_app, systemd_first
@@ -24,131 +23,6 @@ from signalcraft_deploy.remote.pm2_list import pm2_processes
 
 MARK = "@@signalcraft:"
 PM2_RPC_JS = source("pm2_rpc.js")
-
-
-@dataclass(frozen=True)
-class Pm2Process:
-    """One PM2 process (a cluster app has one per instance). Env values are never kept."""
-
-    name: str
-    pm_id: int
-    pid: int
-    status: str
-    restarts: int
-    started_ms: int
-    exec_mode: str
-    exec_path: str
-    cwd: str
-    interpreter: str
-    args: tuple[str, ...]
-    memory: int
-    pid_path: str = ""  # where PM2 keeps this process's pid
-
-
-@dataclass(frozen=True)
-class Listener:
-    """A listening TCP socket and the processes holding it (from `ss -ltnp`)."""
-
-    host: str
-    port: int
-    pids: tuple[int, ...]
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Owner:
-    """A process listening on one of our ports: its user, and (for the deploy user's own) where it
-    runs from."""
-
-    uid: int
-    user: str
-    cwd: str = ""  # "" when it cannot be read (another user's process)
-    holds_app: bool = False  # cwd holds WSGI_APP's module: the app's folder
-
-
-@dataclass
-class HostFacts:
-    uid: int | None = None
-    current_release: str | None = None
-    releases: list[str] = field(default_factory=list)
-    bad_releases: set[str] = field(default_factory=set)
-    manifest: dict[str, Any] | None = None
-    configs: dict[str, str] = field(default_factory=dict)  # the current release's rendered files
-    site_text: str | None = None
-    site_enabled: bool = False
-    venvs_ready: set[str] = field(default_factory=set)
-    node_modules_ready: set[str] = field(default_factory=set)
-    tools: set[str] = field(default_factory=set)
-    pm2: list[Pm2Process] = field(default_factory=list)
-    pm2_readable: bool = False
-    listeners: list[Listener] = field(default_factory=list)
-    commands: dict[int, str] = field(
-        default_factory=dict
-    )  # cmdline of processes listening on our ports
-    owners: dict[int, Owner] = field(
-        default_factory=dict
-    )  # who the processes listening on our ports are
-    user: str = ""  # the deploy user's name
-    procs: dict[int, tuple[int, str]] = field(
-        default_factory=dict
-    )  # this user's processes: pid -> (ppid, cwd)
-    complete: bool = True  # False for a quick read (no tools, listeners or their commands)
-    python: tuple[str, str, str] | None = (
-        None  # PYTHON's version, glibc version and machine ("3.11", "2.36", "x86_64")
-    )
-    live_env: bool = False  # the current release has a .env (the app's secrets)
-    site_defaults: dict[str, str] = field(
-        default_factory=dict
-    )  # settings kept from a site taken over
-    free_mb: int | None = None  # free space on the deploy root's filesystem (None: not read)
-    helper: root.HelperState | None = None  # the root helper as installed (None: not read)
-    # The deploy user's own PM2 (when the apps have an account of their own): our apps still there
-    # have not moved yet.
-    deploy_pm2: list[Pm2Process] = field(default_factory=list)
-    app_reaches_root: bool = (
-        True  # the apps' account can reach DEPLOY_ROOT (False: a folder above it is closed to it)
-    )
-
-    def apps(self, name: str) -> list[Pm2Process]:
-        return [p for p in self.pm2 if p.name == name]
-
-    def releases_running(self, name: str, releases_dir: str, workers: bool = False) -> set[str]:
-        """Which releases an app's processes (or, with `workers`, its Gunicorn workers) run from."""
-        pids = [p.pid for p in self.apps(name) if p.pid]
-        if workers:
-            pids = [pid for pid, (ppid, _) in self.procs.items() if ppid in pids] or pids
-        prefix = releases_dir.rstrip("/") + "/"
-        return {
-            self.procs[pid][1][len(prefix) :].split("/")[0]
-            for pid in pids
-            if pid in self.procs and self.procs[pid][1].startswith(prefix)
-        }
-
-    def listening_on(self, port: int) -> list[Listener]:
-        return [lst for lst in self.listeners if lst.port == port]
-
-    def beyond_loopback(self, port: int) -> list[str]:
-        """The addresses other than loopback that something listens on at `port` (e.g. '*:3000',
-        '0.0.0.0:3000')."""
-        out = []
-        for lst in self.listening_on(port):
-            try:
-                loopback = ipaddress.ip_address(lst.host.split("%")[0]).is_loopback
-            except ValueError:
-                loopback = lst.host == "localhost"
-            if not loopback:
-                out.append(f"{'[' + lst.host + ']' if ':' in lst.host else lst.host}:{port}")
-        return sorted(set(out))
-
-    def online(self, name: str) -> bool:
-        procs = self.apps(name)
-        return bool(procs) and all(p.status == "online" for p in procs)
-
-    def to_move(self, name: str) -> bool:
-        """The app runs under the deploy user's own PM2 (as it did before APP_USER), not under its
-        account's."""
-        procs = [p for p in self.deploy_pm2 if p.name == name]
-        return bool(procs) and all(p.status == "online" for p in procs) and not self.online(name)
 
 
 # What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -13,7 +14,7 @@ from signalcraft_deploy.host.programs import run_program, start_waiting
 
 
 def probe(c: Any, s: Settings, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the host-side probe (canary or gate) and return its JSON verdict."""
+    """Run the host-side probe (trial run or health gate) and return its JSON verdict."""
     return verdict_of(
         s, run_program(c, s, "probe.py", json.dumps(spec), warn=True, app=True)
     )  # it reads the apps' /proc
@@ -33,13 +34,13 @@ def verdict_of(s: Settings, result: Any) -> dict[str, Any]:
 
 
 def gate_spec(
-    s: Settings, release: str, release_dir: str, checked: dict[str, bool], report: bool = False
+    s: Settings, release: str, release_dir: str, checked: dict[App, bool], report: bool = False
 ) -> dict[str, Any]:
     """What the gate after a switch checks: the apps answer, directly and through Nginx, from
     `release`."""
     host = s.server_name.split()[0] if s.server_name != "_" else None
     nginx = s.nginx_url
-    py, node = bool(checked.get("python")), bool(checked.get("nodejs"))
+    py, node = bool(checked.get(App.PYTHON)), bool(checked.get(App.NODEJS))
     # Only the apps just (re)loaded must answer from the new release; the others keep theirs.
     urls: list[dict[str, Any]] = [
         {
@@ -49,7 +50,7 @@ def gate_spec(
         },
         {
             "label": "Node.js",
-            "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}",
+            "url": f"http://127.0.0.1:{s.node_port}{s.app_path(App.NODEJS, s.health_node)}",
             "expect_release": node,
         },
         {
@@ -95,7 +96,7 @@ def spec_for(
 
 
 def start_gate(
-    c: Any, s: Settings, release: str, release_dir: str, checked: dict[str, bool]
+    c: Any, s: Settings, release: str, release_dir: str, checked: dict[App, bool]
 ) -> Waiting | None:
     """The gate after a switch, started ahead (Python and its PM2 connection up, nothing checked
     yet): pass it to `gate` as `started`. None where it cannot be started ahead."""
@@ -108,7 +109,7 @@ def gate(
     s: Settings,
     release: str,
     release_dir: str,
-    checked: dict[str, bool],
+    checked: dict[App, bool],
     report: dict[str, Any] | None = None,
     started: Waiting | None = None,
 ) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 from invoke import Result
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.render import site_id
 from signalcraft_deploy.core.settings import Settings, route_owner
 from signalcraft_deploy.host import root
@@ -184,12 +185,15 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
         return [], [f"{site}: no server block listens on port {port}"]
     locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
     routes = []
-    address = {"python": str(s.gunicorn_bind), "nodejs": f"127.0.0.1:{s.node_port}"}
+    address = {App.PYTHON: str(s.gunicorn_bind), App.NODEJS: f"127.0.0.1:{s.node_port}"}
     prefixed = [(p, app) for p, app in s.route_table if p != "/"]
     checks = [(f"{p}/", address[app]) for p, app in prefixed] + [
         (p, address[app]) for p, app in prefixed
     ]
-    checks += [(s.health_node, address["nodejs"]), ("/", address[route_owner("/", s.route_table)])]
+    checks += [
+        (s.health_node, address[App.NODEJS]),
+        ("/", address[route_owner("/", s.route_table)]),
+    ]
     checks = list(
         dict.fromkeys(checks)
     )  # HEALTH_NODE is '/' by default: check (and report) it once

@@ -8,8 +8,8 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core import release_site
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.settings import Settings, SettingsError
-from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.io import fail, q, run
 
 
@@ -50,7 +50,7 @@ def live_site_settings(c: Any, s: Settings, release: str | None) -> Settings:
         return s
 
 
-def previous_release(facts: host_facts.HostFacts, before: str | None) -> str | None:
+def previous_release(facts: HostFacts, before: str | None) -> str | None:
     older = [
         r for r in facts.releases if (before is None or r < before) and r not in facts.bad_releases
     ]

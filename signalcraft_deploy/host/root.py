@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from signalcraft_deploy.core.facts import HelperState
 from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.remote import program, script
 
@@ -103,15 +103,9 @@ def command(verb: str, *args: str) -> str:
 # ----------------------------------------------------------------------------- is the helper there?
 
 
-@dataclass(frozen=True)
-class HelperState:
-    installed: str  # digest of the installed files
-    full_sudo: bool  # `sudo -n true` works: the user may install the helper itself
-    allowed: bool  # sudo lets this user run the helper without a password (drop-in or full sudo)
-
-    @property
-    def current(self) -> bool:
-        return self.installed == digest()
+def is_current(state: HelperState) -> bool:
+    """The installed helper is this version's."""
+    return state.installed == digest()
 
 
 STATE_SCRIPT = "\n".join(
@@ -147,7 +141,7 @@ def ensure(c: Any, state: HelperState | None = None) -> None:
     if _ready.get(id(c)) is c:
         return
     state = state or read_state(c)
-    if not state.current:
+    if not is_current(state):
         if not state.full_sudo:
             if state.allowed:
                 raise fail(

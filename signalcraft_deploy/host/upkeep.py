@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from signalcraft_deploy.core.facts import HostFacts, Pm2Process
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host.facts import HostFacts, Pm2Process
 from signalcraft_deploy.host.io import fail, q, run
 from signalcraft_deploy.host.programs import run_program
 

@@ -5,56 +5,32 @@ Standard library only. Reads one JSON argument: {"name": "before-switch", "comma
 ...}, "timeout": 300} Runs `bash -c command` in `cwd` (or the deploy root when the release does not
 exist) with the app's .env and `env` added to the environment and `path_first` first on PATH, in a
 process group of its own. Each line of its output (stdout and stderr together) is printed as it
-comes, with the values of the .env masked. At the deadline the group gets SIGTERM, then SIGKILL 5 s
-later. The last line printed is a JSON verdict: {"exit": N, "timed_out": bool, "seconds": S, "tail":
-[...]}.
+comes, with the .env's secrets masked by remote/masking.py (the client's rule too). At the deadline
+the group gets SIGTERM, then SIGKILL 5 s later. The last line printed is a JSON verdict: {"exit": N,
+"timed_out": bool, "seconds": S, "tail": [...]}.
 """
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List
+from typing import List
+
+from signalcraft_deploy.remote.masking import env_items, mask, secrets_of
 
 MARK = "@@hook-verdict "
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
 
 def read_env_file(path):
-    """KEY=VALUE lines as python-dotenv reads the common cases: `export`, quotes, comments."""
-    values: Dict[str, str] = {}
+    """The .env's (KEY, VALUE) pairs in file order ([] when it cannot be read)."""
     try:
         with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+            return env_items(fh.read())
     except (OSError, UnicodeDecodeError):
-        return values
-    for line in lines:
-        match = _LINE.match(line)
-        if not match or line.lstrip().startswith("#"):
-            continue
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
-    return values
-
-
-def masker(secrets):
-    """A function that replaces every secret value (3 characters or more) by ***, longest first."""
-    hidden = sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True)
-
-    def mask(text):
-        for value in hidden:
-            text = text.replace(value, "***")
-        return text
-
-    return mask
+        return []
 
 
 def environment(spec, app_env):
@@ -80,8 +56,8 @@ def stop_group(proc):
 
 
 def run(spec):
-    app_env = read_env_file(spec["env_file"]) if spec.get("env_file") else {}
-    mask = masker(app_env.values())
+    items = read_env_file(spec["env_file"]) if spec.get("env_file") else []
+    app_env, hidden = dict(items), secrets_of(items)
     cwd = next(d for d in (spec["cwd"], spec.get("fallback_cwd") or "/", "/") if os.path.isdir(d))
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -105,7 +81,7 @@ def run(spec):
     tail: List[str] = []
     assert proc.stdout is not None  # stdout=PIPE
     for raw in iter(proc.stdout.readline, b""):
-        line = mask(raw.decode("utf-8", "replace").rstrip("\n"))
+        line = mask(raw.decode("utf-8", "replace").rstrip("\n"), hidden)
         print(line, flush=True)
         tail = (tail + [line])[-20:]
     code = proc.wait()

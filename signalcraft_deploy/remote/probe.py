@@ -1,11 +1,11 @@
-"""Runs ON THE HOST (sent over stdin to `python3 -`): canaries before a switch, the health gate
-after.
+"""Runs ON THE HOST (sent over stdin to `python3 -`): the trial run before a switch, the health
+gate after.
 
 Standard library only; pm2_list.py is inlined when it is sent (`signalcraft_deploy.remote.program`).
 Reads one JSON argument, prints one JSON line. Never prints environment values: PM2's jlist is
 parsed here and only names, pids, states and counts leave the host.
 
-mode "ports": free loopback ports for the trial run (which PM2 starts; see steps/trial.canary).
+mode "ports": free loopback ports for the trial run (which PM2 starts; see steps/trial.run_trial).
 
 mode "gate": after the switch, wait (up to a deadline) until every URL answers 2xx/3xx, every
 PM2 app is online with a restart count that is not climbing, and the processes that answer

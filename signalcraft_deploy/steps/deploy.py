@@ -1,9 +1,10 @@
 """A deploy as a list of steps, each with its undo: the one place to read the order of a deploy.
 
 `DEPLOY_STEPS` is carried out by `runner.run_steps` for both `deploy` and `rollback` (a rollback
-is a plan whose release is already on the host: its `upload` step does not apply). Until the
-`switch` step, a failure leaves the live release untouched; after it, the undos switch back and
-bring the previous processes and Nginx site back, then `after_undo` checks what serves.
+is a plan whose release is already on the host: its `put release on host` step does not apply).
+Until the `switch current` step, a failure leaves the live release untouched; after it, the undos
+switch back and bring the previous processes and Nginx site back, then `after_undo` checks what
+serves.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.plan import App, How, Plan
+from signalcraft_deploy.core.apps import App
+from signalcraft_deploy.core.facts import HostFacts
+from signalcraft_deploy.core.plan import How, Plan
 from signalcraft_deploy.core.render import certbot_hook_path, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
@@ -47,7 +50,7 @@ class DeployRun:
     s: Settings
     rep: Reporter
     plan: Plan
-    facts: host_facts.HostFacts
+    facts: HostFacts
     shipment: Shipment | None
     record: dict[str, Any]
     prev: str | None = None  # the release to return to if this one fails after the switch
@@ -126,10 +129,10 @@ class DeployRun:
         return masked(self.s, text)
 
     @property
-    def reloaded(self) -> dict[str, bool]:
+    def reloaded(self) -> dict[App, bool]:
         """Which apps this deploy (re)loads: the ones the health gate must see on the new
         release."""
-        return {"python": self.py is not How.NONE, "nodejs": self.node is not How.NONE}
+        return {App.PYTHON: self.py is not How.NONE, App.NODEJS: self.node is not How.NONE}
 
     def start_gate(self) -> None:
         """Start the health gate's program now (once), so that the gate after the switch checks at
@@ -160,7 +163,7 @@ class DeployRun:
             gate.drop()
 
 
-def config_diffs(facts: host_facts.HostFacts, plan: Plan, s: Settings) -> list[str]:
+def config_diffs(facts: HostFacts, plan: Plan, s: Settings) -> list[str]:
     """Unified diffs of every file the deploy would write, against what the host has."""
     out = []
     pairs = [
@@ -255,16 +258,16 @@ def trial_run(r: DeployRun) -> str:
     m = r.plan.manifest
     if (
         not r.site_written and not r.plan.extras
-    ):  # nginx-check then reads a configuration the trial leaves alone
+    ):  # `write and check site` then reads a configuration the trial leaves alone
         r.nginx_read = nginx_ops.start_check(r.c)
     r.stopping.append(
-        trial.canary(
+        trial.run_trial(
             r.c,
             r.s,
             m.release,
             r.release_dir,
             m.venv,
-            tuple(str(a) for a in r.plan.tried),
+            r.plan.tried,
             r.in_pm2,
             live=r.facts.current_release,
         )
@@ -355,7 +358,7 @@ def reload_python(r: DeployRun) -> None:
             handover_ops.handover(
                 c,
                 s,
-                "python",
+                App.PYTHON,
                 m.release,
                 r.release_dir,
                 m.venv,
@@ -373,13 +376,13 @@ def reload_node(r: DeployRun) -> None:
         pm2_ops.start(c, s, s.node_app)
     elif r.node is How.RELOAD:
         pm2_ops.reload_node(c, s)
-    elif r.node is How.RESTART:
+    elif r.node is How.HANDOVER:
         stop_old = stop_in_deploy_pm2(r, s.node_app) if r.plan.action(App.NODEJS).moves else None
         r.stopping.append(
             handover_ops.handover(
                 c,
                 s,
-                "nodejs",
+                App.NODEJS,
                 m.release,
                 r.release_dir,
                 m.venv,
@@ -409,7 +412,7 @@ def reload_apps(r: DeployRun) -> str:
 
 
 def restore_apps(r: DeployRun) -> str:
-    """Bring the previous processes back (the undo of pm2-reload, also after a partial one)."""
+    """Bring the previous processes back (the undo of `reload apps`, also after a partial one)."""
     r.settle()
     touched = [
         name
@@ -446,7 +449,7 @@ def restore_python(r: DeployRun, running: set[str]) -> None:
         # Nginx to it.
         pm2_ops.delete(c, s, s.python_app)
         pm2_ops.start(c, s, s.python_app)
-        handover_ops.end_handover(c, s, "python")
+        handover_ops.end_handover(c, s, App.PYTHON)
     elif r.py is How.START or not r.prev:
         pm2_ops.delete(c, s, s.python_app)
 
@@ -455,10 +458,10 @@ def restore_node(r: DeployRun, running: set[str]) -> None:
     c, s = r.c, r.s
     if r.node is How.RELOAD and r.prev:
         pm2_ops.reload_node(c, s)
-    elif r.node is How.RESTART and r.prev and s.node_handover_app in running:
+    elif r.node is How.HANDOVER and r.prev and s.node_handover_app in running:
         pm2_ops.delete(c, s, s.node_app)
         pm2_ops.start(c, s, s.node_app)
-        handover_ops.end_handover(c, s, "nodejs")
+        handover_ops.end_handover(c, s, App.NODEJS)
     elif r.node is How.START or not r.prev:
         pm2_ops.delete(c, s, s.node_app)
 
@@ -586,7 +589,7 @@ def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
     if not r.prev:
         pm2_ops.save(r.c, r.s)
         return []
-    checked = {"python": r.py in (How.HUP, How.NEW_MASTER), "nodejs": r.node is not How.NONE}
+    checked = {App.PYTHON: r.py in (How.HUP, How.NEW_MASTER), App.NODEJS: r.node is not How.NONE}
     problems = health.gate(r.c, r.s, r.prev, f"{r.s.releases_dir}/{r.prev}", checked)
     pm2_ops.save(r.c, r.s)
     if r.deploy_pm2_changed:
@@ -603,31 +606,37 @@ def restored_state(r: DeployRun, outcome: Outcome) -> list[str]:
 DEPLOY_STEPS: list[Step[DeployRun]] = [
     Step("record takeover", record_takeover, when=lambda r: r.py is How.TAKEOVER),
     Step(
-        "upload",
+        "put release on host",
         upload,
         undo=mark_release_bad,
         when=lambda r: r.shipment is not None and r.plan.new_release,
     ),
-    Step("install", install),
-    Step("app user", prepare_app_user, when=lambda r: r.moving or not r.facts.app_reaches_root),
-    Step("render-configs", show_config_changes),
-    Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
-    Step("nginx-check", check_nginx, undo=restore_site),
+    Step("install dependencies", install),
     Step(
-        "certbot hook",
+        "prepare app user",
+        prepare_app_user,
+        when=lambda r: r.moving or not r.facts.app_reaches_root,
+    ),
+    Step("show config changes", show_config_changes),
+    Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
+    Step("write and check site", check_nginx, undo=restore_site),
+    Step(
+        "install certbot hook",
         lambda r: tls_ops.install_certbot_hook(r.c, r.s),
         when=lambda r: r.site_written and certbot_hook_path(r.s) is not None,
     ),
-    Step("before-switch", before_switch, when=lambda r: bool(r.s.before_switch) and r.is_deploy),
-    Step("switch", switch_current, undo=switch_back, commits=True),
-    Step("pm2-reload", reload_apps, undo=restore_apps, undoes_itself=True),
+    Step(
+        "before-switch hook", before_switch, when=lambda r: bool(r.s.before_switch) and r.is_deploy
+    ),
+    Step("switch current", switch_current, undo=switch_back, commits=True),
+    Step("reload apps", reload_apps, undo=restore_apps, undoes_itself=True),
     # A handover has already moved Nginx to this site, verified, on its way back.
     Step(
-        "nginx reload",
+        "reload nginx",
         reload_site,
-        when=lambda r: r.site_written and not (r.py.hands_over or r.node is How.RESTART),
+        when=lambda r: r.site_written and not (r.py.hands_over or r.node.hands_over),
     ),
-    Step("health", health_gate),
-    Step("after-switch", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
-    Step("finish", finish),
+    Step("check health", health_gate),
+    Step("after-switch hook", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
+    Step("save and prune", finish),
 ]

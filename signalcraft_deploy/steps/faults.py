@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from signalcraft_deploy.core.settings import Settings
 
@@ -20,6 +21,34 @@ def setting_fault(s: Settings, output: str) -> str | None:
                 " again."
             )
     return None
+
+
+def health_route_fault(
+    s: Settings, problems: list[str], checks: list[dict[str, Any]]
+) -> str | None:
+    """The health route setting and its value, when an app answered its health route with an HTTP
+    error (each check names its `setting`; a problem reads "<label> <url>: <status>")."""
+    for check in checks:
+        said = f"{check['label']} {check['url']}: "
+        for problem in problems:
+            status = problem[len(said) :] if problem.startswith(said) else ""
+            if status.isdigit():
+                return _health_route_message(s, check["setting"], int(status))
+    return None
+
+
+def _health_route_message(s: Settings, key: str, status: int) -> str:
+    value, origin = getattr(s, key.lower()), s.origins.get(key, "default")
+    if status < 500:
+        return (
+            f"The cause is likely the setting {key} ({origin}): the new release answers its route"
+            f" {value!r} with {status}. Set {key} to a route the app answers with 200 (or add that"
+            " route to the app) and deploy again."
+        )
+    return (
+        f"The app failed on its health route {key}={value!r} ({origin}) with {status}: fix the"
+        " error in its output above and deploy again."
+    )
 
 
 def _always(s: Settings, found: str) -> bool:

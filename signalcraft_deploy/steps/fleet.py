@@ -3,9 +3,10 @@
 1. lock    every host, in parallel: connect (host key checked), take the deploy lock, read the host.
            An unreachable host, an unknown host key or a held lock stops everything here: nothing
            has changed anywhere, and the message names the host.
-2. prepare in parallel (at most PARALLEL at once): plan, upload, install, render, trial run,
-           nginx-check: the steps before the switch. A failure on any host stops the deploy on all
-           of them before any host switches (each host's steps are undone).
+2. prepare in parallel (at most PARALLEL at once): plan, put the release on the host, install
+           its dependencies, trial run, write and check the site: the steps before the switch. A
+           failure on any host stops the deploy on all of them before any host switches (each
+           host's steps are undone).
    BEFORE_SWITCH runs once, on the first host, after every host is prepared.
 3. rollout host by host (`--batch N` or `N%`; the first host always alone): switch, reload,
            health gate, AFTER_SWITCH. Every host's gate program is started before the first
@@ -19,28 +20,49 @@ The steps are the single-host ones (steps/deploy.py), run by the same runner in 
 each host's list of done steps, so a host's undo covers every phase it went through. One summary
 table follows, and a line saying whether every host serves the same release. Each host's audit
 record carries the same `deploy_id`.
+
+`deploy_fleet`, `rollback_fleet`, `releases_fleet` and `status_fleet` are what the tasks
+(tasks/deploy.py, tasks/status.py) call when they are given more than one host.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from invoke.exceptions import Exit, UnexpectedExit
 
-from signalcraft_deploy.core.plan import How, Plan
+from signalcraft_deploy.core.facts import HostFacts
+from signalcraft_deploy.core.plan import How, Plan, release_settings
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
-from signalcraft_deploy.host.io import fail, target_name
-from signalcraft_deploy.host.lock import DeployLock
+from signalcraft_deploy.host.connect import open_host
+from signalcraft_deploy.host.io import fail, q, run, target_name
+from signalcraft_deploy.host.lock import DeployLock, who
+from signalcraft_deploy.host.releases import previous_release
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo
+from signalcraft_deploy.steps.one_host import (
+    DeployOptions,
+    HostDeploy,
+    new_run,
+    plan_host,
+    plan_step,
+    read_host,
+    report_unchanged,
+    rollback_plan,
+    warn_of_migrations,
+)
+from signalcraft_deploy.steps.plan_report import print_plan
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, Step, abandon, run_steps
+from signalcraft_deploy.steps.upload import Shipment
 
 PARALLEL = 10  # hosts worked on at once in the parallel phases
 
@@ -50,10 +72,10 @@ def _names(first: str, last: str | None) -> list[Step[DeployRun]]:
     return DEPLOY_STEPS[names.index(first) : names.index(last) if last else None]
 
 
-PREPARE = _names(DEPLOY_STEPS[0].name, "before-switch")
-BEFORE = _names("before-switch", "switch")
-ROLLOUT = _names("switch", "finish")
-FINISH = _names("finish", None)
+PREPARE = _names(DEPLOY_STEPS[0].name, "before-switch hook")
+BEFORE = _names("before-switch hook", "switch current")
+ROLLOUT = _names("switch current", "save and prune")
+FINISH = _names("save and prune", None)
 
 
 class Result:
@@ -77,7 +99,7 @@ class Member:
     label: str
     rep: Reporter
     lock: DeployLock | None = None
-    facts: host_facts.HostFacts | None = None
+    facts: HostFacts | None = None
     plan: Plan | None = None
     # the settings this host's release runs with (Node.js entry point from its package.json)
     settings: Any = None
@@ -362,3 +384,301 @@ def fleet_exit(
         f" {', '.join(m.label for m, _ in failed)}:\n{describe_failures(failed)}\n{tail}",
         code=exit_code(failed),
     )
+
+
+# ----------------------------------------------------------------------------- a fleet's deploy
+
+
+@dataclass(frozen=True)
+class FleetDeploy:
+    """What every phase of a fleet's deploy (or rollback) shares."""
+
+    group: list[Member]
+    s: Settings
+    deploy_id: str
+    options: DeployOptions
+
+
+@contextmanager
+def all_locked(fd: FleetDeploy, info: dict[str, Any] | None, then: str = "") -> Iterator[None]:
+    """Phase 1, and every lock held until the block ends (released side by side, however it
+    ends)."""
+    try:
+        lock_all(fd, info, then)
+        yield
+    finally:
+        release_locks(fd.group)
+
+
+def lock_all(fd: FleetDeploy, info: dict[str, Any] | None, then: str = "") -> None:
+    """Phase 1: connect to every host, take every lock (none when `info` is None: a dry run).
+    Any failure: every lock released, nothing changed anywhere, the hosts named."""
+    options = fd.options
+
+    def work(m: Member) -> None:
+        open_host(
+            m.c, fd.s, known_hosts=options.known_hosts, accept_new_host=options.accept_new_host
+        )
+        if info is not None:
+            lock = DeployLock(m.c, fd.s, info, options.lock_wait, m.rep.say, m.rep.warn, then=then)
+            # Held past this function (until all_locked's block ends), so not in a with block;
+            # on failure it has released itself.
+            lock.__enter__()
+            m.lock = lock
+
+    failed = parallel(fd.group, work)
+    if failed:
+        release_locks(fd.group)
+        for m, _ in failed:
+            m.result = Result.FAILED
+        raise fail(
+            "Nothing was changed on any host: "
+            + (
+                "a host could not be reached or locked:\n"
+                if len(failed) == 1
+                else "hosts could not be reached or locked:\n"
+            )
+            + describe_failures(failed),
+            code=exit_code(failed),
+        )
+
+
+def read_all(fd: FleetDeploy, shipment: Shipment | None) -> None:
+    """Each host read under its lock, and planned; a host with nothing to deploy is reported (and
+    audited) as such."""
+    now, hosts, dry_run = datetime.now(UTC), [m.label for m in fd.group], fd.options.dry_run
+
+    def work(m: Member) -> None:
+        h, m.plan = plan_host(read_host(m.c, fd.s, m.rep, m.lock), shipment, fd.options, now)
+        m.facts, m.settings, m.shipment = h.facts, h.s, h.shipment
+        if h.shipment is None:  # a dry run, and this host's mirror does not have REF yet
+            m.rep.say(
+                f"Dry run: the host's mirror does not have {fd.s.ref} yet: a deploy would fetch it"
+                " first."
+            )
+            m.result = Result.DRY_RUN
+        elif m.plan is None or (m.plan.nothing_to_do and not dry_run):
+            release = m.plan.manifest.release if m.plan else (m.facts.current_release or "")
+            report_unchanged(h, release, h.shipment.tree.sha, deploy_id=fd.deploy_id, fleet=hosts)
+            m.result = Result.UNCHANGED
+        elif dry_run:
+            print_plan(m.rep, h.s, m.plan, m.facts)
+            m.result = Result.DRY_RUN
+        if m.result in (Result.UNCHANGED, Result.DRY_RUN):
+            m.stop_clock()
+
+    failed = parallel(fd.group, work)
+    if failed:
+        for m, _ in failed:
+            m.result = Result.FAILED
+        raise fail(
+            "Nothing was changed on any host: reading them failed:\n" + describe_failures(failed),
+            code=exit_code(failed),
+        )
+
+
+def deploy_fleet(
+    conns: list[Any], s: Settings, shipment: Shipment | None, options: DeployOptions
+) -> None:
+    """Deploy to every host of a fleet, in the phases above."""
+    fd = FleetDeploy(members(conns), s, new_deploy_id(), options)
+    print(
+        f"Fleet deploy {fd.deploy_id}: {', '.join(m.label for m in fd.group)} (batch"
+        f" {options.batch}, on failure: {options.on_failure})"
+    )
+    info = {
+        "sha": shipment.tree.sha if shipment else s.ref,
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        "deploy_id": fd.deploy_id,
+        **who(),
+    }
+    read = host_facts.facts_script(s, quick=True, start_pm2=not options.dry_run)
+    with all_locked(fd, None if options.dry_run else info, read):
+        read_all(fd, shipment)
+        if options.dry_run:
+            if s.before_switch:
+                print(
+                    f"BEFORE_SWITCH runs once, on {fd.group[0].label}, after every host is"
+                    " prepared and before any switches."
+                )
+            print("Dry run: nothing was changed on any host.")
+            return
+        work = [m for m in fd.group if m.result != Result.UNCHANGED]
+        if not work:
+            summary(fd.group, fd.deploy_id)
+            print(f"Nothing to deploy on any of the {len(fd.group)} hosts.")
+            return
+        run_fleet(fd, work, "deploy")
+
+
+def run_fleet(fd: FleetDeploy, work: list[Member], event: str) -> None:
+    """Phases 2 to 4 for the hosts that have something to do; the table; an exit if any host
+    failed."""
+    hosts = [m.label for m in fd.group]
+
+    def make_run(m: Member) -> DeployRun:
+        assert m.facts is not None and m.plan is not None
+        own = m.settings or (
+            fd.s
+            if event == "deploy"
+            else release_settings(fd.s, json.loads(m.plan.manifest.to_json()))
+        )
+        h = HostDeploy(m.c, own, m.rep, m.facts, m.shipment)
+        if event == "deploy":
+            h, m.plan = plan_step(h, m.plan, fd.options.drop_directives)
+        return new_run(h, m.plan, event, deploy_id=fd.deploy_id, fleet=hosts)
+
+    failed = prepare(work, make_run)
+    if not failed:
+        failed = roll_out(work, fd.s, fd.options.batch, fd.options.on_failure)
+    summary(fd.group, fd.deploy_id)
+    if failed:
+        raise fleet_exit(failed, fd.group, event)
+    release = work[0].plan.manifest.release if work[0].plan else "?"
+    print(
+        f"{'Deployed' if event == 'deploy' else 'Rolled back to'} {release} on {len(work)} host(s)."
+    )
+
+
+def rollback_fleet(conns: list[Any], s: Settings, to: str | None, options: DeployOptions) -> None:
+    """Return every host of a fleet to the same release (the one before the first host's current
+    one, or `to`)."""
+    if to == "before-takeover":
+        raise Exit(
+            "rollback --to before-takeover works on one host at a time: fab -H <host> rollback --to"
+            " before-takeover",
+            code=2,
+        )
+    fd = FleetDeploy(members(conns), s, new_deploy_id(), options)
+    group = fd.group
+    info = {
+        "event": "rollback",
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        "deploy_id": fd.deploy_id,
+        **who(),
+    }
+    with all_locked(fd, info):
+        failed = parallel(group, lambda m: setattr(m, "facts", host_facts.gather(m.c, s)))
+        if failed:
+            raise fail(
+                "Nothing was changed on any host: reading them failed:\n"
+                + describe_failures(failed)
+            )
+        first = group[0].facts
+        assert first is not None
+        target = to or previous_release(first, first.current_release)
+        lacking = [m.label for m in group if m.facts is None or target not in m.facts.releases]
+        if not target or lacking:
+            raise fail(
+                f"Refusing to roll back: release {target or '(none before the current one)'} is not"
+                f" on {', '.join(lacking) or 'the first host'}; every host must return to the same"
+                " release. See `releases`, and pick one with --to RELEASE."
+            )
+        print(f"Fleet rollback {fd.deploy_id}: every host -> {target}")
+
+        def plan_rollback(m: Member) -> None:
+            assert m.facts is not None
+            # the release's own site
+            m.settings, m.plan = rollback_plan(m.c, s, m.facts, target, m.rep.warn)
+
+        failed = parallel(group, plan_rollback)
+        if failed:
+            raise fail("Nothing was changed on any host:\n" + describe_failures(failed))
+        warn_of_migrations(group[0].c, s, group[0].rep, first.current_release)
+        for m in group:
+            if m.facts and m.facts.current_release == target:
+                m.result = Result.UNCHANGED  # already there: nothing to do on this host
+        work = [m for m in group if m.result != Result.UNCHANGED]
+        if not work:
+            print(f"Every host already runs {target}; nothing to roll back.")
+            return
+        run_fleet(fd, work, "rollback")
+        parallel(group, lambda m: run(m.c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True))
+
+
+# ----------------------------------------------------------------------------- reading a fleet
+
+
+def releases_fleet(
+    conns: list[Any], s: Settings, known_hosts: str | None = None, accept_new_host: bool = False
+) -> None:
+    """Each host's releases, read in parallel, and whether they all run the same one."""
+    group = members(conns)
+
+    def work(m: Member) -> None:
+        open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
+        m.facts = host_facts.gather(m.c, s, quick=True)
+
+    failed = parallel(group, work)
+    if failed:
+        raise fail(
+            "Could not read every host:\n" + describe_failures(failed), code=exit_code(failed)
+        )
+    for m in group:
+        assert m.facts is not None
+        print(f"{m.label} ({m.rep.target}):")
+        for name in reversed(m.facts.releases):
+            mark = "* " if name == m.facts.current_release else "  "
+            print(
+                f"  {mark}{name}"
+                + ("  (bad: failed its deploy)" if name in m.facts.bad_releases else "")
+            )
+        if not m.facts.releases:
+            print(f"  no releases under {s.releases_dir}")
+    live = {m.facts.current_release for m in group if m.facts}
+    print(
+        f"Fleet consistent: every host runs {live.pop()}."
+        if len(live) == 1
+        else "Fleet NOT consistent: "
+        + "; ".join(f"{m.label} runs {m.facts.current_release if m.facts else '?'}" for m in group)
+    )
+
+
+def status_fleet(
+    conns: list[Any],
+    s: Settings,
+    collect: Any,
+    render: Any,
+    as_json: bool,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+) -> None:
+    """`status` of every host, read in parallel, printed one host after another."""
+    group = members(conns)
+    data: dict[str, Any] = {}
+
+    def work(m: Member) -> None:
+        open_host(m.c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
+        data[m.label] = collect(m.c, s)
+
+    failed = parallel(group, work)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "hosts": [data.get(m.label) for m in group if m.label in data],
+                    "unreachable": {m.label: m.error for m, _ in failed},
+                },
+                indent=2,
+            )
+        )
+    else:
+        for m in group:
+            if m.label in data:
+                print(render(data[m.label]) + "\n")
+        live = {data[m.label]["current"]["release"] for m in group if m.label in data}
+        print(
+            f"Fleet consistent: every host runs {live.pop()}."
+            if len(live) == 1 and not failed
+            else "Fleet NOT consistent: "
+            + "; ".join(
+                f"{m.label} runs {data[m.label]['current']['release']}"
+                for m in group
+                if m.label in data
+            )
+        )
+    if failed:
+        raise fail(
+            "Could not read every host:\n" + describe_failures(failed),
+            code=exit_code(failed),
+        )

@@ -8,7 +8,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.core.plan import App
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.render import (
     node_entry,
     python_entry,
@@ -37,15 +37,15 @@ from signalcraft_deploy.steps.report import Reporter
 
 
 def handover_entry(
-    s: Settings, kind: str, venv: str, release_dir: str
+    s: Settings, app: App, venv: str, release_dir: str
 ) -> tuple[dict[str, Any], str]:
-    """The PM2 entry of the temporary app that serves while `kind`'s processes are replaced, and its
+    """The PM2 entry of the temporary app that serves while `app`'s processes are replaced, and its
     address.
 
     It runs straight from the release directory (not `current`), so `current` can be switched only
     once the old processes get no more traffic.
     """
-    if kind == "python":
+    if app == App.PYTHON:
         entry = python_entry(s, venv)
         address = str(s.gunicorn_handover_bind)
         entry.update(
@@ -93,7 +93,7 @@ def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
 def handover(
     c: Any,
     s: Settings,
-    kind: str,
+    app: App,
     release: str,
     release_dir: str,
     venv: str,
@@ -114,13 +114,13 @@ def handover(
     If step 4 fails, Nginx stays on the temporary app (the new release, healthy) and the error is
     raised: the caller brings the previous release back and then calls `end_handover`.
     """
-    entry, address = handover_entry(s, kind, venv, release_dir)
-    name = App(kind).pm2_name(s)
+    entry, address = handover_entry(s, app, venv, release_dir)
+    name = app.pm2_name(s)
     health = s.app_path(
-        kind, s.health_py if kind == "python" else s.health_node
+        app, s.health_py if app == App.PYTHON else s.health_node
     )  # asked directly, not through Nginx
     config = (  # in the apps' account's home, its working folder
-        f".{s.app_name}-handover-{kind}.config.json"
+        f".{s.app_name}-handover-{app}.config.json"
     )
     # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would
     # restart it.
@@ -147,7 +147,7 @@ def handover(
         release,
         release_dir,
         [{"label": "handover", "url": f"http://{address}{health}", "expect_release": True}],
-        [{"name": entry["name"], "workers": kind == "python"}],
+        [{"name": entry["name"], "workers": app == App.PYTHON}],
         fail_fast=True,
     )
     if problems:
@@ -166,17 +166,17 @@ def handover(
             + ("\n" + fault if (fault := setting_fault(s, output)) else "")
         )
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
-    site_for = {"python_address": address} if kind == "python" else {"node_address": address}
+    site_for = {"python_address": address} if app == App.PYTHON else {"node_address": address}
     move_nginx(c, s, site_for, entry["name"])
     if switch:
         switch()
     # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown:
     # harmless only once nothing is in flight, which Nginx's drained reload and this wait make sure
     # of.
-    wait_drained(c, s.gunicorn_bind.port if kind == "python" else s.node_port)
+    wait_drained(c, s.gunicorn_bind.port if app == App.PYTHON else s.node_port)
     (stop_old or (lambda: delete(c, s, name)))()
     start(c, s, name)
-    problems = gate(c, s, release, release_dir, {kind: True})
+    problems = gate(c, s, release, release_dir, {app: True})
     if problems:
         output = error_output(c, s, name)
         raise fail(
@@ -184,7 +184,7 @@ def handover(
             + masked(s, "; ".join(problems))
             + (f"\n  output of {name}:\n    " + output.replace("\n", "\n    ") if output else "")
         )
-    return end_handover(c, s, kind, background=True)
+    return end_handover(c, s, app, background=True)
 
 
 class NotMoved(Exit):
@@ -208,7 +208,7 @@ def move_nginx(c: Any, s: Settings, addresses: dict[str, str], temporary: str) -
         ) from None
 
 
-def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Background | None:
+def end_handover(c: Any, s: Settings, app: App, background: bool = False) -> Background | None:
     """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained.
 
     With `background`, the stop (0.5 s: PM2 waits for Gunicorn to exit) is left running and
@@ -216,8 +216,10 @@ def end_handover(c: Any, s: Settings, kind: str, background: bool = False) -> Ba
     """
     install_site(c, s, site_description(s), backup=False)
     reload_nginx(c, s, render_nginx_site(s))
-    wait_drained(c, s.gunicorn_handover_bind.port if kind == "python" else s.node_handover_port)
-    stop = stop_temporary_command(c, s, s.handover_app if kind == "python" else s.node_handover_app)
+    wait_drained(c, s.gunicorn_handover_bind.port if app == App.PYTHON else s.node_handover_port)
+    stop = stop_temporary_command(
+        c, s, s.handover_app if app == App.PYTHON else s.node_handover_app
+    )
     if background:
         return Background(c, stop)
     run(c, stop, warn=True)

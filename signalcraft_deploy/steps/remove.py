@@ -21,10 +21,10 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
 from signalcraft_deploy.host.app_user import as_app, runs_as_deploy_user
@@ -44,7 +44,7 @@ class RemoveRun:
     c: Any
     s: Settings
     rep: Reporter
-    facts: host_facts.HostFacts
+    facts: HostFacts
     purge: bool
     record: dict[str, Any]
     site_removed: bool = False
@@ -277,15 +277,15 @@ def purge(r: RemoveRun) -> str:
 
 
 REMOVE_STEPS: list[Step[RemoveRun]] = [
-    Step("purge check", check_purge, when=lambda r: r.purge),
+    Step("check deploy root", check_purge, when=lambda r: r.purge),
     # undoes_itself: a site removed whose reload did not take is put back too (the running Nginx
     # still serves it)
-    Step("site", remove_site, undo=put_site_back, undoes_itself=True),
-    Step("pm2", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
-    Step("deploy user's pm2", delete_deploy_users_apps, when=lambda r: bool(r.in_deploy_pm2)),
-    Step("logs", forget_logs),
+    Step("remove site", remove_site, undo=put_site_back, undoes_itself=True),
+    Step("delete apps", delete_apps, undo=start_apps_again, when=lambda r: bool(r.in_app_pm2)),
+    Step("clear deploy user pm2", delete_deploy_users_apps, when=lambda r: bool(r.in_deploy_pm2)),
+    Step("delete logs", forget_logs),
     Step(
-        "current",
+        "unlink current",
         unlink_current,
         undo=link_current_again,
         when=lambda r: r.facts.current_release is not None and not r.purge,
@@ -294,16 +294,14 @@ REMOVE_STEPS: list[Step[RemoveRun]] = [
 
 # Run on their own after REMOVE_STEPS: a purge that fails part way puts back nothing (no site for a
 # half-deleted root).
-PURGE_STEPS: list[Step[RemoveRun]] = [Step("purge", purge, when=lambda r: r.purge)]
+PURGE_STEPS: list[Step[RemoveRun]] = [Step("delete deploy root", purge, when=lambda r: r.purge)]
 
 
 # ----------------------------------------------------------------------------- what it would do
 # (--dry-run), what is setup's
 
 
-def plan_lines(
-    s: Settings, facts: host_facts.HostFacts, purge: bool, deploy_user: str
-) -> list[str]:
+def plan_lines(s: Settings, facts: HostFacts, purge: bool, deploy_user: str) -> list[str]:
     """Each action `remove` would take on this host, as read now."""
     r = RemoveRun(None, s, Reporter(""), facts, purge, {})
     hook = certbot_hook_path(s)
@@ -343,7 +341,7 @@ def plan_lines(
     return lines
 
 
-def nothing_left(s: Settings, facts: host_facts.HostFacts) -> bool:
+def nothing_left(s: Settings, facts: HostFacts) -> bool:
     """Whether the host, read without DEPLOY_ROOT there, keeps nothing of the app: no site of ours,
     no PM2 app of it."""
     r = RemoveRun(None, s, Reporter(""), facts, False, {})

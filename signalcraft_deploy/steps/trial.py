@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -19,7 +20,7 @@ from signalcraft_deploy.host.pm2 import (
     pm2,
 )
 from signalcraft_deploy.host.upkeep import forget_logs_command
-from signalcraft_deploy.steps.faults import setting_fault
+from signalcraft_deploy.steps.faults import health_route_fault, setting_fault
 from signalcraft_deploy.steps.handover import handover_entry
 
 
@@ -27,13 +28,13 @@ def trial_names(s: Settings) -> tuple[str, str]:
     return f"{s.app_name}-python-trial", f"{s.app_name}-nodejs-trial"
 
 
-def canary(
+def run_trial(
     c: Any,
     s: Settings,
     release: str,
     release_dir: str,
     venv: str,
-    kinds: tuple[str, ...] = ("python", "nodejs"),
+    tried: tuple[App, ...] = (App.PYTHON, App.NODEJS),
     present: set[str] | None = None,
     live: str | None = None,
 ) -> Background | None:
@@ -42,7 +43,7 @@ def canary(
 
     Started by PM2 exactly as they will be (same interpreter, script, environment), a commit that
     fails to import, crashes on start, crashes only under PM2, or answers its health route with an
-    error is caught here, while the live release keeps serving. `kinds` names the apps to try (an
+    error is caught here, while the live release keeps serving. `tried` names the apps to try (an
     app about to be handed over is tried on the handover address instead); `present` is PM2's app
     names as last read, to skip deleting trial apps that are not there; `live` is the release
     serving now (None on a first deploy: the message then says nothing serves). A passed trial's
@@ -51,8 +52,8 @@ def canary(
     py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
     py_name, node_name = trial_names(s)
     apps, urls, watch = [], [], []
-    if "python" in kinds:
-        py, _ = handover_entry(s, "python", venv, release_dir)
+    if App.PYTHON in tried:
+        py, _ = handover_entry(s, App.PYTHON, venv, release_dir)
         py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{py_port}", "--workers", "1"])
         apps.append(py)
         urls.append(
@@ -60,11 +61,12 @@ def canary(
                 "label": s.python_app,
                 "url": f"http://127.0.0.1:{py_port}{s.health_py}",
                 "expect_release": True,
+                "setting": "HEALTH_PY",
             }
         )
         watch.append({"name": py_name, "workers": True})
-    if "nodejs" in kinds:
-        node, _ = handover_entry(s, "nodejs", venv, release_dir)
+    if App.NODEJS in tried:
+        node, _ = handover_entry(s, App.NODEJS, venv, release_dir)
         # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the
         # user needs.
         node.update(
@@ -75,13 +77,14 @@ def canary(
         )
         apps.append(node)
         health = s.app_path(
-            "nodejs", s.health_node
+            App.NODEJS, s.health_node
         )  # asked directly: without the prefix Nginx strips
         urls.append(
             {
                 "label": s.node_app,
                 "url": f"http://127.0.0.1:{node_port}{health}",
                 "expect_release": True,
+                "setting": "HEALTH_NODE",
             }
         )
         watch.append({"name": node_name})
@@ -134,7 +137,8 @@ def canary(
     failed = [name for name in names if any(own[name] in p for p in problems)] or names
     logs = {own[name]: app_output(c, s, name) for name in failed}
     run(c, stop, warn=True)
-    raise trial_failed(s, problems, logs, started.stdout + "\n" + started.stderr, live)
+    pm2_said = started.stdout + "\n" + started.stderr
+    raise trial_failed(s, problems, logs, pm2_said, live, health_route_fault(s, problems, urls))
 
 
 def still_serving(live: str | None) -> str:
@@ -148,7 +152,12 @@ def still_serving(live: str | None) -> str:
 
 
 def trial_failed(
-    s: Settings, problems: list[str], logs: dict[str, str], pm2_said: str, live: str | None = None
+    s: Settings,
+    problems: list[str],
+    logs: dict[str, str],
+    pm2_said: str,
+    live: str | None = None,
+    health_fault: str | None = None,
 ) -> Exception:
     """The message of a failed trial: what failed, each failed app's own output under its name
     (Gunicorn's INFO lines left out), and the setting at fault if one is."""
@@ -164,6 +173,7 @@ def trial_failed(
             )
     fix = (
         setting_fault(s, "\n".join([masked(s, pm2_said), *logs.values()]))
+        or health_fault
         or "Fix the app and deploy again."
     )
     return fail(

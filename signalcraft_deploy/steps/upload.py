@@ -15,19 +15,18 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from signalcraft_deploy.core import release_paths, release_site, source
+from signalcraft_deploy.core.apps import App
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
 from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
 from signalcraft_deploy.core.secrets import mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import (
-    NODEJS,
-    PYTHON,
     SourceTree,
     make_tarball,
     read_blob,
     read_source,
 )
-from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.app_user import runs_as_deploy_user
 from signalcraft_deploy.host.io import fail, q, run, upload
 from signalcraft_deploy.host.lock import who, who_text
@@ -303,9 +302,7 @@ def extras_tar(plan: Plan, site_record: str) -> bytes:
     return buf.getvalue()
 
 
-def upload_delta(
-    s: Settings, shipment: Shipment, facts: host_facts.HostFacts
-) -> source.Delta | None:
+def upload_delta(s: Settings, shipment: Shipment, facts: HostFacts) -> source.Delta | None:
     """Hash, don't copy: the files the live release already has (same path, mode and blob) are
     copied on the host; only the others are sent. None when the live release's tree is not known
     here."""
@@ -500,7 +497,7 @@ def ship(
     s: Settings,
     shipment: Shipment,
     plan: Plan,
-    facts: host_facts.HostFacts | None = None,
+    facts: HostFacts | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> str:
     """Put the release on the host in releases/<name>.tmp, then rename it into place; say what was
@@ -577,8 +574,8 @@ def shipment_manifest(
         s,
         sha=tree.sha,
         tree=tree.tree,
-        python_code=tree.digest_for(s, PYTHON),
-        node_code=tree.digest_for(s, NODEJS),
+        python_code=tree.digest_for(s, App.PYTHON),
+        node_code=tree.digest_for(s, App.NODEJS),
         requirements=shipment.requirements,
         package_lock=shipment.package_lock,
         app_env_digest=app_env_digest,
@@ -598,7 +595,7 @@ def shipment_inputs(s: Settings, shipment: Shipment) -> str:
 
 
 def changed_since_live(
-    c: Any, s: Settings, shipment: Shipment, facts: host_facts.HostFacts
+    c: Any, s: Settings, shipment: Shipment, facts: HostFacts
 ) -> list[str] | None:
     """The paths that differ between the live release's tree and this one (None when the live tree
     is not known): read from the local repository, or from the host's mirror for SOURCE=git. Names

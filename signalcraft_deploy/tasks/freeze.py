@@ -15,13 +15,13 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 from invoke import Collection, task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.local_files import write_atomically
 from signalcraft_deploy.core.settings import Settings, SettingsError, settings_from_task
 
 # Oldest version of each ensured package that the deployment supports. Gunicorn 20.1 is the
@@ -329,40 +329,6 @@ def unified_diff(old: str, new: str, path: str = "requirements.txt") -> str:
     ):
         out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
     return "".join(out)
-
-
-def write_atomically(path: str | os.PathLike[str], text: str) -> None:
-    """Replace `path` with `text` in one step: temp file in the same directory, fsync, same mode, os.replace."""
-    target = os.path.realpath(path)  # a symlinked requirements.txt keeps its link
-    directory = os.path.dirname(target) or "."
-    try:
-        mode = os.stat(target).st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; best effort (not every filesystem allows it)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _plural(n: int, word: str) -> str:

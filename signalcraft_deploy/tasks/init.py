@@ -47,9 +47,9 @@ from signalcraft_deploy.core.discover import (
     routes_from_source,
     routes_from_url_map,
 )
+from signalcraft_deploy.core.local_files import write_atomically
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
 from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Invalid, Key
-from signalcraft_deploy.tasks.freeze import write_atomically
 
 SETTINGS_FILE = "deploy.env"
 WORKFLOW = ".github/workflows/auto-deploy.yml"

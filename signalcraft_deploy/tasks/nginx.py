@@ -13,7 +13,7 @@ from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.nginx import check, drift, read_site
 from signalcraft_deploy.host.releases import live_site_settings
-from signalcraft_deploy.tasks.deploy import host_settings
+from signalcraft_deploy.steps.one_host import host_settings
 
 
 @task(iterable=["set_"], help={**HOST_HELP})

@@ -6,6 +6,7 @@ from typing import Any
 
 from invoke import Collection, Context, task
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -15,7 +16,7 @@ from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.lock import task_lock
 from signalcraft_deploy.host.pm2 import hup_python, reload_node, save, start
 from signalcraft_deploy.host.upkeep import settle
-from signalcraft_deploy.steps.trial import canary
+from signalcraft_deploy.steps.trial import run_trial
 
 
 @task(iterable=["set_"], help={**HOST_HELP})
@@ -42,10 +43,10 @@ def reload_live(c: Any, s: Settings) -> None:
     venv = (facts.manifest or {}).get("venv")
     if not venv:
         raise fail(f"{s.current_dir} has no manifest; run `deploy` to make a release.")
-    trial_stop = canary(c, s, release, release_dir, venv, live=release)
+    trial_stop = run_trial(c, s, release, release_dir, venv, live=release)
     if trial_stop:
         trial_stop.wait()
-    checked = {"python": True, "nodejs": True}
+    checked = {App.PYTHON: True, App.NODEJS: True}
     if facts.online(s.python_app):
         hup_python(c, s)
         print(f"{s.python_app}: graceful reload (SIGHUP)")

@@ -8,14 +8,16 @@ from typing import Any
 
 from invoke import Collection, Context, task
 
+from signalcraft_deploy.core.apps import App
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
-from signalcraft_deploy.executor import fleet_aware, fleet_hosts
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import tls as tls_ops
 from signalcraft_deploy.host import upkeep
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
+from signalcraft_deploy.host.fleet_hosts import fleet_aware, fleet_hosts
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
 from signalcraft_deploy.host.lock import read_audit, who_text
@@ -23,7 +25,8 @@ from signalcraft_deploy.host.nginx import drift as nginx_drift
 from signalcraft_deploy.host.nginx import test_nginx
 from signalcraft_deploy.host.pm2 import pm2
 from signalcraft_deploy.host.releases import live_site_settings
-from signalcraft_deploy.tasks.deploy import host_settings
+from signalcraft_deploy.steps.fleet import status_fleet
+from signalcraft_deploy.steps.one_host import host_settings
 
 
 def health_urls(s: Settings) -> list[dict[str, Any]]:
@@ -33,7 +36,7 @@ def health_urls(s: Settings) -> list[dict[str, Any]]:
         {"label": "Gunicorn", "url": f"http://{s.gunicorn_bind}{s.health_py}"},
         {
             "label": "Node.js",
-            "url": f"http://127.0.0.1:{s.node_port}{s.app_path('nodejs', s.health_node)}",
+            "url": f"http://127.0.0.1:{s.node_port}{s.app_path(App.NODEJS, s.health_node)}",
         },
         {"label": "Nginx -> Gunicorn", "url": nginx + s.health_py, "host": host},
         {"label": "Nginx -> Node.js", "url": nginx + s.health_node, "host": host},
@@ -162,7 +165,7 @@ def tls_status(c: Any, s: Settings) -> dict[str, Any] | None:
     }
 
 
-def host_life(c: Any, s: Settings, facts: host_facts.HostFacts) -> dict[str, Any]:
+def host_life(c: Any, s: Settings, facts: HostFacts) -> dict[str, Any]:
     """Who the apps run as, whether both apps start at boot as they run now, free space, and the sizes of PM2's
     logs. The apps' account's part (its boot unit, saved list, PM2 home and logs) is read as that account.
     """
@@ -367,8 +370,6 @@ def status(
     """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes, recent deploys."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
-        from signalcraft_deploy.tasks.fleet import status_fleet
-
         return status_fleet(hosts, s, collect, render_status, json_, known_hosts, accept_new_host)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     data = collect(c, s)

@@ -461,7 +461,7 @@ def test_a_handover_whose_node_app_cannot_start_shows_that_apps_own_error(sandbo
     result = fab(sandbox, profile_with(p, NODE_INSTANCES="3", PY_FILES="*.py"), repo)
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "changes-nodejs: restart" in out or "nodejs: restart" in out
+    assert "changes-nodejs: handover" in out or "nodejs: handover" in out
     assert "Cannot find module 'http-errors'" in out, out
     cause = out.index("Cannot find module 'http-errors'")
     assert "changes-nodejs" in out[max(0, cause - 600) : cause], (
@@ -542,7 +542,7 @@ def test_an_es_module_node_app_deploys_reloads_and_rolls_back(sandbox, esm_repo)
     )
     public = profile_with(ESM, NODE_INSTANCES="3")
     gone = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]
-    assert "esm-nodejs: restart" in ok(fab(sandbox, public, repo))
+    assert "esm-nodejs: handover" in ok(fab(sandbox, public, repo))
     # New processes, new pm_ids: the per-pm_id logs of the replaced ones are removed (the live ones'
     # stay).
     live = [item["pm2_env"]["pm_id"] for item in pm2_jlist() if item["name"] == "esm-nodejs"]

@@ -103,7 +103,7 @@ def test_the_apps_move_from_the_deploy_user_to_their_own_account_and_back_throug
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert counts.total > 50 and counts.failed == 0, (counts.samples, moved.stdout)
     assert (
-        "python: new-master, nodejs: restart" in moved.stdout
+        "python: new-master, nodejs: handover" in moved.stdout
     )  # a new master and new Node.js processes, as the apps' account
     new_release = Path(MV.root, "current").resolve().name
     assert serving() == (new_release, new_release) and new_release != old_release

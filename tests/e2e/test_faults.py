@@ -148,7 +148,7 @@ def load() -> Load:
 # ----------------------------------------------------------------------------- 1. killed at each
 # step
 
-STEPS = ["read host", "plan", "trial run", "switch", "pm2-reload"]
+STEPS = ["read host", "plan", "trial run", "switch current", "reload apps"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -270,7 +270,9 @@ def test_a_connection_lost_after_the_switch_is_named_undone_and_the_next_deploy_
         r" after-switch",
         out,
     ), out
-    assert "Connected again and undone: pm2-reload, switch, nginx-check" in out, out
+    assert "Connected again and undone: reload apps, switch current, write and check site" in out, (
+        out
+    )
     assert f"The next deploy converges: run `fab -H {sandbox.target} deploy`" in out, out
     assert f"Rolled back to {old_release}" in out, out
     assert "python3-venv" not in out and "could not run on the host" not in out, out

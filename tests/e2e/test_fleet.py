@@ -269,7 +269,7 @@ def test_without_wheels_a_host_with_no_index_fails_install_naming_the_setting(
     done = fab(fleet, repo, hosts="web1", settings={"WHEELS": "index"})
     assert done.returncode != 0
     assert "WHEELS=local" in done.stderr + done.stdout, done.stdout + done.stderr
-    assert "FAIL install" in done.stdout
+    assert "FAIL install dependencies" in done.stdout
     assert current(fleet, "web1") == ""  # nothing went live
     assert get(url("web1", "/"))[2] == {}  # still the host's default site (plain text)
 
@@ -363,7 +363,10 @@ def test_a_commit_failing_only_on_web2_is_rolled_back_everywhere(
     assert "not reached, unchanged" in row(done.stdout, "web3")
     assert "Health check failed" in row(done.stdout, "web2")
     assert f"Fleet consistent: all 3 hosts serve {old}" in done.stdout
-    assert "web1 | ok   switch" in done.stdout and "web3 | ok   switch" not in done.stdout
+    assert (
+        "web1 | ok   switch current" in done.stdout
+        and "web3 | ok   switch current" not in done.stdout
+    )
     after = snapshot(fleet)
     for h in HOSTS:
         assert after[h][0] == old and served(h) == old

@@ -501,6 +501,33 @@ def test_a_worker_class_gunicorn_cannot_load_names_the_setting(sandbox, trial_li
     print(out)
 
 
+def test_a_health_route_the_app_does_not_have_names_health_py_and_its_value(sandbox, trial_live):
+    trial_live.edit(
+        "app.py",
+        '        full_path = "/" + path\n',
+        '        full_path = "/" + path\n        if "/gone" in full_path:\n'
+        '            return jsonify({"error": "not here"}), 404\n',
+        "no /gone route",
+    )
+    bad = Profile(
+        TRIAL.app,
+        TRIAL.root,
+        TRIAL.bind,
+        TRIAL.node,
+        TRIAL.listen,
+        extra={"HEALTH_PY": "/api/ai/gone"},
+    )
+    result = fab(sandbox, bad, trial_live)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert (
+        "The cause is likely the setting HEALTH_PY (flag --set): the new release answers its"
+        " route '/api/ai/gone' with 404. Set HEALTH_PY to a route the app answers with 200"
+    ) in out, out
+    assert "Fix the app" not in out
+    assert get(TRIAL.url("/api/ai/x"))[0] == 200
+
+
 # ----------------------------------------------------------------------------- remove: one app off,
 # the other serving
 

@@ -34,12 +34,13 @@ LoadFn = Callable[..., Settings]
 def root_helper_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mocked hosts have this version's root helper (tests of host/root.ensure give their own
     state)."""
+    from signalcraft_deploy.core.facts import HelperState
     from signalcraft_deploy.host import root
 
     monkeypatch.setattr(
         root,
         "read_state",
-        lambda c: root.HelperState(installed=root.digest(), full_sudo=True, allowed=True),
+        lambda c: HelperState(installed=root.digest(), full_sudo=True, allowed=True),
     )
 
 

@@ -59,8 +59,8 @@ def test_a_host_without_the_apps_account_or_its_door_stops_the_deploy_naming_set
     import pytest
     from invoke.exceptions import Exit
 
-    from signalcraft_deploy.host.facts import HostFacts
-    from signalcraft_deploy.tasks.deploy import require_tools
+    from signalcraft_deploy.core.facts import HostFacts
+    from signalcraft_deploy.steps.one_host import require_tools
 
     facts = HostFacts()
     facts.tools = {"pm2", "node", "flock", "sudo", "nginx", "python-venv"}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from signalcraft_deploy.core.facts import HostFacts, Listener
 from signalcraft_deploy.core.render import (
     ECOSYSTEM,
     ECOSYSTEM_CJS,
@@ -20,7 +21,7 @@ from signalcraft_deploy.core.render import (
 )
 from signalcraft_deploy.core.settings import SettingsError
 from signalcraft_deploy.core.source import TOOL_OWN, glob_regex, matches, node_package, readers
-from signalcraft_deploy.host.facts import HostFacts, Listener, node_public_warning
+from signalcraft_deploy.host.facts import node_public_warning
 from signalcraft_deploy.steps.upload import assemble_script
 
 BOTH = {"python", "nodejs"}

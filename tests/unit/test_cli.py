@@ -142,7 +142,8 @@ def test_a_fleet_passes_the_connection_flags_to_every_host(fleet_task, monkeypat
     from fabric import Connection
     from invoke.exceptions import Exit
 
-    from signalcraft_deploy.tasks import fleet
+    from signalcraft_deploy.steps import fleet
+    from signalcraft_deploy.steps.one_host import DeployOptions
 
     seen = []
 
@@ -156,7 +157,9 @@ def test_a_fleet_passes_the_connection_flags_to_every_host(fleet_task, monkeypat
     calls = {
         "releases_fleet": lambda: fleet.releases_fleet(hosts, s, "/k", True),
         "status_fleet": lambda: fleet.status_fleet(hosts, s, None, None, False, "/k", True),
-        "rollback_fleet": lambda: fleet.rollback_fleet(hosts, s, None, "/k", "1", "rollback", True),
+        "rollback_fleet": lambda: fleet.rollback_fleet(
+            hosts, s, None, DeployOptions(known_hosts="/k", accept_new_host=True)
+        ),
     }
     with pytest.raises(Exit):
         calls[fleet_task]()

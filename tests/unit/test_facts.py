@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from invoke import Context
 
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.host.facts import (
     MARK,
-    HostFacts,
     facts_script,
     parse_facts,
     parse_pm2_jlist,

@@ -10,8 +10,9 @@ from fabric.main import Fab
 from invoke import Collection, Result, task
 from invoke.exceptions import Exit
 
-from signalcraft_deploy.executor import FleetExecutor, fleet_aware, fleet_hosts
+from signalcraft_deploy.executor import FleetExecutor
 from signalcraft_deploy.host import install, wheels
+from signalcraft_deploy.host.fleet_hosts import fleet_aware, fleet_hosts
 from signalcraft_deploy.steps.fleet import batches, check_batch, check_on_failure
 from tests.unit.conftest import mock_host
 
@@ -190,7 +191,7 @@ def _settings():
 def _member(label: str, current: str, to: str, result: str):
     from types import SimpleNamespace
 
-    from signalcraft_deploy.host.facts import HostFacts
+    from signalcraft_deploy.core.facts import HostFacts
     from signalcraft_deploy.steps.fleet import Member
     from signalcraft_deploy.steps.report import Reporter
 

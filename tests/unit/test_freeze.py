@@ -15,6 +15,7 @@ import pytest
 from invoke import Context, MockContext, Result
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.local_files import write_atomically
 from signalcraft_deploy.core.settings import KEY_NAMES
 from signalcraft_deploy.tasks import freeze as freeze_module
 from signalcraft_deploy.tasks.freeze import (
@@ -28,7 +29,6 @@ from signalcraft_deploy.tasks.freeze import (
     plan_pins,
     read_installed,
     unified_diff,
-    write_atomically,
 )
 from tests.unit.conftest import mock_host
 

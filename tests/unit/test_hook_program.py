@@ -14,7 +14,7 @@ import pytest
 from signalcraft_deploy import remote
 from signalcraft_deploy.core.settings import SettingsError, load_settings
 from signalcraft_deploy.host.hooks import VERDICT, Hook
-from signalcraft_deploy.tasks.deploy import hook_lines
+from signalcraft_deploy.steps.plan_report import hook_lines
 
 
 def run_hook(
@@ -47,7 +47,7 @@ def run_hook(
     return lines[:-1], json.loads(lines[-1][len(VERDICT) :])
 
 
-def test_the_hook_runs_in_the_release_with_its_env_and_the_venv_first_and_masks_the_values(
+def test_the_hook_runs_in_the_release_with_its_env_and_the_venv_first_and_masks_the_secrets(
     tmp_path,
 ):
     out, verdict = run_hook(
@@ -132,8 +132,9 @@ def test_bad_hook_settings_name_the_key(key, value, expected):
     assert str(err.value).startswith(f"{key} (flag --set)") and expected in str(err.value)
 
 
-def test_masking_hides_longer_values_first_and_leaves_short_ones():
-    from signalcraft_deploy.remote.hook import masker, read_env_file
+def test_the_env_file_is_read_in_order_and_an_unreadable_one_is_empty(tmp_path):
+    from signalcraft_deploy.remote.hook import read_env_file
 
-    assert masker(["abcd", "abcdef", "ab"])("xabcdefx abcd ab") == "x***x *** ab"
-    assert read_env_file("/nonexistent/.env") == {}
+    (tmp_path / ".env").write_text("export A='1 2'\n# B=no\nC=3 # note\n")
+    assert read_env_file(str(tmp_path / ".env")) == [("A", "1 2"), ("C", "3")]
+    assert read_env_file("/nonexistent/.env") == []

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from signalcraft_deploy import remote
+from signalcraft_deploy.core.facts import Pm2Process
 from signalcraft_deploy.core.render import render_logrotate
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host import setup as setup_ops
-from signalcraft_deploy.host.facts import Pm2Process, parse_facts
+from signalcraft_deploy.host.facts import parse_facts
 from signalcraft_deploy.host.setup import PM2_VERSION, State, parse_setup_facts, plan_setup
 from signalcraft_deploy.host.upkeep import (
     boot_problems,

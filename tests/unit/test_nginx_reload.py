@@ -24,6 +24,7 @@ import pytest
 
 from signalcraft_deploy import remote
 from signalcraft_deploy.core import oldsite
+from signalcraft_deploy.core.facts import HostFacts, Listener
 from signalcraft_deploy.core.plan import PlanError, _check_listen, make_plan
 from signalcraft_deploy.core.render import (
     certbot_hook_path,
@@ -33,7 +34,6 @@ from signalcraft_deploy.core.render import (
     written_by_us,
 )
 from signalcraft_deploy.core.settings import Listen, SettingsError
-from signalcraft_deploy.host.facts import HostFacts, Listener
 from tests.unit.conftest import mock_host
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)

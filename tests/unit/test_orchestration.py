@@ -26,21 +26,23 @@ import pytest
 from invoke import MockContext, Result
 from invoke.exceptions import Exit
 
+from signalcraft_deploy.core.facts import HostFacts, Listener, Pm2Process
 from signalcraft_deploy.core.plan import Action, App, How, Plan, make_manifest, make_plan
 from signalcraft_deploy.core.render import node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import KEY_NAMES, Settings, load_settings
 from signalcraft_deploy.host import health, root, takeover, tls
 from signalcraft_deploy.host import nginx as nginx_ops
-from signalcraft_deploy.host.facts import MARK, HostFacts, Listener, Pm2Process
+from signalcraft_deploy.host.facts import MARK
 from signalcraft_deploy.host.io import InvokeRunner, use_transport
 from signalcraft_deploy.host.lock import END
 from signalcraft_deploy.remote import probe as remote_probe
 from signalcraft_deploy.remote import program
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, check_nginx, trial_run
+from signalcraft_deploy.steps.one_host import HostDeploy, check_tls, new_run
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
 from signalcraft_deploy.steps.upload import git_shipment, shipment_manifest, shipment_settings
-from signalcraft_deploy.tasks.deploy import check_tls, deploy, new_run
+from signalcraft_deploy.tasks.deploy import deploy
 from tests.unit.conftest import mock_host
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -972,7 +974,7 @@ def test_a_takeover_record_this_version_cannot_read_leaves_the_running_apps_alon
         ),
         (
             How.NEW_MASTER,
-            How.RESTART,
+            How.HANDOVER,
             "start signalcraft-nodejs from the new release on a spare loopback port",
         ),
         (How.NEW_MASTER, How.NONE, "none: no app's own processes load new code"),
@@ -982,7 +984,7 @@ def test_the_plan_says_which_apps_the_trial_starts(
     load, py: How, node: How, says: str, capsys
 ) -> None:
     """The dry run's trial line names the apps the trial run will start, not always both."""
-    from signalcraft_deploy.tasks.deploy import print_plan
+    from signalcraft_deploy.steps.plan_report import print_plan
 
     s = load()
     r = step_run(mock_host(), s, py, node)
@@ -1085,7 +1087,7 @@ def step_run(
         pm2=[pm2_proc(name, 4100 + n) for n, name in enumerate(pm2)],
         pm2_readable=True,
     )
-    return new_run(c, s, Reporter("this machine"), plan, facts, None, "deploy")
+    return new_run(HostDeploy(c, s, Reporter("this machine"), facts), plan, "deploy")
 
 
 TRIAL_LOG = (
@@ -1183,6 +1185,55 @@ def test_a_trial_whose_python_app_fails_names_it_shows_its_output_and_switches_n
     ]
 
 
+@pytest.mark.parametrize(
+    ("status", "fix"),
+    [
+        (
+            404,
+            "The cause is likely the setting HEALTH_PY (default): the new release answers its route"
+            " '/api/flask/health' with 404. Set HEALTH_PY to a route the app answers with 200 (or"
+            " add that route to the app) and deploy again.",
+        ),
+        (
+            500,
+            "The app failed on its health route HEALTH_PY='/api/flask/health' (default) with 500:"
+            " fix the error in its output above and deploy again.",
+        ),
+    ],
+    ids=["route-missing", "route-fails"],
+)
+def test_a_trial_whose_health_route_answers_an_error_names_the_setting_and_its_value(
+    load, status, fix
+):
+    s = load()
+    verdict = {
+        "ok": False,
+        "problems": [f"signalcraft-python http://127.0.0.1:41001/api/flask/health: {status}"],
+    }
+    c = mock_host(
+        run={
+            **NGINX_DUMP,
+            **answers(
+                {
+                    PROBE_PORTS: as_json({"ports": [41001, 41002]}),
+                    r"umask 077 && cat > \.signalcraft-trial": ok(""),
+                    probe_gate("signalcraft-python-trial"): as_json(verdict),
+                    PM2_LOGS: ok(""),
+                    PM2_DELETE: ok(),
+                }
+            ),
+        }
+    )
+    r = step_run(c, s, How.HUP, How.RELOAD, pm2=(s.python_app, s.node_app))
+    r.facts.current_release = PREV
+
+    with pytest.raises(Exit) as err:
+        trial_run(r)
+
+    assert err.value.message.endswith("\n" + fix), err.value.message
+    assert "Fix the app and deploy again." not in err.value.message
+
+
 def test_nginx_check_of_a_deploy_warns_when_nodejs_listens_beyond_loopback(
     load, monkeypatch, capsys
 ):
@@ -1227,7 +1278,7 @@ def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_run
     ]
     assert (
         len(r.stopping) == 1 and r.nginx_read is not None
-    )  # waited for by `settle`, read by nginx-check
+    )  # waited for by `settle`, read by `write and check site`
     start = next(
         command
         for command, _ in sent(c)
@@ -1255,7 +1306,7 @@ def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_run
 
 
 def handover_steps() -> list[Any]:
-    return [step for step in DEPLOY_STEPS if step.name in ("switch", "pm2-reload")]
+    return [step for step in DEPLOY_STEPS if step.name in ("switch current", "reload apps")]
 
 
 HANDOVER_FAILED = {
@@ -1300,8 +1351,8 @@ def test_a_new_master_that_fails_on_the_handover_address_never_moves_nginx_and_t
         run_steps(r, handover_steps())
 
     assert failed.value.outcome is Outcome.ROLLED_BACK and failed.value.undone == [
-        "pm2-reload",
-        "switch",
+        "reload apps",
+        "switch current",
     ]
     assert (
         failed.value.message
@@ -1316,7 +1367,8 @@ def test_a_new_master_that_fails_on_the_handover_address_never_moves_nginx_and_t
         "probe.py gate signalcraft-python-handover",
         "pm2 logs signalcraft-python-handover",
         "pm2 delete signalcraft-python-handover",
-        # undo pm2-reload: the error log, current back (never moved), what runs; undo switch; audit
+        # undo reload apps: the error log, current back (never moved), what runs; undo switch current;
+        # audit
         "pm2 logs signalcraft-python --err",
         f"current -> {PREV}",
         "read host",
@@ -1433,7 +1485,7 @@ def test_a_new_master_that_fails_on_its_own_address_is_undone_back_to_the_old_ma
         ),  # a first deploy: PM2's list holds only the trial's apps
         (
             How.NEW_MASTER,
-            How.RESTART,
+            How.HANDOVER,
             True,
             True,
         ),  # the first deploy into the apps' own account's PM2

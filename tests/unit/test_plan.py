@@ -2,8 +2,8 @@
 
 Each case names what is live on the host (a manifest, PM2 processes, the site) and what the new
 source is, and the plan must pick the cheapest action that still applies the change: a HUP for code
-or gunicorn.conf.py, a new master for a new venv, `pm2 reload` for Node.js code, a restart when
-cluster settings change.
+or gunicorn.conf.py, a new master for a new venv, `pm2 reload` for Node.js code, a handover
+when cluster settings change.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from signalcraft_deploy.core.facts import HostFacts, Pm2Process
 from signalcraft_deploy.core.plan import (
     How,
     Manifest,
@@ -31,7 +32,6 @@ from signalcraft_deploy.core.plan import (
 from signalcraft_deploy.core.render import digest, node_entry, render_nginx_site
 from signalcraft_deploy.core.settings import Settings, load_settings
 from signalcraft_deploy.core.source import app_digest, changed_paths, tool_files
-from signalcraft_deploy.host.facts import HostFacts, Pm2Process
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 LATER = datetime(2025, 3, 5, 0, 0, 0, tzinfo=UTC)
@@ -346,7 +346,7 @@ CASES = {
         facts=lambda tmp: live_host(tmp, OLD),
         new=replace(OLD, settings={"NODE_INSTANCES": "3"}),
         python="none",
-        nodejs="restart",
+        nodejs="handover",
         nginx="none",
         new_release=True,
         why={"nodejs": "instances"},
@@ -357,7 +357,7 @@ CASES = {
         ),
         new=replace(OLD, tree="tree-2", node_code="node-2"),
         python="none",
-        nodejs="restart",
+        nodejs="handover",
         nginx="none",
         new_release=True,
     ),
@@ -662,7 +662,7 @@ CASES = {
         facts=lambda tmp: live_host(tmp, OLD),
         new=replace(OLD, settings={"NODE_SCRIPT": "bin/www"}),
         python="none",
-        nodejs="restart",
+        nodejs="handover",
         nginx="none",
         new_release=True,
         why={"nodejs": "script"},
@@ -931,7 +931,7 @@ def test_apps_under_the_deploy_users_own_pm2_move_to_their_accounts_even_when_no
         s, release_inputs(s, "tree-1", OLD.requirements, OLD.package_lock, None), facts
     )
     py, node = plan.action("python"), plan.action("nodejs")
-    assert (py.how, py.moves, node.how, node.moves) == ("new-master", True, "restart", True)
+    assert (py.how, py.moves, node.how, node.moves) == ("new-master", True, "handover", True)
     assert f"runs under ubuntu's own PM2; it moves to {s.app_user}'s (APP_USER)" in py.why
 
 
@@ -948,7 +948,7 @@ def test_an_app_already_under_its_accounts_pm2_does_not_move_again(tmp_path: Pat
     plan = make_plan(s, m, configs, facts)
     assert (plan.action("python").how, plan.action("nodejs").how, plan.action("nodejs").moves) == (
         "none",
-        "restart",
+        "handover",
         True,
     )
     stopped = live_host(

@@ -305,7 +305,7 @@ def test_ship_on_this_machine_sends_edited_files_fresh_once_with_one_warning(
 
     from invoke import Context
 
-    from signalcraft_deploy.host.facts import HostFacts
+    from signalcraft_deploy.core.facts import HostFacts
 
     repo = committed(
         tmp_path / "repo",

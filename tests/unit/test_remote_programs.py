@@ -134,7 +134,15 @@ def run_python(
 
 @pytest.mark.parametrize(
     "name",
-    ["probe", "takeover_record", "takeover_restore", "pm2_list", "reload_nginx", "tls_check"],
+    [
+        "probe",
+        "takeover_record",
+        "takeover_restore",
+        "pm2_list",
+        "reload_nginx",
+        "tls_check",
+        "hook",
+    ],
 )
 def test_every_program_is_one_text_without_imports_of_the_package(name: str) -> None:
     text = remote.program(name)

@@ -194,7 +194,7 @@ def test_a_failed_pm2_delete_puts_the_site_back_and_says_one_thing(task_env, hel
     assert message.startswith(
         "PM2 could not delete shop-nodejs, shop-python (as shop): PM2 daemon not reachable"
     )
-    assert "Undone: site." in message and message.rstrip().endswith(
+    assert "Undone: remove site." in message and message.rstrip().endswith(
         "Run remove again once the cause is fixed: it converges."
     )
     after = labels(c)[labels(c).index("pm2 delete shop-nodejs shop-python") + 1 :]
@@ -285,7 +285,7 @@ def test_a_reload_that_does_not_take_puts_the_site_back(task_env, held) -> None:
         run_remove(c)
     assert (
         err.value.message.startswith("Nginx's reload did not take")
-        and "Undone: site." in err.value.message
+        and "Undone: remove site." in err.value.message
     )
     assert labels(c)[2:6] == [
         "root site-remove",

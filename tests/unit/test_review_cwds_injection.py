@@ -4,10 +4,10 @@ facts.
 host/facts.py's facts script prints the apps' account's working folders with `find ... -printf '%p
 %l\\n'` (sec cwds, run as that account through the door). `%l` is printed raw: a folder name holding
 a newline starts a new line, and a line starting with MARK starts a section (split_sections appends
-to a section of that name). `site_defaults` is then json-loaded and `tasks/deploy.read_host` applies
-it (oldsite.apply) to every setting still at its default: PYTHON (the program the deploy user runs
-remote/*.py with), APP_USER, PM2, ... An app sets PYTHON to a program of its own and the deploy user
-runs it at the next deploy. No race: the process only has to sit in that folder.
+to a section of that name). `site_defaults` is then json-loaded and `steps/one_host.read_host`
+applies it (oldsite.apply) to every setting still at its default: PYTHON (the program the deploy
+user runs remote/*.py with), APP_USER, PM2, ... An app sets PYTHON to a program of its own and the
+deploy user runs it at the next deploy. No race: the process only has to sit in that folder.
 
 What find prints for an app process whose cwd is /tmp/<A>/tmp/evilpy/<B> (A and B hold newlines) is
 reproduced here; tests/e2e/test_review_door_stdin.py::test_..._cwd... runs it for real."""

@@ -10,9 +10,9 @@ clipboard, OSC 0 the title, CSI 2J clears the screen)."""
 
 from __future__ import annotations
 
+from signalcraft_deploy.core.facts import HostFacts, Owner
 from signalcraft_deploy.core.plan import PlanError, _takeover
 from signalcraft_deploy.core.settings import load_settings
-from signalcraft_deploy.host.facts import HostFacts, Owner
 
 S = load_settings(environ={}, overrides={})
 ESC = "\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b[2J"

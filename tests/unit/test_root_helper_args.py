@@ -31,6 +31,7 @@ from invoke import Result
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core import settings as settings_mod
+from signalcraft_deploy.core.facts import HelperState
 from signalcraft_deploy.core.render import SITE_HEADER, certbot_hook_path, render_certbot_hook
 from signalcraft_deploy.host import facts, root
 from signalcraft_deploy.remote import nginx_site, program, source
@@ -2359,8 +2360,8 @@ def test_install_command_installs_atomically(tmp_path: Path) -> None:
     ]  # no temporary file left
 
 
-def state(installed: str, full: bool, allowed: bool) -> root.HelperState:
-    return root.HelperState(installed=installed, full_sudo=full, allowed=allowed)
+def state(installed: str, full: bool, allowed: bool) -> HelperState:
+    return HelperState(installed=installed, full_sudo=full, allowed=allowed)
 
 
 def test_with_only_the_drop_in_an_outdated_helper_stops_before_anything_and_names_setup() -> None:

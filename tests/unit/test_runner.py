@@ -171,27 +171,27 @@ def test_the_deploy_steps_in_order_with_the_switch_as_the_one_committing_step():
     names = [s.name for s in DEPLOY_STEPS]
     assert names == [
         "record takeover",
-        "upload",
-        "install",
-        "app user",
-        "render-configs",
+        "put release on host",
+        "install dependencies",
+        "prepare app user",
+        "show config changes",
         "trial run",
-        "nginx-check",
-        "certbot hook",
-        "before-switch",
-        "switch",
-        "pm2-reload",
-        "nginx reload",
-        "health",
-        "after-switch",
-        "finish",
+        "write and check site",
+        "install certbot hook",
+        "before-switch hook",
+        "switch current",
+        "reload apps",
+        "reload nginx",
+        "check health",
+        "after-switch hook",
+        "save and prune",
     ]
-    assert [s.name for s in DEPLOY_STEPS if s.commits] == ["switch"]
+    assert [s.name for s in DEPLOY_STEPS if s.commits] == ["switch current"]
     assert {s.name for s in DEPLOY_STEPS if s.undo} == {
-        "upload",
-        "nginx-check",
-        "switch",
-        "pm2-reload",
+        "put release on host",
+        "write and check site",
+        "switch current",
+        "reload apps",
     }
 
 

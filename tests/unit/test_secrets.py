@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from signalcraft_deploy.core.secrets import MASK, env_values, mask, masked, secret_values
+from signalcraft_deploy.core.secrets import env_values, mask, masked, secret_values
 from signalcraft_deploy.core.settings import load_settings
+from signalcraft_deploy.remote.masking import MASK
 
 ENV = """# the app's secrets
 DATABASE_URL=postgres://app:p@ss w0rd!@db.internal:5432/app

@@ -10,7 +10,7 @@ import re
 
 from invoke import MockContext, Result
 
-from signalcraft_deploy.host.facts import HostFacts
+from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.host.io import InvokeRunner, command_log, use_transport
 from signalcraft_deploy.host.root import APP_HELPER
 from signalcraft_deploy.tasks.status import host_life, render_host_life

@@ -7,15 +7,10 @@ import re
 
 import pytest
 
+from signalcraft_deploy.core.facts import HostFacts, Owner
 from signalcraft_deploy.core.plan import How, PlanError, _takeover
 from signalcraft_deploy.core.settings import load_settings
-from signalcraft_deploy.host.facts import (
-    HostFacts,
-    Owner,
-    app_module_files,
-    owners_script,
-    parse_owners,
-)
+from signalcraft_deploy.host.facts import app_module_files, owners_script, parse_owners
 
 S = load_settings(environ={}, overrides={})
 ME = Owner(1000, "ubuntu", "/home/ubuntu/old-app", holds_app=True)
