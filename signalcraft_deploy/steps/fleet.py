@@ -169,11 +169,7 @@ def parallel(
 
 
 def exit_code(failed: list[tuple[Member, BaseException]]) -> int:
-    codes = [
-        err.code
-        for _, err in failed
-        if isinstance(err, Exit) and err.code
-    ]
+    codes = [err.code for _, err in failed if isinstance(err, Exit) and err.code]
     return codes[0] if codes else 1
 
 
