@@ -185,7 +185,11 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
         return [], [f"{site}: no server block listens on port {port}"]
     locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
     routes = []
-    address = {App.PYTHON: str(s.gunicorn_bind), App.NODEJS: f"127.0.0.1:{s.node_port}"}
+    # ROUTES names its apps as text, which App's members equal.
+    address: dict[str, str] = {
+        App.PYTHON: str(s.gunicorn_bind),
+        App.NODEJS: f"127.0.0.1:{s.node_port}",
+    }
     prefixed = [(p, app) for p, app in s.route_table if p != "/"]
     checks = [(f"{p}/", address[app]) for p, app in prefixed] + [
         (p, address[app]) for p, app in prefixed

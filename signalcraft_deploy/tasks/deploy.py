@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.fleet_hosts import fleet_aware, fleet_hosts
@@ -41,19 +41,19 @@ DEPLOY_HELP = {
 @fleet_aware
 @task(iterable=["set_"], help=DEPLOY_HELP)
 def deploy(
-    c,
-    dry_run=False,
-    lock_wait=0,
-    ref=None,
-    source_dir=None,
-    known_hosts=None,
-    accept_new_host=False,
-    batch=None,
-    on_failure=None,
-    drop_directives=False,
-    env_file=None,
-    set_=None,
-):
+    c: Context,
+    dry_run: bool = False,
+    lock_wait: int = 0,
+    ref: str | None = None,
+    source_dir: str | None = None,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    batch: str | None = None,
+    on_failure: str | None = None,
+    drop_directives: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Deploy the app: ship, install, trial run, write the site, switch, reload by what changed."""
     s = settings_for(env_file, set_, REF=ref, SOURCE_DIR=source_dir)
     options = DeployOptions(
@@ -87,15 +87,15 @@ ROLLBACK_HELP = {
 @fleet_aware
 @task(iterable=["set_"], help=ROLLBACK_HELP)
 def rollback(
-    c,
-    to=None,
-    known_hosts=None,
-    accept_new_host=False,
-    batch=None,
-    on_failure=None,
-    env_file=None,
-    set_=None,
-):
+    c: Context,
+    to: str | None = None,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    batch: str | None = None,
+    on_failure: str | None = None,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
     s = settings_for(env_file, set_)
     options = DeployOptions(known_hosts=known_hosts, accept_new_host=bool(accept_new_host))
@@ -108,7 +108,13 @@ def rollback(
 
 @fleet_aware
 @task(iterable=["set_"], help={**HOST_HELP})
-def releases(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
+def releases(
+    c: Context,
+    known_hosts: str | None = None,
+    accept_new_host: bool = False,
+    env_file: str | None = None,
+    set_: list[str] | None = None,
+) -> None:
     """List the releases on the host, newest first, marking the current one and bad ones."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
