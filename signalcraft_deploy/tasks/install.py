@@ -17,7 +17,8 @@ from signalcraft_deploy.host.lock import task_lock
 
 @task(iterable=["set_"], help={**HOST_HELP})
 def install(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
-    """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
+    """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are
+    installed."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "install"):

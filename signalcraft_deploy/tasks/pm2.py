@@ -21,7 +21,8 @@ from signalcraft_deploy.steps.trial import run_trial
 
 @task(iterable=["set_"], help={**HOST_HELP})
 def pm2_reload(c, known_hosts=None, accept_new_host=False, env_file=None, set_=None):
-    """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
+    """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll
+    Node.js, save."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "pm2-reload"):

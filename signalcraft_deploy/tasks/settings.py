@@ -1,4 +1,5 @@
-"""`settings`: each setting's effective value and where it came from, or the declared keys and defaults."""
+"""`settings`: each setting's effective value and where it came from, or the declared keys and
+defaults."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def defaults_text() -> str:
     },
 )
 def settings(c, defaults=False, markdown=False, env_file=None, set_=None):
-    """Show every setting's value and where it came from (default, .env:LINE, environment, flag), secrets masked."""
+    """Show every setting's value and where it came from (default, .env:LINE, environment, flag),
+    secrets masked."""
     if defaults:
         print(readme_table() if markdown else defaults_text())
         return
