@@ -11,12 +11,12 @@ WHEELS=local` (in its settings file) and counts failed / total requests:
   start, a commit whose health route answers 500;
   plus "requirements change + code importing it": a new pin *and* app.py importing it, the usual
   shape of a new dependency (the plain requirements change adds a pin nothing imports);
-  and "takeover" (issue 7): the first deploy on a host as the plan found it (Flask run bare as
+  and "takeover": the first deploy on a host as the plan found it (Flask run bare as
   `python app.py` on the Gunicorn port, Node.js under PM2 in fork mode from a Node-only ecosystem
   file, a hand-made Nginx site), prepared afresh for each run under its own names, then `rollback`
   to that state (measured too, the extra row "takeover rollback"), then removed.
 
-The kinds takeover-loopback and takeover-https (issue 13: a site on `listen 127.0.0.1:<port>`) are
+The kinds takeover-loopback and takeover-https (a site on `listen 127.0.0.1:<port>`) are
 only measured when the sandbox host is this machine (loopback): on an isolated test host that
 address is the host's own, which the load from this machine cannot reach, so they are refused there
 and are not among the default kinds.
@@ -639,8 +639,8 @@ class PlanSettings:
 
 
 def plan_ecosystem(p: PlanSettings) -> str:
-    # The plan's step 3, fixed only so that it starts at all (DESIGN.md section 1: `script:
-    # 'gunicorn'` is "Script not found"): the venv's gunicorn by absolute path. Node in fork mode,
+    # The plan's step 3, fixed only so that it starts at all (its `script: 'gunicorn'` is "Script
+    # not found" to PM2): the venv's gunicorn by absolute path. Node in fork mode,
     # as in the plan.
     return f"""module.exports = {{
   apps: [
@@ -851,7 +851,7 @@ class Plan(Method):
             m.after = "NO: " + ", ".join(down)
 
 
-# ----------------------------------------------------------------------------- takeover (issue 7)
+# ----------------------------------------------------------------------------- takeover
 
 BARE_COMMAND = (  # the plan's `nohup python app.py &`; see TakeoverSettings on the "./"
     "venv/bin/python ./app.py"
@@ -1006,7 +1006,7 @@ def before_state_answers(method: Method) -> str:
 
 
 class TakeoverTool(Tool):
-    """The tool's first deploy on a host in issue 7's 'before' state, then `rollback` to it. One
+    """The tool's first deploy on a host in the state a takeover finds, then `rollback` to it. One
     object per run."""
 
     def __init__(

@@ -26,7 +26,7 @@ CPU (bench/hostcpu.py), so that each host is a machine of its own and a third ho
 CPU, as on EC2; 0 leaves the hosts sharing this machine's CPUs, so that three hosts' deploys run
 on the CPUs one host had.
 
-Targets (issue 17): 3 hosts at most 1.6 times one host for a code change and 1.3 times for a
+Targets: 3 hosts at most 1.6 times one host for a code change and 1.3 times for a
 no-op; 0 failed.
 """
 

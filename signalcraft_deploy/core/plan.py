@@ -1,6 +1,6 @@
 """Planning: pure functions from (settings, source, host facts) to what a deploy will do.
 
-This is where the reload decision is made (DESIGN.md section 4). The same `Plan` is printed
+This is where the reload decision is made (docs/deploy.md says what each change reloads). The same `Plan` is printed
 by `deploy --dry-run` and carried out by `deploy`, so the two cannot disagree.
 """
 

@@ -1,5 +1,5 @@
 """The Nginx site a release was deployed with, recorded in the release, so that a rollback serves it
-again (issue 25, D6).
+again.
 
 Each release holds `.signalcraft/site.json` (0600, the deploy user's): the site description root
 rendered its site from (remote/nginx_site.py) and the health paths its gate probed through that

@@ -235,7 +235,7 @@ def stop_temporary_command(c: Any, s: Settings, name: str) -> str:
 
 
 def stop_unmanaged(c: Any, s: Settings, pid: int, apps_own: bool = False) -> Callable[[], None]:
-    """Stop a server PM2 does not know (the plan's bare `python app.py &`) once Nginx no longer
+    """Stop a server PM2 does not know (a bare `python app.py &` found at a takeover) once Nginx no longer
     sends to it: as its owner, the deploy user or the apps' own account (remote/stop_pid.sh leaves
     any other user's alone).
     """

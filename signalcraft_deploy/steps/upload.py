@@ -599,7 +599,7 @@ def changed_since_live(
 ) -> list[str] | None:
     """The paths that differ between the live release's tree and this one (None when the live tree
     is not known): read from the local repository, or from the host's mirror for SOURCE=git. Names
-    only, for the plan's reasons.
+    only, for the reasons the plan gives.
     """
     old_tree = (facts.manifest or {}).get("tree")
     if not old_tree or not facts.current_release:

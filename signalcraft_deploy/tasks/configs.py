@@ -65,7 +65,8 @@ def render_configs(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed, with diffs."""
+    """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed,
+    with diffs."""
     s = settings_for(env_file, set_)
     if is_remote(c):
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
@@ -112,7 +113,8 @@ def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
 
 
 def _render_on_host(c: Context, s: Settings, dry_run: bool) -> None:
-    """Into the current release and the Nginx site: each changed file, the previous one kept as .prev."""
+    """Into the current release and the Nginx site: each changed file, the previous one kept as
+    .prev."""
     if dry_run:
         _write_on_host(c, s, dry_run)
         return

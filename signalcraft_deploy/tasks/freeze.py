@@ -55,7 +55,8 @@ _ARCHIVE_SUFFIXES = (
 
 
 class FreezeError(ValueError):
-    """The environment cannot give a correct requirements.txt; the message says why and what to run."""
+    """The environment cannot give a correct requirements.txt; the message says why and what to
+    run."""
 
 
 def canonical_name(name: str) -> str:
@@ -185,7 +186,8 @@ def plan_pins(
 
 
 def _continued_group(physical: list[str], i: int) -> list[str]:
-    """The physical lines pip joins into one, starting at `physical[i]` (which ends in a backslash)."""
+    """The physical lines pip joins into one, starting at `physical[i]` (which ends in a
+    backslash)."""
     group = [physical[i]]
     while _continues(_split_ending(group[-1])[0]) and i + len(group) < len(physical):
         group.append(physical[i + len(group)])
@@ -250,12 +252,14 @@ def pin_requirements(
     *,
     venv: str = ".venv",
 ) -> str:
-    """`text` with each named package pinned to its installed version and `ensure` appended if absent."""
+    """`text` with each named package pinned to its installed version and `ensure` appended if
+    absent."""
     return plan_pins(text, installed, ensure, venv=venv).text
 
 
 def not_installed(text: str, installed: dict[str, str]) -> list[str]:
-    """Names of the packages `text` names on rewritable lines that are not in `installed` (as spelt in the file)."""
+    """Names of the packages `text` names on rewritable lines that are not in `installed` (as spelt
+    in the file)."""
     return plan_pins(text, installed, ensure=()).not_installed
 
 
@@ -396,7 +400,8 @@ class _Result:
 
 
 def _is_own_environment(venv: str) -> bool:
-    """Whether `venv` is the environment this tool runs from (an activated venv holding signalcraft-deploy)."""
+    """Whether `venv` is the environment this tool runs from (an activated venv holding
+    signalcraft-deploy)."""
     return os.path.realpath(venv) == os.path.realpath(sys.prefix)
 
 
@@ -404,7 +409,8 @@ def _choose_venv(s: Settings) -> tuple[str, str]:
     """The app's local venv to read versions from, and where that choice came from.
 
     LOCAL_VENV, else an activated $VIRTUAL_ENV, else SOURCE_DIR/.venv. The venv this tool runs from
-    comes last: when it is activated to run `invoke`, the app's own SOURCE_DIR/.venv is the one to pin from.
+    comes last: when it is activated to run `invoke`, the app's own SOURCE_DIR/.venv is the one to
+    pin from.
     """
     env_venv = os.environ.get("VIRTUAL_ENV")
     app_venv = os.path.join(s.source_dir, ".venv")

@@ -133,7 +133,8 @@ def accepted(key: Key, found: Found) -> Found:
 
 
 def _found_lines(key: Key, found: Found) -> list[str]:
-    """A key init read from the app: its meaning, how it was found (or that nothing was), and the value or nothing."""
+    """A key init read from the app: its meaning, how it was found (or that nothing was), and the
+    value or nothing."""
     how = f"# found: {found.how}" if found.value is not None else f"# nothing found: {found.how}"
     return [f"# {key.help}", how, f"{key.name}={env_value(found.value)}", ""]
 
@@ -141,7 +142,8 @@ def _found_lines(key: Key, found: Found) -> list[str]:
 def settings_text(found: Mapping[str, Found] | None = None) -> str:
     """deploy.env: every key of KEYS with its meaning; the ones a first deploy needs set, the rest commented.
 
-    `found`: what init read from the app, written with how it was found; without it, each key's default.
+    `found`: what init read from the app, written with how it was found; without it, each key's
+    default.
     """
     found = found or {}
     lines = [
@@ -186,8 +188,8 @@ def set_key(text: str, key: str, value: str) -> str:
 @dataclass(frozen=True)
 class Install:
     """Where the workflow gets the tool from: what it pip-installs (None: nothing CI can reach, see `init --vendor`),
-    a note saying where that is, and what `--vendor` copies (a wheel file) or builds a wheel from (a folder or a
-    requirement)."""
+    a note saying where that is, and what `--vendor` copies (a wheel file) or builds a wheel from (a
+    folder or a requirement)."""
 
     spec: str | None
     note: str
@@ -196,11 +198,13 @@ class Install:
 
 
 def install_spec() -> Install:
-    """Where this copy of the tool came from (PEP 610's direct_url.json), and so what the workflow installs.
+    """Where this copy of the tool came from (PEP 610's direct_url.json), and so what the workflow
+    installs.
 
-    A git URL CI can fetch: the same URL and commit (never credentials). A wheel file, a folder (editable or not), a
-    checkout the tool runs from: nothing CI can reach; `init --vendor` commits a wheel of it. No direct_url.json:
-    installed from a package index, so the same version from it."""
+    A git URL CI can fetch: the same URL and commit (never credentials). A wheel file, a folder
+    (editable or not), a checkout the tool runs from: nothing CI can reach; `init --vendor` writes a
+    wheel of it to commit. No direct_url.json: installed from a package index, so the same version
+    from it."""
     try:
         dist = importlib.metadata.distribution("signalcraft-deploy")
     except importlib.metadata.PackageNotFoundError:
@@ -256,7 +260,8 @@ def _shown_url(url: str) -> str:
 
 
 def _public_url(url: str) -> str:
-    """A git URL CI can fetch, with no password or token in it; '' for a local path or anything odd."""
+    """A git URL CI can fetch, with no password or token in it; '' for a local path or anything
+    odd."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "ssh") or not parts.hostname or parts.password:
         return ""
@@ -280,7 +285,8 @@ def _render(name: str, **values: str) -> str:
 
 
 def workflow_text(install: Install) -> str:
-    """The deploy workflow; its install step fails, saying why and what to do, when CI cannot reach the tool."""
+    """The deploy workflow; its install step fails, saying why and what to do, when CI cannot reach
+    the tool."""
     refusal = (
         ""
         if install.spec
@@ -302,7 +308,8 @@ _INSTALL_STEP = re.compile(r"^      # The deploy tool and its own dependencies.*
 
 
 def with_install_step(old: str, new: str) -> str:
-    """The workflow `old` with the install step of `new` (unchanged if `old` has none as init writes it)."""
+    """The workflow `old` with the install step of `new` (unchanged if `old` has none as init writes
+    it)."""
     step = _INSTALL_STEP.search(new)
     return _INSTALL_STEP.sub(lambda _: step.group(0), old, count=1) if step else old
 
@@ -310,7 +317,8 @@ def with_install_step(old: str, new: str) -> str:
 def planned_files(
     templates: bool, found: Mapping[str, Found] | None = None, install: Install | None = None
 ) -> dict[str, str]:
-    """Every file init writes, by path relative to the app's folder, and its text (the ignore lines aside)."""
+    """Every file init writes, by path relative to the app's folder, and its text (the ignore lines
+    aside)."""
     files = {
         "fabfile.py": _render("fabfile.py"),
         "tasks.py": _render("tasks.py"),
@@ -396,7 +404,7 @@ def init_app(
         notes.append(
             "the workflow cannot install signalcraft-deploy: this copy was installed"
             f" {install.note}. Its install step fails saying so; `signalcraft-deploy init --vendor`"
-            f" commits a wheel of the tool into {WHEELS_DIR}/ for it (or install the tool from git"
+            f" writes a wheel of the tool into {WHEELS_DIR}/ (commit it) for it (or install the tool from git"
             " or a package index and run init again)."
         )
     files, edits = planned_files(templates, found, install), {".gitignore"}
@@ -443,7 +451,8 @@ def init_app(
 
 
 def vendor_wheel(root: Path, install: Install, notes: list[str]) -> tuple[Install, list[Outcome]]:
-    """Copy (or build) a wheel of this tool into WHEELS_DIR, replacing older ones: the workflow installs that file."""
+    """Copy (or build) a wheel of this tool into WHEELS_DIR, replacing older ones: the workflow
+    installs that file."""
     if install.spec and not (install.wheel or install.build):
         notes.append(
             f"--vendor: not needed, the workflow installs signalcraft-deploy {install.note}."
@@ -569,8 +578,9 @@ def _run_alone(
     argv: list[str], program: str, cwd: Path, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """Run the app's Python in a process group of its own, at most URL_MAP_TIMEOUT s; then every process of the group
-    is killed. Its output goes to files, not pipes: a process the app starts while it loads (a scheduler, a server)
-    keeps a pipe open after the import ends, and init would wait out the limit, then leave it running.
+    is killed. Its output goes to files, not pipes: a process the app starts while it loads (a
+    scheduler, a server) keeps a pipe open after the import ends, and init would wait out the limit,
+    then leave it running.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
@@ -630,7 +640,8 @@ def url_map_routes(python: Path, root: Path, wsgi_app: str) -> tuple[list[Route]
 
 
 def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
-    """What init writes from the app (core/discover.py), and notes: what was read, how, and that the app's code ran."""
+    """What init writes from the app (core/discover.py), and notes: what was read, how, and that the
+    app's code ran."""
     paths, texts, cut = app_files(root)
     notes = (
         [f"{root} holds over {_MOST_FILES} files: init read the first {_MOST_FILES}."]
@@ -697,7 +708,8 @@ def _found_notes(found: Mapping[str, Found]) -> list[str]:
 
 
 def _committed(root: Path, folder: str) -> bool:
-    """Whether git tracks a file under `folder` of the app (a venv the repository brought, not one made here)."""
+    """Whether git tracks a file under `folder` of the app (a venv the repository brought, not one
+    made here)."""
     found = subprocess.run(
         ["git", "-C", str(root), "ls-files", "--", folder], capture_output=True, text=True
     )
@@ -733,7 +745,7 @@ def report(outcomes: list[Outcome], notes: list[str]) -> str:
     if any(o.path == SETTINGS_FILE and o.word == "wrote" for o in outcomes):
         lines.append(
             f"Next: check the first block of {SETTINGS_FILE}, run `invoke freeze`, commit, "
-            "then `fab -H ubuntu@<host> deploy`."
+            "then `fab -H ubuntu@<host> setup` once per host and `fab -H ubuntu@<host> deploy`."
         )
     return "\n".join(lines)
 
@@ -761,7 +773,8 @@ def init(
     dir: str | None = None,
     vendor: bool = False,
 ) -> None:
-    """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
+    """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow,
+    an ignore line."""
     root = Path(dir or os.getcwd())
     if not root.is_dir():
         raise Exit(

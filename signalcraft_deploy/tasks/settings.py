@@ -1,4 +1,5 @@
-"""`settings`: each setting's effective value and where it came from, or the declared keys and defaults."""
+"""`settings`: each setting's effective value and where it came from, or the declared keys and
+defaults."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def settings(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Show every setting's value and where it came from (default, .env:LINE, environment, flag), secrets masked."""
+    """Show every setting's value and where it came from (default, .env:LINE, environment, flag),
+    secrets masked."""
     if defaults:
         print(readme_table() if markdown else defaults_text())
         return

@@ -1,7 +1,7 @@
 """`setup`: make a fresh host ready for deploys (packages, PM2, PM2 at boot, log rotation, the root helper and its
-sudoers drop-in); twice changes nothing. An admin's step: `fab -H admin@host setup --user deploy` sets the host up
-for the deploy account `deploy` (by default the connecting one); the connecting account needs full passwordless
-sudo, the deploy account none."""
+sudoers drop-in); twice changes nothing. An admin's step: `fab -H admin@host setup --user deploy`
+sets the host up for the deploy account `deploy` (by default the connecting one); the connecting
+account needs full passwordless sudo, the deploy account none."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def line(item: Item, dry_run: bool = False) -> str:
 
 
 def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]) -> list[str]:
-    """Make the changes the plan lists, in order: packages and PM2 first, then what needs their paths."""
+    """Make the changes the plan lists, in order: packages and PM2 first, then what needs their
+    paths."""
     done = []
     if any(i.state is State.INSTALL for i in items):
         setup_ops.install_packages(c, facts)
@@ -108,7 +109,8 @@ def setup(
     user: str | None = None,
     remove_app: str | None = None,
 ) -> None:
-    """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
+    """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation,
+    the root helper."""
     s = settings_for(env_file, set_, APP_USER=remove_app)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     user = setup_ops.check_user(user or connecting_user(c))
@@ -153,7 +155,8 @@ def setup(
 
 
 def remove_app_user(c: Any, s: Settings, facts: setup_ops.SetupFacts, dry_run: bool) -> None:
-    """`setup --remove-app APP_USER`: what setup made for an apps' account, taken off (its apps removed first)."""
+    """`setup --remove-app APP_USER`: what setup made for an apps' account, taken off (its apps
+    removed first)."""
     if not facts.sudo:
         raise fail(
             "setup --remove-app needs full passwordless sudo for the connecting account on"

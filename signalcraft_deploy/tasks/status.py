@@ -100,7 +100,8 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
 
 def ordered_releases(names: list[str], current: str | None, bad: set[str]) -> list[dict[str, Any]]:
     """The releases as `status` lists them: the current one; the good ones before it, newest first (the first is
-    what `rollback` returns to); good ones deployed after it (a rollback left them); then the bad ones.
+    what `rollback` returns to); good ones deployed after it (a rollback left them); then the bad
+    ones.
     """
     newest_first = sorted(names, reverse=True)
     good = [r for r in newest_first if r != current and r not in bad]
@@ -167,7 +168,8 @@ def tls_status(c: Any, s: Settings) -> dict[str, Any] | None:
 
 def host_life(c: Any, s: Settings, facts: HostFacts) -> dict[str, Any]:
     """Who the apps run as, whether both apps start at boot as they run now, free space, and the sizes of PM2's
-    logs. The apps' account's part (its boot unit, saved list, PM2 home and logs) is read as that account.
+    logs. The apps' account's part (its boot unit, saved list, PM2 home and logs) is read as that
+    account.
     """
     boot = upkeep.boot_state(c, s)
     apps = upkeep.app_side(c, s)
@@ -201,7 +203,8 @@ def host_life(c: Any, s: Settings, facts: HostFacts) -> dict[str, Any]:
 
 
 def runs_as_warnings(runs: dict[str, Any]) -> list[str]:
-    """What `status` warns about the account the apps run as: the deploy user itself, or its PM2 still saving ours."""
+    """What `status` warns about the account the apps run as: the deploy user itself, or its PM2
+    still saving ours."""
     user, deploy = runs["user"], runs["deploy_user"]
     if user == deploy:
         return [
@@ -367,7 +370,8 @@ def status(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes, recent deploys."""
+    """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes,
+    recent deploys."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
         return status_fleet(hosts, s, collect, render_status, json_, known_hosts, accept_new_host)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from signalcraft_deploy import __version__, ns
-from signalcraft_deploy.core.secrets import MIN_LENGTH
 from signalcraft_deploy.core.settings import KEY_NAMES, readme_table
+from signalcraft_deploy.remote.masking import MIN_LENGTH
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS
 from signalcraft_deploy.steps.remove import PURGE_STEPS, REMOVE_STEPS
 from signalcraft_deploy.tasks.init import WHEELS_DIR
@@ -42,7 +42,7 @@ RUNNERS = (
 # test_adoption.py runs its steps from a clean clone).
 WORKFLOWS = (
     REPO / ".github/workflows/tests.yml",
-    PACKAGE / "templates/init/auto-deploy.yml.j2",
+    REPO / "templates/init/auto-deploy.yml.j2",
 )
 # The steps a deploy takes before DEPLOY_STEPS (tasks open the connection, read, decide).
 FIRST_STEPS = ("connect", "read host", "plan")
