@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.remote import nginx_site
 
 
@@ -402,7 +403,7 @@ def _routes(text: str) -> tuple[str, ...]:
     return tuple(routes)
 
 
-Table = tuple[tuple[str, str], ...]  # ROUTES: (prefix, app) pairs, app 'python' or 'nodejs'
+Table = tuple[tuple[str, App], ...]  # ROUTES: (prefix, app) pairs
 _TABLE_RULE = (
     "comma-separated PREFIX=APP pairs, APP python or nodejs, PREFIX '/' or a path of letters,"
     " digits and . _ ~ - without a trailing slash, exactly one '/', such as /=python,/chat=nodejs"
@@ -410,13 +411,13 @@ _TABLE_RULE = (
 
 
 def _route_table(text: str) -> Table:
-    table: list[tuple[str, str]] = []
+    table: list[tuple[str, App]] = []
     for part in text.split(","):
         prefix, sep, app = (x.strip() for x in part.partition("="))
         segments = prefix[1:].split("/")
         if (
             not sep
-            or app not in ("python", "nodejs")
+            or app not in (App.PYTHON, App.NODEJS)
             or not prefix.startswith("/")
             or prefix != "/"
             and not all(_ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments)
@@ -424,7 +425,7 @@ def _route_table(text: str) -> Table:
             raise Invalid(_TABLE_RULE, found=f"entry {part.strip()!r}")
         if prefix in (p for p, _ in table):
             raise Invalid(f"each prefix once ({prefix!r} is listed twice)")
-        table.append((prefix, app))
+        table.append((prefix, App(app)))
     if sum(prefix == "/" for prefix, _ in table) != 1:
         raise Invalid(
             "exactly one '/' entry: the app that serves every path no other prefix does, such as"
@@ -1044,7 +1045,7 @@ class Settings:
         return (
             self.routes
             if self.routes is not None
-            else tuple((f"/{r}", "python") for r in self.py_routes) + (("/", "nodejs"),)
+            else tuple((f"/{r}", App.PYTHON) for r in self.py_routes) + (("/", App.NODEJS),)
         )
 
     @property
@@ -1068,7 +1069,7 @@ class Settings:
         SCRIPT_NAME itself).
         """
         prefix = _owning_prefix(path, self.route_table)
-        if app != "nodejs" or prefix not in (self.mounts or ()):
+        if app != App.NODEJS or prefix not in (self.mounts or ()):
             return path
         return "/" + path[len(prefix) :].removeprefix("/")
 
@@ -1414,13 +1415,13 @@ def _check_routes(
                 f"prefixes ROUTES lists ({', '.join(p for p, _ in table if p != '/')}); "
                 f"{prefix} is not one of them",
             )
-        if owner == "python" and sum(app == "python" for _, app in table) != 1:
+        if owner == App.PYTHON and sum(app == App.PYTHON for _, app in table) != 1:
             raise fail(
                 "MOUNTS",
                 "a Python prefix only when it is Python's one entry in ROUTES (Gunicorn's"
                 f" SCRIPT_NAME is one per process): {prefix} is mounted while Python serves others",
             )
-    for key, app in (("HEALTH_PY", "python"), ("HEALTH_NODE", "nodejs")):
+    for key, app in (("HEALTH_PY", App.PYTHON), ("HEALTH_NODE", App.NODEJS)):
         if route_owner(v[key], table) != app:
             raise fail(
                 key,

@@ -74,7 +74,7 @@ def own_module(name: str) -> str | None:
 
 def statements(tree: ast.Module) -> list[tuple[ast.Import | ast.ImportFrom, bool]]:
     """Every import statement, and whether it runs when the module is imported (not in a
-    function)."""
+    function, nor under `if TYPE_CHECKING:`, which only a type checker reads)."""
     found: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
@@ -82,10 +82,17 @@ def statements(tree: ast.Module) -> list[tuple[ast.Import | ast.ImportFrom, bool
             if isinstance(child, ast.Import | ast.ImportFrom):
                 found.append((child, not in_function))
             inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
-            visit(child, inner or isinstance(child, ast.Lambda))
+            visit(child, inner or isinstance(child, ast.Lambda) or type_checking_only(child))
 
     visit(tree, False)
     return found
+
+
+def type_checking_only(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def all_imports() -> tuple[list[Import], list[tuple[str, str, Path, int]]]:
@@ -216,3 +223,12 @@ def test_the_checks_catch_an_upward_import_and_a_cycle() -> None:
     ]
     assert cycles([up, back]) == [["signalcraft_deploy.core.plan", "signalcraft_deploy.host.facts"]]
     assert cycles([up, Import(back.source, back.target, path, 1, False)]) == []
+    # An import only a type checker reads is no cycle; one that runs is.
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nimport b\n"
+    )
+    assert [(alias.name, runs) for node, runs in statements(tree) for alias in node.names] == [
+        ("TYPE_CHECKING", True),
+        ("a", False),
+        ("b", True),
+    ]
