@@ -286,6 +286,9 @@ def _apps(d: Dict[str, Any]) -> List[str]:
         "        proxy_set_header X-Real-IP $remote_addr;",
         "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "        proxy_set_header X-Forwarded-Proto $scheme;",
+        # As in a ROUTES site: a client's own X-Forwarded-Prefix or SCRIPT_NAME reaches no app.
+        '        proxy_set_header X-Forwarded-Prefix "";',
+        '        proxy_set_header SCRIPT_NAME "";',
     ]
     # `.location[s]`: a pattern that matches that one name, and nothing (no error) while the file is
     # absent.

@@ -518,6 +518,8 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
         ("X-Forwarded-Proto", "$scheme"),
         ("Upgrade", "$http_upgrade"),
         ("Connection", f"${up}_conn"),
+        ("X-Forwarded-Prefix", ""),
+        ("SCRIPT_NAME", ""),
     }
     returns = {("200", site_id + "\\n")}
     if tls and tls["redirect"]:
