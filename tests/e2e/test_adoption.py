@@ -222,7 +222,12 @@ def test_the_distribution_version_is_the_package_version_and_the_collection_has_
 def test_every_template_and_remote_program_is_installed_and_renders_as_the_checkout_s(
     probe: dict, tool: Path, tmp_path: Path
 ) -> None:
-    in_checkout = sorted(str(p.relative_to(PACKAGE)) for g in DATA_GLOBS for p in PACKAGE.glob(g))
+    in_checkout = sorted(
+        # The templates sit at the top of the checkout; the wheel has them in the package.
+        str(p.relative_to(REPO if g.startswith("templates/") else PACKAGE))
+        for g in DATA_GLOBS
+        for p in (REPO if g.startswith("templates/") else PACKAGE).glob(g)
+    )
     assert probe["data"] == in_checkout
     assert Path(probe["templates_dir"]).resolve().is_relative_to(tool.resolve())
     assert probe["pm2_rpc_js"] > 0 and probe["probe_py"] > 0

@@ -302,12 +302,7 @@ def test_the_tools_own_files_reload_no_app_and_javascript_is_nodes_own(sandbox, 
     running, before = current(p), processes(p)
     served_before = (get(p.url("/api/flask/data"))[2], text(p.url("/hello")))
     templates = repo.path / "deploy-templates"
-    bundled = (
-        Path(__file__).resolve().parents[2]
-        / "signalcraft_deploy"
-        / "templates"
-        / "gunicorn.conf.py.j2"
-    )
+    bundled = Path(__file__).resolve().parents[2] / "templates" / "gunicorn.conf.py.j2"
     repo.put("deploy.env", "# this app's deploy settings\n", "only deploy.env")
     repo.put(
         "deploy-templates/gunicorn.conf.py.j2",

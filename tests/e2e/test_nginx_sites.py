@@ -273,7 +273,7 @@ def test_takeover_of_a_loopback_listen_keeps_it_and_the_reload_takes(sandbox, ol
             "client_max_body_size 5m;" in site
             and f"listen 127.0.0.1:{LO.listen} default_server;" in site
         )
-        assert re.search(r"nginx reload\s+[0-9.]+s\s+Nginx serves the new site", again.stdout), (
+        assert re.search(r"reload nginx\s+[0-9.]+s\s+Nginx serves the new site", again.stdout), (
             again.stdout
         )
         assert running_id(f"127.0.0.1:{LO.listen}") == site_id(site)
@@ -409,7 +409,7 @@ def test_takeover_of_an_https_site_keeps_https_through_a_fresh_start(sandbox, ol
         )
         again = fab(sandbox, later, repo)
         assert again.returncode == 0, again.stdout + again.stderr
-        took = re.search(r"nginx reload\s+([0-9.]+)s", again.stdout)
+        took = re.search(r"reload nginx\s+([0-9.]+)s", again.stdout)
         assert took and float(took.group(1)) < 2, again.stdout
         status = fab(sandbox, later, None, task="status")
         assert (
