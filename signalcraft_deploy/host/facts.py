@@ -155,6 +155,79 @@ def host_checks_script(s: Settings, c: Any = None) -> str:
     """Shell for what a deploy that changes something needs besides: tools present, who listens on
     our ports."""
     ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, *site_ports(s)))
+    return "\n".join(
+        [
+            f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
+            *tools_script(s),
+            *deploy_root_room_script(s, c),
+            # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
+            "sec python",
+            f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
+            listeners_script(ports),
+            *owners_script(s, ports),
+            "sec helper",
+            root.STATE_SCRIPT,
+        ]
+    )
+
+
+def tools_script(s: Settings) -> list[str]:
+    """Shell for the `tools` section: one line per tool or piece of `setup`'s work present."""
+    return [
+        "sec tools",
+        f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
+        "command -v node >/dev/null 2>&1 && echo node",
+        "command -v flock >/dev/null 2>&1 && echo flock",
+        # sudo: the root helper may run (the drop-in `setup` writes, or full sudo); nginx:
+        # through sudo's PATH or /usr/sbin
+        (
+            f"sudo -n {HELPER} probe 2>/dev/null || sudo -n sh -c 'echo sudo; command -v nginx"
+            f" >/dev/null && echo nginx' 2>/dev/null || {{ sudo -n -l {HELPER} >/dev/null 2>&1"
+            " && echo sudo; }"
+        ),
+        "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
+        f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
+        # The apps' own account, and the door to it `setup` gives the deploy user (unless it is
+        # that account). (and the deploy user in its group, which lets it give the apps their
+        # .env and shared/)
+        f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER}'
+        " /bin/true >/dev/null 2>&1 "
+        f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }};"
+        " }; } && echo app-user",
+        # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2,
+        # and log rotation.
+        f"u={q(s.app_user)}; p=$(command -v "
+        + q(s.pm2)
+        + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] && grep'
+        ' -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service"'
+        " && echo boot",
+        f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
+    ]
+
+
+def deploy_root_room_script(s: Settings, c: Any) -> list[str]:
+    """Shell for the `app_reach` and `disk` sections: whether the apps' account reaches
+    DEPLOY_ROOT (or where it will be; a home above it may be closed to it), and the room left on
+    its disk."""
+    return [
+        "sec app_reach; "
+        + as_app(
+            c,
+            s,
+            f'd={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
+            'test -x "$d" && echo yes',
+        )
+        + " 2>/dev/null; true",
+        (
+            f'sec disk; d={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done;'
+            ' df -Pk "$d" | tail -n 1'
+        ),
+    ]
+
+
+def listeners_script(ports: str) -> str:
+    """Shell for the `listen` section (and root's `commands`), read through the root helper, else
+    full sudo, else as the deploy user; it leaves what it printed in $O for owners_script."""
     # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
     as_root = "\n".join(
         [
@@ -168,63 +241,10 @@ def host_checks_script(s: Settings, c: Any = None) -> str:
             "done",
         ]
     )
-    return "\n".join(
-        [
-            f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
-            "sec tools",
-            f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
-            "command -v node >/dev/null 2>&1 && echo node",
-            "command -v flock >/dev/null 2>&1 && echo flock",
-            # sudo: the root helper may run (the drop-in `setup` writes, or full sudo); nginx:
-            # through sudo's PATH or /usr/sbin
-            (
-                f"sudo -n {HELPER} probe 2>/dev/null || sudo -n sh -c 'echo sudo; command -v nginx"
-                f" >/dev/null && echo nginx' 2>/dev/null || {{ sudo -n -l {HELPER} >/dev/null 2>&1"
-                " && echo sudo; }"
-            ),
-            "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
-            f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
-            # The apps' own account, and the door to it `setup` gives the deploy user (unless it is
-            # that account). (and the deploy user in its group, which lets it give the apps their
-            # .env and shared/)
-            f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER}'
-            " /bin/true >/dev/null 2>&1 "
-            f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }};"
-            " }; } && echo app-user",
-            # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2,
-            # and log rotation.
-            f"u={q(s.app_user)}; p=$(command -v "
-            + q(s.pm2)
-            + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] && grep'
-            ' -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service"'
-            " && echo boot",
-            f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
-            # Whether the apps' account reaches DEPLOY_ROOT (or where it will be): a home above it
-            # may be closed to it.
-            "sec app_reach; "
-            + as_app(
-                c,
-                s,
-                f'd={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
-                'test -x "$d" && echo yes',
-            )
-            + " 2>/dev/null; true",
-            (
-                f'sec disk; d={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done;'
-                ' df -Pk "$d" | tail -n 1'
-            ),
-            # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
-            "sec python",
-            f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
-            (
-                f"sec listen; O=$(sudo -n {HELPER} listeners"
-                f" {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || sudo -n sh -c"
-                f" {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\""
-            ),
-            *owners_script(s, ports),
-            "sec helper",
-            root.STATE_SCRIPT,
-        ]
+    return (
+        f"sec listen; O=$(sudo -n {HELPER} listeners"
+        f" {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || sudo -n sh -c"
+        f" {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\""
     )
 
 
