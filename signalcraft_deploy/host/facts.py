@@ -85,70 +85,78 @@ def files_and_processes_script(
     (systemd_first), not spawned by the list as a child of this SSH session; the tasks that only
     look (status, releases) never start it. Without `spawn_pm2` (remove) the list starts no daemon
     either (pm2_list_shell)."""
-    root = q(s.deploy_root)
-    pm2_list = pm2_list_shell(s, spawn=spawn_pm2)
-    link = s.nginx_enabled_link
     first = systemd_first(c, s) if start_pm2 else ""
+    apps_pm2_list = first + as_app(c, s, pm2_list_shell(s, spawn=spawn_pm2))
     return "\n".join(
         [
             # PM2's list (the slowest part: a node start) is asked for first, in the background.
-            "L=$(mktemp 2>/dev/null) && { ("
-            + first
-            + as_app(c, s, pm2_list)
-            + ') > "$L" 2>/dev/null & LP=$!; }',
+            "L=$(mktemp 2>/dev/null) && { (" + apps_pm2_list + ') > "$L" 2>/dev/null & LP=$!; }',
             "D=$(mktemp 2>/dev/null) && { ("
             + deploy_pm2_shell(s)
             + ') > "$D" 2>/dev/null & DP=$!; }',
             f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
-            f"R={root}",
+            f"R={q(s.deploy_root)}",
             "sec uid; id -u",
-            'sec current; readlink "$R/current" 2>/dev/null || true',
-            'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
-            'sec env; [ -e "$R/current/.env" ] && echo yes; true',
-            'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
-            'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
-            (
-                'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname'
-                ' "$f")"; done; true'
-            ),
-            (
-                'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename'
-                ' "$(dirname "$f")"; done; true'
-            ),
-            'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
-            (
-                'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null ||'
-                " true"
-            ),
-            (
-                'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null'
-                " || true"
-            ),
-            # 0640 root's: read through the helper (which shows a caller only its own or unclaimed
-            # sites)
-            (
-                f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat"
-                f" {q(s.nginx_site)} 2>/dev/null || true"
-            ),
-            'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
-            f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
-            # The apps' processes: those of the apps' own account (APP_USER), read as it.
-            "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
-            # A folder's name is the app's to choose, newlines included: each entry ends with NUL,
-            # and a newline in a name is shown as '?', so that no line of this section is the app's
-            # own (a line of its own could open a section).
-            "sec cwds; "
-            + as_app(
-                c, s, "find /proc/[0-9]*/cwd -maxdepth 0 -user \"$(id -u)\" -printf '%p %l\\0'"
-            )
-            + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
-            'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else '
-            + first
-            + as_app(c, s, pm2_list)
-            + "; fi; true",
-            'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
+            *release_files_script(s),
+            *processes_script(s, c, apps_pm2_list),
         ]
     )
+
+
+def release_files_script(s: Settings) -> list[str]:
+    """Shell for the sections read from files (after `R=DEPLOY_ROOT`): the live release, its
+    manifest, .env and rendered configurations, the releases, the built venvs and node_modules,
+    the site and whether it is enabled."""
+    link = s.nginx_enabled_link
+    return [
+        'sec current; readlink "$R/current" 2>/dev/null || true',
+        'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
+        'sec env; [ -e "$R/current/.env" ] && echo yes; true',
+        'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
+        'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
+        (
+            'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname'
+            ' "$f")"; done; true'
+        ),
+        (
+            'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename'
+            ' "$(dirname "$f")"; done; true'
+        ),
+        'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
+        ('sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true'),
+        (
+            'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null'
+            " || true"
+        ),
+        # 0640 root's: read through the helper (which shows a caller only its own or unclaimed
+        # sites)
+        (
+            f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat"
+            f" {q(s.nginx_site)} 2>/dev/null || true"
+        ),
+        'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
+        f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
+    ]
+
+
+def processes_script(s: Settings, c: Any, apps_pm2_list: str) -> list[str]:
+    """Shell for the sections about processes: the apps' account's processes and their working
+    directories, then the two PM2 lists started in the background (the apps' account's is read
+    with `apps_pm2_list` when no temporary file could be made)."""
+    return [
+        # The apps' processes: those of the apps' own account (APP_USER), read as it.
+        "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
+        # A folder's name is the app's to choose, newlines included: each entry ends with NUL,
+        # and a newline in a name is shown as '?', so that no line of this section is the app's
+        # own (a line of its own could open a section).
+        "sec cwds; "
+        + as_app(c, s, "find /proc/[0-9]*/cwd -maxdepth 0 -user \"$(id -u)\" -printf '%p %l\\0'")
+        + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
+        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else '
+        + apps_pm2_list
+        + "; fi; true",
+        'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
+    ]
 
 
 def host_checks_script(s: Settings, c: Any = None) -> str:
