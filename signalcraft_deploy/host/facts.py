@@ -367,6 +367,26 @@ def read_manifest(text: str, current: str) -> dict[str, Any] | None:
 def parse_facts(output: str) -> HostFacts:
     sec = split_sections(output)
     facts = HostFacts()
+    read_release_files(sec, facts)
+    facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
+    facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
+    facts.deploy_pm2 = parse_pm2_jlist(sec.get("deploy_pm2", ""))[0]
+    facts.app_reaches_root = "app_reach" not in sec or sec["app_reach"].strip() == "yes"
+    facts.listeners = parse_listeners(sec.get("listen", ""))
+    facts.procs = parse_procs(sec.get("procs", ""), sec.get("cwds", ""))
+    facts.complete = "tools" in sec
+    facts.helper = root.parse_state(sec["helper"]) if "helper" in sec else None
+    python = sec.get("python", "").split()
+    facts.python = (python[0], python[1], python[2]) if len(python) == 3 else None
+    disk = sec.get("disk", "").split()
+    facts.free_mb = int(disk[3]) // 1024 if len(disk) > 3 and disk[3].isdigit() else None
+    facts.commands = parse_commands(sec.get("commands", ""))
+    facts.user, facts.owners = parse_owners(sec.get("owners", ""))
+    return facts
+
+
+def read_release_files(sec: dict[str, str], facts: HostFacts) -> None:
+    """Fill `facts` with what release_files_script's sections (and `uid`) show."""
     uid = sec.get("uid", "").strip()
     facts.uid = int(uid) if uid.isdigit() else None
     current = sec.get("current", "").strip()
@@ -392,33 +412,33 @@ def parse_facts(output: str) -> HostFacts:
         )
     except ValueError:
         facts.site_defaults = {}
-    facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
-    facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
-    facts.deploy_pm2 = parse_pm2_jlist(sec.get("deploy_pm2", ""))[0]
-    facts.app_reaches_root = "app_reach" not in sec or sec["app_reach"].strip() == "yes"
-    facts.listeners = parse_listeners(sec.get("listen", ""))
-    cwds = {}
-    for line in sec.get("cwds", "").splitlines():
+
+
+def parse_procs(procs: str, cwds: str) -> dict[int, tuple[int, str]]:
+    """The `procs` section (`PID PPID` lines) joined with `cwds` (`/proc/PID/cwd DIR` lines):
+    {pid: (parent pid, working directory or "")}."""
+    cwd_of = {}
+    for line in cwds.splitlines():
         path, _, cwd = line.partition(" ")
         pid = path.removeprefix("/proc/").removesuffix("/cwd")
         if pid.isdigit():
-            cwds[int(pid)] = cwd
-    for line in sec.get("procs", "").splitlines():
+            cwd_of[int(pid)] = cwd
+    found = {}
+    for line in procs.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-            facts.procs[int(parts[0])] = (int(parts[1]), cwds.get(int(parts[0]), ""))
-    facts.complete = "tools" in sec
-    facts.helper = root.parse_state(sec["helper"]) if "helper" in sec else None
-    python = sec.get("python", "").split()
-    facts.python = (python[0], python[1], python[2]) if len(python) == 3 else None
-    disk = sec.get("disk", "").split()
-    facts.free_mb = int(disk[3]) // 1024 if len(disk) > 3 and disk[3].isdigit() else None
-    for line in sec.get("commands", "").splitlines():
+            found[int(parts[0])] = (int(parts[1]), cwd_of.get(int(parts[0]), ""))
+    return found
+
+
+def parse_commands(text: str) -> dict[int, str]:
+    """The `commands` section: `PID COMMAND LINE` lines."""
+    commands = {}
+    for line in text.splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
-            facts.commands[int(pid)] = cmd.strip()
-    facts.user, facts.owners = parse_owners(sec.get("owners", ""))
-    return facts
+            commands[int(pid)] = cmd.strip()
+    return commands
 
 
 def parse_owners(text: str) -> tuple[str, dict[int, Owner]]:
