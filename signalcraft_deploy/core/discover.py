@@ -404,36 +404,45 @@ def route_table(
     with a note asking to name it. Else Flask's first path segments are Python's and Node.js owns
     `/`."""
     root = next((r for r in routes if r.rule == "/"), None)
-    if root:
-        prefixes = [p for p, _ in node if p not in {"/" + s for s in _first_segments(routes)}]
-        if not prefixes:
-            return (
-                Found(
-                    f"/={App.PYTHON},{NODE_PLACEHOLDER}={App.NODEJS}",
-                    f"Flask's `/` rule ({root.where}, from {how}); no prefix of Node.js's own in"
-                    f" its code (app.use('/x', ...)): {NODE_PLACEHOLDER} is a placeholder, name"
-                    " Node.js's own (e.g. /chat)",
-                ),
-                Found(
-                    NODE_PLACEHOLDER,
-                    f"Node.js's prefix in ROUTES, {NODE_PLACEHOLDER} (a placeholder)",
-                ),
-                Found(
-                    NODE_PLACEHOLDER,
-                    "Node.js's code answers no prefix of its own: it is mounted under"
-                    f" {NODE_PLACEHOLDER} and gets each path without it (X-Forwarded-Prefix"
-                    " names it)",
-                ),
-            )
-        where = ", ".join(f"{p} ({w})" for p, w in node if p in prefixes)
-        table = ",".join([f"/={App.PYTHON}", *(f"{p}={App.NODEJS}" for p in prefixes)])
-        return (
-            Found(
-                table, f"Flask's `/` rule ({root.where}, from {how}); Node.js's prefixes: {where}"
-            ),
-            Found(prefixes[0], f"Node.js's prefix in ROUTES, {prefixes[0]}"),
-            Found("", UNMOUNTED),
-        )
+    if not root:
+        return _node_owns_root(routes, how)
+    prefixes = [p for p, _ in node if p not in {"/" + s for s in _first_segments(routes)}]
+    if not prefixes:
+        return _node_under_placeholder(root, how)
+    where = ", ".join(f"{p} ({w})" for p, w in node if p in prefixes)
+    table = ",".join([f"/={App.PYTHON}", *(f"{p}={App.NODEJS}" for p in prefixes)])
+    return (
+        Found(table, f"Flask's `/` rule ({root.where}, from {how}); Node.js's prefixes: {where}"),
+        Found(prefixes[0], f"Node.js's prefix in ROUTES, {prefixes[0]}"),
+        Found("", UNMOUNTED),
+    )
+
+
+def _node_under_placeholder(root: Route, how: str) -> tuple[Found, Found, Found]:
+    """Flask owns `/` and no prefix of Node.js's own is found: Node.js is mounted under
+    NODE_PLACEHOLDER, with a note asking to name its prefix."""
+    return (
+        Found(
+            f"/={App.PYTHON},{NODE_PLACEHOLDER}={App.NODEJS}",
+            f"Flask's `/` rule ({root.where}, from {how}); no prefix of Node.js's own in"
+            f" its code (app.use('/x', ...)): {NODE_PLACEHOLDER} is a placeholder, name"
+            " Node.js's own (e.g. /chat)",
+        ),
+        Found(
+            NODE_PLACEHOLDER,
+            f"Node.js's prefix in ROUTES, {NODE_PLACEHOLDER} (a placeholder)",
+        ),
+        Found(
+            NODE_PLACEHOLDER,
+            "Node.js's code answers no prefix of its own: it is mounted under"
+            f" {NODE_PLACEHOLDER} and gets each path without it (X-Forwarded-Prefix"
+            " names it)",
+        ),
+    )
+
+
+def _node_owns_root(routes: list[Route], how: str) -> tuple[Found, Found, Found]:
+    """Flask has no `/` rule: its routes' first path segments are Python's, Node.js owns `/`."""
     segments = _first_segments(routes)
     if not segments:
         return (

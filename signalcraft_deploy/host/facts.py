@@ -85,76 +85,157 @@ def files_and_processes_script(
     (systemd_first), not spawned by the list as a child of this SSH session; the tasks that only
     look (status, releases) never start it. Without `spawn_pm2` (remove) the list starts no daemon
     either (pm2_list_shell)."""
-    root = q(s.deploy_root)
-    pm2_list = pm2_list_shell(s, spawn=spawn_pm2)
-    link = s.nginx_enabled_link
     first = systemd_first(c, s) if start_pm2 else ""
+    apps_pm2_list = first + as_app(c, s, pm2_list_shell(s, spawn=spawn_pm2))
     return "\n".join(
         [
             # PM2's list (the slowest part: a node start) is asked for first, in the background.
-            "L=$(mktemp 2>/dev/null) && { ("
-            + first
-            + as_app(c, s, pm2_list)
-            + ') > "$L" 2>/dev/null & LP=$!; }',
+            "L=$(mktemp 2>/dev/null) && { (" + apps_pm2_list + ') > "$L" 2>/dev/null & LP=$!; }',
             "D=$(mktemp 2>/dev/null) && { ("
             + deploy_pm2_shell(s)
             + ') > "$D" 2>/dev/null & DP=$!; }',
             f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
-            f"R={root}",
+            f"R={q(s.deploy_root)}",
             "sec uid; id -u",
-            'sec current; readlink "$R/current" 2>/dev/null || true',
-            'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
-            'sec env; [ -e "$R/current/.env" ] && echo yes; true',
-            'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
-            'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
-            (
-                'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname'
-                ' "$f")"; done; true'
-            ),
-            (
-                'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename'
-                ' "$(dirname "$f")"; done; true'
-            ),
-            'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
-            (
-                'sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null ||'
-                " true"
-            ),
-            (
-                'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null'
-                " || true"
-            ),
-            # 0640 root's: read through the helper (which shows a caller only its own or unclaimed
-            # sites)
-            (
-                f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat"
-                f" {q(s.nginx_site)} 2>/dev/null || true"
-            ),
-            'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
-            f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
-            # The apps' processes: those of the apps' own account (APP_USER), read as it.
-            "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
-            # A folder's name is the app's to choose, newlines included: each entry ends with NUL,
-            # and a newline in a name is shown as '?', so that no line of this section is the app's
-            # own (a line of its own could open a section).
-            "sec cwds; "
-            + as_app(
-                c, s, "find /proc/[0-9]*/cwd -maxdepth 0 -user \"$(id -u)\" -printf '%p %l\\0'"
-            )
-            + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
-            'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else '
-            + first
-            + as_app(c, s, pm2_list)
-            + "; fi; true",
-            'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
+            *release_files_script(s),
+            *processes_script(s, c, apps_pm2_list),
         ]
     )
+
+
+def release_files_script(s: Settings) -> list[str]:
+    """Shell for the sections read from files (after `R=DEPLOY_ROOT`): the live release, its
+    manifest, .env and rendered configurations, the releases, the built venvs and node_modules,
+    the site and whether it is enabled."""
+    link = s.nginx_enabled_link
+    return [
+        'sec current; readlink "$R/current" 2>/dev/null || true',
+        'sec manifest; cat "$R/current/.signalcraft/manifest.json" 2>/dev/null || true',
+        'sec env; [ -e "$R/current/.env" ] && echo yes; true',
+        'sec releases; ls -1 "$R/releases" 2>/dev/null || true',
+        'sec bad; ls -1 "$R/.deploy/bad" 2>/dev/null || true',
+        (
+            'sec venvs; for f in "$R"/venvs/*/.ok; do [ -e "$f" ] && basename "$(dirname'
+            ' "$f")"; done; true'
+        ),
+        (
+            'sec node_modules; for f in "$R"/node_modules/*/.ok; do [ -e "$f" ] && basename'
+            ' "$(dirname "$f")"; done; true'
+        ),
+        'sec conf:gunicorn.conf.py; cat "$R/current/gunicorn.conf.py" 2>/dev/null || true',
+        ('sec conf:ecosystem.config.js; cat "$R/current/ecosystem.config.js" 2>/dev/null || true'),
+        (
+            'sec conf:ecosystem.config.cjs; cat "$R/current/ecosystem.config.cjs" 2>/dev/null'
+            " || true"
+        ),
+        # 0640 root's: read through the helper (which shows a caller only its own or unclaimed
+        # sites)
+        (
+            f"sec site; sudo -n {HELPER} site-read {q(s.nginx_site)} 2>/dev/null || cat"
+            f" {q(s.nginx_site)} 2>/dev/null || true"
+        ),
+        'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
+        f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
+    ]
+
+
+def processes_script(s: Settings, c: Any, apps_pm2_list: str) -> list[str]:
+    """Shell for the sections about processes: the apps' account's processes and their working
+    directories, then the two PM2 lists started in the background (the apps' account's is read
+    with `apps_pm2_list` when no temporary file could be made)."""
+    return [
+        # The apps' processes: those of the apps' own account (APP_USER), read as it.
+        "sec procs; " + as_app(c, s, 'ps -u "$(id -u)" -o pid=,ppid=') + " 2>/dev/null; true",
+        # A folder's name is the app's to choose, newlines included: each entry ends with NUL,
+        # and a newline in a name is shown as '?', so that no line of this section is the app's
+        # own (a line of its own could open a section).
+        "sec cwds; "
+        + as_app(c, s, "find /proc/[0-9]*/cwd -maxdepth 0 -user \"$(id -u)\" -printf '%p %l\\0'")
+        + " 2>/dev/null | tr '\\n\\000' '?\\n'; true",
+        'sec pm2; if [ -n "$L" ]; then wait "$LP"; cat "$L"; rm -f "$L"; else '
+        + apps_pm2_list
+        + "; fi; true",
+        'sec deploy_pm2; if [ -n "$D" ]; then wait "$DP"; cat "$D"; rm -f "$D"; fi; true',
+    ]
 
 
 def host_checks_script(s: Settings, c: Any = None) -> str:
     """Shell for what a deploy that changes something needs besides: tools present, who listens on
     our ports."""
     ports = "|".join(str(p) for p in (s.gunicorn_bind.port, s.node_port, *site_ports(s)))
+    return "\n".join(
+        [
+            f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
+            *tools_script(s),
+            *deploy_root_room_script(s, c),
+            # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
+            "sec python",
+            f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
+            listeners_script(ports),
+            *owners_script(s, ports),
+            "sec helper",
+            root.STATE_SCRIPT,
+        ]
+    )
+
+
+def tools_script(s: Settings) -> list[str]:
+    """Shell for the `tools` section: one line per tool or piece of `setup`'s work present."""
+    return [
+        "sec tools",
+        f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
+        "command -v node >/dev/null 2>&1 && echo node",
+        "command -v flock >/dev/null 2>&1 && echo flock",
+        # sudo: the root helper may run (the drop-in `setup` writes, or full sudo); nginx:
+        # through sudo's PATH or /usr/sbin
+        (
+            f"sudo -n {HELPER} probe 2>/dev/null || sudo -n sh -c 'echo sudo; command -v nginx"
+            f" >/dev/null && echo nginx' 2>/dev/null || {{ sudo -n -l {HELPER} >/dev/null 2>&1"
+            " && echo sudo; }"
+        ),
+        "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
+        f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
+        # The apps' own account, and the door to it `setup` gives the deploy user (unless it is
+        # that account). (and the deploy user in its group, which lets it give the apps their
+        # .env and shared/)
+        f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER}'
+        " /bin/true >/dev/null 2>&1 "
+        f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }};"
+        " }; } && echo app-user",
+        # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2,
+        # and log rotation.
+        f"u={q(s.app_user)}; p=$(command -v "
+        + q(s.pm2)
+        + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] && grep'
+        ' -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service"'
+        " && echo boot",
+        f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
+    ]
+
+
+def deploy_root_room_script(s: Settings, c: Any) -> list[str]:
+    """Shell for the `app_reach` and `disk` sections: whether the apps' account reaches
+    DEPLOY_ROOT (or where it will be; a home above it may be closed to it), and the room left on
+    its disk."""
+    return [
+        "sec app_reach; "
+        + as_app(
+            c,
+            s,
+            f'd={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
+            'test -x "$d" && echo yes',
+        )
+        + " 2>/dev/null; true",
+        (
+            f'sec disk; d={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done;'
+            ' df -Pk "$d" | tail -n 1'
+        ),
+    ]
+
+
+def listeners_script(ports: str) -> str:
+    """Shell for the `listen` section (and root's `commands`), read through the root helper, else
+    full sudo, else as the deploy user; it leaves what it printed in $O for owners_script."""
     # Root's view of the listening sockets and of the command lines holding our ports, in one sudo.
     as_root = "\n".join(
         [
@@ -168,63 +249,10 @@ def host_checks_script(s: Settings, c: Any = None) -> str:
             "done",
         ]
     )
-    return "\n".join(
-        [
-            f"sec() {{ printf '\\n{MARK}%s\\n' \"$1\"; }}",
-            "sec tools",
-            f"command -v {q(s.pm2)} >/dev/null 2>&1 && echo pm2",
-            "command -v node >/dev/null 2>&1 && echo node",
-            "command -v flock >/dev/null 2>&1 && echo flock",
-            # sudo: the root helper may run (the drop-in `setup` writes, or full sudo); nginx:
-            # through sudo's PATH or /usr/sbin
-            (
-                f"sudo -n {HELPER} probe 2>/dev/null || sudo -n sh -c 'echo sudo; command -v nginx"
-                f" >/dev/null && echo nginx' 2>/dev/null || {{ sudo -n -l {HELPER} >/dev/null 2>&1"
-                " && echo sudo; }"
-            ),
-            "{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 && echo nginx",
-            f"{q(s.python)} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo python-venv",
-            # The apps' own account, and the door to it `setup` gives the deploy user (unless it is
-            # that account). (and the deploy user in its group, which lets it give the apps their
-            # .env and shared/)
-            f'{{ [ "$(id -un)" = {q(s.app_user)} ] || {{ sudo -n -l -u {q(s.app_user)} {APP_HELPER}'
-            " /bin/true >/dev/null 2>&1 "
-            f"&& {{ [ \"$(id -u)\" = 0 ] || id -Gn | tr ' ' '\\n' | grep -qxF {q(s.app_user)}; }};"
-            " }; } && echo app-user",
-            # What `setup` leaves behind: the apps' PM2 started at boot by a unit naming this PM2,
-            # and log rotation.
-            f"u={q(s.app_user)}; p=$(command -v "
-            + q(s.pm2)
-            + ') && [ -e "/etc/systemd/system/multi-user.target.wants/pm2-$u.service" ] && grep'
-            ' -qxF "ExecStart=$(readlink -f "$p") resurrect" "/etc/systemd/system/pm2-$u.service"'
-            " && echo boot",
-            f"[ -e /etc/logrotate.d/pm2-{q(s.app_user)} ] && echo logrotate",
-            # Whether the apps' account reaches DEPLOY_ROOT (or where it will be): a home above it
-            # may be closed to it.
-            "sec app_reach; "
-            + as_app(
-                c,
-                s,
-                f'd={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
-                'test -x "$d" && echo yes',
-            )
-            + " 2>/dev/null; true",
-            (
-                f'sec disk; d={q(s.deploy_root)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done;'
-                ' df -Pk "$d" | tail -n 1'
-            ),
-            # for WHEELS=local: the wheels to fetch are this Python's (version, libc, machine)
-            "sec python",
-            f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
-            (
-                f"sec listen; O=$(sudo -n {HELPER} listeners"
-                f" {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || sudo -n sh -c"
-                f" {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\""
-            ),
-            *owners_script(s, ports),
-            "sec helper",
-            root.STATE_SCRIPT,
-        ]
+    return (
+        f"sec listen; O=$(sudo -n {HELPER} listeners"
+        f" {q(','.join(dict.fromkeys(ports.split('|'))))} 2>/dev/null || sudo -n sh -c"
+        f" {q(as_root)} 2>/dev/null || ss -ltnH 2>/dev/null); printf '%s\\n' \"$O\""
     )
 
 
@@ -339,6 +367,26 @@ def read_manifest(text: str, current: str) -> dict[str, Any] | None:
 def parse_facts(output: str) -> HostFacts:
     sec = split_sections(output)
     facts = HostFacts()
+    read_release_files(sec, facts)
+    facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
+    facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
+    facts.deploy_pm2 = parse_pm2_jlist(sec.get("deploy_pm2", ""))[0]
+    facts.app_reaches_root = "app_reach" not in sec or sec["app_reach"].strip() == "yes"
+    facts.listeners = parse_listeners(sec.get("listen", ""))
+    facts.procs = parse_procs(sec.get("procs", ""), sec.get("cwds", ""))
+    facts.complete = "tools" in sec
+    facts.helper = root.parse_state(sec["helper"]) if "helper" in sec else None
+    python = sec.get("python", "").split()
+    facts.python = (python[0], python[1], python[2]) if len(python) == 3 else None
+    disk = sec.get("disk", "").split()
+    facts.free_mb = int(disk[3]) // 1024 if len(disk) > 3 and disk[3].isdigit() else None
+    facts.commands = parse_commands(sec.get("commands", ""))
+    facts.user, facts.owners = parse_owners(sec.get("owners", ""))
+    return facts
+
+
+def read_release_files(sec: dict[str, str], facts: HostFacts) -> None:
+    """Fill `facts` with what release_files_script's sections (and `uid`) show."""
     uid = sec.get("uid", "").strip()
     facts.uid = int(uid) if uid.isdigit() else None
     current = sec.get("current", "").strip()
@@ -364,33 +412,33 @@ def parse_facts(output: str) -> HostFacts:
         )
     except ValueError:
         facts.site_defaults = {}
-    facts.tools = {line.strip() for line in sec.get("tools", "").splitlines() if line.strip()}
-    facts.pm2, facts.pm2_readable = parse_pm2_jlist(sec.get("pm2", ""))
-    facts.deploy_pm2 = parse_pm2_jlist(sec.get("deploy_pm2", ""))[0]
-    facts.app_reaches_root = "app_reach" not in sec or sec["app_reach"].strip() == "yes"
-    facts.listeners = parse_listeners(sec.get("listen", ""))
-    cwds = {}
-    for line in sec.get("cwds", "").splitlines():
+
+
+def parse_procs(procs: str, cwds: str) -> dict[int, tuple[int, str]]:
+    """The `procs` section (`PID PPID` lines) joined with `cwds` (`/proc/PID/cwd DIR` lines):
+    {pid: (parent pid, working directory or "")}."""
+    cwd_of = {}
+    for line in cwds.splitlines():
         path, _, cwd = line.partition(" ")
         pid = path.removeprefix("/proc/").removesuffix("/cwd")
         if pid.isdigit():
-            cwds[int(pid)] = cwd
-    for line in sec.get("procs", "").splitlines():
+            cwd_of[int(pid)] = cwd
+    found = {}
+    for line in procs.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-            facts.procs[int(parts[0])] = (int(parts[1]), cwds.get(int(parts[0]), ""))
-    facts.complete = "tools" in sec
-    facts.helper = root.parse_state(sec["helper"]) if "helper" in sec else None
-    python = sec.get("python", "").split()
-    facts.python = (python[0], python[1], python[2]) if len(python) == 3 else None
-    disk = sec.get("disk", "").split()
-    facts.free_mb = int(disk[3]) // 1024 if len(disk) > 3 and disk[3].isdigit() else None
-    for line in sec.get("commands", "").splitlines():
+            found[int(parts[0])] = (int(parts[1]), cwd_of.get(int(parts[0]), ""))
+    return found
+
+
+def parse_commands(text: str) -> dict[int, str]:
+    """The `commands` section: `PID COMMAND LINE` lines."""
+    commands = {}
+    for line in text.splitlines():
         pid, _, cmd = line.strip().partition(" ")
         if pid.isdigit():
-            facts.commands[int(pid)] = cmd.strip()
-    facts.user, facts.owners = parse_owners(sec.get("owners", ""))
-    return facts
+            commands[int(pid)] = cmd.strip()
+    return commands
 
 
 def parse_owners(text: str) -> tuple[str, dict[int, Owner]]:

@@ -163,16 +163,42 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
         ]
     site = site_paths[0]
     directives = _expand(parsed[site], parsed, site)
+    upstreams = _upstreams(directives)
+    port = str((s.tls_listen if s.tls else s.nginx_listen)[0].port)  # the server serving the apps
+    servers = _servers_on(port, directives)
+    if not servers:
+        return [], [f"{site}: no server block listens on port {port}"]
+    locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
+    routes = []
+    for uri, expected in _expected_routes(s):
+        loc = _location_for(uri, locations)
+        found, line = _target(loc, upstreams) if loc else (None, servers[0].get("line"))
+        routes.append(
+            Route(
+                uri=uri,
+                expected=expected,
+                found=found,
+                file=loc.get("_file", site) if loc else site,
+                line=line,
+            )
+        )
+    return routes, []
+
+
+def _upstreams(directives: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """{name: its servers' addresses} of the `upstream` blocks among `directives`."""
     upstreams: dict[str, list[str]] = {}
     for d in directives:
         if d["directive"] == "upstream":
             upstreams[d["args"][0]] = [
                 x["args"][0] for x in d.get("block", []) if x["directive"] == "server"
             ]
-    port = str(
-        (s.tls_listen if s.tls else s.nginx_listen)[0].port
-    )  # the server that serves the apps
-    servers = [
+    return upstreams
+
+
+def _servers_on(port: str, directives: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `server` blocks among `directives` that listen on `port`."""
+    return [
         d
         for d in directives
         if d["directive"] == "server"
@@ -181,10 +207,11 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
             for x in d.get("block", [])
         )
     ]
-    if not servers:
-        return [], [f"{site}: no server block listens on port {port}"]
-    locations = [d for d in servers[0].get("block", []) if d["directive"] == "location"]
-    routes = []
+
+
+def _expected_routes(s: Settings) -> list[tuple[str, str]]:
+    """(URI, the address that should serve it) for each path to check: each ROUTES prefix with and
+    without its slash, HEALTH_NODE and `/`."""
     # ROUTES names its apps as text, which App's members equal.
     address: dict[str, str] = {
         App.PYTHON: str(s.gunicorn_bind),
@@ -198,22 +225,7 @@ def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
         (s.health_node, address[App.NODEJS]),
         ("/", address[route_owner("/", s.route_table)]),
     ]
-    checks = list(
-        dict.fromkeys(checks)
-    )  # HEALTH_NODE is '/' by default: check (and report) it once
-    for uri, expected in checks:
-        loc = _location_for(uri, locations)
-        found, line = _target(loc, upstreams) if loc else (None, servers[0].get("line"))
-        routes.append(
-            Route(
-                uri=uri,
-                expected=expected,
-                found=found,
-                file=loc.get("_file", site) if loc else site,
-                line=line,
-            )
-        )
-    return routes, []
+    return list(dict.fromkeys(checks))  # HEALTH_NODE is '/' by default: check (and report) it once
 
 
 def describe_mismatches(routes: list[Route]) -> list[str]:

@@ -145,27 +145,45 @@ class SetupFacts:
         return f"/etc/logrotate.d/pm2-{self.user}"
 
 
-def parse_setup_facts(output: str) -> SetupFacts:
-    sec = split_sections(output)
+@dataclass(frozen=True)
+class SetupSections:
+    """setup_facts.sh's output by section, read the ways its sections are written."""
 
-    def one(name: str) -> str:
-        return sec.get(name, "").strip()
+    sections: dict[str, str]
 
-    def owners(name: str) -> list[tuple[str, str, str]]:
+    def one(self, name: str) -> str:
+        """A one-line section."""
+        return self.sections.get(name, "").strip()
+
+    def lines(self, name: str) -> list[str]:
+        return self.sections.get(name, "").splitlines()
+
+    def owners(self, name: str) -> list[tuple[str, str, str]]:
+        """An `owners` section: `UID MODE PATH` lines."""
         return [
             (parts[0], parts[1], parts[2])
-            for parts in (line.split(" ", 2) for line in sec.get(name, "").splitlines())
+            for parts in (line.split(" ", 2) for line in self.lines(name))
             if len(parts) == 3
         ]
 
-    def text(name: str) -> str | None:
-        return (sec[name] + "\n") if sec.get(name, "").strip() else None
+    def text(self, name: str) -> str | None:
+        """A file's text; None for an absent or blank file."""
+        return (self.sections[name] + "\n") if self.one(name) else None
 
-    packages = {}
-    for line in sec.get("packages", "").splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] == "installed":
-            packages[parts[0]] = parts[2]
+    def packages(self) -> dict[str, str]:
+        """{package: version} of the installed ones in the `packages` section (`NAME STATUS
+        VERSION` lines)."""
+        packages = {}
+        for line in self.lines("packages"):
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == "installed":
+                packages[parts[0]] = parts[2]
+        return packages
+
+
+def parse_setup_facts(output: str) -> SetupFacts:
+    sec = SetupSections(split_sections(output))
+    one = sec.one
     return SetupFacts(
         user=one("user"),
         group=one("group"),
@@ -173,32 +191,32 @@ def parse_setup_facts(output: str) -> SetupFacts:
         pm2_home=one("pm2_home"),
         sudo=one("root") == "yes",
         apt=one("apt") == "yes",
-        packages=packages,
-        commands=set(sec.get("commands", "").split()),
+        packages=sec.packages(),
+        commands=set(sec.sections.get("commands", "").split()),
         venv=one("venv") == "yes",
         node=one("node"),
         npm=one("npm"),
         pm2=one("pm2"),
         pm2_version=one("pm2_version"),
-        owners_node=owners("owners_node"),
-        owners_pm2=owners("owners_pm2"),
+        owners_node=sec.owners("owners_node"),
+        owners_pm2=sec.owners("owners_pm2"),
         systemd_running=one("systemd_running") == "yes",
-        unit=text("unit"),
+        unit=sec.text("unit"),
         wants=one("wants") or None,
-        logrotate_conf=text("logrotate_conf"),
+        logrotate_conf=sec.text("logrotate_conf"),
         user_groups=one("user_groups").split(),
         acl=one("acl") == "yes",
         app_records=_records(one("app_records")),
         other_app_records=[
-            _records(line) for line in sec.get("other_app_records", "").splitlines() if line.strip()
+            _records(line) for line in sec.lines("other_app_records") if line.strip()
         ],
         app_entry=one("app_entry").split(":") if one("app_entry").count(":") == 6 else None,
         app_password=one("app_password"),
         app_groups=one("app_groups").split(),
         app_sudo=one("app_sudo"),
-        app_unit=text("app_unit"),
+        app_unit=sec.text("app_unit"),
         app_wants=one("app_wants") or None,
-        app_logrotate_conf=text("app_logrotate_conf"),
+        app_logrotate_conf=sec.text("app_logrotate_conf"),
         app_active=one("app_active"),
         app_daemon=one("app_daemon"),
     )

@@ -372,9 +372,22 @@ def render(desc: Dict[str, Any]) -> str:
     """The site's text (after `check`); it answers /.signalcraft-deploy-site with a digest of
     itself."""
     d = check(desc)
-    up, tls = d["upstream"], d["tls"]
     lines = [
         f"{SITE_HEADER} Edits here are replaced on the next deploy.",
+        *_upstream_blocks(d),
+        *_http_server(d),
+    ]
+    if d["tls"]:
+        lines += ["", *_https_server(d)]
+    lines += ["", *_site_maps(d["upstream"])]
+    text = "\n".join(lines)
+    return text.replace("@@id@@", hashlib.sha256(text.encode() + b"\0").hexdigest()[:16])
+
+
+def _upstream_blocks(d: Dict[str, Any]) -> List[str]:
+    """The two apps' upstreams, each followed by a blank line."""
+    up = d["upstream"]
+    return [
         f"upstream {up}_python {{",
         f"    server {d['python']};",
         "}",
@@ -383,10 +396,13 @@ def render(desc: Dict[str, Any]) -> str:
         f"    server {d['node']};",
         "}",
         "",
-        "server {",
-        *_common(d, d["listen"], False),
     ]
-    if tls and tls["redirect"]:
+
+
+def _http_server(d: Dict[str, Any]) -> List[str]:
+    """The plain-HTTP server: the apps, or with TLS_REDIRECT a redirect of every path to HTTPS."""
+    lines = ["server {", *_common(d, d["listen"], False)]
+    if d["tls"] and d["tls"]["redirect"]:
         port = _port_of(d["tls_listen"][0], "tls_listen")
         lines += [
             "",
@@ -396,37 +412,40 @@ def render(desc: Dict[str, Any]) -> str:
         ]
     else:
         lines += _table_apps(d) if "table" in d else _apps(d)
-    lines.append("}")
-    if tls:
-        lines += [
-            "",
-            "server {",
-            *_common(d, d["tls_listen"], True),
-            f"    ssl_certificate {tls['cert']};",
-            f"    ssl_certificate_key {tls['key']};",
-            "    ssl_protocols TLSv1.2 TLSv1.3;",
-            "    ssl_prefer_server_ciphers off;",
-            "    ssl_session_timeout 1d;",
-            "    ssl_session_tickets off;",
-            *(_table_apps(d) if "table" in d else _apps(d)),
-            "}",
-        ]
-    lines += [
-        "",
+    return lines + ["}"]
+
+
+def _https_server(d: Dict[str, Any]) -> List[str]:
+    """The HTTPS server (with `tls`): the apps, over the description's certificate and key."""
+    tls = d["tls"]
+    return [
+        "server {",
+        *_common(d, d["tls_listen"], True),
+        f"    ssl_certificate {tls['cert']};",
+        f"    ssl_certificate_key {tls['key']};",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        "    ssl_prefer_server_ciphers off;",
+        "    ssl_session_timeout 1d;",
+        "    ssl_session_tickets off;",
+        *(_table_apps(d) if "table" in d else _apps(d)),
+        "}",
+    ]
+
+
+def _site_maps(up: str) -> List[str]:
+    """The maps the locations use: the Connection header for WebSocket upgrades, and the Host
+    header passed on."""
+    # $http_host keeps the port a client asked for (a redirect to http://HOST:8080/ stays there); an
+    # HTTP/1.0 request may have no Host, and gets Nginx's name for it.
+    return [
         f"map $http_upgrade ${up}_conn {{",
         "    default upgrade;",
         '    ""      close;',
         "}",
         "",
-    ]
-    # $http_host keeps the port a client asked for (a redirect to http://HOST:8080/ stays there); an
-    # HTTP/1.0 request may have no Host, and gets Nginx's name for it.
-    lines += [
         f"map $http_host ${up}_host {{",
         '    ""      $host;',
         "    default $http_host;",
         "}",
         "",
     ]
-    text = "\n".join(lines)
-    return text.replace("@@id@@", hashlib.sha256(text.encode() + b"\0").hexdigest()[:16])

@@ -200,41 +200,19 @@ def reload(spec):
             "why": f"no running Nginx master found through its pid file {pid_file}",
         }
     old, offset = children(master), log_size(log)
-    # one of NGINX_RELOAD_CMD's fixed commands (the root helper checked it): words, never a shell
-    try:
-        done = subprocess.run(
-            shlex.split(spec["cmd"]),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        return 65, {"ok": False, "why": f"{spec['cmd']} did not finish within 60s"}
-    except OSError as err:
-        return 65, {"ok": False, "why": f"{spec['cmd']}: {err.strerror}"}
-    if done.returncode != 0:
-        return 65, {
-            "ok": False,
-            "why": (done.stderr or done.stdout).strip()[-800:] or f"exit {done.returncode}",
-        }
-    new, why = wait_for_workers(master, old, log, offset, started + spec["wait"])
+    failed = send_reload(spec["cmd"])
+    if failed:
+        return 65, {"ok": False, "why": failed}
+    deadline = started + spec["wait"]
+    new, why = wait_for_workers(master, old, log, offset, deadline)
     if not why and not new:
         reasons = said(log_since(log, offset), ("emerg", "alert", "crit"))
         why = (
             "; ".join(reasons[-3:])
             or f"the master (pid {master}) started no new workers within {spec['wait']}s"
         )
-    marker = spec.get("marker")
-    while not why and marker:
-        answer = ask_marker(marker)
-        if answer == marker["expect"]:
-            break
-        if time.monotonic() > started + spec["wait"]:
-            why = "{} answers {!r}, not the new site's id {}".format(
-                marker["url"], answer[:120], marker["expect"]
-            )
-        time.sleep(0.02)
+    if not why and spec.get("marker"):
+        why = wait_for_marker(spec["marker"], deadline)
     draining = len([p for p in old if os.path.exists(f"/proc/{p}")])
     verdict = {
         "ok": not why,
@@ -245,6 +223,41 @@ def reload(spec):
         "seconds": round(time.monotonic() - started, 3),
     }
     return (0 if not why else 65), verdict
+
+
+def send_reload(cmd):
+    """Run NGINX_RELOAD_CMD; "" when it exits 0, else why it failed (Nginx's own words)."""
+    # one of NGINX_RELOAD_CMD's fixed commands (the root helper checked it): words, never a shell
+    try:
+        done = subprocess.run(
+            shlex.split(cmd),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return f"{cmd} did not finish within 60s"
+    except OSError as err:
+        return f"{cmd}: {err.strerror}"
+    if done.returncode != 0:
+        return (done.stderr or done.stdout).strip()[-800:] or f"exit {done.returncode}"
+    return ""
+
+
+def wait_for_marker(marker, deadline):
+    """Ask the marker URL through Nginx until it answers the new site's id: "", or past `deadline`
+    what it answers instead."""
+    while True:
+        answer = ask_marker(marker)
+        if answer == marker["expect"]:
+            return ""
+        late = time.monotonic() > deadline
+        time.sleep(0.02)
+        if late:
+            return "{} answers {!r}, not the new site's id {}".format(
+                marker["url"], answer[:120], marker["expect"]
+            )
 
 
 def main(argv):
