@@ -395,7 +395,7 @@ def remove_from_host(c: Any, s: Settings, *, purge: bool, dry_run: bool) -> None
     deploy_user = run(c, "id -un", warn=True).stdout.strip()
     note = admin_note(s, rep.target, deploy_user)
     if dry_run:
-        say_removal_plan(c, s, rep, purge, deploy_user, note)
+        say_removal_plan(c, s, rep, purge, deploy_user)
         return
     if nothing_to_remove(c, s):
         rep.say(
@@ -409,9 +409,7 @@ def remove_from_host(c: Any, s: Settings, *, purge: bool, dry_run: bool) -> None
         rep.say(note)
 
 
-def say_removal_plan(
-    c: Any, s: Settings, rep: Reporter, purge: bool, deploy_user: str, note: str | None
-) -> None:
+def say_removal_plan(c: Any, s: Settings, rep: Reporter, purge: bool, deploy_user: str) -> None:
     """--dry-run: each action remove would take on this host, and what a purge would refuse."""
     facts = host_facts.gather(c, s, quick=True, spawn_pm2=False)  # a look: no PM2 daemon started
     rep.say(f"Plan for {rep.target}: remove {s.app_name}")
@@ -425,6 +423,7 @@ def say_removal_plan(
             f"  purge     refused: {(refused.stderr or refused.stdout).strip()[-300:]}; remove"
             " --purge would stop before anything changes"
         )
+    note = admin_note(s, rep.target, deploy_user)
     if note:
         rep.say(f"  setup's   {note}")
     rep.say("Dry run: nothing was changed.")

@@ -67,7 +67,8 @@ def run_trial(
         stdin=json.dumps({"apps": apps}, indent=2),
         warn=True,
     )
-    problems = trial_problems(c, s, release, release_dir, urls, watch)
+    gate = gate_question(s, release, release_dir, urls, watch)
+    problems: list[str] = probe(c, s, gate).get("problems", [])
     stop = as_app(
         c,
         s,
@@ -148,31 +149,26 @@ def start_trial_command(s: Settings, present: set[str] | None) -> str:
     )
 
 
-def trial_problems(
-    c: Any,
+def gate_question(
     s: Settings,
     release: str,
     release_dir: str,
     urls: list[dict[str, Any]],
     watch: list[dict[str, Any]],
-) -> list[str]:
-    """What the health gate found wrong with the trial apps (empty when they passed)."""
-    problems: list[str] = probe(
-        c,
-        s,
-        {
-            "mode": "gate",
-            "timeout": s.health_timeout,
-            "pm2": s.pm2,
-            "pm2_rpc_js": host_facts.PM2_RPC_JS,
-            "release": release,
-            "release_dir": release_dir,
-            "urls": urls,
-            "apps": watch,
-            "fail_fast": True,
-        },
-    ).get("problems", [])
-    return problems
+) -> dict[str, Any]:
+    """What the health gate is asked about the trial apps: their URLs and PM2 entries, failing on
+    the first problem."""
+    return {
+        "mode": "gate",
+        "timeout": s.health_timeout,
+        "pm2": s.pm2,
+        "pm2_rpc_js": host_facts.PM2_RPC_JS,
+        "release": release,
+        "release_dir": release_dir,
+        "urls": urls,
+        "apps": watch,
+        "fail_fast": True,
+    }
 
 
 def still_serving(live: str | None) -> str:
