@@ -608,12 +608,7 @@ def make_plan(
     old = facts.manifest
     _check_former_default_site(s, facts)
     site = render_nginx_site(s)
-    manifest = replace(manifest, site=site_digest(site))
-    if not manifest.app_env and old and facts.current_release:
-        # No APP_ENV_FILE: the live release's .env is carried over (one an older version linked from
-        # shared/ too).
-        carried = old.get("app_env") or (CARRIED if "app_env" not in old and facts.live_env else "")
-        manifest = replace(manifest, app_env=carried)
+    manifest = _manifest_with_site_and_env(manifest, site, facts)
     same_release = (
         old is not None and old.get("key") == manifest.key and facts.current_release is not None
     )
@@ -622,14 +617,7 @@ def make_plan(
     )
     if old is not None and same_release:
         # Keep the release that is live; only bring stopped apps back and repair the site.
-        plan.manifest = Manifest(
-            **{
-                **manifest.__dict__,
-                "release": facts.current_release,
-                "deployed_at": old.get("deployed_at", ""),
-                "deployed_by": old.get("deployed_by", ""),
-            }
-        )
+        plan.manifest = _live_release_manifest(manifest, facts, old)
     venv_name = manifest.venv.rsplit("/", 1)[-1]
     plan.build_venv = venv_name not in facts.venvs_ready
     if manifest.node_modules:
@@ -642,27 +630,9 @@ def make_plan(
         py = Action(App.PYTHON, How.NONE, "unchanged")
     if same_release and node.how == How.RELOAD:
         node = Action(App.NODEJS, How.NONE, "unchanged")
-    site_same = facts.site_text is not None and facts.site_text.rstrip("\n") == site.rstrip("\n")
-    if site_same and facts.site_enabled:
-        nginx = Action(App.NGINX, How.NONE, "site unchanged")
-    else:
-        why = "site changed" if facts.site_text is not None else "site not installed yet"
-        if site_same:
-            why = "site not enabled"
-        nginx = Action(App.NGINX, How.WRITE_AND_RELOAD, why)
+    nginx = _nginx_action(facts, site)
     _check_listen(s, facts)
-    if (
-        facts.complete
-        and facts.site_text is not None
-        and not written_by_us(facts.site_text)
-        and py.how is not How.TAKEOVER
-    ):
-        raise PlanError(
-            f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first"
-            " line is not our header), and no unmanaged server on GUNICORN_BIND is being taken"
-            " over with it: this tool writes over no one's file. Move that file away, or set"
-            " NGINX_SITE to a file of its own."
-        )
+    _check_site_is_ours(s, facts, py)
     # An interrupted deploy can leave an app running another release than the one recorded:
     # converge it (a HUP or a rolling reload loads what `current` holds).
     want_py, want_node, drift_py, drift_node = _drift(s, facts, old)
@@ -678,6 +648,60 @@ def make_plan(
     )
     plan.actions = [py, node, nginx]
     return plan
+
+
+def _manifest_with_site_and_env(manifest: Manifest, site: str, facts: HostFacts) -> Manifest:
+    """The manifest with the site's digest, and the live release's .env carried over when no
+    APP_ENV_FILE gives one."""
+    old = facts.manifest
+    manifest = replace(manifest, site=site_digest(site))
+    if not manifest.app_env and old and facts.current_release:
+        # No APP_ENV_FILE: the live release's .env is carried over (one an older version linked from
+        # shared/ too).
+        carried = old.get("app_env") or (CARRIED if "app_env" not in old and facts.live_env else "")
+        manifest = replace(manifest, app_env=carried)
+    return manifest
+
+
+def _live_release_manifest(manifest: Manifest, facts: HostFacts, old: dict[str, Any]) -> Manifest:
+    """The manifest of a deploy that keeps the live release: its name, when and by whom it was
+    deployed."""
+    return Manifest(
+        **{
+            **manifest.__dict__,
+            "release": facts.current_release,
+            "deployed_at": old.get("deployed_at", ""),
+            "deployed_by": old.get("deployed_by", ""),
+        }
+    )
+
+
+def _nginx_action(facts: HostFacts, site: str) -> Action:
+    """Nginx's part: nothing when the site as rendered is installed and enabled, else write it and
+    reload."""
+    site_same = facts.site_text is not None and facts.site_text.rstrip("\n") == site.rstrip("\n")
+    if site_same and facts.site_enabled:
+        return Action(App.NGINX, How.NONE, "site unchanged")
+    why = "site changed" if facts.site_text is not None else "site not installed yet"
+    if site_same:
+        why = "site not enabled"
+    return Action(App.NGINX, How.WRITE_AND_RELOAD, why)
+
+
+def _check_site_is_ours(s: Settings, facts: HostFacts, py: Action) -> None:
+    """NGINX_SITE is ours to write: our header on its first line, or a takeover replaces it."""
+    if (
+        facts.complete
+        and facts.site_text is not None
+        and not written_by_us(facts.site_text)
+        and py.how is not How.TAKEOVER
+    ):
+        raise PlanError(
+            f"NGINX_SITE {s.nginx_site} exists and was not written by signalcraft-deploy (its first"
+            " line is not our header), and no unmanaged server on GUNICORN_BIND is being taken"
+            " over with it: this tool writes over no one's file. Move that file away, or set"
+            " NGINX_SITE to a file of its own."
+        )
 
 
 def manifest_from(data: dict[str, Any], where: str) -> Manifest:

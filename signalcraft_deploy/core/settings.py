@@ -1286,6 +1286,9 @@ def _python_route(path: str, routes: tuple[str, ...]) -> bool:
     return any(path == "/" + r or path.startswith("/" + r + "/") for r in routes)
 
 
+_Fail = Callable[[str, str], SettingsError]  # makes the error naming a key and what it expects
+
+
 def _check_together(
     v: dict[str, Any], raw: Mapping[str, str | None], origins: Mapping[str, str]
 ) -> None:
@@ -1295,6 +1298,18 @@ def _check_together(
     def fail(key: str, expected: str) -> SettingsError:
         return _error(key, raw, origins, expected)
 
+    _check_account_and_source(v, origins, fail)
+    _check_binds(v, fail)
+    _check_site_names(v, fail)
+    _check_tls(v, fail)
+    _check_templates(v, fail)
+    _check_routes(v, raw, origins, fail)
+    _check_shared_paths(v, fail)
+    _check_ports_apart(v, raw, origins)
+
+
+def _check_account_and_source(v: dict[str, Any], origins: Mapping[str, str], fail: _Fail) -> None:
+    """APP_USER (defaulted from APP_NAME) is not root; SOURCE=git has a REPO_URL."""
     if v["APP_USER"] is None:
         v["APP_USER"] = v["APP_NAME"][:32]  # a user name holds 32 characters, APP_NAME 40
     if v["APP_USER"] == "root":
@@ -1307,6 +1322,11 @@ def _check_together(
             f"REPO_URL ({origins.get('REPO_URL', 'default')}): SOURCE=git needs a repository URL to"
             " fetch."
         )
+
+
+def _check_binds(v: dict[str, Any], fail: _Fail) -> None:
+    """Fills in the handover addresses (the next port) and keeps Gunicorn's on loopback unless
+    ALLOW_PUBLIC_BIND says otherwise."""
     bind = v["GUNICORN_BIND"]
     if v["GUNICORN_HANDOVER_BIND"] is None:
         v["GUNICORN_HANDOVER_BIND"] = Address(bind.host, _next_port(bind.port))
@@ -1320,6 +1340,10 @@ def _check_together(
         )
     if not v["GUNICORN_HANDOVER_BIND"].is_loopback and not v["ALLOW_PUBLIC_BIND"]:
         raise fail("GUNICORN_HANDOVER_BIND", "a loopback address")
+
+
+def _check_site_names(v: dict[str, Any], fail: _Fail) -> None:
+    """SERVER_NAME is a name a site may serve; NGINX_SITE (defaulted per app) passes _check_site."""
     if nginx_site.server_name_problem(v["SERVER_NAME"]) and v["SERVER_NAME"]:
         raise fail(
             "SERVER_NAME",
@@ -1331,6 +1355,10 @@ def _check_together(
             f"/etc/nginx/sites-available/{v['APP_NAME']}"  # two apps on a host: two sites
         )
     _check_site(v, fail)
+
+
+def _check_tls(v: dict[str, Any], fail: _Fail) -> None:
+    """TLS_CERT and TLS_KEY come as a pair, each a plain path under root's TLS folders."""
     if bool(v["TLS_CERT"]) != bool(v["TLS_KEY"]):
         raise fail(
             "TLS_KEY" if v["TLS_CERT"] else "TLS_CERT",
@@ -1347,6 +1375,10 @@ def _check_together(
                 " (root's folders: Nginx's master reads it as root, so the deploy user may not"
                 " choose a file of its own)",
             ) from None
+
+
+def _check_templates(v: dict[str, Any], fail: _Fail) -> None:
+    """TEMPLATES_DIR holds no Nginx site template: root renders the site from its own shape."""
     templates = v["TEMPLATES_DIR"]
     if templates and Path(templates, nginx_site.SITE_TEMPLATE).exists():
         raise fail(
@@ -1355,13 +1387,22 @@ def _check_together(
             " tool's own shape (remote/nginx_site.py), which the settings fill in (listen"
             " addresses, names, routes, TLS, body size); move that file away",
         )
-    _check_routes(v, raw, origins, fail)
+
+
+def _check_shared_paths(v: dict[str, Any], fail: _Fail) -> None:
+    """SHARED_PATHS leaves .env alone when APP_ENV_FILE makes each release's."""
     if v["APP_ENV_FILE"] and ".env" in {p.rstrip("/") for p in v["SHARED_PATHS"] or ()}:
         raise fail(
             "SHARED_PATHS",
             "paths other than .env while APP_ENV_FILE is set (each release gets its own .env"
             " from it)",
         )
+
+
+def _check_ports_apart(
+    v: dict[str, Any], raw: Mapping[str, str | None], origins: Mapping[str, str]
+) -> None:
+    """Gunicorn, the handover addresses, Node.js and Nginx each listen on a port of their own."""
     seen: dict[int, str] = {}
     for key, number in _ports(v):
         if number in seen:

@@ -119,25 +119,9 @@ def handover(
     health = s.app_path(
         app, s.health_py if app == App.PYTHON else s.health_node
     )  # asked directly, not through Nginx
-    config = (  # in the apps' account's home, its working folder
-        f".{s.app_name}-handover-{app}.config.json"
-    )
-    # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would
-    # restart it.
-    leftover = present is None or entry["name"] in present
     run(
         c,
-        as_app(
-            c,
-            s,
-            write_file_command(config, "0600")
-            + (
-                f" && {{ {delete_command(s, entry['name'])} >/dev/null 2>&1; true; }}"
-                if leftover
-                else ""
-            )
-            + f" && {forget_logs_command(entry['name'])} && {pm2(s, 'start', config)}",
-        ),
+        start_temporary_command(c, s, app, entry["name"], present),
         stdin=json.dumps({"apps": [entry]}, indent=2),
     )
     # autorestart is off for this app, so a crash shows as stopped/errored at once: fail fast.
@@ -153,18 +137,7 @@ def handover(
     if problems:
         output = app_output(c, s, entry["name"])
         run(c, stop_temporary_command(c, s, entry["name"]), warn=True)
-        shown = (
-            f"\n  output of {name} (its new processes):\n    "
-            + "\n    ".join(output_excerpt(output))
-            if output.strip()
-            else ""
-        )
-        raise fail(
-            f"The new {name} did not come up on the handover address {address}: "
-            + masked(s, "; ".join(problems))
-            + shown
-            + ("\n" + fault if (fault := setting_fault(s, output)) else "")
-        )
+        raise temporary_failed(s, name, address, problems, output)
     reporter.say(f"     {name}: new processes answer on {address}; Nginx moves to them")
     site_for = {"python_address": address} if app == App.PYTHON else {"node_address": address}
     move_nginx(c, s, site_for, entry["name"])
@@ -178,13 +151,55 @@ def handover(
     start(c, s, name)
     problems = gate(c, s, release, release_dir, {app: True})
     if problems:
-        output = error_output(c, s, name)
-        raise fail(
-            f"{name} did not come up on its own address after the handover: "
-            + masked(s, "; ".join(problems))
-            + (f"\n  output of {name}:\n    " + output.replace("\n", "\n    ") if output else "")
-        )
+        raise own_address_failed(s, name, problems, error_output(c, s, name))
     return end_handover(c, s, app, background=True)
+
+
+def start_temporary_command(
+    c: Any, s: Settings, app: App, temporary: str, present: set[str] | None
+) -> str:
+    """Shell that writes the temporary app's PM2 config (read from stdin) and starts it, as the
+    apps' own account; `present`: PM2's app names as last read (None: not known)."""
+    config = (  # in the apps' account's home, its working folder
+        f".{s.app_name}-handover-{app}.config.json"
+    )
+    # A temporary app left by an interrupted deploy goes first; `pm2 start` on a running app would
+    # restart it.
+    leftover = present is None or temporary in present
+    return as_app(
+        c,
+        s,
+        write_file_command(config, "0600")
+        + (f" && {{ {delete_command(s, temporary)} >/dev/null 2>&1; true; }}" if leftover else "")
+        + f" && {forget_logs_command(temporary)} && {pm2(s, 'start', config)}",
+    )
+
+
+def temporary_failed(
+    s: Settings, name: str, address: str, problems: list[str], output: str
+) -> Exit:
+    """The message when the new processes fail on the handover address: what failed, their output,
+    and the setting at fault if one is."""
+    shown = (
+        f"\n  output of {name} (its new processes):\n    " + "\n    ".join(output_excerpt(output))
+        if output.strip()
+        else ""
+    )
+    return fail(
+        f"The new {name} did not come up on the handover address {address}: "
+        + masked(s, "; ".join(problems))
+        + shown
+        + ("\n" + fault if (fault := setting_fault(s, output)) else "")
+    )
+
+
+def own_address_failed(s: Settings, name: str, problems: list[str], output: str) -> Exit:
+    """The message when the app, started under its own name from `current`, fails its check."""
+    return fail(
+        f"{name} did not come up on its own address after the handover: "
+        + masked(s, "; ".join(problems))
+        + (f"\n  output of {name}:\n    " + output.replace("\n", "\n    ") if output else "")
+    )
 
 
 class NotMoved(Exit):

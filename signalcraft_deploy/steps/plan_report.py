@@ -18,45 +18,8 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: HostFacts) -> None
     if plan.nothing_to_do:
         rep.say(f"  nothing to do: {m.release} is live and both apps are online.")
         return
-    if plan.new_release:
-        rep.say(
-            f"  release   {m.release} (commit {m.sha[:12]}) replaces"
-            f" {facts.current_release or 'nothing'}"
-        )
-        rep.say(f"  upload    git archive of {m.tree[:12]} -> {s.releases_dir}/{m.release}")
-    rep.say(
-        f"  install   venv {m.venv}:"
-        f" {'build (requirements changed)' if plan.build_venv else 'reuse'}"
-    )
-    if m.node_modules:
-        how = (
-            (
-                f"{m.node_install or 'npm ci'}"
-                + (
-                    ""
-                    if m.node_install != "npm install"
-                    else " (no package-lock.json: once per distinct package.json)"
-                )
-            )
-            if plan.build_node_modules
-            else "reuse"
-        )
-        rep.say(f"            node_modules {m.node_modules}: {how}")
-    if m.node_script:
-        rep.say(
-            f"  node      entry {m.node_script} ({s.origins.get('NODE_SCRIPT', 'default')}), PM2"
-            f" file {m.ecosystem}"
-        )
-    if s.shared_paths:
-        rep.say(
-            f"  shared    {', '.join(s.shared_paths)}: kept in {s.shared_dir}/, linked into the"
-            " release"
-        )
-    if m.app_env:
-        rep.say(
-            "  secrets   the release's own .env (mode 0600)"
-            + (" carried from the live release" if not s.app_env_file else " from APP_ENV_FILE")
-        )
+    for line in release_lines(s, plan, facts):
+        rep.say(line)
     rep.say("  trial     " + trial_line(s, plan.tried))
     for a in plan.actions:
         rep.say(f"  {a.app:<9} {a.how.description} ({a.why})")
@@ -73,6 +36,53 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: HostFacts) -> None
         )
     for diff in config_diffs(facts, plan, s):
         rep.say(diff.rstrip("\n"))
+
+
+def release_lines(s: Settings, plan: Plan, facts: HostFacts) -> list[str]:
+    """What the plan says of the release itself: its upload, its venv and node_modules, its Node.js
+    entry, its shared paths and its .env."""
+    m = plan.manifest
+    lines = []
+    if plan.new_release:
+        lines.append(
+            f"  release   {m.release} (commit {m.sha[:12]}) replaces"
+            f" {facts.current_release or 'nothing'}"
+        )
+        lines.append(f"  upload    git archive of {m.tree[:12]} -> {s.releases_dir}/{m.release}")
+    lines.append(
+        f"  install   venv {m.venv}:"
+        f" {'build (requirements changed)' if plan.build_venv else 'reuse'}"
+    )
+    if m.node_modules:
+        lines.append(f"            node_modules {m.node_modules}: {node_modules_how(plan)}")
+    if m.node_script:
+        lines.append(
+            f"  node      entry {m.node_script} ({s.origins.get('NODE_SCRIPT', 'default')}), PM2"
+            f" file {m.ecosystem}"
+        )
+    if s.shared_paths:
+        lines.append(
+            f"  shared    {', '.join(s.shared_paths)}: kept in {s.shared_dir}/, linked into the"
+            " release"
+        )
+    if m.app_env:
+        lines.append(
+            "  secrets   the release's own .env (mode 0600)"
+            + (" carried from the live release" if not s.app_env_file else " from APP_ENV_FILE")
+        )
+    return lines
+
+
+def node_modules_how(plan: Plan) -> str:
+    """How node_modules is made: reused, or the install command (and when `npm install` reruns)."""
+    m = plan.manifest
+    if not plan.build_node_modules:
+        return "reuse"
+    return f"{m.node_install or 'npm ci'}" + (
+        ""
+        if m.node_install != "npm install"
+        else " (no package-lock.json: once per distinct package.json)"
+    )
 
 
 def trial_line(s: Settings, tried: tuple[App, ...]) -> str:

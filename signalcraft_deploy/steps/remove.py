@@ -17,6 +17,7 @@ root's record of the account) needs full sudo: `remove` prints the admin's comma
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from invoke.exceptions import Exit
@@ -25,15 +26,17 @@ from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
+from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import nginx as nginx_ops
 from signalcraft_deploy.host import pm2 as pm2_ops
+from signalcraft_deploy.host import root
 from signalcraft_deploy.host.app_user import as_app, runs_as_deploy_user
 from signalcraft_deploy.host.connect import reconnect
-from signalcraft_deploy.host.io import fail, q, run
-from signalcraft_deploy.host.lock import audit
+from signalcraft_deploy.host.io import fail, q, run, target_name
+from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.upkeep import forget_logs_command
 from signalcraft_deploy.steps.report import Reporter
-from signalcraft_deploy.steps.runner import Step
+from signalcraft_deploy.steps.runner import Failure, Step, run_steps
 from signalcraft_deploy.steps.trial import trial_names
 
 
@@ -383,3 +386,96 @@ def check_confirm(s: Settings, purge: bool, confirm: str | None) -> None:
             " is kept. Nothing was changed.",
             code=2,
         )
+
+
+def remove_from_host(c: Any, s: Settings, *, purge: bool, dry_run: bool) -> None:
+    """`remove` on a connected host: the plan with --dry-run, a word when nothing of the app is
+    left, else the steps under the deploy lock; then what is setup's to remove, if anything."""
+    rep = Reporter(target_name(c))
+    deploy_user = run(c, "id -un", warn=True).stdout.strip()
+    note = admin_note(s, rep.target, deploy_user)
+    if dry_run:
+        say_removal_plan(c, s, rep, purge, deploy_user)
+        return
+    if nothing_to_remove(c, s):
+        rep.say(
+            f"Nothing of {s.app_name} is left on {rep.target} (no {s.deploy_root}, no site of its,"
+            " no PM2 app of its). Nothing was changed."
+        )
+    else:
+        remove_under_lock(c, s, rep, purge)
+        rep.say(removed_message(s, rep.target, purge))
+    if note:
+        rep.say(note)
+
+
+def say_removal_plan(c: Any, s: Settings, rep: Reporter, purge: bool, deploy_user: str) -> None:
+    """--dry-run: each action remove would take on this host, and what a purge would refuse."""
+    facts = host_facts.gather(c, s, quick=True, spawn_pm2=False)  # a look: no PM2 daemon started
+    rep.say(f"Plan for {rep.target}: remove {s.app_name}")
+    for line in plan_lines(s, facts, purge, deploy_user):
+        rep.say(line)
+    refused = (
+        run(c, purge_guard(s), warn=True) if purge else None
+    )  # a read: what the purge would refuse
+    if refused is not None and not refused.ok:
+        rep.say(
+            f"  purge     refused: {(refused.stderr or refused.stdout).strip()[-300:]}; remove"
+            " --purge would stop before anything changes"
+        )
+    note = admin_note(s, rep.target, deploy_user)
+    if note:
+        rep.say(f"  setup's   {note}")
+    rep.say("Dry run: nothing was changed.")
+
+
+def nothing_to_remove(c: Any, s: Settings) -> bool:
+    """A rerun after --purge: no DEPLOY_ROOT and nothing else of the app. Checked before the lock,
+    whose script makes DEPLOY_ROOT/.deploy and would leave a deploy root behind."""
+    root_gone = not run(c, f"[ -e {q(s.deploy_root)} ] || [ -L {q(s.deploy_root)} ]", warn=True).ok
+    return root_gone and nothing_left(s, host_facts.gather(c, s, quick=True, spawn_pm2=False))
+
+
+def remove_under_lock(c: Any, s: Settings, rep: Reporter, purge: bool) -> None:
+    """REMOVE_STEPS (then PURGE_STEPS with --purge) under the deploy lock, on the host as read
+    under it; a failure ends in one message saying what was undone."""
+    info = {"event": "remove", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
+    look = host_facts.facts_script(
+        s, quick=True, c=c, spawn_pm2=False
+    )  # a read that starts no PM2 daemon
+    with DeployLock(c, s, info, 0, rep.say, rep.warn, then=look) as lock:
+        facts = host_facts.parse_facts(lock.read_then())
+        root.ensure(
+            c
+        )  # before anything changes: the root helper is this version's (installed if we may)
+        audit_entry = {
+            "event": "remove",
+            "by": who(),
+            "host": rep.target,
+            "from": facts.current_release,
+            "purge": purge,
+        }
+        state = RemoveRun(c, s, rep, facts, purge, audit_entry)
+        try:
+            run_steps(state, REMOVE_STEPS, last=not purge)
+            if purge:  # a part of its own: its failure undoes none of the above (see PURGE_STEPS)
+                run_steps(state, PURGE_STEPS, done=[])
+        except Failure as failure:
+            undone = f"\nUndone: {', '.join(failure.undone)}." if failure.undone else ""
+            notes = "".join(f"\n  {n}" for n in failure.notes)
+            raise fail(
+                f"{failure.message}{undone}{notes}\nRun remove again once the cause is fixed: it"
+                " converges."
+            ) from None
+
+
+def removed_message(s: Settings, target: str, purge: bool) -> str:
+    """What a finished remove says: what went, and what is kept without --purge."""
+    return f"Removed {s.app_name} from {target}" + (
+        f", {s.deploy_root} included."
+        if purge
+        else (
+            f"; {s.releases_dir} and {s.shared_dir} are kept (remove --purge --confirm"
+            f" {s.app_name} deletes them)."
+        )
+    )

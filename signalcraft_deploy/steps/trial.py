@@ -50,80 +50,25 @@ def run_trial(
     apps are being stopped when this returns: the returned command is to be waited for.
     """
     py_port, node_port = probe(c, s, {"mode": "ports", "count": 2})["ports"]
-    py_name, node_name = trial_names(s)
-    apps, urls, watch = [], [], []
+    trials = []
     if App.PYTHON in tried:
-        py, _ = handover_entry(s, App.PYTHON, venv, release_dir)
-        py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{py_port}", "--workers", "1"])
-        apps.append(py)
-        urls.append(
-            {
-                "label": s.python_app,
-                "url": f"http://127.0.0.1:{py_port}{s.health_py}",
-                "expect_release": True,
-                "setting": "HEALTH_PY",
-            }
-        )
-        watch.append({"name": py_name, "workers": True})
+        trials.append(python_trial(s, venv, release_dir, py_port))
     if App.NODEJS in tried:
-        node, _ = handover_entry(s, App.NODEJS, venv, release_dir)
-        # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the
-        # user needs.
-        node.update(
-            name=node_name,
-            instances=1,
-            exec_mode="fork",
-            env={**node["env"], "PORT": str(node_port)},
-        )
-        apps.append(node)
-        health = s.app_path(
-            App.NODEJS, s.health_node
-        )  # asked directly: without the prefix Nginx strips
-        urls.append(
-            {
-                "label": s.node_app,
-                "url": f"http://127.0.0.1:{node_port}{health}",
-                "expect_release": True,
-                "setting": "HEALTH_NODE",
-            }
-        )
-        watch.append({"name": node_name})
-    if not apps:
+        trials.append(nodejs_trial(s, venv, release_dir, node_port))
+    if not trials:
         return None
+    apps = [app for app, _, _ in trials]
+    urls = [url for _, url, _ in trials]
+    watch = [watched for _, _, watched in trials]
     names = [a["name"] for a in apps]
-    # In the apps' account's home (its working folder through the app helper; the deploy user's own
-    # otherwise).
-    config = f".{s.app_name}-trial.config.json"
-    leftovers = present is None or bool(set(trial_names(s)) & present)
-    # The trial apps' log files go with them: a trial's excerpt shows only its own run.
-    start_trial = (
-        f"{write_file_command(config, '0600')} && "
-        + (
-            f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && "
-            if leftovers
-            else ""
-        )
-        + f"{forget_logs_command(*trial_names(s))} && "
-        + pm2(s, "start", config)
-    )
     started = run(
-        c, as_app(c, s, start_trial), stdin=json.dumps({"apps": apps}, indent=2), warn=True
-    )
-    problems = probe(
         c,
-        s,
-        {
-            "mode": "gate",
-            "timeout": s.health_timeout,
-            "pm2": s.pm2,
-            "pm2_rpc_js": host_facts.PM2_RPC_JS,
-            "release": release,
-            "release_dir": release_dir,
-            "urls": urls,
-            "apps": watch,
-            "fail_fast": True,
-        },
-    ).get("problems", [])
+        as_app(c, s, start_trial_command(s, present)),
+        stdin=json.dumps({"apps": apps}, indent=2),
+        warn=True,
+    )
+    gate = gate_question(s, release, release_dir, urls, watch)
+    problems: list[str] = probe(c, s, gate).get("problems", [])
     stop = as_app(
         c,
         s,
@@ -139,6 +84,91 @@ def run_trial(
     run(c, stop, warn=True)
     pm2_said = started.stdout + "\n" + started.stderr
     raise trial_failed(s, problems, logs, pm2_said, live, health_route_fault(s, problems, urls))
+
+
+Trial = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+def python_trial(s: Settings, venv: str, release_dir: str, port: int) -> Trial:
+    """The Python app's trial: its PM2 entry on `port` with one worker, its health URL, and what
+    the gate watches."""
+    py_name = trial_names(s)[0]
+    py, _ = handover_entry(s, App.PYTHON, venv, release_dir)
+    py.update(name=py_name, args=py["args"][:-1] + [f"127.0.0.1:{port}", "--workers", "1"])
+    url = {
+        "label": s.python_app,
+        "url": f"http://127.0.0.1:{port}{s.health_py}",
+        "expect_release": True,
+        "setting": "HEALTH_PY",
+    }
+    return py, url, {"name": py_name, "workers": True}
+
+
+def nodejs_trial(s: Settings, venv: str, release_dir: str, port: int) -> Trial:
+    """The Node.js app's trial: its PM2 entry on `port` in fork mode, its health URL, and what the
+    gate watches."""
+    node_name = trial_names(s)[1]
+    node, _ = handover_entry(s, App.NODEJS, venv, release_dir)
+    # Fork mode: PM2 loses a cluster worker's start-up exception, and its message is what the
+    # user needs.
+    node.update(
+        name=node_name,
+        instances=1,
+        exec_mode="fork",
+        env={**node["env"], "PORT": str(port)},
+    )
+    health = s.app_path(
+        App.NODEJS, s.health_node
+    )  # asked directly: without the prefix Nginx strips
+    url = {
+        "label": s.node_app,
+        "url": f"http://127.0.0.1:{port}{health}",
+        "expect_release": True,
+        "setting": "HEALTH_NODE",
+    }
+    return node, url, {"name": node_name}
+
+
+def start_trial_command(s: Settings, present: set[str] | None) -> str:
+    """The command that writes the trial apps' PM2 config (read from stdin) and starts them,
+    clearing any trial apps and logs left from before."""
+    # In the apps' account's home (its working folder through the app helper; the deploy user's own
+    # otherwise).
+    config = f".{s.app_name}-trial.config.json"
+    leftovers = present is None or bool(set(trial_names(s)) & present)
+    # The trial apps' log files go with them: a trial's excerpt shows only its own run.
+    return (
+        f"{write_file_command(config, '0600')} && "
+        + (
+            f"{{ {delete_command(s, *trial_names(s))} >/dev/null 2>&1; true; }} && "
+            if leftovers
+            else ""
+        )
+        + f"{forget_logs_command(*trial_names(s))} && "
+        + pm2(s, "start", config)
+    )
+
+
+def gate_question(
+    s: Settings,
+    release: str,
+    release_dir: str,
+    urls: list[dict[str, Any]],
+    watch: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What the health gate is asked about the trial apps: their URLs and PM2 entries, failing on
+    the first problem."""
+    return {
+        "mode": "gate",
+        "timeout": s.health_timeout,
+        "pm2": s.pm2,
+        "pm2_rpc_js": host_facts.PM2_RPC_JS,
+        "release": release,
+        "release_dir": release_dir,
+        "urls": urls,
+        "apps": watch,
+        "fail_fast": True,
+    }
 
 
 def still_serving(live: str | None) -> str:

@@ -220,40 +220,12 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
     """SOURCE=git: the host keeps a mirror of REPO_URL and resolves REF itself. When dry, from the
     mirror as it is (None when it does not have REF: only a fetch would tell)."""
     repo = q(f"{s.state_dir}/repo.git")
-    if dry_run:
-        sha = resolve_without_fetching(c, s)
-        if sha is None:
-            return None
-    else:
-        _, credentials = split_credentials(s.repo_url or "")
-        result = run(
-            c,
-            mirror_script(s, credentials is not None),
-            stdin=(credentials + "\n") if credentials else None,
-            warn=True,
-        )
-        if not result.ok:
-            raise fail(
-                f"The host could not fetch {redact(s.repo_url)} at {s.ref}: "
-                f"{masked(s, (result.stderr or result.stdout).strip()[-500:])}. "
-                "Check REPO_URL, REF and the host's access to the repository (a deploy key)."
-            )
-        sha = result.stdout.strip().splitlines()[-1]
-    listed = run(
-        c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r -z {q(sha)}"
-    ).stdout
-    tree_id, _, listing = listed.partition("\n")
-    files = source.parse_ls_tree(listing)
-    blobs = {p: b for p, (_, b) in files.items()}
-    tree = SourceTree(
-        sha=sha,
-        tree=tree_id.strip(),
-        blobs=blobs,
-        dirty=0,
-        subdir="",
-        modes={p: m for p, (m, _) in files.items()},
-    )
+    sha = resolve_without_fetching(c, s) if dry_run else fetch_ref(c, s)
+    if sha is None:
+        return None
+    tree = mirror_tree(c, s, sha)
     check_shipment(s, tree, redact(s.repo_url))
+    blobs = tree.blobs
 
     def show(path: str) -> str | None:
         if path not in blobs:
@@ -272,6 +244,43 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
         node_script=entry.script,
         esm=entry.esm,
         tool_collection=source.tool_collection(show),
+    )
+
+
+def fetch_ref(c: Any, s: Settings) -> str:
+    """Fetch REPO_URL into the host's mirror (its password on stdin, never in a command) and
+    resolve REF there: the commit's sha."""
+    _, credentials = split_credentials(s.repo_url or "")
+    result = run(
+        c,
+        mirror_script(s, credentials is not None),
+        stdin=(credentials + "\n") if credentials else None,
+        warn=True,
+    )
+    if not result.ok:
+        raise fail(
+            f"The host could not fetch {redact(s.repo_url)} at {s.ref}: "
+            f"{masked(s, (result.stderr or result.stdout).strip()[-500:])}. "
+            "Check REPO_URL, REF and the host's access to the repository (a deploy key)."
+        )
+    return str(result.stdout.strip().splitlines()[-1])
+
+
+def mirror_tree(c: Any, s: Settings, sha: str) -> SourceTree:
+    """The commit `sha`'s tree as the host's mirror lists it: its id, each file's blob and mode."""
+    repo = q(f"{s.state_dir}/repo.git")
+    listed = run(
+        c, f"git -C {repo} rev-parse {q(sha + '^{tree}')} && git -C {repo} ls-tree -r -z {q(sha)}"
+    ).stdout
+    tree_id, _, listing = listed.partition("\n")
+    files = source.parse_ls_tree(listing)
+    return SourceTree(
+        sha=sha,
+        tree=tree_id.strip(),
+        blobs={p: b for p, (_, b) in files.items()},
+        dirty=0,
+        subdir="",
+        modes={p: m for p, (m, _) in files.items()},
     )
 
 
@@ -534,11 +543,7 @@ def ship(
             warn(edited_warning(facts.current_release or live, edited))
         same = source.resend(same, edited)
     if not result.ok:
-        run(
-            c,
-            f"rm -rf {q(rdir + '.tmp')} {q(s.state_dir + '/incoming/' + release + '.env')}",
-            warn=True,
-        )
+        remove_unfinished(c, s, release)
     if not result.ok and copy and shipment.source_dir:
         return ship(
             c, s, shipment, plan, None
@@ -548,6 +553,22 @@ def ship(
             f"Could not unpack the release into {rdir}: {result.stderr.strip()[-500:]}. Check free"
             f" space and permissions under {s.deploy_root}; the live release is untouched."
         )
+    return what_was_sent(release, shipment, same, facts)
+
+
+def remove_unfinished(c: Any, s: Settings, release: str) -> None:
+    """Delete what a failed assembly left: releases/<name>.tmp and the incoming .env."""
+    rdir = f"{s.releases_dir}/{release}"
+    run(
+        c,
+        f"rm -rf {q(rdir + '.tmp')} {q(s.state_dir + '/incoming/' + release + '.env')}",
+        warn=True,
+    )
+
+
+def what_was_sent(release: str, shipment: Shipment, same: Any, facts: HostFacts | None) -> str:
+    """What `ship` says it did: every file sent, the host's mirror used, or the changed files sent
+    and the others copied from the live release."""
     if same is None:
         return (
             f"{release}: all {len(shipment.tree.blobs)} files sent"

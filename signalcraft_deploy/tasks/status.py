@@ -9,7 +9,7 @@ from typing import Any
 from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.apps import App
-from signalcraft_deploy.core.facts import HostFacts
+from signalcraft_deploy.core.facts import HostFacts, Pm2Process
 from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -58,24 +58,7 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
     nginx_ok = test_nginx(c, s).ok
     now_ms = int(time.time() * 1000)
     recorded = upkeep.recorded_restarts(c, s)
-    apps = []
-    for p in procs:
-        mem = probed["memory"].get(str(p.pid), {})
-        apps.append(
-            {
-                "name": p.name,
-                "pm_id": p.pm_id,
-                "pid": p.pid,
-                "status": p.status,
-                "mode": p.exec_mode,
-                "uptime_s": max(0, (now_ms - p.started_ms) // 1000) if p.started_ms else 0,
-                "restarts": p.restarts,
-                "crashes": upkeep.crashes(p.restarts, p.pm_id, p.name, recorded),
-                "memory_master_mb": round(mem.get("master_kb", 0) / 1024, 1),
-                "workers": mem.get("workers", 0),
-                "memory_workers_mb": round(mem.get("workers_kb", 0) / 1024, 1),
-            }
-        )
+    apps = [app_row(p, probed["memory"].get(str(p.pid), {}), recorded, now_ms) for p in procs]
     m = facts.manifest or {}
     return {
         "host": target_name(c),
@@ -95,6 +78,25 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "shared": shared_sizes(c, s),
         "warnings": [w for w in (host_facts.node_public_warning(s, facts),) if w],
         **host_life(c, s, facts),
+    }
+
+
+def app_row(
+    p: Pm2Process, mem: dict[str, Any], recorded: dict[str, dict[str, int]] | None, now_ms: int
+) -> dict[str, Any]:
+    """One PM2 app as `status` shows it: its state, uptime, crashes apart from restarts, memory."""
+    return {
+        "name": p.name,
+        "pm_id": p.pm_id,
+        "pid": p.pid,
+        "status": p.status,
+        "mode": p.exec_mode,
+        "uptime_s": max(0, (now_ms - p.started_ms) // 1000) if p.started_ms else 0,
+        "restarts": p.restarts,
+        "crashes": upkeep.crashes(p.restarts, p.pm_id, p.name, recorded),
+        "memory_master_mb": round(mem.get("master_kb", 0) / 1024, 1),
+        "workers": mem.get("workers", 0),
+        "memory_workers_mb": round(mem.get("workers_kb", 0) / 1024, 1),
     }
 
 
@@ -288,6 +290,26 @@ def render_releases(releases: list[dict[str, Any]], shown: int = 5) -> list[str]
 
 
 def render_status(data: dict[str, Any]) -> str:
+    lines = render_current(data)
+    lines.append("")
+    lines += render_apps(data["apps"])
+    if data.get("shared"):
+        lines.append(
+            "shared    "
+            + ", ".join(f"{path} {human(size)}" for path, size in data["shared"].items())
+        )
+    lines.append("")
+    lines += render_site(data)
+    lines += render_health(data["health"])
+    lines += [f"warning: {w}" for w in data.get("warnings", [])]
+    lines += render_host_life(data)
+    lines.append("")
+    lines += render_recent(data["recent"])
+    return "\n".join(lines)
+
+
+def render_current(data: dict[str, Any]) -> list[str]:
+    """The host, the current release (commit, when, by whom) and the other releases."""
     cur = data["current"]
     lines = [
         f"{data['host']}",
@@ -296,41 +318,37 @@ def render_status(data: dict[str, Any]) -> str:
             f" {cur['deployed_at'] or '-'}  by {cur['deployed_by'] or '-'}"
         ),
     ]
-    lines += render_releases(data["releases"])
-    lines.append("")
+    return lines + render_releases(data["releases"])
+
+
+def render_apps(apps: list[dict[str, Any]]) -> list[str]:
+    """The table of the deploy's PM2 apps, with what its crashes column counts."""
     # PM2 counts every reload as a restart: crashes are the restarts since the tool last (re)loaded
     # the apps.
-    lines.append(
+    lines = [
         f"{'app':<26} {'pid':>7} {'status':<9} {'mode':<8} {'uptime':>8} {'crashes':>8}"
         f" {'restarts':>8} {'master':>9} {'workers':>16}"
-    )
-    for a in data["apps"]:
+    ]
+    for a in apps:
         workers = f"{a['workers']}: {a['memory_workers_mb']}MB" if a["workers"] else "-"
         crashes = "?" if a.get("crashes") is None else a["crashes"]
         lines.append(
             f"{a['name']:<26} {a['pid']:>7} {a['status']:<9} {a['mode']:<8} {a['uptime_s']:>7}s"
             f" {crashes:>8} {a['restarts']:>8} {a['memory_master_mb']:>7}MB {workers:>16}"
         )
-    if data["apps"]:
-        lines.append(
-            "(crashes: PM2's restarts since the last deploy, rollback or pm2-reload, which PM2"
-            " counts as restarts"
-            + (
-                "; ?: none recorded yet"
-                if any(a.get("crashes") is None for a in data["apps"])
-                else ""
-            )
-            + ")"
-        )
-    else:
-        lines.append("(no PM2 apps of this deploy)")
-    if data.get("shared"):
-        lines.append(
-            "shared    "
-            + ", ".join(f"{path} {human(size)}" for path, size in data["shared"].items())
-        )
-    lines.append("")
-    lines.append(f"nginx -t  {'ok' if data['nginx_test_ok'] else 'FAILS'}")
+    if not apps:
+        return [*lines, "(no PM2 apps of this deploy)"]
+    unknown = any(a.get("crashes") is None for a in apps)
+    return [
+        *lines,
+        "(crashes: PM2's restarts since the last deploy, rollback or pm2-reload, which PM2"
+        " counts as restarts" + ("; ?: none recorded yet" if unknown else "") + ")",
+    ]
+
+
+def render_site(data: dict[str, Any]) -> list[str]:
+    """Nginx's configuration test, the site's drift from the settings, and the certificate."""
+    lines = [f"nginx -t  {'ok' if data['nginx_test_ok'] else 'FAILS'}"]
     if data.get("nginx_drift"):
         lines.append(f"WARNING   {data['nginx_drift']}")
     tls = data.get("tls")
@@ -341,23 +359,31 @@ def render_status(data: dict[str, Any]) -> str:
         )
         for note in ([tls["warning"]] if tls["warning"] else []) + tls["problems"]:
             lines.append(f"WARNING   {note}")
-    for label, h in data["health"].items():
+    return lines
+
+
+def render_health(health: dict[str, dict[str, Any]]) -> list[str]:
+    """Each health URL's answer, and the release it names."""
+    lines = []
+    for label, h in health.items():
         state = h["status"] or h["error"]
         lines.append(
             f"{label:<18} {h['url']:<44} {state}"
             + (f"  release {h['release']}" if h["release"] else "")
         )
-    lines += [f"warning: {w}" for w in data.get("warnings", [])]
-    lines += render_host_life(data)
-    lines.append("")
-    lines.append("last deploys")
-    for r in reversed(data["recent"]):
+    return lines
+
+
+def render_recent(recent: list[dict[str, Any]]) -> list[str]:
+    """The last entries of the audit log, newest first."""
+    lines = ["last deploys"]
+    for r in reversed(recent):
         by = who_text(r.get("by", {})) if isinstance(r.get("by"), dict) else r.get("by", "")
         lines.append(
             f"  {r.get('at', '?')}  {r.get('event', '?'):<8} {r.get('result', '?'):<22}"
             f" {r.get('to', '')}  {by}"
         )
-    return "\n".join(lines)
+    return lines
 
 
 @fleet_aware
