@@ -1,4 +1,4 @@
-"""The package's functions stay short: none has 50 or more code lines (issue 26).
+"""The package's functions stay short: none has 50 or more code lines.
 
 A function's code lines are the lines of its body after the docstring that are neither blank nor
 only a comment, nested functions included in their parent's count (and counted again on their own).
@@ -14,19 +14,6 @@ import signalcraft_deploy
 
 ROOT = Path(signalcraft_deploy.__file__).parent
 LIMIT = 50  # code lines a function may not reach
-
-# Temporary: the functions another branch splits at the same time (host/, remote/,
-# core/discover.py). The lead empties this set once both branches are merged.
-NOT_YET_SPLIT = {
-    ("host/facts.py", "host_checks_script"),
-    ("host/facts.py", "files_and_processes_script"),
-    ("host/facts.py", "parse_facts"),
-    ("host/nginx.py", "route_table"),
-    ("host/setup.py", "parse_setup_facts"),
-    ("remote/nginx_site.py", "render"),
-    ("remote/reload_nginx.py", "reload"),
-    ("core/discover.py", "route_table"),
-}
 
 
 def code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> int:
@@ -77,16 +64,9 @@ def test_no_function_has_50_or_more_code_lines() -> None:
     too_long = [
         f"signalcraft_deploy/{where}:{line} {name} {count}"
         for where, line, name, count in function_lengths()
-        if count >= LIMIT and (where, name) not in NOT_YET_SPLIT
+        if count >= LIMIT
     ]
     assert not too_long, (
         f"functions of {LIMIT} or more code lines (split each into pieces named for what they"
         " do):\n" + "\n".join(too_long)
     )
-
-
-def test_every_function_not_yet_split_is_still_too_long() -> None:
-    """An entry of NOT_YET_SPLIT whose function was split (or renamed) is taken out of the set."""
-    long = {(where, name) for where, _, name, count in function_lengths() if count >= LIMIT}
-    stale = sorted(NOT_YET_SPLIT - long)
-    assert not stale, f"split already: take these out of NOT_YET_SPLIT: {stale}"
