@@ -65,8 +65,7 @@ def render_configs(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed,
-    with diffs."""
+    """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed, with diffs."""
     s = settings_for(env_file, set_)
     if is_remote(c):
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)

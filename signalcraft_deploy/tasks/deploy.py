@@ -96,8 +96,7 @@ def rollback(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Return to the previous release (or --to RELEASE) with the same graceful reloads as a
-    deploy."""
+    """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
     s = settings_for(env_file, set_)
     options = DeployOptions(known_hosts=known_hosts, accept_new_host=bool(accept_new_host))
     if len(hosts := fleet_hosts(c)) > 1:

@@ -773,8 +773,7 @@ def init(
     dir: str | None = None,
     vendor: bool = False,
 ) -> None:
-    """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow,
-    an ignore line."""
+    """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
     root = Path(dir or os.getcwd())
     if not root.is_dir():
         raise Exit(

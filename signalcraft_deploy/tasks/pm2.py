@@ -27,8 +27,7 @@ def pm2_reload(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll
-    Node.js, save."""
+    """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "pm2-reload"):

@@ -30,8 +30,7 @@ def remove(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Take the app off the host: its Nginx site, PM2 apps, logs and `current` (DEPLOY_ROOT too with
-    --purge)."""
+    """Take the app off the host: its Nginx site, PM2 apps, logs and `current` (DEPLOY_ROOT too with --purge)."""
     s = settings_for(env_file, set_)
     check_confirm(s, purge, confirm)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)

@@ -43,8 +43,7 @@ def settings(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Show every setting's value and where it came from (default, .env:LINE, environment, flag),
-    secrets masked."""
+    """Show every setting's value and where it came from (default, .env:LINE, environment, flag), secrets masked."""
     if defaults:
         print(readme_table() if markdown else defaults_text())
         return

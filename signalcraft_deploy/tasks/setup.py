@@ -109,8 +109,7 @@ def setup(
     user: str | None = None,
     remove_app: str | None = None,
 ) -> None:
-    """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation,
-    the root helper."""
+    """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
     s = settings_for(env_file, set_, APP_USER=remove_app)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     user = setup_ops.check_user(user or connecting_user(c))

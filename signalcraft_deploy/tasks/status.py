@@ -396,8 +396,7 @@ def status(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes,
-    recent deploys."""
+    """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes, recent deploys."""
     s = settings_for(env_file, set_)
     if len(hosts := fleet_hosts(c)) > 1:
         return status_fleet(hosts, s, collect, render_status, json_, known_hosts, accept_new_host)

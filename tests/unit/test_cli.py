@@ -167,3 +167,12 @@ def test_a_fleet_passes_the_connection_flags_to_every_host(fleet_task, monkeypat
         (1, {"known_hosts": "/k", "accept_new_host": True}),
         (2, {"known_hosts": "/k", "accept_new_host": True}),
     ]
+
+
+def test_every_task_s_list_line_is_a_whole_sentence() -> None:
+    """`fab --list` shows the first line of a task's docstring: a sentence cut by a line break
+    there reads as a half."""
+    from signalcraft_deploy import ns
+
+    firsts = {n: (ns.tasks[n].body.__doc__ or "").lstrip().splitlines()[0] for n in ns.task_names}
+    assert {n: line for n, line in firsts.items() if not line.endswith(".")} == {}
