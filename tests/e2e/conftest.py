@@ -289,6 +289,24 @@ LOAD_TIMEOUT = 15.0
 LOAD_RATE = 80.0
 
 
+# Left out of a copy of this checkout that a wheel is built from: a stale build/ would leak deleted files into it.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "node_modules",
+    ".sandbox",
+    ".fleet",
+    "rendered",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+)
+
+
 def e2e_load(urls: list[str], **kwargs: object) -> Load:
     """bench.loadgen's Load with this suite's timeout and rate (a test may pass its own)."""
     # type: ignore[arg-type]

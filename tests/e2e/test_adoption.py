@@ -35,6 +35,7 @@ from signalcraft_deploy.core.settings import load_settings
 from signalcraft_deploy.tasks.init import SETTINGS_FILE, WORKFLOW, set_key
 from tests.e2e.conftest import (
     EXAMPLE,
+    NOT_SOURCE,
     REPO,
     AppRepo,
     Profile,
@@ -69,22 +70,6 @@ UPGRADE = Profile(
 PACKAGE = REPO / "signalcraft_deploy"
 # What the wheel must carry besides modules: the same globs as pyproject.toml's package-data.
 DATA_GLOBS = ("templates/*.j2", "templates/init/*.j2", "remote/*.py", "remote/*.js", "remote/*.sh")
-# Left out of the copy the wheel is built from: a stale build/ would leak deleted files into it.
-NOT_SOURCE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    "node_modules",
-    ".sandbox",
-    ".fleet",
-    "rendered",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".mypy_cache",
-)
 
 # Run by the tool venv's Python from an empty folder: what the installed package sees.
 PROBE = r"""

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from signalcraft_deploy import __version__
-from tests.e2e.conftest import EXAMPLE, LIVE, REPO, AppRepo, Sandbox, get, sh
+from tests.e2e.conftest import EXAMPLE, LIVE, NOT_SOURCE, REPO, AppRepo, Sandbox, get, sh
 from tests.e2e.hosts import on_this_machine
 
 BUILD = "pip wheel --no-deps -w dist ."
@@ -129,24 +129,7 @@ def session(sandbox: Sandbox, live_app: AppRepo, tmp_path_factory: pytest.TempPa
     assert __version__ in INSTALL
     root = tmp_path_factory.mktemp("docs")
     home, checkout = root / "home", root / "signalcraft-deploy"
-    shutil.copytree(
-        REPO,
-        checkout,
-        ignore=shutil.ignore_patterns(
-            ".git",
-            ".venv",
-            "build",
-            "dist",
-            "*.egg-info",
-            "__pycache__",
-            "node_modules",
-            ".sandbox",
-            ".fleet",
-            "rendered",
-            ".pytest_cache",
-            ".ruff_cache",
-        ),
-    )
+    shutil.copytree(REPO, checkout, ignore=NOT_SOURCE)
     AppRepo(home / "your-app", EXAMPLE)
     (home / ".ssh").mkdir(mode=0o700)
     (home / ".ssh/config").write_text(
