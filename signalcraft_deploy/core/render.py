@@ -17,6 +17,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from signalcraft_deploy.core.procfile import Process
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.remote import nginx_site
 
@@ -142,6 +143,41 @@ def node_entry(s: Settings) -> dict[str, Any]:
     }
 
 
+LAUNCHER = ".signalcraft/launch.py"  # remote/launch.py, shipped into each release
+
+
+def process_entry(
+    s: Settings, proc: Process, venv: str, release_dir: str | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """The PM2 entry of a Procfile process: the release's launcher (remote/launch.py) with the
+    venv's bin or node_modules/.bin first on PATH, execing the command. `release_dir` None: the
+    ecosystem file's entry, from `current`; `name`: another PM2 name (its overlap twin, a trial)."""
+    base = release_dir or s.current_dir
+    path_first = f"{venv}/bin" if proc.app == "python" else f"{base}/node_modules/.bin"
+    env = {"PYTHONUNBUFFERED": "1"} if proc.app == "python" else {"NODE_ENV": s.node_env}
+    return {
+        "name": name or s.process_name(proc.name),
+        "script": f"{base}/{LAUNCHER}",
+        "interpreter": s.python,
+        "interpreter_args": ["-I"],
+        "args": [path_first, "--", *proc.argv],
+        "cwd": base,
+        "exec_mode": "fork",
+        "instances": proc.instances,
+        "autorestart": True,
+        "watch": False,
+        "merge_logs": True,
+        # The tool stops a process itself (its PROCESS_STOP_SIGNAL, all instances at once) and
+        # deletes it from PM2 once it exited; a clean exit (0) after that signal is not restarted.
+        "stop_exit_codes": [0],
+        "kill_timeout": (proc.stop_timeout + 5) * 1000,
+        "kill_retry_time": KILL_RETRY_MS,
+        "min_uptime": 5000,
+        "max_restarts": 10,
+        "env": env,
+    }
+
+
 def render_gunicorn_conf(s: Settings) -> str:
     return (
         _environment(s.templates_dir)
@@ -181,6 +217,7 @@ def render_ecosystem(s: Settings, venv: str) -> str:
             node_instances=node["instances"],
             node_kill_timeout_ms=node["kill_timeout"],
             node_env=node["env"],
+            processes=[process_entry(s, proc, venv) for proc in s.processes],
         )
     )
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from signalcraft_deploy.core import procfile
 from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.remote import nginx_site
 
@@ -529,6 +530,35 @@ def _shared_paths(text: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
+def _process_value(key_name: str, value: str) -> str:
+    if key_name == "PROCESS_INSTANCES":
+        return str(_whole_number(value, 1, 64))
+    if key_name == "PROCESS_STOP_TIMEOUT":
+        return str(_whole_number(value, 1, 86400))
+    allowed = procfile.STOP_SIGNALS if key_name == "PROCESS_STOP_SIGNAL" else procfile.RUNTIMES
+    if value not in allowed:
+        raise Invalid(f"name=value pairs, each value one of {', '.join(allowed)}")
+    return value
+
+
+def _process_list(text: str, key_name: str) -> dict[str, str]:
+    try:
+        return procfile.parse_list(text, lambda value: _process_value(key_name, value))
+    except ValueError as err:
+        raise Invalid(f"Procfile process names with values: {err}") from None
+
+
+def _singletons(text: str) -> dict[str, str]:
+    try:
+        return procfile.parse_names(text)
+    except ValueError as err:
+        raise Invalid(str(err)) from None
+
+
+def _show_list(values: dict[str, str]) -> str:
+    return ",".join(f"{name}={value}" for name, value in values.items())
+
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _USER_RE = re.compile(
     r"^[a-z_][a-z0-9_-]{0,31}$"
@@ -951,6 +981,37 @@ class Settings:
         "paths (comma-separated, a trailing / for a folder) kept across releases in shared/ and"
         " linked into each, such as instance/,uploads/,.env.local",
     )
+    process_instances: dict[str, str] | None = key(
+        None,
+        optional(on_text(lambda text: _process_list(text, "PROCESS_INSTANCES"), _show_list)),
+        "Procfile processes' instance counts, as name=count pairs such as worker=2 (default 1 each)",
+    )
+    process_stop_timeout: dict[str, str] | None = key(
+        None,
+        optional(on_text(lambda text: _process_list(text, "PROCESS_STOP_TIMEOUT"), _show_list)),
+        "seconds a Procfile process may take to finish its job after the stop signal, as"
+        " name=seconds pairs such as worker=120 (default 30 each)",
+    )
+    process_stop_signal: dict[str, str] | None = key(
+        None,
+        optional(on_text(lambda text: _process_list(text, "PROCESS_STOP_SIGNAL"), _show_list)),
+        "the signal that asks a Procfile process to stop (SIGTERM, SIGINT or SIGQUIT), as"
+        " name=signal pairs (default SIGTERM: Celery's and RQ's warm shutdown)",
+    )
+    singletons: dict[str, str] | None = key(
+        None,
+        optional(on_text(_singletons, lambda names: ",".join(names) or "none")),
+        "Procfile processes that must never run twice at once, comma-separated, or none; each is"
+        " stopped before its new one starts, and on a fleet runs on the first host only (default:"
+        " those named beat, clock or scheduler)",
+    )
+    process_app: dict[str, str] | None = key(
+        None,
+        optional(on_text(lambda text: _process_list(text, "PROCESS_APP"), _show_list)),
+        "which runtime a Procfile process uses, as name=python or name=nodejs pairs: the venv's bin"
+        " or node_modules/.bin first on its PATH, and which changes reach it (default: nodejs for"
+        " node, npm, npx, yarn, pnpm or a .js script, else python)",
+    )
     local_venv: str | None = key(
         None,
         local_path,
@@ -980,6 +1041,22 @@ class Settings:
     # signalcraft_deploy): set from the shipment (steps/upload.py), so an app's own tasks.py
     # (Celery's, say) still reaches its app.
     tool_collection: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # The release's Procfile processes with the PROCESS_* settings applied (core/procfile.py): set
+    # from the shipment, or from a release's manifest for a rollback.
+    processes: tuple[procfile.Process, ...] = field(default=(), compare=False, repr=False)
+    procfile_notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # This host runs the singletons (SINGLETONS): on a fleet, the first host only.
+    singleton_host: bool = field(default=True, compare=False, repr=False)
+
+    def process_lists(self) -> procfile.Lists:
+        """The PROCESS_* settings that are set, by key (core/procfile.py `processes`)."""
+        keys = ("PROCESS_INSTANCES", "PROCESS_STOP_TIMEOUT", "PROCESS_STOP_SIGNAL", "PROCESS_APP")
+        lists = {k: getattr(self, k.lower()) for k in (*keys, "SINGLETONS")}
+        return {k: v for k, v in lists.items() if v is not None}
+
+    def process_name(self, name: str) -> str:
+        """A Procfile process's PM2 name."""
+        return f"{self.app_name}-{name}"
 
     @property
     def python_app(self) -> str:
