@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from signalcraft_deploy.core import formats
+from signalcraft_deploy.core import formats, procfile
 from signalcraft_deploy.core.apps import App as App  # re-exported: `core.plan.App` still works
 from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.render import (
@@ -69,6 +69,9 @@ class Manifest:
     node_script: str = ""  # the Node.js entry point, as resolved (NODE_SCRIPT or package.json)
     ecosystem: str = ECOSYSTEM  # PM2's file in the release (.cjs for an ES module package)
     node_install: str = ""  # "npm ci", "npm install" or "" (no package.json)
+    # The Procfile processes (core/procfile.py Process records), each with the release and venv it
+    # runs (an unchanged process keeps its own).
+    processes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -87,6 +90,8 @@ class Manifest:
 def release_settings(s: Settings, manifest: dict[str, Any] | None) -> Settings:
     """The settings for acting on a release already on the host: its Node.js entry point as its
     manifest records it, when NODE_SCRIPT is unset."""
+    recorded = (manifest or {}).get("processes") or ()
+    s = replace(s, processes=tuple(procfile.Process.from_record(r) for r in recorded))
     script = (manifest or {}).get("node_script")
     if s.node_script or not script:
         return s
@@ -117,6 +122,11 @@ class How(StrEnum):
     RELOAD = "reload"
     HANDOVER = "handover"
     WRITE_AND_RELOAD = "write-and-reload"
+    # Procfile processes (core/procfile.py)
+    OVERLAP = "overlap"
+    STOP_FIRST = "stop-first"
+    STOP = "stop"
+    ELSEWHERE = "elsewhere"
 
     @property
     def description(self) -> str:
@@ -146,6 +156,10 @@ _HOW_TEXT = {
     How.RELOAD: "pm2 reload --only --update-env (rolling, cluster mode)",
     How.HANDOVER: "new processes on the handover port, Nginx switch, old ones stopped",
     How.WRITE_AND_RELOAD: "write site, nginx -t, graceful reload",
+    How.OVERLAP: "new instances start, then the old ones get the stop signal and finish their job",
+    How.STOP_FIRST: "singleton: the old one stops (finishing its job), then the new one starts",
+    How.STOP: "stop signal, its job finished, removed from PM2",
+    How.ELSEWHERE: "runs on the fleet's first host only",
 }
 
 
@@ -161,6 +175,15 @@ class Action:
     apps_own: bool = False
 
 
+@dataclass(frozen=True)
+class ProcessAction:
+    """How one Procfile process moves to the new release (or stops: gone from the Procfile)."""
+
+    name: str
+    how: How
+    why: str
+
+
 @dataclass
 class Plan:
     manifest: Manifest
@@ -171,6 +194,7 @@ class Plan:
     build_venv: bool = False
     build_node_modules: bool = False
     notes: list[str] = field(default_factory=list)
+    processes: list[ProcessAction] = field(default_factory=list)  # the Procfile's, by name
     changed: list[str] | None = None  # paths that differ from the live release, when known
     extras: str | None = (
         None  # location blocks kept from a site taken over (written beside ours), as shown
@@ -184,7 +208,8 @@ class Plan:
 
     @property
     def nothing_to_do(self) -> bool:
-        return not self.new_release and all(a.how == How.NONE for a in self.actions)
+        hows = [a.how for a in self.actions] + [p.how for p in self.processes]
+        return not self.new_release and all(how in (How.NONE, How.ELSEWHERE) for how in hows)
 
     def action(self, app: App | str) -> Action:
         return next(a for a in self.actions if a.app == app)
@@ -275,7 +300,11 @@ def make_manifest(
             else ("npm install" if package_json is not None else "")
         ),
     )
-    return manifest, configs
+    return replace(manifest, processes=process_records(s, manifest)), configs
+
+
+def process_records(s: Settings, m: Manifest) -> list[dict[str, Any]]:
+    return [{**p.record(), "release": m.release, "venv": m.venv} for p in s.processes]
 
 
 def _stranger_on(facts: HostFacts, port: int, ours: set[int]) -> tuple[int, str] | None:
@@ -527,7 +556,21 @@ def unchanged(s: Settings, inputs: str, facts: HostFacts) -> bool:
     except (KeyError, TypeError, PlanError):
         return False
     _, _, drift_py, drift_node = _drift(s, facts, old)
-    return all(a.how == How.NONE for a in actions) and not drift_py and not drift_node
+    steady = all(a.how == How.NONE for a in actions) and not drift_py and not drift_node
+    return steady and processes_steady(s, facts, old)
+
+
+def processes_steady(s: Settings, facts: HostFacts, old: dict[str, Any]) -> bool:
+    """Every recorded Procfile process runs (online), and none that should not (a singleton off the
+    fleet's first host)."""
+    for record in old.get("processes") or ():
+        running = process_running(s, facts, record["name"])
+        if record.get("singleton") and not s.singleton_host:
+            if running:
+                return False
+        elif not running or any(p.status != "online" for p in running):
+            return False
+    return True
 
 
 def _check_listen(s: Settings, facts: HostFacts) -> None:
@@ -647,7 +690,100 @@ def make_plan(
         node_release=release if node.how != How.NONE else (want_node or release),
     )
     plan.actions = [py, node, nginx]
+    plan.processes, records = process_actions(s, plan.manifest, facts, old, changed, same_release)
+    plan.manifest = replace(plan.manifest, processes=records)
+    plan.notes.extend(s.procfile_notes)
     return plan
+
+
+def process_pm2_names(s: Settings, name: str) -> tuple[str, str]:
+    """A process's two PM2 names: its own, and the twin its new instances take while the old ones
+    finish."""
+    return s.process_name(name), s.process_name(name) + procfile.TWIN_SUFFIX
+
+
+def process_running(s: Settings, facts: HostFacts, name: str) -> list[Any]:
+    """The PM2 processes of a Procfile process, under either of its names."""
+    return [p for n in process_pm2_names(s, name) for p in facts.apps(n)]
+
+
+def process_actions(
+    s: Settings,
+    m: Manifest,
+    facts: HostFacts,
+    old: dict[str, Any] | None,
+    changed: list[str] | None,
+    same_release: bool,
+) -> tuple[list[ProcessAction], list[dict[str, Any]]]:
+    """How each Procfile process moves, and the records the manifest keeps (an unchanged process
+    keeps the release and venv it runs)."""
+    before = {r["name"]: r for r in (old or {}).get("processes") or ()}
+    actions, records = [], []
+    for proc in s.processes:
+        record = {**proc.record(), "release": m.release, "venv": m.venv}
+        how, why = _process_how(s, proc, m, facts, old, before.get(proc.name), changed)
+        if how is How.NONE or (same_release and how in (How.OVERLAP, How.STOP_FIRST)):
+            how, why = How.NONE, "unchanged"
+            record = {**record, **{k: before[proc.name][k] for k in ("release", "venv")}}
+        actions.append(ProcessAction(proc.name, how, why))
+        records.append(record)
+    for name in sorted(set(before) - {p.name for p in s.processes}):
+        if process_running(s, facts, name):
+            actions.append(ProcessAction(name, How.STOP, "no longer in the Procfile"))
+    return actions, records
+
+
+def _process_how(
+    s: Settings,
+    proc: procfile.Process,
+    m: Manifest,
+    facts: HostFacts,
+    old: dict[str, Any] | None,
+    before: dict[str, Any] | None,
+    changed: list[str] | None,
+) -> tuple[How, str]:
+    running = process_running(s, facts, proc.name)
+    if proc.singleton and not s.singleton_host:
+        if running:
+            return How.STOP, "a singleton runs on the fleet's first host only"
+        return How.ELSEWHERE, "a singleton runs on the fleet's first host only"
+    if not running or any(p.status != "online" for p in running):
+        state = ",".join(sorted({p.status for p in running})) or "not in PM2"
+        return How.START, f"{s.process_name(proc.name)} is {state}"
+    move = How.STOP_FIRST if proc.singleton else How.OVERLAP
+    why = _process_reached(s, proc, m, old, before, changed)
+    if why is None and before is not None:
+        runs = {p.cwd.rstrip("/").rsplit("/", 1)[-1] for p in running}
+        if runs != {before["release"]}:
+            why = f"it runs {', '.join(sorted(runs))}, not {before['release']}"
+    return (move, why) if why else (How.NONE, "unchanged")
+
+
+def _process_reached(
+    s: Settings,
+    proc: procfile.Process,
+    m: Manifest,
+    old: dict[str, Any] | None,
+    before: dict[str, Any] | None,
+    changed: list[str] | None,
+) -> str | None:
+    """Why a change reaches a running process (None: none does): its Procfile line or settings, its
+    runtime's files and dependencies, the app's environment."""
+    if not old or before is None:
+        return "no record of the running release's processes"
+    if {k: v for k, v in before.items() if k not in ("release", "venv")} != proc.record():
+        return "its Procfile line or PROCESS_* settings changed"
+    if env_changed(m, old):
+        return env_why(old)
+    app = App.PYTHON if proc.app == "python" else App.NODEJS
+    if app is App.PYTHON and before.get("venv") != m.venv:
+        return "the Python environment changed (requirements.txt or PYTHON)"
+    if app is App.NODEJS and old.get("node_modules") != m.node_modules:
+        return f"its dependencies changed ({m.node_install or 'none now'})"
+    code = "python_code" if app is App.PYTHON else "node_code"
+    if code_changed(s, app, old.get(code) != getattr(m, code), changed):
+        return files_why(s, app, changed)
+    return None
 
 
 def _manifest_with_site_and_env(manifest: Manifest, site: str, facts: HostFacts) -> Manifest:

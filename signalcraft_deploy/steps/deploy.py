@@ -36,7 +36,7 @@ from signalcraft_deploy.host.hooks import Hook, HookResult, run_hook
 from signalcraft_deploy.host.io import Background, ConnectionLost, Waiting, fail, q, run
 from signalcraft_deploy.host.lock import audit
 from signalcraft_deploy.steps import handover as handover_ops
-from signalcraft_deploy.steps import trial
+from signalcraft_deploy.steps import processes, trial
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Outcome, Step
 from signalcraft_deploy.steps.upload import Shipment, ship
@@ -70,6 +70,8 @@ class DeployRun:
     deploy_pm2_changed: bool = (
         False  # an app was deleted from the deploy user's own PM2 (moved to APP_USER's)
     )
+    # the Procfile processes being tried, and when their trial started (steps/processes.py)
+    process_trial: tuple[list[Any], float] = ([], 0.0)
 
     @property
     def release(self) -> str:
@@ -486,7 +488,10 @@ def health_gate(r: DeployRun) -> str:
 def finish(r: DeployRun) -> str:
     r.settle()
     # A HUP leaves PM2's process list as it was; anything else changes what a reboot must resurrect.
-    saved = (r.py, r.node) not in ((How.HUP, How.NONE), (How.NONE, How.NONE))
+    saved = (r.py, r.node) not in (
+        (How.HUP, How.NONE),
+        (How.NONE, How.NONE),
+    ) or processes.moves_processes(r)
     retired: list[str] = []
     if saved:
         pm2_ops.save(r.c, r.s)
@@ -504,9 +509,8 @@ def finish(r: DeployRun) -> str:
     if r.deploy_pm2_changed:
         pm2_ops.save_as_deploy_user(r.c, r.s)
     m = r.plan.manifest
-    pruned = releases.prune(
-        r.c, r.s, r.s.keep_releases, r.release, r.prev, (m.python_release, m.node_release)
-    )
+    running = (m.python_release, m.node_release, *(p["release"] for p in m.processes))
+    pruned = releases.prune(r.c, r.s, r.s.keep_releases, r.release, r.prev, running)
     # Pruned releases may leave venvs and node_modules that no kept release names.
     unused = upkeep.prune_environments(r.c, r.s) if pruned else []
     r.record["files_changed"] = r.changed_files + (["nginx site"] if r.site_written else [])
@@ -618,7 +622,15 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
         when=lambda r: r.moving or not r.facts.app_reaches_root,
     ),
     Step("show config changes", show_config_changes),
+    Step(
+        "start process trial",
+        processes.start_process_trial,
+        undo=processes.remove_process_trial,
+        when=processes.has_trial,
+        undoes_itself=True,
+    ),
     Step("trial run", trial_run, when=lambda r: bool(r.plan.tried)),
+    Step("check process trial", processes.check_process_trial, when=processes.has_trial),
     Step("write and check site", check_nginx, undo=restore_site),
     Step(
         "install certbot hook",
@@ -637,6 +649,13 @@ DEPLOY_STEPS: list[Step[DeployRun]] = [
         when=lambda r: r.site_written and not (r.py.hands_over or r.node.hands_over),
     ),
     Step("check health", health_gate),
+    Step(
+        "move processes",
+        processes.move_processes,
+        undo=processes.restore_processes,
+        when=processes.moves_processes,
+        undoes_itself=True,
+    ),
     Step("after-switch hook", after_switch, when=lambda r: bool(r.s.after_switch) and r.is_deploy),
     Step("save and prune", finish),
 ]

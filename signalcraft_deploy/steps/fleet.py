@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -439,13 +439,21 @@ def lock_all(fd: FleetDeploy, info: dict[str, Any] | None, then: str = "") -> No
         )
 
 
+def singletons_here(s: Settings, m: Member, group: Sequence[Member]) -> Settings:
+    """The settings for one host: only the first host in -H order runs the Procfile's singletons
+    (SINGLETONS)."""
+    return replace(s, singleton_host=m is group[0])
+
+
 def read_all(fd: FleetDeploy, shipment: Shipment | None) -> None:
     """Each host read under its lock, and planned; a host with nothing to deploy is reported (and
     audited) as such."""
     now, hosts, dry_run = datetime.now(UTC), [m.label for m in fd.group], fd.options.dry_run
 
     def work(m: Member) -> None:
-        h, m.plan = plan_host(read_host(m.c, fd.s, m.rep, m.lock), shipment, fd.options, now)
+        h = read_host(m.c, fd.s, m.rep, m.lock)
+        h = replace(h, s=singletons_here(h.s, m, fd.group))
+        h, m.plan = plan_host(h, shipment, fd.options, now)
         m.facts, m.settings, m.shipment = h.facts, h.s, h.shipment
         if h.shipment is None:  # a dry run, and this host's mirror does not have REF yet
             m.rep.say(
@@ -575,7 +583,8 @@ def rollback_fleet(conns: list[Any], s: Settings, to: str | None, options: Deplo
         def plan_rollback(m: Member) -> None:
             assert m.facts is not None
             # the release's own site
-            m.settings, m.plan = rollback_plan(m.c, s, m.facts, target, m.rep.warn)
+            own = singletons_here(s, m, group)
+            m.settings, m.plan = rollback_plan(m.c, own, m.facts, target, m.rep.warn)
 
         failed = parallel(group, plan_rollback)
         if failed:

@@ -333,7 +333,10 @@ def plan_step(h: HostDeploy, plan: Plan, drop: bool = False) -> tuple[HostDeploy
         h = replace(h, s=s)
         if s.tls and plan.action(App.NGINX).how is How.WRITE_AND_RELOAD:
             check_tls(h.c, s, h.rep)
-        st.detail = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+        st.detail = ", ".join(
+            [f"{a.app}: {a.how}" for a in plan.actions]
+            + [f"{a.name}: {a.how}" for a in plan.processes]
+        )
     warn_not_set_up(h.rep, h.facts)
     return h, plan
 
@@ -517,7 +520,10 @@ def rollback_plan(
         configs[name] = run(
             c, f"cat {q(s.releases_dir + '/' + target + '/' + name)}", warn=True
         ).stdout
-    s = release_settings(site_settings(c, s, target, warn), json.loads(raw))
+    here = s.singleton_host  # the fleet's first host or not: what validating settings again loses
+    s = replace(
+        release_settings(site_settings(c, s, target, warn), json.loads(raw)), singleton_host=here
+    )
     plan = plan_or_exit(s, manifest, configs, facts)
     plan.new_release, plan.build_venv = (
         False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.facts import HostFacts
-from signalcraft_deploy.core.plan import Plan
+from signalcraft_deploy.core.plan import How, Plan
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.steps.deploy import config_diffs
@@ -23,6 +23,8 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: HostFacts) -> None
     rep.say("  trial     " + trial_line(s, plan.tried))
     for a in plan.actions:
         rep.say(f"  {a.app:<9} {a.how.description} ({a.why})")
+    for line in process_lines(plan):
+        rep.say(line)
     rep.say(
         "  health    both apps directly and through Nginx, from the new release; roll back on"
         " failure"
@@ -36,6 +38,18 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: HostFacts) -> None
         )
     for diff in config_diffs(facts, plan, s):
         rep.say(diff.rstrip("\n"))
+
+
+def process_lines(plan: Plan) -> list[str]:
+    """One line per Procfile process (how it moves, and why), then what the Procfile says that is
+    not run."""
+    lines = [
+        f"  {a.name:<9} {a.how}: {a.how.description} ({a.why})"
+        if a.how is not How.NONE
+        else f"  {a.name:<9} unchanged"
+        for a in plan.processes
+    ]
+    return lines + [f"  Procfile  {note}" for note in plan.notes]
 
 
 def release_lines(s: Settings, plan: Plan, facts: HostFacts) -> list[str]:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from signalcraft_deploy.core import release_paths, release_site, source
+from signalcraft_deploy.core import procfile, release_paths, release_site, source
 from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
-from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, digest
+from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, LAUNCHER, digest
 from signalcraft_deploy.core.secrets import mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import (
@@ -49,12 +49,18 @@ class Shipment:
     tool_collection: tuple[
         str, ...
     ] = ()  # its fabfile.py/tasks.py that are the tool's (source.tool_collection)
+    procfile: str | None = None  # its Procfile's text (None: it has none)
 
 
 def shipment_settings(s: Settings, shipment: Shipment) -> Settings:
     """The settings with the Node.js entry point this shipment runs (package.json's when NODE_SCRIPT
     is unset), and which of its files are the tool's collection."""
     s = replace(s, tool_collection=shipment.tool_collection)
+    try:
+        found, notes = procfile.processes(shipment.procfile, s.process_lists())
+    except procfile.ProcfileError as err:
+        raise SettingsError(f"{err} Nothing was changed on the host.") from None
+    s = replace(s, processes=found, procfile_notes=tuple(notes))
     return source.with_node_entry(
         s, source.resolve_node_entry(shipment.package_json, shipment.tree.has, s.node_script)
     )
@@ -145,6 +151,7 @@ def local_shipment(s: Settings) -> Shipment:
         node_script=entry.script,
         esm=entry.esm,
         tool_collection=source.tool_collection(lambda path: read_blob(s.source_dir, tree, path)),
+        procfile=read_blob(s.source_dir, tree, procfile.PROCFILE),
     )
 
 
@@ -244,6 +251,7 @@ def git_shipment(c: Any, s: Settings, dry_run: bool = False) -> Shipment | None:
         node_script=entry.script,
         esm=entry.esm,
         tool_collection=source.tool_collection(show),
+        procfile=show(procfile.PROCFILE),
     )
 
 
@@ -298,6 +306,7 @@ def extras_tar(plan: Plan, site_record: str) -> bytes:
         **plan.configs,
         "REVISION": plan.manifest.release + "\n",
         ".signalcraft/manifest.json": plan.manifest.to_json(),
+        LAUNCHER: program("launch"),
         release_site.SITE_FILE: site_record,
     }
     buf = io.BytesIO()

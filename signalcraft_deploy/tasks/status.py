@@ -10,6 +10,7 @@ from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.facts import HostFacts, Pm2Process
+from signalcraft_deploy.core.plan import process_pm2_names
 from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
@@ -51,7 +52,7 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json"),
         facts.current_release,
     )
-    procs = [p for p in facts.pm2 if p.name in (s.python_app, s.node_app)]
+    procs = [p for p in facts.pm2 if p.name in app_names(s, facts.manifest)]
     probed = probe(
         c, s, {"mode": "status", "pids": [p.pid for p in procs if p.pid], "urls": health_urls(s)}
     )
@@ -79,6 +80,27 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "warnings": [w for w in (host_facts.node_public_warning(s, facts),) if w],
         **host_life(c, s, facts),
     }
+
+
+def app_names(s: Settings, manifest: dict[str, Any] | None) -> list[str]:
+    """The PM2 names of the deploy's apps: both web apps, and each Procfile process the live
+    release records (under either of its two names)."""
+    recorded = (manifest or {}).get("processes") or ()
+    return [
+        s.python_app,
+        s.node_app,
+        *(n for r in recorded for n in process_pm2_names(s, r["name"])),
+    ]
+
+
+def live_manifest(c: Any, s: Settings) -> dict[str, Any] | None:
+    """The live release's manifest (None when there is none, or it cannot be read)."""
+    raw = run(c, f"cat {q(s.current_dir)}/.signalcraft/manifest.json 2>/dev/null", warn=True)
+    try:
+        data = json.loads(raw.stdout)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def app_row(
@@ -422,10 +444,10 @@ def logs(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Print the last lines of both apps' PM2 logs (APP_ENV_FILE's values masked); -f to follow."""
+    """Print the last lines of the apps' PM2 logs, Procfile processes too (.env values masked); -f to follow."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
-    pattern = f"/^({s.python_app}|{s.node_app})$/"
+    pattern = f"/^({'|'.join(app_names(s, live_manifest(c, s)))})$/"
     cmd = (
         pm2(s, "logs", pattern, "--lines", str(int(lines)))
         + ("" if follow else " --nostream")
