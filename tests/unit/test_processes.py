@@ -1,0 +1,397 @@
+"""The app's Procfile processes: parsing, settings, rendering, planning, the commands a move sends,
+and the launcher (run for real, in a folder laid out as a release)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signalcraft_deploy.core.facts import HostFacts, Pm2Process
+from signalcraft_deploy.core.plan import How, Manifest, process_actions
+from signalcraft_deploy.core.procfile import Process, ProcfileError, parse_procfile, processes
+from signalcraft_deploy.core.render import render_ecosystem
+from signalcraft_deploy.core.settings import Settings, SettingsError, load_settings
+from signalcraft_deploy.remote import launch
+from signalcraft_deploy.steps import processes as moves
+
+PROCFILE = """# the app's processes
+web: gunicorn 'app:create_app()'
+worker: celery -A app.celery worker --loglevel info
+clock: python clock.py
+consumer: node consumer.js
+"""
+
+
+def settings(**overrides: str) -> Settings:
+    return load_settings(overrides=overrides, environ={})
+
+
+def declared(text: str = PROCFILE, **overrides: str) -> tuple[Process, ...]:
+    return processes(text, settings(**overrides).process_lists())[0]
+
+
+# ----------------------------------------------------------------------------- the Procfile
+
+
+def test_a_procfile_is_read_with_its_defaults_and_its_web_line_left_out() -> None:
+    found, notes = processes(PROCFILE, settings().process_lists())
+    assert [(p.name, p.app, p.instances, p.singleton) for p in found] == [
+        ("worker", "python", 1, False),
+        ("clock", "python", 1, True),  # a conventional scheduler name
+        ("consumer", "nodejs", 1, False),  # a .js script
+    ]
+    assert found[0].stop_signal == "SIGTERM" and found[0].stop_timeout == 30
+    assert notes == [
+        "Procfile line 2 (web:) is not run: the tool serves the web apps itself (WSGI_APP,"
+        " NODE_SCRIPT)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        ("worker: rq worker\nrelease: flask db upgrade\n", "line 2: `release:`"),
+        ("worker: rq worker\nrelease: flask db upgrade\n", "Set BEFORE_SWITCH"),
+        ("worker rq worker\n", "line 1: 'worker rq worker' is not `name: command`"),
+        ("\n\nwork er: x\n", "line 3"),
+        ("worker.2: x\n", "process name 'worker.2' may hold only letters"),
+        ("worker: a\nworker: b\n", "line 2: process 'worker' is declared again (first on line 1)"),
+        ("python: x\n", "clashes with the names the tool gives"),
+        ("worker-trial: x\n", "clashes with the names the tool gives"),
+        ("worker:\n", "line 1"),
+        ("worker: a\nworker-b: b\n", "'worker' and 'worker-b' clash"),
+    ],
+)
+def test_a_bad_procfile_is_refused_naming_its_line(text: str, expect: str) -> None:
+    with pytest.raises(ProcfileError, match=None) as err:
+        parse_procfile(text)
+    assert expect in str(err.value)
+
+
+def test_the_runtime_follows_the_command_unless_process_app_says() -> None:
+    text = "a: node x.js\nb: npm run jobs\nc: ./bin/run.mjs\nd: celery worker\ne: python -m x\n"
+    assert [p.app for p in declared(text)] == ["nodejs", "nodejs", "nodejs", "python", "python"]
+    assert declared(text, PROCESS_APP="d=nodejs")[3].app == "nodejs"
+
+
+def test_a_command_runs_without_a_shell_unless_it_needs_one() -> None:
+    plain = Process("w", "celery -A 'my app' worker", "python")
+    assert plain.argv == ["celery", "-A", "my app", "worker"]
+    for line in ("rq worker $QUEUES", "a && b", "x > log", "X=1 python x.py"):
+        assert Process("w", line, "python").argv == ["/bin/sh", "-c", line]
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_the_process_settings_apply_by_name() -> None:
+    found = declared(
+        PROCESS_INSTANCES="worker=3",
+        PROCESS_STOP_TIMEOUT="worker=120,clock=5",
+        PROCESS_STOP_SIGNAL="consumer=SIGINT",
+        SINGLETONS="consumer",
+    )
+    by = {p.name: p for p in found}
+    assert by["worker"].instances == 3 and by["worker"].stop_timeout == 120
+    assert by["clock"].stop_timeout == 5 and not by["clock"].singleton  # SINGLETONS replaces
+    assert by["consumer"].stop_signal == "SIGINT" and by["consumer"].singleton
+    assert not any(p.singleton for p in declared(SINGLETONS="none"))
+
+
+@pytest.mark.parametrize(
+    "key,value,expect",
+    [
+        ("PROCESS_INSTANCES", "worker=0", "a whole number from 1 to 64"),
+        ("PROCESS_INSTANCES", "worker", "name=value pairs"),
+        ("PROCESS_STOP_SIGNAL", "worker=SIGKILL", "SIGTERM, SIGINT, SIGQUIT"),
+        ("PROCESS_APP", "worker=ruby", "python, nodejs"),
+        ("SINGLETONS", "a b", "process names separated by commas"),
+    ],
+)
+def test_a_bad_process_setting_is_refused_naming_its_key(key: str, value: str, expect: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        settings(**{key: value})
+    assert str(err.value).startswith(key) and expect in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("PROCESS_INSTANCES", "wroker=2"),
+        ("PROCESS_STOP_TIMEOUT", "beat=10"),
+        ("SINGLETONS", "cron"),
+        ("PROCESS_APP", "web=python"),
+    ],
+)
+def test_a_process_the_procfile_does_not_declare_is_refused_naming_the_key(
+    key: str, value: str
+) -> None:
+    with pytest.raises(ProcfileError) as err:
+        declared(**{key: value})
+    assert str(err.value).startswith(f"{key} names ") and f"Fix {key}" in str(err.value)
+
+
+def test_a_singleton_with_more_than_one_instance_is_refused() -> None:
+    with pytest.raises(ProcfileError, match="PROCESS_INSTANCES gives clock 2 instances"):
+        declared(PROCESS_INSTANCES="clock=2")
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def test_each_process_is_a_pm2_app_of_the_ecosystem_file_after_the_web_apps(tmp_path: Path) -> None:
+    s = replace(settings(), processes=declared())
+    text = render_ecosystem(s, "/srv/venvs/abc")
+    apps = ecosystem_apps(text, tmp_path)
+    assert [a["name"] for a in apps] == [
+        "signalcraft-python",
+        "signalcraft-nodejs",
+        "signalcraft-worker",
+        "signalcraft-clock",
+        "signalcraft-consumer",
+    ]
+    worker, consumer = apps[2], apps[4]
+    assert worker["script"] == f"{s.current_dir}/.signalcraft/launch.py"
+    assert worker["args"] == [
+        "/srv/venvs/abc/bin",
+        "--",
+        *["celery", "-A", "app.celery", "worker", "--loglevel", "info"],
+    ]
+    assert consumer["args"][0] == f"{s.current_dir}/node_modules/.bin"
+    assert worker["exec_mode"] == "fork" and worker["stop_exit_codes"] == [0]
+    assert worker["kill_timeout"] > 30_000  # above its PROCESS_STOP_TIMEOUT
+    assert set(worker["env"]) == {"PYTHONUNBUFFERED"}  # no value of the app's .env
+
+
+def ecosystem_apps(text: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """The apps of a rendered ecosystem file, as Node.js reads them."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    (tmp_path / "ecosystem.config.js").write_text(text)
+    out = subprocess.run(
+        ["node", "-e", "console.log(JSON.stringify(require(process.argv[1]).apps))", "--"]
+        + [str(tmp_path / "ecosystem.config.js")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return list(json.loads(out))
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def proc(name: str, release: str, status: str = "online", pid: int = 500) -> Pm2Process:
+    return Pm2Process(
+        name=name,
+        pm_id=pid,
+        pid=pid if status == "online" else 0,
+        status=status,
+        restarts=0,
+        started_ms=1,
+        exec_mode="fork",
+        exec_path="",
+        cwd=f"/home/ubuntu/signalcraft/releases/{release}",
+        interpreter="python3",
+        args=(),
+        memory=1,
+    )
+
+
+def manifest(release: str, venv: str = "/v/1", python_code: str = "py-1", **kw: Any) -> Manifest:
+    fields = {f: "" for f in Manifest.__dataclass_fields__ if f != "processes"}
+    return replace(
+        Manifest(**{**fields, "processes": []}),  # type: ignore[arg-type]
+        release=release,
+        venv=venv,
+        python_code=python_code,
+        node_code="node-1",
+        **kw,
+    )
+
+
+def live(s: Settings, running: list[Pm2Process]) -> tuple[dict[str, Any], HostFacts]:
+    """What the host has: release r1 with the Procfile's processes, and these PM2 processes."""
+    old = manifest("r1")
+    records = [{**p.record(), "release": "r1", "venv": "/v/1"} for p in s.processes]
+    old_dict = {**old.__dict__, "processes": records}
+    return old_dict, HostFacts(manifest=old_dict, current_release="r1", pm2=running)
+
+
+def plan_of(s: Settings, new: Manifest, running: list[Pm2Process], changed: Any = None) -> dict:
+    old, facts = live(s, running)
+    actions, records = process_actions(s, new, facts, old, changed, same_release=False)
+    return {a.name: (a.how, a.why) for a in actions} | {"_records": records}
+
+
+def both_running() -> list[Pm2Process]:
+    return [proc("signalcraft-worker", "r1"), proc("signalcraft-clock-b", "r1", pid=501)]
+
+
+PF = "worker: python worker.py\nclock: python clock.py\n"
+
+
+def test_a_code_change_moves_workers_with_overlap_and_singletons_stop_first() -> None:
+    s = replace(settings(), processes=declared(PF))
+    plan = plan_of(s, manifest("r2", python_code="py-2"), both_running())
+    assert plan["worker"][0] is How.OVERLAP and plan["clock"][0] is How.STOP_FIRST
+    assert {r["release"] for r in plan["_records"]} == {"r2"}
+
+
+def test_an_unchanged_process_keeps_its_release_and_a_stopped_one_starts() -> None:
+    s = replace(settings(), processes=declared(PF))
+    running = [proc("signalcraft-worker", "r1"), proc("signalcraft-clock", "r1", "stopped")]
+    plan = plan_of(s, manifest("r2"), running, changed=[])
+    assert plan["worker"] == (How.NONE, "unchanged")
+    assert plan["clock"][0] is How.START and "stopped" in plan["clock"][1]
+    assert [r["release"] for r in plan["_records"]] == ["r1", "r2"]
+
+
+def test_a_python_change_does_not_reach_a_node_process() -> None:
+    s = replace(settings(), processes=declared("consumer: node consumer.js\n"))
+    plan = plan_of(s, manifest("r2"), [proc("signalcraft-consumer", "r1")], changed=["jobs.py"])
+    assert plan["consumer"][0] is How.NONE
+    plan = plan_of(s, manifest("r2"), [proc("signalcraft-consumer", "r1")], changed=["x.js"])
+    assert plan["consumer"] == (How.OVERLAP, "files it reads changed: x.js")
+
+
+def test_a_new_venv_or_procfile_line_reaches_the_process() -> None:
+    s = replace(settings(), processes=declared(PF))
+    plan = plan_of(s, manifest("r2", venv="/v/2"), both_running(), changed=[])
+    assert "Python environment changed" in plan["worker"][1]
+    s2 = replace(settings(), processes=declared(PF, PROCESS_INSTANCES="worker=2"))
+    old, facts = live(s, both_running())
+    actions, _ = process_actions(s2, manifest("r2"), facts, old, [], same_release=False)
+    assert actions[0].why == "its Procfile line or PROCESS_* settings changed"
+
+
+def test_a_process_gone_from_the_procfile_stops() -> None:
+    s = replace(settings(), processes=declared(PF))
+    old, facts = live(s, both_running())
+    gone = replace(s, processes=declared("worker: python worker.py\n"))
+    actions, _ = process_actions(gone, manifest("r2"), facts, old, [], same_release=False)
+    assert [(a.name, a.how) for a in actions] == [("worker", How.NONE), ("clock", How.STOP)]
+
+
+def test_off_the_fleet_s_first_host_a_singleton_runs_nowhere() -> None:
+    s = replace(settings(), processes=declared(PF), singleton_host=False)
+    plan = plan_of(s, manifest("r2", python_code="py-2"), both_running())
+    assert plan["clock"][0] is How.STOP  # found running here: stopped
+    plan = plan_of(s, manifest("r2"), [proc("signalcraft-worker", "r1")], changed=[])
+    assert plan["clock"][0] is How.ELSEWHERE
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def test_the_stop_signal_goes_to_every_instance_at_once_then_pm2_deletes() -> None:
+    s = settings()
+    command = moves.stop_command(s, [([41, 42], "SIGTERM", 40), ([43], "SIGINT", 5)], ["a", "b"])
+    assert "kill -TERM 41 42 2>/dev/null" in command and "kill -INT 43 2>/dev/null" in command
+    assert "[ $i -lt 400 ]" in command and "[ $i -lt 50 ]" in command
+    assert command.index(" wait;") < command.index("delete")
+    assert command.count("( kill") == 2  # both groups wait side by side
+
+
+class FakeHost:
+    """PM2 as converge sees it: a list that start and stop change, and the order of the calls."""
+
+    def __init__(self, listed: list[Pm2Process]):
+        self.listed, self.calls = list(listed), []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(moves, "pm2_processes", lambda c, s: list(self.listed))
+        monkeypatch.setattr(moves, "start", self.start)
+        monkeypatch.setattr(moves, "stop", self.stop)
+        monkeypatch.setattr(moves, "wait_online", lambda *a, **k: {})
+
+    def start(self, c: Any, s: Settings, entries: list[dict[str, Any]], config: str) -> None:
+        for e in entries:
+            self.calls.append(("start", e["name"]))
+            self.listed.append(proc(e["name"], e["cwd"].rsplit("/", 1)[-1], pid=900))
+
+    def stop(self, c: Any, s: Settings, apps: dict[str, Any]) -> list[str]:
+        for name in apps:
+            self.calls.append(("stop", name))
+        self.listed = [p for p in self.listed if p.name not in apps]
+        return []
+
+
+def test_converge_overlaps_workers_and_stops_singletons_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = replace(settings(), processes=declared(PF))
+    host = FakeHost(both_running())
+    host.install(monkeypatch)
+    records = [{**p.record(), "release": "r2", "venv": "/v/2"} for p in s.processes]
+    moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
+    assert host.calls == [
+        ("stop", "signalcraft-clock-b"),  # the singleton first
+        ("start", "signalcraft-worker-b"),  # the worker's new instances under its other name
+        ("start", "signalcraft-clock"),
+        ("stop", "signalcraft-worker"),  # the old worker once the new one is online
+    ]
+    host.calls.clear()
+    moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
+    assert host.calls == []  # everything runs as wanted: nothing moves
+
+
+# ----------------------------------------------------------------------------- the launcher
+
+
+def release_with_launcher(tmp_path: Path, values: dict[str, str] | None) -> Path:
+    here = tmp_path / "releases" / "r1" / ".signalcraft"
+    here.mkdir(parents=True)
+    shutil.copy(launch.__file__, here / "launch.py")
+    if values is not None:
+        (here / "env.json").write_text(json.dumps(values))
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("")
+    return here / "launch.py"
+
+
+@pytest.mark.parametrize("values", [{"DATABASE_URL": "postgres://x"}, None])
+def test_the_launcher_execs_the_command_with_the_release_s_values(
+    tmp_path: Path, values: dict[str, str] | None
+) -> None:
+    script = release_with_launcher(tmp_path, values)
+    show = "import json,os; print(json.dumps([os.getpid(), dict(os.environ)]))"
+    done = subprocess.run(
+        [sys.executable, "-I", str(script), str(tmp_path / "venv" / "bin"), "--"]
+        + [sys.executable, "-c", show],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+    )
+    assert done.returncode == 0, done.stderr
+    _, env = json.loads(done.stdout)
+    assert env["PATH"].startswith(f"{tmp_path / 'venv' / 'bin'}:")
+    assert env["VIRTUAL_ENV"] == str(tmp_path / "venv")
+    assert env["SIGNALCRAFT_RELEASE"] == "r1"
+    assert env.get("DATABASE_URL") == (values or {}).get("DATABASE_URL")
+
+
+def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
+    script = release_with_launcher(tmp_path, None)
+    done = subprocess.run(
+        [sys.executable, "-I", str(script), "/nowhere", "--", "no-such-program-xyz"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 127
+    assert "cannot run 'no-such-program-xyz'" in done.stderr
+    (script.parent / "env.json").write_text('["not", "an object"]')
+    done = subprocess.run(
+        [sys.executable, "-I", str(script), "/nowhere", "--", "true"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "not an object of strings" in done.stderr
