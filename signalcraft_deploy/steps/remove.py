@@ -23,6 +23,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.facts import HostFacts
+from signalcraft_deploy.core.plan import process_pm2_names
 from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
@@ -55,9 +56,23 @@ class RemoveRun:
 
     @property
     def names(self) -> list[str]:
-        """Every PM2 name of this app: the two apps, their handover and trial copies."""
+        """Every PM2 name of this app: the two apps, their handover and trial copies, and the live
+        release's Procfile processes (both names of each, and its trial)."""
         s = self.s
-        return [s.python_app, s.node_app, s.handover_app, s.node_handover_app, *trial_names(s)]
+        recorded = [r["name"] for r in (self.facts.manifest or {}).get("processes") or ()]
+        processes = [
+            n
+            for name in recorded
+            for n in (*process_pm2_names(s, name), f"{s.process_name(name)}-trial")
+        ]
+        return [
+            s.python_app,
+            s.node_app,
+            s.handover_app,
+            s.node_handover_app,
+            *trial_names(s),
+            *processes,
+        ]
 
     @property
     def in_app_pm2(self) -> list[str]:

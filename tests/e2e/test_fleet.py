@@ -12,6 +12,7 @@ sees: HTTP answers, `current`, PM2's pids, the audit log, the summary table and 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -25,7 +26,14 @@ from tests.e2e.conftest import APP_USER, REPO, AppRepo, e2e_load, get
 from tests.e2e.hosts import TestHost, on_this_machine
 
 HOSTS = ("web1", "web2", "web3")
-NUMBERS = {"web1": 101, "web2": 102, "web3": 103}  # started by tests/e2e/run
+# h101..h103, started by tests/e2e/run; SIGNALCRAFT_FLEET_HOSTS=121,122,123 names other test hosts.
+NUMBERS = dict(
+    zip(
+        HOSTS,
+        map(int, os.environ.get("SIGNALCRAFT_FLEET_HOSTS", "101,102,103").split(",")),
+        strict=True,
+    )
+)
 ROOT = "/home/ubuntu/signalcraft"
 # A commit whose health route fails through Nginx where a file of the host's own says REGION=broken:
 # it passes the trial run (called directly) everywhere, and fails the health gate on web2 only.
@@ -497,3 +505,38 @@ def test_on_failure_keep_leaves_the_switched_hosts(fleet: Fleet, repo: AppRepo) 
     )
     assert "Fleet NOT consistent" in done.stdout
     assert "kept (--on-failure keep)" in done.stderr
+
+
+CLOCK = """import os, time
+from pathlib import Path
+
+ticks = Path.home() / "fleet-ticks.log"
+while True:
+    with ticks.open("a") as fh:
+        fh.write(f"{int(time.time())} {os.getpid()}\\n")
+    time.sleep(1)
+"""
+
+
+def test_a_singleton_runs_on_the_first_host_only(fleet: Fleet, repo: AppRepo) -> None:
+    """A Procfile's scheduler (SINGLETONS' default: `clock`) ticks on web1 alone; web2's own copy,
+    started by hand, is stopped."""
+    repo.git("reset", "-q", "--hard", repo.git("rev-list", "--max-parents=0", "HEAD").strip())
+    (repo.path / "clock.py").write_text(CLOCK)
+    (repo.path / "Procfile").write_text("clock: python clock.py\n")
+    repo.git("add", "clock.py", "Procfile")
+    repo.git("commit", "-qm", "a clock")
+    for h in HOSTS:
+        host_sh(fleet, h, "rm -f ~/fleet-ticks.log", user=APP_USER)
+    host_sh(fleet, "web2", "pm2 start sleep --name signalcraft-clock -- 600", user=APP_USER)
+    done = fab(fleet, repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    time.sleep(2.5)
+    lines = {
+        h: host_sh(fleet, h, "cat ~/fleet-ticks.log 2>/dev/null || true", user=APP_USER)
+        for h in HOSTS
+    }
+    assert len(lines["web1"].splitlines()) >= 2, lines
+    assert lines["web2"] == lines["web3"] == "", lines
+    assert "signalcraft-clock" in pm2_pids(fleet, "web1")
+    assert all("signalcraft-clock" not in pm2_pids(fleet, h) for h in ("web2", "web3"))

@@ -31,9 +31,9 @@ import pytest
 from tests.e2e.conftest import APP_HOME, APP_USER, REPO, AppRepo, Profile, fab, get
 from tests.e2e.hosts import CLIENT, TestHost, on_this_machine
 
-HOST = TestHost(
-    200, port=22
-)  # acted on over SSH as its admin (sudo), as any host other than the worker's own
+HOST = TestHost(  # acted on over SSH as its admin (sudo), as any host other than the worker's own
+    int(os.environ.get("SIGNALCRAFT_SYSTEMD_HOST") or 200), port=22
+)
 UNIT = (  # the apps' own account's PM2 (setup starts it; the deploy never does)
     f"pm2-{APP_USER}.service"
 )
@@ -253,7 +253,13 @@ def host() -> TestHost:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> AppRepo:
-    return AppRepo(tmp_path_factory.mktemp("systemd-host") / "app")
+    """The example app with a Procfile process: a reboot must bring it back with the web apps."""
+    app = AppRepo(tmp_path_factory.mktemp("systemd-host") / "app")
+    (app.path / "clock.py").write_text("import time\n\nwhile True:\n    time.sleep(60)\n")
+    (app.path / "Procfile").write_text("clock: python clock.py\n")
+    app.git("add", "clock.py", "Procfile")
+    app.git("commit", "-qm", "a Procfile process")
+    return app
 
 
 def deploy(repo: AppRepo | None, p: Profile = SD, task: str = "deploy", *args: str) -> str:
@@ -269,7 +275,8 @@ def under_systemd(before_reboot: float | None = None) -> dict[str, set[int]]:
     main = int(unit("MainPID"))
     assert main == int(on_host(f"cat {PM2_HOME}/pm2.pid").stdout.strip())  # PIDFile: PM2's daemon
     apps = pm2_pids()
-    assert set(apps) == {f"{SD.app}-python", f"{SD.app}-nodejs"}, apps
+    # the web apps, and the Procfile's process (see `repo`)
+    assert set(apps) == {f"{SD.app}-python", f"{SD.app}-nodejs", f"{SD.app}-clock"}, apps
     procs = processes_of(APP_USER)
     for pid in {main}.union(*apps.values()):
         assert pid in procs, (pid, "not a process of " + APP_USER, procs)
