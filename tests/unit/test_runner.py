@@ -175,7 +175,9 @@ def test_the_deploy_steps_in_order_with_the_switch_as_the_one_committing_step():
         "install dependencies",
         "prepare app user",
         "show config changes",
+        "start process trial",
         "trial run",
+        "check process trial",
         "write and check site",
         "install certbot hook",
         "before-switch hook",
@@ -183,6 +185,7 @@ def test_the_deploy_steps_in_order_with_the_switch_as_the_one_committing_step():
         "reload apps",
         "reload nginx",
         "check health",
+        "move processes",
         "after-switch hook",
         "save and prune",
     ]
@@ -190,8 +193,10 @@ def test_the_deploy_steps_in_order_with_the_switch_as_the_one_committing_step():
     assert {s.name for s in DEPLOY_STEPS if s.undo} == {
         "put release on host",
         "write and check site",
+        "start process trial",
         "switch current",
         "reload apps",
+        "move processes",
     }
 
 

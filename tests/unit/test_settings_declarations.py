@@ -105,10 +105,23 @@ CHANGED: dict[str, tuple[str, object]] = {
     "NODE_FILES": ("bin/,public/", ("bin/", "public/")),
     "SHARED_PATHS": ("instance/, .env.local", ("instance/", ".env.local")),
     "APP_USER": ("shop_app", "shop_app"),
+    "PROCESS_INSTANCES": ("worker=2, mail=3", {"worker": "2", "mail": "3"}),
+    "PROCESS_STOP_TIMEOUT": ("worker=120", {"worker": "120"}),
+    "PROCESS_STOP_SIGNAL": ("worker=SIGQUIT", {"worker": "SIGQUIT"}),
+    "SINGLETONS": ("beat,cron", {"beat": "yes", "cron": "yes"}),
+    "PROCESS_APP": ("jobs=nodejs", {"jobs": "nodejs"}),
 }
 
 
-NOT_KEYS = ("origins", "settings_file", "tool_collection")  # what load_settings and uploads add
+# what load_settings, uploads (the Procfile's processes) and fleets add
+NOT_KEYS = (
+    "origins",
+    "settings_file",
+    "tool_collection",
+    "processes",
+    "procfile_notes",
+    "singleton_host",
+)
 
 
 def _holds(value: object, hint: object) -> bool:
@@ -123,6 +136,10 @@ def _holds(value: object, hint: object) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_holds(item, args[0]) for item in value)
         return len(value) == len(args) and all(map(_holds, value, args))
+    if get_origin(hint) is dict:
+        return isinstance(value, dict) and all(
+            _holds(k, args[0]) and _holds(v, args[1]) for k, v in value.items()
+        )
     return value is None if hint is type(None) else isinstance(value, hint)
 
 
