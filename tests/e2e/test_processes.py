@@ -125,6 +125,8 @@ def test_a_running_job_finishes_on_the_old_code_and_the_next_runs_the_new(sandbo
         result = fab(sandbox, PR, app)
     assert result.returncode == 0, result.stdout + result.stderr
     assert load.result().failed == 0, load.result().samples
+    print(f"\n[processes] the deploy while a 20 s job ran:\n{result.stdout}")
+    print(f"[processes] load meanwhile: {load.result().total} requests, 0 failed")
     long = wait_record("long", 5)  # the deploy waited for it: it is recorded already
     assert long["version"] == "1" and long["finished"] - long["started"] >= 19.5
     enqueue(0, "next")
