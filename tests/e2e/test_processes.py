@@ -37,6 +37,7 @@ PR = Profile(
         "SHARED_PATHS": "data/",
         "PY_ROUTES": "api/flask",
         "PROCESS_STOP_TIMEOUT": "worker=40,clock=5",
+        "PROCESS_INSTANCES": "worker=2",
     },
 )
 REDIS_PORT = 6390
@@ -101,10 +102,10 @@ def running(name: str) -> list[dict]:
 
 
 def test_first_deploy_runs_the_worker_and_the_clock(sandbox, app):
-    for name in ("worker", "clock"):
+    for name, count in (("worker", 2), ("clock", 1)):
         procs = running(name)
-        assert [p["pm2_env"]["status"] for p in procs] == ["online"], name
-        assert procs[0]["pm2_env"]["pm_cwd"].rstrip("/").endswith(current())
+        assert [p["pm2_env"]["status"] for p in procs] == ["online"] * count, name
+        assert all(p["pm2_env"]["pm_cwd"].rstrip("/").endswith(current()) for p in procs)
     enqueue(0, "first")
     assert wait_record("first", 15)["version"] == "1"
     eco = Path(PR.root, "current", "ecosystem.config.js").read_text()
@@ -124,6 +125,7 @@ def test_a_running_job_finishes_on_the_old_code_and_the_next_runs_the_new(sandbo
     ) as load:
         result = fab(sandbox, PR, app)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "job cut short" not in result.stdout, result.stdout
     assert load.result().failed == 0, load.result().samples
     print(f"\n[processes] the deploy while a 20 s job ran:\n{result.stdout}")
     print(f"[processes] load meanwhile: {load.result().total} requests, 0 failed")
@@ -131,7 +133,7 @@ def test_a_running_job_finishes_on_the_old_code_and_the_next_runs_the_new(sandbo
     assert long["version"] == "1" and long["finished"] - long["started"] >= 19.5
     enqueue(0, "next")
     assert wait_record("next", 15)["version"] == "2"
-    assert [p["pm2_env"]["status"] for p in running("worker")] == ["online"]
+    assert [p["pm2_env"]["status"] for p in running("worker")] == ["online"] * 2
 
 
 def test_a_worker_that_crashes_at_start_is_caught_by_the_trial(sandbox, app):
@@ -147,7 +149,7 @@ def test_a_worker_that_crashes_at_start_is_caught_by_the_trial(sandbox, app):
     assert result.returncode != 0
     assert "failed its trial run" in out and "worker broken on purpose" in out, out
     assert current() == before
-    assert [p["pm2_env"]["status"] for p in running("worker")] == ["online"]
+    assert [p["pm2_env"]["status"] for p in running("worker")] == ["online"] * 2
     app.git("reset", "-q", "--hard", base)
 
 
@@ -156,10 +158,10 @@ def test_rollback_brings_every_process_back(sandbox, app):
     result = fab(sandbox, PR, None, task="rollback")
     assert result.returncode == 0, result.stdout + result.stderr
     assert current() != before
-    for name in ("worker", "clock"):
+    for name, count in (("worker", 2), ("clock", 1)):
         procs = running(name)
-        assert [p["pm2_env"]["status"] for p in procs] == ["online"], name
-        assert procs[0]["pm2_env"]["pm_cwd"].rstrip("/").endswith(current()), name
+        assert [p["pm2_env"]["status"] for p in procs] == ["online"] * count, name
+        assert all(p["pm2_env"]["pm_cwd"].rstrip("/").endswith(current()) for p in procs), name
     enqueue(0, "after-rollback")
     assert wait_record("after-rollback", 15)["version"] == "1"
 
