@@ -383,6 +383,7 @@ def new_run(h: HostDeploy, plan: Plan, event: str, **extra: Any) -> DeployRun:
         "to": m.release,
         "sha": m.sha,
         "actions": {str(a.app): str(a.how) for a in plan.actions},
+        **({"processes": {a.name: str(a.how) for a in plan.processes}} if plan.processes else {}),
         **extra,
     }
     return DeployRun(h.c, h.s, h.rep, plan, facts, h.shipment, record, prev=prev)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -395,3 +396,35 @@ def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
         text=True,
     )
     assert done.returncode == 1 and "not an object of strings" in done.stderr
+
+
+def test_a_failed_move_brings_every_process_back_to_the_serving_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The undo of `move processes`: the live release's records again (the singleton stops before
+    its old one starts, the old worker is online before the new one stops); none after a first
+    deploy."""
+    s = replace(settings(), processes=declared(PF))
+    new = [proc("signalcraft-worker-b", "r2"), proc("signalcraft-clock", "r2", pid=501)]
+    host = FakeHost(new)
+    host.install(monkeypatch)
+    old_records = [{**p.record(), "release": "r1", "venv": "/v/1"} for p in s.processes]
+    run = SimpleNamespace(
+        c=None,
+        s=s,
+        prev="r1",
+        facts=HostFacts(manifest={"processes": old_records}),
+        plan=SimpleNamespace(processes=[]),
+    )
+    moves.restore_processes(run)  # type: ignore[arg-type]
+    assert host.calls == [
+        ("stop", "signalcraft-clock"),
+        ("start", "signalcraft-worker"),
+        ("start", "signalcraft-clock"),
+        ("stop", "signalcraft-worker-b"),
+    ]
+    assert {p.cwd.rsplit("/", 1)[-1] for p in host.listed} == {"r1"}
+    host.calls.clear()
+    run.prev = None  # a first deploy: nothing was serving
+    moves.restore_processes(run)  # type: ignore[arg-type]
+    assert sorted(host.calls) == [("stop", "signalcraft-clock"), ("stop", "signalcraft-worker")]
