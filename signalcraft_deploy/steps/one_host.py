@@ -431,7 +431,8 @@ def pm2_lines(s: Settings, state: dict[str, list[dict[str, Any]]]) -> list[str]:
     """PM2's view of our two apps, one line each (mode, count, states, restarts, pids; never env
     values)."""
     lines = []
-    for name in (s.python_app, s.node_app):
+    # the web apps, then the Procfile's processes a deploy moved (steps/processes.py)
+    for name in (s.python_app, s.node_app, *sorted(set(state) - {s.python_app, s.node_app})):
         mine = state.get(name, [])
         states = ",".join(sorted({str(p["status"]) for p in mine})) or "missing"
         lines.append(

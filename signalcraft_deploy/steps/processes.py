@@ -348,6 +348,11 @@ def known_names(r: DeployRun) -> set[str]:
 
 def move_processes(r: DeployRun) -> str:
     text = converge(r.c, r.s, wanted(r.s, r.plan.manifest.processes), known_names(r))
+    ours = {n for name in known_names(r) for n in process_pm2_names(r.s, name)}
+    for p in pm2_processes(r.c, r.s):  # the deploy's summary shows them beside the web apps
+        if p.name in ours:
+            row = {"pid": p.pid, "status": p.status, "restarts": p.restarts, "mode": p.exec_mode}
+            r.seen.setdefault(p.name, []).append(row)
     cut = cut_warning(text)
     if cut:
         r.rep.warn(cut)

@@ -63,6 +63,7 @@ LONGEST_FIRST = (
     "test_faults",
     "test_app_user_reach",
     "test_hooks",
+    "test_processes",
     "test_docs_commands",
     "test_host_life",
     "test_operator",

@@ -126,6 +126,8 @@ def test_a_running_job_finishes_on_the_old_code_and_the_next_runs_the_new(sandbo
         result = fab(sandbox, PR, app)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "job cut short" not in result.stdout, result.stdout
+    summary = result.stdout.split("Deployed ", 1)[1]  # the last lines: PM2's view of each app
+    assert f"{PR.app}-worker-b " in summary and f"{PR.app}-clock " in summary, summary
     assert load.result().failed == 0, load.result().samples
     print(f"\n[processes] the deploy while a 20 s job ran:\n{result.stdout}")
     print(f"[processes] load meanwhile: {load.result().total} requests, 0 failed")
