@@ -516,3 +516,76 @@ def findings(
         "HEALTH_PY": find_health(routes.routes, routes.how),
         "HEALTH_NODE": health_node,
     }
+
+
+# Node.js packages of a queue consumer or a scheduler: a process the Procfile would run.
+_NODE_WORKER_PACKAGES = ("bullmq", "bull", "bee-queue", "agenda", "node-cron", "node-schedule")
+
+
+def _celery_apps(path: str, tree: ast.Module) -> list[str]:
+    """`module:name` of each module-level `name = Celery(...)` in one file."""
+    module = module_name(path)
+    apps = []
+    for stmt in tree.body:
+        pair = _assigned(stmt)
+        if module and pair and _called_name(pair[1]) == "Celery":
+            apps.append(f"{module}:{pair[0]}")
+    return apps
+
+
+def _imports(tree: ast.Module, package: str) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(
+            a.name.split(".")[0] == package for a in node.names
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == package:
+            return True
+    return False
+
+
+def _python_workers(texts: Mapping[str, str]) -> list[str]:
+    suggestions: list[str] = []
+    rq_in = ""
+    for path in sorted(p for p in texts if p.endswith(".py")):
+        tree = _parse(texts[path])
+        if tree is None:
+            continue
+        for app in _celery_apps(path, tree):
+            scheduled = "beat_schedule" in texts[path] or "add_periodic_task" in texts[path]
+            suggestions.append(f"`worker: celery -A {app} worker` (a Celery app in {path})")
+            if scheduled:
+                suggestions.append(
+                    f"`beat: celery -A {app} beat --schedule shared/celerybeat-schedule` (its"
+                    " periodic tasks; `shared` in SHARED_PATHS keeps the schedule across releases)"
+                )
+        if not rq_in and _imports(tree, "rq"):
+            rq_in = path
+    if rq_in:
+        suggestions.append(
+            f"`worker: rq worker --url $REDIS_URL` (RQ imported in {rq_in}; REDIS_URL from"
+            " APP_ENV_FILE)"
+        )
+    return suggestions
+
+
+def _node_workers(package_json: str | None) -> list[str]:
+    try:
+        package = json.loads(package_json) if package_json else {}
+    except ValueError:
+        return []
+    deps: dict[str, object] = {}
+    for field in ("dependencies", "devDependencies"):
+        if isinstance(package, dict) and isinstance(package.get(field), dict):
+            deps.update(package[field])
+    return [
+        f"`worker: node <its consumer script>.js` (package.json depends on {name})"
+        for name in _NODE_WORKER_PACKAGES
+        if name in deps
+    ]
+
+
+def find_workers(texts: Mapping[str, str]) -> list[str]:
+    """Procfile lines an app's source suggests (Celery apps and their beat, RQ, a Node.js queue or
+    scheduler package), each with where it was found; init shows them and never writes them."""
+    return [*_python_workers(texts), *_node_workers(texts.get("package.json"))]

@@ -37,11 +37,13 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from signalcraft_deploy import __version__, remote
+from signalcraft_deploy.core import procfile
 from signalcraft_deploy.core.discover import (
     SKIPPED_DIRS,
     Found,
     Route,
     RoutesRead,
+    find_workers,
     find_wsgi,
     findings,
     routes_from_source,
@@ -690,7 +692,33 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
             f" give the client path: '{node_prefix}/socket.io' (the server keeps /socket.io: Nginx"
             f" passes the path without {node_prefix})."
         )
-    return found, [*_found_notes(found), *notes]
+    return found, [*_found_notes(found), *notes, *_process_notes(root, texts)]
+
+
+def _process_notes(root: Path, texts: Mapping[str, str]) -> list[str]:
+    """What the app's Procfile declares (processes the deploy runs beside the web apps), or the
+    lines its source suggests for one; init never writes a Procfile."""
+    path = root / procfile.PROCFILE
+    if path.is_file():
+        try:
+            declared, _ = procfile.processes(path.read_text(encoding="utf-8", errors="replace"), {})
+        except procfile.ProcfileError as err:
+            return [f"{procfile.PROCFILE}: a deploy would refuse it: {err}"]
+        listed = ", ".join(
+            f"{p.name} ({p.app}{', singleton' if p.singleton else ''})" for p in declared
+        )
+        return [
+            f"{procfile.PROCFILE}: the deploy runs {listed or 'no process of it'} under PM2 beside"
+            " the web apps (docs/deploy.md, Processes)"
+        ]
+    suggested = find_workers(texts)
+    if not suggested:
+        return []
+    lines = "\n".join(f"  {one_line(s)}" for s in suggested)
+    return [
+        f"found workers or schedulers the app may run; a {procfile.PROCFILE} at its top with lines"
+        f" such as these runs them under PM2 (init writes none; docs/deploy.md, Processes):\n{lines}"
+    ]
 
 
 def _found_notes(found: Mapping[str, Found]) -> list[str]:

@@ -941,3 +941,61 @@ def test_a_venv_the_repository_commits_is_not_run(tmp_path: Path) -> None:
         "the repository commits .venv/" in n and "read from the source" in n for n in notes
     ), notes
     assert not any("no .venv/ or venv/" in n for n in notes), notes
+
+
+CELERY_APP = """from celery import Celery
+
+celery = Celery("shop", broker="redis://localhost")
+celery.conf.beat_schedule = {"tick": {"task": "shop.tick", "schedule": 1.0}}
+"""
+
+
+def test_init_suggests_procfile_lines_for_celery_rq_and_node_queues_and_writes_no_procfile(
+    tmp_path: Path,
+) -> None:
+    write_app(
+        tmp_path,
+        {
+            "app.py": "from flask import Flask\napp = Flask(__name__)\n",
+            "shop/tasks.py": CELERY_APP,
+            "jobs.py": "from rq import Queue\n",
+            "package.json": json.dumps({"dependencies": {"bullmq": "5"}}),
+        },
+    )
+    _, notes = init_module.read_app(tmp_path)
+    suggested = next(n for n in notes if "found workers or schedulers" in n)
+    assert (
+        "`worker: celery -A shop.tasks:celery worker` (a Celery app in shop/tasks.py)" in suggested
+    )
+    assert "`beat: celery -A shop.tasks:celery beat --schedule shared/celerybeat-schedule`" in (
+        suggested
+    )
+    assert "`worker: rq worker --url $REDIS_URL` (RQ imported in jobs.py" in suggested
+    assert "(package.json depends on bullmq)" in suggested
+    assert not (tmp_path / "Procfile").exists()
+
+
+def test_init_says_what_an_existing_procfile_runs_or_why_a_deploy_would_refuse_it(
+    tmp_path: Path,
+) -> None:
+    write_app(tmp_path, {"app.py": "from flask import Flask\napp = Flask(__name__)\n"})
+    (tmp_path / "Procfile").write_text(
+        "web: gunicorn app:app\nworker: rq worker\nclock: node c.js\n"
+    )
+    _, notes = init_module.read_app(tmp_path)
+    assert (
+        "Procfile: the deploy runs worker (python), clock (nodejs, singleton) under PM2"
+        in "".join(notes)
+    )
+    assert not any("found workers or schedulers" in n for n in notes)
+    (tmp_path / "Procfile").write_text("release: flask db upgrade\n")
+    _, notes = init_module.read_app(tmp_path)
+    assert any(
+        n.startswith("Procfile: a deploy would refuse it:") and "BEFORE_SWITCH" in n for n in notes
+    )
+
+
+def test_an_app_without_workers_gets_no_procfile_note(tmp_path: Path) -> None:
+    write_app(tmp_path, {"app.py": "from flask import Flask\napp = Flask(__name__)\n"})
+    _, notes = init_module.read_app(tmp_path)
+    assert not any("Procfile" in n for n in notes)
