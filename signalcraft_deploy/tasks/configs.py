@@ -10,10 +10,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from invoke import Collection, Context, Exit, task
 
+from signalcraft_deploy.core import procfile
 from signalcraft_deploy.core.plan import release_settings
 from signalcraft_deploy.core.render import (
     ECOSYSTEM_CJS,
@@ -90,7 +92,7 @@ def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
         lambda path: Path(s.source_dir, path).is_file(),
         f"the working tree of SOURCE_DIR {s.source_dir}",
     )
-    s = with_node_entry(s, entry)
+    s = with_processes(with_node_entry(s, entry), Path(s.source_dir, procfile.PROCFILE))
     print(f"Node.js entry point: {entry.script} ({entry.why}, read from the working tree)")
     files = rendered_files(s, requirements.read_text() if requirements.exists() else "", entry.esm)
     out = Path(output or "rendered").resolve()
@@ -109,6 +111,18 @@ def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
         f"{'Would write' if dry_run else 'Wrote'} {', '.join(files)}"
         f" {'to' if not dry_run else 'in'} {out}"
     )
+
+
+def with_processes(s: Settings, path: Path) -> Settings:
+    """`s` with the processes of the working tree's Procfile, as a deploy of it would run them."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else None
+    try:
+        found, notes = procfile.processes(text, s.process_lists())
+    except procfile.ProcfileError as err:
+        raise SettingsError(str(err)) from None
+    for note in notes:
+        print(note)
+    return replace(s, processes=found)
 
 
 def _render_on_host(c: Context, s: Settings, dry_run: bool) -> None:

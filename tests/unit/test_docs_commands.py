@@ -122,3 +122,14 @@ def test_the_version_is_the_package_s(app: Path, bin_dir: Path):
 
 def test_one_unit_test_module_runs_from_the_checkout(bin_dir: Path):
     assert " passed" in run(UNIT_MODULE, REPO, bin_dir)
+
+
+def test_render_configs_renders_the_working_tree_s_procfile_processes(app: Path, bin_dir: Path):
+    (app / "Procfile").write_text(
+        "web: gunicorn app:app\nworker: rq worker\nclock: python clock.py\n"
+    )
+    out = run(RENDER, app, bin_dir)
+    ecosystem = (app / "rendered/ecosystem.config.js").read_text()
+    assert '-worker",' in ecosystem and '-clock",' in ecosystem
+    assert '"--", "rq", "worker"]' in ecosystem and '"--", "python", "clock.py"]' in ecosystem
+    assert "web:" in out  # the note that the tool serves web itself
