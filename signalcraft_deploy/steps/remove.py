@@ -36,6 +36,7 @@ from signalcraft_deploy.host.connect import reconnect
 from signalcraft_deploy.host.io import fail, q, run, target_name
 from signalcraft_deploy.host.lock import DeployLock, audit, who
 from signalcraft_deploy.host.upkeep import forget_logs_command
+from signalcraft_deploy.steps import processes
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Step, run_steps
 from signalcraft_deploy.steps.trial import trial_names
@@ -146,12 +147,18 @@ def delete_apps(r: RemoveRun) -> str:
 def start_apps_again(r: RemoveRun) -> str:
     """The apps started again from `current` (as a deploy's first start), and PM2's list saved."""
     started = [name for name in (r.s.python_app, r.s.node_app) if name in r.in_app_pm2]
-    if not started or r.facts.current_release is None:
+    recorded = (r.facts.manifest or {}).get("processes") or ()
+    if not (started or recorded) or r.facts.current_release is None:
         return "nothing to start"
     for name in started:
         pm2_ops.start(r.c, r.s, name)
+    moved = ""
+    if recorded:  # the Procfile's processes, each from the release it ran
+        moved = "; processes: " + processes.converge(
+            r.c, r.s, processes.wanted(r.s, recorded), {rec["name"] for rec in recorded}
+        )
     pm2_ops.save(r.c, r.s)
-    return "started " + ", ".join(started) + f" from {r.facts.current_release}"
+    return "started " + ", ".join(started) + f" from {r.facts.current_release}{moved}"
 
 
 def delete_deploy_users_apps(r: RemoveRun) -> str:

@@ -453,3 +453,41 @@ def test_a_remove_after_a_purge_finds_nothing_and_makes_no_deploy_root_again(
     )
     assert "Nothing was changed." in out and not lock.called
     assert not [x for x in commands(c) if "signalcraft-root" in x or "mkdir" in x]
+
+
+def test_a_failed_remove_starts_the_procfile_processes_again_from_the_release_each_ran(
+    mocker: Any,
+) -> None:
+    from types import SimpleNamespace
+
+    from signalcraft_deploy.steps import remove as remove_steps
+
+    s = load_settings(overrides=SETTINGS)
+    record = {
+        "name": "worker",
+        "command": "rq worker",
+        "app": "python",
+        "release": RELEASE,
+        "venv": "/srv/shop/venvs/v1",
+    }
+    facts = SimpleNamespace(
+        manifest={"processes": [record]},
+        current_release=RELEASE,
+        pm2=[SimpleNamespace(name="shop-python"), SimpleNamespace(name="shop-worker")],
+        deploy_pm2=[],
+    )
+    start = mocker.patch.object(remove_steps.pm2_ops, "start")
+    mocker.patch.object(remove_steps.pm2_ops, "save")
+    converge = mocker.patch.object(
+        remove_steps.processes, "converge", return_value="started shop-worker"
+    )
+    r = remove_steps.RemoveRun(None, s, None, facts, False, {})  # type: ignore[arg-type]
+    assert remove_steps.start_apps_again(r) == (
+        f"started shop-python from {RELEASE}; processes: started shop-worker"
+    )
+    start.assert_called_once_with(None, s, "shop-python")
+    (_, _, want, known), _ = converge.call_args
+    assert [(w.proc.name, w.release_dir) for w in want] == [
+        ("worker", f"/srv/shop/releases/{RELEASE}")
+    ]
+    assert known == {"worker"}
