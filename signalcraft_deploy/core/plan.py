@@ -72,6 +72,9 @@ class Manifest:
     # The Procfile processes (core/procfile.py Process records), each with the release and venv it
     # runs (an unchanged process keeps its own).
     processes: list[dict[str, Any]] = field(default_factory=list)
+    # Whether this host runs the singletons (a fleet's first host; any single host): what a later
+    # `pm2-reload` or a failed `remove` starts again, run on this host alone, must know.
+    singleton_host: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -301,6 +304,12 @@ def make_manifest(
         ),
     )
     return replace(manifest, processes=process_records(s, manifest)), configs
+
+
+def as_recorded_host(s: Settings, manifest: dict[str, Any] | None) -> Settings:
+    """`s` running singletons here only if the live release's deploy made this host run them (a
+    task on one host of a fleet cannot tell its place in the fleet otherwise)."""
+    return replace(s, singleton_host=bool((manifest or {}).get("singleton_host", True)))
 
 
 def process_records(s: Settings, m: Manifest) -> list[dict[str, Any]]:
@@ -691,7 +700,7 @@ def make_plan(
     )
     plan.actions = [py, node, nginx]
     plan.processes, records = process_actions(s, plan.manifest, facts, old, changed, same_release)
-    plan.manifest = replace(plan.manifest, processes=records)
+    plan.manifest = replace(plan.manifest, processes=records, singleton_host=s.singleton_host)
     plan.notes.extend(s.procfile_notes)
     return plan
 

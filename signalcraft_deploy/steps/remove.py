@@ -23,7 +23,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.facts import HostFacts
-from signalcraft_deploy.core.plan import process_pm2_names
+from signalcraft_deploy.core.plan import as_recorded_host, process_pm2_names
 from signalcraft_deploy.core.render import certbot_hook_path, render_nginx_site, site_description
 from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
@@ -154,8 +154,9 @@ def start_apps_again(r: RemoveRun) -> str:
         pm2_ops.start(r.c, r.s, name)
     moved = ""
     if recorded:  # the Procfile's processes, each from the release it ran
+        here = as_recorded_host(r.s, r.facts.manifest)
         moved = "; processes: " + processes.converge(
-            r.c, r.s, processes.wanted(r.s, recorded), {rec["name"] for rec in recorded}
+            r.c, here, processes.wanted(here, recorded), {rec["name"] for rec in recorded}
         )
     pm2_ops.save(r.c, r.s)
     return "started " + ", ".join(started) + f" from {r.facts.current_release}{moved}"

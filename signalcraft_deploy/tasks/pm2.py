@@ -1,4 +1,5 @@
-"""`pm2-reload`: bring both PM2 apps to the current release without a deploy."""
+"""`pm2-reload`: bring both PM2 apps and the Procfile's processes to the current release without a
+deploy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from invoke import Collection, Context, task
 
 from signalcraft_deploy.core.apps import App
-from signalcraft_deploy.core.plan import release_settings
+from signalcraft_deploy.core.plan import as_recorded_host, release_settings
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
@@ -16,6 +17,7 @@ from signalcraft_deploy.host.io import fail
 from signalcraft_deploy.host.lock import task_lock
 from signalcraft_deploy.host.pm2 import hup_python, reload_node, save, start
 from signalcraft_deploy.host.upkeep import settle
+from signalcraft_deploy.steps.processes import converge, wanted
 from signalcraft_deploy.steps.trial import run_trial
 
 
@@ -27,7 +29,7 @@ def pm2_reload(
     env_file: str | None = None,
     set_: list[str] | None = None,
 ) -> None:
-    """Bring both PM2 apps to the current release: start what is stopped, HUP Gunicorn, roll Node.js, save."""
+    """Bring the apps and Procfile processes to the current release: start what is stopped, HUP, roll, save."""
     s = settings_for(env_file, set_)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "pm2-reload"):
@@ -59,6 +61,13 @@ def reload_live(c: Any, s: Settings) -> None:
     else:
         start(c, s, s.node_app)
         print(f"{s.node_app}: started")
+    recorded = (facts.manifest or {}).get("processes") or ()
+    if (
+        recorded
+    ):  # the Procfile's processes: those not running as recorded start (no singleton twice)
+        here = as_recorded_host(s, facts.manifest)
+        moved = converge(c, here, wanted(here, recorded), {r["name"] for r in recorded})
+        print(f"processes: {moved}")
     problems = gate(c, s, release, release_dir, checked)
     if problems:
         raise fail("Apps are not healthy after the reload:\n  " + "\n  ".join(problems))
