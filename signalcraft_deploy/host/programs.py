@@ -25,7 +25,7 @@ def program_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
     """The command line that runs remote/`name` with `args`, and the text to send on its stdin."""
     stem, _, kind = name.rpartition(".")
     if kind == "py":
-        command, text = f"{q(s.python)} -", program(stem)
+        command, text = f"{q(s.python)} -I -S -", program(stem)
     elif kind == "sh":
         command, text = f'sh -c "$(cat)" {q(name)}', script(stem)
     else:
@@ -56,7 +56,10 @@ def waiting_command(s: Settings, name: str, *args: str) -> tuple[str, str]:
     text = program(name.removesuffix(".py"))
     return (
         " ".join(
-            [f'{q(s.python)} -c "$(head -c {len(text.encode())})"', *(q(str(a)) for a in args)]
+            [
+                f'{q(s.python)} -I -S -c "$(head -c {len(text.encode())})"',
+                *(q(str(a)) for a in args),
+            ]
         ),
         text,
     )

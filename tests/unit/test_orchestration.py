@@ -105,7 +105,7 @@ def label(command: str, stdin: str) -> str:
     """A command as a short name: 'probe.py gate <apps>', 'root nginx-reload', 'pm2 delete <app>',
     ..."""
     if stdin in PROGRAMS:
-        name, args = PROGRAMS[stdin], shlex.split(command)[2:]
+        name, args = PROGRAMS[stdin], shlex.split(command)[4:]
         if name == "probe.py":
             spec = json.loads(args[0])
             return f"probe.py {spec['mode']}" + "".join(
@@ -130,7 +130,7 @@ def stdin_of(c: MockContext, name: str) -> str:
 def spec_sent(c: MockContext, which: str = "gate") -> dict[str, Any]:
     """The JSON spec of the (last) probe.py run of a mode."""
     specs = [
-        json.loads(shlex.split(command)[2])
+        json.loads(shlex.split(command)[4])
         for command, stdin in sent(c)
         if PROGRAMS.get(stdin) == "probe.py"
     ]
@@ -151,7 +151,7 @@ def answers(named: dict[str, Result]) -> dict[re.Pattern[str], Result]:
     return {re.compile(pattern): result for pattern, result in named.items()}
 
 
-PROBE_PORTS = r'python3 - .*"mode": "ports"'
+PROBE_PORTS = r'python3 -I -S - .*"mode": "ports"'
 ROOT = r"sudo -n /usr/local/sbin/signalcraft-root "
 PM2_DELETE = r"P=\$\(command -v pm2\) "
 PM2_LOGS = r"pm2 logs "
@@ -159,7 +159,7 @@ PM2_LOGS = r"pm2 logs "
 
 def probe_gate(app: str) -> str:
     """The regex of a probe.py gate whose first watched PM2 app is `app`."""
-    return r'(?s)python3 - .*"mode": "gate".*"apps": \[\{"name": "' + re.escape(app) + '"'
+    return r'(?s)python3 -I -S - .*"mode": "gate".*"apps": \[\{"name": "' + re.escape(app) + '"'
 
 
 # ----------------------------------------------------------------------------- what the host holds
@@ -573,7 +573,7 @@ def test_the_gate_passes_when_both_apps_answer_from_the_new_release_and_reports_
         dict.fromkeys(["Gunicorn", "Node.js", "Nginx -> Gunicorn", "Nginx -> Node.js"], (200, R1)),
         [state],
     )
-    c = mock_host(run={re.compile(r"python3 - "): as_json(verdict)})
+    c = mock_host(run={re.compile(r"python3 -I -S - "): as_json(verdict)})
     seen: dict[str, Any] = {}
 
     assert gate_on_host(c, s, both, report=seen) == []
@@ -614,7 +614,7 @@ def test_the_gate_names_an_app_missing_in_pm2_and_lets_an_app_not_reloaded_keep_
         [running(s.python_app, pid=4100)],
         runs_from={4100: R0},
     )
-    c = mock_host(run={re.compile(r"python3 - "): as_json(verdict)})
+    c = mock_host(run={re.compile(r"python3 -I -S - "): as_json(verdict)})
 
     assert gate_on_host(c, s, node_only) == [
         "Node.js http://127.0.0.1:3000/: ConnectionRefusedError: [Errno 111] Connection refused",
@@ -639,7 +639,7 @@ def test_the_gate_refuses_answers_and_processes_of_the_old_release_for_the_app_r
         [state],
         runs_from={4100: R0, 4200: R0, 4201: R0},
     )
-    c = mock_host(run={re.compile(r"python3 - "): as_json(verdict)})
+    c = mock_host(run={re.compile(r"python3 -I -S - "): as_json(verdict)})
 
     assert gate_on_host(c, s, python_only) == [
         f"Gunicorn http://127.0.0.1:8001/api/flask/health: answered by release {R0}, not {R1}",
@@ -662,7 +662,7 @@ def test_the_gate_sees_an_app_that_keeps_restarting(site, monkeypatch):
         dict.fromkeys(["Gunicorn", "Node.js", "Nginx -> Gunicorn", "Nginx -> Node.js"], (200, R1)),
         [first, later],
     )
-    c = mock_host(run={re.compile(r"python3 - "): as_json(verdict)})
+    c = mock_host(run={re.compile(r"python3 -I -S - "): as_json(verdict)})
 
     assert gate_on_host(c, s, both) == [
         "PM2 app signalcraft-nodejs is restarting (2 -> 6 restarts)"
@@ -686,7 +686,7 @@ def test_a_gate_started_ahead_whose_channel_broke_is_asked_again_and_a_probe_tha
     started = Broken()
     c = mock_host(
         run={
-            re.compile(r"python3 - "): ok(
+            re.compile(r"python3 -I -S - "): ok(
                 "",
                 "Traceback (most recent call last):\nOSError: [Errno 28] No space left on device",
                 exited=1,
@@ -828,7 +828,10 @@ def test_recording_a_takeover_stops_before_root_acts_when_the_pid_is_no_longer_t
         " own processes; nothing was recorded\n"
     )
     c = mock_host(
-        run={re.compile(r"python3 - 4242 "): ok(stderr=refused, exited=1), re.compile(ROOT): ok()}
+        run={
+            re.compile(r"python3 -I -S - 4242 "): ok(stderr=refused, exited=1),
+            re.compile(ROOT): ok(),
+        }
     )
 
     with pytest.raises(Exit) as err:
@@ -842,7 +845,7 @@ def test_recording_a_takeover_stops_before_root_acts_when_the_pid_is_no_longer_t
         "nothing was recorded"
     )
     assert labels(c) == ["takeover_record.py"]
-    assert shlex.split(sent(c)[0][0])[2:5] == [
+    assert shlex.split(sent(c)[0][0])[4:7] == [
         "4242",
         "/home/ubuntu/signalcraft/.deploy/takeover",
         "pm2",
@@ -853,7 +856,7 @@ def test_recording_a_takeover_saves_the_deploy_users_record_then_roots_copy_of_t
     s = load()
     c = mock_host(
         run={
-            re.compile(r"python3 - 4242 "): ok("recorded\n"),
+            re.compile(r"python3 -I -S - 4242 "): ok("recorded\n"),
             re.compile(ROOT + "takeover-record "): ok(),
         }
     )
@@ -871,7 +874,9 @@ def test_recording_a_takeover_saves_the_deploy_users_record_then_roots_copy_of_t
 RESTORE = {
     PM2_DELETE: ok(),
     r"\{ D=": ok(),
-    r"python3 - /home/ubuntu/signalcraft/.deploy/takeover ": as_json({"pid": 5151, "alive": True}),
+    r"python3 -I -S - /home/ubuntu/signalcraft/.deploy/takeover ": as_json(
+        {"pid": 5151, "alive": True}
+    ),
     ROOT + "nginx-reload ": as_json({"ok": True, "why": "", "master": 812, "seconds": 0.2}),
     r"rm -f ": ok(),
     r"pm2 save": ok(),
@@ -938,7 +943,7 @@ def test_a_takeover_record_this_version_cannot_read_leaves_the_running_apps_alon
     c = mock_host(
         run={
             **answers(RESTORE),
-            re.compile(r"python3 - /home/ubuntu/signalcraft/.deploy/takeover "): ok(
+            re.compile(r"python3 -I -S - /home/ubuntu/signalcraft/.deploy/takeover "): ok(
                 stderr=refused, exited=1
             ),
         }
@@ -1012,11 +1017,11 @@ def test_a_deploy_user_other_than_app_user_runs_the_trial_its_probe_and_its_stop
                 **NGINX_DUMP,
                 **answers(
                     {
-                        door + r"'python3 - .*\"mode\": \"ports\"": as_json(
+                        door + r"'python3 -I -S - .*\"mode\": \"ports\"": as_json(
                             {"ports": [41001, 41002]}
                         ),
                         door + r"'umask 077 && cat > \.signalcraft-trial": ok(),
-                        "(?s)" + door + r"'python3 - .*\"mode\": \"gate\"": as_json(
+                        "(?s)" + door + r"'python3 -I -S - .*\"mode\": \"gate\"": as_json(
                             {"ok": True, "problems": [], "pm2": {}}
                         ),
                         door + "'P=": ok(),

@@ -827,7 +827,7 @@ def test_program_command_quotes_every_argument(load) -> None:
         remote.script("stop_pid"),
     )
     assert program_command(s, "probe.py", '{"mode": "ports"}') == (
-        """python3 - '{"mode": "ports"}'""",
+        """python3 -I -S - '{"mode": "ports"}'""",
         remote.program("probe"),
     )
     with pytest.raises(ValueError):

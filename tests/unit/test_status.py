@@ -72,8 +72,8 @@ def host(
     answers = {
         re.compile(r'^sudo -n -u shop .*"mode": "apps"'): Result(json.dumps(apps) + "\n"),
         re.compile(r'^sudo -n -u shop .*"mode": "boot"'): Result(json.dumps(boot) + "\n"),
-        re.compile(r'^python3 - .*"mode": "space"'): Result(json.dumps(space) + "\n"),
-        re.compile(r'^python3 - .*"mode": "boot"'): Result(
+        re.compile(r'^python3 -I -S - .*"mode": "space"'): Result(json.dumps(space) + "\n"),
+        re.compile(r'^python3 -I -S - .*"mode": "boot"'): Result(
             json.dumps({**boot, "dump": deploy_dump or {}}) + "\n"
         ),
     }
@@ -101,7 +101,7 @@ def test_status_says_which_account_runs_the_apps_read_as_it_through_the_app_help
         sum(cmd.startswith(DOOR) for cmd in sent) == 2
     )  # the apps' boot state and their side, as shop
     assert (
-        sum(cmd.startswith("python3 - ") for cmd in sent) == 2
+        sum(cmd.startswith("python3 -I -S - ") for cmd in sent) == 2
     )  # DEPLOY_ROOT's space and ubuntu's own saved list
     space = next(cmd for cmd in sent if '"mode": "space"' in cmd and cmd.startswith("python3"))
     assert (
@@ -113,11 +113,11 @@ def test_status_warns_when_the_apps_run_as_the_deploy_user(load) -> None:
     s = load({"APP_NAME": "shop", "APP_USER": "ubuntu", "DEPLOY_ROOT": "/srv/shop"})
     same = {**APPS, "user": "ubuntu", "uid": 1000, "pm2_home": "/home/ubuntu/.pm2"}
     answers = {
-        re.compile(r'^python3 - .*"mode": "apps"'): Result(json.dumps(same) + "\n"),
-        re.compile(r'^python3 - .*"mode": "boot"'): Result(
+        re.compile(r'^python3 -I -S - .*"mode": "apps"'): Result(json.dumps(same) + "\n"),
+        re.compile(r'^python3 -I -S - .*"mode": "boot"'): Result(
             json.dumps({**BOOT, "user": "ubuntu"}) + "\n"
         ),
-        re.compile(r'^python3 - .*"mode": "space"'): Result(json.dumps(SPACE) + "\n"),
+        re.compile(r'^python3 -I -S - .*"mode": "space"'): Result(json.dumps(SPACE) + "\n"),
     }
     c = use_transport(MockContext(run=answers, repeat=True), InvokeRunner(login="ubuntu"))
     lines = render_host_life(host_life(c, s, HostFacts()))
