@@ -267,3 +267,36 @@ def test_every_nodejs_process_loads_env_cjs_of_its_own_release(load, tmp_path: P
     assert python_trial(s, "/v", release, 4998)[0]["env"]["SIGNALCRAFT_CHDIR"] == release
     ecosystem = render_ecosystem(s, "/v")
     assert f'node_args: ["--require", "{s.current_dir}/{APP_ENV_CJS}"]' in ecosystem
+
+
+def test_a_hook_gets_the_values_the_processes_get_and_masks_them(tmp_path: Path) -> None:
+    """remote/hook.py takes the release's env.json (python-dotenv's reading: a quoted value over two
+    lines) over its .env, and masks those values in the hook's output."""
+    from signalcraft_deploy import remote
+    from signalcraft_deploy.host.hooks import VERDICT
+
+    release = tmp_path / "release"
+    (release / ".signalcraft").mkdir(parents=True)
+    text = 'DB_URL="postgres://u:pw-9876@db/app"\nMULTI="first\nsecond"\n'
+    (release / ".env").write_text(text)
+    (release / APP_ENV_JSON).write_text(json.dumps(app_environment(text)))
+    spec = {
+        "name": "after-switch",
+        "command": 'printf "%s|%s\\n" "$MULTI" "$DB_URL"',
+        "cwd": str(release),
+        "env_file": str(release / ".env"),
+        "env_json": str(release / APP_ENV_JSON),
+        "env": {},
+        "timeout": 30,
+    }
+    done = subprocess.run(
+        [sys.executable, "-I", "-", json.dumps(spec)],
+        input=remote.program("hook"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith(VERDICT), done.stdout + done.stderr
+    assert lines[:-1] == ["first", "second|***"]  # the .env's own reading would give MULTI="first
