@@ -9,14 +9,27 @@ from invoke.exceptions import Exit
 
 from signalcraft_deploy.core import release_site
 from signalcraft_deploy.core.facts import HostFacts
+from signalcraft_deploy.core.render import APP_ENV_CJS
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.host.io import fail, q, run
 
 
 def switch(c: Any, s: Settings, release: str) -> None:
-    """Point `current` at a release atomically (a temporary link renamed over the old one)."""
+    """Point `current` at a release atomically (a temporary link renamed over the old one).
+
+    A release an older version made has no env.cjs, but PM2 keeps the `--require` of it in the
+    Node.js app's node_args across a `pm2 reload` (measured): switching back to one (a rollback, a
+    failed deploy's undo) first gives it a copy of the release it leaves (it then loads no values:
+    that release has no env.json)."""
     tmp = f"{s.deploy_root}/.current.tmp"
-    run(c, f"ln -sfn {q('releases/' + release)} {q(tmp)} && mv -Tf {q(tmp)} {q(s.current_dir)}")
+    loader, now = f"{s.releases_dir}/{release}/{APP_ENV_CJS}", f"{s.current_dir}/{APP_ENV_CJS}"
+    run(
+        c,
+        f"ln -sfn {q('releases/' + release)} {q(tmp)}"
+        f" && {{ [ -e {q(loader)} ] || [ -L {q(loader)} ] || [ ! -f {q(now)} ] || {{ mkdir -p"
+        f" {q(loader.rsplit('/', 1)[0])} && cp {q(now)} {q(loader)}; }}; }}"
+        f" && mv -Tf {q(tmp)} {q(s.current_dir)}",
+    )
 
 
 def site_settings(c: Any, s: Settings, release: str, warn: Callable[[str], None]) -> Settings:

@@ -98,7 +98,8 @@ def deployed(sandbox, tmp_path_factory):
     p = Profile(AE.app, AE.root, AE.bind, AE.node, AE.listen, extra={"APP_ENV_FILE": str(env_file)})
     clean_host(AE)
     said = [ok(fab(sandbox, p, repo))]
-    yield {"repo": repo, "p": p, "env_file": env_file, "said": said}
+    first = Path(AE.root, "current").resolve().name
+    yield {"repo": repo, "p": p, "env_file": env_file, "said": said, "first": first}
     clean_host(AE)
 
 
@@ -129,8 +130,15 @@ def test_new_values_take_effect_with_the_usual_reload_and_a_rollback_brings_the_
     assert result.total > 20 and result.failed == 0, result.samples
     # The key B no longer has is gone from Gunicorn's workers after the HUP.
     assert answers(p) == (B["DATABASE_URL"], None, B["REDIS_URL"])
+    # The release rolled back to as an older version made it, without the Node.js loader, which
+    # PM2 still names in node_args after the reload: `current` never points at a release without it.
+    first = Path(AE.root, "releases", deployed["first"])
+    sh(f"rm {first}/.signalcraft/env.cjs")
     said.append(ok(fab(sandbox, p, None, task="rollback")))
     assert answers(p) == (A["DATABASE_URL"], ONLY_IN_A, A["REDIS_URL"])
+    assert (
+        Path(AE.root, "current").resolve() == first and (first / ".signalcraft/env.cjs").is_file()
+    )
 
 
 def test_the_values_are_in_no_pm2_record_command_line_or_output(deployed):

@@ -300,3 +300,21 @@ def test_a_hook_gets_the_values_the_processes_get_and_masks_them(tmp_path: Path)
     lines = done.stdout.splitlines()
     assert lines[-1].startswith(VERDICT), done.stdout + done.stderr
     assert lines[:-1] == ["first", "second|***"]  # the .env's own reading would give MULTI="first
+
+
+def test_switching_back_to_a_release_without_env_cjs_gives_it_one(load, tmp_path: Path) -> None:
+    """PM2 keeps node_args across a reload: a release an older version made must have the loader
+    once `current` points at it (no values: it has no env.json)."""
+    from signalcraft_deploy.host import releases
+
+    s = load({"DEPLOY_ROOT": str(tmp_path)})
+    old, new = Path(s.releases_dir, "r1"), Path(s.releases_dir, "r2")
+    (old / ".signalcraft").mkdir(parents=True)
+    (new / ".signalcraft").mkdir(parents=True)
+    (new / APP_ENV_CJS).write_text(remote_source("app_env.cjs"))
+    releases.switch(Context(), s, "r2")
+    assert not (old / APP_ENV_CJS).exists()
+    releases.switch(Context(), s, "r1")
+    assert os.readlink(s.current_dir) == "releases/r1"
+    assert (old / APP_ENV_CJS).read_text() == remote_source("app_env.cjs")
+    assert not (old / APP_ENV_JSON).exists()
