@@ -390,6 +390,18 @@ def write_app_env(c: Any, s: Settings, release: str, app_env: str) -> None:
     )
 
 
+def live_loader(live: str) -> list[str]:
+    """Shell that gives the live release the Node.js loader if an older version made it: a failed
+    deploy's undo reloads it under the node_args PM2 keeps (host/releases.py `give_loader`)."""
+    if not live:
+        return []
+    loader = q(f"{live}/{APP_ENV_CJS}")
+    return [
+        f"[ -e {loader} ] || [ -L {loader} ] || [ ! -d {q(live + '/.signalcraft')} ] ||"
+        f' [ ! -f "$t"/{q(APP_ENV_CJS)} ] || cp "$t"/{q(APP_ENV_CJS)} {loader}'
+    ]
+
+
 def env_script(s: Settings, release: str, live: str, carry: bool) -> list[str]:
     """Shell that gives the release its own .env and APP_ENV_JSON (0600): the ones uploaded for it,
     else (`carry`) copies of the live one's, the JSON only with the .env it was made from (not when
@@ -473,6 +485,7 @@ def assemble_script(
             'rm -rf "$t" && mkdir -p "$t"',
             *parts,
             f'tar -xf {q(incoming + ".extras.tar")} -C "$t"',
+            *live_loader(live),
             *env_script(s, release, live, carry_env),
             f'ln -sfn {q(s.shared_dir)}/logs "$t/logs" 2>/dev/null || true',
             *shared_script(s, live, c),

@@ -302,19 +302,27 @@ def test_a_hook_gets_the_values_the_processes_get_and_masks_them(tmp_path: Path)
     assert lines[:-1] == ["first", "second|***"]  # the .env's own reading would give MULTI="first
 
 
-def test_switching_back_to_a_release_without_env_cjs_gives_it_one(load, tmp_path: Path) -> None:
-    """PM2 keeps node_args across a reload: a release an older version made must have the loader
-    once `current` points at it (no values: it has no env.json)."""
+def test_a_release_an_older_version_made_gets_the_loader_before_it_runs_again(
+    load, tmp_path: Path
+) -> None:
+    """PM2 keeps node_args across a reload: a release without env.cjs gets it before a rollback's
+    trial (give_loader) and, as the live release, in a deploy's assembly (a failed deploy's undo
+    reloads it); no values come with it, and a link there is not written through."""
     from signalcraft_deploy.host import releases
 
-    s = load({"DEPLOY_ROOT": str(tmp_path)})
-    old, new = Path(s.releases_dir, "r1"), Path(s.releases_dir, "r2")
+    s = load({"DEPLOY_ROOT": str(tmp_path / "root")})
+    Path(s.state_dir).mkdir(parents=True)
+    old = Path(s.releases_dir, "r1")
     (old / ".signalcraft").mkdir(parents=True)
-    (new / ".signalcraft").mkdir(parents=True)
-    (new / APP_ENV_CJS).write_text(remote_source("app_env.cjs"))
-    releases.switch(Context(), s, "r2")
-    assert not (old / APP_ENV_CJS).exists()
-    releases.switch(Context(), s, "r1")
-    assert os.readlink(s.current_dir) == "releases/r1"
+    releases.give_loader(Context(), s, str(old))
     assert (old / APP_ENV_CJS).read_text() == remote_source("app_env.cjs")
-    assert not (old / APP_ENV_JSON).exists()
+    assert oct((old / APP_ENV_CJS).stat().st_mode & 0o777) == "0o644"
+    assert not (old / APP_ENV_JSON).exists() and os.listdir(s.state_dir) == []
+    planted = Path(s.releases_dir, "r0")
+    (planted / ".signalcraft").mkdir(parents=True)
+    (planted / APP_ENV_CJS).symlink_to(tmp_path / "elsewhere")
+    releases.give_loader(Context(), s, str(planted))
+    assert not (tmp_path / "elsewhere").exists()
+    (old / APP_ENV_CJS).unlink()
+    new = _assemble(load, tmp_path / "root", "r2", "K=v\n", live="r1")
+    assert (old / APP_ENV_CJS).read_text() == (new / APP_ENV_CJS).read_text()
