@@ -150,7 +150,7 @@ def test_the_values_are_in_no_pm2_record_command_line_or_output(deployed):
     places = {
         "dump.pm2": sh(f"cat {APP_HOME}/.pm2/dump.pm2").stdout,
         "pm2 jlist": sh(f"{as_app} jlist").stdout,
-        "ps -eo args": sh("ps -eo args").stdout,
+        "ps -eo args": sh("ps -ww -eo args").stdout,  # whole lines: without -ww ps cuts at 80
         "ecosystem": sh(f"cat {AE.root}/current/ecosystem.config.js").stdout,
         "output": "\n".join(deployed["said"]),
         **{f"pm2 env {i}": sh(f"{as_app} env {i}").stdout for i in ids},
@@ -160,7 +160,8 @@ def test_the_values_are_in_no_pm2_record_command_line_or_output(deployed):
         },
     }
     assert f"{AE.root}/current/.signalcraft/env.cjs" in places["ecosystem"]
-    assert ".signalcraft/env.cjs" in places["dump.pm2"]  # what PM2 keeps: the loader's path
+    # What PM2 keeps: the loader's path, not the values.
+    assert f"{AE.root}/current/.signalcraft/env.cjs" in places["dump.pm2"]
     hidden = {form for v in [*A.values(), *B.values(), ONLY_IN_A] for form in secret_forms(v)}
     for where, text in places.items():
         assert text.strip(), where
