@@ -408,14 +408,11 @@ def _python_action(
             How.NEW_MASTER,
             "the Python environment or the PM2 entry changed; a HUP cannot load them",
         )
-    if env_changed(m, old):
-        return Action(
-            App.PYTHON,
-            How.NEW_MASTER,
-            f"{env_why(old)}; a new master starts with it (a HUP keeps the old one's)",
-        )
     if not old:
         return Action(App.PYTHON, How.HUP, "no record of the running release")
+    if env_changed(m, old):
+        # gunicorn.conf.py reads the release's env.json, and a HUP reads gunicorn.conf.py again
+        return Action(App.PYTHON, How.HUP, f"{env_why(old)}; a HUP reads it again")
     if code_changed(s, App.PYTHON, old.get("python_code") != m.python_code, changed):
         return Action(App.PYTHON, How.HUP, files_why(s, App.PYTHON, changed))
     if old.get("gunicorn_conf") != m.gunicorn_conf:

@@ -47,6 +47,11 @@ ECOSYSTEM_CJS = "ecosystem.config.cjs"
 ECOSYSTEMS = (ECOSYSTEM, ECOSYSTEM_CJS)
 RELEASE_CONFIGS = (GUNICORN_CONF, ECOSYSTEM)
 DEFAULT_NODE_SCRIPT = "server.js"
+# APP_ENV_FILE's values as a JSON object (string to string) in each release that has a .env, beside
+# the loader Node.js runs first (node_args --require): every process the tool starts reads them
+# from here, at its start, inside itself; never through PM2's env (its dump, `pm2 env`).
+APP_ENV_JSON = ".signalcraft/env.json"
+APP_ENV_CJS = ".signalcraft/env.cjs"
 
 
 def ecosystem_name(esm: bool) -> str:
@@ -130,12 +135,18 @@ def python_entry(s: Settings, venv: str) -> dict[str, Any]:
     }
 
 
-def node_entry(s: Settings) -> dict[str, Any]:
-    """The PM2 entry of the Node.js app (cluster mode)."""
+def node_entry(s: Settings, folder: str | None = None) -> dict[str, Any]:
+    """The PM2 entry of the Node.js app (cluster mode), run from `folder` (default `current`).
+
+    Every Node.js process of it (each cluster worker: PM2 gives them node_args as execArgv) loads
+    the release's env.cjs first, which reads APP_ENV_JSON from its own folder.
+    """
+    folder = folder or s.current_dir
     return {
         "name": s.node_app,
-        "script": f"{s.current_dir}/{s.node_script or DEFAULT_NODE_SCRIPT}",
-        "cwd": s.current_dir,
+        "script": f"{folder}/{s.node_script or DEFAULT_NODE_SCRIPT}",
+        "cwd": folder,
+        "node_args": ["--require", f"{folder}/{APP_ENV_CJS}"],
         "instances": s.node_instances,
         "kill_timeout": NODE_KILL_TIMEOUT_MS,
         "kill_retry_time": KILL_RETRY_MS,
@@ -194,6 +205,7 @@ def render_gunicorn_conf(s: Settings) -> str:
             max_requests_jitter=s.gunicorn_max_requests_jitter,
             proc_name=s.python_app,
             script_name=s.python_mount,
+            env_json=APP_ENV_JSON,
         )
     )
 
@@ -214,6 +226,7 @@ def render_ecosystem(s: Settings, venv: str) -> str:
             python_env=py["env"],
             node_app=node["name"],
             node_script=node["script"],
+            node_args=node["node_args"],
             node_instances=node["instances"],
             node_kill_timeout_ms=node["kill_timeout"],
             node_env=node["env"],

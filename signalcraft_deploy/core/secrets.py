@@ -22,6 +22,29 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.remote.masking import COLOUR, env_items, mask, secrets_of, url_password
 
 
+def app_environment(text: str) -> dict[str, str]:
+    """A .env's values as python-dotenv reads them (what `load_dotenv` gives an app), for the
+    processes' environment: `${NAME}` refers to a key earlier in the same file only, never to this
+    machine's environment; a key with no value is left out. ValueError, naming the key but never a
+    value, for one no environment can hold (an '=' or a NUL character)."""
+    import io  # here: only a deploy with APP_ENV_FILE needs these
+
+    from dotenv import dotenv_values
+    from dotenv.variables import parse_variables
+
+    values: dict[str, str] = {}
+    for name, raw in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
+        if raw is None:
+            continue
+        if not name or "=" in name or "\0" in name:
+            raise ValueError(f"the key {name!r} cannot be an environment variable's name")
+        value = "".join(atom.resolve(values) for atom in parse_variables(raw))
+        if "\0" in value:
+            raise ValueError(f"the value of {name} holds a NUL character")
+        values[name] = value
+    return values
+
+
 def env_values(text: str) -> list[str]:
     """The values of a .env file's KEY=VALUE lines."""
     return [value for _, value in env_items(text)]

@@ -956,8 +956,11 @@ class Settings:
     app_env_file: str | None = key(
         None,
         local_path,
-        "local file with the app's own secrets, written into each new release as .env (mode 0600);"
-        " unset: the live release's .env is carried over",
+        "local file with the app's own configuration and secrets (dotenv lines), written into each"
+        " new release as .env and given to every process the tool starts for the app in its"
+        " environment (os.environ, process.env; a variable the process already has wins), read"
+        " from the release's .signalcraft/env.json (0640, never through PM2); unset: the live"
+        " release's are carried over",
         local=True,
     )
     py_files: tuple[str, ...] | None = key(

@@ -49,18 +49,19 @@ def reach_command(s: Settings) -> str:
 
 def move_command(s: Settings) -> str:
     """Shell (as the deploy user) that readies a host whose apps ran as the deploy user for their
-    own account: every release's .env readable by its group (a rollback runs an older release as
-    it), what the apps wrote in shared/ theirs to write (remote/shared_paths.py, which follows no
-    link), and the deploy user's PM2 folder (its dump holds the apps' environment) closed to
-    others."""
+    own account: every release's .env and env.json readable by its group (a rollback runs an
+    older release as it), what the apps wrote in shared/ theirs to write (remote/shared_paths.py,
+    which follows no link), and the deploy user's PM2 folder (its dump holds the apps' environment)
+    closed to others."""
     from signalcraft_deploy.remote import program
 
     app = q(s.app_user)
     return "; ".join(
         [
             (
-                f'for f in {q(s.releases_dir)}/*/.env; do if [ -f "$f" ] && [ ! -L "$f" ] && [ -O'
-                f' "$f" ]; then chgrp {app} "$f" && chmod 0640 "$f" || exit 1; fi; done'
+                f"for f in {q(s.releases_dir)}/*/.env {q(s.releases_dir)}/*/.signalcraft/env.json;"
+                f' do if [ -f "$f" ] && [ ! -L "$f" ] && [ -O "$f" ]; then chgrp {app} "$f" &&'
+                ' chmod 0640 "$f" || exit 1; fi; done'
             ),
             'if [ -d "${PM2_HOME:-$HOME/.pm2}" ]; then chmod 0700 "${PM2_HOME:-$HOME/.pm2}"; fi',
             (

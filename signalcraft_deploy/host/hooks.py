@@ -1,9 +1,10 @@
 """Hooks: the user's own shell commands around a deploy (BEFORE_SWITCH, AFTER_SWITCH, ON_FAILURE).
 
 Each runs on the host through remote/hook.py: in the release's directory, with the release's venv
-first on PATH, the app's .env and DEPLOY_RELEASE / DEPLOY_PREVIOUS / DEPLOY_SHA in its environment,
-under HOOK_TIMEOUT. Its output is printed as it comes, prefixed with the hook's name, with the
-.env's values masked (on the host, and again here with APP_ENV_FILE's and REPO_URL's).
+first on PATH, the app's values (the release's env.json, as its processes get them, else its .env)
+and DEPLOY_RELEASE / DEPLOY_PREVIOUS / DEPLOY_SHA in its environment, under HOOK_TIMEOUT. Its
+output is printed as it comes, prefixed with the hook's name, with the .env's values masked (on the
+host, and again here with APP_ENV_FILE's and REPO_URL's).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from signalcraft_deploy.core.render import APP_ENV_JSON
 from signalcraft_deploy.core.secrets import masker_for
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.io import fail
@@ -87,6 +89,7 @@ def run_hook(
         "fallback_cwd": s.deploy_root,
         "path_first": f"{venv}/bin",
         "env_file": f"{release_dir}/.env",
+        "env_json": f"{release_dir}/{APP_ENV_JSON}",  # the values as the apps' processes get them
         "env": env,
         "timeout": s.hook_timeout,
     }

@@ -9,8 +9,27 @@ from invoke.exceptions import Exit
 
 from signalcraft_deploy.core import release_site
 from signalcraft_deploy.core.facts import HostFacts
+from signalcraft_deploy.core.render import APP_ENV_CJS
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.host.io import fail, q, run
+from signalcraft_deploy.remote import source
+
+
+def give_loader(c: Any, s: Settings, release_dir: str) -> None:
+    """Give a release an older version made the Node.js loader, env.cjs (a no-op for any other).
+
+    PM2 keeps node_args across a `pm2 reload` (measured: a reload adds them, never removes them),
+    so once the Node.js app has run with `--require <release>/.signalcraft/env.cjs`, a release
+    without that file cannot start under it: a rollback to one gives it the file before its trial.
+    It loads no values there: such a release has no env.json. Never written through a link."""
+    loader = q(f"{release_dir}/{APP_ENV_CJS}")
+    run(
+        c,
+        f'l=$(mktemp {q(s.state_dir + "/env-cjs.XXXXXX")}) && cat > "$l" && {{ [ -e {loader} ] ||'
+        f' [ -L {loader} ] || {{ mkdir -p {q(release_dir + "/.signalcraft")} && cp "$l"'
+        f' {loader} && chmod 0644 {loader}; }}; }}; r=$?; rm -f "$l"; exit $r',
+        stdin=source("app_env.cjs"),
+    )
 
 
 def switch(c: Any, s: Settings, release: str) -> None:

@@ -1,13 +1,14 @@
 """Runs ON THE HOST (sent over stdin to `python3 -`): one of the user's hooks (BEFORE_SWITCH, ...).
 
 Standard library only. Reads one JSON argument: {"name": "before-switch", "command": "...", "cwd":
-"<release dir>", "path_first": "<venv>/bin", "env_file": "<release>/.env", "env": {"DEPLOY_RELEASE":
-...}, "timeout": 300} Runs `bash -c command` in `cwd` (or the deploy root when the release does not
-exist) with the app's .env and `env` added to the environment and `path_first` first on PATH, in a
-process group of its own. Each line of its output (stdout and stderr together) is printed as it
-comes, with the .env's secrets masked by remote/masking.py (the client's rule too). At the deadline
-the group gets SIGTERM, then SIGKILL 5 s later. The last line printed is a JSON verdict: {"exit": N,
-"timed_out": bool, "seconds": S, "tail": [...]}.
+"<release dir>", "path_first": "<venv>/bin", "env_file": "<release>/.env", "env_json":
+"<release>/.signalcraft/env.json", "env": {"DEPLOY_RELEASE": ...}, "timeout": 300} Runs `bash -c
+command` in `cwd` (or the deploy root when the release does not exist) with the app's values (from
+env_json, the apps' processes' own, else the .env) and `env` added to the environment and
+`path_first` first on PATH, in a process group of its own. Each line of its output (stdout and
+stderr together) is printed as it comes, with the .env's secrets masked by remote/masking.py (the
+client's rule too). At the deadline the group gets SIGTERM, then SIGKILL 5 s later. The last line
+printed is a JSON verdict: {"exit": N, "timed_out": bool, "seconds": S, "tail": [...]}.
 """
 
 import json
@@ -33,6 +34,18 @@ def read_env_file(path):
         return []
 
 
+def read_env_json(path):
+    """The release's .signalcraft/env.json as (KEY, VALUE) pairs: the .env's values as the client
+    parsed them, what the apps' processes get (None when it cannot be read: the .env is read then).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return [(str(k), str(v)) for k, v in values.items()] if isinstance(values, dict) else None
+
+
 def environment(spec, app_env):
     env = dict(os.environ)
     env.update(app_env)
@@ -56,7 +69,9 @@ def stop_group(proc):
 
 
 def run(spec):
-    items = read_env_file(spec["env_file"]) if spec.get("env_file") else []
+    items = read_env_json(spec["env_json"]) if spec.get("env_json") else None
+    if items is None:
+        items = read_env_file(spec["env_file"]) if spec.get("env_file") else []
     app_env, hidden = dict(items), secrets_of(items)
     cwd = next(d for d in (spec["cwd"], spec.get("fallback_cwd") or "/", "/") if os.path.isdir(d))
     start = time.monotonic()

@@ -212,6 +212,8 @@ def install(r: DeployRun) -> str:
     """The venv and node_modules the release needs; a node_modules build runs beside the venv's."""
     m, local = r.plan.manifest, r.s.wheels == "local"
     node, cache = None, None
+    if not r.plan.new_release:  # a rollback: its release may be one an older version made
+        releases.give_loader(r.c, r.s, r.release_dir)
     if r.plan.new_release or r.plan.build_node_modules:
         cache = (
             wheels.ship_npm_cache(r.c, r.s, r.shipment.package_lock)

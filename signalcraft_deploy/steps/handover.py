@@ -63,13 +63,10 @@ def handover_entry(
             env={**entry["env"], "SIGNALCRAFT_CHDIR": release_dir},
         )
     else:
-        entry = node_entry(s)
+        entry = node_entry(s, release_dir)  # its script and env.cjs: the release's own
         address = f"127.0.0.1:{s.node_handover_port}"
-        script = entry["script"].removeprefix(s.current_dir + "/")
         entry.update(
             name=s.node_handover_app,
-            cwd=release_dir,
-            script=f"{release_dir}/{script}",
             exec_mode="cluster",
             env={**entry["env"], "PORT": str(s.node_handover_port)},
         )

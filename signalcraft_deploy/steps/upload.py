@@ -18,8 +18,14 @@ from signalcraft_deploy.core import procfile, release_paths, release_site, sourc
 from signalcraft_deploy.core.apps import App
 from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.plan import Manifest, Plan, make_manifest, release_inputs
-from signalcraft_deploy.core.render import DEFAULT_NODE_SCRIPT, LAUNCHER, digest
-from signalcraft_deploy.core.secrets import mask, masked, secret_values
+from signalcraft_deploy.core.render import (
+    APP_ENV_CJS,
+    APP_ENV_JSON,
+    DEFAULT_NODE_SCRIPT,
+    LAUNCHER,
+    digest,
+)
+from signalcraft_deploy.core.secrets import app_environment, mask, masked, secret_values
 from signalcraft_deploy.core.settings import Settings, SettingsError, require_utf8
 from signalcraft_deploy.core.source import (
     SourceTree,
@@ -31,6 +37,7 @@ from signalcraft_deploy.host.app_user import runs_as_deploy_user
 from signalcraft_deploy.host.io import fail, q, run, upload
 from signalcraft_deploy.host.lock import who, who_text
 from signalcraft_deploy.remote import program
+from signalcraft_deploy.remote import source as remote_source
 
 
 @dataclass
@@ -121,18 +128,22 @@ def check_environments(tree: SourceTree, where: str) -> None:
 
 
 def read_app_env(s: Settings) -> str | None:
+    """APP_ENV_FILE's text (None when unset), checked to be one the processes' environment can
+    hold."""
     if not s.app_env_file:
         return None
+    where = f"APP_ENV_FILE ({s.origins.get('APP_ENV_FILE')}): {s.app_env_file}"
     try:
-        return require_utf8(
-            Path(s.app_env_file),
-            f"APP_ENV_FILE ({s.origins.get('APP_ENV_FILE')}): {s.app_env_file}",
-        )
+        text = require_utf8(Path(s.app_env_file), where)
     except OSError as err:
+        raise SettingsError(f"{where}: cannot read it: {err.strerror}.") from None
+    try:
+        app_environment(text)
+    except ValueError as err:
         raise SettingsError(
-            f"APP_ENV_FILE ({s.origins.get('APP_ENV_FILE')}): cannot read {s.app_env_file}: "
-            f"{err.strerror}."
+            f"{where}: {err}, and its values go into the apps' environment; fix that line."
         ) from None
+    return text
 
 
 def local_shipment(s: Settings) -> Shipment:
@@ -308,6 +319,7 @@ def extras_tar(plan: Plan, site_record: str) -> bytes:
         ".signalcraft/manifest.json": plan.manifest.to_json(),
         LAUNCHER: program("launch"),
         release_site.SITE_FILE: site_record,
+        APP_ENV_CJS: remote_source("app_env.cjs"),  # code only: the values are in APP_ENV_JSON
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -379,31 +391,61 @@ def send_files(
 
 
 def write_app_env(c: Any, s: Settings, release: str, app_env: str) -> None:
-    """The app's secrets for one release: written from stdin (never on a command line), mode 0600;
-    the assembly moves the file into the release, so the live release's .env is never touched."""
+    """The app's secrets for one release, as the .env and as its values in JSON (APP_ENV_JSON, what
+    the processes read): written from stdin (never on a command line), mode 0600; the assembly moves
+    them into the release, so the live release's are never touched."""
     env = q(f"{s.state_dir}/incoming/{release}.env")
-    run(c, f"umask 077 && cat > {env}.tmp && mv -f {env}.tmp {env}", stdin=app_env)
+    values = json.dumps(app_environment(app_env), ensure_ascii=False)  # one line: \n is escaped
+    # The first line of stdin is the JSON (`read` takes no more of it), the rest the .env.
+    run(
+        c,
+        f"umask 077 && IFS= read -r j && printf '%s\\n' \"$j\" > {env}.json.tmp"
+        f" && cat > {env}.tmp && mv -f {env}.json.tmp {env}.json && mv -f {env}.tmp {env}",
+        stdin=values + "\n" + app_env,
+    )
+
+
+def live_loader(live: str) -> list[str]:
+    """Shell that gives the live release the Node.js loader if an older version made it: a failed
+    deploy's undo reloads it under the node_args PM2 keeps (host/releases.py `give_loader`)."""
+    if not live:
+        return []
+    loader = q(f"{live}/{APP_ENV_CJS}")
+    return [
+        f"[ -e {loader} ] || [ -L {loader} ] || [ ! -d {q(live + '/.signalcraft')} ] ||"
+        f' [ ! -f "$t"/{q(APP_ENV_CJS)} ] || cp "$t"/{q(APP_ENV_CJS)} {loader}'
+    ]
 
 
 def env_script(s: Settings, release: str, live: str, carry: bool) -> list[str]:
-    """Shell that gives the release its own .env (0600): the one uploaded for it, else (`carry`) a
-    copy of the live one's."""
+    """Shell that gives the release its own .env and APP_ENV_JSON (0600): the ones uploaded for it,
+    else (`carry`) copies of the live one's, the JSON only with the .env it was made from (not when
+    .env is a shared path: the processes then get no values of a file the apps' account writes)."""
     env = q(f"{s.state_dir}/incoming/{release}.env")
-    lines = [f'if [ -e {env} ]; then rm -rf "$t/.env" && mv -f {env} "$t/.env"']
+    values = f'"$t"/{q(APP_ENV_JSON)}'
+    lines = [
+        f'if [ -e {env} ]; then rm -rf "$t/.env" {values} && mv -f {env} "$t/.env"'
+        f" && mv -f {q(s.state_dir + '/incoming/' + release + '.env.json')} {values}"
+    ]
     if carry and live:
+        live_values = q(f"{live}/{APP_ENV_JSON}")
+        copy_values = (
+            ""
+            if ".env" in {p.rstrip("/") for p in s.shared_paths or ()}
+            else f" && {{ [ ! -f {live_values} ] || [ -L {live_values} ] || cp {live_values}"
+            f" {values}; }}"
+        )
         lines.append(
             f'elif [ ! -e "$t/.env" ] && [ -e {q(live + "/.env")} ]; then cp -L {q(live + "/.env")}'
-            ' "$t/.env"'
+            f' "$t/.env"{copy_values}'
         )
-    # The apps' own account reads it through its group (0640), unless the apps run as the deploy
+    # The apps' own account reads them through its group (0640), unless the apps run as the deploy
     # user (0600).
     app = q(s.app_user)
-    lines += [
-        "fi",
-        (
-            f'if [ -f "$t/.env" ]; then chmod 0600 "$t/.env" && {{ [ "$(id -un)" = {app} ] || {{'
-            f' chgrp {app} "$t/.env" && chmod 0640 "$t/.env"; }}; }}; fi'
-        ),
+    lines += ["fi"] + [
+        f'if [ -f {f} ]; then chmod 0600 {f} && {{ [ "$(id -un)" = {app} ] || {{'
+        f" chgrp {app} {f} && chmod 0640 {f}; }}; }}; fi"
+        for f in ('"$t/.env"', values)
     ]
     return lines
 
@@ -458,6 +500,7 @@ def assemble_script(
             'rm -rf "$t" && mkdir -p "$t"',
             *parts,
             f'tar -xf {q(incoming + ".extras.tar")} -C "$t"',
+            *live_loader(live),
             *env_script(s, release, live, carry_env),
             f'ln -sfn {q(s.shared_dir)}/logs "$t/logs" 2>/dev/null || true',
             *shared_script(s, live, c),
@@ -570,7 +613,8 @@ def remove_unfinished(c: Any, s: Settings, release: str) -> None:
     rdir = f"{s.releases_dir}/{release}"
     run(
         c,
-        f"rm -rf {q(rdir + '.tmp')} {q(s.state_dir + '/incoming/' + release + '.env')}",
+        f"rm -rf {q(rdir + '.tmp')} {q(s.state_dir + '/incoming/' + release + '.env')}"
+        f" {q(s.state_dir + '/incoming/' + release + '.env.json')}",
         warn=True,
     )
 

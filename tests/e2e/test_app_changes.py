@@ -369,7 +369,7 @@ def test_a_new_secret_is_in_effect_in_both_apps_and_no_request_fails(sandbox, ap
         out = ok(fab(sandbox, p, repo))
         time.sleep(0.5)
     result = load.result()
-    assert "changes-python: new-master, changes-nodejs: reload" in out
+    assert "changes-python: hup, changes-nodejs: reload" in out
     assert "SECRET_KEY" not in out and "second" not in out
     assert result.total > 100 and result.failed == 0, result.samples
     assert get(p.url("/api/flask/secret"))[2]["secret"] == "second"

@@ -335,7 +335,15 @@ def test_secrets_never_appear_in_output_logs_audit_ps_or_rendered_files(sandbox,
     found = sh(
         f"grep -rlF -- {SECRET} {p.root} /etc/nginx /home/ubuntu/.pm2 {APP_HOME}/.pm2; true"
     ).stdout.split()
-    assert found == [str(env)], found
+    # ... but the same values as JSON beside it, which the apps' processes read at their start
+    # (same owner, group and mode).
+    values = env.parent / ".signalcraft/env.json"
+    assert sorted(found) == sorted([str(env), str(values)]), found
+    assert (values.stat().st_uid, values.stat().st_gid, values.stat().st_mode & 0o777) == (
+        stat.st_uid,
+        stat.st_gid,
+        0o640,
+    )
     # Nor in what the tool prints about the host.
     for task, args in (
         ("status", ("--json",)),

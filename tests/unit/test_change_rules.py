@@ -6,6 +6,7 @@ scratch folder.
 from __future__ import annotations
 
 import getpass
+import json
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -14,11 +15,13 @@ import pytest
 
 from signalcraft_deploy.core.facts import HostFacts, Listener
 from signalcraft_deploy.core.render import (
+    APP_ENV_JSON,
     ECOSYSTEM,
     ECOSYSTEM_CJS,
     node_modules_name,
     render_release_configs,
 )
+from signalcraft_deploy.core.secrets import app_environment
 from signalcraft_deploy.core.settings import SettingsError
 from signalcraft_deploy.core.source import TOOL_OWN, glob_regex, matches, node_package, readers
 from signalcraft_deploy.host.facts import node_public_warning
@@ -279,11 +282,14 @@ def assemble(
     incoming.mkdir(parents=True, exist_ok=True)
     (root / "shared/logs").mkdir(parents=True, exist_ok=True)
     (root / "releases").mkdir(exist_ok=True)
+    (root / "extras/.signalcraft").mkdir(parents=True, exist_ok=True)  # as the real extras have
     subprocess.run(
-        ["tar", "-cf", str(incoming / f"{release}.extras.tar"), "-T", "/dev/null"], check=True
+        ["tar", "-cf", str(incoming / f"{release}.extras.tar"), "-C", str(root / "extras"), "."],
+        check=True,
     )
-    if env is not None:
+    if env is not None:  # as steps/upload.py's write_app_env leaves them
         (incoming / f"{release}.env").write_text(env)
+        (incoming / f"{release}.env.json").write_text(json.dumps(app_environment(env)))
     script = assemble_script(
         s, release, [f'cp -a {code}/. "$t"/'], f"{root}/releases/{live}" if live else "", carry
     )
@@ -312,9 +318,14 @@ def test_the_first_release_with_a_shared_folder_keeps_what_the_live_release_has(
     # deploy.
     assert (two / ".env").read_text() == "SECRET=one\n" and not (two / ".env").is_symlink()
     assert oct((two / ".env").stat().st_mode & 0o777) == "0o600"
+    # ... and so are its values for the processes, with it.
+    assert json.loads((two / APP_ENV_JSON).read_text()) == {"SECRET": "one"}
+    assert oct((two / APP_ENV_JSON).stat().st_mode & 0o777) == "0o600"
     three = assemble(load, root, "r3", {"app.py": "3"}, live="r2", env="SECRET=two\n")
     assert (three / ".env").read_text() == "SECRET=two\n"
+    assert json.loads((three / APP_ENV_JSON).read_text()) == {"SECRET": "two"}
     assert (two / ".env").read_text() == "SECRET=one\n"  # the live release's secret is untouched
+    assert json.loads((two / APP_ENV_JSON).read_text()) == {"SECRET": "one"}
     (three / "instance/new.txt").write_text("kept")
     assert (two / "instance/new.txt").read_text() == "kept"
     # A shared file nobody has yet: a link the app may create through.

@@ -558,12 +558,12 @@ CASES = {
         new_release=True,
         why={"python": "app.py"},
     ),
-    # Secrets: a changed .env needs new processes (a new Gunicorn master, a Node.js reload with
-    # --update-env).
+    # Secrets: a changed .env reaches both apps with their usual reload: Gunicorn's HUP reads
+    # gunicorn.conf.py again, which loads the release's env.json; Node.js's new workers read it.
     "app env changed": Case(
         facts=lambda tmp: live_host(tmp, replace(OLD, app_env="SECRET_KEY=one\n")),
         new=replace(OLD, app_env="SECRET_KEY=two\n"),
-        python="new-master",
+        python="hup",
         nodejs="reload",
         nginx="none",
         new_release=True,
@@ -573,7 +573,7 @@ CASES = {
     "app env first given": Case(
         facts=lambda tmp: live_host(tmp, OLD),
         new=replace(OLD, app_env="SECRET_KEY=one\n"),
-        python="new-master",
+        python="hup",
         nodejs="reload",
         nginx="none",
         new_release=True,
@@ -600,7 +600,7 @@ CASES = {
             tmp, replace(OLD, sha=SHA2, tree="tree-2", app_env="SECRET_KEY=two\n")
         ),
         new=replace(OLD, app_env="SECRET_KEY=one\n"),
-        python="new-master",
+        python="hup",
         nodejs="reload",
         nginx="none",
         new_release=True,
@@ -618,7 +618,7 @@ CASES = {
     "live manifest of the previous version, app env given": Case(
         facts=lambda tmp: live_host(tmp, OLD, manifest=old_manifest(NEW_FIELDS)),
         new=replace(OLD, app_env="K=v\n"),
-        python="new-master",
+        python="hup",
         nodejs="reload",
         nginx="none",
         new_release=True,
