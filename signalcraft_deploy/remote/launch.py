@@ -33,7 +33,8 @@ def release_values(here):
 def environment(base, path_first, values, here):
     """The command's environment: `base` with the release's values and PATH_FIRST first on PATH."""
     env = dict(base)
-    env.update(values)
+    for name, value in values.items():  # a variable PM2 started it with keeps its value, as the
+        env.setdefault(name, value)  # web apps' loaders (and python-dotenv's load_dotenv) do
     env["PATH"] = path_first + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     if os.path.basename(path_first) == "bin" and os.path.isfile(
         os.path.join(os.path.dirname(path_first), "pyvenv.cfg")

@@ -359,7 +359,7 @@ def release_with_launcher(tmp_path: Path, values: dict[str, str] | None) -> Path
     return here / "launch.py"
 
 
-@pytest.mark.parametrize("values", [{"DATABASE_URL": "postgres://x"}, None])
+@pytest.mark.parametrize("values", [{"DATABASE_URL": "postgres://x", "HOME": "/x"}, None])
 def test_the_launcher_execs_the_command_with_the_release_s_values(
     tmp_path: Path, values: dict[str, str] | None
 ) -> None:
@@ -370,10 +370,11 @@ def test_the_launcher_execs_the_command_with_the_release_s_values(
         + [sys.executable, "-c", show],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ["PATH"]},
+        env={"PATH": os.environ["PATH"], "HOME": "/from/pm2"},
     )
     assert done.returncode == 0, done.stderr
     _, env = json.loads(done.stdout)
+    assert env["HOME"] == "/from/pm2"  # what the process was started with wins over the file
     assert env["PATH"].startswith(f"{tmp_path / 'venv' / 'bin'}:")
     assert env["VIRTUAL_ENV"] == str(tmp_path / "venv")
     assert env["SIGNALCRAFT_RELEASE"] == "r1"
