@@ -41,6 +41,7 @@ PR = Profile(
     },
 )
 REDIS_PORT = 6390
+JOB_MARK = "mark-4f1c9e27b3"  # APP_ENV_FILE's value the worker's jobs must see
 SHARED = Path(PR.root, "shared", "data")
 
 
@@ -64,7 +65,10 @@ def redis():
 @pytest.fixture(scope="module")
 def app(sandbox, redis, tmp_path_factory):
     """The workers app, deployed once (its first deploy starts its worker and clock)."""
-    repo = AppRepo(tmp_path_factory.mktemp("procs") / "app", example=APPS)
+    base = tmp_path_factory.mktemp("procs")
+    (base / "app.env").write_text(f"JOB_MARK={JOB_MARK}\n")
+    PR.extra["APP_ENV_FILE"] = str(base / "app.env")
+    repo = AppRepo(base / "app", example=APPS)
     result = fab(sandbox, PR, repo)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "worker: start" in result.stdout and "clock: start" in result.stdout, result.stdout
@@ -107,7 +111,10 @@ def test_first_deploy_runs_the_worker_and_the_clock(sandbox, app):
         assert [p["pm2_env"]["status"] for p in procs] == ["online"] * count, name
         assert all(p["pm2_env"]["pm_cwd"].rstrip("/").endswith(current()) for p in procs)
     enqueue(0, "first")
-    assert wait_record("first", 15)["version"] == "1"
+    first = wait_record("first", 15)
+    assert first["version"] == "1"
+    assert first["mark"] == JOB_MARK  # APP_ENV_FILE reached the worker's environment...
+    assert JOB_MARK not in json.dumps(running("worker"))  # ...and not through PM2's
     eco = Path(PR.root, "current", "ecosystem.config.js").read_text()
     assert f'"name": "{PR.app}-worker"' in eco and f'"name": "{PR.app}-clock"' in eco
     assert f"{PR.app}-web" not in eco  # the Procfile's web: line is served by the tool itself

@@ -22,6 +22,7 @@ def long_job(seconds: float, tag: str) -> str:
         "pid": os.getpid(),
         "started": started,
         "finished": time.time(),
+        "mark": os.environ.get("JOB_MARK"),  # from APP_ENV_FILE, through the release's env.json
     }
     with RECORDS.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
