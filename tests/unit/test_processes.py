@@ -86,8 +86,27 @@ def test_the_runtime_follows_the_command_unless_process_app_says() -> None:
 def test_a_command_runs_without_a_shell_unless_it_needs_one() -> None:
     plain = Process("w", "celery -A 'my app' worker", "python")
     assert plain.argv == ["celery", "-A", "my app", "worker"]
-    for line in ("rq worker $QUEUES", "a && b", "x > log", "X=1 python x.py"):
+    for line in ("rq worker $QUEUES", "a && b", "x > log", "X=$Y python x.py"):
         assert Process("w", line, "python").argv == ["/bin/sh", "-c", line]
+
+
+def test_a_line_a_shell_would_read_differently_runs_as_the_shell_would() -> None:
+    """dash does not exec a `sh -c` line's command: the stop signal would kill the shell only and
+    leave its worker running outside PM2. The shapes a shell is not needed for run without one."""
+    cases = {
+        "rq worker high default  # two queues": ["rq", "worker", "high", "default"],
+        "celery worker --url=h#frag": ["celery", "worker", "--url=h#frag"],
+        "exec celery -A app worker": ["celery", "-A", "app", "worker"],
+        "FOO=1 celery -A app.celery worker --loglevel=INFO": [
+            "/usr/bin/env", "FOO=1", "celery", "-A", "app.celery", "worker", "--loglevel=INFO"
+        ],
+        "A='x y' exec node w.js": ["/usr/bin/env", "A=x y", "node", "w.js"],
+    }  # fmt: skip
+    for line, argv in cases.items():
+        assert Process("w", line, "python").argv == argv
+    for line in ('echo "a # b" # c', "FOO=1", "exec -a name w"):
+        assert Process("w", line, "python").argv == ["/bin/sh", "-c", line]
+    assert [p.app for p in declared("a: FOO=1 node w.js\nb: exec npm run w\n")] == ["nodejs"] * 2
 
 
 # ----------------------------------------------------------------------------- settings
