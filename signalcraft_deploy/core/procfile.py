@@ -126,6 +126,7 @@ def parse_procfile(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
             )
             continue
         check_name(name, number)
+        check_words(name, command, number)
         entries.append((number, name, command))
     check_twins([name for _, name, _ in entries])
     return entries, notes
@@ -137,6 +138,18 @@ def check_name(name: str, number: int) -> None:
             f"Procfile line {number}: process name {name!r} clashes with the names the tool gives"
             f" its own PM2 apps (python, nodejs, *-trial, *-handover). Rename it."
         )
+
+
+def check_words(name: str, command: str, number: int) -> None:
+    """The launcher splits a command into words: its quotes must close (a shell would refuse it
+    too, but only on the host, as a crash loop)."""
+    try:
+        Process(name, command, "python").argv  # noqa: B018
+    except ValueError as err:
+        raise ProcfileError(
+            f"Procfile line {number}: the command of {name!r} cannot be split into words ({err})."
+            " Close its quotes."
+        ) from None
 
 
 def check_twins(names: list[str]) -> None:

@@ -69,6 +69,7 @@ def test_a_procfile_is_read_with_its_defaults_and_its_web_line_left_out() -> Non
         ("worker-trial: x\n", "clashes with the names the tool gives"),
         ("worker:\n", "line 1"),
         ("worker: a\nworker-b: b\n", "'worker' and 'worker-b' clash"),
+        ("worker: python it's.py\n", "line 1: the command of 'worker' cannot be split"),
     ],
 )
 def test_a_bad_procfile_is_refused_naming_its_line(text: str, expect: str) -> None:
