@@ -3,11 +3,15 @@ and the launcher (run for real, in a folder laid out as a release)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -417,6 +421,45 @@ def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
         text=True,
     )
     assert done.returncode == 1 and "not an object of strings" in done.stderr
+
+
+WORKER = (
+    "import os, signal, sys, time\n"
+    "def warm(*_): open(sys.argv[1], 'w').write('finished'); sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, warm)\n"
+    "open(sys.argv[2] + '.tmp', 'w').write(str(os.getpid())); os.rename(sys.argv[2] + '.tmp', sys.argv[2])\n"
+    "time.sleep(30)\n"
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("exec_", ["", "exec "])
+def test_the_stop_signal_reaches_the_command_of_a_line_run_through_a_shell(
+    tmp_path: Path, exec_: str
+) -> None:
+    """dash runs a `sh -c` line's command as its child and dies of SIGTERM without passing it on:
+    the worker kept running outside PM2. The launcher passes it on to the command."""
+    script = release_with_launcher(tmp_path, None)
+    done, pid_file = tmp_path / "done", tmp_path / "pid"
+    line = f"cd {tmp_path} && {exec_}{sys.executable} -c {shlex.quote(WORKER)} {done} {pid_file}"
+    argv = Process("w", line, "python").argv
+    assert argv[:2] == ["/bin/sh", "-c"]
+    launcher = subprocess.Popen(
+        [sys.executable, "-I", str(script), str(tmp_path / "venv" / "bin"), "--", *argv]
+    )
+    for _ in range(100):
+        if pid_file.exists():
+            break
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    launcher.send_signal(signal.SIGTERM)
+    try:
+        assert launcher.wait(timeout=10) == 0  # the worker's exit status: PM2 leaves it stopped
+        assert done.read_text() == "finished"
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)  # an orphan the test made, if the launcher left one
 
 
 def test_a_failed_move_brings_every_process_back_to_the_serving_release(
