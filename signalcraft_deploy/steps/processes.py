@@ -268,7 +268,9 @@ def converge(c: Any, s: Settings, want: list[Wanted], known: set[str]) -> str:
         process_entry(s, w.proc, w.venv, w.release_dir, name) for name, w in starting.items()
     ]
     start(c, s, entries, f".{s.app_name}-processes.config.json")
-    problems = wait_online(c, s, {n: w.proc.instances for n, w in starting.items()}, ONLINE_SECONDS)
+    # Still online, with no restart, a trial's time later: a singleton has had no trial at all.
+    counts = {n: w.proc.instances for n, w in starting.items()}
+    problems = wait_online(c, s, counts, ONLINE_SECONDS, steady=TRIAL_SECONDS)
     if problems:
         raise started_failed(c, s, problems)
     rest = {n: (p, decl.get(owner[n])) for n, p in remaining.items() if n not in keep.values()}

@@ -326,6 +326,9 @@ def test_the_stop_signal_goes_to_every_instance_at_once_then_pm2_deletes() -> No
     assert command.count("( kill") == 2  # both groups wait side by side
 
 
+WAIT_ONLINE = moves.wait_online
+
+
 class FakeHost:
     """PM2 as converge sees it: a list that start and stop change, and the order of the calls."""
 
@@ -367,6 +370,36 @@ def test_converge_overlaps_workers_and_stops_singletons_first(
     host.calls.clear()
     moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
     assert host.calls == []  # everything runs as wanted: nothing moves
+
+
+def test_a_new_singleton_that_crashes_a_moment_after_its_start_fails_the_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Singletons have no trial: the move itself must see the new one stay online. PM2 says
+    `online` as soon as it spawned the process, so the first look proved nothing."""
+    s = replace(settings(), processes=declared(PF))
+    host = FakeHost(both_running())
+    host.install(monkeypatch)
+    monkeypatch.setattr(moves, "wait_online", WAIT_ONLINE)
+    monkeypatch.setattr(moves, "started_failed", lambda c, s, problems: RuntimeError(problems))
+    clock = [0.0]
+    monkeypatch.setattr(
+        moves,
+        "time",
+        SimpleNamespace(
+            monotonic=lambda: clock[0], sleep=lambda t: clock.__setitem__(0, clock[0] + t)
+        ),
+    )
+
+    def listed(c: Any, s: Settings) -> list[Pm2Process]:  # the new clock restarts after 1 s
+        crashed = clock[0] > 1 and [p for p in host.listed if p.name == "signalcraft-clock"]
+        return [replace(p, restarts=1) if crashed and p in crashed else p for p in host.listed]
+
+    monkeypatch.setattr(moves, "pm2_processes", listed)
+    records = [{**p.record(), "release": "r2", "venv": "/v/2"} for p in s.processes]
+    with pytest.raises(RuntimeError, match="signalcraft-clock restarted 1 time"):
+        moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
+    assert ("stop", "signalcraft-worker") not in host.calls  # the old worker still runs
 
 
 # ----------------------------------------------------------------------------- the launcher
