@@ -256,6 +256,7 @@ def converge(c: Any, s: Settings, want: list[Wanted], known: set[str]) -> str:
         for n, procs in listed.items()
         if n not in keep.values() and (decl.get(owner[n]) is None or decl[owner[n]].singleton)
     }
+    first.update(crowded(s, want, keep, listed))
     cut = stop(c, s, first)
     remaining = {n: p for n, p in listed.items() if n not in first}
     starting = {}
@@ -276,6 +277,20 @@ def converge(c: Any, s: Settings, want: list[Wanted], known: set[str]) -> str:
     rest = {n: (p, decl.get(owner[n])) for n, p in remaining.items() if n not in keep.values()}
     cut += stop(c, s, rest)
     return moved_text(starting, first, rest, cut)
+
+
+def crowded(
+    s: Settings, want: list[Wanted], keep: dict[str, str], listed: dict[str, list[Pm2Process]]
+) -> dict[str, tuple[list[Pm2Process], Process]]:
+    """Workers to move whose two PM2 names both run (a move cut short): the twin stops first, so
+    the new instances have a name of their own (a `pm2 start` of a running name restarts it, job
+    and all, instead of starting a second one)."""
+    out = {}
+    for w in want:
+        plain, twin = process_pm2_names(s, w.proc.name)
+        if w.proc.name not in keep and plain in listed and twin in listed:
+            out[twin] = (listed[twin], w.proc)
+    return out
 
 
 def started_failed(c: Any, s: Settings, problems: dict[str, str]) -> Exception:

@@ -372,6 +372,21 @@ def test_converge_overlaps_workers_and_stops_singletons_first(
     assert host.calls == []  # everything runs as wanted: nothing moves
 
 
+def test_a_worker_left_under_both_names_by_a_cut_short_move_moves_without_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = replace(settings(), processes=declared("worker: python worker.py\n"))
+    host = FakeHost([proc("signalcraft-worker", "r1"), proc("signalcraft-worker-b", "r2", pid=502)])
+    host.install(monkeypatch)
+    records = [{**p.record(), "release": "r3", "venv": "/v/3"} for p in s.processes]
+    moves.converge(None, s, moves.wanted(s, records), {"worker"})
+    assert host.calls == [
+        ("stop", "signalcraft-worker-b"),  # a name for the new instances: not a start of a running
+        ("start", "signalcraft-worker-b"),  # name, which PM2 takes as a restart of it
+        ("stop", "signalcraft-worker"),  # and one old worker runs until the new one is online
+    ]
+
+
 def test_a_new_singleton_that_crashes_a_moment_after_its_start_fails_the_move(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
