@@ -101,7 +101,12 @@ def main(argv):
             return run_shell(command, env)
         os.execvpe(command[0], command, env)
     except OSError as err:
-        print(f"launch.py: cannot run {command[0]!r}: {err.strerror}", file=sys.stderr)
+        print(
+            f"launch.py: cannot run {command[0]!r}: {err.strerror} (looked in {argv[1]}, then"
+            " PATH: a Python program comes from requirements.txt, a Node.js one from"
+            " package.json; PROCESS_APP says which the process is)",
+            file=sys.stderr,
+        )
     return 127
 
 

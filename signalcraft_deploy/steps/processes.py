@@ -299,7 +299,12 @@ def started_failed(c: Any, s: Settings, problems: dict[str, str]) -> Exception:
         excerpt = output_excerpt(app_output(c, s, name))
         if excerpt:
             lines.append(f"  output of {name}:\n    " + "\n    ".join(excerpt))
-    return fail("Procfile processes did not stay online:\n" + "\n".join(lines))
+    return fail(
+        f"Procfile processes did not stay online, without a restart, for {TRIAL_SECONDS:g}s:\n"
+        + "\n".join(lines)
+        + "\nFix the process's code or its Procfile line (PROCESS_APP chooses the venv's bin or"
+        " node_modules/.bin first on its PATH) and deploy again."
+    )
 
 
 def moved_text(

@@ -326,7 +326,7 @@ def test_the_stop_signal_goes_to_every_instance_at_once_then_pm2_deletes() -> No
     assert command.count("( kill") == 2  # both groups wait side by side
 
 
-WAIT_ONLINE = moves.wait_online
+WAIT_ONLINE, WAIT_FAILED = moves.wait_online, moves.started_failed
 
 
 class FakeHost:
@@ -414,6 +414,9 @@ def test_a_new_singleton_that_crashes_a_moment_after_its_start_fails_the_move(
     records = [{**p.record(), "release": "r2", "venv": "/v/2"} for p in s.processes]
     with pytest.raises(RuntimeError, match="signalcraft-clock restarted 1 time"):
         moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
+    monkeypatch.setattr(moves, "app_output", lambda c, s, name: "Traceback ...")
+    message = WAIT_FAILED(None, s, {"signalcraft-clock": "signalcraft-clock restarted 1 time"})
+    assert "Procfile line" in str(message) and "PROCESS_APP" in str(message)
     assert ("stop", "signalcraft-worker") not in host.calls  # the old worker still runs
 
 
@@ -462,6 +465,7 @@ def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 127
     assert "cannot run 'no-such-program-xyz'" in done.stderr
+    assert "looked in /nowhere, then PATH" in done.stderr and "PROCESS_APP" in done.stderr
     (script.parent / "env.json").write_text('["not", "an object"]')
     done = subprocess.run(
         [sys.executable, "-I", str(script), "/nowhere", "--", "true"],
