@@ -353,9 +353,9 @@ def remove_process_trial(r: DeployRun) -> str:
     procs, _ = r.process_trial
     if not procs:
         return ""
-    names = [trial_name(r.s, p.name) for p in procs]
     listed = pm2_processes(r.c, r.s)
-    stop(r.c, r.s, {n: ([x for x in listed if x.name == n], None) for n in names})
+    named = {trial_name(r.s, p.name): p for p in procs}  # each with its own signal and timeout
+    stop(r.c, r.s, {n: ([x for x in listed if x.name == n], p) for n, p in named.items()})
     return "trial processes removed"
 
 

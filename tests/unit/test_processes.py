@@ -420,6 +420,23 @@ def test_a_new_singleton_that_crashes_a_moment_after_its_start_fails_the_move(
     assert ("stop", "signalcraft-worker") not in host.calls  # the old worker still runs
 
 
+def test_an_undone_trial_stops_its_workers_with_their_own_signal_and_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = replace(settings(), processes=declared(PF, PROCESS_STOP_SIGNAL="worker=SIGQUIT"))
+    worker = s.processes[0]
+    monkeypatch.setattr(
+        moves, "pm2_processes", lambda c, s: [proc("signalcraft-worker-trial", "r2", pid=77)]
+    )
+    stopped: dict[str, Any] = {}
+    monkeypatch.setattr(moves, "stop", lambda c, s, apps: stopped.update(apps) or [])
+    run = SimpleNamespace(c=None, s=s, process_trial=([worker], 0.0))
+    moves.remove_process_trial(run)  # type: ignore[arg-type]
+    (procs, declared_as) = stopped["signalcraft-worker-trial"]
+    assert [p.pid for p in procs] == [77]
+    assert moves.stop_group(procs, declared_as)[1:] == ("SIGQUIT", 30)
+
+
 # ----------------------------------------------------------------------------- the launcher
 
 
