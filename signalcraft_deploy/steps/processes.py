@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 TRIAL_SECONDS = 3.0  # a tried process must stay online, without a restart, this long
 ONLINE_SECONDS = 20.0  # how long started processes may take to be online
+FINAL = ("restart", "errored", "exited by itself")  # problems no more waiting mends
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def wait_online(
     while True:
         listed = pm2_processes(c, s)
         problems = online_problems(listed, counts)
-        if problems and any("restart" in p or "errored" in p for p in problems.values()):
+        if problems and any(w in p for p in problems.values() for w in FINAL):
             return problems
         if not problems:
             online_since = online_since or time.monotonic()
@@ -152,6 +153,11 @@ def online_problems(listed: list[Pm2Process], counts: dict[str, int]) -> dict[st
         states = sorted(p.status for p in procs)
         if any(p.restarts for p in procs):
             problems[name] = f"{name} restarted {sum(p.restarts for p in procs)} time(s)"
+        elif procs and all(st == "stopped" for st in states):  # exit 0: stop_exit_codes
+            problems[name] = (
+                f"{name} exited by itself with status 0 (a Procfile process must keep running: a"
+                " one-off command such as a migration belongs in BEFORE_SWITCH)"
+            )
         elif len(procs) != count or any(st != "online" for st in states):
             problems[name] = f"{name} is {','.join(states) or 'missing'}"
     return problems

@@ -437,6 +437,17 @@ def test_an_undone_trial_stops_its_workers_with_their_own_signal_and_time(
     assert moves.stop_group(procs, declared_as)[1:] == ("SIGQUIT", 30)
 
 
+def test_a_process_that_exits_by_itself_is_told_where_a_one_off_command_belongs() -> None:
+    listed = [proc("signalcraft-migrate-trial", "r2", "stopped")]
+    problems = moves.online_problems(listed, {"signalcraft-migrate-trial": 1})
+    assert "exited by itself with status 0" in problems["signalcraft-migrate-trial"]
+    assert "BEFORE_SWITCH" in problems["signalcraft-migrate-trial"]
+    listed = [proc("signalcraft-worker", "r2", "errored")]
+    assert moves.online_problems(listed, {"signalcraft-worker": 1}) == {
+        "signalcraft-worker": "signalcraft-worker is errored"
+    }
+
+
 # ----------------------------------------------------------------------------- the launcher
 
 
