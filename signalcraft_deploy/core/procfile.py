@@ -92,6 +92,7 @@ def parse_procfile(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
     entries: list[tuple[int, str, str]] = []
     notes: list[str] = []
     seen: dict[str, int] = {}
+    text = text.removeprefix("\ufeff")  # a byte order mark some Windows editors write
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):

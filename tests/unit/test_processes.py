@@ -82,6 +82,13 @@ def test_a_bad_procfile_is_refused_naming_its_line(text: str, expect: str) -> No
     assert expect in str(err.value)
 
 
+def test_a_procfile_saved_with_a_byte_order_mark_reads_as_without() -> None:
+    assert [p.name for p in declared("\ufeffworker: rq worker\r\nclock: python c.py\r\n")] == [
+        "worker",
+        "clock",
+    ]
+
+
 def test_the_runtime_follows_the_command_unless_process_app_says() -> None:
     text = "a: node x.js\nb: npm run jobs\nc: ./bin/run.mjs\nd: celery worker\ne: python -m x\n"
     assert [p.app for p in declared(text)] == ["nodejs", "nodejs", "nodejs", "python", "python"]
