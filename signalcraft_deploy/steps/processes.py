@@ -263,7 +263,7 @@ def converge(c: Any, s: Settings, want: list[Wanted], known: set[str]) -> str:
         if n not in keep.values() and (decl.get(owner[n]) is None or decl[owner[n]].singleton)
     }
     first.update(crowded(s, want, keep, listed))
-    cut = stop(c, s, first)
+    cut = stop_first(c, s, first)
     remaining = {n: p for n, p in listed.items() if n not in first}
     starting = {}
     for w in want:
@@ -283,6 +283,25 @@ def converge(c: Any, s: Settings, want: list[Wanted], known: set[str]) -> str:
     rest = {n: (p, decl.get(owner[n])) for n, p in remaining.items() if n not in keep.values()}
     cut += stop(c, s, rest)
     return moved_text(starting, first, rest, cut)
+
+
+def stop_first(
+    c: Any, s: Settings, apps: Mapping[str, tuple[list[Pm2Process], Process | None]]
+) -> list[str]:
+    """Stop what must be gone before anything starts (singletons, processes no longer wanted, a
+    crowded twin), and check that PM2 no longer has it: the stop's `pm2 delete` may fail, and a
+    singleton's new copy must not start beside its old one."""
+    if not apps:
+        return []
+    cut = stop(c, s, apps)
+    left = sorted({p.name for p in pm2_processes(c, s)} & set(apps))
+    if left:
+        raise fail(
+            f"PM2 still has {', '.join(left)} after its stop signal and `pm2 delete`, so no new copy"
+            " was started (a singleton never runs twice at once). See `status` and PM2's log"
+            " (`logs`), then deploy again."
+        )
+    return cut
 
 
 def crowded(

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.facts import HostFacts, Pm2Process
 from signalcraft_deploy.core.plan import How, Manifest, process_actions
@@ -392,6 +393,19 @@ def test_a_worker_left_under_both_names_by_a_cut_short_move_moves_without_a_rest
         ("start", "signalcraft-worker-b"),  # name, which PM2 takes as a restart of it
         ("stop", "signalcraft-worker"),  # and one old worker runs until the new one is online
     ]
+
+
+def test_a_singleton_pm2_could_not_delete_gets_no_second_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = replace(settings(), processes=declared(PF))
+    host = FakeHost(both_running())
+    host.install(monkeypatch)
+    monkeypatch.setattr(moves, "stop", lambda c, s, apps: host.calls.append(("stop", *apps)) or [])
+    records = [{**p.record(), "release": "r2", "venv": "/v/2"} for p in s.processes]
+    with pytest.raises(Exit, match="PM2 still has signalcraft-clock-b"):
+        moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
+    assert host.calls == [("stop", "signalcraft-clock-b")]  # nothing started
 
 
 def test_a_new_singleton_that_crashes_a_moment_after_its_start_fails_the_move(
