@@ -11,6 +11,7 @@ PROCESS_APP. Pure: no I/O.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from dataclasses import asdict, dataclass
@@ -33,7 +34,12 @@ TWIN_SUFFIX = "-b"
 NODE_PROGRAMS = ("node", "npm", "npx", "yarn", "pnpm")
 NODE_SCRIPT_RE = re.compile(r"\S+\.(js|mjs|cjs)$")
 # A command line with any of these needs a shell to mean what it says.
-SHELL_CHARS = re.compile(r"[$|&;<>()`*?\[\]{}~\\\n]|^\s*[A-Za-z_][A-Za-z0-9_]*=")
+SHELL_CHARS = re.compile(r"[$|&;<>()`*?\[\]{}~\\\n]")
+# `NAME=value` words before the command: /usr/bin/env sets them, so no shell stays in between
+# (dash does not exec a `sh -c` line's command: a stop signal would reach the shell only).
+ASSIGNMENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
+# A `#` that starts a word starts a comment, as in the shell honcho and foreman run lines with.
+COMMENT_RE = re.compile(r"(^|\s)#")
 
 
 class ProcfileError(ValueError):
@@ -56,9 +62,20 @@ class Process:
     def argv(self) -> list[str]:
         """What the launcher execs: the words of the command, or `sh -c LINE` when it needs a
         shell."""
-        if SHELL_CHARS.search(self.command):
-            return ["/bin/sh", "-c", self.command]
-        return shlex.split(self.command)
+        line = self.command
+        comment = COMMENT_RE.search(line)
+        if SHELL_CHARS.search(line) or (comment and re.search("[\"']", line)):
+            return ["/bin/sh", "-c", line]
+        words = shlex.split(line[: comment.start()] if comment else line)
+        settings = 0
+        while settings < len(words) and ASSIGNMENT_RE.fullmatch(words[settings]):
+            settings += 1
+        command = words[settings:]
+        if command[:1] == ["exec"] and len(command) > 1 and not command[1].startswith("-"):
+            command = command[1:]  # the launcher execs already
+        if not command or command[0] == "exec":
+            return ["/bin/sh", "-c", line]
+        return ["/usr/bin/env", *words[:settings], *command] if settings else command
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +92,7 @@ def parse_procfile(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
     entries: list[tuple[int, str, str]] = []
     notes: list[str] = []
     seen: dict[str, int] = {}
+    text = text.removeprefix("\ufeff")  # a byte order mark some Windows editors write
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -109,6 +127,7 @@ def parse_procfile(text: str) -> tuple[list[tuple[int, str, str]], list[str]]:
             )
             continue
         check_name(name, number)
+        check_words(name, command, number)
         entries.append((number, name, command))
     check_twins([name for _, name, _ in entries])
     return entries, notes
@@ -122,6 +141,18 @@ def check_name(name: str, number: int) -> None:
         )
 
 
+def check_words(name: str, command: str, number: int) -> None:
+    """The launcher splits a command into words: its quotes must close (a shell would refuse it
+    too, but only on the host, as a crash loop)."""
+    try:
+        Process(name, command, "python").argv  # noqa: B018
+    except ValueError as err:
+        raise ProcfileError(
+            f"Procfile line {number}: the command of {name!r} cannot be split into words ({err})."
+            " Close its quotes."
+        ) from None
+
+
 def check_twins(names: list[str]) -> None:
     for name in names:
         if name + TWIN_SUFFIX in names:
@@ -133,9 +164,10 @@ def check_twins(names: list[str]) -> None:
 
 
 def runtime_of(command: str) -> str:
-    """PROCESS_APP's default: nodejs for node/npm/npx/yarn/pnpm or a .js/.mjs/.cjs script, else
-    python."""
-    words = command.split()
+    """PROCESS_APP's default: nodejs for node/npm/npx/yarn/pnpm or a .js/.mjs/.cjs script (after
+    any `NAME=value` words and `exec`), else python."""
+    words = list(itertools.dropwhile(ASSIGNMENT_RE.fullmatch, command.split()))
+    words = words[1:] if words[:1] == ["exec"] else words
     first = words[0].rsplit("/", 1)[-1] if words else ""
     if first in NODE_PROGRAMS or NODE_SCRIPT_RE.fullmatch(first):
         return "nodejs"

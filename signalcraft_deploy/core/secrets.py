@@ -54,9 +54,17 @@ def secret_values(env_text: str | None, repo_url: str | None) -> frozenset[str]:
     """Every string to hide: the .env's secret values and REPO_URL's password, in all their
     forms."""
     password = url_password(repo_url or "")
+    try:  # the values the apps' processes get (escapes, multi-line, ${NAME}: python-dotenv's)
+        given = list(app_environment(env_text).items()) if env_text else []
+    except ValueError:  # a key no environment can hold: a deploy refuses the file
+        given = []
     return frozenset(
         secrets_of(
-            [*env_items(env_text or ""), *([("REPO_URL_PASSWORD", password)] if password else [])]
+            [
+                *env_items(env_text or ""),
+                *given,
+                *([("REPO_URL_PASSWORD", password)] if password else []),
+            ]
         )
     )
 

@@ -66,7 +66,8 @@ def is_secret(value: str, key: str = "") -> bool:
 
 def secret_forms(value: str) -> Set[str]:
     """The ways a value is likely to be written out: as it is, URL-encoded (path, form, every
-    character), URL-decoded, JSON-escaped, and a URL's password on its own (in all these forms)."""
+    character), URL-decoded, JSON-escaped, a URL's password on its own (in all these forms), and each
+    line of a multi-line value."""
     out = {
         value,
         quote(value),
@@ -78,6 +79,9 @@ def secret_forms(value: str) -> Set[str]:
     password = url_password(value)
     if password and password != value:
         out |= secret_forms(password)
+    lines = value.splitlines()
+    if len(lines) > 1:  # a multi-line value (a key) printed a line at a time
+        out |= {line.strip() for line in lines}
     return {f for f in out if is_secret(f)}
 
 

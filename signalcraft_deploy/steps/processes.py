@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 TRIAL_SECONDS = 3.0  # a tried process must stay online, without a restart, this long
 ONLINE_SECONDS = 20.0  # how long started processes may take to be online
+FINAL = ("restart", "errored", "exited by itself")  # problems no more waiting mends
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def wait_online(
     while True:
         listed = pm2_processes(c, s)
         problems = online_problems(listed, counts)
-        if problems and any("restart" in p or "errored" in p for p in problems.values()):
+        if problems and any(w in p for p in problems.values() for w in FINAL):
             return problems
         if not problems:
             online_since = online_since or time.monotonic()
@@ -152,6 +153,11 @@ def online_problems(listed: list[Pm2Process], counts: dict[str, int]) -> dict[st
         states = sorted(p.status for p in procs)
         if any(p.restarts for p in procs):
             problems[name] = f"{name} restarted {sum(p.restarts for p in procs)} time(s)"
+        elif procs and all(st == "stopped" for st in states):  # exit 0: stop_exit_codes
+            problems[name] = (
+                f"{name} exited by itself with status 0 (a Procfile process must keep running: a"
+                " one-off command such as a migration belongs in BEFORE_SWITCH)"
+            )
         elif len(procs) != count or any(st != "online" for st in states):
             problems[name] = f"{name} is {','.join(states) or 'missing'}"
     return problems
@@ -256,7 +262,8 @@ def converge(c: Any, s: Settings, want: list[Wanted], known: set[str]) -> str:
         for n, procs in listed.items()
         if n not in keep.values() and (decl.get(owner[n]) is None or decl[owner[n]].singleton)
     }
-    cut = stop(c, s, first)
+    first.update(crowded(s, want, keep, listed))
+    cut = stop_first(c, s, first)
     remaining = {n: p for n, p in listed.items() if n not in first}
     starting = {}
     for w in want:
@@ -268,12 +275,47 @@ def converge(c: Any, s: Settings, want: list[Wanted], known: set[str]) -> str:
         process_entry(s, w.proc, w.venv, w.release_dir, name) for name, w in starting.items()
     ]
     start(c, s, entries, f".{s.app_name}-processes.config.json")
-    problems = wait_online(c, s, {n: w.proc.instances for n, w in starting.items()}, ONLINE_SECONDS)
+    # Still online, with no restart, a trial's time later: a singleton has had no trial at all.
+    counts = {n: w.proc.instances for n, w in starting.items()}
+    problems = wait_online(c, s, counts, ONLINE_SECONDS, steady=TRIAL_SECONDS)
     if problems:
         raise started_failed(c, s, problems)
     rest = {n: (p, decl.get(owner[n])) for n, p in remaining.items() if n not in keep.values()}
     cut += stop(c, s, rest)
     return moved_text(starting, first, rest, cut)
+
+
+def stop_first(
+    c: Any, s: Settings, apps: Mapping[str, tuple[list[Pm2Process], Process | None]]
+) -> list[str]:
+    """Stop what must be gone before anything starts (singletons, processes no longer wanted, a
+    crowded twin), and check that PM2 no longer has it: the stop's `pm2 delete` may fail, and a
+    singleton's new copy must not start beside its old one."""
+    if not apps:
+        return []
+    cut = stop(c, s, apps)
+    left = sorted({p.name for p in pm2_processes(c, s)} & set(apps))
+    if left:
+        raise fail(
+            f"PM2 still has {', '.join(left)} after its stop signal and `pm2 delete`, so no new copy"
+            " was started (a singleton never runs twice at once). See `status` and PM2's log"
+            " (`logs`), then deploy again."
+        )
+    return cut
+
+
+def crowded(
+    s: Settings, want: list[Wanted], keep: dict[str, str], listed: dict[str, list[Pm2Process]]
+) -> dict[str, tuple[list[Pm2Process], Process]]:
+    """Workers to move whose two PM2 names both run (a move cut short): the twin stops first, so
+    the new instances have a name of their own (a `pm2 start` of a running name restarts it, job
+    and all, instead of starting a second one)."""
+    out = {}
+    for w in want:
+        plain, twin = process_pm2_names(s, w.proc.name)
+        if w.proc.name not in keep and plain in listed and twin in listed:
+            out[twin] = (listed[twin], w.proc)
+    return out
 
 
 def started_failed(c: Any, s: Settings, problems: dict[str, str]) -> Exception:
@@ -282,7 +324,12 @@ def started_failed(c: Any, s: Settings, problems: dict[str, str]) -> Exception:
         excerpt = output_excerpt(app_output(c, s, name))
         if excerpt:
             lines.append(f"  output of {name}:\n    " + "\n    ".join(excerpt))
-    return fail("Procfile processes did not stay online:\n" + "\n".join(lines))
+    return fail(
+        f"Procfile processes did not stay online, without a restart, for {TRIAL_SECONDS:g}s:\n"
+        + "\n".join(lines)
+        + "\nFix the process's code or its Procfile line (PROCESS_APP chooses the venv's bin or"
+        " node_modules/.bin first on its PATH) and deploy again."
+    )
 
 
 def moved_text(
@@ -331,9 +378,9 @@ def remove_process_trial(r: DeployRun) -> str:
     procs, _ = r.process_trial
     if not procs:
         return ""
-    names = [trial_name(r.s, p.name) for p in procs]
     listed = pm2_processes(r.c, r.s)
-    stop(r.c, r.s, {n: ([x for x in listed if x.name == n], None) for n in names})
+    named = {trial_name(r.s, p.name): p for p in procs}  # each with its own signal and timeout
+    stop(r.c, r.s, {n: ([x for x in listed if x.name == n], p) for n, p in named.items()})
     return "trial processes removed"
 
 

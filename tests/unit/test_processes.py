@@ -3,17 +3,22 @@ and the launcher (run for real, in a folder laid out as a release)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.facts import HostFacts, Pm2Process
 from signalcraft_deploy.core.plan import How, Manifest, process_actions
@@ -69,12 +74,20 @@ def test_a_procfile_is_read_with_its_defaults_and_its_web_line_left_out() -> Non
         ("worker-trial: x\n", "clashes with the names the tool gives"),
         ("worker:\n", "line 1"),
         ("worker: a\nworker-b: b\n", "'worker' and 'worker-b' clash"),
+        ("worker: python it's.py\n", "line 1: the command of 'worker' cannot be split"),
     ],
 )
 def test_a_bad_procfile_is_refused_naming_its_line(text: str, expect: str) -> None:
     with pytest.raises(ProcfileError, match=None) as err:
         parse_procfile(text)
     assert expect in str(err.value)
+
+
+def test_a_procfile_saved_with_a_byte_order_mark_reads_as_without() -> None:
+    assert [p.name for p in declared("\ufeffworker: rq worker\r\nclock: python c.py\r\n")] == [
+        "worker",
+        "clock",
+    ]
 
 
 def test_the_runtime_follows_the_command_unless_process_app_says() -> None:
@@ -86,8 +99,27 @@ def test_the_runtime_follows_the_command_unless_process_app_says() -> None:
 def test_a_command_runs_without_a_shell_unless_it_needs_one() -> None:
     plain = Process("w", "celery -A 'my app' worker", "python")
     assert plain.argv == ["celery", "-A", "my app", "worker"]
-    for line in ("rq worker $QUEUES", "a && b", "x > log", "X=1 python x.py"):
+    for line in ("rq worker $QUEUES", "a && b", "x > log", "X=$Y python x.py"):
         assert Process("w", line, "python").argv == ["/bin/sh", "-c", line]
+
+
+def test_a_line_a_shell_would_read_differently_runs_as_the_shell_would() -> None:
+    """dash does not exec a `sh -c` line's command: the stop signal would kill the shell only and
+    leave its worker running outside PM2. The shapes a shell is not needed for run without one."""
+    cases = {
+        "rq worker high default  # two queues": ["rq", "worker", "high", "default"],
+        "celery worker --url=h#frag": ["celery", "worker", "--url=h#frag"],
+        "exec celery -A app worker": ["celery", "-A", "app", "worker"],
+        "FOO=1 celery -A app.celery worker --loglevel=INFO": [
+            "/usr/bin/env", "FOO=1", "celery", "-A", "app.celery", "worker", "--loglevel=INFO"
+        ],
+        "A='x y' exec node w.js": ["/usr/bin/env", "A=x y", "node", "w.js"],
+    }  # fmt: skip
+    for line, argv in cases.items():
+        assert Process("w", line, "python").argv == argv
+    for line in ('echo "a # b" # c', "FOO=1", "exec -a name w"):
+        assert Process("w", line, "python").argv == ["/bin/sh", "-c", line]
+    assert [p.app for p in declared("a: FOO=1 node w.js\nb: exec npm run w\n")] == ["nodejs"] * 2
 
 
 # ----------------------------------------------------------------------------- settings
@@ -302,6 +334,9 @@ def test_the_stop_signal_goes_to_every_instance_at_once_then_pm2_deletes() -> No
     assert command.count("( kill") == 2  # both groups wait side by side
 
 
+WAIT_ONLINE, WAIT_FAILED = moves.wait_online, moves.started_failed
+
+
 class FakeHost:
     """PM2 as converge sees it: a list that start and stop change, and the order of the calls."""
 
@@ -343,6 +378,95 @@ def test_converge_overlaps_workers_and_stops_singletons_first(
     host.calls.clear()
     moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
     assert host.calls == []  # everything runs as wanted: nothing moves
+
+
+def test_a_worker_left_under_both_names_by_a_cut_short_move_moves_without_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = replace(settings(), processes=declared("worker: python worker.py\n"))
+    host = FakeHost([proc("signalcraft-worker", "r1"), proc("signalcraft-worker-b", "r2", pid=502)])
+    host.install(monkeypatch)
+    records = [{**p.record(), "release": "r3", "venv": "/v/3"} for p in s.processes]
+    moves.converge(None, s, moves.wanted(s, records), {"worker"})
+    assert host.calls == [
+        ("stop", "signalcraft-worker-b"),  # a name for the new instances: not a start of a running
+        ("start", "signalcraft-worker-b"),  # name, which PM2 takes as a restart of it
+        ("stop", "signalcraft-worker"),  # and one old worker runs until the new one is online
+    ]
+
+
+def test_a_singleton_pm2_could_not_delete_gets_no_second_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = replace(settings(), processes=declared(PF))
+    host = FakeHost(both_running())
+    host.install(monkeypatch)
+    monkeypatch.setattr(moves, "stop", lambda c, s, apps: host.calls.append(("stop", *apps)) or [])
+    records = [{**p.record(), "release": "r2", "venv": "/v/2"} for p in s.processes]
+    with pytest.raises(Exit, match="PM2 still has signalcraft-clock-b"):
+        moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
+    assert host.calls == [("stop", "signalcraft-clock-b")]  # nothing started
+
+
+def test_a_new_singleton_that_crashes_a_moment_after_its_start_fails_the_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Singletons have no trial: the move itself must see the new one stay online. PM2 says
+    `online` as soon as it spawned the process, so the first look proved nothing."""
+    s = replace(settings(), processes=declared(PF))
+    host = FakeHost(both_running())
+    host.install(monkeypatch)
+    monkeypatch.setattr(moves, "wait_online", WAIT_ONLINE)
+    monkeypatch.setattr(moves, "started_failed", lambda c, s, problems: RuntimeError(problems))
+    clock = [0.0]
+    monkeypatch.setattr(
+        moves,
+        "time",
+        SimpleNamespace(
+            monotonic=lambda: clock[0], sleep=lambda t: clock.__setitem__(0, clock[0] + t)
+        ),
+    )
+
+    def listed(c: Any, s: Settings) -> list[Pm2Process]:  # the new clock restarts after 1 s
+        crashed = clock[0] > 1 and [p for p in host.listed if p.name == "signalcraft-clock"]
+        return [replace(p, restarts=1) if crashed and p in crashed else p for p in host.listed]
+
+    monkeypatch.setattr(moves, "pm2_processes", listed)
+    records = [{**p.record(), "release": "r2", "venv": "/v/2"} for p in s.processes]
+    with pytest.raises(RuntimeError, match="signalcraft-clock restarted 1 time"):
+        moves.converge(None, s, moves.wanted(s, records), {"worker", "clock"})
+    monkeypatch.setattr(moves, "app_output", lambda c, s, name: "Traceback ...")
+    message = WAIT_FAILED(None, s, {"signalcraft-clock": "signalcraft-clock restarted 1 time"})
+    assert "Procfile line" in str(message) and "PROCESS_APP" in str(message)
+    assert ("stop", "signalcraft-worker") not in host.calls  # the old worker still runs
+
+
+def test_an_undone_trial_stops_its_workers_with_their_own_signal_and_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = replace(settings(), processes=declared(PF, PROCESS_STOP_SIGNAL="worker=SIGQUIT"))
+    worker = s.processes[0]
+    monkeypatch.setattr(
+        moves, "pm2_processes", lambda c, s: [proc("signalcraft-worker-trial", "r2", pid=77)]
+    )
+    stopped: dict[str, Any] = {}
+    monkeypatch.setattr(moves, "stop", lambda c, s, apps: stopped.update(apps) or [])
+    run = SimpleNamespace(c=None, s=s, process_trial=([worker], 0.0))
+    moves.remove_process_trial(run)  # type: ignore[arg-type]
+    (procs, declared_as) = stopped["signalcraft-worker-trial"]
+    assert [p.pid for p in procs] == [77]
+    assert moves.stop_group(procs, declared_as)[1:] == ("SIGQUIT", 30)
+
+
+def test_a_process_that_exits_by_itself_is_told_where_a_one_off_command_belongs() -> None:
+    listed = [proc("signalcraft-migrate-trial", "r2", "stopped")]
+    problems = moves.online_problems(listed, {"signalcraft-migrate-trial": 1})
+    assert "exited by itself with status 0" in problems["signalcraft-migrate-trial"]
+    assert "BEFORE_SWITCH" in problems["signalcraft-migrate-trial"]
+    listed = [proc("signalcraft-worker", "r2", "errored")]
+    assert moves.online_problems(listed, {"signalcraft-worker": 1}) == {
+        "signalcraft-worker": "signalcraft-worker is errored"
+    }
 
 
 # ----------------------------------------------------------------------------- the launcher
@@ -390,6 +514,7 @@ def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 127
     assert "cannot run 'no-such-program-xyz'" in done.stderr
+    assert "looked in /nowhere, then PATH" in done.stderr and "PROCESS_APP" in done.stderr
     (script.parent / "env.json").write_text('["not", "an object"]')
     done = subprocess.run(
         [sys.executable, "-I", str(script), "/nowhere", "--", "true"],
@@ -397,6 +522,45 @@ def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
         text=True,
     )
     assert done.returncode == 1 and "not an object of strings" in done.stderr
+
+
+WORKER = (
+    "import os, signal, sys, time\n"
+    "def warm(*_): open(sys.argv[1], 'w').write('finished'); sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, warm)\n"
+    "open(sys.argv[2] + '.tmp', 'w').write(str(os.getpid())); os.rename(sys.argv[2] + '.tmp', sys.argv[2])\n"
+    "time.sleep(30)\n"
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("exec_", ["", "exec "])
+def test_the_stop_signal_reaches_the_command_of_a_line_run_through_a_shell(
+    tmp_path: Path, exec_: str
+) -> None:
+    """dash runs a `sh -c` line's command as its child and dies of SIGTERM without passing it on:
+    the worker kept running outside PM2. The launcher passes it on to the command."""
+    script = release_with_launcher(tmp_path, None)
+    done, pid_file = tmp_path / "done", tmp_path / "pid"
+    line = f"cd {tmp_path} && {exec_}{sys.executable} -c {shlex.quote(WORKER)} {done} {pid_file}"
+    argv = Process("w", line, "python").argv
+    assert argv[:2] == ["/bin/sh", "-c"]
+    launcher = subprocess.Popen(
+        [sys.executable, "-I", str(script), str(tmp_path / "venv" / "bin"), "--", *argv]
+    )
+    for _ in range(100):
+        if pid_file.exists():
+            break
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    launcher.send_signal(signal.SIGTERM)
+    try:
+        assert launcher.wait(timeout=10) == 0  # the worker's exit status: PM2 leaves it stopped
+        assert done.read_text() == "finished"
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)  # an orphan the test made, if the launcher left one
 
 
 def test_a_failed_move_brings_every_process_back_to_the_serving_release(

@@ -120,3 +120,25 @@ def test_what_the_host_sent_is_shown_to_a_terminal_without_driving_it(tmp_path: 
         == f"[TAILING] {MASK}\n^[]0;owned^G^[]52;c;Y3VybCB4fHNo^G^[[2J^[[H\tnext\\x9b2J ^?^@^Mover"
     )
     assert masked(s, "plain\ttext\nand more") == "plain\ttext\nand more"
+
+
+def test_values_are_masked_as_the_processes_get_them() -> None:
+    """The processes get python-dotenv's reading of APP_ENV_FILE (escapes, a multi-line value,
+    ${NAME} resolved, a trailing comment cut): what an app prints of it is masked too."""
+    text = (
+        'A="line1\\nline2-secret"\n'
+        'C="quote\\"inside-x"\n'
+        "E=abc-defg1 # a comment\n"
+        'F="multi\nline-secret-value"\n'
+        "G=${HOME}x-secret\n"
+        'H="tab\\there-secret"\n'
+        'K="-----BEGIN KEY-----\\nMIIEsecretbody\\n-----END KEY-----"\n'
+    )
+    shown = mask(
+        'line1\nline2-secret quote"inside-x abc-defg1 multi\nline-secret-value x-secret'
+        " tab\there-secret\nMIIEsecretbody\n",
+        secret_values(text, None),
+    )
+    for part in ("line2-secret", "inside-x", "abc-defg1", "line-secret-value", "x-secret", "there"):
+        assert part not in shown
+    assert "MIIEsecretbody" not in shown
