@@ -307,8 +307,11 @@ def make_manifest(
 
 
 def as_recorded_host(s: Settings, manifest: dict[str, Any] | None) -> Settings:
-    """`s` running singletons here only if the live release's deploy made this host run them (a
-    task on one host of a fleet cannot tell its place in the fleet otherwise)."""
+    """`s` for a task on this host alone: it runs the singletons as RUN_SINGLETONS says, or (auto)
+    only if the live release's deploy made it run them (a task on one host of a fleet cannot tell
+    its place in the fleet otherwise; a host with no record runs them)."""
+    if s.run_singletons != "auto":
+        return replace(s, singleton_host=s.run_singletons == "yes")
     return replace(s, singleton_host=bool((manifest or {}).get("singleton_host", True)))
 
 

@@ -1008,6 +1008,14 @@ class Settings:
         " stopped before its new one starts, and on a fleet runs on the first host only (default:"
         " those named beat, clock or scheduler)",
     )
+    run_singletons: str = key(
+        "auto",
+        choice("auto", "yes", "no"),
+        "whether this host runs the SINGLETONS: auto (a fleet deploy: the first host in -H; a deploy"
+        " or rollback of one host: as its last deploy recorded, so deploying one host of a fleet"
+        " never starts a second scheduler), yes (a fleet cut down to this host), or no (they run"
+        " elsewhere)",
+    )
     process_app: dict[str, str] | None = key(
         None,
         optional(on_text(lambda text: _process_list(text, "PROCESS_APP"), _show_list)),

@@ -441,8 +441,15 @@ def lock_all(fd: FleetDeploy, info: dict[str, Any] | None, then: str = "") -> No
 
 def singletons_here(s: Settings, m: Member, group: Sequence[Member]) -> Settings:
     """The settings for one host: only the first host in -H order runs the Procfile's singletons
-    (SINGLETONS)."""
-    return replace(s, singleton_host=m is group[0])
+    (SINGLETONS), or none with RUN_SINGLETONS=no; yes would run them on every host: refused."""
+    if s.run_singletons == "yes" and len(group) > 1:
+        raise fail(
+            f"RUN_SINGLETONS ({s.origins.get('RUN_SINGLETONS', 'default')}) is yes: on a fleet of"
+            f" {len(group)} hosts every host would run the SINGLETONS (a scheduler would fire once"
+            " per host). Leave it at auto (the first host in -H runs them) or set no. Nothing was"
+            " changed."
+        )
+    return replace(s, singleton_host=s.run_singletons != "no" and m is group[0])
 
 
 def read_all(fd: FleetDeploy, shipment: Shipment | None) -> None:

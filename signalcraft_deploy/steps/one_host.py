@@ -26,6 +26,7 @@ from signalcraft_deploy.core.plan import (
     Manifest,
     Plan,
     PlanError,
+    as_recorded_host,
     make_plan,
     manifest_from,
     release_settings,
@@ -225,7 +226,7 @@ def read_host(c: Any, s: Settings, rep: Reporter, lock: DeployLock | None) -> Ho
         facts = host_facts.gather(c, s)
         require_tools(facts)
     s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
-    return HostDeploy(c, s, rep, facts)
+    return HostDeploy(c, as_recorded_host(s, facts.manifest), rep, facts)
 
 
 def plan_host(
@@ -484,6 +485,7 @@ def rollback_one(
         facts = host_facts.gather(c, s, start_pm2=True)
         root.ensure(c, facts.helper)  # before anything changes
         s = host_settings(s, facts.site_defaults, f"{s.state_dir}/site-defaults.json")
+        s = as_recorded_host(s, facts.manifest)
         target = to or previous_release(facts, facts.current_release)
         if (to == "before-takeover" or not target) and takeover_ops.recorded(c, s):
             rollback_takeover(c, s, rep, facts)

@@ -593,3 +593,42 @@ def test_a_failed_move_brings_every_process_back_to_the_serving_release(
     run.prev = None  # a first deploy: nothing was serving
     moves.restore_processes(run)  # type: ignore[arg-type]
     assert sorted(host.calls) == [("stop", "signalcraft-clock"), ("stop", "signalcraft-worker")]
+
+
+# ----------------------------------------------------------------------------- where singletons run
+
+
+@pytest.mark.parametrize(
+    ("run", "recorded", "here"),
+    [
+        ("auto", None, True),  # a host never deployed with singletons recorded runs them
+        ("auto", {"singleton_host": True}, True),
+        ("auto", {"singleton_host": False}, False),  # one host of a fleet deployed alone
+        ("yes", {"singleton_host": False}, True),  # a fleet cut down to this host
+        ("no", {"singleton_host": True}, False),
+    ],
+)
+def test_a_task_on_one_host_runs_singletons_as_its_last_deploy_recorded_unless_told(
+    run: str, recorded: dict[str, Any] | None, here: bool
+) -> None:
+    from signalcraft_deploy.core.plan import as_recorded_host
+    from signalcraft_deploy.core.settings import load_settings
+
+    s = load_settings(overrides={"RUN_SINGLETONS": run})
+    assert as_recorded_host(s, recorded).singleton_host is here
+
+
+def test_a_fleet_runs_singletons_on_its_first_host_or_none_and_refuses_yes() -> None:
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.steps.fleet import singletons_here
+
+    group = [SimpleNamespace(label="web1"), SimpleNamespace(label="web2")]
+    auto = load_settings(overrides={})
+    assert [singletons_here(auto, m, group).singleton_host for m in group] == [True, False]  # type: ignore[arg-type]
+    no = load_settings(overrides={"RUN_SINGLETONS": "no"})
+    assert [singletons_here(no, m, group).singleton_host for m in group] == [False, False]  # type: ignore[arg-type]
+    yes = load_settings(overrides={"RUN_SINGLETONS": "yes"})
+    with pytest.raises(Exit) as err:
+        singletons_here(yes, group[0], group)  # type: ignore[arg-type]
+    assert "RUN_SINGLETONS" in str(err.value) and "every host would run" in str(err.value)
+    assert singletons_here(yes, group[0], group[:1]).singleton_host  # type: ignore[arg-type]

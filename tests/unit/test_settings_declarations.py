@@ -110,6 +110,7 @@ CHANGED: dict[str, tuple[str, object]] = {
     "PROCESS_STOP_SIGNAL": ("worker=SIGQUIT", {"worker": "SIGQUIT"}),
     "SINGLETONS": ("beat,cron", {"beat": "yes", "cron": "yes"}),
     "PROCESS_APP": ("jobs=nodejs", {"jobs": "nodejs"}),
+    "RUN_SINGLETONS": ("no", "no"),
 }
 
 
