@@ -48,6 +48,10 @@ SHARED = Path(PR.root, "shared", "data")
 @pytest.fixture(scope="module")
 def redis():
     """A Redis of the module's own on the host's loopback."""
+    if not shutil.which("redis-server"):
+        pytest.fail(
+            "redis-server is missing on this machine: apt install redis-server (.ci/run does)"
+        )
     folder = tempfile.mkdtemp(prefix="procs-redis-", dir="/var/tmp")
     sh(
         f"redis-server --bind 127.0.0.1 --port {REDIS_PORT} --daemonize yes --dir {folder}"
