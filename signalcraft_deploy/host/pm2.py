@@ -133,7 +133,9 @@ def delete(c: Any, s: Settings, name: str) -> None:
 
 
 def save(c: Any, s: Settings) -> None:
-    run(c, as_app(c, s, pm2(s, "save", "--force")), warn=True)
+    """`pm2 save --force` for the apps' account, through the daemon's socket (no CLI start) or else
+    the CLI."""
+    run(c, as_app(c, s, host_facts.pm2_rpc_shell(s, "save", cli="save --force")), warn=True)
 
 
 def delete_as_deploy_user(c: Any, s: Settings, *names: str) -> None:

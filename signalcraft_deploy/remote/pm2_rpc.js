@@ -6,7 +6,9 @@
 //   watch         prints that list as one line each time a line arrives on stdin, until stdin ends
 //                 (the health gate asks several times a second: one node start, not one a question);
 //   delete NAME   stops and removes every process of each app NAME, as `pm2 delete NAME` does
-//                 (exit 1 if there is none).
+//                 (exit 1 if there is none);
+//   save          writes the list to $PM2_HOME/dump.pm2 as `pm2 save --force` does (the same
+//                 entries, the old dump kept as dump.pm2.bak), through a temporary file and a rename.
 // Exits 3 when it cannot (no daemon yet, a stale socket, a PM2 that keeps its modules elsewhere);
 // the caller then runs the PM2 CLI, which also starts the daemon.
 'use strict';
@@ -32,7 +34,7 @@ try {
   const axon = load('pm2-axon');
   const rpc = load('pm2-axon-rpc');
   const socketFile = path.join(process.env.PM2_HOME || path.join(os.homedir(), '.pm2'), 'rpc.sock');
-  if (!fs.existsSync(socketFile) || !['list', 'watch', 'delete'].includes(op)) giveUp();
+  if (!fs.existsSync(socketFile) || !['list', 'watch', 'delete', 'save'].includes(op)) giveUp();
   const req = axon.socket('req');
   req.on('socket error', giveUp);
   req.on('error', giveUp);
@@ -42,6 +44,7 @@ try {
   else req.once('connect', () => client.call('getMonitorData', {}, (err, list) => {
     if (err || !Array.isArray(list)) giveUp();
     if (op === 'list') return done(0, JSON.stringify(list));
+    if (op === 'save') return save(path.dirname(socketFile), list);
     const ids = list.filter((p) => names.includes(p.name)).map((p) => p.pm_id);
     if (!ids.length) return done(1, `no app named ${names.join(', ')}\n`);
     const next = () => {
@@ -73,4 +76,28 @@ function watch(client) {
   };
   process.stdin.on('data', (chunk) => { asked += chunk.toString().split('\n').length - 1; answer(); });
   process.stdin.on('end', () => { ended = true; answer(); });
+}
+
+// PM2's own dump (lib/API/Startup.js `dump`): each process's pm2_env without instances, pm_id and
+// prev_restart_delay, PM2's modules left out; the previous dump kept as dump.pm2.bak.
+function save(home, list) {
+  const dump = path.join(home, 'dump.pm2');
+  const entries = list
+    .filter((p) => p.pm2_env && !p.pm2_env.pmx_module)
+    .map((p) => {
+      const env = { ...p.pm2_env };
+      delete env.instances;
+      delete env.pm_id;
+      delete env.prev_restart_delay;
+      return env;
+    });
+  try {
+    if (fs.existsSync(dump)) fs.copyFileSync(dump, `${dump}.bak`);
+    const temporary = `${dump}.${process.pid}.tmp`;
+    fs.writeFileSync(temporary, JSON.stringify(entries, '', 2));
+    fs.renameSync(temporary, dump);
+  } catch (e) {
+    giveUp();
+  }
+  return done(0, `saved ${entries.length} process(es) in ${dump}\n`);
 }

@@ -87,6 +87,7 @@ LABELS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
         lambda m: f"pm2 logs {m[1]}" + (" --err" if m[2] else ""),
     ),
     (re.compile(r"pm2 save"), lambda m: "pm2 save"),
+    (re.compile(r'(?s)P=\$\(command -v pm2\) .*?"\$P" save --force'), lambda m: "pm2 save"),
     (re.compile(r"ln -sfn releases/(\S+) "), lambda m: f"current -> {m[1]}"),
     (re.compile(r"i=0; while .*sport = :(\d+)"), lambda m: f"wait drained :{m[1]}"),
     (re.compile(r"(?s)umask 077 && mkdir -p \S+ && printf .*audit\.log"), lambda m: "audit"),

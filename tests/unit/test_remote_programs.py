@@ -958,3 +958,21 @@ def test_a_record_marked_by_the_deploy_user_starts_as_the_account_it_names_whate
         and "started again as 'someone-else', not as this user" in started.stderr
     )
     assert not (folder / "legacy.log").exists()
+
+
+def test_pm2_rpc_save_writes_pm2s_dump_and_keeps_the_old_one(
+    pm2_install: Path, daemon: dict[str, str]
+) -> None:
+    home = Path(daemon["PM2_HOME"])
+    (home / "dump.pm2").write_text("[]")
+    listed = recorded_jlist()
+    listed.append({"name": "pm2-logrotate", "pm2_env": {"pmx_module": True, "pm_id": 9}})
+    Path(daemon["LIST"]).write_text(json.dumps(listed))
+    done = rpc(pm2_install, "save", env=daemon)
+    assert done.returncode == 0, done.stderr
+    dump = json.loads((home / "dump.pm2").read_text())
+    # PM2's own dump: each app's pm2_env without instances, pm_id, prev_restart_delay; no modules
+    assert [e["name"] for e in dump] == [p["name"] for p in recorded_jlist()]
+    assert not any(k in e for e in dump for k in ("instances", "pm_id", "prev_restart_delay"))
+    assert (home / "dump.pm2.bak").read_text() == "[]"
+    assert sorted(p.name for p in home.iterdir()) == ["dump.pm2", "dump.pm2.bak", "rpc.sock"]
