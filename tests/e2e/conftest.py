@@ -395,15 +395,15 @@ def _get(url: str, timeout: float) -> tuple[int, dict, dict]:
 
 
 class AppRepo:
-    """A git repository holding a copy of the example app; tests commit changes to it."""
+    """A git repository holding a copy of the example app (with `overlay`'s files laid over it);
+    tests commit changes to it."""
 
-    def __init__(self, path: Path, example: Path = EXAMPLE):
+    def __init__(self, path: Path, example: Path = EXAMPLE, overlay: Path | None = None):
         self.path = path
-        shutil.copytree(
-            example,
-            path,
-            ignore=shutil.ignore_patterns("REVISION", ".venv", "node_modules", "__pycache__"),
-        )
+        ignore = shutil.ignore_patterns("REVISION", ".venv", "node_modules", "__pycache__")
+        shutil.copytree(example, path, ignore=ignore)
+        if overlay:
+            shutil.copytree(overlay, path, ignore=ignore, dirs_exist_ok=True)
         self.git("init", "-q", "-b", "main")
         self.git("add", "-A")
         self.git("commit", "-qm", "example app")

@@ -1,8 +1,9 @@
 """The app's Procfile processes: a real RQ worker on a real Redis, and a one-per-second scheduler.
 
-The app is tests/e2e/apps/workers (the example app, an RQ worker `python worker.py` whose jobs
-record which code ran them, and a singleton `clock: python clock.py` appending one line a second
-to data/ticks.log, in SHARED_PATHS). Redis is Debian's `redis-server`, started by this module as
+The app is the example app with tests/e2e/apps/workers laid over it (queue_app.py: a route that
+queues jobs; an RQ worker `python worker.py` whose jobs record which code ran them; a singleton
+`clock: python clock.py` appending one line a second to data/ticks.log, in SHARED_PATHS). Redis is
+Debian's `redis-server`, started by this module as
 root in the test host's own network namespace (the pytest worker runs there), bound to 127.0.0.1
 port 6390, `--daemonize yes`, its folder a temporary one of its own, saving nothing; the module
 stops it at its end.
@@ -36,6 +37,7 @@ PR = Profile(
     extra={
         "SHARED_PATHS": "data/",
         "PY_ROUTES": "api/flask",
+        "WSGI_APP": "queue_app:create_app()",
         "PROCESS_STOP_TIMEOUT": "worker=40,clock=5",
         "PROCESS_INSTANCES": "worker=2",
     },
@@ -72,7 +74,7 @@ def app(sandbox, redis, tmp_path_factory):
     base = tmp_path_factory.mktemp("procs")
     (base / "app.env").write_text(f"JOB_MARK={JOB_MARK}\n")
     PR.extra["APP_ENV_FILE"] = str(base / "app.env")
-    repo = AppRepo(base / "app", example=APPS)
+    repo = AppRepo(base / "app", overlay=APPS)
     result = fab(sandbox, PR, repo)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "worker: start" in result.stdout and "clock: start" in result.stdout, result.stdout
