@@ -38,9 +38,14 @@ function readRelease() {
 
 const RELEASE = readRelease();
 let shuttingDown = false;
+// Extra routes (path -> handler(req, res, url)) and shutdown hooks, for a script that requires this one.
+const routes = new Map();
+const shutdownHooks = [];
 
 const server = http.createServer((req, res) => {
-  const urlPath = new URL(req.url, 'http://localhost').pathname;
+  const url = new URL(req.url, 'http://localhost');
+  const urlPath = url.pathname;
+  if (routes.has(urlPath)) return routes.get(urlPath)(req, res, url);
   const body = JSON.stringify({ app: 'nodejs', path: urlPath, release: RELEASE, version: VERSION, pid: process.pid });
   const headers = {
     'Content-Type': 'application/json',
@@ -71,6 +76,7 @@ function shutdown(reason) {
     process.exit(1);
   }, FORCE_EXIT_MS);
   force.unref();
+  for (const hook of shutdownHooks) hook();
   server.close(exitWhenDelivered);
   server.closeIdleConnections();
 }
@@ -91,6 +97,8 @@ function exitWhenDelivered() {
 process.on('SIGINT', () => shutdown('SIGINT'));
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('message', (msg) => msg === 'shutdown' && shutdown('shutdown message'));
+
+module.exports = { server, routes, release: RELEASE, version: VERSION, onShutdown: (hook) => shutdownHooks.push(hook) };
 
 server.listen(PORT, HOST, () => {
   console.log(`signalcraft-nodejs ${process.pid}: release ${RELEASE}, version ${VERSION}, listening on ${HOST}:${PORT}`);
