@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,27 @@ class NodeTester:
 @pytest.fixture(scope="session")
 def node_tester(tmp_path_factory: pytest.TempPathFactory) -> NodeTester:
     return NodeTester(tmp_path_factory.mktemp("node"))
+
+
+def hook_program(spec: dict, cwd: Path) -> tuple[list[str], dict]:
+    """Run remote/hook.py as the host runs it (spec on the command line, the program on stdin):
+    the hook's output lines and its verdict."""
+    from signalcraft_deploy import remote
+    from signalcraft_deploy.host.hooks import VERDICT
+
+    done = subprocess.run(
+        [sys.executable, "-I", "-", json.dumps(spec)],
+        input=remote.program("hook"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines and lines[-1].startswith(VERDICT), (
+        done.stdout + done.stderr
+    )
+    return lines[:-1], json.loads(lines[-1][len(VERDICT) :])
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from signalcraft_deploy.remote import source as remote_source
 from signalcraft_deploy.steps import upload
 from signalcraft_deploy.steps.handover import handover_entry
 from signalcraft_deploy.steps.trial import nodejs_trial, python_trial
+from tests.unit.conftest import hook_program
 
 NODE = shutil.which("node")
 
@@ -272,9 +273,6 @@ def test_every_nodejs_process_loads_env_cjs_of_its_own_release(load, tmp_path: P
 def test_a_hook_gets_the_values_the_processes_get_and_masks_them(tmp_path: Path) -> None:
     """remote/hook.py takes the release's env.json (python-dotenv's reading: a quoted value over two
     lines) over its .env, and masks those values in the hook's output."""
-    from signalcraft_deploy import remote
-    from signalcraft_deploy.host.hooks import VERDICT
-
     release = tmp_path / "release"
     (release / ".signalcraft").mkdir(parents=True)
     text = 'DB_URL="postgres://u:pw-9876@db/app"\nMULTI="first\nsecond"\n'
@@ -289,18 +287,9 @@ def test_a_hook_gets_the_values_the_processes_get_and_masks_them(tmp_path: Path)
         "env": {},
         "timeout": 30,
     }
-    done = subprocess.run(
-        [sys.executable, "-I", "-", json.dumps(spec)],
-        input=remote.program("hook"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    lines = done.stdout.splitlines()
-    assert lines[-1].startswith(VERDICT), done.stdout + done.stderr
+    out, _ = hook_program(spec, tmp_path)
     # each line of the multi-line value too: the hook's output is masked a line at a time
-    assert lines[:-1] == ["***", "***|***"]
+    assert out == ["***", "***|***"]
 
 
 def test_a_release_an_older_version_made_gets_the_loader_before_it_runs_again(

@@ -13,8 +13,9 @@ import pytest
 
 from signalcraft_deploy import remote
 from signalcraft_deploy.core.settings import SettingsError, load_settings
-from signalcraft_deploy.host.hooks import VERDICT, Hook
+from signalcraft_deploy.host.hooks import Hook
 from signalcraft_deploy.steps.plan_report import hook_lines
+from tests.unit.conftest import hook_program
 
 
 def run_hook(
@@ -34,17 +35,7 @@ def run_hook(
         "env": {"DEPLOY_RELEASE": "r2", "DEPLOY_PREVIOUS": "r1", "DEPLOY_SHA": "abc"},
         "timeout": timeout,
     }
-    done = subprocess.run(
-        [sys.executable, "-I", "-", json.dumps(spec)],
-        input=remote.program("hook"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    lines = done.stdout.splitlines()
-    assert done.returncode == 0 and lines[-1].startswith(VERDICT), done.stdout + done.stderr
-    return lines[:-1], json.loads(lines[-1][len(VERDICT) :])
+    return hook_program(spec, tmp_path)
 
 
 def test_the_hook_runs_in_the_release_with_its_env_and_the_venv_first_and_masks_the_secrets(
