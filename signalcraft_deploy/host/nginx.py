@@ -433,6 +433,53 @@ def reload_nginx(
     )
 
 
+def draining_note(s: Settings, verdict: dict[str, Any]) -> str:
+    """What a reload left to old workers: the connections they still hold (WebSockets, streams,
+    long requests), and the bound on them ("" when none is left)."""
+    workers, held = int(verdict.get("draining") or 0), int(verdict.get("held") or 0)
+    if not workers:
+        return ""
+    bound = (
+        f"Nginx closes what is left {s.nginx_drain_seconds}s after the reload (NGINX_DRAIN_SECONDS)"
+        if s.nginx_drain_seconds
+        else "no bound: NGINX_DRAIN_SECONDS=0"
+    )
+    return f"; {workers} old worker(s) still hold {held} connection(s) ({bound})"
+
+
+# Every Nginx process's age and title: old workers retitle themselves "... is shutting down".
+NGINX_PROCESSES = "ps -C nginx -o etimes=,args= 2>/dev/null"
+
+
+def old_workers(ps_text: str) -> tuple[int, int | None]:
+    """(old workers still draining, seconds since the last reload: the age of the youngest worker
+    that is not shutting down) from NGINX_PROCESSES's output."""
+    draining, current = 0, []
+    for line in ps_text.splitlines():
+        age, _, title = line.strip().partition(" ")
+        if not age.isdigit() or "worker process" not in title:
+            continue
+        if "shutting down" in title:
+            draining += 1
+        else:
+            current.append(int(age))
+    return draining, (min(current) if current else None)
+
+
+def draining_status(c: Any, s: Settings) -> str | None:
+    """`status`'s line on old Nginx workers still draining, or None when there are none."""
+    draining, since = old_workers(run(c, NGINX_PROCESSES, warn=True).stdout)
+    if not draining:
+        return None
+    when = f"the last reload {since}s ago" if since is not None else "a reload"
+    bound = (
+        f"Nginx closes what they hold {s.nginx_drain_seconds}s after it (NGINX_DRAIN_SECONDS)"
+        if s.nginx_drain_seconds
+        else "no bound (NGINX_DRAIN_SECONDS=0): they end when their last connection does"
+    )
+    return f"{draining} old Nginx worker(s) still draining since {when}; {bound}"
+
+
 def running_site(c: Any, s: Settings) -> str | None:
     """The site id the running Nginx answers on the site's first listener (None: no id of ours)."""
     host = s.server_name.split()[0] if s.server_name != "_" else ""
