@@ -61,6 +61,8 @@ def _values(data: Any) -> dict[str, str]:
         "HEALTH_PY": str(data["health_py"]),
         "HEALTH_NODE": str(data["health_node"]),
     }
+    if "streams" in desc:
+        values["STREAM_ROUTES"] = ",".join(desc["streams"])
     if tls:
         values["TLS_REDIRECT"] = "true" if tls["redirect"] else "false"
     if "table" in desc:

@@ -279,6 +279,20 @@ def site_description(
         "tls": (
             {"cert": s.tls_cert, "key": s.tls_key, "redirect": s.tls_redirect} if s.tls else None
         ),
+        "timeouts": nginx_timeouts(s),
+        "streams": list(s.stream_routes or ()),
+    }
+
+
+NGINX_MARGIN = 5  # seconds Nginx waits beyond what an app itself allows
+
+
+def nginx_timeouts(s: Settings) -> dict[str, int]:
+    """Nginx's read and send timeouts for each app's locations: longer than the app's own, so the
+    client gets the app's answer (or Gunicorn's 502 for a worker it killed), never Nginx's 504."""
+    return {
+        "python": s.gunicorn_timeout + NGINX_MARGIN,
+        "nodejs": s.node_timeout + NGINX_MARGIN,
     }
 
 

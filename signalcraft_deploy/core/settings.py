@@ -453,6 +453,22 @@ def _mounts(text: str) -> tuple[str, ...]:
     return found
 
 
+def _stream_routes(text: str) -> tuple[str, ...]:
+    found = tuple(part.strip() for part in text.split(","))
+    for prefix in found:
+        segments = prefix[1:].split("/")
+        if not prefix.startswith("/") or not all(
+            _ROUTE_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments
+        ):
+            raise Invalid(
+                "comma-separated path prefixes other than '/', such as /api/flask/stream",
+                found=f"entry {prefix!r}",
+            )
+    if len(set(found)) != len(found) or len(found) > 100:
+        raise Invalid("at most 100 prefixes, each once")
+    return found
+
+
 def _show_table(table: Table) -> str:
     return ",".join(f"{prefix}={app}" for prefix, app in table)
 
@@ -846,6 +862,27 @@ class Settings:
         None,
         optional(regex(_SIZE_RE, "a size such as 10m or 512k")),
         "largest request body Nginx accepts, e.g. 10m (unset: Nginx's own 1m)",
+    )
+    node_timeout: int = key(
+        "120",
+        integer(1, 86400),
+        "seconds the Node.js app may take to answer, or a stream or WebSocket may stay silent"
+        " (send a ping more often): Nginx waits 5 s longer on Node.js routes, as it waits"
+        " GUNICORN_TIMEOUT + 5 s on Python routes",
+    )
+    stream_routes: tuple[str, ...] | None = key(
+        None,
+        unset_or(on_text(_stream_routes, ",".join)),
+        "path prefixes (comma-separated, such as /api/flask/stream,/live/events) whose answers Nginx"
+        " passes on as they come (proxy_buffering off), for an app that cannot send"
+        " `X-Accel-Buffering: no` itself",
+    )
+    nginx_drain_seconds: int = key(
+        "300",
+        integer(0, 86400),
+        "`setup`: after a reload, old Nginx workers close the connections they still hold"
+        " (WebSockets, streams, long requests) after this many seconds (worker_shutdown_timeout);"
+        " 0: they wait for each to end",
     )
     nginx_test_cmd: str = key(
         "nginx -t",

@@ -19,10 +19,11 @@ from invoke import Result
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.apps import App
-from signalcraft_deploy.core.render import site_id
+from signalcraft_deploy.core.render import nginx_timeouts, site_id
 from signalcraft_deploy.core.settings import Settings, route_owner
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.io import Background, ConnectionLost, fail, q, run
+from signalcraft_deploy.remote import nginx_site
 
 FILE_MARK = re.compile(r"^# configuration file (.+):$")
 
@@ -226,6 +227,98 @@ def _expected_routes(s: Settings) -> list[tuple[str, str]]:
         ("/", address[route_owner("/", s.route_table)]),
     ]
     return list(dict.fromkeys(checks))  # HEALTH_NODE is '/' by default: check (and report) it once
+
+
+NGINX_DEFAULT_TIMEOUT = 60  # proxy_read_timeout where nothing sets it
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "ms": 0.001}
+
+
+def nginx_seconds(value: str) -> float | None:
+    """Nginx's time syntax ('90', '90s', '2m', '1h 30m') in seconds; None if it is not one."""
+    parts = re.findall(r"([0-9]+)(ms|s|m|h|d)?", value.replace(" ", ""))
+    if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
+        return None
+    return sum(int(n) * _TIME_UNITS[u] for n, u in parts)
+
+
+def _read_timeout(block: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    for d in block:
+        if d["directive"] == "proxy_read_timeout" and d.get("args"):
+            return d["args"][0], d
+    return None
+
+
+def _app_of(loc: dict[str, Any], s: Settings, upstream: str) -> App | None:
+    """Which of our apps a location proxies to (by our upstream's name or the app's address)."""
+    for d in loc.get("block", []):
+        if d["directive"] == "proxy_pass" and d.get("args"):
+            target = re.sub(r"^https?://", "", d["args"][0]).split("/", 1)[0]
+            if target in (f"{upstream}_python", str(s.gunicorn_bind)):
+                return App.PYTHON
+            if target in (
+                f"{upstream}_nodejs",
+                f"127.0.0.1:{s.node_port}",
+                f"localhost:{s.node_port}",
+            ):
+                return App.NODEJS
+    return None
+
+
+def _locations(block: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every location in `block`, nested ones too."""
+    found = []
+    for d in block:
+        if d["directive"] == "location":
+            found += [d, *_locations(d.get("block", []))]
+    return found
+
+
+def timeout_problems(s: Settings, dump: str) -> list[str]:
+    """Locations of our site's servers (kept or included ones too) where Nginx would give up on an
+    app sooner than the app itself allows: Nginx's 504 for a request the app still serves."""
+    files = split_dump(dump)
+    parsed = parse_files(files)
+    site = next((p for p in files if p in (s.nginx_site, s.nginx_enabled_link)), None)
+    if site is None:
+        return []
+    http = next((d for d in parsed[next(iter(files))] if d["directive"] == "http"), None)
+    inherited = _read_timeout(http.get("block", [])) if http else None
+    problems = []
+    for server in (d for d in _expand(parsed[site], parsed, site) if d["directive"] == "server"):
+        server_level = _read_timeout(server.get("block", [])) or inherited
+        for loc in _locations(server.get("block", [])):
+            problem = _location_timeout_problem(s, site, loc, server_level)
+            problems += [problem] if problem else []
+    return problems
+
+
+def _location_timeout_problem(
+    s: Settings, site: str, loc: dict[str, Any], outer: tuple[str, dict[str, Any]] | None
+) -> str | None:
+    app = _app_of(loc, s, nginx_site.upstream_for(s.nginx_site))
+    if app is None:
+        return None
+    key, limit, who = (
+        ("GUNICORN_TIMEOUT", s.gunicorn_timeout, "Gunicorn")
+        if app is App.PYTHON
+        else ("NODE_TIMEOUT", s.node_timeout, "the Node.js app")
+    )
+    own = _read_timeout(loc.get("block", []))
+    value = (own or outer or (f"{NGINX_DEFAULT_TIMEOUT}s", {}))[0]
+    seconds = nginx_seconds(value)
+    if seconds is None or seconds >= limit:
+        return None
+    file = loc.get("_file", site)
+    fix = (
+        "deploy again: the site this version renders sets it"
+        if file == site
+        else f"set `proxy_read_timeout {nginx_timeouts(s)[app]}s;` in that location, or lower {key}"
+    )
+    return (
+        f"{file}:{(own[1] if own else loc).get('line')}: location {' '.join(loc.get('args', []))}"
+        f" {'sets' if own else 'inherits'} proxy_read_timeout {value}, shorter than {key}={limit}s"
+        f" that {who} allows: Nginx would answer 504 to a request {who} still serves. Fix: {fix}."
+    )
 
 
 def describe_mismatches(routes: list[Route]) -> list[str]:
@@ -433,6 +526,53 @@ def reload_nginx(
     )
 
 
+def draining_note(s: Settings, verdict: dict[str, Any]) -> str:
+    """What a reload left to old workers: the connections they still hold (WebSockets, streams,
+    long requests), and the bound on them ("" when none is left)."""
+    workers, held = int(verdict.get("draining") or 0), int(verdict.get("held") or 0)
+    if not workers:
+        return ""
+    bound = (
+        f"Nginx closes what is left {s.nginx_drain_seconds}s after the reload (NGINX_DRAIN_SECONDS)"
+        if s.nginx_drain_seconds
+        else "no bound: NGINX_DRAIN_SECONDS=0"
+    )
+    return f"; {workers} old worker(s) still hold {held} connection(s) ({bound})"
+
+
+# Every Nginx process's age and title: old workers retitle themselves "... is shutting down".
+NGINX_PROCESSES = "ps -C nginx -o etimes=,args= 2>/dev/null"
+
+
+def old_workers(ps_text: str) -> tuple[int, int | None]:
+    """(old workers still draining, seconds since the last reload: the age of the youngest worker
+    that is not shutting down) from NGINX_PROCESSES's output."""
+    draining, current = 0, []
+    for line in ps_text.splitlines():
+        age, _, title = line.strip().partition(" ")
+        if not age.isdigit() or "worker process" not in title:
+            continue
+        if "shutting down" in title:
+            draining += 1
+        else:
+            current.append(int(age))
+    return draining, (min(current) if current else None)
+
+
+def draining_status(c: Any, s: Settings) -> str | None:
+    """`status`'s line on old Nginx workers still draining, or None when there are none."""
+    draining, since = old_workers(run(c, NGINX_PROCESSES, warn=True).stdout)
+    if not draining:
+        return None
+    when = f"the last reload {since}s ago" if since is not None else "a reload"
+    bound = (
+        f"Nginx closes what they hold {s.nginx_drain_seconds}s after it (NGINX_DRAIN_SECONDS)"
+        if s.nginx_drain_seconds
+        else "no bound (NGINX_DRAIN_SECONDS=0): they end when their last connection does"
+    )
+    return f"{draining} old Nginx worker(s) still draining since {when}; {bound}"
+
+
 def running_site(c: Any, s: Settings) -> str | None:
     """The site id the running Nginx answers on the site's first listener (None: no id of ours)."""
     host = s.server_name.split()[0] if s.server_name != "_" else ""
@@ -492,7 +632,7 @@ def check(c: Any, s: Settings, read: Background | None = None) -> tuple[list[Rou
     if not result.ok:
         return [], [f"nginx -t failed: {(result.stderr or dump).strip()}"]
     routes, problems = route_table(s, dump)
-    problems += describe_mismatches(routes)
+    problems += describe_mismatches(routes) + timeout_problems(s, dump)
     for line in listeners.splitlines():
         parts = line.split()
         if len(parts) >= 4:

@@ -24,6 +24,10 @@ by default the connecting one) needs none. What `setup` owns on a host:
   and log rotation; root's record of the deploy user's app users
   (/var/lib/signalcraft-deploy/app-users/<user>.json), which the root helper reads to know whose
   processes are the caller's;
+- /etc/nginx/modules-enabled/99-signalcraft-drain.conf: `worker_shutdown_timeout` (NGINX_DRAIN_SECONDS),
+  a main-context directive that Debian's nginx.conf reaches through its `include
+  /etc/nginx/modules-enabled/*.conf` (nginx.conf itself is never edited; one that sets the
+  directive itself, or does not include that folder, is left as it is and said so);
 - /etc/sudoers.d/signalcraft-<user> (0440, checked with `visudo -cf` first): the deploy user may run
   that helper as root without a password, and the app helper /usr/local/sbin/signalcraft-app as its
   apps' accounts, and nothing else.
@@ -41,7 +45,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from signalcraft_deploy.core.render import render_boot_unit, render_logrotate
+from signalcraft_deploy.core.render import SITE_HEADER, render_boot_unit, render_logrotate
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.facts import split_sections
@@ -111,6 +115,8 @@ class SetupFacts:
     app_logrotate_conf: str | None = None
     app_active: str = ""  # systemctl is-active pm2-APP.service, when systemd runs
     app_daemon: str = ""  # the pid of a PM2 daemon of APP, if one runs
+    nginx_drain: str | None = None  # setup's worker_shutdown_timeout file (None: absent)
+    nginx_conf_drain: str = ""  # nginx.conf's own worker_shutdown_timeout line, if any
     app_records: dict[str, Any] = field(
         default_factory=dict
     )  # root's record of this deploy user's app users
@@ -206,6 +212,8 @@ def parse_setup_facts(output: str) -> SetupFacts:
         logrotate_conf=sec.text("logrotate_conf"),
         user_groups=one("user_groups").split(),
         acl=one("acl") == "yes",
+        nginx_drain=sec.text("nginx_drain"),
+        nginx_conf_drain=one("nginx_conf_drain"),
         app_records=_records(one("app_records")),
         other_app_records=[
             _records(line) for line in sec.lines("other_app_records") if line.strip()
@@ -412,6 +420,68 @@ def logrotate_item(s: Settings, f: SetupFacts) -> Item:
         State.WRITE,
         f"{f.logrotate_path} ({why}; size {s.log_rotate_size}, keep {s.log_rotate_count})",
     )
+
+
+DRAIN_CONF = "/etc/nginx/modules-enabled/99-signalcraft-drain.conf"
+
+
+def drain_text(s: Settings) -> str | None:
+    """The main-context file that bounds old Nginx workers (None: NGINX_DRAIN_SECONDS=0)."""
+    if not s.nginx_drain_seconds:
+        return None
+    return (
+        f"{SITE_HEADER} NGINX_DRAIN_SECONDS: after a reload, old workers close what they still"
+        f" hold.\nworker_shutdown_timeout {s.nginx_drain_seconds}s;\n"
+    )
+
+
+def drain_item(s: Settings, f: SetupFacts) -> Item:
+    if f.nginx_conf_drain and f.nginx_drain is None:
+        return Item(
+            "nginx drain",
+            State.OK,
+            f"/etc/nginx/nginx.conf sets {f.nginx_conf_drain.strip()} itself: left as it is"
+            " (NGINX_DRAIN_SECONDS is not applied)",
+        )
+    want = None if f.nginx_conf_drain else drain_text(s)
+    if f.nginx_drain == want:
+        bound = f"{s.nginx_drain_seconds}s" if want else "none (NGINX_DRAIN_SECONDS=0)"
+        return Item("nginx drain", State.OK, f"old workers' bound after a reload: {bound}")
+    what = f"worker_shutdown_timeout {s.nginx_drain_seconds}s" if want else "removed"
+    return Item("nginx drain", State.WRITE, f"{DRAIN_CONF} ({what})")
+
+
+def write_drain(c: Any, s: Settings, f: SetupFacts) -> str:
+    """Write (or remove) the drain file, keep it only if Nginx reads it at main level and `nginx -t`
+    passes, and reload a running Nginx so that its workers carry the bound (a worker is bounded by
+    the configuration it was started with: measured)."""
+    want = None if f.nginx_conf_drain else drain_text(s)
+    if want is None:
+        run(c, sudo(f"rm -f {q(DRAIN_CONF)}"))
+    else:
+        result = run(c, root_install_command(DRAIN_CONF), stdin=want, warn=True)
+        if not result.ok:
+            raise fail(f"Could not write {DRAIN_CONF}: {(result.stderr or result.stdout).strip()}")
+    check = (
+        f'f={q(DRAIN_CONF)}; if [ -e "$f" ] && ! nginx -T 2>/dev/null | grep -qxF'
+        f' "# configuration file $f:"; then rm -f "$f"; exit 5; fi;'
+        f' {s.nginx_test_cmd} >/dev/null 2>&1 || {{ rm -f "$f"; exit 6; }};'
+        f" if pgrep -f '^nginx: master' >/dev/null; then {s.nginx_reload_cmd}; fi"
+    )
+    result = run(c, "sudo -n sh -c " + q(check), warn=True)
+    if result.exited == 5:
+        raise fail(
+            "/etc/nginx/nginx.conf does not include /etc/nginx/modules-enabled/*.conf at its top"
+            " level (Debian's does), so NGINX_DRAIN_SECONDS cannot be applied: add"
+            f" `worker_shutdown_timeout {s.nginx_drain_seconds}s;` to its top level yourself, or"
+            " set NGINX_DRAIN_SECONDS=0."
+        )
+    if not result.ok:
+        raise fail(
+            f"nginx -t fails with {DRAIN_CONF}, so it was removed: check Nginx's main"
+            " configuration, or set NGINX_DRAIN_SECONDS=0."
+        )
+    return f"{DRAIN_CONF} ({'removed' if want is None else want.splitlines()[-1]})"
 
 
 def helper_item(f: SetupFacts) -> Item:
@@ -632,7 +702,7 @@ def plan_setup(s: Settings, f: SetupFacts) -> list[Item]:
     """Every item `setup` owns, each already right (OK) or what it would change."""
     return (
         package_items(f)
-        + [boot_item(f), logrotate_item(s, f)]
+        + [boot_item(f), logrotate_item(s, f), drain_item(s, f)]
         + app_items(s, f)
         + [helper_item(f), sudoers_item(f)]
     )

@@ -22,6 +22,11 @@ A description (every key required, nothing else allowed):
     python, node    the upstream addresses: HOST:PORT or [IPv6]:PORT (loopback unless ALLOW_PUBLIC_BIND)
     body_size       client_max_body_size ('' for Nginx's default), e.g. 10m
     tls             null, or {"cert": PATH, "key": PATH, "redirect": true|false}
+  and, both or neither (a release recorded before them has neither, and renders as it did):
+    timeouts        {"python": SECONDS, "nodejs": SECONDS}: each app's locations' proxy_read_timeout and
+                    proxy_send_timeout (1 to 100000), the app's own timeout plus a margin
+    streams         ['/PREFIX', ...] (0 to 100): paths whose answers Nginx passes on as they come
+                    (proxy_buffering off), in a location of their own proxied like their owner's
 
 Standard library only, Python 3.8+; no `from __future__` (the helper inlines this file).
 """
@@ -68,7 +73,9 @@ KEYS = (
 # A description from ROUTES: `table` in place of `routes` (a release recorded with either is
 # rendered as it was).
 TABLE_KEYS = tuple("table" if k == "routes" else k for k in KEYS)
+OPTIONAL_KEYS = ("timeouts", "streams")
 APPS = ("python", "nodejs")
+MAX_TIMEOUT = 100000
 
 
 class BadSite(ValueError):
@@ -77,10 +84,15 @@ class BadSite(ValueError):
 
 def check(desc: Any) -> Dict[str, Any]:
     """The description with every field checked (BadSite names the first field that is not)."""
-    if not isinstance(desc, dict) or sorted(desc) not in (sorted(KEYS), sorted(TABLE_KEYS)):
+    optional = [k for k in OPTIONAL_KEYS if isinstance(desc, dict) and k in desc]
+    if (
+        not isinstance(desc, dict)
+        or sorted(k for k in desc if k not in optional) not in (sorted(KEYS), sorted(TABLE_KEYS))
+        or len(optional) not in (0, len(OPTIONAL_KEYS))
+    ):
         raise BadSite(
             f"a site description has exactly the keys {', '.join(KEYS)} (or table in place of"
-            " routes)"
+            f" routes), and {' and '.join(OPTIONAL_KEYS)} or neither"
         )
     site_path(desc["site"])
     if desc["upstream"] != upstream_for(desc["site"]):
@@ -117,7 +129,30 @@ def check(desc: Any) -> Dict[str, Any]:
             raise BadSite("tls must be null or {cert, key, redirect}")
         for key in ("cert", "key"):
             tls_file(tls[key], key)
+    if optional:
+        check_timeouts(desc["timeouts"])
+        check_streams(desc["streams"])
     return desc
+
+
+def check_timeouts(timeouts: Any) -> None:
+    """{"python": SECONDS, "nodejs": SECONDS}: whole numbers, never text Nginx would read otherwise."""
+    if not isinstance(timeouts, dict) or sorted(timeouts) != sorted(APPS):
+        raise BadSite("timeouts must be {python, nodejs}")
+    for app, seconds in timeouts.items():
+        if type(seconds) is not int or not 1 <= seconds <= MAX_TIMEOUT:
+            raise BadSite(f"timeouts.{app}: whole seconds from 1 to {MAX_TIMEOUT}, not {seconds!r}")
+
+
+def check_streams(streams: Any) -> None:
+    """0 to 100 distinct '/'-led prefixes ('/' itself is not one: name the paths that stream)."""
+    if not isinstance(streams, list) or len(streams) > 100:
+        raise BadSite("streams must be a list of 0 to 100 prefixes")
+    for prefix in streams:
+        if not isinstance(prefix, str) or not (prefix.startswith("/") and _route(prefix[1:])):
+            raise BadSite(f"a stream prefix is '/' and a route: {prefix!r}")
+    if len(set(streams)) != len(streams):
+        raise BadSite("a stream prefix is listed once")
 
 
 def _route(route: Any) -> str:
@@ -279,9 +314,12 @@ def _common(d: Dict[str, Any], addresses: List[str], ssl: bool) -> List[str]:
     ]
 
 
-def _apps(d: Dict[str, Any]) -> List[str]:
+def _plain_body(d: Dict[str, Any], app: str) -> List[str]:
+    """A location's body for `app` in a PY_ROUTES site (paths passed on as they came)."""
     up = d["upstream"]
-    forwarded = [
+    lines = [
+        f"        proxy_pass http://{up}_{app};",
+        *(["        proxy_http_version 1.1;"] if app == "nodejs" else []),
         f"        proxy_set_header Host ${up}_host;",
         "        proxy_set_header X-Real-IP $remote_addr;",
         "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
@@ -290,6 +328,30 @@ def _apps(d: Dict[str, Any]) -> List[str]:
         '        proxy_set_header X-Forwarded-Prefix "";',
         '        proxy_set_header SCRIPT_NAME "";',
     ]
+    if app == "nodejs":
+        lines += [
+            "        proxy_set_header Upgrade $http_upgrade;",
+            f"        proxy_set_header Connection ${up}_conn;",
+        ]
+    return lines
+
+
+def _limits(d: Dict[str, Any], app: str, stream: bool = False) -> List[str]:
+    """How long Nginx waits on `app` (a little longer than the app itself may take: the client gets
+    the app's own answer, never Nginx's 504 first), and for a stream, no buffering."""
+    lines = []
+    if "timeouts" in d:
+        seconds = d["timeouts"][app]
+        lines += [
+            f"        proxy_read_timeout {seconds}s;",
+            f"        proxy_send_timeout {seconds}s;",
+        ]
+    if stream:
+        lines += ["        proxy_buffering off;", "        proxy_cache off;"]
+    return lines
+
+
+def _kept_include(d: Dict[str, Any]) -> List[str]:
     # `.location[s]`: a pattern that matches that one name, and nothing (no error) while the file is
     # absent.
     return [
@@ -299,17 +361,51 @@ def _apps(d: Dict[str, Any]) -> List[str]:
         ),
         f"    include {extras_path(d['site'])[:-1]}[s];",
         "",
+    ]
+
+
+def _stream_locations(d: Dict[str, Any]) -> List[str]:
+    """STREAM_ROUTES: a location per prefix (longest first: Nginx takes the first regex that
+    matches), proxied as its owner's, unbuffered."""
+    lines: List[str] = []
+    for prefix in sorted(d.get("streams", []), key=lambda p: (-len(p), p)):
+        if "table" in d:
+            owner = max(
+                (
+                    e[0]
+                    for e in d["table"]
+                    if e[0] == "/" or prefix == e[0] or prefix.startswith(e[0] + "/")
+                ),
+                key=len,
+            )
+            app = next(e[1] for e in d["table"] if e[0] == owner)
+            body = _proxy(d, app, owner)
+        else:
+            python = any(prefix == "/" + r or prefix.startswith("/" + r + "/") for r in d["routes"])
+            app = "python" if python else "nodejs"
+            body = _plain_body(d, app)
+        lines += [
+            f"    location ~ {prefix_regex(prefix)} {{",
+            *body,
+            *_limits(d, app, True),
+            "    }",
+            "",
+        ]
+    return lines
+
+
+def _apps(d: Dict[str, Any]) -> List[str]:
+    return [
+        *_kept_include(d),
+        *_stream_locations(d),
         f"    location ~ ^/({routes_regex(d['routes'])})(/|$) {{",
-        f"        proxy_pass http://{up}_python;",
-        *forwarded,
+        *_plain_body(d, "python"),
+        *_limits(d, "python"),
         "    }",
         "",
         "    location / {",
-        f"        proxy_pass http://{up}_nodejs;",
-        "        proxy_http_version 1.1;",
-        *forwarded,
-        "        proxy_set_header Upgrade $http_upgrade;",
-        f"        proxy_set_header Connection ${up}_conn;",
+        *_plain_body(d, "nodejs"),
+        *_limits(d, "nodejs"),
         "    }",
     ]
 
@@ -355,17 +451,16 @@ def _table_apps(d: Dict[str, Any]) -> List[str]:
         ((e[0], e[1]) for e in d["table"] if e[0] != "/"), key=lambda pair: (-len(pair[0]), pair[0])
     )
     root = next(e[1] for e in d["table"] if e[0] == "/")
-    lines = [
-        (
-            "    # Location blocks kept from the site this one replaced (a file beside it, if there"
-            " is one)."
-        ),
-        f"    include {extras_path(d['site'])[:-1]}[s];",
-        "",
-    ]
+    lines = [*_kept_include(d), *_stream_locations(d)]
     for prefix, app in prefixed:
-        lines += [f"    location ~ {prefix_regex(prefix)} {{", *_proxy(d, app, prefix), "    }", ""]
-    return lines + ["    location / {", *_proxy(d, root, "/"), "    }"]
+        lines += [
+            f"    location ~ {prefix_regex(prefix)} {{",
+            *_proxy(d, app, prefix),
+            *_limits(d, app),
+            "    }",
+            "",
+        ]
+    return lines + ["    location / {", *_proxy(d, root, "/"), *_limits(d, root), "    }"]
 
 
 def render(desc: Dict[str, Any]) -> str:

@@ -6,8 +6,12 @@ logs `[emerg]`, keeps its old workers and serves the old configuration. So a rel
 taken only when:
 
 - the master named by Nginx's pid file (the `pid` directive of its main configuration, else the
-  build's default) has new worker processes, and the workers it had before are gone (bounded:
-  still-draining old workers after WAIT seconds are reported, not waited for);
+  build's default) has new worker processes, and each worker it had before is gone or told to
+  quit (its title says "shutting down": the master only does that once the new configuration is
+  in place). An old worker that still holds connections (a WebSocket, a stream, a long request)
+  is never waited for: it finishes them, or Nginx closes them after `worker_shutdown_timeout`;
+  the connections from clients it holds are counted from /proc (pids this program found itself,
+  as children of the master);
 - no `[emerg]` line was added to its main error log since the reload;
 - if asked, `GET <marker url>` through Nginx answers the new site's id (only the new
   configuration can).
@@ -16,7 +20,8 @@ Only the children of that master are watched: other Nginx instances on the machi
 
 SPEC is JSON: {"cmd": NGINX_RELOAD_CMD, "wait": seconds, "marker": {"url", "host", "expect"} or
 null, "conf": main configuration file (optional; default: the build's --conf-path)}. Prints one JSON
-line: {"ok", "why", "master", "new", "draining", "seconds"}; exits 0 if the reload took, 65 if it
+line: {"ok", "why", "master", "new", "draining" (old workers still running), "held" (client
+connections they hold), "seconds"}; exits 0 if the reload took, 65 if it
 did not ("why" quotes Nginx), 66 if Nginx's master could not be found. Standard library only, Python
 3.8+.
 """
@@ -176,18 +181,80 @@ def settle(log, offset, deadline):
     )
 
 
+def retiring(pid):
+    """True when an old child is gone, or was told to quit (Nginx titles it "... is shutting
+    down")."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"shutting down" in fh.read()
+    except OSError:
+        return True
+
+
 def wait_for_workers(master, old, log, offset, deadline):
-    """Poll until the old workers are gone (new ones up) or Nginx logs [emerg]; returns (new,
-    why)."""
+    """Poll until new workers run and every old one is gone or shutting down, or Nginx logs [emerg];
+    returns (new, why)."""
     new: Set[int] = set()
     while True:
         if said(log_since(log, offset)):
             return new, "; ".join(settle(log, offset, deadline + 3)[-3:])
         new = children(master) - old
-        alive = [p for p in old if os.path.exists(f"/proc/{p}")]
-        if (new and not alive) or time.monotonic() > deadline:
+        if (new and all(retiring(p) for p in old)) or time.monotonic() > deadline:
             return new, ""
         time.sleep(0.02)
+
+
+def socket_inodes(pid):
+    """The inodes of the sockets process `pid` holds open."""
+    found = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                found.add(target[8:-1])
+    except OSError:
+        pass
+    return found
+
+
+def tcp_sockets(pid):
+    """(state, local port, inode) of every TCP socket in the network namespace of `pid`."""
+    rows = []
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as fh:
+                lines = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9:
+                rows.append((fields[3], int(fields[1].rsplit(":", 1)[1], 16), fields[9]))
+    return rows
+
+
+def held_connections(master, pids):
+    """Client connections the processes `pids` hold: established, on a port the master listens on
+    (a worker told to quit has closed its listening sockets; its connections to the apps are on
+    other ports)."""
+    inodes = set()
+    for pid in pids:
+        inodes |= socket_inodes(pid)
+    if not inodes:
+        return 0
+    rows = tcp_sockets(master)
+    ours = socket_inodes(master)
+    listening = {port for state, port, inode in rows if state == "0A" and inode in ours}
+    return len(
+        {
+            inode
+            for state, port, inode in rows
+            if state == "01" and port in listening and inode in inodes
+        }
+    )
 
 
 def reload(spec):
@@ -213,14 +280,16 @@ def reload(spec):
         )
     if not why and spec.get("marker"):
         why = wait_for_marker(spec["marker"], deadline)
-    draining = len([p for p in old if os.path.exists(f"/proc/{p}")])
+    seconds = round(time.monotonic() - started, 3)
+    draining = [p for p in old if os.path.exists(f"/proc/{p}")]
     verdict = {
         "ok": not why,
         "why": why,
         "master": master,
         "new": sorted(new),
-        "draining": draining,
-        "seconds": round(time.monotonic() - started, 3),
+        "draining": len(draining),
+        "held": held_connections(master, draining),
+        "seconds": seconds,
     }
     return (0 if not why else 65), verdict
 

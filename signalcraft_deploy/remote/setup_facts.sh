@@ -56,6 +56,9 @@ sec wants; readlink "/etc/systemd/system/multi-user.target.wants/pm2-$user.servi
 sec logrotate_conf; cat "/etc/logrotate.d/pm2-$user" 2>/dev/null
 sec user_groups; id -Gn "$user"
 sec acl; command -v setfacl >/dev/null 2>&1 && echo yes
+# NGINX_DRAIN_SECONDS: setup's main-context file, and a worker_shutdown_timeout of nginx.conf's own
+sec nginx_drain; cat /etc/nginx/modules-enabled/99-signalcraft-drain.conf 2>/dev/null
+sec nginx_conf_drain; grep -s '^[[:space:]]*worker_shutdown_timeout' /etc/nginx/nginx.conf | head -n 1
 sec app_records; cat "/var/lib/signalcraft-deploy/app-users/$user.json" 2>/dev/null
 # Every other deploy user's record, one per line: an apps' account serves one deploy user only.
 sec other_app_records; for f in /var/lib/signalcraft-deploy/app-users/*.json; do

@@ -474,6 +474,7 @@ def reload_site(r: DeployRun) -> str:
     verdict = nginx_ops.reload_nginx(r.c, r.s, r.plan.site)
     return (
         f"Nginx serves the new site (new workers of pid {verdict['master']}, {verdict['seconds']}s)"
+        + nginx_ops.draining_note(r.s, verdict)
     )
 
 

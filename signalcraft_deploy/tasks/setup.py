@@ -55,6 +55,8 @@ def converge(c: Any, s: Settings, facts: setup_ops.SetupFacts, items: list[Item]
         done.append("boot unit: " + setup_ops.enable_boot(c, facts))
     if setup_ops.logrotate_item(s, facts).state is not State.OK:
         done.append("log rotation: wrote " + setup_ops.write_logrotate(c, s, facts))
+    if setup_ops.drain_item(s, facts).state is not State.OK:
+        done.append("nginx drain: " + setup_ops.write_drain(c, s, facts))
     if facts.separate_app:
         done += converge_app_user(c, s, facts)
         facts = setup_ops.gather(c, s, facts.user)

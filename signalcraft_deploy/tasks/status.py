@@ -22,8 +22,8 @@ from signalcraft_deploy.host.fleet_hosts import fleet_aware, fleet_hosts
 from signalcraft_deploy.host.health import probe
 from signalcraft_deploy.host.io import q, run, target_name
 from signalcraft_deploy.host.lock import read_audit, who_text
+from signalcraft_deploy.host.nginx import draining_status, test_nginx
 from signalcraft_deploy.host.nginx import drift as nginx_drift
-from signalcraft_deploy.host.nginx import test_nginx
 from signalcraft_deploy.host.pm2 import pm2
 from signalcraft_deploy.host.releases import live_site_settings
 from signalcraft_deploy.steps.fleet import status_fleet
@@ -73,6 +73,7 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "apps": apps,
         "nginx_test_ok": nginx_ok,
         "nginx_drift": nginx_drift(c, s, facts.site_text),
+        "nginx_draining": draining_status(c, s),
         "tls": tls_status(c, s),
         "health": probed["urls"],
         "recent": read_audit(c, s, 5),
@@ -373,6 +374,8 @@ def render_site(data: dict[str, Any]) -> list[str]:
     lines = [f"nginx -t  {'ok' if data['nginx_test_ok'] else 'FAILS'}"]
     if data.get("nginx_drift"):
         lines.append(f"WARNING   {data['nginx_drift']}")
+    if data.get("nginx_draining"):
+        lines.append(f"draining  {data['nginx_draining']}")
     tls = data.get("tls")
     if tls:
         lines.append(

@@ -135,6 +135,7 @@ def test_the_sandbox_needs_only_the_boot_unit_and_log_rotation(load) -> None:
         "pm2": State.OK,
         "boot unit": State.WRITE,
         "log rotation": State.WRITE,
+        "nginx drain": State.WRITE,
         "root helper": State.WRITE,
         "sudoers": State.WRITE,
     }
@@ -148,6 +149,7 @@ def test_a_set_up_host_has_nothing_to_change(load) -> None:
             unit=setup_ops.boot_unit(f),
             wants=f.unit_path,
             logrotate_conf=setup_ops.logrotate_text(s, f),
+            nginx_drain=setup_ops.drain_text(s) or "",
         )
     )
     done.helper_digest, done.sudoers = root.digest(), root.sudoers_text("ubuntu")
@@ -156,6 +158,32 @@ def test_a_set_up_host_has_nothing_to_change(load) -> None:
     assert states(plan_setup(s, done))["root helper"] is State.WRITE
     # Other rotation settings are a change of the file.
     assert states(plan_setup(load({"LOG_ROTATE_COUNT": "3"}), done))["log rotation"] is State.WRITE
+
+
+def test_old_nginx_workers_are_bounded_by_a_main_level_file_never_by_editing_nginx_conf(
+    load,
+) -> None:
+    s = load({"NGINX_DRAIN_SECONDS": "45"})
+    text = setup_ops.drain_text(s)
+    assert text is not None and text.endswith("\nworker_shutdown_timeout 45s;\n")
+    fresh = parse_setup_facts(facts_output())
+    assert setup_ops.drain_item(s, fresh).state is State.WRITE
+    assert setup_ops.drain_item(s, parse_setup_facts(facts_output(nginx_drain=text))).state is (
+        State.OK
+    )
+    # nginx.conf's own directive wins: left as it is, and a file of ours beside it is taken off
+    own = "worker_shutdown_timeout 10s;"
+    item = setup_ops.drain_item(s, parse_setup_facts(facts_output(nginx_conf_drain=own)))
+    assert item.state is State.OK and "sets worker_shutdown_timeout 10s; itself" in item.detail
+    both = parse_setup_facts(facts_output(nginx_conf_drain=own, nginx_drain=text))
+    assert setup_ops.drain_item(s, both).state is State.WRITE
+    # 0: no bound, no file
+    off = load({"NGINX_DRAIN_SECONDS": "0"})
+    assert setup_ops.drain_text(off) is None
+    assert setup_ops.drain_item(off, fresh).state is State.OK
+    assert setup_ops.drain_item(off, parse_setup_facts(facts_output(nginx_drain=text))).state is (
+        State.WRITE
+    )
 
 
 def test_the_boot_unit_is_pm2s_template_with_absolute_paths() -> None:

@@ -20,9 +20,11 @@ from signalcraft_deploy.host.nginx import (
     _location_for,
     describe_mismatches,
     install_site_args,
+    nginx_seconds,
     parse_files,
     route_table,
     split_dump,
+    timeout_problems,
 )
 
 DEBIAN_NGINX_CONF = """\
@@ -491,3 +493,67 @@ def test_install_site_args(load) -> None:
         load({"NGINX_TEST_CMD": "/usr/sbin/nginx -t -q"}), backup=False, takeover=True
     )
     assert named == [s.state_dir, "replace", "takeover", "/usr/sbin/nginx -t -q"]
+
+
+# --- timeouts that agree: no location cuts a request its app still allows
+# ---------------------------------------------------------------------------------------
+
+
+def extras_dump(s: Settings, extras: str, site: str | None = None) -> str:
+    files = {
+        "/etc/nginx/nginx.conf": DEBIAN_NGINX_CONF,
+        s.nginx_enabled_link: site if site is not None else render_nginx_site(s),
+        s.nginx_extras: extras,
+    }
+    return dump(files)
+
+
+def test_the_rendered_site_waits_longer_than_each_app(load) -> None:
+    for s in (load(), load({"GUNICORN_TIMEOUT": "600", "NODE_TIMEOUT": "3600"})):
+        assert timeout_problems(s, extras_dump(s, "")) == []
+
+
+def test_a_kept_location_that_gives_up_sooner_than_its_app_is_named_with_its_key(load) -> None:
+    s = load()
+    extras = (
+        "location = /api/flask/report {\n    proxy_pass http://127.0.0.1:8001;\n"
+        "    proxy_read_timeout 30s;\n}\n"
+        "location /live/ {\n    proxy_pass http://127.0.0.1:3000;\n}\n"
+        "location /static/ {\n    root /srv;\n    proxy_read_timeout 1s;\n}\n"  # no app: fine
+    )
+    problems = timeout_problems(s, extras_dump(s, extras))
+    assert problems == [
+        f"{s.nginx_extras}:3: location = /api/flask/report sets proxy_read_timeout 30s, shorter"
+        " than GUNICORN_TIMEOUT=120s that Gunicorn allows: Nginx would answer 504 to a request"
+        " Gunicorn still serves. Fix: set `proxy_read_timeout 125s;` in that location, or lower"
+        " GUNICORN_TIMEOUT.",
+        f"{s.nginx_extras}:5: location /live/ inherits proxy_read_timeout 60s, shorter than"
+        " NODE_TIMEOUT=120s that the Node.js app allows: Nginx would answer 504 to a request the"
+        " Node.js app still serves. Fix: set `proxy_read_timeout 125s;` in that location, or lower NODE_TIMEOUT.",
+    ]
+    # long enough, in Nginx's other spellings, is fine
+    fine = extras.replace("30s", "2m 5s").replace("}\nlocation /live/ {", "}\nlocation /x {")
+    fine = fine.replace(
+        "proxy_pass http://127.0.0.1:3000;",
+        "proxy_pass http://127.0.0.1:3000;\n proxy_read_timeout 1h;",
+    )
+    assert timeout_problems(s, extras_dump(s, fine)) == []
+
+
+def test_a_site_rendered_before_the_timeouts_is_named_and_a_deploy_fixes_it(load) -> None:
+    s = load()
+    old = "\n".join(line for line in render_nginx_site(s).splitlines() if "_timeout" not in line)
+    problems = timeout_problems(s, extras_dump(s, "", site=old))
+    assert len(problems) == 2 and all("deploy again" in p for p in problems)
+
+
+def test_nginx_time_syntax() -> None:
+    assert [nginx_seconds(v) for v in ("90", "90s", "2m", "1h 30m", "500ms", "x", "5q")] == [
+        90,
+        90,
+        120,
+        5400,
+        0.5,
+        None,
+        None,
+    ]

@@ -34,6 +34,7 @@ from signalcraft_deploy.core.render import (
     written_by_us,
 )
 from signalcraft_deploy.core.settings import Listen, SettingsError
+from signalcraft_deploy.host import nginx as nginx_ops
 from tests.unit.conftest import mock_host
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -524,6 +525,36 @@ def test_reload_that_takes_is_proven_by_new_workers_and_the_marker(
     )  # the host's other Nginx master and its workers are not waited for
 
 
+def test_a_reload_does_not_wait_for_old_workers_holding_connections_and_counts_them(
+    private_nginx: PrivateNginx,
+) -> None:
+    """The issue's trap W1: old workers that hold a WebSocket (here: a request its upstream never
+    answers) kept each reload waiting its whole 10 s; now the reload is proven without them."""
+    n = private_nginx
+    silent = socket.socket()  # accepts (the kernel's backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    upstream = f"proxy_pass http://127.0.0.1:{silent.getsockname()[1]};"
+    n.write(f"127.0.0.1:{n.port}", "bbbbbbbbbbbbbbbb")
+    n.site.write_text(n.site.read_text().replace("\n}", f"\n    location / {{ {upstream} }}\n}}"))
+    assert n.reload("bbbbbbbbbbbbbbbb")[0] == 0
+    held = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(2)]
+    for client in held:
+        client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    try:
+        n.write(f"127.0.0.1:{n.port}", "cccccccccccccccc")
+        started = time.monotonic()
+        code, verdict = n.reload("cccccccccccccccc", wait=10)
+        assert (code, verdict["why"]) == (0, "")
+        assert time.monotonic() - started < 3
+        assert verdict["draining"] >= 1 and verdict["held"] == 2
+    finally:
+        for client in held:
+            client.close()
+        silent.close()
+
+
 def test_reload_whose_marker_is_not_answered_fails(private_nginx: PrivateNginx) -> None:
     code, verdict = private_nginx.reload("cccccccccccccccc", wait=1)
     assert code == 65 and "not the new site's id cccccccccccccccc" in verdict["why"]
@@ -655,3 +686,24 @@ def test_the_marker_is_asked_on_the_first_listener_with_the_sites_name(load) -> 
         "expect": site_id(site),
     }
     assert marker_spec(s, "server { listen 80; }\n") is None  # a site not ours: no id to ask for
+
+
+def test_old_workers_still_draining_are_counted_with_the_time_since_the_reload(load) -> None:
+    ps = (
+        "  120 nginx: master process /usr/sbin/nginx\n"
+        "   40 nginx: worker process is shutting down\n"
+        "   41 nginx: worker process is shutting down\n"
+        "   12 nginx: worker process\n"
+        "   13 nginx: worker process\n"
+    )
+    assert nginx_ops.old_workers(ps) == (2, 12)
+    assert nginx_ops.old_workers("    5 nginx: worker process\n") == (0, 5)
+    note = nginx_ops.draining_note(load(), {"draining": 2, "held": 5})
+    assert note == (
+        "; 2 old worker(s) still hold 5 connection(s) (Nginx closes what is left 300s after the"
+        " reload (NGINX_DRAIN_SECONDS))"
+    )
+    assert nginx_ops.draining_note(load(), {"draining": 0, "held": 0}) == ""
+    assert "no bound" in nginx_ops.draining_note(
+        load({"NGINX_DRAIN_SECONDS": "0"}), {"draining": 1, "held": 1}
+    )

@@ -30,6 +30,7 @@ from signalcraft_deploy.remote.nginx_site import (
     BadSite,
     check,
     extras_path,
+    prefix_regex,
     render,
     routes_regex,
     upstream_for,
@@ -452,6 +453,10 @@ def test_a_description_that_is_not_an_object_is_refused(value: Any) -> None:
 
 
 FIXED = {  # (the block a directive is in, the directive): what the shape holds
+    ("location", "proxy_read_timeout"),
+    ("location", "proxy_send_timeout"),
+    ("location", "proxy_buffering"),
+    ("location", "proxy_cache"),
     ("", "upstream"),
     ("", "server"),
     ("", "map"),
@@ -539,6 +544,7 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
             ("=", "/.signalcraft-deploy-site"),
             ("~", f"^/({routes_regex(d['routes'])})(/|$)"),
             ("/",),
+            *(("~", prefix_regex(p)) for p in d.get("streams", [])),
         },
         ("server", "include"): {(extras_path(d["site"])[:-1] + "[s]",)},
         ("server", "ssl_certificate"): {(tls["cert"],)} if tls else set(),
@@ -552,6 +558,10 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
         ("location", "proxy_pass"): {(f"http://{up}_python",), (f"http://{up}_nodejs",)},
         ("location", "proxy_set_header"): headers,
         ("location", "proxy_http_version"): {("1.1",)},
+        ("location", "proxy_read_timeout"): {(f"{v}s",) for v in d.get("timeouts", {}).values()},
+        ("location", "proxy_send_timeout"): {(f"{v}s",) for v in d.get("timeouts", {}).values()},
+        ("location", "proxy_buffering"): {("off",)} if d.get("streams") else set(),
+        ("location", "proxy_cache"): {("off",)} if d.get("streams") else set(),
     }
 
 
@@ -577,8 +587,11 @@ def assert_fixed_shape(d: dict[str, Any]) -> str:
     return text
 
 
+STREAMED = {"timeouts": {"python": 125, "nodejs": 65}, "streams": ["/api/stream", "/live/events"]}
+
 CASES = {
     "tls": desc(),
+    "timeouts-streams": desc(**copy.deepcopy(STREAMED)),
     "tls-redirect": desc(tls={**GOOD["tls"], "redirect": True}, tls_listen=["8443", "[::]:8443"]),
     "tls-redirect-443": desc(tls={**GOOD["tls"], "redirect": True}),
     "plain-default": desc(
@@ -840,3 +853,89 @@ def test_the_map_variable_of_a_site_whose_name_starts_with_a_digit_is_one_variab
     assert stem[0] not in "123456789", (
         f"${stem}_conn starts with ${stem[0]}: a regex capture in Nginx's scripts"
     )
+
+
+# --- Timeouts and streams (issue 28): values root renders only as whole numbers and route prefixes
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"timeouts": {"python": 125, "nodejs": 65}},  # one of the pair without the other
+        {"streams": []},
+        {**STREAMED, "timeouts": {"python": "125s; include /etc/shadow", "nodejs": 65}},
+        {**STREAMED, "timeouts": {"python": 12.5, "nodejs": 65}},
+        {**STREAMED, "timeouts": {"python": True, "nodejs": 65}},
+        {**STREAMED, "timeouts": {"python": 0, "nodejs": 65}},
+        {**STREAMED, "timeouts": {"python": 100001, "nodejs": 65}},
+        {**STREAMED, "timeouts": {"python": 125}},
+        {**STREAMED, "timeouts": {"python": 125, "nodejs": 65, "ws": 9}},
+        {**STREAMED, "streams": ["/"]},
+        {**STREAMED, "streams": ["api"]},
+        {**STREAMED, "streams": ["/a/../b"]},
+        {**STREAMED, "streams": ["/a;proxy_pass http://x"]},
+        {**STREAMED, "streams": ["/a", "/a"]},
+        {**STREAMED, "streams": "/a"},
+    ],
+)
+def test_timeouts_and_streams_are_numbers_and_prefixes_or_refused(changes: dict[str, Any]) -> None:
+    refused(desc(**copy.deepcopy(changes)))
+
+
+def location_bodies(text: str) -> dict[str, list[str]]:
+    """{location args joined: the directives of its block, each as 'name args'}."""
+    bodies: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("location "):
+            current = stripped[len("location ") : -2]
+            bodies[current] = []
+        elif stripped == "}":
+            current = None
+        elif current is not None and stripped:
+            bodies[current].append(stripped.rstrip(";"))
+    return bodies
+
+
+def test_each_apps_locations_wait_as_long_as_the_description_says_and_streams_are_unbuffered() -> (
+    None
+):
+    bodies = location_bodies(render(desc(**copy.deepcopy(STREAMED))))
+    up = GOOD["upstream"]
+    python, node = bodies[f"~ ^/({routes_regex(GOOD['routes'])})(/|$)"], bodies["/"]
+    assert "proxy_read_timeout 125s" in python and "proxy_send_timeout 125s" in python
+    assert "proxy_read_timeout 65s" in node and "proxy_send_timeout 65s" in node
+    assert "proxy_buffering off" not in python + node  # X-Accel-Buffering decides there
+    api, live = (
+        bodies["~ " + prefix_regex("/api/stream")],
+        bodies["~ " + prefix_regex("/live/events")],
+    )
+    assert f"proxy_pass http://{up}_python" in api and "proxy_read_timeout 125s" in api
+    assert f"proxy_pass http://{up}_nodejs" in live and "proxy_read_timeout 65s" in live
+    assert "proxy_http_version 1.1" in live and "proxy_http_version 1.1" not in api
+    for body in (api, live):
+        assert "proxy_buffering off" in body and "proxy_cache off" in body
+    # Nginx takes the first regex that matches: the stream locations come before the app's own
+    names = list(bodies)
+    assert names.index("~ " + prefix_regex("/api/stream")) < names.index(
+        f"~ ^/({routes_regex(GOOD['routes'])})(/|$)"
+    )
+
+
+def test_a_stream_under_a_mounted_prefix_is_proxied_as_its_owner_is() -> None:
+    table = [["/", "python"], ["/chat", "nodejs", "mount"]]
+    d = desc(routes=None, **copy.deepcopy(STREAMED))
+    del d["routes"]
+    d["table"], d["streams"] = table, ["/chat/events"]
+    bodies = location_bodies(render(d))
+    events = bodies["~ " + prefix_regex("/chat/events")]
+    assert events[:1] == ["rewrite ^/chat/?(.*)$ /$1 break"]  # as /chat's own location
+    assert "proxy_set_header X-Forwarded-Prefix /chat" in events
+    assert "proxy_buffering off" in events and "proxy_read_timeout 65s" in events
+    assert "proxy_read_timeout 125s" in bodies["/"]
+
+
+def test_a_release_recorded_without_timeouts_renders_as_it_did() -> None:
+    old = render(desc())
+    assert "proxy_read_timeout" not in old and "proxy_buffering" not in old

@@ -278,12 +278,12 @@ CASES = {
         build_venv=False,
         why={"python": "the files it reads changed"},
     ),
-    "gunicorn timeout changed": Case(
+    "gunicorn timeout changed": Case(  # Nginx's timeouts on the Python routes follow it
         facts=lambda tmp: live_host(tmp, OLD),
         new=replace(OLD, settings={"GUNICORN_TIMEOUT": "60"}),
         python="hup",
         nodejs="none",
-        nginx="none",
+        nginx="write-and-reload",
         new_release=True,
         build_venv=False,
         why={"python": "gunicorn.conf.py changed"},

@@ -20,6 +20,7 @@ from signalcraft_deploy.steps.upload import extras_tar
 
 OLDER = {
     "py-routes": {"PY_ROUTES": "api,v1/x", "HEALTH_PY": "/api/health"},
+    "streams": {"STREAM_ROUTES": "/api/flask/stream,/live/events"},
     "table": {"ROUTES": "/=python,/chat=nodejs", "HEALTH_PY": "/healthz", "HEALTH_NODE": "/chat/"},
     "mounted": {
         "ROUTES": "/app=python,/=nodejs",
