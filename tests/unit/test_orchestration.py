@@ -591,7 +591,7 @@ def test_the_gate_passes_when_both_apps_answer_from_the_new_release_and_reports_
         ("Nginx -> Node.js", "http://127.0.0.1:80/", "shop.example.com", True),
     ]
     assert sent_spec["apps"] == [
-        {"name": "signalcraft-python", "workers": True},
+        {"name": "signalcraft-python", "workers": True, "drain": 30, "port": 8001},
         {"name": "signalcraft-nodejs"},
     ]
 
