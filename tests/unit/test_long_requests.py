@@ -272,3 +272,89 @@ def test_a_template_hook_still_runs_before_the_tools_own(releases, monkeypatch, 
 
     assert conf["calls"] == [1]
     assert ("X-Signalcraft-Release", R0) in answer_of(worker)
+
+
+# ---------------------------------------------------------------- the plan: HUP or a new master
+
+NO_PRELOAD = {"preload_app": False, "bind": ["127.0.0.1:8001"], "reuse_port": False}
+
+
+def python_plan(
+    tmp_path: Path, read: dict[str, Any] | None, checked: bool = True
+) -> tuple[str, str, bool]:
+    """How a change to app.py reloads Gunicorn, given Gunicorn's own reading of the live and the new
+    gunicorn.conf.py (`read`; None: not read) and whether the live release's manifest records a
+    master this version checked: (how, why, the new manifest's record)."""
+    from signalcraft_deploy.core.plan import make_plan
+    from tests.unit.test_plan import LATER, LIVE, files, live_host, manifest_for
+
+    facts = live_host(tmp_path, LIVE)
+    assert facts.manifest is not None
+    facts.manifest["gunicorn_checked"] = checked
+    facts.gunicorn = read
+    s, m, configs = manifest_for(tmp_path, files(app_py="a2"), now=LATER)
+    plan = make_plan(s, m, configs, facts, ["app.py"])
+    action = plan.action("python")
+    return str(action.how), action.why, plan.manifest.gunicorn_checked
+
+
+def test_a_code_change_hups_a_master_whose_configuration_preloads_nothing(tmp_path):
+    assert python_plan(tmp_path, {"live": NO_PRELOAD, "new": NO_PRELOAD}) == (
+        "hup",
+        "files it reads changed: app.py",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("read", "checked", "why"),
+    [
+        (
+            {"live": NO_PRELOAD, "new": {**NO_PRELOAD, "preload_app": True}},
+            True,
+            "the new gunicorn.conf.py preloads the app (preload_app)",
+        ),
+        (
+            {"live": {**NO_PRELOAD, "preload_app": True}, "new": NO_PRELOAD},
+            True,
+            "the running Gunicorn master preloads the app (preload_app): a HUP keeps its code",
+        ),
+        (
+            {"live": NO_PRELOAD, "new": NO_PRELOAD},
+            False,
+            "no record of how the running Gunicorn master was started",
+        ),
+        (
+            {"error": "Gunicorn refused its configuration (exit status 1)"},
+            True,
+            "could not be read (Gunicorn refused its configuration (exit status 1))",
+        ),
+        (
+            {"live": NO_PRELOAD, "new": {**NO_PRELOAD, "reuse_port": True}},
+            True,
+            "Gunicorn's reuse_port changes",
+        ),
+        (
+            {"live": NO_PRELOAD, "new": {**NO_PRELOAD, "bind": ["127.0.0.1:9001"]}},
+            True,
+            "Gunicorn's bind changes",
+        ),
+    ],
+    ids=["new preloads", "live preloads", "older master", "unreadable", "reuse_port", "bind"],
+)
+def test_a_master_a_hup_cannot_reload_gets_a_new_master_which_is_recorded(
+    tmp_path, read, checked, why
+):
+    how, said, recorded = python_plan(tmp_path, read, checked)
+
+    assert (how, recorded) == ("new-master", True)
+    assert why in said
+
+
+def test_without_gunicorns_reading_the_plan_keeps_its_hup_and_the_record_as_it_was(tmp_path):
+    """Rollbacks and pm2-reload do not read it; the record is carried, never made up."""
+    assert python_plan(tmp_path, None, checked=False) == (
+        "hup",
+        "files it reads changed: app.py",
+        False,
+    )
