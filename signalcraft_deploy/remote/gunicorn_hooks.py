@@ -17,6 +17,13 @@ import os
 import sys
 
 _SIGNALCRAFT_HEADER = "X-Signalcraft-Release"
+# The worker classes whose `wsgi` is a WSGI app (sync, gthread, gevent's, eventlet's).
+_SIGNALCRAFT_WSGI_WORKERS = (
+    "gunicorn.workers.sync",
+    "gunicorn.workers.gthread",
+    "gunicorn.workers.ggevent",
+    "gunicorn.workers.geventlet",
+)
 
 
 def _signalcraft_release_of(path, releases_dir):
@@ -99,7 +106,8 @@ def _signalcraft_install(namespace, releases_dir, module):
         release = (
             inherited if inherited is not None else _signalcraft_imported_from(module, releases_dir)
         )
-        if release:
+        # Only a WSGI app is wrapped: an ASGI or Tornado worker's app is not one (no header there).
+        if release and type(worker).__module__ in _SIGNALCRAFT_WSGI_WORKERS:
             worker.wsgi = _signalcraft_mark(worker.wsgi, release)
 
     namespace.update(

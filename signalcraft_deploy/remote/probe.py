@@ -387,7 +387,7 @@ def gate_with(spec, watch):
                 return passed(spec, state, drains)
             if not problems:  # only old workers finishing their requests: wait for them
                 deadline = max(deadline, max(d.start + d.limit for d in drains.values()))
-                time.sleep(0.2)
+                time.sleep(0.45)
         time.sleep(0.05)
     if not problems:  # the drain's time ran out: what is left is the master's to end
         return passed(spec, state, drains)

@@ -174,7 +174,17 @@ def test_a_drain_with_no_request_held_reports_nothing(s, monkeypatch):
 
 
 class Worker(SimpleNamespace):
+    """A sync worker, as the hooks see it (they wrap the apps of Gunicorn's WSGI worker classes)."""
+
+
+Worker.__module__ = "gunicorn.workers.sync"
+
+
+class AsgiWorker(SimpleNamespace):
     pass
+
+
+AsgiWorker.__module__ = "gunicorn.workers.gasgi"
 
 
 def load_conf(s: Settings, monkeypatch: pytest.MonkeyPatch, folder: Path) -> dict[str, Any]:
@@ -358,3 +368,19 @@ def test_without_gunicorns_reading_the_plan_keeps_its_hup_and_the_record_as_it_w
         "files it reads changed: app.py",
         False,
     )
+
+
+def test_an_asgi_workers_app_is_left_as_it_is(releases, monkeypatch):
+    """Its app is not a WSGI app: no header (the gate then goes by the workers' directory)."""
+    s, root = releases
+    conf = load_conf(s, monkeypatch, root / "current")
+    app_module(monkeypatch, "shopapp", root / "current" / "shopapp.py")
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    worker = AsgiWorker(wsgi=asgi_app)
+    conf["post_fork"](None, worker)
+    conf["post_worker_init"](worker)
+
+    assert worker.wsgi is asgi_app
