@@ -53,6 +53,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -113,6 +114,7 @@ class Kind:
     key: str
     title: str
     broken: bool = False
+    tool_only: bool = False  # measured for the tool alone (the baseline's app lacks what it needs)
 
 
 KINDS: tuple[Kind, ...] = (
@@ -126,6 +128,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("node-crash", "Node commit that crashes on start", broken=True),
     Kind("health-500", "commit whose health route returns 500", broken=True),
     Kind("takeover", "takeover: first deploy over a bare python app.py"),
+    # Issue 28: a code change (a Gunicorn HUP) while one request of LONG_REQUEST_SECONDS runs
+    # through Nginx (tests/e2e/apps/live's /api/flask/slow, laid over the tool's app).
+    Kind("long-request", "code change with a 25 s request in flight", tool_only=True),
     # Issue 13: the same 'before' state with the site on 127.0.0.1:<port>, and with an HTTPS server
     # beside it (a certificate made on the host with openssl); NGINX_LISTEN and SERVER_NAME are left
     # to the old site.
@@ -163,6 +168,10 @@ PIN_MODULES = {
     "python-dotenv==1.2.2": "dotenv",
 }  # what app.py imports to use each pin
 USES_MARK = "  # bench: uses the new requirement"
+LIVE_APP = REPO_ROOT / "tests" / "e2e" / "apps" / "live" / "live_app.py"  # the slow route
+LONG_REQUEST_SECONDS = 25  # within GUNICORN_GRACEFUL_TIMEOUT's default (30)
+# The health gate's word on Gunicorn's old workers (host/health.py drain_text)
+DRAINED = re.compile(r"old Gunicorn workers drained in [\d.]+ s \(\d+ requests?\)")
 LEAD_SECONDS = 1.0  # load runs this long before the deploy starts ...
 TAIL_SECONDS = 1.0  # ... and this long after it returns
 DEPLOY_TIMEOUT = 300.0
@@ -280,6 +289,7 @@ class Measurement:
     )
     releases_seen: dict[str, dict[str, int]] = field(default_factory=dict)
     log: str = ""
+    long_request: str = ""  # long-request: how the request in flight ended ("200 v3 after 25.0 s")
 
 
 def tool_actions(result: Stamped) -> str:
@@ -356,7 +366,7 @@ class Method:
         """Make the change of `kind`: a commit, or a setting for the next deploy."""
         assert self.repo is not None
         v = self.variant
-        if kind.key == "code":
+        if kind.key in ("code", "long-request"):
             v.py_version += 1
             set_py_version(self.repo, v.py_version)
             self.repo.commit(f"bench: Python VERSION {v.py_version}")
@@ -463,6 +473,7 @@ class Tool(Method):
             "SERVER_NAME": "_",
             "PY_ROUTES": routes,
             "GUNICORN_TIMEOUT": str(v.timeout),
+            "WSGI_APP": "live_app:create_app()",  # the example's app with a slow route beside
             "WHEELS": (
                 "local"
             ),  # the host reaches no package index: this machine makes the wheels and ships them
@@ -481,6 +492,8 @@ class Tool(Method):
 
     def setup(self) -> None:
         self.repo = AppRepo(self.work / "app")
+        self.repo.write("live_app.py", LIVE_APP.read_text())
+        self.repo.commit("bench: the live app's slow route beside the example's")
         self.base_requirements = self.repo.read("requirements.txt")
         result = self.deploy(None)
         if result.code != 0:
@@ -493,6 +506,29 @@ class Tool(Method):
             raise BenchError(f"after the first deploy the site does not answer: {answers}")
 
     def deploy(self, kind: Kind | None) -> Stamped:
+        if kind is not None and kind.key == "long-request":
+            return self.deploy_with_long_request(kind)
+        return self.deploy_now(kind)
+
+    def deploy_with_long_request(self, kind: Kind) -> Stamped:
+        """The deploy, with one request of LONG_REQUEST_SECONDS begun through Nginx a second
+        before it; its answer is kept for `check`."""
+        url = f"http://{self.sandbox.host}:{self.listen}/api/flask/slow?seconds={LONG_REQUEST_SECONDS}"
+        answer: list[tuple[Answer, float]] = []
+
+        def ask() -> None:
+            began = time.monotonic()
+            answer.append((get(url, timeout=LONG_REQUEST_SECONDS + 60), time.monotonic() - began))
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        time.sleep(1)
+        result = self.deploy_now(kind)
+        asking.join(LONG_REQUEST_SECONDS + 70)
+        self.long_answer = answer[0] if answer else None
+        return result
+
+    def deploy_now(self, kind: Kind | None) -> Stamped:
         assert self.repo is not None
         self.deploys += 1
         env_file = self.work / f"tool-{self.deploys:03d}.env"
@@ -530,7 +566,10 @@ class Tool(Method):
         super().apply(kind)
 
     def describe(self, kind: Kind, result: Stamped) -> str:
-        return tool_actions(result)
+        drained = next(
+            (m.group(0) for _, line in result.lines if (m := DRAINED.search(line))), None
+        )
+        return tool_actions(result) + (f" ({drained})" if drained else "")
 
     def change_gunicorn_conf(self) -> None:
         # GUNICORN_TIMEOUT goes into the next deploy's settings and changes the rendered
@@ -591,7 +630,15 @@ class Tool(Method):
                 problems.append(
                     f"expected Python v{v.py_version} and Node v{v.node_version}; got {m.after}"
                 )
-            if kind.key in ("code", "gunicorn-conf", "requirements", "requirements-import"):
+            if kind.key == "long-request":
+                self.check_long_request(m)
+            if kind.key in (
+                "code",
+                "long-request",
+                "gunicorn-conf",
+                "requirements",
+                "requirements-import",
+            ):
                 if py.release == before[0].release or not (py.release or "").endswith(sha):
                     problems.append(
                         f"Python answers from release {py.release}, not a new release of {sha}"
@@ -611,7 +658,23 @@ class Tool(Method):
                     )
             if not problems:
                 m.after = "new release" if kind.key != "nginx-site" else "new site"
+            if m.long_request:
+                m.after += f"; the {LONG_REQUEST_SECONDS} s request: {m.long_request}"
         m.expected = not problems
+
+    def check_long_request(self, m: Measurement) -> None:
+        """The request begun before the deploy answered 200, from the code it began on; the row
+        says how long it took and how long the health gate's drain was."""
+        long = getattr(self, "long_answer", None)
+        if long is None:
+            m.problems.append(f"the {LONG_REQUEST_SECONDS} s request did not end")
+            return
+        answer, seconds = long
+        m.long_request = f"{answer.describe()} after {seconds:.1f} s"
+        if answer.status != 200:
+            m.problems.append(
+                f"the {LONG_REQUEST_SECONDS} s request begun before the deploy got {m.long_request}"
+            )
 
 
 # ----------------------------------------------------------------------------- the plan's method
@@ -2100,7 +2163,7 @@ def main(argv: list[str] | None = None) -> int:
                         ):
                             results.append(m)
                             show(m)
-                    elif run <= args.runs:
+                    elif run <= args.runs and (method.name == "tool" or not kind.tool_only):
                         m = measure(method, kind, run, args.threads, logs)
                         results.append(m)
                         show(m)

@@ -101,6 +101,9 @@ class HostFacts:
     app_reaches_root: bool = (
         True  # the apps' account can reach DEPLOY_ROOT (False: a folder above it is closed to it)
     )
+    # Gunicorn's effective configuration, live and new (host/gunicorn.py), read when a HUP is
+    # planned; None: not read.
+    gunicorn: dict[str, Any] | None = None
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]

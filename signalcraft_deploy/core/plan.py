@@ -75,6 +75,9 @@ class Manifest:
     # Whether this host runs the singletons (a fleet's first host; any single host): what a later
     # `pm2-reload` or a failed `remove` starts again, run on this host alone, must know.
     singleton_host: bool = True
+    # The Gunicorn master serving this release was started by this version, or HUPed by it only
+    # after Gunicorn's own reading of its configuration showed no preload_app (see _master_why).
+    gunicorn_checked: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -423,6 +426,36 @@ def _python_action(
     return Action(App.PYTHON, How.NONE, "unchanged")
 
 
+# Settings a HUP does not apply: the listening sockets stay the master's (reuse_port), or are made
+# again in place (bind), where a new master takes over through Nginx.
+_LISTENER_SETTINGS = ("bind", "reuse_port")
+
+
+def _master_why(old: dict[str, Any] | None, facts: HostFacts) -> str | None:
+    """Why a HUP cannot bring the running Gunicorn master to the new release, from Gunicorn's own
+    reading of both configurations (facts.gunicorn; None: not read, nothing to say). A preloaded
+    app (preload_app, now or when the master started) is imported by the master, and every worker
+    a HUP forks inherits that old code."""
+    read = facts.gunicorn
+    if read is None:
+        return None
+    if "error" in read or "live" not in read or "new" not in read:
+        return f"Gunicorn's effective configuration could not be read ({read.get('error')})"
+    if not (old or {}).get("gunicorn_checked"):
+        return (
+            "no record of how the running Gunicorn master was started (an earlier version may have"
+            " HUPed a master that preloads the app, which keeps serving its old code)"
+        )
+    if read["live"].get("preload_app"):
+        return "the running Gunicorn master preloads the app (preload_app): a HUP keeps its code"
+    if read["new"].get("preload_app"):
+        return "the new gunicorn.conf.py preloads the app (preload_app), which a HUP cannot start"
+    for name in _LISTENER_SETTINGS:
+        if read["live"].get(name) != read["new"].get(name):
+            return f"Gunicorn's {name} changes, which a HUP does not apply to its listening socket"
+    return None
+
+
 def env_changed(m: Manifest, old: dict[str, Any] | None) -> bool:
     """The app's environment (.env) differs from the live release's, or is not known there (an older
     manifest)."""
@@ -685,13 +718,7 @@ def make_plan(
     nginx = _nginx_action(facts, site)
     _check_listen(s, facts)
     _check_site_is_ours(s, facts, py)
-    # An interrupted deploy can leave an app running another release than the one recorded:
-    # converge it (a HUP or a rolling reload loads what `current` holds).
-    want_py, want_node, drift_py, drift_node = _drift(s, facts, old)
-    if py.how == How.NONE and drift_py:
-        py = Action(App.PYTHON, How.HUP, drift_py)
-    if node.how == How.NONE and drift_node:
-        node = Action(App.NODEJS, How.RELOAD, drift_node)
+    want_py, want_node, py, node = _converge(s, facts, old, py, node)
     release = plan.manifest.release
     plan.manifest = replace(
         plan.manifest,
@@ -700,9 +727,32 @@ def make_plan(
     )
     plan.actions = [py, node, nginx]
     plan.processes, records = process_actions(s, plan.manifest, facts, old, changed, same_release)
-    plan.manifest = replace(plan.manifest, processes=records, singleton_host=s.singleton_host)
+    plan.manifest = replace(
+        plan.manifest,
+        processes=records,
+        singleton_host=s.singleton_host,
+        gunicorn_checked=py.how in (How.START, How.NEW_MASTER, How.TAKEOVER)
+        or bool((old or {}).get("gunicorn_checked")),
+    )
     plan.notes.extend(s.procfile_notes)
     return plan
+
+
+def _converge(
+    s: Settings, facts: HostFacts, old: dict[str, Any] | None, py: Action, node: Action
+) -> tuple[str | None, str | None, Action, Action]:
+    """The releases each app should run, and the actions with what the running processes need: an
+    interrupted deploy can leave an app running another release than the one recorded (a HUP or a
+    rolling reload loads what `current` holds); a Gunicorn master a HUP cannot reload gets a new
+    one."""
+    want_py, want_node, drift_py, drift_node = _drift(s, facts, old)
+    if py.how == How.NONE and drift_py:
+        py = Action(App.PYTHON, How.HUP, drift_py)
+    if node.how == How.NONE and drift_node:
+        node = Action(App.NODEJS, How.RELOAD, drift_node)
+    if py.how is How.HUP and (master_why := _master_why(old, facts)):
+        py = Action(App.PYTHON, How.NEW_MASTER, master_why)
+    return want_py, want_node, py, node
 
 
 def process_pm2_names(s: Settings, name: str) -> tuple[str, str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from signalcraft_deploy.core.procfile import Process
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.remote import nginx_site
+from signalcraft_deploy.remote import source as remote_source
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -40,6 +41,11 @@ NODE_KILL_TIMEOUT_MS = 15000
 KILL_RETRY_MS = 20
 
 GUNICORN_CONF = "gunicorn.conf.py"
+GUNICORN_HOOKS = "gunicorn_hooks.py"  # remote/, appended to every gunicorn.conf.py
+GUNICORN_HOOKS_MARK = (
+    "# Added by signalcraft-deploy after the template (remote/gunicorn_hooks.py): the release each"
+    " worker's code\n# was imported from, as the X-Signalcraft-Release header of every answer."
+)
 ECOSYSTEM = "ecosystem.config.js"
 # The same file for a package with "type": "module", where Node would read a .js file as an ES
 # module and PM2 fails on `module.exports` ("File ecosystem.config.js malformated").
@@ -66,7 +72,11 @@ SITE_TEMPLATE = "nginx-site.conf.j2"
 def templates_digest(templates_dir: str | None) -> str:
     """What the rendered files are made from besides settings: each template as it will be found
     (a user's TEMPLATES_DIR first) and this module's own code. Read without Jinja2."""
-    parts: list[bytes] = [Path(__file__).read_bytes(), Path(nginx_site.__file__).read_bytes()]
+    parts: list[bytes] = [
+        Path(__file__).read_bytes(),
+        Path(nginx_site.__file__).read_bytes(),
+        remote_source(GUNICORN_HOOKS).encode(),
+    ]
     for name in TEMPLATES:
         for folder in ([Path(templates_dir)] if templates_dir else []) + [BUNDLED_TEMPLATES]:
             if (folder / name).is_file():
@@ -190,6 +200,23 @@ def process_entry(
 
 
 def render_gunicorn_conf(s: Settings) -> str:
+    """gunicorn.conf.py: the template's text (a TEMPLATES_DIR override's too), then the tool's hooks
+    (remote/gunicorn_hooks.py), which no template can leave out."""
+    return _gunicorn_template(s).rstrip("\n") + "\n\n\n" + gunicorn_hooks_text(s)
+
+
+def gunicorn_hooks_text(s: Settings) -> str:
+    """The hooks appended to every gunicorn.conf.py: each worker's answers name the release its app
+    was imported from (X-Signalcraft-Release)."""
+    module = s.wsgi_app.split(":", 1)[0].strip()
+    return (
+        f"{GUNICORN_HOOKS_MARK}\n"
+        + remote_source(GUNICORN_HOOKS).split('"""', 2)[2].lstrip("\n")
+        + f"\n\n_signalcraft_install(globals(), {s.releases_dir!r}, {module!r})\n"
+    )
+
+
+def _gunicorn_template(s: Settings) -> str:
     return (
         _environment(s.templates_dir)
         .get_template(GUNICORN_CONF + ".j2")

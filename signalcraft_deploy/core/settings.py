@@ -746,8 +746,11 @@ class Settings:
     gunicorn_graceful_timeout: int = key(
         "30",
         integer(1, 3600),
-        "seconds a reload (HUP) or stop waits for an old worker to finish the requests it holds,"
-        " then kills it; PM2 waits this + 5 before it kills Gunicorn",
+        "seconds a request in flight at a reload may take to finish: the health gate waits this"
+        " long for old workers that only finish theirs, a new master's handover waits this long"
+        " before PM2 stops the old master (SIGINT: a request still running then is cut, its client"
+        " gets a 500); after a HUP Gunicorn itself ends an old worker GUNICORN_TIMEOUT seconds"
+        " after its request began (a 500 too). PM2 waits this + 5 before it kills Gunicorn",
     )
     gunicorn_max_requests: int = key(
         "1000",

@@ -66,9 +66,14 @@ def gate_spec(
             "expect_release": node,
         },
     ]
-    apps = ([{"name": s.python_app, "workers": True}] if py else []) + (
-        [{"name": s.node_app}] if node else []
-    )
+    # Gunicorn's old workers may finish the requests they hold, up to GUNICORN_GRACEFUL_TIMEOUT.
+    python = {
+        "name": s.python_app,
+        "workers": True,
+        "drain": s.gunicorn_graceful_timeout,
+        "port": s.gunicorn_bind.port,
+    }
+    apps = ([python] if py else []) + ([{"name": s.node_app}] if node else [])
     return spec_for(s, release, release_dir, urls, apps, report=report)
 
 
@@ -112,11 +117,13 @@ def gate(
     checked: dict[App, bool],
     report: dict[str, Any] | None = None,
     started: Waiting | None = None,
+    drained: dict[str, Any] | None = None,
 ) -> list[str]:
     """After a switch: wait until the apps answer, directly and through Nginx, from the new release.
 
     `report`, if given, receives PM2's state of both apps as the passing check saw it. `started` is
-    the same gate from `start_gate`, for the same release and apps.
+    the same gate from `start_gate`, for the same release and apps. `drained`, if given, receives
+    how Gunicorn's old workers finished the requests they held (`drain_text` says it).
     """
     verdict = None
     if started is not None:
@@ -130,7 +137,23 @@ def gate(
         verdict = probe(
             c, s, gate_spec(s, release, release_dir, checked, report=report is not None)
         )
+    if drained is not None:
+        drained.update((verdict.get("drain") or {}).get(s.python_app) or {})
     return problems_of(s, verdict, report)
+
+
+def drain_text(drained: dict[str, Any]) -> str:
+    """How Gunicorn's old workers finished after a reload, in words ("" if they held nothing)."""
+    if not drained:
+        return ""
+    requests = f"{drained['requests']} request{'s' if drained['requests'] != 1 else ''}"
+    if not drained.get("left"):
+        return f"old Gunicorn workers drained in {drained['seconds']} s ({requests})"
+    return (
+        f"{drained['left']} old Gunicorn worker(s) still finishing {requests} after"
+        f" GUNICORN_GRACEFUL_TIMEOUT ({drained['limit']} s), not waited for: Gunicorn's master ends"
+        " each GUNICORN_TIMEOUT seconds after its request began (its client gets a 500)"
+    )
 
 
 def gate_on(

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
@@ -52,11 +52,19 @@ def fetch(url, host_header=None, timeout=3.0):
     ctx = tls_context(host_header) if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
-            return resp.status, resp.headers.get("X-Release"), ""
+            return resp.status, releases_named(resp.headers), ""
     except urllib.error.HTTPError as err:
-        return err.code, err.headers.get("X-Release"), ""
+        return err.code, releases_named(err.headers), ""
     except Exception as err:  # connection refused, reset, timeout
         return 0, None, f"{type(err).__name__}: {err}"
+
+
+def releases_named(headers):
+    """The release an answer names: Gunicorn's workers name the one their code was imported from
+    (X-Signalcraft-Release, added by the rendered gunicorn.conf.py), an app may name its own
+    (X-Release); the first that differs from the other wins a comparison, so both are kept."""
+    named = [headers.get("X-Signalcraft-Release"), headers.get("X-Release")]
+    return [r for r in named if r] or None
 
 
 def ports(spec):
@@ -204,15 +212,108 @@ def url_problems(spec):
             problems.append(f"{check['label']} {check['url']}: {err or status}")
             if status and spec.get("fail_fast"):  # a direct answer from the app itself is final
                 return problems, True
-        elif release and check.get("expect_release") and release != spec["release"]:
+            continue
+        claims = [release] if isinstance(release, str) else (release or [])
+        if check.get("expect_release") and any(r != spec["release"] for r in claims):
+            other = next(r for r in claims if r != spec["release"])
             problems.append(
-                f"{check['label']} {check['url']}: answered by release {release}, not"
+                f"{check['label']} {check['url']}: answered by release {other}, not"
                 f" {spec['release']}"
             )
     return problems, False
 
 
-def pm2_problems(spec, state, first, release_dir):
+def established(port):
+    """The socket inodes of the established TCP connections whose local port is `port`: the
+    requests a server on that port holds (IPv4 and IPv6; this network namespace's)."""
+    found: Set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "01" and fields[1].endswith(f":{port:04X}"):
+                found.add(fields[9])
+    return found
+
+
+def sockets_of(pid):
+    """The socket inodes a process holds open (readable for the probe's own user's processes)."""
+    inodes: Set[str] = set()
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+class Drain:
+    """Gunicorn's old workers after a reload. One that holds requests (connections on Gunicorn's
+    port) and has taken no new one since the gate first saw it is draining: it finishes requests
+    begun before the reload, and the gate waits for it up to `limit` seconds (graceful_timeout)
+    from its start, not longer. One that holds none is stale (an old worker exits at once when it
+    is idle), and so is one that took a new request: it still serves the old release.
+    """
+
+    def __init__(self, limit, port):
+        self.limit, self.port, self.start = limit, port, time.monotonic()
+        self.held = {}  # pid -> the connections it held when first seen
+        self.requests = set()  # every connection seen on an old worker
+        self.draining = []  # the old workers draining at the last look
+
+    def sort(self, old_pids):
+        """(draining, stale) of the old workers `old_pids`, by what they hold now."""
+        now_open = established(self.port)
+        draining, stale = [], []
+        for pid in old_pids:
+            holds = sockets_of(pid) & now_open
+            first = self.held.setdefault(pid, set(holds))
+            if holds and holds <= first:
+                draining.append(pid)
+                self.requests |= holds
+            else:
+                stale.append(pid)
+        self.draining = draining
+        return draining, stale
+
+    def waiting(self):
+        """Old workers still drain and their time is not up: the gate looks again."""
+        return bool(self.draining) and time.monotonic() - self.start < self.limit
+
+    def report(self):
+        if not self.requests:
+            return None
+        return {
+            "seconds": round(time.monotonic() - self.start, 1),
+            "requests": len(self.requests),
+            "left": len(self.draining),
+            "limit": self.limit,
+        }
+
+
+def stale_workers(app, pids, release_dir, drains):
+    """The old-release processes of `app` that fail the gate (an app with a Drain: only those not
+    draining)."""
+    old = [pid for pid in pids if cwd_of(pid) != release_dir]
+    drain = drains.get(app["name"])
+    if drain is None or not old:
+        if drain is not None:
+            drain.draining = []
+        return old
+    return drain.sort(old)[1]
+
+
+def pm2_problems(spec, state, first, release_dir, drains=None):
     """What PM2 says of the apps: (problems, final) where final means every process of an app has
     stopped (fail_fast)."""
     problems = []
@@ -234,7 +335,7 @@ def pm2_problems(spec, state, first, release_dir):
         pids = [p["pid"] for p in procs]
         if app.get("workers"):
             pids = [kid for pid in pids for kid in children(pid)] or pids
-        stale = [pid for pid in pids if cwd_of(pid) != release_dir]
+        stale = stale_workers(app, pids, release_dir, drains or {})
         if stale:
             problems.append(
                 f"PM2 app {app['name']}: {len(stale)} process(es) still run from another release"
@@ -260,13 +361,15 @@ def gate(spec):
 
 
 def gate_with(spec, watch):
-    deadline = time.monotonic() + spec["timeout"]
+    start = time.monotonic()
+    deadline = start + spec["timeout"]
     release_dir = os.path.realpath(spec["release_dir"])
+    drains = {a["name"]: Drain(a["drain"], a["port"]) for a in spec["apps"] if a.get("drain")}
     # A trial app does not restart: no count to compare.
     first: Optional[Dict[str, Any]] = {} if spec.get("fail_fast") else None
     if first is None:
         watch.ask()  # the count the restarts are compared with, read while the URLs are checked
-    problems, asked = ["not checked yet"], time.monotonic()
+    problems, asked, state = ["not checked yet"], time.monotonic(), {}
     while time.monotonic() < deadline:
         problems, final = url_problems(spec)
         if final:
@@ -276,18 +379,31 @@ def gate_with(spec, watch):
                 first = watch.state()
             asked = time.monotonic()
             state = watch.state()
-            more, final = pm2_problems(spec, state, first, release_dir)
+            more, final = pm2_problems(spec, state, first, release_dir, drains)
             problems += more
             if final:
                 return {"ok": False, "problems": problems}
-            if not problems:
-                return {
-                    "ok": True,
-                    "problems": [],
-                    "pm2": {name: state.get(name, []) for name in spec.get("report", [])},
-                }
+            if not problems and not any(d.waiting() for d in drains.values()):
+                return passed(spec, state, drains)
+            if not problems:  # only old workers finishing their requests: wait for them
+                deadline = max(deadline, max(d.start + d.limit for d in drains.values()))
+                time.sleep(0.45)
         time.sleep(0.05)
+    if not problems:  # the drain's time ran out: what is left is the master's to end
+        return passed(spec, state, drains)
     return {"ok": False, "problems": problems}
+
+
+def passed(spec, state, drains):
+    verdict = {
+        "ok": True,
+        "problems": [],
+        "pm2": {name: state.get(name, []) for name in spec.get("report", [])},
+    }
+    drained = {name: d.report() for name, d in drains.items() if d.report()}
+    if drained:
+        verdict["drain"] = drained
+    return verdict
 
 
 def rss_kb(pid):
@@ -318,7 +434,7 @@ def status(spec):
         urls[check["label"]] = {
             "url": check["url"],
             "status": code,
-            "release": release,
+            "release": release[0] if release else None,
             "error": err,
         }
     return {"memory": memory, "urls": urls}

@@ -480,12 +480,22 @@ def reload_site(r: DeployRun) -> str:
 
 def health_gate(r: DeployRun) -> str:
     started, r.started_gate = r.started_gate, None
+    drained: dict[str, Any] = {}
     problems = health.gate(
-        r.c, r.s, r.release, r.release_dir, r.reloaded, report=r.seen, started=started
+        r.c,
+        r.s,
+        r.release,
+        r.release_dir,
+        r.reloaded,
+        report=r.seen,
+        started=started,
+        drained=drained,
     )
     if problems:
         raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))
-    return "both apps answer, directly and through Nginx"
+    return "; ".join(
+        filter(None, ["both apps answer, directly and through Nginx", health.drain_text(drained)])
+    )
 
 
 def finish(r: DeployRun) -> str:

@@ -142,8 +142,11 @@ def handover(
         switch()
     # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown:
     # harmless only once nothing is in flight, which Nginx's drained reload and this wait make sure
-    # of.
-    wait_drained(c, s.gunicorn_bind.port if app == App.PYTHON else s.node_port)
+    # of. A Gunicorn request may take up to GUNICORN_GRACEFUL_TIMEOUT to finish before it is cut.
+    if app == App.PYTHON:
+        wait_drained(c, s.gunicorn_bind.port, s.gunicorn_graceful_timeout)
+    else:
+        wait_drained(c, s.node_port)
     (stop_old or (lambda: delete(c, s, name)))()
     start(c, s, name)
     problems = gate(c, s, release, release_dir, {app: True})

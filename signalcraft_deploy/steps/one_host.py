@@ -35,6 +35,7 @@ from signalcraft_deploy.core.plan import (
 from signalcraft_deploy.core.render import GUNICORN_CONF, render_nginx_site, written_by_us
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.host import facts as host_facts
+from signalcraft_deploy.host import gunicorn as gunicorn_ops
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host import takeover as takeover_ops
 from signalcraft_deploy.host import tls as tls_ops
@@ -250,6 +251,12 @@ def plan_host(
     ):
         return h, None
     s, plan = site_plan(h, options.drop_directives, now=now)
+    if plan.action(App.PYTHON).how is How.HUP and h.facts.gunicorn is None:
+        # Whether a HUP can load the new code is Gunicorn's configuration's to say (preload_app).
+        h.facts.gunicorn = gunicorn_ops.effective_config(
+            h.c, s, h.facts, plan.configs[GUNICORN_CONF]
+        )
+        s, plan = site_plan(replace(h, s=s), options.drop_directives, made=plan)
     return replace(h, s=s), plan
 
 

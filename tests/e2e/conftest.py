@@ -61,6 +61,7 @@ LONGEST_FIRST = (
     "test_deploy",
     "test_processes",
     "test_streams",
+    "test_long_requests",
     "test_hooks",
     "test_faults",
     "test_host_life",

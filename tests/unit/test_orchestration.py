@@ -97,6 +97,7 @@ LABELS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(r"git -C \S+ cat-file blob"), lambda m: "git cat-file"),
     (re.compile(r"(?s)set -e\n.*git init"), lambda m: "git fetch mirror"),
     (re.compile(r"sh -s$"), lambda m: "read host"),
+    (re.compile(r"(?s).*/bin/python -I -c .*\"stdin\""), lambda m: "read gunicorn config"),
     (re.compile(r"\{ D="), lambda m: "forget logs"),
     (re.compile(r"rm -f \S+/current "), lambda m: "rm current"),
 ]
@@ -153,6 +154,9 @@ def answers(named: dict[str, Result]) -> dict[re.Pattern[str], Result]:
 
 
 PROBE_PORTS = r'python3 -I -S - .*"mode": "ports"'
+# host/gunicorn.py: Gunicorn's own reading of the live and the new gunicorn.conf.py
+GUNICORN_CONFIG = re.compile(r'(?s).*/bin/python -I -c .*"stdin"')
+NO_PRELOAD = {"preload_app": False, "bind": ["127.0.0.1:8001"], "reuse_port": False}
 ROOT = r"sudo -n /usr/local/sbin/signalcraft-root "
 PM2_DELETE = r"P=\$\(command -v pm2\) "
 PM2_LOGS = r"pm2 logs "
@@ -344,7 +348,12 @@ def test_dry_run_prints_the_plan_from_the_hosts_mirror_and_sends_nothing_that_wr
     live, old_release = live_host(s, OLD)
     lock = held("")
     c = mock_host(
-        run={re.compile("sh -s$"): ok(facts_text(**live)), **NEW.answers(), **OLD.live_tree()}
+        run={
+            re.compile("sh -s$"): ok(facts_text(**live)),
+            GUNICORN_CONFIG: as_json({"live": NO_PRELOAD, "new": NO_PRELOAD}),
+            **NEW.answers(),
+            **OLD.live_tree(),
+        }
     )
 
     run_deploy(c, dry_run=True)
@@ -371,6 +380,7 @@ def test_dry_run_prints_the_plan_from_the_hosts_mirror_and_sends_nothing_that_wr
         "git list tree",
         "git cat-file",
         "git list live tree",
+        "read gunicorn config",
     ]
     assert not lock.called
     assert TOKEN not in out
@@ -591,7 +601,7 @@ def test_the_gate_passes_when_both_apps_answer_from_the_new_release_and_reports_
         ("Nginx -> Node.js", "http://127.0.0.1:80/", "shop.example.com", True),
     ]
     assert sent_spec["apps"] == [
-        {"name": "signalcraft-python", "workers": True},
+        {"name": "signalcraft-python", "workers": True, "drain": 30, "port": 8001},
         {"name": "signalcraft-nodejs"},
     ]
 

@@ -280,8 +280,8 @@ def test_changed_settings_leave_no_default_behind(load) -> None:
         for token in DEFAULT_TOKENS:
             assert token not in text, f"{name} still holds the default {token!r}"
         # The tool's own name may appear ("Rendered by signalcraft-deploy", SIGNALCRAFT_CHDIR, its
-        # folder .signalcraft/ in a release); the app name may not.
-        assert not re.search(r"(?<!\.)signalcraft(?!-deploy)", text), (
+        # folder .signalcraft/ in a release, its hooks' _signalcraft_ names); the app name may not.
+        assert not re.search(r"(?<![._])signalcraft(?!-deploy)", text), (
             f"{name} still holds the default app name"
         )
     outputs = _all_outputs(load(CHANGED))
