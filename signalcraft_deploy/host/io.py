@@ -345,6 +345,31 @@ def run(
     return transport_of(c).run(c, command, stdin, timeout, warn, on_line)
 
 
+def attached(
+    c: Context, command: str, *, pty: bool = False, out: Any = None, err: Any = None
+) -> int:
+    """Run a command with the user attached and return its exit status: its output written to `out`
+    and `err` (this process's stdout and stderr by default) as it comes; with `pty`, a terminal on
+    the host fed from this process's stdin (keys, Ctrl-C, Ctrl-D, window size), else stdin closed.
+    Through the context's own runner (Fabric's over SSH, invoke's here), which is built for this."""
+    log = command_log(c)
+    log.count += 1
+    log.commands.append(command)
+    streams: dict[str, Any] = {"out_stream": out, "err_stream": err}
+    result = c.run(
+        command,
+        pty=pty,
+        warn=True,
+        hide=False,
+        in_stream=None if pty else False,
+        **{k: v for k, v in streams.items() if v is not None},
+    )
+    code = _ran(result).exited
+    if code == -1 and connection_gone(c):
+        raise ConnectionLost(target_name(c), lost_cause(c.transport))
+    return int(code)
+
+
 def _run_local(
     command: str, data: str | None, timeout: float | None, on_line: Callable[[str], None] | None
 ) -> tuple[str, str, int]:
