@@ -88,7 +88,8 @@ def one_host(
     Several hosts: one that cannot be reached is a failure of its own, and the others still run."""
     out, err = Shown(sys.stdout, label), Shown(sys.stderr, label)
     mask = masker_for(s)
-    print(mask(f"exec on {target_name(c)} as {s.app_user}: {line}"), file=sys.stderr, flush=True)
+    where = f"{label} ({target_name(c)})" if label else target_name(c)
+    print(mask(f"exec on {where} as {s.app_user}: {line}"), file=sys.stderr, flush=True)
     try:
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         return run_in_release(c, s, line, out, err)

@@ -188,6 +188,11 @@ def test_the_python_console_imports_the_app_and_ctrl_d_ends_it_cleanly(user: Use
     assert SECRET not in shown
 
 
+def test_the_consoles_exit_status_is_the_tasks(user: User) -> None:
+    status, shown = user.in_terminal(PYTHON_CONSOLE, [(">>> ", "raise SystemExit(5)\r")])
+    assert status == 5 and "The console ended with status 5." in shown, shown
+
+
 def test_the_node_console_is_the_releases_and_ctrl_d_ends_it_cleanly(user: User) -> None:
     status, shown = user.in_terminal(
         NODE_CONSOLE,
