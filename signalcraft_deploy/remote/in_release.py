@@ -15,7 +15,8 @@ release's folder, and execs, in place (its exit status is the command's):
 The environment is the app helper's (HOME, PATH...), NODE_ENV, then the release's values as its
 processes get them (.signalcraft/env.json; else its .env, as hooks read it) where a name is not set
 yet, the release's venv bin and node_modules/.bin first on PATH, VIRTUAL_ENV, SIGNALCRAFT_RELEASE,
-FLASK_SKIP_DOTENV=1 (Flask's CLI would read the .env again, or print a tip when it cannot).
+PYTHONUNBUFFERED=1 and FLASK_SKIP_DOTENV=1 (Flask's CLI would read the .env again, or print a tip
+when it cannot).
 The values come from the file, never from a command line. When it cannot start the command it says
 why on stderr, prefixed `signalcraft-deploy:`, and exits FAILED (125, as env(1) and `docker run`).
 """
@@ -91,6 +92,7 @@ def environment(
         env["VIRTUAL_ENV"] = venv
     if spec.get("mode") == "python" and spec.get("wsgi_app"):
         env.setdefault("FLASK_APP", spec["wsgi_app"])
+    env.setdefault("PYTHONUNBUFFERED", "1")  # Python's lines stream as they come, as processes'
     env.setdefault("FLASK_SKIP_DOTENV", "1")  # the values are here already; no .env "Tip" line
     env["PWD"] = release
     env["SIGNALCRAFT_RELEASE"] = os.path.basename(release)

@@ -147,10 +147,24 @@ def test_the_documented_exec_lists_the_apps_routes(user: User) -> None:
     assert "health" in done.stdout and "catch_all" in done.stdout, done.stdout
 
 
-def test_a_failing_command_s_status_is_the_task_s(user: User) -> None:
-    done = user.run("fab -H ubuntu@your-host exec --command 'echo before; exit 3'")
-    assert (done.returncode, done.stdout) == (3, "before\n"), done.stderr
-    assert "exited with status 3" in done.stderr
+def test_output_streams_as_it_comes_and_a_failing_status_is_the_task_s(user: User) -> None:
+    line = (
+        "fab -H ubuntu@your-host exec -- python -c 'import time; print(1); time.sleep(2); exit(3)'"
+    )
+    with on_this_machine():
+        proc = subprocess.Popen(
+            ["bash", "-c", line],
+            env=user.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert proc.stdout is not None and proc.stdout.readline() == "1\n"
+    shown = time.monotonic()
+    status, err = proc.wait(timeout=60), proc.stderr.read() if proc.stderr else ""
+    assert time.monotonic() - shown > 1.5  # the line came while the command still ran
+    assert status == 3 and "exited with status 3" in err, err
 
 
 def test_the_apps_values_are_masked_in_what_the_tool_prints(user: User) -> None:
