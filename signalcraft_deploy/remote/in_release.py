@@ -7,11 +7,13 @@ argument, not stdin: a console's stdin is the operator's terminal). SPEC is one 
 (exec), "wsgi_app": "<WSGI_APP>", "node_env": "<NODE_ENV>"}.
 
 It resolves `current` once (a deploy that switches later does not move the command), changes to that
-release's folder, and execs, in place (its exit status is the command's):
-- exec: `bash -c LINE` with stdin from /dev/null;
+release's folder, and runs (its exit status is the command's):
+- exec: `bash -c LINE` with stdin from /dev/null, as a child stopped when this program's stdin (the
+  SSH session's) ends: the caller is gone;
 - python: `flask shell` where the release's venv has Flask (FLASK_APP defaults to WSGI_APP), else
   the venv's `python`;
-- node: `node` (the REPL), with the release's node_modules beside it.
+- node: `node` (the REPL), with the release's node_modules beside it;
+a console in place, on the terminal.
 The environment is the app helper's (HOME, PATH...), NODE_ENV, then the release's values as its
 processes get them (.signalcraft/env.json; else its .env, as hooks read it) where a name is not set
 yet, the release's venv bin and node_modules/.bin first on PATH, VIRTUAL_ENV, SIGNALCRAFT_RELEASE,
@@ -23,7 +25,10 @@ why on stderr, prefixed `signalcraft-deploy:`, and exits FAILED (125, as env(1) 
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 from typing import Dict, List, NoReturn, Optional, Tuple
 
 from signalcraft_deploy.remote.masking import env_items
@@ -117,6 +122,35 @@ def argv_for(spec: Dict[str, str], venv: Optional[str]) -> List[str]:
     refuse(f"unknown mode {mode!r}")
 
 
+def run_watched(command: List[str], env: Dict[str, str]) -> int:
+    """Run an exec's command as a child in a process group of its own, stdin from /dev/null, and
+    watch this program's stdin (the SSH session's): it ends when the caller is gone (Ctrl-C, a lost
+    connection), and then so does the command (SIGTERM to its group, SIGKILL 5 s later), not
+    running on unseen. Its exit status (128 + N for signal N, as a shell says)."""
+    try:
+        child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as err:
+        refuse(f"cannot run {command[0]!r}: {err.strerror}")
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:  # no stdin to watch: nothing to go by
+            return
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.killpg(child.pid, sig)
+                child.wait(timeout=grace or None)
+                return
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+
+    threading.Thread(target=watch, daemon=True).start()
+    code = child.wait()
+    return code if code >= 0 else 128 - code
+
+
 def main(argv: List[str]) -> None:
     spec = json.loads(argv[1])
     release = live_release(spec["current"])
@@ -125,10 +159,8 @@ def main(argv: List[str]) -> None:
     env = environment(dict(os.environ), release, venv, spec)
     os.chdir(release)
     if spec["mode"] == "exec":
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-    try:
+        sys.exit(run_watched(command, env))
+    try:  # a console: in place, on the terminal (which ends it when the session ends)
         os.execvpe(command[0], command, env)
     except OSError as err:
         refuse(f"cannot run {command[0]!r} in {release}: {err.strerror}")

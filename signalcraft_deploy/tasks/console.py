@@ -28,7 +28,7 @@ from signalcraft_deploy.host.in_release import (
     open_console,
     run_in_release,
 )
-from signalcraft_deploy.host.io import fail, target_name
+from signalcraft_deploy.host.io import Interrupted, fail, target_name
 
 
 @fleet_aware
@@ -94,7 +94,7 @@ def one_host(
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         return run_in_release(c, s, line, out, err)
     except Exit as stop:
-        if label is None:
+        if label is None or isinstance(stop, Interrupted):
             raise
         print(f"{label} | {mask(str(stop.message))}", file=sys.stderr, flush=True)
         return int(stop.code) or 1

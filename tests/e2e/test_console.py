@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import select
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -165,6 +166,26 @@ def test_output_streams_as_it_comes_and_a_failing_status_is_the_task_s(user: Use
     status, err = proc.wait(timeout=60), proc.stderr.read() if proc.stderr else ""
     assert time.monotonic() - shown > 1.5  # the line came while the command still ran
     assert status == 3 and "exited with status 3" in err, err
+
+
+def test_ctrl_c_stops_the_command_on_the_host_too(user: User) -> None:
+    line = "fab -H ubuntu@your-host exec --command 'echo started; sleep 61'"
+    with on_this_machine():
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {line}"],
+            env=user.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+    assert sh(f"pgrep -u {APP_USER} -fx 'sleep 61'", check=False).returncode == 0
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(timeout=10) == 130
+    deadline = time.monotonic() + 10
+    while sh(f"pgrep -u {APP_USER} -fx 'sleep 61'", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the command still runs on the host"
+        time.sleep(0.2)
 
 
 def test_the_apps_values_are_masked_in_what_the_tool_prints(user: User) -> None:

@@ -60,11 +60,29 @@ def release(tmp_path: Path, load):
     return SimpleNamespace(s=s, root=root, r1=r1, venv=venv)
 
 
-def on_host(command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def started(command: str) -> subprocess.Popen[str]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
-    return subprocess.run(
-        ["bash", "-c", command], input=stdin, capture_output=True, text=True, env=env, timeout=30
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
+
+
+def on_host(command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run `command` as over SSH: its stdin (the session's) open until it ends, `stdin` sent."""
+    proc = started(command)
+    assert proc.stdin and proc.stdout and proc.stderr
+    proc.stdin.write(stdin)
+    proc.stdin.flush()
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    code = proc.wait(timeout=30)
+    proc.stdin.close()
+    return subprocess.CompletedProcess(command, code, out, err)
 
 
 def test_exec_runs_in_the_live_release_with_its_venv_and_values_and_passes_the_status(
@@ -104,6 +122,13 @@ def test_without_env_json_the_releases_env_is_read_as_hooks_read_it(release) -> 
     (release.r1 / ".env").write_text(f"export SECRET_TOKEN='{SECRET}'\n")
     done = on_host(in_release_command(Context(), release.s, Mode.EXEC, 'echo "$SECRET_TOKEN"'))
     assert done.stdout.strip() == SECRET
+
+
+def test_when_the_session_ends_the_command_is_stopped_not_left_running(release) -> None:
+    proc = started(in_release_command(Context(), release.s, Mode.EXEC, "echo started; sleep 60"))
+    assert proc.stdin and proc.stdout and proc.stdout.readline() == "started\n"
+    proc.stdin.close()  # Ctrl-C or a lost connection: sshd closes the command's stdin
+    assert proc.wait(timeout=10) == 128 + 15  # bash, with its sleep, stopped by SIGTERM
 
 
 def test_no_release_yet_says_so_and_exits_with_the_tools_own_status(release) -> None:
@@ -241,10 +266,10 @@ def test_exec_passes_the_status_and_masks_the_apps_values_in_what_it_prints(
     assert SECRET not in said and "exited with status 3" in said and "***" in said
 
 
-def test_console_wants_a_terminal_and_one_host(tmp_path: Path, monkeypatch) -> None:
+def test_console_without_a_terminal_says_so_and_points_to_exec(tmp_path: Path, monkeypatch) -> None:
     from signalcraft_deploy.tasks.console import console
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    with pytest.raises(Exit, match="needs a terminal"):
+    with pytest.raises(Exit, match="needs a terminal.*use exec"):
         console(use_transport(MockContext(), InvokeRunner()), set_=[])
