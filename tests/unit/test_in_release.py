@@ -273,3 +273,25 @@ def test_console_without_a_terminal_says_so_and_points_to_exec(tmp_path: Path, m
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     with pytest.raises(Exit, match="needs a terminal.*use exec"):
         console(use_transport(MockContext(), InvokeRunner()), set_=[])
+
+
+def test_ctrl_c_during_an_exec_closes_the_connection_rather_than_wait_for_the_command(
+    monkeypatch,
+) -> None:
+    import signal
+    import threading
+
+    from signalcraft_deploy.host.io import _hang_up_on_interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are the main thread's")
+    c = Connection("ubuntu@web1")
+    closed: list[bool] = []
+    monkeypatch.setattr(c, "close", lambda: closed.append(True))
+    before = signal.getsignal(signal.SIGINT)
+    with _hang_up_on_interrupt(c, pty=False) as caught:
+        os.kill(os.getpid(), signal.SIGINT)
+    assert (caught, closed) == ([signal.SIGINT], [True])
+    assert signal.getsignal(signal.SIGINT) is before
+    with _hang_up_on_interrupt(c, pty=True) as caught:  # a console: Ctrl-C is a key for it
+        assert signal.getsignal(signal.SIGINT) is before
