@@ -179,7 +179,8 @@ def test_ctrl_c_stops_the_command_on_the_host_too(user: User) -> None:
             text=True,
         )
     assert proc.stdout is not None and proc.stdout.readline() == "started\n"
-    assert sh(f"pgrep -u {APP_USER} -fx 'sleep 61'", check=False).returncode == 0
+    running = f"for i in $(seq 50); do pgrep -u {APP_USER} -fx 'sleep 61' && exit; sleep 0.1; done; exit 1"
+    assert sh(running, check=False).returncode == 0
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(timeout=10) == 130
     deadline = time.monotonic() + 10
