@@ -17,6 +17,7 @@ terminal; a pipe or a file gets the bytes as they are.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -126,9 +127,16 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def needs_terminal() -> None:
-    """Stop with one message when this process has no terminal for a console."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    """Stop with one message when this process has no terminal for a console: stdin and stdout a
+    terminal, and this process in its foreground (Fabric's runner passes no key on otherwise, and
+    the session would wait for ever)."""
+    try:
+        ready = sys.stdin.isatty() and sys.stdout.isatty()
+        ready = ready and os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):  # not this process's controlling terminal
+        ready = False
+    if not ready:
         raise fail(
-            "console needs a terminal (run it from one, not from a pipe or CI); to run one"
-            " command, use exec."
+            "console needs a terminal, and to run in its foreground (start it from a shell in a"
+            " terminal, not from a pipe, CI or in the background); to run one command, use exec."
         )

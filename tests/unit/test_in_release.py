@@ -273,6 +273,13 @@ def test_console_without_a_terminal_says_so_and_points_to_exec(tmp_path: Path, m
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     with pytest.raises(Exit, match="needs a terminal.*use exec"):
         console(use_transport(MockContext(), InvokeRunner()), set_=[])
+    master, slave = os.openpty()  # a terminal, but not this process's: no key would be passed on
+    with open(slave) as stdin, open(os.dup(slave), "w") as stdout:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        monkeypatch.setattr(sys, "stdout", stdout)
+        with pytest.raises(Exit, match="in its foreground"):
+            console(use_transport(MockContext(), InvokeRunner()), set_=[])
+    os.close(master)
 
 
 def test_ctrl_c_during_an_exec_closes_the_connection_rather_than_wait_for_the_command(
