@@ -302,3 +302,19 @@ def test_ctrl_c_during_an_exec_closes_the_connection_rather_than_wait_for_the_co
     assert signal.getsignal(signal.SIGINT) is before
     with _hang_up_on_interrupt(c, pty=True) as caught:  # a console: Ctrl-C is a key for it
         assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_deploy_user_without_the_door_to_the_apps_account_is_told_before_its_command_runs(
+    load,
+) -> None:
+    from signalcraft_deploy.host.in_release import run_in_release
+
+    s = load({"APP_USER": "shop"})
+    refused = Result(stderr="sudo: a password is required\n", exited=1)
+    c = use_transport(MockContext(run=refused, repeat=True), InvokeRunner(login="ubuntu"))
+    with pytest.raises(Exit) as stop:
+        run_in_release(c, s, "flask routes", sys.stdout, sys.stderr)
+    message = str(stop.value.message)
+    assert "cannot run commands as the apps' account shop (APP_USER)" in message
+    assert "a password is required" in message and "setup --user" in message
+    assert len(c.run.call_args_list) == 1  # the user's command was never sent
