@@ -11,6 +11,7 @@ from invoke import Collection
 from signalcraft_deploy.executor import use_fleet_executor
 from signalcraft_deploy.tasks import (
     configs,
+    console,
     deploy,
     freeze,
     init,
@@ -35,6 +36,7 @@ for module in (
     pm2,
     deploy,
     status,
+    console,
     lock,
     settings,
     remove,

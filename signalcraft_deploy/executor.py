@@ -22,8 +22,10 @@ from typing import Any
 
 from fabric import Connection, Executor
 from fabric.tasks import ConnectionCall
+from invoke.exceptions import Exit
 
 from signalcraft_deploy.host.fleet_hosts import FLEET_KEY
+from signalcraft_deploy.host.in_release import command_line
 
 
 class FleetCall(ConnectionCall):
@@ -48,9 +50,11 @@ class FleetCall(ConnectionCall):
 
 
 class FleetExecutor(Executor):
-    """Fabric's executor; a fleet-aware task given several hosts runs once, with all of them."""
+    """Fabric's executor; a fleet-aware task given several hosts runs once, with all of them; a
+    task that takes the command line's remainder (`exec -- flask routes`) gets it as its flag."""
 
     def expand_calls(self, calls: Any, apply_hosts: bool = True) -> list[Any]:
+        hand_remainder_over(self.core, calls, sys.argv)
         out: list[Any] = []
         for call in super().expand_calls(calls, apply_hosts):
             if not (isinstance(call, ConnectionCall) and getattr(call.task, "fleet", False)):
@@ -65,6 +69,25 @@ class FleetExecutor(Executor):
                     )
                 )
         return out
+
+
+def hand_remainder_over(core: Any, calls: Any, argv: list[str]) -> None:
+    """Give what follows `--` to the tasks marked `remainder_to = "flag"` (exec), as that flag's
+    value, and not to Fabric, which would otherwise run it as a command of its own on each host.
+    Fabric joins the words with spaces; the words themselves are taken from `argv` when it holds
+    them (the command line as typed), so that quoting survives (host/in_release.command_line)."""
+    remainder = getattr(core, "remainder", "") if core is not None else ""
+    takers = [call for call in calls if getattr(call.task, "remainder_to", None)]
+    if not remainder or not takers:
+        return
+    words = argv[argv.index("--") + 1 :] if "--" in argv else []
+    line = command_line(None, words) if " ".join(words) == remainder else remainder
+    for call in takers:
+        flag = call.task.remainder_to
+        if call.kwargs.get(flag):
+            raise Exit(f"Give the command once: --{flag} or after --, not both.", code=2)
+        call.kwargs[flag] = line
+    core.remainder = ""
 
 
 def use_fleet_executor() -> None:

@@ -15,7 +15,8 @@ FLEET_KEY = "signalcraft_fleet"
 
 
 def fleet_aware(t: Any) -> Any:
-    """Mark a task as one that handles several hosts itself (deploy, rollback, releases, status)."""
+    """Mark a task as one that handles several hosts itself (deploy, rollback, releases, status,
+    exec; console, to refuse them)."""
     t.fleet = True
     return t
 

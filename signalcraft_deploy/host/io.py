@@ -16,10 +16,12 @@ import io
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -343,6 +345,62 @@ def run(
     log.count += 1
     log.commands.append(command)
     return transport_of(c).run(c, command, stdin, timeout, warn, on_line)
+
+
+def attached(
+    c: Context, command: str, *, pty: bool = False, out: Any = None, err: Any = None
+) -> int:
+    """Run a command with the user attached and return its exit status: its output written to `out`
+    and `err` (this process's stdout and stderr by default) as it comes; with `pty`, a terminal on
+    the host fed from this process's stdin (keys, Ctrl-C, Ctrl-D, window size), else stdin closed.
+    Through the context's own runner (Fabric's over SSH, invoke's here), which is built for this."""
+    log = command_log(c)
+    log.count += 1
+    log.commands.append(command)
+    streams: dict[str, Any] = {"out_stream": out, "err_stream": err}
+    with _hang_up_on_interrupt(c, pty) as interrupted:
+        result = c.run(
+            command,
+            pty=pty,
+            warn=True,
+            hide=False,
+            in_stream=None if pty else False,
+            **{k: v for k, v in streams.items() if v is not None},
+        )
+    if interrupted:
+        raise Interrupted(
+            f"Interrupted: the command on {target_name(c)} was told to stop.", code=130
+        )
+    code = _ran(result).exited
+    if code == -1 and connection_gone(c):
+        raise ConnectionLost(target_name(c), lost_cause(c.transport))
+    return int(code)
+
+
+class Interrupted(Exit):
+    """The user pressed Ctrl-C during an attached command: the task stops here, on every host."""
+
+
+@contextmanager
+def _hang_up_on_interrupt(c: Context, pty: bool) -> Iterator[list[int]]:
+    """Ctrl-C during a command without a terminal: close the connection, so that the command's
+    session ends on the host (which ends the command: remote/in_release.py watches for that).
+    Fabric's runner would wait for the command's output to end first, that is for the command. With
+    a terminal, Ctrl-C reaches the command as a key (Fabric sends it)."""
+    caught: list[int] = []
+    if pty or not is_remote(c) or threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def hang_up(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+        c.close()
+
+    previous = signal.signal(signal.SIGINT, hang_up)
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_local(

@@ -10,7 +10,9 @@ import sys
 import pytest
 
 TASKS = [
+    "console",
     "deploy",
+    "exec",
     "freeze",
     "init",
     "install",

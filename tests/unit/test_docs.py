@@ -39,6 +39,7 @@ RUNNERS = (
     REPO / "tests/unit/test_docs_commands.py",
     REPO / "tests/e2e/test_docs_commands.py",
     REPO / "tests/e2e/test_readme_demo.py",
+    REPO / "tests/e2e/test_console.py",
 )
 # Workflows whose `run:` lines a test runs: CI itself, and the one `init` writes (tests/e2e/
 # test_adoption.py runs its steps from a clean clone).
