@@ -34,10 +34,16 @@ def verdict_of(s: Settings, result: Any) -> dict[str, Any]:
 
 
 def gate_spec(
-    s: Settings, release: str, release_dir: str, checked: dict[App, bool], report: bool = False
+    s: Settings,
+    release: str,
+    release_dir: str,
+    checked: dict[App, bool],
+    report: bool = False,
+    graceful: int | None = None,
 ) -> dict[str, Any]:
     """What the gate after a switch checks: the apps answer, directly and through Nginx, from
-    `release`."""
+    `release`. `graceful`: Gunicorn's effective graceful_timeout, when it was read (else
+    GUNICORN_GRACEFUL_TIMEOUT's)."""
     host = s.server_name.split()[0] if s.server_name != "_" else None
     nginx = s.nginx_url
     py, node = bool(checked.get(App.PYTHON)), bool(checked.get(App.NODEJS))
@@ -70,7 +76,7 @@ def gate_spec(
     python = {
         "name": s.python_app,
         "workers": True,
-        "drain": s.gunicorn_graceful_timeout,
+        "drain": graceful or s.gunicorn_graceful_timeout,
         "port": s.gunicorn_bind.port,
     }
     apps = ([python] if py else []) + ([{"name": s.node_app}] if node else [])
@@ -101,11 +107,19 @@ def spec_for(
 
 
 def start_gate(
-    c: Any, s: Settings, release: str, release_dir: str, checked: dict[App, bool]
+    c: Any,
+    s: Settings,
+    release: str,
+    release_dir: str,
+    checked: dict[App, bool],
+    graceful: int | None = None,
 ) -> Waiting | None:
     """The gate after a switch, started ahead (Python and its PM2 connection up, nothing checked
     yet): pass it to `gate` as `started`. None where it cannot be started ahead."""
-    spec = {**gate_spec(s, release, release_dir, checked, report=True), "await_go": True}
+    spec = {
+        **gate_spec(s, release, release_dir, checked, report=True, graceful=graceful),
+        "await_go": True,
+    }
     return start_waiting(c, s, "probe.py", json.dumps(spec), app=True)
 
 
@@ -118,6 +132,7 @@ def gate(
     report: dict[str, Any] | None = None,
     started: Waiting | None = None,
     drained: dict[str, Any] | None = None,
+    graceful: int | None = None,
 ) -> list[str]:
     """After a switch: wait until the apps answer, directly and through Nginx, from the new release.
 
@@ -134,9 +149,10 @@ def gate(
         ):  # the channel broke or the program never said it was ready: ask the usual way
             started.drop()
     if verdict is None:
-        verdict = probe(
-            c, s, gate_spec(s, release, release_dir, checked, report=report is not None)
+        spec = gate_spec(
+            s, release, release_dir, checked, report=report is not None, graceful=graceful
         )
+        verdict = probe(c, s, spec)
     if drained is not None:
         drained.update((verdict.get("drain") or {}).get(s.python_app) or {})
     return problems_of(s, verdict, report)
@@ -151,7 +167,7 @@ def drain_text(drained: dict[str, Any]) -> str:
         return f"old Gunicorn workers drained in {drained['seconds']} s ({requests})"
     return (
         f"{drained['left']} old Gunicorn worker(s) still finishing {requests} after"
-        f" GUNICORN_GRACEFUL_TIMEOUT ({drained['limit']} s), not waited for: Gunicorn's master ends"
+        f" Gunicorn's graceful_timeout ({drained['limit']} s), not waited for: Gunicorn's master ends"
         " each GUNICORN_TIMEOUT seconds after its request began (its client gets a 500)"
     )
 

@@ -141,8 +141,17 @@ class DeployRun:
         once."""
         if self.started_gate is None:
             self.started_gate = health.start_gate(
-                self.c, self.s, self.release, self.release_dir, self.reloaded
+                self.c, self.s, self.release, self.release_dir, self.reloaded, self.graceful
             )
+
+    @property
+    def graceful(self) -> int | None:
+        """Gunicorn's graceful_timeout as Gunicorn reads the new gunicorn.conf.py, when the plan
+        read it (host/gunicorn.py); None: GUNICORN_GRACEFUL_TIMEOUT's."""
+        value = ((self.facts.gunicorn or {}).get("new") or {}).get("graceful_timeout")
+        return (
+            value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+        )
 
     def wait_stopped(self) -> None:
         """Wait for the temporary apps being stopped in the background (the trial's, a
@@ -490,6 +499,7 @@ def health_gate(r: DeployRun) -> str:
         report=r.seen,
         started=started,
         drained=drained,
+        graceful=r.graceful,
     )
     if problems:
         raise fail("Health check failed after the switch:\n  " + "\n  ".join(problems))

@@ -116,7 +116,7 @@ def test_the_gate_never_waits_past_the_graceful_timeout_and_says_what_gunicorn_d
     drain = verdict["drain"][s.python_app]
     assert drain["left"] == 1 and 60 <= drain["seconds"] <= 60.5
     text = health.drain_text(drain)
-    assert "after GUNICORN_GRACEFUL_TIMEOUT (60 s), not waited for" in text
+    assert "after Gunicorn's graceful_timeout (60 s), not waited for" in text
     assert "GUNICORN_TIMEOUT" in text
 
 
@@ -157,6 +157,13 @@ def test_answers_from_code_imported_from_the_old_release_fail_the_gate(s, monkey
 
     assert not verdict["ok"]
     assert any(f"answered by release {R0}, not {R1}" in p for p in verdict["problems"])
+
+
+def test_the_drain_lasts_gunicorns_own_graceful_timeout_when_it_was_read(s):
+    """A template may set graceful_timeout itself: the gate waits what Gunicorn will."""
+    spec = health.gate_spec(s, R1, f"{s.releases_dir}/{R1}", {"python": True}, graceful=90)
+    assert spec["apps"][0]["drain"] == 90
+    assert python_spec(s)["apps"][0]["drain"] == 60  # not read: GUNICORN_GRACEFUL_TIMEOUT
 
 
 def test_a_drain_with_no_request_held_reports_nothing(s, monkeypatch):
