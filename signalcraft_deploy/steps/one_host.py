@@ -536,6 +536,10 @@ def rollback_plan(
         release_settings(site_settings(c, s, target, warn), json.loads(raw)), singleton_host=here
     )
     plan = plan_or_exit(s, manifest, configs, facts)
+    if plan.action(App.PYTHON).how is How.HUP and facts.gunicorn is None:
+        # As in a deploy: a preloaded master (now, or the target's conf) needs a new master.
+        facts.gunicorn = gunicorn_ops.effective_config(c, s, facts, configs[GUNICORN_CONF])
+        plan = plan_or_exit(s, manifest, configs, facts)
     plan.new_release, plan.build_venv = (
         False,
         manifest.venv.rsplit("/", 1)[-1] not in facts.venvs_ready,

@@ -8,7 +8,7 @@ N seconds), its deploys shared in order by the tests, each starting from what th
 2. a TEMPLATES_DIR override adding `preload_app = True`, with a code change and a 20 s request in
    flight: a new master (never a HUP), the new code answers;
 3. a code change with the override still there: a new master again, the new code answers (a HUP
-   would have served the old code forever);
+   would have served the old code forever); a rollback: a new master, the code before answers;
 4. the override removed, with a code change and a 20 s request in flight: a new master (the running
    one preloads), the new code answers;
 5. a code change: a HUP again, and it reaches the app.
@@ -160,6 +160,12 @@ def test_a_preloaded_app_gets_a_new_master_and_its_code(sandbox, app, preloading
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{LR.app}-python: new-master" in result.stdout, result.stdout
     serves(4)
+
+    # A rollback is a reload too: the preloaded master is replaced, never HUPed into old code.
+    back = fab(sandbox, LR, None, task="rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert f"{LR.app}-python: new-master" in back.stdout, back.stdout
+    serves(3)
 
 
 def test_removing_the_override_reloads_by_a_new_master_then_by_hups(sandbox, app):
