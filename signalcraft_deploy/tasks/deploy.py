@@ -53,9 +53,10 @@ def deploy(
     drop_directives: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Deploy the app: ship, install, trial run, write the site, switch, reload by what changed."""
-    s = settings_for(env_file, set_, REF=ref, SOURCE_DIR=source_dir)
+    s = settings_for(env_file, set_, environment, REF=ref, SOURCE_DIR=source_dir)
     options = DeployOptions(
         dry_run=bool(dry_run),
         lock_wait=int(lock_wait or 0),
@@ -95,9 +96,10 @@ def rollback(
     on_failure: str | None = None,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     options = DeployOptions(known_hosts=known_hosts, accept_new_host=bool(accept_new_host))
     if len(hosts := fleet_hosts(c)) > 1:
         batch, on_failure = fleet.check_batch(batch), fleet.check_on_failure(on_failure)
@@ -114,9 +116,10 @@ def releases(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """List the releases on the host, newest first, marking the current one and bad ones."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     if len(hosts := fleet_hosts(c)) > 1:
         fleet.releases_fleet(hosts, s, known_hosts, accept_new_host)
     else:

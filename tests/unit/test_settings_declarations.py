@@ -118,6 +118,8 @@ CHANGED: dict[str, tuple[str, object]] = {
 NOT_KEYS = (
     "origins",
     "settings_file",
+    "environment",
+    "environment_file",
     "tool_collection",
     "processes",
     "procfile_notes",
