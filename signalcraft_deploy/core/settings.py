@@ -362,6 +362,13 @@ def _git_url(text: str) -> str:
     return text
 
 
+def _webhook_url(text: str) -> str:
+    # Never shown: a webhook's URL carries its token (Slack's in the path).
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s]*)?", text):
+        raise Invalid("an http:// or https:// URL", found="a value that is not one (not shown)")
+    return text
+
+
 def _git_ref(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._/-]+", text):
         raise Invalid("a branch, tag or commit name")
@@ -1040,6 +1047,28 @@ class Settings:
         None,
         local_path,
         "directory whose templates win over the bundled ones",
+        local=True,
+    )
+    notify_url: str | None = key(
+        None,
+        optional(on_text(_webhook_url)),
+        "webhook told when a deploy starts, succeeds, fails or is rolled back, and when `rollback`"
+        " runs (POST from this machine; best set in the environment, e.g. a CI secret)",
+        secret=True,
+        local=True,
+    )
+    notify_format: str = key(
+        "slack",
+        choice("slack", "json"),
+        "the webhook's body: 'slack' ({\"text\": ...}, which Slack and Mattermost take) or 'json'"
+        " (the fields as an object)",
+        local=True,
+    )
+    notify_timeout: int = key(
+        "5",
+        integer(1, 60),
+        "seconds a deploy waits at most for the webhook at its end; a webhook that fails or hangs"
+        " only prints a warning",
         local=True,
     )
 

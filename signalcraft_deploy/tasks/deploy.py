@@ -15,6 +15,7 @@ from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.fleet_hosts import fleet_aware, fleet_hosts
 from signalcraft_deploy.host.io import target_name
 from signalcraft_deploy.steps import fleet, one_host
+from signalcraft_deploy.steps.notify import Notifier, notifying, told
 from signalcraft_deploy.steps.one_host import DeployOptions
 from signalcraft_deploy.steps.report import Reporter
 
@@ -68,10 +69,14 @@ def deploy(
     )
     rep = Reporter(target_name(c))
     shipment = one_host.local_shipment_or_exit(s, rep)
-    if len(hosts := fleet_hosts(c)) > 1:
-        fleet.deploy_fleet(hosts, s, shipment, options)
-    else:
-        one_host.deploy_one(c, s, rep, shipment, options)
+    hosts = fleet_hosts(c)
+    commit = shipment.tree.sha if shipment else None
+    news = Notifier(s, "deploy", [target_name(h) for h in hosts], commit, enabled=not dry_run)
+    with notifying(news, rep):
+        if len(hosts) > 1:
+            told(news, fleet.deploy_fleet(hosts, s, shipment, options))
+        else:
+            told(news, one_host.deploy_one(c, s, rep, shipment, options))
 
 
 ROLLBACK_HELP = {
@@ -101,11 +106,14 @@ def rollback(
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
     s = settings_for(env_file, set_, environment)
     options = DeployOptions(known_hosts=known_hosts, accept_new_host=bool(accept_new_host))
-    if len(hosts := fleet_hosts(c)) > 1:
-        batch, on_failure = fleet.check_batch(batch), fleet.check_on_failure(on_failure)
-        fleet.rollback_fleet(hosts, s, to, replace(options, batch=batch, on_failure=on_failure))
-    else:
-        one_host.rollback_one(c, s, Reporter(target_name(c)), to, options)
+    hosts, rep = fleet_hosts(c), Reporter(target_name(c))
+    with notifying(news := Notifier(s, "rollback", [target_name(h) for h in hosts]), rep):
+        if len(hosts) > 1:
+            batch, on_failure = fleet.check_batch(batch), fleet.check_on_failure(on_failure)
+            options = replace(options, batch=batch, on_failure=on_failure)
+            told(news, fleet.rollback_fleet(hosts, s, to, options))
+        else:
+            told(news, one_host.rollback_one(c, s, rep, to, options))
 
 
 @fleet_aware

@@ -111,6 +111,9 @@ CHANGED: dict[str, tuple[str, object]] = {
     "SINGLETONS": ("beat,cron", {"beat": "yes", "cron": "yes"}),
     "PROCESS_APP": ("jobs=nodejs", {"jobs": "nodejs"}),
     "RUN_SINGLETONS": ("no", "no"),
+    "NOTIFY_URL": ("https://hooks.example.com/T1/B2", "https://hooks.example.com/T1/B2"),
+    "NOTIFY_FORMAT": ("json", "json"),
+    "NOTIFY_TIMEOUT": ("10", 10),
 }
 
 
