@@ -1322,7 +1322,7 @@ def parse_overrides(pairs: list[str] | tuple[str, ...] | None) -> dict[str, str]
 
 # Which environment's settings file is read over the shared one (besides --environment).
 ENVIRONMENT_VAR = "SIGNALCRAFT_ENV"
-_ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
 def environment_file(settings_file: Path, name: str) -> Path:
@@ -1339,14 +1339,14 @@ def environments_beside(settings_file: Path) -> list[str]:
     found = settings_file.parent.glob(pattern) if settings_file.parent.is_dir() else []
     prefix, suffix = pattern.split("*")
     names = [p.name[len(prefix) : len(p.name) - len(suffix)] for p in found]
-    return sorted(n for n in names if _ENVIRONMENT_RE.fullmatch(n))
+    return sorted(n for n in names if ENVIRONMENT_NAME.fullmatch(n))
 
 
 def read_environment(
     settings_file: Path, name: str, where: str
 ) -> tuple[Path, dict[str, str], dict[str, str]]:
     """The environment's file (which must exist), its values and their origins."""
-    if not _ENVIRONMENT_RE.fullmatch(name):
+    if not ENVIRONMENT_NAME.fullmatch(name):
         raise SettingsError(
             f"environment ({where}): found {name!r}; expected lower-case letters, digits, '-' and"
             " '_', starting with a letter (at most 40), such as staging or production."
