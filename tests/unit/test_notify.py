@@ -191,3 +191,40 @@ def test_the_url_is_a_secret_never_shown(tmp_path: Path):
     with pytest.raises(SettingsError) as bad:
         load_settings(environ={"NOTIFY_URL": f"hooks.example.com/{TOKEN}"}, cwd=str(tmp_path))
     assert "NOTIFY_URL (environment)" in str(bad.value) and TOKEN not in str(bad.value)
+
+
+def fleet_member(label: str, result: str):
+    from types import SimpleNamespace
+
+    from signalcraft_deploy.core.facts import HostFacts
+    from signalcraft_deploy.steps.fleet import Member
+
+    plan = SimpleNamespace(manifest=SimpleNamespace(release="r2"), actions=[])
+    return Member(
+        c=None,
+        label=label,
+        rep=Reporter(label, quiet=True),
+        facts=HostFacts(current_release="r1"),
+        plan=plan,  # type: ignore[arg-type]
+        result=result,
+    )
+
+
+def test_a_fleet_s_failure_is_one_notification_naming_the_host_and_its_step(
+    tmp_path: Path, sink: Sink
+):
+    from signalcraft_deploy.steps.fleet import Result, fleet_exit
+    from signalcraft_deploy.steps.runner import Failure
+
+    web1, web2 = fleet_member("web1", Result.ROLLED_BACK), fleet_member("web2", Result.ROLLED_BACK)
+    cause = Failure("check health", Exit(f"health: 502 ({SECRET})"), Outcome.ROLLED_BACK)
+    n = notifier(settings(tmp_path, sink.url), [])
+    with pytest.raises(RunFailed) as raised, notifying(n):
+        raise fleet_exit([(web2, cause)], [web1, web2], "deploy")
+    assert raised.value.code == 1 and "The deploy failed on web2" in str(raised.value.message)
+    assert [b["status"] for b in sink.bodies] == ["started", "rolled back"]
+    last = sink.bodies[-1]
+    assert last["hosts"] == ["ubuntu@web1:22", "ubuntu@web2:22"]
+    assert (last["step"], last["release"]) == ("web2: check health", "r2")
+    assert last["message"].startswith("The deploy failed on web2: web2 (this machine): health: 502")
+    assert SECRET not in json.dumps(last)
