@@ -89,8 +89,10 @@ def post(url: str, data: bytes, timeout: float) -> None:
 
 @dataclass
 class Sending:
+    """One notification on its way."""
+
     status: str
-    thread: threading.Thread
+    thread: threading.Thread = field(init=False)
     error: str | None = None
     done: bool = False
 
@@ -104,7 +106,10 @@ class Notifier:
     hosts: list[str]
     commit: str | None = None
     enabled: bool = True  # False: a dry run, told nothing
-    warn: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+    # Where the one warning line goes (the Reporter's: coloured, a GitHub annotation in Actions).
+    warn: Callable[[str], None] = field(
+        default=lambda text: print(f"warning: {text}", file=sys.stderr)
+    )
     post: Callable[[str, bytes, float], None] = post
     started: float = field(default_factory=time.monotonic)
     sent: list[Sending] = field(default_factory=list)
@@ -128,7 +133,7 @@ class Notifier:
             **shown,
         )
         data = body(notice, self.s.notify_format)
-        sending = Sending(status, threading.Thread(daemon=True))
+        sending = Sending(status)
         before = self.sent[-1].thread if self.sent else None
         sending.thread = threading.Thread(
             target=self._deliver, args=(sending, data, before), daemon=True
@@ -158,7 +163,7 @@ class Notifier:
             )
             if why:
                 self.warn(
-                    f"warning: the {self.event} {sending.status} notification to"
+                    f"the {self.event} {sending.status} notification to"
                     f" {shown_url(self.s.notify_url or '')} was not delivered ({why}); the"
                     f" {self.event}'s result is unchanged."
                 )

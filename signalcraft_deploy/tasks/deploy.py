@@ -71,7 +71,7 @@ def deploy(
     shipment = one_host.local_shipment_or_exit(s, rep)
     hosts = fleet_hosts(c)
     commit = shipment.tree.sha if shipment else None
-    news = Notifier(s, "deploy", [target_name(h) for h in hosts], commit, enabled=not dry_run)
+    news = Notifier(s, "deploy", [target_name(h) for h in hosts], commit, not dry_run, rep.warn)
     with notifying(news, rep):
         if len(hosts) > 1:
             told(news, fleet.deploy_fleet(hosts, s, shipment, options))
@@ -107,7 +107,8 @@ def rollback(
     s = settings_for(env_file, set_, environment)
     options = DeployOptions(known_hosts=known_hosts, accept_new_host=bool(accept_new_host))
     hosts, rep = fleet_hosts(c), Reporter(target_name(c))
-    with notifying(news := Notifier(s, "rollback", [target_name(h) for h in hosts]), rep):
+    news = Notifier(s, "rollback", [target_name(h) for h in hosts], warn=rep.warn)
+    with notifying(news, rep):
         if len(hosts) > 1:
             batch, on_failure = fleet.check_batch(batch), fleet.check_on_failure(on_failure)
             options = replace(options, batch=batch, on_failure=on_failure)
