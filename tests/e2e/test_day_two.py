@@ -212,7 +212,7 @@ def test_a_hanging_receiver_delays_a_deploy_by_at_most_its_bound(sandbox, repo):
     out = "".join(lines)
     assert proc.returncode == 0 and deployed is not None, out
     assert f"no answer within {BOUND}s" in out and "T0K3N" not in out, out
-    assert ended - deployed < BOUND + 1.5, (ended - deployed, out)
+    assert ended - deployed < BOUND + 2.5, (ended - deployed, out)  # + fab's own exit
     assert stage_of(STAGING) == (200, "staging")
     assert [b["status"] for b in hanging.bodies] == ["started", "succeeded"]
 
