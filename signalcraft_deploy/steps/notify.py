@@ -206,9 +206,10 @@ def notifying(n: Notifier, rep: Reporter | None = None) -> Iterator[Notifier]:
             message=_first_line(err.message),
         )
         raise
-    except Exit as err:
+    except Exception as err:  # an Exit, or what the tool did not foresee: told, then raised as is
+        said = err.message if isinstance(err, Exit) else f"{type(err).__name__}: {err}"
         step = failed_step(rep) or n.event
-        n.send("failed", seconds=n.seconds(), step=step, message=_first_line(err.message))
+        n.send("failed", seconds=n.seconds(), step=step, message=_first_line(said))
         raise
     finally:
         n.wait()

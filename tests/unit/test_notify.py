@@ -228,3 +228,17 @@ def test_a_fleet_s_failure_is_one_notification_naming_the_host_and_its_step(
     assert (last["step"], last["release"]) == ("web2: check health", "r2")
     assert last["message"].startswith("The deploy failed on web2: web2 (this machine): health: 502")
     assert SECRET not in json.dumps(last)
+
+
+def test_an_unforeseen_error_is_told_as_failed_and_raised_as_is(tmp_path: Path, sink: Sink):
+    rep = Reporter("ubuntu@web1:22", quiet=True)
+    n = notifier(settings(tmp_path, sink.url), [])
+    with pytest.raises(OSError), notifying(n, rep):
+        with rep.step("read host"):
+            raise OSError("Socket is closed")
+    last = sink.bodies[-1]
+    assert (last["status"], last["step"], last["message"]) == (
+        "failed",
+        "read host",
+        "OSError: Socket is closed",
+    )
