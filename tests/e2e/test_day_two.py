@@ -9,7 +9,8 @@ fails its trial on staging (started, failed at the trial run); the fixed commit 
 receiver that hangs (the deploy succeeds, its end delayed at most by NOTIFY_TIMEOUT); a failing
 AFTER_SWITCH hook is rolled back automatically (started, rolled back); `rollback` returns staging to
 its first release (rollback succeeded). No body holds the app's secret, which the broken commit
-prints. Six deploys and a rollback on one profile pair (ports 7105-7128).
+prints. Production is the worker's live app (LIVE: its deploy is rarely a first one); staging a
+profile of its own (ports 7105-7126). Six deploys and a rollback.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.e2e.conftest import REPO, AppRepo, Profile, clean_host, get
+from tests.e2e.conftest import LIVE, REPO, AppRepo, Profile, clean_host, get
 from tests.e2e.hosts import on_this_machine
 
 STAGING = Profile("daytwo-staging", "/home/ubuntu/daytwo-staging", 7105, 7115, 7125)
-PRODUCTION = Profile("daytwo-prod", "/home/ubuntu/daytwo-prod", 7107, 7117, 7127)
+# Production is the worker's live app (conftest's LIVE), which other modules deploy too: its venv
+# and node_modules are there already, so its deploy is not a first one, and it is left deployed.
+PRODUCTION = LIVE
 PASSWORD = f"pw-{secrets.token_hex(10)}"
 BOUND = 3  # NOTIFY_TIMEOUT for the whole module
 
@@ -103,11 +106,9 @@ def repo(sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppRepo]
         )
     repo.git("add", "-A")
     repo.git("commit", "-qm", "two environments")
-    for p in (STAGING, PRODUCTION):
-        clean_host(p)
+    clean_host(STAGING)
     yield repo
-    for p in (STAGING, PRODUCTION):
-        clean_host(p)
+    clean_host(STAGING)
 
 
 @pytest.fixture(scope="module")
