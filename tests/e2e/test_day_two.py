@@ -19,14 +19,12 @@ import json
 import os
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.e2e.conftest import LIVE, REPO, AppRepo, Profile, clean_host, get
+from tests.e2e.conftest import LIVE, REPO, AppRepo, Profile, WebhookReceiver, clean_host, get
 from tests.e2e.hosts import on_this_machine
 
 STAGING = Profile("daytwo-staging", "/home/ubuntu/daytwo-staging", 7105, 7115, 7125)
@@ -52,37 +50,6 @@ FIXED = STAGE_ANSWER + ' "v": 2,'
 BROKEN = (
     '\nraise RuntimeError("cannot reach the database with " + os.environ["DATABASE_PASSWORD"])\n'
 )
-
-
-class Receiver:
-    """A webhook receiver on this machine's loopback: records each body (or never answers)."""
-
-    def __init__(self, hang: bool = False):
-        self.bodies: list[dict] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                received.append(json.loads(data))
-                if hang:
-                    time.sleep(60)
-                    return
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        with on_this_machine():  # the socket lives where fab runs: this machine's network
-            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T0K3N"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def env_lines(values: dict[str, str]) -> str:
@@ -112,8 +79,8 @@ def repo(sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppRepo]
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
     yield r
     r.close()
 
@@ -154,7 +121,7 @@ def stage_of(p: Profile) -> tuple[int, str | None]:
     return status, body.get("stage")
 
 
-def seen(receiver: Receiver, since: int) -> list[tuple[str | None, str, str]]:
+def seen(receiver: WebhookReceiver, since: int) -> list[tuple[str | None, str, str]]:
     return [(b.get("environment"), b["event"], b["status"]) for b in receiver.bodies[since:]]
 
 
@@ -196,7 +163,7 @@ def test_a_hanging_receiver_delays_a_deploy_by_at_most_its_bound(sandbox, repo):
     app = repo.path / "app.py"
     app.write_text(app.read_text().replace(BROKEN, "\n").replace(STAGE_ANSWER, FIXED, 1))
     repo.git("commit", "-qam", "fixed")
-    hanging = Receiver(hang=True)
+    hanging = WebhookReceiver(hang=True)
     lines: list[str] = []
     try:
         proc = fab_run(sandbox, repo, "staging", hanging.url)
