@@ -362,6 +362,13 @@ def _git_url(text: str) -> str:
     return text
 
 
+def _webhook_url(text: str) -> str:
+    # Never shown: a webhook's URL carries its token (Slack's in the path).
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s]*)?", text):
+        raise Invalid("an http:// or https:// URL", found="a value that is not one (not shown)")
+    return text
+
+
 def _git_ref(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._/-]+", text):
         raise Invalid("a branch, tag or commit name")
@@ -1082,12 +1089,38 @@ class Settings:
         "directory whose templates win over the bundled ones",
         local=True,
     )
+    notify_url: str | None = key(
+        None,
+        optional(on_text(_webhook_url)),
+        "webhook told when a deploy starts, succeeds, fails or is rolled back, and when `rollback`"
+        " runs (POST from this machine; best set in the environment, e.g. a CI secret)",
+        secret=True,
+        local=True,
+    )
+    notify_format: str = key(
+        "slack",
+        choice("slack", "json"),
+        "the webhook's body: 'slack' ({\"text\": ...}, which Slack and Mattermost take) or 'json'"
+        " (the fields as an object)",
+        local=True,
+    )
+    notify_timeout: int = key(
+        "5",
+        integer(1, 60),
+        "seconds a deploy waits at most for the webhook at its end; a webhook that fails or hangs"
+        " only prints a warning",
+        local=True,
+    )
 
     # Not keys (no declaration): what `load_settings` and the shipment add.
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # The settings file read, if any: the tool's own, so a change to it reloads no app
     # (core/source.py tool_files).
     settings_file: str | None = field(default=None, compare=False, repr=False)
+    # The environment chosen (--environment, SIGNALCRAFT_ENV) and its own file, read over the
+    # settings file: a tool's file too.
+    environment: str | None = field(default=None, compare=False, repr=False)
+    environment_file: str | None = field(default=None, compare=False, repr=False)
     # The release's fabfile.py/tasks.py that are the tool's collection (they import
     # signalcraft_deploy): set from the shipment (steps/upload.py), so an app's own tasks.py
     # (Celery's, say) still reaches its app.
@@ -1327,13 +1360,58 @@ def parse_overrides(pairs: list[str] | tuple[str, ...] | None) -> dict[str, str]
     return out
 
 
+# Which environment's settings file is read over the shared one (besides --environment).
+ENVIRONMENT_VAR = "SIGNALCRAFT_ENV"
+ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def environment_file(settings_file: Path, name: str) -> Path:
+    """An environment's own settings file, beside the shared one: X.NAME.env over X.env
+    (deploy.staging.env over deploy.env), .env.NAME over any other name (.env.staging over .env)."""
+    if settings_file.name.endswith(".env") and settings_file.name != ".env":
+        return settings_file.with_name(f"{settings_file.name[:-4]}.{name}.env")
+    return settings_file.with_name(f"{settings_file.name}.{name}")
+
+
+def environments_beside(settings_file: Path) -> list[str]:
+    """The names of the environments whose files lie beside the settings file."""
+    pattern = environment_file(settings_file, "*").name
+    found = settings_file.parent.glob(pattern) if settings_file.parent.is_dir() else []
+    prefix, suffix = pattern.split("*")
+    names = [p.name[len(prefix) : len(p.name) - len(suffix)] for p in found]
+    return sorted(n for n in names if ENVIRONMENT_NAME.fullmatch(n))
+
+
+def read_environment(
+    settings_file: Path, name: str, where: str
+) -> tuple[Path, dict[str, str], dict[str, str]]:
+    """The environment's file (which must exist), its values and their origins."""
+    if not ENVIRONMENT_NAME.fullmatch(name):
+        raise SettingsError(
+            f"environment ({where}): found {name!r}; expected lower-case letters, digits, '-' and"
+            " '_', starting with a letter (at most 40), such as staging or production."
+        )
+    path = environment_file(settings_file, name)
+    if not path.is_file():
+        known = ", ".join(environments_beside(settings_file)) or "none"
+        raise SettingsError(
+            f"environment {name!r} ({where}): {path} does not exist (environments beside"
+            f" {settings_file.name}: {known}). Create {path.name}, or name an environment that"
+            " exists."
+        )
+    values, origins = read_env_file(path, required=True)
+    return path, values, origins
+
+
 def load_settings(
     env_file: str | None = None,
     overrides: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    environment: str | None = None,
 ) -> Settings:
-    """Merge defaults < .env < environment < flags, then validate. Pure but for reading the .env."""
+    """Merge defaults < .env < the environment's file < environment variables < flags, then
+    validate. Pure but for reading the files."""
     environ = os.environ if environ is None else environ
     base = Path(cwd or os.getcwd())
     named = env_file or environ.get("ENV_FILE")
@@ -1341,6 +1419,13 @@ def load_settings(
     if not env_path.is_absolute():
         env_path = base / env_path
     file_values, file_origins = read_env_file(env_path, required=bool(named))
+    chosen = environment or environ.get(ENVIRONMENT_VAR) or None
+    over = None
+    if chosen:
+        where = "flag --environment" if environment else ENVIRONMENT_VAR
+        over, over_values, over_origins = read_environment(env_path, chosen, where)
+        file_values.update(over_values)
+        file_origins.update(over_origins)
 
     raw: dict[str, str | None] = {k.name: k.default for k in KEYS}
     origins: dict[str, str] = {k.name: "default" for k in KEYS}
@@ -1356,6 +1441,7 @@ def load_settings(
     # Relative local paths are relative to the settings file's folder (or the cwd).
     local_base = env_path.parent if file_values else base
     s = validate(raw, origins, local_base)
+    s = replace(s, environment=chosen, environment_file=str(over.resolve()) if over else None)
     return replace(s, settings_file=str(env_path.resolve())) if env_path.is_file() else s
 
 
@@ -1647,13 +1733,15 @@ def settings_from_task(
     env_file: str | None = None,
     set_: list[str] | None = None,
     extra: Mapping[str, str | None] | None = None,
+    environment: str | None = None,
 ) -> Settings:
-    """The tasks' entry: `--env-file`, `--set KEY=VALUE` and named flags (named flags win)."""
+    """The tasks' entry: `--env-file`, `--environment`, `--set KEY=VALUE` and named flags (named
+    flags win)."""
     overrides = parse_overrides(set_)
     for key, value in (extra or {}).items():
         if value is not None:
             overrides[key] = str(value)
-    return load_settings(env_file=env_file, overrides=overrides)
+    return load_settings(env_file=env_file, overrides=overrides, environment=environment)
 
 
 # --- The declarations as text: the `settings` task and README's table

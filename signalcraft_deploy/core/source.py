@@ -117,12 +117,13 @@ def tool_collection(read: Callable[[str], str | None]) -> tuple[str, ...]:
 
 
 def tool_files(s: Settings) -> tuple[str, ...]:
-    """TOOL_OWN, and the settings file and TEMPLATES_DIR when they lie inside the app's folder
+    """TOOL_OWN, and the settings files and TEMPLATES_DIR when they lie inside the app's folder
     (SOURCE_DIR). A settings file named .env stays the apps' too: by convention they load it
     (python-dotenv, Node's --env-file).
     """
     extra = []
-    for local, folder in ((s.settings_file, False), (s.templates_dir, True)):
+    own = ((s.settings_file, False), (s.environment_file, False), (s.templates_dir, True))
+    for local, folder in own:
         if not local or (not folder and os.path.basename(local) == ".env"):
             continue
         inside = os.path.relpath(os.path.abspath(local), os.path.abspath(s.source_dir))

@@ -34,6 +34,9 @@ from signalcraft_deploy.host.lock import held_by, retake_held
 COMMON_HELP = {
     "env-file": "settings file (default ./.env, or $ENV_FILE)",
     "set": "override one setting, KEY=VALUE (repeatable), e.g. --set NODE_PORT=3100",
+    "environment": (
+        "read deploy.NAME.env over the settings file (default $SIGNALCRAFT_ENV), e.g. staging"
+    ),
 }
 # The flags of every task that connects to a host (it takes `known_hosts=None,
 # accept_new_host=False` and passes both to `open_host`): a user who verified a host with one task
@@ -46,11 +49,14 @@ HOST_HELP = {**COMMON_HELP, **CONNECT_HELP}
 FLAG_HINT = ", pass --known-hosts FILE, or run again with --accept-new-host to trust and record it"
 
 
-def settings_for(env_file: str | None, set_: list[str] | None, **named: Any) -> Settings:
+def settings_for(
+    env_file: str | None, set_: list[str] | None, environment: str | None = None, **named: Any
+) -> Settings:
     """Settings for a task, or a clean exit (code 2) naming the bad value. Nothing has touched a
     host yet."""
     try:
-        s = settings_from_task(env_file, set_, {k: v for k, v in named.items() if v is not None})
+        given = {k: v for k, v in named.items() if v is not None}
+        s = settings_from_task(env_file, set_, given, environment)
     except SettingsError as err:
         raise Exit(f"Settings error: {err}", code=2) from None
     if warning := unread_env_file(s, Path.cwd()):

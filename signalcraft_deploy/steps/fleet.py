@@ -41,6 +41,7 @@ from invoke.exceptions import Exit, UnexpectedExit
 
 from signalcraft_deploy.core.facts import HostFacts
 from signalcraft_deploy.core.plan import How, Plan, release_settings
+from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.connect import open_host
@@ -61,7 +62,15 @@ from signalcraft_deploy.steps.one_host import (
 )
 from signalcraft_deploy.steps.plan_report import print_plan
 from signalcraft_deploy.steps.report import Reporter
-from signalcraft_deploy.steps.runner import Failure, Outcome, Step, abandon, run_steps
+from signalcraft_deploy.steps.runner import (
+    Ended,
+    Failure,
+    Outcome,
+    RunFailed,
+    Step,
+    abandon,
+    run_steps,
+)
 from signalcraft_deploy.steps.upload import Shipment
 
 PARALLEL = 10  # hosts worked on at once in the parallel phases
@@ -368,17 +377,27 @@ def summary(group: Sequence[Member], deploy_id: str, say: Callable[[str], None] 
 
 def fleet_exit(
     failed: list[tuple[Member, BaseException]], group: Sequence[Member], what: str
-) -> Exit:
+) -> RunFailed:
+    """The fleet's failure: every failing host named, the first one's step, rolled back when any
+    host was."""
     changed = any(m.result in (Result.KEPT,) for m in group)
     tail = (
         "The hosts switched before it were kept (--on-failure keep)."
         if changed
         else "Every host is back on (or still on) the release it had."
     )
-    return fail(
-        f"The {what} failed on"
-        f" {', '.join(m.label for m, _ in failed)}:\n{describe_failures(failed)}\n{tail}",
-        code=exit_code(failed),
+    first, err = failed[0]
+    back = any(m.result == Result.ROLLED_BACK for m in group)
+    release = first.plan.manifest.release if first.plan else None
+    return RunFailed(
+        visible(
+            f"The {what} failed on"
+            f" {', '.join(m.label for m, _ in failed)}:\n{describe_failures(failed)}\n{tail}"
+        ),
+        f"{first.label}: {err.step if isinstance(err, Failure) else what}",
+        Outcome.ROLLED_BACK if back else Outcome.FAILED,
+        release,
+        exit_code(failed),
     )
 
 
@@ -490,8 +509,9 @@ def read_all(fd: FleetDeploy, shipment: Shipment | None) -> None:
 
 def deploy_fleet(
     conns: list[Any], s: Settings, shipment: Shipment | None, options: DeployOptions
-) -> None:
-    """Deploy to every host of a fleet, in the phases above."""
+) -> Ended | None:
+    """Deploy to every host of a fleet, in the phases above; what is live at the end (None: a dry
+    run)."""
     fd = FleetDeploy(members(conns), s, new_deploy_id(), options)
     print(
         f"Fleet deploy {fd.deploy_id}: {', '.join(m.label for m in fd.group)} (batch"
@@ -513,16 +533,16 @@ def deploy_fleet(
                     " prepared and before any switches."
                 )
             print("Dry run: nothing was changed on any host.")
-            return
+            return None
         work = [m for m in fd.group if m.result != Result.UNCHANGED]
         if not work:
             summary(fd.group, fd.deploy_id)
             print(f"Nothing to deploy on any of the {len(fd.group)} hosts.")
-            return
-        run_fleet(fd, work, "deploy")
+            return Ended(fd.group[0].serves, changed=False)
+        return run_fleet(fd, work, "deploy")
 
 
-def run_fleet(fd: FleetDeploy, work: list[Member], event: str) -> None:
+def run_fleet(fd: FleetDeploy, work: list[Member], event: str) -> Ended:
     """Phases 2 to 4 for the hosts that have something to do; the table; an exit if any host
     failed."""
     hosts = [m.label for m in fd.group]
@@ -549,17 +569,22 @@ def run_fleet(fd: FleetDeploy, work: list[Member], event: str) -> None:
     print(
         f"{'Deployed' if event == 'deploy' else 'Rolled back to'} {release} on {len(work)} host(s)."
     )
+    return Ended(release)
 
 
-def rollback_fleet(conns: list[Any], s: Settings, to: str | None, options: DeployOptions) -> None:
-    """Return every host of a fleet to the same release (the one before the first host's current
-    one, or `to`)."""
+def refuse_before_takeover(to: str | None) -> None:
     if to == "before-takeover":
         raise Exit(
             "rollback --to before-takeover works on one host at a time: fab -H <host> rollback --to"
             " before-takeover",
             code=2,
         )
+
+
+def rollback_fleet(conns: list[Any], s: Settings, to: str | None, options: DeployOptions) -> Ended:
+    """Return every host of a fleet to the same release (the one before the first host's current
+    one, or `to`)."""
+    refuse_before_takeover(to)
     fd = FleetDeploy(members(conns), s, new_deploy_id(), options)
     group = fd.group
     info = {
@@ -603,9 +628,10 @@ def rollback_fleet(conns: list[Any], s: Settings, to: str | None, options: Deplo
         work = [m for m in group if m.result != Result.UNCHANGED]
         if not work:
             print(f"Every host already runs {target}; nothing to roll back.")
-            return
-        run_fleet(fd, work, "rollback")
+            return Ended(target, changed=False)
+        ended = run_fleet(fd, work, "rollback")
         parallel(group, lambda m: run(m.c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True))
+    return ended
 
 
 # ----------------------------------------------------------------------------- reading a fleet

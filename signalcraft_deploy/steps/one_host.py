@@ -33,6 +33,7 @@ from signalcraft_deploy.core.plan import (
     unchanged,
 )
 from signalcraft_deploy.core.render import GUNICORN_CONF, render_nginx_site, written_by_us
+from signalcraft_deploy.core.secrets import visible
 from signalcraft_deploy.core.settings import Settings, SettingsError
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host import gunicorn as gunicorn_ops
@@ -47,7 +48,14 @@ from signalcraft_deploy.host.upkeep import require_space
 from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, after_undo
 from signalcraft_deploy.steps.plan_report import print_plan
 from signalcraft_deploy.steps.report import Reporter
-from signalcraft_deploy.steps.runner import Failure, Outcome, lost_outside_steps, run_steps
+from signalcraft_deploy.steps.runner import (
+    Ended,
+    Failure,
+    Outcome,
+    RunFailed,
+    lost_outside_steps,
+    run_steps,
+)
 from signalcraft_deploy.steps.upload import (
     Shipment,
     changed_since_live,
@@ -145,9 +153,9 @@ def warn_not_set_up(rep: Reporter, facts: HostFacts) -> None:
 
 def deploy_one(
     c: Any, s: Settings, rep: Reporter, shipment: Shipment | None, options: DeployOptions
-) -> None:
+) -> Ended | None:
     """Deploy to one host: connect, lock and read it, then report it unchanged, print the plan (a
-    dry run) or carry the plan out."""
+    dry run) or carry the plan out. What is live at the end (None: a dry run)."""
     with rep.step("connect") as st:
         open_host(c, s, known_hosts=options.known_hosts, accept_new_host=options.accept_new_host)
         st.detail = target_name(c)
@@ -178,13 +186,13 @@ def deploy_one(
             with rep.step("read host") as st:
                 h, plan = plan_host(read_host(c, s, rep, lock), shipment, options)
                 st.detail = f"live: {h.facts.current_release or 'nothing yet'}"
-            deploy_read(h, plan, options)
+            return deploy_read(h, plan, options)
         except ConnectionLost as lost:
             # a loss during the steps is a step's failure: this one was outside them
             raise fail(lost_outside_steps(lost, rep, f"fab -H {rep.target} deploy")) from None
 
 
-def deploy_read(h: HostDeploy, plan: Plan | None, options: DeployOptions) -> None:
+def deploy_read(h: HostDeploy, plan: Plan | None, options: DeployOptions) -> Ended | None:
     """The host read and planned: say it has nothing to deploy, print the plan, or carry it out."""
     if h.shipment is None:
         h.rep.say(
@@ -198,11 +206,13 @@ def deploy_read(h: HostDeploy, plan: Plan | None, options: DeployOptions) -> Non
             else (h.facts.current_release or "", h.shipment.tree.sha)
         )
         report_unchanged(h, release, sha)
+        return Ended(release, changed=False)
     elif options.dry_run:
         print_plan(h.rep, h.s, plan, h.facts)
         h.rep.say("Dry run: nothing was changed.")
     else:
-        deploy_planned(h, plan, options.drop_directives)
+        return deploy_planned(h, plan, options.drop_directives)
+    return None
 
 
 def local_shipment_or_exit(s: Settings, rep: Reporter) -> Shipment | None:
@@ -349,7 +359,7 @@ def plan_step(h: HostDeploy, plan: Plan, drop: bool = False) -> tuple[HostDeploy
     return h, plan
 
 
-def deploy_planned(h: HostDeploy, plan: Plan, drop: bool = False) -> None:
+def deploy_planned(h: HostDeploy, plan: Plan, drop: bool = False) -> Ended:
     h, plan = plan_step(h, plan, drop)
     try:
         done = carry_out(h, plan, "deploy")
@@ -358,6 +368,7 @@ def deploy_planned(h: HostDeploy, plan: Plan, drop: bool = False) -> None:
         summarize(h, plan, ok=False)
         raise
     summarize(h, plan, ok=True, pm2_state=done.seen)
+    return Ended(plan.manifest.release)
 
 
 def carry_out(h: HostDeploy, plan: Plan, event: str) -> DeployRun:
@@ -368,9 +379,12 @@ def carry_out(h: HostDeploy, plan: Plan, event: str) -> DeployRun:
     except SettingsError as err:
         raise fail(str(err), code=2) from None
     except Failure as failure:
-        if failure.outcome is not Outcome.ROLLED_BACK:
-            raise failure.error from None
-        raise fail(rolled_back_message(state, failure)) from None
+        back = failure.outcome is Outcome.ROLLED_BACK
+        message = rolled_back_message(state, failure) if back else str(failure.error.message)
+        code = failure.error.code if not back else 1
+        raise RunFailed(
+            visible(message), failure.step, failure.outcome, state.release, code
+        ) from None
     return state
 
 
@@ -484,7 +498,7 @@ def summarize(h: HostDeploy, plan: Plan, ok: bool, pm2_state: dict[str, Any] | N
 
 def rollback_one(
     c: Any, s: Settings, rep: Reporter, to: str | None, options: DeployOptions
-) -> None:
+) -> Ended:
     """Return one host to the release before its current one (or `to`), under the deploy lock."""
     open_host(c, s, known_hosts=options.known_hosts, accept_new_host=options.accept_new_host)
     info = {"event": "rollback", "since": datetime.now(UTC).isoformat(timespec="seconds"), **who()}
@@ -496,7 +510,7 @@ def rollback_one(
         target = to or previous_release(facts, facts.current_release)
         if (to == "before-takeover" or not target) and takeover_ops.recorded(c, s):
             rollback_takeover(c, s, rep, facts)
-            return
+            return Ended("before-takeover")
         if not target or target not in facts.releases:
             raise fail(
                 f"No release to roll back to (asked for {to or 'the previous one'}; on the host: "
@@ -508,6 +522,7 @@ def rollback_one(
         carry_out(HostDeploy(c, own, rep, facts), plan, "rollback")
         run(c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True)
     rep.say(f"Rolled back to {target}.")
+    return Ended(target)
 
 
 def rollback_plan(

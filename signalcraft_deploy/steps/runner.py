@@ -96,6 +96,26 @@ class Failure(Exception):
         return str(self.error.message)
 
 
+class RunFailed(Exit):
+    """A deploy or rollback that failed in its steps, as the user sees it (the message), with what a
+    report of it needs: the step, how it ended (failed before the switch, or rolled back) and the
+    release it was making."""
+
+    def __init__(
+        self, message: str, step: str, outcome: Outcome, release: str | None = None, code: int = 1
+    ):
+        super().__init__(message, code=code)
+        self.step, self.outcome, self.release = step, outcome, release
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What a deploy or rollback that did not fail left live, for whoever reports it."""
+
+    release: str
+    changed: bool = True  # False: nothing to deploy (or every host already ran it)
+
+
 def undo_steps(state: S, steps: Sequence[Step[S]]) -> tuple[list[str], list[str]]:
     """Undo steps in the order given; a failing undo is reported and the others still run."""
     undone, notes = [], []

@@ -66,9 +66,10 @@ def render_configs(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Render gunicorn.conf.py, ecosystem.config.js and the Nginx site; write only what changed, with diffs."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     if is_remote(c):
         open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
         _render_on_host(c, s, dry_run)

@@ -46,9 +46,10 @@ def exec_(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Run a command in the live release: its folder, venv, APP_ENV_FILE's values, as APP_USER."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     line = command_line(command)
     if not line:
         raise Exit(
@@ -121,9 +122,10 @@ def console(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Open a shell in the live release, on a terminal: `flask shell` (or python), or --node's REPL."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     if len(fleet_hosts(c)) > 1:
         raise Exit("console opens one session: give one host with -H.", code=2)
     needs_terminal()

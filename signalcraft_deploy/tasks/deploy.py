@@ -15,6 +15,7 @@ from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.fleet_hosts import fleet_aware, fleet_hosts
 from signalcraft_deploy.host.io import target_name
 from signalcraft_deploy.steps import fleet, one_host
+from signalcraft_deploy.steps.notify import Notifier, notifying, told
 from signalcraft_deploy.steps.one_host import DeployOptions
 from signalcraft_deploy.steps.report import Reporter
 
@@ -53,9 +54,10 @@ def deploy(
     drop_directives: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Deploy the app: ship, install, trial run, write the site, switch, reload by what changed."""
-    s = settings_for(env_file, set_, REF=ref, SOURCE_DIR=source_dir)
+    s = settings_for(env_file, set_, environment, REF=ref, SOURCE_DIR=source_dir)
     options = DeployOptions(
         dry_run=bool(dry_run),
         lock_wait=int(lock_wait or 0),
@@ -67,10 +69,14 @@ def deploy(
     )
     rep = Reporter(target_name(c))
     shipment = one_host.local_shipment_or_exit(s, rep)
-    if len(hosts := fleet_hosts(c)) > 1:
-        fleet.deploy_fleet(hosts, s, shipment, options)
-    else:
-        one_host.deploy_one(c, s, rep, shipment, options)
+    hosts = fleet_hosts(c)
+    commit = shipment.tree.sha if shipment else None
+    news = Notifier(s, "deploy", [target_name(h) for h in hosts], commit, not dry_run, rep.warn)
+    with notifying(news, rep):
+        if len(hosts) > 1:
+            told(news, fleet.deploy_fleet(hosts, s, shipment, options))
+        else:
+            told(news, one_host.deploy_one(c, s, rep, shipment, options))
 
 
 ROLLBACK_HELP = {
@@ -95,15 +101,20 @@ def rollback(
     on_failure: str | None = None,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Return to the previous release (or --to RELEASE) with the same graceful reloads as a deploy."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     options = DeployOptions(known_hosts=known_hosts, accept_new_host=bool(accept_new_host))
-    if len(hosts := fleet_hosts(c)) > 1:
-        batch, on_failure = fleet.check_batch(batch), fleet.check_on_failure(on_failure)
-        fleet.rollback_fleet(hosts, s, to, replace(options, batch=batch, on_failure=on_failure))
-    else:
-        one_host.rollback_one(c, s, Reporter(target_name(c)), to, options)
+    hosts, rep = fleet_hosts(c), Reporter(target_name(c))
+    news = Notifier(s, "rollback", [target_name(h) for h in hosts], warn=rep.warn)
+    with notifying(news, rep):
+        if len(hosts) > 1:
+            batch, on_failure = fleet.check_batch(batch), fleet.check_on_failure(on_failure)
+            options = replace(options, batch=batch, on_failure=on_failure)
+            told(news, fleet.rollback_fleet(hosts, s, to, options))
+        else:
+            told(news, one_host.rollback_one(c, s, rep, to, options))
 
 
 @fleet_aware
@@ -114,9 +125,10 @@ def releases(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """List the releases on the host, newest first, marking the current one and bad ones."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     if len(hosts := fleet_hosts(c)) > 1:
         fleet.releases_fleet(hosts, s, known_hosts, accept_new_host)
     else:

@@ -354,6 +354,7 @@ def _plural(n: int, word: str) -> str:
         ),
         "env-file": "settings file to read (default: ENV_FILE, else ./.env)",
         "set": "override a setting, KEY=VALUE (repeatable)",
+        "environment": "read deploy.NAME.env over the settings file (default $SIGNALCRAFT_ENV)",
     },
     iterable=["set_"],
 )
@@ -365,6 +366,7 @@ def freeze(
     all_: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Pin requirements.txt to the versions in the app's local virtual environment (adds gunicorn).
 
@@ -372,7 +374,9 @@ def freeze(
     diff and writes atomically. `--check` changes nothing and exits 1 when the file is out of date.
     """
     try:
-        s = settings_from_task(env_file, set_, {"SOURCE_DIR": source_dir, "LOCAL_VENV": venv})
+        s = settings_from_task(
+            env_file, set_, {"SOURCE_DIR": source_dir, "LOCAL_VENV": venv}, environment
+        )
     except SettingsError as err:
         raise Exit(str(err), code=2) from err
     venv_path, origin = _choose_venv(s)

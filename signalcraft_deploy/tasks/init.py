@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from invoke import Collection, Context, task
@@ -51,10 +52,18 @@ from signalcraft_deploy.core.discover import (
 )
 from signalcraft_deploy.core.local_files import write_atomically
 from signalcraft_deploy.core.render import BUNDLED_TEMPLATES, TEMPLATES
-from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, Invalid, Key
+from signalcraft_deploy.core.settings import (
+    ENVIRONMENT_NAME,
+    KEY_NAMES,
+    KEYS,
+    Invalid,
+    Key,
+    environment_file,
+)
 
 SETTINGS_FILE = "deploy.env"
 WORKFLOW = ".github/workflows/auto-deploy.yml"
+ROLLBACK_WORKFLOW = ".github/workflows/rollback.yml"
 # `init --vendor`'s wheel of the tool: the tool's own files (.github/), reloading no app
 WHEELS_DIR = ".github/wheels"
 TEMPLATES_COPY = "deploy-templates"  # not templates/: a Flask app's own Jinja templates live there
@@ -273,7 +282,7 @@ def _public_url(url: str) -> str:
     return public if re.fullmatch(r"[A-Za-z0-9._~:/@%+-]+", public) else ""
 
 
-def _render(name: str, **values: str) -> str:
+def _render(template: str, **values: Any) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(
@@ -283,12 +292,57 @@ def _render(name: str, **values: str) -> str:
         trim_blocks=True,
         autoescape=False,
     )
-    return env.get_template(name + ".j2").render(settings_file=SETTINGS_FILE, **values)
+    return env.get_template(template + ".j2").render(settings_file=SETTINGS_FILE, **values)
 
 
-def workflow_text(install: Install) -> str:
-    """The deploy workflow; its install step fails, saying why and what to do, when CI cannot reach
-    the tool."""
+def workflow_jobs(environments: tuple[str, ...]) -> list[dict[str, str]]:
+    """The deploy workflow's jobs: one (production, no --environment), or one per environment, each
+    after the one before."""
+    if not environments:
+        return [{"id": "deploy", "title": "Deploy", "name": "production", "needs": "", "flag": ""}]
+    ids = [f"deploy-{name}" for name in environments]
+    return [
+        {
+            "id": ids[i],
+            "title": f"Deploy {name}",
+            "name": name,
+            "needs": ids[i - 1] if i else "",
+            "flag": f" --environment {name}",
+        }
+        for i, name in enumerate(environments)
+    ]
+
+
+def check_environments(text: str | None) -> tuple[str, ...]:
+    """`--environments staging,production`: the names, in order, each once and valid."""
+    names = tuple(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
+    bad = [n for n in names if not ENVIRONMENT_NAME.fullmatch(n)]
+    if bad:
+        raise Exit(
+            f"--environments: {bad[0]!r} is not an environment name; expected lower-case letters,"
+            " digits, '-' and '_', starting with a letter, such as staging,production.",
+            code=2,
+        )
+    return names
+
+
+def environment_text(name: str) -> str:
+    """An environment's settings file: what it is, and the keys two environments on one host need
+    their own of (commented)."""
+    return _render("environment.env", environment=name)
+
+
+def rollback_workflow_text(install: Install, environments: tuple[str, ...]) -> str:
+    return _render(
+        "rollback.yml",
+        names=list(environments or ("production",)),
+        flag=' --environment "$ENVIRONMENT"' if environments else "",
+        workflow=WORKFLOW,
+        **_install_values(install),
+    )
+
+
+def _install_values(install: Install) -> dict[str, str]:
     refusal = (
         ""
         if install.spec
@@ -298,11 +352,21 @@ def workflow_text(install: Install) -> str:
             "index and run init again"
         ).replace("\n", " ")
     )
+    return {
+        "install": shlex.quote(install.spec) if install.spec else "",
+        "refusal": shlex.quote(refusal),
+        "install_note": install.note,
+    }
+
+
+def workflow_text(install: Install, environments: tuple[str, ...] = ()) -> str:
+    """The deploy workflow; its install step fails, saying why and what to do, when CI cannot reach
+    the tool."""
     return _render(
         "auto-deploy.yml",
-        install=shlex.quote(install.spec) if install.spec else "",
-        refusal=shlex.quote(refusal),
-        install_note=install.note,
+        jobs=workflow_jobs(environments),
+        environments=list(environments),
+        **_install_values(install),
     )
 
 
@@ -313,19 +377,27 @@ def with_install_step(old: str, new: str) -> str:
     """The workflow `old` with the install step of `new` (unchanged if `old` has none as init writes
     it)."""
     step = _INSTALL_STEP.search(new)
-    return _INSTALL_STEP.sub(lambda _: step.group(0), old, count=1) if step else old
+    return _INSTALL_STEP.sub(lambda _: step.group(0), old) if step else old  # every job's
 
 
 def planned_files(
-    templates: bool, found: Mapping[str, Found] | None = None, install: Install | None = None
+    templates: bool,
+    found: Mapping[str, Found] | None = None,
+    install: Install | None = None,
+    environments: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Every file init writes, by path relative to the app's folder, and its text (the ignore lines
     aside)."""
+    install = install or install_spec()
     files = {
         "fabfile.py": _render("fabfile.py"),
         "tasks.py": _render("tasks.py"),
         SETTINGS_FILE: settings_text(found),
-        WORKFLOW: workflow_text(install or install_spec()),
+        **{
+            environment_file(Path(SETTINGS_FILE), n).name: environment_text(n) for n in environments
+        },
+        WORKFLOW: workflow_text(install, environments),
+        ROLLBACK_WORKFLOW: rollback_workflow_text(install, environments),
     }
     if templates:
         files[SETTINGS_FILE] = set_key(files[SETTINGS_FILE], "TEMPLATES_DIR", TEMPLATES_COPY)
@@ -391,8 +463,23 @@ _ACTIVE_TEMPLATES_DIR = re.compile(
 )
 
 
+def new_install_steps(root: Path, files: dict[str, str]) -> list[str]:
+    """--vendor: the workflows there keep the user's changes, with the new install step; the paths
+    edited so."""
+    edited = []
+    for path in (WORKFLOW, ROLLBACK_WORKFLOW):
+        if (root / path).exists():
+            files[path] = with_install_step((root / path).read_text(encoding="utf-8"), files[path])
+            edited.append(path)
+    return edited
+
+
 def init_app(
-    root: Path, force: bool = False, templates: bool = False, vendor: bool = False
+    root: Path,
+    force: bool = False,
+    templates: bool = False,
+    vendor: bool = False,
+    environments: tuple[str, ...] = (),
 ) -> tuple[list[Outcome], list[str]]:
     """Write every file into the app's folder `root`: what happened to each, and notes for the user (first what
     was read from the app, when deploy.env is written)."""
@@ -409,13 +496,9 @@ def init_app(
             f" writes a wheel of the tool into {WHEELS_DIR}/ (commit it) for it (or install the tool from git"
             " or a package index and run init again)."
         )
-    files, edits = planned_files(templates, found, install), {".gitignore"}
-    workflow = root / WORKFLOW
-    if (
-        vendor and workflow.exists() and not force
-    ):  # the install step changes; the rest is kept as the user has it
-        files[WORKFLOW] = with_install_step(workflow.read_text(encoding="utf-8"), files[WORKFLOW])
-        edits.add(WORKFLOW)
+    files, edits = planned_files(templates, found, install, environments), {".gitignore"}
+    if vendor and not force:
+        edits.update(new_install_steps(root, files))
     if (
         settings_path.exists() and not force
     ):  # the user's own by now: not read again, not compared with defaults
@@ -792,6 +875,11 @@ def report(outcomes: list[Outcome], notes: list[str]) -> str:
             f"commit a wheel of this signalcraft-deploy into {WHEELS_DIR}/ for the workflow to"
             " install (for a copy installed from a wheel file or a folder, which CI cannot reach)"
         ),
+        "environments": (
+            "comma-separated, e.g. staging,production: a settings file for each (deploy.NAME.env)"
+            " and a workflow where a push deploys the first and each next one waits for the one"
+            " before (and an approval)"
+        ),
     }
 )
 def init(
@@ -800,6 +888,7 @@ def init(
     templates: bool = False,
     dir: str | None = None,
     vendor: bool = False,
+    environments: str | None = None,
 ) -> None:
     """Make this app's repository deployable: fabfile.py, tasks.py, deploy.env, the deploy workflow, an ignore line."""
     root = Path(dir or os.getcwd())
@@ -807,7 +896,8 @@ def init(
         raise Exit(
             f"--dir {root}: no such folder; expected the app's folder (its git checkout).", code=2
         )
-    print(report(*init_app(root, force=force, templates=templates, vendor=vendor)))
+    names = check_environments(environments)
+    print(report(*init_app(root, force, templates, vendor, names)))
 
 
 ns = Collection(init)

@@ -22,9 +22,10 @@ def install(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Make sure the current release's venv (with Gunicorn >= 20.1) and node_modules are installed."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "install"):
         install_live(c, s)

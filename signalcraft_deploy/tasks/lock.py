@@ -23,9 +23,10 @@ def unlock(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Show who holds the deploy lock; with --force, end that deploy's hold on it."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     lines = run_program(
         c, s, "unlock.sh", s.state_dir, "1" if force else "0", warn=True

@@ -23,9 +23,10 @@ def nginx_check(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Check Nginx: routes, nginx -t, the running config is the one on disk, the TLS certificate."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     facts = host_facts.gather(c, s, quick=True)
     s = live_site_settings(

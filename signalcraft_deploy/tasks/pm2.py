@@ -28,9 +28,10 @@ def pm2_reload(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Bring the apps and Procfile processes to the current release: start what is stopped, HUP, roll, save."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     with task_lock(c, s, "pm2-reload"):
         reload_live(c, s)

@@ -29,9 +29,10 @@ def remove(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Take the app off the host: its Nginx site, PM2 apps, logs and `current` (DEPLOY_ROOT too with --purge)."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     check_confirm(s, purge, confirm)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     remove_from_host(c, s, purge=purge, dry_run=dry_run)

@@ -21,6 +21,14 @@ def effective_text(s: Settings) -> str:
     )
 
 
+def files_text(s: Settings) -> str | None:
+    """With an environment chosen: its name and the files read, the later over the earlier."""
+    if not s.environment:
+        return None
+    files = " over ".join(f for f in (s.environment_file, s.settings_file) if f)
+    return f"environment {s.environment}: {files}"
+
+
 def defaults_text() -> str:
     """The declarations: every key, its default and what it means."""
     return _columns(
@@ -42,12 +50,16 @@ def settings(
     markdown: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Show every setting's value and where it came from (default, .env:LINE, environment, flag), secrets masked."""
     if defaults:
         print(readme_table() if markdown else defaults_text())
         return
-    print(effective_text(settings_for(env_file, set_)))
+    s = settings_for(env_file, set_, environment)
+    if header := files_text(s):
+        print(header)
+    print(effective_text(s))
 
 
 ns = Collection(settings)

@@ -110,9 +110,10 @@ def setup(
     set_: list[str] | None = None,
     user: str | None = None,
     remove_app: str | None = None,
+    environment: str | None = None,
 ) -> None:
     """Make the host ready for a deploy user: packages, Node.js and PM2, PM2 at boot, log rotation, the root helper."""
-    s = settings_for(env_file, set_, APP_USER=remove_app)
+    s = settings_for(env_file, set_, environment, APP_USER=remove_app)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     user = setup_ops.check_user(user or connecting_user(c))
     facts = setup_ops.gather(c, s, user)

@@ -420,9 +420,10 @@ def status(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Show the live release, both PM2 apps (memory), nginx -t, health, boot, free space, log sizes, recent deploys."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     if len(hosts := fleet_hosts(c)) > 1:
         return status_fleet(hosts, s, collect, render_status, json_, known_hosts, accept_new_host)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
@@ -446,9 +447,10 @@ def logs(
     accept_new_host: bool = False,
     env_file: str | None = None,
     set_: list[str] | None = None,
+    environment: str | None = None,
 ) -> None:
     """Print the last lines of the apps' PM2 logs, Procfile processes too (.env values masked); -f to follow."""
-    s = settings_for(env_file, set_)
+    s = settings_for(env_file, set_, environment)
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     pattern = f"/^({'|'.join(app_names(s, live_manifest(c, s)))})$/"
     cmd = (

@@ -17,10 +17,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -469,3 +471,35 @@ def fab(
         )
     result.seconds = time.monotonic() - start  # type: ignore[attr-defined]
     return result
+
+
+class WebhookReceiver:
+    """A webhook receiver (NOTIFY_URL) on this machine's loopback, where fab runs: records each JSON
+    body, and answers 204 or (hang) never."""
+
+    def __init__(self, hang: bool = False):
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(data))
+                if hang:
+                    time.sleep(60)
+                    return
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        with on_this_machine():  # the socket lives where fab runs: this machine's network
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T0K3N"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

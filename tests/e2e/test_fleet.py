@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import APP_USER, REPO, AppRepo, e2e_load, get
+from tests.e2e.conftest import APP_USER, REPO, AppRepo, WebhookReceiver, e2e_load, get
 from tests.e2e.hosts import TestHost, on_this_machine
 
 HOSTS = ("web1", "web2", "web3")
@@ -358,8 +358,11 @@ def test_a_commit_failing_only_on_web2_is_rolled_back_everywhere(
         'echo "$DEPLOY_RELEASE on $(basename "$(readlink /home/ubuntu/signalcraft/current)")" >>'
         " ~/before-switch.log"
     )
+    told = WebhookReceiver()
+    notify = {"NOTIFY_URL": told.url, "NOTIFY_FORMAT": "json"}
     with load_on_every_host() as loads:
-        done = fab(fleet, repo, settings={"BEFORE_SWITCH": hook})
+        done = fab(fleet, repo, settings={"BEFORE_SWITCH": hook, **notify})
+    told.close()
     out = done.stdout + done.stderr
     assert done.returncode != 0, out
     assert all(load.result().failed == 0 for load in loads.values()), {
@@ -392,6 +395,12 @@ def test_a_commit_failing_only_on_web2_is_rolled_back_everywhere(
     ids = {audit(fleet, h)[-1]["deploy_id"] for h in HOSTS}
     assert len(ids) == 1
     assert {audit(fleet, h)[-1]["result"] for h in HOSTS} == {"rolled back", "failed before switch"}
+    # One notification per event for the whole fleet, naming every host and the failing one's step
+    assert [(b["status"], len(b["hosts"])) for b in told.bodies] == [
+        ("started", 3),
+        ("rolled back", 3),
+    ]
+    assert told.bodies[-1]["step"] == "web2: check health", told.bodies[-1]
 
 
 def test_held_lock_unreachable_host_or_unknown_key_change_nothing(
@@ -475,14 +484,21 @@ def test_rollback_returns_every_host_to_one_release(fleet: Fleet, repo: AppRepo)
     )
     assert {current(fleet, h) for h in HOSTS} == {live}
 
+    told = WebhookReceiver()
     with load_on_every_host() as loads:
-        done = fab(fleet, None, task="rollback")
+        done = fab(
+            fleet, None, task="rollback", settings={"NOTIFY_URL": told.url, "NOTIFY_FORMAT": "json"}
+        )
+    told.close()
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(load.result().failed == 0 for load in loads.values())
     back = {current(fleet, h) for h in HOSTS}
     assert len(back) == 1 and back != {live}
     assert all(get(url(h, "/api/ai/x"))[2]["version"] == "1" for h in HOSTS)
     live = back.pop()
+    assert [(b["event"], b["status"], b["release"]) for b in told.bodies] == [
+        ("rollback", "succeeded", live)
+    ]
     listing = fab(fleet, None, task="releases")
     assert listing.returncode == 0 and f"Fleet consistent: every host runs {live}" in listing.stdout
     status = fab(fleet, None, "--json", task="status")

@@ -29,7 +29,19 @@ TABLE = "invoke settings --defaults --markdown"
 RENDER = "invoke render-configs"
 VERSION = "signalcraft-deploy --version"
 UNIT_MODULE = "python -m pytest -q -p no:cacheprovider tests/unit/test_render.py"
-DOCUMENTED = (INIT, LIST, SETTINGS, TABLE, RENDER, VERSION, UNIT_MODULE)
+ENVIRONMENTS = "signalcraft-deploy init --environments staging,production"
+STAGING_SETTINGS = "invoke settings --environment staging"
+DOCUMENTED = (
+    INIT,
+    LIST,
+    SETTINGS,
+    TABLE,
+    RENDER,
+    VERSION,
+    UNIT_MODULE,
+    ENVIRONMENTS,
+    STAGING_SETTINGS,
+)
 
 
 def run(command: str, cwd: Path, bin_dir: Path) -> str:
@@ -64,10 +76,8 @@ def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path) -> Path:
-    """A git copy of the example app after `signalcraft-deploy init`, as the README has it."""
-    path = tmp_path_factory.mktemp("docs") / "your-app"
+def example_copy(path: Path) -> Path:
+    """A git copy of the example app."""
     shutil.copytree(
         EXAMPLE,
         path,
@@ -87,9 +97,31 @@ def app(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path) -> Path:
                 "GIT_COMMITTER_EMAIL": "t@t",
             },
         )
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path) -> Path:
+    """A git copy of the example app after `signalcraft-deploy init`, as the README has it."""
+    path = example_copy(tmp_path_factory.mktemp("docs") / "your-app")
     out = run(INIT, path, bin_dir)
     assert "wrote     deploy.env" in out and (path / "fabfile.py").is_file(), out
     return path
+
+
+def test_init_with_environments_and_settings_of_one(
+    tmp_path_factory: pytest.TempPathFactory, bin_dir: Path
+):
+    path = example_copy(tmp_path_factory.mktemp("staged") / "your-app")
+    out = run(ENVIRONMENTS, path, bin_dir)
+    assert "wrote     deploy.staging.env" in out and "wrote     deploy.production.env" in out, out
+    assert "wrote     .github/workflows/rollback.yml" in out, out
+    with open(path / "deploy.staging.env", "a", encoding="utf-8") as staging:
+        staging.write("NODE_PORT=3100\n")
+    out = run(STAGING_SETTINGS, path, bin_dir)
+    assert f"environment staging: {path}/deploy.staging.env over {path}/deploy.env" in out, out
+    row = next(line for line in out.splitlines() if line.startswith("NODE_PORT "))
+    assert row.split()[1:] == ["3100", f"{path}/deploy.staging.env:13"], row
 
 
 def test_fab_list_in_the_app_lists_every_task(app: Path, bin_dir: Path):

@@ -535,7 +535,15 @@ def test_task_all_writes_full_listing_keeping_leading_comments(
 
 def test_task_flags() -> None:
     names = {arg.names[0]: arg for arg in freeze.get_arguments()}
-    assert set(names) == {"source-dir", "venv", "check", "all", "env-file", "set"}
+    assert set(names) == {
+        "source-dir",
+        "venv",
+        "check",
+        "all",
+        "env-file",
+        "set",
+        "environment",
+    }
     assert all(arg.help for arg in names.values())
     assert names["set"].kind is list
     assert (

@@ -23,6 +23,7 @@ from signalcraft_deploy.core.settings import KEY_NAMES, KEYS, SettingsError, loa
 from signalcraft_deploy.tasks import init as init_module
 from signalcraft_deploy.tasks.init import (
     FIRST_DEPLOY,
+    ROLLBACK_WORKFLOW,
     SETTINGS_FILE,
     TEMPLATES_COPY,
     WORKFLOW,
@@ -34,7 +35,7 @@ from signalcraft_deploy.tasks.init import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FILES = ["fabfile.py", "tasks.py", SETTINGS_FILE, WORKFLOW, ".gitignore"]
+FILES = ["fabfile.py", "tasks.py", SETTINGS_FILE, WORKFLOW, ROLLBACK_WORKFLOW, ".gitignore"]
 FIRSTDAY_DIR = REPO / "tests/e2e/apps/firstday"
 FIRSTDAY = {p.name: p.read_text() for p in FIRSTDAY_DIR.iterdir() if p.is_file()}
 # An app with a factory in a package, a blueprint mounted by register_blueprint, and an Express
@@ -536,7 +537,7 @@ def test_the_collection_lists_and_runs_the_app_s_own_task_added_as_the_comment_s
 
 def test_task_flags() -> None:
     names = {arg.names[0]: arg for arg in init.get_arguments()}
-    assert set(names) == {"force", "templates", "dir", "vendor"}
+    assert set(names) == {"force", "templates", "dir", "vendor", "environments"}
     assert all(arg.help for arg in names.values())
     assert init.__doc__.splitlines()[0].startswith("Make this app's repository deployable")
 

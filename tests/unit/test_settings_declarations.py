@@ -114,6 +114,9 @@ CHANGED: dict[str, tuple[str, object]] = {
     "SINGLETONS": ("beat,cron", {"beat": "yes", "cron": "yes"}),
     "PROCESS_APP": ("jobs=nodejs", {"jobs": "nodejs"}),
     "RUN_SINGLETONS": ("no", "no"),
+    "NOTIFY_URL": ("https://hooks.example.com/T1/B2", "https://hooks.example.com/T1/B2"),
+    "NOTIFY_FORMAT": ("json", "json"),
+    "NOTIFY_TIMEOUT": ("10", 10),
 }
 
 
@@ -121,6 +124,8 @@ CHANGED: dict[str, tuple[str, object]] = {
 NOT_KEYS = (
     "origins",
     "settings_file",
+    "environment",
+    "environment_file",
     "tool_collection",
     "processes",
     "procfile_notes",
