@@ -101,6 +101,8 @@ class HostFacts:
     app_reaches_root: bool = (
         True  # the apps' account can reach DEPLOY_ROOT (False: a folder above it is closed to it)
     )
+    # Open connections to NODE_PORT (WebSockets, streams, requests in flight); None: not read
+    node_connections: int | None = None
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]

@@ -412,7 +412,9 @@ def reload_apps(r: DeployRun) -> str:
     except handover_ops.NotMoved:
         r.not_moved = True
         raise
-    return f"{r.s.python_app}: {r.py}, {r.s.node_app}: {r.node}"
+    closes = r.plan.action(App.NODEJS).closes if r.node in (How.RELOAD, How.HANDOVER) else None
+    closed = f" (closed {closes} open connection(s) of the old processes)" if closes else ""
+    return f"{r.s.python_app}: {r.py}, {r.s.node_app}: {r.node}{closed}"
 
 
 def restore_apps(r: DeployRun) -> str:

@@ -76,14 +76,32 @@ def handover_entry(
     return entry, address
 
 
-def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
+def wait_drained(c: Any, port: int, seconds: int = 10) -> int:
     """Wait (bounded) until no connection to a local port is open: nothing is in flight there any
-    more."""
-    run(
+    more. Returns how many were still open then (WebSockets and streams do not end by themselves)."""
+    established = f"ss -tnH state established '( sport = :{port} )'"
+    result = run(
         c,
-        f"i=0; while [ $i -lt {seconds * 50} ] && ss -tnH state established '( sport = :{port} )' |"
-        " grep -q .; do sleep 0.02; i=$((i+1)); done",
+        f"i=0; while [ $i -lt {seconds * 50} ] && {established} | grep -q .; do sleep 0.02;"
+        f" i=$((i+1)); done; {established} | wc -l",
         warn=True,
+    )
+    count = result.stdout.strip().rsplit("\n", 1)[-1].strip()
+    return int(count) if count.isdigit() else 0
+
+
+def drain_seconds(s: Settings, app: App) -> int:
+    """How long old processes keep their connections once Nginx sends new ones elsewhere: Gunicorn's
+    are requests that end; Node.js's may be WebSockets that never do (NODE_WS_DRAIN_SECONDS)."""
+    return 10 if app == App.PYTHON else s.node_ws_drain_seconds
+
+
+def say_left(reporter: Reporter, s: Settings, name: str, left: int) -> None:
+    """What the old Node.js processes still held when they were told to stop."""
+    reporter.say(
+        f"     {name}: {left} open connection(s) left after {s.node_ws_drain_seconds} s"
+        " (NODE_WS_DRAIN_SECONDS) get SIGINT with their processes: the app closes them (a"
+        f" WebSocket close frame), or PM2 kills it after NODE_KILL_TIMEOUT {s.node_kill_timeout} s"
     )
 
 
@@ -143,13 +161,17 @@ def handover(
     # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown:
     # harmless only once nothing is in flight, which Nginx's drained reload and this wait make sure
     # of.
-    wait_drained(c, s.gunicorn_bind.port if app == App.PYTHON else s.node_port)
+    left = wait_drained(
+        c, s.gunicorn_bind.port if app == App.PYTHON else s.node_port, drain_seconds(s, app)
+    )
+    if app == App.NODEJS:
+        say_left(reporter, s, name, left)
     (stop_old or (lambda: delete(c, s, name)))()
     start(c, s, name)
     problems = gate(c, s, release, release_dir, {app: True})
     if problems:
         raise own_address_failed(s, name, problems, error_output(c, s, name))
-    return end_handover(c, s, app, background=True)
+    return end_handover(c, s, app, background=True, reporter=reporter)
 
 
 def start_temporary_command(
@@ -220,15 +242,28 @@ def move_nginx(c: Any, s: Settings, addresses: dict[str, str], temporary: str) -
         ) from None
 
 
-def end_handover(c: Any, s: Settings, app: App, background: bool = False) -> Background | None:
-    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained.
+def end_handover(
+    c: Any,
+    s: Settings,
+    app: App,
+    background: bool = False,
+    reporter: Reporter | None = None,
+) -> Background | None:
+    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained
+    (bounded as the old processes were: WebSockets on it are closed with it).
 
     With `background`, the stop (0.5 s: PM2 waits for Gunicorn to exit) is left running and
     returned; the caller overlaps it with the health check and waits before `pm2 save`.
     """
     install_site(c, s, site_description(s), backup=False)
     reload_nginx(c, s, render_nginx_site(s))
-    wait_drained(c, s.gunicorn_handover_bind.port if app == App.PYTHON else s.node_handover_port)
+    left = wait_drained(
+        c,
+        s.gunicorn_handover_bind.port if app == App.PYTHON else s.node_handover_port,
+        drain_seconds(s, app),
+    )
+    if app == App.NODEJS and reporter is not None and left:
+        say_left(reporter, s, s.node_handover_app, left)
     stop = stop_temporary_command(
         c, s, s.handover_app if app == App.PYTHON else s.node_handover_app
     )

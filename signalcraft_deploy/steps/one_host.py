@@ -335,8 +335,7 @@ def plan_step(h: HostDeploy, plan: Plan, drop: bool = False) -> tuple[HostDeploy
         if s.tls and plan.action(App.NGINX).how is How.WRITE_AND_RELOAD:
             check_tls(h.c, s, h.rep)
         st.detail = ", ".join(
-            [f"{a.app}: {a.how}" for a in plan.actions]
-            + [f"{a.name}: {a.how}" for a in plan.processes]
+            [a.shown for a in plan.actions] + [f"{a.name}: {a.how}" for a in plan.processes]
         )
     warn_not_set_up(h.rep, h.facts)
     return h, plan
@@ -462,7 +461,7 @@ def summarize(h: HostDeploy, plan: Plan, ok: bool, pm2_state: dict[str, Any] | N
         )
         for line in pm2_lines(s, pm2_state or {}):
             rep.say(line)
-    reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+    reloads = ", ".join(a.shown for a in plan.actions)
     rep.write_github_summary(
         f"Deploy {'succeeded' if ok else 'failed'}: {m.release}",
         [
