@@ -307,8 +307,9 @@ def tool_actions(result: Stamped) -> str:
     for _, line in result.lines:
         match = re.match(r"^ok\s+reload apps\s+[\d.]+s\s+(.*)$", line)
         if match:
-            for part in re.sub(r" \([^)]*\)", "", match.group(1)).split(","):
+            for part in match.group(1).split(","):
                 app, _, how = part.strip().partition(": ")
+                how = how.split(" (", 1)[0]  # without "(closed N open connection(s) ...)"
                 if how and how != "none":
                     did.append(("py " if app.endswith("-python") else "node ") + how)
     if any(name == "reload nginx" for _, name, _ in steps):

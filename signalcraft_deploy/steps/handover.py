@@ -19,7 +19,7 @@ from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.health import gate, gate_on
-from signalcraft_deploy.host.io import Background, fail, run, write_file_command
+from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
 from signalcraft_deploy.host.pm2 import (
     app_output,
@@ -80,12 +80,11 @@ def wait_drained(c: Any, port: int, seconds: int = 10) -> int:
     """Wait (bounded) until no connection to a local port is open: nothing is in flight there any
     more. Returns how many were still open then (WebSockets and streams do not end by themselves)."""
     established = f"ss -tnH state established '( sport = :{port} )'"
-    result = run(
-        c,
-        f"i=0; while [ $i -lt {seconds * 50} ] && {established} | grep -q .; do sleep 0.02;"
-        f" i=$((i+1)); done; {established} | wc -l",
-        warn=True,
-    )
+    # Bounded by the clock (timeout), not by a count of polls: under load each poll (ss, grep)
+    # takes far longer than its sleep, and 500 polls "of 20 ms" took 30 s.
+    poll = f"while {established} | grep -q .; do sleep 0.05; done"
+    wait = f"timeout {seconds} sh -c {q(poll)}; " if seconds > 0 else ""
+    result = run(c, f"{wait}{established} | wc -l", warn=True)
     count = result.stdout.strip().rsplit("\n", 1)[-1].strip()
     return int(count) if count.isdigit() else 0
 

@@ -60,6 +60,7 @@ LONGEST_FIRST = (
     "test_nginx_sites",
     "test_deploy",
     "test_processes",
+    "test_websockets",
     "test_hooks",
     "test_faults",
     "test_host_life",
