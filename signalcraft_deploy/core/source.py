@@ -493,5 +493,6 @@ def with_session_bound(s: Settings, package_json: str | None) -> Settings:
         " request of a session must reach the process that opened it) and a broadcast reaches only"
         " the clients of the process that sends it. Set NODE_INSTANCES=1; or, to run several"
         " processes, connect every client with transports: ['websocket'] and share broadcasts"
-        " with an adapter (@socket.io/redis-adapter), then set NODE_SESSION_BOUND=no."
+        " with an adapter (@socket.io/redis-adapter), then set NODE_SESSION_BOUND=no. Nothing was"
+        " changed on the host."
     )

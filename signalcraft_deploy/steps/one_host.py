@@ -242,7 +242,10 @@ def plan_host(
             raise fail(str(err), code=2) from None
         if shipment is None:
             return h, None  # a dry run, and the host's mirror does not have REF yet
-    h = replace(h, s=shipment_settings(h.s, shipment), shipment=shipment)
+    try:  # a Procfile or NODE_INSTANCES the app refuses (a session-bound app)
+        h = replace(h, s=shipment_settings(h.s, shipment), shipment=shipment)
+    except SettingsError as err:
+        raise fail(f"Settings error: {err}", code=2) from None
     if (
         not options.dry_run
         and h.facts.current_release is not None
