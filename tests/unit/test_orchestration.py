@@ -89,7 +89,10 @@ LABELS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(r"pm2 save"), lambda m: "pm2 save"),
     (re.compile(r'(?s)P=\$\(command -v pm2\) .*?"\$P" save --force'), lambda m: "pm2 save"),
     (re.compile(r"ln -sfn releases/(\S+) "), lambda m: f"current -> {m[1]}"),
-    (re.compile(r"i=0; while .*sport = :(\d+)"), lambda m: f"wait drained :{m[1]}"),
+    (
+        re.compile(r"(?:timeout \d+ sh -c .)?while .*?sport = :(\d+)"),
+        lambda m: f"wait drained :{m[1]}",
+    ),
     (re.compile(r"(?s)umask 077 && mkdir -p \S+ && printf .*audit\.log"), lambda m: "audit"),
     (re.compile(r"git -C \S+ rev-parse --verify"), lambda m: "git resolve"),
     (re.compile(r"git -C \S+ rev-parse \S+ && git -C \S+ ls-tree"), lambda m: "git list tree"),
@@ -1418,7 +1421,7 @@ def test_a_new_master_that_fails_on_its_own_address_is_undone_back_to_the_old_ma
                     {"ok": True, "why": "", "master": 812, "seconds": 0.3}
                 ),
                 r"ln -sfn ": ok(),
-                r"i=0; while ": ok(),
+                r"timeout \d+ sh -c .while ": ok(),
                 PM2_DELETE: ok(),
                 r"f=\S+; \[ -e ": ok(),
                 probe_gate("signalcraft-python"): as_json(own_failed),
