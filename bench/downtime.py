@@ -81,7 +81,10 @@ from bench.common import (
 from bench.legacy import bare_pids_script, legacy_site, node_only_ecosystem, start_script
 from bench.legacy import site_script as legacy_site_script
 from bench.loadgen import Load, Target
+from bench.wsclient import WebSocketClient
 
+WS_CLIENTS = 5  # the websocket kind's clients
+LIVE_APP = REPO_ROOT / "tests" / "e2e" / "apps" / "live"  # the test kit's live app (issue 28)
 MAX_FAILURES_KEPT = (
     5000  # per measurement; the load generator itself keeps only its first few samples
 )
@@ -136,6 +139,10 @@ KINDS: tuple[Kind, ...] = (
     # to the old site.
     Kind("takeover-loopback", "takeover of a site on listen 127.0.0.1:<port>"),
     Kind("takeover-https", "takeover of a site with an HTTPS server"),
+    # Issue 28: a Node code change with WebSocket clients connected through Nginx to the test kit's
+    # live_server.js (the example's server.js plus /live/ws): how each client's connection ended,
+    # its longest silence, and whether a client connecting after the deploy reaches the new code.
+    Kind("websocket", f"Node code change, {WS_CLIENTS} WebSocket clients open", tool_only=True),
 )
 TAKEOVER_SHAPES = {"takeover": "plain", "takeover-loopback": "loopback", "takeover-https": "https"}
 # Kinds whose load goes to the host's own 127.0.0.1: measurable only when the sandbox host is this
@@ -290,6 +297,7 @@ class Measurement:
     releases_seen: dict[str, dict[str, int]] = field(default_factory=dict)
     log: str = ""
     long_request: str = ""  # long-request: how the request in flight ended ("200 v3 after 25.0 s")
+    websockets: str = ""  # the websocket kind: how the clients' connections ended, and after
 
 
 def tool_actions(result: Stamped) -> str:
@@ -310,6 +318,7 @@ def tool_actions(result: Stamped) -> str:
         if match:
             for part in match.group(1).split(","):
                 app, _, how = part.strip().partition(": ")
+                how = how.split(" (", 1)[0]  # without "(closed N open connection(s) ...)"
                 if how and how != "none":
                     did.append(("py " if app.endswith("-python") else "node ") + how)
     if any(name == "reload nginx" for _, name, _ in steps):
@@ -359,6 +368,9 @@ class Method:
     def setup(self) -> None:
         raise NotImplementedError
 
+    def prepare(self, kind: Kind) -> None:
+        """Bring the app to what `kind` needs before it is measured (not measured)."""
+
     def deploy(self, kind: Kind | None) -> Stamped:
         raise NotImplementedError
 
@@ -384,7 +396,7 @@ class Method:
                 f"bench: requirements {pin or 'as first committed'}"
                 + (" and app.py importing it" if kind.key == "requirements-import" and pin else "")
             )
-        elif kind.key == "node-code":
+        elif kind.key in ("node-code", "websocket"):
             v.node_version += 1
             set_node_version(self.repo, v.node_version)
             self.repo.commit(f"bench: Node VERSION {v.node_version}")
@@ -457,6 +469,7 @@ class Tool(Method):
         self.s = settings
         self.extra = dict(extra or {})
         self.deploys = 0
+        self.node_script_file: Path | None = None  # --node-script
 
     def env_text(self) -> str:
         v = self.variant
@@ -495,6 +508,10 @@ class Tool(Method):
         self.repo.write("live_app.py", LIVE_APP.read_text())
         self.repo.commit("bench: the live app's slow route beside the example's")
         self.base_requirements = self.repo.read("requirements.txt")
+        if self.node_script_file:
+            self.repo.write(self.node_script_file.name, self.node_script_file.read_text())
+            self.repo.commit(f"bench: {self.node_script_file.name} as the Node.js server")
+            self.extra["NODE_SCRIPT"] = self.node_script_file.name
         result = self.deploy(None)
         if result.code != 0:
             raise BenchError(
@@ -556,6 +573,21 @@ class Tool(Method):
         }
         env.update(PYTHONUNBUFFERED="1", NO_COLOR="1")
         return run_stamped(argv, timeout=DEPLOY_TIMEOUT, env=env, cwd=str(REPO_ROOT))
+
+    def prepare(self, kind: Kind) -> None:
+        """For the websocket kind: the test kit's live_server.js (the example's server.js plus
+        /live/ws) as NODE_SCRIPT, deployed once (not measured)."""
+        if kind.key != "websocket" or self.extra.get("NODE_SCRIPT") == "live_server.js":
+            return
+        assert self.repo is not None
+        self.repo.write("live_server.js", (LIVE_APP / "live_server.js").read_text())
+        self.repo.commit("bench: the live app's WebSocket server")
+        self.extra["NODE_SCRIPT"] = "live_server.js"
+        result = self.deploy(None)
+        if result.code != 0:
+            raise BenchError(
+                f"the deploy of live_server.js (not measured) failed:\n{result.text[-3000:]}"
+            )
 
     def live_release(self) -> str:
         result = ssh(self.sandbox, f"readlink {self.s.deploy_root}/current || true", check=False)
@@ -643,7 +675,7 @@ class Tool(Method):
                     problems.append(
                         f"Python answers from release {py.release}, not a new release of {sha}"
                     )
-            if kind.key == "node-code":
+            if kind.key in ("node-code", "websocket"):
                 if node.release == before[1].release or not (node.release or "").endswith(sha):
                     problems.append(
                         f"Node.js answers from release {node.release}, not a new release of {sha}"
@@ -1620,8 +1652,68 @@ def bursts(
     return out
 
 
+def ws_url(method: Method) -> str:
+    return f"ws://{method.sandbox.host}:{method.listen}/live/ws"
+
+
+def open_ws_clients(method: Method) -> list[WebSocketClient]:
+    """WS_CLIENTS clients of /live/ws through the method's Nginx, each past its hello."""
+    clients = [WebSocketClient(ws_url(method)) for _ in range(WS_CLIENTS)]
+    for ws in clients:
+        if ws.wait_for(lambda body: body.get("type") == "hello", 10) is None:
+            raise BenchError(f"{ws_url(method)}: no hello within 10 s (ending: {ws.ending})")
+    return clients
+
+
+def longest_silence(ws: WebSocketClient, since: float, until: float) -> float:
+    """The longest time between two messages (or `since`/`until` and the nearest one) that a client
+    received in [since, until]: the tick comes every second while its process serves it."""
+    times = [since] + [m.at for m in list(ws.messages) if since <= m.at <= until]
+    if ws.open:
+        times.append(until)
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+def ws_outcome(
+    clients: list[WebSocketClient], method: Method, since: float
+) -> tuple[str, list[str]]:
+    """How the clients' connections ended (waiting a few seconds for each), their longest silence,
+    and what a client connecting now reaches: a summary and the problems (a cut connection, an old
+    process still holding one, a new client reaching old code)."""
+    deadline = time.monotonic() + 5
+    for ws in clients:
+        ws.wait_closed(max(0.0, deadline - time.monotonic()))
+    now = time.monotonic()
+    endings: dict[str, int] = {}
+    for ws in clients:
+        ending = "cut" if ws.ending.startswith("cut") else ws.ending
+        endings[ending] = endings.get(ending, 0) + 1
+    silence = max(longest_silence(ws, since, now) for ws in clients)
+    want = str(method.variant.node_version)
+    reached: dict[str, int] = {}
+    for _ in clients:
+        with WebSocketClient(ws_url(method)) as again:
+            hello = again.wait_for(lambda body: body.get("type") == "hello", 10)
+            got = f"v{hello.body.get('version')}" if hello else "no hello"
+        reached[got] = reached.get(got, 0) + 1
+    problems = [
+        f"{n} connection(s) cut without a close frame" for e, n in endings.items() if e == "cut"
+    ]
+    if endings.get("open"):
+        problems.append(f"{endings['open']} connection(s) still open on an old process")
+    if set(reached) != {f"v{want}"}:
+        problems.append(f"new clients reached {reached}, not only v{want}")
+    text = (
+        ", ".join(f"{n} {e}" for e, n in sorted(endings.items()))
+        + f"; longest silence {silence:.1f} s; new clients: "
+        + ", ".join(f"{n} {v}" for v, n in sorted(reached.items()))
+    )
+    return text, problems
+
+
 def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> Measurement:
     m = Measurement(method=method.name, kind=kind.key, run=run)
+    method.prepare(kind)
     before_answers = wait_for([method.py_url, method.node_url], 30)
     before = (before_answers[method.py_url], before_answers[method.node_url])
     if not (before[0].ok and before[1].ok):
@@ -1635,6 +1727,7 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
         max_seconds=DEPLOY_TIMEOUT + LEAD_SECONDS + TAIL_SECONDS + 10,
         cafile=getattr(method, "cafile", None),
     )
+    clients = open_ws_clients(method) if kind.key == "websocket" else []
     t0 = time.monotonic()
     m.load_started_wall = datetime.now(UTC).isoformat(timespec="milliseconds")
     with load:
@@ -1642,6 +1735,9 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
         result = method.deploy(kind)
         time.sleep(TAIL_SECONDS)
     load_result = load.result()
+    ws_problems: list[str] = []
+    if clients:
+        m.websockets, ws_problems = ws_outcome(clients, method, t0)
     m.failed, m.total = load_result.failed, load_result.total
     m.exit_code, m.deploy_seconds, m.load_seconds = (
         result.code,
@@ -1673,6 +1769,9 @@ def measure(method: Method, kind: Kind, run: int, threads: int, logs: Path) -> M
         host_log.write_text(tool_host_events(method, m.load_started_wall, load_result.seconds))
         m.host_log = str(host_log)
     method.check(kind, before, result.code, m)
+    if ws_problems:
+        m.problems += ws_problems
+        m.expected = False
     if kind.broken:
         revert = method.revert(kind)
         (logs / f"{method.name}-{run}-{kind.key}-revert.log").write_text(revert.text + "\n")
@@ -1874,6 +1973,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
     )
     ap.add_argument("--no-baseline", action="store_true", help="measure the tool only")
+    ap.add_argument(
+        "--node-script",
+        help=(
+            "a Node.js server file copied into the tool's app and run as NODE_SCRIPT (e.g."
+            " bench/apps/simple_server.js: how a reload treats a server without the example's"
+            " shutdown handshake); it answers / as the example does, its VERSION read from"
+            " server.js"
+        ),
+    )
     ap.add_argument(
         "--keep",
         action="store_true",
@@ -2090,6 +2198,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     extra = dict(pair.split("=", 1) for pair in args.tool_set)
     tool = Tool(sandbox, work, tool_settings, extra)
+    tool.node_script_file = Path(args.node_script) if args.node_script else None
     plan = Plan(sandbox, work, plan_settings)
 
     def show(m: Measurement) -> None:
@@ -2100,6 +2209,8 @@ def main(argv: list[str] | None = None) -> int:
             f" {m.after}{flag}",
             flush=True,
         )
+        if m.websockets:
+            print(f"           websockets: {m.websockets}", flush=True)
 
     try:
         cleanup(sandbox, tool_settings, plan_settings)  # leftovers of an interrupted run
@@ -2196,6 +2307,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for k in kinds for r in ((k, TAKEOVER_ROLLBACK) if k.key == "takeover" else (k,))]
     print(table(rows, results))
     print()
+    for m in results:
+        if m.websockets:
+            print(f"websocket clients, {m.method} run {m.run}: {m.websockets}")
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     print(
         f"tool settings: {tool.settings_summary()} (then GUNICORN_TIMEOUT 120/121 and PY_ROUTES"

@@ -354,6 +354,22 @@ def find_node(package_json: str | None, has: Callable[[str], bool]) -> Found:
     )
 
 
+_READY_RE = re.compile(r"""process\.send\s*\(\s*(['"`])ready\1\s*\)""")
+
+
+def find_wait_ready(sources: Mapping[str, str]) -> Found | None:
+    """NODE_WAIT_READY=true when the app's own JavaScript tells PM2 it is ready
+    (`process.send('ready')`); None when it does not (PM2 then waits for the port to listen)."""
+    for path in sorted(p for p in sources if p.endswith(_JS_SUFFIXES) and is_source(p)):
+        if _browser_side(path):
+            continue
+        match = _READY_RE.search(sources[path])
+        if match:
+            line = sources[path].count("\n", 0, match.start()) + 1
+            return Found("true", f"{path}:{line} sends process.send('ready')")
+    return None
+
+
 def node_prefixes(sources: Mapping[str, str]) -> list[tuple[str, str]]:
     """(prefix, where) of the first path segments Express-style calls answer (`app.use('/chat',
     ...)`), in order."""
@@ -506,6 +522,7 @@ def findings(
         else Found(None, "no APP_NAME to name it after")
     )
     table, health_node, mounts = route_table(routes.routes, node_prefixes(texts), routes.how)
+    ready = find_wait_ready(texts)
     return {
         "APP_NAME": name,
         "DEPLOY_ROOT": root,
@@ -515,6 +532,7 @@ def findings(
         "MOUNTS": mounts,
         "HEALTH_PY": find_health(routes.routes, routes.how),
         "HEALTH_NODE": health_node,
+        **({"NODE_WAIT_READY": ready} if ready else {}),
     }
 
 

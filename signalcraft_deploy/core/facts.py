@@ -104,6 +104,8 @@ class HostFacts:
     # Gunicorn's effective configuration, live and new (host/gunicorn.py), read when a HUP is
     # planned; None: not read.
     gunicorn: dict[str, Any] | None = None
+    # Open connections to NODE_PORT (WebSockets, streams, requests in flight); None: not read
+    node_connections: int | None = None
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]

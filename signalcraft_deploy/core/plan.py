@@ -78,6 +78,8 @@ class Manifest:
     # The Gunicorn master serving this release was started by this version, or HUPed by it only
     # after Gunicorn's own reading of its configuration showed no preload_app (see _master_why).
     gunicorn_checked: bool = False
+    # NODE_INSTANCES as this release ran it (1 for a session-bound app by default); 0: not recorded
+    node_instances: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -94,10 +96,17 @@ class Manifest:
 
 
 def release_settings(s: Settings, manifest: dict[str, Any] | None) -> Settings:
-    """The settings for acting on a release already on the host: its Node.js entry point as its
-    manifest records it, when NODE_SCRIPT is unset."""
+    """The settings for acting on a release already on the host: its Node.js entry point and
+    instances as its manifest records them, when NODE_SCRIPT and NODE_INSTANCES are unset."""
     recorded = (manifest or {}).get("processes") or ()
     s = replace(s, processes=tuple(procfile.Process.from_record(r) for r in recorded))
+    instances = (manifest or {}).get("node_instances")
+    if instances and s.origins.get("NODE_INSTANCES", "default") == "default":
+        s = replace(
+            s,
+            node_instances=int(instances),
+            origins={**s.origins, "NODE_INSTANCES": "the release's manifest"},
+        )
     script = (manifest or {}).get("node_script")
     if s.node_script or not script:
         return s
@@ -179,6 +188,19 @@ class Action:
     moves: bool = False
     # the unmanaged server a takeover replaces is the apps' own account's, not the deploy user's
     apps_own: bool = False
+    # open connections (WebSockets, streams) to the processes this action replaces, when counted
+    closes: int | None = None
+
+    @property
+    def shown(self) -> str:
+        """`app: how` as the plan step and the summary say it, with the connections it closes."""
+        closes = (
+            f" (closes {self.closes} open connection(s): WebSockets, streams; clients reconnect"
+            " to the new code)"
+            if self.closes
+            else ""
+        )
+        return f"{self.app}: {self.how}{closes}"
 
 
 @dataclass(frozen=True)
@@ -299,6 +321,7 @@ def make_manifest(
         inputs=release_inputs(s, tree, requirements, package_lock, app_env_digest),
         app_env=app_env_digest[:16] if app_env_digest is not None else "",
         node_script=node_entry(s)["script"].removeprefix(s.current_dir + "/"),
+        node_instances=s.node_instances,
         ecosystem=ecosystem_name(esm),
         node_install=(
             "npm ci"
@@ -546,6 +569,15 @@ def _node_action(
     return Action(App.NODEJS, How.NONE, "unchanged")
 
 
+def _node_reload_kind(s: Settings, node: Action) -> Action:
+    """A change that reaches running Node.js processes is carried by NODE_RELOAD: a handover
+    (Nginx moves to new processes first, so no old process gets a connection while it closes), or
+    PM2's rolling reload."""
+    if node.how is How.RELOAD and s.node_reload == "handover":
+        return replace(node, how=How.HANDOVER)
+    return node
+
+
 def site_digest(site_text: str) -> str:
     return digest(site_text.rstrip("\n"))
 
@@ -719,6 +751,9 @@ def make_plan(
     _check_listen(s, facts)
     _check_site_is_ours(s, facts, py)
     want_py, want_node, py, node = _converge(s, facts, old, py, node)
+    node = _node_reload_kind(s, node)
+    if node.how in (How.RELOAD, How.HANDOVER) and facts.node_connections is not None:
+        node = replace(node, closes=facts.node_connections)
     release = plan.manifest.release
     plan.manifest = replace(
         plan.manifest,

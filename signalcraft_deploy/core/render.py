@@ -35,7 +35,6 @@ def _bundled_templates() -> Path:
 
 
 BUNDLED_TEMPLATES = _bundled_templates()
-NODE_KILL_TIMEOUT_MS = 15000
 # How often PM2 looks whether a stopped app has exited (its default, 100 ms, adds up to that much
 # to every stop, and a handover stops two Gunicorn masters).
 KILL_RETRY_MS = 20
@@ -158,7 +157,9 @@ def node_entry(s: Settings, folder: str | None = None) -> dict[str, Any]:
         "cwd": folder,
         "node_args": ["--require", f"{folder}/{APP_ENV_CJS}"],
         "instances": s.node_instances,
-        "kill_timeout": NODE_KILL_TIMEOUT_MS,
+        "kill_timeout": s.node_kill_timeout * 1000,
+        "listen_timeout": s.node_listen_timeout * 1000,
+        "wait_ready": s.node_wait_ready,
         "kill_retry_time": KILL_RETRY_MS,
         "env": {"NODE_ENV": s.node_env, "PORT": str(s.node_port)},
     }
@@ -256,6 +257,8 @@ def render_ecosystem(s: Settings, venv: str) -> str:
             node_args=node["node_args"],
             node_instances=node["instances"],
             node_kill_timeout_ms=node["kill_timeout"],
+            node_listen_timeout_ms=node["listen_timeout"],
+            node_wait_ready=node["wait_ready"],
             node_env=node["env"],
             processes=[process_entry(s, proc, venv) for proc in s.processes],
         )

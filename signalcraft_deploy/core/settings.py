@@ -802,7 +802,50 @@ class Settings:
     node_instances: int = key(
         "2",
         integer(1, 64),
-        "Node.js processes in PM2 cluster mode (2 or more for rolling reloads)",
+        "Node.js processes in PM2 cluster mode; 1 by default for a session-bound app"
+        " (NODE_SESSION_BOUND), which refuses more",
+    )
+    node_session_bound: str = key(
+        "auto",
+        choice("auto", "yes", "no"),
+        "whether every request of a client's session must reach one Node.js process (socket.io's"
+        " polling transport, per-process broadcasts): then NODE_INSTANCES defaults to 1 and more is"
+        " refused. auto: yes when package.json depends on socket.io; no: the app shares sessions"
+        " across processes itself (WebSocket-only clients and a Redis adapter)",
+    )
+    node_reload: str = key(
+        "handover",
+        choice("handover", "reload"),
+        "how a change of the Node.js code, dependencies or environment reaches it: handover (new"
+        " processes beside the old ones, Nginx moves, then the old ones stop: no request refused,"
+        " whatever the app does on SIGINT; WebSocket clients reconnect to the new code) or reload"
+        " (`pm2 reload`, rolling through the instances: faster, but each old process gets"
+        " connections while it closes, which only an app that drains on SIGINT survives)",
+    )
+    node_listen_timeout: int = key(
+        "30",
+        integer(1, 3600),
+        "seconds PM2 waits for a new Node.js process to listen (or send 'ready' with"
+        " NODE_WAIT_READY) before it stops the old one anyway (PM2's listen_timeout)",
+    )
+    node_wait_ready: bool = key(
+        "false",
+        boolean,
+        "the app calls process.send('ready') once it can serve: PM2 waits for that, not for the"
+        " port to listen (PM2's wait_ready; init sets it when the source sends 'ready')",
+    )
+    node_kill_timeout: int = key(
+        "15",
+        integer(1, 3600),
+        "seconds a stopped Node.js process has to finish its requests and close its WebSockets"
+        " (close frames) after SIGINT, then PM2 kills it (PM2's kill_timeout)",
+    )
+    node_ws_drain_seconds: int = key(
+        "5",
+        integer(0, 3600),
+        "at a Node.js handover, seconds the old processes keep their open connections"
+        " (WebSockets, streams) once Nginx sends new ones elsewhere, before they get SIGINT; an"
+        " old process is gone at most this + NODE_KILL_TIMEOUT after the switch",
     )
     node_env: str = key(
         "production",

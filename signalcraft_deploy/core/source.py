@@ -445,3 +445,55 @@ def with_node_entry(s: Settings, entry: NodeEntry) -> Settings:
     if s.node_script == entry.script:
         return s
     return replace(s, node_script=entry.script, origins={**s.origins, "NODE_SCRIPT": entry.why})
+
+
+# Packages whose clients keep a session on one server process: socket.io's polling transport sends
+# each request of a session anew ("Session ID unknown" from another process), and its broadcasts
+# reach the clients of the sending process only, unless an adapter shares them.
+SESSION_BOUND_PACKAGES = ("socket.io",)
+
+
+def session_bound_package(package_json: str | None) -> str | None:
+    """The session-bound package package.json depends on (dependencies), if any."""
+    try:
+        data = json.loads(package_json) if package_json else {}
+    except ValueError:
+        return None
+    deps = data.get("dependencies") if isinstance(data, dict) else None
+    if not isinstance(deps, dict):
+        return None
+    return next((name for name in SESSION_BOUND_PACKAGES if name in deps), None)
+
+
+def session_bound_why(s: Settings, package_json: str | None) -> str | None:
+    """Why the Node.js app is session-bound (NODE_SESSION_BOUND, or auto and a package found), or
+    None when it is not."""
+    if s.node_session_bound == "yes":
+        return f"NODE_SESSION_BOUND=yes ({s.origins.get('NODE_SESSION_BOUND', 'default')})"
+    if s.node_session_bound == "auto" and (name := session_bound_package(package_json)):
+        return f"package.json depends on {name}"
+    return None
+
+
+def with_session_bound(s: Settings, package_json: str | None) -> Settings:
+    """A session-bound app runs one Node.js process by default; NODE_INSTANCES set above 1 for it is
+    refused, naming the fix (SettingsError)."""
+    why = session_bound_why(s, package_json)
+    if why is None:
+        return s
+    origin = s.origins.get("NODE_INSTANCES", "default")
+    if origin == "default":
+        return replace(
+            s, node_instances=1, origins={**s.origins, "NODE_INSTANCES": f"1 process: {why}"}
+        )
+    if s.node_instances == 1:
+        return s
+    raise SettingsError(
+        f"NODE_INSTANCES={s.node_instances} ({origin}) with a session-bound Node.js app ({why}):"
+        " with several processes socket.io's polling clients fail (400 'Session ID unknown': each"
+        " request of a session must reach the process that opened it) and a broadcast reaches only"
+        " the clients of the process that sends it. Set NODE_INSTANCES=1; or, to run several"
+        " processes, connect every client with transports: ['websocket'] and share broadcasts"
+        " with an adapter (@socket.io/redis-adapter), then set NODE_SESSION_BOUND=no. Nothing was"
+        " changed on the host."
+    )

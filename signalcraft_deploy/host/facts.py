@@ -173,6 +173,10 @@ def host_checks_script(s: Settings, c: Any = None) -> str:
             f"{q(s.python)} -c {q(PYTHON_TAGS)} 2>/dev/null; true",
             listeners_script(ports),
             *owners_script(s, ports),
+            # Open connections to the Node.js app (WebSockets, streams, requests in flight): what a
+            # reload of its processes closes. Counted as the deploy user: no pid involved.
+            "sec node_conns",
+            f"ss -tnH state established '( sport = :{s.node_port} )' 2>/dev/null | wc -l",
             "sec helper",
             root.STATE_SCRIPT,
         ]
@@ -382,6 +386,8 @@ def parse_facts(output: str) -> HostFacts:
     facts.free_mb = int(disk[3]) // 1024 if len(disk) > 3 and disk[3].isdigit() else None
     facts.commands = parse_commands(sec.get("commands", ""))
     facts.user, facts.owners = parse_owners(sec.get("owners", ""))
+    conns = sec.get("node_conns", "").strip()
+    facts.node_connections = int(conns) if conns.isdigit() else None
     return facts
 
 
@@ -469,6 +475,7 @@ def add_host_checks(c: Any, s: Settings, facts: HostFacts) -> None:
     facts.free_mb = more.free_mb
     facts.helper = more.helper
     facts.app_reaches_root = more.app_reaches_root
+    facts.node_connections = more.node_connections
 
 
 def gather(

@@ -421,7 +421,9 @@ def reload_apps(r: DeployRun) -> str:
     except handover_ops.NotMoved:
         r.not_moved = True
         raise
-    return f"{r.s.python_app}: {r.py}, {r.s.node_app}: {r.node}"
+    closes = r.plan.action(App.NODEJS).closes if r.node in (How.RELOAD, How.HANDOVER) else None
+    closed = f" (closed {closes} open connection(s) of the old processes)" if closes else ""
+    return f"{r.s.python_app}: {r.py}, {r.s.node_app}: {r.node}{closed}"
 
 
 def restore_apps(r: DeployRun) -> str:
@@ -475,6 +477,10 @@ def restore_node(r: DeployRun, running: set[str]) -> None:
         pm2_ops.delete(c, s, s.node_app)
         pm2_ops.start(c, s, s.node_app)
         handover_ops.end_handover(c, s, App.NODEJS)
+    elif r.node is How.HANDOVER and r.prev and s.node_app in running:
+        # The handover was done: its processes run the new code from `current`, which points at the
+        # previous release again: a rolling reload loads that.
+        pm2_ops.reload_node(c, s)
     elif r.node is How.START or not r.prev:
         pm2_ops.delete(c, s, s.node_app)
 

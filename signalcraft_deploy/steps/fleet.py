@@ -332,7 +332,7 @@ def prepare(
 def reloaded(m: Member) -> str:
     if m.plan is None or m.result in (Result.UNCHANGED, Result.STOPPED) and not m.done:
         return "-"
-    acts = [f"{a.app}: {a.how}" for a in m.plan.actions if a.how is not How.NONE]
+    acts = [a.shown for a in m.plan.actions if a.how is not How.NONE]
     return ", ".join(acts) or "-"
 
 

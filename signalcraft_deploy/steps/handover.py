@@ -19,7 +19,7 @@ from signalcraft_deploy.core.secrets import masked
 from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.health import gate, gate_on
-from signalcraft_deploy.host.io import Background, fail, run, write_file_command
+from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
 from signalcraft_deploy.host.nginx import install_site, reload_nginx
 from signalcraft_deploy.host.pm2 import (
     app_output,
@@ -76,14 +76,32 @@ def handover_entry(
     return entry, address
 
 
-def wait_drained(c: Any, port: int, seconds: int = 10) -> None:
+def wait_drained(c: Any, port: int, seconds: int = 10) -> int:
     """Wait (bounded) until no connection to a local port is open: nothing is in flight there any
-    more."""
-    run(
-        c,
-        f"i=0; while [ $i -lt {seconds * 50} ] && ss -tnH state established '( sport = :{port} )' |"
-        " grep -q .; do sleep 0.02; i=$((i+1)); done",
-        warn=True,
+    more. Returns how many were still open then (WebSockets and streams do not end by themselves)."""
+    established = f"ss -tnH state established '( sport = :{port} )'"
+    # Bounded by the clock (timeout), not by a count of polls: under load each poll (ss, grep)
+    # takes far longer than its sleep, and 500 polls "of 20 ms" took 30 s.
+    poll = f"while {established} | grep -q .; do sleep 0.05; done"
+    wait = f"timeout {seconds} sh -c {q(poll)}; " if seconds > 0 else ""
+    result = run(c, f"{wait}{established} | wc -l", warn=True)
+    count = result.stdout.strip().rsplit("\n", 1)[-1].strip()
+    return int(count) if count.isdigit() else 0
+
+
+def drain_seconds(s: Settings, app: App) -> int:
+    """How long old processes keep their connections once Nginx sends new ones elsewhere: a Gunicorn
+    request may take up to GUNICORN_GRACEFUL_TIMEOUT to finish before it is cut; Node.js's may be
+    WebSockets that never end (NODE_WS_DRAIN_SECONDS)."""
+    return s.gunicorn_graceful_timeout if app == App.PYTHON else s.node_ws_drain_seconds
+
+
+def say_left(reporter: Reporter, s: Settings, name: str, left: int) -> None:
+    """What the old Node.js processes still held when they were told to stop."""
+    reporter.say(
+        f"     {name}: {left} open connection(s) left after {s.node_ws_drain_seconds} s"
+        " (NODE_WS_DRAIN_SECONDS) get SIGINT with their processes: the app closes them (a"
+        f" WebSocket close frame), or PM2 kills it after NODE_KILL_TIMEOUT {s.node_kill_timeout} s"
     )
 
 
@@ -142,17 +160,18 @@ def handover(
         switch()
     # PM2 stops apps with SIGINT (it has no per-app kill signal), Gunicorn's quick shutdown:
     # harmless only once nothing is in flight, which Nginx's drained reload and this wait make sure
-    # of. A Gunicorn request may take up to GUNICORN_GRACEFUL_TIMEOUT to finish before it is cut.
-    if app == App.PYTHON:
-        wait_drained(c, s.gunicorn_bind.port, s.gunicorn_graceful_timeout)
-    else:
-        wait_drained(c, s.node_port)
+    # of.
+    left = wait_drained(
+        c, s.gunicorn_bind.port if app == App.PYTHON else s.node_port, drain_seconds(s, app)
+    )
+    if app == App.NODEJS:
+        say_left(reporter, s, name, left)
     (stop_old or (lambda: delete(c, s, name)))()
     start(c, s, name)
     problems = gate(c, s, release, release_dir, {app: True})
     if problems:
         raise own_address_failed(s, name, problems, error_output(c, s, name))
-    return end_handover(c, s, app, background=True)
+    return end_handover(c, s, app, background=True, reporter=reporter)
 
 
 def start_temporary_command(
@@ -223,15 +242,28 @@ def move_nginx(c: Any, s: Settings, addresses: dict[str, str], temporary: str) -
         ) from None
 
 
-def end_handover(c: Any, s: Settings, app: App, background: bool = False) -> Background | None:
-    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained.
+def end_handover(
+    c: Any,
+    s: Settings,
+    app: App,
+    background: bool = False,
+    reporter: Reporter | None = None,
+) -> Background | None:
+    """Point Nginx back at the apps' own addresses and stop the temporary app once it is drained
+    (bounded as the old processes were: WebSockets on it are closed with it).
 
     With `background`, the stop (0.5 s: PM2 waits for Gunicorn to exit) is left running and
     returned; the caller overlaps it with the health check and waits before `pm2 save`.
     """
     install_site(c, s, site_description(s), backup=False)
     reload_nginx(c, s, render_nginx_site(s))
-    wait_drained(c, s.gunicorn_handover_bind.port if app == App.PYTHON else s.node_handover_port)
+    left = wait_drained(
+        c,
+        s.gunicorn_handover_bind.port if app == App.PYTHON else s.node_handover_port,
+        drain_seconds(s, app),
+    )
+    if app == App.NODEJS and reporter is not None and left:
+        say_left(reporter, s, s.node_handover_app, left)
     stop = stop_temporary_command(
         c, s, s.handover_app if app == App.PYTHON else s.node_handover_app
     )

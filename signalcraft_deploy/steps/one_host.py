@@ -253,7 +253,10 @@ def plan_host(
             raise fail(str(err), code=2) from None
         if shipment is None:
             return h, None  # a dry run, and the host's mirror does not have REF yet
-    h = replace(h, s=shipment_settings(h.s, shipment), shipment=shipment)
+    try:  # a Procfile or NODE_INSTANCES the app refuses (a session-bound app)
+        h = replace(h, s=shipment_settings(h.s, shipment), shipment=shipment)
+    except SettingsError as err:
+        raise fail(f"Settings error: {err}", code=2) from None
     if (
         not options.dry_run
         and h.facts.current_release is not None
@@ -352,8 +355,7 @@ def plan_step(h: HostDeploy, plan: Plan, drop: bool = False) -> tuple[HostDeploy
         if s.tls and plan.action(App.NGINX).how is How.WRITE_AND_RELOAD:
             check_tls(h.c, s, h.rep)
         st.detail = ", ".join(
-            [f"{a.app}: {a.how}" for a in plan.actions]
-            + [f"{a.name}: {a.how}" for a in plan.processes]
+            [a.shown for a in plan.actions] + [f"{a.name}: {a.how}" for a in plan.processes]
         )
     warn_not_set_up(h.rep, h.facts)
     return h, plan
@@ -483,7 +485,7 @@ def summarize(h: HostDeploy, plan: Plan, ok: bool, pm2_state: dict[str, Any] | N
         )
         for line in pm2_lines(s, pm2_state or {}):
             rep.say(line)
-    reloads = ", ".join(f"{a.app}: {a.how}" for a in plan.actions)
+    reloads = ", ".join(a.shown for a in plan.actions)
     rep.write_github_summary(
         f"Deploy {'succeeded' if ok else 'failed'}: {m.release}",
         [

@@ -22,7 +22,8 @@ def print_plan(rep: Reporter, s: Settings, plan: Plan, facts: HostFacts) -> None
         rep.say(line)
     rep.say("  trial     " + trial_line(s, plan.tried))
     for a in plan.actions:
-        rep.say(f"  {a.app:<9} {a.how.description} ({a.why})")
+        closes = f"; closes {a.closes} open connection(s) (WebSockets, streams)" if a.closes else ""
+        rep.say(f"  {a.app:<9} {a.how.description} ({a.why}{closes})")
     for line in process_lines(plan):
         rep.say(line)
     rep.say(

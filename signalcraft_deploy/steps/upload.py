@@ -68,6 +68,7 @@ def shipment_settings(s: Settings, shipment: Shipment) -> Settings:
     except procfile.ProcfileError as err:
         raise SettingsError(f"{err} Nothing was changed on the host.") from None
     s = replace(s, processes=found, procfile_notes=tuple(notes))
+    s = source.with_session_bound(s, shipment.package_json)
     return source.with_node_entry(
         s, source.resolve_node_entry(shipment.package_json, shipment.tree.has, s.node_script)
     )

@@ -25,7 +25,7 @@ from signalcraft_deploy.core.render import (
     venv_dir,
 )
 from signalcraft_deploy.core.settings import Settings, SettingsError
-from signalcraft_deploy.core.source import node_entry_of, with_node_entry
+from signalcraft_deploy.core.source import node_entry_of, with_node_entry, with_session_bound
 from signalcraft_deploy.host.connect import HOST_HELP, open_host, settings_for
 from signalcraft_deploy.host.io import fail, is_remote, q, read_file, run, write_file
 from signalcraft_deploy.host.lock import task_lock
@@ -87,12 +87,14 @@ def _render_locally(s: Settings, output: str | None, dry_run: bool) -> None:
         Path(s.source_dir, "requirements.txt"),
         Path(s.source_dir, "package.json"),
     )
+    package_json = package.read_text() if package.exists() else None
     entry = node_entry_of(
         s,
-        package.read_text() if package.exists() else None,
+        package_json,
         lambda path: Path(s.source_dir, path).is_file(),
         f"the working tree of SOURCE_DIR {s.source_dir}",
     )
+    s = with_session_bound(s, package_json)
     s = with_processes(with_node_entry(s, entry), Path(s.source_dir, procfile.PROCFILE))
     print(f"Node.js entry point: {entry.script} ({entry.why}, read from the working tree)")
     files = rendered_files(s, requirements.read_text() if requirements.exists() else "", entry.esm)

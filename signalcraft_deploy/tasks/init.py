@@ -60,6 +60,7 @@ from signalcraft_deploy.core.settings import (
     Key,
     environment_file,
 )
+from signalcraft_deploy.core.source import session_bound_package
 
 SETTINGS_FILE = "deploy.env"
 WORKFLOW = ".github/workflows/auto-deploy.yml"
@@ -178,7 +179,9 @@ def settings_text(found: Mapping[str, Found] | None = None) -> str:
         ]
     lines += ["# --- The rest, each at its default: uncomment a line to change it. ---", ""]
     for key in KEYS:
-        if key.name not in FIRST_DEPLOY and not (
+        if key.name in found and key.name not in FIRST_DEPLOY:
+            lines += _found_lines(key, found[key.name])  # found in the app beyond the first keys
+        elif key.name not in FIRST_DEPLOY and not (
             key.name == "PY_ROUTES" and "ROUTES" in found and found["ROUTES"].value is None
         ):
             lines += _key_lines(key, active=False)
@@ -768,14 +771,29 @@ def read_app(root: Path) -> tuple[dict[str, Found], list[str]]:
         name: accepted(keys[name], f)
         for name, f in findings(root.resolve().name, paths, texts, read).items()
     }
+    notes += _socket_io_notes(found, texts.get("package.json"))
+    return found, [*_found_notes(found), *notes, *_process_notes(root, texts)]
+
+
+def _socket_io_notes(found: Mapping[str, Found], package_json: str | None) -> list[str]:
+    """What a socket.io app needs: one process (a deploy's default for it), and its client's path
+    under a prefix."""
+    notes = []
+    bound = session_bound_package(package_json)
+    if bound:
+        notes.append(
+            f"package.json depends on {bound}: each client's session must stay on one Node.js"
+            " process, so a deploy runs NODE_INSTANCES=1 (the default for it; more is refused:"
+            " NODE_SESSION_BOUND says how to run several)."
+        )
     node_prefix = found["HEALTH_NODE"].value
-    if node_prefix and node_prefix != "/" and '"socket.io"' in texts.get("package.json", ""):
+    if node_prefix and node_prefix != "/" and bound == "socket.io":
         notes.append(
             f"Node.js is under {node_prefix}, and Socket.IO's client asks /socket.io by default:"
             f" give the client path: '{node_prefix}/socket.io' (the server keeps /socket.io: Nginx"
             f" passes the path without {node_prefix})."
         )
-    return found, [*_found_notes(found), *notes, *_process_notes(root, texts)]
+    return notes
 
 
 def _process_notes(root: Path, texts: Mapping[str, str]) -> list[str]:

@@ -64,6 +64,7 @@ LONGEST_FIRST = (
     "test_processes",
     "test_streams",
     "test_long_requests",
+    "test_websockets",
     "test_hooks",
     "test_faults",
     "test_host_life",

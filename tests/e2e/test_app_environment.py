@@ -126,7 +126,7 @@ def test_new_values_take_effect_with_the_usual_reload_and_a_rollback_brings_the_
         out = ok(fab(sandbox, p, deployed["repo"]))
         said.append(out)
     result = load.result()
-    assert f"{AE.app}-python: hup, {AE.app}-nodejs: reload" in out, out
+    assert f"{AE.app}-python: hup, {AE.app}-nodejs: handover" in out, out
     assert result.total > 20 and result.failed == 0, result.samples
     # The key B no longer has is gone from Gunicorn's workers after the HUP.
     assert answers(p) == (B["DATABASE_URL"], None, B["REDIS_URL"])

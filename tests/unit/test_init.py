@@ -884,6 +884,27 @@ def test_socket_io_under_a_prefix_gets_a_note_on_its_client_s_path(tmp_path: Pat
     assert "give the client path: '/chat/socket.io' (the server keeps /socket.io" in " ".join(notes)
 
 
+def test_init_says_a_socket_io_app_runs_one_process_and_writes_wait_ready_when_the_app_sends_it(
+    tmp_path: Path,
+) -> None:
+    write_app(
+        tmp_path,
+        {
+            **EXPRESS,
+            "package.json": '{"main": "chat", "dependencies": {"socket.io": "^4"}}',
+            "chat/index.js": EXPRESS["chat/index.js"]
+            + "server.listen(3000, () => process.send('ready'));\n",
+        },
+    )
+    found, notes = init_module.read_app(tmp_path)
+    assert "package.json depends on socket.io" in " ".join(notes)
+    assert "NODE_INSTANCES=1" in " ".join(notes)
+    assert found["NODE_WAIT_READY"].value == "true"
+    text = init_module.settings_text(found)
+    assert "\nNODE_WAIT_READY=true\n" in text
+    assert "# found: chat/index.js:5 sends process.send('ready')" in text
+
+
 # A repository read by init (from its source: nothing of it runs) whose Flask rule and file name
 # hold line breaks that, written as they are, would be deploy.env lines of their own: settings the
 # user never chose.

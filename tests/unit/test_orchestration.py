@@ -37,7 +37,13 @@ from signalcraft_deploy.host.io import InvokeRunner, use_transport
 from signalcraft_deploy.host.lock import END
 from signalcraft_deploy.remote import probe as remote_probe
 from signalcraft_deploy.remote import program
-from signalcraft_deploy.steps.deploy import DEPLOY_STEPS, DeployRun, check_nginx, trial_run
+from signalcraft_deploy.steps.deploy import (
+    DEPLOY_STEPS,
+    DeployRun,
+    check_nginx,
+    restore_node,
+    trial_run,
+)
 from signalcraft_deploy.steps.one_host import HostDeploy, check_tls, new_run
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Failure, Outcome, run_steps
@@ -89,7 +95,10 @@ LABELS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(r"pm2 save"), lambda m: "pm2 save"),
     (re.compile(r'(?s)P=\$\(command -v pm2\) .*?"\$P" save --force'), lambda m: "pm2 save"),
     (re.compile(r"ln -sfn releases/(\S+) "), lambda m: f"current -> {m[1]}"),
-    (re.compile(r"i=0; while .*sport = :(\d+)"), lambda m: f"wait drained :{m[1]}"),
+    (
+        re.compile(r"(?:timeout \d+ sh -c .)?while .*?sport = :(\d+)"),
+        lambda m: f"wait drained :{m[1]}",
+    ),
     (re.compile(r"(?s)umask 077 && mkdir -p \S+ && printf .*audit\.log"), lambda m: "audit"),
     (re.compile(r"git -C \S+ rev-parse --verify"), lambda m: "git resolve"),
     (re.compile(r"git -C \S+ rev-parse \S+ && git -C \S+ ls-tree"), lambda m: "git list tree"),
@@ -1428,7 +1437,7 @@ def test_a_new_master_that_fails_on_its_own_address_is_undone_back_to_the_old_ma
                     {"ok": True, "why": "", "master": 812, "seconds": 0.3}
                 ),
                 r"ln -sfn ": ok(),
-                r"i=0; while ": ok(),
+                r"timeout \d+ sh -c .while ": ok(),
                 PM2_DELETE: ok(),
                 r"f=\S+; \[ -e ": ok(),
                 probe_gate("signalcraft-python"): as_json(own_failed),
@@ -1537,3 +1546,15 @@ def test_apps_are_started_only_once_the_trials_apps_are_gone_when_pm2s_list_coul
     deploy_steps.reload_apps(r)  # type: ignore[arg-type]
     assert (seen[0] == "trial apps deleted") is waits, seen
     assert ("trial apps deleted" in seen) is waits
+
+
+def test_the_undo_of_a_finished_node_handover_loads_the_previous_release_again(load) -> None:
+    """A failure after the Node.js handover was done (a later step, a lost connection): its new
+    processes run from `current`, switched back by then, and a rolling reload loads the previous
+    release in them; a handover cut short is undone by the temporary app's end instead."""
+    s = load()
+    c = mock_host(run=answers({r"(?s).*pm2 reload": ok()}))
+    r = step_run(c, s, How.NONE, How.HANDOVER, pm2=(s.python_app, s.node_app))
+    restore_node(r, {s.python_app, s.node_app})
+    reloads = [command for command, _ in sent(c) if "reload" in command]
+    assert len(reloads) == 1 and f"--only {s.node_app}" in reloads[0], sent(c)
