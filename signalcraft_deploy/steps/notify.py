@@ -211,6 +211,10 @@ def notifying(n: Notifier, rep: Reporter | None = None) -> Iterator[Notifier]:
         step = failed_step(rep) or n.event
         n.send("failed", seconds=n.seconds(), step=step, message=_first_line(said))
         raise
+    except KeyboardInterrupt:  # Ctrl-C, or a CI job cancelled: not an Exception, told all the same
+        step = failed_step(rep) or n.event
+        n.send("failed", seconds=n.seconds(), step=step, message="interrupted (Ctrl-C)")
+        raise
     finally:
         n.wait()
 

@@ -242,3 +242,13 @@ def test_an_unforeseen_error_is_told_as_failed_and_raised_as_is(tmp_path: Path, 
         "read host",
         "OSError: Socket is closed",
     )
+
+
+def test_an_interrupted_deploy_is_told_as_failed_not_left_started(tmp_path: Path, sink: Sink):
+    """Ctrl-C (or a CI job cancelled with SIGINT) is a KeyboardInterrupt, not an Exception: the
+    receiver must still see the start's end, and the interrupt is raised as it was."""
+    n = notifier(settings(tmp_path, sink.url), [])
+    with pytest.raises(KeyboardInterrupt), notifying(n):
+        raise KeyboardInterrupt
+    assert [b["status"] for b in sink.bodies] == ["started", "failed"]
+    assert sink.bodies[-1]["message"] == "interrupted (Ctrl-C)"
