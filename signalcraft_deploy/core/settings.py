@@ -363,8 +363,11 @@ def _git_url(text: str) -> str:
 
 
 def _webhook_url(text: str) -> str:
-    # Never shown: a webhook's URL carries its token (Slack's in the path).
-    if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s]*)?", text):
+    # Never shown: a webhook's URL carries its token (Slack's in the path). Printable ASCII only:
+    # http.client refuses a control character by quoting the whole path in its error.
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s]*)?", text) or not re.fullmatch(
+        r"[!-~]+", text
+    ):
         raise Invalid("an http:// or https:// URL", found="a value that is not one (not shown)")
     return text
 

@@ -252,3 +252,16 @@ def test_an_interrupted_deploy_is_told_as_failed_not_left_started(tmp_path: Path
         raise KeyboardInterrupt
     assert [b["status"] for b in sink.bodies] == ["started", "failed"]
     assert sink.bodies[-1]["message"] == "interrupted (Ctrl-C)"
+
+
+def test_a_url_with_a_control_character_is_refused_before_it_can_be_quoted_in_a_warning(
+    tmp_path: Path,
+):
+    """http.client refuses a path with a control character by quoting the whole path (the token)
+    in its error, which the warning would print: the setting refuses such a URL, unshown."""
+    with pytest.raises(SettingsError) as bad:
+        load_settings(
+            environ={"NOTIFY_URL": f"https://hooks.example.com/services/{TOKEN}\x7f"},
+            cwd=str(tmp_path),
+        )
+    assert "NOTIFY_URL (environment)" in str(bad.value) and TOKEN not in str(bad.value)
