@@ -39,4 +39,8 @@ def effective_config(c: Any, s: Settings, facts: HostFacts, new_conf: str) -> di
     except (ValueError, IndexError):
         said = masked(s, result.stderr.strip()[-300:]) or f"exit status {result.exited}"
         return {"error": f"the probe of Gunicorn's configuration failed: {said}"}
-    return found if isinstance(found, dict) else {"error": "the probe said nothing readable"}
+    if not isinstance(found, dict):
+        return {"error": "the probe said nothing readable"}
+    if "error" in found:  # it ran gunicorn.conf.py, which may compute from the app's values
+        found["error"] = masked(s, str(found["error"]))
+    return found

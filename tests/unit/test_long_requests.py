@@ -391,3 +391,29 @@ def test_an_asgi_workers_app_is_left_as_it_is(releases, monkeypatch):
     conf["post_worker_init"](worker)
 
     assert worker.wsgi is asgi_app
+
+
+def test_the_probe_of_gunicorns_configuration_never_shows_an_app_value(load, tmp_path) -> None:
+    """The probe executes gunicorn.conf.py (a TEMPLATES_DIR one may compute from the app's values):
+    its error, printed in the plan as the reason for a new master, is masked like all the tool
+    prints."""
+    import json as _json
+    import re as _re
+
+    from invoke import Result
+
+    from signalcraft_deploy.core.facts import HostFacts, Pm2Process
+    from signalcraft_deploy.host.gunicorn import effective_config
+    from tests.unit.conftest import mock_host
+
+    secret = "s3cr3t-Pa55word-value"
+    (tmp_path / "app.env").write_text(f"DATABASE_PASSWORD={secret}\n")
+    s = load({"APP_ENV_FILE": str(tmp_path / "app.env")})
+    said = {"error": f"ValueError: invalid literal for int() with base 10: '{secret}'"}
+    c = mock_host(run={_re.compile(r"(?s).*"): Result(stdout=_json.dumps(said) + "\n")})
+    venv = f"{s.deploy_root}/venvs/abc"
+    master = Pm2Process(
+        s.python_app, 0, 4100, "online", 0, 0, "fork", f"{venv}/bin/gunicorn", "", "", (), 0
+    )
+    found = effective_config(c, s, HostFacts(pm2=[master]), "workers = 2\n")
+    assert "error" in found and secret not in found["error"], found
