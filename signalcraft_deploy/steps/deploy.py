@@ -42,6 +42,9 @@ from signalcraft_deploy.steps.runner import Outcome, Step
 from signalcraft_deploy.steps.upload import Shipment, ship
 
 
+# GUNICORN_GRACEFUL_TIMEOUT's own upper bound: the longest the health gate waits for old workers.
+MAX_GRACEFUL = 3600
+
 @dataclass
 class DeployRun:
     """What the steps of one deploy (or rollback) share."""
@@ -149,9 +152,11 @@ class DeployRun:
         """Gunicorn's graceful_timeout as Gunicorn reads the new gunicorn.conf.py, when the plan
         read it (host/gunicorn.py); None: GUNICORN_GRACEFUL_TIMEOUT's."""
         value = ((self.facts.gunicorn or {}).get("new") or {}).get("graceful_timeout")
-        return (
-            value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-        )
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            return None
+        # Read as the apps' account, with the master's GUNICORN_CMD_ARGS (that account's PM2 sets
+        # them): bounded as GUNICORN_GRACEFUL_TIMEOUT is, so the gate never waits for ever.
+        return min(value, MAX_GRACEFUL)
 
     def wait_stopped(self) -> None:
         """Wait for the temporary apps being stopped in the background (the trial's, a

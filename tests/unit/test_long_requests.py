@@ -417,3 +417,17 @@ def test_the_probe_of_gunicorns_configuration_never_shows_an_app_value(load, tmp
     )
     found = effective_config(c, s, HostFacts(pm2=[master]), "workers = 2\n")
     assert "error" in found and secret not in found["error"], found
+
+
+def test_the_gate_s_drain_is_bounded_whatever_gunicorn_s_reading_says() -> None:
+    """Gunicorn's reading runs as the apps' account, with the running master's GUNICORN_CMD_ARGS
+    (which that account sets through its own PM2): a graceful_timeout of a billion seconds must not
+    make the health gate, which holds the deploy lock, wait past GUNICORN_GRACEFUL_TIMEOUT's own
+    bound (3600 s)."""
+    from signalcraft_deploy.core.facts import HostFacts
+    from signalcraft_deploy.steps.deploy import DeployRun
+
+    run = SimpleNamespace(facts=HostFacts(gunicorn={"new": {"graceful_timeout": 10**9}}))
+    assert DeployRun.graceful.fget(run) == 3600  # type: ignore[attr-defined]
+    run = SimpleNamespace(facts=HostFacts(gunicorn={"new": {"graceful_timeout": 90}}))
+    assert DeployRun.graceful.fget(run) == 90  # type: ignore[attr-defined]
