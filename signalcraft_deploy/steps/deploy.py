@@ -41,9 +41,9 @@ from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Outcome, Step
 from signalcraft_deploy.steps.upload import Shipment, ship
 
-
 # GUNICORN_GRACEFUL_TIMEOUT's own upper bound: the longest the health gate waits for old workers.
 MAX_GRACEFUL = 3600
+
 
 @dataclass
 class DeployRun:
