@@ -1465,10 +1465,12 @@ def load_settings(
     if not env_path.is_absolute():
         env_path = base / env_path
     file_values, file_origins = read_env_file(env_path, required=bool(named))
-    chosen = environment or environ.get(ENVIRONMENT_VAR) or None
+    # A flag given empty (`--environment "$ENV"`, ENV unset) is refused by its name, never read as
+    # no environment: the shared settings alone would deploy where another environment was meant.
+    chosen = environment if environment is not None else environ.get(ENVIRONMENT_VAR) or None
     over = None
-    if chosen:
-        where = "flag --environment" if environment else ENVIRONMENT_VAR
+    if chosen is not None:
+        where = "flag --environment" if environment is not None else ENVIRONMENT_VAR
         over, over_values, over_origins = read_environment(env_path, chosen, where)
         file_values.update(over_values)
         file_origins.update(over_origins)

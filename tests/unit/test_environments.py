@@ -115,3 +115,13 @@ def test_every_task_that_reads_settings_takes_environment():
             assert "environment" in flags, name
             reading.append(name)
     assert {"deploy", "rollback", "status", "settings", "freeze", "setup"} <= set(reading)
+
+
+def test_an_empty_environment_flag_is_refused_not_read_as_none(app: Path):
+    """`--environment "$ENV"` with ENV unset in a script: the flag was given, empty; reading the
+    shared settings alone (production's, say) would deploy them where staging was meant."""
+    with pytest.raises(SettingsError) as bad:
+        load(app, environment="")
+    assert "flag --environment" in str(bad.value)
+    with pytest.raises(SettingsError):
+        load(app, environ={"SIGNALCRAFT_ENV": "production"}, environment="")
