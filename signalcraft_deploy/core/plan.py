@@ -190,6 +190,8 @@ class Action:
     apps_own: bool = False
     # open connections (WebSockets, streams) to the processes this action replaces, when counted
     closes: int | None = None
+    # PM2's entry changes in a way `pm2 reload` does not apply (mode, instances, script)
+    entry_changes: bool = False
 
     @property
     def shown(self) -> str:
@@ -553,6 +555,7 @@ def _node_action(
             App.NODEJS,
             How.HANDOVER,
             "its PM2 mode, instances or script changed, which `pm2 reload` does not apply",
+            entry_changes=True,
         )
     if not old or old.get("node_entry") != m.node_entry:
         return Action(App.NODEJS, How.RELOAD, "its PM2 settings changed")

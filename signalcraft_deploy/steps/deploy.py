@@ -484,8 +484,13 @@ def restore_node(r: DeployRun, running: set[str]) -> None:
         handover_ops.end_handover(c, s, App.NODEJS)
     elif r.node is How.HANDOVER and r.prev and s.node_app in running:
         # The handover was done: its processes run the new code from `current`, which points at the
-        # previous release again: a rolling reload loads that.
-        pm2_ops.reload_node(c, s)
+        # previous release again: a rolling reload loads that, unless the handover was for what a
+        # reload does not apply (mode, instances, script): then the previous entry starts anew.
+        if r.plan.action(App.NODEJS).entry_changes:
+            pm2_ops.delete(c, s, s.node_app)
+            pm2_ops.start(c, s, s.node_app)
+        else:
+            pm2_ops.reload_node(c, s)
     elif r.node is How.START or not r.prev:
         pm2_ops.delete(c, s, s.node_app)
 

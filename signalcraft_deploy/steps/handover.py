@@ -164,7 +164,7 @@ def handover(
     left = wait_drained(
         c, s.gunicorn_bind.port if app == App.PYTHON else s.node_port, drain_seconds(s, app)
     )
-    if app == App.NODEJS:
+    if app == App.NODEJS and left:
         say_left(reporter, s, name, left)
     (stop_old or (lambda: delete(c, s, name)))()
     start(c, s, name)

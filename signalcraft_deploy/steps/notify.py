@@ -63,7 +63,13 @@ def slack_text(n: Notice) -> str:
     parts += [f"in {n.seconds:.1f}s"] if n.seconds is not None else []
     parts += [f"by {n.by}"]
     tail = f"\nfailed at {n.step}: {n.message}" if n.step else ""
-    return " · ".join(parts) + tail
+    return slack_escaped(" · ".join(parts) + tail)
+
+
+def slack_escaped(text: str) -> str:
+    """Slack reads `<...>` as a link or a mention (`<!channel>`) and `&` as an entity: its message
+    format asks for these three escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def body(notice: Notice, fmt: str) -> bytes:

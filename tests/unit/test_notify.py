@@ -16,7 +16,7 @@ import pytest
 from invoke.exceptions import Exit
 
 from signalcraft_deploy.core.settings import Settings, SettingsError, load_settings
-from signalcraft_deploy.steps.notify import Notifier, notifying, told
+from signalcraft_deploy.steps.notify import Notice, Notifier, notifying, slack_text, told
 from signalcraft_deploy.steps.report import Reporter
 from signalcraft_deploy.steps.runner import Ended, Outcome, RunFailed
 from signalcraft_deploy.tasks.settings import effective_text
@@ -265,3 +265,21 @@ def test_a_url_with_a_control_character_is_refused_before_it_can_be_quoted_in_a_
             cwd=str(tmp_path),
         )
     assert "NOTIFY_URL (environment)" in str(bad.value) and TOKEN not in str(bad.value)
+
+
+def test_a_slack_message_escapes_what_slack_reads_as_markup() -> None:
+    """A health failure quoting `<urlopen error ...>`, or a message holding `<!channel>`, is text in
+    the chat, not a link or a mention of everyone."""
+    notice = Notice(
+        event="deploy",
+        status="failed",
+        app="shop",
+        environment=None,
+        hosts=["web1"],
+        by="ci",
+        step="check health",
+        message="URLError: <urlopen error [Errno 111]> & <!channel>",
+    )
+    text = slack_text(notice)
+    assert "&lt;urlopen error [Errno 111]&gt; &amp; &lt;!channel&gt;" in text
+    assert "<" not in text and ">" not in text
