@@ -304,6 +304,11 @@ def _common(d: Dict[str, Any], addresses: List[str], ssl: bool) -> List[str]:
     ]
     if d["body_size"]:
         lines.append(f"    client_max_body_size {d['body_size']};")
+    if "timeouts" in d:
+        # The longest app's, for the locations that set none (kept or included ones): they
+        # inherit it instead of Nginx's 60 s; the apps' own locations set their own below.
+        longest = max(d["timeouts"].values())
+        lines += [f"    proxy_read_timeout {longest}s;", f"    proxy_send_timeout {longest}s;"]
     return lines + [
         "",
         "    # Answers the id of this file: how a deploy knows that the running Nginx serves it.",

@@ -453,6 +453,8 @@ def test_a_description_that_is_not_an_object_is_refused(value: Any) -> None:
 
 
 FIXED = {  # (the block a directive is in, the directive): what the shape holds
+    ("server", "proxy_read_timeout"),
+    ("server", "proxy_send_timeout"),
     ("location", "proxy_read_timeout"),
     ("location", "proxy_send_timeout"),
     ("location", "proxy_buffering"),
@@ -512,6 +514,7 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
     """Every argument list each directive may have: the shape's constants, or a field of the
     (checked) description."""
     up, tls = d["upstream"], d["tls"]
+    longest = {(f"{max(d['timeouts'].values())}s",)} if "timeouts" in d else set()
     default = ("default_server",) if d["server_name"] == "_" else ()
     listens = {(a, *default) for a in d["listen"]}
     if tls:
@@ -558,6 +561,9 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
         ("location", "proxy_pass"): {(f"http://{up}_python",), (f"http://{up}_nodejs",)},
         ("location", "proxy_set_header"): headers,
         ("location", "proxy_http_version"): {("1.1",)},
+        # the longest app's for what the site's own locations do not set (kept, included ones)
+        ("server", "proxy_read_timeout"): longest,
+        ("server", "proxy_send_timeout"): longest,
         ("location", "proxy_read_timeout"): {(f"{v}s",) for v in d.get("timeouts", {}).values()},
         ("location", "proxy_send_timeout"): {(f"{v}s",) for v in d.get("timeouts", {}).values()},
         ("location", "proxy_buffering"): {("off",)} if d.get("streams") else set(),
