@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def run_python(
         "takeover_record",
         "takeover_restore",
         "pm2_list",
+        "pm2_ask",
         "reload_nginx",
         "tls_check",
         "hook",
@@ -622,6 +624,95 @@ def test_pm2_rpc_start_says_which_script_is_missing_and_fails_as_pm2_does(
     assert [app["name"] for app in prepared(daemon)] == ["fine"]  # PM2 starts the others
 
 
+# --- pm2_socket.py
+# -------------------------------------------------------------------------------------------------
+
+
+def ask_socket(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """pm2_ask.py as the host runs it (`python3 -I -S -c`), asking the PM2 of `home`."""
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", remote.program("pm2_ask"), *args],
+        capture_output=True,
+        text=True,
+        env={"PM2_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def real_pm2(tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
+    """This machine's PM2 with a daemon of its own (PM2_HOME in tmp_path), killed after."""
+    found = shutil.which("pm2")
+    if found is None or NODE is None:
+        pytest.skip("PM2 is not installed")
+    home = tmp_path / "pm2-home"
+    env = {**os.environ, "PM2_HOME": str(home)}
+    cli = [found]
+
+    def pm2(*args: str) -> str:
+        done = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    pm2("start", "/bin/sleep", "--name", "sleeper", "--", "300")
+    pm2("start", "/bin/sleep", "--name", "other", "--", "300")
+    try:
+        yield [found, "--no-color"], home
+    finally:
+        subprocess.run([found, "kill"], capture_output=True, env=env, timeout=60)
+
+
+def jlist(real_pm2: tuple[list[str], Path]) -> list[dict[str, Any]]:
+    cli, home = real_pm2
+    env = {**os.environ, "PM2_HOME": str(home)}
+    out = subprocess.run([*cli, "jlist"], capture_output=True, text=True, env=env, timeout=60)
+    return json.loads(out.stdout)
+
+
+def steady(listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A process list without what changes between two askings (CPU, memory, uptime...)."""
+    changing = {"axm_monitor", "pm_uptime", "unstable_restarts"}
+    return [
+        {k: v for k, v in p.items() if k != "monit"}
+        | {"pm2_env": {k: v for k, v in p["pm2_env"].items() if k not in changing}}
+        for p in listed
+    ]
+
+
+def test_pm2_socket_lists_what_pm2_jlist_lists_and_deletes_as_pm2_delete(
+    real_pm2: tuple[list[str], Path],
+) -> None:
+    """Against a real PM2 daemon: its own protocol, not a fake's."""
+    _, home = real_pm2
+    listed = ask_socket("list", home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert steady(json.loads(listed.stdout)) == steady(jlist(real_pm2))
+    deleted = ask_socket("delete", "sleeper", home=home)
+    assert (deleted.returncode, deleted.stdout) == (0, "deleted sleeper\n")
+    assert [p["name"] for p in jlist(real_pm2)] == ["other"]
+    missing = ask_socket("delete", "sleeper", home=home)
+    assert (missing.returncode, missing.stdout) == (4, "no app named sleeper\n")
+
+
+def test_pm2_socket_cannot_ask_without_a_daemon_or_an_answer_it_can_read(tmp_path: Path) -> None:
+    assert ask_socket("list", home=tmp_path / "no-daemon").returncode == 3
+    (tmp_path / "home").mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "home" / "rpc.sock"))
+    server.listen(1)
+
+    def answer_garbage() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    done = ask_socket("list", home=tmp_path / "home")
+    server.close()
+    assert (done.returncode, done.stdout) == (3, "")
+
+
 def test_probe_gate_asks_the_daemon_over_one_connection(
     host: FakeHost, web: str, sleepers: Any, tmp_path: Path
 ) -> None:
@@ -652,6 +743,59 @@ def test_probe_gate_asks_the_daemon_over_one_connection(
     assert (
         connects.read_text() == "connect\n"
     )  # the baseline and the passing check: one Node.js start
+
+
+class FakeDaemon:
+    """A PM2 daemon's RPC socket at `path` speaking PM2's protocol (amp frames, axon-rpc calls):
+    getMonitorData answers the list in `listed`; each call is logged in `calls`."""
+
+    def __init__(self, path: Path, listed: Path) -> None:
+        self.listed, self.calls = listed, []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(4)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        stream = conn.makefile("rb")
+        while head := stream.read(1):
+            args = [stream.read(int.from_bytes(stream.read(4), "big")) for _ in range(head[0] & 15)]
+            call = json.loads(args[0][2:])
+            self.calls.append(call["method"])
+            listed = json.loads(self.listed.read_text())
+            reply = b"j:" + json.dumps({"args": [listed]}).encode()
+            conn.sendall(
+                bytes([0x12]) + b"".join(len(a).to_bytes(4, "big") + a for a in (reply, args[1]))
+            )
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_probe_gate_asks_the_daemon_from_python_without_starting_node_or_pm2(
+    host: FakeHost, web: str, sleepers: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "releases" / "R1"
+    release.mkdir(parents=True)
+    py, node = sleepers(release), sleepers(release)
+    host.set_list(
+        listed_as(recorded_jlist(), {"signalcraft-python": py.pid, "signalcraft-nodejs": node.pid})
+    )
+    (host.root / ".pm2").mkdir()
+    daemon = FakeDaemon(host.root / ".pm2" / "rpc.sock", host.jlist)
+    spec = gate_spec(host, release, [{"label": "app", "url": f"{web}/ok", "expect_release": True}])
+    done = run_python("probe", json.dumps(spec), env=host.env(), cwd=host.root)
+    daemon.close()
+    assert json.loads(done.stdout.strip().splitlines()[-1])["ok"] is True, done.stderr
+    assert host.calls() == [] and set(daemon.calls) == {"getMonitorData"}
 
 
 # --- takeover_record.py / takeover_restore.py
