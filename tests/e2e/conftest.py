@@ -245,16 +245,13 @@ def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.Complet
 
 
 def pm2_command(user: str, op: str, *names: str, cli: str) -> str:
-    """Shell that asks `user`'s PM2 daemon as the tool does (remote/pm2_rpc.js over its socket: the
-    same list `pm2 jlist` prints, without the 0.2 s of CPU of PM2's CLI) or, when that cannot be
-    done (no daemon yet), runs `pm2 <cli>`, which starts one."""
-    from signalcraft_deploy.host.facts import PM2_RPC_JS
+    """Shell that asks `user`'s PM2 daemon as the tool does (host/facts.py pm2_rpc_shell: over its
+    socket, the same list `pm2 jlist` prints, without the 0.2 s of CPU of PM2's CLI) or, when that
+    cannot be done (no daemon yet), runs `pm2 <cli>`, which starts one."""
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.host.facts import pm2_rpc_shell
 
-    ask = " ".join(shlex.quote(a) for a in (op, *names))
-    command = (
-        f'P=$(command -v pm2) && {{ node -e {shlex.quote(PM2_RPC_JS)} "$P" {ask} 2>/dev/null;'
-        f' r=$?; if [ $r = 3 ]; then "$P" {cli}; else [ $r = 0 ]; fi; }}'
-    )
+    command = pm2_rpc_shell(load_settings(environ={}), op, *names, cli=cli)
     return f"sudo -u {user} -H sh -c {shlex.quote(command)}" if user != "root" else command
 
 
