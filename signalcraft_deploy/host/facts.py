@@ -48,7 +48,7 @@ def pm2_rpc_shell(s: Settings, op: str, *names: str, cli: str) -> str:
     """
     args = " ".join(q(a) for a in (op, *names))
     node = f'node -e {q(PM2_RPC_JS)} "$P" {args} 2>/dev/null; r=$?;'
-    if op in ("list", "delete"):  # first from Python (pm2_ask.py): no Node.js start
+    if op in ("list", "delete", "save"):  # first from Python (pm2_ask.py): no Node.js start
         node = f"{socket_shell(s, args)} if [ $r = 3 ]; then {node} fi;"
     return (
         f"P=$(command -v {q(s.pm2)}) && {{ {node} "

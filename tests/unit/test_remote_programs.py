@@ -694,6 +694,21 @@ def test_pm2_socket_lists_what_pm2_jlist_lists_and_deletes_as_pm2_delete(
     assert (missing.returncode, missing.stdout) == (4, "no app named sleeper\n")
 
 
+def test_pm2_ask_save_writes_the_text_pm2_save_writes(real_pm2: tuple[list[str], Path]) -> None:
+    """The dump a `pm2 save --force` writes, line for line (but for the live metrics' values, which
+    change between two readings), the previous dump kept as .bak."""
+    cli, home = real_pm2
+    env = {**os.environ, "PM2_HOME": str(home)}
+    subprocess.run([*cli, "save", "--force"], capture_output=True, env=env, timeout=60, check=True)
+    by_cli = (home / "dump.pm2").read_text()
+    saved = ask_socket("save", home=home)
+    assert saved.returncode == 0, saved.stderr
+    ours = (home / "dump.pm2").read_text()
+    assert (home / "dump.pm2.bak").read_text() == by_cli
+    pairs = list(zip(by_cli.splitlines(), ours.splitlines(), strict=True))
+    assert [a for a, b in pairs if a != b and '"value":' not in a] == []
+
+
 def test_pm2_socket_cannot_ask_without_a_daemon_or_an_answer_it_can_read(tmp_path: Path) -> None:
     assert ask_socket("list", home=tmp_path / "no-daemon").returncode == 3
     (tmp_path / "home").mkdir()
