@@ -40,8 +40,8 @@ def site_ports(s: Settings) -> list[int]:
 
 
 def pm2_rpc_shell(s: Settings, op: str, *names: str, cli: str) -> str:
-    """Shell that asks PM2's daemon over its socket (pm2_rpc.js); if that cannot be done, runs `pm2
-    <cli>`.
+    """Shell that asks PM2's daemon over its socket (list, delete, save first from Python:
+    pm2_ask.py; then pm2_rpc.js); if that cannot be done, runs `pm2 <cli>`.
 
     Exit status 3 alone means "could not ask": any other answer, an app not found included, is
     final.
