@@ -18,11 +18,12 @@ from signalcraft_deploy.host import root
 from signalcraft_deploy.host.app_user import as_app, systemd_first
 from signalcraft_deploy.host.io import q, run
 from signalcraft_deploy.host.root import APP_HELPER, HELPER
-from signalcraft_deploy.remote import source
+from signalcraft_deploy.remote import program, source
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 
 MARK = "@@signalcraft:"
 PM2_RPC_JS = source("pm2_rpc.js")
+PM2_ASK_PY = program("pm2_ask")
 
 
 # What WHEELS=local needs of the host's Python to fetch wheels for it: "version libc machine" ("3.12
@@ -39,16 +40,29 @@ def site_ports(s: Settings) -> list[int]:
 
 
 def pm2_rpc_shell(s: Settings, op: str, *names: str, cli: str) -> str:
-    """Shell that asks PM2's daemon over its socket (pm2_rpc.js); if that cannot be done, runs `pm2
-    <cli>`.
+    """Shell that asks PM2's daemon over its socket (list, delete, save first from Python:
+    pm2_ask.py; then pm2_rpc.js); if that cannot be done, runs `pm2 <cli>`.
 
     Exit status 3 alone means "could not ask": any other answer, an app not found included, is
     final.
     """
     args = " ".join(q(a) for a in (op, *names))
+    node = f'node -e {q(PM2_RPC_JS)} "$P" {args} 2>/dev/null; r=$?;'
+    if op in ("list", "delete", "save"):  # first from Python (pm2_ask.py): no Node.js start
+        node = f"{socket_shell(s, args)} if [ $r = 3 ]; then {node} fi;"
     return (
-        f'P=$(command -v {q(s.pm2)}) && {{ node -e {q(PM2_RPC_JS)} "$P" {args} 2>/dev/null; '
-        f'r=$?; if [ $r = 3 ]; then "$P" {cli} 2>/dev/null; else [ $r = 0 ]; fi; }}'
+        f"P=$(command -v {q(s.pm2)}) && {{ {node} "
+        f'if [ $r = 3 ]; then "$P" {cli} 2>/dev/null; else [ $r = 0 ]; fi; }}'
+    )
+
+
+def socket_shell(s: Settings, args: str) -> str:
+    """Shell that asks PM2's daemon from Python (pm2_ask.py `args`, quoted), its status in $r as
+    pm2_rpc.js gives it: 0, 1 (no such app) or 3 (could not ask: also a Python that cannot run the
+    program)."""
+    return (
+        f"{q(s.python)} -I -S -c {q(PM2_ASK_PY)} {args} 2>/dev/null;"
+        " case $? in 0) r=0;; 4) r=1;; *) r=3;; esac;"
     )
 
 
@@ -72,7 +86,8 @@ def deploy_pm2_shell(s: Settings) -> str:
     """
     return (
         f'if [ "$(id -un)" != {q(s.app_user)} ] && [ -S "${{PM2_HOME:-$HOME/.pm2}}/rpc.sock" ];'
-        f' then P=$(command -v {q(s.pm2)}) && node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi'
+        f" then {socket_shell(s, 'list')} if [ $r = 3 ]; then P=$(command -v {q(s.pm2)}) &&"
+        f' node -e {q(PM2_RPC_JS)} "$P" list 2>/dev/null; fi; fi'
     )
 
 

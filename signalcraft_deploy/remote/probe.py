@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, List, Optional, Set
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
+from signalcraft_deploy.remote.pm2_socket import Pm2Socket, daemon_list, socket_path
 
 
 def tls_context(host_header):
@@ -81,8 +82,11 @@ def ports(spec):
 
 
 def pm2_jlist(pm2, rpc_js=None):
-    """PM2's process list as `pm2 jlist` prints it: from the daemon's socket (rpc_js) when it can,
-    else the CLI."""
+    """PM2's process list as `pm2 jlist` prints it: from the daemon's socket (from Python, else
+    rpc_js) when it can, else the CLI."""
+    listed = daemon_list()
+    if listed is not None:
+        return json.dumps(listed)
     try:
         if rpc_js:
             found = shutil.which(pm2)
@@ -121,14 +125,20 @@ def pm2_state(pm2, rpc_js=None):
 
 
 class Pm2Watch:
-    """PM2's list asked many times over one connection to its daemon (pm2_rpc.js watch): one Node.js
-    start for a whole gate instead of one a question. Started at once, so that the start overlaps
-    the first URL checks; when it cannot answer (no daemon socket, PM2's modules elsewhere, no
-    answer in 10 s) each question goes to pm2_state.
+    """PM2's list asked many times over one connection to its daemon: from Python (pm2_socket.py),
+    else through pm2_rpc.js watch (one Node.js start for a whole gate instead of one a question,
+    started at once, so that the start overlaps the first URL checks); when neither can answer (no
+    daemon socket, PM2's modules elsewhere, no answer in 10 s) each question goes to pm2_state.
     """
 
     def __init__(self, pm2, rpc_js):
         self.pm2, self.rpc_js, self.proc, self.pending = pm2, rpc_js, None, False
+        self.daemon, self.asked = None, None
+        try:
+            self.daemon = Pm2Socket(socket_path(), 10)
+            return
+        except Exception:
+            self.daemon = None
         found = shutil.which(pm2) if rpc_js else None
         if found:
             try:
@@ -145,6 +155,11 @@ class Pm2Watch:
     def ask(self):
         """Send a question now; `state()` takes its answer (so the daemon works while the caller
         does)."""
+        if self.daemon is not None and self.asked is None:
+            try:
+                self.asked = self.daemon.send("getMonitorData", {})
+            except Exception:
+                self.close()
         if self.proc is not None and not self.pending:
             assert self.proc.stdin is not None  # stdin=PIPE
             try:
@@ -156,6 +171,13 @@ class Pm2Watch:
 
     def state(self):
         self.ask()
+        if self.daemon is not None and self.asked is not None:
+            try:
+                listed = self.daemon.answer(self.asked)[0]
+                self.asked = None
+                return by_name(json.dumps(listed))
+            except Exception:
+                self.close()
         if self.proc is not None:
             assert self.proc.stdout is not None  # stdout=PIPE
             ready, _, _ = select.select([self.proc.stdout], [], [], 10)
@@ -167,6 +189,9 @@ class Pm2Watch:
         return pm2_state(self.pm2, self.rpc_js)
 
     def close(self):
+        if self.daemon is not None:
+            self.daemon.close()
+            self.daemon, self.asked = None, None
         if self.proc is not None:
             proc, self.proc = self.proc, None
             assert proc.stdin is not None  # stdin=PIPE

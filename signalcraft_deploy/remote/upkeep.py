@@ -34,6 +34,7 @@ import sys
 from typing import Any, Dict, List, Set
 
 from signalcraft_deploy.remote.pm2_list import pm2_process, pm2_processes
+from signalcraft_deploy.remote.pm2_socket import daemon_list
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -189,11 +190,16 @@ def prune(spec):
 
 def settle(spec):
     """Our apps' restart counts by pm_id, and the log files of pm_ids PM2 no longer has removed.
-    Nothing is removed when PM2 cannot be asked."""
+    Nothing is removed when PM2 cannot be asked (over its socket, else `pm2 jlist`)."""
+    listed = daemon_list()
     try:
-        text = subprocess.run(
-            [spec.get("pm2", "pm2"), "jlist"], capture_output=True, text=True, timeout=60
-        ).stdout
+        text = (
+            json.dumps(listed)
+            if listed is not None
+            else subprocess.run(
+                [spec.get("pm2", "pm2"), "jlist"], capture_output=True, text=True, timeout=60
+            ).stdout
+        )
     except (OSError, subprocess.SubprocessError):
         text = ""
     procs = pm2_processes(text)

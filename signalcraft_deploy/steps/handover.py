@@ -27,8 +27,8 @@ from signalcraft_deploy.host.pm2 import (
     delete_command,
     error_output,
     output_excerpt,
-    pm2,
     start,
+    start_config_command,
 )
 from signalcraft_deploy.host.programs import run_program
 from signalcraft_deploy.host.upkeep import forget_logs_command
@@ -190,7 +190,7 @@ def start_temporary_command(
         s,
         write_file_command(config, "0600")
         + (f" && {{ {delete_command(s, temporary)} >/dev/null 2>&1; true; }}" if leftover else "")
-        + f" && {forget_logs_command(temporary)} && {pm2(s, 'start', config)}",
+        + f" && {forget_logs_command(temporary)} && {start_config_command(s, q(config))}",
     )
 
 

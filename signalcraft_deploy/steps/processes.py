@@ -29,7 +29,12 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
-from signalcraft_deploy.host.pm2 import app_output, delete_command, output_excerpt, pm2
+from signalcraft_deploy.host.pm2 import (
+    app_output,
+    delete_command,
+    output_excerpt,
+    start_config_command,
+)
 from signalcraft_deploy.host.upkeep import forget_logs_command
 
 if TYPE_CHECKING:
@@ -74,7 +79,7 @@ def pm2_processes(c: Any, s: Settings) -> list[Pm2Process]:
 
 def start_command(s: Settings, config: str) -> str:
     """Shell that writes a PM2 config (stdin) in the apps' account's home and starts its apps."""
-    return f"{write_file_command(config, '0600')} && {pm2(s, 'start', config)}"
+    return f"{write_file_command(config, '0600')} && {start_config_command(s, q(config))}"
 
 
 def start(c: Any, s: Settings, entries: list[dict[str, Any]], config: str) -> None:

@@ -11,13 +11,13 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import facts as host_facts
 from signalcraft_deploy.host.app_user import as_app
 from signalcraft_deploy.host.health import probe
-from signalcraft_deploy.host.io import Background, fail, run, write_file_command
+from signalcraft_deploy.host.io import Background, fail, q, run, write_file_command
 from signalcraft_deploy.host.pm2 import (
     GUNICORN_INFO,
     app_output,
     delete_command,
     output_excerpt,
-    pm2,
+    start_config_command,
 )
 from signalcraft_deploy.host.upkeep import forget_logs_command
 from signalcraft_deploy.steps.faults import health_route_fault, setting_fault
@@ -145,7 +145,7 @@ def start_trial_command(s: Settings, present: set[str] | None) -> str:
             else ""
         )
         + f"{forget_logs_command(*trial_names(s))} && "
-        + pm2(s, "start", config)
+        + start_config_command(s, q(config))
     )
 
 

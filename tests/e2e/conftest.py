@@ -249,9 +249,19 @@ def sh(cmd: str, check: bool = True, timeout: float = 120) -> subprocess.Complet
     return own_host().run(cmd, check=check, timeout=timeout)
 
 
+def pm2_command(user: str, op: str, *names: str, cli: str) -> str:
+    """Shell that asks `user`'s PM2 daemon as the tool does (host/facts.py pm2_rpc_shell: over its
+    socket, the same list `pm2 jlist` prints, without the 0.2 s of CPU of PM2's CLI) or, when that
+    cannot be done (no daemon yet), runs `pm2 <cli>`, which starts one."""
+    from signalcraft_deploy.core.settings import load_settings
+    from signalcraft_deploy.host.facts import pm2_rpc_shell
+
+    command = pm2_rpc_shell(load_settings(environ={}), op, *names, cli=cli)
+    return f"sudo -u {user} -H sh -c {shlex.quote(command)}" if user != "root" else command
+
+
 def pm2_jlist(user: str = APP_USER) -> list[dict]:
-    prefix = f"sudo -u {user} -H " if user != "root" else ""
-    out = sh(f"{prefix}pm2 jlist", check=False).stdout
+    out = sh(pm2_command(user, "list", cli="jlist"), check=False).stdout
     # A first call starts the user's PM2 daemon and says so ("[PM2] Spawning ...") before the list.
     lists = [
         line for line in out.splitlines() if line.startswith("[") and not line.startswith("[PM2")
@@ -275,10 +285,9 @@ def pm2_apps(prefix: str, user: str = APP_USER) -> dict[str, list[dict]]:
 
 def clean_host(p: Profile, user: str = "ubuntu", app_user: str = APP_USER) -> None:
     """Remove every trace of a profile's deploys, so a test starts from an empty host."""
-    prefix = f"sudo -u {app_user} -H " if app_user != "root" else ""
-    for name in (f"{p.app}-python", f"{p.app}-nodejs", f"{p.app}-python-handover"):
-        sh(f"{prefix}pm2 delete {name}", check=False)
-    sh(f"{prefix}pm2 save --force", check=False)
+    names = (f"{p.app}-python", f"{p.app}-nodejs", f"{p.app}-python-handover")
+    sh(pm2_command(app_user, "delete", *names, cli=f"delete {' '.join(names)}"), check=False)
+    sh(pm2_command(app_user, "save", cli="save --force"), check=False)
     sh(
         f"rm -rf {p.root} /etc/nginx/sites-enabled/{p.app} /etc/nginx/sites-available/{p.app}*",
         check=False,

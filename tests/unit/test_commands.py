@@ -20,6 +20,7 @@ from invoke.exceptions import Exit
 from signalcraft_deploy.core.settings import load_settings
 from signalcraft_deploy.host import install, lock, pm2
 from signalcraft_deploy.host.connect import open_host
+from signalcraft_deploy.host.facts import PM2_RPC_JS
 from tests.unit.conftest import mock_host
 
 pytest_plugins = ["fabric.testing.fixtures"]
@@ -42,7 +43,10 @@ def test_audit_log_is_read_over_ssh_and_bad_lines_skipped(remote, s):
 
 START = (
     'f=/srv/my-app/current/ecosystem.config.cjs; [ -e "$f" ] ||'
-    ' f=/srv/my-app/current/ecosystem.config.js; pm2 start "$f" --only signalcraft-python'
+    " f=/srv/my-app/current/ecosystem.config.js; P=$(command -v pm2 || echo pm2) && { node -e "
+    + shlex.quote(PM2_RPC_JS)
+    + ' "$P" start "$f" signalcraft-python; r=$?;'  # through PM2's daemon socket, or else its CLI:
+    + ' if [ $r = 3 ]; then "$P" start "$f" --only signalcraft-python; else [ $r = 0 ]; fi; }'
 )
 
 

@@ -82,8 +82,11 @@ PROGRAMS = {
 }
 LABELS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(r"sudo -n /usr/local/sbin/signalcraft-root ([\w-]+)"), lambda m: f"root {m[1]}"),
-    (re.compile(r"(?s).*pm2 start (\S+\.json)$"), lambda m: f"pm2 start {os.path.basename(m[1])}"),
-    (re.compile(r'(?s).*pm2 start "\$f" --only (\S+)'), lambda m: f"pm2 start --only {m[1]}"),
+    (
+        re.compile(r'(?s).*"\$P" start (\S+?\.json); else'),
+        lambda m: f"pm2 start {os.path.basename(m[1])}",
+    ),
+    (re.compile(r'(?s).*"\$P" start "\$f" --only (\S+?);'), lambda m: f"pm2 start --only {m[1]}"),
     (
         re.compile(r'(?s)P=\$\(command -v pm2\) .*?"\$P" delete (.+?) 2>/dev/null'),
         lambda m: f"pm2 delete {m[1]}",
@@ -1309,7 +1312,8 @@ def test_a_passing_trial_runs_both_apps_on_spare_ports_and_leaves_their_stop_run
         for command, _ in sent(c)
         if command.startswith("umask 077 && cat > .signalcraft-trial")
     )
-    assert "delete" not in start  # PM2's list, read before, had no trial app left over
+    # PM2's list, read before, had no trial app left over
+    assert not re.search(r'"\$P" delete', start)
     py, node = json.loads(stdin_of(c, "pm2 start .signalcraft-trial.config.json"))["apps"]
     assert (py["name"], py["args"][-4:], py["cwd"]) == (
         "signalcraft-python-trial",

@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def run_python(
         "takeover_record",
         "takeover_restore",
         "pm2_list",
+        "pm2_ask",
         "reload_nginx",
         "tls_check",
         "hook",
@@ -414,6 +416,10 @@ const { LIST, DELETED } = process.env;
 exports.Client = class {
   call(method, arg, cb) {
     if (method === 'getMonitorData') return cb(null, JSON.parse(fs.readFileSync(LIST, 'utf8')));
+    if (method === 'prepare') {
+      fs.appendFileSync(DELETED, `prepare ${JSON.stringify(arg)}\n`);
+      return cb(null, [{ pm2_env: { name: arg.name } }]);
+    }
     fs.appendFileSync(DELETED, `${method} ${arg}\\n`);
     cb(null);
   }
@@ -421,7 +427,9 @@ exports.Client = class {
 """
 
 
-def rpc(pm2: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def rpc(
+    pm2: Path, *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     if NODE is None:
         pytest.skip("node is not installed")
     return subprocess.run(
@@ -429,6 +437,7 @@ def rpc(pm2: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProce
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         timeout=30,
     )
 
@@ -448,7 +457,9 @@ def add_fake_modules(pm2: Path) -> None:
         (pm2.parent.parent / "node_modules" / name / "index.js").write_text(text)
 
 
-@pytest.mark.parametrize("op", [["list"], ["delete", "signalcraft-nodejs"]])
+@pytest.mark.parametrize(
+    "op", [["list"], ["delete", "signalcraft-nodejs"], ["start", "apps.config.json"]]
+)
 def test_pm2_rpc_exits_3_without_pm2s_modules(
     pm2_install: Path, tmp_path: Path, op: list[str]
 ) -> None:
@@ -520,6 +531,99 @@ def test_pm2_rpc_delete_removes_every_process_of_the_app(
     assert (missing.returncode, missing.stdout) == (1, "no app named no-such-app\n")
 
 
+@pytest.fixture
+def pm2_lib(pm2_install: Path, daemon: dict[str, str]) -> Path:
+    """The fake daemon's PM2 with the real PM2's own modules (lib/, constants.js...) beside it, as
+    `start` loads them to resolve apps as PM2's CLI does."""
+    found = shutil.which("pm2")
+    real = Path(found).resolve().parents[1] if found else None
+    if real is None or not (real / "lib" / "Common.js").exists():
+        pytest.skip("PM2 is not installed")
+    for name in ("lib", "constants.js", "paths.js", "package.json"):  # not its client modules
+        (pm2_install.parent.parent / name).symlink_to(real / name)
+    return pm2_install
+
+
+def prepared(daemon: dict[str, str]) -> list[dict[str, Any]]:
+    """What the daemon was asked to `prepare` (launch), in order."""
+    calls = Path(daemon["DELETED"])
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return [json.loads(line.split(" ", 1)[1]) for line in lines if line.startswith("prepare ")]
+
+
+def write_apps(folder: Path, *apps: dict[str, Any]) -> None:
+    (folder / "apps.config.json").write_text(json.dumps({"apps": list(apps)}))
+
+
+def test_pm2_rpc_start_resolves_each_app_as_pm2s_cli_and_has_the_daemon_launch_it(
+    pm2_lib: Path, daemon: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "server.js").write_text("")
+    write_apps(
+        tmp_path,
+        {"name": "web", "script": "server.js", "cwd": str(tmp_path), "env": {"A": "1"}},
+        {"name": "job", "script": "sh", "args": ["-c", "true"], "interpreter": "none"},
+    )
+    done = rpc(pm2_lib, "start", "apps.config.json", env=daemon, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "App [web] launched (1 instances)" in done.stdout
+    web, job = prepared(daemon)
+    home = daemon["PM2_HOME"]
+    # PM2's Common.resolveAppAttributes: the script's path, the log files in PM2_HOME, PM2's
+    # namespace, the environment the CLI gives (its own, PM2_HOME, the app's)
+    assert (web["name"], web["pm_exec_path"], web["namespace"]) == (
+        "web",
+        str(tmp_path / "server.js"),
+        "default",
+    )
+    assert (web["pm_out_log_path"], web["pm_err_log_path"]) == (
+        f"{home}/logs/web-out.log",
+        f"{home}/logs/web-error.log",
+    )
+    assert (web["env"]["A"], web["env"]["PM2_HOME"], web["env"]["PM2_USAGE"]) == ("1", home, "CLI")
+    assert (job["name"], job["pm_exec_path"], job["args"]) == (
+        "job",
+        shutil.which("sh", path=daemon["PATH"]),
+        ["-c", "true"],
+    )
+
+
+def test_pm2_rpc_start_only_starts_the_app_named(
+    pm2_lib: Path, daemon: dict[str, str], tmp_path: Path
+) -> None:
+    write_apps(tmp_path, *({"name": n, "script": "sh", "interpreter": "none"} for n in "ab"))
+    done = rpc(pm2_lib, "start", "apps.config.json", "b", env=daemon, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [app["name"] for app in prepared(daemon)] == ["b"]
+
+
+def test_pm2_rpc_start_leaves_an_app_already_in_pm2_to_the_cli(
+    pm2_lib: Path, daemon: dict[str, str], tmp_path: Path
+) -> None:
+    """`pm2 start` of an app in PM2's list restarts it: the CLI's to do (exit 3), nothing
+    launched."""
+    apps = (
+        {"name": n, "script": "sh", "interpreter": "none"} for n in ("new", "signalcraft-nodejs")
+    )
+    write_apps(tmp_path, *apps)
+    done = rpc(pm2_lib, "start", "apps.config.json", env=daemon, cwd=tmp_path)
+    assert (done.returncode, prepared(daemon)) == (3, [])
+
+
+def test_pm2_rpc_start_says_which_script_is_missing_and_fails_as_pm2_does(
+    pm2_lib: Path, daemon: dict[str, str], tmp_path: Path
+) -> None:
+    write_apps(
+        tmp_path,
+        {"name": "lost", "script": "no-such-script.js", "cwd": str(tmp_path)},
+        {"name": "fine", "script": "sh", "interpreter": "none"},
+    )
+    done = rpc(pm2_lib, "start", "apps.config.json", env=daemon, cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"Error: Script not found: {tmp_path}/no-such-script.js" in done.stderr
+    assert [app["name"] for app in prepared(daemon)] == ["fine"]  # PM2 starts the others
+
+
 def test_probe_gate_asks_the_daemon_over_one_connection(
     host: FakeHost, web: str, sleepers: Any, tmp_path: Path
 ) -> None:
@@ -550,6 +654,59 @@ def test_probe_gate_asks_the_daemon_over_one_connection(
     assert (
         connects.read_text() == "connect\n"
     )  # the baseline and the passing check: one Node.js start
+
+
+class FakeDaemon:
+    """A PM2 daemon's RPC socket at `path` speaking PM2's protocol (amp frames, axon-rpc calls):
+    getMonitorData answers the list in `listed`; each call is logged in `calls`."""
+
+    def __init__(self, path: Path, listed: Path) -> None:
+        self.listed, self.calls = listed, []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(4)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        stream = conn.makefile("rb")
+        while head := stream.read(1):
+            args = [stream.read(int.from_bytes(stream.read(4), "big")) for _ in range(head[0] & 15)]
+            call = json.loads(args[0][2:])
+            self.calls.append(call["method"])
+            listed = json.loads(self.listed.read_text())
+            reply = b"j:" + json.dumps({"args": [listed]}).encode()
+            conn.sendall(
+                bytes([0x12]) + b"".join(len(a).to_bytes(4, "big") + a for a in (reply, args[1]))
+            )
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_probe_gate_asks_the_daemon_from_python_without_starting_node_or_pm2(
+    host: FakeHost, web: str, sleepers: Any, tmp_path: Path
+) -> None:
+    release = tmp_path / "releases" / "R1"
+    release.mkdir(parents=True)
+    py, node = sleepers(release), sleepers(release)
+    host.set_list(
+        listed_as(recorded_jlist(), {"signalcraft-python": py.pid, "signalcraft-nodejs": node.pid})
+    )
+    (host.root / ".pm2").mkdir()
+    daemon = FakeDaemon(host.root / ".pm2" / "rpc.sock", host.jlist)
+    spec = gate_spec(host, release, [{"label": "app", "url": f"{web}/ok", "expect_release": True}])
+    done = run_python("probe", json.dumps(spec), env=host.env(), cwd=host.root)
+    daemon.close()
+    assert json.loads(done.stdout.strip().splitlines()[-1])["ok"] is True, done.stderr
+    assert host.calls() == [] and set(daemon.calls) == {"getMonitorData"}
 
 
 # --- takeover_record.py / takeover_restore.py
