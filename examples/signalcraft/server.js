@@ -20,7 +20,9 @@ const VERSION = "1";
 
 const PORT = Number(process.env.PORT || 3000);
 const HOST = process.env.HOST || '127.0.0.1';
-const FORCE_EXIT_MS = 10000;
+// How long a shutdown lets requests in flight finish (keep it below PM2's kill_timeout,
+// NODE_KILL_TIMEOUT); SHUTDOWN_TIMEOUT_MS from the app's environment raises it.
+const FORCE_EXIT_MS = Number(process.env.SHUTDOWN_TIMEOUT_MS || 10000);
 
 // REVISION sits at the top of the release; the script may live in a subfolder of it,
 // so look next to the script first, then in the working directory (PM2's cwd is the release).

@@ -467,6 +467,17 @@ def pm2_lines(s: Settings, state: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def drain_lines(rep: Reporter) -> list[str]:
+    """What the old processes were still finishing when the deploy went on (the health gate's and
+    a handover's words), for the summary."""
+    return [
+        part.strip()
+        for step in rep.steps
+        for part in step.detail.split("; ")
+        if "drained in" in part or "still finishing" in part
+    ]
+
+
 def summarize(h: HostDeploy, plan: Plan, ok: bool, pm2_state: dict[str, Any] | None = None) -> None:
     rep, s, m = h.rep, h.s, plan.manifest
     total = sum(step.seconds for step in rep.steps)
@@ -485,6 +496,8 @@ def summarize(h: HostDeploy, plan: Plan, ok: bool, pm2_state: dict[str, Any] | N
         )
         for line in pm2_lines(s, pm2_state or {}):
             rep.say(line)
+        for drain in drain_lines(rep):
+            rep.say(f"  {drain}")
     reloads = ", ".join(a.shown for a in plan.actions)
     rep.write_github_summary(
         f"Deploy {'succeeded' if ok else 'failed'}: {m.release}",

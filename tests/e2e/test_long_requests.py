@@ -134,6 +134,7 @@ def test_requests_in_flight_through_a_hup_finish_and_the_gate_waits_for_them(san
     drained = re.search(r"old Gunicorn workers drained in ([\d.]+) s \((\d+) requests?\)", out)
     # The 45 s request at least (the 20 s one may end before the gate's first look, on a slow host).
     assert drained and int(drained.group(2)) >= 1, out
+    assert drained.group(0) in out.split("\nDeployed ", 1)[1], out  # in the summary too
     # The gate waited past HEALTH_TIMEOUT (20 s) for the 45 s request, begun before the deploy.
     assert 20 < float(drained.group(1)) <= 60, out
     assert long.took >= 45, long.took

@@ -4,8 +4,9 @@ Two apps, each with one module-scoped sequence of deploys that the tests share i
 - the example app with tests/e2e/apps/live laid over it (NODE_SCRIPT=live_server.js: /live/ws sends
   a hello, a tick a second, and a close frame 1001 when its process shuts down): a Node.js code
   change carried by a handover (NODE_RELOAD's default), then one by PM2's rolling reload
-  (NODE_RELOAD=reload), each with 5 WebSocket clients connected through Nginx and a bounded
-  loopback load;
+  (NODE_RELOAD=reload), each with 5 WebSocket clients connected through Nginx, a 20 s event
+  stream begun before it (it ends whole: the app's shutdown time and NODE_KILL_TIMEOUT allow it)
+  and a bounded loopback load;
 - the example app with tests/e2e/apps/sockio laid over it: the real socket.io (and socket.io's own
   client, run with node from the release's node_modules, built on the host from the npm cache this
   machine ships), deployed with the default NODE_INSTANCES: polling and WebSocket clients connect,
@@ -16,10 +17,12 @@ Cost: about 110 s on an idle machine (four deploys of the live app's size, two f
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import select
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -34,14 +37,20 @@ WS = Profile(
 )
 SIO = Profile("sockio", "/home/ubuntu/sockio", 7733, 7743, 7753)
 CLIENTS = 5
-# NODE_WS_DRAIN_SECONDS (5) + NODE_KILL_TIMEOUT (15): the longest an old process may hold a
-# connection after the switch.
-BOUND = 20
+# NODE_WS_DRAIN_SECONDS (5) + NODE_KILL_TIMEOUT (30, set below): the longest an old process may
+# hold a connection after the switch.
+BOUND = 35
+# A request of STREAM_SECONDS begun before each deploy fits in the app's shutdown time
+# (SHUTDOWN_TIMEOUT_MS, the example's own, raised here) and PM2's kill_timeout.
+STREAM_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
 def live(sandbox, tmp_path_factory):
-    repo = AppRepo(tmp_path_factory.mktemp("wsock") / "app", overlay=APPS / "live")
+    base = tmp_path_factory.mktemp("wsock")
+    (base / "app.env").write_text("SHUTDOWN_TIMEOUT_MS=25000\n")
+    WS.extra.update({"APP_ENV_FILE": str(base / "app.env"), "NODE_KILL_TIMEOUT": "30"})
+    repo = AppRepo(base / "app", overlay=APPS / "live")
     result = fab(sandbox, WS, repo)
     assert result.returncode == 0, result.stdout + result.stderr
     return repo
@@ -68,6 +77,38 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+class Stream(threading.Thread):
+    """GET /live/events through Nginx: one event a second for STREAM_SECONDS, read to its end."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.status, self.events, self.error = 0, [], ""
+        self.start()
+        time.sleep(1)  # a process has taken it
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", WS.listen, timeout=STREAM_SECONDS + 30)
+        try:
+            conn.request("GET", f"/live/events?events={STREAM_SECONDS + 1}&interval=1")
+            response = conn.getresponse()
+            self.status = response.status
+            text = response.read().decode()  # IncompleteRead if the stream is cut
+            self.events = [
+                json.loads(line[6:]) for line in text.splitlines() if line[:6] == "data: "
+            ]
+        except (OSError, http.client.HTTPException) as exc:
+            self.error = repr(exc)
+        finally:
+            conn.close()
+
+    def check(self, version: int) -> None:
+        """Every event arrived, from the old code: the request outlived the deploy."""
+        self.join(STREAM_SECONDS + 40)
+        assert self.status == 200 and not self.error, (self.status, self.error)
+        assert len(self.events) == STREAM_SECONDS + 1, self.events
+        assert {e["version"] for e in self.events} == {str(version - 1)}, self.events
+
+
 def node_change_with_clients(sandbox, repo: AppRepo, version: int, *args: str) -> str:
     """Commit Node.js VERSION `version`, check the plan counts the open WebSockets, deploy it under
     load with 5 clients connected; every client ends cleanly and reaches the new code again, no
@@ -83,6 +124,7 @@ def node_change_with_clients(sandbox, repo: AppRepo, version: int, *args: str) -
     plan = fab(sandbox, WS, repo, "--dry-run", *args)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert f"closes {CLIENTS} open connection(s)" in plan.stdout, plan.stdout
+    stream = Stream()
     with e2e_load(
         [WS.url("/"), WS.url("/api/flask/health")], threads=2, max_requests=20_000
     ) as load:
@@ -91,6 +133,7 @@ def node_change_with_clients(sandbox, repo: AppRepo, version: int, *args: str) -
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert load.result().failed == 0, load.result().samples
+    stream.check(version)
     # the plan step and the summary (the load's requests in flight may count too)
     counted = [int(n) for n in re.findall(r"closes (\d+) open connection\(s\)", out)]
     assert counted and all(n >= CLIENTS for n in counted), out

@@ -1582,3 +1582,21 @@ def test_the_undo_of_a_handover_chosen_for_a_new_script_starts_the_previous_rele
     # reload would keep the new script, mode or instances.
     assert node and not any(" reload " in command for command in node), node
     assert any(" start " in command and "--only" in command for command in node), node
+
+
+def test_the_summary_repeats_how_the_old_workers_drained() -> None:
+    from signalcraft_deploy.steps.one_host import drain_lines
+    from signalcraft_deploy.steps.report import Reporter, StepRecord
+
+    rep = Reporter("h", quiet=True)
+    rep.steps = [
+        StepRecord("reload apps", 0.1, True, "x-python: hup"),
+        StepRecord(
+            "check health",
+            31.7,
+            True,
+            "both apps answer, directly and through Nginx; old Gunicorn workers drained in 31.7 s"
+            " (2 requests)",
+        ),
+    ]
+    assert drain_lines(rep) == ["old Gunicorn workers drained in 31.7 s (2 requests)"]
