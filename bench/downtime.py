@@ -175,7 +175,6 @@ PIN_MODULES = {
     "python-dotenv==1.2.2": "dotenv",
 }  # what app.py imports to use each pin
 USES_MARK = "  # bench: uses the new requirement"
-LIVE_APP = REPO_ROOT / "tests" / "e2e" / "apps" / "live" / "live_app.py"  # the slow route
 LONG_REQUEST_SECONDS = 25  # within GUNICORN_GRACEFUL_TIMEOUT's default (30)
 # The health gate's word on Gunicorn's old workers (host/health.py drain_text)
 DRAINED = re.compile(r"old Gunicorn workers drained in [\d.]+ s \(\d+ requests?\)")
@@ -505,7 +504,7 @@ class Tool(Method):
 
     def setup(self) -> None:
         self.repo = AppRepo(self.work / "app")
-        self.repo.write("live_app.py", LIVE_APP.read_text())
+        self.repo.write("live_app.py", (LIVE_APP / "live_app.py").read_text())
         self.repo.commit("bench: the live app's slow route beside the example's")
         self.base_requirements = self.repo.read("requirements.txt")
         if self.node_script_file:
