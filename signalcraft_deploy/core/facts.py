@@ -106,6 +106,8 @@ class HostFacts:
     gunicorn: dict[str, Any] | None = None
     # Open connections to NODE_PORT (WebSockets, streams, requests in flight); None: not read
     node_connections: int | None = None
+    # Maintenance mode (host/maintenance.py parse_record): None when it is off
+    maintenance: dict[str, Any] | None = None
 
     def apps(self, name: str) -> list[Pm2Process]:
         return [p for p in self.pm2 if p.name == name]

@@ -51,6 +51,7 @@ MANIFEST = Format("release manifest", 2, {1: _numbered})
 LOCK = Format("deploy lock record", 2, {1: _numbered})
 AUDIT = Format("audit record", 2, {1: _numbered})
 TAKEOVER = Format("takeover record", 2, {1: _numbered})
+MAINTENANCE = Format("maintenance record", 1)
 
 
 def stamp(kind: Format, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -1157,6 +1157,27 @@ class Settings:
         " only prints a warning",
         local=True,
     )
+    maintenance_retry_after: int = key(
+        "600",
+        integer(1, 7 * 86400),
+        "`maintenance on`: the seconds its 503 answers ask clients to wait (Retry-After), unless"
+        " --retry-after says",
+        local=True,
+    )
+    maintenance_page: str = key(
+        "maintenance.html",
+        relative_path,
+        "`maintenance on`: the app's own page (in SOURCE_DIR), served in place of the tool's when"
+        " the file is there; {{ message }} and {{ retry_after }} in it are filled in",
+        local=True,
+    )
+    maintenance_open_routes: tuple[str, ...] | None = key(
+        None,
+        unset_or(on_text(_stream_routes, ",".join)),
+        "`maintenance on`: path prefixes (comma-separated, such as /api/status,/webhooks) that stay"
+        " open besides HEALTH_PY and HEALTH_NODE",
+        local=True,
+    )
 
     # Not keys (no declaration): what `load_settings` and the shipment add.
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

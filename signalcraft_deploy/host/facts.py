@@ -17,6 +17,8 @@ from signalcraft_deploy.core.settings import Settings
 from signalcraft_deploy.host import root
 from signalcraft_deploy.host.app_user import as_app, systemd_first
 from signalcraft_deploy.host.io import q, run
+from signalcraft_deploy.host.maintenance import facts_script as maintenance_script
+from signalcraft_deploy.host.maintenance import parse_record as parse_maintenance
 from signalcraft_deploy.host.root import APP_HELPER, HELPER
 from signalcraft_deploy.remote import program, source
 from signalcraft_deploy.remote.pm2_list import pm2_processes
@@ -151,6 +153,7 @@ def release_files_script(s: Settings) -> list[str]:
         ),
         'sec site_defaults; cat "$R/.deploy/site-defaults.json" 2>/dev/null || true',
         f"sec enabled; {'test -e ' + q(link) + ' && echo yes' if link else 'echo yes'}; true",
+        *maintenance_script(s),
     ]
 
 
@@ -426,6 +429,9 @@ def read_release_files(sec: dict[str, str], facts: HostFacts) -> None:
     facts.site_text = (site + "\n") if site else None
     facts.site_enabled = sec.get("enabled", "").strip() == "yes"
     facts.live_env = sec.get("env", "").strip() == "yes"
+    facts.maintenance = parse_maintenance(
+        sec.get("maintenance", ""), sec.get("maintenance_on", "").strip() == "yes"
+    )
     try:
         defaults = json.loads(sec.get("site_defaults") or "{}")
         facts.site_defaults = (

@@ -495,15 +495,20 @@ RELOAD_FIXES = (
 
 
 def reload_nginx(
-    c: Any, s: Settings, site_text: str | None = None, wait_seconds: int = 10
+    c: Any,
+    s: Settings,
+    site_text: str | None = None,
+    wait_seconds: int = 10,
+    marker: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Reload gracefully and prove it took (remote/reload_nginx.py): new workers of the master in
     Nginx's pid file, its old workers gone, no [emerg] logged, and (given the site just written) the
-    site's id answered through Nginx. A reload that did not take raises, quoting Nginx."""
+    site's id answered through Nginx, or `marker`'s. A reload that did not take raises, quoting
+    Nginx."""
     spec = {
         "cmd": s.nginx_reload_cmd,
         "wait": wait_seconds,
-        "marker": marker_spec(s, site_text) if site_text else None,
+        "marker": marker_spec(s, site_text) if site_text else marker,
     }
     result = root.call(c, "nginx-reload", json.dumps(spec), warn=True)
     try:

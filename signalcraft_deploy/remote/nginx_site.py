@@ -22,11 +22,15 @@ A description (every key required, nothing else allowed):
     python, node    the upstream addresses: HOST:PORT or [IPv6]:PORT (loopback unless ALLOW_PUBLIC_BIND)
     body_size       client_max_body_size ('' for Nginx's default), e.g. 10m
     tls             null, or {"cert": PATH, "key": PATH, "redirect": true|false}
-  and, both or neither (a release recorded before them has neither, and renders as it did):
+  and, both or neither (a release recorded before them has neither):
     timeouts        {"python": SECONDS, "nodejs": SECONDS}: each app's locations' proxy_read_timeout and
                     proxy_send_timeout (1 to 100000), the app's own timeout plus a margin
     streams         ['/PREFIX', ...] (0 to 100): paths whose answers Nginx passes on as they come
                     (proxy_buffering off), in a location of their own proxied like their owner's
+
+Every site includes its maintenance files (`maintenance_files`), which exist only while maintenance
+mode is on: root renders them from a MAINTENANCE description (`check_maintenance`), so turning it on
+and off never changes the site, and deploys and rollbacks keep it as it is.
 
 Standard library only, Python 3.8+; no `from __future__` (the helper inlines this file).
 """
@@ -76,6 +80,15 @@ TABLE_KEYS = tuple("table" if k == "routes" else k for k in KEYS)
 OPTIONAL_KEYS = ("timeouts", "streams")
 APPS = ("python", "nodejs")
 MAX_TIMEOUT = 100000
+# Maintenance mode's files, root's: `<upstream>.maps` (http level), `<upstream>.server` (in each
+# server that serves the apps) and the pages folder `<upstream>/` (503.html, 503.json).
+MAINTENANCE_DIR = "/etc/nginx/signalcraft-deploy-maintenance"
+MAINTENANCE_KEYS = ("retry_after", "open", "prefixes", "probe", "html", "json")
+MAX_PAGE = 256 * 1024
+MAX_RETRY_AFTER = 7 * 86400
+# What the tool's own checks through Nginx send: a health path that is also the home page ('/')
+# stays open to them alone while the rest of the site is in maintenance.
+PROBE_HEADER = "X-Signalcraft-Health"
 
 
 class BadSite(ValueError):
@@ -153,6 +166,120 @@ def check_streams(streams: Any) -> None:
             raise BadSite(f"a stream prefix is '/' and a route: {prefix!r}")
     if len(set(streams)) != len(streams):
         raise BadSite("a stream prefix is listed once")
+
+
+def check_maintenance(m: Any) -> Dict[str, Any]:
+    """A maintenance description: {retry_after: SECONDS, open: [PATH, ...] (exact paths that stay
+    open, such as the health routes), prefixes: [PREFIX, ...] (paths under them stay open),
+    probe: [PATH, ...] (exact paths open to the tool's own checks only), html: TEXT, json: TEXT}.
+    The pages are served as they are (never read as configuration); every other value is checked
+    to be what it says."""
+    if not isinstance(m, dict) or sorted(m) != sorted(MAINTENANCE_KEYS):
+        raise BadSite(
+            f"a maintenance description has exactly the keys {', '.join(MAINTENANCE_KEYS)}"
+        )
+    seconds = m["retry_after"]
+    if type(seconds) is not int or not 1 <= seconds <= MAX_RETRY_AFTER:
+        raise BadSite(f"retry_after: whole seconds from 1 to {MAX_RETRY_AFTER}, not {seconds!r}")
+    for key in ("open", "prefixes", "probe"):
+        paths = m[key]
+        if not isinstance(paths, list) or len(paths) > 100 or len(set(paths)) != len(paths):
+            raise BadSite(f"{key} must be a list of at most 100 distinct paths")
+        for path in paths:
+            if not isinstance(path, str) or not (
+                (path == "/" and key != "prefixes") or (path.startswith("/") and _route(path[1:]))
+            ):
+                raise BadSite(f"{key}: a path is '/' and a route: {path!r}")
+    for key in ("html", "json"):
+        if not isinstance(m[key], str) or not 0 < len(m[key].encode()) <= MAX_PAGE:
+            raise BadSite(f"{key} must be a page of 1 byte to {MAX_PAGE // 1024} KiB")
+    return m
+
+
+def maintenance_files(up: str) -> Dict[str, str]:
+    """Where the site `up` (its upstream stem) keeps maintenance mode's files."""
+    return {
+        "maps": f"{MAINTENANCE_DIR}/{up}.maps",
+        "server": f"{MAINTENANCE_DIR}/{up}.server",
+        "pages": f"{MAINTENANCE_DIR}/{up}",
+    }
+
+
+def render_maintenance(up: str, desc: Dict[str, Any]) -> Dict[str, str]:
+    """Maintenance mode's configuration for the site `up`: {"maps": TEXT, "server": TEXT, "id":
+    the digest /.signalcraft-deploy-maintenance answers}. Every path not named open answers 503
+    with Retry-After and the page its Accept asks for (503.json for JSON, else 503.html)."""
+    m = check_maintenance(desc)
+    pages = hashlib.sha256(m["html"].encode() + b"\0" + m["json"].encode()).hexdigest()[:16]
+    maps_text = "\n".join(_maintenance_maps(up, m)) + "\n"
+    server_text = "\n".join(_maintenance_server_lines(up, m, pages)) + "\n"
+    digest = hashlib.sha256(maps_text.encode() + b"\0" + server_text.encode()).hexdigest()[:16]
+    return {"maps": maps_text, "server": server_text.replace("@@id@@", digest), "id": digest}
+
+
+def _maintenance_maps(up: str, m: Dict[str, Any]) -> List[str]:
+    """The maps (http level): the tool's checks, whether a path is closed, which page."""
+
+    def exact(path: str, who: str) -> str:
+        return f"    ~^{who}{routes_regex([path])}$ 0;"
+
+    return [
+        f"{SITE_HEADER} Maintenance mode is on: `maintenance off` removes this file.",
+        f"map ${_header_var(PROBE_HEADER)} ${up}_probe {{",
+        '    default "";',
+        "    1       probe;",
+        "}",
+        "",
+        f"map ${up}_probe$uri ${up}_closed {{",
+        "    volatile;",  # a value kept from before the error page's redirect would close the page
+        "    default 1;",
+        r"    ~^(probe)?/\.signalcraft-deploy-(site|maintenance)$ 0;",
+        r"    ~^(probe)?/\.signalcraft-maintenance/ 0;",
+        r"    ~^(probe)?/\.well-known/acme-challenge/ 0;",
+        *(exact(path, "(probe)?") for path in m["open"]),
+        *(f"    ~^(probe)?{routes_regex([p])}(/|$) 0;" for p in m["prefixes"]),
+        *(exact(path, "probe") for path in m["probe"]),
+        "}",
+        "",
+        f"map $http_accept ${up}_page {{",
+        "    default 503.html;",
+        r"    ~*application/([a-z0-9.+-]*\+)?json 503.json;",
+        "}",
+    ]
+
+
+def _maintenance_server_lines(up: str, m: Dict[str, Any], pages: str) -> List[str]:
+    """What each of the site's app servers includes: a closed path answers 503 with the page."""
+    return [
+        f"    {SITE_HEADER} Maintenance mode is on (pages {pages}).",
+        f"    if (${up}_closed) {{",
+        "        return 503;",
+        "    }",
+        f"    error_page 503 /.signalcraft-maintenance/${up}_page;",
+        "    location ^~ /.signalcraft-maintenance/ {",
+        "        internal;",
+        f"        alias {maintenance_files(up)['pages']}/;",
+        "        types { text/html html; application/json json; }",
+        "        charset utf-8;",
+        f"        add_header Retry-After {m['retry_after']} always;",
+        '        add_header Cache-Control "no-store" always;',
+        "    }",
+        "    location = /.signalcraft-deploy-maintenance {",
+        "        default_type text/plain;",
+        '        return 200 "@@id@@\\n";',
+        "    }",
+    ]
+
+
+def _header_var(header: str) -> str:
+    return "http_" + header.lower().replace("-", "_")
+
+
+def maintenance_include(up: str, part: str) -> str:
+    """The site's include of a maintenance file ("maps" or "server"): `.map[s]` is a pattern, so
+    that nothing (and no error) is included while the file is absent."""
+    path = maintenance_files(up)[part]
+    return f"include {path[:-1]}[{path[-1]}];"
 
 
 def _route(route: Any) -> str:
@@ -474,6 +601,9 @@ def render(desc: Dict[str, Any]) -> str:
     d = check(desc)
     lines = [
         f"{SITE_HEADER} Edits here are replaced on the next deploy.",
+        "# Maintenance mode's maps, while it is on (`maintenance on`).",
+        maintenance_include(d["upstream"], "maps"),
+        "",
         *_upstream_blocks(d),
         *_http_server(d),
     ]
@@ -511,8 +641,16 @@ def _http_server(d: Dict[str, Any]) -> List[str]:
             "    }",
         ]
     else:
-        lines += _table_apps(d) if "table" in d else _apps(d)
+        lines += [*_maintenance_server(d), *(_table_apps(d) if "table" in d else _apps(d))]
     return lines + ["}"]
+
+
+def _maintenance_server(d: Dict[str, Any]) -> List[str]:
+    return [
+        "",
+        "    # Maintenance mode, while it is on: every path but the open ones answers 503.",
+        "    " + maintenance_include(d["upstream"], "server"),
+    ]
 
 
 def _https_server(d: Dict[str, Any]) -> List[str]:
@@ -527,6 +665,7 @@ def _https_server(d: Dict[str, Any]) -> List[str]:
         "    ssl_prefer_server_ciphers off;",
         "    ssl_session_timeout 1d;",
         "    ssl_session_tickets off;",
+        *_maintenance_server(d),
         *(_table_apps(d) if "table" in d else _apps(d)),
         "}",
     ]

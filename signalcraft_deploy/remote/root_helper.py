@@ -20,7 +20,9 @@ What makes it sound by construction, not by a deny-list:
   the programs it runs are its own, beside it.
 - Root renders the Nginx site itself (nginx_site.py, inlined below) from a JSON description whose
   every field is checked; the caller never sends Nginx text. The location blocks a takeover keeps
-  come from root's own copy of the site it replaced, parsed with crossplane.
+  come from root's own copy of the site it replaced, parsed with crossplane. Maintenance mode's
+  files are rendered the same way; its two pages are the only bytes root writes as sent, as files
+  Nginx serves.
 - Every site is claimed by the user and deploy root that first installed it (STATE/sites/); another
   caller is refused, and the read verbs show a caller only what is its own.
 - A cleared environment with a fixed PATH, `python3 -I -S`, and a timeout on every child.
@@ -49,9 +51,13 @@ from signalcraft_deploy.remote.nginx_site import (
     BadSite,
     check,
     extras_path,
+    maintenance_files,
+    maintenance_include,
     render,
+    render_maintenance,
     site_path,
     tls_file,
+    upstream_for,
 )
 
 HELPER = "/usr/local/sbin/signalcraft-root"
@@ -88,7 +94,8 @@ PM2_DAEMON = re.compile(
 TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,79}")
 HOST_NAME = re.compile(r"[A-Za-z0-9*_]([A-Za-z0-9_.*-]{0,252})")
 MARKER_URL = re.compile(
-    r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}/\.signalcraft-deploy-site"
+    r"http://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}"
+    r"/\.signalcraft-deploy-(site|maintenance)"
 )
 
 
@@ -975,8 +982,84 @@ def remove_site(changes: Changes, site: str) -> None:
         changes.remove(link)
     if ours(read_regular(extras_path(site))):
         changes.remove(extras_path(site))
+    maintenance_gone(changes, site)
     unpark(changes, site)
     changes.remove(claim_path(site))
+
+
+PAGES = ("503.html", "503.json")
+
+
+def maintenance_gone(changes: Changes, site: str) -> bool:
+    """The site's maintenance files removed (its configuration, then its pages); whether there
+    were any."""
+    files = maintenance_files(upstream_for(site))
+    found = False
+    for path in [files["server"], files["maps"]] + [os.path.join(files["pages"], p) for p in PAGES]:
+        found = found or os.path.lexists(path)
+        changes.remove(path)
+    return found
+
+
+def root_folder(path: str) -> str:
+    """A folder of root's that Nginx's workers may read (made 0755): refused if it is anything
+    else."""
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+        raise Refused(f"{path} is not root's own folder")
+    return path
+
+
+def v_maintenance_on(args: list) -> int:
+    """maintenance-on STATE_DIR SITE TEST_CMD: serve the caller's site in maintenance mode, as the
+    description on stdin (JSON: nginx_site.check_maintenance) says: its configuration rendered
+    by root, its two pages as sent; kept only if the test passes (else everything is as it was:
+    exit 65). Prints the id /.signalcraft-deploy-maintenance answers once Nginx is reloaded."""
+    state, site = state_name(args[0]), a_site(args[1])
+    test = command(args[2], TEST_RE, "the test command")
+    must_own(site, state)
+    up = upstream_for(site)
+    text = read_regular(site)
+    if not ours(text) or maintenance_include(up, "server").encode() not in (text or b""):
+        raise Refused(
+            f"{site} was rendered by an older version, without maintenance mode: deploy once, then"
+            " turn it on"
+        )
+    try:
+        desc = _json(read_stdin(), "the maintenance description")
+        rendered = render_maintenance(up, desc)
+    except BadSite as err:
+        raise Refused(f"the maintenance description: {err}") from None
+    files = maintenance_files(up)
+    root_folder(os.path.dirname(files["pages"]))
+    pages = root_folder(files["pages"])
+    with Changes() as changes:
+        changes.write(os.path.join(pages, "503.html"), desc["html"].encode(), 0o644)
+        changes.write(os.path.join(pages, "503.json"), desc["json"].encode(), 0o644)
+        changes.write(files["maps"], rendered["maps"].encode(), 0o640)
+        changes.write(files["server"], rendered["server"].encode(), 0o640)
+        code = changes.tested(test)
+    if code == 0:
+        print(rendered["id"])
+    return code
+
+
+def v_maintenance_off(args: list) -> int:
+    """maintenance-off STATE_DIR SITE TEST_CMD: the caller's site out of maintenance mode (its
+    files removed); kept only if the test passes (else exit 65). Prints `off`, or `absent` when it
+    was not on."""
+    state, site = state_name(args[0]), a_site(args[1])
+    test = command(args[2], TEST_RE, "the test command")
+    must_own(site, state)
+    with Changes() as changes:
+        if not maintenance_gone(changes, site):
+            print("absent")
+            return 0
+        code = changes.tested(test)
+    if code == 0:
+        print("off")
+    return code
 
 
 # What older versions left beside a site (a shell install's temporary copy and backup): the site's
@@ -1275,6 +1358,7 @@ def v_takeover_restore(args: list) -> int:
         else:
             unpark(changes, site)
             changes.remove(site + ".signalcraft-prev")
+            maintenance_gone(changes, site)
             if ours(read_regular(extras_path(site))):
                 changes.remove(extras_path(site))
             if ours(saved):  # the caller's own site from before: still its own, checked like any
@@ -1369,6 +1453,8 @@ VERBS = {
     "version": (v_version, 0),
     "pm2-boot": (v_pm2_boot, 1),
     "site-remove": (v_site_remove, 4),
+    "maintenance-on": (v_maintenance_on, 3),
+    "maintenance-off": (v_maintenance_off, 3),
 }
 
 
@@ -1435,6 +1521,8 @@ WRITERS = {
     "takeover-record",
     "takeover-restore",
     "site-remove",
+    "maintenance-on",
+    "maintenance-off",
 }
 
 

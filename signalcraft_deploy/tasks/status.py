@@ -72,6 +72,7 @@ def collect(c: Any, s: Settings) -> dict[str, Any]:
         "releases": ordered_releases(facts.releases, facts.current_release, facts.bad_releases),
         "apps": apps,
         "nginx_test_ok": nginx_ok,
+        "maintenance": facts.maintenance,
         "nginx_drift": nginx_drift(c, s, facts.site_text),
         "nginx_draining": draining_status(c, s),
         "tls": tls_status(c, s),
@@ -341,7 +342,26 @@ def render_current(data: dict[str, Any]) -> list[str]:
             f" {cur['deployed_at'] or '-'}  by {cur['deployed_by'] or '-'}"
         ),
     ]
-    return lines + render_releases(data["releases"])
+    return lines + render_maintenance(data.get("maintenance")) + render_releases(data["releases"])
+
+
+def render_maintenance(m: dict[str, Any] | None) -> list[str]:
+    """MAINTENANCE ON (since when, by whom, its Retry-After and message), or nothing when it is
+    off."""
+    if m is None:
+        return []
+    if not m["on"]:
+        return [
+            "maintenance off, but its record says on since"
+            f" {m.get('since') or '?'} (Nginx serves the site: `maintenance off` clears the record)"
+        ]
+    if not m["recorded"]:
+        return ["MAINTENANCE ON: every path but the open ones answers 503 (no record of who)"]
+    by = who_text(m["by"]) if isinstance(m.get("by"), dict) else "?"
+    return [
+        f"MAINTENANCE ON since {m.get('since')} by {by}: 503 with Retry-After"
+        f" {m.get('retry_after')} s; message: {m.get('message')!r}"
+    ]
 
 
 def render_apps(apps: list[dict[str, Any]]) -> list[str]:

@@ -17,6 +17,7 @@ TASKS = [
     "init",
     "install",
     "logs",
+    "maintenance",
     "nginx-check",
     "pm2-reload",
     "releases",

@@ -462,6 +462,7 @@ FIXED = {  # (the block a directive is in, the directive): what the shape holds
     ("", "upstream"),
     ("", "server"),
     ("", "map"),
+    ("", "include"),
     ("upstream", "server"),
     ("map", "default"),
     ("map", ""),
@@ -549,7 +550,11 @@ def allowed(d: dict[str, Any], site_id: str) -> dict[tuple[str, str], set[tuple[
             ("/",),
             *(("~", prefix_regex(p)) for p in d.get("streams", [])),
         },
-        ("server", "include"): {(extras_path(d["site"])[:-1] + "[s]",)},
+        ("server", "include"): {
+            (extras_path(d["site"])[:-1] + "[s]",),
+            (f"{nginx_site.MAINTENANCE_DIR}/{up}.serve[r]",),
+        },
+        ("", "include"): {(f"{nginx_site.MAINTENANCE_DIR}/{up}.map[s]",)},
         ("server", "ssl_certificate"): {(tls["cert"],)} if tls else set(),
         ("server", "ssl_certificate_key"): {(tls["key"],)} if tls else set(),
         ("server", "ssl_protocols"): {("TLSv1.2", "TLSv1.3")},
@@ -945,3 +950,77 @@ def test_a_stream_under_a_mounted_prefix_is_proxied_as_its_owner_is() -> None:
 def test_a_release_recorded_without_timeouts_renders_as_it_did() -> None:
     old = render(desc())
     assert "proxy_read_timeout" not in old and "proxy_buffering" not in old
+
+
+# --- maintenance mode's files
+
+
+def parsed_block(text: str) -> list[dict[str, Any]]:
+    """crossplane's parse of a file that is included inside a server block."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "part.conf"
+        path.write_text("http {\nserver {\n" + text + "}\n}\n")
+        out = crossplane.parse(str(path), single=True, comments=False)
+    assert out["status"] == "ok", out["errors"]
+    return out["config"][0]["parsed"][0]["block"][0]["block"]
+
+
+MAINTENANCE = {
+    "retry_after": 900,
+    "open": ["/api/flask/health", "/a.b/c~d"],
+    "prefixes": ["/api/status"],
+    "probe": ["/"],
+    "html": "<p>$uri ; } include /etc/shadow;</p>",
+    "json": "{}",
+}
+
+
+def test_maintenance_closes_all_but_the_open_paths_with_the_retry_after_asked() -> None:
+    up = upstream_for("/etc/nginx/sites-available/shop")
+    files = nginx_site.render_maintenance(up, MAINTENANCE)
+    server = parsed_block(files["server"])
+    assert [d["directive"] for d in server] == ["if", "error_page", "location", "location"]
+    assert server[0]["args"] == [f"${up}_closed"] and server[0]["block"][0]["args"] == ["503"]
+    pages = {d["directive"]: d["args"] for d in server[2]["block"]}
+    assert pages["alias"] == [nginx_site.maintenance_files(up)["pages"] + "/"]
+    assert ["Retry-After", "900", "always"] in [
+        d["args"] for d in server[2]["block"] if d["directive"] == "add_header"
+    ]
+    assert server[3]["block"][1]["args"] == ["200", files["id"] + "\\n"]
+    closed = next(line for line in files["maps"].split("map ") if f"${up}_closed" in line)
+    assert r"~^(probe)?/api/flask/health$ 0;" in closed
+    assert r"~^(probe)?/a\.b/c~d$ 0;" in closed
+    assert r"~^(probe)?/api/status(/|$) 0;" in closed
+    assert r"~^probe/$ 0;" in closed and r"~^(probe)?/$" not in closed
+    # the pages never reach the configuration; another page is another id
+    assert "shadow" not in files["maps"] + files["server"]
+    other = nginx_site.render_maintenance(up, {**MAINTENANCE, "html": "<p>x</p>"})
+    assert other["id"] != files["id"]
+
+
+@given(
+    st.lists(st.from_regex(nginx_site.ROUTE, fullmatch=True), max_size=4, unique=True),
+    st.integers(1, nginx_site.MAX_RETRY_AFTER),
+)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+def test_every_accepted_maintenance_description_parses_to_the_same_shape(
+    routes: list[str], seconds: int
+) -> None:
+    paths = ["/" + r for r in routes if ".." not in r.split("/")]
+    desc = {**MAINTENANCE, "open": paths, "prefixes": paths, "probe": paths, "retry_after": seconds}
+    files = nginx_site.render_maintenance("shop_0123456789abcdef", desc)
+    assert [d["directive"] for d in parsed_block(files["server"])] == [
+        "if",
+        "error_page",
+        "location",
+        "location",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "maps.conf"
+        path.write_text("http {\n" + files["maps"] + "}\n")
+        out = crossplane.parse(str(path), single=True, comments=False)
+    assert out["status"] == "ok", out["errors"]
+    maps = out["config"][0]["parsed"][0]["block"]
+    assert [d["directive"] for d in maps] == ["map", "map", "map"]
+    entries = maps[1]["block"]
+    assert len(entries) == 2 + 3 + len(paths) * 3 and all(len(e["args"]) <= 1 for e in entries)

@@ -480,6 +480,8 @@ class Host:
         }.items():
             monkeypatch.setattr(rh, name, value)
         monkeypatch.setattr(nginx_site, "SITE_FOLDERS", (str(self.available), str(self.confd)))
+        self.maintenance = nginx / "signalcraft-deploy-maintenance"
+        monkeypatch.setattr(nginx_site, "MAINTENANCE_DIR", str(self.maintenance))
         self.test_ok = True
         self.tests: list[list[str]] = []
         monkeypatch.setattr(rh, "test_passes", self._test)
@@ -1509,6 +1511,8 @@ def test_a_writing_verb_holds_the_lock_until_it_exits_and_a_reading_one_takes_no
         "takeover-record",
         "takeover-restore",
         "site-remove",
+        "maintenance-on",
+        "maintenance-off",
     }
     as_root(monkeypatch)
     host.stdin(json.dumps(host.desc()))
@@ -2754,3 +2758,162 @@ def test_another_user_can_neither_take_over_nor_remove_the_callers_certbot_hook(
         rh.v_certbot_hook(["shop", cert, blog, "nginx -t", "nginx -s reload"])
     assert rh.v_site_remove([Y, blog, "shop", "nginx -t"]) == 0
     assert hook.read_text() == mine
+
+
+# ----------------------------------------------------------------------------- maintenance-on/off
+# (`maintenance`), seen by an attacker: root renders the files from a checked description; the pages
+# are the only bytes it writes as sent, into its own folder, for Nginx to serve
+
+
+def maintenance_desc(**changes: Any) -> dict[str, Any]:
+    return {
+        "retry_after": 600,
+        "open": ["/api/flask/health"],
+        "prefixes": ["/api/status"],
+        "probe": ["/api/flask/health", "/"],
+        "html": "<h1>Back at 5 $host ; } { include /etc/shadow;</h1>\n",
+        "json": '{"error": "maintenance"}\n',
+        **changes,
+    }
+
+
+def maintenance_on(host: Host, desc: Any = None, state: str = X) -> int:
+    host.stdin(json.dumps(maintenance_desc() if desc is None else desc))
+    return rh.v_maintenance_on([state, host.site, "nginx -t"])
+
+
+def test_maintenance_on_writes_roots_rendering_and_the_pages_as_sent_and_prints_its_id(
+    host: Host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert host.install() == 0
+    capsys.readouterr()
+    assert maintenance_on(host) == 0
+    files = nginx_site.maintenance_files(nginx_site.upstream_for(host.site))
+    rendered = nginx_site.render_maintenance(nginx_site.upstream_for(host.site), maintenance_desc())
+    assert capsys.readouterr().out == rendered["id"] + "\n"
+    assert Path(files["maps"]).read_text() == rendered["maps"]
+    assert Path(files["server"]).read_text() == rendered["server"]
+    pages = Path(files["pages"])
+    assert (pages / "503.html").read_text() == maintenance_desc()["html"]
+    assert (pages / "503.json").read_text() == maintenance_desc()["json"]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in host.maintenance.rglob("*")}
+    assert modes == {
+        Path(files["maps"]).name: 0o640,
+        Path(files["server"]).name: 0o640,
+        pages.name: 0o755,
+        "503.html": 0o644,
+        "503.json": 0o644,
+    }
+    # the page's text never reaches the configuration; the site includes both files
+    assert "shadow" not in rendered["maps"] + rendered["server"]
+    site = Path(host.site).read_text()
+    assert f"include {files['maps'][:-1]}[s];" in site
+    assert f"include {files['server'][:-1]}[r];" in site
+    assert host.tests[-1] == ["nginx", "-t"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"retry_after": "600; } server { listen 81; }"},
+        {"retry_after": -1},
+        {"retry_after": 0},
+        {"retry_after": True},
+        {"retry_after": 10**9},
+        {"open": ["/health; alias /etc/"]},
+        {"open": ["/health 1;\n} map $x $y {"]},
+        {"open": ["/a/../b"]},
+        {"open": ["/$host"]},
+        {"open": ['/a"b']},
+        {"open": ["health"]},
+        {"open": ["/x"] * 2},
+        {"open": [f"/p{i}" for i in range(101)]},
+        {"prefixes": ["/"]},
+        {"prefixes": ["/a{b}"]},
+        {"probe": [7]},
+        {"html": ""},
+        {"html": "x" * (nginx_site.MAX_PAGE + 1)},
+        {"json": None},
+        {"alias": "/etc/"},
+    ],
+)
+def test_maintenance_on_refuses_what_the_tool_could_not_have_sent_and_changes_nothing(
+    host: Host, bad: dict[str, Any]
+) -> None:
+    assert host.install() == 0
+    before, tests = host.files(), list(host.tests)
+    with pytest.raises(rh.Refused, match="the maintenance description"):
+        maintenance_on(host, maintenance_desc(**bad))
+    assert host.files() == before and host.tests == tests
+
+
+def test_maintenance_is_the_site_owners_alone_to_switch(host: Host) -> None:
+    assert host.install() == 0 and maintenance_on(host) == 0
+    before = host.files()
+    for uid, state in other_callers(host):
+        host.as_user(uid)
+        with pytest.raises(rh.Refused, match="belongs to another user or deploy root"):
+            maintenance_on(host, state=state)
+        with pytest.raises(rh.Refused, match="belongs to another user or deploy root"):
+            rh.v_maintenance_off([state, host.site, "nginx -t"])
+        assert host.files() == before
+
+
+def test_maintenance_needs_a_site_the_helper_installed_that_includes_its_files(host: Host) -> None:
+    with pytest.raises(rh.Refused, match="was not installed by this helper"):
+        maintenance_on(host)  # no site yet
+    assert host.install() == 0
+    old = re.sub(r"(?m)^.*signalcraft-deploy-maintenance.*\n", "", Path(host.site).read_text())
+    Path(host.site).write_text(old)  # as a version before maintenance mode rendered it
+    before = host.files()
+    with pytest.raises(rh.Refused, match="older version"):
+        maintenance_on(host)
+    assert host.files() == before
+
+
+def test_a_failed_nginx_test_puts_the_previous_maintenance_files_back(host: Host) -> None:
+    assert host.install() == 0 and maintenance_on(host) == 0
+    before = host.files()
+    host.test_ok = False
+    assert maintenance_on(host, maintenance_desc(retry_after=30, html="<p>other</p>")) == 65
+    assert host.files() == before
+    assert rh.v_maintenance_off([X, host.site, "nginx -t"]) == 65
+    assert host.files() == before
+
+
+def test_a_link_in_place_of_the_pages_folder_is_refused_and_nothing_written_through_it(
+    host: Host, tmp_path: Path
+) -> None:
+    assert host.install() == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    host.maintenance.mkdir(mode=0o755)
+    pages = Path(nginx_site.maintenance_files(nginx_site.upstream_for(host.site))["pages"])
+    pages.symlink_to(elsewhere)
+    with pytest.raises(rh.Refused, match="is not root's own folder"):
+        maintenance_on(host)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_maintenance_off_removes_every_file_and_a_second_run_finds_it_absent(
+    host: Host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert host.install() == 0 and maintenance_on(host) == 0
+    capsys.readouterr()
+    assert rh.v_maintenance_off([X, host.site, "nginx -t"]) == 0
+    assert capsys.readouterr().out == "off\n"
+    assert [p for p in host.maintenance.rglob("*") if p.is_file()] == []
+    tests = len(host.tests)
+    assert rh.v_maintenance_off([X, host.site, "nginx -t"]) == 0
+    assert capsys.readouterr().out == "absent\n" and len(host.tests) == tests
+
+
+def test_site_remove_and_a_new_install_leave_no_maintenance_behind_or_turn_it_off(
+    host: Host,
+) -> None:
+    assert host.install() == 0 and maintenance_on(host) == 0
+    files = nginx_site.maintenance_files(nginx_site.upstream_for(host.site))
+    assert host.install() == 0  # a deploy: the site again, maintenance kept
+    assert Path(files["server"]).exists() and Path(files["maps"]).exists()
+    assert rh.v_site_remove([X, host.site, "shop", "nginx -t"]) == 0
+    assert [p for p in host.maintenance.rglob("*") if p.is_file()] == []

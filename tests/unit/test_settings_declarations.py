@@ -123,6 +123,9 @@ CHANGED: dict[str, tuple[str, object]] = {
     "NOTIFY_URL": ("https://hooks.example.com/T1/B2", "https://hooks.example.com/T1/B2"),
     "NOTIFY_FORMAT": ("json", "json"),
     "NOTIFY_TIMEOUT": ("10", 10),
+    "MAINTENANCE_RETRY_AFTER": ("120", 120),
+    "MAINTENANCE_PAGE": ("public/503.html", "public/503.html"),
+    "MAINTENANCE_OPEN_ROUTES": ("/api/status, /hooks", ("/api/status", "/hooks")),
 }
 
 
