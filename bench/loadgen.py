@@ -35,6 +35,7 @@ MAX_SAMPLES = 20
 # Key in `LoadResult.releases` for answers that carried no X-Release header (e.g. Nginx's own
 # pages).
 NO_RELEASE = "-"
+MAINTENANCE = "503 maintenance"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,14 @@ class LoadResult:
     releases: dict[str, dict[str, int]]
     samples: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    # Every answer by kind: "200", "503", ..., MAINTENANCE (a 503 with Retry-After: maintenance
+    # mode's, by design), "error" (no answer: refused, reset, timed out)
+    answers: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed_not_maintenance(self) -> int:
+        """The failed requests but maintenance mode's 503s."""
+        return self.failed - self.answers.get(MAINTENANCE, 0)
 
     def summary(self) -> str:
         """One line: ``0 failed / 1234 requests (0.00%) in 5.1 s``."""
@@ -194,6 +203,7 @@ class Load:
         self._failed: Counter[str] = Counter()
         self._releases: dict[str, Counter[str]] = {t.url: Counter() for t in self.targets}
         self._samples: list[Failure] = []
+        self._answers: Counter[str] = Counter()
         self._started = 0.0
         self._finished: float | None = None
 
@@ -247,6 +257,7 @@ class Load:
                 per_url[target.url] = UrlCounts(total=ok + failed, ok=ok, failed=failed)
             releases = {url: dict(counts) for url, counts in self._releases.items()}
             samples = list(self._samples)
+            answers = dict(self._answers)
             end = self._finished if self._finished is not None else time.monotonic()
         ok, failed = sum(c.ok for c in per_url.values()), sum(c.failed for c in per_url.values())
         seconds = end - self._started if self._started else 0.0
@@ -258,6 +269,7 @@ class Load:
             releases=releases,
             samples=samples,
             seconds=seconds,
+            answers=answers,
         )
 
     def _claim(self) -> Target | None:
@@ -288,7 +300,8 @@ class Load:
                     self._finished = time.monotonic()
 
     def _request(self, target: Target) -> tuple[int | None, str | None, str]:
-        """One GET on a new connection: (status or None, X-Release or None, error text or "")."""
+        """One GET on a new connection: (status or None, X-Release or None, error text or ""); a
+        503 with Retry-After has the error text MAINTENANCE."""
         conn = (
             http.client.HTTPSConnection(
                 target.host, target.port, timeout=self.timeout, context=self._tls
@@ -300,7 +313,8 @@ class Load:
             conn.request("GET", target.path, headers={"Connection": "close"})
             response = conn.getresponse()
             response.read()
-            return response.status, response.getheader("X-Release"), ""
+            retry = response.status == 503 and response.getheader("Retry-After") is not None
+            return response.status, response.getheader("X-Release"), MAINTENANCE if retry else ""
         except (
             Exception
         ) as exc:  # every failure is data here: refused, reset, timeout, bad response
@@ -310,7 +324,9 @@ class Load:
 
     def _record(self, target: Target, status: int | None, release: str | None, error: str) -> None:
         ok = status is not None and 200 <= status < 400
+        kind = "error" if status is None else error if error == MAINTENANCE else str(status)
         with self._lock:
+            self._answers[kind] += 1
             if ok:
                 self._ok[target.url] += 1
             else:

@@ -990,14 +990,16 @@ def remove_site(changes: Changes, site: str) -> None:
 PAGES = ("503.html", "503.json")
 
 
-def maintenance_gone(changes: Changes, site: str) -> bool:
-    """The site's maintenance files removed (its configuration, then its pages); whether there
-    were any."""
+def maintenance_gone(changes: Changes, site: str, pages: bool = True) -> bool:
+    """The site's maintenance configuration removed, and its pages unless `pages` is False (Nginx
+    serves them until its reload, which comes after: `maintenance-off` leaves them); whether it was
+    on."""
     files = maintenance_files(upstream_for(site))
-    found = False
-    for path in [files["server"], files["maps"]] + [os.path.join(files["pages"], p) for p in PAGES]:
-        found = found or os.path.lexists(path)
+    found = os.path.lexists(files["server"]) or os.path.lexists(files["maps"])
+    for path in [files["server"], files["maps"]]:
         changes.remove(path)
+    for name in PAGES if pages else ():
+        changes.remove(os.path.join(files["pages"], name))
     return found
 
 
@@ -1047,13 +1049,13 @@ def v_maintenance_on(args: list) -> int:
 
 def v_maintenance_off(args: list) -> int:
     """maintenance-off STATE_DIR SITE TEST_CMD: the caller's site out of maintenance mode (its
-    files removed); kept only if the test passes (else exit 65). Prints `off`, or `absent` when it
-    was not on."""
+    configuration removed; its pages stay for the Nginx running until the reload); kept only if
+    the test passes (else exit 65). Prints `off`, or `absent` when it was not on."""
     state, site = state_name(args[0]), a_site(args[1])
     test = command(args[2], TEST_RE, "the test command")
     must_own(site, state)
     with Changes() as changes:
-        if not maintenance_gone(changes, site):
+        if not maintenance_gone(changes, site, pages=False):
             print("absent")
             return 0
         code = changes.tested(test)

@@ -6,7 +6,7 @@ written and linked. Here the admin runs `fab -H admin@... setup --user ubuntu`, 
 apps' own account `signalcraft` (APP_USER) and starts its unit, the deploy user `ubuntu` (the
 sudoers drop-in only) deploys the example app, whose apps run as signalcraft under that PM2, and the
 tests use the host as its admin would: `systemctl reboot` (the host boots again by itself),
-signalcraft's PM2 daemon killed with SIGKILL (Restart=on-failure), and a deploy whose Nginx change
+maintenance mode on across a reboot, signalcraft's PM2 daemon killed with SIGKILL (Restart=on-failure), and a deploy whose Nginx change
 is applied with `systemctl reload nginx`. What they look at is what a user would see: answers
 through the host's Nginx at http://198.18.200.2:<port>/, `systemctl is-enabled/is-active
 pm2-signalcraft`, signalcraft's `pm2 jlist`, and the user and systemd unit of every process of the
@@ -153,10 +153,16 @@ def serving() -> bool:
     return all(get(url(path), timeout=3)[0] == 200 for path in (PY_URL, NODE_URL))
 
 
-def reboot() -> tuple[float, float]:
+def in_maintenance() -> bool:
+    """Maintenance mode answers the home page (503, Retry-After); the health route is open."""
+    status, headers, _ = get(url(NODE_URL), timeout=3)
+    return status == 503 and headers.get("Retry-After") == "600" and get(url(PY_URL))[0] == 200
+
+
+def reboot(ready=serving) -> tuple[float, float]:
     """`systemctl reboot` as the admin; wait until the host has booted again (systemd running) and
-    both apps answer. Returns the seconds from the reboot command to sshd and systemd answering
-    again, and to both apps serving.
+    both apps answer (`ready`). Returns the seconds from the reboot command to sshd and systemd
+    answering again, and to both apps serving.
     """
     assert on_host(f"touch {MARK}").returncode == 0
     start = time.monotonic()
@@ -170,7 +176,7 @@ def reboot() -> tuple[float, float]:
 
     wait_for("h200 back from the reboot", booted, BOOT_WAIT)
     up = time.monotonic() - start
-    wait_for("both apps answering after the reboot", serving, BOOT_WAIT - up)
+    wait_for("both apps answering after the reboot", ready, BOOT_WAIT - up)
     return up, time.monotonic() - start
 
 
@@ -341,9 +347,12 @@ def test_after_a_rollback_a_reboot_brings_back_the_rolled_back_release(host, rep
     assert second_release != first_release and answers()["/api/ai/x"][2].get("version") == "2"
     deploy(None, SD, "rollback")
     assert release_of(answers()) == first_release
+    deploy(None, SD, "maintenance", "on")  # and maintenance mode is on at the reboot
+    assert in_maintenance()
 
     start = time.monotonic()
-    up, serving_again = reboot()
+    up, serving_again = reboot(ready=in_maintenance)
+    deploy(None, SD, "maintenance", "off")
     seen = answers()
     assert release_of(seen) == first_release, (
         first_release,
@@ -353,8 +362,8 @@ def test_after_a_rollback_a_reboot_brings_back_the_rolled_back_release(host, rep
     assert seen["/api/ai/x"][2].get("version") == "1", seen
     under_systemd(start)
     print(
-        f"\n[h200] reboot after a rollback: sshd and systemd back in {up:.1f} s, both apps serving"
-        f" in {serving_again:.1f} s (release {first_release}, not {second_release})"
+        f"\n[h200] reboot after a rollback: sshd and systemd back in {up:.1f} s, maintenance mode"
+        f" serving in {serving_again:.1f} s (release {first_release}, not {second_release})"
     )
 
 

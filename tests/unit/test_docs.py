@@ -40,6 +40,7 @@ RUNNERS = (
     REPO / "tests/e2e/test_docs_commands.py",
     REPO / "tests/e2e/test_readme_demo.py",
     REPO / "tests/e2e/test_console.py",
+    REPO / "tests/e2e/test_maintenance.py",
 )
 # Workflows whose `run:` lines a test runs: CI itself, and the one `init` writes (tests/e2e/
 # test_adoption.py runs its steps from a clean clone).
