@@ -5,9 +5,9 @@ The other test hosts have no running systemd, so there `setup`'s unit pm2-<app u
 written and linked. Here the admin runs `fab -H admin@... setup --user ubuntu`, which makes the
 apps' own account `signalcraft` (APP_USER) and starts its unit, the deploy user `ubuntu` (the
 sudoers drop-in only) deploys the example app, whose apps run as signalcraft under that PM2, and the
-tests use the host as its admin would: `systemctl reboot` (the host boots again by itself),
-maintenance mode on across a reboot, signalcraft's PM2 daemon killed with SIGKILL (Restart=on-failure), and a deploy whose Nginx change
-is applied with `systemctl reload nginx`. What they look at is what a user would see: answers
+tests use the host as its admin would: `systemctl reboot` (the host boots again by itself; once
+with maintenance mode on), signalcraft's PM2 daemon killed with SIGKILL (Restart=on-failure), and a
+deploy whose Nginx change is applied with `systemctl reload nginx`. What they look at is what a user would see: answers
 through the host's Nginx at http://198.18.200.2:<port>/, `systemctl is-enabled/is-active
 pm2-signalcraft`, signalcraft's `pm2 jlist`, and the user and systemd unit of every process of the
 apps.
