@@ -78,6 +78,8 @@ class Manifest:
     # The Gunicorn master serving this release was started by this version, or HUPed by it only
     # after Gunicorn's own reading of its configuration showed no preload_app (see _master_why).
     gunicorn_checked: bool = False
+    # The environment (--environment) this release was deployed as; "" none.
+    environment: str = ""
     # NODE_INSTANCES as this release ran it (1 for a session-bound app by default); 0: not recorded
     node_instances: int = 0
 
@@ -320,6 +322,7 @@ def make_manifest(
         gunicorn_conf=digest(configs["gunicorn.conf.py"]),
         deployed_at=now.isoformat(timespec="seconds"),
         deployed_by=who,
+        environment=s.environment or "",
         inputs=release_inputs(s, tree, requirements, package_lock, app_env_digest),
         app_env=app_env_digest[:16] if app_env_digest is not None else "",
         node_script=node_entry(s)["script"].removeprefix(s.current_dir + "/"),
@@ -716,6 +719,20 @@ def _check_former_default_site(s: Settings, facts: HostFacts) -> None:
         )
 
 
+def _check_same_environment(s: Settings, old: dict[str, Any] | None) -> None:
+    """A DEPLOY_ROOT whose live release was deployed as another environment (staging's deploy into
+    production's, say: its file left without a DEPLOY_ROOT of its own): refused before anything
+    changes."""
+    live = (old or {}).get("environment") or ""
+    if live and s.environment and live != s.environment:
+        raise PlanError(
+            f"DEPLOY_ROOT {s.deploy_root} holds the live release of the environment {live!r}, and"
+            f" this deploy is {s.environment!r}'s: nothing was changed. Give"
+            f" {s.environment_file or 'its settings file'} its own DEPLOY_ROOT, APP_NAME and ports"
+            f" (see docs/environments.md), or deploy with --environment {live}."
+        )
+
+
 def make_plan(
     s: Settings,
     manifest: Manifest,
@@ -727,6 +744,7 @@ def make_plan(
     from the live release, when known, to name them in the reasons)."""
     old = facts.manifest
     _check_former_default_site(s, facts)
+    _check_same_environment(s, old)
     site = render_nginx_site(s)
     manifest = _manifest_with_site_and_env(manifest, site, facts)
     same_release = (

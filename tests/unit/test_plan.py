@@ -999,3 +999,34 @@ def test_tool_file_only_deploys_move_current_and_prune_keeps_the_release_the_app
         c, replace(s, keep_releases=2), 2, newest, before, (m.python_release, m.node_release)
     )
     assert first not in removed and removed == [facts.releases[1]]
+
+
+def test_a_deploy_into_a_deploy_root_another_environment_deployed_is_refused(
+    tmp_path: Path,
+) -> None:
+    """`init --environments` on one host: staging's file left without a DEPLOY_ROOT of its own
+    would deploy staging into production's. The live release records its environment; another one
+    is refused, naming the way out; the same one, or none named, plans as always."""
+    s, m, configs = manifest_for(tmp_path, OLD)
+    production = live_host(tmp_path, OLD)
+    assert production.manifest is not None
+    production.manifest["environment"] = "production"
+    staging = replace(s, environment="staging", environment_file="deploy.staging.env")
+    with pytest.raises(PlanError, match="environment 'production'") as err:
+        make_plan(staging, m, configs, production)
+    assert "deploy.staging.env its own DEPLOY_ROOT" in str(err.value)
+    assert "--environment production" in str(err.value)
+    assert make_plan(replace(s, environment="production"), m, configs, production)
+    assert make_plan(s, m, configs, production)
+    new, _ = make_manifest(
+        replace(s, environment="staging"),
+        sha="a" * 40,
+        tree="t",
+        python_code="p",
+        node_code="n",
+        requirements="flask\n",
+        package_lock=None,
+        app_env_digest=None,
+        who="ci@runner",
+    )
+    assert new.environment == "staging"
