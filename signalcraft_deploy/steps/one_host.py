@@ -498,6 +498,8 @@ def summarize(h: HostDeploy, plan: Plan, ok: bool, pm2_state: dict[str, Any] | N
             rep.say(line)
         for drain in drain_lines(rep):
             rep.say(f"  {drain}")
+        if h.facts.maintenance and h.facts.maintenance["on"]:
+            rep.say(f"  {MAINTENANCE_STILL_ON}")
     reloads = ", ".join(a.shown for a in plan.actions)
     rep.write_github_summary(
         f"Deploy {'succeeded' if ok else 'failed'}: {m.release}",
@@ -537,7 +539,14 @@ def rollback_one(
         carry_out(HostDeploy(c, own, rep, facts), plan, "rollback")
         run(c, f"rm -f {q(s.state_dir)}/bad/{q(target)}", warn=True)
     rep.say(f"Rolled back to {target}.")
+    if facts.maintenance and facts.maintenance["on"]:
+        rep.say(f"  {MAINTENANCE_STILL_ON}")
     return Ended(target)
+
+
+MAINTENANCE_STILL_ON = (
+    "Maintenance mode is still ON: clients get its 503 page; `maintenance off` opens the site."
+)
 
 
 def rollback_plan(

@@ -513,3 +513,49 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- a user's machine: the documented commands run as a user types them, `your-host` an SSH name
+
+# What this machine's environment may hold of the tool's own settings, kept from a user's shell.
+NOT_A_USERS = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "ENV_FILE", "KNOWN_HOSTS", "SOURCE_DIR")
+
+
+def ssh_config(sb: Sandbox, names: dict[str, int], user: str = "") -> str:
+    """~/.ssh/config naming the test host under each of `names` (name -> port)."""
+    login = f"    User {user}\n" if user else ""
+    return "".join(
+        f"Host {name}\n    HostName {sb.host}\n    Port {port}\n{login}"
+        f"    IdentityFile {sb.key}\n    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {sb.known_hosts}\n"
+        for name, port in names.items()
+    )
+
+
+def users_env(home: Path) -> dict[str, str]:
+    """This machine's environment as a user's shell has it: HOME `home`, none of the tool's
+    settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in NOT_A_USERS and not k.startswith(("APP_", "GUNICORN_", "NODE_", "NGINX_"))
+    }
+    return env | {"HOME": str(home)}
+
+
+@dataclass
+class UserShell:
+    """A user's machine: its environment (HOME with the SSH config, ENV_FILE)."""
+
+    env: dict[str, str]
+
+    def run(self, line: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        with on_this_machine():
+            return subprocess.run(
+                ["bash", "-c", line],
+                env=self.env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )

@@ -19,11 +19,22 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.conftest import APP_USER, REPO, AppRepo, Profile, Sandbox, clean_host, fab, sh
+from tests.e2e.conftest import (
+    APP_USER,
+    REPO,
+    AppRepo,
+    Profile,
+    Sandbox,
+    UserShell,
+    clean_host,
+    fab,
+    sh,
+    ssh_config,
+    users_env,
+)
 from tests.e2e.hosts import on_this_machine
 
 CONSOLE = Profile("console", "/home/ubuntu/console", 7605, 7615, 7625)
@@ -37,22 +48,8 @@ DOCUMENTED = (EXEC_ROUTES, FLEET_ROUTES, PYTHON_CONSOLE, NODE_CONSOLE)
 CTRL_D = "\x04"
 
 
-@dataclass
-class User:
-    """A user's machine: its environment (HOME with the SSH config, ENV_FILE)."""
-
-    env: dict[str, str]
-
-    def run(self, line: str) -> subprocess.CompletedProcess[str]:
-        with on_this_machine():
-            return subprocess.run(
-                ["bash", "-c", line],
-                env=self.env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+class User(UserShell):
+    """A user's machine (conftest's), with a terminal to type into."""
 
     def in_terminal(self, line: str, steps: list[tuple[str, str]]) -> tuple[int, str]:
         """Run `line` on a new pseudo-terminal; each (text, keys): once `text` shows after the
@@ -102,25 +99,14 @@ def user(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> User:
     home = root / "home"
     (home / ".ssh").mkdir(parents=True, mode=0o700)
     (home / ".ssh/config").write_text(
-        "".join(
-            f"Host {name}\n    HostName {sandbox.host}\n    Port {port}\n    User ubuntu\n"
-            f"    IdentityFile {sandbox.key}\n    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {sandbox.known_hosts}\n"
-            for name, port in (("your-host", 22), ("web1", 22), ("web2", 2222))
-        )
+        ssh_config(sandbox, {"your-host": 22, "web1": 22, "web2": 2222}, user="ubuntu")
     )
     settings = root / "deploy.env"
     settings.write_text(
         "".join(f"{k}={v}\n" for k, v in CONSOLE.settings().items())
         + f"APP_ENV_FILE={app_env}\nKNOWN_HOSTS={sandbox.known_hosts}\n"
     )
-    drop = {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "KNOWN_HOSTS", "SOURCE_DIR"}
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in drop and not k.startswith(("APP_", "GUNICORN_", "NODE_", "NGINX_"))
-    }
-    return User(env | {"HOME": str(home), "ENV_FILE": str(settings)})
+    return User(users_env(home) | {"ENV_FILE": str(settings)})
 
 
 def live() -> tuple[str, str]:

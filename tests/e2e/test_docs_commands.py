@@ -12,7 +12,6 @@ app (LIVE), so this is a deploy of a new commit, not a first deploy.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -22,7 +21,18 @@ from pathlib import Path
 import pytest
 
 from signalcraft_deploy import __version__
-from tests.e2e.conftest import EXAMPLE, LIVE, NOT_SOURCE, REPO, AppRepo, Sandbox, get, sh
+from tests.e2e.conftest import (
+    EXAMPLE,
+    LIVE,
+    NOT_SOURCE,
+    REPO,
+    AppRepo,
+    Sandbox,
+    get,
+    sh,
+    ssh_config,
+    users_env,
+)
 from tests.e2e.hosts import on_this_machine
 
 BUILD = "pip wheel --no-deps -w dist ."
@@ -132,21 +142,10 @@ def session(sandbox: Sandbox, live_app: AppRepo, tmp_path_factory: pytest.TempPa
     shutil.copytree(REPO, checkout, ignore=NOT_SOURCE)
     AppRepo(home / "your-app", EXAMPLE)
     (home / ".ssh").mkdir(mode=0o700)
-    (home / ".ssh/config").write_text(
-        f"Host your-host\n    HostName {sandbox.host}\n    Port 22\n"
-        f"    IdentityFile {sandbox.key}\n    IdentitiesOnly yes\n"
-        f"    UserKnownHostsFile {sandbox.known_hosts}\n"
-    )
+    (home / ".ssh/config").write_text(ssh_config(sandbox, {"your-host": 22}))
     editor = root / "editor.py"
     editor.write_text(EDITOR)
-    drop = {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "ENV_FILE", "KNOWN_HOSTS", "SOURCE_DIR"}
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in drop and not k.startswith(("APP_", "GUNICORN_", "NODE_", "NGINX_"))
-    }
-    env |= {
-        "HOME": str(home),
+    env = users_env(home) | {
         "EDITOR": f"{sys.executable} {editor}",
         "PIP_CACHE_DIR": str(Path.home() / ".cache/pip"),  # the machine's cache: fewer downloads
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",

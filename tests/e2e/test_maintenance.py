@@ -13,7 +13,6 @@ lost; the app answers everywhere again). Three deploys and a rollback, about 60 
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.error
 import urllib.request
@@ -23,8 +22,18 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import MAINTENANCE, LoadResult
-from tests.e2e.conftest import REPO, AppRepo, Profile, Sandbox, clean_host, e2e_load, fab, sh
-from tests.e2e.hosts import on_this_machine
+from tests.e2e.conftest import (
+    AppRepo,
+    Profile,
+    Sandbox,
+    UserShell,
+    clean_host,
+    e2e_load,
+    fab,
+    sh,
+    ssh_config,
+    users_env,
+)
 
 MT = Profile("maint", "/home/ubuntu/maint", 7363, 7373, 7383)
 MESSAGE = "Upgrading the database"
@@ -48,26 +57,10 @@ def ask(
         return err.code, dict(err.headers), err.read().decode()
 
 
-class User:
-    """A user's machine: `~/.ssh/config` names the test host `your-host`; ENV_FILE the settings."""
-
-    def __init__(self, env: dict[str, str]):
-        self.env = env
-
-    def run(self, line: str) -> str:
-        import subprocess
-
-        with on_this_machine():
-            done = subprocess.run(
-                ["bash", "-c", line],
-                env=self.env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        assert done.returncode == 0, (line, done.stdout + done.stderr)
-        return done.stdout
+def run(user: UserShell, line: str) -> str:
+    done = user.run(line)
+    assert done.returncode == 0, (line, done.stdout + done.stderr)
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -81,30 +74,24 @@ def app(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def user(sandbox: Sandbox, app: AppRepo, tmp_path_factory: pytest.TempPathFactory) -> User:
+def user(sandbox: Sandbox, app: AppRepo, tmp_path_factory: pytest.TempPathFactory) -> UserShell:
     home = tmp_path_factory.mktemp("maint-home")
     (home / ".ssh").mkdir(mode=0o700)
-    (home / ".ssh/config").write_text(
-        f"Host your-host\n    HostName {sandbox.host}\n    User ubuntu\n"
-        f"    IdentityFile {sandbox.key}\n    IdentitiesOnly yes\n"
-        f"    UserKnownHostsFile {sandbox.known_hosts}\n"
-    )
+    (home / ".ssh/config").write_text(ssh_config(sandbox, {"your-host": 22}, user="ubuntu"))
     settings = home / "deploy.env"
     settings.write_text(
         "".join(f"{k}={v}\n" for k, v in MT.settings().items())
         + f"KNOWN_HOSTS={sandbox.known_hosts}\nSOURCE_DIR={app.path}\n"
     )
-    drop = {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "KNOWN_HOSTS", "SOURCE_DIR"}
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("APP_")}
-    return User(env | {"HOME": str(home), "ENV_FILE": str(settings)})
+    return UserShell(users_env(home) | {"ENV_FILE": str(settings)})
 
 
-def switched_under_load(user: User, line: str) -> tuple[str, LoadResult]:
+def switched_under_load(user: UserShell, line: str) -> tuple[str, LoadResult]:
     """Run `line` while a bounded load asks the home page, an app route and the health route."""
     with e2e_load(
         [HOME, APP_ROUTE, HEALTH], threads=2, max_requests=20_000, max_seconds=90
     ) as load:
-        said = user.run(line)
+        said = run(user, line)
     return said, load.result()
 
 
@@ -135,7 +122,7 @@ def node_version() -> str:
 
 
 def test_on_closes_every_path_but_the_health_route_and_loses_no_request(
-    sandbox: Sandbox, app: AppRepo, user: User
+    sandbox: Sandbox, app: AppRepo, user: UserShell
 ) -> None:
     said, load = switched_under_load(user, MAINTENANCE_ON)
     assert "maintenance mode ON" in said and "Retry-After 600 s" in said, said
@@ -152,10 +139,12 @@ def test_a_deploy_and_a_rollback_keep_it_on(sandbox: Sandbox, app: AppRepo) -> N
     version(app, 2)
     done = fab(sandbox, MT, app)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "Maintenance mode is still ON" in done.stdout, done.stdout
     assert node_version() == "2"
     assert_closed(600, MESSAGE)
     done = fab(sandbox, MT, None, task="rollback")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "Maintenance mode is still ON" in done.stdout, done.stdout
     assert node_version() == "1"
     assert_closed(600, MESSAGE)
 
@@ -199,7 +188,7 @@ def test_the_apps_own_page_is_served_with_the_message_filled_in(
 
 
 def test_off_opens_every_path_again_and_loses_no_request(
-    sandbox: Sandbox, app: AppRepo, user: User
+    sandbox: Sandbox, app: AppRepo, user: UserShell
 ) -> None:
     said, load = switched_under_load(user, MAINTENANCE_OFF)
     assert "maintenance mode OFF" in said, said
