@@ -13,8 +13,10 @@ N seconds), its deploys shared in order by the tests, each starting from what th
    one preloads), the new code answers;
 5. a code change: a HUP again, and it reaches the app.
 GUNICORN_GRACEFUL_TIMEOUT is 60 s (the 45 s request fits), three workers (two hold the long
-requests, one serves the load). Cost: about 150 s on an idle machine, most of it the 45 s request
-and the 20 s ones, overlapped with their deploys (measured: 184 s with the first deploy's 30 s).
+requests, one serves the load), each replaced after 40 requests: during a drain every new worker
+recycles, and is replaced while the old ones finish (else the load finds none). Cost: about 150 s
+on an idle machine, most of it the 45 s request and the 20 s ones, overlapped with their deploys
+(measured: 184 s with the first deploy's 30 s).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ LR = Profile(
         "PY_ROUTES": "api/flask",
         "GUNICORN_GRACEFUL_TIMEOUT": "60",
         "GUNICORN_WORKERS": "3",
+        # Workers recycle every 40 requests: during a drain, under the load, every new worker
+        # does, and each must be replaced while the old ones finish (gunicorn_hooks.py).
+        "GUNICORN_MAX_REQUESTS": "40",
+        "GUNICORN_MAX_REQUESTS_JITTER": "0",
     },
 )
 GUNICORN = f"http://127.0.0.1:{LR.bind}"
