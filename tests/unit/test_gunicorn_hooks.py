@@ -81,9 +81,9 @@ class Master:
 
 
 @pytest.fixture
-def cfg() -> dict[str, Any]:
+def cfg(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """A gunicorn.conf.py's namespace with the hooks appended, as Gunicorn executes the file."""
-    sys.modules.pop("_signalcraft_seen", None)  # a new master process
+    monkeypatch.delitem(sys.modules, "_signalcraft_seen", raising=False)  # a new master process
     namespace: dict[str, Any] = {}
     exec(compile(source("gunicorn_hooks.py"), "gunicorn.conf.py", "exec"), namespace)
     namespace["_signalcraft_install"](namespace, "/srv/app/releases", "app")
@@ -173,7 +173,6 @@ def test_a_second_hup_during_a_drain_counts_every_worker_then_old(cfg: dict[str,
 
 def test_the_templates_own_child_exit_still_runs_first(cfg: dict[str, Any]) -> None:
     seen: list[int] = []
-    sys.modules.pop("_signalcraft_seen", None)
     namespace: dict[str, Any] = {"child_exit": lambda server, worker: seen.append(worker.pid)}
     exec(compile(source("gunicorn_hooks.py"), "gunicorn.conf.py", "exec"), namespace)
     namespace["_signalcraft_install"](namespace, "/srv/app/releases", "app")

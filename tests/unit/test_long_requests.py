@@ -263,7 +263,7 @@ def test_the_workers_of_a_preloaded_master_name_the_release_it_imported_the_app_
     (root / "current").unlink()
     (root / "current").symlink_to(f"releases/{R1}")
     conf = load_conf(s, monkeypatch, root / "current")  # the HUP: the file is read again
-    conf["on_reload"](None)
+    conf["on_reload"](types.SimpleNamespace(WORKERS={}))
     worker = new_worker()
     conf["post_fork"](None, worker)
     conf["post_worker_init"](worker)
@@ -281,10 +281,11 @@ def test_a_template_hook_still_runs_before_the_tools_own(releases, monkeypatch, 
     )
     from dataclasses import replace
 
+    monkeypatch.delitem(sys.modules, "_signalcraft_seen", raising=False)
     conf = load_conf(replace(s, templates_dir=str(folder)), monkeypatch, root / "current")
-    app_module(monkeypatch, "shopapp", root / "current" / "shopapp.py")
     worker = new_worker()
-    conf["post_fork"](None, worker)
+    conf["post_fork"](None, worker)  # not preloaded: the worker imports the app itself
+    app_module(monkeypatch, "shopapp", root / "current" / "shopapp.py")
     conf["post_worker_init"](worker)
 
     assert conf["calls"] == [1]
