@@ -726,10 +726,10 @@ def _check_same_environment(s: Settings, old: dict[str, Any] | None) -> None:
     live = (old or {}).get("environment") or ""
     if live and s.environment and live != s.environment:
         raise PlanError(
-            f"DEPLOY_ROOT {s.deploy_root} holds the live release of the environment {live!r}, and"
-            f" this deploy is {s.environment!r}'s: nothing was changed. Give"
-            f" {s.environment_file or 'its settings file'} its own DEPLOY_ROOT, APP_NAME and ports"
-            f" (see docs/environments.md), or deploy with --environment {live}."
+            f"DEPLOY_ROOT {s.deploy_root} holds the live release of the environment {live!r}, not"
+            f" of {s.environment!r}. Give {s.environment_file or 'its settings file'} its own"
+            f" DEPLOY_ROOT, APP_NAME and ports (see docs/environments.md), or deploy with"
+            f" --environment {live}."
         )
 
 
