@@ -634,7 +634,9 @@ def _http_server(d: Dict[str, Any]) -> List[str]:
     lines = ["server {", *_common(d, d["listen"], False)]
     if d["tls"] and d["tls"]["redirect"]:
         port = _port_of(d["tls_listen"][0], "tls_listen")
+        # Maintenance mode here too: its marker is asked on this listener (the reload's proof).
         lines += [
+            *_maintenance_server(d),
             "",
             "    location / {",
             f"        return 301 https://$host{'' if port == 443 else f':{port}'}$request_uri;",
