@@ -87,7 +87,8 @@ MAINTENANCE_KEYS = ("retry_after", "open", "prefixes", "probe", "html", "json")
 MAX_PAGE = 256 * 1024
 MAX_RETRY_AFTER = 7 * 86400
 # What the tool's own checks through Nginx send: a health path that is also the home page ('/')
-# stays open to them alone while the rest of the site is in maintenance.
+# stays open to them alone while the rest of the site is in maintenance (honoured only on a
+# connection from the host itself: its source address is the one Nginx was asked on).
 PROBE_HEADER = "X-Signalcraft-Health"
 
 
@@ -225,9 +226,10 @@ def _maintenance_maps(up: str, m: Dict[str, Any]) -> List[str]:
 
     return [
         f"{SITE_HEADER} Maintenance mode is on: `maintenance off` removes this file.",
-        f"map ${_header_var(PROBE_HEADER)} ${up}_probe {{",
+        # The tool's checks run on the host, so they reach Nginx from the address they ask it on.
+        f'map "${_header_var(PROBE_HEADER)} $remote_addr $server_addr" ${up}_probe {{',
         '    default "";',
-        "    1       probe;",
+        r'    "~^1 (\S+) \1\z" probe;',
         "}",
         "",
         f"map ${up}_probe$uri ${up}_closed {{",

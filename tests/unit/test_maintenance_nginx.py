@@ -220,3 +220,17 @@ def test_with_tls_redirect_the_plain_http_listener_answers_the_maintenance_marke
     assert served.ask("/x", tls=True)[0] == 503
     assert served.ask("/api/flask/health", tls=True)[0] == 200
     assert served.ask("/api/flask/health")[0] == 301  # open paths still go to HTTPS
+
+
+def test_the_home_page_opens_to_the_tools_header_only_from_the_host_itself(
+    serve: Callable[..., Served],
+) -> None:
+    """The tool's checks run on the host and ask Nginx on one of its own addresses; a client
+    elsewhere that sends the same header still gets the maintenance page."""
+    served = serve()
+    probe = {"X-Signalcraft-Health": "1"}
+    status, _, body = served.ask("/", probe)
+    assert (status, json.loads(body)["app"]) == (200, "nodejs")
+    assert served.ask("/", probe, source="127.0.0.2")[0] == 503  # another address
+    assert served.ask("/", source="127.0.0.1")[0] == 503  # no header
+    assert served.ask("/api/flask/health", source="127.0.0.2")[0] == 200  # open to everyone
