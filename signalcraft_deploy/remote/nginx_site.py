@@ -221,8 +221,9 @@ def render_maintenance(up: str, desc: Dict[str, Any]) -> Dict[str, str]:
 def _maintenance_maps(up: str, m: Dict[str, Any]) -> List[str]:
     """The maps (http level): the tool's checks, whether a path is closed, which page."""
 
+    # \z, not $: Nginx decodes %0A into $uri, and `$` also matches before a final newline.
     def exact(path: str, who: str) -> str:
-        return f"    ~^{who}{routes_regex([path])}$ 0;"
+        return f"    ~^{who}{routes_regex([path])}\\z 0;"
 
     return [
         f"{SITE_HEADER} Maintenance mode is on: `maintenance off` removes this file.",
@@ -235,11 +236,11 @@ def _maintenance_maps(up: str, m: Dict[str, Any]) -> List[str]:
         f"map ${up}_probe$uri ${up}_closed {{",
         "    volatile;",  # a value kept from before the error page's redirect would close the page
         "    default 1;",
-        r"    ~^(probe)?/\.signalcraft-deploy-(site|maintenance)$ 0;",
+        r"    ~^(probe)?/\.signalcraft-deploy-(site|maintenance)\z 0;",
         r"    ~^(probe)?/\.signalcraft-maintenance/ 0;",
         r"    ~^(probe)?/\.well-known/acme-challenge/ 0;",
         *(exact(path, "(probe)?") for path in m["open"]),
-        *(f"    ~^(probe)?{routes_regex([p])}(/|$) 0;" for p in m["prefixes"]),
+        *(f"    ~^(probe)?{routes_regex([p])}(/|\\z) 0;" for p in m["prefixes"]),
         *(exact(path, "probe") for path in m["probe"]),
         "}",
         "",

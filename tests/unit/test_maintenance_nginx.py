@@ -234,3 +234,14 @@ def test_the_home_page_opens_to_the_tools_header_only_from_the_host_itself(
     assert served.ask("/", probe, source="127.0.0.2")[0] == 503  # another address
     assert served.ask("/", source="127.0.0.1")[0] == 503  # no header
     assert served.ask("/api/flask/health", source="127.0.0.2")[0] == 200  # open to everyone
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/flask/health%0A", "/status%0A", "/api/flask/health%0a", "/status/%0A/x"]
+)
+def test_a_newline_after_an_open_path_does_not_open_it(
+    serve: Callable[..., Served], path: str
+) -> None:
+    """Nginx decodes %0A into $uri; a regex's `$` also matches before a final newline."""
+    expect = 200 if path.startswith("/status/") else 503
+    assert serve().ask(path)[0] == expect

@@ -988,10 +988,10 @@ def test_maintenance_closes_all_but_the_open_paths_with_the_retry_after_asked() 
     ]
     assert server[3]["block"][1]["args"] == ["200", files["id"] + "\\n"]
     closed = next(line for line in files["maps"].split("map ") if f"${up}_closed" in line)
-    assert r"~^(probe)?/api/flask/health$ 0;" in closed
-    assert r"~^(probe)?/a\.b/c~d$ 0;" in closed
-    assert r"~^(probe)?/api/status(/|$) 0;" in closed
-    assert r"~^probe/$ 0;" in closed and r"~^(probe)?/$" not in closed
+    assert r"~^(probe)?/api/flask/health\z 0;" in closed
+    assert r"~^(probe)?/a\.b/c~d\z 0;" in closed
+    assert r"~^(probe)?/api/status(/|\z) 0;" in closed
+    assert r"~^probe/\z 0;" in closed and r"~^(probe)?/\z" not in closed
     # the pages never reach the configuration; another page is another id
     assert "shadow" not in files["maps"] + files["server"]
     other = nginx_site.render_maintenance(up, {**MAINTENANCE, "html": "<p>x</p>"})
