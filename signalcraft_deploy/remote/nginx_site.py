@@ -187,14 +187,22 @@ def check_maintenance(m: Any) -> Dict[str, Any]:
         if not isinstance(paths, list) or len(paths) > 100 or len(set(paths)) != len(paths):
             raise BadSite(f"{key} must be a list of at most 100 distinct paths")
         for path in paths:
-            if not isinstance(path, str) or not (
-                (path == "/" and key != "prefixes") or (path.startswith("/") and _route(path[1:]))
-            ):
-                raise BadSite(f"{key}: a path is '/' and a route: {path!r}")
+            if not _open_path(path, exact=key != "prefixes"):
+                raise BadSite(f"{key}: a path is '/' or a route (with a '/' after it): {path!r}")
     for key in ("html", "json"):
         if not isinstance(m[key], str) or not 0 < len(m[key].encode()) <= MAX_PAGE:
             raise BadSite(f"{key} must be a page of 1 byte to {MAX_PAGE // 1024} KiB")
     return m
+
+
+def _open_path(path: Any, exact: bool) -> bool:
+    """A path maintenance mode can name: '/' + a route, and for an exact path also '/' alone or
+    a route with a trailing '/' (a Flask route such as /health/)."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return False
+    if exact and path.endswith("/"):
+        return path == "/" or bool(_route(path[1:-1]))
+    return bool(_route(path[1:]))
 
 
 def maintenance_files(up: str) -> Dict[str, str]:

@@ -52,6 +52,21 @@ def test_defaults_the_health_routes_open_and_the_home_page_to_the_tools_checks_o
     assert desc["prefixes"] == ["/api/status", "/hooks"]
 
 
+def test_a_health_route_with_a_trailing_slash_is_one_root_accepts(tmp_path: Path) -> None:
+    s = settings(tmp_path, HEALTH_PY="/api/flask/health/", HEALTH_NODE="/healthz/")
+    desc = pages.description(s, None, None, None)
+    assert desc["open"] == ["/api/flask/health/", "/healthz/"]
+    assert nginx_site.check_maintenance(desc) is desc
+
+
+@pytest.mark.parametrize("path", ["//health", "/a/./health", "/a/../health", "/a//b"])
+def test_a_health_route_nginx_would_rewrite_is_refused_naming_its_key(
+    tmp_path: Path, path: str
+) -> None:
+    with pytest.raises(SettingsError, match=r"HEALTH_NODE .* cannot stay open"):
+        pages.description(settings(tmp_path, HEALTH_NODE=path), None, None, None)
+
+
 def test_the_apps_own_page_gets_the_message_and_retry_after_filled_in(tmp_path: Path) -> None:
     (tmp_path / "maintenance.html").write_text(
         "<p>{{ message }}</p><i>{{ retry_after }}</i>{{ x }}"

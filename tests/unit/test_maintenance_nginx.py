@@ -245,3 +245,12 @@ def test_a_newline_after_an_open_path_does_not_open_it(
     """Nginx decodes %0A into $uri; a regex's `$` also matches before a final newline."""
     expect = 200 if path.startswith("/status/") else 503
     assert serve().ask(path)[0] == expect
+
+
+def test_a_health_route_with_a_trailing_slash_stays_open(serve: Callable[..., Served]) -> None:
+    """Flask's @app.route("/health/") is common: HEALTH_PY=/api/flask/health/ must stay open."""
+    served = serve({**MAINTENANCE, "open": ["/api/flask/health/"], "probe": ["/healthz/"]})
+    status, _, body = served.ask("/api/flask/health/")
+    assert (status, json.loads(body)["app"]) == (200, "python")
+    assert served.ask("/api/flask/health")[0] == 503  # only the path as it is named
+    assert served.ask("/healthz/", {"X-Signalcraft-Health": "1"})[0] == 200
