@@ -152,13 +152,15 @@ def turn_off(c: Any, s: Settings) -> bool:
 
 
 def _put_back(c: Any, s: Settings, before: dict[str, Any] | None) -> None:
-    """Nginx did not reload: its files as they were before (its running configuration is still
-    that one)."""
+    """The reload was not proven: its files as they were before, and Nginx reloaded once more. A
+    reload that took but whose marker did not answer has the new files running; without that
+    reload they would stay running while the files (and `status`) say otherwise."""
     previous = (before or {}).get("description")
     try:
         if isinstance(previous, dict):
             _ask_root(c, s, "maintenance-on", previous)
         else:
             _ask_root(c, s, "maintenance-off", None)
+        reload_nginx(c, s)
     except Exit:
         pass  # the reload's own failure is the message that matters

@@ -132,3 +132,33 @@ def test_bad_flags_stop_before_any_host_is_contacted(
     with pytest.raises(Exit) as err:
         task.maintenance.body(object(), **args)
     assert says in str(err.value.message) and err.value.code == 2 and contacted == []
+
+
+def test_a_reload_not_proven_puts_the_files_back_and_reloads_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A reload that took but whose marker did not answer leaves the new files running: after the
+    put-back Nginx is reloaded again, so what runs is what the files (and `status`) say."""
+    from signalcraft_deploy.host import maintenance as mode
+
+    calls: list[str] = []
+    reloads = iter([Exit("Nginx's reload did not take", code=1), {"ok": True}])
+
+    def ask_root(c: object, s: object, verb: str, desc: object) -> str:
+        calls.append(verb)
+        return "0123456789abcdef"
+
+    def reload(c: object, s: object, **kwargs: object) -> dict:
+        calls.append("reload")
+        result = next(reloads)
+        if isinstance(result, Exit):
+            raise result
+        return result
+
+    monkeypatch.setattr(mode, "_ask_root", ask_root)
+    monkeypatch.setattr(mode, "reload_nginx", reload)
+    monkeypatch.setattr(mode, "read_record", lambda c, s: None)
+    s = settings(tmp_path, NGINX_LISTEN="127.0.0.1:8080")
+    with pytest.raises(Exit, match="did not take"):
+        mode.turn_on(None, s, pages.description(s, None, None, None), "m")
+    assert calls == ["maintenance-on", "reload", "maintenance-off", "reload"]
