@@ -172,7 +172,8 @@ def check_streams(streams: Any) -> None:
 def check_maintenance(m: Any) -> Dict[str, Any]:
     """A maintenance description: {retry_after: SECONDS, open: [PATH, ...] (exact paths that stay
     open, such as the health routes), prefixes: [PREFIX, ...] (paths under them stay open),
-    probe: [PATH, ...] (exact paths open to the tool's own checks only), html: TEXT, json: TEXT}.
+    probe: [PATH, ...] (the paths the tool's own checks ask: they reach every path), html: TEXT,
+    json: TEXT}.
     The pages are served as they are (never read as configuration); every other value is checked
     to be what it says."""
     if not isinstance(m, dict) or sorted(m) != sorted(MAINTENANCE_KEYS):
@@ -249,7 +250,9 @@ def _maintenance_maps(up: str, m: Dict[str, Any]) -> List[str]:
         r"    ~^(probe)?/\.well-known/acme-challenge/ 0;",
         *(exact(path, "(probe)?") for path in m["open"]),
         *(f"    ~^(probe)?{routes_regex([p])}(/|\\z) 0;" for p in m["prefixes"]),
-        *(exact(path, "probe") for path in m["probe"]),
+        # The tool's own checks reach every path (a deploy while it is on may move a health
+        # route; its gate asks the new one); `probe` names the ones they are known to ask.
+        "    ~^probe/ 0;",
         "}",
         "",
         f"map $http_accept ${up}_page {{",

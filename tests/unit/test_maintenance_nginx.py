@@ -254,3 +254,16 @@ def test_a_health_route_with_a_trailing_slash_stays_open(serve: Callable[..., Se
     assert (status, json.loads(body)["app"]) == (200, "python")
     assert served.ask("/api/flask/health")[0] == 503  # only the path as it is named
     assert served.ask("/healthz/", {"X-Signalcraft-Health": "1"})[0] == 200
+
+
+def test_the_tools_checks_reach_any_path_so_a_deploy_that_moves_a_health_route_passes_its_gate(
+    serve: Callable[..., Served],
+) -> None:
+    """Maintenance mode's open paths are the health routes when it was turned on; a deploy while it
+    is on may move them (HEALTH_NODE, a new mount prefix): its gate asks the new ones."""
+    served = serve()
+    probe = {"X-Signalcraft-Health": "1"}
+    status, _, body = served.ask("/chat/healthz", probe)
+    assert (status, json.loads(body)["app"]) == (200, "nodejs")
+    assert served.ask("/chat/healthz", probe, source="127.0.0.2")[0] == 503
+    assert served.ask("/chat/healthz")[0] == 503
