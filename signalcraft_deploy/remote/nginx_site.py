@@ -257,7 +257,9 @@ def _maintenance_maps(up: str, m: Dict[str, Any]) -> List[str]:
         "",
         f"map $http_accept ${up}_page {{",
         "    default 503.html;",
-        r"    ~*application/([a-z0-9.+-]*\+)?json 503.json;",
+        # JSON when asked for, unless refused in so many words (q=0)
+        r'    "~*application/([a-z0-9.+-]*\+)?json'
+        r'(?!\s*;\s*q\s*=\s*0(\.0{0,3})?\s*(,|\z))" 503.json;',
         "}",
     ]
 

@@ -267,3 +267,22 @@ def test_the_tools_checks_reach_any_path_so_a_deploy_that_moves_a_health_route_p
     assert (status, json.loads(body)["app"]) == (200, "nodejs")
     assert served.ask("/chat/healthz", probe, source="127.0.0.2")[0] == 503
     assert served.ask("/chat/healthz")[0] == 503
+
+
+@pytest.mark.parametrize(
+    ("accept", "page"),
+    [
+        ("application/json", "json"),
+        ("application/problem+json; q=0.5", "json"),
+        ("Application/JSON", "json"),
+        ("application/json;q=0", "html"),  # JSON refused in so many words
+        ("text/html, application/json; q=0.0", "html"),
+        ("*/*", "html"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "html"),
+    ],
+)
+def test_the_page_is_the_one_accept_asks_for(
+    serve: Callable[..., Served], accept: str, page: str
+) -> None:
+    status, _, body = serve().ask("/x", {"Accept": accept})
+    assert (status, body.decode()) == (503, MAINTENANCE[page])
