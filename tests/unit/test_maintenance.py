@@ -157,8 +157,41 @@ def test_a_reload_not_proven_puts_the_files_back_and_reloads_them(
 
     monkeypatch.setattr(mode, "_ask_root", ask_root)
     monkeypatch.setattr(mode, "reload_nginx", reload)
-    monkeypatch.setattr(mode, "read_record", lambda c, s: None)
+    monkeypatch.setattr(mode, "record_if_on", lambda c, s: None)
     s = settings(tmp_path, NGINX_LISTEN="127.0.0.1:8080")
     with pytest.raises(Exit, match="did not take"):
         mode.turn_on(None, s, pages.description(s, None, None, None), "m")
     assert calls == ["maintenance-on", "reload", "maintenance-off", "reload"]
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_on_again_keeps_when_it_began_and_a_record_left_over_is_not_taken_for_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: bool
+) -> None:
+    """`status` says since when the site has been down: turning it on again (a new message) keeps
+    that. A record whose files are gone (the site taken away since) is not the mode's: a new
+    `on` starts afresh, and a failed one would not put that stale mode back."""
+    from invoke import Result
+
+    from signalcraft_deploy.host import maintenance as mode
+
+    old = {"since": "2026-01-01T00:00:00+00:00", "by": "alice@laptop", "description": {}}
+    written: dict[str, str] = {}
+
+    def run(c: object, command: str, warn: bool = False) -> Result:
+        return Result(exited=0 if served or not command.startswith("test -e") else 1)
+
+    monkeypatch.setattr(mode, "run", run)
+    monkeypatch.setattr(mode, "read_record", lambda c, s: old)
+    monkeypatch.setattr(mode, "_ask_root", lambda c, s, verb, desc: "0123456789abcdef")
+    monkeypatch.setattr(mode, "reload_nginx", lambda c, s, **kw: {"ok": True})
+    monkeypatch.setattr(mode, "write_file", lambda c, path, text, mode: written.update(t=text))
+    monkeypatch.setattr(mode, "who", lambda: "bob@ci")
+    s = settings(tmp_path)
+    mode.turn_on(None, s, pages.description(s, "new words", None, None), "new words")
+    record = json.loads(written["t"])
+    assert record["message"] == "new words"
+    if served:
+        assert (record["since"], record["by"]) == (old["since"], old["by"])
+    else:
+        assert record["since"] != old["since"] and record["by"] == "bob@ci"
