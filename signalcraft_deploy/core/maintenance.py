@@ -122,11 +122,17 @@ def description(
     words = message if message is not None else DEFAULT_MESSAGE
     seconds = retry_after if retry_after is not None else s.maintenance_retry_after
     public, probe = open_paths(s)
+    page = page_html(words, seconds, own)
+    if len(page.encode()) > MAX_PAGE:
+        raise SettingsError(
+            f"MAINTENANCE_PAGE with --message filled in is {len(page.encode()) // 1024} KiB, over"
+            f" {MAX_PAGE // 1024} KiB: name {{{{ message }}}} fewer times, or give a shorter message"
+        )
     return {
         "retry_after": seconds,
         "open": public,
         "prefixes": list(s.maintenance_open_routes or ()),
         "probe": probe,
-        "html": page_html(words, seconds, own),
+        "html": page,
         "json": page_json(words, seconds),
     }

@@ -195,3 +195,12 @@ def test_on_again_keeps_when_it_began_and_a_record_left_over_is_not_taken_for_on
         assert (record["since"], record["by"]) == (old["since"], old["by"])
     else:
         assert record["since"] != old["since"] and record["by"] == "bob@ci"
+
+
+def test_an_own_page_the_message_makes_too_big_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """Each {{ message }} is replaced: an own page within its limit can pass root's with it."""
+    own = "<p>{{ message }}</p>" * 3000  # 60 KiB
+    with pytest.raises(
+        SettingsError, match=r"MAINTENANCE_PAGE with --message filled in is \d+ KiB"
+    ):
+        pages.description(settings(tmp_path), "m" * 200, None, own)
