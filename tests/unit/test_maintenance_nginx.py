@@ -220,6 +220,8 @@ def test_with_tls_redirect_the_plain_http_listener_answers_the_maintenance_marke
     assert served.ask("/x", tls=True)[0] == 503
     assert served.ask("/api/flask/health", tls=True)[0] == 200
     assert served.ask("/api/flask/health")[0] == 301  # open paths still go to HTTPS
+    status, headers, body = served.ask("/x")  # closed ones answer the page on plain HTTP too
+    assert (status, headers["Retry-After"], body) == (503, "600", MAINTENANCE["html"].encode())
 
 
 def test_the_home_page_opens_to_the_tools_header_only_from_the_host_itself(
