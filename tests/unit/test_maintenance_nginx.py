@@ -289,3 +289,15 @@ def test_the_page_is_the_one_accept_asks_for(
 ) -> None:
     status, _, body = serve().ask("/x", {"Accept": accept})
     assert (status, body.decode()) == (503, MAINTENANCE[page])
+
+
+def test_the_gates_own_probe_program_reaches_a_health_route_not_named_open(
+    serve: Callable[..., Served],
+) -> None:
+    """remote/probe.py, as the health gate and `status` run it on the host, through Nginx."""
+    from signalcraft_deploy.remote import probe
+
+    served = serve()
+    assert probe.fetch(f"http://127.0.0.1:{served.http_port}/chat/healthz")[0] == 200
+    assert probe.fetch(f"http://127.0.0.1:{served.http_port}/")[0] == 200
+    assert served.ask("/chat/healthz")[0] == 503  # a client without the header
