@@ -101,7 +101,16 @@ def page_json(message: str, retry_after: int) -> str:
 
 def open_paths(s: Settings) -> tuple[list[str], list[str]]:
     """(paths open to everyone, paths open to the tool's checks only): the health routes, as
-    Nginx sees them; the home page ('/') is never open to everyone."""
+    Nginx sees them; the home page ('/') is never open to everyone. A health route Nginx would
+    rewrite before matching (//, /./, /../) is a SettingsError naming its key."""
+    for key, path in (("HEALTH_PY", s.health_py), ("HEALTH_NODE", s.health_node)):
+        inner = path[1:].removesuffix("/")  # a trailing '/' is the app's own (Flask's /health/)
+        if path != "/" and any(part in ("", ".", "..") for part in inner.split("/")):
+            raise SettingsError(
+                f"{key} {path} cannot stay open in maintenance mode: Nginx merges '//' and"
+                " resolves '.' and '..' before it matches a path; set it as the app serves it,"
+                " such as /api/flask/health"
+            )
     health = list(dict.fromkeys([s.health_py, s.health_node]))
     return [p for p in health if p != "/"], health
 
@@ -113,11 +122,17 @@ def description(
     words = message if message is not None else DEFAULT_MESSAGE
     seconds = retry_after if retry_after is not None else s.maintenance_retry_after
     public, probe = open_paths(s)
+    page = page_html(words, seconds, own)
+    if len(page.encode()) > MAX_PAGE:
+        raise SettingsError(
+            f"MAINTENANCE_PAGE with --message filled in is {len(page.encode()) // 1024} KiB, over"
+            f" {MAX_PAGE // 1024} KiB: name {{{{ message }}}} fewer times, or give a shorter message"
+        )
     return {
         "retry_after": seconds,
         "open": public,
         "prefixes": list(s.maintenance_open_routes or ()),
         "probe": probe,
-        "html": page_html(words, seconds, own),
+        "html": page,
         "json": page_json(words, seconds),
     }

@@ -110,10 +110,19 @@ def read_record(c: Any, s: Settings) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def record_if_on(c: Any, s: Settings) -> dict[str, Any] | None:
+    """The record of the mode Nginx's files serve now; None when they serve none (a record left
+    after the site was taken away describes nothing that is on)."""
+    if not run(c, f"test -e {q(served_file(s))}", warn=True).ok:
+        return None
+    return read_record(c, s)
+
+
 def turn_on(c: Any, s: Settings, description: dict[str, Any], message: str) -> dict[str, Any]:
     """Serve maintenance mode as `description` says, proven by a reload whose new workers answer its
-    id; the record written. If the reload does not take, what was there before is put back."""
-    before = read_record(c, s)
+    id; the record written. If the reload does not take, what was there before is put back. On
+    again keeps when (and by whom) it was first turned on: `status` tells how long it has been."""
+    before = record_if_on(c, s)
     expect = _ask_root(c, s, "maintenance-on", description)
     try:
         verdict = reload_nginx(c, s, marker=marker(s, expect))
@@ -123,8 +132,8 @@ def turn_on(c: Any, s: Settings, description: dict[str, Any], message: str) -> d
     record = formats.stamp(
         formats.MAINTENANCE,
         {
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
-            "by": who(),
+            "since": (before or {}).get("since") or datetime.now(UTC).isoformat(timespec="seconds"),
+            "by": (before or {}).get("by") or who(),
             "message": message,
             "retry_after": description["retry_after"],
             "description": description,
@@ -138,7 +147,7 @@ def turn_on(c: Any, s: Settings, description: dict[str, Any], message: str) -> d
 def turn_off(c: Any, s: Settings) -> bool:
     """Maintenance mode off (its files removed, then a reload proven to take); False when it was
     not on. If the reload does not take, it is turned on again as it was."""
-    before = read_record(c, s)
+    before = record_if_on(c, s)
     if _ask_root(c, s, "maintenance-off", None) == "absent":
         run(c, f"rm -f {q(record_path(s))}", warn=True)
         return False
@@ -152,13 +161,15 @@ def turn_off(c: Any, s: Settings) -> bool:
 
 
 def _put_back(c: Any, s: Settings, before: dict[str, Any] | None) -> None:
-    """Nginx did not reload: its files as they were before (its running configuration is still
-    that one)."""
+    """The reload was not proven: its files as they were before, and Nginx reloaded once more. A
+    reload that took but whose marker did not answer has the new files running; without that
+    reload they would stay running while the files (and `status`) say otherwise."""
     previous = (before or {}).get("description")
     try:
         if isinstance(previous, dict):
             _ask_root(c, s, "maintenance-on", previous)
         else:
             _ask_root(c, s, "maintenance-off", None)
+        reload_nginx(c, s)
     except Exit:
         pass  # the reload's own failure is the message that matters

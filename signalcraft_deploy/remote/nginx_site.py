@@ -87,7 +87,8 @@ MAINTENANCE_KEYS = ("retry_after", "open", "prefixes", "probe", "html", "json")
 MAX_PAGE = 256 * 1024
 MAX_RETRY_AFTER = 7 * 86400
 # What the tool's own checks through Nginx send: a health path that is also the home page ('/')
-# stays open to them alone while the rest of the site is in maintenance.
+# stays open to them alone while the rest of the site is in maintenance (honoured only on a
+# connection from the host itself: its source address is the one Nginx was asked on).
 PROBE_HEADER = "X-Signalcraft-Health"
 
 
@@ -171,7 +172,8 @@ def check_streams(streams: Any) -> None:
 def check_maintenance(m: Any) -> Dict[str, Any]:
     """A maintenance description: {retry_after: SECONDS, open: [PATH, ...] (exact paths that stay
     open, such as the health routes), prefixes: [PREFIX, ...] (paths under them stay open),
-    probe: [PATH, ...] (exact paths open to the tool's own checks only), html: TEXT, json: TEXT}.
+    probe: [PATH, ...] (the paths the tool's own checks ask: they reach every path), html: TEXT,
+    json: TEXT}.
     The pages are served as they are (never read as configuration); every other value is checked
     to be what it says."""
     if not isinstance(m, dict) or sorted(m) != sorted(MAINTENANCE_KEYS):
@@ -186,14 +188,22 @@ def check_maintenance(m: Any) -> Dict[str, Any]:
         if not isinstance(paths, list) or len(paths) > 100 or len(set(paths)) != len(paths):
             raise BadSite(f"{key} must be a list of at most 100 distinct paths")
         for path in paths:
-            if not isinstance(path, str) or not (
-                (path == "/" and key != "prefixes") or (path.startswith("/") and _route(path[1:]))
-            ):
-                raise BadSite(f"{key}: a path is '/' and a route: {path!r}")
+            if not _open_path(path, exact=key != "prefixes"):
+                raise BadSite(f"{key}: a path is '/' or a route (with a '/' after it): {path!r}")
     for key in ("html", "json"):
         if not isinstance(m[key], str) or not 0 < len(m[key].encode()) <= MAX_PAGE:
             raise BadSite(f"{key} must be a page of 1 byte to {MAX_PAGE // 1024} KiB")
     return m
+
+
+def _open_path(path: Any, exact: bool) -> bool:
+    """A path maintenance mode can name: '/' + a route, and for an exact path also '/' alone or
+    a route with a trailing '/' (a Flask route such as /health/)."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return False
+    if exact and path.endswith("/"):
+        return path == "/" or bool(_route(path[1:-1]))
+    return bool(_route(path[1:]))
 
 
 def maintenance_files(up: str) -> Dict[str, str]:
@@ -220,30 +230,36 @@ def render_maintenance(up: str, desc: Dict[str, Any]) -> Dict[str, str]:
 def _maintenance_maps(up: str, m: Dict[str, Any]) -> List[str]:
     """The maps (http level): the tool's checks, whether a path is closed, which page."""
 
+    # \z, not $: Nginx decodes %0A into $uri, and `$` also matches before a final newline.
     def exact(path: str, who: str) -> str:
-        return f"    ~^{who}{routes_regex([path])}$ 0;"
+        return f"    ~^{who}{routes_regex([path])}\\z 0;"
 
     return [
         f"{SITE_HEADER} Maintenance mode is on: `maintenance off` removes this file.",
-        f"map ${_header_var(PROBE_HEADER)} ${up}_probe {{",
+        # The tool's checks run on the host, so they reach Nginx from the address they ask it on.
+        f'map "${_header_var(PROBE_HEADER)} $remote_addr $server_addr" ${up}_probe {{',
         '    default "";',
-        "    1       probe;",
+        r'    "~^1 (\S+) \1\z" probe;',
         "}",
         "",
         f"map ${up}_probe$uri ${up}_closed {{",
         "    volatile;",  # a value kept from before the error page's redirect would close the page
         "    default 1;",
-        r"    ~^(probe)?/\.signalcraft-deploy-(site|maintenance)$ 0;",
+        r"    ~^(probe)?/\.signalcraft-deploy-(site|maintenance)\z 0;",
         r"    ~^(probe)?/\.signalcraft-maintenance/ 0;",
         r"    ~^(probe)?/\.well-known/acme-challenge/ 0;",
         *(exact(path, "(probe)?") for path in m["open"]),
-        *(f"    ~^(probe)?{routes_regex([p])}(/|$) 0;" for p in m["prefixes"]),
-        *(exact(path, "probe") for path in m["probe"]),
+        *(f"    ~^(probe)?{routes_regex([p])}(/|\\z) 0;" for p in m["prefixes"]),
+        # The tool's own checks reach every path (a deploy while it is on may move a health
+        # route; its gate asks the new one); `probe` names the ones they are known to ask.
+        "    ~^probe/ 0;",
         "}",
         "",
         f"map $http_accept ${up}_page {{",
         "    default 503.html;",
-        r"    ~*application/([a-z0-9.+-]*\+)?json 503.json;",
+        # JSON when asked for, unless refused in so many words (q=0)
+        r'    "~*application/([a-z0-9.+-]*\+)?json'
+        r'(?!\s*;\s*q\s*=\s*0(\.0{0,3})?\s*(,|\z))" 503.json;',
         "}",
     ]
 
@@ -634,7 +650,9 @@ def _http_server(d: Dict[str, Any]) -> List[str]:
     lines = ["server {", *_common(d, d["listen"], False)]
     if d["tls"] and d["tls"]["redirect"]:
         port = _port_of(d["tls_listen"][0], "tls_listen")
+        # Maintenance mode here too: its marker is asked on this listener (the reload's proof).
         lines += [
+            *_maintenance_server(d),
             "",
             "    location / {",
             f"        return 301 https://$host{'' if port == 443 else f':{port}'}$request_uri;",

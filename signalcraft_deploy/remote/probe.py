@@ -49,8 +49,8 @@ def fetch(url, host_header=None, timeout=3.0):
     import urllib.error
     import urllib.request
 
-    # X-Signalcraft-Health: a health route that is the home page ('/') stays open to the tool's
-    # own checks while the site is in maintenance mode (nginx_site.PROBE_HEADER).
+    # X-Signalcraft-Health: while the site is in maintenance mode, the tool's own checks from the
+    # host itself reach every path (a health route that is '/', one a deploy moves): PROBE_HEADER.
     headers = {"X-Signalcraft-Health": "1", **({"Host": host_header} if host_header else {})}
     req = urllib.request.Request(url, headers=headers)
     ctx = tls_context(host_header) if url.startswith("https:") else None

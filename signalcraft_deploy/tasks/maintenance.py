@@ -63,7 +63,10 @@ def maintenance(
     open_host(c, s, known_hosts=known_hosts, accept_new_host=accept_new_host)
     s = live_settings(c, s)
     if wanted is Switch.ON:
-        description = pages.description(s, message, seconds, own)
+        try:
+            description = pages.description(s, message, seconds, own)
+        except SettingsError as err:
+            raise Exit(f"{target_name(c)}: {err}.", code=2) from None
         mode.turn_on(c, s, description, message or pages.DEFAULT_MESSAGE)
         audit(c, s, {"event": "maintenance on", "by": who()})
         print(on_text(c, s, description, own_path if own is not None else None))

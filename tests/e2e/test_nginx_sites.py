@@ -554,6 +554,16 @@ def test_certificates_are_checked_before_anything_changes_and_status_warns(sandb
             )[0]
             == 200
         )
+        # Maintenance mode on this TLS_REDIRECT site (its reload is proven on the plain-HTTP
+        # listener, whose server redirects), then off: a few seconds, no deploy of its own.
+        trusted = ssl.create_default_context(cafile=str(cert))
+        on = fab(sandbox, good, None, "--switch", "on", task="maintenance")
+        assert on.returncode == 0 and "maintenance mode ON" in on.stdout, on.stdout + on.stderr
+        assert https_get("https://127.0.0.1:7247/api/ai/x", trusted)[0] == 503
+        assert https_get("https://127.0.0.1:7247/api/flask/health", trusted)[0] == 200
+        off = fab(sandbox, good, None, "--switch", "off", task="maintenance")
+        assert off.returncode == 0 and "maintenance mode OFF" in off.stdout, off.stdout + off.stderr
+        assert https_get("https://127.0.0.1:7247/api/ai/x", trusted)[0] == 200
         shown = fab(sandbox, good, None, task="status")
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert re.search(

@@ -988,10 +988,11 @@ def test_maintenance_closes_all_but_the_open_paths_with_the_retry_after_asked() 
     ]
     assert server[3]["block"][1]["args"] == ["200", files["id"] + "\\n"]
     closed = next(line for line in files["maps"].split("map ") if f"${up}_closed" in line)
-    assert r"~^(probe)?/api/flask/health$ 0;" in closed
-    assert r"~^(probe)?/a\.b/c~d$ 0;" in closed
-    assert r"~^(probe)?/api/status(/|$) 0;" in closed
-    assert r"~^probe/$ 0;" in closed and r"~^(probe)?/$" not in closed
+    assert r"~^(probe)?/api/flask/health\z 0;" in closed
+    assert r"~^(probe)?/a\.b/c~d\z 0;" in closed
+    assert r"~^(probe)?/api/status(/|\z) 0;" in closed
+    # '/' (and every path) open to the tool's own checks only, never to everyone
+    assert "    ~^probe/ 0;" in closed and r"~^(probe)?/\z" not in closed
     # the pages never reach the configuration; another page is another id
     assert "shadow" not in files["maps"] + files["server"]
     other = nginx_site.render_maintenance(up, {**MAINTENANCE, "html": "<p>x</p>"})
@@ -1023,4 +1024,4 @@ def test_every_accepted_maintenance_description_parses_to_the_same_shape(
     maps = out["config"][0]["parsed"][0]["block"]
     assert [d["directive"] for d in maps] == ["map", "map", "map"]
     entries = maps[1]["block"]
-    assert len(entries) == 2 + 3 + len(paths) * 3 and all(len(e["args"]) <= 1 for e in entries)
+    assert len(entries) == 2 + 4 + len(paths) * 2 and all(len(e["args"]) <= 1 for e in entries)

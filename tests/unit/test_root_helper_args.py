@@ -2871,6 +2871,21 @@ def test_maintenance_needs_a_site_the_helper_installed_that_includes_its_files(h
     assert host.files() == before
 
 
+def test_maintenance_needs_every_server_of_the_site_to_include_it(host: Host) -> None:
+    """A TLS_REDIRECT site rendered before its redirect server included maintenance mode: the
+    reload's marker (asked on that server) could never answer, so it is refused up front."""
+    tls = {"cert": "/etc/ssl/certs/shop.pem", "key": "/etc/ssl/private/shop.key", "redirect": True}
+    assert host.install(server_name="shop.example.com", tls=tls) == 0
+    include = nginx_site.maintenance_include(nginx_site.upstream_for(host.site), "server")
+    text = Path(host.site).read_text()
+    assert text.count(include) == 2
+    Path(host.site).write_text(text.replace("    " + include + "\n", "", 1))
+    before = host.files()
+    with pytest.raises(rh.Refused, match="older version"):
+        maintenance_on(host)
+    assert host.files() == before
+
+
 def test_a_failed_nginx_test_puts_the_previous_maintenance_files_back(host: Host) -> None:
     assert host.install() == 0 and maintenance_on(host) == 0
     before = host.files()
