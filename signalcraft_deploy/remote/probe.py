@@ -17,7 +17,6 @@ connection to PM2 are up, and checks when a line `go` arrives on stdin.
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -89,6 +88,8 @@ def pm2_jlist(pm2, rpc_js=None):
         return json.dumps(listed)
     try:
         if rpc_js:
+            import shutil  # here, as below: only where the socket could not be asked (5 ms)
+
             found = shutil.which(pm2)
             if found:
                 done = subprocess.run(
@@ -139,6 +140,8 @@ class Pm2Watch:
             return
         except Exception:
             self.daemon = None
+        import shutil
+
         found = shutil.which(pm2) if rpc_js else None
         if found:
             try:
