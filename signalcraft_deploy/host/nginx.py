@@ -7,10 +7,12 @@ order) to find which `proxy_pass` serves each Python route and the Node.js paths
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
@@ -72,8 +74,36 @@ def parse_files(files: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     return parsed
 
 
+class ParsedFiles(Mapping[str, list[dict[str, Any]]]):
+    """{path: directives} of a dump's files, each parsed the first time it is asked for: a check
+    reads the main file, our site and what the site includes, not every other site or mime.types."""
+
+    def __init__(self, files: dict[str, str]):
+        self._files = files
+        self._parsed: dict[str, list[dict[str, Any]]] = {}
+
+    def __getitem__(self, path: str) -> list[dict[str, Any]]:
+        if path not in self._parsed:
+            self._parsed[path] = parse_files({path: self._files[path]})[path]
+        return self._parsed[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+@functools.lru_cache(maxsize=2)
+def read_dump(dump: str) -> tuple[dict[str, str], ParsedFiles]:
+    """A dump's files and their directives, for the route table and the timeouts of one check
+    (both read the same dump; nothing changes what this returns)."""
+    files = split_dump(dump)
+    return files, ParsedFiles(files)
+
+
 def _expand(
-    block: list[dict[str, Any]], parsed: dict[str, list[dict[str, Any]]], file: str
+    block: list[dict[str, Any]], parsed: Mapping[str, list[dict[str, Any]]], file: str
 ) -> list[dict[str, Any]]:
     """Directives of a block with `include`s replaced by the included files' directives."""
     out = []
@@ -154,8 +184,7 @@ def _target(loc: dict[str, Any], upstreams: dict[str, list[str]]) -> tuple[str |
 
 def route_table(s: Settings, dump: str) -> tuple[list[Route], list[str]]:
     """Which address serves each route through our site, and any problem finding the site."""
-    files = split_dump(dump)
-    parsed = parse_files(files)
+    files, parsed = read_dump(dump)
     site_paths = [p for p in files if p in (s.nginx_site, s.nginx_enabled_link)]
     if not site_paths:
         return [], [
@@ -276,8 +305,7 @@ def _locations(block: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def timeout_problems(s: Settings, dump: str) -> list[str]:
     """Locations of our site's servers (kept or included ones too) where Nginx would give up on an
     app sooner than the app itself allows: Nginx's 504 for a request the app still serves."""
-    files = split_dump(dump)
-    parsed = parse_files(files)
+    files, parsed = read_dump(dump)
     site = next((p for p in files if p in (s.nginx_site, s.nginx_enabled_link)), None)
     if site is None:
         return []

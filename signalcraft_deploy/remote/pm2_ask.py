@@ -12,7 +12,6 @@ then asks through PM2's own client modules (pm2_rpc.js), and then PM2's CLI.
 
 import json
 import os
-import shutil
 import sys
 
 from signalcraft_deploy.remote.pm2_socket import Pm2Socket, socket_path
@@ -52,6 +51,8 @@ def save(daemon: Pm2Socket) -> int:
         return CANNOT
     dump = os.path.join(os.path.dirname(socket_path()), "dump.pm2")
     if os.path.exists(dump):
+        import shutil  # here: a list or delete (most asks) does without its 5 ms import
+
         shutil.copyfile(dump, dump + ".bak")
     temporary = f"{dump}.{os.getpid()}.tmp"
     with open(temporary, "w", encoding="utf-8") as out:

@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import struct
-from typing import Optional
 
 
 class Pm2Socket:
@@ -83,7 +82,7 @@ def socket_path() -> str:
     return os.path.join(home, "rpc.sock")
 
 
-def daemon_list(timeout: float = 10) -> Optional[list]:
+def daemon_list(timeout: float = 10) -> "list | None":  # (quoted: no `typing` import, 5 ms)
     """The daemon's process list (what `pm2 jlist` prints, parsed) over a connection of its own;
     None when it cannot be asked this way (the caller then asks PM2's CLI)."""
     try:

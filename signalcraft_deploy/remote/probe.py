@@ -17,12 +17,10 @@ connection to PM2 are up, and checks when a line `go` arrives on stdin.
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Set
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 from signalcraft_deploy.remote.pm2_socket import Pm2Socket, daemon_list, socket_path
@@ -92,6 +90,8 @@ def pm2_jlist(pm2, rpc_js=None):
         return json.dumps(listed)
     try:
         if rpc_js:
+            import shutil  # here, as below: only where the socket could not be asked (5 ms)
+
             found = shutil.which(pm2)
             if found:
                 done = subprocess.run(
@@ -109,7 +109,7 @@ def pm2_jlist(pm2, rpc_js=None):
 
 def by_name(text):
     """name -> [{pid, status, restarts, mode}] from a jlist text."""
-    apps: Dict[str, List[Dict[str, Any]]] = {}
+    apps: dict[str, list[dict]] = {}  # (local: never evaluated, Python 3.8 too)
     for proc in pm2_processes(text) or []:
         apps.setdefault(proc["name"], []).append(
             {
@@ -142,6 +142,8 @@ class Pm2Watch:
             return
         except Exception:
             self.daemon = None
+        import shutil
+
         found = shutil.which(pm2) if rpc_js else None
         if found:
             try:
@@ -254,7 +256,7 @@ def url_problems(spec):
 def established(port):
     """The socket inodes of the established TCP connections whose local port is `port`: the
     requests a server on that port holds (IPv4 and IPv6; this network namespace's)."""
-    found: Set[str] = set()
+    found: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as fh:
@@ -270,7 +272,7 @@ def established(port):
 
 def sockets_of(pid):
     """The socket inodes a process holds open (readable for the probe's own user's processes)."""
-    inodes: Set[str] = set()
+    inodes: set[str] = set()
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -394,7 +396,7 @@ def gate_with(spec, watch):
     release_dir = os.path.realpath(spec["release_dir"])
     drains = {a["name"]: Drain(a["drain"], a["port"]) for a in spec["apps"] if a.get("drain")}
     # A trial app does not restart: no count to compare.
-    first: Optional[Dict[str, Any]] = {} if spec.get("fail_fast") else None
+    first: dict | None = {} if spec.get("fail_fast") else None
     if first is None:
         watch.ask()  # the count the restarts are compared with, read while the URLs are checked
     problems, asked, state = ["not checked yet"], time.monotonic(), {}

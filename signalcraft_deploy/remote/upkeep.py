@@ -31,7 +31,6 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, List, Set
 
 from signalcraft_deploy.remote.pm2_list import pm2_process, pm2_processes
 from signalcraft_deploy.remote.pm2_socket import daemon_list
@@ -164,7 +163,7 @@ def in_use_by_processes():
 def unused_environments(root, in_use=()):
     """venvs/<hash> and node_modules/<hash> that no release on the host names and no process uses
     (this user's, and the paths `in_use` another account's processes run from)."""
-    named: Set[str] = set()
+    named: set[str] = set()  # (local: never evaluated, Python 3.8 too)
     releases = os.path.join(root, "releases")
     for release in children_of(releases):
         m = manifest_of(os.path.join(releases, release))
@@ -206,7 +205,7 @@ def settle(spec):
     if procs is None:
         return {"restarts": None, "removed": []}
     apps = spec.get("apps", [])
-    restarts: Dict[str, Dict[str, int]] = {}
+    restarts: dict[str, dict[str, int]] = {}
     for proc in procs:
         if proc["name"] in apps:
             restarts.setdefault(proc["name"], {})[str(proc["pm_id"])] = proc["restarts"]
@@ -227,7 +226,7 @@ def settle(spec):
 
 
 def read_unit(path):
-    unit: Dict[str, Any] = {}  # User, ExecStart, PIDFile: text; env: a dict
+    unit: dict = {}  # User, ExecStart, PIDFile: text; env: a dict
     try:
         with open(path) as fh:
             for line in fh:
@@ -250,7 +249,7 @@ def dump_entries(pm2_home, apps):
             saved = json.load(fh)
     except (OSError, ValueError):
         return None
-    out: Dict[str, List[Dict[str, Any]]] = {}
+    out: dict[str, list[dict]] = {}
     for env in saved if isinstance(saved, list) else []:
         if isinstance(env, dict) and env.get("name") in apps:
             proc = pm2_process({"name": env["name"], "pm2_env": env})
