@@ -34,19 +34,16 @@ only.
 import fcntl
 import fnmatch
 import hashlib
-import ipaddress
 import json
 import os
 import pwd
 import re
-import shutil
-import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from typing import overload
 
+# ipaddress, shutil, socket and tempfile are imported where they are used, typing nowhere: each
+# verb is a run of its own, and an import no verb needs costs every one of them.
 from signalcraft_deploy.remote.nginx_site import (
     BadSite,
     check,
@@ -197,6 +194,8 @@ def local_url(url: str) -> str:
     if host == "localhost":
         return url
     try:
+        import ipaddress
+
         ip = ipaddress.ip_address(host)
     except ValueError:
         ip = None
@@ -309,6 +308,8 @@ def write_in(path: str, data: bytes, mode: int) -> None:
     """Write a file in one of root's folders: a temporary file made there, then renamed over
     `path`."""
     folder = os.path.dirname(path)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".signalcraft-")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -323,6 +324,13 @@ def write_in(path: str, data: bytes, mode: int) -> None:
 def remove(path: str) -> None:
     if os.path.lexists(path):
         os.unlink(path)
+
+
+def remove_tree(path: str) -> None:
+    """A folder of root's records and all in it (shutil.rmtree does not follow links in it)."""
+    import shutil
+
+    shutil.rmtree(path)
 
 
 def ours(data: "bytes | None") -> bool:
@@ -558,7 +566,7 @@ def check_facts(site: str, facts: dict) -> None:
 def ss_lines() -> list:
     """`ss -ltnpH` as root: this host's listening TCP sockets, one line each, with their
     processes."""
-    done = run_argv(["ss", "-ltnpH"], capture=True)
+    done = run_captured(["ss", "-ltnpH"])
     return [
         line
         for line in ("" if isinstance(done, int) else done.stdout).splitlines()
@@ -703,11 +711,19 @@ def run_lib(name: str, *args: str) -> int:
     return run_argv([sys.executable, "-IS", lib(name), *args])
 
 
-@overload
-def run_argv(argv: list) -> int: ...
-@overload
-def run_argv(argv: list, capture: bool) -> "int | subprocess.CompletedProcess": ...
-def run_argv(argv: list, capture: bool = False) -> "int | subprocess.CompletedProcess":
+def run_argv(argv: list) -> int:
+    """Run a program with a time limit: its exit status (127: it cannot start, 124: it took too
+    long)."""
+    done = run_child(argv, False)
+    return done if isinstance(done, int) else done.returncode
+
+
+def run_captured(argv: list) -> "int | subprocess.CompletedProcess":
+    """Run a program with a time limit: its result with its output (text), or 127 or 124."""
+    return run_child(argv, True)
+
+
+def run_child(argv: list, capture: bool) -> "int | subprocess.CompletedProcess":
     """Run a program with a time limit: its result when `capture` (its output, text), else its exit
     status; 127 when it cannot start, 124 when it took too long."""
     try:
@@ -732,7 +748,7 @@ def run_argv(argv: list, capture: bool = False) -> "int | subprocess.CompletedPr
 
 
 def nginx_test(test: list) -> "subprocess.CompletedProcess | int":
-    return run_argv(test, capture=True)
+    return run_captured(test)
 
 
 def test_passes(test: list) -> "tuple[bool, str]":
@@ -799,7 +815,7 @@ def v_nginx_test(args: list) -> int:
 def v_nginx_dump(args: list) -> int:
     """nginx-dump: `nginx -T` (the whole configuration), showing only files anyone may read and the
     caller's own sites (another user's, or a file root alone may read, is named and left out)."""
-    done = run_argv(["nginx", "-T"], capture=True)
+    done = run_captured(["nginx", "-T"])
     if isinstance(done, int):
         return done
     showing, claims = True, all_claims()
@@ -1103,7 +1119,7 @@ def v_site_remove(args: list) -> int:
         if (
             takeover_meta(state, site) is not None
         ):  # root's copy of the site taken over: nothing to put it back for
-            shutil.rmtree(takeover_folder(state))
+            remove_tree(takeover_folder(state))
         print("removed")
     return code
 
@@ -1209,6 +1225,8 @@ def is_local(host: str) -> bool:
     """An address of this host's own (loopback, localhost, or one its interfaces hold)."""
     if host == "localhost":
         return True
+    import socket
+
     try:
         with socket.socket(
             socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
@@ -1324,7 +1342,7 @@ def v_takeover_record(args: list) -> int:
         if old is not None:
             write_in(copy, old, 0o600)
             if claim_of(site) is None and not serves_pid(copy, pid):
-                shutil.rmtree(folder)
+                remove_tree(folder)
                 raise Refused(
                     f"{site} does not proxy to a port pid {pid} listens on: not the site of the"
                     " server taken over"
@@ -1375,7 +1393,7 @@ def v_takeover_restore(args: list) -> int:
                 changes.remove(claim_path(site))
                 code = changes.tested(test)
     if code == 0:
-        shutil.rmtree(folder)
+        remove_tree(folder)
     return code
 
 
@@ -1415,7 +1433,7 @@ def v_pm2_boot(args: list) -> int:
     elif pm2_daemon_of(uid) is not None:
         state = "running"
     else:
-        done = run_argv(["systemctl", "start", unit], capture=True)
+        done = run_captured(["systemctl", "start", unit])
         if isinstance(done, int) or done.returncode != 0:
             why = done if isinstance(done, int) else (done.stderr or done.stdout).strip()
             print(f"signalcraft-root: systemctl start {unit} failed: {why}"[:500], file=sys.stderr)

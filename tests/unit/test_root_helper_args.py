@@ -39,7 +39,7 @@ from signalcraft_deploy.remote import root_helper as rh
 from tests.unit.conftest import mock_host
 
 SITE = "/etc/nginx/sites-available/shop"
-RUN_ARGV = rh.run_argv  # the real ones (Host replaces them)
+RUN_CHILD = rh.run_child  # the real one (Host replaces it)
 TEST_PASSES = rh.test_passes
 A = (
     os.getuid()
@@ -493,7 +493,7 @@ class Host:
         self.ss_more: list[
             str
         ] = []  # more lines of `ss -ltnpH`, as written (another program's sockets)
-        monkeypatch.setattr(rh, "run_argv", self._run)
+        monkeypatch.setattr(rh, "run_child", self._run)
         monkeypatch.setattr(sys, "path", list(sys.path))  # crossplane() puts LIB first
         monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
         if os.geteuid() != 0:  # the checks that root's folders are root's: as this user, its own
@@ -2128,7 +2128,7 @@ def test_non_utf8_bytes_in_the_tests_output_still_undo_a_failed_install(
         " /etc/nginx\\n'); sys.exit(1)"
     )
     monkeypatch.setattr(
-        rh, "nginx_test", lambda test: RUN_ARGV([sys.executable, "-c", said], capture=True)
+        rh, "nginx_test", lambda test: RUN_CHILD([sys.executable, "-c", said], True)
     )
     assert host.install() == 65
     assert snapshot(host) == before and host.claim() is None and rh.parked() is None
@@ -2146,7 +2146,7 @@ def test_non_utf8_bytes_beside_a_conflicting_name_warning_still_fail_the_install
         ' "shop.example.com" on 0.0.0.0:80, ignored\\n\')'
     )
     monkeypatch.setattr(
-        rh, "nginx_test", lambda test: RUN_ARGV([sys.executable, "-c", said], capture=True)
+        rh, "nginx_test", lambda test: RUN_CHILD([sys.executable, "-c", said], True)
     )
     assert host.install(server_name="shop.example.com") == 65
     assert snapshot(host) == before
