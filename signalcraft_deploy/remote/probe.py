@@ -24,6 +24,7 @@ import time
 
 from signalcraft_deploy.remote.pm2_list import pm2_processes
 from signalcraft_deploy.remote.pm2_socket import Pm2Socket, daemon_list, socket_path
+from signalcraft_deploy.remote.proc_sockets import socket_inodes
 
 
 def tls_context(host_header):
@@ -270,23 +271,6 @@ def established(port):
     return found
 
 
-def sockets_of(pid):
-    """The socket inodes a process holds open (readable for the probe's own user's processes)."""
-    inodes: set[str] = set()
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return inodes
-    for name in names:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    return inodes
-
-
 class Drain:
     """Gunicorn's old workers after a reload. One that holds requests (connections on Gunicorn's
     port) and has taken no new one since the gate first saw it is draining: it finishes requests
@@ -306,7 +290,7 @@ class Drain:
         now_open = established(self.port)
         draining, stale = [], []
         for pid in old_pids:
-            holds = sockets_of(pid) & now_open
+            holds = socket_inodes(pid) & now_open
             first = self.held.setdefault(pid, set(holds))
             if holds and holds <= first:
                 draining.append(pid)

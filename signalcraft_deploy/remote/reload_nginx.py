@@ -36,6 +36,8 @@ import time
 import urllib.request
 from typing import Dict, Set
 
+from signalcraft_deploy.remote.proc_sockets import socket_inodes
+
 NGINX_SAYS = re.compile(r"\[(emerg|alert|crit)\].*")
 
 
@@ -202,22 +204,6 @@ def wait_for_workers(master, old, log, offset, deadline):
         if (new and all(retiring(p) for p in old)) or time.monotonic() > deadline:
             return new, ""
         time.sleep(0.02)
-
-
-def socket_inodes(pid):
-    """The inodes of the sockets process `pid` holds open."""
-    found = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                found.add(target[8:-1])
-    except OSError:
-        pass
-    return found
 
 
 def tcp_sockets(pid):

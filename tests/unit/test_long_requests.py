@@ -49,7 +49,7 @@ class Host:
         monkeypatch.setattr(probe, "children", lambda pid: self.workers())
         monkeypatch.setattr(probe, "established", lambda port: {"101", "102", "103"})
         monkeypatch.setattr(
-            probe, "sockets_of", lambda pid: self.held() if pid == OLD_WORKER else set()
+            probe, "socket_inodes", lambda pid: self.held() if pid == OLD_WORKER else set()
         )
 
     def sleep(self, seconds: float) -> None:
